@@ -1,0 +1,1 @@
+//! gpufed pure placement engine and market: snapshot in, decisions out.

@@ -1,0 +1,1 @@
+//! gpufed pure settlement state machine: usage journal, batches, exactly-once bookkeeping.
