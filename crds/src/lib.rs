@@ -1,1 +1,29 @@
-pub fn x(){}
+//! gpufed's API: the `GpuProvider`, `ComputeJob` and `Stake` custom resources
+//! (group `gpufed.io`, version `v1alpha1`), their schema and CEL rules, the condition
+//! vocabulary every controller uses, and parsers for the string formats in the specs.
+//!
+//! `crds/*.yaml` is generated from these types (`make crds`); CI fails on drift.
+#![forbid(unsafe_code)]
+
+pub mod common;
+pub mod conditions;
+pub mod crd;
+pub mod formats;
+pub mod job;
+pub mod job_status;
+pub mod provider;
+pub mod schema_check;
+pub mod stake;
+
+pub use common::{Condition, ConditionStatus, SecretKeyRef};
+pub use job::{ComputeJob, ComputeJobSpec};
+pub use job_status::ComputeJobStatus;
+pub use provider::{GpuProvider, GpuProviderSpec, GpuProviderStatus};
+pub use stake::{Stake, StakeSpec, StakeStatus};
+
+/// API group of every gpufed kind.
+pub const GROUP: &str = "gpufed.io";
+/// The served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// Extended resource the gpufed device plugin advertises unless configured otherwise.
+pub const DEFAULT_GPU_RESOURCE: &str = "gpufed.io/gpu";

@@ -1,0 +1,298 @@
+//! `ComputeJob`: work an AI team runs on the federation, possibly a gang of workers.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    COMPUTE_CAPABILITY_PATTERN, DECIMAL_PATTERN, DNS_LABEL_PATTERN, DURATION_PATTERN, GPU_MODEL_PATTERN,
+    MEMORY_PATTERN,
+};
+use crate::job_status::ComputeJobStatus;
+
+/// Most GPUs one job may ask for (`workers × gpusPerWorker`).
+pub const MAX_TOTAL_GPUS: u32 = 512;
+/// Most GPUs a gang may ask for when it must sit inside one NVLink domain (an NVL72 rack).
+pub const MAX_NVLINK_DOMAIN_GPUS: u32 = 72;
+
+/// A unit of GPU work: a pod template run as a gang of `workers` pods with
+/// `gpusPerWorker` GPUs each, placed whole on one provider that meets the requirements.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gpufed.io",
+    version = "v1alpha1",
+    kind = "ComputeJob",
+    plural = "computejobs",
+    singular = "computejob",
+    namespaced,
+    shortname = "cj",
+    category = "gpufed",
+    status = "ComputeJobStatus",
+    doc = "GPU work run on the gpufed federation: a gang of worker pods placed whole on one provider.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Provider", type_ = "string", json_path = ".status.placement.provider"),
+    printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.placement.gpus"),
+    printcolumn(name = "Price", type_ = "string", json_path = ".status.placement.pricePerGpuHour"),
+    printcolumn(name = "Cost", type_ = "string", json_path = ".status.usage.cost"),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#, priority = 1),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(name = "Workers", type_ = "integer", json_path = ".spec.workers", priority = 1),
+    printcolumn(name = "GPUs/Worker", type_ = "integer", json_path = ".spec.gpusPerWorker", priority = 1),
+    printcolumn(name = "Attempt", type_ = "integer", json_path = ".status.placement.attempt", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.placement) || (self.spec.workers == oldSelf.spec.workers && self.spec.gpusPerWorker == oldSelf.spec.gpusPerWorker && self.spec.gpu == oldSelf.spec.gpu)").message("spec.workers, spec.gpusPerWorker and spec.gpu are immutable once the job is placed").field_path(".spec")
+)]
+#[x_kube(validation = Rule::new("self.workers * self.gpusPerWorker <= 512").message("spec.workers × spec.gpusPerWorker must be at most 512 GPUs").field_path(".workers"))]
+#[x_kube(validation = Rule::new("self.gpu.interconnect != 'NVLinkDomain' || self.workers * self.gpusPerWorker <= 72").message("a gang with spec.gpu.interconnect NVLinkDomain may use at most 72 GPUs (one NVLink domain)").field_path(".gpu.interconnect"))]
+#[x_kube(validation = Rule::new("self.gpu.interconnect != 'NVLink' || self.gpusPerWorker >= 2").message("spec.gpu.interconnect NVLink needs spec.gpusPerWorker of at least 2").field_path(".gpu.interconnect"))]
+#[x_kube(validation = Rule::new("double(self.maxPricePerGpuHour) > 0.0").message("spec.maxPricePerGpuHour must be greater than 0").field_path(".maxPricePerGpuHour"))]
+#[x_kube(validation = Rule::new("!has(self.maxDuration) || duration(self.maxDuration) > duration('0s')").message("spec.maxDuration must be longer than 0s").field_path(".maxDuration"))]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeJobSpec {
+    /// Pod template for every worker. The operator adds GPU requests, node pinning, the
+    /// gang's rendezvous environment and the checkpoint location; `spec.containers` is
+    /// required. Validated in full when the job is dispatched.
+    pub template: WorkerTemplate,
+    /// Number of worker pods (gang size). The gang is placed whole or not at all.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 512))]
+    pub workers: u32,
+    /// GPUs each worker gets.
+    #[schemars(range(min = 1, max = 16))]
+    pub gpus_per_worker: u32,
+    /// What kind of GPU the job needs.
+    #[serde(default)]
+    pub gpu: GpuRequirements,
+    /// Highest price per GPU-hour the job pays, in the settlement token (decimal).
+    #[schemars(length(min = 1, max = 20), pattern(DECIMAL_PATTERN))]
+    pub max_price_per_gpu_hour: String,
+    /// Longest time the job may run (all attempts together), e.g. `36h`. Unbounded if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 18), pattern(DURATION_PATTERN))]
+    pub max_duration: Option<String>,
+    /// Where the job may run.
+    #[serde(default)]
+    pub placement: PlacementConstraints,
+    /// What happens when an attempt fails or its provider disappears.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// Where workers write and resume checkpoints; a failed-over attempt resumes from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+    /// Higher priorities are placed first and may preempt lower ones when allowed.
+    #[serde(default = "default_priority")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub priority: u32,
+    /// A suspended job is not placed; a running one is stopped and resumes when unsuspended.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_priority() -> u32 {
+    100
+}
+
+/// The worker pod template: Kubernetes `PodTemplateSpec` fields, kept open in the schema
+/// (their full schema would dwarf the CRD) and validated by the operator at dispatch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct WorkerTemplate {
+    /// Labels and annotations for the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+    /// The pod spec (`containers` required).
+    pub spec: WorkerPodSpec,
+}
+
+/// Labels and annotations copied onto every worker pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct TemplateMetadata {
+    /// Labels for the worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for the worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A Kubernetes `PodSpec`; only `containers` is checked by the CRD schema.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+pub struct WorkerPodSpec {
+    /// The worker's containers (Kubernetes `Container` objects).
+    #[schemars(length(min = 1, max = 16))]
+    pub containers: Vec<OpenObject>,
+    /// All other `PodSpec` fields.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub rest: BTreeMap<String, serde_json::Value>,
+}
+
+/// A Kubernetes object whose fields the CRD schema leaves to the operator's validation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct OpenObject(
+    /// The object's fields.
+    pub serde_json::Map<String, serde_json::Value>,
+);
+
+impl JsonSchema for OpenObject {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OpenObject".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // A structural schema may not say `additionalProperties: true`; keeping unknown
+        // fields is spelled `x-kubernetes-preserve-unknown-fields`.
+        schemars::json_schema!({
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
+}
+
+/// GPU requirements of each worker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuRequirements {
+    /// Acceptable GPU models (empty: any model that meets the other requirements).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(pattern(GPU_MODEL_PATTERN)))]
+    pub models: Vec<String>,
+    /// Which class of hardware is acceptable.
+    #[serde(default)]
+    pub tier: GpuTier,
+    /// Least memory per GPU, e.g. `80Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(MEMORY_PATTERN))]
+    pub min_memory: Option<String>,
+    /// Least CUDA compute capability, e.g. `8.0` (Ampere) or `9.0` (Hopper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(COMPUTE_CAPABILITY_PATTERN))]
+    pub min_compute_capability: Option<String>,
+    /// How the GPUs must be connected.
+    #[serde(default)]
+    pub interconnect: Interconnect,
+}
+
+/// Acceptable class of hardware.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum GpuTier {
+    /// Any GPU that meets the other requirements.
+    #[default]
+    Any,
+    /// Data-center GPUs only (ECC memory, server form factor).
+    Datacenter,
+    /// Consumer GPUs only (usually the cheapest; fine for inference).
+    Consumer,
+}
+
+/// Interconnect requirement between GPUs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Interconnect {
+    /// No requirement.
+    #[default]
+    Any,
+    /// Each worker's GPUs share one NVLink domain.
+    NVLink,
+    /// The whole gang shares one NVLink domain.
+    NVLinkDomain,
+}
+
+/// Where a job may run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementConstraints {
+    /// Allowed regions (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(pattern(DNS_LABEL_PATTERN)))]
+    pub regions: Vec<String>,
+    /// Allowed providers by name (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(pattern(DNS_LABEL_PATTERN)))]
+    pub providers: Vec<String>,
+    /// Providers to try first, in order; others follow by score.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(pattern(DNS_LABEL_PATTERN)))]
+    pub preferred_providers: Vec<String>,
+    /// Least provider reputation, 0–100.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_reputation: u32,
+    /// Only GPUs that passed verification (compute challenge, unique UUID).
+    #[serde(default = "yes")]
+    pub verified_only: bool,
+    /// Whether this job may evict lower-priority jobs to be placed.
+    #[serde(default)]
+    pub preempt_lower_priority: bool,
+}
+
+impl Default for PlacementConstraints {
+    fn default() -> Self {
+        Self {
+            regions: Vec::new(),
+            providers: Vec::new(),
+            preferred_providers: Vec::new(),
+            min_reputation: 0,
+            verified_only: true,
+            preempt_lower_priority: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What happens when an attempt fails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePolicy {
+    /// Most attempts in total, the first included.
+    #[serde(default = "default_attempts")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: u32,
+    /// What to do when the provider running the job is lost.
+    #[serde(default)]
+    pub on_provider_loss: ProviderLossAction,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self { max_attempts: default_attempts(), on_provider_loss: ProviderLossAction::default() }
+    }
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+
+/// Reaction to losing the provider of a running attempt.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ProviderLossAction {
+    /// Start a new attempt on another provider, resuming from the checkpoint.
+    #[default]
+    Failover,
+    /// Fail the job.
+    Fail,
+}
+
+/// Checkpoint location shared by all attempts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// URI of the checkpoint directory, e.g. `s3://bucket/run-42/`. Workers receive it as
+    /// `GPUFED_CHECKPOINT_URI` and the attempt number as `GPUFED_ATTEMPT`.
+    #[schemars(length(min = 6, max = 1024), pattern(r"^(s3|gs|az|https|nfs|pvc)://[^\s]+$"))]
+    pub uri: String,
+    /// Name of a Secret in the job's namespace with credentials for the location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub credentials_secret: Option<String>,
+}

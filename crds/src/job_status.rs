@@ -1,0 +1,174 @@
+//! What the operator reports about a `ComputeJob`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, DECIMAL_PATTERN, SIGNATURE_PATTERN};
+
+/// Status of a `ComputeJob`, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeJobStatus {
+    /// Summary for display only; automation reads `conditions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+    /// `Ready`, `Placed`, `Running`, `Complete`, `Failed`, `Reconciling`, `Stalled`.
+    #[serde(default)]
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The attempt the hub counts as live and bills; absent while queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// Past attempts, oldest first (the most recent 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub attempts: Vec<AttemptRecord>,
+    /// When the first attempt started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub start_time: Option<String>,
+    /// When the job reached Succeeded or Failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub completion_time: Option<String>,
+    /// GPU time used and what it cost, over all attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// How much of the usage is settled on chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing: Option<Billing>,
+}
+
+/// Display phase of a job.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum JobPhase {
+    /// Waiting for a provider that fits.
+    Queued,
+    /// A provider was chosen; pods are being created or scheduled.
+    Placed,
+    /// All workers run.
+    Running,
+    /// The current attempt was lost; a new one is being placed.
+    Recovering,
+    /// Suspended by the user.
+    Suspended,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished unsuccessfully.
+    Failed,
+}
+
+/// Where the live attempt runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Attempt number, starting at 1. Member-side objects carry it; writes from older
+    /// attempts are refused (fencing).
+    #[schemars(range(min = 1))]
+    pub attempt: u32,
+    /// The `GpuProvider` running the attempt.
+    #[schemars(length(max = 63))]
+    pub provider: String,
+    /// Total GPUs of the gang.
+    pub gpus: u32,
+    /// Price per GPU-hour fixed when the attempt was placed (decimal).
+    #[schemars(pattern(DECIMAL_PATTERN))]
+    pub price_per_gpu_hour: String,
+    /// Node and GPUs of each worker, by rank.
+    #[serde(default)]
+    #[schemars(length(max = 512))]
+    pub workers: Vec<WorkerPlacement>,
+    /// When the placement was decided (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub placed_time: String,
+}
+
+/// One worker's node and GPUs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPlacement {
+    /// Worker rank, from 0.
+    pub rank: u32,
+    /// Member-cluster node.
+    #[schemars(length(max = 253))]
+    pub node: String,
+    /// GPU UUIDs the device plugin allocated, once known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    pub gpu_uuids: Vec<String>,
+}
+
+/// How an attempt ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AttemptOutcome {
+    /// All workers succeeded.
+    Succeeded,
+    /// A worker failed.
+    Failed,
+    /// The provider became unreachable or NotReady past its grace period.
+    ProviderLost,
+    /// A node or GPU under a worker failed.
+    NodeLost,
+    /// Evicted for a higher-priority job.
+    Preempted,
+    /// Stopped by the user (suspend or delete).
+    Stopped,
+    /// Ran past `spec.maxDuration`.
+    DeadlineExceeded,
+}
+
+/// A finished attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// Attempt number.
+    pub attempt: u32,
+    /// Provider that ran it.
+    #[schemars(length(max = 63))]
+    pub provider: String,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// Details for humans.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub message: String,
+    /// GPU-seconds billed for this attempt (up to its last heartbeat).
+    pub gpu_seconds: u64,
+    /// When it ended (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub end_time: String,
+}
+
+/// Usage over all attempts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// GPU-seconds metered.
+    pub gpu_seconds: u64,
+    /// Cost of those GPU-seconds in the settlement token (decimal).
+    #[schemars(pattern(DECIMAL_PATTERN))]
+    pub cost: String,
+}
+
+/// Settlement progress of the job's usage records.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Billing {
+    /// Usage records written to the journal.
+    pub records: u64,
+    /// Records settled on chain at the configured commitment.
+    pub settled_records: u64,
+    /// Amount settled (decimal).
+    #[schemars(pattern(DECIMAL_PATTERN))]
+    pub settled_amount: String,
+    /// Signatures of the transactions that settled this job's records (most recent 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(pattern(SIGNATURE_PATTERN)))]
+    pub signatures: Vec<String>,
+}

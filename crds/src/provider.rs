@@ -1,0 +1,226 @@
+//! `GpuProvider`: one member cluster that sells GPU time to the federation.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    COMPUTE_CAPABILITY_PATTERN, Condition, DECIMAL_PATTERN, DNS_LABEL_PATTERN, DURATION_PATTERN,
+    GPU_MODEL_PATTERN, SecretKeyRef, WALLET_PATTERN,
+};
+
+/// A member cluster that offers GPUs to the federation: how the hub reaches it, who is
+/// paid, where it is, and what its GPUs cost.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gpufed.io",
+    version = "v1alpha1",
+    kind = "GpuProvider",
+    plural = "gpuproviders",
+    singular = "gpuprovider",
+    shortname = "gpup",
+    shortname = "gp",
+    category = "gpufed",
+    status = "GpuProviderStatus",
+    doc = "A member cluster that sells GPU time to the gpufed federation.",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.inventory.gpus"),
+    printcolumn(name = "Free", type_ = "integer", json_path = ".status.inventory.allocatable"),
+    printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verification.verifiedGpus"),
+    printcolumn(name = "Reputation", type_ = "string", json_path = ".status.reputation.score"),
+    printcolumn(name = "Heartbeat", type_ = "date", json_path = ".status.lastHeartbeatTime", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.mode != 'Push' || has(self.kubeconfigSecretRef)").message("spec.kubeconfigSecretRef is required when spec.mode is Push").field_path(".kubeconfigSecretRef"))]
+#[x_kube(validation = Rule::new("self.prices.all(p, double(p.pricePerGpuHour) > 0.0)").message("every spec.prices[].pricePerGpuHour must be greater than 0").field_path(".prices"))]
+#[serde(rename_all = "camelCase")]
+pub struct GpuProviderSpec {
+    /// How the hub and the member cluster talk. `Push`: the hub connects to the member's
+    /// API server with the kubeconfig in `kubeconfigSecretRef`. `Pull`: an agent inside
+    /// the member cluster connects out to the hub (for clusters behind NAT).
+    #[serde(default)]
+    pub mode: ConnectionMode,
+    /// Secret (in the hub) that holds the kubeconfig of the member cluster. Required in
+    /// `Push` mode. Rotating the Secret's content does not interrupt running jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_ref: Option<SecretKeyRef>,
+    /// Solana wallet (base58 public key) that receives this provider's earnings.
+    #[schemars(pattern(WALLET_PATTERN))]
+    pub payout_wallet: String,
+    /// Region of the provider's GPUs, e.g. `eu-west`, `us-east`. Jobs may restrict regions.
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub region: String,
+    /// Asking price per GPU-hour for each GPU model the provider sells. A model without a
+    /// price is not offered.
+    #[schemars(
+        length(min = 1, max = 32),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["model"])
+    )]
+    pub prices: Vec<GpuPrice>,
+    /// Only member nodes with these labels are offered (in addition to having GPUs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Extended resource name the provider's device plugin advertises.
+    #[serde(default = "default_resource_name")]
+    #[schemars(length(min = 3, max = 253), pattern(r"^[a-z0-9.-]+/[a-z0-9.-]+$"))]
+    pub resource_name: String,
+    /// How long the provider may miss heartbeats before it is NotReady and its jobs fail over.
+    #[serde(default = "default_grace")]
+    #[schemars(length(min = 2, max = 16), pattern(DURATION_PATTERN))]
+    pub heartbeat_grace_period: String,
+    /// A paused provider receives no new jobs; running jobs continue.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_resource_name() -> String {
+    crate::DEFAULT_GPU_RESOURCE.to_owned()
+}
+
+fn default_grace() -> String {
+    "2m".to_owned()
+}
+
+/// How the hub reaches a member cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ConnectionMode {
+    /// The hub connects to the member's API server.
+    #[default]
+    Push,
+    /// An in-cluster agent connects out to the hub.
+    Pull,
+}
+
+/// A provider's asking price for one GPU model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuPrice {
+    /// GPU model as the device plugin labels it, e.g. `NVIDIA-H100-80GB-HBM3`.
+    #[schemars(pattern(GPU_MODEL_PATTERN))]
+    pub model: String,
+    /// Asking price per GPU-hour in the settlement token (decimal, up to 6 fractional digits).
+    #[schemars(pattern(DECIMAL_PATTERN))]
+    pub price_per_gpu_hour: String,
+}
+
+/// What the hub last observed of a provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuProviderStatus {
+    /// `Ready` (summary), `Reachable`, `Verified`, `Staked`, `Reconciling`, `Stalled`.
+    #[serde(default)]
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Last time the member cluster answered (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_heartbeat_time: Option<String>,
+    /// GPUs the member cluster offers, as its nodes and the device plugin report them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Inventory>,
+    /// Results of GPU verification (compute challenges, uniqueness of UUIDs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// The provider's reputation, which placement weighs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reputation: Option<Reputation>,
+}
+
+/// A provider's GPU inventory.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    /// Ready GPU nodes that match the node selector.
+    pub nodes: u32,
+    /// GPUs on those nodes.
+    pub gpus: u32,
+    /// GPUs not allocated to any pod.
+    pub allocatable: u32,
+    /// GPUs grouped by model.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub models: Vec<ModelInventory>,
+}
+
+/// GPUs of one model in a provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInventory {
+    /// GPU model, e.g. `NVIDIA-A100-SXM4-40GB`.
+    #[schemars(pattern(GPU_MODEL_PATTERN))]
+    pub model: String,
+    /// Memory per GPU in MiB.
+    pub memory_mib: u64,
+    /// CUDA compute capability, e.g. `8.0`.
+    #[schemars(pattern(COMPUTE_CAPABILITY_PATTERN))]
+    pub compute_capability: String,
+    /// GPUs of this model.
+    pub count: u32,
+    /// GPUs of this model not allocated.
+    pub allocatable: u32,
+    /// Largest number of these GPUs that share one NVLink domain (1 without NVLink).
+    pub largest_nvlink_domain: u32,
+}
+
+/// Verification results for a provider's GPUs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// GPUs that passed the last compute challenge and are unique in the fleet.
+    pub verified_gpus: u32,
+    /// GPUs that failed, or whose UUID another provider also claims.
+    pub failed_gpus: u32,
+    /// When the last verification round finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_run_time: Option<String>,
+    /// The most recent failures, newest first.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub failures: Vec<VerificationFailure>,
+}
+
+/// One GPU that did not verify.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationFailure {
+    /// The GPU's UUID as reported by the device plugin.
+    #[schemars(length(max = 64))]
+    pub gpu_uuid: String,
+    /// Why, e.g. `DuplicateUuid`, `WrongDigest`, `TimingOutOfBand`, `Simulated`.
+    #[schemars(length(max = 64))]
+    pub reason: String,
+    /// Details for humans.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub message: String,
+}
+
+/// A provider's reputation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reputation {
+    /// Score from 0 (untrusted) to 100, as a decimal string.
+    #[schemars(pattern(DECIMAL_PATTERN))]
+    pub score: String,
+    /// Fraction of heartbeats answered over the measurement window, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_percent: Option<u32>,
+    /// Jobs completed on this provider.
+    #[serde(default)]
+    pub jobs_completed: u64,
+    /// Jobs lost because of the provider (abandoned, GPU errors).
+    #[serde(default)]
+    pub jobs_failed_by_provider: u64,
+}
