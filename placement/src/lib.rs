@@ -1,1 +1,32 @@
 //! gpufed pure placement engine and market: snapshot in, decisions out.
+//!
+//! No Kubernetes, no network, no async runtime: the operator maps its CRDs onto a
+//! [`Snapshot`], calls [`place`] (or drives an [`Engine`] job by job) and applies the
+//! [`Decisions`]. The same snapshot always yields the same decisions.
+//!
+//! See `docs/placement.md` for the filters, scores, market formula and fairness rules.
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod baseline;
+mod decision;
+mod engine;
+mod explain;
+mod filter;
+mod index;
+pub mod market;
+mod queue;
+mod score;
+mod search;
+mod snapshot;
+
+pub use decision::{Config, Decisions, Eviction, Placement, Unplaced, WorkerPlacement};
+pub use engine::{Engine, place};
+pub use explain::{Explanation, InvalidJob, Reason};
+pub use index::SnapshotError;
+pub use market::MarketParams;
+pub use score::Weights;
+pub use snapshot::{
+    ComputeCapability, GpuRef, Interconnect, Job, MAX_GPUS_PER_NODE, MICROS_PER_UNIT, Micros, Node, Provider,
+    Reservation, RunningAllocation, Snapshot, format_micros,
+};

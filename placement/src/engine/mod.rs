@@ -1,0 +1,286 @@
+//! The engine: a snapshot in, decisions out, one job at a time.
+//!
+//! Jobs come off the [fair queue](crate::queue) in order. Each is placed on the best
+//! group the [fast path](crate::search) finds; failing that, optionally by preemption;
+//! failing that, it is explained and may reserve nodes so that later, smaller jobs
+//! backfill around it without starving it.
+
+mod preempt;
+mod reserve;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::decision::{Config, Decisions, Placement, Unplaced, WorkerPlacement};
+use crate::explain::{Explanation, InvalidJob};
+use crate::filter::{JobSt, explain, validate};
+use crate::index::{Fleet, SnapshotError};
+use crate::queue::FairQueue;
+use crate::search::{Candidate, find_best, select};
+use crate::snapshot::{Reservation, Snapshot};
+
+/// A running allocation, resolved.
+#[derive(Debug)]
+struct AllocSt {
+    src: u32,
+    provider: u32,
+    ns: u32,
+    priority: i32,
+    start: u64,
+    /// Node and GPUs held there.
+    held: Vec<(u32, u64)>,
+    evicted: bool,
+}
+
+/// Places the jobs of one snapshot; see [`place`] for the one-call form.
+#[derive(Debug)]
+pub struct Engine<'s> {
+    snap: &'s Snapshot,
+    cfg: Config,
+    fleet: Fleet,
+    jobs: Vec<JobSt>,
+    job_ns: Vec<u32>,
+    queue: FairQueue,
+    allocs: Vec<AllocSt>,
+    reserved: BTreeMap<u32, Vec<u32>>,
+    out: Decisions,
+}
+
+fn idx(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Places every job of `snap` it can; the one-call form of [`Engine`].
+pub fn place(snap: &Snapshot, cfg: &Config) -> Result<Decisions, SnapshotError> {
+    Ok(Engine::new(snap, cfg)?.run())
+}
+
+impl<'s> Engine<'s> {
+    /// Indexes the snapshot. Malformed jobs are answered at once as unplaced with an
+    /// [`Explanation::Invalid`]; a malformed fleet is an error.
+    pub fn new(snap: &'s Snapshot, cfg: &Config) -> Result<Self, SnapshotError> {
+        let fleet = Fleet::build(snap)?;
+        let names: BTreeSet<&str> = snap
+            .jobs
+            .iter()
+            .map(|j| j.namespace.as_str())
+            .chain(snap.running.iter().map(|r| r.namespace.as_str()))
+            .collect();
+        let ns_index: BTreeMap<&str, u32> = names.iter().enumerate().map(|(i, &n)| (n, idx(i))).collect();
+        let weights: Vec<u32> = names
+            .iter()
+            .map(|n| snap.namespace_weights.get(*n).copied().unwrap_or(1))
+            .collect();
+        let mut totals = vec![0u64; fleet.models.len()];
+        for g in &fleet.groups {
+            totals[usize::from(g.model)] += u64::from(g.total);
+        }
+        let mut engine = Engine {
+            snap,
+            cfg: cfg.clone(),
+            queue: FairQueue::new(&weights, totals),
+            fleet,
+            jobs: Vec::new(),
+            job_ns: Vec::new(),
+            allocs: Vec::new(),
+            reserved: BTreeMap::new(),
+            out: Decisions::default(),
+        };
+        engine.load_running(&ns_index)?;
+        engine.load_jobs(&ns_index);
+        engine.load_reservations();
+        Ok(engine)
+    }
+
+    fn load_running(&mut self, ns_index: &BTreeMap<&str, u32>) -> Result<(), SnapshotError> {
+        let mut held_mask = vec![0u64; self.fleet.nodes.len()];
+        for (ai, r) in self.snap.running.iter().enumerate() {
+            let bad = || SnapshotError::BadAllocation(r.job.clone());
+            let provider = self.fleet.provider_index(&r.provider).ok_or_else(bad)?;
+            let mut held: BTreeMap<u32, u64> = BTreeMap::new();
+            for gpu in &r.gpus {
+                let n = self.fleet.node_index(provider, &gpu.node).ok_or_else(bad)?;
+                let node = &self.fleet.nodes[n as usize];
+                let bit = 1u64 << gpu.gpu.min(63);
+                if gpu.gpu >= node.gpus || node.free & bit != 0 || held_mask[n as usize] & bit != 0 {
+                    return Err(bad());
+                }
+                held_mask[n as usize] |= bit;
+                *held.entry(n).or_default() |= bit;
+            }
+            let ns = ns_index.get(r.namespace.as_str()).copied().unwrap_or(0);
+            for (&n, &mask) in &held {
+                let model = self.node_model(n);
+                self.queue.charge(ns, model, i64::from(mask.count_ones()));
+            }
+            self.allocs.push(AllocSt {
+                src: idx(ai),
+                provider,
+                ns,
+                priority: r.priority,
+                start: r.start_time,
+                held: held.into_iter().collect(),
+                evicted: false,
+            });
+        }
+        Ok(())
+    }
+
+    fn load_jobs(&mut self, ns_index: &BTreeMap<&str, u32>) {
+        let jobs = &self.snap.jobs;
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by(|&a, &b| {
+            (jobs[a].submit_time, &jobs[a].id, a).cmp(&(jobs[b].submit_time, &jobs[b].id, b))
+        });
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for i in order {
+            let job = &jobs[i];
+            let check = if seen.insert(job.id.as_str()) {
+                validate(job)
+            } else {
+                Err(InvalidJob::Duplicate)
+            };
+            if let Err(e) = check {
+                self.out.unplaced.push(Unplaced {
+                    job: job.id.clone(),
+                    explanation: Explanation::Invalid(e),
+                });
+                continue;
+            }
+            let h = idx(self.jobs.len());
+            let ns = ns_index.get(job.namespace.as_str()).copied().unwrap_or(0);
+            self.jobs.push(JobSt::resolve(&self.fleet, job, idx(i)));
+            self.job_ns.push(ns);
+            self.queue.push(ns, job.priority, h);
+        }
+    }
+
+    fn load_reservations(&mut self) {
+        let handles: BTreeMap<&str, u32> = self
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(h, j)| (self.snap.jobs[j.src as usize].id.as_str(), idx(h)))
+            .collect();
+        for r in &self.snap.reservations {
+            if self.reserved.len() >= self.cfg.max_reservations {
+                break;
+            }
+            let (Some(&h), Some(p)) = (
+                handles.get(r.job.as_str()),
+                self.fleet.provider_index(&r.provider),
+            ) else {
+                continue;
+            };
+            if self.reserved.contains_key(&h) {
+                continue;
+            }
+            let mut nodes = Vec::new();
+            for name in &r.nodes {
+                if let Some(n) = self.fleet.node_index(p, name)
+                    && self.fleet.nodes[n as usize].reserved_for.is_none()
+                {
+                    self.fleet.reserve(n, h);
+                    nodes.push(n);
+                }
+            }
+            if !nodes.is_empty() {
+                self.reserved.insert(h, nodes);
+            }
+        }
+    }
+
+    fn node_model(&self, n: u32) -> u16 {
+        let pool = self.fleet.nodes[n as usize].pool as usize;
+        self.fleet.groups[self.fleet.pools[pool].group as usize].model
+    }
+
+    /// Jobs still waiting to be considered.
+    pub fn is_done(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Considers the next job in queue order. Returns `Some(true)` if it was placed,
+    /// `Some(false)` if not, `None` when the queue is exhausted.
+    pub fn step(&mut self) -> Option<bool> {
+        let h = self.queue.pop()?;
+        let held = self.reserved.remove(&h);
+        for &n in held.iter().flatten() {
+            self.fleet.unreserve(n);
+        }
+        let js = &self.jobs[h as usize];
+        if let Some(c) = find_best(&self.fleet, js, &self.cfg.weights, &self.cfg.market, None) {
+            self.commit(h, c, Vec::new());
+            return Some(true);
+        }
+        if self.cfg.preemption && self.try_preempt(h) {
+            return Some(true);
+        }
+        let js = &self.jobs[h as usize];
+        let job = &self.snap.jobs[js.src as usize];
+        let explanation = explain(&self.fleet, job, js, &self.cfg.market);
+        self.maybe_reserve(h, held, &explanation);
+        self.out.unplaced.push(Unplaced {
+            job: job.id.clone(),
+            explanation,
+        });
+        Some(false)
+    }
+
+    /// Commits a candidate: picks GPUs, updates the index and the shares.
+    fn commit(&mut self, h: u32, cand: Candidate, evicts: Vec<String>) {
+        let js = &self.jobs[h as usize];
+        let picks = select(&self.fleet, js, &cand);
+        let g = u32::from(js.g);
+        let mut workers = Vec::with_capacity(usize::from(js.w));
+        for &(n, mask, per) in &picks {
+            let name = &self.fleet.nodes[n as usize].name;
+            let mut rest = mask;
+            for _ in 0..per {
+                let mut gpus = Vec::with_capacity(g as usize);
+                for _ in 0..g {
+                    let bit = rest.trailing_zeros();
+                    rest &= !(1u64 << bit);
+                    gpus.push(u8::try_from(bit).unwrap_or(u8::MAX));
+                }
+                workers.push(WorkerPlacement {
+                    node: name.clone(),
+                    gpus,
+                });
+            }
+        }
+        for &(n, mask, _) in &picks {
+            let free = self.fleet.nodes[n as usize].free & !mask;
+            self.fleet.set_free(n, free);
+        }
+        let group = &self.fleet.groups[cand.group as usize];
+        let model = group.model;
+        let ns = self.job_ns[h as usize];
+        self.queue.charge(ns, model, i64::from(g * u32::from(js.w)));
+        self.out.placements.push(Placement {
+            job: self.snap.jobs[js.src as usize].id.clone(),
+            provider: self.fleet.providers[group.provider as usize].id.clone(),
+            model: self.fleet.models[usize::from(model)].clone(),
+            workers,
+            price: cand.price,
+            evicts,
+        });
+    }
+
+    /// Considers every remaining job and returns the decisions.
+    pub fn run(mut self) -> Decisions {
+        while self.step().is_some() {}
+        for (&h, nodes) in &self.reserved {
+            let Some(&first) = nodes.first() else { continue };
+            let provider = self.fleet.node_provider(first);
+            self.out.reservations.push(Reservation {
+                job: self.snap.jobs[self.jobs[h as usize].src as usize].id.clone(),
+                provider: self.fleet.providers[provider as usize].id.clone(),
+                nodes: nodes
+                    .iter()
+                    .map(|&n| self.fleet.nodes[n as usize].name.clone())
+                    .collect(),
+            });
+        }
+        self.out
+    }
+}

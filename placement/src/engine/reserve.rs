@@ -1,0 +1,110 @@
+//! Reservations: a gang that fits the fleet but not its free GPUs holds nodes, so that
+//! smaller jobs behind it backfill only elsewhere and it cannot starve.
+//!
+//! The nodes chosen are those with the most free GPUs now, in the group (or NVLink
+//! domain) where the gang would start soonest; they leave the buckets and drain as their
+//! running work ends. A reservation is handed back in [`crate::Decisions::reservations`]
+//! and honoured by the next round when passed in [`crate::Snapshot::reservations`].
+
+use std::cmp::Reverse;
+
+use super::Engine;
+use crate::explain::{Explanation, Reason};
+use crate::market::market_price;
+use crate::snapshot::Interconnect;
+
+impl Engine<'_> {
+    /// Reserves nodes for blocked job `h` if it would fit an emptier fleet.
+    pub(super) fn maybe_reserve(&mut self, h: u32, held: Option<Vec<u32>>, expl: &Explanation) {
+        if self.cfg.max_reservations == 0 {
+            return;
+        }
+        let fits_when_drained = matches!(expl, Explanation::NoFit { reasons, .. }
+            if reasons.iter().any(|(r, _)| matches!(r, Reason::Busy { .. } | Reason::Reserved)));
+        if !fits_when_drained {
+            return;
+        }
+        let js = &self.jobs[h as usize];
+        let g = u32::from(js.g);
+        if let Some(nodes) = held {
+            let fleet = &self.fleet;
+            let cap: u32 = nodes
+                .iter()
+                .map(|&n| u32::from(fleet.nodes[n as usize].gpus) / g)
+                .sum();
+            if cap >= u32::from(js.w)
+                && nodes
+                    .iter()
+                    .all(|&n| fleet.nodes[n as usize].reserved_for.is_none())
+            {
+                for &n in &nodes {
+                    self.fleet.reserve(n, h);
+                }
+                self.reserved.insert(h, nodes);
+                return;
+            }
+        }
+        if self.reserved.len() >= self.cfg.max_reservations {
+            return;
+        }
+        if let Some(nodes) = self.plan_reservation(h) {
+            for &n in &nodes {
+                self.fleet.reserve(n, h);
+            }
+            self.reserved.insert(h, nodes);
+        }
+    }
+
+    /// The unreserved nodes that would hold job `h` once drained, where it would start
+    /// soonest (most GPUs free now; ties to the smaller group).
+    fn plan_reservation(&self, h: u32) -> Option<Vec<u32>> {
+        let js = &self.jobs[h as usize];
+        let fleet = &self.fleet;
+        let g = u32::from(js.g);
+        let w = u32::from(js.w);
+        let mut best: Option<(u32, Vec<u32>)> = None;
+        for &m in &js.models {
+            for &gi in &fleet.groups_by_model[usize::from(m)] {
+                let group = &fleet.groups[gi as usize];
+                let Some(ask) = group.ask else { continue };
+                if !js.provider_ok(&fleet.providers[group.provider as usize], group.provider)
+                    || market_price(ask, group.busy, group.total, &self.cfg.market) > js.max_price
+                {
+                    continue;
+                }
+                let pools = group
+                    .pools
+                    .clone()
+                    .map(|p| &fleet.pools[p as usize])
+                    .filter(|p| js.pool_ok(p));
+                let units: Vec<Vec<u32>> = if js.interconnect == Interconnect::NvlinkGang {
+                    pools.flat_map(|p| p.domains.iter().cloned()).collect()
+                } else {
+                    vec![pools.flat_map(|p| p.nodes.iter().copied()).collect()]
+                };
+                for mut unit in units {
+                    unit.retain(|&n| {
+                        let node = &fleet.nodes[n as usize];
+                        node.reserved_for.is_none() && u32::from(node.gpus) >= g
+                    });
+                    unit.sort_by_key(|&n| (Reverse(fleet.nodes[n as usize].free.count_ones() / g), n));
+                    let (mut cap, mut free_now, mut take) = (0u32, 0u32, 0usize);
+                    for &n in &unit {
+                        if cap >= w {
+                            break;
+                        }
+                        let node = &fleet.nodes[n as usize];
+                        cap += u32::from(node.gpus) / g;
+                        free_now += node.free.count_ones() / g;
+                        take += 1;
+                    }
+                    if cap >= w && best.as_ref().is_none_or(|(f, _)| free_now > *f) {
+                        unit.truncate(take);
+                        best = Some((free_now, unit));
+                    }
+                }
+            }
+        }
+        best.map(|(_, nodes)| nodes)
+    }
+}

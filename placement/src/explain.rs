@@ -1,0 +1,184 @@
+//! Why a job was not placed, in words a user can act on.
+//!
+//! Every provider is rejected for exactly one [`Reason`]: the first filter it fails, in
+//! the order the variants are declared. An [`Explanation`] counts the providers per reason,
+//! so that `Display` reads like
+//! `0/5 providers fit: 3 lack 80 GiB VRAM, 2 above max price 2.00`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::snapshot::{ComputeCapability, Micros, format_micros};
+
+/// Why one provider cannot take a job. Declared in filter order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The job names allowed providers and this is not one of them.
+    ProviderNotAllowed,
+    /// The provider's region is not in the job's allowed regions.
+    RegionNotAllowed,
+    /// The provider is unhealthy or unreachable.
+    Unhealthy,
+    /// The job wants verified providers only and this one is not verified.
+    NotVerified,
+    /// Reputation below the job's minimum (in thousandths).
+    LowReputation {
+        /// Minimum reputation in thousandths.
+        min_permille: u16,
+    },
+    /// No GPU of an accepted model (or the model has no price).
+    NoAcceptedModel {
+        /// Accepted models, joined with `/`.
+        models: String,
+    },
+    /// No accepted GPU with enough memory.
+    Vram {
+        /// Minimum MiB per GPU.
+        min_mib: u32,
+    },
+    /// No accepted GPU with enough compute capability.
+    Compute {
+        /// Minimum capability.
+        min: ComputeCapability,
+    },
+    /// No suitable GPU with NVLink.
+    NoNvlink,
+    /// The market price of every suitable GPU is above the ceiling.
+    Price {
+        /// The job's ceiling.
+        max: Micros,
+    },
+    /// No suitable node has enough GPUs for one worker, even when empty.
+    NodeTooSmall {
+        /// GPUs per worker.
+        gpus_per_worker: u8,
+    },
+    /// The provider could not hold the whole gang even when empty.
+    TooSmall {
+        /// GPUs of the gang.
+        gpus: u32,
+    },
+    /// No NVLink domain could hold the whole gang even when empty.
+    NvlinkDomainTooSmall {
+        /// GPUs of the gang.
+        gpus: u32,
+    },
+    /// It would fit, but not enough suitable GPUs are free now.
+    Busy {
+        /// GPUs of the gang.
+        gpus: u32,
+    },
+    /// Free capacity exists but is held for a waiting gang ahead in the queue.
+    Reserved,
+}
+
+/// Formats MiB as GiB when whole.
+fn vram(mib: u32) -> String {
+    if mib.is_multiple_of(1024) {
+        format!("{} GiB", mib / 1024)
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::ProviderNotAllowed => write!(f, "not in the allowed providers"),
+            Reason::RegionNotAllowed => write!(f, "outside the allowed regions"),
+            Reason::Unhealthy => write!(f, "unhealthy"),
+            Reason::NotVerified => write!(f, "not verified"),
+            Reason::LowReputation { min_permille } => {
+                write!(
+                    f,
+                    "below reputation {}.{:03}",
+                    min_permille / 1000,
+                    min_permille % 1000
+                )
+            }
+            Reason::NoAcceptedModel { models } if models.is_empty() => write!(f, "lack priced GPUs"),
+            Reason::NoAcceptedModel { models } => write!(f, "lack {models} GPUs"),
+            Reason::Vram { min_mib } => write!(f, "lack {} VRAM", vram(*min_mib)),
+            Reason::Compute { min } => write!(f, "lack compute capability {min}"),
+            Reason::NoNvlink => write!(f, "lack NVLink"),
+            Reason::Price { max } => write!(f, "above max price {}", format_micros(*max)),
+            Reason::NodeTooSmall { gpus_per_worker } => {
+                write!(f, "lack a node with {gpus_per_worker} suitable GPUs")
+            }
+            Reason::TooSmall { gpus } => write!(f, "too small for {gpus} suitable GPUs"),
+            Reason::NvlinkDomainTooSmall { gpus } => {
+                write!(f, "lack an NVLink domain with {gpus} suitable GPUs")
+            }
+            Reason::Busy { gpus } => write!(f, "lack {gpus} free suitable GPUs now"),
+            Reason::Reserved => write!(f, "hold capacity reserved for a waiting gang"),
+        }
+    }
+}
+
+/// A job that cannot be considered at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidJob {
+    /// `gpus_per_worker` is 0 or above [`crate::MAX_GPUS_PER_NODE`].
+    #[error("gpus per worker must be 1..=64, got {0}")]
+    GpusPerWorker(u8),
+    /// `workers` is 0.
+    #[error("workers must be at least 1")]
+    NoWorkers,
+    /// The same job id appears twice in the queue.
+    #[error("duplicate job id in the queue")]
+    Duplicate,
+    /// `min_reputation` is not a number in 0..=1.
+    #[error("min reputation must be within 0..=1")]
+    Reputation,
+}
+
+/// Why a job was not placed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Explanation {
+    /// No provider fits; providers counted per reason, most common first.
+    NoFit {
+        /// Providers considered.
+        providers: usize,
+        /// Reasons and how many providers each rejected.
+        reasons: Vec<(Reason, usize)>,
+    },
+    /// The job itself is malformed.
+    Invalid(InvalidJob),
+}
+
+impl Explanation {
+    /// Builds a `NoFit` explanation from per-provider reasons.
+    pub fn from_reasons(providers: usize, counts: BTreeMap<Reason, usize>) -> Self {
+        let mut reasons: Vec<(Reason, usize)> = counts.into_iter().collect();
+        // Most common first; ties in filter order (stable sort keeps BTreeMap order).
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+        Explanation::NoFit { providers, reasons }
+    }
+
+    /// The most common reason, if any (e.g. for a condition's `reason` field).
+    pub fn primary(&self) -> Option<&Reason> {
+        match self {
+            Explanation::NoFit { reasons, .. } => reasons.first().map(|(r, _)| r),
+            Explanation::Invalid(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Explanation::Invalid(e) => write!(f, "invalid job: {e}"),
+            Explanation::NoFit { providers, reasons } => {
+                write!(f, "0/{providers} providers fit")?;
+                if *providers == 0 {
+                    return write!(f, ": no providers");
+                }
+                for (i, (reason, n)) in reasons.iter().enumerate() {
+                    let sep = if i == 0 { ": " } else { ", " };
+                    write!(f, "{sep}{n} {reason}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

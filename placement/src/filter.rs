@@ -1,0 +1,283 @@
+//! Hard filters: a job resolved against the fleet, the per-provider and per-pool checks,
+//! and the slow path that names the first filter each provider fails.
+
+use std::collections::BTreeMap;
+
+use crate::explain::{Explanation, InvalidJob, Reason};
+use crate::index::{Fleet, Pool, Prov};
+use crate::market::{MarketParams, market_price};
+use crate::snapshot::{ComputeCapability, Interconnect, Job, MAX_GPUS_PER_NODE, Micros};
+
+/// A job with its names resolved to fleet indices.
+#[derive(Debug)]
+pub(crate) struct JobSt {
+    /// Index in `Snapshot::jobs`.
+    pub src: u32,
+    /// Accepted model indices (all models when the job names none).
+    pub models: Vec<u16>,
+    /// Providers passing the provider and region lists, as a bit set; `None` = all.
+    pub admitted: Option<Vec<u64>>,
+    /// Preferred providers, most preferred first.
+    pub preferred: Vec<u32>,
+    pub g: u8,
+    pub w: u16,
+    pub min_vram_mib: u32,
+    pub min_compute: ComputeCapability,
+    pub interconnect: Interconnect,
+    pub max_price: Micros,
+    pub min_reputation: f64,
+    pub verified_only: bool,
+}
+
+fn bit(set: &[u64], i: u32) -> bool {
+    set.get(i as usize / 64)
+        .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+}
+
+/// Checks a job's own fields.
+pub(crate) fn validate(job: &Job) -> Result<(), InvalidJob> {
+    if job.gpus_per_worker == 0 || job.gpus_per_worker > MAX_GPUS_PER_NODE {
+        return Err(InvalidJob::GpusPerWorker(job.gpus_per_worker));
+    }
+    if job.workers == 0 {
+        return Err(InvalidJob::NoWorkers);
+    }
+    if !(0.0..=1.0).contains(&job.min_reputation) {
+        return Err(InvalidJob::Reputation);
+    }
+    Ok(())
+}
+
+impl JobSt {
+    /// Resolves a (valid) job.
+    pub fn resolve(fleet: &Fleet, job: &Job, src: u32) -> JobSt {
+        let models = if job.models.is_empty() {
+            (0..fleet.models.len())
+                .filter_map(|m| u16::try_from(m).ok())
+                .collect()
+        } else {
+            let mut m: Vec<u16> = job
+                .models
+                .iter()
+                .filter_map(|name| fleet.models.binary_search(name).ok())
+                .filter_map(|m| u16::try_from(m).ok())
+                .collect();
+            m.sort_unstable();
+            m.dedup();
+            m
+        };
+        let admitted = (!job.providers.is_empty() || !job.regions.is_empty()).then(|| {
+            let mut set = vec![0u64; fleet.providers.len().div_ceil(64)];
+            for (i, p) in fleet.providers.iter().enumerate() {
+                if provider_listed(job, p) && region_listed(job, p) {
+                    set[i / 64] |= 1u64 << (i % 64);
+                }
+            }
+            set
+        });
+        let mut preferred = Vec::new();
+        for id in &job.preferred {
+            if let Some(p) = fleet.provider_index(id)
+                && !preferred.contains(&p)
+            {
+                preferred.push(p);
+            }
+        }
+        JobSt {
+            src,
+            models,
+            admitted,
+            preferred,
+            g: job.gpus_per_worker,
+            w: job.workers,
+            min_vram_mib: job.min_vram_mib,
+            min_compute: job.min_compute,
+            interconnect: job.interconnect,
+            max_price: job.max_price.unwrap_or(Micros::MAX),
+            min_reputation: job.min_reputation,
+            verified_only: job.verified_only,
+        }
+    }
+
+    /// Provider-level filters (lists, region, health, verification, reputation).
+    #[inline]
+    pub fn provider_ok(&self, p: &Prov, pi: u32) -> bool {
+        self.admitted.as_ref().is_none_or(|s| bit(s, pi))
+            && p.healthy
+            && (p.verified || !self.verified_only)
+            && p.reputation >= self.min_reputation
+    }
+
+    /// Pool-level filters (VRAM, capability, NVLink, node size).
+    #[inline]
+    pub fn pool_ok(&self, pool: &Pool) -> bool {
+        pool.vram_mib >= self.min_vram_mib
+            && pool.compute >= self.min_compute
+            && (self.interconnect == Interconnect::Any || pool.nvlink)
+            && pool.max_node_gpus >= self.g
+    }
+
+    /// Rank of a provider among the preferred ones, with the list length.
+    pub fn preferred_rank(&self, pi: u32) -> Option<(usize, usize)> {
+        self.preferred
+            .iter()
+            .position(|&p| p == pi)
+            .map(|r| (r, self.preferred.len()))
+    }
+}
+
+fn provider_listed(job: &Job, p: &Prov) -> bool {
+    job.providers.is_empty() || job.providers.contains(&p.id)
+}
+
+fn region_listed(job: &Job, p: &Prov) -> bool {
+    job.regions.is_empty() || job.regions.contains(&p.region)
+}
+
+/// Workers of `g` GPUs that nodes would hold, counting each node's GPUs with `gpus_of`.
+fn workers_on(nodes: &[u32], g: u8, gpus_of: impl Fn(u32) -> u32) -> u32 {
+    nodes.iter().map(|&n| gpus_of(n) / u32::from(g)).sum()
+}
+
+/// A pool predicate of the explanation path.
+type PoolFilter<'a> = dyn Fn(&Pool) -> bool + 'a;
+
+/// The first filter provider `pi` fails for `job`.
+pub(crate) fn provider_reason(
+    fleet: &Fleet,
+    job: &Job,
+    js: &JobSt,
+    pi: u32,
+    market: &MarketParams,
+) -> Reason {
+    let p = &fleet.providers[pi as usize];
+    if !provider_listed(job, p) {
+        return Reason::ProviderNotAllowed;
+    }
+    if !region_listed(job, p) {
+        return Reason::RegionNotAllowed;
+    }
+    if !p.healthy {
+        return Reason::Unhealthy;
+    }
+    if js.verified_only && !p.verified {
+        return Reason::NotVerified;
+    }
+    if p.reputation < js.min_reputation {
+        let min_permille = (js.min_reputation * 1000.0).round() as u16;
+        return Reason::LowReputation { min_permille };
+    }
+    let groups: Vec<u32> = p
+        .groups
+        .clone()
+        .filter(|&g| {
+            let gr = &fleet.groups[g as usize];
+            gr.ask.is_some() && js.models.binary_search(&gr.model).is_ok()
+        })
+        .collect();
+    if groups.is_empty() {
+        return Reason::NoAcceptedModel {
+            models: job.models.join("/"),
+        };
+    }
+    let pools = |groups: &[u32]| -> Vec<u32> {
+        groups
+            .iter()
+            .flat_map(|&g| fleet.groups[g as usize].pools.clone())
+            .collect()
+    };
+    let mut pools = pools(&groups);
+    let mut narrow = |keep: &dyn Fn(&Pool) -> bool, reason: Reason| -> Result<(), Reason> {
+        pools.retain(|&p| keep(&fleet.pools[p as usize]));
+        if pools.is_empty() { Err(reason) } else { Ok(()) }
+    };
+    let steps: [(&PoolFilter<'_>, Reason); 5] = [
+        (
+            &|p: &Pool| p.vram_mib >= js.min_vram_mib,
+            Reason::Vram {
+                min_mib: js.min_vram_mib,
+            },
+        ),
+        (
+            &|p: &Pool| p.compute >= js.min_compute,
+            Reason::Compute { min: js.min_compute },
+        ),
+        (
+            &|p: &Pool| js.interconnect == Interconnect::Any || p.nvlink,
+            Reason::NoNvlink,
+        ),
+        (
+            &|p: &Pool| {
+                let g = &fleet.groups[p.group as usize];
+                g.ask
+                    .is_some_and(|a| market_price(a, g.busy, g.total, market) <= js.max_price)
+            },
+            Reason::Price { max: js.max_price },
+        ),
+        (
+            &|p: &Pool| p.max_node_gpus >= js.g,
+            Reason::NodeTooSmall {
+                gpus_per_worker: js.g,
+            },
+        ),
+    ];
+    for (keep, reason) in steps {
+        if let Err(r) = narrow(keep, reason) {
+            return r;
+        }
+    }
+    let gpus = u32::from(js.g) * u32::from(js.w);
+    // (workers on an empty fleet, workers on free GPUs including reserved ones) per unit:
+    // a group, or an NVLink domain for gang-wide NVLink.
+    let units: Vec<(u32, u32)> = if js.interconnect == Interconnect::NvlinkGang {
+        let all = |n: u32| u32::from(fleet.nodes[n as usize].gpus);
+        let free = |n: u32| fleet.nodes[n as usize].free.count_ones();
+        pools
+            .iter()
+            .flat_map(|&p| fleet.pools[p as usize].domains.iter())
+            .map(|d| (workers_on(d, js.g, all), workers_on(d, js.g, free)))
+            .collect()
+    } else {
+        let mut by_group: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+        for &p in &pools {
+            let pool = &fleet.pools[p as usize];
+            let g = usize::from(js.g);
+            let all: u32 = (g..pool.size_counts.len())
+                .map(|k| pool.size_counts[k] * u32::try_from(k / g).unwrap_or(0))
+                .sum();
+            let free = fleet.pool_free_workers(p, js.g)
+                + workers_on(&pool.reserved, js.g, |n| {
+                    fleet.nodes[n as usize].free.count_ones()
+                });
+            let e = by_group.entry(pool.group).or_default();
+            e.0 += all;
+            e.1 += free;
+        }
+        by_group.into_values().collect()
+    };
+    let w = u32::from(js.w);
+    if !units.iter().any(|u| u.0 >= w) {
+        return if js.interconnect == Interconnect::NvlinkGang {
+            Reason::NvlinkDomainTooSmall { gpus }
+        } else {
+            Reason::TooSmall { gpus }
+        };
+    }
+    if units.iter().any(|u| u.1 >= w) {
+        Reason::Reserved
+    } else {
+        Reason::Busy { gpus }
+    }
+}
+
+/// Explains why `job` fits no provider.
+pub(crate) fn explain(fleet: &Fleet, job: &Job, js: &JobSt, market: &MarketParams) -> Explanation {
+    let mut counts: BTreeMap<Reason, usize> = BTreeMap::new();
+    for pi in 0..fleet.providers.len() {
+        let pi = u32::try_from(pi).unwrap_or(u32::MAX);
+        *counts
+            .entry(provider_reason(fleet, job, js, pi, market))
+            .or_default() += 1;
+    }
+    Explanation::from_reasons(fleet.providers.len(), counts)
+}

@@ -1,0 +1,234 @@
+//! Input types: what every provider has, what is running, and what every job needs.
+//!
+//! The operator maps its CRDs onto these plain types; the simulator and the benchmark
+//! build them directly. Nothing here depends on Kubernetes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Money in integer micro-units (1 unit = 1 000 000 micros), e.g. micro-USD per GPU-hour.
+pub type Micros = u64;
+
+/// One unit of money in micros.
+pub const MICROS_PER_UNIT: Micros = 1_000_000;
+
+/// Most GPUs a single node may carry (free GPUs are tracked in a 64-bit mask).
+pub const MAX_GPUS_PER_NODE: u8 = 64;
+
+/// A CUDA compute capability, `major.minor`; ordered lexicographically.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ComputeCapability {
+    /// Major version (e.g. 8 for Ampere).
+    pub major: u8,
+    /// Minor version.
+    pub minor: u8,
+}
+
+impl ComputeCapability {
+    /// Builds `major.minor`.
+    pub const fn new(major: u8, minor: u8) -> Self {
+        Self { major, minor }
+    }
+}
+
+impl fmt::Display for ComputeCapability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// One GPU node of a provider. All GPUs of a node share one model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Node name, unique within its provider.
+    pub name: String,
+    /// GPU model name, as used in provider prices and job requirements.
+    pub model: String,
+    /// Memory per GPU in MiB.
+    pub vram_mib: u32,
+    /// Compute capability of the GPUs.
+    pub compute: ComputeCapability,
+    /// NVLink domain of the node's GPUs (unique within the provider); `None` when the
+    /// GPUs are connected by PCIe only. Several nodes may share a domain (NVL72 racks).
+    pub nvlink_domain: Option<u32>,
+    /// Number of GPUs on the node (at most [`MAX_GPUS_PER_NODE`]).
+    pub gpus: u8,
+    /// Indices (`0..gpus`) of the GPUs that are free now.
+    pub free: Vec<u8>,
+}
+
+impl Node {
+    /// A node whose GPUs are all free.
+    pub fn new(
+        name: impl Into<String>,
+        model: impl Into<String>,
+        vram_mib: u32,
+        compute: ComputeCapability,
+        nvlink_domain: Option<u32>,
+        gpus: u8,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            model: model.into(),
+            vram_mib,
+            compute,
+            nvlink_domain,
+            gpus,
+            free: (0..gpus).collect(),
+        }
+    }
+}
+
+/// A member cluster that sells GPU time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Provider {
+    /// Provider id, unique in the snapshot.
+    pub id: String,
+    /// Region label.
+    pub region: String,
+    /// Reachable and heartbeating.
+    pub healthy: bool,
+    /// Its inventory passed verification.
+    pub verified: bool,
+    /// Reputation in `0.0..=1.0`.
+    pub reputation: f64,
+    /// Ask per GPU-hour in micros, by GPU model. A model without a price is not for sale.
+    pub prices: BTreeMap<String, Micros>,
+    /// GPU nodes.
+    pub nodes: Vec<Node>,
+}
+
+/// Interconnect a job needs between its GPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Interconnect {
+    /// Anything (PCIe is fine).
+    #[default]
+    Any,
+    /// The GPUs of each worker must share an NVLink domain.
+    NvlinkWorker,
+    /// All GPUs of the whole gang must share one NVLink domain.
+    NvlinkGang,
+}
+
+/// A queued job: a gang of `workers` workers of `gpus_per_worker` GPUs each.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Job {
+    /// Job id (e.g. `namespace/name`), unique in the snapshot.
+    pub id: String,
+    /// Namespace (the fair-share tenant).
+    pub namespace: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Submit time in seconds; earlier runs first among equals.
+    pub submit_time: u64,
+    /// GPUs per worker; a worker runs on one node.
+    pub gpus_per_worker: u8,
+    /// Gang size.
+    pub workers: u16,
+    /// Acceptable GPU models; empty means any.
+    pub models: Vec<String>,
+    /// Minimum memory per GPU in MiB.
+    pub min_vram_mib: u32,
+    /// Minimum compute capability.
+    pub min_compute: ComputeCapability,
+    /// Interconnect requirement.
+    pub interconnect: Interconnect,
+    /// Price ceiling per GPU-hour in micros; `None` means no ceiling.
+    pub max_price: Option<Micros>,
+    /// Allowed regions; empty means any.
+    pub regions: Vec<String>,
+    /// Allowed providers; empty means any.
+    pub providers: Vec<String>,
+    /// Preferred providers, most preferred first (ordered spill-over).
+    pub preferred: Vec<String>,
+    /// Minimum provider reputation.
+    pub min_reputation: f64,
+    /// Only verified providers.
+    pub verified_only: bool,
+}
+
+impl Job {
+    /// Total GPUs of the gang.
+    pub fn total_gpus(&self) -> u32 {
+        u32::from(self.gpus_per_worker) * u32::from(self.workers)
+    }
+}
+
+/// One GPU: a node of a provider and the GPU index on it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GpuRef {
+    /// Node name.
+    pub node: String,
+    /// GPU index on the node.
+    pub gpu: u8,
+}
+
+/// Work already running (its GPUs are not in the nodes' free lists). Used for fair
+/// share and as preemption candidates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningAllocation {
+    /// Job id.
+    pub job: String,
+    /// Namespace of the job.
+    pub namespace: String,
+    /// Priority of the job.
+    pub priority: i32,
+    /// Start time in seconds (younger allocations are evicted first).
+    pub start_time: u64,
+    /// Provider id.
+    pub provider: String,
+    /// GPUs held.
+    pub gpus: Vec<GpuRef>,
+}
+
+/// Nodes held back for a waiting gang, carried from one round to the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// The waiting job.
+    pub job: String,
+    /// Provider id.
+    pub provider: String,
+    /// Reserved node names.
+    pub nodes: Vec<String>,
+}
+
+/// Everything the engine needs for one round.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Providers.
+    pub providers: Vec<Provider>,
+    /// Running work.
+    pub running: Vec<RunningAllocation>,
+    /// Queued jobs (any order; the engine orders them).
+    pub jobs: Vec<Job>,
+    /// Reservations returned by the previous round.
+    pub reservations: Vec<Reservation>,
+    /// Fair-share weight per namespace (default 1).
+    pub namespace_weights: BTreeMap<String, u32>,
+}
+
+/// Formats micros as units with two decimals (`2000000` → `2.00`).
+pub fn format_micros(m: Micros) -> String {
+    let cents = (m + 5_000) / 10_000;
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_money() {
+        assert_eq!(format_micros(2_000_000), "2.00");
+        assert_eq!(format_micros(1_234_567), "1.23");
+        assert_eq!(format_micros(1_235_000), "1.24");
+        assert_eq!(format_micros(0), "0.00");
+    }
+
+    #[test]
+    fn compute_capability_orders() {
+        assert!(ComputeCapability::new(8, 0) > ComputeCapability::new(7, 5));
+        assert!(ComputeCapability::new(9, 0) > ComputeCapability::new(8, 9));
+        assert_eq!(ComputeCapability::new(8, 6).to_string(), "8.6");
+    }
+}

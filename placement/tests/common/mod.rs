@@ -1,0 +1,143 @@
+//! Shared test helpers: builders and an invariant checker.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gpufed_placement::{ComputeCapability, Decisions, Interconnect, Job, Micros, Node, Provider, Snapshot};
+
+pub const GIB: u32 = 1024;
+pub const UNIT: Micros = 1_000_000;
+
+pub fn provider(id: &str, model: &str, vram_gib: u32, nodes: u8, gpus: u8, ask: Micros) -> Provider {
+    Provider {
+        id: id.into(),
+        region: "eu".into(),
+        healthy: true,
+        verified: true,
+        reputation: 0.9,
+        prices: BTreeMap::from([(model.to_string(), ask)]),
+        nodes: (0..nodes)
+            .map(|i| {
+                Node::new(
+                    format!("n{i}"),
+                    model,
+                    vram_gib * GIB,
+                    ComputeCapability::new(8, 0),
+                    Some(u32::from(i)),
+                    gpus,
+                )
+            })
+            .collect(),
+    }
+}
+
+pub fn job(id: &str, g: u8, w: u16) -> Job {
+    Job {
+        id: id.into(),
+        namespace: "team".into(),
+        gpus_per_worker: g,
+        workers: w,
+        ..Job::default()
+    }
+}
+
+/// Checks every hard rule of a round's decisions against its snapshot.
+pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
+    let jobs: BTreeMap<&str, &Job> = snap.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let providers: BTreeMap<&str, &Provider> = snap.providers.iter().map(|p| (p.id.as_str(), p)).collect();
+    // GPUs that may be handed out: free ones, plus those of evicted allocations.
+    let mut available: BTreeSet<(String, String, u8)> = BTreeSet::new();
+    for p in &snap.providers {
+        for n in &p.nodes {
+            for &g in &n.free {
+                available.insert((p.id.clone(), n.name.clone(), g));
+            }
+        }
+    }
+    let evicted: BTreeSet<&str> = d.evictions.iter().map(|e| e.job.as_str()).collect();
+    for r in &snap.running {
+        if evicted.contains(r.job.as_str()) {
+            for g in &r.gpus {
+                available.insert((r.provider.clone(), g.node.clone(), g.gpu));
+            }
+        }
+    }
+    let mut used: BTreeSet<(String, String, u8)> = BTreeSet::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for pl in &d.placements {
+        let job = jobs.get(pl.job.as_str()).ok_or("unknown job")?;
+        if !seen.insert(&pl.job) {
+            return Err(format!("{} decided twice", pl.job));
+        }
+        let p = providers.get(pl.provider.as_str()).ok_or("unknown provider")?;
+        if let Some(e) = pl.evicts.iter().find(|e| {
+            snap.running
+                .iter()
+                .find(|r| &r.job == *e)
+                .is_none_or(|r| r.priority >= job.priority)
+        }) {
+            return Err(format!("{} evicts {e} without a lower priority", pl.job));
+        }
+        if pl.workers.len() != usize::from(job.workers) {
+            return Err(format!(
+                "{} gang size {} != {}",
+                pl.job,
+                pl.workers.len(),
+                job.workers
+            ));
+        }
+        if job.max_price.is_some_and(|m| pl.price > m) {
+            return Err(format!("{} pays {} above its ceiling", pl.job, pl.price));
+        }
+        let ok_provider = (job.providers.is_empty() || job.providers.contains(&p.id))
+            && (job.regions.is_empty() || job.regions.contains(&p.region))
+            && p.healthy
+            && (p.verified || !job.verified_only)
+            && p.reputation >= job.min_reputation
+            && p.prices.contains_key(&pl.model);
+        if !ok_provider {
+            return Err(format!("{} on a provider it excludes", pl.job));
+        }
+        let mut domains = BTreeSet::new();
+        for w in &pl.workers {
+            let node = p
+                .nodes
+                .iter()
+                .find(|n| n.name == w.node)
+                .ok_or("gang split or unknown node")?;
+            if w.gpus.len() != usize::from(job.gpus_per_worker) {
+                return Err(format!("{} worker with {} GPUs", pl.job, w.gpus.len()));
+            }
+            let ok_node = node.model == pl.model
+                && (job.models.is_empty() || job.models.contains(&node.model))
+                && node.vram_mib >= job.min_vram_mib
+                && node.compute >= job.min_compute
+                && (job.interconnect == Interconnect::Any || node.nvlink_domain.is_some());
+            if !ok_node {
+                return Err(format!("{} on node {} that fails its filters", pl.job, node.name));
+            }
+            domains.insert(node.nvlink_domain);
+            for &g in &w.gpus {
+                let key = (p.id.clone(), node.name.clone(), g);
+                if !available.contains(&key) {
+                    return Err(format!("{} takes busy GPU {key:?}", pl.job));
+                }
+                if !used.insert(key.clone()) {
+                    return Err(format!("GPU {key:?} allocated twice"));
+                }
+            }
+        }
+        if job.interconnect == Interconnect::NvlinkGang && domains.len() != 1 {
+            return Err(format!("{} spans NVLink domains", pl.job));
+        }
+    }
+    for u in &d.unplaced {
+        if !seen.insert(&u.job) {
+            return Err(format!("{} both placed and unplaced", u.job));
+        }
+    }
+    if seen.len() != jobs.len() {
+        return Err(format!("{} jobs decided, {} queued", seen.len(), jobs.len()));
+    }
+    Ok(())
+}
