@@ -131,7 +131,10 @@ mod tests {
         assert!(set(&mut cs, c("Ready", False, "NoProviderFits", "t2")));
         assert_eq!(cs[0].last_transition_time, "t1");
         assert_eq!(cs[0].reason, "NoProviderFits");
-        assert!(!set(&mut cs, c("Ready", False, "NoProviderFits", "t3")), "same state is no change");
+        assert!(
+            !set(&mut cs, c("Ready", False, "NoProviderFits", "t3")),
+            "same state is no change"
+        );
         assert!(set(&mut cs, c("Ready", True, "Running", "t4")));
         assert_eq!(cs[0].last_transition_time, "t4");
         assert_eq!(cs.len(), 1);
@@ -141,7 +144,11 @@ mod tests {
     fn kstatus_health() {
         let ready = vec![c("Ready", True, "Running", "t")];
         assert_eq!(health(Some(1), Some(1), &ready), Health::Current);
-        assert_eq!(health(Some(2), Some(1), &ready), Health::InProgress, "stale generation");
+        assert_eq!(
+            health(Some(2), Some(1), &ready),
+            Health::InProgress,
+            "stale generation"
+        );
         let mut stalled = ready.clone();
         stalled.push(c("Stalled", True, "InvalidSpec", "t"));
         assert_eq!(health(Some(1), Some(1), &stalled), Health::Failed);

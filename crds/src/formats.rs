@@ -37,7 +37,10 @@ pub fn parse_decimal(s: &str) -> Result<u64, FormatError> {
         let scale = 10u64.pow(6 - frac.len() as u32);
         frac.parse::<u64>().map_err(|_| err())? * scale
     };
-    whole.checked_mul(MICROS_PER_TOKEN).and_then(|w| w.checked_add(frac_micros)).ok_or_else(err)
+    whole
+        .checked_mul(MICROS_PER_TOKEN)
+        .and_then(|w| w.checked_add(frac_micros))
+        .ok_or_else(err)
 }
 
 /// Formats base units as the shortest decimal string that parses back to them.
@@ -75,7 +78,10 @@ pub fn parse_duration(s: &str) -> Result<u64, FormatError> {
             return Err(err());
         }
         let n: u64 = number.parse().map_err(|_| err())?;
-        total = n.checked_mul(factor).and_then(|v| total.checked_add(v)).ok_or_else(err)?;
+        total = n
+            .checked_mul(factor)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(err)?;
         number.clear();
         last_unit = rank;
     }
@@ -100,7 +106,10 @@ pub fn parse_memory_mib(s: &str) -> Result<u64, FormatError> {
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err());
     }
-    num.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).ok_or_else(err)
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(err)
 }
 
 /// Parses a compute capability `major.minor` (e.g. `8.6`).
@@ -110,7 +119,10 @@ pub fn parse_compute_capability(s: &str) -> Result<(u8, u8), FormatError> {
     if minor.len() != 1 {
         return Err(err());
     }
-    Ok((major.parse().map_err(|_| err())?, minor.parse().map_err(|_| err())?))
+    Ok((
+        major.parse().map_err(|_| err())?,
+        minor.parse().map_err(|_| err())?,
+    ))
 }
 
 #[cfg(test)]
@@ -122,7 +134,16 @@ mod tests {
         assert_eq!(parse_decimal("2.50"), Ok(2_500_000));
         assert_eq!(parse_decimal("0.000001"), Ok(1));
         assert_eq!(parse_decimal("12"), Ok(12_000_000));
-        for bad in ["", ".5", "1.", "1.1234567", "-1", "1e3", "1,5", "99999999999999999999"] {
+        for bad in [
+            "",
+            ".5",
+            "1.",
+            "1.1234567",
+            "-1",
+            "1e3",
+            "1,5",
+            "99999999999999999999",
+        ] {
             assert!(parse_decimal(bad).is_err(), "{bad:?} must be refused");
         }
     }

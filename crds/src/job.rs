@@ -265,7 +265,10 @@ pub struct FailurePolicy {
 
 impl Default for FailurePolicy {
     fn default() -> Self {
-        Self { max_attempts: default_attempts(), on_provider_loss: ProviderLossAction::default() }
+        Self {
+            max_attempts: default_attempts(),
+            on_provider_loss: ProviderLossAction::default(),
+        }
     }
 }
 

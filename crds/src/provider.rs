@@ -25,14 +25,31 @@ use crate::common::{
     category = "gpufed",
     status = "GpuProviderStatus",
     doc = "A member cluster that sells GPU time to the gpufed federation.",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.inventory.gpus"),
     printcolumn(name = "Free", type_ = "integer", json_path = ".status.inventory.allocatable"),
-    printcolumn(name = "Verified", type_ = "integer", json_path = ".status.verification.verifiedGpus"),
+    printcolumn(
+        name = "Verified",
+        type_ = "integer",
+        json_path = ".status.verification.verifiedGpus"
+    ),
     printcolumn(name = "Reputation", type_ = "string", json_path = ".status.reputation.score"),
-    printcolumn(name = "Heartbeat", type_ = "date", json_path = ".status.lastHeartbeatTime", priority = 1),
+    printcolumn(
+        name = "Heartbeat",
+        type_ = "date",
+        json_path = ".status.lastHeartbeatTime",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.mode != 'Push' || has(self.kubeconfigSecretRef)").message("spec.kubeconfigSecretRef is required when spec.mode is Push").field_path(".kubeconfigSecretRef"))]

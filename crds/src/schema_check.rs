@@ -87,11 +87,18 @@ pub fn apply_defaults(schema: &Value, object: &Value) -> Value {
 }
 
 fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_owned() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 fn err(report: &mut Report, path: &str, message: String) {
-    report.errors.push(FieldError { path: path.to_owned(), message });
+    report.errors.push(FieldError {
+        path: path.to_owned(),
+        message,
+    });
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -109,7 +116,14 @@ fn type_name(v: &Value) -> &'static str {
 fn walk(schema: &Value, value: &Value, path: &str, report: &mut Report) {
     if value.is_null() {
         if schema.get("nullable") != Some(&Value::Bool(true)) {
-            err(report, path, format!("Invalid value: \"null\": {path} in body must be of type {}", ty(schema)));
+            err(
+                report,
+                path,
+                format!(
+                    "Invalid value: \"null\": {path} in body must be of type {}",
+                    ty(schema)
+                ),
+            );
         }
         return;
     }
@@ -120,14 +134,25 @@ fn walk(schema: &Value, value: &Value, path: &str, report: &mut Report) {
         || (expected == "number" && actual == "integer")
         || (expected == "integer" && value.as_f64().is_some_and(|f| f.fract() == 0.0));
     if !type_ok {
-        err(report, path, format!("Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""));
+        err(
+            report,
+            path,
+            format!("Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""),
+        );
         return;
     }
-    if let Some(Value::Array(allowed)) = schema.get("enum") {
-        if !allowed.contains(value) {
-            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            err(report, path, format!("Unsupported value: {value}: supported values: {}", list.join(", ")));
-        }
+    if let Some(Value::Array(allowed)) = schema.get("enum")
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        err(
+            report,
+            path,
+            format!(
+                "Unsupported value: {value}: supported values: {}",
+                list.join(", ")
+            ),
+        );
     }
     match value {
         Value::String(s) => string(schema, s, path, report),
@@ -152,17 +177,33 @@ fn string(schema: &Value, s: &str, path: &str, report: &mut Report) {
         err(report, path, format!("Too long: may not be longer than {max}"));
     }
     if let Some(min) = limit(schema, "minLength").filter(|m| len < *m) {
-        err(report, path, format!("Invalid value: \"{s}\": {path} in body should be at least {min} chars long"));
+        err(
+            report,
+            path,
+            format!("Invalid value: \"{s}\": {path} in body should be at least {min} chars long"),
+        );
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
         match regex::Regex::new(pattern) {
             Ok(re) if re.is_match(s) => {}
-            Ok(_) => err(report, path, format!("Invalid value: \"{s}\": {path} in body should match '{pattern}'")),
-            Err(e) => err(report, path, format!("schema pattern {pattern:?} does not compile: {e}")),
+            Ok(_) => err(
+                report,
+                path,
+                format!("Invalid value: \"{s}\": {path} in body should match '{pattern}'"),
+            ),
+            Err(e) => err(
+                report,
+                path,
+                format!("schema pattern {pattern:?} does not compile: {e}"),
+            ),
         }
     }
     if schema.get("format").and_then(Value::as_str) == Some("date-time") && !looks_like_rfc3339(s) {
-        err(report, path, format!("Invalid value: \"{s}\": {path} in body must be of type date-time"));
+        err(
+            report,
+            path,
+            format!("Invalid value: \"{s}\": {path} in body must be of type date-time"),
+        );
     }
 }
 
@@ -178,20 +219,36 @@ fn looks_like_rfc3339(s: &str) -> bool {
 
 fn number(schema: &Value, n: f64, value: &Value, path: &str, report: &mut Report) {
     if let Some(min) = limit(schema, "minimum").filter(|m| n < *m) {
-        err(report, path, format!("Invalid value: {value}: {path} in body should be greater than or equal to {min}"));
+        err(
+            report,
+            path,
+            format!("Invalid value: {value}: {path} in body should be greater than or equal to {min}"),
+        );
     }
     if let Some(max) = limit(schema, "maximum").filter(|m| n > *m) {
-        err(report, path, format!("Invalid value: {value}: {path} in body should be less than or equal to {max}"));
+        err(
+            report,
+            path,
+            format!("Invalid value: {value}: {path} in body should be less than or equal to {max}"),
+        );
     }
 }
 
 fn array(schema: &Value, items: &[Value], path: &str, report: &mut Report) {
     let n = items.len() as f64;
     if let Some(max) = limit(schema, "maxItems").filter(|m| n > *m) {
-        err(report, path, format!("Too many: {n}: must have at most {max} items"));
+        err(
+            report,
+            path,
+            format!("Too many: {n}: must have at most {max} items"),
+        );
     }
     if let Some(min) = limit(schema, "minItems").filter(|m| n < *m) {
-        err(report, path, format!("Invalid value: {n}: {path} in body should have at least {min} items"));
+        err(
+            report,
+            path,
+            format!("Invalid value: {n}: {path} in body should have at least {min} items"),
+        );
     }
     if let Some(item_schema) = schema.get("items") {
         for (i, item) in items.iter().enumerate() {
@@ -204,16 +261,27 @@ fn array(schema: &Value, items: &[Value], path: &str, report: &mut Report) {
     };
     let mut seen = BTreeSet::new();
     for (i, item) in items.iter().enumerate() {
-        let key: Vec<String> = keys.iter().map(|k| item.get(*k).map(Value::to_string).unwrap_or_default()).collect();
+        let key: Vec<String> = keys
+            .iter()
+            .map(|k| item.get(*k).map(Value::to_string).unwrap_or_default())
+            .collect();
         if !seen.insert(key.clone()) {
-            err(report, &format!("{path}[{i}]"), format!("Duplicate value: {{{}}}", key.join(", ")));
+            err(
+                report,
+                &format!("{path}[{i}]"),
+                format!("Duplicate value: {{{}}}", key.join(", ")),
+            );
         }
     }
 }
 
 fn object(schema: &Value, map: &serde_json::Map<String, Value>, path: &str, report: &mut Report) {
     if let Some(max) = limit(schema, "maxProperties").filter(|m| map.len() as f64 > *m) {
-        err(report, path, format!("Too many: {}: must have at most {max} items", map.len()));
+        err(
+            report,
+            path,
+            format!("Too many: {}: must have at most {max} items", map.len()),
+        );
     }
     let preserve = schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
     let props = schema.get("properties").and_then(Value::as_object);
@@ -268,18 +336,34 @@ mod tests {
 
     #[test]
     fn each_violation_names_its_field() {
-        let r = check(&schema(), &json!({"spec": {"n": 0, "mode": "C", "name": "ABCDEFG"}}));
+        let r = check(
+            &schema(),
+            &json!({"spec": {"n": 0, "mode": "C", "name": "ABCDEFG"}}),
+        );
         assert_eq!(paths(&r), ["spec.mode", "spec.n", "spec.name", "spec.name"]);
-        assert!(r.errors[1].message.contains("greater than or equal to 1"), "{}", r.errors[1]);
+        assert!(
+            r.errors[1].message.contains("greater than or equal to 1"),
+            "{}",
+            r.errors[1]
+        );
         let r = check(&schema(), &json!({"spec": {"n": "two"}}));
         assert!(r.errors[0].message.contains("must be of type integer"));
         let r = check(&schema(), &json!({"spec": {}}));
-        assert_eq!(r.errors, [FieldError { path: "spec.n".into(), message: "Required value".into() }]);
+        assert_eq!(
+            r.errors,
+            [FieldError {
+                path: "spec.n".into(),
+                message: "Required value".into()
+            }]
+        );
     }
 
     #[test]
     fn list_maps_refuse_duplicate_keys_and_unknown_fields_are_pruned() {
-        let r = check(&schema(), &json!({"spec": {"n": 1, "extra": 1, "list": [{"k": "a"}, {"k": "a"}]}}));
+        let r = check(
+            &schema(),
+            &json!({"spec": {"n": 1, "extra": 1, "list": [{"k": "a"}, {"k": "a"}]}}),
+        );
         assert_eq!(paths(&r), ["spec.list[1]"]);
         assert_eq!(r.pruned, ["spec.extra"]);
     }

@@ -23,8 +23,18 @@ use crate::common::{Condition, DECIMAL_PATTERN, DNS_LABEL_PATTERN, SIGNATURE_PAT
     printcolumn(name = "Amount", type_ = "string", json_path = ".spec.amount"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Bonded", type_ = "string", json_path = ".status.bondedAmount"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#, priority = 1),
-    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        priority = 1
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.provider == oldSelf.provider && self.amount == oldSelf.amount && self.depositSignature == oldSelf.depositSignature && self.stakerWallet == oldSelf.stakerWallet").message("spec.provider, spec.amount, spec.depositSignature and spec.stakerWallet are immutable; create a new Stake to add collateral").field_path(".depositSignature"))]

@@ -1,0 +1,200 @@
+//! Every example is accepted and every invalid fixture refused, by the generated CRD
+//! schema and by its CEL rules evaluated locally (API servers before 1.25 drop CEL
+//! rules, so this is where they are tested), with an error that names the field.
+
+use std::path::{Path, PathBuf};
+
+use gpufed_api::{crd, fixture, schema_check};
+use kube_cel::Validator;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no YAML in {}", dir.display());
+    files
+}
+
+/// The `openAPIV3Schema` of the CRD whose kind the object declares.
+fn schema_for(object: &Value) -> Value {
+    let kind = object["kind"].as_str().expect("object has a kind");
+    let crd = crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .expect("a gpufed kind");
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref());
+    serde_json::to_value(schema.expect("CRD has a schema")).expect("schema to JSON")
+}
+
+fn cel_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = schema_for(object);
+    match Validator::new().validate(&schema, object, old) {
+        Ok(()) => Vec::new(),
+        // A rule at the root with `fieldPath: .spec` is reported by the API server as `spec`.
+        Err(errors) => errors
+            .iter()
+            .map(|e| e.to_string().trim_start_matches('.').to_owned())
+            .collect(),
+    }
+}
+
+#[test]
+fn examples_are_accepted_by_schema_and_cel() {
+    let mut checked = 0;
+    for file in yaml_files(&repo().join("examples")) {
+        let text = std::fs::read_to_string(&file).expect("read example");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(doc).expect("example parses");
+            if object["apiVersion"] != "gpufed.io/v1alpha1" {
+                continue;
+            }
+            let report = schema_check::check(&schema_for(&object), &object);
+            assert!(
+                report.errors.is_empty(),
+                "{}: {:?}",
+                file.display(),
+                report.errors
+            );
+            assert!(
+                report.pruned.is_empty(),
+                "{}: unknown fields {:?}",
+                file.display(),
+                report.pruned
+            );
+            let cel = cel_errors(&object, None);
+            assert!(cel.is_empty(), "{}: {cel:?}", file.display());
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 4,
+        "expected at least 4 gpufed objects in examples/, found {checked}"
+    );
+}
+
+#[test]
+fn examples_deserialize_into_the_rust_types() {
+    for file in yaml_files(&repo().join("examples")) {
+        let text = std::fs::read_to_string(&file).expect("read example");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(doc).expect("example parses");
+            let result = match object["kind"].as_str() {
+                Some("ComputeJob") => serde_json::from_value::<gpufed_api::ComputeJob>(object).err(),
+                Some("GpuProvider") => serde_json::from_value::<gpufed_api::GpuProvider>(object).err(),
+                Some("Stake") => serde_json::from_value::<gpufed_api::Stake>(object).err(),
+                _ => None,
+            };
+            assert!(result.is_none(), "{}: {result:?}", file.display());
+        }
+    }
+}
+
+#[test]
+fn invalid_fixtures_are_refused_naming_the_field() {
+    for file in yaml_files(&repo().join("examples/invalid")) {
+        let name = file.display();
+        let text = std::fs::read_to_string(&file).expect("read fixture");
+        let f = fixture::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let schema = schema_for(&f.object);
+        let report = schema_check::check(&schema, &f.object);
+        let cel = cel_errors(&f.object, f.old.as_ref());
+        match f.rejected_by {
+            fixture::Layer::Schema => {
+                assert!(
+                    report.errors.iter().any(|e| e.path == f.expect),
+                    "{name}: schema must refuse {} but said {:?}",
+                    f.expect,
+                    report.errors
+                );
+            }
+            fixture::Layer::Cel => {
+                assert!(
+                    report.errors.is_empty(),
+                    "{name}: meant for CEL, but the schema refuses: {:?}",
+                    report.errors
+                );
+                assert!(
+                    cel.iter()
+                        .any(|e| e.starts_with(&format!("{}: ", f.expect)) && e.contains(&f.expect)),
+                    "{name}: CEL must refuse {} but said {cel:?}",
+                    f.expect
+                );
+                if let Some(old) = &f.old {
+                    assert!(
+                        cel_errors(old, None).is_empty(),
+                        "{name}: the stored object must be valid"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_cel_rule_compiles() {
+    for crd in crd::all() {
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref());
+        let schema = serde_json::to_value(schema.expect("schema")).expect("json");
+        let compiled = kube_cel::compile_schema(&schema);
+        assert!(
+            !compiled.has_errors(),
+            "{}: {:?}",
+            crd.spec.names.kind,
+            compiled.compilation_errors()
+        );
+    }
+}
+
+#[test]
+fn committed_crd_yaml_matches_the_rust_types() {
+    for crd in crd::all() {
+        let path = repo().join("crds").join(crd::file_name(&crd));
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let generated = crd::to_yaml(&crd).expect("render");
+        assert!(
+            committed == generated,
+            "{} is stale: run `make crds`",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn crds_have_status_printer_columns_short_names_and_category() {
+    for crd in crd::all() {
+        let kind = &crd.spec.names.kind;
+        assert!(
+            crd.spec
+                .names
+                .categories
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c == "gpufed")),
+            "{kind}"
+        );
+        assert!(
+            crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()),
+            "{kind}"
+        );
+        let v = &crd.spec.versions[0];
+        assert!(
+            v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{kind}: status subresource"
+        );
+        let cols = v.additional_printer_columns.as_ref().expect("printer columns");
+        assert!(cols.iter().any(|c| c.name == "Age") && cols.len() >= 4, "{kind}");
+    }
+}
