@@ -8,6 +8,7 @@
 // mistakes for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod check;
 pub mod common;
 pub mod conditions;
 pub mod crd;

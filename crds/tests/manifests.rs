@@ -198,3 +198,60 @@ fn crds_have_status_printer_columns_short_names_and_category() {
         assert!(cols.iter().any(|c| c.name == "Age") && cols.len() >= 4, "{kind}");
     }
 }
+
+/// The operator's Rust copy of the CEL rules refuses what CEL refuses, naming the same
+/// field, and accepts every example.
+#[test]
+fn rust_rules_agree_with_cel_on_every_fixture() {
+    use gpufed_api::{ComputeJob, GpuProvider, Stake, check};
+    fn rust_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
+        let errs = match object["kind"].as_str() {
+            Some("ComputeJob") => {
+                let new: ComputeJob = serde_json::from_value(object.clone()).expect("job");
+                match old {
+                    Some(o) => check::job_update(&serde_json::from_value(o.clone()).expect("old job"), &new),
+                    None => check::job_spec(&new.spec),
+                }
+            }
+            Some("GpuProvider") => check::provider_spec(
+                &serde_json::from_value::<GpuProvider>(object.clone())
+                    .expect("provider")
+                    .spec,
+            ),
+            Some("Stake") => {
+                let new: Stake = serde_json::from_value(object.clone()).expect("stake");
+                let old: Option<Stake> = old.map(|o| serde_json::from_value(o.clone()).expect("old stake"));
+                check::stake_spec(old.as_ref().map(|o| &o.spec), &new.spec)
+            }
+            other => panic!("unexpected kind {other:?}"),
+        };
+        errs.into_iter().map(|e| e.path).collect()
+    }
+    let mut cel_fixtures = 0;
+    for file in yaml_files(&repo().join("examples/invalid")) {
+        let f = fixture::parse(&std::fs::read_to_string(&file).expect("read")).expect("fixture");
+        if f.rejected_by != fixture::Layer::Cel {
+            continue;
+        }
+        cel_fixtures += 1;
+        let errs = rust_errors(&f.object, f.old.as_ref());
+        // The Rust rules may name a deeper field (`spec.prices[0].pricePerGpuHour`).
+        let names = |p: &String| p == &f.expect || p.starts_with(&format!("{}[", f.expect));
+        assert!(
+            errs.iter().any(names),
+            "{}: Rust rules said {errs:?}, want {}",
+            file.display(),
+            f.expect
+        );
+    }
+    assert!(cel_fixtures >= 5, "only {cel_fixtures} CEL fixtures");
+    for file in yaml_files(&repo().join("examples")) {
+        let text = std::fs::read_to_string(&file).expect("read");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+            if object["apiVersion"] == "gpufed.io/v1alpha1" {
+                assert!(rust_errors(&object, None).is_empty(), "{}", file.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The CEL rules of the CRDs, in Rust. API servers before 1.25 drop CEL rules, so the
+//! operator runs these before acting on an object and reports a violation as a
+//! `Stalled` condition (reason `InvalidSpec`) naming the field. A test keeps both in
+//! step: every CEL fixture in `examples/invalid/` is refused by both.
+
+use crate::formats::{self, parse_decimal};
+use crate::job::{Interconnect, MAX_NVLINK_DOMAIN_GPUS, MAX_TOTAL_GPUS};
+use crate::provider::ConnectionMode;
+use crate::schema_check::FieldError;
+use crate::{ComputeJob, ComputeJobSpec, GpuProviderSpec, StakeSpec};
+
+fn field(path: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn positive_decimal(path: &str, value: &str, errors: &mut Vec<FieldError>) {
+    match parse_decimal(value) {
+        Ok(0) => errors.push(field(path, "must be greater than 0")),
+        Ok(_) => {}
+        Err(e) => errors.push(field(path, e.to_string())),
+    }
+}
+
+/// Checks a job spec's cross-field rules.
+pub fn job_spec(spec: &ComputeJobSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let total = u64::from(spec.workers) * u64::from(spec.gpus_per_worker);
+    if total > u64::from(MAX_TOTAL_GPUS) {
+        errors.push(field(
+            "spec.workers",
+            format!("workers × gpusPerWorker = {total}, at most {MAX_TOTAL_GPUS}"),
+        ));
+    }
+    if spec.gpu.interconnect == Interconnect::NVLinkDomain && total > u64::from(MAX_NVLINK_DOMAIN_GPUS) {
+        errors.push(field(
+            "spec.gpu.interconnect",
+            format!("a gang in one NVLink domain may use at most {MAX_NVLINK_DOMAIN_GPUS} GPUs, not {total}"),
+        ));
+    }
+    if spec.gpu.interconnect == Interconnect::NVLink && spec.gpus_per_worker < 2 {
+        errors.push(field(
+            "spec.gpu.interconnect",
+            "NVLink needs gpusPerWorker of at least 2",
+        ));
+    }
+    positive_decimal(
+        "spec.maxPricePerGpuHour",
+        &spec.max_price_per_gpu_hour,
+        &mut errors,
+    );
+    if let Some(d) = &spec.max_duration {
+        match formats::parse_duration(d) {
+            Ok(0) => errors.push(field("spec.maxDuration", "must be longer than 0s")),
+            Ok(_) => {}
+            Err(e) => errors.push(field("spec.maxDuration", e.to_string())),
+        }
+    }
+    if let Some(m) = &spec.gpu.min_memory
+        && let Err(e) = formats::parse_memory_mib(m)
+    {
+        errors.push(field("spec.gpu.minMemory", e.to_string()));
+    }
+    if let Some(cc) = &spec.gpu.min_compute_capability
+        && let Err(e) = formats::parse_compute_capability(cc)
+    {
+        errors.push(field("spec.gpu.minComputeCapability", e.to_string()));
+    }
+    errors
+}
+
+/// Checks a job update: the gang shape and GPU requirements are frozen once placed.
+pub fn job_update(old: &ComputeJob, new: &ComputeJob) -> Vec<FieldError> {
+    let mut errors = job_spec(&new.spec);
+    let placed = old.status.as_ref().is_some_and(|s| s.placement.is_some());
+    let (o, n) = (&old.spec, &new.spec);
+    if placed && (o.workers != n.workers || o.gpus_per_worker != n.gpus_per_worker || o.gpu != n.gpu) {
+        errors.push(field(
+            "spec",
+            "workers, gpusPerWorker and gpu are immutable once the job is placed",
+        ));
+    }
+    errors
+}
+
+/// Checks a provider spec's cross-field rules.
+pub fn provider_spec(spec: &GpuProviderSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if spec.mode == ConnectionMode::Push && spec.kubeconfig_secret_ref.is_none() {
+        errors.push(field(
+            "spec.kubeconfigSecretRef",
+            "required when spec.mode is Push",
+        ));
+    }
+    for (i, p) in spec.prices.iter().enumerate() {
+        positive_decimal(
+            &format!("spec.prices[{i}].pricePerGpuHour"),
+            &p.price_per_gpu_hour,
+            &mut errors,
+        );
+    }
+    if let Err(e) = formats::parse_duration(&spec.heartbeat_grace_period) {
+        errors.push(field("spec.heartbeatGracePeriod", e.to_string()));
+    }
+    errors
+}
+
+/// Checks a stake spec, and against the stored one on updates.
+pub fn stake_spec(old: Option<&StakeSpec>, new: &StakeSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    positive_decimal("spec.amount", &new.amount, &mut errors);
+    if let Some(old) = old {
+        if (
+            &old.provider,
+            &old.amount,
+            &old.deposit_signature,
+            &old.staker_wallet,
+        ) != (
+            &new.provider,
+            &new.amount,
+            &new.deposit_signature,
+            &new.staker_wallet,
+        ) {
+            errors.push(field(
+                "spec.depositSignature",
+                "provider, amount, depositSignature and stakerWallet are immutable; create a new Stake",
+            ));
+        }
+        if old.unbond && !new.unbond {
+            errors.push(field("spec.unbond", "cannot be undone once requested"));
+        }
+    }
+    errors
+}
