@@ -1,0 +1,56 @@
+//! Shared test fixtures: deterministic RNG and record generation.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use gpufed_settlement::{AttemptMeter, JobRef, UsageRecord};
+
+/// SplitMix64: deterministic, seedable.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    pub fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+}
+
+pub fn job(i: usize) -> JobRef {
+    JobRef {
+        namespace: format!("tenant-{}", i % 3),
+        name: format!("job-{i}"),
+        uid: format!("uid-{i}"),
+    }
+}
+
+/// `jobs` jobs × `per_job` one-minute records; tenant = namespace, provider by job index.
+pub fn records(jobs: usize, per_job: usize, providers: usize, rng: &mut Rng) -> Vec<Vec<UsageRecord>> {
+    (0..jobs)
+        .map(|i| {
+            let j = job(i);
+            let price = 500_000 + rng.below(4_000_000);
+            let mut m = AttemptMeter::new(
+                j.clone(),
+                1,
+                format!("prov-{}", i % providers),
+                j.namespace,
+                price,
+            );
+            let gpus = 1 + rng.below(8) as u32;
+            (0..per_job as u64)
+                .map(|k| {
+                    let start = 1_700_000_000 + k * 60;
+                    let used = rng.below(u64::from(gpus) * 60 + 1);
+                    m.record_with(start, start + 60, gpus, used).unwrap()
+                })
+                .collect()
+        })
+        .collect()
+}
