@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use crate::explain::{Explanation, InvalidJob, Reason};
 use crate::index::{Fleet, Pool, Prov};
-use crate::market::{MarketParams, market_price};
 use crate::snapshot::{ComputeCapability, Interconnect, Job, MAX_GPUS_PER_NODE, Micros};
 
 /// A job with its names resolved to fleet indices.
@@ -143,13 +142,7 @@ fn workers_on(nodes: &[u32], g: u8, gpus_of: impl Fn(u32) -> u32) -> u32 {
 type PoolFilter<'a> = dyn Fn(&Pool) -> bool + 'a;
 
 /// The first filter provider `pi` fails for `job`.
-pub(crate) fn provider_reason(
-    fleet: &Fleet,
-    job: &Job,
-    js: &JobSt,
-    pi: u32,
-    market: &MarketParams,
-) -> Reason {
+pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> Reason {
     let p = &fleet.providers[pi as usize];
     if !provider_listed(job, p) {
         return Reason::ProviderNotAllowed;
@@ -209,8 +202,7 @@ pub(crate) fn provider_reason(
         (
             &|p: &Pool| {
                 let g = &fleet.groups[p.group as usize];
-                g.ask
-                    .is_some_and(|a| market_price(a, g.busy, g.total, market) <= js.max_price)
+                g.price.is_some_and(|p| p <= js.max_price)
             },
             Reason::Price { max: js.max_price },
         ),
@@ -271,13 +263,11 @@ pub(crate) fn provider_reason(
 }
 
 /// Explains why `job` fits no provider.
-pub(crate) fn explain(fleet: &Fleet, job: &Job, js: &JobSt, market: &MarketParams) -> Explanation {
+pub(crate) fn explain(fleet: &Fleet, job: &Job, js: &JobSt) -> Explanation {
     let mut counts: BTreeMap<Reason, usize> = BTreeMap::new();
     for pi in 0..fleet.providers.len() {
         let pi = u32::try_from(pi).unwrap_or(u32::MAX);
-        *counts
-            .entry(provider_reason(fleet, job, js, pi, market))
-            .or_default() += 1;
+        *counts.entry(provider_reason(fleet, job, js, pi)).or_default() += 1;
     }
     Explanation::from_reasons(fleet.providers.len(), counts)
 }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
+use crate::market::{MarketParams, market_price};
 use crate::snapshot::{ComputeCapability, MAX_GPUS_PER_NODE, Micros, Snapshot};
 
 /// Marks a node that sits in no bucket.
@@ -64,6 +65,8 @@ pub(crate) struct Group {
     pub ask: Option<Micros>,
     pub total: u32,
     pub busy: u32,
+    /// Market price now (`None` when not for sale); kept in step with `busy`.
+    pub price: Option<Micros>,
     pub pools: Range<u32>,
 }
 
@@ -106,6 +109,7 @@ pub(crate) struct Fleet {
     pub nodes: Vec<NodeSt>,
     pub groups_by_model: Vec<Vec<u32>>,
     pub max_ask: Micros,
+    pub market: MarketParams,
 }
 
 /// Bit mask of GPU indices.
@@ -119,7 +123,7 @@ fn idx(n: usize) -> u32 {
 
 impl Fleet {
     /// Indexes the providers of a snapshot (sorted by id, nodes by name).
-    pub fn build(snap: &Snapshot) -> Result<Fleet, SnapshotError> {
+    pub fn build(snap: &Snapshot, market: MarketParams) -> Result<Fleet, SnapshotError> {
         let mut order: Vec<usize> = (0..snap.providers.len()).collect();
         order.sort_by(|&a, &b| snap.providers[a].id.cmp(&snap.providers[b].id));
         let models: BTreeSet<&str> = snap
@@ -131,6 +135,7 @@ impl Fleet {
         let mut fleet = Fleet {
             groups_by_model: vec![Vec::new(); models.len()],
             models,
+            market,
             ..Fleet::default()
         };
         let mut last_id: Option<&str> = None;
@@ -233,6 +238,7 @@ impl Fleet {
                     ask,
                     total,
                     busy,
+                    price: ask.map(|a| market_price(a, busy, total, &market)),
                     pools: pools_start..idx(fleet.pools.len()),
                 });
             }
@@ -313,6 +319,7 @@ impl Fleet {
         let group = self.pools[n.pool as usize].group as usize;
         let g = &mut self.groups[group];
         g.busy = (g.busy + before).saturating_sub(after);
+        g.price = g.ask.map(|a| market_price(a, g.busy, g.total, &self.market));
         self.bucket_insert(node);
     }
 

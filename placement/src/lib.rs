@@ -19,6 +19,7 @@ mod queue;
 mod score;
 mod search;
 mod snapshot;
+pub mod synth;
 
 pub use decision::{Config, Decisions, Eviction, Placement, Unplaced, WorkerPlacement};
 pub use engine::{Engine, place};

@@ -88,20 +88,16 @@ pub(crate) fn best_fit(counts: &[u32], g: u8, w: u16) -> Option<Fit> {
     None
 }
 
-/// The weighted score of one candidate.
+/// The weighted score of one candidate; `inv_reference` is `1 / reference` (0 for none).
 pub(crate) fn score(
     weights: &Weights,
     price: Micros,
-    reference: Micros,
+    inv_reference: f64,
     reputation: f64,
     fit: Fit,
     preferred_rank: Option<(usize, usize)>,
 ) -> f64 {
-    let cheap = if reference == 0 {
-        0.0
-    } else {
-        1.0 - (price as f64 / reference as f64).min(1.0)
-    };
+    let cheap = 1.0 - (price as f64 * inv_reference).min(1.0);
     let pref = match preferred_rank {
         Some((rank, n)) if n > 0 => (n - rank) as f64 / n as f64,
         _ => 0.0,
@@ -166,8 +162,8 @@ mod tests {
             used: 1,
             touched_free: 8,
         };
-        let preferred = score(&w, 10, 10, 0.0, poor, Some((0, 1)));
-        let other = score(&w, 0, 10, 1.0, perfect, None);
+        let preferred = score(&w, 10, 0.1, 0.0, poor, Some((0, 1)));
+        let other = score(&w, 0, 0.1, 1.0, perfect, None);
         assert!(preferred > other);
     }
 }

@@ -4,8 +4,7 @@
 
 use crate::filter::JobSt;
 use crate::index::{Fleet, Pool};
-use crate::market::{MarketParams, market_price};
-use crate::score::{Weights, best_fit, score};
+use crate::score::{Fit, Weights, best_fit, score};
 use crate::snapshot::{Interconnect, MAX_GPUS_PER_NODE, Micros};
 
 /// Where a job could go.
@@ -20,6 +19,12 @@ pub(crate) struct Candidate {
 
 /// Node chosen for some workers: the node, the GPUs taken, how many workers.
 pub(crate) type Pick = (u32, u64, u32);
+
+/// The best packing there is, for score bounds.
+const PERFECT: Fit = Fit {
+    used: 1,
+    touched_free: 1,
+};
 
 const SLOTS: usize = MAX_GPUS_PER_NODE as usize + 1;
 
@@ -46,7 +51,6 @@ pub(crate) fn find_best(
     fleet: &Fleet,
     js: &JobSt,
     weights: &Weights,
-    market: &MarketParams,
     only: Option<u32>,
 ) -> Option<Candidate> {
     let reference = if js.max_price == Micros::MAX {
@@ -54,34 +58,43 @@ pub(crate) fn find_best(
     } else {
         js.max_price
     };
+    let inv_ref = if reference == 0 {
+        0.0
+    } else {
+        1.0 / reference as f64
+    };
     let mut best: Option<Candidate> = None;
     let mut counts = [0u32; SLOTS];
     let g = usize::from(js.g);
-    let only_slice;
-    let model_groups: Box<dyn Iterator<Item = &u32>> = match only {
-        Some(o) => {
-            only_slice = [o];
-            Box::new(only_slice.iter())
-        }
-        None => Box::new(
-            js.models
-                .iter()
-                .flat_map(|&m| fleet.groups_by_model[usize::from(m)].iter()),
-        ),
-    };
-    for &gi in model_groups {
+    let mut visit = |gi: u32, best: &mut Option<Candidate>| {
         let group = &fleet.groups[gi as usize];
-        let Some(ask) = group.ask else { continue };
-        if !js.provider_ok(&fleet.providers[group.provider as usize], group.provider) {
-            continue;
-        }
-        let price = market_price(ask, group.busy, group.total, market);
-        if price > js.max_price {
-            continue;
+        let Some(price) = group.price else { return };
+        if price > js.max_price || !js.provider_ok(&fleet.providers[group.provider as usize], group.provider)
+        {
+            return;
         }
         let rep = fleet.providers[group.provider as usize].reputation;
         let rank = js.preferred_rank(group.provider);
-        let pools = group
+        // Prune: even a perfect fit here would not beat the best so far.
+        let bound = score(weights, price, inv_ref, rep, PERFECT, rank);
+        if best
+            .as_ref()
+            .is_some_and(|b| bound.total_cmp(&b.score).then(b.group.cmp(&gi)).is_le())
+        {
+            return;
+        }
+        let consider = |fit, domain, best: &mut Option<Candidate>| {
+            let c = Candidate {
+                group: gi,
+                domain,
+                price,
+                score: score(weights, price, inv_ref, rep, fit, rank),
+            };
+            if better(&c, best) {
+                *best = Some(c);
+            }
+        };
+        let mut pools = group
             .pools
             .clone()
             .filter(|&p| js.pool_ok(&fleet.pools[p as usize]));
@@ -91,43 +104,48 @@ pub(crate) fn find_best(
                     counts.fill(0);
                     domain_counts(fleet, d, &mut counts);
                     if let Some(fit) = best_fit(&counts, js.g, js.w) {
-                        let di = u32::try_from(di).unwrap_or(u32::MAX);
-                        let c = Candidate {
-                            group: gi,
-                            domain: Some((p, di)),
-                            price,
-                            score: score(weights, price, reference, rep, fit, rank),
-                        };
-                        if better(&c, &best) {
-                            best = Some(c);
-                        }
+                        consider(fit, Some((p, u32::try_from(di).unwrap_or(u32::MAX))), best);
                     }
                 }
             }
-            continue;
+            return;
         }
+        let Some(first) = pools.next() else { return };
+        let Some(second) = pools.next() else {
+            // One pool (the common case): walk its bucket lengths directly.
+            let b = &fleet.pools[first as usize].buckets;
+            for (k, bucket) in b.iter().enumerate().skip(g) {
+                counts[k] = u32::try_from(bucket.len()).unwrap_or(u32::MAX);
+            }
+            if b.len() > g
+                && let Some(fit) = best_fit(&counts[..b.len()], js.g, js.w)
+            {
+                consider(fit, None, best);
+            }
+            return;
+        };
+        counts.fill(0);
         let mut top = 0;
-        for p in pools {
+        for p in [first, second].into_iter().chain(pools) {
             let b = &fleet.pools[p as usize].buckets;
             for k in g..b.len() {
                 counts[k] += u32::try_from(b[k].len()).unwrap_or(u32::MAX);
             }
             top = top.max(b.len());
         }
-        if top <= g {
-            continue;
+        if top > g
+            && let Some(fit) = best_fit(&counts[..top], js.g, js.w)
+        {
+            consider(fit, None, best);
         }
-        let fit = best_fit(&counts[..top], js.g, js.w);
-        counts[g..top].fill(0);
-        if let Some(fit) = fit {
-            let c = Candidate {
-                group: gi,
-                domain: None,
-                price,
-                score: score(weights, price, reference, rep, fit, rank),
-            };
-            if better(&c, &best) {
-                best = Some(c);
+    };
+    match only {
+        Some(gi) => visit(gi, &mut best),
+        None => {
+            for &m in &js.models {
+                for &gi in &fleet.groups_by_model[usize::from(m)] {
+                    visit(gi, &mut best);
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 //! failing that, it is explained and may reserve nodes so that later, smaller jobs
 //! backfill around it without starving it.
 
+mod memo;
 mod preempt;
 mod reserve;
 
@@ -17,6 +18,7 @@ use crate::index::{Fleet, SnapshotError};
 use crate::queue::FairQueue;
 use crate::search::{Candidate, find_best, select};
 use crate::snapshot::{Reservation, Snapshot};
+use memo::{Memo, Shape};
 
 /// A running allocation, resolved.
 #[derive(Debug)]
@@ -39,9 +41,11 @@ pub struct Engine<'s> {
     fleet: Fleet,
     jobs: Vec<JobSt>,
     job_ns: Vec<u32>,
+    job_shape: Vec<u32>,
     queue: FairQueue,
     allocs: Vec<AllocSt>,
     reserved: BTreeMap<u32, Vec<u32>>,
+    memo: Memo,
     out: Decisions,
 }
 
@@ -58,7 +62,7 @@ impl<'s> Engine<'s> {
     /// Indexes the snapshot. Malformed jobs are answered at once as unplaced with an
     /// [`Explanation::Invalid`]; a malformed fleet is an error.
     pub fn new(snap: &'s Snapshot, cfg: &Config) -> Result<Self, SnapshotError> {
-        let fleet = Fleet::build(snap)?;
+        let fleet = Fleet::build(snap, cfg.market)?;
         let names: BTreeSet<&str> = snap
             .jobs
             .iter()
@@ -81,9 +85,15 @@ impl<'s> Engine<'s> {
             fleet,
             jobs: Vec::new(),
             job_ns: Vec::new(),
+            job_shape: Vec::new(),
             allocs: Vec::new(),
             reserved: BTreeMap::new(),
-            out: Decisions::default(),
+            memo: Memo::default(),
+            out: Decisions {
+                placements: Vec::with_capacity(snap.jobs.len()),
+                unplaced: Vec::with_capacity(snap.jobs.len()),
+                ..Decisions::default()
+            },
         };
         engine.load_running(&ns_index)?;
         engine.load_jobs(&ns_index);
@@ -148,7 +158,12 @@ impl<'s> Engine<'s> {
             }
             let h = idx(self.jobs.len());
             let ns = ns_index.get(job.namespace.as_str()).copied().unwrap_or(0);
-            self.jobs.push(JobSt::resolve(&self.fleet, job, idx(i)));
+            let js = JobSt::resolve(&self.fleet, job, idx(i));
+            let shape = self
+                .memo
+                .intern(Shape::of(&js, self.cfg.preemption.then_some(job.priority)));
+            self.job_shape.push(shape);
+            self.jobs.push(js);
             self.job_ns.push(ns);
             self.queue.push(ns, job.priority, h);
         }
@@ -207,23 +222,49 @@ impl<'s> Engine<'s> {
         for &n in held.iter().flatten() {
             self.fleet.unreserve(n);
         }
+        let placed = self.decide(h, held.clone());
+        if held.is_some() && self.reserved.get(&h) != held.as_ref() {
+            // Capacity came back to the buckets: earlier failures may fit now.
+            self.memo.invalidate();
+        }
+        Some(placed)
+    }
+
+    fn decide(&mut self, h: u32, held: Option<Vec<u32>>) -> bool {
+        let shape = held.is_none().then(|| self.job_shape[h as usize]);
+        if let Some((explanation, plan_failed)) = shape.and_then(|s| self.memo.get(s)) {
+            let skip_plan = plan_failed;
+            let failed = self.maybe_reserve(h, None, &explanation, skip_plan);
+            if failed
+                && !plan_failed
+                && let Some(s) = shape
+            {
+                self.memo.insert(s, explanation.clone(), true);
+            }
+            let id = self.snap.jobs[self.jobs[h as usize].src as usize].id.clone();
+            self.out.unplaced.push(Unplaced { job: id, explanation });
+            return false;
+        }
         let js = &self.jobs[h as usize];
-        if let Some(c) = find_best(&self.fleet, js, &self.cfg.weights, &self.cfg.market, None) {
+        if let Some(c) = find_best(&self.fleet, js, &self.cfg.weights, None) {
             self.commit(h, c, Vec::new());
-            return Some(true);
+            return true;
         }
         if self.cfg.preemption && self.try_preempt(h) {
-            return Some(true);
+            return true;
         }
         let js = &self.jobs[h as usize];
         let job = &self.snap.jobs[js.src as usize];
-        let explanation = explain(&self.fleet, job, js, &self.cfg.market);
-        self.maybe_reserve(h, held, &explanation);
+        let explanation = explain(&self.fleet, job, js);
+        let plan_failed = self.maybe_reserve(h, held, &explanation, false);
+        if let Some(s) = shape {
+            self.memo.insert(s, explanation.clone(), plan_failed);
+        }
         self.out.unplaced.push(Unplaced {
             job: job.id.clone(),
             explanation,
         });
-        Some(false)
+        false
     }
 
     /// Commits a candidate: picks GPUs, updates the index and the shares.

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use super::Engine;
 use crate::decision::Eviction;
-use crate::market::market_price;
 use crate::score::best_fit;
 use crate::search::find_best;
 use crate::snapshot::{Interconnect, MAX_GPUS_PER_NODE};
@@ -59,9 +58,9 @@ impl Engine<'_> {
         for &m in &js.models {
             for &gi in &self.fleet.groups_by_model[usize::from(m)] {
                 let group = &self.fleet.groups[gi as usize];
-                let Some(ask) = group.ask else { continue };
+                let Some(price) = group.price else { continue };
                 if !js.provider_ok(&self.fleet.providers[group.provider as usize], group.provider)
-                    || market_price(ask, group.busy, group.total, &self.cfg.market) > js.max_price
+                    || price > js.max_price
                 {
                     continue;
                 }
@@ -109,7 +108,7 @@ impl Engine<'_> {
             freed.extend(held);
         }
         let js = &self.jobs[h as usize];
-        let Some(cand) = find_best(&self.fleet, js, &self.cfg.weights, &self.cfg.market, Some(gi)) else {
+        let Some(cand) = find_best(&self.fleet, js, &self.cfg.weights, Some(gi)) else {
             // Cannot happen (fits_with said yes); undo so nothing is evicted for nothing.
             for &v in &victims {
                 self.allocs[v].evicted = false;

@@ -10,19 +10,26 @@ use std::cmp::Reverse;
 
 use super::Engine;
 use crate::explain::{Explanation, Reason};
-use crate::market::market_price;
 use crate::snapshot::Interconnect;
 
 impl Engine<'_> {
-    /// Reserves nodes for blocked job `h` if it would fit an emptier fleet.
-    pub(super) fn maybe_reserve(&mut self, h: u32, held: Option<Vec<u32>>, expl: &Explanation) {
+    /// Reserves nodes for blocked job `h` if it would fit an emptier fleet. Returns
+    /// whether a new reservation was planned and none could be found (`skip_plan` skips
+    /// planning, known to fail).
+    pub(super) fn maybe_reserve(
+        &mut self,
+        h: u32,
+        held: Option<Vec<u32>>,
+        expl: &Explanation,
+        skip_plan: bool,
+    ) -> bool {
         if self.cfg.max_reservations == 0 {
-            return;
+            return false;
         }
         let fits_when_drained = matches!(expl, Explanation::NoFit { reasons, .. }
             if reasons.iter().any(|(r, _)| matches!(r, Reason::Busy { .. } | Reason::Reserved)));
         if !fits_when_drained {
-            return;
+            return false;
         }
         let js = &self.jobs[h as usize];
         let g = u32::from(js.g);
@@ -41,18 +48,20 @@ impl Engine<'_> {
                     self.fleet.reserve(n, h);
                 }
                 self.reserved.insert(h, nodes);
-                return;
+                return false;
             }
         }
-        if self.reserved.len() >= self.cfg.max_reservations {
-            return;
+        if skip_plan || self.reserved.len() >= self.cfg.max_reservations {
+            return false;
         }
-        if let Some(nodes) = self.plan_reservation(h) {
-            for &n in &nodes {
-                self.fleet.reserve(n, h);
-            }
-            self.reserved.insert(h, nodes);
+        let Some(nodes) = self.plan_reservation(h) else {
+            return true;
+        };
+        for &n in &nodes {
+            self.fleet.reserve(n, h);
         }
+        self.reserved.insert(h, nodes);
+        false
     }
 
     /// The unreserved nodes that would hold job `h` once drained, where it would start
@@ -66,9 +75,9 @@ impl Engine<'_> {
         for &m in &js.models {
             for &gi in &fleet.groups_by_model[usize::from(m)] {
                 let group = &fleet.groups[gi as usize];
-                let Some(ask) = group.ask else { continue };
+                let Some(price) = group.price else { continue };
                 if !js.provider_ok(&fleet.providers[group.provider as usize], group.provider)
-                    || market_price(ask, group.busy, group.total, &self.cfg.market) > js.max_price
+                    || price > js.max_price
                 {
                     continue;
                 }

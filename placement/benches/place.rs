@@ -1,0 +1,138 @@
+//! Placement benchmark: 10k GPU nodes, 100 providers, a mixed queue.
+//!
+//! `cargo bench -p gpufed-placement` — prints decisions/s, per-decision p50/p99, peak
+//! memory, and the same input through the naive first-fit baseline.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use gpufed_placement::baseline::{Naive, naive_place};
+use gpufed_placement::synth::{self, Rng};
+use gpufed_placement::{Config, Engine, Snapshot};
+
+const PROVIDERS: usize = 100;
+const NODES: usize = 10_000;
+const JOBS: usize = 20_000;
+const ROUNDS: usize = 5;
+
+fn snapshot(seed: u64) -> Snapshot {
+    let mut rng = Rng::new(seed);
+    let mut providers = synth::fleet(&mut rng, PROVIDERS, NODES);
+    // About half of the GPUs are busy, scattered, as in a running fleet.
+    for n in providers.iter_mut().flat_map(|p| p.nodes.iter_mut()) {
+        n.free.retain(|_| rng.below(2) == 0);
+    }
+    let jobs = (0..JOBS)
+        .map(|i| synth::job(&mut rng, i, i as u64, 20).job)
+        .collect();
+    Snapshot {
+        providers,
+        jobs,
+        ..Snapshot::default()
+    }
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let snap = snapshot(42);
+    let nodes: usize = snap.providers.iter().map(|p| p.nodes.len()).sum();
+    let gpus: usize = snap
+        .providers
+        .iter()
+        .flat_map(|p| &p.nodes)
+        .map(|n| usize::from(n.gpus))
+        .sum();
+    let free: usize = snap
+        .providers
+        .iter()
+        .flat_map(|p| &p.nodes)
+        .map(|n| n.free.len())
+        .sum();
+    println!(
+        "fleet: {} providers, {nodes} nodes, {gpus} GPUs ({free} free); queue: {} jobs; {ROUNDS} rounds",
+        snap.providers.len(),
+        snap.jobs.len()
+    );
+    let cfg = Config::default();
+    let mut per_decision: Vec<Duration> = Vec::with_capacity(JOBS * ROUNDS);
+    let mut split = [(Duration::ZERO, 0u32); 2];
+    let (mut build, mut steps, mut placed, mut placed_gpus) = (Duration::ZERO, Duration::ZERO, 0, 0u64);
+    for _ in 0..ROUNDS {
+        let t0 = Instant::now();
+        let mut engine = Engine::new(&snap, &cfg).unwrap();
+        build += t0.elapsed();
+        let t1 = Instant::now();
+        loop {
+            let t = Instant::now();
+            let Some(ok) = engine.step() else { break };
+            let e = t.elapsed();
+            per_decision.push(e);
+            split[usize::from(ok)].0 += e;
+            split[usize::from(ok)].1 += 1;
+        }
+        steps += t1.elapsed();
+        let d = engine.run();
+        placed = d.placements.len();
+        placed_gpus = d
+            .placements
+            .iter()
+            .map(|p| p.workers.iter().map(|w| w.gpus.len() as u64).sum::<u64>())
+            .sum();
+    }
+    per_decision.sort();
+    for (name, (t, n)) in ["unplaced", "placed"].iter().zip(split) {
+        println!(
+            "  {name}: {n} decisions, mean {:.2} us",
+            t.as_secs_f64() * 1e6 / f64::from(n.max(1))
+        );
+    }
+    let decisions = per_decision.len() as f64;
+    let ours_rate = decisions / steps.as_secs_f64();
+    let ours_total_rate = decisions / (steps + build).as_secs_f64();
+    println!(
+        "ours:      {:>9.0} decisions/s (steps only), {:>9.0} decisions/s incl. index build ({:.2} ms/round); \
+         p50 {:.2} us, p99 {:.2} us, max {:.2} us; placed {placed}/{JOBS} jobs, {placed_gpus} GPUs",
+        ours_rate,
+        ours_total_rate,
+        build.as_secs_f64() * 1e3 / ROUNDS as f64,
+        pct(&per_decision, 0.5).as_secs_f64() * 1e6,
+        pct(&per_decision, 0.99).as_secs_f64() * 1e6,
+        per_decision.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
+    );
+    if std::env::var("PLACEMENT_BENCH_BASELINE").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let t = Instant::now();
+    let mut base = None;
+    for _ in 0..ROUNDS {
+        base = Some(naive_place(&snap, Naive::FirstFit));
+    }
+    let base_time = t.elapsed();
+    let base = base.unwrap();
+    let base_rate = (JOBS * ROUNDS) as f64 / base_time.as_secs_f64();
+    let base_gpus: u64 = base
+        .placements
+        .iter()
+        .map(|p| p.workers.iter().map(|w| w.gpus.len() as u64).sum::<u64>())
+        .sum();
+    println!(
+        "first-fit: {:>9.0} decisions/s (mean {:.2} us/decision); placed {}/{JOBS} jobs, {base_gpus} GPUs",
+        base_rate,
+        base_time.as_secs_f64() * 1e6 / (JOBS * ROUNDS) as f64,
+        base.placements.len()
+    );
+    println!(
+        "ratio ours/first-fit: {:.1}x decisions/s (incl. build)",
+        ours_total_rate / base_rate
+    );
+    println!("peak memory (VmHWM): {} MiB", vm_hwm_kib().unwrap_or(0) / 1024);
+}
