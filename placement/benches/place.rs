@@ -114,7 +114,7 @@ fn main() {
     let t = Instant::now();
     let mut base = None;
     for _ in 0..ROUNDS {
-        base = Some(naive_place(&snap, Naive::FirstFit));
+        base = Some(naive_place(&snap, Naive::FirstFit, &cfg.market));
     }
     let base_time = t.elapsed();
     let base = base.unwrap();

@@ -7,7 +7,10 @@
 use crate::decision::{Decisions, Placement, Unplaced, WorkerPlacement};
 use crate::explain::Explanation;
 use crate::filter::validate;
-use crate::snapshot::{Interconnect, Job, Node, Provider, Snapshot};
+use std::collections::BTreeMap;
+
+use crate::market::{MarketParams, market_price};
+use crate::snapshot::{Interconnect, Job, Micros, Node, Provider, Snapshot};
 
 /// Which naive policy to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,12 +29,17 @@ fn provider_ok(job: &Job, p: &Provider) -> bool {
         && p.reputation >= job.min_reputation
 }
 
-fn node_ok(job: &Job, p: &Provider, n: &Node) -> bool {
-    let priced = p
-        .prices
-        .get(&n.model)
-        .is_some_and(|&a| job.max_price.is_none_or(|m| a <= m));
-    priced
+/// GPUs and busy GPUs per (provider index, model).
+type Usage = BTreeMap<(usize, String), (u32, u32)>;
+
+fn price_of(usage: &Usage, market: &MarketParams, pi: usize, p: &Provider, model: &str) -> Option<Micros> {
+    let ask = *p.prices.get(model)?;
+    let (total, busy) = usage.get(&(pi, model.to_string())).copied().unwrap_or((0, 0));
+    Some(market_price(ask, busy, total, market))
+}
+
+fn node_ok(job: &Job, n: &Node, price: Option<Micros>) -> bool {
+    price.is_some_and(|a| job.max_price.is_none_or(|m| a <= m))
         && (job.models.is_empty() || job.models.contains(&n.model))
         && n.vram_mib >= job.min_vram_mib
         && n.compute >= job.min_compute
@@ -64,7 +72,7 @@ type Choice = (usize, Vec<(usize, u32)>, u32);
 type Unit<'a> = ((&'a str, Option<u32>), Vec<usize>);
 
 /// Runs a naive policy over a snapshot (running work and reservations are ignored).
-pub fn naive_place(snap: &Snapshot, policy: Naive) -> Decisions {
+pub fn naive_place(snap: &Snapshot, policy: Naive, market: &MarketParams) -> Decisions {
     let mut providers: Vec<&Provider> = snap.providers.iter().collect();
     providers.sort_by(|a, b| a.id.cmp(&b.id));
     let mut free: Vec<Vec<u64>> = providers
@@ -76,6 +84,14 @@ pub fn naive_place(snap: &Snapshot, policy: Naive) -> Decisions {
                 .collect()
         })
         .collect();
+    let mut usage: Usage = BTreeMap::new();
+    for (pi, p) in providers.iter().enumerate() {
+        for n in &p.nodes {
+            let e = usage.entry((pi, n.model.clone())).or_default();
+            e.0 += u32::from(n.gpus);
+            e.1 += u32::from(n.gpus).saturating_sub(u32::try_from(n.free.len()).unwrap_or(0));
+        }
+    }
     let mut order: Vec<&Job> = snap.jobs.iter().collect();
     order.sort_by(|a, b| {
         (-i64::from(a.priority), a.submit_time, &a.id).cmp(&(-i64::from(b.priority), b.submit_time, &b.id))
@@ -97,7 +113,7 @@ pub fn naive_place(snap: &Snapshot, policy: Naive) -> Decisions {
             // Units of nodes a gang may share: one model, and one domain if asked.
             let mut units: Vec<Unit<'_>> = Vec::new();
             for (ni, n) in p.nodes.iter().enumerate() {
-                if !node_ok(job, p, n) {
+                if !node_ok(job, n, price_of(&usage, market, pi, p, &n.model)) {
                     continue;
                 }
                 let dom = if job.interconnect == Interconnect::NvlinkGang {
@@ -160,7 +176,10 @@ pub fn naive_place(snap: &Snapshot, policy: Naive) -> Decisions {
                 });
             }
         }
-        let price = p.prices.get(&model).copied().unwrap_or(0);
+        let price = price_of(&usage, market, pi, p, &model).unwrap_or(0);
+        if let Some(e) = usage.get_mut(&(pi, model.clone())) {
+            e.1 += g * u32::from(job.workers);
+        }
         out.placements.push(Placement {
             job: job.id.clone(),
             provider: p.id.clone(),

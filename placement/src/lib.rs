@@ -18,6 +18,7 @@ pub mod market;
 mod queue;
 mod score;
 mod search;
+pub mod sim;
 mod snapshot;
 pub mod synth;
 
