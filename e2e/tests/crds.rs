@@ -1,0 +1,163 @@
+//! Our CRDs on a real API server: they install and become Established, the examples apply,
+//! and the invalid fixtures are refused by the server's schema validation with their field
+//! named. (CEL rules are not enforced before Kubernetes 1.25: `rejected-by: cel` fixtures are
+//! checked only against a newer external cluster; the crds crate unit-tests those rules.)
+
+mod common;
+
+use std::time::Duration;
+
+use gpufed_e2e::crds::{
+    RejectedBy, create_manifest, install_crds, load_yaml_docs, parse_fixture, server_minor, yaml_files,
+};
+use gpufed_e2e::{FederationSpec, TestEnv};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DynamicObject, ObjectMeta, PostParams};
+use kube::{Api, Client};
+use serde_json::Value;
+
+/// Creates namespaces a manifest names, if missing.
+async fn ensure_namespace(client: &Client, doc: &Value) {
+    if let Some(ns) = doc.pointer("/metadata/namespace").and_then(Value::as_str) {
+        let object = Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &object)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("creating namespace {ns}: {e}"),
+        }
+    }
+}
+
+/// Creates a manifest, retrying while discovery has not caught up with a new CRD; returns the
+/// final result (an API refusal is returned at once).
+async fn create(client: &Client, doc: &Value, ns: &str) -> Result<DynamicObject, gpufed_e2e::Error> {
+    let mut tries = 0;
+    loop {
+        match create_manifest(client, doc, ns).await {
+            Err(gpufed_e2e::Error::Kube(kube::Error::Api(e))) if e.code == 404 && tries < 50 => {}
+            Err(gpufed_e2e::Error::Kube(kube::Error::Discovery(_))) if tries < 50 => {}
+            other => return other,
+        }
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_install_examples_apply_and_invalid_fixtures_are_rejected() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let root = common::repo_root();
+    let crd_files = yaml_files(&root.join("crds")).expect("crds/ readable");
+    let examples = yaml_files(&root.join("examples")).expect("examples/ readable");
+    let invalid = yaml_files(&root.join("examples/invalid")).expect("examples/invalid/ readable");
+    assert!(!crd_files.is_empty(), "no CRD YAML in crds/*.yaml");
+    assert!(!examples.is_empty(), "no examples in examples/*.yaml");
+    assert!(
+        !invalid.is_empty(),
+        "no invalid fixtures in examples/invalid/*.yaml"
+    );
+
+    let env = TestEnv::start(FederationSpec::new("crds"))
+        .await
+        .expect("hub starts");
+    let client = env.hub_client().await.expect("hub client");
+    let names = install_crds(&client, &root.join("crds"), Duration::from_secs(60))
+        .await
+        .expect("CRDs install");
+    assert!(names.len() >= crd_files.len(), "CRDs installed: {names:?}");
+    let ns = common::namespace(&client, "examples").await;
+
+    for file in &examples {
+        for doc in load_yaml_docs(file).expect("example parses") {
+            ensure_namespace(&client, &doc).await;
+            let created = create(&client, &doc, &ns).await;
+            assert!(
+                created.is_ok(),
+                "{} was refused: {:?}",
+                file.display(),
+                created.err()
+            );
+        }
+    }
+
+    let minor = server_minor(&client).await.expect("server version");
+    let (mut schema_checked, mut cel_checked) = (0, 0);
+    for file in &invalid {
+        let fixture = parse_fixture(file).expect("fixture header");
+        if fixture.rejected_by == RejectedBy::Cel && minor < 25 {
+            eprintln!(
+                "SKIPPED {} (CEL rule; this server is 1.{minor}, CEL needs 1.25+)",
+                file.display()
+            );
+            continue;
+        }
+        let docs = load_yaml_docs(file).expect("fixture parses");
+        let (stored, update) = match docs.as_slice() {
+            [one] => (None, one.clone()),
+            [first, second] => (Some(first.clone()), second.clone()),
+            _ => panic!("{}: expected one or two documents", file.display()),
+        };
+        let fixture_ns = common::namespace(&client, "invalid").await;
+        let mut doc = update;
+        if let Some(stored) = stored {
+            let mut stored = stored;
+            stored["metadata"]["namespace"] = Value::from(fixture_ns.clone());
+            let old = create(&client, &stored, &fixture_ns)
+                .await
+                .expect("stored object of a transition fixture");
+            doc["metadata"]["resourceVersion"] =
+                Value::from(old.metadata.resource_version.unwrap_or_default());
+        }
+        doc["metadata"]["namespace"] = Value::from(fixture_ns.clone());
+        let result = if doc["metadata"].get("resourceVersion").is_some() {
+            replace(&client, &doc, &fixture_ns).await
+        } else {
+            create(&client, &doc, &fixture_ns).await
+        };
+        match result {
+            Err(gpufed_e2e::Error::Kube(kube::Error::Api(e))) => {
+                assert!(
+                    e.code == 422 || e.code == 400,
+                    "{}: HTTP {} {}",
+                    file.display(),
+                    e.code,
+                    e.message
+                );
+                assert!(
+                    e.message.contains(&fixture.expect),
+                    "{}: refusal does not name {:?}: {}",
+                    file.display(),
+                    fixture.expect,
+                    e.message
+                );
+            }
+            other => panic!("{} was not refused: {other:?}", file.display()),
+        }
+        match fixture.rejected_by {
+            RejectedBy::Schema => schema_checked += 1,
+            RejectedBy::Cel => cel_checked += 1,
+        }
+    }
+    eprintln!("invalid fixtures refused: {schema_checked} by schema, {cel_checked} by CEL");
+    assert!(schema_checked > 0, "no `rejected-by: schema` fixture was checked");
+}
+
+async fn replace(client: &Client, doc: &Value, ns: &str) -> Result<DynamicObject, gpufed_e2e::Error> {
+    let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("fixture object");
+    let types = obj.types.clone().expect("apiVersion/kind");
+    let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    Ok(api.replace(&name, &PostParams::default(), &obj).await?)
+}
