@@ -165,12 +165,35 @@ impl std::fmt::Debug for Federation {
     }
 }
 
+/// Stops the processes of earlier runs under `root` whose owner died without cleaning up
+/// (e.g. a test binary killed by a timeout); returns the names of what was stopped. Runs
+/// whose owner is alive (another test, a `gpufed-e2e up` supervisor) are left alone.
+pub fn reap_orphaned_runs(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut stopped = Vec::new();
+    for dir in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let Ok(state) = RunState::read(&dir) else { continue };
+        if state.owner.as_ref().is_some_and(ProcessRecord::is_alive) {
+            continue;
+        }
+        let names = crate::process::stop_records(&state.processes, Duration::from_secs(10));
+        if !names.is_empty() {
+            tracing::warn!(run_dir = %dir.display(), ?names, "stopped processes of an orphaned run");
+        }
+        stopped.extend(names);
+    }
+    stopped
+}
+
 impl Federation {
     /// Starts etcd, the hub and the members, waits for every `/readyz`, then starts the node
     /// simulators.
     pub async fn start(spec: FederationSpec) -> Result<Self> {
         let t0 = Instant::now();
         let bins = Binaries::locate()?;
+        reap_orphaned_runs(&run_root());
         let run_dir = match &spec.run_dir {
             Some(dir) => dir.clone(),
             None => {
@@ -326,5 +349,41 @@ impl Federation {
 impl Drop for Federation {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use crate::process::ManagedProcess;
+
+    #[test]
+    fn processes_of_a_run_whose_owner_died_are_stopped() {
+        let root = std::env::temp_dir().join(format!("gpufed-reap-{}", std::process::id()));
+        let dir = root.join("orphan");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sleeper = ManagedProcess::spawn(
+            "sleeper",
+            Path::new("/bin/sleep"),
+            &["30".into()],
+            &dir.join("log"),
+        )
+        .unwrap();
+        let mut dead_owner = crate::process::record_of(std::process::id(), "owner").unwrap();
+        dead_owner.start_ticks += 1; // not this process any more: its owner is gone
+        let state = RunState {
+            owner: Some(dead_owner),
+            run_dir: dir.clone(),
+            clusters: Vec::new(),
+            processes: vec![sleeper.record().clone()],
+            ready_seconds: 0.0,
+            spec: FederationSpec::new("orphan"),
+        };
+        state.write().unwrap();
+        assert_eq!(reap_orphaned_runs(&root), vec!["sleeper".to_owned()]);
+        assert!(!sleeper.record().is_alive());
+        sleeper.stop(Duration::from_secs(1)); // reap the zombie
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
