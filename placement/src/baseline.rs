@@ -30,11 +30,17 @@ fn provider_ok(job: &Job, p: &Provider) -> bool {
 }
 
 /// GPUs and busy GPUs per (provider index, model).
-type Usage = BTreeMap<(usize, String), (u32, u32)>;
+type Usage<'a> = BTreeMap<(usize, &'a str), (u32, u32)>;
 
-fn price_of(usage: &Usage, market: &MarketParams, pi: usize, p: &Provider, model: &str) -> Option<Micros> {
+fn price_of(
+    usage: &Usage<'_>,
+    market: &MarketParams,
+    pi: usize,
+    p: &Provider,
+    model: &str,
+) -> Option<Micros> {
     let ask = *p.prices.get(model)?;
-    let (total, busy) = usage.get(&(pi, model.to_string())).copied().unwrap_or((0, 0));
+    let (total, busy) = usage.get(&(pi, model)).copied().unwrap_or((0, 0));
     Some(market_price(ask, busy, total, market))
 }
 
@@ -87,7 +93,7 @@ pub fn naive_place(snap: &Snapshot, policy: Naive, market: &MarketParams) -> Dec
     let mut usage: Usage = BTreeMap::new();
     for (pi, p) in providers.iter().enumerate() {
         for n in &p.nodes {
-            let e = usage.entry((pi, n.model.clone())).or_default();
+            let e = usage.entry((pi, n.model.as_str())).or_default();
             e.0 += u32::from(n.gpus);
             e.1 += u32::from(n.gpus).saturating_sub(u32::try_from(n.free.len()).unwrap_or(0));
         }
@@ -159,10 +165,10 @@ pub fn naive_place(snap: &Snapshot, policy: Naive, market: &MarketParams) -> Dec
         let p = providers[pi];
         let g = u32::from(job.gpus_per_worker);
         let mut workers = Vec::new();
-        let mut model = String::new();
+        let mut model: &str = "";
         for (n, per) in picks {
             let node = &p.nodes[n];
-            model.clone_from(&node.model);
+            model = node.model.as_str();
             for _ in 0..per {
                 let mut gpus = Vec::new();
                 for _ in 0..g {
@@ -176,14 +182,14 @@ pub fn naive_place(snap: &Snapshot, policy: Naive, market: &MarketParams) -> Dec
                 });
             }
         }
-        let price = price_of(&usage, market, pi, p, &model).unwrap_or(0);
-        if let Some(e) = usage.get_mut(&(pi, model.clone())) {
+        let price = price_of(&usage, market, pi, p, model).unwrap_or(0);
+        if let Some(e) = usage.get_mut(&(pi, model)) {
             e.1 += g * u32::from(job.workers);
         }
         out.placements.push(Placement {
             job: job.id.clone(),
             provider: p.id.clone(),
-            model,
+            model: model.to_string(),
             workers,
             price,
             evicts: Vec::new(),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::explain::{Explanation, InvalidJob, Reason};
-use crate::index::{Fleet, Pool, Prov};
+use crate::index::{Fleet, Group, Pool, Prov};
 use crate::snapshot::{ComputeCapability, Interconnect, Job, MAX_GPUS_PER_NODE, Micros};
 
 /// A job with its names resolved to fleet indices.
@@ -105,6 +105,15 @@ impl JobSt {
             && p.healthy
             && (p.verified || !self.verified_only)
             && p.reputation >= self.min_reputation
+    }
+
+    /// Provider-level filters on a group's copies of the provider's flags.
+    #[inline]
+    pub fn group_ok(&self, g: &Group) -> bool {
+        g.healthy
+            && (g.verified || !self.verified_only)
+            && g.reputation >= self.min_reputation
+            && self.admitted.as_ref().is_none_or(|s| bit(s, g.provider))
     }
 
     /// Pool-level filters (VRAM, capability, NVLink, node size).

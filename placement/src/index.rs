@@ -67,6 +67,10 @@ pub(crate) struct Group {
     pub busy: u32,
     /// Market price now (`None` when not for sale); kept in step with `busy`.
     pub price: Option<Micros>,
+    /// Copies of the provider's flags, so the hot loop reads one array.
+    pub healthy: bool,
+    pub verified: bool,
+    pub reputation: f64,
     pub pools: Range<u32>,
 }
 
@@ -78,6 +82,8 @@ pub(crate) struct Pool {
     pub compute: ComputeCapability,
     pub nvlink: bool,
     pub max_node_gpus: u8,
+    /// Offset of this pool's bucket sizes in [`Fleet::counts`] (`max_node_gpus + 1` of them).
+    pub counts_at: u32,
     pub buckets: Vec<Vec<u32>>,
     pub nodes: Vec<u32>,
     /// Nodes by GPU count (`size_counts[k]` nodes have `k` GPUs), free or not.
@@ -107,7 +113,10 @@ pub(crate) struct Fleet {
     pub groups: Vec<Group>,
     pub pools: Vec<Pool>,
     pub nodes: Vec<NodeSt>,
+    /// Groups per model, cheapest ask first (unpriced last), ties by index.
     pub groups_by_model: Vec<Vec<u32>>,
+    /// Bucket sizes of all pools, flat (see [`Pool::counts_at`]).
+    pub counts: Vec<u32>,
     pub max_ask: Micros,
     pub market: MarketParams,
 }
@@ -153,13 +162,16 @@ impl Fleet {
             // model → pool key → node indices (into p.nodes)
             type PoolKey = (u32, ComputeCapability, bool);
             let mut by_model: BTreeMap<u16, BTreeMap<PoolKey, Vec<usize>>> = BTreeMap::new();
-            let mut names = BTreeSet::new();
-            for (ni, n) in p.nodes.iter().enumerate() {
+            // Nodes by name: pools come out sorted, duplicates sit side by side.
+            let mut by_name: Vec<usize> = (0..p.nodes.len()).collect();
+            by_name.sort_unstable_by(|&a, &b| p.nodes[a].name.cmp(&p.nodes[b].name));
+            for (i, &ni) in by_name.iter().enumerate() {
+                let n = &p.nodes[ni];
                 let bad = || SnapshotError::BadNode {
                     provider: p.id.clone(),
                     node: n.name.clone(),
                 };
-                if !names.insert(n.name.as_str()) {
+                if i > 0 && p.nodes[by_name[i - 1]].name == n.name {
                     return Err(SnapshotError::DuplicateNode {
                         provider: p.id.clone(),
                         node: n.name.clone(),
@@ -168,8 +180,11 @@ impl Fleet {
                 if n.gpus == 0 || n.gpus > MAX_GPUS_PER_NODE {
                     return Err(bad());
                 }
-                let free_set: BTreeSet<u8> = n.free.iter().copied().collect();
-                if free_set.len() != n.free.len() || free_set.iter().any(|&g| g >= n.gpus) {
+                let free = n.free.iter().try_fold(0u64, |m, &g| {
+                    let bit = 1u64.checked_shl(u32::from(g)).filter(|_| g < n.gpus)?;
+                    (m & bit == 0).then_some(m | bit)
+                });
+                if free.is_none() {
                     return Err(bad());
                 }
                 let model = u16::try_from(fleet.models.binary_search(&n.model).unwrap_or(0)).unwrap_or(0);
@@ -188,8 +203,7 @@ impl Fleet {
                 }
                 let pools_start = idx(fleet.pools.len());
                 let (mut total, mut busy) = (0u32, 0u32);
-                for ((vram_mib, compute, nvlink), mut members) in pools {
-                    members.sort_by(|&a, &b| p.nodes[a].name.cmp(&p.nodes[b].name));
+                for ((vram_mib, compute, nvlink), members) in pools {
                     let pool_idx = idx(fleet.pools.len());
                     let max_node_gpus = members.iter().map(|&m| p.nodes[m].gpus).max().unwrap_or(0);
                     let mut pool = Pool {
@@ -198,6 +212,7 @@ impl Fleet {
                         compute,
                         nvlink,
                         max_node_gpus,
+                        counts_at: idx(fleet.counts.len()),
                         buckets: vec![Vec::new(); usize::from(max_node_gpus) + 1],
                         nodes: Vec::with_capacity(members.len()),
                         size_counts: vec![0; usize::from(max_node_gpus) + 1],
@@ -229,6 +244,7 @@ impl Fleet {
                         });
                     }
                     pool.domains = domains.into_values().collect();
+                    fleet.counts.extend(pool.buckets.iter().map(|b| idx(b.len())));
                     fleet.pools.push(pool);
                 }
                 fleet.groups_by_model[usize::from(model)].push(group_idx);
@@ -239,6 +255,9 @@ impl Fleet {
                     total,
                     busy,
                     price: ask.map(|a| market_price(a, busy, total, &market)),
+                    healthy: p.healthy,
+                    verified: p.verified,
+                    reputation: p.reputation,
                     pools: pools_start..idx(fleet.pools.len()),
                 });
             }
@@ -250,6 +269,9 @@ impl Fleet {
                 reputation: p.reputation,
                 groups: groups_start..idx(fleet.groups.len()),
             });
+        }
+        for list in &mut fleet.groups_by_model {
+            list.sort_by_key(|&g| (fleet.groups[g as usize].ask.unwrap_or(Micros::MAX), g));
         }
         Ok(fleet)
     }
@@ -290,6 +312,7 @@ impl Fleet {
         if slot == NO_SLOT {
             return;
         }
+        self.counts[self.pools[pool].counts_at as usize + free] -= 1;
         let bucket = &mut self.pools[pool].buckets[free];
         bucket.swap_remove(slot as usize);
         if let Some(&moved) = bucket.get(slot as usize) {
@@ -303,7 +326,10 @@ impl Fleet {
         if n.reserved_for.is_some() || n.slot != NO_SLOT {
             return;
         }
-        let bucket = &mut self.pools[n.pool as usize].buckets[n.free.count_ones() as usize];
+        let free = n.free.count_ones() as usize;
+        let pool = &mut self.pools[n.pool as usize];
+        self.counts[pool.counts_at as usize + free] += 1;
+        let bucket = &mut pool.buckets[free];
         let slot = idx(bucket.len());
         bucket.push(node);
         self.nodes[node as usize].slot = slot;

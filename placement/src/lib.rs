@@ -13,6 +13,7 @@ mod decision;
 mod engine;
 mod explain;
 mod filter;
+mod hash;
 mod index;
 pub mod market;
 mod queue;

@@ -65,6 +65,15 @@ impl Fit {
 /// `w` workers of `g` GPUs best-fit. `None` when they do not fit.
 pub(crate) fn best_fit(counts: &[u32], g: u8, w: u16) -> Option<Fit> {
     let g32 = u32::from(g);
+    if w == 1 {
+        // One worker: the smallest bucket that holds it.
+        let k = counts.iter().skip(usize::from(g)).position(|&n| n > 0)?;
+        let k = u32::try_from(k).unwrap_or(u32::MAX).saturating_add(g32);
+        return Some(Fit {
+            used: g32,
+            touched_free: k,
+        });
+    }
     let mut remaining = u32::from(w);
     let mut fit = Fit {
         used: 0,

@@ -69,11 +69,10 @@ pub(crate) fn find_best(
     let mut visit = |gi: u32, best: &mut Option<Candidate>| {
         let group = &fleet.groups[gi as usize];
         let Some(price) = group.price else { return };
-        if price > js.max_price || !js.provider_ok(&fleet.providers[group.provider as usize], group.provider)
-        {
+        if price > js.max_price || !js.group_ok(group) {
             return;
         }
-        let rep = fleet.providers[group.provider as usize].reputation;
+        let rep = group.reputation;
         let rank = js.preferred_rank(group.provider);
         // Prune: even a perfect fit here would not beat the best so far.
         let bound = score(weights, price, inv_ref, rep, PERFECT, rank);
@@ -111,15 +110,14 @@ pub(crate) fn find_best(
             return;
         }
         let Some(first) = pools.next() else { return };
+        let slice = |p: u32| {
+            let pool = &fleet.pools[p as usize];
+            let at = pool.counts_at as usize;
+            &fleet.counts[at..=at + usize::from(pool.max_node_gpus)]
+        };
         let Some(second) = pools.next() else {
-            // One pool (the common case): walk its bucket lengths directly.
-            let b = &fleet.pools[first as usize].buckets;
-            for (k, bucket) in b.iter().enumerate().skip(g) {
-                counts[k] = u32::try_from(bucket.len()).unwrap_or(u32::MAX);
-            }
-            if b.len() > g
-                && let Some(fit) = best_fit(&counts[..b.len()], js.g, js.w)
-            {
+            // One pool (the common case): its bucket sizes, in place.
+            if let Some(fit) = best_fit(slice(first), js.g, js.w) {
                 consider(fit, None, best);
             }
             return;
@@ -127,11 +125,11 @@ pub(crate) fn find_best(
         counts.fill(0);
         let mut top = 0;
         for p in [first, second].into_iter().chain(pools) {
-            let b = &fleet.pools[p as usize].buckets;
-            for k in g..b.len() {
-                counts[k] += u32::try_from(b[k].len()).unwrap_or(u32::MAX);
+            let c = slice(p);
+            for k in g..c.len() {
+                counts[k] += c[k];
             }
-            top = top.max(b.len());
+            top = top.max(c.len());
         }
         if top > g
             && let Some(fit) = best_fit(&counts[..top], js.g, js.w)
@@ -139,11 +137,26 @@ pub(crate) fn find_best(
             consider(fit, None, best);
         }
     };
+    // Groups come cheapest ask first and no market price falls below
+    // `ask × (1 − discount)`, so once even that price with a perfect reputation and fit
+    // cannot beat the best so far, no later group of the list can (without a
+    // preferred-provider term, which breaks the order).
+    let floor = f64::from(10_000 - fleet.market.discount_bp.min(10_000)) / 10_000.0;
+    let can_stop = js.preferred.is_empty();
     match only {
         Some(gi) => visit(gi, &mut best),
         None => {
             for &m in &js.models {
                 for &gi in &fleet.groups_by_model[usize::from(m)] {
+                    if can_stop && let (Some(b), Some(ask)) = (&best, fleet.groups[gi as usize].ask) {
+                        let cheapest = ask as f64 * floor;
+                        let bound = weights.price * (1.0 - (cheapest * inv_ref).min(1.0))
+                            + weights.reputation.max(0.0)
+                            + weights.packing.max(0.0);
+                        if bound < b.score {
+                            break;
+                        }
+                    }
                     visit(gi, &mut best);
                 }
             }

@@ -5,14 +5,15 @@
 //! tail of identical jobs in a saturated queue. It changes no decision; the one thing
 //! that may lag is a `Busy` / `Reserved` wording among identical jobs.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use crate::explain::Explanation;
 use crate::filter::JobSt;
+use crate::hash::FxBuild;
 use crate::snapshot::{ComputeCapability, Interconnect, Micros};
 
 /// Everything that decides whether a job can be placed now (not who it is).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Shape {
     models: Vec<u16>,
     admitted: Option<Vec<u64>>,
@@ -50,7 +51,8 @@ impl Shape {
 /// reservation failed, valid while their generation is current.
 #[derive(Debug, Default)]
 pub(super) struct Memo {
-    ids: BTreeMap<Shape, u32>,
+    /// Lookup only (never iterated): ids are handed out in job order.
+    ids: HashMap<Shape, u32, FxBuild>,
     failed: Vec<(u64, Option<(Explanation, bool)>)>,
     generation: u64,
 }

@@ -9,11 +9,12 @@ mod memo;
 mod preempt;
 mod reserve;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::decision::{Config, Decisions, Placement, Unplaced, WorkerPlacement};
 use crate::explain::{Explanation, InvalidJob};
 use crate::filter::{JobSt, explain, validate};
+use crate::hash::FxBuild;
 use crate::index::{Fleet, SnapshotError};
 use crate::queue::FairQueue;
 use crate::search::{Candidate, find_best, select};
@@ -141,7 +142,9 @@ impl<'s> Engine<'s> {
         order.sort_by(|&a, &b| {
             (jobs[a].submit_time, &jobs[a].id, a).cmp(&(jobs[b].submit_time, &jobs[b].id, b))
         });
-        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        // Membership only (never iterated), so a hash set keeps decisions deterministic.
+        let mut seen: HashSet<&str, FxBuild> =
+            HashSet::with_capacity_and_hasher(jobs.len(), FxBuild::default());
         for i in order {
             let job = &jobs[i];
             let check = if seen.insert(job.id.as_str()) {
