@@ -1,0 +1,162 @@
+//! Publishing to the Node object: the labels of [`crate::labels::node_labels`] and the
+//! signed inventory report, by server-side apply under one field manager. The hub asks
+//! for a fresh report by writing a nonce into the [`NONCE_ANNOTATION`] of the Node.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use tokio::sync::watch;
+
+use crate::inventory::Inventory;
+use crate::labels::node_labels;
+use crate::report::{InventoryReport, SignedReport, sign};
+
+/// Field manager of every write this plugin makes.
+pub const FIELD_MANAGER: &str = "gpufed-device-plugin";
+/// Annotation the hub sets to a fresh nonce to ask for a report.
+pub const NONCE_ANNOTATION: &str = "gpufed.io/attestation-nonce";
+/// Annotation holding the signed report (JSON of [`SignedReport`]).
+pub const REPORT_ANNOTATION: &str = "gpufed.io/inventory-report";
+
+/// Node publishing failures.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The API server refused or could not be reached.
+    #[error("node {node}: {source}")]
+    Kube {
+        /// Node name.
+        node: String,
+        /// The client error.
+        source: kube::Error,
+    },
+    /// The report could not be signed.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+}
+
+/// The signed report of `inv` for `node` answering `nonce`, issued now.
+pub fn signed_report(
+    node: &str,
+    nonce: &str,
+    inv: &Inventory,
+    key: &SigningKey,
+) -> Result<SignedReport, NodeError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(sign(InventoryReport::new(node, nonce, now, inv), key)?)
+}
+
+/// The server-side-apply body: labels plus the report annotation.
+pub fn apply_body(node: &str, labels: &BTreeMap<String, String>, report: &SignedReport) -> serde_json::Value {
+    let report_json = serde_json::to_string(report).unwrap_or_default();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node,
+            "labels": labels,
+            "annotations": { REPORT_ANNOTATION: report_json },
+        }
+    })
+}
+
+/// Applies labels and a report answering the Node's current nonce. Returns the nonce used.
+pub async fn publish_once(
+    api: &Api<Node>,
+    node: &str,
+    inv: &Inventory,
+    key: &SigningKey,
+) -> Result<String, NodeError> {
+    let kube = |source| NodeError::Kube {
+        node: node.to_owned(),
+        source,
+    };
+    let current = api.get(node).await.map_err(kube)?;
+    let nonce = current
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NONCE_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
+    let report = signed_report(node, &nonce, inv, key)?;
+    let body = apply_body(node, &node_labels(inv), &report);
+    api.patch(
+        node,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube)?;
+    Ok(nonce)
+}
+
+/// Publishes at start and whenever the hub's nonce changes (checked every `every`), until
+/// `shutdown` turns true. Errors are logged and retried.
+pub async fn run_publisher(
+    client: kube::Client,
+    node: String,
+    inv: Inventory,
+    key: SigningKey,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let api: Api<Node> = Api::all(client);
+    let mut last: Option<String> = None;
+    while !*shutdown.borrow() {
+        let nonce = match api.get(&node).await {
+            Ok(n) => n
+                .metadata
+                .annotations
+                .and_then(|a| a.get(NONCE_ANNOTATION).cloned())
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "cannot read Node");
+                last.clone().unwrap_or_default()
+            }
+        };
+        if last.as_deref() != Some(nonce.as_str()) {
+            match publish_once(&api, &node, &inv, &key).await {
+                Ok(n) => {
+                    tracing::info!(%node, nonce = %n, "node labels and signed inventory report applied");
+                    last = Some(n);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot publish node labels/report; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::report::verify;
+
+    #[test]
+    fn apply_body_carries_labels_and_a_verifiable_report() {
+        let inv = Inventory::from_simulate_str(
+            "gpus:\n  - {uuid: GPU-a, name: NVIDIA L4, memoryMib: 23034, computeCapability: \"8.9\"}\n",
+        )
+        .unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let report = signed_report("n1", "abc", &inv, &key).unwrap();
+        let body = apply_body("n1", &node_labels(&inv), &report);
+        assert_eq!(body["metadata"]["labels"]["gpufed.io/gpu.model"], "NVIDIA-L4");
+        assert_eq!(body["metadata"]["labels"]["gpufed.io/simulated"], "true");
+        let text = body["metadata"]["annotations"][REPORT_ANNOTATION]
+            .as_str()
+            .unwrap();
+        let parsed: SignedReport = serde_json::from_str(text).unwrap();
+        let v = verify(&parsed, "abc", None).unwrap();
+        assert!(!v.counts_as_verified(), "simulated node");
+    }
+}

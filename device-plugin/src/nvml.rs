@@ -1,0 +1,280 @@
+//! The NVML implementation of [`GpuSource`] (through nvml-wrapper, which loads
+//! `libnvidia-ml.so.1` at run time: without a driver, [`NvmlSource::open`] returns
+//! [`SourceError::NoDriver`], never panics).
+//!
+//! Faults: critical XID and double-bit ECC events from an NVML event set (woken by the
+//! driver, no busy polling), plus a volatile uncorrected-ECC counter read every
+//! `ecc_every` for GPUs whose events are not supported, and "lost" when a GPU stops
+//! answering.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use nvml_wrapper::Nvml;
+use nvml_wrapper::bitmasks::event::EventTypes;
+use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError};
+use nvml_wrapper::enums::event::XidError;
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::event::EventSet;
+
+use crate::health::{Fault, FaultKind};
+use crate::inventory::{ComputeCapability, Gpu, Inventory};
+use crate::source::{GpuSource, SourceError};
+
+/// GPUs discovered through NVML.
+pub struct NvmlSource {
+    nvml: &'static Nvml,
+    inventory: Inventory,
+    events: Option<EventSet<'static>>,
+    ecc_seen: BTreeMap<String, u64>,
+    ecc_every: Duration,
+    last_ecc: Option<Instant>,
+}
+
+impl std::fmt::Debug for NvmlSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NvmlSource")
+            .field("inventory", &self.inventory)
+            .finish_non_exhaustive()
+    }
+}
+
+fn nv(call: &str) -> impl Fn(NvmlError) -> SourceError + '_ {
+    move |e| SourceError::Nvml {
+        call: call.to_owned(),
+        error: e.to_string(),
+    }
+}
+
+/// Normalises a PCI bus id for comparison (`0000:18:00.0` and `00000000:18:00.0` match).
+fn bus_key(id: &str) -> String {
+    let lower = id.to_ascii_lowercase();
+    match lower.split_once(':') {
+        Some((domain, rest)) => format!("{:0>8}:{rest}", domain.trim_start_matches('0')),
+        None => lower,
+    }
+}
+
+impl NvmlSource {
+    /// Initialises NVML and discovers every GPU. NVML is initialised once per process and
+    /// kept for its lifetime (the event set borrows it).
+    pub fn open(ecc_every: Duration) -> Result<Self, SourceError> {
+        let nvml: &'static Nvml = Box::leak(Box::new(
+            Nvml::init().map_err(|e| SourceError::NoDriver(e.to_string()))?,
+        ));
+        let driver_version = nvml.sys_driver_version().map_err(nv("driver version"))?;
+        let cuda = nvml.sys_cuda_driver_version().map_err(nv("CUDA version"))?;
+        let cuda_version = format!("{}.{}", cuda / 1000, (cuda % 1000) / 10);
+        let count = nvml.device_count().map_err(nv("device count"))?;
+        let mut gpus = Vec::new();
+        let mut switch_linked = Vec::new();
+        let mut remote_bus: Vec<(String, Vec<String>)> = Vec::new();
+        for index in 0..count {
+            let d = nvml.device_by_index(index).map_err(nv("device by index"))?;
+            let cc = d.cuda_compute_capability().map_err(nv("compute capability"))?;
+            let uuid = d.uuid().map_err(nv("uuid"))?;
+            let mut remotes = Vec::new();
+            for link in 0..18 {
+                let l = d.link_wrapper_for(link);
+                if l.is_active().unwrap_or(false)
+                    && let Ok(pci) = l.remote_pci_info()
+                {
+                    remotes.push(bus_key(&pci.bus_id));
+                }
+            }
+            remote_bus.push((uuid.clone(), remotes));
+            gpus.push(Gpu {
+                uuid,
+                index,
+                name: d.name().map_err(nv("name"))?,
+                memory_mib: d.memory_info().map_err(nv("memory info"))?.total / (1024 * 1024),
+                compute_capability: ComputeCapability {
+                    major: u32::try_from(cc.major).unwrap_or(0),
+                    minor: u32::try_from(cc.minor).unwrap_or(0),
+                },
+                pci_bus_id: d.pci_info().map_err(nv("PCI info"))?.bus_id,
+                numa_node: d.numa_node_id().ok().map(i64::from),
+                nvlink_peers: Vec::new(),
+            });
+        }
+        // Peers: a link whose far end is another GPU of ours is a direct peer; a link to
+        // anything else (an NVSwitch) joins the GPU to the switch fabric, whose members
+        // all reach one another.
+        let by_bus: BTreeMap<String, String> = gpus
+            .iter()
+            .map(|g| (bus_key(&g.pci_bus_id), g.uuid.clone()))
+            .collect();
+        for (i, (_, remotes)) in remote_bus.iter().enumerate() {
+            for r in remotes {
+                match by_bus.get(r) {
+                    Some(peer) => gpus[i].nvlink_peers.push(peer.clone()),
+                    None => switch_linked.push(i),
+                }
+            }
+        }
+        switch_linked.sort_unstable();
+        switch_linked.dedup();
+        for &i in &switch_linked {
+            for &j in &switch_linked {
+                if i != j {
+                    let peer = gpus[j].uuid.clone();
+                    gpus[i].nvlink_peers.push(peer);
+                }
+            }
+        }
+        let mut inventory = Inventory {
+            driver_version,
+            cuda_version,
+            simulated: false,
+            gpus,
+        };
+        inventory.normalize();
+        let events = register_events(nvml, &inventory);
+        Ok(Self {
+            nvml,
+            inventory,
+            events,
+            ecc_seen: BTreeMap::new(),
+            ecc_every,
+            last_ecc: None,
+        })
+    }
+
+    fn poll_ecc(&mut self, out: &mut Vec<Fault>) {
+        for g in &self.inventory.gpus {
+            let d = match self.nvml.device_by_uuid(g.uuid.as_str()) {
+                Ok(d) => d,
+                Err(e) => {
+                    out.push(Fault {
+                        uuid: g.uuid.clone(),
+                        kind: FaultKind::Lost(e.to_string()),
+                    });
+                    continue;
+                }
+            };
+            match d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile) {
+                Ok(total) => {
+                    let prev = self.ecc_seen.insert(g.uuid.clone(), total);
+                    if prev.is_some_and(|p| total > p) {
+                        out.push(Fault {
+                            uuid: g.uuid.clone(),
+                            kind: FaultKind::DoubleBitEcc { total },
+                        });
+                    }
+                }
+                Err(NvmlError::GpuLost) => {
+                    out.push(Fault {
+                        uuid: g.uuid.clone(),
+                        kind: FaultKind::Lost("GPU is lost".into()),
+                    });
+                }
+                Err(_) => {} // ECC off or unsupported: nothing to watch.
+            }
+        }
+    }
+}
+
+fn register_events(nvml: &'static Nvml, inv: &Inventory) -> Option<EventSet<'static>> {
+    let mut set = match nvml.create_event_set() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "NVML event sets unavailable: relying on ECC counter polling");
+            return None;
+        }
+    };
+    for g in &inv.gpus {
+        let Ok(d) = nvml.device_by_uuid(g.uuid.as_str()) else {
+            continue;
+        };
+        let wanted = EventTypes::CRITICAL_XID_ERROR | EventTypes::DOUBLE_BIT_ECC_ERROR;
+        let supported = d.supported_event_types().unwrap_or(EventTypes::empty()) & wanted;
+        if supported.is_empty() {
+            tracing::warn!(gpu = %g.uuid, "GPU supports no XID/ECC events: polling counters only");
+            continue;
+        }
+        set = match d.register_events(supported, set) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(gpu = %g.uuid, error = %e, "cannot register NVML events");
+                return None;
+            }
+        };
+    }
+    Some(set)
+}
+
+impl GpuSource for NvmlSource {
+    fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Fault>, SourceError> {
+        let mut out = Vec::new();
+        if self.last_ecc.is_none_or(|t| t.elapsed() >= self.ecc_every) {
+            self.last_ecc = Some(Instant::now());
+            self.poll_ecc(&mut out);
+        }
+        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        match &self.events {
+            Some(set) => match set.wait(ms) {
+                Ok(ev) => {
+                    let uuid = ev.device.uuid().unwrap_or_default();
+                    if ev.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
+                        let code = match ev.event_data {
+                            Some(XidError::Value(v)) => v,
+                            _ => 0,
+                        };
+                        out.push(Fault {
+                            uuid: uuid.clone(),
+                            kind: FaultKind::Xid(code),
+                        });
+                    }
+                    if ev.event_type.contains(EventTypes::DOUBLE_BIT_ECC_ERROR) {
+                        out.push(Fault {
+                            uuid,
+                            kind: FaultKind::DoubleBitEcc { total: 0 },
+                        });
+                    }
+                }
+                Err(NvmlError::Timeout) => {}
+                Err(e) => {
+                    return Err(SourceError::Nvml {
+                        call: "event wait".into(),
+                        error: e.to_string(),
+                    });
+                }
+            },
+            None => std::thread::sleep(wait),
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bus_ids_compare_across_formats() {
+        assert_eq!(bus_key("0000:18:00.0"), bus_key("00000000:18:00.0"));
+        assert_eq!(bus_key("00000000:1A:00.0"), "00000000:1a:00.0");
+        assert_ne!(bus_key("0000:18:00.0"), bus_key("0000:19:00.0"));
+    }
+
+    #[test]
+    fn without_a_driver_open_is_a_clear_error_not_a_panic() {
+        // This machine has no NVIDIA driver (CI neither); where one exists, open succeeds.
+        match NvmlSource::open(Duration::from_secs(10)) {
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(matches!(e, SourceError::NoDriver(_)), "{msg}");
+                assert!(
+                    msg.contains("NVIDIA driver") && msg.contains("--simulate"),
+                    "{msg}"
+                );
+            }
+            Ok(src) => assert!(!src.inventory().simulated),
+        }
+    }
+}
