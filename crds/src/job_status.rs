@@ -87,6 +87,10 @@ pub struct Placement {
     /// When the placement was decided (RFC 3339).
     #[schemars(extend("format" = "date-time"))]
     pub placed_time: String,
+    /// When every worker was Running (RFC 3339): the gang runs, and billing starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub running_time: Option<String>,
 }
 
 /// One worker's node and GPUs.
@@ -140,9 +144,16 @@ pub struct AttemptRecord {
     pub message: String,
     /// GPU-seconds billed for this attempt (up to its last heartbeat).
     pub gpu_seconds: u64,
+    /// Price per GPU-hour of this attempt (decimal).
+    #[schemars(pattern(DECIMAL_PATTERN))]
+    pub price_per_gpu_hour: String,
     /// When it ended (RFC 3339).
     #[schemars(extend("format" = "date-time"))]
     pub end_time: String,
+    /// Whether its member-side pods are gone. An attempt on an unreachable provider is
+    /// fenced by its number and removed as soon as the provider answers again.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// Usage over all attempts.

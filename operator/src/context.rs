@@ -1,0 +1,81 @@
+//! State shared by the controllers of one operator process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpufed_api::{ComputeJob, GpuProvider};
+use kube::Client;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use tokio::sync::Notify;
+
+use crate::backoff::Backoff;
+use crate::error::Error;
+use crate::federation::Members;
+use crate::fleet::Fleet;
+use crate::lease::Leadership;
+use crate::metrics::{ErrorLabel, Metrics};
+
+/// Timing knobs.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Provider probe period.
+    pub heartbeat_interval: Duration,
+    /// Placement round period when nothing triggers one.
+    pub placement_interval: Duration,
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// Hub client.
+    pub hub: Client,
+    /// Member clients.
+    pub members: Members,
+    /// Last observation of each member.
+    pub fleet: Fleet,
+    /// Providers as the hub stores them.
+    pub providers: Store<GpuProvider>,
+    /// Jobs as the hub stores them.
+    pub jobs: Store<ComputeJob>,
+    /// Leadership.
+    pub leadership: Leadership,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Per-object backoff.
+    pub backoff: Backoff,
+    /// Wakes the placement round.
+    pub placement_trigger: Notify,
+    /// Timing knobs.
+    pub config: Timing,
+}
+
+/// Error policy shared by the controllers: count the error by category and retry the
+/// object with its own exponential backoff.
+pub fn error_policy<K: kube::Resource<DynamicType = ()>>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, error, ctx| {
+        let key = format!(
+            "{controller}/{}",
+            kube::runtime::reflector::ObjectRef::from_obj(obj.as_ref())
+        );
+        let delay = ctx.backoff.fail(&key, rand::random::<f64>());
+        ctx.metrics
+            .reconcile_errors_total
+            .get_or_create(&ErrorLabel {
+                controller,
+                category: error.category(),
+            })
+            .inc();
+        tracing::warn!(object = %key, error = %error, retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    }
+}
+
+/// Forgets an object's failures after a successful reconcile.
+pub fn succeeded<K: kube::Resource<DynamicType = ()>>(ctx: &Context, controller: &str, obj: &K) {
+    ctx.backoff.reset(&format!(
+        "{controller}/{}",
+        kube::runtime::reflector::ObjectRef::from_obj(obj)
+    ));
+}

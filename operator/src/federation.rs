@@ -1,0 +1,117 @@
+//! The registry of member clusters: one `kube::Client` per provider, built from the
+//! kubeconfig in the provider's Secret and rebuilt when that Secret's content changes
+//! (rotation interrupts nothing: running pods live in the member cluster, and the next
+//! request simply uses the new credentials).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpufed_api::GpuProvider;
+use k8s_openapi::api::core::v1::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use sha2::{Digest, Sha256};
+use tokio::sync::RwLock;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+struct Member {
+    client: Client,
+    fingerprint: [u8; 32],
+}
+
+/// Clients for the member clusters, keyed by provider name.
+#[derive(Clone)]
+pub struct Members {
+    hub: Client,
+    timeout: Duration,
+    members: Arc<RwLock<BTreeMap<String, Member>>>,
+}
+
+impl Members {
+    /// An empty registry; `timeout` bounds every member request.
+    pub fn new(hub: Client, timeout: Duration) -> Self {
+        Self {
+            hub,
+            timeout,
+            members: Arc::default(),
+        }
+    }
+
+    /// The client for a provider, (re)built from its kubeconfig Secret when needed.
+    pub async fn client(&self, provider: &GpuProvider) -> Result<Client> {
+        let name = provider.metadata.name.clone().unwrap_or_default();
+        let Some(secret_ref) = provider.spec.kubeconfig_secret_ref.as_ref() else {
+            return Err(Error::InvalidSpec(
+                "spec.kubeconfigSecretRef is required in Push mode".into(),
+            ));
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.hub.clone(), &secret_ref.namespace);
+        let secret = secrets
+            .get_opt(&secret_ref.name)
+            .await
+            .map_err(|e| Error::hub("kubeconfig Secret", e))?;
+        let secret = secret.ok_or_else(|| {
+            Error::member(
+                &name,
+                format!(
+                    "Secret {}/{} not found (spec.kubeconfigSecretRef)",
+                    secret_ref.namespace, secret_ref.name
+                ),
+            )
+        })?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&secret_ref.key))
+            .map(|b| b.0.clone())
+            .ok_or_else(|| {
+                Error::member(
+                    &name,
+                    format!(
+                        "Secret {}/{} has no key {:?}",
+                        secret_ref.namespace, secret_ref.name, secret_ref.key
+                    ),
+                )
+            })?;
+        let fingerprint: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(m) = self.members.read().await.get(&name)
+            && m.fingerprint == fingerprint
+        {
+            return Ok(m.client.clone());
+        }
+        let client = self.build(&name, &bytes).await?;
+        let rotated = self.members.write().await.insert(
+            name.clone(),
+            Member {
+                client: client.clone(),
+                fingerprint,
+            },
+        );
+        if rotated.is_some() {
+            tracing::info!(provider = %name, "kubeconfig Secret changed: member client rebuilt");
+        }
+        Ok(client)
+    }
+
+    async fn build(&self, provider: &str, kubeconfig: &[u8]) -> Result<Client> {
+        let text = std::str::from_utf8(kubeconfig)
+            .map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
+        let kubeconfig =
+            Kubeconfig::from_yaml(text).map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
+        config.connect_timeout = Some(self.timeout);
+        config.read_timeout = Some(self.timeout);
+        config.write_timeout = Some(self.timeout);
+        Client::try_from(config).map_err(|e| Error::member(provider, format!("client: {e}")))
+    }
+
+    /// Drops the client of a deleted provider.
+    pub async fn forget(&self, provider: &str) {
+        self.members.write().await.remove(provider);
+    }
+}

@@ -1,0 +1,81 @@
+//! What the provider controller last observed in each member cluster: GPU nodes and the
+//! pods that hold GPUs. The placement round and the job controller read it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::RwLock;
+
+/// Labels the gpufed device plugin (and the e2e node simulation) put on GPU nodes.
+pub mod labels {
+    /// GPU model, NVML product name with dashes.
+    pub const MODEL: &str = "gpufed.io/gpu.model";
+    /// Memory per GPU in MiB.
+    pub const MEMORY_MIB: &str = "gpufed.io/gpu.memory-mib";
+    /// Compute capability `major.minor`.
+    pub const COMPUTE_CAPABILITY: &str = "gpufed.io/gpu.compute-capability";
+    /// NVLink domain id of the node's GPUs (absent: PCIe only).
+    pub const NVLINK_DOMAIN: &str = "gpufed.io/nvlink-domain";
+    /// Set on nodes whose inventory is simulated; never verified.
+    pub const SIMULATED: &str = "gpufed.io/simulated";
+}
+
+/// A GPU node of a member cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuNode {
+    /// Node name.
+    pub name: String,
+    /// GPU model.
+    pub model: String,
+    /// Memory per GPU in MiB.
+    pub memory_mib: u32,
+    /// Compute capability.
+    pub compute: (u8, u8),
+    /// NVLink domain label, if any.
+    pub nvlink_domain: Option<String>,
+    /// GPUs the kubelet reports allocatable.
+    pub allocatable: u32,
+    /// Node Ready and schedulable.
+    pub ready: bool,
+}
+
+/// A pod that holds GPUs on a member node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuPod {
+    /// Node it is bound to (empty while pending).
+    pub node: String,
+    /// GPUs requested.
+    pub gpus: u32,
+    /// `uid/attempt` of the gpufed job attempt it belongs to, if any.
+    pub attempt_key: Option<String>,
+}
+
+/// One member cluster as last observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberView {
+    /// GPU nodes matching the provider's node selector.
+    pub nodes: Vec<GpuNode>,
+    /// Non-terminal pods holding GPUs.
+    pub pods: Vec<GpuPod>,
+}
+
+/// The fleet as last observed, by provider name.
+#[derive(Clone, Default)]
+pub struct Fleet(Arc<RwLock<BTreeMap<String, MemberView>>>);
+
+impl Fleet {
+    /// Records a provider's latest observation.
+    pub async fn update(&self, provider: &str, view: MemberView) {
+        self.0.write().await.insert(provider.to_owned(), view);
+    }
+
+    /// Forgets a provider (deleted, or unreachable: its GPUs are not offered).
+    pub async fn remove(&self, provider: &str) {
+        self.0.write().await.remove(provider);
+    }
+
+    /// A copy of everything.
+    pub async fn snapshot(&self) -> BTreeMap<String, MemberView> {
+        self.0.read().await.clone()
+    }
+}

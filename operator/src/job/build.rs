@@ -1,0 +1,241 @@
+//! Pure: the member-side objects of one attempt — tenant namespace (pod security
+//! `restricted`), default-deny NetworkPolicy (the gang may talk to itself), a quota,
+//! the gang's headless Service, and the worker pods.
+
+use std::collections::BTreeMap;
+
+use gpufed_api::ComputeJob;
+use gpufed_api::job_status::Placement;
+use k8s_openapi::api::core::v1::{
+    Capabilities, EnvVar, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    Pod, PodSecurityContext, PodSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Service, ServiceSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
+
+use super::names;
+
+/// Everything an attempt needs in its member cluster.
+#[derive(Debug, Clone)]
+pub struct MemberObjects {
+    /// The tenant namespace.
+    pub namespace: Namespace,
+    /// Default deny, except traffic inside the namespace.
+    pub network_policy: NetworkPolicy,
+    /// GPUs and pods of the namespace capped at the gang's size.
+    pub quota: ResourceQuota,
+    /// Headless Service for rendezvous.
+    pub service: Service,
+    /// Worker pods, by rank.
+    pub pods: Vec<Pod>,
+}
+
+fn meta(name: &str, namespace: Option<&str>, labels: &BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    }
+}
+
+/// Labels common to all objects of a job.
+pub fn job_labels(job: &ComputeJob) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/managed-by".to_owned(), "gpufed".to_owned()),
+        (names::LABEL_JOB_UID.to_owned(), job.uid().unwrap_or_default()),
+        (
+            names::LABEL_JOB_NAMESPACE.to_owned(),
+            job.namespace().unwrap_or_default(),
+        ),
+        (names::LABEL_JOB_NAME.to_owned(), job.name_any()),
+    ])
+}
+
+/// Builds the objects of `placement`'s attempt; an invalid pod template is an error
+/// naming the field.
+pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<MemberObjects, String> {
+    let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
+    let labels = job_labels(job);
+    let mut ns_labels = labels.clone();
+    for mode in ["enforce", "warn", "audit"] {
+        ns_labels.insert(
+            format!("pod-security.kubernetes.io/{mode}"),
+            "restricted".to_owned(),
+        );
+    }
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            names::LABEL_JOB_UID.to_owned(),
+            job.uid().unwrap_or_default(),
+        )])),
+        ..Default::default()
+    };
+    let same_namespace = vec![NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector::default()),
+        ..Default::default()
+    }];
+    let network_policy = NetworkPolicy {
+        metadata: meta("gpufed-default-deny", Some(&ns), &labels),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(same_namespace.clone()),
+                ..Default::default()
+            }]),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(same_namespace),
+                ..Default::default()
+            }]),
+        }),
+    };
+    let total = placement.gpus;
+    let quota = ResourceQuota {
+        metadata: meta("gpufed-gang", Some(&ns), &labels),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(BTreeMap::from([
+                (format!("requests.{resource}"), Quantity(total.to_string())),
+                ("pods".to_owned(), Quantity(job.spec.workers.to_string())),
+            ])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: meta(names::GANG_SERVICE, Some(&ns), &labels),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: selector.match_labels.clone(),
+            publish_not_ready_addresses: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let template: PodSpec = serde_json::to_value(&job.spec.template.spec)
+        .and_then(serde_json::from_value)
+        .map_err(|e| format!("spec.template.spec: {e}"))?;
+    let pods = placement
+        .workers
+        .iter()
+        .map(|w| worker_pod(job, placement, &template, &ns, w.rank, &w.node, resource))
+        .collect::<Result<_, _>>()?;
+    Ok(MemberObjects {
+        namespace: Namespace {
+            metadata: meta(&ns, None, &ns_labels),
+            ..Default::default()
+        },
+        network_policy,
+        quota,
+        service,
+        pods,
+    })
+}
+
+fn worker_pod(
+    job: &ComputeJob,
+    placement: &Placement,
+    template: &PodSpec,
+    ns: &str,
+    rank: u32,
+    node: &str,
+    resource: &str,
+) -> Result<Pod, String> {
+    let mut labels = job_labels(job);
+    labels.insert(names::LABEL_ATTEMPT.into(), placement.attempt.to_string());
+    labels.insert(names::LABEL_RANK.into(), rank.to_string());
+    let user = job.spec.template.metadata.clone().unwrap_or_default();
+    for (k, v) in user.labels {
+        labels.entry(k).or_insert(v);
+    }
+    let mut spec = template.clone();
+    if spec.containers.is_empty() {
+        return Err("spec.template.spec.containers: at least one container is required".into());
+    }
+    let env = gang_env(job, placement, ns, rank);
+    let gpus = Quantity(job.spec.gpus_per_worker.to_string());
+    for (i, c) in spec.containers.iter_mut().enumerate() {
+        c.env.get_or_insert_with(Vec::new).extend(env.iter().cloned());
+        let sc = c.security_context.get_or_insert_with(SecurityContext::default);
+        sc.allow_privilege_escalation.get_or_insert(false);
+        sc.capabilities.get_or_insert(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        });
+        if i == 0 {
+            // The first container is the worker: it holds the GPUs.
+            let res = c.resources.get_or_insert_with(ResourceRequirements::default);
+            res.limits
+                .get_or_insert_with(BTreeMap::new)
+                .insert(resource.into(), gpus.clone());
+            res.requests
+                .get_or_insert_with(BTreeMap::new)
+                .insert(resource.into(), gpus.clone());
+        }
+    }
+    let psc = spec
+        .security_context
+        .get_or_insert_with(PodSecurityContext::default);
+    psc.run_as_non_root.get_or_insert(true);
+    psc.seccomp_profile.get_or_insert(SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    });
+    spec.restart_policy = Some("Never".into());
+    spec.hostname = Some(names::worker_host(rank));
+    spec.subdomain = Some(names::GANG_SERVICE.into());
+    spec.automount_service_account_token = Some(false);
+    let term = NodeSelectorTerm {
+        match_expressions: Some(vec![NodeSelectorRequirement {
+            key: "kubernetes.io/hostname".into(),
+            operator: "In".into(),
+            values: Some(vec![node.to_owned()]),
+        }]),
+        ..Default::default()
+    };
+    let affinity = spec.affinity.get_or_insert_with(Default::default);
+    affinity.node_affinity = Some(NodeAffinity {
+        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+            node_selector_terms: vec![term],
+        }),
+        ..Default::default()
+    });
+    let name = names::pod_name(&job.name_any(), placement.attempt, rank);
+    let mut metadata = meta(&name, Some(ns), &labels);
+    metadata.annotations = (!user.annotations.is_empty()).then_some(user.annotations);
+    Ok(Pod {
+        metadata,
+        spec: Some(spec),
+        ..Default::default()
+    })
+}
+
+fn gang_env(job: &ComputeJob, placement: &Placement, ns: &str, rank: u32) -> Vec<EnvVar> {
+    let var = |n: &str, v: String| EnvVar {
+        name: n.into(),
+        value: Some(v),
+        ..Default::default()
+    };
+    let mut env = vec![
+        var("GPUFED_WORLD_SIZE", job.spec.workers.to_string()),
+        var("GPUFED_RANK", rank.to_string()),
+        var(
+            "GPUFED_MASTER_ADDR",
+            format!("{}.{}.{ns}.svc", names::worker_host(0), names::GANG_SERVICE),
+        ),
+        var("GPUFED_ATTEMPT", placement.attempt.to_string()),
+        var("GPUFED_GPUS_PER_WORKER", job.spec.gpus_per_worker.to_string()),
+    ];
+    if let Some(c) = &job.spec.checkpoint {
+        env.push(var("GPUFED_CHECKPOINT_URI", c.uri.clone()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+use super::*;
+use gpufed_api::job_status::WorkerPlacement;
+
+fn job(template: serde_json::Value) -> ComputeJob {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": "train", "namespace": "team", "uid": "u1"},
+        "spec": {"workers": 2, "gpusPerWorker": 4, "maxPricePerGpuHour": "2",
+                 "checkpoint": {"uri": "s3://b/run/"},
+                 "template": template}
+    }))
+    .expect("job")
+}
+
+fn placement() -> Placement {
+    Placement {
+        attempt: 3,
+        provider: "a".into(),
+        gpus: 8,
+        price_per_gpu_hour: "2".into(),
+        workers: vec![
+            WorkerPlacement {
+                rank: 0,
+                node: "n1".into(),
+                gpu_uuids: vec![],
+            },
+            WorkerPlacement {
+                rank: 1,
+                node: "n2".into(),
+                gpu_uuids: vec![],
+            },
+        ],
+        placed_time: "2026-11-25T12:00:00Z".into(),
+        running_time: None,
+    }
+}
+
+fn env(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec.as_ref()?.containers[0]
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
+#[test]
+fn worker_pods_carry_gpus_pinning_gang_env_and_restricted_security() {
+    let j = job(serde_json::json!({
+        "metadata": {"annotations": {"gpufed.io/sim-run-seconds": "5"}},
+        "spec": {"containers": [{"name": "main", "image": "trainer"}, {"name": "sidecar", "image": "log"}]}
+    }));
+    let objs = build(&j, &placement(), "gpufed.io/gpu").expect("builds");
+    let ns = objs.namespace.metadata.name.clone().expect("ns name");
+    assert_eq!(objs.pods.len(), 2);
+    let pod = &objs.pods[1];
+    assert_eq!(pod.metadata.name.as_deref(), Some("train-a3-w1"));
+    assert_eq!(pod.metadata.namespace.as_deref(), Some(ns.as_str()));
+    let spec = pod.spec.as_ref().expect("spec");
+    let limits = spec.containers[0]
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .expect("limits");
+    assert_eq!(limits.get("gpufed.io/gpu").map(|q| q.0.as_str()), Some("4"));
+    assert!(
+        spec.containers[1].resources.is_none(),
+        "only the first container holds GPUs"
+    );
+    let terms = &spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.clone())
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+        .expect("affinity")
+        .node_selector_terms;
+    assert_eq!(
+        terms[0].match_expressions.as_ref().expect("expr")[0].values,
+        Some(vec!["n2".to_owned()])
+    );
+    assert_eq!(env(pod, "GPUFED_RANK").as_deref(), Some("1"));
+    assert_eq!(env(pod, "GPUFED_WORLD_SIZE").as_deref(), Some("2"));
+    assert_eq!(env(pod, "GPUFED_ATTEMPT").as_deref(), Some("3"));
+    assert_eq!(env(pod, "GPUFED_CHECKPOINT_URI").as_deref(), Some("s3://b/run/"));
+    assert_eq!(env(pod, "GPUFED_MASTER_ADDR"), Some(format!("w0.gang.{ns}.svc")));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(
+        spec.security_context.as_ref().and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let sc = spec.containers[0]
+        .security_context
+        .as_ref()
+        .expect("container sc");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("gpufed.io/sim-run-seconds"))
+            .map(String::as_str),
+        Some("5")
+    );
+    let labels = pod.metadata.labels.as_ref().expect("labels");
+    assert_eq!(labels.get(names::LABEL_ATTEMPT).map(String::as_str), Some("3"));
+    let ns_labels = objs.namespace.metadata.labels.as_ref().expect("ns labels");
+    assert_eq!(
+        ns_labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    let hard = objs
+        .quota
+        .spec
+        .as_ref()
+        .and_then(|s| s.hard.clone())
+        .expect("quota");
+    assert_eq!(
+        hard.get("requests.gpufed.io/gpu").map(|q| q.0.as_str()),
+        Some("8")
+    );
+}
+
+#[test]
+fn building_twice_gives_identical_objects() {
+    let j = job(serde_json::json!({"spec": {"containers": [{"name": "main", "image": "x"}]}}));
+    let a = build(&j, &placement(), "gpufed.io/gpu").expect("a");
+    let b = build(&j, &placement(), "gpufed.io/gpu").expect("b");
+    assert_eq!(a.pods, b.pods);
+    assert_eq!(a.namespace, b.namespace);
+}
+
+#[test]
+fn an_invalid_template_is_an_error_naming_the_field() {
+    let j =
+        job(serde_json::json!({"spec": {"containers": [{"name": "main", "image": "x", "ports": "eighty"}]}}));
+    let err = build(&j, &placement(), "gpufed.io/gpu").expect_err("refused");
+    assert!(err.starts_with("spec.template.spec"), "{err}");
+}

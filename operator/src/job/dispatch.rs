@@ -1,0 +1,55 @@
+//! I/O: apply an attempt's member objects by server-side apply with one field manager.
+//! Names are deterministic, so a retry after a crash converges instead of duplicating.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::build::MemberObjects;
+
+async fn apply<K>(api: Api<K>, obj: &K) -> Result<(), kube::Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let mut value = serde_json::to_value(obj).map_err(kube::Error::SerdeError)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), K::api_version(&Default::default()).into());
+        map.insert("kind".into(), K::kind(&Default::default()).into());
+    }
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies everything; pods last, so the namespace, its policy and quota exist first.
+pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), kube::Error> {
+    let ns = objects.namespace.name_any();
+    apply(Api::<Namespace>::all(client.clone()), &objects.namespace).await?;
+    apply(
+        Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
+        &objects.network_policy,
+    )
+    .await?;
+    apply(
+        Api::<ResourceQuota>::namespaced(client.clone(), &ns),
+        &objects.quota,
+    )
+    .await?;
+    apply(Api::<Service>::namespaced(client.clone(), &ns), &objects.service).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    for pod in &objects.pods {
+        // Pod specs are immutable: an existing pod of the same attempt is left alone.
+        if pods.get_opt(&pod.name_any()).await?.is_none() {
+            apply(pods.clone(), pod).await?;
+        }
+    }
+    Ok(())
+}

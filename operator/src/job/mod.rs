@@ -1,0 +1,268 @@
+//! The job controller: observe the live attempt in its member cluster (I/O) → plan
+//! (pure, [`plan`]) → dispatch / fence / clean up (I/O) → status (server-side apply
+//! with the observed resourceVersion as precondition).
+
+pub mod build;
+mod dispatch;
+pub mod names;
+mod observe;
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gpufed_api::common::ConditionStatus::True;
+use gpufed_api::conditions::{self, types};
+use gpufed_api::job_status::{ComputeJobStatus, JobPhase};
+use gpufed_api::{ComputeJob, GpuProvider};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::metrics::ControllerLabel;
+use crate::provider::plan::heartbeat_lost;
+use plan::Member;
+
+/// Writes a job's status by server-side apply; the resourceVersion it was computed
+/// from is a precondition, so a write based on stale state (a stale leader, a racing
+/// round) fails with 409 instead of overwriting newer facts.
+pub async fn write_status(ctx: &Context, job: &ComputeJob, status: &ComputeJobStatus) -> Result<()> {
+    let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1",
+        "kind": "ComputeJob",
+        "metadata": {"resourceVersion": job.resource_version()},
+        "status": status,
+    });
+    api.patch_status(
+        &job.name_any(),
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::hub("ComputeJob status", e))?;
+    Ok(())
+}
+
+async fn member(
+    ctx: &Context,
+    providers: &Store<GpuProvider>,
+    name: &str,
+) -> Result<(Arc<GpuProvider>, Client)> {
+    let provider = providers
+        .state()
+        .into_iter()
+        .find(|p| p.name_any() == name)
+        .ok_or_else(|| Error::member(name, "GpuProvider not found"))?;
+    let client = ctx.members.client(&provider).await?;
+    Ok((provider, client))
+}
+
+/// Removes the pods of finished attempts that may still run (lost, stopped). Returns
+/// the attempt numbers now gone. A provider that does not answer keeps its attempt
+/// pending: it is fenced by its number and removed when the provider returns.
+async fn fence_old_attempts(ctx: &Context, job: &ComputeJob) -> Vec<u32> {
+    let uid = job.uid().unwrap_or_default();
+    let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
+    let mut removed = Vec::new();
+    let pending = job
+        .status
+        .iter()
+        .flat_map(|s| s.attempts.iter())
+        .filter(|a| !a.removed);
+    for a in pending {
+        let Ok((_, client)) = member(ctx, &ctx.providers, &a.provider).await else {
+            continue;
+        };
+        match observe::remove_attempt(&client, &ns, &uid, a.attempt).await {
+            Ok(()) => removed.push(a.attempt),
+            Err(e) => tracing::debug!(provider = %a.provider, error = %e, "old attempt not removable yet"),
+        }
+    }
+    removed
+}
+
+async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
+    let Some(p) = job.status.as_ref().and_then(|s| s.placement.as_ref()) else {
+        return Member::NoAttempt;
+    };
+    let provider = ctx
+        .providers
+        .state()
+        .into_iter()
+        .find(|x| x.name_any() == p.provider);
+    let Some(provider) = provider else {
+        return Member::ProviderLost { last_heartbeat: now };
+    };
+    if heartbeat_lost(&provider, now) {
+        let last = provider
+            .status
+            .as_ref()
+            .and_then(|s| s.last_heartbeat_time.as_deref())
+            .and_then(crate::time::parse);
+        return Member::ProviderLost {
+            last_heartbeat: last.unwrap_or(now),
+        };
+    }
+    let Ok(client) = ctx.members.client(&provider).await else {
+        return Member::Unanswered;
+    };
+    let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
+    match observe::attempt_pods(&client, &ns, &job.uid().unwrap_or_default(), p.attempt).await {
+        Ok(pods) => Member::Pods(pods),
+        Err(e) => {
+            tracing::debug!(error = %e, "member did not answer");
+            Member::Unanswered
+        }
+    }
+}
+
+async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
+    let now = crate::time::now();
+    let removed = fence_old_attempts(ctx, &job).await;
+    let mut job = (*job).clone();
+    if let Some(st) = job.status.as_mut() {
+        st.attempts
+            .iter_mut()
+            .filter(|a| removed.contains(&a.attempt))
+            .for_each(|a| a.removed = true);
+    }
+    let member = observe_live(ctx, &job, now).await;
+    let mut plan = plan::plan(&job, &member, now);
+    if plan.dispatch
+        && let Some(p) = plan.status.placement.clone()
+    {
+        let (provider, client) = member_for(ctx, &p.provider).await?;
+        match build::build(&job, &p, &provider.spec.resource_name) {
+            Ok(objects) => dispatch::dispatch(&client, &objects)
+                .await
+                .map_err(|e| Error::member(&p.provider, e))?,
+            Err(msg) => {
+                let c = conditions::condition(
+                    types::STALLED,
+                    True,
+                    "InvalidTemplate",
+                    msg,
+                    job.metadata.generation,
+                    &crate::time::format(now),
+                );
+                conditions::set(&mut plan.status.conditions, c);
+            }
+        }
+    }
+    if job.status.as_ref() != Some(&plan.status) {
+        write_status(ctx, &job, &plan.status).await?;
+    }
+    if plan.wants_placement {
+        ctx.placement_trigger.notify_one();
+    }
+    Ok(match plan.status.phase {
+        Some(JobPhase::Succeeded | JobPhase::Failed) => Action::await_change(),
+        Some(JobPhase::Running) => Action::requeue(Duration::from_secs(10)),
+        Some(JobPhase::Queued | JobPhase::Suspended) => Action::requeue(Duration::from_secs(30)),
+        _ => Action::requeue(Duration::from_secs(1)),
+    })
+}
+
+async fn member_for(ctx: &Context, provider: &str) -> Result<(Arc<GpuProvider>, Client)> {
+    member(ctx, &ctx.providers, provider).await
+}
+
+/// Deletion: remove the tenant namespace in every member the job touched. A member that
+/// does not answer leaves the finalizer in place and the job `Stalled` (never hangs
+/// silently); the cleanup is retried with backoff.
+async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
+    let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
+    let st = job.status.clone().unwrap_or_default();
+    let mut providers: Vec<String> = st.attempts.iter().map(|a| a.provider.clone()).collect();
+    providers.extend(st.placement.iter().map(|p| p.provider.clone()));
+    providers.sort();
+    providers.dedup();
+    let mut failures = Vec::new();
+    for name in &providers {
+        let result = match member_for(ctx, name).await {
+            Ok((_, client)) => observe::remove_namespace(&client, &ns)
+                .await
+                .map_err(|e| e.to_string()),
+            // A deleted provider has nothing left to clean.
+            Err(Error::Member { message, .. }) if message.contains("not found") => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    if failures.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let msg = format!("cannot remove member resources: {}", failures.join("; "));
+    let mut status = st;
+    let c = conditions::condition(
+        types::STALLED,
+        True,
+        "MemberUnreachable",
+        msg.clone(),
+        job.metadata.generation,
+        &crate::time::format(crate::time::now()),
+    );
+    conditions::set(&mut status.conditions, c);
+    write_status(ctx, &job, &status).await?;
+    Err(Error::Member {
+        provider: providers.join(","),
+        message: msg,
+    })
+}
+
+/// Reconciles one job.
+#[tracing::instrument(skip_all, fields(job = %format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())))]
+pub async fn reconcile(job: Arc<ComputeJob>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let started = Instant::now();
+    let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
+    let result = finalizer(&api, names::FINALIZER, job.clone(), |event| async {
+        match event {
+            Event::Apply(job) => apply(job, &ctx).await,
+            Event::Cleanup(job) => cleanup(job, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconcile_duration_seconds
+        .get_or_create(&ControllerLabel { controller: "job" })
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        crate::context::succeeded(&ctx, "job", job.as_ref());
+    }
+    result
+}
+
+/// Runs the job controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    controller: Controller<ComputeJob>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, crate::context::error_policy("job"), ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// The job controller's watch configuration.
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}

@@ -1,0 +1,112 @@
+//! I/O: what a job's live attempt looks like in its member cluster.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use super::names;
+use super::plan::{PodPhase, PodView};
+
+/// The pods of attempt `attempt` of job `uid` in `namespace`, with node health.
+pub async fn attempt_pods(
+    client: &Client,
+    namespace: &str,
+    uid: &str,
+    attempt: u32,
+) -> Result<Vec<PodView>, kube::Error> {
+    let selector = format!(
+        "{}={uid},{}={attempt}",
+        names::LABEL_JOB_UID,
+        names::LABEL_ATTEMPT
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let ready_nodes: BTreeSet<String> = nodes
+        .items
+        .iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    Ok(pods
+        .items
+        .iter()
+        .filter_map(|p| pod_view(p, &ready_nodes))
+        .collect())
+}
+
+/// A worker pod's view, from its labels and status.
+pub fn pod_view(pod: &Pod, ready_nodes: &BTreeSet<String>) -> Option<PodView> {
+    let rank = pod
+        .metadata
+        .labels
+        .as_ref()?
+        .get(names::LABEL_RANK)?
+        .parse()
+        .ok()?;
+    let status = pod.status.as_ref();
+    let phase = match status.and_then(|s| s.phase.as_deref()) {
+        Some("Running") => PodPhase::Running,
+        Some("Succeeded") => PodPhase::Succeeded,
+        Some("Failed") => PodPhase::Failed,
+        _ => PodPhase::Pending,
+    };
+    let finished = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .map(|t| t.0.as_second())
+        .max();
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let node_lost = node.is_some_and(|n| !ready_nodes.contains(&n));
+    Some(PodView {
+        rank,
+        phase,
+        finished,
+        node_lost,
+    })
+}
+
+/// Deletes the pods of an attempt (fencing a lost or stopped attempt). Idempotent.
+pub async fn remove_attempt(
+    client: &Client,
+    namespace: &str,
+    uid: &str,
+    attempt: u32,
+) -> Result<(), kube::Error> {
+    let selector = format!(
+        "{}={uid},{}={attempt}",
+        names::LABEL_JOB_UID,
+        names::LABEL_ATTEMPT
+    );
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    match api
+        .delete_collection(&Default::default(), &ListParams::default().labels(&selector))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the job's tenant namespace (everything in it). Idempotent.
+pub async fn remove_namespace(client: &Client, namespace: &str) -> Result<(), kube::Error> {
+    let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    match api.delete(namespace, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

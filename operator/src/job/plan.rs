@@ -1,0 +1,343 @@
+//! Pure: given a job and what was observed of its live attempt, the job's next status
+//! and what to do in the member cluster. No I/O, time is an input.
+
+use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::conditions::{self, types};
+use gpufed_api::formats::{format_decimal, parse_decimal, parse_duration};
+use gpufed_api::job::ProviderLossAction;
+use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase, Usage};
+use gpufed_api::{ComputeJob, check};
+
+/// What a worker pod of the live attempt is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    /// Not created yet, or not scheduled/started.
+    Pending,
+    /// Running.
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero, or was killed.
+    Failed,
+}
+
+/// A worker pod as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    /// Worker rank.
+    pub rank: u32,
+    /// Phase.
+    pub phase: PodPhase,
+    /// When the pod finished (Unix seconds), if it has.
+    pub finished: Option<i64>,
+    /// Its node is gone or NotReady.
+    pub node_lost: bool,
+}
+
+/// What was observed of the job's provider and live attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    /// No live attempt.
+    NoAttempt,
+    /// The provider's heartbeat is older than its grace period (since `last_heartbeat`).
+    ProviderLost {
+        /// Unix seconds of the last heartbeat; billing stops there.
+        last_heartbeat: i64,
+    },
+    /// The provider is within its grace period but did not answer now: wait.
+    Unanswered,
+    /// The attempt's pods (possibly fewer than the gang, while dispatching).
+    Pods(Vec<PodView>),
+}
+
+/// What the reconcile must do besides writing status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The next status.
+    pub status: ComputeJobStatus,
+    /// Apply the live attempt's member objects (missing pods).
+    pub dispatch: bool,
+    /// The job waits for a placement round.
+    pub wants_placement: bool,
+}
+
+fn cost_micros(gpu_seconds: u64, price: &str) -> u64 {
+    let price = parse_decimal(price).unwrap_or(0);
+    u64::try_from(u128::from(gpu_seconds) * u128::from(price) / 3600).unwrap_or(u64::MAX)
+}
+
+/// Usage over finished attempts plus the live one up to `live_until`.
+pub fn usage(status: &ComputeJobStatus, live_until: Option<i64>) -> Usage {
+    let mut seconds = 0u64;
+    let mut micros = 0u64;
+    for a in &status.attempts {
+        seconds += a.gpu_seconds;
+        micros += cost_micros(a.gpu_seconds, &a.price_per_gpu_hour);
+    }
+    if let (Some(p), Some(until)) = (&status.placement, live_until) {
+        let live = live_gpu_seconds(p, until);
+        seconds += live;
+        micros += cost_micros(live, &p.price_per_gpu_hour);
+    }
+    Usage {
+        gpu_seconds: seconds,
+        cost: format_decimal(micros),
+    }
+}
+
+fn live_gpu_seconds(p: &gpufed_api::job_status::Placement, until: i64) -> u64 {
+    let start = p.running_time.as_deref().and_then(crate::time::parse);
+    start.map_or(0, |s| u64::try_from(until - s).unwrap_or(0) * u64::from(p.gpus))
+}
+
+/// Plans the next step of `job` at `now`.
+pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
+    let now_text = crate::time::format(now);
+    let generation = job.metadata.generation;
+    let mut st = job.status.clone().unwrap_or_default();
+    st.observed_generation = generation;
+    let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, &now_text);
+    let mut out = Plan {
+        status: st,
+        dispatch: false,
+        wants_placement: false,
+    };
+    let st = &mut out.status;
+    if matches!(st.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
+        return out;
+    }
+    if let Some(e) = check::job_spec(&job.spec).first() {
+        conditions::set(
+            &mut st.conditions,
+            cond(types::STALLED, True, "InvalidSpec", e.to_string()),
+        );
+        conditions::set(
+            &mut st.conditions,
+            cond(types::READY, False, "InvalidSpec", e.to_string()),
+        );
+        return out;
+    }
+    conditions::remove(&mut st.conditions, types::STALLED);
+
+    // Ending the live attempt, if something ended it.
+    let ended = match (&st.placement, member) {
+        (Some(_), Member::ProviderLost { last_heartbeat }) => Some((
+            AttemptOutcome::ProviderLost,
+            *last_heartbeat,
+            "provider heartbeat lost".to_owned(),
+        )),
+        (Some(_), Member::Pods(pods)) => attempt_outcome(job, pods, now),
+        _ => None,
+    };
+    let deadline = job
+        .spec
+        .max_duration
+        .as_deref()
+        .and_then(|d| parse_duration(d).ok());
+    let started = st.start_time.as_deref().and_then(crate::time::parse);
+    let overdue =
+        matches!((deadline, started), (Some(d), Some(s)) if now - s > i64::try_from(d).unwrap_or(i64::MAX));
+    let ended = match ended {
+        None if overdue && st.placement.is_some() => Some((
+            AttemptOutcome::DeadlineExceeded,
+            now,
+            "ran past spec.maxDuration".to_owned(),
+        )),
+        other => other,
+    };
+    if let Some((outcome, at, message)) = ended {
+        end_attempt(job, st, outcome, at, message, &now_text);
+        return out;
+    }
+
+    match (&st.placement, member) {
+        (None, _) => {
+            st.phase = Some(if job.spec.suspend {
+                JobPhase::Suspended
+            } else {
+                JobPhase::Queued
+            });
+            out.wants_placement = !job.spec.suspend;
+            if conditions::find(&st.conditions, types::PLACED).is_none() {
+                conditions::set(
+                    &mut st.conditions,
+                    cond(
+                        types::PLACED,
+                        False,
+                        "Queued",
+                        "waiting for a placement round".into(),
+                    ),
+                );
+            }
+            let reason = if job.spec.suspend { "Suspended" } else { "Queued" };
+            conditions::set(
+                &mut st.conditions,
+                cond(types::READY, False, reason, "not placed".into()),
+            );
+            conditions::set(
+                &mut st.conditions,
+                cond(types::RECONCILING, True, reason, "waiting for a provider".into()),
+            );
+        }
+        (Some(p), Member::Pods(pods)) => {
+            let running = pods.len() == job.spec.workers as usize
+                && pods
+                    .iter()
+                    .all(|p| matches!(p.phase, PodPhase::Running | PodPhase::Succeeded));
+            out.dispatch = pods.len() < job.spec.workers as usize;
+            let provider = p.provider.clone();
+            if running {
+                if p.running_time.is_none() {
+                    if let Some(pl) = st.placement.as_mut() {
+                        pl.running_time = Some(now_text.clone());
+                    }
+                    st.start_time.get_or_insert(now_text.clone());
+                }
+                st.phase = Some(JobPhase::Running);
+                conditions::set(
+                    &mut st.conditions,
+                    cond(
+                        types::READY,
+                        True,
+                        "Running",
+                        format!("all workers run on {provider}"),
+                    ),
+                );
+                conditions::remove(&mut st.conditions, types::RECONCILING);
+            } else {
+                st.phase = Some(JobPhase::Placed);
+                let msg = format!(
+                    "{} of {} workers running on {provider}",
+                    pods.iter().filter(|p| p.phase == PodPhase::Running).count(),
+                    job.spec.workers
+                );
+                conditions::set(
+                    &mut st.conditions,
+                    cond(types::READY, False, "Starting", msg.clone()),
+                );
+                conditions::set(
+                    &mut st.conditions,
+                    cond(types::RECONCILING, True, "Starting", msg),
+                );
+            }
+        }
+        (Some(_), _) => {} // provider silent within its grace period: keep waiting
+    }
+    st.usage = Some(usage(st, Some(now)));
+    out
+}
+
+/// How the live attempt ended, if it did: all succeeded, one failed, or a node lost.
+fn attempt_outcome(job: &ComputeJob, pods: &[PodView], now: i64) -> Option<(AttemptOutcome, i64, String)> {
+    let last_end = pods.iter().filter_map(|p| p.finished).max().unwrap_or(now);
+    if let Some(p) = pods
+        .iter()
+        .find(|p| p.node_lost && p.phase != PodPhase::Succeeded)
+    {
+        return Some((
+            AttemptOutcome::NodeLost,
+            now,
+            format!("node of worker {} lost", p.rank),
+        ));
+    }
+    if let Some(p) = pods.iter().find(|p| p.phase == PodPhase::Failed) {
+        return Some((
+            AttemptOutcome::Failed,
+            p.finished.unwrap_or(now),
+            format!("worker {} failed", p.rank),
+        ));
+    }
+    let all_done =
+        pods.len() == job.spec.workers as usize && pods.iter().all(|p| p.phase == PodPhase::Succeeded);
+    all_done.then(|| {
+        (
+            AttemptOutcome::Succeeded,
+            last_end,
+            "all workers succeeded".to_owned(),
+        )
+    })
+}
+
+fn end_attempt(
+    job: &ComputeJob,
+    st: &mut ComputeJobStatus,
+    outcome: AttemptOutcome,
+    at: i64,
+    message: String,
+    now_text: &str,
+) {
+    let generation = job.metadata.generation;
+    let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, now_text);
+    let Some(p) = st.placement.clone() else { return };
+    let gpu_seconds = live_gpu_seconds(&p, at);
+    // Pods of a finished attempt hold no GPUs; lost or stopped ones must still be removed.
+    let removed = matches!(outcome, AttemptOutcome::Succeeded | AttemptOutcome::Failed);
+    st.attempts.push(AttemptRecord {
+        attempt: p.attempt,
+        provider: p.provider.clone(),
+        outcome,
+        message: message.clone(),
+        gpu_seconds,
+        price_per_gpu_hour: p.price_per_gpu_hour.clone(),
+        end_time: crate::time::format(at),
+        removed,
+    });
+    if st.attempts.len() > 20 {
+        st.attempts.remove(0);
+    }
+    st.usage = Some(usage(st, None));
+    let attempts_used = p.attempt;
+    let retryable = match outcome {
+        AttemptOutcome::Succeeded | AttemptOutcome::DeadlineExceeded | AttemptOutcome::Stopped => false,
+        AttemptOutcome::ProviderLost => {
+            job.spec.failure_policy.on_provider_loss == ProviderLossAction::Failover
+        }
+        AttemptOutcome::Failed | AttemptOutcome::NodeLost | AttemptOutcome::Preempted => true,
+    };
+    if outcome == AttemptOutcome::Succeeded {
+        st.phase = Some(JobPhase::Succeeded);
+        st.completion_time = Some(crate::time::format(at));
+        conditions::set(
+            &mut st.conditions,
+            cond(types::COMPLETE, True, "Succeeded", message.clone()),
+        );
+        conditions::set(&mut st.conditions, cond(types::READY, True, "Succeeded", message));
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    } else if retryable && attempts_used < job.spec.failure_policy.max_attempts {
+        st.placement = None;
+        st.phase = Some(JobPhase::Recovering);
+        let msg = format!(
+            "attempt {attempts_used} {outcome:?}: {message}; placing attempt {}",
+            attempts_used + 1
+        );
+        conditions::set(
+            &mut st.conditions,
+            cond(types::PLACED, False, "Recovering", msg.clone()),
+        );
+        conditions::set(
+            &mut st.conditions,
+            cond(types::READY, False, "Recovering", msg.clone()),
+        );
+        conditions::set(
+            &mut st.conditions,
+            cond(types::RECONCILING, True, "Recovering", msg),
+        );
+    } else {
+        st.phase = Some(JobPhase::Failed);
+        st.completion_time = Some(crate::time::format(at));
+        let msg = format!("attempt {attempts_used} {outcome:?}: {message}");
+        conditions::set(
+            &mut st.conditions,
+            cond(types::FAILED, True, "AttemptsExhausted", msg.clone()),
+        );
+        conditions::set(
+            &mut st.conditions,
+            cond(types::READY, False, "Failed", msg.clone()),
+        );
+        conditions::set(&mut st.conditions, cond(types::STALLED, True, "JobFailed", msg));
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+use super::*;
+use gpufed_api::common::ConditionStatus;
+use gpufed_api::job_status::{Placement, WorkerPlacement};
+
+const T0: i64 = 1_800_000_000;
+
+fn job(workers: u32) -> ComputeJob {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": "train", "namespace": "team", "uid": "u1", "generation": 1},
+        "spec": {"workers": workers, "gpusPerWorker": 2, "maxPricePerGpuHour": "3.60",
+                 "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}},
+                 "gpu": {"interconnect": "Any", "tier": "Any"},
+                 "placement": {"minReputation": 0, "verifiedOnly": false, "preemptLowerPriority": false},
+                 "failurePolicy": {"maxAttempts": 2, "onProviderLoss": "Failover"},
+                 "priority": 100, "suspend": false}
+    }))
+    .expect("job")
+}
+
+fn placed(mut j: ComputeJob, attempt: u32, running_since: Option<i64>) -> ComputeJob {
+    let st = j.status.get_or_insert_with(Default::default);
+    st.placement = Some(Placement {
+        attempt,
+        provider: "a".into(),
+        gpus: j.spec.workers * j.spec.gpus_per_worker,
+        price_per_gpu_hour: "3.60".into(),
+        workers: (0..j.spec.workers)
+            .map(|r| WorkerPlacement {
+                rank: r,
+                node: "n1".into(),
+                gpu_uuids: vec![],
+            })
+            .collect(),
+        placed_time: crate::time::format(T0),
+        running_time: running_since.map(crate::time::format),
+    });
+    st.start_time = running_since.map(crate::time::format);
+    j
+}
+
+fn pods(phases: &[PodPhase]) -> Member {
+    Member::Pods(
+        phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PodView {
+                rank: i as u32,
+                phase: *p,
+                finished: Some(T0 + 500).filter(|_| *p == PodPhase::Succeeded),
+                node_lost: false,
+            })
+            .collect(),
+    )
+}
+
+fn cond(st: &ComputeJobStatus, t: &str) -> Option<(ConditionStatus, String)> {
+    conditions::find(&st.conditions, t).map(|c| (c.status, c.reason.clone()))
+}
+
+#[test]
+fn a_new_job_queues_and_asks_for_placement() {
+    let p = plan(&job(2), &Member::NoAttempt, T0);
+    assert!(p.wants_placement && !p.dispatch);
+    assert_eq!(p.status.phase, Some(JobPhase::Queued));
+    assert_eq!(
+        cond(&p.status, "Reconciling"),
+        Some((ConditionStatus::True, "Queued".into()))
+    );
+    assert_eq!(
+        cond(&p.status, "Ready").map(|c| c.0),
+        Some(ConditionStatus::False)
+    );
+}
+
+#[test]
+fn a_placed_job_dispatches_until_all_pods_exist() {
+    let j = placed(job(2), 1, None);
+    assert!(plan(&j, &Member::Pods(vec![]), T0).dispatch);
+    assert!(plan(&j, &pods(&[PodPhase::Pending]), T0).dispatch);
+    let p = plan(&j, &pods(&[PodPhase::Pending, PodPhase::Running]), T0);
+    assert!(!p.dispatch);
+    assert_eq!(p.status.phase, Some(JobPhase::Placed));
+}
+
+#[test]
+fn billing_starts_when_the_whole_gang_runs_and_accrues() {
+    let p = plan(
+        &placed(job(2), 1, None),
+        &pods(&[PodPhase::Running, PodPhase::Running]),
+        T0,
+    );
+    assert_eq!(p.status.phase, Some(JobPhase::Running));
+    assert_eq!(
+        p.status.placement.as_ref().and_then(|x| x.running_time.clone()),
+        Some(crate::time::format(T0))
+    );
+    assert_eq!(
+        cond(&p.status, "Ready"),
+        Some((ConditionStatus::True, "Running".into()))
+    );
+    assert_eq!(
+        cond(&p.status, "Reconciling"),
+        None,
+        "abnormal-true condition removed"
+    );
+    let later = plan(
+        &placed(job(2), 1, Some(T0)),
+        &pods(&[PodPhase::Running, PodPhase::Running]),
+        T0 + 100,
+    );
+    let usage = later.status.usage.expect("usage");
+    assert_eq!(usage.gpu_seconds, 400, "100 s × 4 GPUs");
+    assert_eq!(usage.cost, "0.4", "400 GPU-s at 3.60/GPU-h");
+}
+
+#[test]
+fn success_records_the_attempt_and_final_usage() {
+    let p = plan(
+        &placed(job(2), 1, Some(T0)),
+        &pods(&[PodPhase::Succeeded, PodPhase::Succeeded]),
+        T0 + 900,
+    );
+    assert_eq!(p.status.phase, Some(JobPhase::Succeeded));
+    let a = &p.status.attempts[0];
+    assert_eq!(
+        (a.outcome, a.gpu_seconds, a.removed),
+        (AttemptOutcome::Succeeded, 2000, true),
+        "billed to the last exit"
+    );
+    assert_eq!(p.status.usage.as_ref().map(|u| u.gpu_seconds), Some(2000));
+    assert_eq!(
+        cond(&p.status, "Complete"),
+        Some((ConditionStatus::True, "Succeeded".into()))
+    );
+    let again = plan(
+        &ComputeJob {
+            status: Some(p.status.clone()),
+            ..job(2)
+        },
+        &pods(&[]),
+        T0 + 2000,
+    );
+    assert_eq!(again.status, p.status, "terminal jobs do not change");
+}
+
+#[test]
+fn provider_loss_bills_to_the_last_heartbeat_and_fails_over_once() {
+    let lost = Member::ProviderLost {
+        last_heartbeat: T0 + 60,
+    };
+    let p = plan(&placed(job(1), 1, Some(T0)), &lost, T0 + 600);
+    assert_eq!(p.status.phase, Some(JobPhase::Recovering));
+    assert!(
+        p.status.placement.is_none(),
+        "no live attempt until the next placement"
+    );
+    let a = &p.status.attempts[0];
+    assert_eq!(
+        (a.outcome, a.gpu_seconds, a.removed),
+        (AttemptOutcome::ProviderLost, 120, false)
+    );
+    // The second attempt is the last one allowed (maxAttempts 2): losing it fails the job.
+    let mut second = placed(
+        ComputeJob {
+            status: Some(p.status),
+            ..job(1)
+        },
+        2,
+        Some(T0 + 700),
+    );
+    second.status.as_mut().expect("status").phase = Some(JobPhase::Running);
+    let p2 = plan(
+        &second,
+        &Member::ProviderLost {
+            last_heartbeat: T0 + 710,
+        },
+        T0 + 900,
+    );
+    assert_eq!(p2.status.phase, Some(JobPhase::Failed));
+    assert_eq!(p2.status.usage.as_ref().map(|u| u.gpu_seconds), Some(120 + 20));
+    assert_eq!(
+        cond(&p2.status, "Stalled"),
+        Some((ConditionStatus::True, "JobFailed".into()))
+    );
+}
+
+#[test]
+fn fail_policy_does_not_fail_over() {
+    let mut j = placed(job(1), 1, Some(T0));
+    j.spec.failure_policy.on_provider_loss = gpufed_api::job::ProviderLossAction::Fail;
+    let p = plan(
+        &j,
+        &Member::ProviderLost {
+            last_heartbeat: T0 + 10,
+        },
+        T0 + 500,
+    );
+    assert_eq!(p.status.phase, Some(JobPhase::Failed));
+}
+
+#[test]
+fn a_silent_provider_within_grace_changes_nothing_but_usage() {
+    let j = placed(job(1), 1, Some(T0));
+    let p = plan(&j, &Member::Unanswered, T0 + 30);
+    assert!(p.status.attempts.is_empty() && p.status.placement.is_some() && !p.dispatch);
+}
+
+#[test]
+fn deadline_and_invalid_spec() {
+    let mut j = placed(job(1), 1, Some(T0));
+    j.spec.max_duration = Some("1m".into());
+    let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 61);
+    assert_eq!(p.status.attempts[0].outcome, AttemptOutcome::DeadlineExceeded);
+    assert_eq!(p.status.phase, Some(JobPhase::Failed));
+    let mut bad = job(1);
+    bad.spec.max_price_per_gpu_hour = "0".into();
+    let p = plan(&bad, &Member::NoAttempt, T0);
+    assert_eq!(
+        cond(&p.status, "Stalled"),
+        Some((ConditionStatus::True, "InvalidSpec".into()))
+    );
+    assert!(!p.wants_placement);
+}
+
+#[test]
+fn planning_twice_gives_the_same_status() {
+    let j = placed(job(2), 1, Some(T0));
+    let a = plan(&j, &pods(&[PodPhase::Running, PodPhase::Running]), T0 + 50);
+    let b = plan(
+        &ComputeJob {
+            status: Some(a.status.clone()),
+            ..j
+        },
+        &pods(&[PodPhase::Running, PodPhase::Running]),
+        T0 + 50,
+    );
+    assert_eq!(a.status, b.status);
+}

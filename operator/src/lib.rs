@@ -1,0 +1,145 @@
+//! gpufed hub operator: federates GPU provider clusters and runs ComputeJobs on them.
+//!
+//! Controllers follow observe (I/O) → plan (pure) → apply (I/O) → status:
+//! - [`provider`]: probes each member cluster, keeps inventory and heartbeat in status;
+//! - [`placement`]: global rounds of the pure placement engine over queued jobs;
+//! - [`job`]: dispatches placed attempts to members, meters them, fails them over.
+//!
+//! Only the Lease holder ([`lease`]) acts; every status write carries the
+//! resourceVersion it was computed from, so a stale leader's write is refused.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backoff;
+pub mod cli;
+pub mod context;
+pub mod error;
+pub mod federation;
+pub mod fleet;
+pub mod job;
+pub mod lease;
+pub mod mapping;
+pub mod metrics;
+pub mod placement;
+pub mod provider;
+pub mod telemetry;
+pub mod time;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gpufed_api::{ComputeJob, GpuProvider};
+use kube::api::ListParams;
+use kube::runtime::Controller;
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+/// The one field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "gpufed-operator";
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+/// Runs the operator until SIGTERM or Ctrl-C.
+pub async fn run(args: cli::Args) -> anyhow::Result<()> {
+    let hub = Client::try_default()
+        .await
+        .context("connecting to the hub API server (KUBECONFIG)")?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    run_with(hub, args, rx).await
+}
+
+/// Runs the operator against `hub` until `shutdown` turns true (tests drive this).
+pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    // Fail early, with a hint, when the CRDs are missing.
+    Api::<ComputeJob>::all(hub.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("listing ComputeJobs: are the gpufed CRDs installed? (kubectl apply -f crds/)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gpufed".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let elector = Arc::new(lease::Elector::new(
+        hub.clone(),
+        &args.namespace,
+        identity,
+        args.lease_duration,
+    ));
+    let provider_ctl = Controller::new(Api::<GpuProvider>::all(hub.clone()), provider::watch_config());
+    let job_ctl = Controller::new(Api::<ComputeJob>::all(hub.clone()), job::watch_config());
+    let metrics = metrics::Metrics::new();
+    let ctx = Arc::new(context::Context {
+        hub: hub.clone(),
+        members: federation::Members::new(hub.clone(), args.member_timeout),
+        fleet: fleet::Fleet::default(),
+        providers: provider_ctl.store(),
+        jobs: job_ctl.store(),
+        leadership: elector.leadership(),
+        metrics: metrics.clone(),
+        backoff: backoff::Backoff::default(),
+        placement_trigger: tokio::sync::Notify::new(),
+        config: context::Timing {
+            heartbeat_interval: args.heartbeat_interval,
+            placement_interval: args.placement_interval,
+        },
+    });
+    let readiness = admin::Readiness::default();
+    let stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin = tokio::spawn(admin::serve(
+        args.admin_addr,
+        readiness.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let ready = {
+        let (ctx, readiness) = (ctx.clone(), readiness.clone());
+        tokio::spawn(async move {
+            if ctx.providers.wait_until_ready().await.is_ok() && ctx.jobs.wait_until_ready().await.is_ok() {
+                readiness.set_ready();
+                tracing::info!("caches synced: ready");
+            }
+        })
+    };
+    let leader_gauge = {
+        let (mut changes, metrics) = (ctx.leadership.subscribe(), metrics.clone());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                metrics.leader.set(i64::from(*changes.borrow()));
+            }
+        })
+    };
+    let election = {
+        let (elector, rx) = (elector.clone(), shutdown.clone());
+        tokio::spawn(async move { elector.run(rx).await })
+    };
+    tokio::join!(
+        provider::run(ctx.clone(), provider_ctl, stop(shutdown.clone())),
+        job::run(ctx.clone(), job_ctl, stop(shutdown.clone())),
+        placement::run(ctx.clone(), shutdown.clone()),
+    );
+    // The controllers drained; give up the Lease so a successor starts at once.
+    let _ = election.await;
+    ready.abort();
+    leader_gauge.abort();
+    if let Ok(Err(e)) = admin.await {
+        tracing::warn!(error = %e, "admin server failed");
+    }
+    Ok(())
+}

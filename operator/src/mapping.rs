@@ -1,0 +1,277 @@
+//! Pure: the hub's objects and the fleet observation → the placement engine's snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gpufed_api::conditions::{self, types};
+use gpufed_api::job::{GpuTier, Interconnect};
+use gpufed_api::job_status::JobPhase;
+use gpufed_api::{ComputeJob, GpuProvider, check, formats};
+use gpufed_placement as pl;
+use kube::ResourceExt;
+
+use crate::fleet::MemberView;
+use crate::job::names;
+
+/// Reputation assumed for a provider without a measured score.
+pub const DEFAULT_REPUTATION: f64 = 0.5;
+
+/// Whether a model name is a consumer card (GeForce / RTX 20–50 series), as opposed to
+/// data-center parts (A100, H100, L40S, RTX A6000 …).
+pub fn is_consumer(model: &str) -> bool {
+    let m = model.to_ascii_uppercase();
+    m.contains("GEFORCE")
+        || ["RTX-20", "RTX-30", "RTX-40", "RTX-50", "TITAN"]
+            .iter()
+            .any(|s| m.contains(s))
+}
+
+/// Job id in the snapshot.
+pub fn job_id(job: &ComputeJob) -> String {
+    format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
+}
+
+/// Whether a job waits for placement.
+pub fn is_queued(job: &ComputeJob) -> bool {
+    let st = job.status.as_ref();
+    !job.spec.suspend
+        && job.metadata.deletion_timestamp.is_none()
+        && st.is_none_or(|s| {
+            s.placement.is_none() && !matches!(s.phase, Some(JobPhase::Succeeded | JobPhase::Failed))
+        })
+        && check::job_spec(&job.spec).is_empty()
+}
+
+/// Whether a job's placement holds GPUs now.
+pub fn is_live(job: &ComputeJob) -> bool {
+    job.status.as_ref().is_some_and(|s| {
+        s.placement.is_some() && !matches!(s.phase, Some(JobPhase::Succeeded | JobPhase::Failed))
+    })
+}
+
+fn provider_ok(p: &GpuProvider) -> bool {
+    let conds = p
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    conditions::is_true(conds, types::READY) && !p.spec.paused
+}
+
+/// Builds the snapshot for one round.
+pub fn snapshot(
+    jobs: &[Arc<ComputeJob>],
+    providers: &[Arc<GpuProvider>],
+    fleet: &BTreeMap<String, MemberView>,
+) -> pl::Snapshot {
+    let live: Vec<&ComputeJob> = jobs.iter().map(AsRef::as_ref).filter(|j| is_live(j)).collect();
+    let live_keys: std::collections::BTreeSet<String> = live
+        .iter()
+        .filter_map(|j| {
+            Some(names::attempt_key(
+                &j.uid()?,
+                j.status.as_ref()?.placement.as_ref()?.attempt,
+            ))
+        })
+        .collect();
+    let all_models: Vec<String> = fleet
+        .values()
+        .flat_map(|v| v.nodes.iter().map(|n| n.model.clone()))
+        .collect();
+    let mut snap = pl::Snapshot::default();
+    for p in providers.iter().filter(|p| provider_ok(p)) {
+        let Some(view) = fleet.get(&p.name_any()) else {
+            continue;
+        };
+        let (provider, running) = provider_snapshot(p, view, &live, &live_keys);
+        snap.providers.push(provider);
+        snap.running.extend(running);
+    }
+    snap.jobs = jobs
+        .iter()
+        .filter(|j| is_queued(j))
+        .map(|j| job_snapshot(j, &all_models))
+        .collect();
+    snap
+}
+
+fn provider_snapshot(
+    p: &GpuProvider,
+    view: &MemberView,
+    live: &[&ComputeJob],
+    live_keys: &std::collections::BTreeSet<String>,
+) -> (pl::Provider, Vec<pl::RunningAllocation>) {
+    let name = p.name_any();
+    let status = p.status.as_ref();
+    let verified = status.is_some_and(|s| conditions::is_true(&s.conditions, types::VERIFIED));
+    let reputation = status
+        .and_then(|s| s.reputation.as_ref())
+        .and_then(|r| formats::parse_decimal(&r.score).ok())
+        .map_or(DEFAULT_REPUTATION, |micros| {
+            (micros as f64 / 100_000_000.0).clamp(0.0, 1.0)
+        });
+    let prices = p
+        .spec
+        .prices
+        .iter()
+        .filter_map(|pr| {
+            Some((
+                pr.model.clone(),
+                formats::parse_decimal(&pr.price_per_gpu_hour).ok()?,
+            ))
+        })
+        .collect();
+    let domains: BTreeMap<&str, u32> = view
+        .nodes
+        .iter()
+        .filter_map(|n| n.nvlink_domain.as_deref())
+        .enumerate()
+        .map(|(i, d)| (d, u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    // GPUs held per node: live gpufed placements (pods may not exist yet) and foreign pods.
+    let mut held: BTreeMap<String, u32> = BTreeMap::new();
+    let mut running = Vec::new();
+    for job in live.iter().filter(|j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.placement.as_ref())
+            .is_some_and(|pl| pl.provider == name)
+    }) {
+        let Some(placement) = job.status.as_ref().and_then(|s| s.placement.as_ref()) else {
+            continue;
+        };
+        let mut gpus = Vec::new();
+        for w in &placement.workers {
+            let taken = held.entry(w.node.clone()).or_default();
+            for _ in 0..job.spec.gpus_per_worker {
+                *taken += 1;
+                gpus.push((w.node.clone(), *taken));
+            }
+        }
+        running.push((
+            job_id(job),
+            job.namespace().unwrap_or_default(),
+            job.spec.priority,
+            gpus,
+        ));
+    }
+    for pod in view
+        .pods
+        .iter()
+        .filter(|pod| pod.attempt_key.as_ref().is_none_or(|k| !live_keys.contains(k)))
+    {
+        *held.entry(pod.node.clone()).or_default() += pod.gpus;
+    }
+    let mut nodes = Vec::new();
+    let mut sizes = BTreeMap::new();
+    for n in view.nodes.iter().filter(|n| n.ready) {
+        let gpus = u8::try_from(n.allocatable.min(u32::from(pl::MAX_GPUS_PER_NODE)))
+            .unwrap_or(pl::MAX_GPUS_PER_NODE);
+        let busy = held.get(&n.name).copied().unwrap_or(0).min(u32::from(gpus));
+        let free = gpus - u8::try_from(busy).unwrap_or(gpus);
+        let domain = n.nvlink_domain.as_deref().and_then(|d| domains.get(d).copied());
+        let mut node = pl::Node::new(
+            &n.name,
+            &n.model,
+            n.memory_mib,
+            pl::ComputeCapability::new(n.compute.0, n.compute.1),
+            domain,
+            gpus,
+        );
+        node.free = (0..free).collect();
+        sizes.insert(n.name.clone(), gpus);
+        nodes.push(node);
+    }
+    // Running GPUs get the top indices of their node, free ones the bottom.
+    let running = running
+        .into_iter()
+        .map(|(job, namespace, priority, gpus)| pl::RunningAllocation {
+            job,
+            namespace,
+            priority: i32::try_from(priority).unwrap_or(i32::MAX),
+            start_time: 0,
+            provider: name.clone(),
+            gpus: gpus
+                .into_iter()
+                .filter_map(|(node, k)| {
+                    let size = u32::from(*sizes.get(&node)?);
+                    Some(pl::GpuRef {
+                        gpu: u8::try_from(size.checked_sub(k)?).ok()?,
+                        node,
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    let provider = pl::Provider {
+        id: name,
+        region: p.spec.region.clone(),
+        healthy: true,
+        verified,
+        reputation,
+        prices,
+        nodes,
+    };
+    (provider, running)
+}
+
+fn job_snapshot(job: &ComputeJob, all_models: &[String]) -> pl::Job {
+    let spec = &job.spec;
+    let mut models = spec.gpu.models.clone();
+    if spec.gpu.tier != GpuTier::Any {
+        let consumer = spec.gpu.tier == GpuTier::Consumer;
+        let pool: &[String] = if models.is_empty() { all_models } else { &models };
+        let mut kept: Vec<String> = pool
+            .iter()
+            .filter(|m| is_consumer(m) == consumer)
+            .cloned()
+            .collect();
+        kept.sort();
+        kept.dedup();
+        // An empty list would mean "any": name an impossible model instead.
+        models = if kept.is_empty() {
+            vec![format!("no-{:?}-gpu", spec.gpu.tier)]
+        } else {
+            kept
+        };
+    }
+    let cc = spec
+        .gpu
+        .min_compute_capability
+        .as_deref()
+        .and_then(|c| formats::parse_compute_capability(c).ok());
+    pl::Job {
+        id: job_id(job),
+        namespace: job.namespace().unwrap_or_default(),
+        priority: i32::try_from(spec.priority).unwrap_or(i32::MAX),
+        submit_time: job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| u64::try_from(t.0.as_second()).unwrap_or(0)),
+        gpus_per_worker: u8::try_from(spec.gpus_per_worker).unwrap_or(u8::MAX),
+        workers: u16::try_from(spec.workers).unwrap_or(u16::MAX),
+        models,
+        min_vram_mib: spec
+            .gpu
+            .min_memory
+            .as_deref()
+            .and_then(|m| formats::parse_memory_mib(m).ok())
+            .map_or(0, |m| u32::try_from(m).unwrap_or(u32::MAX)),
+        min_compute: cc.map_or_else(Default::default, |(a, b)| pl::ComputeCapability::new(a, b)),
+        interconnect: match spec.gpu.interconnect {
+            Interconnect::Any => pl::Interconnect::Any,
+            Interconnect::NVLink => pl::Interconnect::NvlinkWorker,
+            Interconnect::NVLinkDomain => pl::Interconnect::NvlinkGang,
+        },
+        max_price: formats::parse_decimal(&spec.max_price_per_gpu_hour).ok(),
+        regions: spec.placement.regions.clone(),
+        providers: spec.placement.providers.clone(),
+        preferred: spec.placement.preferred_providers.clone(),
+        min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
+        verified_only: spec.placement.verified_only,
+    }
+}
+
+#[cfg(test)]
+mod tests;

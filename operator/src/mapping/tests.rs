@@ -1,0 +1,118 @@
+use super::*;
+use crate::fleet::{GpuNode, GpuPod};
+use gpufed_api::job_status::{Placement, WorkerPlacement};
+
+fn provider(name: &str, ready: bool) -> Arc<GpuProvider> {
+    let status = if ready { "True" } else { "False" };
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
+            "metadata": {"name": name},
+            "spec": {"kubeconfigSecretRef": {"namespace": "ns", "name": "kc"},
+                     "payoutWallet": "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA", "region": "eu",
+                     "prices": [{"model": "NVIDIA-H100", "pricePerGpuHour": "2.5"},
+                                {"model": "NVIDIA-GeForce-RTX-4090", "pricePerGpuHour": "0.3"}]},
+            "status": {"conditions": [{"type": "Ready", "status": status, "reason": "R", "message": "",
+                                       "lastTransitionTime": "2026-11-25T12:00:00Z"}],
+                       "reputation": {"score": "80", "jobsCompleted": 0, "jobsFailedByProvider": 0}}
+        }))
+        .expect("provider"),
+    )
+}
+
+fn job(name: &str, tier: &str, placed_on: Option<(&str, &str)>) -> Arc<ComputeJob> {
+    let mut j: ComputeJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}")},
+        "spec": {"workers": 1, "gpusPerWorker": 2, "maxPricePerGpuHour": "3",
+                 "gpu": {"tier": tier, "interconnect": "Any"},
+                 "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}
+    }))
+    .expect("job");
+    if let Some((provider, node)) = placed_on {
+        j.status = Some(gpufed_api::ComputeJobStatus {
+            placement: Some(Placement {
+                attempt: 1,
+                provider: provider.into(),
+                gpus: 2,
+                price_per_gpu_hour: "2.5".into(),
+                workers: vec![WorkerPlacement {
+                    rank: 0,
+                    node: node.into(),
+                    gpu_uuids: vec![],
+                }],
+                placed_time: "2026-11-25T12:00:00Z".into(),
+                running_time: None,
+            }),
+            ..Default::default()
+        });
+    }
+    Arc::new(j)
+}
+
+fn view() -> MemberView {
+    let node = |name: &str, model: &str| GpuNode {
+        name: name.into(),
+        model: model.into(),
+        memory_mib: 81920,
+        compute: (9, 0),
+        nvlink_domain: Some("d".into()),
+        allocatable: 8,
+        ready: true,
+    };
+    MemberView {
+        nodes: vec![node("h1", "NVIDIA-H100"), node("g1", "NVIDIA-GeForce-RTX-4090")],
+        pods: vec![
+            // The live job's own pod must not count twice; a foreign pod counts.
+            GpuPod {
+                node: "h1".into(),
+                gpus: 2,
+                attempt_key: Some("uid-live/1".into()),
+            },
+            GpuPod {
+                node: "h1".into(),
+                gpus: 1,
+                attempt_key: None,
+            },
+        ],
+    }
+}
+
+#[test]
+fn live_placements_and_foreign_pods_hold_gpus_exactly_once() {
+    let jobs = vec![job("live", "Any", Some(("a", "h1"))), job("new", "Any", None)];
+    let fleet = BTreeMap::from([("a".to_owned(), view())]);
+    let snap = snapshot(&jobs, &[provider("a", true)], &fleet);
+    let h1 = snap.providers[0]
+        .nodes
+        .iter()
+        .find(|n| n.name == "h1")
+        .expect("h1");
+    assert_eq!(h1.free.len(), 8 - 2 - 1);
+    assert_eq!(snap.running.len(), 1);
+    assert_eq!(snap.running[0].gpus.len(), 2);
+    assert!(
+        snap.running[0].gpus.iter().all(|g| !h1.free.contains(&g.gpu)),
+        "running GPUs are not free"
+    );
+    assert_eq!(snap.jobs.len(), 1, "only the unplaced job queues");
+    assert!((snap.providers[0].reputation - 0.8).abs() < 1e-9);
+    assert_eq!(snap.providers[0].prices.get("NVIDIA-H100"), Some(&2_500_000));
+}
+
+#[test]
+fn not_ready_providers_offer_nothing() {
+    let fleet = BTreeMap::from([("a".to_owned(), view())]);
+    let snap = snapshot(&[job("new", "Any", None)], &[provider("a", false)], &fleet);
+    assert!(snap.providers.is_empty());
+}
+
+#[test]
+fn tiers_become_model_lists() {
+    let fleet = BTreeMap::from([("a".to_owned(), view())]);
+    let jobs = [job("c", "Consumer", None), job("d", "Datacenter", None)];
+    let snap = snapshot(&jobs, &[provider("a", true)], &fleet);
+    assert_eq!(snap.jobs[0].models, ["NVIDIA-GeForce-RTX-4090"]);
+    assert_eq!(snap.jobs[1].models, ["NVIDIA-H100"]);
+    assert!(is_consumer("NVIDIA-GeForce-RTX-4090") && !is_consumer("NVIDIA-RTX-A6000"));
+}

@@ -1,0 +1,153 @@
+//! Prometheus metrics, `gpufed_` prefix, base units, no object names as labels.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label: which controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// `provider`, `job` or `placement`.
+    pub controller: &'static str,
+}
+
+/// Label: controller and error category.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// `provider`, `job` or `placement`.
+    pub controller: &'static str,
+    /// [`crate::error::Error::category`].
+    pub category: &'static str,
+}
+
+/// Label: provider health state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabel {
+    /// `ready` or `not_ready`.
+    pub state: &'static str,
+}
+
+/// The operator's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Reconcile durations.
+    pub reconcile_duration_seconds: Family<ControllerLabel, Histogram>,
+    /// Reconcile errors by category.
+    pub reconcile_errors_total: Family<ErrorLabel, Counter>,
+    /// Jobs waiting for placement.
+    pub queue_depth_jobs: Gauge,
+    /// Placements decided.
+    pub placements_total: Counter,
+    /// Providers by health.
+    pub providers: Family<HealthLabel, Gauge>,
+    /// GPU-seconds metered (all attempts, all jobs).
+    pub metered_gpu_seconds_total: Counter,
+    /// 1 while this replica leads.
+    pub leader: Gauge,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `gpufed` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gpufed");
+        let reconcile_duration_seconds = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        let m = Metrics {
+            reconcile_duration_seconds,
+            reconcile_errors_total: Family::default(),
+            queue_depth_jobs: Gauge::default(),
+            placements_total: Counter::default(),
+            providers: Family::default(),
+            metered_gpu_seconds_total: Counter::default(),
+            leader: Gauge::default(),
+            registry: Arc::new(Registry::default()),
+        };
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            m.reconcile_duration_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by category",
+            m.reconcile_errors_total.clone(),
+        );
+        registry.register(
+            "queue_depth_jobs",
+            "ComputeJobs waiting for placement",
+            m.queue_depth_jobs.clone(),
+        );
+        registry.register("placements", "Placements decided", m.placements_total.clone());
+        registry.register("providers", "GpuProviders by health", m.providers.clone());
+        registry.register(
+            "metered_gpu_seconds",
+            "GPU-seconds metered",
+            m.metered_gpu_seconds_total.clone(),
+        );
+        registry.register("leader", "1 while this replica holds the Lease", m.leader.clone());
+        let info = Family::<Vec<(String, String)>, Gauge>::default();
+        info.get_or_create(&vec![(
+            "version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        )])
+        .set(1);
+        registry.register("build_info", "Build information", info);
+        Metrics {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_conventions() {
+        let m = Metrics::new();
+        m.placements_total.inc();
+        m.reconcile_duration_seconds
+            .get_or_create(&ControllerLabel { controller: "job" })
+            .observe(0.01);
+        m.reconcile_errors_total
+            .get_or_create(&ErrorLabel {
+                controller: "job",
+                category: "member",
+            })
+            .inc();
+        let text = m.encode();
+        assert!(text.contains("gpufed_placements_total 1"), "{text}");
+        assert!(
+            text.contains(r#"gpufed_reconcile_errors_total{controller="job",category="member"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("gpufed_build_info{version="), "{text}");
+        assert!(
+            text.contains(r#"gpufed_reconcile_duration_seconds_count{controller="job"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The placement round: one global decision over all queued jobs and all providers
+//! (the engine needs the whole picture for fair share, packing and reservations), then
+//! each placement written to its job's status first — fenced by the job's
+//! resourceVersion, so a stale leader or a concurrent round cannot place a job twice.
+//! The job controller dispatches once it sees the placement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpufed_api::ComputeJob;
+use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::conditions::{self, types};
+use gpufed_api::formats::format_decimal;
+use gpufed_api::job_status::{JobPhase, Placement, WorkerPlacement};
+use gpufed_placement as pl;
+use tokio::sync::{Mutex, watch};
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::mapping;
+
+/// Runs rounds when triggered or every `interval`, while this replica leads.
+pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let reservations = Mutex::new(Vec::new());
+    loop {
+        tokio::select! {
+            _ = ctx.placement_trigger.notified() => {}
+            _ = tokio::time::sleep(ctx.config.placement_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        // Let a burst of triggers coalesce into one round.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !ctx.leadership.is_leader() {
+            continue;
+        }
+        if let Err(e) = round(&ctx, &reservations).await {
+            tracing::warn!(error = %e, "placement round failed");
+        }
+    }
+}
+
+/// One round.
+pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) -> Result<usize> {
+    let jobs = ctx.jobs.state();
+    let providers = ctx.providers.state();
+    let fleet = ctx.fleet.snapshot().await;
+    let mut snap = mapping::snapshot(&jobs, &providers, &fleet);
+    ctx.metrics
+        .queue_depth_jobs
+        .set(i64::try_from(snap.jobs.len()).unwrap_or(i64::MAX));
+    if snap.jobs.is_empty() {
+        return Ok(0);
+    }
+    snap.reservations = reservations.lock().await.clone();
+    let decisions = match pl::place(&snap, &pl::Config::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "placement snapshot rejected");
+            return Ok(0);
+        }
+    };
+    *reservations.lock().await = decisions.reservations.clone();
+    let by_id = |id: &str| jobs.iter().find(|j| mapping::job_id(j) == id).cloned();
+    let now = crate::time::now();
+    let mut placed = 0;
+    for p in &decisions.placements {
+        let Some(job) = by_id(&p.job) else { continue };
+        match write_placement(ctx, &job, p, now).await {
+            Ok(()) => {
+                placed += 1;
+                ctx.metrics.placements_total.inc();
+                tracing::info!(job = %p.job, provider = %p.provider, price = p.price, "placed");
+            }
+            Err(e) => tracing::info!(job = %p.job, error = %e, "placement not written; next round retries"),
+        }
+    }
+    for u in &decisions.unplaced {
+        let Some(job) = by_id(&u.job) else { continue };
+        let message = u.explanation.to_string();
+        let current = job
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, types::PLACED));
+        if current.is_some_and(|c| c.message == message && c.reason == "NoProviderFits") {
+            continue;
+        }
+        let mut status = job.status.clone().unwrap_or_default();
+        let cond = conditions::condition(
+            types::PLACED,
+            False,
+            "NoProviderFits",
+            message,
+            job.metadata.generation,
+            &crate::time::format(now),
+        );
+        conditions::set(&mut status.conditions, cond);
+        if let Err(e) = crate::job::write_status(ctx, &job, &status).await {
+            tracing::debug!(job = %u.job, error = %e, "explanation not written");
+        }
+    }
+    Ok(placed)
+}
+
+async fn write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now: i64) -> Result<()> {
+    let mut status = job.status.clone().unwrap_or_default();
+    let attempt = status.attempts.last().map_or(1, |a| a.attempt + 1);
+    let now_text = crate::time::format(now);
+    status.placement = Some(Placement {
+        attempt,
+        provider: p.provider.clone(),
+        gpus: job.spec.workers * job.spec.gpus_per_worker,
+        price_per_gpu_hour: format_decimal(p.price),
+        workers: p
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(rank, w)| WorkerPlacement {
+                rank: u32::try_from(rank).unwrap_or(u32::MAX),
+                node: w.node.clone(),
+                gpu_uuids: Vec::new(),
+            })
+            .collect(),
+        placed_time: now_text.clone(),
+        running_time: None,
+    });
+    status.phase = Some(JobPhase::Placed);
+    let msg = format!(
+        "attempt {attempt} on {} ({}) at {} per GPU-hour",
+        p.provider,
+        p.model,
+        format_decimal(p.price)
+    );
+    conditions::set(
+        &mut status.conditions,
+        conditions::condition(
+            types::PLACED,
+            True,
+            "Placed",
+            msg,
+            job.metadata.generation,
+            &now_text,
+        ),
+    );
+    crate::job::write_status(ctx, job, &status).await?;
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! I/O: probe a member cluster — its GPU nodes and the pods that hold GPUs.
+
+use std::collections::BTreeMap;
+
+use gpufed_api::GpuProvider;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::fleet::{GpuNode, GpuPod, MemberView, labels};
+use crate::job::names;
+
+/// Lists the member's GPU nodes (matching the provider's node selector) and the
+/// non-terminal pods that request its GPU resource.
+pub async fn probe(client: Client, provider: &GpuProvider) -> Result<MemberView, kube::Error> {
+    let resource = provider.spec.resource_name.as_str();
+    let selector: Vec<String> = provider
+        .spec
+        .node_selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut lp = ListParams::default();
+    if !selector.is_empty() {
+        lp = lp.labels(&selector.join(","));
+    }
+    let nodes = Api::<Node>::all(client.clone()).list(&lp).await?;
+    let pods = Api::<Pod>::all(client)
+        .list(&ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed"))
+        .await?;
+    Ok(MemberView {
+        nodes: nodes.items.iter().filter_map(|n| gpu_node(n, resource)).collect(),
+        pods: pods.items.iter().filter_map(|p| gpu_pod(p, resource)).collect(),
+    })
+}
+
+/// A node's GPU facts, or `None` when it offers no GPUs under `resource`.
+pub fn gpu_node(node: &Node, resource: &str) -> Option<GpuNode> {
+    let status = node.status.as_ref()?;
+    let allocatable = quantity(status.allocatable.as_ref()?.get(resource)?.0.as_str())?;
+    if allocatable == 0 {
+        return None;
+    }
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+        && !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    let compute = labels
+        .get(labels::COMPUTE_CAPABILITY)
+        .and_then(|c| gpufed_api::formats::parse_compute_capability(c).ok())
+        .unwrap_or((0, 0));
+    Some(GpuNode {
+        name: node.metadata.name.clone()?,
+        model: labels
+            .get(labels::MODEL)
+            .cloned()
+            .unwrap_or_else(|| "unknown".to_owned()),
+        memory_mib: labels
+            .get(labels::MEMORY_MIB)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0),
+        compute,
+        nvlink_domain: labels.get(labels::NVLINK_DOMAIN).cloned(),
+        allocatable: u32::try_from(allocatable).unwrap_or(u32::MAX),
+        ready,
+    })
+}
+
+/// A pod's GPU use, or `None` when it requests none of `resource`.
+pub fn gpu_pod(pod: &Pod, resource: &str) -> Option<GpuPod> {
+    let spec = pod.spec.as_ref()?;
+    let gpus: u64 = spec
+        .containers
+        .iter()
+        .filter_map(|c| c.resources.as_ref()?.limits.as_ref()?.get(resource))
+        .filter_map(|q| quantity(&q.0))
+        .sum();
+    if gpus == 0 {
+        return None;
+    }
+    let labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
+    let attempt_key = match (labels.get(names::LABEL_JOB_UID), labels.get(names::LABEL_ATTEMPT)) {
+        (Some(uid), Some(attempt)) => Some(format!("{uid}/{attempt}")),
+        _ => None,
+    };
+    Some(GpuPod {
+        node: spec.node_name.clone().unwrap_or_default(),
+        gpus: u32::try_from(gpus).unwrap_or(u32::MAX),
+        attempt_key,
+    })
+}
+
+/// Extended resources are whole numbers.
+fn quantity(q: &str) -> Option<u64> {
+    q.parse().ok()
+}

@@ -1,0 +1,146 @@
+//! Pure: from what was observed of a member cluster, the provider's next status.
+
+use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::conditions::{self, types};
+use gpufed_api::provider::{GpuProviderStatus, Inventory, ModelInventory};
+use gpufed_api::{Condition, GpuProvider, formats};
+
+use crate::fleet::MemberView;
+
+/// Outcome of probing the member cluster.
+pub type Probe = Result<MemberView, String>;
+
+/// Seconds since the last heartbeat after which the provider counts as lost.
+pub fn grace_seconds(provider: &GpuProvider) -> i64 {
+    formats::parse_duration(&provider.spec.heartbeat_grace_period)
+        .map_or(120, |s| i64::try_from(s).unwrap_or(i64::MAX))
+}
+
+/// Whether the provider's last heartbeat is older than its grace period at `now`.
+pub fn heartbeat_lost(provider: &GpuProvider, now: i64) -> bool {
+    let last = provider
+        .status
+        .as_ref()
+        .and_then(|s| s.last_heartbeat_time.as_deref())
+        .and_then(crate::time::parse);
+    match last {
+        Some(t) => now - t > grace_seconds(provider),
+        None => true,
+    }
+}
+
+/// Inventory of a member from its GPU nodes and GPU pods.
+pub fn inventory(view: &MemberView) -> Inventory {
+    let mut inv = Inventory::default();
+    for node in view.nodes.iter().filter(|n| n.ready) {
+        let used: u32 = view
+            .pods
+            .iter()
+            .filter(|p| p.node == node.name)
+            .map(|p| p.gpus)
+            .sum();
+        let free = node.allocatable.saturating_sub(used);
+        inv.nodes += 1;
+        inv.gpus += node.allocatable;
+        inv.allocatable += free;
+        let cc = format!("{}.{}", node.compute.0, node.compute.1);
+        let same = |m: &ModelInventory| m.model == node.model && m.memory_mib == u64::from(node.memory_mib);
+        let index = match inv.models.iter().position(same) {
+            Some(i) => i,
+            None => {
+                inv.models.push(ModelInventory {
+                    model: node.model.clone(),
+                    memory_mib: u64::from(node.memory_mib),
+                    compute_capability: cc,
+                    ..Default::default()
+                });
+                inv.models.len() - 1
+            }
+        };
+        let entry = &mut inv.models[index];
+        entry.count += node.allocatable;
+        entry.allocatable += free;
+        let domain = if node.nvlink_domain.is_some() {
+            node.allocatable
+        } else {
+            1
+        };
+        entry.largest_nvlink_domain = entry.largest_nvlink_domain.max(domain);
+    }
+    inv.models.sort_by(|a, b| a.model.cmp(&b.model));
+    inv
+}
+
+fn set(st: &mut GpuProviderStatus, c: Condition) {
+    conditions::set(&mut st.conditions, c);
+}
+
+/// The next status of `provider` given a probe at `now` (RFC 3339 `now_text`).
+pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -> GpuProviderStatus {
+    let gen_ = provider.metadata.generation;
+    let mut st = provider.status.clone().unwrap_or_default();
+    let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, gen_, now_text);
+    let invalid = gpufed_api::check::provider_spec(&provider.spec);
+    if let Some(first) = invalid.first() {
+        set(
+            &mut st,
+            cond(types::STALLED, True, "InvalidSpec", first.to_string()),
+        );
+        set(
+            &mut st,
+            cond(types::READY, False, "InvalidSpec", first.to_string()),
+        );
+        st.observed_generation = gen_;
+        return st;
+    }
+    conditions::remove(&mut st.conditions, types::STALLED);
+    match probe {
+        Ok(view) => {
+            st.last_heartbeat_time = Some(now_text.to_owned());
+            let inv = inventory(view);
+            set(
+                &mut st,
+                cond(
+                    types::REACHABLE,
+                    True,
+                    "Connected",
+                    format!("{} GPU nodes answer", inv.nodes),
+                ),
+            );
+            let (status, reason, msg) = if provider.spec.paused {
+                (False, "Paused", "spec.paused is true: no new jobs".to_owned())
+            } else if inv.gpus == 0 {
+                (
+                    False,
+                    "NoGpus",
+                    "no Ready node with GPUs matches the node selector".to_owned(),
+                )
+            } else {
+                (
+                    True,
+                    "Serving",
+                    format!("{} of {} GPUs free", inv.allocatable, inv.gpus),
+                )
+            };
+            set(&mut st, cond(types::READY, status, reason, msg));
+            st.inventory = Some(inv);
+        }
+        Err(e) => {
+            set(&mut st, cond(types::REACHABLE, False, "Unreachable", e.clone()));
+            let mut with_probe = provider.clone();
+            with_probe.status = Some(st.clone());
+            if heartbeat_lost(&with_probe, now) {
+                let msg = format!(
+                    "no heartbeat for longer than {}: {e}",
+                    provider.spec.heartbeat_grace_period
+                );
+                set(&mut st, cond(types::READY, False, "HeartbeatLost", msg));
+            }
+        }
+    }
+    st.observed_generation = gen_;
+    st
+}
+
+#[cfg(test)]
+mod tests;

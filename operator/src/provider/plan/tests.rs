@@ -1,0 +1,98 @@
+use super::*;
+use crate::fleet::{GpuNode, GpuPod};
+use gpufed_api::common::ConditionStatus;
+
+fn provider(status: Option<GpuProviderStatus>) -> GpuProvider {
+    let mut p: GpuProvider = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
+        "metadata": {"name": "a", "generation": 3},
+        "spec": {"kubeconfigSecretRef": {"namespace": "ns", "name": "kc", "key": "kubeconfig"},
+                 "payoutWallet": "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA", "region": "eu",
+                 "prices": [{"model": "H100", "pricePerGpuHour": "2"}], "heartbeatGracePeriod": "60s",
+                 "resourceName": "gpufed.io/gpu"}
+    }))
+    .expect("provider");
+    p.status = status;
+    p
+}
+
+fn view() -> MemberView {
+    let node = |name: &str, domain: Option<&str>| GpuNode {
+        name: name.into(),
+        model: "H100".into(),
+        memory_mib: 81920,
+        compute: (9, 0),
+        nvlink_domain: domain.map(Into::into),
+        allocatable: 8,
+        ready: true,
+    };
+    MemberView {
+        nodes: vec![node("n1", Some("d1")), node("n2", None)],
+        pods: vec![GpuPod {
+            node: "n1".into(),
+            gpus: 3,
+            attempt_key: None,
+        }],
+    }
+}
+
+fn cond(st: &GpuProviderStatus, t: &str) -> (ConditionStatus, String) {
+    let c = conditions::find(&st.conditions, t).expect("condition present");
+    (c.status, c.reason.clone())
+}
+
+#[test]
+fn reachable_member_reports_inventory_and_ready() {
+    let st = status(&provider(None), &Ok(view()), 1000, "T1000");
+    let inv = st.inventory.clone().expect("inventory");
+    assert_eq!((inv.nodes, inv.gpus, inv.allocatable), (2, 16, 13));
+    assert_eq!(inv.models[0].largest_nvlink_domain, 8);
+    assert_eq!(cond(&st, "Ready"), (ConditionStatus::True, "Serving".into()));
+    assert_eq!(st.last_heartbeat_time.as_deref(), Some("T1000"));
+    assert_eq!(st.observed_generation, Some(3));
+}
+
+#[test]
+fn unreachable_turns_not_ready_only_after_the_grace_period() {
+    let ok = status(&provider(None), &Ok(view()), 1000, &crate::time::format(1000));
+    let down = Err("connection refused".to_owned());
+    let within = status(
+        &provider(Some(ok.clone())),
+        &down,
+        1030,
+        &crate::time::format(1030),
+    );
+    assert_eq!(
+        cond(&within, "Reachable"),
+        (ConditionStatus::False, "Unreachable".into())
+    );
+    assert_eq!(
+        cond(&within, "Ready").0,
+        ConditionStatus::True,
+        "still within 60s grace"
+    );
+    let after = status(&provider(Some(within)), &down, 1061, &crate::time::format(1061));
+    assert_eq!(
+        cond(&after, "Ready"),
+        (ConditionStatus::False, "HeartbeatLost".into())
+    );
+    assert!(heartbeat_lost(&provider(Some(after)), 1061));
+}
+
+#[test]
+fn reconciling_twice_writes_the_same_status() {
+    let first = status(&provider(None), &Ok(view()), 1000, "T");
+    let second = status(&provider(Some(first.clone())), &Ok(view()), 1000, "T");
+    assert_eq!(first, second);
+}
+
+#[test]
+fn invalid_spec_stalls() {
+    let mut p = provider(None);
+    p.spec.kubeconfig_secret_ref = None;
+    let st = status(&p, &Ok(view()), 1000, "T");
+    assert_eq!(
+        cond(&st, "Stalled"),
+        (ConditionStatus::True, "InvalidSpec".into())
+    );
+}
