@@ -13,8 +13,9 @@ pub const SIGNATURE_PATTERN: &str = "^[1-9A-HJ-NP-Za-km-z]{64,88}$";
 pub const DECIMAL_PATTERN: &str = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$";
 /// A Go-style duration made of hours, minutes and seconds, e.g. `36h`, `1h30m`, `90s`.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}h)?([0-9]{1,5}m)?([0-9]{1,5}s)?$";
-/// A binary memory quantity as Kubernetes writes it, e.g. `80Gi`, `24576Mi`.
-pub const MEMORY_PATTERN: &str = r"^[1-9][0-9]{0,6}(Mi|Gi|Ti)$";
+/// A memory quantity, binary (`80Gi`, `24576Mi`) or decimal as GPU vendors count
+/// (`80G` = 80·10⁹ bytes). An "80 GB" H100 reports 81,559 MiB, less than `80Gi`.
+pub const MEMORY_PATTERN: &str = r"^[1-9][0-9]{0,6}(Mi|Gi|Ti|M|G|T)$";
 /// A DNS-1123 label: namespaces, object names of providers, regions.
 pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
 /// A DNS-1123 subdomain (Secret names and other object names).

@@ -8,6 +8,32 @@ use crate::{ComputeJob, GpuProvider, Stake};
 /// All gpufed CRDs, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![GpuProvider::crd(), ComputeJob::crd(), Stake::crd()]
+        .into_iter()
+        .map(without_empty_defaults)
+        .collect()
+}
+
+/// Drops `default: ""` from the schema (serde's `#[serde(default)]` on `String` fields
+/// produces it). The 1.20 API server reads an empty-string default as `null` and refuses
+/// the whole CRD; a missing string and an empty one mean the same to our types.
+fn without_empty_defaults(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("default").is_some_and(|d| d.as_str() == Some("")) {
+                    map.remove("default");
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// File name of a CRD's YAML in `crds/` (e.g. `gpufed.io_computejobs.yaml`).
@@ -57,6 +83,14 @@ mod tests {
             serde_json::json!({"a": {"type": "object", "properties": {"b": {"type": "string"}}},
                                "list": [{"keep": true}]})
         );
+    }
+
+    #[test]
+    fn no_empty_string_defaults_reach_the_yaml() {
+        for crd in all() {
+            let yaml = to_yaml(&crd).expect("yaml");
+            assert!(!yaml.contains("default: ''"), "{}", crd.spec.names.kind);
+        }
     }
 
     #[test]

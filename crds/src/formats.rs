@@ -91,25 +91,28 @@ pub fn parse_duration(s: &str) -> Result<u64, FormatError> {
     Ok(total)
 }
 
-/// Parses a memory quantity (`Mi`, `Gi`, `Ti`) into MiB.
+/// Parses a memory quantity into MiB: binary `Mi`/`Gi`/`Ti`, or decimal `M`/`G`/`T`
+/// (rounded down to whole MiB).
 pub fn parse_memory_mib(s: &str) -> Result<u64, FormatError> {
     let err = || FormatError::Memory(s.to_owned());
-    let (num, factor) = if let Some(n) = s.strip_suffix("Mi") {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix("Gi") {
-        (n, 1024)
-    } else if let Some(n) = s.strip_suffix("Ti") {
-        (n, 1024 * 1024)
-    } else {
-        return Err(err());
-    };
+    const MIB: u128 = 1 << 20;
+    let units: [(&str, u128); 6] = [
+        ("Mi", MIB),
+        ("Gi", MIB << 10),
+        ("Ti", MIB << 20),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    let (num, bytes_per_unit) = units
+        .iter()
+        .find_map(|(suffix, factor)| s.strip_suffix(suffix).map(|n| (n, *factor)))
+        .ok_or_else(err)?;
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err());
     }
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .ok_or_else(err)
+    let n: u128 = num.parse().map_err(|_| err())?;
+    u64::try_from(n.checked_mul(bytes_per_unit).ok_or_else(err)? / MIB).map_err(|_| err())
 }
 
 /// Parses a compute capability `major.minor` (e.g. `8.6`).
@@ -170,6 +173,15 @@ mod tests {
     fn memory_and_capability() {
         assert_eq!(parse_memory_mib("80Gi"), Ok(81920));
         assert_eq!(parse_memory_mib("512Mi"), Ok(512));
+        assert_eq!(
+            parse_memory_mib("80G"),
+            Ok(76_293),
+            "decimal GB, as vendors count"
+        );
+        assert!(
+            parse_memory_mib("80G").unwrap_or(u64::MAX) <= 81_559,
+            "an 80 GB H100 qualifies"
+        );
         assert!(parse_memory_mib("80GB").is_err());
         assert_eq!(parse_compute_capability("9.0"), Ok((9, 0)));
         assert!(parse_compute_capability("9").is_err());

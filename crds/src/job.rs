@@ -27,7 +27,8 @@ pub const MAX_NVLINK_DOMAIN_GPUS: u32 = 72;
     plural = "computejobs",
     singular = "computejob",
     namespaced,
-    shortname = "cj",
+    // Not `cj`: that is CronJob's short name, and kubectl resolves it to CronJobs first.
+    shortname = "cjob",
     category = "gpufed",
     status = "ComputeJobStatus",
     doc = "GPU work run on the gpufed federation: a gang of worker pods placed whole on one provider.",

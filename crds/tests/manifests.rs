@@ -52,7 +52,10 @@ fn cel_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
 #[test]
 fn examples_are_accepted_by_schema_and_cel() {
     let mut checked = 0;
-    for file in yaml_files(&repo().join("examples")) {
+    let files = yaml_files(&repo().join("examples"))
+        .into_iter()
+        .chain(yaml_files(&repo().join("examples/demo")));
+    for file in files {
         let text = std::fs::read_to_string(&file).expect("read example");
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let object: Value = serde::Deserialize::deserialize(doc).expect("example parses");
@@ -85,7 +88,10 @@ fn examples_are_accepted_by_schema_and_cel() {
 
 #[test]
 fn examples_deserialize_into_the_rust_types() {
-    for file in yaml_files(&repo().join("examples")) {
+    for file in yaml_files(&repo().join("examples"))
+        .into_iter()
+        .chain(yaml_files(&repo().join("examples/demo")))
+    {
         let text = std::fs::read_to_string(&file).expect("read example");
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let object: Value = serde::Deserialize::deserialize(doc).expect("example parses");

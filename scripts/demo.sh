@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The local federation demo (`make demo`): real Kubernetes 1.20.2 control planes — a hub
+# and three providers with SIMULATED GPU nodes — the gpufed CRDs, the operator, and the
+# jobs of examples/demo, shown until they finish. DEMO_KEEP=1 leaves everything running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+RUN_DIR="${GPUFED_RUN:-/tmp/gpufed-e2e}/demo"
+TIMEOUT="${DEMO_TIMEOUT:-240}"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "building gpufed (operator, e2e harness, crdgen)"
+cargo build -q -p gpufed-operator -p gpufed-e2e -p gpufed-api --bins
+E2E="$TARGET_DIR/debug/gpufed-e2e"
+OPERATOR="$TARGET_DIR/debug/gpufed-operator"
+
+cleanup() {
+  [[ -n "${OP_PID:-}" ]] && kill "$OP_PID" 2>/dev/null && wait "$OP_PID" 2>/dev/null || true
+  if [[ "${DEMO_KEEP:-0}" != 1 ]]; then "$E2E" --run-dir "$RUN_DIR" down >/dev/null || true; fi
+}
+trap cleanup EXIT
+
+say "starting the federation: hub + provider-a (H100 NVLink), provider-b (A100), provider-c (RTX 4090)"
+mkdir -p "$(dirname "$RUN_DIR")"
+"$E2E" --run-dir "$RUN_DIR" up | tee "$RUN_DIR.up.txt"
+kc() { grep -E "^ +$1 " "$RUN_DIR.up.txt" | sed -E 's/.*KUBECONFIG=//'; }
+HUB=$(kc hub)
+[[ -f "$HUB" ]] || { echo "no hub kubeconfig in the harness output" >&2; exit 1; }
+k() { kubectl --kubeconfig "$HUB" "$@"; }
+
+
+say "installing the CRDs (CEL rules stripped: the 1.20 API server does not know them)"
+CRD_DIR=$(mktemp -d)
+"$TARGET_DIR/debug/crdgen" --no-cel "$CRD_DIR"
+k apply -f "$CRD_DIR" >/dev/null
+k wait --for condition=established --timeout=60s crd/computejobs.gpufed.io crd/gpuproviders.gpufed.io crd/stakes.gpufed.io >/dev/null
+k create namespace gpufed-system --dry-run=client -o yaml | k apply -f - >/dev/null
+
+say "registering the providers (kubeconfig Secrets + GpuProviders)"
+for p in provider-a provider-b provider-c; do
+  k -n gpufed-system create secret generic "$p-kubeconfig" --from-file=kubeconfig="$(kc "$p")" \
+    --dry-run=client -o yaml | k apply -f - >/dev/null
+done
+k apply -f examples/demo/providers.yaml
+
+say "starting gpufed-operator (log: $RUN_DIR/operator.log)"
+KUBECONFIG="$HUB" RUST_LOG="${RUST_LOG:-info,kube=warn}" "$OPERATOR" --admin-addr 127.0.0.1:0 \
+  --namespace gpufed-system >"$RUN_DIR/operator.log" 2>&1 &
+OP_PID=$!
+for _ in $(seq 60); do
+  ready=$(k get gpup -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}')
+  [[ "$ready" == "True True True " ]] && break
+  sleep 1
+done
+k get gpup
+
+say "submitting the demo jobs (examples/demo/jobs.yaml)"
+k apply -f examples/demo/jobs.yaml
+
+say "watching the jobs (up to ${TIMEOUT}s)"
+deadline=$((SECONDS + TIMEOUT))
+while ((SECONDS < deadline)); do
+  k get cjob -A -o wide
+  done_jobs=$(k get cjob -A -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cE '^(Succeeded|Failed)$' || true)
+  [[ "$done_jobs" -ge 3 ]] && break
+  sleep 3
+  echo
+done
+
+say "why cheap-h100 is still queued"
+k -n team-media get cjob cheap-h100 -o jsonpath='{.status.conditions[?(@.type=="Placed")].message}{"\n"}'
+say "usage of llama-finetune"
+k -n team-llm get cjob llama-finetune -o jsonpath='{.status.usage}{"\n"}'
+say "providers after the run"
+k get gpup
+if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
+  echo "left running (DEMO_KEEP=1): KUBECONFIG=$HUB; stop with 'make e2e-down' and kill $OP_PID"
+  trap - EXIT
+fi
