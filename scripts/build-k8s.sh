@@ -20,6 +20,8 @@ WORK="$BASE/work"
 APT_DIR="$BASE/apt"
 LOG="$BASE/build.log"
 COMPONENTS=(kube-apiserver kube-scheduler kube-controller-manager)
+# Source fixes applied before building; a cache built without them is rebuilt.
+PATCHES="reflect2-1.0.2 openapi-zero-value"
 
 say() { printf '[build-k8s] %s\n' "$*" >&2; }
 die() {
@@ -34,6 +36,7 @@ cached_ok() {
         [[ -x "$BIN/$c" ]] || return 1
         "$BIN/$c" --version 2>/dev/null | grep -q "v$K8S_VERSION" || return 1
     done
+    [[ "$(cat "$BIN/.patches" 2>/dev/null)" == "$PATCHES" ]]
 }
 
 if [[ "${GPUFED_K8S_FORCE:-0}" != 1 ]] && cached_ok; then
@@ -102,7 +105,7 @@ if ! ls "$WORK"/kubernetes_*.dsc >/dev/null 2>&1; then
 fi
 DSC=$(ls "$WORK"/kubernetes_*.dsc | head -n1)
 
-if [[ ! -f "$SRC_DIR/.gpufed-prepared" ]]; then
+if [[ "$(cat "$SRC_DIR/.gpufed-prepared" 2>/dev/null)" != "$PATCHES" ]]; then
     rm -rf "$SRC_DIR"
     say "extracting $(basename "$DSC")"
     (cd "$WORK" && dpkg-source -x "$DSC" "$SRC_DIR") >>"$LOG" 2>&1 || die "dpkg-source -x failed"
@@ -117,7 +120,19 @@ if [[ ! -f "$SRC_DIR/.gpufed-prepared" ]]; then
         cp "$f" "$V/"
     done
     say "replaced vendored reflect2 with Debian's $(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev)"
-    touch "$SRC_DIR/.gpufed-prepared"
+    # Built with Go >= 1.16, the vendored OpenAPI validators take "" for null and refuse empty
+    # strings in custom resources ("must be of type string: \"null\""): kubernetes#99804,
+    # fixed upstream by kube-openapi#230 (check only for nil). Apply the same fix.
+    for f in "$SRC_DIR/vendor/github.com/go-openapi/validate/type.go" \
+        "$SRC_DIR/vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go"; do
+        [[ -f "$f" ]] || continue
+        sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil {/' "$f"
+        if grep -q 'reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data))' "$f"; then
+            die "could not apply the zero-value fix to $f"
+        fi
+    done
+    say "applied the OpenAPI zero-value fix (kubernetes#99804)"
+    echo "$PATCHES" >"$SRC_DIR/.gpufed-prepared"
 fi
 
 # --- build -----------------------------------------------------------------------------
@@ -147,6 +162,7 @@ for c in "${COMPONENTS[@]}"; do
     install -m 0755 "$OUT_BIN/$c" "$BIN/$c.tmp"
     mv -f "$BIN/$c.tmp" "$BIN/$c"
 done
+echo "$PATCHES" >"$BIN/.patches"
 cached_ok || die "installed binaries do not report v$K8S_VERSION: $("$BIN/kube-apiserver" --version 2>&1)"
 
 # The tree (~GBs with _output and the Go cache) can be rebuilt from the cached .dsc.
