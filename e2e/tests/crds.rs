@@ -161,3 +161,61 @@ async fn replace(client: &Client, doc: &Value, ns: &str) -> Result<DynamicObject
     let name = obj.metadata.name.clone().unwrap_or_default();
     Ok(api.replace(&name, &PostParams::default(), &obj).await?)
 }
+
+/// Guards the build fix for kubernetes#99804: built with Go ≥ 1.16, the 1.20 OpenAPI
+/// validators took `""` for null, refusing empty strings in custom resources and
+/// `default: ''` in CRDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_strings_in_custom_resources_and_crd_defaults_are_accepted() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let env = TestEnv::start(FederationSpec::new("empty-string"))
+        .await
+        .expect("hub starts");
+    let client = env.hub_client().await.expect("hub client");
+    let dir = std::env::temp_dir().join(format!("gpufed-empty-string-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let crd = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: emptystrings.e2e.gpufed.io}
+spec:
+  group: e2e.gpufed.io
+  names: {kind: EmptyString, plural: emptystrings}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              given: {type: string}
+              defaulted: {type: string, default: ''}
+"#;
+    std::fs::write(dir.join("crd.yaml"), crd).expect("write CRD");
+    let installed = install_crds(&client, &dir, Duration::from_secs(60)).await;
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+    assert_eq!(
+        installed.expect("a CRD with `default: ''` installs"),
+        vec!["emptystrings.e2e.gpufed.io".to_owned()]
+    );
+    let ns = common::namespace(&client, "empty-string").await;
+    let doc = serde_json::json!({
+        "apiVersion": "e2e.gpufed.io/v1", "kind": "EmptyString",
+        "metadata": { "name": "e" }, "spec": { "given": "" },
+    });
+    let created = create(&client, &doc, &ns)
+        .await
+        .expect("a custom resource with an empty string is accepted");
+    assert_eq!(created.data["spec"]["given"], Value::from(""));
+    assert_eq!(
+        created.data["spec"]["defaulted"],
+        Value::from(""),
+        "default '' applied"
+    );
+}
