@@ -126,6 +126,7 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     let now = crate::time::now();
     let removed = fence_old_attempts(ctx, &job).await;
+    let stored = job.status.clone();
     let mut job = (*job).clone();
     if let Some(st) = job.status.as_mut() {
         st.attempts
@@ -156,13 +157,16 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    if job.status.as_ref() != Some(&plan.status) {
+    if stored.as_ref() != Some(&plan.status) {
         write_status(ctx, &job, &plan.status).await?;
     }
     if plan.wants_placement {
         ctx.placement_trigger.notify_one();
     }
+    let unfenced = plan.status.attempts.iter().any(|a| !a.removed);
     Ok(match plan.status.phase {
+        // A finished job still removes attempts stranded on providers that were cut off.
+        Some(JobPhase::Succeeded | JobPhase::Failed) if unfenced => Action::requeue(Duration::from_secs(5)),
         Some(JobPhase::Succeeded | JobPhase::Failed) => Action::await_change(),
         Some(JobPhase::Running) => Action::requeue(Duration::from_secs(10)),
         Some(JobPhase::Queued | JobPhase::Suspended) => Action::requeue(Duration::from_secs(30)),

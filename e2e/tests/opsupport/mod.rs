@@ -1,0 +1,218 @@
+//! Running the real gpufed operator against a harness federation: CRDs, provider
+//! registration (kubeconfig Secrets + GpuProviders), the operator in-process, and
+//! waiting on ComputeJob status.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::time::Duration;
+
+use clap::Parser;
+use gpufed_api::{ComputeJob, GpuProvider};
+use gpufed_e2e::Federation;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::common;
+
+/// An operator running in this test process.
+pub struct Operator {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Operator {
+    /// Starts the operator on `hub` with short heartbeats, as replica `identity`.
+    pub fn start(hub: Client, identity: &str) -> Self {
+        let args = gpufed_operator::cli::Args::parse_from([
+            "gpufed-operator",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--identity",
+            identity,
+            "--heartbeat-interval",
+            "1s",
+            "--placement-interval",
+            "1s",
+            "--member-timeout",
+            "3s",
+            "--lease-duration",
+            "6s",
+        ]);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(gpufed_operator::run_with(hub, args, rx));
+        Self { stop, task }
+    }
+
+    /// Stops it gracefully (drains, releases the Lease).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+
+    /// Kills it without any cleanup, as a crash would.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// Installs the CRDs and registers every member of `fed` as a provider, with the given
+/// price per GPU-hour for each member's GPU model, and a 10 s heartbeat grace period.
+pub async fn setup(fed: &Federation, hub: &Client, prices: &[(&str, &str)]) {
+    gpufed_e2e::crds::install_crds(hub, &common::repo_root().join("crds"), Duration::from_secs(60))
+        .await
+        .expect("CRDs install");
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("gpufed-system".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = Api::<Namespace>::all(hub.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "gpufed-system");
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    for member in fed.members() {
+        let name = member.name().to_owned();
+        let kubeconfig = std::fs::read(member.kubeconfig()).expect("member kubeconfig");
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}-kubeconfig")),
+                ..Default::default()
+            },
+            data: Some([("kubeconfig".to_owned(), ByteString(kubeconfig))].into()),
+            ..Default::default()
+        };
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("secret");
+        let price = prices
+            .iter()
+            .find(|(m, _)| *m == name)
+            .map_or("1.00", |(_, p)| *p);
+        let models: Vec<serde_json::Value> = member_models(fed, &name)
+            .into_iter()
+            .map(|m| serde_json::json!({"model": m, "pricePerGpuHour": price}))
+            .collect();
+        let provider = serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
+            "metadata": {"name": name},
+            "spec": {"kubeconfigSecretRef": {"namespace": "gpufed-system", "name": format!("{name}-kubeconfig")},
+                     "payoutWallet": "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA", "region": "eu-west",
+                     "prices": models, "heartbeatGracePeriod": "10s"}
+        });
+        providers
+            .patch(
+                &name,
+                &PatchParams::apply("gpufed-e2e").force(),
+                &Patch::Apply(&provider),
+            )
+            .await
+            .expect("provider");
+    }
+}
+
+fn member_models(fed: &Federation, member: &str) -> Vec<String> {
+    let Some(sim) = fed.simulator(member) else {
+        return Vec::new();
+    };
+    let mut models: Vec<String> = sim.config().pools.iter().map(|p| p.model.clone()).collect();
+    models.sort();
+    models.dedup();
+    models
+}
+
+/// Waits until every provider reports Ready.
+pub async fn providers_ready(hub: &Client, count: usize) {
+    let api: Api<GpuProvider> = Api::all(hub.clone());
+    gpufed_e2e::wait::until("providers Ready", Duration::from_secs(60), || async {
+        let list = api.list(&Default::default()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| gpufed_api::conditions::is_true(&s.conditions, "Ready"))
+            })
+            .count();
+        Ok((ready == count).then_some(()))
+    })
+    .await
+    .expect("providers become Ready");
+}
+
+/// A job manifest: `workers × gpus`, the given GPU requirements, finishing after
+/// `run_seconds` on the simulated nodes.
+pub fn job(
+    name: &str,
+    workers: u32,
+    gpus: u32,
+    gpu: serde_json::Value,
+    max_price: &str,
+    run_seconds: u32,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": name},
+        "spec": {"workers": workers, "gpusPerWorker": gpus, "gpu": gpu, "maxPricePerGpuHour": max_price,
+                 "placement": {"verifiedOnly": false},
+                 "template": {"metadata": {"annotations": {"gpufed.io/sim-run-seconds": run_seconds.to_string()}},
+                              "spec": {"containers": [{"name": "main", "image": "registry.example.com/main:1"}]}}}
+    })
+}
+
+/// Applies a job in `ns`.
+pub async fn submit(hub: &Client, ns: &str, job: &serde_json::Value) {
+    let api: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
+    let name = job["metadata"]["name"].as_str().expect("name");
+    api.patch(
+        name,
+        &PatchParams::apply("gpufed-e2e").force(),
+        &Patch::Apply(job),
+    )
+    .await
+    .expect("job applies");
+}
+
+/// Waits until `pred` holds for the job, returning it.
+pub async fn job_until(
+    hub: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&ComputeJob) -> bool,
+) -> ComputeJob {
+    let api: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
+    let result = gpufed_e2e::wait::until(what, timeout, || async {
+        let job = api.get(name).await?;
+        Ok(pred(&job).then_some(job))
+    })
+    .await;
+    match result {
+        Ok(job) => job,
+        Err(e) => {
+            let last = api
+                .get(name)
+                .await
+                .ok()
+                .and_then(|j| j.status)
+                .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+            panic!("{name}: {e}; last status: {}", last.unwrap_or_default());
+        }
+    }
+}
+
+/// The job's phase as text.
+pub fn phase(job: &ComputeJob) -> String {
+    job.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_default()
+}
