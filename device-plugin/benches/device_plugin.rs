@@ -1,7 +1,8 @@
 //! Device-plugin benchmarks (std::time, no harness): Allocate latency over the gRPC
 //! socket, health change → ListAndWatch latency, simulate-mode polling cost.
 //!
-//! Run: `cargo bench -p gpufed-device-plugin --bench device_plugin`
+//! Run: `cargo bench -p gpufed-device-plugin --bench device_plugin`. Under `cargo test
+//! --all-targets` (no `--bench` argument) it runs a small smoke version instead.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -30,11 +31,11 @@ fn report(name: &str, mut v: Vec<Duration>) {
     );
 }
 
-async fn allocate_latency() {
+async fn allocate_latency(n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut r = start(dir.path(), Duration::from_secs(300)).await;
     let mut lat = Vec::new();
-    for i in 0..5000 {
+    for i in 0..n + 200 {
         let ids = vec![gpu(i % 8)];
         let t = Instant::now();
         r.client
@@ -55,13 +56,13 @@ async fn allocate_latency() {
     shutdown(r).await;
 }
 
-async fn health_latency() {
+async fn health_latency(rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut r = start(dir.path(), Duration::from_millis(100)).await;
     let mut s = watch(&mut r.client).await;
     next(&mut s).await;
     let mut lat = Vec::new();
-    for round in 0..40 {
+    for round in 0..rounds {
         let id = gpu(round % 8);
         let t = Instant::now();
         r.faults.inject(Fault {
@@ -84,12 +85,16 @@ async fn health_latency() {
     shutdown(r).await;
 }
 
-async fn file_fault_latency() {
+async fn file_fault_latency(gpus: usize) {
     // The production path for simulate nodes: a fault appended to the file, picked up by
     // the health loop (500 ms poll, the binary's default) and streamed.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inv.yaml");
-    std::fs::write(&path, HGX.replace("faults: []", "faults:\n  - {uuid: GPU-none, xid: 13}")).unwrap();
+    std::fs::write(
+        &path,
+        HGX.replace("faults: []", "faults:\n  - {uuid: GPU-none, xid: 13}"),
+    )
+    .unwrap();
     let kubelet = gpufed_device_plugin::testing::FakeKubelet::start(dir.path())
         .await
         .unwrap();
@@ -103,7 +108,7 @@ async fn file_fault_latency() {
     let health = state.spawn_health_loop(Box::new(source), Duration::from_millis(500), stop_rx);
     let mut rx = state.subscribe();
     let mut lat = Vec::new();
-    for i in 0..8 {
+    for i in 0..gpus {
         let id = gpu(i);
         // mtime granularity: make sure the file visibly changes.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -131,13 +136,12 @@ async fn file_fault_latency() {
     kubelet.stop().await;
 }
 
-fn simulate_poll_cost() {
+fn simulate_poll_cost(n: u32) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inv.yaml");
     std::fs::write(&path, HGX).unwrap();
     let mut s = SimulatedSource::from_file(&path).unwrap();
     s.poll(Duration::ZERO).unwrap();
-    let n = 20_000;
     let t = Instant::now();
     for _ in 0..n {
         s.poll(Duration::ZERO).unwrap();
@@ -153,8 +157,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(allocate_latency());
-    rt.block_on(health_latency());
-    rt.block_on(file_fault_latency());
-    simulate_poll_cost();
+    let full = std::env::args().any(|a| a == "--bench");
+    let (allocs, rounds, file_rounds, polls) = if full {
+        (5000, 40, 8, 20_000)
+    } else {
+        (50, 2, 1, 100)
+    };
+    rt.block_on(allocate_latency(allocs));
+    rt.block_on(health_latency(rounds));
+    rt.block_on(file_fault_latency(file_rounds));
+    simulate_poll_cost(polls);
 }

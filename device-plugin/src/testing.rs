@@ -25,7 +25,10 @@ use crate::proto::podresources::{
     ContainerDevices, ContainerResources, ListPodResourcesRequest, ListPodResourcesResponse, PodResources,
 };
 use crate::proto::registration_server::{Registration, RegistrationServer};
-use crate::proto::{AllocateRequest, AllocateResponse, ContainerAllocateRequest, Empty, RegisterRequest};
+use crate::proto::{
+    AllocateRequest, AllocateResponse, ContainerAllocateRequest, ContainerPreferredAllocationRequest, Empty,
+    PreferredAllocationRequest, RegisterRequest,
+};
 use crate::{KUBELET_SOCKET, uds};
 
 /// Fake-kubelet failures.
@@ -267,6 +270,43 @@ impl PluginClient {
             (self.resource.clone(), ids.to_vec()),
         );
         Ok(resp)
+    }
+
+    /// What kubelet does for a container asking for `count` GPUs: among `healthy` (the
+    /// healthy IDs last seen on ListAndWatch) minus those in use, ask the plugin's
+    /// GetPreferredAllocation, then Allocate its choice. Returns the chosen IDs and the
+    /// response; `RESOURCE_EXHAUSTED` when too few GPUs are free.
+    pub async fn allocate_preferred(
+        &mut self,
+        pod: &str,
+        container: &str,
+        count: usize,
+        healthy: &[String],
+    ) -> Result<(Vec<String>, AllocateResponse), Status> {
+        let used = self.in_use();
+        let available: Vec<String> = healthy.iter().filter(|id| !used.contains(*id)).cloned().collect();
+        if available.len() < count {
+            return Err(Status::resource_exhausted(format!(
+                "{count} GPUs wanted, {} free",
+                available.len()
+            )));
+        }
+        let req = PreferredAllocationRequest {
+            container_requests: vec![ContainerPreferredAllocationRequest {
+                available_device_i_ds: available,
+                must_include_device_i_ds: Vec::new(),
+                allocation_size: i32::try_from(count).unwrap_or(i32::MAX),
+            }],
+        };
+        let pref = self.client.get_preferred_allocation(req).await?.into_inner();
+        let ids = pref
+            .container_responses
+            .into_iter()
+            .next()
+            .map(|c| c.device_i_ds)
+            .unwrap_or_default();
+        let resp = self.allocate(pod, container, &ids).await?;
+        Ok((ids, resp))
     }
 
     /// Forgets a pod's containers (it ended); their GPUs leave PodResources.

@@ -169,3 +169,39 @@ async fn preferred_allocation_over_grpc_keeps_numa_and_nvlink_locality() {
     );
     shutdown(r).await;
 }
+
+#[tokio::test]
+async fn kubelet_style_allocation_uses_the_plugins_preferred_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start(dir.path(), Duration::from_secs(300)).await;
+    let mut s = watch(&mut r.client).await;
+    let healthy: Vec<String> = next(&mut s)
+        .await
+        .into_iter()
+        .filter(|d| d.health == "Healthy")
+        .map(|d| d.id)
+        .collect();
+    let (first, resp) = r
+        .client
+        .allocate_preferred("job-0", "worker", 4, &healthy)
+        .await
+        .unwrap();
+    assert_eq!(first, [0, 1, 2, 3].map(gpu).to_vec(), "one NUMA node's worth");
+    assert_eq!(
+        resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"],
+        first.join(",")
+    );
+    let (second, _) = r
+        .client
+        .allocate_preferred("job-1", "worker", 4, &healthy)
+        .await
+        .unwrap();
+    assert_eq!(second, [4, 5, 6, 7].map(gpu).to_vec());
+    let full = r
+        .client
+        .allocate_preferred("job-2", "worker", 1, &healthy)
+        .await
+        .unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted);
+    shutdown(r).await;
+}
