@@ -277,3 +277,73 @@ async fn a_job_fails_over_when_its_provider_is_cut_off_and_is_billed_once() {
     );
     operator.stop().await;
 }
+
+async fn lease_holder(hub: &Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(hub.clone(), "gpufed-system");
+    leases
+        .get_opt("gpufed-operator")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_killed_leader_without_duplicating_work() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("op-ha").member("provider-a", vec![GpuPool::rtx4090("a-rtx", 4)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' simulated GPU nodes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    opsupport::setup(fed, &hub, &[("provider-a", "0.30")]).await;
+    let leader = Operator::start(hub.clone(), "op-a");
+    opsupport::providers_ready(&hub, 1).await;
+    let standby = Operator::start(hub.clone(), "op-b");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        lease_holder(&hub).await.as_deref(),
+        Some("op-a"),
+        "the first replica leads"
+    );
+
+    // A burst bigger than the provider (4 GPUs): jobs queue and run in waves.
+    let ns = common::namespace(&hub, "ha").await;
+    let names: Vec<String> = (0..10).map(|i| format!("burst-{i}")).collect();
+    for name in &names {
+        submit(&hub, &ns, &job(name, 1, 1, serde_json::json!({}), "1.00", 3)).await;
+    }
+    job_until(&hub, &ns, "burst-0", "first wave running", MINUTE, |j| {
+        !phase(j).is_empty() && phase(j) != "Queued"
+    })
+    .await;
+    leader.kill(); // no graceful shutdown, no Lease release: a crash
+    for name in &names {
+        job_until(&hub, &ns, name, "Succeeded after the takeover", 3 * MINUTE, |j| {
+            phase(j) == "Succeeded"
+        })
+        .await;
+    }
+    assert_eq!(
+        lease_holder(&hub).await.as_deref(),
+        Some("op-b"),
+        "the standby took over"
+    );
+
+    // Each job ran exactly one attempt with exactly one pod: nothing dispatched twice.
+    let member = env.member_client("provider-a").await.expect("member");
+    let jobs: Api<gpufed_api::ComputeJob> = Api::namespaced(hub.clone(), &ns);
+    for name in &names {
+        let job = jobs.get(name).await.expect("job");
+        let st = job.status.clone().expect("status");
+        assert_eq!(st.attempts.len(), 1, "{name}: {:?}", st.attempts);
+        let pods = member_pods(&member, &job.metadata.uid.clone().unwrap_or_default()).await;
+        assert_eq!(pods.len(), 1, "{name}: {} pods", pods.len());
+    }
+    standby.stop().await;
+}
