@@ -6,7 +6,7 @@ GPUFED_CACHE ?= $(HOME)/.cache/gpufed
 export GPUFED_CACHE
 CARGO ?= cargo
 
-.PHONY: help deps k8s crds crds-check fmt fmt-check lint test test-unit e2e-up e2e-down e2e-status demo bench ci
+.PHONY: help deps k8s crds crds-check fmt fmt-check lint test test-unit e2e-up e2e-down e2e-status demo bench bench-placement sim ci
 
 help:
 	@echo "make demo        bring up a hub + 3 provider control planes and show gpufed on them"
@@ -14,6 +14,7 @@ help:
 	@echo "make crds        regenerate crds/*.yaml from the Rust types"
 	@echo "make lint        cargo fmt --check, clippy -D warnings, CRD drift check"
 	@echo "make bench       run the benchmarks recorded in BENCHMARKS.md"
+	@echo "make sim         placement simulator: policies side by side on a synthetic trace"
 	@echo "make e2e-up / e2e-down   start / stop the local federation"
 
 ## Install what the machine lacks and build the real control plane (cached).
@@ -57,9 +58,16 @@ e2e-status:
 demo: deps
 	scripts/demo.sh
 
-bench:
-	$(CARGO) bench -p gpufed-placement
+bench: bench-placement
 	$(CARGO) bench -p gpufed-settlement
+	$(CARGO) bench -p gpufed-device-plugin
+
+bench-placement:
+	$(CARGO) bench -p gpufed-placement --bench place
+
+## The placement simulator: ours vs first-fit vs spread on one seeded trace (CSV + SVG).
+sim:
+	$(CARGO) run --release -p gpufed-placement --bin gpufed-sim -- --seed 7 --out sim-out
 
 ## What CI runs (.ci/run).
 ci: lint test
