@@ -103,7 +103,7 @@ impl Cluster {
             pki,
             procs: Vec::new(),
         };
-        cluster.procs.push(ManagedProcess::spawn(
+        cluster.procs.push(ManagedProcess::spawn_tied(
             &format!("{name}/kube-apiserver"),
             &bins.apiserver,
             &apiserver_args,
@@ -129,7 +129,7 @@ impl Cluster {
             arg("kube-api-burst", 1000),
             arg("v", 1),
         ];
-        self.procs.push(ManagedProcess::spawn(
+        self.procs.push(ManagedProcess::spawn_tied(
             &format!("{}/kube-scheduler", self.name),
             &bins.scheduler,
             &scheduler_args,
@@ -149,7 +149,7 @@ impl Cluster {
             arg("kube-api-burst", 400),
             arg("v", 1),
         ];
-        self.procs.push(ManagedProcess::spawn(
+        self.procs.push(ManagedProcess::spawn_tied(
             &format!("{}/kube-controller-manager", self.name),
             &bins.controller_manager,
             &cm_args,

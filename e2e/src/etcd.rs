@@ -37,7 +37,7 @@ impl Etcd {
             "--quota-backend-bytes=4294967296".to_owned(),
             "--snapshot-count=100000".to_owned(),
         ];
-        let process = ManagedProcess::spawn("etcd", program, &args, &dir.join("etcd.log"))?;
+        let process = ManagedProcess::spawn_tied("etcd", program, &args, &dir.join("etcd.log"))?;
         Ok(Self { process, client_port })
     }
 

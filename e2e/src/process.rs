@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+const SETPRIV: &str = "/usr/bin/setpriv";
+
 /// What identifies a process the harness started, in the run state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRecord {
@@ -107,7 +109,20 @@ impl ProcessRecord {
 
 impl ManagedProcess {
     /// Starts `program args` in its own process group with stdout and stderr appended to `log`.
+    /// The process outlives its parent (what `gpufed-e2e up` needs); see [`Self::spawn_tied`].
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        Self::spawn_inner(name, program, args, log, false)
+    }
+
+    /// Like [`Self::spawn`], but the process gets SIGKILL when the thread that started it
+    /// exits, so it cannot outlive a test binary that is killed (no destructors run then).
+    /// Uses util-linux `setpriv --pdeathsig KILL`, which execs the program (same PID); without
+    /// `setpriv` it falls back to [`Self::spawn`].
+    pub fn spawn_tied(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        Self::spawn_inner(name, program, args, log, true)
+    }
+
+    fn spawn_inner(name: &str, program: &Path, args: &[String], log: &Path, tied: bool) -> Result<Self> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -115,7 +130,15 @@ impl ManagedProcess {
             .map_err(Error::io("opening log", log))?;
         let err = out.try_clone().map_err(Error::io("opening log", log))?;
         tracing::debug!(name, program = %program.display(), ?args, "spawning");
-        let child = Command::new(program)
+        let setpriv = Path::new(SETPRIV);
+        let mut command = if tied && setpriv.is_file() {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -231,6 +254,30 @@ mod tests {
         p.stop(Duration::from_secs(5));
         assert!(!record.is_alive());
         assert!(proc_stat(record.pid).is_none_or(|(_, start)| start != record.start_ticks));
+        std::fs::remove_file(&log).unwrap();
+    }
+
+    #[test]
+    fn a_tied_process_dies_with_the_thread_that_started_it() {
+        let log = std::env::temp_dir().join(format!("gpufed-tied-test-{}.log", std::process::id()));
+        let spawn_log = log.clone();
+        let mut p = std::thread::spawn(move || {
+            let p = ManagedProcess::spawn_tied("sleep", Path::new("/bin/sleep"), &["30".into()], &spawn_log)
+                .unwrap();
+            // setpriv must reach its prctl() before this thread exits (it does not re-check
+            // its parent afterwards); the harness' threads live far longer than this.
+            std::thread::sleep(Duration::from_millis(300));
+            p
+        })
+        .join()
+        .unwrap();
+        let record = p.record().clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while record.is_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!record.is_alive(), "tied process outlived its thread");
+        p.stop(Duration::from_secs(1));
         std::fs::remove_file(&log).unwrap();
     }
 
