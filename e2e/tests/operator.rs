@@ -347,3 +347,60 @@ async fn a_standby_takes_over_from_a_killed_leader_without_duplicating_work() {
     }
     standby.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_node_fails_is_restarted_elsewhere_and_a_failed_job_says_so() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("op-node").member("provider-a", vec![GpuPool::rtx4090("a-rtx", 2)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' simulated GPU nodes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    opsupport::setup(fed, &hub, &[("provider-a", "0.30")]).await;
+    let operator = Operator::start(hub.clone(), "op-1");
+    opsupport::providers_ready(&hub, 1).await;
+    let ns = common::namespace(&hub, "node").await;
+    submit(&hub, &ns, &job("train", 1, 1, serde_json::json!({}), "1.00", 15)).await;
+    let running = job_until(&hub, &ns, "train", "Running", MINUTE, |j| phase(j) == "Running").await;
+    let node = running
+        .status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .map(|p| p.workers[0].node.clone())
+        .expect("node");
+    let sim = fed.simulator("provider-a").expect("simulator");
+    sim.set_node_ready(&node, false).await.expect("node NotReady");
+    let moved = job_until(&hub, &ns, "train", "attempt 2 on the other node", MINUTE, |j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.placement.as_ref())
+            .is_some_and(|p| p.attempt == 2)
+    })
+    .await;
+    let st = moved.status.expect("status");
+    assert_eq!(st.attempts[0].outcome, AttemptOutcome::NodeLost);
+    assert_ne!(
+        st.placement.as_ref().map(|p| p.workers[0].node.clone()),
+        Some(node.clone())
+    );
+    job_until(&hub, &ns, "train", "Succeeded", MINUTE, |j| {
+        phase(j) == "Succeeded"
+    })
+    .await;
+
+    // A worker that exits non-zero on every attempt fails the job after maxAttempts (3),
+    // and the job says so in its conditions.
+    let mut failing = job("crash", 1, 1, serde_json::json!({}), "1.00", 60);
+    failing["spec"]["template"]["metadata"]["annotations"]["gpufed.io/sim-exit-code"] = "1".into();
+    submit(&hub, &ns, &failing).await;
+    let failed = job_until(&hub, &ns, "crash", "Failed", 2 * MINUTE, |j| phase(j) == "Failed").await;
+    let st = failed.status.expect("status");
+    assert_eq!(st.attempts.len(), 3, "{:?}", st.attempts);
+    assert!(st.attempts.iter().all(|a| a.outcome == AttemptOutcome::Failed));
+    let stalled = gpufed_api::conditions::find(&st.conditions, "Stalled").expect("Stalled");
+    assert_eq!(stalled.reason, "JobFailed");
+    operator.stop().await;
+}

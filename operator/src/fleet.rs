@@ -74,6 +74,17 @@ impl Fleet {
         self.0.write().await.remove(provider);
     }
 
+    /// Marks nodes of a provider not ready, from an observation fresher than the last
+    /// probe (a job reconcile that saw them fail), so the next placement round avoids them.
+    pub async fn mark_unready(&self, provider: &str, nodes: &[String]) {
+        if let Some(view) = self.0.write().await.get_mut(provider) {
+            view.nodes
+                .iter_mut()
+                .filter(|n| nodes.contains(&n.name))
+                .for_each(|n| n.ready = false);
+        }
+    }
+
     /// A copy of everything.
     pub async fn snapshot(&self) -> BTreeMap<String, MemberView> {
         self.0.read().await.clone()

@@ -115,7 +115,12 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
     };
     let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
     match observe::attempt_pods(&client, &ns, &job.uid().unwrap_or_default(), p.attempt).await {
-        Ok(pods) => Member::Pods(pods),
+        Ok((pods, lost_nodes)) => {
+            if !lost_nodes.is_empty() {
+                ctx.fleet.mark_unready(&p.provider, &lost_nodes).await;
+            }
+            Member::Pods(pods)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "member did not answer");
             Member::Unanswered

@@ -9,13 +9,14 @@ use kube::{Api, Client};
 use super::names;
 use super::plan::{PodPhase, PodView};
 
-/// The pods of attempt `attempt` of job `uid` in `namespace`, with node health.
+/// The pods of attempt `attempt` of job `uid` in `namespace`, with node health, and the
+/// nodes under those pods that are not Ready.
 pub async fn attempt_pods(
     client: &Client,
     namespace: &str,
     uid: &str,
     attempt: u32,
-) -> Result<Vec<PodView>, kube::Error> {
+) -> Result<(Vec<PodView>, Vec<String>), kube::Error> {
     let selector = format!(
         "{}={uid},{}={attempt}",
         names::LABEL_JOB_UID,
@@ -38,11 +39,18 @@ pub async fn attempt_pods(
         })
         .filter_map(|n| n.metadata.name.clone())
         .collect();
-    Ok(pods
+    let lost: BTreeSet<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .filter(|n| !ready_nodes.contains(n))
+        .collect();
+    let views = pods
         .items
         .iter()
         .filter_map(|p| pod_view(p, &ready_nodes))
-        .collect())
+        .collect();
+    Ok((views, lost.into_iter().collect()))
 }
 
 /// A worker pod's view, from its labels and status.
