@@ -47,16 +47,7 @@ pub fn load_yaml_docs(path: &Path) -> Result<Vec<Value>> {
 
 /// Removes every `x-kubernetes-validations` key (CEL rules), for servers older than 1.25:
 /// 1.20 drops them silently on create and fails server-side apply with HTTP 500.
-pub fn strip_cel(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.remove("x-kubernetes-validations");
-            map.values_mut().for_each(strip_cel);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_cel),
-        _ => {}
-    }
-}
+pub use gpufed_api::crd::strip_cel;
 
 /// The server's minor version (e.g. 20), parsed leniently (`"20+"` → 20).
 pub async fn server_minor(client: &Client) -> Result<u32> {
@@ -141,14 +132,9 @@ pub async fn create_manifest(client: &Client, doc: &Value, default_namespace: &s
     Ok(api.create(&PostParams::default(), &obj).await?)
 }
 
-/// Which validation layer must refuse an invalid fixture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectedBy {
-    /// OpenAPI schema validation (enforced by every supported server).
-    Schema,
-    /// CEL `x-kubernetes-validations` (enforced from Kubernetes 1.25 on).
-    Cel,
-}
+/// Which validation layer must refuse an invalid fixture (the fixture format is defined
+/// in `gpufed_api::fixture`).
+pub use gpufed_api::fixture::Layer as RejectedBy;
 
 /// An invalid example and what its header says about it.
 #[derive(Debug, Clone)]
@@ -164,52 +150,18 @@ pub struct Fixture {
 /// Reads `# expect:` and `# rejected-by:` from the header comments of a fixture.
 pub fn parse_fixture(path: &Path) -> Result<Fixture> {
     let text = std::fs::read_to_string(path).map_err(Error::io("reading", path))?;
-    let mut expect = None;
-    let mut rejected_by = None;
-    for line in text
-        .lines()
-        .map(str::trim)
-        .take_while(|l| l.starts_with('#') || l.is_empty())
-    {
-        let body = line.trim_start_matches('#').trim();
-        if let Some(v) = body.strip_prefix("expect:") {
-            expect = Some(v.trim().to_owned());
-        } else if let Some(v) = body.strip_prefix("rejected-by:") {
-            rejected_by = match v.trim() {
-                "schema" => Some(RejectedBy::Schema),
-                "cel" => Some(RejectedBy::Cel),
-                other => return Err(serde_err(path, format!("unknown rejected-by {other:?}"))),
-            };
-        }
-    }
-    match (expect, rejected_by) {
-        (Some(expect), Some(rejected_by)) if !expect.is_empty() => Ok(Fixture {
-            path: path.to_owned(),
-            expect,
-            rejected_by,
-        }),
-        _ => Err(serde_err(
-            path,
-            "header must have `# expect: <text>` and `# rejected-by: schema|cel`",
-        )),
-    }
+    let f = gpufed_api::fixture::parse(&text).map_err(|e| serde_err(path, e))?;
+    Ok(Fixture {
+        path: path.to_owned(),
+        expect: f.expect,
+        rejected_by: f.rejected_by,
+    })
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
-
-    #[test]
-    fn strip_cel_removes_nested_rules_only() {
-        let mut v = serde_json::json!({"spec": {"x-kubernetes-validations": [1], "properties": {
-            "a": {"type": "string", "x-kubernetes-validations": [{"rule": "self != ''"}]}}}});
-        strip_cel(&mut v);
-        assert_eq!(
-            v,
-            serde_json::json!({"spec": {"properties": {"a": {"type": "string"}}}})
-        );
-    }
 
     #[test]
     fn fixture_header_is_parsed_and_required() {
