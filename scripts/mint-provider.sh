@@ -35,6 +35,9 @@ name="" region="unknown" wallet="" prices=() ns="gpufed-system" sa="gpufed-hub"
 hub_ns="gpufed-system" server="" duration="8760h" legacy=0 kargs=()
 die() { printf 'mint-provider: %s\n' "$*" >&2; exit 1; }
 while [[ $# -gt 0 ]]; do
+    if [[ "$1" == --*=* ]]; then
+        set -- "${1%%=*}" "${1#*=}" "${@:2}"
+    fi
     case "$1" in
         --name) name="$2"; shift 2 ;;
         --region) region="$2"; shift 2 ;;

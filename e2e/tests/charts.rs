@@ -1,0 +1,468 @@
+//! The Helm charts on a real API server: rendered with helm, applied to the hub and a
+//! member, and the operator then runs with the chart's identities — on the hub as the
+//! chart's ServiceAccount (impersonated), on the member with the token that
+//! scripts/mint-provider.sh minted for the provider chart's ServiceAccount. A missing
+//! permission in either chart fails a provider, a dispatch or a cleanup below.
+
+mod common;
+mod opsupport;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use clap::Parser;
+use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde::Deserialize;
+use serde_json::Value;
+
+use opsupport::{Operator, job, job_until, phase, submit};
+
+const NS: &str = "gpufed-system";
+const HUB_SA: &str = "system:serviceaccount:gpufed-system:gpufed";
+const MEMBER_SA: &str = "system:serviceaccount:gpufed-system:gpufed-hub";
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// (verb, group, resource, subresource, namespace) the operator uses on the hub. The
+/// operator run below proves the chart is sufficient; this list names each permission so a
+/// failure says which one is missing.
+const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
+    ("get", "gpufed.io", "gpuproviders", "", ""),
+    ("list", "gpufed.io", "gpuproviders", "", ""),
+    ("watch", "gpufed.io", "gpuproviders", "", ""),
+    ("patch", "gpufed.io", "gpuproviders", "status", ""),
+    ("get", "gpufed.io", "computejobs", "", "team-a"),
+    ("list", "gpufed.io", "computejobs", "", ""),
+    ("watch", "gpufed.io", "computejobs", "", ""),
+    ("patch", "gpufed.io", "computejobs", "", "team-a"),
+    ("patch", "gpufed.io", "computejobs", "status", "team-a"),
+    ("create", "coordination.k8s.io", "leases", "", NS),
+    ("get", "coordination.k8s.io", "leases", "", NS),
+    ("update", "coordination.k8s.io", "leases", "", NS),
+    ("get", "", "secrets", "", NS),
+];
+
+/// What the hub's identity must NOT be able to do.
+const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
+    ("get", "", "secrets", "", "kube-system"),
+    ("list", "", "secrets", "", NS),
+    ("watch", "", "secrets", "", NS),
+    ("delete", "gpufed.io", "computejobs", "", "team-a"),
+    ("update", "gpufed.io", "gpuproviders", "", ""),
+    ("create", "gpufed.io", "stakes", "", "team-a"),
+    ("create", "coordination.k8s.io", "leases", "", "kube-system"),
+    ("create", "", "pods", "", NS),
+];
+
+/// What the operator does on a member (operator/src/job/dispatch.rs, observe.rs,
+/// provider/observe.rs).
+const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
+    ("create", "", "namespaces", "", ""),
+    ("patch", "", "namespaces", "", ""),
+    ("delete", "", "namespaces", "", ""),
+    ("create", "networking.k8s.io", "networkpolicies", "", "gpufed-t"),
+    ("patch", "networking.k8s.io", "networkpolicies", "", "gpufed-t"),
+    ("create", "", "resourcequotas", "", "gpufed-t"),
+    ("patch", "", "resourcequotas", "", "gpufed-t"),
+    ("create", "", "services", "", "gpufed-t"),
+    ("patch", "", "services", "", "gpufed-t"),
+    ("get", "", "pods", "", "gpufed-t"),
+    ("list", "", "pods", "", ""),
+    ("create", "", "pods", "", "gpufed-t"),
+    ("patch", "", "pods", "", "gpufed-t"),
+    ("deletecollection", "", "pods", "", "gpufed-t"),
+    ("list", "", "nodes", "", ""),
+];
+
+const MEMBER_DENIED: &[(&str, &str, &str, &str, &str)] = &[
+    ("get", "", "secrets", "", "kube-system"),
+    ("list", "", "secrets", "", ""),
+    ("patch", "", "nodes", "", ""),
+    ("delete", "", "pods", "", "kube-system"),
+    (
+        "create",
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "",
+        "",
+    ),
+];
+
+/// The helm binary: `$HELM`, the cache of scripts/install-helm.sh, or `helm` on PATH.
+fn helm() -> Option<PathBuf> {
+    let cache = std::env::var_os("GPUFED_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/gpufed")))?;
+    let candidates = [
+        std::env::var_os("HELM").map(PathBuf::from),
+        Some(cache.join("bin/helm")),
+        Some(PathBuf::from("helm")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+fn parse_docs(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `helm template` of a chart, as JSON documents.
+fn render(helm: &Path, release: &str, chart: &str, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(helm)
+        .args(["template", release])
+        .arg(common::repo_root().join("charts").join(chart))
+        .args(["--namespace", NS])
+        .args(args)
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm template {chart}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_docs(&String::from_utf8(out.stdout).expect("UTF-8"))
+}
+
+fn kind(doc: &Value) -> &str {
+    doc["kind"].as_str().unwrap_or_default()
+}
+
+fn of_kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| kind(d) == k).collect()
+}
+
+/// No wildcard anywhere in the rules; no Secret access outside a namespaced Role.
+fn assert_least_privilege(docs: &[Value]) {
+    for doc in docs.iter().filter(|d| matches!(kind(d), "ClusterRole" | "Role")) {
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        for rule in doc["rules"].as_array().expect("rules") {
+            for field in ["apiGroups", "resources", "verbs"] {
+                let values = rule[field].as_array().expect(field);
+                assert!(!values.is_empty(), "{name}: empty {field}");
+                assert!(
+                    values
+                        .iter()
+                        .all(|v| v.as_str().is_some_and(|s| !s.contains('*'))),
+                    "{name}: wildcard in {field}: {rule}"
+                );
+            }
+            let secrets = rule["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|v| v == "secrets"));
+            if secrets {
+                assert_eq!(kind(doc), "Role", "{name}: Secrets only in a namespaced Role");
+                assert_eq!(
+                    rule["verbs"],
+                    serde_json::json!(["get"]),
+                    "{name}: Secrets get only"
+                );
+            }
+        }
+    }
+}
+
+async fn create_all(client: &Client, docs: &[Value], kinds: &[&str]) {
+    for doc in docs.iter().filter(|d| kinds.contains(&kind(d))) {
+        gpufed_e2e::crds::create_manifest(client, doc, NS)
+            .await
+            .unwrap_or_else(|e| panic!("creating {} {}: {e}", kind(doc), doc["metadata"]["name"]));
+    }
+}
+
+async fn ensure_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
+}
+
+/// Asks the real authorizer whether `user` may do each of `checks`; returns the mismatches.
+async fn access(
+    client: &Client,
+    user: &str,
+    checks: &[(&str, &str, &str, &str, &str)],
+    want: bool,
+) -> Vec<String> {
+    let sa_ns = user.split(':').nth(2).unwrap_or_default();
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let mut wrong = Vec::new();
+    for (verb, group, resource, sub, ns) in checks {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.into()),
+                groups: Some(vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{sa_ns}"),
+                    "system:authenticated".into(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some((*verb).into()),
+                    group: Some((*group).into()),
+                    resource: Some((*resource).into()),
+                    subresource: (!sub.is_empty()).then(|| (*sub).into()),
+                    namespace: (!ns.is_empty()).then(|| (*ns).into()),
+                    name: (*resource == "leases").then(|| "gpufed-operator".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let result = api
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("SubjectAccessReview");
+        let allowed = result.status.is_some_and(|s| s.allowed);
+        if allowed != want {
+            wrong.push(format!(
+                "{verb} {group}/{resource}/{sub} in {ns:?}: allowed={allowed}"
+            ));
+        }
+    }
+    wrong
+}
+
+/// A client for the hub that acts as the chart's ServiceAccount.
+async fn impersonating(kubeconfig: &Path, user: &str) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    config.auth_info.impersonate = Some(user.into());
+    Client::try_from(config).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let Some(helm) = helm() else {
+        eprintln!("SKIPPED: helm not found (run scripts/install-helm.sh; `make test` does)");
+        return;
+    };
+
+    // Offline checks of the rendered charts.
+    let crds = render(&helm, "gpufed-crds", "gpufed-crds", &[]);
+    assert_eq!(of_kind(&crds, "CustomResourceDefinition").len(), 3);
+    for crd in &crds {
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{} must survive helm uninstall",
+            crd["metadata"]["name"]
+        );
+    }
+    let hub_docs = render(&helm, "gpufed", "gpufed", &[]);
+    let provider_docs = render(&helm, "gpufed-provider", "gpufed-provider", &[]);
+    assert_least_privilege(&hub_docs);
+    assert_least_privilege(&provider_docs);
+    for docs in [&hub_docs, &provider_docs] {
+        assert!(
+            of_kind(docs, "PodDisruptionBudget").is_empty(),
+            "no PDB for one replica"
+        );
+        assert!(
+            of_kind(docs, "ServiceMonitor").is_empty(),
+            "no ServiceMonitor without the API"
+        );
+    }
+    let ha = render(&helm, "gpufed", "gpufed", &["--set", "replicas=2"]);
+    assert_eq!(
+        of_kind(&ha, "PodDisruptionBudget").len(),
+        1,
+        "PDB when replicas > 1"
+    );
+    let with_prom = render(
+        &helm,
+        "gpufed",
+        "gpufed",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+        ],
+    );
+    assert_eq!(of_kind(&with_prom, "ServiceMonitor").len(), 1);
+
+    // The Deployment's args are flags the operator accepts.
+    let deploy = of_kind(&hub_docs, "Deployment")[0];
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    let mut argv = vec!["gpufed-operator".to_owned()];
+    argv.extend(
+        container["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg").to_owned()),
+    );
+    let args = gpufed_operator::cli::Args::try_parse_from(&argv).expect("operator accepts the chart's args");
+    assert_eq!(args.namespace, NS, "Lease in the release namespace");
+    let ds = of_kind(&provider_docs, "DaemonSet")[0];
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(
+        pod["volumes"][0]["hostPath"]["path"],
+        "/var/lib/kubelet/device-plugins"
+    );
+
+    // Apply to real API servers: hub (CRDs + operator chart), member (provider chart).
+    let spec = FederationSpec::new("charts").member("provider-a", vec![GpuPool::rtx4090("a-rtx", 2)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED the apply and operator checks: they need the harness' own federation");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    let member = env.member_client("provider-a").await.expect("member");
+    let dir = std::env::temp_dir().join(format!("gpufed-chart-crds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let yaml: Vec<String> = crds
+        .iter()
+        .map(|d| serde_yaml::to_string(d).expect("yaml"))
+        .collect();
+    std::fs::write(dir.join("crds.yaml"), yaml.join("---\n")).expect("write");
+    let names = gpufed_e2e::crds::install_crds(&hub, &dir, MINUTE)
+        .await
+        .expect("the chart's CRDs install");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(names.len(), 3);
+    ensure_namespace(&hub, NS).await;
+    ensure_namespace(&member, NS).await;
+    let objects = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "DaemonSet",
+    ];
+    create_all(&hub, &hub_docs, &objects).await;
+    create_all(&member, &provider_docs, &objects).await;
+
+    // The real authorizer agrees with the lists above.
+    let mut wrong = access(&hub, HUB_SA, HUB_NEEDS, true).await;
+    wrong.extend(access(&hub, HUB_SA, HUB_DENIED, false).await);
+    wrong.extend(access(&member, MEMBER_SA, MEMBER_NEEDS, true).await);
+    wrong.extend(access(&member, MEMBER_SA, MEMBER_DENIED, false).await);
+    assert!(
+        wrong.is_empty(),
+        "RBAC differs from what the operator needs:\n{}",
+        wrong.join("\n")
+    );
+
+    // scripts/mint-provider.sh mints the member access; its output goes to the hub.
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        panic!("kubectl is needed by scripts/mint-provider.sh");
+    }
+    let member_cluster = fed.cluster("provider-a").expect("member cluster");
+    let out = Command::new(common::repo_root().join("scripts/mint-provider.sh"))
+        .args(["--name", "provider-a", "--region", "eu-west"])
+        .args(["--wallet", "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA"])
+        .args(["--price", "NVIDIA-GeForce-RTX-4090=0.30", "--duration", "1h"])
+        .arg(format!("--kubeconfig={}", member_cluster.kubeconfig().display()))
+        .output()
+        .expect("mint-provider.sh runs");
+    assert!(
+        out.status.success(),
+        "mint-provider.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minted = parse_docs(&String::from_utf8(out.stdout).expect("UTF-8"));
+    assert_eq!(
+        minted.iter().map(kind).collect::<Vec<_>>(),
+        ["Secret", "GpuProvider"]
+    );
+    // The minted kubeconfig authenticates as the ServiceAccount: Nodes yes, Secrets no.
+    let kubeconfig = minted[0]["stringData"]["kubeconfig"]
+        .as_str()
+        .expect("kubeconfig");
+    let kc = Kubeconfig::from_yaml(kubeconfig).expect("minted kubeconfig parses");
+    let as_sa = Client::try_from(
+        Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("config"),
+    )
+    .expect("client");
+    Api::<Node>::all(as_sa.clone())
+        .list(&Default::default())
+        .await
+        .expect("the minted token lists Nodes");
+    let denied = Api::<Secret>::namespaced(as_sa, "kube-system")
+        .list(&Default::default())
+        .await;
+    assert!(
+        matches!(denied, Err(kube::Error::Api(ref e)) if e.code == 403),
+        "the minted token must not read Secrets: {denied:?}"
+    );
+    create_all(&hub, &minted, &["Secret", "GpuProvider"]).await;
+
+    // The operator as the chart's ServiceAccount: provider Ready, a job runs and finishes,
+    // and deleting it runs the finalizer (member namespace removed).
+    let op_hub = impersonating(fed.hub().kubeconfig(), HUB_SA).await;
+    let operator = Operator::start(op_hub, "chart-rbac");
+    opsupport::providers_ready(&hub, 1).await;
+    let ns = common::namespace(&hub, "charts").await;
+    submit(&hub, &ns, &job("rbac-1", 1, 1, serde_json::json!({}), "1.00", 2)).await;
+    let done = job_until(&hub, &ns, "rbac-1", "Succeeded", 2 * MINUTE, |j| {
+        phase(j) == "Succeeded"
+    })
+    .await;
+    let tenant = gpufed_operator::job::names::tenant_namespace(&ns, "rbac-1");
+    let tenant_exists = || async {
+        Api::<Namespace>::all(member.clone())
+            .get_opt(&tenant)
+            .await
+            .expect("tenant namespace")
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_none())
+    };
+    assert_eq!(phase(&done), "Succeeded");
+    eprintln!(
+        "tenant namespace {tenant} present before deletion: {}",
+        tenant_exists().await
+    );
+    Api::<gpufed_api::ComputeJob>::namespaced(hub.clone(), &ns)
+        .delete("rbac-1", &DeleteParams::default())
+        .await
+        .expect("delete job");
+    gpufed_e2e::wait::until("job deleted (finalizer ran)", MINUTE, || async {
+        let gone = Api::<gpufed_api::ComputeJob>::namespaced(hub.clone(), &ns)
+            .get_opt("rbac-1")
+            .await?
+            .is_none();
+        Ok(gone.then_some(()))
+    })
+    .await
+    .expect("the operator, with the chart's RBAC, removes its finalizer");
+    assert!(!tenant_exists().await, "member tenant namespace {tenant} removed");
+    operator.stop().await;
+}
