@@ -107,3 +107,10 @@ chart-lint: helm chart-crds-check
 	    $(HELM) lint --strict $$c -f $$v; $(HELM) template t $$c -f $$v >/dev/null; done; \
 	done
 	@echo "charts: lint --strict and template OK"
+
+## lua5.4 (Debian) runs the Argo CD health checks in e2e/tests/charts.rs; without it that
+## test checks only the kstatus half.
+.PHONY: lua
+lua:
+	@command -v lua5.4 >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q lua5.4 >/dev/null || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q lua5.4 >/dev/null; }; }

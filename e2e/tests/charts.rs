@@ -466,3 +466,149 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     assert!(!tenant_exists().await, "member tenant namespace {tenant} removed");
     operator.stop().await;
 }
+
+/// A JSON value as a Lua table constructor (null fields are left out, as Argo CD does).
+fn lua_literal(v: &Value) -> String {
+    fn string(s: &str) -> String {
+        let mut out = String::from("\"");
+        for b in s.bytes() {
+            match b {
+                b'"' | b'\\' => {
+                    out.push('\\');
+                    out.push(b as char);
+                }
+                0x20..=0x7e => out.push(b as char),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('"');
+        out
+    }
+    match v {
+        Value::Null => "nil".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => string(s),
+        Value::Array(items) => format!(
+            "{{{}}}",
+            items.iter().map(lua_literal).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("[{}] = {}", string(k), lua_literal(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Runs an Argo CD health.lua on `obj` with lua5.4; returns (status, message).
+fn run_lua(lua: &Path, script: &str, obj: &Value) -> (String, String) {
+    use std::io::Write;
+    let program = format!(
+        "local obj = {}\nlocal hs = (function()\n{script}\nend)()\nio.write(hs.status, \"\\n\", hs.message or \"\")\n",
+        lua_literal(obj)
+    );
+    let mut child = Command::new(lua)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lua runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(program.as_bytes())
+        .expect("write program");
+    let out = child.wait_with_output().expect("lua output");
+    assert!(
+        out.status.success(),
+        "lua: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let (status, message) = text.split_once('\n').unwrap_or((&text, ""));
+    (status.to_owned(), message.to_owned())
+}
+
+/// The Argo CD health checks shipped in charts/gpufed/files/argocd-health give the results
+/// their health_test.yaml expects (run with lua5.4 when installed: `make lua`), and
+/// kstatus' reading (`gpufed_api::conditions::health`, what Flux sees) agrees on every case
+/// it can express (not deletion, which kstatus reads from metadata, nor Suspended).
+#[test]
+fn argocd_health_lua_matches_its_tests_and_agrees_with_kstatus() {
+    use gpufed_api::conditions::{Health, health};
+    let lua = ["lua5.4", "lua"].into_iter().map(PathBuf::from).find(|p| {
+        Command::new(p)
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if lua.is_none() {
+        eprintln!("SKIPPED the Lua half: no lua5.4 (`make lua` installs it); kstatus half runs");
+    }
+    let root = common::repo_root().join("charts/gpufed/files/argocd-health/gpufed.io");
+    let (mut lua_checked, mut kstatus_checked) = (0, 0);
+    for kind in ["ComputeJob", "GpuProvider", "Stake"] {
+        let dir = root.join(kind);
+        let script = std::fs::read_to_string(dir.join("health.lua")).expect("health.lua");
+        let tests: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(dir.join("health_test.yaml")).expect("health_test.yaml"),
+        )
+        .expect("health_test.yaml parses");
+        let cases = tests["tests"].as_array().expect("tests");
+        let statuses: std::collections::BTreeSet<&str> = cases
+            .iter()
+            .filter_map(|c| c["healthStatus"]["status"].as_str())
+            .collect();
+        for want in ["Healthy", "Degraded", "Progressing"] {
+            assert!(statuses.contains(want), "{kind}: no {want} test case");
+        }
+        for case in cases {
+            let input = case["inputPath"].as_str().expect("inputPath");
+            let obj: Value =
+                serde_yaml::from_str(&std::fs::read_to_string(dir.join(input)).expect("testdata"))
+                    .expect("testdata parses");
+            let want_status = case["healthStatus"]["status"].as_str().expect("status");
+            let want_message = case["healthStatus"]["message"].as_str().unwrap_or_default();
+            if let Some(lua) = &lua {
+                let (status, message) = run_lua(lua, &script, &obj);
+                assert_eq!(
+                    (status.as_str(), message.as_str()),
+                    (want_status, want_message),
+                    "{kind} {input}"
+                );
+                lua_checked += 1;
+            }
+            let kstatus_want = match want_status {
+                "Healthy" => Health::Current,
+                "Degraded" => Health::Failed,
+                "Progressing" => Health::InProgress,
+                _ => continue,
+            };
+            if !obj["metadata"]["deletionTimestamp"].is_null() {
+                continue;
+            }
+            let conditions: Vec<gpufed_api::Condition> =
+                serde_json::from_value(obj["status"]["conditions"].clone()).unwrap_or_default();
+            let got = health(
+                obj["metadata"]["generation"].as_i64(),
+                obj["status"]["observedGeneration"].as_i64(),
+                &conditions,
+            );
+            assert_eq!(got, kstatus_want, "kstatus vs Argo CD on {kind} {input}");
+            kstatus_checked += 1;
+        }
+    }
+    assert!(
+        kstatus_checked >= 15,
+        "only {kstatus_checked} cases compared with kstatus"
+    );
+    if lua.is_some() {
+        assert!(lua_checked >= 20, "only {lua_checked} Lua cases ran");
+    }
+}
