@@ -18,7 +18,7 @@ help:
 	@echo "make e2e-up / e2e-down   start / stop the local federation"
 
 ## Install what the machine lacks and build the real control plane (cached).
-deps: k8s
+deps: k8s helm lua
 
 k8s:
 	scripts/build-k8s.sh
@@ -36,7 +36,7 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
-lint: fmt-check crds-check
+lint: fmt-check crds-check chart-lint
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## The whole suite: unit, property, manifest and e2e tests against real API servers.
