@@ -31,29 +31,47 @@ fn report(name: &str, mut v: Vec<Duration>) {
     );
 }
 
-async fn allocate_latency(n: usize) {
+/// The plugin (and fake kubelet) run on `server` (2 worker threads, as in the binary); the
+/// client, like kubelet, runs elsewhere: a current-thread runtime on the bench thread.
+fn allocate_latency(server: &tokio::runtime::Runtime, n: usize) {
+    use gpufed_device_plugin::proto::{AllocateRequest, ContainerAllocateRequest};
     let dir = tempfile::tempdir().unwrap();
-    let mut r = start(dir.path(), Duration::from_secs(300)).await;
+    let r = server.block_on(start(dir.path(), Duration::from_secs(300)));
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = r.kubelet.registrations()[0].clone();
+    let mut client = client_rt.block_on(r.kubelet.plugin_client(&reg)).unwrap();
+    let req = |i: usize| AllocateRequest {
+        container_requests: vec![ContainerAllocateRequest {
+            devices_ids: vec![gpu(i % 8)],
+        }],
+    };
     let mut lat = Vec::new();
     for i in 0..n + 200 {
-        let ids = vec![gpu(i % 8)];
         let t = Instant::now();
-        r.client
-            .client
-            .allocate(gpufed_device_plugin::proto::AllocateRequest {
-                container_requests: vec![gpufed_device_plugin::proto::ContainerAllocateRequest {
-                    devices_ids: ids.clone(),
-                }],
-            })
-            .await
-            .unwrap();
+        client_rt.block_on(client.client.allocate(req(i))).unwrap();
         if i >= 200 {
             lat.push(t.elapsed()); // first 200 are warm-up
         }
-        r.state.release(&ids);
+        r.state.release(&[gpu(i % 8)]);
     }
     report("Allocate (1 GPU, gRPC over UDS, client-side)", lat);
-    shutdown(r).await;
+    // The plugin's own share: the same decision without gRPC.
+    let mut own = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        r.state.allocate(&req(i)).unwrap();
+        own.push(t.elapsed());
+        r.state.release(&[gpu(i % 8)]);
+    }
+    report("Allocate decision alone (PluginState::allocate, no gRPC)", own);
+    // The client's connection lives on client_rt: drop both so the plugin's graceful
+    // shutdown sees the connection close.
+    drop(client);
+    drop(client_rt);
+    server.block_on(shutdown(r));
 }
 
 async fn health_latency(rounds: usize) {
@@ -163,7 +181,7 @@ fn main() {
     } else {
         (50, 2, 1, 100)
     };
-    rt.block_on(allocate_latency(allocs));
+    allocate_latency(&rt, allocs);
     rt.block_on(health_latency(rounds));
     rt.block_on(file_fault_latency(file_rounds));
     simulate_poll_cost(polls);

@@ -21,6 +21,9 @@ use crate::proto::{DevicePluginOptions, RegisterRequest};
 use crate::service::{DevicePluginService, PluginState, Reclaimer};
 use crate::{API_VERSION, KUBELET_SOCKET, uds};
 
+/// How long a stopping server waits for peers to close their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Where and as what to register.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubeletConfig {
@@ -160,7 +163,7 @@ pub async fn run(
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let svc = DevicePluginService::new(state.clone(), stop_rx.clone(), reclaimer.clone());
-        let server = tokio::spawn(
+        let mut server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(DevicePluginServer::new(svc))
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_true(stop_rx)),
@@ -199,7 +202,16 @@ pub async fn run(
             }
         }
         let _ = stop_tx.send(true);
-        let served = server.await;
+        // Graceful: open streams end and connections get GOAWAY. A peer that never closes
+        // its connection must not block shutdown or re-registration: abort after a grace.
+        let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: closing them");
+                server.abort();
+                Ok(Ok(()))
+            }
+        };
         if stop {
             break match served {
                 Ok(r) => r.map_err(KubeletError::from),

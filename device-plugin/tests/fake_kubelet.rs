@@ -205,3 +205,14 @@ async fn kubelet_style_allocation_uses_the_plugins_preferred_set() {
     assert_eq!(full.code(), Code::ResourceExhausted);
     shutdown(r).await;
 }
+
+#[tokio::test]
+async fn a_peer_that_never_closes_its_connection_does_not_block_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), Duration::from_secs(300)).await;
+    let _silent = std::os::unix::net::UnixStream::connect(dir.path().join("gpufed-gpu.sock")).unwrap();
+    tokio::time::timeout(PATIENCE, shutdown(r))
+        .await
+        .expect("shutdown finished despite the open connection");
+    assert!(!dir.path().join("gpufed-gpu.sock").exists());
+}
