@@ -159,4 +159,58 @@ mod tests {
         let v = verify(&parsed, "abc", None).unwrap();
         assert!(!v.counts_as_verified(), "simulated node");
     }
+
+    #[tokio::test]
+    async fn publish_once_applies_labels_and_a_report_for_the_hubs_nonce() {
+        use std::sync::{Arc, Mutex};
+        type Seen = Arc<Mutex<Vec<(String, String, String, Vec<u8>)>>>;
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let log = log.clone();
+            async move {
+                let method = req.method().to_string();
+                let uri = req.uri().to_string();
+                let ctype = req
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                let body = req.into_body().collect_bytes().await.unwrap().to_vec();
+                log.lock().unwrap().push((method, uri, ctype, body));
+                let node = serde_json::json!({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": "n1", "annotations": {NONCE_ANNOTATION: "hub-nonce-1"}}});
+                let bytes = serde_json::to_vec(&node).unwrap();
+                Ok::<_, std::convert::Infallible>(http::Response::new(kube::client::Body::from(bytes)))
+            }
+        });
+        let api: Api<Node> = Api::all(kube::Client::new(svc, "default"));
+        let inv = Inventory::from_simulate_str(
+            "gpus:\n  - {uuid: GPU-a, name: NVIDIA L4, memoryMib: 23034, computeCapability: \"8.9\"}\n",
+        )
+        .unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        assert_eq!(publish_once(&api, "n1", &inv, &key).await.unwrap(), "hub-nonce-1");
+        let seen = seen.lock().unwrap();
+        let (method, uri, ctype, body) = seen.iter().find(|(m, ..)| m == "PATCH").unwrap();
+        assert_eq!(method, "PATCH");
+        assert!(uri.starts_with("/api/v1/nodes/n1?"), "{uri}");
+        assert!(
+            uri.contains("fieldManager=gpufed-device-plugin") && uri.contains("force=true"),
+            "{uri}"
+        );
+        assert_eq!(ctype, "application/apply-patch+yaml");
+        let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            body["metadata"]["labels"]["gpufed.io/gpu.compute-capability"],
+            "8.9"
+        );
+        let report: SignedReport = serde_json::from_str(
+            body["metadata"]["annotations"][REPORT_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(verify(&report, "hub-nonce-1", None).is_ok());
+    }
 }
