@@ -13,10 +13,11 @@ use gpufed_api::conditions::{self, types};
 use gpufed_api::formats::format_decimal;
 use gpufed_api::job_status::{JobPhase, Placement, WorkerPlacement};
 use gpufed_placement as pl;
+use kube::{Api, ResourceExt};
 use tokio::sync::{Mutex, watch};
 
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mapping;
 
 /// Runs rounds when triggered or every `interval`, while this replica leads.
@@ -62,16 +63,27 @@ pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) ->
     *reservations.lock().await = decisions.reservations.clone();
     let by_id = |id: &str| jobs.iter().find(|j| mapping::job_id(j) == id).cloned();
     let now = crate::time::now();
+    // Writes are independent (one job each): send them concurrently, 16 at a time.
     let mut placed = 0;
-    for p in &decisions.placements {
-        let Some(job) = by_id(&p.job) else { continue };
-        match write_placement(ctx, &job, p, now).await {
-            Ok(()) => {
-                placed += 1;
-                ctx.metrics.placements_total.inc();
-                tracing::info!(job = %p.job, provider = %p.provider, price = p.price, "placed");
+    let todo: Vec<_> = decisions
+        .placements
+        .iter()
+        .filter_map(|p| Some((by_id(&p.job)?, p)))
+        .collect();
+    for chunk in todo.chunks(16) {
+        let results =
+            futures::future::join_all(chunk.iter().map(|(job, p)| write_placement(ctx, job, p, now))).await;
+        for ((_, p), result) in chunk.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    placed += 1;
+                    ctx.metrics.placements_total.inc();
+                    tracing::info!(job = %p.job, provider = %p.provider, price = p.price, "placed");
+                }
+                Err(e) => {
+                    tracing::info!(job = %p.job, error = %e, "placement not written; next round retries")
+                }
             }
-            Err(e) => tracing::info!(job = %p.job, error = %e, "placement not written; next round retries"),
         }
     }
     for u in &decisions.unplaced {
@@ -101,7 +113,28 @@ pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) ->
     Ok(placed)
 }
 
+/// Writes a placement, fenced by the job's resourceVersion. The round's copy of a job is
+/// often one write behind (its own reconcile just wrote conditions): on a conflict, the
+/// job is read again and the placement written once more only if the fresh object is
+/// still queued with the same spec generation — so a job is never placed twice.
 async fn write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now: i64) -> Result<()> {
+    match try_write_placement(ctx, job, p, now).await {
+        Err(Error::Conflict(_)) => {
+            let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
+            let fresh = api
+                .get(&job.name_any())
+                .await
+                .map_err(|e| Error::hub("ComputeJob", e))?;
+            if !mapping::is_queued(&fresh) || fresh.metadata.generation != job.metadata.generation {
+                return Err(Error::Conflict("job changed since the round's snapshot".into()));
+            }
+            try_write_placement(ctx, &fresh, p, now).await
+        }
+        other => other,
+    }
+}
+
+async fn try_write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now: i64) -> Result<()> {
     let mut status = job.status.clone().unwrap_or_default();
     let attempt = status.attempts.last().map_or(1, |a| a.attempt + 1);
     let now_text = crate::time::format(now);

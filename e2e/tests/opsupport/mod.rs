@@ -60,6 +60,12 @@ impl Operator {
 /// Installs the CRDs and registers every member of `fed` as a provider, with the given
 /// price per GPU-hour for each member's GPU model, and a 10 s heartbeat grace period.
 pub async fn setup(fed: &Federation, hub: &Client, prices: &[(&str, &str)]) {
+    let members: Vec<&str> = fed.members().iter().map(|m| m.name()).collect();
+    setup_members(fed, hub, &members, prices).await;
+}
+
+/// Like [`setup`], registering only the named members.
+pub async fn setup_members(fed: &Federation, hub: &Client, members: &[&str], prices: &[(&str, &str)]) {
     gpufed_e2e::crds::install_crds(hub, &common::repo_root().join("crds"), Duration::from_secs(60))
         .await
         .expect("CRDs install");
@@ -75,7 +81,7 @@ pub async fn setup(fed: &Federation, hub: &Client, prices: &[(&str, &str)]) {
         .await;
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), "gpufed-system");
     let providers: Api<GpuProvider> = Api::all(hub.clone());
-    for member in fed.members() {
+    for member in fed.members().iter().filter(|m| members.contains(&m.name())) {
         let name = member.name().to_owned();
         let kubeconfig = std::fs::read(member.kubeconfig()).expect("member kubeconfig");
         let secret = Secret {

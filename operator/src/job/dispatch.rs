@@ -33,23 +33,28 @@ where
 pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), kube::Error> {
     let ns = objects.namespace.name_any();
     apply(Api::<Namespace>::all(client.clone()), &objects.namespace).await?;
-    apply(
-        Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
-        &objects.network_policy,
-    )
-    .await?;
-    apply(
-        Api::<ResourceQuota>::namespaced(client.clone(), &ns),
-        &objects.quota,
-    )
-    .await?;
-    apply(Api::<Service>::namespaced(client.clone(), &ns), &objects.service).await?;
+    futures::try_join!(
+        apply(
+            Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
+            &objects.network_policy
+        ),
+        apply(
+            Api::<ResourceQuota>::namespaced(client.clone(), &ns),
+            &objects.quota
+        ),
+        apply(Api::<Service>::namespaced(client.clone(), &ns), &objects.service),
+    )?;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    for pod in &objects.pods {
-        // Pod specs are immutable: an existing pod of the same attempt is left alone.
-        if pods.get_opt(&pod.name_any()).await?.is_none() {
-            apply(pods.clone(), pod).await?;
+    futures::future::try_join_all(objects.pods.iter().map(|pod| {
+        let pods = pods.clone();
+        async move {
+            // Pod specs are immutable: an existing pod of the same attempt is left alone.
+            if pods.get_opt(&pod.name_any()).await?.is_none() {
+                apply(pods, pod).await?;
+            }
+            Ok::<(), kube::Error>(())
         }
-    }
+    }))
+    .await?;
     Ok(())
 }

@@ -25,20 +25,24 @@ pub async fn attempt_pods(
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
-    let ready_nodes: BTreeSet<String> = nodes
+    // Only the nodes under this attempt's pods matter: get those, not the whole fleet.
+    let bound: BTreeSet<String> = pods
         .items
         .iter()
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|n| n.metadata.name.clone())
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .collect();
+    let nodes = Api::<Node>::all(client.clone());
+    let mut ready_nodes = BTreeSet::new();
+    for name in bound {
+        let ready = nodes
+            .get_opt(&name)
+            .await?
+            .and_then(|n| n.status?.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            ready_nodes.insert(name);
+        }
+    }
     let lost: BTreeSet<String> = pods
         .items
         .iter()
