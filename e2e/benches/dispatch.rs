@@ -26,12 +26,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Polls `clients` until `want` pods with `selector` are bound; returns when each was
 /// first seen bound, by the pod's `group` label value.
-async fn watch_bound(clients: &[Client], selector: &str, group: &str, want: usize) -> BTreeMap<String, Instant> {
+async fn watch_bound(
+    clients: &[Client],
+    selector: &str,
+    group: &str,
+    want: usize,
+) -> BTreeMap<String, Instant> {
     let mut seen = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while seen.len() < want && Instant::now() < deadline {
         for c in clients {
-            let pods = Api::<Pod>::all(c.clone()).list(&ListParams::default().labels(selector)).await;
+            let pods = Api::<Pod>::all(c.clone())
+                .list(&ListParams::default().labels(selector))
+                .await;
             for p in pods.map(|l| l.items).unwrap_or_default() {
                 let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
                 let key = p.metadata.labels.as_ref().and_then(|l| l.get(group)).cloned();
@@ -45,9 +52,16 @@ async fn watch_bound(clients: &[Client], selector: &str, group: &str, want: usiz
     seen
 }
 
-fn report(name: &str, start: Instant, applied: &BTreeMap<String, Instant>, bound: &BTreeMap<String, Instant>) -> f64 {
-    let mut lat: Vec<f64> =
-        bound.iter().filter_map(|(k, t)| Some(t.duration_since(*applied.get(k)?).as_secs_f64())).collect();
+fn report(
+    name: &str,
+    start: Instant,
+    applied: &BTreeMap<String, Instant>,
+    bound: &BTreeMap<String, Instant>,
+) -> f64 {
+    let mut lat: Vec<f64> = bound
+        .iter()
+        .filter_map(|(k, t)| Some(t.duration_since(*applied.get(k)?).as_secs_f64()))
+        .collect();
     lat.sort_by(f64::total_cmp);
     let last = bound.values().max().copied().unwrap_or(start);
     let rate = bound.len() as f64 / last.duration_since(start).as_secs_f64();
@@ -61,7 +75,12 @@ fn report(name: &str, start: Instant, applied: &BTreeMap<String, Instant>, bound
 }
 
 async fn baseline(fed: &Federation) -> f64 {
-    let client = fed.cluster("direct").expect("direct cluster").client().await.expect("client");
+    let client = fed
+        .cluster("direct")
+        .expect("direct cluster")
+        .client()
+        .await
+        .expect("client");
     let ns = common::namespace(&client, "bench").await;
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let start = Instant::now();
@@ -74,7 +93,9 @@ async fn baseline(fed: &Federation) -> f64 {
                      "resources": {"limits": {"gpufed.io/gpu": "1"}, "requests": {"gpufed.io/gpu": "1"}}}]}
         }))
         .expect("pod");
-        api.create(&PostParams::default(), &pod).await.expect("create pod");
+        api.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
         applied.insert(i.to_string(), Instant::now());
     }
     let bound = watch_bound(&[client], "bench=direct", "idx", JOBS).await;
@@ -89,16 +110,33 @@ async fn through_gpufed(fed: &Federation) -> f64 {
     let ns = common::namespace(&hub, "bench").await;
     let mut members = Vec::new();
     for m in ["provider-a", "provider-b", "provider-c"] {
-        members.push(fed.cluster(m).expect("member").client().await.expect("member client"));
+        members.push(
+            fed.cluster(m)
+                .expect("member")
+                .client()
+                .await
+                .expect("member client"),
+        );
     }
     let start = Instant::now();
     let mut applied = BTreeMap::new();
     for i in 0..JOBS {
         let name = format!("j{i}");
-        opsupport::submit(&hub, &ns, &opsupport::job(&name, 1, 1, serde_json::json!({}), "5.00", 3600)).await;
+        opsupport::submit(
+            &hub,
+            &ns,
+            &opsupport::job(&name, 1, 1, serde_json::json!({}), "5.00", 3600),
+        )
+        .await;
         applied.insert(name, Instant::now());
     }
-    let bound = watch_bound(&members, "app.kubernetes.io/managed-by=gpufed", "gpufed.io/job-name", JOBS).await;
+    let bound = watch_bound(
+        &members,
+        "app.kubernetes.io/managed-by=gpufed",
+        "gpufed.io/job-name",
+        JOBS,
+    )
+    .await;
     let rate = report("gpufed: hub → 3 members", start, &applied, &bound);
     operator.stop().await;
     rate
@@ -116,7 +154,10 @@ async fn main() {
         .member("provider-c", pool("c"))
         .member("direct", vec![GpuPool::rtx4090("d", 72)]);
     let fed = Federation::start(spec).await.expect("federation");
-    println!("{JOBS} one-GPU workloads; federation ready in {:.1} s", fed.ready_after().as_secs_f64());
+    println!(
+        "{JOBS} one-GPU workloads; federation ready in {:.1} s",
+        fed.ready_after().as_secs_f64()
+    );
     let direct = baseline(&fed).await;
     let ours = through_gpufed(&fed).await;
     println!("ratio gpufed / direct: {:.2}×", ours / direct);
