@@ -76,6 +76,7 @@ const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "", "pods", "", "gpufed-t"),
     ("patch", "", "pods", "", "gpufed-t"),
     ("deletecollection", "", "pods", "", "gpufed-t"),
+    ("get", "", "nodes", "", ""),
     ("list", "", "nodes", "", ""),
 ];
 

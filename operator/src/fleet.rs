@@ -1,7 +1,7 @@
 //! What the provider controller last observed in each member cluster: GPU nodes and the
 //! pods that hold GPUs. The placement round and the job controller read it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::RwLock;
@@ -61,23 +61,35 @@ pub struct MemberView {
 
 /// The fleet as last observed, by provider name.
 #[derive(Clone, Default)]
-pub struct Fleet(Arc<RwLock<BTreeMap<String, MemberView>>>);
+pub struct Fleet {
+    views: Arc<RwLock<BTreeMap<String, MemberView>>>,
+    /// Providers whose last probe *by this process* failed. A job fails over only then:
+    /// a new leader must not trust an old heartbeat in status before probing itself.
+    unreachable: Arc<RwLock<BTreeSet<String>>>,
+}
 
 impl Fleet {
     /// Records a provider's latest observation.
     pub async fn update(&self, provider: &str, view: MemberView) {
-        self.0.write().await.insert(provider.to_owned(), view);
+        self.views.write().await.insert(provider.to_owned(), view);
+        self.unreachable.write().await.remove(provider);
     }
 
-    /// Forgets a provider (deleted, or unreachable: its GPUs are not offered).
-    pub async fn remove(&self, provider: &str) {
-        self.0.write().await.remove(provider);
+    /// Records a failed probe: the provider's GPUs are not offered until it answers again.
+    pub async fn mark_unreachable(&self, provider: &str) {
+        self.views.write().await.remove(provider);
+        self.unreachable.write().await.insert(provider.to_owned());
+    }
+
+    /// Whether this process's last probe of the provider failed.
+    pub async fn probe_failed(&self, provider: &str) -> bool {
+        self.unreachable.read().await.contains(provider)
     }
 
     /// Marks nodes of a provider not ready, from an observation fresher than the last
     /// probe (a job reconcile that saw them fail), so the next placement round avoids them.
     pub async fn mark_unready(&self, provider: &str, nodes: &[String]) {
-        if let Some(view) = self.0.write().await.get_mut(provider) {
+        if let Some(view) = self.views.write().await.get_mut(provider) {
             view.nodes
                 .iter_mut()
                 .filter(|n| nodes.contains(&n.name))
@@ -87,6 +99,29 @@ impl Fleet {
 
     /// A copy of everything.
     pub async fn snapshot(&self) -> BTreeMap<String, MemberView> {
-        self.0.read().await.clone()
+        self.views.read().await.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_failed_probe_of_this_process_counts() {
+        let fleet = Fleet::default();
+        assert!(
+            !fleet.probe_failed("a").await,
+            "no probe yet: nothing is known to be down"
+        );
+        fleet.mark_unreachable("a").await;
+        assert!(fleet.probe_failed("a").await);
+        assert!(
+            fleet.snapshot().await.is_empty(),
+            "an unreachable provider offers nothing"
+        );
+        fleet.update("a", MemberView::default()).await;
+        assert!(!fleet.probe_failed("a").await);
+        assert_eq!(fleet.snapshot().await.len(), 1);
     }
 }

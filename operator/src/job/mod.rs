@@ -100,7 +100,9 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
     let Some(provider) = provider else {
         return Member::ProviderLost { last_heartbeat: now };
     };
-    if heartbeat_lost(&provider, now) {
+    // Lost only when this process has itself failed to reach the provider: after a
+    // leader change the stored heartbeat is old, but the provider may be fine.
+    if heartbeat_lost(&provider, now) && ctx.fleet.probe_failed(&p.provider).await {
         let last = provider
             .status
             .as_ref()
@@ -122,7 +124,9 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
             Member::Pods(pods)
         }
         Err(e) => {
-            tracing::debug!(error = %e, "member did not answer");
+            // Within the grace period a silent member is waited for; say why, since a
+            // refusal (403 from missing RBAC) looks the same from here as an outage.
+            tracing::warn!(provider = %p.provider, error = %e, "cannot observe the attempt in its member");
             Member::Unanswered
         }
     }
@@ -232,6 +236,10 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
 #[tracing::instrument(skip_all, fields(job = %format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())))]
 pub async fn reconcile(job: Arc<ComputeJob>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    // A provider missing from a store that has not synced yet is not a lost provider.
+    if ctx.providers.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let started = Instant::now();

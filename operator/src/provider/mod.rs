@@ -37,7 +37,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         Ok(view) => ctx.fleet.update(&name, view.clone()).await,
         Err(e) => {
             tracing::warn!(error = %e, "provider unreachable");
-            ctx.fleet.remove(&name).await;
+            ctx.fleet.mark_unreachable(&name).await;
         }
     }
     let now = crate::time::now();
