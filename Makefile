@@ -40,11 +40,12 @@ lint: fmt-check crds-check chart-lint
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## The whole suite: unit, property, manifest and e2e tests against real API servers.
+## Benchmarks are not tests: `make bench` runs them (clippy still builds them).
 test: deps
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --lib --bins --tests
 
 test-unit:
-	$(CARGO) test --workspace --exclude gpufed-e2e --all-targets
+	$(CARGO) test --workspace --exclude gpufed-e2e --lib --bins --tests
 
 e2e-up: deps
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-e2e -- up

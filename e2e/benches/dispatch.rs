@@ -3,6 +3,8 @@
 //! against the same number of GPU pods created directly in one cluster and bound by its
 //! kube-scheduler, in the same run. GPU nodes are SIMULATED; API servers, schedulers and
 //! the operator are real. Run: `cargo bench -p gpufed-e2e --bench dispatch`.
+//! Under `cargo test` (no `--bench` argument) it runs as a smoke test: 6 workloads on
+//! small pools, failing unless every pod is bound both ways.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -16,8 +18,6 @@ use gpufed_e2e::{Federation, FederationSpec, GpuPool};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-
-const JOBS: usize = 60;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -57,6 +57,7 @@ fn report(
     start: Instant,
     applied: &BTreeMap<String, Instant>,
     bound: &BTreeMap<String, Instant>,
+    jobs: usize,
 ) -> f64 {
     let mut lat: Vec<f64> = bound
         .iter()
@@ -66,7 +67,7 @@ fn report(
     let last = bound.values().max().copied().unwrap_or(start);
     let rate = bound.len() as f64 / last.duration_since(start).as_secs_f64();
     println!(
-        "{name:<34} {:>3}/{JOBS} bound  {rate:>6.1} pods/s  apply→bound p50 {:.2} s  p99 {:.2} s",
+        "{name:<34} {:>3}/{jobs} bound  {rate:>6.1} pods/s  apply→bound p50 {:.2} s  p99 {:.2} s",
         bound.len(),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
@@ -74,7 +75,7 @@ fn report(
     rate
 }
 
-async fn baseline(fed: &Federation) -> f64 {
+async fn baseline(fed: &Federation, jobs: usize) -> (f64, usize) {
     let client = fed
         .cluster("direct")
         .expect("direct cluster")
@@ -85,7 +86,7 @@ async fn baseline(fed: &Federation) -> f64 {
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let start = Instant::now();
     let mut applied = BTreeMap::new();
-    for i in 0..JOBS {
+    for i in 0..jobs {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": format!("p{i}"), "labels": {"bench": "direct", "idx": i.to_string()},
                          "annotations": {"gpufed.io/sim-run-seconds": "3600"}},
@@ -98,11 +99,14 @@ async fn baseline(fed: &Federation) -> f64 {
             .expect("create pod");
         applied.insert(i.to_string(), Instant::now());
     }
-    let bound = watch_bound(&[client], "bench=direct", "idx", JOBS).await;
-    report("kube-scheduler, pods direct", start, &applied, &bound)
+    let bound = watch_bound(&[client], "bench=direct", "idx", jobs).await;
+    (
+        report("kube-scheduler, pods direct", start, &applied, &bound, jobs),
+        bound.len(),
+    )
 }
 
-async fn through_gpufed(fed: &Federation) -> f64 {
+async fn through_gpufed(fed: &Federation, jobs: usize) -> (f64, usize) {
     let hub = fed.hub().client().await.expect("hub");
     opsupport::setup_members(fed, &hub, &["provider-a", "provider-b", "provider-c"], &[]).await;
     let operator = opsupport::Operator::start(hub.clone(), "bench");
@@ -120,7 +124,7 @@ async fn through_gpufed(fed: &Federation) -> f64 {
     }
     let start = Instant::now();
     let mut applied = BTreeMap::new();
-    for i in 0..JOBS {
+    for i in 0..jobs {
         let name = format!("j{i}");
         opsupport::submit(
             &hub,
@@ -134,12 +138,12 @@ async fn through_gpufed(fed: &Federation) -> f64 {
         &members,
         "app.kubernetes.io/managed-by=gpufed",
         "gpufed.io/job-name",
-        JOBS,
+        jobs,
     )
     .await;
-    let rate = report("gpufed: hub → 3 members", start, &applied, &bound);
+    let rate = report("gpufed: hub → 3 members", start, &applied, &bound, jobs);
     operator.stop().await;
-    rate
+    (rate, bound.len())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -147,18 +151,26 @@ async fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         common::init_tracing();
     }
-    let pool = |p: &str| vec![GpuPool::rtx4090(p, 24)];
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not: then a smoke run.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (jobs, nodes) = if smoke { (6, 2) } else { (60, 24) };
+    let pool = |p: &str| vec![GpuPool::rtx4090(p, nodes)];
     let spec = FederationSpec::new("bench-dispatch")
         .member("provider-a", pool("a"))
         .member("provider-b", pool("b"))
         .member("provider-c", pool("c"))
-        .member("direct", vec![GpuPool::rtx4090("d", 72)]);
+        .member("direct", vec![GpuPool::rtx4090("d", 3 * nodes)]);
     let fed = Federation::start(spec).await.expect("federation");
     println!(
-        "{JOBS} one-GPU workloads; federation ready in {:.1} s",
+        "{jobs} one-GPU workloads; federation ready in {:.1} s",
         fed.ready_after().as_secs_f64()
     );
-    let direct = baseline(&fed).await;
-    let ours = through_gpufed(&fed).await;
+    let (direct, direct_bound) = baseline(&fed, jobs).await;
+    let (ours, ours_bound) = through_gpufed(&fed, jobs).await;
     println!("ratio gpufed / direct: {:.2}×", ours / direct);
+    assert_eq!(
+        (direct_bound, ours_bound),
+        (jobs, jobs),
+        "every workload must be bound both ways"
+    );
 }
