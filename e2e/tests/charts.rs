@@ -69,6 +69,7 @@ const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("patch", "networking.k8s.io", "networkpolicies", "", "gpufed-t"),
     ("create", "", "resourcequotas", "", "gpufed-t"),
     ("patch", "", "resourcequotas", "", "gpufed-t"),
+    ("delete", "", "resourcequotas", "", "gpufed-t"),
     ("create", "", "services", "", "gpufed-t"),
     ("patch", "", "services", "", "gpufed-t"),
     ("get", "", "pods", "", "gpufed-t"),

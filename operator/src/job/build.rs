@@ -99,10 +99,10 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
     let quota = ResourceQuota {
         metadata: meta("gpufed-gang", Some(&ns), &labels),
         spec: Some(ResourceQuotaSpec {
-            hard: Some(BTreeMap::from([
-                (format!("requests.{resource}"), Quantity(total.to_string())),
-                ("pods".to_owned(), Quantity(job.spec.workers.to_string())),
-            ])),
+            hard: Some(BTreeMap::from([(
+                format!("requests.{resource}"),
+                Quantity(total.to_string()),
+            )])),
             ..Default::default()
         }),
         ..Default::default()

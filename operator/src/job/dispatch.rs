@@ -45,7 +45,7 @@ pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), ku
         apply(Api::<Service>::namespaced(client.clone(), &ns), &objects.service),
     )?;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    futures::future::try_join_all(objects.pods.iter().map(|pod| {
+    let created = futures::future::try_join_all(objects.pods.iter().map(|pod| {
         let pods = pods.clone();
         async move {
             // Pod specs are immutable: an existing pod of the same attempt is left alone.
@@ -55,6 +55,21 @@ pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), ku
             Ok::<(), kube::Error>(())
         }
     }))
-    .await?;
+    .await;
+    if let Err(kube::Error::Api(s)) = &created
+        && s.code == 403
+        && s.message.contains("exceeded quota")
+    {
+        // A create interrupted after quota admission (a crashed operator) leaves the
+        // quota charged for a pod that never existed until the quota controller's next
+        // full resync (minutes). Our own pods are the only ones in this namespace, so
+        // recreate the quota: its usage is recomputed from the pods that really exist.
+        let quotas = Api::<ResourceQuota>::namespaced(client.clone(), &ns);
+        quotas
+            .delete(&objects.quota.name_any(), &Default::default())
+            .await?;
+        tracing::warn!(namespace = %ns, "tenant quota was charged for pods that do not exist: recreated");
+    }
+    created?;
     Ok(())
 }
