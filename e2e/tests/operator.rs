@@ -25,6 +25,23 @@ async fn member_pods(client: &Client, job_uid: &str) -> Vec<Pod> {
         .unwrap_or_default()
 }
 
+/// Starts `spec` and registers its members as providers with `prices`; `None` (the skip
+/// printed) against an external cluster, which has neither simulated nodes nor members
+/// to cut off.
+async fn federation_with_providers(
+    spec: FederationSpec,
+    prices: &[(&str, &str)],
+) -> Option<(TestEnv, Client)> {
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes and simulated GPU nodes");
+        return None;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    opsupport::setup(fed, &hub, prices).await;
+    Some((env, hub))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_land_where_they_fit_run_to_completion_and_are_cleaned_up() {
     common::init_tracing();
@@ -33,22 +50,18 @@ async fn jobs_land_where_they_fit_run_to_completion_and_are_cleaned_up() {
         .member("provider-a", vec![GpuPool::h100_nvlink("a-h100", 1)])
         .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 2)])
         .member("provider-c", vec![GpuPool::rtx4090("c-rtx", 2)]);
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' simulated GPU nodes");
-        return;
-    };
-    let hub = env.hub_client().await.expect("hub");
-    opsupport::setup(
-        fed,
-        &hub,
+    let Some((env, hub)) = federation_with_providers(
+        spec,
         &[
             ("provider-a", "2.10"),
             ("provider-b", "1.10"),
             ("provider-c", "0.35"),
         ],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let operator = Operator::start(hub.clone(), "op-1");
     opsupport::providers_ready(&hub, 3).await;
     let ns = common::namespace(&hub, "fit").await;
@@ -187,14 +200,12 @@ async fn a_job_fails_over_when_its_provider_is_cut_off_and_is_billed_once() {
     let spec = FederationSpec::new("op-failover")
         .member("provider-a", vec![GpuPool::rtx4090("a-rtx", 2)])
         .member("provider-b", vec![GpuPool::rtx4090("b-rtx", 2)]);
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' own control planes to cut one off");
+    // provider-a is cheaper, so the first attempt goes there.
+    let Some((env, hub)) =
+        federation_with_providers(spec, &[("provider-a", "0.30"), ("provider-b", "0.40")]).await
+    else {
         return;
     };
-    let hub = env.hub_client().await.expect("hub");
-    // provider-a is cheaper, so the first attempt goes there.
-    opsupport::setup(fed, &hub, &[("provider-a", "0.30"), ("provider-b", "0.40")]).await;
     let operator = Operator::start(hub.clone(), "op-1");
     opsupport::providers_ready(&hub, 2).await;
     let ns = common::namespace(&hub, "failover").await;
@@ -215,6 +226,7 @@ async fn a_job_fails_over_when_its_provider_is_cut_off_and_is_billed_once() {
     let uid = running.metadata.uid.clone().expect("uid");
 
     // Cut provider-a off: freeze its API server.
+    let fed = env.federation().expect("the harness' own federation");
     let apiserver = fed
         .cluster("provider-a")
         .expect("provider-a")
@@ -295,13 +307,9 @@ async fn a_standby_takes_over_from_a_killed_leader_without_duplicating_work() {
     common::init_tracing();
     let _serial = common::SERIAL.lock().await;
     let spec = FederationSpec::new("op-ha").member("provider-a", vec![GpuPool::rtx4090("a-rtx", 4)]);
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' simulated GPU nodes");
+    let Some((env, hub)) = federation_with_providers(spec, &[("provider-a", "0.30")]).await else {
         return;
     };
-    let hub = env.hub_client().await.expect("hub");
-    opsupport::setup(fed, &hub, &[("provider-a", "0.30")]).await;
     let leader = Operator::start(hub.clone(), "op-a");
     opsupport::providers_ready(&hub, 1).await;
     let standby = Operator::start(hub.clone(), "op-b");
@@ -353,13 +361,9 @@ async fn a_worker_whose_node_fails_is_restarted_elsewhere_and_a_failed_job_says_
     common::init_tracing();
     let _serial = common::SERIAL.lock().await;
     let spec = FederationSpec::new("op-node").member("provider-a", vec![GpuPool::rtx4090("a-rtx", 2)]);
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' simulated GPU nodes");
+    let Some((env, hub)) = federation_with_providers(spec, &[("provider-a", "0.30")]).await else {
         return;
     };
-    let hub = env.hub_client().await.expect("hub");
-    opsupport::setup(fed, &hub, &[("provider-a", "0.30")]).await;
     let operator = Operator::start(hub.clone(), "op-1");
     opsupport::providers_ready(&hub, 1).await;
     let ns = common::namespace(&hub, "node").await;
@@ -371,6 +375,7 @@ async fn a_worker_whose_node_fails_is_restarted_elsewhere_and_a_failed_job_says_
         .and_then(|s| s.placement.as_ref())
         .map(|p| p.workers[0].node.clone())
         .expect("node");
+    let fed = env.federation().expect("the harness' own federation");
     let sim = fed.simulator("provider-a").expect("simulator");
     sim.set_node_ready(&node, false).await.expect("node NotReady");
     let moved = job_until(&hub, &ns, "train", "attempt 2 on the other node", MINUTE, |j| {

@@ -19,7 +19,7 @@ use gpufed_api::{ComputeJob, GpuProvider};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
@@ -50,16 +50,13 @@ pub async fn write_status(ctx: &Context, job: &ComputeJob, status: &ComputeJobSt
     Ok(())
 }
 
-async fn member(
-    ctx: &Context,
-    providers: &Store<GpuProvider>,
-    name: &str,
-) -> Result<(Arc<GpuProvider>, Client)> {
-    let provider = providers
-        .state()
-        .into_iter()
-        .find(|p| p.name_any() == name)
-        .ok_or_else(|| Error::member(name, "GpuProvider not found"))?;
+/// The provider named `name`, by key from the store (no scan of the whole fleet).
+fn provider(ctx: &Context, name: &str) -> Option<Arc<GpuProvider>> {
+    ctx.providers.get(&ObjectRef::new(name))
+}
+
+async fn connect(ctx: &Context, name: &str) -> Result<(Arc<GpuProvider>, Client)> {
+    let provider = provider(ctx, name).ok_or_else(|| Error::member(name, "GpuProvider not found"))?;
     let client = ctx.members.client(&provider).await?;
     Ok((provider, client))
 }
@@ -77,7 +74,7 @@ async fn fence_old_attempts(ctx: &Context, job: &ComputeJob) -> Vec<u32> {
         .flat_map(|s| s.attempts.iter())
         .filter(|a| !a.removed);
     for a in pending {
-        let Ok((_, client)) = member(ctx, &ctx.providers, &a.provider).await else {
+        let Ok((_, client)) = connect(ctx, &a.provider).await else {
             continue;
         };
         match observe::remove_attempt(&client, &ns, &uid, a.attempt).await {
@@ -92,12 +89,7 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
     let Some(p) = job.status.as_ref().and_then(|s| s.placement.as_ref()) else {
         return Member::NoAttempt;
     };
-    let provider = ctx
-        .providers
-        .state()
-        .into_iter()
-        .find(|x| x.name_any() == p.provider);
-    let Some(provider) = provider else {
+    let Some(provider) = provider(ctx, &p.provider) else {
         return Member::ProviderLost { last_heartbeat: now };
     };
     // Lost only when this process has itself failed to reach the provider: after a
@@ -148,7 +140,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     if plan.dispatch
         && let Some(p) = plan.status.placement.clone()
     {
-        let (provider, client) = member_for(ctx, &p.provider).await?;
+        let (provider, client) = connect(ctx, &p.provider).await?;
         match build::build(&job, &p, &provider.spec.resource_name) {
             Ok(objects) => dispatch::dispatch(&client, &objects)
                 .await
@@ -183,10 +175,6 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     })
 }
 
-async fn member_for(ctx: &Context, provider: &str) -> Result<(Arc<GpuProvider>, Client)> {
-    member(ctx, &ctx.providers, provider).await
-}
-
 /// Deletion: remove the tenant namespace in every member the job touched. A member that
 /// does not answer leaves the finalizer in place and the job `Stalled` (never hangs
 /// silently); the cleanup is retried with backoff.
@@ -199,7 +187,7 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     providers.dedup();
     let mut failures = Vec::new();
     for name in &providers {
-        let result = match member_for(ctx, name).await {
+        let result = match connect(ctx, name).await {
             Ok((_, client)) => observe::remove_namespace(&client, &ns)
                 .await
                 .map_err(|e| e.to_string()),
