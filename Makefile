@@ -6,7 +6,7 @@ GPUFED_CACHE ?= $(HOME)/.cache/gpufed
 export GPUFED_CACHE
 CARGO ?= cargo
 
-.PHONY: help deps k8s crds crds-check fmt fmt-check lint test test-unit e2e-up e2e-down e2e-status demo bench bench-placement sim ci
+.PHONY: help deps k8s crds crds-check fmt fmt-check lint test test-unit e2e-up e2e-down e2e-status demo bench bench-placement sim ci kubectl-plugin
 
 help:
 	@echo "make demo        bring up a hub + 3 provider control planes and show gpufed on them"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench       run the benchmarks recorded in BENCHMARKS.md"
 	@echo "make sim         placement simulator: policies side by side on a synthetic trace"
 	@echo "make e2e-up / e2e-down   start / stop the local federation"
+	@echo "make kubectl-plugin  install kubectl-gpufed into ~/.cargo/bin (kubectl gpufed ...)"
 
 ## Install what the machine lacks and build the real control plane (cached).
 deps: k8s helm lua
@@ -69,6 +70,10 @@ bench-placement:
 ## The placement simulator: ours vs first-fit vs spread on one seeded trace (CSV + SVG).
 sim:
 	$(CARGO) run --release -p gpufed-placement --bin gpufed-sim -- --seed 7 --out sim-out
+
+## The kubectl plugin (docs/kubectl.md): `kubectl gpufed ...` once ~/.cargo/bin is on PATH.
+kubectl-plugin:
+	$(CARGO) install --locked --path kubectl-gpufed
 
 ## What CI runs (.ci/run).
 ci: lint test

@@ -26,7 +26,12 @@ pub fn k8s_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GPUFED_K8S_BIN").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let cache = std::env::var_os("GPUFED_CACHE")
+    cache_root().join(format!("k8s-{K8S_VERSION}/bin"))
+}
+
+/// `${GPUFED_CACHE:-$HOME/.cache/gpufed}`: where the scripts cache what they build.
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("GPUFED_CACHE")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -34,8 +39,7 @@ pub fn k8s_bin_dir() -> PathBuf {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/root"));
             home.join(".cache/gpufed")
-        });
-    cache.join(format!("k8s-{K8S_VERSION}/bin"))
+        })
 }
 
 fn find(dir: &Path, name: &str) -> Result<PathBuf> {

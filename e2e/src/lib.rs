@@ -24,6 +24,7 @@ pub mod nodesim;
 pub mod pki;
 pub mod pools;
 pub mod process;
+pub mod validator;
 pub mod wait;
 
 mod cluster;
@@ -35,6 +36,7 @@ pub use error::Error;
 pub use federation::{Federation, FederationSpec, MemberSpec, RunState};
 pub use nodesim::{NodeSimulator, SimConfig};
 pub use pools::GpuPool;
+pub use validator::Validator;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -90,6 +90,13 @@ impl AttemptMeter {
         Ok(self)
     }
 
+    /// Continues from a known position (see [`crate::position`]).
+    pub fn at(mut self, cumulative_gpu_seconds: u64, metered_until: u64) -> Self {
+        self.cumulative_gpu_seconds = cumulative_gpu_seconds;
+        self.metered_until = Some(metered_until);
+        self
+    }
+
     /// GPU-seconds metered so far.
     pub fn cumulative_gpu_seconds(&self) -> u64 {
         self.cumulative_gpu_seconds

@@ -26,6 +26,9 @@ pub struct JournalHeader {
     pub batches: BTreeMap<u64, Batch>,
     /// Pruning watermarks.
     pub watermarks: BTreeMap<Hash32, u64>,
+    /// Metering positions per attempt.
+    #[serde(default)]
+    pub positions: BTreeMap<Hash32, crate::position::Position>,
     /// Next append sequence number.
     pub next_seq: u64,
     /// Next batch id.
@@ -79,6 +82,7 @@ impl Journal {
         let header = JournalHeader {
             batches: self.data.batches.clone(),
             watermarks: self.data.watermarks.clone(),
+            positions: self.data.positions.clone(),
             next_seq: self.data.next_seq,
             next_batch: self.data.next_batch,
             chunk_count: chunks.len(),
@@ -108,6 +112,7 @@ impl Journal {
             records,
             batches: header.batches,
             watermarks: header.watermarks,
+            positions: header.positions,
             next_seq: header.next_seq,
             next_batch: header.next_batch,
         };

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::batch::{self, Batch, PlanConfig};
-use crate::hash::{Encoder, Hash32};
+use crate::hash::Hash32;
 use crate::machine::{self, Action, MachineConfig, MachineError, Observation, TxPhase};
 use crate::merkle::{MerkleProof, MerkleTree};
 use crate::record::{RecordError, RecordId, UsageRecord};
@@ -106,6 +106,9 @@ pub struct JournalData {
     pub batches: BTreeMap<u64, Batch>,
     /// Per (job uid, attempt, provider) key: end of the newest pruned settled record.
     pub watermarks: BTreeMap<Hash32, u64>,
+    /// Per (job uid, attempt, provider) key: how far metering got (survives pruning).
+    #[serde(default)]
+    pub positions: BTreeMap<Hash32, crate::position::Position>,
     /// Next append sequence number.
     pub next_seq: u64,
     /// Next batch id.
@@ -131,9 +134,7 @@ impl From<Journal> for JournalData {
 }
 
 fn attempt_key(r: &UsageRecord) -> Hash32 {
-    let mut e = Encoder::new("gpufed:attempt:v1");
-    e.str(&r.job.uid).u32(r.attempt).str(&r.provider);
-    e.digest()
+    crate::position::attempt_key(&r.job.uid, r.attempt, &r.provider)
 }
 
 impl Journal {
@@ -181,6 +182,7 @@ impl Journal {
         let seq = self.data.next_seq;
         self.data.next_seq += 1;
         self.order.insert(seq, record.id);
+        self.advance_position(attempt_key(&record), &record);
         self.data.records.insert(record.id, Entry { seq, record });
         Ok(AppendOutcome::Inserted)
     }

@@ -1,0 +1,347 @@
+//! The settlement driver: runs the pure journal's actions against a Solana RPC node.
+//!
+//! The one rule that makes settlement exactly-once: **persist the journal after every
+//! mutating call, before executing the actions that call returned.** A crash anywhere
+//! therefore leaves either nothing sent, or a persisted intent whose signature the next
+//! process resolves (`Journal::restarted`) before anything is re-signed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use gpufed_settlement::machine::{Intent, SigStatus};
+use gpufed_settlement::{
+    Action, AppendOutcome, Commitment, Journal, MachineConfig, Observation, PlanConfig, Shortfall,
+    UsageRecord,
+};
+use tracing::{debug, info, warn};
+
+use crate::accounts::SettlementAccounts;
+use crate::error::ChainError;
+use crate::pubkey::Keypair;
+use crate::rpc::Rpc;
+use crate::tx;
+
+/// Where the journal is kept durably (the hub API server in the operator; a file in tools).
+pub trait JournalStore: Send {
+    /// The stored journal, `None` when there is none yet.
+    fn load(&mut self) -> impl Future<Output = Result<Option<Journal>, ChainError>> + Send;
+    /// Stores the journal; returns only once it is durable.
+    fn save(&mut self, journal: &Journal) -> impl Future<Output = Result<(), ChainError>> + Send;
+}
+
+/// Points where tests inject a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultPoint {
+    /// Before fetching a blockhash and signing.
+    BeforeSign,
+    /// Signed, intent not yet persisted.
+    AfterSignBeforePersist,
+    /// Intent persisted, not yet sent.
+    AfterPersistBeforeSend,
+    /// Sent, acknowledgement not yet recorded.
+    AfterSend,
+    /// A signature status read, not yet recorded.
+    BeforeRecordStatus,
+}
+
+/// Settlement parameters.
+#[derive(Debug, Clone, Default)]
+pub struct SettlerConfig {
+    /// Batch planning.
+    pub plan: PlanConfig,
+    /// Transaction machine.
+    pub machine: MachineConfig,
+    /// Accounts.
+    pub accounts: SettlementAccounts,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Batches planned this round.
+    pub planned: Vec<u64>,
+    /// Batches that settled (final, succeeded) this round, with their signatures.
+    pub settled: Vec<(u64, String)>,
+    /// Batches whose transaction failed on chain this round (records re-batched).
+    pub failed: Vec<u64>,
+    /// RPC errors seen (each only delays its batch).
+    pub rpc_errors: usize,
+    /// Tenants whose escrow cannot cover their share, or that have no escrow.
+    pub shortfalls: Vec<Shortfall>,
+    /// Records not yet settled after the round.
+    pub backlog: usize,
+}
+
+type FaultHook = Box<dyn FnMut(FaultPoint) -> bool + Send>;
+
+/// Drives one journal.
+pub struct Settler<S: JournalStore> {
+    rpc: Rpc,
+    authority: Keypair,
+    store: S,
+    journal: Journal,
+    cfg: SettlerConfig,
+    restarted: bool,
+    fault: Option<FaultHook>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl<S: JournalStore> Settler<S> {
+    /// Loads the journal (or starts an empty one). The first round resolves every batch
+    /// that was in flight when the previous process stopped.
+    pub async fn open(
+        rpc: Rpc,
+        authority: Keypair,
+        mut store: S,
+        cfg: SettlerConfig,
+    ) -> Result<Self, ChainError> {
+        let journal = store.load().await?.unwrap_or_default();
+        Ok(Self {
+            rpc,
+            authority,
+            store,
+            journal,
+            cfg,
+            restarted: false,
+            fault: None,
+        })
+    }
+
+    /// Test hook: return `true` from `hook` to crash at that point.
+    pub fn inject_faults(&mut self, hook: impl FnMut(FaultPoint) -> bool + Send + 'static) {
+        self.fault = Some(Box::new(hook));
+    }
+
+    fn check(&mut self, p: FaultPoint) -> Result<(), ChainError> {
+        let crash = self.fault.as_mut().is_some_and(|h| h(p));
+        if crash {
+            Err(ChainError::InjectedCrash(p))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The journal (read-only).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The store (e.g. to hand it to the next process in a crash test).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Replaces the accounts (tenants and providers come and go).
+    pub fn set_accounts(&mut self, accounts: SettlementAccounts) {
+        self.cfg.accounts = accounts;
+    }
+
+    /// Appends metered records and persists; only after this returns may metering treat
+    /// them as recorded. Duplicates (same id, same content) are no-ops.
+    pub async fn append(&mut self, records: Vec<UsageRecord>) -> Result<usize, ChainError> {
+        let mut inserted = 0;
+        for r in records {
+            if self.journal.append(r)? == AppendOutcome::Inserted {
+                inserted += 1;
+            }
+        }
+        if inserted > 0 {
+            self.store.save(&self.journal).await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Escrow balances (finalized) of tenants with unsettled records; tenants without an
+    /// escrow account count as balance 0, so they are held and reported.
+    async fn escrow_balances(&self, report: &mut RoundReport) -> BTreeMap<String, u64> {
+        let tenants: BTreeSet<String> = self.journal.pending_iter().map(|r| r.tenant.clone()).collect();
+        let mut out = BTreeMap::new();
+        for t in tenants {
+            let bal = match self.cfg.accounts.escrows.get(&t) {
+                Some(acct) => match self.rpc.token_balance(acct, Commitment::Finalized).await {
+                    Ok(b) => b.unwrap_or(0),
+                    Err(e) => {
+                        // Unknown balance: don't settle this tenant now, but don't report it short.
+                        debug!(tenant = %t, error = %e, "escrow balance unavailable");
+                        report.rpc_errors += 1;
+                        continue;
+                    }
+                },
+                None => 0,
+            };
+            out.insert(t, bal);
+        }
+        out
+    }
+
+    /// One round: plan what is covered, then run every due action to quiescence.
+    pub async fn round(&mut self) -> Result<RoundReport, ChainError> {
+        let mut report = RoundReport::default();
+        let now = now_ms();
+        let balances = self.escrow_balances(&mut report).await;
+        let pending_tenants: BTreeSet<String> =
+            self.journal.pending_iter().map(|r| r.tenant.clone()).collect();
+        // Tenants whose balance could not be read are held silently this round.
+        let mut known = balances.clone();
+        for t in pending_tenants.difference(&balances.keys().cloned().collect()) {
+            known.insert(t.clone(), 0);
+        }
+        let (planned, shortfalls) = self.journal.plan_covered_batch(&self.cfg.plan, &known, now);
+        report.shortfalls = shortfalls
+            .into_iter()
+            .filter(|s| balances.contains_key(&s.tenant))
+            .collect();
+        if let Some(id) = planned {
+            info!(batch = id, "planned settlement batch");
+            report.planned.push(id);
+        }
+        let actions = if self.restarted {
+            self.journal.tick(now, &self.cfg.machine)
+        } else {
+            self.restarted = true;
+            self.journal.restarted(now, &self.cfg.machine)
+        };
+        self.store.save(&self.journal).await?;
+        let mut queue: VecDeque<(u64, Action)> = actions.into();
+        while let Some((batch, action)) = queue.pop_front() {
+            let next = self.execute(batch, action, &mut report).await?;
+            queue.extend(next.into_iter().map(|a| (batch, a)));
+        }
+        report.backlog = self.journal.backlog_records();
+        Ok(report)
+    }
+
+    async fn feed(&mut self, batch: u64, obs: Observation) -> Result<Vec<Action>, ChainError> {
+        let actions = self.journal.step(batch, now_ms(), obs, &self.cfg.machine)?;
+        self.store.save(&self.journal).await?;
+        Ok(actions)
+    }
+
+    async fn execute(
+        &mut self,
+        batch: u64,
+        action: Action,
+        report: &mut RoundReport,
+    ) -> Result<Vec<Action>, ChainError> {
+        match action {
+            Action::SignAndPersistIntent { query } => {
+                self.check(FaultPoint::BeforeSign)?;
+                let obs = match self.sign(batch).await {
+                    Ok(intent) => Observation::Signed { query, intent },
+                    Err(e) if e.is_transient() => self.rpc_error(query, &e, report),
+                    Err(e) => return Err(e),
+                };
+                let actions = self.journal.step(batch, now_ms(), obs, &self.cfg.machine)?;
+                self.check(FaultPoint::AfterSignBeforePersist)?;
+                self.store.save(&self.journal).await?;
+                Ok(actions)
+            }
+            Action::Broadcast {
+                query,
+                signature,
+                transaction,
+            } => {
+                self.check(FaultPoint::AfterPersistBeforeSend)?;
+                let obs = match self.rpc.send_transaction(&transaction).await {
+                    Ok(_) => {
+                        debug!(batch, %signature, "broadcast");
+                        Observation::Broadcasted { query }
+                    }
+                    Err(e) => self.rpc_error(query, &e, report),
+                };
+                self.check(FaultPoint::AfterSend)?;
+                self.feed(batch, obs).await
+            }
+            Action::QuerySignatureStatus { query, signature } => {
+                let obs = match self.rpc.signature_status(&signature).await {
+                    Ok(st) => Observation::SignatureStatus {
+                        query,
+                        status: st.map(|s| SigStatus {
+                            slot: s.slot,
+                            commitment: s.commitment,
+                            error: s.error,
+                        }),
+                    },
+                    Err(e) => self.rpc_error(query, &e, report),
+                };
+                self.check(FaultPoint::BeforeRecordStatus)?;
+                self.feed(batch, obs).await
+            }
+            Action::QueryBlockHeight { query } => {
+                let obs = match self.rpc.block_height(Commitment::Finalized).await {
+                    Ok(height) => Observation::BlockHeight { query, height },
+                    Err(e) => self.rpc_error(query, &e, report),
+                };
+                self.feed(batch, obs).await
+            }
+            Action::MarkSettled { signature, slot } => {
+                info!(batch, %signature, slot, "settlement batch final");
+                report.settled.push((batch, signature));
+                Ok(Vec::new())
+            }
+            Action::MarkFailed { signature, error } => {
+                warn!(batch, %signature, %error, "settlement transaction failed on chain; records re-batched");
+                report.failed.push(batch);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn rpc_error(
+        &self,
+        query: gpufed_settlement::QueryId,
+        e: &ChainError,
+        report: &mut RoundReport,
+    ) -> Observation {
+        report.rpc_errors += 1;
+        debug!(error = %e, "rpc error; batch backs off");
+        Observation::RpcError {
+            query,
+            message: e.to_string(),
+        }
+    }
+
+    async fn sign(&self, batch: u64) -> Result<Intent, ChainError> {
+        let b = self.journal.batch(batch).ok_or(ChainError::Journal(
+            gpufed_settlement::JournalError::UnknownBatch(batch),
+        ))?;
+        let ixs = self.cfg.accounts.batch_instructions(b, self.authority.pubkey())?;
+        let (blockhash, last_valid) = self.rpc.latest_blockhash(Commitment::Confirmed).await?;
+        let signed = tx::sign(&ixs, &[&self.authority], blockhash)?;
+        Ok(Intent {
+            signature: signed.signature.clone(),
+            blockhash: bs58::encode(blockhash).into_string(),
+            last_valid_block_height: last_valid,
+            transaction: signed.base64(),
+        })
+    }
+
+    /// Runs rounds until the backlog is empty and nothing is in flight, or `timeout`.
+    pub async fn drain(&mut self, timeout: Duration, pause: Duration) -> Result<RoundReport, ChainError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut total = RoundReport::default();
+        loop {
+            let r = self.round().await?;
+            total.planned.extend(r.planned);
+            total.settled.extend(r.settled);
+            total.failed.extend(r.failed);
+            total.rpc_errors += r.rpc_errors;
+            total.shortfalls = r.shortfalls;
+            total.backlog = r.backlog;
+            if r.backlog == 0 && self.journal.in_flight().count() == 0 {
+                return Ok(total);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(total);
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}

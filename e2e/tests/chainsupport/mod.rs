@@ -1,0 +1,178 @@
+//! A real local Solana test validator with a settlement token, tenants' escrows (delegated
+//! to the settlement authority) and providers' payout accounts, plus metered records.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gpufed_chain::{Keypair, Pubkey, Rpc, SettlementAccounts, SettlerConfig, setup};
+use gpufed_e2e::Validator;
+use gpufed_settlement::{AttemptMeter, Commitment, JobRef, MachineConfig, UsageRecord};
+
+/// Decimals of the test token (like USDC).
+pub const DECIMALS: u8 = 6;
+/// 2.5 tokens per GPU-hour, in base units.
+pub const PRICE: u64 = 2_500_000;
+
+pub struct Chain {
+    pub validator: Validator,
+    pub rpc: Rpc,
+    /// Settlement authority: fee payer, escrow delegate and (in tests) mint authority.
+    pub authority: Keypair,
+    pub accounts: SettlementAccounts,
+    _dir: tempfile::TempDir,
+}
+
+impl Chain {
+    /// Starts a validator and creates the token, one funded escrow per tenant and one
+    /// payout wallet (with its associated token account) per provider.
+    pub async fn start(tenants: &[&str], providers: &[&str], escrow_amount: u64) -> Chain {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let validator = Validator::start(dir.path()).await.expect("validator starts");
+        let rpc = Rpc::new(&validator.rpc_url(), Duration::from_secs(10)).expect("rpc");
+        let authority = Keypair::generate();
+        setup::airdrop(&rpc, &authority.pubkey(), 100_000_000_000)
+            .await
+            .expect("airdrop");
+        let mint = setup::create_mint(&rpc, &authority, &authority.pubkey(), DECIMALS)
+            .await
+            .expect("mint");
+        let mut escrows = BTreeMap::new();
+        for t in tenants {
+            let owner = Keypair::generate();
+            let escrow = setup::create_escrow(
+                &rpc,
+                &authority,
+                &mint,
+                &authority,
+                DECIMALS,
+                &owner,
+                &authority.pubkey(),
+                escrow_amount,
+                u64::MAX,
+            )
+            .await
+            .expect("escrow");
+            escrows.insert(t.to_string(), escrow);
+        }
+        let mut payout_wallets = BTreeMap::new();
+        for p in providers {
+            let wallet = Keypair::generate().pubkey();
+            // The associated token program checks the address we derived ourselves.
+            setup::ensure_associated_account(&rpc, &authority, &wallet, &mint)
+                .await
+                .expect("payout account");
+            payout_wallets.insert(p.to_string(), wallet);
+        }
+        let accounts = SettlementAccounts {
+            mint,
+            decimals: DECIMALS,
+            escrows,
+            payout_wallets,
+            compute_unit_price: 0,
+        };
+        Chain {
+            validator,
+            rpc,
+            authority,
+            accounts,
+            _dir: dir,
+        }
+    }
+
+    /// Settlement at finalized commitment, polling fast.
+    pub fn settler_config(&self) -> SettlerConfig {
+        SettlerConfig {
+            plan: Default::default(),
+            machine: MachineConfig {
+                poll_ms: 500,
+                query_timeout_ms: 10_000,
+                ..Default::default()
+            },
+            accounts: self.accounts.clone(),
+        }
+    }
+
+    /// A copy of the authority keypair (the settler owns its own).
+    pub fn authority(&self) -> Keypair {
+        Keypair::from_json(&self.authority.to_json()).expect("keypair")
+    }
+
+    pub async fn payout_balance(&self, provider: &str) -> u64 {
+        let acct = self.accounts.payout_account(provider).expect("provider");
+        self.rpc
+            .token_balance(&acct, Commitment::Finalized)
+            .await
+            .expect("balance")
+            .unwrap_or(0)
+    }
+
+    pub async fn escrow_balance(&self, tenant: &str) -> u64 {
+        let acct: Pubkey = self.accounts.escrows[tenant];
+        self.rpc
+            .token_balance(&acct, Commitment::Finalized)
+            .await
+            .expect("balance")
+            .unwrap_or(0)
+    }
+
+    /// Successful transactions that touched a provider's payout account.
+    pub async fn payout_transactions(&self, provider: &str) -> usize {
+        let acct = self.accounts.payout_account(provider).expect("provider");
+        let sigs = self
+            .rpc
+            .signatures_for_address(&acct, Commitment::Finalized)
+            .await
+            .expect("signatures");
+        sigs.iter().filter(|(_, ok)| *ok).count()
+    }
+}
+
+/// `jobs` jobs per (tenant, provider) pair, each metered in `slices` one-minute slices of
+/// 8 GPUs, starting at `t0`.
+pub fn records(
+    tag: &str,
+    tenants: &[&str],
+    providers: &[&str],
+    jobs: usize,
+    slices: u64,
+    t0: u64,
+) -> Vec<UsageRecord> {
+    let mut out = Vec::new();
+    for t in tenants {
+        for p in providers {
+            for j in 0..jobs {
+                let job = JobRef {
+                    namespace: t.to_string(),
+                    name: format!("{tag}-{p}-{j}"),
+                    uid: format!("{tag}-{t}-{p}-{j}"),
+                };
+                let mut meter = AttemptMeter::new(job, 1, p.to_string(), t.to_string(), PRICE);
+                for s in 0..slices {
+                    let start = t0 + s * 60;
+                    out.push(meter.record(start, start + 60, 8).expect("record"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sum of amounts by a key.
+pub fn sum_by(records: &[UsageRecord], key: impl Fn(&UsageRecord) -> &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for r in records {
+        *m.entry(key(r).to_string()).or_default() += r.amount;
+    }
+    m
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,gpufed_chain=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

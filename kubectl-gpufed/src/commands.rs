@@ -1,0 +1,197 @@
+//! I/O: each subcommand reads from the hub, renders with the pure modules, and writes to
+//! stdout (results) or stderr (progress, notes).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use gpufed_api::ComputeJob;
+use gpufed_api::formats::parse_duration;
+use gpufed_api::job_status::JobPhase;
+
+use crate::cli::{Cli, Command, Global, SubmitArgs};
+use crate::error::{Error, Result};
+use crate::output::{Format, document, list, now, thousands};
+use crate::session::Session;
+use crate::{bill, jobs, providers, submit, why};
+
+/// How often `submit --wait` reads the job.
+const POLL: Duration = Duration::from_secs(2);
+/// `submit --wait` gives up after this many consecutive failed reads.
+const MAX_READ_FAILURES: u32 = 30;
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+pub fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output(e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Submit(args) => submit_cmd(g, &args).await,
+        Command::Providers => {
+            let session = Session::connect(g).await?;
+            let items = session.providers().await?;
+            match g.output {
+                Format::Table if items.is_empty() => {
+                    eprintln!("No GpuProviders found.");
+                    Ok(())
+                }
+                Format::Table => emit(&providers::table(&items, now()).render()),
+                f => emit(&document(&list(&items)?, f)?),
+            }
+        }
+        Command::Jobs { all_namespaces } => {
+            let session = Session::connect(g).await?;
+            let items = session.list_jobs(all_namespaces).await?;
+            match g.output {
+                Format::Table if items.is_empty() => {
+                    let scope = if all_namespaces {
+                        "any namespace".to_owned()
+                    } else {
+                        format!("namespace {}", session.namespace)
+                    };
+                    eprintln!("No ComputeJobs found in {scope}.");
+                    Ok(())
+                }
+                Format::Table => emit(&jobs::table(&items, all_namespaces, now()).render()),
+                f => emit(&document(&list(&items)?, f)?),
+            }
+        }
+        Command::Why { job } => {
+            let session = Session::connect(g).await?;
+            let job = session.job(&job).await?;
+            // Providers matter only to a job that waits. A tenant may read its jobs but not
+            // the cluster-scoped providers: say so, and still show the job's conditions.
+            let report = match why::explain(&job, &[]) {
+                r if !r.waiting => r,
+                _ => match session.providers().await {
+                    Ok(providers) => why::explain(&job, &providers),
+                    Err(e @ (Error::Api { .. } | Error::CrdsMissing { .. })) => {
+                        why::explain_without_providers(&job, e.to_string())
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match g.output {
+                Format::Table => emit(&why::render(&report)),
+                f => emit(&document(&report, f)?),
+            }
+        }
+        Command::Bill { job } => {
+            let session = Session::connect(g).await?;
+            let report = bill::bill(&session.job(&job).await?);
+            match g.output {
+                Format::Table => emit(&bill::render(&report)),
+                f => emit(&document(&report, f)?),
+            }
+        }
+    }
+}
+
+async fn submit_cmd(g: &Global, args: &SubmitArgs) -> Result<()> {
+    let timeout = match &args.timeout {
+        Some(t) => Some(parse_duration(t).map_err(|e| Error::Flag {
+            flag: "--timeout".into(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
+    if args.dry_run {
+        // A manifest needs no server: without a usable kubeconfig, `-n` or `default`.
+        let namespace = match Session::connect(g).await {
+            Ok(s) => s.namespace,
+            Err(_) => g.namespace.clone().unwrap_or_else(|| "default".into()),
+        };
+        let job = submit::build(args, &namespace)?;
+        return emit(&document(&job, g.output)?);
+    }
+    let session = Session::connect(g).await?;
+    let job = submit::build(args, &session.namespace)?;
+    let applied = session.apply_job(&job).await?;
+    match g.output {
+        Format::Table => emit(&format!(
+            "computejob.gpufed.io/{} submitted in namespace {}\n",
+            args.name, session.namespace
+        ))?,
+        f => emit(&document(&applied, f)?)?,
+    }
+    if args.wait {
+        wait(&session, &args.name, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Shows progress on stderr until the job is terminal: redrawn in place on a terminal,
+/// one line per change otherwise. Succeeded is `Ok`, Failed an error.
+async fn wait(session: &Session, name: &str, timeout: Option<u64>) -> Result<()> {
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let mut failures = 0;
+    loop {
+        let elapsed = i64::try_from(start.elapsed().as_secs()).unwrap_or(i64::MAX);
+        let job: ComputeJob = match session.job(name).await {
+            Ok(job) => {
+                failures = 0;
+                job
+            }
+            // The hub being away is no reason to stop watching (the job keeps running).
+            Err(e @ Error::Unreachable { .. }) if failures < MAX_READ_FAILURES => {
+                failures += 1;
+                eprintln!("{}(retrying) {e}", if tty { "\r\x1b[2K" } else { "" });
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let line = jobs::progress_line(&job, elapsed);
+        let state = line.split_once("] ").map_or(line.as_str(), |(_, s)| s).to_owned();
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else if state != last {
+            eprintln!("{line}");
+        }
+        last = state;
+        let phase = job.status.as_ref().and_then(|s| s.phase);
+        if jobs::is_terminal(&job) {
+            if tty {
+                eprintln!();
+            }
+            let job_ref = jobs::job_ref(&job);
+            if phase == Some(JobPhase::Failed) {
+                return Err(Error::JobFailed {
+                    job: job_ref,
+                    message: jobs::outcome_message(&job),
+                });
+            }
+            let usage = job
+                .status
+                .as_ref()
+                .and_then(|s| s.usage.clone())
+                .unwrap_or_default();
+            return emit(&format!(
+                "computejob {job_ref} Succeeded: {} GPU-seconds, cost {}\n",
+                thousands(usage.gpu_seconds),
+                if usage.cost.is_empty() { "0" } else { &usage.cost }
+            ));
+        }
+        if let Some(limit) = timeout
+            && start.elapsed().as_secs() >= limit
+        {
+            if tty {
+                eprintln!();
+            }
+            return Err(Error::WaitTimeout {
+                job: jobs::job_ref(&job),
+                seconds: limit,
+                phase: jobs::phase(&job),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,188 @@
+//! Errors the plugin reports; each is one line a user can act on, and every one ends the
+//! process with a non-zero exit code.
+
+/// Result type of the plugin.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object does not exist.
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        /// Lower-case kind, e.g. `computejob`.
+        kind: &'static str,
+        /// Namespace searched.
+        namespace: String,
+        /// Name asked for.
+        name: String,
+    },
+    /// No answer from the API server (connection refused, DNS, TLS, timeout).
+    #[error("cannot reach the Kubernetes API server at {server}: {message}")]
+    Unreachable {
+        /// The server URL from the kubeconfig.
+        server: String,
+        /// The underlying cause.
+        message: String,
+    },
+    /// The API server does not serve the gpufed resources.
+    #[error(
+        "the API server at {server} does not serve {resource}: are the gpufed CRDs installed? (kubectl apply -f crds/)"
+    )]
+    CrdsMissing {
+        /// The server URL.
+        server: String,
+        /// e.g. `computejobs.gpufed.io`.
+        resource: &'static str,
+    },
+    /// The API server refused a request.
+    #[error("{what}: {message}")]
+    Api {
+        /// What was attempted, e.g. `applying computejob team/x`.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// A command-line flag has a value the API would refuse.
+    #[error("invalid {flag}: {message}")]
+    Flag {
+        /// The flag, e.g. `--min-memory`.
+        flag: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The kubeconfig cannot be read or has no usable context.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    /// Output could not be written or encoded.
+    #[error("output: {0}")]
+    Output(String),
+    /// `submit --wait`: the job ended unsuccessfully.
+    #[error("computejob {job} failed: {message}")]
+    JobFailed {
+        /// `namespace/name`.
+        job: String,
+        /// The Ready or Failed condition's message.
+        message: String,
+    },
+    /// `submit --wait --timeout`: the job was still running at the deadline.
+    #[error("gave up waiting for computejob {job} after {seconds}s (phase {phase})")]
+    WaitTimeout {
+        /// `namespace/name`.
+        job: String,
+        /// The timeout.
+        seconds: u64,
+        /// The last phase seen.
+        phase: String,
+    },
+}
+
+/// The innermost cause of an error, e.g. `Connection refused (os error 111)`, prefixed by
+/// the outermost message when they differ.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let (outer, inner) = (e.to_string(), cause.to_string());
+    if outer == inner || outer.contains(&inner) {
+        outer
+    } else {
+        format!("{outer}: {inner}")
+    }
+}
+
+impl Error {
+    /// Classifies a client error of a request that is about `what`: refusals by the
+    /// server become [`Error::Api`], everything else [`Error::Unreachable`].
+    pub fn from_kube(e: kube::Error, server: &str, what: impl Into<String>) -> Self {
+        match e {
+            kube::Error::Api(status) => Error::Api {
+                what: what.into(),
+                message: if status.message.is_empty() {
+                    format!("HTTP {} {}", status.code, status.reason)
+                } else {
+                    status.message
+                },
+            },
+            kube::Error::SerdeError(err) => Error::Api {
+                what: what.into(),
+                message: format!("unexpected response: {err}"),
+            },
+            other => Error::Unreachable {
+                server: server.to_owned(),
+                message: root_cause(&other),
+            },
+        }
+    }
+
+    /// A 404 on a list or get: `None` if the error is something else; the CRDs are missing
+    /// when the server names no object in its answer.
+    pub fn not_found(e: &kube::Error) -> Option<NotFoundKind> {
+        match e {
+            // A path nobody serves (CRD not installed) answers a plain-text 404 that the
+            // client wraps without a reason: the code decides.
+            kube::Error::Api(s) if s.code == 404 || s.is_not_found() => {
+                let names_object = s.details.as_ref().is_some_and(|d| !d.name.is_empty());
+                Some(if names_object {
+                    NotFoundKind::Object
+                } else {
+                    NotFoundKind::Resource
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a 404 means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotFoundKind {
+    /// The named object does not exist.
+    Object,
+    /// The resource type itself is unknown to the server.
+    Resource,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, reason: &str, name: Option<&str>) -> kube::Error {
+        let mut s = kube::core::Status::failure("nope", reason).with_code(code);
+        if let Some(name) = name {
+            s = s.with_details(serde_json::from_value(serde_json::json!({ "name": name })).unwrap());
+        }
+        kube::Error::Api(s.boxed())
+    }
+
+    #[test]
+    fn not_found_tells_objects_from_resources() {
+        assert_eq!(
+            Error::not_found(&status(404, "NotFound", Some("x"))),
+            Some(NotFoundKind::Object)
+        );
+        assert_eq!(
+            Error::not_found(&status(404, "NotFound", None)),
+            Some(NotFoundKind::Resource)
+        );
+        assert_eq!(Error::not_found(&status(403, "Forbidden", None)), None);
+        // What kube-client makes of the API server's plain-text "404 page not found".
+        assert_eq!(
+            Error::not_found(&status(404, "Failed to parse error data", None)),
+            Some(NotFoundKind::Resource)
+        );
+    }
+
+    #[test]
+    fn messages_name_what_failed() {
+        let e = Error::from_kube(status(403, "Forbidden", None), "https://h", "listing jobs");
+        assert_eq!(e.to_string(), "listing jobs: nope");
+        let nf = Error::NotFound {
+            kind: "computejob",
+            namespace: "team".into(),
+            name: "x".into(),
+        };
+        assert_eq!(nf.to_string(), "computejob team/x not found");
+    }
+}

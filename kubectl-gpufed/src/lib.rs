@@ -1,0 +1,24 @@
+//! `kubectl gpufed`: the gpufed federation from kubectl.
+//!
+//! Rendering is pure (objects in, rows and strings out: [`providers`], [`jobs`], [`why`],
+//! [`bill`], [`submit`], [`output`]) and unit-tested on fixture objects; [`session`] and
+//! [`commands`] do the I/O. `why` re-runs the placement engine locally through the
+//! operator's own snapshot mapping (`gpufed_operator::mapping`).
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod bill;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod jobs;
+pub mod output;
+pub mod providers;
+pub mod session;
+pub mod submit;
+pub mod why;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use error::{Error, Result};

@@ -1,0 +1,155 @@
+//! Pure: GpuProviders → the `providers` table.
+
+use gpufed_api::common::ConditionStatus;
+use gpufed_api::conditions::{self, types};
+use gpufed_api::{Condition, GpuProvider};
+use kube::ResourceExt;
+
+use crate::output::{NONE, Table, age_of};
+
+/// A provider's conditions (empty without status).
+pub fn provider_conditions(p: &GpuProvider) -> &[Condition] {
+    p.status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default()
+}
+
+/// `True`, or `False (Reason)` / `Unknown (Reason)`, or `-` when absent.
+pub fn condition_cell(conds: &[Condition], type_: &str) -> String {
+    match conditions::find(conds, type_) {
+        None => NONE.to_owned(),
+        Some(c) if c.status == ConditionStatus::True => "True".to_owned(),
+        Some(c) => format!("{:?} ({})", c.status, c.reason),
+    }
+}
+
+/// `MODEL free/total` per model, comma-separated.
+pub fn gpus_cell(p: &GpuProvider) -> String {
+    let Some(inv) = p.status.as_ref().and_then(|s| s.inventory.as_ref()) else {
+        return NONE.to_owned();
+    };
+    if inv.models.is_empty() {
+        return format!("{}/{}", inv.allocatable, inv.gpus);
+    }
+    inv.models
+        .iter()
+        .map(|m| format!("{} {}/{}", m.model, m.allocatable, m.count))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `MODEL=price` per priced model, comma-separated.
+pub fn prices_cell(p: &GpuProvider) -> String {
+    if p.spec.prices.is_empty() {
+        return NONE.to_owned();
+    }
+    p.spec
+        .prices
+        .iter()
+        .map(|pr| format!("{}={}", pr.model, pr.price_per_gpu_hour))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Verified GPUs, with failures when there are any (`6 (2 failed)`).
+pub fn verified_cell(p: &GpuProvider) -> String {
+    match p.status.as_ref().and_then(|s| s.verification.as_ref()) {
+        None => NONE.to_owned(),
+        Some(v) if v.failed_gpus == 0 => v.verified_gpus.to_string(),
+        Some(v) => format!("{} ({} failed)", v.verified_gpus, v.failed_gpus),
+    }
+}
+
+/// The `providers` table, sorted by name.
+pub fn table(providers: &[GpuProvider], now: i64) -> Table {
+    let mut t = Table::new(&[
+        "NAME",
+        "REGION",
+        "READY",
+        "REACHABLE",
+        "GPUS (FREE/TOTAL)",
+        "PRICE/GPU-H",
+        "REPUTATION",
+        "VERIFIED",
+        "HEARTBEAT",
+    ]);
+    let mut sorted: Vec<&GpuProvider> = providers.iter().collect();
+    sorted.sort_by_key(|p| p.name_any());
+    for p in sorted {
+        let conds = provider_conditions(p);
+        let mut ready = condition_cell(conds, types::READY);
+        if p.spec.paused && !ready.contains("Paused") {
+            ready.push_str(" paused");
+        }
+        let status = p.status.as_ref();
+        t.push(vec![
+            p.name_any(),
+            p.spec.region.clone(),
+            ready,
+            condition_cell(conds, types::REACHABLE),
+            gpus_cell(p),
+            prices_cell(p),
+            status
+                .and_then(|s| s.reputation.as_ref())
+                .map_or_else(|| NONE.to_owned(), |r| r.score.clone()),
+            verified_cell(p),
+            age_of(status.and_then(|s| s.last_heartbeat_time.as_deref()), now),
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{T0, provider, ready_h100_status};
+
+    #[test]
+    fn table_shows_inventory_prices_health_and_heartbeat() {
+        let a = provider("provider-a", Some(ready_h100_status(6, 8)));
+        let mut b = provider("provider-b", None);
+        b.spec.paused = true;
+        let out = table(&[b, a], T0 + 42).render();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].starts_with("NAME"), "{out}");
+        let a: Vec<&str> = lines[1]
+            .split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            a,
+            [
+                "provider-a",
+                "eu-west",
+                "True",
+                "True",
+                "NVIDIA-H100-80GB-HBM3 6/8",
+                "NVIDIA-H100-80GB-HBM3=2.5, NVIDIA-A100-SXM4-40GB=1.2",
+                "92.5",
+                "6 (2 failed)",
+                "42s"
+            ],
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("provider-b") && lines[2].contains("- paused"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn conditions_show_their_reason_when_not_true() {
+        let mut st = ready_h100_status(0, 8);
+        st.conditions[0].status = ConditionStatus::False;
+        st.conditions[0].reason = "HeartbeatLost".into();
+        let p = provider("p", Some(st));
+        assert_eq!(
+            condition_cell(provider_conditions(&p), types::READY),
+            "False (HeartbeatLost)"
+        );
+        assert_eq!(condition_cell(&[], types::READY), "-");
+    }
+}

@@ -1,0 +1,152 @@
+//! I/O: the connection to the hub, built from kubectl's flags, and the few API calls the
+//! commands make, with their errors turned into messages a user can act on.
+
+use std::time::Duration;
+
+use gpufed_api::{ComputeJob, GpuProvider};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+use crate::cli::Global;
+use crate::error::{Error, NotFoundKind, Result, root_cause};
+use crate::submit::FIELD_MANAGER;
+
+/// How long to wait for a TCP connection to the API server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client for the hub and the namespace commands work in.
+#[derive(Clone)]
+pub struct Session {
+    /// The client.
+    pub client: Client,
+    /// `-n`, else the context's namespace, else `default`.
+    pub namespace: String,
+    /// The API server URL (for messages).
+    pub server: String,
+}
+
+/// The client configuration kubectl would use with these flags: `--kubeconfig` (else
+/// `$KUBECONFIG`, `~/.kube/config`, in-cluster) and `--context`. Reads files only.
+pub async fn config(g: &Global) -> Result<Config> {
+    let options = KubeConfigOptions {
+        context: g.context.clone(),
+        ..Default::default()
+    };
+    let config = match (&g.kubeconfig, &g.context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| Error::Kubeconfig(format!("{}: {}", path.display(), root_cause(&e))))?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| Error::Kubeconfig(format!("{}: {}", path.display(), root_cause(&e))))?
+        }
+        (None, Some(_)) => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| Error::Kubeconfig(root_cause(&e)))?,
+        (None, None) => Config::infer().await.map_err(|e| {
+            Error::Kubeconfig(format!(
+                "none found (pass --kubeconfig, set KUBECONFIG, or run in a cluster): {}",
+                root_cause(&e)
+            ))
+        })?,
+    };
+    Ok(config)
+}
+
+impl Session {
+    /// Builds the session (no request is sent yet).
+    pub async fn connect(g: &Global) -> Result<Self> {
+        let mut config = config(g).await?;
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        let namespace = g
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config).map_err(|e| Error::Kubeconfig(root_cause(&e)))?;
+        Ok(Self {
+            client,
+            namespace,
+            server,
+        })
+    }
+
+    fn jobs(&self) -> Api<ComputeJob> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn list_error(&self, e: kube::Error, resource: &'static str) -> Error {
+        match Error::not_found(&e) {
+            Some(_) => Error::CrdsMissing {
+                server: self.server.clone(),
+                resource,
+            },
+            None => Error::from_kube(e, &self.server, format!("listing {resource}")),
+        }
+    }
+
+    /// Every GpuProvider.
+    pub async fn providers(&self) -> Result<Vec<GpuProvider>> {
+        tracing::debug!(server = %self.server, "listing gpuproviders");
+        Api::<GpuProvider>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|e| self.list_error(e, "gpuproviders.gpufed.io"))
+    }
+
+    /// The ComputeJobs of the session's namespace, or of all namespaces.
+    pub async fn list_jobs(&self, all_namespaces: bool) -> Result<Vec<ComputeJob>> {
+        tracing::debug!(namespace = %self.namespace, all_namespaces, "listing computejobs");
+        let api = if all_namespaces {
+            Api::all(self.client.clone())
+        } else {
+            self.jobs()
+        };
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|e| self.list_error(e, "computejobs.gpufed.io"))
+    }
+
+    /// One ComputeJob of the session's namespace.
+    pub async fn job(&self, name: &str) -> Result<ComputeJob> {
+        self.jobs()
+            .get(name)
+            .await
+            .map_err(|e| match Error::not_found(&e) {
+                Some(NotFoundKind::Object) => Error::NotFound {
+                    kind: "computejob",
+                    namespace: self.namespace.clone(),
+                    name: name.to_owned(),
+                },
+                Some(NotFoundKind::Resource) => Error::CrdsMissing {
+                    server: self.server.clone(),
+                    resource: "computejobs.gpufed.io",
+                },
+                None => Error::from_kube(
+                    e,
+                    &self.server,
+                    format!("reading computejob {}/{name}", self.namespace),
+                ),
+            })
+    }
+
+    /// Server-side applies `job` (field manager `kubectl-gpufed`) and returns the result.
+    pub async fn apply_job(&self, job: &ComputeJob) -> Result<ComputeJob> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let what = format!("applying computejob {}/{name}", self.namespace);
+        self.jobs()
+            .patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(job))
+            .await
+            .map_err(|e| match Error::not_found(&e) {
+                // A missing namespace is a 404 that names it: the server's message says so.
+                Some(NotFoundKind::Resource) => Error::CrdsMissing {
+                    server: self.server.clone(),
+                    resource: "computejobs.gpufed.io",
+                },
+                _ => Error::from_kube(e, &self.server, what),
+            })
+    }
+}

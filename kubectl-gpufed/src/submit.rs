@@ -1,0 +1,230 @@
+//! Pure: `submit` flags → a ComputeJob, validated as the API server would (the CRD's
+//! schema and the Rust copy of its CEL rules), each error naming the flag to change.
+
+use std::collections::BTreeMap;
+
+use gpufed_api::job::{
+    Checkpoint, FailurePolicy, GpuRequirements, GpuTier, Interconnect, OpenObject, PlacementConstraints,
+    ProviderLossAction, TemplateMetadata, WorkerPodSpec, WorkerTemplate,
+};
+use gpufed_api::{ComputeJob, ComputeJobSpec, check, crd, schema_check};
+use serde_json::{Map, Value, json};
+
+use crate::cli::{InterconnectArg, LossArg, SubmitArgs, TierArg};
+use crate::error::{Error, Result};
+
+/// Field manager of the plugin's server-side applies.
+pub const FIELD_MANAGER: &str = "kubectl-gpufed";
+
+/// Which flag sets which field (longest prefix first where they nest).
+const FIELD_FLAGS: &[(&str, &str)] = &[
+    ("metadata.name", "NAME"),
+    ("spec.gpusPerWorker", "--gpus-per-worker"),
+    ("spec.workers", "--workers"),
+    ("spec.gpu.models", "--model"),
+    ("spec.gpu.tier", "--tier"),
+    ("spec.gpu.minMemory", "--min-memory"),
+    ("spec.gpu.minComputeCapability", "--min-compute-capability"),
+    ("spec.gpu.interconnect", "--interconnect"),
+    ("spec.maxPricePerGpuHour", "--max-price"),
+    ("spec.maxDuration", "--max-duration"),
+    ("spec.placement.regions", "--region"),
+    ("spec.placement.providers", "--provider"),
+    ("spec.placement.preferredProviders", "--prefer"),
+    ("spec.placement.minReputation", "--min-reputation"),
+    ("spec.failurePolicy.maxAttempts", "--max-attempts"),
+    ("spec.checkpoint.uri", "--checkpoint"),
+    ("spec.checkpoint.credentialsSecret", "--checkpoint-secret"),
+    ("spec.priority", "--priority"),
+    ("spec.template.metadata.labels", "--label"),
+    ("spec.template.spec.containers", "--image"),
+];
+
+/// The flag that sets the field at `path` (`spec.gpu.models[2]` → `--model`).
+pub fn flag_for(path: &str) -> Option<&'static str> {
+    let mut plain = String::with_capacity(path.len());
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    FIELD_FLAGS
+        .iter()
+        .find(|(field, _)| plain == *field || plain.starts_with(&format!("{field}.")))
+        .map(|(_, flag)| *flag)
+}
+
+fn key_value(flag: &str, text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(Error::Flag {
+            flag: flag.to_owned(),
+            message: format!("expected KEY=VALUE, got {text:?}"),
+        }),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(ok_char)
+        && alnum(name.chars().next())
+        && alnum(name.chars().last())
+}
+
+fn container(args: &SubmitArgs) -> Result<OpenObject> {
+    let mut c = Map::new();
+    c.insert("name".into(), json!("worker"));
+    c.insert("image".into(), json!(args.image));
+    if !args.args.is_empty() {
+        let key = if args.command { "command" } else { "args" };
+        c.insert(key.into(), json!(args.args));
+    }
+    if !args.env.is_empty() {
+        let env = args
+            .env
+            .iter()
+            .map(|e| key_value("--env", e).map(|(k, v)| json!({"name": k, "value": v})))
+            .collect::<Result<Vec<_>>>()?;
+        c.insert("env".into(), Value::Array(env));
+    }
+    let mut requests = Map::new();
+    if let Some(cpu) = &args.cpu {
+        requests.insert("cpu".into(), json!(cpu));
+    }
+    if let Some(memory) = &args.memory {
+        requests.insert("memory".into(), json!(memory));
+    }
+    if !requests.is_empty() {
+        c.insert("resources".into(), json!({ "requests": requests }));
+    }
+    Ok(OpenObject(c))
+}
+
+/// The spec the flags describe (not yet validated).
+pub fn spec(args: &SubmitArgs) -> Result<ComputeJobSpec> {
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| key_value("--label", l))
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    let mut placement = PlacementConstraints {
+        regions: args.regions.clone(),
+        providers: args.providers.clone(),
+        preferred_providers: args.preferred.clone(),
+        verified_only: !args.allow_unverified,
+        ..Default::default()
+    };
+    if let Some(r) = args.min_reputation {
+        placement.min_reputation = r;
+    }
+    let mut failure_policy = FailurePolicy::default();
+    if let Some(n) = args.max_attempts {
+        failure_policy.max_attempts = n;
+    }
+    if let Some(loss) = args.on_provider_loss {
+        failure_policy.on_provider_loss = match loss {
+            LossArg::Failover => ProviderLossAction::Failover,
+            LossArg::Fail => ProviderLossAction::Fail,
+        };
+    }
+    Ok(ComputeJobSpec {
+        template: WorkerTemplate {
+            metadata: (!labels.is_empty()).then(|| TemplateMetadata {
+                labels,
+                annotations: BTreeMap::new(),
+            }),
+            spec: WorkerPodSpec {
+                containers: vec![container(args)?],
+                rest: BTreeMap::new(),
+            },
+        },
+        workers: args.workers,
+        gpus_per_worker: args.gpus_per_worker,
+        gpu: GpuRequirements {
+            models: args.models.clone(),
+            tier: match args.tier {
+                None | Some(TierArg::Any) => GpuTier::Any,
+                Some(TierArg::Datacenter) => GpuTier::Datacenter,
+                Some(TierArg::Consumer) => GpuTier::Consumer,
+            },
+            min_memory: args.min_memory.clone(),
+            min_compute_capability: args.min_compute_capability.clone(),
+            interconnect: match args.interconnect {
+                None | Some(InterconnectArg::Any) => Interconnect::Any,
+                Some(InterconnectArg::NvLink) => Interconnect::NVLink,
+                Some(InterconnectArg::NvLinkDomain) => Interconnect::NVLinkDomain,
+            },
+        },
+        max_price_per_gpu_hour: args.max_price.clone(),
+        max_duration: args.max_duration.clone(),
+        placement,
+        failure_policy,
+        checkpoint: args.checkpoint.as_ref().map(|uri| Checkpoint {
+            uri: uri.clone(),
+            credentials_secret: args.checkpoint_secret.clone(),
+        }),
+        priority: args.priority.unwrap_or(100),
+        suspend: args.suspend,
+    })
+}
+
+/// Every reason the API server (or the operator, for CEL rules an old server skips)
+/// would refuse `job`, as (flag, message), friendliest first, one per flag.
+pub fn problems(job: &ComputeJob) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut add = |path: &str, message: String| {
+        let flag = flag_for(path).map_or_else(|| format!("job ({path})"), str::to_owned);
+        if !out.iter().any(|(f, _)| *f == flag) {
+            out.push((flag, message));
+        }
+    };
+    let name = job.metadata.name.as_deref().unwrap_or_default();
+    if !valid_name(name) {
+        add(
+            "metadata.name",
+            format!(
+                "{name:?} must be at most 63 lower-case letters, digits, '-' or '.', starting and ending with a letter or digit"
+            ),
+        );
+    }
+    for e in check::job_spec(&job.spec) {
+        add(&e.path, e.message);
+    }
+    let schema = crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "ComputeJob")
+        .and_then(|c| c.spec.versions.into_iter().next())
+        .and_then(|v| v.schema)
+        .and_then(|s| s.open_api_v3_schema)
+        .and_then(|s| serde_json::to_value(s).ok());
+    match (schema, serde_json::to_value(job)) {
+        (Some(schema), Ok(object)) => {
+            for e in schema_check::check(&schema, &object).errors {
+                add(&e.path, e.message);
+            }
+        }
+        _ => add("spec", "the ComputeJob schema is unavailable".into()),
+    }
+    out
+}
+
+/// The ComputeJob `submit` creates in `namespace`, or the first flag the API would refuse.
+pub fn build(args: &SubmitArgs, namespace: &str) -> Result<ComputeJob> {
+    let mut job = ComputeJob::new(&args.name, spec(args)?);
+    job.metadata.namespace = Some(namespace.to_owned());
+    match problems(&job).into_iter().next() {
+        Some((flag, message)) => Err(Error::Flag { flag, message }),
+        None => Ok(job),
+    }
+}
+
+#[cfg(test)]
+#[path = "submit_tests.rs"]
+mod tests;

@@ -1,0 +1,334 @@
+//! Pure: why a job waits. Its conditions (the operator writes the placement engine's
+//! explanation into `Placed`), and the engine re-run here, provider by provider, on the
+//! inventory each GpuProvider reports, through the operator's own snapshot mapping.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gpufed_api::common::ConditionStatus;
+use gpufed_api::conditions::{self, types};
+use gpufed_api::formats::{format_decimal, parse_compute_capability};
+use gpufed_api::job_status::JobPhase;
+use gpufed_api::provider::Inventory;
+use gpufed_api::{ComputeJob, GpuProvider, check};
+use gpufed_operator::fleet::{GpuNode, GpuPod, MemberView};
+use gpufed_operator::mapping;
+use gpufed_placement as pl;
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::jobs::{job_ref, outcome_message, phase};
+use crate::output::Table;
+use crate::providers::provider_conditions;
+
+/// Most synthetic nodes built per GPU model from an inventory summary.
+const MAX_NODES_PER_MODEL: u32 = 4096;
+
+/// What `why` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WhyReport {
+    /// `namespace/name`.
+    pub job: String,
+    /// Display phase.
+    pub phase: String,
+    /// Whether the job waits for a provider (and the providers were evaluated).
+    pub waiting: bool,
+    /// One sentence on the job's state.
+    pub summary: String,
+    /// The job's conditions as the operator wrote them.
+    pub conditions: Vec<ConditionLine>,
+    /// Cross-field rule violations (the operator does not place such a job).
+    pub spec_errors: Vec<String>,
+    /// Per provider, whether the job fits now and if not, why.
+    pub providers: Vec<ProviderFit>,
+    /// Why the providers could not be evaluated (e.g. no permission to list them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub providers_unavailable: Option<String>,
+}
+
+/// One condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConditionLine {
+    /// Condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False`, `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Details.
+    pub message: String,
+}
+
+/// Whether the job fits on one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderFit {
+    /// Provider name.
+    pub provider: String,
+    /// The engine would place the job there now.
+    pub fits: bool,
+    /// Why not (the engine's first failing filter), or what it would do.
+    pub reason: String,
+    /// The GPU model it would get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The price per GPU-hour it would pay (decimal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_per_gpu_hour: Option<String>,
+}
+
+/// A member view rebuilt from a provider's inventory summary: per model, nodes as large
+/// as its largest NVLink domain (NVLink models) or the model's share of the remaining
+/// nodes, the allocated GPUs packed onto the first nodes as foreign pods.
+pub fn member_view(inv: &Inventory) -> MemberView {
+    let nvlink = |m: &&gpufed_api::provider::ModelInventory| m.largest_nvlink_domain > 1;
+    let nvlink_nodes: u64 = inv
+        .models
+        .iter()
+        .filter(nvlink)
+        .map(|m| u64::from(m.count.div_ceil(m.largest_nvlink_domain)))
+        .sum();
+    let other_gpus: u64 = inv
+        .models
+        .iter()
+        .filter(|m| !nvlink(m))
+        .map(|m| u64::from(m.count))
+        .sum();
+    let other_nodes = u64::from(inv.nodes).saturating_sub(nvlink_nodes).max(1);
+    let mut view = MemberView::default();
+    for (mi, m) in inv.models.iter().enumerate().filter(|(_, m)| m.count > 0) {
+        let linked = nvlink(&m);
+        let size = if linked {
+            m.largest_nvlink_domain
+        } else {
+            let share = other_nodes
+                .saturating_mul(u64::from(m.count))
+                .saturating_add(other_gpus / 2)
+                / other_gpus.max(1);
+            let nodes = u32::try_from(share.max(1)).unwrap_or(u32::MAX);
+            m.count.div_ceil(nodes)
+        }
+        .clamp(1, u32::from(pl::MAX_GPUS_PER_NODE));
+        let compute = parse_compute_capability(&m.compute_capability).unwrap_or((0, 0));
+        let (mut left, mut used) = (m.count, m.count.saturating_sub(m.allocatable));
+        for i in 0..m.count.div_ceil(size).min(MAX_NODES_PER_MODEL) {
+            let gpus = left.min(size);
+            let name = format!("m{mi}-n{i}");
+            let busy = used.min(gpus);
+            if busy > 0 {
+                view.pods.push(GpuPod {
+                    node: name.clone(),
+                    gpus: busy,
+                    attempt_key: None,
+                });
+            }
+            view.nodes.push(GpuNode {
+                name: name.clone(),
+                model: m.model.clone(),
+                memory_mib: u32::try_from(m.memory_mib).unwrap_or(u32::MAX),
+                compute,
+                nvlink_domain: linked.then_some(name),
+                allocatable: gpus,
+                ready: true,
+            });
+            (left, used) = (left - gpus, used - busy);
+        }
+    }
+    view
+}
+
+fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
+    let st = job.status.as_ref();
+    let conds = st.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    if job.metadata.deletion_timestamp.is_some() {
+        return ("being deleted: nothing to wait for".into(), false);
+    }
+    match st.and_then(|s| s.phase) {
+        Some(JobPhase::Succeeded) => return ("finished: Succeeded, nothing to wait for".into(), false),
+        Some(JobPhase::Failed) => {
+            return (
+                format!("finished: Failed ({}), nothing to wait for", outcome_message(job)),
+                false,
+            );
+        }
+        _ => {}
+    }
+    if let Some(first) = spec_errors.first() {
+        return (format!("not placed: the spec is invalid ({first})"), false);
+    }
+    if let Some(p) = st.and_then(|s| s.placement.as_ref()) {
+        let ready = conditions::find(conds, types::READY);
+        if ready.is_some_and(|c| c.status == ConditionStatus::True) {
+            let text = format!("not waiting: runs on {} (attempt {})", p.provider, p.attempt);
+            return (text, false);
+        }
+        let detail = ready.map_or("workers not reported yet", |c| c.message.as_str());
+        let text = format!(
+            "placed on {} (attempt {}), waiting for its workers: {detail}",
+            p.provider, p.attempt
+        );
+        return (text, false);
+    }
+    if job.spec.suspend {
+        let text =
+            "suspended (spec.suspend is true): not placed until resumed; where it would fit if resumed:";
+        return (text.into(), true);
+    }
+    let text = match (st, st.and_then(|s| s.phase)) {
+        (None, _) => "new: not yet seen by the operator; waiting for a provider",
+        (_, Some(JobPhase::Recovering)) => "recovering: the next attempt waits for a provider",
+        _ => "queued: waiting for a provider",
+    };
+    (text.into(), true)
+}
+
+fn fit(job: &Arc<ComputeJob>, p: &GpuProvider, fleet: &BTreeMap<String, MemberView>) -> ProviderFit {
+    let provider = p.name_any();
+    let no = |reason: String| ProviderFit {
+        provider: provider.clone(),
+        fits: false,
+        reason,
+        model: None,
+        price_per_gpu_hour: None,
+    };
+    if p.spec.paused {
+        return no("paused (spec.paused): takes no new jobs".into());
+    }
+    match conditions::find(provider_conditions(p), types::READY) {
+        Some(c) if c.status == ConditionStatus::True => {}
+        Some(c) if c.message.is_empty() => return no(format!("not Ready: {}", c.reason)),
+        Some(c) => return no(format!("not Ready: {}: {}", c.reason, c.message)),
+        None => return no("not Ready: the operator has not reported on it yet".into()),
+    }
+    if !fleet.contains_key(&provider) {
+        return no("no inventory reported yet".into());
+    }
+    let snap = mapping::snapshot(std::slice::from_ref(job), &[Arc::new(p.clone())], fleet);
+    match pl::place(&snap, &pl::Config::default()) {
+        Err(e) => no(format!("the placement engine refused the snapshot: {e}")),
+        Ok(d) => match (d.placements.first(), d.unplaced.first()) {
+            (Some(placed), _) => ProviderFit {
+                provider: provider.clone(),
+                fits: true,
+                reason: format!(
+                    "fits now: {} × {} {} at {} per GPU-hour",
+                    job.spec.workers,
+                    job.spec.gpus_per_worker,
+                    placed.model,
+                    format_decimal(placed.price)
+                ),
+                model: Some(placed.model.clone()),
+                price_per_gpu_hour: Some(format_decimal(placed.price)),
+            },
+            (None, Some(u)) => no(u
+                .explanation
+                .primary()
+                .map_or_else(|| u.explanation.to_string(), ToString::to_string)),
+            (None, None) => no("not considered by the placement engine".into()),
+        },
+    }
+}
+
+/// Explains `job` against `providers`.
+pub fn explain(job: &ComputeJob, providers: &[GpuProvider]) -> WhyReport {
+    let conds = job
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let spec_errors: Vec<String> = check::job_spec(&job.spec)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let (summary, waiting) = state(job, &spec_errors);
+    let mut fits = Vec::new();
+    if waiting {
+        let mut probe = job.clone();
+        probe.status = None;
+        probe.spec.suspend = false;
+        let probe = Arc::new(probe);
+        let fleet: BTreeMap<String, MemberView> = providers
+            .iter()
+            .filter_map(|p| Some((p.name_any(), member_view(p.status.as_ref()?.inventory.as_ref()?))))
+            .collect();
+        let mut sorted: Vec<&GpuProvider> = providers.iter().collect();
+        sorted.sort_by_key(|p| p.name_any());
+        fits = sorted.into_iter().map(|p| fit(&probe, p, &fleet)).collect();
+    }
+    WhyReport {
+        job: job_ref(job),
+        phase: phase(job),
+        waiting,
+        summary,
+        conditions: conds
+            .iter()
+            .map(|c| ConditionLine {
+                type_: c.type_.clone(),
+                status: format!("{:?}", c.status),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+            .collect(),
+        spec_errors,
+        providers: fits,
+        providers_unavailable: None,
+    }
+}
+
+/// Explains `job` when the providers cannot be read (`why` the error): its state and
+/// conditions only.
+pub fn explain_without_providers(job: &ComputeJob, why: String) -> WhyReport {
+    let mut report = explain(job, &[]);
+    report.providers_unavailable = Some(why);
+    report
+}
+
+/// The report for humans.
+pub fn render(r: &WhyReport) -> String {
+    let mut out = format!("computejob {} ({}): {}\n", r.job, r.phase, r.summary);
+    if !r.conditions.is_empty() {
+        let mut t = Table::new(&["CONDITION", "STATUS", "REASON", "MESSAGE"]);
+        for c in &r.conditions {
+            t.push(vec![
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                c.message.clone(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    if !r.spec_errors.is_empty() {
+        out.push_str("\nInvalid spec (fix and re-apply):\n");
+        for e in &r.spec_errors {
+            out.push_str(&format!("  {e}\n"));
+        }
+    }
+    if r.waiting {
+        out.push_str("\nPlacement engine, re-run here on each provider's reported inventory:\n");
+        if let Some(why) = &r.providers_unavailable {
+            out.push_str(&format!("  not run: {why}\n"));
+        } else if r.providers.is_empty() {
+            out.push_str("  no GpuProviders exist\n");
+        } else {
+            let mut t = Table::new(&["PROVIDER", "FITS", "REASON"]);
+            for p in &r.providers {
+                let fits = if p.fits { "yes" } else { "no" };
+                t.push(vec![p.provider.clone(), fits.into(), p.reason.clone()]);
+            }
+            out.push_str(&t.render());
+            out.push_str(
+                "(from the per-model inventory in GpuProvider status; the operator's round also weighs \
+                 other queued jobs, fair share and reservations, so \"fits now\" is a hint, not a promise)\n",
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "why_tests.rs"]
+mod tests;

@@ -1,0 +1,257 @@
+use serde_json::json;
+
+use super::*;
+use crate::fixtures::{job, provider, ready_h100_status, ready_rtx_status};
+
+fn queued() -> ComputeJob {
+    job(
+        "train",
+        "team",
+        Some(json!({
+            "phase": "Queued",
+            "conditions": [{"type": "Placed", "status": "False", "reason": "NoProviderFits",
+                            "message": "0/2 providers fit: 1 not verified, 1 above max price 2.50",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        })),
+    )
+}
+
+fn reasons(r: &WhyReport) -> Vec<(&str, bool, &str)> {
+    r.providers
+        .iter()
+        .map(|p| (p.provider.as_str(), p.fits, p.reason.as_str()))
+        .collect()
+}
+
+#[test]
+fn each_provider_gets_its_own_reason() {
+    let fits = provider("a-fits", Some(ready_h100_status(16, 16)));
+    let half_busy = provider("b-pricey", Some(ready_h100_status(8, 16)));
+    let mut cheap_full = provider("c-busy", Some(ready_h100_status(0, 16)));
+    cheap_full.spec.prices[0].price_per_gpu_hour = "1".into();
+    let consumer = provider("d-rtx", Some(ready_rtx_status(4, 4)));
+    let mut unverified = provider("e-unverified", Some(ready_h100_status(16, 16)));
+    if let Some(st) = unverified.status.as_mut() {
+        st.conditions.retain(|c| c.type_ != "Verified");
+    }
+    let mut lost = provider("f-lost", Some(ready_h100_status(16, 16)));
+    if let Some(st) = lost.status.as_mut() {
+        st.conditions[0].status = ConditionStatus::False;
+        st.conditions[0].reason = "HeartbeatLost".into();
+        st.conditions[0].message = "no heartbeat for longer than 2m".into();
+    }
+    let mut paused = provider("g-paused", Some(ready_h100_status(16, 16)));
+    paused.spec.paused = true;
+    let new = provider("h-new", None);
+    let all = [
+        new, paused, lost, unverified, consumer, cheap_full, half_busy, fits,
+    ];
+
+    let r = explain(&queued(), &all);
+    assert!(r.waiting);
+    assert_eq!(r.summary, "queued: waiting for a provider");
+    assert_eq!(r.phase, "Queued");
+    assert_eq!(r.conditions[0].reason, "NoProviderFits");
+    assert_eq!(
+        reasons(&r),
+        [
+            (
+                "a-fits",
+                true,
+                "fits now: 2 × 4 NVIDIA-H100-80GB-HBM3 at 2.25 per GPU-hour"
+            ),
+            ("b-pricey", false, "above max price 2.50"),
+            ("c-busy", false, "lack 8 free suitable GPUs now"),
+            ("d-rtx", false, "lack priced GPUs"),
+            ("e-unverified", false, "not verified"),
+            (
+                "f-lost",
+                false,
+                "not Ready: HeartbeatLost: no heartbeat for longer than 2m"
+            ),
+            ("g-paused", false, "paused (spec.paused): takes no new jobs"),
+            (
+                "h-new",
+                false,
+                "not Ready: the operator has not reported on it yet"
+            ),
+        ]
+    );
+    assert_eq!(r.providers[0].price_per_gpu_hour.as_deref(), Some("2.25"));
+    assert_eq!(r.providers[0].model.as_deref(), Some("NVIDIA-H100-80GB-HBM3"));
+
+    let text = render(&r);
+    assert!(
+        text.starts_with("computejob team/train (Queued): queued: waiting for a provider\n"),
+        "{text}"
+    );
+    assert!(text.contains("Placed      False    NoProviderFits"), "{text}");
+    assert!(
+        text.contains("b-pricey       no     above max price 2.50"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["providers"][0]["pricePerGpuHour"], "2.25");
+    assert!(json["providers"][1].get("model").is_none());
+}
+
+#[test]
+fn job_constraints_are_reasons_too() {
+    let mut j = queued();
+    j.spec.placement.regions = vec!["us-east".into()];
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))]);
+    assert_eq!(reasons(&r), [("a", false, "outside the allowed regions")]);
+
+    let mut j = queued();
+    j.spec.gpu.min_memory = Some("100Gi".into());
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))]);
+    assert_eq!(reasons(&r), [("a", false, "lack 100 GiB VRAM")]);
+
+    let mut j = queued();
+    j.spec.workers = 3;
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(8, 8)))]);
+    assert_eq!(reasons(&r)[0].2, "too small for 12 suitable GPUs");
+
+    let r = explain(&queued(), &[]);
+    assert!(r.providers.is_empty());
+    assert!(render(&r).contains("no GpuProviders exist"));
+    let r = explain_without_providers(&queued(), "listing gpuproviders.gpufed.io: forbidden".into());
+    let text = render(&r);
+    assert!(
+        text.contains("  not run: listing gpuproviders.gpufed.io: forbidden"),
+        "{text}"
+    );
+    assert!(text.contains("NoProviderFits"), "{text}");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["providersUnavailable"],
+        "listing gpuproviders.gpufed.io: forbidden"
+    );
+}
+
+#[test]
+fn jobs_that_do_not_wait_say_so() {
+    let placed = job(
+        "train",
+        "team",
+        Some(json!({
+            "phase": "Placed",
+            "placement": {"attempt": 2, "provider": "a", "gpus": 8, "pricePerGpuHour": "2.25",
+                          "workers": [], "placedTime": "2026-01-01T00:00:00Z"},
+            "conditions": [{"type": "Ready", "status": "False", "reason": "Starting",
+                            "message": "1 of 2 workers running on a",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        })),
+    );
+    let all = [provider("a", Some(ready_h100_status(16, 16)))];
+    let r = explain(&placed, &all);
+    assert!(!r.waiting && r.providers.is_empty());
+    assert_eq!(
+        r.summary,
+        "placed on a (attempt 2), waiting for its workers: 1 of 2 workers running on a"
+    );
+    assert!(!render(&r).contains("PROVIDER"));
+
+    let mut running = placed.clone();
+    if let Some(st) = running.status.as_mut() {
+        st.conditions[0].status = ConditionStatus::True;
+    }
+    assert_eq!(
+        explain(&running, &all).summary,
+        "not waiting: runs on a (attempt 2)"
+    );
+
+    let failed = job(
+        "x",
+        "team",
+        Some(json!({"phase": "Failed", "conditions": [
+            {"type": "Failed", "status": "True", "reason": "AttemptsExhausted",
+             "message": "attempt 3 Failed: worker 1 failed", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})),
+    );
+    let r = explain(&failed, &all);
+    assert_eq!(
+        r.summary,
+        "finished: Failed (attempt 3 Failed: worker 1 failed), nothing to wait for"
+    );
+    assert!(!r.waiting);
+}
+
+#[test]
+fn suspended_and_invalid_jobs() {
+    let all = [provider("a", Some(ready_h100_status(16, 16)))];
+    let mut suspended = job("s", "team", None);
+    suspended.spec.suspend = true;
+    let r = explain(&suspended, &all);
+    assert!(r.waiting && r.summary.starts_with("suspended"));
+    assert!(r.providers[0].fits, "evaluated as if resumed");
+    let r = explain(&job("fresh", "team", None), &all);
+    assert_eq!(
+        r.summary,
+        "new: not yet seen by the operator; waiting for a provider"
+    );
+    assert!(r.waiting && r.providers[0].fits);
+
+    let mut invalid = job("bad", "team", None);
+    invalid.spec.max_price_per_gpu_hour = "0".into();
+    let r = explain(&invalid, &all);
+    assert!(!r.waiting);
+    assert_eq!(r.spec_errors, ["spec.maxPricePerGpuHour: must be greater than 0"]);
+    assert!(render(&r).contains("Invalid spec"));
+}
+
+#[test]
+fn member_views_rebuild_nodes_from_the_summary() {
+    let h100 = ready_h100_status(8, 16).inventory.unwrap();
+    let v = member_view(&h100);
+    assert_eq!(v.nodes.len(), 2);
+    assert!(
+        v.nodes
+            .iter()
+            .all(|n| n.allocatable == 8 && n.nvlink_domain.is_some() && n.ready)
+    );
+    assert_eq!(v.nodes[0].compute, (9, 0));
+    assert_eq!(
+        v.pods.len(),
+        1,
+        "the 8 allocated GPUs are packed on the first node"
+    );
+    assert_eq!((v.pods[0].node.as_str(), v.pods[0].gpus), ("m0-n0", 8));
+
+    let mut mixed = ready_rtx_status(5, 6).inventory.unwrap();
+    mixed.nodes = 3;
+    mixed.models.push(gpufed_api::provider::ModelInventory {
+        model: "NVIDIA-H100-80GB-HBM3".into(),
+        memory_mib: 81_559,
+        compute_capability: "9.0".into(),
+        count: 8,
+        allocatable: 8,
+        largest_nvlink_domain: 8,
+    });
+    let v = member_view(&mixed);
+    let sizes: Vec<(String, u32, bool)> = v
+        .nodes
+        .iter()
+        .map(|n| (n.model.clone(), n.allocatable, n.nvlink_domain.is_some()))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("NVIDIA-GeForce-RTX-4090".into(), 3, false),
+            ("NVIDIA-GeForce-RTX-4090".into(), 3, false),
+            ("NVIDIA-H100-80GB-HBM3".into(), 8, true),
+        ]
+    );
+    assert_eq!(v.pods.iter().map(|p| p.gpus).sum::<u32>(), 1);
+    assert!(member_view(&Inventory::default()).nodes.is_empty());
+
+    // A lying or corrupt summary is bounded, not a panic.
+    let mut huge = mixed.clone();
+    huge.nodes = u32::MAX;
+    for m in &mut huge.models {
+        (m.count, m.allocatable, m.largest_nvlink_domain) = (u32::MAX, u32::MAX, u32::MAX);
+    }
+    huge.models[0].largest_nvlink_domain = 0;
+    let v = member_view(&huge);
+    assert!(v.nodes.len() <= 2 * MAX_NODES_PER_MODEL as usize);
+    assert!(v.nodes.iter().all(|n| n.allocatable <= 64));
+}

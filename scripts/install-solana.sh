@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Build the real Solana test validator (agave 3.1.12) and cache it outside the repository,
+# in ${GPUFED_CACHE:-$HOME/.cache/gpufed}/solana-3.1.12/bin/solana-test-validator.
+# Prints the binary's path on stdout.
+#
+# The validator is installed as a binary with its own lockfile, never as a library of our
+# workspace: the library drags an old tonic/hyper/rustls stack, RocksDB and OpenSSL into our
+# lockfile and target (+7 GB).
+#
+# Idempotent: when the cached binary reports 3.1.12 it does nothing (milliseconds).
+# Cold: ~21 min on 2 cores (RocksDB, OpenSSL and protobuf compile from C/C++), peak RSS
+# 4.5 GB, 7.7 GB of scratch target (deleted afterwards), a 1 GB debug binary.
+# Needs libclang-dev, libssl-dev, pkg-config (installed with apt-get when missing).
+#
+# Environment:
+#   GPUFED_CACHE   cache root (default: $HOME/.cache/gpufed)
+#   GPUFED_SOLANA_JOBS   cargo build jobs (default: cargo's default)
+set -euo pipefail
+
+VERSION=3.1.12
+CACHE_ROOT="${GPUFED_CACHE:-$HOME/.cache/gpufed}"
+ROOT="$CACHE_ROOT/solana-$VERSION"
+BIN="$ROOT/bin/solana-test-validator"
+LOG="$ROOT/build.log"
+
+say() { printf '[install-solana] %s\n' "$*" >&2; }
+die() {
+    say "ERROR: $*"
+    [[ -f "$LOG" ]] && tail -n 30 "$LOG" >&2
+    exit 1
+}
+
+cached_ok() { [[ -x "$BIN" ]] && "$BIN" --version 2>/dev/null | grep -q "$VERSION"; }
+
+if cached_ok; then
+    echo "$BIN"
+    exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "need root or sudo to install build dependencies"
+    SUDO=sudo
+fi
+need=()
+for pkg in libclang-dev libssl-dev pkg-config clang; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    say "installing build dependencies: ${need[*]}"
+    $SUDO apt-get install -y -q "${need[@]}" >&2 ||
+        { $SUDO apt-get update -q >&2 && $SUDO apt-get install -y -q "${need[@]}" >&2; } ||
+        die "apt-get install ${need[*]} failed"
+fi
+
+mkdir -p "$ROOT"
+SCRATCH="$CACHE_ROOT/tmp/solana-build"
+mkdir -p "$SCRATCH"
+START=$(date +%s)
+say "building solana-test-validator $VERSION (cold: ~21 min on 2 cores); log: $LOG"
+jobs=()
+[[ -n "${GPUFED_SOLANA_JOBS:-}" ]] && jobs=(--jobs "$GPUFED_SOLANA_JOBS")
+CARGO_TARGET_DIR="$SCRATCH" cargo install agave-validator --version "$VERSION" --locked --debug \
+    --bin solana-test-validator --root "$ROOT" "${jobs[@]}" >"$LOG" 2>&1 ||
+    die "cargo install agave-validator $VERSION failed"
+rm -rf "$SCRATCH"
+cached_ok || die "$BIN does not report $VERSION"
+say "built in $(($(date +%s) - START)) s: $BIN"
+echo "$BIN"

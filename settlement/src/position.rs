@@ -1,0 +1,136 @@
+//! Metering positions: how far each attempt has been metered into the journal.
+//!
+//! Records are pruned once settled, but metering must continue an attempt's cumulative
+//! sequence (the rounding rule of [`crate::amount`] works on cumulative GPU-seconds). So
+//! the journal keeps, per (job uid, attempt, provider), the end of the newest record and the
+//! cumulative GPU-seconds up to it. The operator resumes an [`AttemptMeter`] from it after
+//! a restart, and forgets a job's positions when the job is deleted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::amount::AttemptMeter;
+use crate::hash::{Encoder, Hash32};
+use crate::journal::Journal;
+use crate::record::{JobRef, UsageRecord};
+
+/// Where metering of one attempt stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Position {
+    /// The job's uid (to forget positions of deleted jobs).
+    pub job_uid: String,
+    /// End of the newest metered interval, unix seconds.
+    pub metered_until: u64,
+    /// Cumulative GPU-seconds metered for the attempt.
+    pub cumulative_gpu_seconds: u64,
+}
+
+/// Key of an attempt.
+pub fn attempt_key(job_uid: &str, attempt: u32, provider: &str) -> Hash32 {
+    let mut e = Encoder::new("gpufed:attempt:v1");
+    e.str(job_uid).u32(attempt).str(provider);
+    e.digest()
+}
+
+impl Journal {
+    pub(crate) fn advance_position(&mut self, key: Hash32, r: &UsageRecord) {
+        let p = self.data.positions.entry(key).or_insert_with(|| Position {
+            job_uid: r.job.uid.clone(),
+            metered_until: 0,
+            cumulative_gpu_seconds: 0,
+        });
+        p.metered_until = p.metered_until.max(r.end);
+        p.cumulative_gpu_seconds = p.cumulative_gpu_seconds.max(r.cumulative_gpu_seconds);
+    }
+
+    /// How far an attempt has been metered.
+    pub fn position(&self, job_uid: &str, attempt: u32, provider: &str) -> Option<&Position> {
+        self.data.positions.get(&attempt_key(job_uid, attempt, provider))
+    }
+
+    /// A meter for an attempt that continues where the journal stands.
+    pub fn meter(&self, job: JobRef, attempt: u32, provider: &str, tenant: &str, price: u64) -> AttemptMeter {
+        let pos = self.position(&job.uid, attempt, provider).cloned();
+        let meter = AttemptMeter::new(job, attempt, provider.to_string(), tenant.to_string(), price);
+        match pos {
+            Some(p) => meter.at(p.cumulative_gpu_seconds, p.metered_until),
+            None => meter,
+        }
+    }
+
+    /// Forgets the positions and watermarks of a deleted job. Its unsettled records stay
+    /// and settle normally; only re-metering of the job becomes impossible.
+    pub fn forget_job(&mut self, job_uid: &str) -> usize {
+        let keys: Vec<Hash32> = self
+            .data
+            .positions
+            .iter()
+            .filter(|(_, p)| p.job_uid == job_uid)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            self.data.positions.remove(k);
+            self.data.watermarks.remove(k);
+        }
+        keys.len()
+    }
+
+    /// Uids of jobs with metering positions.
+    pub fn metered_jobs(&self) -> std::collections::BTreeSet<&str> {
+        self.data.positions.values().map(|p| p.job_uid.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn job() -> JobRef {
+        JobRef {
+            namespace: "ns".into(),
+            name: "j".into(),
+            uid: "u-1".into(),
+        }
+    }
+
+    #[test]
+    fn metering_resumes_after_pruning_with_exact_totals() {
+        let mut j = Journal::new();
+        let mut m = j.meter(job(), 1, "p", "ns", 1_000_000);
+        for s in 0..3u64 {
+            j.append(m.record(100 + s, 101 + s, 1).unwrap()).unwrap();
+        }
+        // Pretend the records settled and were pruned: a fresh meter must continue the
+        // cumulative sequence, not restart at zero.
+        j.data.records.clear();
+        j.reindex();
+        let mut m2 = j.meter(job(), 1, "p", "ns", 1_000_000);
+        assert_eq!(m2.cumulative_gpu_seconds(), 3);
+        assert_eq!(m2.metered_until(), Some(103));
+        let r = m2.record(103, 104, 1).unwrap();
+        // floor(4/3600 tokens) − floor(3/3600 tokens) in micro-units: 1111 − 833.
+        assert_eq!(r.amount, 1111 - 833);
+        assert!(
+            m2.record(100, 101, 1).is_err(),
+            "overlap with metered history is refused"
+        );
+    }
+
+    #[test]
+    fn forget_job_drops_only_that_jobs_positions() {
+        let mut j = Journal::new();
+        let mut a = j.meter(job(), 1, "p", "ns", 1);
+        j.append(a.record(0, 10, 1).unwrap()).unwrap();
+        let other = JobRef {
+            uid: "u-2".into(),
+            ..job()
+        };
+        let mut b = j.meter(other, 1, "p", "ns", 1);
+        j.append(b.record(0, 10, 1).unwrap()).unwrap();
+        assert_eq!(j.forget_job("u-1"), 1);
+        assert!(j.position("u-1", 1, "p").is_none());
+        assert!(j.position("u-2", 1, "p").is_some());
+        assert_eq!(j.metered_jobs().len(), 1);
+    }
+}
