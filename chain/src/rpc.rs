@@ -246,6 +246,17 @@ impl Rpc {
         }
     }
 
+    /// Decimals of a mint (`getTokenSupply`); settlement refuses to guess them.
+    pub async fn mint_decimals(&self, mint: &Pubkey) -> Result<u8, ChainError> {
+        const M: &str = "getTokenSupply";
+        let v = self.call(M, json!([mint.to_string()])).await?;
+        let d = Self::decode(M, v["value"]["decimals"].as_u64(), "decimals")?;
+        u8::try_from(d).map_err(|_| ChainError::Decode {
+            method: M,
+            message: format!("decimals {d}"),
+        })
+    }
+
     /// `getBalance` in lamports.
     pub async fn balance(&self, account: &Pubkey, c: Commitment) -> Result<u64, ChainError> {
         let v = self

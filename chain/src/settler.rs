@@ -73,7 +73,7 @@ pub struct RoundReport {
     pub backlog: usize,
 }
 
-type FaultHook = Box<dyn FnMut(FaultPoint) -> bool + Send>;
+type FaultHook = Box<dyn FnMut(FaultPoint) -> bool + Send + Sync>;
 
 /// Drives one journal.
 pub struct Settler<S: JournalStore> {
@@ -84,6 +84,8 @@ pub struct Settler<S: JournalStore> {
     cfg: SettlerConfig,
     restarted: bool,
     fault: Option<FaultHook>,
+    /// Records refused by [`Settler::append`] so far.
+    pub refused: u64,
 }
 
 fn now_ms() -> u64 {
@@ -111,11 +113,12 @@ impl<S: JournalStore> Settler<S> {
             cfg,
             restarted: false,
             fault: None,
+            refused: 0,
         })
     }
 
     /// Test hook: return `true` from `hook` to crash at that point.
-    pub fn inject_faults(&mut self, hook: impl FnMut(FaultPoint) -> bool + Send + 'static) {
+    pub fn inject_faults(&mut self, hook: impl FnMut(FaultPoint) -> bool + Send + Sync + 'static) {
         self.fault = Some(Box::new(hook));
     }
 
@@ -133,6 +136,29 @@ impl<S: JournalStore> Settler<S> {
         &self.journal
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &SettlerConfig {
+        &self.cfg
+    }
+
+    /// Creates `wallet`'s payout token account for the settlement mint if it is missing
+    /// (the authority pays the rent once).
+    pub async fn ensure_payout_account(&self, wallet: &crate::pubkey::Pubkey) -> Result<(), ChainError> {
+        crate::setup::ensure_associated_account(&self.rpc, &self.authority, wallet, &self.cfg.accounts.mint)
+            .await
+            .map(|_| ())
+    }
+
+    /// The authority's public key.
+    pub fn authority(&self) -> crate::pubkey::Pubkey {
+        self.authority.pubkey()
+    }
+
+    /// The RPC endpoint.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
     /// The store (e.g. to hand it to the next process in a crash test).
     pub fn into_store(self) -> S {
         self.store
@@ -144,12 +170,20 @@ impl<S: JournalStore> Settler<S> {
     }
 
     /// Appends metered records and persists; only after this returns may metering treat
-    /// them as recorded. Duplicates (same id, same content) are no-ops.
+    /// them as recorded. Duplicates (same id, same content) are no-ops; a record that
+    /// conflicts with a journaled one, or is invalid, is refused and logged (metering must
+    /// be deterministic) without blocking the others.
     pub async fn append(&mut self, records: Vec<UsageRecord>) -> Result<usize, ChainError> {
         let mut inserted = 0;
         for r in records {
-            if self.journal.append(r)? == AppendOutcome::Inserted {
-                inserted += 1;
+            let id = r.id;
+            match self.journal.append(r) {
+                Ok(AppendOutcome::Inserted) => inserted += 1,
+                Ok(AppendOutcome::Duplicate) => {}
+                Err(e) => {
+                    self.refused += 1;
+                    warn!(record = %id.to_hex(), error = %e, "usage record refused by the journal");
+                }
             }
         }
         if inserted > 0 {

@@ -144,6 +144,13 @@ pub struct AttemptRecord {
     pub message: String,
     /// GPU-seconds billed for this attempt (up to its last heartbeat).
     pub gpu_seconds: u64,
+    /// GPUs of the gang during the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// When every worker was Running: billing started here (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub running_time: Option<String>,
     /// Price per GPU-hour of this attempt (decimal).
     #[schemars(pattern(DECIMAL_PATTERN))]
     pub price_per_gpu_hour: String,

@@ -45,6 +45,11 @@ const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "coordination.k8s.io", "leases", "", NS),
     ("update", "coordination.k8s.io", "leases", "", NS),
     ("get", "", "secrets", "", NS),
+    ("get", "", "namespaces", "", ""),
+    ("get", "", "configmaps", "", NS),
+    ("create", "", "configmaps", "", NS),
+    ("update", "", "configmaps", "", NS),
+    ("delete", "", "configmaps", "", NS),
 ];
 
 /// What the hub's identity must NOT be able to do.
@@ -57,6 +62,8 @@ const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "gpufed.io", "stakes", "", "team-a"),
     ("create", "coordination.k8s.io", "leases", "", "kube-system"),
     ("create", "", "pods", "", NS),
+    ("create", "", "configmaps", "", "kube-system"),
+    ("list", "", "namespaces", "", ""),
 ];
 
 /// What the operator does on a member (operator/src/job/dispatch.rs, observe.rs,

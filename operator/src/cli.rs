@@ -31,6 +31,65 @@ pub struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "GPUFED_LOG_JSON")]
     pub log_json: bool,
+    /// Solana JSON-RPC URL; settlement is off without it (usage is still metered in status).
+    #[arg(long, env = "GPUFED_SOLANA_RPC")]
+    pub solana_rpc: Option<String>,
+    /// Settlement authority keypair (solana-keygen JSON), e.g. mounted from a Secret.
+    #[arg(long, env = "GPUFED_SETTLEMENT_KEYPAIR", requires = "solana_rpc")]
+    pub settlement_keypair: Option<std::path::PathBuf>,
+    /// Mint of the settlement token (base58).
+    #[arg(long, env = "GPUFED_SETTLEMENT_MINT", requires = "solana_rpc")]
+    pub settlement_mint: Option<String>,
+    /// Commitment at which a batch counts as settled: processed, confirmed or finalized.
+    #[arg(long, default_value = "finalized", value_parser = parse_commitment)]
+    pub settlement_commitment: gpufed_settlement::Commitment,
+    /// Period of settlement rounds.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub settlement_interval: Duration,
+    /// Smallest slice of a running attempt's usage that is journaled.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub meter_slice: Duration,
+    /// How far behind the provider's last heartbeat running attempts are metered.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub meter_lag: Duration,
+}
+
+impl Args {
+    /// Settlement settings when `--solana-rpc` is given; an error names a missing flag.
+    pub fn settlement(&self) -> Result<Option<crate::settlement::SettlementConfig>, String> {
+        let Some(rpc_url) = self.solana_rpc.clone() else {
+            return Ok(None);
+        };
+        let keypair = self
+            .settlement_keypair
+            .clone()
+            .ok_or("--solana-rpc needs --settlement-keypair")?;
+        let mint = self
+            .settlement_mint
+            .clone()
+            .ok_or("--solana-rpc needs --settlement-mint")?;
+        Ok(Some(crate::settlement::SettlementConfig {
+            rpc_url,
+            keypair,
+            mint,
+            commitment: self.settlement_commitment,
+            interval: self.settlement_interval,
+            meter_slice: self.meter_slice,
+            meter_lag: self.meter_lag,
+            namespace: self.namespace.clone(),
+        }))
+    }
+}
+
+/// Parses a Solana commitment level.
+pub fn parse_commitment(s: &str) -> Result<gpufed_settlement::Commitment, String> {
+    use gpufed_settlement::Commitment;
+    match s {
+        "processed" => Ok(Commitment::Processed),
+        "confirmed" => Ok(Commitment::Confirmed),
+        "finalized" => Ok(Commitment::Finalized),
+        other => Err(format!("{other:?} is not one of processed, confirmed, finalized")),
+    }
 }
 
 /// Parses `90s`, `2m`, `1h30m` (the CRDs' duration format).

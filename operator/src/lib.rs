@@ -22,6 +22,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod placement;
 pub mod provider;
+pub mod settlement;
 pub mod telemetry;
 pub mod time;
 
@@ -70,6 +71,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         .list(&ListParams::default().limit(1))
         .await
         .context("listing ComputeJobs: are the gpufed CRDs installed? (kubectl apply -f crds/)")?;
+    let settlement_cfg = args.settlement().map_err(anyhow::Error::msg)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gpufed".into());
         format!("{host}-{}", std::process::id())
@@ -129,10 +131,20 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         let (elector, rx) = (elector.clone(), shutdown.clone());
         tokio::spawn(async move { elector.run(rx).await })
     };
+    let settle = {
+        let (ctx, rx) = (ctx.clone(), shutdown.clone());
+        async move {
+            match settlement_cfg {
+                Some(cfg) => settlement::run(ctx, cfg, rx).await,
+                None => tracing::info!("settlement off (no --solana-rpc)"),
+            }
+        }
+    };
     tokio::join!(
         provider::run(ctx.clone(), provider_ctl, stop(shutdown.clone())),
         job::run(ctx.clone(), job_ctl, stop(shutdown.clone())),
         placement::run(ctx.clone(), shutdown.clone()),
+        settle,
     );
     // The controllers drained; give up the Lease so a successor starts at once.
     let _ = election.await;

@@ -49,6 +49,14 @@ pub struct Metrics {
     pub metered_gpu_seconds_total: Counter,
     /// 1 while this replica leads.
     pub leader: Gauge,
+    /// Usage records journaled but not settled yet.
+    pub settlement_backlog_records: Gauge,
+    /// Settlement batches final and successful.
+    pub settlement_batches_settled_total: Counter,
+    /// Settlement transactions that failed on chain (records re-batched).
+    pub settlement_batches_failed_total: Counter,
+    /// RPC errors and timeouts seen by settlement.
+    pub settlement_rpc_errors_total: Counter,
     registry: Arc<Registry>,
 }
 
@@ -73,6 +81,10 @@ impl Metrics {
             providers: Family::default(),
             metered_gpu_seconds_total: Counter::default(),
             leader: Gauge::default(),
+            settlement_backlog_records: Gauge::default(),
+            settlement_batches_settled_total: Counter::default(),
+            settlement_batches_failed_total: Counter::default(),
+            settlement_rpc_errors_total: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -98,6 +110,26 @@ impl Metrics {
             m.metered_gpu_seconds_total.clone(),
         );
         registry.register("leader", "1 while this replica holds the Lease", m.leader.clone());
+        registry.register(
+            "settlement_backlog_records",
+            "Usage records journaled and not yet settled on chain",
+            m.settlement_backlog_records.clone(),
+        );
+        registry.register(
+            "settlement_batches_settled",
+            "Settlement batches final on chain",
+            m.settlement_batches_settled_total.clone(),
+        );
+        registry.register(
+            "settlement_batches_failed",
+            "Settlement transactions that failed on chain",
+            m.settlement_batches_failed_total.clone(),
+        );
+        registry.register(
+            "settlement_rpc_errors",
+            "Solana RPC errors and timeouts seen by settlement",
+            m.settlement_rpc_errors_total.clone(),
+        );
         let info = Family::<Vec<(String, String)>, Gauge>::default();
         info.get_or_create(&vec![(
             "version".to_owned(),

@@ -29,6 +29,9 @@ pub struct JournalHeader {
     /// Metering positions per attempt.
     #[serde(default)]
     pub positions: BTreeMap<Hash32, crate::position::Position>,
+    /// Settled totals per job uid.
+    #[serde(default)]
+    pub settled: BTreeMap<String, crate::position::SettledTotals>,
     /// Next append sequence number.
     pub next_seq: u64,
     /// Next batch id.
@@ -83,6 +86,7 @@ impl Journal {
             batches: self.data.batches.clone(),
             watermarks: self.data.watermarks.clone(),
             positions: self.data.positions.clone(),
+            settled: self.data.settled.clone(),
             next_seq: self.data.next_seq,
             next_batch: self.data.next_batch,
             chunk_count: chunks.len(),
@@ -113,6 +117,7 @@ impl Journal {
             batches: header.batches,
             watermarks: header.watermarks,
             positions: header.positions,
+            settled: header.settled,
             next_seq: header.next_seq,
             next_batch: header.next_batch,
         };

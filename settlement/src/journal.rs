@@ -109,6 +109,9 @@ pub struct JournalData {
     /// Per (job uid, attempt, provider) key: how far metering got (survives pruning).
     #[serde(default)]
     pub positions: BTreeMap<Hash32, crate::position::Position>,
+    /// Per job uid: what has settled (survives pruning).
+    #[serde(default)]
+    pub settled: BTreeMap<String, crate::position::SettledTotals>,
     /// Next append sequence number.
     pub next_seq: u64,
     /// Next batch id.
@@ -280,8 +283,18 @@ impl Journal {
             .get_mut(&batch)
             .ok_or(JournalError::UnknownBatch(batch))?;
         let was_failed = matches!(b.tx.phase, TxPhase::Failed { .. });
+        let was_done = matches!(b.tx.phase, TxPhase::Done { .. });
         let (tx, actions) = machine::step(&b.tx, now_ms, obs, cfg)?;
         b.tx = tx;
+        if !was_done && matches!(b.tx.phase, TxPhase::Done { .. }) {
+            self.credit_settled(batch);
+            return Ok(actions);
+        }
+        let b = self
+            .data
+            .batches
+            .get_mut(&batch)
+            .ok_or(JournalError::UnknownBatch(batch))?;
         // Only on the transition into Failed: the records go back to pending.
         if !was_failed && matches!(b.tx.phase, TxPhase::Failed { .. }) {
             for id in &b.records {

@@ -40,6 +40,6 @@ pub use journal::{AppendOutcome, Journal, JournalError, RecordStatus};
 pub use machine::{Action, Commitment, MachineConfig, Observation, QueryId, TxPhase, TxState};
 pub use memo::Memo;
 pub use merkle::{MerkleProof, MerkleTree, verify_proof};
-pub use position::Position;
+pub use position::{JobBilling, Position, SettledTotals};
 pub use record::{JobRef, RecordError, RecordId, UsageRecord};
 pub use txsize::TxSizeModel;

@@ -23,7 +23,40 @@ pub struct Position {
     pub metered_until: u64,
     /// Cumulative GPU-seconds metered for the attempt.
     pub cumulative_gpu_seconds: u64,
+    /// Records journaled for the attempt.
+    #[serde(default)]
+    pub records: u64,
+    /// Their total amount, base units.
+    #[serde(default)]
+    pub amount: u64,
 }
+
+/// What has settled for one job (kept when records are pruned).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettledTotals {
+    /// Records settled.
+    pub records: u64,
+    /// Amount settled, base units.
+    pub amount: u64,
+    /// Signatures of the settling transactions, newest last (at most 16).
+    #[serde(default)]
+    pub signatures: Vec<String>,
+}
+
+/// A job's billing as the journal knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobBilling {
+    /// Records journaled.
+    pub records: u64,
+    /// Amount journaled, base units.
+    pub amount: u64,
+    /// What has settled.
+    pub settled: SettledTotals,
+}
+
+/// Signatures kept per job.
+pub const MAX_JOB_SIGNATURES: usize = 16;
 
 /// Key of an attempt.
 pub fn attempt_key(job_uid: &str, attempt: u32, provider: &str) -> Hash32 {
@@ -38,9 +71,51 @@ impl Journal {
             job_uid: r.job.uid.clone(),
             metered_until: 0,
             cumulative_gpu_seconds: 0,
+            records: 0,
+            amount: 0,
         });
+        p.records += 1;
+        p.amount = p.amount.saturating_add(r.amount);
         p.metered_until = p.metered_until.max(r.end);
         p.cumulative_gpu_seconds = p.cumulative_gpu_seconds.max(r.cumulative_gpu_seconds);
+    }
+
+    /// Credits a batch that just settled to its jobs' totals.
+    pub(crate) fn credit_settled(&mut self, batch: u64) {
+        let Some(b) = self.data.batches.get(&batch) else {
+            return;
+        };
+        let sig = b.tx.signature().map(str::to_string);
+        for id in &b.records {
+            let Some(e) = self.data.records.get(id) else {
+                continue;
+            };
+            let t = self.data.settled.entry(e.record.job.uid.clone()).or_default();
+            t.records += 1;
+            t.amount = t.amount.saturating_add(e.record.amount);
+            if let Some(sig) = &sig
+                && t.signatures.last() != Some(sig)
+                && !t.signatures.contains(sig)
+            {
+                t.signatures.push(sig.clone());
+                if t.signatures.len() > MAX_JOB_SIGNATURES {
+                    t.signatures.remove(0);
+                }
+            }
+        }
+    }
+
+    /// A job's billing: journaled and settled.
+    pub fn billing(&self, job_uid: &str) -> JobBilling {
+        let mut out = JobBilling {
+            settled: self.data.settled.get(job_uid).cloned().unwrap_or_default(),
+            ..Default::default()
+        };
+        for p in self.data.positions.values().filter(|p| p.job_uid == job_uid) {
+            out.records += p.records;
+            out.amount = out.amount.saturating_add(p.amount);
+        }
+        out
     }
 
     /// How far an attempt has been metered.
@@ -72,6 +147,7 @@ impl Journal {
             self.data.positions.remove(k);
             self.data.watermarks.remove(k);
         }
+        self.data.settled.remove(job_uid);
         keys.len()
     }
 

@@ -553,3 +553,57 @@ fn stake_slash_and_unbond_execute_once_and_eligibility() {
     let (_, a) = stake_step(&s, 9_000, StakeEvent::Restarted);
     assert!(a.is_empty(), "released stake never acts again");
 }
+
+#[test]
+fn billing_totals_count_each_settled_record_once_and_survive_pruning() {
+    let cfg = MachineConfig::default();
+    let mut j = Journal::new();
+    let job = common::job(0);
+    let mut m = j.meter(job.clone(), 1, "p", &job.namespace, 3_600_000_000);
+    for s in 0..5u64 {
+        j.append(m.record(s * 10, s * 10 + 10, 2).unwrap()).unwrap();
+    }
+    let b = j.billing(&job.uid);
+    assert_eq!((b.records, b.amount, b.settled.records), (5, 5 * 20_000_000, 0));
+    let id = j.plan_batch(&PlanConfig::default(), &BTreeSet::new(), 0).unwrap();
+    let a = j.tick(0, &cfg);
+    let sign_q = query(&[a[0].1.clone()]);
+    let a = j
+        .step(
+            id,
+            0,
+            Observation::Signed {
+                query: sign_q,
+                intent: intent("sigA", 100),
+            },
+            &cfg,
+        )
+        .unwrap();
+    j.step(id, 0, Observation::Broadcasted { query: query(&a) }, &cfg)
+        .unwrap();
+    let a = j.tick(10_000, &cfg);
+    let status = Observation::SignatureStatus {
+        query: query(&[a[0].1.clone()]),
+        status: Some(SigStatus {
+            slot: 9,
+            commitment: Commitment::Finalized,
+            error: None,
+        }),
+    };
+    j.step(id, 10_000, status, &cfg).unwrap();
+    let b = j.billing(&job.uid);
+    assert_eq!(b.settled.records, 5);
+    assert_eq!(b.settled.amount, b.amount);
+    assert_eq!(b.settled.signatures, vec!["sigA".to_string()]);
+    // A repeated final observation (after a restart) credits nothing twice.
+    let a = j.restarted(20_000, &cfg);
+    assert!(a.is_empty(), "a settled batch is not resolved again: {a:?}");
+    j.prune_settled();
+    let after = j.billing(&job.uid);
+    assert_eq!(after, b, "pruning keeps the job's billing");
+    // Metering continues after pruning.
+    let mut m = j.meter(job.clone(), 1, "p", &job.namespace, 3_600_000_000);
+    assert_eq!(m.metered_until(), Some(50));
+    j.append(m.record(50, 60, 2).unwrap()).unwrap();
+    assert_eq!(j.billing(&job.uid).records, 6);
+}

@@ -278,6 +278,8 @@ fn end_attempt(
         outcome,
         message: message.clone(),
         gpu_seconds,
+        gpus: Some(p.gpus),
+        running_time: p.running_time.clone(),
         price_per_gpu_hour: p.price_per_gpu_hour.clone(),
         end_time: crate::time::format(at),
         removed,

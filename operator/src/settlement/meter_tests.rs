@@ -1,0 +1,134 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, Placement};
+
+const CFG: MeterConfig = MeterConfig {
+    slice: 60,
+    lag: 10,
+    decimals: 6,
+};
+
+fn job(status: ComputeJobStatus) -> ComputeJob {
+    let mut j: ComputeJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": "train", "namespace": "team-a", "uid": "uid-1"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
+                 "gpusPerWorker": 1, "maxPricePerGpuHour": "3"}
+    }))
+    .unwrap();
+    j.status = Some(status);
+    j
+}
+
+fn placement(attempt: u32, running: i64) -> Placement {
+    Placement {
+        attempt,
+        provider: "dc-1".into(),
+        gpus: 4,
+        price_per_gpu_hour: "2.5".into(),
+        workers: vec![],
+        placed_time: crate::time::format(running - 5),
+        running_time: Some(crate::time::format(running)),
+    }
+}
+
+fn ended(attempt: u32, running: i64, end: i64) -> AttemptRecord {
+    AttemptRecord {
+        attempt,
+        provider: "dc-1".into(),
+        outcome: AttemptOutcome::ProviderLost,
+        message: String::new(),
+        gpu_seconds: (end - running) as u64 * 4,
+        gpus: Some(4),
+        running_time: Some(crate::time::format(running)),
+        price_per_gpu_hour: "2.5".into(),
+        end_time: crate::time::format(end),
+        removed: false,
+    }
+}
+
+#[test]
+fn units_convert_both_ways() {
+    assert_eq!(to_base_units("2.5", 6), Some(2_500_000));
+    assert_eq!(to_base_units("2.5", 9), Some(2_500_000_000));
+    assert_eq!(to_base_units("2.5", 2), Some(250));
+    assert_eq!(to_base_units("x", 6), None);
+    assert_eq!(from_base_units(2_500_000, 6), "2.5");
+    assert_eq!(from_base_units(3, 6), "0.000003");
+    assert_eq!(from_base_units(7, 0), "7");
+}
+
+#[test]
+fn live_attempt_is_metered_in_slices_behind_the_heartbeat_and_finished_exactly() {
+    let t0 = 1_700_000_000;
+    let mut journal = Journal::new();
+    let mut st = ComputeJobStatus {
+        placement: Some(placement(1, t0)),
+        ..Default::default()
+    };
+    // Too early for a slice (heartbeat 50 s in, lag 10 s → 40 s < 60 s).
+    assert!(job_records(&job(st.clone()), &journal, |_| Some(t0 + 50), t0 + 50, &CFG).is_empty());
+    // 130 s in: one slice up to hb − lag = 120 s.
+    let recs = job_records(&job(st.clone()), &journal, |_| Some(t0 + 130), t0 + 131, &CFG);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].start, recs[0].end, recs[0].gpu_seconds),
+        (t0 as u64, t0 as u64 + 120, 480)
+    );
+    journal.append(recs[0].clone()).unwrap();
+    // Re-running with the same inputs produces nothing new (idempotent).
+    assert!(job_records(&job(st.clone()), &journal, |_| Some(t0 + 130), t0 + 131, &CFG).is_empty());
+    // No heartbeat known: live metering waits.
+    assert!(job_records(&job(st.clone()), &journal, |_| None, t0 + 500, &CFG).is_empty());
+    // The attempt ends at 200 s (provider lost): the rest is metered exactly.
+    st.attempts.push(ended(1, t0, t0 + 200));
+    let recs = job_records(&job(st.clone()), &journal, |_| Some(t0 + 200), t0 + 400, &CFG);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].start, recs[0].end, recs[0].gpu_seconds),
+        (t0 as u64 + 120, t0 as u64 + 200, 320)
+    );
+    journal.append(recs[0].clone()).unwrap();
+    let total: u64 = [480u64, 320].iter().sum();
+    assert_eq!(
+        journal
+            .position("uid-1", 1, "dc-1")
+            .unwrap()
+            .cumulative_gpu_seconds,
+        total
+    );
+    // Exactly the price of 800 GPU-seconds at 2.5/h, however it was sliced.
+    assert_eq!(journal.billing("uid-1").amount, 800 * 2_500_000 / 3600);
+}
+
+#[test]
+fn a_second_attempt_is_metered_separately_and_a_finished_job_keeps_its_placement() {
+    let t0 = 1_700_000_000;
+    let journal = Journal::new();
+    let st = ComputeJobStatus {
+        placement: Some(placement(2, t0 + 300)),
+        attempts: vec![ended(1, t0, t0 + 100), ended(2, t0 + 300, t0 + 400)],
+        ..Default::default()
+    };
+    let recs = job_records(&job(st), &journal, |_| Some(t0 + 1000), t0 + 1000, &CFG);
+    // Attempt 2 is finished (its placement stays on a succeeded job): no live slice.
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs.iter().map(|r| r.attempt).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(recs.iter().all(|r| r.validate().is_ok()));
+    assert!(recs.iter().all(|r| r.tenant == "team-a"));
+}
+
+#[test]
+fn jobs_without_status_or_with_bad_prices_produce_nothing() {
+    let mut j = job(ComputeJobStatus::default());
+    j.status = None;
+    assert!(job_records(&j, &Journal::new(), |_| Some(0), 0, &CFG).is_empty());
+    let mut a = ended(1, 1_700_000_000, 1_700_000_100);
+    a.price_per_gpu_hour = "bogus".into();
+    let st = ComputeJobStatus {
+        attempts: vec![a],
+        ..Default::default()
+    };
+    assert!(job_records(&job(st), &Journal::new(), |_| Some(0), 0, &CFG).is_empty());
+}

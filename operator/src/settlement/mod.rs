@@ -1,0 +1,294 @@
+//! Settlement in the operator: metering → journal (ConfigMaps) → batches on Solana, and
+//! each job's `status.billing`.
+//!
+//! One task, active only while this process holds the Lease. Each round:
+//! observe (jobs, providers, tenants' escrow annotations) → meter (pure, [`meter`]) →
+//! append to the journal (persisted before anything else) → one settler round (the pure
+//! machine's actions against the RPC node) → billing status of jobs whose numbers moved.
+//! The chain being down only grows the backlog; jobs never wait on any of this.
+
+pub mod meter;
+pub mod store;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpufed_api::ComputeJob;
+use gpufed_api::job_status::Billing;
+use gpufed_chain::{ChainError, Keypair, Pubkey, Rpc, SettlementAccounts, Settler, SettlerConfig};
+use gpufed_settlement::{Commitment, MachineConfig, PlanConfig};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::context::Context;
+use meter::{MeterConfig, from_base_units, job_records};
+use store::ConfigMapStore;
+
+/// Namespace annotation naming the tenant's escrow token account (delegated to the
+/// settlement authority).
+pub const ESCROW_ANNOTATION: &str = "gpufed.io/escrow-account";
+
+/// Settlement settings (from flags).
+#[derive(Debug, Clone)]
+pub struct SettlementConfig {
+    /// Solana JSON-RPC URL.
+    pub rpc_url: String,
+    /// Settlement authority keypair file (mounted read-only from a Secret).
+    pub keypair: PathBuf,
+    /// Mint of the settlement token.
+    pub mint: String,
+    /// Commitment at which a batch counts as settled.
+    pub commitment: Commitment,
+    /// Period of settlement rounds.
+    pub interval: Duration,
+    /// Smallest live metering slice.
+    pub meter_slice: Duration,
+    /// Live metering lag behind the provider heartbeat.
+    pub meter_lag: Duration,
+    /// Namespace of the journal ConfigMaps.
+    pub namespace: String,
+}
+
+/// Runs settlement until shutdown; idles while not leader.
+pub async fn run(ctx: Arc<Context>, cfg: SettlementConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut leadership = ctx.leadership.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if ctx.leadership.is_leader() {
+            match session(&ctx, &cfg, &mut shutdown).await {
+                Ok(()) => {}
+                Err(e) => warn!(error = %e, "settlement paused; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = leadership.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// One leadership term: open the journal (resolving what was in flight), then rounds.
+async fn session(
+    ctx: &Context,
+    cfg: &SettlementConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ChainError> {
+    let authority = Keypair::read(&cfg.keypair)?;
+    let mint = Pubkey::parse(&cfg.mint)?;
+    let rpc = Rpc::new(&cfg.rpc_url, Duration::from_secs(10))?;
+    let decimals = rpc.mint_decimals(&mint).await?;
+    info!(authority = %authority.pubkey(), %mint, decimals, rpc = %cfg.rpc_url, "settlement starting");
+    let settler_cfg = SettlerConfig {
+        plan: PlanConfig {
+            // Keeps the header ConfigMap (4 batches of record ids) under 1 MiB.
+            max_records_per_batch: 2048,
+            ..Default::default()
+        },
+        machine: MachineConfig {
+            commitment: cfg.commitment,
+            poll_ms: 1_000,
+            ..Default::default()
+        },
+        accounts: SettlementAccounts {
+            mint,
+            decimals,
+            ..Default::default()
+        },
+    };
+    let store = ConfigMapStore::new(ctx.hub.clone(), &cfg.namespace);
+    let mut settler = Settler::open(rpc, authority, store, settler_cfg).await?;
+    let meter_cfg = MeterConfig {
+        slice: cfg.meter_slice.as_secs().max(1),
+        lag: cfg.meter_lag.as_secs(),
+        decimals,
+    };
+    let mut payouts_ready: BTreeSet<Pubkey> = BTreeSet::new();
+    while ctx.leadership.is_leader() && !*shutdown.borrow() {
+        round(ctx, &mut settler, &meter_cfg, &mut payouts_ready).await?;
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(cfg.interval) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn round(
+    ctx: &Context,
+    settler: &mut Settler<ConfigMapStore>,
+    meter_cfg: &MeterConfig,
+    payouts_ready: &mut BTreeSet<Pubkey>,
+) -> Result<(), ChainError> {
+    let now = crate::time::now();
+    let jobs = ctx.jobs.state();
+    let providers = ctx.providers.state();
+    let heartbeat = |name: &str| {
+        providers.iter().find(|p| p.name_any() == name).and_then(|p| {
+            p.status
+                .as_ref()?
+                .last_heartbeat_time
+                .as_deref()
+                .and_then(crate::time::parse)
+        })
+    };
+    // Meter, then persist, before anything else.
+    let records: Vec<_> = jobs
+        .iter()
+        .flat_map(|j| job_records(j, settler.journal(), heartbeat, now, meter_cfg))
+        .collect();
+    // job_records yields only what the journal lacks, so these are all new.
+    let metered: u64 = records.iter().map(|r| r.gpu_seconds).sum();
+    if settler.append(records).await? > 0 {
+        ctx.metrics.metered_gpu_seconds_total.inc_by(metered);
+    }
+
+    let mut accounts = settler_accounts(ctx, settler, &providers).await;
+    ensure_payouts(settler, &mut accounts, payouts_ready).await;
+    settler.set_accounts(accounts);
+    let report = settler.round().await?;
+    let m = &ctx.metrics;
+    m.settlement_backlog_records.set(report.backlog as i64);
+    m.settlement_batches_settled_total
+        .inc_by(report.settled.len() as u64);
+    m.settlement_batches_failed_total
+        .inc_by(report.failed.len() as u64);
+    m.settlement_rpc_errors_total.inc_by(report.rpc_errors as u64);
+    for s in &report.shortfalls {
+        warn!(tenant = %s.tenant, needed = s.needed, available = s.available,
+              "escrow cannot cover the next batch; tenant's records wait");
+    }
+    update_billing(ctx, settler, &jobs, meter_cfg.decimals).await;
+    Ok(())
+}
+
+/// Escrows from namespace annotations (tenants with unsettled records), payout wallets
+/// from the providers' specs.
+async fn settler_accounts(
+    ctx: &Context,
+    settler: &Settler<ConfigMapStore>,
+    providers: &[Arc<gpufed_api::GpuProvider>],
+) -> SettlementAccounts {
+    let mut accounts = SettlementAccounts {
+        mint: settler_mint(settler),
+        decimals: settler_decimals(settler),
+        ..Default::default()
+    };
+    let tenants: BTreeSet<String> = settler
+        .journal()
+        .pending_iter()
+        .map(|r| r.tenant.clone())
+        .collect();
+    let namespaces: Api<Namespace> = Api::all(ctx.hub.clone());
+    for t in tenants {
+        let escrow = match namespaces.get_opt(&t).await {
+            Ok(Some(ns)) => ns.annotations().get(ESCROW_ANNOTATION).cloned(),
+            Ok(None) => None,
+            Err(e) => {
+                warn!(tenant = %t, error = %e, "cannot read tenant namespace");
+                None
+            }
+        };
+        match escrow.as_deref().map(Pubkey::parse) {
+            Some(Ok(k)) => {
+                accounts.escrows.insert(t, k);
+            }
+            Some(Err(e)) => warn!(tenant = %t, error = %e, "invalid {ESCROW_ANNOTATION} annotation"),
+            None => warn!(tenant = %t, "namespace has no {ESCROW_ANNOTATION} annotation; its usage waits"),
+        }
+    }
+    for p in providers {
+        match Pubkey::parse(&p.spec.payout_wallet) {
+            Ok(w) => {
+                accounts.payout_wallets.insert(p.name_any(), w);
+            }
+            Err(e) => warn!(provider = %p.name_any(), error = %e, "invalid payout wallet"),
+        }
+    }
+    accounts
+}
+
+fn settler_mint(s: &Settler<ConfigMapStore>) -> Pubkey {
+    s.config().accounts.mint
+}
+
+fn settler_decimals(s: &Settler<ConfigMapStore>) -> u8 {
+    s.config().accounts.decimals
+}
+
+/// Creates missing payout token accounts (the authority pays their rent once), so a batch
+/// never fails on a provider that has not opened one. Providers whose account cannot be
+/// created are left out of the accounts: their records wait.
+async fn ensure_payouts(
+    settler: &Settler<ConfigMapStore>,
+    accounts: &mut SettlementAccounts,
+    ready: &mut BTreeSet<Pubkey>,
+) {
+    let providers: BTreeSet<String> = settler
+        .journal()
+        .pending_iter()
+        .map(|r| r.provider.clone())
+        .collect();
+    for p in providers {
+        let Some(ata) = accounts.payout_account(&p) else {
+            continue;
+        };
+        if ready.contains(&ata) {
+            continue;
+        }
+        let wallet = accounts.payout_wallets[&p];
+        match settler.ensure_payout_account(&wallet).await {
+            Ok(()) => {
+                ready.insert(ata);
+            }
+            Err(e) => {
+                warn!(provider = %p, error = %e, "payout account not ready; provider's records wait");
+                accounts.payout_wallets.remove(&p);
+            }
+        }
+    }
+}
+
+/// Writes `status.billing` of jobs whose journaled or settled numbers moved.
+async fn update_billing(
+    ctx: &Context,
+    settler: &Settler<ConfigMapStore>,
+    jobs: &[Arc<ComputeJob>],
+    decimals: u8,
+) {
+    for job in jobs {
+        let Some(uid) = job.metadata.uid.as_deref() else {
+            continue;
+        };
+        let b = settler.journal().billing(uid);
+        if b.records == 0 {
+            continue;
+        }
+        let want = Billing {
+            records: b.records,
+            settled_records: b.settled.records,
+            settled_amount: from_base_units(b.settled.amount, decimals),
+            signatures: b.settled.signatures.clone(),
+        };
+        if job.status.as_ref().and_then(|s| s.billing.as_ref()) == Some(&want) {
+            continue;
+        }
+        let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
+        // A merge patch of this one field: the job controller owns the rest of the status
+        // and re-reads before its fenced writes.
+        let patch = serde_json::json!({"status": {"billing": want}});
+        if let Err(e) = api
+            .patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            warn!(job = %job.name_any(), error = %e, "billing status not written; next round retries");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The settlement journal in the hub API server, as ConfigMaps in the operator's namespace.
+//!
+//! - `gpufed-journal`: the header (batches with their transaction intents, metering
+//!   positions, settled totals) and the names of the record chunks, in order;
+//! - `gpufed-journal-<hash>`: record chunks, **named by the hash of their content**.
+//!
+//! A save writes new chunks first (an unchanged chunk keeps its name and is not rewritten),
+//! then replaces the header with the resourceVersion it last read, then deletes chunks
+//! that are no longer referenced. A crash at any point leaves the old header pointing at
+//! chunks that still exist, so the journal is always loadable; the resourceVersion
+//! precondition fences a deposed leader (its header write gets 409 and it stops settling).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gpufed_chain::{ChainError, JournalStore};
+use gpufed_settlement::Journal;
+use gpufed_settlement::chunks::{JournalHeader, RecordChunk};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Name of the header ConfigMap.
+pub const HEADER: &str = "gpufed-journal";
+/// Records per chunk: ≤ 640 KiB worst case (1280-byte records), under ConfigMap's 1 MiB.
+pub const CHUNK_RECORDS: usize = 500;
+const KEY: &str = "journal.json";
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeaderDoc {
+    header: JournalHeader,
+    chunks: Vec<String>,
+}
+
+/// The journal's ConfigMaps.
+pub struct ConfigMapStore {
+    api: Api<ConfigMap>,
+    resource_version: Option<String>,
+    chunks: BTreeSet<String>,
+    /// Saves that wrote the header (metrics and tests).
+    pub saves: u64,
+}
+
+fn store_err(what: &str, e: impl std::fmt::Display) -> ChainError {
+    ChainError::Store(format!("{what}: {e}"))
+}
+
+fn config_map(name: &str, role: &str, json: String) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/part-of".to_string(), "gpufed".to_string()),
+                ("gpufed.io/journal".to_string(), role.to_string()),
+            ])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(KEY.to_string(), json)])),
+        ..Default::default()
+    }
+}
+
+fn payload<T: for<'de> Deserialize<'de>>(cm: &ConfigMap) -> Result<T, ChainError> {
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEY))
+        .ok_or_else(|| store_err(&name, format!("no {KEY}")))?;
+    serde_json::from_str(text).map_err(|e| store_err(&name, e))
+}
+
+impl ConfigMapStore {
+    /// A store in `namespace` of the hub.
+    pub fn new(hub: Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(hub, namespace),
+            resource_version: None,
+            chunks: BTreeSet::new(),
+            saves: 0,
+        }
+    }
+
+    fn chunk_name(json: &str) -> String {
+        let digest = Sha256::digest(json.as_bytes());
+        let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
+        format!("{HEADER}-{hex}")
+    }
+}
+
+impl JournalStore for ConfigMapStore {
+    async fn load(&mut self) -> Result<Option<Journal>, ChainError> {
+        let Some(cm) = self
+            .api
+            .get_opt(HEADER)
+            .await
+            .map_err(|e| store_err("reading journal", e))?
+        else {
+            self.resource_version = None;
+            return Ok(None);
+        };
+        let doc: HeaderDoc = payload(&cm)?;
+        let mut chunks: Vec<RecordChunk> = Vec::with_capacity(doc.chunks.len());
+        for name in &doc.chunks {
+            let c = self.api.get(name).await.map_err(|e| store_err(name, e))?;
+            chunks.push(payload(&c)?);
+        }
+        let journal = Journal::from_chunks(doc.header, chunks).map_err(|e| store_err("journal", e))?;
+        self.resource_version = cm.metadata.resource_version;
+        self.chunks = doc.chunks.into_iter().collect();
+        Ok(Some(journal))
+    }
+
+    async fn save(&mut self, journal: &Journal) -> Result<(), ChainError> {
+        let (header, chunks) = journal.to_chunks(CHUNK_RECORDS);
+        let mut names = Vec::with_capacity(chunks.len());
+        for c in &chunks {
+            let json = serde_json::to_string(c).map_err(|e| store_err("encoding chunk", e))?;
+            let name = Self::chunk_name(&json);
+            if !self.chunks.contains(&name) {
+                match self
+                    .api
+                    .create(&PostParams::default(), &config_map(&name, "chunk", json))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {} // same content, same name
+                    Err(e) => return Err(store_err(&name, e)),
+                }
+            }
+            names.push(name);
+        }
+        let doc = HeaderDoc {
+            header,
+            chunks: names.clone(),
+        };
+        let json = serde_json::to_string(&doc).map_err(|e| store_err("encoding header", e))?;
+        let mut cm = config_map(HEADER, "header", json);
+        let written = match &self.resource_version {
+            None => self.api.create(&PostParams::default(), &cm).await,
+            Some(rv) => {
+                cm.metadata.resource_version = Some(rv.clone());
+                self.api.replace(HEADER, &PostParams::default(), &cm).await
+            }
+        };
+        let written = match written {
+            Ok(w) => w,
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(ChainError::Store(format!(
+                    "journal header changed by another writer (fenced: {})",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(store_err("writing journal header", e)),
+        };
+        self.resource_version = written.metadata.resource_version;
+        self.saves += 1;
+        let keep: BTreeSet<String> = names.into_iter().collect();
+        for stale in self.chunks.difference(&keep) {
+            // Best effort: an orphan chunk is harmless and removed by a later save.
+            let _ = self.api.delete(stale, &DeleteParams::default()).await;
+        }
+        self.chunks = keep;
+        Ok(())
+    }
+}
