@@ -242,7 +242,11 @@ impl<S: JournalStore> Settler<S> {
             self.restarted = true;
             self.journal.restarted(now, &self.cfg.machine)
         };
-        self.store.save(&self.journal).await?;
+        // Planning and issuing queries are the only changes a quiet round makes; an idle
+        // round writes nothing (the store is the hub's API server).
+        if planned.is_some() || !actions.is_empty() {
+            self.store.save(&self.journal).await?;
+        }
         let mut queue: VecDeque<(u64, Action)> = actions.into();
         while let Some((batch, action)) = queue.pop_front() {
             let next = self.execute(batch, action, &mut report).await?;

@@ -32,7 +32,19 @@ enum Command {
     Status,
     /// Run the federation in the foreground until SIGTERM/SIGINT (what `up` starts detached).
     Serve,
+    /// Run a local Solana validator with a settlement token, escrows and payout accounts in
+    /// the foreground; writes `<run dir>/chain.env` when ready.
+    Chain {
+        /// Tenant namespaces that get a funded escrow delegated to the settlement authority.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Provider payout wallets that get a token account.
+        #[arg(long = "payout-wallet")]
+        payout_wallets: Vec<String>,
+    },
 }
+
+mod chaindemo;
 
 fn state_if_running(dir: &Path) -> Option<RunState> {
     RunState::read(dir)
@@ -213,5 +225,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Down => down(&dir),
         Command::Status => status(&dir).await,
         Command::Serve => serve(&dir).await,
+        Command::Chain {
+            tenants,
+            payout_wallets,
+        } => chaindemo::run(&dir.join("chain"), &tenants, &payout_wallets).await,
     }
 }

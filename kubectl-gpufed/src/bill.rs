@@ -1,8 +1,8 @@
 //! Pure: a job's usage and settlement (`bill`), from its status.
 //!
-//! Not here yet: `bill --verify`, which is to check each settled record's Merkle proof
-//! against the settlement transactions on chain. It belongs beside [`BillReport`] as its
-//! own result per signature; nothing in this report claims on-chain verification.
+//! This report states what the operator recorded and claims no on-chain verification;
+//! `bill --verify` checks each settled record's Merkle proof against its settlement
+//! transaction instead (see [`crate::verify`]).
 
 use gpufed_api::ComputeJob;
 use gpufed_api::formats::{format_decimal, parse_decimal};

@@ -60,12 +60,24 @@ pub enum Command {
         job: String,
     },
     /// A job's usage and settlement: GPU-seconds, cost, settled records, signatures.
-    Bill {
-        /// The ComputeJob's name.
-        job: String,
-        // `--verify` (check the settlement's Merkle proofs on chain) belongs here; it is
-        // not implemented yet. See `bill::BillReport` and docs/kubectl.md.
-    },
+    Bill(BillArgs),
+}
+
+/// `bill`: a job's usage and settlement, optionally verified on chain.
+#[derive(Debug, Clone, Args)]
+pub struct BillArgs {
+    /// The ComputeJob's name.
+    pub job: String,
+    /// Check each settled usage record's Merkle proof against the memo root of its
+    /// settlement transaction on chain; exit 1 if any fails.
+    #[arg(long, requires = "solana_rpc")]
+    pub verify: bool,
+    /// Solana JSON-RPC endpoint to verify against, e.g. https://api.devnet.solana.com.
+    #[arg(long, value_name = "URL", requires = "verify")]
+    pub solana_rpc: Option<String>,
+    /// Namespace of the gpufed operator, which keeps the settlement journal.
+    #[arg(long, value_name = "NAMESPACE", default_value = "gpufed-system")]
+    pub operator_namespace: String,
 }
 
 /// `spec.gpu.tier`.
@@ -257,6 +269,23 @@ mod tests {
         assert_eq!(s.interconnect, Some(InterconnectArg::NvLink));
         assert!(s.command);
         assert_eq!(s.args, ["python", "train.py"]);
+    }
+
+    #[test]
+    fn bill_verify_needs_an_rpc_url() {
+        let cli = parse(&["bill", "x", "--verify", "--solana-rpc", "http://127.0.0.1:8899"]).unwrap();
+        let Command::Bill(b) = cli.command else {
+            panic!("not bill")
+        };
+        assert!(b.verify);
+        assert_eq!(b.solana_rpc.as_deref(), Some("http://127.0.0.1:8899"));
+        assert_eq!(b.operator_namespace, "gpufed-system");
+        let e = parse(&["bill", "x", "--verify"]).unwrap_err();
+        assert!(e.to_string().contains("--solana-rpc <URL>"), "{e}");
+        let e = parse(&["bill", "x", "--solana-rpc", "http://h"]).unwrap_err();
+        assert!(e.to_string().contains("--verify"), "{e}");
+        let cli = parse(&["bill", "x"]).unwrap();
+        assert!(matches!(cli.command, Command::Bill(b) if !b.verify));
     }
 
     #[test]

@@ -8,11 +8,11 @@ use gpufed_api::ComputeJob;
 use gpufed_api::formats::parse_duration;
 use gpufed_api::job_status::JobPhase;
 
-use crate::cli::{Cli, Command, Global, SubmitArgs};
+use crate::cli::{BillArgs, Cli, Command, Global, SubmitArgs};
 use crate::error::{Error, Result};
 use crate::output::{Format, document, list, now, thousands};
 use crate::session::Session;
-use crate::{bill, jobs, providers, submit, why};
+use crate::{bill, jobs, onchain, providers, submit, verify, why};
 
 /// How often `submit --wait` reads the job.
 const POLL: Duration = Duration::from_secs(2);
@@ -82,15 +82,42 @@ pub async fn run(cli: Cli) -> Result<()> {
                 f => emit(&document(&report, f)?),
             }
         }
-        Command::Bill { job } => {
+        Command::Bill(args) if args.verify => verify_cmd(g, &args).await,
+        Command::Bill(args) => {
             let session = Session::connect(g).await?;
-            let report = bill::bill(&session.job(&job).await?);
+            let report = bill::bill(&session.job(&args.job).await?);
             match g.output {
                 Format::Table => emit(&bill::render(&report)),
                 f => emit(&document(&report, f)?),
             }
         }
     }
+}
+
+/// `bill --verify`: prints the report, then fails if a settled record failed verification.
+async fn verify_cmd(g: &Global, args: &BillArgs) -> Result<()> {
+    // clap enforces it; kept for callers that build the arguments themselves.
+    let Some(url) = args.solana_rpc.as_deref() else {
+        return Err(Error::Flag {
+            flag: "--solana-rpc".into(),
+            message: "--verify needs the Solana RPC URL to verify against".into(),
+        });
+    };
+    let session = Session::connect(g).await?;
+    let report = onchain::verify(&session, url, &args.operator_namespace, &args.job).await?;
+    match g.output {
+        Format::Table => emit(&verify::render(&report))?,
+        f => emit(&document(&report, f)?)?,
+    }
+    if report.passed() {
+        return Ok(());
+    }
+    let s = &report.summary;
+    Err(Error::VerificationFailed {
+        job: report.job.clone(),
+        failed: s.failed,
+        settled: s.verified + s.failed,
+    })
 }
 
 async fn submit_cmd(g: &Global, args: &SubmitArgs) -> Result<()> {

@@ -65,6 +65,30 @@ pub enum Error {
         /// The Ready or Failed condition's message.
         message: String,
     },
+    /// `bill --verify`: the operator namespace holds no settlement journal.
+    #[error("no settlement journal in {namespace}: is settlement enabled (--solana-rpc on the operator)?")]
+    NoJournal {
+        /// The operator namespace searched.
+        namespace: String,
+    },
+    /// `bill --verify`: the Solana RPC node failed or could not be reached.
+    #[error("Solana RPC at {url}: {message}")]
+    Chain {
+        /// The `--solana-rpc` URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// `bill --verify`: settled records do not match the chain (the report says which).
+    #[error("{failed} of {settled} settled usage records of computejob {job} failed verification on chain")]
+    VerificationFailed {
+        /// `namespace/name`.
+        job: String,
+        /// Records that failed.
+        failed: u64,
+        /// Settled records checked.
+        settled: u64,
+    },
     /// `submit --wait --timeout`: the job was still running at the deadline.
     #[error("gave up waiting for computejob {job} after {seconds}s (phase {phase})")]
     WaitTimeout {

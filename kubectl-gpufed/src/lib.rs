@@ -1,9 +1,10 @@
 //! `kubectl gpufed`: the gpufed federation from kubectl.
 //!
 //! Rendering is pure (objects in, rows and strings out: [`providers`], [`jobs`], [`why`],
-//! [`bill`], [`submit`], [`output`]) and unit-tested on fixture objects; [`session`] and
-//! [`commands`] do the I/O. `why` re-runs the placement engine locally through the
-//! operator's own snapshot mapping (`gpufed_operator::mapping`).
+//! [`bill`], [`verify`], [`submit`], [`output`]) and unit-tested on fixture objects;
+//! [`session`], [`onchain`] and [`commands`] do the I/O. `why` re-runs the placement engine
+//! locally through the operator's own snapshot mapping (`gpufed_operator::mapping`);
+//! `bill --verify` ([`verify_job`]) checks settled usage records against the chain.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -12,13 +13,17 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod jobs;
+pub mod onchain;
 pub mod output;
 pub mod providers;
 pub mod session;
 pub mod submit;
+pub mod verify;
 pub mod why;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use error::{Error, Result};
+pub use onchain::verify_job;
+pub use verify::VerifyReport;

@@ -1,7 +1,8 @@
 //! The built `kubectl-gpufed` binary against a real kube-apiserver (the e2e harness' hub,
 //! Kubernetes 1.20, or `GPUFED_E2E_KUBECONFIG`): submit, jobs, providers, why, bill,
-//! `--wait`, the context's namespace, and its errors. No operator runs: the test writes
-//! the status the operator would write, through the status subresource.
+//! `bill --verify`, `--wait`, the context's namespace, and its errors. No operator runs:
+//! the test writes the status (and the settlement journal) the operator would write, and
+//! a fake Solana RPC node answers for the chain.
 #![allow(clippy::unwrap_used)]
 
 mod clisupport;
@@ -9,6 +10,7 @@ mod clisupport;
 use std::process::Stdio;
 use std::time::Duration;
 
+use clisupport::chain::bill_verified_on_chain;
 use clisupport::{
     Hub, SIG, command, cond, fails, now_text, ok, ok_json, placement, run, set_job_status, strs, text,
 };
@@ -24,6 +26,7 @@ async fn plugin_against_a_real_api_server() {
     submit_and_list(&hub).await;
     providers_and_why(&hub).await;
     bill_after_a_failover(&hub).await;
+    bill_verified_on_chain(&hub).await;
     namespace_from_the_context(&hub).await;
     errors_name_their_cause(&hub).await;
     a_tenant_without_provider_access(&hub).await;

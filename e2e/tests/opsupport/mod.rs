@@ -25,7 +25,12 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator on `hub` with short heartbeats, as replica `identity`.
     pub fn start(hub: Client, identity: &str) -> Self {
-        let args = gpufed_operator::cli::Args::parse_from([
+        Self::start_with(hub, identity, &[])
+    }
+
+    /// Like [`Self::start`], with extra flags (e.g. settlement).
+    pub fn start_with(hub: Client, identity: &str, extra: &[String]) -> Self {
+        let base = [
             "gpufed-operator",
             "--admin-addr",
             "127.0.0.1:0",
@@ -39,7 +44,10 @@ impl Operator {
             "3s",
             "--lease-duration",
             "6s",
-        ]);
+        ];
+        let args = gpufed_operator::cli::Args::parse_from(
+            base.iter().map(|s| s.to_string()).chain(extra.iter().cloned()),
+        );
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(gpufed_operator::run_with(hub, args, rx));
         Self { stop, task }

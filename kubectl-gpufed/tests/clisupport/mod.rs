@@ -2,6 +2,8 @@
 //! test starts from (a namespace, two providers with the status the operator would write).
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod chain;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
