@@ -6,7 +6,7 @@ GPUFED_CACHE ?= $(HOME)/.cache/gpufed
 export GPUFED_CACHE
 CARGO ?= cargo
 
-.PHONY: help deps k8s crds crds-check fmt fmt-check lint test test-unit e2e-up e2e-down e2e-status demo bench bench-placement sim ci kubectl-plugin
+.PHONY: help deps k8s solana crds crds-check fmt fmt-check lint test test-unit e2e-up e2e-down e2e-status demo bench bench-placement sim ci kubectl-plugin
 
 help:
 	@echo "make demo        bring up a hub + 3 provider control planes and show gpufed on them"
@@ -18,11 +18,15 @@ help:
 	@echo "make e2e-up / e2e-down   start / stop the local federation"
 	@echo "make kubectl-plugin  install kubectl-gpufed into ~/.cargo/bin (kubectl gpufed ...)"
 
-## Install what the machine lacks and build the real control plane (cached).
-deps: k8s helm lua
+## Install what the machine lacks and build the real control plane and the Solana test
+## validator (both cached under $(GPUFED_CACHE)).
+deps: k8s helm lua solana
 
 k8s:
 	scripts/build-k8s.sh
+
+solana:
+	@scripts/install-solana.sh >/dev/null
 
 ## CRDs are generated from the Rust types; CI fails when the committed YAML differs.
 crds:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local federation demo (`make demo`): real Kubernetes 1.20.2 control planes — a hub
 # and three providers with SIMULATED GPU nodes — the gpufed CRDs, the operator, and the
-# jobs of examples/demo, shown until they finish. DEMO_KEEP=1 leaves everything running.
+# jobs of examples/demo, shown until they finish, their usage settled on a real local Solana
+# test validator (built by `make deps`). DEMO_KEEP=1 leaves everything running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ OPERATOR="$TARGET_DIR/debug/gpufed-operator"
 
 cleanup() {
   [[ -n "${OP_PID:-}" ]] && kill "$OP_PID" 2>/dev/null && wait "$OP_PID" 2>/dev/null || true
+  [[ -n "${CHAIN_PID:-}" ]] && kill "$CHAIN_PID" 2>/dev/null && wait "$CHAIN_PID" 2>/dev/null || true
   if [[ "${DEMO_KEEP:-0}" != 1 ]]; then "$E2E" --run-dir "$RUN_DIR" down >/dev/null || true; fi
 }
 trap cleanup EXIT
@@ -37,6 +39,25 @@ k apply -f "$CRD_DIR" >/dev/null
 k wait --for condition=established --timeout=60s crd/computejobs.gpufed.io crd/gpuproviders.gpufed.io crd/stakes.gpufed.io >/dev/null
 k create namespace gpufed-system --dry-run=client -o yaml | k apply -f - >/dev/null
 
+say "starting a local Solana test validator: settlement token, tenants' escrows, payout accounts"
+rm -f "$RUN_DIR/chain/chain.env"
+wallets=$(grep -oE 'payoutWallet: [1-9A-HJ-NP-Za-km-z]+' examples/demo/providers.yaml | awk '{print "--payout-wallet " $2}')
+# shellcheck disable=SC2086
+"$E2E" --run-dir "$RUN_DIR" chain --tenant team-llm --tenant team-media $wallets \
+  >"$RUN_DIR.chain.log" 2>&1 &
+CHAIN_PID=$!
+for _ in $(seq 120); do [[ -f "$RUN_DIR/chain/chain.env" ]] && break; kill -0 "$CHAIN_PID" 2>/dev/null || break; sleep 1; done
+[[ -f "$RUN_DIR/chain/chain.env" ]] || { echo "the validator did not come up; see $RUN_DIR.chain.log" >&2; tail -5 "$RUN_DIR.chain.log" >&2; exit 1; }
+# shellcheck disable=SC1091
+source "$RUN_DIR/chain/chain.env"
+echo "RPC $SOLANA_RPC, mint $SETTLEMENT_MINT"
+for t in team-llm team-media; do
+  var="ESCROW_${t//-/_}"
+  k create namespace "$t" --dry-run=client -o yaml | k apply -f - >/dev/null
+  k annotate --overwrite namespace "$t" "gpufed.io/escrow-account=${!var}" >/dev/null
+  echo "tenant $t pays from escrow ${!var}"
+done
+
 say "registering the providers (kubeconfig Secrets + GpuProviders)"
 for p in provider-a provider-b provider-c; do
   k -n gpufed-system create secret generic "$p-kubeconfig" --from-file=kubeconfig="$(kc "$p")" \
@@ -46,7 +67,9 @@ k apply -f examples/demo/providers.yaml
 
 say "starting gpufed-operator (log: $RUN_DIR/operator.log)"
 KUBECONFIG="$HUB" RUST_LOG="${RUST_LOG:-info,kube=warn}" "$OPERATOR" --admin-addr 127.0.0.1:0 \
-  --namespace gpufed-system >"$RUN_DIR/operator.log" 2>&1 &
+  --namespace gpufed-system --solana-rpc "$SOLANA_RPC" --settlement-keypair "$SETTLEMENT_KEYPAIR" \
+  --settlement-mint "$SETTLEMENT_MINT" --settlement-interval 1s --meter-slice 10s --meter-lag 2s \
+  >"$RUN_DIR/operator.log" 2>&1 &
 OP_PID=$!
 for _ in $(seq 60); do
   ready=$(k get gpup -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}')
@@ -72,9 +95,20 @@ say "why cheap-h100 is still queued"
 k -n team-media get cjob cheap-h100 -o jsonpath='{.status.conditions[?(@.type=="Placed")].message}{"\n"}'
 say "usage of llama-finetune"
 k -n team-llm get cjob llama-finetune -o jsonpath='{.status.usage}{"\n"}'
+say "settlement on the local validator (records journaled → settled, finalized)"
+billing='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\t"}{.status.phase}{"\t"}{.status.usage.cost}{"\t"}{.status.billing.records}{"\t"}{.status.billing.settledRecords}{"\t"}{.status.billing.settledAmount}{"\t"}{.status.billing.signatures[0]}{"\n"}{end}'
+for _ in $(seq 60); do
+  pending=$(k get cjob -A -o jsonpath="$billing" | awk -F'\t' '($2=="Succeeded"||$2=="Failed") && $4!="" && $4!=$5' | wc -l)
+  unbilled=$(k get cjob -A -o jsonpath="$billing" | awk -F'\t' '$2=="Succeeded" && $4==""' | wc -l)
+  [[ "$pending" -eq 0 && "$unbilled" -eq 0 ]] && break
+  sleep 2
+done
+{ printf 'JOB\tPHASE\tCOST\tRECORDS\tSETTLED\tAMOUNT\tSIGNATURE\n'; k get cjob -A -o jsonpath="$billing"; } | column -t -s $'\t'
+
 say "providers after the run"
 k get gpup
 if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
-  echo "left running (DEMO_KEEP=1): KUBECONFIG=$HUB; stop with 'make e2e-down' and kill $OP_PID"
+  echo "left running (DEMO_KEEP=1): KUBECONFIG=$HUB, Solana RPC $SOLANA_RPC;"
+  echo "stop with 'make e2e-down' and kill $OP_PID $CHAIN_PID"
   trap - EXIT
 fi

@@ -12,12 +12,14 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod deposit;
 pub mod error;
 pub mod programs;
 pub mod pubkey;
 pub mod rpc;
 pub mod settler;
 pub mod setup;
+pub mod stake_tx;
 pub mod store;
 pub mod tx;
 pub mod verify;

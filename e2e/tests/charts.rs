@@ -41,6 +41,8 @@ const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("watch", "gpufed.io", "computejobs", "", ""),
     ("patch", "gpufed.io", "computejobs", "", "team-a"),
     ("patch", "gpufed.io", "computejobs", "status", "team-a"),
+    ("list", "gpufed.io", "stakes", "", ""),
+    ("patch", "gpufed.io", "stakes", "status", ""),
     ("create", "coordination.k8s.io", "leases", "", NS),
     ("get", "coordination.k8s.io", "leases", "", NS),
     ("update", "coordination.k8s.io", "leases", "", NS),

@@ -52,6 +52,54 @@ pub struct Args {
     /// How far behind the provider's last heartbeat running attempts are metered.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub meter_lag: Duration,
+    /// Whether a tenant whose usage cannot be charged (no escrow, or too little in it) has
+    /// its new jobs held from starting (`hold`) or only reported (`report`). Running jobs
+    /// are never stopped by the chain's state.
+    #[arg(long, default_value = "hold", value_parser = ["hold", "report"])]
+    pub escrow_shortfall_policy: String,
+    /// Stake controller (docs/settlement.md, "Stake"): on with `--solana-rpc` and the four
+    /// `--stake-*` accounts below. Mint of the stake token (base58).
+    #[arg(
+        long,
+        env = "GPUFED_STAKE_MINT",
+        requires = "solana_rpc",
+        help_heading = "Stake"
+    )]
+    pub stake_mint: Option<String>,
+    /// Vault token account (of the stake mint, owned by the stake authority).
+    #[arg(
+        long,
+        env = "GPUFED_STAKE_VAULT",
+        requires = "solana_rpc",
+        help_heading = "Stake"
+    )]
+    pub stake_vault: Option<String>,
+    /// Stake authority keypair (solana-keygen JSON): owns the vault, signs and pays releases
+    /// and slashes.
+    #[arg(
+        long,
+        env = "GPUFED_STAKE_AUTHORITY_KEYPAIR",
+        requires = "solana_rpc",
+        help_heading = "Stake"
+    )]
+    pub stake_authority_keypair: Option<std::path::PathBuf>,
+    /// Treasury token account that receives slashed stake.
+    #[arg(
+        long,
+        env = "GPUFED_STAKE_TREASURY",
+        requires = "solana_rpc",
+        help_heading = "Stake"
+    )]
+    pub stake_treasury: Option<String>,
+    /// How long an unbonding stake waits before its tokens return.
+    #[arg(long, default_value = "168h", value_parser = parse_duration, help_heading = "Stake")]
+    pub unbonding_period: Duration,
+    /// How long a raised slash can be dismissed before it executes.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, help_heading = "Stake")]
+    pub dispute_window: Duration,
+    /// How long an unknown deposit signature is retried before the Stake is rejected.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, help_heading = "Stake")]
+    pub deposit_grace: Duration,
 }
 
 impl Args {
@@ -76,6 +124,43 @@ impl Args {
             interval: self.settlement_interval,
             meter_slice: self.meter_slice,
             meter_lag: self.meter_lag,
+            namespace: self.namespace.clone(),
+            hold_on_shortfall: self.escrow_shortfall_policy == "hold",
+        }))
+    }
+}
+
+impl Args {
+    /// Stake controller settings when `--solana-rpc` and the `--stake-*` accounts are given;
+    /// `None` when no stake flag is; an error names a missing one.
+    pub fn stake(&self) -> Result<Option<crate::stake::StakeControllerConfig>, String> {
+        let given = [
+            self.stake_mint.is_some(),
+            self.stake_vault.is_some(),
+            self.stake_authority_keypair.is_some(),
+            self.stake_treasury.is_some(),
+        ];
+        let Some(rpc_url) = self.solana_rpc.clone().filter(|_| given.contains(&true)) else {
+            return Ok(None);
+        };
+        let missing = |flag: &str| format!("the stake controller needs {flag} (or no --stake-* flag at all)");
+        Ok(Some(crate::stake::StakeControllerConfig {
+            rpc_url,
+            mint: self.stake_mint.clone().ok_or_else(|| missing("--stake-mint"))?,
+            vault: self.stake_vault.clone().ok_or_else(|| missing("--stake-vault"))?,
+            keypair: self
+                .stake_authority_keypair
+                .clone()
+                .ok_or_else(|| missing("--stake-authority-keypair"))?,
+            treasury: self
+                .stake_treasury
+                .clone()
+                .ok_or_else(|| missing("--stake-treasury"))?,
+            unbonding_period: self.unbonding_period,
+            dispute_window: self.dispute_window,
+            deposit_grace: self.deposit_grace,
+            commitment: self.settlement_commitment,
+            interval: self.settlement_interval,
             namespace: self.namespace.clone(),
         }))
     }

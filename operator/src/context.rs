@@ -47,6 +47,17 @@ pub struct Context {
     pub placement_trigger: Notify,
     /// Timing knobs.
     pub config: Timing,
+    /// Tenants (namespaces) whose new jobs are held from starting because settlement
+    /// cannot charge them (no escrow, or the escrow cannot cover their usage), with why.
+    /// Written by settlement, read by placement; running jobs are never touched.
+    pub held_tenants: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+}
+
+impl Context {
+    /// Why `tenant`'s new jobs are held, if they are.
+    pub fn held(&self, tenant: &str) -> Option<String> {
+        self.held_tenants.read().ok()?.get(tenant).cloned()
+    }
 }
 
 /// Error policy shared by the controllers: count the error by category and retry the

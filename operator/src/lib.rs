@@ -4,6 +4,7 @@
 //! - [`provider`]: probes each member cluster, keeps inventory and heartbeat in status;
 //! - [`placement`]: global rounds of the pure placement engine over queued jobs;
 //! - [`job`]: dispatches placed attempts to members, meters them, fails them over.
+//! - [`stake`]: verifies Stake deposits on Solana, unbonds and slashes them.
 //!
 //! Only the Lease holder ([`lease`]) acts; every status write carries the
 //! resourceVersion it was computed from, so a stale leader's write is refused.
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod placement;
 pub mod provider;
 pub mod settlement;
+pub mod stake;
 pub mod telemetry;
 pub mod time;
 
@@ -72,6 +74,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         .await
         .context("listing ComputeJobs: are the gpufed CRDs installed? (kubectl apply -f crds/)")?;
     let settlement_cfg = args.settlement().map_err(anyhow::Error::msg)?;
+    let stake_cfg = args.stake().map_err(anyhow::Error::msg)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gpufed".into());
         format!("{host}-{}", std::process::id())
@@ -99,6 +102,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             heartbeat_interval: args.heartbeat_interval,
             placement_interval: args.placement_interval,
         },
+        held_tenants: Default::default(),
     });
     let readiness = admin::Readiness::default();
     let stop = |mut rx: watch::Receiver<bool>| async move {
@@ -140,11 +144,20 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             }
         }
     };
+    let stakes = {
+        let (ctx, rx) = (ctx.clone(), shutdown.clone());
+        async move {
+            if let Some(cfg) = stake_cfg {
+                stake::run(ctx, cfg, rx).await;
+            }
+        }
+    };
     tokio::join!(
         provider::run(ctx.clone(), provider_ctl, stop(shutdown.clone())),
         job::run(ctx.clone(), job_ctl, stop(shutdown.clone())),
         placement::run(ctx.clone(), shutdown.clone()),
         settle,
+        stakes,
     );
     // The controllers drained; give up the Lease so a successor starts at once.
     let _ = election.await;

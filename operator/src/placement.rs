@@ -42,7 +42,12 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
 
 /// One round.
 pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) -> Result<usize> {
-    let jobs = ctx.jobs.state();
+    let (jobs, held): (Vec<_>, Vec<_>) = ctx
+        .jobs
+        .state()
+        .into_iter()
+        .partition(|j| !mapping::is_queued(j) || ctx.held(&j.namespace().unwrap_or_default()).is_none());
+    hold(ctx, &held).await;
     let providers = ctx.providers.state();
     let fleet = ctx.fleet.snapshot().await;
     let mut snap = mapping::snapshot(&jobs, &providers, &fleet);
@@ -111,6 +116,36 @@ pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) ->
         }
     }
     Ok(placed)
+}
+
+/// Queued jobs of tenants that settlement cannot charge wait (policy `hold`), and say why.
+async fn hold(ctx: &Context, held: &[std::sync::Arc<ComputeJob>]) {
+    let now = crate::time::format(crate::time::now());
+    for job in held {
+        let Some(why) = ctx.held(&job.namespace().unwrap_or_default()) else {
+            continue;
+        };
+        let current = job
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, types::PLACED));
+        if current.is_some_and(|c| c.reason == "EscrowShortfall" && c.message == why) {
+            continue;
+        }
+        let mut status = job.status.clone().unwrap_or_default();
+        let cond = conditions::condition(
+            types::PLACED,
+            False,
+            "EscrowShortfall",
+            why,
+            job.metadata.generation,
+            &now,
+        );
+        conditions::set(&mut status.conditions, cond);
+        if let Err(e) = crate::job::write_status(ctx, job, &status).await {
+            tracing::debug!(job = %job.name_any(), error = %e, "hold reason not written");
+        }
+    }
 }
 
 /// Writes a placement, fenced by the job's resourceVersion. The round's copy of a job is

@@ -64,6 +64,24 @@ impl Chain {
                 .expect("payout account");
             payout_wallets.insert(p.to_string(), wallet);
         }
+        // Settlement reads escrow balances at finalized commitment: wait until they are,
+        // so the first batch is not held for a balance that is merely not final yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        for acct in escrows.values() {
+            while rpc
+                .token_balance(acct, Commitment::Finalized)
+                .await
+                .ok()
+                .flatten()
+                != Some(escrow_amount)
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "escrow {acct} never finalized"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
         let accounts = SettlementAccounts {
             mint,
             decimals: DECIMALS,
@@ -175,4 +193,64 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// Stake set-up: wallets holding the token, plain token accounts, transfers.
+impl Chain {
+    /// A wallet with SOL for fees and `tokens` base units in its associated token account.
+    pub async fn funded_wallet(&self, tokens: u64) -> (Keypair, Pubkey) {
+        let wallet = Keypair::generate();
+        setup::airdrop(&self.rpc, &wallet.pubkey(), 1_000_000_000)
+            .await
+            .expect("airdrop");
+        let ata = setup::ensure_associated_account(
+            &self.rpc,
+            &self.authority,
+            &wallet.pubkey(),
+            &self.accounts.mint,
+        )
+        .await
+        .expect("associated account");
+        if tokens > 0 {
+            setup::mint_to(
+                &self.rpc,
+                &self.authority,
+                &self.accounts.mint,
+                &self.authority,
+                &ata,
+                tokens,
+                DECIMALS,
+            )
+            .await
+            .expect("mint");
+        }
+        (wallet, ata)
+    }
+
+    /// A plain token account of the mint owned by `owner` (a vault, a treasury).
+    pub async fn token_account(&self, owner: &Pubkey) -> Pubkey {
+        setup::create_token_account(&self.rpc, &self.authority, &self.accounts.mint, owner)
+            .await
+            .expect("token account")
+    }
+
+    /// `TransferChecked` of `amount` from `from`'s associated account to `to`, signed and
+    /// paid by `from`; returns the signature once confirmed.
+    pub async fn transfer(&self, from: &Keypair, to: &Pubkey, amount: u64) -> String {
+        let mint = self.accounts.mint;
+        let source = gpufed_chain::programs::associated_token_address(&from.pubkey(), &mint);
+        let ix = gpufed_chain::programs::transfer_checked(source, mint, *to, from.pubkey(), amount, DECIMALS);
+        setup::send_and_confirm(&self.rpc, &[ix], &[from])
+            .await
+            .expect("transfer")
+    }
+
+    /// A token account's balance at `c` (0 when it does not exist).
+    pub async fn balance(&self, account: &Pubkey, c: Commitment) -> u64 {
+        self.rpc
+            .token_balance(account, c)
+            .await
+            .expect("balance")
+            .unwrap_or(0)
+    }
 }

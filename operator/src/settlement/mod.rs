@@ -10,7 +10,7 @@
 pub mod meter;
 pub mod store;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +52,8 @@ pub struct SettlementConfig {
     pub meter_lag: Duration,
     /// Namespace of the journal ConfigMaps.
     pub namespace: String,
+    /// Hold new jobs of tenants that cannot be charged (else only report them).
+    pub hold_on_shortfall: bool,
 }
 
 /// Runs settlement until shutdown; idles while not leader.
@@ -112,7 +114,14 @@ async fn session(
     };
     let mut payouts_ready: BTreeSet<Pubkey> = BTreeSet::new();
     while ctx.leadership.is_leader() && !*shutdown.borrow() {
-        round(ctx, &mut settler, &meter_cfg, &mut payouts_ready).await?;
+        round(
+            ctx,
+            &mut settler,
+            &meter_cfg,
+            &mut payouts_ready,
+            cfg.hold_on_shortfall,
+        )
+        .await?;
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(cfg.interval) => {}
@@ -126,6 +135,7 @@ async fn round(
     settler: &mut Settler<ConfigMapStore>,
     meter_cfg: &MeterConfig,
     payouts_ready: &mut BTreeSet<Pubkey>,
+    hold: bool,
 ) -> Result<(), ChainError> {
     let now = crate::time::now();
     let jobs = ctx.jobs.state();
@@ -161,9 +171,31 @@ async fn round(
     m.settlement_batches_failed_total
         .inc_by(report.failed.len() as u64);
     m.settlement_rpc_errors_total.inc_by(report.rpc_errors as u64);
+    let mut held = BTreeMap::new();
     for s in &report.shortfalls {
         warn!(tenant = %s.tenant, needed = s.needed, available = s.available,
               "escrow cannot cover the next batch; tenant's records wait");
+        held.insert(
+            s.tenant.clone(),
+            format!(
+                "escrow of namespace {} holds {} but its unsettled usage needs {}",
+                s.tenant,
+                from_base_units(s.available, meter_cfg.decimals),
+                from_base_units(s.needed, meter_cfg.decimals)
+            ),
+        );
+    }
+    for t in settler.journal().pending_iter().map(|r| &r.tenant) {
+        if !accounts_escrow(settler, t) {
+            held.entry(t.clone()).or_insert_with(|| {
+                format!(
+                    "namespace {t} has no valid {ESCROW_ANNOTATION} annotation: its usage cannot be charged"
+                )
+            });
+        }
+    }
+    if hold && let Ok(mut h) = ctx.held_tenants.write() {
+        *h = held;
     }
     update_billing(ctx, settler, &jobs, meter_cfg.decimals).await;
     Ok(())
@@ -213,6 +245,10 @@ async fn settler_accounts(
         }
     }
     accounts
+}
+
+fn accounts_escrow(s: &Settler<ConfigMapStore>, tenant: &str) -> bool {
+    s.config().accounts.escrows.contains_key(tenant)
 }
 
 fn settler_mint(s: &Settler<ConfigMapStore>) -> Pubkey {

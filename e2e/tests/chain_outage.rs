@@ -1,0 +1,139 @@
+//! The chain goes away while jobs keep metering: the backlog only grows, nothing is lost,
+//! and after the validator returns every record settles exactly once.
+//!
+//! Outage length: `GPUFED_CHAIN_OUTAGE_SECS` (default 30 s in CI).
+//!
+//! The batch in flight at the stop is usually lost with the validator's unrooted slots;
+//! it is re-signed only once the restarted chain's finalized height has passed its
+//! blockhash's last valid height (~150 blocks), so the drain may take minutes.
+#![allow(clippy::unwrap_used)]
+
+mod chainsupport;
+
+use std::time::{Duration, Instant};
+
+use chainsupport::{Chain, init_tracing, records, sum_by};
+use gpufed_chain::Settler;
+use gpufed_chain::store::MemoryStore;
+
+const ESCROW: u64 = 10_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
+    init_tracing();
+    let outage = Duration::from_secs(
+        std::env::var("GPUFED_CHAIN_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    );
+    let tenants = ["team-a", "team-b"];
+    let providers = ["dc-1", "dc-2"];
+    let mut chain = Chain::start(&tenants, &providers, ESCROW).await;
+    let store = MemoryStore::default();
+    let mut settler = Settler::open(
+        chain.rpc.clone(),
+        chain.authority(),
+        store.clone(),
+        chain.settler_config(),
+    )
+    .await
+    .unwrap();
+
+    // Before the outage: one batch signed and broadcast, not yet final.
+    let mut all = records("before", &tenants, &providers, 5, 10, 1_700_000_000);
+    settler.append(all.clone()).await.unwrap();
+    let r = settler.round().await.unwrap();
+    assert_eq!(r.planned.len(), 1, "{r:?}");
+    assert_eq!(settler.journal().in_flight().count(), 1);
+
+    // The chain goes away. Jobs keep running and finishing: metering keeps appending.
+    chain.validator.stop();
+    let start = Instant::now();
+    let mut wave = 0u64;
+    let mut errors = 0;
+    while start.elapsed() < outage {
+        let recs = records(
+            &format!("during{wave}"),
+            &tenants,
+            &providers,
+            2,
+            10,
+            1_700_100_000 + wave * 1000,
+        );
+        settler.append(recs.clone()).await.unwrap();
+        all.extend(recs);
+        wave += 1;
+        let r = settler
+            .round()
+            .await
+            .expect("an outage is not an error of the settler");
+        errors += r.rpc_errors;
+        assert_eq!(
+            r.backlog,
+            all.len(),
+            "nothing settles and nothing is lost while the chain is down"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(errors > 0, "the settler saw the outage");
+
+    // The process restarts during the outage too (journal survives in the store).
+    drop(settler);
+    let mut settler = Settler::open(
+        chain.rpc.clone(),
+        chain.authority(),
+        store,
+        chain.settler_config(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(settler.journal().backlog_records(), all.len());
+
+    chain
+        .validator
+        .resume()
+        .await
+        .expect("validator restarts on its ledger");
+    let t = Instant::now();
+    let report = settler
+        .drain(Duration::from_secs(240), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let drain = t.elapsed();
+    assert_eq!(report.backlog, 0, "{report:?}");
+    eprintln!(
+        "outage {outage:?}: {} records backlogged, drained in {drain:?} ({:.0} records/s), {} batches",
+        all.len(),
+        all.len() as f64 / drain.as_secs_f64(),
+        settler.journal().batches().count()
+    );
+
+    let by_tenant = sum_by(&all, |r| &r.tenant);
+    let by_provider = sum_by(&all, |r| &r.provider);
+    for t in tenants {
+        assert_eq!(
+            chain.escrow_balance(t).await,
+            ESCROW - by_tenant[t],
+            "tenant {t} paid exactly once"
+        );
+    }
+    for p in providers {
+        assert_eq!(
+            chain.payout_balance(p).await,
+            by_provider[p],
+            "provider {p} paid exactly once"
+        );
+        let batches_with_p = settler
+            .journal()
+            .batches()
+            .filter(|b| b.transfers.iter().any(|t| t.provider == p))
+            .count();
+        // ATA creation + one transaction per batch that paid this provider.
+        assert_eq!(
+            chain.payout_transactions(p).await,
+            1 + batches_with_p,
+            "provider {p}"
+        );
+    }
+}

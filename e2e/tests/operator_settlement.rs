@@ -1,0 +1,249 @@
+//! Jobs run by the real operator on the harness federation (GPU nodes SIMULATED) are
+//! metered into the journal in the hub (ConfigMaps), settled on a real local Solana
+//! validator, and reported in `status.billing`; every record verifies against the memo root
+//! on chain and the token balances add up to the base unit.
+#![allow(clippy::unwrap_used)]
+
+mod chainsupport;
+mod common;
+mod opsupport;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gpufed_api::ComputeJob;
+use gpufed_api::formats::parse_decimal;
+use gpufed_api::job_status::JobPhase;
+use gpufed_chain::{JournalStore, verify};
+use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+use gpufed_operator::settlement::ESCROW_ANNOTATION;
+use gpufed_operator::settlement::store::ConfigMapStore;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use opsupport::{Operator, job, job_until, submit};
+
+const ESCROW: u64 = 1_000_000_000;
+
+fn settled(j: &ComputeJob) -> bool {
+    let st = j.status.as_ref();
+    let done = st.and_then(|s| s.phase) == Some(JobPhase::Succeeded);
+    let b = st.and_then(|s| s.billing.as_ref());
+    done && b.is_some_and(|b| b.records > 0 && b.settled_records == b.records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_settles_metered_usage_on_chain_exactly_once() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let tenants = ["team-a", "team-b", "team-c"];
+    let providers = ["provider-a", "provider-b"];
+    let spec = FederationSpec::new("op-settle")
+        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 2)])
+        .member("provider-b", vec![GpuPool::rtx4090("b-rtx", 2)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes and simulated GPU nodes");
+        return;
+    };
+    let hub = env.hub_client().await.unwrap();
+    opsupport::setup(fed, &hub, &[("provider-a", "2.50"), ("provider-b", "0.40")]).await;
+    let chain = chainsupport::Chain::start(&tenants, &providers, ESCROW).await;
+
+    // Providers are paid to their payout wallets; tenants pay from annotated escrows.
+    let gp: Api<gpufed_api::GpuProvider> = Api::all(hub.clone());
+    for p in providers {
+        let wallet = chain.accounts.payout_wallets[p].to_string();
+        let patch = serde_json::json!({"spec": {"payoutWallet": wallet}});
+        gp.patch(p, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    for t in tenants {
+        // team-c starts without an escrow annotation: its usage cannot be charged.
+        let annotations = (t != "team-c").then(|| {
+            BTreeMap::from([(
+                ESCROW_ANNOTATION.to_string(),
+                chain.accounts.escrows[t].to_string(),
+            )])
+        });
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(t.into()),
+                annotations,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keypair = dir.path().join("authority.json");
+    std::fs::write(&keypair, chain.authority().to_json()).unwrap();
+    let flags: Vec<String> = [
+        "--solana-rpc",
+        &chain.validator.rpc_url(),
+        "--settlement-keypair",
+        &keypair.display().to_string(),
+        "--settlement-mint",
+        &chain.accounts.mint.to_string(),
+        "--settlement-interval",
+        "1s",
+        "--meter-slice",
+        "5s",
+        "--meter-lag",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let operator = Operator::start_with(hub.clone(), "op-1", &flags);
+    opsupport::providers_ready(&hub, 2).await;
+
+    let jobs = [
+        ("team-a", "train-a100", "40G", 2, 12),
+        ("team-a", "tune-rtx", "20G", 1, 8),
+        ("team-b", "eval-rtx", "20G", 2, 10),
+        ("team-b", "batch-a100", "40G", 1, 6),
+    ];
+    for (ns, name, mem, gpus, secs) in jobs {
+        let spec = job(name, 1, gpus, serde_json::json!({"minMemory": mem}), "3.00", secs);
+        submit(&hub, ns, &spec).await;
+    }
+    // team-c: the first job runs (nothing is owed yet) and is metered; its usage cannot be
+    // charged, so the tenant's next job is held from starting, and says why.
+    submit(
+        &hub,
+        "team-c",
+        &job("first", 1, 1, serde_json::json!({"minMemory": "20G"}), "3.00", 4),
+    )
+    .await;
+    job_until(
+        &hub,
+        "team-c",
+        "first",
+        "metered",
+        Duration::from_secs(180),
+        |j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.billing.as_ref())
+                .is_some_and(|b| b.records > 0)
+        },
+    )
+    .await;
+    submit(
+        &hub,
+        "team-c",
+        &job("second", 1, 1, serde_json::json!({"minMemory": "20G"}), "3.00", 4),
+    )
+    .await;
+    let held = job_until(
+        &hub,
+        "team-c",
+        "second",
+        "held for its escrow",
+        Duration::from_secs(60),
+        |j| {
+            let placed = j
+                .status
+                .as_ref()
+                .and_then(|s| gpufed_api::conditions::find(&s.conditions, "Placed").cloned());
+            placed.is_some_and(|c| c.reason == "EscrowShortfall")
+        },
+    )
+    .await;
+    assert!(
+        held.status.as_ref().unwrap().placement.is_none(),
+        "a held job does not start"
+    );
+    // Naming the escrow releases the hold: the job runs and everything settles.
+    let patch = serde_json::json!({"metadata": {"annotations": {ESCROW_ANNOTATION: chain.accounts.escrows["team-c"].to_string()}}});
+    namespaces
+        .patch("team-c", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+
+    let mut finished = Vec::new();
+    for (ns, name) in [("team-c", "first"), ("team-c", "second")] {
+        finished.push(
+            job_until(
+                &hub,
+                ns,
+                name,
+                "succeeded and settled",
+                Duration::from_secs(240),
+                settled,
+            )
+            .await,
+        );
+    }
+    for (ns, name, ..) in jobs {
+        let j = job_until(
+            &hub,
+            ns,
+            name,
+            "succeeded and settled",
+            Duration::from_secs(240),
+            settled,
+        )
+        .await;
+        finished.push(j);
+    }
+
+    // Billing in status equals the usage cost, and the chain agrees to the base unit.
+    let mut by_tenant: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_provider: BTreeMap<String, u64> = BTreeMap::new();
+    for j in &finished {
+        let st = j.status.as_ref().unwrap();
+        let billing = st.billing.as_ref().unwrap();
+        let usage = st.usage.as_ref().unwrap();
+        assert!(usage.gpu_seconds > 0, "{}", j.name_any());
+        let settled = parse_decimal(&billing.settled_amount).unwrap();
+        assert_eq!(
+            settled,
+            parse_decimal(&usage.cost).unwrap(),
+            "{}: settled = cost",
+            j.name_any()
+        );
+        assert!(!billing.signatures.is_empty());
+        *by_tenant.entry(j.namespace().unwrap()).or_default() += settled;
+        let provider = st.attempts.last().unwrap().provider.clone();
+        *by_provider.entry(provider).or_default() += settled;
+    }
+    for (t, paid) in &by_tenant {
+        assert_eq!(chain.escrow_balance(t).await, ESCROW - paid, "tenant {t}");
+    }
+    for p in providers {
+        assert_eq!(
+            chain.payout_balance(p).await,
+            by_provider.get(p).copied().unwrap_or(0),
+            "provider {p}"
+        );
+    }
+
+    // The journal in the hub: every record proves against the root in its memo on chain.
+    let mut store = ConfigMapStore::new(hub.clone(), "gpufed-system");
+    let journal = store.load().await.unwrap().expect("journal in the hub");
+    let mut checked = 0;
+    for b in journal.batches() {
+        for id in &b.records {
+            let r = journal.record(id).unwrap();
+            let p = journal.proof(id).unwrap();
+            let sig = p.signature.as_deref().unwrap();
+            let v = verify::verify_record(&chain.rpc, r, &p.proof, sig).await.unwrap();
+            assert!(matches!(v, verify::Verdict::Verified { .. }), "{v:?}");
+            checked += 1;
+        }
+    }
+    let total_records: u64 = finished
+        .iter()
+        .map(|j| j.status.as_ref().unwrap().billing.as_ref().unwrap().records)
+        .sum();
+    assert_eq!(
+        checked as u64, total_records,
+        "every journaled record is in a settled batch"
+    );
+    operator.stop().await;
+}

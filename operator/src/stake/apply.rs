@@ -1,0 +1,353 @@
+//! Driving one Stake: feed the machine, **persist its state before executing the actions
+//! it returned** (as `gpufed_chain::settler` does for the journal), execute them against
+//! the RPC node, feed the answers back; then write `status`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use gpufed_api::Stake;
+use gpufed_chain::stake_tx::{self, StakeAccounts};
+use gpufed_chain::{Keypair, Rpc, deposit};
+use gpufed_settlement::MachineConfig;
+use gpufed_settlement::stake::{StakeAction, StakeConfig, StakeEvent, StakePhase, StakeState, step};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use super::plan::{self, Input, SpecView};
+use super::status::{self, StatusView};
+use super::store::{Claim, StakeDoc, StakeStore, StoreError};
+
+/// What goes wrong driving one Stake (the others carry on).
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    /// Persisting failed or was fenced: nothing was executed past the last save.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing status failed.
+    #[error("Stake status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+/// One leadership term's driver of every Stake.
+pub struct Driver {
+    /// RPC node.
+    pub rpc: Rpc,
+    /// Stake authority (vault owner, fee payer).
+    pub authority: Keypair,
+    /// Mint, vault, treasury.
+    pub accounts: StakeAccounts,
+    /// The pure machine's parameters.
+    pub cfg: StakeConfig,
+    /// Transaction machine parameters.
+    pub machine: MachineConfig,
+    /// Durable state.
+    pub store: StakeStore,
+    /// Stakes resolved with `Restarted` in this term (the rest get `Tick`).
+    pub resumed: HashSet<String>,
+    /// State last persisted, per Stake (this term's cache).
+    pub saved: HashMap<String, StakeDoc>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn seed(uid: &str) -> u64 {
+    let d = Sha256::digest(uid.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Whether a state holds nothing on chain and has nothing in flight.
+fn empty(s: &StakeState) -> bool {
+    match s.phase {
+        StakePhase::Pending | StakePhase::Rejected { .. } | StakePhase::Released => true,
+        _ => s.bonded == 0 && s.pending_slash.is_none() && s.release.is_none(),
+    }
+}
+
+/// What a round found for one Stake, for its status.
+#[derive(Default)]
+struct Findings {
+    held_by: Option<String>,
+    note: Option<String>,
+}
+
+impl Findings {
+    fn note(&mut self, n: impl Into<String>) {
+        self.note = Some(n.into());
+    }
+}
+
+impl Driver {
+    /// Saves `doc` when it differs from what was last persisted.
+    async fn persist(&mut self, name: &str, doc: &mut StakeDoc) -> Result<(), StoreError> {
+        doc.track();
+        if self.saved.get(name) == Some(doc) {
+            return Ok(());
+        }
+        if let Err(e) = self.store.save(name, doc).await {
+            self.saved.remove(name);
+            self.store.forget(name);
+            return Err(e);
+        }
+        self.saved.insert(name.to_string(), doc.clone());
+        Ok(())
+    }
+
+    /// The persisted state of `stake`, created (and persisted) on first sight; `Err((reason,
+    /// message))` when the spec no longer matches it, or it belongs to an earlier object of
+    /// this name that still holds tokens.
+    async fn open(
+        &mut self,
+        stake: &Stake,
+        spec: &SpecView,
+    ) -> Result<Result<StakeDoc, (&'static str, String)>, StoreError> {
+        let (name, uid) = (stake.name_any(), stake.uid().unwrap_or_default());
+        let found = match self.saved.get(&name) {
+            Some(d) => Some(d.clone()),
+            None => {
+                let loaded = self.store.load(&name).await?;
+                if let Some(d) = &loaded {
+                    self.saved.insert(name.clone(), d.clone());
+                }
+                loaded
+            }
+        };
+        let fresh = || {
+            StakeDoc::new(
+                &uid,
+                StakeState::new(
+                    spec.staker.clone(),
+                    spec.amount,
+                    spec.signature.clone(),
+                    seed(&uid),
+                ),
+            )
+        };
+        let same_claim = |s: &StakeState| {
+            s.staker == spec.staker && s.stated_amount == spec.amount && s.deposit_signature == spec.signature
+        };
+        let mut doc = match found {
+            None => fresh(),
+            Some(d) if d.uid == uid && same_claim(&d.state) => d,
+            Some(d) if d.uid == uid => {
+                return Ok(Err((
+                    "SpecChanged",
+                    "spec.amount, spec.depositSignature or spec.stakerWallet changed after the stake was recorded; \
+                     create a new Stake to add collateral"
+                        .into(),
+                )));
+            }
+            // The same name again (deleted and re-created): the same claim continues;
+            // a different one starts afresh only where the old state holds nothing.
+            Some(mut d) if same_claim(&d.state) => {
+                d.uid = uid.clone();
+                d
+            }
+            Some(d) if empty(&d.state) => fresh(),
+            Some(d) => {
+                return Ok(Err((
+                    "StateConflict",
+                    format!(
+                        "state {} belongs to an earlier Stake of this name that still holds {} base units; \
+                         re-create it with the same spec",
+                        super::store::doc_name(&name),
+                        d.state.bonded
+                    ),
+                )));
+            }
+        };
+        self.persist(&name, &mut doc).await?;
+        Ok(Ok(doc))
+    }
+
+    /// Feeds one event: the new state is persisted before its actions are returned.
+    async fn feed(
+        &mut self,
+        name: &str,
+        doc: &mut StakeDoc,
+        ev: StakeEvent,
+        found: &mut Findings,
+    ) -> Result<Vec<StakeAction>, StoreError> {
+        match step(&doc.state, now_ms(), ev, &self.cfg, &self.machine) {
+            Ok((state, actions)) => {
+                doc.state = state;
+                self.persist(name, doc).await?;
+                Ok(actions)
+            }
+            Err(e) => {
+                debug!(stake = name, error = %e, "stake event refused");
+                found.note(e.to_string());
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Applies the spec's and annotations' inputs.
+    async fn inputs(
+        &mut self,
+        name: &str,
+        doc: &mut StakeDoc,
+        inputs: Vec<Input>,
+        found: &mut Findings,
+    ) -> Result<(), StoreError> {
+        for input in inputs {
+            let ev = match &input {
+                Input::Unbond => StakeEvent::RequestUnbond,
+                Input::Raise(r) => StakeEvent::RaiseSlash {
+                    kind: r.kind.clone(),
+                    evidence: r.evidence,
+                    amount: r.amount,
+                },
+                Input::Dismiss(_) => StakeEvent::DismissSlash,
+            };
+            match (step(&doc.state, now_ms(), ev, &self.cfg, &self.machine), input) {
+                (Ok((state, _)), input) => {
+                    doc.state = state;
+                    match input {
+                        Input::Raise(r) => {
+                            info!(stake = name, kind = %r.kind, evidence = %r.evidence, "slash raised");
+                            doc.handled_slash_requests.push(r.evidence.to_hex());
+                        }
+                        Input::Dismiss(hex) => {
+                            info!(stake = name, evidence = %hex, "slash dismissed");
+                            doc.dismissed_slashes.push(hex);
+                        }
+                        Input::Unbond => info!(stake = name, "unbonding"),
+                    }
+                }
+                (Err(e), Input::Raise(r)) => {
+                    warn!(stake = name, error = %e, "slash request refused");
+                    found.note(format!("slash request {} refused: {e}", r.evidence));
+                    doc.handled_slash_requests.push(r.evidence.to_hex());
+                }
+                (Err(e), _) => found.note(e.to_string()),
+            }
+        }
+        self.persist(name, doc).await
+    }
+
+    /// Executes the machine's actions (and those their answers lead to).
+    async fn execute(
+        &mut self,
+        name: &str,
+        doc: &mut StakeDoc,
+        actions: Vec<StakeAction>,
+        found: &mut Findings,
+    ) -> Result<(), StoreError> {
+        let mut queue: VecDeque<StakeAction> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let ev = match action {
+                StakeAction::VerifyDeposit { signature } => {
+                    match self.store.claim(&signature, name, &doc.uid).await? {
+                        Claim::HeldBy(other) => {
+                            found.held_by = Some(other);
+                            continue;
+                        }
+                        Claim::Ours => {}
+                    }
+                    match deposit::fetch_deposit(&self.rpc, &signature).await {
+                        Ok(d) => StakeEvent::Deposit(d),
+                        Err(e) => {
+                            debug!(stake = name, error = %e, "deposit lookup failed; retrying");
+                            found.note(format!("deposit lookup: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                StakeAction::Tx { kind, effect, action } => {
+                    match stake_tx::execute(&self.rpc, &self.accounts, &self.authority, &effect, action).await
+                    {
+                        Some(obs) => {
+                            if let gpufed_settlement::Observation::RpcError { message, .. } = &obs {
+                                found.note(format!("{kind:?}: {message}"));
+                            }
+                            StakeEvent::Tx(kind, obs)
+                        }
+                        None => continue,
+                    }
+                }
+            };
+            let more = self.feed(name, doc, ev, found).await?;
+            queue.extend(more);
+        }
+        Ok(())
+    }
+
+    /// One round for one Stake: open its state, apply inputs, tick, execute, write status.
+    pub async fn reconcile(&mut self, hub: &Client, stake: &Stake) -> Result<(), DriveError> {
+        let name = stake.name_any();
+        let generation = stake.metadata.generation;
+        let old = stake.status.as_ref();
+        let now = crate::time::format(crate::time::now());
+        let spec = match plan::spec_view(&stake.spec, self.accounts.decimals) {
+            Ok(s) => s,
+            Err(msg) => {
+                let st = status::stalled(old, generation, "InvalidSpec", &msg, &now);
+                return write_status(hub, stake, st).await;
+            }
+        };
+        let mut doc = match self.open(stake, &spec).await? {
+            Ok(d) => d,
+            Err((reason, msg)) => {
+                let st = status::stalled(old, generation, reason, &msg, &now);
+                return write_status(hub, stake, st).await;
+            }
+        };
+        let mut found = Findings::default();
+        let empty = BTreeMap::new();
+        let annotations = stake.metadata.annotations.as_ref().unwrap_or(&empty);
+        let (inputs, note) = plan::inputs(stake.spec.unbond, annotations, &doc, self.accounts.decimals);
+        found.note = note;
+        self.inputs(&name, &mut doc, inputs, &mut found).await?;
+        let ev = if self.resumed.insert(name.clone()) {
+            StakeEvent::Restarted
+        } else {
+            StakeEvent::Tick
+        };
+        let actions = self.feed(&name, &mut doc, ev, &mut found).await?;
+        self.execute(&name, &mut doc, actions, &mut found).await?;
+        let view = StatusView {
+            doc: &doc,
+            generation,
+            decimals: self.accounts.decimals,
+            held_by: found.held_by.as_deref(),
+            note: found.note.as_deref(),
+            grace_ms: self.cfg.deposit_not_found_grace_ms,
+        };
+        write_status(hub, stake, status::status(old, &view, &now)).await
+    }
+}
+
+/// Writes `status` when it changed: server-side apply with the field manager of every
+/// operator write, fenced by the resourceVersion the round read.
+async fn write_status(
+    hub: &Client,
+    stake: &Stake,
+    status: gpufed_api::StakeStatus,
+) -> Result<(), DriveError> {
+    if stake.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Stake> = Api::all(hub.clone());
+    let patch = serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1",
+        "kind": "Stake",
+        "metadata": {"resourceVersion": stake.resource_version()},
+        "status": status,
+    });
+    api.patch_status(
+        &stake.name_any(),
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(DriveError::Status)?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The Stake controller: verifies deposits on chain, bonds, unbonds and slashes, each
+//! effect exactly once (docs/settlement.md, "Stake").
+//!
+//! One task, active only while this process holds the Lease (like settlement). Each round
+//! lists the `Stake`s and, per Stake: reads its persisted state ([`store`]; created on
+//! first sight), feeds the pure machine (`gpufed_settlement::stake::step`) what the spec
+//! and annotations ask ([`plan::inputs`]: `spec.unbond`, [`SLASH_REQUEST_ANNOTATION`],
+//! [`SLASH_DISMISS_ANNOTATION`]) and a tick, **persists the new state before executing the
+//! actions it returned** (deposit lookups, release and slash transactions), feeds their
+//! answers back the same way, and writes `status` ([`status::status`]). The first round of a
+//! leadership term resolves every effect in flight by its signature (`Restarted`).
+
+pub mod apply;
+pub mod plan;
+pub mod status;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpufed_api::Stake;
+use gpufed_chain::stake_tx::StakeAccounts;
+use gpufed_chain::{ChainError, Keypair, Pubkey, Rpc};
+use gpufed_settlement::stake::StakeConfig;
+use gpufed_settlement::{Commitment, MachineConfig};
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::context::Context;
+pub use plan::{SLASH_DISMISS_ANNOTATION, SLASH_REQUEST_ANNOTATION};
+
+/// Stake controller settings (from flags).
+#[derive(Debug, Clone)]
+pub struct StakeControllerConfig {
+    /// Solana JSON-RPC URL.
+    pub rpc_url: String,
+    /// Mint of the stake token.
+    pub mint: String,
+    /// Vault token account.
+    pub vault: String,
+    /// Stake authority keypair file (owner of the vault).
+    pub keypair: PathBuf,
+    /// Treasury token account (receives slashes).
+    pub treasury: String,
+    /// Unbonding period.
+    pub unbonding_period: Duration,
+    /// Dispute window of a slash.
+    pub dispute_window: Duration,
+    /// How long an unknown deposit is retried.
+    pub deposit_grace: Duration,
+    /// Commitment at which a release or slash counts as done.
+    pub commitment: Commitment,
+    /// Period of rounds.
+    pub interval: Duration,
+    /// Namespace of the state ConfigMaps.
+    pub namespace: String,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs the Stake controller until shutdown; idles while not leader.
+pub async fn run(ctx: Arc<Context>, cfg: StakeControllerConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut leadership = ctx.leadership.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if ctx.leadership.is_leader()
+            && let Err(e) = session(&ctx, &cfg, &mut shutdown).await
+        {
+            warn!(error = %e, "stake controller paused; retrying");
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = leadership.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// One leadership term.
+async fn session(
+    ctx: &Context,
+    cfg: &StakeControllerConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ChainError> {
+    let authority = Keypair::read(&cfg.keypair)?;
+    let mint = Pubkey::parse(&cfg.mint)?;
+    let vault = Pubkey::parse(&cfg.vault)?;
+    let treasury = Pubkey::parse(&cfg.treasury)?;
+    let rpc = Rpc::new(&cfg.rpc_url, Duration::from_secs(10))?;
+    let decimals = rpc.mint_decimals(&mint).await?;
+    info!(authority = %authority.pubkey(), %mint, %vault, %treasury, decimals, "stake controller starting");
+    let mut driver = apply::Driver {
+        rpc,
+        authority,
+        accounts: StakeAccounts {
+            mint,
+            decimals,
+            vault,
+            treasury,
+        },
+        cfg: StakeConfig {
+            stake_mint: mint.to_string(),
+            vault: vault.to_string(),
+            unbonding_period_ms: ms(cfg.unbonding_period),
+            dispute_window_ms: ms(cfg.dispute_window),
+            deposit_not_found_grace_ms: ms(cfg.deposit_grace),
+        },
+        machine: MachineConfig {
+            commitment: cfg.commitment,
+            poll_ms: 1_000,
+            ..Default::default()
+        },
+        store: store::StakeStore::new(ctx.hub.clone(), &cfg.namespace),
+        resumed: HashSet::new(),
+        saved: HashMap::new(),
+    };
+    let stakes: Api<Stake> = Api::all(ctx.hub.clone());
+    while ctx.leadership.is_leader() && !*shutdown.borrow() {
+        match stakes.list(&Default::default()).await {
+            Ok(list) => {
+                for stake in &list.items {
+                    if !ctx.leadership.is_leader() {
+                        break;
+                    }
+                    if let Err(e) = driver.reconcile(&ctx.hub, stake).await {
+                        warn!(stake = %stake.name_any(), error = %e, "stake not reconciled; next round retries");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list Stakes"),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(cfg.interval) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::Args;
+
+    const KEY: &str = "So11111111111111111111111111111111111111112";
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["gpufed-operator"].iter().chain(extra))
+    }
+
+    #[test]
+    fn stake_controller_is_off_without_its_flags() {
+        assert!(args(&[]).unwrap().stake().unwrap().is_none());
+        let rpc_only = args(&["--solana-rpc", "http://127.0.0.1:8899"]).unwrap();
+        assert!(rpc_only.stake().unwrap().is_none());
+        // Stake flags need the RPC endpoint.
+        assert!(args(&["--stake-mint", KEY]).is_err());
+    }
+
+    #[test]
+    fn stake_flags_build_the_config_or_name_what_is_missing() {
+        let full = [
+            "--solana-rpc",
+            "http://127.0.0.1:8899",
+            "--stake-mint",
+            KEY,
+            "--stake-vault",
+            KEY,
+            "--stake-authority-keypair",
+            "/k.json",
+            "--stake-treasury",
+            KEY,
+            "--unbonding-period",
+            "5s",
+            "--dispute-window",
+            "1m",
+        ];
+        let cfg = args(&full).unwrap().stake().unwrap().unwrap();
+        assert_eq!(cfg.unbonding_period.as_secs(), 5);
+        assert_eq!(cfg.dispute_window.as_secs(), 60);
+        assert_eq!(cfg.deposit_grace.as_secs(), 600, "default");
+        assert_eq!(cfg.commitment, gpufed_settlement::Commitment::Finalized);
+        let without_treasury: Vec<&str> = full[..8].to_vec();
+        let err = args(&without_treasury).unwrap().stake().unwrap_err();
+        assert!(err.contains("--stake-treasury"), "{err}");
+    }
+}

@@ -1,0 +1,189 @@
+//! The pure part of the Stake controller: the spec and annotations in base units, and
+//! what they ask of the stake machine now. The status is in [`super::status`].
+
+use std::collections::BTreeMap;
+
+use gpufed_api::StakeSpec;
+use gpufed_api::formats::parse_decimal;
+use gpufed_api::stake::EvidenceKind;
+use gpufed_settlement::Hash32;
+use gpufed_settlement::stake::StakePhase;
+use serde::Deserialize;
+
+use super::store::StakeDoc;
+
+/// Annotation that raises a slash: JSON `{"kind": "failed-challenge" | "duplicate-gpu" |
+/// "abandoned-job", "evidenceHash": "<sha-256 hex>", "amount": "<decimal>"}`.
+pub const SLASH_REQUEST_ANNOTATION: &str = "gpufed.io/slash-request";
+/// Annotation that dismisses the pending slash before its dispute window closes: `"true"`,
+/// or the evidence hash of the slash to dismiss.
+pub const SLASH_DISMISS_ANNOTATION: &str = "gpufed.io/slash-dismiss";
+
+/// The spec, checked and in base units of the stake mint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecView {
+    /// Staker wallet (canonical base58).
+    pub staker: String,
+    /// Stated amount, base units.
+    pub amount: u64,
+    /// Deposit signature.
+    pub signature: String,
+}
+
+/// A decimal token amount in base units of a mint with `decimals`; refuses digits the
+/// mint cannot represent instead of rounding them away.
+pub fn to_base_units(decimal: &str, decimals: u8) -> Result<u64, String> {
+    let micros = u128::from(parse_decimal(decimal).map_err(|e| e.to_string())?);
+    let d = u32::from(decimals);
+    let v = if d >= 6 {
+        micros.checked_mul(10u128.pow(d - 6))
+    } else {
+        let scale = 10u128.pow(6 - d);
+        (micros % scale == 0).then_some(micros / scale)
+    };
+    v.and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| format!("{decimal:?} is not representable with the stake mint's {decimals} decimals"))
+}
+
+/// Base units as a decimal for status (at most 6 fractional digits, as the CRD allows;
+/// finer digits of mints with more decimals are cut, never rounded up).
+pub fn display_amount(base: u64, decimals: u8) -> String {
+    let d = u32::from(decimals);
+    let micros = if d >= 6 {
+        u128::from(base) / 10u128.pow(d - 6)
+    } else {
+        u128::from(base) * 10u128.pow(6 - d)
+    };
+    let (whole, frac) = (micros / 1_000_000, micros % 1_000_000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    format!("{whole}.{}", format!("{frac:06}").trim_end_matches('0'))
+}
+
+/// Checks the spec against what the chain side needs.
+pub fn spec_view(spec: &StakeSpec, decimals: u8) -> Result<SpecView, String> {
+    let staker = gpufed_chain::Pubkey::parse(&spec.staker_wallet)
+        .map_err(|e| format!("spec.stakerWallet: {e}"))?
+        .to_string();
+    if !gpufed_chain::deposit::is_signature(&spec.deposit_signature) {
+        return Err("spec.depositSignature is not a transaction signature (base58 of 64 bytes)".into());
+    }
+    let amount = to_base_units(&spec.amount, decimals).map_err(|e| format!("spec.amount: {e}"))?;
+    if amount == 0 {
+        return Err("spec.amount must be greater than 0".into());
+    }
+    Ok(SpecView {
+        staker,
+        amount,
+        signature: spec.deposit_signature.clone(),
+    })
+}
+
+/// The CRD's evidence kind for the machine's kind text.
+pub fn evidence_kind(kind: &str) -> Option<EvidenceKind> {
+    match kind {
+        "failed-challenge" => Some(EvidenceKind::FailedChallenge),
+        "duplicate-gpu" => Some(EvidenceKind::DuplicateGpu),
+        "abandoned-job" => Some(EvidenceKind::AbandonedJob),
+        _ => None,
+    }
+}
+
+/// A parsed slash request annotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlashRequest {
+    /// Evidence kind (machine spelling).
+    pub kind: String,
+    /// Evidence hash.
+    pub evidence: Hash32,
+    /// Amount, base units.
+    pub amount: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SlashRequestDoc {
+    kind: String,
+    evidence_hash: String,
+    amount: String,
+}
+
+fn slash_request(text: &str, decimals: u8) -> Result<SlashRequest, String> {
+    let doc: SlashRequestDoc = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if evidence_kind(&doc.kind).is_none() {
+        return Err(format!(
+            "kind {:?} is not failed-challenge, duplicate-gpu or abandoned-job",
+            doc.kind
+        ));
+    }
+    let evidence = Hash32::from_hex(&doc.evidence_hash)
+        .ok_or_else(|| "evidenceHash is not a SHA-256 in hex (64 characters)".to_string())?;
+    let amount = to_base_units(&doc.amount, decimals)?;
+    if amount == 0 {
+        return Err("amount must be greater than 0".into());
+    }
+    Ok(SlashRequest {
+        kind: doc.kind,
+        evidence,
+        amount,
+    })
+}
+
+/// What the spec and annotations ask of the machine this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `spec.unbond` on a bonded stake.
+    Unbond,
+    /// A slash request not acted on yet.
+    Raise(SlashRequest),
+    /// Dismiss the pending slash (evidence hex).
+    Dismiss(String),
+}
+
+/// The inputs due now, and a note for status when an annotation is invalid or waits.
+pub fn inputs(
+    unbond: bool,
+    annotations: &BTreeMap<String, String>,
+    doc: &StakeDoc,
+    decimals: u8,
+) -> (Vec<Input>, Option<String>) {
+    let s = &doc.state;
+    let mut out = Vec::new();
+    let mut note = None;
+    let bonded_phase = matches!(s.phase, StakePhase::Bonded | StakePhase::Slashed);
+    if unbond && bonded_phase && s.bonded > 0 && s.release.is_none() {
+        out.push(Input::Unbond);
+    }
+    let pending = s.pending_slash.as_ref().map(|p| p.evidence.to_hex());
+    if let Some(text) = annotations.get(SLASH_REQUEST_ANNOTATION) {
+        match slash_request(text, decimals) {
+            Err(e) => note = Some(format!("annotation {SLASH_REQUEST_ANNOTATION} ignored: {e}")),
+            Ok(r) => {
+                let hex = r.evidence.to_hex();
+                let seen =
+                    doc.handled_slash_requests.contains(&hex) || pending.as_deref() == Some(hex.as_str());
+                if seen {
+                    // Acted on once already.
+                } else if pending.is_some() {
+                    note = Some("the slash request waits until the pending slash is done".into());
+                } else {
+                    out.push(Input::Raise(r));
+                }
+            }
+        }
+    }
+    if let (Some(text), Some(p)) = (annotations.get(SLASH_DISMISS_ANNOTATION), &pending) {
+        let text = text.trim();
+        let wanted =
+            text.eq_ignore_ascii_case("true") || Hash32::from_hex(text).is_some_and(|h| h.to_hex() == *p);
+        if wanted {
+            out.push(Input::Dismiss(p.clone()));
+        }
+    }
+    (out, note)
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

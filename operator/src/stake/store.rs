@@ -1,0 +1,307 @@
+//! The Stake controller's durable state in the hub, as ConfigMaps in the operator's
+//! namespace:
+//!
+//! - `gpufed-stake-<stake name>`: the pure machine's [`StakeState`] and what the
+//!   controller must remember beside it ([`StakeDoc`]), replaced with the resourceVersion
+//!   it last read, so a deposed leader's write is refused (409);
+//! - `gpufed-deposit-claims`: deposit signature → the Stake that claims it, so one deposit
+//!   bonds one Stake only, even after that Stake is deleted and another names the same
+//!   signature.
+//!
+//! State ConfigMaps are never deleted by the controller: they are the audit trail of what
+//! was verified, released and slashed, and they keep deposits claimed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use gpufed_settlement::stake::{StakePhase, StakeState};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Prefix of the per-Stake state ConfigMaps.
+pub const DOC_PREFIX: &str = "gpufed-stake-";
+/// The deposit claims ConfigMap.
+pub const CLAIMS: &str = "gpufed-deposit-claims";
+const KEY: &str = "state.json";
+const NAME_ANNOTATION: &str = "gpufed.io/stake-name";
+
+/// What is persisted for one Stake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StakeDoc {
+    /// The Stake object's uid this state belongs to.
+    pub uid: String,
+    /// The pure machine's state.
+    pub state: StakeState,
+    /// Evidence hashes (hex) of slash requests already acted on (raised or refused): an
+    /// annotation is fed to the machine once.
+    #[serde(default)]
+    pub handled_slash_requests: Vec<String>,
+    /// Evidence hashes (hex) of dismissed slashes.
+    #[serde(default)]
+    pub dismissed_slashes: Vec<String>,
+    /// Dispute window end (ms) per evidence hash (hex), for the status of executed slashes.
+    #[serde(default)]
+    pub slash_windows: BTreeMap<String, u64>,
+    /// When unbonding ends (or ended), ms.
+    #[serde(default)]
+    pub unbonding_end_ms: Option<u64>,
+}
+
+impl StakeDoc {
+    /// A fresh document for a Stake.
+    pub fn new(uid: &str, state: StakeState) -> Self {
+        Self {
+            uid: uid.to_string(),
+            state,
+            handled_slash_requests: Vec::new(),
+            dismissed_slashes: Vec::new(),
+            slash_windows: BTreeMap::new(),
+            unbonding_end_ms: None,
+        }
+    }
+
+    /// Copies what status needs beyond the pure state out of it (after every step).
+    pub fn track(&mut self) {
+        if let Some(p) = &self.state.pending_slash {
+            self.slash_windows.insert(p.evidence.to_hex(), p.dispute_until_ms);
+        }
+        if let StakePhase::Unbonding { ends_at_ms } = self.state.phase {
+            self.unbonding_end_ms = Some(ends_at_ms);
+        }
+    }
+}
+
+/// Who claims a deposit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Holder {
+    stake: String,
+    uid: String,
+}
+
+/// Result of [`StakeStore::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The deposit is this Stake's.
+    Ours,
+    /// Another Stake (named) claims it.
+    HeldBy(String),
+}
+
+/// Failures of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer changed the ConfigMap since it was read (a newer leader).
+    #[error("{0} changed by another writer (fenced)")]
+    Fenced(String),
+    /// The API server refused or failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A ConfigMap does not hold what the controller wrote.
+    #[error("{0}: {1}")]
+    Corrupt(String, String),
+}
+
+/// Name of a Stake's state ConfigMap (hashed when the Stake's name is too long for it).
+pub fn doc_name(stake: &str) -> String {
+    let name = format!("{DOC_PREFIX}{stake}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let digest = Sha256::digest(stake.as_bytes());
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("{DOC_PREFIX}{hex}")
+}
+
+fn config_map(name: &str, role: &str, data: BTreeMap<String, String>, stake: Option<&str>) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/part-of".to_string(), "gpufed".to_string()),
+                ("gpufed.io/stake".to_string(), role.to_string()),
+            ])),
+            annotations: stake.map(|s| BTreeMap::from([(NAME_ANNOTATION.to_string(), s.to_string())])),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> StoreError {
+    let what = what.into();
+    move |source| match &source {
+        kube::Error::Api(e) if e.code == 409 => StoreError::Fenced(what),
+        _ => StoreError::Api { what, source },
+    }
+}
+
+fn parse_doc(cm: &ConfigMap) -> Result<StakeDoc, StoreError> {
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEY))
+        .ok_or_else(|| StoreError::Corrupt(name.clone(), format!("no {KEY}")))?;
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(name, e.to_string()))
+}
+
+/// The ConfigMaps of the Stake controller, with the resourceVersions last read.
+pub struct StakeStore {
+    api: Api<ConfigMap>,
+    versions: HashMap<String, String>,
+}
+
+impl StakeStore {
+    /// A store in `namespace` of the hub.
+    pub fn new(hub: Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(hub, namespace),
+            versions: HashMap::new(),
+        }
+    }
+
+    /// Reads a Stake's state (remembering its resourceVersion for the next save).
+    pub async fn load(&mut self, stake: &str) -> Result<Option<StakeDoc>, StoreError> {
+        let name = doc_name(stake);
+        let Some(cm) = self.api.get_opt(&name).await.map_err(api_err(&name))? else {
+            self.versions.remove(&name);
+            return Ok(None);
+        };
+        let doc = parse_doc(&cm)?;
+        if let Some(rv) = cm.metadata.resource_version {
+            self.versions.insert(name, rv);
+        }
+        Ok(Some(doc))
+    }
+
+    /// Reads another Stake's state without taking its resourceVersion.
+    async fn peek(&self, stake: &str) -> Result<Option<StakeDoc>, StoreError> {
+        let name = doc_name(stake);
+        match self.api.get_opt(&name).await.map_err(api_err(&name))? {
+            Some(cm) => parse_doc(&cm).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a Stake's state durably: created when it was not read before, else replaced
+    /// under the resourceVersion last read ([`StoreError::Fenced`] when it changed).
+    pub async fn save(&mut self, stake: &str, doc: &StakeDoc) -> Result<(), StoreError> {
+        let name = doc_name(stake);
+        let json =
+            serde_json::to_string(doc).map_err(|e| StoreError::Corrupt(name.clone(), e.to_string()))?;
+        let mut cm = config_map(
+            &name,
+            "state",
+            BTreeMap::from([(KEY.to_string(), json)]),
+            Some(stake),
+        );
+        let written = match self.versions.get(&name) {
+            None => self.api.create(&PostParams::default(), &cm).await,
+            Some(rv) => {
+                cm.metadata.resource_version = Some(rv.clone());
+                self.api.replace(&name, &PostParams::default(), &cm).await
+            }
+        };
+        let written = written.map_err(api_err(&name))?;
+        if let Some(rv) = written.metadata.resource_version {
+            self.versions.insert(name, rv);
+        }
+        Ok(())
+    }
+
+    /// Forgets what was read of a Stake (after a conflict: the next load starts afresh).
+    pub fn forget(&mut self, stake: &str) {
+        self.versions.remove(&doc_name(stake));
+    }
+
+    /// Claims `signature` for the Stake `stake` (uid `uid`). A claim by another Stake
+    /// stands while that Stake's state exists, is the same object, and is not Rejected;
+    /// otherwise it passes to this one.
+    pub async fn claim(&mut self, signature: &str, stake: &str, uid: &str) -> Result<Claim, StoreError> {
+        let cm = self.api.get_opt(CLAIMS).await.map_err(api_err(CLAIMS))?;
+        let rv = cm.as_ref().and_then(|c| c.metadata.resource_version.clone());
+        let mut data = cm.and_then(|c| c.data).unwrap_or_default();
+        if let Some(text) = data.get(signature) {
+            let holder: Holder =
+                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
+            if holder.stake == stake && holder.uid == uid {
+                return Ok(Claim::Ours);
+            }
+            if holder.stake != stake {
+                let live = self.peek(&holder.stake).await?.is_some_and(|d| {
+                    d.uid == holder.uid && !matches!(d.state.phase, StakePhase::Rejected { .. })
+                });
+                if live {
+                    return Ok(Claim::HeldBy(holder.stake));
+                }
+            }
+        }
+        let holder = Holder {
+            stake: stake.to_string(),
+            uid: uid.to_string(),
+        };
+        let text =
+            serde_json::to_string(&holder).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
+        data.insert(signature.to_string(), text);
+        let mut cm = config_map(CLAIMS, "claims", data, None);
+        match rv {
+            None => self.api.create(&PostParams::default(), &cm).await,
+            Some(rv) => {
+                cm.metadata.resource_version = Some(rv);
+                self.api.replace(CLAIMS, &PostParams::default(), &cm).await
+            }
+        }
+        .map_err(api_err(CLAIMS))?;
+        Ok(Claim::Ours)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gpufed_settlement::Hash32;
+    use gpufed_settlement::TxState;
+    use gpufed_settlement::stake::PendingSlash;
+
+    #[test]
+    fn long_names_are_hashed_into_a_valid_name() {
+        assert_eq!(doc_name("p-1"), "gpufed-stake-p-1");
+        let long = "a".repeat(250);
+        let n = doc_name(&long);
+        assert!(n.len() <= 253 && n.starts_with(DOC_PREFIX), "{n}");
+        assert_ne!(n, doc_name(&"b".repeat(250)));
+    }
+
+    #[test]
+    fn doc_round_trips_and_tracks_windows() {
+        let mut doc = StakeDoc::new("uid-1", StakeState::new("w".into(), 5, "sig".into(), 1));
+        doc.state.pending_slash = Some(PendingSlash {
+            kind: "failed-challenge".into(),
+            evidence: Hash32([1; 32]),
+            amount: 2,
+            dispute_until_ms: 99,
+            tx: TxState::new(2),
+        });
+        doc.state.phase = StakePhase::Unbonding { ends_at_ms: 1234 };
+        doc.track();
+        assert_eq!(doc.slash_windows[&Hash32([1; 32]).to_hex()], 99);
+        assert_eq!(doc.unbonding_end_ms, Some(1234));
+        let json = serde_json::to_string(&doc).unwrap();
+        assert_eq!(serde_json::from_str::<StakeDoc>(&json).unwrap(), doc);
+        // Older documents without the optional fields still load.
+        let minimal = serde_json::json!({"uid": "u", "state": doc.state});
+        let d: StakeDoc = serde_json::from_value(minimal).unwrap();
+        assert!(d.handled_slash_requests.is_empty());
+    }
+}
