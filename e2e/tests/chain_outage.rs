@@ -97,7 +97,7 @@ async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
         .expect("validator restarts on its ledger");
     let t = Instant::now();
     let report = settler
-        .drain(Duration::from_secs(240), Duration::from_millis(300))
+        .drain(Duration::from_secs(600), Duration::from_millis(300))
         .await
         .unwrap();
     let drain = t.elapsed();
