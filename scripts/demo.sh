@@ -68,7 +68,7 @@ k apply -f examples/demo/providers.yaml
 say "starting gpufed-operator (log: $RUN_DIR/operator.log)"
 KUBECONFIG="$HUB" RUST_LOG="${RUST_LOG:-info,kube=warn}" "$OPERATOR" --admin-addr 127.0.0.1:0 \
   --namespace gpufed-system --solana-rpc "$SOLANA_RPC" --settlement-keypair "$SETTLEMENT_KEYPAIR" \
-  --settlement-mint "$SETTLEMENT_MINT" --settlement-interval 1s --meter-slice 10s --meter-lag 2s \
+  --settlement-mint "$SETTLEMENT_MINT" --settlement-interval 1s --meter-slice 10s --meter-lag 20s \
   >"$RUN_DIR/operator.log" 2>&1 &
 OP_PID=$!
 for _ in $(seq 60); do

@@ -398,7 +398,7 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     let member_cluster = fed.cluster("provider-a").expect("member cluster");
     let out = Command::new(common::repo_root().join("scripts/mint-provider.sh"))
         .args(["--name", "provider-a", "--region", "eu-west"])
-        .args(["--wallet", "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA"])
+        .args(["--wallet", "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP"])
         .args(["--price", "NVIDIA-GeForce-RTX-4090=0.30", "--duration", "1h"])
         .arg(format!("--kubeconfig={}", member_cluster.kubeconfig().display()))
         .output()

@@ -93,7 +93,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         "--meter-slice",
         "5s",
         "--meter-lag",
-        "1s",
+        "20s",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -102,7 +102,8 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     opsupport::providers_ready(&hub, 2).await;
 
     let jobs = [
-        ("team-a", "train-a100", "40G", 2, 12),
+        // Long enough for live slices (lag 20 s, slice 5 s) before the final record.
+        ("team-a", "train-a100", "40G", 2, 45),
         ("team-a", "tune-rtx", "20G", 1, 8),
         ("team-b", "eval-rtx", "20G", 2, 10),
         ("team-b", "batch-a100", "40G", 1, 6),

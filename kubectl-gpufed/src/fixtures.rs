@@ -68,7 +68,7 @@ pub fn provider(name: &str, status: Option<GpuProviderStatus>) -> GpuProvider {
         "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
         "metadata": {"name": name, "generation": 1, "creationTimestamp": T0_TEXT},
         "spec": {"kubeconfigSecretRef": {"namespace": "gpufed-system", "name": format!("{name}-kubeconfig")},
-                 "payoutWallet": "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA", "region": "eu-west",
+                 "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP", "region": "eu-west",
                  "prices": [{"model": "NVIDIA-H100-80GB-HBM3", "pricePerGpuHour": "2.5"},
                             {"model": "NVIDIA-A100-SXM4-40GB", "pricePerGpuHour": "1.2"}]}
     }))

@@ -116,6 +116,15 @@ impl Args {
             .settlement_mint
             .clone()
             .ok_or("--solana-rpc needs --settlement-mint")?;
+        // A running attempt is metered only up to last heartbeat − lag; the lag must cover
+        // the job controller's observation of a finished attempt (it polls running jobs
+        // every 10 s), or a slice could reach past the attempt's real end.
+        if self.meter_lag < Duration::from_secs(20) {
+            return Err(format!(
+                "--meter-lag {:?} is too short: at least 20s (twice the running-job poll period)",
+                self.meter_lag
+            ));
+        }
         Ok(Some(crate::settlement::SettlementConfig {
             rpc_url,
             keypair,

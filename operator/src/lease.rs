@@ -201,3 +201,35 @@ impl Elector {
         }
     }
 }
+
+/// Runs `term` once per leadership term of this process, until `shutdown`: the settlement
+/// and stake tasks open their journals when they become leader and stop when they are not.
+/// A term that fails is logged and a new one starts after at most 5 s (or at once when
+/// leadership changes).
+pub async fn per_term<F, Fut, E>(
+    leadership: &Leadership,
+    what: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    mut term: F,
+) where
+    F: FnMut(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut changes = leadership.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if leadership.is_leader()
+            && let Err(e) = term(shutdown.clone()).await
+        {
+            tracing::warn!(error = %e, "{what} paused; retrying");
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}

@@ -116,7 +116,7 @@ pub async fn setup_members(fed: &Federation, hub: &Client, members: &[&str], pri
             "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
             "metadata": {"name": name},
             "spec": {"kubeconfigSecretRef": {"namespace": "gpufed-system", "name": format!("{name}-kubeconfig")},
-                     "payoutWallet": "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA", "region": "eu-west",
+                     "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP", "region": "eu-west",
                      "prices": models, "heartbeatGracePeriod": "10s"}
         });
         providers

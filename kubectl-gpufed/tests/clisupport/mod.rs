@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_kubectl-gpufed");
 /// A valid payout wallet.
-pub const WALLET: &str = "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA";
+pub const WALLET: &str = "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP";
 /// A valid settlement signature.
 pub const SIG: &str =
     "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW";

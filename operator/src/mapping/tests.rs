@@ -9,7 +9,7 @@ fn provider(name: &str, ready: bool) -> Arc<GpuProvider> {
             "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
             "metadata": {"name": name},
             "spec": {"kubeconfigSecretRef": {"namespace": "ns", "name": "kc"},
-                     "payoutWallet": "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA", "region": "eu",
+                     "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP", "region": "eu",
                      "prices": [{"model": "NVIDIA-H100", "pricePerGpuHour": "2.5"},
                                 {"model": "NVIDIA-GeForce-RTX-4090", "pricePerGpuHour": "0.3"}]},
             "status": {"conditions": [{"type": "Ready", "status": status, "reason": "R", "message": "",

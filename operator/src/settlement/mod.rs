@@ -57,24 +57,12 @@ pub struct SettlementConfig {
 }
 
 /// Runs settlement until shutdown; idles while not leader.
-pub async fn run(ctx: Arc<Context>, cfg: SettlementConfig, mut shutdown: watch::Receiver<bool>) {
-    let mut leadership = ctx.leadership.subscribe();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if ctx.leadership.is_leader() {
-            match session(&ctx, &cfg, &mut shutdown).await {
-                Ok(()) => {}
-                Err(e) => warn!(error = %e, "settlement paused; retrying"),
-            }
-        }
-        tokio::select! {
-            _ = shutdown.changed() => {}
-            _ = leadership.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
+pub async fn run(ctx: Arc<Context>, cfg: SettlementConfig, shutdown: watch::Receiver<bool>) {
+    crate::lease::per_term(&ctx.leadership, "settlement", shutdown, |mut rx| {
+        let (ctx, cfg) = (ctx.clone(), cfg.clone());
+        async move { session(&ctx, &cfg, &mut rx).await }
+    })
+    .await;
 }
 
 /// One leadership term: open the journal (resolving what was in flight), then rounds.

@@ -64,23 +64,12 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Runs the Stake controller until shutdown; idles while not leader.
-pub async fn run(ctx: Arc<Context>, cfg: StakeControllerConfig, mut shutdown: watch::Receiver<bool>) {
-    let mut leadership = ctx.leadership.subscribe();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if ctx.leadership.is_leader()
-            && let Err(e) = session(&ctx, &cfg, &mut shutdown).await
-        {
-            warn!(error = %e, "stake controller paused; retrying");
-        }
-        tokio::select! {
-            _ = shutdown.changed() => {}
-            _ = leadership.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
+pub async fn run(ctx: Arc<Context>, cfg: StakeControllerConfig, shutdown: watch::Receiver<bool>) {
+    crate::lease::per_term(&ctx.leadership, "stake controller", shutdown, |mut rx| {
+        let (ctx, cfg) = (ctx.clone(), cfg.clone());
+        async move { session(&ctx, &cfg, &mut rx).await }
+    })
+    .await;
 }
 
 /// One leadership term.

@@ -7,7 +7,7 @@ fn provider(status: Option<GpuProviderStatus>) -> GpuProvider {
         "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
         "metadata": {"name": "a", "generation": 3},
         "spec": {"kubeconfigSecretRef": {"namespace": "ns", "name": "kc", "key": "kubeconfig"},
-                 "payoutWallet": "MASi45ub7Qe4ZE36UT5G6cU4ud8Fhhe4deS4F3cw9KTA", "region": "eu",
+                 "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP", "region": "eu",
                  "prices": [{"model": "H100", "pricePerGpuHour": "2"}], "heartbeatGracePeriod": "60s",
                  "resourceName": "gpufed.io/gpu"}
     }))
