@@ -55,8 +55,8 @@ fn token_balance_of(meta: &Value, index: usize) -> (Option<String>, Option<Strin
     (mint, owner)
 }
 
-/// Outer instructions, then every inner instruction.
-fn all_instructions(tx: &Value) -> impl Iterator<Item = &Value> {
+/// Outer instructions, then every inner instruction, of a jsonParsed `getTransaction`.
+pub(crate) fn all_instructions(tx: &Value) -> impl Iterator<Item = &Value> {
     let outer = tx["transaction"]["message"]["instructions"]
         .as_array()
         .into_iter()

@@ -11,17 +11,7 @@ use crate::rpc::Rpc;
 /// The memo texts of a `getTransaction` (jsonParsed) answer, outer instructions first.
 pub fn memos(tx: &Value) -> Vec<String> {
     let memo_id = programs::MEMO.to_string();
-    let outer = tx["transaction"]["message"]["instructions"]
-        .as_array()
-        .into_iter()
-        .flatten();
-    let inner = tx["meta"]["innerInstructions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|i| i["instructions"].as_array().into_iter().flatten());
-    outer
-        .chain(inner)
+    crate::deposit::all_instructions(tx)
         .filter(|ix| ix["programId"].as_str() == Some(memo_id.as_str()))
         .filter_map(|ix| ix["parsed"].as_str().map(str::to_string))
         .collect()
