@@ -32,6 +32,14 @@ pub struct HealthLabel {
     pub state: &'static str,
 }
 
+/// Label: which count of the fleet's GPUs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuStateLabel {
+    /// `total` (on ready nodes of the providers placement may use) or `free` (of those,
+    /// held by no live attempt and no foreign pod).
+    pub state: &'static str,
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -45,6 +53,8 @@ pub struct Metrics {
     pub placements_total: Counter,
     /// Providers by health.
     pub providers: Family<HealthLabel, Gauge>,
+    /// GPUs of the fleet the placement engine sees, by state (`total`, `free`).
+    pub fleet_gpus: Family<GpuStateLabel, Gauge>,
     /// GPU-seconds metered (all attempts, all jobs).
     pub metered_gpu_seconds_total: Counter,
     /// 1 while this replica leads.
@@ -79,6 +89,7 @@ impl Metrics {
             queue_depth_jobs: Gauge::default(),
             placements_total: Counter::default(),
             providers: Family::default(),
+            fleet_gpus: Family::default(),
             metered_gpu_seconds_total: Counter::default(),
             leader: Gauge::default(),
             settlement_backlog_records: Gauge::default(),
@@ -104,6 +115,11 @@ impl Metrics {
         );
         registry.register("placements", "Placements decided", m.placements_total.clone());
         registry.register("providers", "GpuProviders by health", m.providers.clone());
+        registry.register(
+            "fleet_gpus",
+            "GPUs on ready nodes of usable providers (total) and those free for placement",
+            m.fleet_gpus.clone(),
+        );
         registry.register(
             "metered_gpu_seconds",
             "GPU-seconds metered",
@@ -140,6 +156,24 @@ impl Metrics {
         Metrics {
             registry: Arc::new(registry),
             ..m
+        }
+    }
+
+    /// Sets the providers-by-health gauges (both states, so a state that empties reads 0).
+    pub fn set_providers(&self, ready: usize, not_ready: usize) {
+        for (state, n) in [("ready", ready), ("not_ready", not_ready)] {
+            self.providers
+                .get_or_create(&HealthLabel { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the fleet GPU gauges from one placement round's snapshot counts.
+    pub fn set_fleet_gpus(&self, total: u64, free: u64) {
+        for (state, n) in [("total", total), ("free", free)] {
+            self.fleet_gpus
+                .get_or_create(&GpuStateLabel { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

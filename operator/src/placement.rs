@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpufed_api::ComputeJob;
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
 use gpufed_api::formats::format_decimal;
 use gpufed_api::job_status::{JobPhase, Placement, WorkerPlacement};
+use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_placement as pl;
 use kube::{Api, ResourceExt};
 use tokio::sync::{Mutex, watch};
@@ -54,6 +54,11 @@ pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) ->
     ctx.metrics
         .queue_depth_jobs
         .set(i64::try_from(snap.jobs.len()).unwrap_or(i64::MAX));
+    let (total, free) = fleet_gpus(&snap);
+    ctx.metrics.set_fleet_gpus(total, free);
+    let ready = ready_providers(&providers);
+    ctx.metrics
+        .set_providers(ready, providers.len().saturating_sub(ready));
     if snap.jobs.is_empty() {
         return Ok(0);
     }
@@ -116,6 +121,29 @@ pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) ->
         }
     }
     Ok(placed)
+}
+
+/// The snapshot's GPUs: `(total, free)` over the nodes of the providers placement may use
+/// this round (Ready and not paused; only ready nodes).
+pub fn fleet_gpus(snap: &pl::Snapshot) -> (u64, u64) {
+    snap.providers
+        .iter()
+        .flat_map(|p| &p.nodes)
+        .fold((0, 0), |(total, free), n| {
+            (total + u64::from(n.gpus), free + n.free.len() as u64)
+        })
+}
+
+/// How many of `providers` report `Ready=True`.
+pub fn ready_providers(providers: &[Arc<GpuProvider>]) -> usize {
+    providers
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, types::READY))
+        })
+        .count()
 }
 
 /// Queued jobs of tenants that settlement cannot charge wait (policy `hold`), and say why.
@@ -211,4 +239,74 @@ async fn try_write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement,
     );
     crate::job::write_status(ctx, job, &status).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_gpus_sums_total_and_free_over_every_provider() {
+        let node = |name: &str, gpus: u8, free: u8| {
+            let mut n = pl::Node::new(
+                name,
+                "NVIDIA-H100",
+                81920,
+                pl::ComputeCapability::new(9, 0),
+                None,
+                gpus,
+            );
+            n.free = (0..free).collect();
+            n
+        };
+        let provider = |id: &str, nodes| pl::Provider {
+            id: id.into(),
+            region: "eu".into(),
+            healthy: true,
+            verified: true,
+            reputation: 1.0,
+            prices: Default::default(),
+            nodes,
+        };
+        let snap = pl::Snapshot {
+            providers: vec![
+                provider("a", vec![node("a1", 8, 3), node("a2", 8, 8)]),
+                provider("b", vec![node("b1", 4, 0)]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(fleet_gpus(&snap), (20, 11));
+        assert_eq!(fleet_gpus(&pl::Snapshot::default()), (0, 0));
+    }
+
+    #[test]
+    fn ready_providers_counts_ready_true_only() {
+        let provider = |name: &str, ready: Option<&str>| -> Arc<GpuProvider> {
+            let conditions: Vec<_> = ready
+                .map(|status| {
+                    serde_json::json!({"type": "Ready", "status": status, "reason": "R", "message": "",
+                                       "lastTransitionTime": "2026-11-25T12:00:00Z"})
+                })
+                .into_iter()
+                .collect();
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
+                    "metadata": {"name": name},
+                    "spec": {"kubeconfigSecretRef": {"namespace": "ns", "name": "kc"},
+                             "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP",
+                             "region": "eu", "prices": []},
+                    "status": {"conditions": conditions}
+                }))
+                .expect("provider"),
+            )
+        };
+        let all = [
+            provider("a", Some("True")),
+            provider("b", Some("False")),
+            provider("c", None),
+            provider("d", Some("True")),
+        ];
+        assert_eq!(ready_providers(&all), 2);
+    }
 }
