@@ -312,6 +312,18 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
         ],
     );
     assert_eq!(of_kind(&with_prom, "ServiceMonitor").len(), 1);
+    // The Grafana dashboard: off by default; on, one ConfigMap the sidecar picks up by label.
+    assert!(
+        of_kind(&hub_docs, "ConfigMap").is_empty(),
+        "no ConfigMap by default"
+    );
+    let with_dash = render(&helm, "gpufed", "gpufed", &["--set", "dashboards.enabled=true"]);
+    let dash = of_kind(&with_dash, "ConfigMap");
+    assert_eq!(dash.len(), 1, "one dashboard ConfigMap");
+    assert_eq!(dash[0]["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value = serde_json::from_str(dash[0]["data"]["gpufed.json"].as_str().expect("gpufed.json"))
+        .expect("the dashboard is JSON");
+    assert_eq!(json["uid"], "gpufed-overview");
 
     // The Deployment's args are flags the operator accepts.
     let deploy = of_kind(&hub_docs, "Deployment")[0];

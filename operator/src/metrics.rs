@@ -217,3 +217,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "metrics_dashboard_tests.rs"]
+mod dashboard_tests;
