@@ -1,0 +1,29 @@
+//! gpufed pure trust logic: is a provider's GPU supply real?
+//!
+//! * [`workload`] / [`protocol`]: a nonce-seeded integer matrix product per GPU, committed
+//!   row by row (Merkle root), then opened at rows the hub picks afterwards;
+//! * [`verify`] / [`session`]: the hub's checks (recomputed rows, timing bands, round
+//!   trip) and its per-node state machine;
+//! * [`bands`]: per-model workload shapes and plausible timings (fail closed without one);
+//! * [`fleet`]: a GPU UUID belongs to one node of one provider;
+//! * [`reputation`]: the documented score placement weighs;
+//! * [`evidence`]: what a slash points to.
+//!
+//! No Kubernetes, no network, no clock: the operator's I/O layer drives it. See
+//! `docs/trust.md`.
+#![forbid(unsafe_code)]
+
+pub mod bands;
+pub mod evidence;
+pub mod fleet;
+pub mod protocol;
+pub mod reputation;
+pub mod session;
+pub mod verify;
+pub mod workload;
+
+pub use bands::{Band, Bands};
+pub use protocol::{ChallengeAnswer, ChallengeRequest, Computed};
+pub use session::{GpuClaim, GpuVerdict, NodeView, Session, Step};
+pub use verify::Failure;
+pub use workload::Params;

@@ -1,0 +1,222 @@
+//! The hub's side of one node's challenge: issue → commitment → open → verdicts.
+//!
+//! Pure: the caller supplies the nonce, the open seed and the time, and writes the
+//! requests [`Step::Open`] asks for. A session that is lost (leader change) is simply
+//! started again with a new nonce; nothing depends on it having finished.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bands::Bands;
+use crate::protocol::{ChallengeAnswer, ChallengeRequest, GpuCommit};
+use crate::verify::{Failure, check_opening, check_timing};
+
+/// A GPU a node claims (from its signed report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuClaim {
+    /// UUID.
+    pub uuid: String,
+    /// Model.
+    pub model: String,
+}
+
+/// The outcome for one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuVerdict {
+    /// UUID.
+    pub uuid: String,
+    /// Claimed model.
+    pub model: String,
+    /// `None` when it passed; else why not.
+    pub failure: Option<Failure>,
+}
+
+impl GpuVerdict {
+    fn new(claim: &GpuClaim, failure: Option<Failure>) -> Self {
+        Self {
+            uuid: claim.uuid.clone(),
+            model: claim.model.clone(),
+            failure,
+        }
+    }
+
+    /// Passed the challenge (uniqueness is judged separately).
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// What the hub currently reads from a node: its claims and its latest answer, from a
+/// report whose signature was checked.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    /// GPUs the node claims.
+    pub claims: &'a [GpuClaim],
+    /// The report says `--simulate`.
+    pub simulated: bool,
+    /// The challenge answer in the report, if any.
+    pub answer: Option<&'a ChallengeAnswer>,
+}
+
+/// What the node committed to, and when the hub saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The commitments as first seen (later changes are ignored).
+    pub commits: Vec<GpuCommit>,
+    /// Issue → commitment, as the hub saw it, ms.
+    pub round_trip_ms: u64,
+}
+
+/// One node's challenge in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// What the node was asked (with the open seed once sent).
+    pub request: ChallengeRequest,
+    /// When the challenge was issued, ms.
+    pub issued_at_ms: u64,
+    /// The commitment, once seen.
+    pub committed: Option<Committed>,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing new from the node yet.
+    Wait,
+    /// The node committed: write this request (it carries the open seed).
+    Open(ChallengeRequest),
+    /// Finished: one verdict per claimed GPU.
+    Done(Vec<GpuVerdict>),
+}
+
+/// Starts a challenge for a node's GPUs, shaped by the band of its first GPU's model.
+/// `Err` carries the verdicts when there is nothing to challenge (no GPU, or no band).
+pub fn start(
+    nonce: String,
+    claims: &[GpuClaim],
+    bands: &Bands,
+    now_ms: u64,
+) -> Result<Session, Vec<GpuVerdict>> {
+    let first = claims.first().ok_or_else(Vec::new)?;
+    let Some(band) = bands.get(&first.model) else {
+        return Err(claims
+            .iter()
+            .map(|c| {
+                GpuVerdict::new(
+                    c,
+                    Some(Failure::NoBand {
+                        model: c.model.clone(),
+                    }),
+                )
+            })
+            .collect());
+    };
+    Ok(Session {
+        request: ChallengeRequest {
+            nonce,
+            params: band.params,
+            open_seed: None,
+        },
+        issued_at_ms: now_ms,
+        committed: None,
+    })
+}
+
+impl Session {
+    /// Advances with the node's latest (authenticated) answer.
+    pub fn advance(
+        &mut self,
+        node: NodeView<'_>,
+        bands: &Bands,
+        open_seed: &str,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Step {
+        let NodeView {
+            claims,
+            simulated,
+            answer,
+        } = node;
+        let answer = answer.filter(|a| a.nonce == self.request.nonce);
+        if let Some(a) = answer {
+            match &self.committed {
+                None if !a.commits.is_empty() => {
+                    self.committed = Some(Committed {
+                        commits: a.commits.clone(),
+                        round_trip_ms: now_ms.saturating_sub(self.issued_at_ms),
+                    });
+                    self.request.open_seed = Some(open_seed.to_owned());
+                    return Step::Open(self.request.clone());
+                }
+                Some(c) if a.open_seed.is_some() && a.open_seed == self.request.open_seed => {
+                    return Step::Done(self.judge(claims, simulated, c, a, bands));
+                }
+                _ => {}
+            }
+        }
+        if now_ms.saturating_sub(self.issued_at_ms) > timeout_ms {
+            let detail = if self.committed.is_none() {
+                "no commitment before the timeout"
+            } else {
+                "no opening before the timeout"
+            };
+            let f = Failure::NotAnswered {
+                detail: detail.into(),
+            };
+            return Step::Done(
+                claims
+                    .iter()
+                    .map(|c| GpuVerdict::new(c, Some(f.clone())))
+                    .collect(),
+            );
+        }
+        Step::Wait
+    }
+
+    fn judge(
+        &self,
+        claims: &[GpuClaim],
+        simulated: bool,
+        committed: &Committed,
+        answer: &ChallengeAnswer,
+        bands: &Bands,
+    ) -> Vec<GpuVerdict> {
+        let seed = self.request.open_seed.as_deref().unwrap_or_default();
+        let one = |claim: &GpuClaim| -> Result<(), Failure> {
+            let commit = committed
+                .commits
+                .iter()
+                .find(|c| c.uuid == claim.uuid)
+                .ok_or_else(|| Failure::NotAnswered {
+                    detail: "no commitment for this GPU".into(),
+                })?;
+            let opening = answer
+                .openings
+                .iter()
+                .find(|o| o.uuid == claim.uuid)
+                .ok_or_else(|| Failure::BadOpening {
+                    detail: "no opening for this GPU".into(),
+                })?;
+            // Correctness first: a wrong result is evidence whatever the timing.
+            check_opening(&self.request, seed, commit, opening)?;
+            let band = bands
+                .get(&claim.model)
+                .filter(|b| b.params == self.request.params)
+                .ok_or_else(|| Failure::NoBand {
+                    model: claim.model.clone(),
+                })?;
+            check_timing(commit, band, committed.round_trip_ms)?;
+            if simulated {
+                return Err(Failure::Simulated);
+            }
+            Ok(())
+        };
+        claims.iter().map(|c| GpuVerdict::new(c, one(c).err())).collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "session_tests.rs"]
+mod tests;

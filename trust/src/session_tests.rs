@@ -1,0 +1,123 @@
+use super::*;
+use crate::bands::Band;
+use crate::protocol::{Computed, answer};
+use crate::workload::Params;
+
+const P: Params = Params {
+    rows: 16,
+    depth: 8,
+    cols: 8,
+    samples: 4,
+};
+
+fn bands() -> Bands {
+    Bands {
+        bands: vec![Band {
+            model: "NVIDIA H100 80GB HBM3".into(),
+            params: P,
+            min_kernel_micros: 100,
+            max_kernel_micros: 5_000,
+            round_trip_slack_ms: 1_000,
+        }],
+    }
+}
+
+fn claims(uuids: &[&str]) -> Vec<GpuClaim> {
+    uuids
+        .iter()
+        .map(|u| GpuClaim {
+            uuid: (*u).into(),
+            model: "NVIDIA-H100-80GB-HBM3".into(),
+        })
+        .collect()
+}
+
+/// Runs a session against a node that answers with `node` (given the request it saw).
+fn run(simulated: bool, node: impl Fn(&ChallengeRequest) -> ChallengeAnswer) -> Vec<GpuVerdict> {
+    let cl = claims(&["GPU-1", "GPU-2"]);
+    let mut s = start("n-1".into(), &cl, &bands(), 1_000).unwrap();
+    let view = |a| NodeView {
+        claims: &cl,
+        simulated,
+        answer: a,
+    };
+    assert_eq!(s.advance(view(None), &bands(), "seed", 1_500, 60_000), Step::Wait);
+    let first = node(&s.request);
+    let Step::Open(req) = s.advance(view(Some(&first)), &bands(), "seed", 2_000, 60_000) else {
+        panic!("expected the hub to open after the commitment");
+    };
+    assert_eq!(req.open_seed.as_deref(), Some("seed"));
+    // The same commitment again (the node has not seen the seed yet): wait.
+    assert_eq!(
+        s.advance(view(Some(&first)), &bands(), "other", 2_500, 60_000),
+        Step::Wait
+    );
+    let second = node(&req);
+    match s.advance(view(Some(&second)), &bands(), "other", 3_000, 60_000) {
+        Step::Done(v) => v,
+        other => panic!("expected verdicts, got {other:?}"),
+    }
+}
+
+fn honest(req: &ChallengeRequest) -> ChallengeAnswer {
+    let gpus: Vec<Computed> = ["GPU-1", "GPU-2"]
+        .iter()
+        .map(|u| Computed::on_cpu(&req.nonce, u, &req.params, 1_000).unwrap())
+        .collect();
+    answer(req, &gpus)
+}
+
+#[test]
+fn an_honest_node_verifies_every_gpu() {
+    let v = run(false, honest);
+    assert_eq!(v.len(), 2);
+    assert!(v.iter().all(GpuVerdict::passed), "{v:?}");
+}
+
+#[test]
+fn a_simulated_node_is_checked_but_never_verified() {
+    let v = run(true, honest);
+    assert!(v.iter().all(|g| g.failure == Some(Failure::Simulated)), "{v:?}");
+}
+
+#[test]
+fn a_node_that_recommits_after_the_seed_is_judged_on_its_first_commitment() {
+    // A cheater commits garbage, then, knowing the seed, recomputes honestly.
+    let v = run(false, |req| {
+        if req.open_seed.is_none() {
+            let gpus: Vec<Computed> = ["GPU-1", "GPU-2"]
+                .iter()
+                .map(|u| Computed::new(u, vec![gpufed_settlement::Hash32([1; 32]); 16], 1_000).unwrap())
+                .collect();
+            answer(req, &gpus)
+        } else {
+            honest(req)
+        }
+    });
+    assert!(
+        v.iter()
+            .all(|g| matches!(g.failure, Some(Failure::WrongDigest { .. }))),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn silence_times_out_and_no_band_means_no_challenge() {
+    let cl = claims(&["GPU-1"]);
+    let mut s = start("n".into(), &cl, &bands(), 0).unwrap();
+    let view = NodeView {
+        claims: &cl,
+        simulated: false,
+        answer: None,
+    };
+    let Step::Done(v) = s.advance(view, &bands(), "seed", 60_001, 60_000) else {
+        panic!("expected a timeout");
+    };
+    assert_eq!(v[0].failure.as_ref().map(Failure::reason), Some("NotAnswered"));
+    let other = vec![GpuClaim {
+        uuid: "GPU-9".into(),
+        model: "NVIDIA GeForce RTX 4090".into(),
+    }];
+    let no_band = start("n".into(), &other, &bands(), 0).unwrap_err();
+    assert_eq!(no_band[0].failure.as_ref().map(Failure::reason), Some("NoBand"));
+}

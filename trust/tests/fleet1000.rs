@@ -1,0 +1,226 @@
+//! 1000 simulated providers run the whole challenge protocol against the hub's logic:
+//! honest ones, Sybil farms listing the same GPUs under several identities, nodes that
+//! return wrong results, skip work, or claim impossible timings.
+//! Pass: 0 dishonest providers verified, 100% of duplicated UUIDs flagged on every
+//! claimant, 0 honest providers flagged.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gpufed_settlement::Hash32;
+use gpufed_trust::fleet::{NodeVerdicts, judge};
+use gpufed_trust::protocol::{ChallengeAnswer, ChallengeRequest, Computed, answer};
+use gpufed_trust::session::{self, GpuClaim, NodeView, Step};
+use gpufed_trust::workload::splitmix64;
+use gpufed_trust::{Band, Bands, Failure, Params};
+
+const MODEL: &str = "NVIDIA H100 80GB HBM3";
+// 24 of 64 rows opened: a node that computed half the rows passes with 2^-24 per GPU.
+const P: Params = Params {
+    rows: 64,
+    depth: 4,
+    cols: 4,
+    samples: 24,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Honest,
+    /// Shares its GPU UUIDs with the other members of its farm.
+    Sybil,
+    /// Commits random roots.
+    WrongDigest,
+    /// Computes only half the rows.
+    Partial,
+    /// Honest results, kernel time below the model's physical minimum.
+    TooFast,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        splitmix64(self.0)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn node_answer(kind: Kind, req: &ChallengeRequest, uuids: &[String], rng_seed: u64) -> ChallengeAnswer {
+    let gpus: Vec<Computed> = uuids
+        .iter()
+        .map(|u| {
+            let micros = if kind == Kind::TooFast { 3 } else { 2_000 };
+            match kind {
+                Kind::WrongDigest => {
+                    let leaves = (0..P.rows)
+                        .map(|i| {
+                            Hash32(
+                                splitmix64(rng_seed ^ u64::from(i))
+                                    .to_le_bytes()
+                                    .repeat(4)
+                                    .try_into()
+                                    .unwrap(),
+                            )
+                        })
+                        .collect();
+                    Computed::new(u, leaves, micros).unwrap()
+                }
+                Kind::Partial => {
+                    let mut leaves =
+                        gpufed_trust::workload::all_leaves(&P, &gpufed_trust::workload::seeds(&req.nonce, u));
+                    for l in leaves.iter_mut().skip(P.rows as usize / 2) {
+                        *l = Hash32([0; 32]);
+                    }
+                    Computed::new(u, leaves, micros).unwrap()
+                }
+                _ => Computed::on_cpu(&req.nonce, u, &P, micros).unwrap(),
+            }
+        })
+        .collect();
+    answer(req, &gpus)
+}
+
+#[test]
+fn a_thousand_providers() {
+    let bands = Bands {
+        bands: vec![Band {
+            model: MODEL.into(),
+            params: P,
+            min_kernel_micros: 500,
+            max_kernel_micros: 50_000,
+            round_trip_slack_ms: 5_000,
+        }],
+    };
+    let mut rng = Rng(42);
+    let mut kinds = BTreeMap::new();
+    let mut nodes_out = Vec::new();
+    let mut farm_uuids: Vec<String> = Vec::new();
+    let mut uuid_claims: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in 0..1000u64 {
+        let kind = match rng.below(100) {
+            0..=59 => Kind::Honest,
+            60..=74 => Kind::Sybil,
+            75..=84 => Kind::WrongDigest,
+            85..=92 => Kind::Partial,
+            _ => Kind::TooFast,
+        };
+        let provider = format!("p{p:04}");
+        kinds.insert(provider.clone(), kind);
+        for n in 0..=rng.below(3) {
+            let node = format!("node-{n}");
+            let gpus = 1 + rng.below(8) as usize;
+            let uuids: Vec<String> = (0..gpus)
+                .map(|g| {
+                    if kind == Kind::Sybil && !farm_uuids.is_empty() && rng.below(2) == 0 {
+                        // Re-list a GPU the farm already listed under another identity.
+                        farm_uuids[rng.below(farm_uuids.len() as u64) as usize].clone()
+                    } else {
+                        let u = format!("GPU-{p:04}-{n}-{g}-{:08x}", rng.next() as u32);
+                        if kind == Kind::Sybil {
+                            farm_uuids.push(u.clone());
+                        }
+                        u
+                    }
+                })
+                .collect();
+            for u in &uuids {
+                uuid_claims.entry(u.clone()).or_default().insert(provider.clone());
+            }
+            let claims: Vec<GpuClaim> = uuids
+                .iter()
+                .map(|u| GpuClaim {
+                    uuid: u.clone(),
+                    model: MODEL.into(),
+                })
+                .collect();
+            let mut s = session::start(format!("nonce-{p}-{n}"), &claims, &bands, 0).unwrap();
+            let first = node_answer(kind, &s.request, &uuids, rng.next());
+            let view = |a| NodeView {
+                claims: &claims,
+                simulated: false,
+                answer: a,
+            };
+            let Step::Open(req) = s.advance(
+                view(Some(&first)),
+                &bands,
+                &format!("seed-{}", rng.next()),
+                1_000,
+                60_000,
+            ) else {
+                panic!("no open step");
+            };
+            let second = node_answer(kind, &req, &uuids, rng.next());
+            let Step::Done(verdicts) = s.advance(view(Some(&second)), &bands, "unused", 2_000, 60_000) else {
+                panic!("no verdicts");
+            };
+            nodes_out.push(NodeVerdicts {
+                provider: provider.clone(),
+                node,
+                verdicts,
+            });
+        }
+    }
+    let judged = judge(&nodes_out);
+    let (mut honest, mut dishonest_verified, mut honest_flagged) = (0, 0, 0);
+    for (provider, verdict) in &judged {
+        let kind = kinds[provider];
+        match kind {
+            Kind::Honest => {
+                honest += 1;
+                if verdict.failed > 0 {
+                    honest_flagged += 1;
+                }
+            }
+            // A Sybil identity's GPUs that no other identity lists are real and may verify;
+            // its shared ones are checked below (every claimant flagged).
+            Kind::Sybil => {}
+            _ if verdict.verified > 0 => dishonest_verified += 1,
+            _ => {}
+        }
+        let expected = match kind {
+            Kind::WrongDigest | Kind::Partial => Some("WrongDigest"),
+            Kind::TooFast => Some("ImpossiblyFast"),
+            _ => None,
+        };
+        if let Some(reason) = expected {
+            assert!(
+                verdict
+                    .failures
+                    .iter()
+                    .all(|(_, v)| v.failure.as_ref().map(Failure::reason) == Some(reason)),
+                "{provider} ({kind:?}): {:?}",
+                verdict.failures
+            );
+            assert!(verdict.evidence_kinds().contains("failed-challenge"));
+        }
+    }
+    // Every claimant of every duplicated UUID is flagged.
+    let dup_uuids: Vec<_> = uuid_claims.iter().filter(|(_, who)| who.len() > 1).collect();
+    let mut flagged = 0;
+    for (uuid, who) in &dup_uuids {
+        for provider in *who {
+            let v = &judged[provider];
+            assert!(
+                v.failures.iter().any(
+                    |(_, g)| &g.uuid == *uuid && matches!(g.failure, Some(Failure::DuplicateUuid { .. }))
+                ),
+                "{provider} not flagged for {uuid}"
+            );
+            assert!(v.evidence_kinds().contains("duplicate-gpu"));
+            flagged += 1;
+        }
+    }
+    assert_eq!(dishonest_verified, 0, "dishonest providers verified");
+    assert_eq!(honest_flagged, 0, "honest providers flagged");
+    assert!(
+        honest > 500 && dup_uuids.len() > 50 && flagged > 100,
+        "{honest} {} {flagged}",
+        dup_uuids.len()
+    );
+    eprintln!(
+        "1000 providers: {honest} honest all verified; {} duplicated UUIDs, {flagged} claims flagged",
+        dup_uuids.len()
+    );
+}
