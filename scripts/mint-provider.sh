@@ -120,7 +120,7 @@ users:
       token: $token
 contexts:
   - name: $name
-    context: {cluster: $name, user: $sa}
+    context: {cluster: $name, user: $sa, namespace: $ns}
 current-context: $name
 KC
 )

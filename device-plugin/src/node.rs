@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::inventory::Inventory;
 use crate::labels::node_labels;
-use crate::report::{InventoryReport, SignedReport, sign};
+use crate::report::{SignedReport, of_inventory, sign};
 
 /// Field manager of every write this plugin makes.
 pub const FIELD_MANAGER: &str = "gpufed-device-plugin";
@@ -47,7 +47,7 @@ pub fn signed_report(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    Ok(sign(InventoryReport::new(node, nonce, now, inv), key)?)
+    Ok(sign(of_inventory(node, nonce, now, inv), key)?)
 }
 
 /// The server-side-apply body: labels plus the report annotation.

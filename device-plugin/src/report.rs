@@ -1,195 +1,40 @@
-//! The signed inventory report: what a node claims to have, signed with its node key and
-//! bound to the hub's nonce so it cannot be replayed. The operator calls [`verify`].
-//!
-//! Signed bytes are a fixed domain-separation prefix followed by the report's JSON in
-//! field order (the struct order below), so the verifier reproduces them from the parsed
-//! report; any change to any field breaks the signature.
+//! The signed inventory report of this node. Its wire format, signing and verification
+//! live in `gpufed_trust::report` (the operator checks reports with the same code); here
+//! a report is built from the discovered inventory, and the node key is kept on disk.
 
 use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use ed25519_dalek::SigningKey;
+pub use gpufed_trust::report::{
+    InventoryReport, ReportError, ReportGpu, SIGNING_CONTEXT, SignedReport, VerifiedReport, sign, verify,
+};
 
 use crate::inventory::Inventory;
 
-/// Prefix of the signed bytes (domain separation from any other use of the key).
-pub const SIGNING_CONTEXT: &[u8] = b"gpufed-inventory-report-v1\n";
-
-/// One GPU in a report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReportGpu {
-    /// NVML UUID.
-    pub uuid: String,
-    /// NVML product name.
-    pub model: String,
-    /// Memory, MiB.
-    pub memory_mib: u64,
-    /// Compute capability, `MAJOR.MINOR`.
-    pub compute_capability: String,
-}
-
-/// What a node claims.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InventoryReport {
-    /// Node name.
-    pub node: String,
-    /// The hub's nonce this report answers.
-    pub nonce: String,
-    /// Seconds since the Unix epoch when it was made.
-    pub issued_at: u64,
-    /// Driver version.
-    pub driver_version: String,
-    /// CUDA driver version.
-    pub cuda_version: String,
-    /// True for a `--simulate` node: authentic perhaps, but never verified hardware.
-    pub simulated: bool,
-    /// The GPUs.
-    pub gpus: Vec<ReportGpu>,
-}
-
-impl InventoryReport {
-    /// Builds the report of an inventory.
-    pub fn new(node: &str, nonce: &str, issued_at: u64, inv: &Inventory) -> Self {
-        Self {
-            node: node.to_owned(),
-            nonce: nonce.to_owned(),
-            issued_at,
-            driver_version: inv.driver_version.clone(),
-            cuda_version: inv.cuda_version.clone(),
-            simulated: inv.simulated,
-            gpus: inv
-                .gpus
-                .iter()
-                .map(|g| ReportGpu {
-                    uuid: g.uuid.clone(),
-                    model: g.name.clone(),
-                    memory_mib: g.memory_mib,
-                    compute_capability: g.compute_capability.to_string(),
-                })
-                .collect(),
-        }
+/// The report of an inventory (no challenge answer).
+pub fn of_inventory(node: &str, nonce: &str, issued_at: u64, inv: &Inventory) -> InventoryReport {
+    InventoryReport {
+        node: node.to_owned(),
+        nonce: nonce.to_owned(),
+        issued_at,
+        driver_version: inv.driver_version.clone(),
+        cuda_version: inv.cuda_version.clone(),
+        simulated: inv.simulated,
+        gpus: inv
+            .gpus
+            .iter()
+            .map(|g| ReportGpu {
+                uuid: g.uuid.clone(),
+                model: g.name.clone(),
+                memory_mib: g.memory_mib,
+                compute_capability: g.compute_capability.to_string(),
+            })
+            .collect(),
+        challenge: None,
     }
-
-    fn signed_bytes(&self) -> Result<Vec<u8>, ReportError> {
-        let mut b = SIGNING_CONTEXT.to_vec();
-        serde_json::to_writer(&mut b, self).map_err(|e| ReportError::Encode(e.to_string()))?;
-        Ok(b)
-    }
-}
-
-/// A report with its signature and the public key that made it (base64).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SignedReport {
-    /// The claims.
-    pub report: InventoryReport,
-    /// Node public key, base64 of 32 bytes.
-    pub public_key: String,
-    /// Ed25519 signature, base64 of 64 bytes.
-    pub signature: String,
-}
-
-/// Why a report is not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReportError {
-    /// The key or signature field is not valid base64 / of the wrong length.
-    #[error("malformed {0}")]
-    Malformed(&'static str),
-    /// Signature does not match the report and key.
-    #[error("signature does not match the report: the report was altered or signed by another key")]
-    BadSignature,
-    /// Signed by a key other than the one the hub pinned for this node.
-    #[error("report signed by key {got}, but this node's pinned key is {expected}")]
-    WrongKey {
-        /// The pinned key.
-        expected: String,
-        /// The key in the report.
-        got: String,
-    },
-    /// Answers another nonce (replay).
-    #[error("report answers nonce {got:?}, expected {expected:?} (stale or replayed)")]
-    WrongNonce {
-        /// The hub's current nonce.
-        expected: String,
-        /// The report's nonce.
-        got: String,
-    },
-    /// Could not serialize the report.
-    #[error("cannot encode report: {0}")]
-    Encode(String),
-}
-
-/// An authentic report. Use [`VerifiedReport::counts_as_verified`] before trusting it
-/// as real hardware.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedReport {
-    /// The claims, now known to come from the key's holder.
-    pub report: InventoryReport,
-    /// The key that signed it (base64).
-    pub public_key: String,
-}
-
-impl VerifiedReport {
-    /// False for a simulated node: simulated inventory never counts as verified supply.
-    pub fn counts_as_verified(&self) -> bool {
-        !self.report.simulated
-    }
-}
-
-/// Signs a report with the node key.
-pub fn sign(report: InventoryReport, key: &SigningKey) -> Result<SignedReport, ReportError> {
-    let sig = key.sign(&report.signed_bytes()?);
-    Ok(SignedReport {
-        public_key: B64.encode(key.verifying_key().to_bytes()),
-        signature: B64.encode(sig.to_bytes()),
-        report,
-    })
-}
-
-/// Checks a report: the signature over every field, the nonce, and (when the hub has
-/// pinned one for this node, base64) the key.
-pub fn verify(
-    signed: &SignedReport,
-    expected_nonce: &str,
-    pinned_key: Option<&str>,
-) -> Result<VerifiedReport, ReportError> {
-    let key_bytes: [u8; 32] = B64
-        .decode(&signed.public_key)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(ReportError::Malformed("public key"))?;
-    let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| ReportError::Malformed("public key"))?;
-    let sig_bytes: [u8; 64] = B64
-        .decode(&signed.signature)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(ReportError::Malformed("signature"))?;
-    let sig = Signature::from_bytes(&sig_bytes);
-    key.verify(&signed.report.signed_bytes()?, &sig)
-        .map_err(|_| ReportError::BadSignature)?;
-    if let Some(pinned) = pinned_key
-        && pinned != signed.public_key
-    {
-        return Err(ReportError::WrongKey {
-            expected: pinned.to_owned(),
-            got: signed.public_key.clone(),
-        });
-    }
-    if signed.report.nonce != expected_nonce {
-        return Err(ReportError::WrongNonce {
-            expected: expected_nonce.to_owned(),
-            got: signed.report.nonce.clone(),
-        });
-    }
-    Ok(VerifiedReport {
-        report: signed.report.clone(),
-        public_key: signed.public_key.clone(),
-    })
 }
 
 /// A node key file that cannot be read or written.

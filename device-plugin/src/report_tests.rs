@@ -22,7 +22,7 @@ fn key(n: u8) -> SigningKey {
 #[test]
 fn sign_then_verify_roundtrips_through_json() {
     let signed = sign(
-        InventoryReport::new("node-1", "nonce-42", 1_700_000_000, &real_inventory()),
+        of_inventory("node-1", "nonce-42", 1_700_000_000, &real_inventory()),
         &key(1),
     )
     .unwrap();
@@ -35,7 +35,7 @@ fn sign_then_verify_roundtrips_through_json() {
 
 #[test]
 fn every_tampered_field_is_detected() {
-    let signed = sign(InventoryReport::new("node-1", "n", 1, &real_inventory()), &key(1)).unwrap();
+    let signed = sign(of_inventory("node-1", "n", 1, &real_inventory()), &key(1)).unwrap();
     let tampers: [fn(&mut InventoryReport); 7] = [
         |r| r.gpus[0].uuid = "GPU-stolen".into(),
         |r| r.gpus[1].memory_mib *= 2,
@@ -58,11 +58,7 @@ fn every_tampered_field_is_detected() {
 
 #[test]
 fn wrong_key_nonce_and_garbage_are_refused() {
-    let signed = sign(
-        InventoryReport::new("node-1", "n1", 1, &real_inventory()),
-        &key(1),
-    )
-    .unwrap();
+    let signed = sign(of_inventory("node-1", "n1", 1, &real_inventory()), &key(1)).unwrap();
     let other = B64.encode(key(2).verifying_key().to_bytes());
     assert!(matches!(
         verify(&signed, "n1", Some(&other)),
@@ -89,7 +85,7 @@ fn wrong_key_nonce_and_garbage_are_refused() {
 #[test]
 fn simulated_report_is_authentic_but_never_verified() {
     let sim = Inventory::from_simulate_str(SIM).unwrap();
-    let signed = sign(InventoryReport::new("sim-node", "n", 1, &sim), &key(1)).unwrap();
+    let signed = sign(of_inventory("sim-node", "n", 1, &sim), &key(1)).unwrap();
     let v = verify(&signed, "n", None).unwrap();
     assert!(v.report.simulated);
     assert!(!v.counts_as_verified());

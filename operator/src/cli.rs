@@ -100,6 +100,43 @@ pub struct Args {
     /// How long an unknown deposit signature is retried before the Stake is rejected.
     #[arg(long, default_value = "10m", value_parser = parse_duration, help_heading = "Stake")]
     pub deposit_grace: Duration,
+    /// Timing bands of the GPU compute challenge (YAML or JSON, docs/trust.md). Without
+    /// it no GPU verifies: the hub cannot judge a model it has no band for.
+    #[arg(long, env = "GPUFED_CHALLENGE_BANDS", help_heading = "Verification")]
+    pub challenge_bands: Option<std::path::PathBuf>,
+    /// How often every GPU node is challenged.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, help_heading = "Verification")]
+    pub verify_interval: Duration,
+    /// How long a node has to commit to, and then to open, a challenge.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, help_heading = "Verification")]
+    pub challenge_timeout: Duration,
+}
+
+impl Args {
+    /// Verification settings; an error names the bands file and what is wrong in it.
+    pub fn verification(&self) -> Result<crate::verification::VerifyConfig, String> {
+        let bands = match &self.challenge_bands {
+            None => gpufed_trust::Bands::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--challenge-bands {}: {e}", path.display()))?;
+                let bands: gpufed_trust::Bands = serde_yaml::from_str(&text)
+                    .map_err(|e| format!("--challenge-bands {}: {e}", path.display()))?;
+                bands
+                    .validate()
+                    .map_err(|e| format!("--challenge-bands {}: {e}", path.display()))?;
+                bands
+            }
+        };
+        if self.verify_interval.is_zero() || self.challenge_timeout.is_zero() {
+            return Err("--verify-interval and --challenge-timeout must be greater than 0".into());
+        }
+        Ok(crate::verification::VerifyConfig {
+            bands,
+            interval: self.verify_interval,
+            timeout: self.challenge_timeout,
+        })
+    }
 }
 
 impl Args {

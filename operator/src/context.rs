@@ -51,6 +51,8 @@ pub struct Context {
     /// cannot charge them (no escrow, or the escrow cannot cover their usage), with why.
     /// Written by settlement, read by placement; running jobs are never touched.
     pub held_tenants: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+    /// GPU verification state (challenges in flight, verdicts, uptime).
+    pub verifier: crate::verification::Verifier,
 }
 
 impl Context {

@@ -57,6 +57,11 @@ pub struct MemberView {
     pub nodes: Vec<GpuNode>,
     /// Non-terminal pods holding GPUs.
     pub pods: Vec<GpuPod>,
+    /// Signed inventory report (JSON) of each GPU node that has one, by node name.
+    pub reports: BTreeMap<String, String>,
+    /// The challenge requests the hub last wrote to the member, by node name (read back
+    /// from the member, so a new leader continues from what the nodes see).
+    pub challenges: BTreeMap<String, String>,
 }
 
 /// The fleet as last observed, by provider name.

@@ -27,6 +27,7 @@ pub mod settlement;
 pub mod stake;
 pub mod telemetry;
 pub mod time;
+pub mod verification;
 
 use std::sync::Arc;
 
@@ -75,6 +76,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         .context("listing ComputeJobs: are the gpufed CRDs installed? (kubectl apply -f crds/)")?;
     let settlement_cfg = args.settlement().map_err(anyhow::Error::msg)?;
     let stake_cfg = args.stake().map_err(anyhow::Error::msg)?;
+    let verify_cfg = args.verification().map_err(anyhow::Error::msg)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gpufed".into());
         format!("{host}-{}", std::process::id())
@@ -103,6 +105,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             placement_interval: args.placement_interval,
         },
         held_tenants: Default::default(),
+        verifier: verification::Verifier::new(verify_cfg),
     });
     let readiness = admin::Readiness::default();
     let stop = |mut rx: watch::Receiver<bool>| async move {

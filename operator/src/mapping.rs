@@ -55,7 +55,10 @@ fn provider_ok(p: &GpuProvider) -> bool {
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    conditions::is_true(conds, types::READY) && !p.spec.paused
+    // A provider caught lying in a challenge gets no new jobs at all, verified or not.
+    let caught = conditions::find(conds, types::VERIFIED)
+        .is_some_and(|c| c.reason == crate::verification::plan::REASON_CHALLENGE_FAILED);
+    conditions::is_true(conds, types::READY) && !p.spec.paused && !caught
 }
 
 /// Builds the snapshot for one round.

@@ -17,6 +17,7 @@ pub mod bands;
 pub mod evidence;
 pub mod fleet;
 pub mod protocol;
+pub mod report;
 pub mod reputation;
 pub mod session;
 pub mod verify;

@@ -75,6 +75,7 @@ fn view() -> MemberView {
                 attempt_key: None,
             },
         ],
+        ..MemberView::default()
     }
 }
 

@@ -28,20 +28,73 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     }
     let started = Instant::now();
     let name = provider.name_any();
-    let probe = match ctx.members.client(&provider).await {
-        Ok(client) => observe::probe(client, &provider).await.map_err(|e| e.to_string()),
+    let client = match ctx.members.client(&provider).await {
+        Ok(client) => Ok(client),
         Err(Error::Hub(e)) => return Err(Error::Hub(e)),
         Err(e) => Err(e.to_string()),
     };
-    match &probe {
-        Ok(view) => ctx.fleet.update(&name, view.clone()).await,
-        Err(e) => {
+    let probe = match &client {
+        Ok(client) => observe::probe(client.clone(), &provider)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
+    };
+    let now = crate::time::now();
+    let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
+    match (&probe, &client) {
+        (Ok(view), Ok(client)) => {
+            ctx.fleet.update(&name, view.clone()).await;
+            if let Some(desired) = ctx.verifier.step(&name, view, now_ms)
+                && let Err(e) = crate::verification::write_challenges(client, &desired).await
+            {
+                tracing::warn!(error = %e, "cannot write challenge requests to the member");
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "provider unreachable");
             ctx.fleet.mark_unreachable(&name).await;
         }
     }
-    let now = crate::time::now();
-    let status = plan::status(&provider, &probe, now, &crate::time::format(now));
+    let now_text = crate::time::format(now);
+    let mut status = plan::status(&provider, &probe, now, &now_text);
+    if status
+        .conditions
+        .iter()
+        .all(|c| c.type_ != gpufed_api::conditions::types::STALLED)
+    {
+        let seed = provider
+            .status
+            .as_ref()
+            .and_then(|s| s.reputation.as_ref()?.uptime_percent)
+            .map(|p| f64::from(p) / 100.0);
+        let jobs = ctx.jobs.state();
+        let (jobs_completed, jobs_failed_by_provider) =
+            crate::verification::plan::job_outcomes(jobs.iter().map(AsRef::as_ref), &name);
+        let (verdict, problems) = ctx.verifier.verdict(&name, now_ms);
+        let inputs = gpufed_trust::reputation::Inputs {
+            uptime: ctx.verifier.uptime(&name, seed, probe.is_ok()),
+            jobs_completed,
+            jobs_failed_by_provider,
+            gpus_verified: verdict.verified,
+            gpus_failed: u32::try_from(
+                verdict
+                    .failures
+                    .iter()
+                    .filter(|(_, g)| g.failure.as_ref().is_some_and(|f| f.reason() != "NoBand"))
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
+            evidence_open: !verdict.evidence_kinds().is_empty(),
+        };
+        crate::verification::plan::apply(
+            &mut status,
+            &verdict,
+            &problems,
+            &inputs,
+            provider.metadata.generation,
+            &now_text,
+        );
+    }
     if provider.status.as_ref() != Some(&status) {
         write_status(&ctx, &provider, status).await?;
     }

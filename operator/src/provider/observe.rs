@@ -8,6 +8,9 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::fleet::{GpuNode, GpuPod, MemberView, labels};
+
+/// Node annotation where the device plugin publishes its signed inventory report.
+pub const REPORT_ANNOTATION: &str = "gpufed.io/inventory-report";
 use crate::job::names;
 
 /// Lists the member's GPU nodes (matching the provider's node selector) and the
@@ -25,12 +28,28 @@ pub async fn probe(client: Client, provider: &GpuProvider) -> Result<MemberView,
         lp = lp.labels(&selector.join(","));
     }
     let nodes = Api::<Node>::all(client.clone()).list(&lp).await?;
-    let pods = Api::<Pod>::all(client)
+    let pods = Api::<Pod>::all(client.clone())
         .list(&ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed"))
         .await?;
+    let gpu_nodes: Vec<GpuNode> = nodes.items.iter().filter_map(|n| gpu_node(n, resource)).collect();
+    let reports = nodes
+        .items
+        .iter()
+        .filter(|n| {
+            gpu_nodes
+                .iter()
+                .any(|g| Some(&g.name) == n.metadata.name.as_ref())
+        })
+        .filter_map(|n| {
+            let text = n.metadata.annotations.as_ref()?.get(REPORT_ANNOTATION)?;
+            Some((n.metadata.name.clone()?, text.clone()))
+        })
+        .collect();
     Ok(MemberView {
-        nodes: nodes.items.iter().filter_map(|n| gpu_node(n, resource)).collect(),
+        nodes: gpu_nodes,
         pods: pods.items.iter().filter_map(|p| gpu_pod(p, resource)).collect(),
+        reports,
+        challenges: crate::verification::read_challenges(&client).await?,
     })
 }
 

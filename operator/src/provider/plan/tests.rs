@@ -33,6 +33,7 @@ fn view() -> MemberView {
             gpus: 3,
             attempt_key: None,
         }],
+        ..MemberView::default()
     }
 }
 

@@ -1,0 +1,269 @@
+//! GPU verification (docs/trust.md): the hub challenges every GPU node of every provider,
+//! checks the answers, and judges UUID uniqueness across the whole fleet.
+//!
+//! Transport: the hub writes each node's [`gpufed_trust::ChallengeRequest`] into the
+//! member's ConfigMap [`CHALLENGE_CONFIGMAP`] (key = node name), in the namespace of the
+//! hub's member credentials; the node's device plugin answers inside its signed inventory
+//! report (Node annotation). The hub never needs write access to Nodes.
+//!
+//! State (sessions, latest verdicts, uptime averages) lives in this process; a new leader
+//! starts fresh challenges. Nothing here blocks a job: verification only decides whether a
+//! provider counts as verified, and what evidence it leaves.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use gpufed_trust::fleet::{self, NodeVerdicts, ProviderVerdict};
+use gpufed_trust::report::SignedReport;
+use gpufed_trust::session::{self, GpuClaim, GpuVerdict, NodeView, Session, Step};
+use gpufed_trust::{Bands, ChallengeRequest, Failure};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+
+use crate::fleet::MemberView;
+
+/// Name of the member ConfigMap that carries the hub's challenge requests.
+pub const CHALLENGE_CONFIGMAP: &str = "gpufed-challenge";
+
+/// Verification settings (from flags).
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// Per-model workload shapes and timing bands.
+    pub bands: Bands,
+    /// How often each node is challenged.
+    pub interval: Duration,
+    /// How long a node has to commit and to open.
+    pub timeout: Duration,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            bands: Bands::default(),
+            interval: Duration::from_secs(3600),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct NodeState {
+    session: Option<Session>,
+    verdicts: Vec<GpuVerdict>,
+    verdict_at_ms: Option<u64>,
+    next_due_ms: u64,
+    /// Why the node's report could not be used, if it could not.
+    problem: Option<Failure>,
+}
+
+/// Verification state of this process.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    cfg: VerifyConfig,
+    nodes: Mutex<BTreeMap<(String, String), NodeState>>,
+    uptime: Mutex<BTreeMap<String, f64>>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A node's report, authenticated: its claims, whether simulated, and its answer.
+fn read_report(text: &str) -> Result<(Vec<GpuClaim>, bool, Option<gpufed_trust::ChallengeAnswer>), Failure> {
+    let bad = |detail: String| Failure::BadReport { detail };
+    let signed: SignedReport =
+        serde_json::from_str(text).map_err(|e| bad(format!("not a signed report: {e}")))?;
+    // Freshness comes from the challenge nonce inside the answer, not the report's own.
+    let v =
+        gpufed_trust::report::verify(&signed, &signed.report.nonce, None).map_err(|e| bad(e.to_string()))?;
+    let claims = v
+        .report
+        .gpus
+        .iter()
+        .map(|g| GpuClaim {
+            uuid: g.uuid.clone(),
+            model: g.model.clone(),
+        })
+        .collect();
+    Ok((claims, v.report.simulated, v.report.challenge))
+}
+
+impl Verifier {
+    /// A verifier with these settings.
+    pub fn new(cfg: VerifyConfig) -> Self {
+        Self {
+            cfg,
+            ..Self::default()
+        }
+    }
+
+    /// Advances every node of `provider` with what the probe saw at `now_ms`. Returns the
+    /// member's whole desired challenge ConfigMap content (node → request) when it differs
+    /// from what the member holds (`view.challenges`), else `None`.
+    pub fn step(
+        &self,
+        provider: &str,
+        view: &MemberView,
+        now_ms: u64,
+    ) -> Option<BTreeMap<String, ChallengeRequest>> {
+        let Ok(mut nodes) = self.nodes.lock() else {
+            return None;
+        };
+        nodes.retain(|(p, n), _| p != provider || view.nodes.iter().any(|g| &g.name == n));
+        for gpu_node in &view.nodes {
+            let node = gpu_node.name.clone();
+            let st = nodes.entry((provider.to_owned(), node.clone())).or_default();
+            let (claims, simulated, answer) = match view.reports.get(&node).map(|t| read_report(t)) {
+                None => {
+                    st.problem = Some(Failure::NotAnswered {
+                        detail: "the node publishes no signed inventory report (is the gpufed device plugin running?)".into(),
+                    });
+                    continue;
+                }
+                Some(Err(f)) => {
+                    st.problem = Some(f);
+                    continue;
+                }
+                Some(Ok(r)) => r,
+            };
+            st.problem = None;
+            let known: Vec<&str> = st.verdicts.iter().map(|v| v.uuid.as_str()).collect();
+            let changed = claims.iter().any(|c| !known.contains(&c.uuid.as_str()));
+            if st.session.is_none() && (now_ms >= st.next_due_ms || changed) {
+                match session::start(random_hex(), &claims, &self.cfg.bands, now_ms) {
+                    Ok(s) => st.session = Some(s),
+                    Err(verdicts) => {
+                        st.verdicts = verdicts;
+                        st.verdict_at_ms = Some(now_ms);
+                        st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
+                    }
+                }
+                continue;
+            }
+            let Some(s) = st.session.as_mut() else { continue };
+            let node_view = NodeView {
+                claims: &claims,
+                simulated,
+                answer: answer.as_ref(),
+            };
+            match s.advance(
+                node_view,
+                &self.cfg.bands,
+                &random_hex(),
+                now_ms,
+                ms(self.cfg.timeout),
+            ) {
+                Step::Wait | Step::Open(_) => {}
+                Step::Done(verdicts) => {
+                    for v in verdicts.iter().filter(|v| !v.passed()) {
+                        tracing::info!(%provider, %node, gpu = %v.uuid, failure = ?v.failure, "GPU not verified");
+                    }
+                    st.verdicts = verdicts;
+                    st.verdict_at_ms = Some(now_ms);
+                    st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
+                    st.session = None;
+                }
+            }
+        }
+        // Level-triggered: the member should hold exactly the requests of open sessions.
+        let desired: BTreeMap<String, ChallengeRequest> = nodes
+            .iter()
+            .filter(|((p, _), _)| p == provider)
+            .filter_map(|((_, n), st)| Some((n.clone(), st.session.as_ref()?.request.clone())))
+            .collect();
+        let seen: BTreeMap<String, ChallengeRequest> = view
+            .challenges
+            .iter()
+            .filter_map(|(n, t)| Some((n.clone(), serde_json::from_str(t).ok()?)))
+            .collect();
+        (desired != seen).then_some(desired)
+    }
+
+    /// The provider's verdict, judged over the whole fleet (verdicts older than two
+    /// intervals plus a timeout count as absent), and its nodes' report problems.
+    pub fn verdict(&self, provider: &str, now_ms: u64) -> (ProviderVerdict, Vec<(String, Failure)>) {
+        let Ok(nodes) = self.nodes.lock() else {
+            return Default::default();
+        };
+        let ttl = ms(self.cfg.interval)
+            .saturating_mul(2)
+            .saturating_add(ms(self.cfg.timeout));
+        let fresh: Vec<NodeVerdicts> = nodes
+            .iter()
+            .filter(|(_, st)| st.verdict_at_ms.is_some_and(|t| now_ms.saturating_sub(t) <= ttl))
+            .map(|((p, n), st)| NodeVerdicts {
+                provider: p.clone(),
+                node: n.clone(),
+                verdicts: st.verdicts.clone(),
+            })
+            .collect();
+        let problems = nodes
+            .iter()
+            .filter(|((p, _), _)| p == provider)
+            .filter_map(|((_, n), st)| Some((n.clone(), st.problem.clone()?)))
+            .collect();
+        let verdict = fleet::judge(&fresh).remove(provider).unwrap_or_default();
+        (verdict, problems)
+    }
+
+    /// The provider's uptime average after one probe (seeded from status after a restart).
+    pub fn uptime(&self, provider: &str, seed: Option<f64>, answered: bool) -> f64 {
+        let Ok(mut map) = self.uptime.lock() else {
+            return 0.0;
+        };
+        let prev = map.get(provider).copied().or(seed);
+        let next = gpufed_trust::reputation::uptime_after(prev, answered);
+        map.insert(provider.to_owned(), next);
+        next
+    }
+}
+
+/// The challenge requests currently in the member's ConfigMap (node → JSON).
+pub async fn read_challenges(client: &Client) -> Result<BTreeMap<String, String>, kube::Error> {
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    match api.get_opt(CHALLENGE_CONFIGMAP).await {
+        Ok(cm) => Ok(cm.and_then(|c| c.data).unwrap_or_default().into_iter().collect()),
+        // A member that does not let the hub read it simply gets no challenges answered.
+        Err(kube::Error::Api(e)) if e.code == 403 => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets the member's challenge ConfigMap to exactly `writes` (server-side apply: keys
+/// this manager wrote before and left out now are removed).
+pub async fn write_challenges(
+    client: &Client,
+    writes: &BTreeMap<String, ChallengeRequest>,
+) -> Result<(), kube::Error> {
+    let data: BTreeMap<&String, String> = writes
+        .iter()
+        .map(|(node, req)| (node, serde_json::to_string(req).unwrap_or_default()))
+        .collect();
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": CHALLENGE_CONFIGMAP, "labels": {"app.kubernetes.io/managed-by": "gpufed-operator"}},
+        "data": data,
+    });
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.patch(
+        CHALLENGE_CONFIGMAP,
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

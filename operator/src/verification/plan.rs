@@ -1,0 +1,125 @@
+//! Pure: verification results, report problems and reputation inputs → the provider's
+//! `status.verification`, `Verified` condition and `status.reputation`.
+
+use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::conditions::{self, types};
+use gpufed_api::job_status::AttemptOutcome;
+use gpufed_api::provider::{GpuProviderStatus, Reputation, Verification, VerificationFailure};
+use gpufed_api::{ComputeJob, conditions::condition};
+use gpufed_trust::Failure;
+use gpufed_trust::fleet::ProviderVerdict;
+use gpufed_trust::reputation::{self, Inputs};
+
+/// `Verified=False` reason when a GPU failed in a way only a lie explains.
+pub const REASON_CHALLENGE_FAILED: &str = "ChallengeFailed";
+/// `Verified=False` reason when GPUs are claimed by another node or provider too.
+pub const REASON_DUPLICATE: &str = "DuplicateGpu";
+/// Most failures listed in status.
+const MAX_FAILURES: usize = 32;
+
+/// Completed and provider-caused lost attempts on `provider` over the jobs the hub holds.
+pub fn job_outcomes<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>, provider: &str) -> (u64, u64) {
+    let mut done = (0, 0);
+    for a in jobs
+        .into_iter()
+        .filter_map(|j| j.status.as_ref())
+        .flat_map(|s| &s.attempts)
+        .filter(|a| a.provider == provider)
+    {
+        match a.outcome {
+            AttemptOutcome::Succeeded => done.0 += 1,
+            AttemptOutcome::ProviderLost | AttemptOutcome::NodeLost => done.1 += 1,
+            _ => {}
+        }
+    }
+    done
+}
+
+fn failure(uuid: &str, node: &str, f: &Failure) -> VerificationFailure {
+    VerificationFailure {
+        gpu_uuid: uuid.chars().take(64).collect(),
+        reason: f.reason().to_owned(),
+        message: format!("node {node}: {f}").chars().take(1024).collect(),
+    }
+}
+
+/// Writes verification and reputation into `st`.
+pub fn apply(
+    st: &mut GpuProviderStatus,
+    v: &ProviderVerdict,
+    problems: &[(String, Failure)],
+    rep: &Inputs,
+    generation: Option<i64>,
+    now: &str,
+) {
+    let mut failures: Vec<VerificationFailure> = v
+        .failures
+        .iter()
+        .filter_map(|(node, g)| Some(failure(&g.uuid, node, g.failure.as_ref()?)))
+        .chain(problems.iter().map(|(node, f)| failure("", node, f)))
+        .collect();
+    // Lies first, then the rest; stable within each group.
+    failures.sort_by_key(|f| {
+        !matches!(
+            f.reason.as_str(),
+            "WrongDigest" | "BadOpening" | "ImpossiblyFast" | "DuplicateUuid"
+        )
+    });
+    failures.truncate(MAX_FAILURES);
+    let old = st.verification.take().unwrap_or_default();
+    let same = old.verified_gpus == v.verified && old.failed_gpus == v.failed && old.failures == failures;
+    st.verification = Some(Verification {
+        verified_gpus: v.verified,
+        failed_gpus: v.failed,
+        last_run_time: if same {
+            old.last_run_time
+        } else {
+            Some(now.to_owned())
+        },
+        failures,
+    });
+    let kinds = v.evidence_kinds();
+    let first_lie = v.failures.iter().find_map(|(node, g)| {
+        let f = g.failure.as_ref()?;
+        (f.evidence_kind() == Some(gpufed_trust::verify::EVIDENCE_FAILED_CHALLENGE))
+            .then(|| format!("node {node}, GPU {}: {f}", g.uuid))
+    });
+    let (status, reason, message) = if let Some(lie) = first_lie {
+        (False, REASON_CHALLENGE_FAILED, lie)
+    } else if kinds.contains(gpufed_trust::verify::EVIDENCE_DUPLICATE_GPU) && v.verified == 0 {
+        (
+            False,
+            REASON_DUPLICATE,
+            format!("{} GPUs are also claimed elsewhere in the fleet", v.failed),
+        )
+    } else if v.verified > 0 {
+        (
+            True,
+            "ChallengesPassed",
+            format!("{} of {} GPUs verified", v.verified, v.verified + v.failed),
+        )
+    } else {
+        let why = v
+            .failures
+            .first()
+            .and_then(|(n, g)| Some(format!("node {n}: {}", g.failure.as_ref()?)))
+            .or_else(|| problems.first().map(|(n, f)| format!("node {n}: {f}")))
+            .unwrap_or_else(|| "no challenge answered yet".into());
+        (False, "NotVerified", why)
+    };
+    conditions::set(
+        &mut st.conditions,
+        condition(types::VERIFIED, status, reason, message, generation, now),
+    );
+    st.reputation = Some(Reputation {
+        score: reputation::format_score(reputation::score(rep)),
+        uptime_percent: Some((rep.uptime.clamp(0.0, 1.0) * 100.0).round() as u32),
+        jobs_completed: rep.jobs_completed,
+        jobs_failed_by_provider: rep.jobs_failed_by_provider,
+    });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,109 @@
+use super::*;
+use gpufed_api::common::ConditionStatus;
+use gpufed_trust::session::GpuVerdict;
+
+fn verdict(uuid: &str, failure: Option<Failure>) -> (String, GpuVerdict) {
+    (
+        "n1".into(),
+        GpuVerdict {
+            uuid: uuid.into(),
+            model: "M".into(),
+            failure,
+        },
+    )
+}
+
+fn cond(st: &GpuProviderStatus) -> (ConditionStatus, String, String) {
+    let c = conditions::find(&st.conditions, types::VERIFIED).unwrap();
+    (c.status, c.reason.clone(), c.message.clone())
+}
+
+#[test]
+fn verified_gpus_make_the_condition_true_and_lies_make_it_false() {
+    let mut st = GpuProviderStatus::default();
+    let ok = ProviderVerdict {
+        verified: 2,
+        failed: 1,
+        failures: vec![verdict("GPU-3", Some(Failure::TooSlow { micros: 9, max: 5 }))],
+        ..Default::default()
+    };
+    apply(&mut st, &ok, &[], &Inputs::default(), Some(1), "t1");
+    assert_eq!(cond(&st).0, ConditionStatus::True, "{:?}", cond(&st));
+    let ver = st.verification.clone().unwrap();
+    assert_eq!(
+        (ver.verified_gpus, ver.failed_gpus, ver.failures.len()),
+        (2, 1, 1)
+    );
+    assert_eq!(ver.last_run_time.as_deref(), Some("t1"));
+    apply(&mut st, &ok, &[], &Inputs::default(), Some(1), "t2");
+    assert_eq!(
+        st.verification.as_ref().unwrap().last_run_time.as_deref(),
+        Some("t1"),
+        "unchanged results keep their time (no status churn)"
+    );
+    let liar = ProviderVerdict {
+        verified: 1,
+        failed: 1,
+        failures: vec![verdict("GPU-9", Some(Failure::WrongDigest { row: 4 }))],
+        ..Default::default()
+    };
+    apply(&mut st, &liar, &[], &Inputs::default(), Some(1), "t3");
+    let (s, reason, msg) = cond(&st);
+    assert_eq!(
+        (s, reason.as_str()),
+        (ConditionStatus::False, REASON_CHALLENGE_FAILED)
+    );
+    assert!(msg.contains("GPU-9") && msg.contains("row 4"), "{msg}");
+}
+
+#[test]
+fn nothing_verified_says_why() {
+    let mut st = GpuProviderStatus::default();
+    let problems = vec![(
+        "n7".to_owned(),
+        Failure::BadReport {
+            detail: "signature does not match".into(),
+        },
+    )];
+    apply(
+        &mut st,
+        &ProviderVerdict::default(),
+        &problems,
+        &Inputs::default(),
+        None,
+        "t",
+    );
+    let (s, reason, msg) = cond(&st);
+    assert_eq!((s, reason.as_str()), (ConditionStatus::False, "NotVerified"));
+    assert!(msg.contains("n7") && msg.contains("signature"), "{msg}");
+    assert_eq!(st.verification.unwrap().failures[0].reason, "BadReport");
+    let dup = ProviderVerdict {
+        failed: 1,
+        failures: vec![verdict(
+            "GPU-1",
+            Some(Failure::DuplicateUuid {
+                others: "p2/n".into(),
+            }),
+        )],
+        ..Default::default()
+    };
+    let mut st = GpuProviderStatus::default();
+    apply(&mut st, &dup, &[], &Inputs::default(), None, "t");
+    assert_eq!(cond(&st).1, REASON_DUPLICATE);
+}
+
+#[test]
+fn reputation_is_written_from_its_inputs() {
+    let mut st = GpuProviderStatus::default();
+    let inputs = Inputs {
+        uptime: 0.987,
+        jobs_completed: 3,
+        jobs_failed_by_provider: 1,
+        ..Default::default()
+    };
+    apply(&mut st, &ProviderVerdict::default(), &[], &inputs, None, "t");
+    let r = st.reputation.unwrap();
+    assert_eq!(r.uptime_percent, Some(99));
+    assert_eq!((r.jobs_completed, r.jobs_failed_by_provider), (3, 1));
+    assert_eq!(r.score, reputation::format_score(reputation::score(&inputs)));
+}

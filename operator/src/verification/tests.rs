@@ -1,0 +1,136 @@
+use super::*;
+use crate::fleet::GpuNode;
+use ed25519_dalek::SigningKey;
+use gpufed_trust::protocol::{Computed, answer};
+use gpufed_trust::report::{InventoryReport, ReportGpu, sign};
+use gpufed_trust::{Band, Params};
+
+const P: Params = Params {
+    rows: 16,
+    depth: 4,
+    cols: 4,
+    samples: 8,
+};
+
+fn cfg() -> VerifyConfig {
+    VerifyConfig {
+        bands: Bands {
+            bands: vec![Band {
+                model: "NVIDIA H100 80GB HBM3".into(),
+                params: P,
+                min_kernel_micros: 100,
+                max_kernel_micros: 10_000,
+                round_trip_slack_ms: 30_000,
+            }],
+        },
+        interval: Duration::from_secs(600),
+        timeout: Duration::from_secs(60),
+    }
+}
+
+/// The node: signs a report answering `req` (if any), computing honestly or not.
+fn report(uuids: &[&str], req: Option<&ChallengeRequest>, honest: bool) -> String {
+    let challenge = req.map(|r| {
+        let gpus: Vec<Computed> = uuids
+            .iter()
+            .map(|u| {
+                let nonce = if honest { r.nonce.clone() } else { "stale".into() };
+                Computed::on_cpu(&nonce, u, &r.params, 1_000).unwrap()
+            })
+            .collect();
+        answer(r, &gpus)
+    });
+    let rep = InventoryReport {
+        node: "n1".into(),
+        nonce: String::new(),
+        issued_at: 1,
+        driver_version: "580".into(),
+        cuda_version: "13.0".into(),
+        simulated: false,
+        gpus: uuids
+            .iter()
+            .map(|u| ReportGpu {
+                uuid: (*u).into(),
+                model: "NVIDIA H100 80GB HBM3".into(),
+                memory_mib: 81559,
+                compute_capability: "9.0".into(),
+            })
+            .collect(),
+        challenge,
+    };
+    serde_json::to_string(&sign(rep, &SigningKey::from_bytes(&[3; 32])).unwrap()).unwrap()
+}
+
+fn view(report: Option<String>, challenges: &BTreeMap<String, ChallengeRequest>) -> MemberView {
+    MemberView {
+        nodes: vec![GpuNode {
+            name: "n1".into(),
+            model: "NVIDIA-H100-80GB-HBM3".into(),
+            memory_mib: 81559,
+            compute: (9, 0),
+            nvlink_domain: None,
+            allocatable: 2,
+            ready: true,
+        }],
+        reports: report.into_iter().map(|r| ("n1".to_owned(), r)).collect(),
+        challenges: challenges
+            .iter()
+            .map(|(n, r)| (n.clone(), serde_json::to_string(r).unwrap()))
+            .collect(),
+        ..MemberView::default()
+    }
+}
+
+/// Drives the hub and an (honest or lying) node through one whole challenge.
+fn run(honest: bool) -> ProviderVerdict {
+    let v = Verifier::new(cfg());
+    let uuids = ["GPU-1", "GPU-2"];
+    let mut member = BTreeMap::new();
+    let mut t = 1_000;
+    // The node publishes its report before any challenge.
+    let mut rep = report(&uuids, None, honest);
+    for _ in 0..4 {
+        if let Some(desired) = v.step("p", &view(Some(rep.clone()), &member), t) {
+            member = desired;
+        }
+        rep = report(&uuids, member.get("n1"), honest);
+        t += 1_000;
+    }
+    assert!(
+        member.is_empty(),
+        "a finished challenge leaves no request behind: {member:?}"
+    );
+    assert_eq!(
+        v.step("p", &view(Some(rep), &member), t),
+        None,
+        "nothing to write"
+    );
+    v.verdict("p", t).0
+}
+
+#[test]
+fn an_honest_node_is_verified_through_the_configmap_round_trip() {
+    let pv = run(true);
+    assert_eq!((pv.verified, pv.failed), (2, 0), "{pv:?}");
+}
+
+#[test]
+fn a_node_replaying_old_work_is_caught() {
+    let pv = run(false);
+    assert_eq!(pv.verified, 0);
+    assert!(pv.evidence_kinds().contains("failed-challenge"), "{pv:?}");
+}
+
+#[test]
+fn missing_and_forged_reports_are_problems_not_panics() {
+    let v = Verifier::new(cfg());
+    assert_eq!(v.step("p", &view(None, &BTreeMap::new()), 0), None);
+    let (_, problems) = v.verdict("p", 0);
+    assert_eq!(problems[0].1.reason(), "NotAnswered");
+    let mut forged: serde_json::Value = serde_json::from_str(&report(&["GPU-1"], None, true)).unwrap();
+    forged["report"]["gpus"][0]["uuid"] = "GPU-other".into();
+    v.step("p", &view(Some(forged.to_string()), &BTreeMap::new()), 0);
+    assert_eq!(v.verdict("p", 0).1[0].1.reason(), "BadReport");
+    v.step("p", &view(Some("{not json".into()), &BTreeMap::new()), 0);
+    assert_eq!(v.verdict("p", 0).1[0].1.reason(), "BadReport");
+}
