@@ -10,6 +10,7 @@
 //! - [`testing`]: a fake kubelet, for our tests and the e2e node simulator.
 #![forbid(unsafe_code)]
 
+pub mod challenge;
 pub mod health;
 pub mod inventory;
 pub mod kubelet;

@@ -54,6 +54,13 @@ struct Cli {
     /// Apply node labels and the signed report to this Node (needs a kube client).
     #[arg(long)]
     apply_node_labels: bool,
+    /// Namespace of the hub's challenge ConfigMap (the plugin's own; default: the
+    /// client's default namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// How often the Node's nonce and the hub's challenge request are checked, seconds.
+    #[arg(long, default_value_t = 10)]
+    publish_interval_secs: u64,
     /// This node's name (for labels and reports).
     #[arg(long, env = "NODE_NAME", default_value = "")]
     node_name: String,
@@ -150,12 +157,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("kube client for --apply-node-labels")?;
+        let namespace = cli
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
         Some(tokio::spawn(node::run_publisher(
             client,
             cli.node_name.clone(),
+            namespace,
             inv.clone(),
             key,
-            Duration::from_secs(30),
+            Duration::from_secs(cli.publish_interval_secs.max(1)),
             stop_rx.clone(),
         )))
     } else {

@@ -10,6 +10,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::watch;
 
+use gpufed_trust::ChallengeAnswer;
+
+use crate::challenge::{Challenger, read_request};
 use crate::inventory::Inventory;
 use crate::labels::node_labels;
 use crate::report::{SignedReport, of_inventory, sign};
@@ -44,10 +47,23 @@ pub fn signed_report(
     inv: &Inventory,
     key: &SigningKey,
 ) -> Result<SignedReport, NodeError> {
+    signed_report_with(node, nonce, inv, None, key)
+}
+
+/// Like [`signed_report`], carrying the answer to the hub's compute challenge.
+pub fn signed_report_with(
+    node: &str,
+    nonce: &str,
+    inv: &Inventory,
+    challenge: Option<ChallengeAnswer>,
+    key: &SigningKey,
+) -> Result<SignedReport, NodeError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    Ok(sign(of_inventory(node, nonce, now, inv), key)?)
+    let mut report = of_inventory(node, nonce, now, inv);
+    report.challenge = challenge;
+    Ok(sign(report, key)?)
 }
 
 /// The server-side-apply body: labels plus the report annotation.
@@ -71,6 +87,17 @@ pub async fn publish_once(
     inv: &Inventory,
     key: &SigningKey,
 ) -> Result<String, NodeError> {
+    publish_with(api, node, inv, None, key).await
+}
+
+/// Like [`publish_once`], with the answer to the hub's compute challenge in the report.
+pub async fn publish_with(
+    api: &Api<Node>,
+    node: &str,
+    inv: &Inventory,
+    challenge: Option<ChallengeAnswer>,
+    key: &SigningKey,
+) -> Result<String, NodeError> {
     let kube = |source| NodeError::Kube {
         node: node.to_owned(),
         source,
@@ -83,7 +110,7 @@ pub async fn publish_once(
         .and_then(|a| a.get(NONCE_ANNOTATION))
         .cloned()
         .unwrap_or_default();
-    let report = signed_report(node, &nonce, inv, key)?;
+    let report = signed_report_with(node, &nonce, inv, challenge, key)?;
     let body = apply_body(node, &node_labels(inv), &report);
     api.patch(
         node,
@@ -95,18 +122,21 @@ pub async fn publish_once(
     Ok(nonce)
 }
 
-/// Publishes at start and whenever the hub's nonce changes (checked every `every`), until
-/// `shutdown` turns true. Errors are logged and retried.
+/// Publishes at start and whenever the hub's nonce or its challenge request for this node
+/// (ConfigMap in `namespace`) changes, checked every `every`, until `shutdown` turns true.
+/// Errors are logged and retried.
 pub async fn run_publisher(
     client: kube::Client,
     node: String,
+    namespace: String,
     inv: Inventory,
     key: SigningKey,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let api: Api<Node> = Api::all(client);
-    let mut last: Option<String> = None;
+    let api: Api<Node> = Api::all(client.clone());
+    let mut last: Option<(String, Option<ChallengeAnswer>)> = None;
+    let mut challenger = Challenger::new(inv.simulated, inv.gpus.iter().map(|g| g.uuid.clone()).collect());
     while !*shutdown.borrow() {
         let nonce = match api.get(&node).await {
             Ok(n) => n
@@ -116,14 +146,18 @@ pub async fn run_publisher(
                 .unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(%node, error = %e, "cannot read Node");
-                last.clone().unwrap_or_default()
+                last.as_ref().map(|(n, _)| n.clone()).unwrap_or_default()
             }
         };
-        if last.as_deref() != Some(nonce.as_str()) {
-            match publish_once(&api, &node, &inv, &key).await {
+        let request = read_request(&client, &namespace, &node).await;
+        let answer = challenger.answer(request.as_ref());
+        let current = (nonce, answer);
+        if last.as_ref() != Some(&current) {
+            match publish_with(&api, &node, &inv, current.1.clone(), &key).await {
                 Ok(n) => {
-                    tracing::info!(%node, nonce = %n, "node labels and signed inventory report applied");
-                    last = Some(n);
+                    tracing::info!(%node, nonce = %n, challenge = ?current.1.as_ref().map(|a| &a.nonce),
+                        "node labels and signed inventory report applied");
+                    last = Some(current);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot publish node labels/report; retrying"),
             }

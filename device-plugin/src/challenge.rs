@@ -1,0 +1,160 @@
+//! The node's side of the hub's compute challenge (docs/trust.md).
+//!
+//! The hub writes a request for this node into the ConfigMap [`CHALLENGE_CONFIGMAP`] of
+//! the plugin's namespace (key = node name). The plugin computes the workload once per
+//! nonce, keeps the row commitments, and answers inside its signed report: first the
+//! commitments, then — once the hub has added its open seed — the openings.
+//!
+//! Executors: a `--simulate` node computes on the CPU (the reference implementation; its
+//! report says `simulated`, so the hub checks the answer but never counts it verified).
+//! A GPU executor (CUDA through a runtime-loaded driver) is not built yet: an NVML node
+//! does not answer, and the hub reports its GPUs as not answered.
+
+use std::time::Instant;
+
+use gpufed_trust::protocol::{ChallengeAnswer, ChallengeRequest, Computed, answer};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client};
+
+/// ConfigMap (in the plugin's namespace) holding the hub's requests, one key per node.
+pub const CHALLENGE_CONFIGMAP: &str = "gpufed-challenge";
+/// Largest workload (multiply-adds) the CPU reference executor takes on.
+pub const CPU_MAX_OPS: u64 = 1 << 30;
+
+/// Answers challenges for one node's GPUs.
+#[derive(Debug)]
+pub struct Challenger {
+    simulated: bool,
+    uuids: Vec<String>,
+    computed: Option<(String, Vec<Computed>)>,
+    last: Option<ChallengeAnswer>,
+}
+
+impl Challenger {
+    /// For a node with these GPUs.
+    pub fn new(simulated: bool, uuids: Vec<String>) -> Self {
+        Self {
+            simulated,
+            uuids,
+            computed: None,
+            last: None,
+        }
+    }
+
+    /// The answer to publish for the current request (`None`: no request seen yet, or this
+    /// node cannot run it). Computes at most once per nonce.
+    pub fn answer(&mut self, req: Option<&ChallengeRequest>) -> Option<ChallengeAnswer> {
+        let Some(req) = req else {
+            return self.last.clone();
+        };
+        if let Err(e) = req.params.validate() {
+            tracing::warn!(nonce = %req.nonce, error = %e, "challenge request refused");
+            return self.last.clone();
+        }
+        if self.computed.as_ref().map(|(n, _)| n) != Some(&req.nonce) {
+            if !self.simulated {
+                tracing::warn!(nonce = %req.nonce, "challenge received, but this build has no GPU executor yet: not answered");
+                return None;
+            }
+            if req.params.node_ops() > CPU_MAX_OPS {
+                tracing::warn!(
+                    ops = req.params.node_ops(),
+                    "challenge too large for the CPU reference executor"
+                );
+                return None;
+            }
+            let computed = self
+                .uuids
+                .iter()
+                .filter_map(|u| {
+                    let started = Instant::now();
+                    let mut c = Computed::on_cpu(&req.nonce, u, &req.params, 0)?;
+                    c.kernel_micros = u64::try_from(started.elapsed().as_micros())
+                        .unwrap_or(u64::MAX)
+                        .max(1);
+                    Some(c)
+                })
+                .collect();
+            tracing::info!(nonce = %req.nonce, gpus = self.uuids.len(), "challenge computed (CPU reference, simulated node)");
+            self.computed = Some((req.nonce.clone(), computed));
+        }
+        let computed = self
+            .computed
+            .as_ref()
+            .map(|(_, c)| c.as_slice())
+            .unwrap_or_default();
+        self.last = Some(answer(req, computed));
+        self.last.clone()
+    }
+}
+
+/// This node's request in the ConfigMap, if any (a missing or unreadable one is `None`).
+pub async fn read_request(client: &Client, namespace: &str, node: &str) -> Option<ChallengeRequest> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(CHALLENGE_CONFIGMAP).await {
+        Ok(cm) => {
+            let text = cm?.data?.remove(node)?;
+            serde_json::from_str(&text)
+                .map_err(|e| tracing::warn!(error = %e, "unreadable challenge request"))
+                .ok()
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the challenge ConfigMap");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gpufed_trust::Params;
+
+    fn req(nonce: &str, seed: Option<&str>) -> ChallengeRequest {
+        ChallengeRequest {
+            nonce: nonce.into(),
+            params: Params {
+                rows: 8,
+                depth: 4,
+                cols: 4,
+                samples: 3,
+            },
+            open_seed: seed.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_simulated_node_commits_then_opens_and_keeps_its_answer() {
+        let mut c = Challenger::new(true, vec!["GPU-a".into(), "GPU-b".into()]);
+        assert_eq!(c.answer(None), None);
+        let first = c.answer(Some(&req("n1", None))).unwrap();
+        assert_eq!(first.commits.len(), 2);
+        assert!(first.commits.iter().all(|g| g.kernel_micros > 0));
+        let opened = c.answer(Some(&req("n1", Some("s")))).unwrap();
+        assert_eq!(opened.commits, first.commits, "computed once per nonce");
+        assert_eq!(opened.openings.len(), 2);
+        assert_eq!(
+            c.answer(None),
+            Some(opened),
+            "request gone: the last answer stays"
+        );
+        let next = c.answer(Some(&req("n2", None))).unwrap();
+        assert_ne!(next.commits[0].root, first.commits[0].root);
+    }
+
+    #[test]
+    fn a_gpu_node_without_an_executor_and_oversized_work_are_not_answered() {
+        let mut gpu = Challenger::new(false, vec!["GPU-a".into()]);
+        assert_eq!(gpu.answer(Some(&req("n1", None))), None);
+        let mut sim = Challenger::new(true, vec!["GPU-a".into()]);
+        let mut big = req("n1", None);
+        big.params = Params {
+            rows: 65536,
+            depth: 65536,
+            cols: 65536,
+            samples: 3,
+        };
+        assert_eq!(sim.answer(Some(&big)), None);
+    }
+}
