@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -26,11 +26,16 @@ use opsupport::{Operator, job, job_until, phase, submit};
 const NS: &str = "gpufed-system";
 const HUB_SA: &str = "system:serviceaccount:gpufed-system:gpufed";
 const MEMBER_SA: &str = "system:serviceaccount:gpufed-system:gpufed-hub";
+const DEVICE_PLUGIN_SA: &str = "system:serviceaccount:gpufed-system:gpufed-provider-device-plugin";
+/// The member ConfigMap that carries the hub's GPU compute challenges.
+const CHALLENGE_CM: &str = "configmaps/gpufed-challenge";
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// (verb, group, resource, subresource, namespace) the operator uses on the hub. The
-/// operator run below proves the chart is sufficient; this list names each permission so a
-/// failure says which one is missing.
+/// (verb, group, resource, subresource, namespace) the operator uses on the hub. `resource`
+/// may name one object as `resource/name` (as `kubectl auth can-i` does); Leases are
+/// always asked about by their name, gpufed-operator. The operator run below proves the
+/// chart is sufficient; this list names each permission so a failure says which one is
+/// missing.
 const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "gpufed.io", "gpuproviders", "", ""),
     ("list", "gpufed.io", "gpuproviders", "", ""),
@@ -88,12 +93,29 @@ const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("deletecollection", "", "pods", "", "gpufed-t"),
     ("get", "", "nodes", "", ""),
     ("list", "", "nodes", "", ""),
+    // GPU verification: challenges read back and written by server-side apply, whose
+    // first apply creates the ConfigMap: authorized as patch and as create of that name
+    // (proven by a real apply below).
+    ("get", "", CHALLENGE_CM, "", NS),
+    ("patch", "", CHALLENGE_CM, "", NS),
+    ("create", "", CHALLENGE_CM, "", NS),
 ];
 
 const MEMBER_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "", "secrets", "", "kube-system"),
     ("list", "", "secrets", "", ""),
+    ("list", "", "secrets", "", NS),
+    // Challenges go through a ConfigMap so that the hub never writes Nodes.
     ("patch", "", "nodes", "", ""),
+    ("get", "", "configmaps/other", "", NS),
+    ("patch", "", "configmaps/other", "", NS),
+    ("list", "", "configmaps", "", NS),
+    // A plain create (POST, no name) of any ConfigMap.
+    ("create", "", "configmaps", "", NS),
+    ("create", "", "configmaps/other", "", NS),
+    ("delete", "", CHALLENGE_CM, "", NS),
+    ("get", "", CHALLENGE_CM, "", "kube-system"),
+    ("patch", "", CHALLENGE_CM, "", "kube-system"),
     ("delete", "", "pods", "", "kube-system"),
     (
         "create",
@@ -102,6 +124,23 @@ const MEMBER_DENIED: &[(&str, &str, &str, &str, &str)] = &[
         "",
         "",
     ),
+];
+
+/// What the device plugin does (device-plugin/src/node.rs, challenge.rs): labels and the
+/// signed report on its Node, the hub's challenge read from the release namespace.
+const DEVICE_PLUGIN_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
+    ("get", "", "nodes", "", ""),
+    ("patch", "", "nodes", "", ""),
+    ("get", "", CHALLENGE_CM, "", NS),
+];
+
+const DEVICE_PLUGIN_DENIED: &[(&str, &str, &str, &str, &str)] = &[
+    ("patch", "", CHALLENGE_CM, "", NS),
+    ("get", "", "configmaps/other", "", NS),
+    ("list", "", "configmaps", "", NS),
+    ("get", "", CHALLENGE_CM, "", "kube-system"),
+    ("get", "", "secrets", "", NS),
+    ("list", "", "pods", "", ""),
 ];
 
 /// The helm binary: `$HELM`, the cache of scripts/install-helm.sh, or `helm` on PATH.
@@ -184,6 +223,61 @@ fn assert_least_privilege(docs: &[Value]) {
     }
 }
 
+/// With bands (ci/ha-values.yaml), the chart renders them into a ConfigMap mounted where
+/// `--challenge-bands` points, in a form the operator accepts.
+fn check_challenge_bands(helm: &Path) {
+    let ci = common::repo_root().join("charts/gpufed/ci/ha-values.yaml");
+    let docs = render(
+        helm,
+        "gpufed",
+        "gpufed",
+        &["-f", ci.to_str().expect("UTF-8 path")],
+    );
+    let cm = of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "gpufed-challenge-bands")
+        .expect("the bands ConfigMap");
+    let bands_yaml = cm["data"]["bands.yaml"].as_str().expect("bands.yaml");
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["configMap"]["name"] == "gpufed-challenge-bands")
+        .expect("the bands volume");
+    let container = &pod["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the bands mount");
+    assert_eq!(mount["readOnly"], true);
+    let path = format!("{}/bands.yaml", mount["mountPath"].as_str().expect("mountPath"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("bands.yaml");
+    std::fs::write(&file, bands_yaml).expect("write bands");
+    let mut argv = vec!["gpufed-operator".to_owned()];
+    for arg in container["args"].as_array().expect("args") {
+        let arg = arg.as_str().expect("arg");
+        argv.push(match arg.strip_prefix("--challenge-bands=") {
+            Some(p) => {
+                assert_eq!(p, path, "--challenge-bands points into the mount");
+                format!("--challenge-bands={}", file.display())
+            }
+            None => arg.to_owned(),
+        });
+    }
+    let args = gpufed_operator::cli::Args::try_parse_from(&argv).expect("operator accepts the args");
+    assert!(args.challenge_bands.is_some(), "--challenge-bands passed");
+    let cfg = args
+        .verification()
+        .expect("the operator accepts the rendered bands");
+    assert_eq!(cfg.bands.bands.len(), 1);
+    assert_eq!(cfg.interval, 30 * MINUTE);
+    assert_eq!(cfg.timeout, 3 * MINUTE);
+}
+
 async fn create_all(client: &Client, docs: &[Value], kinds: &[&str]) {
     for doc in docs.iter().filter(|d| kinds.contains(&kind(d))) {
         gpufed_e2e::crds::create_manifest(client, doc, NS)
@@ -215,7 +309,12 @@ async fn access(
     let sa_ns = user.split(':').nth(2).unwrap_or_default();
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     let mut wrong = Vec::new();
-    for (verb, group, resource, sub, ns) in checks {
+    for (verb, group, resource_name, sub, ns) in checks {
+        let (resource, name) = match resource_name.split_once('/') {
+            Some((r, n)) => (r, Some(n)),
+            None if *resource_name == "leases" => (*resource_name, Some("gpufed-operator")),
+            None => (*resource_name, None),
+        };
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.into()),
@@ -227,10 +326,10 @@ async fn access(
                 resource_attributes: Some(ResourceAttributes {
                     verb: Some((*verb).into()),
                     group: Some((*group).into()),
-                    resource: Some((*resource).into()),
+                    resource: Some(resource.into()),
                     subresource: (!sub.is_empty()).then(|| (*sub).into()),
                     namespace: (!ns.is_empty()).then(|| (*ns).into()),
-                    name: (*resource == "leases").then(|| "gpufed-operator".into()),
+                    name: name.map(Into::into),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -244,7 +343,7 @@ async fn access(
         let allowed = result.status.is_some_and(|s| s.allowed);
         if allowed != want {
             wrong.push(format!(
-                "{verb} {group}/{resource}/{sub} in {ns:?}: allowed={allowed}"
+                "{verb} {group}/{resource_name}/{sub} in {ns:?}: allowed={allowed}"
             ));
         }
     }
@@ -343,6 +442,13 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     );
     let args = gpufed_operator::cli::Args::try_parse_from(&argv).expect("operator accepts the chart's args");
     assert_eq!(args.namespace, NS, "Lease in the release namespace");
+    assert_eq!(args.verify_interval, Duration::from_secs(3600));
+    assert_eq!(args.challenge_timeout, 2 * MINUTE);
+    assert_eq!(
+        args.challenge_bands, None,
+        "no bands by default (no GPU verifies)"
+    );
+    check_challenge_bands(&helm);
     let ds = of_kind(&provider_docs, "DaemonSet")[0];
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"], "system-node-critical");
@@ -392,6 +498,8 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     wrong.extend(access(&hub, HUB_SA, HUB_DENIED, false).await);
     wrong.extend(access(&member, MEMBER_SA, MEMBER_NEEDS, true).await);
     wrong.extend(access(&member, MEMBER_SA, MEMBER_DENIED, false).await);
+    wrong.extend(access(&member, DEVICE_PLUGIN_SA, DEVICE_PLUGIN_NEEDS, true).await);
+    wrong.extend(access(&member, DEVICE_PLUGIN_SA, DEVICE_PLUGIN_DENIED, false).await);
     assert!(
         wrong.is_empty(),
         "RBAC differs from what the operator needs:\n{}",
@@ -440,6 +548,39 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
         .list(&Default::default())
         .await
         .expect("the minted token lists Nodes");
+    // The challenge ConfigMap, as the operator writes it: the first server-side apply
+    // creates it in the context's namespace (the release namespace); the API server
+    // authorizes that as patch and as create, both of the name gpufed-challenge.
+    assert_eq!(
+        as_sa.default_namespace(),
+        NS,
+        "the minted context names the namespace"
+    );
+    let no_challenges = std::collections::BTreeMap::new();
+    gpufed_operator::verification::write_challenges(&as_sa, &no_challenges)
+        .await
+        .expect("the minted token creates gpufed-challenge by server-side apply");
+    gpufed_operator::verification::write_challenges(&as_sa, &no_challenges)
+        .await
+        .expect("and applies it again");
+    gpufed_operator::verification::read_challenges(&as_sa)
+        .await
+        .expect("the minted token reads gpufed-challenge");
+    let cms = Api::<ConfigMap>::namespaced(member.clone(), NS);
+    let cm = cms
+        .get(gpufed_operator::verification::CHALLENGE_CONFIGMAP)
+        .await
+        .expect("gpufed-challenge exists");
+    assert_eq!(
+        cm.metadata.labels.unwrap_or_default()["app.kubernetes.io/managed-by"],
+        "gpufed-operator"
+    );
+    cms.delete(
+        gpufed_operator::verification::CHALLENGE_CONFIGMAP,
+        &DeleteParams::default(),
+    )
+    .await
+    .expect("cleanup");
     let denied = Api::<Secret>::namespaced(as_sa, "kube-system")
         .list(&Default::default())
         .await;
