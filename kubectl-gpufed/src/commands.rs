@@ -148,14 +148,16 @@ async fn submit_cmd(g: &Global, args: &SubmitArgs) -> Result<()> {
         f => emit(&document(&applied, f)?)?,
     }
     if args.wait {
-        wait(&session, &args.name, timeout).await?;
+        // With -o json|yaml stdout holds exactly the document; the outcome goes to stderr.
+        wait(&session, &args.name, timeout, g.output != Format::Table).await?;
     }
     Ok(())
 }
 
 /// Shows progress on stderr until the job is terminal: redrawn in place on a terminal,
-/// one line per change otherwise. Succeeded is `Ok`, Failed an error.
-async fn wait(session: &Session, name: &str, timeout: Option<u64>) -> Result<()> {
+/// one line per change otherwise. Succeeded is `Ok`, Failed an error. The final line goes
+/// to stdout, or to stderr when stdout carries a machine-readable document.
+async fn wait(session: &Session, name: &str, timeout: Option<u64>, machine: bool) -> Result<()> {
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last = String::new();
@@ -201,11 +203,16 @@ async fn wait(session: &Session, name: &str, timeout: Option<u64>) -> Result<()>
                 .as_ref()
                 .and_then(|s| s.usage.clone())
                 .unwrap_or_default();
-            return emit(&format!(
+            let done = format!(
                 "computejob {job_ref} Succeeded: {} GPU-seconds, cost {}\n",
                 thousands(usage.gpu_seconds),
                 if usage.cost.is_empty() { "0" } else { &usage.cost }
-            ));
+            );
+            if machine {
+                eprint!("{done}");
+                return Ok(());
+            }
+            return emit(&done);
         }
         if let Some(limit) = timeout
             && start.elapsed().as_secs() >= limit
