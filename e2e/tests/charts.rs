@@ -54,6 +54,7 @@ const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "", "secrets", "", NS),
     ("get", "", "namespaces", "", ""),
     ("get", "", "configmaps", "", NS),
+    ("list", "", "configmaps", "", NS),
     ("create", "", "configmaps", "", NS),
     ("update", "", "configmaps", "", NS),
     ("delete", "", "configmaps", "", NS),
@@ -70,6 +71,7 @@ const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "coordination.k8s.io", "leases", "", "kube-system"),
     ("create", "", "pods", "", NS),
     ("create", "", "configmaps", "", "kube-system"),
+    ("list", "", "configmaps", "", "kube-system"),
     ("list", "", "namespaces", "", ""),
 ];
 

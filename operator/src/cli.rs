@@ -110,6 +110,37 @@ pub struct Args {
     /// How long a node has to commit to, and then to open, a challenge.
     #[arg(long, default_value = "2m", value_parser = parse_duration, help_heading = "Verification")]
     pub challenge_timeout: Duration,
+    /// At most one new evidence of a kind per provider within this time (so a provider
+    /// that keeps failing is slashed once per period, not once per challenge).
+    #[arg(long, default_value = "24h", value_parser = parse_duration, help_heading = "Verification")]
+    pub evidence_cooldown: Duration,
+    /// Share of a provider's bonded stake that one slash for recorded evidence takes, in
+    /// basis points (1000 = 10%; 0: evidence is never slashed automatically).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=10_000), help_heading = "Stake")]
+    pub slash_bps: u32,
+    /// Stake a provider needs per verified GPU (stake-token units, decimal) for its GPUs to
+    /// count as verified in placement; `0` needs none (docs/trust.md, "Stake").
+    #[arg(long, default_value = "0", help_heading = "Stake")]
+    pub stake_per_gpu: String,
+    /// Per-model factor on `--stake-per-gpu`, `MODEL=FACTOR` (e.g.
+    /// `NVIDIA-H100-80GB-HBM3=2.5`); repeatable. Other models: factor 1.
+    #[arg(long, value_parser = parse_multiplier, help_heading = "Stake")]
+    pub stake_multiplier: Vec<(String, u32)>,
+}
+
+/// Parses `MODEL=FACTOR` into the model key and basis points.
+pub fn parse_multiplier(s: &str) -> Result<(String, u32), String> {
+    let (model, factor) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--stake-multiplier {s:?}: expected MODEL=FACTOR"))?;
+    let micros = gpufed_api::formats::parse_decimal(factor.trim())
+        .map_err(|e| format!("--stake-multiplier {s:?}: factor: {e}"))?;
+    let bps =
+        u32::try_from(micros / 100).map_err(|_| format!("--stake-multiplier {s:?}: factor too large"))?;
+    if model.trim().is_empty() {
+        return Err(format!("--stake-multiplier {s:?}: empty model"));
+    }
+    Ok((gpufed_trust::bands::model_key(model), bps))
 }
 
 impl Args {
@@ -135,6 +166,14 @@ impl Args {
             bands,
             interval: self.verify_interval,
             timeout: self.challenge_timeout,
+            namespace: self.namespace.clone(),
+            evidence_cooldown: self.evidence_cooldown,
+            stake_per_gpu: {
+                gpufed_api::formats::parse_decimal(&self.stake_per_gpu)
+                    .map_err(|e| format!("--stake-per-gpu {:?}: {e}", self.stake_per_gpu))?;
+                self.stake_per_gpu.clone()
+            },
+            stake_multipliers: self.stake_multiplier.iter().cloned().collect(),
         })
     }
 }
@@ -208,6 +247,7 @@ impl Args {
             commitment: self.settlement_commitment,
             interval: self.settlement_interval,
             namespace: self.namespace.clone(),
+            slash_bps: self.slash_bps,
         }))
     }
 }

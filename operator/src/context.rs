@@ -53,6 +53,18 @@ pub struct Context {
     pub held_tenants: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
     /// GPU verification state (challenges in flight, verdicts, uptime).
     pub verifier: crate::verification::Verifier,
+    /// Bonded stake per provider, published by the Stake controller after each round;
+    /// `None` while it does not run (then no `Staked` condition is computed).
+    pub stakes: std::sync::RwLock<Option<StakeView>>,
+}
+
+/// What the Stake controller last saw bonded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StakeView {
+    /// Decimals of the stake mint.
+    pub decimals: u8,
+    /// Bonded base units per provider (sum over its Bonded / Unbonding Stakes).
+    pub bonded: std::collections::BTreeMap<String, u64>,
 }
 
 impl Context {

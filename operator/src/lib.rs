@@ -106,6 +106,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         },
         held_tenants: Default::default(),
         verifier: verification::Verifier::new(verify_cfg),
+        stakes: Default::default(),
     });
     let readiness = admin::Readiness::default();
     let stop = |mut rx: watch::Receiver<bool>| async move {

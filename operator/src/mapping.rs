@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use gpufed_api::common::ConditionStatus;
 use gpufed_api::conditions::{self, types};
 use gpufed_api::job::{GpuTier, Interconnect};
 use gpufed_api::job_status::JobPhase;
@@ -106,7 +107,12 @@ fn provider_snapshot(
 ) -> (pl::Provider, Vec<pl::RunningAllocation>) {
     let name = p.name_any();
     let status = p.status.as_ref();
-    let verified = status.is_some_and(|s| conditions::is_true(&s.conditions, types::VERIFIED));
+    // Verified GPUs count only when the provider's bonded stake covers them (docs/trust.md).
+    let verified = status.is_some_and(|s| {
+        conditions::is_true(&s.conditions, types::VERIFIED)
+            && conditions::find(&s.conditions, types::STAKED)
+                .is_none_or(|c| c.status == ConditionStatus::True)
+    });
     let reputation = status
         .and_then(|s| s.reputation.as_ref())
         .and_then(|r| formats::parse_decimal(&r.score).ok())

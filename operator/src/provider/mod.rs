@@ -94,6 +94,41 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             provider.metadata.generation,
             &now_text,
         );
+        let stake_view = ctx.stakes.read().ok().and_then(|v| v.clone());
+        let cfg = ctx.verifier.config();
+        let policy = gpufed_settlement::stake::StakePolicy {
+            base_per_gpu: stake_view
+                .as_ref()
+                .and_then(|v| crate::stake::plan::to_base_units(&cfg.stake_per_gpu, v.decimals).ok())
+                .unwrap_or(0),
+            multipliers_bps: cfg.stake_multipliers.clone(),
+            default_multiplier_bps: 10_000,
+        };
+        crate::verification::plan::staked(
+            &mut status,
+            stake_view.map(|v| v.bonded.get(&name).copied().unwrap_or(0)),
+            &policy,
+            &verdict.verified_by_model,
+            provider.metadata.generation,
+            &now_text,
+        );
+        if let Some(evidence) = ctx.verifier.failed_challenge_evidence(&name, &verdict, &now_text) {
+            let cfg = ctx.verifier.config();
+            match crate::verification::evidence::record(
+                &ctx.hub,
+                &cfg.namespace,
+                &evidence,
+                cfg.evidence_cooldown,
+            )
+            .await
+            {
+                Ok(true) => {
+                    tracing::warn!(evidence = %evidence.hash(), gpus = evidence.gpus.len(), "evidence of a failed challenge recorded")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot record evidence; next round retries"),
+            }
+        }
     }
     if provider.status.as_ref() != Some(&status) {
         write_status(&ctx, &provider, status).await?;

@@ -47,6 +47,9 @@ pub struct Driver {
     pub resumed: HashSet<String>,
     /// State last persisted, per Stake (this term's cache).
     pub saved: HashMap<String, StakeDoc>,
+    /// Share of the bonded amount a slash for recorded evidence takes, basis points
+    /// (0: evidence is never slashed automatically).
+    pub slash_bps: u32,
 }
 
 fn now_ms() -> u64 {
@@ -281,7 +284,12 @@ impl Driver {
     }
 
     /// One round for one Stake: open its state, apply inputs, tick, execute, write status.
-    pub async fn reconcile(&mut self, hub: &Client, stake: &Stake) -> Result<(), DriveError> {
+    pub async fn reconcile(
+        &mut self,
+        hub: &Client,
+        stake: &Stake,
+        evidence: &[plan::EvidenceRef],
+    ) -> Result<(), DriveError> {
         let name = stake.name_any();
         let generation = stake.metadata.generation;
         let old = stake.status.as_ref();
@@ -303,8 +311,15 @@ impl Driver {
         let mut found = Findings::default();
         let empty = BTreeMap::new();
         let annotations = stake.metadata.annotations.as_ref().unwrap_or(&empty);
-        let (inputs, note) = plan::inputs(stake.spec.unbond, annotations, &doc, self.accounts.decimals);
+        let (mut inputs, note) = plan::inputs(stake.spec.unbond, annotations, &doc, self.accounts.decimals);
         found.note = note;
+        // Evidence from verification (docs/trust.md) after the annotations: an explicit
+        // request raised in the same round goes first; the evidence waits for the next.
+        if !inputs.iter().any(|i| matches!(i, Input::Raise(_)))
+            && let Some(raise) = plan::evidence_input(evidence, &doc, self.slash_bps)
+        {
+            inputs.push(raise);
+        }
         self.inputs(&name, &mut doc, inputs, &mut found).await?;
         let ev = if self.resumed.insert(name.clone()) {
             StakeEvent::Restarted

@@ -55,8 +55,10 @@ pub struct StakeControllerConfig {
     pub commitment: Commitment,
     /// Period of rounds.
     pub interval: Duration,
-    /// Namespace of the state ConfigMaps.
+    /// Namespace of the state ConfigMaps (and of the evidence ConfigMaps).
     pub namespace: String,
+    /// Share of the bonded amount one slash for recorded evidence takes, basis points.
+    pub slash_bps: u32,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -109,18 +111,39 @@ async fn session(
         store: store::StakeStore::new(ctx.hub.clone(), &cfg.namespace),
         resumed: HashSet::new(),
         saved: HashMap::new(),
+        slash_bps: cfg.slash_bps,
     };
     let stakes: Api<Stake> = Api::all(ctx.hub.clone());
     while ctx.leadership.is_leader() && !*shutdown.borrow() {
+        // Evidence recorded by verification (docs/trust.md); unreadable: no slash this round.
+        let evidence = crate::verification::evidence::list(&ctx.hub, &cfg.namespace)
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot list evidence");
+                Default::default()
+            });
         match stakes.list(&Default::default()).await {
             Ok(list) => {
+                let mut bonded: std::collections::BTreeMap<String, u64> = Default::default();
                 for stake in &list.items {
                     if !ctx.leadership.is_leader() {
                         break;
                     }
-                    if let Err(e) = driver.reconcile(&ctx.hub, stake).await {
+                    let against = evidence
+                        .get(&stake.spec.provider)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    if let Err(e) = driver.reconcile(&ctx.hub, stake, against).await {
                         warn!(stake = %stake.name_any(), error = %e, "stake not reconciled; next round retries");
                     }
+                    if let Some(doc) = driver.saved.get(&stake.name_any())
+                        && doc.state.is_bonded()
+                    {
+                        *bonded.entry(stake.spec.provider.clone()).or_default() += doc.state.bonded;
+                    }
+                }
+                if let Ok(mut view) = ctx.stakes.write() {
+                    *view = Some(crate::context::StakeView { decimals, bonded });
                 }
             }
             Err(e) => warn!(error = %e, "cannot list Stakes"),

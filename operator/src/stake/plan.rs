@@ -184,6 +184,38 @@ pub fn inputs(
     (out, note)
 }
 
+/// Evidence recorded against the Stake's provider (docs/trust.md): its kind (machine
+/// spelling) and the hash of the evidence document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceRef {
+    /// `failed-challenge`, `duplicate-gpu` or `abandoned-job`.
+    pub kind: String,
+    /// SHA-256 of the evidence document (what the slash memo carries).
+    pub hash: Hash32,
+}
+
+/// The slash to raise for recorded evidence, if any: the first evidence not acted on yet,
+/// once the Stake is bonded and has no slash pending; `slash_bps` of the bonded amount
+/// (at least one base unit). Evidence waits (it is not marked handled) while the Stake
+/// cannot be slashed, so a pending slash or an unbonded Stake delays it, never drops it.
+pub fn evidence_input(evidence: &[EvidenceRef], doc: &StakeDoc, slash_bps: u32) -> Option<Input> {
+    let s = &doc.state;
+    let open = matches!(s.phase, StakePhase::Bonded | StakePhase::Unbonding { .. });
+    if slash_bps == 0 || !open || s.bonded == 0 || s.pending_slash.is_some() || s.release.is_some() {
+        return None;
+    }
+    let e = evidence.iter().find(|e| {
+        let hex = e.hash.to_hex();
+        !doc.handled_slash_requests.contains(&hex) && evidence_kind(&e.kind).is_some()
+    })?;
+    let amount = (u128::from(s.bonded) * u128::from(slash_bps.min(10_000)) / 10_000).max(1);
+    Some(Input::Raise(SlashRequest {
+        kind: e.kind.clone(),
+        evidence: e.hash,
+        amount: u64::try_from(amount).unwrap_or(s.bonded),
+    }))
+}
+
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;

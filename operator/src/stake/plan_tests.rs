@@ -317,3 +317,46 @@ fn stalled_keeps_the_rest_of_the_status() {
     let fresh = stalled(None, Some(1), "InvalidSpec", "bad", NOW);
     assert_eq!(fresh.phase, Some(ApiPhase::Pending));
 }
+
+#[test]
+fn evidence_raises_one_slash_at_a_time_and_waits_while_it_cannot() {
+    let ev = |n: u8| EvidenceRef {
+        kind: "failed-challenge".into(),
+        hash: Hash32([n; 32]),
+    };
+    let evidence = [ev(1), ev(2)];
+    let mut d = doc(StakePhase::Bonded, 1_000);
+    let Some(Input::Raise(r)) = evidence_input(&evidence, &d, 1_000) else {
+        panic!("expected a slash");
+    };
+    assert_eq!(
+        (r.evidence, r.amount, r.kind.as_str()),
+        (Hash32([1; 32]), 100, "failed-challenge")
+    );
+    d.handled_slash_requests.push(Hash32([1; 32]).to_hex());
+    let Some(Input::Raise(r)) = evidence_input(&evidence, &d, 1_000) else {
+        panic!("expected the second evidence");
+    };
+    assert_eq!(r.evidence, Hash32([2; 32]));
+    d.handled_slash_requests.push(Hash32([2; 32]).to_hex());
+    assert_eq!(evidence_input(&evidence, &d, 1_000), None, "each evidence once");
+    // Not bonded yet, or automatic slashing off: nothing now, and nothing marked handled.
+    assert_eq!(
+        evidence_input(&[ev(3)], &doc(StakePhase::Pending, 0), 1_000),
+        None
+    );
+    assert_eq!(evidence_input(&[ev(3)], &doc(StakePhase::Bonded, 1_000), 0), None);
+    // A tiny stake still loses at least one base unit.
+    let Some(Input::Raise(r)) = evidence_input(&[ev(3)], &doc(StakePhase::Bonded, 5), 1_000) else {
+        panic!("expected a slash");
+    };
+    assert_eq!(r.amount, 1);
+    let unknown = EvidenceRef {
+        kind: "bad-vibes".into(),
+        hash: Hash32([4; 32]),
+    };
+    assert_eq!(
+        evidence_input(&[unknown], &doc(StakePhase::Bonded, 5), 1_000),
+        None
+    );
+}

@@ -10,12 +10,14 @@
 //! starts fresh challenges. Nothing here blocks a job: verification only decides whether a
 //! provider counts as verified, and what evidence it leaves.
 
+pub mod evidence;
 pub mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use gpufed_trust::evidence::{Evidence, GpuEvidence};
 use gpufed_trust::fleet::{self, NodeVerdicts, ProviderVerdict};
 use gpufed_trust::report::SignedReport;
 use gpufed_trust::session::{self, GpuClaim, GpuVerdict, NodeView, Session, Step};
@@ -38,6 +40,14 @@ pub struct VerifyConfig {
     pub interval: Duration,
     /// How long a node has to commit and to open.
     pub timeout: Duration,
+    /// Hub namespace of the evidence ConfigMaps (the operator's own).
+    pub namespace: String,
+    /// At most one new evidence of a kind per provider within this time.
+    pub evidence_cooldown: Duration,
+    /// Stake needed per verified GPU at factor 1 (stake-token units, decimal).
+    pub stake_per_gpu: String,
+    /// Factor per model key, basis points.
+    pub stake_multipliers: BTreeMap<String, u32>,
 }
 
 impl Default for VerifyConfig {
@@ -46,6 +56,10 @@ impl Default for VerifyConfig {
             bands: Bands::default(),
             interval: Duration::from_secs(3600),
             timeout: Duration::from_secs(120),
+            namespace: "gpufed-system".into(),
+            evidence_cooldown: Duration::from_secs(24 * 3600),
+            stake_per_gpu: "0".into(),
+            stake_multipliers: BTreeMap::new(),
         }
     }
 }
@@ -56,6 +70,8 @@ struct NodeState {
     verdicts: Vec<GpuVerdict>,
     verdict_at_ms: Option<u64>,
     next_due_ms: u64,
+    /// Nonce of the challenge the verdicts come from.
+    nonce: Option<String>,
     /// Why the node's report could not be used, if it could not.
     problem: Option<Failure>,
 }
@@ -170,6 +186,7 @@ impl Verifier {
                     st.verdicts = verdicts;
                     st.verdict_at_ms = Some(now_ms);
                     st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
+                    st.nonce = Some(s.request.nonce.clone());
                     st.session = None;
                 }
             }
@@ -213,6 +230,53 @@ impl Verifier {
             .collect();
         let verdict = fleet::judge(&fresh).remove(provider).unwrap_or_default();
         (verdict, problems)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &VerifyConfig {
+        &self.cfg
+    }
+
+    /// Evidence of a failed challenge in `verdict`, as a document (`None` when there is
+    /// none). Duplicates are not included: see `gpufed_trust::fleet`.
+    pub fn failed_challenge_evidence(
+        &self,
+        provider: &str,
+        verdict: &ProviderVerdict,
+        now: &str,
+    ) -> Option<Evidence> {
+        let gpus: Vec<GpuEvidence> = verdict
+            .failures
+            .iter()
+            .filter_map(|(node, g)| {
+                let f = g.failure.as_ref()?;
+                (f.evidence_kind() == Some(gpufed_trust::verify::EVIDENCE_FAILED_CHALLENGE)).then(|| {
+                    GpuEvidence {
+                        node: node.clone(),
+                        uuid: g.uuid.clone(),
+                        reason: f.reason().to_owned(),
+                        message: f.to_string(),
+                    }
+                })
+            })
+            .collect();
+        if gpus.is_empty() {
+            return None;
+        }
+        let nodes = self.nodes.lock().ok()?;
+        let mut nonces: Vec<String> = nodes
+            .iter()
+            .filter(|((p, n), _)| p == provider && gpus.iter().any(|g| &g.node == n))
+            .filter_map(|(_, st)| st.nonce.clone())
+            .collect();
+        nonces.dedup();
+        Some(Evidence {
+            kind: gpufed_trust::verify::EVIDENCE_FAILED_CHALLENGE.to_owned(),
+            provider: provider.to_owned(),
+            nonces,
+            observed_at: now.to_owned(),
+            gpus,
+        })
     }
 
     /// The provider's uptime average after one probe (seeded from status after a restart).

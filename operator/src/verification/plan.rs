@@ -119,6 +119,58 @@ pub fn apply(
     });
 }
 
+/// The `Staked` condition: bonded stake against what the provider's verified GPUs require
+/// (`per_gpu` base units × the model's factor, summed, rounded up). `None` inputs (no
+/// Stake controller) leave the condition out.
+pub fn staked(
+    st: &mut GpuProviderStatus,
+    bonded: Option<u64>,
+    policy: &gpufed_settlement::stake::StakePolicy,
+    verified_by_model: &std::collections::BTreeMap<String, u32>,
+    generation: Option<i64>,
+    now: &str,
+) {
+    let Some(bonded) = bonded else {
+        conditions::remove(&mut st.conditions, types::STAKED);
+        return;
+    };
+    let by_key = verified_by_model
+        .iter()
+        .fold(std::collections::BTreeMap::new(), |mut m, (model, n)| {
+            *m.entry(gpufed_trust::bands::model_key(model)).or_insert(0) += n;
+            m
+        });
+    let c = match gpufed_settlement::stake::required_stake(&by_key, policy) {
+        Some(required) if bonded >= required => condition(
+            types::STAKED,
+            True,
+            "Bonded",
+            format!("{bonded} base units bonded; its verified GPUs require {required}"),
+            generation,
+            now,
+        ),
+        Some(required) => condition(
+            types::STAKED,
+            False,
+            "InsufficientStake",
+            format!(
+                "{bonded} base units bonded, its verified GPUs require {required}: they do not count as verified until more is bonded"
+            ),
+            generation,
+            now,
+        ),
+        None => condition(
+            types::STAKED,
+            False,
+            "InsufficientStake",
+            "required stake overflows",
+            generation,
+            now,
+        ),
+    };
+    conditions::set(&mut st.conditions, c);
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 #[path = "plan_tests.rs"]

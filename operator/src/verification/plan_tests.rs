@@ -107,3 +107,36 @@ fn reputation_is_written_from_its_inputs() {
     assert_eq!((r.jobs_completed, r.jobs_failed_by_provider), (3, 1));
     assert_eq!(r.score, reputation::format_score(reputation::score(&inputs)));
 }
+
+#[test]
+fn staked_compares_bonded_with_what_verified_gpus_require() {
+    use gpufed_settlement::stake::StakePolicy;
+    let policy = StakePolicy {
+        base_per_gpu: 100,
+        multipliers_bps: [("nvidia-h100-80gb-hbm3".to_owned(), 25_000)].into(),
+        default_multiplier_bps: 10_000,
+    };
+    let verified = std::collections::BTreeMap::from([
+        ("NVIDIA H100 80GB HBM3".to_owned(), 8),
+        ("NVIDIA-L4".to_owned(), 2),
+    ]);
+    // 8 × 250 + 2 × 100 = 2200.
+    let mut st = GpuProviderStatus::default();
+    staked(&mut st, Some(2_199), &policy, &verified, None, "t");
+    let c = conditions::find(&st.conditions, types::STAKED).unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::False, "InsufficientStake")
+    );
+    assert!(c.message.contains("2200"), "{}", c.message);
+    staked(&mut st, Some(2_200), &policy, &verified, None, "t");
+    assert_eq!(
+        conditions::find(&st.conditions, types::STAKED).unwrap().status,
+        ConditionStatus::True
+    );
+    staked(&mut st, None, &policy, &verified, None, "t");
+    assert!(
+        conditions::find(&st.conditions, types::STAKED).is_none(),
+        "no Stake controller: no condition"
+    );
+}

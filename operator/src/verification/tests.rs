@@ -25,6 +25,7 @@ fn cfg() -> VerifyConfig {
         },
         interval: Duration::from_secs(600),
         timeout: Duration::from_secs(60),
+        ..VerifyConfig::default()
     }
 }
 
