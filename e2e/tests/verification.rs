@@ -7,99 +7,20 @@
 
 mod common;
 mod opsupport;
+mod trustsupport;
 
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use gpufed_api::GpuProvider;
 use gpufed_api::conditions::{find, types};
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
-use gpufed_trust::protocol::{ChallengeRequest, Computed, answer};
-use gpufed_trust::report::{InventoryReport, ReportGpu, sign};
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 use opsupport::{Operator, job, job_until, submit};
-
-const MODEL: &str = "NVIDIA H100 80GB HBM3";
-const BANDS: &str = r#"
-bands:
-  - model: NVIDIA H100 80GB HBM3
-    params: {rows: 32, depth: 8, cols: 8, samples: 12}
-    minKernelMicros: 1000
-    maxKernelMicros: 100000
-    roundTripSlackMs: 60000
-"#;
-
-/// Plays the device plugin of every GPU node of a member until dropped: publishes a signed
-/// report (8 H100s per node) answering the hub's current request. A liar answers with a
-/// workload computed for another nonce (replayed old work).
-fn fake_plugin(member: Client, honest: bool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let nodes: Api<Node> = Api::all(member.clone());
-        let cms: Api<ConfigMap> = Api::default_namespaced(member.clone());
-        let key = SigningKey::from_bytes(&[if honest { 1 } else { 2 }; 32]);
-        loop {
-            let requests = cms
-                .get_opt("gpufed-challenge")
-                .await
-                .ok()
-                .flatten()
-                .and_then(|c| c.data)
-                .unwrap_or_default();
-            for node in nodes
-                .list(&Default::default())
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default()
-            {
-                let Some(name) = node.metadata.name.clone() else {
-                    continue;
-                };
-                let uuids: Vec<String> = (0..8).map(|g| format!("GPU-{name}-{g}")).collect();
-                let req: Option<ChallengeRequest> =
-                    requests.get(&name).and_then(|t| serde_json::from_str(t).ok());
-                let challenge = req.map(|r| {
-                    let nonce = if honest {
-                        r.nonce.clone()
-                    } else {
-                        "an-old-nonce".into()
-                    };
-                    let gpus: Vec<Computed> = uuids
-                        .iter()
-                        .filter_map(|u| Computed::on_cpu(&nonce, u, &r.params, 5_000))
-                        .collect();
-                    answer(&r, &gpus)
-                });
-                let report = InventoryReport {
-                    node: name.clone(),
-                    nonce: String::new(),
-                    issued_at: 1,
-                    driver_version: "580.159.04".into(),
-                    cuda_version: "13.0".into(),
-                    simulated: false,
-                    gpus: uuids
-                        .iter()
-                        .map(|u| ReportGpu {
-                            uuid: u.clone(),
-                            model: MODEL.into(),
-                            memory_mib: 81_559,
-                            compute_capability: "9.0".into(),
-                        })
-                        .collect(),
-                    challenge,
-                };
-                let Ok(signed) = sign(report, &key) else { continue };
-                let body = serde_json::json!({"metadata": {"annotations": {
-                    "gpufed.io/inventory-report": serde_json::to_string(&signed).unwrap_or_default()}}});
-                let _ = nodes
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
-                    .await;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-}
+use trustsupport::{BANDS, MODEL, fake_plugin};
 
 fn verified(p: &GpuProvider) -> Option<(String, String)> {
     let c = find(&p.status.as_ref()?.conditions, types::VERIFIED)?;
@@ -128,11 +49,11 @@ async fn honest_providers_verify_and_liars_are_caught() {
                 .client()
                 .await
                 .expect("client"),
-            true,
+            Arc::new(AtomicBool::new(true)),
         ),
         fake_plugin(
             fed.cluster("liar").expect("liar").client().await.expect("client"),
-            false,
+            Arc::new(AtomicBool::new(false)),
         ),
     ];
     let dir = tempfile::tempdir().expect("tempdir");
