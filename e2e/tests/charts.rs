@@ -278,6 +278,11 @@ fn check_challenge_bands(helm: &Path) {
     assert_eq!(cfg.bands.bands.len(), 1);
     assert_eq!(cfg.interval, 30 * MINUTE);
     assert_eq!(cfg.timeout, 3 * MINUTE);
+    // The stake values of ci/ha-values.yaml reach the operator as it reads them.
+    let stake = args.stake().expect("stake flags").expect("stake controller on");
+    assert_eq!(stake.slash_bps, 500);
+    assert_eq!(cfg.stake_per_gpu, "10");
+    assert_eq!(cfg.stake_multipliers.get("nvidia-h100-80gb-hbm3"), Some(&25_000));
 }
 
 async fn create_all(client: &Client, docs: &[Value], kinds: &[&str]) {
