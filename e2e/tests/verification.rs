@@ -160,3 +160,70 @@ async fn honest_providers_verify_and_liars_are_caught() {
     op.stop().await;
     drop(env);
 }
+
+/// The device plugin's own publisher (in `--simulate` mode) answers the hub's challenges
+/// over the real API servers: the hub checks every digest (a wrong one would be
+/// `WrongDigest`) and still never counts a simulated GPU as verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("verify-sim").member("sim", vec![GpuPool::h100_nvlink("s", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    opsupport::setup(fed, &hub, &[]).await;
+    let member = fed.cluster("sim").expect("sim").client().await.expect("client");
+    let node = GpuPool::h100_nvlink("s", 1).node_names()[0].clone();
+    let gpus: String = (0..8)
+        .map(|g| {
+            format!(
+                "  - {{uuid: GPU-sim-{g}, name: {MODEL}, memoryMib: 81559, computeCapability: \"9.0\"}}\n"
+            )
+        })
+        .collect();
+    let inv = gpufed_device_plugin::inventory::Inventory::from_simulate_str(&format!("gpus:\n{gpus}"))
+        .expect("simulated inventory");
+    assert!(inv.simulated);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn(gpufed_device_plugin::node::run_publisher(
+        member,
+        node,
+        "default".into(),
+        inv,
+        ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+        Duration::from_millis(500),
+        stop_rx,
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bands = dir.path().join("bands.yaml");
+    std::fs::write(&bands, BANDS).expect("bands file");
+    let op = Operator::start_with(
+        hub.clone(),
+        "verify-sim-op",
+        &["--challenge-bands".into(), bands.display().to_string()],
+    );
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let v = gpufed_e2e::wait::until("simulated GPUs judged", Duration::from_secs(90), || async {
+        let p = providers.get("sim").await?;
+        let v = p.status.and_then(|s| s.verification);
+        Ok(v.filter(|v| v.failed_gpus == 8))
+    })
+    .await
+    .expect("the challenge completes");
+    assert_eq!(v.verified_gpus, 0);
+    assert!(
+        v.failures.iter().all(|f| f.reason == "Simulated"),
+        "correct digests, but simulated: {:?}",
+        v.failures
+    );
+    let p = providers.get("sim").await.expect("provider");
+    assert_eq!(verified(&p), Some(("False".into(), "NotVerified".into())));
+    let _ = stop.send(true);
+    let _ = publisher.await;
+    op.stop().await;
+    drop(env);
+}

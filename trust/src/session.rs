@@ -200,6 +200,11 @@ impl Session {
                 })?;
             // Correctness first: a wrong result is evidence whatever the timing.
             check_opening(&self.request, seed, commit, opening)?;
+            // A simulated node computes on a CPU, not on the card it declares: its timing
+            // says nothing about that card (and is no evidence), it just never verifies.
+            if simulated {
+                return Err(Failure::Simulated);
+            }
             let band = bands
                 .get(&claim.model)
                 .filter(|b| b.params == self.request.params)
@@ -207,9 +212,6 @@ impl Session {
                     model: claim.model.clone(),
                 })?;
             check_timing(commit, band, committed.round_trip_ms)?;
-            if simulated {
-                return Err(Failure::Simulated);
-            }
             Ok(())
         };
         claims.iter().map(|c| GpuVerdict::new(c, one(c).err())).collect()

@@ -78,6 +78,32 @@ fn an_honest_node_verifies_every_gpu() {
 fn a_simulated_node_is_checked_but_never_verified() {
     let v = run(true, honest);
     assert!(v.iter().all(|g| g.failure == Some(Failure::Simulated)), "{v:?}");
+    // Its CPU timing is no evidence (found by the e2e test: a CPU can be "impossibly
+    // fast" on a tiny workload), but a wrong result still is.
+    let fast = run(true, |req| {
+        let gpus: Vec<Computed> = ["GPU-1", "GPU-2"]
+            .iter()
+            .map(|u| Computed::on_cpu(&req.nonce, u, &req.params, 1).unwrap())
+            .collect();
+        answer(req, &gpus)
+    });
+    assert!(
+        fast.iter().all(|g| g.failure == Some(Failure::Simulated)),
+        "{fast:?}"
+    );
+    let wrong = run(true, |req| {
+        let gpus: Vec<Computed> = ["GPU-1", "GPU-2"]
+            .iter()
+            .map(|u| Computed::on_cpu("old", u, &req.params, 1_000).unwrap())
+            .collect();
+        answer(req, &gpus)
+    });
+    assert!(
+        wrong
+            .iter()
+            .all(|g| matches!(g.failure, Some(Failure::WrongDigest { .. }))),
+        "{wrong:?}"
+    );
 }
 
 #[test]
