@@ -1,7 +1,9 @@
 //! The CEL rules of the CRDs, in Rust. API servers before 1.25 drop CEL rules, so the
 //! operator runs these before acting on an object and reports a violation as a
 //! `Stalled` condition (reason `InvalidSpec`) naming the field. A test keeps both in
-//! step: every CEL fixture in `examples/invalid/` is refused by both.
+//! step: every CEL fixture in `examples/invalid/` is refused by both. Job specs are also
+//! held to the `restricted` pod security profile ([`crate::pod_security`]), which no
+//! schema can express (fixtures `rejected-by: operator`).
 
 use crate::formats::{self, parse_decimal};
 use crate::job::{Interconnect, MAX_NVLINK_DOMAIN_GPUS, MAX_TOTAL_GPUS};
@@ -68,6 +70,7 @@ pub fn job_spec(spec: &ComputeJobSpec) -> Vec<FieldError> {
     {
         errors.push(field("spec.gpu.minComputeCapability", e.to_string()));
     }
+    errors.extend(crate::pod_security::check(&spec.template.spec));
     errors
 }
 

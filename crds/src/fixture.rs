@@ -3,7 +3,8 @@
 //!
 //! ```yaml
 //! # expect: spec.gpusPerWorker
-//! # rejected-by: schema        (or `cel`: rules that API servers before 1.25 ignore)
+//! # rejected-by: schema        (or `cel`: rules that API servers before 1.25 ignore;
+//!                              or `operator`: only the operator's checks can say)
 //! <object>                     (two documents: the stored object, then the update)
 //! ```
 
@@ -16,6 +17,9 @@ pub enum Layer {
     Schema,
     /// A CEL rule (`x-kubernetes-validations`).
     Cel,
+    /// The operator's own checks (`gpufed_api::check`), e.g. pod security: the API server
+    /// stores the object, the operator refuses to act on it (Stalled, InvalidSpec).
+    Operator,
 }
 
 /// A parsed invalid-manifest fixture.
@@ -61,9 +65,10 @@ pub fn parse(text: &str) -> Result<Fixture, FixtureError> {
     let rejected_by = match header(text, "rejected-by:")? {
         "schema" => Layer::Schema,
         "cel" => Layer::Cel,
+        "operator" => Layer::Operator,
         other => {
             return Err(FixtureError::Header(format!(
-                "rejected-by must be schema or cel, not {other:?}"
+                "rejected-by must be schema, cel or operator, not {other:?}"
             )));
         }
     };

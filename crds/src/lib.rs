@@ -16,6 +16,7 @@ pub mod fixture;
 pub mod formats;
 pub mod job;
 pub mod job_status;
+pub mod pod_security;
 pub mod provider;
 pub mod schema_check;
 pub mod stake;

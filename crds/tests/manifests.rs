@@ -143,6 +143,21 @@ fn invalid_fixtures_are_refused_naming_the_field() {
                     );
                 }
             }
+            fixture::Layer::Operator => {
+                assert!(
+                    report.errors.is_empty() && cel.is_empty(),
+                    "{name}: meant for the operator's checks, but schema/CEL refuse: {:?} {cel:?}",
+                    report.errors
+                );
+                let job: gpufed_api::ComputeJob =
+                    serde_json::from_value(f.object.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let errs = gpufed_api::check::job_spec(&job.spec);
+                assert!(
+                    errs.iter().any(|e| e.path == f.expect),
+                    "{name}: the operator must refuse {} but said {errs:?}",
+                    f.expect
+                );
+            }
         }
     }
 }

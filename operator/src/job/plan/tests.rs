@@ -221,6 +221,22 @@ fn deadline_and_invalid_spec() {
         Some((ConditionStatus::True, "InvalidSpec".into()))
     );
     assert!(!p.wants_placement);
+    // A privileged worker never reaches a provider: Stalled, naming the field.
+    let mut escape = job(1);
+    escape.spec.template.spec.containers[0]
+        .0
+        .insert("securityContext".into(), serde_json::json!({"privileged": true}));
+    let p = plan(&escape, &Member::NoAttempt, T0);
+    let stalled = conditions::find(&p.status.conditions, "Stalled").expect("Stalled");
+    assert_eq!(stalled.reason, "InvalidSpec");
+    assert!(
+        stalled
+            .message
+            .contains("containers[0].securityContext.privileged"),
+        "{}",
+        stalled.message
+    );
+    assert!(!p.wants_placement && !p.dispatch);
 }
 
 #[test]

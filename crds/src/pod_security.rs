@@ -1,0 +1,233 @@
+//! The worker pod template against the Pod Security Standard `restricted` profile.
+//!
+//! Members label every tenant namespace `pod-security.kubernetes.io/enforce=restricted`,
+//! but API servers before 1.23 have no PodSecurity admission, and a provider may run
+//! without it: the hub itself refuses a ComputeJob whose template asks for host access
+//! or privileges, naming the field, before anything reaches a provider. Checked:
+//! host namespaces, host ports, volume types, privileged containers, privilege
+//! escalation, added capabilities (only `NET_BIND_SERVICE`), running as root, unconfined
+//! seccomp, and unmasked `/proc`.
+
+use serde_json::Value;
+
+use crate::job::WorkerPodSpec;
+use crate::schema_check::FieldError;
+
+const BASE: &str = "spec.template.spec";
+/// Volume types the restricted profile allows.
+const ALLOWED_VOLUMES: &[&str] = &[
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
+
+fn err(errors: &mut Vec<FieldError>, path: String, message: &str) {
+    errors.push(FieldError {
+        path,
+        message: format!("{message} (pod security `restricted`: jobs run on other people's clusters)"),
+    });
+}
+
+fn is_true(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_bool) == Some(true)
+}
+
+/// Pod- and container-level `securityContext` fields shared by both.
+fn security_context(ctx: Option<&Value>, path: &str, errors: &mut Vec<FieldError>) {
+    let Some(ctx) = ctx else { return };
+    if ctx.get("runAsUser").and_then(Value::as_i64) == Some(0) {
+        err(errors, format!("{path}.runAsUser"), "must not be 0 (root)");
+    }
+    if ctx.get("runAsNonRoot").and_then(Value::as_bool) == Some(false) {
+        err(errors, format!("{path}.runAsNonRoot"), "must not be false");
+    }
+    if ctx.pointer("/seccompProfile/type").and_then(Value::as_str) == Some("Unconfined") {
+        err(
+            errors,
+            format!("{path}.seccompProfile.type"),
+            "must not be Unconfined",
+        );
+    }
+}
+
+fn container(c: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let ctx = c.get("securityContext");
+    let sc = format!("{path}.securityContext");
+    if is_true(ctx.and_then(|s| s.get("privileged"))) {
+        err(
+            errors,
+            format!("{sc}.privileged"),
+            "privileged containers are refused",
+        );
+    }
+    if is_true(ctx.and_then(|s| s.get("allowPrivilegeEscalation"))) {
+        err(
+            errors,
+            format!("{sc}.allowPrivilegeEscalation"),
+            "must not be true",
+        );
+    }
+    let added = ctx
+        .and_then(|s| s.pointer("/capabilities/add"))
+        .and_then(Value::as_array);
+    for (i, cap) in added.into_iter().flatten().enumerate() {
+        if cap.as_str() != Some("NET_BIND_SERVICE") {
+            err(
+                errors,
+                format!("{sc}.capabilities.add[{i}]"),
+                "only NET_BIND_SERVICE may be added",
+            );
+        }
+    }
+    if ctx
+        .and_then(|s| s.get("procMount"))
+        .and_then(Value::as_str)
+        .is_some_and(|m| m != "Default")
+    {
+        err(errors, format!("{sc}.procMount"), "must be Default");
+    }
+    security_context(ctx, &sc, errors);
+    for (i, port) in c
+        .get("ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if port
+            .get("hostPort")
+            .and_then(Value::as_i64)
+            .is_some_and(|p| p != 0)
+        {
+            err(
+                errors,
+                format!("{path}.ports[{i}].hostPort"),
+                "host ports are refused",
+            );
+        }
+    }
+}
+
+/// Every violation of the profile in a worker template, with its field path.
+pub fn check(spec: &WorkerPodSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        if is_true(spec.rest.get(key)) {
+            err(
+                &mut errors,
+                format!("{BASE}.{key}"),
+                "host namespaces are refused",
+            );
+        }
+    }
+    security_context(
+        spec.rest.get("securityContext"),
+        &format!("{BASE}.securityContext"),
+        &mut errors,
+    );
+    for (i, v) in spec
+        .rest
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(fields) = v.as_object() else { continue };
+        for kind in fields
+            .keys()
+            .filter(|k| *k != "name" && !ALLOWED_VOLUMES.contains(&k.as_str()))
+        {
+            err(
+                &mut errors,
+                format!("{BASE}.volumes[{i}].{kind}"),
+                "volume type not allowed (configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected, secret are)",
+            );
+        }
+    }
+    for (i, c) in spec.containers.iter().enumerate() {
+        container(
+            &Value::Object(c.0.clone()),
+            &format!("{BASE}.containers[{i}]"),
+            &mut errors,
+        );
+    }
+    for list in ["initContainers", "ephemeralContainers"] {
+        for (i, c) in spec
+            .rest
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            container(c, &format!("{BASE}.{list}[{i}]"), &mut errors);
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec(v: Value) -> WorkerPodSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn paths(v: Value) -> Vec<String> {
+        check(&spec(v)).into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn a_plain_worker_passes() {
+        let ok = serde_json::json!({
+            "containers": [{"name": "main", "image": "i", "ports": [{"containerPort": 80}],
+                "securityContext": {"runAsNonRoot": true, "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+                    "seccompProfile": {"type": "RuntimeDefault"}}}],
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}],
+            "restartPolicy": "Never"
+        });
+        assert_eq!(paths(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn host_access_and_privileges_are_named() {
+        let bad = serde_json::json!({
+            "hostNetwork": true, "hostPID": false,
+            "securityContext": {"runAsUser": 0},
+            "containers": [{"name": "main", "image": "i", "ports": [{"containerPort": 80, "hostPort": 80}],
+                "securityContext": {"privileged": true, "allowPrivilegeEscalation": true,
+                    "capabilities": {"add": ["SYS_ADMIN"]}, "procMount": "Unmasked",
+                    "seccompProfile": {"type": "Unconfined"}}}],
+            "initContainers": [{"name": "init", "image": "i", "securityContext": {"runAsNonRoot": false}}],
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}}]
+        });
+        let got = paths(bad);
+        for want in [
+            "spec.template.spec.hostNetwork",
+            "spec.template.spec.securityContext.runAsUser",
+            "spec.template.spec.containers[0].ports[0].hostPort",
+            "spec.template.spec.containers[0].securityContext.privileged",
+            "spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation",
+            "spec.template.spec.containers[0].securityContext.capabilities.add[0]",
+            "spec.template.spec.containers[0].securityContext.procMount",
+            "spec.template.spec.containers[0].securityContext.seccompProfile.type",
+            "spec.template.spec.initContainers[0].securityContext.runAsNonRoot",
+            "spec.template.spec.volumes[0].hostPath",
+        ] {
+            assert!(got.contains(&want.to_owned()), "{want} missing from {got:?}");
+        }
+        assert!(
+            !got.iter().any(|p| p.ends_with("hostPID")),
+            "hostPID: false is fine"
+        );
+    }
+}
