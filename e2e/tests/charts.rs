@@ -195,7 +195,8 @@ fn of_kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| kind(d) == k).collect()
 }
 
-/// No wildcard anywhere in the rules; no Secret access outside a namespaced Role.
+/// No wildcard anywhere in the rules; no escalate/bind/impersonate, no access to RBAC
+/// objects; no Secret access outside a namespaced Role.
 fn assert_least_privilege(docs: &[Value]) {
     for doc in docs.iter().filter(|d| matches!(kind(d), "ClusterRole" | "Role")) {
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
@@ -210,6 +211,23 @@ fn assert_least_privilege(docs: &[Value]) {
                     "{name}: wildcard in {field}: {rule}"
                 );
             }
+            let verbs = rule["verbs"].as_array().expect("verbs");
+            for v in ["escalate", "bind", "impersonate"] {
+                assert!(
+                    !verbs.iter().any(|x| x == v),
+                    "{name}: verb {v} grants privilege escalation: {rule}"
+                );
+            }
+            let rbac = rule["resources"].as_array().is_some_and(|r| {
+                r.iter().any(|v| {
+                    ["roles", "clusterroles", "rolebindings", "clusterrolebindings"]
+                        .contains(&v.as_str().unwrap_or_default())
+                })
+            });
+            assert!(
+                !rbac,
+                "{name}: no access to RBAC objects (a way to grant oneself more): {rule}"
+            );
             let secrets = rule["resources"]
                 .as_array()
                 .is_some_and(|r| r.iter().any(|v| v == "secrets"));
@@ -390,6 +408,19 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     let provider_docs = render(&helm, "gpufed-provider", "gpufed-provider", &[]);
     assert_least_privilege(&hub_docs);
     assert_least_privilege(&provider_docs);
+    // Every value set the charts' CI renders is audited the same way.
+    for (chart, values) in [
+        ("gpufed", "charts/gpufed/ci/ha-values.yaml"),
+        ("gpufed-provider", "charts/gpufed-provider/ci/minimal-values.yaml"),
+    ] {
+        let file = common::repo_root().join(values);
+        assert_least_privilege(&render(
+            &helm,
+            chart,
+            chart,
+            &["-f", file.to_str().expect("UTF-8 path")],
+        ));
+    }
     for docs in [&hub_docs, &provider_docs] {
         assert!(
             of_kind(docs, "PodDisruptionBudget").is_empty(),
