@@ -1,7 +1,9 @@
 //! Jobs run by the real operator on the harness federation (GPU nodes SIMULATED) are
 //! metered into the journal in the hub (ConfigMaps), settled on a real local Solana
 //! validator, and reported in `status.billing`; every record verifies against the memo root
-//! on chain and the token balances add up to the base unit.
+//! on chain and the token balances add up to the base unit. Afterwards no secret the
+//! operator held (member kubeconfigs' keys, the settlement keypair) appears in its
+//! debug logs, in any status, in the hub's Events or in its metrics.
 #![allow(clippy::unwrap_used)]
 
 mod chainsupport;
@@ -34,7 +36,7 @@ fn settled(j: &ComputeJob) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_settles_metered_usage_on_chain_exactly_once() {
-    common::init_tracing();
+    common::capture_tracing();
     let _serial = common::SERIAL.lock().await;
     let tenants = ["team-a", "team-b", "team-c"];
     let providers = ["provider-a", "provider-b"];
@@ -81,7 +83,13 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let keypair = dir.path().join("authority.json");
     std::fs::write(&keypair, chain.authority().to_json()).unwrap();
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
     let flags: Vec<String> = [
+        "--admin-addr",
+        &admin.to_string(),
         "--solana-rpc",
         &chain.validator.rpc_url(),
         "--settlement-keypair",
@@ -246,5 +254,67 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         checked as u64, total_records,
         "every journaled record is in a settled batch"
     );
+    let metrics = reqwest_metrics(admin).await;
     operator.stop().await;
+
+    // Secrets never leave the places they are kept.
+    let mut secrets: Vec<(String, String)> = fed
+        .members()
+        .iter()
+        .flat_map(|m| common::kubeconfig_secrets(m.kubeconfig()))
+        .collect();
+    assert!(
+        !secrets.is_empty(),
+        "the member kubeconfigs hold keys to look for"
+    );
+    let keypair_json = chain.authority().to_json();
+    secrets.push((
+        "settlement keypair".into(),
+        keypair_json.chars().take(60).collect(),
+    ));
+    let logs = common::captured_logs();
+    assert!(
+        logs.len() > 10_000,
+        "debug logs were captured ({} bytes)",
+        logs.len()
+    );
+    common::assert_no_secrets("the operator's debug logs", &logs, &secrets);
+    common::assert_no_secrets("the operator's metrics", &metrics, &secrets);
+    let all_jobs = Api::<ComputeJob>::all(hub.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let all_providers = Api::<gpufed_api::GpuProvider>::all(hub.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let statuses = serde_json::to_string(&(
+        all_jobs.items.iter().map(|j| &j.status).collect::<Vec<_>>(),
+        all_providers.items.iter().map(|p| &p.status).collect::<Vec<_>>(),
+    ))
+    .unwrap();
+    common::assert_no_secrets("status", &statuses, &secrets);
+    let events = Api::<k8s_openapi::api::core::v1::Event>::all(hub.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    common::assert_no_secrets(
+        "the hub's Events",
+        &serde_json::to_string(&events.items).unwrap(),
+        &secrets,
+    );
+}
+
+/// The operator's `/metrics` text.
+async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin server");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    assert!(body.contains("gpufed_build_info"), "{body}");
+    body
 }

@@ -68,3 +68,76 @@ pub fn gpu_pod(name: &str, gpus: u32, annotations: &[(&str, &str)]) -> k8s_opena
     }))
     .expect("pod JSON")
 }
+
+/// Log lines of this test process, captured by [`capture_tracing`].
+static CAPTURED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct Tee;
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut c) = CAPTURED.lock() {
+            c.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs a global subscriber at `debug` (what an operator turns on to investigate)
+/// that keeps every line in memory for [`captured_logs`], instead of [`init_tracing`].
+pub fn capture_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info",
+        ))
+        .with_ansi(false)
+        .with_writer(|| Tee)
+        .try_init();
+}
+
+/// Everything logged since [`capture_tracing`].
+pub fn captured_logs() -> String {
+    CAPTURED
+        .lock()
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .unwrap_or_default()
+}
+
+/// The secret material in a kubeconfig: bearer tokens and client keys (base64 and the
+/// PEM body lines), each as `(what, needle)`.
+pub fn kubeconfig_secrets(path: &std::path::Path) -> Vec<(String, String)> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).expect("kubeconfig");
+    let doc: serde_json::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    let mut out = Vec::new();
+    for user in doc["users"].as_array().into_iter().flatten() {
+        let u = &user["user"];
+        if let Some(t) = u["token"].as_str() {
+            out.push(("bearer token".to_owned(), t.to_owned()));
+        }
+        if let Some(k) = u["client-key-data"].as_str() {
+            out.push(("client key (base64)".to_owned(), k.chars().take(48).collect()));
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .unwrap_or_default();
+            for line in String::from_utf8_lossy(&pem)
+                .lines()
+                .filter(|l| l.len() >= 40 && !l.starts_with("-----"))
+            {
+                out.push(("client key (PEM)".to_owned(), line.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Fails naming the secret and where it appeared.
+pub fn assert_no_secrets(place: &str, haystack: &str, secrets: &[(String, String)]) {
+    for (what, needle) in secrets {
+        assert!(!needle.is_empty(), "empty needle for {what}");
+        assert!(!haystack.contains(needle.as_str()), "{what} appears in {place}");
+    }
+}

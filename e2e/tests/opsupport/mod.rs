@@ -30,10 +30,14 @@ impl Operator {
 
     /// Like [`Self::start`], with extra flags (e.g. settlement).
     pub fn start_with(hub: Client, identity: &str, extra: &[String]) -> Self {
+        // An ephemeral admin port unless the test asks for one (to read /metrics).
+        let admin = if extra.iter().any(|a| a == "--admin-addr") {
+            Vec::new()
+        } else {
+            vec!["--admin-addr", "127.0.0.1:0"]
+        };
         let base = [
             "gpufed-operator",
-            "--admin-addr",
-            "127.0.0.1:0",
             "--identity",
             identity,
             "--heartbeat-interval",
@@ -46,7 +50,10 @@ impl Operator {
             "6s",
         ];
         let args = gpufed_operator::cli::Args::parse_from(
-            base.iter().map(|s| s.to_string()).chain(extra.iter().cloned()),
+            base.iter()
+                .chain(admin.iter())
+                .map(|s| s.to_string())
+                .chain(extra.iter().cloned()),
         );
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(gpufed_operator::run_with(hub, args, rx));
