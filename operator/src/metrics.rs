@@ -40,6 +40,13 @@ pub struct GpuStateLabel {
     pub state: &'static str,
 }
 
+/// Label: outcome of one GPU's challenge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChallengeLabel {
+    /// `passed`, or the failure reason (`WrongDigest`, `TooSlow`, `NotAnswered`, …).
+    pub result: &'static str,
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -67,6 +74,10 @@ pub struct Metrics {
     pub settlement_batches_failed_total: Counter,
     /// RPC errors and timeouts seen by settlement.
     pub settlement_rpc_errors_total: Counter,
+    /// GPU challenges judged, by result.
+    pub challenges_total: Family<ChallengeLabel, Counter>,
+    /// Evidence documents recorded against providers.
+    pub evidence_recorded_total: Counter,
     registry: Arc<Registry>,
 }
 
@@ -96,6 +107,8 @@ impl Metrics {
             settlement_batches_settled_total: Counter::default(),
             settlement_batches_failed_total: Counter::default(),
             settlement_rpc_errors_total: Counter::default(),
+            challenges_total: Family::default(),
+            evidence_recorded_total: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -145,6 +158,16 @@ impl Metrics {
             "settlement_rpc_errors",
             "Solana RPC errors and timeouts seen by settlement",
             m.settlement_rpc_errors_total.clone(),
+        );
+        registry.register(
+            "challenges",
+            "GPU compute challenges judged, by result (passed or the failure reason)",
+            m.challenges_total.clone(),
+        );
+        registry.register(
+            "evidence_recorded",
+            "Evidence documents recorded against providers (failed challenges)",
+            m.evidence_recorded_total.clone(),
         );
         let info = Family::<Vec<(String, String)>, Gauge>::default();
         info.get_or_create(&vec![(

@@ -27,6 +27,10 @@ fn exposition() -> String {
     m.set_fleet_gpus(16, 4);
     m.metered_gpu_seconds_total.inc();
     m.leader.set(1);
+    m.challenges_total
+        .get_or_create(&ChallengeLabel { result: "passed" })
+        .inc();
+    m.evidence_recorded_total.inc();
     m.settlement_backlog_records.set(7);
     m.settlement_batches_settled_total.inc();
     m.settlement_batches_failed_total.inc();

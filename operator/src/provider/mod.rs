@@ -123,7 +123,8 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             .await
             {
                 Ok(true) => {
-                    tracing::warn!(evidence = %evidence.hash(), gpus = evidence.gpus.len(), "evidence of a failed challenge recorded")
+                    ctx.metrics.evidence_recorded_total.inc();
+                    tracing::warn!(evidence = %evidence.hash(), gpus = evidence.gpus.len(), "evidence of a failed challenge recorded");
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot record evidence; next round retries"),

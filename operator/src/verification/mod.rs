@@ -77,9 +77,10 @@ struct NodeState {
 }
 
 /// Verification state of this process.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Verifier {
     cfg: VerifyConfig,
+    metrics: Option<crate::metrics::Metrics>,
     nodes: Mutex<BTreeMap<(String, String), NodeState>>,
     uptime: Mutex<BTreeMap<String, f64>>,
 }
@@ -120,6 +121,12 @@ impl Verifier {
             cfg,
             ..Self::default()
         }
+    }
+
+    /// Counts judged challenges in `metrics` (`gpufed_challenges_total{result}`).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Advances every node of `provider` with what the probe saw at `now_ms`. Returns the
@@ -180,8 +187,16 @@ impl Verifier {
             ) {
                 Step::Wait | Step::Open(_) => {}
                 Step::Done(verdicts) => {
-                    for v in verdicts.iter().filter(|v| !v.passed()) {
-                        tracing::info!(%provider, %node, gpu = %v.uuid, failure = ?v.failure, "GPU not verified");
+                    for v in &verdicts {
+                        if let Some(f) = &v.failure {
+                            tracing::info!(%provider, %node, gpu = %v.uuid, failure = %f, "GPU not verified");
+                        }
+                        if let Some(m) = &self.metrics {
+                            let result = v.failure.as_ref().map_or("passed", Failure::reason);
+                            m.challenges_total
+                                .get_or_create(&crate::metrics::ChallengeLabel { result })
+                                .inc();
+                        }
                     }
                     st.verdicts = verdicts;
                     st.verdict_at_ms = Some(now_ms);

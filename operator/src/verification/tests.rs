@@ -84,7 +84,8 @@ fn view(report: Option<String>, challenges: &BTreeMap<String, ChallengeRequest>)
 
 /// Drives the hub and an (honest or lying) node through one whole challenge.
 fn run(honest: bool) -> ProviderVerdict {
-    let v = Verifier::new(cfg());
+    let metrics = crate::metrics::Metrics::new();
+    let v = Verifier::new(cfg()).with_metrics(metrics.clone());
     let uuids = ["GPU-1", "GPU-2"];
     let mut member = BTreeMap::new();
     let mut t = 1_000;
@@ -105,6 +106,12 @@ fn run(honest: bool) -> ProviderVerdict {
         v.step("p", &view(Some(rep), &member), t),
         None,
         "nothing to write"
+    );
+    let result = if honest { "passed" } else { "WrongDigest" };
+    let text = metrics.encode();
+    assert!(
+        text.contains(&format!("gpufed_challenges_total{{result=\"{result}\"}} 2")),
+        "{text}"
     );
     v.verdict("p", t).0
 }
