@@ -150,6 +150,18 @@ pub async fn run(
         .pod_resources_socket
         .clone()
         .map(|p| pod_resources_reclaimer(p, cfg.resource_name.clone(), state.clone()));
+    // A restarted plugin starts with an empty ledger while containers still hold GPUs:
+    // adopt what kubelet says is in use before serving a single Allocate.
+    if let Some(socket) = &cfg.pod_resources_socket {
+        match in_use(socket, &cfg.resource_name).await {
+            Ok(used) => {
+                state.adopt_in_use(&used);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read PodResources at start; kubelet alone guards GPUs held before this restart")
+            }
+        }
+    }
     let result = loop {
         let _ = std::fs::remove_file(&sock);
         let listener = match UnixListener::bind(&sock) {

@@ -117,6 +117,24 @@ impl Ledger {
             .collect()
     }
 
+    /// Records GPUs that containers already hold (kubelet's PodResources after a plugin
+    /// restart) under one allocation; returns those newly recorded.
+    pub fn adopt<'a, I: IntoIterator<Item = &'a str>>(&mut self, ids: I) -> Vec<String> {
+        let aid = self.next.max(1);
+        let adopted: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.held.contains_key(*id))
+            .map(str::to_owned)
+            .collect();
+        if !adopted.is_empty() {
+            self.next = aid + 1;
+            for id in &adopted {
+                self.held.insert(id.clone(), aid);
+            }
+        }
+        adopted
+    }
+
     /// Keeps only GPUs that are still in use by some container; returns those freed.
     pub fn retain_in_use(&mut self, in_use: &BTreeSet<String>) -> Vec<String> {
         let freed: Vec<String> = self
@@ -147,6 +165,25 @@ mod tests {
 
     fn v(ids: &[&str]) -> Vec<String> {
         ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn adopted_gpus_are_held_once_and_freed_like_others() {
+        let mut l = Ledger::new();
+        l.allocate(&[v(&["GPU-0"])], h).unwrap();
+        assert_eq!(
+            l.adopt(["GPU-0", "GPU-3", "GPU-4"]),
+            v(&["GPU-3", "GPU-4"]),
+            "GPU-0 was held already"
+        );
+        assert!(matches!(
+            l.allocate(&[v(&["GPU-3"])], h),
+            Err(AllocError::Busy { .. })
+        ));
+        assert!(l.adopt(std::iter::empty()).is_empty());
+        let freed = l.retain_in_use(&["GPU-0".to_owned()].into());
+        assert_eq!(freed, v(&["GPU-3", "GPU-4"]));
+        assert!(l.allocate(&[v(&["GPU-3"])], h).is_ok());
     }
 
     #[test]

@@ -158,6 +158,24 @@ impl PluginState {
         self.lock().ledger.release(ids.iter().map(String::as_str))
     }
 
+    /// Records GPUs containers already hold (read from kubelet after a restart of this
+    /// plugin, whose ledger starts empty); returns those newly recorded.
+    pub fn adopt_in_use(&self, in_use: &BTreeSet<String>) -> Vec<String> {
+        let mut core = self.lock();
+        let known: BTreeSet<String> = core.inventory.gpus.iter().map(|g| g.uuid.clone()).collect();
+        let adopted = core
+            .ledger
+            .adopt(in_use.iter().map(String::as_str).filter(|id| known.contains(*id)));
+        drop(core);
+        if !adopted.is_empty() {
+            tracing::info!(
+                ?adopted,
+                "GPUs already held by running containers recorded in the ledger"
+            );
+        }
+        adopted
+    }
+
     /// Keeps in the ledger only the GPUs still used by some container; returns those freed.
     pub fn retain_in_use(&self, in_use: &BTreeSet<String>) -> Vec<String> {
         let freed = self.lock().ledger.retain_in_use(in_use);

@@ -96,3 +96,31 @@ pub async fn shutdown(r: Running) {
     r.health.join().unwrap();
     r.kubelet.stop().await;
 }
+
+/// Stops the plugin (as its process would end) and starts a fresh one — new state, empty
+/// ledger — against the same kubelet, which keeps its PodResources; waits until it has
+/// registered and returns how long that took.
+pub async fn restart_plugin(r: &mut Running) -> Duration {
+    r.stop.send(true).unwrap();
+    (&mut r.plugin).await.unwrap().unwrap();
+    let started = std::time::Instant::now();
+    let source = SimulatedSource::new(Inventory::from_simulate_str(HGX).unwrap());
+    r.faults = source.injector();
+    r.state = PluginState::new(
+        source_inventory(&source),
+        HealthPolicy::default(),
+        AllocateConfig::default(),
+    );
+    let (stop, stop_rx) = watch::channel(false);
+    let old_health = std::mem::replace(
+        &mut r.health,
+        r.state
+            .spawn_health_loop(Box::new(source), Duration::from_millis(50), stop_rx.clone()),
+    );
+    old_health.join().unwrap();
+    r.stop = stop;
+    r.plugin = tokio::spawn(kubelet::run(r.cfg.clone(), r.state.clone(), stop_rx));
+    let reg = r.kubelet.next_registration(PATIENCE).await.unwrap();
+    r.client = r.kubelet.plugin_client(&reg).await.unwrap();
+    started.elapsed()
+}
