@@ -33,17 +33,7 @@ const NS: &str = "gpufed-system";
 const FINAL: Duration = Duration::from_secs(240);
 
 async fn create_stake(hub: &Client, name: &str, amount: &str, signature: &str, staker: &Pubkey) {
-    let stake: Stake = serde_json::from_value(serde_json::json!({
-        "apiVersion": "gpufed.io/v1alpha1", "kind": "Stake",
-        "metadata": {"name": name},
-        "spec": {"provider": "provider-a", "amount": amount, "depositSignature": signature,
-                 "stakerWallet": staker.to_string()}
-    }))
-    .unwrap();
-    Api::<Stake>::all(hub.clone())
-        .create(&PostParams::default(), &stake)
-        .await
-        .unwrap();
+    chainsupport::create_stake(hub, name, "provider-a", amount, signature, staker).await;
 }
 
 async fn patch_stake(hub: &Client, name: &str, patch: serde_json::Value) {
@@ -156,12 +146,8 @@ async fn stake_controller_bonds_rejects_unbonds_and_slashes_exactly_once() {
     // The chain: the token, the vault (owned by the stake authority), the treasury, and
     // stakers holding tokens.
     let chain = chainsupport::Chain::start(&[], &[], 0).await;
-    let authority = Keypair::generate();
-    gpufed_chain::setup::airdrop(&chain.rpc, &authority.pubkey(), 2_000_000_000)
-        .await
-        .unwrap();
-    let vault = chain.token_account(&authority.pubkey()).await;
-    let treasury = chain.token_account(&Keypair::generate().pubkey()).await;
+    let stake_setup = chain.stake_setup().await;
+    let (vault, treasury) = (stake_setup.vault, stake_setup.treasury);
     let (a, a_ata) = chain.funded_wallet(1000 * T).await;
     let (b, _) = chain.funded_wallet(100 * T).await;
     let (c, _) = chain.funded_wallet(100 * T).await;
@@ -185,37 +171,18 @@ async fn stake_controller_bonds_rejects_unbonds_and_slashes_exactly_once() {
     create_stake(&hub, "dismissed", "100", &sig_e, &e.pubkey()).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let settlement_key = dir.path().join("settlement.json");
-    std::fs::write(&settlement_key, chain.authority().to_json()).unwrap();
-    let stake_key = dir.path().join("stake.json");
-    std::fs::write(&stake_key, authority.to_json()).unwrap();
-    let flags: Vec<String> = [
-        "--solana-rpc",
-        &chain.validator.rpc_url(),
-        "--settlement-keypair",
-        &settlement_key.display().to_string(),
-        "--settlement-mint",
-        &chain.accounts.mint.to_string(),
-        "--settlement-interval",
-        "1s",
-        "--stake-mint",
-        &chain.accounts.mint.to_string(),
-        "--stake-vault",
-        &vault.to_string(),
-        "--stake-authority-keypair",
-        &stake_key.display().to_string(),
-        "--stake-treasury",
-        &treasury.to_string(),
-        "--unbonding-period",
-        "5s",
-        "--dispute-window",
-        "10s",
-        "--deposit-grace",
-        "5s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let flags = chain.stake_flags(
+        &stake_setup,
+        dir.path(),
+        &[
+            "--unbonding-period",
+            "5s",
+            "--dispute-window",
+            "10s",
+            "--deposit-grace",
+            "5s",
+        ],
+    );
     let operator = Operator::start_with(hub.clone(), "stake-op-1", &flags);
 
     // Verification.

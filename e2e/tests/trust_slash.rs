@@ -18,13 +18,12 @@ use std::time::Duration;
 
 use gpufed_api::conditions::{find, types};
 use gpufed_api::{ConditionStatus, GpuProvider, Stake};
-use gpufed_chain::{Keypair, Pubkey};
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use gpufed_operator::stake::SLASH_DISMISS_ANNOTATION;
 use gpufed_settlement::Commitment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
 use opsupport::Operator;
 use trustsupport::{BANDS, fake_plugin};
 
@@ -55,20 +54,6 @@ fn condition(p: &GpuProvider, t: &str) -> Option<(ConditionStatus, String)> {
     Some((c.status, c.reason.clone()))
 }
 
-async fn create_stake(hub: &Client, name: &str, provider: &str, signature: &str, staker: &Pubkey) {
-    let stake: Stake = serde_json::from_value(serde_json::json!({
-        "apiVersion": "gpufed.io/v1alpha1", "kind": "Stake",
-        "metadata": {"name": name},
-        "spec": {"provider": provider, "amount": "100", "depositSignature": signature,
-                 "stakerWallet": staker.to_string()}
-    }))
-    .unwrap();
-    Api::<Stake>::all(hub.clone())
-        .create(&PostParams::default(), &stake)
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_challenges_slash_once_after_the_dispute_window_and_a_dismissal_slashes_nothing() {
     common::init_tracing();
@@ -91,61 +76,38 @@ async fn failed_challenges_slash_once_after_the_dispute_window_and_a_dismissal_s
     }
 
     let chain = chainsupport::Chain::start(&[], &[], 0).await;
-    let authority = Keypair::generate();
-    gpufed_chain::setup::airdrop(&chain.rpc, &authority.pubkey(), 2_000_000_000)
-        .await
-        .unwrap();
-    let vault = chain.token_account(&authority.pubkey()).await;
-    let treasury = chain.token_account(&Keypair::generate().pubkey()).await;
+    let stake_setup = chain.stake_setup().await;
+    let (vault, treasury) = (stake_setup.vault, stake_setup.treasury);
     let (a, _) = chain.funded_wallet(100 * T).await;
     let (b, _) = chain.funded_wallet(100 * T).await;
     let sig_a = chain.transfer(&a, &vault, 100 * T).await;
     let sig_b = chain.transfer(&b, &vault, 100 * T).await;
-    create_stake(&hub, "stake-a", "provider-a", &sig_a, &a.pubkey()).await;
-    create_stake(&hub, "stake-b", "provider-b", &sig_b, &b.pubkey()).await;
+    chainsupport::create_stake(&hub, "stake-a", "provider-a", "100", &sig_a, &a.pubkey()).await;
+    chainsupport::create_stake(&hub, "stake-b", "provider-b", "100", &sig_b, &b.pubkey()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let bands = dir.path().join("bands.yaml");
     std::fs::write(&bands, BANDS).unwrap();
-    let stake_key = dir.path().join("stake.json");
-    std::fs::write(&stake_key, authority.to_json()).unwrap();
-    let settlement_key = dir.path().join("settlement.json");
-    std::fs::write(&settlement_key, chain.authority().to_json()).unwrap();
-    let flags: Vec<String> = [
-        "--solana-rpc",
-        &chain.validator.rpc_url(),
-        "--settlement-keypair",
-        &settlement_key.display().to_string(),
-        "--settlement-mint",
-        &chain.accounts.mint.to_string(),
-        "--stake-mint",
-        &chain.accounts.mint.to_string(),
-        "--stake-vault",
-        &vault.to_string(),
-        "--stake-authority-keypair",
-        &stake_key.display().to_string(),
-        "--stake-treasury",
-        &treasury.to_string(),
-        "--settlement-interval",
-        "1s",
-        "--dispute-window",
-        "25s",
-        "--slash-bps",
-        "2000",
-        "--stake-per-gpu",
-        "5",
-        "--stake-multiplier",
-        "NVIDIA-H100-80GB-HBM3=2",
-        "--challenge-bands",
-        &bands.display().to_string(),
-        "--verify-interval",
-        "5s",
-        "--challenge-timeout",
-        "30s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let flags = chain.stake_flags(
+        &stake_setup,
+        dir.path(),
+        &[
+            "--dispute-window",
+            "25s",
+            "--slash-bps",
+            "2000",
+            "--stake-per-gpu",
+            "5",
+            "--stake-multiplier",
+            "NVIDIA-H100-80GB-HBM3=2",
+            "--challenge-bands",
+            &bands.display().to_string(),
+            "--verify-interval",
+            "5s",
+            "--challenge-timeout",
+            "30s",
+        ],
+    );
     let operator = Operator::start_with(hub.clone(), "trust-op", &flags);
     let providers: Api<GpuProvider> = Api::all(hub.clone());
     let stakes: Api<Stake> = Api::all(hub.clone());

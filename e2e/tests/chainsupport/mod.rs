@@ -254,3 +254,81 @@ impl Chain {
             .unwrap_or(0)
     }
 }
+
+/// A stake vault owned by a fresh stake authority, and a treasury for slashes.
+pub struct StakeSetup {
+    pub authority: Keypair,
+    pub vault: Pubkey,
+    pub treasury: Pubkey,
+}
+
+impl Chain {
+    /// Creates the stake authority (with SOL for fees), its vault and a treasury.
+    pub async fn stake_setup(&self) -> StakeSetup {
+        let authority = Keypair::generate();
+        setup::airdrop(&self.rpc, &authority.pubkey(), 2_000_000_000)
+            .await
+            .expect("airdrop");
+        let vault = self.token_account(&authority.pubkey()).await;
+        let treasury = self.token_account(&Keypair::generate().pubkey()).await;
+        StakeSetup {
+            authority,
+            vault,
+            treasury,
+        }
+    }
+
+    /// The operator flags that turn on settlement and the Stake controller for `s`, with
+    /// both keypairs written into `dir`; `extra` flags follow.
+    pub fn stake_flags(&self, s: &StakeSetup, dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+        let settlement_key = dir.join("settlement.json");
+        std::fs::write(&settlement_key, self.authority().to_json()).expect("settlement key");
+        let stake_key = dir.join("stake.json");
+        std::fs::write(&stake_key, s.authority.to_json()).expect("stake key");
+        let mint = self.accounts.mint.to_string();
+        [
+            "--solana-rpc",
+            &self.validator.rpc_url(),
+            "--settlement-keypair",
+            &settlement_key.display().to_string(),
+            "--settlement-mint",
+            &mint,
+            "--settlement-interval",
+            "1s",
+            "--stake-mint",
+            &mint,
+            "--stake-vault",
+            &s.vault.to_string(),
+            "--stake-authority-keypair",
+            &stake_key.display().to_string(),
+            "--stake-treasury",
+            &s.treasury.to_string(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|f| f.to_string())
+        .collect()
+    }
+}
+
+/// Creates a Stake for `provider` in the hub.
+pub async fn create_stake(
+    hub: &kube::Client,
+    name: &str,
+    provider: &str,
+    amount: &str,
+    signature: &str,
+    staker: &Pubkey,
+) {
+    let stake: gpufed_api::Stake = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "Stake",
+        "metadata": {"name": name},
+        "spec": {"provider": provider, "amount": amount, "depositSignature": signature,
+                 "stakerWallet": staker.to_string()}
+    }))
+    .expect("stake manifest");
+    kube::Api::<gpufed_api::Stake>::all(hub.clone())
+        .create(&kube::api::PostParams::default(), &stake)
+        .await
+        .expect("stake created");
+}
