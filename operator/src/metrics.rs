@@ -212,22 +212,9 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn names_follow_conventions() {
-        let m = Metrics::new();
-        m.placements_total.inc();
-        m.reconcile_duration_seconds
-            .get_or_create(&ControllerLabel { controller: "job" })
-            .observe(0.01);
-        m.reconcile_errors_total
-            .get_or_create(&ErrorLabel {
-                controller: "job",
-                category: "member",
-            })
-            .inc();
-        let text = m.encode();
+        let text = super::dashboard_tests::exposition();
         assert!(text.contains("gpufed_placements_total 1"), "{text}");
         assert!(
             text.contains(r#"gpufed_reconcile_errors_total{controller="job",category="member"} 1"#),

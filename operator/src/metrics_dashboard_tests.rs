@@ -10,7 +10,7 @@ use super::*;
 const DASHBOARD: &str = include_str!("../../charts/gpufed/files/dashboards/gpufed.json");
 
 /// The exposition with every metric touched once, so labelled families have samples too.
-fn exposition() -> String {
+pub(super) fn exposition() -> String {
     let m = Metrics::new();
     m.reconcile_duration_seconds
         .get_or_create(&ControllerLabel { controller: "job" })

@@ -68,24 +68,10 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             .and_then(|s| s.reputation.as_ref()?.uptime_percent)
             .map(|p| f64::from(p) / 100.0);
         let jobs = ctx.jobs.state();
-        let (jobs_completed, jobs_failed_by_provider) =
-            crate::verification::plan::job_outcomes(jobs.iter().map(AsRef::as_ref), &name);
+        let outcomes = crate::verification::plan::job_outcomes(jobs.iter().map(AsRef::as_ref), &name);
         let (verdict, problems) = ctx.verifier.verdict(&name, now_ms);
-        let inputs = gpufed_trust::reputation::Inputs {
-            uptime: ctx.verifier.uptime(&name, seed, probe.is_ok()),
-            jobs_completed,
-            jobs_failed_by_provider,
-            gpus_verified: verdict.verified,
-            gpus_failed: u32::try_from(
-                verdict
-                    .failures
-                    .iter()
-                    .filter(|(_, g)| g.failure.as_ref().is_some_and(|f| f.reason() != "NoBand"))
-                    .count(),
-            )
-            .unwrap_or(u32::MAX),
-            evidence_open: !verdict.evidence_kinds().is_empty(),
-        };
+        let uptime = ctx.verifier.uptime(&name, seed, probe.is_ok());
+        let inputs = crate::verification::plan::reputation_inputs(&verdict, uptime, outcomes);
         crate::verification::plan::apply(
             &mut status,
             &verdict,
@@ -96,14 +82,11 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         );
         let stake_view = ctx.stakes.read().ok().and_then(|v| v.clone());
         let cfg = ctx.verifier.config();
-        let policy = gpufed_settlement::stake::StakePolicy {
-            base_per_gpu: stake_view
-                .as_ref()
-                .and_then(|v| crate::stake::plan::to_base_units(&cfg.stake_per_gpu, v.decimals).ok())
-                .unwrap_or(0),
-            multipliers_bps: cfg.stake_multipliers.clone(),
-            default_multiplier_bps: 10_000,
-        };
+        let policy = crate::verification::plan::stake_policy(
+            &cfg.stake_per_gpu,
+            &cfg.stake_multipliers,
+            stake_view.as_ref().map_or(0, |v| v.decimals),
+        );
         crate::verification::plan::staked(
             &mut status,
             stake_view.map(|v| v.bonded.get(&name).copied().unwrap_or(0)),
@@ -112,8 +95,9 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             provider.metadata.generation,
             &now_text,
         );
-        if let Some(evidence) = ctx.verifier.failed_challenge_evidence(&name, &verdict, &now_text) {
-            let cfg = ctx.verifier.config();
+        if let Some(evidence) = ctx.verifier.failed_challenge_evidence(&name, &verdict, &now_text)
+            && ctx.verifier.evidence_due(&name, &evidence.kind, now_ms)
+        {
             match crate::verification::evidence::record(
                 &ctx.hub,
                 &cfg.namespace,
@@ -122,11 +106,14 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             )
             .await
             {
-                Ok(true) => {
-                    ctx.metrics.evidence_recorded_total.inc();
-                    tracing::warn!(evidence = %evidence.hash(), gpus = evidence.gpus.len(), "evidence of a failed challenge recorded");
+                Ok(recorded) => {
+                    // Recorded now or within the cooldown already: no new list until it ends.
+                    ctx.verifier.evidence_settled(&name, &evidence.kind, now_ms);
+                    if recorded {
+                        ctx.metrics.evidence_recorded_total.inc();
+                        tracing::warn!(evidence = %evidence.hash(), gpus = evidence.gpus.len(), "evidence of a failed challenge recorded");
+                    }
                 }
-                Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot record evidence; next round retries"),
             }
         }

@@ -83,6 +83,9 @@ pub struct Verifier {
     metrics: Option<crate::metrics::Metrics>,
     nodes: Mutex<BTreeMap<(String, String), NodeState>>,
     uptime: Mutex<BTreeMap<String, f64>>,
+    /// When this process last found evidence of a kind recorded for a provider (ms), so a
+    /// caught provider does not cost a list of evidence ConfigMaps every heartbeat.
+    evidence_checked: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -292,6 +295,23 @@ impl Verifier {
             observed_at: now.to_owned(),
             gpus,
         })
+    }
+
+    /// Whether evidence of `kind` against `provider` may need recording (this process has
+    /// not seen one recorded within the cooldown).
+    pub fn evidence_due(&self, provider: &str, kind: &str, now_ms: u64) -> bool {
+        let Ok(map) = self.evidence_checked.lock() else {
+            return true;
+        };
+        map.get(&(provider.to_owned(), kind.to_owned()))
+            .is_none_or(|&t| now_ms.saturating_sub(t) >= ms(self.cfg.evidence_cooldown))
+    }
+
+    /// Notes that evidence of `kind` against `provider` is recorded as of `now_ms`.
+    pub fn evidence_settled(&self, provider: &str, kind: &str, now_ms: u64) {
+        if let Ok(mut map) = self.evidence_checked.lock() {
+            map.insert((provider.to_owned(), kind.to_owned()), now_ms);
+        }
     }
 
     /// The provider's uptime average after one probe (seeded from status after a restart).

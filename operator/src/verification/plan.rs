@@ -43,6 +43,43 @@ fn failure(uuid: &str, node: &str, f: &Failure) -> VerificationFailure {
     }
 }
 
+/// The reputation inputs of a provider: its uptime average, its attempts' outcomes
+/// (`(completed, lost by the provider)`, see [`job_outcomes`]) and its verification
+/// verdict (GPUs without a band are neither good nor bad evidence, so they do not count).
+pub fn reputation_inputs(v: &ProviderVerdict, uptime: f64, outcomes: (u64, u64)) -> Inputs {
+    let judged_failures = v
+        .failures
+        .iter()
+        .filter(|(_, g)| {
+            g.failure
+                .as_ref()
+                .is_some_and(|f| !matches!(f, Failure::NoBand { .. }))
+        })
+        .count();
+    Inputs {
+        uptime,
+        jobs_completed: outcomes.0,
+        jobs_failed_by_provider: outcomes.1,
+        gpus_verified: v.verified,
+        gpus_failed: u32::try_from(judged_failures).unwrap_or(u32::MAX),
+        evidence_open: !v.evidence_kinds().is_empty(),
+    }
+}
+
+/// The stake a provider's verified GPUs require: `per_gpu` (stake-token units, decimal)
+/// converted with the mint's `decimals`, times each model's factor.
+pub fn stake_policy(
+    per_gpu: &str,
+    multipliers_bps: &std::collections::BTreeMap<String, u32>,
+    decimals: u8,
+) -> gpufed_settlement::stake::StakePolicy {
+    gpufed_settlement::stake::StakePolicy {
+        base_per_gpu: crate::stake::plan::to_base_units(per_gpu, decimals).unwrap_or(0),
+        multipliers_bps: multipliers_bps.clone(),
+        default_multiplier_bps: 10_000,
+    }
+}
+
 /// Writes verification and reputation into `st`.
 pub fn apply(
     st: &mut GpuProviderStatus,

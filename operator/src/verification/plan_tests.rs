@@ -140,3 +140,28 @@ fn staked_compares_bonded_with_what_verified_gpus_require() {
         "no Stake controller: no condition"
     );
 }
+
+#[test]
+fn reputation_inputs_count_judged_failures_only() {
+    let v = ProviderVerdict {
+        verified: 3,
+        failed: 2,
+        failures: vec![
+            verdict("GPU-a", Some(Failure::NoBand { model: "M".into() })),
+            verdict("GPU-b", Some(Failure::WrongDigest { row: 1 })),
+        ],
+        ..Default::default()
+    };
+    let i = reputation_inputs(&v, 0.9, (4, 1));
+    assert_eq!(
+        (i.gpus_verified, i.gpus_failed),
+        (3, 1),
+        "no band is no evidence either way"
+    );
+    assert_eq!((i.jobs_completed, i.jobs_failed_by_provider), (4, 1));
+    assert!(i.evidence_open);
+    assert_eq!(
+        stake_policy("2.5", &Default::default(), 6).base_per_gpu,
+        2_500_000
+    );
+}

@@ -142,3 +142,14 @@ fn missing_and_forged_reports_are_problems_not_panics() {
     v.step("p", &view(Some("{not json".into()), &BTreeMap::new()), 0);
     assert_eq!(v.verdict("p", 0).1[0].1.reason(), "BadReport");
 }
+
+#[test]
+fn evidence_is_looked_up_again_only_after_the_cooldown() {
+    let v = Verifier::new(cfg());
+    assert!(v.evidence_due("p", "failed-challenge", 0));
+    v.evidence_settled("p", "failed-challenge", 1_000);
+    let cooldown = ms(v.config().evidence_cooldown);
+    assert!(!v.evidence_due("p", "failed-challenge", 1_000 + cooldown - 1));
+    assert!(v.evidence_due("p", "failed-challenge", 1_000 + cooldown));
+    assert!(v.evidence_due("q", "failed-challenge", 2_000), "per provider");
+}
