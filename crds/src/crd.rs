@@ -3,11 +3,11 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{ComputeJob, GpuProvider, Stake};
+use crate::{Assignment, ComputeJob, GpuProvider, Stake};
 
 /// All gpufed CRDs, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![GpuProvider::crd(), ComputeJob::crd(), Stake::crd()]
+    vec![GpuProvider::crd(), ComputeJob::crd(), Stake::crd(), Assignment::crd()]
         .into_iter()
         .map(without_empty_defaults)
         .collect()
@@ -101,7 +101,8 @@ mod tests {
             [
                 "gpufed.io_gpuproviders.yaml",
                 "gpufed.io_computejobs.yaml",
-                "gpufed.io_stakes.yaml"
+                "gpufed.io_stakes.yaml",
+                "gpufed.io_assignments.yaml"
             ]
         );
     }

@@ -8,6 +8,7 @@
 // mistakes for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod assignment;
 pub mod check;
 pub mod common;
 pub mod conditions;
@@ -18,9 +19,11 @@ pub mod job;
 pub mod job_status;
 pub mod pod_security;
 pub mod provider;
+pub mod pull;
 pub mod schema_check;
 pub mod stake;
 
+pub use assignment::{Assignment, AssignmentSpec, AssignmentStatus};
 pub use common::{Condition, ConditionStatus, SecretKeyRef};
 pub use job::{ComputeJob, ComputeJobSpec};
 pub use job_status::ComputeJobStatus;

@@ -1,0 +1,104 @@
+//! `Assignment`: one attempt of a ComputeJob handed to a pull-mode provider's agent.
+//!
+//! In pull mode the hub never connects to the member. Instead it writes, into the
+//! provider's own hub namespace (see [`crate::pull`]), the very member-side objects it
+//! would apply in push mode; the provider's `gpufed-agent` applies them in its cluster
+//! and reports the pods it sees back in `status`. The agent's identity may read only
+//! the Assignments of its own namespace and write only their status.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, DNS_LABEL_PATTERN};
+
+/// The member-side objects of one job attempt, for a pull-mode provider's agent.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gpufed.io",
+    version = "v1alpha1",
+    kind = "Assignment",
+    plural = "assignments",
+    singular = "assignment",
+    shortname = "asgn",
+    category = "gpufed",
+    namespaced,
+    status = "AssignmentStatus",
+    doc = "One ComputeJob attempt assigned to a pull-mode provider; its agent applies it.",
+    printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenantNamespace"),
+    printcolumn(name = "Attempt", type_ = "integer", json_path = ".spec.attempt"),
+    printcolumn(
+        name = "Applied",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Applied")].status"#
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentSpec {
+    /// UID of the hub ComputeJob.
+    #[schemars(length(min = 1, max = 64))]
+    pub job_uid: String,
+    /// The attempt number (pods carry it as the label `gpufed.io/attempt`).
+    #[schemars(range(min = 1))]
+    pub attempt: u32,
+    /// The tenant namespace in the member cluster that holds the attempt's objects.
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub tenant_namespace: String,
+    /// The tenant Namespace object.
+    #[schemars(extend("type" = "object", "x-kubernetes-preserve-unknown-fields" = true))]
+    pub namespace: serde_json::Value,
+    /// Namespaced objects applied before the pods: NetworkPolicy, ResourceQuota, Service.
+    #[serde(default)]
+    #[schemars(length(max = 8), extend("items" = {"type": "object", "x-kubernetes-preserve-unknown-fields": true}))]
+    pub objects: Vec<serde_json::Value>,
+    /// The worker pods, by rank. Missing ones are created; existing ones are left alone
+    /// (pod specs are immutable).
+    #[serde(default)]
+    #[schemars(length(max = 512), extend("items" = {"type": "object", "x-kubernetes-preserve-unknown-fields": true}))]
+    pub pods: Vec<serde_json::Value>,
+}
+
+/// What the agent last saw of the assignment in its member cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentStatus {
+    /// `Applied`: whether the agent could apply the objects (reason and message when not).
+    #[serde(default)]
+    #[schemars(
+        length(max = 8),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the agent acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The attempt's pods as the member cluster reports them.
+    #[serde(default)]
+    #[schemars(length(max = 512))]
+    pub pods: Vec<AssignedPod>,
+}
+
+/// One worker pod of an assignment, as the agent observed it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedPod {
+    /// Pod name.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Worker rank.
+    pub rank: u32,
+    /// `Pending`, `Running`, `Succeeded` or `Failed`.
+    #[schemars(length(max = 16))]
+    pub phase: String,
+    /// The node the pod is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub node_name: Option<String>,
+    /// Whether that node is Ready (false also when the node is gone).
+    #[serde(default)]
+    pub node_ready: bool,
+    /// When the last container finished (Unix seconds), for metering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+}
