@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gpufed_api::GpuProvider;
+use gpufed_api::provider::ConnectionMode;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 
 use crate::error::{Error, Result};
+use crate::member::Link;
 
 #[derive(Clone)]
 struct Member {
@@ -28,6 +30,10 @@ pub struct Members {
     hub: Client,
     timeout: Duration,
     members: Arc<RwLock<BTreeMap<String, Member>>>,
+    /// Pull-mode providers whose agent namespace is prepared: name → (uid, generation).
+    prepared: Arc<RwLock<BTreeMap<String, (String, i64)>>>,
+    health: crate::member::pull::HubHealth,
+    agent_interval_seconds: u64,
 }
 
 impl Members {
@@ -37,6 +43,42 @@ impl Members {
             hub,
             timeout,
             members: Arc::default(),
+            prepared: Arc::default(),
+            health: crate::member::pull::HubHealth::new(crate::time::now()),
+            agent_interval_seconds: 10,
+        }
+    }
+
+    /// How often pull-mode agents are told to report (seconds, at least 1).
+    pub fn with_agent_interval(mut self, interval: Duration) -> Self {
+        self.agent_interval_seconds = interval.as_secs().max(1);
+        self
+    }
+
+    /// The way to the provider's member cluster: a client (push) or, in pull mode, its
+    /// prepared agent namespace on the hub.
+    pub async fn link(&self, provider: &GpuProvider) -> Result<Link> {
+        let name = provider.metadata.name.clone().unwrap_or_default();
+        match provider.spec.mode {
+            ConnectionMode::Push => Ok(Link::Push {
+                client: self.client(provider).await?,
+                provider: name,
+            }),
+            ConnectionMode::Pull => {
+                let key = (
+                    provider.metadata.uid.clone().unwrap_or_default(),
+                    provider.metadata.generation.unwrap_or(0),
+                );
+                if self.prepared.read().await.get(&name) != Some(&key) {
+                    crate::member::pull::ensure(&self.hub, provider, self.agent_interval_seconds).await?;
+                    self.prepared.write().await.insert(name.clone(), key);
+                }
+                Ok(Link::Pull(crate::member::pull::PullLink::new(
+                    self.hub.clone(),
+                    &name,
+                    self.health.clone(),
+                )))
+            }
         }
     }
 
@@ -113,5 +155,6 @@ impl Members {
     /// Drops the client of a deleted provider.
     pub async fn forget(&self, provider: &str) {
         self.members.write().await.remove(provider);
+        self.prepared.write().await.remove(provider);
     }
 }

@@ -21,7 +21,8 @@ pub mod labels {
 }
 
 /// A GPU node of a member cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GpuNode {
     /// Node name.
     pub name: String,
@@ -40,7 +41,8 @@ pub struct GpuNode {
 }
 
 /// A pod that holds GPUs on a member node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GpuPod {
     /// Node it is bound to (empty while pending).
     pub node: String,
@@ -50,8 +52,9 @@ pub struct GpuPod {
     pub attempt_key: Option<String>,
 }
 
-/// One member cluster as last observed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One member cluster as last observed (also the report a pull-mode agent sends).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct MemberView {
     /// GPU nodes matching the provider's node selector.
     pub nodes: Vec<GpuNode>,

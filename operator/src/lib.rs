@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod job;
 pub mod lease;
 pub mod mapping;
+pub mod member;
 pub mod metrics;
 pub mod placement;
 pub mod provider;
@@ -92,7 +93,8 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let metrics = metrics::Metrics::new();
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
-        members: federation::Members::new(hub.clone(), args.member_timeout),
+        members: federation::Members::new(hub.clone(), args.member_timeout)
+            .with_agent_interval(args.heartbeat_interval),
         fleet: fleet::Fleet::default(),
         providers: provider_ctl.store(),
         jobs: job_ctl.store(),

@@ -10,16 +10,26 @@ use serde::de::DeserializeOwned;
 
 use super::build::MemberObjects;
 
+/// An object as an apply body: its JSON with `apiVersion` and `kind`.
+pub fn manifest<K>(obj: &K) -> Result<serde_json::Value, serde_json::Error>
+where
+    K: Resource + Serialize,
+    K::DynamicType: Default,
+{
+    let mut value = serde_json::to_value(obj)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), K::api_version(&Default::default()).into());
+        map.insert("kind".into(), K::kind(&Default::default()).into());
+    }
+    Ok(value)
+}
+
 async fn apply<K>(api: Api<K>, obj: &K) -> Result<(), kube::Error>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let mut value = serde_json::to_value(obj).map_err(kube::Error::SerdeError)?;
-    if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), K::api_version(&Default::default()).into());
-        map.insert("kind".into(), K::kind(&Default::default()).into());
-    }
+    let value = manifest(obj).map_err(kube::Error::SerdeError)?;
     api.patch(
         &obj.name_any(),
         &PatchParams::apply(crate::FIELD_MANAGER).force(),

@@ -3,9 +3,9 @@
 //! with the observed resourceVersion as precondition).
 
 pub mod build;
-mod dispatch;
+pub(crate) mod dispatch;
 pub mod names;
-mod observe;
+pub(crate) mod observe;
 pub mod plan;
 
 use std::sync::Arc;
@@ -21,10 +21,11 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::member::Link;
 use crate::metrics::ControllerLabel;
 use crate::provider::plan::heartbeat_lost;
 use plan::Member;
@@ -55,10 +56,10 @@ fn provider(ctx: &Context, name: &str) -> Option<Arc<GpuProvider>> {
     ctx.providers.get(&ObjectRef::new(name))
 }
 
-async fn connect(ctx: &Context, name: &str) -> Result<(Arc<GpuProvider>, Client)> {
+async fn connect(ctx: &Context, name: &str) -> Result<(Arc<GpuProvider>, Link)> {
     let provider = provider(ctx, name).ok_or_else(|| Error::member(name, "GpuProvider not found"))?;
-    let client = ctx.members.client(&provider).await?;
-    Ok((provider, client))
+    let link = ctx.members.link(&provider).await?;
+    Ok((provider, link))
 }
 
 /// Removes the pods of finished attempts that may still run (lost, stopped). Returns
@@ -74,10 +75,10 @@ async fn fence_old_attempts(ctx: &Context, job: &ComputeJob) -> Vec<u32> {
         .flat_map(|s| s.attempts.iter())
         .filter(|a| !a.removed);
     for a in pending {
-        let Ok((_, client)) = connect(ctx, &a.provider).await else {
+        let Ok((_, link)) = connect(ctx, &a.provider).await else {
             continue;
         };
-        match observe::remove_attempt(&client, &ns, &uid, a.attempt).await {
+        match link.remove_attempt(&ns, &uid, a.attempt).await {
             Ok(()) => removed.push(a.attempt),
             Err(e) => tracing::debug!(provider = %a.provider, error = %e, "old attempt not removable yet"),
         }
@@ -104,11 +105,14 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
             last_heartbeat: last.unwrap_or(now),
         };
     }
-    let Ok(client) = ctx.members.client(&provider).await else {
+    let Ok(link) = ctx.members.link(&provider).await else {
         return Member::Unanswered;
     };
     let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
-    match observe::attempt_pods(&client, &ns, &job.uid().unwrap_or_default(), p.attempt).await {
+    match link
+        .attempt_pods(&ns, &job.uid().unwrap_or_default(), p.attempt)
+        .await
+    {
         Ok((pods, lost_nodes)) => {
             if !lost_nodes.is_empty() {
                 ctx.fleet.mark_unready(&p.provider, &lost_nodes).await;
@@ -140,11 +144,9 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     if plan.dispatch
         && let Some(p) = plan.status.placement.clone()
     {
-        let (provider, client) = connect(ctx, &p.provider).await?;
+        let (provider, link) = connect(ctx, &p.provider).await?;
         match build::build(&job, &p, &provider.spec.resource_name) {
-            Ok(objects) => dispatch::dispatch(&client, &objects)
-                .await
-                .map_err(|e| Error::member(&p.provider, e))?,
+            Ok(objects) => link.dispatch(&objects).await?,
             Err(msg) => {
                 let c = conditions::condition(
                     types::STALLED,
@@ -188,9 +190,7 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     let mut failures = Vec::new();
     for name in &providers {
         let result = match connect(ctx, name).await {
-            Ok((_, client)) => observe::remove_namespace(&client, &ns)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok((_, link)) => link.remove_namespace(&ns).await.map_err(|e| e.to_string()),
             // A deleted provider has nothing left to clean.
             Err(Error::Member { message, .. }) if message.contains("not found") => Ok(()),
             Err(e) => Err(e.to_string()),

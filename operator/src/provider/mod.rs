@@ -4,7 +4,7 @@
 mod observe;
 pub mod plan;
 
-pub use observe::{gpu_node, gpu_pod};
+pub use observe::{gpu_node, gpu_pod, probe, probe_with};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,24 +28,27 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     }
     let started = Instant::now();
     let name = provider.name_any();
-    let client = match ctx.members.client(&provider).await {
-        Ok(client) => Ok(client),
+    let link = match ctx.members.link(&provider).await {
+        Ok(link) => Ok(link),
         Err(Error::Hub(e)) => return Err(Error::Hub(e)),
         Err(e) => Err(e.to_string()),
     };
-    let probe = match &client {
-        Ok(client) => observe::probe(client.clone(), &provider)
-            .await
-            .map_err(|e| e.to_string()),
+    let probe = match &link {
+        Ok(link) => match link.probe(&provider).await {
+            Ok(view) => Ok(view),
+            // The hub itself failed (pull mode reads the agent's report there).
+            Err(Error::Hub(e)) => return Err(Error::Hub(e)),
+            Err(e) => Err(e.to_string()),
+        },
         Err(e) => Err(e.clone()),
     };
     let now = crate::time::now();
     let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
-    match (&probe, &client) {
-        (Ok(view), Ok(client)) => {
+    match (&probe, &link) {
+        (Ok(view), Ok(link)) => {
             ctx.fleet.update(&name, view.clone()).await;
             if let Some(desired) = ctx.verifier.step(&name, view, now_ms)
-                && let Err(e) = crate::verification::write_challenges(client, &desired).await
+                && let Err(e) = link.write_challenges(&desired).await
             {
                 tracing::warn!(error = %e, "cannot write challenge requests to the member");
             }

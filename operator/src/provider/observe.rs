@@ -16,13 +16,17 @@ use crate::job::names;
 /// Lists the member's GPU nodes (matching the provider's node selector) and the
 /// non-terminal pods that request its GPU resource.
 pub async fn probe(client: Client, provider: &GpuProvider) -> Result<MemberView, kube::Error> {
-    let resource = provider.spec.resource_name.as_str();
-    let selector: Vec<String> = provider
-        .spec
-        .node_selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    probe_with(client, &provider.spec.resource_name, &provider.spec.node_selector).await
+}
+
+/// [`probe`] from the two facts of the provider's spec it needs (a pull-mode agent
+/// cannot read its GpuProvider; the hub tells it these).
+pub async fn probe_with(
+    client: Client,
+    resource: &str,
+    node_selector: &BTreeMap<String, String>,
+) -> Result<MemberView, kube::Error> {
+    let selector: Vec<String> = node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut lp = ListParams::default();
     if !selector.is_empty() {
         lp = lp.labels(&selector.join(","));

@@ -29,7 +29,7 @@ use kube::{Api, Client};
 use crate::fleet::MemberView;
 
 /// Name of the member ConfigMap that carries the hub's challenge requests.
-pub const CHALLENGE_CONFIGMAP: &str = "gpufed-challenge";
+pub const CHALLENGE_CONFIGMAP: &str = gpufed_api::pull::CHALLENGE_CONFIGMAP;
 
 /// Verification settings (from flags).
 #[derive(Debug, Clone)]
@@ -343,20 +343,33 @@ pub async fn write_challenges(
     client: &Client,
     writes: &BTreeMap<String, ChallengeRequest>,
 ) -> Result<(), kube::Error> {
-    let data: BTreeMap<&String, String> = writes
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    write_challenge_data(&api, &challenge_data(writes), crate::FIELD_MANAGER).await
+}
+
+/// The challenge ConfigMap's data for `writes` (node → request JSON).
+pub fn challenge_data(writes: &BTreeMap<String, ChallengeRequest>) -> BTreeMap<String, String> {
+    writes
         .iter()
-        .map(|(node, req)| (node, serde_json::to_string(req).unwrap_or_default()))
-        .collect();
+        .map(|(node, req)| (node.clone(), serde_json::to_string(req).unwrap_or_default()))
+        .collect()
+}
+
+/// Sets the challenge ConfigMap in `api`'s namespace to exactly `data`, as `manager`.
+pub async fn write_challenge_data(
+    api: &Api<ConfigMap>,
+    data: &BTreeMap<String, String>,
+    manager: &str,
+) -> Result<(), kube::Error> {
     let body = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": CHALLENGE_CONFIGMAP, "labels": {"app.kubernetes.io/managed-by": "gpufed-operator"}},
+        "metadata": {"name": CHALLENGE_CONFIGMAP, "labels": {"app.kubernetes.io/managed-by": manager}},
         "data": data,
     });
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     api.patch(
         CHALLENGE_CONFIGMAP,
-        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &PatchParams::apply(manager).force(),
         &Patch::Apply(&body),
     )
     .await

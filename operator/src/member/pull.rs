@@ -1,0 +1,436 @@
+//! Pull mode, hub side. A pull-mode provider's agent lives in the hub namespace
+//! [`agent_namespace`]: the hub prepares it (ServiceAccount, bindings to the chart's
+//! `gpufed-agent` ClusterRoles, the agent's config), writes [`Assignment`]s and the
+//! challenge ConfigMap there, and reads the agent's report and the Assignments' status.
+//! The agent's heartbeat is the API server's own time of the agent's last report write
+//! (`managedFields`), so the agent's clock does not matter.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use gpufed_api::GpuProvider;
+use gpufed_api::assignment::{AssignedPod, Assignment, AssignmentStatus};
+use gpufed_api::pull::{
+    self, AGENT_CLUSTER_ROLE, AGENT_CONFIGMAP, AGENT_FIELD_MANAGER, AGENT_SERVICE_ACCOUNT,
+    BOOTSTRAP_CLUSTER_ROLE, LABEL_TENANT_NAMESPACE, REPORT_CONFIGMAP, REPORT_KEY, agent_namespace,
+};
+use gpufed_trust::ChallengeRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fleet::MemberView;
+use crate::job::build::MemberObjects;
+use crate::job::names;
+use crate::job::plan::{PodPhase, PodView};
+
+/// What an agent writes into its report ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AgentReport {
+    /// The member as the agent sees it (already filtered by the provider's selector).
+    pub view: MemberView,
+    /// How often the agent reports, in seconds.
+    pub interval_seconds: u64,
+    /// Increases with every report, so each report is a write the API server stamps.
+    pub sequence: u64,
+    /// The agent's version.
+    pub agent_version: String,
+}
+
+/// What the hub tells the agent (ConfigMap [`AGENT_CONFIGMAP`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AgentConfig {
+    /// The provider's GPU extended resource.
+    pub resource_name: String,
+    /// The provider's node selector.
+    pub node_selector: BTreeMap<String, String>,
+    /// How often to report, in seconds.
+    pub interval_seconds: u64,
+}
+
+impl AgentConfig {
+    /// The ConfigMap data: one key per field, as JSON where structured.
+    pub fn to_data(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("resourceName".to_owned(), self.resource_name.clone()),
+            (
+                "nodeSelector".to_owned(),
+                serde_json::to_string(&self.node_selector).unwrap_or_default(),
+            ),
+            ("intervalSeconds".to_owned(), self.interval_seconds.to_string()),
+        ])
+    }
+
+    /// Reads [`Self::to_data`] back; the error names the key.
+    pub fn from_data(data: &BTreeMap<String, String>) -> std::result::Result<Self, String> {
+        let get = |k: &str| {
+            data.get(k)
+                .ok_or_else(|| format!("{AGENT_CONFIGMAP}: missing key {k}"))
+        };
+        Ok(Self {
+            resource_name: get("resourceName")?.clone(),
+            node_selector: serde_json::from_str(get("nodeSelector")?)
+                .map_err(|e| format!("{AGENT_CONFIGMAP}: nodeSelector: {e}"))?,
+            interval_seconds: get("intervalSeconds")?
+                .parse()
+                .map_err(|e| format!("{AGENT_CONFIGMAP}: intervalSeconds: {e}"))?,
+        })
+    }
+}
+
+/// A report older than this (seconds) means the agent is silent.
+pub fn stale_after(interval_seconds: u64) -> i64 {
+    i64::try_from(interval_seconds.saturating_mul(3))
+        .unwrap_or(i64::MAX)
+        .max(10)
+}
+
+/// When the API server last stamped a write of the agent's manager on `cm`.
+pub fn report_time(cm: &ConfigMap) -> Option<i64> {
+    cm.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(AGENT_FIELD_MANAGER))
+        .filter_map(|m| m.time.as_ref())
+        .map(|t| t.0.as_second())
+        .max()
+}
+
+/// Since when this process has reached the hub without an error: a report is judged
+/// stale only against the later of its own time and this, so an outage of the hub
+/// itself is never taken for a silent agent.
+#[derive(Clone)]
+pub struct HubHealth(Arc<Mutex<(bool, i64)>>);
+
+impl HubHealth {
+    /// Healthy since `now` (process start: no report is stale yet).
+    pub fn new(now: i64) -> Self {
+        Self(Arc::new(Mutex::new((false, now))))
+    }
+
+    fn record(&self, ok: bool, now: i64) -> i64 {
+        let Ok(mut g) = self.0.lock() else {
+            return now;
+        };
+        match (g.0, ok) {
+            (true, true) => *g = (false, now),
+            (false, false) => g.0 = true,
+            _ => {}
+        }
+        g.1
+    }
+}
+
+/// The hub side of one pull-mode provider.
+#[derive(Clone)]
+pub struct PullLink {
+    hub: Client,
+    provider: String,
+    namespace: String,
+    health: HubHealth,
+}
+
+impl PullLink {
+    /// The link for `provider`, whose agent namespace must already be prepared ([`ensure`]).
+    pub fn new(hub: Client, provider: &str, health: HubHealth) -> Self {
+        Self {
+            hub,
+            provider: provider.to_owned(),
+            namespace: agent_namespace(provider),
+            health,
+        }
+    }
+
+    fn member_err(&self, e: impl std::fmt::Display) -> Error {
+        Error::member(&self.provider, e)
+    }
+
+    fn hub_err(&self, what: &str, e: kube::Error) -> Error {
+        self.health.record(false, crate::time::now());
+        Error::hub(what, e)
+    }
+
+    fn assignments(&self) -> Api<Assignment> {
+        Api::namespaced(self.hub.clone(), &self.namespace)
+    }
+
+    /// The agent's last report, if it is fresh.
+    pub async fn probe(&self) -> Result<MemberView> {
+        let api: Api<ConfigMap> = Api::namespaced(self.hub.clone(), &self.namespace);
+        let cm = api
+            .get_opt(REPORT_CONFIGMAP)
+            .await
+            .map_err(|e| self.hub_err("agent report", e))?;
+        let now = crate::time::now();
+        let healthy_since = self.health.record(true, now);
+        let text = cm
+            .as_ref()
+            .and_then(|c| c.data.as_ref()?.get(REPORT_KEY).cloned())
+            .ok_or_else(|| self.member_err("the agent has not reported yet (has it registered?)"))?;
+        let report: AgentReport =
+            serde_json::from_str(&text).map_err(|e| self.member_err(format!("agent report: {e}")))?;
+        let at = cm.as_ref().and_then(report_time).unwrap_or(0);
+        let age = now - at.max(healthy_since);
+        if age > stale_after(report.interval_seconds) {
+            return Err(self.member_err(format!(
+                "agent silent: last report at {} ({}s ago)",
+                crate::time::format(at),
+                now - at
+            )));
+        }
+        Ok(report.view)
+    }
+
+    /// Writes the challenge requests for the agent to pass on to its device plugins.
+    pub async fn write_challenges(&self, writes: &BTreeMap<String, ChallengeRequest>) -> Result<()> {
+        let api: Api<ConfigMap> = Api::namespaced(self.hub.clone(), &self.namespace);
+        let data = crate::verification::challenge_data(writes);
+        crate::verification::write_challenge_data(&api, &data, crate::FIELD_MANAGER)
+            .await
+            .map_err(|e| self.hub_err("challenge ConfigMap", e))
+    }
+
+    /// Writes (or rewrites, unchanged) the attempt's Assignment.
+    pub async fn dispatch(&self, objects: &MemberObjects) -> Result<()> {
+        let body = assignment(objects)?;
+        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        self.assignments()
+            .patch(
+                &name,
+                &PatchParams::apply(crate::FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|e| self.hub_err("Assignment", e))?;
+        Ok(())
+    }
+
+    /// The attempt's pods as the agent last reported them. No Assignment: no pods (the
+    /// job controller dispatches again). One the agent has not acted on yet: an error,
+    /// so the job waits as it would for a silent member.
+    pub async fn attempt_pods(&self, namespace: &str, attempt: u32) -> Result<(Vec<PodView>, Vec<String>)> {
+        let name = pull::assignment_name(namespace, attempt);
+        let found = self
+            .assignments()
+            .get_opt(&name)
+            .await
+            .map_err(|e| self.hub_err("Assignment", e))?;
+        let Some(a) = found else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let status = a.status.clone().unwrap_or_default();
+        if status.observed_generation.is_none() || status.observed_generation != a.metadata.generation {
+            return Err(self.member_err(format!("the agent has not acted on Assignment {name} yet")));
+        }
+        Ok(pod_views(&status))
+    }
+
+    /// Withdraws the attempt's Assignment; the agent removes its pods.
+    pub async fn remove_attempt(&self, namespace: &str, attempt: u32) -> Result<()> {
+        let name = pull::assignment_name(namespace, attempt);
+        match self.assignments().delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.hub_err("Assignment", e)),
+        }
+    }
+
+    /// Withdraws every Assignment of the tenant namespace; the agent removes it.
+    pub async fn remove_namespace(&self, namespace: &str) -> Result<()> {
+        let lp = ListParams::default().labels(&format!("{LABEL_TENANT_NAMESPACE}={namespace}"));
+        self.assignments()
+            .delete_collection(&DeleteParams::default(), &lp)
+            .await
+            .map_err(|e| self.hub_err("Assignment", e))?;
+        Ok(())
+    }
+}
+
+/// The Assignment (apply body) that carries `objects`.
+pub fn assignment(objects: &MemberObjects) -> Result<serde_json::Value> {
+    use crate::job::dispatch::manifest;
+    let tenant = objects.namespace.name_any();
+    let first = objects
+        .pods
+        .first()
+        .map(|p| p.labels().clone())
+        .unwrap_or_default();
+    let attempt: u32 = first
+        .get(names::LABEL_ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| Error::InvalidSpec("an attempt without pods cannot be assigned".into()))?;
+    let uid = first.get(names::LABEL_JOB_UID).cloned().unwrap_or_default();
+    let pods: Vec<serde_json::Value> = objects
+        .pods
+        .iter()
+        .map(manifest)
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1",
+        "kind": "Assignment",
+        "metadata": {
+            "name": pull::assignment_name(&tenant, attempt),
+            "labels": {LABEL_TENANT_NAMESPACE: tenant, names::LABEL_JOB_UID: uid},
+        },
+        "spec": {
+            "jobUid": uid,
+            "attempt": attempt,
+            "tenantNamespace": tenant,
+            "namespace": manifest(&objects.namespace)?,
+            "objects": [manifest(&objects.network_policy)?, manifest(&objects.quota)?, manifest(&objects.service)?],
+            "pods": pods,
+        }
+    }))
+}
+
+/// The job controller's view of an agent's reported pods, and the not-Ready nodes.
+pub fn pod_views(status: &AssignmentStatus) -> (Vec<PodView>, Vec<String>) {
+    let views = status
+        .pods
+        .iter()
+        .map(|p| PodView {
+            rank: p.rank,
+            phase: match p.phase.as_str() {
+                "Running" => PodPhase::Running,
+                "Succeeded" => PodPhase::Succeeded,
+                "Failed" => PodPhase::Failed,
+                _ => PodPhase::Pending,
+            },
+            finished: p.finished_at,
+            node_lost: p.node_name.is_some() && !p.node_ready,
+        })
+        .collect();
+    let mut lost: Vec<String> = status
+        .pods
+        .iter()
+        .filter(|p| !p.node_ready)
+        .filter_map(|p| p.node_name.clone())
+        .collect();
+    lost.sort();
+    lost.dedup();
+    (views, lost)
+}
+
+/// An agent's report of one of its pods (the inverse of [`pod_views`]).
+pub fn assigned_pod(pod: &Pod, ready_nodes: &std::collections::BTreeSet<String>) -> Option<AssignedPod> {
+    let view = crate::job::observe::pod_view(pod, ready_nodes)?;
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    Some(AssignedPod {
+        name: pod.name_any(),
+        rank: view.rank,
+        phase: format!("{:?}", view.phase),
+        node_ready: node_name.as_ref().is_some_and(|n| ready_nodes.contains(n)),
+        node_name,
+        finished_at: view.finished,
+    })
+}
+
+/// Prepares a pull-mode provider's hub namespace: the namespace (owned by the
+/// GpuProvider, so deleting the provider deletes it), the agent's ServiceAccount, its
+/// binding and the registration group's binding, the agent config, and an empty report
+/// (the agent may update only that one ConfigMap, so it must exist).
+pub async fn ensure(hub: &Client, provider: &GpuProvider, interval_seconds: u64) -> Result<()> {
+    let name = provider.name_any();
+    let ns = agent_namespace(&name);
+    let pp = PatchParams::apply(crate::FIELD_MANAGER).force();
+    let apply = |api: Api<kube::api::DynamicObject>, name: String, body: serde_json::Value| {
+        let pp = pp.clone();
+        async move { api.patch(&name, &pp, &Patch::Apply(&body)).await.map(|_| ()) }
+    };
+    let owner = serde_json::json!([{
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider", "name": name,
+        "uid": provider.uid().unwrap_or_default(),
+    }]);
+    let labels = serde_json::json!({"app.kubernetes.io/managed-by": crate::FIELD_MANAGER, "app.kubernetes.io/component": "gpufed-agent"});
+    let dyn_api = |group: &str, version: &str, kind: &str, plural: &str, namespaced: bool| {
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+        if namespaced {
+            Api::<kube::api::DynamicObject>::namespaced_with(hub.clone(), &ns, &ar)
+        } else {
+            Api::<kube::api::DynamicObject>::all_with(hub.clone(), &ar)
+        }
+    };
+    let err = |e: kube::Error| Error::hub("agent namespace", e);
+    apply(
+        dyn_api("", "v1", "Namespace", "namespaces", false),
+        ns.clone(),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": labels, "ownerReferences": owner,
+                         "annotations": {pull::ANNOTATION_PROVIDER: name}}}),
+    )
+    .await
+    .map_err(err)?;
+    apply(
+        dyn_api("", "v1", "ServiceAccount", "serviceaccounts", true),
+        AGENT_SERVICE_ACCOUNT.to_owned(),
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": AGENT_SERVICE_ACCOUNT, "namespace": ns, "labels": labels}}),
+    )
+    .await
+    .map_err(err)?;
+    let bindings = [
+        (
+            AGENT_CLUSTER_ROLE,
+            serde_json::json!({"kind": "ServiceAccount", "name": AGENT_SERVICE_ACCOUNT, "namespace": ns}),
+        ),
+        (
+            BOOTSTRAP_CLUSTER_ROLE,
+            serde_json::json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": pull::bootstrap_group(&name)}),
+        ),
+    ];
+    for (role, subject) in bindings {
+        apply(
+            dyn_api(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+                "rolebindings",
+                true,
+            ),
+            role.to_owned(),
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": role, "namespace": ns, "labels": labels},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [subject]}),
+        )
+        .await
+        .map_err(err)?;
+    }
+    let config = AgentConfig {
+        resource_name: provider.spec.resource_name.clone(),
+        node_selector: provider.spec.node_selector.clone(),
+        interval_seconds,
+    };
+    apply(
+        dyn_api("", "v1", "ConfigMap", "configmaps", true),
+        AGENT_CONFIGMAP.to_owned(),
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": AGENT_CONFIGMAP, "namespace": ns, "labels": labels},
+            "data": config.to_data()}),
+    )
+    .await
+    .map_err(err)?;
+    let cms: Api<ConfigMap> = Api::namespaced(hub.clone(), &ns);
+    let empty = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(REPORT_CONFIGMAP.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match cms.create(&PostParams::default(), &empty).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,139 @@
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+
+use super::*;
+
+#[test]
+fn agent_config_round_trips_and_names_bad_keys() {
+    let cfg = AgentConfig {
+        resource_name: "gpufed.io/gpu".into(),
+        node_selector: BTreeMap::from([("pool".into(), "a".into())]),
+        interval_seconds: 7,
+    };
+    assert_eq!(AgentConfig::from_data(&cfg.to_data()), Ok(cfg.clone()));
+    let mut data = cfg.to_data();
+    data.insert("intervalSeconds".into(), "soon".into());
+    assert!(
+        AgentConfig::from_data(&data)
+            .unwrap_err()
+            .contains("intervalSeconds")
+    );
+    data.remove("nodeSelector");
+    assert!(
+        AgentConfig::from_data(&data)
+            .unwrap_err()
+            .contains("nodeSelector")
+    );
+}
+
+#[test]
+fn staleness_is_three_intervals_and_never_under_ten_seconds() {
+    assert_eq!(stale_after(1), 10);
+    assert_eq!(stale_after(10), 30);
+    assert_eq!(stale_after(u64::MAX), i64::MAX);
+}
+
+fn stamped(manager: &str, secs: i64) -> ManagedFieldsEntry {
+    ManagedFieldsEntry {
+        manager: Some(manager.into()),
+        time: Some(Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_report_time_is_the_api_servers_stamp_of_the_agents_write() {
+    let mut cm = ConfigMap::default();
+    assert_eq!(report_time(&cm), None);
+    cm.metadata.managed_fields = Some(vec![
+        stamped(crate::FIELD_MANAGER, 2_000),
+        stamped(AGENT_FIELD_MANAGER, 1_000),
+    ]);
+    assert_eq!(
+        report_time(&cm),
+        Some(1_000),
+        "the operator's own writes are no heartbeat"
+    );
+}
+
+#[test]
+fn hub_health_restarts_the_clock_only_after_an_outage() {
+    let h = HubHealth::new(100);
+    assert_eq!(h.record(true, 150), 100);
+    h.record(false, 160);
+    h.record(false, 170);
+    assert_eq!(
+        h.record(true, 200),
+        200,
+        "back after an outage: reports are judged from now"
+    );
+    assert_eq!(h.record(true, 260), 200);
+}
+
+fn pod(name: &str, rank: u32, phase: &str, node: Option<&str>) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {names::LABEL_RANK: rank.to_string()}},
+        "spec": {"containers": [], "nodeName": node},
+        "status": {"phase": phase},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn reported_pods_read_back_as_the_push_mode_view() {
+    let ready = BTreeSet::from(["n1".to_owned()]);
+    let pods = [
+        pod("w0", 0, "Running", Some("n1")),
+        pod("w1", 1, "Running", Some("n2")),
+        pod("w2", 2, "Pending", None),
+    ];
+    let reported: Vec<AssignedPod> = pods.iter().filter_map(|p| assigned_pod(p, &ready)).collect();
+    assert_eq!(reported.len(), 3);
+    let status = AssignmentStatus {
+        pods: reported,
+        ..Default::default()
+    };
+    let (views, lost) = pod_views(&status);
+    let direct: Vec<PodView> = pods
+        .iter()
+        .filter_map(|p| crate::job::observe::pod_view(p, &ready))
+        .collect();
+    assert_eq!(views, direct);
+    assert_eq!(lost, vec!["n2".to_owned()]);
+}
+
+#[test]
+fn an_assignment_carries_the_push_mode_objects() {
+    let job: gpufed_api::ComputeJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": "train", "namespace": "team", "uid": "u-1"},
+        "spec": {"workers": 2, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
+                 "template": {"spec": {"containers": [{"name": "main", "image": "r/x:1"}]}}}
+    }))
+    .unwrap();
+    let placement: gpufed_api::job_status::Placement = serde_json::from_value(serde_json::json!({
+        "provider": "p", "attempt": 3, "gpus": 2, "pricePerGpuHour": "0.50", "placedTime": "2026-12-01T00:00:00Z",
+        "workers": [{"rank": 0, "node": "n1"}, {"rank": 1, "node": "n2"}]
+    }))
+    .unwrap();
+    let objects = crate::job::build::build(&job, &placement, "gpufed.io/gpu").unwrap();
+    let body = assignment(&objects).unwrap();
+    let tenant = names::tenant_namespace("team", "train");
+    assert_eq!(body["metadata"]["name"], pull::assignment_name(&tenant, 3));
+    assert_eq!(body["spec"]["attempt"], 3);
+    assert_eq!(body["spec"]["jobUid"], "u-1");
+    assert_eq!(body["spec"]["namespace"]["kind"], "Namespace");
+    let kinds: Vec<&str> = body["spec"]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["NetworkPolicy", "ResourceQuota", "Service"]);
+    let pods: Vec<Pod> = serde_json::from_value(body["spec"]["pods"].clone()).unwrap();
+    assert_eq!(pods, objects.pods);
+    // It is a valid Assignment as the CRD types read it.
+    let parsed: Assignment = serde_json::from_value(body).unwrap();
+    assert_eq!(parsed.spec.tenant_namespace, tenant);
+}
