@@ -1,0 +1,116 @@
+//! Pure: what the agent accepts from the hub. The hub is trusted to choose the work, not
+//! to reach beyond it: an Assignment may only create its own tenant namespace, the three
+//! namespaced objects push mode creates there, and worker pods that carry the
+//! assignment's job and attempt and pass the `restricted` pod-security profile.
+
+use gpufed_api::Assignment;
+use gpufed_operator::job::build::MemberObjects;
+use gpufed_operator::job::names;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+fn typed<K: DeserializeOwned>(v: &Value, api_version: &str, kind: &str, what: &str) -> Result<K, String> {
+    if v["kind"] != kind || v["apiVersion"] != api_version {
+        return Err(format!(
+            "{what}: expected {api_version} {kind}, got {} {}",
+            v["apiVersion"], v["kind"]
+        ));
+    }
+    serde_json::from_value(v.clone()).map_err(|e| format!("{what}: {e}"))
+}
+
+fn in_namespace(v: &Value, tenant: &str, what: &str) -> Result<(), String> {
+    match v["metadata"]["namespace"].as_str() {
+        Some(ns) if ns == tenant => Ok(()),
+        None => Ok(()),
+        Some(other) => Err(format!(
+            "{what}: namespace {other} is not the tenant namespace {tenant}"
+        )),
+    }
+}
+
+/// The member objects of an Assignment, or why it is refused (naming the field).
+pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
+    let spec = &a.spec;
+    let tenant = spec.tenant_namespace.as_str();
+    let mut namespace: Namespace = typed(&spec.namespace, "v1", "Namespace", "spec.namespace")?;
+    if namespace.metadata.name.as_deref() != Some(tenant) {
+        return Err(format!(
+            "spec.namespace.metadata.name must be spec.tenantNamespace ({tenant})"
+        ));
+    }
+    let managed = namespace
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("gpufed"));
+    if !managed {
+        return Err("spec.namespace: must be labeled app.kubernetes.io/managed-by=gpufed".into());
+    }
+    namespace.metadata.namespace = None;
+    let (mut policy, mut quota, mut service) = (None, None, None);
+    for (i, o) in spec.objects.iter().enumerate() {
+        let what = format!("spec.objects[{i}]");
+        in_namespace(o, tenant, &what)?;
+        match o["kind"].as_str() {
+            Some("NetworkPolicy") => {
+                policy = Some(typed::<NetworkPolicy>(
+                    o,
+                    "networking.k8s.io/v1",
+                    "NetworkPolicy",
+                    &what,
+                )?)
+            }
+            Some("ResourceQuota") => quota = Some(typed::<ResourceQuota>(o, "v1", "ResourceQuota", &what)?),
+            Some("Service") => service = Some(typed::<Service>(o, "v1", "Service", &what)?),
+            other => {
+                return Err(format!(
+                    "{what}: kind {other:?} is not accepted (NetworkPolicy, ResourceQuota, Service)"
+                ));
+            }
+        }
+    }
+    let (Some(mut network_policy), Some(mut quota), Some(mut service)) = (policy, quota, service) else {
+        return Err("spec.objects: needs a NetworkPolicy, a ResourceQuota and a Service".into());
+    };
+    network_policy.metadata.namespace = Some(tenant.to_owned());
+    quota.metadata.namespace = Some(tenant.to_owned());
+    service.metadata.namespace = Some(tenant.to_owned());
+    let mut pods = Vec::with_capacity(spec.pods.len());
+    for (i, p) in spec.pods.iter().enumerate() {
+        let what = format!("spec.pods[{i}]");
+        in_namespace(p, tenant, &what)?;
+        let mut pod: Pod = typed(p, "v1", "Pod", &what)?;
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if labels.get(names::LABEL_JOB_UID) != Some(&spec.job_uid)
+            || labels.get(names::LABEL_ATTEMPT) != Some(&spec.attempt.to_string())
+        {
+            return Err(format!(
+                "{what}: labels must name job {} attempt {}",
+                spec.job_uid, spec.attempt
+            ));
+        }
+        let worker: gpufed_api::job::WorkerPodSpec =
+            serde_json::from_value(p["spec"].clone()).map_err(|e| format!("{what}.spec: {e}"))?;
+        if let Some(e) = gpufed_api::pod_security::check(&worker).first() {
+            return Err(format!(
+                "{what}: violates the restricted pod-security profile: {e}"
+            ));
+        }
+        pod.metadata.namespace = Some(tenant.to_owned());
+        pods.push(pod);
+    }
+    Ok(MemberObjects {
+        namespace,
+        network_policy,
+        quota,
+        service,
+        pods,
+    })
+}
+
+#[cfg(test)]
+#[path = "accept_tests.rs"]
+mod tests;

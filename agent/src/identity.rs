@@ -1,0 +1,187 @@
+//! The agent's identity on the hub.
+//!
+//! Registration: the provider's bootstrap token (a Kubernetes bootstrap token whose only
+//! permission is to request a token for the agent's ServiceAccount in its own hub
+//! namespace) buys the first ServiceAccount token. From then on the agent renews that
+//! token with itself, well before it expires, and keeps it in a Secret of its own
+//! cluster, so a restarted agent resumes without the bootstrap token. Swapping the token
+//! changes only the hub client; nothing in the member cluster is touched.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use gpufed_api::pull::AGENT_SERVICE_ACCOUNT;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// A hub token and its lifetime (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The bearer token.
+    pub token: String,
+    /// When it was issued.
+    pub issued_at: i64,
+    /// When the hub stops accepting it.
+    pub expires_at: i64,
+}
+
+/// What to do about the identity now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Use it.
+    Keep,
+    /// Use it, and renew it with itself.
+    Renew,
+    /// Unusable (missing or about to expire): register with the bootstrap token.
+    Register,
+}
+
+/// Pure: renew after `renew_after`; register again when less than `margin` is left.
+pub fn due(identity: Option<&Identity>, now: i64, renew_after: Duration, margin: Duration) -> Due {
+    let Some(id) = identity else {
+        return Due::Register;
+    };
+    let margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
+    let renew = i64::try_from(renew_after.as_secs()).unwrap_or(i64::MAX);
+    if id.expires_at.saturating_sub(margin) <= now {
+        Due::Register
+    } else if id.issued_at.saturating_add(renew) <= now {
+        Due::Renew
+    } else {
+        Due::Keep
+    }
+}
+
+/// How to reach the hub.
+#[derive(Clone)]
+pub struct HubEndpoint {
+    /// `https://host:port`.
+    pub server: String,
+    /// The hub's CA bundle (PEM).
+    pub ca_pem: Vec<u8>,
+    /// The agent's hub namespace.
+    pub namespace: String,
+    /// Bound on each request.
+    pub timeout: Duration,
+}
+
+impl HubEndpoint {
+    /// A hub client that authenticates with `bearer`.
+    pub async fn client(&self, bearer: &str) -> anyhow::Result<Client> {
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let kc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "hub", "cluster": {"server": self.server, "certificate-authority-data": ca}}],
+            "users": [{"name": "gpufed-agent", "user": {"token": bearer}}],
+            "contexts": [{"name": "hub", "context": {"cluster": "hub", "user": "gpufed-agent", "namespace": self.namespace}}],
+            "current-context": "hub",
+        });
+        let kc = Kubeconfig::from_yaml(&kc.to_string())?;
+        let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        config.connect_timeout = Some(self.timeout);
+        config.read_timeout = Some(self.timeout);
+        config.write_timeout = Some(self.timeout);
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Asks the hub, as whoever `client` is, for a token of the agent's ServiceAccount.
+    pub async fn request_token(&self, client: &Client, ttl: Duration, now: i64) -> anyhow::Result<Identity> {
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &self.namespace);
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": [], "expirationSeconds": ttl.as_secs()},
+        });
+        let tr: TokenRequest = api
+            .create_subresource("token", AGENT_SERVICE_ACCOUNT, &PostParams::default(), &body)
+            .await?;
+        let status = tr
+            .status
+            .ok_or_else(|| anyhow::anyhow!("TokenRequest answered without a token"))?;
+        Ok(Identity {
+            token: status.token,
+            issued_at: now,
+            expires_at: status.expiration_timestamp.0.as_second(),
+        })
+    }
+}
+
+/// Where the identity is kept: a Secret in the agent's namespace of its own cluster.
+pub struct IdentityStore {
+    api: Api<Secret>,
+    name: String,
+}
+
+impl IdentityStore {
+    /// The Secret `name` in the member client's default namespace.
+    pub fn new(member: &Client, name: &str) -> Self {
+        Self {
+            api: Api::default_namespaced(member.clone()),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The stored identity, if any (an unreadable one counts as none).
+    pub async fn load(&self) -> Result<Option<Identity>, kube::Error> {
+        let Some(secret) = self.api.get_opt(&self.name).await? else {
+            return Ok(None);
+        };
+        let data = secret.data.unwrap_or_default();
+        let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
+        let num = |k: &str| text(k).and_then(|t| t.parse::<i64>().ok());
+        Ok(match (text("token"), num("issuedAt"), num("expiresAt")) {
+            (Some(token), Some(issued_at), Some(expires_at)) => Some(Identity {
+                token,
+                issued_at,
+                expires_at,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Stores `id` (server-side apply, the agent's field manager).
+    pub async fn save(&self, id: &Identity) -> Result<(), kube::Error> {
+        let bytes = |s: String| ByteString(s.into_bytes());
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": self.name, "labels": {"app.kubernetes.io/managed-by": gpufed_api::pull::AGENT_FIELD_MANAGER}},
+            "type": "Opaque",
+            "data": {
+                "token": bytes(id.token.clone()),
+                "issuedAt": bytes(id.issued_at.to_string()),
+                "expiresAt": bytes(id.expires_at.to_string()),
+            },
+        });
+        self.api
+            .patch(
+                &self.name,
+                &PatchParams::apply(gpufed_api::pull::AGENT_FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_on_schedule_and_registers_only_when_unusable() {
+        let id = Identity {
+            token: "t".into(),
+            issued_at: 1_000,
+            expires_at: 4_600,
+        };
+        let (renew, margin) = (Duration::from_secs(2_880), Duration::from_secs(60));
+        assert_eq!(due(None, 1_000, renew, margin), Due::Register);
+        assert_eq!(due(Some(&id), 1_500, renew, margin), Due::Keep);
+        assert_eq!(due(Some(&id), 3_880, renew, margin), Due::Renew);
+        assert_eq!(due(Some(&id), 4_540, renew, margin), Due::Register);
+        assert_eq!(due(Some(&id), 9_999, renew, margin), Due::Register);
+    }
+}

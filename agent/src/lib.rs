@@ -1,0 +1,187 @@
+//! gpufed pull-mode agent. Runs inside a provider's cluster that the hub cannot reach
+//! (NAT, no inbound access, no admin credentials handed out) and connects out:
+//! - registers with a bootstrap token and renews its narrowly scoped hub identity
+//!   ([`identity`]);
+//! - every interval ([`sync`]): reports inventory, signed node reports and heartbeat,
+//!   passes challenges on to the device plugins, applies the Assignments the hub gave
+//!   its provider (after checking them, [`accept`]), reports their pods, and removes what
+//!   the hub withdrew;
+//! - never touches running pods because the hub is unreachable: it just waits.
+#![forbid(unsafe_code)]
+
+pub mod accept;
+pub mod identity;
+pub mod sync;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gpufed_operator::cli::parse_duration;
+use kube::Client;
+use tokio::sync::watch;
+
+use identity::{Due, HubEndpoint, Identity, IdentityStore};
+
+/// Flags of `gpufed-agent` (each also readable from the environment).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "gpufed-agent", version, about = "gpufed pull-mode agent")]
+pub struct Args {
+    /// The GpuProvider this cluster is.
+    #[arg(long, env = "GPUFED_PROVIDER")]
+    pub provider: String,
+    /// The hub's API server, e.g. `https://hub.example.com:6443`.
+    #[arg(long, env = "GPUFED_HUB_SERVER")]
+    pub hub_server: String,
+    /// The hub's CA bundle (PEM).
+    #[arg(long, env = "GPUFED_HUB_CA_FILE")]
+    pub hub_ca_file: PathBuf,
+    /// File with the registration token `<id>.<secret>` (`kubectl gpufed provider token`).
+    /// Needed only until the agent holds an identity.
+    #[arg(long, env = "GPUFED_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Secret (in the agent's namespace of this cluster) that keeps the hub identity.
+    #[arg(long, env = "GPUFED_IDENTITY_SECRET", default_value = "gpufed-agent-identity")]
+    pub identity_secret: String,
+    /// Lifetime of each hub token the agent requests (at least 10m).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// Renew the hub token this long after it was issued (default: 80% of its lifetime).
+    #[arg(long, value_parser = parse_duration)]
+    pub renew_after: Option<Duration>,
+    /// Report interval until the hub's agent config says otherwise.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Bound on each request to the hub.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub hub_timeout: Duration,
+    /// Log as JSON lines.
+    #[arg(long, env = "GPUFED_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Runs the agent with the in-cluster (or KUBECONFIG) member client until SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let member = Client::try_default()
+        .await
+        .context("connecting to this cluster's API server")?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    run_with(member, args, rx).await
+}
+
+struct Session {
+    endpoint: HubEndpoint,
+    store: IdentityStore,
+    identity: Option<Identity>,
+    hub: Option<Client>,
+    args: Args,
+}
+
+impl Session {
+    fn bootstrap_token(&self) -> anyhow::Result<String> {
+        let path = self.args.bootstrap_token_file.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("no hub identity and no --bootstrap-token-file to register with")
+        })?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--bootstrap-token-file {}", path.display()))?;
+        let token = gpufed_api::pull::BootstrapToken::parse(&text)
+            .map_err(|e| anyhow::anyhow!("--bootstrap-token-file: {e}"))?;
+        Ok(token.bearer())
+    }
+
+    /// A hub client with a valid identity: loaded, registered or renewed as due.
+    async fn hub(&mut self) -> anyhow::Result<Client> {
+        if self.identity.is_none() {
+            self.identity = self.store.load().await.context("reading the stored identity")?;
+        }
+        let now = gpufed_operator::time::now();
+        let renew_after = self.args.renew_after.unwrap_or(self.args.token_ttl.mul_f64(0.8));
+        let ttl = self.args.token_ttl.max(Duration::from_secs(600));
+        match identity::due(self.identity.as_ref(), now, renew_after, Duration::from_secs(60)) {
+            Due::Keep => {}
+            Due::Renew => {
+                let current = self.current_client().await?;
+                match self.endpoint.request_token(&current, ttl, now).await {
+                    Ok(id) => self.adopt(id, "renewed").await?,
+                    // The old token is still good: try again next round.
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the hub identity yet"),
+                }
+            }
+            Due::Register => {
+                let bootstrap = self.endpoint.client(&self.bootstrap_token()?).await?;
+                let id = self
+                    .endpoint
+                    .request_token(&bootstrap, ttl, now)
+                    .await
+                    .context("registering with the bootstrap token (expired or revoked?)")?;
+                self.adopt(id, "registered").await?;
+            }
+        }
+        self.current_client().await
+    }
+
+    async fn adopt(&mut self, id: Identity, what: &str) -> anyhow::Result<()> {
+        self.store.save(&id).await.context("storing the hub identity")?;
+        tracing::info!(expires = %gpufed_operator::time::format(id.expires_at), "hub identity {what}");
+        self.identity = Some(id);
+        self.hub = None;
+        Ok(())
+    }
+
+    async fn current_client(&mut self) -> anyhow::Result<Client> {
+        if let Some(c) = &self.hub {
+            return Ok(c.clone());
+        }
+        let token = self
+            .identity
+            .as_ref()
+            .map(|i| i.token.clone())
+            .ok_or_else(|| anyhow::anyhow!("no hub identity"))?;
+        let client = self.endpoint.client(&token).await?;
+        self.hub = Some(client.clone());
+        Ok(client)
+    }
+}
+
+/// Runs the agent against `member` until `shutdown` turns true. Errors of one round are
+/// logged and the next round retries; the agent never stops for the hub's sake.
+pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let ca_pem = std::fs::read(&args.hub_ca_file)
+        .with_context(|| format!("--hub-ca-file {}", args.hub_ca_file.display()))?;
+    let endpoint = HubEndpoint {
+        server: args.hub_server.clone(),
+        ca_pem,
+        namespace: gpufed_api::pull::agent_namespace(&args.provider),
+        timeout: args.hub_timeout,
+    };
+    let mut session = Session {
+        store: IdentityStore::new(&member, &args.identity_secret),
+        endpoint,
+        identity: None,
+        hub: None,
+        args: args.clone(),
+    };
+    let mut state = sync::State::new(args.interval);
+    tracing::info!(provider = %args.provider, hub = %args.hub_server, "gpufed-agent started");
+    loop {
+        match session.hub().await {
+            Ok(hub) => {
+                if let Err(e) = sync::round(&hub, &member, &mut state).await {
+                    tracing::warn!(error = %format!("{e:#}"), "sync round failed; retrying next round");
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "no hub identity yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(state.interval()) => {}
+            _ = shutdown.changed() => {
+                tracing::info!("gpufed-agent stopping; running pods are left alone");
+                return Ok(());
+            }
+        }
+    }
+}

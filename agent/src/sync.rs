@@ -1,0 +1,347 @@
+//! One sync round of the agent, hub ↔ member. Level-triggered: every round re-reads the
+//! hub's wishes and the member's facts, so a restarted agent, or one back from a hub
+//! outage, simply converges.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gpufed_api::Assignment;
+use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
+use gpufed_api::common::ConditionStatus;
+use gpufed_api::conditions;
+use gpufed_api::pull::{
+    AGENT_CONFIGMAP, AGENT_FIELD_MANAGER, CHALLENGE_CONFIGMAP, REPORT_CONFIGMAP, REPORT_KEY,
+};
+use gpufed_operator::job::names;
+use gpufed_operator::member::ops;
+use gpufed_operator::member::pull::{AgentConfig, AgentReport, assigned_pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+/// Condition type on Assignments: whether the agent applied the objects.
+pub const APPLIED: &str = "Applied";
+
+/// What the agent remembers between rounds (all of it can be lost: a restart re-reads).
+pub struct State {
+    interval: Duration,
+    config: Option<AgentConfig>,
+    sequence: u64,
+    /// Assignments applied: name → (uid, generation).
+    applied: BTreeMap<String, (String, i64)>,
+    /// The challenge data last passed on to the member.
+    mirrored: Option<BTreeMap<String, String>>,
+}
+
+impl State {
+    /// A fresh state, reporting every `interval` until the hub says otherwise.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            config: None,
+            sequence: 0,
+            applied: BTreeMap::new(),
+            mirrored: None,
+        }
+    }
+
+    /// The current round interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(AGENT_FIELD_MANAGER).force()
+}
+
+/// One round: config, challenges, report (the heartbeat), assignments, removals.
+pub async fn round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Result<()> {
+    let hub_cms: Api<ConfigMap> = Api::default_namespaced(hub.clone());
+    let cfg_cm = hub_cms
+        .get_opt(AGENT_CONFIGMAP)
+        .await
+        .context("reading the agent config from the hub")?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the hub has not prepared this provider's agent namespace (is the GpuProvider in Pull mode?)"
+            )
+        })?;
+    let cfg = AgentConfig::from_data(&cfg_cm.data.unwrap_or_default()).map_err(anyhow::Error::msg)?;
+    st.interval = Duration::from_secs(cfg.interval_seconds.max(1));
+    st.config = Some(cfg.clone());
+
+    let challenges = hub_cms
+        .get_opt(CHALLENGE_CONFIGMAP)
+        .await
+        .context("reading challenges from the hub")?
+        .and_then(|c| c.data)
+        .unwrap_or_default();
+    if st.mirrored.as_ref() != Some(&challenges) {
+        let member_cms: Api<ConfigMap> = Api::default_namespaced(member.clone());
+        ops::write_challenge_data(&member_cms, &challenges, AGENT_FIELD_MANAGER)
+            .await
+            .context("passing challenges on to the device plugins")?;
+        st.mirrored = Some(challenges);
+    }
+
+    let view = ops::probe_with(member.clone(), &cfg.resource_name, &cfg.node_selector)
+        .await
+        .context("observing this cluster")?;
+    st.sequence += 1;
+    let report = AgentReport {
+        view,
+        interval_seconds: cfg.interval_seconds,
+        sequence: st.sequence,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": REPORT_CONFIGMAP},
+        "data": {REPORT_KEY: serde_json::to_string(&report)?},
+    });
+    hub_cms
+        .patch(REPORT_CONFIGMAP, &apply_params(), &Patch::Apply(&body))
+        .await
+        .context("writing the report to the hub")?;
+
+    let assignments: Api<Assignment> = Api::default_namespaced(hub.clone());
+    let list = assignments
+        .list(&ListParams::default())
+        .await
+        .context("listing assignments")?
+        .items;
+    for a in &list {
+        let status = sync_assignment(member, a, st).await;
+        if a.status.as_ref() != Some(&status) {
+            let body = serde_json::json!({
+                "apiVersion": "gpufed.io/v1alpha1", "kind": "Assignment",
+                "metadata": {"name": a.name_any()},
+                "status": status,
+            });
+            assignments
+                .patch_status(&a.name_any(), &apply_params(), &Patch::Apply(&body))
+                .await
+                .with_context(|| format!("reporting Assignment {}", a.name_any()))?;
+        }
+    }
+    let names: BTreeSet<String> = list.iter().map(ResourceExt::name_any).collect();
+    st.applied.retain(|n, _| names.contains(n));
+    remove_withdrawn(member, &list).await
+}
+
+/// Applies one assignment (when new or when pods are missing) and observes its pods.
+async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> AssignmentStatus {
+    let generation = a.metadata.generation.unwrap_or(0);
+    let now = gpufed_operator::time::format(gpufed_operator::time::now());
+    let mut status = a.status.clone().unwrap_or_default();
+    status.observed_generation = Some(generation);
+    let mut set = |s, reason: &str, msg: String| {
+        conditions::set(
+            &mut status.conditions,
+            conditions::condition(APPLIED, s, reason, msg, Some(generation), &now),
+        );
+    };
+    let objects = match crate::accept::accept(a) {
+        Ok(o) => o,
+        Err(msg) => {
+            tracing::warn!(assignment = %a.name_any(), reason = %msg, "assignment refused");
+            set(ConditionStatus::False, "Refused", msg);
+            status.pods.clear();
+            return status;
+        }
+    };
+    let key = (a.uid().unwrap_or_default(), generation);
+    let tenant = &a.spec.tenant_namespace;
+    let mut pods = observe(member, tenant, &a.spec.job_uid, a.spec.attempt).await;
+    let fresh = st.applied.get(&a.name_any()) != Some(&key);
+    let missing = matches!(&pods, Ok(p) if p.len() < objects.pods.len());
+    if fresh || missing {
+        match ops::dispatch(member, &objects).await {
+            Ok(()) => {
+                st.applied.insert(a.name_any(), key);
+                pods = observe(member, tenant, &a.spec.job_uid, a.spec.attempt).await;
+            }
+            Err(e) => {
+                set(ConditionStatus::False, "ApplyFailed", e.to_string());
+                return status;
+            }
+        }
+    }
+    match pods {
+        Ok(p) => {
+            status.pods = p;
+            set(
+                ConditionStatus::True,
+                "Applied",
+                format!("{} pods in {tenant}", objects.pods.len()),
+            );
+        }
+        Err(e) => set(ConditionStatus::False, "ObserveFailed", e.to_string()),
+    }
+    status
+}
+
+/// The attempt's pods with the readiness of the nodes under them.
+async fn observe(
+    member: &Client,
+    ns: &str,
+    uid: &str,
+    attempt: u32,
+) -> Result<Vec<AssignedPod>, kube::Error> {
+    let selector = format!(
+        "{}={uid},{}={attempt}",
+        names::LABEL_JOB_UID,
+        names::LABEL_ATTEMPT
+    );
+    let pods = Api::<Pod>::namespaced(member.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let bound: BTreeSet<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    let nodes = Api::<Node>::all(member.clone());
+    let mut ready = BTreeSet::new();
+    for name in bound {
+        let is_ready = nodes
+            .get_opt(&name)
+            .await?
+            .and_then(|n| n.status?.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if is_ready {
+            ready.insert(name);
+        }
+    }
+    let mut out: Vec<AssignedPod> = pods
+        .items
+        .iter()
+        .filter_map(|p| assigned_pod(p, &ready))
+        .collect();
+    out.sort_by_key(|p| p.rank);
+    Ok(out)
+}
+
+/// Pure: what the hub no longer assigns — tenant namespaces without any Assignment, and
+/// pods of attempts without one (an older attempt in a namespace still assigned).
+pub fn withdrawn(
+    assigned: &[(String, String, u32)],
+    namespaces: &[String],
+    pods: &[(String, String, String, String)],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let wanted_ns: BTreeSet<&str> = assigned.iter().map(|(ns, _, _)| ns.as_str()).collect();
+    let wanted: BTreeSet<(&str, String)> = assigned
+        .iter()
+        .map(|(_, uid, attempt)| (uid.as_str(), attempt.to_string()))
+        .collect();
+    let gone_ns: Vec<String> = namespaces
+        .iter()
+        .filter(|n| !wanted_ns.contains(n.as_str()))
+        .cloned()
+        .collect();
+    let gone_pods = pods
+        .iter()
+        .filter(|(ns, _, _, _)| wanted_ns.contains(ns.as_str()))
+        .filter(|(_, _, uid, attempt)| !wanted.contains(&(uid.as_str(), attempt.clone())))
+        .map(|(ns, name, _, _)| (ns.clone(), name.clone()))
+        .collect();
+    (gone_ns, gone_pods)
+}
+
+/// Removes what the hub withdrew. Runs only after the hub's list succeeded this round.
+async fn remove_withdrawn(member: &Client, list: &[Assignment]) -> anyhow::Result<()> {
+    let assigned: Vec<(String, String, u32)> = list
+        .iter()
+        .map(|a| {
+            (
+                a.spec.tenant_namespace.clone(),
+                a.spec.job_uid.clone(),
+                a.spec.attempt,
+            )
+        })
+        .collect();
+    let managed = ListParams::default().labels(&format!(
+        "app.kubernetes.io/managed-by=gpufed,{}",
+        names::LABEL_JOB_UID
+    ));
+    let namespaces: Vec<String> = Api::<Namespace>::all(member.clone())
+        .list(&managed)
+        .await?
+        .items
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_none())
+        .map(ResourceExt::name_any)
+        .collect();
+    let pods: Vec<(String, String, String, String)> = Api::<Pod>::all(member.clone())
+        .list(&managed)
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let l = p.labels();
+            (
+                p.namespace().unwrap_or_default(),
+                p.name_any(),
+                l.get(names::LABEL_JOB_UID).cloned().unwrap_or_default(),
+                l.get(names::LABEL_ATTEMPT).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let (gone_ns, gone_pods) = withdrawn(&assigned, &namespaces, &pods);
+    for ns in gone_ns {
+        tracing::info!(namespace = %ns, "assignment withdrawn: removing its tenant namespace");
+        match Api::<Namespace>::all(member.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (ns, name) in gone_pods {
+        tracing::info!(namespace = %ns, pod = %name, "attempt withdrawn: removing its pod");
+        match Api::<Pod>::namespaced(member.clone(), &ns)
+            .delete(&name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> String {
+        v.to_owned()
+    }
+
+    #[test]
+    fn only_what_no_assignment_names_is_removed() {
+        let assigned = vec![(s("gf-a"), s("u1"), 2)];
+        let namespaces = vec![s("gf-a"), s("gf-b")];
+        let pods = vec![
+            (s("gf-a"), s("a-a1-w0"), s("u1"), s("1")),
+            (s("gf-a"), s("a-a2-w0"), s("u1"), s("2")),
+            (s("gf-b"), s("b-a1-w0"), s("u2"), s("1")),
+        ];
+        let (ns, gone) = withdrawn(&assigned, &namespaces, &pods);
+        assert_eq!(ns, vec![s("gf-b")]);
+        assert_eq!(
+            gone,
+            vec![(s("gf-a"), s("a-a1-w0"))],
+            "the old attempt goes, the live one stays"
+        );
+        let (ns, gone) = withdrawn(&[], &namespaces, &pods);
+        assert_eq!(ns.len(), 2);
+        assert!(gone.is_empty(), "pods go with their namespace");
+    }
+}
