@@ -12,7 +12,7 @@ use crate::output::Format;
     name = "kubectl-gpufed",
     bin_name = "kubectl gpufed",
     version,
-    about = "gpufed from kubectl: providers, jobs, submit, why a job waits, bill",
+    about = "gpufed from kubectl: providers, jobs, submit, why a job waits, bill, provider tokens",
     after_help = "Documentation: docs/kubectl.md"
 )]
 pub struct Cli {
@@ -61,6 +61,33 @@ pub enum Command {
     },
     /// A job's usage and settlement: GPU-seconds, cost, settled records, signatures.
     Bill(BillArgs),
+    /// One GPU provider: `provider token` (a pull-mode agent's bootstrap token).
+    Provider {
+        /// What to do with the provider.
+        #[command(subcommand)]
+        command: ProviderCommand,
+    },
+}
+
+/// `provider` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Create a bootstrap token for a pull-mode provider's agent and print the helm
+    /// command that installs it (like `kubeadm token create`), or revoke its tokens.
+    Token(TokenArgs),
+}
+
+/// `provider token`: a bootstrap token for a pull-mode provider's agent.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The GpuProvider's name (its `spec.mode` must be `Pull`).
+    pub provider: String,
+    /// How long the token is valid, e.g. 24h or 2h30m; at most 168h.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub ttl: String,
+    /// Delete every bootstrap token issued for the provider instead.
+    #[arg(long, conflicts_with = "ttl")]
+    pub revoke: bool,
 }
 
 /// `bill`: a job's usage and settlement, optionally verified on chain.
@@ -286,6 +313,26 @@ mod tests {
         assert!(e.to_string().contains("--verify"), "{e}");
         let cli = parse(&["bill", "x"]).unwrap();
         assert!(matches!(cli.command, Command::Bill(b) if !b.verify));
+    }
+
+    #[test]
+    fn provider_token_takes_a_ttl_or_revokes() {
+        let cli = parse(&["provider", "token", "rtx-home", "-o", "json"]).unwrap();
+        let Command::Provider {
+            command: ProviderCommand::Token(t),
+        } = cli.command
+        else {
+            panic!("not provider token")
+        };
+        assert_eq!(
+            (t.provider.as_str(), t.ttl.as_str(), t.revoke),
+            ("rtx-home", "24h", false)
+        );
+        let cli = parse(&["provider", "token", "p", "--revoke"]).unwrap();
+        assert!(matches!(cli.command, Command::Provider { command: ProviderCommand::Token(t) } if t.revoke));
+        let e = parse(&["provider", "token", "p", "--revoke", "--ttl", "1h"]).unwrap_err();
+        assert!(e.to_string().contains("--ttl"), "{e}");
+        assert!(parse(&["provider", "token"]).is_err());
     }
 
     #[test]

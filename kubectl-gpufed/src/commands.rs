@@ -7,17 +7,20 @@ use std::time::{Duration, Instant};
 use gpufed_api::ComputeJob;
 use gpufed_api::formats::parse_duration;
 use gpufed_api::job_status::JobPhase;
+use gpufed_api::pull::BootstrapToken;
 
-use crate::cli::{BillArgs, Cli, Command, Global, SubmitArgs};
+use crate::cli::{BillArgs, Cli, Command, Global, ProviderCommand, SubmitArgs, TokenArgs};
 use crate::error::{Error, Result};
 use crate::output::{Format, document, list, now, thousands};
 use crate::session::Session;
-use crate::{bill, jobs, onchain, providers, submit, verify, why};
+use crate::{bill, jobs, onchain, providers, submit, token, verify, why};
 
 /// How often `submit --wait` reads the job.
 const POLL: Duration = Duration::from_secs(2);
 /// `submit --wait` gives up after this many consecutive failed reads.
 const MAX_READ_FAILURES: u32 = 30;
+/// `provider token` draws a new token when its id is taken, this many times at most.
+const TOKEN_DRAWS: u32 = 3;
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
 pub fn emit(text: &str) -> Result<()> {
@@ -91,6 +94,67 @@ pub async fn run(cli: Cli) -> Result<()> {
                 f => emit(&document(&report, f)?),
             }
         }
+        Command::Provider {
+            command: ProviderCommand::Token(args),
+        } => token_cmd(g, &args).await,
+    }
+}
+
+/// `provider token`: a bootstrap token for a pull-mode provider's agent (its Secret in
+/// `kube-system`), or with `--revoke` the deletion of every token issued for it (which
+/// needs no GpuProvider: a deleted provider's tokens can be revoked too).
+async fn token_cmd(g: &Global, args: &TokenArgs) -> Result<()> {
+    let provider = args.provider.as_str();
+    let agent_namespace = gpufed_api::pull::agent_namespace(provider);
+    if args.revoke {
+        let session = Session::connect(g).await?;
+        let secrets = session
+            .delete_token_secrets(&token::revoke_selector(provider))
+            .await?;
+        let revoked = token::Revoked {
+            provider: provider.to_owned(),
+            agent_namespace,
+            revoked: secrets.len(),
+            secrets,
+        };
+        return match g.output {
+            Format::Table => emit(&token::render_revoked(&revoked)),
+            f => emit(&document(&revoked, f)?),
+        };
+    }
+    let ttl = token::ttl_seconds(&args.ttl)?;
+    let session = Session::connect(g).await?;
+    token::check_pull_mode(&session.provider(provider).await?)?;
+    let expiration = token::expiration(now(), ttl)?;
+    let mut draws = 0;
+    let bootstrap = loop {
+        let candidate = BootstrapToken::from_random(&rand::random());
+        let manifest = candidate.secret_manifest(provider, &expiration);
+        if session.create_token_secret(&manifest).await? {
+            break candidate;
+        }
+        draws += 1;
+        if draws == TOKEN_DRAWS {
+            return Err(Error::Api {
+                what: format!("creating a bootstrap token secret in {}", token::TOKEN_NAMESPACE),
+                message: format!("{TOKEN_DRAWS} random token ids were all taken"),
+            });
+        }
+    };
+    let issued = token::Issued {
+        provider: provider.to_owned(),
+        token: bootstrap.bearer(),
+        expiration,
+        hub_server: token::hub_server(&session.server),
+        agent_namespace,
+    };
+    match g.output {
+        Format::Table => {
+            let kubeconfig = g.kubeconfig.as_ref().map(|p| p.to_string_lossy().into_owned());
+            let ca = token::ca_command(kubeconfig.as_deref(), g.context.as_deref());
+            emit(&token::render(&issued, ttl, &ca))
+        }
+        f => emit(&document(&issued, f)?),
     }
 }
 

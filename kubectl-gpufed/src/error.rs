@@ -8,11 +8,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The object does not exist.
-    #[error("{kind} {namespace}/{name} not found")]
+    #[error("{kind} {}{name} not found", scope(.namespace))]
     NotFound {
         /// Lower-case kind, e.g. `computejob`.
         kind: &'static str,
-        /// Namespace searched.
+        /// Namespace searched (empty for a cluster-scoped kind).
         namespace: String,
         /// Name asked for.
         name: String,
@@ -50,6 +50,16 @@ pub enum Error {
         flag: String,
         /// What is wrong with it.
         message: String,
+    },
+    /// `provider token`: bootstrap tokens are for pull-mode providers only.
+    #[error(
+        "gpuprovider {provider} has spec.mode {mode}: bootstrap tokens are for pull-mode agents (spec.mode: Pull)"
+    )]
+    NotPullMode {
+        /// The provider's name.
+        provider: String,
+        /// Its `spec.mode`.
+        mode: String,
     },
     /// The kubeconfig cannot be read or has no usable context.
     #[error("kubeconfig: {0}")]
@@ -99,6 +109,15 @@ pub enum Error {
         /// The last phase seen.
         phase: String,
     },
+}
+
+/// `namespace/`, or nothing for a cluster-scoped object.
+fn scope(namespace: &str) -> String {
+    if namespace.is_empty() {
+        String::new()
+    } else {
+        format!("{namespace}/")
+    }
 }
 
 /// The innermost cause of an error, e.g. `Connection refused (os error 111)`, prefixed by
@@ -208,5 +227,11 @@ mod tests {
             name: "x".into(),
         };
         assert_eq!(nf.to_string(), "computejob team/x not found");
+        let cluster_scoped = Error::NotFound {
+            kind: "gpuprovider",
+            namespace: String::new(),
+            name: "p".into(),
+        };
+        assert_eq!(cluster_scoped.to_string(), "gpuprovider p not found");
     }
 }

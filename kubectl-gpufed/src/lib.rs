@@ -1,7 +1,7 @@
 //! `kubectl gpufed`: the gpufed federation from kubectl.
 //!
 //! Rendering is pure (objects in, rows and strings out: [`providers`], [`jobs`], [`why`],
-//! [`bill`], [`verify`], [`submit`], [`output`]) and unit-tested on fixture objects;
+//! [`bill`], [`verify`], [`submit`], [`token`], [`output`]) and unit-tested on fixture objects;
 //! [`session`], [`onchain`] and [`commands`] do the I/O. `why` re-runs the placement engine
 //! locally through the operator's own snapshot mapping (`gpufed_operator::mapping`);
 //! `bill --verify` ([`verify_job`]) checks settled usage records against the chain.
@@ -18,6 +18,7 @@ pub mod output;
 pub mod providers;
 pub mod session;
 pub mod submit;
+pub mod token;
 pub mod verify;
 pub mod why;
 

@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use gpufed_api::{ComputeJob, GpuProvider};
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 use crate::cli::Global;
 use crate::error::{Error, NotFoundKind, Result, root_cause};
 use crate::submit::FIELD_MANAGER;
+use crate::token::{TOKEN_NAMESPACE, TOKEN_SECRET_TYPE};
 
 /// How long to wait for a TCP connection to the API server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,5 +150,76 @@ impl Session {
                 },
                 _ => Error::from_kube(e, &self.server, what),
             })
+    }
+
+    /// One GpuProvider.
+    pub async fn provider(&self, name: &str) -> Result<GpuProvider> {
+        Api::<GpuProvider>::all(self.client.clone())
+            .get(name)
+            .await
+            .map_err(|e| match Error::not_found(&e) {
+                Some(NotFoundKind::Object) => Error::NotFound {
+                    kind: "gpuprovider",
+                    namespace: String::new(),
+                    name: name.to_owned(),
+                },
+                Some(NotFoundKind::Resource) => Error::CrdsMissing {
+                    server: self.server.clone(),
+                    resource: "gpuproviders.gpufed.io",
+                },
+                None => Error::from_kube(e, &self.server, format!("reading gpuprovider {name}")),
+            })
+    }
+
+    fn token_secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), TOKEN_NAMESPACE)
+    }
+
+    /// Creates a bootstrap-token Secret from its manifest; `false` when one of that name
+    /// exists already (the caller draws another token).
+    pub async fn create_token_secret(&self, manifest: &serde_json::Value) -> Result<bool> {
+        let secret: Secret =
+            serde_json::from_value(manifest.clone()).map_err(|e| Error::Output(e.to_string()))?;
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match self.token_secrets().create(&params, &secret).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(Error::from_kube(
+                e,
+                &self.server,
+                format!("creating secret {TOKEN_NAMESPACE}/{name}"),
+            )),
+        }
+    }
+
+    /// Deletes the bootstrap-token Secrets that match the label `selector`; returns the
+    /// names deleted (one that vanished meanwhile, e.g. expired, is not counted).
+    pub async fn delete_token_secrets(&self, selector: &str) -> Result<Vec<String>> {
+        let api = self.token_secrets();
+        let params = ListParams::default()
+            .labels(selector)
+            .fields(&format!("type={TOKEN_SECRET_TYPE}"));
+        let secrets = api.list_metadata(&params).await.map_err(|e| {
+            Error::from_kube(e, &self.server, format!("listing secrets in {TOKEN_NAMESPACE}"))
+        })?;
+        let mut deleted = Vec::new();
+        for name in secrets.items.into_iter().filter_map(|s| s.metadata.name) {
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => deleted.push(name),
+                Err(e) if Error::not_found(&e).is_some() => {}
+                Err(e) => {
+                    return Err(Error::from_kube(
+                        e,
+                        &self.server,
+                        format!("deleting secret {TOKEN_NAMESPACE}/{name}"),
+                    ));
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
