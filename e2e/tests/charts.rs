@@ -2,7 +2,11 @@
 //! member, and the operator then runs with the chart's identities — on the hub as the
 //! chart's ServiceAccount (impersonated), on the member with the token that
 //! scripts/mint-provider.sh minted for the provider chart's ServiceAccount. A missing
-//! permission in either chart fails a provider, a dispatch or a cleanup below.
+//! permission in either chart fails a provider, a dispatch or a cleanup below. Pull mode:
+//! the operator, as the chart's ServiceAccount, prepares an agent namespace (binding the
+//! chart's agent ClusterRoles), the agent's and its bootstrap group's hub identities
+//! request their tokens, and the provider chart's agent RBAC (mode=pull) is applied to the
+//! member and used as the agent uses it.
 
 mod common;
 mod opsupport;
@@ -27,6 +31,16 @@ const NS: &str = "gpufed-system";
 const HUB_SA: &str = "system:serviceaccount:gpufed-system:gpufed";
 const MEMBER_SA: &str = "system:serviceaccount:gpufed-system:gpufed-hub";
 const DEVICE_PLUGIN_SA: &str = "system:serviceaccount:gpufed-system:gpufed-provider-device-plugin";
+/// The pull-mode agent's ServiceAccount in the member (provider chart, mode=pull).
+const AGENT_SA: &str = "system:serviceaccount:gpufed-system:gpufed-agent";
+/// The Secret where the agent keeps its hub identity (its `--identity-secret` default).
+const AGENT_IDENTITY_SECRET: &str = "gpufed-agent-identity";
+/// The hub namespace of provider-a's agent (`gpufed_api::pull::agent_namespace`).
+const AGENT_NS: &str = "gpufed-agent-provider-a";
+/// The two ClusterRoles the hub chart ships for pull mode; the only roles the operator
+/// may `bind`, and the only RoleBindings it may write.
+const AGENT_ROLES: [&str; 2] = ["gpufed-agent", "gpufed-agent-bootstrap"];
+const RBAC: &str = "rbac.authorization.k8s.io";
 /// The member ConfigMap that carries the hub's GPU compute challenges.
 const CHALLENGE_CM: &str = "configmaps/gpufed-challenge";
 const MINUTE: Duration = Duration::from_secs(60);
@@ -58,6 +72,40 @@ const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "", "configmaps", "", NS),
     ("update", "", "configmaps", "", NS),
     ("delete", "", "configmaps", "", NS),
+    // Pull mode (operator/src/member/pull.rs): the agent namespace, its ServiceAccount, the
+    // two RoleBindings (bind of exactly the chart's two ClusterRoles), its ConfigMaps
+    // (the report is created by POST: no name), the Assignments.
+    ("create", "", "namespaces", "", ""),
+    ("patch", "", "namespaces", "", ""),
+    ("get", "", "serviceaccounts/gpufed-agent", "", AGENT_NS),
+    ("create", "", "serviceaccounts/gpufed-agent", "", AGENT_NS),
+    ("patch", "", "serviceaccounts/gpufed-agent", "", AGENT_NS),
+    ("create", RBAC, "rolebindings/gpufed-agent", "", AGENT_NS),
+    ("patch", RBAC, "rolebindings/gpufed-agent", "", AGENT_NS),
+    ("get", RBAC, "rolebindings/gpufed-agent-bootstrap", "", AGENT_NS),
+    (
+        "create",
+        RBAC,
+        "rolebindings/gpufed-agent-bootstrap",
+        "",
+        AGENT_NS,
+    ),
+    ("patch", RBAC, "rolebindings/gpufed-agent-bootstrap", "", AGENT_NS),
+    ("bind", RBAC, "clusterroles/gpufed-agent", "", AGENT_NS),
+    ("bind", RBAC, "clusterroles/gpufed-agent-bootstrap", "", AGENT_NS),
+    ("create", "", "configmaps", "", AGENT_NS),
+    ("create", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
+    ("patch", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
+    ("get", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
+    ("patch", "", "configmaps/gpufed-challenge", "", AGENT_NS),
+    ("get", "gpufed.io", "assignments", "", AGENT_NS),
+    ("list", "gpufed.io", "assignments", "", AGENT_NS),
+    ("watch", "gpufed.io", "assignments", "", AGENT_NS),
+    ("create", "gpufed.io", "assignments", "", AGENT_NS),
+    ("patch", "gpufed.io", "assignments", "", AGENT_NS),
+    ("delete", "gpufed.io", "assignments", "", AGENT_NS),
+    ("deletecollection", "gpufed.io", "assignments", "", AGENT_NS),
+    ("get", "gpufed.io", "assignments", "status", AGENT_NS),
 ];
 
 /// What the hub's identity must NOT be able to do.
@@ -70,9 +118,63 @@ const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "gpufed.io", "stakes", "", "team-a"),
     ("create", "coordination.k8s.io", "leases", "", "kube-system"),
     ("create", "", "pods", "", NS),
-    ("create", "", "configmaps", "", "kube-system"),
+    // ConfigMaps: create anywhere (pull mode's report is created by POST, which names no
+    // object), but read or write only the three pull-mode names outside NS.
     ("list", "", "configmaps", "", "kube-system"),
+    ("get", "", "configmaps/other", "", "kube-system"),
+    ("patch", "", "configmaps/other", "", AGENT_NS),
+    ("delete", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
     ("list", "", "namespaces", "", ""),
+    ("delete", "", "namespaces", "", ""),
+    // No other ServiceAccount, no tokens: only the agent and its bootstrap group get those.
+    ("create", "", "serviceaccounts", "", AGENT_NS),
+    ("patch", "", "serviceaccounts/default", "", "kube-system"),
+    ("create", "", "serviceaccounts/gpufed-agent", "token", AGENT_NS),
+    ("create", "", "serviceaccounts/gpufed", "token", NS),
+    // RBAC: the two RoleBindings by name, bind of the two ClusterRoles, nothing else.
+    ("create", RBAC, "rolebindings", "", "kube-system"),
+    ("create", RBAC, "rolebindings/other", "", AGENT_NS),
+    ("delete", RBAC, "rolebindings/gpufed-agent", "", AGENT_NS),
+    ("create", RBAC, "roles", "", AGENT_NS),
+    ("create", RBAC, "clusterroles", "", ""),
+    ("create", RBAC, "clusterrolebindings", "", ""),
+    ("bind", RBAC, "clusterroles/cluster-admin", "", AGENT_NS),
+    ("bind", RBAC, "clusterroles/gpufed", "", AGENT_NS),
+    ("bind", RBAC, "roles/gpufed-agent", "", AGENT_NS),
+    ("escalate", RBAC, "clusterroles/gpufed-agent", "", ""),
+    ("impersonate", "", "serviceaccounts", "", AGENT_NS),
+    ("impersonate", "", "users", "", ""),
+    ("patch", "gpufed.io", "assignments", "status", AGENT_NS),
+];
+
+/// What a pull-mode agent's hub identity may do, in its own namespace only.
+const AGENT_HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
+    ("list", "gpufed.io", "assignments", "", AGENT_NS),
+    ("patch", "gpufed.io", "assignments", "status", AGENT_NS),
+    ("get", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
+    ("get", "", "configmaps/gpufed-challenge", "", AGENT_NS),
+    ("patch", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
+    ("create", "", "serviceaccounts/gpufed-agent", "token", AGENT_NS),
+];
+
+const AGENT_HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
+    ("list", "gpufed.io", "assignments", "", "gpufed-agent-other"),
+    ("create", "gpufed.io", "assignments", "", AGENT_NS),
+    ("patch", "gpufed.io", "assignments", "", AGENT_NS),
+    ("patch", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
+    ("patch", "", "configmaps/gpufed-challenge", "", AGENT_NS),
+    ("list", "", "configmaps", "", AGENT_NS),
+    ("get", "", "secrets", "", AGENT_NS),
+    ("create", "", "serviceaccounts/default", "token", AGENT_NS),
+    (
+        "create",
+        "",
+        "serviceaccounts/gpufed-agent",
+        "token",
+        "gpufed-agent-other",
+    ),
+    ("list", "gpufed.io", "computejobs", "", ""),
+    ("get", "gpufed.io", "gpuproviders", "", ""),
 ];
 
 /// What the operator does on a member (operator/src/job/dispatch.rs, observe.rs,
@@ -126,6 +228,33 @@ const MEMBER_DENIED: &[(&str, &str, &str, &str, &str)] = &[
         "",
         "",
     ),
+];
+
+/// What the pull-mode agent does in its member (agent/src/sync.rs, identity.rs): all the
+/// operator does on a push-mode member (it applies Assignments with the operator's code),
+/// removes withdrawn work, keeps its identity Secret (server-side apply: patch, and
+/// create of that name).
+const AGENT_MEMBER_EXTRA_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
+    ("list", "", "namespaces", "", ""),
+    ("delete", "", "pods", "", "gpufed-t"),
+    ("get", "", "secrets/gpufed-agent-identity", "", NS),
+    ("create", "", "secrets/gpufed-agent-identity", "", NS),
+    ("patch", "", "secrets/gpufed-agent-identity", "", NS),
+];
+
+const AGENT_MEMBER_DENIED: &[(&str, &str, &str, &str, &str)] = &[
+    ("list", "", "secrets", "", NS),
+    ("watch", "", "secrets", "", NS),
+    ("get", "", "secrets/other", "", NS),
+    // A plain create (POST, no name) of any Secret.
+    ("create", "", "secrets", "", NS),
+    ("delete", "", "secrets/gpufed-agent-identity", "", NS),
+    ("get", "", "secrets/gpufed-agent-identity", "", "kube-system"),
+    ("create", "", "secrets/gpufed-agent-identity", "", "kube-system"),
+    ("get", "", "secrets", "", "kube-system"),
+    ("patch", "", "nodes", "", ""),
+    ("get", "", "configmaps/other", "", NS),
+    ("create", "", "configmaps", "", NS),
 ];
 
 /// What the device plugin does (device-plugin/src/node.rs, challenge.rs): labels and the
@@ -195,8 +324,16 @@ fn of_kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| kind(d) == k).collect()
 }
 
-/// No wildcard anywhere in the rules; no escalate/bind/impersonate, no access to RBAC
-/// objects; no Secret access outside a namespaced Role.
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// No wildcard anywhere in the rules; no escalate or impersonate; `bind` only of the two
+/// pull-mode ClusterRoles, by name; no access to RBAC objects but the two pull-mode
+/// RoleBindings, by name (get/create/patch); no Secret access outside a namespaced Role,
+/// and there either `get` or, by name, the agent's identity Secret (get/create/patch).
 fn assert_least_privilege(docs: &[Value]) {
     for doc in docs.iter().filter(|d| matches!(kind(d), "ClusterRole" | "Role")) {
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
@@ -211,34 +348,83 @@ fn assert_least_privilege(docs: &[Value]) {
                     "{name}: wildcard in {field}: {rule}"
                 );
             }
-            let verbs = rule["verbs"].as_array().expect("verbs");
-            for v in ["escalate", "bind", "impersonate"] {
+            let verbs = strings(&rule["verbs"]);
+            let resources = strings(&rule["resources"]);
+            let mut names = strings(&rule["resourceNames"]);
+            names.sort_unstable();
+            let only = |allowed: &[&str]| verbs.iter().all(|v| allowed.contains(v));
+            for v in ["escalate", "impersonate"] {
                 assert!(
-                    !verbs.iter().any(|x| x == v),
+                    !verbs.contains(&v),
                     "{name}: verb {v} grants privilege escalation: {rule}"
                 );
             }
-            let rbac = rule["resources"].as_array().is_some_and(|r| {
-                r.iter().any(|v| {
-                    ["roles", "clusterroles", "rolebindings", "clusterrolebindings"]
-                        .contains(&v.as_str().unwrap_or_default())
-                })
-            });
-            assert!(
-                !rbac,
-                "{name}: no access to RBAC objects (a way to grant oneself more): {rule}"
-            );
-            let secrets = rule["resources"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|v| v == "secrets"));
-            if secrets {
-                assert_eq!(kind(doc), "Role", "{name}: Secrets only in a namespaced Role");
-                assert_eq!(
-                    rule["verbs"],
-                    serde_json::json!(["get"]),
-                    "{name}: Secrets get only"
+            if verbs.contains(&"bind") {
+                assert!(
+                    kind(doc) == "ClusterRole"
+                        && strings(&rule["apiGroups"]) == [RBAC]
+                        && resources == ["clusterroles"]
+                        && verbs == ["bind"]
+                        && names == AGENT_ROLES,
+                    "{name}: bind only of the ClusterRoles {AGENT_ROLES:?}, by name: {rule}"
                 );
             }
+            for r in &resources {
+                match *r {
+                    "clusterroles" => assert!(
+                        verbs == ["bind"],
+                        "{name}: no access to ClusterRoles but bind: {rule}"
+                    ),
+                    "rolebindings" => assert!(
+                        only(&["get", "create", "patch"]) && names == AGENT_ROLES,
+                        "{name}: RoleBindings only {AGENT_ROLES:?}, by name, get/create/patch: {rule}"
+                    ),
+                    "roles" | "clusterrolebindings" => {
+                        panic!("{name}: no access to {r} (a way to grant oneself more): {rule}")
+                    }
+                    _ => {}
+                }
+            }
+            if resources.contains(&"secrets") {
+                assert_eq!(kind(doc), "Role", "{name}: Secrets only in a namespaced Role");
+                let get_only = verbs == ["get"];
+                let identity = names == [AGENT_IDENTITY_SECRET] && only(&["get", "create", "patch"]);
+                assert!(
+                    get_only || identity,
+                    "{name}: Secrets get only, or the agent's identity Secret by name: {rule}"
+                );
+            }
+        }
+    }
+}
+
+/// The hub chart's ClusterRoles: the operator's and exactly the two pull-mode ones, whose
+/// rules are `gpufed_api::pull::cluster_roles()` (what the operator and the agent expect).
+fn check_agent_cluster_roles(docs: &[Value]) {
+    let mut found: Vec<&str> = of_kind(docs, "ClusterRole")
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    found.sort_unstable();
+    assert_eq!(found, ["gpufed", "gpufed-agent", "gpufed-agent-bootstrap"]);
+    let want = gpufed_api::pull::cluster_roles();
+    assert_eq!(want.len(), AGENT_ROLES.len());
+    for role in &want {
+        let name = role["metadata"]["name"].as_str().expect("name");
+        assert!(AGENT_ROLES.contains(&name), "{name}");
+        let rendered = of_kind(docs, "ClusterRole")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("the hub chart ships ClusterRole {name}"));
+        assert_eq!(
+            rendered["rules"], role["rules"],
+            "ClusterRole {name}: the chart's rules differ from gpufed_api::pull::cluster_roles()"
+        );
+        for (k, v) in role["metadata"]["labels"].as_object().expect("labels") {
+            assert_eq!(
+                &rendered["metadata"]["labels"][k], v,
+                "ClusterRole {name}: label {k}"
+            );
         }
     }
 }
@@ -385,6 +571,446 @@ async fn impersonating(kubeconfig: &Path, user: &str) -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// A client that acts as `user` in `groups`, with `namespace` as its default namespace (as
+/// an in-cluster client of a pod in that namespace has).
+async fn impersonating_as(kubeconfig: &Path, user: &str, groups: &[&str], namespace: &str) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    config.auth_info.impersonate = Some(user.into());
+    if !groups.is_empty() {
+        config.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+    }
+    config.default_namespace = namespace.into();
+    Client::try_from(config).expect("client")
+}
+
+/// The API server URL and CA bundle (PEM) of a harness kubeconfig.
+fn endpoint_of(kubeconfig: &Path) -> (String, Vec<u8>) {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+    let kc: Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    let cluster = &kc["clusters"][0]["cluster"];
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(cluster["certificate-authority-data"].as_str().expect("CA data"))
+        .expect("CA base64");
+    (cluster["server"].as_str().expect("server").to_owned(), ca)
+}
+
+/// The env of a rendered container as (name, value) pairs (literal values only).
+fn env_of(container: &Value) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().expect("env name").to_owned();
+            let value = e["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("env {name}: a literal value"))
+                .to_owned();
+            (name, value)
+        })
+        .collect()
+}
+
+/// The volume (in `pod`) mounted at the directory of `file` in `container`.
+fn volume_for<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a Value {
+    let dir = Path::new(file).parent().expect("a file in a directory");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"].as_str().map(Path::new) == Some(dir))
+        .unwrap_or_else(|| panic!("no volume mounted at {}", dir.display()));
+    assert_eq!(mount["readOnly"], true, "{file}: mounted read-only");
+    pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume")
+}
+
+/// The agent as the rendered Deployment starts it: its args, and its env turned into the
+/// flags they stand for (every GPUFED_ variable must be one of the agent's).
+fn agent_args(container: &Value) -> gpufed_agent::Args {
+    use clap::CommandFactory as _;
+    let cmd = gpufed_agent::Args::command();
+    let mut argv = vec!["gpufed-agent".to_owned()];
+    argv.extend(
+        container["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg").to_owned()),
+    );
+    for (name, value) in env_of(container) {
+        if name == "RUST_LOG" {
+            continue;
+        }
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_env() == Some(std::ffi::OsStr::new(&name)))
+            .unwrap_or_else(|| panic!("env {name} is no flag of gpufed-agent"));
+        let long = arg.get_long().expect("long flag");
+        if arg.get_action().takes_values() {
+            argv.push(format!("--{long}={value}"));
+        } else if value == "true" {
+            argv.push(format!("--{long}"));
+        } else {
+            assert_eq!(value, "false", "env {name}: a boolean");
+        }
+    }
+    gpufed_agent::Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("gpufed-agent rejects {argv:?}: {e}"))
+}
+
+/// Pull mode of the provider chart (ci/pull-values.yaml): gpufed-agent's Deployment with
+/// the env and files the agent reads, its RBAC, and nothing of push mode's hub access (no
+/// ServiceAccount for a hub kubeconfig, no binding of one). Returns the rendered documents.
+fn check_pull_mode(helm: &Path, push_docs: &[Value]) -> Vec<Value> {
+    const RELEASE: &str = "gpufed-provider-pull";
+    let ci = common::repo_root().join("charts/gpufed-provider/ci/pull-values.yaml");
+    let ci = ci.to_str().expect("UTF-8 path");
+    let docs = render(helm, RELEASE, "gpufed-provider", &["-f", ci]);
+    assert_least_privilege(&docs);
+    let named = |k: &str, n: &str| {
+        docs.iter()
+            .find(|d| kind(d) == k && d["metadata"]["name"] == n)
+            .unwrap_or_else(|| panic!("pull mode renders {k} {n}"))
+    };
+
+    // Push mode's hub access is gone but for the member ClusterRole, now the agent's.
+    let accounts: Vec<&str> = of_kind(&docs, "ServiceAccount")
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(accounts, ["gpufed-agent", "gpufed-provider-pull-device-plugin"]);
+    for k in ["ClusterRoleBinding", "RoleBinding"] {
+        for binding in of_kind(&docs, k) {
+            for subject in binding["subjects"].as_array().expect("subjects") {
+                assert!(
+                    subject["name"] == "gpufed-agent"
+                        || subject["name"] == "gpufed-provider-pull-device-plugin",
+                    "pull mode binds nothing to a hub identity: {binding}"
+                );
+            }
+        }
+    }
+    assert!(
+        !docs.iter().any(|d| d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-hub-challenge"))),
+        "no challenge Role for a hub identity in pull mode"
+    );
+    let member_role = named("ClusterRole", "gpufed-provider-pull-hub");
+    let push_role = of_kind(push_docs, "ClusterRole")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "gpufed-provider-hub")
+        .expect("push mode's member ClusterRole");
+    assert_eq!(
+        member_role["rules"], push_role["rules"],
+        "the agent holds what the hub holds in push mode"
+    );
+    let member_binding = named("ClusterRoleBinding", "gpufed-provider-pull-agent-member");
+    assert_eq!(member_binding["roleRef"]["name"], "gpufed-provider-pull-hub");
+    let role = named("Role", "gpufed-provider-pull-agent");
+    assert!(
+        role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .any(|r| r["resourceNames"] == serde_json::json!([AGENT_IDENTITY_SECRET])),
+        "the agent's Role names its identity Secret"
+    );
+
+    // The Deployment: one agent, never two at once, restricted.
+    let deploy = named("Deployment", "gpufed-provider-pull-agent");
+    assert_eq!(deploy["spec"]["replicas"], 1);
+    assert_eq!(deploy["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "gpufed-agent");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = &pod["containers"][0];
+    let sc = &container["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert!(
+        container["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("ghcr.io/gpufed/gpufed-agent:")),
+        "{}",
+        container["image"]
+    );
+    let env: std::collections::BTreeMap<String, String> = env_of(container).into_iter().collect();
+    for name in [
+        "GPUFED_PROVIDER",
+        "GPUFED_HUB_SERVER",
+        "GPUFED_HUB_CA_FILE",
+        "GPUFED_BOOTSTRAP_TOKEN_FILE",
+        "GPUFED_IDENTITY_SECRET",
+        "GPUFED_LOG_JSON",
+    ] {
+        assert!(env.contains_key(name), "env {name}");
+    }
+
+    // The agent accepts what the chart passes, as the values say.
+    let args = agent_args(container);
+    assert_eq!(args.provider, "rtx-home");
+    assert_eq!(args.hub_server, "https://hub.example.com:6443");
+    assert_eq!(args.identity_secret, AGENT_IDENTITY_SECRET);
+    assert_eq!(args.token_ttl, Duration::from_secs(3600));
+    assert_eq!(args.renew_after, Some(45 * MINUTE));
+    assert_eq!(args.interval, Duration::from_secs(15));
+    assert!(!args.log_json);
+
+    // Its files: the hub CA from the ConfigMap, the token from the Secret (key `token`).
+    let ca_file = args.hub_ca_file.to_str().expect("UTF-8 path");
+    let ca_volume = volume_for(pod, container, ca_file);
+    let ca_cm = named(
+        "ConfigMap",
+        ca_volume["configMap"]["name"].as_str().expect("CA ConfigMap"),
+    );
+    assert_eq!(ca_volume["configMap"]["items"][0]["key"], "ca.crt");
+    assert!(ca_file.ends_with("/ca.crt"));
+    assert!(
+        ca_cm["data"]["ca.crt"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("-----BEGIN CERTIFICATE-----")),
+        "the CA is PEM"
+    );
+    let token_file = args
+        .bootstrap_token_file
+        .as_ref()
+        .expect("--bootstrap-token-file");
+    let token_volume = volume_for(pod, container, token_file.to_str().expect("UTF-8 path"));
+    assert_eq!(
+        token_volume["secret"]["optional"], true,
+        "a deleted token Secret must not keep a registered agent from starting"
+    );
+    assert_eq!(token_volume["secret"]["items"][0]["key"], "token");
+    let secret = named(
+        "Secret",
+        token_volume["secret"]["secretName"].as_str().expect("Secret"),
+    );
+    let token = secret["stringData"]["token"].as_str().expect("token");
+    gpufed_api::pull::BootstrapToken::parse(token).expect("the token is a bootstrap token");
+
+    // The agent's own default identity Secret is the one its Role names.
+    let defaults = gpufed_agent::Args::try_parse_from([
+        "gpufed-agent",
+        "--provider=p",
+        "--hub-server=https://h",
+        "--hub-ca-file=/c",
+    ])
+    .expect("minimal flags");
+    assert_eq!(defaults.identity_secret, AGENT_IDENTITY_SECRET);
+
+    // An existing token Secret: none rendered, that one mounted; no token at all: no file.
+    let existing = render(
+        helm,
+        RELEASE,
+        "gpufed-provider",
+        &[
+            "-f",
+            ci,
+            "--set",
+            "hub.bootstrapToken=,hub.bootstrapTokenSecret=provider-token",
+        ],
+    );
+    assert!(
+        of_kind(&existing, "Secret").is_empty(),
+        "no Secret for an existing one"
+    );
+    let pod = &of_kind(&existing, "Deployment")[0]["spec"]["template"]["spec"];
+    let token_volume = volume_for(pod, &pod["containers"][0], token_file.to_str().expect("path"));
+    assert_eq!(token_volume["secret"]["secretName"], "provider-token");
+    let tokenless = render(
+        helm,
+        RELEASE,
+        "gpufed-provider",
+        &["-f", ci, "--set", "hub.bootstrapToken="],
+    );
+    let container = &of_kind(&tokenless, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(agent_args(container).bootstrap_token_file, None);
+    assert!(of_kind(&tokenless, "Secret").is_empty());
+
+    // The install command `kubectl gpufed provider token` prints (docs/kubectl.md).
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_pem = dir.path().join("hub-ca.pem");
+    std::fs::write(&ca_pem, ca_cm["data"]["ca.crt"].as_str().expect("CA")).expect("write CA");
+    let printed = render(
+        helm,
+        "gpufed-provider",
+        "gpufed-provider",
+        &[
+            "--set",
+            "mode=pull",
+            "--set",
+            "provider.name=rtx-home",
+            "--set",
+            "hub.server=https://hub.example.com:6443",
+            "--set-file",
+            &format!("hub.caData={}", ca_pem.display()),
+            "--set",
+            "hub.bootstrapToken=k3v9qa.7m2xw0c8b1fz4hd6",
+        ],
+    );
+    let container = &of_kind(&printed, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    let args = agent_args(container);
+    assert_eq!(
+        (args.provider.as_str(), args.hub_server.as_str()),
+        ("rtx-home", "https://hub.example.com:6443")
+    );
+    assert!(args.bootstrap_token_file.is_some());
+
+    // Push mode (the default) renders no agent.
+    assert!(
+        of_kind(push_docs, "Deployment").is_empty(),
+        "no agent in push mode"
+    );
+    assert!(
+        !push_docs.iter().any(|d| d["metadata"]["name"] == "gpufed-agent"),
+        "no agent ServiceAccount in push mode"
+    );
+    docs
+}
+
+fn forbidden(what: &str, e: &anyhow::Error) {
+    let code = e.chain().find_map(|c| match c.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(s)) => Some(s.code),
+        _ => None,
+    });
+    assert_eq!(code, Some(403), "{what}: expected 403 Forbidden, got {e:#}");
+}
+
+/// Pull mode with nothing but the charts' identities (provider-a is a push provider; only
+/// the RBAC is under test here, e2e/tests/pull_mode.rs runs pull mode end to end): the
+/// operator, as the hub chart's ServiceAccount, prepares provider-a's agent namespace
+/// (binding the chart's agent ClusterRoles, which it may only `bind`) and uses it; the
+/// bootstrap group registers and the agent renews with the chart's ClusterRoles; one
+/// agent round runs with that hub token and, in the member, as the provider chart's
+/// agent ServiceAccount (mode=pull); the operator then reads the agent's report.
+async fn pull_mode_with_the_charts_identities(fed: &gpufed_e2e::Federation, hub: &Client, member: &Client) {
+    use gpufed_agent::identity::{HubEndpoint, IdentityStore};
+    use gpufed_operator::member::pull::{HubHealth, PullLink, ensure};
+
+    assert_eq!(gpufed_api::pull::agent_namespace("provider-a"), AGENT_NS);
+    let hub_kc = fed.hub().kubeconfig();
+    let op_hub = impersonating(hub_kc, HUB_SA).await;
+    let provider = Api::<gpufed_api::GpuProvider>::all(hub.clone())
+        .get("provider-a")
+        .await
+        .expect("provider-a");
+    for round in 1..=2 {
+        ensure(&op_hub, &provider, 5).await.unwrap_or_else(|e| {
+            panic!("the chart's operator prepares the agent namespace (round {round}): {e}")
+        });
+    }
+    let now = gpufed_operator::time::now();
+    let link = PullLink::new(op_hub, "provider-a", HubHealth::new(now));
+    link.write_challenges(&std::collections::BTreeMap::new())
+        .await
+        .expect("the operator writes the agent's challenges");
+    let (pods, lost) = link
+        .attempt_pods("gpufed-t", 1)
+        .await
+        .expect("the operator reads Assignments");
+    assert!(pods.is_empty() && lost.is_empty());
+    link.remove_attempt("gpufed-t", 1)
+        .await
+        .expect("the operator withdraws an Assignment");
+    link.remove_namespace("gpufed-t")
+        .await
+        .expect("the operator withdraws a tenant namespace's Assignments");
+
+    // The agent's hub identity, as the authorizer sees it.
+    let agent_user = format!("system:serviceaccount:{AGENT_NS}:gpufed-agent");
+    let mut wrong = access(hub, &agent_user, AGENT_HUB_NEEDS, true).await;
+    wrong.extend(access(hub, &agent_user, AGENT_HUB_DENIED, false).await);
+    assert!(
+        wrong.is_empty(),
+        "the agent's hub identity (ClusterRole gpufed-agent) differs:\n{}",
+        wrong.join("\n")
+    );
+
+    // Registration as the provider's bootstrap group, renewal with the token it bought.
+    let (server, ca_pem) = endpoint_of(hub_kc);
+    let endpoint = HubEndpoint {
+        server,
+        ca_pem,
+        namespace: AGENT_NS.into(),
+        timeout: Duration::from_secs(10),
+    };
+    let group = gpufed_api::pull::bootstrap_group("provider-a");
+    let bootstrapper = impersonating_as(
+        hub_kc,
+        "system:bootstrap:abcdef",
+        &["system:bootstrappers", &group, "system:authenticated"],
+        AGENT_NS,
+    )
+    .await;
+    let first = endpoint
+        .request_token(&bootstrapper, 10 * MINUTE, now)
+        .await
+        .expect("the bootstrap group registers (ClusterRole gpufed-agent-bootstrap)");
+    let elsewhere = HubEndpoint {
+        namespace: NS.into(),
+        ..endpoint.clone()
+    };
+    let denied = elsewhere.request_token(&bootstrapper, 10 * MINUTE, now).await;
+    forbidden(
+        "a bootstrap token outside its agent namespace",
+        &denied.expect_err("denied"),
+    );
+    let as_agent = endpoint.client(&first.token).await.expect("hub client");
+    let identity = endpoint
+        .request_token(&as_agent, 10 * MINUTE, now)
+        .await
+        .expect("the agent renews with itself (ClusterRole gpufed-agent)");
+
+    // In the member, as the provider chart's agent ServiceAccount (in the release namespace).
+    let member_cluster = fed.cluster("provider-a").expect("member cluster");
+    let member_agent = impersonating_as(member_cluster.kubeconfig(), AGENT_SA, &[], NS).await;
+    let store = IdentityStore::new(&member_agent, AGENT_IDENTITY_SECRET);
+    for _ in 0..2 {
+        store
+            .save(&identity)
+            .await
+            .expect("the agent creates, then updates, its identity Secret by server-side apply");
+    }
+    assert_eq!(store.load().await.expect("load"), Some(identity.clone()));
+    let mut state = gpufed_agent::sync::State::new(Duration::from_secs(5));
+    gpufed_agent::sync::round(&as_agent, &member_agent, &mut state)
+        .await
+        .unwrap_or_else(|e| panic!("one agent round with the charts' identities: {e:#}"));
+    let view = link
+        .probe()
+        .await
+        .unwrap_or_else(|e| panic!("the operator reads the agent's report: {e}"));
+    assert!(
+        !view.nodes.is_empty(),
+        "the agent reported provider-a's GPU nodes"
+    );
+
+    // Leave the member as push mode expects it.
+    let _ = Api::<Secret>::namespaced(member.clone(), NS)
+        .delete(AGENT_IDENTITY_SECRET, &DeleteParams::default())
+        .await;
+    let _ = Api::<ConfigMap>::namespaced(member.clone(), NS)
+        .delete(
+            gpufed_operator::verification::CHALLENGE_CONFIGMAP,
+            &DeleteParams::default(),
+        )
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     common::init_tracing();
@@ -396,7 +1022,7 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
 
     // Offline checks of the rendered charts.
     let crds = render(&helm, "gpufed-crds", "gpufed-crds", &[]);
-    assert_eq!(of_kind(&crds, "CustomResourceDefinition").len(), 3);
+    assert_eq!(of_kind(&crds, "CustomResourceDefinition").len(), 4);
     for crd in &crds {
         assert_eq!(
             crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
@@ -412,6 +1038,7 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     for (chart, values) in [
         ("gpufed", "charts/gpufed/ci/ha-values.yaml"),
         ("gpufed-provider", "charts/gpufed-provider/ci/minimal-values.yaml"),
+        ("gpufed-provider", "charts/gpufed-provider/ci/pull-values.yaml"),
     ] {
         let file = common::repo_root().join(values);
         assert_least_privilege(&render(
@@ -487,6 +1114,8 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
         "no bands by default (no GPU verifies)"
     );
     check_challenge_bands(&helm);
+    check_agent_cluster_roles(&hub_docs);
+    let pull_docs = check_pull_mode(&helm, &provider_docs);
     let ds = of_kind(&provider_docs, "DaemonSet")[0];
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"], "system-node-critical");
@@ -515,7 +1144,7 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
         .await
         .expect("the chart's CRDs install");
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(names.len(), 3);
+    assert_eq!(names.len(), 4);
     ensure_namespace(&hub, NS).await;
     ensure_namespace(&member, NS).await;
     let objects = [
@@ -530,6 +1159,29 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     ];
     create_all(&hub, &hub_docs, &objects).await;
     create_all(&member, &provider_docs, &objects).await;
+    // Pull mode's agent RBAC (another release, next to push mode's), without its workloads.
+    let agent_rbac: Vec<Value> = pull_docs
+        .iter()
+        .filter(|d| {
+            matches!(
+                d["metadata"]["labels"]["app.kubernetes.io/name"].as_str(),
+                Some("gpufed-agent" | "gpufed-hub-access")
+            )
+        })
+        .cloned()
+        .collect();
+    create_all(
+        &member,
+        &agent_rbac,
+        &[
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+        ],
+    )
+    .await;
 
     // The real authorizer agrees with the lists above.
     let mut wrong = access(&hub, HUB_SA, HUB_NEEDS, true).await;
@@ -538,6 +1190,9 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     wrong.extend(access(&member, MEMBER_SA, MEMBER_DENIED, false).await);
     wrong.extend(access(&member, DEVICE_PLUGIN_SA, DEVICE_PLUGIN_NEEDS, true).await);
     wrong.extend(access(&member, DEVICE_PLUGIN_SA, DEVICE_PLUGIN_DENIED, false).await);
+    wrong.extend(access(&member, AGENT_SA, MEMBER_NEEDS, true).await);
+    wrong.extend(access(&member, AGENT_SA, AGENT_MEMBER_EXTRA_NEEDS, true).await);
+    wrong.extend(access(&member, AGENT_SA, AGENT_MEMBER_DENIED, false).await);
     assert!(
         wrong.is_empty(),
         "RBAC differs from what the operator needs:\n{}",
@@ -627,6 +1282,7 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
         "the minted token must not read Secrets: {denied:?}"
     );
     create_all(&hub, &minted, &["Secret", "GpuProvider"]).await;
+    pull_mode_with_the_charts_identities(fed, &hub, &member).await;
 
     // The operator as the chart's ServiceAccount: provider Ready, a job runs and finishes,
     // and deleting it runs the finalizer (member namespace removed).
