@@ -7,10 +7,15 @@ use crate::{Assignment, ComputeJob, GpuProvider, Stake};
 
 /// All gpufed CRDs, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![GpuProvider::crd(), ComputeJob::crd(), Stake::crd(), Assignment::crd()]
-        .into_iter()
-        .map(without_empty_defaults)
-        .collect()
+    vec![
+        GpuProvider::crd(),
+        ComputeJob::crd(),
+        Stake::crd(),
+        Assignment::crd(),
+    ]
+    .into_iter()
+    .map(without_empty_defaults)
+    .collect()
 }
 
 /// Drops `default: ""` from the schema (serde's `#[serde(default)]` on `String` fields

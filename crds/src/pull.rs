@@ -63,6 +63,41 @@ pub fn assignment_name(tenant_namespace: &str, attempt: u32) -> String {
     format!("{tenant_namespace}-a{attempt}")
 }
 
+/// The two ClusterRoles pull mode needs, as the hub chart ships them (the operator binds
+/// them per agent namespace; a chart test checks the chart against this).
+///
+/// `gpufed-agent`: its own Assignments (read) and their status (write), its report
+/// ConfigMap (write), its config and challenge ConfigMaps (read), and a new token for
+/// its own ServiceAccount (renewal). Nothing else: no Secrets, no other namespace, no
+/// ComputeJobs, no GpuProviders.
+///
+/// `gpufed-agent-bootstrap`: only a token for the agent's ServiceAccount (registration).
+pub fn cluster_roles() -> Vec<serde_json::Value> {
+    let labels = serde_json::json!({"app.kubernetes.io/part-of": "gpufed", "app.kubernetes.io/component": "gpufed-agent"});
+    let token_rule = serde_json::json!({
+        "apiGroups": [""], "resources": ["serviceaccounts/token"],
+        "resourceNames": [AGENT_SERVICE_ACCOUNT], "verbs": ["create"]
+    });
+    vec![
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": AGENT_CLUSTER_ROLE, "labels": labels},
+            "rules": [
+                {"apiGroups": [crate::GROUP], "resources": ["assignments"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [crate::GROUP], "resources": ["assignments/status"], "verbs": ["get", "patch", "update"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [REPORT_CONFIGMAP], "verbs": ["get", "patch", "update"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [AGENT_CONFIGMAP, CHALLENGE_CONFIGMAP], "verbs": ["get"]},
+                token_rule,
+            ]
+        }),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": BOOTSTRAP_CLUSTER_ROLE, "labels": labels},
+            "rules": [token_rule]
+        }),
+    ]
+}
+
 /// A Kubernetes bootstrap token `<id>.<secret>` (6 and 16 characters of `[a-z0-9]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootstrapToken {
@@ -92,7 +127,9 @@ impl BootstrapToken {
         let (id, secret) = text
             .split_once('.')
             .ok_or_else(|| "bootstrap token: expected <id>.<secret>".to_owned())?;
-        let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let ok = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
         if !ok(id, 6) || !ok(secret, 16) {
             return Err("bootstrap token: id must be 6 and secret 16 characters of [a-z0-9]".into());
         }
@@ -155,7 +192,10 @@ mod tests {
             let ns = agent_namespace(name);
             assert!(dns_label(&ns), "{ns}");
         }
-        assert_ne!(agent_namespace("dc1.example.com"), agent_namespace("dc1-example-com"));
+        assert_ne!(
+            agent_namespace("dc1.example.com"),
+            agent_namespace("dc1-example-com")
+        );
         assert_ne!(agent_namespace(&"a".repeat(60)), agent_namespace(&"a".repeat(61)));
     }
 
@@ -175,7 +215,10 @@ mod tests {
         assert!(BootstrapToken::parse("abc").is_err_and(|e| e.contains("<id>.<secret>")));
         assert!(BootstrapToken::parse("ABCDEF.0123456789abcdef").is_err());
         let s = t.secret_manifest("p", "2026-12-02T00:00:00Z");
-        assert_eq!(s["stringData"]["auth-extra-groups"], "system:bootstrappers:gpufed:gpufed-agent-p");
+        assert_eq!(
+            s["stringData"]["auth-extra-groups"],
+            "system:bootstrappers:gpufed:gpufed-agent-p"
+        );
         assert_eq!(s["metadata"]["name"], format!("bootstrap-token-{}", t.id));
     }
 }

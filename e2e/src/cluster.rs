@@ -84,6 +84,8 @@ impl Cluster {
                 "https://kubernetes.default.svc.cluster.local",
             ),
             arg("api-audiences", "https://kubernetes.default.svc.cluster.local"),
+            // Pull-mode agents register with bootstrap tokens (kube-system Secrets).
+            arg("enable-bootstrap-token-auth", "true"),
             arg("service-cluster-ip-range", "10.96.0.0/16"),
             // No token controller races: pods need no ServiceAccount token here.
             arg("disable-admission-plugins", "ServiceAccount"),

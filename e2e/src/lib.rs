@@ -24,6 +24,7 @@ pub mod nodesim;
 pub mod pki;
 pub mod pools;
 pub mod process;
+pub mod tcpproxy;
 pub mod validator;
 pub mod wait;
 
