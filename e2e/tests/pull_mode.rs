@@ -166,7 +166,9 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
     };
     let hub = env.hub_client().await.expect("hub");
     let member = env.member_client("pull-a").await.expect("member");
-    opsupport::setup_members(fed, &hub, &["push-b"], &[("push-b", "0.40")]).await;
+    // Only the pull providers at first (push-b joins for the failover), so placement
+    // has no choice to make and the jobs land on pull-a.
+    opsupport::setup_members(fed, &hub, &[], &[]).await;
     pullsupport::install_agent_roles(&hub).await;
     // A 2m30s grace: the hub outage below (90 s) must not fail anything over.
     pullsupport::pull_provider(fed, &hub, "pull-a", "0.30", "2m30s").await;
@@ -188,7 +190,6 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
         Some(&files.token),
     );
     provider_ready(&hub, "pull-a").await;
-    provider_ready(&hub, "push-b").await;
     let p = provider(&hub, "pull-a").await;
     assert!(
         p.spec.kubeconfig_secret_ref.is_none(),
@@ -301,7 +302,9 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
         "the restart killed nothing"
     );
 
-    // The agent goes silent for good: the long job fails over to the push provider.
+    // The agent goes silent for good: the long job fails over to a push provider.
+    opsupport::setup_members(fed, &hub, &["push-b"], &[("push-b", "0.40")]).await;
+    provider_ready(&hub, "push-b").await;
     pullsupport::set_grace(&hub, "pull-a", "15s").await;
     agent.kill();
     let moved = job_until(&hub, &ns, "long", "attempt 2 on push-b", 2 * MINUTE, |j| {

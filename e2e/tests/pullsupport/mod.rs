@@ -72,7 +72,7 @@ pub async fn set_grace(hub: &Client, provider: &str, grace: &str) {
     Api::<GpuProvider>::all(hub.clone())
         .patch(
             provider,
-            &PatchParams::apply("gpufed-e2e-grace"),
+            &PatchParams::apply("gpufed-e2e-grace").force(),
             &Patch::Apply(&patch),
         )
         .await
