@@ -51,6 +51,10 @@ pub struct Context {
     /// cannot charge them (no escrow, or the escrow cannot cover their usage), with why.
     /// Written by settlement, read by placement; running jobs are never touched.
     pub held_tenants: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+    /// When each provider was last probed, and at which generation: its own status
+    /// writes wake the controller, which must not probe again before the heartbeat
+    /// interval (that was a probe-and-write loop as fast as the API server answered).
+    pub probed: std::sync::Mutex<std::collections::BTreeMap<String, (std::time::Instant, Option<i64>)>>,
     /// GPU verification state (challenges in flight, verdicts, uptime).
     pub verifier: crate::verification::Verifier,
     /// Bonded stake per provider, published by the Stake controller after each round;

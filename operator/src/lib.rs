@@ -107,6 +107,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             placement_interval: args.placement_interval,
         },
         held_tenants: Default::default(),
+        probed: Default::default(),
         verifier: verification::Verifier::new(verify_cfg).with_metrics(metrics.clone()),
         stakes: Default::default(),
     });

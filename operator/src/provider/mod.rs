@@ -28,6 +28,9 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     }
     let started = Instant::now();
     let name = provider.name_any();
+    if let Some(wait) = too_soon(&ctx, &name, provider.metadata.generation, started) {
+        return Ok(Action::requeue(wait));
+    }
     let link = match ctx.members.link(&provider).await {
         Ok(link) => Ok(link),
         Err(Error::Hub(e)) => return Err(Error::Hub(e)),
@@ -132,6 +135,21 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         .observe(started.elapsed().as_secs_f64());
     crate::context::succeeded(&ctx, "provider", provider.as_ref());
     Ok(Action::requeue(ctx.config.heartbeat_interval))
+}
+
+/// How long to wait before probing `name` again, if its last probe (at the same
+/// generation) was less than a heartbeat interval ago; records this probe otherwise.
+fn too_soon(ctx: &Context, name: &str, generation: Option<i64>, now: Instant) -> Option<std::time::Duration> {
+    let mut probed = ctx.probed.lock().ok()?;
+    let interval = ctx.config.heartbeat_interval;
+    if let Some((at, g)) = probed.get(name)
+        && *g == generation
+        && now.duration_since(*at) < interval.mul_f64(0.9)
+    {
+        return Some(interval.saturating_sub(now.duration_since(*at)));
+    }
+    probed.insert(name.to_owned(), (now, generation));
+    None
 }
 
 async fn write_status(
