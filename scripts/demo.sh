@@ -11,13 +11,17 @@ RUN_DIR="${GPUFED_RUN:-/tmp/gpufed-e2e}/demo"
 TIMEOUT="${DEMO_TIMEOUT:-240}"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "building gpufed (operator, e2e harness, crdgen)"
-cargo build -q -p gpufed-operator -p gpufed-e2e -p gpufed-api --bins
+say "building gpufed (operator, agent, kubectl plugin, e2e harness, crdgen)"
+cargo build -q -p gpufed-operator -p gpufed-agent -p kubectl-gpufed -p gpufed-e2e -p gpufed-api --bins
 E2E="$TARGET_DIR/debug/gpufed-e2e"
 OPERATOR="$TARGET_DIR/debug/gpufed-operator"
+AGENT="$TARGET_DIR/debug/gpufed-agent"
+PLUGIN="$TARGET_DIR/debug/kubectl-gpufed"
+HELM="${HELM:-${GPUFED_CACHE:-$HOME/.cache/gpufed}/bin/helm}"
 
 cleanup() {
   [[ -n "${OP_PID:-}" ]] && kill "$OP_PID" 2>/dev/null && wait "$OP_PID" 2>/dev/null || true
+  [[ -n "${AGENT_PID:-}" ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
   [[ -n "${CHAIN_PID:-}" ]] && kill "$CHAIN_PID" 2>/dev/null && wait "$CHAIN_PID" 2>/dev/null || true
   if [[ "${DEMO_KEEP:-0}" != 1 ]]; then "$E2E" --run-dir "$RUN_DIR" down >/dev/null || true; fi
 }
@@ -58,8 +62,9 @@ for t in team-llm team-media; do
   echo "tenant $t pays from escrow ${!var}"
 done
 
-say "registering the providers (kubeconfig Secrets + GpuProviders)"
-for p in provider-a provider-b provider-c; do
+say "registering the providers (kubeconfig Secrets for the push-mode ones + GpuProviders)"
+"$HELM" template gpufed charts/gpufed --show-only templates/agent-rbac.yaml | k apply -f - >/dev/null
+for p in provider-a provider-b; do
   k -n gpufed-system create secret generic "$p-kubeconfig" --from-file=kubeconfig="$(kc "$p")" \
     --dry-run=client -o yaml | k apply -f - >/dev/null
 done
@@ -71,6 +76,18 @@ KUBECONFIG="$HUB" RUST_LOG="${RUST_LOG:-info,kube=warn}" "$OPERATOR" --admin-add
   --settlement-mint "$SETTLEMENT_MINT" --settlement-interval 1s --meter-slice 10s --meter-lag 20s \
   >"$RUN_DIR/operator.log" 2>&1 &
 OP_PID=$!
+
+say "provider-c is behind NAT: a bootstrap token, and its gpufed-agent connects out (log: $RUN_DIR/agent.log)"
+for _ in $(seq 30); do k -n gpufed-agent-provider-c get configmap gpufed-agent-config >/dev/null 2>&1 && break; sleep 1; done
+"$PLUGIN" --kubeconfig "$HUB" provider token provider-c --ttl 1h -o json | tee "$RUN_DIR/provider-c.json"
+sed -nE 's/.*"token": *"([a-z0-9.]+)".*/\1/p' "$RUN_DIR/provider-c.json" >"$RUN_DIR/provider-c.token"
+k config view --raw --minify --flatten -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' \
+  | base64 -d >"$RUN_DIR/hub-ca.pem"
+KUBECONFIG="$(kc provider-c)" RUST_LOG="${RUST_LOG:-info,kube=warn}" "$AGENT" --provider provider-c \
+  --hub-server "$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}')" \
+  --hub-ca-file "$RUN_DIR/hub-ca.pem" --bootstrap-token-file "$RUN_DIR/provider-c.token" \
+  >"$RUN_DIR/agent.log" 2>&1 &
+AGENT_PID=$!
 for _ in $(seq 60); do
   ready=$(k get gpup -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}')
   [[ "$ready" == "True True True " ]] && break
