@@ -14,12 +14,13 @@ pub mod identity;
 pub mod sync;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use gpufed_operator::cli::parse_duration;
 use kube::Client;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use identity::{Due, HubEndpoint, Identity, IdentityStore};
 
@@ -78,6 +79,8 @@ struct Session {
     store: IdentityStore,
     identity: Option<Identity>,
     hub: Option<Client>,
+    /// How many hub clients were built (each identity gets its own).
+    clients: u64,
     args: Args,
 }
 
@@ -143,6 +146,7 @@ impl Session {
             .ok_or_else(|| anyhow::anyhow!("no hub identity"))?;
         let client = self.endpoint.client(&token).await?;
         self.hub = Some(client.clone());
+        self.clients += 1;
         Ok(client)
     }
 }
@@ -163,24 +167,72 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
         endpoint,
         identity: None,
         hub: None,
+        clients: 0,
         args: args.clone(),
     };
     let mut state = sync::State::new(args.interval);
     tracing::info!(provider = %args.provider, hub = %args.hub_server, "gpufed-agent started");
+    let changed = Arc::new(Notify::new());
+    let mut watch: Option<(u64, tokio::task::JoinHandle<()>)> = None;
+    let mut next_full = tokio::time::Instant::now();
     loop {
+        let full = tokio::time::Instant::now() >= next_full;
         match session.hub().await {
             Ok(hub) => {
-                if let Err(e) = sync::round(&hub, &member, &mut state).await {
+                // A new identity gets a new watch; the old one's stream ends with it.
+                if watch.as_ref().is_none_or(|(g, _)| *g != session.clients) {
+                    if let Some((_, task)) = watch.take() {
+                        task.abort();
+                    }
+                    let task = tokio::spawn(watch_assignments(hub.clone(), changed.clone()));
+                    watch = Some((session.clients, task));
+                }
+                let result = if full {
+                    sync::round(&hub, &member, &mut state).await
+                } else {
+                    sync::assignments_round(&hub, &member, &mut state).await
+                };
+                if let Err(e) = result {
                     tracing::warn!(error = %format!("{e:#}"), "sync round failed; retrying next round");
                 }
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "no hub identity yet"),
         }
+        if full {
+            next_full = tokio::time::Instant::now() + state.interval();
+        }
         tokio::select! {
-            _ = tokio::time::sleep(state.interval()) => {}
+            _ = tokio::time::sleep_until(next_full) => {}
+            // New or withdrawn work is acted on at once, not at the next report.
+            _ = changed.notified() => tokio::time::sleep(Duration::from_millis(200)).await,
             _ = shutdown.changed() => {
+                if let Some((_, task)) = watch.take() {
+                    task.abort();
+                }
                 tracing::info!("gpufed-agent stopping; running pods are left alone");
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// Wakes the loop on every change of this provider's Assignments.
+async fn watch_assignments(hub: Client, changed: Arc<Notify>) {
+    use futures::StreamExt as _;
+    let api: kube::Api<gpufed_api::Assignment> = kube::Api::default_namespaced(hub);
+    let mut events = std::pin::pin!(kube::runtime::watcher(
+        api,
+        kube::runtime::watcher::Config::default()
+    ));
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(kube::runtime::watcher::Event::Apply(_) | kube::runtime::watcher::Event::Delete(_)) => {
+                changed.notify_one()
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "assignment watch interrupted; rounds continue");
+                tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
     }

@@ -106,6 +106,11 @@ pub async fn round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Res
         .await
         .context("writing the report to the hub")?;
 
+    assignments_round(hub, member, st).await
+}
+
+/// The assignments part of a round alone: what a change of the Assignments wakes.
+pub async fn assignments_round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Result<()> {
     let assignments: Api<Assignment> = Api::default_namespaced(hub.clone());
     let list = assignments
         .list(&ListParams::default())
