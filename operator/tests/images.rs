@@ -6,13 +6,27 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// `images/<dir>`, the package it builds, and the chart values naming its image.
-const IMAGES: &[(&str, &str, &str)] = &[
-    ("operator", "gpufed-operator", "charts/gpufed/values.yaml"),
+/// `images/<dir>`, the package it builds, the chart values naming its image, and the path
+/// of keys to that image's `repository` in those values (the provider chart names two
+/// images: the device plugin's and the pull-mode agent's).
+const IMAGES: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "operator",
+        "gpufed-operator",
+        "charts/gpufed/values.yaml",
+        &["image", "repository"],
+    ),
     (
         "device-plugin",
         "gpufed-device-plugin",
         "charts/gpufed-provider/values.yaml",
+        &["devicePlugin", "image", "repository"],
+    ),
+    (
+        "agent",
+        "gpufed-agent",
+        "charts/gpufed-provider/values.yaml",
+        &["agent", "image", "repository"],
     ),
 ];
 
@@ -25,6 +39,15 @@ fn root() -> PathBuf {
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The string at `path` (a path of mapping keys) in the YAML file `rel`.
+fn yaml_string(rel: &str, path: &[&str]) -> Option<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    path.iter()
+        .try_fold(&doc, |v, key| v.get(*key))?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// The value of `key = "value"` on a TOML line.
@@ -111,7 +134,7 @@ fn dockerfiles_build_real_binaries_and_run_as_non_root() {
         .lines()
         .find_map(|l| toml_value(l, "rust-version"))
         .expect("workspace rust-version");
-    for (dir, package, values) in IMAGES {
+    for (dir, package, values, repository) in IMAGES {
         let path = format!("images/{dir}/Dockerfile");
         let ins = instructions(&read(&path));
         let crate_dir =
@@ -175,13 +198,11 @@ fn dockerfiles_build_real_binaries_and_run_as_non_root() {
         assert!(entry.contains(&format!("/{bin}\"")), "{path}: ENTRYPOINT {entry}");
 
         // The chart pulls an image named after the binary.
-        let repo = read(values)
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("repository:").map(|r| r.trim().to_owned()))
-            .unwrap_or_else(|| panic!("{values}: no image.repository"));
+        let key = repository.join(".");
+        let repo = yaml_string(values, repository).unwrap_or_else(|| panic!("{values}: no {key}"));
         assert!(
             repo.ends_with(&format!("/{bin}")),
-            "{values}: {repo} is not the {bin} image"
+            "{values}: {key} {repo} is not the {bin} image"
         );
     }
     assert!(
@@ -190,15 +211,39 @@ fn dockerfiles_build_real_binaries_and_run_as_non_root() {
     );
 }
 
-#[test]
-fn the_operator_chart_runs_as_the_image_user() {
-    let ins = instructions(&read("images/operator/Dockerfile"));
+/// `template` runs the binary as the uid of the runtime stage's USER in
+/// `images/<dir>/Dockerfile`.
+fn assert_runs_as_the_image_user(dir: &str, template: &str) {
+    let ins = instructions(&read(&format!("images/{dir}/Dockerfile")));
     let user = last_user(&ins).expect("USER");
     let uid = user.split(':').next().unwrap_or_default();
     assert!(
-        read("charts/gpufed/templates/deployment.yaml").contains(&format!("runAsUser: {uid}")),
-        "the chart's runAsUser differs from the image's USER {user}"
+        read(template).contains(&format!("runAsUser: {uid}")),
+        "{template}: runAsUser differs from images/{dir}'s USER {user}"
     );
+}
+
+#[test]
+fn the_operator_chart_runs_as_the_image_user() {
+    assert_runs_as_the_image_user("operator", "charts/gpufed/templates/deployment.yaml");
+}
+
+#[test]
+fn the_provider_chart_runs_the_agent_as_the_image_user() {
+    assert_runs_as_the_image_user("agent", "charts/gpufed-provider/templates/agent.yaml");
+}
+
+/// Every image under `images/` is checked above, and no entry names a missing one.
+#[test]
+fn every_image_is_checked() {
+    let dirs: BTreeSet<String> = std::fs::read_dir(root().join("images"))
+        .expect("images/")
+        .map(|e| e.expect("images/ entry"))
+        .filter(|e| e.path().join("Dockerfile").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let checked: BTreeSet<String> = IMAGES.iter().map(|i| i.0.to_owned()).collect();
+    assert_eq!(dirs, checked, "images/ vs the IMAGES this test checks");
 }
 
 #[test]
