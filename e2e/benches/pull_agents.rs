@@ -295,6 +295,7 @@ async fn main() {
     let running = started.elapsed();
     let loaded = measure(&procs, window).await;
     let _ = operator.kill();
+    let _ = operator.wait();
     println!(
         "{agents} simulated pull-mode agents; all Ready after {:.1} s, {agents} jobs Running after {:.1} s",
         registered.as_secs_f64(),
