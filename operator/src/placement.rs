@@ -4,8 +4,9 @@
 //! resourceVersion, so a stale leader or a concurrent round cannot place a job twice.
 //! The job controller dispatches once it sees the placement.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
@@ -23,6 +24,7 @@ use crate::mapping;
 /// Runs rounds when triggered or every `interval`, while this replica leads.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     let reservations = Mutex::new(Vec::new());
+    let written = Mutex::new(Written::new());
     loop {
         tokio::select! {
             _ = ctx.placement_trigger.notified() => {}
@@ -34,17 +36,52 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         if !ctx.leadership.is_leader() {
             continue;
         }
-        if let Err(e) = round(&ctx, &reservations).await {
+        if let Err(e) = round(&ctx, &reservations, &written).await {
             tracing::warn!(error = %e, "placement round failed");
         }
     }
 }
 
+/// Placements this process wrote that the job store may not show yet, by job UID.
+pub type Written = BTreeMap<String, (Instant, Arc<ComputeJob>)>;
+
+/// How long a written placement overrides the store's copy at most.
+const WRITTEN_TTL: Duration = Duration::from_secs(60);
+
+/// The store's jobs, each replaced by the copy this process just placed while the store
+/// still shows the version that placement was written over: the next round (triggered within milliseconds) must neither
+/// see that job as queued nor its GPUs as free, or it overcommits a node.
+pub fn with_written(
+    store: Vec<Arc<ComputeJob>>,
+    written: &mut Written,
+    now: Instant,
+) -> Vec<Arc<ComputeJob>> {
+    written.retain(|_, (at, _)| now.duration_since(*at) < WRITTEN_TTL);
+    store
+        .into_iter()
+        .map(|job| {
+            let uid = job.uid().unwrap_or_default();
+            match written.get(&uid) {
+                // The store still has the version the placement was written over.
+                Some((_, mine)) if job.resource_version() == mine.resource_version() => mine.clone(),
+                Some(_) => {
+                    written.remove(&uid);
+                    job
+                }
+                None => job,
+            }
+        })
+        .collect()
+}
+
 /// One round.
-pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) -> Result<usize> {
-    let (jobs, held): (Vec<_>, Vec<_>) = ctx
-        .jobs
-        .state()
+pub async fn round(
+    ctx: &Context,
+    reservations: &Mutex<Vec<pl::Reservation>>,
+    written: &Mutex<Written>,
+) -> Result<usize> {
+    let store = with_written(ctx.jobs.state(), &mut *written.lock().await, Instant::now());
+    let (jobs, held): (Vec<_>, Vec<_>) = store
         .into_iter()
         .partition(|j| !mapping::is_queued(j) || ctx.held(&j.namespace().unwrap_or_default()).is_none());
     hold(ctx, &held).await;
@@ -85,7 +122,9 @@ pub async fn round(ctx: &Context, reservations: &Mutex<Vec<pl::Reservation>>) ->
             futures::future::join_all(chunk.iter().map(|(job, p)| write_placement(ctx, job, p, now))).await;
         for ((_, p), result) in chunk.iter().zip(results) {
             match result {
-                Ok(()) => {
+                Ok(job) => {
+                    let uid = job.uid().unwrap_or_default();
+                    written.lock().await.insert(uid, (Instant::now(), Arc::new(job)));
                     placed += 1;
                     ctx.metrics.placements_total.inc();
                     tracing::info!(job = %p.job, provider = %p.provider, price = p.price, "placed");
@@ -180,7 +219,7 @@ async fn hold(ctx: &Context, held: &[std::sync::Arc<ComputeJob>]) {
 /// often one write behind (its own reconcile just wrote conditions): on a conflict, the
 /// job is read again and the placement written once more only if the fresh object is
 /// still queued with the same spec generation — so a job is never placed twice.
-async fn write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now: i64) -> Result<()> {
+async fn write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now: i64) -> Result<ComputeJob> {
     match try_write_placement(ctx, job, p, now).await {
         Err(Error::Conflict(_)) => {
             let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
@@ -197,7 +236,12 @@ async fn write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now
     }
 }
 
-async fn try_write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now: i64) -> Result<()> {
+async fn try_write_placement(
+    ctx: &Context,
+    job: &ComputeJob,
+    p: &pl::Placement,
+    now: i64,
+) -> Result<ComputeJob> {
     let mut status = job.status.clone().unwrap_or_default();
     let attempt = status.attempts.last().map_or(1, |a| a.attempt + 1);
     let now_text = crate::time::format(now);
@@ -238,12 +282,62 @@ async fn try_write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement,
         ),
     );
     crate::job::write_status(ctx, job, &status).await?;
-    Ok(())
+    let mut placed = job.clone();
+    placed.status = Some(status);
+    Ok(placed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(uid: &str, placed: bool) -> Arc<ComputeJob> {
+        let rv = if placed { "2" } else { "1" };
+        job_rv(uid, placed, rv)
+    }
+
+    fn job_rv(uid: &str, placed: bool, rv: &str) -> Arc<ComputeJob> {
+        let mut j: ComputeJob = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+            "metadata": {"name": uid, "namespace": "t", "uid": uid, "resourceVersion": rv},
+            "spec": {"workers": 1, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
+                     "template": {"spec": {"containers": [{"name": "m", "image": "i"}]}}}
+        }))
+        .expect("job");
+        if placed {
+            j.status = Some(
+                serde_json::from_value(serde_json::json!({
+                    "phase": "Placed",
+                    "placement": {"attempt": 1, "provider": "p", "gpus": 1, "pricePerGpuHour": "0.5",
+                                  "placedTime": "2026-12-01T00:00:00Z", "workers": [{"rank": 0, "node": "n"}]}
+                }))
+                .expect("status"),
+            );
+        }
+        Arc::new(j)
+    }
+
+    #[test]
+    fn a_placement_just_written_hides_the_stale_queued_copy_until_the_store_catches_up() {
+        let t0 = Instant::now();
+        let mut written = Written::new();
+        // What the round keeps: its placement over the version it read (rv 1).
+        written.insert("a".into(), (t0, job_rv("a", true, "1")));
+        let seen = with_written(vec![job("a", false), job("b", false)], &mut written, t0);
+        assert!(!mapping::is_queued(&seen[0]), "the round sees its own placement");
+        assert!(mapping::is_queued(&seen[1]));
+        // The store caught up: its copy wins and the entry is dropped.
+        let seen = with_written(vec![job("a", true)], &mut written, t0);
+        assert!(seen[0].status.is_some() && written.is_empty());
+        // The store moved on some other way (attempt ended, queued again): its copy wins.
+        written.insert("b".into(), (t0, job_rv("b", true, "1")));
+        let seen = with_written(vec![job_rv("b", false, "7")], &mut written, t0);
+        assert!(mapping::is_queued(&seen[0]) && written.is_empty());
+        // A write the store never shows (e.g. lost) stops overriding after the TTL.
+        written.insert("c".into(), (t0, job_rv("c", true, "1")));
+        let seen = with_written(vec![job("c", false)], &mut written, t0 + WRITTEN_TTL);
+        assert!(mapping::is_queued(&seen[0]) && written.is_empty());
+    }
 
     #[test]
     fn fleet_gpus_sums_total_and_free_over_every_provider() {
