@@ -27,6 +27,8 @@ pub struct Cluster {
     ports: ClusterPorts,
     pki: ClusterPki,
     pub(crate) procs: Vec<ManagedProcess>,
+    /// How kube-apiserver was started (program, arguments, log), to restart it alike.
+    apiserver_cmd: (PathBuf, Vec<String>, PathBuf),
 }
 
 fn arg(flag: &str, value: impl std::fmt::Display) -> String {
@@ -104,14 +106,37 @@ impl Cluster {
             ports: ClusterPorts { apiserver: port },
             pki,
             procs: Vec::new(),
+            apiserver_cmd: (
+                bins.apiserver.clone(),
+                apiserver_args,
+                logs.join("kube-apiserver.log"),
+            ),
         };
-        cluster.procs.push(ManagedProcess::spawn_tied(
-            &format!("{name}/kube-apiserver"),
-            &bins.apiserver,
-            &apiserver_args,
-            &logs.join("kube-apiserver.log"),
-        )?);
+        cluster.procs.push(cluster.spawn_apiserver()?);
         Ok(cluster)
+    }
+
+    fn spawn_apiserver(&self) -> Result<ManagedProcess> {
+        let (program, args, log) = &self.apiserver_cmd;
+        ManagedProcess::spawn_tied(&format!("{}/kube-apiserver", self.name), program, args, log)
+    }
+
+    /// Stops kube-apiserver (SIGTERM, as an upgrade or a crash-restart would), keeps it
+    /// down for `down_for`, starts it again with the same flags and waits until it is
+    /// ready. Every client's watches break; the scheduler and controller-manager ride it out.
+    pub async fn restart_apiserver(&mut self, down_for: Duration) -> Result<()> {
+        if let Some(i) = self
+            .procs
+            .iter()
+            .position(|p| p.record().name.ends_with("/kube-apiserver"))
+        {
+            let mut old = self.procs.remove(i);
+            old.stop(Duration::from_secs(20));
+        }
+        tokio::time::sleep(down_for).await;
+        let fresh = self.spawn_apiserver()?;
+        self.procs.insert(0, fresh);
+        self.wait_ready(Duration::from_secs(90)).await
     }
 
     /// Starts kube-scheduler and kube-controller-manager. Call after [`Cluster::wait_ready`]:

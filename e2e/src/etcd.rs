@@ -80,3 +80,43 @@ async fn health(port: u16) -> bool {
         Ok(Ok(true))
     )
 }
+
+/// POSTs `body` to etcd's JSON gateway (`/v3/...`) and returns the JSON answer.
+async fn post_json(port: u16, path: &str, body: &str) -> std::io::Result<serde_json::Value> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(json).map_err(std::io::Error::other)
+}
+
+impl Etcd {
+    /// Compacts etcd's history up to its current revision: every watch that resumes from
+    /// an older resourceVersion then gets `410 Gone` and must list again. Returns the
+    /// revision compacted to.
+    pub(crate) async fn compact_now(&self) -> Result<i64> {
+        let io = |source| crate::Error::Io {
+            action: "compacting etcd at",
+            path: format!("127.0.0.1:{}", self.client_port).into(),
+            source,
+        };
+        // A range over the empty key returns the store's current revision in its header.
+        let range = post_json(self.client_port, "/v3/kv/range", r#"{"key":"AA==","limit":1}"#)
+            .await
+            .map_err(io)?;
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| crate::Error::State(format!("etcd range answered without a revision: {range}")))?;
+        let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        post_json(self.client_port, "/v3/kv/compaction", &body)
+            .await
+            .map_err(io)?;
+        Ok(revision)
+    }
+}

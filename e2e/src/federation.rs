@@ -319,6 +319,15 @@ impl Federation {
         all
     }
 
+    /// Compacts the federation's etcd to its current revision (watches resuming from an
+    /// older resourceVersion get `410 Gone`). Returns the revision.
+    pub async fn compact_etcd(&self) -> Result<i64> {
+        match &self.etcd {
+            Some(e) => e.compact_now().await,
+            None => Err(crate::Error::State("no etcd in this federation".into())),
+        }
+    }
+
     /// Stops everything now (same as dropping it).
     pub fn down(mut self) {
         self.shutdown();

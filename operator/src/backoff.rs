@@ -55,9 +55,56 @@ impl Backoff {
     }
 }
 
+/// Backoff of the controllers' own watches: 250 ms doubling to 5 s, reset on success.
+/// kube-runtime's default grows to 30 s with jitter: after a hub API server restart a
+/// watch sat out 40 s with the server long back, its store stale and every status write
+/// refused as a conflict (found by `e2e/tests/hub_restarts.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct WatchBackoff {
+    failures: u32,
+}
+
+impl WatchBackoff {
+    /// The longest wait between two attempts.
+    pub const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let exp = self.failures.min(10);
+        self.failures = self.failures.saturating_add(1);
+        Some(
+            Duration::from_millis(250)
+                .saturating_mul(1u32 << exp)
+                .min(Self::MAX),
+        )
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_backoff_is_short_capped_and_resets() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = WatchBackoff::default();
+        let first: Vec<Duration> = b.by_ref().take(6).collect();
+        assert_eq!(first[0], Duration::from_millis(250));
+        assert_eq!(first[1], Duration::from_millis(500));
+        assert_eq!(first[5], WatchBackoff::MAX);
+        assert!(b.by_ref().take(100).all(|d| d <= WatchBackoff::MAX));
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(250)));
+    }
 
     #[test]
     fn doubles_caps_and_resets() {

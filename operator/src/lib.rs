@@ -88,8 +88,10 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         identity,
         args.lease_duration,
     ));
-    let provider_ctl = Controller::new(Api::<GpuProvider>::all(hub.clone()), provider::watch_config());
-    let job_ctl = Controller::new(Api::<ComputeJob>::all(hub.clone()), job::watch_config());
+    let provider_ctl = Controller::new(Api::<GpuProvider>::all(hub.clone()), provider::watch_config())
+        .trigger_backoff(backoff::WatchBackoff::default());
+    let job_ctl = Controller::new(Api::<ComputeJob>::all(hub.clone()), job::watch_config())
+        .trigger_backoff(backoff::WatchBackoff::default());
     let metrics = metrics::Metrics::new();
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
