@@ -16,7 +16,7 @@ use gpufed_api::pull::{
 use gpufed_operator::job::names;
 use gpufed_operator::member::ops;
 use gpufed_operator::member::pull::{AgentConfig, AgentReport, assigned_pod};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
@@ -195,36 +195,8 @@ async fn observe(
     uid: &str,
     attempt: u32,
 ) -> Result<Vec<AssignedPod>, kube::Error> {
-    let selector = format!(
-        "{}={uid},{}={attempt}",
-        names::LABEL_JOB_UID,
-        names::LABEL_ATTEMPT
-    );
-    let pods = Api::<Pod>::namespaced(member.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    let bound: BTreeSet<String> = pods
-        .items
-        .iter()
-        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-        .collect();
-    let nodes = Api::<Node>::all(member.clone());
-    let mut ready = BTreeSet::new();
-    for name in bound {
-        let is_ready = nodes
-            .get_opt(&name)
-            .await?
-            .and_then(|n| n.status?.conditions)
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if is_ready {
-            ready.insert(name);
-        }
-    }
-    let mut out: Vec<AssignedPod> = pods
-        .items
-        .iter()
-        .filter_map(|p| assigned_pod(p, &ready))
-        .collect();
+    let (pods, ready) = ops::attempt_pods_and_ready_nodes(member, ns, uid, attempt).await?;
+    let mut out: Vec<AssignedPod> = pods.iter().filter_map(|p| assigned_pod(p, &ready)).collect();
     out.sort_by_key(|p| p.rank);
     Ok(out)
 }

@@ -9,14 +9,14 @@ use kube::{Api, Client};
 use super::names;
 use super::plan::{PodPhase, PodView};
 
-/// The pods of attempt `attempt` of job `uid` in `namespace`, with node health, and the
-/// nodes under those pods that are not Ready.
-pub async fn attempt_pods(
+/// The pods of attempt `attempt` of job `uid` in `namespace`, and which of the nodes
+/// under them are Ready (only those nodes are read, not the whole fleet).
+pub async fn attempt_pods_and_ready_nodes(
     client: &Client,
     namespace: &str,
     uid: &str,
     attempt: u32,
-) -> Result<(Vec<PodView>, Vec<String>), kube::Error> {
+) -> Result<(Vec<Pod>, BTreeSet<String>), kube::Error> {
     let selector = format!(
         "{}={uid},{}={attempt}",
         names::LABEL_JOB_UID,
@@ -25,7 +25,6 @@ pub async fn attempt_pods(
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    // Only the nodes under this attempt's pods matter: get those, not the whole fleet.
     let bound: BTreeSet<String> = pods
         .items
         .iter()
@@ -43,17 +42,23 @@ pub async fn attempt_pods(
             ready_nodes.insert(name);
         }
     }
+    Ok((pods.items, ready_nodes))
+}
+
+/// The views of an attempt's pods, and the nodes under them that are not Ready.
+pub async fn attempt_pods(
+    client: &Client,
+    namespace: &str,
+    uid: &str,
+    attempt: u32,
+) -> Result<(Vec<PodView>, Vec<String>), kube::Error> {
+    let (pods, ready_nodes) = attempt_pods_and_ready_nodes(client, namespace, uid, attempt).await?;
     let lost: BTreeSet<String> = pods
-        .items
         .iter()
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .filter(|n| !ready_nodes.contains(n))
         .collect();
-    let views = pods
-        .items
-        .iter()
-        .filter_map(|p| pod_view(p, &ready_nodes))
-        .collect();
+    let views = pods.iter().filter_map(|p| pod_view(p, &ready_nodes)).collect();
     Ok((views, lost.into_iter().collect()))
 }
 

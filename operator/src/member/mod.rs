@@ -22,7 +22,9 @@ use crate::job::plan::PodView;
 /// The member-side operations, usable by the agent on its own cluster.
 pub mod ops {
     pub use crate::job::dispatch::{dispatch, manifest};
-    pub use crate::job::observe::{attempt_pods, pod_view, remove_attempt, remove_namespace};
+    pub use crate::job::observe::{
+        attempt_pods, attempt_pods_and_ready_nodes, pod_view, remove_attempt, remove_namespace,
+    };
     pub use crate::provider::probe_with;
     pub use crate::verification::{read_challenges, write_challenge_data};
 }
