@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
+use gpufed_api::Assignment;
 use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
 use gpufed_api::pull::{AGENT_CONFIGMAP, CHALLENGE_CONFIGMAP, REPORT_CONFIGMAP, REPORT_KEY};
-use gpufed_api::{Assignment, GpuProvider};
 use gpufed_e2e::process::ProcessRecord;
 use gpufed_e2e::{Federation, FederationSpec};
 use gpufed_operator::fleet::{GpuNode, GpuPod, MemberView};
@@ -245,27 +245,7 @@ async fn main() {
         let token = pullsupport::mint_token(&hub, &name).await;
         tokio::spawn(sim_agent(endpoint.clone(), name, token.bearer()));
     }
-    let providers: Api<GpuProvider> = Api::all(hub.clone());
-    gpufed_e2e::wait::until(
-        "every simulated provider Ready",
-        Duration::from_secs(600),
-        || async {
-            let ready = providers
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .is_some_and(|s| gpufed_api::conditions::is_true(&s.conditions, "Ready"))
-                })
-                .count();
-            Ok((ready == agents).then_some(()))
-        },
-    )
-    .await
-    .expect("agents registered and Ready");
+    opsupport::providers_ready(&hub, agents).await;
     let registered = started.elapsed();
     let ns = common::namespace(&hub, "pullbench").await;
     for i in 0..agents {
