@@ -26,7 +26,6 @@ pub const APPLIED: &str = "Applied";
 /// What the agent remembers between rounds (all of it can be lost: a restart re-reads).
 pub struct State {
     interval: Duration,
-    config: Option<AgentConfig>,
     sequence: u64,
     /// Assignments applied: name → (uid, generation).
     applied: BTreeMap<String, (String, i64)>,
@@ -39,7 +38,6 @@ impl State {
     pub fn new(interval: Duration) -> Self {
         Self {
             interval,
-            config: None,
             sequence: 0,
             applied: BTreeMap::new(),
             mirrored: None,
@@ -70,7 +68,6 @@ pub async fn round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Res
         })?;
     let cfg = AgentConfig::from_data(&cfg_cm.data.unwrap_or_default()).map_err(anyhow::Error::msg)?;
     st.interval = Duration::from_secs(cfg.interval_seconds.max(1));
-    st.config = Some(cfg.clone());
 
     let challenges = hub_cms
         .get_opt(CHALLENGE_CONFIGMAP)
