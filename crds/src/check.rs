@@ -53,6 +53,12 @@ pub fn job_spec(spec: &ComputeJobSpec) -> Vec<FieldError> {
         &spec.max_price_per_gpu_hour,
         &mut errors,
     );
+    if spec.serving.is_some() && spec.workers != 1 {
+        errors.push(field(
+            "spec.workers",
+            "a serving job (spec.serving) has exactly one worker",
+        ));
+    }
     if let Some(d) = &spec.max_duration {
         match formats::parse_duration(d) {
             Ok(0) => errors.push(field("spec.maxDuration", "must be longer than 0s")),

@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{Assignment, ComputeJob, GpuProvider, Stake};
+use crate::{Assignment, ComputeJob, ComputeService, GpuProvider, Stake};
 
 /// All gpufed CRDs, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -12,6 +12,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ComputeJob::crd(),
         Stake::crd(),
         Assignment::crd(),
+        ComputeService::crd(),
     ]
     .into_iter()
     .map(without_empty_defaults)
@@ -107,7 +108,8 @@ mod tests {
                 "gpufed.io_gpuproviders.yaml",
                 "gpufed.io_computejobs.yaml",
                 "gpufed.io_stakes.yaml",
-                "gpufed.io_assignments.yaml"
+                "gpufed.io_assignments.yaml",
+                "gpufed.io_computeservices.yaml"
             ]
         );
     }

@@ -48,6 +48,7 @@ pub const MAX_NVLINK_DOMAIN_GPUS: u32 = 72;
 #[x_kube(validation = Rule::new("self.workers * self.gpusPerWorker <= 512").message("spec.workers × spec.gpusPerWorker must be at most 512 GPUs").field_path(".workers"))]
 #[x_kube(validation = Rule::new("self.gpu.interconnect != 'NVLinkDomain' || self.workers * self.gpusPerWorker <= 72").message("a gang with spec.gpu.interconnect NVLinkDomain may use at most 72 GPUs (one NVLink domain)").field_path(".gpu.interconnect"))]
 #[x_kube(validation = Rule::new("self.gpu.interconnect != 'NVLink' || self.gpusPerWorker >= 2").message("spec.gpu.interconnect NVLink needs spec.gpusPerWorker of at least 2").field_path(".gpu.interconnect"))]
+#[x_kube(validation = Rule::new("!has(self.serving) || self.workers == 1").message("a serving job (spec.serving) has exactly one worker").field_path(".workers"))]
 #[x_kube(validation = Rule::new("double(self.maxPricePerGpuHour) > 0.0").message("spec.maxPricePerGpuHour must be greater than 0").field_path(".maxPricePerGpuHour"))]
 #[x_kube(validation = Rule::new("!has(self.maxDuration) || duration(self.maxDuration) > duration('0s')").message("spec.maxDuration must be longer than 0s").field_path(".maxDuration"))]
 #[serde(rename_all = "camelCase")]
@@ -89,6 +90,10 @@ pub struct ComputeJobSpec {
     /// A suspended job is not placed; a running one is stopped and resumes when unsuspended.
     #[serde(default)]
     pub suspend: bool,
+    /// Makes the job one serving replica (`workers` must be 1): its port is exposed at
+    /// the provider, readiness is reported in `status.endpoint`. Set by `ComputeService`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<crate::serving::Serving>,
 }
 
 fn one() -> u32 {
@@ -232,6 +237,9 @@ pub struct PlacementConstraints {
     /// Whether this job may evict lower-priority jobs to be placed.
     #[serde(default)]
     pub preempt_lower_priority: bool,
+    /// Prefer providers (or regions) where no other job of the same group runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<crate::serving::Spread>,
 }
 
 impl Default for PlacementConstraints {
@@ -243,6 +251,7 @@ impl Default for PlacementConstraints {
             min_reputation: 0,
             verified_only: true,
             preempt_lower_priority: false,
+            spread: None,
         }
     }
 }

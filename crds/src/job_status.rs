@@ -43,6 +43,9 @@ pub struct ComputeJobStatus {
     /// How much of the usage is settled on chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing: Option<Billing>,
+    /// A serving job's endpoint and readiness (live attempt only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<crate::serving::Endpoint>,
 }
 
 /// Display phase of a job.

@@ -21,6 +21,8 @@ pub mod pod_security;
 pub mod provider;
 pub mod pull;
 pub mod schema_check;
+pub mod service;
+pub mod serving;
 pub mod stake;
 
 pub use assignment::{Assignment, AssignmentSpec, AssignmentStatus};
@@ -28,6 +30,7 @@ pub use common::{Condition, ConditionStatus, SecretKeyRef};
 pub use job::{ComputeJob, ComputeJobSpec};
 pub use job_status::ComputeJobStatus;
 pub use provider::{GpuProvider, GpuProviderSpec, GpuProviderStatus};
+pub use service::{ComputeService, ComputeServiceSpec, ComputeServiceStatus};
 pub use stake::{Stake, StakeSpec, StakeStatus};
 
 /// API group of every gpufed kind.

@@ -1,0 +1,182 @@
+//! `ComputeService`: N long-running replicas of a model server, each a one-worker
+//! `ComputeJob` placed on its own, spread over providers, exposed and kept ready.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, DECIMAL_PATTERN};
+use crate::job::{GpuRequirements, OpenObject, PlacementConstraints, WorkerTemplate};
+use crate::job_status::Usage;
+use crate::serving::{ServingPort, SpreadDomain};
+
+/// Most replicas of one service.
+pub const MAX_REPLICAS: u32 = 64;
+
+/// Serving on the federation: `replicas` copies of a model server, each placed on its
+/// own (no gang) and replaced when lost, reachable through their providers and through
+/// one Service at the hub.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gpufed.io",
+    version = "v1alpha1",
+    kind = "ComputeService",
+    plural = "computeservices",
+    singular = "computeservice",
+    namespaced,
+    shortname = "csvc",
+    category = "gpufed",
+    status = "ComputeServiceStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    doc = "A model server run on the gpufed federation: N replicas, each a one-worker ComputeJob, spread over providers and kept ready.",
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Address", type_ = "string", json_path = ".status.address"),
+    printcolumn(name = "Cost", type_ = "string", json_path = ".status.usage.cost"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        priority = 1
+    ),
+    printcolumn(
+        name = "GPUs/Replica",
+        type_ = "integer",
+        json_path = ".spec.gpusPerReplica",
+        priority = 1
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("double(self.maxPricePerGpuHour) > 0.0").message("spec.maxPricePerGpuHour must be greater than 0").field_path(".maxPricePerGpuHour"))]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeServiceSpec {
+    /// Replicas to keep ready (`kubectl scale` sets it).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 64))]
+    pub replicas: u32,
+    /// Pod template of every replica (the model server is the first container).
+    pub template: WorkerTemplate,
+    /// GPUs each replica gets.
+    #[schemars(range(min = 1, max = 16))]
+    pub gpus_per_replica: u32,
+    /// What kind of GPU a replica needs.
+    #[serde(default)]
+    pub gpu: GpuRequirements,
+    /// Highest price per GPU-hour paid for a replica (decimal).
+    #[schemars(length(min = 1, max = 20), pattern(DECIMAL_PATTERN))]
+    pub max_price_per_gpu_hour: String,
+    /// The served port and how providers expose it.
+    pub port: ServingPort,
+    /// Readiness probe (a Kubernetes `Probe`) for the first container when its template
+    /// has none; without either, a TCP probe of the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<OpenObject>,
+    /// Where replicas may run.
+    #[serde(default)]
+    pub placement: PlacementConstraints,
+    /// Failure domain replicas prefer not to share.
+    #[serde(default)]
+    pub spread: ServiceSpread,
+    /// Higher priorities are placed first.
+    #[serde(default = "default_priority")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub priority: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_priority() -> u32 {
+    100
+}
+
+/// How replicas spread over failure domains (a preference, never a reason to stay down).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ServiceSpread {
+    /// Prefer a different provider for each replica.
+    #[default]
+    Provider,
+    /// Prefer a different region for each replica.
+    Region,
+    /// No preference.
+    None,
+}
+
+impl ServiceSpread {
+    /// The spread domain of the replica jobs, if any.
+    pub fn domain(self) -> Option<SpreadDomain> {
+        match self {
+            Self::Provider => Some(SpreadDomain::Provider),
+            Self::Region => Some(SpreadDomain::Region),
+            Self::None => None,
+        }
+    }
+}
+
+/// Status of a `ComputeService`, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeServiceStatus {
+    /// `Ready` (all desired replicas ready), `Reconciling`, `Stalled`.
+    #[serde(default)]
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Replicas that exist and are not being retired (the scale subresource's count).
+    #[serde(default)]
+    pub replicas: u32,
+    /// Replicas whose serving pod is Ready.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// Label selector of the replica `ComputeJob`s (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The stable address at the hub: the Service `<name>` in this namespace, whose
+    /// endpoints are the ready replicas (`host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Every replica, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 128),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub replica_status: Vec<ReplicaStatus>,
+    /// GPU time and cost of the current replicas (retired replicas keep theirs on their
+    /// own `ComputeJob` until it is metered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One replica as the service sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// The replica's `ComputeJob`.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Its provider, once placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Where it is reachable (`host:port`), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Its serving pod is Ready.
+    pub ready: bool,
+    /// The job's phase (`Queued`, `Running`, …), or `Retiring` while scaled away.
+    #[schemars(length(max = 32))]
+    pub phase: String,
+    /// GPU-seconds used so far.
+    #[serde(default)]
+    pub gpu_seconds: u64,
+}
