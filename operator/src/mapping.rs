@@ -7,6 +7,7 @@ use gpufed_api::common::ConditionStatus;
 use gpufed_api::conditions::{self, types};
 use gpufed_api::job::{GpuTier, Interconnect};
 use gpufed_api::job_status::JobPhase;
+use gpufed_api::serving::{Spread, SpreadDomain};
 use gpufed_api::{ComputeJob, GpuProvider, check, formats};
 use gpufed_placement as pl;
 use kube::ResourceExt;
@@ -162,6 +163,7 @@ fn provider_snapshot(
             job.namespace().unwrap_or_default(),
             job.spec.priority,
             gpus,
+            job.spec.placement.spread.as_ref().map(|s| s.group.clone()),
         ));
     }
     for pod in view
@@ -194,7 +196,7 @@ fn provider_snapshot(
     // Running GPUs get the top indices of their node, free ones the bottom.
     let running = running
         .into_iter()
-        .map(|(job, namespace, priority, gpus)| pl::RunningAllocation {
+        .map(|(job, namespace, priority, gpus, group)| pl::RunningAllocation {
             job,
             namespace,
             priority: i32::try_from(priority).unwrap_or(i32::MAX),
@@ -210,6 +212,7 @@ fn provider_snapshot(
                     })
                 })
                 .collect(),
+            spread_group: group,
         })
         .collect();
     let provider = pl::Provider {
@@ -279,6 +282,19 @@ fn job_snapshot(job: &ComputeJob, all_models: &[String]) -> pl::Job {
         preferred: spec.placement.preferred_providers.clone(),
         min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
         verified_only: spec.placement.verified_only,
+        spread: spec.placement.spread.as_ref().map(spread_snapshot),
+    }
+}
+
+/// A job's spread. The group stays the bare name: the engine scopes it by the job's
+/// namespace (and a running allocation's by its namespace), as the API does.
+fn spread_snapshot(s: &Spread) -> pl::Spread {
+    pl::Spread {
+        group: s.group.clone(),
+        across: match s.across {
+            SpreadDomain::Provider => pl::SpreadDomain::Provider,
+            SpreadDomain::Region => pl::SpreadDomain::Region,
+        },
     }
 }
 

@@ -21,6 +21,7 @@ mod score;
 mod search;
 pub mod sim;
 mod snapshot;
+mod spread;
 pub mod synth;
 
 pub use decision::{Config, Decisions, Eviction, Placement, Unplaced, WorkerPlacement};
@@ -31,5 +32,5 @@ pub use market::MarketParams;
 pub use score::Weights;
 pub use snapshot::{
     ComputeCapability, GpuRef, Interconnect, Job, MAX_GPUS_PER_NODE, MICROS_PER_UNIT, Micros, Node, Provider,
-    Reservation, RunningAllocation, Snapshot, format_micros,
+    Reservation, RunningAllocation, Snapshot, Spread, SpreadDomain, format_micros,
 };

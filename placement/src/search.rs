@@ -1,11 +1,22 @@
 //! The fast path: find the best-scoring (provider, model) group for a job, then pick its
 //! nodes and GPUs best-fit. Touches only the groups of accepted models and, per group,
 //! its pools' bucket lengths; never the whole fleet.
+//!
+//! Candidates are ordered by, best first:
+//! 1. for a job with a [spread](crate::spread), the fewest members of its group in the
+//!    candidate's domain (provider or region). This comes before the preferred-provider
+//!    order: a service's replicas spread over its preferred providers first (with the
+//!    default weights the preferred term dominates the score, so among domains of equal
+//!    count the preferred list still decides), and only share a domain when every fitting
+//!    domain already holds as many members;
+//! 2. the [score](crate::score) (price, reputation, packing, preferred order);
+//! 3. the smaller group index (deterministic ties).
 
 use crate::filter::JobSt;
 use crate::index::{Fleet, Pool};
 use crate::score::{Fit, Weights, best_fit, score};
 use crate::snapshot::{Interconnect, MAX_GPUS_PER_NODE, Micros};
+use crate::spread::SpreadView;
 
 /// Where a job could go.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -15,6 +26,8 @@ pub(crate) struct Candidate {
     pub domain: Option<(u32, u32)>,
     pub price: Micros,
     pub score: f64,
+    /// Members of the job's spread group in the candidate's domain (0 without a spread).
+    pub spread: u32,
 }
 
 /// Node chosen for some workers: the node, the GPUs taken, how many workers.
@@ -28,11 +41,17 @@ const PERFECT: Fit = Fit {
 
 const SLOTS: usize = MAX_GPUS_PER_NODE as usize + 1;
 
+/// Whether a candidate of group `group` with `spread` members and `score` beats `b`.
+fn beats(spread: u32, score: f64, group: u32, b: &Candidate) -> bool {
+    b.spread
+        .cmp(&spread)
+        .then(score.total_cmp(&b.score))
+        .then(b.group.cmp(&group))
+        .is_gt()
+}
+
 fn better(a: &Candidate, b: &Option<Candidate>) -> bool {
-    match b {
-        None => true,
-        Some(b) => a.score.total_cmp(&b.score).then(b.group.cmp(&a.group)).is_gt(),
-    }
+    b.as_ref().is_none_or(|b| beats(a.spread, a.score, a.group, b))
 }
 
 /// Free-count histogram of a domain's unreserved nodes.
@@ -46,12 +65,13 @@ fn domain_counts(fleet: &Fleet, nodes: &[u32], counts: &mut [u32; SLOTS]) {
 }
 
 /// The best group for `js`, or `None` when nothing fits now. `only` limits the search to
-/// one group (used after preemption).
+/// one group (used after preemption); `spread` counts the job's group members per domain.
 pub(crate) fn find_best(
     fleet: &Fleet,
     js: &JobSt,
     weights: &Weights,
     only: Option<u32>,
+    spread: Option<&SpreadView<'_>>,
 ) -> Option<Candidate> {
     let reference = if js.max_price == Micros::MAX {
         fleet.max_ask
@@ -74,12 +94,10 @@ pub(crate) fn find_best(
         }
         let rep = group.reputation;
         let rank = js.preferred_rank(group.provider);
+        let members = spread.map_or(0, |s| s.members(group.provider));
         // Prune: even a perfect fit here would not beat the best so far.
         let bound = score(weights, price, inv_ref, rep, PERFECT, rank);
-        if best
-            .as_ref()
-            .is_some_and(|b| bound.total_cmp(&b.score).then(b.group.cmp(&gi)).is_le())
-        {
+        if best.as_ref().is_some_and(|b| !beats(members, bound, gi, b)) {
             return;
         }
         let consider = |fit, domain, best: &mut Option<Candidate>| {
@@ -88,6 +106,7 @@ pub(crate) fn find_best(
                 domain,
                 price,
                 score: score(weights, price, inv_ref, rep, fit, rank),
+                spread: members,
             };
             if better(&c, best) {
                 *best = Some(c);
@@ -140,7 +159,8 @@ pub(crate) fn find_best(
     // Groups come cheapest ask first and no market price falls below
     // `ask × (1 − discount)`, so once even that price with a perfect reputation and fit
     // cannot beat the best so far, no later group of the list can (without a
-    // preferred-provider term, which breaks the order).
+    // preferred-provider term, which breaks the order, and unless the best so far shares
+    // its domain with members of the job's spread group: a later group may hold fewer).
     let floor = f64::from(10_000 - fleet.market.discount_bp.min(10_000)) / 10_000.0;
     let can_stop = js.preferred.is_empty();
     match only {
@@ -148,7 +168,10 @@ pub(crate) fn find_best(
         None => {
             for &m in &js.models {
                 for &gi in &fleet.groups_by_model[usize::from(m)] {
-                    if can_stop && let (Some(b), Some(ask)) = (&best, fleet.groups[gi as usize].ask) {
+                    if can_stop
+                        && let (Some(b), Some(ask)) = (&best, fleet.groups[gi as usize].ask)
+                        && b.spread == 0
+                    {
                         let cheapest = ask as f64 * floor;
                         let bound = weights.price * (1.0 - (cheapest * inv_ref).min(1.0))
                             + weights.reputation.max(0.0)

@@ -110,6 +110,27 @@ pub enum Interconnect {
     NvlinkGang,
 }
 
+/// The failure domain a spread group's jobs avoid sharing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpreadDomain {
+    /// One provider.
+    #[default]
+    Provider,
+    /// One region (the providers' [`Provider::region`] label).
+    Region,
+}
+
+/// A soft preference to spread the jobs of one group (e.g. the replicas of one serving
+/// service) over providers or regions. The group is scoped by the job's namespace: jobs
+/// of different namespaces never interact, whatever their group names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Spread {
+    /// Group name within the job's namespace.
+    pub group: String,
+    /// The domain the group's jobs prefer not to share.
+    pub across: SpreadDomain,
+}
+
 /// A queued job: a gang of `workers` workers of `gpus_per_worker` GPUs each.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Job {
@@ -145,6 +166,9 @@ pub struct Job {
     pub min_reputation: f64,
     /// Only verified providers.
     pub verified_only: bool,
+    /// Prefer domains with the fewest jobs of this group (running or placed earlier in
+    /// the round); a preference only, never a reason to stay unplaced.
+    pub spread: Option<Spread>,
 }
 
 impl Job {
@@ -179,6 +203,9 @@ pub struct RunningAllocation {
     pub provider: String,
     /// GPUs held.
     pub gpus: Vec<GpuRef>,
+    /// The job's spread group (within `namespace`), if any: it counts as a member of the
+    /// group on `provider` for queued jobs of the same group.
+    pub spread_group: Option<String>,
 }
 
 /// Nodes held back for a waiting gang, carried from one round to the next.

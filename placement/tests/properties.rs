@@ -6,7 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use gpufed_placement::{
-    ComputeCapability, Config, GpuRef, Interconnect, Job, Node, Provider, RunningAllocation, Snapshot, place,
+    ComputeCapability, Config, GpuRef, Interconnect, Job, Node, Provider, RunningAllocation, Snapshot,
+    Spread, SpreadDomain, place,
 };
 use proptest::prelude::*;
 
@@ -80,6 +81,7 @@ fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocat
                                 gpu: g,
                             })
                             .collect(),
+                        spread_group: None,
                     });
                 }
             }
@@ -136,6 +138,15 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
                 preferred: vec![format!("p{}", i % 4)],
                 min_reputation: f64::from(rep) / 20.0,
                 verified_only,
+                // Spread groups must never break a hard rule nor determinism.
+                spread: (i % 3 != 2).then(|| Spread {
+                    group: format!("svc{}", i % 2),
+                    across: if i.is_multiple_of(4) {
+                        SpreadDomain::Region
+                    } else {
+                        SpreadDomain::Provider
+                    },
+                }),
             },
         )
 }

@@ -175,6 +175,7 @@ fn preemption_snapshot() -> Snapshot {
                 gpu: g,
             })
             .collect(),
+        spread_group: None,
     };
     Snapshot {
         providers: vec![p],

@@ -117,3 +117,48 @@ fn tiers_become_model_lists() {
     assert_eq!(snap.jobs[1].models, ["NVIDIA-H100"]);
     assert!(is_consumer("NVIDIA-GeForce-RTX-4090") && !is_consumer("NVIDIA-RTX-A6000"));
 }
+
+fn with_spread(job: &Arc<ComputeJob>, group: &str, across: SpreadDomain) -> Arc<ComputeJob> {
+    let mut j = (**job).clone();
+    j.spec.placement.spread = Some(Spread {
+        group: group.into(),
+        across,
+    });
+    Arc::new(j)
+}
+
+#[test]
+fn spread_groups_reach_queued_jobs_and_running_allocations() {
+    let fleet = BTreeMap::from([("a".to_owned(), view())]);
+    let jobs = vec![
+        with_spread(
+            &job("live", "Any", Some(("a", "h1"))),
+            "svc",
+            SpreadDomain::Provider,
+        ),
+        with_spread(&job("new", "Any", None), "svc", SpreadDomain::Region),
+        job("plain", "Any", None),
+    ];
+    let snap = snapshot(&jobs, &[provider("a", true)], &fleet);
+    assert_eq!(snap.running.len(), 1);
+    assert_eq!(snap.running[0].namespace, "team");
+    assert_eq!(snap.running[0].spread_group.as_deref(), Some("svc"));
+    let spreads: Vec<(&str, Option<&pl::Spread>)> = snap
+        .jobs
+        .iter()
+        .map(|j| (j.id.as_str(), j.spread.as_ref()))
+        .collect();
+    let region = pl::Spread {
+        group: "svc".into(),
+        across: pl::SpreadDomain::Region,
+    };
+    // The bare group name: the engine scopes it by the job's namespace.
+    assert_eq!(spreads, [("team/new", Some(&region)), ("team/plain", None)]);
+
+    let plain = snapshot(
+        &[job("live", "Any", Some(("a", "h1")))],
+        &[provider("a", true)],
+        &fleet,
+    );
+    assert_eq!(plain.running[0].spread_group, None);
+}

@@ -12,7 +12,8 @@ use crate::filter::JobSt;
 use crate::hash::FxBuild;
 use crate::snapshot::{ComputeCapability, Interconnect, Micros};
 
-/// Everything that decides whether a job can be placed now (not who it is).
+/// Everything that decides whether a job can be placed now (not who it is). A spread is
+/// not part of it: it only orders the candidates that fit, never removes one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Shape {
     models: Vec<u16>,

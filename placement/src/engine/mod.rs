@@ -3,7 +3,8 @@
 //! Jobs come off the [fair queue](crate::queue) in order. Each is placed on the best
 //! group the [fast path](crate::search) finds; failing that, optionally by preemption;
 //! failing that, it is explained and may reserve nodes so that later, smaller jobs
-//! backfill around it without starving it.
+//! backfill around it without starving it. A job with a spread prefers the domains
+//! holding the fewest members of its group (see [`crate::spread`]).
 
 mod memo;
 mod preempt;
@@ -19,6 +20,7 @@ use crate::index::{Fleet, SnapshotError};
 use crate::queue::FairQueue;
 use crate::search::{Candidate, find_best, select};
 use crate::snapshot::{Reservation, Snapshot};
+use crate::spread::{JobSpread, Spreads};
 use memo::{Memo, Shape};
 
 /// A running allocation, resolved.
@@ -32,6 +34,8 @@ struct AllocSt {
     /// Node and GPUs held there.
     held: Vec<(u32, u64)>,
     evicted: bool,
+    /// Spread group key, when a queued job shares its group.
+    spread: Option<u32>,
 }
 
 /// Places the jobs of one snapshot; see [`place`] for the one-call form.
@@ -43,6 +47,8 @@ pub struct Engine<'s> {
     jobs: Vec<JobSt>,
     job_ns: Vec<u32>,
     job_shape: Vec<u32>,
+    job_spread: Vec<Option<JobSpread>>,
+    spreads: Spreads<'s>,
     queue: FairQueue,
     allocs: Vec<AllocSt>,
     reserved: BTreeMap<u32, Vec<u32>>,
@@ -79,14 +85,17 @@ impl<'s> Engine<'s> {
         for g in &fleet.groups {
             totals[usize::from(g.model)] += u64::from(g.total);
         }
+        let spreads = Spreads::new(snap, &fleet);
         let mut engine = Engine {
             snap,
+            spreads,
             cfg: cfg.clone(),
             queue: FairQueue::new(&weights, totals),
             fleet,
             jobs: Vec::new(),
             job_ns: Vec::new(),
             job_shape: Vec::new(),
+            job_spread: Vec::new(),
             allocs: Vec::new(),
             reserved: BTreeMap::new(),
             memo: Memo::default(),
@@ -119,6 +128,10 @@ impl<'s> Engine<'s> {
                 *held.entry(n).or_default() |= bit;
             }
             let ns = ns_index.get(r.namespace.as_str()).copied().unwrap_or(0);
+            let spread = self.spreads.of_running(r);
+            if let Some(key) = spread {
+                self.spreads.count(key, provider, true);
+            }
             for (&n, &mask) in &held {
                 let model = self.node_model(n);
                 self.queue.charge(ns, model, i64::from(mask.count_ones()));
@@ -131,6 +144,7 @@ impl<'s> Engine<'s> {
                 start: r.start_time,
                 held: held.into_iter().collect(),
                 evicted: false,
+                spread,
             });
         }
         Ok(())
@@ -166,6 +180,7 @@ impl<'s> Engine<'s> {
                 .memo
                 .intern(Shape::of(&js, self.cfg.preemption.then_some(job.priority)));
             self.job_shape.push(shape);
+            self.job_spread.push(self.spreads.of_job(job));
             self.jobs.push(js);
             self.job_ns.push(ns);
             self.queue.push(ns, job.priority, h);
@@ -249,7 +264,8 @@ impl<'s> Engine<'s> {
             return false;
         }
         let js = &self.jobs[h as usize];
-        if let Some(c) = find_best(&self.fleet, js, &self.cfg.weights, None) {
+        let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
+        if let Some(c) = find_best(&self.fleet, js, &self.cfg.weights, None, spread.as_ref()) {
             self.commit(h, c, Vec::new());
             return true;
         }
@@ -297,6 +313,9 @@ impl<'s> Engine<'s> {
             self.fleet.set_free(n, free);
         }
         let group = &self.fleet.groups[cand.group as usize];
+        if let Some(s) = self.job_spread[h as usize] {
+            self.spreads.count(s.key, group.provider, true);
+        }
         let model = group.model;
         let ns = self.job_ns[h as usize];
         self.queue.charge(ns, model, i64::from(g * u32::from(js.w)));

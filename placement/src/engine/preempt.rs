@@ -4,6 +4,8 @@
 //! youngest first, until the job fits; the group needing the fewest evicted GPUs wins
 //! (ties to the smaller group). Evictions are whole allocations. GPUs freed but not used
 //! by the job stay unavailable this round (they are still busy until the eviction).
+//! A spread does not steer the choice of group here (a blocked job takes the cheapest
+//! eviction); evicted members of its group stop counting and the job, once placed, counts.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -97,6 +99,9 @@ impl Engine<'_> {
         let mut freed: Vec<(u32, u64)> = Vec::new();
         for &v in &victims {
             self.allocs[v].evicted = true;
+            if let Some(key) = self.allocs[v].spread {
+                self.spreads.count(key, self.allocs[v].provider, false);
+            }
             let held = self.allocs[v].held.clone();
             for &(n, mask) in &held {
                 let free = self.fleet.nodes[n as usize].free | mask;
@@ -108,10 +113,14 @@ impl Engine<'_> {
             freed.extend(held);
         }
         let js = &self.jobs[h as usize];
-        let Some(cand) = find_best(&self.fleet, js, &self.cfg.weights, Some(gi)) else {
+        let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
+        let Some(cand) = find_best(&self.fleet, js, &self.cfg.weights, Some(gi), spread.as_ref()) else {
             // Cannot happen (fits_with said yes); undo so nothing is evicted for nothing.
             for &v in &victims {
                 self.allocs[v].evicted = false;
+                if let Some(key) = self.allocs[v].spread {
+                    self.spreads.count(key, self.allocs[v].provider, true);
+                }
                 let ns = self.allocs[v].ns;
                 for (n, mask) in self.allocs[v].held.clone() {
                     let free = self.fleet.nodes[n as usize].free & !mask;

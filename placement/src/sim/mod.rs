@@ -299,6 +299,7 @@ pub fn simulate(trace: &Trace, p: &Params, policy: Policy, mut progress: impl Fn
                         gpu: g,
                     })
                     .collect(),
+                spread_group: r.job.spread.as_ref().map(|s| s.group.clone()),
             })
             .collect();
         let t0 = Instant::now();
