@@ -9,28 +9,33 @@
 //! - when the pod carries the annotation `gpufed.io/sim-exit-code: N` (any process can set it),
 //! - or `gpufed.io/sim-run-seconds: N` seconds after they started (exit code 0).
 //!
+//! Running pods report readiness as kubelet does (module `readiness`): ready at once without
+//! a `readinessProbe`, else after `initialDelaySeconds` plus one (capped) `periodSeconds`;
+//! the annotation `gpufed.io/sim-ready: "false"` makes the probe fail (see [`READY_ANNOTATION`]).
+//!
 //! Nodes can be made NotReady, fall silent (heartbeats stop, so the real node lifecycle
 //! controller marks them Unknown), or be deleted. Every simulated node carries the label
 //! `gpufed.io/simulated=true`.
 
 mod node;
+mod podloop;
 mod pods;
+mod readiness;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 pub use node::{
     CC_LABEL, COUNT_LABEL, LEASE_NAMESPACE, MEMORY_LABEL, MODEL_LABEL, NVLINK_LABEL, SIMULATED_LABEL,
 };
 pub use pods::{EXIT_CODE_ANNOTATION, RUN_SECONDS_ANNOTATION};
+pub use readiness::{PERIOD_CAP, READY_ANNOTATION};
 
 use crate::pools::GpuPool;
 use crate::{Error, Result};
@@ -87,6 +92,8 @@ struct Shared {
     started: Mutex<HashSet<String>>,
     timed: Mutex<HashSet<String>>,
     next_ip: AtomicU32,
+    /// Nodes whose kubelet is back (Ready again): the pod loop re-syncs their pods.
+    back: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,11 +130,13 @@ impl std::fmt::Debug for NodeSimulator {
 impl NodeSimulator {
     /// Creates the simulated nodes and starts heartbeats and the pod watcher.
     pub async fn start(client: Client, config: SimConfig) -> Result<Self> {
+        let (back, back_rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             nodes: Mutex::new(BTreeMap::new()),
             started: Mutex::new(HashSet::new()),
             timed: Mutex::new(HashSet::new()),
             next_ip: AtomicU32::new(0),
+            back,
         });
         let mut index = 0u32;
         for pool in &config.pools {
@@ -152,7 +161,7 @@ impl NodeSimulator {
         tracing::info!(cluster = %config.cluster, nodes = index, "SIMULATED GPU nodes created");
         let tasks = vec![
             tokio::spawn(heartbeat_loop(client.clone(), shared.clone(), config.heartbeat)),
-            tokio::spawn(pod_loop(client.clone(), shared.clone())),
+            tokio::spawn(podloop::pod_loop(client.clone(), shared.clone(), back_rx)),
         ];
         Ok(Self {
             client,
@@ -194,6 +203,8 @@ impl NodeSimulator {
     }
 
     /// Reports the node Ready (`true`) or NotReady (`false`); heartbeats go on either way.
+    /// Back to Ready, its kubelet re-syncs the status of its pods (e.g. their readiness, which
+    /// the node lifecycle controller set False meanwhile).
     pub async fn set_node_ready(&self, name: &str, ready: bool) -> Result<()> {
         self.owned_node(name)?;
         self.set_state(
@@ -204,7 +215,11 @@ impl NodeSimulator {
                 NodeState::NotReady
             },
         );
-        node::heartbeat(&self.client, name, ready).await
+        node::heartbeat(&self.client, name, ready).await?;
+        if ready {
+            let _ = self.shared.back.send(name.to_owned());
+        }
+        Ok(())
     }
 
     /// Stops all heartbeats of a node, as if its kubelet crashed: the real node lifecycle
@@ -272,91 +287,4 @@ async fn heartbeat_loop(client: Client, shared: Arc<Shared>, every: Duration) {
             }
         }
     }
-}
-
-async fn pod_loop(client: Client, shared: Arc<Shared>) {
-    let api: Api<Pod> = Api::all(client.clone());
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    let mut timers = JoinSet::new();
-    loop {
-        match stream.try_next().await {
-            Ok(Some(pod)) => {
-                if let Err(e) = handle_pod(&client, &shared, &pod, &mut timers).await {
-                    tracing::warn!(pod = ?pod.metadata.name, error = %e, "simulated kubelet: pod update failed");
-                }
-            }
-            Ok(None) => return,
-            Err(e) => tracing::warn!(error = %e, "simulated kubelet: pod watch error (backing off)"),
-        }
-        while timers.try_join_next().is_some() {}
-    }
-}
-
-async fn handle_pod(
-    client: &Client,
-    shared: &Arc<Shared>,
-    pod: &Pod,
-    timers: &mut JoinSet<()>,
-) -> Result<()> {
-    let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-        return Ok(());
-    };
-    let Some((NodeState::Ready, host_ip)) = shared.node_state(&node_name) else {
-        return Ok(());
-    };
-    if pod.metadata.deletion_timestamp.is_some() {
-        return pods::finalize_deletion(client, pod).await;
-    }
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    match pods::phase(pod) {
-        "Pending" => {
-            if !lock(&shared.started).insert(uid) {
-                return Ok(());
-            }
-            pods::mark_running(client, pod, &host_ip, &shared.pod_ip()).await?;
-        }
-        "Running" => {
-            if let Some(code) = pods::requested_exit(pod) {
-                return pods::mark_finished(client, pod, code).await;
-            }
-            if let Some(secs) = pods::run_seconds(pod)
-                && lock(&shared.timed).insert(uid)
-            {
-                let elapsed = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.start_time.as_ref())
-                    .map(|t| {
-                        k8s_openapi::jiff::Timestamp::now()
-                            .duration_since(t.0)
-                            .as_secs()
-                            .max(0)
-                    })
-                    .unwrap_or(0);
-                let wait = Duration::from_secs(secs.saturating_sub(u64::try_from(elapsed).unwrap_or(0)));
-                let (client, pod) = (client.clone(), pod.clone());
-                timers.spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-                    let name = pod.metadata.name.clone().unwrap_or_default();
-                    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-                    let result = match api.get(&name).await {
-                        Ok(fresh) if pods::phase(&fresh) == "Running" => {
-                            pods::mark_finished(&client, &fresh, 0).await
-                        }
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(e.into()),
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(%ns, %name, error = %e, "simulated completion failed");
-                    }
-                });
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }

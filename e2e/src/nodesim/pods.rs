@@ -7,6 +7,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::node::now;
+use super::readiness;
 use crate::Result;
 
 /// Annotation: the pod succeeds this many seconds after it started running.
@@ -63,23 +64,27 @@ fn containers(pod: &Pod) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Moves a pod to Running: container statuses, pod IP, Ready condition.
+/// Moves a pod to Running: container statuses, pod IP, and the readiness
+/// [`readiness::evaluate`] gives at its start (containers with a readiness probe start not
+/// ready).
 pub(crate) async fn mark_running(client: &Client, pod: &Pod, host_ip: &str, pod_ip: &str) -> Result<()> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let started = now();
+    let r = readiness::evaluate(pod, started.0);
     let statuses: Vec<Value> = containers(pod)
         .into_iter()
         .map(|(c, image)| {
             json!({
                 "name": c, "image": image, "imageID": format!("simulated://{image}"),
                 "containerID": format!("simulated://{uid}/{c}"),
-                "ready": true, "started": true, "restartCount": 0,
+                "ready": !r.unready.contains(&c), "started": true, "restartCount": 0,
                 "state": { "running": { "startedAt": started } },
             })
         })
         .collect();
+    let [containers_ready, ready] = readiness::initial_conditions(&r, &started);
     let patch = json!({ "status": {
         "phase": "Running",
         "hostIP": host_ip,
@@ -89,15 +94,15 @@ pub(crate) async fn mark_running(client: &Client, pod: &Pod, host_ip: &str, pod_
         "conditions": [
             condition("PodScheduled", true, None),
             condition("Initialized", true, None),
-            condition("ContainersReady", true, None),
-            condition("Ready", true, None),
+            containers_ready,
+            ready,
         ],
         "containerStatuses": statuses,
     }});
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    tracing::info!(%ns, %name, pod_ip, "simulated pod is Running");
+    tracing::info!(%ns, %name, pod_ip, ready = r.ready(), "simulated pod is Running");
     Ok(())
 }
 
@@ -147,6 +152,30 @@ pub(crate) async fn mark_finished(client: &Client, pod: &Pod, exit_code: i32) ->
         .await?;
     tracing::info!(%ns, %name, exit_code, phase, "simulated pod finished");
     Ok(())
+}
+
+/// Writes the pod's readiness at `now` when it changed (see [`readiness`]) and returns when
+/// to look again. A conflict (the pod changed meanwhile) or a gone pod is no error: the
+/// watch brings the newer pod.
+pub(crate) async fn sync_readiness(client: &Client, pod: &Pod) -> Result<Option<std::time::Duration>> {
+    let t = now();
+    let r = readiness::evaluate(pod, t.0);
+    if let Some(patch) = readiness::status_patch(pod, &r, &t) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(%ns, %name, ready = r.ready(), unready = ?r.unready, "simulated pod readiness")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(r.recheck_in)
 }
 
 /// Completes a graceful deletion as kubelet does once the containers are gone.
