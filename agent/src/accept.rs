@@ -6,6 +6,7 @@
 use gpufed_api::Assignment;
 use gpufed_operator::job::build::MemberObjects;
 use gpufed_operator::job::names;
+use gpufed_operator::job::serving::SERVING_SERVICE;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::de::DeserializeOwned;
@@ -31,6 +32,36 @@ fn in_namespace(v: &Value, tenant: &str, what: &str) -> Result<(), String> {
     }
 }
 
+/// A serving replica's Service, if it only exposes the assignment's own pods: no
+/// `externalIPs` (they can capture other tenants' traffic), no chosen node ports, no
+/// `ExternalName`, a selector on the job's pods.
+fn serving_service(svc: Service, what: &str) -> Result<Service, String> {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !matches!(type_, "ClusterIP" | "NodePort" | "LoadBalancer") {
+        return Err(format!("{what}.spec.type: {type_} is not accepted"));
+    }
+    if spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty()) {
+        return Err(format!("{what}.spec.externalIPs: not accepted"));
+    }
+    if spec.ports.iter().flatten().any(|p| p.node_port.is_some()) {
+        return Err(format!(
+            "{what}.spec.ports: node ports are allocated by this cluster, not chosen by the hub"
+        ));
+    }
+    if !spec
+        .selector
+        .as_ref()
+        .is_some_and(|s| s.contains_key(names::LABEL_JOB_UID))
+    {
+        return Err(format!(
+            "{what}.spec.selector: must select the job's pods ({})",
+            names::LABEL_JOB_UID
+        ));
+    }
+    Ok(svc)
+}
+
 /// The member objects of an Assignment, or why it is refused (naming the field).
 pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
     let spec = &a.spec;
@@ -50,7 +81,7 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
         return Err("spec.namespace: must be labeled app.kubernetes.io/managed-by=gpufed".into());
     }
     namespace.metadata.namespace = None;
-    let (mut policy, mut quota, mut service) = (None, None, None);
+    let (mut policy, mut quota, mut service, mut exposure) = (None, None, None, None);
     for (i, o) in spec.objects.iter().enumerate() {
         let what = format!("spec.objects[{i}]");
         in_namespace(o, tenant, &what)?;
@@ -64,7 +95,14 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
                 )?)
             }
             Some("ResourceQuota") => quota = Some(typed::<ResourceQuota>(o, "v1", "ResourceQuota", &what)?),
-            Some("Service") => service = Some(typed::<Service>(o, "v1", "Service", &what)?),
+            Some("Service") => {
+                let svc = typed::<Service>(o, "v1", "Service", &what)?;
+                if svc.metadata.name.as_deref() == Some(SERVING_SERVICE) {
+                    exposure = Some(serving_service(svc, &what)?);
+                } else {
+                    service = Some(svc);
+                }
+            }
             other => {
                 return Err(format!(
                     "{what}: kind {other:?} is not accepted (NetworkPolicy, ResourceQuota, Service)"
@@ -78,6 +116,9 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
     network_policy.metadata.namespace = Some(tenant.to_owned());
     quota.metadata.namespace = Some(tenant.to_owned());
     service.metadata.namespace = Some(tenant.to_owned());
+    if let Some(e) = exposure.as_mut() {
+        e.metadata.namespace = Some(tenant.to_owned());
+    }
     let mut pods = Vec::with_capacity(spec.pods.len());
     for (i, p) in spec.pods.iter().enumerate() {
         let what = format!("spec.pods[{i}]");
@@ -107,6 +148,7 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
         network_policy,
         quota,
         service,
+        exposure,
         pods,
     })
 }

@@ -78,3 +78,61 @@ fn pods_of_another_job_or_attempt_are_refused() {
     body["spec"]["jobUid"] = "someone-else".into();
     assert!(accept(&parse(body)).unwrap_err().contains("someone-else"));
 }
+
+fn serving_body() -> Value {
+    let job: gpufed_api::ComputeJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": "llm-0", "namespace": "team", "uid": "u-2"},
+        "spec": {"workers": 1, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
+                 "serving": {"port": {"port": 8000, "type": "NodePort"}},
+                 "template": {"spec": {"containers": [{"name": "server", "image": "r/vllm:1"}]}}}
+    }))
+    .unwrap();
+    let placement: gpufed_api::job_status::Placement = serde_json::from_value(serde_json::json!({
+        "provider": "p", "attempt": 1, "gpus": 1, "pricePerGpuHour": "0.50",
+        "placedTime": "2026-12-01T00:00:00Z", "workers": [{"rank": 0, "node": "n1"}]
+    }))
+    .unwrap();
+    let objects = gpufed_operator::job::build::build(&job, &placement, "gpufed.io/gpu").unwrap();
+    assert!(objects.exposure.is_some());
+    gpufed_operator::member::pull::assignment(&objects).unwrap()
+}
+
+#[test]
+fn a_serving_replicas_service_is_accepted_apart_from_the_gang_service() {
+    let got = accept(&parse(serving_body())).unwrap();
+    let exposure = got.exposure.expect("serving Service");
+    assert_eq!(exposure.spec.and_then(|s| s.type_).as_deref(), Some("NodePort"));
+    assert_eq!(got.service.metadata.name.as_deref(), Some(names::GANG_SERVICE));
+}
+
+#[test]
+fn a_serving_service_that_reaches_beyond_its_pods_is_refused() {
+    let idx = |body: &Value| {
+        body["spec"]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|o| o["metadata"]["name"] == SERVING_SERVICE)
+            .unwrap()
+    };
+    let mut body = serving_body();
+    let i = idx(&body);
+    body["spec"]["objects"][i]["spec"]["externalIPs"] = serde_json::json!(["10.96.0.10"]);
+    assert!(accept(&parse(body)).unwrap_err().contains("externalIPs"));
+
+    let mut body = serving_body();
+    let i = idx(&body);
+    body["spec"]["objects"][i]["spec"]["ports"][0]["nodePort"] = 30080.into();
+    assert!(accept(&parse(body)).unwrap_err().contains("node ports"));
+
+    let mut body = serving_body();
+    let i = idx(&body);
+    body["spec"]["objects"][i]["spec"]["type"] = "ExternalName".into();
+    assert!(accept(&parse(body)).unwrap_err().contains("ExternalName"));
+
+    let mut body = serving_body();
+    let i = idx(&body);
+    body["spec"]["objects"][i]["spec"]["selector"] = serde_json::json!({"app": "someone-else"});
+    assert!(accept(&parse(body)).unwrap_err().contains("selector"));
+}

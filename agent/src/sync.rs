@@ -171,6 +171,12 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
             }
         }
     }
+    if objects.exposure.is_some() {
+        match ops::exposure(member, tenant).await {
+            Ok(e) => status.exposure = e,
+            Err(e) => tracing::debug!(error = %e, "serving Service not readable"),
+        }
+    }
     match pods {
         Ok(p) => {
             status.pods = p;

@@ -77,6 +77,9 @@ pub struct AssignmentStatus {
     #[serde(default)]
     #[schemars(length(max = 512))]
     pub pods: Vec<AssignedPod>,
+    /// A serving attempt's Service, as the member cluster allocated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<crate::serving::Exposure>,
 }
 
 /// One worker pod of an assignment, as the agent observed it.
@@ -101,4 +104,11 @@ pub struct AssignedPod {
     /// When the last container finished (Unix seconds), for metering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,
+    /// The pod's `Ready` condition (serving replicas).
+    #[serde(default)]
+    pub ready: bool,
+    /// The IP of the pod's node (`status.hostIP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub host_ip: Option<String>,
 }

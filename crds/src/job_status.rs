@@ -185,6 +185,10 @@ pub struct Billing {
     pub records: u64,
     /// Records settled on chain at the configured commitment.
     pub settled_records: u64,
+    /// GPU-seconds written to the journal (metered); equal to `usage.gpuSeconds` once
+    /// every attempt that ended is metered in full.
+    #[serde(default)]
+    pub metered_gpu_seconds: u64,
     /// Amount settled (decimal).
     #[schemars(pattern(DECIMAL_PATTERN))]
     pub settled_amount: String,

@@ -99,3 +99,20 @@ pub struct Endpoint {
     #[schemars(extend("format" = "date-time"))]
     pub since: Option<String>,
 }
+
+/// How a replica's serving Service looks in its member cluster (what the address is
+/// made of). Reported by the agent in pull mode, read directly in push mode.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exposure {
+    /// The Service's type.
+    #[serde(rename = "type")]
+    pub type_: ExposeType,
+    /// The node port allocated by the member's API server (NodePort, LoadBalancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<i32>,
+    /// The load balancer's ingress IP or host name, once assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub ingress: Option<String>,
+}

@@ -151,7 +151,7 @@ async fn sim_agent(fed_hub: (String, Vec<u8>), provider: String, bearer: String)
                     phase: "Running".into(),
                     node_name: Some(format!("{provider}-n0")),
                     node_ready: true,
-                    finished_at: None,
+                    ..Default::default()
                 }],
                 ..Default::default()
             };

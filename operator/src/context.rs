@@ -47,6 +47,8 @@ pub struct Context {
     pub placement_trigger: Notify,
     /// Timing knobs.
     pub config: Timing,
+    /// Settlement runs (usage is metered into the journal and `status.billing`).
+    pub settles: bool,
     /// Tenants (namespaces) whose new jobs are held from starting because settlement
     /// cannot charge them (no escrow, or the escrow cannot cover their usage), with why.
     /// Written by settlement, read by placement; running jobs are never touched.

@@ -24,6 +24,9 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Deletion waits for something to finish first (the finalizer stays).
+    #[error("waiting: {0}")]
+    Waiting(String),
     /// A value could not be (de)serialized.
     #[error("serialization: {0}")]
     Json(#[from] serde_json::Error),
@@ -38,6 +41,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Finalizer(_) => "finalizer",
+            Error::Waiting(_) => "waiting",
             Error::Json(_) => "serialization",
         }
     }

@@ -24,6 +24,7 @@ pub mod member;
 pub mod metrics;
 pub mod placement;
 pub mod provider;
+pub mod service;
 pub mod settlement;
 pub mod stake;
 pub mod telemetry;
@@ -92,6 +93,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         .trigger_backoff(backoff::WatchBackoff::default());
     let job_ctl = Controller::new(Api::<ComputeJob>::all(hub.clone()), job::watch_config())
         .trigger_backoff(backoff::WatchBackoff::default());
+    let service_ctl = service::controller(&hub);
     let metrics = metrics::Metrics::new();
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
@@ -108,6 +110,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             heartbeat_interval: args.heartbeat_interval,
             placement_interval: args.placement_interval,
         },
+        settles: settlement_cfg.is_some(),
         held_tenants: Default::default(),
         probed: Default::default(),
         verifier: verification::Verifier::new(verify_cfg).with_metrics(metrics.clone()),
@@ -164,6 +167,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     tokio::join!(
         provider::run(ctx.clone(), provider_ctl, stop(shutdown.clone())),
         job::run(ctx.clone(), job_ctl, stop(shutdown.clone())),
+        service::run(ctx.clone(), service_ctl, stop(shutdown.clone())),
         placement::run(ctx.clone(), shutdown.clone()),
         settle,
         stakes,

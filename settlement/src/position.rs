@@ -51,6 +51,8 @@ pub struct JobBilling {
     pub records: u64,
     /// Amount journaled, base units.
     pub amount: u64,
+    /// GPU-seconds journaled (all attempts).
+    pub gpu_seconds: u64,
     /// What has settled.
     pub settled: SettledTotals,
 }
@@ -114,6 +116,7 @@ impl Journal {
         for p in self.data.positions.values().filter(|p| p.job_uid == job_uid) {
             out.records += p.records;
             out.amount = out.amount.saturating_add(p.amount);
+            out.gpu_seconds = out.gpu_seconds.saturating_add(p.cumulative_gpu_seconds);
         }
         out
     }

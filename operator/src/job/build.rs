@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
-use super::names;
+use super::{names, serving};
 
 /// Everything an attempt needs in its member cluster.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct MemberObjects {
     pub quota: ResourceQuota,
     /// Headless Service for rendezvous.
     pub service: Service,
+    /// A serving replica's Service exposing its port ([`super::serving`]).
+    pub exposure: Option<Service>,
     /// Worker pods, by rank.
     pub pods: Vec<Pod>,
 }
@@ -85,10 +87,14 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector::default()),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(same_namespace.clone()),
-                ..Default::default()
-            }]),
+            ingress: Some(
+                std::iter::once(NetworkPolicyIngressRule {
+                    from: Some(same_namespace.clone()),
+                    ..Default::default()
+                })
+                .chain(job.spec.serving.as_ref().map(serving::ingress_rule))
+                .collect(),
+            ),
             egress: Some(vec![NetworkPolicyEgressRule {
                 to: Some(same_namespace),
                 ..Default::default()
@@ -117,9 +123,17 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
         }),
         ..Default::default()
     };
-    let template: PodSpec = serde_json::to_value(&job.spec.template.spec)
+    let mut template: PodSpec = serde_json::to_value(&job.spec.template.spec)
         .and_then(serde_json::from_value)
         .map_err(|e| format!("spec.template.spec: {e}"))?;
+    if let Some(s) = &job.spec.serving {
+        serving::prepare(&mut template, s)?;
+    }
+    let exposure = job
+        .spec
+        .serving
+        .as_ref()
+        .map(|s| serving::service(s, &ns, &labels, placement.attempt));
     let pods = placement
         .workers
         .iter()
@@ -133,6 +147,7 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
         network_policy,
         quota,
         service,
+        exposure,
         pods,
     })
 }

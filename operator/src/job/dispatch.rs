@@ -54,6 +54,9 @@ pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), ku
         ),
         apply(Api::<Service>::namespaced(client.clone(), &ns), &objects.service),
     )?;
+    if let Some(svc) = &objects.exposure {
+        apply(Api::<Service>::namespaced(client.clone(), &ns), svc).await?;
+    }
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let created = futures::future::try_join_all(objects.pods.iter().map(|pod| {
         let pods = pods.clone();

@@ -7,6 +7,7 @@ pub(crate) mod dispatch;
 pub mod names;
 pub(crate) mod observe;
 pub mod plan;
+pub mod serving;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,6 +129,38 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
     }
 }
 
+/// A serving job's endpoint after this round: from the live attempt's pod (its real
+/// `Ready` condition) and its Service as the member allocated it. A silent member keeps
+/// the last one; no live attempt, none.
+async fn observe_endpoint(
+    ctx: &Context,
+    job: &ComputeJob,
+    member: &Member,
+    status: &ComputeJobStatus,
+    now: i64,
+) -> Option<gpufed_api::serving::Endpoint> {
+    let serving = job.spec.serving.as_ref()?;
+    let p = status.placement.as_ref()?;
+    let previous = job.status.as_ref().and_then(|s| s.endpoint.as_ref());
+    let Member::Pods(pods) = member else {
+        return previous.filter(|e| e.provider == p.provider).cloned();
+    };
+    let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
+    let exposure = match connect(ctx, &p.provider).await {
+        Ok((_, link)) => link.exposure(&ns, p.attempt).await.ok().flatten(),
+        Err(_) => None,
+    };
+    Some(serving::endpoint(
+        serving,
+        &ns,
+        &p.provider,
+        pods,
+        exposure.as_ref(),
+        previous,
+        &crate::time::format(now),
+    ))
+}
+
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     let now = crate::time::now();
     let removed = fence_old_attempts(ctx, &job).await;
@@ -141,6 +174,9 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     }
     let member = observe_live(ctx, &job, now).await;
     let mut plan = plan::plan(&job, &member, now);
+    if job.spec.serving.is_some() {
+        plan.status.endpoint = observe_endpoint(ctx, &job, &member, &plan.status, now).await;
+    }
     if plan.dispatch
         && let Some(p) = plan.status.placement.clone()
     {

@@ -87,11 +87,16 @@ pub fn pod_view(pod: &Pod, ready_nodes: &BTreeSet<String>) -> Option<PodView> {
         .max();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     let node_lost = node.is_some_and(|n| !ready_nodes.contains(&n));
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     Some(PodView {
         rank,
         phase,
         finished,
         node_lost,
+        ready,
+        host_ip: status.and_then(|s| s.host_ip.clone()),
     })
 }
 
@@ -126,4 +131,17 @@ pub async fn remove_namespace(client: &Client, namespace: &str) -> Result<(), ku
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// A serving replica's Service as the member allocated it (node port, load-balancer
+/// ingress); `None` while it does not exist.
+pub async fn exposure(
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<gpufed_api::serving::Exposure>, kube::Error> {
+    let api = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), namespace);
+    Ok(api
+        .get_opt(super::serving::SERVING_SERVICE)
+        .await?
+        .map(|s| super::serving::exposure_of(&s)))
 }

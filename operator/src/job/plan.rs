@@ -32,6 +32,10 @@ pub struct PodView {
     pub finished: Option<i64>,
     /// Its node is gone or NotReady.
     pub node_lost: bool,
+    /// Its `Ready` condition, as its kubelet reports it.
+    pub ready: bool,
+    /// Its node's IP (`status.hostIP`).
+    pub host_ip: Option<String>,
 }
 
 /// What was observed of the job's provider and live attempt.
@@ -138,6 +142,13 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     let overdue =
         matches!((deadline, started), (Some(d), Some(s)) if now - s > i64::try_from(d).unwrap_or(i64::MAX));
     let ended = match ended {
+        // Suspending a placed job stops its attempt; the usage up to now is billed and
+        // the pods are fenced like any ended attempt's.
+        None if job.spec.suspend && st.placement.is_some() => Some((
+            AttemptOutcome::Stopped,
+            now,
+            "suspended (spec.suspend)".to_owned(),
+        )),
         None if overdue && st.placement.is_some() => Some((
             AttemptOutcome::DeadlineExceeded,
             now,
@@ -296,7 +307,17 @@ fn end_attempt(
         }
         AttemptOutcome::Failed | AttemptOutcome::NodeLost | AttemptOutcome::Preempted => true,
     };
-    if outcome == AttemptOutcome::Succeeded {
+    if outcome == AttemptOutcome::Stopped {
+        st.placement = None;
+        st.phase = Some(JobPhase::Suspended);
+        let msg = format!("attempt {attempts_used} stopped: {message}");
+        conditions::set(
+            &mut st.conditions,
+            cond(types::PLACED, False, "Suspended", msg.clone()),
+        );
+        conditions::set(&mut st.conditions, cond(types::READY, False, "Suspended", msg));
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    } else if outcome == AttemptOutcome::Succeeded {
         st.phase = Some(JobPhase::Succeeded);
         st.completion_time = Some(crate::time::format(at));
         conditions::set(

@@ -11,6 +11,7 @@ pub mod pull;
 use std::collections::BTreeMap;
 
 use gpufed_api::GpuProvider;
+use gpufed_api::serving::Exposure;
 use gpufed_trust::ChallengeRequest;
 use kube::Client;
 
@@ -23,7 +24,7 @@ use crate::job::plan::PodView;
 pub mod ops {
     pub use crate::job::dispatch::{dispatch, manifest};
     pub use crate::job::observe::{
-        attempt_pods, attempt_pods_and_ready_nodes, pod_view, remove_attempt, remove_namespace,
+        attempt_pods, attempt_pods_and_ready_nodes, exposure, pod_view, remove_attempt, remove_namespace,
     };
     pub use crate::provider::probe_with;
     pub use crate::verification::{read_challenges, write_challenge_data};
@@ -96,6 +97,16 @@ impl Link {
                     .map_err(|e| Self::push_err(provider, e))
             }
             Link::Pull(link) => link.attempt_pods(namespace, attempt).await,
+        }
+    }
+
+    /// A serving attempt's Service as the member allocated it.
+    pub async fn exposure(&self, namespace: &str, attempt: u32) -> Result<Option<Exposure>> {
+        match self {
+            Link::Push { provider, client } => crate::job::observe::exposure(client, namespace)
+                .await
+                .map_err(|e| Self::push_err(provider, e)),
+            Link::Pull(link) => link.exposure(namespace, attempt).await,
         }
     }
 

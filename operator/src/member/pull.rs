@@ -230,6 +230,21 @@ impl PullLink {
         Ok(pod_views(&status))
     }
 
+    /// A serving attempt's Service as the agent last reported it.
+    pub async fn exposure(
+        &self,
+        namespace: &str,
+        attempt: u32,
+    ) -> Result<Option<gpufed_api::serving::Exposure>> {
+        let name = pull::assignment_name(namespace, attempt);
+        let found = self
+            .assignments()
+            .get_opt(&name)
+            .await
+            .map_err(|e| self.hub_err("Assignment", e))?;
+        Ok(found.and_then(|a| a.status?.exposure))
+    }
+
     /// Withdraws the attempt's Assignment; the agent removes its pods.
     pub async fn remove_attempt(&self, namespace: &str, attempt: u32) -> Result<()> {
         let name = pull::assignment_name(namespace, attempt);
@@ -282,10 +297,23 @@ pub fn assignment(objects: &MemberObjects) -> Result<serde_json::Value> {
             "attempt": attempt,
             "tenantNamespace": tenant,
             "namespace": manifest(&objects.namespace)?,
-            "objects": [manifest(&objects.network_policy)?, manifest(&objects.quota)?, manifest(&objects.service)?],
+            "objects": objects_of(objects)?,
             "pods": pods,
         }
     }))
+}
+
+fn objects_of(objects: &MemberObjects) -> Result<Vec<serde_json::Value>> {
+    use crate::job::dispatch::manifest;
+    let mut out = vec![
+        manifest(&objects.network_policy)?,
+        manifest(&objects.quota)?,
+        manifest(&objects.service)?,
+    ];
+    if let Some(svc) = &objects.exposure {
+        out.push(manifest(svc)?);
+    }
+    Ok(out)
 }
 
 /// The job controller's view of an agent's reported pods, and the not-Ready nodes.
@@ -303,6 +331,8 @@ pub fn pod_views(status: &AssignmentStatus) -> (Vec<PodView>, Vec<String>) {
             },
             finished: p.finished_at,
             node_lost: p.node_name.is_some() && !p.node_ready,
+            ready: p.ready,
+            host_ip: p.host_ip.clone(),
         })
         .collect();
     let mut lost: Vec<String> = status
@@ -327,6 +357,8 @@ pub fn assigned_pod(pod: &Pod, ready_nodes: &std::collections::BTreeSet<String>)
         node_ready: node_name.as_ref().is_some_and(|n| ready_nodes.contains(n)),
         node_name,
         finished_at: view.finished,
+        ready: view.ready,
+        host_ip: view.host_ip,
     })
 }
 

@@ -298,6 +298,7 @@ async fn update_billing(
         let want = Billing {
             records: b.records,
             settled_records: b.settled.records,
+            metered_gpu_seconds: b.gpu_seconds,
             settled_amount: from_base_units(b.settled.amount, decimals),
             signatures: b.settled.signatures.clone(),
         };

@@ -49,6 +49,8 @@ fn pods(phases: &[PodPhase]) -> Member {
                 phase: *p,
                 finished: Some(T0 + 500).filter(|_| *p == PodPhase::Succeeded),
                 node_lost: false,
+                ready: *p == PodPhase::Running,
+                host_ip: None,
             })
             .collect(),
     )
@@ -252,4 +254,42 @@ fn planning_twice_gives_the_same_status() {
         T0 + 50,
     );
     assert_eq!(a.status, b.status);
+}
+
+#[test]
+fn suspending_a_running_job_stops_and_bills_its_attempt_then_resumes_with_the_next() {
+    let mut j = placed(job(2), 1, Some(T0));
+    j.spec.suspend = true;
+    let p = plan(&j, &pods(&[PodPhase::Running, PodPhase::Running]), T0 + 600);
+    assert_eq!(p.status.phase, Some(JobPhase::Suspended));
+    assert_eq!(p.status.placement, None);
+    let a = &p.status.attempts[0];
+    assert_eq!(
+        (a.outcome, a.gpu_seconds, a.removed),
+        (AttemptOutcome::Stopped, 2400, false),
+        "billed up to the suspension; the pods are still to be fenced"
+    );
+    assert!(!p.wants_placement);
+    assert_eq!(
+        cond(&p.status, "Ready"),
+        Some((ConditionStatus::False, "Suspended".into()))
+    );
+    // Suspended and stable: planning again changes nothing but the time-free fields.
+    let again = plan(
+        &ComputeJob {
+            status: Some(p.status.clone()),
+            ..j.clone()
+        },
+        &Member::NoAttempt,
+        T0 + 700,
+    );
+    assert_eq!(again.status.attempts, p.status.attempts);
+    assert_eq!(again.status.phase, Some(JobPhase::Suspended));
+    // Unsuspended: it queues for its next attempt.
+    let mut resumed = j;
+    resumed.spec.suspend = false;
+    resumed.status = Some(p.status);
+    let p = plan(&resumed, &Member::NoAttempt, T0 + 800);
+    assert_eq!(p.status.phase, Some(JobPhase::Queued));
+    assert!(p.wants_placement);
 }

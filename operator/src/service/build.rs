@@ -1,0 +1,174 @@
+//! Pure: the objects a `ComputeService` owns — its replica `ComputeJob`s (one worker,
+//! `spec.serving` set, spread group = the service) and, at the hub, a Service without
+//! selector whose Endpoints are the ready replicas.
+
+use std::collections::BTreeMap;
+
+use gpufed_api::job::{ComputeJobSpec, FailurePolicy, ProviderLossAction};
+use gpufed_api::serving::{LABEL_SERVICE, Serving, Spread};
+use gpufed_api::{ComputeJob, ComputeService};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+/// Label: the service spec revision a replica was created from (a spec change rolls
+/// the replicas: new ones first, old ones retired once enough new ones are ready).
+pub const LABEL_REVISION: &str = "gpufed.io/service-revision";
+/// Finalizer: replicas are stopped and metered before the service goes.
+pub const FINALIZER: &str = "gpufed.io/replicas-metered";
+
+/// The replica `ComputeJob` spec a service asks for.
+pub fn replica_spec(svc: &ComputeService) -> ComputeJobSpec {
+    let s = &svc.spec;
+    let mut placement = s.placement.clone();
+    placement.spread = s.spread.domain().map(|across| Spread {
+        group: svc.name_any(),
+        across,
+    });
+    ComputeJobSpec {
+        template: s.template.clone(),
+        workers: 1,
+        gpus_per_worker: s.gpus_per_replica,
+        gpu: s.gpu.clone(),
+        max_price_per_gpu_hour: s.max_price_per_gpu_hour.clone(),
+        max_duration: None,
+        placement,
+        failure_policy: FailurePolicy {
+            max_attempts: 3,
+            on_provider_loss: ProviderLossAction::Failover,
+        },
+        checkpoint: None,
+        priority: s.priority,
+        suspend: false,
+        serving: Some(Serving {
+            port: s.port.clone(),
+            readiness_probe: s.readiness_probe.clone(),
+        }),
+    }
+}
+
+/// Short hash of the replica spec: replicas of another revision are rolled.
+pub fn revision(spec: &ComputeJobSpec) -> String {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn owner(svc: &ComputeService) -> OwnerReference {
+    OwnerReference {
+        api_version: "gpufed.io/v1alpha1".into(),
+        kind: "ComputeService".into(),
+        name: svc.name_any(),
+        uid: svc.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Replica `index`'s name: `<service>-<index>`.
+pub fn replica_name(svc: &str, index: u32) -> String {
+    format!("{svc}-{index}")
+}
+
+/// The index of a replica from its name, if it is one of `svc`'s.
+pub fn replica_index(svc: &str, name: &str) -> Option<u32> {
+    name.strip_prefix(svc)?.strip_prefix('-')?.parse().ok()
+}
+
+/// A new replica job.
+pub fn replica(svc: &ComputeService, index: u32, spec: &ComputeJobSpec, rev: &str) -> ComputeJob {
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/managed-by".to_owned(), "gpufed".to_owned()),
+        (LABEL_SERVICE.to_owned(), svc.name_any()),
+        (LABEL_REVISION.to_owned(), rev.to_owned()),
+    ]);
+    let mut job = ComputeJob::new(&replica_name(&svc.name_any(), index), spec.clone());
+    job.metadata.namespace = svc.namespace();
+    job.metadata.labels = Some(labels);
+    job.metadata.owner_references = Some(vec![owner(svc)]);
+    job
+}
+
+fn hub_meta(svc: &ComputeService) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(svc.name_any()),
+        namespace: svc.namespace(),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/managed-by".to_owned(), "gpufed".to_owned()),
+            (LABEL_SERVICE.to_owned(), svc.name_any()),
+        ])),
+        owner_references: Some(vec![owner(svc)]),
+        ..Default::default()
+    }
+}
+
+/// The hub Service: no selector, so its Endpoints are ours to write.
+pub fn hub_service(svc: &ComputeService) -> Service {
+    let port = &svc.spec.port;
+    Service {
+        metadata: hub_meta(svc),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            ports: Some(vec![ServicePort {
+                name: Some(port.name.clone()),
+                port: i32::from(port.port),
+                target_port: Some(IntOrString::Int(i32::from(port.port))),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The hub Endpoints: ready replicas whose address is `IP:port` (a host name, as a load
+/// balancer may give, cannot be an endpoint; it stays in the service's status).
+/// Subsets group addresses by port, since every replica has its own node port.
+pub fn hub_endpoints(svc: &ComputeService, ready: &[String]) -> Endpoints {
+    let mut by_port: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for a in ready {
+        let Some((host, port)) = a.rsplit_once(':') else {
+            continue;
+        };
+        let (Ok(ip), Ok(port)) = (host.parse::<std::net::IpAddr>(), port.parse::<i32>()) else {
+            continue;
+        };
+        by_port.entry(port).or_default().push(ip.to_string());
+    }
+    let subsets = by_port
+        .into_iter()
+        .map(|(port, mut ips)| {
+            ips.sort();
+            ips.dedup();
+            EndpointSubset {
+                addresses: Some(
+                    ips.into_iter()
+                        .map(|ip| EndpointAddress {
+                            ip,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ports: Some(vec![EndpointPort {
+                    name: Some(svc.spec.port.name.clone()),
+                    port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }
+        })
+        .collect();
+    Endpoints {
+        metadata: hub_meta(svc),
+        subsets: Some(subsets),
+    }
+}

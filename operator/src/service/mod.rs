@@ -1,0 +1,233 @@
+//! The ComputeService controller: observe the replica jobs (the job store) → plan (pure,
+//! [`plan`]) → create / retire / delete replicas and write the hub Service and Endpoints
+//! → status (server-side apply, resourceVersion as precondition).
+//!
+//! Placement, dispatch, failover, metering and settlement of each replica are the job
+//! controller's: a replica is an ordinary `ComputeJob` with `spec.serving`.
+
+pub mod build;
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gpufed_api::serving::LABEL_SERVICE;
+use gpufed_api::{ComputeJob, ComputeService};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::metrics::ControllerLabel;
+
+fn replicas(ctx: &Context, svc: &ComputeService) -> Vec<ComputeJob> {
+    let ns = svc.namespace();
+    let name = svc.name_any();
+    let uid = svc.uid();
+    ctx.jobs
+        .state()
+        .into_iter()
+        .filter(|j| j.namespace() == ns && j.labels().get(LABEL_SERVICE) == Some(&name))
+        // Only ours: a job that merely carries the label is not a replica.
+        .filter(|j| j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .map(|j| (*j).clone())
+        .collect()
+}
+
+async fn write_status(
+    ctx: &Context,
+    svc: &ComputeService,
+    status: &gpufed_api::ComputeServiceStatus,
+) -> Result<()> {
+    let api: Api<ComputeService> = Api::namespaced(ctx.hub.clone(), &svc.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1",
+        "kind": "ComputeService",
+        "metadata": {"resourceVersion": svc.resource_version()},
+        "status": status,
+    });
+    api.patch_status(
+        &svc.name_any(),
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::hub("ComputeService status", e))?;
+    Ok(())
+}
+
+/// The hub Service and its Endpoints. A Service of that name that is not ours is left
+/// alone and reported (never overwritten).
+async fn route(ctx: &Context, svc: &ComputeService, ready: &[String]) -> Result<Option<String>> {
+    let ns = svc.namespace().unwrap_or_default();
+    let services: Api<Service> = Api::namespaced(ctx.hub.clone(), &ns);
+    let existing = services
+        .get_opt(&svc.name_any())
+        .await
+        .map_err(|e| Error::hub("Service", e))?;
+    let ours = |s: &Service| {
+        s.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == svc.uid().as_ref())
+    };
+    if existing.as_ref().is_some_and(|s| !ours(s)) {
+        return Ok(Some(format!(
+            "Service {ns}/{} exists and is not this ComputeService's; no hub address",
+            svc.name_any()
+        )));
+    }
+    let pp = PatchParams::apply(crate::FIELD_MANAGER).force();
+    let body = crate::job::dispatch::manifest(&build::hub_service(svc)).map_err(Error::Json)?;
+    services
+        .patch(&svc.name_any(), &pp, &Patch::Apply(&body))
+        .await
+        .map_err(|e| Error::hub("Service", e))?;
+    let endpoints: Api<Endpoints> = Api::namespaced(ctx.hub.clone(), &ns);
+    let body = crate::job::dispatch::manifest(&build::hub_endpoints(svc, ready)).map_err(Error::Json)?;
+    endpoints
+        .patch(&svc.name_any(), &pp, &Patch::Apply(&body))
+        .await
+        .map_err(|e| Error::hub("Endpoints", e))?;
+    Ok(None)
+}
+
+async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> Result<()> {
+    let jobs: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &svc.namespace().unwrap_or_default());
+    for job in &plan.create {
+        // Create, not apply: a lagging store must never resurrect or un-retire a replica.
+        match jobs.create(&PostParams::default(), job).await {
+            Ok(_) => tracing::info!(replica = %job.name_any(), "replica created"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(Error::hub("ComputeJob", e)),
+        }
+    }
+    for name in &plan.retire {
+        let patch = serde_json::json!({"spec": {"suspend": true}});
+        match jobs
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => tracing::info!(replica = %name, "replica retiring"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::hub("ComputeJob", e)),
+        }
+    }
+    for name in &plan.delete {
+        match jobs.delete(name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(replica = %name, "retired replica deleted (metered)"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::hub("ComputeJob", e)),
+        }
+    }
+    Ok(())
+}
+
+async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
+    let replicas = replicas(ctx, &svc);
+    let mut plan = plan::plan(&svc, &replicas, ctx.settles, crate::time::now());
+    apply_plan(ctx, &svc, &plan).await?;
+    if let Some(msg) = route(ctx, &svc, &plan.ready_addresses).await? {
+        plan.status.address = None;
+        let c = gpufed_api::conditions::condition(
+            "Routed",
+            gpufed_api::ConditionStatus::False,
+            "ServiceNameTaken",
+            msg,
+            svc.metadata.generation,
+            &crate::time::format(crate::time::now()),
+        );
+        gpufed_api::conditions::set(&mut plan.status.conditions, c);
+    }
+    if svc.status.as_ref() != Some(&plan.status) {
+        write_status(ctx, &svc, &plan.status).await?;
+    }
+    let settling = !plan.retire.is_empty() || !plan.delete.is_empty();
+    Ok(Action::requeue(Duration::from_secs(if settling {
+        3
+    } else {
+        15
+    })))
+}
+
+/// Deletion: every replica is retired (its attempt stopped and billed) and deleted once
+/// metered; only then does the service go. Owner references would delete the jobs too,
+/// but without waiting for their last usage to be metered.
+async fn cleanup(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
+    let replicas = replicas(ctx, &svc);
+    if replicas.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let plan = plan::plan(&svc, &replicas, ctx.settles, crate::time::now());
+    apply_plan(ctx, &svc, &plan).await?;
+    Err(Error::Waiting(format!(
+        "{} replicas to stop and be metered",
+        replicas.len()
+    )))
+}
+
+/// Reconciles one service.
+#[tracing::instrument(skip_all, fields(service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())))]
+pub async fn reconcile(svc: Arc<ComputeService>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    // A replica missing from a store that has not synced yet is not a missing replica.
+    if ctx.jobs.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let started = Instant::now();
+    let api: Api<ComputeService> = Api::namespaced(ctx.hub.clone(), &svc.namespace().unwrap_or_default());
+    let result = finalizer(&api, build::FINALIZER, svc.clone(), |event| async {
+        match event {
+            Event::Apply(svc) => apply(svc, &ctx).await,
+            Event::Cleanup(svc) => cleanup(svc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconcile_duration_seconds
+        .get_or_create(&ControllerLabel {
+            controller: "service",
+        })
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        crate::context::succeeded(&ctx, "service", svc.as_ref());
+    }
+    result
+}
+
+/// The service controller: services, and the replica jobs they own.
+pub fn controller(hub: &kube::Client) -> Controller<ComputeService> {
+    Controller::new(
+        Api::<ComputeService>::all(hub.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(
+        Api::<ComputeJob>::all(hub.clone()),
+        watcher::Config::default().labels(LABEL_SERVICE).any_semantic(),
+    )
+    .trigger_backoff(crate::backoff::WatchBackoff::default())
+}
+
+/// Runs the service controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    controller: Controller<ComputeService>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, crate::context::error_policy("service"), ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

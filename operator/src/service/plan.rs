@@ -1,0 +1,232 @@
+//! Pure: given a `ComputeService` and its replica jobs, what to create, retire and
+//! delete, and the service's status. No I/O; time is an input.
+//!
+//! A replica is one `ComputeJob`. Failover inside a replica (its provider lost) is the
+//! job's own; the service replaces replicas that ended, scales, and rolls revisions:
+//! - live: not retiring, not finished. Fewer live replicas of the current revision than
+//!   desired → new ones; more → the surplus retires (not-ready first, then newest).
+//! - old revisions stay only while the current one has too few ready replicas.
+//! - retiring = `spec.suspend` set: the job stops its attempt and bills it; the job is
+//!   deleted once it holds no placement and its usage is metered in full (or nothing
+//!   meters), so no GPU-second is lost by scaling down.
+
+use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::conditions::{self, types};
+use gpufed_api::formats::{format_decimal, parse_decimal};
+use gpufed_api::job_status::{JobPhase, Usage};
+use gpufed_api::service::{ComputeServiceStatus, ReplicaStatus};
+use gpufed_api::serving::LABEL_SERVICE;
+use gpufed_api::{ComputeJob, ComputeService, check};
+use kube::ResourceExt;
+
+use super::build::{self, LABEL_REVISION};
+
+/// What the reconcile must do besides writing status.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The next status.
+    pub status: ComputeServiceStatus,
+    /// Replica jobs to create.
+    pub create: Vec<ComputeJob>,
+    /// Replica jobs to retire (set `spec.suspend`).
+    pub retire: Vec<String>,
+    /// Retired or finished replica jobs to delete (stopped and metered).
+    pub delete: Vec<String>,
+    /// Addresses of the ready replicas, for the hub Endpoints.
+    pub ready_addresses: Vec<String>,
+}
+
+fn finished(j: &ComputeJob) -> bool {
+    matches!(
+        j.status.as_ref().and_then(|s| s.phase),
+        Some(JobPhase::Succeeded | JobPhase::Failed)
+    )
+}
+
+fn ready(j: &ComputeJob) -> bool {
+    let st = j.status.as_ref();
+    st.and_then(|s| s.placement.as_ref()).is_some()
+        && st.and_then(|s| s.endpoint.as_ref()).is_some_and(|e| e.ready)
+}
+
+/// Stopped (no live attempt) and metered in full: safe to delete.
+fn settled(j: &ComputeJob, settles: bool) -> bool {
+    let st = j.status.clone().unwrap_or_default();
+    // A finished job keeps its last placement for the record; its attempt has ended.
+    if st.placement.is_some() && !finished(j) {
+        return false;
+    }
+    let used = st.usage.as_ref().map_or(0, |u| u.gpu_seconds);
+    !settles || used == 0 || st.billing.as_ref().is_some_and(|b| b.metered_gpu_seconds >= used)
+}
+
+fn index(svc: &str, j: &ComputeJob) -> u32 {
+    build::replica_index(svc, &j.name_any()).unwrap_or(u32::MAX)
+}
+
+/// Plans one round for `svc` whose replica jobs are `replicas`.
+pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i64) -> Plan {
+    let name = svc.name_any();
+    let generation = svc.metadata.generation;
+    let now_text = crate::time::format(now);
+    let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, &now_text);
+    let mut st = svc.status.clone().unwrap_or_default();
+    st.observed_generation = generation;
+    st.selector = Some(format!("{LABEL_SERVICE}={name}"));
+    st.address = Some(format!(
+        "{name}.{}.svc:{}",
+        svc.namespace().unwrap_or_default(),
+        svc.spec.port.port
+    ));
+    let mut out = Plan {
+        status: ComputeServiceStatus::default(),
+        create: Vec::new(),
+        retire: Vec::new(),
+        delete: Vec::new(),
+        ready_addresses: Vec::new(),
+    };
+    let spec = build::replica_spec(svc);
+    let invalid = check::job_spec(&spec)
+        .into_iter()
+        .next()
+        .map(|e| e.to_string())
+        .or_else(|| {
+            let probe = spec.serving.as_ref()?.readiness_probe.as_ref()?;
+            let parsed: Result<k8s_openapi::api::core::v1::Probe, _> =
+                serde_json::from_value(serde_json::Value::Object(probe.0.clone()));
+            parsed.err().map(|e| format!("spec.readinessProbe: {e}"))
+        });
+    let rev = build::revision(&spec);
+
+    let mut replicas: Vec<&ComputeJob> = replicas.iter().collect();
+    replicas.sort_by_key(|j| index(&name, j));
+    let revision = |j: &ComputeJob| j.labels().get(LABEL_REVISION).cloned().unwrap_or_default();
+    let live: Vec<&ComputeJob> = replicas
+        .iter()
+        .copied()
+        .filter(|j| !j.spec.suspend && !finished(j) && j.metadata.deletion_timestamp.is_none())
+        .collect();
+    let (current, old): (Vec<&ComputeJob>, Vec<&ComputeJob>) =
+        live.iter().copied().partition(|j| revision(j) == rev);
+    let desired = svc.spec.replicas as usize;
+    if invalid.is_none() && svc.metadata.deletion_timestamp.is_none() {
+        // Scale the current revision to `desired`.
+        if current.len() < desired {
+            let used: std::collections::BTreeSet<u32> = replicas.iter().map(|j| index(&name, j)).collect();
+            let free = (0..).filter(|i| !used.contains(i));
+            out.create = free
+                .take(desired - current.len())
+                .map(|i| build::replica(svc, i, &spec, &rev))
+                .collect();
+        } else {
+            let mut surplus: Vec<&ComputeJob> = current.clone();
+            // Keep the ready and oldest: retire not-ready first, then the newest.
+            surplus.sort_by_key(|j| (ready(j), std::cmp::Reverse(index(&name, j))));
+            out.retire
+                .extend(surplus.iter().take(current.len() - desired).map(|j| j.name_any()));
+        }
+        // Old revisions: keep only as many ready ones as the current one lacks.
+        let current_ready = current.iter().filter(|j| ready(j)).count();
+        let mut keep = desired.saturating_sub(current_ready);
+        for j in &old {
+            if ready(j) && keep > 0 {
+                keep -= 1;
+            } else {
+                out.retire.push(j.name_any());
+            }
+        }
+    } else if svc.metadata.deletion_timestamp.is_some() {
+        out.retire.extend(live.iter().map(|j| j.name_any()));
+    }
+    out.delete = replicas
+        .iter()
+        .filter(|j| (j.spec.suspend || finished(j)) && settled(j, settles))
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .map(|j| j.name_any())
+        .collect();
+
+    // Status.
+    let retiring = |j: &ComputeJob| j.spec.suspend || out.retire.contains(&j.name_any());
+    let serving: Vec<&ComputeJob> = live.iter().copied().filter(|j| !retiring(j)).collect();
+    st.replicas = u32::try_from(serving.len()).unwrap_or(u32::MAX);
+    st.ready_replicas = u32::try_from(serving.iter().filter(|j| ready(j)).count()).unwrap_or(u32::MAX);
+    out.ready_addresses = live
+        .iter()
+        .filter(|j| ready(j))
+        .filter_map(|j| j.status.as_ref()?.endpoint.as_ref()?.address.clone())
+        .collect();
+    st.replica_status = replicas.iter().map(|j| replica_status(j, retiring(j))).collect();
+    let (mut gpu_seconds, mut micros) = (0u64, 0u64);
+    for u in replicas.iter().filter_map(|j| j.status.as_ref()?.usage.as_ref()) {
+        gpu_seconds += u.gpu_seconds;
+        micros += parse_decimal(&u.cost).unwrap_or(0);
+    }
+    st.usage = Some(Usage {
+        gpu_seconds,
+        cost: format_decimal(micros),
+    });
+    if let Some(msg) = invalid {
+        conditions::set(
+            &mut st.conditions,
+            cond(types::STALLED, True, "InvalidSpec", msg.clone()),
+        );
+        conditions::set(&mut st.conditions, cond(types::READY, False, "InvalidSpec", msg));
+        out.status = st;
+        return out;
+    }
+    conditions::remove(&mut st.conditions, types::STALLED);
+    let settling = replicas.iter().filter(|j| retiring(j) || finished(j)).count();
+    let msg = format!(
+        "{} of {desired} replicas ready{}",
+        st.ready_replicas,
+        if settling > 0 {
+            format!(", {settling} retiring")
+        } else {
+            String::new()
+        }
+    );
+    if st.ready_replicas as usize >= desired && old.iter().all(|j| retiring(j)) {
+        conditions::set(&mut st.conditions, cond(types::READY, True, "Ready", msg.clone()));
+    } else {
+        let reason = if st.ready_replicas == 0 && desired > 0 {
+            "Unavailable"
+        } else {
+            "Progressing"
+        };
+        conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg.clone()));
+    }
+    let busy = st.ready_replicas as usize != desired || settling > 0 || !out.create.is_empty();
+    if busy {
+        conditions::set(
+            &mut st.conditions,
+            cond(types::RECONCILING, True, "Progressing", msg),
+        );
+    } else {
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    }
+    out.status = st;
+    out
+}
+
+fn replica_status(j: &ComputeJob, retiring: bool) -> ReplicaStatus {
+    let st = j.status.as_ref();
+    let endpoint = st.and_then(|s| s.endpoint.as_ref());
+    let phase = match st.and_then(|s| s.phase) {
+        Some(p @ (JobPhase::Succeeded | JobPhase::Failed)) => format!("{p:?}"),
+        _ if retiring => "Retiring".to_owned(),
+        Some(p) => format!("{p:?}"),
+        None => "Pending".to_owned(),
+    };
+    ReplicaStatus {
+        name: j.name_any(),
+        provider: st.and_then(|s| s.placement.as_ref()).map(|p| p.provider.clone()),
+        address: endpoint.and_then(|e| e.address.clone()),
+        ready: ready(j),
+        phase,
+        gpu_seconds: st.and_then(|s| s.usage.as_ref()).map_or(0, |u| u.gpu_seconds),
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
