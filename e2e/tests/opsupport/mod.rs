@@ -209,21 +209,41 @@ pub async fn job_until(
     timeout: Duration,
     pred: impl Fn(&ComputeJob) -> bool,
 ) -> ComputeJob {
-    let api: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
+    object_until(hub, ns, name, what, timeout, pred).await
+}
+
+/// Waits until `pred` holds for the namespaced object, returning it; panics with its
+/// last status (as JSON) when it does not in time.
+pub async fn object_until<K>(
+    hub: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(hub.clone(), ns);
     let result = gpufed_e2e::wait::until(what, timeout, || async {
-        let job = api.get(name).await?;
-        Ok(pred(&job).then_some(job))
+        let obj = api.get(name).await?;
+        Ok(pred(&obj).then_some(obj))
     })
     .await;
     match result {
-        Ok(job) => job,
+        Ok(obj) => obj,
         Err(e) => {
             let last = api
                 .get(name)
                 .await
                 .ok()
-                .and_then(|j| j.status)
-                .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+                .and_then(|o| serde_json::to_value(o).ok())
+                .map(|v| serde_json::to_string_pretty(&v["status"]).unwrap_or_default());
             panic!("{name}: {e}; last status: {}", last.unwrap_or_default());
         }
     }
