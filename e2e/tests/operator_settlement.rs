@@ -120,6 +120,24 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         let spec = job(name, 1, gpus, serde_json::json!({"minMemory": mem}), "3.00", secs);
         submit(&hub, ns, &spec).await;
     }
+    // A serving replica (a ComputeService of one) bills through the same path.
+    let serve = serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeService",
+        "metadata": {"name": "serve"},
+        "spec": {"replicas": 1, "gpusPerReplica": 1, "maxPricePerGpuHour": "3.00",
+                 "gpu": {"minMemory": "40G"}, "port": {"port": 8000},
+                 "placement": {"verifiedOnly": false},
+                 "template": {"spec": {"containers": [{"name": "server", "image": "registry.example.com/vllm:1"}]}}}
+    });
+    let services: Api<gpufed_api::ComputeService> = Api::namespaced(hub.clone(), "team-b");
+    services
+        .patch(
+            "serve",
+            &PatchParams::apply("gpufed-e2e").force(),
+            &Patch::Apply(&serve),
+        )
+        .await
+        .unwrap();
     // team-c: the first job runs (nothing is owed yet) and is metered; its usage cannot be
     // charged, so the tenant's next job is held from starting, and says why.
     submit(
@@ -201,6 +219,58 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         finished.push(j);
     }
 
+    // Scaling the service to zero retires its replica: the attempt stops, its usage up to
+    // the stop is metered, and only then is the replica job deleted — then settled.
+    let replica = job_until(
+        &hub,
+        "team-b",
+        "serve-0",
+        "replica metered live",
+        Duration::from_secs(120),
+        |j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.billing.as_ref())
+                .is_some_and(|b| b.records > 0)
+        },
+    )
+    .await;
+    let replica_uid = replica.metadata.uid.clone().unwrap();
+    let used_before = replica
+        .status
+        .as_ref()
+        .unwrap()
+        .usage
+        .as_ref()
+        .unwrap()
+        .gpu_seconds;
+    let patch = serde_json::json!({"spec": {"replicas": 0}});
+    services
+        .patch("serve", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let replica_jobs: Api<ComputeJob> = Api::namespaced(hub.clone(), "team-b");
+    gpufed_e2e::wait::until("retired replica deleted", Duration::from_secs(120), || async {
+        Ok(replica_jobs.get_opt("serve-0").await?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+    let replica_billing =
+        gpufed_e2e::wait::until("retired replica settled", Duration::from_secs(120), || async {
+            let mut store = ConfigMapStore::new(hub.clone(), "gpufed-system");
+            let journal = store.load().await.unwrap().expect("journal");
+            let b = journal.billing(&replica_uid);
+            Ok((b.records > 0 && b.settled.records == b.records).then_some(b))
+        })
+        .await
+        .unwrap();
+    assert!(
+        replica_billing.gpu_seconds >= used_before && replica_billing.gpu_seconds < used_before + 90,
+        "metered to the stop, not lost nor past it: {} vs {used_before} before scaling down",
+        replica_billing.gpu_seconds
+    );
+    assert_eq!(replica_billing.settled.amount, replica_billing.amount);
+
     // Billing in status equals the usage cost, and the chain agrees to the base unit.
     let mut by_tenant: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_provider: BTreeMap<String, u64> = BTreeMap::new();
@@ -221,6 +291,9 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         let provider = st.attempts.last().unwrap().provider.clone();
         *by_provider.entry(provider).or_default() += settled;
     }
+    // The serving replica ran on provider-a (the only 40G GPUs), paid by team-b.
+    *by_tenant.entry("team-b".into()).or_default() += replica_billing.settled.amount;
+    *by_provider.entry("provider-a".into()).or_default() += replica_billing.settled.amount;
     for (t, paid) in &by_tenant {
         assert_eq!(chain.escrow_balance(t).await, ESCROW - paid, "tenant {t}");
     }
@@ -251,7 +324,8 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         .map(|j| j.status.as_ref().unwrap().billing.as_ref().unwrap().records)
         .sum();
     assert_eq!(
-        checked as u64, total_records,
+        checked as u64,
+        total_records + replica_billing.records,
         "every journaled record is in a settled batch"
     );
     let metrics = reqwest_metrics(admin).await;
