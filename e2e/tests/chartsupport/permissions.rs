@@ -19,6 +19,24 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("watch", "gpufed.io", "computejobs", "", ""),
     ("patch", "gpufed.io", "computejobs", "", "team-a"),
     ("patch", "gpufed.io", "computejobs", "status", "team-a"),
+    // ComputeServices (operator/src/service): the service and its finalizer and status;
+    // its replica ComputeJobs created, retired (patch) and deleted once metered; the
+    // finalizers update that lets the replicas, the hub Service and Endpoints carry an
+    // owner reference with blockOwnerDeletion; the hub Service (read first) and its
+    // Endpoints by server-side apply.
+    ("get", "gpufed.io", "computeservices", "", "team-a"),
+    ("list", "gpufed.io", "computeservices", "", ""),
+    ("watch", "gpufed.io", "computeservices", "", ""),
+    ("patch", "gpufed.io", "computeservices", "", "team-a"),
+    ("patch", "gpufed.io", "computeservices", "status", "team-a"),
+    ("update", "gpufed.io", "computeservices", "finalizers", "team-a"),
+    ("create", "gpufed.io", "computejobs", "", "team-a"),
+    ("delete", "gpufed.io", "computejobs", "", "team-a"),
+    ("get", "", "services", "", "team-a"),
+    ("create", "", "services", "", "team-a"),
+    ("patch", "", "services", "", "team-a"),
+    ("create", "", "endpoints", "", "team-a"),
+    ("patch", "", "endpoints", "", "team-a"),
     ("list", "gpufed.io", "stakes", "", ""),
     ("patch", "gpufed.io", "stakes", "status", ""),
     ("create", "coordination.k8s.io", "leases", "", NS),
@@ -72,7 +90,18 @@ pub const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "", "secrets", "", "kube-system"),
     ("list", "", "secrets", "", NS),
     ("watch", "", "secrets", "", NS),
-    ("delete", "gpufed.io", "computejobs", "", "team-a"),
+    // ComputeServices are the users': the operator writes only their status and finalizer.
+    ("create", "gpufed.io", "computeservices", "", "team-a"),
+    ("update", "gpufed.io", "computeservices", "", "team-a"),
+    ("delete", "gpufed.io", "computeservices", "", "team-a"),
+    ("update", "gpufed.io", "computejobs", "", "team-a"),
+    // The hub Service and Endpoints are applied by name, never listed or deleted (owner
+    // references remove them with their ComputeService).
+    ("list", "", "services", "", ""),
+    ("delete", "", "services", "", "team-a"),
+    ("get", "", "endpoints", "", "team-a"),
+    ("delete", "", "endpoints", "", "team-a"),
+    ("create", "discovery.k8s.io", "endpointslices", "", "team-a"),
     ("update", "gpufed.io", "gpuproviders", "", ""),
     ("create", "gpufed.io", "stakes", "", "team-a"),
     ("create", "coordination.k8s.io", "leases", "", "kube-system"),
@@ -137,7 +166,7 @@ pub const AGENT_HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
 ];
 
 /// What the operator does on a member (operator/src/job/dispatch.rs, observe.rs,
-/// provider/observe.rs).
+/// provider/observe.rs), serving replicas' Services included.
 pub const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "", "namespaces", "", ""),
     ("patch", "", "namespaces", "", ""),
@@ -149,6 +178,8 @@ pub const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "", "resourcequotas", "", "gpufed-t"),
     ("create", "", "services", "", "gpufed-t"),
     ("patch", "", "services", "", "gpufed-t"),
+    // A serving replica's Service `serve`, read back for its node port / load balancer.
+    ("get", "", "services", "", "gpufed-t"),
     ("get", "", "pods", "", "gpufed-t"),
     ("list", "", "pods", "", ""),
     ("create", "", "pods", "", "gpufed-t"),
