@@ -2,7 +2,8 @@
 //! cluster the hub cannot reach runs jobs through its agent — registration with a
 //! bootstrap token, an identity that reaches nothing but its own assignments, a hub
 //! outage and agent restarts that kill no job and lose no usage, token renewal, and
-//! failover away from it when the agent goes silent.
+//! failover away from it when the agent goes silent; a serving replica exposed and
+//! reported through the agent.
 
 mod common;
 mod opsupport;
@@ -11,7 +12,8 @@ mod pullsupport;
 use std::time::Duration;
 
 use gpufed_api::job_status::AttemptOutcome;
-use gpufed_api::{Assignment, ComputeJob, GpuProvider};
+use gpufed_api::{Assignment, ComputeJob, ComputeService, GpuProvider};
+use gpufed_e2e::nodesim::READY_ANNOTATION;
 use gpufed_e2e::tcpproxy::TcpProxy;
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
@@ -276,6 +278,8 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
     .await
     .expect("renewal");
 
+    serving_through_the_agent(&hub, &member, &ns).await;
+
     // Restart without the bootstrap token (revoked): the stored identity carries on.
     agent.stop().await;
     Api::<Secret>::namespaced(hub.clone(), "kube-system")
@@ -324,4 +328,74 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
     agent.stop().await;
     operator.stop().await;
     drop(env);
+}
+
+/// A serving replica on the pull provider: the agent applies its exposing Service,
+/// reports the node port it got and the pod's readiness; scaled to zero it goes.
+async fn serving_through_the_agent(hub: &Client, member: &Client, ns: &str) {
+    let svc = serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeService",
+        "metadata": {"name": "infer"},
+        "spec": {"replicas": 1, "gpusPerReplica": 1, "maxPricePerGpuHour": "1.00",
+                 "port": {"port": 8080}, "placement": {"verifiedOnly": false},
+                 "template": {"spec": {"containers": [{"name": "server", "image": "registry.example.com/tgi:1"}]}}}
+    });
+    let services: Api<ComputeService> = Api::namespaced(hub.clone(), ns);
+    services
+        .patch(
+            "infer",
+            &PatchParams::apply("gpufed-e2e").force(),
+            &Patch::Apply(&svc),
+        )
+        .await
+        .expect("service applies");
+    let ready =
+        |want: u32| move |s: &ComputeService| s.status.as_ref().is_some_and(|st| st.ready_replicas == want);
+    let up = opsupport::object_until(
+        hub,
+        ns,
+        "infer",
+        "replica ready via the agent",
+        2 * MINUTE,
+        ready(1),
+    )
+    .await;
+    let r = up.status.expect("status").replica_status[0].clone();
+    assert_eq!(r.provider.as_deref(), Some("pull-a"));
+    let addr = r.address.expect("the agent reported the node port");
+    let port: u16 = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("host:port");
+    assert!((30000..=32767).contains(&port), "{addr}");
+    // Readiness travels through the agent's report too.
+    let pods = Api::<Pod>::all(member.clone())
+        .list(&ListParams::default().labels(&format!("gpufed.io/job-name={}", r.name)))
+        .await
+        .expect("pods");
+    let pod = pods.items.first().expect("the replica's pod").clone();
+    let api: Api<Pod> = Api::namespaced(member.clone(), pod.metadata.namespace.as_deref().expect("ns"));
+    let annotate = |v: &str| serde_json::json!({"metadata": {"annotations": {READY_ANNOTATION: v}}});
+    let name = pod.metadata.name.clone().expect("name");
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(annotate("false")))
+        .await
+        .expect("annotate");
+    opsupport::object_until(hub, ns, "infer", "not ready via the agent", MINUTE, ready(0)).await;
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(annotate("true")))
+        .await
+        .expect("annotate");
+    opsupport::object_until(hub, ns, "infer", "ready again", MINUTE, ready(1)).await;
+    services
+        .patch(
+            "infer",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .expect("scale to 0");
+    gpufed_e2e::wait::until("the replica's pod removed by the agent", 2 * MINUTE, || async {
+        Ok(api.get_opt(&name).await?.is_none().then_some(()))
+    })
+    .await
+    .expect("retired replica removed");
 }
