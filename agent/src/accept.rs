@@ -32,14 +32,26 @@ fn in_namespace(v: &Value, tenant: &str, what: &str) -> Result<(), String> {
     }
 }
 
-/// A serving replica's Service, if it only exposes the assignment's own pods: no
+/// A Service of the assignment, if it only reaches the assignment's own pods: no
 /// `externalIPs` (they can capture other tenants' traffic), no chosen node ports, no
-/// `ExternalName`, a selector on the job's pods.
-fn serving_service(svc: Service, what: &str) -> Result<Service, String> {
+/// `ExternalName`, a selector on this job's pods. The gang Service must be headless;
+/// only the serving one (named [`SERVING_SERVICE`]) may be exposed outside the cluster.
+fn checked_service(svc: Service, job_uid: &str, what: &str) -> Result<Service, String> {
     let spec = svc.spec.clone().unwrap_or_default();
     let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
-    if !matches!(type_, "ClusterIP" | "NodePort" | "LoadBalancer") {
+    let serving = svc.metadata.name.as_deref() == Some(SERVING_SERVICE);
+    let allowed: &[&str] = if serving {
+        &["ClusterIP", "NodePort", "LoadBalancer"]
+    } else {
+        &["ClusterIP"]
+    };
+    if !allowed.contains(&type_) {
         return Err(format!("{what}.spec.type: {type_} is not accepted"));
+    }
+    if !serving && spec.cluster_ip.as_deref() != Some("None") {
+        return Err(format!(
+            "{what}.spec.clusterIP: the gang Service must be headless (None)"
+        ));
     }
     if spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty()) {
         return Err(format!("{what}.spec.externalIPs: not accepted"));
@@ -49,13 +61,10 @@ fn serving_service(svc: Service, what: &str) -> Result<Service, String> {
             "{what}.spec.ports: node ports are allocated by this cluster, not chosen by the hub"
         ));
     }
-    if !spec
-        .selector
-        .as_ref()
-        .is_some_and(|s| s.contains_key(names::LABEL_JOB_UID))
-    {
+    let selected = spec.selector.as_ref().and_then(|s| s.get(names::LABEL_JOB_UID));
+    if selected.map(String::as_str) != Some(job_uid) {
         return Err(format!(
-            "{what}.spec.selector: must select the job's pods ({})",
+            "{what}.spec.selector: must select this job's pods ({}={job_uid})",
             names::LABEL_JOB_UID
         ));
     }
@@ -97,8 +106,9 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
             Some("ResourceQuota") => quota = Some(typed::<ResourceQuota>(o, "v1", "ResourceQuota", &what)?),
             Some("Service") => {
                 let svc = typed::<Service>(o, "v1", "Service", &what)?;
+                let svc = checked_service(svc, &spec.job_uid, &what)?;
                 if svc.metadata.name.as_deref() == Some(SERVING_SERVICE) {
-                    exposure = Some(serving_service(svc, &what)?);
+                    exposure = Some(svc);
                 } else {
                     service = Some(svc);
                 }

@@ -136,3 +136,29 @@ fn a_serving_service_that_reaches_beyond_its_pods_is_refused() {
     body["spec"]["objects"][i]["spec"]["selector"] = serde_json::json!({"app": "someone-else"});
     assert!(accept(&parse(body)).unwrap_err().contains("selector"));
 }
+
+#[test]
+fn the_gang_service_cannot_be_exposed_under_another_name() {
+    let gang = |body: &Value| {
+        body["spec"]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|o| o["kind"] == "Service")
+            .unwrap()
+    };
+    let (mut body, _) = assignment_body();
+    let i = gang(&body);
+    body["spec"]["objects"][i]["spec"]["type"] = "LoadBalancer".into();
+    assert!(accept(&parse(body)).unwrap_err().contains("LoadBalancer"));
+
+    let (mut body, _) = assignment_body();
+    let i = gang(&body);
+    body["spec"]["objects"][i]["spec"]["clusterIP"] = "10.96.0.50".into();
+    assert!(accept(&parse(body)).unwrap_err().contains("headless"));
+
+    let (mut body, _) = assignment_body();
+    let i = gang(&body);
+    body["spec"]["objects"][i]["spec"]["selector"]["gpufed.io/job-uid"] = "someone-elses-uid".into();
+    assert!(accept(&parse(body)).unwrap_err().contains("this job's pods"));
+}

@@ -26,6 +26,39 @@ fn positive_decimal(path: &str, value: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Checks a service spec's cross-field rules.
+pub fn service_spec(spec: &crate::ComputeServiceSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    positive_decimal(
+        "spec.maxPricePerGpuHour",
+        &spec.max_price_per_gpu_hour,
+        &mut errors,
+    );
+    if spec.placement.spread.is_some() {
+        errors.push(field(
+            "spec.placement.spread",
+            "not used by a ComputeService: set spec.spread (Provider, Region or None)",
+        ));
+    }
+    if let Some(m) = &spec.gpu.min_memory
+        && let Err(e) = formats::parse_memory_mib(m)
+    {
+        errors.push(field("spec.gpu.minMemory", e.to_string()));
+    }
+    if let Some(cc) = &spec.gpu.min_compute_capability
+        && let Err(e) = formats::parse_compute_capability(cc)
+    {
+        errors.push(field("spec.gpu.minComputeCapability", e.to_string()));
+    }
+    if spec.gpu.interconnect == Interconnect::NVLink && spec.gpus_per_replica < 2 {
+        errors.push(field(
+            "spec.gpu.interconnect",
+            "NVLink needs gpusPerReplica of at least 2",
+        ));
+    }
+    errors
+}
+
 /// Checks a job spec's cross-field rules.
 pub fn job_spec(spec: &ComputeJobSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();

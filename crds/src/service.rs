@@ -52,6 +52,8 @@ pub const MAX_REPLICAS: u32 = 64;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("double(self.maxPricePerGpuHour) > 0.0").message("spec.maxPricePerGpuHour must be greater than 0").field_path(".maxPricePerGpuHour"))]
+#[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.spread)").message("spec.placement.spread is not used by a ComputeService: set spec.spread").field_path(".placement.spread"))]
+#[x_kube(validation = Rule::new("self.gpu.interconnect != 'NVLink' || self.gpusPerReplica >= 2").message("spec.gpu.interconnect NVLink needs spec.gpusPerReplica of at least 2").field_path(".gpu.interconnect"))]
 #[serde(rename_all = "camelCase")]
 pub struct ComputeServiceSpec {
     /// Replicas to keep ready (`kubectl scale` sets it).

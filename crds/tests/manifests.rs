@@ -99,6 +99,7 @@ fn examples_deserialize_into_the_rust_types() {
                 Some("ComputeJob") => serde_json::from_value::<gpufed_api::ComputeJob>(object).err(),
                 Some("GpuProvider") => serde_json::from_value::<gpufed_api::GpuProvider>(object).err(),
                 Some("Stake") => serde_json::from_value::<gpufed_api::Stake>(object).err(),
+                Some("ComputeService") => serde_json::from_value::<gpufed_api::ComputeService>(object).err(),
                 _ => None,
             };
             assert!(result.is_none(), "{}: {result:?}", file.display());
@@ -237,6 +238,11 @@ fn rust_rules_agree_with_cel_on_every_fixture() {
             Some("GpuProvider") => check::provider_spec(
                 &serde_json::from_value::<GpuProvider>(object.clone())
                     .expect("provider")
+                    .spec,
+            ),
+            Some("ComputeService") => check::service_spec(
+                &serde_json::from_value::<gpufed_api::ComputeService>(object.clone())
+                    .expect("service")
                     .spec,
             ),
             Some("Stake") => {

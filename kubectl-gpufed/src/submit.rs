@@ -172,6 +172,7 @@ pub fn spec(args: &SubmitArgs) -> Result<ComputeJobSpec> {
         }),
         priority: args.priority.unwrap_or(100),
         suspend: args.suspend,
+        serving: None,
     })
 }
 

@@ -28,6 +28,12 @@ pub struct Args {
     /// Timeout of each request to a member cluster.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub member_timeout: Duration,
+    /// Networks a serving replica's address must lie in to be routed by the hub Service
+    /// (comma-separated CIDRs, e.g. the providers' node networks). Empty: any address but
+    /// loopback, link-local, multicast and unspecified ones. Addresses come from
+    /// providers; without a list a provider could point a hub Service at hub-internal IPs.
+    #[arg(long, env = "GPUFED_SERVING_ENDPOINT_CIDRS", value_delimiter = ',')]
+    pub serving_endpoint_cidrs: Vec<ipnet::IpNet>,
     /// Log as JSON lines.
     #[arg(long, env = "GPUFED_LOG_JSON")]
     pub log_json: bool,

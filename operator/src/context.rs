@@ -49,6 +49,9 @@ pub struct Context {
     pub config: Timing,
     /// Settlement runs (usage is metered into the journal and `status.billing`).
     pub settles: bool,
+    /// Networks a serving replica's address must lie in to be routed at the hub (empty:
+    /// any but loopback, link-local, multicast, unspecified).
+    pub serving_cidrs: Vec<ipnet::IpNet>,
     /// Tenants (namespaces) whose new jobs are held from starting because settlement
     /// cannot charge them (no escrow, or the escrow cannot cover their usage), with why.
     /// Written by settlement, read by placement; running jobs are never touched.

@@ -3,6 +3,7 @@
 //! selector whose Endpoints are the ready replicas.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use gpufed_api::job::{ComputeJobSpec, FailurePolicy, ProviderLossAction};
 use gpufed_api::serving::{LABEL_SERVICE, Serving, Spread};
@@ -129,19 +130,49 @@ pub fn hub_service(svc: &ComputeService) -> Service {
     }
 }
 
-/// The hub Endpoints: ready replicas whose address is `IP:port` (a host name, as a load
-/// balancer may give, cannot be an endpoint; it stays in the service's status).
-/// Subsets group addresses by port, since every replica has its own node port.
-pub fn hub_endpoints(svc: &ComputeService, ready: &[String]) -> Endpoints {
+/// Whether a provider-reported address may be routed by a hub Service: never loopback,
+/// link-local, multicast or unspecified (they would reach the hub's own processes), and
+/// inside `allowed` when that is set.
+pub fn routable(ip: IpAddr, allowed: &[ipnet::IpNet]) -> bool {
+    let special = match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    !special && (allowed.is_empty() || allowed.iter().any(|n| n.contains(&ip)))
+}
+
+/// The hub Endpoints: ready replicas whose address is a routable `IP:port`, and the
+/// addresses refused (a host name, as a load balancer may give, cannot be an endpoint;
+/// it stays in the service's status). Subsets group addresses by port, since every
+/// replica has its own node port.
+pub fn hub_endpoints(
+    svc: &ComputeService,
+    ready: &[String],
+    allowed: &[ipnet::IpNet],
+) -> (Endpoints, Vec<String>) {
     let mut by_port: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let mut refused = Vec::new();
     for a in ready {
-        let Some((host, port)) = a.rsplit_once(':') else {
-            continue;
-        };
-        let (Ok(ip), Ok(port)) = (host.parse::<std::net::IpAddr>(), port.parse::<i32>()) else {
-            continue;
-        };
-        by_port.entry(port).or_default().push(ip.to_string());
+        let parsed = a
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.parse::<IpAddr>().ok()?, port.parse::<i32>().ok()?)));
+        match parsed {
+            Some((ip, port)) if routable(ip, allowed) => {
+                by_port.entry(port).or_default().push(ip.to_string())
+            }
+            _ => refused.push(a.clone()),
+        }
     }
     let subsets = by_port
         .into_iter()
@@ -167,8 +198,9 @@ pub fn hub_endpoints(svc: &ComputeService, ready: &[String]) -> Endpoints {
             }
         })
         .collect();
-    Endpoints {
+    let endpoints = Endpoints {
         metadata: hub_meta(svc),
         subsets: Some(subsets),
-    }
+    };
+    (endpoints, refused)
 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::conditions;
 use gpufed_api::serving::LABEL_SERVICE;
 use gpufed_api::{ComputeJob, ComputeService};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
@@ -24,6 +26,9 @@ use kube::{Api, ResourceExt};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::ControllerLabel;
+
+/// Condition: the hub Service routes to the ready replicas.
+pub const ROUTED: &str = "Routed";
 
 fn replicas(ctx: &Context, svc: &ComputeService) -> Vec<ComputeJob> {
     let ns = svc.namespace();
@@ -61,9 +66,14 @@ async fn write_status(
     Ok(())
 }
 
-/// The hub Service and its Endpoints. A Service of that name that is not ours is left
-/// alone and reported (never overwritten).
-async fn route(ctx: &Context, svc: &ComputeService, ready: &[String]) -> Result<Option<String>> {
+/// The hub Service and its Endpoints; in the result, how many replicas are routed, or
+/// why (reason, message) some or all could not be. A Service of that name that is not
+/// ours is left alone (never overwritten).
+async fn route(
+    ctx: &Context,
+    svc: &ComputeService,
+    ready: &[String],
+) -> Result<std::result::Result<usize, (&'static str, String)>> {
     let ns = svc.namespace().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(ctx.hub.clone(), &ns);
     let existing = services
@@ -76,10 +86,11 @@ async fn route(ctx: &Context, svc: &ComputeService, ready: &[String]) -> Result<
             .any(|o| Some(&o.uid) == svc.uid().as_ref())
     };
     if existing.as_ref().is_some_and(|s| !ours(s)) {
-        return Ok(Some(format!(
+        let msg = format!(
             "Service {ns}/{} exists and is not this ComputeService's; no hub address",
             svc.name_any()
-        )));
+        );
+        return Ok(Err(("ServiceNameTaken", msg)));
     }
     let pp = PatchParams::apply(crate::FIELD_MANAGER).force();
     let body = crate::job::dispatch::manifest(&build::hub_service(svc)).map_err(Error::Json)?;
@@ -88,12 +99,20 @@ async fn route(ctx: &Context, svc: &ComputeService, ready: &[String]) -> Result<
         .await
         .map_err(|e| Error::hub("Service", e))?;
     let endpoints: Api<Endpoints> = Api::namespaced(ctx.hub.clone(), &ns);
-    let body = crate::job::dispatch::manifest(&build::hub_endpoints(svc, ready)).map_err(Error::Json)?;
+    let (eps, refused) = build::hub_endpoints(svc, ready, &ctx.serving_cidrs);
+    let body = crate::job::dispatch::manifest(&eps).map_err(Error::Json)?;
     endpoints
         .patch(&svc.name_any(), &pp, &Patch::Apply(&body))
         .await
         .map_err(|e| Error::hub("Endpoints", e))?;
-    Ok(None)
+    if !refused.is_empty() {
+        let msg = format!(
+            "not routed at the hub (not an IP, or outside --serving-endpoint-cidrs): {}",
+            refused.join(", ")
+        );
+        return Ok(Err(("EndpointRefused", msg)));
+    }
+    Ok(Ok(ready.len()))
 }
 
 async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> Result<()> {
@@ -131,18 +150,28 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
     let replicas = replicas(ctx, &svc);
     let mut plan = plan::plan(&svc, &replicas, ctx.settles, crate::time::now());
     apply_plan(ctx, &svc, &plan).await?;
-    if let Some(msg) = route(ctx, &svc, &plan.ready_addresses).await? {
-        plan.status.address = None;
-        let c = gpufed_api::conditions::condition(
+    let (status, reason, msg) = match route(ctx, &svc, &plan.ready_addresses).await? {
+        Ok(n) => (
+            True,
             "Routed",
-            gpufed_api::ConditionStatus::False,
-            "ServiceNameTaken",
-            msg,
-            svc.metadata.generation,
-            &crate::time::format(crate::time::now()),
-        );
-        gpufed_api::conditions::set(&mut plan.status.conditions, c);
-    }
+            format!("{n} ready replicas behind the hub Service"),
+        ),
+        Err((reason, msg)) => {
+            if reason == "ServiceNameTaken" {
+                plan.status.address = None;
+            }
+            (False, reason, msg)
+        }
+    };
+    let c = conditions::condition(
+        ROUTED,
+        status,
+        reason,
+        msg,
+        svc.metadata.generation,
+        &crate::time::format(crate::time::now()),
+    );
+    conditions::set(&mut plan.status.conditions, c);
     if svc.status.as_ref() != Some(&plan.status) {
         write_status(ctx, &svc, &plan.status).await?;
     }

@@ -86,8 +86,9 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
         ready_addresses: Vec::new(),
     };
     let spec = build::replica_spec(svc);
-    let invalid = check::job_spec(&spec)
+    let invalid = check::service_spec(&svc.spec)
         .into_iter()
+        .chain(check::job_spec(&spec))
         .next()
         .map(|e| e.to_string())
         .or_else(|| {

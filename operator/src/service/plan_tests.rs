@@ -218,6 +218,16 @@ fn an_invalid_spec_stalls_without_touching_replicas() {
     let c = plan(&svc, &[], true, T0);
     let st = conditions::find(&c.status.conditions, types::STALLED).expect("Stalled");
     assert!(st.message.starts_with("spec.readinessProbe"), "{}", st.message);
+    // A spread in the placement would be silently overridden by spec.spread: refused.
+    let mut svc = service(1);
+    svc.spec.placement.spread = Some(gpufed_api::serving::Spread {
+        group: "other".into(),
+        across: gpufed_api::serving::SpreadDomain::Region,
+    });
+    let c = plan(&svc, &[], true, T0);
+    assert!(c.create.is_empty());
+    let st = conditions::find(&c.status.conditions, types::STALLED).expect("Stalled");
+    assert!(st.message.starts_with("spec.placement.spread"), "{}", st.message);
 }
 
 #[test]
@@ -242,4 +252,40 @@ fn planning_twice_gives_the_same_status() {
     let mut again = svc.clone();
     again.status = Some(first.status.clone());
     assert_eq!(plan(&again, &rs, true, T0 + 60).status, first.status);
+}
+
+#[test]
+fn hub_endpoints_route_only_routable_provider_addresses() {
+    let svc = service(3);
+    let ready = [
+        "10.0.0.1:30001".to_owned(),
+        "10.0.0.2:30001".to_owned(),
+        "10.0.0.3:30002".to_owned(),
+        "127.0.0.1:6443".to_owned(),
+        "169.254.169.254:80".to_owned(),
+        "lb.example.com:8000".to_owned(),
+    ];
+    let (eps, refused) = build::hub_endpoints(&svc, &ready, &[]);
+    let subsets = eps.subsets.expect("subsets");
+    assert_eq!(subsets.len(), 2, "one subset per node port");
+    let ips: Vec<String> = subsets
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
+        .collect();
+    assert_eq!(ips, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    assert_eq!(
+        refused,
+        ["127.0.0.1:6443", "169.254.169.254:80", "lb.example.com:8000"]
+    );
+    // With an allow-list, only addresses inside it.
+    let allowed: Vec<ipnet::IpNet> = vec!["10.0.0.0/31".parse().expect("cidr")];
+    let (eps, refused) = build::hub_endpoints(&svc, &ready[..3], &allowed);
+    let n: usize = eps
+        .subsets
+        .iter()
+        .flatten()
+        .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(n, 1);
+    assert_eq!(refused, ["10.0.0.2:30001", "10.0.0.3:30002"]);
 }
