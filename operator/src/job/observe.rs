@@ -9,6 +9,10 @@ use kube::{Api, Client};
 use super::names;
 use super::plan::{PodPhase, PodView};
 
+/// The Ready nodes under an attempt's pods, with each one's `ExternalIP` if it has one
+/// (a served port is reached there rather than at the internal `hostIP`).
+pub type ReadyNodes = std::collections::BTreeMap<String, Option<String>>;
+
 /// The pods of attempt `attempt` of job `uid` in `namespace`, and which of the nodes
 /// under them are Ready (only those nodes are read, not the whole fleet).
 pub async fn attempt_pods_and_ready_nodes(
@@ -16,7 +20,7 @@ pub async fn attempt_pods_and_ready_nodes(
     namespace: &str,
     uid: &str,
     attempt: u32,
-) -> Result<(Vec<Pod>, BTreeSet<String>), kube::Error> {
+) -> Result<(Vec<Pod>, ReadyNodes), kube::Error> {
     let selector = format!(
         "{}={uid},{}={attempt}",
         names::LABEL_JOB_UID,
@@ -31,15 +35,21 @@ pub async fn attempt_pods_and_ready_nodes(
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .collect();
     let nodes = Api::<Node>::all(client.clone());
-    let mut ready_nodes = BTreeSet::new();
+    let mut ready_nodes = ReadyNodes::new();
     for name in bound {
-        let ready = nodes
-            .get_opt(&name)
-            .await?
-            .and_then(|n| n.status?.conditions)
+        let status = nodes.get_opt(&name).await?.and_then(|n| n.status);
+        let ready = status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         if ready {
-            ready_nodes.insert(name);
+            let external = status
+                .and_then(|s| s.addresses)
+                .into_iter()
+                .flatten()
+                .find(|a| a.type_ == "ExternalIP")
+                .map(|a| a.address);
+            ready_nodes.insert(name, external);
         }
     }
     Ok((pods.items, ready_nodes))
@@ -56,14 +66,14 @@ pub async fn attempt_pods(
     let lost: BTreeSet<String> = pods
         .iter()
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-        .filter(|n| !ready_nodes.contains(n))
+        .filter(|n| !ready_nodes.contains_key(n))
         .collect();
     let views = pods.iter().filter_map(|p| pod_view(p, &ready_nodes)).collect();
     Ok((views, lost.into_iter().collect()))
 }
 
 /// A worker pod's view, from its labels and status.
-pub fn pod_view(pod: &Pod, ready_nodes: &BTreeSet<String>) -> Option<PodView> {
+pub fn pod_view(pod: &Pod, ready_nodes: &ReadyNodes) -> Option<PodView> {
     let rank = pod
         .metadata
         .labels
@@ -86,7 +96,8 @@ pub fn pod_view(pod: &Pod, ready_nodes: &BTreeSet<String>) -> Option<PodView> {
         .map(|t| t.0.as_second())
         .max();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    let node_lost = node.is_some_and(|n| !ready_nodes.contains(&n));
+    let external = node.as_ref().and_then(|n| ready_nodes.get(n).cloned().flatten());
+    let node_lost = node.is_some_and(|n| !ready_nodes.contains_key(&n));
     let ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
@@ -96,7 +107,7 @@ pub fn pod_view(pod: &Pod, ready_nodes: &BTreeSet<String>) -> Option<PodView> {
         finished,
         node_lost,
         ready,
-        host_ip: status.and_then(|s| s.host_ip.clone()),
+        host_ip: external.or_else(|| status.and_then(|s| s.host_ip.clone())),
     })
 }
 

@@ -347,14 +347,14 @@ pub fn pod_views(status: &AssignmentStatus) -> (Vec<PodView>, Vec<String>) {
 }
 
 /// An agent's report of one of its pods (the inverse of [`pod_views`]).
-pub fn assigned_pod(pod: &Pod, ready_nodes: &std::collections::BTreeSet<String>) -> Option<AssignedPod> {
+pub fn assigned_pod(pod: &Pod, ready_nodes: &crate::job::observe::ReadyNodes) -> Option<AssignedPod> {
     let view = crate::job::observe::pod_view(pod, ready_nodes)?;
     let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     Some(AssignedPod {
         name: pod.name_any(),
         rank: view.rank,
         phase: format!("{:?}", view.phase),
-        node_ready: node_name.as_ref().is_some_and(|n| ready_nodes.contains(n)),
+        node_ready: node_name.as_ref().is_some_and(|n| ready_nodes.contains_key(n)),
         node_name,
         finished_at: view.finished,
         ready: view.ready,

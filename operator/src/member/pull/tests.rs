@@ -1,5 +1,3 @@
-use std::collections::BTreeSet;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 
 use super::*;
@@ -82,7 +80,7 @@ fn pod(name: &str, rank: u32, phase: &str, node: Option<&str>) -> Pod {
 
 #[test]
 fn reported_pods_read_back_as_the_push_mode_view() {
-    let ready = BTreeSet::from(["n1".to_owned()]);
+    let ready = crate::job::observe::ReadyNodes::from([("n1".to_owned(), Some("203.0.113.7".to_owned()))]);
     let pods = [
         pod("w0", 0, "Running", Some("n1")),
         pod("w1", 1, "Running", Some("n2")),
@@ -101,6 +99,8 @@ fn reported_pods_read_back_as_the_push_mode_view() {
         .collect();
     assert_eq!(views, direct);
     assert_eq!(lost, vec!["n2".to_owned()]);
+    // A served port is reached at the node's ExternalIP when it has one.
+    assert_eq!(views[0].host_ip.as_deref(), Some("203.0.113.7"));
 }
 
 #[test]
