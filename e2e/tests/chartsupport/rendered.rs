@@ -118,6 +118,10 @@ pub fn check_rendered(helm: &Path) -> Rendered {
         args.challenge_bands, None,
         "no bands by default (no GPU verifies)"
     );
+    assert!(
+        args.serving_endpoint_cidrs.is_empty(),
+        "no serving endpoint networks by default"
+    );
     check_challenge_bands(helm);
     check_agent_cluster_roles(&hub_docs);
     let pull_docs = check_pull_mode(helm, &provider_docs);
@@ -194,4 +198,11 @@ pub fn check_challenge_bands(helm: &Path) {
     assert_eq!(stake.slash_bps, 500);
     assert_eq!(cfg.stake_per_gpu, "10");
     assert_eq!(cfg.stake_multipliers.get("nvidia-h100-80gb-hbm3"), Some(&25_000));
+    // serving.endpointCidrs reaches the operator as one comma-separated flag.
+    let cidrs: Vec<String> = args
+        .serving_endpoint_cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(cidrs, ["10.0.0.0/8", "2001:db8::/32"]);
 }
