@@ -107,7 +107,8 @@ pub struct AssignedPod {
     /// The pod's `Ready` condition (serving replicas).
     #[serde(default)]
     pub ready: bool,
-    /// The IP of the pod's node (`status.hostIP`).
+    /// Where the pod's node is reached: its `ExternalIP` if it has one, else the pod's
+    /// `status.hostIP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub host_ip: Option<String>,

@@ -174,6 +174,12 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     })
     .await
     .expect("hub endpoints");
+    let routed = until(&hub, &ns, "Routed", MINUTE, |s| {
+        gpufed_api::conditions::is_true(&status(s).conditions, "Routed")
+    })
+    .await;
+    let c = gpufed_api::conditions::find(&status(&routed).conditions, "Routed").expect("Routed");
+    assert_eq!(c.reason, "Routed");
     let hub_svc = Api::<Service>::namespaced(hub.clone(), &ns)
         .get("llm")
         .await

@@ -134,6 +134,11 @@ pub fn hub_service(svc: &ComputeService) -> Service {
 /// link-local, multicast or unspecified (they would reach the hub's own processes), and
 /// inside `allowed` when that is set.
 pub fn routable(ip: IpAddr, allowed: &[ipnet::IpNet]) -> bool {
+    // `::ffff:127.0.0.1` is 127.0.0.1: judge IPv4-mapped addresses as IPv4.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
     let special = match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()

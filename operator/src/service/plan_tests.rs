@@ -264,6 +264,7 @@ fn hub_endpoints_route_only_routable_provider_addresses() {
         "127.0.0.1:6443".to_owned(),
         "169.254.169.254:80".to_owned(),
         "lb.example.com:8000".to_owned(),
+        "::ffff:127.0.0.1:80".to_owned(),
     ];
     let (eps, refused) = build::hub_endpoints(&svc, &ready, &[]);
     let subsets = eps.subsets.expect("subsets");
@@ -275,7 +276,12 @@ fn hub_endpoints_route_only_routable_provider_addresses() {
     assert_eq!(ips, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
     assert_eq!(
         refused,
-        ["127.0.0.1:6443", "169.254.169.254:80", "lb.example.com:8000"]
+        [
+            "127.0.0.1:6443",
+            "169.254.169.254:80",
+            "lb.example.com:8000",
+            "::ffff:127.0.0.1:80"
+        ]
     );
     // With an allow-list, only addresses inside it.
     let allowed: Vec<ipnet::IpNet> = vec!["10.0.0.0/31".parse().expect("cidr")];
