@@ -178,7 +178,8 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
         gpufed_api::conditions::is_true(&status(s).conditions, "Routed")
     })
     .await;
-    let c = gpufed_api::conditions::find(&status(&routed).conditions, "Routed").expect("Routed");
+    let routed = status(&routed);
+    let c = gpufed_api::conditions::find(&routed.conditions, "Routed").expect("Routed");
     assert_eq!(c.reason, "Routed");
     let hub_svc = Api::<Service>::namespaced(hub.clone(), &ns)
         .get("llm")
