@@ -40,7 +40,7 @@ say "installing the CRDs (CEL rules stripped: the 1.20 API server does not know 
 CRD_DIR=$(mktemp -d)
 "$TARGET_DIR/debug/crdgen" --no-cel "$CRD_DIR"
 k apply -f "$CRD_DIR" >/dev/null
-k wait --for condition=established --timeout=60s crd/computejobs.gpufed.io crd/gpuproviders.gpufed.io crd/stakes.gpufed.io >/dev/null
+k wait --for condition=established --timeout=60s crd/computejobs.gpufed.io crd/gpuproviders.gpufed.io crd/stakes.gpufed.io crd/computeservices.gpufed.io >/dev/null
 k create namespace gpufed-system --dry-run=client -o yaml | k apply -f - >/dev/null
 
 say "starting a local Solana test validator: settlement token, tenants' escrows, payout accounts"
@@ -97,6 +97,8 @@ k get gpup
 
 say "submitting the demo jobs (examples/demo/jobs.yaml)"
 k apply -f examples/demo/jobs.yaml
+say "starting a model server: 2 replicas (examples/demo/service.yaml)"
+k apply -f examples/demo/service.yaml
 
 say "watching the jobs (up to ${TIMEOUT}s)"
 deadline=$((SECONDS + TIMEOUT))
@@ -107,6 +109,15 @@ while ((SECONDS < deadline)); do
   sleep 3
   echo
 done
+
+say "the model server: replicas, their endpoints, and the hub Service's endpoints"
+for _ in $(seq 30); do
+  [[ "$(k -n team-media get csvc chat -o jsonpath='{.status.readyReplicas}')" == 2 ]] && break
+  sleep 2
+done
+k -n team-media get csvc chat -o wide
+k -n team-media get csvc chat -o jsonpath='{range .status.replicaStatus[*]}{.name}{"\t"}{.provider}{"\t"}{.address}{"\tready="}{.ready}{"\n"}{end}'
+k -n team-media get endpoints chat
 
 say "why cheap-h100 is still queued"
 k -n team-media get cjob cheap-h100 -o jsonpath='{.status.conditions[?(@.type=="Placed")].message}{"\n"}'
