@@ -26,6 +26,19 @@ fn positive_decimal(path: &str, value: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+fn gpu_requirements(gpu: &crate::job::GpuRequirements, errors: &mut Vec<FieldError>) {
+    if let Some(m) = &gpu.min_memory
+        && let Err(e) = formats::parse_memory_mib(m)
+    {
+        errors.push(field("spec.gpu.minMemory", e.to_string()));
+    }
+    if let Some(cc) = &gpu.min_compute_capability
+        && let Err(e) = formats::parse_compute_capability(cc)
+    {
+        errors.push(field("spec.gpu.minComputeCapability", e.to_string()));
+    }
+}
+
 /// Checks a service spec's cross-field rules.
 pub fn service_spec(spec: &crate::ComputeServiceSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -40,16 +53,7 @@ pub fn service_spec(spec: &crate::ComputeServiceSpec) -> Vec<FieldError> {
             "not used by a ComputeService: set spec.spread (Provider, Region or None)",
         ));
     }
-    if let Some(m) = &spec.gpu.min_memory
-        && let Err(e) = formats::parse_memory_mib(m)
-    {
-        errors.push(field("spec.gpu.minMemory", e.to_string()));
-    }
-    if let Some(cc) = &spec.gpu.min_compute_capability
-        && let Err(e) = formats::parse_compute_capability(cc)
-    {
-        errors.push(field("spec.gpu.minComputeCapability", e.to_string()));
-    }
+    gpu_requirements(&spec.gpu, &mut errors);
     if spec.gpu.interconnect == Interconnect::NVLink && spec.gpus_per_replica < 2 {
         errors.push(field(
             "spec.gpu.interconnect",
@@ -99,16 +103,7 @@ pub fn job_spec(spec: &ComputeJobSpec) -> Vec<FieldError> {
             Err(e) => errors.push(field("spec.maxDuration", e.to_string())),
         }
     }
-    if let Some(m) = &spec.gpu.min_memory
-        && let Err(e) = formats::parse_memory_mib(m)
-    {
-        errors.push(field("spec.gpu.minMemory", e.to_string()));
-    }
-    if let Some(cc) = &spec.gpu.min_compute_capability
-        && let Err(e) = formats::parse_compute_capability(cc)
-    {
-        errors.push(field("spec.gpu.minComputeCapability", e.to_string()));
-    }
+    gpu_requirements(&spec.gpu, &mut errors);
     errors.extend(crate::pod_security::check(&spec.template.spec));
     errors
 }

@@ -27,6 +27,13 @@ use opsupport::{Operator, job, job_until, submit};
 
 const ESCROW: u64 = 1_000_000_000;
 
+fn metered(j: &ComputeJob) -> bool {
+    j.status
+        .as_ref()
+        .and_then(|s| s.billing.as_ref())
+        .is_some_and(|b| b.records > 0)
+}
+
 fn settled(j: &ComputeJob) -> bool {
     let st = j.status.as_ref();
     let done = st.and_then(|s| s.phase) == Some(JobPhase::Succeeded);
@@ -152,12 +159,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         "first",
         "metered",
         Duration::from_secs(180),
-        |j| {
-            j.status
-                .as_ref()
-                .and_then(|s| s.billing.as_ref())
-                .is_some_and(|b| b.records > 0)
-        },
+        metered,
     )
     .await;
     submit(
@@ -227,12 +229,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         "serve-0",
         "replica metered live",
         Duration::from_secs(120),
-        |j| {
-            j.status
-                .as_ref()
-                .and_then(|s| s.billing.as_ref())
-                .is_some_and(|b| b.records > 0)
-        },
+        metered,
     )
     .await;
     let replica_uid = replica.metadata.uid.clone().unwrap();

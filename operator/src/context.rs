@@ -113,3 +113,52 @@ pub fn succeeded<K: kube::Resource<DynamicType = ()>>(ctx: &Context, controller:
         kube::runtime::reflector::ObjectRef::from_obj(obj)
     ));
 }
+
+/// Runs one reconcile of `obj` under `finalizer_name` (apply, or cleanup on deletion),
+/// timing it for the `controller`'s metrics and forgetting its backoff on success.
+pub async fn finalized<K, A, C, FA, FC>(
+    ctx: &Context,
+    controller: &'static str,
+    finalizer_name: &str,
+    obj: Arc<K>,
+    apply: A,
+    cleanup: C,
+) -> crate::error::Result<Action>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + Sync
+        + 'static,
+    A: FnOnce(Arc<K>) -> FA,
+    C: FnOnce(Arc<K>) -> FC,
+    FA: std::future::Future<Output = crate::error::Result<Action>>,
+    FC: std::future::Future<Output = crate::error::Result<Action>>,
+{
+    use kube::ResourceExt;
+    use kube::runtime::finalizer::{Error as FinalizerError, Event, finalizer};
+    let started = std::time::Instant::now();
+    let api: kube::Api<K> = kube::Api::namespaced(ctx.hub.clone(), &obj.namespace().unwrap_or_default());
+    let result = finalizer(&api, finalizer_name, obj.clone(), |event| async move {
+        match event {
+            Event::Apply(o) => apply(o).await,
+            Event::Cleanup(o) => cleanup(o).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconcile_duration_seconds
+        .get_or_create(&crate::metrics::ControllerLabel { controller })
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        succeeded(ctx, controller, obj.as_ref());
+    }
+    result
+}

@@ -10,7 +10,7 @@ pub mod plan;
 pub mod serving;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use gpufed_api::common::ConditionStatus::True;
@@ -19,7 +19,6 @@ use gpufed_api::job_status::{ComputeJobStatus, JobPhase};
 use gpufed_api::{ComputeJob, GpuProvider};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -27,7 +26,6 @@ use kube::{Api, ResourceExt};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::member::Link;
-use crate::metrics::ControllerLabel;
 use crate::provider::plan::heartbeat_lost;
 use plan::Member;
 
@@ -266,28 +264,15 @@ pub async fn reconcile(job: Arc<ComputeJob>, ctx: Arc<Context>) -> Result<Action
     if ctx.providers.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let started = Instant::now();
-    let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
-    let result = finalizer(&api, names::FINALIZER, job.clone(), |event| async {
-        match event {
-            Event::Apply(job) => apply(job, &ctx).await,
-            Event::Cleanup(job) => cleanup(job, &ctx).await,
-        }
-    })
+    crate::context::finalized(
+        &ctx,
+        "job",
+        names::FINALIZER,
+        job,
+        |j| apply(j, &ctx),
+        |j| cleanup(j, &ctx),
+    )
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
-    ctx.metrics
-        .reconcile_duration_seconds
-        .get_or_create(&ControllerLabel { controller: "job" })
-        .observe(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        crate::context::succeeded(&ctx, "job", job.as_ref());
-    }
-    result
 }
 
 /// Runs the job controller until `shutdown` resolves.

@@ -215,12 +215,7 @@ impl PullLink {
     /// so the job waits as it would for a silent member.
     pub async fn attempt_pods(&self, namespace: &str, attempt: u32) -> Result<(Vec<PodView>, Vec<String>)> {
         let name = pull::assignment_name(namespace, attempt);
-        let found = self
-            .assignments()
-            .get_opt(&name)
-            .await
-            .map_err(|e| self.hub_err("Assignment", e))?;
-        let Some(a) = found else {
+        let Some(a) = self.assignment(namespace, attempt).await? else {
             return Ok((Vec::new(), Vec::new()));
         };
         let status = a.status.clone().unwrap_or_default();
@@ -230,18 +225,21 @@ impl PullLink {
         Ok(pod_views(&status))
     }
 
+    /// The Assignment of an attempt, if the hub has written one.
+    async fn assignment(&self, namespace: &str, attempt: u32) -> Result<Option<Assignment>> {
+        self.assignments()
+            .get_opt(&pull::assignment_name(namespace, attempt))
+            .await
+            .map_err(|e| self.hub_err("Assignment", e))
+    }
+
     /// A serving attempt's Service as the agent last reported it.
     pub async fn exposure(
         &self,
         namespace: &str,
         attempt: u32,
     ) -> Result<Option<gpufed_api::serving::Exposure>> {
-        let name = pull::assignment_name(namespace, attempt);
-        let found = self
-            .assignments()
-            .get_opt(&name)
-            .await
-            .map_err(|e| self.hub_err("Assignment", e))?;
+        let found = self.assignment(namespace, attempt).await?;
         Ok(found.and_then(|a| a.status?.exposure))
     }
 

@@ -9,7 +9,7 @@ pub mod build;
 pub mod plan;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use gpufed_api::common::ConditionStatus::{False, True};
@@ -19,13 +19,11 @@ use gpufed_api::{ComputeJob, ComputeService};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::metrics::ControllerLabel;
 
 /// Condition: the hub Service routes to the ready replicas.
 pub const ROUTED: &str = "Routed";
@@ -209,30 +207,15 @@ pub async fn reconcile(svc: Arc<ComputeService>, ctx: Arc<Context>) -> Result<Ac
     if ctx.jobs.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let started = Instant::now();
-    let api: Api<ComputeService> = Api::namespaced(ctx.hub.clone(), &svc.namespace().unwrap_or_default());
-    let result = finalizer(&api, build::FINALIZER, svc.clone(), |event| async {
-        match event {
-            Event::Apply(svc) => apply(svc, &ctx).await,
-            Event::Cleanup(svc) => cleanup(svc, &ctx).await,
-        }
-    })
+    crate::context::finalized(
+        &ctx,
+        "service",
+        build::FINALIZER,
+        svc,
+        |s| apply(s, &ctx),
+        |s| cleanup(s, &ctx),
+    )
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
-    ctx.metrics
-        .reconcile_duration_seconds
-        .get_or_create(&ControllerLabel {
-            controller: "service",
-        })
-        .observe(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        crate::context::succeeded(&ctx, "service", svc.as_ref());
-    }
-    result
 }
 
 /// The service controller: services, and the replica jobs they own.
