@@ -162,3 +162,57 @@ fn the_gang_service_cannot_be_exposed_under_another_name() {
     body["spec"]["objects"][i]["spec"]["selector"]["gpufed.io/job-uid"] = "someone-elses-uid".into();
     assert!(accept(&parse(body)).unwrap_err().contains("this job's pods"));
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,30}".prop_map(Value::from),
+            Just(serde_json::json!({})),
+            Just(serde_json::json!([])),
+            Just(Value::from("kube-system")),
+            Just(Value::from("NodePort")),
+        ]
+    }
+
+    /// Replaces the `n`-th value (in a walk of the tree) with `v`.
+    fn replace_nth(v: &mut Value, n: &mut usize, with: &Value) -> bool {
+        if *n == 0 {
+            *v = with.clone();
+            return true;
+        }
+        *n -= 1;
+        match v {
+            Value::Object(m) => m.values_mut().any(|c| replace_nth(c, n, with)),
+            Value::Array(a) => a.iter_mut().any(|c| replace_nth(c, n, with)),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever the hub writes into an Assignment, the agent accepts it or refuses it
+        /// with a message naming a field; it never panics.
+        #[test]
+        fn mutated_assignments_are_refused_with_a_reason_or_accepted(
+            serving in any::<bool>(),
+            edits in prop::collection::vec((0usize..400, leaf()), 1..4),
+        ) {
+            let mut body = if serving { serving_body() } else { assignment_body().0 };
+            for (n, v) in &edits {
+                let mut n = *n;
+                replace_nth(&mut body["spec"], &mut n, v);
+            }
+            let Ok(a) = serde_json::from_value::<Assignment>(body) else { return Ok(()) };
+            if let Err(msg) = accept(&a) {
+                prop_assert!(msg.starts_with("spec."), "refusal names a field: {msg}");
+            }
+        }
+    }
+}

@@ -100,7 +100,8 @@ pub fn gpu_pod(pod: &Pod, resource: &str) -> Option<GpuPod> {
         .iter()
         .filter_map(|c| c.resources.as_ref()?.limits.as_ref()?.get(resource))
         .filter_map(|q| quantity(&q.0))
-        .sum();
+        // A member may report anything: huge limits saturate, never overflow.
+        .fold(0, u64::saturating_add);
     if gpus == 0 {
         return None;
     }

@@ -1,0 +1,211 @@
+//! Hostile member clusters: what a provider's API server returns (nodes, pods, Services,
+//! an agent's reports) is read by the operator without panicking, whatever the labels,
+//! quantities, conditions or sizes. Garbage is read as "no GPUs" / "not ready", never as
+//! more than the object says.
+
+use std::collections::BTreeMap;
+
+use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
+use gpufed_operator::job::serving::exposure_of;
+use gpufed_operator::member::ops::{ReadyNodes, pod_view};
+use gpufed_operator::member::pull::pod_views;
+use gpufed_operator::provider::{gpu_node, gpu_pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const RESOURCE: &str = "gpufed.io/gpu";
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "\\PC{0,30}",
+        "[0-9]{1,25}",
+        "-?[0-9]{1,3}(\\.[0-9]{1,3})?[a-zA-Z]{0,3}",
+        (1usize..20_000).prop_map(|n| "9".repeat(n)),
+        Just(String::new()),
+        Just(u64::MAX.to_string()),
+    ]
+}
+
+fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+    let key = prop_oneof![
+        Just("gpufed.io/gpu-model".to_owned()),
+        Just("gpufed.io/gpu-memory-mib".to_owned()),
+        Just("gpufed.io/compute-capability".to_owned()),
+        Just("gpufed.io/nvlink-domain".to_owned()),
+        Just("gpufed.io/job-uid".to_owned()),
+        Just("gpufed.io/attempt".to_owned()),
+        Just("gpufed.io/rank".to_owned()),
+        "[a-z./-]{1,40}",
+    ];
+    prop::collection::btree_map(key, text(), 0..12)
+}
+
+fn condition() -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![Just("Ready"), Just("ContainersReady"), Just("Bogus")],
+        text(),
+    )
+        .prop_map(|(t, s)| json!({"type": t, "status": s}))
+}
+
+fn node() -> impl Strategy<Value = Value> {
+    (
+        prop::option::of("[a-z0-9-]{1,60}"),
+        labels(),
+        prop::collection::btree_map(prop_oneof![Just(RESOURCE.to_owned()), "[a-z./]{1,20}"], text(), 0..4),
+        prop::collection::vec(condition(), 0..4),
+        any::<Option<bool>>(),
+        prop::collection::vec((prop_oneof![Just("ExternalIP"), Just("InternalIP")], text()), 0..3),
+    )
+        .prop_map(|(name, labels, alloc, conds, unsched, addrs)| {
+            json!({
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"unschedulable": unsched},
+                "status": {"allocatable": alloc, "conditions": conds,
+                           "addresses": addrs.into_iter().map(|(t, a)| json!({"type": t, "address": a})).collect::<Vec<_>>()},
+            })
+        })
+}
+
+fn pod() -> impl Strategy<Value = Value> {
+    (
+        labels(),
+        prop::collection::vec(
+            prop::collection::btree_map(
+                prop_oneof![Just(RESOURCE.to_owned()), "[a-z./]{1,12}"],
+                text(),
+                0..3,
+            ),
+            0..4,
+        ),
+        prop::option::of(text()),
+        prop::option::of(
+            prop_oneof![
+                Just("Running"),
+                Just("Succeeded"),
+                Just("Failed"),
+                Just("Pending")
+            ]
+            .prop_map(str::to_owned),
+        ),
+        prop::collection::vec(condition(), 0..4),
+        prop::option::of(text()),
+    )
+        .prop_map(|(labels, limits, node, phase, conds, host)| {
+            let containers: Vec<Value> = limits
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| json!({"name": format!("c{i}"), "resources": {"limits": l}}))
+                .collect();
+            json!({
+                "metadata": {"name": "p", "labels": labels},
+                "spec": {"containers": containers, "nodeName": node},
+                "status": {"phase": phase, "conditions": conds, "hostIP": host},
+            })
+        })
+}
+
+fn service() -> impl Strategy<Value = Value> {
+    (
+        prop::option::of(prop_oneof![
+            Just("NodePort".to_owned()),
+            Just("LoadBalancer".to_owned()),
+            Just("ExternalName".to_owned()),
+            "[A-Za-z]{0,12}",
+        ]),
+        prop::collection::vec(prop::option::of(any::<i32>()), 0..4),
+        prop::collection::vec((prop::option::of(text()), prop::option::of(text())), 0..3),
+    )
+        .prop_map(|(t, ports, ingress)| {
+            json!({
+                "metadata": {"name": "serve"},
+                "spec": {"type": t, "ports": ports.into_iter().map(|p| json!({"port": 8000, "nodePort": p})).collect::<Vec<_>>()},
+                "status": {"loadBalancer": {"ingress": ingress.into_iter().map(|(ip, h)| json!({"ip": ip, "hostname": h})).collect::<Vec<_>>()}},
+            })
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn garbage_nodes_never_panic_nor_invent_gpus(v in node()) {
+        let Ok(node) = serde_json::from_value::<Node>(v) else { return Ok(()) };
+        if let Some(g) = gpu_node(&node, RESOURCE) {
+            let declared = node.status.as_ref()
+                .and_then(|s| s.allocatable.as_ref())
+                .and_then(|a| a.get(RESOURCE))
+                .and_then(|q| q.0.parse::<u64>().ok())
+                .unwrap_or(0);
+            prop_assert!(declared > 0, "GPUs from a node that declares none");
+            prop_assert!(u64::from(g.allocatable) <= declared);
+        }
+    }
+
+    #[test]
+    fn garbage_pods_never_panic(v in pod(), ready in any::<bool>()) {
+        let Ok(pod) = serde_json::from_value::<Pod>(v) else { return Ok(()) };
+        let _ = gpu_pod(&pod, RESOURCE);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let nodes: ReadyNodes = if ready { BTreeMap::from([(node, None)]) } else { BTreeMap::new() };
+        if let Some(view) = pod_view(&pod, &nodes) {
+            // A bound pod is lost exactly when its node is not Ready.
+            let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+            prop_assert_eq!(view.node_lost, bound && !ready);
+        }
+    }
+
+    #[test]
+    fn garbage_services_never_panic(v in service()) {
+        let Ok(svc) = serde_json::from_value::<Service>(v) else { return Ok(()) };
+        let e = exposure_of(&svc);
+        // The node port read is one the Service declares, never invented.
+        let declared: Vec<i32> = svc.spec.iter().flat_map(|s| s.ports.iter().flatten()).filter_map(|p| p.node_port).collect();
+        prop_assert!(e.node_port.is_none_or(|p| declared.contains(&p)));
+    }
+
+    #[test]
+    fn lying_agent_reports_never_panic(
+        pods in prop::collection::vec(
+            (any::<u32>(), text(), prop::option::of(text()), any::<bool>(), prop::option::of(any::<i64>()), any::<bool>()),
+            0..20,
+        ),
+    ) {
+        let status = AssignmentStatus {
+            pods: pods
+                .into_iter()
+                .map(|(rank, phase, node, node_ready, finished, ready)| AssignedPod {
+                    name: "p".into(),
+                    rank,
+                    phase,
+                    node_name: node,
+                    node_ready,
+                    finished_at: finished,
+                    ready,
+                    host_ip: None,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let (views, lost) = pod_views(&status);
+        prop_assert_eq!(views.len(), status.pods.len());
+        // Every lost node is one the agent reported as not Ready.
+        for n in lost {
+            prop_assert!(status.pods.iter().any(|p| p.node_name.as_ref() == Some(&n) && !p.node_ready));
+        }
+    }
+}
+
+#[test]
+fn huge_gpu_limits_saturate_instead_of_overflowing() {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [
+            {"name": "a", "resources": {"limits": {RESOURCE: u64::MAX.to_string()}}},
+            {"name": "b", "resources": {"limits": {RESOURCE: u64::MAX.to_string()}}},
+        ]},
+    }))
+    .expect("pod");
+    assert_eq!(gpu_pod(&pod, RESOURCE).map(|p| p.gpus), Some(u32::MAX));
+}
