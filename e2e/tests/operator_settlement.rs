@@ -311,7 +311,15 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
             let r = journal.record(id).unwrap();
             let p = journal.proof(id).unwrap();
             let sig = p.signature.as_deref().unwrap();
-            let v = verify::verify_record(&chain.rpc, r, &p.proof, sig).await.unwrap();
+            // Records count as settled at the operator's commitment; the proof is checked
+            // against the finalized transaction, which a batch settled moments ago (the
+            // retired replica's) may not be yet.
+            let v = gpufed_e2e::wait::until("batch finalized", Duration::from_secs(90), || async {
+                let v = verify::verify_record(&chain.rpc, r, &p.proof, sig).await.unwrap();
+                Ok((!matches!(v, verify::Verdict::NotFound)).then_some(v))
+            })
+            .await
+            .unwrap();
             assert!(matches!(v, verify::Verdict::Verified { .. }), "{v:?}");
             checked += 1;
         }
