@@ -120,14 +120,13 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
             }
         }
     }
-    let (Some(mut network_policy), Some(mut quota), Some(mut service)) = (policy, quota, service) else {
-        return Err("spec.objects: needs a NetworkPolicy, a ResourceQuota and a Service".into());
+    let (Some(mut network_policy), Some(mut quota)) = (policy, quota) else {
+        return Err("spec.objects: needs a NetworkPolicy and a ResourceQuota".into());
     };
     network_policy.metadata.namespace = Some(tenant.to_owned());
     quota.metadata.namespace = Some(tenant.to_owned());
-    service.metadata.namespace = Some(tenant.to_owned());
-    if let Some(e) = exposure.as_mut() {
-        e.metadata.namespace = Some(tenant.to_owned());
+    for svc in service.iter_mut().chain(exposure.iter_mut()) {
+        svc.metadata.namespace = Some(tenant.to_owned());
     }
     let mut pods = Vec::with_capacity(spec.pods.len());
     for (i, p) in spec.pods.iter().enumerate() {

@@ -1,11 +1,13 @@
 //! The registry of member clusters: one `kube::Client` per provider, built from the
 //! kubeconfig in the provider's Secret and rebuilt when that Secret's content changes
 //! (rotation interrupts nothing: running pods live in the member cluster, and the next
-//! request simply uses the new credentials).
+//! request simply uses the new credentials). The Secret is read again at most every
+//! `secret_recheck` (a heartbeat), not on every member request: in a burst of jobs those
+//! reads were a third of the operator's requests to the hub.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gpufed_api::GpuProvider;
 use gpufed_api::provider::ConnectionMode;
@@ -22,6 +24,9 @@ use crate::member::Link;
 struct Member {
     client: Client,
     fingerprint: [u8; 32],
+    /// The Secret reference the client was built from, and when it was last read.
+    source: (String, String, String),
+    checked: Instant,
 }
 
 /// Clients for the member clusters, keyed by provider name.
@@ -34,6 +39,7 @@ pub struct Members {
     prepared: Arc<RwLock<BTreeMap<String, (String, i64)>>>,
     health: crate::member::pull::HubHealth,
     agent_interval_seconds: u64,
+    secret_recheck: Duration,
 }
 
 impl Members {
@@ -46,7 +52,15 @@ impl Members {
             prepared: Arc::default(),
             health: crate::member::pull::HubHealth::new(crate::time::now()),
             agent_interval_seconds: 10,
+            secret_recheck: Duration::from_secs(5),
         }
+    }
+
+    /// How long a member client is used without reading its kubeconfig Secret again
+    /// (a rotation is picked up within this time).
+    pub fn with_secret_recheck(mut self, every: Duration) -> Self {
+        self.secret_recheck = every;
+        self
     }
 
     /// How often pull-mode agents are told to report (seconds, at least 1).
@@ -90,6 +104,17 @@ impl Members {
                 "spec.kubeconfigSecretRef is required in Push mode".into(),
             ));
         };
+        let source = (
+            secret_ref.namespace.clone(),
+            secret_ref.name.clone(),
+            secret_ref.key.clone(),
+        );
+        if let Some(m) = self.members.read().await.get(&name)
+            && m.source == source
+            && m.checked.elapsed() < self.secret_recheck
+        {
+            return Ok(m.client.clone());
+        }
         let secrets: Api<Secret> = Api::namespaced(self.hub.clone(), &secret_ref.namespace);
         let secret = secrets
             .get_opt(&secret_ref.name)
@@ -119,9 +144,11 @@ impl Members {
                 )
             })?;
         let fingerprint: [u8; 32] = Sha256::digest(&bytes).into();
-        if let Some(m) = self.members.read().await.get(&name)
+        if let Some(m) = self.members.write().await.get_mut(&name)
             && m.fingerprint == fingerprint
         {
+            m.source = source;
+            m.checked = Instant::now();
             return Ok(m.client.clone());
         }
         let client = self.build(&name, &bytes).await?;
@@ -130,6 +157,8 @@ impl Members {
             Member {
                 client: client.clone(),
                 fingerprint,
+                source,
+                checked: Instant::now(),
             },
         );
         if rotated.is_some() {

@@ -98,7 +98,8 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
         members: federation::Members::new(hub.clone(), args.member_timeout)
-            .with_agent_interval(args.heartbeat_interval),
+            .with_agent_interval(args.heartbeat_interval)
+            .with_secret_recheck(args.heartbeat_interval),
         fleet: fleet::Fleet::default(),
         providers: provider_ctl.store(),
         jobs: job_ctl.store(),

@@ -85,6 +85,14 @@ pub async fn round(
         .into_iter()
         .partition(|j| !mapping::is_queued(j) || ctx.held(&j.namespace().unwrap_or_default()).is_none());
     hold(ctx, &held).await;
+    // A queued job is placed only once its reconcile has added the cleanup finalizer:
+    // the placement would otherwise conflict with that write (and be retried).
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .filter(|j| {
+            !mapping::is_queued(j) || j.finalizers().iter().any(|f| f == crate::job::names::FINALIZER)
+        })
+        .collect();
     let providers = ctx.providers.state();
     let fleet = ctx.fleet.snapshot().await;
     let mut snap = mapping::snapshot(&jobs, &providers, &fleet);
@@ -281,10 +289,26 @@ async fn try_write_placement(
             &now_text,
         ),
     );
-    crate::job::write_status(ctx, job, &status).await?;
     let mut placed = job.clone();
     placed.status = Some(status);
+    let status = starting_status(&placed, now);
+    crate::job::write_status(ctx, job, &status).await?;
+    placed.status = Some(status);
     Ok(placed)
+}
+
+/// The status the job controller itself plans for a placed job whose pods do not exist
+/// yet (phase `Placed`, `Ready=False/Starting`, usage): written with the placement, it
+/// spares each job a second status write before its pods run. Only if that plan keeps
+/// the placement live; otherwise the bare placement is written and the controller decides.
+fn starting_status(placed: &ComputeJob, now: i64) -> gpufed_api::job_status::ComputeJobStatus {
+    let bare = placed.status.clone().unwrap_or_default();
+    let planned = crate::job::plan::plan(placed, &crate::job::plan::Member::Pods(Vec::new()), now).status;
+    if planned.placement == bare.placement && planned.phase == Some(JobPhase::Placed) {
+        planned
+    } else {
+        bare
+    }
 }
 
 #[cfg(test)]

@@ -49,12 +49,19 @@ impl Operator {
             "--lease-duration",
             "6s",
         ];
-        let args = gpufed_operator::cli::Args::parse_from(
+        Self::start_args(
+            hub,
             base.iter()
                 .chain(admin.iter())
                 .map(|s| s.to_string())
                 .chain(extra.iter().cloned()),
-        );
+        )
+    }
+
+    /// Starts the operator with exactly these command-line arguments (the first is the
+    /// program name), e.g. its production defaults for a benchmark.
+    pub fn start_args(hub: Client, args: impl IntoIterator<Item = String>) -> Self {
+        let args = gpufed_operator::cli::Args::parse_from(args);
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(gpufed_operator::run_with(hub, args, rx));
         Self { stop, task }

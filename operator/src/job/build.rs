@@ -29,8 +29,9 @@ pub struct MemberObjects {
     pub network_policy: NetworkPolicy,
     /// GPUs and pods of the namespace capped at the gang's size.
     pub quota: ResourceQuota,
-    /// Headless Service for rendezvous.
-    pub service: Service,
+    /// Headless Service for the gang's rendezvous; none for a single worker (its rank 0
+    /// is itself), which spares the member's endpoint controllers a Service per job.
+    pub service: Option<Service>,
     /// A serving replica's Service exposing its port ([`super::serving`]).
     pub exposure: Option<Service>,
     /// Worker pods, by rank.
@@ -113,7 +114,7 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
         }),
         ..Default::default()
     };
-    let service = Service {
+    let service = (job.spec.workers > 1).then(|| Service {
         metadata: meta(names::GANG_SERVICE, Some(&ns), &labels),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
@@ -122,7 +123,7 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
             ..Default::default()
         }),
         ..Default::default()
-    };
+    });
     let mut template: PodSpec = serde_json::to_value(&job.spec.template.spec)
         .and_then(serde_json::from_value)
         .map_err(|e| format!("spec.template.spec: {e}"))?;
@@ -203,7 +204,7 @@ fn worker_pod(
     });
     spec.restart_policy = Some("Never".into());
     spec.hostname = Some(names::worker_host(rank));
-    spec.subdomain = Some(names::GANG_SERVICE.into());
+    spec.subdomain = (job.spec.workers > 1).then(|| names::GANG_SERVICE.into());
     spec.automount_service_account_token = Some(false);
     let term = NodeSelectorTerm {
         match_expressions: Some(vec![NodeSelectorRequirement {
@@ -230,6 +231,15 @@ fn worker_pod(
     })
 }
 
+/// Rank 0's address: its name under the gang's Service, or itself for a single worker.
+fn master_addr(job: &ComputeJob, ns: &str) -> String {
+    if job.spec.workers > 1 {
+        format!("{}.{}.{ns}.svc", names::worker_host(0), names::GANG_SERVICE)
+    } else {
+        "localhost".into()
+    }
+}
+
 fn gang_env(job: &ComputeJob, placement: &Placement, ns: &str, rank: u32) -> Vec<EnvVar> {
     let var = |n: &str, v: String| EnvVar {
         name: n.into(),
@@ -239,10 +249,7 @@ fn gang_env(job: &ComputeJob, placement: &Placement, ns: &str, rank: u32) -> Vec
     let mut env = vec![
         var("GPUFED_WORLD_SIZE", job.spec.workers.to_string()),
         var("GPUFED_RANK", rank.to_string()),
-        var(
-            "GPUFED_MASTER_ADDR",
-            format!("{}.{}.{ns}.svc", names::worker_host(0), names::GANG_SERVICE),
-        ),
+        var("GPUFED_MASTER_ADDR", master_addr(job, ns)),
         var("GPUFED_ATTEMPT", placement.attempt.to_string()),
         var("GPUFED_GPUS_PER_WORKER", job.spec.gpus_per_worker.to_string()),
     ];

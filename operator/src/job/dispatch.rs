@@ -52,7 +52,12 @@ pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), ku
             Api::<ResourceQuota>::namespaced(client.clone(), &ns),
             &objects.quota
         ),
-        apply(Api::<Service>::namespaced(client.clone(), &ns), &objects.service),
+        async {
+            match &objects.service {
+                Some(svc) => apply(Api::<Service>::namespaced(client.clone(), &ns), svc).await,
+                None => Ok(()),
+            }
+        },
     )?;
     if let Some(svc) = &objects.exposure {
         apply(Api::<Service>::namespaced(client.clone(), &ns), svc).await?;
@@ -61,11 +66,18 @@ pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), ku
     let created = futures::future::try_join_all(objects.pods.iter().map(|pod| {
         let pods = pods.clone();
         async move {
-            // Pod specs are immutable: an existing pod of the same attempt is left alone.
-            if pods.get_opt(&pod.name_any()).await?.is_none() {
-                apply(pods, pod).await?;
+            // Applied without a read first (the usual case: it does not exist yet). Pod
+            // specs are immutable, so an apply that changes an existing pod of the same
+            // attempt (an operator upgrade built it differently) is refused as invalid:
+            // then that existing pod is left alone.
+            match apply(pods.clone(), pod).await {
+                Err(kube::Error::Api(s))
+                    if s.code == 422 && pods.get_opt(&pod.name_any()).await?.is_some() =>
+                {
+                    Ok(())
+                }
+                other => other,
             }
-            Ok::<(), kube::Error>(())
         }
     }))
     .await;

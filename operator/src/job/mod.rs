@@ -159,6 +159,17 @@ async fn observe_endpoint(
     ))
 }
 
+/// Seconds a new job waits for the placement round to write its first status.
+const FIRST_STATUS_WAIT: i64 = 5;
+
+/// Seconds since the job was created (0 when unknown).
+fn age(job: &ComputeJob, now: i64) -> i64 {
+    job.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| now - t.0.as_second())
+}
+
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     let now = crate::time::now();
     let removed = fence_old_attempts(ctx, &job).await;
@@ -194,11 +205,18 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    if stored.as_ref() != Some(&plan.status) {
+    // A new job's first status comes from the placement round (its placement, or why it
+    // waits), unless the round has not written one after a while: writing `Queued` here
+    // first would cost every job one more hub write and make the round's write conflict.
+    let first_from_round = stored.is_none() && plan.wants_placement && age(&job, now) < FIRST_STATUS_WAIT;
+    if stored.as_ref() != Some(&plan.status) && !first_from_round {
         write_status(ctx, &job, &plan.status).await?;
     }
     if plan.wants_placement {
         ctx.placement_trigger.notify_one();
+    }
+    if first_from_round {
+        return Ok(Action::requeue(Duration::from_secs(FIRST_STATUS_WAIT as u64)));
     }
     let unfenced = plan.status.attempts.iter().any(|a| !a.removed);
     Ok(match plan.status.phase {

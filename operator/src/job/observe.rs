@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::ListParams;
+use kube::api::{GetParams, ListParams};
 use kube::{Api, Client};
 
 use super::names;
@@ -26,8 +26,11 @@ pub async fn attempt_pods_and_ready_nodes(
         names::LABEL_JOB_UID,
         names::LABEL_ATTEMPT
     );
+    // From the watch cache (resourceVersion 0): milliseconds stale at worst, which a
+    // level-triggered reconcile tolerates (a pod not seen yet is applied again, a no-op),
+    // and no quorum read of etcd per job and round.
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&selector).match_any())
         .await?;
     let bound: BTreeSet<String> = pods
         .items
@@ -37,7 +40,11 @@ pub async fn attempt_pods_and_ready_nodes(
     let nodes = Api::<Node>::all(client.clone());
     let mut ready_nodes = ReadyNodes::new();
     for name in bound {
-        let status = nodes.get_opt(&name).await?.and_then(|n| n.status);
+        let status = match nodes.get_with(&name, &GetParams::any()).await {
+            Ok(n) => n.status,
+            Err(kube::Error::Api(s)) if s.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
         let ready = status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())

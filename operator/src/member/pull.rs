@@ -303,12 +303,8 @@ pub fn assignment(objects: &MemberObjects) -> Result<serde_json::Value> {
 
 fn objects_of(objects: &MemberObjects) -> Result<Vec<serde_json::Value>> {
     use crate::job::dispatch::manifest;
-    let mut out = vec![
-        manifest(&objects.network_policy)?,
-        manifest(&objects.quota)?,
-        manifest(&objects.service)?,
-    ];
-    if let Some(svc) = &objects.exposure {
+    let mut out = vec![manifest(&objects.network_policy)?, manifest(&objects.quota)?];
+    for svc in objects.service.iter().chain(&objects.exposure) {
         out.push(manifest(svc)?);
     }
     Ok(out)

@@ -27,13 +27,20 @@ pub async fn probe_with(
     node_selector: &BTreeMap<String, String>,
 ) -> Result<MemberView, kube::Error> {
     let selector: Vec<String> = node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut lp = ListParams::default();
+    // Served from the API server's watch cache (resourceVersion 0), not a quorum read of
+    // etcd: a heartbeat's inventory may be milliseconds old, and every member is probed
+    // every interval.
+    let mut lp = ListParams::default().match_any();
     if !selector.is_empty() {
         lp = lp.labels(&selector.join(","));
     }
     let nodes = Api::<Node>::all(client.clone()).list(&lp).await?;
     let pods = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed"))
+        .list(
+            &ListParams::default()
+                .fields("status.phase!=Succeeded,status.phase!=Failed")
+                .match_any(),
+        )
         .await?;
     let gpu_nodes: Vec<GpuNode> = nodes.items.iter().filter_map(|n| gpu_node(n, resource)).collect();
     let reports = nodes

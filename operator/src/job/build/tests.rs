@@ -139,3 +139,30 @@ fn an_invalid_template_is_an_error_naming_the_field() {
     let err = build(&j, &placement(), "gpufed.io/gpu").expect_err("refused");
     assert!(err.starts_with("spec.template.spec"), "{err}");
 }
+
+#[test]
+fn only_a_gang_gets_a_rendezvous_service() {
+    let template = serde_json::json!({"spec": {"containers": [{"name": "main", "image": "x"}]}});
+    let gang = build(&job(template.clone()), &placement(), "gpufed.io/gpu").expect("gang");
+    let svc = gang.service.as_ref().expect("a gang has its headless Service");
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("None")
+    );
+    assert_eq!(
+        gang.pods[0].spec.as_ref().and_then(|s| s.subdomain.as_deref()),
+        Some(names::GANG_SERVICE)
+    );
+
+    let mut single = job(template);
+    single.spec.workers = 1;
+    let mut p = placement();
+    p.workers.truncate(1);
+    p.gpus = 4;
+    let objs = build(&single, &p, "gpufed.io/gpu").expect("single");
+    assert!(objs.service.is_none(), "one worker needs no rendezvous Service");
+    let pod = &objs.pods[0];
+    assert_eq!(pod.spec.as_ref().and_then(|s| s.subdomain.clone()), None);
+    assert_eq!(env(pod, "GPUFED_MASTER_ADDR").as_deref(), Some("localhost"));
+    assert_eq!(env(pod, "GPUFED_WORLD_SIZE").as_deref(), Some("1"));
+}
