@@ -49,7 +49,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     let providers = ["provider-a", "provider-b"];
     let spec = FederationSpec::new("op-settle")
         .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 2)])
-        .member("provider-b", vec![GpuPool::rtx4090("b-rtx", 2)]);
+        .member("provider-b", vec![GpuPool::rtx4090("b-rtx", 3)]);
     let env = TestEnv::start(spec).await.expect("federation");
     let Some(fed) = env.federation() else {
         eprintln!("SKIPPED: needs the harness' own control planes and simulated GPU nodes");
@@ -127,6 +127,10 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         let spec = job(name, 1, gpus, serde_json::json!({"minMemory": mem}), "3.00", secs);
         submit(&hub, ns, &spec).await;
     }
+    // A long job deleted while it runs: its usage up to the deletion is metered before
+    // the job goes (the finalizer waits), then settled.
+    let spec = job("deleted", 1, 1, serde_json::json!({"minMemory": "20G"}), "3.00", 3600);
+    submit(&hub, "team-a", &spec).await;
     // A serving replica (a ComputeService of one) bills through the same path.
     let serve = serde_json::json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeService",
@@ -232,41 +236,25 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         metered,
     )
     .await;
-    let replica_uid = replica.metadata.uid.clone().unwrap();
-    let used_before = replica
-        .status
-        .as_ref()
-        .unwrap()
-        .usage
-        .as_ref()
-        .unwrap()
-        .gpu_seconds;
+    let deleted = job_until(
+        &hub,
+        "team-a",
+        "deleted",
+        "deleted job metered live",
+        Duration::from_secs(120),
+        metered,
+    )
+    .await;
     let patch = serde_json::json!({"spec": {"replicas": 0}});
     services
         .patch("serve", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let replica_jobs: Api<ComputeJob> = Api::namespaced(hub.clone(), "team-b");
-    gpufed_e2e::wait::until("retired replica deleted", Duration::from_secs(120), || async {
-        Ok(replica_jobs.get_opt("serve-0").await?.is_none().then_some(()))
-    })
-    .await
-    .unwrap();
-    let replica_billing =
-        gpufed_e2e::wait::until("retired replica settled", Duration::from_secs(120), || async {
-            let mut store = ConfigMapStore::new(hub.clone(), "gpufed-system");
-            let journal = store.load().await.unwrap().expect("journal");
-            let b = journal.billing(&replica_uid);
-            Ok((b.records > 0 && b.settled.records == b.records).then_some(b))
-        })
-        .await
-        .unwrap();
-    assert!(
-        replica_billing.gpu_seconds >= used_before && replica_billing.gpu_seconds < used_before + 90,
-        "metered to the stop, not lost nor past it: {} vs {used_before} before scaling down",
-        replica_billing.gpu_seconds
-    );
-    assert_eq!(replica_billing.settled.amount, replica_billing.amount);
+    let team_a: Api<ComputeJob> = Api::namespaced(hub.clone(), "team-a");
+    team_a.delete("deleted", &Default::default()).await.unwrap();
+    let replica_billing = gone_and_settled(&hub, "team-b", &replica).await;
+    let deleted_billing = gone_and_settled(&hub, "team-a", &deleted).await;
+    let deleted_provider = deleted.status.as_ref().unwrap().placement.as_ref().unwrap().provider.clone();
 
     // Billing in status equals the usage cost, and the chain agrees to the base unit.
     let mut by_tenant: BTreeMap<String, u64> = BTreeMap::new();
@@ -291,6 +279,8 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     // The serving replica ran on provider-a (the only 40G GPUs), paid by team-b.
     *by_tenant.entry("team-b".into()).or_default() += replica_billing.settled.amount;
     *by_provider.entry("provider-a".into()).or_default() += replica_billing.settled.amount;
+    *by_tenant.entry("team-a".into()).or_default() += deleted_billing.settled.amount;
+    *by_provider.entry(deleted_provider).or_default() += deleted_billing.settled.amount;
     for (t, paid) in &by_tenant {
         assert_eq!(chain.escrow_balance(t).await, ESCROW - paid, "tenant {t}");
     }
@@ -330,7 +320,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         .sum();
     assert_eq!(
         checked as u64,
-        total_records + replica_billing.records,
+        total_records + replica_billing.records + deleted_billing.records,
         "every journaled record is in a settled batch"
     );
     let metrics = reqwest_metrics(admin).await;
@@ -385,6 +375,39 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
 }
 
 /// The operator's `/metrics` text.
+/// Waits until `job` (stopped by its service or deleted while running) is gone and its
+/// journaled usage settled; asserts it was metered up to its stop: not lost, not past it.
+async fn gone_and_settled(
+    hub: &kube::Client,
+    ns: &str,
+    job: &ComputeJob,
+) -> gpufed_settlement::position::JobBilling {
+    let name = job.name_any();
+    let uid = job.metadata.uid.clone().unwrap();
+    let used_before = job.status.as_ref().unwrap().usage.as_ref().unwrap().gpu_seconds;
+    let api: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
+    gpufed_e2e::wait::until(&format!("{name} gone"), Duration::from_secs(120), || async {
+        Ok(api.get_opt(&name).await?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+    let billing = gpufed_e2e::wait::until(&format!("{name} settled"), Duration::from_secs(120), || async {
+        let mut store = ConfigMapStore::new(hub.clone(), "gpufed-system");
+        let journal = store.load().await.unwrap().expect("journal");
+        let b = journal.billing(&uid);
+        Ok((b.records > 0 && b.settled.records == b.records).then_some(b))
+    })
+    .await
+    .unwrap();
+    assert!(
+        billing.gpu_seconds >= used_before && billing.gpu_seconds < used_before + 90,
+        "{name}: metered to the stop, not lost nor past it: {} vs {used_before} before",
+        billing.gpu_seconds
+    );
+    assert_eq!(billing.settled.amount, billing.amount, "{name}");
+    billing
+}
+
 async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin server");

@@ -44,6 +44,27 @@ pub fn is_queued(job: &ComputeJob) -> bool {
         && check::job_spec(&job.spec).is_empty()
 }
 
+/// Whether the job's phase is final (Succeeded or Failed).
+pub fn is_finished(job: &ComputeJob) -> bool {
+    matches!(
+        job.status.as_ref().and_then(|s| s.phase),
+        Some(JobPhase::Succeeded | JobPhase::Failed)
+    )
+}
+
+/// Stopped (no live attempt) and its usage metered in full (or nothing to meter, or no
+/// settlement): its record may go. Controllers delete jobs, and let deleted ones go, only
+/// then — otherwise the unmetered tail of the last attempt would be lost.
+pub fn stopped_and_metered(job: &ComputeJob, settles: bool) -> bool {
+    let st = job.status.clone().unwrap_or_default();
+    // A finished job keeps its last placement for the record; its attempt has ended.
+    if st.placement.is_some() && !is_finished(job) {
+        return false;
+    }
+    let used = st.usage.as_ref().map_or(0, |u| u.gpu_seconds);
+    !settles || used == 0 || st.billing.as_ref().is_some_and(|b| b.metered_gpu_seconds >= used)
+}
+
 /// Whether a job's placement holds GPUs now.
 pub fn is_live(job: &ComputeJob) -> bool {
     job.status.as_ref().is_some_and(|s| {

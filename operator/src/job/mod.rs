@@ -32,7 +32,7 @@ use plan::Member;
 /// Writes a job's status by server-side apply; the resourceVersion it was computed
 /// from is a precondition, so a write based on stale state (a stale leader, a racing
 /// round) fails with 409 instead of overwriting newer facts.
-pub async fn write_status(ctx: &Context, job: &ComputeJob, status: &ComputeJobStatus) -> Result<()> {
+pub async fn write_status(ctx: &Context, job: &ComputeJob, status: &ComputeJobStatus) -> Result<ComputeJob> {
     let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": "gpufed.io/v1alpha1",
@@ -46,8 +46,7 @@ pub async fn write_status(ctx: &Context, job: &ComputeJob, status: &ComputeJobSt
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(|e| Error::hub("ComputeJob status", e))?;
-    Ok(())
+    .map_err(|e| Error::hub("ComputeJob status", e))
 }
 
 /// The provider named `name`, by key from the store (no scan of the whole fleet).
@@ -229,11 +228,27 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     })
 }
 
-/// Deletion: remove the tenant namespace in every member the job touched. A member that
-/// does not answer leaves the finalizer in place and the job `Stalled` (never hangs
-/// silently); the cleanup is retried with backoff.
+/// Deletion: stop the live attempt (its usage up to now goes into status, like a
+/// suspension), remove the tenant namespace in every member the job touched, and let the
+/// job go only once that usage is metered — deleting a running job loses no GPU-seconds.
+/// A member that does not answer leaves the finalizer in place and the job `Stalled`
+/// (never hangs silently); the cleanup is retried with backoff.
 async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
+    let live =
+        job.status.as_ref().is_some_and(|s| s.placement.is_some()) && !crate::mapping::is_finished(&job);
+    let job = if live {
+        let now = crate::time::now();
+        let member = observe_live(ctx, &job, now).await;
+        let stopped = plan::plan(&job, &member, now).status;
+        if job.status.as_ref() == Some(&stopped) {
+            job
+        } else {
+            Arc::new(write_status(ctx, &job, &stopped).await?)
+        }
+    } else {
+        job
+    };
     let st = job.status.clone().unwrap_or_default();
     let mut providers: Vec<String> = st.attempts.iter().map(|a| a.provider.clone()).collect();
     providers.extend(st.placement.iter().map(|p| p.provider.clone()));
@@ -252,7 +267,14 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
         }
     }
     if failures.is_empty() {
-        return Ok(Action::await_change());
+        if crate::mapping::stopped_and_metered(&job, ctx.settles) {
+            return Ok(Action::await_change());
+        }
+        let used = st.usage.as_ref().map_or(0, |u| u.gpu_seconds);
+        let metered = st.billing.as_ref().map_or(0, |b| b.metered_gpu_seconds);
+        return Err(Error::Waiting(format!(
+            "{metered} of {used} GPU-seconds metered; the job goes once all are"
+        )));
     }
     let msg = format!("cannot remove member resources: {}", failures.join("; "));
     let mut status = st;

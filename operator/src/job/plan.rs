@@ -144,6 +144,11 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     let ended = match ended {
         // Suspending a placed job stops its attempt; the usage up to now is billed and
         // the pods are fenced like any ended attempt's.
+        // Deleting a job stops its attempt the same way, so the finalizer can wait for
+        // that usage to be metered before the job (and its record) is gone.
+        None if job.metadata.deletion_timestamp.is_some() && st.placement.is_some() => {
+            Some((AttemptOutcome::Stopped, now, "job deleted".to_owned()))
+        }
         None if job.spec.suspend && st.placement.is_some() => Some((
             AttemptOutcome::Stopped,
             now,
@@ -311,11 +316,16 @@ fn end_attempt(
         st.placement = None;
         st.phase = Some(JobPhase::Suspended);
         let msg = format!("attempt {attempts_used} stopped: {message}");
+        let reason = if job.metadata.deletion_timestamp.is_some() {
+            "Deleting"
+        } else {
+            "Suspended"
+        };
         conditions::set(
             &mut st.conditions,
-            cond(types::PLACED, False, "Suspended", msg.clone()),
+            cond(types::PLACED, False, reason, msg.clone()),
         );
-        conditions::set(&mut st.conditions, cond(types::READY, False, "Suspended", msg));
+        conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg));
         conditions::remove(&mut st.conditions, types::RECONCILING);
     } else if outcome == AttemptOutcome::Succeeded {
         st.phase = Some(JobPhase::Succeeded);

@@ -20,6 +20,7 @@ use gpufed_api::{ComputeJob, ComputeService, check};
 use kube::ResourceExt;
 
 use super::build::{self, LABEL_REVISION};
+use crate::mapping::stopped_and_metered;
 
 /// What the reconcile must do besides writing status.
 #[derive(Debug, Clone)]
@@ -36,28 +37,12 @@ pub struct Plan {
     pub ready_addresses: Vec<String>,
 }
 
-fn finished(j: &ComputeJob) -> bool {
-    matches!(
-        j.status.as_ref().and_then(|s| s.phase),
-        Some(JobPhase::Succeeded | JobPhase::Failed)
-    )
-}
+use crate::mapping::is_finished as finished;
 
 fn ready(j: &ComputeJob) -> bool {
     let st = j.status.as_ref();
     st.and_then(|s| s.placement.as_ref()).is_some()
         && st.and_then(|s| s.endpoint.as_ref()).is_some_and(|e| e.ready)
-}
-
-/// Stopped (no live attempt) and metered in full: safe to delete.
-fn settled(j: &ComputeJob, settles: bool) -> bool {
-    let st = j.status.clone().unwrap_or_default();
-    // A finished job keeps its last placement for the record; its attempt has ended.
-    if st.placement.is_some() && !finished(j) {
-        return false;
-    }
-    let used = st.usage.as_ref().map_or(0, |u| u.gpu_seconds);
-    !settles || used == 0 || st.billing.as_ref().is_some_and(|b| b.metered_gpu_seconds >= used)
 }
 
 fn index(svc: &str, j: &ComputeJob) -> u32 {
@@ -141,7 +126,7 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
     }
     out.delete = replicas
         .iter()
-        .filter(|j| (j.spec.suspend || finished(j)) && settled(j, settles))
+        .filter(|j| (j.spec.suspend || finished(j)) && stopped_and_metered(j, settles))
         .filter(|j| j.metadata.deletion_timestamp.is_none())
         .map(|j| j.name_any())
         .collect();

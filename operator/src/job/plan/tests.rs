@@ -293,3 +293,55 @@ fn suspending_a_running_job_stops_and_bills_its_attempt_then_resumes_with_the_ne
     assert_eq!(p.status.phase, Some(JobPhase::Queued));
     assert!(p.wants_placement);
 }
+
+#[test]
+fn deleting_a_running_job_stops_and_bills_its_attempt_up_to_the_deletion() {
+    let mut j = placed(job(1), 1, Some(T0));
+    j.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(T0 + 300).expect("time"),
+    ));
+    let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 300);
+    assert_eq!(p.status.placement, None, "the attempt ended");
+    let a = &p.status.attempts[0];
+    // Two GPUs for 300 s.
+    assert_eq!((a.outcome, a.gpu_seconds), (AttemptOutcome::Stopped, 600));
+    assert_eq!(a.message, "job deleted");
+    assert_eq!(p.status.usage.as_ref().map(|u| u.gpu_seconds), Some(600));
+    assert_eq!(
+        cond(&p.status, "Ready"),
+        Some((ConditionStatus::False, "Deleting".into()))
+    );
+    assert!(!p.wants_placement && !p.dispatch);
+    // Not yet metered: the record must stay; metered in full: it may go.
+    let mut stopped = j.clone();
+    stopped.status = Some(p.status.clone());
+    assert!(!crate::mapping::stopped_and_metered(&stopped, true));
+    assert!(
+        crate::mapping::stopped_and_metered(&stopped, false),
+        "nothing meters without settlement"
+    );
+    stopped.status.as_mut().expect("status").billing = Some(gpufed_api::job_status::Billing {
+        metered_gpu_seconds: 600,
+        ..Default::default()
+    });
+    assert!(crate::mapping::stopped_and_metered(&stopped, true));
+    // While it still runs, it never counts as stopped, metered or not.
+    assert!(!crate::mapping::stopped_and_metered(&j, true));
+}
+
+#[test]
+fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletion() {
+    let mut j = placed(job(1), 1, Some(T0));
+    j.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(T0 + 900).expect("time"),
+    ));
+    let p = plan(
+        &j,
+        &Member::ProviderLost {
+            last_heartbeat: T0 + 100,
+        },
+        T0 + 900,
+    );
+    assert_eq!(p.status.attempts[0].gpu_seconds, 200, "2 GPUs × 100 s");
+    assert!(!p.wants_placement, "a deleted job is not placed again");
+}
