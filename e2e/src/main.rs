@@ -42,9 +42,18 @@ enum Command {
         #[arg(long = "payout-wallet")]
         payout_wallets: Vec<String>,
     },
+    /// Run the real hub operator in the foreground, exactly as `gpufed-operator ARGS...`
+    /// does, against the hub in $KUBECONFIG (fault tests SIGKILL/SIGSTOP this process).
+    #[command(disable_help_flag = true)]
+    Operator {
+        /// The operator's own flags (`gpufed-e2e operator --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 mod chaindemo;
+mod operator_cmd;
 
 fn state_if_running(dir: &Path) -> Option<RunState> {
     RunState::read(dir)
@@ -211,14 +220,17 @@ async fn serve(dir: &Path) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube_client=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // The operator installs its own logging, as its binary does.
+    if !matches!(cli.command, Command::Operator { .. }) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,kube_client=off".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let dir = cli.run_dir.unwrap_or_else(|| run_root().join("demo"));
     match cli.command {
         Command::Up => up(&dir),
@@ -229,5 +241,6 @@ async fn main() -> anyhow::Result<()> {
             tenants,
             payout_wallets,
         } => chaindemo::run(&dir.join("chain"), &tenants, &payout_wallets).await,
+        Command::Operator { args } => operator_cmd::run(args).await,
     }
 }

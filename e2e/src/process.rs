@@ -111,7 +111,7 @@ impl ManagedProcess {
     /// Starts `program args` in its own process group with stdout and stderr appended to `log`.
     /// The process outlives its parent (what `gpufed-e2e up` needs); see [`Self::spawn_tied`].
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
-        Self::spawn_inner(name, program, args, log, false)
+        Self::spawn_inner(name, program, args, &[], log, false)
     }
 
     /// Like [`Self::spawn`], but the process gets SIGKILL when the thread that started it
@@ -119,10 +119,29 @@ impl ManagedProcess {
     /// Uses util-linux `setpriv --pdeathsig KILL`, which execs the program (same PID); without
     /// `setpriv` it falls back to [`Self::spawn`].
     pub fn spawn_tied(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
-        Self::spawn_inner(name, program, args, log, true)
+        Self::spawn_inner(name, program, args, &[], log, true)
     }
 
-    fn spawn_inner(name: &str, program: &Path, args: &[String], log: &Path, tied: bool) -> Result<Self> {
+    /// Like [`Self::spawn_tied`], with `env` added to (or replacing in) the inherited
+    /// environment, e.g. `KUBECONFIG` for an operator process.
+    pub fn spawn_tied_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<Self> {
+        Self::spawn_inner(name, program, args, env, log, true)
+    }
+
+    fn spawn_inner(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+        tied: bool,
+    ) -> Result<Self> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -140,6 +159,7 @@ impl ManagedProcess {
         };
         let child = command
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
