@@ -129,7 +129,14 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     }
     // A long job deleted while it runs: its usage up to the deletion is metered before
     // the job goes (the finalizer waits), then settled.
-    let spec = job("deleted", 1, 1, serde_json::json!({"minMemory": "20G"}), "3.00", 3600);
+    let spec = job(
+        "deleted",
+        1,
+        1,
+        serde_json::json!({"minMemory": "20G"}),
+        "3.00",
+        3600,
+    );
     submit(&hub, "team-a", &spec).await;
     // A serving replica (a ComputeService of one) bills through the same path.
     let serve = serde_json::json!({
@@ -254,7 +261,15 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     team_a.delete("deleted", &Default::default()).await.unwrap();
     let replica_billing = gone_and_settled(&hub, "team-b", &replica).await;
     let deleted_billing = gone_and_settled(&hub, "team-a", &deleted).await;
-    let deleted_provider = deleted.status.as_ref().unwrap().placement.as_ref().unwrap().provider.clone();
+    let deleted_provider = deleted
+        .status
+        .as_ref()
+        .unwrap()
+        .placement
+        .as_ref()
+        .unwrap()
+        .provider
+        .clone();
 
     // Billing in status equals the usage cost, and the chain agrees to the base unit.
     let mut by_tenant: BTreeMap<String, u64> = BTreeMap::new();

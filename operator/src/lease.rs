@@ -56,6 +56,16 @@ impl Leadership {
         self.changes.subscribe()
     }
 
+    /// Ends leadership whose renewal has gone stale (flagged, no longer fresh), telling
+    /// subscribers; returns whether it did.
+    fn end_lapsed(&self) -> bool {
+        let lapsed = self.leader.load(Ordering::SeqCst) && !self.is_leader();
+        if lapsed {
+            self.set(false, None);
+        }
+        lapsed
+    }
+
     fn set(&self, leader: bool, renewed_at: Option<Instant>) {
         if let Ok(mut r) = self.renewed.lock() {
             *r = renewed_at;
@@ -103,6 +113,12 @@ impl Elector {
                 false
             }
         };
+        // Leadership that was not renewed within the lease duration has lapsed (another
+        // replica may have led since): say so, and tell subscribers, before this round's
+        // result — otherwise a lapse followed by a re-acquisition would look unbroken.
+        if self.leadership.end_lapsed() {
+            tracing::warn!(identity = %self.identity, leader = false, "leadership lapsed: not renewed within the lease duration");
+        }
         let was = self.leadership.is_leader();
         self.leadership.set(won, won.then_some(started));
         if won != was {
@@ -231,5 +247,29 @@ pub async fn per_term<F, Fut, E>(
             _ = changes.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lapsed_leadership_is_ended_and_subscribers_see_it() {
+        let l = Leadership::new(Duration::from_millis(20));
+        let mut changes = l.subscribe();
+        l.set(true, Some(Instant::now()));
+        assert!(l.is_leader());
+        assert!(changes.has_changed().unwrap_or(false));
+        assert!(*changes.borrow_and_update());
+        assert!(!l.end_lapsed(), "fresh leadership is not a lapse");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!l.is_leader(), "not renewed within the duration");
+        assert!(l.end_lapsed());
+        assert!(!*changes.borrow_and_update(), "subscribers see the end");
+        assert!(!l.end_lapsed(), "only once");
+        // Re-acquired: a new term, seen as a change.
+        l.set(true, Some(Instant::now()));
+        assert!(changes.has_changed().unwrap_or(false));
     }
 }

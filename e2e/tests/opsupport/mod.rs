@@ -17,6 +17,18 @@ use tokio::sync::watch;
 use crate::common;
 
 /// An operator running in this test process.
+/// The operator flags of the e2e tests: short heartbeats, rounds, timeouts and Lease.
+pub const TEST_FLAGS: [&str; 8] = [
+    "--heartbeat-interval",
+    "1s",
+    "--placement-interval",
+    "1s",
+    "--member-timeout",
+    "3s",
+    "--lease-duration",
+    "6s",
+];
+
 pub struct Operator {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -36,22 +48,11 @@ impl Operator {
         } else {
             vec!["--admin-addr", "127.0.0.1:0"]
         };
-        let base = [
-            "gpufed-operator",
-            "--identity",
-            identity,
-            "--heartbeat-interval",
-            "1s",
-            "--placement-interval",
-            "1s",
-            "--member-timeout",
-            "3s",
-            "--lease-duration",
-            "6s",
-        ];
+        let base = ["gpufed-operator", "--identity", identity];
         Self::start_args(
             hub,
             base.iter()
+                .chain(TEST_FLAGS.iter())
                 .chain(admin.iter())
                 .map(|s| s.to_string())
                 .chain(extra.iter().cloned()),
