@@ -427,4 +427,31 @@ mod tests {
         ];
         assert_eq!(ready_providers(&all), 2);
     }
+
+    #[test]
+    fn the_starting_status_is_what_the_job_controller_plans_so_it_writes_nothing_more() {
+        let now = 1_800_000_000;
+        let placed = job("a", true);
+        let written = starting_status(&placed, now);
+        assert_eq!(written.phase, Some(JobPhase::Placed));
+        assert_eq!(
+            written.placement,
+            placed.status.as_ref().and_then(|s| s.placement.clone())
+        );
+        let ready = conditions::find(&written.conditions, types::READY).expect("Ready");
+        assert_eq!((ready.status, ready.reason.as_str()), (False, "Starting"));
+        // The job's own reconcile, seconds later, before its pods exist: the same status.
+        let mut seen = (*placed).clone();
+        seen.status = Some(written.clone());
+        let next = crate::job::plan::plan(&seen, &crate::job::plan::Member::Pods(Vec::new()), now + 5);
+        assert_eq!(next.status, written, "no second status write before the pods run");
+        assert!(next.dispatch);
+
+        // A plan that would end the placement at once (a suspended job) is not written
+        // with it: the bare placement goes, and the controller decides.
+        let mut suspended = (*placed).clone();
+        suspended.spec.suspend = true;
+        let bare = starting_status(&suspended, now);
+        assert_eq!(bare, suspended.status.clone().unwrap_or_default());
+    }
 }
