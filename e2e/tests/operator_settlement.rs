@@ -57,7 +57,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     };
     let hub = env.hub_client().await.unwrap();
     opsupport::setup(fed, &hub, &[("provider-a", "2.50"), ("provider-b", "0.40")]).await;
-    let chain = chainsupport::Chain::start(&tenants, &providers, ESCROW).await;
+    let mut chain = chainsupport::Chain::start(&tenants, &providers, ESCROW).await;
 
     // Providers are paid to their payout wallets; tenants pay from annotated escrows.
     let gp: Api<gpufed_api::GpuProvider> = Api::all(hub.clone());
@@ -252,6 +252,17 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         metered,
     )
     .await;
+    // The chain goes away and the operator restarts while it is away. First with a mint
+    // the journal has no decimals for: settlement cannot start, and the deletion waiting
+    // for its usage to be journaled says so instead of hanging silently.
+    chain.validator.stop();
+    operator.stop().await;
+    let other_mint = flags_with(
+        &flags,
+        "--settlement-mint",
+        "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP",
+    );
+    let operator = Operator::start_with(hub.clone(), "op-2", &other_mint);
     let patch = serde_json::json!({"spec": {"replicas": 0}});
     services
         .patch("serve", &PatchParams::default(), &Patch::Merge(&patch))
@@ -259,6 +270,46 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         .unwrap();
     let team_a: Api<ComputeJob> = Api::namespaced(hub.clone(), "team-a");
     team_a.delete("deleted", &Default::default()).await.unwrap();
+    let paused = job_until(
+        &hub,
+        "team-a",
+        "deleted",
+        "Stalled: settlement paused",
+        Duration::from_secs(90),
+        |j| {
+            let st = j.status.as_ref();
+            st.and_then(|s| gpufed_api::conditions::find(&s.conditions, "Stalled"))
+                .is_some_and(|c| c.reason == "SettlementPaused")
+        },
+    )
+    .await;
+    let c = gpufed_api::conditions::find(&paused.status.as_ref().unwrap().conditions, "Stalled").unwrap();
+    assert!(
+        c.message.contains("GPU-seconds metered") && c.message.contains("settlement is paused"),
+        "{}",
+        c.message
+    );
+    // Then with the right mint: its decimals are recorded in the journal, so metering
+    // runs without the chain and both stopped jobs go while the validator is still down.
+    operator.stop().await;
+    let operator = Operator::start_with(hub.clone(), "op-3", &flags);
+    for (ns, j) in [("team-b", &replica), ("team-a", &deleted)] {
+        let api: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
+        let name = j.name_any();
+        gpufed_e2e::wait::until(
+            &format!("{name} gone with the chain down"),
+            Duration::from_secs(120),
+            || async { Ok(api.get_opt(&name).await?.is_none().then_some(())) },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(!chain.validator.is_running(), "the chain was down all along");
+    chain
+        .validator
+        .resume()
+        .await
+        .expect("validator restarts on its ledger");
     let replica_billing = gone_and_settled(&hub, "team-b", &replica).await;
     let deleted_billing = gone_and_settled(&hub, "team-a", &deleted).await;
     let deleted_provider = deleted
@@ -389,6 +440,14 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     );
 }
 
+/// `flags` with the value after `flag` replaced.
+fn flags_with(flags: &[String], flag: &str, value: &str) -> Vec<String> {
+    let mut out = flags.to_vec();
+    let i = out.iter().position(|f| f == flag).expect("flag present");
+    out[i + 1] = value.to_string();
+    out
+}
+
 /// The operator's `/metrics` text.
 /// Waits until `job` (stopped by its service or deleted while running) is gone and its
 /// journaled usage settled; asserts it was metered up to its stop: not lost, not past it.
@@ -406,7 +465,9 @@ async fn gone_and_settled(
     })
     .await
     .unwrap();
-    let billing = gpufed_e2e::wait::until(&format!("{name} settled"), Duration::from_secs(120), || async {
+    // After the validator's outage a batch in flight at the stop is re-signed only once
+    // its blockhash expired on the restarted chain (~150 blocks), hence the long wait.
+    let billing = gpufed_e2e::wait::until(&format!("{name} settled"), Duration::from_secs(300), || async {
         let mut store = ConfigMapStore::new(hub.clone(), "gpufed-system");
         let journal = store.load().await.unwrap().expect("journal");
         let b = journal.billing(&uid);

@@ -46,6 +46,11 @@ pub struct Args {
     /// Mint of the settlement token (base58).
     #[arg(long, env = "GPUFED_SETTLEMENT_MINT", requires = "solana_rpc")]
     pub settlement_mint: Option<String>,
+    /// Decimals of the settlement mint. Optional: read from the chain at the first start
+    /// and recorded in the journal; give it to start metering while the RPC node is
+    /// unreachable on a fresh journal. Checked against the chain once it answers.
+    #[arg(long, env = "GPUFED_SETTLEMENT_MINT_DECIMALS", requires = "solana_rpc")]
+    pub settlement_mint_decimals: Option<u8>,
     /// Commitment at which a batch counts as settled: processed, confirmed or finalized.
     #[arg(long, default_value = "finalized", value_parser = parse_commitment)]
     pub settlement_commitment: gpufed_settlement::Commitment,
@@ -211,6 +216,7 @@ impl Args {
             rpc_url,
             keypair,
             mint,
+            mint_decimals: self.settlement_mint_decimals,
             commitment: self.settlement_commitment,
             interval: self.settlement_interval,
             meter_slice: self.meter_slice,

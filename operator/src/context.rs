@@ -56,6 +56,9 @@ pub struct Context {
     /// cannot charge them (no escrow, or the escrow cannot cover their usage), with why.
     /// Written by settlement, read by placement; running jobs are never touched.
     pub held_tenants: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+    /// Why settlement is not running rounds (cannot start, or its last term failed);
+    /// `None` while it runs. Deletions waiting for usage to be journaled say this.
+    pub settlement_paused: std::sync::RwLock<Option<String>>,
     /// When each provider was last probed, and at which generation: its own status
     /// writes wake the controller, which must not probe again before the heartbeat
     /// interval (that was a probe-and-write loop as fast as the API server answered).
@@ -77,6 +80,18 @@ pub struct StakeView {
 }
 
 impl Context {
+    /// Why settlement is paused, if it is.
+    pub fn settlement_paused(&self) -> Option<String> {
+        self.settlement_paused.read().ok()?.clone()
+    }
+
+    /// Records whether settlement runs (`None`) or why it does not.
+    pub fn set_settlement_paused(&self, why: Option<String>) {
+        if let Ok(mut p) = self.settlement_paused.write() {
+            *p = why;
+        }
+    }
+
     /// Why `tenant`'s new jobs are held, if they are.
     pub fn held(&self, tenant: &str) -> Option<String> {
         self.held_tenants.read().ok()?.get(tenant).cloned()

@@ -198,6 +198,12 @@ pub fn check_challenge_bands(helm: &Path) {
     assert_eq!(stake.slash_bps, 500);
     assert_eq!(cfg.stake_per_gpu, "10");
     assert_eq!(cfg.stake_multipliers.get("nvidia-h100-80gb-hbm3"), Some(&25_000));
+    // settlement.mintDecimals reaches the operator (wrapped SOL: 9).
+    let settlement = args
+        .settlement()
+        .expect("settlement flags")
+        .expect("settlement on");
+    assert_eq!(settlement.mint_decimals, Some(9));
     // serving.endpointCidrs reaches the operator as one comma-separated flag.
     let cidrs: Vec<String> = args
         .serving_endpoint_cidrs

@@ -272,26 +272,49 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
         }
         let used = st.usage.as_ref().map_or(0, |u| u.gpu_seconds);
         let metered = st.billing.as_ref().map_or(0, |b| b.metered_gpu_seconds);
-        return Err(Error::Waiting(format!(
-            "{metered} of {used} GPU-seconds metered; the job goes once all are"
-        )));
+        let waiting = format!("{metered} of {used} GPU-seconds metered; the job goes once all are");
+        // Settlement that cannot run (e.g. no RPC node at start and no recorded mint
+        // decimals) would hold the deletion without a word: say so on the job.
+        if let Some(why) = ctx.settlement_paused() {
+            let msg = format!("{waiting}, but settlement is paused: {why}");
+            stalled(ctx, &job, st, "SettlementPaused", &msg).await?;
+            return Err(Error::Waiting(msg));
+        }
+        return Err(Error::Waiting(waiting));
     }
     let msg = format!("cannot remove member resources: {}", failures.join("; "));
-    let mut status = st;
-    let c = conditions::condition(
-        types::STALLED,
-        True,
-        "MemberUnreachable",
-        msg.clone(),
-        job.metadata.generation,
-        &crate::time::format(crate::time::now()),
-    );
-    conditions::set(&mut status.conditions, c);
-    write_status(ctx, &job, &status).await?;
+    stalled(ctx, &job, st, "MemberUnreachable", &msg).await?;
     Err(Error::Member {
         provider: providers.join(","),
         message: msg,
     })
+}
+
+/// Sets `Stalled=True` with `reason` on a job being deleted (written only when it changes,
+/// so a waiting finalizer does not rewrite its status on every retry).
+async fn stalled(
+    ctx: &Context,
+    job: &ComputeJob,
+    mut status: ComputeJobStatus,
+    reason: &str,
+    msg: &str,
+) -> Result<()> {
+    let unchanged = conditions::find(&status.conditions, types::STALLED)
+        .is_some_and(|c| c.status == True && c.reason == reason && c.message == msg);
+    if unchanged {
+        return Ok(());
+    }
+    let c = conditions::condition(
+        types::STALLED,
+        True,
+        reason,
+        msg.to_string(),
+        job.metadata.generation,
+        &crate::time::format(crate::time::now()),
+    );
+    conditions::set(&mut status.conditions, c);
+    write_status(ctx, job, &status).await?;
+    Ok(())
 }
 
 /// Reconciles one job.

@@ -42,6 +42,8 @@ pub struct SettlementConfig {
     pub keypair: PathBuf,
     /// Mint of the settlement token.
     pub mint: String,
+    /// Decimals of the mint, if given (else recorded in the journal, else from the chain).
+    pub mint_decimals: Option<u8>,
     /// Commitment at which a batch counts as settled.
     pub commitment: Commitment,
     /// Period of settlement rounds.
@@ -60,7 +62,13 @@ pub struct SettlementConfig {
 pub async fn run(ctx: Arc<Context>, cfg: SettlementConfig, shutdown: watch::Receiver<bool>) {
     crate::lease::per_term(&ctx.leadership, "settlement", shutdown, |mut rx| {
         let (ctx, cfg) = (ctx.clone(), cfg.clone());
-        async move { session(&ctx, &cfg, &mut rx).await }
+        async move {
+            let result = session(&ctx, &cfg, &mut rx).await;
+            if let Err(e) = &result {
+                ctx.set_settlement_paused(Some(e.to_string()));
+            }
+            result
+        }
     })
     .await;
 }
@@ -74,8 +82,22 @@ async fn session(
     let authority = Keypair::read(&cfg.keypair)?;
     let mint = Pubkey::parse(&cfg.mint)?;
     let rpc = Rpc::new(&cfg.rpc_url, Duration::from_secs(10))?;
-    let decimals = rpc.mint_decimals(&mint).await?;
-    info!(authority = %authority.pubkey(), %mint, decimals, rpc = %cfg.rpc_url, "settlement starting");
+    let store = ConfigMapStore::new(ctx.hub.clone(), &cfg.namespace);
+    // Metering needs only the mint's decimals, not the chain: with them known (flag, or
+    // recorded in the journal by an earlier term) a term starts while the RPC node is
+    // down, so usage keeps being journaled (and deletions waiting on it finish); the
+    // decimals are checked against the chain once it answers.
+    let known = match cfg.mint_decimals {
+        Some(d) => Some(d),
+        None => store.recorded_decimals(&cfg.mint).await?,
+    };
+    let (decimals, mut checked) = match known {
+        Some(d) => (d, false),
+        None => (rpc.mint_decimals(&mint).await?, true),
+    };
+    let store = store.with_mint(&cfg.mint, decimals);
+    let checker = rpc.clone();
+    info!(authority = %authority.pubkey(), %mint, decimals, checked, rpc = %cfg.rpc_url, "settlement starting");
     let settler_cfg = SettlerConfig {
         plan: PlanConfig {
             // Keeps the header ConfigMap (4 batches of record ids) under 1 MiB.
@@ -93,7 +115,6 @@ async fn session(
             ..Default::default()
         },
     };
-    let store = ConfigMapStore::new(ctx.hub.clone(), &cfg.namespace);
     let mut settler = Settler::open(rpc, authority, store, settler_cfg).await?;
     let meter_cfg = MeterConfig {
         slice: cfg.meter_slice.as_secs().max(1),
@@ -102,6 +123,9 @@ async fn session(
     };
     let mut payouts_ready: BTreeSet<Pubkey> = BTreeSet::new();
     while ctx.leadership.is_leader() && !*shutdown.borrow() {
+        if !checked {
+            checked = check_decimals(&checker, &mint, decimals).await?;
+        }
         round(
             ctx,
             &mut settler,
@@ -110,12 +134,28 @@ async fn session(
             cfg.hold_on_shortfall,
         )
         .await?;
+        ctx.set_settlement_paused(None);
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(cfg.interval) => {}
         }
     }
     Ok(())
+}
+
+/// Whether the chain confirmed the decimals metering uses (`false`: not reachable yet);
+/// a different answer stops settlement, since every amount would be off by powers of ten.
+async fn check_decimals(rpc: &Rpc, mint: &Pubkey, decimals: u8) -> Result<bool, ChainError> {
+    match rpc.mint_decimals(mint).await {
+        Ok(d) if d == decimals => Ok(true),
+        Ok(d) => Err(ChainError::Config(format!(
+            "mint {mint} has {d} decimals on chain, but the journal meters in {decimals} \
+             (--settlement-mint-decimals or the journal's {} annotation)",
+            store::DECIMALS_ANNOTATION
+        ))),
+        Err(e) if e.is_transient() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 async fn round(

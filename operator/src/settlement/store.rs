@@ -17,7 +17,7 @@ use gpufed_settlement::Journal;
 use gpufed_settlement::chunks::{JournalHeader, RecordChunk};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -26,6 +26,12 @@ pub const HEADER: &str = "gpufed-journal";
 /// Records per chunk: ≤ 640 KiB worst case (1280-byte records), under ConfigMap's 1 MiB.
 pub const CHUNK_RECORDS: usize = 500;
 const KEY: &str = "journal.json";
+/// Header annotations recording the settlement mint and its decimals: amounts in the
+/// journal are base units of that mint, and a later term (maybe started while the RPC
+/// node is down) must meter in the same units without asking the chain.
+pub const MINT_ANNOTATION: &str = "gpufed.io/settlement-mint";
+/// See [`MINT_ANNOTATION`].
+pub const DECIMALS_ANNOTATION: &str = "gpufed.io/settlement-mint-decimals";
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,6 +45,8 @@ pub struct ConfigMapStore {
     api: Api<ConfigMap>,
     resource_version: Option<String>,
     chunks: BTreeSet<String>,
+    /// Mint and decimals written on the header (see [`MINT_ANNOTATION`]).
+    mint: Option<(String, u8)>,
     /// Saves that wrote the header (metrics and tests).
     pub saves: u64,
 }
@@ -79,8 +87,27 @@ impl ConfigMapStore {
             api: Api::namespaced(hub, namespace),
             resource_version: None,
             chunks: BTreeSet::new(),
+            mint: None,
             saves: 0,
         }
+    }
+
+    /// Records `mint` and its `decimals` on the header at every save.
+    pub fn with_mint(mut self, mint: &str, decimals: u8) -> Self {
+        self.mint = Some((mint.to_string(), decimals));
+        self
+    }
+
+    /// The decimals recorded on the header for `mint` by an earlier save (`None`: no
+    /// journal yet, none recorded, or recorded for another mint).
+    pub async fn recorded_decimals(&self, mint: &str) -> Result<Option<u8>, ChainError> {
+        let header = self
+            .api
+            .get_opt(HEADER)
+            .await
+            .map_err(|e| store_err("reading journal", e))?;
+        let annotations = header.as_ref().map(|cm| cm.annotations());
+        Ok(recorded(annotations, mint))
     }
 
     fn chunk_name(json: &str) -> String {
@@ -88,6 +115,15 @@ impl ConfigMapStore {
         let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
         format!("{HEADER}-{hex}")
     }
+}
+
+/// The decimals in `annotations` if they were recorded for `mint`.
+fn recorded(annotations: Option<&BTreeMap<String, String>>, mint: &str) -> Option<u8> {
+    let a = annotations?;
+    if a.get(MINT_ANNOTATION).map(String::as_str) != Some(mint) {
+        return None;
+    }
+    a.get(DECIMALS_ANNOTATION)?.parse().ok()
 }
 
 impl JournalStore for ConfigMapStore {
@@ -138,6 +174,12 @@ impl JournalStore for ConfigMapStore {
         };
         let json = serde_json::to_string(&doc).map_err(|e| store_err("encoding header", e))?;
         let mut cm = config_map(HEADER, "header", json);
+        if let Some((mint, decimals)) = &self.mint {
+            cm.metadata.annotations = Some(BTreeMap::from([
+                (MINT_ANNOTATION.to_string(), mint.clone()),
+                (DECIMALS_ANNOTATION.to_string(), decimals.to_string()),
+            ]));
+        }
         let written = match &self.resource_version {
             None => self.api.create(&PostParams::default(), &cm).await,
             Some(rv) => {
@@ -164,5 +206,24 @@ impl JournalStore for ConfigMapStore {
         }
         self.chunks = keep;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_decimals_count_only_for_the_same_mint() {
+        let a = BTreeMap::from([
+            (MINT_ANNOTATION.to_string(), "Mint1".to_string()),
+            (DECIMALS_ANNOTATION.to_string(), "6".to_string()),
+        ]);
+        assert_eq!(recorded(Some(&a), "Mint1"), Some(6));
+        assert_eq!(recorded(Some(&a), "Mint2"), None, "another mint's units");
+        assert_eq!(recorded(None, "Mint1"), None);
+        let mut bad = a.clone();
+        bad.insert(DECIMALS_ANNOTATION.to_string(), "six".to_string());
+        assert_eq!(recorded(Some(&bad), "Mint1"), None, "unparseable is unknown");
     }
 }
