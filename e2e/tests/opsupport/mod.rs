@@ -74,6 +74,11 @@ impl Operator {
         let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
     }
 
+    /// Whether its task is still running (it has neither returned nor panicked).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// Kills it without any cleanup, as a crash would.
     pub fn kill(self) {
         self.task.abort();

@@ -47,7 +47,7 @@ pub enum Link {
 
 impl Link {
     fn push_err(provider: &str, e: kube::Error) -> Error {
-        Error::member(provider, e)
+        Error::member(provider, error_chain(&e))
     }
 
     /// The member's GPU nodes, GPU pods, signed node reports and pending challenges.
@@ -132,5 +132,59 @@ impl Link {
                 .map_err(|e| Self::push_err(provider, e)),
             Link::Pull(link) => link.remove_namespace(namespace).await,
         }
+    }
+}
+
+/// An error and its causes on one line. A transport failure's own text is only
+/// "ServiceError: client error (Connect)" whether the member's API server hung (a
+/// timeout) or answered junk (a TLS error): the cause that tells them apart is in
+/// `source()`, and the provider's Reachable condition must name it (found by the
+/// hostile member API test). Causes already quoted by their parent are not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn names_the_causes_once() {
+        let e = E(
+            "ServiceError: client error (Connect)",
+            Some(Box::new(E(
+                "client error (Connect)",
+                Some(Box::new(E(
+                    "received corrupt message of type InvalidContentType",
+                    None,
+                ))),
+            ))),
+        );
+        assert_eq!(
+            super::error_chain(&e),
+            "ServiceError: client error (Connect): received corrupt message of type InvalidContentType"
+        );
+        assert_eq!(super::error_chain(&E("plain", None)), "plain");
     }
 }
