@@ -19,10 +19,13 @@ use tokio::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::member::Link;
+use crate::member::watch::{JobTrigger, MemberCache};
 
 #[derive(Clone)]
 struct Member {
     client: Client,
+    /// Watches of the member's pods and nodes (dropped, so stopped, with the client).
+    cache: Arc<MemberCache>,
     fingerprint: [u8; 32],
     /// The Secret reference the client was built from, and when it was last read.
     source: (String, String, String),
@@ -40,6 +43,8 @@ pub struct Members {
     health: crate::member::pull::HubHealth,
     agent_interval_seconds: u64,
     secret_recheck: Duration,
+    /// Where changes of a member's gpufed pods are sent (the job controller).
+    trigger: Option<JobTrigger>,
 }
 
 impl Members {
@@ -53,7 +58,14 @@ impl Members {
             health: crate::member::pull::HubHealth::new(crate::time::now()),
             agent_interval_seconds: 10,
             secret_recheck: Duration::from_secs(5),
+            trigger: None,
         }
+    }
+
+    /// Sends the job of every changed gpufed pod in a push member to `trigger`.
+    pub fn with_job_trigger(mut self, trigger: JobTrigger) -> Self {
+        self.trigger = Some(trigger);
+        self
     }
 
     /// How long a member client is used without reading its kubeconfig Secret again
@@ -74,10 +86,14 @@ impl Members {
     pub async fn link(&self, provider: &GpuProvider) -> Result<Link> {
         let name = provider.metadata.name.clone().unwrap_or_default();
         match provider.spec.mode {
-            ConnectionMode::Push => Ok(Link::Push {
-                client: self.client(provider).await?,
-                provider: name,
-            }),
+            ConnectionMode::Push => {
+                let (client, cache) = self.client(provider).await?;
+                Ok(Link::Push {
+                    client,
+                    cache: Some(cache),
+                    provider: name,
+                })
+            }
             ConnectionMode::Pull => {
                 let key = (
                     provider.metadata.uid.clone().unwrap_or_default(),
@@ -96,8 +112,9 @@ impl Members {
         }
     }
 
-    /// The client for a provider, (re)built from its kubeconfig Secret when needed.
-    pub async fn client(&self, provider: &GpuProvider) -> Result<Client> {
+    /// The client for a provider and its watches, (re)built from its kubeconfig Secret
+    /// when needed.
+    async fn client(&self, provider: &GpuProvider) -> Result<(Client, Arc<MemberCache>)> {
         let name = provider.metadata.name.clone().unwrap_or_default();
         let Some(secret_ref) = provider.spec.kubeconfig_secret_ref.as_ref() else {
             return Err(Error::InvalidSpec(
@@ -113,7 +130,7 @@ impl Members {
             && m.source == source
             && m.checked.elapsed() < self.secret_recheck
         {
-            return Ok(m.client.clone());
+            return Ok((m.client.clone(), m.cache.clone()));
         }
         let secrets: Api<Secret> = Api::namespaced(self.hub.clone(), &secret_ref.namespace);
         let secret = secrets
@@ -149,13 +166,18 @@ impl Members {
         {
             m.source = source;
             m.checked = Instant::now();
-            return Ok(m.client.clone());
+            return Ok((m.client.clone(), m.cache.clone()));
         }
-        let client = self.build(&name, &bytes).await?;
+        let client = self.build(&name, &bytes, self.timeout).await?;
+        // Watches idle for minutes: their client waits past the server's watch timeout
+        // (290 s) instead of the request timeout.
+        let watch_client = self.build(&name, &bytes, Duration::from_secs(330)).await?;
+        let cache = Arc::new(MemberCache::start(&watch_client, self.trigger.clone()));
         let rotated = self.members.write().await.insert(
             name.clone(),
             Member {
                 client: client.clone(),
+                cache: cache.clone(),
                 fingerprint,
                 source,
                 checked: Instant::now(),
@@ -164,10 +186,10 @@ impl Members {
         if rotated.is_some() {
             tracing::info!(provider = %name, "kubeconfig Secret changed: member client rebuilt");
         }
-        Ok(client)
+        Ok((client, cache))
     }
 
-    async fn build(&self, provider: &str, kubeconfig: &[u8]) -> Result<Client> {
+    async fn build(&self, provider: &str, kubeconfig: &[u8], read_timeout: Duration) -> Result<Client> {
         let text = std::str::from_utf8(kubeconfig)
             .map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
         let kubeconfig =
@@ -176,7 +198,7 @@ impl Members {
             .await
             .map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
         config.connect_timeout = Some(self.timeout);
-        config.read_timeout = Some(self.timeout);
+        config.read_timeout = Some(read_timeout);
         config.write_timeout = Some(self.timeout);
         Client::try_from(config).map_err(|e| Error::member(provider, format!("client: {e}")))
     }

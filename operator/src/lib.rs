@@ -91,15 +91,19 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     ));
     let provider_ctl = Controller::new(Api::<GpuProvider>::all(hub.clone()), provider::watch_config())
         .trigger_backoff(backoff::WatchBackoff::default());
+    // Member pods' changes (from the push members' watches) wake their jobs at once.
+    let (pod_changes, changed_jobs) = futures::channel::mpsc::unbounded();
     let job_ctl = Controller::new(Api::<ComputeJob>::all(hub.clone()), job::watch_config())
-        .trigger_backoff(backoff::WatchBackoff::default());
+        .trigger_backoff(backoff::WatchBackoff::default())
+        .reconcile_on(changed_jobs);
     let service_ctl = service::controller(&hub);
     let metrics = metrics::Metrics::new();
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
         members: federation::Members::new(hub.clone(), args.member_timeout)
             .with_agent_interval(args.heartbeat_interval)
-            .with_secret_recheck(args.heartbeat_interval),
+            .with_secret_recheck(args.heartbeat_interval)
+            .with_job_trigger(pod_changes),
         fleet: fleet::Fleet::default(),
         providers: provider_ctl.store(),
         jobs: job_ctl.store(),

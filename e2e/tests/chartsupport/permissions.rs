@@ -182,11 +182,13 @@ pub const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "", "services", "", "gpufed-t"),
     ("get", "", "pods", "", "gpufed-t"),
     ("list", "", "pods", "", ""),
+    ("watch", "", "pods", "", ""),
     ("create", "", "pods", "", "gpufed-t"),
     ("patch", "", "pods", "", "gpufed-t"),
     ("deletecollection", "", "pods", "", "gpufed-t"),
     ("get", "", "nodes", "", ""),
     ("list", "", "nodes", "", ""),
+    ("watch", "", "nodes", "", ""),
     // GPU verification: challenges read back and written by server-side apply, whose
     // first apply creates the ConfigMap: authorized as patch and as create of that name
     // (proven by a real apply below).

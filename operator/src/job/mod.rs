@@ -103,9 +103,12 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
             last_heartbeat: last.unwrap_or(now),
         };
     }
-    let Ok(link) = ctx.members.link(&provider).await else {
+    let Ok(mut link) = ctx.members.link(&provider).await else {
         return Member::Unanswered;
     };
+    if ctx.fleet.probe_failed(&p.provider).await {
+        link = link.uncached();
+    }
     let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
     match link
         .attempt_pods(&ns, &job.uid().unwrap_or_default(), p.attempt)

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod};
 use kube::api::{GetParams, ListParams};
 use kube::{Api, Client};
 
@@ -45,21 +45,26 @@ pub async fn attempt_pods_and_ready_nodes(
             Err(kube::Error::Api(s)) if s.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        let ready = status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
-            let external = status
-                .and_then(|s| s.addresses)
-                .into_iter()
-                .flatten()
-                .find(|a| a.type_ == "ExternalIP")
-                .map(|a| a.address);
+        if let Some(external) = ready_node(status.as_ref()) {
             ready_nodes.insert(name, external);
         }
     }
     Ok((pods.items, ready_nodes))
+}
+
+/// `Some(its ExternalIP, if any)` for a Ready node; `None` for any other (or none).
+pub fn ready_node(status: Option<&NodeStatus>) -> Option<Option<String>> {
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    ready.then(|| {
+        status
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|a| a.type_ == "ExternalIP")
+            .map(|a| a.address.clone())
+    })
 }
 
 /// The views of an attempt's pods, and the nodes under them that are not Ready.
@@ -70,13 +75,18 @@ pub async fn attempt_pods(
     attempt: u32,
 ) -> Result<(Vec<PodView>, Vec<String>), kube::Error> {
     let (pods, ready_nodes) = attempt_pods_and_ready_nodes(client, namespace, uid, attempt).await?;
+    Ok(views(&pods, &ready_nodes))
+}
+
+/// Views of `pods`, and the nodes under them that are not among `ready_nodes`.
+pub fn views(pods: &[Pod], ready_nodes: &ReadyNodes) -> (Vec<PodView>, Vec<String>) {
     let lost: BTreeSet<String> = pods
         .iter()
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .filter(|n| !ready_nodes.contains_key(n))
         .collect();
-    let views = pods.iter().filter_map(|p| pod_view(p, &ready_nodes)).collect();
-    Ok((views, lost.into_iter().collect()))
+    let views = pods.iter().filter_map(|p| pod_view(p, ready_nodes)).collect();
+    (views, lost.into_iter().collect())
 }
 
 /// A worker pod's view, from its labels and status.

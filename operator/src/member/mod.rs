@@ -7,6 +7,7 @@
 //! only the heartbeat's origin differs (a probe vs. the agent's report).
 
 pub mod pull;
+pub mod watch;
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,8 @@ pub enum Link {
         provider: String,
         /// A client for the member.
         client: Client,
+        /// The member's watched pods and nodes, when watched.
+        cache: Option<std::sync::Arc<watch::MemberCache>>,
     },
     /// Through the provider's hub namespace and its agent.
     Pull(pull::PullLink),
@@ -50,6 +53,20 @@ impl Link {
         Error::member(provider, error_chain(&e))
     }
 
+    /// This link reading from the member's API server only, never from its watches (for
+    /// a member this process could not probe: a frozen API server's watch goes quiet
+    /// without failing, so its cache would look current while it is not).
+    pub fn uncached(self) -> Self {
+        match self {
+            Link::Push { provider, client, .. } => Link::Push {
+                provider,
+                client,
+                cache: None,
+            },
+            pull => pull,
+        }
+    }
+
     /// The member's GPU nodes, GPU pods, signed node reports and pending challenges.
     /// `Error::Hub` means the hub itself failed, not the provider.
     pub async fn probe(&self, provider: &GpuProvider) -> Result<MemberView> {
@@ -57,6 +74,7 @@ impl Link {
             Link::Push {
                 provider: name,
                 client,
+                ..
             } => crate::provider::probe(client.clone(), provider)
                 .await
                 .map_err(|e| Self::push_err(name, e)),
@@ -67,7 +85,7 @@ impl Link {
     /// Sets the challenge requests the member's device plugins see.
     pub async fn write_challenges(&self, writes: &BTreeMap<String, ChallengeRequest>) -> Result<()> {
         match self {
-            Link::Push { provider, client } => crate::verification::write_challenges(client, writes)
+            Link::Push { provider, client, .. } => crate::verification::write_challenges(client, writes)
                 .await
                 .map_err(|e| Self::push_err(provider, e)),
             Link::Pull(link) => link.write_challenges(writes).await,
@@ -77,7 +95,7 @@ impl Link {
     /// Makes an attempt's objects exist in the member (missing pods created).
     pub async fn dispatch(&self, objects: &MemberObjects) -> Result<()> {
         match self {
-            Link::Push { provider, client } => crate::job::dispatch::dispatch(client, objects)
+            Link::Push { provider, client, .. } => crate::job::dispatch::dispatch(client, objects)
                 .await
                 .map_err(|e| Self::push_err(provider, e)),
             Link::Pull(link) => link.dispatch(objects).await,
@@ -92,7 +110,13 @@ impl Link {
         attempt: u32,
     ) -> Result<(Vec<PodView>, Vec<String>)> {
         match self {
-            Link::Push { provider, client } => {
+            Link::Push {
+                cache: Some(cache), ..
+            } if cache.current() => {
+                let (pods, ready) = cache.attempt_pods_and_ready_nodes(namespace, uid, attempt);
+                Ok(crate::job::observe::views(&pods, &ready))
+            }
+            Link::Push { provider, client, .. } => {
                 crate::job::observe::attempt_pods(client, namespace, uid, attempt)
                     .await
                     .map_err(|e| Self::push_err(provider, e))
@@ -104,7 +128,7 @@ impl Link {
     /// A serving attempt's Service as the member allocated it.
     pub async fn exposure(&self, namespace: &str, attempt: u32) -> Result<Option<Exposure>> {
         match self {
-            Link::Push { provider, client } => crate::job::observe::exposure(client, namespace)
+            Link::Push { provider, client, .. } => crate::job::observe::exposure(client, namespace)
                 .await
                 .map_err(|e| Self::push_err(provider, e)),
             Link::Pull(link) => link.exposure(namespace, attempt).await,
@@ -115,7 +139,7 @@ impl Link {
     /// removes the pods when it next reaches the hub). Idempotent.
     pub async fn remove_attempt(&self, namespace: &str, uid: &str, attempt: u32) -> Result<()> {
         match self {
-            Link::Push { provider, client } => {
+            Link::Push { provider, client, .. } => {
                 crate::job::observe::remove_attempt(client, namespace, uid, attempt)
                     .await
                     .map_err(|e| Self::push_err(provider, e))
@@ -127,7 +151,7 @@ impl Link {
     /// Removes a job's tenant namespace. Idempotent.
     pub async fn remove_namespace(&self, namespace: &str) -> Result<()> {
         match self {
-            Link::Push { provider, client } => crate::job::observe::remove_namespace(client, namespace)
+            Link::Push { provider, client, .. } => crate::job::observe::remove_namespace(client, namespace)
                 .await
                 .map_err(|e| Self::push_err(provider, e)),
             Link::Pull(link) => link.remove_namespace(namespace).await,

@@ -1,0 +1,184 @@
+//! Watches of a push-mode member: gpufed's pods and the nodes, kept in memory.
+//!
+//! Job reconciles read an attempt's pods and the nodes under them from here instead of a
+//! LIST and a GET per node each time (in a burst of jobs those reads were a fifth of the
+//! member's requests), and a change of one of our pods wakes its job at once instead of
+//! at the next poll.
+//!
+//! A cache answers only while both watches are synced and healthy. A watch on a frozen
+//! API server does not fail (the connection just goes quiet), so callers also stop
+//! using the cache once this process's probe of the provider fails
+//! ([`crate::member::Link::uncached`]); then reads go to the API server again and fail
+//! or succeed as they did before the cache existed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
+use gpufed_api::ComputeJob;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::job::names;
+use crate::job::observe::{ReadyNodes, ready_node};
+
+/// Where a member pod's changes are sent: the job controller's trigger.
+pub type JobTrigger = UnboundedSender<ObjectRef<ComputeJob>>;
+
+/// One member's watched pods and nodes.
+pub struct MemberCache {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    pods_ok: Arc<AtomicBool>,
+    nodes_ok: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for MemberCache {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+/// Runs one reflector, keeping `ok` true only between a completed (re)list and the next
+/// error, and calling `seen` for every change after the initial list.
+fn spawn_reflector<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    ok: Arc<AtomicBool>,
+    seen: F,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(&K) + Send + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, config)).backoff(crate::backoff::WatchBackoff::default());
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => ok.store(true, Ordering::SeqCst),
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => seen(&o),
+                Ok(_) => {}
+                Err(e) => {
+                    ok.store(false, Ordering::SeqCst);
+                    tracing::debug!(error = %e, "member watch interrupted; re-listing");
+                }
+            }
+        }
+    });
+    (store, task)
+}
+
+impl MemberCache {
+    /// Starts watching gpufed's pods (by their job label) and all nodes of the member
+    /// behind `client`; changes of a pod are sent to `trigger` as its job.
+    pub fn start(client: &Client, trigger: Option<JobTrigger>) -> Self {
+        let (pods_ok, nodes_ok) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let pod_config = watcher::Config::default().labels(names::LABEL_JOB_UID);
+        let (pods, pod_task) = spawn_reflector(
+            Api::all(client.clone()),
+            pod_config,
+            pods_ok.clone(),
+            move |p: &Pod| {
+                if let (Some(t), Some(job)) = (&trigger, job_of(p)) {
+                    let _ = t.unbounded_send(job);
+                }
+            },
+        );
+        let (nodes, node_task) = spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            nodes_ok.clone(),
+            |_: &Node| {},
+        );
+        Self {
+            pods,
+            nodes,
+            pods_ok,
+            nodes_ok,
+            tasks: vec![pod_task, node_task],
+        }
+    }
+
+    /// Whether both watches are listed and have not failed since.
+    pub fn current(&self) -> bool {
+        self.pods_ok.load(Ordering::SeqCst) && self.nodes_ok.load(Ordering::SeqCst)
+    }
+
+    /// The pods of attempt `attempt` of job `uid` in `namespace`, and the Ready nodes
+    /// under them (the same answer as [`crate::job::observe::attempt_pods_and_ready_nodes`]).
+    pub fn attempt_pods_and_ready_nodes(
+        &self,
+        namespace: &str,
+        uid: &str,
+        attempt: u32,
+    ) -> (Vec<Pod>, ReadyNodes) {
+        let attempt = attempt.to_string();
+        let pods: Vec<Pod> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                let l = p.labels();
+                p.namespace().as_deref() == Some(namespace)
+                    && l.get(names::LABEL_JOB_UID).map(String::as_str) == Some(uid)
+                    && l.get(names::LABEL_ATTEMPT) == Some(&attempt)
+            })
+            .map(|p| (*p).clone())
+            .collect();
+        let mut ready = ReadyNodes::new();
+        for node in pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.as_ref()) {
+            let n = self.nodes.get(&ObjectRef::new(node));
+            if let Some(external) = n.and_then(|n| ready_node(n.status.as_ref())) {
+                ready.insert(node.clone(), external);
+            }
+        }
+        (pods, ready)
+    }
+}
+
+/// The hub ComputeJob a member pod belongs to, from the labels dispatch puts on it.
+fn job_of(pod: &Pod) -> Option<ObjectRef<ComputeJob>> {
+    let l = pod.labels();
+    let ns = l.get(names::LABEL_JOB_NAMESPACE)?;
+    let name = l.get(names::LABEL_JOB_NAME)?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    #[test]
+    fn a_pod_names_its_hub_job_and_a_foreign_pod_none() {
+        let mut pod = Pod {
+            metadata: ObjectMeta {
+                labels: Some(
+                    [
+                        (names::LABEL_JOB_NAMESPACE.to_string(), "team-a".to_string()),
+                        (names::LABEL_JOB_NAME.to_string(), "train".to_string()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(job_of(&pod), Some(ObjectRef::new("train").within("team-a")));
+        pod.metadata.labels = None;
+        assert_eq!(job_of(&pod), None);
+    }
+}
