@@ -255,6 +255,20 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     // The chain goes away and the operator restarts while it is away. First with a mint
     // the journal has no decimals for: settlement cannot start, and the deletion waiting
     // for its usage to be journaled says so instead of hanging silently.
+    // A job started just before the outage runs and finishes while the chain is down.
+    submit(
+        &hub,
+        "team-b",
+        &job(
+            "outage",
+            1,
+            1,
+            serde_json::json!({"minMemory": "20G"}),
+            "3.00",
+            15,
+        ),
+    )
+    .await;
     chain.validator.stop();
     operator.stop().await;
     let other_mint = flags_with(
@@ -304,12 +318,43 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         .await
         .unwrap();
     }
+    // The outage job finished and was journaled (not settled) with the chain down.
+    let outage = job_until(
+        &hub,
+        "team-b",
+        "outage",
+        "succeeded and journaled, chain down",
+        Duration::from_secs(180),
+        |j| {
+            let st = j.status.as_ref();
+            let used = st.and_then(|s| s.usage.as_ref()).map_or(0, |u| u.gpu_seconds);
+            st.and_then(|s| s.phase) == Some(JobPhase::Succeeded)
+                && metered(j)
+                && st
+                    .and_then(|s| s.billing.as_ref())
+                    .is_some_and(|b| b.metered_gpu_seconds >= used)
+        },
+    )
+    .await;
+    let b = outage.status.as_ref().unwrap().billing.clone().unwrap();
+    assert_eq!(b.settled_records, 0, "nothing settles without the chain: {b:?}");
     assert!(!chain.validator.is_running(), "the chain was down all along");
     chain
         .validator
         .resume()
         .await
         .expect("validator restarts on its ledger");
+    finished.push(
+        job_until(
+            &hub,
+            "team-b",
+            "outage",
+            "settled after the outage",
+            Duration::from_secs(300),
+            settled,
+        )
+        .await,
+    );
     let replica_billing = gone_and_settled(&hub, "team-b", &replica).await;
     let deleted_billing = gone_and_settled(&hub, "team-a", &deleted).await;
     let deleted_provider = deleted
