@@ -133,10 +133,15 @@ async fn handle_pod(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     match pods::phase(pod) {
         "Pending" => {
-            if !lock(&shared.started).insert(uid) {
+            if !lock(&shared.started).insert(uid.clone()) {
                 return Ok(());
             }
-            pods::mark_running(client, pod, &host_ip, &shared.pod_ip()).await?;
+            // Tried again at the pod's next event (the relist after an API server restart)
+            // when the write fails, as a kubelet would: else the pod stays Pending forever.
+            if let Err(e) = pods::mark_running(client, pod, &host_ip, &shared.pod_ip()).await {
+                lock(&shared.started).remove(&uid);
+                return Err(e);
+            }
         }
         "Running" => {
             if let Some(code) = pods::requested_exit(pod) {
@@ -177,13 +182,21 @@ fn finish_later(client: &Client, pod: &Pod, secs: u64, timers: &mut JoinSet<()>)
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let result = match api.get(&name).await {
-            Ok(fresh) if pods::phase(&fresh) == "Running" => pods::mark_finished(&client, &fresh, 0).await,
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(%ns, %name, error = %e, "simulated completion failed");
+        // Retried until written or moot, as a kubelet retries its status updates: a
+        // completion due while the API server restarts left the pod Running forever.
+        loop {
+            let result = match api.get_opt(&name).await {
+                Ok(Some(fresh)) if pods::phase(&fresh) == "Running" => {
+                    pods::mark_finished(&client, &fresh, 0).await
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(%ns, %name, error = %e, "simulated completion failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
 }

@@ -1,0 +1,456 @@
+//! A member's API server restarted repeatedly under a burst of jobs, with that member's
+//! etcd revision churned and compacted between restarts, so the operator's member watches
+//! (its cache of the member's gpufed pods and nodes, and the triggers that wake a job when
+//! one of its pods changes) resume into `410 Gone` and must list again. Real API servers;
+//! GPU nodes SIMULATED.
+//!
+//! Two members: `provider-a` (cheaper; its kube-apiserver is stopped and started again
+//! [`RESTARTS`] times, [`DOWN`] each) and `provider-b`. A burst of [`BURST`] one-GPU jobs,
+//! short (6–15 s) and long (45–55 s), half preferring each member. Checked:
+//! - a background sampler (hub statuses every 500 ms): no job ever has an attempt other
+//!   than 1 — nothing fails over, so no job has two live attempts: provider-a is never
+//!   down past its heartbeat grace period ([`GRACE_A`], longer than a restart on a loaded
+//!   machine) and provider-b is never down;
+//! - after each restart, a new job pinned to provider-a is Running within a minute (the
+//!   member is served again from the operator's side);
+//! - jobs deleted during the restarts (two on provider-a, one on provider-b): their
+//!   finalizers complete — the jobs are gone and their tenant namespaces in the members
+//!   gone or terminating — within a minute of the last restart;
+//! - after the last restart, jobs on provider-a progress at the speed of the member watch,
+//!   not of the 10 s poll of Running jobs: each of [`SPEED_JOBS`] short jobs is seen
+//!   Running and Succeeded on the hub within [`MAX_LAG`] of its pod being seen so on
+//!   provider-a (without the watch's trigger, Succeeded would lag 0–10 s: all of them
+//!   under the bound by chance has odds of about (3/10)^4 < 1 %);
+//! - every job Succeeds with attempt 1, and both members hold pods of attempt 1 only.
+//!
+//! Figures are printed in one `MEMBER_RESTARTS` line (`-- --nocapture` to see it).
+
+mod common;
+mod opsupport;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gpufed_api::job_status::JobPhase;
+use gpufed_api::{ComputeJob, GpuProvider};
+use gpufed_e2e::{Federation, FederationSpec, GpuPool};
+use gpufed_operator::job::names::{LABEL_ATTEMPT, LABEL_JOB_NAME, tenant_namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use opsupport::{Operator, job, job_until, phase, submit};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const MANAGED: &str = "app.kubernetes.io/managed-by=gpufed";
+const RESTARTED: &str = "provider-a";
+const OTHER: &str = "provider-b";
+/// provider-a's heartbeat grace period: each restart must stay under it for its jobs to
+/// keep attempt 1. A restart leaves the member unreachable for 30–35 s here: the harness
+/// waits 20 s for kube-apiserver to stop on SIGTERM (it holds its watches open; new
+/// connections are refused at once), then [`DOWN`], then startup on a loaded 2-core
+/// machine.
+const GRACE_A: &str = "90s";
+/// provider-b's (as in `member_cutoff`: a loaded machine may stall a probe for 10 s).
+const GRACE_B: &str = "20s";
+const RESTARTS: u32 = 3;
+const DOWN: Duration = Duration::from_secs(4);
+const BURST: u32 = 24;
+const SPEED_JOBS: u32 = 4;
+const MAX_LAG: Duration = Duration::from_secs(3);
+
+/// What the background sampler saw.
+#[derive(Default)]
+struct Seen {
+    violations: Vec<String>,
+    /// Job name → the provider of its attempt 1.
+    first_provider: BTreeMap<String, String>,
+    samples: u64,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+/// One job status: attempt 1 only, ever, on one provider.
+fn check_job(seen: &Shared, j: &ComputeJob) {
+    let name = j.metadata.name.clone().unwrap_or_default();
+    let Some(st) = j.status.as_ref() else { return };
+    let Ok(mut s) = seen.lock() else { return };
+    let mut bad = Vec::new();
+    if let Some(p) = &st.placement {
+        if p.attempt != 1 {
+            bad.push(format!(
+                "{name}: attempt {} on {} (failed over; attempts {:?})",
+                p.attempt,
+                p.provider,
+                st.attempts
+                    .iter()
+                    .map(|a| (a.attempt, a.provider.clone(), a.message.clone()))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        let first = s
+            .first_provider
+            .entry(name.clone())
+            .or_insert_with(|| p.provider.clone());
+        if *first != p.provider {
+            bad.push(format!("{name}: moved from {first} to {}", p.provider));
+        }
+    }
+    if st.attempts.iter().any(|a| a.attempt != 1) {
+        bad.push(format!(
+            "{name}: attempt records {:?}",
+            st.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>()
+        ));
+    }
+    for b in bad {
+        if s.violations.len() < 50 {
+            eprintln!("VIOLATION: {b}");
+        }
+        s.violations.push(b);
+    }
+    s.samples += 1;
+}
+
+fn sample_hub(hub: Client, ns: String, seen: Shared) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let jobs: Api<ComputeJob> = Api::namespaced(hub, &ns);
+        loop {
+            if let Ok(list) = jobs.list(&ListParams::default()).await {
+                for j in &list.items {
+                    check_job(&seen, j);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// A job preferring `provider` (or, `pinned`, allowed only there).
+fn job_on(name: &str, provider: &str, pinned: bool, run_secs: u32) -> serde_json::Value {
+    let mut j = job(name, 1, 1, serde_json::json!({}), "1.00", run_secs);
+    let key = if pinned { "providers" } else { "preferredProviders" };
+    j["spec"]["placement"][key] = serde_json::json!([provider]);
+    j
+}
+
+/// Writes `n` ConfigMaps in the member, so the revision moves well past what any watch
+/// last saw.
+async fn churn(member: &Client, ns: &str, round: u32, n: u32) {
+    let api: Api<ConfigMap> = Api::namespaced(member.clone(), ns);
+    for i in 0..n {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("churn-{round}-{i}")}, "data": {"i": i.to_string()}
+        }))
+        .expect("ConfigMap");
+        api.create(&PostParams::default(), &cm).await.expect("churn");
+    }
+}
+
+/// Deletes a job after a second (the member's API server is going down meanwhile).
+fn delete_soon(hub: &Client, ns: &str, name: &str) -> tokio::task::JoinHandle<()> {
+    let api: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        api.delete(&name, &DeleteParams::default()).await.expect("delete");
+    })
+}
+
+fn running(j: &ComputeJob) -> bool {
+    j.status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .is_some_and(|p| p.running_time.is_some())
+}
+
+/// When each speed job's pod (on provider-a) and hub status were first seen Running and
+/// Succeeded: name → [pod Running, job Running, pod Succeeded, job Succeeded].
+async fn watch_speed(
+    hub: &Client,
+    member: &Client,
+    ns: &str,
+    names: &[String],
+) -> BTreeMap<String, [Instant; 4]> {
+    let jobs: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
+    let pods: Api<Pod> = Api::all(member.clone());
+    let mut seen: BTreeMap<String, [Option<Instant>; 4]> = BTreeMap::new();
+    let deadline = Instant::now() + 2 * MINUTE;
+    loop {
+        let now = Instant::now();
+        if let Ok(list) = pods.list(&ListParams::default().labels(MANAGED)).await {
+            for p in &list.items {
+                let labels = p.metadata.labels.clone().unwrap_or_default();
+                let Some(name) = labels.get(LABEL_JOB_NAME).filter(|n| names.contains(n)) else {
+                    continue;
+                };
+                let pod_phase = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_default();
+                let slot = seen.entry(name.clone()).or_default();
+                if pod_phase == "Running" || pod_phase == "Succeeded" {
+                    slot[0].get_or_insert(now);
+                }
+                if pod_phase == "Succeeded" {
+                    slot[2].get_or_insert(now);
+                }
+            }
+        }
+        if let Ok(list) = jobs.list(&ListParams::default()).await {
+            for j in list
+                .items
+                .iter()
+                .filter(|j| names.contains(&j.metadata.name.clone().unwrap_or_default()))
+            {
+                let slot = seen
+                    .entry(j.metadata.name.clone().unwrap_or_default())
+                    .or_default();
+                if running(j) {
+                    slot[1].get_or_insert(now);
+                }
+                if phase(j) == "Succeeded" {
+                    slot[3].get_or_insert(now);
+                }
+            }
+        }
+        let done: BTreeMap<String, [Instant; 4]> = seen
+            .iter()
+            .filter_map(|(n, s)| Some((n.clone(), [s[0]?, s[1]?, s[2]?, s[3]?])))
+            .collect();
+        if done.len() == names.len() {
+            return done;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "speed jobs did not all finish: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_watches_recover_from_repeated_member_api_restarts_and_compaction() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let started = Instant::now();
+    let pool = |prefix: &str| GpuPool::new(prefix, 2, 8, "NVIDIA-GeForce-RTX-4090", 24_564, "8.9");
+    let spec = FederationSpec::new("member-restarts")
+        .member(RESTARTED, vec![pool("a-rtx")])
+        .member(OTHER, vec![pool("b-rtx")]);
+    let mut fed = Federation::start(spec).await.expect("federation");
+    let hub = fed.hub().client().await.expect("hub");
+    let member_a = fed
+        .cluster(RESTARTED)
+        .expect("a")
+        .client()
+        .await
+        .expect("member a");
+    let member_b = fed.cluster(OTHER).expect("b").client().await.expect("member b");
+    opsupport::setup(&fed, &hub, &[(RESTARTED, "0.30"), (OTHER, "0.50")]).await;
+    for (name, grace) in [(RESTARTED, GRACE_A), (OTHER, GRACE_B)] {
+        Api::<GpuProvider>::all(hub.clone())
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"heartbeatGracePeriod": grace}})),
+            )
+            .await
+            .expect("grace period");
+    }
+    let operator = Operator::start(hub.clone(), "op-1");
+    opsupport::providers_ready(&hub, 2).await;
+    let ns = common::namespace(&hub, "mrestarts").await;
+    let scratch = common::namespace(&member_a, "churn").await;
+    let seen: Shared = Arc::default();
+    let sampler = sample_hub(hub.clone(), ns.clone(), seen.clone());
+
+    // The burst: every third job long, the others short; even ones prefer provider-a.
+    let mut burst = Vec::new();
+    for i in 0..BURST {
+        let (provider, side) = if i % 2 == 0 {
+            (RESTARTED, "a")
+        } else {
+            (OTHER, "b")
+        };
+        let (kind, secs) = if i % 3 == 0 {
+            ("long", 45 + (i % 2) * 10)
+        } else {
+            ("short", 6 + (i % 4) * 3)
+        };
+        let name = format!("{side}-{kind}-{i}");
+        submit(&hub, &ns, &job_on(&name, provider, false, secs)).await;
+        burst.push(name);
+    }
+    // Until the long ones run (they span the restarts).
+    for name in burst.iter().filter(|n| n.contains("-long-")) {
+        job_until(&hub, &ns, name, "long job Running", 2 * MINUTE, running).await;
+    }
+    let first = seen.lock().map(|s| s.first_provider.clone()).unwrap_or_default();
+    let long_on = |provider: &str| -> Vec<String> {
+        burst
+            .iter()
+            .filter(|n| n.contains("-long-") && first.get(*n).map(String::as_str) == Some(provider))
+            .cloned()
+            .collect()
+    };
+    let (long_a, long_b) = (long_on(RESTARTED), long_on(OTHER));
+    eprintln!("first placements: {first:?}");
+    assert!(
+        long_a.len() >= 2 && !long_b.is_empty(),
+        "long jobs on both members: {first:?}"
+    );
+    // Deleted during restart 1: one of provider-a's; during restart 2: one of each.
+    let deletions = [
+        vec![(long_a[0].clone(), RESTARTED)],
+        vec![(long_a[1].clone(), RESTARTED), (long_b[0].clone(), OTHER)],
+    ];
+    let mut deleted = Vec::new();
+    let mut probes = Vec::new();
+    let mut restart_secs = Vec::new();
+    let mut probe_secs = Vec::new();
+
+    let mut back = Instant::now();
+    for round in 1..=RESTARTS {
+        let mut deleting = Vec::new();
+        for (name, provider) in deletions.get(round as usize - 1).into_iter().flatten() {
+            deleting.push(delete_soon(&hub, &ns, name));
+            deleted.push((name.clone(), *provider));
+        }
+        let t = Instant::now();
+        fed.cluster_mut(RESTARTED)
+            .expect("a")
+            .restart_apiserver(DOWN)
+            .await
+            .unwrap_or_else(|e| panic!("restart {round}: {e}"));
+        back = Instant::now();
+        restart_secs.push((back - t).as_secs_f64());
+        for d in deleting {
+            d.await.expect("deletion task");
+        }
+        // A new job on the restarted member runs within a minute.
+        let probe = format!("probe-{round}");
+        submit(&hub, &ns, &job_on(&probe, RESTARTED, true, 20)).await;
+        job_until(
+            &hub,
+            &ns,
+            &probe,
+            "probe Running after the restart",
+            MINUTE,
+            running,
+        )
+        .await;
+        probe_secs.push(back.elapsed().as_secs_f64());
+        probes.push(probe);
+        if round < RESTARTS {
+            // The next restart's watches resume from revisions compacted away.
+            churn(&member_a, &scratch, round, 60).await;
+            let compacted = fed.compact_etcd().await.expect("compact");
+            assert!(compacted > 0);
+        }
+    }
+    eprintln!("last restart done after {:?}", started.elapsed());
+
+    // Deletions finish their member cleanup within a minute of the last restart.
+    let jobs: Api<ComputeJob> = Api::namespaced(hub.clone(), &ns);
+    gpufed_e2e::wait::until("deleted jobs gone, tenant namespaces gone", MINUTE, || async {
+        for (name, provider) in &deleted {
+            if jobs.get_opt(name).await?.is_some() {
+                return Ok(None);
+            }
+            let member = if *provider == RESTARTED {
+                &member_a
+            } else {
+                &member_b
+            };
+            let left = Api::<Namespace>::all(member.clone())
+                .get_opt(&tenant_namespace(&ns, name))
+                .await?
+                .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
+            if left {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("deletions converge: {e}"));
+    let deletions_done = back.elapsed();
+
+    // Jobs on the restarted member progress at the watch's speed again.
+    let speed: Vec<String> = (0..SPEED_JOBS).map(|i| format!("speed-{i}")).collect();
+    for name in &speed {
+        submit(&hub, &ns, &job_on(name, RESTARTED, true, 6)).await;
+    }
+    let times = watch_speed(&hub, &member_a, &ns, &speed).await;
+    let lags: BTreeMap<String, (f64, f64)> = times
+        .iter()
+        .map(|(n, [pr, jr, ps, js])| {
+            let lag = |pod: &Instant, job: &Instant| {
+                (job.saturating_duration_since(*pod).as_secs_f64() * 100.0).round() / 100.0
+            };
+            (n.clone(), (lag(pr, jr), lag(ps, js)))
+        })
+        .collect();
+
+    // Everything else ends, each job once.
+    let finished = |j: &ComputeJob| phase(j) == "Succeeded";
+    for name in burst
+        .iter()
+        .chain(&probes)
+        .filter(|n| !deleted.iter().any(|(d, _)| d == *n))
+    {
+        let j = job_until(&hub, &ns, name, "Succeeded", 2 * MINUTE, finished).await;
+        let st = j.status.expect("status");
+        assert_eq!(st.phase, Some(JobPhase::Succeeded));
+        assert!(
+            st.attempts.iter().all(|a| a.attempt == 1),
+            "{name}: one attempt: {:?}",
+            st.attempts
+        );
+    }
+    let all_done = back.elapsed();
+    for (member, client) in [(RESTARTED, &member_a), (OTHER, &member_b)] {
+        let pods = Api::<Pod>::all(client.clone())
+            .list(&ListParams::default().labels(MANAGED))
+            .await
+            .expect("pods");
+        for p in &pods.items {
+            let attempt = p
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ATTEMPT))
+                .cloned();
+            assert_eq!(
+                attempt.as_deref(),
+                Some("1"),
+                "{member}: pod {:?} of another attempt",
+                p.metadata.name
+            );
+        }
+    }
+    sampler.abort();
+    let (violations, samples) = seen
+        .lock()
+        .map(|s| (s.violations.clone(), s.samples))
+        .unwrap_or_default();
+    eprintln!(
+        "MEMBER_RESTARTS restarts_s={restart_secs:.1?} probe_running_after_restart_s={probe_secs:.1?} \
+         deletions_done_after_last_restart_s={:.1} all_done_after_last_restart_s={:.1} \
+         speed_lags_running_succeeded_s={lags:?} samples={samples} total_s={:.0}",
+        deletions_done.as_secs_f64(),
+        all_done.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(violations.is_empty(), "violations: {violations:#?}");
+    assert!(samples > 0, "the sampler ran");
+    for (name, (running_lag, done_lag)) in &lags {
+        assert!(
+            *running_lag <= MAX_LAG.as_secs_f64() && *done_lag <= MAX_LAG.as_secs_f64(),
+            "{name}: hub saw Running {running_lag:.2} s and Succeeded {done_lag:.2} s after its pod (max {MAX_LAG:?}): {lags:?}"
+        );
+    }
+    assert!(operator.is_running(), "operator still running");
+    operator.stop().await;
+}
