@@ -287,6 +287,27 @@ async fn a_job_fails_over_when_its_provider_is_cut_off_and_is_billed_once() {
         "first attempt billed to its last heartbeat: {:?}",
         st.attempts
     );
+    // `kubectl describe` tells the story: placed, provider lost, placed again, done.
+    let told = opsupport::events_until(&hub, &ns, "train", &["Placed", "ProviderLost", "Succeeded"]).await;
+    let placed: Vec<&String> = told
+        .iter()
+        .filter(|(_, r, _)| r == "Placed")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert!(
+        placed
+            .iter()
+            .any(|m| m.contains("attempt 1 on provider provider-a"))
+            && placed
+                .iter()
+                .any(|m| m.contains("attempt 2 on provider provider-b")),
+        "{told:?}"
+    );
+    assert!(
+        told.iter()
+            .any(|(t, r, m)| t == "Warning" && r == "ProviderLost" && m.contains("attempt 1")),
+        "{told:?}"
+    );
     operator.stop().await;
 }
 

@@ -65,6 +65,8 @@ pub struct Context {
     pub probed: std::sync::Mutex<std::collections::BTreeMap<String, (std::time::Instant, Option<i64>)>>,
     /// GPU verification state (challenges in flight, verdicts, uptime).
     pub verifier: crate::verification::Verifier,
+    /// Publishes Kubernetes Events on hub objects.
+    pub reporter: crate::report::Reporter,
     /// Bonded stake per provider, published by the Stake controller after each round;
     /// `None` while it does not run (then no `Staked` condition is computed).
     pub stakes: std::sync::RwLock<Option<StakeView>>,

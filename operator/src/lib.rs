@@ -24,6 +24,7 @@ pub mod member;
 pub mod metrics;
 pub mod placement;
 pub mod provider;
+pub mod report;
 pub mod service;
 pub mod settlement;
 pub mod stake;
@@ -86,7 +87,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let elector = Arc::new(lease::Elector::new(
         hub.clone(),
         &args.namespace,
-        identity,
+        identity.clone(),
         args.lease_duration,
     ));
     let provider_ctl = Controller::new(Api::<GpuProvider>::all(hub.clone()), provider::watch_config())
@@ -122,6 +123,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         probed: Default::default(),
         verifier: verification::Verifier::new(verify_cfg).with_metrics(metrics.clone()),
         stakes: Default::default(),
+        reporter: report::Reporter::new(hub.clone(), &identity),
     });
     let readiness = admin::Readiness::default();
     let stop = |mut rx: watch::Receiver<bool>| async move {

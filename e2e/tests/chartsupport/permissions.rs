@@ -37,6 +37,8 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("patch", "", "services", "", "team-a"),
     ("create", "", "endpoints", "", "team-a"),
     ("patch", "", "endpoints", "", "team-a"),
+    ("create", "events.k8s.io", "events", "", "team-a"),
+    ("patch", "events.k8s.io", "events", "", "team-a"),
     ("list", "gpufed.io", "stakes", "", ""),
     ("patch", "gpufed.io", "stakes", "status", ""),
     ("create", "coordination.k8s.io", "leases", "", NS),

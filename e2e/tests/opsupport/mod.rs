@@ -270,3 +270,42 @@ pub fn phase(job: &ComputeJob) -> String {
         .map(|p| format!("{p:?}"))
         .unwrap_or_default()
 }
+
+/// Waits until the hub has Events (events.k8s.io) with each of `reasons` on the
+/// ComputeJob `ns/name`, and returns all of them as (type, reason, note).
+pub async fn events_until(
+    hub: &Client,
+    ns: &str,
+    name: &str,
+    reasons: &[&str],
+) -> Vec<(String, String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(hub.clone(), ns);
+    gpufed_e2e::wait::until(
+        &format!("Events {reasons:?} on {ns}/{name}"),
+        Duration::from_secs(60),
+        || async {
+            let told: Vec<(String, String, String)> = api
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|e| {
+                    let r = e.regarding.as_ref();
+                    r.and_then(|r| r.kind.as_deref()) == Some("ComputeJob")
+                        && r.and_then(|r| r.name.as_deref()) == Some(name)
+                })
+                .map(|e| {
+                    (
+                        e.type_.unwrap_or_default(),
+                        e.reason.unwrap_or_default(),
+                        e.note.unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let all = reasons.iter().all(|want| told.iter().any(|(_, r, _)| r == want));
+            Ok(all.then_some(told))
+        },
+    )
+    .await
+    .expect("Events on the job")
+}

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub(crate) mod dispatch;
+pub mod events;
 pub mod names;
 pub(crate) mod observe;
 pub mod plan;
@@ -40,13 +41,19 @@ pub async fn write_status(ctx: &Context, job: &ComputeJob, status: &ComputeJobSt
         "metadata": {"resourceVersion": job.resource_version()},
         "status": status,
     });
-    api.patch_status(
-        &job.name_any(),
-        &PatchParams::apply(crate::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::hub("ComputeJob status", e))
+    let written = api
+        .patch_status(
+            &job.name_any(),
+            &PatchParams::apply(crate::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::hub("ComputeJob status", e))?;
+    ctx.reporter.publish(
+        kube::Resource::object_ref(job, &()),
+        events::transitions(job.status.as_ref(), status),
+    );
+    Ok(written)
 }
 
 /// The provider named `name`, by key from the store (no scan of the whole fleet).

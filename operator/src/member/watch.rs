@@ -69,7 +69,12 @@ where
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::InitDone) => ok.store(true, Ordering::SeqCst),
-                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => seen(&o),
+                // A watch that failed without a 410 resumes from its last version with no
+                // re-list (no InitDone): its first event again proves it live and gapless.
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                    ok.store(true, Ordering::SeqCst);
+                    seen(&o);
+                }
                 Ok(_) => {}
                 Err(e) => {
                     ok.store(false, Ordering::SeqCst);

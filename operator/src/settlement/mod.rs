@@ -312,6 +312,14 @@ async fn ensure_payouts(
             Ok(()) => {
                 ready.insert(ata);
             }
+            // The chain unreachable: keep the wallet. Its batch then waits on the RPC like
+            // any other (the backlog grows); removing the wallet made signing a planned batch
+            // that pays this provider fail as a configuration error, which ended the whole
+            // settlement term — and with it metering — for as long as the chain was down
+            // (found by the operator-restart-during-outage e2e test).
+            Err(e) if e.is_transient() => {
+                warn!(provider = %p, error = %e, "payout account not confirmed yet; retried next round");
+            }
             Err(e) => {
                 warn!(provider = %p, error = %e, "payout account not ready; provider's records wait");
                 accounts.payout_wallets.remove(&p);

@@ -1,0 +1,121 @@
+//! Kubernetes Events for a ComputeJob, from what changed between two of its statuses.
+//!
+//! Pure: the job's status is the record; Events are what `kubectl describe` and event
+//! exporters show of its history (placed where, lost which provider, why it waits).
+//! Every status write goes through [`super::write_status`], which publishes these for the
+//! step it wrote, so each transition is told once, by the writer that made it.
+
+use gpufed_api::common::ConditionStatus;
+use gpufed_api::conditions::{self, types};
+use gpufed_api::job_status::{AttemptOutcome, ComputeJobStatus, JobPhase};
+
+/// One Event to publish on the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// `Warning` (else `Normal`).
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: String,
+    /// What the operator did (the Event's `action`).
+    pub action: &'static str,
+    /// For humans.
+    pub message: String,
+}
+
+fn note(warning: bool, reason: &str, action: &'static str, message: String) -> Note {
+    Note {
+        warning,
+        reason: reason.to_string(),
+        action,
+        message,
+    }
+}
+
+/// Placement reasons that need someone's attention (the others mean "waiting its turn").
+const PLACEMENT_WARNINGS: [&str; 2] = ["NoProviderFits", "EscrowShortfall"];
+
+/// The Events for the step from `before` to `after`, in the order they happened.
+pub fn transitions(before: Option<&ComputeJobStatus>, after: &ComputeJobStatus) -> Vec<Note> {
+    let empty = ComputeJobStatus::default();
+    let before = before.unwrap_or(&empty);
+    let mut out = Vec::new();
+    // Attempts that ended in this step.
+    for a in after
+        .attempts
+        .iter()
+        .filter(|a| !before.attempts.iter().any(|b| b.attempt == a.attempt))
+    {
+        let (warning, reason) = match a.outcome {
+            AttemptOutcome::Succeeded => continue, // told by the phase below
+            AttemptOutcome::Failed => (true, "AttemptFailed"),
+            AttemptOutcome::ProviderLost => (true, "ProviderLost"),
+            AttemptOutcome::NodeLost => (true, "NodeLost"),
+            AttemptOutcome::Preempted => (true, "Preempted"),
+            AttemptOutcome::Stopped => (false, "AttemptStopped"),
+            AttemptOutcome::DeadlineExceeded => (true, "DeadlineExceeded"),
+        };
+        let msg = format!(
+            "attempt {} on provider {} ended after {} GPU-seconds: {}",
+            a.attempt, a.provider, a.gpu_seconds, a.message
+        );
+        out.push(note(warning, reason, "EndAttempt", msg));
+    }
+    // A new placement.
+    if let Some(p) = after.placement.as_ref()
+        && before.placement.as_ref().map(|b| b.attempt) != Some(p.attempt)
+    {
+        let nodes: Vec<&str> = p.workers.iter().map(|w| w.node.as_str()).collect();
+        let msg = format!(
+            "attempt {} on provider {}: {} GPUs at {} per GPU-hour, nodes {}",
+            p.attempt,
+            p.provider,
+            p.gpus,
+            p.price_per_gpu_hour,
+            nodes.join(", ")
+        );
+        out.push(note(false, "Placed", "Place", msg));
+    }
+    // Why it is not placed, when that changes and matters.
+    let placed = |s: &ComputeJobStatus| conditions::find(&s.conditions, types::PLACED).cloned();
+    if let Some(c) = placed(after)
+        && c.status == ConditionStatus::False
+        && PLACEMENT_WARNINGS.contains(&c.reason.as_str())
+        && placed(before).is_none_or(|b| b.status != c.status || b.reason != c.reason)
+    {
+        out.push(note(true, &c.reason, "Place", c.message));
+    }
+    // The phase.
+    if after.phase != before.phase {
+        let usage = after.usage.as_ref();
+        let used = || {
+            usage.map_or_else(String::new, |u| {
+                format!("{} GPU-seconds, cost {}", u.gpu_seconds, u.cost)
+            })
+        };
+        let ready =
+            conditions::find(&after.conditions, types::READY).map_or_else(String::new, |c| c.message.clone());
+        match after.phase {
+            Some(JobPhase::Running) => out.push(note(false, "Running", "Run", ready)),
+            Some(JobPhase::Succeeded) => out.push(note(false, "Succeeded", "Complete", used())),
+            Some(JobPhase::Failed) => {
+                out.push(note(true, "Failed", "Complete", format!("{ready} ({})", used())))
+            }
+            Some(JobPhase::Suspended) => out.push(note(false, "Suspended", "Suspend", used())),
+            _ => {}
+        }
+    }
+    // Stalled: something needs a human.
+    let stalled = |s: &ComputeJobStatus| conditions::find(&s.conditions, types::STALLED).cloned();
+    if let Some(c) = stalled(after)
+        && c.status == ConditionStatus::True
+        && c.reason != "JobFailed" // told by the phase
+        && stalled(before).is_none_or(|b| b.status != c.status || b.reason != c.reason)
+    {
+        out.push(note(true, &c.reason, "Reconcile", c.message));
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;
