@@ -84,8 +84,19 @@ async fn operator_killed_repeatedly_during_a_burst() {
         let jobs = list_jobs(&hub, &ns).await;
         let unfinished = n - succeeded(&jobs);
         let mean = (remaining(unfinished) / (kills - k + 1)).max(Duration::from_secs(1));
-        tokio::time::sleep(rng.duration(Duration::from_millis(200), 2 * mean)).await;
-        let unfinished = n - succeeded(&list_jobs(&hub, &ns).await);
+        let target = rng.duration(Duration::from_millis(200), 2 * mean);
+        // The estimate can be slow (a faster operator finished the burst before the last
+        // kill once): once only the last wave is left, kill at once, so every kill still
+        // lands inside the burst (a killed leader's Lease must run out before anything
+        // finishes again, so the kills that follow land there too).
+        let waited = Instant::now();
+        let unfinished = loop {
+            let unfinished = n - succeeded(&list_jobs(&hub, &ns).await);
+            if waited.elapsed() >= target || unfinished <= gpus {
+                break unfinished;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
         op.kill();
         unfinished_at_kill.push(unfinished);
         let down = rng.duration(Duration::ZERO, Duration::from_millis(1500));
