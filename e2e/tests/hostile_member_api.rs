@@ -22,8 +22,8 @@ use gpufed_api::{ComputeJob, Condition, ConditionStatus, GpuProvider};
 use gpufed_e2e::tcpproxy::TcpProxy;
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use opsupport::{Operator, job, job_until, phase, submit};
 
@@ -32,14 +32,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 const GRACE: Duration = Duration::from_secs(10);
 /// How long the short jobs run on the simulated nodes.
 const SHORT_RUN: u32 = 3;
-
-async fn member_pods(client: &Client, job_uid: &str) -> Vec<Pod> {
-    Api::<Pod>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={job_uid}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-}
 
 /// A one-GPU job that may run on `providers` only (any provider when empty).
 fn job_on(name: &str, providers: &[&str], run_seconds: u32) -> serde_json::Value {
@@ -385,15 +377,13 @@ async fn a_stalled_or_lying_member_api_server_hurts_only_its_own_provider() {
     .await;
     eprintln!("restore: provider-a Ready after {:?}", restored_at.elapsed());
     let direct_a = env.member_client("provider-a").await.expect("member a");
-    gpufed_e2e::wait::until("long-a attempt 1 removed from provider-a", 2 * MINUTE, || async {
-        let pods = member_pods(&direct_a, &long_a_uid).await;
-        Ok(pods
-            .iter()
-            .all(|p| p.metadata.deletion_timestamp.is_some())
-            .then_some(()))
-    })
-    .await
-    .expect("stale pods removed");
+    opsupport::pods_removed(
+        &direct_a,
+        &long_a_uid,
+        "long-a attempt 1 removed from provider-a",
+        2 * MINUTE,
+    )
+    .await;
     eprintln!("restore: stale pods removed after {:?}", restored_at.elapsed());
     job_until(&hub, &ns, "long-a", "attempt 1 marked removed", MINUTE, |j| {
         j.status

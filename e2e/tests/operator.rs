@@ -9,21 +9,13 @@ use std::time::Duration;
 
 use gpufed_api::job_status::{AttemptOutcome, JobPhase};
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{DeleteParams, ListParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::DeleteParams;
 use kube::{Api, Client};
 use opsupport::{Operator, job, job_until, phase, submit};
 use rustix::process::Signal;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-async fn member_pods(client: &Client, job_uid: &str) -> Vec<Pod> {
-    Api::<Pod>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={job_uid}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-}
 
 /// Starts `spec` and registers its members as providers with `prices`; `None` (the skip
 /// printed) against an external cluster, which has neither simulated nodes nor members
@@ -129,7 +121,7 @@ async fn jobs_land_where_they_fit_run_to_completion_and_are_cleaned_up() {
         assert_eq!(st.attempts.len(), 1, "{name}: one attempt");
         // The pods exist on the member, bound by the real scheduler to a planned node.
         let member = env.member_client(provider).await.expect("member");
-        let pods = member_pods(&member, &done.metadata.uid.clone().unwrap_or_default()).await;
+        let pods = opsupport::member_pods(&member, &done.metadata.uid.clone().unwrap_or_default()).await;
         assert_eq!(pods.len(), done.spec.workers as usize, "{name}");
         let planned: Vec<String> = st
             .placement
@@ -257,15 +249,7 @@ async fn a_job_fails_over_when_its_provider_is_cut_off_and_is_billed_once() {
     // provider-a comes back: the fenced first attempt's pods are removed.
     assert!(apiserver.signal(Signal::CONT), "thaw provider-a");
     let member_a = env.member_client("provider-a").await.expect("member a");
-    gpufed_e2e::wait::until("attempt 1 removed from provider-a", 2 * MINUTE, || async {
-        let pods = member_pods(&member_a, &uid).await;
-        Ok(pods
-            .iter()
-            .all(|p| p.metadata.deletion_timestamp.is_some())
-            .then_some(()))
-    })
-    .await
-    .expect("stale pods removed");
+    opsupport::pods_removed(&member_a, &uid, "attempt 1 removed from provider-a", 2 * MINUTE).await;
     let cleaned = job_until(&hub, &ns, "train", "attempt 1 marked removed", MINUTE, |j| {
         j.status
             .as_ref()
@@ -371,7 +355,7 @@ async fn a_standby_takes_over_from_a_killed_leader_without_duplicating_work() {
         let job = jobs.get(name).await.expect("job");
         let st = job.status.clone().expect("status");
         assert_eq!(st.attempts.len(), 1, "{name}: {:?}", st.attempts);
-        let pods = member_pods(&member, &job.metadata.uid.clone().unwrap_or_default()).await;
+        let pods = opsupport::member_pods(&member, &job.metadata.uid.clone().unwrap_or_default()).await;
         assert_eq!(pods.len(), 1, "{name}: {} pods", pods.len());
     }
     standby.stop().await;

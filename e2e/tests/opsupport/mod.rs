@@ -309,3 +309,25 @@ pub async fn events_until(
     .await
     .expect("Events on the job")
 }
+
+/// The member pods of job `job_uid` (any attempt), by the label dispatch puts on them.
+pub async fn member_pods(client: &Client, job_uid: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
+        .list(&kube::api::ListParams::default().labels(&format!("gpufed.io/job-uid={job_uid}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// Waits up to `within` until every member pod of job `job_uid` is gone or terminating.
+pub async fn pods_removed(client: &Client, job_uid: &str, what: &str, within: Duration) {
+    gpufed_e2e::wait::until(what, within, || async {
+        let pods = member_pods(client, job_uid).await;
+        Ok(pods
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(()))
+    })
+    .await
+    .expect("stale pods removed");
+}

@@ -100,7 +100,8 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
     };
     // Lost only when this process has itself failed to reach the provider: after a
     // leader change the stored heartbeat is old, but the provider may be fine.
-    if heartbeat_lost(&provider, now) && ctx.fleet.probe_failed(&p.provider).await {
+    let probe_failed = ctx.fleet.probe_failed(&p.provider).await;
+    if heartbeat_lost(&provider, now) && probe_failed {
         let last = provider
             .status
             .as_ref()
@@ -113,7 +114,7 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
     let Ok(mut link) = ctx.members.link(&provider).await else {
         return Member::Unanswered;
     };
-    if ctx.fleet.probe_failed(&p.provider).await {
+    if probe_failed {
         link = link.uncached();
     }
     let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
