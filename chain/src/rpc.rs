@@ -226,6 +226,27 @@ impl Rpc {
         Ok((!v.is_null()).then_some(v))
     }
 
+    /// [`Self::transaction`], asked again every 250 ms for up to `wait` while the node
+    /// answers null: a node serves a transaction a little after its signature status says
+    /// it is final (seen on agave 3.1 at 0.37 s slots). For callers that know it landed.
+    pub async fn transaction_when_served(
+        &self,
+        signature: &str,
+        c: Commitment,
+        wait: std::time::Duration,
+    ) -> Result<Option<Value>, ChainError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(tx) = self.transaction(signature, c).await? {
+                return Ok(Some(tx));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
     /// `getTokenAccountBalance` in base units; `None` when the account does not exist.
     pub async fn token_balance(&self, account: &Pubkey, c: Commitment) -> Result<Option<u64>, ChainError> {
         const M: &str = "getTokenAccountBalance";

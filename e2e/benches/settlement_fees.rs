@@ -49,7 +49,7 @@ async fn settle(chain: &chainsupport::Chain, recs: Vec<UsageRecord>, per_batch: 
         let sig = b.tx.signature().unwrap();
         let tx = chain
             .rpc
-            .transaction(sig, Commitment::Finalized)
+            .transaction_when_served(sig, Commitment::Finalized, Duration::from_secs(30))
             .await
             .unwrap()
             .unwrap();

@@ -16,7 +16,18 @@ use chainsupport::{Chain, init_tracing, records, sum_by};
 use gpufed_chain::Settler;
 use gpufed_chain::store::MemoryStore;
 
+/// Escrow per tenant for a 30 s outage; longer outages scale it (see [`escrow_for`]).
 const ESCROW: u64 = 10_000_000_000;
+
+/// Enough escrow that every tenant can pay for everything metered during `outage` (80
+/// one-minute 8-GPU records per wave, one wave per 2 s at most): a shortfall would hold the
+/// tenant out of batches and leave a backlog that says nothing about the outage. (A
+/// 60-minute run with the 30 s escrow owed 1.35× its balance.)
+fn escrow_for(outage: Duration) -> u64 {
+    let waves = outage.as_secs() / 2 + 10;
+    let per_tenant_wave = 40 * (8 * 60 * chainsupport::PRICE).div_ceil(3600);
+    ESCROW.max(2 * waves * per_tenant_wave)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
@@ -29,7 +40,8 @@ async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
     );
     let tenants = ["team-a", "team-b"];
     let providers = ["dc-1", "dc-2"];
-    let mut chain = Chain::start(&tenants, &providers, ESCROW).await;
+    let escrow = escrow_for(outage);
+    let mut chain = Chain::start(&tenants, &providers, escrow).await;
     let store = MemoryStore::default();
     let mut settler = Settler::open(
         chain.rpc.clone(),
@@ -114,7 +126,7 @@ async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
     for t in tenants {
         assert_eq!(
             chain.escrow_balance(t).await,
-            ESCROW - by_tenant[t],
+            escrow - by_tenant[t],
             "tenant {t} paid exactly once"
         );
     }

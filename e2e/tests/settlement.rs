@@ -70,7 +70,7 @@ async fn batches_settle_once_with_verifiable_memo_roots() {
         if !fetched.contains_key(&sig) {
             let tx = chain
                 .rpc
-                .transaction(&sig, Commitment::Finalized)
+                .transaction_when_served(&sig, Commitment::Finalized, Duration::from_secs(30))
                 .await
                 .unwrap()
                 .expect("tx on chain");

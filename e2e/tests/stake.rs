@@ -280,7 +280,7 @@ async fn stake_controller_bonds_rejects_unbonds_and_slashes_exactly_once() {
     // On chain: the slash's memo carries the evidence hash; balances moved exactly once.
     let slash_tx = chain
         .rpc
-        .transaction(&slash_sig, Commitment::Finalized)
+        .transaction_when_served(&slash_sig, Commitment::Finalized, Duration::from_secs(30))
         .await
         .unwrap()
         .expect("slash transaction finalized");
@@ -291,7 +291,7 @@ async fn stake_controller_bonds_rejects_unbonds_and_slashes_exactly_once() {
     );
     let release_tx = chain
         .rpc
-        .transaction(&release_sig, Commitment::Finalized)
+        .transaction_when_served(&release_sig, Commitment::Finalized, Duration::from_secs(30))
         .await
         .unwrap()
         .expect("release transaction finalized");

@@ -73,8 +73,10 @@ pub async fn verify(session: &Session, rpc_url: &str, operator_ns: &str, name: &
             .map_err(|e| rpc_error(rpc_url, e))?
         {
             Some(tx) => Lookup::Finalized(tx),
+            // `getTransaction` answers null for a while after a transaction is final (and
+            // between confirmation and finality): the signature status decides "known".
             None => match rpc
-                .transaction(&sig, Commitment::Confirmed)
+                .signature_status(&sig)
                 .await
                 .map_err(|e| rpc_error(rpc_url, e))?
             {

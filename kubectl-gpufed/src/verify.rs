@@ -48,8 +48,10 @@ pub struct JournalRecord {
 pub enum Lookup {
     /// The transaction at finalized commitment (`getTransaction`, jsonParsed).
     Finalized(Value),
-    /// Known at confirmed commitment but not finalized yet (a settler running at a lower
-    /// commitment settles before finality): not verifiable yet, not a failure.
+    /// Known to the node (its signature status) but not served by `getTransaction` at
+    /// finalized yet: not finalized (a settler running at a lower commitment settles
+    /// before finality), or final moments ago (the node serves it a little later): not
+    /// verifiable yet, not a failure.
     NotFinalized,
     /// Unknown to the node.
     Missing,

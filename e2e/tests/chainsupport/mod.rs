@@ -23,11 +23,25 @@ pub struct Chain {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Chain {
+    fn drop(&mut self) {
+        if std::env::var_os("GPUFED_KEEP_CHAIN_DIR").is_some() {
+            self.validator.stop();
+            let keep = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+            let _ = keep.keep();
+        }
+    }
+}
+
 impl Chain {
     /// Starts a validator and creates the token, one funded escrow per tenant and one
     /// payout wallet (with its associated token account) per provider.
     pub async fn start(tenants: &[&str], providers: &[&str], escrow_amount: u64) -> Chain {
         let dir = tempfile::tempdir().expect("tempdir");
+        if std::env::var_os("GPUFED_KEEP_CHAIN_DIR").is_some() {
+            // For a recorded run: the ledger and `validator.out` stay for reading afterwards.
+            eprintln!("chain dir (kept): {}", dir.path().display());
+        }
         let validator = Validator::start(dir.path()).await.expect("validator starts");
         let rpc = Rpc::new(&validator.rpc_url(), Duration::from_secs(10)).expect("rpc");
         let authority = Keypair::generate();

@@ -1,5 +1,6 @@
 //! `bill --verify` in `tests/cli.rs`: a settlement journal as the operator leaves it, a
-//! Solana JSON-RPC node that answers `getTransaction` from a table, and the scenario.
+//! Solana JSON-RPC node that answers `getTransaction` and `getSignatureStatuses` from a
+//! table, and the scenario.
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -224,6 +225,15 @@ fn answer(chain: &Mutex<Chain>, req: &Value) -> Value {
                 Some(tx) if chain.finalized || !finalized => tx.clone(),
                 _ => Value::Null,
             }
+        }
+        // Known signatures answer with their commitment, like a real node's status cache.
+        Some("getSignatureStatuses") => {
+            let sig = req["params"][0][0].as_str().unwrap_or_default();
+            let status = chain.txs.get(sig).map(|_| {
+                let level = if chain.finalized { "finalized" } else { "confirmed" };
+                json!({"slot": 7, "confirmations": null, "err": null, "confirmationStatus": level})
+            });
+            json!({"context": {"slot": 9}, "value": [status]})
         }
         _ => Value::Null,
     };
