@@ -125,69 +125,77 @@ async fn a_crash_at_any_step_settles_exactly_once() {
     let providers: Vec<String> = (0..points.len()).map(|i| format!("p-{i}")).collect();
     let provider_refs: Vec<&str> = providers.iter().map(String::as_str).collect();
     let chain = Chain::start(&["tenant"], &provider_refs, ESCROW).await;
+    // The five crash points run at once, each with its own journal and provider (so its
+    // payout account counts only its own settlements): each waits ~45 s for finality on
+    // this debug validator, one after another they took ~8 minutes of CI.
+    let runs = points
+        .into_iter()
+        .enumerate()
+        .map(|(i, point)| crash_once(&chain, i, point, provider_refs[i]));
+    futures::future::join_all(runs).await;
+}
 
-    for (i, point) in points.into_iter().enumerate() {
-        let p = provider_refs[i];
-        let recs = records(&format!("crash{i}"), &["tenant"], &[p], 2, 5, 1_700_000_000);
-        let expected: u64 = recs.iter().map(|r| r.amount).sum();
-        let store = MemoryStore::default();
-        let mut settler = Settler::open(
-            chain.rpc.clone(),
-            chain.authority(),
-            store.clone(),
-            chain.settler_config(),
-        )
-        .await
-        .unwrap();
-        settler.append(recs.clone()).await.unwrap();
-        let mut fired = false;
-        settler.inject_faults(move |at| {
-            let hit = at == point && !fired;
-            fired |= hit;
-            hit
-        });
-        // Run until the crash fires (the escrow must be finalized before the first batch is
-        // planned, and status polls come a few rounds later).
-        let mut crashed = false;
-        let deadline = std::time::Instant::now() + Duration::from_secs(180);
-        while std::time::Instant::now() < deadline {
-            match settler.round().await {
-                Err(ChainError::InjectedCrash(at)) => {
-                    assert_eq!(at, point);
-                    crashed = true;
-                    break;
-                }
-                Ok(r) if r.backlog == 0 => break,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                Err(e) => panic!("{e}"),
+/// One settler crashes at `point`; a new one on the same journal settles exactly once.
+async fn crash_once(chain: &Chain, i: usize, point: FaultPoint, p: &str) {
+    let recs = records(&format!("crash{i}"), &["tenant"], &[p], 2, 5, 1_700_000_000);
+    let expected: u64 = recs.iter().map(|r| r.amount).sum();
+    let store = MemoryStore::default();
+    let mut settler = Settler::open(
+        chain.rpc.clone(),
+        chain.authority(),
+        store.clone(),
+        chain.settler_config(),
+    )
+    .await
+    .unwrap();
+    settler.append(recs.clone()).await.unwrap();
+    let mut fired = false;
+    settler.inject_faults(move |at| {
+        let hit = at == point && !fired;
+        fired |= hit;
+        hit
+    });
+    // Run until the crash fires (the escrow must be finalized before the first batch is
+    // planned, and status polls come a few rounds later).
+    let mut crashed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while std::time::Instant::now() < deadline {
+        match settler.round().await {
+            Err(ChainError::InjectedCrash(at)) => {
+                assert_eq!(at, point);
+                crashed = true;
+                break;
             }
+            Ok(r) if r.backlog == 0 => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => panic!("{e}"),
         }
-        assert!(crashed, "{point:?} never reached");
-        drop(settler);
+    }
+    assert!(crashed, "{point:?} never reached");
+    drop(settler);
 
-        // A new process on the same journal resolves what was in flight.
-        let mut settler = Settler::open(
-            chain.rpc.clone(),
-            chain.authority(),
-            store,
-            chain.settler_config(),
-        )
+    // A new process on the same journal resolves what was in flight.
+    let mut settler = Settler::open(
+        chain.rpc.clone(),
+        chain.authority(),
+        store,
+        chain.settler_config(),
+    )
+    .await
+    .unwrap();
+    let report = settler
+        .drain(Duration::from_secs(180), Duration::from_millis(300))
         .await
         .unwrap();
-        let report = settler
-            .drain(Duration::from_secs(120), Duration::from_millis(300))
-            .await
-            .unwrap();
-        assert_eq!(report.backlog, 0, "{point:?}: {report:?}");
-        assert_eq!(
-            chain.payout_balance(p).await,
-            expected,
-            "{point:?}: paid exactly once"
-        );
-        assert_eq!(
-            chain.payout_transactions(p).await,
-            2, // the ATA creation + exactly one settlement
-            "{point:?}: exactly one settlement transaction on chain"
-        );
-    }
+    assert_eq!(report.backlog, 0, "{point:?}: {report:?}");
+    assert_eq!(
+        chain.payout_balance(p).await,
+        expected,
+        "{point:?}: paid exactly once"
+    );
+    assert_eq!(
+        chain.payout_transactions(p).await,
+        2, // the ATA creation + exactly one settlement
+        "{point:?}: exactly one settlement transaction on chain"
+    );
 }
