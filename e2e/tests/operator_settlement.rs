@@ -517,9 +517,11 @@ async fn verify_journal(
         .batches()
         .filter(|b| !settled_only || matches!(b.tx.phase, TxPhase::Done { .. }));
     for b in batches {
-        for id in b.records.iter().filter(|id| !skip.contains(*id)) {
-            let r = journal.record(id).unwrap();
-            let p = journal.proof(id).unwrap();
+        let wanted: Vec<&RecordId> = b.records.iter().filter(|id| !skip.contains(*id)).collect();
+        let proofs = journal.proofs(wanted.iter().copied());
+        assert_eq!(proofs.len(), wanted.len(), "batch {}: a proof per record", b.id);
+        for (id, p) in proofs {
+            let r = journal.record(&id).unwrap();
             let sig = p.signature.as_deref().unwrap();
             // Records count as settled at the operator's commitment; the proof is checked
             // against the finalized transaction, which a batch settled moments ago (the
@@ -531,7 +533,7 @@ async fn verify_journal(
             .await
             .unwrap();
             assert!(matches!(v, verify::Verdict::Verified { .. }), "{v:?}");
-            checked.insert(*id);
+            checked.insert(id);
         }
     }
     checked

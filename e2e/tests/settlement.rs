@@ -60,12 +60,14 @@ async fn batches_settle_once_with_verifiable_memo_roots() {
 
     // Every record's proof leads to the root in the memo of its finalized transaction.
     let mut fetched = std::collections::BTreeMap::new();
+    let proofs = settler.journal().proofs(recs.iter().map(|r| &r.id));
+    assert_eq!(proofs.len(), recs.len(), "every settled record has a proof");
     for r in &recs {
         assert!(matches!(
             settler.journal().status(&r.id),
             Some(RecordStatus::Settled(_))
         ));
-        let proof = settler.journal().proof(&r.id).expect("proof");
+        let proof = &proofs[&r.id];
         let sig = proof.signature.clone().expect("signature");
         if !fetched.contains_key(&sig) {
             let tx = chain

@@ -186,15 +186,19 @@ pub fn collect(journal: &Journal, uid: &str) -> Vec<JournalRecord> {
     let batched = journal.batches().flat_map(|b| b.records.iter());
     let pending = journal.pending_iter().map(|r| &r.id);
     // A failed batch keeps its ids while they are pending again: each id once.
-    let ids: BTreeSet<_> = batched.chain(pending).collect();
+    let ids: BTreeSet<_> = batched
+        .chain(pending)
+        .filter(|id| journal.record(id).is_some_and(|r| r.job.uid == uid))
+        .collect();
+    // Each batch's Merkle tree once, not once per record.
+    let mut proofs = journal.proofs(ids.iter().copied());
     let mut out: Vec<JournalRecord> = ids
         .into_iter()
         .filter_map(|id| {
-            let record = journal.record(id).filter(|r| r.job.uid == uid)?;
             Some(JournalRecord {
-                record: record.clone(),
+                record: journal.record(id)?.clone(),
                 status: journal.status(id)?,
-                proof: journal.proof(id),
+                proof: proofs.remove(id),
             })
         })
         .collect();

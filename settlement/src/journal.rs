@@ -334,7 +334,7 @@ impl Journal {
         out
     }
 
-    fn tree(&self, b: &Batch) -> Option<MerkleTree> {
+    pub(crate) fn tree(&self, b: &Batch) -> Option<MerkleTree> {
         let recs: Option<Vec<&UsageRecord>> = b.records.iter().map(|id| self.record(id)).collect();
         MerkleTree::from_records(recs?)
     }

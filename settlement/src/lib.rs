@@ -27,6 +27,7 @@ pub mod machine;
 pub mod memo;
 pub mod merkle;
 pub mod position;
+pub mod proofs;
 pub mod record;
 pub mod stake;
 pub mod txsize;
