@@ -282,7 +282,13 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     })
     .await
     .unwrap();
-    // A job started just before the outage runs and finishes while the chain is down.
+    // A job started just before the outage runs and finishes while the chain is down. A
+    // recorded run keeps the chain down `GPUFED_OPERATOR_OUTAGE_SECS` (e.g. 300, 3600) and
+    // the job runs through all but the last two minutes of it.
+    let long_outage = std::env::var("GPUFED_OPERATOR_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok());
+    let outage_job_secs = long_outage.map_or(15, |s| s.saturating_sub(120).max(15));
     submit(
         &hub,
         "team-b",
@@ -292,11 +298,12 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
             1,
             serde_json::json!({"minMemory": "20G"}),
             "3.00",
-            15,
+            outage_job_secs,
         ),
     )
     .await;
     chain.validator.stop();
+    let down_since = std::time::Instant::now();
     operator.stop().await;
     let other_mint = flags_with(
         &flags,
@@ -358,7 +365,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         "team-b",
         "outage",
         "succeeded and journaled, chain down",
-        Duration::from_secs(180),
+        Duration::from_secs(180 + u64::from(outage_job_secs)),
         |j| {
             let st = j.status.as_ref();
             let used = st.and_then(|s| s.usage.as_ref()).map_or(0, |u| u.gpu_seconds);
@@ -372,12 +379,24 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     .await;
     let b = outage.status.as_ref().unwrap().billing.clone().unwrap();
     assert_eq!(b.settled_records, 0, "nothing settles without the chain: {b:?}");
+    let attempts = &outage.status.as_ref().unwrap().attempts;
+    assert_eq!(
+        attempts.len(),
+        1,
+        "the chain's outage interrupted no job: {attempts:?}"
+    );
     assert!(!chain.validator.is_running(), "the chain was down all along");
+    if let Some(total) = long_outage {
+        let left = Duration::from_secs(total.into()).saturating_sub(down_since.elapsed());
+        tokio::time::sleep(left).await;
+    }
+    let down_for = down_since.elapsed();
     chain
         .validator
         .resume()
         .await
         .expect("validator restarts on its ledger");
+    let back = std::time::Instant::now();
     finished.push(
         job_until(
             &hub,
@@ -388,6 +407,12 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
             settled,
         )
         .await,
+    );
+    eprintln!(
+        "OPERATOR_OUTAGE chain down {down_for:.0?}; outage job ran {outage_job_secs} s with it down \
+         (1 attempt), {} records journaled, all settled {:.0?} after the validator returned",
+        b.records,
+        back.elapsed()
     );
     let replica_billing = gone_and_settled(&hub, "team-b", &replica).await;
     let deleted_billing = gone_and_settled(&hub, "team-a", &deleted).await;
