@@ -257,7 +257,17 @@ where
                 .ok()
                 .and_then(|o| serde_json::to_value(o).ok())
                 .map(|v| serde_json::to_string_pretty(&v["status"]).unwrap_or_default());
-            panic!("{name}: {e}; last status: {}", last.unwrap_or_default());
+            // Tests that capture the operator's tracing show its last words on this object.
+            let logs = crate::common::captured_logs();
+            let lines: Vec<&str> = logs
+                .lines()
+                .filter(|l| l.contains(name) || l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            panic!(
+                "{name}: {e}; last status: {}\noperator log ({name}, warnings):\n{tail}",
+                last.unwrap_or_default()
+            );
         }
     }
 }
