@@ -584,11 +584,25 @@ async fn gone_and_settled(
     let uid = job.metadata.uid.clone().unwrap();
     let used_before = job.status.as_ref().unwrap().usage.as_ref().unwrap().gpu_seconds;
     let api: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
-    gpufed_e2e::wait::until(&format!("{name} gone"), Duration::from_secs(120), || async {
+    let gone = gpufed_e2e::wait::until(&format!("{name} gone"), Duration::from_secs(120), || async {
         Ok(api.get_opt(&name).await?.is_none().then_some(()))
     })
-    .await
-    .unwrap();
+    .await;
+    if let Err(e) = gone {
+        // Flaked once (2026-12-01): show what the operator said about it.
+        let left = api.get_opt(&name).await.ok().flatten();
+        let logs = common::captured_logs();
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(&name) || l.contains("WARN") || l.contains("service"))
+            .collect();
+        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+        panic!(
+            "{e}: {}\n{tail}",
+            serde_json::to_string_pretty(&left.map(|j| (j.spec.suspend, j.metadata.finalizers, j.status)))
+                .unwrap_or_default()
+        );
+    }
     // After the validator's outage a batch in flight at the stop is re-signed only once
     // its blockhash expired on the restarted chain (~150 blocks), hence the long wait.
     let billing = gpufed_e2e::wait::until(&format!("{name} settled"), Duration::from_secs(300), || async {
