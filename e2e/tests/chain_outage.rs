@@ -13,7 +13,6 @@ mod chainsupport;
 use std::time::{Duration, Instant};
 
 use chainsupport::{Chain, init_tracing, records, sum_by};
-use gpufed_chain::Settler;
 use gpufed_chain::store::MemoryStore;
 
 /// Escrow per tenant for a 30 s outage; longer outages scale it (see [`escrow_for`]).
@@ -43,14 +42,7 @@ async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
     let escrow = escrow_for(outage);
     let mut chain = Chain::start(&tenants, &providers, escrow).await;
     let store = MemoryStore::default();
-    let mut settler = Settler::open(
-        chain.rpc.clone(),
-        chain.authority(),
-        store.clone(),
-        chain.settler_config(),
-    )
-    .await
-    .unwrap();
+    let mut settler = chain.settler(store.clone()).await;
 
     // Before the outage: one batch signed and broadcast, not yet final.
     let mut all = records("before", &tenants, &providers, 5, 10, 1_700_000_000);
@@ -92,14 +84,7 @@ async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
 
     // The process restarts during the outage too (journal survives in the store).
     drop(settler);
-    let mut settler = Settler::open(
-        chain.rpc.clone(),
-        chain.authority(),
-        store,
-        chain.settler_config(),
-    )
-    .await
-    .unwrap();
+    let mut settler = chain.settler(store).await;
     assert_eq!(settler.journal().backlog_records(), all.len());
 
     chain

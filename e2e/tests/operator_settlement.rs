@@ -347,12 +347,10 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         .await;
         if gone.is_err() {
             let left = api.get_opt(&name).await.ok().flatten();
-            let logs = common::captured_logs();
-            let tail: Vec<&str> = logs
-                .lines()
-                .filter(|l| l.contains("settlement") || l.contains(&name) || l.contains("WARN"))
-                .collect();
-            let tail = tail[tail.len().saturating_sub(80)..].join("\n");
+            let tail = common::log_tail(
+                |l| l.contains("settlement") || l.contains(&name) || l.contains("WARN"),
+                80,
+            );
             panic!(
                 "{name} not gone with the chain down: {}\n{tail}",
                 serde_json::to_string_pretty(&left.map(|j| (j.metadata.finalizers, j.status))).unwrap()
@@ -591,12 +589,10 @@ async fn gone_and_settled(
     if let Err(e) = gone {
         // Flaked once (2026-12-01): show what the operator said about it.
         let left = api.get_opt(&name).await.ok().flatten();
-        let logs = common::captured_logs();
-        let lines: Vec<&str> = logs
-            .lines()
-            .filter(|l| l.contains(&name) || l.contains("WARN") || l.contains("service"))
-            .collect();
-        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+        let tail = common::log_tail(
+            |l| l.contains(&name) || l.contains("WARN") || l.contains("service"),
+            80,
+        );
         panic!(
             "{e}: {}\n{tail}",
             serde_json::to_string_pretty(&left.map(|j| (j.spec.suspend, j.metadata.finalizers, j.status)))

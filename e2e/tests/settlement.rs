@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chainsupport::{Chain, init_tracing, records, sum_by};
 use gpufed_chain::store::MemoryStore;
-use gpufed_chain::{ChainError, FaultPoint, Settler, verify};
+use gpufed_chain::{ChainError, FaultPoint, verify};
 use gpufed_settlement::{Commitment, RecordStatus};
 
 const ESCROW: u64 = 10_000_000_000; // 10,000 tokens
@@ -24,14 +24,7 @@ async fn batches_settle_once_with_verifiable_memo_roots() {
     assert_eq!(recs.len(), 3000);
 
     let store = MemoryStore::default();
-    let mut settler = Settler::open(
-        chain.rpc.clone(),
-        chain.authority(),
-        store,
-        chain.settler_config(),
-    )
-    .await
-    .unwrap();
+    let mut settler = chain.settler(store).await;
     assert_eq!(settler.append(recs.clone()).await.unwrap(), 3000);
     // Appending again (a re-metered interval after a restart) is a no-op.
     assert_eq!(settler.append(recs.clone()).await.unwrap(), 0);
@@ -142,14 +135,7 @@ async fn crash_once(chain: &Chain, i: usize, point: FaultPoint, p: &str) {
     let recs = records(&format!("crash{i}"), &["tenant"], &[p], 2, 5, 1_700_000_000);
     let expected: u64 = recs.iter().map(|r| r.amount).sum();
     let store = MemoryStore::default();
-    let mut settler = Settler::open(
-        chain.rpc.clone(),
-        chain.authority(),
-        store.clone(),
-        chain.settler_config(),
-    )
-    .await
-    .unwrap();
+    let mut settler = chain.settler(store.clone()).await;
     settler.append(recs.clone()).await.unwrap();
     let mut fired = false;
     settler.inject_faults(move |at| {
@@ -177,14 +163,7 @@ async fn crash_once(chain: &Chain, i: usize, point: FaultPoint, p: &str) {
     drop(settler);
 
     // A new process on the same journal resolves what was in flight.
-    let mut settler = Settler::open(
-        chain.rpc.clone(),
-        chain.authority(),
-        store,
-        chain.settler_config(),
-    )
-    .await
-    .unwrap();
+    let mut settler = chain.settler(store).await;
     let report = settler
         .drain(Duration::from_secs(180), Duration::from_millis(300))
         .await

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gpufed_chain::{Keypair, Pubkey, Rpc, SettlementAccounts, SettlerConfig, setup};
+use gpufed_chain::store::MemoryStore;
+use gpufed_chain::{Keypair, Pubkey, Rpc, SettlementAccounts, Settler, SettlerConfig, setup};
 use gpufed_e2e::Validator;
 use gpufed_settlement::{AttemptMeter, Commitment, JobRef, MachineConfig, UsageRecord};
 
@@ -123,6 +124,13 @@ impl Chain {
             },
             accounts: self.accounts.clone(),
         }
+    }
+
+    /// A settler on `store` with [`Self::settler_config`] (a "process" of the tests).
+    pub async fn settler(&self, store: MemoryStore) -> Settler<MemoryStore> {
+        Settler::open(self.rpc.clone(), self.authority(), store, self.settler_config())
+            .await
+            .expect("settler opens")
     }
 
     /// A copy of the authority keypair (the settler owns its own).

@@ -106,6 +106,13 @@ pub fn captured_logs() -> String {
         .unwrap_or_default()
 }
 
+/// The last `n` captured log lines that `keep` selects, for a timeout's panic message.
+pub fn log_tail(keep: impl Fn(&str) -> bool, n: usize) -> String {
+    let logs = captured_logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| keep(l)).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The secret material in a kubeconfig: bearer tokens and client keys (base64 and the
 /// PEM body lines), each as `(what, needle)`.
 pub fn kubeconfig_secrets(path: &std::path::Path) -> Vec<(String, String)> {

@@ -258,12 +258,10 @@ where
                 .and_then(|o| serde_json::to_value(o).ok())
                 .map(|v| serde_json::to_string_pretty(&v["status"]).unwrap_or_default());
             // Tests that capture the operator's tracing show its last words on this object.
-            let logs = crate::common::captured_logs();
-            let lines: Vec<&str> = logs
-                .lines()
-                .filter(|l| l.contains(name) || l.contains("WARN") || l.contains("ERROR"))
-                .collect();
-            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            let tail = crate::common::log_tail(
+                |l| l.contains(name) || l.contains("WARN") || l.contains("ERROR"),
+                60,
+            );
             panic!(
                 "{name}: {e}; last status: {}\noperator log ({name}, warnings):\n{tail}",
                 last.unwrap_or_default()
