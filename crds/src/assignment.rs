@@ -101,6 +101,10 @@ pub struct AssignedPod {
     /// Whether that node is Ready (false also when the node is gone).
     #[serde(default)]
     pub node_ready: bool,
+    /// When the pod's containers started running (Unix seconds, the earliest), for
+    /// metering: billing starts when every worker runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
     /// When the last container finished (Unix seconds), for metering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,

@@ -589,14 +589,29 @@ async fn gone_and_settled(
     if let Err(e) = gone {
         // Flaked once (2026-12-01): show what the operator said about it.
         let left = api.get_opt(&name).await.ok().flatten();
+        let services: Api<gpufed_api::ComputeService> = Api::namespaced(hub.clone(), ns);
+        let owner = services.list(&Default::default()).await.ok().map(|l| {
+            l.items
+                .into_iter()
+                .map(|s| (s.name_any(), s.metadata.finalizers, s.status))
+                .collect::<Vec<_>>()
+        });
         let tail = common::log_tail(
             |l| l.contains(&name) || l.contains("WARN") || l.contains("service"),
-            80,
+            120,
         );
         panic!(
-            "{e}: {}\n{tail}",
-            serde_json::to_string_pretty(&left.map(|j| (j.spec.suspend, j.metadata.finalizers, j.status)))
-                .unwrap_or_default()
+            "{e}: {}\nservices: {}\n{tail}",
+            serde_json::to_string_pretty(&left.map(|j| {
+                (
+                    j.spec.suspend,
+                    j.metadata.deletion_timestamp,
+                    j.metadata.finalizers,
+                    j.status,
+                )
+            }))
+            .unwrap_or_default(),
+            serde_json::to_string_pretty(&owner).unwrap_or_default()
         );
     }
     // After the validator's outage a batch in flight at the stop is re-signed only once

@@ -181,6 +181,7 @@ proptest! {
                     phase,
                     node_name: node,
                     node_ready,
+                    started_at: finished.map(|f| f.saturating_sub(1)),
                     finished_at: finished,
                     ready,
                     host_ip: None,

@@ -109,7 +109,9 @@ pub fn captured_logs() -> String {
 /// The last `n` captured log lines that `keep` selects, for a timeout's panic message.
 pub fn log_tail(keep: impl Fn(&str) -> bool, n: usize) -> String {
     let logs = captured_logs();
-    let lines: Vec<&str> = logs.lines().filter(|l| keep(l)).collect();
+    // The tests' own API calls share the captured log; only the operator's are wanted.
+    let ours = |l: &str| !l.contains("kube_client::client::builder") || l.contains("reconcil");
+    let lines: Vec<&str> = logs.lines().filter(|l| ours(l) && keep(l)).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 

@@ -105,13 +105,23 @@ pub fn pod_view(pod: &Pod, ready_nodes: &ReadyNodes) -> Option<PodView> {
         Some("Failed") => PodPhase::Failed,
         _ => PodPhase::Pending,
     };
-    let finished = status
+    let containers = status
         .and_then(|s| s.container_statuses.as_ref())
         .into_iter()
-        .flatten()
+        .flatten();
+    let finished = containers
+        .clone()
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
         .map(|t| t.0.as_second())
         .max();
+    let started = containers
+        .filter_map(|c| {
+            let state = c.state.as_ref()?;
+            let running = state.running.as_ref().and_then(|r| r.started_at.as_ref());
+            running.or_else(|| state.terminated.as_ref()?.started_at.as_ref())
+        })
+        .map(|t| t.0.as_second())
+        .min();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     let external = node.as_ref().and_then(|n| ready_nodes.get(n).cloned().flatten());
     let node_lost = node.is_some_and(|n| !ready_nodes.contains_key(&n));
@@ -121,6 +131,7 @@ pub fn pod_view(pod: &Pod, ready_nodes: &ReadyNodes) -> Option<PodView> {
     Some(PodView {
         rank,
         phase,
+        started,
         finished,
         node_lost,
         ready,

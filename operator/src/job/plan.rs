@@ -28,6 +28,8 @@ pub struct PodView {
     pub rank: u32,
     /// Phase.
     pub phase: PodPhase,
+    /// When the pod's containers started running (Unix seconds, the earliest), if known.
+    pub started: Option<i64>,
     /// When the pod finished (Unix seconds), if it has.
     pub finished: Option<i64>,
     /// Its node is gone or NotReady.
@@ -123,6 +125,17 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     }
     conditions::remove(&mut st.conditions, types::STALLED);
 
+    // Billing starts when the whole gang runs, by its kubelets' clocks: an operator that
+    // was away while the attempt started, or that first looks after it ended, still bills
+    // it from then — not from when it happened to look (or not at all).
+    if let (Some(p), Member::Pods(pods)) = (st.placement.as_mut(), member)
+        && p.running_time.is_none()
+        && let Some(t) = gang_started(job, p, pods, now)
+    {
+        p.running_time = Some(crate::time::format(t));
+        st.start_time.get_or_insert_with(|| crate::time::format(t));
+    }
+
     // Ending the live attempt, if something ended it.
     let ended = match (&st.placement, member) {
         (Some(_), Member::ProviderLost { last_heartbeat }) => Some((
@@ -203,12 +216,6 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
             out.dispatch = pods.len() < job.spec.workers as usize;
             let provider = p.provider.clone();
             if running {
-                if p.running_time.is_none() {
-                    if let Some(pl) = st.placement.as_mut() {
-                        pl.running_time = Some(now_text.clone());
-                    }
-                    st.start_time.get_or_insert(now_text.clone());
-                }
                 st.phase = Some(JobPhase::Running);
                 conditions::set(
                     &mut st.conditions,
@@ -241,37 +248,6 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     }
     st.usage = Some(usage(st, Some(now)));
     out
-}
-
-/// How the live attempt ended, if it did: all succeeded, one failed, or a node lost.
-fn attempt_outcome(job: &ComputeJob, pods: &[PodView], now: i64) -> Option<(AttemptOutcome, i64, String)> {
-    let last_end = pods.iter().filter_map(|p| p.finished).max().unwrap_or(now);
-    if let Some(p) = pods
-        .iter()
-        .find(|p| p.node_lost && p.phase != PodPhase::Succeeded)
-    {
-        return Some((
-            AttemptOutcome::NodeLost,
-            now,
-            format!("node of worker {} lost", p.rank),
-        ));
-    }
-    if let Some(p) = pods.iter().find(|p| p.phase == PodPhase::Failed) {
-        return Some((
-            AttemptOutcome::Failed,
-            p.finished.unwrap_or(now),
-            format!("worker {} failed", p.rank),
-        ));
-    }
-    let all_done =
-        pods.len() == job.spec.workers as usize && pods.iter().all(|p| p.phase == PodPhase::Succeeded);
-    all_done.then(|| {
-        (
-            AttemptOutcome::Succeeded,
-            last_end,
-            "all workers succeeded".to_owned(),
-        )
-    })
 }
 
 fn end_attempt(
@@ -371,6 +347,9 @@ fn end_attempt(
         conditions::remove(&mut st.conditions, types::RECONCILING);
     }
 }
+
+mod attempt;
+use attempt::{attempt_outcome, gang_started};
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ fn pod(ready: bool, phase: PodPhase) -> PodView {
     PodView {
         rank: 0,
         phase,
+        started: None,
         finished: None,
         node_lost: false,
         ready,

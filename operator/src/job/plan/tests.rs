@@ -47,6 +47,7 @@ fn pods(phases: &[PodPhase]) -> Member {
             .map(|(i, p)| PodView {
                 rank: i as u32,
                 phase: *p,
+                started: None,
                 finished: Some(T0 + 500).filter(|_| *p == PodPhase::Succeeded),
                 node_lost: false,
                 ready: *p == PodPhase::Running,
@@ -345,3 +346,5 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
     assert_eq!(p.status.attempts[0].gpu_seconds, 200, "2 GPUs × 100 s");
     assert!(!p.wants_placement, "a deleted job is not placed again");
 }
+
+mod started;

@@ -73,7 +73,9 @@ fn pod(name: &str, rank: u32, phase: &str, node: Option<&str>) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": {names::LABEL_RANK: rank.to_string()}},
         "spec": {"containers": [], "nodeName": node},
-        "status": {"phase": phase},
+        "status": {"phase": phase, "containerStatuses": (phase == "Running").then(|| serde_json::json!([
+            {"name": "main", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+             "state": {"running": {"startedAt": "2026-12-01T10:00:00Z"}}}]))},
     }))
     .unwrap()
 }
@@ -101,6 +103,9 @@ fn reported_pods_read_back_as_the_push_mode_view() {
     assert_eq!(lost, vec!["n2".to_owned()]);
     // A served port is reached at the node's ExternalIP when it has one.
     assert_eq!(views[0].host_ip.as_deref(), Some("203.0.113.7"));
+    // Billing starts from the kubelet's start of the containers, whichever side reported it.
+    assert_eq!(views[0].started, Some(1_796_119_200));
+    assert_eq!(views[2].started, None);
 }
 
 #[test]
