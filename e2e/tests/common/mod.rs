@@ -112,7 +112,16 @@ pub fn log_tail(keep: impl Fn(&str) -> bool, n: usize) -> String {
     // The tests' own API calls share the captured log; only the operator's are wanted.
     let ours = |l: &str| !l.contains("kube_client::client::builder") || l.contains("reconcil");
     let lines: Vec<&str> = logs.lines().filter(|l| ours(l) && keep(l)).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+    // All of it, for what the filter did not foresee (kept after the run).
+    if logs.is_empty() {
+        return tail;
+    }
+    let path = std::env::temp_dir().join(format!("gpufed-e2e-captured-{}.log", std::process::id()));
+    match std::fs::write(&path, logs.as_bytes()) {
+        Ok(()) => format!("{tail}\n(every captured line: {})", path.display()),
+        Err(_) => tail,
+    }
 }
 
 /// The secret material in a kubeconfig: bearer tokens and client keys (base64 and the
