@@ -117,6 +117,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     .collect();
     let operator = Operator::start_with(hub.clone(), "op-1", &flags);
     opsupport::providers_ready(&hub, 2).await;
+    readyz(admin, "op-1").await;
 
     let jobs = [
         // Long enough for live slices (lag 20 s, slice 5 s) before the final record.
@@ -336,6 +337,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     // runs without the chain and both stopped jobs go while the validator is still down.
     operator.stop().await;
     let operator = Operator::start_with(hub.clone(), "op-3", &flags);
+    readyz(admin, "op-3 (restarted)").await;
     for (ns, j) in [("team-a", &deleted)] {
         let api: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
         let name = j.name_any();
@@ -690,14 +692,29 @@ async fn gone_and_settled(
 }
 
 async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin server");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
+    let body = admin_get(addr, "/metrics").await.expect("admin server");
     assert!(body.contains("gpufed_build_info"), "{body}");
     body
+}
+
+/// The admin server's whole HTTP response to `GET path`.
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+/// Waits for `/readyz` to answer 200 (its caches listed). It never did before
+/// 2026-12-02: several tasks waited on one kube-runtime store gate that wakes only one.
+async fn readyz(addr: std::net::SocketAddr, who: &str) {
+    let ready = gpufed_e2e::wait::until(&format!("{who} /readyz"), Duration::from_secs(60), || async {
+        let r = admin_get(addr, "/readyz").await.unwrap_or_default();
+        Ok(r.starts_with("HTTP/1.1 200").then_some(()))
+    })
+    .await;
+    ready.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -35,8 +35,13 @@ pub struct Context {
     pub fleet: Fleet,
     /// Providers as the hub stores them.
     pub providers: Store<GpuProvider>,
+    /// Whether `providers` holds its first complete listing (wait on this, never on the
+    /// store: see [`crate::synced`]).
+    pub providers_synced: crate::synced::Synced,
     /// Jobs as the hub stores them.
     pub jobs: Store<ComputeJob>,
+    /// Whether `jobs` holds its first complete listing.
+    pub jobs_synced: crate::synced::Synced,
     /// Leadership.
     pub leadership: Leadership,
     /// Metrics.

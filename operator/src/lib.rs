@@ -28,6 +28,7 @@ pub mod report;
 pub mod service;
 pub mod settlement;
 pub mod stake;
+pub mod synced;
 pub mod telemetry;
 pub mod time;
 pub mod verification;
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gpufed_api::{ComputeJob, GpuProvider};
 use kube::api::ListParams;
-use kube::runtime::Controller;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
@@ -90,11 +90,13 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         identity.clone(),
         args.lease_duration,
     ));
-    let provider_ctl = Controller::new(Api::<GpuProvider>::all(hub.clone()), provider::watch_config())
-        .trigger_backoff(backoff::WatchBackoff::default());
+    let (provider_ctl, providers_synced) =
+        synced::controller(Api::<GpuProvider>::all(hub.clone()), provider::watch_config());
+    let provider_ctl = provider_ctl.trigger_backoff(backoff::WatchBackoff::default());
     // Member pods' changes (from the push members' watches) wake their jobs at once.
     let (pod_changes, changed_jobs) = futures::channel::mpsc::unbounded();
-    let job_ctl = Controller::new(Api::<ComputeJob>::all(hub.clone()), job::watch_config())
+    let (job_ctl, jobs_synced) = synced::controller(Api::<ComputeJob>::all(hub.clone()), job::watch_config());
+    let job_ctl = job_ctl
         .trigger_backoff(backoff::WatchBackoff::default())
         .reconcile_on(changed_jobs);
     let service_ctl = service::controller(&hub);
@@ -107,7 +109,9 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             .with_job_trigger(pod_changes),
         fleet: fleet::Fleet::default(),
         providers: provider_ctl.store(),
+        providers_synced,
         jobs: job_ctl.store(),
+        jobs_synced,
         leadership: elector.leadership(),
         metrics: metrics.clone(),
         backoff: backoff::Backoff::default(),
@@ -138,7 +142,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let ready = {
         let (ctx, readiness) = (ctx.clone(), readiness.clone());
         tokio::spawn(async move {
-            if ctx.providers.wait_until_ready().await.is_ok() && ctx.jobs.wait_until_ready().await.is_ok() {
+            if ctx.providers_synced.wait().await.is_ok() && ctx.jobs_synced.wait().await.is_ok() {
                 readiness.set_ready();
                 tracing::info!("caches synced: ready");
             }

@@ -335,7 +335,7 @@ pub async fn reconcile(job: Arc<ComputeJob>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     // A provider missing from a store that has not synced yet is not a lost provider.
-    if ctx.providers.wait_until_ready().await.is_err() {
+    if ctx.providers_synced.wait().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     crate::context::finalized(

@@ -204,7 +204,7 @@ pub async fn reconcile(svc: Arc<ComputeService>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     // A replica missing from a store that has not synced yet is not a missing replica.
-    if ctx.jobs.wait_until_ready().await.is_err() {
+    if ctx.jobs_synced.wait().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     crate::context::finalized(
