@@ -8,6 +8,9 @@ use gpufed_api::job::ProviderLossAction;
 use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase, Usage};
 use gpufed_api::{ComputeJob, check};
 
+mod attempt;
+use attempt::{attempt_outcome, gang_started};
+
 /// What a worker pod of the live attempt is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodPhase {
@@ -347,9 +350,6 @@ fn end_attempt(
         conditions::remove(&mut st.conditions, types::RECONCILING);
     }
 }
-
-mod attempt;
-use attempt::{attempt_outcome, gang_started};
 
 #[cfg(test)]
 mod tests;
