@@ -27,8 +27,24 @@ pub struct Cluster {
     ports: ClusterPorts,
     pki: ClusterPki,
     pub(crate) procs: Vec<ManagedProcess>,
-    /// How kube-apiserver was started (program, arguments, log), to restart it alike.
-    apiserver_cmd: (PathBuf, Vec<String>, PathBuf),
+    /// How each component was started, to start it again alike: kube-apiserver first,
+    /// then (once started) kube-scheduler and kube-controller-manager.
+    launches: Vec<Launch>,
+}
+
+/// How one control-plane component is started.
+#[derive(Debug, Clone)]
+struct Launch {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Launch {
+    fn spawn(&self) -> Result<ManagedProcess> {
+        ManagedProcess::spawn_tied(&self.name, &self.program, &self.args, &self.log)
+    }
 }
 
 fn arg(flag: &str, value: impl std::fmt::Display) -> String {
@@ -106,37 +122,48 @@ impl Cluster {
             ports: ClusterPorts { apiserver: port },
             pki,
             procs: Vec::new(),
-            apiserver_cmd: (
-                bins.apiserver.clone(),
-                apiserver_args,
-                logs.join("kube-apiserver.log"),
-            ),
+            launches: Vec::new(),
         };
-        cluster.procs.push(cluster.spawn_apiserver()?);
+        cluster.launch(Launch {
+            name: format!("{name}/kube-apiserver"),
+            program: bins.apiserver.clone(),
+            args: apiserver_args,
+            log: logs.join("kube-apiserver.log"),
+        })?;
         Ok(cluster)
     }
 
-    fn spawn_apiserver(&self) -> Result<ManagedProcess> {
-        let (program, args, log) = &self.apiserver_cmd;
-        ManagedProcess::spawn_tied(&format!("{}/kube-apiserver", self.name), program, args, log)
+    fn launch(&mut self, launch: Launch) -> Result<()> {
+        self.procs.push(launch.spawn()?);
+        self.launches.push(launch);
+        Ok(())
     }
 
     /// Stops kube-apiserver (SIGTERM, as an upgrade or a crash-restart would), keeps it
     /// down for `down_for`, starts it again with the same flags and waits until it is
-    /// ready. Every client's watches break; the scheduler and controller-manager ride it out.
+    /// ready. Every client's watches break. The scheduler and controller-manager ride it
+    /// out once running; one still starting up exits (1.20's controller-manager dies with
+    /// `F… client_builder_dynamic` when it cannot create its controllers' service accounts),
+    /// and is started again once the API server is back, as the kubelet restarts a crashed
+    /// static pod.
     pub async fn restart_apiserver(&mut self, down_for: Duration) -> Result<()> {
-        if let Some(i) = self
-            .procs
-            .iter()
-            .position(|p| p.record().name.ends_with("/kube-apiserver"))
-        {
-            let mut old = self.procs.remove(i);
-            old.stop(Duration::from_secs(20));
+        // procs[i] was started from launches[i]; kube-apiserver is the first.
+        if self.procs.len() != self.launches.len() {
+            return Err(Error::ShutDown {
+                name: self.name.clone(),
+            });
         }
+        self.procs[0].stop(Duration::from_secs(20));
         tokio::time::sleep(down_for).await;
-        let fresh = self.spawn_apiserver()?;
-        self.procs.insert(0, fresh);
-        self.wait_ready(Duration::from_secs(90)).await
+        self.procs[0] = self.launches[0].spawn()?;
+        self.wait_apiserver_ready(Duration::from_secs(90)).await?;
+        for (proc, launch) in self.procs.iter_mut().zip(&self.launches).skip(1) {
+            if let Err(exited) = proc.check_running() {
+                tracing::warn!(%exited, "restarting a control-plane component");
+                *proc = launch.spawn()?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts kube-scheduler and kube-controller-manager. Call after [`Cluster::wait_ready`]:
@@ -147,6 +174,7 @@ impl Cluster {
         let logs = self.log_dir();
         let sched_kc = self.dir.join("scheduler.kubeconfig");
         let cm_kc = self.dir.join("controller-manager.kubeconfig");
+        let name = self.name.clone();
         let scheduler_args = vec![
             arg("kubeconfig", p(&sched_kc)),
             arg("leader-elect", "false"),
@@ -156,12 +184,12 @@ impl Cluster {
             arg("kube-api-burst", 1000),
             arg("v", 1),
         ];
-        self.procs.push(ManagedProcess::spawn_tied(
-            &format!("{}/kube-scheduler", self.name),
-            &bins.scheduler,
-            &scheduler_args,
-            &logs.join("kube-scheduler.log"),
-        )?);
+        self.launch(Launch {
+            name: format!("{name}/kube-scheduler"),
+            program: bins.scheduler.clone(),
+            args: scheduler_args,
+            log: logs.join("kube-scheduler.log"),
+        })?;
         let cm_args = vec![
             arg("kubeconfig", p(&cm_kc)),
             arg("leader-elect", "false"),
@@ -176,22 +204,34 @@ impl Cluster {
             arg("kube-api-burst", 400),
             arg("v", 1),
         ];
-        self.procs.push(ManagedProcess::spawn_tied(
-            &format!("{}/kube-controller-manager", self.name),
-            &bins.controller_manager,
-            &cm_args,
-            &logs.join("kube-controller-manager.log"),
-        )?);
-        Ok(())
+        self.launch(Launch {
+            name: format!("{name}/kube-controller-manager"),
+            program: bins.controller_manager.clone(),
+            args: cm_args,
+            log: logs.join("kube-controller-manager.log"),
+        })
     }
 
     /// Waits until `/readyz` answers `ok` (and no component has exited).
     pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        for p in &mut self.procs {
+            p.check_running()?;
+        }
+        self.wait_apiserver_ready(timeout).await
+    }
+
+    /// Waits until `/readyz` answers `ok` (and kube-apiserver has not exited).
+    async fn wait_apiserver_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let client = self.client().await?;
         loop {
-            for p in &mut self.procs {
-                p.check_running()?;
+            match self.procs.first_mut() {
+                Some(apiserver) => apiserver.check_running()?,
+                None => {
+                    return Err(Error::ShutDown {
+                        name: self.name.clone(),
+                    });
+                }
             }
             let req = http::Request::get("/readyz").body(Vec::new());
             if let Ok(req) = req

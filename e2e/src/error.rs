@@ -42,6 +42,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A cluster was asked to act after its processes were stopped and released.
+    #[error("cluster {name} has been shut down")]
+    ShutDown {
+        /// The cluster name.
+        name: String,
+    },
     /// A component exited before it became ready.
     #[error("{name} exited early ({status}); log: {log}")]
     ExitedEarly {

@@ -122,3 +122,83 @@ async fn no_process_outlives_the_federation() {
         run_dir.display()
     );
 }
+
+/// A scheduler or controller-manager that dies (1.20's controller-manager exits when the
+/// API server goes away while it is still creating its controllers' service accounts) is
+/// started again once the API server is back, as the kubelet restarts a static pod — and
+/// both work afterwards: a Deployment gets its ReplicaSet and Pod, and the Pod is bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_control_plane_components_are_restarted_with_the_api_server() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("revive").member("provider-a", vec![GpuPool::rtx4090("r", 1)]);
+    let mut fed = gpufed_e2e::Federation::start(spec).await.expect("federation");
+    let cluster = fed.cluster_mut("provider-a").expect("member");
+    let before = cluster.processes();
+    let controllers: Vec<_> = before
+        .iter()
+        .filter(|r| !r.name.ends_with("/kube-apiserver"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        controllers.len(),
+        2,
+        "scheduler and controller-manager: {before:?}"
+    );
+    for r in &controllers {
+        assert!(r.signal(rustix::process::Signal::KILL), "killing {}", r.name);
+    }
+    gpufed_e2e::wait::until("both killed", Duration::from_secs(10), || async {
+        Ok(controllers.iter().all(|r| !r.is_alive()).then_some(()))
+    })
+    .await
+    .expect("killed");
+    cluster
+        .restart_apiserver(Duration::from_secs(2))
+        .await
+        .expect("restart with two exited components");
+    let after = cluster.processes();
+    assert_eq!(after.len(), before.len());
+    for r in &after {
+        assert!(r.is_alive(), "{} is running again", r.name);
+        assert!(!before.contains(r), "{} is a new process", r.name);
+    }
+
+    let client = cluster.client().await.expect("member client");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "revived"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "revived"}},
+            "template": {
+                "metadata": {"labels": {"app": "revived"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+            }
+        }
+    }))
+    .expect("Deployment");
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create Deployment");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let bound = gpufed_e2e::wait::until(
+        "the Deployment's Pod created (controller-manager) and bound (scheduler)",
+        Duration::from_secs(60),
+        || async {
+            let list = pods.list(&ListParams::default().labels("app=revived")).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .find_map(|p| p.spec.and_then(|s| s.node_name)))
+        },
+    )
+    .await
+    .expect("the restarted controllers work");
+    assert!(!bound.is_empty());
+}
