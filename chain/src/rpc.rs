@@ -186,8 +186,13 @@ impl Rpc {
         Self::decode("sendTransaction", v.as_str().map(str::to_string), "signature")
     }
 
-    /// `getSignatureStatuses` with `searchTransactionHistory`; `None` = unknown.
-    pub async fn signature_status(&self, signature: &str) -> Result<Option<SignatureStatus>, ChainError> {
+    /// `getSignatureStatuses` with `searchTransactionHistory`, as the node reports it;
+    /// `None` = unknown. A "finalized" here can be stale (see [`crate::finality`]): callers
+    /// use [`Self::signature_status`], which checks it against the block.
+    pub(crate) async fn reported_signature_status(
+        &self,
+        signature: &str,
+    ) -> Result<Option<SignatureStatus>, ChainError> {
         const M: &str = "getSignatureStatuses";
         let v = self
             .call(M, json!([[signature], {"searchTransactionHistory": true}]))
@@ -289,12 +294,13 @@ impl Rpc {
         Self::decode("getBalance", v["value"].as_u64(), "value")
     }
 
-    /// `getSignaturesForAddress` (newest first, up to 1000): (signature, succeeded).
-    pub async fn signatures_for_address(
+    /// `getSignaturesForAddress` (newest first, up to 1000) as the node reports it:
+    /// (signature, succeeded, slot). Callers use [`Self::signatures_for_address`].
+    pub(crate) async fn reported_signatures_for_address(
         &self,
         account: &Pubkey,
         c: Commitment,
-    ) -> Result<Vec<(String, bool)>, ChainError> {
+    ) -> Result<Vec<(String, bool, u64)>, ChainError> {
         const M: &str = "getSignaturesForAddress";
         let v = self
             .call(
@@ -305,7 +311,10 @@ impl Rpc {
         let arr = Self::decode(M, v.as_array(), "array")?;
         Ok(arr
             .iter()
-            .filter_map(|e| Some((e["signature"].as_str()?.to_string(), e["err"].is_null())))
+            .filter_map(|e| {
+                let sig = e["signature"].as_str()?.to_string();
+                Some((sig, e["err"].is_null(), e["slot"].as_u64()?))
+            })
             .collect())
     }
 

@@ -3,12 +3,15 @@
 //!
 //! Outage length: `GPUFED_CHAIN_OUTAGE_SECS` (default 30 s in CI).
 //!
-//! The batch in flight at the stop is usually lost with the validator's unrooted slots;
-//! it is re-signed only once the restarted chain's finalized height has passed its
-//! blockhash's last valid height (~150 blocks), so the drain may take minutes.
+//! The batch in flight at the stop is confirmed in a slot the validator has not rooted: the
+//! restart drops that slot, and the node later reports the dropped transaction `finalized`
+//! from a stale status (`forks`). It is re-signed only once the restarted chain's finalized
+//! height has passed its blockhash's last valid height (~150 blocks), so the drain takes
+//! minutes.
 #![allow(clippy::unwrap_used)]
 
 mod chainsupport;
+mod forks;
 
 use std::time::{Duration, Instant};
 
@@ -44,12 +47,15 @@ async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
     let store = MemoryStore::default();
     let mut settler = chain.settler(store.clone()).await;
 
-    // Before the outage: one batch signed and broadcast, not yet final.
+    // Before the outage: one batch signed and broadcast, confirmed in a slot the node has
+    // not rooted yet — the restart drops that slot and re-produces its number.
     let mut all = records("before", &tenants, &providers, 5, 10, 1_700_000_000);
     settler.append(all.clone()).await.unwrap();
     let r = settler.round().await.unwrap();
     assert_eq!(r.planned.len(), 1, "{r:?}");
-    assert_eq!(settler.journal().in_flight().count(), 1);
+    let dropped = settler.journal().in_flight().next().unwrap();
+    let dropped = dropped.tx.signature().unwrap().to_owned();
+    let landed = forks::wait_confirmed_unrooted(&chain.rpc, &dropped).await;
 
     // The chain goes away. Jobs keep running and finishing: metering keeps appending.
     chain.validator.stop();
@@ -92,6 +98,7 @@ async fn validator_outage_grows_the_backlog_then_drains_exactly_once() {
         .resume()
         .await
         .expect("validator restarts on its ledger");
+    forks::stale_status_is_not_believed(&chain.rpc, &dropped, landed).await;
     let t = Instant::now();
     let report = settler
         .drain(Duration::from_secs(600), Duration::from_millis(300))
