@@ -628,7 +628,6 @@ fn flags_with(flags: &[String], flag: &str, value: &str) -> Vec<String> {
     out
 }
 
-/// The operator's `/metrics` text.
 /// Waits until `job` (stopped by its service or deleted while running) is gone and its
 /// journaled usage settled; asserts it was metered up to its stop: not lost, not past it.
 async fn gone_and_settled(
@@ -672,16 +671,22 @@ async fn gone_and_settled(
             serde_json::to_string_pretty(&owner).unwrap_or_default()
         );
     }
-    // After the validator's outage a batch in flight at the stop is re-signed only once
-    // its blockhash expired on the restarted chain (~150 blocks), hence the long wait.
-    let billing = gpufed_e2e::wait::until(&format!("{name} settled"), Duration::from_secs(300), || async {
+    // After the validator's outage a batch in flight at the stop (often confirmed in a slot
+    // the restart dropped) is re-signed only once its blockhash has expired on the
+    // restarted chain: ~150 blocks past its signing height plus the dropped slots, about
+    // 5 minutes at 1.4 s a slot and more on a loaded machine — hence the long wait.
+    let settled = gpufed_e2e::wait::until(&format!("{name} settled"), Duration::from_secs(600), || async {
         let mut store = ConfigMapStore::new(hub.clone(), "gpufed-system");
         let journal = store.load().await.unwrap().expect("journal");
         let b = journal.billing(&uid);
         Ok((b.records > 0 && b.settled.records == b.records).then_some(b))
     })
-    .await
-    .unwrap();
+    .await;
+    let billing = match settled {
+        Ok(b) => b,
+        // The namespace is the tenant here.
+        Err(e) => panic!("{e}\n{}", journal_dump(hub, ns).await),
+    };
     assert!(
         billing.gpu_seconds >= used_before && billing.gpu_seconds < used_before + 90,
         "{name}: metered to the stop, not lost nor past it: {} vs {used_before} before",
@@ -691,6 +696,7 @@ async fn gone_and_settled(
     billing
 }
 
+/// The operator's `/metrics` text.
 async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
     let body = admin_get(addr, "/metrics").await.expect("admin server");
     assert!(body.contains("gpufed_build_info"), "{body}");
