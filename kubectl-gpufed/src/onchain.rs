@@ -74,7 +74,9 @@ pub async fn verify(session: &Session, rpc_url: &str, operator_ns: &str, name: &
         {
             Some(tx) => Lookup::Finalized(tx),
             // `getTransaction` answers null for a while after a transaction is final (and
-            // between confirmation and finality): the signature status decides "known".
+            // between confirmation and finality): the signature status decides "known". A
+            // stale `finalized` status of a dropped slot (see `gpufed_chain::finality`)
+            // answers unknown there, so such a batch reads "not found", not "not final".
             None => match rpc
                 .signature_status(&sig)
                 .await
