@@ -241,11 +241,7 @@ async fn settler_accounts(
         decimals: settler_decimals(settler),
         ..Default::default()
     };
-    let tenants: BTreeSet<String> = settler
-        .journal()
-        .pending_iter()
-        .map(|r| r.tenant.clone())
-        .collect();
+    let tenants = tenants_to_pay(settler.journal());
     let namespaces: Api<Namespace> = Api::all(ctx.hub.clone());
     for t in tenants {
         let escrow = match namespaces.get_opt(&t).await {
@@ -273,6 +269,18 @@ async fn settler_accounts(
         }
     }
     accounts
+}
+
+/// Tenants whose escrows a transaction may still draw: those of records not in a batch
+/// yet, and those of batches in flight — a batch lost with a dropped slot is re-signed
+/// (after its blockhash expired) with the same transfers, possibly by an operator started
+/// after all of that tenant's records were batched.
+fn tenants_to_pay(journal: &gpufed_settlement::Journal) -> BTreeSet<String> {
+    let pending = journal.pending_iter().map(|r| r.tenant.clone());
+    let in_flight = journal
+        .in_flight()
+        .flat_map(|b| b.transfers.iter().map(|t| t.tenant.clone()));
+    pending.chain(in_flight).collect()
 }
 
 fn accounts_escrow(s: &Settler<ConfigMapStore>, tenant: &str) -> bool {
@@ -363,5 +371,37 @@ async fn update_billing(
         {
             warn!(job = %job.name_any(), error = %e, "billing status not written; next round retries");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tenant_tests {
+    use std::collections::BTreeSet;
+
+    use gpufed_settlement::{AttemptMeter, JobRef, Journal, PlanConfig};
+
+    #[test]
+    fn tenants_of_batches_in_flight_still_need_their_escrows() {
+        let mut journal = Journal::new();
+        for (tenant, at) in [("team-a", 0), ("team-b", 600)] {
+            let job = JobRef {
+                namespace: tenant.into(),
+                name: "j".into(),
+                uid: format!("uid-{tenant}"),
+            };
+            let mut meter = AttemptMeter::new(job, 1, "dc-1".into(), tenant.into(), 2_500_000);
+            journal
+                .append(meter.record(1_700_000_000 + at, 1_700_000_060 + at, 8).unwrap())
+                .unwrap();
+        }
+        let all: BTreeSet<String> = ["team-a".to_owned(), "team-b".to_owned()].into();
+        assert_eq!(super::tenants_to_pay(&journal), all);
+        // Every record batched and in flight: nothing pending, both escrows still needed.
+        journal
+            .plan_batch(&PlanConfig::default(), &BTreeSet::new(), 0)
+            .unwrap();
+        assert_eq!(journal.pending_iter().count(), 0);
+        assert_eq!(super::tenants_to_pay(&journal), all);
     }
 }
