@@ -1,0 +1,29 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+
+use gpufed_settlement::{AttemptMeter, JobRef, Journal, PlanConfig};
+
+#[test]
+fn tenants_of_batches_in_flight_still_need_their_escrows() {
+    let mut journal = Journal::new();
+    for (tenant, at) in [("team-a", 0), ("team-b", 600)] {
+        let job = JobRef {
+            namespace: tenant.into(),
+            name: "j".into(),
+            uid: format!("uid-{tenant}"),
+        };
+        let mut meter = AttemptMeter::new(job, 1, "dc-1".into(), tenant.into(), 2_500_000);
+        journal
+            .append(meter.record(1_700_000_000 + at, 1_700_000_060 + at, 8).unwrap())
+            .unwrap();
+    }
+    let all: BTreeSet<String> = ["team-a".to_owned(), "team-b".to_owned()].into();
+    assert_eq!(super::tenants_to_pay(&journal), all);
+    // Every record batched and in flight: nothing pending, both escrows still needed.
+    journal
+        .plan_batch(&PlanConfig::default(), &BTreeSet::new(), 0)
+        .unwrap();
+    assert_eq!(journal.pending_iter().count(), 0);
+    assert_eq!(super::tenants_to_pay(&journal), all);
+}
