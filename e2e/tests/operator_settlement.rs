@@ -403,7 +403,9 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
             "team-b",
             "outage",
             "settled after the outage",
-            Duration::from_secs(300),
+            // A batch confirmed in a slot that the restart dropped is re-signed only once
+            // its blockhash has expired (~5 min on the debug validator), then finalized.
+            Duration::from_secs(600),
             settled,
         )
         .await,
