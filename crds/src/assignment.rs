@@ -116,4 +116,8 @@ pub struct AssignedPod {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub host_ip: Option<String>,
+    /// The GPUs the node's device plugin says the pod holds (sorted UUIDs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    pub gpu_uuids: Vec<String>,
 }

@@ -150,6 +150,11 @@ pub struct AttemptRecord {
     /// GPUs of the gang during the attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<u32>,
+    /// The GPUs billed, by UUID, as the provider's device plugin reported them for the
+    /// workers (sorted; at most 64, the first in order; empty when none were reported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
+    pub gpu_uuids: Vec<String>,
     /// When every worker was Running: billing started here (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gpufed_trust::allocations::{Allocations, pod_key};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -115,6 +116,16 @@ pub fn pod_resources_reclaimer(socket: PathBuf, resource_name: String, state: Pl
 
 /// The device IDs of `resource` that kubelet's PodResources lists as assigned.
 pub async fn in_use(socket: &Path, resource: &str) -> Result<BTreeSet<String>, String> {
+    Ok(allocations(socket, resource)
+        .await?
+        .into_values()
+        .flatten()
+        .collect())
+}
+
+/// The pods holding devices of `resource`, as kubelet's PodResources lists them:
+/// `namespace/pod` → device IDs (GPU UUIDs; sorted, distinct, all containers together).
+pub async fn allocations(socket: &Path, resource: &str) -> Result<Allocations, String> {
     let ch = uds::connect(socket)
         .await
         .map_err(|e| format!("connect {}: {e}", socket.display()))?;
@@ -122,15 +133,20 @@ pub async fn in_use(socket: &Path, resource: &str) -> Result<BTreeSet<String>, S
         .list(ListPodResourcesRequest {})
         .await
         .map_err(|s| format!("PodResources List: {}", s.message()))?;
-    Ok(resp
-        .into_inner()
-        .pod_resources
-        .iter()
-        .flat_map(|p| &p.containers)
-        .flat_map(|c| &c.devices)
-        .filter(|d| d.resource_name == resource)
-        .flat_map(|d| d.device_ids.iter().cloned())
-        .collect())
+    let mut out = Allocations::new();
+    for p in resp.into_inner().pod_resources {
+        let ids: BTreeSet<String> = p
+            .containers
+            .iter()
+            .flat_map(|c| &c.devices)
+            .filter(|d| d.resource_name == resource)
+            .flat_map(|d| d.device_ids.iter().cloned())
+            .collect();
+        if !ids.is_empty() {
+            out.insert(pod_key(&p.namespace, &p.name), ids.into_iter().collect());
+        }
+    }
+    Ok(out)
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {

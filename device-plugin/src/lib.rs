@@ -7,10 +7,12 @@
 //! - [`service`]: the plugin state and the tonic `DevicePlugin` service on top of it.
 //! - [`kubelet`]: sockets, registration with kubelet, re-registration.
 //! - [`node`]: node labels and the signed report on the Node object (kube client).
+//! - [`daemon`]: all of it as one task (the binary's `main` and the e2e node simulator).
 //! - [`testing`]: a fake kubelet, for our tests and the e2e node simulator.
 #![forbid(unsafe_code)]
 
 pub mod challenge;
+pub mod daemon;
 pub mod health;
 pub mod inventory;
 pub mod kubelet;

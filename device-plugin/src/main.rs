@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use gpufed_device_plugin::daemon::Daemon;
 use gpufed_device_plugin::health::HealthPolicy;
-use gpufed_device_plugin::kubelet::{self, KubeletConfig};
+use gpufed_device_plugin::kubelet::KubeletConfig;
+use gpufed_device_plugin::node::{self, Publisher};
 use gpufed_device_plugin::nvml::NvmlSource;
-use gpufed_device_plugin::service::{AllocateConfig, PluginState};
+use gpufed_device_plugin::service::AllocateConfig;
 use gpufed_device_plugin::source::{GpuSource, SimulatedSource};
 use gpufed_device_plugin::{
-    DEFAULT_PLUGIN_DIR, DEFAULT_POD_RESOURCES_SOCKET, DEFAULT_RESOURCE_NAME, labels, node, report,
+    DEFAULT_PLUGIN_DIR, DEFAULT_POD_RESOURCES_SOCKET, DEFAULT_RESOURCE_NAME, labels, report,
 };
 use tokio::sync::watch;
 
@@ -121,33 +123,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => {}
     }
-    tracing::info!(
-        gpus = inv.gpus.len(),
-        simulated = inv.simulated,
-        driver = %inv.driver_version,
-        cuda = %inv.cuda_version,
-        "inventory discovered"
-    );
-    for g in &inv.gpus {
-        tracing::info!(uuid = %g.uuid, name = %g.name, memory_mib = g.memory_mib,
-            cc = %g.compute_capability, pci = %g.pci_bus_id, nvlink_peers = g.nvlink_peers.len(), "GPU");
-    }
     let mut policy = HealthPolicy {
         probation: Duration::from_secs(cli.probation_secs),
         ..HealthPolicy::default()
     };
     policy.ignored_xids.extend(cli.ignore_xids.iter().copied());
-    let cdi_kind = Some(cli.cdi_kind.clone()).filter(|k| !k.is_empty());
-    let state = PluginState::new(inv.clone(), policy, AllocateConfig { cdi_kind });
-    let (stop_tx, stop_rx) = watch::channel(false);
-
-    // Health: a blocking thread polls the source and feeds the state machine.
-    let health = state.spawn_health_loop(
-        source,
-        Duration::from_millis(cli.poll_ms.max(10)),
-        stop_rx.clone(),
-    );
-
+    let mut kubelet = KubeletConfig::new(&cli.plugin_dir, &cli.resource_name);
+    kubelet.socket_name = cli.socket_name.clone();
+    kubelet.pod_resources_socket =
+        Some(PathBuf::from(&cli.pod_resources_socket)).filter(|p| !p.as_os_str().is_empty());
     let publisher = if cli.apply_node_labels {
         anyhow::ensure!(
             !cli.node_name.is_empty(),
@@ -161,37 +145,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        Some(tokio::spawn(node::run_publisher(
+        Some(Publisher {
             client,
-            cli.node_name.clone(),
+            node: cli.node_name.clone(),
             namespace,
-            inv.clone(),
+            inventory: inv,
             key,
-            Duration::from_secs(cli.publish_interval_secs.max(1)),
-            stop_rx.clone(),
-        )))
+            every: Duration::from_secs(cli.publish_interval_secs.max(1)),
+            pod_resources: kubelet
+                .pod_resources_socket
+                .clone()
+                .map(|s| (s, cli.resource_name.clone())),
+        })
     } else {
         None
     };
-
-    let mut cfg = KubeletConfig::new(&cli.plugin_dir, &cli.resource_name);
-    cfg.socket_name = cli.socket_name.clone();
-    cfg.pod_resources_socket =
-        Some(PathBuf::from(&cli.pod_resources_socket)).filter(|p| !p.as_os_str().is_empty());
-    let plugin = tokio::spawn(kubelet::run(cfg, state, stop_rx));
+    let daemon = Daemon {
+        source,
+        policy,
+        allocate: AllocateConfig {
+            cdi_kind: Some(cli.cdi_kind.clone()).filter(|k| !k.is_empty()),
+        },
+        poll: Duration::from_millis(cli.poll_ms),
+        kubelet,
+        publisher,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut plugin = tokio::spawn(daemon.run(stop_rx));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        // It ends by itself only on a failure (e.g. its socket cannot be created).
+        r = &mut plugin => return Ok(r.context("plugin task")??),
     }
     let _ = stop_tx.send(true);
-    let served = plugin.await.context("plugin task")?;
-    if let Some(p) = publisher {
-        let _ = p.await;
-    }
-    let _ = tokio::task::spawn_blocking(move || health.join()).await;
-    served?;
+    plugin.await.context("plugin task")??;
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! for a fresh report by writing a nonce into the [`NONCE_ANNOTATION`] of the Node.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
@@ -11,6 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::watch;
 
 use gpufed_trust::ChallengeAnswer;
+use gpufed_trust::allocations::{self, Allocations};
 
 use crate::challenge::{Challenger, read_request};
 use crate::inventory::Inventory;
@@ -23,6 +25,8 @@ pub const FIELD_MANAGER: &str = "gpufed-device-plugin";
 pub const NONCE_ANNOTATION: &str = "gpufed.io/attestation-nonce";
 /// Annotation holding the signed report (JSON of [`SignedReport`]).
 pub const REPORT_ANNOTATION: &str = "gpufed.io/inventory-report";
+/// Annotation holding the pods' GPU allocations (see [`gpufed_trust::allocations`]).
+pub const ALLOCATIONS_ANNOTATION: &str = allocations::ANNOTATION;
 
 /// Node publishing failures.
 #[derive(Debug, thiserror::Error)]
@@ -66,16 +70,27 @@ pub fn signed_report_with(
     Ok(sign(report, key)?)
 }
 
-/// The server-side-apply body: labels plus the report annotation.
-pub fn apply_body(node: &str, labels: &BTreeMap<String, String>, report: &SignedReport) -> serde_json::Value {
+/// The server-side-apply body: labels, the report annotation, and (when PodResources is
+/// read) the pods' GPU allocations. One body under one field manager: a field left out of
+/// it would be removed from the Node.
+pub fn apply_body(
+    node: &str,
+    labels: &BTreeMap<String, String>,
+    report: &SignedReport,
+    allocations: Option<&Allocations>,
+) -> serde_json::Value {
     let report_json = serde_json::to_string(report).unwrap_or_default();
+    let mut annotations = serde_json::json!({ REPORT_ANNOTATION: report_json });
+    if let Some(a) = allocations {
+        annotations[ALLOCATIONS_ANNOTATION] = serde_json::Value::String(allocations::encode(a));
+    }
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": node,
             "labels": labels,
-            "annotations": { REPORT_ANNOTATION: report_json },
+            "annotations": annotations,
         }
     })
 }
@@ -87,15 +102,17 @@ pub async fn publish_once(
     inv: &Inventory,
     key: &SigningKey,
 ) -> Result<String, NodeError> {
-    publish_with(api, node, inv, None, key).await
+    publish_with(api, node, inv, None, None, key).await
 }
 
-/// Like [`publish_once`], with the answer to the hub's compute challenge in the report.
+/// Like [`publish_once`], with the answer to the hub's compute challenge in the report and
+/// the pods' GPU allocations.
 pub async fn publish_with(
     api: &Api<Node>,
     node: &str,
     inv: &Inventory,
     challenge: Option<ChallengeAnswer>,
+    allocations: Option<&Allocations>,
     key: &SigningKey,
 ) -> Result<String, NodeError> {
     let kube = |source| NodeError::Kube {
@@ -111,7 +128,7 @@ pub async fn publish_with(
         .cloned()
         .unwrap_or_default();
     let report = signed_report_with(node, &nonce, inv, challenge, key)?;
-    let body = apply_body(node, &node_labels(inv), &report);
+    let body = apply_body(node, &node_labels(inv), &report, allocations);
     api.patch(
         node,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -122,20 +139,52 @@ pub async fn publish_with(
     Ok(nonce)
 }
 
-/// Publishes at start and whenever the hub's nonce or its challenge request for this node
-/// (ConfigMap in `namespace`) changes, checked every `every`, until `shutdown` turns true.
-/// Errors are logged and retried.
-pub async fn run_publisher(
-    client: kube::Client,
-    node: String,
-    namespace: String,
-    inv: Inventory,
-    key: SigningKey,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// What [`run_publisher`] publishes, where, and how often.
+pub struct Publisher {
+    /// Client of the node's own cluster.
+    pub client: kube::Client,
+    /// The Node's name.
+    pub node: String,
+    /// Namespace of the hub's challenge ConfigMap.
+    pub namespace: String,
+    /// This node's GPUs.
+    pub inventory: Inventory,
+    /// The node key that signs reports.
+    pub key: SigningKey,
+    /// How often the nonce, the challenge request and the allocations are checked.
+    pub every: Duration,
+    /// kubelet's PodResources socket and our resource name: the pods' GPU allocations are
+    /// published from it ([`ALLOCATIONS_ANNOTATION`]); `None` publishes none.
+    pub pod_resources: Option<(PathBuf, String)>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("node", &self.node)
+            .field("namespace", &self.namespace)
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Publishes at start and whenever the hub's nonce, its challenge request for this node
+/// (ConfigMap in the publisher's namespace) or the pods' GPU allocations change, checked
+/// every `every`, until `shutdown` turns true. Errors are logged and retried; while
+/// PodResources cannot be read, the last allocations read stay published.
+pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
+    let Publisher {
+        client,
+        node,
+        namespace,
+        inventory: inv,
+        key,
+        every,
+        pod_resources,
+    } = p;
     let api: Api<Node> = Api::all(client.clone());
-    let mut last: Option<(String, Option<ChallengeAnswer>)> = None;
+    type Published = (String, Option<ChallengeAnswer>, Option<Allocations>);
+    let mut last: Option<Published> = None;
     let mut challenger = Challenger::new(inv.simulated, inv.gpus.iter().map(|g| g.uuid.clone()).collect());
     while !*shutdown.borrow() {
         let nonce = match api.get(&node).await {
@@ -146,17 +195,28 @@ pub async fn run_publisher(
                 .unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(%node, error = %e, "cannot read Node");
-                last.as_ref().map(|(n, _)| n.clone()).unwrap_or_default()
+                last.as_ref().map(|(n, ..)| n.clone()).unwrap_or_default()
             }
         };
         let request = read_request(&client, &namespace, &node).await;
         let answer = challenger.answer(request.as_ref());
-        let current = (nonce, answer);
+        let allocations = match &pod_resources {
+            None => None,
+            Some((socket, resource)) => match crate::kubelet::allocations(socket, resource).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read PodResources; keeping the published allocations");
+                    last.as_ref().and_then(|(.., a)| a.clone())
+                }
+            },
+        };
+        let current = (nonce, answer, allocations);
         if last.as_ref() != Some(&current) {
-            match publish_with(&api, &node, &inv, current.1.clone(), &key).await {
+            match publish_with(&api, &node, &inv, current.1.clone(), current.2.as_ref(), &key).await {
                 Ok(n) => {
                     tracing::info!(%node, nonce = %n, challenge = ?current.1.as_ref().map(|a| &a.nonce),
-                        "node labels and signed inventory report applied");
+                        pods_with_gpus = current.2.as_ref().map(BTreeMap::len),
+                        "node labels, signed inventory report and GPU allocations applied");
                     last = Some(current);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot publish node labels/report; retrying"),
@@ -183,7 +243,7 @@ mod tests {
         .unwrap();
         let key = SigningKey::from_bytes(&[7; 32]);
         let report = signed_report("n1", "abc", &inv, &key).unwrap();
-        let body = apply_body("n1", &node_labels(&inv), &report);
+        let body = apply_body("n1", &node_labels(&inv), &report, None);
         assert_eq!(body["metadata"]["labels"]["gpufed.io/gpu.model"], "NVIDIA-L4");
         assert_eq!(body["metadata"]["labels"]["gpufed.io/simulated"], "true");
         let text = body["metadata"]["annotations"][REPORT_ANNOTATION]
@@ -192,6 +252,27 @@ mod tests {
         let parsed: SignedReport = serde_json::from_str(text).unwrap();
         let v = verify(&parsed, "abc", None).unwrap();
         assert!(!v.counts_as_verified(), "simulated node");
+    }
+
+    #[test]
+    fn apply_body_carries_the_pods_allocations_when_read() {
+        let inv = Inventory::from_simulate_str(
+            "gpus:\n  - {uuid: GPU-a, name: NVIDIA L4, memoryMib: 23034, computeCapability: \"8.9\"}\n",
+        )
+        .unwrap();
+        let report = signed_report("n1", "abc", &inv, &SigningKey::from_bytes(&[7; 32])).unwrap();
+        let a = Allocations::from([("t-1/w-0".to_owned(), vec!["GPU-a".to_owned()])]);
+        let body = apply_body("n1", &node_labels(&inv), &report, Some(&a));
+        let text = body["metadata"]["annotations"][ALLOCATIONS_ANNOTATION]
+            .as_str()
+            .unwrap();
+        assert_eq!(allocations::parse(text).unwrap(), a);
+        let none = apply_body("n1", &node_labels(&inv), &report, None);
+        assert!(
+            none["metadata"]["annotations"]
+                .get(ALLOCATIONS_ANNOTATION)
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -45,8 +45,8 @@ pub enum FakeKubeletError {
     Connect(String, tonic::transport::Error),
 }
 
-/// pod/container → (resource, device IDs), as PodResources reports them.
-type Assigned = Arc<Mutex<BTreeMap<(String, String), (String, Vec<String>)>>>;
+/// (namespace, pod, container) → (resource, device IDs), as PodResources reports them.
+type Assigned = Arc<Mutex<BTreeMap<(String, String, String), (String, Vec<String>)>>>;
 
 #[derive(Clone)]
 struct RegistrationSvc {
@@ -82,9 +82,9 @@ impl PodResourcesLister for PodResourcesSvc {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let pod_resources = map
             .iter()
-            .map(|((pod, container), (resource, ids))| PodResources {
+            .map(|((namespace, pod, container), (resource, ids))| PodResources {
                 name: pod.clone(),
-                namespace: "default".into(),
+                namespace: namespace.clone(),
                 containers: vec![ContainerResources {
                     name: container.clone(),
                     devices: vec![ContainerDevices {
@@ -251,10 +251,22 @@ pub struct PluginClient {
 }
 
 impl PluginClient {
-    /// Allocates `ids` to one container as kubelet does; on success PodResources lists them
-    /// under `pod`/`container` until [`PluginClient::remove_pod`].
+    /// Allocates `ids` to one container of pod `default/<pod>` as kubelet does; see
+    /// [`PluginClient::allocate_in`].
     pub async fn allocate(
         &mut self,
+        pod: &str,
+        container: &str,
+        ids: &[String],
+    ) -> Result<AllocateResponse, Status> {
+        self.allocate_in("default", pod, container, ids).await
+    }
+
+    /// Allocates `ids` to one container as kubelet does; on success PodResources lists them
+    /// under `namespace`/`pod`/`container` until [`PluginClient::remove_pod_in`].
+    pub async fn allocate_in(
+        &mut self,
+        namespace: &str,
         pod: &str,
         container: &str,
         ids: &[String],
@@ -266,18 +278,31 @@ impl PluginClient {
         };
         let resp = self.client.allocate(req).await?.into_inner();
         self.assigned.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            (pod.to_owned(), container.to_owned()),
+            (namespace.to_owned(), pod.to_owned(), container.to_owned()),
             (self.resource.clone(), ids.to_vec()),
         );
         Ok(resp)
+    }
+
+    /// [`PluginClient::allocate_preferred_in`] for pod `default/<pod>`.
+    pub async fn allocate_preferred(
+        &mut self,
+        pod: &str,
+        container: &str,
+        count: usize,
+        healthy: &[String],
+    ) -> Result<(Vec<String>, AllocateResponse), Status> {
+        self.allocate_preferred_in("default", pod, container, count, healthy)
+            .await
     }
 
     /// What kubelet does for a container asking for `count` GPUs: among `healthy` (the
     /// healthy IDs last seen on ListAndWatch) minus those in use, ask the plugin's
     /// GetPreferredAllocation, then Allocate its choice. Returns the chosen IDs and the
     /// response; `RESOURCE_EXHAUSTED` when too few GPUs are free.
-    pub async fn allocate_preferred(
+    pub async fn allocate_preferred_in(
         &mut self,
+        namespace: &str,
         pod: &str,
         container: &str,
         count: usize,
@@ -305,16 +330,30 @@ impl PluginClient {
             .next()
             .map(|c| c.device_i_ds)
             .unwrap_or_default();
-        let resp = self.allocate(pod, container, &ids).await?;
+        let resp = self.allocate_in(namespace, pod, container, &ids).await?;
         Ok((ids, resp))
     }
 
-    /// Forgets a pod's containers (it ended); their GPUs leave PodResources.
+    /// Forgets the containers of pod `default/<pod>` (it ended).
     pub fn remove_pod(&self, pod: &str) {
+        self.remove_pod_in("default", pod);
+    }
+
+    /// Forgets a pod's containers (it ended); their GPUs leave PodResources.
+    pub fn remove_pod_in(&self, namespace: &str, pod: &str) {
         self.assigned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(p, _), _| p != pod);
+            .retain(|(ns, p, _), _| ns != namespace || p != pod);
+    }
+
+    /// Whether PodResources lists pod `namespace/pod`.
+    pub fn holds(&self, namespace: &str, pod: &str) -> bool {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .any(|(ns, p, _)| ns == namespace && p == pod)
     }
 
     /// Device IDs PodResources currently lists as in use.

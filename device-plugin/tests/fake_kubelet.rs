@@ -206,6 +206,46 @@ async fn kubelet_style_allocation_uses_the_plugins_preferred_set() {
     shutdown(r).await;
 }
 
+/// What the node publisher puts on the Node comes from kubelet's PodResources: per pod (by
+/// namespace), the GPUs kubelet handed it, and nothing once the pod is gone.
+#[tokio::test]
+async fn pod_resources_say_which_pod_holds_which_gpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start(dir.path(), Duration::from_secs(300)).await;
+    let mut s = watch(&mut r.client).await;
+    let healthy: Vec<String> = next(&mut s).await.into_iter().map(|d| d.id).collect();
+    let (a, _) = r
+        .client
+        .allocate_preferred_in("team-a", "w-0", "worker", 2, &healthy)
+        .await
+        .unwrap();
+    let (b, _) = r
+        .client
+        .allocate_preferred_in("team-b", "w-0", "worker", 1, &healthy)
+        .await
+        .unwrap();
+    let socket = r.kubelet.pod_resources_socket();
+    let read = gpufed_device_plugin::kubelet::allocations(&socket, "gpufed.io/gpu")
+        .await
+        .unwrap();
+    let mut want_a = a.clone();
+    want_a.sort();
+    assert_eq!(read["team-a/w-0"], want_a);
+    assert_eq!(read["team-b/w-0"], b);
+    assert_eq!(read.len(), 2);
+    assert!(gpufed_trust::allocations::shared_gpus(&read).is_empty());
+    let other = gpufed_device_plugin::kubelet::allocations(&socket, "example.com/other")
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "only our resource: {other:?}");
+    r.client.remove_pod_in("team-a", "w-0");
+    let read = gpufed_device_plugin::kubelet::allocations(&socket, "gpufed.io/gpu")
+        .await
+        .unwrap();
+    assert_eq!(read.keys().collect::<Vec<_>>(), ["team-b/w-0"]);
+    shutdown(r).await;
+}
+
 #[tokio::test]
 async fn a_peer_that_never_closes_its_connection_does_not_block_shutdown() {
     let dir = tempfile::tempdir().unwrap();

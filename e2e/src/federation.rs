@@ -48,6 +48,10 @@ pub struct FederationSpec {
     pub keep_run_dir: bool,
     /// How long to wait for all API servers to be ready.
     pub ready_timeout_secs: u64,
+    /// Every simulated node runs our device plugin against a fake kubelet
+    /// ([`SimConfig::with_device_plugins`]).
+    #[serde(default)]
+    pub device_plugins: bool,
 }
 
 impl FederationSpec {
@@ -62,7 +66,15 @@ impl FederationSpec {
             run_dir: None,
             keep_run_dir: std::env::var_os("GPUFED_E2E_KEEP").is_some_and(|v| v == "1"),
             ready_timeout_secs: 120,
+            device_plugins: false,
         }
+    }
+
+    /// Runs our device plugin on every simulated node: GPU capacity from its ListAndWatch,
+    /// pods admitted through its Allocate, allocations published on the Nodes.
+    pub fn with_device_plugins(mut self) -> Self {
+        self.device_plugins = true;
+        self
     }
 
     /// Adds a member cluster.
@@ -242,6 +254,7 @@ impl Federation {
                     .await?;
                 let mut config = SimConfig::new(&name, pools);
                 config.resource_name.clone_from(&spec.resource_name);
+                config.device_plugins = spec.device_plugins;
                 fed.sims.insert(name, NodeSimulator::start(client, config).await?);
             }
         }

@@ -190,12 +190,15 @@ async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() 
     assert!(inv.simulated);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let publisher = tokio::spawn(gpufed_device_plugin::node::run_publisher(
-        member,
-        node,
-        "default".into(),
-        inv,
-        ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
-        Duration::from_millis(500),
+        gpufed_device_plugin::node::Publisher {
+            client: member,
+            node,
+            namespace: "default".into(),
+            inventory: inv,
+            key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+            every: Duration::from_millis(500),
+            pod_resources: None,
+        },
         stop_rx,
     ));
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
 use gpufed_operator::job::serving::exposure_of;
-use gpufed_operator::member::ops::{ReadyNodes, pod_view};
+use gpufed_operator::member::ops::{ReadyNode, ReadyNodes, pod_view, ready_node};
 use gpufed_operator::member::pull::pod_views;
 use gpufed_operator::provider::{gpu_node, gpu_pod};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -49,18 +49,31 @@ fn condition() -> impl Strategy<Value = Value> {
         .prop_map(|(t, s)| json!({"type": t, "status": s}))
 }
 
+/// The device plugin's GPU-allocations annotation, as a hostile member might write it.
+fn allocations_annotation() -> impl Strategy<Value = Option<String>> {
+    let uuids = prop::collection::vec(text(), 0..24);
+    let key = prop_oneof![Just("t-1/w-0".to_owned()), "[a-z/-]{0,12}", text()];
+    prop::option::of(prop_oneof![
+        text(),
+        prop::collection::btree_map(key, uuids, 0..6)
+            .prop_map(|m| serde_json::to_string(&m).unwrap_or_default()),
+        (1usize..100_000).prop_map(|n| format!("{{\"a/b\": [\"{}\"]}}", "x".repeat(n))),
+    ])
+}
+
 fn node() -> impl Strategy<Value = Value> {
     (
-        prop::option::of("[a-z0-9-]{1,60}"),
+        (prop::option::of("[a-z0-9-]{1,60}"), allocations_annotation()),
         labels(),
         prop::collection::btree_map(prop_oneof![Just(RESOURCE.to_owned()), "[a-z./]{1,20}"], text(), 0..4),
         prop::collection::vec(condition(), 0..4),
         any::<Option<bool>>(),
         prop::collection::vec((prop_oneof![Just("ExternalIP"), Just("InternalIP")], text()), 0..3),
     )
-        .prop_map(|(name, labels, alloc, conds, unsched, addrs)| {
+        .prop_map(|((name, allocations), labels, alloc, conds, unsched, addrs)| {
             json!({
-                "metadata": {"name": name, "labels": labels},
+                "metadata": {"name": name, "labels": labels,
+                             "annotations": {"gpufed.io/gpu-allocations": allocations}},
                 "spec": {"unschedulable": unsched},
                 "status": {"allocatable": alloc, "conditions": conds,
                            "addresses": addrs.into_iter().map(|(t, a)| json!({"type": t, "address": a})).collect::<Vec<_>>()},
@@ -144,11 +157,24 @@ proptest! {
     }
 
     #[test]
+    fn garbage_gpu_allocations_never_panic_and_only_bounded_uuids_are_read(v in node()) {
+        let Ok(node) = serde_json::from_value::<Node>(v) else { return Ok(()) };
+        if let Some(r) = ready_node(&node) {
+            prop_assert!(r.allocations.len() <= 256);
+            for (pod, ids) in &r.allocations {
+                prop_assert!(pod.split_once('/').is_some_and(|(ns, p)| !ns.is_empty() && !p.is_empty()), "{pod}");
+                prop_assert!(ids.len() <= 16);
+                prop_assert!(ids.iter().all(|u| !u.is_empty() && u.len() <= 64 && !u.contains(',')), "{ids:?}");
+            }
+        }
+    }
+
+    #[test]
     fn garbage_pods_never_panic(v in pod(), ready in any::<bool>()) {
         let Ok(pod) = serde_json::from_value::<Pod>(v) else { return Ok(()) };
         let _ = gpu_pod(&pod, RESOURCE);
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-        let nodes: ReadyNodes = if ready { BTreeMap::from([(node, None)]) } else { BTreeMap::new() };
+        let nodes: ReadyNodes = if ready { BTreeMap::from([(node, ReadyNode::default())]) } else { BTreeMap::new() };
         if let Some(view) = pod_view(&pod, &nodes) {
             // A bound pod is lost exactly when its node is not Ready.
             let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
@@ -185,6 +211,7 @@ proptest! {
                     finished_at: finished,
                     ready,
                     host_ip: None,
+                    gpu_uuids: Vec::new(),
                 })
                 .collect(),
             ..Default::default()

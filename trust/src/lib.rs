@@ -7,12 +7,14 @@
 //! * [`bands`]: per-model workload shapes and plausible timings (fail closed without one);
 //! * [`fleet`]: a GPU UUID belongs to one node of one provider;
 //! * [`reputation`]: the documented score placement weighs;
-//! * [`evidence`]: what a slash points to.
+//! * [`evidence`]: what a slash points to;
+//! * [`allocations`]: which GPUs each pod of a node holds (the plugin's Node annotation).
 //!
 //! No Kubernetes, no network, no clock: the operator's I/O layer drives it. See
 //! `docs/trust.md`.
 #![forbid(unsafe_code)]
 
+pub mod allocations;
 pub mod bands;
 pub mod evidence;
 pub mod fleet;

@@ -13,11 +13,16 @@
 //! a `readinessProbe`, else after `initialDelaySeconds` plus one (capped) `periodSeconds`;
 //! the annotation `gpufed.io/sim-ready: "false"` makes the probe fail (see [`READY_ANNOTATION`]).
 //!
+//! With [`SimConfig::with_device_plugins`] each node also runs our real device plugin
+//! against a fake kubelet (module `plugins`): ListAndWatch sets the GPU capacity, pods are
+//! admitted through Allocate, and the plugin publishes which pod holds which GPU.
+//!
 //! Nodes can be made NotReady, fall silent (heartbeats stop, so the real node lifecycle
 //! controller marks them Unknown), or be deleted. Every simulated node carries the label
 //! `gpufed.io/simulated=true`.
 
 mod node;
+mod plugins;
 mod podloop;
 mod pods;
 mod readiness;
@@ -34,6 +39,7 @@ use tokio::task::JoinHandle;
 pub use node::{
     CC_LABEL, COUNT_LABEL, LEASE_NAMESPACE, MEMORY_LABEL, MODEL_LABEL, NVLINK_LABEL, SIMULATED_LABEL,
 };
+pub use plugins::node_inventory;
 pub use pods::{EXIT_CODE_ANNOTATION, RUN_SECONDS_ANNOTATION};
 pub use readiness::{PERIOD_CAP, READY_ANNOTATION};
 
@@ -54,6 +60,8 @@ pub struct SimConfig {
     pub resource_name: String,
     /// Interval of Ready-condition and Lease heartbeats.
     pub heartbeat: Duration,
+    /// Each node runs our device plugin against a fake kubelet (see module `plugins`).
+    pub device_plugins: bool,
 }
 
 impl SimConfig {
@@ -64,7 +72,15 @@ impl SimConfig {
             pools,
             resource_name: DEFAULT_GPU_RESOURCE.to_owned(),
             heartbeat: Duration::from_secs(10),
+            device_plugins: false,
         }
+    }
+
+    /// Runs our device plugin on every node: GPU capacity comes from its ListAndWatch and
+    /// every pod there is admitted through its Allocate.
+    pub fn with_device_plugins(mut self) -> Self {
+        self.device_plugins = true;
+        self
     }
 }
 
@@ -94,6 +110,10 @@ struct Shared {
     next_ip: AtomicU32,
     /// Nodes whose kubelet is back (Ready again): the pod loop re-syncs their pods.
     back: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Device plugins by node (with [`SimConfig::device_plugins`]).
+    plugins: Mutex<BTreeMap<String, Arc<plugins::NodePlugin>>>,
+    /// The GPU resource name.
+    resource: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,6 +123,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn node_state(&self, name: &str) -> Option<(NodeState, String)> {
         lock(&self.nodes).get(name).map(|n| (n.state, n.ip.clone()))
+    }
+
+    fn plugin(&self, node: &str) -> Option<Arc<plugins::NodePlugin>> {
+        lock(&self.plugins).get(node).cloned()
     }
 
     fn pod_ip(&self) -> String {
@@ -137,14 +161,31 @@ impl NodeSimulator {
             timed: Mutex::new(HashSet::new()),
             next_ip: AtomicU32::new(0),
             back,
+            plugins: Mutex::new(BTreeMap::new()),
+            resource: config.resource_name.clone(),
         });
         let mut index = 0u32;
         for pool in &config.pools {
             for name in pool.node_names() {
                 index += 1;
                 let ip = format!("10.250.{}.{}", index / 250, index % 250 + 1);
-                let wanted = node::node_object(&config.cluster, pool, &name, &ip, &config.resource_name);
+                let mut wanted = node::node_object(&config.cluster, pool, &name, &ip, &config.resource_name);
+                if config.device_plugins {
+                    // As a kubelet before its device plugin registers: no GPUs yet.
+                    node::set_gpus(&mut wanted, &config.resource_name, 0);
+                }
                 let object = node::ensure_node(&client, &wanted).await?;
+                if config.device_plugins {
+                    let plugin = plugins::NodePlugin::start(
+                        &client,
+                        &config.cluster,
+                        pool,
+                        &name,
+                        &config.resource_name,
+                    )
+                    .await?;
+                    lock(&shared.plugins).insert(name.clone(), Arc::new(plugin));
+                }
                 if let Err(e) = node::renew_lease(&client, &object).await {
                     tracing::debug!(node = %name, error = %e, "first lease write failed; will retry");
                 }
@@ -240,6 +281,17 @@ impl NodeSimulator {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The GPU UUIDs of a node's device plugin (empty without device plugins).
+    pub fn gpu_uuids(&self, node: &str) -> Vec<String> {
+        self.shared.plugin(node).map(|p| p.uuids()).unwrap_or_default()
+    }
+
+    /// Injects an XID error on one GPU of a node's device plugin; false without a plugin
+    /// there. Its health machine decides (a critical XID: unhealthy, allocatable drops).
+    pub fn inject_xid(&self, node: &str, uuid: &str, xid: u64) -> bool {
+        self.shared.plugin(node).is_some_and(|p| p.inject_xid(uuid, xid))
     }
 
     /// Finishes a pod running on a simulated node: exit code 0 → Succeeded, else Failed.

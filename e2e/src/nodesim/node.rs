@@ -139,6 +139,18 @@ pub(crate) fn node_object(cluster: &str, pool: &GpuPool, name: &str, ip: &str, r
     }
 }
 
+/// Sets capacity and allocatable of the GPU resource.
+pub(crate) fn set_gpus(node: &mut Node, resource: &str, gpus: u32) {
+    if let Some(st) = node.status.as_mut() {
+        for map in [st.capacity.as_mut(), st.allocatable.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            map.insert(resource.to_owned(), Quantity(gpus.to_string()));
+        }
+    }
+}
+
 /// Creates (or re-creates the status of) a simulated node and removes the
 /// `node.kubernetes.io/not-ready` taint the API server puts on new nodes.
 pub(crate) async fn ensure_node(client: &Client, node: &Node) -> Result<Node> {

@@ -80,17 +80,17 @@ async fn pods_on(client: &Client, node: &str) -> Vec<Pod> {
 
 pub(super) async fn pod_loop(client: Client, shared: Arc<Shared>, mut back: UnboundedReceiver<String>) {
     let api: Api<Pod> = Api::all(client.clone());
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
+    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut timers = JoinSet::new();
     let mut rechecks = Rechecks::default();
     loop {
         let mut pods = Vec::new();
         tokio::select! {
             next = stream.try_next() => match next {
-                Ok(Some(pod)) => pods.push(pod),
+                Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => pods.push(pod),
+                // A pod deleted at once (grace period 0) is gone without a last update.
+                Ok(Some(watcher::Event::Delete(pod))) => release(&shared, &pod),
+                Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(e) => tracing::warn!(error = %e, "simulated kubelet: pod watch error (backing off)"),
             },
@@ -128,6 +128,7 @@ async fn handle_pod(
         return Ok(());
     };
     if pod.metadata.deletion_timestamp.is_some() {
+        release(shared, pod);
         return pods::finalize_deletion(client, pod).await;
     }
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -135,6 +136,11 @@ async fn handle_pod(
         "Pending" => {
             if !lock(&shared.started).insert(uid.clone()) {
                 return Ok(());
+            }
+            if let Some(plugin) = shared.plugin(&node_name)
+                && let Err(message) = plugin.admit(pod, &shared.resource).await
+            {
+                return pods::reject(client, pod, &message).await;
             }
             // Tried again at the pod's next event (the relist after an API server restart)
             // when the write fails, as a kubelet would: else the pod stays Pending forever.
@@ -157,9 +163,20 @@ async fn handle_pod(
                 rechecks.schedule(pod, Instant::now() + wait + Duration::from_millis(50));
             }
         }
-        _ => {}
+        _ => release(shared, pod), // Succeeded or Failed: its containers hold no GPU
     }
     Ok(())
+}
+
+/// The pod's GPUs leave kubelet's PodResources (if a device plugin runs on its node).
+fn release(shared: &Shared, pod: &Pod) {
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    if let Some(plugin) = node.and_then(|n| shared.plugin(n)) {
+        plugin.release(
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+        );
+    }
 }
 
 /// Finishes `pod` (exit code 0) `secs` seconds after it started, unless it ended before.

@@ -154,6 +154,23 @@ pub(crate) async fn mark_finished(client: &Client, pod: &Pod, exit_code: i32) ->
     Ok(())
 }
 
+/// Fails a pod that kubelet did not admit (phase Failed, reason `UnexpectedAdmissionError`,
+/// no container ever started), as kubelet does when Allocate fails.
+pub(crate) async fn reject(client: &Client, pod: &Pod, message: &str) -> Result<()> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let patch = json!({ "status": {
+        "phase": "Failed",
+        "reason": "UnexpectedAdmissionError",
+        "message": message,
+    }});
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(%ns, %name, %message, "simulated kubelet rejected the pod");
+    Ok(())
+}
+
 /// Writes the pod's readiness at `now` when it changed (see [`readiness`]) and returns when
 /// to look again. A conflict (the pod changed meanwhile) or a gone pod is no error: the
 /// watch brings the newer pod.

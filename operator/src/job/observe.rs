@@ -2,16 +2,28 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod};
+use gpufed_trust::allocations::{self, Allocations};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
 use kube::api::{GetParams, ListParams};
 use kube::{Api, Client};
 
 use super::names;
 use super::plan::{PodPhase, PodView};
 
-/// The Ready nodes under an attempt's pods, with each one's `ExternalIP` if it has one
-/// (a served port is reached there rather than at the internal `hostIP`).
-pub type ReadyNodes = std::collections::BTreeMap<String, Option<String>>;
+/// What the job controller reads of a Ready node under an attempt's pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadyNode {
+    /// Its `ExternalIP`, if it has one (a served port is reached there rather than at the
+    /// internal `hostIP`).
+    pub external_ip: Option<String>,
+    /// Which GPUs each of its pods holds, as its device plugin publishes them (empty when
+    /// it publishes none, or nothing readable: see [`gpufed_trust::allocations`]).
+    pub allocations: Allocations,
+}
+
+/// The Ready nodes under an attempt's pods, by name.
+pub type ReadyNodes = std::collections::BTreeMap<String, ReadyNode>;
 
 /// The pods of attempt `attempt` of job `uid` in `namespace`, and which of the nodes
 /// under them are Ready (only those nodes are read, not the whole fleet).
@@ -40,30 +52,44 @@ pub async fn attempt_pods_and_ready_nodes(
     let nodes = Api::<Node>::all(client.clone());
     let mut ready_nodes = ReadyNodes::new();
     for name in bound {
-        let status = match nodes.get_with(&name, &GetParams::any()).await {
-            Ok(n) => n.status,
+        let node = match nodes.get_with(&name, &GetParams::any()).await {
+            Ok(n) => Some(n),
             Err(kube::Error::Api(s)) if s.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        if let Some(external) = ready_node(status.as_ref()) {
-            ready_nodes.insert(name, external);
+        if let Some(ready) = node.as_ref().and_then(ready_node) {
+            ready_nodes.insert(name, ready);
         }
     }
     Ok((pods.items, ready_nodes))
 }
 
-/// `Some(its ExternalIP, if any)` for a Ready node; `None` for any other (or none).
-pub fn ready_node(status: Option<&NodeStatus>) -> Option<Option<String>> {
+/// What is read of `node` if it is Ready; `None` for any other. Its allocations come
+/// from a member cluster: an unreadable annotation is logged and read as none.
+pub fn ready_node(node: &Node) -> Option<ReadyNode> {
+    let status = node.status.as_ref();
     let ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    ready.then(|| {
-        status
-            .and_then(|s| s.addresses.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|a| a.type_ == "ExternalIP")
-            .map(|a| a.address.clone())
+    if !ready {
+        return None;
+    }
+    let external_ip = status
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|a| a.type_ == "ExternalIP")
+        .map(|a| a.address.clone());
+    let allocations = match node.annotations().get(allocations::ANNOTATION) {
+        None => Allocations::new(),
+        Some(text) => allocations::parse(text).unwrap_or_else(|e| {
+            tracing::warn!(node = %node.name_any(), error = %e, "ignoring the node's GPU allocations");
+            Allocations::new()
+        }),
+    };
+    Some(ReadyNode {
+        external_ip,
+        allocations,
     })
 }
 
@@ -123,7 +149,15 @@ pub fn pod_view(pod: &Pod, ready_nodes: &ReadyNodes) -> Option<PodView> {
         .map(|t| t.0.as_second())
         .min();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    let external = node.as_ref().and_then(|n| ready_nodes.get(n).cloned().flatten());
+    let ready_node = node.as_ref().and_then(|n| ready_nodes.get(n));
+    let external = ready_node.and_then(|n| n.external_ip.clone());
+    let key = allocations::pod_key(
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let gpu_uuids = ready_node
+        .and_then(|n| n.allocations.get(&key).cloned())
+        .unwrap_or_default();
     let node_lost = node.is_some_and(|n| !ready_nodes.contains_key(&n));
     let ready = status
         .and_then(|s| s.conditions.as_ref())
@@ -136,6 +170,7 @@ pub fn pod_view(pod: &Pod, ready_nodes: &ReadyNodes) -> Option<PodView> {
         node_lost,
         ready,
         host_ip: external.or_else(|| status.and_then(|s| s.host_ip.clone())),
+        gpu_uuids,
     })
 }
 

@@ -41,6 +41,8 @@ pub struct PodView {
     pub ready: bool,
     /// Its node's IP (`status.hostIP`).
     pub host_ip: Option<String>,
+    /// The GPUs its node's device plugin says it holds (sorted; empty until published).
+    pub gpu_uuids: Vec<String>,
 }
 
 /// What was observed of the job's provider and live attempt.
@@ -137,6 +139,9 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     {
         p.running_time = Some(crate::time::format(t));
         st.start_time.get_or_insert_with(|| crate::time::format(t));
+    }
+    if let (Some(p), Member::Pods(pods)) = (st.placement.as_mut(), member) {
+        attempt::record_gpus(p, pods);
     }
 
     // Ending the live attempt, if something ended it.
@@ -274,6 +279,7 @@ fn end_attempt(
         message: message.clone(),
         gpu_seconds,
         gpus: Some(p.gpus),
+        gpu_uuids: attempt::attempt_gpus(&p),
         running_time: p.running_time.clone(),
         price_per_gpu_hour: p.price_per_gpu_hour.clone(),
         end_time: crate::time::format(at),

@@ -23,6 +23,7 @@ fn pod(ready: bool, phase: PodPhase) -> PodView {
         node_lost: false,
         ready,
         host_ip: Some("10.0.0.7".into()),
+        gpu_uuids: Vec::new(),
     }
 }
 

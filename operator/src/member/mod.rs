@@ -25,8 +25,8 @@ use crate::job::plan::PodView;
 pub mod ops {
     pub use crate::job::dispatch::{dispatch, manifest};
     pub use crate::job::observe::{
-        ReadyNodes, attempt_pods, attempt_pods_and_ready_nodes, exposure, pod_view, remove_attempt,
-        remove_namespace,
+        ReadyNode, ReadyNodes, attempt_pods, attempt_pods_and_ready_nodes, exposure, pod_view, ready_node,
+        remove_attempt, remove_namespace,
     };
     pub use crate::provider::probe_with;
     pub use crate::verification::{read_challenges, write_challenge_data};

@@ -328,6 +328,7 @@ pub fn pod_views(status: &AssignmentStatus) -> (Vec<PodView>, Vec<String>) {
             node_lost: p.node_name.is_some() && !p.node_ready,
             ready: p.ready,
             host_ip: p.host_ip.clone(),
+            gpu_uuids: p.gpu_uuids.clone(),
         })
         .collect();
     let mut lost: Vec<String> = status
@@ -355,6 +356,7 @@ pub fn assigned_pod(pod: &Pod, ready_nodes: &crate::job::observe::ReadyNodes) ->
         finished_at: view.finished,
         ready: view.ready,
         host_ip: view.host_ip,
+        gpu_uuids: view.gpu_uuids,
     })
 }
 

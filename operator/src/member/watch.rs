@@ -11,12 +11,14 @@
 //! ([`crate::member::Link::uncached`]); then reads go to the API server again and fail
 //! or succeed as they did before the cache existed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use gpufed_api::ComputeJob;
+use gpufed_trust::allocations;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -92,6 +94,7 @@ impl MemberCache {
     pub fn start(client: &Client, trigger: Option<JobTrigger>) -> Self {
         let (pods_ok, nodes_ok) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let pod_config = watcher::Config::default().labels(names::LABEL_JOB_UID);
+        let node_trigger = trigger.clone();
         let (pods, pod_task) = spawn_reflector(
             Api::all(client.clone()),
             pod_config,
@@ -102,11 +105,32 @@ impl MemberCache {
                 }
             },
         );
+        // A node's device plugin publishing new GPU allocations wakes the jobs whose pods
+        // they name, so their placements learn their GPUs at once, not at the next poll.
+        let last_allocations: Mutex<HashMap<String, String>> = Mutex::default();
+        let pods_by_key = pods.clone();
         let (nodes, node_task) = spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             nodes_ok.clone(),
-            |_: &Node| {},
+            move |n: &Node| {
+                let Some(t) = &node_trigger else { return };
+                let text = n
+                    .annotations()
+                    .get(allocations::ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut last = last_allocations
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if last.get(&n.name_any()) == Some(&text) {
+                    return;
+                }
+                last.insert(n.name_any(), text.clone());
+                for job in jobs_in_allocations(&text, &pods_by_key) {
+                    let _ = t.unbounded_send(job);
+                }
+            },
         );
         Self {
             pods,
@@ -146,12 +170,26 @@ impl MemberCache {
         let mut ready = ReadyNodes::new();
         for node in pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.as_ref()) {
             let n = self.nodes.get(&ObjectRef::new(node));
-            if let Some(external) = n.and_then(|n| ready_node(n.status.as_ref())) {
-                ready.insert(node.clone(), external);
+            if let Some(r) = n.and_then(|n| ready_node(&n)) {
+                ready.insert(node.clone(), r);
             }
         }
         (pods, ready)
     }
+}
+
+/// The hub jobs of our pods named in a node's GPU-allocations annotation `text` (none for
+/// an unreadable one).
+fn jobs_in_allocations(text: &str, pods: &Store<Pod>) -> Vec<ObjectRef<ComputeJob>> {
+    let Ok(a) = allocations::parse(text) else {
+        return Vec::new();
+    };
+    a.keys()
+        .filter_map(|key| {
+            let (ns, pod) = key.split_once('/')?;
+            job_of(pods.get(&ObjectRef::new(pod).within(ns))?.as_ref())
+        })
+        .collect()
 }
 
 /// The hub ComputeJob a member pod belongs to, from the labels dispatch puts on it.
@@ -185,5 +223,32 @@ mod tests {
         assert_eq!(job_of(&pod), Some(ObjectRef::new("train").within("team-a")));
         pod.metadata.labels = None;
         assert_eq!(job_of(&pod), None);
+    }
+
+    #[test]
+    fn published_allocations_name_the_jobs_of_our_pods_only() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let ours = Pod {
+            metadata: ObjectMeta {
+                name: Some("w-0".into()),
+                namespace: Some("gpufed-t1".into()),
+                labels: Some(
+                    [
+                        (names::LABEL_JOB_NAMESPACE.to_string(), "team-a".to_string()),
+                        (names::LABEL_JOB_NAME.to_string(), "train".to_string()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        writer.apply_watcher_event(&watcher::Event::Apply(ours));
+        let text = r#"{"gpufed-t1/w-0": ["GPU-a"], "other/p": ["GPU-b"]}"#;
+        assert_eq!(
+            jobs_in_allocations(text, &store),
+            vec![ObjectRef::new("train").within("team-a")]
+        );
+        assert!(jobs_in_allocations("not json", &store).is_empty());
     }
 }

@@ -41,6 +41,7 @@ fn ended(attempt: u32, running: i64, end: i64) -> AttemptRecord {
         message: String::new(),
         gpu_seconds: (end - running) as u64 * 4,
         gpus: Some(4),
+        gpu_uuids: Vec::new(),
         running_time: Some(crate::time::format(running)),
         price_per_gpu_hour: "2.5".into(),
         end_time: crate::time::format(end),

@@ -2,6 +2,8 @@
 //! and how the attempt ended, if it did.
 
 use gpufed_api::ComputeJob;
+use std::collections::BTreeSet;
+
 use gpufed_api::job_status::{AttemptOutcome, Placement};
 
 use super::{PodPhase, PodView};
@@ -29,6 +31,31 @@ pub(super) fn gang_started(
     }
     let placed = crate::time::parse(&placement.placed_time).unwrap_or(i64::MIN);
     Some(last.clamp(placed.min(now), now))
+}
+
+/// Most GPU UUIDs kept for one worker (the CRD's bound).
+const MAX_WORKER_GPUS: usize = 16;
+/// Most GPU UUIDs kept in an attempt's record (the CRD's bound).
+const MAX_ATTEMPT_GPUS: usize = 64;
+
+/// Records, per worker, the GPUs its node's device plugin says its pod holds. The first
+/// report stays: a pod that ended holds no GPU any more, but it held these while billed.
+pub(super) fn record_gpus(placement: &mut Placement, pods: &[PodView]) {
+    for pod in pods.iter().filter(|p| !p.gpu_uuids.is_empty()) {
+        if let Some(w) = placement
+            .workers
+            .iter_mut()
+            .find(|w| w.rank == pod.rank && w.gpu_uuids.is_empty())
+        {
+            w.gpu_uuids = pod.gpu_uuids.iter().take(MAX_WORKER_GPUS).cloned().collect();
+        }
+    }
+}
+
+/// The GPUs of all workers of an attempt, for its record (sorted, distinct, bounded).
+pub(super) fn attempt_gpus(placement: &Placement) -> Vec<String> {
+    let all: BTreeSet<&String> = placement.workers.iter().flat_map(|w| &w.gpu_uuids).collect();
+    all.into_iter().take(MAX_ATTEMPT_GPUS).cloned().collect()
 }
 
 /// How the live attempt ended, if it did: all succeeded, one failed, or a node lost.

@@ -52,6 +52,7 @@ fn pods(phases: &[PodPhase]) -> Member {
                 node_lost: false,
                 ready: *p == PodPhase::Running,
                 host_ip: None,
+                gpu_uuids: Vec::new(),
             })
             .collect(),
     )
@@ -347,4 +348,5 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
     assert!(!p.wants_placement, "a deleted job is not placed again");
 }
 
+mod gpus;
 mod started;

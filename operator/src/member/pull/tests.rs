@@ -82,7 +82,13 @@ fn pod(name: &str, rank: u32, phase: &str, node: Option<&str>) -> Pod {
 
 #[test]
 fn reported_pods_read_back_as_the_push_mode_view() {
-    let ready = crate::job::observe::ReadyNodes::from([("n1".to_owned(), Some("203.0.113.7".to_owned()))]);
+    let ready = crate::job::observe::ReadyNodes::from([(
+        "n1".to_owned(),
+        crate::job::observe::ReadyNode {
+            external_ip: Some("203.0.113.7".to_owned()),
+            allocations: gpufed_trust::allocations::Allocations::new(),
+        },
+    )]);
     let pods = [
         pod("w0", 0, "Running", Some("n1")),
         pod("w1", 1, "Running", Some("n2")),

@@ -15,6 +15,7 @@ fn pods_started(pods: &[(PodPhase, Option<i64>)]) -> Member {
                 node_lost: false,
                 ready: *phase == PodPhase::Running,
                 host_ip: None,
+                gpu_uuids: Vec::new(),
             })
             .collect(),
     )
