@@ -44,9 +44,13 @@ fmt-check:
 lint: fmt-check crds-check chart-lint
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## The whole suite: unit, property, manifest and e2e tests against real API servers.
+## The whole suite: unit, property, manifest and e2e tests against real API servers. The
+## tests are compiled before the validator is built or waited for (.ci/run builds it in the
+## background on an empty cache).
 ## Benchmarks are not tests: `make bench` runs them (clippy still builds them).
-test: deps
+test: k8s helm lua
+	$(CARGO) test --workspace --lib --bins --tests --no-run
+	@scripts/install-solana.sh >/dev/null
 	$(CARGO) test --workspace --lib --bins --tests
 
 test-unit:

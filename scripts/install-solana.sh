@@ -12,6 +12,10 @@
 # 4.5 GB, 7.7 GB of scratch target (deleted afterwards); built without debug info.
 # Needs libclang-dev, libssl-dev, pkg-config (installed with apt-get when missing).
 #
+# Usage: install-solana.sh [--deps-only]   (--deps-only: install the apt build dependencies
+# and stop; .ci/run does that in the foreground before building in the background).
+# Two runs at once do not build twice: the second waits for the first (a lock in the cache).
+#
 # Environment:
 #   GPUFED_CACHE   cache root (default: $HOME/.cache/gpufed)
 #   GPUFED_SOLANA_JOBS   cargo build jobs (default: cargo's default)
@@ -36,6 +40,8 @@ if cached_ok; then
     echo "$BIN"
     exit 0
 fi
+DEPS_ONLY=false
+[[ "${1:-}" == "--deps-only" ]] && DEPS_ONLY=true
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then
@@ -53,7 +59,18 @@ if ((${#need[@]})); then
         die "apt-get install ${need[*]} failed"
 fi
 
+$DEPS_ONLY && exit 0
+
 mkdir -p "$ROOT"
+exec 9>"$ROOT/.lock"
+if ! flock -n 9; then
+    say "another build of the validator is running: waiting for it"
+    flock 9
+    if cached_ok; then
+        echo "$BIN"
+        exit 0
+    fi
+fi
 SCRATCH="$CACHE_ROOT/tmp/solana-build"
 mkdir -p "$SCRATCH"
 START=$(date +%s)
