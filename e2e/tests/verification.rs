@@ -95,6 +95,22 @@ async fn honest_providers_verify_and_liars_are_caught() {
         st.reputation
             .is_some_and(|r| r.score.parse::<f64>().is_ok_and(|s| s > 50.0))
     );
+    // Each node's key is pinned in the hub at first sight (a new leader holds nodes to it).
+    let pins = Api::<ConfigMap>::namespaced(hub.clone(), "gpufed-system")
+        .get("gpufed-node-keys-honest")
+        .await
+        .expect("the honest provider's pinned node keys");
+    let pinned = pins.data.unwrap_or_default();
+    assert_eq!(pinned.len(), 1, "one node, one key: {pinned:?}");
+    assert!(
+        pinned.values().all(|k| k.len() == 44),
+        "base64 ed25519 keys: {pinned:?}"
+    );
+    assert_eq!(
+        pins.metadata.owner_references.unwrap_or_default()[0].kind,
+        "GpuProvider",
+        "goes with its provider"
+    );
     let liar = wait("liar", ("False", "ChallengeFailed")).await;
     let v = liar.status.expect("status").verification.expect("verification");
     assert_eq!(v.verified_gpus, 0);

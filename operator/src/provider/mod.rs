@@ -50,10 +50,27 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     match (&probe, &link) {
         (Ok(view), Ok(link)) => {
             ctx.fleet.update(&name, view.clone()).await;
-            if let Some(desired) = ctx.verifier.step(&name, view, now_ms)
+            let keys_ns = &ctx.verifier.config().namespace;
+            if !ctx.verifier.pins_loaded(&name) {
+                match crate::verification::pins::load(&ctx.hub, keys_ns, &name).await {
+                    Ok(keys) => ctx.verifier.load_pins(&name, keys),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the pinned node keys; verification waits")
+                    }
+                }
+            }
+            // Without the pins a node could be judged against a key it never had.
+            if ctx.verifier.pins_loaded(&name)
+                && let Some(desired) = ctx.verifier.step(&name, view, now_ms)
                 && let Err(e) = link.write_challenges(&desired).await
             {
                 tracing::warn!(error = %e, "cannot write challenge requests to the member");
+            }
+            if let Some(keys) = ctx.verifier.pins_to_save(&name) {
+                match crate::verification::pins::save(&ctx.hub, keys_ns, &provider, &keys).await {
+                    Ok(()) => ctx.verifier.pins_saved(&name, &keys),
+                    Err(e) => tracing::warn!(error = %e, "cannot save pinned node keys; next round retries"),
+                }
             }
         }
         (Err(e), _) | (_, Err(e)) => {

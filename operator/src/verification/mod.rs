@@ -11,6 +11,7 @@
 //! provider counts as verified, and what evidence it leaves.
 
 pub mod evidence;
+pub mod pins;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -86,6 +87,8 @@ pub struct Verifier {
     /// When this process last found evidence of a kind recorded for a provider (ms), so a
     /// caught provider does not cost a list of evidence ConfigMaps every heartbeat.
     evidence_checked: Mutex<BTreeMap<(String, String), u64>>,
+    /// Node keys pinned per provider, loaded from the hub before its first step.
+    pins: Mutex<BTreeMap<String, pins::Pins>>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -97,8 +100,11 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A node's report, authenticated: its claims, whether simulated, and its answer.
-fn read_report(text: &str) -> Result<(Vec<GpuClaim>, bool, Option<gpufed_trust::ChallengeAnswer>), Failure> {
+/// A node's report, authenticated: its claims, whether simulated, its answer, and the
+/// public key that signed it.
+type ReadReport = (Vec<GpuClaim>, bool, Option<gpufed_trust::ChallengeAnswer>, String);
+
+fn read_report(text: &str) -> Result<ReadReport, Failure> {
     let bad = |detail: String| Failure::BadReport { detail };
     let signed: SignedReport =
         serde_json::from_str(text).map_err(|e| bad(format!("not a signed report: {e}")))?;
@@ -114,7 +120,7 @@ fn read_report(text: &str) -> Result<(Vec<GpuClaim>, bool, Option<gpufed_trust::
             model: g.model.clone(),
         })
         .collect();
-    Ok((claims, v.report.simulated, v.report.challenge))
+    Ok((claims, v.report.simulated, v.report.challenge, signed.public_key))
 }
 
 impl Verifier {
@@ -144,11 +150,15 @@ impl Verifier {
         let Ok(mut nodes) = self.nodes.lock() else {
             return None;
         };
+        let Ok(mut all_pins) = self.pins.lock() else {
+            return None;
+        };
+        let pins = all_pins.entry(provider.to_owned()).or_default();
         nodes.retain(|(p, n), _| p != provider || view.nodes.iter().any(|g| &g.name == n));
         for gpu_node in &view.nodes {
             let node = gpu_node.name.clone();
             let st = nodes.entry((provider.to_owned(), node.clone())).or_default();
-            let (claims, simulated, answer) = match view.reports.get(&node).map(|t| read_report(t)) {
+            let (claims, simulated, answer, key) = match view.reports.get(&node).map(|t| read_report(t)) {
                 None => {
                     st.problem = Some(Failure::NotAnswered {
                         detail: "the node publishes no signed inventory report (is the gpufed device plugin running?)".into(),
@@ -161,6 +171,15 @@ impl Verifier {
                 }
                 Some(Ok(r)) => r,
             };
+            if let Err(detail) = pins::check(pins, provider, &node, &key) {
+                // Another machine speaks for this node: nothing it said before counts now.
+                tracing::warn!(%provider, %node, "report signed by another key than the node's pinned one");
+                st.problem = Some(Failure::BadReport { detail });
+                st.verdicts.clear();
+                st.verdict_at_ms = None;
+                st.session = None;
+                continue;
+            }
             st.problem = None;
             let known: Vec<&str> = st.verdicts.iter().map(|v| v.uuid.as_str()).collect();
             let changed = claims.iter().any(|c| !known.contains(&c.uuid.as_str()));
@@ -221,6 +240,38 @@ impl Verifier {
             .filter_map(|(n, t)| Some((n.clone(), serde_json::from_str(t).ok()?)))
             .collect();
         (desired != seen).then_some(desired)
+    }
+
+    /// Whether the provider's pinned node keys were loaded (verification waits for them).
+    pub fn pins_loaded(&self, provider: &str) -> bool {
+        self.pins.lock().is_ok_and(|p| p.contains_key(provider))
+    }
+
+    /// Installs the provider's pinned keys as read from the hub (keys pinned here since,
+    /// if any, are kept).
+    pub fn load_pins(&self, provider: &str, keys: BTreeMap<String, String>) {
+        if let Ok(mut all) = self.pins.lock() {
+            let p = all.entry(provider.to_owned()).or_default();
+            for (node, key) in keys {
+                p.keys.entry(node).or_insert(key);
+            }
+        }
+    }
+
+    /// The provider's pins when some are new since the last save.
+    pub fn pins_to_save(&self, provider: &str) -> Option<BTreeMap<String, String>> {
+        let all = self.pins.lock().ok()?;
+        all.get(provider).filter(|p| p.dirty).map(|p| p.keys.clone())
+    }
+
+    /// `saved` is in the hub now.
+    pub fn pins_saved(&self, provider: &str, saved: &BTreeMap<String, String>) {
+        if let Ok(mut all) = self.pins.lock()
+            && let Some(p) = all.get_mut(provider)
+            && &p.keys == saved
+        {
+            p.dirty = false;
+        }
     }
 
     /// The provider's verdict, judged over the whole fleet (verdicts older than two

@@ -31,6 +31,11 @@ fn cfg() -> VerifyConfig {
 
 /// The node: signs a report answering `req` (if any), computing honestly or not.
 fn report(uuids: &[&str], req: Option<&ChallengeRequest>, honest: bool) -> String {
+    report_signed(uuids, req, honest, 3)
+}
+
+/// Like [`report`], signed by the key of seed `[key; 32]`.
+fn report_signed(uuids: &[&str], req: Option<&ChallengeRequest>, honest: bool, key: u8) -> String {
     let challenge = req.map(|r| {
         let gpus: Vec<Computed> = uuids
             .iter()
@@ -59,7 +64,7 @@ fn report(uuids: &[&str], req: Option<&ChallengeRequest>, honest: bool) -> Strin
             .collect(),
         challenge,
     };
-    serde_json::to_string(&sign(rep, &SigningKey::from_bytes(&[3; 32])).unwrap()).unwrap()
+    serde_json::to_string(&sign(rep, &SigningKey::from_bytes(&[key; 32])).unwrap()).unwrap()
 }
 
 fn view(report: Option<String>, challenges: &BTreeMap<String, ChallengeRequest>) -> MemberView {
@@ -152,4 +157,65 @@ fn evidence_is_looked_up_again_only_after_the_cooldown() {
     assert!(!v.evidence_due("p", "failed-challenge", 1_000 + cooldown - 1));
     assert!(v.evidence_due("p", "failed-challenge", 1_000 + cooldown));
     assert!(v.evidence_due("q", "failed-challenge", 2_000), "per provider");
+}
+
+/// Drives one honest challenge to its verdict with reports signed by `key`.
+fn verify_with(v: &Verifier, key: u8, mut t: u64) -> u64 {
+    let uuids = ["GPU-1", "GPU-2"];
+    let mut member = BTreeMap::new();
+    for _ in 0..4 {
+        let rep = report_signed(&uuids, member.get("n1"), true, key);
+        if let Some(desired) = v.step("p", &view(Some(rep), &member), t) {
+            member = desired;
+        }
+        t += 1_000;
+    }
+    t
+}
+
+#[test]
+fn the_first_key_is_pinned_and_a_node_speaking_with_another_loses_its_verified_gpus() {
+    let v = Verifier::new(cfg());
+    v.load_pins("p", BTreeMap::new());
+    let t = verify_with(&v, 3, 1_000);
+    assert_eq!(v.verdict("p", t).0.verified, 2);
+    let pinned = v.pins_to_save("p").expect("a new pin to save");
+    assert_eq!(pinned.len(), 1);
+    v.pins_saved("p", &pinned);
+    assert_eq!(v.pins_to_save("p"), None, "saved");
+
+    // Another machine answers for n1: at once nothing of n1 counts, and it says why.
+    let forged = report_signed(&["GPU-1", "GPU-2"], None, true, 9);
+    v.step("p", &view(Some(forged), &BTreeMap::new()), t);
+    let (verdict, problems) = v.verdict("p", t);
+    assert_eq!(verdict.verified, 0, "{verdict:?}");
+    assert_eq!(problems[0].1.reason(), "BadReport");
+    assert!(
+        problems[0].1.to_string().contains("node key changed"),
+        "{}",
+        problems[0].1
+    );
+    assert_eq!(v.pins_to_save("p"), None, "the refused key is not pinned");
+}
+
+#[test]
+fn pins_loaded_from_the_hub_hold_a_restarted_operator_to_the_first_key() {
+    let first = Verifier::new(cfg());
+    first.load_pins("p", BTreeMap::new());
+    verify_with(&first, 3, 1_000);
+    let saved = first.pins_to_save("p").expect("pinned");
+
+    // A new leader loads the pins before its first step: key 9 never verifies n1.
+    let next = Verifier::new(cfg());
+    assert!(!next.pins_loaded("p"));
+    next.load_pins("p", saved);
+    assert!(next.pins_loaded("p"));
+    let t = verify_with(&next, 9, 1_000);
+    assert_eq!(next.verdict("p", t).0.verified, 0);
+    assert!(
+        next.verdict("p", t).1[0]
+            .1
+            .to_string()
+            .contains("node key changed")
+    );
 }
