@@ -112,7 +112,7 @@ mod tests {
         p.dirty = false;
         assert_eq!(check(&mut p, "dc", "n1", "key-a"), Ok(false));
         assert!(!p.dirty, "nothing new to save");
-        let e = check(&mut p, "dc", "n1", "key-b").unwrap_err();
+        let e = check(&mut p, "dc", "n1", "key-b").expect_err("another key is refused");
         assert!(
             e.contains("node key changed") && e.contains("key-a") && e.contains("key-b"),
             "{e}"
