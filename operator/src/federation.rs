@@ -68,6 +68,18 @@ impl Members {
         self
     }
 
+    /// Reconciles these jobs now (the job controller's trigger; nothing without one).
+    pub fn wake_jobs(
+        &self,
+        jobs: impl IntoIterator<Item = kube::runtime::reflector::ObjectRef<gpufed_api::ComputeJob>>,
+    ) {
+        if let Some(t) = &self.trigger {
+            for j in jobs {
+                let _ = t.unbounded_send(j);
+            }
+        }
+    }
+
     /// How long a member client is used without reading its kubeconfig Secret again
     /// (a rotation is picked up within this time).
     pub fn with_secret_recheck(mut self, every: Duration) -> Self {

@@ -173,6 +173,21 @@ async fn observe_endpoint(
 const FIRST_STATUS_WAIT: i64 = 5;
 
 /// Seconds since the job was created (0 when unknown).
+/// Whether `job` has member-side work on `provider`: its live attempt runs there, an
+/// ended attempt's pods there are not removed yet, or it is being deleted after running
+/// there (its tenant namespace goes).
+pub fn touches_provider(job: &ComputeJob, provider: &str) -> bool {
+    let Some(st) = job.status.as_ref() else {
+        return false;
+    };
+    let deleting = job.metadata.deletion_timestamp.is_some();
+    st.placement.as_ref().is_some_and(|p| p.provider == provider)
+        || st
+            .attempts
+            .iter()
+            .any(|a| a.provider == provider && (deleting || !a.removed))
+}
+
 fn age(job: &ComputeJob, now: i64) -> i64 {
     job.metadata
         .creation_timestamp
@@ -366,3 +381,6 @@ pub async fn run(
 pub fn watch_config() -> watcher::Config {
     watcher::Config::default().any_semantic()
 }
+
+#[cfg(test)]
+mod touch_tests;

@@ -49,6 +49,9 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
     match (&probe, &link) {
         (Ok(view), Ok(link)) => {
+            if ctx.fleet.probe_failed(&name).await {
+                wake_jobs_of(&ctx, &name);
+            }
             ctx.fleet.update(&name, view.clone()).await;
             let keys_ns = &ctx.verifier.config().namespace;
             if !ctx.verifier.pins_loaded(&name) {
@@ -152,6 +155,28 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         .observe(started.elapsed().as_secs_f64());
     crate::context::succeeded(&ctx, "provider", provider.as_ref());
     Ok(Action::requeue(ctx.config.heartbeat_interval))
+}
+
+/// The provider answers again: its jobs' reconciles that failed while it was away (their
+/// member cleanup on deletion, their pods' view) run now, not when their per-object
+/// backoff — grown with every failure of the outage, minutes by then — comes due.
+fn wake_jobs_of(ctx: &Context, provider: &str) {
+    let jobs: Vec<_> = ctx
+        .jobs
+        .state()
+        .iter()
+        .filter(|j| crate::job::touches_provider(j, provider))
+        .map(|j| kube::runtime::reflector::ObjectRef::from_obj(j.as_ref()))
+        .collect();
+    for j in &jobs {
+        ctx.backoff.reset(&format!("job/{j}"));
+    }
+    tracing::info!(
+        provider,
+        jobs = jobs.len(),
+        "provider reachable again: waking its jobs"
+    );
+    ctx.members.wake_jobs(jobs);
 }
 
 /// How long to wait before probing `name` again, if its last probe (at the same
