@@ -10,8 +10,8 @@ mod opsupport;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use gpufed_api::ComputeJob;
 use gpufed_api::job_status::JobPhase;
+use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client};
@@ -181,6 +181,39 @@ async fn jobs_run_on_the_gpus_our_device_plugin_allocates() {
     let mut want = uuids.clone();
     want.sort();
     assert_eq!(all, want);
+
+    // The provider's reputation counts the three completed jobs — also once they are
+    // deleted (the outcomes are recorded in the hub, not read from the jobs alone).
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let completed = || async {
+        let p = providers.get("dp").await?;
+        Ok::<_, kube::Error>(p.status.and_then(|s| s.reputation).map(|r| r.jobs_completed))
+    };
+    gpufed_e2e::wait::until("3 completed jobs counted", Duration::from_secs(30), || async {
+        Ok(completed().await?.filter(|n| *n == 3))
+    })
+    .await
+    .expect("reputation counts the jobs");
+    let jobs: Api<ComputeJob> = Api::namespaced(hub.clone(), &ns);
+    jobs.delete_collection(&Default::default(), &Default::default())
+        .await
+        .expect("delete the jobs");
+    gpufed_e2e::wait::until("jobs gone", Duration::from_secs(60), || async {
+        Ok(jobs
+            .list(&Default::default())
+            .await?
+            .items
+            .is_empty()
+            .then_some(()))
+    })
+    .await
+    .expect("jobs deleted");
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few provider rounds
+    assert_eq!(
+        completed().await.expect("provider"),
+        Some(3),
+        "deleted jobs still count"
+    );
     operator.stop().await;
     drop(env);
 }

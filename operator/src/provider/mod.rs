@@ -93,8 +93,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             .as_ref()
             .and_then(|s| s.reputation.as_ref()?.uptime_percent)
             .map(|p| f64::from(p) / 100.0);
-        let jobs = ctx.jobs.state();
-        let outcomes = crate::verification::plan::job_outcomes(jobs.iter().map(AsRef::as_ref), &name);
+        let outcomes = outcome_counts(&ctx, &provider).await;
         let (verdict, problems) = ctx.verifier.verdict(&name, now_ms);
         let uptime = ctx.verifier.uptime(&name, seed, probe.is_ok());
         let inputs = crate::verification::plan::reputation_inputs(&verdict, uptime, outcomes);
@@ -155,6 +154,37 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         .observe(started.elapsed().as_secs_f64());
     crate::context::succeeded(&ctx, "provider", provider.as_ref());
     Ok(Action::requeue(ctx.config.heartbeat_interval))
+}
+
+/// `(completed, lost)` attempts of the provider for its reputation: from its ledger in the
+/// hub, with the jobs the hub holds recorded into it first (so deleted jobs still count);
+/// from those jobs alone while the ledger cannot be read.
+async fn outcome_counts(ctx: &Context, provider: &GpuProvider) -> (u64, u64) {
+    use crate::verification::outcomes;
+    let name = provider.name_any();
+    let ns = ctx.verifier.config().namespace.clone();
+    let jobs = ctx.jobs.state();
+    if !ctx.verifier.outcomes_loaded(&name) {
+        match outcomes::load(&ctx.hub, &ns, &name).await {
+            Ok(l) => ctx.verifier.load_outcomes(&name, l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the provider's outcome ledger; counting the jobs held")
+            }
+        }
+    }
+    let Some(counts) = ctx
+        .verifier
+        .record_outcomes(&name, jobs.iter().map(AsRef::as_ref))
+    else {
+        return crate::verification::plan::job_outcomes(jobs.iter().map(AsRef::as_ref), &name);
+    };
+    if let Some(ledger) = ctx.verifier.outcomes_to_save(&name) {
+        match outcomes::save(&ctx.hub, &ns, provider, &ledger).await {
+            Ok(()) => ctx.verifier.outcomes_saved(&name, &ledger),
+            Err(e) => tracing::warn!(error = %e, "cannot save the outcome ledger; next round retries"),
+        }
+    }
+    counts
 }
 
 /// The provider answers again: its jobs' reconciles that failed while it was away (their

@@ -11,6 +11,7 @@
 //! provider counts as verified, and what evidence it leaves.
 
 pub mod evidence;
+pub mod outcomes;
 pub mod pins;
 pub mod plan;
 
@@ -89,6 +90,8 @@ pub struct Verifier {
     evidence_checked: Mutex<BTreeMap<(String, String), u64>>,
     /// Node keys pinned per provider, loaded from the hub before its first step.
     pins: Mutex<BTreeMap<String, pins::Pins>>,
+    /// Job outcomes per provider (loaded from the hub), and whether some are unsaved.
+    outcomes: Mutex<BTreeMap<String, (outcomes::Ledger, bool)>>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -240,6 +243,54 @@ impl Verifier {
             .filter_map(|(n, t)| Some((n.clone(), serde_json::from_str(t).ok()?)))
             .collect();
         (desired != seen).then_some(desired)
+    }
+
+    /// Whether the provider's outcome ledger was loaded from the hub.
+    pub fn outcomes_loaded(&self, provider: &str) -> bool {
+        self.outcomes.lock().is_ok_and(|o| o.contains_key(provider))
+    }
+
+    /// Installs the provider's ledger as read from the hub.
+    pub fn load_outcomes(&self, provider: &str, ledger: outcomes::Ledger) {
+        if let Ok(mut all) = self.outcomes.lock() {
+            let (l, _) = all.entry(provider.to_owned()).or_default();
+            for (k, v) in ledger.0 {
+                l.0.entry(k).or_insert(v);
+            }
+        }
+    }
+
+    /// Records the ended attempts of `jobs` on `provider` in its (loaded) ledger and
+    /// returns `(completed, lost)` over it; `None` while it is not loaded.
+    pub fn record_outcomes<'a>(
+        &self,
+        provider: &str,
+        jobs: impl IntoIterator<Item = &'a gpufed_api::ComputeJob>,
+    ) -> Option<(u64, u64)> {
+        let mut all = self.outcomes.lock().ok()?;
+        let (ledger, dirty) = all.get_mut(provider)?;
+        if ledger.record(jobs, provider) {
+            *dirty = true;
+        }
+        Some(ledger.counts())
+    }
+
+    /// The provider's ledger when it has unsaved entries.
+    pub fn outcomes_to_save(&self, provider: &str) -> Option<outcomes::Ledger> {
+        let all = self.outcomes.lock().ok()?;
+        all.get(provider)
+            .filter(|(_, dirty)| *dirty)
+            .map(|(l, _)| l.clone())
+    }
+
+    /// `saved` is in the hub now.
+    pub fn outcomes_saved(&self, provider: &str, saved: &outcomes::Ledger) {
+        if let Ok(mut all) = self.outcomes.lock()
+            && let Some((l, dirty)) = all.get_mut(provider)
+            && l == saved
+        {
+            *dirty = false;
+        }
     }
 
     /// Whether the provider's pinned node keys were loaded (verification waits for them).

@@ -219,3 +219,31 @@ fn pins_loaded_from_the_hub_hold_a_restarted_operator_to_the_first_key() {
             .contains("node key changed")
     );
 }
+
+#[test]
+fn outcomes_wait_for_the_ledger_then_survive_their_jobs_and_a_new_leader() {
+    let job: gpufed_api::ComputeJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": "j", "namespace": "t", "uid": "u1"},
+        "spec": {"workers": 1, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
+                 "template": {"spec": {"containers": [{"name": "m", "image": "i"}]}}},
+        "status": {"attempts": [{"attempt": 1, "provider": "p", "outcome": "ProviderLost", "gpuSeconds": 1,
+                   "pricePerGpuHour": "1.00", "endTime": "2026-12-01T00:00:00Z"}]},
+    }))
+    .unwrap();
+    let v = Verifier::new(cfg());
+    assert_eq!(
+        v.record_outcomes("p", [&job]),
+        None,
+        "not before the ledger is read"
+    );
+    v.load_outcomes("p", outcomes::Ledger::default());
+    assert_eq!(v.record_outcomes("p", [&job]), Some((0, 1)));
+    let saved = v.outcomes_to_save("p").expect("new entries to save");
+    v.outcomes_saved("p", &saved);
+    assert_eq!(v.outcomes_to_save("p"), None);
+    // The job is deleted and a new leader starts: the abandoned attempt still counts.
+    let next = Verifier::new(cfg());
+    next.load_outcomes("p", saved);
+    assert_eq!(next.record_outcomes("p", []), Some((0, 1)));
+}
