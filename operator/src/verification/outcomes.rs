@@ -53,8 +53,8 @@ impl Ledger {
                 };
                 let end = crate::time::parse(&a.end_time).unwrap_or(0);
                 let key = format!("{uid}/{}", a.attempt);
-                if !self.0.contains_key(&key) {
-                    self.0.insert(key, (counted, end));
+                if let std::collections::btree_map::Entry::Vacant(e) = self.0.entry(key) {
+                    e.insert((counted, end));
                     changed = true;
                 }
             }
