@@ -205,30 +205,9 @@ mod tests {
     use super::*;
     use kube::api::ObjectMeta;
 
-    #[test]
-    fn a_pod_names_its_hub_job_and_a_foreign_pod_none() {
-        let mut pod = Pod {
-            metadata: ObjectMeta {
-                labels: Some(
-                    [
-                        (names::LABEL_JOB_NAMESPACE.to_string(), "team-a".to_string()),
-                        (names::LABEL_JOB_NAME.to_string(), "train".to_string()),
-                    ]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        assert_eq!(job_of(&pod), Some(ObjectRef::new("train").within("team-a")));
-        pod.metadata.labels = None;
-        assert_eq!(job_of(&pod), None);
-    }
-
-    #[test]
-    fn published_allocations_name_the_jobs_of_our_pods_only() {
-        let (store, mut writer) = reflector::store::<Pod>();
-        let ours = Pod {
+    /// Pod `gpufed-t1/w-0` of hub job `team-a/train`.
+    fn pod_of_train() -> Pod {
+        Pod {
             metadata: ObjectMeta {
                 name: Some("w-0".into()),
                 namespace: Some("gpufed-t1".into()),
@@ -242,8 +221,21 @@ mod tests {
                 ..Default::default()
             },
             ..Default::default()
-        };
-        writer.apply_watcher_event(&watcher::Event::Apply(ours));
+        }
+    }
+
+    #[test]
+    fn a_pod_names_its_hub_job_and_a_foreign_pod_none() {
+        let mut pod = pod_of_train();
+        assert_eq!(job_of(&pod), Some(ObjectRef::new("train").within("team-a")));
+        pod.metadata.labels = None;
+        assert_eq!(job_of(&pod), None);
+    }
+
+    #[test]
+    fn published_allocations_name_the_jobs_of_our_pods_only() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        writer.apply_watcher_event(&watcher::Event::Apply(pod_of_train()));
         let text = r#"{"gpufed-t1/w-0": ["GPU-a"], "other/p": ["GPU-b"]}"#;
         assert_eq!(
             jobs_in_allocations(text, &store),

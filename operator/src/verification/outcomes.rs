@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 
 use gpufed_api::job_status::AttemptOutcome;
 use gpufed_api::{ComputeJob, GpuProvider};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 
 /// Attempts kept per provider.
@@ -86,11 +84,9 @@ pub fn configmap_name(provider: &str) -> String {
 /// A provider's ledger from the hub (empty when none exists; an unreadable one is logged
 /// and read as empty rather than blocking reputation for good).
 pub async fn load(hub: &Client, namespace: &str, provider: &str) -> Result<Ledger, kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
-    let text = api
-        .get_opt(&configmap_name(provider))
+    let text = super::pins::read_data(hub, namespace, &configmap_name(provider))
         .await?
-        .and_then(|cm| cm.data?.remove(KEY));
+        .and_then(|mut d| d.remove(KEY));
     Ok(text.map_or_else(Ledger::default, |t| {
         serde_json::from_str(&t).unwrap_or_else(|e| {
             tracing::warn!(%provider, error = %e, "unreadable outcome ledger; starting a new one");
@@ -99,38 +95,16 @@ pub async fn load(hub: &Client, namespace: &str, provider: &str) -> Result<Ledge
     }))
 }
 
-/// Writes the ledger (create, or update of the version read). Owned by the provider.
+/// Writes the ledger. Owned by the provider.
 pub async fn save(
     hub: &Client,
     namespace: &str,
     provider: &GpuProvider,
     ledger: &Ledger,
 ) -> Result<(), kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
-    let name = configmap_name(&provider.name_any());
-    let mut cm = api.get_opt(&name).await?.unwrap_or_else(|| ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_owned(),
-                    crate::FIELD_MANAGER.to_owned(),
-                )]
-                .into(),
-            ),
-            owner_references: provider.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        ..Default::default()
-    });
     let text = serde_json::to_string(ledger).unwrap_or_else(|_| "{}".to_owned());
-    cm.data = Some([(KEY.to_owned(), text)].into());
-    if cm.metadata.resource_version.is_some() {
-        api.replace(&name, &PostParams::default(), &cm).await?;
-    } else {
-        api.create(&PostParams::default(), &cm).await?;
-    }
-    Ok(())
+    let name = configmap_name(&provider.name_any());
+    super::pins::write_data(hub, namespace, &name, provider, [(KEY.to_owned(), text)].into()).await
 }
 
 #[cfg(test)]

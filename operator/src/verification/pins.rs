@@ -28,28 +28,52 @@ pub async fn load(
     namespace: &str,
     provider: &str,
 ) -> Result<BTreeMap<String, String>, kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
-    Ok(api
-        .get_opt(&configmap_name(provider))
+    Ok(read_data(hub, namespace, &configmap_name(provider))
         .await?
-        .and_then(|cm| cm.data)
         .unwrap_or_default())
 }
 
-/// Writes `keys` as the provider's pinned keys (create, or update of the version read;
-/// a conflict is an error the next round retries). Owned by the provider.
+/// Writes `keys` as the provider's pinned keys.
 pub async fn save(
     hub: &Client,
     namespace: &str,
     provider: &GpuProvider,
     keys: &BTreeMap<String, String>,
 ) -> Result<(), kube::Error> {
+    write_data(
+        hub,
+        namespace,
+        &configmap_name(&provider.name_any()),
+        provider,
+        keys.clone(),
+    )
+    .await
+}
+
+/// The data of ConfigMap `name`, `None` when it does not exist.
+pub(super) async fn read_data(
+    hub: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
-    let name = configmap_name(&provider.name_any());
-    let owner = provider.controller_owner_ref(&());
-    let mut cm = api.get_opt(&name).await?.unwrap_or_else(|| ConfigMap {
+    Ok(api.get_opt(name).await?.map(|cm| cm.data.unwrap_or_default()))
+}
+
+/// Sets the data of the provider-owned ConfigMap `name`: created, or the version read
+/// replaced (a conflict is an error the next round retries). The operator's Role may
+/// get, create and update ConfigMaps in its namespace, not patch them.
+pub(super) async fn write_data(
+    hub: &Client,
+    namespace: &str,
+    name: &str,
+    provider: &GpuProvider,
+    data: BTreeMap<String, String>,
+) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
+    let mut cm = api.get_opt(name).await?.unwrap_or_else(|| ConfigMap {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(name.to_owned()),
             labels: Some(
                 [(
                     "app.kubernetes.io/managed-by".to_owned(),
@@ -57,14 +81,14 @@ pub async fn save(
                 )]
                 .into(),
             ),
-            owner_references: owner.map(|o| vec![o]),
+            owner_references: provider.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
         ..Default::default()
     });
-    cm.data = Some(keys.clone());
+    cm.data = Some(data);
     if cm.metadata.resource_version.is_some() {
-        api.replace(&name, &PostParams::default(), &cm).await?;
+        api.replace(name, &PostParams::default(), &cm).await?;
     } else {
         api.create(&PostParams::default(), &cm).await?;
     }
