@@ -29,23 +29,56 @@ pub fn validator_binary() -> PathBuf {
 pub struct Validator {
     program: PathBuf,
     dir: PathBuf,
+    /// RPC on `base_port`, pubsub on `base_port + 1`: fixed for the validator's life, since
+    /// clients (the operator under test) hold the URL.
     base_port: u16,
+    /// Faucet, gossip and the dynamic range: `aux_port..aux_port + AUX_PORTS`. Re-picked on
+    /// resume when taken — during an hour-long outage other processes on the machine took
+    /// the faucet's port and the restart failed ("Address already in use").
+    aux_port: u16,
     process: Option<ManagedProcess>,
 }
 
-/// Finds `n` consecutive free ports on 127.0.0.1 (the validator wants a contiguous range).
-fn free_block(n: u16) -> Result<u16> {
+/// Ports in the auxiliary block: faucet, gossip, then a 48-port dynamic range.
+const AUX_PORTS: u16 = 50;
+
+/// How many times a resume re-picks its auxiliary ports after losing a bind race.
+const BIND_RETRIES: usize = 3;
+
+/// Whether `port` can be bound for TCP and UDP, on 127.0.0.1 and on all interfaces (the
+/// validator's faucet and RPC listen on 0.0.0.0 whatever the flags).
+fn port_free(port: u16) -> bool {
+    ["127.0.0.1", "0.0.0.0"].iter().all(|host| {
+        std::net::TcpListener::bind((*host, port)).is_ok() && std::net::UdpSocket::bind((*host, port)).is_ok()
+    })
+}
+
+/// Finds `n` (≤ 100) consecutive free ports (the validator wants contiguous ranges) in a
+/// block of 100 other than `avoid`'s. Blocks lie in 20000–31999, below Linux's ephemeral
+/// range (32768–60999), so outgoing connections don't take them while the validator is down.
+fn free_block(n: u16, avoid: Option<u16>) -> Result<u16> {
     for _ in 0..200 {
-        let base = 20_000 + (rand_u16() % 400) * 100;
-        let all_free = (base..base + n).all(|p| {
-            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-        });
-        if all_free {
+        let base = 20_000 + (rand_u16() % 120) * 100;
+        if avoid.is_some_and(|a| a / 100 == base / 100) {
+            continue;
+        }
+        if (base..base + n).all(port_free) {
             return Ok(base);
         }
     }
     Err(Error::State("no block of free ports for the validator".into()))
+}
+
+/// Whether a validator that exited early did so because a port was taken: its log (which
+/// every start appends to) says so after byte `from`.
+fn lost_bind_race(log: &Path, from: u64) -> bool {
+    std::fs::read(log)
+        .ok()
+        .and_then(|b| {
+            b.get(from as usize..)
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+        })
+        .is_some_and(|t| t.contains("Address already in use"))
 }
 
 fn rand_u16() -> u16 {
@@ -67,10 +100,12 @@ impl Validator {
             });
         }
         std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        let base_port = free_block(2 + AUX_PORTS, None)?;
         let mut v = Self {
             program,
             dir: dir.to_path_buf(),
-            base_port: free_block(60)?,
+            base_port,
+            aux_port: base_port + 2,
             process: None,
         };
         v.resume().await?;
@@ -87,6 +122,11 @@ impl Validator {
         self.dir.join("ledger")
     }
 
+    /// The validator's output, appended to by every start.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("validator.out")
+    }
+
     /// Whether the process runs.
     pub fn is_running(&self) -> bool {
         self.process.is_some()
@@ -99,7 +139,7 @@ impl Validator {
         }
     }
 
-    /// Starts the validator on its existing ledger and the same ports.
+    /// Starts the validator on its existing ledger, on the same RPC and pubsub ports.
     ///
     /// Slots stay at the default 64 ticks (≈1.4 s each for this debug build on 2 cores,
     /// so finality ≈45 s and a lost blockhash expires after 3–4 minutes). Fewer ticks make
@@ -110,7 +150,34 @@ impl Validator {
         if self.process.is_some() {
             return Ok(());
         }
-        let b = self.base_port;
+        if !port_free(self.base_port) || !port_free(self.base_port + 1) {
+            return Err(Error::State(format!(
+                "the validator's RPC port {} or pubsub port {} was taken while it was stopped",
+                self.base_port,
+                self.base_port + 1
+            )));
+        }
+        let mut attempt = 0;
+        loop {
+            if !(self.aux_port..self.aux_port + AUX_PORTS).all(port_free) {
+                self.aux_port = free_block(AUX_PORTS, Some(self.base_port))?;
+            }
+            let from = std::fs::metadata(self.log()).map(|m| m.len()).unwrap_or(0);
+            match self.spawn_once().await {
+                Err(Error::ExitedEarly { log, .. })
+                    if attempt < BIND_RETRIES && lost_bind_race(&log, from) =>
+                {
+                    attempt += 1;
+                    tracing::warn!(attempt, "validator lost a port to another process; re-picking");
+                    self.aux_port = free_block(AUX_PORTS, Some(self.base_port))?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn spawn_once(&mut self) -> Result<()> {
+        let (b, a) = (self.base_port, self.aux_port);
         let args = vec![
             "--ledger".to_owned(),
             self.ledger().display().to_string(),
@@ -119,14 +186,14 @@ impl Validator {
             "--rpc-port".to_owned(),
             b.to_string(),
             "--faucet-port".to_owned(),
-            (b + 2).to_string(),
+            a.to_string(),
             "--gossip-port".to_owned(),
-            (b + 3).to_string(),
+            (a + 1).to_string(),
             "--dynamic-port-range".to_owned(),
-            format!("{}-{}", b + 10, b + 59),
+            format!("{}-{}", a + 2, a + AUX_PORTS - 1),
             "--quiet".to_owned(),
         ];
-        let log = self.dir.join("validator.out");
+        let log = self.log();
         let mut p = ManagedProcess::spawn_tied("solana-test-validator", &self.program, &args, &log)?;
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
@@ -171,4 +238,37 @@ async fn healthy(port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(2), attempt).await,
         Ok(Ok(true))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_avoid_the_ephemeral_range_and_the_given_block() {
+        for _ in 0..50 {
+            let b = free_block(AUX_PORTS, Some(20_000)).expect("a free block");
+            assert!((20_100..32_000).contains(&b), "block {b}");
+            assert_eq!(b % 100, 0);
+        }
+    }
+
+    #[test]
+    fn a_taken_port_is_not_free_and_is_skipped() {
+        let held = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        assert!(!port_free(held.local_addr().expect("addr").port()));
+    }
+
+    #[test]
+    fn only_the_newest_start_decides_a_lost_bind_race() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("validator.out");
+        std::fs::write(&log, "failed to start faucet: Address already in use\n").expect("write");
+        let from = std::fs::metadata(&log).expect("len").len();
+        assert!(lost_bind_race(&log, 0));
+        assert!(!lost_bind_race(&log, from));
+        std::fs::write(&log, "old\nUnable to bind faucet: Address already in use\n").expect("write");
+        assert!(lost_bind_race(&log, 4));
+        assert!(!lost_bind_race(&dir.path().join("missing"), 0));
+    }
 }
