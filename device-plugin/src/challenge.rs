@@ -5,26 +5,24 @@
 //! nonce, keeps the row commitments, and answers inside its signed report: first the
 //! commitments, then — once the hub has added its open seed — the openings.
 //!
-//! Executors: a `--simulate` node computes on the CPU (the reference implementation; its
-//! report says `simulated`, so the hub checks the answer but never counts it verified).
-//! A GPU executor (CUDA through a runtime-loaded driver) is not built yet: an NVML node
-//! does not answer, and the hub reports its GPUs as not answered.
-
-use std::time::Instant;
+//! Executors ([`crate::executor`]): a `--simulate` node computes on the CPU (the reference
+//! implementation; its report says `simulated`, so the hub checks the answer but never
+//! counts it verified); an NVML node computes on its GPUs with CUDA ([`crate::cuda`]) and
+//! checks sampled rows on its CPU before answering. A GPU it cannot compute for is left
+//! out of the answer (the hub reports it not answered).
 
 use gpufed_trust::protocol::{ChallengeAnswer, ChallengeRequest, Computed, answer};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 
+use crate::executor::Executor;
+
 /// ConfigMap (in the plugin's namespace) holding the hub's requests, one key per node.
 pub const CHALLENGE_CONFIGMAP: &str = "gpufed-challenge";
-/// Largest workload (multiply-adds) the CPU reference executor takes on.
-pub const CPU_MAX_OPS: u64 = 1 << 30;
-
 /// Answers challenges for one node's GPUs.
 #[derive(Debug)]
 pub struct Challenger {
-    simulated: bool,
+    executor: Executor,
     uuids: Vec<String>,
     computed: Option<(String, Vec<Computed>)>,
     last: Option<ChallengeAnswer>,
@@ -32,9 +30,9 @@ pub struct Challenger {
 
 impl Challenger {
     /// For a node with these GPUs.
-    pub fn new(simulated: bool, uuids: Vec<String>) -> Self {
+    pub fn new(executor: Executor, uuids: Vec<String>) -> Self {
         Self {
-            simulated,
+            executor,
             uuids,
             computed: None,
             last: None,
@@ -52,30 +50,16 @@ impl Challenger {
             return self.last.clone();
         }
         if self.computed.as_ref().map(|(n, _)| n) != Some(&req.nonce) {
-            if !self.simulated {
-                tracing::warn!(nonce = %req.nonce, "challenge received, but this build has no GPU executor yet: not answered");
-                return None;
+            let mut computed = Vec::with_capacity(self.uuids.len());
+            for uuid in &self.uuids {
+                match self.executor.compute(&req.nonce, uuid, &req.params) {
+                    Ok(c) => computed.push(c),
+                    Err(e) => tracing::warn!(nonce = %req.nonce, gpu = %uuid, error = %e,
+                        "challenge not answered for this GPU"),
+                }
             }
-            if req.params.node_ops() > CPU_MAX_OPS {
-                tracing::warn!(
-                    ops = req.params.node_ops(),
-                    "challenge too large for the CPU reference executor"
-                );
-                return None;
-            }
-            let computed = self
-                .uuids
-                .iter()
-                .filter_map(|u| {
-                    let started = Instant::now();
-                    let mut c = Computed::on_cpu(&req.nonce, u, &req.params, 0)?;
-                    c.kernel_micros = u64::try_from(started.elapsed().as_micros())
-                        .unwrap_or(u64::MAX)
-                        .max(1);
-                    Some(c)
-                })
-                .collect();
-            tracing::info!(nonce = %req.nonce, gpus = self.uuids.len(), "challenge computed (CPU reference, simulated node)");
+            tracing::info!(nonce = %req.nonce, gpus = self.uuids.len(), answered = computed.len(),
+                executor = ?self.executor, "challenge computed");
             self.computed = Some((req.nonce.clone(), computed));
         }
         let computed = self
@@ -83,6 +67,9 @@ impl Challenger {
             .as_ref()
             .map(|(_, c)| c.as_slice())
             .unwrap_or_default();
+        if computed.is_empty() {
+            return None;
+        }
         self.last = Some(answer(req, computed));
         self.last.clone()
     }
@@ -126,7 +113,7 @@ mod tests {
 
     #[test]
     fn a_simulated_node_commits_then_opens_and_keeps_its_answer() {
-        let mut c = Challenger::new(true, vec!["GPU-a".into(), "GPU-b".into()]);
+        let mut c = Challenger::new(Executor::Cpu, vec!["GPU-a".into(), "GPU-b".into()]);
         assert_eq!(c.answer(None), None);
         let first = c.answer(Some(&req("n1", None))).unwrap();
         assert_eq!(first.commits.len(), 2);
@@ -145,9 +132,14 @@ mod tests {
 
     #[test]
     fn a_gpu_node_without_an_executor_and_oversized_work_are_not_answered() {
-        let mut gpu = Challenger::new(false, vec!["GPU-a".into()]);
+        let mut gpu = Challenger::new(Executor::Unavailable("no driver".into()), vec!["GPU-a".into()]);
         assert_eq!(gpu.answer(Some(&req("n1", None))), None);
-        let mut sim = Challenger::new(true, vec!["GPU-a".into()]);
+        assert_eq!(
+            gpu.answer(Some(&req("n1", Some("s")))),
+            None,
+            "computed once, still nothing"
+        );
+        let mut sim = Challenger::new(Executor::Cpu, vec!["GPU-a".into()]);
         let mut big = req("n1", None);
         big.params = Params {
             rows: 65536,

@@ -4,6 +4,8 @@
 //! - [`inventory`], [`health`], [`topology`], [`ledger`], [`labels`], [`report`]: pure
 //!   logic, no tonic, no kube, time passed in.
 //! - [`source`] and [`nvml`]: where GPUs and faults come from (`--simulate` or NVML).
+//! - [`challenge`], [`executor`] and [`cuda`]: the node's side of the compute challenge
+//!   (CPU reference for `--simulate`, CUDA on real GPUs, a CPU self-check before answering).
 //! - [`service`]: the plugin state and the tonic `DevicePlugin` service on top of it.
 //! - [`kubelet`]: sockets, registration with kubelet, re-registration.
 //! - [`node`]: node labels and the signed report on the Node object (kube client).
@@ -12,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 pub mod challenge;
+pub mod cuda;
 pub mod daemon;
+pub mod executor;
 pub mod health;
 pub mod inventory;
 pub mod kubelet;

@@ -185,7 +185,13 @@ pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
     let api: Api<Node> = Api::all(client.clone());
     type Published = (String, Option<ChallengeAnswer>, Option<Allocations>);
     let mut last: Option<Published> = None;
-    let mut challenger = Challenger::new(inv.simulated, inv.gpus.iter().map(|g| g.uuid.clone()).collect());
+    let challenger = Challenger::new(
+        crate::cuda::executor_for(inv.simulated),
+        inv.gpus.iter().map(|g| g.uuid.clone()).collect(),
+    );
+    // The workload runs for up to seconds (GPU) and is CPU work (hashing, the simulated
+    // executor): off the async workers, one at a time.
+    let challenger = std::sync::Arc::new(std::sync::Mutex::new(challenger));
     while !*shutdown.borrow() {
         let nonce = match api.get(&node).await {
             Ok(n) => n
@@ -199,7 +205,20 @@ pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
             }
         };
         let request = read_request(&client, &namespace, &node).await;
-        let answer = challenger.answer(request.as_ref());
+        let answer = {
+            let challenger = challenger.clone();
+            tokio::task::spawn_blocking(move || {
+                challenger
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .answer(request.as_ref())
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the challenge computation failed");
+                None
+            })
+        };
         let allocations = match &pod_resources {
             None => None,
             Some((socket, resource)) => match crate::kubelet::allocations(socket, resource).await {

@@ -1,0 +1,127 @@
+//! Compute-challenge calibration on real GPUs: how long this machine's GPUs take for a
+//! challenge shape, checked against the CPU reference, and the band that follows
+//! (docs/trust.md, "Setting a band").
+//!
+//! Run: `cargo bench -p gpufed-device-plugin --bench challenge_gpu`
+//! (`GPUFED_CHALLENGE_SHAPE=ROWSxDEPTHxCOLS`, default `4096x1024x4096`;
+//! `GPUFED_CHALLENGE_RUNS`, default 50). On a machine without the CUDA driver it says so
+//! and measures nothing; under `cargo test --all-targets` it runs 2 runs of a small shape.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use gpufed_device_plugin::cuda::CudaRunner;
+use gpufed_device_plugin::executor::{DeviceRunner, Executor, self_check};
+use gpufed_trust::workload::{self, Params};
+
+fn shape(bench: bool) -> Params {
+    let text = std::env::var("GPUFED_CHALLENGE_SHAPE")
+        .unwrap_or_else(|_| if bench { "4096x1024x4096" } else { "256x64x256" }.to_owned());
+    let dims: Vec<u32> = text
+        .split('x')
+        .map(|d| d.trim().parse().expect("GPUFED_CHALLENGE_SHAPE: ROWSxDEPTHxCOLS"))
+        .collect();
+    assert_eq!(
+        dims.len(),
+        3,
+        "GPUFED_CHALLENGE_SHAPE: ROWSxDEPTHxCOLS, got {text}"
+    );
+    let p = Params {
+        rows: dims[0],
+        depth: dims[1],
+        cols: dims[2],
+        samples: 24.min(dims[0]),
+    };
+    p.validate().expect("GPUFED_CHALLENGE_SHAPE");
+    p
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    if !gpufed_cuda::driver_present() {
+        println!(
+            "challenge_gpu: no CUDA driver library (libcuda.so.1) on this machine: nothing to calibrate"
+        );
+        return;
+    }
+    let p = shape(bench);
+    let runs: usize = if bench {
+        std::env::var("GPUFED_CHALLENGE_RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(50)
+    } else {
+        2
+    };
+    let uuids = gpufed_cuda::Gpu::uuids().expect("listing CUDA devices");
+    println!(
+        "challenge_gpu: {} GPU(s); shape {}x{}x{} ({} multiply-adds), {runs} runs each",
+        uuids.len(),
+        p.rows,
+        p.depth,
+        p.cols,
+        p.node_ops()
+    );
+    for uuid in &uuids {
+        let name = gpufed_cuda::Gpu::by_uuid(uuid)
+            .map(|g| g.name().to_owned())
+            .unwrap_or_default();
+        // Run 0 is checked in full against the CPU reference (every row's leaf) when that
+        // is affordable here; every run passes the node's own self-check.
+        let full = p.node_ops() <= 1 << 36;
+        let mut runner = CudaRunner;
+        let mut device = Vec::new();
+        let mut whole = Vec::new();
+        for run in 0..=runs {
+            let nonce = format!("calibrate-{run}");
+            let seeds = workload::seeds(&nonce, uuid);
+            let t = Instant::now();
+            let out = runner
+                .product(uuid, seeds, &p)
+                .expect("the GPU runs the workload");
+            let product_time = t.elapsed();
+            self_check(&p, &seeds, &out.c).expect("self-check against the CPU reference");
+            if run == 0 && full {
+                let cpu = workload::all_leaves(&p, &seeds);
+                let gpu: Vec<_> = out
+                    .c
+                    .chunks_exact(p.cols as usize)
+                    .zip(0..p.rows)
+                    .map(|(row, i)| workload::leaf(i, row))
+                    .collect();
+                assert_eq!(gpu, cpu, "every row equals the CPU reference");
+                println!("  {uuid}: all {} rows equal the CPU reference", p.rows);
+            }
+            if run == 0 {
+                continue; // warm-up (module load, clocks)
+            }
+            device.push(Duration::from_micros(out.device_micros));
+            whole.push(product_time);
+        }
+        // The whole answer path as the plugin runs it (context, workload, copy, hashing).
+        let mut executor = Executor::Device(Box::new(CudaRunner));
+        let t = Instant::now();
+        let computed = executor
+            .compute("calibrate-answer", uuid, &p)
+            .expect("the executor answers");
+        let answer_time = t.elapsed();
+        device.sort();
+        whole.sort();
+        let (fast, slow) = (device[0], device[device.len() - 1]);
+        println!(
+            "  {uuid} ({name}): device time min {fast:?} median {:?} max {slow:?}; with context+copy median {:?}; whole answer (self-check, hashing) {answer_time:?}, root {}",
+            device[device.len() / 2],
+            whole[whole.len() / 2],
+            computed.commit().root
+        );
+        println!(
+            "  suggested band (idle only — repeat under load before adopting):\n  - model: {name}\n    params: {{rows: {}, depth: {}, cols: {}, samples: {}}}\n    minKernelMicros: {}\n    maxKernelMicros: {}",
+            p.rows,
+            p.depth,
+            p.cols,
+            p.samples,
+            (fast.as_micros() as f64 * 0.8) as u64,
+            (slow.as_micros() as f64 * 1.5) as u64
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The CUDA executor ([`gpufed_cuda`]) behind [`DeviceRunner`], and the choice of this
+//! node's executor.
+
+use gpufed_trust::workload::{Params, Seeds};
+
+use crate::executor::{DeviceProduct, DeviceRunner, Executor};
+
+/// Runs the workload with the CUDA driver. A context is created per challenge and dropped
+/// after it, so the plugin holds no GPU memory between challenges.
+#[derive(Debug, Default)]
+pub struct CudaRunner;
+
+impl DeviceRunner for CudaRunner {
+    fn product(&mut self, uuid: &str, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
+        let gpu = gpufed_cuda::Gpu::by_uuid(uuid).map_err(|e| e.to_string())?;
+        let out = gpu
+            .product(seeds.a, seeds.b, p.rows, p.depth, p.cols)
+            .map_err(|e| e.to_string())?;
+        Ok(DeviceProduct {
+            c: out.c,
+            device_micros: u64::try_from(out.device_time.as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// A `--simulate` node computes on the CPU; an NVML node on its GPUs when the CUDA driver
+/// library loads, else it cannot answer (and says why once per challenge).
+pub fn executor_for(simulated: bool) -> Executor {
+    if simulated {
+        Executor::Cpu
+    } else if gpufed_cuda::driver_present() {
+        Executor::Device(Box::new(CudaRunner))
+    } else {
+        Executor::Unavailable(
+            "the CUDA driver library (libcuda.so.1) is not loadable: no GPU executor for the compute challenge"
+                .into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_nodes_use_the_cpu_and_gpu_nodes_the_driver_when_present() {
+        assert!(matches!(executor_for(true), Executor::Cpu));
+        match executor_for(false) {
+            Executor::Device(_) => assert!(gpufed_cuda::driver_present()),
+            Executor::Unavailable(why) => {
+                assert!(!gpufed_cuda::driver_present());
+                assert!(why.contains("libcuda.so.1"), "{why}");
+            }
+            Executor::Cpu => panic!("an NVML node never computes on the CPU"),
+        }
+    }
+}
