@@ -6,7 +6,7 @@ GPUFED_CACHE ?= $(HOME)/.cache/gpufed
 export GPUFED_CACHE
 CARGO ?= cargo
 
-.PHONY: help deps k8s solana crds crds-check fmt fmt-check lint test test-unit e2e-up e2e-down e2e-status demo bench bench-placement sim ci kubectl-plugin
+.PHONY: help deps k8s solana ptxas crds crds-check fmt fmt-check lint test test-unit e2e-up e2e-down e2e-status demo bench bench-placement sim ci kubectl-plugin
 
 help:
 	@echo "make demo        bring up a hub + 3 provider control planes and show gpufed on them"
@@ -28,6 +28,11 @@ k8s:
 solana:
 	@scripts/install-solana.sh >/dev/null
 
+## NVIDIA's PTX assembler (from a pip wheel, cached): cuda/tests/ptxas.rs checks the
+## challenge kernels with it on machines without a GPU.
+ptxas:
+	@scripts/install-ptxas.sh >/dev/null
+
 ## CRDs are generated from the Rust types; CI fails when the committed YAML differs.
 crds:
 	$(CARGO) run -q -p gpufed-api --bin crdgen -- crds/
@@ -48,12 +53,12 @@ lint: fmt-check crds-check chart-lint
 ## tests are compiled before the validator is built or waited for (.ci/run builds it in the
 ## background on an empty cache).
 ## Benchmarks are not tests: `make bench` runs them (clippy still builds them).
-test: k8s helm lua
+test: k8s helm lua ptxas
 	$(CARGO) test --workspace --lib --bins --tests --no-run
 	@scripts/install-solana.sh >/dev/null
 	$(CARGO) test --workspace --lib --bins --tests
 
-test-unit:
+test-unit: ptxas
 	$(CARGO) test --workspace --exclude gpufed-e2e --lib --bins --tests
 
 e2e-up: deps
