@@ -1,5 +1,6 @@
 //! Device-plugin benchmarks (std::time, no harness): Allocate latency over the gRPC
-//! socket, health change → ListAndWatch latency, simulate-mode polling cost.
+//! socket, health change → ListAndWatch latency, simulate-mode polling cost, and — where
+//! NVML loads (a GPU machine) — what it discovers and the NVML health loop's CPU cost.
 //!
 //! Run: `cargo bench -p gpufed-device-plugin --bench device_plugin`. Under `cargo test
 //! --all-targets` (no `--bench` argument) it runs a small smoke version instead.
@@ -169,6 +170,58 @@ fn simulate_poll_cost(n: u32) {
     println!("simulate poll (unchanged file): {per:?} per poll ⇒ {share:.4}% of one core at 2 polls/s");
 }
 
+/// CPU time this thread has used (`/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        text.split_whitespace().next()?.parse().ok()?,
+    ))
+}
+
+/// The binary's health loop on real GPUs: `poll(500 ms)` (NVML event wait) with the ECC
+/// counters read every 10 s, for `secs`; its CPU time over wall time is the cost on a node.
+fn nvml_poll_cost(secs: u64) {
+    use gpufed_device_plugin::nvml::NvmlSource;
+    let mut s = match NvmlSource::open(Duration::from_secs(10)) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("NVML poll cost: not measured here ({e})");
+            return;
+        }
+    };
+    let inv = s.inventory();
+    println!(
+        "NVML: {} GPU(s), driver {}, CUDA {}: {}",
+        inv.gpus.len(),
+        inv.driver_version,
+        inv.cuda_version,
+        inv.gpus
+            .iter()
+            .map(|g| format!(
+                "{} {} {} MiB cc {}",
+                g.uuid, g.name, g.memory_mib, g.compute_capability
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let (Some(cpu0), wall0) = (thread_cpu(), Instant::now()) else {
+        println!("NVML poll cost: /proc/thread-self/schedstat unreadable");
+        return;
+    };
+    let mut polls = 0u32;
+    let mut faults = 0usize;
+    while wall0.elapsed() < Duration::from_secs(secs) {
+        faults += s.poll(Duration::from_millis(500)).unwrap().len();
+        polls += 1;
+    }
+    let cpu = thread_cpu().unwrap_or(cpu0) - cpu0;
+    let wall = wall0.elapsed();
+    println!(
+        "NVML poll cost: {polls} polls (500 ms wait, ECC every 10 s) in {wall:?} used {cpu:?} CPU ⇒ {:.4}% of one core; {faults} faults seen",
+        cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+    );
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -185,4 +238,5 @@ fn main() {
     rt.block_on(health_latency(rounds));
     rt.block_on(file_fault_latency(file_rounds));
     simulate_poll_cost(polls);
+    nvml_poll_cost(if full { 60 } else { 2 });
 }

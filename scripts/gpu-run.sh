@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the bundle scripts/gpu-bundle.sh builds (copied there as
+# gpu-bundle/run.sh). Each check writes its output to $OUT (what the device tool brings
+# back); the summary at the end is the part to record (docs/gpu-session.md).
+#
+# About 4 minutes on an H100/H200: unit tests (on a GPU machine their driver branches run:
+# NVML discovers a real inventory, CUDA lists devices by UUID), the challenge on every GPU
+# (50 runs of 4096x1024x4096, the first checked row by row against the CPU), the
+# device-plugin bench (Allocate, health latency, NVML discovery, 60 s of the NVML loop).
+# Exits non-zero when any check fails or the GPU was not actually used.
+set -uo pipefail
+B="$(cd "$(dirname "$0")" && pwd)"
+OUT="${OUT:-/tmp/gpufed-gpu-out}"
+mkdir -p "$OUT"
+status=0
+
+check() { # name command...
+    local name=$1
+    shift
+    local t0=$SECONDS
+    "$@" >"$OUT/$name.txt" 2>&1
+    local rc=$?
+    [[ $rc -eq 0 ]] || status=1
+    printf '%-22s rc=%d %3ds\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$OUT/summary.txt"
+}
+
+{ nvidia-smi; nvidia-smi topo -m; } >"$OUT/nvidia-smi.txt" 2>&1 || true
+grep -m1 -E "Driver Version" "$OUT/nvidia-smi.txt" | tee -a "$OUT/summary.txt"
+
+check cuda-tests "$B/cuda-lib-tests" --test-threads 1
+check device-plugin-tests "$B/device-plugin-lib-tests"
+check challenge-gpu env GPUFED_CHALLENGE_RUNS="${GPUFED_CHALLENGE_RUNS:-50}" "$B/bench-challenge-gpu" --bench
+check device-plugin-bench "$B/bench-device-plugin" --bench
+
+expect() { # file pattern what
+    grep -qE "$2" "$OUT/$1" || { echo "NOT SEEN: $3" | tee -a "$OUT/summary.txt"; status=1; }
+}
+expect challenge-gpu.txt "rows equal the CPU reference" "the GPU's challenge result checked against the CPU"
+expect device-plugin-bench.txt "^NVML: [1-9]" "NVML discovering at least one GPU"
+expect device-plugin-bench.txt "^NVML poll cost: [0-9]" "the NVML loop's CPU cost"
+
+{
+    echo "--- challenge"
+    grep -E "challenge_gpu:|rows equal|device time|model:|params:|KernelMicros" "$OUT/challenge-gpu.txt"
+    echo "--- NVML"
+    grep -E "^NVML|^Allocate|ListAndWatch" "$OUT/device-plugin-bench.txt"
+    echo "--- test results"
+    grep -hE "test result|FAILED|panicked" "$OUT/cuda-tests.txt" "$OUT/device-plugin-tests.txt"
+} | tee -a "$OUT/summary.txt"
+exit $status
