@@ -130,6 +130,40 @@ mod tests {
         assert_ne!(next.commits[0].root, first.commits[0].root);
     }
 
+    /// Computes on the CPU, but gets GPU-bad's row 0 wrong.
+    struct OneBadGpu;
+
+    impl crate::executor::DeviceRunner for OneBadGpu {
+        fn product(
+            &mut self,
+            uuid: &str,
+            seeds: gpufed_trust::workload::Seeds,
+            p: &Params,
+        ) -> Result<crate::executor::DeviceProduct, String> {
+            use gpufed_trust::workload;
+            let b = workload::matrix_b(p, &seeds);
+            let mut c: Vec<u32> = (0..p.rows)
+                .flat_map(|i| workload::row(p, &seeds, &b, i))
+                .collect();
+            if uuid == "GPU-bad" {
+                c[0] = c[0].wrapping_add(1);
+            }
+            Ok(crate::executor::DeviceProduct { c, device_micros: 77 })
+        }
+    }
+
+    #[test]
+    fn a_gpu_that_computes_wrongly_is_left_out_and_the_others_answer() {
+        let uuids = vec!["GPU-a".into(), "GPU-bad".into(), "GPU-c".into()];
+        let mut c = Challenger::new(Executor::Device(Box::new(OneBadGpu)), uuids);
+        let got = c.answer(Some(&req("n1", None))).unwrap();
+        let answered: Vec<&str> = got.commits.iter().map(|g| g.uuid.as_str()).collect();
+        assert_eq!(answered, ["GPU-a", "GPU-c"]);
+        assert!(got.commits.iter().all(|g| g.kernel_micros == 77));
+        let opened = c.answer(Some(&req("n1", Some("s")))).unwrap();
+        assert_eq!(opened.openings.len(), 2);
+    }
+
     #[test]
     fn a_gpu_node_without_an_executor_and_oversized_work_are_not_answered() {
         let mut gpu = Challenger::new(Executor::Unavailable("no driver".into()), vec!["GPU-a".into()]);
