@@ -140,11 +140,7 @@ mod tests {
             seeds: gpufed_trust::workload::Seeds,
             p: &Params,
         ) -> Result<crate::executor::DeviceProduct, String> {
-            use gpufed_trust::workload;
-            let b = workload::matrix_b(p, &seeds);
-            let mut c: Vec<u32> = (0..p.rows)
-                .flat_map(|i| workload::row(p, &seeds, &b, i))
-                .collect();
+            let mut c = gpufed_trust::workload::product(p, &seeds);
             if uuid == "GPU-bad" {
                 c[0] = c[0].wrapping_add(1);
             }

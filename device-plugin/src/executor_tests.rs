@@ -18,10 +18,7 @@ struct FakeDevice {
 impl DeviceRunner for FakeDevice {
     fn product(&mut self, uuid: &str, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
         self.calls.push(uuid.to_owned());
-        let b = workload::matrix_b(p, &seeds);
-        let mut c: Vec<u32> = (0..p.rows)
-            .flat_map(|i| workload::row(p, &seeds, &b, i))
-            .collect();
+        let mut c = workload::product(p, &seeds);
         if let Some((row, col)) = self.corrupt {
             c[row as usize * p.cols as usize + col] ^= 1;
         }

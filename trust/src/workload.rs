@@ -132,6 +132,13 @@ pub fn row(p: &Params, s: &Seeds, b: &[u32], i: u32) -> Vec<u32> {
     out
 }
 
+/// All of C, row-major (`rows × cols`): what a GPU executor returns, computed on the CPU
+/// (tests' fake devices; `rows·depth·cols` multiply-adds, so only for small shapes).
+pub fn product(p: &Params, s: &Seeds) -> Vec<u32> {
+    let b = matrix_b(p, s);
+    (0..p.rows).flat_map(|i| row(p, s, &b, i)).collect()
+}
+
 /// Leaf hash of row `i`.
 pub fn leaf(i: u32, row: &[u32]) -> Hash32 {
     let mut bytes = Vec::with_capacity(ROW_DOMAIN.len() + 8 + row.len() * 4);
@@ -166,8 +173,11 @@ mod tests {
     fn rows_are_the_matrix_product() {
         let s = seeds("n1", "GPU-a");
         let b = matrix_b(&P, &s);
+        let c = product(&P, &s);
+        assert_eq!(c.len(), (P.rows * P.cols) as usize);
         for i in 0..P.rows {
             let r = row(&P, &s, &b, i);
+            assert_eq!(r[..], c[(i * P.cols) as usize..((i + 1) * P.cols) as usize]);
             for (c, &v) in r.iter().enumerate() {
                 let mut want = 0u32;
                 for j in 0..P.depth {
