@@ -37,24 +37,6 @@ pub struct Validator {
     /// the faucet's port and the restart failed ("Address already in use").
     aux_port: u16,
     process: Option<ManagedProcess>,
-    /// While stopped: sockets holding the RPC and pubsub ports, so that no other test's
-    /// port search takes them during an outage (a 60-minute run lost its RPC port so).
-    reserved: Vec<Reservation>,
-}
-
-/// A port held by this process: TCP and UDP, on all interfaces.
-#[derive(Debug)]
-struct Reservation {
-    _tcp: std::net::TcpListener,
-    _udp: std::net::UdpSocket,
-}
-
-/// Holds `port`, or `None` when something else already has it.
-fn reserve(port: u16) -> Option<Reservation> {
-    Some(Reservation {
-        _tcp: std::net::TcpListener::bind(("0.0.0.0", port)).ok()?,
-        _udp: std::net::UdpSocket::bind(("0.0.0.0", port)).ok()?,
-    })
 }
 
 /// Ports in the auxiliary block: faucet, gossip, then a 48-port dynamic range.
@@ -125,7 +107,6 @@ impl Validator {
             base_port,
             aux_port: base_port + 2,
             process: None,
-            reserved: Vec::new(),
         };
         v.resume().await?;
         Ok(v)
@@ -155,16 +136,6 @@ impl Validator {
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
             p.stop(Duration::from_secs(10));
-            self.reserved = [self.base_port, self.base_port + 1]
-                .into_iter()
-                .filter_map(|port| {
-                    let r = reserve(port);
-                    if r.is_none() {
-                        tracing::warn!(port, "could not hold the stopped validator's port");
-                    }
-                    r
-                })
-                .collect();
         }
     }
 
@@ -179,7 +150,6 @@ impl Validator {
         if self.process.is_some() {
             return Ok(());
         }
-        self.reserved.clear();
         if !port_free(self.base_port) || !port_free(self.base_port + 1) {
             return Err(Error::State(format!(
                 "the validator's RPC port {} or pubsub port {} was taken while it was stopped",
@@ -281,16 +251,6 @@ mod tests {
             assert!((20_100..32_000).contains(&b), "block {b}");
             assert_eq!(b % 100, 0);
         }
-    }
-
-    #[test]
-    fn a_reserved_port_is_not_free_until_released() {
-        let port = free_block(2, None).expect("a free block");
-        let held = reserve(port).expect("reserve a free port");
-        assert!(!port_free(port), "held for TCP and UDP on all interfaces");
-        assert!(reserve(port).is_none(), "a second reservation fails");
-        drop(held);
-        assert!(port_free(port));
     }
 
     #[test]
