@@ -8,8 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::process::ManagedProcess;
 use crate::{Error, Result};
 
@@ -37,6 +35,14 @@ pub struct Validator {
     /// the faucet's port and the restart failed ("Address already in use").
     aux_port: u16,
     process: Option<ManagedProcess>,
+    /// While stopped: sockets holding the RPC and pubsub ports, so that no other test's
+    /// port search takes them during an outage (a 60-minute run lost its RPC port so).
+    reserved: Vec<Reservation>,
+    /// The finalized slot (last root) when it was stopped. The restarted validator replays
+    /// to its last root and drops later slots, so it must come back at this root or above —
+    /// once a restart came back on a chain without the test's accounts (escrows 0, every
+    /// batch unconfirmed for ten minutes); a resume now says so instead.
+    root_at_stop: Option<u64>,
 }
 
 /// Ports in the auxiliary block: faucet, gossip, then a 48-port dynamic range.
@@ -45,49 +51,8 @@ const AUX_PORTS: u16 = 50;
 /// How many times a resume re-picks its auxiliary ports after losing a bind race.
 const BIND_RETRIES: usize = 3;
 
-/// Whether `port` can be bound for TCP and UDP, on 127.0.0.1 and on all interfaces (the
-/// validator's faucet and RPC listen on 0.0.0.0 whatever the flags).
-fn port_free(port: u16) -> bool {
-    ["127.0.0.1", "0.0.0.0"].iter().all(|host| {
-        std::net::TcpListener::bind((*host, port)).is_ok() && std::net::UdpSocket::bind((*host, port)).is_ok()
-    })
-}
-
-/// Finds `n` (≤ 100) consecutive free ports (the validator wants contiguous ranges) in a
-/// block of 100 other than `avoid`'s. Blocks lie in 20000–31999, below Linux's ephemeral
-/// range (32768–60999), so outgoing connections don't take them while the validator is down.
-fn free_block(n: u16, avoid: Option<u16>) -> Result<u16> {
-    for _ in 0..200 {
-        let base = 20_000 + (rand_u16() % 120) * 100;
-        if avoid.is_some_and(|a| a / 100 == base / 100) {
-            continue;
-        }
-        if (base..base + n).all(port_free) {
-            return Ok(base);
-        }
-    }
-    Err(Error::State("no block of free ports for the validator".into()))
-}
-
-/// Whether a validator that exited early did so because a port was taken: its log (which
-/// every start appends to) says so after byte `from`.
-fn lost_bind_race(log: &Path, from: u64) -> bool {
-    std::fs::read(log)
-        .ok()
-        .and_then(|b| {
-            b.get(from as usize..)
-                .map(|t| String::from_utf8_lossy(t).into_owned())
-        })
-        .is_some_and(|t| t.contains("Address already in use"))
-}
-
-fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    ((t ^ std::process::id().wrapping_mul(2_654_435_761)) % 65_521) as u16
-}
+mod ports;
+use ports::{Reservation, free_block, lost_bind_race, port_free, reserve};
 
 impl Validator {
     /// Starts a fresh validator with its ledger under `dir`, waiting until `getHealth` is ok.
@@ -107,6 +72,8 @@ impl Validator {
             base_port,
             aux_port: base_port + 2,
             process: None,
+            reserved: Vec::new(),
+            root_at_stop: None,
         };
         v.resume().await?;
         Ok(v)
@@ -135,7 +102,18 @@ impl Validator {
     /// Stops the validator (SIGTERM, then SIGKILL); the ledger stays for [`Self::resume`].
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
+            self.root_at_stop = finalized_slot(self.base_port);
             p.stop(Duration::from_secs(10));
+            self.reserved = [self.base_port, self.base_port + 1]
+                .into_iter()
+                .filter_map(|port| {
+                    let held = reserve(port);
+                    if held.is_none() {
+                        tracing::warn!(port, "could not hold the stopped validator's port");
+                    }
+                    held
+                })
+                .collect();
         }
     }
 
@@ -150,6 +128,7 @@ impl Validator {
         if self.process.is_some() {
             return Ok(());
         }
+        self.reserved.clear();
         if !port_free(self.base_port) || !port_free(self.base_port + 1) {
             return Err(Error::State(format!(
                 "the validator's RPC port {} or pubsub port {} was taken while it was stopped",
@@ -171,9 +150,38 @@ impl Validator {
                     tracing::warn!(attempt, "validator lost a port to another process; re-picking");
                     self.aux_port = free_block(AUX_PORTS, Some(self.base_port))?;
                 }
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(()) => break,
             }
         }
+        self.check_not_rolled_back().await
+    }
+
+    /// Waits (≤ 60 s) until the restarted chain's finalized slot is back at the root it had
+    /// when it stopped; a validator below it is stopped and reported.
+    async fn check_not_rolled_back(&mut self) -> Result<()> {
+        let Some(root) = self.root_at_stop else {
+            return Ok(());
+        };
+        let port = self.base_port;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut now = None;
+        while Instant::now() < deadline {
+            now = tokio::task::spawn_blocking(move || finalized_slot(port))
+                .await
+                .ok()
+                .flatten();
+            if now.is_some_and(|s| s >= root) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.stop();
+        Err(Error::State(format!(
+            "the validator restarted below its last root: finalized slot {now:?} 60 s after the \
+             restart, {root} at the stop (log {})",
+            self.log().display()
+        )))
     }
 
     async fn spawn_once(&mut self) -> Result<()> {
@@ -221,23 +229,45 @@ impl Drop for Validator {
     }
 }
 
+/// One JSON-RPC call over HTTP/1.0 to 127.0.0.1:`port` (blocking, ≤ 2 s per step); the
+/// response text, or `None` when nothing answers.
+fn rpc(port: u16, body: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = format!(
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 async fn healthy(port: u16) -> bool {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"getHealth"}"#;
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let req = format!(
-            "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok::<_, std::io::Error>(out.contains("\"result\":\"ok\""))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Ok(true))
-    )
+    tokio::task::spawn_blocking(move || rpc(port, body))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|out| out.contains("\"result\":\"ok\""))
+}
+
+/// The validator's finalized slot (its last root), when it answers.
+fn finalized_slot(port: u16) -> Option<u64> {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"getSlot","params":[{"commitment":"finalized"}]}"#;
+    result_u64(&rpc(port, body)?)
+}
+
+/// The unsigned integer `result` of a JSON-RPC response (headers and all).
+fn result_u64(response: &str) -> Option<u64> {
+    let key = "\"result\":";
+    let rest = &response[response.find(key)? + key.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -245,30 +275,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_avoid_the_ephemeral_range_and_the_given_block() {
-        for _ in 0..50 {
-            let b = free_block(AUX_PORTS, Some(20_000)).expect("a free block");
-            assert!((20_100..32_000).contains(&b), "block {b}");
-            assert_eq!(b % 100, 0);
-        }
+    fn a_slot_is_read_from_the_response_and_errors_are_none() {
+        let ok = "HTTP/1.1 200 OK\r\n\r\n{\"jsonrpc\":\"2.0\",\"result\":82,\"id\":1}";
+        assert_eq!(result_u64(ok), Some(82));
+        let err = "HTTP/1.1 200 OK\r\n\r\n{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32005},\"id\":1}";
+        assert_eq!(result_u64(err), None);
+        assert_eq!(result_u64("{\"result\":\"ok\"}"), None);
     }
 
     #[test]
-    fn a_taken_port_is_not_free_and_is_skipped() {
-        let held = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-        assert!(!port_free(held.local_addr().expect("addr").port()));
-    }
-
-    #[test]
-    fn only_the_newest_start_decides_a_lost_bind_race() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("validator.out");
-        std::fs::write(&log, "failed to start faucet: Address already in use\n").expect("write");
-        let from = std::fs::metadata(&log).expect("len").len();
-        assert!(lost_bind_race(&log, 0));
-        assert!(!lost_bind_race(&log, from));
-        std::fs::write(&log, "old\nUnable to bind faucet: Address already in use\n").expect("write");
-        assert!(lost_bind_race(&log, 4));
-        assert!(!lost_bind_race(&dir.path().join("missing"), 0));
+    fn nothing_listening_is_no_slot() {
+        let port = free_block(1, None).expect("a free port");
+        assert_eq!(finalized_slot(port), None);
     }
 }
