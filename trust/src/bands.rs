@@ -1,11 +1,12 @@
 //! Timing bands: for each GPU model, the challenge shape and how long a real card of that
 //! model takes for it. A GPU without a band never verifies (fail closed).
 //!
-//! A band is set by measurement (docs/trust.md, "Setting a band"): run the workload on
-//! the real model repeatedly, idle and under load, take the fastest and slowest kernel
-//! times, and widen them (typically ×0.8 below and ×1.5 above). A time below the band is
-//! physically impossible for that model (evidence of a lie); a time above it means the
-//! card is not what it claims, or is throttled or shared (not verified, no evidence).
+//! A band's minimum is the model's physical floor ([`physical_floor_micros`]: the work over
+//! the card's fastest path), so that no honest implementation, however good, is faster; its
+//! maximum is set by measurement (docs/trust.md, "Setting a band": our kernel's slowest time
+//! under load, ×1.5). A time below the band is physically impossible for that model
+//! (evidence of a lie); a time above it means the card is not what it claims, or is
+//! throttled or shared (not verified, no evidence).
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +85,28 @@ impl Bands {
     }
 }
 
+/// The fastest any implementation could compute `params` on a card that performs at most
+/// `macs_per_sec` wrapping 32-bit multiply-adds per second, in microseconds (rounded down).
+///
+/// A band's minimum must be *physically* impossible to beat, not merely faster than our
+/// kernel: ours is a plain one-thread-per-element kernel, and a provider running a better
+/// one (tiled, or tensor cores on 8-bit limbs) must never be slashed as `ImpossiblyFast`.
+/// `macs_per_sec` is therefore the card's best datasheet path (docs/trust.md gives the
+/// H100's), and `minKernelMicros` is at most this floor.
+pub fn physical_floor_micros(params: &Params, macs_per_sec: f64) -> u64 {
+    if !(macs_per_sec.is_finite() && macs_per_sec > 0.0) {
+        return 0;
+    }
+    let micros = params.node_ops() as f64 / macs_per_sec * 1e6;
+    micros.floor() as u64
+}
+
+/// H100 SXM's fastest path for wrapping u32 multiply-adds, per second (datasheet-derived
+/// estimate): 989.5 × 10¹² dense INT8 tensor-core MACs/s, and a u32 product mod 2³² from
+/// 8-bit limbs needs the 10 limb products with i + j < 4. (The plain INT32 path:
+/// 132 SMs × 64 lanes × 1.98 GHz ≈ 1.7 × 10¹³ IMAD/s, six times slower.)
+pub const H100_PEAK_U32_MACS_PER_SEC: f64 = 989.5e12 / 10.0;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -102,6 +125,23 @@ mod tests {
             max_kernel_micros: max,
             round_trip_slack_ms: 1000,
         }
+    }
+
+    #[test]
+    fn the_floor_is_the_work_over_the_peak_rate() {
+        let p = Params {
+            rows: 4096,
+            depth: 1024,
+            cols: 4096,
+            samples: 24,
+        };
+        // 2^34 multiply-adds at 9.895e13/s: 173.6 µs.
+        assert_eq!(physical_floor_micros(&p, H100_PEAK_U32_MACS_PER_SEC), 173);
+        // Twice the rate, half the floor; no or nonsense rate, no floor.
+        assert_eq!(physical_floor_micros(&p, 2.0 * H100_PEAK_U32_MACS_PER_SEC), 86);
+        assert_eq!(physical_floor_micros(&p, 0.0), 0);
+        assert_eq!(physical_floor_micros(&p, f64::NAN), 0);
+        assert_eq!(physical_floor_micros(&p, -1.0), 0);
     }
 
     #[test]
