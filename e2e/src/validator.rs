@@ -102,7 +102,8 @@ impl Validator {
     /// Stops the validator (SIGTERM, then SIGKILL); the ledger stays for [`Self::resume`].
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
-            self.root_at_stop = finalized_slot(self.base_port);
+            // Roots only grow; a validator stopped after coming back too low keeps the old one.
+            self.root_at_stop = self.root_at_stop.max(finalized_slot(self.base_port));
             p.stop(Duration::from_secs(10));
             self.reserved = [self.base_port, self.base_port + 1]
                 .into_iter()
