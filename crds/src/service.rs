@@ -148,11 +148,14 @@ pub struct ComputeServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Every replica, by name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = 128),
-        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
-    )]
+    // An atomic list, always sent (`[]` included): as a granular (`map`) list, a
+    // server-side apply that removed its last item — left out or sent as `[]` alike —
+    // made the 1.20 apiserver store `null`, which the schema ("must be of type array")
+    // then refused on every later status write: a service scaled to zero could never
+    // update its status again (seen in CI; `serving` scales to zero and back). One field
+    // manager writes it, so replacing it whole loses nothing.
+    #[serde(default)]
+    #[schemars(length(max = 128), extend("x-kubernetes-list-type" = "atomic"))]
     pub replica_status: Vec<ReplicaStatus>,
     /// GPU time and cost of the current replicas (retired replicas keep theirs on their
     /// own `ComputeJob` until it is metered).
@@ -181,4 +184,15 @@ pub struct ReplicaStatus {
     /// GPU-seconds used so far.
     #[serde(default)]
     pub gpu_seconds: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_without_replicas_sends_an_empty_replica_list() {
+        let status = serde_json::to_value(ComputeServiceStatus::default()).expect("status serializes");
+        assert_eq!(status["replicaStatus"], serde_json::json!([]));
+    }
 }
