@@ -326,6 +326,21 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     .await
     .expect("2 endpoints");
 
+    // Down to zero and back: the status must still be written once the last replica is
+    // gone (a server-side apply that left the emptied replica list out had the API server
+    // store `null`, which its schema then refused on every status write).
+    kubectl_scale(&kubeconfig, &ns, 0);
+    until(&hub, &ns, "scaled to 0, status written", 2 * MINUTE, |s| {
+        let st = status(s);
+        st.replicas == 0 && st.replica_status.is_empty() && st.observed_generation == s.metadata.generation
+    })
+    .await;
+    kubectl_scale(&kubeconfig, &ns, 1);
+    until(&hub, &ns, "back to 1 ready replica", 2 * MINUTE, |s| {
+        status(s).ready_replicas == 1 && status(s).replica_status.len() == 1
+    })
+    .await;
+
     // Deletion: replicas stop, the service and its hub Service go.
     services
         .delete("llm", &DeleteParams::default())

@@ -26,10 +26,17 @@ pub struct Chain {
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        if std::env::var_os("GPUFED_KEEP_CHAIN_DIR").is_some() {
+        // A failing test keeps its ledger and validator logs: a chain that misbehaved after
+        // a restart can only be explained from them.
+        let failing = std::thread::panicking();
+        if failing || std::env::var_os("GPUFED_KEEP_CHAIN_DIR").is_some() {
             self.validator.stop();
-            let keep = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
-            let _ = keep.keep();
+            if let Ok(fresh) = tempfile::tempdir() {
+                let keep = std::mem::replace(&mut self._dir, fresh).keep();
+                if failing {
+                    eprintln!("chain dir kept (test failed): {}", keep.display());
+                }
+            }
         }
     }
 }
