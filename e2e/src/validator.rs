@@ -38,10 +38,9 @@ pub struct Validator {
     /// While stopped: sockets holding the RPC and pubsub ports, so that no other test's
     /// port search takes them during an outage (a 60-minute run lost its RPC port so).
     reserved: Vec<Reservation>,
-    /// The finalized slot (last root) when it was stopped. The restarted validator replays
-    /// to its last root and drops later slots, so it must come back at this root or above —
-    /// once a restart came back on a chain without the test's accounts (escrows 0, every
-    /// batch unconfirmed for ten minutes); a resume now says so instead.
+    /// The finalized slot (last root) when it was stopped: a resume must root past it (a
+    /// wedged restart once served this old root's bank for ten minutes — escrows 0, every
+    /// batch unconfirmed; see [`Self::set_tower_aside`]).
     root_at_stop: Option<u64>,
 }
 
