@@ -50,13 +50,19 @@ lint: fmt-check crds-check chart-lint
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## The whole suite: unit, property, manifest and e2e tests against real API servers. The
-## tests are compiled before the validator is built or waited for (.ci/run builds it in the
-## background on an empty cache).
+## tests are compiled, and every test that does not start the Solana test validator is run,
+## before the validator is built or waited for (.ci/run builds it in the background on an
+## empty cache, where this saves the minutes its build outlasts the test build). The e2e
+## tests that start it are found by what they use: the chain fixture or Validator::start.
 ## Benchmarks are not tests: `make bench` runs them (clippy still builds them).
+## Every invocation names the whole workspace, so that features unify as in the build.
+TESTS := $(sort $(basename $(notdir $(wildcard */tests/*.rs))))
+CHAIN_TESTS := $(basename $(notdir $(shell grep -lE 'mod chainsupport|Validator::start' e2e/tests/*.rs)))
 test: k8s helm lua ptxas
 	$(CARGO) test --workspace --lib --bins --tests --no-run
+	$(CARGO) test --workspace --lib --bins $(addprefix --test ,$(filter-out $(CHAIN_TESTS),$(TESTS)))
 	@scripts/install-solana.sh >/dev/null
-	$(CARGO) test --workspace --lib --bins --tests
+	$(CARGO) test --workspace $(addprefix --test ,$(CHAIN_TESTS))
 
 test-unit: ptxas
 	$(CARGO) test --workspace --exclude gpufed-e2e --lib --bins --tests
