@@ -101,6 +101,12 @@ pub struct AssignedPod {
     /// Whether that node is Ready (false also when the node is gone).
     #[serde(default)]
     pub node_ready: bool,
+    /// Whether that node's `Ready` condition is `Unknown` (the member's node controller
+    /// lost contact with it; it may come back): the hub waits the provider's heartbeat
+    /// grace period before counting it lost. Agents that do not send it report such a
+    /// node only as not Ready (lost at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_unreachable: bool,
     /// When the pod's containers started running (Unix seconds, the earliest), for
     /// metering: billing starts when every worker runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -94,6 +94,15 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub running_time: Option<String>,
+    /// When the hub first saw a node under a worker unreachable (its `Ready` condition
+    /// `Unknown`: the member's node controller lost contact with its kubelet), RFC 3339,
+    /// hub clock. Cleared when every node answers again; the attempt counts `NodeLost`
+    /// (billed up to this time) once it is older than the provider's heartbeat grace
+    /// period — a short outage of the member's own API server marks every node Unknown
+    /// and must not fail its jobs over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub node_unreachable_since: Option<String>,
 }
 
 /// One worker's node and GPUs.

@@ -270,6 +270,7 @@ async fn try_write_placement(
             .collect(),
         placed_time: now_text.clone(),
         running_time: None,
+        node_unreachable_since: None,
     });
     status.phase = Some(JobPhase::Placed);
     let msg = format!(

@@ -44,7 +44,12 @@ fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
 fn condition() -> impl Strategy<Value = Value> {
     (
         prop_oneof![Just("Ready"), Just("ContainersReady"), Just("Bogus")],
-        text(),
+        prop_oneof![
+            Just("True".to_owned()),
+            Just("False".to_owned()),
+            Just("Unknown".to_owned()),
+            text()
+        ],
     )
         .prop_map(|(t, s)| json!({"type": t, "status": s}))
 }
@@ -157,6 +162,17 @@ proptest! {
     }
 
     #[test]
+    fn a_node_is_read_exactly_when_its_ready_condition_is_true_or_unknown(v in node()) {
+        let Ok(node) = serde_json::from_value::<Node>(v) else { return Ok(()) };
+        let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone());
+        let read = ready_node(&node);
+        prop_assert_eq!(read.is_some(), matches!(ready.as_deref(), Some("True" | "Unknown")));
+        prop_assert_eq!(read.is_some_and(|r| r.unreachable), ready.as_deref() == Some("Unknown"));
+    }
+
+    #[test]
     fn garbage_gpu_allocations_never_panic_and_only_bounded_uuids_are_read(v in node()) {
         let Ok(node) = serde_json::from_value::<Node>(v) else { return Ok(()) };
         if let Some(r) = ready_node(&node) {
@@ -170,15 +186,18 @@ proptest! {
     }
 
     #[test]
-    fn garbage_pods_never_panic(v in pod(), ready in any::<bool>()) {
+    fn garbage_pods_never_panic(v in pod(), known in any::<bool>(), unreachable in any::<bool>()) {
         let Ok(pod) = serde_json::from_value::<Pod>(v) else { return Ok(()) };
         let _ = gpu_pod(&pod, RESOURCE);
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-        let nodes: ReadyNodes = if ready { BTreeMap::from([(node, ReadyNode::default())]) } else { BTreeMap::new() };
+        let entry = ReadyNode { unreachable, ..ReadyNode::default() };
+        let nodes: ReadyNodes = if known { BTreeMap::from([(node, entry)]) } else { BTreeMap::new() };
         if let Some(view) = pod_view(&pod, &nodes) {
-            // A bound pod is lost exactly when its node is not Ready.
+            // A bound pod is lost exactly when its node is gone or NotReady, and waited
+            // for exactly when its node is unreachable.
             let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
-            prop_assert_eq!(view.node_lost, bound && !ready);
+            prop_assert_eq!(view.node_lost, bound && !known);
+            prop_assert_eq!(view.node_unreachable, bound && known && unreachable);
         }
     }
 
@@ -194,19 +213,20 @@ proptest! {
     #[test]
     fn lying_agent_reports_never_panic(
         pods in prop::collection::vec(
-            (any::<u32>(), text(), prop::option::of(text()), any::<bool>(), prop::option::of(any::<i64>()), any::<bool>()),
+            (any::<u32>(), text(), prop::option::of(text()), any::<(bool, bool)>(), prop::option::of(any::<i64>()), any::<bool>()),
             0..20,
         ),
     ) {
         let status = AssignmentStatus {
             pods: pods
                 .into_iter()
-                .map(|(rank, phase, node, node_ready, finished, ready)| AssignedPod {
+                .map(|(rank, phase, node, (node_ready, node_unreachable), finished, ready)| AssignedPod {
                     name: "p".into(),
                     rank,
                     phase,
                     node_name: node,
                     node_ready,
+                    node_unreachable,
                     started_at: finished.map(|f| f.saturating_sub(1)),
                     finished_at: finished,
                     ready,
@@ -218,6 +238,11 @@ proptest! {
         };
         let (views, lost) = pod_views(&status);
         prop_assert_eq!(views.len(), status.pods.len());
+        // A worker is never both lost and waited for, and one on a Ready node is neither.
+        for (v, p) in views.iter().zip(&status.pods) {
+            prop_assert!(!(v.node_lost && v.node_unreachable));
+            prop_assert!(!p.node_ready || !(v.node_lost || v.node_unreachable));
+        }
         // Every lost node is one the agent reported as not Ready.
         for n in lost {
             prop_assert!(status.pods.iter().any(|p| p.node_name.as_ref() == Some(&n) && !p.node_ready));

@@ -27,7 +27,7 @@ use kube::{Api, ResourceExt};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::member::Link;
-use crate::provider::plan::heartbeat_lost;
+use crate::provider::plan::{grace_seconds, heartbeat_lost};
 use plan::Member;
 
 /// Writes a job's status by server-side apply; the resourceVersion it was computed
@@ -122,9 +122,17 @@ async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
         .attempt_pods(&ns, &job.uid().unwrap_or_default(), p.attempt)
         .await
     {
-        Ok((pods, lost_nodes)) => {
+        Ok((mut pods, lost_nodes)) => {
             if !lost_nodes.is_empty() {
                 ctx.fleet.mark_unready(&p.provider, &lost_nodes).await;
+            }
+            // Unreachable nodes get the provider's grace period, as a silent provider does.
+            if plan::expire_unreachable(p, &mut pods, grace_seconds(&provider), now) {
+                tracing::warn!(
+                    provider = %p.provider,
+                    since = p.node_unreachable_since.as_deref().unwrap_or_default(),
+                    "nodes under the attempt unreachable past the grace period; counted lost"
+                );
             }
             Member::Pods(pods)
         }

@@ -11,9 +11,13 @@ use kube::{Api, Client};
 use super::names;
 use super::plan::{PodPhase, PodView};
 
-/// What the job controller reads of a Ready node under an attempt's pods.
+/// What the job controller reads of a Ready (or unreachable) node under an attempt's pods.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadyNode {
+    /// Its `Ready` condition is `Unknown`: the member's node controller lost contact with
+    /// its kubelet. Its pods may still run; the job controller waits the provider's grace
+    /// period before it counts them lost (see `Placement::node_unreachable_since`).
+    pub unreachable: bool,
     /// Its `ExternalIP`, if it has one (a served port is reached there rather than at the
     /// internal `hostIP`).
     pub external_ip: Option<String>,
@@ -22,7 +26,8 @@ pub struct ReadyNode {
     pub allocations: Allocations,
 }
 
-/// The Ready nodes under an attempt's pods, by name.
+/// The nodes under an attempt's pods that are Ready or unreachable, by name; a node not
+/// here is gone or reported NotReady by its kubelet (lost).
 pub type ReadyNodes = std::collections::BTreeMap<String, ReadyNode>;
 
 /// The pods of attempt `attempt` of job `uid` in `namespace`, and which of the nodes
@@ -64,16 +69,20 @@ pub async fn attempt_pods_and_ready_nodes(
     Ok((pods.items, ready_nodes))
 }
 
-/// What is read of `node` if it is Ready; `None` for any other. Its allocations come
-/// from a member cluster: an unreadable annotation is logged and read as none.
+/// What is read of `node` if it is Ready or unreachable (`Ready` condition `Unknown`);
+/// `None` for any other (NotReady, or no `Ready` condition). Its allocations come from a
+/// member cluster: an unreadable annotation is logged and read as none.
 pub fn ready_node(node: &Node) -> Option<ReadyNode> {
     let status = node.status.as_ref();
     let ready = status
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    if !ready {
-        return None;
-    }
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.as_str());
+    let unreachable = match ready {
+        Some("True") => false,
+        Some("Unknown") => true,
+        _ => return None,
+    };
     let external_ip = status
         .and_then(|s| s.addresses.as_ref())
         .into_iter()
@@ -88,6 +97,7 @@ pub fn ready_node(node: &Node) -> Option<ReadyNode> {
         }),
     };
     Some(ReadyNode {
+        unreachable,
         external_ip,
         allocations,
     })
@@ -104,12 +114,13 @@ pub async fn attempt_pods(
     Ok(views(&pods, &ready_nodes))
 }
 
-/// Views of `pods`, and the nodes under them that are not among `ready_nodes`.
+/// Views of `pods`, and the nodes under them that are not Ready (not among
+/// `ready_nodes`, or unreachable): no new work goes there.
 pub fn views(pods: &[Pod], ready_nodes: &ReadyNodes) -> (Vec<PodView>, Vec<String>) {
     let lost: BTreeSet<String> = pods
         .iter()
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-        .filter(|n| !ready_nodes.contains_key(n))
+        .filter(|n| ready_nodes.get(n).is_none_or(|r| r.unreachable))
         .collect();
     let views = pods.iter().filter_map(|p| pod_view(p, ready_nodes)).collect();
     (views, lost.into_iter().collect())
@@ -158,7 +169,8 @@ pub fn pod_view(pod: &Pod, ready_nodes: &ReadyNodes) -> Option<PodView> {
     let gpu_uuids = ready_node
         .and_then(|n| n.allocations.get(&key).cloned())
         .unwrap_or_default();
-    let node_lost = node.is_some_and(|n| !ready_nodes.contains_key(&n));
+    let node_lost = node.as_ref().is_some_and(|n| !ready_nodes.contains_key(n));
+    let node_unreachable = ready_node.is_some_and(|n| n.unreachable);
     let ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
@@ -168,6 +180,7 @@ pub fn pod_view(pod: &Pod, ready_nodes: &ReadyNodes) -> Option<PodView> {
         started,
         finished,
         node_lost,
+        node_unreachable,
         ready,
         host_ip: external.or_else(|| status.and_then(|s| s.host_ip.clone())),
         gpu_uuids,

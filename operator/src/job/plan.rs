@@ -9,6 +9,7 @@ use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, Jo
 use gpufed_api::{ComputeJob, check};
 
 mod attempt;
+pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
 
 /// What a worker pod of the live attempt is doing.
@@ -35,8 +36,10 @@ pub struct PodView {
     pub started: Option<i64>,
     /// When the pod finished (Unix seconds), if it has.
     pub finished: Option<i64>,
-    /// Its node is gone or NotReady.
+    /// Its node is gone or NotReady, or was unreachable past the provider's grace period.
     pub node_lost: bool,
+    /// Its node is unreachable (`Ready` condition `Unknown`) and not yet counted lost.
+    pub node_unreachable: bool,
     /// Its `Ready` condition, as its kubelet reports it.
     pub ready: bool,
     /// Its node's IP (`status.hostIP`).
@@ -143,6 +146,15 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     if let (Some(p), Member::Pods(pods)) = (st.placement.as_mut(), member) {
         attempt::record_gpus(p, pods);
     }
+    // Billing of an attempt lost on unreachable nodes ends when they were first seen so.
+    let unreachable_since = st
+        .placement
+        .as_ref()
+        .and_then(|p| p.node_unreachable_since.as_deref())
+        .and_then(crate::time::parse);
+    if let (Some(p), Member::Pods(pods)) = (st.placement.as_mut(), member) {
+        attempt::track_unreachable(p, pods, now);
+    }
 
     // Ending the live attempt, if something ended it.
     let ended = match (&st.placement, member) {
@@ -151,7 +163,7 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
             *last_heartbeat,
             "provider heartbeat lost".to_owned(),
         )),
-        (Some(_), Member::Pods(pods)) => attempt_outcome(job, pods, now),
+        (Some(_), Member::Pods(pods)) => attempt_outcome(job, pods, unreachable_since, now),
         _ => None,
     };
     let deadline = job
@@ -249,6 +261,17 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
                 conditions::set(
                     &mut st.conditions,
                     cond(types::RECONCILING, True, "Starting", msg),
+                );
+            }
+            if let Some(w) = attempt::unreachable_worker(pods) {
+                let since = p.node_unreachable_since.as_deref().unwrap_or(&now_text);
+                let msg = format!(
+                    "the node of worker {} on {provider} is unreachable since {since}; its work counts lost after the provider's heartbeat grace period",
+                    w.rank
+                );
+                conditions::set(
+                    &mut st.conditions,
+                    cond(types::READY, False, "NodeUnreachable", msg),
                 );
             }
         }

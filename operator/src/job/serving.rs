@@ -152,7 +152,8 @@ pub fn endpoint(
     now: &str,
 ) -> Endpoint {
     let pod = pods.iter().find(|p| p.rank == 0);
-    let ready = pod.is_some_and(|p| p.phase == PodPhase::Running && p.ready && !p.node_lost);
+    let ready =
+        pod.is_some_and(|p| p.phase == PodPhase::Running && p.ready && !p.node_lost && !p.node_unreachable);
     let address = address(serving, ns, exposure, pod.and_then(|p| p.host_ip.as_deref()));
     let same = previous.filter(|e| e.provider == provider && e.ready == ready);
     Endpoint {

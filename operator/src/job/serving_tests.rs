@@ -21,6 +21,7 @@ fn pod(ready: bool, phase: PodPhase) -> PodView {
         started: None,
         finished: None,
         node_lost: false,
+        node_unreachable: false,
         ready,
         host_ip: Some("10.0.0.7".into()),
         gpu_uuids: Vec::new(),

@@ -43,6 +43,7 @@ fn job(name: &str, tier: &str, placed_on: Option<(&str, &str)>) -> Arc<ComputeJo
                 }],
                 placed_time: "2026-11-25T12:00:00Z".into(),
                 running_time: None,
+                node_unreachable_since: None,
             }),
             ..Default::default()
         });

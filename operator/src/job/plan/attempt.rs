@@ -58,10 +58,49 @@ pub(super) fn attempt_gpus(placement: &Placement) -> Vec<String> {
     all.into_iter().take(MAX_ATTEMPT_GPUS).cloned().collect()
 }
 
-/// How the live attempt ended, if it did: all succeeded, one failed, or a node lost.
+/// Keeps `placement.node_unreachable_since`: set (to `now`) when a worker that has not
+/// finished is on an unreachable node and it is not set yet, kept while one is, cleared
+/// when none is.
+pub(super) fn track_unreachable(placement: &mut Placement, pods: &[PodView], now: i64) {
+    if unreachable_worker(pods).is_none() {
+        placement.node_unreachable_since = None;
+    } else if placement.node_unreachable_since.is_none() {
+        placement.node_unreachable_since = Some(crate::time::format(now));
+    }
+}
+
+/// The first worker that has not finished and whose node is unreachable.
+pub(super) fn unreachable_worker(pods: &[PodView]) -> Option<&PodView> {
+    pods.iter()
+        .find(|p| p.node_unreachable && p.phase != PodPhase::Succeeded)
+}
+
+/// Observation step's rule for unreachable nodes (pure): once the attempt's nodes have
+/// been unreachable since `placement.node_unreachable_since` for longer than `grace`
+/// seconds, the workers on them count lost. Returns whether any did.
+pub fn expire_unreachable(placement: &Placement, pods: &mut [PodView], grace: i64, now: i64) -> bool {
+    let since = placement
+        .node_unreachable_since
+        .as_deref()
+        .and_then(crate::time::parse);
+    if since.is_none_or(|t| now - t <= grace) {
+        return false;
+    }
+    let mut any = false;
+    for p in pods.iter_mut().filter(|p| p.node_unreachable) {
+        p.node_unreachable = false;
+        p.node_lost = true;
+        any = true;
+    }
+    any
+}
+
+/// How the live attempt ended, if it did: all succeeded, one failed, or a node lost (at
+/// `now`, or when its node was first seen unreachable, `unreachable_since`).
 pub(super) fn attempt_outcome(
     job: &ComputeJob,
     pods: &[PodView],
+    unreachable_since: Option<i64>,
     now: i64,
 ) -> Option<(AttemptOutcome, i64, String)> {
     let last_end = pods.iter().filter_map(|p| p.finished).max().unwrap_or(now);
@@ -69,10 +108,14 @@ pub(super) fn attempt_outcome(
         .iter()
         .find(|p| p.node_lost && p.phase != PodPhase::Succeeded)
     {
+        let (at, how) = match unreachable_since {
+            Some(t) => (t.min(now), "unreachable past the provider's grace period"),
+            None => (now, "lost"),
+        };
         return Some((
             AttemptOutcome::NodeLost,
-            now,
-            format!("node of worker {} lost", p.rank),
+            at,
+            format!("node of worker {} {how}", p.rank),
         ));
     }
     if let Some(p) = pods.iter().find(|p| p.phase == PodPhase::Failed) {

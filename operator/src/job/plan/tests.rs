@@ -34,6 +34,7 @@ fn placed(mut j: ComputeJob, attempt: u32, running_since: Option<i64>) -> Comput
             .collect(),
         placed_time: crate::time::format(T0),
         running_time: running_since.map(crate::time::format),
+        node_unreachable_since: None,
     });
     st.start_time = running_since.map(crate::time::format);
     j
@@ -50,6 +51,7 @@ fn pods(phases: &[PodPhase]) -> Member {
                 started: None,
                 finished: Some(T0 + 500).filter(|_| *p == PodPhase::Succeeded),
                 node_lost: false,
+                node_unreachable: false,
                 ready: *p == PodPhase::Running,
                 host_ip: None,
                 gpu_uuids: Vec::new(),
@@ -350,3 +352,4 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
 
 mod gpus;
 mod started;
+mod unreachable;

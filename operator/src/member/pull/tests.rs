@@ -85,6 +85,7 @@ fn reported_pods_read_back_as_the_push_mode_view() {
     let ready = crate::job::observe::ReadyNodes::from([(
         "n1".to_owned(),
         crate::job::observe::ReadyNode {
+            unreachable: false,
             external_ip: Some("203.0.113.7".to_owned()),
             allocations: gpufed_trust::allocations::Allocations::new(),
         },

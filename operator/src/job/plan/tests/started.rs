@@ -13,6 +13,7 @@ fn pods_started(pods: &[(PodPhase, Option<i64>)]) -> Member {
                 started: *started,
                 finished: Some(T0 + 500).filter(|_| *phase != PodPhase::Running),
                 node_lost: false,
+                node_unreachable: false,
                 ready: *phase == PodPhase::Running,
                 host_ip: None,
                 gpu_uuids: Vec::new(),
