@@ -75,6 +75,24 @@ pub fn transitions(before: Option<&ComputeJobStatus>, after: &ComputeJobStatus) 
         );
         out.push(note(false, "Placed", "Place", msg));
     }
+    // The live attempt's nodes lost contact with their member, or answer again.
+    let unreachable = |s: &ComputeJobStatus| {
+        s.placement
+            .as_ref()
+            .map(|p| (p.attempt, p.node_unreachable_since.is_some()))
+    };
+    match (unreachable(before), unreachable(after)) {
+        (Some((b, false)), Some((a, true))) if a == b => {
+            let ready = conditions::find(&after.conditions, types::READY)
+                .map_or_else(String::new, |c| c.message.clone());
+            out.push(note(true, "NodeUnreachable", "Observe", ready));
+        }
+        (Some((b, true)), Some((a, false))) if a == b => {
+            let msg = format!("the nodes of attempt {a} answer again; it runs on");
+            out.push(note(false, "NodeReachable", "Observe", msg));
+        }
+        _ => {}
+    }
     // Why it is not placed, when that changes and matters.
     let placed = |s: &ComputeJobStatus| conditions::find(&s.conditions, types::PLACED).cloned();
     if let Some(c) = placed(after)

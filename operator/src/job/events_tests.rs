@@ -112,3 +112,25 @@ fn placement_warnings_and_stalls_are_told_when_their_reason_changes_only() {
         "a failed job is told once, by its phase"
     );
 }
+
+#[test]
+fn an_unreachable_node_is_warned_once_and_its_return_told() {
+    let running = status(serde_json::json!({"phase": "Running", "placement": placement(1, "provider-a")}));
+    let mut waiting_placement = placement(1, "provider-a");
+    waiting_placement["nodeUnreachableSince"] = "2026-12-01T00:05:00Z".into();
+    let waiting = status(
+        serde_json::json!({"phase": "Running", "placement": waiting_placement,
+        "conditions": [cond("Ready", "False", "NodeUnreachable", "the node of worker 0 is unreachable")]}),
+    );
+    let notes = transitions(Some(&running), &waiting);
+    assert_eq!(reasons(&notes), [(true, "NodeUnreachable")]);
+    assert_eq!(notes[0].message, "the node of worker 0 is unreachable");
+    assert!(transitions(Some(&waiting), &waiting).is_empty(), "told once");
+    assert_eq!(
+        reasons(&transitions(Some(&waiting), &running)),
+        [(false, "NodeReachable")]
+    );
+    // A new attempt is told as a placement, not as a node's return.
+    let next = status(serde_json::json!({"phase": "Placed", "placement": placement(2, "provider-b")}));
+    assert_eq!(reasons(&transitions(Some(&waiting), &next)), [(false, "Placed")]);
+}
