@@ -38,7 +38,8 @@ pub struct PodView {
     pub finished: Option<i64>,
     /// Its node is gone or NotReady, or was unreachable past the provider's grace period.
     pub node_lost: bool,
-    /// Its node is unreachable (`Ready` condition `Unknown`) and not yet counted lost.
+    /// Its node is unreachable (`Ready` condition `Unknown`): waited for, or — with
+    /// `node_lost` — counted lost past the provider's grace period.
     pub node_unreachable: bool,
     /// Its `Ready` condition, as its kubelet reports it.
     pub ready: bool,

@@ -77,7 +77,8 @@ pub(super) fn unreachable_worker(pods: &[PodView]) -> Option<&PodView> {
 
 /// Observation step's rule for unreachable nodes (pure): once the attempt's nodes have
 /// been unreachable since `placement.node_unreachable_since` for longer than `grace`
-/// seconds, the workers on them count lost. Returns whether any did.
+/// seconds, the workers on them count lost (and stay marked unreachable, so the attempt is
+/// billed up to the first sighting). Returns whether any did.
 pub fn expire_unreachable(placement: &Placement, pods: &mut [PodView], grace: i64, now: i64) -> bool {
     let since = placement
         .node_unreachable_since
@@ -88,7 +89,6 @@ pub fn expire_unreachable(placement: &Placement, pods: &mut [PodView], grace: i6
     }
     let mut any = false;
     for p in pods.iter_mut().filter(|p| p.node_unreachable) {
-        p.node_unreachable = false;
         p.node_lost = true;
         any = true;
     }
@@ -96,7 +96,8 @@ pub fn expire_unreachable(placement: &Placement, pods: &mut [PodView], grace: i6
 }
 
 /// How the live attempt ended, if it did: all succeeded, one failed, or a node lost (at
-/// `now`, or when its node was first seen unreachable, `unreachable_since`).
+/// `now`, or — a node lost by being unreachable past the grace period — when the attempt's
+/// nodes were first seen unreachable, `unreachable_since`).
 pub(super) fn attempt_outcome(
     job: &ComputeJob,
     pods: &[PodView],
@@ -108,7 +109,7 @@ pub(super) fn attempt_outcome(
         .iter()
         .find(|p| p.node_lost && p.phase != PodPhase::Succeeded)
     {
-        let (at, how) = match unreachable_since {
+        let (at, how) = match unreachable_since.filter(|_| p.node_unreachable) {
             Some(t) => (t.min(now), "unreachable past the provider's grace period"),
             None => (now, "lost"),
         };

@@ -118,3 +118,18 @@ fn a_node_reported_not_ready_is_lost_at_once() {
     assert_eq!((a.outcome, a.gpu_seconds), (AttemptOutcome::NodeLost, 4 * 100));
     assert_eq!(a.end_time, crate::time::format(T0 + 100));
 }
+
+#[test]
+fn a_node_reported_not_ready_beside_an_unreachable_one_is_billed_to_now() {
+    let first = round(
+        &placed(job(2), 1, Some(T0)),
+        gang(true, PodPhase::Running),
+        T0 + 100,
+    );
+    let mut seen = gang(true, PodPhase::Running);
+    seen[0].node_lost = true;
+    let p = round(&with_status(&first), seen, T0 + 130);
+    let a = &p.status.attempts[0];
+    assert_eq!(a.end_time, crate::time::format(T0 + 130));
+    assert_eq!(a.message, "node of worker 0 lost");
+}
