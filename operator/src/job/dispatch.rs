@@ -1,9 +1,9 @@
 //! I/O: apply an attempt's member objects by server-side apply with one field manager.
 //! Names are deterministic, so a retry after a crash converges instead of duplicating.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,6 +89,7 @@ pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), ku
         // quota charged for a pod that never existed until the quota controller's next
         // full resync (minutes). Our own pods are the only ones in this namespace, so
         // recreate the quota: its usage is recomputed from the pods that really exist.
+        release_fenced_pods(client, &ns).await?;
         let quotas = Api::<ResourceQuota>::namespaced(client.clone(), &ns);
         quotas
             .delete(&objects.quota.name_any(), &Default::default())
@@ -96,5 +97,49 @@ pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), ku
         tracing::warn!(namespace = %ns, "tenant quota was charged for pods that do not exist: recreated");
     }
     created?;
+    Ok(())
+}
+
+/// Removes from the API the pods in `ns` that were already deleted (an ended attempt's,
+/// fenced) but sit on a node that is gone, NotReady or unreachable: their kubelet will not
+/// confirm the deletion, and the quota counts them until their grace period has passed
+/// twice and the quota is recomputed — a failover to another node of the same provider
+/// waited minutes for that. A kubelet that comes back stops containers whose pod is gone
+/// (what `kubectl delete --force` and the pod garbage collector rely on). Pods on Ready
+/// nodes are left to their kubelet, which still holds their GPUs.
+async fn release_fenced_pods(client: &Client, ns: &str) -> Result<(), kube::Error> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let nodes = Api::<Node>::all(client.clone());
+    for pod in pods.list(&ListParams::default()).await?.items {
+        if pod.metadata.deletion_timestamp.is_none() {
+            continue;
+        }
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
+            let ready = nodes
+                .get_opt(node)
+                .await?
+                .as_ref()
+                .and_then(super::observe::ready_node)
+                .is_some_and(|r| !r.unreachable);
+            if ready {
+                continue;
+            }
+        }
+        let force = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods.delete(&pod.name_any(), &force).await {
+            Ok(_) => {
+                tracing::info!(namespace = %ns, pod = %pod.name_any(), "fenced pod on a lost node removed")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
