@@ -36,7 +36,7 @@ use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use gpufed_operator::job::names::{LABEL_ATTEMPT, LABEL_JOB_UID};
 use gpufed_operator::time::parse as parse_time;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use opsupport::{Operator, job, job_until, phase, submit};
 use rustix::process::Signal;
@@ -126,14 +126,7 @@ async fn a_member_cut_off_fails_its_jobs_over_once_bills_to_its_last_heartbeat_a
     // machine (4 control planes here, other builds besides) a reachable member's probes
     // may stall for 10 s, which would fail its jobs over too and blur what the cut does.
     for name in ["provider-a", "provider-b", "provider-c"] {
-        Api::<GpuProvider>::all(hub.clone())
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"heartbeatGracePeriod": GRACE}})),
-            )
-            .await
-            .expect("grace period");
+        opsupport::set_grace(&hub, name, GRACE).await;
     }
     let operator = Operator::start(hub.clone(), "op-1");
     opsupport::providers_ready(&hub, 3).await;

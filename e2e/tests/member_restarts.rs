@@ -39,13 +39,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gpufed_api::ComputeJob;
 use gpufed_api::job_status::JobPhase;
-use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_e2e::{Federation, FederationSpec, GpuPool};
 use gpufed_operator::job::names::{LABEL_ATTEMPT, tenant_namespace};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use opsupport::{Operator, job_until, phase, submit};
 use restartsupport::{
     MANAGED, MINUTE, RESTARTED, Shared, churn, delete_soon, job_on, running, sample_hub,
@@ -87,14 +87,7 @@ async fn member_watches_recover_from_repeated_member_api_restarts_and_compaction
     let member_b = fed.cluster(OTHER).expect("b").client().await.expect("member b");
     opsupport::setup(&fed, &hub, &[(RESTARTED, "0.30"), (OTHER, "0.50")]).await;
     for (name, grace) in [(RESTARTED, GRACE_A), (OTHER, GRACE_B)] {
-        Api::<GpuProvider>::all(hub.clone())
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"heartbeatGracePeriod": grace}})),
-            )
-            .await
-            .expect("grace period");
+        opsupport::set_grace(&hub, name, grace).await;
     }
     let operator = Operator::start(hub.clone(), "op-1");
     opsupport::providers_ready(&hub, 2).await;

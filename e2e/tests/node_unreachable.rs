@@ -10,11 +10,9 @@ mod opsupport;
 
 use std::time::{Duration, Instant};
 
+use gpufed_api::ComputeJob;
 use gpufed_api::job_status::AttemptOutcome;
-use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use opsupport::{Operator, job, job_until, phase, submit};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -37,15 +35,7 @@ async fn a_silent_node_is_waited_for_over_the_grace_period_then_its_work_moves()
     };
     let hub = env.hub_client().await.expect("hub");
     opsupport::setup(fed, &hub, &[("provider-a", "0.30")]).await;
-    let grace = format!("{}s", GRACE.as_secs());
-    Api::<GpuProvider>::all(hub.clone())
-        .patch(
-            "provider-a",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"heartbeatGracePeriod": grace}})),
-        )
-        .await
-        .expect("grace period");
+    opsupport::set_grace(&hub, "provider-a", &format!("{}s", GRACE.as_secs())).await;
     let operator = Operator::start(hub.clone(), "op-1");
     opsupport::providers_ready(&hub, 1).await;
     let ns = common::namespace(&hub, "unreach").await;

@@ -87,6 +87,19 @@ impl Operator {
 
 /// Installs the CRDs and registers every member of `fed` as a provider, with the given
 /// price per GPU-hour for each member's GPU model, and a 10 s heartbeat grace period.
+/// Sets `provider`'s `heartbeatGracePeriod` (e.g. `"30s"`): how long it, and a node of it
+/// that its member lost contact with, may stay silent before its jobs fail over.
+pub async fn set_grace(hub: &Client, provider: &str, grace: &str) {
+    Api::<GpuProvider>::all(hub.clone())
+        .patch(
+            provider,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"heartbeatGracePeriod": grace}})),
+        )
+        .await
+        .expect("grace period");
+}
+
 pub async fn setup(fed: &Federation, hub: &Client, prices: &[(&str, &str)]) {
     let members: Vec<&str> = fed.members().iter().map(|m| m.name()).collect();
     setup_members(fed, hub, &members, prices).await;
