@@ -15,6 +15,11 @@ pub mod outcomes;
 pub mod pins;
 pub mod plan;
 
+mod challenges;
+mod ledgers;
+
+pub use challenges::{challenge_data, read_challenges, write_challenge_data, write_challenges};
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,9 +29,6 @@ use gpufed_trust::fleet::{self, NodeVerdicts, ProviderVerdict};
 use gpufed_trust::report::SignedReport;
 use gpufed_trust::session::{self, GpuClaim, GpuVerdict, NodeView, Session, Step};
 use gpufed_trust::{Bands, ChallengeRequest, Failure};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
 
 use crate::fleet::MemberView;
 
@@ -245,86 +247,6 @@ impl Verifier {
         (desired != seen).then_some(desired)
     }
 
-    /// Whether the provider's outcome ledger was loaded from the hub.
-    pub fn outcomes_loaded(&self, provider: &str) -> bool {
-        self.outcomes.lock().is_ok_and(|o| o.contains_key(provider))
-    }
-
-    /// Installs the provider's ledger as read from the hub.
-    pub fn load_outcomes(&self, provider: &str, ledger: outcomes::Ledger) {
-        if let Ok(mut all) = self.outcomes.lock() {
-            let (l, _) = all.entry(provider.to_owned()).or_default();
-            for (k, v) in ledger.0 {
-                l.0.entry(k).or_insert(v);
-            }
-        }
-    }
-
-    /// Records the ended attempts of `jobs` on `provider` in its (loaded) ledger and
-    /// returns `(completed, lost)` over it; `None` while it is not loaded.
-    pub fn record_outcomes<'a>(
-        &self,
-        provider: &str,
-        jobs: impl IntoIterator<Item = &'a gpufed_api::ComputeJob>,
-    ) -> Option<(u64, u64)> {
-        let mut all = self.outcomes.lock().ok()?;
-        let (ledger, dirty) = all.get_mut(provider)?;
-        if ledger.record(jobs, provider) {
-            *dirty = true;
-        }
-        Some(ledger.counts())
-    }
-
-    /// The provider's ledger when it has unsaved entries.
-    pub fn outcomes_to_save(&self, provider: &str) -> Option<outcomes::Ledger> {
-        let all = self.outcomes.lock().ok()?;
-        all.get(provider)
-            .filter(|(_, dirty)| *dirty)
-            .map(|(l, _)| l.clone())
-    }
-
-    /// `saved` is in the hub now.
-    pub fn outcomes_saved(&self, provider: &str, saved: &outcomes::Ledger) {
-        if let Ok(mut all) = self.outcomes.lock()
-            && let Some((l, dirty)) = all.get_mut(provider)
-            && l == saved
-        {
-            *dirty = false;
-        }
-    }
-
-    /// Whether the provider's pinned node keys were loaded (verification waits for them).
-    pub fn pins_loaded(&self, provider: &str) -> bool {
-        self.pins.lock().is_ok_and(|p| p.contains_key(provider))
-    }
-
-    /// Installs the provider's pinned keys as read from the hub (keys pinned here since,
-    /// if any, are kept).
-    pub fn load_pins(&self, provider: &str, keys: BTreeMap<String, String>) {
-        if let Ok(mut all) = self.pins.lock() {
-            let p = all.entry(provider.to_owned()).or_default();
-            for (node, key) in keys {
-                p.keys.entry(node).or_insert(key);
-            }
-        }
-    }
-
-    /// The provider's pins when some are new since the last save.
-    pub fn pins_to_save(&self, provider: &str) -> Option<BTreeMap<String, String>> {
-        let all = self.pins.lock().ok()?;
-        all.get(provider).filter(|p| p.dirty).map(|p| p.keys.clone())
-    }
-
-    /// `saved` is in the hub now.
-    pub fn pins_saved(&self, provider: &str, saved: &BTreeMap<String, String>) {
-        if let Ok(mut all) = self.pins.lock()
-            && let Some(p) = all.get_mut(provider)
-            && &p.keys == saved
-        {
-            p.dirty = false;
-        }
-    }
-
     /// The provider's verdict, judged over the whole fleet (verdicts older than two
     /// intervals plus a timeout count as absent), and its nodes' report problems.
     pub fn verdict(&self, provider: &str, now_ms: u64) -> (ProviderVerdict, Vec<(String, Failure)>) {
@@ -426,56 +348,6 @@ impl Verifier {
         map.insert(provider.to_owned(), next);
         next
     }
-}
-
-/// The challenge requests currently in the member's ConfigMap (node → JSON).
-pub async fn read_challenges(client: &Client) -> Result<BTreeMap<String, String>, kube::Error> {
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    match api.get_opt(CHALLENGE_CONFIGMAP).await {
-        Ok(cm) => Ok(cm.and_then(|c| c.data).unwrap_or_default().into_iter().collect()),
-        // A member that does not let the hub read it simply gets no challenges answered.
-        Err(kube::Error::Api(e)) if e.code == 403 => Ok(BTreeMap::new()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Sets the member's challenge ConfigMap to exactly `writes` (server-side apply: keys
-/// this manager wrote before and left out now are removed).
-pub async fn write_challenges(
-    client: &Client,
-    writes: &BTreeMap<String, ChallengeRequest>,
-) -> Result<(), kube::Error> {
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    write_challenge_data(&api, &challenge_data(writes), crate::FIELD_MANAGER).await
-}
-
-/// The challenge ConfigMap's data for `writes` (node → request JSON).
-pub fn challenge_data(writes: &BTreeMap<String, ChallengeRequest>) -> BTreeMap<String, String> {
-    writes
-        .iter()
-        .map(|(node, req)| (node.clone(), serde_json::to_string(req).unwrap_or_default()))
-        .collect()
-}
-
-/// Sets the challenge ConfigMap in `api`'s namespace to exactly `data`, as `manager`.
-pub async fn write_challenge_data(
-    api: &Api<ConfigMap>,
-    data: &BTreeMap<String, String>,
-    manager: &str,
-) -> Result<(), kube::Error> {
-    let body = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": CHALLENGE_CONFIGMAP, "labels": {"app.kubernetes.io/managed-by": manager}},
-        "data": data,
-    });
-    api.patch(
-        CHALLENGE_CONFIGMAP,
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|_| ())
 }
 
 #[cfg(test)]

@@ -1,0 +1,87 @@
+//! The verifier's copies of the pins and job outcomes it keeps in the hub: load, record, save.
+
+use std::collections::BTreeMap;
+
+use super::{Verifier, outcomes};
+
+impl Verifier {
+    /// Whether the provider's outcome ledger was loaded from the hub.
+    pub fn outcomes_loaded(&self, provider: &str) -> bool {
+        self.outcomes.lock().is_ok_and(|o| o.contains_key(provider))
+    }
+
+    /// Installs the provider's ledger as read from the hub.
+    pub fn load_outcomes(&self, provider: &str, ledger: outcomes::Ledger) {
+        if let Ok(mut all) = self.outcomes.lock() {
+            let (l, _) = all.entry(provider.to_owned()).or_default();
+            for (k, v) in ledger.0 {
+                l.0.entry(k).or_insert(v);
+            }
+        }
+    }
+
+    /// Records the ended attempts of `jobs` on `provider` in its (loaded) ledger and
+    /// returns `(completed, lost)` over it; `None` while it is not loaded.
+    pub fn record_outcomes<'a>(
+        &self,
+        provider: &str,
+        jobs: impl IntoIterator<Item = &'a gpufed_api::ComputeJob>,
+    ) -> Option<(u64, u64)> {
+        let mut all = self.outcomes.lock().ok()?;
+        let (ledger, dirty) = all.get_mut(provider)?;
+        if ledger.record(jobs, provider) {
+            *dirty = true;
+        }
+        Some(ledger.counts())
+    }
+
+    /// The provider's ledger when it has unsaved entries.
+    pub fn outcomes_to_save(&self, provider: &str) -> Option<outcomes::Ledger> {
+        let all = self.outcomes.lock().ok()?;
+        all.get(provider)
+            .filter(|(_, dirty)| *dirty)
+            .map(|(l, _)| l.clone())
+    }
+
+    /// `saved` is in the hub now.
+    pub fn outcomes_saved(&self, provider: &str, saved: &outcomes::Ledger) {
+        if let Ok(mut all) = self.outcomes.lock()
+            && let Some((l, dirty)) = all.get_mut(provider)
+            && l == saved
+        {
+            *dirty = false;
+        }
+    }
+
+    /// Whether the provider's pinned node keys were loaded (verification waits for them).
+    pub fn pins_loaded(&self, provider: &str) -> bool {
+        self.pins.lock().is_ok_and(|p| p.contains_key(provider))
+    }
+
+    /// Installs the provider's pinned keys as read from the hub (keys pinned here since,
+    /// if any, are kept).
+    pub fn load_pins(&self, provider: &str, keys: BTreeMap<String, String>) {
+        if let Ok(mut all) = self.pins.lock() {
+            let p = all.entry(provider.to_owned()).or_default();
+            for (node, key) in keys {
+                p.keys.entry(node).or_insert(key);
+            }
+        }
+    }
+
+    /// The provider's pins when some are new since the last save.
+    pub fn pins_to_save(&self, provider: &str) -> Option<BTreeMap<String, String>> {
+        let all = self.pins.lock().ok()?;
+        all.get(provider).filter(|p| p.dirty).map(|p| p.keys.clone())
+    }
+
+    /// `saved` is in the hub now.
+    pub fn pins_saved(&self, provider: &str, saved: &BTreeMap<String, String>) {
+        if let Ok(mut all) = self.pins.lock()
+            && let Some(p) = all.get_mut(provider)
+            && &p.keys == saved
+        {
+            p.dirty = false;
+        }
+    }
+}
