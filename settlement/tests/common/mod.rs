@@ -54,3 +54,26 @@ pub fn records(jobs: usize, per_job: usize, providers: usize, rng: &mut Rng) -> 
         })
         .collect()
 }
+
+/// A signed transaction's intent (fixed blockhash and body) with the given signature and
+/// last valid block height.
+pub fn intent(sig: &str, lvbh: u64) -> gpufed_settlement::machine::Intent {
+    gpufed_settlement::machine::Intent {
+        signature: sig.into(),
+        blockhash: "bh".into(),
+        last_valid_block_height: lvbh,
+        transaction: "tx".into(),
+    }
+}
+
+/// The query id of the first action (which must carry one).
+pub fn query(actions: &[gpufed_settlement::Action]) -> gpufed_settlement::machine::QueryId {
+    use gpufed_settlement::Action;
+    match actions.first() {
+        Some(Action::SignAndPersistIntent { query })
+        | Some(Action::Broadcast { query, .. })
+        | Some(Action::QuerySignatureStatus { query, .. })
+        | Some(Action::QueryBlockHeight { query }) => *query,
+        other => panic!("no query in {other:?}"),
+    }
+}
