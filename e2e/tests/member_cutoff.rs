@@ -28,16 +28,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cutoffsupport::{CUT, Shared, sample_hub, watch_pods};
+use cutoffsupport::{CUT, Shared, Thaw, live_pods, provider_ready, sample_hub, watch_pods};
 use gpufed_api::GpuProvider;
 use gpufed_api::job_status::{AttemptOutcome, JobPhase};
-use gpufed_e2e::process::ProcessRecord;
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
-use gpufed_operator::job::names::{LABEL_ATTEMPT, LABEL_JOB_UID};
 use gpufed_operator::time::parse as parse_time;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::Api;
 use opsupport::{Operator, job, job_until, phase, submit};
 use rustix::process::Signal;
 
@@ -45,46 +41,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 const REACHABLE: [&str; 2] = ["provider-b", "provider-c"];
 /// Heartbeat grace period of every provider.
 const GRACE: &str = "20s";
-
-/// Thaws the frozen API server however the test ends (a stopped process would not even
-/// take the harness' SIGTERM).
-struct Thaw(ProcessRecord);
-
-impl Drop for Thaw {
-    fn drop(&mut self) {
-        self.0.signal(Signal::CONT);
-    }
-}
-
-fn unix_now() -> i64 {
-    gpufed_operator::time::now()
-}
-
-async fn provider_ready(hub: &Client, name: &str) -> bool {
-    Api::<GpuProvider>::all(hub.clone())
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|p| p.status)
-        .is_some_and(|s| gpufed_api::conditions::is_true(&s.conditions, "Ready"))
-}
-
-/// Pods of `uid`'s `attempt` on a member that are neither deleted nor terminating; `None`
-/// while the member does not answer.
-async fn live_pods(member: &Client, uid: &str, attempt: u32) -> Option<usize> {
-    let lp = ListParams::default().labels(&format!("{LABEL_JOB_UID}={uid},{LABEL_ATTEMPT}={attempt}"));
-    let list = tokio::time::timeout(Duration::from_secs(5), Api::<Pod>::all(member.clone()).list(&lp))
-        .await
-        .ok()?
-        .ok()?;
-    Some(
-        list.items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .count(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cut_off_fails_its_jobs_over_once_bills_to_its_last_heartbeat_and_is_cleaned_on_return() {
@@ -190,7 +146,7 @@ async fn a_member_cut_off_fails_its_jobs_over_once_bills_to_its_last_heartbeat_a
         .ok()
         .and_then(|s| s.heartbeats.last().map(|(h, _)| *h))
         .expect("a heartbeat before the cut");
-    let cut_unix = unix_now();
+    let cut_unix = gpufed_operator::time::now();
     let cut_at = Instant::now();
     assert!(apiserver.signal(Signal::STOP), "freeze provider-a");
     let thaw = Thaw(apiserver.clone());

@@ -1,7 +1,8 @@
 //! The member-cutoff test's background sampler: hub ComputeJob and GpuProvider statuses
 //! every 500 ms and a watch of gpufed pods on the reachable members, each sample checked
 //! against the invariants (one live attempt per job, attempts only move forward, jobs on
-//! reachable members keep attempt 1) and recorded for the test's final assertions.
+//! reachable members keep attempt 1) and recorded for the test's final assertions; and
+//! the small probes the test uses (provider Ready, a job's live pods, the thaw guard).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -10,12 +11,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use gpufed_api::job_status::JobPhase;
 use gpufed_api::{ComputeJob, GpuProvider};
+use gpufed_e2e::process::ProcessRecord;
 use gpufed_operator::job::names::{LABEL_ATTEMPT, LABEL_JOB_UID};
 use gpufed_operator::time::parse as parse_time;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use rustix::process::Signal;
 
 /// Labels of every object gpufed puts on a member.
 pub const MANAGED: &str = "app.kubernetes.io/managed-by=gpufed";
@@ -224,4 +227,40 @@ pub fn watch_pods(member: &'static str, client: Client, seen: Shared) -> tokio::
             }
         }
     })
+}
+
+/// Thaws the frozen API server however the test ends (a stopped process would not even
+/// take the harness' SIGTERM).
+pub struct Thaw(pub ProcessRecord);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        self.0.signal(Signal::CONT);
+    }
+}
+
+pub async fn provider_ready(hub: &Client, name: &str) -> bool {
+    Api::<GpuProvider>::all(hub.clone())
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| p.status)
+        .is_some_and(|s| gpufed_api::conditions::is_true(&s.conditions, "Ready"))
+}
+
+/// Pods of `uid`'s `attempt` on a member that are neither deleted nor terminating; `None`
+/// while the member does not answer.
+pub async fn live_pods(member: &Client, uid: &str, attempt: u32) -> Option<usize> {
+    let lp = ListParams::default().labels(&format!("{LABEL_JOB_UID}={uid},{LABEL_ATTEMPT}={attempt}"));
+    let list = tokio::time::timeout(Duration::from_secs(5), Api::<Pod>::all(member.clone()).list(&lp))
+        .await
+        .ok()?
+        .ok()?;
+    Some(
+        list.items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count(),
+    )
 }
