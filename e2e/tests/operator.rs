@@ -8,31 +8,14 @@ mod opsupport;
 use std::time::Duration;
 
 use gpufed_api::job_status::{AttemptOutcome, JobPhase};
-use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+use gpufed_e2e::{FederationSpec, GpuPool};
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
 use kube::api::DeleteParams;
-use kube::{Api, Client};
-use opsupport::{Operator, job, job_until, phase, submit};
+use opsupport::{Operator, federation_with_providers, job, job_until, lease_holder, phase, submit};
 use rustix::process::Signal;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Starts `spec` and registers its members as providers with `prices`; `None` (the skip
-/// printed) against an external cluster, which has neither simulated nodes nor members
-/// to cut off.
-async fn federation_with_providers(
-    spec: FederationSpec,
-    prices: &[(&str, &str)],
-) -> Option<(TestEnv, Client)> {
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' own control planes and simulated GPU nodes");
-        return None;
-    };
-    let hub = env.hub_client().await.expect("hub");
-    opsupport::setup(fed, &hub, prices).await;
-    Some((env, hub))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_land_where_they_fit_run_to_completion_and_are_cleaned_up() {
@@ -293,18 +276,6 @@ async fn a_job_fails_over_when_its_provider_is_cut_off_and_is_billed_once() {
         "{told:?}"
     );
     operator.stop().await;
-}
-
-async fn lease_holder(hub: &Client) -> Option<String> {
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(hub.clone(), "gpufed-system");
-    leases
-        .get_opt("gpufed-operator")
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .holder_identity
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

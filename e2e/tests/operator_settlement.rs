@@ -27,8 +27,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use opsettlesupport::{
-    balances_agree, flags_with, gone_and_settled, metered, operator_flags, pay_to_wallets_from_escrows,
-    readyz, reqwest_metrics, secrets_stay_where_kept, settled, verify_journal,
+    all_settled, balances_agree, flags_with, gone_and_settled, metered, operator_flags,
+    pay_to_wallets_from_escrows, readyz, reqwest_metrics, secrets_stay_where_kept, settled, verify_journal,
 };
 use opsupport::{Operator, job, job_until, submit};
 
@@ -72,18 +72,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
 
     let services = submit_workload(&hub).await;
     let mut finished = held_without_escrow(&hub, &chain).await;
-    for (ns, name, ..) in JOBS {
-        let j = job_until(
-            &hub,
-            ns,
-            name,
-            "succeeded and settled",
-            Duration::from_secs(240),
-            settled,
-        )
-        .await;
-        finished.push(j);
-    }
+    finished.extend(all_settled(&hub, JOBS.map(|(ns, name, ..)| (ns, name))).await);
 
     // The serving replica and the long job are metered live first.
     let replica = job_until(
@@ -249,20 +238,7 @@ async fn held_without_escrow(hub: &Client, chain: &Chain) -> Vec<ComputeJob> {
         .patch("team-c", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let mut finished = Vec::new();
-    for name in ["first", "second"] {
-        let j = job_until(
-            hub,
-            "team-c",
-            name,
-            "succeeded and settled",
-            Duration::from_secs(240),
-            settled,
-        )
-        .await;
-        finished.push(j);
-    }
-    finished
+    all_settled(hub, [("team-c", "first"), ("team-c", "second")]).await
 }
 
 /// The chain goes away and the operator restarts while it is away. First with a mint the

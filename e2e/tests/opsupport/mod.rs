@@ -352,3 +352,33 @@ pub async fn pods_removed(client: &Client, job_uid: &str, what: &str, within: Du
     .await
     .expect("stale pods removed");
 }
+
+/// Starts `spec` and registers its members as providers with `prices`; `None` (the skip
+/// printed) against an external cluster, which has neither simulated nodes nor members
+/// to cut off.
+pub async fn federation_with_providers(
+    spec: gpufed_e2e::FederationSpec,
+    prices: &[(&str, &str)],
+) -> Option<(gpufed_e2e::TestEnv, Client)> {
+    let env = gpufed_e2e::TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes and simulated GPU nodes");
+        return None;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    setup(fed, &hub, prices).await;
+    Some((env, hub))
+}
+
+/// Who holds the operator's leader Lease in the hub, if anyone.
+pub async fn lease_holder(hub: &Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(hub.clone(), "gpufed-system");
+    leases
+        .get_opt(gpufed_operator::lease::LEASE_NAME)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}

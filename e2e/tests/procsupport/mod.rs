@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use super::opsupport::lease_holder;
 use super::opsupport::phase;
 use futures::StreamExt;
 use gpufed_api::ComputeJob;
@@ -295,18 +296,6 @@ pub async fn assert_no_orphans(hub: &Client, ns: &str, member: &Client) {
     }
 }
 
-pub async fn lease_holder(hub: &Client) -> Option<String> {
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(hub.clone(), "gpufed-system");
-    leases
-        .get_opt(gpufed_operator::lease::LEASE_NAME)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .holder_identity
-}
-
 pub async fn holder_becomes(hub: &Client, who: &str, timeout: Duration) {
     let result = gpufed_e2e::wait::until(&format!("{who} holds the Lease"), timeout, || async {
         Ok((lease_holder(hub).await.as_deref() == Some(who)).then_some(()))
@@ -320,14 +309,8 @@ pub async fn holder_becomes(hub: &Client, who: &str, timeout: Duration) {
 /// Starts `spec` with its members registered; `None` (skip printed) against an external
 /// cluster, which has no simulated nodes.
 pub async fn federation(spec: FederationSpec) -> Option<(TestEnv, Client, PathBuf)> {
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' own control planes and simulated GPU nodes");
-        return None;
-    };
-    let hub = env.hub_client().await.expect("hub");
-    super::opsupport::setup(fed, &hub, &[("provider-a", "0.50")]).await;
-    let kubeconfig = fed.hub().kubeconfig().to_owned();
+    let (env, hub) = super::opsupport::federation_with_providers(spec, &[("provider-a", "0.50")]).await?;
+    let kubeconfig = env.federation()?.hub().kubeconfig().to_owned();
     Some((env, hub, kubeconfig))
 }
 
