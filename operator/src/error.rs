@@ -14,6 +14,16 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// A member's API server refused a request as malformed or invalid (HTTP 400
+    /// BadRequest, 422 Invalid): sending it again gets the same answer, so the caller
+    /// reports it instead of retrying.
+    #[error("provider {provider}: refused: {message}")]
+    Rejected {
+        /// The provider.
+        provider: String,
+        /// The API server's answer.
+        message: String,
+    },
     /// A write lost a race with another writer (stale resourceVersion): a stale leader
     /// or a concurrent reconcile. Retried from fresh state.
     #[error("conflict writing {0}: retrying from fresh state")]
@@ -38,6 +48,7 @@ impl Error {
         match self {
             Error::Hub(_) => "hub_api",
             Error::Member { .. } => "member",
+            Error::Rejected { .. } => "member_rejected",
             Error::Conflict(_) => "conflict",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Finalizer(_) => "finalizer",
@@ -54,6 +65,19 @@ impl Error {
         }
     }
 
+    /// Wraps a member API server's error, telling refusals that retrying cannot heal
+    /// (400, 422: [`Error::Rejected`]) apart from the rest ([`Error::Member`]).
+    pub fn member_api(provider: &str, e: &kube::Error) -> Self {
+        let message = crate::member::error_chain(e);
+        match e {
+            kube::Error::Api(s) if s.code == 400 || s.code == 422 => Error::Rejected {
+                provider: provider.to_owned(),
+                message,
+            },
+            _ => Error::member(provider, message),
+        }
+    }
+
     /// Wraps a member-cluster error.
     pub fn member(provider: &str, e: impl std::fmt::Display) -> Self {
         Error::Member {
@@ -65,3 +89,41 @@ impl Error {
 
 /// Result of the operator's fallible steps.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(
+            Status::failure("Pod \"x\" is invalid: spec.containers[0].name", reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn only_refusals_that_cannot_heal_are_rejections() {
+        for (code, reason) in [(422, "Invalid"), (400, "BadRequest")] {
+            match Error::member_api("p", &api(code, reason)) {
+                Error::Rejected { provider, message } => {
+                    assert_eq!(provider, "p");
+                    assert!(message.contains("is invalid"), "{message}");
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        for (code, reason) in [
+            (403, "Forbidden"),
+            (409, "Conflict"),
+            (500, "InternalError"),
+            (503, "ServiceUnavailable"),
+        ] {
+            assert!(
+                matches!(Error::member_api("p", &api(code, reason)), Error::Member { .. }),
+                "{code}"
+            );
+        }
+    }
+}

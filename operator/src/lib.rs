@@ -41,7 +41,8 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-/// The one field manager of every write the operator makes.
+/// The field manager of every write the operator makes, but for jobs' `status.billing`
+/// ([`settlement::billing::BILLING_FIELD_MANAGER`], which says why).
 pub const FIELD_MANAGER: &str = "gpufed-operator";
 
 async fn shutdown_signal() {

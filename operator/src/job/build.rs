@@ -56,8 +56,19 @@ pub fn job_labels(job: &ComputeJob) -> BTreeMap<String, String> {
             names::LABEL_JOB_NAMESPACE.to_owned(),
             job.namespace().unwrap_or_default(),
         ),
-        (names::LABEL_JOB_NAME.to_owned(), job.name_any()),
+        (
+            names::LABEL_JOB_NAME.to_owned(),
+            names::job_name_label(&job.name_any()),
+        ),
     ])
+}
+
+/// The annotation naming the job in full, where [`job_labels`] could not (a name over 63
+/// characters): a member pod's change is traced back to its job by it. None otherwise, so
+/// the objects of other jobs stay as they were.
+fn job_annotation(job: &ComputeJob) -> Option<(String, String)> {
+    let name = job.name_any();
+    (names::job_name_label(&name) != name).then(|| (names::ANNOTATION_JOB_NAME.to_owned(), name))
 }
 
 /// Builds the objects of `placement`'s attempt; an invalid pod template is an error
@@ -142,7 +153,10 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
         .collect::<Result<_, _>>()?;
     Ok(MemberObjects {
         namespace: Namespace {
-            metadata: meta(&ns, None, &ns_labels),
+            metadata: ObjectMeta {
+                annotations: job_annotation(job).map(|a| BTreeMap::from([a])),
+                ..meta(&ns, None, &ns_labels)
+            },
             ..Default::default()
         },
         network_policy,
@@ -223,7 +237,10 @@ fn worker_pod(
     });
     let name = names::pod_name(&job.name_any(), placement.attempt, rank);
     let mut metadata = meta(&name, Some(ns), &labels);
-    metadata.annotations = (!user.annotations.is_empty()).then_some(user.annotations);
+    let mut annotations = user.annotations;
+    // Ours wins over the template's: the operator finds the pod's job by it.
+    annotations.extend(job_annotation(job));
+    metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     Ok(Pod {
         metadata,
         spec: Some(spec),

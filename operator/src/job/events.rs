@@ -124,9 +124,10 @@ pub fn transitions(before: Option<&ComputeJobStatus>, after: &ComputeJobStatus) 
     }
     // Stalled: something needs a human.
     let stalled = |s: &ComputeJobStatus| conditions::find(&s.conditions, types::STALLED).cloned();
+    let just_failed = after.phase == Some(JobPhase::Failed) && before.phase != after.phase;
     if let Some(c) = stalled(after)
         && c.status == ConditionStatus::True
-        && c.reason != "JobFailed" // told by the phase
+        && !just_failed // told by the phase (`JobFailed`, `DispatchRejected`)
         && stalled(before).is_none_or(|b| b.status != c.status || b.reason != c.reason)
     {
         out.push(note(true, &c.reason, "Reconcile", c.message));

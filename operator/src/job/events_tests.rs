@@ -111,6 +111,12 @@ fn placement_warnings_and_stalls_are_told_when_their_reason_changes_only() {
         [(true, "Failed")],
         "a failed job is told once, by its phase"
     );
+    let rejected = status(serde_json::json!({"phase": "Failed",
+        "conditions": [cond("Stalled", "True", "DispatchRejected", "attempt 2 Failed: refused"),
+                       cond("Ready", "False", "Failed", "attempt 2 Failed: refused")]}));
+    let notes = transitions(Some(&queued), &rejected);
+    assert_eq!(reasons(&notes), [(true, "Failed")], "whatever its Stalled reason");
+    assert_eq!(notes[0].message, "attempt 2 Failed: refused ()");
 }
 
 #[test]

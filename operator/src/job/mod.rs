@@ -224,7 +224,14 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     {
         let (provider, link) = connect(ctx, &p.provider).await?;
         match build::build(&job, &p, &provider.spec.resource_name) {
-            Ok(objects) => link.dispatch(&objects).await?,
+            Ok(objects) => match link.dispatch(&objects).await {
+                // No retry heals a refusal: end the attempt (status, Event), free its GPUs.
+                Err(Error::Rejected { provider, message }) => {
+                    tracing::warn!(%provider, error = %message, "member refused the attempt's objects");
+                    plan::reject_dispatch(&job, &mut plan, &message, now);
+                }
+                other => other?,
+            },
             Err(msg) => {
                 let c = conditions::condition(
                     types::STALLED,

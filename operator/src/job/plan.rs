@@ -4,13 +4,15 @@
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
 use gpufed_api::formats::{format_decimal, parse_decimal, parse_duration};
-use gpufed_api::job::ProviderLossAction;
-use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase, Usage};
+use gpufed_api::job_status::{AttemptOutcome, ComputeJobStatus, JobPhase, Usage};
 use gpufed_api::{ComputeJob, check};
 
 mod attempt;
+mod end;
 pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
+pub use end::reject_dispatch;
+use end::{Cause, end_attempt};
 
 /// What a worker pod of the live attempt is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +198,7 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         other => other,
     };
     if let Some((outcome, at, message)) = ended {
-        end_attempt(job, st, outcome, at, message, &now_text);
+        end_attempt(job, st, outcome, at, message, &now_text, Cause::Observed);
         return out;
     }
 
@@ -280,105 +282,6 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     }
     st.usage = Some(usage(st, Some(now)));
     out
-}
-
-fn end_attempt(
-    job: &ComputeJob,
-    st: &mut ComputeJobStatus,
-    outcome: AttemptOutcome,
-    at: i64,
-    message: String,
-    now_text: &str,
-) {
-    let generation = job.metadata.generation;
-    let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, now_text);
-    let Some(p) = st.placement.clone() else { return };
-    let gpu_seconds = live_gpu_seconds(&p, at);
-    // Pods of a finished attempt hold no GPUs; lost or stopped ones must still be removed.
-    let removed = matches!(outcome, AttemptOutcome::Succeeded | AttemptOutcome::Failed);
-    st.attempts.push(AttemptRecord {
-        attempt: p.attempt,
-        provider: p.provider.clone(),
-        outcome,
-        message: message.clone(),
-        gpu_seconds,
-        gpus: Some(p.gpus),
-        gpu_uuids: attempt::attempt_gpus(&p),
-        running_time: p.running_time.clone(),
-        price_per_gpu_hour: p.price_per_gpu_hour.clone(),
-        end_time: crate::time::format(at),
-        removed,
-    });
-    if st.attempts.len() > 20 {
-        st.attempts.remove(0);
-    }
-    st.usage = Some(usage(st, None));
-    let attempts_used = p.attempt;
-    let retryable = match outcome {
-        AttemptOutcome::Succeeded | AttemptOutcome::DeadlineExceeded | AttemptOutcome::Stopped => false,
-        AttemptOutcome::ProviderLost => {
-            job.spec.failure_policy.on_provider_loss == ProviderLossAction::Failover
-        }
-        AttemptOutcome::Failed | AttemptOutcome::NodeLost | AttemptOutcome::Preempted => true,
-    };
-    if outcome == AttemptOutcome::Stopped {
-        st.placement = None;
-        st.phase = Some(JobPhase::Suspended);
-        let msg = format!("attempt {attempts_used} stopped: {message}");
-        let reason = if job.metadata.deletion_timestamp.is_some() {
-            "Deleting"
-        } else {
-            "Suspended"
-        };
-        conditions::set(
-            &mut st.conditions,
-            cond(types::PLACED, False, reason, msg.clone()),
-        );
-        conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg));
-        conditions::remove(&mut st.conditions, types::RECONCILING);
-    } else if outcome == AttemptOutcome::Succeeded {
-        st.phase = Some(JobPhase::Succeeded);
-        st.completion_time = Some(crate::time::format(at));
-        conditions::set(
-            &mut st.conditions,
-            cond(types::COMPLETE, True, "Succeeded", message.clone()),
-        );
-        conditions::set(&mut st.conditions, cond(types::READY, True, "Succeeded", message));
-        conditions::remove(&mut st.conditions, types::RECONCILING);
-    } else if retryable && attempts_used < job.spec.failure_policy.max_attempts {
-        st.placement = None;
-        st.phase = Some(JobPhase::Recovering);
-        let msg = format!(
-            "attempt {attempts_used} {outcome:?}: {message}; placing attempt {}",
-            attempts_used + 1
-        );
-        conditions::set(
-            &mut st.conditions,
-            cond(types::PLACED, False, "Recovering", msg.clone()),
-        );
-        conditions::set(
-            &mut st.conditions,
-            cond(types::READY, False, "Recovering", msg.clone()),
-        );
-        conditions::set(
-            &mut st.conditions,
-            cond(types::RECONCILING, True, "Recovering", msg),
-        );
-    } else {
-        st.phase = Some(JobPhase::Failed);
-        st.completion_time = Some(crate::time::format(at));
-        let msg = format!("attempt {attempts_used} {outcome:?}: {message}");
-        conditions::set(
-            &mut st.conditions,
-            cond(types::FAILED, True, "AttemptsExhausted", msg.clone()),
-        );
-        conditions::set(
-            &mut st.conditions,
-            cond(types::READY, False, "Failed", msg.clone()),
-        );
-        conditions::set(&mut st.conditions, cond(types::STALLED, True, "JobFailed", msg));
-        conditions::remove(&mut st.conditions, types::RECONCILING);
-    }
 }
 
 #[cfg(test)]

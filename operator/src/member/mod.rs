@@ -97,7 +97,7 @@ impl Link {
         match self {
             Link::Push { provider, client, .. } => crate::job::dispatch::dispatch(client, objects)
                 .await
-                .map_err(|e| Self::push_err(provider, e)),
+                .map_err(|e| Error::member_api(provider, &e)),
             Link::Pull(link) => link.dispatch(objects).await,
         }
     }

@@ -196,7 +196,7 @@ fn jobs_in_allocations(text: &str, pods: &Store<Pod>) -> Vec<ObjectRef<ComputeJo
 fn job_of(pod: &Pod) -> Option<ObjectRef<ComputeJob>> {
     let l = pod.labels();
     let ns = l.get(names::LABEL_JOB_NAMESPACE)?;
-    let name = l.get(names::LABEL_JOB_NAME)?;
+    let name = names::hub_job_name(pod)?;
     Some(ObjectRef::new(name).within(ns))
 }
 

@@ -7,6 +7,7 @@
 //! machine's actions against the RPC node) → billing status of jobs whose numbers moved.
 //! The chain being down only grows the backlog; jobs never wait on any of this.
 
+pub mod billing;
 pub mod meter;
 pub mod store;
 
@@ -15,12 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gpufed_api::ComputeJob;
-use gpufed_api::job_status::Billing;
 use gpufed_chain::{ChainError, Keypair, Pubkey, Rpc, SettlementAccounts, Settler, SettlerConfig};
 use gpufed_settlement::{Commitment, MachineConfig, PlanConfig};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -225,7 +223,7 @@ async fn round(
     if hold && let Ok(mut h) = ctx.held_tenants.write() {
         *h = held;
     }
-    update_billing(ctx, settler, &jobs, meter_cfg.decimals).await;
+    billing::update_billing(ctx, settler.journal(), &jobs, meter_cfg.decimals).await;
     Ok(())
 }
 
@@ -332,44 +330,6 @@ async fn ensure_payouts(
                 warn!(provider = %p, error = %e, "payout account not ready; provider's records wait");
                 accounts.payout_wallets.remove(&p);
             }
-        }
-    }
-}
-
-/// Writes `status.billing` of jobs whose journaled or settled numbers moved.
-async fn update_billing(
-    ctx: &Context,
-    settler: &Settler<ConfigMapStore>,
-    jobs: &[Arc<ComputeJob>],
-    decimals: u8,
-) {
-    for job in jobs {
-        let Some(uid) = job.metadata.uid.as_deref() else {
-            continue;
-        };
-        let b = settler.journal().billing(uid);
-        if b.records == 0 {
-            continue;
-        }
-        let want = Billing {
-            records: b.records,
-            settled_records: b.settled.records,
-            metered_gpu_seconds: b.gpu_seconds,
-            settled_amount: from_base_units(b.settled.amount, decimals),
-            signatures: b.settled.signatures.clone(),
-        };
-        if job.status.as_ref().and_then(|s| s.billing.as_ref()) == Some(&want) {
-            continue;
-        }
-        let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
-        // A merge patch of this one field: the job controller owns the rest of the status
-        // and re-reads before its fenced writes.
-        let patch = serde_json::json!({"status": {"billing": want}});
-        if let Err(e) = api
-            .patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            warn!(job = %job.name_any(), error = %e, "billing status not written; next round retries");
         }
     }
 }

@@ -167,3 +167,39 @@ fn only_a_gang_gets_a_rendezvous_service() {
     assert_eq!(env(pod, "GPUFED_MASTER_ADDR").as_deref(), Some("localhost"));
     assert_eq!(env(pod, "GPUFED_WORLD_SIZE").as_deref(), Some("1"));
 }
+
+#[test]
+fn a_long_dotted_job_name_builds_objects_a_member_accepts() {
+    let template = serde_json::json!({
+        "metadata": {"annotations": {names::ANNOTATION_JOB_NAME: "spoofed"}},
+        "spec": {"containers": [{"name": "main", "image": "x"}]}
+    });
+    let mut j = job(template);
+    let name = format!("{}.{}", "a".repeat(200), "b".repeat(52));
+    j.metadata.name = Some(name.clone());
+    let objs = build(&j, &placement(), "gpufed.io/gpu").expect("builds");
+    let ns = objs.namespace.metadata.name.clone().expect("ns name");
+    assert!(ns.len() <= 63 && !ns.contains('.'), "{ns}");
+    let pod = &objs.pods[0];
+    for meta in [&objs.namespace.metadata, &pod.metadata, &objs.quota.metadata] {
+        let labels = meta.labels.as_ref().expect("labels");
+        assert!(labels.values().all(|v| names::is_label_value(v)), "{labels:?}");
+    }
+    assert_eq!(
+        names::hub_job_name(pod),
+        Some(name.as_str()),
+        "the template cannot rename the job"
+    );
+    assert_eq!(names::hub_job_name(&objs.namespace), Some(name.as_str()));
+
+    // A short name keeps its objects as they were: the label is the name, no annotation.
+    let plain = build(
+        &job(serde_json::json!({"spec": {"containers": [{"name": "main", "image": "x"}]}})),
+        &placement(),
+        "gpufed.io/gpu",
+    )
+    .expect("plain");
+    assert_eq!(plain.pods[0].metadata.annotations, None);
+    assert_eq!(plain.namespace.metadata.annotations, None);
+    assert_eq!(names::hub_job_name(&plain.pods[0]), Some("train"));
+}

@@ -351,5 +351,6 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
 }
 
 mod gpus;
+mod rejected;
 mod started;
 mod unreachable;

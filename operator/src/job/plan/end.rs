@@ -1,0 +1,166 @@
+//! Pure: how the live attempt ends — the attempt's record, its billing, and what the job
+//! does next (retry, stop, complete or fail) — whether its pods ended it or the member
+//! refused to create them.
+
+use gpufed_api::ComputeJob;
+use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::conditions::{self, types};
+use gpufed_api::job::ProviderLossAction;
+use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase};
+
+use super::{Plan, attempt, live_gpu_seconds, usage};
+
+/// Condition reason (`Failed`, `Stalled`) of a job whose last attempt the member's API
+/// server refused to create.
+pub const DISPATCH_REJECTED: &str = "DispatchRejected";
+
+/// Most characters of the API server's answer kept in the attempt's record (the CRD
+/// bounds the record's message at 1024).
+const MAX_REJECTION: usize = 800;
+
+/// What ended the live attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// What its pods or provider were seen doing, or the user (suspend, delete).
+    Observed,
+    /// The member's API server refused its objects ([`reject_dispatch`]).
+    DispatchRejected,
+}
+
+/// The member's API server refused the live attempt's objects as invalid (HTTP 400 or
+/// 422, `refusal` its answer). Retrying the same objects cannot heal that, and waiting
+/// would hold the attempt's GPUs in the placement for nothing, so the attempt ends now
+/// as `Failed` with the answer in its record, and the failure policy decides as for a
+/// failed worker: a new attempt is placed while `maxAttempts` allows (another member's
+/// admission rules may accept it), else the job fails with `Failed` and `Stalled`
+/// reason `DispatchRejected`. The attempt is not marked removed, so whatever it did
+/// create in the member is fenced like a lost attempt's. Billing: none, the gang never
+/// ran.
+pub fn reject_dispatch(job: &ComputeJob, plan: &mut Plan, refusal: &str, now: i64) {
+    let st = &mut plan.status;
+    let Some(provider) = st.placement.as_ref().map(|p| p.provider.clone()) else {
+        return;
+    };
+    let refusal = match refusal.char_indices().nth(MAX_REJECTION) {
+        Some((cut, _)) => format!("{}…", &refusal[..cut]),
+        None => refusal.to_owned(),
+    };
+    let message = format!("the API server of provider {provider} refused the attempt's objects: {refusal}");
+    end_attempt(
+        job,
+        st,
+        AttemptOutcome::Failed,
+        now,
+        message,
+        &crate::time::format(now),
+        Cause::DispatchRejected,
+    );
+    plan.dispatch = false;
+    // A retry needs a placement round; a failed job needs none.
+    plan.wants_placement = st.placement.is_none() && st.phase == Some(JobPhase::Recovering);
+}
+
+/// Ends the live attempt: records it, bills it up to `at`, and either retries (a new
+/// placement), stops, completes or fails the job by `outcome` and the failure policy.
+pub(super) fn end_attempt(
+    job: &ComputeJob,
+    st: &mut ComputeJobStatus,
+    outcome: AttemptOutcome,
+    at: i64,
+    message: String,
+    now_text: &str,
+    cause: Cause,
+) {
+    let generation = job.metadata.generation;
+    let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, now_text);
+    let Some(p) = st.placement.clone() else { return };
+    let gpu_seconds = live_gpu_seconds(&p, at);
+    // Pods of a finished attempt hold no GPUs; lost or stopped ones must still be removed,
+    // and so must whatever a refused dispatch did create (a gang's other pods).
+    let removed =
+        cause == Cause::Observed && matches!(outcome, AttemptOutcome::Succeeded | AttemptOutcome::Failed);
+    st.attempts.push(AttemptRecord {
+        attempt: p.attempt,
+        provider: p.provider.clone(),
+        outcome,
+        message: message.clone(),
+        gpu_seconds,
+        gpus: Some(p.gpus),
+        gpu_uuids: attempt::attempt_gpus(&p),
+        running_time: p.running_time.clone(),
+        price_per_gpu_hour: p.price_per_gpu_hour.clone(),
+        end_time: crate::time::format(at),
+        removed,
+    });
+    if st.attempts.len() > 20 {
+        st.attempts.remove(0);
+    }
+    st.usage = Some(usage(st, None));
+    let attempts_used = p.attempt;
+    let retryable = match outcome {
+        AttemptOutcome::Succeeded | AttemptOutcome::DeadlineExceeded | AttemptOutcome::Stopped => false,
+        AttemptOutcome::ProviderLost => {
+            job.spec.failure_policy.on_provider_loss == ProviderLossAction::Failover
+        }
+        AttemptOutcome::Failed | AttemptOutcome::NodeLost | AttemptOutcome::Preempted => true,
+    };
+    if outcome == AttemptOutcome::Stopped {
+        st.placement = None;
+        st.phase = Some(JobPhase::Suspended);
+        let msg = format!("attempt {attempts_used} stopped: {message}");
+        let reason = if job.metadata.deletion_timestamp.is_some() {
+            "Deleting"
+        } else {
+            "Suspended"
+        };
+        conditions::set(
+            &mut st.conditions,
+            cond(types::PLACED, False, reason, msg.clone()),
+        );
+        conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg));
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    } else if outcome == AttemptOutcome::Succeeded {
+        st.phase = Some(JobPhase::Succeeded);
+        st.completion_time = Some(crate::time::format(at));
+        conditions::set(
+            &mut st.conditions,
+            cond(types::COMPLETE, True, "Succeeded", message.clone()),
+        );
+        conditions::set(&mut st.conditions, cond(types::READY, True, "Succeeded", message));
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    } else if retryable && attempts_used < job.spec.failure_policy.max_attempts {
+        st.placement = None;
+        st.phase = Some(JobPhase::Recovering);
+        let msg = format!(
+            "attempt {attempts_used} {outcome:?}: {message}; placing attempt {}",
+            attempts_used + 1
+        );
+        conditions::set(
+            &mut st.conditions,
+            cond(types::PLACED, False, "Recovering", msg.clone()),
+        );
+        conditions::set(
+            &mut st.conditions,
+            cond(types::READY, False, "Recovering", msg.clone()),
+        );
+        conditions::set(
+            &mut st.conditions,
+            cond(types::RECONCILING, True, "Recovering", msg),
+        );
+    } else {
+        st.phase = Some(JobPhase::Failed);
+        st.completion_time = Some(crate::time::format(at));
+        let msg = format!("attempt {attempts_used} {outcome:?}: {message}");
+        let (failed, stalled) = match cause {
+            Cause::Observed => ("AttemptsExhausted", "JobFailed"),
+            Cause::DispatchRejected => (DISPATCH_REJECTED, DISPATCH_REJECTED),
+        };
+        conditions::set(&mut st.conditions, cond(types::FAILED, True, failed, msg.clone()));
+        conditions::set(
+            &mut st.conditions,
+            cond(types::READY, False, "Failed", msg.clone()),
+        );
+        conditions::set(&mut st.conditions, cond(types::STALLED, True, stalled, msg));
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    }
+}
