@@ -206,6 +206,11 @@ pub struct Verification {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub failures: Vec<VerificationFailure>,
+    /// Nodes whose every GPU verified, by name. Jobs with `placement.verifiedOnly` run only
+    /// on these nodes (and only while the provider is `Verified` and staked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000))]
+    pub verified_nodes: Vec<String>,
 }
 
 /// One GPU that did not verify.

@@ -91,6 +91,11 @@ async fn honest_providers_verify_and_liars_are_caught() {
     let st = honest.status.expect("status");
     let v = st.verification.expect("verification");
     assert_eq!((v.verified_gpus, v.failed_gpus), (8, 0), "{v:?}");
+    assert_eq!(
+        v.verified_nodes.len(),
+        1,
+        "its one node serves verified-only jobs: {v:?}"
+    );
     assert!(
         st.reputation
             .is_some_and(|r| r.score.parse::<f64>().is_ok_and(|s| s > 50.0))
@@ -115,6 +120,7 @@ async fn honest_providers_verify_and_liars_are_caught() {
     let v = liar.status.expect("status").verification.expect("verification");
     assert_eq!(v.verified_gpus, 0);
     assert_eq!(v.failed_gpus, 8);
+    assert!(v.verified_nodes.is_empty(), "{v:?}");
     assert!(
         v.failures
             .iter()

@@ -44,7 +44,8 @@ pub fn ready_h100_status(free: u32, total: u32) -> GpuProviderStatus {
             {"model": "NVIDIA-H100-80GB-HBM3", "memoryMib": 81559, "computeCapability": "9.0",
              "count": total, "allocatable": free, "largestNvlinkDomain": 8}
         ]},
-        "verification": {"verifiedGpus": 6, "failedGpus": 2, "failures": []},
+        "verification": {"verifiedGpus": 6, "failedGpus": 2, "failures": [],
+                         "verifiedNodes": (0..total.div_ceil(8)).map(|i| format!("node-{i}")).collect::<Vec<_>>()},
         "reputation": {"score": "92.5", "jobsCompleted": 10, "jobsFailedByProvider": 1},
     }))
     .unwrap()

@@ -184,6 +184,21 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
     (text.into(), true)
 }
 
+/// `p` with its `verifiedNodes` renamed onto the rebuilt view's nodes: the inventory summary
+/// does not say which nodes verified, only how many did, so the first that many rebuilt
+/// nodes stand for them (an estimate, like the rest of the view).
+fn as_rebuilt(p: &GpuProvider, fleet: &BTreeMap<String, MemberView>) -> GpuProvider {
+    let mut p = p.clone();
+    let view = fleet.get(&p.name_any());
+    if let Some(v) = p.status.as_mut().and_then(|s| s.verification.as_mut()) {
+        let count = v.verified_nodes.len();
+        v.verified_nodes = view
+            .map(|view| view.nodes.iter().take(count).map(|n| n.name.clone()).collect())
+            .unwrap_or_default();
+    }
+    p
+}
+
 fn fit(job: &Arc<ComputeJob>, p: &GpuProvider, fleet: &BTreeMap<String, MemberView>) -> ProviderFit {
     let provider = p.name_any();
     let no = |reason: String| ProviderFit {
@@ -205,7 +220,11 @@ fn fit(job: &Arc<ComputeJob>, p: &GpuProvider, fleet: &BTreeMap<String, MemberVi
     if !fleet.contains_key(&provider) {
         return no("no inventory reported yet".into());
     }
-    let snap = mapping::snapshot(std::slice::from_ref(job), &[Arc::new(p.clone())], fleet);
+    let snap = mapping::snapshot(
+        std::slice::from_ref(job),
+        &[Arc::new(as_rebuilt(p, fleet))],
+        fleet,
+    );
     match pl::place(&snap, &pl::Config::default()) {
         Err(e) => no(format!("the placement engine refused the snapshot: {e}")),
         Ok(d) => match (d.placements.first(), d.unplaced.first()) {

@@ -255,3 +255,20 @@ fn member_views_rebuild_nodes_from_the_summary() {
     assert!(v.nodes.len() <= 2 * MAX_NODES_PER_MODEL as usize);
     assert!(v.nodes.iter().all(|n| n.allocatable <= 64));
 }
+
+#[test]
+fn a_verified_provider_without_verified_nodes_does_not_fit_a_verified_only_job() {
+    let mut none = provider("a-none", Some(ready_h100_status(16, 16)));
+    if let Some(v) = none.status.as_mut().and_then(|s| s.verification.as_mut()) {
+        v.verified_nodes.clear();
+    }
+    let mut one = provider("b-one", Some(ready_h100_status(16, 16)));
+    if let Some(v) = one.status.as_mut().and_then(|s| s.verification.as_mut()) {
+        v.verified_nodes.truncate(1);
+    }
+    let r = explain(&queued(), &[none, one]);
+    let got = reasons(&r);
+    assert_eq!(got[0], ("a-none", false, "not verified"), "{got:?}");
+    // One verified 8-GPU node of two: the 2 × 4 job fits on it alone.
+    assert!(got[1].1, "{got:?}");
+}

@@ -15,6 +15,8 @@ use kube::ResourceExt;
 use crate::fleet::MemberView;
 use crate::job::names;
 
+pub mod sanitize;
+
 /// Reputation assumed for a provider without a measured score.
 pub const DEFAULT_REPUTATION: f64 = 0.5;
 
@@ -90,6 +92,16 @@ pub fn snapshot(
     providers: &[Arc<GpuProvider>],
     fleet: &BTreeMap<String, MemberView>,
 ) -> pl::Snapshot {
+    snapshot_checked(jobs, providers, fleet).0
+}
+
+/// Builds the snapshot for one round, and says what of the members' reports it left out
+/// and why ([`sanitize`]: one provider's bad report must not stop the whole market).
+pub fn snapshot_checked(
+    jobs: &[Arc<ComputeJob>],
+    providers: &[Arc<GpuProvider>],
+    fleet: &BTreeMap<String, MemberView>,
+) -> (pl::Snapshot, Vec<sanitize::Finding>) {
     let live: Vec<&ComputeJob> = jobs.iter().map(AsRef::as_ref).filter(|j| is_live(j)).collect();
     let live_keys: std::collections::BTreeSet<String> = live
         .iter()
@@ -105,20 +117,24 @@ pub fn snapshot(
         .flat_map(|v| v.nodes.iter().map(|n| n.model.clone()))
         .collect();
     let mut snap = pl::Snapshot::default();
+    let mut findings = Vec::new();
     for p in providers.iter().filter(|p| provider_ok(p)) {
-        let Some(view) = fleet.get(&p.name_any()) else {
+        let name = p.name_any();
+        let Some(view) = fleet.get(&name) else {
             continue;
         };
-        let (provider, running) = provider_snapshot(p, view, &live, &live_keys);
-        snap.providers.push(provider);
-        snap.running.extend(running);
+        let build = |view: &MemberView| provider_snapshot(p, view, &live, &live_keys);
+        if let Some(mut part) = sanitize::part(&name, view, build, &mut findings) {
+            snap.providers.append(&mut part.providers);
+            snap.running.append(&mut part.running);
+        }
     }
     snap.jobs = jobs
         .iter()
         .filter(|j| is_queued(j))
         .map(|j| job_snapshot(j, &all_models))
         .collect();
-    snap
+    (snap, findings)
 }
 
 fn provider_snapshot(
@@ -135,6 +151,12 @@ fn provider_snapshot(
             && conditions::find(&s.conditions, types::STAKED)
                 .is_none_or(|c| c.status == ConditionStatus::True)
     });
+    // `verifiedOnly` jobs use only nodes whose every GPU verified, not any node of a
+    // provider with one verified GPU.
+    let verified_nodes: std::collections::BTreeSet<&str> = status
+        .and_then(|s| s.verification.as_ref())
+        .map(|v| v.verified_nodes.iter().map(String::as_str).collect())
+        .unwrap_or_default();
     let reputation = status
         .and_then(|s| s.reputation.as_ref())
         .and_then(|r| formats::parse_decimal(&r.score).ok())
@@ -192,7 +214,9 @@ fn provider_snapshot(
         .iter()
         .filter(|pod| pod.attempt_key.as_ref().is_none_or(|k| !live_keys.contains(k)))
     {
-        *held.entry(pod.node.clone()).or_default() += pod.gpus;
+        // Reported by the member: saturate, a hostile count must not overflow.
+        let taken = held.entry(pod.node.clone()).or_default();
+        *taken = taken.saturating_add(pod.gpus);
     }
     let mut nodes = Vec::new();
     let mut sizes = BTreeMap::new();
@@ -211,6 +235,7 @@ fn provider_snapshot(
             gpus,
         );
         node.free = (0..free).collect();
+        node.verified = verified_nodes.contains(n.name.as_str());
         sizes.insert(n.name.clone(), gpus);
         nodes.push(node);
     }

@@ -47,6 +47,13 @@ pub struct ChallengeLabel {
     pub result: &'static str,
 }
 
+/// Label: why a member's GPU nodes sit out placement.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExcludedLabel {
+    /// `no_gpus` or `duplicate_node` ([`crate::mapping::sanitize::Problem::label`]).
+    pub reason: &'static str,
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -78,6 +85,10 @@ pub struct Metrics {
     pub challenges_total: Family<ChallengeLabel, Counter>,
     /// Evidence documents recorded against providers.
     pub evidence_recorded_total: Counter,
+    /// Reported GPU nodes the last placement round left out as invalid, by reason.
+    pub placement_excluded_nodes: Family<ExcludedLabel, Gauge>,
+    /// Providers the last placement round left out because the engine rejected their part.
+    pub placement_excluded_providers: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -109,6 +120,8 @@ impl Metrics {
             settlement_rpc_errors_total: Counter::default(),
             challenges_total: Family::default(),
             evidence_recorded_total: Counter::default(),
+            placement_excluded_nodes: Family::default(),
+            placement_excluded_providers: Gauge::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -169,6 +182,16 @@ impl Metrics {
             "Evidence documents recorded against providers (failed challenges)",
             m.evidence_recorded_total.clone(),
         );
+        registry.register(
+            "placement_excluded_nodes",
+            "Reported GPU nodes the last placement round left out as invalid, by reason",
+            m.placement_excluded_nodes.clone(),
+        );
+        registry.register(
+            "placement_excluded_providers",
+            "Providers the last placement round left out: the engine rejected their inventory",
+            m.placement_excluded_providers.clone(),
+        );
         let info = Family::<Vec<(String, String)>, Gauge>::default();
         info.get_or_create(&vec![(
             "version".to_owned(),
@@ -200,6 +223,30 @@ impl Metrics {
         }
     }
 
+    /// Sets the excluded-inventory gauges from one placement round's findings (every
+    /// reason, so one that empties reads 0).
+    pub fn set_excluded(&self, findings: &[crate::mapping::sanitize::Finding]) {
+        let nodes = |reason: &str| -> usize {
+            findings
+                .iter()
+                .filter(|f| f.problem.label() == reason)
+                .map(|f| f.problem.nodes())
+                .sum()
+        };
+        for reason in ["no_gpus", "duplicate_node"] {
+            self.placement_excluded_nodes
+                .get_or_create(&ExcludedLabel { reason })
+                .set(i64::try_from(nodes(reason)).unwrap_or(i64::MAX));
+        }
+        let rejected: std::collections::BTreeSet<&str> = findings
+            .iter()
+            .filter(|f| matches!(f.problem, crate::mapping::sanitize::Problem::Rejected(_)))
+            .map(|f| f.provider.as_str())
+            .collect();
+        self.placement_excluded_providers
+            .set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -224,6 +271,43 @@ mod tests {
         assert!(
             text.contains(r#"gpufed_reconcile_duration_seconds_count{controller="job"} 1"#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn excluded_inventory_is_counted_by_reason_and_provider() {
+        use crate::mapping::sanitize::{Finding, Problem};
+        let m = super::Metrics::new();
+        let finding = |provider: &str, problem| Finding {
+            provider: provider.into(),
+            problem,
+        };
+        let rejected = || Problem::Rejected(gpufed_placement::SnapshotError::BadReputation("c".into()));
+        m.set_excluded(&[
+            finding(
+                "a",
+                Problem::DuplicateNode {
+                    node: "n".into(),
+                    copies: 3,
+                },
+            ),
+            finding("b", Problem::NoGpus { node: "z".into() }),
+            finding("c", rejected()),
+            finding("c", rejected()),
+        ]);
+        let text = m.encode();
+        for line in [
+            r#"gpufed_placement_excluded_nodes{reason="duplicate_node"} 3"#,
+            r#"gpufed_placement_excluded_nodes{reason="no_gpus"} 1"#,
+            "gpufed_placement_excluded_providers 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // A later clean round reads 0, not the old count.
+        m.set_excluded(&[]);
+        assert!(
+            m.encode()
+                .contains(r#"gpufed_placement_excluded_nodes{reason="duplicate_node"} 0"#)
         );
     }
 }

@@ -95,7 +95,9 @@ pub async fn round(
         .collect();
     let providers = ctx.providers.state();
     let fleet = ctx.fleet.snapshot().await;
-    let mut snap = mapping::snapshot(&jobs, &providers, &fleet);
+    let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
+    report_findings(&findings);
+    ctx.metrics.set_excluded(&findings);
     ctx.metrics
         .queue_depth_jobs
         .set(i64::try_from(snap.jobs.len()).unwrap_or(i64::MAX));
@@ -108,7 +110,13 @@ pub async fn round(
         return Ok(0);
     }
     snap.reservations = reservations.lock().await.clone();
-    let decisions = match pl::place(&snap, &pl::Config::default()) {
+    let (decisions, left_out) = mapping::sanitize::place_leaving_out(&mut snap, &pl::Config::default());
+    if !left_out.is_empty() {
+        report_findings(&left_out);
+        findings.extend(left_out);
+        ctx.metrics.set_excluded(&findings);
+    }
+    let decisions = match decisions {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "placement snapshot rejected");
@@ -168,6 +176,21 @@ pub async fn round(
         }
     }
     Ok(placed)
+}
+
+/// Logs what of the members' reports a round left out. Invalid nodes only at debug: the
+/// provider controller warns of them (and sets the provider's `Ready` reason) once a
+/// heartbeat, where rounds run every few seconds. A provider left out whole (the engine
+/// rejected its part, which cleaned nodes should never cause: a bug) is warned of every
+/// time.
+fn report_findings(findings: &[mapping::sanitize::Finding]) {
+    for f in findings {
+        if matches!(f.problem, mapping::sanitize::Problem::Rejected(_)) {
+            tracing::warn!(provider = %f.provider, reason = %f.problem, "provider left out of the placement round");
+        } else {
+            tracing::debug!(provider = %f.provider, reason = %f.problem, "reported node left out of the placement round");
+        }
+    }
 }
 
 /// The snapshot's GPUs: `(total, free)` over the nodes of the providers placement may use

@@ -4,12 +4,18 @@
 //! more than the object says.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
+use gpufed_api::{ComputeJob, GpuProvider};
+use gpufed_operator::fleet::{GpuNode, GpuPod, MemberView};
 use gpufed_operator::job::serving::exposure_of;
+use gpufed_operator::mapping::snapshot_checked;
 use gpufed_operator::member::ops::{ReadyNode, ReadyNodes, pod_view, ready_node};
 use gpufed_operator::member::pull::pod_views;
+use gpufed_operator::provider::plan::inventory;
 use gpufed_operator::provider::{gpu_node, gpu_pod};
+use gpufed_placement as pl;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -144,8 +150,104 @@ fn service() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A count as a lying agent sends it: 0, small, huge or anything.
+fn count() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        Just(0u32),
+        1u32..=64,
+        Just(u32::MAX),
+        u32::MAX - 64..,
+        any::<u32>()
+    ]
+}
+
+/// A whole agent report (pull mode: deserialized and used as sent): several nodes from a
+/// few names (so names repeat), counts up to `u32::MAX`, many pods on them.
+fn agent_report() -> impl Strategy<Value = MemberView> {
+    let name = prop_oneof![Just("n0"), Just("n1"), Just("n2"), Just("n3")].prop_map(str::to_owned);
+    let node = (
+        name.clone(),
+        count(),
+        any::<bool>(),
+        prop::option::of(Just("d".to_owned())),
+    )
+        .prop_map(|(name, allocatable, ready, nvlink_domain)| GpuNode {
+            name,
+            model: "H100".into(),
+            memory_mib: 81920,
+            compute: (9, 0),
+            nvlink_domain,
+            allocatable,
+            ready,
+        });
+    let pod = (name, count()).prop_map(|(node, gpus)| GpuPod {
+        node,
+        gpus,
+        attempt_key: None,
+    });
+    (
+        prop::collection::vec(node, 0..8),
+        prop::collection::vec(pod, 0..40),
+    )
+        .prop_map(|(nodes, pods)| MemberView {
+            nodes,
+            pods,
+            ..MemberView::default()
+        })
+}
+
+fn ready_provider(name: &str) -> Arc<GpuProvider> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
+            "metadata": {"name": name},
+            "spec": {"mode": "Pull", "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP",
+                     "region": "eu", "prices": [{"model": "H100", "pricePerGpuHour": "2"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Serving",
+                                       "message": "", "lastTransitionTime": "2026-11-25T12:00:00Z"}]}
+        }))
+        .expect("provider"),
+    )
+}
+
+fn queued_job() -> Arc<ComputeJob> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+            "metadata": {"name": "j", "namespace": "team", "uid": "uid-j"},
+            "spec": {"workers": 1, "gpusPerWorker": 4, "maxPricePerGpuHour": "3",
+                     "gpu": {"tier": "Any", "interconnect": "Any"}, "placement": {"verifiedOnly": false},
+                     "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}
+        }))
+        .expect("job"),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lying_inventories_saturate_and_block_no_other_provider(report in agent_report()) {
+        // The status inventory: sums saturate at u32::MAX, never overflow.
+        let inv = inventory(&report);
+        let ready: u64 = report.nodes.iter().filter(|n| n.ready).map(|n| u64::from(n.allocatable)).sum();
+        prop_assert_eq!(u64::from(inv.gpus), ready.min(u64::from(u32::MAX)));
+        prop_assert!(inv.allocatable <= inv.gpus);
+        // Placement: the liar's report never stops an honest provider's round.
+        let honest = MemberView {
+            nodes: vec![GpuNode {
+                name: "h1".into(), model: "H100".into(), memory_mib: 81920, compute: (9, 0),
+                nvlink_domain: None, allocatable: 8, ready: true,
+            }],
+            ..MemberView::default()
+        };
+        let fleet = BTreeMap::from([("honest".to_owned(), honest), ("liar".to_owned(), report)]);
+        let (snap, _) = snapshot_checked(&[queued_job()], &[ready_provider("liar"), ready_provider("honest")], &fleet);
+        let offered = snap.providers.iter().find(|p| p.id == "honest").map(|p| p.nodes.len());
+        prop_assert_eq!(offered, Some(1));
+        let decisions = pl::place(&snap, &pl::Config::default());
+        prop_assert!(decisions.as_ref().is_ok_and(|d| d.placements.len() == 1), "{:?}", decisions);
+    }
 
     #[test]
     fn garbage_nodes_never_panic_nor_invent_gpus(v in node()) {

@@ -46,6 +46,7 @@ fn price_of(
 
 fn node_ok(job: &Job, n: &Node, price: Option<Micros>) -> bool {
     price.is_some_and(|a| job.max_price.is_none_or(|m| a <= m))
+        && (n.verified || !job.verified_only)
         && (job.models.is_empty() || job.models.contains(&n.model))
         && n.vram_mib >= job.min_vram_mib
         && n.compute >= job.min_compute

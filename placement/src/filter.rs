@@ -116,10 +116,11 @@ impl JobSt {
             && self.admitted.as_ref().is_none_or(|s| bit(s, g.provider))
     }
 
-    /// Pool-level filters (VRAM, capability, NVLink, node size).
+    /// Pool-level filters (verified nodes, VRAM, capability, NVLink, node size).
     #[inline]
     pub fn pool_ok(&self, pool: &Pool) -> bool {
-        pool.vram_mib >= self.min_vram_mib
+        (pool.verified || !self.verified_only)
+            && pool.vram_mib >= self.min_vram_mib
             && pool.compute >= self.min_compute
             && (self.interconnect == Interconnect::Any || pool.nvlink)
             && pool.max_node_gpus >= self.g
@@ -193,7 +194,8 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
         pools.retain(|&p| keep(&fleet.pools[p as usize]));
         if pools.is_empty() { Err(reason) } else { Ok(()) }
     };
-    let steps: [(&PoolFilter<'_>, Reason); 5] = [
+    let steps: [(&PoolFilter<'_>, Reason); 6] = [
+        (&|p: &Pool| p.verified || !js.verified_only, Reason::NotVerified),
         (
             &|p: &Pool| p.vram_mib >= js.min_vram_mib,
             Reason::Vram {

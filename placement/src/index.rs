@@ -74,13 +74,15 @@ pub(crate) struct Group {
     pub pools: Range<u32>,
 }
 
-/// Nodes of one group with identical VRAM, capability and NVLink presence.
+/// Nodes of one group with identical VRAM, capability, NVLink presence and verification.
 #[derive(Debug)]
 pub(crate) struct Pool {
     pub group: u32,
     pub vram_mib: u32,
     pub compute: ComputeCapability,
     pub nvlink: bool,
+    /// Its nodes' GPUs all passed verification.
+    pub verified: bool,
     pub max_node_gpus: u8,
     /// Offset of this pool's bucket sizes in [`Fleet::counts`] (`max_node_gpus + 1` of them).
     pub counts_at: u32,
@@ -160,7 +162,7 @@ impl Fleet {
             let prov_idx = idx(fleet.providers.len());
             let groups_start = idx(fleet.groups.len());
             // model → pool key → node indices (into p.nodes)
-            type PoolKey = (u32, ComputeCapability, bool);
+            type PoolKey = (u32, ComputeCapability, bool, bool);
             let mut by_model: BTreeMap<u16, BTreeMap<PoolKey, Vec<usize>>> = BTreeMap::new();
             // Nodes by name: pools come out sorted, duplicates sit side by side.
             let mut by_name: Vec<usize> = (0..p.nodes.len()).collect();
@@ -191,7 +193,7 @@ impl Fleet {
                 by_model
                     .entry(model)
                     .or_default()
-                    .entry((n.vram_mib, n.compute, n.nvlink_domain.is_some()))
+                    .entry((n.vram_mib, n.compute, n.nvlink_domain.is_some(), n.verified))
                     .or_default()
                     .push(ni);
             }
@@ -203,7 +205,7 @@ impl Fleet {
                 }
                 let pools_start = idx(fleet.pools.len());
                 let (mut total, mut busy) = (0u32, 0u32);
-                for ((vram_mib, compute, nvlink), members) in pools {
+                for ((vram_mib, compute, nvlink, verified), members) in pools {
                     let pool_idx = idx(fleet.pools.len());
                     let max_node_gpus = members.iter().map(|&m| p.nodes[m].gpus).max().unwrap_or(0);
                     let mut pool = Pool {
@@ -211,6 +213,7 @@ impl Fleet {
                         vram_mib,
                         compute,
                         nvlink,
+                        verified,
                         max_node_gpus,
                         counts_at: idx(fleet.counts.len()),
                         buckets: vec![Vec::new(); usize::from(max_node_gpus) + 1],

@@ -55,10 +55,14 @@ pub struct Node {
     pub gpus: u8,
     /// Indices (`0..gpus`) of the GPUs that are free now.
     pub free: Vec<u8>,
+    /// Every GPU of the node passed verification. A job with `verified_only` runs only on
+    /// such nodes of verified providers: one verified card must not vouch for its
+    /// provider's others.
+    pub verified: bool,
 }
 
 impl Node {
-    /// A node whose GPUs are all free.
+    /// A node whose GPUs are all free (and verified: the provider's flag decides).
     pub fn new(
         name: impl Into<String>,
         model: impl Into<String>,
@@ -75,6 +79,7 @@ impl Node {
             nvlink_domain,
             gpus,
             free: (0..gpus).collect(),
+            verified: true,
         }
     }
 }

@@ -23,8 +23,9 @@ fn arb_node(i: usize) -> impl Strategy<Value = (Node, Vec<(u8, i32)>)> {
         prop::option::of(0..3u32),
         any::<u64>(),
         0..3i32,
+        prop::bool::weighted(0.85),
     )
-        .prop_map(move |(m, gpus, vram, dom, free_bits, prio)| {
+        .prop_map(move |(m, gpus, vram, dom, free_bits, prio, verified)| {
             let mut node = Node::new(
                 format!("n{i:02}"),
                 MODELS[m],
@@ -34,6 +35,7 @@ fn arb_node(i: usize) -> impl Strategy<Value = (Node, Vec<(u8, i32)>)> {
                 gpus,
             );
             node.free = (0..gpus).filter(|g| free_bits & (1 << g) != 0).collect();
+            node.verified = verified;
             let busy: Vec<(u8, i32)> = (0..gpus)
                 .filter(|g| free_bits & (1 << g) == 0)
                 .map(|g| (g, prio))

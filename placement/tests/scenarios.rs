@@ -297,3 +297,58 @@ fn malformed_fleets_are_errors_not_panics() {
         Err(SnapshotError::BadAllocation("r-young".into()))
     );
 }
+
+#[test]
+fn verified_only_uses_only_verified_nodes_of_a_verified_provider() {
+    // "a" is verified (one node's GPUs passed) but its n1 did not; "b" is cheaper and
+    // wholly unverified.
+    let mut a = provider("a", "H100", 80, 2, 8, 3 * UNIT);
+    a.nodes[1].verified = false;
+    let mut b = provider("b", "H100", 80, 2, 8, UNIT);
+    b.verified = false;
+    let strict = |id: &str, w| Job {
+        verified_only: true,
+        ..job(id, 8, w)
+    };
+    let snap = Snapshot {
+        providers: vec![a, b],
+        jobs: vec![strict("one", 1), job("any", 8, 2)],
+        ..Snapshot::default()
+    };
+    let d = run(&snap, &Config::default());
+    let on = |id: &str| d.placements.iter().find(|p| p.job == id).unwrap();
+    assert_eq!(on("one").provider, "a");
+    assert_eq!(on("one").workers[0].node, "n0", "the unverified node is not used");
+    assert_eq!(
+        on("any").provider,
+        "b",
+        "a job that allows unverified GPUs takes the cheaper"
+    );
+
+    // Two verified-only workers do not fit on a's one verified node: the job waits and
+    // says why rather than spilling onto n1.
+    let mut a = provider("a", "H100", 80, 2, 8, 3 * UNIT);
+    a.nodes[1].verified = false;
+    let snap = Snapshot {
+        providers: vec![a],
+        jobs: vec![strict("two", 2)],
+        ..Snapshot::default()
+    };
+    let d = run(&snap, &Config::default());
+    assert!(d.placements.is_empty(), "{:?}", d.placements);
+    assert_eq!(d.unplaced[0].job, "two");
+    let why = d.unplaced[0].explanation.to_string();
+    assert!(why.contains("too small for 16 suitable GPUs"), "{why}");
+
+    // Only unverified nodes left: the provider reads as not verified.
+    let mut a = provider("a", "H100", 80, 2, 8, 3 * UNIT);
+    a.nodes.iter_mut().for_each(|n| n.verified = false);
+    let snap = Snapshot {
+        providers: vec![a],
+        jobs: vec![strict("none", 1)],
+        ..Snapshot::default()
+    };
+    let d = run(&snap, &Config::default());
+    let why = d.unplaced[0].explanation.to_string();
+    assert!(why.contains("1 not verified"), "{why}");
+}

@@ -70,6 +70,9 @@ pub struct ProviderVerdict {
     pub verified_by_model: BTreeMap<String, u32>,
     /// `(node, verdict)` of every GPU that did not verify.
     pub failures: Vec<(String, GpuVerdict)>,
+    /// Nodes that claimed at least one GPU and whose every claimed GPU verified: the only
+    /// nodes a job that wants verified GPUs may use.
+    pub verified_nodes: BTreeSet<String>,
 }
 
 impl ProviderVerdict {
@@ -96,6 +99,7 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
     for n in nodes {
         let me = format!("{}/{}", n.provider, n.node);
         let pv = out.entry(n.provider.clone()).or_default();
+        let mut all_passed = !n.verdicts.is_empty();
         for v in &n.verdicts {
             let mut v = v.clone();
             if let Some(others) = others(&dups, &v.uuid, &me) {
@@ -105,9 +109,13 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
                 pv.verified += 1;
                 *pv.verified_by_model.entry(v.model.clone()).or_default() += 1;
             } else {
+                all_passed = false;
                 pv.failed += 1;
                 pv.failures.push((n.node.clone(), v));
             }
+        }
+        if all_passed {
+            pv.verified_nodes.insert(n.node.clone());
         }
     }
     out

@@ -166,6 +166,22 @@ fn a_thousand_providers() {
     let (mut honest, mut dishonest_verified, mut honest_flagged) = (0, 0, 0);
     for (provider, verdict) in &judged {
         let kind = kinds[provider];
+        // A node counts as verified only with no failed GPU on it (what `verifiedOnly`
+        // placement uses); every node of an honest provider does.
+        for (node, v) in &verdict.failures {
+            assert!(
+                !verdict.verified_nodes.contains(node),
+                "{provider}/{node} verified with a failed GPU {v:?}"
+            );
+        }
+        if matches!(kind, Kind::Honest) {
+            let nodes = nodes_out.iter().filter(|n| &n.provider == provider).count();
+            assert_eq!(
+                verdict.verified_nodes.len(),
+                nodes,
+                "{provider}: every honest node verified"
+            );
+        }
         match kind {
             Kind::Honest => {
                 honest += 1;

@@ -121,7 +121,7 @@ fn h100_status(ready: bool) -> Value {
         "inventory": {"nodes": 1, "gpus": 8, "allocatable": 8, "models": [
             {"model": "NVIDIA-H100-80GB-HBM3", "memoryMib": 81559, "computeCapability": "9.0",
              "count": 8, "allocatable": 8, "largestNvlinkDomain": 8}]},
-        "verification": {"verifiedGpus": 8, "failedGpus": 0, "failures": []},
+        "verification": {"verifiedGpus": 8, "failedGpus": 0, "failures": [], "verifiedNodes": ["gpu-0"]},
         "reputation": {"score": "90", "jobsCompleted": 3, "jobsFailedByProvider": 0},
     })
 }

@@ -163,3 +163,38 @@ fn spread_groups_reach_queued_jobs_and_running_allocations() {
     );
     assert_eq!(plain.running[0].spread_group, None);
 }
+
+#[test]
+fn only_nodes_whose_every_gpu_verified_serve_verified_only_jobs() {
+    let mut p = (*provider("a", true)).clone();
+    let st = p.status.get_or_insert_with(Default::default);
+    st.conditions.push(gpufed_api::Condition {
+        type_: "Verified".into(),
+        status: gpufed_api::ConditionStatus::True,
+        reason: "ChallengesPassed".into(),
+        message: "8 of 16 GPUs verified".into(),
+        last_transition_time: "2026-11-25T12:00:00Z".into(),
+        observed_generation: None,
+    });
+    st.verification = Some(gpufed_api::provider::Verification {
+        verified_gpus: 8,
+        failed_gpus: 8,
+        verified_nodes: vec!["h1".into()],
+        ..Default::default()
+    });
+    let fleet = BTreeMap::from([("a".to_owned(), view())]);
+    let mut strict = (*job("strict", "Any", None)).clone();
+    strict.spec.placement.verified_only = true;
+    let snap = snapshot(&[Arc::new(strict)], &[Arc::new(p)], &fleet);
+    let verified: Vec<(&str, bool)> = snap.providers[0]
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.verified))
+        .collect();
+    assert_eq!(verified, [("h1", true), ("g1", false)]);
+    assert!(snap.providers[0].verified, "the provider itself is Verified");
+    // The engine puts the verified-only job on h1, not on the far cheaper unverified g1.
+    let d = pl::place(&snap, &pl::Config::default()).expect("place");
+    assert_eq!(d.placements.len(), 1, "{:?}", d.unplaced);
+    assert_eq!(d.placements[0].workers[0].node, "h1");
+}

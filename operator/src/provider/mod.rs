@@ -53,6 +53,17 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
                 wake_jobs_of(&ctx, &name);
             }
             ctx.fleet.update(&name, view.clone()).await;
+            // Placement leaves these nodes out (mapping::sanitize); say so once a
+            // heartbeat, here, rather than every placement round. (The span names the
+            // provider.)
+            let ignored = crate::mapping::sanitize::problems(view);
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    nodes = ignored.iter().map(|p| p.nodes()).sum::<usize>(),
+                    problems = %crate::mapping::sanitize::summary(&ignored),
+                    "member reports invalid GPU nodes; they are not offered for placement"
+                );
+            }
             let keys_ns = &ctx.verifier.config().namespace;
             if !ctx.verifier.pins_loaded(&name) {
                 match crate::verification::pins::load(&ctx.hub, keys_ns, &name).await {

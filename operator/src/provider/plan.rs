@@ -6,6 +6,14 @@ use gpufed_api::provider::{GpuProviderStatus, Inventory, ModelInventory};
 use gpufed_api::{Condition, GpuProvider, formats};
 
 use crate::fleet::MemberView;
+use crate::mapping::sanitize;
+
+/// `Ready` reason: the member reports nodes placement cannot take (duplicate names, no
+/// GPUs); the others serve.
+pub const REASON_INVALID_NODES_IGNORED: &str = "InvalidNodesIgnored";
+
+/// `Ready=False` reason: every GPU node the member reports is one placement cannot take.
+pub const REASON_INVALID_INVENTORY: &str = "InvalidInventory";
 
 /// Outcome of probing the member cluster.
 pub type Probe = Result<MemberView, String>;
@@ -29,20 +37,20 @@ pub fn heartbeat_lost(provider: &GpuProvider, now: i64) -> bool {
     }
 }
 
-/// Inventory of a member from its GPU nodes and GPU pods.
+/// Inventory of a member from its GPU nodes and GPU pods. Every count comes from the
+/// member (up to `u32::MAX` a node or pod), so sums saturate instead of overflowing.
 pub fn inventory(view: &MemberView) -> Inventory {
     let mut inv = Inventory::default();
     for node in view.nodes.iter().filter(|n| n.ready) {
-        let used: u32 = view
+        let used = view
             .pods
             .iter()
             .filter(|p| p.node == node.name)
-            .map(|p| p.gpus)
-            .sum();
+            .fold(0u32, |sum, p| sum.saturating_add(p.gpus));
         let free = node.allocatable.saturating_sub(used);
-        inv.nodes += 1;
-        inv.gpus += node.allocatable;
-        inv.allocatable += free;
+        inv.nodes = inv.nodes.saturating_add(1);
+        inv.gpus = inv.gpus.saturating_add(node.allocatable);
+        inv.allocatable = inv.allocatable.saturating_add(free);
         let cc = format!("{}.{}", node.compute.0, node.compute.1);
         let same = |m: &ModelInventory| m.model == node.model && m.memory_mib == u64::from(node.memory_mib);
         let index = match inv.models.iter().position(same) {
@@ -58,8 +66,8 @@ pub fn inventory(view: &MemberView) -> Inventory {
             }
         };
         let entry = &mut inv.models[index];
-        entry.count += node.allocatable;
-        entry.allocatable += free;
+        entry.count = entry.count.saturating_add(node.allocatable);
+        entry.allocatable = entry.allocatable.saturating_add(free);
         let domain = if node.nvlink_domain.is_some() {
             node.allocatable
         } else {
@@ -97,7 +105,9 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
     match probe {
         Ok(view) => {
             st.last_heartbeat_time = Some(now_text.to_owned());
-            let inv = inventory(view);
+            // Counted as placement offers it: without the nodes it cannot take.
+            let (clean, ignored) = sanitize::view(view);
+            let inv = inventory(&clean);
             set(
                 &mut st,
                 cond(
@@ -109,11 +119,28 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
             );
             let (status, reason, msg) = if provider.spec.paused {
                 (False, "Paused", "spec.paused is true: no new jobs".to_owned())
+            } else if inv.gpus == 0 && !ignored.is_empty() {
+                (
+                    False,
+                    REASON_INVALID_INVENTORY,
+                    format!("no usable GPU node reported: {}", sanitize::summary(&ignored)),
+                )
             } else if inv.gpus == 0 {
                 (
                     False,
                     "NoGpus",
                     "no Ready node with GPUs matches the node selector".to_owned(),
+                )
+            } else if !ignored.is_empty() {
+                (
+                    True,
+                    REASON_INVALID_NODES_IGNORED,
+                    format!(
+                        "{} of {} GPUs free; invalid nodes not offered: {}",
+                        inv.allocatable,
+                        inv.gpus,
+                        sanitize::summary(&ignored)
+                    ),
                 )
             } else {
                 (

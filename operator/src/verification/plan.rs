@@ -16,6 +16,8 @@ pub const REASON_CHALLENGE_FAILED: &str = "ChallengeFailed";
 pub const REASON_DUPLICATE: &str = "DuplicateGpu";
 /// Most failures listed in status.
 const MAX_FAILURES: usize = 32;
+/// Verified nodes listed in status (the CRD's bound); nodes past it read as unverified.
+const MAX_VERIFIED_NODES: usize = 5000;
 
 /// Completed and provider-caused lost attempts on `provider` over the jobs the hub holds.
 pub fn job_outcomes<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>, provider: &str) -> (u64, u64) {
@@ -104,7 +106,16 @@ pub fn apply(
     });
     failures.truncate(MAX_FAILURES);
     let old = st.verification.take().unwrap_or_default();
-    let same = old.verified_gpus == v.verified && old.failed_gpus == v.failed && old.failures == failures;
+    let verified_nodes: Vec<String> = v
+        .verified_nodes
+        .iter()
+        .take(MAX_VERIFIED_NODES)
+        .cloned()
+        .collect();
+    let same = old.verified_gpus == v.verified
+        && old.failed_gpus == v.failed
+        && old.failures == failures
+        && old.verified_nodes == verified_nodes;
     st.verification = Some(Verification {
         verified_gpus: v.verified,
         failed_gpus: v.failed,
@@ -114,6 +125,7 @@ pub fn apply(
             Some(now.to_owned())
         },
         failures,
+        verified_nodes,
     });
     let kinds = v.evidence_kinds();
     let first_lie = v.failures.iter().find_map(|(node, g)| {

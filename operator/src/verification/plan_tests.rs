@@ -25,6 +25,7 @@ fn verified_gpus_make_the_condition_true_and_lies_make_it_false() {
         verified: 2,
         failed: 1,
         failures: vec![verdict("GPU-3", Some(Failure::TooSlow { micros: 9, max: 5 }))],
+        verified_nodes: ["n2".to_string()].into(),
         ..Default::default()
     };
     apply(&mut st, &ok, &[], &Inputs::default(), Some(1), "t1");
@@ -35,6 +36,7 @@ fn verified_gpus_make_the_condition_true_and_lies_make_it_false() {
         (2, 1, 1)
     );
     assert_eq!(ver.last_run_time.as_deref(), Some("t1"));
+    assert_eq!(ver.verified_nodes, ["n2"], "placement reads which nodes verified");
     apply(&mut st, &ok, &[], &Inputs::default(), Some(1), "t2");
     assert_eq!(
         st.verification.as_ref().unwrap().last_run_time.as_deref(),

@@ -109,6 +109,7 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
                 return Err(format!("{} worker with {} GPUs", pl.job, w.gpus.len()));
             }
             let ok_node = node.model == pl.model
+                && (node.verified || !job.verified_only)
                 && (job.models.is_empty() || job.models.contains(&node.model))
                 && node.vram_mib >= job.min_vram_mib
                 && node.compute >= job.min_compute

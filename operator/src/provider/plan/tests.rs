@@ -97,3 +97,71 @@ fn invalid_spec_stalls() {
         (ConditionStatus::True, "InvalidSpec".into())
     );
 }
+
+fn gpu_node(name: &str, allocatable: u32) -> GpuNode {
+    GpuNode {
+        name: name.into(),
+        model: "H100".into(),
+        memory_mib: 81920,
+        compute: (9, 0),
+        nvlink_domain: Some("d1".into()),
+        allocatable,
+        ready: true,
+    }
+}
+
+#[test]
+fn invalid_nodes_are_named_and_not_counted() {
+    let mut v = view();
+    v.nodes
+        .extend([gpu_node("twin", 8), gpu_node("z", 0), gpu_node("twin", 8)]);
+    let st = status(&provider(None), &Ok(v), 1000, "T");
+    let inv = st.inventory.clone().expect("inventory");
+    // As placement offers it: the valid nodes only.
+    assert_eq!((inv.nodes, inv.gpus, inv.allocatable), (2, 16, 13));
+    assert_eq!(
+        cond(&st, "Ready"),
+        (ConditionStatus::True, REASON_INVALID_NODES_IGNORED.into())
+    );
+    let msg = &conditions::find(&st.conditions, "Ready").expect("ready").message;
+    assert!(msg.contains(r#"node "twin" is listed 2 times"#), "{msg}");
+    assert!(msg.contains(r#"node "z" reports no allocatable GPUs"#), "{msg}");
+}
+
+#[test]
+fn a_member_reporting_only_invalid_nodes_is_not_ready() {
+    let v = MemberView {
+        nodes: vec![gpu_node("twin", 8), gpu_node("twin", 8), gpu_node("z", 0)],
+        ..MemberView::default()
+    };
+    let st = status(&provider(None), &Ok(v), 1000, "T");
+    assert_eq!(
+        cond(&st, "Ready"),
+        (ConditionStatus::False, REASON_INVALID_INVENTORY.into())
+    );
+    assert_eq!(st.inventory.map(|i| i.gpus), Some(0));
+}
+
+#[test]
+fn huge_counts_from_a_member_saturate_instead_of_overflowing() {
+    let pod = |node: &str| GpuPod {
+        node: node.into(),
+        gpus: u32::MAX,
+        attempt_key: None,
+    };
+    let v = MemberView {
+        nodes: vec![gpu_node("a", u32::MAX), gpu_node("b", u32::MAX), gpu_node("c", 7)],
+        pods: vec![pod("a"), pod("a"), pod("c"), pod("c")],
+        ..MemberView::default()
+    };
+    let inv = inventory(&v);
+    assert_eq!((inv.nodes, inv.gpus), (3, u32::MAX));
+    // a and c are held beyond their size, b is all free: its u32::MAX saturates the sum.
+    assert_eq!(inv.allocatable, u32::MAX);
+    assert_eq!(
+        (inv.models[0].count, inv.models[0].allocatable),
+        (u32::MAX, u32::MAX)
+    );
+    let st = status(&provider(None), &Ok(v), 1000, "T");
+    assert_eq!(cond(&st, "Ready"), (ConditionStatus::True, "Serving".into()));
+}
