@@ -105,7 +105,11 @@ pub fn job_records(
             heartbeat(&p.provider),
         )
     {
-        let until = hb.min(now) - cfg.lag as i64;
+        // A worker's node unreachable: if it never answers again, the attempt is billed
+        // only up to the first sighting (docs/api.md#node-loss), though the member keeps
+        // heartbeating through the grace period — a live slice must not run past it.
+        let unreachable = p.node_unreachable_since.as_deref().and_then(parse);
+        let until = hb.min(now).min(unreachable.unwrap_or(i64::MAX)) - cfg.lag as i64;
         let mut meter = journal.meter(job_ref, p.attempt, &p.provider, &ns, price);
         let start = meter.metered_until().unwrap_or(running.max(0) as u64);
         if until > 0 && until as u64 >= start + cfg.slice && p.gpus > 0 {

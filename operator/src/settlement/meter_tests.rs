@@ -105,6 +105,39 @@ fn live_attempt_is_metered_in_slices_behind_the_heartbeat_and_finished_exactly()
 }
 
 #[test]
+fn a_live_slice_stops_at_the_first_sighting_of_an_unreachable_node() {
+    let t0 = 1_700_000_000;
+    let mut journal = Journal::new();
+    let mut p = placement(1, t0);
+    p.node_unreachable_since = Some(crate::time::format(t0 + 100));
+    let mut st = ComputeJobStatus {
+        placement: Some(p),
+        ..Default::default()
+    };
+    // The member still heartbeats at 300 s (grace period): the slice ends at 100 − lag.
+    let recs = job_records(&job(st.clone()), &journal, |_| Some(t0 + 300), t0 + 300, &CFG);
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].start, recs[0].end), (t0 as u64, t0 as u64 + 90));
+    journal.append(recs[0].clone()).unwrap();
+    assert!(
+        job_records(&job(st.clone()), &journal, |_| Some(t0 + 400), t0 + 400, &CFG).is_empty(),
+        "nothing more while the node stays unreachable"
+    );
+    // Lost past the grace period, billed to the first sighting: the journal and the
+    // attempt agree (4 GPUs × 100 s), nothing metered beyond.
+    st.attempts.push(ended(1, t0, t0 + 100));
+    let recs = job_records(&job(st), &journal, |_| Some(t0 + 400), t0 + 400, &CFG);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].gpu_seconds, 40);
+    journal.append(recs[0].clone()).unwrap();
+    let metered = journal
+        .position("uid-1", 1, "dc-1")
+        .unwrap()
+        .cumulative_gpu_seconds;
+    assert_eq!(metered, 400);
+}
+
+#[test]
 fn a_second_attempt_is_metered_separately_and_a_finished_job_keeps_its_placement() {
     let t0 = 1_700_000_000;
     let journal = Journal::new();
