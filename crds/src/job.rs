@@ -234,7 +234,8 @@ pub struct PlacementConstraints {
     /// Only GPUs that passed verification (compute challenge, unique UUID).
     #[serde(default = "yes")]
     pub verified_only: bool,
-    /// Whether this job may evict lower-priority jobs to be placed.
+    /// Whether this job may evict lower-priority jobs to be placed. Stored but not acted on
+    /// yet: the operator does not evict running jobs (docs/placement.md#preemption).
     #[serde(default)]
     pub preempt_lower_priority: bool,
     /// Prefer providers (or regions) where no other job of the same group runs.
