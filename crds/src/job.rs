@@ -70,7 +70,8 @@ pub struct ComputeJobSpec {
     /// Highest price per GPU-hour the job pays, in the settlement token (decimal).
     #[schemars(length(min = 1, max = 20), pattern(DECIMAL_PATTERN))]
     pub max_price_per_gpu_hour: String,
-    /// Longest time the job may run (all attempts together), e.g. `36h`. Unbounded if unset.
+    /// Longest time the job may run (all attempts together, time queued or suspended not
+    /// counted), e.g. `36h`. Unbounded if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 18), pattern(DURATION_PATTERN))]
     pub max_duration: Option<String>,

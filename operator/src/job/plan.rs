@@ -174,9 +174,8 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         .max_duration
         .as_deref()
         .and_then(|d| parse_duration(d).ok());
-    let started = st.start_time.as_deref().and_then(crate::time::parse);
     let overdue =
-        matches!((deadline, started), (Some(d), Some(s)) if now - s > i64::try_from(d).unwrap_or(i64::MAX));
+        deadline.is_some_and(|d| attempt::run_seconds(st, now) > i64::try_from(d).unwrap_or(i64::MAX));
     let ended = match ended {
         // Suspending a placed job stops its attempt; the usage up to now is billed and
         // the pods are fenced like any ended attempt's.

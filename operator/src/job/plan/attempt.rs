@@ -4,6 +4,7 @@
 use gpufed_api::ComputeJob;
 use std::collections::BTreeSet;
 
+use gpufed_api::ComputeJobStatus;
 use gpufed_api::job_status::{AttemptOutcome, Placement};
 
 use super::{PodPhase, PodView};
@@ -135,4 +136,28 @@ pub(super) fn attempt_outcome(
             "all workers succeeded".to_owned(),
         )
     })
+}
+
+/// Seconds the job has run over all its attempts: each ended attempt from its gang start
+/// to its end, the live one from its gang start to `now`. Time queued, suspended or failing
+/// over does not count against `spec.maxDuration` ("all attempts together").
+pub(super) fn run_seconds(st: &ComputeJobStatus, now: i64) -> i64 {
+    let span = |from: Option<&str>, to: i64| {
+        from.and_then(crate::time::parse)
+            .map_or(0, |f| to.saturating_sub(f).max(0))
+    };
+    let ended: i64 = st
+        .attempts
+        .iter()
+        .map(|a| {
+            let end = crate::time::parse(&a.end_time).unwrap_or(0);
+            span(a.running_time.as_deref(), end)
+        })
+        .fold(0, i64::saturating_add);
+    let live = st
+        .placement
+        .as_ref()
+        .filter(|p| !st.attempts.iter().any(|a| a.attempt == p.attempt))
+        .map_or(0, |p| span(p.running_time.as_deref(), now));
+    ended.saturating_add(live)
 }

@@ -1,6 +1,6 @@
 use super::*;
 use gpufed_api::common::ConditionStatus;
-use gpufed_api::job_status::{Placement, WorkerPlacement};
+use gpufed_api::job_status::{AttemptRecord, Placement, WorkerPlacement};
 
 const T0: i64 = 1_800_000_000;
 
@@ -219,6 +219,33 @@ fn deadline_and_invalid_spec() {
     let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 61);
     assert_eq!(p.status.attempts[0].outcome, AttemptOutcome::DeadlineExceeded);
     assert_eq!(p.status.phase, Some(JobPhase::Failed));
+    // Time not running does not count: 40 s in attempt 1, then (after an hour suspended
+    // or queued) attempt 2 running 15 s — 55 s of 60: not overdue; 21 s: overdue.
+    let mut j = placed(job(1), 2, Some(T0 + 3600));
+    j.spec.max_duration = Some("1m".into());
+    let st = j.status.as_mut().expect("status");
+    st.start_time = Some(crate::time::format(T0));
+    st.attempts.push(AttemptRecord {
+        attempt: 1,
+        provider: "a".into(),
+        outcome: AttemptOutcome::Stopped,
+        message: String::new(),
+        gpu_seconds: 40,
+        gpus: Some(1),
+        gpu_uuids: Vec::new(),
+        running_time: Some(crate::time::format(T0)),
+        price_per_gpu_hour: "3.60".into(),
+        end_time: crate::time::format(T0 + 40),
+        removed: true,
+    });
+    let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 3615);
+    assert!(
+        p.status.attempts.len() == 1 && p.status.placement.is_some(),
+        "{:?}",
+        p.status.attempts
+    );
+    let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 3621);
+    assert_eq!(p.status.attempts[1].outcome, AttemptOutcome::DeadlineExceeded);
     let mut bad = job(1);
     bad.spec.max_price_per_gpu_hour = "0".into();
     let p = plan(&bad, &Member::NoAttempt, T0);
