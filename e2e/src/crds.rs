@@ -77,14 +77,18 @@ pub async fn install_crds(client: &Client, dir: &Path, timeout: Duration) -> Res
             let crd: CustomResourceDefinition =
                 serde_json::from_value(doc).map_err(|e| serde_err(&file, e))?;
             let name = crd.metadata.name.clone().unwrap_or_default();
-            match api.create(&PostParams::default(), &crd).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    let mut crd = crd;
-                    crd.metadata.resource_version = api.get(&name).await?.metadata.resource_version;
-                    api.replace(&name, &PostParams::default(), &crd).await?;
+            // A loaded machine's etcd answers "request timed out" (500) now and then; the
+            // write may or may not have happened, so try again (a 409 then replaces).
+            let mut tries = 0;
+            loop {
+                match upsert(&api, &name, &crd).await {
+                    Err(e) if transient(&e) && tries < 5 => {
+                        tries += 1;
+                        tracing::warn!(crd = %name, error = %e, tries, "CRD write failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    other => break other?,
                 }
-                Err(e) => return Err(e.into()),
             }
             names.push(name);
         }
@@ -103,6 +107,32 @@ pub async fn install_crds(client: &Client, dir: &Path, timeout: Duration) -> Res
         }
     }
     Ok(names)
+}
+
+/// Creates `crd`, or replaces it when it exists.
+async fn upsert(
+    api: &Api<CustomResourceDefinition>,
+    name: &str,
+    crd: &CustomResourceDefinition,
+) -> kube::Result<()> {
+    match api.create(&PostParams::default(), crd).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let mut crd = crd.clone();
+            crd.metadata.resource_version = api.get(name).await?.metadata.resource_version;
+            api.replace(name, &PostParams::default(), &crd).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an API server error may pass by itself: server-side failures (etcd timeouts
+/// come back as 500), throttling, and a conflict with a concurrent writer.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429 || s.code == 409,
+        _ => false,
+    }
 }
 
 /// Creates one manifest (any kind the server knows) with a plain create; namespaced objects
@@ -182,5 +212,17 @@ mod tests {
         std::fs::write(&bad, "# expect: x\napiVersion: v1\n").unwrap();
         assert!(parse_fixture(&bad).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn etcd_timeouts_and_throttling_are_retried_bad_requests_are_not() {
+        let api = |code: u16, message: &str| {
+            kube::Error::Api(kube::core::Status::failure(message, "").with_code(code).boxed())
+        };
+        assert!(transient(&api(500, "etcdserver: request timed out")));
+        assert!(transient(&api(503, "unavailable")));
+        assert!(transient(&api(429, "too many requests")));
+        assert!(!transient(&api(422, "spec.versions: Invalid value")));
+        assert!(!transient(&api(403, "forbidden")));
     }
 }
