@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gpufed_api::Assignment;
-use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
+use gpufed_api::assignment::{AssignedPod, AssignmentStatus, reasons};
 use gpufed_api::common::ConditionStatus;
 use gpufed_api::conditions;
 use gpufed_api::pull::{
@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 /// Condition type on Assignments: whether the agent applied the objects.
-pub const APPLIED: &str = "Applied";
+pub use gpufed_api::assignment::APPLIED;
 
 /// What the agent remembers between rounds (all of it can be lost: a restart re-reads).
 pub struct State {
@@ -149,7 +149,7 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
         Ok(o) => o,
         Err(msg) => {
             tracing::warn!(assignment = %a.name_any(), reason = %msg, "assignment refused");
-            set(ConditionStatus::False, "Refused", msg);
+            set(ConditionStatus::False, reasons::REFUSED, msg);
             status.pods.clear();
             return status;
         }
@@ -166,7 +166,9 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
                 pods = observe(member, tenant, &a.spec.job_uid, a.spec.attempt).await;
             }
             Err(e) => {
-                set(ConditionStatus::False, "ApplyFailed", e.to_string());
+                let (reason, msg) = apply_failure(&e);
+                tracing::warn!(assignment = %a.name_any(), reason, error = %msg, "applying the assignment failed");
+                set(ConditionStatus::False, reason, msg);
                 return status;
             }
         }
@@ -182,13 +184,29 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
             status.pods = p;
             set(
                 ConditionStatus::True,
-                "Applied",
+                reasons::APPLIED,
                 format!("{} pods in {tenant}", objects.pods.len()),
             );
         }
-        Err(e) => set(ConditionStatus::False, "ObserveFailed", e.to_string()),
+        Err(e) => set(ConditionStatus::False, reasons::OBSERVE_FAILED, e.to_string()),
     }
     status
+}
+
+/// Pure: the `Applied=False` reason and message for an apply the member refused or that
+/// failed. The member's API server refusing the objects as malformed or invalid (400, 422)
+/// is [`reasons::REJECTED`] with its own answer: the same objects get the same answer, so
+/// the hub ends the attempt instead of waiting. Anything else (the API server away, 403,
+/// 409, 5xx) may heal: [`reasons::APPLY_FAILED`], retried next round.
+pub fn apply_failure(e: &kube::Error) -> (&'static str, String) {
+    if !gpufed_operator::error::is_refusal(e) {
+        return (reasons::APPLY_FAILED, e.to_string());
+    }
+    let answer = match e {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        _ => e.to_string(),
+    };
+    (reasons::REJECTED, answer)
 }
 
 /// The attempt's pods with the readiness of the nodes under them.
@@ -302,6 +320,41 @@ mod tests {
 
     fn s(v: &str) -> String {
         v.to_owned()
+    }
+
+    fn api(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn an_invalid_answer_is_a_rejection_and_the_rest_is_retried() {
+        let invalid = "Pod \"train-a1-w0\" is invalid: spec.containers[0].env[0].name: Invalid value: \"1X\"";
+        assert_eq!(
+            apply_failure(&api(422, "Invalid", invalid)),
+            (reasons::REJECTED, invalid.to_owned()),
+            "the API server's own answer, nothing around it"
+        );
+        let (reason, msg) = apply_failure(&api(400, "BadRequest", ""));
+        assert_eq!(reason, reasons::REJECTED);
+        assert!(!msg.is_empty(), "an empty answer still says something");
+        for (code, r) in [
+            (403, "Forbidden"),
+            (404, "NotFound"),
+            (409, "Conflict"),
+            (429, "TooManyRequests"),
+            (500, "InternalError"),
+            (503, "ServiceUnavailable"),
+        ] {
+            let (reason, msg) = apply_failure(&api(code, r, "try later"));
+            assert_eq!(reason, reasons::APPLY_FAILED, "{code}");
+            assert!(msg.contains("try later"), "{msg}");
+        }
+        let (reason, _) = apply_failure(&kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert_eq!(reason, reasons::APPLY_FAILED, "a transport failure is retried");
     }
 
     #[test]

@@ -12,6 +12,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, DNS_LABEL_PATTERN};
 
+/// Condition type on Assignments, written by the agent: whether it applied the objects.
+pub const APPLIED: &str = "Applied";
+
+/// Reasons of the `Applied` condition. The hub ends the attempt on [`REFUSED`] and
+/// [`REJECTED`] (no retry of the same Assignment heals them) and waits through the others;
+/// a reason it does not know (a newer agent's) is read as before: by the reported pods.
+pub mod reasons {
+    /// `True`: the objects exist in the member.
+    pub const APPLIED: &str = "Applied";
+    /// `False`: the agent's own checks refused the Assignment (it reaches beyond its
+    /// tenant namespace, or a pod fails the `restricted` profile); nothing was created.
+    /// Permanent for this generation.
+    pub const REFUSED: &str = "Refused";
+    /// `False`: the member's API server refused the objects as invalid (HTTP 400 or 422),
+    /// the message its answer. Permanent for this generation.
+    pub const REJECTED: &str = "Rejected";
+    /// `False`: applying failed otherwise (member API server away, 403, 409, 5xx); the
+    /// agent retries every round.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// `False`: applied, but the pods could not be read; retried every round.
+    pub const OBSERVE_FAILED: &str = "ObserveFailed";
+}
+
 /// The member-side objects of one job attempt, for a pull-mode provider's agent.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -63,7 +86,9 @@ pub struct AssignmentSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AssignmentStatus {
-    /// `Applied`: whether the agent could apply the objects (reason and message when not).
+    /// `Applied`: whether the agent could apply the objects (reason and message when not:
+    /// `Refused` and `Rejected` are permanent and end the attempt, `ApplyFailed` and
+    /// `ObserveFailed` are retried).
     #[serde(default)]
     #[schemars(
         length(max = 8),

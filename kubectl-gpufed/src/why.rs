@@ -257,9 +257,13 @@ pub fn explain(job: &ComputeJob, providers: &[GpuProvider]) -> WhyReport {
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
+    // A template that cannot be built is refused before placement, as the operator does
+    // (`Stalled=InvalidTemplate`); a placed job's attempt is not judged by it.
+    let placed = job.status.as_ref().is_some_and(|s| s.placement.is_some());
     let spec_errors: Vec<String> = check::job_spec(&job.spec)
         .iter()
         .map(ToString::to_string)
+        .chain(gpufed_operator::job::build::template_error(&job.spec).filter(|_| !placed))
         .collect();
     let (summary, waiting) = state(job, &spec_errors);
     let mut fits = Vec::new();

@@ -197,6 +197,19 @@ fn suspended_and_invalid_jobs() {
     assert!(!r.waiting);
     assert_eq!(r.spec_errors, ["spec.maxPricePerGpuHour: must be greater than 0"]);
     assert!(render(&r).contains("Invalid spec"));
+
+    // A template no member could be sent: not placed, said so (not "no provider fits").
+    let mut unbuildable = job("tpl", "team", None);
+    unbuildable.spec.template.spec.containers[0]
+        .0
+        .insert("ports".into(), serde_json::json!("eighty"));
+    let r = explain(&unbuildable, &all);
+    assert!(!r.waiting, "{}", r.summary);
+    assert!(
+        r.spec_errors.len() == 1 && r.spec_errors[0].starts_with("spec.template.spec"),
+        "{:?}",
+        r.spec_errors
+    );
 }
 
 #[test]

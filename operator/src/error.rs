@@ -69,12 +69,13 @@ impl Error {
     /// (400, 422: [`Error::Rejected`]) apart from the rest ([`Error::Member`]).
     pub fn member_api(provider: &str, e: &kube::Error) -> Self {
         let message = crate::member::error_chain(e);
-        match e {
-            kube::Error::Api(s) if s.code == 400 || s.code == 422 => Error::Rejected {
+        if is_refusal(e) {
+            Error::Rejected {
                 provider: provider.to_owned(),
                 message,
-            },
-            _ => Error::member(provider, message),
+            }
+        } else {
+            Error::member(provider, message)
         }
     }
 
@@ -85,6 +86,13 @@ impl Error {
             message: e.to_string(),
         }
     }
+}
+
+/// Whether a member API server's answer refuses a write as malformed or invalid (HTTP 400
+/// BadRequest, 422 Invalid): the same write gets the same answer. The one rule for push
+/// mode ([`Error::member_api`]) and the pull-mode agent (its `Rejected` reason).
+pub fn is_refusal(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 400 || s.code == 422)
 }
 
 /// Result of the operator's fallible steps.

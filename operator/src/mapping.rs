@@ -35,7 +35,9 @@ pub fn job_id(job: &ComputeJob) -> String {
     format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
 }
 
-/// Whether a job waits for placement.
+/// Whether a job waits for placement: not suspended, deleted, placed or finished, and its
+/// spec valid — the cross-field rules and a pod template that builds (the job controller
+/// says `Stalled=InvalidSpec` or `InvalidTemplate` on the others).
 pub fn is_queued(job: &ComputeJob) -> bool {
     let st = job.status.as_ref();
     !job.spec.suspend
@@ -44,6 +46,7 @@ pub fn is_queued(job: &ComputeJob) -> bool {
             s.placement.is_none() && !matches!(s.phase, Some(JobPhase::Succeeded | JobPhase::Failed))
         })
         && check::job_spec(&job.spec).is_empty()
+        && crate::job::build::template_error(&job.spec).is_none()
 }
 
 /// Whether the job's phase is final (Succeeded or Failed).

@@ -12,7 +12,7 @@ use gpufed_operator::fleet::{GpuNode, GpuPod, MemberView};
 use gpufed_operator::job::serving::exposure_of;
 use gpufed_operator::mapping::snapshot_checked;
 use gpufed_operator::member::ops::{ReadyNode, ReadyNodes, pod_view, ready_node};
-use gpufed_operator::member::pull::pod_views;
+use gpufed_operator::member::pull::{pod_views, read_assignment};
 use gpufed_operator::provider::plan::inventory;
 use gpufed_operator::provider::{gpu_node, gpu_pod};
 use gpufed_placement as pl;
@@ -348,6 +348,33 @@ proptest! {
         // Every lost node is one the agent reported as not Ready.
         for n in lost {
             prop_assert!(status.pods.iter().any(|p| p.node_name.as_ref() == Some(&n) && !p.node_ready));
+        }
+    }
+
+    #[test]
+    fn lying_agent_conditions_end_only_the_attempt_they_name(
+        reason in prop_oneof![Just("Refused".to_owned()), Just("Rejected".to_owned()), text()],
+        message in text(),
+        applied in any::<bool>(),
+        (generation, observed, cond_gen) in (1i64..4, prop::option::of(0i64..4), prop::option::of(0i64..4)),
+    ) {
+        let a: gpufed_api::Assignment = serde_json::from_value(json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "Assignment",
+            "metadata": {"name": "gf-t-a1", "generation": generation},
+            "spec": {"jobUid": "u", "attempt": 1, "tenantNamespace": "gf-t", "namespace": {}},
+            "status": {"observedGeneration": observed, "conditions": [{
+                "type": "Applied", "status": if applied { "True" } else { "False" }, "reason": reason,
+                "message": message, "lastTransitionTime": "2026-12-01T00:00:00Z", "observedGeneration": cond_gen}]},
+        })).expect("assignment");
+        let current = observed == Some(generation) && cond_gen.is_none_or(|g| g == generation);
+        let refused = !applied && (reason == "Refused" || reason == "Rejected");
+        match read_assignment("p", Some(&a), "u", 1) {
+            Err(gpufed_operator::error::Error::Rejected { message: m, .. }) => {
+                prop_assert!(current && refused);
+                prop_assert!(m.contains(&message));
+            }
+            Err(_) => prop_assert!(observed != Some(generation)),
+            Ok(_) => prop_assert!(observed == Some(generation) && !(current && refused)),
         }
     }
 }

@@ -44,7 +44,7 @@ pub async fn pull_mode_with_the_charts_identities(
         .await
         .expect("the operator writes the agent's challenges");
     let (pods, lost) = link
-        .attempt_pods("gpufed-t", 1)
+        .attempt_pods("gpufed-t", "uid-t", 1)
         .await
         .expect("the operator reads Assignments");
     assert!(pods.is_empty() && lost.is_empty());

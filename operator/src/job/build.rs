@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use gpufed_api::ComputeJob;
 use gpufed_api::job_status::Placement;
+use gpufed_api::{ComputeJob, ComputeJobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, EnvVar, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     Pod, PodSecurityContext, PodSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
@@ -71,8 +71,30 @@ fn job_annotation(job: &ComputeJob) -> Option<(String, String)> {
     (names::job_name_label(&name) != name).then(|| (names::ANNOTATION_JOB_NAME.to_owned(), name))
 }
 
+/// The worker template as a `PodSpec`, with a serving job's port and readiness probe:
+/// the part of [`build`] that can fail, and it depends on the spec alone.
+fn template(spec: &ComputeJobSpec) -> Result<PodSpec, String> {
+    let mut template: PodSpec = serde_json::to_value(&spec.template.spec)
+        .and_then(serde_json::from_value)
+        .map_err(|e| format!("spec.template.spec: {e}"))?;
+    if template.containers.is_empty() {
+        return Err("spec.template.spec.containers: at least one container is required".into());
+    }
+    if let Some(s) = &spec.serving {
+        serving::prepare(&mut template, s)?;
+    }
+    Ok(template)
+}
+
+/// Why `spec`'s pod template cannot be built into worker pods, naming the field; `None`
+/// when it can. [`build`] fails exactly then, whatever the placement, so a job is checked
+/// before it is placed ([`super::plan::plan`], [`crate::mapping::is_queued`]).
+pub fn template_error(spec: &ComputeJobSpec) -> Option<String> {
+    template(spec).err()
+}
+
 /// Builds the objects of `placement`'s attempt; an invalid pod template is an error
-/// naming the field.
+/// naming the field ([`template_error`]).
 pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<MemberObjects, String> {
     let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
     let labels = job_labels(job);
@@ -135,12 +157,7 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
         }),
         ..Default::default()
     });
-    let mut template: PodSpec = serde_json::to_value(&job.spec.template.spec)
-        .and_then(serde_json::from_value)
-        .map_err(|e| format!("spec.template.spec: {e}"))?;
-    if let Some(s) = &job.spec.serving {
-        serving::prepare(&mut template, s)?;
-    }
+    let template = template(&job.spec)?;
     let exposure = job
         .spec
         .serving
@@ -150,7 +167,7 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
         .workers
         .iter()
         .map(|w| worker_pod(job, placement, &template, &ns, w.rank, &w.node, resource))
-        .collect::<Result<_, _>>()?;
+        .collect();
     Ok(MemberObjects {
         namespace: Namespace {
             metadata: ObjectMeta {
@@ -175,7 +192,7 @@ fn worker_pod(
     rank: u32,
     node: &str,
     resource: &str,
-) -> Result<Pod, String> {
+) -> Pod {
     let mut labels = job_labels(job);
     labels.insert(names::LABEL_ATTEMPT.into(), placement.attempt.to_string());
     labels.insert(names::LABEL_RANK.into(), rank.to_string());
@@ -184,9 +201,6 @@ fn worker_pod(
         labels.entry(k).or_insert(v);
     }
     let mut spec = template.clone();
-    if spec.containers.is_empty() {
-        return Err("spec.template.spec.containers: at least one container is required".into());
-    }
     let env = gang_env(job, placement, ns, rank);
     let gpus = Quantity(job.spec.gpus_per_worker.to_string());
     for (i, c) in spec.containers.iter_mut().enumerate() {
@@ -241,11 +255,11 @@ fn worker_pod(
     // Ours wins over the template's: the operator finds the pod's job by it.
     annotations.extend(job_annotation(job));
     metadata.annotations = (!annotations.is_empty()).then_some(annotations);
-    Ok(Pod {
+    Pod {
         metadata,
         spec: Some(spec),
         ..Default::default()
-    })
+    }
 }
 
 /// Rank 0's address: its name under the gang's Service, or itself for a single worker.

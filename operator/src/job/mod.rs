@@ -5,6 +5,7 @@
 pub mod build;
 pub(crate) mod dispatch;
 pub mod events;
+mod live;
 pub mod names;
 pub(crate) mod observe;
 pub mod plan;
@@ -27,8 +28,6 @@ use kube::{Api, ResourceExt};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::member::Link;
-use crate::provider::plan::{grace_seconds, heartbeat_lost};
-use plan::Member;
 
 /// Writes a job's status by server-side apply; the resourceVersion it was computed
 /// from is a precondition, so a write based on stale state (a stale leader, a racing
@@ -91,96 +90,9 @@ async fn fence_old_attempts(ctx: &Context, job: &ComputeJob) -> Vec<u32> {
     removed
 }
 
-async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
-    let Some(p) = job.status.as_ref().and_then(|s| s.placement.as_ref()) else {
-        return Member::NoAttempt;
-    };
-    let Some(provider) = provider(ctx, &p.provider) else {
-        return Member::ProviderLost { last_heartbeat: now };
-    };
-    // Lost only when this process has itself failed to reach the provider: after a
-    // leader change the stored heartbeat is old, but the provider may be fine.
-    let probe_failed = ctx.fleet.probe_failed(&p.provider).await;
-    if heartbeat_lost(&provider, now) && probe_failed {
-        let last = provider
-            .status
-            .as_ref()
-            .and_then(|s| s.last_heartbeat_time.as_deref())
-            .and_then(crate::time::parse);
-        return Member::ProviderLost {
-            last_heartbeat: last.unwrap_or(now),
-        };
-    }
-    let Ok(mut link) = ctx.members.link(&provider).await else {
-        return Member::Unanswered;
-    };
-    if probe_failed {
-        link = link.uncached();
-    }
-    let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
-    match link
-        .attempt_pods(&ns, &job.uid().unwrap_or_default(), p.attempt)
-        .await
-    {
-        Ok((mut pods, lost_nodes)) => {
-            if !lost_nodes.is_empty() {
-                ctx.fleet.mark_unready(&p.provider, &lost_nodes).await;
-            }
-            // Unreachable nodes get the provider's grace period, as a silent provider does.
-            if plan::expire_unreachable(p, &mut pods, grace_seconds(&provider), now) {
-                tracing::warn!(
-                    provider = %p.provider,
-                    since = p.node_unreachable_since.as_deref().unwrap_or_default(),
-                    "nodes under the attempt unreachable past the grace period; counted lost"
-                );
-            }
-            Member::Pods(pods)
-        }
-        Err(e) => {
-            // Within the grace period a silent member is waited for; say why, since a
-            // refusal (403 from missing RBAC) looks the same from here as an outage.
-            tracing::warn!(provider = %p.provider, error = %e, "cannot observe the attempt in its member");
-            Member::Unanswered
-        }
-    }
-}
-
-/// A serving job's endpoint after this round: from the live attempt's pod (its real
-/// `Ready` condition) and its Service as the member allocated it. A silent member keeps
-/// the last one; no live attempt, none.
-async fn observe_endpoint(
-    ctx: &Context,
-    job: &ComputeJob,
-    member: &Member,
-    status: &ComputeJobStatus,
-    now: i64,
-) -> Option<gpufed_api::serving::Endpoint> {
-    let serving = job.spec.serving.as_ref()?;
-    let p = status.placement.as_ref()?;
-    let previous = job.status.as_ref().and_then(|s| s.endpoint.as_ref());
-    let Member::Pods(pods) = member else {
-        return previous.filter(|e| e.provider == p.provider).cloned();
-    };
-    let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
-    let exposure = match connect(ctx, &p.provider).await {
-        Ok((_, link)) => link.exposure(&ns, p.attempt).await.ok().flatten(),
-        Err(_) => None,
-    };
-    Some(serving::endpoint(
-        serving,
-        &ns,
-        &p.provider,
-        pods,
-        exposure.as_ref(),
-        previous,
-        &crate::time::format(now),
-    ))
-}
-
 /// Seconds a new job waits for the placement round to write its first status.
 const FIRST_STATUS_WAIT: i64 = 5;
 
-/// Seconds since the job was created (0 when unknown).
 /// Whether `job` has member-side work on `provider`: its live attempt runs there, an
 /// ended attempt's pods there are not removed yet, or it is being deleted after running
 /// there (its tenant namespace goes).
@@ -196,6 +108,7 @@ pub fn touches_provider(job: &ComputeJob, provider: &str) -> bool {
             .any(|a| a.provider == provider && (deleting || !a.removed))
 }
 
+/// Seconds since the job was created (0 when unknown).
 fn age(job: &ComputeJob, now: i64) -> i64 {
     job.metadata
         .creation_timestamp
@@ -214,10 +127,10 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
             .filter(|a| removed.contains(&a.attempt))
             .for_each(|a| a.removed = true);
     }
-    let member = observe_live(ctx, &job, now).await;
+    let member = live::observe_live(ctx, &job, now).await;
     let mut plan = plan::plan(&job, &member, now);
     if job.spec.serving.is_some() {
-        plan.status.endpoint = observe_endpoint(ctx, &job, &member, &plan.status, now).await;
+        plan.status.endpoint = live::observe_endpoint(ctx, &job, &member, &plan.status, now).await;
     }
     if plan.dispatch
         && let Some(p) = plan.status.placement.clone()
@@ -232,16 +145,11 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
                 }
                 other => other?,
             },
+            // Placed before its template became invalid (the plan refuses such a job before
+            // placement): end the attempt and free its GPUs; the job waits for a new spec.
             Err(msg) => {
-                let c = conditions::condition(
-                    types::STALLED,
-                    True,
-                    "InvalidTemplate",
-                    msg,
-                    job.metadata.generation,
-                    &crate::time::format(now),
-                );
-                conditions::set(&mut plan.status.conditions, c);
+                tracing::warn!(error = %msg, "the attempt's objects cannot be built");
+                plan::invalid_template(&job, &mut plan, &msg, now);
             }
         }
     }
@@ -280,7 +188,7 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
         job.status.as_ref().is_some_and(|s| s.placement.is_some()) && !crate::mapping::is_finished(&job);
     let job = if live {
         let now = crate::time::now();
-        let member = observe_live(ctx, &job, now).await;
+        let member = live::observe_live(ctx, &job, now).await;
         let stopped = plan::plan(&job, &member, now).status;
         if job.status.as_ref() == Some(&stopped) {
             job

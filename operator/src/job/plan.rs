@@ -11,8 +11,8 @@ mod attempt;
 mod end;
 pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
-pub use end::reject_dispatch;
-use end::{Cause, end_attempt};
+use end::{Cause, end_attempt, refusal};
+pub use end::{INVALID_TEMPLATE, invalid_template, reject_dispatch};
 
 /// What a worker pod of the live attempt is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,10 @@ pub enum Member {
     Unanswered,
     /// The attempt's pods (possibly fewer than the gang, while dispatching).
     Pods(Vec<PodView>),
+    /// The member refused the attempt's objects for good, saying why: a pull-mode agent
+    /// reported its own refusal or its API server's 400/422 on the attempt's Assignment
+    /// (a push-mode dispatch's refusal reaches [`reject_dispatch`] instead).
+    Rejected(String),
 }
 
 /// What the reconcile must do besides writing status.
@@ -102,6 +106,20 @@ pub fn usage(status: &ComputeJobStatus, live_until: Option<i64>) -> Usage {
     }
 }
 
+/// Sets `Stalled=True` and `Ready=False` with `reason`: the job needs a change of its spec.
+fn stall(
+    st: &mut ComputeJobStatus,
+    reason: &str,
+    message: String,
+    cond: &impl Fn(&str, gpufed_api::common::ConditionStatus, &str, String) -> gpufed_api::common::Condition,
+) {
+    conditions::set(
+        &mut st.conditions,
+        cond(types::STALLED, True, reason, message.clone()),
+    );
+    conditions::set(&mut st.conditions, cond(types::READY, False, reason, message));
+}
+
 fn live_gpu_seconds(p: &gpufed_api::job_status::Placement, until: i64) -> u64 {
     let start = p.running_time.as_deref().and_then(crate::time::parse);
     start.map_or(0, |s| u64::try_from(until - s).unwrap_or(0) * u64::from(p.gpus))
@@ -123,15 +141,24 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     if matches!(st.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
         return out;
     }
-    if let Some(e) = check::job_spec(&job.spec).first() {
-        conditions::set(
-            &mut st.conditions,
-            cond(types::STALLED, True, "InvalidSpec", e.to_string()),
-        );
-        conditions::set(
-            &mut st.conditions,
-            cond(types::READY, False, "InvalidSpec", e.to_string()),
-        );
+    // A pod template that cannot be built into worker pods (a field of the wrong type, a
+    // bad readiness probe) is refused like an invalid spec, before placement: `build`
+    // fails only on the spec, never on the placement, so retrying it elsewhere cannot
+    // help, and placing it first would hold GPUs for a gang that can never be created.
+    // It waits unplaced with `Stalled` until the spec changes, as an invalid spec does,
+    // and uses up no attempt. A placed attempt is left alone here: its pods may all run
+    // (the template was edited after they were created, which does not touch them);
+    // only when one is still to be created does the job controller end it
+    // ([`invalid_template`]).
+    let invalid = match check::job_spec(&job.spec).first() {
+        Some(e) => Some(("InvalidSpec", e.to_string())),
+        None if st.placement.is_none() => {
+            super::build::template_error(&job.spec).map(|e| (INVALID_TEMPLATE, e))
+        }
+        None => None,
+    };
+    if let Some((reason, message)) = invalid {
+        stall(st, reason, message, &cond);
         return out;
     }
     conditions::remove(&mut st.conditions, types::STALLED);
@@ -169,6 +196,7 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         (Some(_), Member::Pods(pods)) => attempt_outcome(job, pods, unreachable_since, now),
         _ => None,
     };
+    let mut cause = Cause::Observed;
     let deadline = job
         .spec
         .max_duration
@@ -194,10 +222,23 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
             now,
             "ran past spec.maxDuration".to_owned(),
         )),
+        // The member refused the attempt's objects: as a refused push-mode dispatch.
+        None => match (&st.placement, member) {
+            (Some(p), Member::Rejected(answer)) => {
+                cause = Cause::DispatchRejected;
+                let message = format!(
+                    "provider {} refused the attempt's objects: {}",
+                    p.provider,
+                    refusal(answer)
+                );
+                Some((AttemptOutcome::Failed, now, message))
+            }
+            _ => None,
+        },
         other => other,
     };
     if let Some((outcome, at, message)) = ended {
-        end_attempt(job, st, outcome, at, message, &now_text, Cause::Observed);
+        end_attempt(job, st, outcome, at, message, &now_text, cause);
         return out;
     }
 

@@ -103,6 +103,8 @@ impl Link {
     }
 
     /// The pods of an attempt and the nodes under them that are not Ready.
+    /// [`Error::Rejected`]: the member refused the attempt's objects for good (pull mode:
+    /// as its agent reports, [`pull::read_assignment`]).
     pub async fn attempt_pods(
         &self,
         namespace: &str,
@@ -121,7 +123,7 @@ impl Link {
                     .await
                     .map_err(|e| Self::push_err(provider, e))
             }
-            Link::Pull(link) => link.attempt_pods(namespace, attempt).await,
+            Link::Pull(link) => link.attempt_pods(namespace, uid, attempt).await,
         }
     }
 

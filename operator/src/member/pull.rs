@@ -6,19 +6,21 @@
 //! (`managedFields`), so the agent's clock does not matter.
 
 mod prepare;
+mod status;
 
 pub use prepare::ensure;
+pub use status::{assigned_pod, pod_views, read_assignment};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use gpufed_api::assignment::{AssignedPod, Assignment, AssignmentStatus};
+use gpufed_api::assignment::Assignment;
 use gpufed_api::pull::{
     self, AGENT_CONFIGMAP, AGENT_FIELD_MANAGER, LABEL_TENANT_NAMESPACE, REPORT_CONFIGMAP, REPORT_KEY,
     agent_namespace,
 };
 use gpufed_trust::ChallengeRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde::{Deserialize, Serialize};
@@ -27,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::fleet::MemberView;
 use crate::job::build::MemberObjects;
 use crate::job::names;
-use crate::job::plan::{PodPhase, PodView};
+use crate::job::plan::PodView;
 
 /// What an agent writes into its report ConfigMap.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -213,19 +215,16 @@ impl PullLink {
         Ok(())
     }
 
-    /// The attempt's pods as the agent last reported them. No Assignment: no pods (the
-    /// job controller dispatches again). One the agent has not acted on yet: an error,
-    /// so the job waits as it would for a silent member.
-    pub async fn attempt_pods(&self, namespace: &str, attempt: u32) -> Result<(Vec<PodView>, Vec<String>)> {
-        let name = pull::assignment_name(namespace, attempt);
-        let Some(a) = self.assignment(namespace, attempt).await? else {
-            return Ok((Vec::new(), Vec::new()));
-        };
-        let status = a.status.clone().unwrap_or_default();
-        if status.observed_generation.is_none() || status.observed_generation != a.metadata.generation {
-            return Err(self.member_err(format!("the agent has not acted on Assignment {name} yet")));
-        }
-        Ok(pod_views(&status))
+    /// The attempt's pods as the agent last reported them, or why there are none
+    /// ([`read_assignment`]).
+    pub async fn attempt_pods(
+        &self,
+        namespace: &str,
+        uid: &str,
+        attempt: u32,
+    ) -> Result<(Vec<PodView>, Vec<String>)> {
+        let found = self.assignment(namespace, attempt).await?;
+        read_assignment(&self.provider, found.as_ref(), uid, attempt)
     }
 
     /// The Assignment of an attempt, if the hub has written one.
@@ -311,58 +310,6 @@ fn objects_of(objects: &MemberObjects) -> Result<Vec<serde_json::Value>> {
         out.push(manifest(svc)?);
     }
     Ok(out)
-}
-
-/// The job controller's view of an agent's reported pods, and the not-Ready nodes.
-pub fn pod_views(status: &AssignmentStatus) -> (Vec<PodView>, Vec<String>) {
-    let views = status
-        .pods
-        .iter()
-        .map(|p| PodView {
-            rank: p.rank,
-            phase: match p.phase.as_str() {
-                "Running" => PodPhase::Running,
-                "Succeeded" => PodPhase::Succeeded,
-                "Failed" => PodPhase::Failed,
-                _ => PodPhase::Pending,
-            },
-            started: p.started_at,
-            finished: p.finished_at,
-            node_lost: p.node_name.is_some() && !p.node_ready && !p.node_unreachable,
-            node_unreachable: p.node_name.is_some() && !p.node_ready && p.node_unreachable,
-            ready: p.ready,
-            host_ip: p.host_ip.clone(),
-            gpu_uuids: p.gpu_uuids.clone(),
-        })
-        .collect();
-    let mut lost: Vec<String> = status
-        .pods
-        .iter()
-        .filter(|p| !p.node_ready)
-        .filter_map(|p| p.node_name.clone())
-        .collect();
-    lost.sort();
-    lost.dedup();
-    (views, lost)
-}
-
-/// An agent's report of one of its pods (the inverse of [`pod_views`]).
-pub fn assigned_pod(pod: &Pod, ready_nodes: &crate::job::observe::ReadyNodes) -> Option<AssignedPod> {
-    let view = crate::job::observe::pod_view(pod, ready_nodes)?;
-    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    Some(AssignedPod {
-        name: pod.name_any(),
-        rank: view.rank,
-        phase: format!("{:?}", view.phase),
-        node_ready: node_name.is_some() && !view.node_lost && !view.node_unreachable,
-        node_unreachable: view.node_unreachable,
-        node_name,
-        started_at: view.started,
-        finished_at: view.finished,
-        ready: view.ready,
-        host_ip: view.host_ip,
-        gpu_uuids: view.gpu_uuids,
-    })
 }
 
 #[cfg(test)]

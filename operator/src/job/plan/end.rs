@@ -1,6 +1,6 @@
 //! Pure: how the live attempt ends — the attempt's record, its billing, and what the job
-//! does next (retry, stop, complete or fail) — whether its pods ended it or the member
-//! refused to create them.
+//! does next (retry, stop, complete, fail or wait for a new spec) — whether its pods ended
+//! it, the member refused to create them, or they cannot be built.
 
 use gpufed_api::ComputeJob;
 use gpufed_api::common::ConditionStatus::{False, True};
@@ -8,11 +8,15 @@ use gpufed_api::conditions::{self, types};
 use gpufed_api::job::ProviderLossAction;
 use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase};
 
-use super::{Plan, attempt, live_gpu_seconds, usage};
+use super::{Plan, attempt, live_gpu_seconds, stall, usage};
 
 /// Condition reason (`Failed`, `Stalled`) of a job whose last attempt the member's API
 /// server refused to create.
 pub const DISPATCH_REJECTED: &str = "DispatchRejected";
+
+/// Condition reason (`Stalled`, `Ready`, `Placed`) of a job whose pod template cannot be
+/// built into worker pods: it waits unplaced until its spec changes.
+pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
 
 /// Most characters of the API server's answer kept in the attempt's record (the CRD
 /// bounds the record's message at 1024).
@@ -23,8 +27,18 @@ const MAX_REJECTION: usize = 800;
 pub(super) enum Cause {
     /// What its pods or provider were seen doing, or the user (suspend, delete).
     Observed,
-    /// The member's API server refused its objects ([`reject_dispatch`]).
+    /// The member refused its objects ([`reject_dispatch`], or a pull-mode agent's report).
     DispatchRejected,
+    /// Its objects cannot be built from the spec ([`invalid_template`]).
+    InvalidTemplate,
+}
+
+/// A member's answer, cut to fit the attempt's record.
+pub(super) fn refusal(answer: &str) -> String {
+    match answer.char_indices().nth(MAX_REJECTION) {
+        Some((cut, _)) => format!("{}…", &answer[..cut]),
+        None => answer.to_owned(),
+    }
 }
 
 /// The member's API server refused the live attempt's objects as invalid (HTTP 400 or
@@ -41,11 +55,10 @@ pub fn reject_dispatch(job: &ComputeJob, plan: &mut Plan, refusal: &str, now: i6
     let Some(provider) = st.placement.as_ref().map(|p| p.provider.clone()) else {
         return;
     };
-    let refusal = match refusal.char_indices().nth(MAX_REJECTION) {
-        Some((cut, _)) => format!("{}…", &refusal[..cut]),
-        None => refusal.to_owned(),
-    };
-    let message = format!("the API server of provider {provider} refused the attempt's objects: {refusal}");
+    let message = format!(
+        "the API server of provider {provider} refused the attempt's objects: {}",
+        self::refusal(refusal)
+    );
     end_attempt(
         job,
         st,
@@ -58,6 +71,36 @@ pub fn reject_dispatch(job: &ComputeJob, plan: &mut Plan, refusal: &str, now: i6
     plan.dispatch = false;
     // A retry needs a placement round; a failed job needs none.
     plan.wants_placement = st.placement.is_none() && st.phase == Some(JobPhase::Recovering);
+}
+
+/// The live attempt's objects cannot be built: `error` names the template's field. A
+/// template that is invalid from the start is refused before placement ([`super::plan`]);
+/// this is one made invalid after the attempt was placed (the template may be edited),
+/// or placed by an operator before that check, with pods still to create. None of them
+/// can be created, on this provider or any other, so the attempt ends now (`Stopped`:
+/// nothing more was dispatched; billed only if its gang had run), its GPUs are released
+/// and whatever it created is fenced, and the job waits unplaced with `Stalled`,
+/// `Ready` and `Placed` reason `InvalidTemplate` until the spec changes — as a job whose
+/// template was invalid from the start — instead of holding the GPUs and retrying every
+/// second. The ended attempt's number is used, as any ended attempt's.
+pub fn invalid_template(job: &ComputeJob, plan: &mut Plan, error: &str, now: i64) {
+    let now_text = crate::time::format(now);
+    let st = &mut plan.status;
+    let message = format!("the pod template cannot be built: {error}");
+    end_attempt(
+        job,
+        st,
+        AttemptOutcome::Stopped,
+        now,
+        message,
+        &now_text,
+        Cause::InvalidTemplate,
+    );
+    let generation = job.metadata.generation;
+    let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, &now_text);
+    stall(st, INVALID_TEMPLATE, error.to_owned(), &cond);
+    plan.dispatch = false;
+    plan.wants_placement = false;
 }
 
 /// Ends the live attempt: records it, bills it up to `at`, and either retries (a new
@@ -104,7 +147,16 @@ pub(super) fn end_attempt(
         }
         AttemptOutcome::Failed | AttemptOutcome::NodeLost | AttemptOutcome::Preempted => true,
     };
-    if outcome == AttemptOutcome::Stopped {
+    if cause == Cause::InvalidTemplate {
+        st.placement = None;
+        st.phase = Some(JobPhase::Queued);
+        let msg = format!("attempt {attempts_used} stopped: {message}; waiting for a valid spec.template");
+        conditions::set(
+            &mut st.conditions,
+            cond(types::PLACED, False, INVALID_TEMPLATE, msg),
+        );
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    } else if outcome == AttemptOutcome::Stopped {
         st.placement = None;
         st.phase = Some(JobPhase::Suspended);
         let msg = format!("attempt {attempts_used} stopped: {message}");
@@ -154,6 +206,7 @@ pub(super) fn end_attempt(
         let (failed, stalled) = match cause {
             Cause::Observed => ("AttemptsExhausted", "JobFailed"),
             Cause::DispatchRejected => (DISPATCH_REJECTED, DISPATCH_REJECTED),
+            Cause::InvalidTemplate => (INVALID_TEMPLATE, INVALID_TEMPLATE), // handled above
         };
         conditions::set(&mut st.conditions, cond(types::FAILED, True, failed, msg.clone()));
         conditions::set(

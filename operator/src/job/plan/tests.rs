@@ -380,4 +380,5 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
 mod gpus;
 mod rejected;
 mod started;
+mod template;
 mod unreachable;

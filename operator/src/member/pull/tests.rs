@@ -1,6 +1,9 @@
+use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 
 use super::*;
+use crate::job::plan::PodPhase;
 
 #[test]
 fn agent_config_round_trips_and_names_bad_keys() {
@@ -148,4 +151,120 @@ fn an_assignment_carries_the_push_mode_objects() {
     // It is a valid Assignment as the CRD types read it.
     let parsed: Assignment = serde_json::from_value(body).unwrap();
     assert_eq!(parsed.spec.tenant_namespace, tenant);
+}
+
+/// Attempt 2 of job `u-1`, in its generation `generation`, with the agent's `status`.
+fn reported(generation: i64, status: serde_json::Value) -> Assignment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "Assignment",
+        "metadata": {"name": "gf-t-a2", "namespace": "gpufed-agent-p", "generation": generation},
+        "spec": {"jobUid": "u-1", "attempt": 2, "tenantNamespace": "gf-t", "namespace": {}},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn applied(status: &str, reason: &str, message: &str, generation: Option<i64>) -> serde_json::Value {
+    serde_json::json!({
+        "type": "Applied", "status": status, "reason": reason, "message": message,
+        "lastTransitionTime": "2026-12-01T00:00:00Z", "observedGeneration": generation,
+    })
+}
+
+fn one_pod() -> serde_json::Value {
+    serde_json::json!([{"name": "train-a2-w0", "rank": 0, "phase": "Running", "nodeName": "n1", "nodeReady": true}])
+}
+
+#[test]
+fn a_refusal_of_the_current_assignment_ends_the_attempt() {
+    let refusal = "spec.pods[0]: violates the restricted pod-security profile: hostNetwork";
+    let invalid = "Pod \"train-a2-w0\" is invalid: spec.containers[0].env[0].name: Invalid value: \"1X\"";
+    for (reason, answer) in [("Refused", refusal), ("Rejected", invalid)] {
+        let a = reported(
+            3,
+            serde_json::json!({"observedGeneration": 3, "conditions": [applied("False", reason, answer, Some(3))]}),
+        );
+        match read_assignment("p", Some(&a), "u-1", 2) {
+            Err(Error::Rejected { provider, message }) => {
+                assert_eq!(provider, "p");
+                assert!(
+                    message.contains(answer) && message.contains("gf-t-a2"),
+                    "{reason}: {message}"
+                );
+            }
+            other => panic!("{reason}: {other:?}"),
+        }
+    }
+    // An older agent writes no observedGeneration on the condition: its status's counts.
+    let a = reported(
+        3,
+        serde_json::json!({"observedGeneration": 3, "conditions": [applied("False", "Refused", refusal, None)]}),
+    );
+    assert!(matches!(
+        read_assignment("p", Some(&a), "u-1", 2),
+        Err(Error::Rejected { .. })
+    ));
+}
+
+#[test]
+fn failures_that_may_heal_and_unknown_reasons_are_read_by_the_pods() {
+    for reason in ["ApplyFailed", "ObserveFailed", "SomethingANewerAgentSays"] {
+        let a = reported(
+            1,
+            serde_json::json!({"observedGeneration": 1, "pods": one_pod(),
+                               "conditions": [applied("False", reason, "try later", Some(1))]}),
+        );
+        let (pods, lost) = read_assignment("p", Some(&a), "u-1", 2).unwrap();
+        assert_eq!(
+            (pods.len(), pods[0].phase, lost.len()),
+            (1, PodPhase::Running, 0),
+            "{reason}"
+        );
+    }
+    let a = reported(
+        1,
+        serde_json::json!({"observedGeneration": 1, "pods": one_pod(),
+                           "conditions": [applied("True", "Applied", "1 pods in gf-t", Some(1))]}),
+    );
+    assert_eq!(read_assignment("p", Some(&a), "u-1", 2).unwrap().0.len(), 1);
+}
+
+#[test]
+fn only_the_current_attempts_refusal_counts() {
+    let refused = |generation: i64| {
+        serde_json::json!({"observedGeneration": generation,
+                           "conditions": [applied("False", "Refused", "spec.pods[0]: no", Some(generation))]})
+    };
+    // Refused in generation 1; the hub has written generation 2 since, not acted on yet:
+    // the job waits as for a silent member, the old refusal is not this one's.
+    let a = reported(2, refused(1));
+    assert!(
+        matches!(
+            read_assignment("p", Some(&a), "u-1", 2),
+            Err(Error::Member { .. })
+        ),
+        "not acted on yet"
+    );
+    // A status that moved on while its condition did not (a condition of generation 1
+    // under a status of generation 2) is not a refusal of generation 2.
+    let mut stale = refused(2);
+    stale["conditions"][0]["observedGeneration"] = 1.into();
+    stale["pods"] = one_pod();
+    let a = reported(2, stale);
+    assert_eq!(read_assignment("p", Some(&a), "u-1", 2).unwrap().0.len(), 1);
+    // An Assignment of the same name for another job (a namespace reused by a new job
+    // of the same name) or attempt counts as none: the job controller rewrites it.
+    let a = reported(1, refused(1));
+    for (uid, attempt) in [("u-2", 2), ("u-1", 3)] {
+        let (pods, lost) = read_assignment("p", Some(&a), uid, attempt).unwrap();
+        assert!(pods.is_empty() && lost.is_empty(), "{uid} {attempt}");
+    }
+    let (pods, _) = read_assignment("p", None, "u-1", 2).unwrap();
+    assert!(pods.is_empty(), "no Assignment: no pods");
+    // Never written by an agent: not acted on.
+    let a = reported(1, serde_json::Value::Null);
+    assert!(matches!(
+        read_assignment("p", Some(&a), "u-1", 2),
+        Err(Error::Member { .. })
+    ));
 }

@@ -89,3 +89,59 @@ fn without_a_live_attempt_there_is_nothing_to_end() {
     reject_dispatch(&j, &mut p, REFUSAL, T0);
     assert_eq!(p, before);
 }
+
+// Pull mode: the agent's report of a refusal reaches the plan as `Member::Rejected`.
+const AGENT: &str = "its agent refused Assignment gf-team-train-a1: spec.pods[0]: violates the restricted pod-security profile";
+
+#[test]
+fn a_refusal_the_agent_reports_ends_the_attempt_as_a_refused_dispatch() {
+    let j = placed(job(2), 1, None);
+    let p = plan(&j, &Member::Rejected(AGENT.into()), T0 + 5);
+    let st = &p.status;
+    assert!(!p.dispatch);
+    assert!(st.placement.is_none(), "its GPUs are released");
+    assert_eq!(st.phase, Some(JobPhase::Recovering));
+    let a = &st.attempts[0];
+    assert_eq!(
+        (a.attempt, a.outcome, a.gpu_seconds, a.removed),
+        (1, AttemptOutcome::Failed, 0, false)
+    );
+    assert!(
+        a.message.contains("provider a refused") && a.message.contains(AGENT),
+        "{}",
+        a.message
+    );
+    // The last attempt fails the job, as a refused push-mode dispatch does.
+    let p = plan(&placed(job(2), 2, None), &Member::Rejected(AGENT.into()), T0 + 5);
+    assert_eq!(p.status.phase, Some(JobPhase::Failed));
+    for t in [types::STALLED, types::FAILED] {
+        let c = cond(&p.status, t).expect(t);
+        assert_eq!(c.reason, "DispatchRejected", "{t}");
+        assert!(c.message.contains(AGENT), "{}", c.message);
+    }
+}
+
+#[test]
+fn a_refusal_after_the_gang_ran_bills_what_ran_and_a_long_one_is_cut() {
+    let j = placed(job(1), 1, Some(T0));
+    let p = plan(&j, &Member::Rejected("é".repeat(5_000)), T0 + 100);
+    let a = &p.status.attempts[0];
+    assert_eq!(a.gpu_seconds, 200, "2 GPUs for 100 s");
+    assert!(
+        a.message.chars().count() <= 1024 && a.message.ends_with('…'),
+        "{}",
+        a.message.len()
+    );
+}
+
+#[test]
+fn a_refusal_does_not_override_what_the_user_asked() {
+    let mut j = placed(job(2), 1, None);
+    j.spec.suspend = true;
+    let p = plan(&j, &Member::Rejected(AGENT.into()), T0 + 5);
+    assert_eq!(p.status.attempts[0].outcome, AttemptOutcome::Stopped);
+    assert_eq!(p.status.phase, Some(JobPhase::Suspended));
+    // Without a live attempt there is nothing to end.
+    let p = plan(&job(1), &Member::Rejected(AGENT.into()), T0);
+    assert!(p.status.attempts.is_empty() && p.wants_placement);
+}
