@@ -134,6 +134,12 @@ pub async fn round(
         .filter_map(|p| Some((by_id(&p.job)?, p)))
         .collect();
     for chunk in todo.chunks(16) {
+        // A replica frozen mid-round (SIGSTOP, a VM pause) may resume after its Lease has
+        // passed on: the writes are fenced anyway, but it should not even try.
+        if !ctx.leadership.is_leader() {
+            tracing::info!("leadership lapsed during the round; its remaining placements are dropped");
+            break;
+        }
         let results =
             futures::future::join_all(chunk.iter().map(|(job, p)| write_placement(ctx, job, p, now))).await;
         for ((_, p), result) in chunk.iter().zip(results) {
@@ -252,7 +258,7 @@ async fn hold(ctx: &Context, held: &[std::sync::Arc<ComputeJob>]) {
 /// still queued with the same spec generation — so a job is never placed twice.
 async fn write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now: i64) -> Result<ComputeJob> {
     match try_write_placement(ctx, job, p, now).await {
-        Err(Error::Conflict(_)) => {
+        Err(Error::Conflict(_)) if ctx.leadership.is_leader() => {
             let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
             let fresh = api
                 .get(&job.name_any())
