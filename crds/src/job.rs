@@ -235,8 +235,9 @@ pub struct PlacementConstraints {
     /// Only GPUs that passed verification (compute challenge, unique UUID).
     #[serde(default = "yes")]
     pub verified_only: bool,
-    /// Whether this job may evict lower-priority jobs to be placed. Stored but not acted on
-    /// yet: the operator does not evict running jobs (docs/placement.md#preemption).
+    /// Whether this job may evict running jobs of strictly lower priority when it fits
+    /// nowhere — of its own namespace unless the operator allows any
+    /// (docs/placement.md#preemption). Evicted attempts end `Preempted` and are re-queued.
     #[serde(default)]
     pub preempt_lower_priority: bool,
     /// Prefer providers (or regions) where no other job of the same group runs.

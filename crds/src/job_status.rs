@@ -46,6 +46,15 @@ pub struct ComputeJobStatus {
     /// A serving job's endpoint and readiness (live attempt only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<crate::serving::Endpoint>,
+    /// Attempts ended by preemption (`Preempted`). They do not count toward
+    /// `spec.failurePolicy.maxAttempts`: being evicted for higher-priority work is not a
+    /// failure of the job.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub preemptions: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Display phase of a job.
@@ -103,6 +112,25 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub node_unreachable_since: Option<String>,
+    /// Set by a placement round that evicts this attempt to make room for a job of
+    /// higher priority (`spec.placement.preemptLowerPriority`): the job controller ends
+    /// the attempt as `Preempted`, billed up to then, and queues the job again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted: Option<Preemption>,
+}
+
+/// The eviction of an attempt for a job of higher priority.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Preemption {
+    /// The job it makes room for (`namespace/name`).
+    #[schemars(length(max = 317))]
+    pub by: String,
+    /// That job's priority.
+    pub priority: u32,
+    /// When the placement round decided it (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub time: String,
 }
 
 /// One worker's node and GPUs.

@@ -200,6 +200,10 @@ pub struct SubmitArgs {
     /// Queue priority, 0–1000 (default 100).
     #[arg(long, value_name = "N")]
     pub priority: Option<u32>,
+    /// When the job fits nowhere, evict running jobs of lower priority
+    /// (`placement.preemptLowerPriority`; whose jobs is the operator's policy).
+    #[arg(long)]
+    pub preempt: bool,
     /// Most attempts in total, 1–10 (default 3).
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,

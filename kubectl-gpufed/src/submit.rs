@@ -119,6 +119,7 @@ pub fn spec(args: &SubmitArgs) -> Result<ComputeJobSpec> {
         providers: args.providers.clone(),
         preferred_providers: args.preferred.clone(),
         verified_only: !args.allow_unverified,
+        preempt_lower_priority: args.preempt,
         ..Default::default()
     };
     if let Some(r) = args.min_reputation {

@@ -110,8 +110,12 @@ fn defaults_are_the_apis() {
     assert!(s.template.metadata.is_none());
     let c = &s.template.spec.containers[0].0;
     assert_eq!(c["args"], serde_json::json!(["--batch", "x"]));
+    assert!(!s.placement.preempt_lower_priority);
     let unverified = build(&args(&["--allow-unverified"]), "d").unwrap();
     assert!(!unverified.spec.placement.verified_only);
+    let urgent = build(&args(&["--priority", "900", "--preempt"]), "d").unwrap();
+    assert!(urgent.spec.placement.preempt_lower_priority);
+    assert_eq!(urgent.spec.priority, 900);
 }
 
 #[test]

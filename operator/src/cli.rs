@@ -25,6 +25,11 @@ pub struct Args {
     /// How often a placement round runs when nothing triggers one.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub placement_interval: Duration,
+    /// Whose running jobs a job with `spec.placement.preemptLowerPriority` may evict when
+    /// it fits nowhere (always only of strictly lower priority): `namespace` (its own
+    /// tenant's), `any` (every tenant's) or `off` (docs/placement.md#preemption).
+    #[arg(long, env = "GPUFED_PREEMPTION", value_enum, default_value_t = crate::placement::Preemption::Namespace)]
+    pub preemption: crate::placement::Preemption,
     /// Timeout of each request to a member cluster.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub member_timeout: Duration,

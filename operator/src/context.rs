@@ -23,6 +23,8 @@ pub struct Timing {
     pub heartbeat_interval: Duration,
     /// Placement round period when nothing triggers one.
     pub placement_interval: Duration,
+    /// Whose running work a job with `preemptLowerPriority` may evict.
+    pub preemption: crate::placement::Preemption,
 }
 
 /// Everything a reconcile needs.

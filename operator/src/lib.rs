@@ -120,6 +120,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         config: context::Timing {
             heartbeat_interval: args.heartbeat_interval,
             placement_interval: args.placement_interval,
+            preemption: args.preemption,
         },
         settles: settlement_cfg.is_some(),
         serving_cidrs: args.serving_endpoint_cidrs.clone(),

@@ -132,12 +132,33 @@ pub fn snapshot_checked(
             snap.running.append(&mut part.running);
         }
     }
+    // A job whose victims are still being evicted waits for them: placed now, it would not
+    // fit (their GPUs are still busy) and would evict more work for the same room.
+    let waiting = awaiting_evictions(&live);
     snap.jobs = jobs
         .iter()
-        .filter(|j| is_queued(j))
+        .filter(|j| is_queued(j) && !waiting.contains(job_id(j).as_str()))
         .map(|j| job_snapshot(j, &all_models))
         .collect();
     (snap, findings)
+}
+
+/// Jobs (by id) that live attempts are being evicted for.
+pub fn awaiting_evictions<'a>(live: &[&'a ComputeJob]) -> std::collections::BTreeSet<&'a str> {
+    live.iter()
+        .filter_map(|j| {
+            Some(
+                j.status
+                    .as_ref()?
+                    .placement
+                    .as_ref()?
+                    .preempted
+                    .as_ref()?
+                    .by
+                    .as_str(),
+            )
+        })
+        .collect()
 }
 
 fn provider_snapshot(
@@ -204,13 +225,23 @@ fn provider_snapshot(
                 gpus.push((w.node.clone(), *taken));
             }
         }
-        running.push((
-            job_id(job),
-            job.namespace().unwrap_or_default(),
-            job.spec.priority,
-            gpus,
-            job.spec.placement.spread.as_ref().map(|s| s.group.clone()),
-        ));
+        // Younger work is evicted first: the gang's start, else when it was placed.
+        let start = placement
+            .running_time
+            .as_deref()
+            .and_then(crate::time::parse)
+            .or_else(|| crate::time::parse(&placement.placed_time));
+        let alloc = pl::RunningAllocation {
+            job: job_id(job),
+            namespace: job.namespace().unwrap_or_default(),
+            priority: i32::try_from(job.spec.priority).unwrap_or(i32::MAX),
+            start_time: start.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
+            provider: name.clone(),
+            gpus: Vec::new(),
+            spread_group: job.spec.placement.spread.as_ref().map(|s| s.group.clone()),
+            evicting: placement.preempted.is_some(),
+        };
+        running.push((alloc, gpus));
     }
     for pod in view
         .pods
@@ -245,12 +276,7 @@ fn provider_snapshot(
     // Running GPUs get the top indices of their node, free ones the bottom.
     let running = running
         .into_iter()
-        .map(|(job, namespace, priority, gpus, group)| pl::RunningAllocation {
-            job,
-            namespace,
-            priority: i32::try_from(priority).unwrap_or(i32::MAX),
-            start_time: 0,
-            provider: name.clone(),
+        .map(|(alloc, gpus)| pl::RunningAllocation {
             gpus: gpus
                 .into_iter()
                 .filter_map(|(node, k)| {
@@ -261,7 +287,7 @@ fn provider_snapshot(
                     })
                 })
                 .collect(),
-            spread_group: group,
+            ..alloc
         })
         .collect();
     let provider = pl::Provider {
@@ -332,6 +358,7 @@ fn job_snapshot(job: &ComputeJob, all_models: &[String]) -> pl::Job {
         min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
         verified_only: spec.placement.verified_only,
         spread: spec.placement.spread.as_ref().map(spread_snapshot),
+        preempt: spec.placement.preempt_lower_priority,
     }
 }
 

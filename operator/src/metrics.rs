@@ -65,6 +65,8 @@ pub struct Metrics {
     pub queue_depth_jobs: Gauge,
     /// Placements decided.
     pub placements_total: Counter,
+    /// Running attempts marked for eviction by a job of higher priority.
+    pub evictions_total: Counter,
     /// Providers by health.
     pub providers: Family<HealthLabel, Gauge>,
     /// GPUs of the fleet the placement engine sees, by state (`total`, `free`).
@@ -110,6 +112,7 @@ impl Metrics {
             reconcile_errors_total: Family::default(),
             queue_depth_jobs: Gauge::default(),
             placements_total: Counter::default(),
+            evictions_total: Counter::default(),
             providers: Family::default(),
             fleet_gpus: Family::default(),
             metered_gpu_seconds_total: Counter::default(),
@@ -140,6 +143,11 @@ impl Metrics {
             m.queue_depth_jobs.clone(),
         );
         registry.register("placements", "Placements decided", m.placements_total.clone());
+        registry.register(
+            "evictions",
+            "Running attempts evicted for jobs of higher priority",
+            m.evictions_total.clone(),
+        );
         registry.register("providers", "GpuProviders by health", m.providers.clone());
         registry.register(
             "fleet_gpus",

@@ -110,7 +110,8 @@ pub async fn round(
         return Ok(0);
     }
     snap.reservations = reservations.lock().await.clone();
-    let (decisions, left_out) = mapping::sanitize::place_leaving_out(&mut snap, &pl::Config::default());
+    let cfg = ctx.config.preemption.engine_config();
+    let (decisions, left_out) = mapping::sanitize::place_leaving_out(&mut snap, &cfg);
     if !left_out.is_empty() {
         report_findings(&left_out);
         findings.extend(left_out);
@@ -128,9 +129,18 @@ pub async fn round(
     let now = crate::time::now();
     // Writes are independent (one job each): send them concurrently, 16 at a time.
     let mut placed = 0;
-    let todo: Vec<_> = decisions
-        .placements
-        .iter()
+    // A placement that evicts running work is not written yet: its victims are marked, and
+    // it is placed by a later round once they have stopped ([`evict`]).
+    let (evicting, placing): (Vec<_>, Vec<_>) =
+        decisions.placements.iter().partition(|p| !p.evicts.is_empty());
+    for p in evicting {
+        if !ctx.leadership.is_leader() {
+            break;
+        }
+        evict::evict(ctx, &jobs, p, now, written).await;
+    }
+    let todo: Vec<_> = placing
+        .into_iter()
         .filter_map(|p| Some((by_id(&p.job)?, p)))
         .collect();
     for chunk in todo.chunks(16) {
@@ -300,6 +310,7 @@ async fn try_write_placement(
         placed_time: now_text.clone(),
         running_time: None,
         node_unreachable_since: None,
+        preempted: None,
     });
     status.phase = Some(JobPhase::Placed);
     let msg = format!(
@@ -340,6 +351,9 @@ fn starting_status(placed: &ComputeJob, now: i64) -> gpufed_api::job_status::Com
         bare
     }
 }
+
+mod evict;
+pub use evict::{PREEMPTING, Preemption, marked_status, waiting_message};
 
 #[cfg(test)]
 mod tests;

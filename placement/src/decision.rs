@@ -15,8 +15,12 @@ pub struct Config {
     /// Most waiting gangs that may hold reservations at once (0 disables backfill
     /// protection).
     pub max_reservations: usize,
-    /// Whether a job may evict running work of strictly lower priority.
+    /// Whether jobs that ask for it ([`Job::preempt`](crate::Job::preempt)) may evict
+    /// running work of strictly lower priority.
     pub preemption: bool,
+    /// Whether a job may evict work of other namespaces (tenants) too; by default only
+    /// its own namespace's.
+    pub preempt_across_namespaces: bool,
 }
 
 impl Default for Config {
@@ -26,6 +30,7 @@ impl Default for Config {
             market: MarketParams::default(),
             max_reservations: 4,
             preemption: false,
+            preempt_across_namespaces: false,
         }
     }
 }

@@ -174,6 +174,9 @@ pub struct Job {
     /// Prefer domains with the fewest jobs of this group (running or placed earlier in
     /// the round); a preference only, never a reason to stay unplaced.
     pub spread: Option<Spread>,
+    /// Whether this job may evict running work of strictly lower priority when it fits
+    /// nowhere (only with [`Config::preemption`](crate::Config::preemption)).
+    pub preempt: bool,
 }
 
 impl Job {
@@ -211,6 +214,9 @@ pub struct RunningAllocation {
     /// The job's spread group (within `namespace`), if any: it counts as a member of the
     /// group on `provider` for queued jobs of the same group.
     pub spread_group: Option<String>,
+    /// Already being evicted (an earlier round chose it): its GPUs stay busy until it is
+    /// gone, and no job may choose it again.
+    pub evicting: bool,
 }
 
 /// Nodes held back for a waiting gang, carried from one round to the next.

@@ -67,12 +67,17 @@ fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocat
                 .collect::<BTreeMap<_, _>>();
             let mut running = Vec::new();
             let mut ns = Vec::new();
-            for (n, busy) in &nodes {
+            for (k, (n, busy)) in nodes.iter().enumerate() {
                 ns.push(n.clone());
                 if !busy.is_empty() {
                     running.push(RunningAllocation {
                         job: format!("run-{id}-{}", n.name),
-                        namespace: "old".into(),
+                        // Tenants of the queued jobs too, and one that queues nothing.
+                        namespace: if k % 4 == 3 {
+                            "old".into()
+                        } else {
+                            format!("ns{}", k % 3)
+                        },
                         priority: busy[0].1,
                         start_time: 0,
                         provider: id.clone(),
@@ -84,6 +89,7 @@ fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocat
                             })
                             .collect(),
                         spread_group: None,
+                        evicting: (i + k) % 5 == 4,
                     });
                 }
             }
@@ -120,10 +126,11 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
             0..=10u32,
             prop::option::of(0..4usize),
             any::<bool>(),
+            any::<bool>(),
         ),
     )
         .prop_map(
-            move |(g, w, models, vram, ic, max, (prio, ns, verified_only, rep, only, eu))| Job {
+            move |(g, w, models, vram, ic, max, (prio, ns, verified_only, rep, only, eu, preempt))| Job {
                 id: format!("j{i:03}"),
                 namespace: format!("ns{ns}"),
                 priority: prio,
@@ -149,6 +156,7 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
                         SpreadDomain::Provider
                     },
                 }),
+                preempt,
             },
         )
 }
@@ -180,16 +188,17 @@ proptest! {
     /// No GPU twice, no gang split, price ≤ ceiling, every hard constraint honoured,
     /// every job answered exactly once.
     #[test]
-    fn hard_rules_hold(snap in arb_snapshot(), preemption in any::<bool>()) {
-        let cfg = Config { preemption, ..Config::default() };
+    fn hard_rules_hold(snap in arb_snapshot(), preemption in any::<bool>(), across in any::<bool>()) {
+        let cfg = Config { preemption, preempt_across_namespaces: across, ..Config::default() };
         let d = place(&snap, &cfg).unwrap();
         prop_assert_eq!(check(&snap, &d), Ok(()));
+        prop_assert_eq!(common::check_evictions(&snap, &d, &cfg), Ok(()));
     }
 
     /// Same snapshot, in any provider and job order → same decisions.
     #[test]
-    fn deterministic(snap in arb_snapshot()) {
-        let cfg = Config { preemption: true, ..Config::default() };
+    fn deterministic(snap in arb_snapshot(), across in any::<bool>()) {
+        let cfg = Config { preemption: true, preempt_across_namespaces: across, ..Config::default() };
         let a = place(&snap, &cfg).unwrap();
         let mut shuffled = snap.clone();
         shuffled.providers.reverse();

@@ -165,7 +165,7 @@ fn preemption_snapshot() -> Snapshot {
     p.nodes[0].free.clear();
     let alloc = |id: &str, prio: i32, start: u64, gpus: std::ops::Range<u8>| RunningAllocation {
         job: id.into(),
-        namespace: "old".into(),
+        namespace: "team".into(),
         priority: prio,
         start_time: start,
         provider: "a".into(),
@@ -176,6 +176,7 @@ fn preemption_snapshot() -> Snapshot {
             })
             .collect(),
         spread_group: None,
+        evicting: false,
     };
     Snapshot {
         providers: vec![p],
@@ -186,6 +187,7 @@ fn preemption_snapshot() -> Snapshot {
         ],
         jobs: vec![Job {
             priority: 5,
+            preempt: true,
             ..job("urgent", 2, 1)
         }],
         ..Snapshot::default()
@@ -224,6 +226,52 @@ fn preemption_never_touches_equal_or_higher_priority() {
     );
     assert!(d.placements.is_empty());
     assert!(d.evictions.is_empty());
+}
+
+#[test]
+fn preemption_needs_the_jobs_leave_and_stays_in_its_namespace() {
+    let on = Config {
+        preemption: true,
+        ..Config::default()
+    };
+    // A job that does not ask for preemption waits, however high its priority.
+    let mut snap = preemption_snapshot();
+    snap.jobs[0].preempt = false;
+    let d = run(&snap, &on);
+    assert!(d.placements.is_empty() && d.evictions.is_empty());
+    // Another tenant's work is off limits by default…
+    let mut snap = preemption_snapshot();
+    snap.jobs[0].namespace = "other".into();
+    let d = run(&snap, &on);
+    assert!(d.placements.is_empty() && d.evictions.is_empty());
+    // …and fair game only when the config allows any namespace.
+    let across = Config {
+        preempt_across_namespaces: true,
+        ..on.clone()
+    };
+    let d = run(&snap, &across);
+    assert_eq!(d.placements[0].evicts, vec!["r-young".to_string()]);
+    assert_eq!(common::check_evictions(&snap, &d, &across), Ok(()));
+}
+
+#[test]
+fn work_already_being_evicted_is_never_chosen_again() {
+    let on = Config {
+        preemption: true,
+        ..Config::default()
+    };
+    // r-young is on its way out for an earlier round's job: its GPUs are still busy, so
+    // this job must take the next victim (r-old, older but also priority 0).
+    let mut snap = preemption_snapshot();
+    snap.running[1].evicting = true;
+    let d = run(&snap, &on);
+    assert_eq!(d.placements[0].evicts, vec!["r-old".to_string()]);
+    assert!(d.placements[0].workers[0].gpus.iter().all(|g| *g < 4));
+    assert_eq!(common::check_evictions(&snap, &d, &on), Ok(()));
+    // With both low-priority allocations on their way out, nothing is left to evict.
+    snap.running[0].evicting = true;
+    let d = run(&snap, &on);
+    assert!(d.placements.is_empty() && d.evictions.is_empty());
 }
 
 #[test]

@@ -64,6 +64,7 @@ fn running(id: &str, namespace: &str, provider: &str, group: Option<&str>) -> Ru
             gpu: 7,
         }],
         spread_group: group.map(Into::into),
+        evicting: false,
     }
 }
 

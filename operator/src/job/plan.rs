@@ -197,6 +197,16 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         _ => None,
     };
     let mut cause = Cause::Observed;
+    let preempted = st
+        .placement
+        .as_ref()
+        .and_then(|p| p.preempted.as_ref())
+        .map(|by| {
+            format!(
+                "preempted by {} (priority {} over {})",
+                by.by, by.priority, job.spec.priority
+            )
+        });
     let deadline = job
         .spec
         .max_duration
@@ -217,6 +227,9 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
             now,
             "suspended (spec.suspend)".to_owned(),
         )),
+        // A placement round evicted the attempt for a job of higher priority: it ends now,
+        // whether or not the member answers (its pods are fenced like a lost attempt's).
+        None if preempted.is_some() => preempted.map(|m| (AttemptOutcome::Preempted, now, m)),
         None if overdue && st.placement.is_some() => Some((
             AttemptOutcome::DeadlineExceeded,
             now,

@@ -44,6 +44,7 @@ fn job(name: &str, tier: &str, placed_on: Option<(&str, &str)>) -> Arc<ComputeJo
                 placed_time: "2026-11-25T12:00:00Z".into(),
                 running_time: None,
                 node_unreachable_since: None,
+                preempted: None,
             }),
             ..Default::default()
         });
@@ -197,4 +198,55 @@ fn only_nodes_whose_every_gpu_verified_serve_verified_only_jobs() {
     let d = pl::place(&snap, &pl::Config::default()).expect("place");
     assert_eq!(d.placements.len(), 1, "{:?}", d.unplaced);
     assert_eq!(d.placements[0].workers[0].node, "h1");
+}
+
+/// The operator's side of preemption, round by round: the engine picks the victim, the
+/// marked victim is never picked again and its preemptor sits out, and once the victim's
+/// attempt has ended the preemptor is placed in its room.
+#[test]
+fn preemption_marks_waits_then_places() {
+    let cfg = crate::placement::Preemption::Namespace.engine_config();
+    let fleet = BTreeMap::from([("a".to_owned(), view())]);
+    let providers = [provider("a", true)];
+    let mut urgent = job("urgent", "Datacenter", None);
+    let spec = &mut Arc::make_mut(&mut urgent).spec;
+    spec.priority = 500;
+    spec.gpus_per_worker = 7;
+    spec.placement.preempt_lower_priority = true;
+    spec.placement.verified_only = false;
+    let live = job("live", "Any", Some(("a", "h1")));
+
+    // Round 1: 5 H100s free, 7 wanted: only by evicting the lower-priority job.
+    let snap = snapshot(&[live.clone(), urgent.clone()], &providers, &fleet);
+    let d = pl::place(&snap, &cfg).expect("round 1");
+    assert_eq!(d.placements.len(), 1);
+    assert_eq!(d.placements[0].evicts, ["team/live"]);
+    let off = pl::place(&snap, &crate::placement::Preemption::Off.engine_config()).expect("off");
+    assert!(off.placements.is_empty(), "with preemption off the job waits");
+
+    // Round 2: the victim is marked; nothing is decided for the preemptor.
+    let mark = gpufed_api::job_status::Preemption {
+        by: "team/urgent".into(),
+        priority: 500,
+        time: "2026-11-25T12:05:00Z".into(),
+    };
+    let mut marked = (*live).clone();
+    marked.status = crate::placement::marked_status(&live, &mark);
+    let snap = snapshot(&[Arc::new(marked), urgent.clone()], &providers, &fleet);
+    assert!(snap.running[0].evicting, "the marked attempt is on its way out");
+    assert!(snap.jobs.is_empty(), "the preemptor waits for its victim");
+
+    // Round 3: the victim's attempt ended (its pods are gone too); the preemptor fits.
+    let mut view = view();
+    view.pods.retain(|p| p.attempt_key.is_none());
+    let fleet = BTreeMap::from([("a".to_owned(), view)]);
+    let snap = snapshot(&[job("live", "Any", None), urgent], &providers, &fleet);
+    let d = pl::place(&snap, &cfg).expect("round 3");
+    let placed = d
+        .placements
+        .iter()
+        .find(|p| p.job == "team/urgent")
+        .expect("placed");
+    assert!(placed.evicts.is_empty(), "nothing more is evicted");
+    assert_eq!(placed.workers[0].node, "h1");
 }

@@ -31,6 +31,7 @@ fn placement(attempt: u32, running: i64) -> Placement {
         placed_time: crate::time::format(running - 5),
         running_time: Some(crate::time::format(running)),
         node_unreachable_since: None,
+        preempted: None,
     }
 }
 

@@ -26,12 +26,13 @@ pub(super) struct Shape {
     max_price: Micros,
     min_reputation: u64,
     verified_only: bool,
-    /// Only with preemption, where priority decides what may be evicted.
-    priority: Option<i32>,
+    /// Only for a job that may preempt: its priority, and its namespace where only its
+    /// own namespace's work may be evicted — together they decide what it may evict.
+    victims: Option<(i32, Option<u32>)>,
 }
 
 impl Shape {
-    pub fn of(js: &JobSt, priority: Option<i32>) -> Shape {
+    pub fn of(js: &JobSt, victims: Option<(i32, Option<u32>)>) -> Shape {
         Shape {
             models: js.models.clone(),
             admitted: js.admitted.clone(),
@@ -43,7 +44,7 @@ impl Shape {
             max_price: js.max_price,
             min_reputation: js.min_reputation.to_bits(),
             verified_only: js.verified_only,
-            priority,
+            victims,
         }
     }
 }

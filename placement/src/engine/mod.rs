@@ -33,6 +33,7 @@ struct AllocSt {
     start: u64,
     /// Node and GPUs held there.
     held: Vec<(u32, u64)>,
+    /// Evicted this round, or already being evicted (never a victim again).
     evicted: bool,
     /// Spread group key, when a queued job shares its group.
     spread: Option<u32>,
@@ -143,7 +144,7 @@ impl<'s> Engine<'s> {
                 priority: r.priority,
                 start: r.start_time,
                 held: held.into_iter().collect(),
-                evicted: false,
+                evicted: r.evicting,
                 spread,
             });
         }
@@ -176,9 +177,8 @@ impl<'s> Engine<'s> {
             let h = idx(self.jobs.len());
             let ns = ns_index.get(job.namespace.as_str()).copied().unwrap_or(0);
             let js = JobSt::resolve(&self.fleet, job, idx(i));
-            let shape = self
-                .memo
-                .intern(Shape::of(&js, self.cfg.preemption.then_some(job.priority)));
+            let victims = self.victims_key(job, ns);
+            let shape = self.memo.intern(Shape::of(&js, victims));
             self.job_shape.push(shape);
             self.job_spread.push(self.spreads.of_job(job));
             self.jobs.push(js);
@@ -269,7 +269,7 @@ impl<'s> Engine<'s> {
             self.commit(h, c, Vec::new());
             return true;
         }
-        if self.cfg.preemption && self.try_preempt(h) {
+        if self.may_preempt(h) && self.try_preempt(h) {
             return true;
         }
         let js = &self.jobs[h as usize];

@@ -1,4 +1,6 @@
-//! Preemption: a blocked job may evict running allocations of strictly lower priority.
+//! Preemption: a blocked job that asks for it may evict running allocations of strictly
+//! lower priority — of its own namespace only, unless the config allows any namespace.
+//! Allocations already being evicted (marked by an earlier round) are never chosen again.
 //!
 //! Per candidate group, victims on that provider are added lowest priority first,
 //! youngest first, until the job fits; the group needing the fewest evicted GPUs wins
@@ -52,10 +54,24 @@ impl Engine<'_> {
         !per_unit && best_fit(&counts, js.g, js.w).is_some()
     }
 
+    /// Whether job `h` may evict anything: preemption is on and the job asks for it.
+    pub(super) fn may_preempt(&self, h: u32) -> bool {
+        self.cfg.preemption && self.snap.jobs[self.jobs[h as usize].src as usize].preempt
+    }
+
+    /// What decides the victims a job may choose, for the failed-shape memo: `None` for a
+    /// job that never preempts.
+    pub(super) fn victims_key(&self, job: &crate::snapshot::Job, ns: u32) -> Option<(i32, Option<u32>)> {
+        (self.cfg.preemption && job.preempt)
+            .then_some((job.priority, (!self.cfg.preempt_across_namespaces).then_some(ns)))
+    }
+
     /// Places job `h` by evicting lower-priority work, if that makes it fit.
     pub(super) fn try_preempt(&mut self, h: u32) -> bool {
         let js = &self.jobs[h as usize];
         let priority = self.snap.jobs[js.src as usize].priority;
+        let ns = self.job_ns[h as usize];
+        let any_ns = self.cfg.preempt_across_namespaces;
         let mut best: Option<(u32, u32, Vec<usize>)> = None;
         for &m in &js.models {
             for &gi in &self.fleet.groups_by_model[usize::from(m)] {
@@ -69,7 +85,10 @@ impl Engine<'_> {
                 let mut victims: Vec<usize> = (0..self.allocs.len())
                     .filter(|&a| {
                         let al = &self.allocs[a];
-                        !al.evicted && al.provider == group.provider && al.priority < priority
+                        !al.evicted
+                            && al.provider == group.provider
+                            && al.priority < priority
+                            && (any_ns || al.ns == ns)
                     })
                     .collect();
                 victims.sort_by_key(|&a| {

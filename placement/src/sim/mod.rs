@@ -300,6 +300,7 @@ pub fn simulate(trace: &Trace, p: &Params, policy: Policy, mut progress: impl Fn
                     })
                     .collect(),
                 spread_group: r.job.spread.as_ref().map(|s| s.group.clone()),
+                evicting: false,
             })
             .collect();
         let t0 = Instant::now();

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gpufed_placement::{ComputeCapability, Decisions, Interconnect, Job, Micros, Node, Provider, Snapshot};
+use gpufed_placement::{
+    ComputeCapability, Config, Decisions, Interconnect, Job, Micros, Node, Provider, Snapshot,
+};
 
 pub const GIB: u32 = 1024;
 pub const UNIT: Micros = 1_000_000;
@@ -139,6 +141,50 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
     }
     if seen.len() != jobs.len() {
         return Err(format!("{} jobs decided, {} queued", seen.len(), jobs.len()));
+    }
+    Ok(())
+}
+
+/// Checks who evicted whom: only jobs that ask for preemption, with it on; only strictly
+/// lower priority; never work already being evicted; only the job's own namespace unless
+/// the config allows any; each victim once, and listed in `Decisions::evictions` exactly
+/// as in its placement.
+pub fn check_evictions(snap: &Snapshot, d: &Decisions, cfg: &Config) -> Result<(), String> {
+    let jobs: BTreeMap<&str, &Job> = snap.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let mut victims = BTreeSet::new();
+    for pl in &d.placements {
+        let job = jobs.get(pl.job.as_str()).ok_or("unknown job")?;
+        for e in &pl.evicts {
+            let r = snap
+                .running
+                .iter()
+                .find(|r| &r.job == e)
+                .ok_or(format!("{} evicts unknown {e}", pl.job))?;
+            if !cfg.preemption || !job.preempt {
+                return Err(format!("{} evicts {e} without leave to preempt", pl.job));
+            }
+            if r.evicting {
+                return Err(format!("{} evicts {e}, already being evicted", pl.job));
+            }
+            if !cfg.preempt_across_namespaces && r.namespace != job.namespace {
+                return Err(format!("{} evicts {e} of another namespace", pl.job));
+            }
+            if r.priority >= job.priority {
+                return Err(format!("{} evicts {e} of no lower priority", pl.job));
+            }
+            if r.provider != pl.provider {
+                return Err(format!("{} evicts {e} on another provider", pl.job));
+            }
+            if !victims.insert(e.clone()) {
+                return Err(format!("{e} evicted twice"));
+            }
+        }
+    }
+    let listed: BTreeSet<String> = d.evictions.iter().map(|e| e.job.clone()).collect();
+    if listed != victims || listed.len() != d.evictions.len() {
+        return Err(format!(
+            "evictions {listed:?} differ from the placements' {victims:?}"
+        ));
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ fn placement() -> Placement {
         placed_time: "2026-11-25T12:00:00Z".into(),
         running_time: None,
         node_unreachable_since: None,
+        preempted: None,
     }
 }
 

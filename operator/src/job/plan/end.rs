@@ -140,6 +140,11 @@ pub(super) fn end_attempt(
     }
     st.usage = Some(usage(st, None));
     let attempts_used = p.attempt;
+    // Preempted attempts are not the job's failures: they never use up `maxAttempts`.
+    if outcome == AttemptOutcome::Preempted {
+        st.preemptions = st.preemptions.saturating_add(1);
+    }
+    let counted = attempts_used.saturating_sub(st.preemptions);
     let retryable = match outcome {
         AttemptOutcome::Succeeded | AttemptOutcome::DeadlineExceeded | AttemptOutcome::Stopped => false,
         AttemptOutcome::ProviderLost => {
@@ -147,6 +152,8 @@ pub(super) fn end_attempt(
         }
         AttemptOutcome::Failed | AttemptOutcome::NodeLost | AttemptOutcome::Preempted => true,
     };
+    let retry =
+        retryable && (outcome == AttemptOutcome::Preempted || counted < job.spec.failure_policy.max_attempts);
     if cause == Cause::InvalidTemplate {
         st.placement = None;
         st.phase = Some(JobPhase::Queued);
@@ -180,25 +187,24 @@ pub(super) fn end_attempt(
         );
         conditions::set(&mut st.conditions, cond(types::READY, True, "Succeeded", message));
         conditions::remove(&mut st.conditions, types::RECONCILING);
-    } else if retryable && attempts_used < job.spec.failure_policy.max_attempts {
+    } else if retry {
         st.placement = None;
         st.phase = Some(JobPhase::Recovering);
         let msg = format!(
             "attempt {attempts_used} {outcome:?}: {message}; placing attempt {}",
             attempts_used + 1
         );
+        let reason = if outcome == AttemptOutcome::Preempted {
+            "Preempted"
+        } else {
+            "Recovering"
+        };
         conditions::set(
             &mut st.conditions,
-            cond(types::PLACED, False, "Recovering", msg.clone()),
+            cond(types::PLACED, False, reason, msg.clone()),
         );
-        conditions::set(
-            &mut st.conditions,
-            cond(types::READY, False, "Recovering", msg.clone()),
-        );
-        conditions::set(
-            &mut st.conditions,
-            cond(types::RECONCILING, True, "Recovering", msg),
-        );
+        conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg.clone()));
+        conditions::set(&mut st.conditions, cond(types::RECONCILING, True, reason, msg));
     } else {
         st.phase = Some(JobPhase::Failed);
         st.completion_time = Some(crate::time::format(at));

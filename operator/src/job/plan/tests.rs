@@ -35,6 +35,7 @@ fn placed(mut j: ComputeJob, attempt: u32, running_since: Option<i64>) -> Comput
         placed_time: crate::time::format(T0),
         running_time: running_since.map(crate::time::format),
         node_unreachable_since: None,
+        preempted: None,
     });
     st.start_time = running_since.map(crate::time::format);
     j
@@ -378,6 +379,7 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
 }
 
 mod gpus;
+mod preempted;
 mod rejected;
 mod started;
 mod template;

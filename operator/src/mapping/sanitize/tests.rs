@@ -244,6 +244,7 @@ fn an_allocation_the_engine_rejects_blames_its_provider() {
             gpu: 0,
         }],
         spread_group: None,
+        evicting: false,
     };
     let mut snap = pl::Snapshot {
         providers: vec![

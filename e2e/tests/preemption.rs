@@ -1,0 +1,135 @@
+//! Preemption end to end on real API servers and the real scheduler (GPU nodes
+//! SIMULATED): a job of higher priority that fits nowhere evicts a running job of its own
+//! namespace — never another tenant's under the default policy — the evicted attempt ends
+//! `Preempted` (billed up to then, its pods removed, an Event), the job that asked runs in
+//! its room, and the evicted job runs again afterwards without having used up its single
+//! allowed attempt.
+
+mod common;
+mod opsupport;
+
+use std::time::Duration;
+
+use gpufed_api::ComputeJob;
+use gpufed_api::job_status::{AttemptOutcome, JobPhase};
+use gpufed_e2e::{FederationSpec, GpuPool};
+use kube::api::DeleteParams;
+use kube::{Api, ResourceExt};
+use opsupport::{Operator, federation_with_providers, job, job_until, phase, submit};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A 1-worker job of `gpus` GPUs at `priority`, one attempt allowed.
+fn prio_job(name: &str, gpus: u32, priority: u32, preempt: bool, run_seconds: u32) -> serde_json::Value {
+    let mut j = job(name, 1, gpus, serde_json::json!({}), "2.00", run_seconds);
+    j["spec"]["priority"] = priority.into();
+    j["spec"]["placement"]["preemptLowerPriority"] = preempt.into();
+    j["spec"]["failurePolicy"] = serde_json::json!({"maxAttempts": 1, "onProviderLoss": "Failover"});
+    j
+}
+
+fn attempt(j: &ComputeJob) -> u32 {
+    j.status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .map_or(0, |p| p.attempt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_job_evicts_lower_priority_work_of_its_namespace() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    // One node of 4 GPUs: the low-priority job's 3 leave no room for a 4-GPU job.
+    let spec = FederationSpec::new("preempt").member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)]);
+    let Some((env, hub)) = federation_with_providers(spec, &[("provider-a", "1.00")]).await else {
+        return;
+    };
+    let operator = Operator::start(hub.clone(), "op-1");
+    opsupport::providers_ready(&hub, 1).await;
+    let member = env.member_client("provider-a").await.expect("member");
+    let ns = common::namespace(&hub, "team").await;
+    let other = common::namespace(&hub, "rival").await;
+
+    submit(&hub, &ns, &prio_job("low", 3, 100, false, 25)).await;
+    let low = job_until(&hub, &ns, "low", "low runs", MINUTE, |j| phase(j) == "Running").await;
+    let low_uid = low.uid().expect("uid");
+
+    // Another tenant's job may not evict it under the default policy (`namespace`): it
+    // waits, and the low job keeps running its first attempt.
+    submit(&hub, &other, &prio_job("outsider", 4, 900, true, 4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let low = job_until(&hub, &ns, "low", "low still runs", MINUTE, |_| true).await;
+    assert_eq!(
+        (phase(&low), attempt(&low)),
+        ("Running".into(), 1),
+        "another tenant evicted it"
+    );
+    let outsider = job_until(&hub, &other, "outsider", "outsider waits", MINUTE, |_| true).await;
+    assert_eq!(
+        phase(&outsider),
+        "Queued",
+        "the outsider fits nowhere and evicts nothing"
+    );
+    let others: Api<ComputeJob> = Api::namespaced(hub.clone(), &other);
+    others
+        .delete("outsider", &DeleteParams::default())
+        .await
+        .expect("outsider deleted");
+    gpufed_e2e::wait::until("outsider gone", MINUTE, || async {
+        Ok(others.get_opt("outsider").await?.is_none().then_some(()))
+    })
+    .await
+    .expect("the outsider's finalizer lets it go");
+
+    // Its own tenant's urgent job evicts it.
+    submit(&hub, &ns, &prio_job("urgent", 4, 500, true, 4)).await;
+    let low = job_until(&hub, &ns, "low", "low preempted", MINUTE, |j| {
+        j.status.as_ref().is_some_and(|s| !s.attempts.is_empty())
+    })
+    .await;
+    let st = low.status.clone().expect("status");
+    let a = &st.attempts[0];
+    assert_eq!(
+        (a.attempt, a.outcome),
+        (1, AttemptOutcome::Preempted),
+        "{}",
+        a.message
+    );
+    assert!(a.message.contains(&format!("{ns}/urgent")), "{}", a.message);
+    assert!(a.gpu_seconds > 0, "the evicted attempt ran and is billed");
+    assert_eq!(st.preemptions, 1);
+    opsupport::pods_removed(&member, &low_uid, "the evicted attempt's pods", MINUTE).await;
+    opsupport::events_until(&hub, &ns, "low", &["Preempted"]).await;
+
+    // The urgent job runs where the low one ran and completes.
+    let urgent = job_until(&hub, &ns, "urgent", "urgent completes", 2 * MINUTE, |j| {
+        phase(j) == "Succeeded"
+    })
+    .await;
+    let ust = urgent.status.expect("status");
+    assert_eq!(ust.attempts.len(), 1, "placed once, evicting once");
+    assert_eq!(ust.attempts[0].outcome, AttemptOutcome::Succeeded);
+
+    // The evicted job runs again — its one allowed attempt was not used up — and completes.
+    let low = job_until(&hub, &ns, "low", "low completes", 2 * MINUTE, |j| {
+        matches!(
+            j.status.as_ref().and_then(|s| s.phase),
+            Some(JobPhase::Succeeded | JobPhase::Failed)
+        )
+    })
+    .await;
+    let st = low.status.expect("status");
+    let outcomes: Vec<_> = st.attempts.iter().map(|a| (a.attempt, a.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [(1, AttemptOutcome::Preempted), (2, AttemptOutcome::Succeeded)],
+        "the evicted job retried despite maxAttempts 1"
+    );
+    let billed: u64 = st.attempts.iter().map(|a| a.gpu_seconds).sum();
+    assert_eq!(
+        st.usage.map(|u| u.gpu_seconds),
+        Some(billed),
+        "both attempts billed, once"
+    );
+    drop(operator);
+}

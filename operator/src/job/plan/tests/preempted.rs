@@ -1,0 +1,104 @@
+//! An attempt a placement round evicted for a job of higher priority ends `Preempted`:
+//! billed up to then, its pods fenced, the job queued again — without using up one of
+//! its `maxAttempts`.
+use super::*;
+use gpufed_api::job_status::Preemption;
+
+fn marked(j: ComputeJob) -> ComputeJob {
+    let mut j = j;
+    if let Some(p) = j.status.as_mut().and_then(|s| s.placement.as_mut()) {
+        p.preempted = Some(Preemption {
+            by: "team/urgent".into(),
+            priority: 900,
+            time: crate::time::format(T0 + 90),
+        });
+    }
+    j
+}
+
+fn fails(st: &ComputeJobStatus, attempt: u32) -> Plan {
+    let mut j = job(1);
+    j.status = Some(st.clone());
+    let j = placed(j, attempt, Some(T0 + 1000 * i64::from(attempt)));
+    plan(
+        &j,
+        &pods(&[PodPhase::Failed]),
+        T0 + 1000 * i64::from(attempt) + 10,
+    )
+}
+
+#[test]
+fn a_marked_attempt_ends_preempted_billed_to_now_and_queues_again() {
+    let j = marked(placed(job(2), 1, Some(T0)));
+    let p = plan(&j, &pods(&[PodPhase::Running, PodPhase::Running]), T0 + 100);
+    let st = &p.status;
+    assert!(st.placement.is_none(), "its GPUs are released");
+    assert_eq!(st.phase, Some(JobPhase::Recovering));
+    assert_eq!(st.preemptions, 1);
+    let a = &st.attempts[0];
+    assert_eq!(a.outcome, AttemptOutcome::Preempted);
+    assert_eq!(a.gpu_seconds, 100 * 4, "2 workers × 2 GPUs for 100 s");
+    assert!(!a.removed, "its pods are still there: fenced and removed");
+    assert!(
+        a.message.contains("team/urgent") && a.message.contains("900"),
+        "{}",
+        a.message
+    );
+    for t in [types::PLACED, types::READY] {
+        assert_eq!(
+            cond(st, t),
+            Some((ConditionStatus::False, "Preempted".into())),
+            "{t}"
+        );
+    }
+    assert_eq!(st.usage.as_ref().map(|u| u.gpu_seconds), Some(400));
+}
+
+#[test]
+fn a_marked_attempt_ends_even_when_its_provider_does_not_answer() {
+    let j = marked(placed(job(1), 1, Some(T0)));
+    let p = plan(&j, &Member::Unanswered, T0 + 30);
+    assert_eq!(p.status.attempts[0].outcome, AttemptOutcome::Preempted);
+    assert!(p.status.placement.is_none());
+}
+
+#[test]
+fn work_that_finished_before_the_eviction_counts_as_finished() {
+    let j = marked(placed(job(1), 1, Some(T0)));
+    let p = plan(&j, &pods(&[PodPhase::Succeeded]), T0 + 600);
+    assert_eq!(p.status.attempts[0].outcome, AttemptOutcome::Succeeded);
+    assert_eq!(p.status.phase, Some(JobPhase::Succeeded));
+    assert_eq!(p.status.preemptions, 0);
+}
+
+#[test]
+fn preemptions_never_use_up_max_attempts() {
+    // maxAttempts 2: attempt 1 and 2 evicted, attempt 3 fails (1 of 2), 4 fails (2 of 2).
+    let mut st = ComputeJobStatus::default();
+    for attempt in 1..=2 {
+        let mut j = job(1);
+        j.status = Some(st.clone());
+        let j = marked(placed(j, attempt, Some(T0)));
+        let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 50);
+        assert_eq!(p.status.phase, Some(JobPhase::Recovering), "attempt {attempt}");
+        st = p.status;
+    }
+    assert_eq!(st.preemptions, 2);
+    let p = fails(&st, 3);
+    assert_eq!(
+        p.status.phase,
+        Some(JobPhase::Recovering),
+        "the first failure leaves a retry"
+    );
+    let p = fails(&p.status, 4);
+    assert_eq!(
+        p.status.phase,
+        Some(JobPhase::Failed),
+        "the second failure ends the job"
+    );
+    assert_eq!(p.status.attempts.len(), 4);
+    assert_eq!(
+        cond(&p.status, types::FAILED),
+        Some((ConditionStatus::True, "AttemptsExhausted".into()))
+    );
+}

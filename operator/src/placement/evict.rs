@@ -1,0 +1,214 @@
+//! Preemption in the placement round. The engine may place a job that fits nowhere by
+//! evicting running attempts of strictly lower priority (only a job whose
+//! `spec.placement.preemptLowerPriority` is set, and by default only work of its own
+//! namespace: [`Preemption`]). The round does not place that job yet, because the victims'
+//! GPUs are busy until their pods are gone. It marks each victim's placement `preempted`
+//! (fenced by the victim's resourceVersion, so a victim that finished or changed meanwhile
+//! is left alone), and the victim's job controller ends that attempt `Preempted` — billed
+//! up to then, its pods fenced like a lost attempt's, the job queued again without using
+//! up an attempt. While any victim is still marked, the job sits out the rounds
+//! ([`crate::mapping::awaiting_evictions`]), so it never evicts twice for the same room;
+//! once they are gone, the next round places it where they ran.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use gpufed_api::ComputeJob;
+use gpufed_api::common::ConditionStatus::False;
+use gpufed_api::conditions::{self, types};
+use gpufed_api::job_status::Preemption as Mark;
+use gpufed_placement as pl;
+use kube::ResourceExt;
+use tokio::sync::Mutex;
+
+use super::Written;
+use crate::context::Context;
+use crate::mapping;
+
+/// Condition reason (`Placed=False`) of a job waiting for the work it evicts to stop.
+pub const PREEMPTING: &str = "Preempting";
+
+/// Whose running work a job with `preemptLowerPriority` may evict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Preemption {
+    /// Nobody's: the flag is ignored and such a job waits like any other.
+    Off,
+    /// Its own namespace's (tenant's) work only.
+    #[default]
+    Namespace,
+    /// Any namespace's work: one tenant's priority outranks another's.
+    Any,
+}
+
+impl Preemption {
+    /// The engine's configuration for this policy.
+    pub fn engine_config(self) -> pl::Config {
+        pl::Config {
+            preemption: self != Preemption::Off,
+            preempt_across_namespaces: self == Preemption::Any,
+            ..pl::Config::default()
+        }
+    }
+}
+
+/// Carries out a placement that evicts running work: marks each victim still live, then
+/// says on the job what it waits for. Returns how many victims were marked now.
+pub(super) async fn evict(
+    ctx: &Context,
+    jobs: &[Arc<ComputeJob>],
+    p: &pl::Placement,
+    now: i64,
+    written: &Mutex<Written>,
+) -> usize {
+    let by_id = |id: &str| jobs.iter().find(|j| mapping::job_id(j) == id);
+    let Some(job) = by_id(&p.job) else { return 0 };
+    let now_text = crate::time::format(now);
+    let mark = Mark {
+        by: p.job.clone(),
+        priority: job.spec.priority,
+        time: now_text.clone(),
+    };
+    let mut marked = 0;
+    for victim in p.evicts.iter().filter_map(|id| by_id(id)) {
+        let Some(status) = marked_status(victim, &mark) else {
+            continue;
+        };
+        match crate::job::write_status(ctx, victim, &status).await {
+            Ok(_) => {
+                marked += 1;
+                ctx.metrics.evictions_total.inc();
+                tracing::info!(job = %mapping::job_id(victim), for_job = %p.job, provider = %p.provider, "evicting for a job of higher priority");
+                // The next round, within milliseconds, must see the mark even if the store
+                // does not yet: as a placement just written.
+                let mut copy = (**victim).clone();
+                copy.status = Some(status);
+                let uid = victim.uid().unwrap_or_default();
+                written.lock().await.insert(uid, (Instant::now(), Arc::new(copy)));
+            }
+            Err(e) => {
+                tracing::info!(job = %mapping::job_id(victim), error = %e, "eviction not written; next round decides again")
+            }
+        }
+    }
+    let message = waiting_message(p);
+    let current = job
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, types::PLACED));
+    if !current.is_some_and(|c| c.reason == PREEMPTING && c.message == message) {
+        let mut status = job.status.clone().unwrap_or_default();
+        let cond = conditions::condition(
+            types::PLACED,
+            False,
+            PREEMPTING,
+            message,
+            job.metadata.generation,
+            &now_text,
+        );
+        conditions::set(&mut status.conditions, cond);
+        if let Err(e) = crate::job::write_status(ctx, job, &status).await {
+            tracing::debug!(job = %p.job, error = %e, "preempting reason not written");
+        }
+    }
+    marked
+}
+
+/// The victim's status with its live attempt marked evicted by `mark`; `None` when it has
+/// no live attempt or one already marked (by this job or another).
+pub fn marked_status(victim: &ComputeJob, mark: &Mark) -> Option<gpufed_api::ComputeJobStatus> {
+    if !mapping::is_live(victim) {
+        return None;
+    }
+    let mut status = victim.status.clone()?;
+    let placement = status.placement.as_mut()?;
+    if placement.preempted.is_some() {
+        return None;
+    }
+    placement.preempted = Some(mark.clone());
+    Some(status)
+}
+
+/// What a job that evicts work waits for, in its `Placed` condition.
+pub fn waiting_message(p: &pl::Placement) -> String {
+    format!(
+        "evicting lower-priority work on {}: {}; placed once it has stopped",
+        p.provider,
+        p.evicts.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, placed: bool, marked: bool) -> ComputeJob {
+        let mut j: ComputeJob = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+            "metadata": {"name": name, "namespace": "team", "uid": name, "resourceVersion": "7"},
+            "spec": {"workers": 1, "gpusPerWorker": 1, "maxPricePerGpuHour": "2.00",
+                     "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}
+        }))
+        .expect("job");
+        if placed {
+            j.status = Some(gpufed_api::ComputeJobStatus {
+                placement: Some(gpufed_api::job_status::Placement {
+                    attempt: 1,
+                    provider: "a".into(),
+                    gpus: 1,
+                    price_per_gpu_hour: "1.00".into(),
+                    placed_time: "2026-01-01T00:00:00Z".into(),
+                    preempted: marked.then(|| Mark {
+                        by: "team/other".into(),
+                        priority: 900,
+                        time: "2026-01-01T00:00:00Z".into(),
+                    }),
+                    ..Default::default()
+                }),
+                phase: Some(gpufed_api::job_status::JobPhase::Running),
+                ..Default::default()
+            });
+        }
+        j
+    }
+
+    fn mark() -> Mark {
+        Mark {
+            by: "team/urgent".into(),
+            priority: 500,
+            time: "2026-01-01T00:01:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_live_unmarked_attempt_is_marked() {
+        let status = marked_status(&job("v", true, false), &mark()).expect("marked");
+        let p = status.placement.expect("placement kept");
+        assert_eq!(p.preempted, Some(mark()));
+        assert_eq!(p.attempt, 1, "the attempt itself is untouched");
+        assert_eq!(
+            marked_status(&job("q", false, false), &mark()),
+            None,
+            "queued: nothing to evict"
+        );
+        assert_eq!(
+            marked_status(&job("m", true, true), &mark()),
+            None,
+            "already evicted for another job: its mark stands"
+        );
+        let mut done = job("d", true, false);
+        if let Some(s) = done.status.as_mut() {
+            s.phase = Some(gpufed_api::job_status::JobPhase::Succeeded);
+        }
+        assert_eq!(marked_status(&done, &mark()), None, "finished: nothing to evict");
+    }
+
+    #[test]
+    fn policies_map_onto_the_engine() {
+        assert!(!Preemption::Off.engine_config().preemption);
+        let ns = Preemption::Namespace.engine_config();
+        assert!(ns.preemption && !ns.preempt_across_namespaces);
+        let any = Preemption::Any.engine_config();
+        assert!(any.preemption && any.preempt_across_namespaces);
+        assert_eq!(Preemption::default(), Preemption::Namespace);
+    }
+}
