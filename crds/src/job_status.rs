@@ -119,9 +119,13 @@ pub struct Placement {
     pub preempted: Option<Preemption>,
 }
 
-/// The eviction of an attempt for a job of higher priority.
+/// The eviction of an attempt for a job of higher priority. Atomic for server-side apply:
+/// the whole mark is one value, so the apply that ends the attempt (and drops
+/// `placement`) removes it whole — as separate fields, the API server (1.20) left an
+/// empty `preempted` behind, and with it a `placement` missing its required fields.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-map-type" = "atomic"))]
 pub struct Preemption {
     /// The job it makes room for (`namespace/name`).
     #[schemars(length(max = 317))]

@@ -282,3 +282,27 @@ fn rust_rules_agree_with_cel_on_every_fixture() {
         }
     }
 }
+
+/// The job controller ends an attempt by applying a status without `placement`; the
+/// 1.20 API server then removes the fields it owns there but leaves an emptied nested
+/// object behind (and with it a `placement` missing its required fields, refused as
+/// invalid). Every object nested in `placement` must therefore be atomic.
+#[test]
+fn objects_nested_in_a_placement_are_atomic_for_server_side_apply() {
+    let job = serde_json::json!({"kind": "ComputeJob"});
+    let schema = schema_for(&job);
+    let placement = &schema["properties"]["status"]["properties"]["placement"]["properties"];
+    let props = placement.as_object().expect("placement has properties");
+    let nested: Vec<&String> = props
+        .iter()
+        .filter(|(_, p)| p["type"] == "object")
+        .map(|(k, _)| k)
+        .collect();
+    assert!(nested.iter().any(|k| *k == "preempted"), "{nested:?}");
+    for k in nested {
+        assert_eq!(
+            props[k]["x-kubernetes-map-type"], "atomic",
+            "status.placement.{k} is not atomic"
+        );
+    }
+}
