@@ -25,10 +25,14 @@ pub struct ComputeJobStatus {
     /// The attempt the hub counts as live and bills; absent while queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
-    /// Past attempts, oldest first (the most recent 20).
+    /// Past attempts, oldest first: the most recent 20, and older ones still to be fenced
+    /// or metered (at most 64). Older records are summed up in `archived`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 20))]
+    #[schemars(length(max = 64))]
     pub attempts: Vec<AttemptRecord>,
+    /// What the records dropped from `attempts` add up to: `usage` includes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<ArchivedAttempts>,
     /// When the first attempt started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
@@ -169,6 +173,23 @@ pub enum AttemptOutcome {
     Stopped,
     /// Ran past `spec.maxDuration`.
     DeadlineExceeded,
+}
+
+/// The sum of attempt records dropped from a job's history.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedAttempts {
+    /// How many records.
+    pub attempts: u32,
+    /// Their billed GPU-seconds.
+    pub gpu_seconds: u64,
+    /// Their cost (decimal).
+    #[schemars(pattern(DECIMAL_PATTERN))]
+    pub cost: String,
+    /// The providers they ran on (the job's tenant namespace there is removed with the job).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 63)))]
+    pub providers: Vec<String>,
 }
 
 /// A finished attempt.

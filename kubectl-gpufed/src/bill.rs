@@ -35,6 +35,9 @@ pub struct BillReport {
     pub signatures: Vec<String>,
     /// Per attempt: provider, outcome, GPU-seconds, price, cost.
     pub attempts: Vec<AttemptBill>,
+    /// The oldest attempts, summed up (`status.archived`): included in the usage above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived: Option<gpufed_api::job_status::ArchivedAttempts>,
 }
 
 /// One attempt's part of the bill.
@@ -89,7 +92,8 @@ pub fn bill(job: &ComputeJob) -> BillReport {
         .filter(|p| !st.attempts.iter().any(|a| a.attempt == p.attempt));
     if let Some(p) = live {
         // The live attempt's metered seconds are what usage holds beyond finished attempts.
-        let finished: u64 = st.attempts.iter().map(|a| a.gpu_seconds).sum();
+        let archived = st.archived.as_ref().map_or(0, |a| a.gpu_seconds);
+        let finished: u64 = archived + st.attempts.iter().map(|a| a.gpu_seconds).sum::<u64>();
         let live = usage.gpu_seconds.saturating_sub(finished);
         attempts.push(AttemptBill {
             attempt: p.attempt,
@@ -119,6 +123,7 @@ pub fn bill(job: &ComputeJob) -> BillReport {
         unsettled_amount: format_decimal(unsettled),
         signatures: billing.signatures,
         attempts,
+        archived: st.archived.clone(),
     }
 }
 
@@ -175,6 +180,15 @@ pub fn render(b: &BillReport) -> String {
         ]);
     }
     out.push_str(&t.render());
+    if let Some(a) = &b.archived {
+        out.push_str(&format!(
+            "\nand {} older attempts (on {}): {} GPU-seconds, cost {}\n",
+            a.attempts,
+            a.providers.join(", "),
+            thousands(a.gpu_seconds),
+            a.cost
+        ));
+    }
     out
 }
 
@@ -231,6 +245,34 @@ mod tests {
         let json = serde_json::to_value(&b).unwrap();
         assert_eq!(json["unsettledAmount"], "1.8");
         assert!(json["attempts"][1].get("endTime").is_none());
+    }
+
+    #[test]
+    fn archived_attempts_are_not_counted_as_live_and_are_shown() {
+        let mut j = failed_over();
+        if let Some(st) = j.status.as_mut() {
+            st.archived = Some(gpufed_api::job_status::ArchivedAttempts {
+                attempts: 30,
+                gpu_seconds: 1000,
+                cost: "0.5".into(),
+                providers: vec!["provider-c".into()],
+            });
+            st.usage = Some(gpufed_api::job_status::Usage {
+                gpu_seconds: 11_800,
+                cost: "7.3".into(),
+            });
+        }
+        let b = bill(&j);
+        assert_eq!(
+            b.attempts[1].gpu_seconds, 3600,
+            "the live attempt is usage minus all ended ones"
+        );
+        let text = render(&b);
+        assert!(
+            text.contains("and 30 older attempts (on provider-c): 1,000 GPU-seconds, cost 0.5"),
+            "{text}"
+        );
+        assert_eq!(serde_json::to_value(&b).unwrap()["archived"]["attempts"], 30);
     }
 
     #[test]

@@ -106,6 +106,11 @@ pub fn touches_provider(job: &ComputeJob, provider: &str) -> bool {
             .attempts
             .iter()
             .any(|a| a.provider == provider && (deleting || !a.removed))
+        || (deleting
+            && st
+                .archived
+                .as_ref()
+                .is_some_and(|a| a.providers.iter().any(|p| p == provider)))
 }
 
 /// Seconds since the job was created (0 when unknown).
@@ -153,6 +158,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
             }
         }
     }
+    plan::history::trim(&mut plan.status, ctx.settles);
     // A new job's first status comes from the placement round (its placement, or why it
     // waits), unless the round has not written one after a while: writing `Queued` here
     // first would cost every job one more hub write and make the round's write conflict.
@@ -201,6 +207,7 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     let st = job.status.clone().unwrap_or_default();
     let mut providers: Vec<String> = st.attempts.iter().map(|a| a.provider.clone()).collect();
     providers.extend(st.placement.iter().map(|p| p.provider.clone()));
+    providers.extend(st.archived.iter().flat_map(|a| a.providers.iter().cloned()));
     providers.sort();
     providers.dedup();
     let mut failures = Vec::new();

@@ -9,6 +9,7 @@ use gpufed_api::{ComputeJob, check};
 
 mod attempt;
 mod end;
+pub mod history;
 pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
 use end::{Cause, end_attempt, refusal};
@@ -82,15 +83,16 @@ pub struct Plan {
     pub wants_placement: bool,
 }
 
-fn cost_micros(gpu_seconds: u64, price: &str) -> u64 {
+pub(crate) fn cost_micros(gpu_seconds: u64, price: &str) -> u64 {
     let price = parse_decimal(price).unwrap_or(0);
     u64::try_from(u128::from(gpu_seconds) * u128::from(price) / 3600).unwrap_or(u64::MAX)
 }
 
-/// Usage over finished attempts plus the live one up to `live_until`.
+/// Usage over finished attempts (kept and archived) plus the live one up to `live_until`.
 pub fn usage(status: &ComputeJobStatus, live_until: Option<i64>) -> Usage {
-    let mut seconds = 0u64;
-    let mut micros = 0u64;
+    let archived = status.archived.as_ref();
+    let mut seconds = archived.map_or(0, |a| a.gpu_seconds);
+    let mut micros = archived.map_or(0, |a| parse_decimal(&a.cost).unwrap_or(0));
     for a in &status.attempts {
         seconds += a.gpu_seconds;
         micros += cost_micros(a.gpu_seconds, &a.price_per_gpu_hour);

@@ -135,9 +135,6 @@ pub(super) fn end_attempt(
         end_time: crate::time::format(at),
         removed,
     });
-    if st.attempts.len() > 20 {
-        st.attempts.remove(0);
-    }
     st.usage = Some(usage(st, None));
     let attempts_used = p.attempt;
     // Preempted attempts are not the job's failures: they never use up `maxAttempts`.
