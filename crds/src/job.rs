@@ -84,6 +84,11 @@ pub struct ComputeJobSpec {
     /// Where workers write and resume checkpoints; a failed-over attempt resumes from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
+    /// Where the workers may connect to (their tenant namespace's NetworkPolicy, where
+    /// the provider's network plugin enforces it). A checkpoint location outside the
+    /// cluster (`s3`, `gs`, `az`, `https`) implies `Internet`.
+    #[serde(default, skip_serializing_if = "Egress::is_default")]
+    pub egress: Egress,
     /// Higher priorities are placed first and may preempt lower ones when allowed.
     #[serde(default = "default_priority")]
     #[schemars(range(min = 0, max = 1000))]
@@ -99,6 +104,26 @@ pub struct ComputeJobSpec {
 
 fn one() -> u32 {
     1
+}
+
+/// Egress of a job's workers. Ingress is always only from the gang itself (and, for a
+/// serving replica, to its port).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Egress {
+    /// The pods of the job's own tenant namespace (its gang) and the cluster DNS only.
+    #[default]
+    Namespace,
+    /// Also the public internet (object stores, model hubs, package indexes): every
+    /// address outside the private, shared, loopback and link-local ranges, so the
+    /// provider's own network and cloud metadata endpoints stay unreachable.
+    Internet,
+}
+
+impl Egress {
+    /// Whether this is the default (left out of manifests).
+    pub fn is_default(&self) -> bool {
+        *self == Egress::Namespace
+    }
 }
 
 fn default_priority() -> u32 {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use gpufed_api::ComputeJob;
 use gpufed_api::job_status::{AttemptOutcome, JobPhase};
 use gpufed_e2e::{FederationSpec, GpuPool};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 use opsupport::{Operator, federation_with_providers, job, job_until, phase, submit};
@@ -81,8 +82,11 @@ async fn a_higher_priority_job_evicts_lower_priority_work_of_its_namespace() {
     .await
     .expect("the outsider's finalizer lets it go");
 
-    // Its own tenant's urgent job evicts it.
-    submit(&hub, &ns, &prio_job("urgent", 4, 500, true, 4)).await;
+    // Its own tenant's urgent job evicts it (and may reach the internet: a policy the
+    // member's API server must accept).
+    let mut urgent = prio_job("urgent", 4, 500, true, 4);
+    urgent["spec"]["egress"] = "Internet".into();
+    submit(&hub, &ns, &urgent).await;
     let low = job_until(&hub, &ns, "low", "low preempted", MINUTE, |j| {
         j.status.as_ref().is_some_and(|s| !s.attempts.is_empty())
     })
@@ -106,6 +110,13 @@ async fn a_higher_priority_job_evicts_lower_priority_work_of_its_namespace() {
         phase(j) == "Succeeded"
     })
     .await;
+    let tenant = gpufed_operator::job::names::tenant_namespace(&ns, "urgent");
+    let policy = Api::<NetworkPolicy>::namespaced(member.clone(), &tenant)
+        .get("gpufed-default-deny")
+        .await
+        .expect("the urgent job's NetworkPolicy");
+    let egress = policy.spec.and_then(|s| s.egress).unwrap_or_default();
+    assert_eq!(egress.len(), 3, "gang, DNS, public internet: {egress:?}");
     let ust = urgent.status.expect("status");
     assert_eq!(ust.attempts.len(), 1, "placed once, evicting once");
     assert_eq!(ust.attempts[0].outcome, AttemptOutcome::Succeeded);

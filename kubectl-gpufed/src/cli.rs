@@ -213,6 +213,10 @@ pub struct SubmitArgs {
     /// Checkpoint location, e.g. s3://bucket/run-42/.
     #[arg(long, value_name = "URI")]
     pub checkpoint: Option<String>,
+    /// Let the workers reach the public internet (`spec.egress: Internet`), not only their
+    /// own gang and the cluster DNS.
+    #[arg(long)]
+    pub internet: bool,
     /// Secret (in the job's namespace) with credentials for the checkpoint location.
     #[arg(long, value_name = "SECRET", requires = "checkpoint")]
     pub checkpoint_secret: Option<String>,

@@ -171,6 +171,11 @@ pub fn spec(args: &SubmitArgs) -> Result<ComputeJobSpec> {
             uri: uri.clone(),
             credentials_secret: args.checkpoint_secret.clone(),
         }),
+        egress: if args.internet {
+            gpufed_api::job::Egress::Internet
+        } else {
+            gpufed_api::job::Egress::Namespace
+        },
         priority: args.priority.unwrap_or(100),
         suspend: args.suspend,
         serving: None,

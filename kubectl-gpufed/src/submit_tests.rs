@@ -113,6 +113,9 @@ fn defaults_are_the_apis() {
     assert!(!s.placement.preempt_lower_priority);
     let unverified = build(&args(&["--allow-unverified"]), "d").unwrap();
     assert!(!unverified.spec.placement.verified_only);
+    assert_eq!(s.egress, gpufed_api::job::Egress::Namespace);
+    let open = build(&args(&["--internet"]), "d").unwrap();
+    assert_eq!(open.spec.egress, gpufed_api::job::Egress::Internet);
     let urgent = build(&args(&["--priority", "900", "--preempt"]), "d").unwrap();
     assert!(urgent.spec.placement.preempt_lower_priority);
     assert_eq!(urgent.spec.priority, 900);

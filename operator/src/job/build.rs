@@ -12,13 +12,16 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
 use super::{names, serving};
+
+mod egress;
+pub use egress::internet_allowed;
 
 /// Everything an attempt needs in its member cluster.
 #[derive(Debug, Clone)]
@@ -129,10 +132,7 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
                 .chain(job.spec.serving.as_ref().map(serving::ingress_rule))
                 .collect(),
             ),
-            egress: Some(vec![NetworkPolicyEgressRule {
-                to: Some(same_namespace),
-                ..Default::default()
-            }]),
+            egress: Some(egress::rules(&job.spec, same_namespace)),
         }),
     };
     let total = placement.gpus;

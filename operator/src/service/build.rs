@@ -43,6 +43,7 @@ pub fn replica_spec(svc: &ComputeService) -> ComputeJobSpec {
             on_provider_loss: ProviderLossAction::Failover,
         },
         checkpoint: None,
+        egress: Default::default(),
         priority: s.priority,
         suspend: false,
         serving: Some(Serving {
