@@ -71,16 +71,22 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
         ready_addresses: Vec::new(),
     };
     let spec = build::replica_spec(svc);
+    // A template (or readiness probe) that cannot be built into a replica's pod is
+    // refused here as the job controller would refuse each replica: no replica is
+    // created to wait with `Stalled=InvalidTemplate`, the service says why itself.
     let invalid = check::service_spec(&svc.spec)
         .into_iter()
         .chain(check::job_spec(&spec))
         .next()
-        .map(|e| e.to_string())
+        .map(|e| ("InvalidSpec", e.to_string()))
         .or_else(|| {
-            let probe = spec.serving.as_ref()?.readiness_probe.as_ref()?;
-            let parsed: Result<k8s_openapi::api::core::v1::Probe, _> =
-                serde_json::from_value(serde_json::Value::Object(probe.0.clone()));
-            parsed.err().map(|e| format!("spec.readinessProbe: {e}"))
+            // Named as the service's fields: the replica's probe is the service's.
+            let e = crate::job::build::template_error(&spec)?.replacen(
+                "spec.serving.readinessProbe",
+                "spec.readinessProbe",
+                1,
+            );
+            Some((crate::job::plan::INVALID_TEMPLATE, e))
         });
     let rev = build::revision(&spec);
 
@@ -151,12 +157,12 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
         gpu_seconds,
         cost: format_decimal(micros),
     });
-    if let Some(msg) = invalid {
+    if let Some((reason, msg)) = invalid {
         conditions::set(
             &mut st.conditions,
-            cond(types::STALLED, True, "InvalidSpec", msg.clone()),
+            cond(types::STALLED, True, reason, msg.clone()),
         );
-        conditions::set(&mut st.conditions, cond(types::READY, False, "InvalidSpec", msg));
+        conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg));
         out.status = st;
         return out;
     }

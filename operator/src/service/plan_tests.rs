@@ -218,6 +218,20 @@ fn an_invalid_spec_stalls_without_touching_replicas() {
     let c = plan(&svc, &[], true, T0);
     let st = conditions::find(&c.status.conditions, types::STALLED).expect("Stalled");
     assert!(st.message.starts_with("spec.readinessProbe"), "{}", st.message);
+    assert_eq!(st.reason, "InvalidTemplate");
+    assert!(c.create.is_empty(), "no replica is created to wait on its own");
+    // A template no pod can be built from: refused the same way, naming the field.
+    let mut svc = service(1);
+    svc.spec
+        .template
+        .spec
+        .rest
+        .insert("hostNetwork".into(), serde_json::json!("yes"));
+    let c = plan(&svc, &[], true, T0);
+    assert!(c.create.is_empty());
+    let st = conditions::find(&c.status.conditions, types::STALLED).expect("Stalled");
+    assert_eq!(st.reason, "InvalidTemplate");
+    assert!(st.message.starts_with("spec.template.spec"), "{}", st.message);
     // A spread in the placement would be silently overridden by spec.spread: refused.
     let mut svc = service(1);
     svc.spec.placement.spread = Some(gpufed_api::serving::Spread {
