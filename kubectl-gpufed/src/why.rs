@@ -159,6 +159,13 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
         return (format!("not placed: the spec is invalid ({first})"), false);
     }
     if let Some(p) = st.and_then(|s| s.placement.as_ref()) {
+        if let Some(by) = &p.preempted {
+            let text = format!(
+                "being evicted from {} (attempt {}) for {} (priority {}): queued again once stopped",
+                p.provider, p.attempt, by.by, by.priority
+            );
+            return (text, false);
+        }
         let ready = conditions::find(conds, types::READY);
         if ready.is_some_and(|c| c.status == ConditionStatus::True) {
             let text = format!("not waiting: runs on {} (attempt {})", p.provider, p.attempt);
@@ -175,6 +182,13 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
         let text =
             "suspended (spec.suspend is true): not placed until resumed; where it would fit if resumed:";
         return (text.into(), true);
+    }
+    let placed = conditions::find(conds, types::PLACED);
+    if let Some(c) = placed.filter(|c| c.reason == gpufed_operator::placement::PREEMPTING) {
+        return (
+            format!("waiting for the work it evicts to stop: {}", c.message),
+            false,
+        );
     }
     let text = match (st, st.and_then(|s| s.phase)) {
         (None, _) => "new: not yet seen by the operator; waiting for a provider",

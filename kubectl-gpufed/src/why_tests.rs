@@ -161,6 +161,34 @@ fn jobs_that_do_not_wait_say_so() {
         "not waiting: runs on a (attempt 2)"
     );
 
+    // Preemption, both sides: the evicted job and the one waiting for its room.
+    let mut evicted = running.clone();
+    if let Some(p) = evicted.status.as_mut().and_then(|s| s.placement.as_mut()) {
+        p.preempted = Some(gpufed_api::job_status::Preemption {
+            by: "team/urgent".into(),
+            priority: 900,
+            time: "2026-01-01T00:01:00Z".into(),
+        });
+    }
+    assert_eq!(
+        explain(&evicted, &all).summary,
+        "being evicted from a (attempt 2) for team/urgent (priority 900): queued again once stopped"
+    );
+    let waiting = job(
+        "urgent",
+        "team",
+        Some(json!({"phase": "Queued", "conditions": [
+            {"type": "Placed", "status": "False", "reason": "Preempting",
+             "message": "evicting lower-priority work on a: team/train; placed once it has stopped",
+             "lastTransitionTime": "2026-01-01T00:01:00Z"}]})),
+    );
+    let r = explain(&waiting, &all);
+    assert!(!r.waiting, "no provider table: it has its room");
+    assert_eq!(
+        r.summary,
+        "waiting for the work it evicts to stop: evicting lower-priority work on a: team/train; placed once it has stopped"
+    );
+
     let failed = job(
         "x",
         "team",
