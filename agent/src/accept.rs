@@ -1,13 +1,15 @@
 //! Pure: what the agent accepts from the hub. The hub is trusted to choose the work, not
-//! to reach beyond it: an Assignment may only create its own tenant namespace, the three
-//! namespaced objects push mode creates there, and worker pods that carry the
-//! assignment's job and attempt and pass the `restricted` pod-security profile.
+//! to reach beyond it: an Assignment may only create its own tenant namespace, the
+//! namespaced objects push mode creates there (policy, quota, Services, the attempt's
+//! checkpoint credentials), and worker pods that carry the assignment's job and attempt
+//! and pass the `restricted` pod-security profile.
 
 use gpufed_api::Assignment;
 use gpufed_operator::job::build::MemberObjects;
+use gpufed_operator::job::build::credentials::MEMBER_SECRET;
 use gpufed_operator::job::names;
 use gpufed_operator::job::serving::SERVING_SERVICE;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -90,7 +92,7 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
         return Err("spec.namespace: must be labeled app.kubernetes.io/managed-by=gpufed".into());
     }
     namespace.metadata.namespace = None;
-    let (mut policy, mut quota, mut service, mut exposure) = (None, None, None, None);
+    let (mut policy, mut quota, mut service, mut exposure, mut credentials) = (None, None, None, None, None);
     for (i, o) in spec.objects.iter().enumerate() {
         let what = format!("spec.objects[{i}]");
         in_namespace(o, tenant, &what)?;
@@ -113,9 +115,13 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
                     service = Some(svc);
                 }
             }
+            Some("Secret") => {
+                let secret = typed::<Secret>(o, "v1", "Secret", &what)?;
+                credentials = Some(checked_credentials(secret, a, &what)?);
+            }
             other => {
                 return Err(format!(
-                    "{what}: kind {other:?} is not accepted (NetworkPolicy, ResourceQuota, Service)"
+                    "{what}: kind {other:?} is not accepted (NetworkPolicy, ResourceQuota, Service, Secret)"
                 ));
             }
         }
@@ -127,6 +133,9 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
     quota.metadata.namespace = Some(tenant.to_owned());
     for svc in service.iter_mut().chain(exposure.iter_mut()) {
         svc.metadata.namespace = Some(tenant.to_owned());
+    }
+    if let Some(secret) = credentials.as_mut() {
+        secret.metadata.namespace = Some(tenant.to_owned());
     }
     let mut pods = Vec::with_capacity(spec.pods.len());
     for (i, p) in spec.pods.iter().enumerate() {
@@ -158,8 +167,33 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
         quota,
         service,
         exposure,
+        credentials,
         pods,
     })
+}
+
+/// The only Secret an Assignment may bring: its attempt's checkpoint credentials — named
+/// [`MEMBER_SECRET`], `Opaque` (never a token type the member would act on), and labelled
+/// with the assignment's job and attempt (removed with that attempt).
+fn checked_credentials(secret: Secret, a: &Assignment, what: &str) -> Result<Secret, String> {
+    if secret.metadata.name.as_deref() != Some(MEMBER_SECRET) {
+        return Err(format!(
+            "{what}.metadata.name: the only Secret accepted is {MEMBER_SECRET}"
+        ));
+    }
+    if secret.type_.as_deref().is_some_and(|t| t != "Opaque") {
+        return Err(format!("{what}.type: only Opaque is accepted"));
+    }
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    if labels.get(names::LABEL_JOB_UID) != Some(&a.spec.job_uid)
+        || labels.get(names::LABEL_ATTEMPT) != Some(&a.spec.attempt.to_string())
+    {
+        return Err(format!(
+            "{what}: labels must name job {} attempt {}",
+            a.spec.job_uid, a.spec.attempt
+        ));
+    }
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -216,3 +216,73 @@ mod hostile {
         }
     }
 }
+
+/// The Assignment of a job with checkpoint credentials: its copy travels in `objects`.
+fn with_credentials() -> (Value, MemberObjects) {
+    let (_, mut objects) = assignment_body();
+    let job: gpufed_api::ComputeJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": "train", "namespace": "team", "uid": "u-1"},
+        "spec": {"workers": 2, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
+                 "template": {"spec": {"containers": [{"name": "main", "image": "r/x:1"}]}}}
+    }))
+    .unwrap();
+    let data = std::collections::BTreeMap::from([(
+        "AWS_ACCESS_KEY_ID".to_owned(),
+        k8s_openapi::ByteString(b"k".to_vec()),
+    )]);
+    gpufed_operator::job::build::with_credentials(&mut objects, &job, 2, data);
+    (
+        gpufed_operator::member::pull::assignment(&objects).unwrap(),
+        objects,
+    )
+}
+
+fn secret_index(body: &Value) -> usize {
+    body["spec"]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|o| o["kind"] == "Secret")
+        .unwrap()
+}
+
+#[test]
+fn the_attempts_checkpoint_credentials_are_accepted_into_the_tenant_namespace() {
+    let (body, objects) = with_credentials();
+    let got = accept(&parse(body)).unwrap();
+    let secret = got.credentials.expect("the copy");
+    let want = objects.credentials.unwrap();
+    assert_eq!(secret.data, want.data);
+    assert_eq!(secret.metadata.namespace, objects.namespace.metadata.name);
+    assert_eq!(secret.metadata.name.as_deref(), Some(MEMBER_SECRET));
+}
+
+#[test]
+fn no_other_secret_is_accepted() {
+    let (mut body, _) = with_credentials();
+    let i = secret_index(&body);
+    body["spec"]["objects"][i]["metadata"]["name"] = "default-token".into();
+    let err = accept(&parse(body)).unwrap_err();
+    assert!(
+        err.starts_with(&format!("spec.objects[{i}].metadata.name")),
+        "{err}"
+    );
+
+    let (mut body, _) = with_credentials();
+    let i = secret_index(&body);
+    body["spec"]["objects"][i]["type"] = "kubernetes.io/service-account-token".into();
+    let err = accept(&parse(body)).unwrap_err();
+    assert!(err.starts_with(&format!("spec.objects[{i}].type")), "{err}");
+
+    let (mut body, _) = with_credentials();
+    let i = secret_index(&body);
+    body["spec"]["objects"][i]["metadata"]["labels"]["gpufed.io/attempt"] = "1".into();
+    let err = accept(&parse(body)).unwrap_err();
+    assert!(err.contains("attempt 2"), "{err}");
+
+    let (mut body, _) = with_credentials();
+    let i = secret_index(&body);
+    body["spec"]["objects"][i]["metadata"]["namespace"] = "kube-system".into();
+    assert!(accept(&parse(body)).unwrap_err().contains("kube-system"));
+}

@@ -300,6 +300,7 @@ async fn remove_withdrawn(member: &Client, list: &[Assignment]) -> anyhow::Resul
             Err(e) => return Err(e.into()),
         }
     }
+    let mut withdrawn_attempts = std::collections::BTreeMap::<String, u32>::new();
     for (ns, name) in gone_pods {
         tracing::info!(namespace = %ns, pod = %name, "attempt withdrawn: removing its pod");
         match Api::<Pod>::namespaced(member.clone(), &ns)
@@ -309,6 +310,21 @@ async fn remove_withdrawn(member: &Client, list: &[Assignment]) -> anyhow::Resul
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e.into()),
+        }
+        let attempt = pods
+            .iter()
+            .find(|p| p.0 == ns && p.1 == name)
+            .and_then(|p| p.3.parse::<u32>().ok());
+        if let Some(attempt) = attempt {
+            let latest = withdrawn_attempts.entry(ns).or_insert(attempt);
+            *latest = (*latest).max(attempt);
+        }
+    }
+    // Its checkpoint credentials go with a withdrawn attempt (a later attempt's stay).
+    // Not fatal to the round: an older provider chart may not let the agent read it.
+    for (ns, attempt) in withdrawn_attempts {
+        if let Err(e) = gpufed_operator::job::credentials::remove_copy(member, &ns, attempt).await {
+            tracing::warn!(namespace = %ns, attempt, error = %e, "checkpoint credentials of a withdrawn attempt not removed");
         }
     }
     Ok(())

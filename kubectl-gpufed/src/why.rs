@@ -183,6 +183,17 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
             "suspended (spec.suspend is true): not placed until resumed; where it would fit if resumed:";
         return (text.into(), true);
     }
+    let stalled = conditions::find(conds, types::STALLED)
+        .filter(|c| c.reason == gpufed_operator::job::plan::CREDENTIALS_UNAVAILABLE);
+    if let Some(c) = stalled {
+        return (
+            format!(
+                "not placed: its checkpoint credentials cannot be read ({})",
+                c.message
+            ),
+            false,
+        );
+    }
     let placed = conditions::find(conds, types::PLACED);
     if let Some(c) = placed.filter(|c| c.reason == gpufed_operator::placement::PREEMPTING) {
         return (

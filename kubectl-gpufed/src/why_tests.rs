@@ -188,6 +188,20 @@ fn jobs_that_do_not_wait_say_so() {
         r.summary,
         "waiting for the work it evicts to stop: evicting lower-priority work on a: team/train; placed once it has stopped"
     );
+    let no_credentials = job(
+        "ckpt",
+        "team",
+        Some(json!({"phase": "Queued", "conditions": [
+            {"type": "Stalled", "status": "True", "reason": "CheckpointCredentialsUnavailable",
+             "message": "Secret team/s3 (spec.checkpoint.credentialsSecret) does not exist",
+             "lastTransitionTime": "2026-01-01T00:01:00Z"}]})),
+    );
+    let r = explain(&no_credentials, &all);
+    assert!(!r.waiting, "no provider table: no provider helps");
+    assert_eq!(
+        r.summary,
+        "not placed: its checkpoint credentials cannot be read (Secret team/s3 (spec.checkpoint.credentialsSecret) does not exist)"
+    );
 
     let failed = job(
         "x",

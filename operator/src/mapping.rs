@@ -35,9 +35,10 @@ pub fn job_id(job: &ComputeJob) -> String {
     format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
 }
 
-/// Whether a job waits for placement: not suspended, deleted, placed or finished, and its
+/// Whether a job waits for placement: not suspended, deleted, placed or finished, its
 /// spec valid — the cross-field rules and a pod template that builds (the job controller
-/// says `Stalled=InvalidSpec` or `InvalidTemplate` on the others).
+/// says `Stalled=InvalidSpec` or `InvalidTemplate` on the others) — and its checkpoint
+/// credentials readable when last checked.
 pub fn is_queued(job: &ComputeJob) -> bool {
     let st = job.status.as_ref();
     !job.spec.suspend
@@ -47,6 +48,19 @@ pub fn is_queued(job: &ComputeJob) -> bool {
         })
         && check::job_spec(&job.spec).is_empty()
         && crate::job::build::template_error(&job.spec).is_none()
+        && !awaits_credentials(job)
+}
+
+/// Whether the job controller found the job's checkpoint credentials unreadable at its
+/// last check: it stays out of placement until a check reads them.
+fn awaits_credentials(job: &ComputeJob) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| gpufed_api::conditions::find(&s.conditions, gpufed_api::conditions::types::STALLED))
+        .is_some_and(|c| {
+            c.status == gpufed_api::common::ConditionStatus::True
+                && c.reason == crate::job::plan::CREDENTIALS_UNAVAILABLE
+        })
 }
 
 /// Whether the job's phase is final (Succeeded or Failed).

@@ -5,10 +5,15 @@ use serde_json::Value;
 
 use super::{AGENT_IDENTITY_SECRET, AGENT_ROLES, RBAC, kind, of_kind, strings};
 
+/// The member copy of a job's checkpoint credentials (operator/src/job/build/credentials.rs).
+const CHECKPOINT_SECRET: &str = gpufed_operator::job::build::credentials::MEMBER_SECRET;
+
 /// No wildcard anywhere in the rules; no escalate or impersonate; `bind` only of the two
 /// pull-mode ClusterRoles, by name; no access to RBAC objects but the two pull-mode
 /// RoleBindings, by name (get/create/patch); no Secret access outside a namespaced Role,
-/// and there either `get` or, by name, the agent's identity Secret (get/create/patch).
+/// and there either `get` or, by name, the agent's identity Secret (get/create/patch) —
+/// but for the checkpoint credentials copy `gpufed-checkpoint`, by name, anywhere
+/// (get/create/patch/delete).
 pub fn assert_least_privilege(docs: &[Value]) {
     for doc in docs.iter().filter(|d| matches!(kind(d), "ClusterRole" | "Role")) {
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
@@ -60,7 +65,10 @@ pub fn assert_least_privilege(docs: &[Value]) {
                     _ => {}
                 }
             }
-            if resources.contains(&"secrets") {
+            // The one cluster-wide exception: a job's checkpoint credentials copy, by name
+            // (tenant namespaces come and go with jobs, so no Role could hold it).
+            let checkpoint = names == [CHECKPOINT_SECRET] && only(&["get", "create", "patch", "delete"]);
+            if resources.contains(&"secrets") && !checkpoint {
                 assert_eq!(kind(doc), "Role", "{name}: Secrets only in a namespaced Role");
                 let get_only = verbs == ["get"];
                 let identity = names == [AGENT_IDENTITY_SECRET] && only(&["get", "create", "patch"]);

@@ -188,6 +188,11 @@ pub const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "", "pods", "", "gpufed-t"),
     ("patch", "", "pods", "", "gpufed-t"),
     ("deletecollection", "", "pods", "", "gpufed-t"),
+    // A job's checkpoint credentials: the tenant namespace's copy, by name only.
+    ("get", "", "secrets/gpufed-checkpoint", "", "gpufed-t"),
+    ("create", "", "secrets/gpufed-checkpoint", "", "gpufed-t"),
+    ("patch", "", "secrets/gpufed-checkpoint", "", "gpufed-t"),
+    ("delete", "", "secrets/gpufed-checkpoint", "", "gpufed-t"),
     ("get", "", "nodes", "", ""),
     ("list", "", "nodes", "", ""),
     ("watch", "", "nodes", "", ""),
@@ -201,6 +206,9 @@ pub const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
 
 pub const MEMBER_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "", "secrets", "", "kube-system"),
+    ("get", "", "secrets/other", "", "gpufed-t"),
+    ("create", "", "secrets", "", "gpufed-t"),
+    ("patch", "", "secrets/other", "", "gpufed-t"),
     ("list", "", "secrets", "", ""),
     ("list", "", "secrets", "", NS),
     // Challenges go through a ConfigMap so that the hub never writes Nodes.

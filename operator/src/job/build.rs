@@ -9,7 +9,7 @@ use gpufed_api::{ComputeJob, ComputeJobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, EnvVar, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     Pod, PodSecurityContext, PodSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServiceSpec,
+    Secret, SecurityContext, Service, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
@@ -20,6 +20,7 @@ use kube::ResourceExt;
 
 use super::{names, serving};
 
+pub mod credentials;
 mod egress;
 pub use egress::internet_allowed;
 
@@ -37,8 +38,23 @@ pub struct MemberObjects {
     pub service: Option<Service>,
     /// A serving replica's Service exposing its port ([`super::serving`]).
     pub exposure: Option<Service>,
+    /// The attempt's copy of the tenant's checkpoint credentials ([`credentials`]): not
+    /// built here (the tenant's Secret is read from the hub), added by
+    /// [`with_credentials`] before dispatch.
+    pub credentials: Option<Secret>,
     /// Worker pods, by rank.
     pub pods: Vec<Pod>,
+}
+
+/// Adds the attempt's copy of the checkpoint credentials `data` to `objects`.
+pub fn with_credentials(
+    objects: &mut MemberObjects,
+    job: &ComputeJob,
+    attempt: u32,
+    data: BTreeMap<String, k8s_openapi::ByteString>,
+) {
+    let ns = objects.namespace.name_any();
+    objects.credentials = Some(credentials::member_secret(&ns, &job_labels(job), attempt, data));
 }
 
 fn meta(name: &str, namespace: Option<&str>, labels: &BTreeMap<String, String>) -> ObjectMeta {
@@ -85,6 +101,9 @@ fn template(spec: &ComputeJobSpec) -> Result<PodSpec, String> {
     }
     if let Some(s) = &spec.serving {
         serving::prepare(&mut template, s)?;
+    }
+    if let Some(e) = credentials::conflict(spec, &template) {
+        return Err(e);
     }
     Ok(template)
 }
@@ -180,6 +199,7 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
         quota,
         service,
         exposure,
+        credentials: None,
         pods,
     })
 }
@@ -201,6 +221,7 @@ fn worker_pod(
         labels.entry(k).or_insert(v);
     }
     let mut spec = template.clone();
+    credentials::mount(&job.spec, &mut spec);
     let env = gang_env(job, placement, ns, rank);
     let gpus = Quantity(job.spec.gpus_per_worker.to_string());
     for (i, c) in spec.containers.iter_mut().enumerate() {

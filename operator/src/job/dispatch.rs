@@ -1,7 +1,7 @@
 //! I/O: apply an attempt's member objects by server-side apply with one field manager.
 //! Names are deterministic, so a retry after a crash converges instead of duplicating.
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -55,6 +55,12 @@ pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), ku
         async {
             match &objects.service {
                 Some(svc) => apply(Api::<Service>::namespaced(client.clone(), &ns), svc).await,
+                None => Ok(()),
+            }
+        },
+        async {
+            match &objects.credentials {
+                Some(secret) => apply(Api::<Secret>::namespaced(client.clone(), &ns), secret).await,
                 None => Ok(()),
             }
         },

@@ -3,6 +3,7 @@
 //! with the observed resourceVersion as precondition).
 
 pub mod build;
+pub mod credentials;
 pub(crate) mod dispatch;
 pub mod events;
 mod live;
@@ -78,11 +79,17 @@ async fn fence_old_attempts(ctx: &Context, job: &ComputeJob) -> Vec<u32> {
         .iter()
         .flat_map(|s| s.attempts.iter())
         .filter(|a| !a.removed);
+    // A job with checkpoint credentials leaves no copy of them behind with its attempt.
+    let copied = build::credentials::secret_name(&job.spec).is_some();
     for a in pending {
         let Ok((_, link)) = connect(ctx, &a.provider).await else {
             continue;
         };
-        match link.remove_attempt(&ns, &uid, a.attempt).await {
+        let mut result = link.remove_attempt(&ns, &uid, a.attempt).await;
+        if result.is_ok() && copied {
+            result = link.remove_credentials(&ns, a.attempt).await;
+        }
+        match result {
             Ok(()) => removed.push(a.attempt),
             Err(e) => tracing::debug!(provider = %a.provider, error = %e, "old attempt not removable yet"),
         }
@@ -137,11 +144,33 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     if job.spec.serving.is_some() {
         plan.status.endpoint = live::observe_endpoint(ctx, &job, &member, &plan.status, now).await;
     }
+    // Checkpoint credentials: checked while the job waits for placement (a job whose
+    // Secret cannot be read is not placed), read again for each attempt's objects.
+    let waiting = plan.wants_placement && plan.status.placement.is_none();
+    let creds = if plan.dispatch || waiting {
+        credentials::read(&ctx.hub, &job).await?
+    } else {
+        credentials::Read::NotNeeded
+    };
+    if let credentials::Read::Unavailable(why) = &creds {
+        tracing::info!(reason = %why, "checkpoint credentials unavailable; the job waits");
+        if plan.dispatch {
+            plan::credentials_unavailable(&job, &mut plan, why, now);
+        } else {
+            plan::await_credentials(&job, &mut plan, why, now);
+        }
+    }
     if plan.dispatch
         && let Some(p) = plan.status.placement.clone()
     {
         let (provider, link) = connect(ctx, &p.provider).await?;
-        match build::build(&job, &p, &provider.spec.resource_name) {
+        let built = build::build(&job, &p, &provider.spec.resource_name).map(|mut objects| {
+            if let credentials::Read::Data(data) = creds {
+                build::with_credentials(&mut objects, &job, p.attempt, data);
+            }
+            objects
+        });
+        match built {
             Ok(objects) => match link.dispatch(&objects).await {
                 // No retry heals a refusal: end the attempt (status, Event), free its GPUs.
                 Err(Error::Rejected { provider, message }) => {

@@ -12,8 +12,11 @@ mod end;
 pub mod history;
 pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
+pub use end::{
+    CREDENTIALS_UNAVAILABLE, INVALID_TEMPLATE, await_credentials, credentials_unavailable, invalid_template,
+    reject_dispatch,
+};
 use end::{Cause, end_attempt, refusal};
-pub use end::{INVALID_TEMPLATE, invalid_template, reject_dispatch};
 
 /// What a worker pod of the live attempt is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -150,6 +150,19 @@ impl Link {
         }
     }
 
+    /// Removes the checkpoint credentials that an ended attempt up to `attempt` copied into
+    /// `namespace`. Pull mode: the agent removes them with the attempt's pods.
+    pub async fn remove_credentials(&self, namespace: &str, attempt: u32) -> Result<()> {
+        match self {
+            Link::Push { provider, client, .. } => {
+                crate::job::credentials::remove_copy(client, namespace, attempt)
+                    .await
+                    .map_err(|e| Self::push_err(provider, e))
+            }
+            Link::Pull(_) => Ok(()),
+        }
+    }
+
     /// Removes a job's tenant namespace. Idempotent.
     pub async fn remove_namespace(&self, namespace: &str) -> Result<()> {
         match self {

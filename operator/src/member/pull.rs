@@ -309,6 +309,11 @@ fn objects_of(objects: &MemberObjects) -> Result<Vec<serde_json::Value>> {
     for svc in objects.service.iter().chain(&objects.exposure) {
         out.push(manifest(svc)?);
     }
+    // The checkpoint credentials travel inside the Assignment: the agent, which needs them
+    // to create the pods, reads nothing else of the hub's Secrets (docs/api.md).
+    if let Some(secret) = &objects.credentials {
+        out.push(manifest(secret)?);
+    }
     Ok(out)
 }
 

@@ -18,6 +18,10 @@ pub const DISPATCH_REJECTED: &str = "DispatchRejected";
 /// built into worker pods: it waits unplaced until its spec changes.
 pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
 
+/// Condition reason (`Stalled`, `Ready`) of a job whose checkpoint credentials Secret the
+/// operator cannot read: it waits unplaced until it can ([`await_credentials`]).
+pub const CREDENTIALS_UNAVAILABLE: &str = "CheckpointCredentialsUnavailable";
+
 /// Most characters of the API server's answer kept in the attempt's record (the CRD
 /// bounds the record's message at 1024).
 const MAX_REJECTION: usize = 800;
@@ -29,8 +33,13 @@ pub(super) enum Cause {
     Observed,
     /// The member refused its objects ([`reject_dispatch`], or a pull-mode agent's report).
     DispatchRejected,
-    /// Its objects cannot be built from the spec ([`invalid_template`]).
-    InvalidTemplate,
+    /// Its objects cannot be built or completed ([`invalid_template`],
+    /// [`credentials_unavailable`]): the job waits unplaced, `Placed` reason `reason`,
+    /// until `until`.
+    Waits {
+        reason: &'static str,
+        until: &'static str,
+    },
 }
 
 /// A member's answer, cut to fit the attempt's record.
@@ -94,13 +103,65 @@ pub fn invalid_template(job: &ComputeJob, plan: &mut Plan, error: &str, now: i64
         now,
         message,
         &now_text,
-        Cause::InvalidTemplate,
+        Cause::Waits {
+            reason: INVALID_TEMPLATE,
+            until: "a valid spec.template",
+        },
     );
     let generation = job.metadata.generation;
     let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, &now_text);
     stall(st, INVALID_TEMPLATE, error.to_owned(), &cond);
     plan.dispatch = false;
     plan.wants_placement = false;
+}
+
+/// The job's checkpoint credentials (`why`: the Secret is missing, not readable by the
+/// operator, or of a type that is never copied) cannot be read while it waits for
+/// placement: it stays unplaced with `Stalled` and `Ready` reason
+/// [`CREDENTIALS_UNAVAILABLE`] — placing it would hold GPUs for workers that cannot
+/// start — and the placement round leaves it out ([`crate::mapping::is_queued`]) until a
+/// later check reads them. The condition keeps its first transition time while the
+/// reason stays, so a waiting job is not rewritten at every check.
+pub fn await_credentials(job: &ComputeJob, plan: &mut Plan, why: &str, now: i64) {
+    let now_text = crate::time::format(now);
+    let generation = job.metadata.generation;
+    let since = job
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, types::STALLED))
+        .filter(|c| c.status == True && c.reason == CREDENTIALS_UNAVAILABLE)
+        .map(|c| c.last_transition_time.clone());
+    let cond = |t: &str, s, r: &str, m: String| {
+        let mut c = conditions::condition(t, s, r, m, generation, &now_text);
+        if let Some(since) = since.as_ref().filter(|_| t == types::STALLED) {
+            c.last_transition_time.clone_from(since);
+        }
+        c
+    };
+    stall(&mut plan.status, CREDENTIALS_UNAVAILABLE, why.to_owned(), &cond);
+    plan.wants_placement = false;
+}
+
+/// The placed attempt's checkpoint credentials cannot be read when its objects are sent
+/// (the round placed it before the job controller checked, or the Secret went away): the
+/// attempt ends `Stopped` before anything runs, its GPUs are released, and the job waits
+/// as in [`await_credentials`]. The ended attempt's number is used.
+pub fn credentials_unavailable(job: &ComputeJob, plan: &mut Plan, why: &str, now: i64) {
+    let now_text = crate::time::format(now);
+    end_attempt(
+        job,
+        &mut plan.status,
+        AttemptOutcome::Stopped,
+        now,
+        format!("the checkpoint credentials cannot be read: {why}"),
+        &now_text,
+        Cause::Waits {
+            reason: CREDENTIALS_UNAVAILABLE,
+            until: "its checkpoint credentials",
+        },
+    );
+    plan.dispatch = false;
+    await_credentials(job, plan, why, now);
 }
 
 /// Ends the live attempt: records it, bills it up to `at`, and either retries (a new
@@ -119,9 +180,13 @@ pub(super) fn end_attempt(
     let Some(p) = st.placement.clone() else { return };
     let gpu_seconds = live_gpu_seconds(&p, at);
     // Pods of a finished attempt hold no GPUs; lost or stopped ones must still be removed,
-    // and so must whatever a refused dispatch did create (a gang's other pods).
-    let removed =
-        cause == Cause::Observed && matches!(outcome, AttemptOutcome::Succeeded | AttemptOutcome::Failed);
+    // and so must whatever a refused dispatch did create (a gang's other pods). A job with
+    // checkpoint credentials leaves no copy of them at the provider: its finished
+    // attempts are removed too, the copy with them.
+    let copied = crate::job::build::credentials::secret_name(&job.spec).is_some();
+    let removed = cause == Cause::Observed
+        && !copied
+        && matches!(outcome, AttemptOutcome::Succeeded | AttemptOutcome::Failed);
     st.attempts.push(AttemptRecord {
         attempt: p.attempt,
         provider: p.provider.clone(),
@@ -151,14 +216,11 @@ pub(super) fn end_attempt(
     };
     let retry =
         retryable && (outcome == AttemptOutcome::Preempted || counted < job.spec.failure_policy.max_attempts);
-    if cause == Cause::InvalidTemplate {
+    if let Cause::Waits { reason, until } = cause {
         st.placement = None;
         st.phase = Some(JobPhase::Queued);
-        let msg = format!("attempt {attempts_used} stopped: {message}; waiting for a valid spec.template");
-        conditions::set(
-            &mut st.conditions,
-            cond(types::PLACED, False, INVALID_TEMPLATE, msg),
-        );
+        let msg = format!("attempt {attempts_used} stopped: {message}; waiting for {until}");
+        conditions::set(&mut st.conditions, cond(types::PLACED, False, reason, msg));
         conditions::remove(&mut st.conditions, types::RECONCILING);
     } else if outcome == AttemptOutcome::Stopped {
         st.placement = None;
@@ -209,7 +271,7 @@ pub(super) fn end_attempt(
         let (failed, stalled) = match cause {
             Cause::Observed => ("AttemptsExhausted", "JobFailed"),
             Cause::DispatchRejected => (DISPATCH_REJECTED, DISPATCH_REJECTED),
-            Cause::InvalidTemplate => (INVALID_TEMPLATE, INVALID_TEMPLATE), // handled above
+            Cause::Waits { reason, .. } => (reason, reason), // handled above
         };
         conditions::set(&mut st.conditions, cond(types::FAILED, True, failed, msg.clone()));
         conditions::set(

@@ -378,6 +378,7 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
     assert!(!p.wants_placement, "a deleted job is not placed again");
 }
 
+mod credentials;
 mod gpus;
 mod preempted;
 mod rejected;
