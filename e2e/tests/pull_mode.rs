@@ -16,6 +16,7 @@ use gpufed_api::{Assignment, ComputeJob, ComputeService, GpuProvider};
 use gpufed_e2e::nodesim::READY_ANNOTATION;
 use gpufed_e2e::tcpproxy::TcpProxy;
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+use gpufed_operator::job::build::credentials::MEMBER_SECRET;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -64,6 +65,25 @@ async fn pods_of(member: &Client, uid: &str, attempt: u32) -> Vec<Pod> {
 fn placed(j: &ComputeJob) -> Option<(String, u32)> {
     let p = j.status.as_ref()?.placement.as_ref()?;
     Some((p.provider.clone(), p.attempt))
+}
+
+/// The tenant's checkpoint credentials Secret `s3` in `ns` at the hub.
+async fn checkpoint_secret(hub: &Client, ns: &str) -> Secret {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("s3".into()),
+            ..Default::default()
+        },
+        data: Some(std::collections::BTreeMap::from([(
+            "AWS_ACCESS_KEY_ID".to_owned(),
+            k8s_openapi::ByteString(b"AKIAPULL".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(hub.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("the tenant's Secret")
 }
 
 /// The agent's identity may read its own assignments and nothing else that matters.
@@ -206,7 +226,11 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
     // Two jobs on the cheaper pull provider: one long, one that ends during the outage.
     let ns = common::namespace(&hub, "pull").await;
     submit(&hub, &ns, &job("long", 1, 1, serde_json::json!({}), "1.00", 900)).await;
-    submit(&hub, &ns, &job("short", 1, 1, serde_json::json!({}), "1.00", 45)).await;
+    // The short one checkpoints with credentials: their copy travels in its Assignment.
+    let creds = checkpoint_secret(&hub, &ns).await;
+    let mut short = job("short", 1, 1, serde_json::json!({}), "1.00", 45);
+    short["spec"]["checkpoint"] = serde_json::json!({"uri": "s3://b/short/", "credentialsSecret": "s3"});
+    submit(&hub, &ns, &short).await;
     let mut uids = Vec::new();
     for name in ["long", "short"] {
         let j = job_until(&hub, &ns, name, "Running on pull-a", 2 * MINUTE, |j| {
@@ -222,6 +246,13 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
         );
         uids.push(uid);
     }
+    let short_tenant = gpufed_operator::job::names::tenant_namespace(&ns, "short");
+    let copies = Api::<Secret>::namespaced(member.clone(), &short_tenant);
+    let copy = copies
+        .get(MEMBER_SECRET)
+        .await
+        .expect("the agent wrote the credentials");
+    assert_eq!(copy.data, creds.data, "the tenant's keys, through the agent");
 
     // The hub is unreachable for the agent for 2 minutes: nothing fails over, no pod dies.
     proxy.cut().await;
@@ -254,6 +285,13 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
             .iter()
             .all(|a| a.outcome != AttemptOutcome::ProviderLost)
     );
+    gpufed_e2e::wait::until(
+        "the agent removed the credentials with the attempt",
+        MINUTE,
+        || async { Ok(copies.get_opt(MEMBER_SECRET).await?.is_none().then_some(())) },
+    )
+    .await
+    .expect("no credentials left at the pull provider");
     let used = st.usage.map(|u| u.gpu_seconds).unwrap_or(0);
     assert!(
         (25..=60).contains(&used),
