@@ -3,24 +3,32 @@
 use super::*;
 
 fn assignment_body() -> (Value, MemberObjects) {
-    let job: gpufed_api::ComputeJob = serde_json::from_value(serde_json::json!({
+    let objects = objects();
+    (
+        gpufed_operator::member::pull::assignment(&objects).unwrap(),
+        objects,
+    )
+}
+
+fn test_job() -> gpufed_api::ComputeJob {
+    serde_json::from_value(serde_json::json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
         "metadata": {"name": "train", "namespace": "team", "uid": "u-1"},
         "spec": {"workers": 2, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
                  "template": {"spec": {"containers": [{"name": "main", "image": "r/x:1"}]}}}
     }))
-    .unwrap();
+    .unwrap()
+}
+
+fn objects() -> MemberObjects {
+    let job = test_job();
     let placement: gpufed_api::job_status::Placement = serde_json::from_value(serde_json::json!({
         "provider": "p", "attempt": 2, "gpus": 2, "pricePerGpuHour": "0.50",
         "placedTime": "2026-12-01T00:00:00Z",
         "workers": [{"rank": 0, "node": "n1"}, {"rank": 1, "node": "n2"}]
     }))
     .unwrap();
-    let objects = gpufed_operator::job::build::build(&job, &placement, "gpufed.io/gpu").unwrap();
-    (
-        gpufed_operator::member::pull::assignment(&objects).unwrap(),
-        objects,
-    )
+    gpufed_operator::job::build::build(&job, &placement, "gpufed.io/gpu").unwrap()
 }
 
 fn parse(v: Value) -> Assignment {
@@ -219,19 +227,12 @@ mod hostile {
 
 /// The Assignment of a job with checkpoint credentials: its copy travels in `objects`.
 fn with_credentials() -> (Value, MemberObjects) {
-    let (_, mut objects) = assignment_body();
-    let job: gpufed_api::ComputeJob = serde_json::from_value(serde_json::json!({
-        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
-        "metadata": {"name": "train", "namespace": "team", "uid": "u-1"},
-        "spec": {"workers": 2, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
-                 "template": {"spec": {"containers": [{"name": "main", "image": "r/x:1"}]}}}
-    }))
-    .unwrap();
+    let mut objects = objects();
     let data = std::collections::BTreeMap::from([(
         "AWS_ACCESS_KEY_ID".to_owned(),
         k8s_openapi::ByteString(b"k".to_vec()),
     )]);
-    gpufed_operator::job::build::with_credentials(&mut objects, &job, 2, data);
+    gpufed_operator::job::build::with_credentials(&mut objects, &test_job(), 2, data);
     (
         gpufed_operator::member::pull::assignment(&objects).unwrap(),
         objects,

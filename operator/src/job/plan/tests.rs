@@ -65,6 +65,12 @@ fn cond(st: &ComputeJobStatus, t: &str) -> Option<(ConditionStatus, String)> {
     conditions::find(&st.conditions, t).map(|c| (c.status, c.reason.clone()))
 }
 
+fn stalled(st: &ComputeJobStatus) -> gpufed_api::common::Condition {
+    conditions::find(&st.conditions, types::STALLED)
+        .cloned()
+        .expect("Stalled")
+}
+
 #[test]
 fn a_new_job_queues_and_asks_for_placement() {
     let p = plan(&job(2), &Member::NoAttempt, T0);

@@ -13,12 +13,6 @@ fn with_secret(mut j: ComputeJob) -> ComputeJob {
     j
 }
 
-fn stalled(st: &ComputeJobStatus) -> gpufed_api::common::Condition {
-    conditions::find(&st.conditions, types::STALLED)
-        .cloned()
-        .expect("Stalled")
-}
-
 #[test]
 fn a_queued_job_waits_out_of_placement_and_keeps_its_condition() {
     let j = with_secret(job(2));

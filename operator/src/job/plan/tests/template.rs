@@ -12,12 +12,6 @@ fn unbuildable(mut j: ComputeJob) -> ComputeJob {
     j
 }
 
-fn stalled(st: &ComputeJobStatus) -> gpufed_api::common::Condition {
-    conditions::find(&st.conditions, types::STALLED)
-        .cloned()
-        .expect("Stalled")
-}
-
 #[test]
 fn an_unbuildable_template_is_stalled_before_placement_and_never_queued() {
     let j = unbuildable(job(2));
