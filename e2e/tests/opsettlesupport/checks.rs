@@ -18,7 +18,8 @@ use kube::{Api, Client, ResourceExt};
 use crate::chainsupport::Chain;
 
 /// Verifies every journaled record not in `skip` against its batch's finalized memo root
-/// on chain (with `settled_only`, only batches the journal counts settled); returns them.
+/// on chain (with `settled_only`, only batches the journal counts settled now; without,
+/// every batch holding such a record, once the journal counts it settled); returns them.
 pub async fn verify_journal(
     hub: &Client,
     chain: &Chain,
@@ -26,7 +27,30 @@ pub async fn verify_journal(
     settled_only: bool,
 ) -> BTreeSet<RecordId> {
     let mut store = ConfigMapStore::new(hub.clone(), "gpufed-system");
-    let journal = store.load().await.unwrap().expect("journal in the hub");
+    let mut journal = store.load().await.unwrap().expect("journal in the hub");
+    if !settled_only {
+        // A batch still in flight may carry a signature that never lands (a restart of
+        // the validator dropped its slot): it is re-signed after its blockhash expires
+        // (minutes), so wait for the journal to count every such batch settled.
+        let unsettled = |j: &gpufed_settlement::Journal| -> Vec<String> {
+            j.batches()
+                .filter(|b| !matches!(b.tx.phase, TxPhase::Done { .. } | TxPhase::Failed { .. }))
+                .filter(|b| b.records.iter().any(|id| !skip.contains(id)))
+                .map(|b| format!("batch {} {:?}", b.id, b.tx.phase))
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(420);
+        while !unsettled(&journal).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "batches never settled: {:?}",
+                unsettled(&journal)
+            );
+            eprintln!("verify_journal: waiting for {:?}", unsettled(&journal));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            journal = store.load().await.unwrap().expect("journal in the hub");
+        }
+    }
     let mut checked = BTreeSet::new();
     let batches = journal
         .batches()
@@ -46,7 +70,7 @@ pub async fn verify_journal(
                 Ok((!matches!(v, verify::Verdict::NotFound)).then_some(v))
             })
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("batch {} {:?} ({sig}) not found: {e}", b.id, b.tx.phase));
             assert!(matches!(v, verify::Verdict::Verified { .. }), "{v:?}");
             checked.insert(id);
         }
