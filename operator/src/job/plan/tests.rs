@@ -65,6 +65,23 @@ fn cond(st: &ComputeJobStatus, t: &str) -> Option<(ConditionStatus, String)> {
     conditions::find(&st.conditions, t).map(|c| (c.status, c.reason.clone()))
 }
 
+/// The placed attempt 1 ended before its gang ran (outcome `Stopped`, nothing billed,
+/// left to fence), its GPUs released, the job queued and asking for no placement; returns
+/// the attempt's record.
+fn ended_unstarted_and_waiting(p: &Plan) -> &AttemptRecord {
+    let st = &p.status;
+    assert!(!p.dispatch && !p.wants_placement);
+    assert!(st.placement.is_none(), "its GPUs are released");
+    assert_eq!(st.phase, Some(JobPhase::Queued));
+    let a = &st.attempts[0];
+    assert_eq!(
+        (a.attempt, a.outcome, a.gpu_seconds, a.removed),
+        (1, AttemptOutcome::Stopped, 0, false),
+        "nothing ran; whatever was created is fenced"
+    );
+    a
+}
+
 fn stalled(st: &ComputeJobStatus) -> gpufed_api::common::Condition {
     conditions::find(&st.conditions, types::STALLED)
         .cloned()

@@ -60,15 +60,7 @@ fn a_placed_attempt_without_them_ends_before_anything_runs_and_waits() {
     assert!(p.dispatch);
     credentials_unavailable(&j, &mut p, WHY, T0 + 6);
     let st = &p.status;
-    assert!(!p.dispatch && !p.wants_placement);
-    assert!(st.placement.is_none(), "its GPUs are released");
-    assert_eq!(st.phase, Some(JobPhase::Queued));
-    let a = &st.attempts[0];
-    assert_eq!(
-        (a.attempt, a.outcome, a.gpu_seconds, a.removed),
-        (1, AttemptOutcome::Stopped, 0, false),
-        "nothing ran; whatever was created is fenced"
-    );
+    let a = ended_unstarted_and_waiting(&p);
     assert!(a.message.contains(WHY), "{}", a.message);
     assert_eq!(stalled(st).reason, CREDENTIALS_UNAVAILABLE);
     assert_eq!(

@@ -75,15 +75,7 @@ fn a_placed_job_whose_template_became_invalid_ends_its_attempt_and_waits_unplace
     let error = crate::job::build::template_error(&j.spec).expect("invalid");
     invalid_template(&j, &mut p, &error, T0 + 6);
     let st = &p.status;
-    assert!(!p.dispatch && !p.wants_placement);
-    assert!(st.placement.is_none(), "its GPUs are released");
-    assert_eq!(st.phase, Some(JobPhase::Queued));
-    let a = &st.attempts[0];
-    assert_eq!(
-        (a.attempt, a.outcome, a.gpu_seconds, a.removed),
-        (1, AttemptOutcome::Stopped, 0, false),
-        "nothing ran; whatever was created is fenced"
-    );
+    let a = ended_unstarted_and_waiting(&p);
     assert!(a.message.contains(&error), "{}", a.message);
     let c = stalled(st);
     assert_eq!(
