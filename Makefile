@@ -58,11 +58,14 @@ lint: fmt-check crds-check chart-lint
 ## Every invocation names the whole workspace, so that features unify as in the build.
 TESTS := $(sort $(basename $(notdir $(wildcard */tests/*.rs))))
 CHAIN_TESTS := $(basename $(notdir $(shell grep -lE 'mod chainsupport|Validator::start' e2e/tests/*.rs)))
+## Test binaries run in parallel lanes (scripts/test-lanes.sh, $$GPUFED_TEST_JOBS, default 2):
+## the e2e tests mostly wait on real control planes. Those that start a validator run one
+## at a time: its banking and broadcast threads spin and fill both cores on their own.
 test: k8s helm lua ptxas
 	$(CARGO) test --workspace --lib --bins --tests --no-run
-	$(CARGO) test --workspace --lib --bins $(addprefix --test ,$(filter-out $(CHAIN_TESTS),$(TESTS)))
+	scripts/test-lanes.sh --lib --bins $(addprefix --test ,$(filter-out $(CHAIN_TESTS),$(TESTS)))
 	@scripts/install-solana.sh >/dev/null
-	$(CARGO) test --workspace $(addprefix --test ,$(CHAIN_TESTS))
+	GPUFED_TEST_JOBS=1 scripts/test-lanes.sh $(addprefix --test ,$(CHAIN_TESTS))
 
 test-unit: ptxas
 	$(CARGO) test --workspace --exclude gpufed-e2e --lib --bins --tests

@@ -3,7 +3,7 @@
 //! the CEL rules (evaluated locally, as 1.20 API servers drop them) and the operator's own
 //! checks. Nothing may panic, and every refusal must name a field and say why.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use gpufed_api::{check, crd, schema_check};
 use kube_cel::Validator;
@@ -20,7 +20,12 @@ static SCHEMAS: std::sync::LazyLock<std::collections::BTreeMap<String, Value>> =
     });
 
 fn examples() -> Vec<Value> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    // The package's directory as cargo gives it at run time: a test binary built in a shared
+    // target dir from another checkout still finds this checkout's files.
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
         .expect("examples/")
         .map(|e| e.expect("entry").path())

@@ -4,7 +4,7 @@
 //! No image is built here (no container engine on the test machines): docs/images.md.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `images/<dir>`, the package it builds, the chart values naming its image, and the path
 /// of keys to that image's `repository` in those values (the provider chart names two
@@ -31,10 +31,14 @@ const IMAGES: &[(&str, &str, &str, &[&str])] = &[
 ];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    // The package's directory as cargo gives it at run time: a test binary built in a shared
+    // target dir from another checkout still finds this checkout's files.
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .expect("workspace root")
+    .to_path_buf()
 }
 
 fn read(rel: &str) -> String {

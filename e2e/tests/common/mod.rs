@@ -24,7 +24,12 @@ pub fn init_tracing() {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // The package's directory as cargo gives it at run time: a test binary built in a shared
+    // target dir from another checkout still finds this checkout's files.
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..")
 }
 
 /// Creates a namespace with a unique name (so tests can share an external cluster).

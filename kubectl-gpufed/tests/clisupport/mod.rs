@@ -183,7 +183,12 @@ impl Hub {
             TestEnv::External { kubeconfig } => kubeconfig.clone(),
         };
         let client = env.hub_client().await.unwrap();
-        let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
+        // The package's directory as cargo gives it at run time: a test binary built in a shared
+        // target dir from another checkout still finds this checkout's files.
+        let crds = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../crds");
         install_crds(&client, &crds, Duration::from_secs(60))
             .await
             .expect("CRDs install");

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs the workspace's test binaries in parallel lanes: `scripts/test-lanes.sh [cargo test
+# target selection...]`, e.g. `--lib --bins --test federation --test crds`.
+#
+# Why: most e2e tests wait on real control planes (heartbeats, leases, a restarted API
+# server) and keep about a third of the 2 CI cores busy, but `cargo test` runs its test
+# binaries one after the other and holds the build directory's lock while they run, so two
+# `cargo test` runs cannot overlap either. This builds once through cargo, then runs the
+# binaries itself, $GPUFED_TEST_JOBS at a time (default 2), longest first by the times the
+# last run recorded in $GPUFED_CACHE/test-times.tsv. Each binary runs in its package's
+# directory, as cargo runs it; its output is printed whole when it ends, so lanes never
+# interleave. Every binary runs even after one fails; the exit status is 1 when any failed,
+# and the failures are listed at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+jobs="${GPUFED_TEST_JOBS:-2}"
+case "$jobs" in '' | *[!0-9]* | 0) echo "GPUFED_TEST_JOBS must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
+cache="${GPUFED_CACHE:-$HOME/.cache/gpufed}"
+times="$cache/test-times.tsv"
+root="$PWD"
+work="$(mktemp -d)"
+mkdir -p "$cache" && touch "$times" "$work/results.tsv" || exit 1
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+
+# One line per test binary: package dir, display name, executable (cargo's JSON messages).
+if ! "${CARGO:-cargo}" test --workspace "$@" --no-run --message-format=json-render-diagnostics \
+    >"$work/build.json"; then
+    echo "test build failed" >&2
+    exit 1
+fi
+jq -r --arg root "$root/" 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
+    | [(.manifest_path | sub("/Cargo.toml$"; "")), (.target.src_path | ltrimstr($root)), .executable] | @tsv' \
+    "$work/build.json" | sort -u >"$work/binaries.tsv"
+[ -s "$work/binaries.tsv" ] || { echo "no test binary matched: $*" >&2; exit 1; }
+
+# Longest first (binaries without a recorded time count as the longest), so that the lanes
+# end close together.
+awk -F'\t' 'FILENAME == ARGV[1] { t[$1] = $2; next } { print (($2 in t) ? t[$2] : 1e9) "\t" $0 }' \
+    "$times" "$work/binaries.tsv" | sort -t$'\t' -k1,1nr | cut -f2- >"$work/queue.tsv"
+total=$(wc -l <"$work/queue.tsv")
+echo "running $total test binaries in $jobs lanes"
+
+run_one() {
+    local dir=$1 name=$2 exe=$3 log="$work/$4.log" start=$SECONDS rc
+    echo "     Started $name"
+    (cd "$dir" && CARGO_MANIFEST_DIR="$dir" exec "$exe") >"$log" 2>&1
+    rc=$?
+    {
+        flock 9
+        printf '     Running %s (%s) — %ss, exit %s\n' "$name" "$exe" "$((SECONDS - start))" "$rc"
+        cat "$log"
+        printf '%s\t%s\t%s\n' "$name" "$((SECONDS - start))" "$rc" >>"$work/results.tsv"
+    } 9>"$work/lock"
+    return "$rc"
+}
+
+n=0
+while IFS=$'\t' read -r dir name exe; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+    n=$((n + 1))
+    run_one "$dir" "$name" "$exe" "$n" &
+done <"$work/queue.tsv"
+wait
+
+# Remember the times for the next run's order (failed runs too: they ran that long).
+awk -F'\t' 'FILENAME == ARGV[1] { t[$1] = $2; next } { t[$1] = $2 } END { for (k in t) print k "\t" t[k] }' \
+    "$times" "$work/results.tsv" | sort >"$times.new" && mv "$times.new" "$times"
+
+failed=$(awk -F'\t' '$3 != 0 { print "  " $1 " (exit " $3 ")" }' "$work/results.tsv")
+ran=$(wc -l <"$work/results.tsv")
+if [ -n "$failed" ] || [ "$ran" -ne "$total" ]; then
+    printf '\n%s of %s test binaries failed or did not finish:\n%s\n' \
+        "$((total - $(awk -F'\t' '$3 == 0' "$work/results.tsv" | wc -l)))" "$total" "$failed"
+    exit 1
+fi
+echo "all $total test binaries passed"
