@@ -196,17 +196,23 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
 /// Pure: the `Applied=False` reason and message for an apply the member refused or that
 /// failed. The member's API server refusing the objects as malformed or invalid (400, 422)
 /// is [`reasons::REJECTED`] with its own answer: the same objects get the same answer, so
-/// the hub ends the attempt instead of waiting. Anything else (the API server away, 403,
-/// 409, 5xx) may heal: [`reasons::APPLY_FAILED`], retried next round.
+/// the hub ends the attempt instead of waiting. A 403 that does not pass (a permission this
+/// agent lacks, an admission policy) is [`reasons::FORBIDDEN`]: retried, and ended by the
+/// hub past its grace period. Anything else (the API server away, a full quota, 409, 5xx)
+/// may heal: [`reasons::APPLY_FAILED`], retried next round.
 pub fn apply_failure(e: &kube::Error) -> (&'static str, String) {
-    if !gpufed_operator::error::is_refusal(e) {
+    let reason = if gpufed_operator::error::is_refusal(e) {
+        reasons::REJECTED
+    } else if gpufed_operator::error::is_forbidden(e) {
+        reasons::FORBIDDEN
+    } else {
         return (reasons::APPLY_FAILED, e.to_string());
-    }
+    };
     let answer = match e {
         kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
         _ => e.to_string(),
     };
-    (reasons::REJECTED, answer)
+    (reason, answer)
 }
 
 /// The attempt's pods with the readiness of the nodes under them.
@@ -357,8 +363,18 @@ mod tests {
         let (reason, msg) = apply_failure(&api(400, "BadRequest", ""));
         assert_eq!(reason, reasons::REJECTED);
         assert!(!msg.is_empty(), "an empty answer still says something");
+        let forbidden = "secrets \"gpufed-checkpoint\" is forbidden: User \"system:serviceaccount:gpufed:agent\" cannot patch resource \"secrets\"";
+        assert_eq!(
+            apply_failure(&api(403, "Forbidden", forbidden)),
+            (reasons::FORBIDDEN, forbidden.to_owned()),
+            "a missing permission is reported as such, for the hub to end the attempt in time"
+        );
+        let quota = "pods \"w0\" is forbidden: exceeded quota: gpufed";
+        assert_eq!(
+            apply_failure(&api(403, "Forbidden", quota)).0,
+            reasons::APPLY_FAILED
+        );
         for (code, r) in [
-            (403, "Forbidden"),
             (404, "NotFound"),
             (409, "Conflict"),
             (429, "TooManyRequests"),

@@ -28,8 +28,13 @@ pub mod reasons {
     /// `False`: the member's API server refused the objects as invalid (HTTP 400 or 422),
     /// the message its answer. Permanent for this generation.
     pub const REJECTED: &str = "Rejected";
-    /// `False`: applying failed otherwise (member API server away, 403, 409, 5xx); the
-    /// agent retries every round.
+    /// `False`: the member's API server forbade the objects (HTTP 403 for a permission the
+    /// agent lacks or an admission policy; not a full quota), the message its answer. The
+    /// agent retries every round; the hub ends the attempt once it lasts past a grace
+    /// period and keeps the job off this provider for a while.
+    pub const FORBIDDEN: &str = "Forbidden";
+    /// `False`: applying failed otherwise (member API server away, a full quota, 409,
+    /// 5xx); the agent retries every round.
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// `False`: applied, but the pods could not be read; retried every round.
     pub const OBSERVE_FAILED: &str = "ObserveFailed";

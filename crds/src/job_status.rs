@@ -207,6 +207,13 @@ pub struct AttemptRecord {
     #[serde(default)]
     #[schemars(length(max = 1024))]
     pub message: String,
+    /// Why it ended, where the outcome alone does not say: `DispatchRejected` (the
+    /// provider's API server refused its objects as invalid) or `DispatchForbidden` (the
+    /// provider has not granted a permission its objects need; the job is kept off that
+    /// provider for a while).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub reason: Option<String>,
     /// GPU-seconds billed for this attempt (up to its last heartbeat).
     pub gpu_seconds: u64,
     /// GPUs of the gang during the attempt.

@@ -6,7 +6,9 @@
 //! the operator, as the chart's ServiceAccount, prepares an agent namespace (binding the
 //! chart's agent ClusterRoles), the agent's and its bootstrap group's hub identities
 //! request their tokens, and the provider chart's agent RBAC (mode=pull) is applied to the
-//! member and used as the agent uses it.
+//! member and used as the agent uses it. Last, that member's chart is downgraded to one
+//! without the permission checkpoint credentials need: a job with credentials is not held
+//! there but ends its attempt `DispatchForbidden` and waits, kept off that provider.
 
 mod chartsupport;
 mod common;
@@ -115,6 +117,9 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     .await
     .expect("the operator, with the chart's RBAC, removes its finalizer");
     assert!(!tenant_exists().await, "member tenant namespace {tenant} removed");
+    // The same provider on an older chart, without the permission a job's checkpoint
+    // credentials need: the job is not held there (chartsupport/old_chart.rs).
+    chartsupport::old_chart::older_chart_fails_credentialed_jobs_over(&hub, &member, &ns).await;
     operator.stop().await;
 }
 

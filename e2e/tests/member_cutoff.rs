@@ -32,6 +32,7 @@ use cutoffsupport::{CUT, Shared, Thaw, live_pods, provider_ready, sample_hub, wa
 use gpufed_api::GpuProvider;
 use gpufed_api::job_status::{AttemptOutcome, JobPhase};
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+use gpufed_operator::job::names::{LABEL_ATTEMPT, LABEL_JOB_UID};
 use gpufed_operator::time::parse as parse_time;
 use kube::Api;
 use opsupport::{Operator, job, job_until, phase, submit};
@@ -102,6 +103,7 @@ async fn a_member_cut_off_fails_its_jobs_over_once_bills_to_its_last_heartbeat_a
             let name = format!("{}-{i}", p.trim_start_matches("provider-"));
             let mut j = job(&name, 1, 1, serde_json::json!({}), "1.00", run_secs);
             j["spec"]["placement"]["preferredProviders"] = serde_json::json!([p]);
+            j["spec"]["checkpoint"] = serde_json::json!({"uri": format!("pvc://ckpt/{name}")});
             submit(&hub, &ns, &j).await;
             names.push(name);
         }
@@ -170,6 +172,11 @@ async fn a_member_cut_off_fails_its_jobs_over_once_bills_to_its_last_heartbeat_a
         )
         .await;
         returned.insert(name.clone(), Instant::now());
+    }
+    // Attempt 2 writes under its own checkpoint prefix and resumes from attempt 1's,
+    // fenced at the end the hub recorded for it (its last heartbeat).
+    for name in &on_a {
+        check_checkpoint_fence(&env, &hub, &ns, name, &uids[name]).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     // When the sampler first saw attempt 2 (else when the wait above saw it).
@@ -390,4 +397,64 @@ async fn a_member_cut_off_fails_its_jobs_over_once_bills_to_its_last_heartbeat_a
         cut_unix - hb_last,
     );
     operator.stop().await;
+}
+
+/// Attempt 2's worker of `name` carries its own checkpoint prefix and attempt 1's as the
+/// one to resume from, with attempt 1's recorded end as its fence.
+async fn check_checkpoint_fence(env: &TestEnv, hub: &kube::Client, ns: &str, name: &str, uid: &str) {
+    let j = Api::<gpufed_api::ComputeJob>::namespaced(hub.clone(), ns)
+        .get(name)
+        .await
+        .expect("job");
+    let st = j.status.expect("status");
+    let provider = st.placement.as_ref().expect("attempt 2 placed").provider.clone();
+    let lost = st
+        .attempts
+        .iter()
+        .find(|a| a.attempt == 1)
+        .expect("attempt 1 recorded");
+    let member = env.member_client(&provider).await.expect("member");
+    let lp = kube::api::ListParams::default().labels(&format!("{LABEL_JOB_UID}={uid},{LABEL_ATTEMPT}=2"));
+    // Placed first, dispatched right after: wait for the pod.
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::all(member);
+    let since = Instant::now();
+    let pod = loop {
+        let found = pods
+            .list(&lp)
+            .await
+            .expect("attempt 2's pods")
+            .items
+            .into_iter()
+            .next();
+        match found {
+            Some(pod) => break pod,
+            None if since.elapsed() < MINUTE => tokio::time::sleep(Duration::from_millis(500)).await,
+            None => panic!("{name}: no pod of attempt 2 on {provider} a minute after its placement"),
+        }
+    };
+    let vars: BTreeMap<String, String> = pod.spec.expect("spec").containers[0]
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    let uri = format!("pvc://ckpt/{name}");
+    assert_eq!(vars.get("GPUFED_CHECKPOINT_URI"), Some(&uri), "{name}: {vars:?}");
+    assert_eq!(
+        vars.get("GPUFED_CHECKPOINT_DIR"),
+        Some(&format!("{uri}/attempt-2/")),
+        "{name}"
+    );
+    assert_eq!(
+        vars.get("GPUFED_CHECKPOINT_RESUME_DIR"),
+        Some(&format!("{uri}/attempt-1/")),
+        "{name}"
+    );
+    let resume: serde_json::Value =
+        serde_json::from_str(vars.get("GPUFED_CHECKPOINT_RESUME").expect("resume list")).expect("json");
+    assert_eq!(
+        resume,
+        serde_json::json!([{"attempt": 1, "dir": format!("{uri}/attempt-1/"), "endedAt": lost.end_time}]),
+        "{name}: attempt 1 is fenced at its recorded end"
+    );
 }

@@ -24,6 +24,17 @@ pub enum Error {
         /// The API server's answer.
         message: String,
     },
+    /// A member's API server forbade a request (HTTP 403) for lack of a permission or by
+    /// an admission policy, not for a passing reason (an exhausted quota, a namespace
+    /// being deleted): it heals only when the provider changes what it grants, so the
+    /// job controller ends an attempt still forbidden after a grace period.
+    #[error("provider {provider}: forbidden: {message}")]
+    Forbidden {
+        /// The provider.
+        provider: String,
+        /// The API server's answer.
+        message: String,
+    },
     /// A write lost a race with another writer (stale resourceVersion): a stale leader
     /// or a concurrent reconcile. Retried from fresh state.
     #[error("conflict writing {0}: retrying from fresh state")]
@@ -49,6 +60,7 @@ impl Error {
             Error::Hub(_) => "hub_api",
             Error::Member { .. } => "member",
             Error::Rejected { .. } => "member_rejected",
+            Error::Forbidden { .. } => "member_forbidden",
             Error::Conflict(_) => "conflict",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Finalizer(_) => "finalizer",
@@ -67,15 +79,16 @@ impl Error {
 
     /// Wraps a member API server's error, telling refusals that retrying cannot heal
     /// (400, 422: [`Error::Rejected`]) apart from the rest ([`Error::Member`]).
+    /// A 403 that is not passing is [`Error::Forbidden`].
     pub fn member_api(provider: &str, e: &kube::Error) -> Self {
         let message = crate::member::error_chain(e);
+        let provider = provider.to_owned();
         if is_refusal(e) {
-            Error::Rejected {
-                provider: provider.to_owned(),
-                message,
-            }
+            Error::Rejected { provider, message }
+        } else if is_forbidden(e) {
+            Error::Forbidden { provider, message }
         } else {
-            Error::member(provider, message)
+            Error::Member { provider, message }
         }
     }
 
@@ -93,6 +106,17 @@ impl Error {
 /// mode ([`Error::member_api`]) and the pull-mode agent (its `Rejected` reason).
 pub fn is_refusal(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 400 || s.code == 422)
+}
+
+/// Whether a member API server's answer forbids a write (HTTP 403) for a reason that does
+/// not pass by itself: the caller's identity lacks a permission (RBAC) or an admission
+/// policy (Pod Security) refuses the object. Two 403s do pass: a namespace's quota is
+/// used up (its pods end, or the operator recreates the quota) and a namespace is being
+/// deleted (a new attempt's namespace follows); those are retried as any failure is.
+pub fn is_forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403
+        && !s.message.contains("exceeded quota")
+        && !s.message.contains("because it is being terminated"))
 }
 
 /// Result of the operator's fallible steps.
@@ -123,7 +147,6 @@ mod tests {
             }
         }
         for (code, reason) in [
-            (403, "Forbidden"),
             (409, "Conflict"),
             (500, "InternalError"),
             (503, "ServiceUnavailable"),
@@ -133,5 +156,41 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    fn status(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Status::failure(message, "Forbidden").with_code(code).boxed())
+    }
+
+    #[test]
+    fn a_missing_permission_is_forbidden_but_a_full_quota_or_a_closing_namespace_is_not() {
+        let rbac = "secrets \"gpufed-checkpoint\" is forbidden: User \"system:serviceaccount:gpufed:hub\" \
+                    cannot patch resource \"secrets\" in API group \"\" in the namespace \"t-x\"";
+        let psa = "pods \"w0\" is forbidden: violates PodSecurity \"restricted:latest\"";
+        for message in [rbac, psa] {
+            match Error::member_api("p", &status(403, message)) {
+                Error::Forbidden { provider, message: m } => {
+                    assert_eq!(provider, "p");
+                    assert!(m.contains(message), "the API server's answer: {m}");
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+        for passing in [
+            "pods \"w0\" is forbidden: exceeded quota: gpufed, requested: nvidia.com/gpu=1",
+            "pods \"w0\" is forbidden: unable to create new content in namespace t-x because it is being terminated",
+        ] {
+            assert!(
+                matches!(
+                    Error::member_api("p", &status(403, passing)),
+                    Error::Member { .. }
+                ),
+                "{passing}"
+            );
+        }
+        assert_eq!(
+            Error::member_api("p", &status(403, rbac)).category(),
+            "member_forbidden"
+        );
     }
 }

@@ -157,6 +157,27 @@ pub fn snapshot_checked(
     (snap, findings)
 }
 
+/// Keeps each queued job of `snap` off the providers that forbade one of its attempts
+/// recently ([`crate::job::plan::avoided_providers`]): placed there again, it would hold
+/// GPUs until the same refusal ends it again.
+pub fn avoid_forbidding(snap: &mut pl::Snapshot, jobs: &[Arc<ComputeJob>], now: i64) {
+    let avoid: BTreeMap<String, Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            (
+                job_id(j),
+                crate::job::plan::avoided_providers(j.status.as_ref(), now),
+            )
+        })
+        .filter(|(_, avoid)| !avoid.is_empty())
+        .collect();
+    for job in &mut snap.jobs {
+        if let Some(a) = avoid.get(&job.id) {
+            job.avoid.clone_from(a);
+        }
+    }
+}
+
 /// Jobs (by id) that live attempts are being evicted for.
 pub fn awaiting_evictions<'a>(live: &[&'a ComputeJob]) -> std::collections::BTreeSet<&'a str> {
     live.iter()
@@ -368,6 +389,7 @@ fn job_snapshot(job: &ComputeJob, all_models: &[String]) -> pl::Job {
         max_price: formats::parse_decimal(&spec.max_price_per_gpu_hour).ok(),
         regions: spec.placement.regions.clone(),
         providers: spec.placement.providers.clone(),
+        avoid: Vec::new(), // set by `avoid_forbidding`, which knows the time
         preferred: spec.placement.preferred_providers.clone(),
         min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
         verified_only: spec.placement.verified_only,

@@ -96,6 +96,7 @@ pub async fn round(
     let providers = ctx.providers.state();
     let fleet = ctx.fleet.snapshot().await;
     let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
+    mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());
     report_findings(&findings);
     ctx.metrics.set_excluded(&findings);
     ctx.metrics

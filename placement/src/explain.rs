@@ -17,6 +17,8 @@ pub enum Reason {
     ProviderNotAllowed,
     /// The provider's region is not in the job's allowed regions.
     RegionNotAllowed,
+    /// The job is kept off this provider for now ([`Job::avoid`](crate::Job::avoid)).
+    Avoided,
     /// The provider is unhealthy or unreachable.
     Unhealthy,
     /// The job wants verified providers only and this one is not verified.
@@ -85,6 +87,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::ProviderNotAllowed => write!(f, "not in the allowed providers"),
+            Reason::Avoided => write!(f, "refused this job's last attempt for lack of a permission"),
             Reason::RegionNotAllowed => write!(f, "outside the allowed regions"),
             Reason::Unhealthy => write!(f, "unhealthy"),
             Reason::NotVerified => write!(f, "not verified"),

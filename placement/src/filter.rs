@@ -65,15 +65,16 @@ impl JobSt {
             m.dedup();
             m
         };
-        let admitted = (!job.providers.is_empty() || !job.regions.is_empty()).then(|| {
-            let mut set = vec![0u64; fleet.providers.len().div_ceil(64)];
-            for (i, p) in fleet.providers.iter().enumerate() {
-                if provider_listed(job, p) && region_listed(job, p) {
-                    set[i / 64] |= 1u64 << (i % 64);
+        let admitted =
+            (!job.providers.is_empty() || !job.regions.is_empty() || !job.avoid.is_empty()).then(|| {
+                let mut set = vec![0u64; fleet.providers.len().div_ceil(64)];
+                for (i, p) in fleet.providers.iter().enumerate() {
+                    if provider_listed(job, p) && region_listed(job, p) && !avoided(job, p) {
+                        set[i / 64] |= 1u64 << (i % 64);
+                    }
                 }
-            }
-            set
-        });
+                set
+            });
         let mut preferred = Vec::new();
         for id in &job.preferred {
             if let Some(p) = fleet.provider_index(id)
@@ -139,6 +140,10 @@ fn provider_listed(job: &Job, p: &Prov) -> bool {
     job.providers.is_empty() || job.providers.contains(&p.id)
 }
 
+fn avoided(job: &Job, p: &Prov) -> bool {
+    job.avoid.contains(&p.id)
+}
+
 fn region_listed(job: &Job, p: &Prov) -> bool {
     job.regions.is_empty() || job.regions.contains(&p.region)
 }
@@ -159,6 +164,9 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
     }
     if !region_listed(job, p) {
         return Reason::RegionNotAllowed;
+    }
+    if avoided(job, p) {
+        return Reason::Avoided;
     }
     if !p.healthy {
         return Reason::Unhealthy;

@@ -165,6 +165,9 @@ pub struct Job {
     pub regions: Vec<String>,
     /// Allowed providers; empty means any.
     pub providers: Vec<String>,
+    /// Providers this job is kept off for now, whatever `providers` says (its last
+    /// attempt there was refused for lack of a permission the provider has not granted).
+    pub avoid: Vec<String>,
     /// Preferred providers, most preferred first (ordered spill-over).
     pub preferred: Vec<String>,
     /// Minimum provider reputation.

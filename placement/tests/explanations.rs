@@ -57,6 +57,16 @@ fn explanation_table() {
             "0/5 providers fit: 3 lack 80 GiB VRAM, 2 above max price 2.00",
         ),
         (
+            "kept off the providers that refused its last attempt",
+            fleet(),
+            Job {
+                min_vram_mib: 80 * GIB,
+                avoid: vec!["p3".into(), "p4".into()],
+                ..job("j", 1, 1)
+            },
+            "0/5 providers fit: 3 lack 80 GiB VRAM, 2 refused this job's last attempt for lack of a permission",
+        ),
+        (
             "no providers",
             vec![],
             job("j", 1, 1),

@@ -144,6 +144,12 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
                 max_price: max.map(|m| m * UNIT),
                 regions: if eu { vec!["eu".into()] } else { vec![] },
                 providers: only.map(|p| vec![format!("p{p}")]).unwrap_or_default(),
+                // Kept off one provider now and then; the checker holds it to that.
+                avoid: if i % 5 == 1 {
+                    vec![format!("p{}", i % 4)]
+                } else {
+                    Vec::new()
+                },
                 preferred: vec![format!("p{}", i % 4)],
                 min_reputation: f64::from(rep) / 20.0,
                 verified_only,

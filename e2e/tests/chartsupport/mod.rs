@@ -7,6 +7,7 @@ pub mod access;
 pub mod apply;
 pub mod audit;
 pub mod lua;
+pub mod old_chart;
 pub mod permissions;
 pub mod pull;
 pub mod pull_identities;

@@ -20,6 +20,7 @@ use kube::ResourceExt;
 
 use super::{names, serving};
 
+pub mod checkpoint;
 pub mod credentials;
 mod egress;
 pub use egress::internet_allowed;
@@ -305,9 +306,11 @@ fn gang_env(job: &ComputeJob, placement: &Placement, ns: &str, rank: u32) -> Vec
         var("GPUFED_ATTEMPT", placement.attempt.to_string()),
         var("GPUFED_GPUS_PER_WORKER", job.spec.gpus_per_worker.to_string()),
     ];
-    if let Some(c) = &job.spec.checkpoint {
-        env.push(var("GPUFED_CHECKPOINT_URI", c.uri.clone()));
-    }
+    env.extend(
+        checkpoint::env(job, placement.attempt)
+            .into_iter()
+            .map(|(n, v)| var(n, v)),
+    );
     env
 }
 

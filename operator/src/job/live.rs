@@ -64,6 +64,12 @@ pub(super) async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> M
             tracing::warn!(%provider, error = %message, "member refused the attempt's objects");
             Member::Rejected(message)
         }
+        // Its API server forbids them (a pull-mode agent's report): the plan ends the
+        // attempt once that has lasted past the grace period.
+        Err(Error::Forbidden { provider, message }) => {
+            tracing::warn!(%provider, error = %message, "member forbids the attempt's objects");
+            Member::Forbidden(message)
+        }
         Err(e) => {
             // Within the grace period a silent member is waited for; say why, since a
             // refusal (403 from missing RBAC) looks the same from here as an outage.

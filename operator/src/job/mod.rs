@@ -177,6 +177,14 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
                     tracing::warn!(%provider, error = %message, "member refused the attempt's objects");
                     plan::reject_dispatch(&job, &mut plan, &message, now);
                 }
+                // Retried within the grace period (permissions may still be applying);
+                // after it, ended like a refusal and the job is kept off that provider.
+                Err(Error::Forbidden { provider, message }) => {
+                    if !plan::forbid_dispatch(&job, &mut plan, &message, now) {
+                        return Err(Error::Forbidden { provider, message });
+                    }
+                    tracing::warn!(%provider, error = %message, "member forbids the attempt's objects; failing over");
+                }
                 other => other?,
             },
             // Placed before its template became invalid (the plan refuses such a job before

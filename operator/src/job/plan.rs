@@ -13,7 +13,8 @@ pub mod history;
 pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
 pub use end::{
-    CREDENTIALS_UNAVAILABLE, INVALID_TEMPLATE, await_credentials, credentials_unavailable, invalid_template,
+    AVOID_SECS, CREDENTIALS_UNAVAILABLE, DISPATCH_FORBIDDEN, FORBIDDEN_GRACE_SECS, INVALID_TEMPLATE,
+    avoided_providers, await_credentials, credentials_unavailable, forbid_dispatch, invalid_template,
     reject_dispatch,
 };
 use end::{Cause, end_attempt, refusal};
@@ -73,6 +74,10 @@ pub enum Member {
     /// reported its own refusal or its API server's 400/422 on the attempt's Assignment
     /// (a push-mode dispatch's refusal reaches [`reject_dispatch`] instead).
     Rejected(String),
+    /// The member forbade the attempt's objects (a pull-mode agent reported its API
+    /// server's 403 that does not pass): ended after the grace period, as
+    /// [`forbid_dispatch`] ends a push-mode dispatch's.
+    Forbidden(String),
 }
 
 /// What the reconcile must do besides writing status.
@@ -250,6 +255,14 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
                     refusal(answer)
                 );
                 Some((AttemptOutcome::Failed, now, message))
+            }
+            (Some(p), Member::Forbidden(answer)) if end::forbidden_for_good(p, now) => {
+                cause = Cause::DispatchForbidden;
+                Some((
+                    AttemptOutcome::Failed,
+                    now,
+                    end::forbidden_message(&p.provider, answer),
+                ))
             }
             _ => None,
         },

@@ -41,6 +41,7 @@ fn ended(attempt: u32, running: i64, end: i64) -> AttemptRecord {
         provider: "dc-1".into(),
         outcome: AttemptOutcome::ProviderLost,
         message: String::new(),
+        reason: None,
         gpu_seconds: (end - running) as u64 * 4,
         gpus: Some(4),
         gpu_uuids: Vec::new(),

@@ -93,6 +93,7 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
         }
         let ok_provider = (job.providers.is_empty() || job.providers.contains(&p.id))
             && (job.regions.is_empty() || job.regions.contains(&p.region))
+            && !job.avoid.contains(&p.id)
             && p.healthy
             && (p.verified || !job.verified_only)
             && p.reputation >= job.min_reputation

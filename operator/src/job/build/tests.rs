@@ -85,6 +85,15 @@ fn worker_pods_carry_gpus_pinning_gang_env_and_restricted_security() {
     assert_eq!(env(pod, "GPUFED_WORLD_SIZE").as_deref(), Some("2"));
     assert_eq!(env(pod, "GPUFED_ATTEMPT").as_deref(), Some("3"));
     assert_eq!(env(pod, "GPUFED_CHECKPOINT_URI").as_deref(), Some("s3://b/run/"));
+    assert_eq!(
+        env(pod, "GPUFED_CHECKPOINT_DIR").as_deref(),
+        Some("s3://b/run/attempt-3/")
+    );
+    assert_eq!(
+        env(pod, "GPUFED_CHECKPOINT_RESUME_DIR"),
+        None,
+        "no earlier attempt ran"
+    );
     assert_eq!(env(pod, "GPUFED_MASTER_ADDR"), Some(format!("w0.gang.{ns}.svc")));
     assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
     assert_eq!(
@@ -203,4 +212,46 @@ fn a_long_dotted_job_name_builds_objects_a_member_accepts() {
     assert_eq!(plain.pods[0].metadata.annotations, None);
     assert_eq!(plain.namespace.metadata.annotations, None);
     assert_eq!(names::hub_job_name(&plain.pods[0]), Some("train"));
+}
+
+#[test]
+fn every_container_of_a_failover_attempt_resumes_from_the_last_attempt_that_ran() {
+    let mut j = job(serde_json::json!({
+        "spec": {"containers": [{"name": "main", "image": "trainer"}, {"name": "sidecar", "image": "log"}]}
+    }));
+    j.status = Some(
+        serde_json::from_value(serde_json::json!({"attempts": [
+            {"attempt": 1, "provider": "a", "outcome": "ProviderLost", "message": "", "gpuSeconds": 80,
+             "runningTime": "2026-11-25T11:00:00Z", "pricePerGpuHour": "2", "endTime": "2026-11-25T11:10:00Z"},
+            {"attempt": 2, "provider": "b", "outcome": "Failed", "message": "", "gpuSeconds": 0,
+             "pricePerGpuHour": "2", "endTime": "2026-11-25T11:20:00Z"}
+        ]}))
+        .expect("status"),
+    );
+    let objs = build(&j, &placement(), "gpufed.io/gpu").expect("builds");
+    for pod in &objs.pods {
+        for c in &pod.spec.as_ref().expect("spec").containers {
+            let var = |n: &str| {
+                c.env
+                    .iter()
+                    .flatten()
+                    .find(|e| e.name == n)
+                    .and_then(|e| e.value.clone())
+            };
+            assert_eq!(
+                var("GPUFED_CHECKPOINT_DIR").as_deref(),
+                Some("s3://b/run/attempt-3/")
+            );
+            assert_eq!(
+                var("GPUFED_CHECKPOINT_RESUME_DIR").as_deref(),
+                Some("s3://b/run/attempt-1/")
+            );
+            let list: serde_json::Value =
+                serde_json::from_str(&var("GPUFED_CHECKPOINT_RESUME").expect("resume list")).expect("json");
+            assert_eq!(
+                list,
+                serde_json::json!([{"attempt": 1, "dir": "s3://b/run/attempt-1/", "endedAt": "2026-11-25T11:10:00Z"}])
+            );
+        }
+    }
 }

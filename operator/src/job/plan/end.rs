@@ -6,13 +6,27 @@ use gpufed_api::ComputeJob;
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
 use gpufed_api::job::ProviderLossAction;
-use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase};
+use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase, Placement};
 
 use super::{Plan, attempt, live_gpu_seconds, stall, usage};
 
 /// Condition reason (`Failed`, `Stalled`) of a job whose last attempt the member's API
 /// server refused to create.
 pub const DISPATCH_REJECTED: &str = "DispatchRejected";
+
+/// Condition reason (`Failed`, `Stalled`) of a job, and reason of its attempt's record,
+/// when the member's API server forbade the attempt's objects: a permission the provider
+/// has not granted (an older provider chart) or an admission policy.
+pub const DISPATCH_FORBIDDEN: &str = "DispatchForbidden";
+
+/// Seconds after its placement that an attempt whose objects the member forbids is still
+/// retried: a freshly installed provider's permissions may take a moment to apply.
+pub const FORBIDDEN_GRACE_SECS: i64 = 60;
+
+/// Seconds a job is kept off a provider that forbade its attempt's objects (placement
+/// leaves that provider out for the job: [`avoided_providers`]), so that it fails over
+/// instead of being placed there again; time enough for the provider to upgrade.
+pub const AVOID_SECS: i64 = 900;
 
 /// Condition reason (`Stalled`, `Ready`, `Placed`) of a job whose pod template cannot be
 /// built into worker pods: it waits unplaced until its spec changes.
@@ -33,6 +47,8 @@ pub(super) enum Cause {
     Observed,
     /// The member refused its objects ([`reject_dispatch`], or a pull-mode agent's report).
     DispatchRejected,
+    /// The member forbade its objects past the grace period ([`forbid_dispatch`]).
+    DispatchForbidden,
     /// Its objects cannot be built or completed ([`invalid_template`],
     /// [`credentials_unavailable`]): the job waits unplaced, `Placed` reason `reason`,
     /// until `until`.
@@ -60,14 +76,20 @@ pub(super) fn refusal(answer: &str) -> String {
 /// create in the member is fenced like a lost attempt's. Billing: none, the gang never
 /// ran.
 pub fn reject_dispatch(job: &ComputeJob, plan: &mut Plan, refusal: &str, now: i64) {
-    let st = &mut plan.status;
-    let Some(provider) = st.placement.as_ref().map(|p| p.provider.clone()) else {
+    let Some(provider) = plan.status.placement.as_ref().map(|p| p.provider.clone()) else {
         return;
     };
     let message = format!(
         "the API server of provider {provider} refused the attempt's objects: {}",
         self::refusal(refusal)
     );
+    end_dispatch(job, plan, message, now, Cause::DispatchRejected);
+}
+
+/// Ends the live attempt whose dispatch the member refused (`cause`): `Failed`, nothing
+/// more dispatched, and a placement round asked for if the failure policy retries.
+fn end_dispatch(job: &ComputeJob, plan: &mut Plan, message: String, now: i64, cause: Cause) {
+    let st = &mut plan.status;
     end_attempt(
         job,
         st,
@@ -75,11 +97,65 @@ pub fn reject_dispatch(job: &ComputeJob, plan: &mut Plan, refusal: &str, now: i6
         now,
         message,
         &crate::time::format(now),
-        Cause::DispatchRejected,
+        cause,
     );
     plan.dispatch = false;
     // A retry needs a placement round; a failed job needs none.
     plan.wants_placement = st.placement.is_none() && st.phase == Some(JobPhase::Recovering);
+}
+
+/// Whether an attempt placed at `placement.placedTime` has been forbidden long enough
+/// that no retry will heal it ([`FORBIDDEN_GRACE_SECS`]).
+pub fn forbidden_for_good(placement: &Placement, now: i64) -> bool {
+    crate::time::parse(&placement.placed_time).is_none_or(|t| now - t >= FORBIDDEN_GRACE_SECS)
+}
+
+/// What an attempt's record says when `provider` forbade its objects (`answer`).
+pub(super) fn forbidden_message(provider: &str, answer: &str) -> String {
+    format!(
+        "provider {provider} forbids the attempt's objects (a permission or policy it has not \
+         granted; the job is kept off it for {} min): {}",
+        AVOID_SECS / 60,
+        refusal(answer)
+    )
+}
+
+/// The member's API server forbade the live attempt's objects (HTTP 403 that does not
+/// pass: [`crate::error::is_forbidden`], `answer` its message). Within
+/// [`FORBIDDEN_GRACE_SECS`] of the placement nothing changes and the caller retries the
+/// dispatch; after it the attempt ends `Failed` (record reason `DispatchForbidden`), its
+/// GPUs are freed and whatever it created is fenced, and the failure policy decides as for
+/// a refused dispatch — with placement keeping the job off that provider for
+/// [`AVOID_SECS`], so the retry goes elsewhere instead of holding GPUs there for nothing.
+/// Returns whether it ended the attempt. Billing: none, the gang never ran.
+pub fn forbid_dispatch(job: &ComputeJob, plan: &mut Plan, answer: &str, now: i64) -> bool {
+    let Some(p) = plan
+        .status
+        .placement
+        .as_ref()
+        .filter(|p| forbidden_for_good(p, now))
+    else {
+        return false;
+    };
+    let message = forbidden_message(&p.provider, answer);
+    end_dispatch(job, plan, message, now, Cause::DispatchForbidden);
+    true
+}
+
+/// Providers the job is kept off now: those that forbade one of its attempts less than
+/// [`AVOID_SECS`] ago.
+pub fn avoided_providers(status: Option<&ComputeJobStatus>, now: i64) -> Vec<String> {
+    let mut avoid: Vec<String> = status
+        .map(|s| s.attempts.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a.reason.as_deref() == Some(DISPATCH_FORBIDDEN))
+        .filter(|a| crate::time::parse(&a.end_time).is_some_and(|t| now < t + AVOID_SECS))
+        .map(|a| a.provider.clone())
+        .collect();
+    avoid.sort();
+    avoid.dedup();
+    avoid
 }
 
 /// The live attempt's objects cannot be built: `error` names the template's field. A
@@ -192,6 +268,11 @@ pub(super) fn end_attempt(
         provider: p.provider.clone(),
         outcome,
         message: message.clone(),
+        reason: match cause {
+            Cause::DispatchRejected => Some(DISPATCH_REJECTED.to_owned()),
+            Cause::DispatchForbidden => Some(DISPATCH_FORBIDDEN.to_owned()),
+            Cause::Observed | Cause::Waits { .. } => None,
+        },
         gpu_seconds,
         gpus: Some(p.gpus),
         gpu_uuids: attempt::attempt_gpus(&p),
@@ -271,6 +352,7 @@ pub(super) fn end_attempt(
         let (failed, stalled) = match cause {
             Cause::Observed => ("AttemptsExhausted", "JobFailed"),
             Cause::DispatchRejected => (DISPATCH_REJECTED, DISPATCH_REJECTED),
+            Cause::DispatchForbidden => (DISPATCH_FORBIDDEN, DISPATCH_FORBIDDEN),
             Cause::Waits { reason, .. } => (reason, reason), // handled above
         };
         conditions::set(&mut st.conditions, cond(types::FAILED, True, failed, msg.clone()));

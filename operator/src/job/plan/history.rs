@@ -71,6 +71,7 @@ mod tests {
             provider: provider.into(),
             outcome: AttemptOutcome::Preempted,
             message: String::new(),
+            reason: None,
             gpu_seconds: 3600,
             gpus: Some(1),
             gpu_uuids: Vec::new(),

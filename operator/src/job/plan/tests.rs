@@ -254,6 +254,7 @@ fn deadline_and_invalid_spec() {
         provider: "a".into(),
         outcome: AttemptOutcome::Stopped,
         message: String::new(),
+        reason: None,
         gpu_seconds: 40,
         gpus: Some(1),
         gpu_uuids: Vec::new(),
@@ -402,6 +403,7 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
 }
 
 mod credentials;
+mod forbidden;
 mod gpus;
 mod preempted;
 mod rejected;

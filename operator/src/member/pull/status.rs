@@ -20,6 +20,8 @@ use crate::job::plan::{PodPhase, PodView};
 ///   member's API server rejected (`Rejected`: 400/422) in that generation:
 ///   [`Error::Rejected`] with the message, and the job controller ends the attempt. A
 ///   refusal recorded for an earlier generation is not this one's;
+/// - one whose objects its API server forbids (`Forbidden`: a 403 that does not pass):
+///   [`Error::Forbidden`], ended by the job controller past the grace period;
 /// - otherwise the reported pods. Other reasons (`ApplyFailed`, `ObserveFailed`, one this
 ///   hub does not know) are read by the pods, as before: the agent retries them.
 pub fn read_assignment(
@@ -55,6 +57,15 @@ pub fn read_assignment(
         return Err(Error::Rejected {
             provider: provider.to_owned(),
             message,
+        });
+    }
+    if let Some(c) = refusal.filter(|c| c.reason == reasons::FORBIDDEN) {
+        return Err(Error::Forbidden {
+            provider: provider.to_owned(),
+            message: format!(
+                "its API server forbids them (as its agent reports on Assignment {name}): {}",
+                c.message
+            ),
         });
     }
     Ok(pod_views(&status))

@@ -207,6 +207,25 @@ fn a_refusal_of_the_current_assignment_ends_the_attempt() {
 }
 
 #[test]
+fn a_forbidden_apply_is_reported_for_the_job_controller_to_end_in_time() {
+    let answer = "secrets \"gpufed-checkpoint\" is forbidden: User \"system:serviceaccount:gpufed:agent\" cannot patch resource \"secrets\"";
+    let a = reported(
+        3,
+        serde_json::json!({"observedGeneration": 3, "conditions": [applied("False", "Forbidden", answer, Some(3))]}),
+    );
+    match read_assignment("p", Some(&a), "u-1", 2) {
+        Err(Error::Forbidden { provider, message }) => {
+            assert_eq!(provider, "p");
+            assert!(
+                message.contains(answer) && message.contains("gf-t-a2"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn failures_that_may_heal_and_unknown_reasons_are_read_by_the_pods() {
     for reason in ["ApplyFailed", "ObserveFailed", "SomethingANewerAgentSays"] {
         let a = reported(
