@@ -251,7 +251,9 @@ impl<'s> Engine<'s> {
     fn decide(&mut self, h: u32, held: Option<Vec<u32>>) -> bool {
         let shape = held.is_none().then(|| self.job_shape[h as usize]);
         if let Some((explanation, plan_failed)) = shape.and_then(|s| self.memo.get(s)) {
-            let skip_plan = plan_failed;
+            // A plan that failed for this shape may succeed for a job that outranks a
+            // holder of the nodes it needs.
+            let skip_plan = plan_failed && !self.outranks_a_holder(h);
             let failed = self.maybe_reserve(h, None, &explanation, skip_plan);
             if failed
                 && !plan_failed

@@ -57,6 +57,14 @@ impl Engine<'_> {
         let Some(nodes) = self.plan_reservation(h) else {
             return true;
         };
+        // Nodes held for work that `h` outranks: that reservation is released whole.
+        for &n in &nodes {
+            if let Some(j) = self.fleet.nodes[n as usize].reserved_for {
+                for m in self.reserved.remove(&j).into_iter().flatten() {
+                    self.fleet.unreserve(m);
+                }
+            }
+        }
         for &n in &nodes {
             self.fleet.reserve(n, h);
         }
@@ -64,8 +72,26 @@ impl Engine<'_> {
         false
     }
 
-    /// The unreserved nodes that would hold job `h` once drained, where it would start
-    /// soonest (most GPUs free now; ties to the smaller group).
+    /// Whether blocked job `h` may take over the nodes reserved for job `j`: `h` has the
+    /// higher priority, or the same and was submitted earlier (ties by id). Reservations
+    /// so go to the oldest blocked work of each priority: a stream of younger jobs that
+    /// each reserve a node as it drains cannot keep an older gang that needs several of
+    /// them from ever holding them all (found by the `no_starvation` property).
+    pub(super) fn outranks(&self, h: u32, j: u32) -> bool {
+        let job = |x: u32| &self.snap.jobs[self.jobs[x as usize].src as usize];
+        let (a, b) = (job(h), job(j));
+        (Reverse(a.priority), a.submit_time, &a.id) < (Reverse(b.priority), b.submit_time, &b.id)
+    }
+
+    /// Whether `h` outranks a job that holds a reservation now (a plan that failed for
+    /// an equal shape may then succeed for `h`).
+    pub(super) fn outranks_a_holder(&self, h: u32) -> bool {
+        self.reserved.keys().any(|&j| j != h && self.outranks(h, j))
+    }
+
+    /// The nodes that would hold job `h` once drained, where it would start soonest (most
+    /// GPUs free now; ties to the smaller group): unreserved ones, or held for work `h`
+    /// outranks ([`Self::outranks`]) where the unreserved do not suffice.
     fn plan_reservation(&self, h: u32) -> Option<Vec<u32>> {
         let js = &self.jobs[h as usize];
         let fleet = &self.fleet;
@@ -94,9 +120,18 @@ impl Engine<'_> {
                 for mut unit in units {
                     unit.retain(|&n| {
                         let node = &fleet.nodes[n as usize];
-                        node.reserved_for.is_none() && u32::from(node.gpus) >= g
+                        node.reserved_for.is_none_or(|j| j != h && self.outranks(h, j))
+                            && u32::from(node.gpus) >= g
                     });
-                    unit.sort_by_key(|&n| (Reverse(fleet.nodes[n as usize].free.count_ones() / g), n));
+                    // Unreserved nodes first: take over others' only where needed.
+                    unit.sort_by_key(|&n| {
+                        let node = &fleet.nodes[n as usize];
+                        (
+                            node.reserved_for.is_some(),
+                            Reverse(node.free.count_ones() / g),
+                            n,
+                        )
+                    });
                     let (mut cap, mut free_now, mut take) = (0u32, 0u32, 0usize);
                     for &n in &unit {
                         if cap >= w {
