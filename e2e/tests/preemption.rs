@@ -3,7 +3,7 @@
 //! namespace — never another tenant's under the default policy — the evicted attempt ends
 //! `Preempted` (billed up to then, its pods removed, an Event), the job that asked runs in
 //! its room, and the evicted job runs again afterwards without having used up its single
-//! allowed attempt.
+//! allowed attempt. A mark for a job that no longer waits evicts nothing.
 
 mod common;
 mod opsupport;
@@ -11,10 +11,10 @@ mod opsupport;
 use std::time::Duration;
 
 use gpufed_api::ComputeJob;
-use gpufed_api::job_status::{AttemptOutcome, JobPhase};
+use gpufed_api::job_status::{AttemptOutcome, JobPhase, Preemption as Mark};
 use gpufed_e2e::{FederationSpec, GpuPool};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use opsupport::{Operator, federation_with_providers, job, job_until, phase, submit};
 
@@ -70,6 +70,50 @@ async fn a_higher_priority_job_evicts_lower_priority_work_of_its_namespace() {
         phase(&outsider),
         "Queued",
         "the outsider fits nowhere and evicts nothing"
+    );
+    // A mark for a job that no longer waits (here: one that never existed, as a preemptor
+    // deleted right after the round marked its victims) evicts nothing: the mark is
+    // dropped and the attempt runs on.
+    // Written as the placement round writes a mark: the operator's whole status, by its
+    // field manager, fenced by the resourceVersion read (retried on a conflict).
+    let jobs: Api<ComputeJob> = Api::namespaced(hub.clone(), &ns);
+    gpufed_e2e::wait::until("low marked for a job that is gone", MINUTE, || async {
+        let low = jobs.get("low").await?;
+        let mut st = low.status.clone().unwrap_or_default();
+        let Some(p) = st.placement.as_mut() else {
+            return Ok(None);
+        };
+        p.preempted = Some(Mark {
+            by: format!("{ns}/gone"),
+            priority: 900,
+            time: gpufed_operator::time::format(gpufed_operator::time::now()),
+        });
+        let body = serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+            "metadata": {"resourceVersion": low.resource_version()}, "status": st,
+        });
+        let apply = PatchParams::apply(gpufed_operator::FIELD_MANAGER).force();
+        Ok(jobs
+            .patch_status("low", &apply, &Patch::Apply(&body))
+            .await
+            .ok()
+            .map(|_| ()))
+    })
+    .await
+    .expect("mark written");
+    let low = job_until(&hub, &ns, "low", "the stale mark dropped", MINUTE, |j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.placement.as_ref())
+            .is_some_and(|p| p.preempted.is_none())
+    })
+    .await;
+    let st = low.status.clone().expect("status");
+    assert_eq!(
+        (phase(&low), attempt(&low), st.attempts.len()),
+        ("Running".into(), 1, 0),
+        "evicted for a job that is gone: {:?}",
+        st.attempts
     );
     let others: Api<ComputeJob> = Api::namespaced(hub.clone(), &other);
     others

@@ -354,7 +354,7 @@ fn starting_status(placed: &ComputeJob, now: i64) -> gpufed_api::job_status::Com
 }
 
 mod evict;
-pub use evict::{PREEMPTING, Preemption, marked_status, waiting_message};
+pub use evict::{PREEMPTING, Preemption, mark_stands, marked_status, waiting_message};
 
 #[cfg(test)]
 mod tests;

@@ -120,6 +120,34 @@ pub fn touches_provider(job: &ComputeJob, provider: &str) -> bool {
                 .is_some_and(|a| a.providers.iter().any(|p| p == provider)))
 }
 
+/// Drops the live attempt's eviction mark when the job it was evicted for no longer needs
+/// the room ([`crate::placement::mark_stands`]): the attempt runs on instead of ending
+/// `Preempted`. Only with the job store synced: before that, a missing preemptor may
+/// simply not be listed yet.
+fn drop_stale_mark(ctx: &Context, job: &mut ComputeJob) {
+    let Some(by) = job
+        .status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .and_then(|p| p.preempted.as_ref())
+        .map(|m| m.by.clone())
+    else {
+        return;
+    };
+    if !ctx.jobs_synced.is_synced() {
+        return;
+    }
+    let (ns, name) = by.split_once('/').unwrap_or(("", by.as_str()));
+    let preemptor = ctx.jobs.get(&ObjectRef::new(name).within(ns));
+    if crate::placement::mark_stands(preemptor.as_deref(), job) {
+        return;
+    }
+    tracing::info!(for_job = %by, "the job this attempt was to be evicted for no longer waits; it runs on");
+    if let Some(p) = job.status.as_mut().and_then(|s| s.placement.as_mut()) {
+        p.preempted = None;
+    }
+}
+
 /// Seconds since the job was created (0 when unknown).
 fn age(job: &ComputeJob, now: i64) -> i64 {
     job.metadata
@@ -139,6 +167,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
             .filter(|a| removed.contains(&a.attempt))
             .for_each(|a| a.removed = true);
     }
+    drop_stale_mark(ctx, &mut job);
     let member = live::observe_live(ctx, &job, now).await;
     let mut plan = plan::plan(&job, &member, now);
     if job.spec.serving.is_some() {

@@ -128,6 +128,15 @@ pub fn marked_status(victim: &ComputeJob, mark: &Mark) -> Option<gpufed_api::Com
     Some(status)
 }
 
+/// Whether a victim's eviction mark still stands: its preemptor (looked up by the mark's
+/// `by`; `None` when it is gone) still exists, still waits for placement and still
+/// outranks the victim. One deleted, suspended, finished or lowered in the moment between
+/// the round's mark and the victim's controller acting on it no longer needs the room, so
+/// the victim keeps running and the mark is dropped.
+pub fn mark_stands(preemptor: Option<&ComputeJob>, victim: &ComputeJob) -> bool {
+    preemptor.is_some_and(|p| mapping::is_queued(p) && p.spec.priority > victim.spec.priority)
+}
+
 /// What a job that evicts work waits for, in its `Placed` condition.
 pub fn waiting_message(p: &pl::Placement) -> String {
     format!(
@@ -200,6 +209,34 @@ mod tests {
             s.phase = Some(gpufed_api::job_status::JobPhase::Succeeded);
         }
         assert_eq!(marked_status(&done, &mark()), None, "finished: nothing to evict");
+    }
+
+    #[test]
+    fn a_mark_stands_only_while_its_preemptor_waits_and_outranks_the_victim() {
+        let victim = job("v", true, true);
+        let mut preemptor = job("other", false, false);
+        preemptor.spec.priority = 900;
+        assert!(
+            mark_stands(Some(&preemptor), &victim),
+            "queued, priority 900 over 100"
+        );
+        assert!(!mark_stands(None, &victim), "deleted: gone from the store");
+        let mut deleting = preemptor.clone();
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:05Z".parse().expect("time"),
+        ));
+        assert!(!mark_stands(Some(&deleting), &victim), "being deleted");
+        let mut suspended = preemptor.clone();
+        suspended.spec.suspend = true;
+        assert!(!mark_stands(Some(&suspended), &victim), "suspended");
+        let placed = job("other", true, false);
+        assert!(
+            !mark_stands(Some(&placed), &victim),
+            "placed meanwhile (a round that could not see the mark)"
+        );
+        let mut lowered = preemptor.clone();
+        lowered.spec.priority = victim.spec.priority;
+        assert!(!mark_stands(Some(&lowered), &victim), "no longer outranks it");
     }
 
     #[test]
