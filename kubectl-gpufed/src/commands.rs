@@ -70,10 +70,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let job = session.job(&job).await?;
             // Providers matter only to a job that waits. A tenant may read its jobs but not
             // the cluster-scoped providers: say so, and still show the job's conditions.
-            let report = match why::explain(&job, &[]) {
+            let report = match why::explain(&job, &[], now()) {
                 r if !r.waiting => r,
                 _ => match session.providers().await {
-                    Ok(providers) => why::explain(&job, &providers),
+                    Ok(providers) => why::explain(&job, &providers, now()),
                     Err(e @ (Error::Api { .. } | Error::CrdsMissing { .. })) => {
                         why::explain_without_providers(&job, e.to_string())
                     }

@@ -224,7 +224,15 @@ fn as_rebuilt(p: &GpuProvider, fleet: &BTreeMap<String, MemberView>) -> GpuProvi
     p
 }
 
-fn fit(job: &Arc<ComputeJob>, p: &GpuProvider, fleet: &BTreeMap<String, MemberView>) -> ProviderFit {
+/// Whether `job` fits on `p` now. `avoid`: the providers the operator keeps the job off,
+/// each until when ([`gpufed_operator::job::plan::avoided_until`]): the engine is told, as
+/// the operator's round tells it.
+fn fit(
+    job: &Arc<ComputeJob>,
+    p: &GpuProvider,
+    fleet: &BTreeMap<String, MemberView>,
+    avoid: &BTreeMap<String, i64>,
+) -> ProviderFit {
     let provider = p.name_any();
     let no = |reason: String| ProviderFit {
         provider: provider.clone(),
@@ -245,11 +253,14 @@ fn fit(job: &Arc<ComputeJob>, p: &GpuProvider, fleet: &BTreeMap<String, MemberVi
     if !fleet.contains_key(&provider) {
         return no("no inventory reported yet".into());
     }
-    let snap = mapping::snapshot(
+    let mut snap = mapping::snapshot(
         std::slice::from_ref(job),
         &[Arc::new(as_rebuilt(p, fleet))],
         fleet,
     );
+    for j in &mut snap.jobs {
+        j.avoid = avoid.keys().cloned().collect();
+    }
     match pl::place(&snap, &pl::Config::default()) {
         Err(e) => no(format!("the placement engine refused the snapshot: {e}")),
         Ok(d) => match (d.placements.first(), d.unplaced.first()) {
@@ -266,17 +277,26 @@ fn fit(job: &Arc<ComputeJob>, p: &GpuProvider, fleet: &BTreeMap<String, MemberVi
                 model: Some(placed.model.clone()),
                 price_per_gpu_hour: Some(format_decimal(placed.price)),
             },
-            (None, Some(u)) => no(u
-                .explanation
-                .primary()
-                .map_or_else(|| u.explanation.to_string(), ToString::to_string)),
+            (None, Some(u)) => {
+                let why = u
+                    .explanation
+                    .primary()
+                    .map_or_else(|| u.explanation.to_string(), ToString::to_string);
+                match avoid.get(&provider) {
+                    Some(until) => no(format!(
+                        "{why}: kept off it until {}",
+                        gpufed_operator::time::format(*until)
+                    )),
+                    None => no(why),
+                }
+            }
             (None, None) => no("not considered by the placement engine".into()),
         },
     }
 }
 
-/// Explains `job` against `providers`.
-pub fn explain(job: &ComputeJob, providers: &[GpuProvider]) -> WhyReport {
+/// Explains `job` against `providers` at `now` (Unix seconds).
+pub fn explain(job: &ComputeJob, providers: &[GpuProvider], now: i64) -> WhyReport {
     let conds = job
         .status
         .as_ref()
@@ -293,6 +313,8 @@ pub fn explain(job: &ComputeJob, providers: &[GpuProvider]) -> WhyReport {
     let (summary, waiting) = state(job, &spec_errors);
     let mut fits = Vec::new();
     if waiting {
+        // The provider that forbade one of its attempts is kept off, as the round does.
+        let avoid = gpufed_operator::job::plan::avoided_until(job.status.as_ref(), now);
         let mut probe = job.clone();
         probe.status = None;
         probe.spec.suspend = false;
@@ -303,7 +325,10 @@ pub fn explain(job: &ComputeJob, providers: &[GpuProvider]) -> WhyReport {
             .collect();
         let mut sorted: Vec<&GpuProvider> = providers.iter().collect();
         sorted.sort_by_key(|p| p.name_any());
-        fits = sorted.into_iter().map(|p| fit(&probe, p, &fleet)).collect();
+        fits = sorted
+            .into_iter()
+            .map(|p| fit(&probe, p, &fleet, &avoid))
+            .collect();
     }
     WhyReport {
         job: job_ref(job),
@@ -328,7 +353,7 @@ pub fn explain(job: &ComputeJob, providers: &[GpuProvider]) -> WhyReport {
 /// Explains `job` when the providers cannot be read (`why` the error): its state and
 /// conditions only.
 pub fn explain_without_providers(job: &ComputeJob, why: String) -> WhyReport {
-    let mut report = explain(job, &[]);
+    let mut report = explain(job, &[], 0);
     report.providers_unavailable = Some(why);
     report
 }

@@ -3,6 +3,9 @@ use serde_json::json;
 use super::*;
 use crate::fixtures::{job, provider, ready_h100_status, ready_rtx_status};
 
+/// 2026-01-01T00:10:00Z.
+const NOW: i64 = 1_767_226_200;
+
 fn queued() -> ComputeJob {
     job(
         "train",
@@ -47,7 +50,7 @@ fn each_provider_gets_its_own_reason() {
         new, paused, lost, unverified, consumer, cheap_full, half_busy, fits,
     ];
 
-    let r = explain(&queued(), &all);
+    let r = explain(&queued(), &all, NOW);
     assert!(r.waiting);
     assert_eq!(r.summary, "queued: waiting for a provider");
     assert_eq!(r.phase, "Queued");
@@ -99,20 +102,20 @@ fn each_provider_gets_its_own_reason() {
 fn job_constraints_are_reasons_too() {
     let mut j = queued();
     j.spec.placement.regions = vec!["us-east".into()];
-    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))]);
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))], NOW);
     assert_eq!(reasons(&r), [("a", false, "outside the allowed regions")]);
 
     let mut j = queued();
     j.spec.gpu.min_memory = Some("100Gi".into());
-    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))]);
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))], NOW);
     assert_eq!(reasons(&r), [("a", false, "lack 100 GiB VRAM")]);
 
     let mut j = queued();
     j.spec.workers = 3;
-    let r = explain(&j, &[provider("a", Some(ready_h100_status(8, 8)))]);
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(8, 8)))], NOW);
     assert_eq!(reasons(&r)[0].2, "too small for 12 suitable GPUs");
 
-    let r = explain(&queued(), &[]);
+    let r = explain(&queued(), &[], NOW);
     assert!(r.providers.is_empty());
     assert!(render(&r).contains("no GpuProviders exist"));
     let r = explain_without_providers(&queued(), "listing gpuproviders.gpufed.io: forbidden".into());
@@ -144,7 +147,7 @@ fn jobs_that_do_not_wait_say_so() {
         })),
     );
     let all = [provider("a", Some(ready_h100_status(16, 16)))];
-    let r = explain(&placed, &all);
+    let r = explain(&placed, &all, NOW);
     assert!(!r.waiting && r.providers.is_empty());
     assert_eq!(
         r.summary,
@@ -157,7 +160,7 @@ fn jobs_that_do_not_wait_say_so() {
         st.conditions[0].status = ConditionStatus::True;
     }
     assert_eq!(
-        explain(&running, &all).summary,
+        explain(&running, &all, NOW).summary,
         "not waiting: runs on a (attempt 2)"
     );
 
@@ -171,7 +174,7 @@ fn jobs_that_do_not_wait_say_so() {
         });
     }
     assert_eq!(
-        explain(&evicted, &all).summary,
+        explain(&evicted, &all, NOW).summary,
         "being evicted from a (attempt 2) for team/urgent (priority 900): queued again once stopped"
     );
     let waiting = job(
@@ -182,7 +185,7 @@ fn jobs_that_do_not_wait_say_so() {
              "message": "evicting lower-priority work on a: team/train; placed once it has stopped",
              "lastTransitionTime": "2026-01-01T00:01:00Z"}]})),
     );
-    let r = explain(&waiting, &all);
+    let r = explain(&waiting, &all, NOW);
     assert!(!r.waiting, "no provider table: it has its room");
     assert_eq!(
         r.summary,
@@ -196,7 +199,7 @@ fn jobs_that_do_not_wait_say_so() {
              "message": "Secret team/s3 (spec.checkpoint.credentialsSecret) does not exist",
              "lastTransitionTime": "2026-01-01T00:01:00Z"}]})),
     );
-    let r = explain(&no_credentials, &all);
+    let r = explain(&no_credentials, &all, NOW);
     assert!(!r.waiting, "no provider table: no provider helps");
     assert_eq!(
         r.summary,
@@ -210,7 +213,7 @@ fn jobs_that_do_not_wait_say_so() {
             {"type": "Failed", "status": "True", "reason": "AttemptsExhausted",
              "message": "attempt 3 Failed: worker 1 failed", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})),
     );
-    let r = explain(&failed, &all);
+    let r = explain(&failed, &all, NOW);
     assert_eq!(
         r.summary,
         "finished: Failed (attempt 3 Failed: worker 1 failed), nothing to wait for"
@@ -223,10 +226,10 @@ fn suspended_and_invalid_jobs() {
     let all = [provider("a", Some(ready_h100_status(16, 16)))];
     let mut suspended = job("s", "team", None);
     suspended.spec.suspend = true;
-    let r = explain(&suspended, &all);
+    let r = explain(&suspended, &all, NOW);
     assert!(r.waiting && r.summary.starts_with("suspended"));
     assert!(r.providers[0].fits, "evaluated as if resumed");
-    let r = explain(&job("fresh", "team", None), &all);
+    let r = explain(&job("fresh", "team", None), &all, NOW);
     assert_eq!(
         r.summary,
         "new: not yet seen by the operator; waiting for a provider"
@@ -235,7 +238,7 @@ fn suspended_and_invalid_jobs() {
 
     let mut invalid = job("bad", "team", None);
     invalid.spec.max_price_per_gpu_hour = "0".into();
-    let r = explain(&invalid, &all);
+    let r = explain(&invalid, &all, NOW);
     assert!(!r.waiting);
     assert_eq!(r.spec_errors, ["spec.maxPricePerGpuHour: must be greater than 0"]);
     assert!(render(&r).contains("Invalid spec"));
@@ -245,7 +248,7 @@ fn suspended_and_invalid_jobs() {
     unbuildable.spec.template.spec.containers[0]
         .0
         .insert("ports".into(), serde_json::json!("eighty"));
-    let r = explain(&unbuildable, &all);
+    let r = explain(&unbuildable, &all, NOW);
     assert!(!r.waiting, "{}", r.summary);
     assert!(
         r.spec_errors.len() == 1 && r.spec_errors[0].starts_with("spec.template.spec"),
@@ -321,9 +324,45 @@ fn a_verified_provider_without_verified_nodes_does_not_fit_a_verified_only_job()
     if let Some(v) = one.status.as_mut().and_then(|s| s.verification.as_mut()) {
         v.verified_nodes.truncate(1);
     }
-    let r = explain(&queued(), &[none, one]);
+    let r = explain(&queued(), &[none, one], NOW);
     let got = reasons(&r);
     assert_eq!(got[0], ("a-none", false, "not verified"), "{got:?}");
     // One verified 8-GPU node of two: the 2 × 4 job fits on it alone.
     assert!(got[1].1, "{got:?}");
+}
+
+/// A provider that forbade the job's last attempt is kept off it for the operator's avoid
+/// window (the round's `Job.avoid`), and `why` says so and until when, not "fits now".
+#[test]
+fn a_provider_that_forbade_the_last_attempt_is_avoided_until_the_window_ends() {
+    let j = job(
+        "train",
+        "team",
+        Some(json!({
+            "phase": "Recovering",
+            "attempts": [{"attempt": 1, "provider": "a", "outcome": "Failed",
+                          "reason": "DispatchForbidden", "message": "provider a forbids",
+                          "gpuSeconds": 0, "pricePerGpuHour": "2.25",
+                          "endTime": "2026-01-01T00:05:00Z"}],
+        })),
+    );
+    let all = [
+        provider("a", Some(ready_h100_status(16, 16))),
+        provider("b", Some(ready_h100_status(16, 16))),
+    ];
+    let r = explain(&j, &all, NOW);
+    assert_eq!(r.summary, "recovering: the next attempt waits for a provider");
+    assert_eq!(
+        reasons(&r)[0],
+        (
+            "a",
+            false,
+            "refused this job's last attempt for lack of a permission: kept off it until 2026-01-01T00:20:00Z"
+        )
+    );
+    assert!(reasons(&r)[1].1, "{:?}", reasons(&r));
+    // Fifteen minutes after that attempt ended, it may go there again.
+    let later = NOW + 600;
+    let r = explain(&j, &all, later);
+    assert!(reasons(&r).iter().all(|(_, fits, _)| *fits), "{:?}", reasons(&r));
 }

@@ -114,9 +114,23 @@ pub fn is_refusal(e: &kube::Error) -> bool {
 /// used up (its pods end, or the operator recreates the quota) and a namespace is being
 /// deleted (a new attempt's namespace follows); those are retried as any failure is.
 pub fn is_forbidden(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 403
-        && !s.message.contains("exceeded quota")
-        && !s.message.contains("because it is being terminated"))
+    matches!(e, kube::Error::Api(s) if s.code == 403 && forbids_for_good(&s.message))
+}
+
+/// Whether a 403's `message` forbids for a reason that does not pass ([`is_forbidden`]).
+pub fn forbids_for_good(message: &str) -> bool {
+    !message.contains("exceeded quota") && !message.contains("because it is being terminated")
+}
+
+/// The API server's answer in an `ApplyFailed` message of a pull-mode agent older than
+/// the `Forbidden` reason, when that answer is a 403 that does not pass: such an agent
+/// wrote kube's whole error, `ApiError: <message>: Forbidden (Status { .. code: 403 .. })`.
+/// Read so, a member that forbids an attempt's objects ends it after the grace period
+/// whatever the agent's version, instead of holding its GPUs while the agent retries.
+pub fn legacy_forbidden(apply_failed: &str) -> Option<&str> {
+    let rest = apply_failed.strip_prefix("ApiError: ")?;
+    let (answer, status) = rest.split_once(": Forbidden (")?;
+    (status.contains("code: 403") && forbids_for_good(answer)).then_some(answer)
 }
 
 /// Result of the operator's fallible steps.

@@ -14,8 +14,8 @@ pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
 pub use end::{
     AVOID_SECS, CREDENTIALS_UNAVAILABLE, DISPATCH_FORBIDDEN, FORBIDDEN_GRACE_SECS, INVALID_TEMPLATE,
-    avoided_providers, await_credentials, credentials_unavailable, forbid_dispatch, invalid_template,
-    reject_dispatch,
+    avoided_providers, avoided_until, await_credentials, credentials_unavailable, forbid_dispatch,
+    invalid_template, reject_dispatch,
 };
 use end::{Cause, end_attempt, refusal};
 

@@ -2,6 +2,8 @@
 //! does next (retry, stop, complete, fail or wait for a new spec) — whether its pods ended
 //! it, the member refused to create them, or they cannot be built.
 
+use std::collections::BTreeMap;
+
 use gpufed_api::ComputeJob;
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
@@ -145,17 +147,28 @@ pub fn forbid_dispatch(job: &ComputeJob, plan: &mut Plan, answer: &str, now: i64
 /// Providers the job is kept off now: those that forbade one of its attempts less than
 /// [`AVOID_SECS`] ago.
 pub fn avoided_providers(status: Option<&ComputeJobStatus>, now: i64) -> Vec<String> {
-    let mut avoid: Vec<String> = status
+    avoided_until(status, now).into_keys().collect()
+}
+
+/// Each provider the job is kept off now ([`avoided_providers`]), with the time (Unix
+/// seconds) it is kept off until: [`AVOID_SECS`] after the last attempt it forbade ended.
+pub fn avoided_until(status: Option<&ComputeJobStatus>, now: i64) -> BTreeMap<String, i64> {
+    let mut until = BTreeMap::new();
+    let forbidden = status
         .map(|s| s.attempts.as_slice())
         .unwrap_or_default()
         .iter()
-        .filter(|a| a.reason.as_deref() == Some(DISPATCH_FORBIDDEN))
-        .filter(|a| crate::time::parse(&a.end_time).is_some_and(|t| now < t + AVOID_SECS))
-        .map(|a| a.provider.clone())
-        .collect();
-    avoid.sort();
-    avoid.dedup();
-    avoid
+        .filter(|a| a.reason.as_deref() == Some(DISPATCH_FORBIDDEN));
+    for a in forbidden {
+        let Some(end) = crate::time::parse(&a.end_time).map(|t| t + AVOID_SECS) else {
+            continue;
+        };
+        if now < end {
+            let t = until.entry(a.provider.clone()).or_insert(end);
+            *t = end.max(*t);
+        }
+    }
+    until
 }
 
 /// The live attempt's objects cannot be built: `error` names the template's field. A

@@ -20,7 +20,8 @@ use crate::job::plan::{PodPhase, PodView};
 ///   member's API server rejected (`Rejected`: 400/422) in that generation:
 ///   [`Error::Rejected`] with the message, and the job controller ends the attempt. A
 ///   refusal recorded for an earlier generation is not this one's;
-/// - one whose objects its API server forbids (`Forbidden`: a 403 that does not pass):
+/// - one whose objects its API server forbids (`Forbidden`: a 403 that does not pass, or
+///   an older agent's `ApplyFailed` quoting one: [`crate::error::legacy_forbidden`]):
 ///   [`Error::Forbidden`], ended by the job controller past the grace period;
 /// - otherwise the reported pods. Other reasons (`ApplyFailed`, `ObserveFailed`, one this
 ///   hub does not know) are read by the pods, as before: the agent retries them.
@@ -59,12 +60,16 @@ pub fn read_assignment(
             message,
         });
     }
-    if let Some(c) = refusal.filter(|c| c.reason == reasons::FORBIDDEN) {
+    let forbidden = refusal.and_then(|c| match c.reason.as_str() {
+        reasons::FORBIDDEN => Some(c.message.as_str()),
+        reasons::APPLY_FAILED => crate::error::legacy_forbidden(&c.message),
+        _ => None,
+    });
+    if let Some(answer) = forbidden {
         return Err(Error::Forbidden {
             provider: provider.to_owned(),
             message: format!(
-                "its API server forbids them (as its agent reports on Assignment {name}): {}",
-                c.message
+                "its API server forbids them (as its agent reports on Assignment {name}): {answer}"
             ),
         });
     }

@@ -225,6 +225,42 @@ fn a_forbidden_apply_is_reported_for_the_job_controller_to_end_in_time() {
     }
 }
 
+/// An agent older than the `Forbidden` reason reported a 403 as `ApplyFailed` with kube's
+/// whole error: read as forbidden all the same, unless the 403 passes by itself.
+#[test]
+fn an_older_agents_forbidden_apply_failure_is_forbidden_too() {
+    let answer = "secrets \"gpufed-checkpoint\" is forbidden: User \"system:serviceaccount:gpufed:agent\" cannot patch resource \"secrets\"";
+    let error = kube::Error::Api(
+        kube::core::Status::failure(answer, "Forbidden")
+            .with_code(403)
+            .boxed(),
+    );
+    let a = reported(
+        3,
+        serde_json::json!({"observedGeneration": 3, "pods": one_pod(),
+                           "conditions": [applied("False", "ApplyFailed", &error.to_string(), None)]}),
+    );
+    match read_assignment("p", Some(&a), "u-1", 2) {
+        Err(Error::Forbidden { message, .. }) => {
+            assert!(message.ends_with(&format!("gf-t-a2): {answer}")), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A used-up quota passes by itself (the pods end): the agent retries, the pods are read.
+    let quota = "pods \"w-0\" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=8";
+    let error = kube::Error::Api(
+        kube::core::Status::failure(quota, "Forbidden")
+            .with_code(403)
+            .boxed(),
+    );
+    let a = reported(
+        3,
+        serde_json::json!({"observedGeneration": 3, "pods": one_pod(),
+                           "conditions": [applied("False", "ApplyFailed", &error.to_string(), None)]}),
+    );
+    assert_eq!(read_assignment("p", Some(&a), "u-1", 2).unwrap().0.len(), 1);
+}
+
 #[test]
 fn failures_that_may_heal_and_unknown_reasons_are_read_by_the_pods() {
     for reason in ["ApplyFailed", "ObserveFailed", "SomethingANewerAgentSays"] {
