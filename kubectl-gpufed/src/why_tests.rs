@@ -2,6 +2,8 @@ use serde_json::json;
 
 use super::*;
 use crate::fixtures::{job, provider, ready_h100_status, ready_rtx_status};
+use gpufed_api::provider::Inventory;
+use rebuild::MAX_NODES_PER_MODEL;
 
 /// 2026-01-01T00:10:00Z.
 const NOW: i64 = 1_767_226_200;
