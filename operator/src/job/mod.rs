@@ -245,6 +245,14 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
         Some(JobPhase::Succeeded | JobPhase::Failed) => Action::await_change(),
         Some(JobPhase::Running) => Action::requeue(Duration::from_secs(10)),
         Some(JobPhase::Queued | JobPhase::Suspended) => Action::requeue(Duration::from_secs(30)),
+        // A retry that waits for room, like a queued job (the round's write wakes it);
+        // sooner while the ended attempt's objects are still to be removed.
+        Some(JobPhase::Recovering) if plan.status.placement.is_none() && unfenced => {
+            Action::requeue(Duration::from_secs(5))
+        }
+        Some(JobPhase::Recovering) if plan.status.placement.is_none() => {
+            Action::requeue(Duration::from_secs(30))
+        }
         _ => Action::requeue(Duration::from_secs(1)),
     })
 }

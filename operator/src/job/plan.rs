@@ -17,7 +17,7 @@ pub use end::{
     avoided_providers, avoided_until, await_credentials, credentials_unavailable, forbid_dispatch,
     invalid_template, reject_dispatch,
 };
-use end::{Cause, end_attempt, refusal};
+use end::{Cause, RETRY_REASONS, end_attempt, refusal};
 
 /// What a worker pod of the live attempt is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,8 +275,14 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
 
     match (&st.placement, member) {
         (None, _) => {
+            // A job whose attempt ended and is retried stays `Recovering` until its next
+            // attempt is placed (the `Ready` message says which attempt ended and why), so
+            // a failed-over job that waits for room is told apart from a new one.
+            let recovering = !job.spec.suspend && st.phase == Some(JobPhase::Recovering);
             st.phase = Some(if job.spec.suspend {
                 JobPhase::Suspended
+            } else if recovering {
+                JobPhase::Recovering
             } else {
                 JobPhase::Queued
             });
@@ -292,15 +298,23 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
                     ),
                 );
             }
-            let reason = if job.spec.suspend { "Suspended" } else { "Queued" };
-            conditions::set(
-                &mut st.conditions,
-                cond(types::READY, False, reason, "not placed".into()),
-            );
-            conditions::set(
-                &mut st.conditions,
-                cond(types::RECONCILING, True, reason, "waiting for a provider".into()),
-            );
+            let told = conditions::find(&st.conditions, types::READY)
+                .is_some_and(|c| RETRY_REASONS.contains(&c.reason.as_str()));
+            if !(recovering && told) {
+                let reason = match (job.spec.suspend, recovering) {
+                    (true, _) => "Suspended",
+                    (false, true) => "Recovering",
+                    (false, false) => "Queued",
+                };
+                conditions::set(
+                    &mut st.conditions,
+                    cond(types::READY, False, reason, "not placed".into()),
+                );
+                conditions::set(
+                    &mut st.conditions,
+                    cond(types::RECONCILING, True, reason, "waiting for a provider".into()),
+                );
+            }
         }
         (Some(p), Member::Pods(pods)) => {
             let running = pods.len() == job.spec.workers as usize

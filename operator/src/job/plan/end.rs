@@ -38,6 +38,10 @@ pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
 /// operator cannot read: it waits unplaced until it can ([`await_credentials`]).
 pub const CREDENTIALS_UNAVAILABLE: &str = "CheckpointCredentialsUnavailable";
 
+/// `Ready` reasons of a job whose ended attempt is retried ([`end_attempt`]): `Preempted`
+/// after an eviction, `Recovering` after any other end; kept while the job waits.
+pub(super) const RETRY_REASONS: [&str; 2] = ["Recovering", "Preempted"];
+
 /// Most characters of the API server's answer kept in the attempt's record (the CRD
 /// bounds the record's message at 1024).
 const MAX_REJECTION: usize = 800;
@@ -347,10 +351,11 @@ pub(super) fn end_attempt(
             "attempt {attempts_used} {outcome:?}: {message}; placing attempt {}",
             attempts_used + 1
         );
+        let [recovering, preempted] = RETRY_REASONS;
         let reason = if outcome == AttemptOutcome::Preempted {
-            "Preempted"
+            preempted
         } else {
-            "Recovering"
+            recovering
         };
         conditions::set(
             &mut st.conditions,

@@ -406,6 +406,7 @@ mod credentials;
 mod forbidden;
 mod gpus;
 mod preempted;
+mod recovering;
 mod rejected;
 mod started;
 mod template;
