@@ -148,6 +148,24 @@ async fn a_higher_priority_job_evicts_lower_priority_work_of_its_namespace() {
     assert_eq!(st.preemptions, 1);
     opsupport::pods_removed(&member, &low_uid, "the evicted attempt's pods", MINUTE).await;
     opsupport::events_until(&hub, &ns, "low", &["Preempted"]).await;
+    // Until its next attempt is placed (the urgent job holds its room meanwhile) it says it
+    // recovers from the eviction, not that it is a new job in the queue.
+    let low = Api::<ComputeJob>::namespaced(hub.clone(), &ns)
+        .get("low")
+        .await
+        .expect("low");
+    if attempt(&low) < 2 {
+        let ready = low
+            .status
+            .as_ref()
+            .and_then(|s| gpufed_api::conditions::find(&s.conditions, "Ready"))
+            .map(|c| c.reason.clone());
+        assert_eq!(
+            (phase(&low).as_str(), ready.as_deref()),
+            ("Recovering", Some("Preempted")),
+            "waiting for room after its eviction"
+        );
+    }
 
     // The urgent job runs where the low one ran and completes.
     let urgent = job_until(&hub, &ns, "urgent", "urgent completes", 2 * MINUTE, |j| {
