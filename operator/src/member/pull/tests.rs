@@ -225,22 +225,26 @@ fn a_forbidden_apply_is_reported_for_the_job_controller_to_end_in_time() {
     }
 }
 
-/// An agent older than the `Forbidden` reason reported a 403 as `ApplyFailed` with kube's
-/// whole error: read as forbidden all the same, unless the 403 passes by itself.
-#[test]
-fn an_older_agents_forbidden_apply_failure_is_forbidden_too() {
-    let answer = "secrets \"gpufed-checkpoint\" is forbidden: User \"system:serviceaccount:gpufed:agent\" cannot patch resource \"secrets\"";
+/// The Assignment as an agent older than the `Forbidden` reason reported a 403 answering
+/// `answer`: `ApplyFailed`, with kube's whole error as the message.
+fn old_agents_403(answer: &str) -> Assignment {
     let error = kube::Error::Api(
         kube::core::Status::failure(answer, "Forbidden")
             .with_code(403)
             .boxed(),
     );
-    let a = reported(
+    reported(
         3,
         serde_json::json!({"observedGeneration": 3, "pods": one_pod(),
                            "conditions": [applied("False", "ApplyFailed", &error.to_string(), None)]}),
-    );
-    match read_assignment("p", Some(&a), "u-1", 2) {
+    )
+}
+
+/// Such a report is read as forbidden all the same, unless the 403 passes by itself.
+#[test]
+fn an_older_agents_forbidden_apply_failure_is_forbidden_too() {
+    let answer = "secrets \"gpufed-checkpoint\" is forbidden: User \"system:serviceaccount:gpufed:agent\" cannot patch resource \"secrets\"";
+    match read_assignment("p", Some(&old_agents_403(answer)), "u-1", 2) {
         Err(Error::Forbidden { message, .. }) => {
             assert!(message.ends_with(&format!("gf-t-a2): {answer}")), "{message}");
         }
@@ -248,17 +252,8 @@ fn an_older_agents_forbidden_apply_failure_is_forbidden_too() {
     }
     // A used-up quota passes by itself (the pods end): the agent retries, the pods are read.
     let quota = "pods \"w-0\" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=8";
-    let error = kube::Error::Api(
-        kube::core::Status::failure(quota, "Forbidden")
-            .with_code(403)
-            .boxed(),
-    );
-    let a = reported(
-        3,
-        serde_json::json!({"observedGeneration": 3, "pods": one_pod(),
-                           "conditions": [applied("False", "ApplyFailed", &error.to_string(), None)]}),
-    );
-    assert_eq!(read_assignment("p", Some(&a), "u-1", 2).unwrap().0.len(), 1);
+    let (pods, _) = read_assignment("p", Some(&old_agents_403(quota)), "u-1", 2).expect("pods");
+    assert_eq!(pods.len(), 1);
 }
 
 #[test]
