@@ -51,6 +51,7 @@ const AUX_PORTS: u16 = 50;
 const BIND_RETRIES: usize = 3;
 
 mod ports;
+mod spin;
 use ports::{Reservation, free_block, lost_bind_race, port_free, reserve};
 
 impl Validator {
@@ -128,11 +129,12 @@ impl Validator {
 
     /// Starts the validator on its existing ledger, on the same RPC and pubsub ports.
     ///
-    /// Slots stay at the default 64 ticks (≈1.4 s each for this debug build on 2 cores,
-    /// so finality ≈45 s and a lost blockhash expires after 3–4 minutes). Fewer ticks make
-    /// slots faster (16: 0.37 s) but the node's transaction-status writer then falls ever
-    /// further behind: `getBlock`/`getTransaction` served only slots ≤46 with 152 final
-    /// (16 ticks), ≤59 of 103 (32 ticks); 64 ticks kept up (45 of 45). Measured 2026-12-01.
+    /// Slots stay at the default 64 ticks: ≈0.57 s each with the polling threads niced
+    /// ([`spin`]; 1.2–1.4 s before), so finality ≈18 s and a lost blockhash expires after
+    /// ~1.5 minutes. Fewer ticks do not make them faster in a way that helps: the node's
+    /// block pipeline then falls ever further behind and `getBlock`/`getTransaction` served
+    /// only slots ≤46 with 152 final (16 ticks, 2026-12-01); at 64 ticks with the hot crates
+    /// optimized (`scripts/install-solana.sh`) `getBlock` stays one slot behind finality.
     pub async fn resume(&mut self) -> Result<()> {
         if self.process.is_some() {
             return Ok(());
@@ -251,9 +253,29 @@ impl Validator {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        calm(p.record().pid).await;
         self.process = Some(p);
         Ok(())
     }
+}
+
+/// Lowers the priority of the validator's polling threads ([`spin`]); they may start just
+/// after RPC answers, so this looks again for a few seconds until it has found them all.
+async fn calm(pid: u32) {
+    let mut calmed = Vec::new();
+    for _ in 0..25 {
+        calmed = spin::calm_busy_threads(pid);
+        if calmed.len() == spin::BUSY_THREADS.len() {
+            tracing::debug!(?calmed, "validator polling threads at nice 19");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!(
+        ?calmed,
+        expected = ?spin::BUSY_THREADS,
+        "not every polling thread of the validator was found: its slots may be slower"
+    );
 }
 
 impl Drop for Validator {

@@ -121,8 +121,9 @@ async fn a_crash_at_any_step_settles_exactly_once() {
     let provider_refs: Vec<&str> = providers.iter().map(String::as_str).collect();
     let chain = Chain::start(&["tenant"], &provider_refs, ESCROW).await;
     // The five crash points run at once, each with its own journal and provider (so its
-    // payout account counts only its own settlements): each waits ~45 s for finality on
-    // this debug validator, one after another they took ~8 minutes of CI.
+    // payout account counts only its own settlements): each waits for finality (~45 s on
+    // the debug validator before its clock was unstarved, ~18 s now); one after another
+    // they took ~8 minutes of CI.
     let runs = points
         .into_iter()
         .enumerate()

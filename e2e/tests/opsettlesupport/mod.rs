@@ -101,10 +101,11 @@ pub async fn gone_and_settled(
             serde_json::to_string_pretty(&owner).unwrap_or_default()
         );
     }
-    // After the validator's outage a batch in flight at the stop (often confirmed in a slot
-    // the restart dropped) is re-signed only once its blockhash has expired on the
+    // After the validator's outage a batch in flight at the stop (sometimes confirmed in a
+    // slot the restart dropped) is re-signed only once its blockhash has expired on the
     // restarted chain: ~150 blocks past its signing height plus the dropped slots, about
-    // 5 minutes at 1.4 s a slot and more on a loaded machine — hence the long wait.
+    // 1.5 minutes at 0.57 s a slot (5 at the 1.4 s of a starved validator's clock) and more
+    // on a loaded machine — hence the long wait.
     let settled = gpufed_e2e::wait::until(&format!("{name} settled"), Duration::from_secs(600), || async {
         let mut store = ConfigMapStore::new(hub.clone(), "gpufed-system");
         let journal = store.load().await.unwrap().expect("journal");
