@@ -48,6 +48,9 @@ pub async fn wait_confirmed_unrooted(rpc: &Rpc, signature: &str) -> u64 {
     }
 }
 
+/// Solana's JSON-RPC error for a slot the chain skipped (agave `rpc_custom_error`).
+const SLOT_SKIPPED: i64 = -32007;
+
 /// Whether the finalized block at `slot` holds `signature`, asked of the node directly
 /// (`getBlock`, signatures only), independent of `gpufed_chain::finality`. Waits (≤ 120 s)
 /// while the node does not serve that block yet.
@@ -62,7 +65,9 @@ async fn block_holds(rpc: &Rpc, slot: u64, signature: &str) -> bool {
                 return signatures.iter().any(|s| s.as_str() == Some(signature));
             }
             // A slot the new chain skipped holds nothing.
-            Err(gpufed_chain::ChainError::Rpc { code: -32007, .. }) => return false,
+            Err(gpufed_chain::ChainError::Rpc {
+                code: SLOT_SKIPPED, ..
+            }) => return false,
             other => assert!(Instant::now() < deadline, "getBlock {slot} not served: {other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -78,9 +83,8 @@ async fn block_holds(rpc: &Rpc, slot: u64, signature: &str) -> bool {
 /// reports the transaction `finalized` (the stale status our check exists for); when the
 /// slot was complete the restart replays it and the transaction really is final. With
 /// the validator's clock no longer starved (0.5 s slots) the second happens too, so the
-/// test asserts the agreement either way and says which case it saw. Returns whether the
-/// transaction survived.
-pub async fn status_agrees_with_the_chain(rpc: &Rpc, signature: &str, slot: u64) -> bool {
+/// test asserts the agreement either way and says which case it saw.
+pub async fn status_agrees_with_the_chain(rpc: &Rpc, signature: &str, slot: u64) {
     let deadline = Instant::now() + Duration::from_secs(240);
     while finalized_slot(rpc).await.is_none_or(|root| root <= slot + 2) {
         assert!(
@@ -108,5 +112,4 @@ pub async fn status_agrees_with_the_chain(rpc: &Rpc, signature: &str, slot: u64)
         assert_eq!(checked, None, "the dropped transaction is not on the chain");
         assert!(tx.is_none(), "no finalized transaction either");
     }
-    on_chain
 }
