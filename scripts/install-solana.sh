@@ -3,22 +3,34 @@
 # in ${GPUFED_CACHE:-$HOME/.cache/gpufed}/solana-3.1.12/bin/solana-test-validator.
 # Prints the binary's path on stdout.
 #
-# The validator is installed as a binary with its own lockfile, never as a library of our
+# The validator is built as a binary with its own lockfile, never as a library of our
 # workspace: the library drags an old tonic/hyper/rustls stack, RocksDB and OpenSSL into our
 # lockfile and target (+7 GB).
 #
 # Idempotent: when the cached binary reports 3.1.12 and was built with this script's
 # flavour (below) it does nothing (milliseconds); a binary of another flavour is rebuilt.
-# Cold: ~21–33 min on 2 cores (RocksDB, OpenSSL and protobuf compile from C/C++), peak RSS
-# 4.5 GB, 7.7 GB of scratch target (deleted afterwards); built without debug info.
+# Cold: the longest build of an empty cache (RocksDB compiles from C++); peak RSS 4.5 GB,
+# 7.7 GB of scratch target (deleted afterwards); built without debug info. Its cargo
+# timings report is kept next to the binary (cargo-timing.html).
 #
 # Flavour: a debug build (a release build takes far longer), except the signature, hash
 # and erasure-code crates, optimized: in a debug build the broadcast stage spent ~70 % of
 # a core verifying shred signatures in unoptimized curve25519 code, fell behind, and
 # `getBlock` (settlement's finality check) lagged finality ever further once the slots got
 # faster (e2e/src/validator/spin.rs). These five crates are small, so optimizing them adds
-# little to the build (not timed apart: the whole build took 1954 s on 2026-12-04).
-# Needs libclang-dev, libssl-dev, pkg-config (installed with apt-get when missing).
+# little to the build. The flavour names only what changes the binary's behaviour.
+#
+# How (build cost only, not the binary's behaviour): the published package's source and
+# lockfile are built with `cargo build --locked`, not `cargo install`, so that
+#   - its two build-time `protoc` users get Debian's protoc (protobuf-compiler 3.21) through
+#     a six-line stand-in for the `protobuf-src` crate (patched in), instead of compiling
+#     protobuf 21.5 from C++ with autotools;
+#   - OpenSSL is Debian's libssl (OPENSSL_NO_VENDOR=1) instead of a vendored build from C;
+#   - clang++ compiles RocksDB's ~330 C++ files (at -O0, a debug build's level), in ~0.78 of
+#     g++'s time (three of its files timed with both, 2026-12-04), the largest non-Rust part;
+# every other crate stays at the version the package locked.
+# Needs libclang-dev, libssl-dev, pkg-config, clang, protobuf-compiler (installed with
+# apt-get when missing).
 #
 # Usage: install-solana.sh [--deps-only | --check]   (--deps-only: install the apt build
 # dependencies and stop; .ci/run does that in the foreground before building in the
@@ -65,7 +77,7 @@ if [[ $(id -u) -ne 0 ]]; then
     SUDO=sudo
 fi
 need=()
-for pkg in libclang-dev libssl-dev pkg-config clang; do
+for pkg in libclang-dev libssl-dev pkg-config clang protobuf-compiler; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -88,20 +100,67 @@ if ! flock -n 9; then
     fi
 fi
 SCRATCH="$CACHE_ROOT/tmp/solana-build"
+rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH"
 START=$(date +%s)
-say "building solana-test-validator $VERSION ($FLAVOUR; cold: ~21–33 min on 2 cores); log: $LOG"
-args=()
+say "building solana-test-validator $VERSION ($FLAVOUR); log: $LOG"
+
+# The package's source: `cargo install` with a bin name it lacks downloads and unpacks the
+# package and the crates it locks, then stops (its expected error is checked).
+if cargo install agave-validator --version "$VERSION" --locked --bin gpufed-fetch-only \
+    --root "$SCRATCH/none" >"$LOG" 2>&1; then
+    die "fetching agave-validator $VERSION: cargo install did not stop"
+fi
+grep -q "no bin target named" "$LOG" || die "fetching agave-validator $VERSION failed"
+SRC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"agave-validator-$VERSION" 2>/dev/null | head -n 1)
+[[ -f "$SRC/Cargo.lock" ]] || die "agave-validator $VERSION source (with Cargo.lock) not found"
+cp -r "$SRC" "$SCRATCH/src"
+chmod -R u+w "$SCRATCH/src"
+
+# The stand-in for protobuf-src: the same API (protoc(), include()), Debian's files.
+PROTOC_BIN=$(command -v protoc) || die "protoc not found (apt-get install protobuf-compiler)"
+mkdir -p "$SCRATCH/protoc-shim/src"
+cat >"$SCRATCH/protoc-shim/Cargo.toml" <<'TOML'
+[package]
+name = "protobuf-src"
+version = "1.1.0"
+edition = "2021"
+description = "gpufed's stand-in: Debian's protoc instead of protobuf built from source"
+license = "Apache-2.0"
+
+[workspace]
+TOML
+cat >"$SCRATCH/protoc-shim/src/lib.rs" <<RUST
+use std::path::PathBuf;
+pub fn protoc() -> PathBuf {
+    PathBuf::from("$PROTOC_BIN")
+}
+pub fn include() -> PathBuf {
+    PathBuf::from("/usr/include")
+}
+RUST
+printf '\n[patch.crates-io]\nprotobuf-src = { path = "../protoc-shim" }\n' >>"$SCRATCH/src/Cargo.toml"
+(cd "$SCRATCH/src" && cargo update -p protobuf-src --offline) >>"$LOG" 2>&1 ||
+    die "applying the protobuf-src stand-in to the lockfile failed"
+# Nothing but protobuf-src (and autotools, which only built protobuf) may move in the lock.
+others() { awk 'BEGIN { RS = ""; ORS = "\n\n" } !/name = "(protobuf-src|autotools)"/' "$1"; }
+[[ "$(others "$SRC/Cargo.lock")" == "$(others "$SCRATCH/src/Cargo.lock")" ]] ||
+    die "the lockfile changed beyond protobuf-src: $(diff <(others "$SRC/Cargo.lock") <(others "$SCRATCH/src/Cargo.lock") | head -n 20)"
+
+args=(--locked --bin solana-test-validator --timings)
 [[ -n "${GPUFED_SOLANA_JOBS:-}" ]] && args+=(--jobs "$GPUFED_SOLANA_JOBS")
 for crate in "${HOT_CRATES[@]}"; do
     args+=(--config "profile.dev.package.$crate.opt-level=3")
 done
 rm -f "$STAMP"
 # No debug info: the binary is a test fixture, and linking a 1 GB debug binary is slow.
-# --force: replaces a cached binary of the same version built with another flavour.
-CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR="$SCRATCH" cargo install agave-validator --version "$VERSION" --locked --debug \
-    --force --bin solana-test-validator --root "$ROOT" "${args[@]}" >"$LOG" 2>&1 ||
-    die "cargo install agave-validator $VERSION failed"
+(cd "$SCRATCH/src" && CARGO_PROFILE_DEV_DEBUG=0 CARGO_INCREMENTAL=0 OPENSSL_NO_VENDOR=1 \
+    CXX=clang++ PROTOC="$PROTOC_BIN" CARGO_TARGET_DIR="$SCRATCH/target" cargo build "${args[@]}") >>"$LOG" 2>&1 ||
+    die "building agave-validator $VERSION failed"
+mkdir -p "$ROOT/bin"
+cp "$SCRATCH/target/debug/solana-test-validator" "$BIN.new"
+mv -f "$BIN.new" "$BIN"
+cp "$SCRATCH"/target/cargo-timings/cargo-timing.html "$ROOT/" 2>/dev/null || true
 rm -rf "$SCRATCH"
 echo "$FLAVOUR" >"$STAMP"
 cached_ok || die "$BIN does not report $VERSION"

@@ -113,4 +113,35 @@ mod tests {
             ]
         );
     }
+
+    /// The drift check that CI runs (`make crds` regenerates): the committed YAML in
+    /// `crds/` is exactly what the types render, and no stale CRD file is left beside it.
+    #[test]
+    fn committed_yaml_matches_the_types() {
+        // The package's directory at run time: a test binary built in a shared target dir
+        // from another checkout still reads this checkout's files.
+        let dir = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        );
+        let mut expected: Vec<String> = Vec::new();
+        for crd in all() {
+            let name = file_name(&crd);
+            let committed = std::fs::read_to_string(dir.join(&name))
+                .unwrap_or_else(|e| panic!("crds/{name}: {e}; run `make crds` and commit"));
+            let rendered = to_yaml(&crd).expect("yaml");
+            assert!(
+                committed == rendered,
+                "crds/{name} is stale: run `make crds` and commit"
+            );
+            expected.push(name);
+        }
+        let mut found: Vec<String> = std::fs::read_dir(&dir)
+            .expect("read crds/")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("gpufed.io_") && n.ends_with(".yaml"))
+            .collect();
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected, "crds/ holds CRD files no type renders");
+    }
 }
