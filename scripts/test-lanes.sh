@@ -11,6 +11,12 @@
 # directory, as cargo runs it; its output is printed whole when it ends, so lanes never
 # interleave. Every binary runs even after one fails; the exit status is 1 when any failed,
 # and the failures are listed at the end.
+#
+# GPUFED_TEST_ONLY / GPUFED_TEST_SKIP: space-separated integration-test names (tests/NAME.rs)
+# to run alone / not to run. Filtering here rather than narrowing cargo's selection keeps the
+# build the same for every call: cargo resolves features per selection, and the six
+# validator tests selected alone once built curve25519-dalek and every workspace crate above
+# it a second time (52 s of a cold CI run, more each time our code changed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,9 +36,15 @@ if ! "${CARGO:-cargo}" test --workspace "$@" --no-run --message-format=json-rend
     exit 1
 fi
 jq -r --arg root "$root/" 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
-    | [(.manifest_path | sub("/Cargo.toml$"; "")), (.target.src_path | ltrimstr($root)), .executable] | @tsv' \
-    "$work/build.json" | sort -u >"$work/binaries.tsv"
-[ -s "$work/binaries.tsv" ] || { echo "no test binary matched: $*" >&2; exit 1; }
+    | [(if .target.kind == ["test"] then .target.name else "" end),
+       (.manifest_path | sub("/Cargo.toml$"; "")), (.target.src_path | ltrimstr($root)), .executable] | @tsv' \
+    "$work/build.json" | sort -u |
+    awk -F'\t' -v only=" ${GPUFED_TEST_ONLY:-} " -v skip=" ${GPUFED_TEST_SKIP:-} " '
+        BEGIN { OFS = "\t"; gsub(/[ \t\n]+/, " ", only); gsub(/[ \t\n]+/, " ", skip) }
+        only != " " && index(only, " " $1 " ") == 0 { next }
+        $1 != "" && index(skip, " " $1 " ") > 0 { next }
+        { print $2, $3, $4 }' >"$work/binaries.tsv"
+[ -s "$work/binaries.tsv" ] || { echo "no test binary matched: $* ${GPUFED_TEST_ONLY:+(only: $GPUFED_TEST_ONLY)}" >&2; exit 1; }
 
 # Longest first (binaries without a recorded time count as the longest), so that the lanes
 # end close together.
