@@ -9,9 +9,10 @@
 #
 # Idempotent: when the cached binary reports 3.1.12 and was built with this script's
 # flavour (below) it does nothing (milliseconds); a binary of another flavour is rebuilt.
-# Cold: the longest build of an empty cache (RocksDB compiles from C++); peak RSS 4.5 GB,
-# 7.7 GB of scratch target (deleted afterwards); built without debug info. Its cargo
-# timings report is kept next to the binary (cargo-timing.html).
+# Cold: the longest build of an empty cache: 1218 s alone on 2 cores (37 CPU-min; 1954 s
+# with `cargo install` and everything from source), RocksDB's C++ 850 s of it; peak RSS
+# ~4.5 GB, a scratch target deleted afterwards; built without debug info. Its cargo timings
+# report is kept next to the binary (cargo-timing.html).
 #
 # Flavour: a debug build (a release build takes far longer), except the signature, hash
 # and erasure-code crates, optimized: in a debug build the broadcast stage spent ~70 % of
