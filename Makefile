@@ -66,7 +66,6 @@ CHAIN_TESTS := $(basename $(notdir $(shell grep -lE 'mod chainsupport|Validator:
 ## at a time: each validator keeps polling threads busy (niced, e2e/src/validator/spin.rs),
 ## and two at a time took as long in all (≈11.5 min, against 12 one at a time, 2026-12-04).
 test: k8s helm lua ptxas
-	$(CARGO) test --workspace --lib --bins --tests --no-run
 	GPUFED_TEST_SKIP="$(CHAIN_TESTS)" scripts/test-lanes.sh --lib --bins --tests
 	@scripts/install-solana.sh >/dev/null
 	GPUFED_TEST_JOBS=1 GPUFED_TEST_ONLY="$(CHAIN_TESTS)" scripts/test-lanes.sh --lib --bins --tests

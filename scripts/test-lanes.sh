@@ -39,11 +39,21 @@ jq -r --arg root "$root/" 'select(.reason == "compiler-artifact" and .profile.te
     | [(if .target.kind == ["test"] then .target.name else "" end),
        (.manifest_path | sub("/Cargo.toml$"; "")), (.target.src_path | ltrimstr($root)), .executable] | @tsv' \
     "$work/build.json" | sort -u |
-    awk -F'\t' -v only=" ${GPUFED_TEST_ONLY:-} " -v skip=" ${GPUFED_TEST_SKIP:-} " '
-        BEGIN { OFS = "\t"; gsub(/[ \t\n]+/, " ", only); gsub(/[ \t\n]+/, " ", skip) }
-        only != " " && index(only, " " $1 " ") == 0 { next }
-        $1 != "" && index(skip, " " $1 " ") > 0 { next }
-        { print $2, $3, $4 }' >"$work/binaries.tsv"
+    awk -F'\t' -v only="${GPUFED_TEST_ONLY:-}" -v skip="${GPUFED_TEST_SKIP:-}" '
+        BEGIN {
+            OFS = "\t"
+            n = split(only, o, /[ \t\n]+/); for (i = 1; i <= n; i++) if (o[i] != "") { want[o[i]] = "GPUFED_TEST_ONLY"; nwant++ }
+            n = split(skip, k, /[ \t\n]+/); for (i = 1; i <= n; i++) if (k[i] != "") { drop[k[i]] = 1; named[k[i]] = "GPUFED_TEST_SKIP" }
+            for (t in want) named[t] = want[t]
+        }
+        { if ($1 in named) seen[$1] = 1 }
+        nwant > 0 && !($1 in want) { next }
+        $1 in drop { next }
+        { print $2, $3, $4 }
+        END {  # a misspelt name is an error, not a silently smaller run
+            for (t in named) if (!(t in seen)) { print named[t] ": no integration test named " t > "/dev/stderr"; bad = 1 }
+            exit bad
+        }' >"$work/binaries.tsv" || exit 2
 [ -s "$work/binaries.tsv" ] || { echo "no test binary matched: $* ${GPUFED_TEST_ONLY:+(only: $GPUFED_TEST_ONLY)}" >&2; exit 1; }
 
 # Longest first (binaries without a recorded time count as the longest), so that the lanes
