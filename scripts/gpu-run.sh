@@ -6,7 +6,9 @@
 # About 4 minutes on an H100/H200: unit tests (on a GPU machine their driver branches run:
 # NVML discovers a real inventory, CUDA lists devices by UUID), the challenge on every GPU
 # (50 runs of 4096x1024x4096, the first checked row by row against the CPU), the
-# device-plugin bench (Allocate, health latency, NVML discovery, 60 s of the NVML loop).
+# device-plugin bench (Allocate, health latency, NVML discovery, 60 s of the NVML loop, and
+# the plugin on the NVML inventory against the fake kubelet: register, ListAndWatch,
+# Allocate, a refused second container, 5 s of NVML health).
 # Exits non-zero when any check fails or the GPU was not actually used.
 set -uo pipefail
 B="$(cd "$(dirname "$0")" && pwd)"
@@ -24,7 +26,12 @@ check() { # name command...
     printf '%-22s rc=%d %3ds\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$OUT/summary.txt"
 }
 
-{ nvidia-smi; nvidia-smi topo -m; } >"$OUT/nvidia-smi.txt" 2>&1 || true
+# The driver's libraries may sit outside the loader's default path (seen: a read-only
+# /usr/local/nvidia mount); NVML (libnvidia-ml.so.1) and CUDA (libcuda.so.1) load at run time.
+for d in /usr/local/nvidia/lib /usr/local/nvidia/lib64; do
+    [[ -d $d ]] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+{ nvidia-smi; nvidia-smi topo -m; echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; ldconfig -p | grep -E "libcuda\.so|libnvidia-ml\.so"; } >"$OUT/nvidia-smi.txt" 2>&1 || true
 grep -m1 -E "Driver Version" "$OUT/nvidia-smi.txt" | tee -a "$OUT/summary.txt"
 
 check cuda-tests "$B/cuda-lib-tests" --test-threads 1
@@ -38,6 +45,7 @@ expect() { # file pattern what
 expect challenge-gpu.txt "rows equal the CPU reference" "the GPU's challenge result checked against the CPU"
 expect device-plugin-bench.txt "^NVML: [1-9]" "NVML discovering at least one GPU"
 expect device-plugin-bench.txt "^NVML poll cost: [0-9]" "the NVML loop's CPU cost"
+expect device-plugin-bench.txt "^NVML kubelet path: ok" "registration, ListAndWatch, Allocate and health on the NVML inventory"
 
 {
     echo "--- challenge"

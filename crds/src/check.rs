@@ -60,6 +60,9 @@ pub fn service_spec(spec: &crate::ComputeServiceSpec) -> Vec<FieldError> {
             "NVLink needs gpusPerReplica of at least 2",
         ));
     }
+    if let Err(bad) = spec.rollout.check() {
+        errors.extend(bad.into_iter().map(|(f, e)| field(f, e)));
+    }
     errors
 }
 

@@ -20,6 +20,7 @@ pub mod job_status;
 pub mod pod_security;
 pub mod provider;
 pub mod pull;
+pub mod rollout;
 pub mod schema_check;
 pub mod service;
 pub mod serving;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Condition, DECIMAL_PATTERN};
 use crate::job::{GpuRequirements, OpenObject, PlacementConstraints, WorkerTemplate};
 use crate::job_status::Usage;
+use crate::rollout::Rollout;
 use crate::serving::{ServingPort, SpreadDomain};
 
 /// Most replicas of one service.
@@ -35,6 +36,12 @@ pub const MAX_REPLICAS: u32 = 64;
     doc = "A model server run on the gpufed federation: N replicas, each a one-worker ComputeJob, spread over providers and kept ready.",
     printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Up-to-date",
+        type_ = "integer",
+        json_path = ".status.updatedReplicas",
+        priority = 1
+    ),
     printcolumn(name = "Address", type_ = "string", json_path = ".status.address"),
     printcolumn(name = "Cost", type_ = "string", json_path = ".status.usage.cost"),
     printcolumn(
@@ -87,6 +94,10 @@ pub struct ComputeServiceSpec {
     #[serde(default = "default_priority")]
     #[schemars(range(min = 0, max = 1000))]
     pub priority: u32,
+    /// How a template change replaces running replicas (surge and unavailability bounds,
+    /// as a Deployment's rolling update).
+    #[serde(default)]
+    pub rollout: Rollout,
 }
 
 fn one() -> u32 {
@@ -140,6 +151,10 @@ pub struct ComputeServiceStatus {
     /// Replicas whose serving pod is Ready.
     #[serde(default)]
     pub ready_replicas: u32,
+    /// Replicas of the current template (not retiring): `replicas` of them once a rollout
+    /// is done.
+    #[serde(default)]
+    pub updated_replicas: u32,
     /// Label selector of the replica `ComputeJob`s (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,

@@ -5,7 +5,9 @@
 //! Faults: critical XID and double-bit ECC events from an NVML event set (woken by the
 //! driver, no busy polling), plus a volatile uncorrected-ECC counter read every
 //! `ecc_every` for GPUs whose events are not supported, and "lost" when a GPU stops
-//! answering.
+//! answering. An event set whose wait fails (a driver in a bad state, or a sandboxed
+//! driver that implements only part of NVML) is dropped rather than retried in a loop:
+//! the counters stand in for it and it is registered again after [`EVENTS_RETRY`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,11 +23,18 @@ use crate::health::{Fault, FaultKind};
 use crate::inventory::{ComputeCapability, Gpu, Inventory};
 use crate::source::{GpuSource, SourceError};
 
+/// How long the ECC counters stand in for an event set whose wait failed before the event
+/// set is registered again.
+pub const EVENTS_RETRY: Duration = Duration::from_secs(300);
+
 /// GPUs discovered through NVML.
 pub struct NvmlSource {
     nvml: &'static Nvml,
     inventory: Inventory,
     events: Option<EventSet<'static>>,
+    /// When to register the event set again after its wait failed (`None`: never failed,
+    /// or events were never supported).
+    events_retry: Option<Instant>,
     ecc_seen: BTreeMap<String, u64>,
     ecc_every: Duration,
     last_ecc: Option<Instant>,
@@ -134,10 +143,31 @@ impl NvmlSource {
             nvml,
             inventory,
             events,
+            events_retry: None,
             ecc_seen: BTreeMap::new(),
             ecc_every,
             last_ecc: None,
         })
+    }
+
+    /// Whether XID / double-bit ECC events wake the poll (otherwise only the counters,
+    /// read every `ecc_every`, see faults).
+    pub fn events_registered(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// The event set's wait failed: drop it, read the counters (and look for lost GPUs)
+    /// at once, and register it again after [`EVENTS_RETRY`].
+    fn events_failed(&mut self, error: &NvmlError, now: Instant) {
+        tracing::warn!(
+            error = %error,
+            retry_secs = EVENTS_RETRY.as_secs(),
+            ecc_every_secs = self.ecc_every.as_secs(),
+            "NVML event wait failed: XID events off, ECC counters and lost GPUs still checked"
+        );
+        self.events = None;
+        self.events_retry = Some(now + EVENTS_RETRY);
+        self.last_ecc = None;
     }
 
     fn poll_ecc(&mut self, out: &mut Vec<Fault>) {
@@ -210,6 +240,13 @@ impl GpuSource for NvmlSource {
 
     fn poll(&mut self, wait: Duration) -> Result<Vec<Fault>, SourceError> {
         let mut out = Vec::new();
+        if self.events.is_none() && self.events_retry.is_some_and(|t| Instant::now() >= t) {
+            self.events = register_events(self.nvml, &self.inventory);
+            self.events_retry = self.events.is_none().then(|| Instant::now() + EVENTS_RETRY);
+            if self.events.is_some() {
+                tracing::info!("NVML events registered again");
+            }
+        }
         if self.last_ecc.is_none_or(|t| t.elapsed() >= self.ecc_every) {
             self.last_ecc = Some(Instant::now());
             self.poll_ecc(&mut out);
@@ -237,12 +274,9 @@ impl GpuSource for NvmlSource {
                     }
                 }
                 Err(NvmlError::Timeout) => {}
-                Err(e) => {
-                    return Err(SourceError::Nvml {
-                        call: "event wait".into(),
-                        error: e.to_string(),
-                    });
-                }
+                // Returning the error would have the health loop call the same failing
+                // wait again every poll, and never see an XID; the counters go on instead.
+                Err(e) => self.events_failed(&e, Instant::now()),
             },
             None => std::thread::sleep(wait),
         }

@@ -101,13 +101,32 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
     let (current, old): (Vec<&ComputeJob>, Vec<&ComputeJob>) =
         live.iter().copied().partition(|j| revision(j) == rev);
     let desired = svc.spec.replicas as usize;
+    // Valid whenever `invalid` is None (`check::service_spec` checks the rollout).
+    let (surge, unavailable) = svc.spec.rollout.bounds(svc.spec.replicas).unwrap_or((0, 1));
     if invalid.is_none() && svc.metadata.deletion_timestamp.is_none() {
-        // Scale the current revision to `desired`.
+        // Old revisions: keep only as many ready ones as the current one lacks, less the
+        // unavailability the rollout allows; not-ready ones serve nothing and go.
+        let current_ready = current.iter().filter(|j| ready(j)).count();
+        let mut keep = desired
+            .saturating_sub(unavailable as usize)
+            .saturating_sub(current_ready);
+        let mut old_kept = 0;
+        for j in &old {
+            if ready(j) && keep > 0 {
+                keep -= 1;
+                old_kept += 1;
+            } else {
+                out.retire.push(j.name_any());
+            }
+        }
+        // Scale the current revision to `desired`, with at most `desired + surge` replicas
+        // live (old ones kept included) while a rollout runs.
         if current.len() < desired {
+            let room = (desired + surge as usize).saturating_sub(current.len() + old_kept);
             let used: std::collections::BTreeSet<u32> = replicas.iter().map(|j| index(&name, j)).collect();
             let free = (0..).filter(|i| !used.contains(i));
             out.create = free
-                .take(desired - current.len())
+                .take((desired - current.len()).min(room))
                 .map(|i| build::replica(svc, i, &spec, &rev))
                 .collect();
         } else {
@@ -116,16 +135,6 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
             surplus.sort_by_key(|j| (ready(j), std::cmp::Reverse(index(&name, j))));
             out.retire
                 .extend(surplus.iter().take(current.len() - desired).map(|j| j.name_any()));
-        }
-        // Old revisions: keep only as many ready ones as the current one lacks.
-        let current_ready = current.iter().filter(|j| ready(j)).count();
-        let mut keep = desired.saturating_sub(current_ready);
-        for j in &old {
-            if ready(j) && keep > 0 {
-                keep -= 1;
-            } else {
-                out.retire.push(j.name_any());
-            }
         }
     } else if svc.metadata.deletion_timestamp.is_some() {
         out.retire.extend(live.iter().map(|j| j.name_any()));
@@ -142,6 +151,8 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
     let serving: Vec<&ComputeJob> = live.iter().copied().filter(|j| !retiring(j)).collect();
     st.replicas = u32::try_from(serving.len()).unwrap_or(u32::MAX);
     st.ready_replicas = u32::try_from(serving.iter().filter(|j| ready(j)).count()).unwrap_or(u32::MAX);
+    let updated = serving.iter().filter(|j| revision(j) == rev).count();
+    st.updated_replicas = u32::try_from(updated).unwrap_or(u32::MAX);
     out.ready_addresses = live
         .iter()
         .filter(|j| ready(j))
@@ -168,9 +179,16 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
     }
     conditions::remove(&mut st.conditions, types::STALLED);
     let settling = replicas.iter().filter(|j| retiring(j) || finished(j)).count();
+    // Replicas of an older template still serve: a rollout is under way.
+    let rolling = serving.len() > updated;
     let msg = format!(
-        "{} of {desired} replicas ready{}",
+        "{} of {desired} replicas ready{}{}",
         st.ready_replicas,
+        if rolling {
+            format!(", {updated} of {desired} updated")
+        } else {
+            String::new()
+        },
         if settling > 0 {
             format!(", {settling} retiring")
         } else {
@@ -187,7 +205,7 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
         };
         conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg.clone()));
     }
-    let busy = st.ready_replicas as usize != desired || settling > 0 || !out.create.is_empty();
+    let busy = st.ready_replicas as usize != desired || settling > 0 || rolling || !out.create.is_empty();
     if busy {
         conditions::set(
             &mut st.conditions,
@@ -222,3 +240,7 @@ fn replica_status(j: &ComputeJob, retiring: bool) -> ReplicaStatus {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rollout_tests.rs"]
+mod rollout_tests;
