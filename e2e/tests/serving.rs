@@ -2,7 +2,8 @@
 //! pod readiness reported by the simulated kubelet from the readiness probe): a
 //! ComputeService's replicas spread over two providers, their endpoints and readiness in
 //! status and behind one hub Service, a provider cut off and its replica replaced
-//! elsewhere, `kubectl scale` up and down, usage per replica, and deletion.
+//! elsewhere, `kubectl scale` up and down, usage per replica, a rollout of a new image
+//! held to one extra replica (`rollout.maxSurge: 1`), and deletion.
 
 mod common;
 mod opsupport;
@@ -115,6 +116,35 @@ async fn serving_pod(member: &Client, replica: &str) -> Pod {
         .into_iter()
         .find(|p| p.metadata.deletion_timestamp.is_none())
         .expect("the replica's pod")
+}
+
+/// The most replica jobs live at once (not retired, not finished, not deleted), sampled
+/// every 100 ms until `done`.
+async fn live_replicas_peak(
+    jobs: Api<gpufed_api::ComputeJob>,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> usize {
+    use gpufed_api::job_status::JobPhase;
+    let selector = ListParams::default().labels(&format!("{LABEL_SERVICE}=llm"));
+    let mut peak = 0;
+    while !*done.borrow() {
+        if let Ok(list) = jobs.list(&selector).await {
+            let live = list
+                .items
+                .iter()
+                .filter(|j| !j.spec.suspend && j.metadata.deletion_timestamp.is_none())
+                .filter(|j| {
+                    !matches!(
+                        j.status.as_ref().and_then(|s| s.phase),
+                        Some(JobPhase::Succeeded | JobPhase::Failed)
+                    )
+                })
+                .count();
+            peak = peak.max(live);
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), done.changed()).await;
+    }
+    peak
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,6 +355,57 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     })
     .await
     .expect("2 endpoints");
+
+    // A rollout bounded to one extra replica: a new image under `maxSurge: 1` never has
+    // more than 3 replicas live at once (the default would start 2 new ones beside the 2
+    // old), and ends with both replicas on the new revision, ready.
+    let mut v2 = manifest(2);
+    v2["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example.com/vllm:2".into();
+    v2["spec"]["rollout"] = serde_json::json!({"maxSurge": 1, "maxUnavailable": 0});
+    let (done, done_rx) = tokio::sync::watch::channel(false);
+    let peak = tokio::spawn(live_replicas_peak(jobs.clone(), done_rx));
+    services
+        .patch(
+            "llm",
+            &PatchParams::apply("gpufed-e2e").force(),
+            &Patch::Apply(v2),
+        )
+        .await
+        .expect("new image applies");
+    let rolled = until(&hub, &ns, "rolled out to the new image", 3 * MINUTE, |s| {
+        let st = status(s);
+        st.observed_generation == s.metadata.generation
+            && st.updated_replicas == 2
+            && st.ready_replicas == 2
+            && st.replica_status.len() == 2
+    })
+    .await;
+    done.send(true).expect("peak watcher");
+    let peak = peak.await.expect("peak watcher");
+    assert_eq!(
+        peak, 3,
+        "maxSurge 1: one replica above 2 at most, and one was needed"
+    );
+    assert!(gpufed_api::conditions::is_true(
+        &status(&rolled).conditions,
+        "Ready"
+    ));
+    let images: Vec<String> = jobs
+        .list(&ListParams::default().labels(&format!("{LABEL_SERVICE}=llm")))
+        .await
+        .expect("replica jobs")
+        .items
+        .iter()
+        .map(|j| {
+            let first = j.spec.template.spec.containers.first();
+            first
+                .and_then(|c| c.0.get("image"))
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(images.len(), 2);
+    assert!(images.iter().all(|i| i.contains("vllm:2")), "{images:?}");
 
     // Down to zero and back: the status must still be written once the last replica is
     // gone (a server-side apply that left the emptied replica list out had the API server
