@@ -69,6 +69,11 @@ pub enum Amount {
 }
 
 impl Amount {
+    /// Zero whatever the replica count (`0` or `0%`).
+    pub fn is_zero(self) -> bool {
+        matches!(self, Self::Count(0) | Self::Percent(0))
+    }
+
     /// Replicas, for `desired` replicas; a percentage rounds up or down.
     pub fn of(self, desired: u32, round_up: bool) -> u32 {
         match self {
@@ -127,7 +132,7 @@ impl Rollout {
         let surge = self.max_surge.check(None);
         let unavailable = self.max_unavailable.check(Some(100));
         match (surge, unavailable) {
-            (Ok(s), Ok(u)) if s.of(1, true) == 0 && u.of(1, true) == 0 => Err(vec![(
+            (Ok(s), Ok(u)) if s.is_zero() && u.is_zero() => Err(vec![(
                 "spec.rollout.maxUnavailable",
                 "may not be 0 when maxSurge is 0: the rollout could never start a replica".to_owned(),
             )]),

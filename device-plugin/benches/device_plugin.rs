@@ -210,11 +210,7 @@ fn nvml_poll_cost(secs: u64) {
         println!("NVML poll cost: /proc/thread-self/schedstat unreadable");
         return;
     };
-    let events = if s.events_registered() {
-        "XID/ECC events registered"
-    } else {
-        "no NVML events: counters only"
-    };
+    let events_at_start = s.events_registered();
     let mut polls = 0u32;
     let mut faults = 0usize;
     while wall0.elapsed() < Duration::from_secs(secs) {
@@ -224,10 +220,10 @@ fn nvml_poll_cost(secs: u64) {
         }
         polls += 1;
     }
-    let events = if s.events_registered() {
-        events
-    } else {
-        "events dropped or absent: counters only"
+    let events = match (events_at_start, s.events_registered()) {
+        (true, true) => "XID/ECC events registered",
+        (true, false) => "events dropped after a failed wait: counters only",
+        (false, _) => "no NVML events: counters only",
     };
     let cpu = thread_cpu().unwrap_or(cpu0) - cpu0;
     let wall = wall0.elapsed();

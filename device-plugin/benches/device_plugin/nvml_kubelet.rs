@@ -72,7 +72,7 @@ async fn check(source: Box<dyn GpuSource>, allocs: usize, real: bool) -> Result<
     let verified = report::verify(&signed, "hub-nonce-1", None).map_err(fail("report verify"))?;
     if verified.counts_as_verified() != real || verified.report.gpus.len() != uuids.len() {
         return Err(format!(
-            "signed report does not carry the real GPUs: {verified:?}"
+            "signed report does not carry the inventory's GPUs: {verified:?}"
         ));
     }
     if report::verify(&signed, "another-nonce", None).is_ok() {
