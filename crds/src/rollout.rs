@@ -107,6 +107,14 @@ pub struct Rollout {
     /// is then refused (`Stalled=InvalidSpec`).
     #[serde(default = "zero")]
     pub max_unavailable: IntOrPercent,
+    /// Seconds the service may go without progress (a spec change, or one more ready
+    /// replica of the current template) while short of its desired state before it is
+    /// reported stuck: `Stalled=True`, reason `ProgressDeadlineExceeded`, naming a replica
+    /// that is not ready and why. Nothing is rolled back: the old replicas keep serving,
+    /// and the next progress clears it. Default 600, as a Deployment's.
+    #[serde(default = "ten_minutes")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: u32,
 }
 
 fn hundred_percent() -> IntOrPercent {
@@ -117,11 +125,16 @@ fn zero() -> IntOrPercent {
     IntOrPercent::Count(0)
 }
 
+fn ten_minutes() -> u32 {
+    600
+}
+
 impl Default for Rollout {
     fn default() -> Self {
         Self {
             max_surge: hundred_percent(),
             max_unavailable: zero(),
+            progress_deadline_seconds: ten_minutes(),
         }
     }
 }
@@ -131,19 +144,28 @@ impl Rollout {
     pub fn check(&self) -> Result<(Amount, Amount), Vec<(&'static str, String)>> {
         let surge = self.max_surge.check(None);
         let unavailable = self.max_unavailable.check(Some(100));
-        match (surge, unavailable) {
-            (Ok(s), Ok(u)) if s.is_zero() && u.is_zero() => Err(vec![(
+        let mut errors: Vec<(&'static str, String)> = [
+            ("spec.rollout.maxSurge", surge.as_ref().err()),
+            ("spec.rollout.maxUnavailable", unavailable.as_ref().err()),
+        ]
+        .into_iter()
+        .filter_map(|(f, e)| Some((f, e?.clone())))
+        .collect();
+        if matches!((&surge, &unavailable), (Ok(s), Ok(u)) if s.is_zero() && u.is_zero()) {
+            errors.push((
                 "spec.rollout.maxUnavailable",
                 "may not be 0 when maxSurge is 0: the rollout could never start a replica".to_owned(),
-            )]),
-            (Ok(s), Ok(u)) => Ok((s, u)),
-            (s, u) => Err([
-                ("spec.rollout.maxSurge", s.err()),
-                ("spec.rollout.maxUnavailable", u.err()),
-            ]
-            .into_iter()
-            .filter_map(|(f, e)| Some((f, e?)))
-            .collect()),
+            ));
+        }
+        if self.progress_deadline_seconds == 0 {
+            errors.push((
+                "spec.rollout.progressDeadlineSeconds",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        match (surge, unavailable) {
+            (Ok(s), Ok(u)) if errors.is_empty() => Ok((s, u)),
+            _ => Err(errors),
         }
     }
 

@@ -83,3 +83,36 @@ fn the_schema_is_kubernetes_int_or_string() {
     };
     assert_eq!(surge["x-kubernetes-int-or-string"], true, "{json}");
 }
+
+#[test]
+fn the_progress_deadline_defaults_to_ten_minutes_and_may_not_be_zero() {
+    assert_eq!(Rollout::default().progress_deadline_seconds, 600);
+    let r: Rollout = serde_json::from_value(serde_json::json!({"maxSurge": 1, "progressDeadlineSeconds": 0}))
+        .expect("parses");
+    let errors = r.check().expect_err("refused");
+    assert_eq!(
+        errors,
+        vec![(
+            "spec.rollout.progressDeadlineSeconds",
+            "must be at least 1".to_owned()
+        )]
+    );
+    // Every wrong field is named at once.
+    let mut worse = r.clone();
+    worse.max_surge = IntOrPercent::Count(-1);
+    let fields: Vec<&str> = worse
+        .check()
+        .expect_err("refused")
+        .iter()
+        .map(|(f, _)| *f)
+        .collect();
+    assert_eq!(
+        fields,
+        ["spec.rollout.maxSurge", "spec.rollout.progressDeadlineSeconds"]
+    );
+    let schema = serde_json::to_value(schemars::schema_for!(Rollout)).expect("json");
+    assert_eq!(
+        schema["properties"]["progressDeadlineSeconds"]["minimum"], 1,
+        "{schema}"
+    );
+}

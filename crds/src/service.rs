@@ -176,6 +176,22 @@ pub struct ComputeServiceStatus {
     /// own `ComputeJob` until it is metered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// While the service is short of its desired state (a rollout, a scale-up, a lost
+    /// replica): its last progress, measured against `spec.rollout.progressDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ServiceProgress>,
+}
+
+/// Progress toward the desired state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceProgress {
+    /// Ready replicas of the current template when progress was last seen.
+    pub updated_ready_replicas: u32,
+    /// When the service last progressed (RFC 3339): it fell short of its desired state,
+    /// its spec changed, or one more replica of the current template became ready.
+    #[schemars(extend("format" = "date-time"))]
+    pub last_progress_time: String,
 }
 
 /// One replica as the service sees it.

@@ -3,7 +3,9 @@
 //! ComputeService's replicas spread over two providers, their endpoints and readiness in
 //! status and behind one hub Service, a provider cut off and its replica replaced
 //! elsewhere, `kubectl scale` up and down, usage per replica, a rollout of a new image
-//! held to one extra replica (`rollout.maxSurge: 1`), and deletion.
+//! held to one extra replica (`rollout.maxSurge: 1`), a rollout that never gets ready
+//! reported stuck after `progressDeadlineSeconds` while the old image serves, and
+//! deletion.
 
 mod common;
 mod opsupport;
@@ -368,7 +370,7 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
         .patch(
             "llm",
             &PatchParams::apply("gpufed-e2e").force(),
-            &Patch::Apply(v2),
+            &Patch::Apply(&v2),
         )
         .await
         .expect("new image applies");
@@ -406,6 +408,66 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
         .collect();
     assert_eq!(images.len(), 2);
     assert!(images.iter().all(|i| i.contains("vllm:2")), "{images:?}");
+
+    // A rollout that never gets ready (its probe fails) is reported stuck once
+    // `progressDeadlineSeconds` pass without progress: `Stalled=ProgressDeadlineExceeded`
+    // naming the waiting replica, `Reconciling` gone (kstatus: Failed), while the two
+    // replicas of the last good image keep serving behind the hub Service. Applying the
+    // good image again ends the rollout and clears it.
+    let served = hub_endpoints(&hub, &ns).await;
+    assert_eq!(served.len(), 2, "{served:?}");
+    let mut v3 = v2.clone();
+    v3["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example.com/vllm:3".into();
+    v3["spec"]["template"]["metadata"] = serde_json::json!({"annotations": {READY_ANNOTATION: "false"}});
+    v3["spec"]["rollout"]["progressDeadlineSeconds"] = 10.into();
+    let pp = PatchParams::apply("gpufed-e2e").force();
+    services
+        .patch("llm", &pp, &Patch::Apply(v3))
+        .await
+        .expect("a never-ready image applies");
+    let stuck = until(&hub, &ns, "the stuck rollout reported", MINUTE, |s| {
+        let st = status(s);
+        st.observed_generation == s.metadata.generation
+            && gpufed_api::conditions::is_true(&st.conditions, "Stalled")
+    })
+    .await;
+    let st = status(&stuck);
+    let c = gpufed_api::conditions::find(&st.conditions, "Stalled").expect("Stalled");
+    assert_eq!(c.reason, "ProgressDeadlineExceeded", "{c:?}");
+    assert!(
+        c.message.contains("(10s)") && c.message.contains("replica llm-"),
+        "{}",
+        c.message
+    );
+    let health =
+        gpufed_api::conditions::health(stuck.metadata.generation, st.observed_generation, &st.conditions);
+    assert_eq!(health, gpufed_api::conditions::Health::Failed);
+    assert_eq!((st.ready_replicas, st.updated_replicas), (2, 1), "{st:?}");
+    assert_eq!(
+        hub_endpoints(&hub, &ns).await,
+        served,
+        "the old image still serves"
+    );
+    services
+        .patch("llm", &pp, &Patch::Apply(v2.clone()))
+        .await
+        .expect("the good image applies again");
+    let back = until(
+        &hub,
+        &ns,
+        "back on the good image, not stalled",
+        2 * MINUTE,
+        |s| {
+            let st = status(s);
+            st.observed_generation == s.metadata.generation
+                && gpufed_api::conditions::is_true(&st.conditions, "Ready")
+                && gpufed_api::conditions::find(&st.conditions, "Stalled").is_none()
+                && st.replica_status.len() == 2
+        },
+    )
+    .await;
+    assert_eq!(status(&back).progress, None);
+    assert_eq!(hub_endpoints(&hub, &ns).await, served, "the same two replicas");
 
     // Down to zero and back: the status must still be written once the last replica is
     // gone (a server-side apply that left the emptied replica list out had the API server

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod plan;
+pub mod progress;
 
 use std::sync::Arc;
 use std::time::Duration;

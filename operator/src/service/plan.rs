@@ -20,6 +20,7 @@ use gpufed_api::{ComputeJob, ComputeService, check};
 use kube::ResourceExt;
 
 use super::build::{self, LABEL_REVISION};
+use super::progress;
 use crate::mapping::stopped_and_metered;
 
 /// What the reconcile must do besides writing status.
@@ -174,10 +175,10 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
             cond(types::STALLED, True, reason, msg.clone()),
         );
         conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg));
+        st.progress = None;
         out.status = st;
         return out;
     }
-    conditions::remove(&mut st.conditions, types::STALLED);
     let settling = replicas.iter().filter(|j| retiring(j) || finished(j)).count();
     // Replicas of an older template still serve: a rollout is under way.
     let rolling = serving.len() > updated;
@@ -195,10 +196,25 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
             String::new()
         }
     );
-    if st.ready_replicas as usize >= desired && old.iter().all(|j| retiring(j)) {
+    let complete = st.ready_replicas as usize >= desired && old.iter().all(|j| retiring(j));
+    let waiting: Vec<&ComputeJob> = serving
+        .iter()
+        .copied()
+        .filter(|j| revision(j) == rev)
+        .filter(|j| !ready(j))
+        .collect();
+    let updated_ready = u32::try_from(updated - waiting.len()).unwrap_or(u32::MAX);
+    st.progress = progress::track(svc, complete, updated_ready, now);
+    let stalled = st
+        .progress
+        .as_ref()
+        .and_then(|p| progress::exceeded(svc, p, waiting.first().copied(), now));
+    if complete {
         conditions::set(&mut st.conditions, cond(types::READY, True, "Ready", msg.clone()));
     } else {
-        let reason = if st.ready_replicas == 0 && desired > 0 {
+        let reason = if stalled.is_some() {
+            progress::DEADLINE_EXCEEDED
+        } else if st.ready_replicas == 0 && desired > 0 {
             "Unavailable"
         } else {
             "Progressing"
@@ -206,12 +222,19 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
         conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg.clone()));
     }
     let busy = st.ready_replicas as usize != desired || settling > 0 || rolling || !out.create.is_empty();
-    if busy {
+    if let Some(why) = stalled {
+        // Stalled alone: kstatus reads the first of Reconciling/Stalled that is True.
+        let c = cond(types::STALLED, True, progress::DEADLINE_EXCEEDED, why);
+        conditions::set(&mut st.conditions, c);
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+    } else if busy {
+        conditions::remove(&mut st.conditions, types::STALLED);
         conditions::set(
             &mut st.conditions,
             cond(types::RECONCILING, True, "Progressing", msg),
         );
     } else {
+        conditions::remove(&mut st.conditions, types::STALLED);
         conditions::remove(&mut st.conditions, types::RECONCILING);
     }
     out.status = st;
