@@ -5,7 +5,7 @@
 //! Every status write goes through [`super::write_status`], which publishes these for the
 //! step it wrote, so each transition is told once, by the writer that made it.
 
-use gpufed_api::common::ConditionStatus;
+use gpufed_api::common::{Condition, ConditionStatus};
 use gpufed_api::conditions::{self, types};
 use gpufed_api::job_status::{AttemptOutcome, ComputeJobStatus, JobPhase};
 
@@ -123,16 +123,21 @@ pub fn transitions(before: Option<&ComputeJobStatus>, after: &ComputeJobStatus) 
         }
     }
     // Stalled: something needs a human.
-    let stalled = |s: &ComputeJobStatus| conditions::find(&s.conditions, types::STALLED).cloned();
     let just_failed = after.phase == Some(JobPhase::Failed) && before.phase != after.phase;
-    if let Some(c) = stalled(after)
-        && c.status == ConditionStatus::True
-        && !just_failed // told by the phase (`JobFailed`, `DispatchRejected`)
-        && stalled(before).is_none_or(|b| b.status != c.status || b.reason != c.reason)
-    {
-        out.push(note(true, &c.reason, "Reconcile", c.message));
+    if !just_failed {
+        // (A job that just failed is told by its phase: `JobFailed`, `DispatchRejected`.)
+        out.extend(newly_stalled(&before.conditions, &after.conditions));
     }
     out
+}
+
+/// A Warning named after the `Stalled` reason when an object became stalled in this step,
+/// or stalled for another reason (any object with kstatus conditions).
+pub fn newly_stalled(before: &[Condition], after: &[Condition]) -> Option<Note> {
+    let c = conditions::find(after, types::STALLED).filter(|c| c.status == ConditionStatus::True)?;
+    let b = conditions::find(before, types::STALLED);
+    b.is_none_or(|b| b.status != c.status || b.reason != c.reason)
+        .then(|| note(true, &c.reason, "Reconcile", c.message.clone()))
 }
 
 #[cfg(test)]

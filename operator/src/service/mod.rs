@@ -62,6 +62,12 @@ async fn write_status(
     )
     .await
     .map_err(|e| Error::hub("ComputeService status", e))?;
+    let before = svc.status.as_ref().map_or(&[][..], |s| &s.conditions);
+    let stalled = crate::job::events::newly_stalled(before, &status.conditions);
+    ctx.reporter.publish(
+        kube::Resource::object_ref(svc, &()),
+        stalled.into_iter().collect(),
+    );
     Ok(())
 }
 

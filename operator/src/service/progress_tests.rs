@@ -105,7 +105,10 @@ fn a_rollout_whose_new_replica_never_gets_ready_is_reported_stuck_and_keeps_the_
     assert_eq!(kstatus(&svc), Health::InProgress);
 
     // Past it: Stalled (kstatus Failed: Reconciling is gone), the old replicas stay.
+    let before = svc.status.clone().expect("status").conditions;
     let p = round(&mut svc, &world, T0 + 300);
+    let event = crate::job::events::newly_stalled(&before, &p.status.conditions).expect("a Warning");
+    assert!(event.warning && event.reason == DEADLINE_EXCEEDED, "{event:?}");
     let c = stalled(&svc).expect("Stalled at the deadline").clone();
     assert_eq!(c.reason, DEADLINE_EXCEEDED);
     for part in [
@@ -126,6 +129,11 @@ fn a_rollout_whose_new_replica_never_gets_ready_is_reported_stuck_and_keeps_the_
     // Reconciling again writes the same status (the message names no clock).
     let again = round(&mut svc, &world, T0 + 400);
     assert_eq!(Some(&again.status), Some(&p.status));
+    assert_eq!(
+        crate::job::events::newly_stalled(&p.status.conditions, &again.status.conditions),
+        None,
+        "told once"
+    );
 
     // Progress: the new replica ready clears it; the rollout goes on.
     world[2] = replica(&svc, 2, true);
