@@ -448,6 +448,12 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
         served,
         "the old image still serves"
     );
+    let told =
+        opsupport::kind_events_until(&hub, &ns, "ComputeService", "llm", &["ProgressDeadlineExceeded"]).await;
+    let warned = told
+        .iter()
+        .filter(|(t, r, _)| t == "Warning" && r == "ProgressDeadlineExceeded");
+    assert_eq!(warned.count(), 1, "{told:?}");
     services
         .patch("llm", &pp, &Patch::Apply(v2.clone()))
         .await

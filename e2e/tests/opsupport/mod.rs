@@ -300,6 +300,17 @@ pub async fn events_until(
     name: &str,
     reasons: &[&str],
 ) -> Vec<(String, String, String)> {
+    kind_events_until(hub, ns, "ComputeJob", name, reasons).await
+}
+
+/// [`events_until`] on an object of any `kind`.
+pub async fn kind_events_until(
+    hub: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    reasons: &[&str],
+) -> Vec<(String, String, String)> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(hub.clone(), ns);
     gpufed_e2e::wait::until(
         &format!("Events {reasons:?} on {ns}/{name}"),
@@ -312,7 +323,7 @@ pub async fn events_until(
                 .into_iter()
                 .filter(|e| {
                     let r = e.regarding.as_ref();
-                    r.and_then(|r| r.kind.as_deref()) == Some("ComputeJob")
+                    r.and_then(|r| r.kind.as_deref()) == Some(kind)
                         && r.and_then(|r| r.name.as_deref()) == Some(name)
                 })
                 .map(|e| {
