@@ -8,6 +8,7 @@
 pub mod build;
 pub mod plan;
 pub mod progress;
+pub mod retire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions;
+use gpufed_api::service::ServiceSpread;
 use gpufed_api::serving::LABEL_SERVICE;
 use gpufed_api::{ComputeJob, ComputeService};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
@@ -40,6 +42,19 @@ fn replicas(ctx: &Context, svc: &ComputeService) -> Vec<ComputeJob> {
         // Only ours: a job that merely carries the label is not a replica.
         .filter(|j| j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
         .map(|j| (*j).clone())
+        .collect()
+}
+
+/// Each provider's region, when the service spreads by region (which replicas retire
+/// first depends on it).
+fn regions(ctx: &Context, svc: &ComputeService) -> retire::Regions {
+    if svc.spec.spread != ServiceSpread::Region {
+        return retire::Regions::new();
+    }
+    let providers = ctx.providers.state();
+    providers
+        .iter()
+        .map(|p| (p.name_any(), p.spec.region.clone()))
         .collect()
 }
 
@@ -156,7 +171,13 @@ async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> R
 
 async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
     let replicas = replicas(ctx, &svc);
-    let mut plan = plan::plan(&svc, &replicas, ctx.settles, crate::time::now());
+    let mut plan = plan::plan(
+        &svc,
+        &replicas,
+        &regions(ctx, &svc),
+        ctx.settles,
+        crate::time::now(),
+    );
     apply_plan(ctx, &svc, &plan).await?;
     let (status, reason, msg) = match route(ctx, &svc, &plan.ready_addresses).await? {
         Ok(n) => (
@@ -199,7 +220,13 @@ async fn cleanup(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
     if replicas.is_empty() {
         return Ok(Action::await_change());
     }
-    let plan = plan::plan(&svc, &replicas, ctx.settles, crate::time::now());
+    let plan = plan::plan(
+        &svc,
+        &replicas,
+        &regions(ctx, &svc),
+        ctx.settles,
+        crate::time::now(),
+    );
     apply_plan(ctx, &svc, &plan).await?;
     Err(Error::Waiting(format!(
         "{} replicas to stop and be metered",

@@ -4,7 +4,8 @@
 //! A replica is one `ComputeJob`. Failover inside a replica (its provider lost) is the
 //! job's own; the service replaces replicas that ended, scales, and rolls revisions:
 //! - live: not retiring, not finished. Fewer live replicas of the current revision than
-//!   desired → new ones; more → the surplus retires (not-ready first, then newest).
+//!   desired → new ones; more → the surplus retires (not-ready first, then from the most
+//!   crowded failure domain, newest first: [`super::retire`]).
 //! - old revisions stay only while the current one has too few ready replicas.
 //! - retiring = `spec.suspend` set: the job stops its attempt and bills it; the job is
 //!   deleted once it holds no placement and its usage is metered in full (or nothing
@@ -21,6 +22,7 @@ use kube::ResourceExt;
 
 use super::build::{self, LABEL_REVISION};
 use super::progress;
+use super::retire::{Domains, Regions};
 use crate::mapping::stopped_and_metered;
 
 /// What the reconcile must do besides writing status.
@@ -50,8 +52,15 @@ fn index(svc: &str, j: &ComputeJob) -> u32 {
     build::replica_index(svc, &j.name_any()).unwrap_or(u32::MAX)
 }
 
-/// Plans one round for `svc` whose replica jobs are `replicas`.
-pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i64) -> Plan {
+/// Plans one round for `svc` whose replica jobs are `replicas` (`regions`: each
+/// provider's region, for `spread: Region`).
+pub fn plan(
+    svc: &ComputeService,
+    replicas: &[ComputeJob],
+    regions: &Regions,
+    settles: bool,
+    now: i64,
+) -> Plan {
     let name = svc.name_any();
     let generation = svc.metadata.generation;
     let now_text = crate::time::format(now);
@@ -104,22 +113,21 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
     let desired = svc.spec.replicas as usize;
     // Valid whenever `invalid` is None (`check::service_spec` checks the rollout).
     let (surge, unavailable) = svc.spec.rollout.bounds(svc.spec.replicas).unwrap_or((0, 1));
+    let domains = Domains::new(svc.spec.spread, regions);
     if invalid.is_none() && svc.metadata.deletion_timestamp.is_none() {
         // Old revisions: keep only as many ready ones as the current one lacks, less the
         // unavailability the rollout allows; not-ready ones serve nothing and go.
         let current_ready = current.iter().filter(|j| ready(j)).count();
-        let mut keep = desired
+        let keep = desired
             .saturating_sub(unavailable as usize)
             .saturating_sub(current_ready);
-        let mut old_kept = 0;
-        for j in &old {
-            if ready(j) && keep > 0 {
-                keep -= 1;
-                old_kept += 1;
-            } else {
-                out.retire.push(j.name_any());
-            }
-        }
+        let (ready_old, unready_old): (Vec<&ComputeJob>, Vec<&ComputeJob>) =
+            old.iter().partition(|j| ready(j));
+        out.retire.extend(unready_old.iter().map(|j| j.name_any()));
+        let n = ready_old.len().saturating_sub(keep);
+        let gone = domains.most_crowded(ready_old.clone(), &current, n, |j| index(&name, j));
+        let old_kept = ready_old.len() - gone.len();
+        out.retire.extend(gone.iter().map(|j| j.name_any()));
         // Scale the current revision to `desired`, with at most `desired + surge` replicas
         // live (old ones kept included) while a rollout runs.
         if current.len() < desired {
@@ -131,11 +139,17 @@ pub fn plan(svc: &ComputeService, replicas: &[ComputeJob], settles: bool, now: i
                 .map(|i| build::replica(svc, i, &spec, &rev))
                 .collect();
         } else {
-            let mut surplus: Vec<&ComputeJob> = current.clone();
-            // Keep the ready and oldest: retire not-ready first, then the newest.
-            surplus.sort_by_key(|j| (ready(j), std::cmp::Reverse(index(&name, j))));
-            out.retire
-                .extend(surplus.iter().take(current.len() - desired).map(|j| j.name_any()));
+            // Not-ready ones first (newest first), then the ready ones from the most
+            // crowded failure domain, newest first.
+            let excess = current.len() - desired;
+            let (mut unready, ready_now): (Vec<&ComputeJob>, Vec<&ComputeJob>) =
+                current.iter().partition(|j| !ready(j));
+            unready.sort_by_key(|j| std::cmp::Reverse(index(&name, j)));
+            let first = unready.len().min(excess);
+            out.retire.extend(unready[..first].iter().map(|j| j.name_any()));
+            let gone =
+                domains.most_crowded(ready_now, &unready[first..], excess - first, |j| index(&name, j));
+            out.retire.extend(gone.iter().map(|j| j.name_any()));
         }
     } else if svc.metadata.deletion_timestamp.is_some() {
         out.retire.extend(live.iter().map(|j| j.name_any()));

@@ -4,6 +4,8 @@ use gpufed_api::job_status::{Billing, ComputeJobStatus, Placement};
 use gpufed_api::serving::Endpoint;
 
 const T0: i64 = 1_800_000_000;
+/// No provider regions (the services here spread by provider).
+static NO_REGIONS: Regions = Regions::new();
 
 fn service(replicas: u32) -> ComputeService {
     serde_json::from_value(serde_json::json!({
@@ -61,7 +63,7 @@ fn ready_cond(st: &ComputeServiceStatus) -> (ConditionStatus, String) {
 #[test]
 fn a_new_service_creates_its_replicas_owned_and_spread() {
     let svc = service(3);
-    let p = plan(&svc, &[], true, T0);
+    let p = plan(&svc, &[], &NO_REGIONS, true, T0);
     assert_eq!(names(&p.create), ["llm-0", "llm-1", "llm-2"]);
     let j = &p.create[0];
     assert_eq!(j.spec.workers, 1);
@@ -82,7 +84,7 @@ fn ready_replicas_make_the_service_ready_and_routable() {
         replica(&svc, 0, Some("a"), true),
         replica(&svc, 1, Some("b"), true),
     ];
-    let p = plan(&svc, &rs, true, T0);
+    let p = plan(&svc, &rs, &NO_REGIONS, true, T0);
     assert!(p.create.is_empty() && p.retire.is_empty() && p.delete.is_empty());
     assert_eq!((p.status.replicas, p.status.ready_replicas), (2, 2));
     assert_eq!(ready_cond(&p.status), (ConditionStatus::True, "Ready".into()));
@@ -100,7 +102,7 @@ fn ready_replicas_make_the_service_ready_and_routable() {
         replica(&svc, 0, Some("a"), true),
         replica(&svc, 1, Some("b"), false),
     ];
-    let p = plan(&svc, &rs, true, T0);
+    let p = plan(&svc, &rs, &NO_REGIONS, true, T0);
     assert_eq!(p.ready_addresses, ["10.0.0.0:30000"]);
     assert_eq!(
         ready_cond(&p.status),
@@ -116,7 +118,7 @@ fn a_finished_replica_is_replaced_at_once_and_deleted_once_metered() {
         st.phase = Some(JobPhase::Failed);
     }
     let rs = [failed.clone(), replica(&svc, 1, Some("b"), true)];
-    let p = plan(&svc, &rs, true, T0);
+    let p = plan(&svc, &rs, &NO_REGIONS, true, T0);
     assert_eq!(
         names(&p.create),
         ["llm-2"],
@@ -129,7 +131,13 @@ fn a_finished_replica_is_replaced_at_once_and_deleted_once_metered() {
             ..Default::default()
         });
     }
-    let p = plan(&svc, &[failed, replica(&svc, 1, Some("b"), true)], true, T0);
+    let p = plan(
+        &svc,
+        &[failed, replica(&svc, 1, Some("b"), true)],
+        &NO_REGIONS,
+        true,
+        T0,
+    );
     assert_eq!(p.delete, ["llm-0"]);
 }
 
@@ -141,7 +149,7 @@ fn scaling_down_retires_the_not_ready_then_the_newest_and_waits_for_metering() {
         replica(&svc, 1, Some("b"), false),
         replica(&svc, 2, Some("c"), true),
     ];
-    let p = plan(&svc, &rs, true, T0);
+    let p = plan(&svc, &rs, &NO_REGIONS, true, T0);
     assert_eq!(p.retire, ["llm-1", "llm-2"]);
     assert_eq!(p.status.replicas, 1, "retiring replicas are not counted");
     let phases: Vec<_> = p.status.replica_status.iter().map(|r| r.phase.clone()).collect();
@@ -154,12 +162,12 @@ fn scaling_down_retires_the_not_ready_then_the_newest_and_waits_for_metering() {
         st.phase = Some(JobPhase::Suspended);
     }
     let rs = [replica(&svc, 0, Some("a"), true), retired.clone()];
-    assert!(plan(&svc, &rs, true, T0).delete.is_empty());
-    assert_eq!(plan(&svc, &rs, false, T0).delete, ["llm-2"]);
+    assert!(plan(&svc, &rs, &NO_REGIONS, true, T0).delete.is_empty());
+    assert_eq!(plan(&svc, &rs, &NO_REGIONS, false, T0).delete, ["llm-2"]);
     // Still running (the job controller has not stopped it yet): never deleted.
     let mut stopping = replica(&svc, 2, Some("c"), true);
     stopping.spec.suspend = true;
-    assert!(plan(&svc, &[stopping], false, T0).delete.is_empty());
+    assert!(plan(&svc, &[stopping], &NO_REGIONS, false, T0).delete.is_empty());
 }
 
 #[test]
@@ -169,7 +177,10 @@ fn scaling_up_takes_the_lowest_free_indexes() {
         replica(&svc, 1, Some("a"), true),
         replica(&svc, 3, Some("b"), true),
     ];
-    assert_eq!(names(&plan(&svc, &rs, true, T0).create), ["llm-0", "llm-2"]);
+    assert_eq!(
+        names(&plan(&svc, &rs, &NO_REGIONS, true, T0).create),
+        ["llm-0", "llm-2"]
+    );
 }
 
 #[test]
@@ -183,7 +194,7 @@ fn a_spec_change_rolls_new_replicas_in_before_retiring_ready_old_ones() {
         replica(&old_svc, 0, Some("a"), true),
         replica(&old_svc, 1, Some("b"), true),
     ];
-    let p = plan(&svc, &old, true, T0);
+    let p = plan(&svc, &old, &NO_REGIONS, true, T0);
     assert_eq!(names(&p.create), ["llm-2", "llm-3"]);
     assert!(p.retire.is_empty(), "old replicas serve until new ones are ready");
     // One new replica ready: one old one may go.
@@ -193,7 +204,7 @@ fn a_spec_change_rolls_new_replicas_in_before_retiring_ready_old_ones() {
         replica(&svc, 2, Some("c"), true),
         replica(&svc, 3, Some("d"), false),
     ];
-    let p = plan(&svc, &rs, true, T0);
+    let p = plan(&svc, &rs, &NO_REGIONS, true, T0);
     assert!(p.create.is_empty());
     assert_eq!(p.retire, ["llm-1"]);
     assert_eq!(ready_cond(&p.status).0, ConditionStatus::False);
@@ -203,7 +214,7 @@ fn a_spec_change_rolls_new_replicas_in_before_retiring_ready_old_ones() {
 fn an_invalid_spec_stalls_without_touching_replicas() {
     let mut svc = service(2);
     svc.spec.max_price_per_gpu_hour = "0".into();
-    let p = plan(&svc, &[], true, T0);
+    let p = plan(&svc, &[], &NO_REGIONS, true, T0);
     assert!(p.create.is_empty());
     let c = conditions::find(&p.status.conditions, types::STALLED).expect("Stalled");
     assert_eq!(c.reason, "InvalidSpec");
@@ -215,7 +226,7 @@ fn an_invalid_spec_stalls_without_touching_replicas() {
             .cloned()
             .expect("obj"),
     ));
-    let c = plan(&svc, &[], true, T0);
+    let c = plan(&svc, &[], &NO_REGIONS, true, T0);
     let st = conditions::find(&c.status.conditions, types::STALLED).expect("Stalled");
     assert!(st.message.starts_with("spec.readinessProbe"), "{}", st.message);
     assert_eq!(st.reason, "InvalidTemplate");
@@ -227,7 +238,7 @@ fn an_invalid_spec_stalls_without_touching_replicas() {
         .spec
         .rest
         .insert("hostNetwork".into(), serde_json::json!("yes"));
-    let c = plan(&svc, &[], true, T0);
+    let c = plan(&svc, &[], &NO_REGIONS, true, T0);
     assert!(c.create.is_empty());
     let st = conditions::find(&c.status.conditions, types::STALLED).expect("Stalled");
     assert_eq!(st.reason, "InvalidTemplate");
@@ -238,7 +249,7 @@ fn an_invalid_spec_stalls_without_touching_replicas() {
         group: "other".into(),
         across: gpufed_api::serving::SpreadDomain::Region,
     });
-    let c = plan(&svc, &[], true, T0);
+    let c = plan(&svc, &[], &NO_REGIONS, true, T0);
     assert!(c.create.is_empty());
     let st = conditions::find(&c.status.conditions, types::STALLED).expect("Stalled");
     assert!(st.message.starts_with("spec.placement.spread"), "{}", st.message);
@@ -250,7 +261,7 @@ fn a_deleted_service_retires_everything_and_creates_nothing() {
     svc.metadata.deletion_timestamp =
         serde_json::from_value(serde_json::json!("2027-01-15T08:00:00Z")).expect("time");
     let rs = [replica(&svc, 0, Some("a"), true)];
-    let p = plan(&svc, &rs, true, T0);
+    let p = plan(&svc, &rs, &NO_REGIONS, true, T0);
     assert!(p.create.is_empty());
     assert_eq!(p.retire, ["llm-0"]);
 }
@@ -262,10 +273,10 @@ fn planning_twice_gives_the_same_status() {
         replica(&svc, 0, Some("a"), true),
         replica(&svc, 1, Some("b"), false),
     ];
-    let first = plan(&svc, &rs, true, T0);
+    let first = plan(&svc, &rs, &NO_REGIONS, true, T0);
     let mut again = svc.clone();
     again.status = Some(first.status.clone());
-    assert_eq!(plan(&again, &rs, true, T0 + 60).status, first.status);
+    assert_eq!(plan(&again, &rs, &NO_REGIONS, true, T0 + 60).status, first.status);
 }
 
 #[test]
@@ -308,4 +319,87 @@ fn hub_endpoints_route_only_routable_provider_addresses() {
         .sum();
     assert_eq!(n, 1);
     assert_eq!(refused, ["10.0.0.2:30001", "10.0.0.3:30002"]);
+}
+
+#[test]
+fn scaling_down_keeps_the_replicas_spread() {
+    // a, a, b: retiring the newest (on b) would leave both on a.
+    let mut svc = service(2);
+    let rs = [
+        replica(&svc, 0, Some("a"), true),
+        replica(&svc, 1, Some("a"), true),
+        replica(&svc, 2, Some("b"), true),
+    ];
+    assert_eq!(plan(&svc, &rs, &NO_REGIONS, true, T0).retire, ["llm-1"]);
+    // Evenly spread: the newest goes.
+    let even = [
+        replica(&svc, 0, Some("a"), true),
+        replica(&svc, 1, Some("b"), true),
+        replica(&svc, 2, Some("c"), true),
+    ];
+    assert_eq!(plan(&svc, &even, &NO_REGIONS, true, T0).retire, ["llm-2"]);
+    // A replica that is not ready goes before any ready one, wherever it is.
+    let mut one_down = rs.clone();
+    one_down[2] = replica(&svc, 2, Some("b"), false);
+    assert_eq!(plan(&svc, &one_down, &NO_REGIONS, true, T0).retire, ["llm-2"]);
+    // Down to 1 from a, a, b, b, c: one per crowded domain first, then the newest.
+    svc.spec.replicas = 1;
+    let five = [
+        replica(&svc, 0, Some("a"), true),
+        replica(&svc, 1, Some("a"), true),
+        replica(&svc, 2, Some("b"), true),
+        replica(&svc, 3, Some("b"), true),
+        replica(&svc, 4, Some("c"), true),
+    ];
+    assert_eq!(
+        plan(&svc, &five, &NO_REGIONS, true, T0).retire,
+        ["llm-3", "llm-1", "llm-4", "llm-2"]
+    );
+    // No spread: newest first, as before.
+    svc.spec.spread = gpufed_api::service::ServiceSpread::None;
+    assert_eq!(
+        plan(&svc, &five, &NO_REGIONS, true, T0).retire,
+        ["llm-4", "llm-3", "llm-2", "llm-1"]
+    );
+}
+
+#[test]
+fn spread_by_region_retires_from_the_most_crowded_region() {
+    let mut svc = service(2);
+    svc.spec.spread = gpufed_api::service::ServiceSpread::Region;
+    let regions: Regions = [("a1", "eu"), ("a2", "eu"), ("b", "us")]
+        .into_iter()
+        .map(|(p, r)| (p.to_owned(), r.to_owned()))
+        .collect();
+    let rs = [
+        replica(&svc, 0, Some("a1"), true),
+        replica(&svc, 1, Some("a2"), true),
+        replica(&svc, 2, Some("b"), true),
+    ];
+    assert_eq!(plan(&svc, &rs, &regions, true, T0).retire, ["llm-1"]);
+    // Regions unknown: one domain, the newest goes.
+    assert_eq!(plan(&svc, &rs, &NO_REGIONS, true, T0).retire, ["llm-2"]);
+}
+
+#[test]
+fn a_rollout_keeps_the_old_replicas_that_keep_the_service_spread() {
+    // Old replicas on a, b, b; one new replica ready on a. Under maxUnavailable 1 and no
+    // surge one old replica stays: keeping the first (on a) would leave a, a; the one
+    // kept is on b.
+    let old_svc = service(3);
+    let mut svc = service(3);
+    svc.spec.template.spec.containers[0]
+        .0
+        .insert("image".into(), "vllm:v2".into());
+    svc.spec.rollout =
+        serde_json::from_value(serde_json::json!({"maxSurge": 0, "maxUnavailable": 1})).expect("rollout");
+    let rs = [
+        replica(&old_svc, 0, Some("a"), true),
+        replica(&old_svc, 1, Some("b"), true),
+        replica(&old_svc, 2, Some("b"), true),
+        replica(&svc, 3, Some("a"), true),
+    ];
+    let p = plan(&svc, &rs, &NO_REGIONS, true, T0);
+    assert_eq!(p.retire, ["llm-2", "llm-0"]);
+    assert_eq!(names(&p.create), ["llm-4"], "3 live: llm-1, llm-3 and a new one");
 }

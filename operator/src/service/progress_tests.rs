@@ -8,6 +8,8 @@ use gpufed_api::job_status::{ComputeJobStatus, JobPhase, Placement};
 use gpufed_api::serving::Endpoint;
 
 const T0: i64 = 1_800_000_000;
+/// No provider regions (the services here spread by provider).
+static NO_REGIONS: crate::service::retire::Regions = crate::service::retire::Regions::new();
 
 fn service(image: &str, generation: i64) -> ComputeService {
     serde_json::from_value(serde_json::json!({
@@ -61,7 +63,7 @@ fn replica(svc: &ComputeService, index: u32, ready: bool) -> ComputeJob {
 
 /// One round at `now`: the plan's status becomes the service's.
 fn round(svc: &mut ComputeService, world: &[ComputeJob], now: i64) -> crate::service::plan::Plan {
-    let p = plan(svc, world, false, now);
+    let p = plan(svc, world, &NO_REGIONS, false, now);
     svc.status = Some(p.status.clone());
     p
 }

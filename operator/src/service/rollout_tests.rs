@@ -7,6 +7,8 @@ use gpufed_api::job_status::{ComputeJobStatus, Placement};
 use gpufed_api::serving::Endpoint;
 
 const T0: i64 = 1_800_000_000;
+/// No provider regions (the services here spread by provider).
+static NO_REGIONS: Regions = Regions::new();
 
 fn service(replicas: u32, image: &str, rollout: serde_json::Value) -> ComputeService {
     serde_json::from_value(serde_json::json!({
@@ -65,7 +67,7 @@ fn roll(desired: u32, rollout: serde_json::Value, surge: usize, unavailable: usi
         for j in world.iter_mut().filter(|j| !j.spec.suspend) {
             *j = serving(j.clone(), true);
         }
-        let p = plan(&svc, &world, false, T0);
+        let p = plan(&svc, &world, &NO_REGIONS, false, T0);
         for j in world.iter_mut().filter(|j| p.retire.contains(&j.name_any())) {
             j.spec.suspend = true;
             j.status = None; // stopped: no placement, nothing to meter
@@ -124,7 +126,7 @@ fn a_rollout_reports_its_progress() {
     let world: Vec<ComputeJob> = (0..2)
         .map(|i| serving(build::replica(&old, i, &spec, &build::revision(&spec)), true))
         .collect();
-    let p = plan(&svc, &world, false, T0);
+    let p = plan(&svc, &world, &NO_REGIONS, false, T0);
     assert_eq!(p.create.len(), 1, "one surge replica");
     assert!(p.retire.is_empty());
     assert_eq!(p.status.updated_replicas, 0);
@@ -141,7 +143,7 @@ fn a_rollout_that_could_never_move_is_refused_and_nothing_changes() {
         "vllm:v2",
         serde_json::json!({"maxSurge": 0, "maxUnavailable": "0%"}),
     );
-    let p = plan(&svc, &[], false, T0);
+    let p = plan(&svc, &[], &NO_REGIONS, false, T0);
     assert!(p.create.is_empty() && p.retire.is_empty());
     let c = conditions::find(&p.status.conditions, types::STALLED).expect("Stalled");
     assert_eq!(c.reason, "InvalidSpec");
