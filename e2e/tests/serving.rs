@@ -311,10 +311,14 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     // kubectl scale through the scale subresource: up to 5, then down to 2.
     let kubeconfig = fed.hub().kubeconfig().to_path_buf();
     kubectl_scale(&kubeconfig, &ns, 5);
-    until(&hub, &ns, "5 replicas ready", 2 * MINUTE, |s| {
+    let five = until(&hub, &ns, "5 replicas ready", 2 * MINUTE, |s| {
         status(s).ready_replicas == 5 && status(s).replicas == 5
     })
     .await;
+    // 3 GPUs each: the 3 replicas moved to `other` stay, the 2 new ones go to `lone`.
+    let mut on = ready_on(&five);
+    on.sort_by_key(|(_, n)| *n);
+    assert_eq!(on, [(lone.clone(), 2), (other.to_owned(), 3)]);
     kubectl_scale(&kubeconfig, &ns, 2);
     let two = until(
         &hub,
@@ -327,6 +331,10 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
         },
     )
     .await;
+    // Retired from the most crowded provider first: one replica on each stays (retiring
+    // the newest three — both on `lone`, one on `other` — would have left two on `other`).
+    let on: Vec<usize> = ready_on(&two).iter().map(|(_, n)| *n).collect();
+    assert_eq!(on, [1, 1], "{:?}", ready_on(&two));
     let jobs: Api<gpufed_api::ComputeJob> = Api::namespaced(hub.clone(), &ns);
     let left = jobs
         .list(&ListParams::default().labels(&format!("{LABEL_SERVICE}=llm")))
