@@ -12,7 +12,7 @@ use crate::output::Format;
     name = "kubectl-gpufed",
     bin_name = "kubectl gpufed",
     version,
-    about = "gpufed from kubectl: providers, jobs, submit, why a job waits, bill, provider tokens",
+    about = "gpufed from kubectl: providers, jobs, submit, why a job waits, bill, provider tokens, service rollouts",
     after_help = "Documentation: docs/kubectl.md"
 )]
 pub struct Cli {
@@ -67,6 +67,40 @@ pub enum Command {
         #[command(subcommand)]
         command: ProviderCommand,
     },
+    /// A ComputeService's rollout: `rollout status`, `rollout restart` (as `kubectl
+    /// rollout` for a Deployment).
+    Rollout {
+        /// What to do with the rollout.
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+}
+
+/// `rollout` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the service's replicas all run its current template and are ready;
+    /// exit 1 when the operator reports it stuck (e.g. ProgressDeadlineExceeded).
+    Status(RolloutStatusArgs),
+    /// Replace every replica, within spec.rollout's bounds, by setting the template
+    /// annotation gpufed.io/restartedAt.
+    Restart {
+        /// The ComputeService's name.
+        service: String,
+    },
+}
+
+/// `rollout status`.
+#[derive(Debug, Clone, Args)]
+pub struct RolloutStatusArgs {
+    /// The ComputeService's name.
+    pub service: String,
+    /// Watch until the rollout ends; `--watch=false` prints the state once.
+    #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub watch: bool,
+    /// Give up after this long, e.g. 5m or 90s (default: no limit).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 /// `provider` subcommands.

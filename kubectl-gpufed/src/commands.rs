@@ -9,11 +9,13 @@ use gpufed_api::formats::parse_duration;
 use gpufed_api::job_status::JobPhase;
 use gpufed_api::pull::BootstrapToken;
 
-use crate::cli::{BillArgs, Cli, Command, Global, ProviderCommand, SubmitArgs, TokenArgs};
+use crate::cli::{
+    BillArgs, Cli, Command, Global, ProviderCommand, RolloutCommand, RolloutStatusArgs, SubmitArgs, TokenArgs,
+};
 use crate::error::{Error, Result};
 use crate::output::{Format, document, list, now, thousands};
 use crate::session::Session;
-use crate::{bill, jobs, onchain, providers, submit, token, verify, why};
+use crate::{bill, jobs, onchain, providers, rollout, submit, token, verify, why};
 
 /// How often `submit --wait` reads the job.
 const POLL: Duration = Duration::from_secs(2);
@@ -97,6 +99,88 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Provider {
             command: ProviderCommand::Token(args),
         } => token_cmd(g, &args).await,
+        Command::Rollout {
+            command: RolloutCommand::Status(args),
+        } => rollout_status_cmd(g, &args).await,
+        Command::Rollout {
+            command: RolloutCommand::Restart { service },
+        } => {
+            let session = Session::connect(g).await?;
+            let patch = rollout::restart_patch(&gpufed_operator::time::format(now()));
+            let patched = session.patch_service(&service, &patch).await?;
+            match g.output {
+                Format::Table => emit(&format!("computeservice.gpufed.io/{service} restarted\n")),
+                f => emit(&document(&patched, f)?),
+            }
+        }
+    }
+}
+
+/// `rollout status`: the state line, once or each time it changes, until the rollout is
+/// done (`Ok`), stuck or past `--timeout` (errors). Lines go to stdout, as kubectl's.
+async fn rollout_status_cmd(g: &Global, args: &RolloutStatusArgs) -> Result<()> {
+    if g.output != Format::Table {
+        return Err(Error::Flag {
+            flag: "--output".into(),
+            message: "rollout status prints progress lines only (read the object with kubectl get -o json)"
+                .into(),
+        });
+    }
+    let timeout = match &args.timeout {
+        Some(t) => Some(parse_duration(t).map_err(|e| Error::Flag {
+            flag: "--timeout".into(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
+    let session = Session::connect(g).await?;
+    let service_ref = format!("{}/{}", session.namespace, args.service);
+    let start = Instant::now();
+    let mut last = String::new();
+    let mut failures = 0;
+    loop {
+        let svc = match session.service(&args.service).await {
+            Ok(svc) => {
+                failures = 0;
+                svc
+            }
+            Err(e @ Error::Unreachable { .. }) if args.watch && failures < MAX_READ_FAILURES => {
+                failures += 1;
+                eprintln!("(retrying) {e}");
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match rollout::state(&svc) {
+            rollout::State::Done(line) => return emit(&format!("{line}\n")),
+            rollout::State::Stuck { reason, message } => {
+                return Err(Error::RolloutStuck {
+                    service: service_ref,
+                    reason,
+                    message,
+                });
+            }
+            rollout::State::Waiting(line) => {
+                if line != last {
+                    emit(&format!("{line}\n"))?;
+                }
+                if !args.watch {
+                    return Ok(());
+                }
+                last = line;
+            }
+        }
+        if let Some(limit) = timeout
+            && start.elapsed().as_secs() >= limit
+        {
+            return Err(Error::RolloutTimeout {
+                service: service_ref,
+                seconds: limit,
+                last,
+            });
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 

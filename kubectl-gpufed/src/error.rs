@@ -99,6 +99,26 @@ pub enum Error {
         /// Settled records checked.
         settled: u64,
     },
+    /// `rollout status`: the operator reports the service stuck (`Stalled=True`).
+    #[error("computeservice {service} rollout is stuck ({reason}): {message}")]
+    RolloutStuck {
+        /// `namespace/name`.
+        service: String,
+        /// The `Stalled` reason.
+        reason: String,
+        /// The `Stalled` message.
+        message: String,
+    },
+    /// `rollout status --timeout`: the rollout had not ended at the deadline.
+    #[error("gave up waiting for computeservice {service} after {seconds}s: {last}")]
+    RolloutTimeout {
+        /// `namespace/name`.
+        service: String,
+        /// The timeout.
+        seconds: u64,
+        /// The last state seen.
+        last: String,
+    },
     /// `submit --wait --timeout`: the job was still running at the deadline.
     #[error("gave up waiting for computejob {job} after {seconds}s (phase {phase})")]
     WaitTimeout {

@@ -1,10 +1,11 @@
 //! `kubectl gpufed`: the gpufed federation from kubectl.
 //!
 //! Rendering is pure (objects in, rows and strings out: [`providers`], [`jobs`], [`why`],
-//! [`bill`], [`verify`], [`submit`], [`token`], [`output`]) and unit-tested on fixture objects;
-//! [`session`], [`onchain`] and [`commands`] do the I/O. `why` re-runs the placement engine
-//! locally through the operator's own snapshot mapping (`gpufed_operator::mapping`);
-//! `bill --verify` ([`verify_job`]) checks settled usage records against the chain.
+//! [`bill`], [`verify`], [`submit`], [`token`], [`rollout`], [`output`]) and unit-tested
+//! on fixture objects; [`session`], [`onchain`] and [`commands`] do the I/O. `why`
+//! re-runs the placement engine locally through the operator's own snapshot mapping
+//! (`gpufed_operator::mapping`); `bill --verify` ([`verify_job`]) checks settled usage
+//! records against the chain.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -16,6 +17,7 @@ pub mod jobs;
 pub mod onchain;
 pub mod output;
 pub mod providers;
+pub mod rollout;
 pub mod session;
 pub mod submit;
 pub mod token;

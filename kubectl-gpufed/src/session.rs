@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gpufed_api::{ComputeJob, GpuProvider};
+use gpufed_api::{ComputeJob, ComputeService, GpuProvider};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -112,25 +112,83 @@ impl Session {
             .map_err(|e| self.list_error(e, "computejobs.gpufed.io"))
     }
 
+    /// A read of `kind` `name` failed: not found (the object, or the resource: CRDs
+    /// missing), else the API error.
+    fn read_error(
+        &self,
+        e: kube::Error,
+        kind: &'static str,
+        resource: &'static str,
+        name: &str,
+        namespace: &str,
+    ) -> Error {
+        match Error::not_found(&e) {
+            Some(NotFoundKind::Object) => Error::NotFound {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            },
+            Some(NotFoundKind::Resource) => Error::CrdsMissing {
+                server: self.server.clone(),
+                resource,
+            },
+            None => {
+                let scope = if namespace.is_empty() {
+                    String::new()
+                } else {
+                    format!("{namespace}/")
+                };
+                Error::from_kube(e, &self.server, format!("reading {kind} {scope}{name}"))
+            }
+        }
+    }
+
     /// One ComputeJob of the session's namespace.
     pub async fn job(&self, name: &str) -> Result<ComputeJob> {
         self.jobs()
             .get(name)
             .await
+            .map_err(|e| self.read_error(e, "computejob", "computejobs.gpufed.io", name, &self.namespace))
+    }
+
+    fn services(&self) -> Api<ComputeService> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// One ComputeService of the session's namespace.
+    pub async fn service(&self, name: &str) -> Result<ComputeService> {
+        self.services().get(name).await.map_err(|e| {
+            self.read_error(
+                e,
+                "computeservice",
+                "computeservices.gpufed.io",
+                name,
+                &self.namespace,
+            )
+        })
+    }
+
+    /// Merge-patches a ComputeService's spec (field manager `kubectl-gpufed`).
+    pub async fn patch_service(&self, name: &str, patch: &serde_json::Value) -> Result<ComputeService> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        self.services()
+            .patch(name, &params, &Patch::Merge(patch))
+            .await
             .map_err(|e| match Error::not_found(&e) {
-                Some(NotFoundKind::Object) => Error::NotFound {
-                    kind: "computejob",
-                    namespace: self.namespace.clone(),
-                    name: name.to_owned(),
-                },
-                Some(NotFoundKind::Resource) => Error::CrdsMissing {
-                    server: self.server.clone(),
-                    resource: "computejobs.gpufed.io",
-                },
+                Some(_) => self.read_error(
+                    e,
+                    "computeservice",
+                    "computeservices.gpufed.io",
+                    name,
+                    &self.namespace,
+                ),
                 None => Error::from_kube(
                     e,
                     &self.server,
-                    format!("reading computejob {}/{name}", self.namespace),
+                    format!("patching computeservice {}/{name}", self.namespace),
                 ),
             })
     }
@@ -157,18 +215,7 @@ impl Session {
         Api::<GpuProvider>::all(self.client.clone())
             .get(name)
             .await
-            .map_err(|e| match Error::not_found(&e) {
-                Some(NotFoundKind::Object) => Error::NotFound {
-                    kind: "gpuprovider",
-                    namespace: String::new(),
-                    name: name.to_owned(),
-                },
-                Some(NotFoundKind::Resource) => Error::CrdsMissing {
-                    server: self.server.clone(),
-                    resource: "gpuproviders.gpufed.io",
-                },
-                None => Error::from_kube(e, &self.server, format!("reading gpuprovider {name}")),
-            })
+            .map_err(|e| self.read_error(e, "gpuprovider", "gpuproviders.gpufed.io", name, ""))
     }
 
     fn token_secrets(&self) -> Api<Secret> {

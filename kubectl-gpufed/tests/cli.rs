@@ -1,6 +1,7 @@
 //! The built `kubectl-gpufed` binary against a real kube-apiserver (the e2e harness' hub,
 //! Kubernetes 1.20, or `GPUFED_E2E_KUBECONFIG`): submit, jobs, providers, why, bill,
-//! `bill --verify`, `--wait`, `provider token`, the context's namespace, and its errors.
+//! `bill --verify`, `--wait`, `provider token`, `rollout status|restart`, the context's
+//! namespace, and its errors.
 //! No operator runs: the test writes the status (and the settlement journal) the operator
 //! would write, and a fake Solana RPC node answers for the chain.
 #![allow(clippy::unwrap_used)]
@@ -11,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clisupport::chain::bill_verified_on_chain;
+use clisupport::rollout::rollout_status_and_restart;
 use clisupport::token::provider_tokens;
 use clisupport::{
     Hub, SIG, command, cond, fails, now_text, ok, ok_json, placement, run, set_job_status, strs, text,
@@ -33,6 +35,7 @@ async fn plugin_against_a_real_api_server() {
     a_tenant_without_provider_access(&hub).await;
     wait_shows_progress(&hub).await;
     provider_tokens(&hub).await;
+    rollout_status_and_restart(&hub).await;
 }
 
 async fn submit_and_list(hub: &Hub) {

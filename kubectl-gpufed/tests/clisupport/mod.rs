@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod chain;
+pub mod rollout;
 pub mod token;
 
 use std::path::{Path, PathBuf};
