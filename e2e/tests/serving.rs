@@ -416,6 +416,18 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
         .collect();
     assert_eq!(images.len(), 2);
     assert!(images.iter().all(|i| i.contains("vllm:2")), "{images:?}");
+    // `kubectl describe csvc` tells the rollout: replicas created, retired, deleted.
+    let reasons = ["ReplicaCreated", "ReplicaRetiring", "ReplicaDeleted"];
+    let told = opsupport::kind_events_until(&hub, &ns, "ComputeService", "llm", &reasons).await;
+    assert!(
+        told.iter().all(|(t, _, _)| t == "Normal"),
+        "nothing to warn about yet: {told:?}"
+    );
+    assert!(
+        told.iter()
+            .any(|(_, r, note)| r == "ReplicaRetiring" && note.contains("(revision ")),
+        "{told:?}"
+    );
 
     // A rollout that never gets ready (its probe fails) is reported stuck once
     // `progressDeadlineSeconds` pass without progress: `Stalled=ProgressDeadlineExceeded`

@@ -22,7 +22,8 @@ pub struct Note {
     pub message: String,
 }
 
-fn note(warning: bool, reason: &str, action: &'static str, message: String) -> Note {
+/// A note (an Event to publish).
+pub fn note(warning: bool, reason: &str, action: &'static str, message: String) -> Note {
     Note {
         warning,
         reason: reason.to_string(),

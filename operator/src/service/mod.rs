@@ -22,11 +22,13 @@ use gpufed_api::{ComputeJob, ComputeService};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::job::events;
 
 /// Condition: the hub Service routes to the ready replicas.
 pub const ROUTED: &str = "Routed";
@@ -78,7 +80,7 @@ async fn write_status(
     .await
     .map_err(|e| Error::hub("ComputeService status", e))?;
     let before = svc.status.as_ref().map_or(&[][..], |s| &s.conditions);
-    let stalled = crate::job::events::newly_stalled(before, &status.conditions);
+    let stalled = events::newly_stalled(before, &status.conditions);
     ctx.reporter.publish(
         kube::Resource::object_ref(svc, &()),
         stalled.into_iter().collect(),
@@ -136,37 +138,66 @@ async fn route(
 }
 
 async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> Result<()> {
-    let jobs: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &svc.namespace().unwrap_or_default());
-    // Retire before creating: a replica created first would, for a moment, stand beside
-    // the old one it replaces, one more than `rollout.maxSurge` allows (seen by the
-    // serving e2e test's 100 ms sampler: 4 live replicas for 2 under maxSurge 1).
-    for name in &plan.retire {
-        let patch = serde_json::json!({"spec": {"suspend": true}});
-        match jobs
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => tracing::info!(replica = %name, "replica retiring"),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::hub("ComputeJob", e)),
+    let ns = svc.namespace().unwrap_or_default();
+    let jobs: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &ns);
+    let revision = |name: &str| {
+        let job = ctx.jobs.get(&ObjectRef::new(name).within(&ns));
+        job.and_then(|j| j.labels().get(build::LABEL_REVISION).cloned())
+            .unwrap_or_else(|| "?".into())
+    };
+    // What happened, for `kubectl describe csvc` (published even if a later call fails).
+    let mut told = Vec::new();
+    let result = async {
+        // Retire before creating: a replica created first would, for a moment, stand
+        // beside the old one it replaces, one more than `rollout.maxSurge` allows (seen by
+        // the serving e2e test's 100 ms sampler: 4 live replicas for 2 under maxSurge 1).
+        for name in &plan.retire {
+            let patch = serde_json::json!({"spec": {"suspend": true}});
+            match jobs
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(replica = %name, "replica retiring");
+                    let msg = format!(
+                        "replica {name} (revision {}) retiring: its attempt stops and is billed; deleted once metered",
+                        revision(name)
+                    );
+                    told.push(events::note(false, "ReplicaRetiring", "Retire", msg));
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::hub("ComputeJob", e)),
+            }
         }
-    }
-    for job in &plan.create {
-        // Create, not apply: a lagging store must never resurrect or un-retire a replica.
-        match jobs.create(&PostParams::default(), job).await {
-            Ok(_) => tracing::info!(replica = %job.name_any(), "replica created"),
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(Error::hub("ComputeJob", e)),
+        for job in &plan.create {
+            // Create, not apply: a lagging store must never resurrect or un-retire a replica.
+            match jobs.create(&PostParams::default(), job).await {
+                Ok(_) => {
+                    tracing::info!(replica = %job.name_any(), "replica created");
+                    let rev = job.labels().get(build::LABEL_REVISION).cloned().unwrap_or_default();
+                    let msg = format!("replica {} created (revision {rev})", job.name_any());
+                    told.push(events::note(false, "ReplicaCreated", "Create", msg));
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(Error::hub("ComputeJob", e)),
+            }
         }
-    }
-    for name in &plan.delete {
-        match jobs.delete(name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(replica = %name, "retired replica deleted (metered)"),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::hub("ComputeJob", e)),
+        for name in &plan.delete {
+            match jobs.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(replica = %name, "retired replica deleted (metered)");
+                    let msg = format!("replica {name} deleted: stopped, its usage metered");
+                    told.push(events::note(false, "ReplicaDeleted", "Delete", msg));
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::hub("ComputeJob", e)),
+            }
         }
+        Ok(())
     }
-    Ok(())
+    .await;
+    ctx.reporter.publish(kube::Resource::object_ref(svc, &()), told);
+    result
 }
 
 async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
