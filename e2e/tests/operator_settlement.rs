@@ -28,7 +28,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use opsettlesupport::{
     all_settled, balances_agree, flags_with, gone_and_settled, metered, operator_flags,
-    pay_to_wallets_from_escrows, readyz, reqwest_metrics, secrets_stay_where_kept, settled, verify_journal,
+    pay_to_wallets_from_escrows, readyz, secrets_stay_where_kept, settled, verify_journal,
 };
 use opsupport::{Operator, job, job_until, submit};
 
@@ -61,10 +61,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
     let mut chain = Chain::start(&TENANTS, &PROVIDERS, ESCROW).await;
     pay_to_wallets_from_escrows(&hub, &chain, &PROVIDERS, &TENANTS, "team-c").await;
     let dir = tempfile::tempdir().unwrap();
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let admin = opsupport::free_admin_addr();
     let flags = operator_flags(&chain, dir.path(), admin);
     let operator = Operator::start_with(hub.clone(), "op-1", &flags);
     opsupport::providers_ready(&hub, 2).await;
@@ -152,7 +149,7 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         total_records + replica_billing.records + deleted_billing.records,
         "every journaled record is in a settled batch"
     );
-    let metrics = reqwest_metrics(admin).await;
+    let metrics = opsupport::reqwest_metrics(admin).await;
     operator.stop().await;
     secrets_stay_where_kept(fed, &hub, &chain, &metrics).await;
 }

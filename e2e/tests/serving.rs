@@ -164,7 +164,8 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     let hub = env.hub_client().await.expect("hub");
     // Equal prices: only the spread preference splits the replicas.
     opsupport::setup(fed, &hub, &[("provider-a", "0.40"), ("provider-b", "0.40")]).await;
-    let operator = Operator::start(hub.clone(), "op-1");
+    let admin = opsupport::free_admin_addr();
+    let operator = Operator::start_with(hub.clone(), "op-1", &["--admin-addr".into(), admin.to_string()]);
     opsupport::providers_ready(&hub, 2).await;
     let ns = common::namespace(&hub, "serve").await;
     let services: Api<ComputeService> = Api::namespaced(hub.clone(), &ns);
@@ -474,6 +475,19 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
         .iter()
         .filter(|(t, r, _)| t == "Warning" && r == "ProgressDeadlineExceeded");
     assert_eq!(warned.count(), 1, "{told:?}");
+    // And counted once, for alerts; replicas created and retired so far counted too.
+    let metrics = opsupport::reqwest_metrics(admin).await;
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(
+        value(r#"gpufed_service_stalls_total{reason="ProgressDeadlineExceeded"}"#),
+        1
+    );
+    assert!(value("gpufed_service_replicas_created_total") >= 6, "{metrics}");
+    assert!(value("gpufed_service_replicas_retired_total") >= 3, "{metrics}");
     services
         .patch("llm", &pp, &Patch::Apply(v2.clone()))
         .await

@@ -54,6 +54,13 @@ pub struct ExcludedLabel {
     pub reason: &'static str,
 }
 
+/// Label: why a ComputeService became stuck.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StallLabel {
+    /// The `Stalled` reason (`ProgressDeadlineExceeded`, `InvalidSpec`, `InvalidTemplate`).
+    pub reason: String,
+}
+
 /// The operator's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -91,6 +98,12 @@ pub struct Metrics {
     pub placement_excluded_nodes: Family<ExcludedLabel, Gauge>,
     /// Providers the last placement round left out because the engine rejected their part.
     pub placement_excluded_providers: Gauge,
+    /// ComputeService replicas created (scale-ups, replacements, rollouts).
+    pub service_replicas_created_total: Counter,
+    /// ComputeService replicas retired (scale-downs, rollouts, deletion).
+    pub service_replicas_retired_total: Counter,
+    /// ComputeServices that became stuck, by reason.
+    pub service_stalls_total: Family<StallLabel, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -125,6 +138,9 @@ impl Metrics {
             evidence_recorded_total: Counter::default(),
             placement_excluded_nodes: Family::default(),
             placement_excluded_providers: Gauge::default(),
+            service_replicas_created_total: Counter::default(),
+            service_replicas_retired_total: Counter::default(),
+            service_stalls_total: Family::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -199,6 +215,21 @@ impl Metrics {
             "placement_excluded_providers",
             "Providers the last placement round left out: the engine rejected their inventory",
             m.placement_excluded_providers.clone(),
+        );
+        registry.register(
+            "service_replicas_created",
+            "ComputeService replicas created (scale-ups, replacements, rollouts)",
+            m.service_replicas_created_total.clone(),
+        );
+        registry.register(
+            "service_replicas_retired",
+            "ComputeService replicas retired (scale-downs, rollouts, deletion)",
+            m.service_replicas_retired_total.clone(),
+        );
+        registry.register(
+            "service_stalls",
+            "ComputeServices that became stuck (Stalled=True), by reason",
+            m.service_stalls_total.clone(),
         );
         let info = Family::<Vec<(String, String)>, Gauge>::default();
         info.get_or_create(&vec![(

@@ -32,6 +32,13 @@ pub(super) fn exposition() -> String {
         .get_or_create(&ChallengeLabel { result: "passed" })
         .inc();
     m.evidence_recorded_total.inc();
+    m.service_replicas_created_total.inc();
+    m.service_replicas_retired_total.inc();
+    m.service_stalls_total
+        .get_or_create(&StallLabel {
+            reason: "ProgressDeadlineExceeded".into(),
+        })
+        .inc();
     m.settlement_backlog_records.set(7);
     m.settlement_batches_settled_total.inc();
     m.settlement_batches_failed_total.inc();

@@ -127,29 +127,13 @@ pub async fn gone_and_settled(
     billing
 }
 
-/// The operator's `/metrics` text.
-pub async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
-    let body = admin_get(addr, "/metrics").await.expect("admin server");
-    assert!(body.contains("gpufed_build_info"), "{body}");
-    body
-}
-
-/// The admin server's whole HTTP response to `GET path`.
-async fn admin_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
-}
-
 /// Waits for `/readyz` to answer 200 (its caches listed). It never did before
 /// 2026-12-02: several tasks waited on one kube-runtime store gate that wakes only one.
 pub async fn readyz(addr: std::net::SocketAddr, who: &str) {
     let ready = gpufed_e2e::wait::until(&format!("{who} /readyz"), Duration::from_secs(60), || async {
-        let r = admin_get(addr, "/readyz").await.unwrap_or_default();
+        let r = crate::opsupport::admin_get(addr, "/readyz")
+            .await
+            .unwrap_or_default();
         Ok(r.starts_with("HTTP/1.1 200").then_some(()))
     })
     .await;

@@ -81,6 +81,13 @@ async fn write_status(
     .map_err(|e| Error::hub("ComputeService status", e))?;
     let before = svc.status.as_ref().map_or(&[][..], |s| &s.conditions);
     let stalled = events::newly_stalled(before, &status.conditions);
+    if let Some(n) = &stalled {
+        let reason = n.reason.clone();
+        ctx.metrics
+            .service_stalls_total
+            .get_or_create(&crate::metrics::StallLabel { reason })
+            .inc();
+    }
     ctx.reporter.publish(
         kube::Resource::object_ref(svc, &()),
         stalled.into_iter().collect(),
@@ -159,6 +166,7 @@ async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> R
             {
                 Ok(_) => {
                     tracing::info!(replica = %name, "replica retiring");
+                    ctx.metrics.service_replicas_retired_total.inc();
                     let msg = format!(
                         "replica {name} (revision {}) retiring: its attempt stops and is billed; deleted once metered",
                         revision(name)
@@ -174,6 +182,7 @@ async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> R
             match jobs.create(&PostParams::default(), job).await {
                 Ok(_) => {
                     tracing::info!(replica = %job.name_any(), "replica created");
+                    ctx.metrics.service_replicas_created_total.inc();
                     let rev = job.labels().get(build::LABEL_REVISION).cloned().unwrap_or_default();
                     let msg = format!("replica {} created (revision {rev})", job.name_any());
                     told.push(events::note(false, "ReplicaCreated", "Create", msg));
