@@ -116,6 +116,18 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `--timeout DURATION` in seconds, if given.
+fn timeout_flag(value: Option<&str>) -> Result<Option<u64>> {
+    value
+        .map(|t| {
+            parse_duration(t).map_err(|e| Error::Flag {
+                flag: "--timeout".into(),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
 /// `rollout status`: the state line, once or each time it changes, until the rollout is
 /// done (`Ok`), stuck or past `--timeout` (errors). Lines go to stdout, as kubectl's.
 async fn rollout_status_cmd(g: &Global, args: &RolloutStatusArgs) -> Result<()> {
@@ -126,13 +138,7 @@ async fn rollout_status_cmd(g: &Global, args: &RolloutStatusArgs) -> Result<()> 
                 .into(),
         });
     }
-    let timeout = match &args.timeout {
-        Some(t) => Some(parse_duration(t).map_err(|e| Error::Flag {
-            flag: "--timeout".into(),
-            message: e.to_string(),
-        })?),
-        None => None,
-    };
+    let timeout = timeout_flag(args.timeout.as_deref())?;
     let session = Session::connect(g).await?;
     let service_ref = format!("{}/{}", session.namespace, args.service);
     let start = Instant::now();
@@ -269,13 +275,7 @@ async fn verify_cmd(g: &Global, args: &BillArgs) -> Result<()> {
 }
 
 async fn submit_cmd(g: &Global, args: &SubmitArgs) -> Result<()> {
-    let timeout = match &args.timeout {
-        Some(t) => Some(parse_duration(t).map_err(|e| Error::Flag {
-            flag: "--timeout".into(),
-            message: e.to_string(),
-        })?),
-        None => None,
-    };
+    let timeout = timeout_flag(args.timeout.as_deref())?;
     if args.dry_run {
         // A manifest needs no server: without a usable kubeconfig, `-n` or `default`.
         let namespace = match Session::connect(g).await {

@@ -280,4 +280,4 @@ mod tests;
 
 #[cfg(test)]
 #[path = "rollout_tests.rs"]
-mod rollout_tests;
+pub(super) mod rollout_tests;

@@ -4,8 +4,6 @@ use super::*;
 use crate::service::build;
 use crate::service::plan::plan;
 use gpufed_api::conditions::{Health, health};
-use gpufed_api::job_status::{ComputeJobStatus, JobPhase, Placement};
-use gpufed_api::serving::Endpoint;
 
 const T0: i64 = 1_800_000_000;
 /// No provider regions (the services here spread by provider).
@@ -26,7 +24,8 @@ fn service(image: &str, generation: i64) -> ComputeService {
 /// job controller does (`Ready=False Starting`).
 fn replica(svc: &ComputeService, index: u32, ready: bool) -> ComputeJob {
     let spec = build::replica_spec(svc);
-    let mut j = build::replica(svc, index, &spec, &build::revision(&spec));
+    let job = build::replica(svc, index, &spec, &build::revision(&spec));
+    let mut j = crate::service::plan::rollout_tests::serving(job, ready);
     let (status, reason) = if ready {
         (ConditionStatus::True, "Running")
     } else {
@@ -40,24 +39,9 @@ fn replica(svc: &ComputeService, index: u32, ready: bool) -> ComputeJob {
         Some(1),
         "2027-01-15T08:00:00Z",
     );
-    j.status = Some(ComputeJobStatus {
-        phase: Some(JobPhase::Running),
-        placement: Some(Placement {
-            attempt: 1,
-            provider: "p".into(),
-            gpus: 1,
-            price_per_gpu_hour: "2.00".into(),
-            ..Default::default()
-        }),
-        endpoint: Some(Endpoint {
-            provider: "p".into(),
-            address: Some(format!("10.0.0.{index}:8000")),
-            ready,
-            since: None,
-        }),
-        conditions: vec![ready_cond],
-        ..Default::default()
-    });
+    if let Some(st) = j.status.as_mut() {
+        st.conditions = vec![ready_cond];
+    }
     j
 }
 

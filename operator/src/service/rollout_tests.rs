@@ -22,7 +22,7 @@ fn service(replicas: u32, image: &str, rollout: serde_json::Value) -> ComputeSer
 }
 
 /// `job` placed and serving, ready or not.
-fn serving(mut job: ComputeJob, ready: bool) -> ComputeJob {
+pub(crate) fn serving(mut job: ComputeJob, ready: bool) -> ComputeJob {
     let index = build::replica_index("llm", &job.name_any()).expect("replica name");
     job.status = Some(ComputeJobStatus {
         phase: Some(JobPhase::Running),
