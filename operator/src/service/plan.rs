@@ -124,9 +124,10 @@ pub fn plan(
         let (ready_old, unready_old): (Vec<&ComputeJob>, Vec<&ComputeJob>) =
             old.iter().partition(|j| ready(j));
         out.retire.extend(unready_old.iter().map(|j| j.name_any()));
-        let n = ready_old.len().saturating_sub(keep);
-        let gone = domains.most_crowded(ready_old.clone(), &current, n, |j| index(&name, j));
-        let old_kept = ready_old.len() - gone.len();
+        let ready_old_count = ready_old.len();
+        let n = ready_old_count.saturating_sub(keep);
+        let gone = domains.most_crowded(ready_old, &current, n, |j| index(&name, j));
+        let old_kept = ready_old_count - gone.len();
         out.retire.extend(gone.iter().map(|j| j.name_any()));
         // Scale the current revision to `desired`, with at most `desired + surge` replicas
         // live (old ones kept included) while a rollout runs.

@@ -39,26 +39,34 @@ impl<'a> Domains<'a> {
     /// ranks highest. `staying` are replicas that serve on whatever is picked.
     pub fn most_crowded<'j>(
         &self,
-        mut candidates: Vec<&'j ComputeJob>,
+        candidates: Vec<&'j ComputeJob>,
         staying: &[&ComputeJob],
         n: usize,
         newer: impl Fn(&ComputeJob) -> u32,
     ) -> Vec<&'j ComputeJob> {
         let mut count = BTreeMap::<Option<String>, usize>::new();
-        for j in staying.iter().chain(&candidates) {
+        for j in staying {
             *count.entry(self.of(j)).or_default() += 1;
+        }
+        // Each candidate's domain and rank, looked up once.
+        let mut left: Vec<(Option<String>, u32, &'j ComputeJob)> = candidates
+            .into_iter()
+            .map(|j| (self.of(j), newer(j), j))
+            .collect();
+        for (d, _, _) in &left {
+            *count.entry(d.clone()).or_default() += 1;
         }
         let mut picked = Vec::new();
         while picked.len() < n {
-            let Some((at, _)) = candidates
+            let Some((at, _)) = left
                 .iter()
                 .enumerate()
-                .max_by_key(|(_, j)| (count.get(&self.of(j)).copied().unwrap_or(0), newer(j)))
+                .max_by_key(|(_, (d, rank, _))| (count.get(d).copied().unwrap_or(0), *rank))
             else {
                 break;
             };
-            let j = candidates.swap_remove(at);
-            if let Some(c) = count.get_mut(&self.of(j)) {
+            let (d, _, j) = left.swap_remove(at);
+            if let Some(c) = count.get_mut(&d) {
                 *c -= 1;
             }
             picked.push(j);
