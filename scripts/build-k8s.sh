@@ -34,7 +34,7 @@ cached_ok() {
     local c
     for c in "${COMPONENTS[@]}"; do
         [[ -x "$BIN/$c" ]] || return 1
-        "$BIN/$c" --version 2>/dev/null | grep -q "v$K8S_VERSION" || return 1
+        "$BIN/$c" --version 2>/dev/null | grep "v$K8S_VERSION" >/dev/null || return 1
     done
     [[ "$(cat "$BIN/.patches" 2>/dev/null)" == "$PATCHES" ]]
 }
@@ -57,7 +57,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 need=()
 for pkg in golang-go rsync jq dpkg-dev etcd-server golang-github-modern-go-reflect2-dev; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep "install ok installed" >/dev/null || need+=("$pkg")
 done
 if ((${#need[@]})); then
     say "installing build dependencies: ${need[*]}"

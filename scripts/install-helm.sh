@@ -24,7 +24,7 @@ say() { printf '[install-helm] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
 cached_ok() {
-    [[ -x "$HELM" ]] && "$HELM" version --short 2>/dev/null | grep -q "^$HELM_MINOR\."
+    [[ -x "$HELM" ]] && "$HELM" version --short 2>/dev/null | grep "^$HELM_MINOR\." >/dev/null
 }
 
 if cached_ok; then

@@ -24,8 +24,10 @@ PTXAS="$BIN/ptxas"
 say() { printf '[install-ptxas] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
+# `grep >/dev/null`, not `grep -q`: under pipefail, -q's early exit can SIGPIPE ptxas and
+# fail the check on a good binary (scripts/lint-scripts.sh refuses the pattern).
 cached_ok() {
-    [[ -x "$PTXAS" ]] && "$PTXAS" --version 2>/dev/null | grep -q "$RELEASE"
+    [[ -x "$PTXAS" ]] && "$PTXAS" --version 2>/dev/null | grep "$RELEASE" >/dev/null
 }
 
 if cached_ok; then

@@ -60,7 +60,7 @@ HOT_CRATES=(curve25519-dalek ed25519-dalek sha2 reed-solomon-erasure blake3)
 FLAVOUR="debug, no debug info, opt-level 3: ${HOT_CRATES[*]}"
 STAMP="$ROOT/flavour"
 cached_ok() {
-    [[ -x "$BIN" ]] && "$BIN" --version 2>/dev/null | grep -q "$VERSION" &&
+    [[ -x "$BIN" ]] && "$BIN" --version 2>/dev/null | grep "$VERSION" >/dev/null &&
         [[ "$(cat "$STAMP" 2>/dev/null)" == "$FLAVOUR" ]]
 }
 
@@ -79,7 +79,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 need=()
 for pkg in libclang-dev libssl-dev pkg-config clang protobuf-compiler; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep "install ok installed" >/dev/null || need+=("$pkg")
 done
 if ((${#need[@]})); then
     say "installing build dependencies: ${need[*]}"
