@@ -72,6 +72,12 @@ pub enum Reason {
     },
     /// Free capacity exists but is held for a waiting gang ahead in the queue.
     Reserved,
+    /// Evicting lower-priority work would make room, but only by breaking a disruption
+    /// budget ([`Snapshot::budgets`](crate::Snapshot::budgets)).
+    Protected {
+        /// The budgets that hold the room, joined with `, `.
+        budgets: String,
+    },
 }
 
 /// Formats MiB as GiB when whole.
@@ -114,6 +120,10 @@ impl fmt::Display for Reason {
             }
             Reason::Busy { gpus } => write!(f, "lack {gpus} free suitable GPUs now"),
             Reason::Reserved => write!(f, "hold capacity reserved for a waiting gang"),
+            Reason::Protected { budgets } => write!(
+                f,
+                "could make room only by evicting below the disruption budget of {budgets}"
+            ),
         }
     }
 }

@@ -281,12 +281,24 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
     }
 }
 
-/// Explains why `job` fits no provider.
-pub(crate) fn explain(fleet: &Fleet, job: &Job, js: &JobSt) -> Explanation {
+/// Explains why `job` fits no provider. `protected`: providers where evicting
+/// lower-priority work would have made room but for a disruption budget (named).
+pub(crate) fn explain(
+    fleet: &Fleet,
+    job: &Job,
+    js: &JobSt,
+    protected: &BTreeMap<u32, String>,
+) -> Explanation {
     let mut counts: BTreeMap<Reason, usize> = BTreeMap::new();
     for pi in 0..fleet.providers.len() {
         let pi = u32::try_from(pi).unwrap_or(u32::MAX);
-        *counts.entry(provider_reason(fleet, job, js, pi)).or_default() += 1;
+        let reason = match (provider_reason(fleet, job, js, pi), protected.get(&pi)) {
+            (Reason::Busy { .. } | Reason::Reserved, Some(budgets)) => Reason::Protected {
+                budgets: budgets.clone(),
+            },
+            (reason, _) => reason,
+        };
+        *counts.entry(reason).or_default() += 1;
     }
     Explanation::from_reasons(fleet.providers.len(), counts)
 }

@@ -220,6 +220,12 @@ pub struct RunningAllocation {
     /// Already being evicted (an earlier round chose it): its GPUs stay busy until it is
     /// gone, and no job may choose it again.
     pub evicting: bool,
+    /// The disruption budget ([`Snapshot::budgets`]) this allocation counts toward as
+    /// healthy: a ready replica of a service that has one. `None` (or a key without a
+    /// budget): unprotected — a replica that is not ready may always be evicted, as
+    /// Kubernetes' `unhealthyPodEvictionPolicy: AlwaysAllow`, so a broken replica never
+    /// shields its healthy peers' budget from being met again.
+    pub budget: Option<String>,
 }
 
 /// Nodes held back for a waiting gang, carried from one round to the next.
@@ -246,6 +252,12 @@ pub struct Snapshot {
     pub reservations: Vec<Reservation>,
     /// Fair-share weight per namespace (default 1).
     pub namespace_weights: BTreeMap<String, u32>,
+    /// Disruption budgets: per key, the fewest allocations counting toward it
+    /// ([`RunningAllocation::budget`], not being evicted) that must stay running.
+    /// Preemption never evicts below it — unlike the kube-scheduler, which treats a
+    /// PodDisruptionBudget as best effort — so a protected service keeps serving and the
+    /// preemptor waits, told which budget holds it ([`Reason::Protected`](crate::Reason)).
+    pub budgets: BTreeMap<String, u32>,
 }
 
 /// Formats micros as units with two decimals (`2000000` → `2.00`).

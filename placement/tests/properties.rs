@@ -90,6 +90,12 @@ fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocat
                             .collect(),
                         spread_group: None,
                         evicting: (i + k) % 5 == 4,
+                        // Replicas of two protected services, and unprotected work.
+                        budget: match (i + k) % 3 {
+                            0 => Some("svc-a".into()),
+                            1 => Some("svc-b".into()),
+                            _ => None,
+                        },
                     });
                 }
             }
@@ -173,11 +179,14 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
             (
                 (0..np).map(arb_provider).collect::<Vec<_>>(),
                 (0..nj).map(arb_job).collect::<Vec<_>>(),
+                (0..5u32, 0..5u32),
             )
         })
-        .prop_map(|(ps, jobs)| {
+        .prop_map(|(ps, jobs, (min_a, min_b))| {
             let mut snap = Snapshot {
                 jobs,
+                // svc-b's minimum may be above its healthy count: nothing of it is evictable.
+                budgets: BTreeMap::from([("svc-a".into(), min_a), ("svc-b".into(), min_b)]),
                 ..Snapshot::default()
             };
             for (p, r) in ps {

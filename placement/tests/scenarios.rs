@@ -177,6 +177,7 @@ fn preemption_snapshot() -> Snapshot {
             .collect(),
         spread_group: None,
         evicting: false,
+        budget: None,
     };
     Snapshot {
         providers: vec![p],

@@ -65,6 +65,7 @@ fn running(id: &str, namespace: &str, provider: &str, group: Option<&str>) -> Ru
         }],
         spread_group: group.map(Into::into),
         evicting: false,
+        budget: None,
     }
 }
 

@@ -37,6 +37,24 @@ struct AllocSt {
     evicted: bool,
     /// Spread group key, when a queued job shares its group.
     spread: Option<u32>,
+    /// Index into `Engine::budgets`, when it counts toward one.
+    budget: Option<u32>,
+}
+
+/// A disruption budget: the fewest healthy allocations that must stay, and how many
+/// are healthy now (counting down as this round evicts them).
+#[derive(Debug)]
+struct Budget<'s> {
+    key: &'s str,
+    min: u32,
+    healthy: u32,
+}
+
+impl Budget<'_> {
+    /// Whether `n` more of its allocations may go.
+    fn allows(&self, n: u32) -> bool {
+        u64::from(self.healthy) >= u64::from(self.min) + u64::from(n)
+    }
 }
 
 /// Places the jobs of one snapshot; see [`place`] for the one-call form.
@@ -52,6 +70,7 @@ pub struct Engine<'s> {
     spreads: Spreads<'s>,
     queue: FairQueue,
     allocs: Vec<AllocSt>,
+    budgets: Vec<Budget<'s>>,
     reserved: BTreeMap<u32, Vec<u32>>,
     memo: Memo,
     out: Decisions,
@@ -98,6 +117,7 @@ impl<'s> Engine<'s> {
             job_shape: Vec::new(),
             job_spread: Vec::new(),
             allocs: Vec::new(),
+            budgets: Vec::new(),
             reserved: BTreeMap::new(),
             memo: Memo::default(),
             out: Decisions {
@@ -114,6 +134,22 @@ impl<'s> Engine<'s> {
 
     fn load_running(&mut self, ns_index: &BTreeMap<&str, u32>) -> Result<(), SnapshotError> {
         let mut held_mask = vec![0u64; self.fleet.nodes.len()];
+        let snap = self.snap;
+        let budget_index: BTreeMap<&str, u32> = snap
+            .budgets
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), idx(i)))
+            .collect();
+        self.budgets = snap
+            .budgets
+            .iter()
+            .map(|(key, &min)| Budget {
+                key,
+                min,
+                healthy: 0,
+            })
+            .collect();
         for (ai, r) in self.snap.running.iter().enumerate() {
             let bad = || SnapshotError::BadAllocation(r.job.clone());
             let provider = self.fleet.provider_index(&r.provider).ok_or_else(bad)?;
@@ -137,6 +173,10 @@ impl<'s> Engine<'s> {
                 let model = self.node_model(n);
                 self.queue.charge(ns, model, i64::from(mask.count_ones()));
             }
+            let budget = r.budget.as_deref().and_then(|k| budget_index.get(k).copied());
+            if let Some(b) = budget.filter(|_| !r.evicting) {
+                self.budgets[b as usize].healthy += 1;
+            }
             self.allocs.push(AllocSt {
                 src: idx(ai),
                 provider,
@@ -146,6 +186,7 @@ impl<'s> Engine<'s> {
                 held: held.into_iter().collect(),
                 evicted: r.evicting,
                 spread,
+                budget,
             });
         }
         Ok(())
@@ -271,12 +312,17 @@ impl<'s> Engine<'s> {
             self.commit(h, c, Vec::new());
             return true;
         }
-        if self.may_preempt(h) && self.try_preempt(h) {
-            return true;
-        }
+        let protected = if self.may_preempt(h) {
+            match self.try_preempt(h) {
+                Ok(()) => return true,
+                Err(protected) => protected,
+            }
+        } else {
+            BTreeMap::new()
+        };
         let js = &self.jobs[h as usize];
         let job = &self.snap.jobs[js.src as usize];
-        let explanation = explain(&self.fleet, job, js);
+        let explanation = explain(&self.fleet, job, js, &protected);
         let plan_failed = self.maybe_reserve(h, held, &explanation, false);
         if let Some(s) = shape {
             self.memo.insert(s, explanation.clone(), plan_failed);

@@ -8,6 +8,11 @@
 //! by the job stay unavailable this round (they are still busy until the eviction).
 //! A spread does not steer the choice of group here (a blocked job takes the cheapest
 //! eviction); evicted members of its group stop counting and the job, once placed, counts.
+//!
+//! Disruption budgets are hard: a victim that counts toward a budget is skipped when
+//! evicting it (with the others chosen this round) would leave fewer healthy than the
+//! budget's minimum. A job that could have made room only by breaking a budget is told so
+//! ([`Reason::Protected`](crate::Reason)) on the providers concerned.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -66,13 +71,27 @@ impl Engine<'_> {
             .then_some((job.priority, (!self.cfg.preempt_across_namespaces).then_some(ns)))
     }
 
-    /// Places job `h` by evicting lower-priority work, if that makes it fit.
-    pub(super) fn try_preempt(&mut self, h: u32) -> bool {
-        let js = &self.jobs[h as usize];
-        let priority = self.snap.jobs[js.src as usize].priority;
+    /// The allocations job `h` may evict on `provider`, budgets aside: not being evicted,
+    /// of strictly lower priority, and of its namespace unless any may be evicted.
+    fn candidates(&self, h: u32, provider: u32) -> Vec<usize> {
+        let priority = self.snap.jobs[self.jobs[h as usize].src as usize].priority;
         let ns = self.job_ns[h as usize];
         let any_ns = self.cfg.preempt_across_namespaces;
+        (0..self.allocs.len())
+            .filter(|&a| {
+                let al = &self.allocs[a];
+                !al.evicted && al.provider == provider && al.priority < priority && (any_ns || al.ns == ns)
+            })
+            .collect()
+    }
+
+    /// Places job `h` by evicting lower-priority work, if that makes it fit. Otherwise
+    /// says on which providers only disruption budgets stood in the way (and whose).
+    pub(super) fn try_preempt(&mut self, h: u32) -> Result<(), BTreeMap<u32, String>> {
+        let js = &self.jobs[h as usize];
         let mut best: Option<(u32, u32, Vec<usize>)> = None;
+        // Victims skipped for a budget, per group that found no room without them.
+        let mut held_back: Vec<(u32, usize)> = Vec::new();
         for &m in &js.models {
             for &gi in &self.fleet.groups_by_model[usize::from(m)] {
                 let group = &self.fleet.groups[gi as usize];
@@ -82,42 +101,54 @@ impl Engine<'_> {
                 {
                     continue;
                 }
-                let mut victims: Vec<usize> = (0..self.allocs.len())
-                    .filter(|&a| {
-                        let al = &self.allocs[a];
-                        !al.evicted
-                            && al.provider == group.provider
-                            && al.priority < priority
-                            && (any_ns || al.ns == ns)
-                    })
-                    .collect();
+                let mut victims = self.candidates(h, group.provider);
                 victims.sort_by_key(|&a| {
                     let al = &self.allocs[a];
                     (al.priority, Reverse(al.start), al.src)
                 });
                 let mut extra: BTreeMap<u32, u64> = BTreeMap::new();
                 let mut freed = 0u32;
-                for (i, &v) in victims.iter().enumerate() {
+                let mut chosen = Vec::new();
+                let mut spent: BTreeMap<u32, u32> = BTreeMap::new();
+                let mut fitted = false;
+                for &v in &victims {
+                    if let Some(b) = self.allocs[v].budget {
+                        let used = spent.entry(b).or_default();
+                        if !self.budgets[b as usize].allows(*used + 1) {
+                            held_back.push((gi, v));
+                            continue;
+                        }
+                        *used += 1;
+                    }
+                    chosen.push(v);
                     for &(n, mask) in &self.allocs[v].held {
                         *extra.entry(n).or_default() |= mask;
                         freed += mask.count_ones();
                     }
                     if best.as_ref().is_some_and(|b| freed >= b.0) {
+                        fitted = true;
                         break;
                     }
                     if self.fits_with(h, gi, &extra) {
-                        best = Some((freed, gi, victims[..=i].to_vec()));
+                        best = Some((freed, gi, chosen));
+                        fitted = true;
                         break;
                     }
+                }
+                if fitted {
+                    held_back.retain(|&(g, _)| g != gi);
                 }
             }
         }
         let Some((_, gi, victims)) = best else {
-            return false;
+            return Err(self.protected_room(h, &held_back));
         };
         let mut freed: Vec<(u32, u64)> = Vec::new();
         for &v in &victims {
             self.allocs[v].evicted = true;
+            if let Some(b) = self.allocs[v].budget {
+                self.budgets[b as usize].healthy -= 1;
+            }
             if let Some(key) = self.allocs[v].spread {
                 self.spreads.count(key, self.allocs[v].provider, false);
             }
@@ -137,6 +168,9 @@ impl Engine<'_> {
             // Cannot happen (fits_with said yes); undo so nothing is evicted for nothing.
             for &v in &victims {
                 self.allocs[v].evicted = false;
+                if let Some(b) = self.allocs[v].budget {
+                    self.budgets[b as usize].healthy += 1;
+                }
                 if let Some(key) = self.allocs[v].spread {
                     self.spreads.count(key, self.allocs[v].provider, true);
                 }
@@ -148,7 +182,7 @@ impl Engine<'_> {
                         .charge(ns, self.node_model(n), i64::from(mask.count_ones()));
                 }
             }
-            return false;
+            return Err(BTreeMap::new());
         };
         let for_job = self.snap.jobs[js.src as usize].id.clone();
         let mut evicts = Vec::new();
@@ -166,6 +200,37 @@ impl Engine<'_> {
             let free = self.fleet.nodes[n as usize].free & !mask;
             self.fleet.set_free(n, free);
         }
-        true
+        Ok(())
+    }
+
+    /// The providers where the victims a budget held back (`held_back`, per group) would
+    /// have made room for job `h`, with those budgets' keys.
+    fn protected_room(&self, h: u32, held_back: &[(u32, usize)]) -> BTreeMap<u32, String> {
+        let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for &(gi, v) in held_back {
+            groups.entry(gi).or_default().push(v);
+        }
+        let mut out: BTreeMap<u32, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for (gi, kept) in groups {
+            let provider = self.fleet.groups[gi as usize].provider;
+            // Everything the job may evict there, the held-back victims included.
+            let mut extra: BTreeMap<u32, u64> = BTreeMap::new();
+            for v in self.candidates(h, provider) {
+                for &(n, mask) in &self.allocs[v].held {
+                    *extra.entry(n).or_default() |= mask;
+                }
+            }
+            if self.fits_with(h, gi, &extra) {
+                let keys = out.entry(provider).or_default();
+                keys.extend(
+                    kept.iter()
+                        .filter_map(|&v| self.allocs[v].budget)
+                        .map(|b| self.budgets[b as usize].key),
+                );
+            }
+        }
+        out.into_iter()
+            .map(|(p, keys)| (p, keys.into_iter().collect::<Vec<_>>().join(", ")))
+            .collect()
     }
 }

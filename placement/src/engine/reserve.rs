@@ -27,7 +27,7 @@ impl Engine<'_> {
             return false;
         }
         let fits_when_drained = matches!(expl, Explanation::NoFit { reasons, .. }
-            if reasons.iter().any(|(r, _)| matches!(r, Reason::Busy { .. } | Reason::Reserved)));
+            if reasons.iter().any(|(r, _)| matches!(r, Reason::Busy { .. } | Reason::Reserved | Reason::Protected { .. })));
         if !fits_when_drained {
             return false;
         }

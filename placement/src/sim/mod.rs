@@ -301,6 +301,7 @@ pub fn simulate(trace: &Trace, p: &Params, policy: Policy, mut progress: impl Fn
                     .collect(),
                 spread_group: r.job.spread.as_ref().map(|s| s.group.clone()),
                 evicting: false,
+                budget: None,
             })
             .collect();
         let t0 = Instant::now();

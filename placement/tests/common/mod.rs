@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gpufed_placement::{
-    ComputeCapability, Config, Decisions, Interconnect, Job, Micros, Node, Provider, Snapshot,
+    ComputeCapability, Config, Decisions, Interconnect, Job, Micros, Node, Provider, RunningAllocation,
+    Snapshot,
 };
 
 pub const GIB: u32 = 1024;
@@ -186,6 +187,23 @@ pub fn check_evictions(snap: &Snapshot, d: &Decisions, cfg: &Config) -> Result<(
         return Err(format!(
             "evictions {listed:?} differ from the placements' {victims:?}"
         ));
+    }
+    // No disruption budget ends the round below its minimum because of this round's
+    // evictions (one already short may lose nothing protected).
+    for (key, &min) in &snap.budgets {
+        let counted = |r: &&RunningAllocation| r.budget.as_ref() == Some(key) && !r.evicting;
+        let healthy = snap.running.iter().filter(counted).count();
+        let evicted = snap
+            .running
+            .iter()
+            .filter(counted)
+            .filter(|r| victims.contains(&r.job))
+            .count();
+        if evicted > 0 && healthy - evicted < min as usize {
+            return Err(format!(
+                "budget {key}: {evicted} of {healthy} healthy evicted, minimum {min}"
+            ));
+        }
     }
     Ok(())
 }

@@ -245,6 +245,7 @@ fn an_allocation_the_engine_rejects_blames_its_provider() {
         }],
         spread_group: None,
         evicting: false,
+        budget: None,
     };
     let mut snap = pl::Snapshot {
         providers: vec![
