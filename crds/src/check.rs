@@ -63,6 +63,13 @@ pub fn service_spec(spec: &crate::ComputeServiceSpec) -> Vec<FieldError> {
     if let Err(bad) = spec.rollout.check() {
         errors.extend(bad.into_iter().map(|(f, e)| field(f, e)));
     }
+    if let Some(Err(bad)) = spec
+        .disruption_budget
+        .as_ref()
+        .map(|b| b.min_healthy(spec.replicas))
+    {
+        errors.extend(bad.into_iter().map(|(f, e)| field(f, e)));
+    }
     errors
 }
 

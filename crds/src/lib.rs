@@ -13,6 +13,7 @@ pub mod check;
 pub mod common;
 pub mod conditions;
 pub mod crd;
+pub mod disruption;
 pub mod fixture;
 pub mod formats;
 pub mod job;

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, DECIMAL_PATTERN};
+use crate::disruption::DisruptionBudget;
 use crate::job::{GpuRequirements, OpenObject, PlacementConstraints, WorkerTemplate};
 use crate::job_status::Usage;
 use crate::rollout::Rollout;
@@ -61,6 +62,7 @@ pub const MAX_REPLICAS: u32 = 64;
 #[x_kube(validation = Rule::new("double(self.maxPricePerGpuHour) > 0.0").message("spec.maxPricePerGpuHour must be greater than 0").field_path(".maxPricePerGpuHour"))]
 #[x_kube(validation = Rule::new("!has(self.placement) || !has(self.placement.spread)").message("spec.placement.spread is not used by a ComputeService: set spec.spread").field_path(".placement.spread"))]
 #[x_kube(validation = Rule::new("self.gpu.interconnect != 'NVLink' || self.gpusPerReplica >= 2").message("spec.gpu.interconnect NVLink needs spec.gpusPerReplica of at least 2").field_path(".gpu.interconnect"))]
+#[x_kube(validation = Rule::new("!has(self.disruptionBudget) || has(self.disruptionBudget.minAvailable) != has(self.disruptionBudget.maxUnavailable)").message("spec.disruptionBudget: set exactly one of minAvailable and maxUnavailable").field_path(".disruptionBudget"))]
 #[serde(rename_all = "camelCase")]
 pub struct ComputeServiceSpec {
     /// Replicas to keep ready (`kubectl scale` sets it).
@@ -98,6 +100,12 @@ pub struct ComputeServiceSpec {
     /// as a Deployment's rolling update).
     #[serde(default)]
     pub rollout: Rollout,
+    /// How many ready replicas a higher-priority job's preemption may take away, as a
+    /// PodDisruptionBudget (`minAvailable` or `maxUnavailable`). Unlike the
+    /// kube-scheduler's preemption, gpufed's never breaks it: the preemptor waits. Absent:
+    /// no protection beyond `priority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudget>,
 }
 
 fn one() -> u32 {
@@ -180,6 +188,23 @@ pub struct ComputeServiceStatus {
     /// replica): its last progress, measured against `spec.rollout.progressDeadlineSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ServiceProgress>,
+    /// With a `spec.disruptionBudget`: how many replicas preemption may take now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<DisruptionStatus>,
+}
+
+/// A disruption budget's state, as a PodDisruptionBudget's status. Atomic: removed whole
+/// when the budget goes (no emptied object left behind by the 1.20 API server).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-map-type" = "atomic"))]
+pub struct DisruptionStatus {
+    /// Ready replicas that are not being retired or evicted.
+    pub current_healthy: u32,
+    /// The fewest that must stay (`spec.disruptionBudget` resolved against `replicas`).
+    pub desired_healthy: u32,
+    /// How many preemption may take now: `currentHealthy - desiredHealthy`, at least 0.
+    pub disruptions_allowed: u32,
 }
 
 /// Progress toward the desired state.

@@ -3,15 +3,17 @@
 //! namespace — never another tenant's under the default policy — the evicted attempt ends
 //! `Preempted` (billed up to then, its pods removed, an Event), the job that asked runs in
 //! its room, and the evicted job runs again afterwards without having used up its single
-//! allowed attempt. A mark for a job that no longer waits evicts nothing.
+//! allowed attempt. A mark for a job that no longer waits evicts nothing. A
+//! ComputeService's disruption budget holds: preemption takes one of its two ready
+//! replicas and other work for the rest, and a job that could only break it waits, told.
 
 mod common;
 mod opsupport;
 
 use std::time::Duration;
 
-use gpufed_api::ComputeJob;
 use gpufed_api::job_status::{AttemptOutcome, JobPhase, Preemption as Mark};
+use gpufed_api::{ComputeJob, ComputeService};
 use gpufed_e2e::{FederationSpec, GpuPool};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -203,6 +205,144 @@ async fn a_higher_priority_job_evicts_lower_priority_work_of_its_namespace() {
         st.usage.map(|u| u.gpu_seconds),
         Some(billed),
         "both attempts billed, once"
+    );
+    drop(operator);
+}
+
+/// The replica jobs of service `llm` whose first attempt was preempted.
+async fn preempted_replicas(hub: &kube::Client, ns: &str) -> Vec<String> {
+    let jobs: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
+    let list = jobs
+        .list(&kube::api::ListParams::default().labels("gpufed.io/service=llm"))
+        .await
+        .expect("replicas");
+    let mut out: Vec<String> = list
+        .items
+        .iter()
+        .filter(|j| j.status.as_ref().is_some_and(|s| s.preemptions > 0))
+        .map(ResourceExt::name_any)
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_keeps_a_services_disruption_budget() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    // One node of 4 GPUs: an old batch job (1 GPU), then two replicas (1 GPU each).
+    let spec = FederationSpec::new("budget").member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)]);
+    let Some((_env, hub)) = federation_with_providers(spec, &[("provider-a", "1.00")]).await else {
+        return;
+    };
+    let operator = Operator::start(hub.clone(), "op-1");
+    opsupport::providers_ready(&hub, 1).await;
+    let ns = common::namespace(&hub, "team").await;
+    submit(&hub, &ns, &prio_job("batch", 1, 100, false, 900)).await;
+    job_until(&hub, &ns, "batch", "batch runs", MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await;
+    let service = serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeService",
+        "metadata": {"name": "llm"},
+        "spec": {"replicas": 2, "gpusPerReplica": 1, "maxPricePerGpuHour": "2.00", "priority": 100,
+                 "spread": "None", "disruptionBudget": {"maxUnavailable": 1},
+                 "port": {"port": 8000}, "placement": {"verifiedOnly": false},
+                 "template": {"spec": {"containers": [{"name": "server", "image": "registry.example.com/vllm:1"}]}}}
+    });
+    Api::<ComputeService>::namespaced(hub.clone(), &ns)
+        .patch(
+            "llm",
+            &PatchParams::apply("gpufed-e2e").force(),
+            &Patch::Apply(&service),
+        )
+        .await
+        .expect("service applies");
+    let healthy = |s: &ComputeService| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.disruption.as_ref())
+            .map(|d| (d.current_healthy, d.desired_healthy, d.disruptions_allowed))
+    };
+    opsupport::object_until(
+        &hub,
+        &ns,
+        "llm",
+        "both replicas ready, one disruption allowed",
+        2 * MINUTE,
+        |s| healthy(s) == Some((2, 1, 1)),
+    )
+    .await;
+
+    // A 3-GPU job of higher priority. Without the budget it would evict the two replicas
+    // (the youngest work, enough room); with it, one replica and the batch job.
+    submit(&hub, &ns, &prio_job("urgent", 3, 500, true, 900)).await;
+    job_until(&hub, &ns, "urgent", "urgent runs", 2 * MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await;
+    let batch = job_until(&hub, &ns, "batch", "batch preempted", MINUTE, |_| true).await;
+    assert_eq!(
+        batch.status.as_ref().map(|s| s.preemptions),
+        Some(1),
+        "the batch job made up the room"
+    );
+    let gone = preempted_replicas(&hub, &ns).await;
+    assert_eq!(gone.len(), 1, "exactly one replica preempted: {gone:?}");
+    let kept = if gone[0] == "llm-0" { "llm-1" } else { "llm-0" };
+    let svc = opsupport::object_until(
+        &hub,
+        &ns,
+        "llm",
+        "one healthy replica, at the minimum",
+        MINUTE,
+        |s| healthy(s) == Some((1, 1, 0)),
+    )
+    .await;
+    let ready: Vec<_> = svc
+        .status
+        .as_ref()
+        .map(|s| {
+            s.replica_status
+                .iter()
+                .filter(|r| r.ready)
+                .map(|r| r.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ready, [kept.to_owned()], "the kept replica serves on");
+
+    // A 1-GPU job of higher priority: the only lower-priority work running is the kept
+    // replica, which the budget protects. It waits, and says why.
+    submit(&hub, &ns, &prio_job("urgent-2", 1, 500, true, 5)).await;
+    let want = format!("disruption budget of {ns}/llm");
+    let waiting = job_until(
+        &hub,
+        &ns,
+        "urgent-2",
+        "urgent-2 told of the budget",
+        MINUTE,
+        |j| {
+            j.status
+                .as_ref()
+                .and_then(|s| gpufed_api::conditions::find(&s.conditions, "Placed"))
+                .is_some_and(|c| c.reason == "DisruptionBudget" && c.message.contains(&want))
+        },
+    )
+    .await;
+    assert_eq!(phase(&waiting), "Queued");
+    // Rounds later, the kept replica still runs its first attempt.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let kept_job = job_until(&hub, &ns, kept, "kept replica", MINUTE, |_| true).await;
+    assert_eq!(
+        (
+            phase(&kept_job),
+            attempt(&kept_job),
+            preempted_replicas(&hub, &ns).await.len()
+        ),
+        ("Running".into(), 1, 1),
+        "the protected replica was evicted"
     );
     drop(operator);
 }

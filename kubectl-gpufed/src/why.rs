@@ -141,6 +141,14 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
             false,
         );
     }
+    if let Some(c) = placed.filter(|c| c.reason == gpufed_operator::placement::DISRUPTION_BUDGET) {
+        let text = format!(
+            "queued: evicting lower-priority work would break a service's disruption budget, \
+             so it waits for room ({})",
+            c.message
+        );
+        return (text, true);
+    }
     let text = match (st, st.and_then(|s| s.phase)) {
         (None, _) => "new: not yet seen by the operator; waiting for a provider",
         (_, Some(JobPhase::Recovering)) => "recovering: the next attempt waits for a provider",

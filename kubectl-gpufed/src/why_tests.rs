@@ -193,6 +193,21 @@ fn jobs_that_do_not_wait_say_so() {
         r.summary,
         "waiting for the work it evicts to stop: evicting lower-priority work on a: team/train; placed once it has stopped"
     );
+    let held = job(
+        "urgent-2",
+        "team",
+        Some(json!({"phase": "Queued", "conditions": [
+            {"type": "Placed", "status": "False", "reason": "DisruptionBudget",
+             "message": "0/1 providers fit: 1 could make room only by evicting below the disruption budget of team/llm",
+             "lastTransitionTime": "2026-01-01T00:01:00Z"}]})),
+    );
+    let r = explain(&held, &all, NOW);
+    assert!(r.waiting, "the provider table shows where it would fit");
+    assert_eq!(
+        r.summary,
+        "queued: evicting lower-priority work would break a service's disruption budget, so it waits for room \
+         (0/1 providers fit: 1 could make room only by evicting below the disruption budget of team/llm)"
+    );
     let no_credentials = job(
         "ckpt",
         "team",

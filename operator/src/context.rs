@@ -44,6 +44,10 @@ pub struct Context {
     pub jobs: Store<ComputeJob>,
     /// Whether `jobs` holds its first complete listing.
     pub jobs_synced: crate::synced::Synced,
+    /// Hub ComputeServices (the service controller's cache): their disruption budgets.
+    pub services: Store<gpufed_api::ComputeService>,
+    /// Whether `services` holds its first listing.
+    pub services_synced: crate::synced::Synced,
     /// Leadership.
     pub leadership: Leadership,
     /// Metrics.

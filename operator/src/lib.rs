@@ -100,7 +100,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let job_ctl = job_ctl
         .trigger_backoff(backoff::WatchBackoff::default())
         .reconcile_on(changed_jobs);
-    let service_ctl = service::controller(&hub);
+    let (service_ctl, services_synced) = service::controller(&hub);
     let metrics = metrics::Metrics::new();
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
@@ -113,6 +113,8 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         providers_synced,
         jobs: job_ctl.store(),
         jobs_synced,
+        services: service_ctl.store(),
+        services_synced,
         leadership: elector.leadership(),
         metrics: metrics.clone(),
         backoff: backoff::Backoff::default(),
@@ -144,7 +146,10 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let ready = {
         let (ctx, readiness) = (ctx.clone(), readiness.clone());
         tokio::spawn(async move {
-            if ctx.providers_synced.wait().await.is_ok() && ctx.jobs_synced.wait().await.is_ok() {
+            if ctx.providers_synced.wait().await.is_ok()
+                && ctx.jobs_synced.wait().await.is_ok()
+                && ctx.services_synced.wait().await.is_ok()
+            {
                 readiness.set_ready();
                 tracing::info!("caches synced: ready");
             }

@@ -275,6 +275,7 @@ fn provider_snapshot(
             gpus: Vec::new(),
             spread_group: job.spec.placement.spread.as_ref().map(|s| s.group.clone()),
             evicting: placement.preempted.is_some(),
+            budget: None, // set by `service::budget::apply`, which knows the services
         };
         running.push((alloc, gpus));
     }

@@ -21,6 +21,9 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::mapping;
 
+/// `Placed=False` reason of a job that only a disruption budget keeps from preempting.
+pub const DISRUPTION_BUDGET: &str = "DisruptionBudget";
+
 /// Runs rounds when triggered or every `interval`, while this replica leads.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     let reservations = Mutex::new(Vec::new());
@@ -80,6 +83,11 @@ pub async fn round(
     reservations: &Mutex<Vec<pl::Reservation>>,
     written: &Mutex<Written>,
 ) -> Result<usize> {
+    // Without the services listed, their disruption budgets are unknown: a round could
+    // preempt a protected replica.
+    if !ctx.services_synced.is_synced() {
+        return Ok(0);
+    }
     let store = with_written(ctx.jobs.state(), &mut *written.lock().await, Instant::now());
     let (jobs, held): (Vec<_>, Vec<_>) = store
         .into_iter()
@@ -97,6 +105,7 @@ pub async fn round(
     let fleet = ctx.fleet.snapshot().await;
     let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
     mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());
+    crate::service::budget::apply(&mut snap, &jobs, &ctx.services.state());
     report_findings(&findings);
     ctx.metrics.set_excluded(&findings);
     ctx.metrics
@@ -171,18 +180,23 @@ pub async fn round(
     for u in &decisions.unplaced {
         let Some(job) = by_id(&u.job) else { continue };
         let message = u.explanation.to_string();
+        // Mostly held back by a service's disruption budget: said in the reason too.
+        let reason = match u.explanation.primary() {
+            Some(pl::Reason::Protected { .. }) => DISRUPTION_BUDGET,
+            _ => "NoProviderFits",
+        };
         let current = job
             .status
             .as_ref()
             .and_then(|s| conditions::find(&s.conditions, types::PLACED));
-        if current.is_some_and(|c| c.message == message && c.reason == "NoProviderFits") {
+        if current.is_some_and(|c| c.message == message && c.reason == reason) {
             continue;
         }
         let mut status = job.status.clone().unwrap_or_default();
         let cond = conditions::condition(
             types::PLACED,
             False,
-            "NoProviderFits",
+            reason,
             message,
             job.metadata.generation,
             &crate::time::format(now),

@@ -110,7 +110,10 @@ fn a_budget_that_holds_the_room_is_named_to_the_waiting_job() {
     );
     // The same job that could not make room even by breaking the budget reads as busy.
     let d = run(&snapshot(3, 10));
-    assert_ne!(d.unplaced[0].explanation.primary(), Some(&Reason::Protected { budgets: LLM.into() }));
+    assert_ne!(
+        d.unplaced[0].explanation.primary(),
+        Some(&Reason::Protected { budgets: LLM.into() })
+    );
 }
 
 #[test]
@@ -142,7 +145,10 @@ fn jobs_of_one_round_share_the_budget() {
     assert_eq!(gone, ["batch", "llm-2"]);
     assert_eq!(d.placements.len(), 2);
     assert_eq!(d.unplaced.len(), 1);
-    assert!(matches!(d.unplaced[0].explanation.primary(), Some(Reason::Protected { .. })));
+    assert!(matches!(
+        d.unplaced[0].explanation.primary(),
+        Some(Reason::Protected { .. })
+    ));
 }
 
 #[test]

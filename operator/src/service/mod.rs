@@ -5,6 +5,7 @@
 //! Placement, dispatch, failover, metering and settlement of each replica are the job
 //! controller's: a replica is an ordinary `ComputeJob` with `spec.serving`.
 
+pub mod budget;
 pub mod build;
 pub mod plan;
 pub mod progress;
@@ -295,17 +296,21 @@ pub async fn reconcile(svc: Arc<ComputeService>, ctx: Arc<Context>) -> Result<Ac
     .await
 }
 
-/// The service controller: services, and the replica jobs they own.
-pub fn controller(hub: &kube::Client) -> Controller<ComputeService> {
-    Controller::new(
+/// The service controller: services, and the replica jobs they own; and whether its
+/// cache of services is listed (placement waits for it: the services' disruption
+/// budgets must be known before a round may preempt).
+pub fn controller(hub: &kube::Client) -> (Controller<ComputeService>, crate::synced::Synced) {
+    let (ctl, synced) = crate::synced::controller(
         Api::<ComputeService>::all(hub.clone()),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(
-        Api::<ComputeJob>::all(hub.clone()),
-        watcher::Config::default().labels(LABEL_SERVICE).any_semantic(),
-    )
-    .trigger_backoff(crate::backoff::WatchBackoff::default())
+    );
+    let ctl = ctl
+        .owns(
+            Api::<ComputeJob>::all(hub.clone()),
+            watcher::Config::default().labels(LABEL_SERVICE).any_semantic(),
+        )
+        .trigger_backoff(crate::backoff::WatchBackoff::default());
+    (ctl, synced)
 }
 
 /// Runs the service controller until `shutdown` resolves.

@@ -175,6 +175,7 @@ pub fn plan(
         .filter_map(|j| j.status.as_ref()?.endpoint.as_ref()?.address.clone())
         .collect();
     st.replica_status = replicas.iter().map(|j| replica_status(j, retiring(j))).collect();
+    st.disruption = super::budget::status(svc, &serving);
     let (mut gpu_seconds, mut micros) = (0u64, 0u64);
     for u in replicas.iter().filter_map(|j| j.status.as_ref()?.usage.as_ref()) {
         gpu_seconds += u.gpu_seconds;

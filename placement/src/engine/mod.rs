@@ -144,11 +144,7 @@ impl<'s> Engine<'s> {
         self.budgets = snap
             .budgets
             .iter()
-            .map(|(key, &min)| Budget {
-                key,
-                min,
-                healthy: 0,
-            })
+            .map(|(key, &min)| Budget { key, min, healthy: 0 })
             .collect();
         for (ai, r) in self.snap.running.iter().enumerate() {
             let bad = || SnapshotError::BadAllocation(r.job.clone());
