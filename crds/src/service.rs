@@ -52,6 +52,12 @@ pub const MAX_REPLICAS: u32 = 64;
         priority = 1
     ),
     printcolumn(
+        name = "Allowed-Disruptions",
+        type_ = "integer",
+        json_path = ".status.disruption.disruptionsAllowed",
+        priority = 1
+    ),
+    printcolumn(
         name = "GPUs/Replica",
         type_ = "integer",
         json_path = ".spec.gpusPerReplica",
