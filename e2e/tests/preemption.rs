@@ -235,7 +235,8 @@ async fn preemption_keeps_a_services_disruption_budget() {
     let Some((_env, hub)) = federation_with_providers(spec, &[("provider-a", "1.00")]).await else {
         return;
     };
-    let operator = Operator::start(hub.clone(), "op-1");
+    let admin = opsupport::free_admin_addr();
+    let operator = Operator::start_with(hub.clone(), "op-1", &["--admin-addr".into(), admin.to_string()]);
     opsupport::providers_ready(&hub, 1).await;
     let ns = common::namespace(&hub, "team").await;
     submit(&hub, &ns, &prio_job("batch", 1, 100, false, 900)).await;
@@ -332,6 +333,16 @@ async fn preemption_keeps_a_services_disruption_budget() {
     )
     .await;
     assert_eq!(phase(&waiting), "Queued");
+    let metrics = opsupport::reqwest_metrics(admin).await;
+    assert!(
+        metrics.contains("gpufed_held_by_disruption_budget_jobs 1\n"),
+        "the held job counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("disruption"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // Rounds later, the kept replica still runs its first attempt.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let kept_job = job_until(&hub, &ns, kept, "kept replica", MINUTE, |_| true).await;

@@ -74,6 +74,9 @@ pub struct Metrics {
     pub placements_total: Counter,
     /// Running attempts marked for eviction by a job of higher priority.
     pub evictions_total: Counter,
+    /// Jobs the last round left waiting mostly because preempting would break a
+    /// ComputeService's disruption budget.
+    pub held_by_disruption_budget_jobs: Gauge,
     /// Providers by health.
     pub providers: Family<HealthLabel, Gauge>,
     /// GPUs of the fleet the placement engine sees, by state (`total`, `free`).
@@ -126,6 +129,7 @@ impl Metrics {
             queue_depth_jobs: Gauge::default(),
             placements_total: Counter::default(),
             evictions_total: Counter::default(),
+            held_by_disruption_budget_jobs: Gauge::default(),
             providers: Family::default(),
             fleet_gpus: Family::default(),
             metered_gpu_seconds_total: Counter::default(),
@@ -163,6 +167,11 @@ impl Metrics {
             "evictions",
             "Running attempts evicted for jobs of higher priority",
             m.evictions_total.clone(),
+        );
+        registry.register(
+            "held_by_disruption_budget_jobs",
+            "ComputeJobs that could preempt only by breaking a ComputeService's disruption budget (last round)",
+            m.held_by_disruption_budget_jobs.clone(),
         );
         registry.register("providers", "GpuProviders by health", m.providers.clone());
         registry.register(

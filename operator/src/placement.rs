@@ -117,6 +117,7 @@ pub async fn round(
     ctx.metrics
         .set_providers(ready, providers.len().saturating_sub(ready));
     if snap.jobs.is_empty() {
+        ctx.metrics.held_by_disruption_budget_jobs.set(0);
         return Ok(0);
     }
     snap.reservations = reservations.lock().await.clone();
@@ -177,6 +178,14 @@ pub async fn round(
             }
         }
     }
+    let held = decisions
+        .unplaced
+        .iter()
+        .filter(|u| matches!(u.explanation.primary(), Some(pl::Reason::Protected { .. })))
+        .count();
+    ctx.metrics
+        .held_by_disruption_budget_jobs
+        .set(i64::try_from(held).unwrap_or(i64::MAX));
     for u in &decisions.unplaced {
         let Some(job) = by_id(&u.job) else { continue };
         let message = u.explanation.to_string();
