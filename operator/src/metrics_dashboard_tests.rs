@@ -24,6 +24,7 @@ pub(super) fn exposition() -> String {
     m.queue_depth_jobs.set(3);
     m.placements_total.inc();
     m.evictions_total.inc();
+    m.held_by_disruption_budget_jobs.set(1);
     m.set_providers(2, 1);
     m.set_fleet_gpus(16, 4);
     m.metered_gpu_seconds_total.inc();
