@@ -141,6 +141,17 @@ pub struct Preemption {
     pub time: String,
 }
 
+/// `Preemption::by` of an eviction by a provider's drain: `GpuProvider/<name>` (a
+/// namespace, a lowercase DNS label, is never `GpuProvider`, so it is no job's id).
+pub const DRAIN_BY_PREFIX: &str = "GpuProvider/";
+
+impl Preemption {
+    /// The provider whose drain evicts the attempt, when it is a drain's mark.
+    pub fn drained_by(&self) -> Option<&str> {
+        self.by.strip_prefix(DRAIN_BY_PREFIX)
+    }
+}
+
 /// One worker's node and GPUs.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

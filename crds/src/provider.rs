@@ -93,6 +93,13 @@ pub struct GpuProviderSpec {
     /// A paused provider receives no new jobs; running jobs continue.
     #[serde(default)]
     pub paused: bool,
+    /// Drain for maintenance, as `kubectl drain`: no new jobs, and the running attempts
+    /// are evicted (ending `Preempted`, queued again elsewhere without using up an
+    /// attempt); a ComputeService's replicas only as its disruption budget allows, one
+    /// after another as their replacements get ready elsewhere. `false` again (uncordon)
+    /// stops evicting; attempts not yet stopped run on.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 fn default_resource_name() -> String {

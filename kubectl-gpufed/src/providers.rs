@@ -82,6 +82,9 @@ pub fn table(providers: &[GpuProvider], now: i64) -> Table {
         if p.spec.paused && !ready.contains("Paused") {
             ready.push_str(" paused");
         }
+        if p.spec.drain && !ready.contains("Drain") {
+            ready.push_str(" draining");
+        }
         let status = p.status.as_ref();
         t.push(vec![
             p.name_any(),
@@ -110,6 +113,7 @@ mod tests {
         let a = provider("provider-a", Some(ready_h100_status(6, 8)));
         let mut b = provider("provider-b", None);
         b.spec.paused = true;
+        b.spec.drain = true;
         let out = table(&[b, a], T0 + 42).render();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
@@ -135,7 +139,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            lines[2].starts_with("provider-b") && lines[2].contains("- paused"),
+            lines[2].starts_with("provider-b") && lines[2].contains("- paused draining"),
             "{out}"
         );
     }

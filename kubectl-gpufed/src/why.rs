@@ -100,10 +100,16 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
     }
     if let Some(p) = st.and_then(|s| s.placement.as_ref()) {
         if let Some(by) = &p.preempted {
-            let text = format!(
-                "being evicted from {} (attempt {}) for {} (priority {}): queued again once stopped",
-                p.provider, p.attempt, by.by, by.priority
-            );
+            let text = match by.drained_by() {
+                Some(provider) => format!(
+                    "being evicted from {provider} (attempt {}): the provider drains (spec.drain); queued again once stopped",
+                    p.attempt
+                ),
+                None => format!(
+                    "being evicted from {} (attempt {}) for {} (priority {}): queued again once stopped",
+                    p.provider, p.attempt, by.by, by.priority
+                ),
+            };
             return (text, false);
         }
         let ready = conditions::find(conds, types::READY);

@@ -179,6 +179,18 @@ fn jobs_that_do_not_wait_say_so() {
         explain(&evicted, &all, NOW).summary,
         "being evicted from a (attempt 2) for team/urgent (priority 900): queued again once stopped"
     );
+    let mut drained = running.clone();
+    if let Some(p) = drained.status.as_mut().and_then(|s| s.placement.as_mut()) {
+        p.preempted = Some(gpufed_api::job_status::Preemption {
+            by: "GpuProvider/a".into(),
+            priority: 0,
+            time: "2026-01-01T00:01:00Z".into(),
+        });
+    }
+    assert_eq!(
+        explain(&drained, &all, NOW).summary,
+        "being evicted from a (attempt 2): the provider drains (spec.drain); queued again once stopped"
+    );
     let waiting = job(
         "urgent",
         "team",

@@ -67,6 +67,9 @@ pub struct Context {
     /// cannot charge them (no escrow, or the escrow cannot cover their usage), with why.
     /// Written by settlement, read by placement; running jobs are never touched.
     pub held_tenants: std::sync::RwLock<std::collections::BTreeMap<String, String>>,
+    /// Per draining provider, the disruption budgets that keep some of its work for now
+    /// (the placement leader's last round); its provider status says so.
+    pub drain_held: std::sync::RwLock<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
     /// Why settlement is not running rounds (cannot start, or its last term failed);
     /// `None` while it runs. Deletions waiting for usage to be journaled say this.
     pub settlement_paused: std::sync::RwLock<Option<String>>,

@@ -100,7 +100,7 @@ fn provider_ok(p: &GpuProvider) -> bool {
     // A provider caught lying in a challenge gets no new jobs at all, verified or not.
     let caught = conditions::find(conds, types::VERIFIED)
         .is_some_and(|c| c.reason == crate::verification::plan::REASON_CHALLENGE_FAILED);
-    conditions::is_true(conds, types::READY) && !p.spec.paused && !caught
+    conditions::is_true(conds, types::READY) && !p.spec.paused && !p.spec.drain && !caught
 }
 
 /// Builds the snapshot for one round.
@@ -176,6 +176,17 @@ pub fn avoid_forbidding(snap: &mut pl::Snapshot, jobs: &[Arc<ComputeJob>], now: 
             job.avoid.clone_from(a);
         }
     }
+}
+
+/// When a live attempt started, for eviction order (younger work goes first): the
+/// gang's start, else when it was placed; 0 when unknown.
+pub fn start_time(placement: &gpufed_api::job_status::Placement) -> u64 {
+    placement
+        .running_time
+        .as_deref()
+        .and_then(crate::time::parse)
+        .or_else(|| crate::time::parse(&placement.placed_time))
+        .map_or(0, |t| u64::try_from(t).unwrap_or(0))
 }
 
 /// Jobs (by id) that live attempts are being evicted for.
@@ -260,17 +271,11 @@ fn provider_snapshot(
                 gpus.push((w.node.clone(), *taken));
             }
         }
-        // Younger work is evicted first: the gang's start, else when it was placed.
-        let start = placement
-            .running_time
-            .as_deref()
-            .and_then(crate::time::parse)
-            .or_else(|| crate::time::parse(&placement.placed_time));
         let alloc = pl::RunningAllocation {
             job: job_id(job),
             namespace: job.namespace().unwrap_or_default(),
             priority: i32::try_from(job.spec.priority).unwrap_or(i32::MAX),
-            start_time: start.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
+            start_time: start_time(placement),
             provider: name.clone(),
             gpus: Vec::new(),
             spread_group: job.spec.placement.spread.as_ref().map(|s| s.group.clone()),

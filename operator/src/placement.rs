@@ -105,7 +105,28 @@ pub async fn round(
     let fleet = ctx.fleet.snapshot().await;
     let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
     mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());
-    crate::service::budget::apply(&mut snap, &jobs, &ctx.services.state());
+    // Disruption budgets; drains before placing: their evictions spend the budgets
+    // first, and run even when nothing queues.
+    let (budgets, mut replicas) = crate::service::budget::keys(&jobs, &ctx.services.state());
+    let draining = providers
+        .iter()
+        .filter(|p| p.spec.drain)
+        .map(|p| p.name_any())
+        .collect();
+    let drained = drain::victims(&drain::running(&jobs, &replicas), &budgets, &draining);
+    if let Ok(mut held) = ctx.drain_held.write() {
+        held.clone_from(&drained.held);
+    }
+    if !drained.evict.is_empty() {
+        drain::mark(ctx, &jobs, &drained.evict, crate::time::now(), written).await;
+        for (job, _) in &drained.evict {
+            replicas.remove(job);
+            if let Some(r) = snap.running.iter_mut().find(|r| &r.job == job) {
+                r.evicting = true;
+            }
+        }
+    }
+    crate::service::budget::apply(&mut snap, &budgets, &replicas);
     report_findings(&findings);
     ctx.metrics.set_excluded(&findings);
     ctx.metrics
@@ -376,6 +397,7 @@ fn starting_status(placed: &ComputeJob, now: i64) -> gpufed_api::job_status::Com
     }
 }
 
+pub mod drain;
 mod evict;
 pub use evict::{PREEMPTING, Preemption, mark_stands, marked_status, waiting_message};
 

@@ -125,15 +125,30 @@ pub fn touches_provider(job: &ComputeJob, provider: &str) -> bool {
 /// `Preempted`. Only with the job store synced: before that, a missing preemptor may
 /// simply not be listed yet.
 fn drop_stale_mark(ctx: &Context, job: &mut ComputeJob) {
-    let Some(by) = job
+    let Some(mark) = job
         .status
         .as_ref()
         .and_then(|s| s.placement.as_ref())
-        .and_then(|p| p.preempted.as_ref())
-        .map(|m| m.by.clone())
+        .and_then(|p| p.preempted.clone())
     else {
         return;
     };
+    let by = mark.by.clone();
+    if let Some(provider) = mark.drained_by() {
+        // A drain's mark stands while its provider still drains (or is not listed yet).
+        let draining = ctx
+            .providers
+            .get(&ObjectRef::new(provider))
+            .is_none_or(|p| p.spec.drain);
+        if draining || !ctx.providers_synced.is_synced() {
+            return;
+        }
+        tracing::info!(provider = %provider, "the provider no longer drains; the attempt runs on");
+        if let Some(p) = job.status.as_mut().and_then(|s| s.placement.as_mut()) {
+            p.preempted = None;
+        }
+        return;
+    }
     if !ctx.jobs_synced.is_synced() {
         return;
     }

@@ -211,11 +211,12 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         .placement
         .as_ref()
         .and_then(|p| p.preempted.as_ref())
-        .map(|by| {
-            format!(
+        .map(|by| match by.drained_by() {
+            Some(provider) => format!("evicted: provider {provider} drains (spec.drain)"),
+            None => format!(
                 "preempted by {} (priority {} over {})",
                 by.by, by.priority, job.spec.priority
-            )
+            ),
         });
     let deadline = job
         .spec

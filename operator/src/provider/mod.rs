@@ -94,6 +94,29 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     }
     let now_text = crate::time::format(now);
     let mut status = plan::status(&provider, &probe, now, &now_text);
+    if provider.spec.drain {
+        let remaining = ctx
+            .jobs
+            .state()
+            .iter()
+            .filter(|j| crate::mapping::is_live(j))
+            .filter(|j| {
+                j.status
+                    .as_ref()
+                    .and_then(|s| s.placement.as_ref())
+                    .is_some_and(|p| p.provider == name)
+            })
+            .count();
+        let held: Vec<String> = ctx
+            .drain_held
+            .read()
+            .ok()
+            .and_then(|h| h.get(&name).cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        plan::drain(&mut status, &provider, remaining, &held, &now_text);
+    }
     if status
         .conditions
         .iter()

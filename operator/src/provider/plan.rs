@@ -169,5 +169,54 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
     st
 }
 
+/// `Ready=False` reason of a provider with `spec.drain` while attempts still run on it.
+pub const REASON_DRAINING: &str = "Draining";
+/// `Ready=False` reason of a provider with `spec.drain` that runs nothing any more.
+pub const REASON_DRAINED: &str = "Drained";
+
+/// `spec.drain`, said in `Ready` of a reachable provider (an unreachable one's work fails
+/// over anyway): `Draining` with the attempts still running on it (`remaining`) and the
+/// disruption budgets that keep some of them for now (`held`), `Drained` once none runs.
+pub fn drain(
+    st: &mut GpuProviderStatus,
+    provider: &GpuProvider,
+    remaining: usize,
+    held: &[String],
+    now_text: &str,
+) {
+    let reachable = conditions::is_true(&st.conditions, types::REACHABLE);
+    if !provider.spec.drain || !reachable || conditions::is_true(&st.conditions, types::STALLED) {
+        return;
+    }
+    let (reason, msg) = if remaining == 0 {
+        (
+            REASON_DRAINED,
+            "spec.drain is true: no new jobs, and nothing runs here".to_owned(),
+        )
+    } else {
+        let budgets = if held.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; held by the disruption budget of {} until replacements are ready elsewhere",
+                held.join(", ")
+            )
+        };
+        (
+            REASON_DRAINING,
+            format!("spec.drain is true: no new jobs; evicting {remaining} running attempt(s){budgets}"),
+        )
+    };
+    let c = conditions::condition(
+        types::READY,
+        False,
+        reason,
+        msg,
+        provider.metadata.generation,
+        now_text,
+    );
+    set(st, c);
+}
+
 #[cfg(test)]
 mod tests;

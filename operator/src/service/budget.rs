@@ -54,40 +54,60 @@ pub fn status(svc: &ComputeService, replicas: &[&ComputeJob]) -> Option<Disrupti
     })
 }
 
-/// Sets the budgets of `services` in `snap`, and on each running allocation of a healthy
-/// replica its service's key. A replica is its service's when it carries the service's
-/// label, lives in its namespace and names it as controlling owner.
-pub fn apply(
-    snap: &mut pl::Snapshot,
+/// The budgets of `services` (key → fewest healthy), and the key of every healthy
+/// replica among `jobs` (job id → key). A replica is its service's when it carries the
+/// service's label, lives in its namespace and names it as controlling owner.
+pub fn keys(
     jobs: &[std::sync::Arc<ComputeJob>],
     services: &[std::sync::Arc<ComputeService>],
-) {
+) -> (BTreeMap<String, u32>, BTreeMap<String, String>) {
+    let mut budgets = BTreeMap::new();
     let mut owned: BTreeMap<(String, String), String> = BTreeMap::new();
     for svc in services {
         let Some(min) = min_healthy(svc) else { continue };
         let k = key(svc);
-        snap.budgets.insert(k.clone(), min);
+        budgets.insert(k.clone(), min);
         owned.insert(
             (svc.namespace().unwrap_or_default(), svc.uid().unwrap_or_default()),
             k,
         );
     }
     if owned.is_empty() {
-        return;
+        return (budgets, BTreeMap::new());
     }
-    let keys: BTreeMap<String, &String> = jobs
+    let replicas = jobs
         .iter()
         .filter(|j| healthy(j) && j.labels().contains_key(LABEL_SERVICE))
         .filter_map(|j| {
             let owner = j.owner_references().iter().find(|o| o.controller == Some(true))?;
             (owner.kind == "ComputeService").then_some(())?;
             let k = owned.get(&(j.namespace().unwrap_or_default(), owner.uid.clone()))?;
-            Some((job_id(j), k))
+            Some((job_id(j), k.clone()))
         })
         .collect();
-    for alloc in &mut snap.running {
-        alloc.budget = keys.get(&alloc.job).map(|k| (*k).clone());
+    (budgets, replicas)
+}
+
+/// Sets `budgets` in `snap` and on each running allocation of a healthy replica its
+/// budget's key ([`keys`]). Healthy replicas the snapshot leaves out (on a provider
+/// placement does not use now: paused, draining, not ready) still serve: each lowers
+/// its budget's minimum in the snapshot by one, so the engine counts them too.
+pub fn apply(snap: &mut pl::Snapshot, budgets: &BTreeMap<String, u32>, replicas: &BTreeMap<String, String>) {
+    let mut min = budgets.clone();
+    let mut outside: BTreeMap<&str, u32> = BTreeMap::new();
+    for k in replicas.values() {
+        *outside.entry(k.as_str()).or_default() += 1;
     }
+    for alloc in &mut snap.running {
+        alloc.budget = replicas.get(&alloc.job).cloned();
+        if let Some(n) = alloc.budget.as_deref().and_then(|k| outside.get_mut(k)) {
+            *n -= 1;
+        }
+    }
+    for (k, m) in &mut min {
+        *m = m.saturating_sub(outside.get(k.as_str()).copied().unwrap_or(0));
+    }
+    snap.budgets = min;
 }
 
 #[cfg(test)]

@@ -125,8 +125,17 @@ fn only_healthy_replicas_the_service_controls_count_toward_its_budget() {
         .collect(),
         ..pl::Snapshot::default()
     };
-    apply(&mut snap, &jobs, &[Arc::new(svc), Arc::new(service(2, None))]);
-    assert_eq!(snap.budgets, BTreeMap::from([("team/llm".to_owned(), 2)]));
+    let (budgets, replicas) = keys(&jobs, &[Arc::new(svc), Arc::new(service(2, None))]);
+    assert_eq!(budgets, BTreeMap::from([("team/llm".to_owned(), 2)]));
+    assert_eq!(
+        replicas,
+        BTreeMap::from([("team/llm-0".to_owned(), "team/llm".to_owned())])
+    );
+    apply(&mut snap, &budgets, &replicas);
+    assert_eq!(
+        snap.budgets, budgets,
+        "its one healthy replica is in the snapshot"
+    );
     let keyed: Vec<(&str, Option<&str>)> = snap
         .running
         .iter()
@@ -142,4 +151,24 @@ fn only_healthy_replicas_the_service_controls_count_toward_its_budget() {
             ("other/llm-0", None),
         ]
     );
+}
+
+#[test]
+fn healthy_replicas_outside_the_snapshot_lower_the_engines_minimum() {
+    // llm-0 and llm-1 serve, llm-1 on a provider placement leaves out (draining): the
+    // engine sees only llm-0 but may take it, since llm-1 keeps the minimum of 1.
+    let svc = service(2, Some(serde_json::json!({"maxUnavailable": 1})));
+    let jobs: Vec<Arc<ComputeJob>> = [replica(&svc, 0, true), replica(&svc, 1, true)]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let (budgets, replicas) = keys(&jobs, &[Arc::new(svc)]);
+    let mut snap = pl::Snapshot {
+        running: vec![alloc("team/llm-0")],
+        ..pl::Snapshot::default()
+    };
+    apply(&mut snap, &budgets, &replicas);
+    assert_eq!(budgets["team/llm"], 1);
+    assert_eq!(snap.budgets["team/llm"], 0);
+    assert_eq!(snap.running[0].budget.as_deref(), Some("team/llm"));
 }

@@ -165,3 +165,35 @@ fn huge_counts_from_a_member_saturate_instead_of_overflowing() {
     let st = status(&provider(None), &Ok(v), 1000, "T");
     assert_eq!(cond(&st, "Ready"), (ConditionStatus::True, "Serving".into()));
 }
+
+#[test]
+fn a_draining_provider_says_what_still_runs_and_what_holds_it() {
+    let mut p = provider(None);
+    p.spec.drain = true;
+    let mut st = status(&p, &Ok(view()), 1000, "T1000");
+    drain(&mut st, &p, 3, &["team/llm".to_owned()], "T1000");
+    assert_eq!(
+        cond(&st, "Ready"),
+        (ConditionStatus::False, REASON_DRAINING.into())
+    );
+    let msg = &conditions::find(&st.conditions, "Ready").expect("Ready").message;
+    assert!(
+        msg.contains("evicting 3 running attempt(s)") && msg.contains("disruption budget of team/llm"),
+        "{msg}"
+    );
+    drain(&mut st, &p, 0, &[], "T1001");
+    assert_eq!(
+        cond(&st, "Ready"),
+        (ConditionStatus::False, REASON_DRAINED.into())
+    );
+    // Not draining: untouched; unreachable: the heartbeat's story stands.
+    p.spec.drain = false;
+    let mut serving = status(&p, &Ok(view()), 1000, "T1000");
+    drain(&mut serving, &p, 3, &[], "T1000");
+    assert_eq!(cond(&serving, "Ready"), (ConditionStatus::True, "Serving".into()));
+    p.spec.drain = true;
+    let mut down = status(&p, &Err("refused".into()), 1000, "T1000");
+    let before = down.clone();
+    drain(&mut down, &p, 3, &[], "T1000");
+    assert_eq!(down, before);
+}

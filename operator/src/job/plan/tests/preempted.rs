@@ -102,3 +102,25 @@ fn preemptions_never_use_up_max_attempts() {
         Some((ConditionStatus::True, "AttemptsExhausted".into()))
     );
 }
+
+#[test]
+fn an_attempt_evicted_by_its_providers_drain_ends_preempted_and_says_so() {
+    let mut j = placed(job(1), 1, Some(T0));
+    if let Some(p) = j.status.as_mut().and_then(|s| s.placement.as_mut()) {
+        p.preempted = Some(Preemption {
+            by: format!("{}a", gpufed_api::job_status::DRAIN_BY_PREFIX),
+            priority: 0,
+            time: crate::time::format(T0 + 50),
+        });
+    }
+    let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 60);
+    let a = &p.status.attempts[0];
+    assert_eq!(a.outcome, AttemptOutcome::Preempted);
+    assert_eq!(a.message, "evicted: provider a drains (spec.drain)");
+    assert_eq!(
+        p.status.phase,
+        Some(JobPhase::Recovering),
+        "queued again elsewhere"
+    );
+    assert_eq!(p.status.preemptions, 1, "and it does not use up an attempt");
+}
