@@ -180,6 +180,9 @@ fn fit(
         model: None,
         price_per_gpu_hour: None,
     };
+    if p.spec.drain {
+        return no("draining (spec.drain): takes no new jobs, its work moves elsewhere".into());
+    }
     if p.spec.paused {
         return no("paused (spec.paused): takes no new jobs".into());
     }

@@ -48,8 +48,10 @@ fn each_provider_gets_its_own_reason() {
     let mut paused = provider("g-paused", Some(ready_h100_status(16, 16)));
     paused.spec.paused = true;
     let new = provider("h-new", None);
+    let mut draining = provider("i-draining", Some(ready_h100_status(16, 16)));
+    draining.spec.drain = true;
     let all = [
-        new, paused, lost, unverified, consumer, cheap_full, half_busy, fits,
+        new, paused, lost, unverified, consumer, cheap_full, half_busy, fits, draining,
     ];
 
     let r = explain(&queued(), &all, NOW);
@@ -79,6 +81,11 @@ fn each_provider_gets_its_own_reason() {
                 "h-new",
                 false,
                 "not Ready: the operator has not reported on it yet"
+            ),
+            (
+                "i-draining",
+                false,
+                "draining (spec.drain): takes no new jobs, its work moves elsewhere"
             ),
         ]
     );
