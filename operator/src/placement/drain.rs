@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use gpufed_api::ComputeJob;
 use gpufed_api::job_status::{DRAIN_BY_PREFIX, Preemption as Mark};
@@ -22,7 +21,7 @@ use kube::ResourceExt;
 use tokio::sync::Mutex;
 
 use super::Written;
-use super::evict::marked_status;
+use super::evict::write_mark;
 use crate::context::Context;
 use crate::mapping;
 
@@ -123,22 +122,9 @@ pub(super) async fn mark(
             priority: 0,
             time: crate::time::format(now),
         };
-        let Some(status) = marked_status(victim, &mark) else {
-            continue;
-        };
-        match crate::job::write_status(ctx, victim, &status).await {
-            Ok(_) => {
-                marked += 1;
-                ctx.metrics.evictions_total.inc();
-                tracing::info!(job = %id, provider = %provider, "evicting: the provider drains");
-                let mut copy = (**victim).clone();
-                copy.status = Some(status);
-                let uid = victim.uid().unwrap_or_default();
-                written.lock().await.insert(uid, (Instant::now(), Arc::new(copy)));
-            }
-            Err(e) => {
-                tracing::info!(job = %id, error = %e, "drain eviction not written; next round decides again")
-            }
+        if write_mark(ctx, victim, &mark, written).await {
+            marked += 1;
+            tracing::info!(job = %id, provider = %provider, "evicting: the provider drains");
         }
     }
     marked

@@ -70,24 +70,9 @@ pub(super) async fn evict(
     };
     let mut marked = 0;
     for victim in p.evicts.iter().filter_map(|id| by_id(id)) {
-        let Some(status) = marked_status(victim, &mark) else {
-            continue;
-        };
-        match crate::job::write_status(ctx, victim, &status).await {
-            Ok(_) => {
-                marked += 1;
-                ctx.metrics.evictions_total.inc();
-                tracing::info!(job = %mapping::job_id(victim), for_job = %p.job, provider = %p.provider, "evicting for a job of higher priority");
-                // The next round, within milliseconds, must see the mark even if the store
-                // does not yet: as a placement just written.
-                let mut copy = (**victim).clone();
-                copy.status = Some(status);
-                let uid = victim.uid().unwrap_or_default();
-                written.lock().await.insert(uid, (Instant::now(), Arc::new(copy)));
-            }
-            Err(e) => {
-                tracing::info!(job = %mapping::job_id(victim), error = %e, "eviction not written; next round decides again")
-            }
+        if write_mark(ctx, victim, &mark, written).await {
+            marked += 1;
+            tracing::info!(job = %mapping::job_id(victim), for_job = %p.job, provider = %p.provider, "evicting for a job of higher priority");
         }
     }
     let message = waiting_message(p);
@@ -111,6 +96,36 @@ pub(super) async fn evict(
         }
     }
     marked
+}
+
+/// Marks `victim`'s live attempt evicted by `mark` (fenced by its resourceVersion);
+/// whether it was written. Not written: no live attempt, one already marked, or a write
+/// that failed (the next round decides again).
+pub(super) async fn write_mark(
+    ctx: &Context,
+    victim: &Arc<ComputeJob>,
+    mark: &Mark,
+    written: &Mutex<Written>,
+) -> bool {
+    let Some(status) = marked_status(victim, mark) else {
+        return false;
+    };
+    match crate::job::write_status(ctx, victim, &status).await {
+        Ok(_) => {
+            ctx.metrics.evictions_total.inc();
+            // The next round, within milliseconds, must see the mark even if the store
+            // does not yet: as a placement just written.
+            let mut copy = (**victim).clone();
+            copy.status = Some(status);
+            let uid = victim.uid().unwrap_or_default();
+            written.lock().await.insert(uid, (Instant::now(), Arc::new(copy)));
+            true
+        }
+        Err(e) => {
+            tracing::info!(job = %mapping::job_id(victim), by = %mark.by, error = %e, "eviction not written; next round decides again");
+            false
+        }
+    }
 }
 
 /// The victim's status with its live attempt marked evicted by `mark`; `None` when it has
