@@ -61,7 +61,8 @@ pub enum Command {
     },
     /// A job's usage and settlement: GPU-seconds, cost, settled records, signatures.
     Bill(BillArgs),
-    /// One GPU provider: `provider token` (a pull-mode agent's bootstrap token).
+    /// One GPU provider: `provider token` (a pull-mode agent's bootstrap token),
+    /// `provider cordon|uncordon|drain` (maintenance, as kubectl's for a node).
     Provider {
         /// What to do with the provider.
         #[command(subcommand)]
@@ -109,6 +110,33 @@ pub enum ProviderCommand {
     /// Create a bootstrap token for a pull-mode provider's agent and print the helm
     /// command that installs it (like `kubeadm token create`), or revoke its tokens.
     Token(TokenArgs),
+    /// No new jobs on the provider (`spec.paused: true`); running work continues.
+    Cordon {
+        /// The GpuProvider's name.
+        provider: String,
+    },
+    /// New jobs again, and no more evictions (`spec.paused` and `spec.drain` false).
+    Uncordon {
+        /// The GpuProvider's name.
+        provider: String,
+    },
+    /// Move the provider's work elsewhere (`spec.drain: true`): its running attempts are
+    /// evicted and queued again, a ComputeService's replicas only as its disruption
+    /// budget allows; waits until nothing runs there.
+    Drain(DrainArgs),
+}
+
+/// `provider drain`.
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// The GpuProvider's name.
+    pub provider: String,
+    /// Wait until the provider is drained; `--wait=false` sets the drain and returns.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub wait: bool,
+    /// Give up waiting after this long, e.g. 30m (default: no limit; the drain goes on).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 /// `provider token`: a bootstrap token for a pull-mode provider's agent.

@@ -15,7 +15,10 @@ use crate::cli::{
 use crate::error::{Error, Result};
 use crate::output::{Format, document, list, now, thousands};
 use crate::session::Session;
-use crate::{bill, jobs, onchain, providers, rollout, submit, token, verify, why};
+use crate::{bill, drain, jobs, onchain, providers, rollout, submit, token, verify, why};
+
+#[path = "commands/provider.rs"]
+mod provider;
 
 /// How often `submit --wait` reads the job.
 const POLL: Duration = Duration::from_secs(2);
@@ -99,6 +102,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Provider {
             command: ProviderCommand::Token(args),
         } => token_cmd(g, &args).await,
+        Command::Provider {
+            command: ProviderCommand::Cordon { provider },
+        } => provider::spec_cmd(g, drain::Action::Cordon, &provider).await,
+        Command::Provider {
+            command: ProviderCommand::Uncordon { provider },
+        } => provider::spec_cmd(g, drain::Action::Uncordon, &provider).await,
+        Command::Provider {
+            command: ProviderCommand::Drain(args),
+        } => provider::drain_cmd(g, &args).await,
         Command::Rollout {
             command: RolloutCommand::Status(args),
         } => rollout_status_cmd(g, &args).await,
@@ -117,7 +129,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 /// `--timeout DURATION` in seconds, if given.
-fn timeout_flag(value: Option<&str>) -> Result<Option<u64>> {
+pub(crate) fn timeout_flag(value: Option<&str>) -> Result<Option<u64>> {
     value
         .map(|t| {
             parse_duration(t).map_err(|e| Error::Flag {

@@ -119,6 +119,24 @@ pub enum Error {
         /// The last state seen.
         last: String,
     },
+    /// `provider drain --timeout`: work still ran on the provider at the deadline.
+    #[error(
+        "gave up waiting for gpuprovider {provider} to drain after {seconds}s (the drain goes on): {last}"
+    )]
+    DrainTimeout {
+        /// The provider.
+        provider: String,
+        /// The timeout.
+        seconds: u64,
+        /// The last state seen.
+        last: String,
+    },
+    /// `provider drain`: `spec.drain` was unset while waiting.
+    #[error("gpuprovider {provider} is no longer draining (spec.drain was set to false)")]
+    DrainCancelled {
+        /// The provider.
+        provider: String,
+    },
     /// `submit --wait --timeout`: the job was still running at the deadline.
     #[error("gave up waiting for computejob {job} after {seconds}s (phase {phase})")]
     WaitTimeout {

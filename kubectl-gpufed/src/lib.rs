@@ -12,6 +12,7 @@
 pub mod bill;
 pub mod cli;
 pub mod commands;
+pub mod drain;
 pub mod error;
 pub mod jobs;
 pub mod onchain;

@@ -218,6 +218,21 @@ impl Session {
             .map_err(|e| self.read_error(e, "gpuprovider", "gpuproviders.gpufed.io", name, ""))
     }
 
+    /// Merge-patches a GpuProvider's spec (field manager `kubectl-gpufed`).
+    pub async fn patch_provider(&self, name: &str, patch: &serde_json::Value) -> Result<GpuProvider> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        Api::<GpuProvider>::all(self.client.clone())
+            .patch(name, &params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| match Error::not_found(&e) {
+                Some(_) => self.read_error(e, "gpuprovider", "gpuproviders.gpufed.io", name, ""),
+                None => Error::from_kube(e, &self.server, format!("patching gpuprovider {name}")),
+            })
+    }
+
     fn token_secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), TOKEN_NAMESPACE)
     }

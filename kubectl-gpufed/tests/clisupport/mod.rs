@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod chain;
+pub mod drain;
 pub mod rollout;
 pub mod token;
 
@@ -109,7 +110,7 @@ pub fn placement(provider: &str) -> Value {
            "workers": [{"rank": 0, "node": "n0"}, {"rank": 1, "node": "n0"}], "placedTime": now_text()})
 }
 
-fn h100_status(ready: bool) -> Value {
+pub fn h100_status(ready: bool) -> Value {
     let (status, reason, message) = if ready {
         ("True", "Serving", "8 of 8 GPUs free")
     } else {
@@ -127,7 +128,7 @@ fn h100_status(ready: bool) -> Value {
     })
 }
 
-async fn provider(client: &Client, name: &str, status: Value) {
+pub async fn provider(client: &Client, name: &str, status: Value) {
     let api = Api::<GpuProvider>::all(client.clone());
     let p: GpuProvider = serde_json::from_value(json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider", "metadata": {"name": name},
