@@ -108,12 +108,16 @@ pub async fn round(
     // Disruption budgets; drains before placing: their evictions spend the budgets
     // first, and run even when nothing queues.
     let (budgets, mut replicas) = crate::service::budget::keys(&jobs, &ctx.services.state());
-    let draining = providers
+    let draining: std::collections::BTreeSet<String> = providers
         .iter()
         .filter(|p| p.spec.drain)
         .map(|p| p.name_any())
         .collect();
-    let drained = drain::victims(&drain::running(&jobs, &replicas), &budgets, &draining);
+    let drained = if draining.is_empty() {
+        drain::Drain::default()
+    } else {
+        drain::victims(&drain::running(&jobs, &replicas), &budgets, &draining)
+    };
     if let Ok(mut held) = ctx.drain_held.write() {
         held.clone_from(&drained.held);
     }

@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::{Hub, command, cond, fails, h100_status, ok, provider, text};
+use super::{Hub, command, cond, fails, h100_status, managers, ok, provider, text};
 
 fn providers(hub: &Hub) -> Api<GpuProvider> {
     Api::all(hub.client.clone())
@@ -50,13 +50,7 @@ pub async fn provider_cordon_uncordon_drain(hub: &Hub) {
     assert_eq!(out, format!("gpuprovider.gpufed.io/{name} cordoned\n"));
     let p = providers(hub).get(&name).await.unwrap();
     assert!(p.spec.paused && !p.spec.drain);
-    let managers: Vec<String> = p
-        .metadata
-        .managed_fields
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| m.manager)
-        .collect();
+    let managers = managers(&p.metadata);
     assert!(managers.iter().any(|m| m == "kubectl-gpufed"), "{managers:?}");
 
     let out = ok(k, &["provider", "drain", &name, "--wait=false"]).await;

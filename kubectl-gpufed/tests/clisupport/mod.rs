@@ -110,6 +110,16 @@ pub fn placement(provider: &str) -> Value {
            "workers": [{"rank": 0, "node": "n0"}, {"rank": 1, "node": "n0"}], "placedTime": now_text()})
 }
 
+/// The field managers of an object.
+pub fn managers(meta: &kube::api::ObjectMeta) -> Vec<String> {
+    meta.managed_fields
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect()
+}
+
 pub fn h100_status(ready: bool) -> Value {
     let (status, reason, message) = if ready {
         ("True", "Serving", "8 of 8 GPUs free")

@@ -61,13 +61,7 @@ pub async fn rollout_status_and_restart(hub: &Hub) {
         .expect("template metadata");
     let at = &meta.annotations["gpufed.io/restartedAt"];
     assert!(at.parse::<k8s_openapi::jiff::Timestamp>().is_ok(), "{at}");
-    let managers: Vec<String> = restarted
-        .metadata
-        .managed_fields
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| m.manager)
-        .collect();
+    let managers = super::managers(&restarted.metadata);
     assert!(managers.iter().any(|m| m == "kubectl-gpufed"), "{managers:?}");
 
     // The operator's status for generation 1 says nothing about generation 2.
