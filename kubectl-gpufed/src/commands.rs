@@ -17,8 +17,12 @@ use crate::output::{Format, document, list, now, thousands};
 use crate::session::Session;
 use crate::{bill, drain, jobs, onchain, providers, rollout, submit, token, verify, why};
 
+#[path = "commands/follow.rs"]
+mod follow;
 #[path = "commands/provider.rs"]
 mod provider;
+
+use follow::{Step, follow};
 
 /// How often `submit --wait` reads the job.
 const POLL: Duration = Duration::from_secs(2);
@@ -141,7 +145,7 @@ pub(crate) fn timeout_flag(value: Option<&str>) -> Result<Option<u64>> {
 }
 
 /// `rollout status`: the state line, once or each time it changes, until the rollout is
-/// done (`Ok`), stuck or past `--timeout` (errors). Lines go to stdout, as kubectl's.
+/// done (`Ok`), stuck or past `--timeout` (errors).
 async fn rollout_status_cmd(g: &Global, args: &RolloutStatusArgs) -> Result<()> {
     if g.output != Format::Table {
         return Err(Error::Flag {
@@ -152,54 +156,27 @@ async fn rollout_status_cmd(g: &Global, args: &RolloutStatusArgs) -> Result<()> 
     }
     let timeout = timeout_flag(args.timeout.as_deref())?;
     let session = Session::connect(g).await?;
-    let service_ref = format!("{}/{}", session.namespace, args.service);
-    let start = Instant::now();
-    let mut last = String::new();
-    let mut failures = 0;
-    loop {
-        let svc = match session.service(&args.service).await {
-            Ok(svc) => {
-                failures = 0;
-                svc
-            }
-            Err(e @ Error::Unreachable { .. }) if args.watch && failures < MAX_READ_FAILURES => {
-                failures += 1;
-                eprintln!("(retrying) {e}");
-                tokio::time::sleep(POLL).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        match rollout::state(&svc) {
-            rollout::State::Done(line) => return emit(&format!("{line}\n")),
-            rollout::State::Stuck { reason, message } => {
-                return Err(Error::RolloutStuck {
-                    service: service_ref,
-                    reason,
-                    message,
-                });
-            }
-            rollout::State::Waiting(line) => {
-                if line != last {
-                    emit(&format!("{line}\n"))?;
-                }
-                if !args.watch {
-                    return Ok(());
-                }
-                last = line;
-            }
-        }
-        if let Some(limit) = timeout
-            && start.elapsed().as_secs() >= limit
-        {
-            return Err(Error::RolloutTimeout {
-                service: service_ref,
-                seconds: limit,
-                last,
-            });
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let service = format!("{}/{}", session.namespace, args.service);
+    follow(
+        || session.service(&args.service),
+        |svc| match rollout::state(&svc) {
+            rollout::State::Done(line) => Step::Done(line),
+            rollout::State::Stuck { reason, message } => Step::Fail(Error::RolloutStuck {
+                service: service.clone(),
+                reason,
+                message,
+            }),
+            rollout::State::Waiting(line) => Step::Line(line),
+        },
+        !args.watch,
+        timeout,
+        |seconds, last| Error::RolloutTimeout {
+            service: service.clone(),
+            seconds,
+            last,
+        },
+    )
+    .await
 }
 
 /// `provider token`: a bootstrap token for a pull-mode provider's agent (its Secret in

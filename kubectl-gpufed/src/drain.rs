@@ -6,6 +6,7 @@
 
 use gpufed_api::GpuProvider;
 use gpufed_api::conditions::{self, types};
+use gpufed_operator::provider::plan::{REASON_DRAINED, REASON_DRAINING};
 use kube::ResourceExt;
 
 /// What to do with the provider.
@@ -65,8 +66,12 @@ pub fn state(p: &GpuProvider) -> State {
     }
     let ready = st.and_then(|s| conditions::find(&s.conditions, types::READY));
     match ready {
-        Some(c) if c.reason == "Drained" => State::Drained(format!("gpuprovider.gpufed.io/{name} drained")),
-        Some(c) if c.reason == "Draining" => State::Draining(format!("gpuprovider/{name}: {}", c.message)),
+        Some(c) if c.reason == REASON_DRAINED => {
+            State::Drained(format!("gpuprovider.gpufed.io/{name} drained"))
+        }
+        Some(c) if c.reason == REASON_DRAINING => {
+            State::Draining(format!("gpuprovider/{name}: {}", c.message))
+        }
         // Unreachable, say: its work fails over instead; the line says what is known.
         Some(c) => State::Draining(format!(
             "gpuprovider/{name} not drained yet: Ready={:?} {}: {}",

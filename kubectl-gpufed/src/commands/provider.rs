@@ -1,8 +1,7 @@
 //! I/O of `provider cordon|uncordon|drain` (the pure part: [`crate::drain`]).
 
-use std::time::Instant;
-
-use super::{MAX_READ_FAILURES, POLL, emit, timeout_flag};
+use super::follow::{Step, follow};
+use super::{emit, timeout_flag};
 use crate::cli::{DrainArgs, Global};
 use crate::drain;
 use crate::error::{Error, Result};
@@ -40,46 +39,22 @@ pub(super) async fn drain_cmd(g: &Global, args: &DrainArgs) -> Result<()> {
     if !args.wait {
         return Ok(());
     }
-    let start = Instant::now();
-    let mut last = String::new();
-    let mut failures = 0;
-    loop {
-        let p = match session.provider(name).await {
-            Ok(p) => {
-                failures = 0;
-                p
-            }
-            Err(e @ Error::Unreachable { .. }) if failures < MAX_READ_FAILURES => {
-                failures += 1;
-                eprintln!("(retrying) {e}");
-                tokio::time::sleep(POLL).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        match drain::state(&p) {
-            drain::State::Drained(line) => return emit(&format!("{line}\n")),
-            drain::State::Cancelled => {
-                return Err(Error::DrainCancelled {
-                    provider: name.to_owned(),
-                });
-            }
-            drain::State::Draining(line) => {
-                if line != last {
-                    emit(&format!("{line}\n"))?;
-                }
-                last = line;
-            }
-        }
-        if let Some(limit) = timeout
-            && start.elapsed().as_secs() >= limit
-        {
-            return Err(Error::DrainTimeout {
+    follow(
+        || session.provider(name),
+        |p| match drain::state(&p) {
+            drain::State::Drained(line) => Step::Done(line),
+            drain::State::Cancelled => Step::Fail(Error::DrainCancelled {
                 provider: name.to_owned(),
-                seconds: limit,
-                last,
-            });
-        }
-        tokio::time::sleep(POLL).await;
-    }
+            }),
+            drain::State::Draining(line) => Step::Line(line),
+        },
+        false,
+        timeout,
+        |seconds, last| Error::DrainTimeout {
+            provider: name.to_owned(),
+            seconds,
+            last,
+        },
+    )
+    .await
 }
