@@ -46,6 +46,12 @@ pub const MAX_REPLICAS: u32 = 64;
     printcolumn(name = "Address", type_ = "string", json_path = ".status.address"),
     printcolumn(name = "Cost", type_ = "string", json_path = ".status.usage.cost"),
     printcolumn(
+        name = "Revision",
+        type_ = "integer",
+        json_path = ".status.revision",
+        priority = 1
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
@@ -112,10 +118,20 @@ pub struct ComputeServiceSpec {
     /// no protection beyond `priority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption_budget: Option<DisruptionBudget>,
+    /// Old revisions of the replica template kept for `kubectl gpufed rollout history` and
+    /// `rollout undo` (as ControllerRevisions `<name>-<hash>`), besides the current one and
+    /// any that replicas still run; as a Deployment's. Default 10.
+    #[serde(default = "ten")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: u32,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn ten() -> u32 {
+    10
 }
 
 fn default_priority() -> u32 {
@@ -194,6 +210,11 @@ pub struct ComputeServiceStatus {
     /// replica): its last progress, measured against `spec.rollout.progressDeadlineSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ServiceProgress>,
+    /// The number of the current template's revision: its ControllerRevision
+    /// `<name>-<hash>` (the hash is the replicas' `gpufed.io/service-revision` label) has
+    /// this `revision`; `kubectl gpufed rollout history` lists them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     /// With a `spec.disruptionBudget`: how many replicas preemption may take now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption: Option<DisruptionStatus>,

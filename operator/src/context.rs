@@ -48,6 +48,11 @@ pub struct Context {
     pub services: Store<gpufed_api::ComputeService>,
     /// Whether `services` holds its first listing.
     pub services_synced: crate::synced::Synced,
+    /// The ComputeServices' revision history (ControllerRevisions labelled
+    /// `gpufed.io/service`).
+    pub revisions: Store<k8s_openapi::api::apps::v1::ControllerRevision>,
+    /// Whether `revisions` holds its first listing.
+    pub revisions_synced: crate::synced::Synced,
     /// Leadership.
     pub leadership: Leadership,
     /// Metrics.

@@ -100,7 +100,12 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let job_ctl = job_ctl
         .trigger_backoff(backoff::WatchBackoff::default())
         .reconcile_on(changed_jobs);
-    let (service_ctl, services_synced) = service::controller(&hub);
+    let service::Controllers {
+        controller: service_ctl,
+        services_synced,
+        revisions,
+        revisions_synced,
+    } = service::controller(&hub);
     let metrics = metrics::Metrics::new();
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
@@ -115,6 +120,8 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         jobs_synced,
         services: service_ctl.store(),
         services_synced,
+        revisions,
+        revisions_synced,
         leadership: elector.leadership(),
         metrics: metrics.clone(),
         backoff: backoff::Backoff::default(),

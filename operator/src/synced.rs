@@ -60,14 +60,32 @@ where
     })
 }
 
-/// A controller for `api` (like `Controller::new`) and its cache's readiness.
-pub fn controller<K>(api: Api<K>, cfg: watcher::Config) -> (Controller<K>, Synced)
+/// A cache of `api` (filled by the returned stream, which must be polled: hand it to a
+/// controller, e.g. `Controller::owns_stream`), its readiness, and the stream of the
+/// objects it applied.
+pub fn reflect<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> (
+    Store<K>,
+    Synced,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer): (Store<K>, _) = reflector::store();
     let (tx, synced) = Synced::new();
-    let trigger = report_listed(watcher(api, cfg).reflect(writer), tx).applied_objects();
+    let stream = report_listed(watcher(api, cfg).reflect(writer), tx).applied_objects();
+    (reader, synced, stream)
+}
+
+/// A controller for `api` (like `Controller::new`) and its cache's readiness.
+pub fn controller<K>(api: Api<K>, cfg: watcher::Config) -> (Controller<K>, Synced)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, synced, trigger) = reflect(api, cfg);
     (Controller::for_stream(trigger, reader), synced)
 }
 

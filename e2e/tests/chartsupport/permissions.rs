@@ -37,6 +37,13 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("patch", "", "services", "", "team-a"),
     ("create", "", "endpoints", "", "team-a"),
     ("patch", "", "endpoints", "", "team-a"),
+    // A ComputeService's revision history: its ControllerRevisions, watched, created,
+    // renumbered (patch) and pruned.
+    ("list", "apps", "controllerrevisions", "", ""),
+    ("watch", "apps", "controllerrevisions", "", ""),
+    ("create", "apps", "controllerrevisions", "", "team-a"),
+    ("patch", "apps", "controllerrevisions", "", "team-a"),
+    ("delete", "apps", "controllerrevisions", "", "team-a"),
     ("create", "events.k8s.io", "events", "", "team-a"),
     ("patch", "events.k8s.io", "events", "", "team-a"),
     ("list", "gpufed.io", "stakes", "", ""),
@@ -104,6 +111,9 @@ pub const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "", "endpoints", "", "team-a"),
     ("delete", "", "endpoints", "", "team-a"),
     ("create", "discovery.k8s.io", "endpointslices", "", "team-a"),
+    // ControllerRevisions hold templates, never anything to rewrite: no update.
+    ("update", "apps", "controllerrevisions", "", "team-a"),
+    ("create", "apps", "deployments", "", "team-a"),
     ("update", "gpufed.io", "gpuproviders", "", ""),
     ("create", "gpufed.io", "stakes", "", "team-a"),
     ("create", "coordination.k8s.io", "leases", "", "kube-system"),

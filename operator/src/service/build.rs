@@ -63,7 +63,7 @@ pub fn revision(spec: &ComputeJobSpec) -> String {
         .collect()
 }
 
-fn owner(svc: &ComputeService) -> OwnerReference {
+pub(crate) fn owner(svc: &ComputeService) -> OwnerReference {
     OwnerReference {
         api_version: "gpufed.io/v1alpha1".into(),
         kind: "ComputeService".into(),

@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod build;
+pub mod history;
 pub mod plan;
 pub mod progress;
 pub mod retire;
@@ -20,6 +21,7 @@ use gpufed_api::conditions;
 use gpufed_api::service::ServiceSpread;
 use gpufed_api::serving::LABEL_SERVICE;
 use gpufed_api::{ComputeJob, ComputeService};
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -210,6 +212,55 @@ async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> R
     result
 }
 
+/// The revision history: observe (the revisions cache) → plan (pure, [`history::plan`])
+/// → write; the current template's revision number.
+async fn keep_history(
+    ctx: &Context,
+    svc: &ComputeService,
+    hash: &str,
+    replicas: &[ComputeJob],
+) -> Result<i64> {
+    if ctx.revisions_synced.wait().await.is_err() {
+        return Err(Error::Waiting("the revision cache is not listed".into()));
+    }
+    let cached = ctx.revisions.state();
+    let existing = history::of(svc, cached.iter().map(AsRef::as_ref));
+    let in_use = replicas
+        .iter()
+        .filter_map(|j| j.labels().get(build::LABEL_REVISION).cloned())
+        .collect();
+    let plan = history::plan(svc, &existing, hash, &in_use);
+    let api: Api<ControllerRevision> = Api::namespaced(ctx.hub.clone(), &svc.namespace().unwrap_or_default());
+    if let Some(rev) = &plan.create {
+        match api.create(&PostParams::default(), rev).await {
+            Ok(_) => tracing::info!(revision = plan.number, hash, "revision recorded"),
+            // Ours, not yet in the cache (the next round sees it); or one of a deleted
+            // service of the same name, which the garbage collector removes first.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(Error::hub("ControllerRevision", e)),
+        }
+    }
+    if let Some(name) = &plan.renumber {
+        let patch = history::renumber_patch(svc, plan.number);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Error::hub("ControllerRevision", e))?;
+        tracing::info!(
+            revision = plan.number,
+            hash,
+            "an earlier template is current again"
+        );
+    }
+    for name in &plan.delete {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(revision = %name, "old revision deleted (revisionHistoryLimit)"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::hub("ControllerRevision", e)),
+        }
+    }
+    Ok(plan.number)
+}
+
 async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
     let replicas = replicas(ctx, &svc);
     let mut plan = plan::plan(
@@ -220,6 +271,9 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
         crate::time::now(),
     );
     apply_plan(ctx, &svc, &plan).await?;
+    if let Some(hash) = &plan.revision {
+        plan.status.revision = Some(keep_history(ctx, &svc, hash, &replicas).await?);
+    }
     let (status, reason, msg) = match route(ctx, &svc, &plan.ready_addresses).await? {
         Ok(n) => (
             True,
@@ -296,21 +350,43 @@ pub async fn reconcile(svc: Arc<ComputeService>, ctx: Arc<Context>) -> Result<Ac
     .await
 }
 
-/// The service controller: services, and the replica jobs they own; and whether its
-/// cache of services is listed (placement waits for it: the services' disruption
-/// budgets must be known before a round may preempt).
-pub fn controller(hub: &kube::Client) -> (Controller<ComputeService>, crate::synced::Synced) {
-    let (ctl, synced) = crate::synced::controller(
+/// The service controller and the caches it fills.
+pub struct Controllers {
+    /// Services, woken by the replica jobs and revisions they own.
+    pub controller: Controller<ComputeService>,
+    /// Whether the cache of services is listed (placement waits for it: the services'
+    /// disruption budgets must be known before a round may preempt).
+    pub services_synced: crate::synced::Synced,
+    /// The services' ControllerRevisions.
+    pub revisions: kube::runtime::reflector::Store<ControllerRevision>,
+    /// Whether `revisions` is listed.
+    pub revisions_synced: crate::synced::Synced,
+}
+
+/// The service controller: services, the replica jobs and the revisions they own (a
+/// revision deleted by hand is written again).
+pub fn controller(hub: &kube::Client) -> Controllers {
+    let (ctl, services_synced) = crate::synced::controller(
         Api::<ComputeService>::all(hub.clone()),
         watcher::Config::default().any_semantic(),
     );
-    let ctl = ctl
+    let (revisions, revisions_synced, revision_changes) = crate::synced::reflect(
+        Api::<ControllerRevision>::all(hub.clone()),
+        watcher::Config::default().labels(LABEL_SERVICE).any_semantic(),
+    );
+    let controller = ctl
         .owns(
             Api::<ComputeJob>::all(hub.clone()),
             watcher::Config::default().labels(LABEL_SERVICE).any_semantic(),
         )
+        .owns_stream(revision_changes)
         .trigger_backoff(crate::backoff::WatchBackoff::default());
-    (ctl, synced)
+    Controllers {
+        controller,
+        services_synced,
+        revisions,
+        revisions_synced,
+    }
 }
 
 /// Runs the service controller until `shutdown` resolves.

@@ -38,6 +38,9 @@ pub struct Plan {
     pub delete: Vec<String>,
     /// Addresses of the ready replicas, for the hub Endpoints.
     pub ready_addresses: Vec<String>,
+    /// The current template's hash, when the spec is valid and the service not being
+    /// deleted: its revision is kept ([`super::history`]).
+    pub revision: Option<String>,
 }
 
 use crate::mapping::is_finished as finished;
@@ -79,6 +82,7 @@ pub fn plan(
         retire: Vec::new(),
         delete: Vec::new(),
         ready_addresses: Vec::new(),
+        revision: None,
     };
     let spec = build::replica_spec(svc);
     // A template (or readiness probe) that cannot be built into a replica's pod is
@@ -99,6 +103,9 @@ pub fn plan(
             Some((crate::job::plan::INVALID_TEMPLATE, e))
         });
     let rev = build::revision(&spec);
+    if invalid.is_none() && svc.metadata.deletion_timestamp.is_none() {
+        out.revision = Some(rev.clone());
+    }
 
     let mut replicas: Vec<&ComputeJob> = replicas.iter().collect();
     replicas.sort_by_key(|j| index(&name, j));
