@@ -68,7 +68,7 @@ pub enum Command {
         #[command(subcommand)]
         command: ProviderCommand,
     },
-    /// A ComputeService's rollout: `rollout status`, `rollout restart` (as `kubectl
+    /// A ComputeService's rollout: `rollout status|restart|history|undo` (as `kubectl
     /// rollout` for a Deployment).
     Rollout {
         /// What to do with the rollout.
@@ -89,6 +89,32 @@ pub enum RolloutCommand {
         /// The ComputeService's name.
         service: String,
     },
+    /// The templates the service ran, by revision number (`--revision N`: one in full).
+    History(RolloutHistoryArgs),
+    /// Put an earlier template back (the previous one, or `--to-revision N`): the spec's
+    /// template fields are set from the revision, and the operator rolls the replicas
+    /// under spec.rollout. Under GitOps, revert in Git instead (the tool would undo this).
+    Undo(RolloutUndoArgs),
+}
+
+/// `rollout history`.
+#[derive(Debug, Clone, Args)]
+pub struct RolloutHistoryArgs {
+    /// The ComputeService's name.
+    pub service: String,
+    /// Show this revision's template.
+    #[arg(long, value_name = "N")]
+    pub revision: Option<i64>,
+}
+
+/// `rollout undo`.
+#[derive(Debug, Clone, Args)]
+pub struct RolloutUndoArgs {
+    /// The ComputeService's name.
+    pub service: String,
+    /// The revision to go back to; 0 or absent: the previous one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub to_revision: i64,
 }
 
 /// `rollout status`.

@@ -9,20 +9,18 @@ use gpufed_api::formats::parse_duration;
 use gpufed_api::job_status::JobPhase;
 use gpufed_api::pull::BootstrapToken;
 
-use crate::cli::{
-    BillArgs, Cli, Command, Global, ProviderCommand, RolloutCommand, RolloutStatusArgs, SubmitArgs, TokenArgs,
-};
+use crate::cli::{BillArgs, Cli, Command, Global, ProviderCommand, SubmitArgs, TokenArgs};
 use crate::error::{Error, Result};
 use crate::output::{Format, document, list, now, thousands};
 use crate::session::Session;
-use crate::{bill, drain, jobs, onchain, providers, rollout, submit, token, verify, why};
+use crate::{bill, drain, jobs, onchain, providers, submit, token, verify, why};
 
 #[path = "commands/follow.rs"]
 mod follow;
 #[path = "commands/provider.rs"]
 mod provider;
-
-use follow::{Step, follow};
+#[path = "commands/rollout.rs"]
+mod rollout;
 
 /// How often `submit --wait` reads the job.
 const POLL: Duration = Duration::from_secs(2);
@@ -115,20 +113,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Provider {
             command: ProviderCommand::Drain(args),
         } => provider::drain_cmd(g, &args).await,
-        Command::Rollout {
-            command: RolloutCommand::Status(args),
-        } => rollout_status_cmd(g, &args).await,
-        Command::Rollout {
-            command: RolloutCommand::Restart { service },
-        } => {
-            let session = Session::connect(g).await?;
-            let patch = rollout::restart_patch(&gpufed_operator::time::format(now()));
-            let patched = session.patch_service(&service, &patch).await?;
-            match g.output {
-                Format::Table => emit(&format!("computeservice.gpufed.io/{service} restarted\n")),
-                f => emit(&document(&patched, f)?),
-            }
-        }
+        Command::Rollout { command } => rollout::run(g, command).await,
     }
 }
 
@@ -142,41 +127,6 @@ pub(crate) fn timeout_flag(value: Option<&str>) -> Result<Option<u64>> {
             })
         })
         .transpose()
-}
-
-/// `rollout status`: the state line, once or each time it changes, until the rollout is
-/// done (`Ok`), stuck or past `--timeout` (errors).
-async fn rollout_status_cmd(g: &Global, args: &RolloutStatusArgs) -> Result<()> {
-    if g.output != Format::Table {
-        return Err(Error::Flag {
-            flag: "--output".into(),
-            message: "rollout status prints progress lines only (read the object with kubectl get -o json)"
-                .into(),
-        });
-    }
-    let timeout = timeout_flag(args.timeout.as_deref())?;
-    let session = Session::connect(g).await?;
-    let service = format!("{}/{}", session.namespace, args.service);
-    follow(
-        || session.service(&args.service),
-        |svc| match rollout::state(&svc) {
-            rollout::State::Done(line) => Step::Done(line),
-            rollout::State::Stuck { reason, message } => Step::Fail(Error::RolloutStuck {
-                service: service.clone(),
-                reason,
-                message,
-            }),
-            rollout::State::Waiting(line) => Step::Line(line),
-        },
-        !args.watch,
-        timeout,
-        |seconds, last| Error::RolloutTimeout {
-            service: service.clone(),
-            seconds,
-            last,
-        },
-    )
-    .await
 }
 
 /// `provider token`: a bootstrap token for a pull-mode provider's agent (its Secret in

@@ -137,6 +137,22 @@ pub enum Error {
         /// The provider.
         provider: String,
     },
+    /// `rollout history --revision` / `rollout undo`: no such revision, or none to go
+    /// back to.
+    #[error(transparent)]
+    Revision(#[from] crate::history::PickError),
+
+    /// `rollout undo`: the service kept changing while it was patched.
+    #[error(
+        "computeservice {service} changed {tries} times while rolling back; nothing was changed, run it again"
+    )]
+    UndoConflict {
+        /// `namespace/name`.
+        service: String,
+        /// Attempts made.
+        tries: u32,
+    },
+
     /// `submit --wait --timeout`: the job was still running at the deadline.
     #[error("gave up waiting for computejob {job} after {seconds}s (phase {phase})")]
     WaitTimeout {

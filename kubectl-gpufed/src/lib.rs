@@ -1,7 +1,7 @@
 //! `kubectl gpufed`: the gpufed federation from kubectl.
 //!
 //! Rendering is pure (objects in, rows and strings out: [`providers`], [`jobs`], [`why`],
-//! [`bill`], [`verify`], [`submit`], [`token`], [`rollout`], [`output`]) and unit-tested
+//! [`bill`], [`verify`], [`submit`], [`token`], [`rollout`], [`history`], [`output`]) and unit-tested
 //! on fixture objects; [`session`], [`onchain`] and [`commands`] do the I/O. `why`
 //! re-runs the placement engine locally through the operator's own snapshot mapping
 //! (`gpufed_operator::mapping`); `bill --verify` ([`verify_job`]) checks settled usage
@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod drain;
 pub mod error;
+pub mod history;
 pub mod jobs;
 pub mod onchain;
 pub mod output;

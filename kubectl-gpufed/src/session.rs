@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use gpufed_api::serving::LABEL_SERVICE;
 use gpufed_api::{ComputeJob, ComputeService, GpuProvider};
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -170,12 +172,28 @@ impl Session {
 
     /// Merge-patches a ComputeService's spec (field manager `kubectl-gpufed`).
     pub async fn patch_service(&self, name: &str, patch: &serde_json::Value) -> Result<ComputeService> {
+        self.patch_service_with(name, &Patch::Merge(patch)).await
+    }
+
+    /// Sends a JSON patch (RFC 6902) to a ComputeService (field manager `kubectl-gpufed`);
+    /// a failed `test` operation is the server's 422 (an [`Error::Api`]).
+    pub async fn json_patch_service(&self, name: &str, ops: &serde_json::Value) -> Result<ComputeService> {
+        let patch: json_patch::Patch =
+            serde_json::from_value(ops.clone()).map_err(|e| Error::Output(e.to_string()))?;
+        self.patch_service_with(name, &Patch::<()>::Json(patch)).await
+    }
+
+    async fn patch_service_with<P: serde::Serialize + std::fmt::Debug>(
+        &self,
+        name: &str,
+        patch: &Patch<P>,
+    ) -> Result<ComputeService> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
         self.services()
-            .patch(name, &params, &Patch::Merge(patch))
+            .patch(name, &params, patch)
             .await
             .map_err(|e| match Error::not_found(&e) {
                 Some(_) => self.read_error(
@@ -190,6 +208,22 @@ impl Session {
                     &self.server,
                     format!("patching computeservice {}/{name}", self.namespace),
                 ),
+            })
+    }
+
+    /// The ControllerRevisions labelled as `service`'s (its revision history).
+    pub async fn service_revisions(&self, service: &str) -> Result<Vec<ControllerRevision>> {
+        let selector = format!("{LABEL_SERVICE}={service}");
+        Api::<ControllerRevision>::namespaced(self.client.clone(), &self.namespace)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map(|l| l.items)
+            .map_err(|e| {
+                let what = format!(
+                    "listing the revisions of computeservice {}/{service}",
+                    self.namespace
+                );
+                Error::from_kube(e, &self.server, what)
             })
     }
 

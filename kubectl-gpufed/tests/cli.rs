@@ -1,6 +1,6 @@
 //! The built `kubectl-gpufed` binary against a real kube-apiserver (the e2e harness' hub,
 //! Kubernetes 1.20, or `GPUFED_E2E_KUBECONFIG`): submit, jobs, providers, why, bill,
-//! `bill --verify`, `--wait`, `provider token|cordon|uncordon|drain`, `rollout status|restart`, the context's
+//! `bill --verify`, `--wait`, `provider token|cordon|uncordon|drain`, `rollout status|restart|history|undo`, the context's
 //! namespace, and its errors.
 //! No operator runs: the test writes the status (and the settlement journal) the operator
 //! would write, and a fake Solana RPC node answers for the chain.
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clisupport::chain::bill_verified_on_chain;
 use clisupport::drain::provider_cordon_uncordon_drain;
+use clisupport::history::rollout_history_and_undo;
 use clisupport::rollout::rollout_status_and_restart;
 use clisupport::token::provider_tokens;
 use clisupport::{
@@ -37,6 +38,7 @@ async fn plugin_against_a_real_api_server() {
     wait_shows_progress(&hub).await;
     provider_tokens(&hub).await;
     rollout_status_and_restart(&hub).await;
+    rollout_history_and_undo(&hub).await;
     provider_cordon_uncordon_drain(&hub).await;
 }
 

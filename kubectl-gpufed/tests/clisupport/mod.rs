@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod drain;
+pub mod history;
 pub mod rollout;
 pub mod token;
 
