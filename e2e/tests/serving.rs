@@ -4,7 +4,8 @@
 //! status and behind one hub Service, a provider cut off and its replica replaced
 //! elsewhere, `kubectl scale` up and down, usage per replica, a rollout of a new image
 //! held to one extra replica (`rollout.maxSurge: 1`), a rollout that never gets ready
-//! reported stuck after `progressDeadlineSeconds` while the old image serves, and
+//! reported stuck after `progressDeadlineSeconds` while the old image serves, rolled back
+//! with `rollout undo`'s patch (the revision history renumbered and pruned), and
 //! deletion.
 
 mod common;
@@ -17,9 +18,12 @@ use gpufed_api::ComputeService;
 use gpufed_api::serving::LABEL_SERVICE;
 use gpufed_e2e::nodesim::READY_ANNOTATION;
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+use gpufed_operator::service::build::LABEL_REVISION;
+use gpufed_operator::service::history;
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use opsupport::{Operator, object_until};
 use rustix::process::Signal;
 
@@ -35,6 +39,22 @@ fn manifest(replicas: u32) -> serde_json::Value {
                  "placement": {"verifiedOnly": false},
                  "template": {"spec": {"containers": [{"name": "server", "image": "registry.example.com/vllm:1"}]}}}
     })
+}
+
+/// The service `llm`'s ControllerRevisions (its revision history).
+async fn service_revisions(api: &Api<ControllerRevision>) -> Vec<ControllerRevision> {
+    let selector = format!("{LABEL_SERVICE}=llm");
+    api.list(&ListParams::default().labels(&selector))
+        .await
+        .expect("revisions")
+        .items
+}
+
+/// Revision numbers, in order.
+fn numbers(revs: &[ControllerRevision]) -> Vec<i64> {
+    let mut n: Vec<i64> = revs.iter().map(|r| r.revision).collect();
+    n.sort_unstable();
+    n
 }
 
 fn status(s: &ComputeService) -> gpufed_api::ComputeServiceStatus {
@@ -488,10 +508,23 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     );
     assert!(value("gpufed_service_replicas_created_total") >= 6, "{metrics}");
     assert!(value("gpufed_service_replicas_retired_total") >= 3, "{metrics}");
+    // `kubectl gpufed rollout undo`: the history holds the three templates (the first,
+    // vllm:2, the stuck vllm:3) as ControllerRevisions; the previous one is put back with
+    // the plugin's own JSON patch.
+    assert_eq!(st.revision, Some(3), "{st:?}");
+    let revisions: Api<ControllerRevision> = Api::namespaced(hub.clone(), &ns);
+    let recorded = service_revisions(&revisions).await;
+    assert_eq!(numbers(&recorded), [1, 2, 3]);
+    let two = recorded.iter().find(|r| r.revision == 2).expect("revision 2");
+    let good = history::hash_of(two).expect("hash").to_owned();
+    let now = services.get("llm").await.expect("service");
+    let template = history::stored_template(two).expect("template");
+    let ops = history::rollback_patch(&now, template).expect("a change");
+    let ops: json_patch::Patch = serde_json::from_value(ops).expect("JSON patch");
     services
-        .patch("llm", &pp, &Patch::Apply(v2.clone()))
+        .patch("llm", &PatchParams::default(), &Patch::<()>::Json(ops))
         .await
-        .expect("the good image applies again");
+        .expect("the good image put back");
     let back = until(
         &hub,
         &ns,
@@ -508,6 +541,38 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     .await;
     assert_eq!(status(&back).progress, None);
     assert_eq!(hub_endpoints(&hub, &ns).await, served, "the same two replicas");
+    // The good template is current again: its revision renumbered 4, not recorded twice;
+    // the serving replicas are of it.
+    assert_eq!(status(&back).revision, Some(4));
+    let after = service_revisions(&revisions).await;
+    assert_eq!(numbers(&after), [1, 3, 4]);
+    let four = after.iter().find(|r| r.revision == 4).expect("revision 4");
+    assert_eq!(history::hash_of(four), Some(good.as_str()));
+    let serving = status(&back).replica_status;
+    let live = jobs
+        .list(&ListParams::default())
+        .await
+        .expect("replica jobs")
+        .items;
+    for r in &serving {
+        let job = live
+            .iter()
+            .find(|j| j.metadata.name.as_ref() == Some(&r.name))
+            .expect("job");
+        assert_eq!(job.labels().get(LABEL_REVISION), Some(&good), "{}", r.name);
+    }
+    // revisionHistoryLimit 1: the oldest revision goes, the newest old one stays.
+    let limit = serde_json::json!({"spec": {"revisionHistoryLimit": 1}});
+    services
+        .patch("llm", &PatchParams::default(), &Patch::Merge(&limit))
+        .await
+        .expect("history limit");
+    gpufed_e2e::wait::until("revision 1 pruned", MINUTE, || async {
+        let left = numbers(&service_revisions(&revisions).await);
+        Ok((left == [3, 4]).then_some(()))
+    })
+    .await
+    .expect("pruned to the limit");
 
     // Down to zero and back: the status must still be written once the last replica is
     // gone (a server-side apply that left the emptied replica list out had the API server
