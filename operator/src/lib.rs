@@ -157,6 +157,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             if ctx.providers_synced.wait().await.is_ok()
                 && ctx.jobs_synced.wait().await.is_ok()
                 && ctx.services_synced.wait().await.is_ok()
+                && ctx.revisions_synced.wait().await.is_ok()
             {
                 readiness.set_ready();
                 tracing::info!("caches synced: ready");
