@@ -124,6 +124,12 @@ pub struct ComputeServiceSpec {
     #[serde(default = "ten")]
     #[schemars(range(min = 0, max = 100))]
     pub revision_history_limit: u32,
+    /// Hold rollouts, as a Deployment's `paused` (`kubectl gpufed rollout pause`): a
+    /// template change is neither recorded nor rolled out until this is false again, and
+    /// a rollout under way holds where it is. Replicas are still replaced and scaled,
+    /// with the template in effect (the latest revision).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 fn one() -> u32 {

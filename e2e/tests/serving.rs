@@ -5,8 +5,8 @@
 //! elsewhere, `kubectl scale` up and down, usage per replica, a rollout of a new image
 //! held to one extra replica (`rollout.maxSurge: 1`), a rollout that never gets ready
 //! reported stuck after `progressDeadlineSeconds` while the old image serves, rolled back
-//! with `rollout undo`'s patch (the revision history renumbered and pruned), and
-//! deletion.
+//! with `rollout undo`'s patch (the revision history renumbered and pruned), a template
+//! change held by `spec.paused` and rolled once resumed, and deletion.
 
 mod common;
 mod opsupport;
@@ -573,6 +573,61 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     })
     .await
     .expect("pruned to the limit");
+
+    // Paused: a template change is neither rolled out nor recorded, the service reads
+    // Ready=False Paused (not stuck, though the deadline is 10 s); resumed, it rolls.
+    let pause = |on: bool| serde_json::json!({"spec": {"paused": on}});
+    services
+        .patch("llm", &PatchParams::default(), &Patch::Merge(&pause(true)))
+        .await
+        .expect("pause");
+    let restarted =
+        serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"restartedAt": "e2e"}}}}});
+    services
+        .patch("llm", &PatchParams::default(), &Patch::Merge(&restarted))
+        .await
+        .expect("a template change while paused");
+    let held = until(&hub, &ns, "the change held by the pause", MINUTE, |s| {
+        let st = status(s);
+        let ready = gpufed_api::conditions::find(&st.conditions, "Ready");
+        st.observed_generation == s.metadata.generation && ready.is_some_and(|c| c.reason == "Paused")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let held_later = services.get("llm").await.expect("service");
+    for s in [&held, &held_later] {
+        let st = status(s);
+        assert_eq!(
+            (st.revision, st.updated_replicas, st.ready_replicas),
+            (Some(4), 0, 2),
+            "{st:?}"
+        );
+        assert!(
+            !gpufed_api::conditions::is_true(&st.conditions, "Stalled"),
+            "{st:?}"
+        );
+        assert!(st.replica_status.iter().all(|r| r.phase != "Retiring"), "{st:?}");
+    }
+    assert_eq!(numbers(&service_revisions(&revisions).await), [3, 4]);
+    let live = jobs
+        .list(&ListParams::default())
+        .await
+        .expect("replica jobs")
+        .items;
+    assert!(live.iter().all(|j| j.labels().get(LABEL_REVISION) == Some(&good)));
+    services
+        .patch("llm", &PatchParams::default(), &Patch::Merge(&pause(false)))
+        .await
+        .expect("resume");
+    let resumed = until(&hub, &ns, "rolled out once resumed", 2 * MINUTE, |s| {
+        let st = status(s);
+        st.observed_generation == s.metadata.generation
+            && gpufed_api::conditions::is_true(&st.conditions, "Ready")
+            && st.updated_replicas == 2
+            && st.replica_status.len() == 2
+    })
+    .await;
+    assert_eq!(status(&resumed).revision, Some(5));
 
     // Down to zero and back: the status must still be written once the last replica is
     // gone (a server-side apply that left the emptied replica list out had the API server

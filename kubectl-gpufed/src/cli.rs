@@ -68,7 +68,7 @@ pub enum Command {
         #[command(subcommand)]
         command: ProviderCommand,
     },
-    /// A ComputeService's rollout: `rollout status|restart|history|undo` (as `kubectl
+    /// A ComputeService's rollout: `rollout status|restart|pause|resume|history|undo` (as `kubectl
     /// rollout` for a Deployment).
     Rollout {
         /// What to do with the rollout.
@@ -86,6 +86,17 @@ pub enum RolloutCommand {
     /// Replace every replica, within spec.rollout's bounds, by setting the template
     /// annotation gpufed.io/restartedAt.
     Restart {
+        /// The ComputeService's name.
+        service: String,
+    },
+    /// Hold rollouts (`spec.paused: true`): template changes wait, a rollout under way
+    /// holds where it is; replicas are still replaced and scaled.
+    Pause {
+        /// The ComputeService's name.
+        service: String,
+    },
+    /// Resume rollouts (`spec.paused: false`): the spec's template is rolled out.
+    Resume {
         /// The ComputeService's name.
         service: String,
     },

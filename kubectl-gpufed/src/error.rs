@@ -142,6 +142,15 @@ pub enum Error {
     #[error(transparent)]
     Revision(#[from] crate::history::PickError),
 
+    /// `rollout pause|resume`: the service already is (or is not) paused.
+    #[error("computeservice {service} is {}", if *.paused { "already paused" } else { "not paused" })]
+    PauseUnchanged {
+        /// `namespace/name`.
+        service: String,
+        /// Whether it is paused.
+        paused: bool,
+    },
+
     /// `rollout undo`: the service kept changing while it was patched.
     #[error(
         "computeservice {service} changed {tries} times while rolling back; nothing was changed, run it again"

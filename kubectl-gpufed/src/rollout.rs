@@ -60,6 +60,12 @@ pub fn state(svc: &ComputeService) -> State {
     if conditions::is_true(&st.conditions, types::READY) {
         return State::Done(format!("computeservice {name:?} successfully rolled out"));
     }
+    let ready = conditions::find(&st.conditions, types::READY);
+    if ready.is_some_and(|c| c.reason == gpufed_operator::service::plan::PAUSED) {
+        return waiting(format!(
+            "the rollout is paused (spec.paused); `kubectl gpufed rollout resume {name}` resumes it..."
+        ));
+    }
     if st.updated_replicas < desired {
         return waiting(format!(
             "{} out of {desired} new replicas have been updated...",
@@ -74,6 +80,11 @@ pub fn state(svc: &ComputeService) -> State {
         "{} of {desired} updated replicas are ready...",
         st.ready_replicas.min(desired)
     ))
+}
+
+/// The merge patch of `rollout pause` (`true`) and `rollout resume` (`false`).
+pub fn pause_patch(paused: bool) -> serde_json::Value {
+    serde_json::json!({"spec": {"paused": paused}})
 }
 
 /// The merge patch `rollout restart` sends: [`RESTARTED_AT`] on the pod template, set to

@@ -93,3 +93,18 @@ fn restart_sets_the_template_annotation() {
         serde_json::from_value(patch["spec"]["template"]["metadata"].clone()).expect("template metadata");
     assert_eq!(meta.annotations[RESTARTED_AT], "2027-01-15T08:00:00Z");
 }
+
+#[test]
+fn a_paused_rollout_waits_and_says_how_to_resume() {
+    let svc = service(
+        json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 0,
+        "readyReplicas": 2, "conditions": [cond("Ready", "False", "Paused",
+        "rollout paused (spec.paused): 2 of 2 replicas ready, 0 of 2 on the spec's template")]}),
+    );
+    assert_eq!(
+        waiting(&state(&svc)),
+        "the rollout is paused (spec.paused); `kubectl gpufed rollout resume llm` resumes it..."
+    );
+    assert_eq!(pause_patch(true), json!({"spec": {"paused": true}}));
+    assert_eq!(pause_patch(false), json!({"spec": {"paused": false}}));
+}

@@ -1,6 +1,6 @@
 //! The built `kubectl-gpufed` binary against a real kube-apiserver (the e2e harness' hub,
 //! Kubernetes 1.20, or `GPUFED_E2E_KUBECONFIG`): submit, jobs, providers, why, bill,
-//! `bill --verify`, `--wait`, `provider token|cordon|uncordon|drain`, `rollout status|restart|history|undo`, the context's
+//! `bill --verify`, `--wait`, `provider token|cordon|uncordon|drain`, `rollout status|restart|pause|resume|history|undo`, the context's
 //! namespace, and its errors.
 //! No operator runs: the test writes the status (and the settlement journal) the operator
 //! would write, and a fake Solana RPC node answers for the chain.

@@ -26,6 +26,8 @@ pub(super) async fn run(g: &Global, command: RolloutCommand) -> Result<()> {
                 f => emit(&document(&patched, f)?),
             }
         }
+        RolloutCommand::Pause { service } => pause_cmd(g, &service, true).await,
+        RolloutCommand::Resume { service } => pause_cmd(g, &service, false).await,
         RolloutCommand::History(args) => history_cmd(g, &args).await,
         RolloutCommand::Undo(args) => undo_cmd(g, &args).await,
     }
@@ -64,6 +66,26 @@ async fn status_cmd(g: &Global, args: &RolloutStatusArgs) -> Result<()> {
         },
     )
     .await
+}
+
+/// `rollout pause|resume`: sets `spec.paused`; refused (exit 1) when it already is so,
+/// as kubectl refuses for a Deployment.
+async fn pause_cmd(g: &Global, service: &str, paused: bool) -> Result<()> {
+    let session = Session::connect(g).await?;
+    if session.service(service).await?.spec.paused == paused {
+        return Err(Error::PauseUnchanged {
+            service: format!("{}/{service}", session.namespace),
+            paused,
+        });
+    }
+    let patched = session
+        .patch_service(service, &rollout::pause_patch(paused))
+        .await?;
+    let done = if paused { "paused" } else { "resumed" };
+    match g.output {
+        Format::Table => emit(&format!("computeservice.gpufed.io/{service} {done}\n")),
+        f => emit(&document(&patched, f)?),
+    }
 }
 
 /// `rollout history`: the table of revisions, one revision's template with

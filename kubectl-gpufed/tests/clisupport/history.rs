@@ -1,4 +1,4 @@
-//! `rollout history` and `rollout undo` in `tests/cli.rs`, on a ComputeService whose
+//! `rollout history`, `rollout undo` and `rollout pause|resume` in `tests/cli.rs`, on a ComputeService whose
 //! ControllerRevisions the test records as the operator does (with the operator's own
 //! `history::build`): the table, one revision's template, JSON, a rollback that replaces
 //! the template whole and removes a field the old one lacked, the `resourceVersion`
@@ -147,4 +147,21 @@ pub async fn rollout_history_and_undo(hub: &Hub) {
     );
     assert_eq!(forward["spec"]["readinessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(forward["spec"]["replicas"], 2, "not a template field: kept");
+
+    // pause / resume: spec.paused, refused when already so (as kubectl's).
+    let out = ok(k, &["rollout", "pause", "chat", "-n", ns]).await;
+    assert_eq!(out, "computeservice.gpufed.io/chat paused\n");
+    assert!(services.get("chat").await.unwrap().spec.paused);
+    let err = fails(k, &["rollout", "pause", "chat", "-n", ns]).await;
+    assert_eq!(
+        err,
+        format!("error: computeservice {ns}/chat is already paused\n")
+    );
+    let out = ok(k, &["rollout", "resume", "chat", "-n", ns]).await;
+    assert_eq!(out, "computeservice.gpufed.io/chat resumed\n");
+    assert!(!services.get("chat").await.unwrap().spec.paused);
+    let err = fails(k, &["rollout", "resume", "chat", "-n", ns]).await;
+    assert_eq!(err, format!("error: computeservice {ns}/chat is not paused\n"));
+    let err = fails(k, &["rollout", "pause", "nope", "-n", ns]).await;
+    assert_eq!(err, format!("error: computeservice {ns}/nope not found\n"));
 }

@@ -109,6 +109,30 @@ fn change_cause(svc: &ComputeService) -> Option<&str> {
     svc.annotations().get(CHANGE_CAUSE).map(String::as_str)
 }
 
+/// `svc` with its template fields set from `template` (a revision's `data.spec`), or
+/// `None` if the result is no valid spec.
+pub fn with_template(svc: &ComputeService, template: &Map<String, Value>) -> Option<ComputeService> {
+    let mut spec = serde_json::to_value(&svc.spec).ok()?;
+    let fields = spec.as_object_mut()?;
+    fields.retain(|k, _| !TEMPLATE_FIELDS.contains(&k.as_str()));
+    fields.extend(template.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut out = svc.clone();
+    out.spec = serde_json::from_value(spec).ok()?;
+    Some(out)
+}
+
+/// While `spec.paused`: the template in effect — the latest revision's — as the replica
+/// spec and hash new replicas get. `None` without a usable revision (a service created
+/// paused starts its first template).
+pub fn in_effect(svc: &ComputeService, existing: &[&ControllerRevision]) -> Option<super::plan::Paused> {
+    let latest = existing.iter().max_by_key(|r| r.revision)?;
+    let held = with_template(svc, stored_template(latest)?)?;
+    Some(super::plan::Paused {
+        spec: build::replica_spec(&held),
+        rev: hash_of(latest)?.to_owned(),
+    })
+}
+
 /// What keeping the history takes this round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct History {

@@ -217,19 +217,15 @@ async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> R
 async fn keep_history(
     ctx: &Context,
     svc: &ComputeService,
+    existing: &[&ControllerRevision],
     hash: &str,
     replicas: &[ComputeJob],
 ) -> Result<i64> {
-    if ctx.revisions_synced.wait().await.is_err() {
-        return Err(Error::Waiting("the revision cache is not listed".into()));
-    }
-    let cached = ctx.revisions.state();
-    let existing = history::of(svc, cached.iter().map(AsRef::as_ref));
     let in_use = replicas
         .iter()
         .filter_map(|j| j.labels().get(build::LABEL_REVISION).cloned())
         .collect();
-    let plan = history::plan(svc, &existing, hash, &in_use);
+    let plan = history::plan(svc, existing, hash, &in_use);
     let api: Api<ControllerRevision> = Api::namespaced(ctx.hub.clone(), &svc.namespace().unwrap_or_default());
     if let Some(rev) = &plan.create {
         match api.create(&PostParams::default(), rev).await {
@@ -262,17 +258,30 @@ async fn keep_history(
 }
 
 async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
+    // The history decides what a paused service runs, and must be complete to be kept.
+    if ctx.revisions_synced.wait().await.is_err() {
+        return Err(Error::Waiting("the revision cache is not listed".into()));
+    }
+    let cached = ctx.revisions.state();
+    let existing = history::of(&svc, cached.iter().map(AsRef::as_ref));
+    let paused = svc
+        .spec
+        .paused
+        .then(|| history::in_effect(&svc, &existing))
+        .flatten();
     let replicas = replicas(ctx, &svc);
-    let mut plan = plan::plan(
+    let mut plan = plan::plan_held(
         &svc,
         &replicas,
         &regions(ctx, &svc),
         ctx.settles,
+        paused.as_ref(),
         crate::time::now(),
     );
     apply_plan(ctx, &svc, &plan).await?;
     if let Some(hash) = &plan.revision {
-        plan.status.revision = Some(keep_history(ctx, &svc, hash, &replicas).await?);
+        let number = keep_history(ctx, &svc, &existing, hash, &replicas).await?;
+        plan.status.revision = Some(number);
     }
     let (status, reason, msg) = match route(ctx, &svc, &plan.ready_addresses).await? {
         Ok(n) => (

@@ -45,6 +45,19 @@ pub struct Plan {
 
 use crate::mapping::is_finished as finished;
 
+/// While `spec.paused`: the template in effect ([`super::history::in_effect`]) — new
+/// replicas get it, and replicas of every template are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paused {
+    /// The replica spec of the latest revision.
+    pub spec: gpufed_api::job::ComputeJobSpec,
+    /// Its hash.
+    pub rev: String,
+}
+
+/// The reason of `Ready=False` while a paused service is short of its spec.
+pub const PAUSED: &str = "Paused";
+
 fn ready(j: &ComputeJob) -> bool {
     let st = j.status.as_ref();
     st.and_then(|s| s.placement.as_ref()).is_some()
@@ -62,6 +75,18 @@ pub fn plan(
     replicas: &[ComputeJob],
     regions: &Regions,
     settles: bool,
+    now: i64,
+) -> Plan {
+    plan_held(svc, replicas, regions, settles, None, now)
+}
+
+/// [`plan`], with the template in effect while the service is paused.
+pub fn plan_held(
+    svc: &ComputeService,
+    replicas: &[ComputeJob],
+    regions: &Regions,
+    settles: bool,
+    paused: Option<&Paused>,
     now: i64,
 ) -> Plan {
     let name = svc.name_any();
@@ -102,7 +127,13 @@ pub fn plan(
             );
             Some((crate::job::plan::INVALID_TEMPLATE, e))
         });
-    let rev = build::revision(&spec);
+    // What the spec asks for (counted as updated), and what new replicas get: the same,
+    // unless paused.
+    let asked = build::revision(&spec);
+    let (spec, rev) = match paused {
+        Some(p) => (p.spec.clone(), p.rev.clone()),
+        None => (spec, asked.clone()),
+    };
     if invalid.is_none() && svc.metadata.deletion_timestamp.is_none() {
         out.revision = Some(rev.clone());
     }
@@ -115,8 +146,11 @@ pub fn plan(
         .copied()
         .filter(|j| !j.spec.suspend && !finished(j) && j.metadata.deletion_timestamp.is_none())
         .collect();
-    let (current, old): (Vec<&ComputeJob>, Vec<&ComputeJob>) =
-        live.iter().copied().partition(|j| revision(j) == rev);
+    // Paused: no template is old; every live replica counts toward `replicas`.
+    let (current, old): (Vec<&ComputeJob>, Vec<&ComputeJob>) = live
+        .iter()
+        .copied()
+        .partition(|j| paused.is_some() || revision(j) == rev);
     let desired = svc.spec.replicas as usize;
     // Valid whenever `invalid` is None (`check::service_spec` checks the rollout).
     let (surge, unavailable) = svc.spec.rollout.bounds(svc.spec.replicas).unwrap_or((0, 1));
@@ -174,7 +208,7 @@ pub fn plan(
     let serving: Vec<&ComputeJob> = live.iter().copied().filter(|j| !retiring(j)).collect();
     st.replicas = u32::try_from(serving.len()).unwrap_or(u32::MAX);
     st.ready_replicas = u32::try_from(serving.iter().filter(|j| ready(j)).count()).unwrap_or(u32::MAX);
-    let updated = serving.iter().filter(|j| revision(j) == rev).count();
+    let updated = serving.iter().filter(|j| revision(j) == asked).count();
     st.updated_replicas = u32::try_from(updated).unwrap_or(u32::MAX);
     out.ready_addresses = live
         .iter()
@@ -203,6 +237,21 @@ pub fn plan(
         return out;
     }
     let settling = replicas.iter().filter(|j| retiring(j) || finished(j)).count();
+    let short = (st.ready_replicas as usize) < desired || updated < serving.len() || !out.create.is_empty();
+    if paused.is_some() && short {
+        // Held on purpose: neither progressing (no deadline runs) nor stuck.
+        let msg = format!(
+            "rollout paused (spec.paused): {} of {desired} replicas ready, {updated} of {} on the spec's template",
+            st.ready_replicas,
+            serving.len()
+        );
+        conditions::set(&mut st.conditions, cond(types::READY, False, PAUSED, msg));
+        conditions::remove(&mut st.conditions, types::RECONCILING);
+        conditions::remove(&mut st.conditions, types::STALLED);
+        st.progress = None;
+        out.status = st;
+        return out;
+    }
     // Replicas of an older template still serve: a rollout is under way.
     let rolling = serving.len() > updated;
     let msg = format!(
@@ -290,3 +339,7 @@ mod tests;
 #[cfg(test)]
 #[path = "rollout_tests.rs"]
 pub(super) mod rollout_tests;
+
+#[cfg(test)]
+#[path = "pause_tests.rs"]
+mod pause_tests;

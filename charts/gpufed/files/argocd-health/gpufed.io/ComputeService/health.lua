@@ -49,5 +49,10 @@ if ready ~= nil and ready.status == "True" then
   hs.message = msg(ready, "Ready")
   return hs
 end
+-- Paused on purpose (spec.paused) while short of its spec: as Argo CD reads a paused
+-- Deployment. kstatus has no such state: Flux reads it in progress.
+if ready ~= nil and ready.reason == "Paused" then
+  hs.status = "Suspended"
+end
 hs.message = msg(ready, "Not ready")
 return hs
