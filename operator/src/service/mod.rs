@@ -11,6 +11,7 @@ pub mod history;
 pub mod plan;
 pub mod progress;
 pub mod retire;
+mod revisions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,51 +213,6 @@ async fn apply_plan(ctx: &Context, svc: &ComputeService, plan: &plan::Plan) -> R
     result
 }
 
-/// The revision history: observe (the revisions cache) → plan (pure, [`history::plan`])
-/// → write; the current template's revision number.
-async fn keep_history(
-    ctx: &Context,
-    svc: &ComputeService,
-    existing: &[&ControllerRevision],
-    hash: &str,
-    replicas: &[ComputeJob],
-) -> Result<i64> {
-    let in_use = replicas
-        .iter()
-        .filter_map(|j| j.labels().get(build::LABEL_REVISION).cloned())
-        .collect();
-    let plan = history::plan(svc, existing, hash, &in_use);
-    let api: Api<ControllerRevision> = Api::namespaced(ctx.hub.clone(), &svc.namespace().unwrap_or_default());
-    if let Some(rev) = &plan.create {
-        match api.create(&PostParams::default(), rev).await {
-            Ok(_) => tracing::info!(revision = plan.number, hash, "revision recorded"),
-            // Ours, not yet in the cache (the next round sees it); or one of a deleted
-            // service of the same name, which the garbage collector removes first.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(Error::hub("ControllerRevision", e)),
-        }
-    }
-    if let Some(name) = &plan.renumber {
-        let patch = history::renumber_patch(svc, plan.number);
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| Error::hub("ControllerRevision", e))?;
-        tracing::info!(
-            revision = plan.number,
-            hash,
-            "an earlier template is current again"
-        );
-    }
-    for name in &plan.delete {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(revision = %name, "old revision deleted (revisionHistoryLimit)"),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::hub("ControllerRevision", e)),
-        }
-    }
-    Ok(plan.number)
-}
-
 async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
     // The history decides what a paused service runs, and must be complete to be kept.
     if ctx.revisions_synced.wait().await.is_err() {
@@ -280,7 +236,7 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
     );
     apply_plan(ctx, &svc, &plan).await?;
     if let Some(hash) = &plan.revision {
-        let number = keep_history(ctx, &svc, &existing, hash, &replicas).await?;
+        let number = revisions::keep(ctx, &svc, &existing, hash, &replicas).await?;
         plan.status.revision = Some(number);
     }
     let (status, reason, msg) = match route(ctx, &svc, &plan.ready_addresses).await? {
