@@ -1,6 +1,6 @@
 //! `spec.paused`: template changes are held, replicas are still replaced and scaled with
 //! the template in effect, and the service reads `Ready=False Paused` (no deadline).
-use super::rollout_tests::serving;
+use super::rollout_tests::{self, serving};
 use super::*;
 use crate::service::history;
 use gpufed_api::ConditionStatus;
@@ -9,14 +9,9 @@ const T0: i64 = 1_800_000_000;
 static NO_REGIONS: Regions = Regions::new();
 
 fn service(replicas: u32, image: &str, paused: bool) -> ComputeService {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeService",
-        "metadata": {"name": "llm", "namespace": "team", "uid": "s1", "generation": 4},
-        "spec": {"replicas": replicas, "gpusPerReplica": 1, "maxPricePerGpuHour": "2.00",
-                 "port": {"port": 8000}, "paused": paused,
-                 "template": {"spec": {"containers": [{"name": "server", "image": image}]}}}
-    }))
-    .expect("service")
+    let mut svc = rollout_tests::service(replicas, image, serde_json::json!({}));
+    svc.spec.paused = paused;
+    svc
 }
 
 /// Ready replicas `indices` of `svc`'s template.

@@ -10,7 +10,7 @@ const T0: i64 = 1_800_000_000;
 /// No provider regions (the services here spread by provider).
 static NO_REGIONS: Regions = Regions::new();
 
-fn service(replicas: u32, image: &str, rollout: serde_json::Value) -> ComputeService {
+pub(crate) fn service(replicas: u32, image: &str, rollout: serde_json::Value) -> ComputeService {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeService",
         "metadata": {"name": "llm", "namespace": "team", "uid": "s1", "generation": 2},
