@@ -38,6 +38,12 @@ pub const MAX_REPLICAS: u32 = 64;
     printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(
+        name = "Available",
+        type_ = "integer",
+        json_path = ".status.availableReplicas",
+        priority = 1
+    ),
+    printcolumn(
         name = "Up-to-date",
         type_ = "integer",
         json_path = ".status.updatedReplicas",
@@ -124,6 +130,14 @@ pub struct ComputeServiceSpec {
     #[serde(default = "ten")]
     #[schemars(range(min = 0, max = 100))]
     pub revision_history_limit: u32,
+    /// Seconds a ready replica must stay ready before it counts as available, as a
+    /// Deployment's: a rollout retires an old replica only for an available new one, and
+    /// the service is `Ready` only with `replicas` available (a model server that passes
+    /// its probe and falls over under its first load never replaces a good one). Routing
+    /// does not wait: a ready replica gets traffic. Default 0.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 3600))]
+    pub min_ready_seconds: u32,
     /// Hold rollouts, as a Deployment's `paused` (`kubectl gpufed rollout pause`): a
     /// template change is neither recorded nor rolled out until this is false again, and
     /// a rollout under way holds where it is. Replicas are still replaced and scaled,
@@ -187,6 +201,10 @@ pub struct ComputeServiceStatus {
     /// Replicas whose serving pod is Ready.
     #[serde(default)]
     pub ready_replicas: u32,
+    /// Ready replicas that have been ready for `spec.minReadySeconds` (all ready ones when
+    /// it is 0).
+    #[serde(default)]
+    pub available_replicas: u32,
     /// Replicas of the current template (not retiring): `replicas` of them once a rollout
     /// is done.
     #[serde(default)]

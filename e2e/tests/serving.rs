@@ -6,7 +6,8 @@
 //! held to one extra replica (`rollout.maxSurge: 1`), a rollout that never gets ready
 //! reported stuck after `progressDeadlineSeconds` while the old image serves, rolled back
 //! with `rollout undo`'s patch (the revision history renumbered and pruned), a template
-//! change held by `spec.paused` and rolled once resumed, and deletion.
+//! change held by `spec.paused` and rolled once resumed (under `minReadySeconds`), and
+//! deletion.
 
 mod common;
 mod opsupport;
@@ -615,19 +616,37 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
         .expect("replica jobs")
         .items;
     assert!(live.iter().all(|j| j.labels().get(LABEL_REVISION) == Some(&good)));
+    // Resumed with minReadySeconds 3: each new replica is ready a while before it counts
+    // as available (and before an old one retires for it); a 200 ms sampler sees that.
+    let resume = serde_json::json!({"spec": {"paused": false, "minReadySeconds": 3}});
     services
-        .patch("llm", &PatchParams::default(), &Patch::Merge(&pause(false)))
+        .patch("llm", &PatchParams::default(), &Patch::Merge(&resume))
         .await
         .expect("resume");
-    let resumed = until(&hub, &ns, "rolled out once resumed", 2 * MINUTE, |s| {
-        let st = status(s);
-        st.observed_generation == s.metadata.generation
+    let (mut lag_seen, started) = (false, std::time::Instant::now());
+    let resumed = loop {
+        let s = services.get("llm").await.expect("service");
+        let st = status(&s);
+        lag_seen |= st.ready_replicas > st.available_replicas;
+        let rolled = st.observed_generation == s.metadata.generation
             && gpufed_api::conditions::is_true(&st.conditions, "Ready")
             && st.updated_replicas == 2
-            && st.replica_status.len() == 2
-    })
-    .await;
-    assert_eq!(status(&resumed).revision, Some(5));
+            && st.replica_status.len() == 2;
+        if rolled {
+            break s;
+        }
+        assert!(
+            started.elapsed() < 2 * MINUTE,
+            "not rolled out once resumed: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let st = status(&resumed);
+    assert_eq!((st.revision, st.available_replicas), (Some(5), 2), "{st:?}");
+    assert!(
+        lag_seen,
+        "a new replica ready but not yet available was never seen"
+    );
 
     // Down to zero and back: the status must still be written once the last replica is
     // gone (a server-side apply that left the emptied replica list out had the API server

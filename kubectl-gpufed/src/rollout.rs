@@ -76,6 +76,12 @@ pub fn state(svc: &ComputeService) -> State {
     if old > 0 {
         return waiting(format!("{old} old replicas are pending termination..."));
     }
+    if svc.spec.min_ready_seconds > 0 && st.available_replicas < st.ready_replicas {
+        return waiting(format!(
+            "{} of {desired} updated replicas are available...",
+            st.available_replicas.min(desired)
+        ));
+    }
     waiting(format!(
         "{} of {desired} updated replicas are ready...",
         st.ready_replicas.min(desired)

@@ -108,3 +108,15 @@ fn a_paused_rollout_waits_and_says_how_to_resume() {
     assert_eq!(pause_patch(true), json!({"spec": {"paused": true}}));
     assert_eq!(pause_patch(false), json!({"spec": {"paused": false}}));
 }
+
+#[test]
+fn with_min_ready_seconds_it_waits_for_available_replicas() {
+    let mut svc = service(
+        json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
+        "readyReplicas": 2, "availableReplicas": 1,
+        "conditions": [cond("Ready", "False", "Progressing", "2 of 2 replicas ready (1 available)")]}),
+    );
+    assert_eq!(waiting(&state(&svc)), "2 of 2 updated replicas are ready...");
+    svc.spec.min_ready_seconds = 30;
+    assert_eq!(waiting(&state(&svc)), "1 of 2 updated replicas are available...");
+}

@@ -55,7 +55,7 @@ fn the_template_fields_are_exactly_what_makes_a_revision() {
     // The others scale or bound a rollout: no new revision, nothing stored.
     let others = json!({"replicas": 5, "rollout": {"maxSurge": 1},
                         "disruptionBudget": {"maxUnavailable": 1}, "revisionHistoryLimit": 3,
-                        "paused": true});
+                        "paused": true, "minReadySeconds": 30});
     let svc = service(others.clone());
     assert_eq!(hash(&svc), hash(&base));
     assert_eq!(template(&svc.spec), template(&base.spec));

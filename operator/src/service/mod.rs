@@ -265,11 +265,12 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
         write_status(ctx, &svc, &plan.status).await?;
     }
     let settling = !plan.retire.is_empty() || !plan.delete.is_empty();
-    Ok(Action::requeue(Duration::from_secs(if settling {
-        3
-    } else {
-        15
-    })))
+    let every: u64 = if settling { 3 } else { 15 };
+    // A replica that turns available (minReadySeconds) may let an old one retire.
+    let next = (plan.recheck_in)
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(every, |s| s.clamp(1, every));
+    Ok(Action::requeue(Duration::from_secs(next)))
 }
 
 /// Deletion: every replica is retired (its attempt stopped and billed) and deleted once

@@ -41,6 +41,9 @@ pub struct Plan {
     /// The current template's hash, when the spec is valid and the service not being
     /// deleted: its revision is kept ([`super::history`]).
     pub revision: Option<String>,
+    /// Seconds until a ready replica becomes available (`spec.minReadySeconds`): the
+    /// next reconcile is due then.
+    pub recheck_in: Option<i64>,
 }
 
 use crate::mapping::is_finished as finished;
@@ -62,6 +65,17 @@ fn ready(j: &ComputeJob) -> bool {
     let st = j.status.as_ref();
     st.and_then(|s| s.placement.as_ref()).is_some()
         && st.and_then(|s| s.endpoint.as_ref()).is_some_and(|e| e.ready)
+}
+
+/// Seconds until `j` counts as available: ready for `min` seconds (`Some(0)` once it
+/// is; `None` while not ready). A readiness with no recorded time counts from long ago.
+fn available_in(j: &ComputeJob, min: u32, now: i64) -> Option<i64> {
+    if !ready(j) {
+        return None;
+    }
+    let since = j.status.as_ref()?.endpoint.as_ref()?.since.as_deref();
+    let since = since.and_then(crate::time::parse).unwrap_or(i64::MIN / 2);
+    Some((since + i64::from(min) - now).max(0))
 }
 
 fn index(svc: &str, j: &ComputeJob) -> u32 {
@@ -108,7 +122,10 @@ pub fn plan_held(
         delete: Vec::new(),
         ready_addresses: Vec::new(),
         revision: None,
+        recheck_in: None,
     };
+    let min_ready = svc.spec.min_ready_seconds;
+    let available = |j: &ComputeJob| available_in(j, min_ready, now) == Some(0);
     let spec = build::replica_spec(svc);
     // A template (or readiness probe) that cannot be built into a replica's pod is
     // refused here as the job controller would refuse each replica: no replica is
@@ -158,7 +175,8 @@ pub fn plan_held(
     if invalid.is_none() && svc.metadata.deletion_timestamp.is_none() {
         // Old revisions: keep only as many ready ones as the current one lacks, less the
         // unavailability the rollout allows; not-ready ones serve nothing and go.
-        let current_ready = current.iter().filter(|j| ready(j)).count();
+        // Old replicas retire only for new ones that are available, not just ready.
+        let current_ready = current.iter().filter(|j| available(j)).count();
         let keep = desired
             .saturating_sub(unavailable as usize)
             .saturating_sub(current_ready);
@@ -209,6 +227,13 @@ pub fn plan_held(
     st.replicas = u32::try_from(serving.len()).unwrap_or(u32::MAX);
     st.ready_replicas = u32::try_from(serving.iter().filter(|j| ready(j)).count()).unwrap_or(u32::MAX);
     let updated = serving.iter().filter(|j| revision(j) == asked).count();
+    st.available_replicas =
+        u32::try_from(serving.iter().filter(|j| available(j)).count()).unwrap_or(u32::MAX);
+    out.recheck_in = serving
+        .iter()
+        .filter_map(|j| available_in(j, min_ready, now))
+        .filter(|s| *s > 0)
+        .min();
     st.updated_replicas = u32::try_from(updated).unwrap_or(u32::MAX);
     out.ready_addresses = live
         .iter()
@@ -237,7 +262,8 @@ pub fn plan_held(
         return out;
     }
     let settling = replicas.iter().filter(|j| retiring(j) || finished(j)).count();
-    let short = (st.ready_replicas as usize) < desired || updated < serving.len() || !out.create.is_empty();
+    let short =
+        (st.available_replicas as usize) < desired || updated < serving.len() || !out.create.is_empty();
     if paused.is_some() && short {
         // Held on purpose: neither progressing (no deadline runs) nor stuck.
         let msg = format!(
@@ -255,8 +281,16 @@ pub fn plan_held(
     // Replicas of an older template still serve: a rollout is under way.
     let rolling = serving.len() > updated;
     let msg = format!(
-        "{} of {desired} replicas ready{}{}",
+        "{} of {desired} replicas ready{}{}{}",
         st.ready_replicas,
+        if st.available_replicas < st.ready_replicas {
+            format!(
+                " ({} available: ready for minReadySeconds {min_ready})",
+                st.available_replicas
+            )
+        } else {
+            String::new()
+        },
         if rolling {
             format!(", {updated} of {desired} updated")
         } else {
@@ -268,14 +302,14 @@ pub fn plan_held(
             String::new()
         }
     );
-    let complete = st.ready_replicas as usize >= desired && old.iter().all(|j| retiring(j));
+    let complete = st.available_replicas as usize >= desired && old.iter().all(|j| retiring(j));
     let waiting: Vec<&ComputeJob> = serving
         .iter()
         .copied()
-        .filter(|j| revision(j) == rev)
-        .filter(|j| !ready(j))
+        .filter(|j| revision(j) == asked)
+        .filter(|j| !available(j))
         .collect();
-    let updated_ready = u32::try_from(updated - waiting.len()).unwrap_or(u32::MAX);
+    let updated_ready = u32::try_from(updated.saturating_sub(waiting.len())).unwrap_or(u32::MAX);
     st.progress = progress::track(svc, complete, updated_ready, now);
     let stalled = st
         .progress
@@ -293,7 +327,11 @@ pub fn plan_held(
         };
         conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg.clone()));
     }
-    let busy = st.ready_replicas as usize != desired || settling > 0 || rolling || !out.create.is_empty();
+    let busy = st.ready_replicas as usize != desired
+        || st.available_replicas != st.ready_replicas
+        || settling > 0
+        || rolling
+        || !out.create.is_empty();
     if let Some(why) = stalled {
         // Stalled alone: kstatus reads the first of Reconciling/Stalled that is True.
         let c = cond(types::STALLED, True, progress::DEADLINE_EXCEEDED, why);
@@ -343,3 +381,7 @@ pub(super) mod rollout_tests;
 #[cfg(test)]
 #[path = "pause_tests.rs"]
 mod pause_tests;
+
+#[cfg(test)]
+#[path = "min_ready_tests.rs"]
+mod min_ready_tests;
