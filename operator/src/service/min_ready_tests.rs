@@ -87,6 +87,12 @@ fn availability_counts_from_when_the_replica_turned_ready() {
         Some(0),
         "no time recorded: long ago"
     );
+    let future = ready_since(&svc, 0..1, Some(T0 + 5));
+    assert_eq!(
+        available_in(&future[0], 0, T0),
+        Some(0),
+        "another operator's clock ahead"
+    );
     let not_ready = serving(ready[0].clone(), false);
     assert_eq!(available_in(&not_ready, 0, T0), None);
 }
