@@ -545,6 +545,19 @@ async fn replicas_spread_serve_fail_over_scale_and_are_metered() {
     // The good template is current again: its revision renumbered 4, not recorded twice;
     // the serving replicas are of it.
     assert_eq!(status(&back).revision, Some(4));
+    let reasons = ["RevisionRecorded", "RolledBack"];
+    let told = opsupport::kind_events_until(&hub, &ns, "ComputeService", "llm", &reasons).await;
+    let rolled_back = format!("template {good} of revision 2 is current again, as revision 4");
+    assert!(
+        told.iter()
+            .any(|(t, r, note)| t == "Normal" && r == "RolledBack" && note.contains(&rolled_back)),
+        "{told:?}"
+    );
+    assert!(
+        told.iter()
+            .any(|(_, r, note)| r == "RevisionRecorded" && note.ends_with("recorded as revision 3")),
+        "{told:?}"
+    );
     let after = service_revisions(&revisions).await;
     assert_eq!(numbers(&after), [1, 3, 4]);
     let four = after.iter().find(|r| r.revision == 4).expect("revision 4");
