@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::output::{NONE, Table, age_of_meta};
+use crate::output::{Table, age_of};
 
 /// One revision as `rollout history` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,6 +25,9 @@ pub struct Entry {
     pub hash: String,
     /// The ControllerRevision.
     pub name: String,
+    /// When it was recorded (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// Its `kubernetes.io/change-cause` annotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change_cause: Option<String>,
@@ -51,6 +54,7 @@ pub fn entries(svc: &ComputeService, revisions: &[ControllerRevision]) -> Vec<En
                 current: hash == current,
                 hash,
                 name: r.name_any(),
+                created: r.creation_timestamp().map(|t| t.0.to_string()),
                 change_cause: r.annotations().get(history::CHANGE_CAUSE).cloned(),
                 template: history::stored_template(r).cloned().unwrap_or_default(),
             }
@@ -60,9 +64,8 @@ pub fn entries(svc: &ComputeService, revisions: &[ControllerRevision]) -> Vec<En
     out
 }
 
-/// The table of `rollout history` (`revisions` holds the same objects as `entries`, for
-/// their ages).
-pub fn render(service: &str, entries: &[Entry], revisions: &[ControllerRevision], now: i64) -> String {
+/// The table of `rollout history`.
+pub fn render(service: &str, entries: &[Entry], now: i64) -> String {
     if entries.is_empty() {
         return format!(
             "computeservice.gpufed.io/{service}: no revisions recorded yet (the operator records one when it first reconciles the service)\n"
@@ -70,15 +73,11 @@ pub fn render(service: &str, entries: &[Entry], revisions: &[ControllerRevision]
     }
     let mut t = Table::new(&["REVISION", "TEMPLATE", "AGE", "CHANGE-CAUSE"]);
     for e in entries {
-        let age = revisions
-            .iter()
-            .find(|r| r.name_any() == e.name)
-            .map_or_else(|| NONE.to_owned(), |r| age_of_meta(&r.metadata, now));
         let marker = if e.current { " (current)" } else { "" };
         t.push(vec![
             format!("{}{marker}", e.revision),
             e.hash.clone(),
-            age,
+            age_of(e.created.as_deref(), now),
             e.change_cause.clone().unwrap_or_else(|| "<none>".into()),
         ]);
     }

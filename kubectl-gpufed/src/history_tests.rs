@@ -14,7 +14,8 @@ fn service(image: &str) -> ComputeService {
     .expect("service")
 }
 
-/// The revision the operator records for `image` as number `n`, created at `created`.
+/// The revision the operator records for `image` as number `n`, `n` hours before
+/// 1_800_000_000.
 fn recorded(image: &str, n: i64, cause: Option<&str>) -> ControllerRevision {
     let mut svc = service(image);
     if let Some(c) = cause {
@@ -43,7 +44,7 @@ fn history_lists_revisions_in_order_and_marks_the_current_template() {
     let e = entries(&svc, &revs);
     let numbers: Vec<(i64, bool)> = e.iter().map(|e| (e.revision, e.current)).collect();
     assert_eq!(numbers, [(1, false), (2, false), (3, true)]);
-    let out = render("llm", &e, &revs, 1_800_000_000);
+    let out = render("llm", &e, 1_800_000_000);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "computeservice.gpufed.io/llm");
     assert!(lines[1].starts_with("REVISION"), "{out}");
@@ -61,7 +62,7 @@ fn history_lists_revisions_in_order_and_marks_the_current_template() {
     let mut other = recorded("vllm:9", 9, None);
     other.metadata.owner_references.as_mut().expect("owner")[0].uid = "s2".into();
     assert_eq!(entries(&svc, &[other]), []);
-    assert!(render("llm", &[], &[], 0).contains("no revisions recorded yet"));
+    assert!(render("llm", &[], 0).contains("no revisions recorded yet"));
 }
 
 #[test]

@@ -110,7 +110,7 @@ async fn history_cmd(g: &Global, args: &RolloutHistoryArgs) -> Result<()> {
         };
     }
     match g.output {
-        Format::Table => emit(&history::render(&args.service, &entries, &revisions, now())),
+        Format::Table => emit(&history::render(&args.service, &entries, now())),
         f => emit(&document(&list(&entries)?, f)?),
     }
 }

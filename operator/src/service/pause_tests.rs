@@ -4,6 +4,7 @@ use super::rollout_tests::{self, serving};
 use super::*;
 use crate::service::history;
 use gpufed_api::ConditionStatus;
+use std::collections::BTreeSet;
 
 const T0: i64 = 1_800_000_000;
 static NO_REGIONS: Regions = Regions::new();
@@ -37,8 +38,6 @@ fn held_at(svc: &ComputeService, v1: &ComputeService) -> history::History {
         &BTreeSet::new(),
     )
 }
-
-use std::collections::BTreeSet;
 
 #[test]
 fn a_template_change_while_paused_is_neither_rolled_nor_recorded() {
