@@ -40,7 +40,7 @@ say "installing the CRDs (CEL rules stripped: the 1.20 API server does not know 
 CRD_DIR=$(mktemp -d)
 "$TARGET_DIR/debug/crdgen" --no-cel "$CRD_DIR"
 k apply -f "$CRD_DIR" >/dev/null
-k wait --for condition=established --timeout=60s crd/computejobs.gpufed.io crd/gpuproviders.gpufed.io crd/stakes.gpufed.io crd/computeservices.gpufed.io >/dev/null
+k wait --for condition=established --timeout=60s crd/computejobs.gpufed.io crd/gpuproviders.gpufed.io crd/stakes.gpufed.io crd/computeservices.gpufed.io crd/computequotas.gpufed.io >/dev/null
 k create namespace gpufed-system --dry-run=client -o yaml | k apply -f - >/dev/null
 
 say "starting a local Solana test validator: settlement token, tenants' escrows, payout accounts"

@@ -181,3 +181,20 @@ pub fn stake_spec(old: Option<&StakeSpec>, new: &StakeSpec) -> Vec<FieldError> {
     }
     errors
 }
+
+/// Checks a quota spec: it caps something, and its spend is a decimal.
+pub fn quota_spec(spec: &crate::ComputeQuotaSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if spec.gpus.is_none() && spec.max_spend_per_hour.is_none() {
+        errors.push(field(
+            "spec.gpus",
+            "set spec.gpus, spec.maxSpendPerHour or both: a quota without either caps nothing",
+        ));
+    }
+    if let Some(s) = &spec.max_spend_per_hour
+        && let Err(e) = parse_decimal(s)
+    {
+        errors.push(field("spec.maxSpendPerHour", e.to_string()));
+    }
+    errors
+}

@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{Assignment, ComputeJob, ComputeService, GpuProvider, Stake};
+use crate::{Assignment, ComputeJob, ComputeQuota, ComputeService, GpuProvider, Stake};
 
 /// All gpufed CRDs, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -13,6 +13,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Stake::crd(),
         Assignment::crd(),
         ComputeService::crd(),
+        ComputeQuota::crd(),
     ]
     .into_iter()
     .map(without_empty_defaults)
@@ -109,7 +110,8 @@ mod tests {
                 "gpufed.io_computejobs.yaml",
                 "gpufed.io_stakes.yaml",
                 "gpufed.io_assignments.yaml",
-                "gpufed.io_computeservices.yaml"
+                "gpufed.io_computeservices.yaml",
+                "gpufed.io_computequotas.yaml",
             ]
         );
     }

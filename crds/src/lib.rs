@@ -1,4 +1,5 @@
-//! gpufed's API: the `GpuProvider`, `ComputeJob` and `Stake` custom resources
+//! gpufed's API: the `GpuProvider`, `ComputeJob`, `ComputeService`, `ComputeQuota`,
+//! `Stake` and `Assignment` custom resources
 //! (group `gpufed.io`, version `v1alpha1`), their schema and CEL rules, the condition
 //! vocabulary every controller uses, and parsers for the string formats in the specs.
 //!
@@ -21,6 +22,7 @@ pub mod job_status;
 pub mod pod_security;
 pub mod provider;
 pub mod pull;
+pub mod quota;
 pub mod rollout;
 pub mod schema_check;
 pub mod service;
@@ -32,6 +34,7 @@ pub use common::{Condition, ConditionStatus, SecretKeyRef};
 pub use job::{ComputeJob, ComputeJobSpec};
 pub use job_status::ComputeJobStatus;
 pub use provider::{GpuProvider, GpuProviderSpec, GpuProviderStatus};
+pub use quota::{ComputeQuota, ComputeQuotaSpec, ComputeQuotaStatus};
 pub use service::{ComputeService, ComputeServiceSpec, ComputeServiceStatus};
 pub use stake::{Stake, StakeSpec, StakeStatus};
 

@@ -105,6 +105,7 @@ fn examples_deserialize_into_the_rust_types() {
                 Some("GpuProvider") => serde_json::from_value::<gpufed_api::GpuProvider>(object).err(),
                 Some("Stake") => serde_json::from_value::<gpufed_api::Stake>(object).err(),
                 Some("ComputeService") => serde_json::from_value::<gpufed_api::ComputeService>(object).err(),
+                Some("ComputeQuota") => serde_json::from_value::<gpufed_api::ComputeQuota>(object).err(),
                 _ => None,
             };
             assert!(result.is_none(), "{}: {result:?}", file.display());
@@ -248,6 +249,11 @@ fn rust_rules_agree_with_cel_on_every_fixture() {
             Some("ComputeService") => check::service_spec(
                 &serde_json::from_value::<gpufed_api::ComputeService>(object.clone())
                     .expect("service")
+                    .spec,
+            ),
+            Some("ComputeQuota") => check::quota_spec(
+                &serde_json::from_value::<gpufed_api::ComputeQuota>(object.clone())
+                    .expect("quota")
                     .spec,
             ),
             Some("Stake") => {

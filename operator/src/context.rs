@@ -48,6 +48,10 @@ pub struct Context {
     pub services: Store<gpufed_api::ComputeService>,
     /// Whether `services` holds its first listing.
     pub services_synced: crate::synced::Synced,
+    /// Hub ComputeQuotas (the quota controller's cache): the namespaces' caps.
+    pub quotas: Store<gpufed_api::ComputeQuota>,
+    /// Whether `quotas` holds its first listing.
+    pub quotas_synced: crate::synced::Synced,
     /// The ComputeServices' revision history (ControllerRevisions labelled
     /// `gpufed.io/service`).
     pub revisions: Store<k8s_openapi::api::apps::v1::ControllerRevision>,

@@ -24,6 +24,7 @@ pub mod member;
 pub mod metrics;
 pub mod placement;
 pub mod provider;
+pub mod quota;
 pub mod report;
 pub mod service;
 pub mod settlement;
@@ -78,6 +79,11 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         .list(&ListParams::default().limit(1))
         .await
         .context("listing ComputeJobs: are the gpufed CRDs installed? (kubectl apply -f crds/)")?;
+    // The newest kind: without it placement would wait forever for the quotas' cache.
+    Api::<gpufed_api::ComputeQuota>::all(hub.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("listing ComputeQuotas: are the gpufed CRDs up to date? (upgrade the gpufed-crds chart, or kubectl apply -f crds/)")?;
     let settlement_cfg = args.settlement().map_err(anyhow::Error::msg)?;
     let stake_cfg = args.stake().map_err(anyhow::Error::msg)?;
     let verify_cfg = args.verification().map_err(anyhow::Error::msg)?;
@@ -106,6 +112,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         revisions,
         revisions_synced,
     } = service::controller(&hub);
+    let (quota_ctl, quotas_synced) = quota::controller(&hub);
     let metrics = metrics::Metrics::new();
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
@@ -120,6 +127,8 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         jobs_synced,
         services: service_ctl.store(),
         services_synced,
+        quotas: quota_ctl.store(),
+        quotas_synced,
         revisions,
         revisions_synced,
         leadership: elector.leadership(),
@@ -158,6 +167,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
                 && ctx.jobs_synced.wait().await.is_ok()
                 && ctx.services_synced.wait().await.is_ok()
                 && ctx.revisions_synced.wait().await.is_ok()
+                && ctx.quotas_synced.wait().await.is_ok()
             {
                 readiness.set_ready();
                 tracing::info!("caches synced: ready");
@@ -197,6 +207,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         provider::run(ctx.clone(), provider_ctl, stop(shutdown.clone())),
         job::run(ctx.clone(), job_ctl, stop(shutdown.clone())),
         service::run(ctx.clone(), service_ctl, stop(shutdown.clone())),
+        quota::run(ctx.clone(), quota_ctl, stop(shutdown.clone())),
         placement::run(ctx.clone(), shutdown.clone()),
         settle,
         stakes,

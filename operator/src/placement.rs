@@ -85,7 +85,7 @@ pub async fn round(
 ) -> Result<usize> {
     // Without the services listed, their disruption budgets are unknown: a round could
     // preempt a protected replica.
-    if !ctx.services_synced.is_synced() {
+    if !ctx.services_synced.is_synced() || !ctx.quotas_synced.is_synced() {
         return Ok(0);
     }
     let store = with_written(ctx.jobs.state(), &mut *written.lock().await, Instant::now());
@@ -131,6 +131,7 @@ pub async fn round(
         }
     }
     crate::service::budget::apply(&mut snap, &budgets, &replicas);
+    snap.quotas = crate::quota::plan::caps(&ctx.quotas.state(), &jobs);
     report_findings(&findings);
     ctx.metrics.set_excluded(&findings);
     ctx.metrics
@@ -215,8 +216,9 @@ pub async fn round(
         let Some(job) = by_id(&u.job) else { continue };
         let message = u.explanation.to_string();
         // Mostly held back by a service's disruption budget: said in the reason too.
-        let reason = match u.explanation.primary() {
-            Some(pl::Reason::Protected { .. }) => DISRUPTION_BUDGET,
+        let reason = match (&u.explanation, u.explanation.primary()) {
+            (pl::Explanation::Quota(_), _) => crate::quota::plan::QUOTA_EXCEEDED,
+            (_, Some(pl::Reason::Protected { .. })) => DISRUPTION_BUDGET,
             _ => "NoProviderFits",
         };
         let current = job

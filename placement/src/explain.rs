@@ -157,6 +157,55 @@ pub enum Explanation {
     },
     /// The job itself is malformed.
     Invalid(InvalidJob),
+    /// It would fit, but its namespace's quota ([`Snapshot::quotas`](crate::Snapshot))
+    /// holds it back.
+    Quota(QuotaExceeded),
+}
+
+/// Which of its namespace's caps holds a job back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    /// Its GPUs would take the namespace past its GPU cap.
+    Gpus {
+        /// The cap.
+        limit: u32,
+        /// GPUs the namespace's work holds (this round's placements included).
+        used: u32,
+        /// GPUs of the job's gang.
+        need: u32,
+    },
+    /// The spend per hour it would add would take the namespace past its spending cap.
+    Spend {
+        /// The cap, in micros per hour.
+        limit: Micros,
+        /// What the namespace's work costs per hour (this round's placements included).
+        used: Micros,
+        /// What the job's best fit would add per hour; `None` when nothing is left.
+        need: Option<Micros>,
+    },
+}
+
+impl fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QuotaExceeded::Gpus { limit, used, need } => write!(
+                f,
+                "quota exceeded: the namespace holds {used} of its {limit} GPUs, this job needs {need}"
+            ),
+            QuotaExceeded::Spend { limit, used, need } => {
+                write!(
+                    f,
+                    "quota exceeded: the namespace spends {} of its {} per hour",
+                    format_micros(*used),
+                    format_micros(*limit)
+                )?;
+                match need {
+                    Some(n) => write!(f, ", this job's best fit would add {}", format_micros(*n)),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 impl Explanation {
@@ -172,7 +221,7 @@ impl Explanation {
     pub fn primary(&self) -> Option<&Reason> {
         match self {
             Explanation::NoFit { reasons, .. } => reasons.first().map(|(r, _)| r),
-            Explanation::Invalid(_) => None,
+            Explanation::Invalid(_) | Explanation::Quota(_) => None,
         }
     }
 }
@@ -181,6 +230,7 @@ impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Explanation::Invalid(e) => write!(f, "invalid job: {e}"),
+            Explanation::Quota(q) => q.fmt(f),
             Explanation::NoFit { providers, reasons } => {
                 write!(f, "0/{providers} providers fit")?;
                 if *providers == 0 {

@@ -26,11 +26,11 @@ pub mod synth;
 
 pub use decision::{Config, Decisions, Eviction, Placement, Unplaced, WorkerPlacement};
 pub use engine::{Engine, place};
-pub use explain::{Explanation, InvalidJob, Reason};
+pub use explain::{Explanation, InvalidJob, QuotaExceeded, Reason};
 pub use index::SnapshotError;
 pub use market::MarketParams;
 pub use score::Weights;
 pub use snapshot::{
     ComputeCapability, GpuRef, Interconnect, Job, MAX_GPUS_PER_NODE, MICROS_PER_UNIT, Micros, Node, Provider,
-    Reservation, RunningAllocation, Snapshot, Spread, SpreadDomain, format_micros,
+    Quota, Reservation, RunningAllocation, Snapshot, Spread, SpreadDomain, format_micros,
 };

@@ -258,6 +258,26 @@ pub struct Snapshot {
     /// PodDisruptionBudget as best effort — so a protected service keeps serving and the
     /// preemptor waits, told which budget holds it ([`Reason::Protected`](crate::Reason)).
     pub budgets: BTreeMap<String, u32>,
+    /// Quotas per namespace: caps on what the namespace's work may hold at once. A job
+    /// that would take its namespace past one waits ([`Explanation::Quota`](crate::Explanation)),
+    /// holds no reservation and evicts nothing; the rest of the queue goes on.
+    pub quotas: BTreeMap<String, Quota>,
+}
+
+/// What one namespace's work may hold at once, and what it holds now (the caller counts
+/// every live attempt of the namespace, placed or running, being evicted or not: an
+/// attempt holds its GPUs, and costs, until it is gone).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Most GPUs at once; `None`: no cap.
+    pub gpus: Option<u32>,
+    /// Most spend per hour at once (the sum of price per GPU-hour × GPUs over its live
+    /// work), in micros; `None`: no cap.
+    pub spend_per_hour: Option<Micros>,
+    /// GPUs its live work holds now.
+    pub used_gpus: u32,
+    /// What its live work costs per hour now, in micros.
+    pub used_spend_per_hour: Micros,
 }
 
 /// Formats micros as units with two decimals (`2000000` → `2.00`).

@@ -54,7 +54,7 @@ pub async fn apply_charts(hub: &Client, member: &Client, rendered: &Rendered) {
         .await
         .expect("the chart's CRDs install");
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(names.len(), 5);
+    assert_eq!(names.len(), 6);
     ensure_namespace(hub, NS).await;
     ensure_namespace(member, NS).await;
     let objects = [

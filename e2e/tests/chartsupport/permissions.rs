@@ -32,6 +32,10 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("update", "gpufed.io", "computeservices", "finalizers", "team-a"),
     ("create", "gpufed.io", "computejobs", "", "team-a"),
     ("delete", "gpufed.io", "computejobs", "", "team-a"),
+    // ComputeQuotas (operator/src/quota): watched, their status written.
+    ("list", "gpufed.io", "computequotas", "", ""),
+    ("watch", "gpufed.io", "computequotas", "", ""),
+    ("patch", "gpufed.io", "computequotas", "status", "team-a"),
     ("get", "", "services", "", "team-a"),
     ("create", "", "services", "", "team-a"),
     ("patch", "", "services", "", "team-a"),
@@ -104,6 +108,10 @@ pub const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("update", "gpufed.io", "computeservices", "", "team-a"),
     ("delete", "gpufed.io", "computeservices", "", "team-a"),
     ("update", "gpufed.io", "computejobs", "", "team-a"),
+    // A team's quota is set by whoever administers the namespace, never by the operator.
+    ("create", "gpufed.io", "computequotas", "", "team-a"),
+    ("patch", "gpufed.io", "computequotas", "", "team-a"),
+    ("delete", "gpufed.io", "computequotas", "", "team-a"),
     // The hub Service and Endpoints are applied by name, never listed or deleted (owner
     // references remove them with their ComputeService).
     ("list", "", "services", "", ""),

@@ -27,7 +27,7 @@ pub struct Rendered {
 /// Offline checks of the rendered charts; returns them for the apply.
 pub fn check_rendered(helm: &Path) -> Rendered {
     let crds = render(helm, "gpufed-crds", "gpufed-crds", &[]);
-    assert_eq!(of_kind(&crds, "CustomResourceDefinition").len(), 5);
+    assert_eq!(of_kind(&crds, "CustomResourceDefinition").len(), 6);
     for crd in &crds {
         assert_eq!(
             crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",

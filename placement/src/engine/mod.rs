@@ -8,6 +8,7 @@
 
 mod memo;
 mod preempt;
+mod quota;
 mod reserve;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -22,6 +23,7 @@ use crate::search::{Candidate, find_best, select};
 use crate::snapshot::{Reservation, Snapshot};
 use crate::spread::{JobSpread, Spreads};
 use memo::{Memo, Shape};
+use quota::QuotaSt;
 
 /// A running allocation, resolved.
 #[derive(Debug)]
@@ -71,6 +73,8 @@ pub struct Engine<'s> {
     queue: FairQueue,
     allocs: Vec<AllocSt>,
     budgets: Vec<Budget<'s>>,
+    /// Per namespace index, its quota, if it has one.
+    quotas: Vec<Option<QuotaSt>>,
     reserved: BTreeMap<u32, Vec<u32>>,
     memo: Memo,
     out: Decisions,
@@ -106,6 +110,10 @@ impl<'s> Engine<'s> {
             totals[usize::from(g.model)] += u64::from(g.total);
         }
         let spreads = Spreads::new(snap, &fleet);
+        let quotas = names
+            .iter()
+            .map(|n| snap.quotas.get(*n).map(QuotaSt::new))
+            .collect();
         let mut engine = Engine {
             snap,
             spreads,
@@ -118,6 +126,7 @@ impl<'s> Engine<'s> {
             job_spread: Vec::new(),
             allocs: Vec::new(),
             budgets: Vec::new(),
+            quotas,
             reserved: BTreeMap::new(),
             memo: Memo::default(),
             out: Decisions {
@@ -286,7 +295,12 @@ impl<'s> Engine<'s> {
     }
 
     fn decide(&mut self, h: u32, held: Option<Vec<u32>>) -> bool {
-        let shape = held.is_none().then(|| self.job_shape[h as usize]);
+        let own_ceiling = self.jobs[h as usize].max_price;
+        let Some(lowered) = self.apply_quota(h) else {
+            return false;
+        };
+        // A lowered ceiling is not the shape's: such a job neither reads nor writes the memo.
+        let shape = (held.is_none() && !lowered).then(|| self.job_shape[h as usize]);
         if let Some((explanation, plan_failed)) = shape.and_then(|s| self.memo.get(s)) {
             // A plan that failed for this shape may succeed for a job that outranks a
             // holder of the nodes it needs.
@@ -316,6 +330,9 @@ impl<'s> Engine<'s> {
         } else {
             BTreeMap::new()
         };
+        if lowered && self.held_by_spending(h, own_ceiling) {
+            return false;
+        }
         let js = &self.jobs[h as usize];
         let job = &self.snap.jobs[js.src as usize];
         let explanation = explain(&self.fleet, job, js, &protected);
@@ -327,6 +344,13 @@ impl<'s> Engine<'s> {
             job: job.id.clone(),
             explanation,
         });
+        false
+    }
+
+    /// Leaves a job unplaced for a reason of its own (no reservation, no memo).
+    fn refuse(&mut self, h: u32, explanation: Explanation) -> bool {
+        let id = self.snap.jobs[self.jobs[h as usize].src as usize].id.clone();
+        self.out.unplaced.push(Unplaced { job: id, explanation });
         false
     }
 
@@ -363,6 +387,9 @@ impl<'s> Engine<'s> {
         let model = group.model;
         let ns = self.job_ns[h as usize];
         self.queue.charge(ns, model, i64::from(g * u32::from(js.w)));
+        if let Some(q) = &mut self.quotas[ns as usize] {
+            q.charge(g * u32::from(js.w), cand.price);
+        }
         self.out.placements.push(Placement {
             job: self.snap.jobs[js.src as usize].id.clone(),
             provider: self.fleet.providers[group.provider as usize].id.clone(),

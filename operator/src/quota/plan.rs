@@ -1,0 +1,126 @@
+//! Pure: what each namespace's quotas allow, what its live work holds, and a quota's
+//! status. The placement round hands [`caps`] to the engine; the quota controller writes
+//! [`status`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::conditions::{self, types};
+use gpufed_api::formats::{format_decimal, parse_decimal};
+use gpufed_api::quota::{ComputeQuotaStatus, QuotaUsage};
+use gpufed_api::{ComputeJob, ComputeQuota, check};
+use gpufed_placement as pl;
+use kube::ResourceExt;
+
+use crate::mapping;
+
+/// The `Placed` reason of a job its namespace's quota holds back.
+pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+
+/// GPUs and spend per hour (micros) of a namespace's live attempts.
+pub fn usage<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>) -> (u32, pl::Micros) {
+    let mut gpus = 0u32;
+    let mut spend = 0u64;
+    for job in jobs.into_iter().filter(|j| mapping::is_live(j)) {
+        let Some(p) = job.status.as_ref().and_then(|s| s.placement.as_ref()) else {
+            continue;
+        };
+        gpus = gpus.saturating_add(p.gpus);
+        // A price the operator wrote itself; one it cannot read counts as free rather
+        // than blocking the namespace (the job's status says what it pays).
+        let price = parse_decimal(&p.price_per_gpu_hour).unwrap_or(0);
+        spend = spend.saturating_add(price.saturating_mul(u64::from(p.gpus)));
+    }
+    (gpus, spend)
+}
+
+/// Per namespace with at least one valid quota: the lowest cap of each kind (every
+/// quota applies) and what its live work holds now. A quota the operator finds invalid
+/// (its CEL rule dropped by an old API server) caps nothing; its status says why.
+pub fn caps(quotas: &[Arc<ComputeQuota>], jobs: &[Arc<ComputeJob>]) -> BTreeMap<String, pl::Quota> {
+    let mut out: BTreeMap<String, pl::Quota> = BTreeMap::new();
+    for q in quotas.iter().filter(|q| check::quota_spec(&q.spec).is_empty()) {
+        let ns = q.namespace().unwrap_or_default();
+        let entry = out.entry(ns).or_default();
+        if let Some(g) = q.spec.gpus {
+            entry.gpus = Some(entry.gpus.map_or(g, |e| e.min(g)));
+        }
+        if let Some(s) = q
+            .spec
+            .max_spend_per_hour
+            .as_deref()
+            .and_then(|s| parse_decimal(s).ok())
+        {
+            entry.spend_per_hour = Some(entry.spend_per_hour.map_or(s, |e| e.min(s)));
+        }
+    }
+    for (ns, quota) in &mut out {
+        let (gpus, spend) = usage(
+            jobs.iter()
+                .map(AsRef::as_ref)
+                .filter(|j| j.namespace().as_deref() == Some(ns.as_str())),
+        );
+        quota.used_gpus = gpus;
+        quota.used_spend_per_hour = spend;
+    }
+    out
+}
+
+/// Whether a queued job waits because its namespace's quota holds it.
+pub fn held_by_quota(job: &ComputeJob) -> bool {
+    mapping::is_queued(job)
+        && job
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, types::PLACED))
+            .is_some_and(|c| c.status == False && c.reason == QUOTA_EXCEEDED)
+}
+
+/// The status of `quota`, given the jobs of its namespace, at `now` (RFC 3339).
+pub fn status(quota: &ComputeQuota, jobs: &[&ComputeJob], now: &str) -> ComputeQuotaStatus {
+    let generation = quota.metadata.generation;
+    let mut st = quota.status.clone().unwrap_or_default();
+    let (gpus, spend) = usage(jobs.iter().copied());
+    st.used = Some(QuotaUsage {
+        gpus,
+        spend_per_hour: format_decimal(spend),
+    });
+    st.waiting_jobs = u32::try_from(jobs.iter().filter(|j| held_by_quota(j)).count()).unwrap_or(u32::MAX);
+    st.observed_generation = generation;
+    let errors = check::quota_spec(&quota.spec);
+    let ready = if errors.is_empty() {
+        let mut caps = Vec::new();
+        if let Some(g) = quota.spec.gpus {
+            caps.push(format!("{g} GPUs"));
+        }
+        if let Some(s) = &quota.spec.max_spend_per_hour {
+            caps.push(format!("{s} per hour"));
+        }
+        conditions::condition(
+            types::READY,
+            True,
+            "Enforced",
+            format!(
+                "caps the namespace at {}; it holds {gpus} GPUs at {} per hour",
+                caps.join(" and "),
+                format_decimal(spend)
+            ),
+            generation,
+            now,
+        )
+    } else {
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        conditions::condition(types::READY, False, "InvalidSpec", message, generation, now)
+    };
+    conditions::set(&mut st.conditions, ready);
+    st
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

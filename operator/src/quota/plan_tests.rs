@@ -1,0 +1,145 @@
+use super::*;
+use gpufed_api::job_status::{JobPhase, Placement};
+
+fn job(name: &str, ns: &str, placed: Option<(u32, &str)>, phase: Option<JobPhase>) -> Arc<ComputeJob> {
+    let mut j: ComputeJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")},
+        "spec": {"workers": 1, "gpusPerWorker": 2, "maxPricePerGpuHour": "3",
+                 "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}
+    }))
+    .expect("job");
+    let mut st = gpufed_api::ComputeJobStatus {
+        phase,
+        ..Default::default()
+    };
+    if let Some((gpus, price)) = placed {
+        st.placement = Some(Placement {
+            attempt: 1,
+            provider: "p".into(),
+            gpus,
+            price_per_gpu_hour: price.into(),
+            workers: vec![],
+            placed_time: "2026-12-04T12:00:00Z".into(),
+            running_time: None,
+            node_unreachable_since: None,
+            preempted: None,
+        });
+    }
+    j.status = Some(st);
+    Arc::new(j)
+}
+
+fn held(name: &str, ns: &str) -> Arc<ComputeJob> {
+    let mut j = (*job(name, ns, None, None)).clone();
+    let c = conditions::condition(types::PLACED, False, QUOTA_EXCEEDED, "quota exceeded", None, "t");
+    j.status.get_or_insert_with(Default::default).conditions.push(c);
+    Arc::new(j)
+}
+
+fn quota(name: &str, ns: &str, gpus: Option<u32>, spend: Option<&str>) -> Arc<ComputeQuota> {
+    let mut q = ComputeQuota::new(
+        name,
+        gpufed_api::ComputeQuotaSpec {
+            gpus,
+            max_spend_per_hour: spend.map(Into::into),
+        },
+    );
+    q.metadata.namespace = Some(ns.into());
+    q.metadata.generation = Some(3);
+    Arc::new(q)
+}
+
+#[test]
+fn usage_counts_live_attempts_only() {
+    let jobs = [
+        job("a", "team", Some((4, "2.5")), Some(JobPhase::Running)),
+        job("b", "team", Some((2, "1.25")), Some(JobPhase::Placed)),
+        job("done", "team", Some((8, "9")), Some(JobPhase::Succeeded)),
+        job("queued", "team", None, Some(JobPhase::Queued)),
+    ];
+    // 4 × 2.50 + 2 × 1.25 = 12.50 per hour.
+    assert_eq!(usage(jobs.iter().map(AsRef::as_ref)), (6, 12_500_000));
+}
+
+#[test]
+fn every_quota_of_a_namespace_applies_the_lowest_cap_of_each_kind() {
+    let quotas = [
+        quota("wide", "team", Some(16), Some("40")),
+        quota("gpus", "team", Some(8), None),
+        quota("money", "team", None, Some("25.5")),
+        quota("other", "lab", Some(2), None),
+    ];
+    let jobs = [
+        job("a", "team", Some((4, "2.5")), Some(JobPhase::Running)),
+        job("b", "lab", Some((1, "1")), Some(JobPhase::Running)),
+    ];
+    let caps = caps(&quotas, &jobs);
+    assert_eq!(
+        caps.get("team"),
+        Some(&pl::Quota {
+            gpus: Some(8),
+            spend_per_hour: Some(25_500_000),
+            used_gpus: 4,
+            used_spend_per_hour: 10_000_000,
+        })
+    );
+    assert_eq!(caps["lab"].gpus, Some(2));
+    assert_eq!(caps["lab"].used_gpus, 1);
+    assert!(!caps.contains_key("free"), "no quota, no caps");
+}
+
+#[test]
+fn a_quota_that_caps_nothing_is_not_enforced_and_says_why() {
+    let q = quota("empty", "team", None, None);
+    assert!(caps(std::slice::from_ref(&q), &[]).is_empty());
+    let st = status(&q, &[], "2026-12-04T12:00:00Z");
+    let ready = conditions::find(&st.conditions, types::READY).expect("Ready");
+    assert_eq!((ready.status, ready.reason.as_str()), (False, "InvalidSpec"));
+    assert!(
+        ready
+            .message
+            .starts_with("spec.gpus: set spec.gpus, spec.maxSpendPerHour"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(ready.observed_generation, Some(3));
+}
+
+#[test]
+fn status_shows_usage_waiting_jobs_and_the_caps() {
+    let q = quota("team", "team", Some(8), Some("20"));
+    let jobs = [
+        job("a", "team", Some((4, "2.5")), Some(JobPhase::Running)),
+        held("b", "team"),
+        held("c", "team"),
+        job("d", "team", None, Some(JobPhase::Queued)),
+    ];
+    let refs: Vec<&ComputeJob> = jobs.iter().map(AsRef::as_ref).collect();
+    let st = status(&q, &refs, "2026-12-04T12:00:00Z");
+    assert_eq!(
+        st.used,
+        Some(QuotaUsage {
+            gpus: 4,
+            spend_per_hour: "10".into()
+        })
+    );
+    assert_eq!(st.waiting_jobs, 2);
+    assert_eq!(st.observed_generation, Some(3));
+    let ready = conditions::find(&st.conditions, types::READY).expect("Ready");
+    assert_eq!(ready.status, True);
+    assert_eq!(
+        ready.message,
+        "caps the namespace at 8 GPUs and 20 per hour; it holds 4 GPUs at 10 per hour"
+    );
+    // Level-triggered: the same inputs give the same status, so nothing is written again.
+    let again = status(
+        &ComputeQuota {
+            status: Some(st.clone()),
+            ..(*q).clone()
+        },
+        &refs,
+        "2026-12-04T12:05:00Z",
+    );
+    assert_eq!(again, st);
+}

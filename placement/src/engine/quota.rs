@@ -1,0 +1,187 @@
+//! Namespace quotas within one round: what each namespace may still take.
+//!
+//! A quota caps what a namespace holds at once — GPUs, and spend per hour — like a
+//! Kubernetes ResourceQuota caps a namespace's requests. It is checked before a job is
+//! searched for: a job whose gang the GPU cap cannot take waits at once (no search, no
+//! reservation, no preemption: none of those would let it run). The spending cap lowers
+//! the job's price ceiling to what the namespace may still add per GPU-hour, so the
+//! search finds only placements the namespace can afford; the rest of the queue, smaller
+//! or cheaper jobs of the same namespace included, goes on (as Kueue's BestEffortFIFO).
+
+use super::Engine;
+use crate::explain::{Explanation, QuotaExceeded};
+use crate::search::find_best;
+use crate::snapshot::{Micros, Quota};
+
+impl Engine<'_> {
+    fn gang(&self, h: u32) -> u32 {
+        let js = &self.jobs[h as usize];
+        u32::from(js.g) * u32::from(js.w)
+    }
+
+    /// Checks job `h` against its namespace's quota: `None` when the quota holds it (it
+    /// is answered unplaced), else whether its ceiling was lowered to what the namespace
+    /// may still spend (then the caller must not use the memo).
+    pub(super) fn apply_quota(&mut self, h: u32) -> Option<bool> {
+        let ns = self.job_ns[h as usize] as usize;
+        let Some(q) = &self.quotas[ns] else {
+            return Some(false);
+        };
+        match q.room(self.gang(h), self.jobs[h as usize].max_price) {
+            Room::Full(why) => {
+                self.refuse(h, Explanation::Quota(why));
+                None
+            }
+            Room::Ceiling(c) => {
+                self.jobs[h as usize].max_price = c;
+                Some(true)
+            }
+            Room::Free => Some(false),
+        }
+    }
+
+    /// After job `h` found no place under a lowered ceiling: restores its own, and if it
+    /// fits under that, answers it as held by its namespace's spending (true).
+    pub(super) fn held_by_spending(&mut self, h: u32, own_ceiling: Micros) -> bool {
+        self.jobs[h as usize].max_price = own_ceiling;
+        let js = &self.jobs[h as usize];
+        let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
+        let ns = self.job_ns[h as usize] as usize;
+        let (Some(c), Some(q)) = (
+            find_best(&self.fleet, js, &self.cfg.weights, None, spread.as_ref()),
+            &self.quotas[ns],
+        ) else {
+            return false;
+        };
+        let why = q.over_spend(Some(c.price.saturating_mul(u64::from(self.gang(h)))));
+        self.refuse(h, Explanation::Quota(why));
+        true
+    }
+}
+
+/// One namespace's caps and what it holds, counting this round's placements.
+#[derive(Debug, Clone)]
+pub(super) struct QuotaSt {
+    gpus: Option<u32>,
+    spend: Option<Micros>,
+    used_gpus: u32,
+    used_spend: Micros,
+}
+
+/// What a namespace's quota leaves a job.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Room {
+    /// Nothing in the way, or nothing below the job's own ceiling.
+    Free,
+    /// The job may pay at most this per GPU-hour.
+    Ceiling(Micros),
+    /// The job cannot run now, whatever the providers offer.
+    Full(QuotaExceeded),
+}
+
+impl QuotaSt {
+    pub fn new(q: &Quota) -> Self {
+        QuotaSt {
+            gpus: q.gpus,
+            spend: q.spend_per_hour,
+            used_gpus: q.used_gpus,
+            used_spend: q.used_spend_per_hour,
+        }
+    }
+
+    /// What the quota leaves a gang of `gpus` GPUs whose own ceiling is `max_price`.
+    pub fn room(&self, gpus: u32, max_price: Micros) -> Room {
+        if let Some(limit) = self.gpus
+            && u64::from(self.used_gpus) + u64::from(gpus) > u64::from(limit)
+        {
+            return Room::Full(QuotaExceeded::Gpus {
+                limit,
+                used: self.used_gpus,
+                need: gpus,
+            });
+        }
+        let Some(limit) = self.spend else {
+            return Room::Free;
+        };
+        let ceiling = limit.saturating_sub(self.used_spend) / u64::from(gpus.max(1));
+        if ceiling == 0 {
+            return Room::Full(self.over_spend(None));
+        }
+        if ceiling < max_price {
+            Room::Ceiling(ceiling)
+        } else {
+            Room::Free
+        }
+    }
+
+    /// The spending cap as the reason a job waits, with what its best fit would add.
+    pub fn over_spend(&self, need: Option<Micros>) -> QuotaExceeded {
+        QuotaExceeded::Spend {
+            limit: self.spend.unwrap_or(0),
+            used: self.used_spend,
+            need,
+        }
+    }
+
+    /// Counts a placement of `gpus` GPUs at `price` per GPU-hour.
+    pub fn charge(&mut self, gpus: u32, price: Micros) {
+        self.used_gpus = self.used_gpus.saturating_add(gpus);
+        self.used_spend = self
+            .used_spend
+            .saturating_add(price.saturating_mul(u64::from(gpus)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(gpus: Option<u32>, spend: Option<Micros>, used_gpus: u32, used_spend: Micros) -> QuotaSt {
+        QuotaSt::new(&Quota {
+            gpus,
+            spend_per_hour: spend,
+            used_gpus,
+            used_spend_per_hour: used_spend,
+        })
+    }
+
+    #[test]
+    fn the_gpu_cap_admits_a_gang_that_fits_exactly_and_refuses_one_more() {
+        let q = quota(Some(8), None, 6, 0);
+        assert_eq!(q.room(2, 5_000_000), Room::Free);
+        assert_eq!(
+            q.room(3, 5_000_000),
+            Room::Full(QuotaExceeded::Gpus {
+                limit: 8,
+                used: 6,
+                need: 3
+            })
+        );
+    }
+
+    #[test]
+    fn the_spending_cap_lowers_the_ceiling_to_what_is_left_per_gpu() {
+        // 10.00/h cap, 4.00/h spent: 6.00/h left for 4 GPUs = 1.50 per GPU-hour.
+        let q = quota(None, Some(10_000_000), 0, 4_000_000);
+        assert_eq!(q.room(4, 2_000_000), Room::Ceiling(1_500_000));
+        // A job whose own ceiling is lower keeps it.
+        assert_eq!(q.room(4, 1_000_000), Room::Free);
+        let spent = quota(None, Some(10_000_000), 0, 10_000_000);
+        assert!(matches!(
+            spent.room(1, 1),
+            Room::Full(QuotaExceeded::Spend { need: None, .. })
+        ));
+    }
+
+    #[test]
+    fn charging_counts_gpus_and_spend() {
+        let mut q = quota(Some(4), Some(10_000_000), 0, 0);
+        q.charge(2, 2_000_000);
+        assert_eq!(q.room(2, 5_000_000), Room::Ceiling(3_000_000));
+        q.charge(2, 3_000_000);
+        assert!(matches!(
+            q.room(1, 1),
+            Room::Full(QuotaExceeded::Gpus { used: 4, .. })
+        ));
+    }
+}
