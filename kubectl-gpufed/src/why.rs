@@ -155,6 +155,14 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
         );
         return (text, true);
     }
+    if let Some(c) = placed.filter(|c| c.reason == gpufed_operator::quota::plan::QUOTA_EXCEEDED) {
+        let text = format!(
+            "queued: its namespace's ComputeQuota holds it until the namespace's other work \
+             ends or the quota is raised ({}); where it would fit otherwise:",
+            c.message
+        );
+        return (text, true);
+    }
     let text = match (st, st.and_then(|s| s.phase)) {
         (None, _) => "new: not yet seen by the operator; waiting for a provider",
         (_, Some(JobPhase::Recovering)) => "recovering: the next attempt waits for a provider",

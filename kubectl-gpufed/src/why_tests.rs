@@ -227,6 +227,22 @@ fn jobs_that_do_not_wait_say_so() {
         "queued: evicting lower-priority work would break a service's disruption budget, so it waits for room \
          (0/1 providers fit: 1 could make room only by evicting below the disruption budget of team/llm)"
     );
+    let quota = job(
+        "big",
+        "team",
+        Some(json!({"phase": "Queued", "conditions": [
+            {"type": "Placed", "status": "False", "reason": "QuotaExceeded",
+             "message": "quota exceeded: the namespace holds 2 of its 4 GPUs, this job needs 3",
+             "lastTransitionTime": "2026-01-01T00:01:00Z"}]})),
+    );
+    let r = explain(&quota, &all, NOW);
+    assert!(r.waiting, "the provider table shows where it would fit once the quota allows");
+    assert_eq!(
+        r.summary,
+        "queued: its namespace's ComputeQuota holds it until the namespace's other work ends or the \
+         quota is raised (quota exceeded: the namespace holds 2 of its 4 GPUs, this job needs 3); \
+         where it would fit otherwise:"
+    );
     let no_credentials = job(
         "ckpt",
         "team",
