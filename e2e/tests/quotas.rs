@@ -4,7 +4,8 @@
 //! the message) while a smaller job of the same namespace and another namespace's jobs go
 //! on, and it is placed once the namespace's own work has ended; the quota's status shows
 //! what the namespace holds and how many jobs wait. A spending cap holds a job whose
-//! price would take the namespace past it.
+//! price would take the namespace past it. At the cap, a job of higher priority that may
+//! preempt evicts its own namespace's youngest lower-priority work, never another's.
 
 mod common;
 mod opsupport;
@@ -150,6 +151,50 @@ async fn a_quota_holds_what_would_exceed_it_and_nothing_else() {
         })
     })
     .await;
+
+    // Back to a GPU cap only, used up (big 3 + small 1 of 4): an urgent job that may
+    // preempt evicts its own namespace's lower-priority work — the youngest, big — and
+    // runs in the room that makes in the cap; small runs on, big queues again.
+    quotas
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"gpus": 4, "maxSpendPerHour": null}})),
+        )
+        .await
+        .expect("quota patched");
+    let mut urgent = job("urgent", 1, 2, serde_json::json!({}), "5.00", 90);
+    urgent["spec"]["priority"] = 500.into(); // the others have the default, 100
+    urgent["spec"]["placement"]["preemptLowerPriority"] = true.into();
+    submit(&hub, &ns, &urgent).await;
+    job_until(&hub, &ns, "urgent", "urgent runs", 2 * MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await;
+    let big = job_until(&hub, &ns, "big", "big preempted", MINUTE, |j| {
+        j.status.as_ref().is_some_and(|s| {
+            s.attempts
+                .iter()
+                .any(|a| a.outcome == gpufed_api::job_status::AttemptOutcome::Preempted)
+        })
+    })
+    .await;
+    assert_ne!(phase(&big), "Running", "{:?}", big.status);
+    let small = job_until(&hub, &ns, "small", "small runs on", MINUTE, |_| true).await;
+    assert_eq!(
+        (phase(&small), small.status.as_ref().map(|s| s.attempts.len())),
+        ("Running".into(), Some(0)),
+        "only the youngest lower-priority work was evicted"
+    );
+    let other = job_until(&hub, &rival, "other", "the rival's job untouched", MINUTE, |_| {
+        true
+    })
+    .await;
+    assert_eq!(
+        phase(&other),
+        "Running",
+        "another namespace's work makes no room in this quota"
+    );
     operator.stop().await;
     drop(env);
 }

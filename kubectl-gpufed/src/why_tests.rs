@@ -236,7 +236,10 @@ fn jobs_that_do_not_wait_say_so() {
              "lastTransitionTime": "2026-01-01T00:01:00Z"}]})),
     );
     let r = explain(&quota, &all, NOW);
-    assert!(r.waiting, "the provider table shows where it would fit once the quota allows");
+    assert!(
+        r.waiting,
+        "the provider table shows where it would fit once the quota allows"
+    );
     assert_eq!(
         r.summary,
         "queued: its namespace's ComputeQuota holds it until the namespace's other work ends or the \

@@ -92,32 +92,45 @@ fn a_held_gang_reserves_nothing_and_smaller_jobs_go_on() {
     assert!(d.reservations.is_empty(), "{:?}", d.reservations);
 }
 
-#[test]
-fn a_job_held_by_its_quota_evicts_nothing() {
-    let mut p = provider("a", "A100", 80, 1, 8, UNIT);
-    p.nodes[0].free.clear();
-    let low = RunningAllocation {
-        job: "team/low".into(),
-        namespace: "team".into(),
+fn alloc(
+    job: &str,
+    ns: &str,
+    node: &str,
+    gpus: std::ops::Range<u8>,
+    budget: Option<&str>,
+) -> RunningAllocation {
+    RunningAllocation {
+        job: job.into(),
+        namespace: ns.into(),
         priority: 0,
         start_time: 1,
         provider: "a".into(),
-        gpus: (0..8)
+        gpus: gpus
             .map(|gpu| GpuRef {
-                node: "n0".into(),
+                node: node.into(),
                 gpu,
             })
             .collect(),
         spread_group: None,
         evicting: false,
-        budget: None,
-    };
+        budget: budget.map(Into::into),
+    }
+}
+
+/// Provider `a`, two full 8-GPU nodes: `team/low` (8 GPUs, priority 0) on n0, `rival/x`
+/// on n1; team's quota of 8 GPUs is used up. `team/urgent` (priority 9, 8 GPUs) waits.
+fn at_quota(preempt: bool, budget: Option<&str>) -> Snapshot {
+    let mut p = provider("a", "A100", 80, 2, 8, UNIT);
+    p.nodes.iter_mut().for_each(|n| n.free.clear());
     let mut urgent = in_ns(job("urgent", 8, 1), "team", 2);
     urgent.priority = 9;
-    urgent.preempt = true;
-    let mut snap = Snapshot {
+    urgent.preempt = preempt;
+    Snapshot {
         providers: vec![p],
-        running: vec![low],
+        running: vec![
+            alloc("team/low", "team", "n0", 0..8, budget),
+            alloc("rival/x", "rival", "n1", 0..8, None),
+        ],
         jobs: vec![urgent],
         quotas: BTreeMap::from([(
             "team".to_owned(),
@@ -126,18 +139,54 @@ fn a_job_held_by_its_quota_evicts_nothing() {
                 ..quota(Some(8), None)
             },
         )]),
+        budgets: budget.map(|b| (b.to_owned(), 1)).into_iter().collect(),
         ..Snapshot::default()
-    };
-    let cfg = Config {
+    }
+}
+
+fn preempting() -> Config {
+    Config {
         preemption: true,
+        // Even where any namespace's work may be evicted, only the job's own makes room
+        // in its quota.
+        preempt_across_namespaces: true,
         ..Config::default()
-    };
-    let d = place(&snap, &cfg).unwrap();
-    assert!(d.evictions.is_empty() && d.placements.is_empty(), "{d:?}");
-    assert!(matches!(why(&d, "urgent"), Explanation::Quota(_)));
-    // Without the quota the same job preempts: the quota is what held it.
-    snap.quotas.clear();
-    assert_eq!(place(&snap, &cfg).unwrap().evictions.len(), 1);
+    }
+}
+
+#[test]
+fn a_job_at_its_quota_evicts_its_own_namespaces_lower_priority_work_only() {
+    let snap = at_quota(true, None);
+    let d = place(&snap, &preempting()).unwrap();
+    check(&snap, &d).unwrap();
+    let p = placed(&d, "urgent").expect("placed by eviction");
+    assert_eq!(p.evicts, vec!["team/low".to_owned()]);
+    assert_eq!(d.evictions.len(), 1, "{d:?}");
+    assert!(
+        p.workers.iter().all(|w| w.node == "n0"),
+        "in the room it made: {p:?}"
+    );
+}
+
+#[test]
+fn a_job_at_its_quota_that_may_not_preempt_or_only_through_a_budget_evicts_nothing() {
+    for snap in [at_quota(false, None), at_quota(true, Some("team/llm"))] {
+        let d = place(&snap, &preempting()).unwrap();
+        assert!(d.evictions.is_empty() && d.placements.is_empty(), "{d:?}");
+        assert!(matches!(
+            why(&d, "urgent"),
+            Explanation::Quota(QuotaExceeded::Gpus {
+                limit: 8,
+                used: 8,
+                need: 8
+            })
+        ));
+    }
+    // Work of equal priority is never evicted either.
+    let mut snap = at_quota(true, None);
+    snap.running[0].priority = 9;
+    let d = place(&snap, &preempting()).unwrap();
+    assert!(d.evictions.is_empty(), "{d:?}");
 }
 
 /// Providers `cheap` (ask 1.00) and `dear` (ask 3.00), both roomy.
@@ -255,7 +304,7 @@ fn no_round_takes_a_namespace_past_its_caps() {
         seed ^= seed << 17;
         seed % n
     };
-    let mut refused = 0;
+    let (mut refused, mut evicted) = (0, 0);
     for round in 0..40 {
         let caps = [
             ("a", Some(12), Some(20 * UNIT)),
@@ -267,21 +316,50 @@ fn no_round_takes_a_namespace_past_its_caps() {
                 let ns = caps[usize::try_from(next(3)).unwrap()].0;
                 let g = u8::try_from(1 + next(4)).unwrap();
                 let w = u16::try_from(1 + next(2)).unwrap();
-                in_ns(job(&format!("{ns}-{i}"), g, w), ns, i)
+                let mut j = in_ns(job(&format!("{ns}-{i}"), g, w), ns, i);
+                j.priority = i32::try_from(next(3)).unwrap();
+                j.preempt = next(2) == 1;
+                j
             })
             .collect();
+        // `a` runs 8 GPUs at 1.00 on cheap's n0, `b` 4 at 3.00 on dear's n0 (priority 0).
+        let mut providers = two_prices();
+        providers[0].nodes[0].free.clear();
+        providers[1].nodes[0].free.retain(|&g| g >= 4);
+        let mut run_a = alloc("a/run", "a", "n0", 0..8, None);
+        run_a.provider = "cheap".into();
+        let mut run_b = alloc("b/run", "b", "n0", 0..4, None);
+        run_b.provider = "dear".into();
+        let used = |ns: &str| match ns {
+            "a" => (8, 8 * UNIT),
+            "b" => (4, 12 * UNIT),
+            _ => (0, 0),
+        };
         let snap = Snapshot {
-            providers: two_prices(),
+            providers,
+            running: vec![run_a, run_b],
             jobs,
             quotas: caps
                 .iter()
                 .filter(|c| c.1.is_some() || c.2.is_some())
-                .map(|&(ns, gpus, spend)| (ns.to_owned(), quota(gpus, spend)))
+                .map(|&(ns, gpus, spend)| {
+                    let q = Quota {
+                        used_gpus: used(ns).0,
+                        used_spend_per_hour: used(ns).1,
+                        ..quota(gpus, spend)
+                    };
+                    (ns.to_owned(), q)
+                })
                 .collect(),
             ..Snapshot::default()
         };
-        let d = place(&snap, &Config::default()).unwrap();
+        let cfg = Config {
+            preemption: true,
+            ..Config::default()
+        };
+        let d = place(&snap, &cfg).unwrap();
         check(&snap, &d).unwrap();
+        evicted += d.evictions.len();
         refused += d
             .unplaced
             .iter()
@@ -297,13 +375,22 @@ fn no_round_takes_a_namespace_past_its_caps() {
                 .iter()
                 .map(|p| p.price * p.workers.iter().map(|w| w.gpus.len() as u64).sum::<u64>())
                 .sum();
+            // Once its evicted work has stopped, the namespace holds at most its cap; its
+            // spend counts the evicted work until then, so it stays below the cap at once.
+            let freed: u64 = d
+                .evictions
+                .iter()
+                .filter(|e| e.job.starts_with(&format!("{ns}/")))
+                .map(|_| u64::from(used(ns).0))
+                .sum();
+            let (used_gpus, used_spend) = used(ns);
             assert!(
-                gpus.is_none_or(|c| held <= u64::from(c)),
-                "round {round}: {ns} holds {held}"
+                gpus.is_none_or(|c| u64::from(used_gpus) + held - freed <= u64::from(c)),
+                "round {round}: {ns} holds {used_gpus} + {held} - {freed}"
             );
             assert!(
-                spend.is_none_or(|c| cost <= c),
-                "round {round}: {ns} spends {cost}"
+                spend.is_none_or(|c| used_spend + cost <= c),
+                "round {round}: {ns} spends {used_spend} + {cost}"
             );
             if ns == "c" {
                 assert!(
@@ -315,4 +402,5 @@ fn no_round_takes_a_namespace_past_its_caps() {
         }
     }
     assert!(refused > 40, "the caps were exercised: {refused} refusals");
+    assert!(evicted > 0, "preemption was exercised");
 }

@@ -23,7 +23,7 @@ use crate::search::{Candidate, find_best, select};
 use crate::snapshot::{Reservation, Snapshot};
 use crate::spread::{JobSpread, Spreads};
 use memo::{Memo, Shape};
-use quota::QuotaSt;
+use quota::{Gate, QuotaSt};
 
 /// A running allocation, resolved.
 #[derive(Debug)]
@@ -296,8 +296,9 @@ impl<'s> Engine<'s> {
 
     fn decide(&mut self, h: u32, held: Option<Vec<u32>>) -> bool {
         let own_ceiling = self.jobs[h as usize].max_price;
-        let Some(lowered) = self.apply_quota(h) else {
-            return false;
+        let lowered = match self.apply_quota(h) {
+            Gate::Decided(placed) => return placed,
+            Gate::Proceed(lowered) => lowered,
         };
         // A lowered ceiling is not the shape's: such a job neither reads nor writes the memo.
         let shape = (held.is_none() && !lowered).then(|| self.job_shape[h as usize]);

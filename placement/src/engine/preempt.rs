@@ -143,8 +143,23 @@ impl Engine<'_> {
         let Some((_, gi, victims)) = best else {
             return Err(self.protected_room(h, &held_back));
         };
+        let freed = self.evict_all(&victims);
+        let js = &self.jobs[h as usize];
+        let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
+        let Some(cand) = find_best(&self.fleet, js, &self.cfg.weights, Some(gi), spread.as_ref()) else {
+            // Cannot happen (fits_with said yes); undo so nothing is evicted for nothing.
+            self.unevict_all(&victims);
+            return Err(BTreeMap::new());
+        };
+        self.commit_evicting(h, cand, &victims, freed);
+        Ok(())
+    }
+
+    /// Marks `victims` evicted and frees their GPUs for the job deciding now; returns
+    /// the GPUs freed, per node.
+    pub(super) fn evict_all(&mut self, victims: &[usize]) -> Vec<(u32, u64)> {
         let mut freed: Vec<(u32, u64)> = Vec::new();
-        for &v in &victims {
+        for &v in victims {
             self.allocs[v].evicted = true;
             if let Some(b) = self.allocs[v].budget {
                 self.budgets[b as usize].healthy -= 1;
@@ -162,31 +177,41 @@ impl Engine<'_> {
             }
             freed.extend(held);
         }
-        let js = &self.jobs[h as usize];
-        let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
-        let Some(cand) = find_best(&self.fleet, js, &self.cfg.weights, Some(gi), spread.as_ref()) else {
-            // Cannot happen (fits_with said yes); undo so nothing is evicted for nothing.
-            for &v in &victims {
-                self.allocs[v].evicted = false;
-                if let Some(b) = self.allocs[v].budget {
-                    self.budgets[b as usize].healthy += 1;
-                }
-                if let Some(key) = self.allocs[v].spread {
-                    self.spreads.count(key, self.allocs[v].provider, true);
-                }
-                let ns = self.allocs[v].ns;
-                for (n, mask) in self.allocs[v].held.clone() {
-                    let free = self.fleet.nodes[n as usize].free & !mask;
-                    self.fleet.set_free(n, free);
-                    self.queue
-                        .charge(ns, self.node_model(n), i64::from(mask.count_ones()));
-                }
+        freed
+    }
+
+    /// Undoes [`Self::evict_all`] when the job found no place after all.
+    pub(super) fn unevict_all(&mut self, victims: &[usize]) {
+        for &v in victims {
+            self.allocs[v].evicted = false;
+            if let Some(b) = self.allocs[v].budget {
+                self.budgets[b as usize].healthy += 1;
             }
-            return Err(BTreeMap::new());
-        };
-        let for_job = self.snap.jobs[js.src as usize].id.clone();
+            if let Some(key) = self.allocs[v].spread {
+                self.spreads.count(key, self.allocs[v].provider, true);
+            }
+            let ns = self.allocs[v].ns;
+            for (n, mask) in self.allocs[v].held.clone() {
+                let free = self.fleet.nodes[n as usize].free & !mask;
+                self.fleet.set_free(n, free);
+                self.queue
+                    .charge(ns, self.node_model(n), i64::from(mask.count_ones()));
+            }
+        }
+    }
+
+    /// Commits job `h` on `cand` with the evictions of `victims`; the GPUs they free
+    /// that the job does not take stay busy this round (they are until the victims stop).
+    pub(super) fn commit_evicting(
+        &mut self,
+        h: u32,
+        cand: crate::search::Candidate,
+        victims: &[usize],
+        freed: Vec<(u32, u64)>,
+    ) {
+        let for_job = self.snap.jobs[self.jobs[h as usize].src as usize].id.clone();
         let mut evicts = Vec::new();
-        for &v in &victims {
+        for &v in victims {
             let r = &self.snap.running[self.allocs[v].src as usize];
             evicts.push(r.job.clone());
             self.out.evictions.push(Eviction {
@@ -200,7 +225,6 @@ impl Engine<'_> {
             let free = self.fleet.nodes[n as usize].free & !mask;
             self.fleet.set_free(n, free);
         }
-        Ok(())
     }
 
     /// The providers where the victims a budget held back (`held_back`, per group) would

@@ -13,30 +13,123 @@ use crate::explain::{Explanation, QuotaExceeded};
 use crate::search::find_best;
 use crate::snapshot::{Micros, Quota};
 
+/// What a namespace's quota makes of a job before the search.
+pub(super) enum Gate {
+    /// Decided: placed (by evicting its namespace's lower-priority work) or held.
+    Decided(bool),
+    /// Search on; `true` when its ceiling was lowered to what the namespace may still
+    /// spend (then the caller must not use the memo).
+    Proceed(bool),
+}
+
 impl Engine<'_> {
     fn gang(&self, h: u32) -> u32 {
         let js = &self.jobs[h as usize];
         u32::from(js.g) * u32::from(js.w)
     }
 
-    /// Checks job `h` against its namespace's quota: `None` when the quota holds it (it
-    /// is answered unplaced), else whether its ceiling was lowered to what the namespace
-    /// may still spend (then the caller must not use the memo).
-    pub(super) fn apply_quota(&mut self, h: u32) -> Option<bool> {
+    /// Checks job `h` against its namespace's quota. Held by the GPU cap, a job that may
+    /// preempt evicts its own namespace's lower-priority work to make room in the cap.
+    pub(super) fn apply_quota(&mut self, h: u32) -> Gate {
         let ns = self.job_ns[h as usize] as usize;
         let Some(q) = &self.quotas[ns] else {
-            return Some(false);
+            return Gate::Proceed(false);
         };
         match q.room(self.gang(h), self.jobs[h as usize].max_price) {
             Room::Full(why) => {
+                if let QuotaExceeded::Gpus { limit, used, need } = why
+                    && self.may_preempt(h)
+                    && self.preempt_within_quota(h, (used + need).saturating_sub(limit))
+                {
+                    return Gate::Decided(true);
+                }
                 self.refuse(h, Explanation::Quota(why));
-                None
+                Gate::Decided(false)
             }
             Room::Ceiling(c) => {
                 self.jobs[h as usize].max_price = c;
-                Some(true)
+                Gate::Proceed(true)
             }
-            Room::Free => Some(false),
+            Room::Free => Gate::Proceed(false),
+        }
+    }
+
+    /// Evicts running work of job `h`'s namespace, of strictly lower priority (lowest
+    /// first, youngest first, within disruption budgets) until `excess` GPUs of the cap
+    /// are free, and places the job with those evictions — as Kueue preempts within a
+    /// ClusterQueue. Another namespace's work never makes room in this one's quota.
+    /// Nothing changes unless the job is placed.
+    fn preempt_within_quota(&mut self, h: u32, excess: u32) -> bool {
+        let ns = self.job_ns[h as usize];
+        let priority = self.snap.jobs[self.jobs[h as usize].src as usize].priority;
+        let mut candidates: Vec<usize> = (0..self.allocs.len())
+            .filter(|&a| {
+                let al = &self.allocs[a];
+                !al.evicted && al.ns == ns && al.priority < priority
+            })
+            .collect();
+        candidates.sort_by_key(|&a| {
+            let al = &self.allocs[a];
+            (al.priority, std::cmp::Reverse(al.start), al.src)
+        });
+        let (mut chosen, mut gpus) = (Vec::new(), 0u32);
+        let mut spent: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
+        for v in candidates {
+            if gpus >= excess {
+                break;
+            }
+            if let Some(b) = self.allocs[v].budget {
+                let used = spent.entry(b).or_default();
+                if !self.budgets[b as usize].allows(*used + 1) {
+                    continue;
+                }
+                *used += 1;
+            }
+            gpus += self.allocs[v]
+                .held
+                .iter()
+                .map(|&(_, m)| m.count_ones())
+                .sum::<u32>();
+            chosen.push(v);
+        }
+        if gpus < excess {
+            return false;
+        }
+        let own_ceiling = self.jobs[h as usize].max_price;
+        let gang = self.gang(h);
+        let ns = ns as usize;
+        let room = self.quotas[ns].as_mut().map(|q| {
+            q.release(gpus);
+            q.room(gang, own_ceiling)
+        });
+        let ceiling = match room {
+            Some(Room::Ceiling(c)) => c,
+            Some(Room::Free) => own_ceiling,
+            _ => {
+                if let Some(q) = self.quotas[ns].as_mut() {
+                    q.charge(gpus, 0);
+                }
+                return false;
+            }
+        };
+        let freed = self.evict_all(&chosen);
+        self.jobs[h as usize].max_price = ceiling;
+        let js = &self.jobs[h as usize];
+        let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
+        let found = find_best(&self.fleet, js, &self.cfg.weights, None, spread.as_ref());
+        self.jobs[h as usize].max_price = own_ceiling;
+        match found {
+            Some(cand) => {
+                self.commit_evicting(h, cand, &chosen, freed);
+                true
+            }
+            None => {
+                self.unevict_all(&chosen);
+                if let Some(q) = self.quotas[ns].as_mut() {
+                    q.charge(gpus, 0);
+                }
+                false
+            }
         }
     }
 
@@ -121,6 +214,11 @@ impl QuotaSt {
             used: self.used_spend,
             need,
         }
+    }
+
+    /// Stops counting `gpus` GPUs (work of the namespace evicted this round).
+    pub fn release(&mut self, gpus: u32) {
+        self.used_gpus = self.used_gpus.saturating_sub(gpus);
     }
 
     /// Counts a placement of `gpus` GPUs at `price` per GPU-hour.
