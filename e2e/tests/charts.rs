@@ -141,7 +141,13 @@ fn argocd_health_lua_matches_its_tests_and_agrees_with_kstatus() {
     }
     let root = common::repo_root().join("charts/gpufed/files/argocd-health/gpufed.io");
     let (mut lua_checked, mut kstatus_checked) = (0, 0);
-    for kind in ["ComputeJob", "ComputeService", "GpuProvider", "Stake"] {
+    for kind in [
+        "ComputeJob",
+        "ComputeQuota",
+        "ComputeService",
+        "GpuProvider",
+        "Stake",
+    ] {
         let dir = root.join(kind);
         let script = std::fs::read_to_string(dir.join("health.lua")).expect("health.lua");
         let tests: Value = serde_yaml::from_str(

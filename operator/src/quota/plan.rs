@@ -89,6 +89,9 @@ pub fn status(quota: &ComputeQuota, jobs: &[&ComputeJob], now: &str) -> ComputeQ
     st.waiting_jobs = u32::try_from(jobs.iter().filter(|j| held_by_quota(j)).count()).unwrap_or(u32::MAX);
     st.observed_generation = generation;
     let errors = check::quota_spec(&quota.spec);
+    if errors.is_empty() {
+        conditions::remove(&mut st.conditions, types::STALLED);
+    }
     let ready = if errors.is_empty() {
         let mut caps = Vec::new();
         if let Some(g) = quota.spec.gpus {
@@ -115,6 +118,16 @@ pub fn status(quota: &ComputeQuota, jobs: &[&ComputeJob], now: &str) -> ComputeQ
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
+        // Stuck until the spec changes, as kstatus (Flux) and Argo CD read `Stalled`.
+        let stalled = conditions::condition(
+            types::STALLED,
+            True,
+            "InvalidSpec",
+            message.clone(),
+            generation,
+            now,
+        );
+        conditions::set(&mut st.conditions, stalled);
         conditions::condition(types::READY, False, "InvalidSpec", message, generation, now)
     };
     conditions::set(&mut st.conditions, ready);

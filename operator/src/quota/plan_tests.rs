@@ -104,6 +104,26 @@ fn a_quota_that_caps_nothing_is_not_enforced_and_says_why() {
         ready.message
     );
     assert_eq!(ready.observed_generation, Some(3));
+    let stalled = conditions::find(&st.conditions, types::STALLED).expect("Stalled");
+    assert_eq!((stalled.status, stalled.reason.as_str()), (True, "InvalidSpec"));
+    // Fixed: Stalled goes, as kstatus wants an abnormal-true condition removed.
+    let fixed = ComputeQuota {
+        spec: gpufed_api::ComputeQuotaSpec {
+            gpus: Some(2),
+            max_spend_per_hour: None,
+        },
+        status: Some(st),
+        ..(*q).clone()
+    };
+    let st = status(&fixed, &[], "2026-12-04T12:01:00Z");
+    assert!(
+        conditions::find(&st.conditions, types::STALLED).is_none(),
+        "{st:?}"
+    );
+    assert_eq!(
+        conditions::find(&st.conditions, types::READY).map(|c| c.status),
+        Some(True)
+    );
 }
 
 #[test]
