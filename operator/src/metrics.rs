@@ -77,6 +77,8 @@ pub struct Metrics {
     /// Jobs the last round left waiting mostly because preempting would break a
     /// ComputeService's disruption budget.
     pub held_by_disruption_budget_jobs: Gauge,
+    /// Jobs the last round left waiting because their namespace's ComputeQuota holds them.
+    pub held_by_quota_jobs: Gauge,
     /// Providers by health.
     pub providers: Family<HealthLabel, Gauge>,
     /// GPUs of the fleet the placement engine sees, by state (`total`, `free`).
@@ -130,6 +132,7 @@ impl Metrics {
             placements_total: Counter::default(),
             evictions_total: Counter::default(),
             held_by_disruption_budget_jobs: Gauge::default(),
+            held_by_quota_jobs: Gauge::default(),
             providers: Family::default(),
             fleet_gpus: Family::default(),
             metered_gpu_seconds_total: Counter::default(),
@@ -172,6 +175,11 @@ impl Metrics {
             "held_by_disruption_budget_jobs",
             "ComputeJobs that could preempt only by breaking a ComputeService's disruption budget (last round)",
             m.held_by_disruption_budget_jobs.clone(),
+        );
+        registry.register(
+            "held_by_quota_jobs",
+            "ComputeJobs their namespace's ComputeQuota holds back (last round)",
+            m.held_by_quota_jobs.clone(),
         );
         registry.register("providers", "GpuProviders by health", m.providers.clone());
         registry.register(

@@ -25,6 +25,7 @@ pub(super) fn exposition() -> String {
     m.placements_total.inc();
     m.evictions_total.inc();
     m.held_by_disruption_budget_jobs.set(1);
+    m.held_by_quota_jobs.set(1);
     m.set_providers(2, 1);
     m.set_fleet_gpus(16, 4);
     m.metered_gpu_seconds_total.inc();

@@ -144,6 +144,7 @@ pub async fn round(
         .set_providers(ready, providers.len().saturating_sub(ready));
     if snap.jobs.is_empty() {
         ctx.metrics.held_by_disruption_budget_jobs.set(0);
+        ctx.metrics.held_by_quota_jobs.set(0);
         return Ok(0);
     }
     snap.reservations = reservations.lock().await.clone();
@@ -212,6 +213,14 @@ pub async fn round(
     ctx.metrics
         .held_by_disruption_budget_jobs
         .set(i64::try_from(held).unwrap_or(i64::MAX));
+    let by_quota = decisions
+        .unplaced
+        .iter()
+        .filter(|u| matches!(u.explanation, pl::Explanation::Quota(_)))
+        .count();
+    ctx.metrics
+        .held_by_quota_jobs
+        .set(i64::try_from(by_quota).unwrap_or(i64::MAX));
     for u in &decisions.unplaced {
         let Some(job) = by_id(&u.job) else { continue };
         let message = u.explanation.to_string();
