@@ -104,6 +104,7 @@ say "watching the jobs (up to ${TIMEOUT}s)"
 deadline=$((SECONDS + TIMEOUT))
 while ((SECONDS < deadline)); do
   k get cjob -A -o wide
+  k get cquota -A
   done_jobs=$(k get cjob -A -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cE '^(Succeeded|Failed)$' || true)
   [[ "$done_jobs" -ge 3 ]] && break
   sleep 3
