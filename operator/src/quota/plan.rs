@@ -55,14 +55,24 @@ pub fn caps(quotas: &[Arc<ComputeQuota>], jobs: &[Arc<ComputeJob>]) -> BTreeMap<
             entry.spend_per_hour = Some(entry.spend_per_hour.map_or(s, |e| e.min(s)));
         }
     }
-    for (ns, quota) in &mut out {
-        let (gpus, spend) = usage(
-            jobs.iter()
-                .map(AsRef::as_ref)
-                .filter(|j| j.namespace().as_deref() == Some(ns.as_str())),
-        );
-        quota.used_gpus = gpus;
-        quota.used_spend_per_hour = spend;
+    // One pass over the jobs (a round runs every second or two), none without quotas.
+    let mut mine: BTreeMap<&str, Vec<&ComputeJob>> = BTreeMap::new();
+    for job in jobs {
+        if let Some(ns) = job.metadata.namespace.as_deref()
+            && out.contains_key(ns)
+        {
+            mine.entry(ns).or_default().push(job);
+        }
+    }
+    let used: Vec<(String, (u32, pl::Micros))> = mine
+        .into_iter()
+        .map(|(ns, jobs)| (ns.to_owned(), usage(jobs)))
+        .collect();
+    for (ns, (gpus, spend)) in used {
+        if let Some(quota) = out.get_mut(&ns) {
+            quota.used_gpus = gpus;
+            quota.used_spend_per_hour = spend;
+        }
     }
     out
 }

@@ -313,8 +313,7 @@ impl<'s> Engine<'s> {
             {
                 self.memo.insert(s, explanation.clone(), true);
             }
-            let id = self.snap.jobs[self.jobs[h as usize].src as usize].id.clone();
-            self.out.unplaced.push(Unplaced { job: id, explanation });
+            self.unplaced(h, explanation);
             return false;
         }
         let js = &self.jobs[h as usize];
@@ -341,18 +340,14 @@ impl<'s> Engine<'s> {
         if let Some(s) = shape {
             self.memo.insert(s, explanation.clone(), plan_failed);
         }
-        self.out.unplaced.push(Unplaced {
-            job: job.id.clone(),
-            explanation,
-        });
+        self.unplaced(h, explanation);
         false
     }
 
-    /// Leaves a job unplaced for a reason of its own (no reservation, no memo).
-    fn refuse(&mut self, h: u32, explanation: Explanation) -> bool {
+    /// Answers job `h` as not placed this round, with why.
+    fn unplaced(&mut self, h: u32, explanation: Explanation) {
         let id = self.snap.jobs[self.jobs[h as usize].src as usize].id.clone();
         self.out.unplaced.push(Unplaced { job: id, explanation });
-        false
     }
 
     /// Commits a candidate: picks GPUs, updates the index and the shares.

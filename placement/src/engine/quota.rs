@@ -43,7 +43,7 @@ impl Engine<'_> {
                 {
                     return Gate::Decided(true);
                 }
-                self.refuse(h, Explanation::Quota(why));
+                self.unplaced(h, Explanation::Quota(why));
                 Gate::Decided(false)
             }
             Room::Ceiling(c) => {
@@ -147,7 +147,7 @@ impl Engine<'_> {
             return false;
         };
         let why = q.over_spend(Some(c.price.saturating_mul(u64::from(self.gang(h)))));
-        self.refuse(h, Explanation::Quota(why));
+        self.unplaced(h, Explanation::Quota(why));
         true
     }
 }
