@@ -151,6 +151,19 @@ pub fn provider_spec(spec: &GpuProviderSpec) -> Vec<FieldError> {
     if let Err(e) = formats::parse_duration(&spec.heartbeat_grace_period) {
         errors.push(field("spec.heartbeatGracePeriod", e.to_string()));
     }
+    let selector = spec.tenants.as_ref().and_then(|t| t.namespace_selector.as_ref());
+    for (i, e) in selector
+        .iter()
+        .flat_map(|s| s.match_expressions.iter())
+        .enumerate()
+    {
+        if !e.is_well_formed() {
+            errors.push(field(
+                &format!("spec.tenants.namespaceSelector.matchExpressions[{i}].values"),
+                "In and NotIn need values, Exists and DoesNotExist take none",
+            ));
+        }
+    }
     errors
 }
 

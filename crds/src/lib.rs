@@ -28,6 +28,7 @@ pub mod schema_check;
 pub mod service;
 pub mod serving;
 pub mod stake;
+pub mod tenants;
 
 pub use assignment::{Assignment, AssignmentSpec, AssignmentStatus};
 pub use common::{Condition, ConditionStatus, SecretKeyRef};

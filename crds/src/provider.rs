@@ -54,6 +54,7 @@ use crate::common::{
 )]
 #[x_kube(validation = Rule::new("self.mode != 'Push' || has(self.kubeconfigSecretRef)").message("spec.kubeconfigSecretRef is required when spec.mode is Push").field_path(".kubeconfigSecretRef"))]
 #[x_kube(validation = Rule::new("self.prices.all(p, double(p.pricePerGpuHour) > 0.0)").message("every spec.prices[].pricePerGpuHour must be greater than 0").field_path(".prices"))]
+#[x_kube(validation = Rule::new("!has(self.tenants) || !has(self.tenants.namespaceSelector) || !has(self.tenants.namespaceSelector.matchExpressions) || self.tenants.namespaceSelector.matchExpressions.all(e, (e.operator == 'In' || e.operator == 'NotIn') == (has(e.values) && size(e.values) > 0))").message("spec.tenants.namespaceSelector.matchExpressions: In and NotIn need values, Exists and DoesNotExist take none").field_path(".tenants.namespaceSelector.matchExpressions"))]
 #[serde(rename_all = "camelCase")]
 pub struct GpuProviderSpec {
     /// How the hub and the member cluster talk. `Push`: the hub connects to the member's
@@ -100,6 +101,10 @@ pub struct GpuProviderSpec {
     /// stops evicting; attempts not yet stopped run on.
     #[serde(default)]
     pub drain: bool,
+    /// Which tenants (hub namespaces) the provider takes new work from; unset: any.
+    /// A job of a namespace it does not admit is placed elsewhere, or waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<crate::tenants::Tenants>,
 }
 
 fn default_resource_name() -> String {

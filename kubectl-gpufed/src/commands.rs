@@ -80,7 +80,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             let report = match why::explain(&job, &[], now()) {
                 r if !r.waiting => r,
                 _ => match session.providers().await {
-                    Ok(providers) => why::explain(&job, &providers, now()),
+                    Ok(providers) => {
+                        let labels = session
+                            .namespace_labels(job.metadata.namespace.as_deref().unwrap_or_default())
+                            .await;
+                        why::explain_with_labels(&job, &providers, labels.as_ref(), now())
+                    }
                     Err(e @ (Error::Api { .. } | Error::CrdsMissing { .. })) => {
                         why::explain_without_providers(&job, e.to_string())
                     }

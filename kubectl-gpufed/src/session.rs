@@ -1,12 +1,13 @@
 //! I/O: the connection to the hub, built from kubectl's flags, and the few API calls the
 //! commands make, with their errors turned into messages a user can act on.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gpufed_api::serving::LABEL_SERVICE;
 use gpufed_api::{ComputeJob, ComputeService, GpuProvider};
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -98,6 +99,18 @@ impl Session {
             .await
             .map(|l| l.items)
             .map_err(|e| self.list_error(e, "gpuproviders.gpufed.io"))
+    }
+
+    /// A namespace's labels, or `None` when they cannot be read (a tenant may not be
+    /// allowed to get namespaces): only providers' tenant selectors need them.
+    pub async fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        match Api::<Namespace>::all(self.client.clone()).get(name).await {
+            Ok(ns) => Some(ns.metadata.labels.unwrap_or_default()),
+            Err(e) => {
+                tracing::debug!(namespace = name, error = %e, "cannot read the namespace's labels");
+                None
+            }
+        }
     }
 
     /// The ComputeJobs of the session's namespace, or of all namespaces.

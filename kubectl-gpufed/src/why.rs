@@ -171,6 +171,23 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
     (text.into(), true)
 }
 
+/// Why `p`'s tenant policy keeps out work of `ns` (labels `None`: not readable), if it does.
+fn tenant_refusal(p: &GpuProvider, ns: &str, labels: Option<&BTreeMap<String, String>>) -> Option<String> {
+    let policy = p.spec.tenants.as_ref().filter(|t| t.restricts())?;
+    if policy.admits(ns, labels) {
+        return None;
+    }
+    let unread = labels.is_none() && policy.namespace_selector.is_some();
+    Some(if unread && policy.admits_by_name(ns) {
+        format!(
+            "takes work only from namespaces whose labels match spec.tenants.namespaceSelector, \
+             and namespace {ns}'s labels could not be read"
+        )
+    } else {
+        format!("takes no work from namespace {ns} (spec.tenants)")
+    })
+}
+
 /// Whether `job` fits on `p` now. `avoid`: the providers the operator keeps the job off,
 /// each until when ([`gpufed_operator::job::plan::avoided_until`]): the engine is told, as
 /// the operator's round tells it.
@@ -179,6 +196,7 @@ fn fit(
     p: &GpuProvider,
     fleet: &BTreeMap<String, MemberView>,
     avoid: &BTreeMap<String, i64>,
+    labels: Option<&BTreeMap<String, String>>,
 ) -> ProviderFit {
     let provider = p.name_any();
     let no = |reason: String| ProviderFit {
@@ -199,6 +217,9 @@ fn fit(
         Some(c) if c.message.is_empty() => return no(format!("not Ready: {}", c.reason)),
         Some(c) => return no(format!("not Ready: {}: {}", c.reason, c.message)),
         None => return no("not Ready: the operator has not reported on it yet".into()),
+    }
+    if let Some(refusal) = tenant_refusal(p, &job.namespace().unwrap_or_default(), labels) {
+        return no(refusal);
     }
     if !fleet.contains_key(&provider) {
         return no("no inventory reported yet".into());
@@ -247,6 +268,17 @@ fn fit(
 
 /// Explains `job` against `providers` at `now` (Unix seconds).
 pub fn explain(job: &ComputeJob, providers: &[GpuProvider], now: i64) -> WhyReport {
+    explain_with_labels(job, providers, None, now)
+}
+
+/// Explains `job` against `providers` at `now`, given its namespace's labels (for the
+/// providers' tenant selectors; `None` when they could not be read).
+pub fn explain_with_labels(
+    job: &ComputeJob,
+    providers: &[GpuProvider],
+    labels: Option<&BTreeMap<String, String>>,
+    now: i64,
+) -> WhyReport {
     let conds = job
         .status
         .as_ref()
@@ -277,7 +309,7 @@ pub fn explain(job: &ComputeJob, providers: &[GpuProvider], now: i64) -> WhyRepo
         sorted.sort_by_key(|p| p.name_any());
         fits = sorted
             .into_iter()
-            .map(|p| fit(&probe, p, &fleet, &avoid))
+            .map(|p| fit(&probe, p, &fleet, &avoid, labels))
             .collect();
     }
     WhyReport {

@@ -421,3 +421,50 @@ fn a_provider_that_forbade_the_last_attempt_is_avoided_until_the_window_ends() {
     let r = explain(&j, &all, later);
     assert!(reasons(&r).iter().all(|(_, fits, _)| *fits), "{:?}", reasons(&r));
 }
+
+#[test]
+fn a_providers_tenant_policy_is_named_with_the_namespace() {
+    use gpufed_api::tenants::{NamespaceSelector, Tenants};
+    let kyc = || Tenants {
+        namespace_selector: Some(NamespaceSelector {
+            match_labels: BTreeMap::from([("gpufed.io/kyc".into(), "verified".into())]),
+            ..NamespaceSelector::default()
+        }),
+        ..Tenants::default()
+    };
+    let mut selective = provider("a-kyc", Some(ready_h100_status(16, 16)));
+    selective.spec.tenants = Some(kyc());
+    let mut excluding = provider("b-excludes", Some(ready_h100_status(16, 16)));
+    excluding.spec.tenants = Some(Tenants {
+        excluded_namespaces: vec!["team".into()],
+        ..Tenants::default()
+    });
+    let open = provider("c-open", Some(ready_h100_status(16, 16)));
+    let all = [selective, excluding, open];
+    let vetted = BTreeMap::from([("gpufed.io/kyc".to_owned(), "verified".to_owned())]);
+    let r = explain_with_labels(&queued(), &all, Some(&vetted), NOW);
+    let got = reasons(&r);
+    assert!(got[0].1, "labels match: {got:?}");
+    assert_eq!(
+        got[1],
+        (
+            "b-excludes",
+            false,
+            "takes no work from namespace team (spec.tenants)"
+        )
+    );
+    assert!(got[2].1);
+    let r = explain_with_labels(&queued(), &all, Some(&BTreeMap::new()), NOW);
+    assert_eq!(
+        reasons(&r)[0],
+        ("a-kyc", false, "takes no work from namespace team (spec.tenants)")
+    );
+    // A tenant who may not read namespaces is told what could not be checked.
+    let r = explain_with_labels(&queued(), &all, None, NOW);
+    let (_, fits, why) = reasons(&r)[0];
+    assert!(!fits);
+    assert!(
+        why.contains("namespaceSelector") && why.contains("could not be read"),
+        "{why}"
+    );
+}

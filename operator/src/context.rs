@@ -52,6 +52,10 @@ pub struct Context {
     pub quotas: Store<gpufed_api::ComputeQuota>,
     /// Whether `quotas` holds its first listing.
     pub quotas_synced: crate::synced::Synced,
+    /// Hub namespaces (their labels decide providers' `spec.tenants.namespaceSelector`).
+    pub namespaces: Store<k8s_openapi::api::core::v1::Namespace>,
+    /// Whether `namespaces` holds its first listing (until then no selector admits).
+    pub namespaces_synced: crate::synced::Synced,
     /// The ComputeServices' revision history (ControllerRevisions labelled
     /// `gpufed.io/service`).
     pub revisions: Store<k8s_openapi::api::apps::v1::ControllerRevision>,

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gpufed_api::{ComputeJob, GpuProvider};
 use kube::api::ListParams;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
@@ -113,6 +114,12 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         revisions_synced,
     } = service::controller(&hub);
     let (quota_ctl, quotas_synced) = quota::controller(&hub);
+    // Namespaces' labels, for providers' tenant selectors (not a readiness gate: a
+    // selector fails closed until they are listed).
+    let (namespaces, namespaces_synced, fill_namespaces) = synced::cache(
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(hub.clone()),
+        watcher::Config::default().any_semantic(),
+    );
     let metrics = metrics::Metrics::new();
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
@@ -129,6 +136,8 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         services_synced,
         quotas: quota_ctl.store(),
         quotas_synced,
+        namespaces,
+        namespaces_synced,
         revisions,
         revisions_synced,
         leadership: elector.leadership(),
@@ -203,7 +212,17 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             }
         }
     };
+    let namespace_cache = {
+        let rx = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = fill_namespaces => {}
+                () = stop(rx) => {}
+            }
+        }
+    };
     tokio::join!(
+        namespace_cache,
         provider::run(ctx.clone(), provider_ctl, stop(shutdown.clone())),
         job::run(ctx.clone(), job_ctl, stop(shutdown.clone())),
         service::run(ctx.clone(), service_ctl, stop(shutdown.clone())),

@@ -16,6 +16,7 @@ use crate::fleet::MemberView;
 use crate::job::names;
 
 pub mod sanitize;
+pub mod tenants;
 
 /// Reputation assumed for a provider without a measured score.
 pub const DEFAULT_REPUTATION: f64 = 0.5;
@@ -339,6 +340,7 @@ fn provider_snapshot(
         reputation,
         prices,
         nodes,
+        tenants: None,
     };
     (provider, running)
 }

@@ -77,6 +77,16 @@ pub fn with_written(
         .collect()
 }
 
+/// A hub namespace's labels, `None` until the namespace cache is listed or when the
+/// namespace is not in it.
+fn namespace_labels(ctx: &Context, ns: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    if !ctx.namespaces_synced.is_synced() {
+        return None;
+    }
+    let key = kube::runtime::reflector::ObjectRef::new(ns);
+    ctx.namespaces.get(&key).map(|n| n.labels().clone())
+}
+
 /// One round.
 pub async fn round(
     ctx: &Context,
@@ -105,6 +115,7 @@ pub async fn round(
     let fleet = ctx.fleet.snapshot().await;
     let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
     mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());
+    mapping::tenants::admit(&mut snap, &providers, |ns| namespace_labels(ctx, ns));
     // Disruption budgets; drains before placing: their evictions spend the budgets
     // first, and run even when nothing queues.
     let (budgets, mut replicas) = crate::service::budget::keys(&jobs, &ctx.services.state());

@@ -80,6 +80,32 @@ where
     (reader, synced, stream)
 }
 
+/// A cache of `api` that no controller drives, its readiness, and the future that
+/// fills it (run it until shutdown). Watch errors are retried with kube's default
+/// backoff, so a missing permission logs and waits instead of spinning.
+pub fn cache<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> (
+    Store<K>,
+    Synced,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer): (Store<K>, _) = reflector::store();
+    let (tx, synced) = Synced::new();
+    let stream = report_listed(watcher(api, cfg).default_backoff().reflect(writer), tx);
+    let fill = stream.for_each(|ev| {
+        if let Err(e) = ev {
+            tracing::warn!(error = %e, kind = %K::kind(&()), "cache watch failed; retrying");
+        }
+        futures::future::ready(())
+    });
+    (reader, synced, fill)
+}
+
 /// A controller for `api` (like `Controller::new`) and its cache's readiness.
 pub fn controller<K>(api: Api<K>, cfg: watcher::Config) -> (Controller<K>, Synced)
 where

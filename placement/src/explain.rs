@@ -19,6 +19,8 @@ pub enum Reason {
     RegionNotAllowed,
     /// The job is kept off this provider for now ([`Job::avoid`](crate::Job::avoid)).
     Avoided,
+    /// The provider takes no new work from the job's namespace (its tenant policy).
+    TenantNotAdmitted,
     /// The provider is unhealthy or unreachable.
     Unhealthy,
     /// The job wants verified providers only and this one is not verified.
@@ -94,6 +96,7 @@ impl fmt::Display for Reason {
         match self {
             Reason::ProviderNotAllowed => write!(f, "not in the allowed providers"),
             Reason::Avoided => write!(f, "refused this job's last attempt for lack of a permission"),
+            Reason::TenantNotAdmitted => write!(f, "takes no work from this namespace"),
             Reason::RegionNotAllowed => write!(f, "outside the allowed regions"),
             Reason::Unhealthy => write!(f, "unhealthy"),
             Reason::NotVerified => write!(f, "not verified"),

@@ -65,16 +65,23 @@ impl JobSt {
             m.dedup();
             m
         };
-        let admitted =
-            (!job.providers.is_empty() || !job.regions.is_empty() || !job.avoid.is_empty()).then(|| {
-                let mut set = vec![0u64; fleet.providers.len().div_ceil(64)];
-                for (i, p) in fleet.providers.iter().enumerate() {
-                    if provider_listed(job, p) && region_listed(job, p) && !avoided(job, p) {
-                        set[i / 64] |= 1u64 << (i % 64);
-                    }
+        let restricted = !job.providers.is_empty()
+            || !job.regions.is_empty()
+            || !job.avoid.is_empty()
+            || fleet.tenant_policies;
+        let admitted = restricted.then(|| {
+            let mut set = vec![0u64; fleet.providers.len().div_ceil(64)];
+            for (i, p) in fleet.providers.iter().enumerate() {
+                if provider_listed(job, p)
+                    && region_listed(job, p)
+                    && !avoided(job, p)
+                    && tenant_admitted(job, p)
+                {
+                    set[i / 64] |= 1u64 << (i % 64);
                 }
-                set
-            });
+            }
+            set
+        });
         let mut preferred = Vec::new();
         for id in &job.preferred {
             if let Some(p) = fleet.provider_index(id)
@@ -144,6 +151,11 @@ fn avoided(job: &Job, p: &Prov) -> bool {
     job.avoid.contains(&p.id)
 }
 
+/// Whether the provider takes work from the job's namespace.
+fn tenant_admitted(job: &Job, p: &Prov) -> bool {
+    p.tenants.as_ref().is_none_or(|t| t.contains(&job.namespace))
+}
+
 fn region_listed(job: &Job, p: &Prov) -> bool {
     job.regions.is_empty() || job.regions.contains(&p.region)
 }
@@ -167,6 +179,9 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
     }
     if avoided(job, p) {
         return Reason::Avoided;
+    }
+    if !tenant_admitted(job, p) {
+        return Reason::TenantNotAdmitted;
     }
     if !p.healthy {
         return Reason::Unhealthy;

@@ -55,6 +55,8 @@ pub(crate) struct Prov {
     pub verified: bool,
     pub reputation: f64,
     pub groups: Range<u32>,
+    /// Namespaces it takes new work from (`None`: any).
+    pub tenants: Option<BTreeSet<String>>,
 }
 
 /// All nodes of one model in one provider; the unit of pricing.
@@ -121,6 +123,9 @@ pub(crate) struct Fleet {
     pub counts: Vec<u32>,
     pub max_ask: Micros,
     pub market: MarketParams,
+    /// Some provider takes work from some namespaces only: every job's admitted set
+    /// must be computed.
+    pub tenant_policies: bool,
 }
 
 /// Bit mask of GPU indices.
@@ -147,6 +152,7 @@ impl Fleet {
             groups_by_model: vec![Vec::new(); models.len()],
             models,
             market,
+            tenant_policies: snap.providers.iter().any(|p| p.tenants.is_some()),
             ..Fleet::default()
         };
         let mut last_id: Option<&str> = None;
@@ -271,6 +277,7 @@ impl Fleet {
                 verified: p.verified,
                 reputation: p.reputation,
                 groups: groups_start..idx(fleet.groups.len()),
+                tenants: p.tenants.clone(),
             });
         }
         for list in &mut fleet.groups_by_model {

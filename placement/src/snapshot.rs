@@ -3,7 +3,7 @@
 //! The operator maps its CRDs onto these plain types; the simulator and the benchmark
 //! build them directly. Nothing here depends on Kubernetes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Money in integer micro-units (1 unit = 1 000 000 micros), e.g. micro-USD per GPU-hour.
@@ -101,6 +101,9 @@ pub struct Provider {
     pub prices: BTreeMap<String, Micros>,
     /// GPU nodes.
     pub nodes: Vec<Node>,
+    /// The namespaces (tenants) this provider takes new work from; `None`: any. Work
+    /// already running on it is not affected.
+    pub tenants: Option<BTreeSet<String>>,
 }
 
 /// Interconnect a job needs between its GPUs.

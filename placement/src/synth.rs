@@ -184,6 +184,7 @@ pub fn fleet(rng: &mut Rng, providers: usize, nodes: usize) -> Vec<Provider> {
                 reputation: 0.5 + rng.unit() * 0.5,
                 prices,
                 nodes,
+                tenants: None,
             }
         })
         .collect()

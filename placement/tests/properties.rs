@@ -57,8 +57,10 @@ fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocat
         0..=10u32,
         prop::collection::vec(1..5u64, 3),
         prop::sample::select(vec!["eu", "us"]),
+        // Now and then a tenant policy: the checker holds placements to it.
+        prop::option::weighted(0.3, prop::sample::subsequence(vec!["ns0", "ns1", "ns2"], 0..=2)),
     )
-        .prop_map(move |(nodes, verified, healthy, rep, asks, region)| {
+        .prop_map(move |(nodes, verified, healthy, rep, asks, region, tenants)| {
             let id = format!("p{i}");
             let prices = MODELS
                 .iter()
@@ -107,6 +109,7 @@ fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocat
                 reputation: f64::from(rep) / 10.0,
                 prices,
                 nodes: ns,
+                tenants: tenants.map(|t| t.into_iter().map(String::from).collect()),
             };
             (p, running)
         })

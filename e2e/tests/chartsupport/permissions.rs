@@ -57,6 +57,8 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("update", "coordination.k8s.io", "leases", "", NS),
     ("get", "", "secrets", "", NS),
     ("get", "", "namespaces", "", ""),
+    ("list", "", "namespaces", "", ""),
+    ("watch", "", "namespaces", "", ""),
     ("get", "", "configmaps", "", NS),
     ("list", "", "configmaps", "", NS),
     ("create", "", "configmaps", "", NS),
@@ -132,7 +134,6 @@ pub const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "", "configmaps/other", "", "kube-system"),
     ("patch", "", "configmaps/other", "", AGENT_NS),
     ("delete", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
-    ("list", "", "namespaces", "", ""),
     ("delete", "", "namespaces", "", ""),
     // No other ServiceAccount, no tokens: only the agent and its bootstrap group get those.
     ("create", "", "serviceaccounts", "", AGENT_NS),

@@ -72,6 +72,7 @@ fn fleet_gpus_sums_total_and_free_over_every_provider() {
         reputation: 1.0,
         prices: Default::default(),
         nodes,
+        tenants: None,
     };
     let snap = pl::Snapshot {
         providers: vec![

@@ -31,6 +31,7 @@ pub fn provider(id: &str, model: &str, vram_gib: u32, nodes: u8, gpus: u8, ask: 
                 )
             })
             .collect(),
+        tenants: None,
     }
 }
 
@@ -95,6 +96,7 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
         let ok_provider = (job.providers.is_empty() || job.providers.contains(&p.id))
             && (job.regions.is_empty() || job.regions.contains(&p.region))
             && !job.avoid.contains(&p.id)
+            && p.tenants.as_ref().is_none_or(|t| t.contains(&job.namespace))
             && p.healthy
             && (p.verified || !job.verified_only)
             && p.reputation >= job.min_reputation

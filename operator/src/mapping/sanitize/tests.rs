@@ -162,6 +162,7 @@ fn pl_provider(id: &str, nodes: &[(&str, u8)]) -> pl::Provider {
                 pl::Node::new(name, "H100", 81920, pl::ComputeCapability::new(9, 0), None, gpus)
             })
             .collect(),
+        tenants: None,
     }
 }
 

@@ -1,0 +1,232 @@
+//! A provider's tenant policy: which hub namespaces it takes new work from.
+//!
+//! The selector mirrors Kubernetes' `LabelSelector` (matchLabels, matchExpressions with
+//! In / NotIn / Exists / DoesNotExist), with the same semantics, as our own type so its
+//! operator is an enum in the schema and its rule can be checked offline.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::DNS_LABEL_PATTERN;
+
+/// Which tenants — the hub namespaces whose ComputeJobs and ComputeServices run here — a
+/// provider takes new work from. A namespace is admitted when it is listed in
+/// `namespaces` (or the list is empty), its labels match `namespaceSelector` (when set),
+/// and it is not in `excludedNamespaces`. Work already running is not stopped by a
+/// change; drain the provider (`spec.drain`) to move it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenants {
+    /// Only these namespaces (empty: any namespace the other fields admit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 256),
+        inner(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))
+    )]
+    pub namespaces: Vec<String>,
+    /// Only namespaces whose labels match, e.g. those the hub's admins marked as vetted
+    /// (`gpufed.io/kyc: verified`). An empty selector matches every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<NamespaceSelector>,
+    /// Never these namespaces, whatever the other fields say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 256),
+        inner(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))
+    )]
+    pub excluded_namespaces: Vec<String>,
+}
+
+/// A label query over namespaces, as Kubernetes' `LabelSelector`: every `matchLabels`
+/// pair and every expression must hold.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSelector {
+    /// Labels the namespace must carry with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub match_labels: BTreeMap<String, String>,
+    /// Further requirements on the namespace's labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+/// One requirement on a label.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorRequirement {
+    /// The label key.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// How the label relates to `values`.
+    pub operator: SelectorOperator,
+    /// Values for `In` and `NotIn` (at least one); empty for `Exists` and `DoesNotExist`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
+    pub values: Vec<String>,
+}
+
+/// A label requirement's operator.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SelectorOperator {
+    /// The label is set to one of the values.
+    In,
+    /// The label is unset, or set to none of the values.
+    NotIn,
+    /// The label is set (any value).
+    Exists,
+    /// The label is unset.
+    DoesNotExist,
+}
+
+impl SelectorRequirement {
+    /// Whether the requirement's values agree with its operator.
+    pub fn is_well_formed(&self) -> bool {
+        matches!(self.operator, SelectorOperator::In | SelectorOperator::NotIn) == !self.values.is_empty()
+    }
+
+    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let value = labels.get(&self.key);
+        match self.operator {
+            SelectorOperator::In => value.is_some_and(|v| self.values.contains(v)),
+            SelectorOperator::NotIn => value.is_none_or(|v| !self.values.contains(v)),
+            SelectorOperator::Exists => value.is_some(),
+            SelectorOperator::DoesNotExist => value.is_none(),
+        }
+    }
+}
+
+impl NamespaceSelector {
+    /// Whether `labels` satisfy the selector. A malformed requirement matches nothing
+    /// (the spec check reports it).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self
+                .match_expressions
+                .iter()
+                .all(|e| e.is_well_formed() && e.matches(labels))
+    }
+}
+
+impl Tenants {
+    /// Whether the policy restricts anything (an empty policy admits everyone).
+    pub fn restricts(&self) -> bool {
+        !self.namespaces.is_empty()
+            || self.namespace_selector.is_some()
+            || !self.excluded_namespaces.is_empty()
+    }
+
+    /// Whether work from `namespace` is admitted, given its labels (`None`: not known,
+    /// which a selector never admits — the policy fails closed).
+    pub fn admits(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let selected = match (&self.namespace_selector, labels) {
+            (None, _) => true,
+            (Some(s), Some(labels)) => s.matches(labels),
+            (Some(_), None) => false,
+        };
+        self.admits_by_name(namespace) && selected
+    }
+
+    /// Whether the name lists alone admit `namespace` (listed, or no list; not excluded).
+    pub fn admits_by_name(&self, namespace: &str) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+            && !self.excluded_namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SelectorOperator::{DoesNotExist, Exists, In, NotIn};
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    fn req(key: &str, operator: SelectorOperator, values: &[&str]) -> SelectorRequirement {
+        SelectorRequirement {
+            key: key.into(),
+            operator,
+            values: values.iter().map(|v| (*v).into()).collect(),
+        }
+    }
+
+    fn selector(exprs: Vec<SelectorRequirement>) -> Tenants {
+        Tenants {
+            namespace_selector: Some(NamespaceSelector {
+                match_labels: labels(&[("tier", "paid")]),
+                match_expressions: exprs,
+            }),
+            ..Tenants::default()
+        }
+    }
+
+    #[test]
+    fn an_empty_policy_admits_everyone_and_restricts_nothing() {
+        let t = Tenants::default();
+        assert!(!t.restricts());
+        assert!(t.admits("anyone", None));
+    }
+
+    #[test]
+    fn lists_admit_listed_namespaces_and_exclusions_win() {
+        let t = Tenants {
+            namespaces: vec!["a".into(), "b".into()],
+            excluded_namespaces: vec!["b".into()],
+            ..Tenants::default()
+        };
+        assert!(t.restricts());
+        assert!(t.admits("a", None));
+        assert!(!t.admits("b", None), "excluded although listed");
+        assert!(!t.admits("c", None), "not listed");
+        let only_excluded = Tenants {
+            excluded_namespaces: vec!["x".into()],
+            ..Tenants::default()
+        };
+        assert!(only_excluded.admits("a", None) && !only_excluded.admits("x", None));
+    }
+
+    #[test]
+    fn the_selector_follows_label_selector_semantics() {
+        let paid = labels(&[("tier", "paid"), ("kyc", "verified"), ("region", "eu")]);
+        let cases = [
+            (req("kyc", In, &["verified", "pending"]), true),
+            (req("kyc", In, &["pending"]), false),
+            (req("kyc", NotIn, &["pending"]), true),
+            (req("absent", NotIn, &["x"]), true),
+            (req("kyc", NotIn, &["verified"]), false),
+            (req("region", Exists, &[]), true),
+            (req("absent", Exists, &[]), false),
+            (req("absent", DoesNotExist, &[]), true),
+            (req("kyc", DoesNotExist, &[]), false),
+        ];
+        for (r, want) in cases {
+            let t = selector(vec![r.clone()]);
+            assert_eq!(t.admits("ns", Some(&paid)), want, "{r:?}");
+        }
+        // matchLabels must hold as well.
+        let free = labels(&[("tier", "free"), ("kyc", "verified")]);
+        assert!(!selector(vec![req("kyc", In, &["verified"])]).admits("ns", Some(&free)));
+        // An empty selector matches every namespace with known labels.
+        let empty = Tenants {
+            namespace_selector: Some(NamespaceSelector::default()),
+            ..Tenants::default()
+        };
+        assert!(empty.admits("ns", Some(&BTreeMap::new())));
+    }
+
+    #[test]
+    fn unknown_labels_and_malformed_requirements_admit_nobody() {
+        let t = selector(vec![]);
+        assert!(!t.admits("ns", None), "labels not known: fail closed");
+        let paid = labels(&[("tier", "paid"), ("kyc", "verified")]);
+        for bad in [req("kyc", In, &[]), req("kyc", Exists, &["verified"])] {
+            assert!(!bad.is_well_formed());
+            assert!(!selector(vec![bad]).admits("ns", Some(&paid)));
+        }
+        assert!(req("kyc", NotIn, &["x"]).is_well_formed() && req("kyc", DoesNotExist, &[]).is_well_formed());
+    }
+}
