@@ -114,8 +114,8 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         revisions_synced,
     } = service::controller(&hub);
     let (quota_ctl, quotas_synced) = quota::controller(&hub);
-    // Namespaces' labels, for providers' tenant selectors (not a readiness gate: a
-    // selector fails closed until they are listed).
+    // Namespaces' labels, for providers' tenant selectors (placement waits for them
+    // only while some provider has a selector).
     let (namespaces, namespaces_synced, fill_namespaces) = synced::cache(
         Api::<k8s_openapi::api::core::v1::Namespace>::all(hub.clone()),
         watcher::Config::default().any_semantic(),
@@ -177,6 +177,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
                 && ctx.services_synced.wait().await.is_ok()
                 && ctx.revisions_synced.wait().await.is_ok()
                 && ctx.quotas_synced.wait().await.is_ok()
+                && ctx.namespaces_synced.wait().await.is_ok()
             {
                 readiness.set_ready();
                 tracing::info!("caches synced: ready");

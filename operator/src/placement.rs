@@ -77,12 +77,8 @@ pub fn with_written(
         .collect()
 }
 
-/// A hub namespace's labels, `None` until the namespace cache is listed or when the
-/// namespace is not in it.
+/// A hub namespace's labels, `None` when the namespace is not in the cache.
 fn namespace_labels(ctx: &Context, ns: &str) -> Option<std::collections::BTreeMap<String, String>> {
-    if !ctx.namespaces_synced.is_synced() {
-        return None;
-    }
     let key = kube::runtime::reflector::ObjectRef::new(ns);
     ctx.namespaces.get(&key).map(|n| n.labels().clone())
 }
@@ -112,6 +108,18 @@ pub async fn round(
         })
         .collect();
     let providers = ctx.providers.state();
+    // A tenant selector decided before the namespaces are listed would admit nobody, and
+    // its tenants' jobs would go to dearer providers.
+    let selectors = providers.iter().any(|p| {
+        p.spec
+            .tenants
+            .as_ref()
+            .is_some_and(|t| t.namespace_selector.is_some())
+    });
+    if selectors && !ctx.namespaces_synced.is_synced() {
+        tracing::debug!("waiting for the namespace cache (providers' tenant selectors need it)");
+        return Ok(0);
+    }
     let fleet = ctx.fleet.snapshot().await;
     let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
     mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());

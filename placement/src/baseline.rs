@@ -24,6 +24,7 @@ pub enum Naive {
 fn provider_ok(job: &Job, p: &Provider) -> bool {
     (job.providers.is_empty() || job.providers.contains(&p.id))
         && (job.regions.is_empty() || job.regions.contains(&p.region))
+        && p.tenants.as_ref().is_none_or(|t| t.contains(&job.namespace))
         && p.healthy
         && (p.verified || !job.verified_only)
         && p.reputation >= job.min_reputation

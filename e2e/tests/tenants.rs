@@ -1,0 +1,190 @@
+//! Providers choose their tenants, end to end on real API servers and the real scheduler
+//! (GPU nodes SIMULATED; two 4-GPU nodes per provider, whole-node jobs, so best-fit
+//! packing never outweighs price): a GpuProvider whose `spec.tenants.namespaceSelector` admits
+//! only namespaces labelled `gpufed.io/kyc=verified` gets the vetted team's job (it is the
+//! cheaper provider), while an unlabelled team's job goes to the dearer one; with that one
+//! paused the unlabelled team's job waits, `Placed=False` naming the policy, and runs on
+//! the selective provider as soon as its namespace is labelled (the operator watches
+//! namespaces). Excluding a namespace later stops none of its running work, and its next
+//! job goes elsewhere.
+
+mod common;
+mod opsupport;
+
+use std::time::Duration;
+
+use gpufed_api::conditions::{self, types};
+use gpufed_api::{ComputeJob, GpuProvider};
+use gpufed_e2e::{FederationSpec, GpuPool};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use opsupport::{Operator, federation_with_providers, job, job_until, phase, submit};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const KYC: &str = "gpufed.io/kyc";
+
+fn provider_of(j: &ComputeJob) -> Option<&str> {
+    Some(j.status.as_ref()?.placement.as_ref()?.provider.as_str())
+}
+
+fn attempts(j: &ComputeJob) -> usize {
+    j.status.as_ref().map_or(0, |s| s.attempts.len())
+}
+
+fn runs_on(provider: &'static str) -> impl Fn(&ComputeJob) -> bool {
+    move |j| phase(j) == "Running" && provider_of(j) == Some(provider)
+}
+
+async fn patch_spec<K>(api: &Api<K>, name: &str, patch: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_take_work_only_from_the_tenants_they_admit() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("tenants")
+        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 2)])
+        .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 2)]);
+    let Some((_env, hub)) =
+        federation_with_providers(spec, &[("provider-a", "1.00"), ("provider-b", "1.50")]).await
+    else {
+        return;
+    };
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    // The cheaper provider serves vetted tenants only.
+    patch_spec(
+        &providers,
+        "provider-a",
+        serde_json::json!({"spec": {"tenants": {"namespaceSelector": {"matchLabels": {KYC: "verified"}}}}}),
+    )
+    .await;
+    let vetted = common::namespace(&hub, "vetted").await;
+    let team = common::namespace(&hub, "team").await;
+    patch_spec(
+        &namespaces,
+        &vetted,
+        serde_json::json!({"metadata": {"labels": {KYC: "verified"}}}),
+    )
+    .await;
+    // Started after the label: its first rounds wait for the namespace cache, so the
+    // vetted job never goes to the dearer provider for want of the label.
+    let operator = Operator::start(hub.clone(), "op-1");
+    opsupport::providers_ready(&hub, 2).await;
+
+    submit(
+        &hub,
+        &vetted,
+        &job("v1", 1, 4, serde_json::json!({}), "5.00", 600),
+    )
+    .await;
+    submit(&hub, &team, &job("t1", 1, 4, serde_json::json!({}), "5.00", 600)).await;
+    let v1 = job_until(
+        &hub,
+        &vetted,
+        "v1",
+        "the vetted job runs on provider-a",
+        MINUTE,
+        runs_on("provider-a"),
+    )
+    .await;
+    job_until(
+        &hub,
+        &team,
+        "t1",
+        "the other team's job runs on provider-b",
+        MINUTE,
+        runs_on("provider-b"),
+    )
+    .await;
+
+    // With provider-b paused, the unlabelled team's next job has nowhere to go: it waits,
+    // told that a provider's tenant policy keeps it out.
+    patch_spec(
+        &providers,
+        "provider-b",
+        serde_json::json!({"spec": {"paused": true}}),
+    )
+    .await;
+    submit(&hub, &team, &job("t2", 1, 4, serde_json::json!({}), "5.00", 600)).await;
+    let t2 = job_until(
+        &hub,
+        &team,
+        "t2",
+        "t2 waits for a provider that admits it",
+        MINUTE,
+        |j| {
+            phase(j) == "Queued"
+                && j.status
+                    .as_ref()
+                    .and_then(|s| conditions::find(&s.conditions, types::PLACED))
+                    .is_some_and(|c| {
+                        c.reason == "NoProviderFits"
+                            && c.message.contains("takes no work from this namespace")
+                    })
+        },
+    )
+    .await;
+    assert!(provider_of(&t2).is_none(), "{:?}", t2.status);
+
+    // Vetting the namespace is enough: the operator's namespace cache sees the label.
+    patch_spec(
+        &namespaces,
+        &team,
+        serde_json::json!({"metadata": {"labels": {KYC: "verified"}}}),
+    )
+    .await;
+    job_until(
+        &hub,
+        &team,
+        "t2",
+        "t2 runs on provider-a once vetted",
+        MINUTE,
+        runs_on("provider-a"),
+    )
+    .await;
+
+    // Excluding a namespace stops none of its running work; its next job goes elsewhere.
+    patch_spec(
+        &providers,
+        "provider-b",
+        serde_json::json!({"spec": {"paused": false}}),
+    )
+    .await;
+    patch_spec(
+        &providers,
+        "provider-a",
+        serde_json::json!({"spec": {"tenants": {"excludedNamespaces": [vetted.clone()]}}}),
+    )
+    .await;
+    submit(
+        &hub,
+        &vetted,
+        &job("v2", 1, 4, serde_json::json!({}), "5.00", 600),
+    )
+    .await;
+    job_until(
+        &hub,
+        &vetted,
+        "v2",
+        "v2 goes to provider-b",
+        MINUTE,
+        runs_on("provider-b"),
+    )
+    .await;
+    let v1_now = job_until(&hub, &vetted, "v1", "v1 still on provider-a", MINUTE, |_| true).await;
+    assert!(runs_on("provider-a")(&v1_now), "{:?}", v1_now.status);
+    assert_eq!(
+        (attempts(&v1_now), v1_now.metadata.uid.as_deref()),
+        (attempts(&v1), v1.metadata.uid.as_deref()),
+        "the running job kept its attempt"
+    );
+    operator.stop().await;
+}
