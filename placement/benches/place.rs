@@ -75,6 +75,52 @@ fn main() {
         snap.jobs.len()
     );
     let cfg = Config::default();
+    let ours_total_rate = ours(&snap, &cfg, "ours");
+    // The same round with tenant policies: every fourth provider sells to half of the
+    // namespaces (the even ones), so every job's admitted set must be computed.
+    let mut policed = snap.clone();
+    let even: std::collections::BTreeSet<String> =
+        (0..20).step_by(2).map(|n| format!("team-{n:02}")).collect();
+    for p in policed.providers.iter_mut().step_by(4) {
+        p.tenants = Some(even.clone());
+    }
+    let policed_rate = ours(&policed, &cfg, "ours with tenant policies");
+    println!(
+        "ratio with/without tenant policies: {:.2}x decisions/s (incl. build)",
+        policed_rate / ours_total_rate
+    );
+    if std::env::var("PLACEMENT_BENCH_BASELINE").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let t = Instant::now();
+    let mut base = None;
+    for _ in 0..ROUNDS {
+        base = Some(naive_place(&snap, Naive::FirstFit, &cfg.market));
+    }
+    let base_time = t.elapsed();
+    let base = base.unwrap();
+    let base_rate = (JOBS * ROUNDS) as f64 / base_time.as_secs_f64();
+    let base_gpus: u64 = base
+        .placements
+        .iter()
+        .map(|p| p.workers.iter().map(|w| w.gpus.len() as u64).sum::<u64>())
+        .sum();
+    println!(
+        "first-fit: {:>9.0} decisions/s (mean {:.2} us/decision); placed {}/{JOBS} jobs, {base_gpus} GPUs",
+        base_rate,
+        base_time.as_secs_f64() * 1e6 / (JOBS * ROUNDS) as f64,
+        base.placements.len()
+    );
+    println!(
+        "ratio ours/first-fit: {:.1}x decisions/s (incl. build)",
+        ours_total_rate / base_rate
+    );
+    println!("peak memory (VmHWM): {} MiB", vm_hwm_kib().unwrap_or(0) / 1024);
+}
+
+/// One measurement of our engine on `snap`: prints its figures, returns decisions/s
+/// including the index build.
+fn ours(snap: &Snapshot, cfg: &Config, label: &str) -> f64 {
     let mut per_decision: Vec<Duration> = Vec::with_capacity(JOBS * ROUNDS);
     let mut split = [(Duration::ZERO, 0u32); 2];
     let (mut build, mut steps, mut placed, mut placed_gpus) = (Duration::ZERO, Duration::ZERO, 0, 0u64);
@@ -82,7 +128,7 @@ fn main() {
     for _ in 0..ROUNDS {
         let c0 = thread_cpu_s();
         let t0 = Instant::now();
-        let mut engine = Engine::new(&snap, &cfg).unwrap();
+        let mut engine = Engine::new(snap, cfg).unwrap();
         build += t0.elapsed();
         let t1 = Instant::now();
         loop {
@@ -114,7 +160,7 @@ fn main() {
     let ours_rate = decisions / steps.as_secs_f64();
     let ours_total_rate = decisions / (steps + build).as_secs_f64();
     println!(
-        "ours:      {:>9.0} decisions/s (steps only), {:>9.0} decisions/s incl. index build ({:.2} ms/round); \
+        "{label}: {:>9.0} decisions/s (steps only), {:>9.0} decisions/s incl. index build ({:.2} ms/round); \
          p50 {:.2} us, p99 {:.2} us, max {:.2} us; placed {placed}/{JOBS} jobs, {placed_gpus} GPUs",
         ours_rate,
         ours_total_rate,
@@ -124,34 +170,8 @@ fn main() {
         per_decision.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
     );
     println!(
-        "ours on thread CPU time (build + steps, less sensitive to other load): {:.0} decisions/s",
+        "{label} on thread CPU time (build + steps, less sensitive to other load): {:.0} decisions/s",
         decisions / f64::max(cpu, 1e-9)
     );
-    if std::env::var("PLACEMENT_BENCH_BASELINE").is_ok_and(|v| v == "0") {
-        return;
-    }
-    let t = Instant::now();
-    let mut base = None;
-    for _ in 0..ROUNDS {
-        base = Some(naive_place(&snap, Naive::FirstFit, &cfg.market));
-    }
-    let base_time = t.elapsed();
-    let base = base.unwrap();
-    let base_rate = (JOBS * ROUNDS) as f64 / base_time.as_secs_f64();
-    let base_gpus: u64 = base
-        .placements
-        .iter()
-        .map(|p| p.workers.iter().map(|w| w.gpus.len() as u64).sum::<u64>())
-        .sum();
-    println!(
-        "first-fit: {:>9.0} decisions/s (mean {:.2} us/decision); placed {}/{JOBS} jobs, {base_gpus} GPUs",
-        base_rate,
-        base_time.as_secs_f64() * 1e6 / (JOBS * ROUNDS) as f64,
-        base.placements.len()
-    );
-    println!(
-        "ratio ours/first-fit: {:.1}x decisions/s (incl. build)",
-        ours_total_rate / base_rate
-    );
-    println!("peak memory (VmHWM): {} MiB", vm_hwm_kib().unwrap_or(0) / 1024);
+    ours_total_rate
 }

@@ -48,8 +48,9 @@ pub(crate) fn validate(job: &Job) -> Result<(), InvalidJob> {
 }
 
 impl JobSt {
-    /// Resolves a (valid) job.
-    pub fn resolve(fleet: &Fleet, job: &Job, src: u32) -> JobSt {
+    /// Resolves a (valid) job. `tenants`: the providers that admit the job's namespace
+    /// ([`tenant_set`]), `None` when no provider restricts its tenants.
+    pub fn resolve(fleet: &Fleet, job: &Job, src: u32, tenants: Option<&[u64]>) -> JobSt {
         let models = if job.models.is_empty() {
             (0..fleet.models.len())
                 .filter_map(|m| u16::try_from(m).ok())
@@ -65,23 +66,23 @@ impl JobSt {
             m.dedup();
             m
         };
-        let restricted = !job.providers.is_empty()
-            || !job.regions.is_empty()
-            || !job.avoid.is_empty()
-            || fleet.tenant_policies;
-        let admitted = restricted.then(|| {
-            let mut set = vec![0u64; fleet.providers.len().div_ceil(64)];
-            for (i, p) in fleet.providers.iter().enumerate() {
-                if provider_listed(job, p)
-                    && region_listed(job, p)
-                    && !avoided(job, p)
-                    && tenant_admitted(job, p)
-                {
-                    set[i / 64] |= 1u64 << (i % 64);
+        let own =
+            (!job.providers.is_empty() || !job.regions.is_empty() || !job.avoid.is_empty()).then(|| {
+                let mut set = vec![0u64; fleet.providers.len().div_ceil(64)];
+                for (i, p) in fleet.providers.iter().enumerate() {
+                    if provider_listed(job, p) && region_listed(job, p) && !avoided(job, p) {
+                        set[i / 64] |= 1u64 << (i % 64);
+                    }
                 }
+                set
+            });
+        let admitted = match (own, tenants) {
+            (Some(mut own), Some(t)) => {
+                own.iter_mut().zip(t).for_each(|(o, t)| *o &= t);
+                Some(own)
             }
-            set
-        });
+            (own, t) => own.or_else(|| t.map(<[u64]>::to_vec)),
+        };
         let mut preferred = Vec::new();
         for id in &job.preferred {
             if let Some(p) = fleet.provider_index(id)
@@ -149,6 +150,20 @@ fn provider_listed(job: &Job, p: &Prov) -> bool {
 
 fn avoided(job: &Job, p: &Prov) -> bool {
     job.avoid.contains(&p.id)
+}
+
+/// The providers (a bit set) that take work from namespace `ns`; `None` when no provider
+/// restricts its tenants. Computed once per namespace and round, not per job.
+pub(crate) fn tenant_set(fleet: &Fleet, ns: &str) -> Option<Vec<u64>> {
+    fleet.tenant_policies.then(|| {
+        let mut set = vec![0u64; fleet.providers.len().div_ceil(64)];
+        for (i, p) in fleet.providers.iter().enumerate() {
+            if p.tenants.as_ref().is_none_or(|t| t.contains(ns)) {
+                set[i / 64] |= 1u64 << (i % 64);
+            }
+        }
+        set
+    })
 }
 
 /// Whether the provider takes work from the job's namespace.

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::decision::{Config, Decisions, Placement, Unplaced, WorkerPlacement};
 use crate::explain::{Explanation, InvalidJob};
-use crate::filter::{JobSt, explain, validate};
+use crate::filter::{JobSt, explain, tenant_set, validate};
 use crate::hash::FxBuild;
 use crate::index::{Fleet, SnapshotError};
 use crate::queue::FairQueue;
@@ -206,6 +206,7 @@ impl<'s> Engine<'s> {
         // Membership only (never iterated), so a hash set keeps decisions deterministic.
         let mut seen: HashSet<&str, FxBuild> =
             HashSet::with_capacity_and_hasher(jobs.len(), FxBuild::default());
+        let mut tenant_sets: BTreeMap<&str, Option<Vec<u64>>> = BTreeMap::new();
         for i in order {
             let job = &jobs[i];
             let check = if seen.insert(job.id.as_str()) {
@@ -222,7 +223,10 @@ impl<'s> Engine<'s> {
             }
             let h = idx(self.jobs.len());
             let ns = ns_index.get(job.namespace.as_str()).copied().unwrap_or(0);
-            let js = JobSt::resolve(&self.fleet, job, idx(i));
+            let tenants = tenant_sets
+                .entry(job.namespace.as_str())
+                .or_insert_with(|| tenant_set(&self.fleet, &job.namespace));
+            let js = JobSt::resolve(&self.fleet, job, idx(i), tenants.as_deref());
             let victims = self.victims_key(job, ns);
             let shape = self.memo.intern(Shape::of(&js, victims));
             self.job_shape.push(shape);
