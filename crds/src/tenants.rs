@@ -137,6 +137,57 @@ impl Tenants {
     }
 }
 
+impl std::fmt::Display for NamespaceSelector {
+    /// kubectl's selector syntax: `a=b,c in (x,y),d notin (z),e,!f`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for e in &self.match_expressions {
+            let values = e.values.join(",");
+            parts.push(match e.operator {
+                SelectorOperator::In => format!("{} in ({values})", e.key),
+                SelectorOperator::NotIn => format!("{} notin ({values})", e.key),
+                SelectorOperator::Exists => e.key.clone(),
+                SelectorOperator::DoesNotExist => format!("!{}", e.key),
+            });
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl Tenants {
+    /// One line for a table: `any`, or the lists and the selector, e.g.
+    /// `team-a,team-b; gpufed.io/kyc=verified; not sandbox`.
+    pub fn summary(&self) -> String {
+        if !self.restricts() {
+            return "any".into();
+        }
+        let names = |list: &[String]| match list.len() {
+            0..=3 => list.join(","),
+            n => format!("{} and {} more", list[..2].join(","), n - 2),
+        };
+        let mut parts = Vec::new();
+        if !self.namespaces.is_empty() {
+            parts.push(names(&self.namespaces));
+        }
+        if let Some(s) = &self.namespace_selector {
+            let text = s.to_string();
+            parts.push(if text.is_empty() {
+                "any labels".into()
+            } else {
+                text
+            });
+        }
+        if !self.excluded_namespaces.is_empty() {
+            parts.push(format!("not {}", names(&self.excluded_namespaces)));
+        }
+        parts.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::SelectorOperator::{DoesNotExist, Exists, In, NotIn};
@@ -228,5 +279,27 @@ mod tests {
             assert!(!selector(vec![bad]).admits("ns", Some(&paid)));
         }
         assert!(req("kyc", NotIn, &["x"]).is_well_formed() && req("kyc", DoesNotExist, &[]).is_well_formed());
+    }
+
+    #[test]
+    fn summaries_read_like_kubectl_selectors() {
+        assert_eq!(Tenants::default().summary(), "any");
+        let t = Tenants {
+            namespaces: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            namespace_selector: Some(NamespaceSelector {
+                match_labels: labels(&[("gpufed.io/kyc", "verified")]),
+                match_expressions: vec![
+                    req("tier", In, &["paid", "pro"]),
+                    req("trial", NotIn, &["yes"]),
+                    req("billing", Exists, &[]),
+                    req("banned", DoesNotExist, &[]),
+                ],
+            }),
+            excluded_namespaces: vec!["sandbox".into()],
+        };
+        assert_eq!(
+            t.summary(),
+            "a,b and 2 more; gpufed.io/kyc=verified,tier in (paid,pro),trial notin (yes),billing,!banned; not sandbox"
+        );
     }
 }

@@ -72,6 +72,7 @@ pub fn table(providers: &[GpuProvider], now: i64) -> Table {
         "PRICE/GPU-H",
         "REPUTATION",
         "VERIFIED",
+        "TENANTS",
         "HEARTBEAT",
     ]);
     let mut sorted: Vec<&GpuProvider> = providers.iter().collect();
@@ -97,6 +98,10 @@ pub fn table(providers: &[GpuProvider], now: i64) -> Table {
                 .and_then(|s| s.reputation.as_ref())
                 .map_or_else(|| NONE.to_owned(), |r| r.score.clone()),
             verified_cell(p),
+            p.spec
+                .tenants
+                .as_ref()
+                .map_or_else(|| "any".to_owned(), |t| t.summary()),
             age_of(status.and_then(|s| s.last_heartbeat_time.as_deref()), now),
         ]);
     }
@@ -114,6 +119,10 @@ mod tests {
         let mut b = provider("provider-b", None);
         b.spec.paused = true;
         b.spec.drain = true;
+        b.spec.tenants = Some(gpufed_api::tenants::Tenants {
+            excluded_namespaces: vec!["sandbox".into()],
+            ..Default::default()
+        });
         let out = table(&[b, a], T0 + 42).render();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
@@ -134,12 +143,15 @@ mod tests {
                 "NVIDIA-H100-80GB-HBM3=2.5, NVIDIA-A100-SXM4-40GB=1.2",
                 "92.5",
                 "6 (2 failed)",
+                "any",
                 "42s"
             ],
             "{out}"
         );
         assert!(
-            lines[2].starts_with("provider-b") && lines[2].contains("- paused draining"),
+            lines[2].starts_with("provider-b")
+                && lines[2].contains("- paused draining")
+                && lines[2].contains("not sandbox"),
             "{out}"
         );
     }
