@@ -96,6 +96,11 @@ pub struct ComputeJobSpec {
     /// A suspended job is not placed; a running one is stopped and resumes when unsuspended.
     #[serde(default)]
     pub suspend: bool,
+    /// Deletes the job this many seconds after it finished (`Succeeded` or `Failed`), as
+    /// a Kubernetes Job's field of that name; its usage is metered before it goes. Unset:
+    /// kept until deleted. (Under GitOps, a tool that syncs the job back re-creates it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<u32>,
     /// Makes the job one serving replica (`workers` must be 1): its port is exposed at
     /// the provider, readiness is reported in `status.endpoint`. Set by `ComputeService`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

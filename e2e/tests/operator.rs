@@ -137,8 +137,53 @@ async fn jobs_land_where_they_fit_run_to_completion_and_are_cleaned_up() {
     assert!(why.starts_with("0/3 providers fit"), "{why}");
     assert_eq!(phase(&queued), "Queued");
 
-    // Deleting a job removes its tenant namespace in the member.
+    // A finished job with spec.ttlSecondsAfterFinished deletes itself once the TTL has
+    // passed since its completion (the finalizer's cleanup included), not before.
+    let mut short = job(
+        "short-lived",
+        1,
+        1,
+        serde_json::json!({"tier": "Consumer"}),
+        "0.50",
+        2,
+    );
+    short["spec"]["ttlSecondsAfterFinished"] = 6.into();
+    submit(&hub, &ns, &short).await;
+    let done = job_until(&hub, &ns, "short-lived", "Succeeded", 2 * MINUTE, |j| {
+        phase(j) == "Succeeded"
+    })
+    .await;
+    let completed = done
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.as_deref())
+        .and_then(gpufed_operator::time::parse)
+        .expect("completionTime");
     let jobs: Api<gpufed_api::ComputeJob> = Api::namespaced(hub.clone(), &ns);
+    gpufed_e2e::wait::until("the finished job deleted after its TTL", MINUTE, || async {
+        Ok(jobs.get_opt("short-lived").await?.is_none().then_some(()))
+    })
+    .await
+    .expect("deleted after its TTL");
+    let gone = gpufed_operator::time::now();
+    // completionTime has whole seconds: the deletion came at least 5 s after it.
+    assert!(
+        gone - completed >= 5,
+        "deleted {}s after completion",
+        gone - completed
+    );
+    let member = env.member_client("provider-c").await.expect("member c");
+    let tenant = gpufed_operator::job::names::tenant_namespace(&ns, "short-lived");
+    let left = Api::<Namespace>::all(member.clone())
+        .get_opt(&tenant)
+        .await
+        .expect("member");
+    assert!(
+        left.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "its member namespace goes with it"
+    );
+
+    // Deleting a job removes its tenant namespace in the member.
     let gang = jobs.get("gang").await.expect("gang");
     jobs.delete("gang", &DeleteParams::default())
         .await

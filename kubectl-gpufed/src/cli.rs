@@ -281,6 +281,9 @@ pub struct SubmitArgs {
     /// Longest run over all attempts, e.g. 36h or 1h30m.
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<String>,
+    /// Delete the job this long after it finished, e.g. 24h (its usage is metered first).
+    #[arg(long, value_name = "DURATION")]
+    pub ttl_after_finished: Option<String>,
     /// Allowed region (repeat or comma-separate).
     #[arg(long = "region", value_name = "REGION", value_delimiter = ',')]
     pub regions: Vec<String>,

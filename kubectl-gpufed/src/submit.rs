@@ -28,6 +28,7 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("spec.gpu.interconnect", "--interconnect"),
     ("spec.maxPricePerGpuHour", "--max-price"),
     ("spec.maxDuration", "--max-duration"),
+    ("spec.ttlSecondsAfterFinished", "--ttl-after-finished"),
     ("spec.placement.regions", "--region"),
     ("spec.placement.providers", "--provider"),
     ("spec.placement.preferredProviders", "--prefer"),
@@ -66,6 +67,19 @@ fn key_value(flag: &str, text: &str) -> Result<(String, String)> {
             message: format!("expected KEY=VALUE, got {text:?}"),
         }),
     }
+}
+
+/// `--ttl-after-finished` in seconds.
+fn ttl_after_finished(text: Option<&str>) -> Result<Option<u32>> {
+    let Some(text) = text else { return Ok(None) };
+    let bad = |message: String| Error::Flag {
+        flag: "--ttl-after-finished".to_owned(),
+        message,
+    };
+    let secs = gpufed_api::formats::parse_duration(text).map_err(|e| bad(e.to_string()))?;
+    u32::try_from(secs)
+        .map(Some)
+        .map_err(|_| bad(format!("{text} is too long (at most {} seconds)", u32::MAX)))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -178,6 +192,7 @@ pub fn spec(args: &SubmitArgs) -> Result<ComputeJobSpec> {
         },
         priority: args.priority.unwrap_or(100),
         suspend: args.suspend,
+        ttl_seconds_after_finished: ttl_after_finished(args.ttl_after_finished.as_deref())?,
         serving: None,
     })
 }

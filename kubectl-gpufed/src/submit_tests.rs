@@ -119,6 +119,9 @@ fn defaults_are_the_apis() {
     let urgent = build(&args(&["--priority", "900", "--preempt"]), "d").unwrap();
     assert!(urgent.spec.placement.preempt_lower_priority);
     assert_eq!(urgent.spec.priority, 900);
+    assert_eq!(s.ttl_seconds_after_finished, None);
+    let ttl = build(&args(&["--ttl-after-finished", "1h30m"]), "d").unwrap();
+    assert_eq!(ttl.spec.ttl_seconds_after_finished, Some(5400));
 }
 
 #[test]
@@ -129,6 +132,12 @@ fn bad_values_name_their_flag() {
         (&["--max-price", "cheap"], "--max-price", "cheap"),
         (&["--max-duration", "1d"], "--max-duration", "1d"),
         (&["--max-duration", "0s"], "--max-duration", "longer than 0s"),
+        (&["--ttl-after-finished", "1d"], "--ttl-after-finished", "1d"),
+        (
+            &["--ttl-after-finished", "2000000h"],
+            "--ttl-after-finished",
+            "too long",
+        ),
         (
             &["--gpus-per-worker", "0"],
             "--gpus-per-worker",

@@ -11,6 +11,7 @@ pub mod names;
 pub(crate) mod observe;
 pub mod plan;
 pub mod serving;
+pub mod ttl;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,6 +255,14 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(FIRST_STATUS_WAIT as u64)));
     }
     let unfenced = plan.status.attempts.iter().any(|a| !a.removed);
+    if let Some(action) = ttl::enforce(ctx, &job, &plan.status, now).await? {
+        // Stranded attempts are still looked after until the job goes.
+        return Ok(if unfenced {
+            Action::requeue(Duration::from_secs(5))
+        } else {
+            action
+        });
+    }
     Ok(match plan.status.phase {
         // A finished job still removes attempts stranded on providers that were cut off.
         Some(JobPhase::Succeeded | JobPhase::Failed) if unfenced => Action::requeue(Duration::from_secs(5)),

@@ -46,6 +46,7 @@ pub fn replica_spec(svc: &ComputeService) -> ComputeJobSpec {
         egress: Default::default(),
         priority: s.priority,
         suspend: false,
+        ttl_seconds_after_finished: None,
         serving: Some(Serving {
             port: s.port.clone(),
             readiness_probe: s.readiness_probe.clone(),
