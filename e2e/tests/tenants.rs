@@ -126,7 +126,7 @@ async fn providers_take_work_only_from_the_tenants_they_admit() {
                     .as_ref()
                     .and_then(|s| conditions::find(&s.conditions, types::PLACED))
                     .is_some_and(|c| {
-                        c.reason == "NoProviderFits"
+                        c.reason == "TenantNotAdmitted"
                             && c.message.contains("takes no work from this namespace")
                     })
         },

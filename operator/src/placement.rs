@@ -23,6 +23,8 @@ use crate::mapping;
 
 /// `Placed=False` reason of a job that only a disruption budget keeps from preempting.
 pub const DISRUPTION_BUDGET: &str = "DisruptionBudget";
+/// The `Placed` reason of a job that most providers keep out by their tenant policy.
+pub const TENANT_NOT_ADMITTED: &str = "TenantNotAdmitted";
 
 /// Runs rounds when triggered or every `interval`, while this replica leads.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
@@ -243,10 +245,12 @@ pub async fn round(
     for u in &decisions.unplaced {
         let Some(job) = by_id(&u.job) else { continue };
         let message = u.explanation.to_string();
-        // Mostly held back by a service's disruption budget: said in the reason too.
+        // Mostly held back by a service's disruption budget, or kept out by providers'
+        // tenant policies: said in the reason too.
         let reason = match (&u.explanation, u.explanation.primary()) {
             (pl::Explanation::Quota(_), _) => crate::quota::plan::QUOTA_EXCEEDED,
             (_, Some(pl::Reason::Protected { .. })) => DISRUPTION_BUDGET,
+            (_, Some(pl::Reason::TenantNotAdmitted)) => TENANT_NOT_ADMITTED,
             _ => "NoProviderFits",
         };
         let current = job
