@@ -7,11 +7,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use gpufed_placement::{
-    Config, Decisions, Explanation, GpuRef, Job, Reason, RunningAllocation, Snapshot, place,
-};
+use gpufed_placement::{Config, Decisions, Explanation, Job, Reason, Snapshot, place};
 
-use common::{UNIT, check, job, provider};
+use common::{UNIT, check, job, provider, running_on_a};
 
 fn in_ns(mut j: Job, ns: &str) -> Job {
     j.namespace = ns.into();
@@ -104,22 +102,7 @@ fn identical_jobs_of_different_namespaces_are_decided_each_by_its_own_admission(
 fn no_preemption_on_a_provider_that_does_not_admit_the_preemptor() {
     let mut a = provider("a", "H100", 80, 1, 8, UNIT);
     a.tenants = only(&["team-a"]);
-    let running = RunningAllocation {
-        job: "team-a/low".into(),
-        namespace: "team-a".into(),
-        priority: 0,
-        start_time: 1,
-        provider: "a".into(),
-        gpus: (0..8)
-            .map(|gpu| GpuRef {
-                node: "n0".into(),
-                gpu,
-            })
-            .collect(),
-        spread_group: None,
-        evicting: false,
-        budget: None,
-    };
+    let running = running_on_a("team-a/low", "team-a", 0..8);
     for n in &mut a.nodes {
         n.free.clear();
     }

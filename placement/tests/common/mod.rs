@@ -45,6 +45,27 @@ pub fn job(id: &str, g: u8, w: u16) -> Job {
     }
 }
 
+/// Work of `job` (namespace `ns`, priority 0, started at 1) on provider `a`, node `n0`,
+/// holding GPUs `gpus`.
+pub fn running_on_a(job: &str, ns: &str, gpus: std::ops::Range<u8>) -> gpufed_placement::RunningAllocation {
+    gpufed_placement::RunningAllocation {
+        job: job.into(),
+        namespace: ns.into(),
+        priority: 0,
+        start_time: 1,
+        provider: "a".into(),
+        gpus: gpus
+            .map(|gpu| gpufed_placement::GpuRef {
+                node: "n0".into(),
+                gpu,
+            })
+            .collect(),
+        spread_group: None,
+        evicting: false,
+        budget: None,
+    }
+}
+
 /// Checks every hard rule of a round's decisions against its snapshot.
 pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
     let jobs: BTreeMap<&str, &Job> = snap.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
