@@ -145,10 +145,19 @@ pub struct Preemption {
 /// namespace, a lowercase DNS label, is never `GpuProvider`, so it is no job's id).
 pub const DRAIN_BY_PREFIX: &str = "GpuProvider/";
 
+/// `Preemption::by` of an eviction by a provider's tenant policy (`spec.tenants` with
+/// `evictRunning`): `GpuProviderTenants/<name>` (no job's id either).
+pub const TENANCY_BY_PREFIX: &str = "GpuProviderTenants/";
+
 impl Preemption {
     /// The provider whose drain evicts the attempt, when it is a drain's mark.
     pub fn drained_by(&self) -> Option<&str> {
         self.by.strip_prefix(DRAIN_BY_PREFIX)
+    }
+
+    /// The provider whose tenant policy evicts the attempt, when it is such a mark.
+    pub fn refused_by(&self) -> Option<&str> {
+        self.by.strip_prefix(TENANCY_BY_PREFIX)
     }
 }
 

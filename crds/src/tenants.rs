@@ -14,8 +14,8 @@ use crate::common::DNS_LABEL_PATTERN;
 /// Which tenants — the hub namespaces whose ComputeJobs and ComputeServices run here — a
 /// provider takes new work from. A namespace is admitted when it is listed in
 /// `namespaces` (or the list is empty), its labels match `namespaceSelector` (when set),
-/// and it is not in `excludedNamespaces`. Work already running is not stopped by a
-/// change; drain the provider (`spec.drain`) to move it.
+/// and it is not in `excludedNamespaces`. Work already running stays unless
+/// `evictRunning` is set.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenants {
@@ -37,6 +37,13 @@ pub struct Tenants {
         inner(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))
     )]
     pub excluded_namespaces: Vec<String>,
+    /// Also evict the running work of namespaces the policy does not admit (after a
+    /// change of the policy or of a namespace's labels), as a drain evicts: the attempts
+    /// end `Preempted` and are queued again elsewhere without using up an attempt, a
+    /// ComputeService's ready replicas only as its disruption budget allows. By default
+    /// the policy governs new placements only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evict_running: bool,
 }
 
 /// A label query over namespaces, as Kubernetes' `LabelSelector`: every `matchLabels`
@@ -184,6 +191,9 @@ impl Tenants {
         if !self.excluded_namespaces.is_empty() {
             parts.push(format!("not {}", names(&self.excluded_namespaces)));
         }
+        if self.evict_running {
+            parts.push("evicts running work".into());
+        }
         parts.join("; ")
     }
 }
@@ -296,10 +306,11 @@ mod tests {
                 ],
             }),
             excluded_namespaces: vec!["sandbox".into()],
+            evict_running: true,
         };
         assert_eq!(
             t.summary(),
-            "a,b and 2 more; gpufed.io/kyc=verified,tier in (paid,pro),trial notin (yes),billing,!banned; not sandbox"
+            "a,b and 2 more; gpufed.io/kyc=verified,tier in (paid,pro),trial notin (yes),billing,!banned; not sandbox; evicts running work"
         );
     }
 }

@@ -6,7 +6,8 @@
 //! paused the unlabelled team's job waits, `Placed=False` naming the policy, and runs on
 //! the selective provider as soon as its namespace is labelled (the operator watches
 //! namespaces). Excluding a namespace later stops none of its running work, and its next
-//! job goes elsewhere.
+//! job goes elsewhere — until the policy sets `evictRunning`: then the excluded
+//! namespace's running job is evicted (`Preempted`), and placed back once admitted again.
 
 mod common;
 mod opsupport;
@@ -14,6 +15,7 @@ mod opsupport;
 use std::time::Duration;
 
 use gpufed_api::conditions::{self, types};
+use gpufed_api::job_status::AttemptOutcome;
 use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_e2e::{FederationSpec, GpuPool};
 use k8s_openapi::api::core::v1::Namespace;
@@ -185,6 +187,63 @@ async fn providers_take_work_only_from_the_tenants_they_admit() {
         (attempts(&v1_now), v1_now.metadata.uid.as_deref()),
         (attempts(&v1), v1.metadata.uid.as_deref()),
         "the running job kept its attempt"
+    );
+
+    // With evictRunning the policy also evicts: v1 ends Preempted (not counted against
+    // its attempts) and waits, provider-b being full; the admitted team's job runs on.
+    patch_spec(
+        &providers,
+        "provider-a",
+        serde_json::json!({"spec": {"tenants": {"evictRunning": true}}}),
+    )
+    .await;
+    let evicted = job_until(
+        &hub,
+        &vetted,
+        "v1",
+        "v1 evicted by the tenant policy",
+        MINUTE,
+        |j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.placement.is_none()
+                    && s.attempts.first().is_some_and(|a| {
+                        a.outcome == AttemptOutcome::Preempted
+                            && a.message.contains("no longer takes work from this namespace")
+                    })
+            })
+        },
+    )
+    .await;
+    assert_eq!(evicted.status.as_ref().map(|s| s.preemptions), Some(1));
+    let t2_now = job_until(&hub, &team, "t2", "t2 runs on", MINUTE, |_| true).await;
+    assert!(runs_on("provider-a")(&t2_now), "{:?}", t2_now.status);
+    assert_eq!(
+        attempts(&t2_now),
+        0,
+        "the admitted namespace's job was not touched"
+    );
+    // Admitted again, the evicted job comes back to the freed GPUs as attempt 2.
+    patch_spec(
+        &providers,
+        "provider-a",
+        serde_json::json!({"spec": {"tenants": {"excludedNamespaces": null}}}),
+    )
+    .await;
+    let back = job_until(
+        &hub,
+        &vetted,
+        "v1",
+        "v1 back on provider-a",
+        MINUTE,
+        runs_on("provider-a"),
+    )
+    .await;
+    assert_eq!(
+        back.status
+            .as_ref()
+            .and_then(|s| s.placement.as_ref())
+            .map(|p| p.attempt),
+        Some(2)
     );
     operator.stop().await;
 }

@@ -100,12 +100,16 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
     }
     if let Some(p) = st.and_then(|s| s.placement.as_ref()) {
         if let Some(by) = &p.preempted {
-            let text = match by.drained_by() {
-                Some(provider) => format!(
+            let text = match (by.drained_by(), by.refused_by()) {
+                (Some(provider), _) => format!(
                     "being evicted from {provider} (attempt {}): the provider drains (spec.drain); queued again once stopped",
                     p.attempt
                 ),
-                None => format!(
+                (_, Some(provider)) => format!(
+                    "being evicted from {provider} (attempt {}): the provider no longer takes work from this namespace (spec.tenants); queued again once stopped",
+                    p.attempt
+                ),
+                _ => format!(
                     "being evicted from {} (attempt {}) for {} (priority {}): queued again once stopped",
                     p.provider, p.attempt, by.by, by.priority
                 ),

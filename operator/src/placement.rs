@@ -79,6 +79,20 @@ pub fn with_written(
         .collect()
 }
 
+/// Whether a tenancy eviction mark by `provider` on work of namespace `ns` stands
+/// ([`drain::tenancy_evicts`], against the provider and namespace caches).
+pub fn tenancy_mark_stands(ctx: &Context, provider: &str, ns: &str) -> bool {
+    let p = ctx
+        .providers
+        .get(&kube::runtime::reflector::ObjectRef::new(provider));
+    drain::tenancy_evicts(p.as_deref(), ns, |n| {
+        ctx.namespaces_synced
+            .is_synced()
+            .then(|| namespace_labels(ctx, n))
+            .flatten()
+    })
+}
+
 /// A hub namespace's labels, `None` when the namespace is not in the cache.
 fn namespace_labels(ctx: &Context, ns: &str) -> Option<std::collections::BTreeMap<String, String>> {
     let key = kube::runtime::reflector::ObjectRef::new(ns);
@@ -129,22 +143,15 @@ pub async fn round(
     // Disruption budgets; drains before placing: their evictions spend the budgets
     // first, and run even when nothing queues.
     let (budgets, mut replicas) = crate::service::budget::keys(&jobs, &ctx.services.state());
-    let draining: std::collections::BTreeSet<String> = providers
-        .iter()
-        .filter(|p| p.spec.drain)
-        .map(|p| p.name_any())
-        .collect();
-    let drained = if draining.is_empty() {
-        drain::Drain::default()
-    } else {
-        drain::victims(&drain::running(&jobs, &replicas), &budgets, &draining)
-    };
+    let drained = drain::round_victims(&jobs, &providers, &replicas, &budgets, |ns| {
+        namespace_labels(ctx, ns)
+    });
     if let Ok(mut held) = ctx.drain_held.write() {
         held.clone_from(&drained.held);
     }
     if !drained.evict.is_empty() {
         drain::mark(ctx, &jobs, &drained.evict, crate::time::now(), written).await;
-        for (job, _) in &drained.evict {
+        for (job, _, _) in &drained.evict {
             replicas.remove(job);
             if let Some(r) = snap.running.iter_mut().find(|r| &r.job == job) {
                 r.evicting = true;

@@ -150,6 +150,17 @@ fn drop_stale_mark(ctx: &Context, job: &mut ComputeJob) {
         }
         return;
     }
+    if let Some(provider) = mark.refused_by() {
+        let ns = job.namespace().unwrap_or_default();
+        if !ctx.providers_synced.is_synced() || crate::placement::tenancy_mark_stands(ctx, provider, &ns) {
+            return;
+        }
+        tracing::info!(provider = %provider, "the provider's tenant policy keeps the namespace's work again; the attempt runs on");
+        if let Some(p) = job.status.as_mut().and_then(|s| s.placement.as_mut()) {
+            p.preempted = None;
+        }
+        return;
+    }
     if !ctx.jobs_synced.is_synced() {
         return;
     }

@@ -211,9 +211,12 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         .placement
         .as_ref()
         .and_then(|p| p.preempted.as_ref())
-        .map(|by| match by.drained_by() {
-            Some(provider) => format!("evicted: provider {provider} drains (spec.drain)"),
-            None => format!(
+        .map(|by| match (by.drained_by(), by.refused_by()) {
+            (Some(provider), _) => format!("evicted: provider {provider} drains (spec.drain)"),
+            (_, Some(provider)) => format!(
+                "evicted: provider {provider} no longer takes work from this namespace (spec.tenants.evictRunning)"
+            ),
+            _ => format!(
                 "preempted by {} (priority {} over {})",
                 by.by, by.priority, job.spec.priority
             ),

@@ -14,8 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use gpufed_api::ComputeJob;
-use gpufed_api::job_status::{DRAIN_BY_PREFIX, Preemption as Mark};
+use gpufed_api::job_status::{DRAIN_BY_PREFIX, Preemption as Mark, TENANCY_BY_PREFIX};
+use gpufed_api::tenants::Tenants;
+use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_placement as pl;
 use kube::ResourceExt;
 use tokio::sync::Mutex;
@@ -25,11 +26,22 @@ use super::evict::write_mark;
 use crate::context::Context;
 use crate::mapping;
 
-/// What one round does to the draining providers.
+/// Why an attempt must leave its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// The provider drains (`spec.drain`).
+    Drain,
+    /// The provider's tenant policy no longer admits the attempt's namespace and evicts
+    /// (`spec.tenants.evictRunning`).
+    Tenancy,
+}
+
+/// What one round does to the draining providers (and to work a provider's tenant
+/// policy evicts).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Drain {
-    /// Running allocations (job ids) to evict now, with their provider.
-    pub evict: Vec<(String, String)>,
+    /// Running allocations (job ids) to evict now, with their provider and why.
+    pub evict: Vec<(String, String, Leave)>,
     /// Per draining provider, the disruption budgets that keep some of its work for now.
     pub held: BTreeMap<String, BTreeSet<String>>,
 }
@@ -69,62 +81,161 @@ pub fn victims(
     budgets: &BTreeMap<String, u32>,
     draining: &BTreeSet<String>,
 ) -> Drain {
-    let mut out = Drain::default();
     if draining.is_empty() {
-        return out;
+        return Drain::default();
     }
+    victims_by(running, budgets, |r| {
+        draining.contains(&r.provider).then_some(Leave::Drain)
+    })
+}
+
+/// The attempts to evict: every allocation `leave` names, not already leaving, under
+/// the same budget rule as [`victims`]. Budgets that hold work back are reported for
+/// drains only (a provider's status says what its drain waits for).
+pub fn victims_by(
+    running: &[pl::RunningAllocation],
+    budgets: &BTreeMap<String, u32>,
+    leave: impl Fn(&pl::RunningAllocation) -> Option<Leave>,
+) -> Drain {
+    let mut out = Drain::default();
     let mut healthy: BTreeMap<&str, u32> = BTreeMap::new();
     for r in running.iter().filter(|r| !r.evicting) {
         if let Some(k) = r.budget.as_deref().filter(|k| budgets.contains_key(*k)) {
             *healthy.entry(k).or_default() += 1;
         }
     }
-    let mut here: Vec<&pl::RunningAllocation> = running
+    let mut here: Vec<(&pl::RunningAllocation, Leave)> = running
         .iter()
-        .filter(|r| !r.evicting && draining.contains(&r.provider))
+        .filter(|r| !r.evicting)
+        .filter_map(|r| Some((r, leave(r)?)))
         .collect();
-    here.sort_by(|a, b| (a.start_time, &a.job).cmp(&(b.start_time, &b.job)));
-    for r in here {
+    here.sort_by(|(a, _), (b, _)| (a.start_time, &a.job).cmp(&(b.start_time, &b.job)));
+    for (r, why) in here {
         let budget = r.budget.as_deref().and_then(|k| Some((k, *budgets.get(k)?)));
         if let Some((k, min)) = budget {
             let h = healthy.entry(k).or_default();
             if *h <= min {
-                out.held
-                    .entry(r.provider.clone())
-                    .or_default()
-                    .insert(k.to_owned());
+                if why == Leave::Drain {
+                    out.held
+                        .entry(r.provider.clone())
+                        .or_default()
+                        .insert(k.to_owned());
+                }
                 continue;
             }
             *h -= 1;
         }
-        out.evict.push((r.job.clone(), r.provider.clone()));
+        out.evict.push((r.job.clone(), r.provider.clone(), why));
     }
     out
 }
 
-/// Marks the chosen attempts evicted by their provider's drain; returns how many were
-/// marked now. Fenced like a preemption's mark: one that changed meanwhile is left for
-/// the next round.
+/// This round's evictions: every attempt on a draining provider, and those whose
+/// namespace an evicting tenant policy (`spec.tenants.evictRunning`) no longer admits.
+/// `labels` answers a namespace's labels; a namespace whose labels are not known is never
+/// evicted by a selector (unlike placement, which a selector then keeps out: evicting
+/// running work on a guess would be worse than not placing new work).
+pub fn round_victims(
+    jobs: &[Arc<ComputeJob>],
+    providers: &[Arc<GpuProvider>],
+    replicas: &BTreeMap<String, String>,
+    budgets: &BTreeMap<String, u32>,
+    labels: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+) -> Drain {
+    let draining: BTreeSet<String> = providers
+        .iter()
+        .filter(|p| p.spec.drain)
+        .map(|p| p.name_any())
+        .collect();
+    let evicting: BTreeMap<String, &Tenants> = providers
+        .iter()
+        .filter_map(|p| {
+            let t = p
+                .spec
+                .tenants
+                .as_ref()
+                .filter(|t| t.evict_running && t.restricts())?;
+            Some((p.name_any(), t))
+        })
+        .collect();
+    if draining.is_empty() && evicting.is_empty() {
+        return Drain::default();
+    }
+    let running = running(jobs, replicas);
+    let known: BTreeMap<&str, Option<BTreeMap<String, String>>> = running
+        .iter()
+        .filter(|r| evicting.contains_key(&r.provider))
+        .map(|r| (r.namespace.as_str(), labels(&r.namespace)))
+        .collect();
+    victims_by(&running, budgets, |r| {
+        if draining.contains(&r.provider) {
+            return Some(Leave::Drain);
+        }
+        let policy = evicting.get(&r.provider)?;
+        let labels = known.get(r.namespace.as_str())?.as_ref();
+        refuses(policy, &r.namespace, labels).then_some(Leave::Tenancy)
+    })
+}
+
+/// Whether an evicting `policy` refuses running work of `ns`: its name lists do, or —
+/// with the namespace's labels known — its selector does. Unknown labels never evict.
+fn refuses(policy: &Tenants, ns: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+    if !policy.admits_by_name(ns) {
+        return true;
+    }
+    (labels.is_some() || policy.namespace_selector.is_none()) && !policy.admits(ns, labels)
+}
+
+/// Whether `provider`'s tenant policy still evicts work of namespace `ns` (labels per
+/// `labels`): an evicting policy that does not admit it — or whose answer is not known
+/// (the provider not listed, a selector without the namespace's labels): the mark
+/// stands until it is.
+pub fn tenancy_evicts(
+    provider: Option<&GpuProvider>,
+    ns: &str,
+    labels: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+) -> bool {
+    let Some(provider) = provider else { return true };
+    let Some(policy) = provider
+        .spec
+        .tenants
+        .as_ref()
+        .filter(|t| t.evict_running && t.restricts())
+    else {
+        return false;
+    };
+    let labels = labels(ns);
+    // Not known: the mark stands until the labels say.
+    refuses(policy, ns, labels.as_ref()) || (labels.is_none() && policy.namespace_selector.is_some())
+}
+
+/// Marks the chosen attempts evicted by their provider's drain or tenant policy; returns
+/// how many were marked now. Fenced like a preemption's mark: one that changed meanwhile
+/// is left for the next round.
 pub(super) async fn mark(
     ctx: &Context,
     jobs: &[Arc<ComputeJob>],
-    evict: &[(String, String)],
+    evict: &[(String, String, Leave)],
     now: i64,
     written: &Mutex<Written>,
 ) -> usize {
     let mut marked = 0;
-    for (id, provider) in evict {
+    for (id, provider, why) in evict {
         let Some(victim) = jobs.iter().find(|j| mapping::job_id(j) == *id) else {
             continue;
         };
+        let prefix = match why {
+            Leave::Drain => DRAIN_BY_PREFIX,
+            Leave::Tenancy => TENANCY_BY_PREFIX,
+        };
         let mark = Mark {
-            by: format!("{DRAIN_BY_PREFIX}{provider}"),
+            by: format!("{prefix}{provider}"),
             priority: 0,
             time: crate::time::format(now),
         };
         if write_mark(ctx, victim, &mark, written).await {
             marked += 1;
-            tracing::info!(job = %id, provider = %provider, "evicting: the provider drains");
+            tracing::info!(job = %id, provider = %provider, cause = ?why, "evicting from the provider");
         }
     }
     marked

@@ -19,7 +19,7 @@ fn draining(p: &[&str]) -> BTreeSet<String> {
 }
 
 fn evicted(d: &Drain) -> Vec<&str> {
-    d.evict.iter().map(|(j, _)| j.as_str()).collect()
+    d.evict.iter().map(|(j, _, _)| j.as_str()).collect()
 }
 
 #[test]
@@ -93,5 +93,89 @@ fn a_replica_without_a_budget_key_is_not_held() {
     assert_eq!(
         evicted(&victims(&snap.running, &snap.budgets, &draining(&["a"]))),
         ["team/llm-0", "team/web-0"]
+    );
+}
+
+fn provider(name: &str, tenants: serde_json::Value, drain: bool) -> Arc<GpuProvider> {
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
+            "metadata": {"name": name},
+            "spec": {"mode": "Pull", "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP",
+                     "region": "eu", "prices": [{"model": "H100", "pricePerGpuHour": "2"}],
+                     "drain": drain, "tenants": tenants}
+        }))
+        .expect("provider"),
+    )
+}
+
+fn live_job(ns: &str, name: &str, provider: &str, start: &str) -> Arc<ComputeJob> {
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("{ns}-{name}")},
+            "spec": {"gpusPerWorker": 1, "maxPricePerGpuHour": "2",
+                     "template": {"spec": {"containers": [{"name": "m", "image": "i"}]}}},
+            "status": {"phase": "Running", "placement": {"attempt": 1, "provider": provider, "gpus": 1,
+                       "pricePerGpuHour": "2", "placedTime": start, "workers": []}}
+        }))
+        .expect("job"),
+    )
+}
+
+#[test]
+fn an_evicting_tenant_policy_evicts_only_the_namespaces_it_no_longer_admits() {
+    let vetted = BTreeMap::from([("gpufed.io/kyc".to_owned(), "verified".to_owned())]);
+    let labels = |ns: &str| match ns {
+        "vetted" => Some(vetted.clone()),
+        "plain" => Some(BTreeMap::new()),
+        _ => None,
+    };
+    let kyc = serde_json::json!({"namespaceSelector": {"matchLabels": {"gpufed.io/kyc": "verified"}},
+                                 "excludedNamespaces": ["banned"], "evictRunning": true});
+    let keep = serde_json::json!({"excludedNamespaces": ["plain"]});
+    let providers = [
+        provider("strict", kyc, false),
+        provider("lenient", keep, false),
+        provider("drains", serde_json::json!({}), true),
+    ];
+    let jobs = [
+        live_job("vetted", "ok", "strict", "2026-01-01T00:00:00Z"),
+        live_job("plain", "out", "strict", "2026-01-01T00:00:01Z"),
+        live_job("banned", "out", "strict", "2026-01-01T00:00:02Z"),
+        // Labels not known: a selector never evicts on a guess.
+        live_job("unknown", "stays", "strict", "2026-01-01T00:00:03Z"),
+        // A policy without evictRunning governs new placements only.
+        live_job("plain", "stays", "lenient", "2026-01-01T00:00:04Z"),
+        live_job("vetted", "drained", "drains", "2026-01-01T00:00:05Z"),
+    ];
+    let d = round_victims(&jobs, &providers, &BTreeMap::new(), &BTreeMap::new(), labels);
+    let got: Vec<(&str, &str, Leave)> = d
+        .evict
+        .iter()
+        .map(|(j, p, w)| (j.as_str(), p.as_str(), *w))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("plain/out", "strict", Leave::Tenancy),
+            ("banned/out", "strict", Leave::Tenancy),
+            ("vetted/drained", "drains", Leave::Drain),
+        ]
+    );
+    // The mark stands while the policy still refuses, and not once it admits again.
+    assert!(tenancy_evicts(Some(&providers[0]), "plain", labels));
+    assert!(
+        tenancy_evicts(Some(&providers[0]), "unknown", labels),
+        "not known: stands"
+    );
+    assert!(
+        tenancy_evicts(None, "plain", labels),
+        "provider not listed: stands"
+    );
+    assert!(!tenancy_evicts(Some(&providers[0]), "vetted", labels));
+    assert!(
+        !tenancy_evicts(Some(&providers[1]), "plain", labels),
+        "no evictRunning"
     );
 }

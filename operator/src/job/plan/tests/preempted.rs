@@ -124,3 +124,24 @@ fn an_attempt_evicted_by_its_providers_drain_ends_preempted_and_says_so() {
     );
     assert_eq!(p.status.preemptions, 1, "and it does not use up an attempt");
 }
+
+#[test]
+fn an_attempt_evicted_by_its_providers_tenant_policy_ends_preempted_and_says_so() {
+    let mut j = placed(job(1), 1, Some(T0));
+    if let Some(p) = j.status.as_mut().and_then(|s| s.placement.as_mut()) {
+        p.preempted = Some(Preemption {
+            by: format!("{}a", gpufed_api::job_status::TENANCY_BY_PREFIX),
+            priority: 0,
+            time: crate::time::format(T0 + 50),
+        });
+    }
+    let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 60);
+    let a = &p.status.attempts[0];
+    assert_eq!(a.outcome, AttemptOutcome::Preempted);
+    assert_eq!(
+        a.message,
+        "evicted: provider a no longer takes work from this namespace (spec.tenants.evictRunning)"
+    );
+    assert_eq!(p.status.phase, Some(JobPhase::Recovering));
+    assert_eq!(p.status.preemptions, 1, "and it does not use up an attempt");
+}
