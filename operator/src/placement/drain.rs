@@ -149,14 +149,7 @@ pub fn round_victims(
         .collect();
     let evicting: BTreeMap<String, &Tenants> = providers
         .iter()
-        .filter_map(|p| {
-            let t = p
-                .spec
-                .tenants
-                .as_ref()
-                .filter(|t| t.evict_running && t.restricts())?;
-            Some((p.name_any(), t))
-        })
+        .filter_map(|p| Some((p.name_any(), evicting_policy(p)?)))
         .collect();
     if draining.is_empty() && evicting.is_empty() {
         return Drain::default();
@@ -175,6 +168,15 @@ pub fn round_victims(
         let labels = known.get(r.namespace.as_str())?.as_ref();
         refuses(policy, &r.namespace, labels).then_some(Leave::Tenancy)
     })
+}
+
+/// The provider's tenant policy when it evicts running work: `evictRunning`, something
+/// to refuse, and a spec that passes the operator's checks — a malformed selector (its
+/// CEL rule dropped by an old API server) matches nothing and must not evict everyone.
+fn evicting_policy(provider: &GpuProvider) -> Option<&Tenants> {
+    let t = provider.spec.tenants.as_ref()?;
+    (t.evict_running && t.restricts() && gpufed_api::check::provider_spec(&provider.spec).is_empty())
+        .then_some(t)
 }
 
 /// Whether an evicting `policy` refuses running work of `ns`: its name lists do, or —
@@ -196,12 +198,7 @@ pub fn tenancy_evicts(
     labels: impl Fn(&str) -> Option<BTreeMap<String, String>>,
 ) -> bool {
     let Some(provider) = provider else { return true };
-    let Some(policy) = provider
-        .spec
-        .tenants
-        .as_ref()
-        .filter(|t| t.evict_running && t.restricts())
-    else {
+    let Some(policy) = evicting_policy(provider) else {
         return false;
     };
     let labels = labels(ns);

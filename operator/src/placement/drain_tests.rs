@@ -178,4 +178,12 @@ fn an_evicting_tenant_policy_evicts_only_the_namespaces_it_no_longer_admits() {
         !tenancy_evicts(Some(&providers[1]), "plain", labels),
         "no evictRunning"
     );
+    // A malformed selector (In without values: its CEL rule dropped by a 1.20 server)
+    // matches nothing; it must not evict everyone.
+    let broken = serde_json::json!({"namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "In"}]},
+                                    "evictRunning": true});
+    let broken = [provider("strict", broken, false)];
+    let d = round_victims(&jobs, &broken, &BTreeMap::new(), &BTreeMap::new(), labels);
+    assert!(d.evict.is_empty(), "{:?}", d.evict);
+    assert!(!tenancy_evicts(Some(&broken[0]), "plain", labels));
 }
