@@ -198,6 +198,18 @@ fn jobs_that_do_not_wait_say_so() {
         explain(&drained, &all, NOW).summary,
         "being evicted from a (attempt 2): the provider drains (spec.drain); queued again once stopped"
     );
+    let mut refused = running.clone();
+    if let Some(p) = refused.status.as_mut().and_then(|s| s.placement.as_mut()) {
+        p.preempted = Some(gpufed_api::job_status::Preemption {
+            by: format!("{}a", gpufed_api::job_status::TENANCY_BY_PREFIX),
+            priority: 0,
+            time: "2026-01-01T00:01:00Z".into(),
+        });
+    }
+    assert_eq!(
+        explain(&refused, &all, NOW).summary,
+        "being evicted from a (attempt 2): the provider no longer takes work from this namespace (spec.tenants); queued again once stopped"
+    );
     let waiting = job(
         "urgent",
         "team",
