@@ -4,9 +4,11 @@
 //! them `Preempted` and queue them again elsewhere (the provider takes no new work). A
 //! ComputeService's ready replicas go only as its disruption budget allows: one round
 //! takes what the budget spares, the next more once the replacements are ready elsewhere.
-//! A drain held by a budget says so on the provider (`Ready=False/Draining`).
+//! A drain held by a budget says so on the provider (`Ready=False/Draining`). A tenant
+//! policy with `evictRunning` evicts the same way, only the work of the namespaces it
+//! refuses (mark `GpuProviderTenants/<name>`).
 //!
-//! [`victims`] is pure. It sees every live attempt (the placement snapshot leaves a
+//! [`round_victims`] is pure. It sees every live attempt (the placement snapshot leaves a
 //! draining provider out); the round marks its choice before the engine runs and no
 //! longer counts those replicas healthy, so a preemption in the same round cannot spend
 //! the same budget twice.
@@ -71,27 +73,12 @@ pub fn running(jobs: &[Arc<ComputeJob>], replicas: &BTreeMap<String, String>) ->
         .collect()
 }
 
-/// The attempts to evict from the `draining` providers: every allocation there not
+/// The attempts to evict: every allocation `leave` names (why it must leave), not
 /// already leaving, save those whose eviction would take a budget below its minimum
 /// (`budgets`; healthy counted over all providers, minus what this round already
 /// takes). Oldest first, so the longest-serving replicas move first — any order keeps
-/// the budget.
-pub fn victims(
-    running: &[pl::RunningAllocation],
-    budgets: &BTreeMap<String, u32>,
-    draining: &BTreeSet<String>,
-) -> Drain {
-    if draining.is_empty() {
-        return Drain::default();
-    }
-    victims_by(running, budgets, |r| {
-        draining.contains(&r.provider).then_some(Leave::Drain)
-    })
-}
-
-/// The attempts to evict: every allocation `leave` names, not already leaving, under
-/// the same budget rule as [`victims`]. Budgets that hold work back are reported for
-/// drains only (a provider's status says what its drain waits for).
+/// the budget. Budgets that hold work back are reported for drains only (a provider's
+/// status says what its drain waits for).
 pub fn victims_by(
     running: &[pl::RunningAllocation],
     budgets: &BTreeMap<String, u32>,

@@ -18,6 +18,17 @@ fn draining(p: &[&str]) -> BTreeSet<String> {
     p.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// The evictions of the `draining` providers' drains.
+fn victims(
+    running: &[pl::RunningAllocation],
+    budgets: &BTreeMap<String, u32>,
+    draining: &BTreeSet<String>,
+) -> Drain {
+    victims_by(running, budgets, |r| {
+        draining.contains(&r.provider).then_some(Leave::Drain)
+    })
+}
+
 fn evicted(d: &Drain) -> Vec<&str> {
     d.evict.iter().map(|(j, _, _)| j.as_str()).collect()
 }
