@@ -132,6 +132,22 @@ pub fn job_update(old: &ComputeJob, new: &ComputeJob) -> Vec<FieldError> {
     errors
 }
 
+/// A field path without its list indices: `spec.gpu.models[2]` → `spec.gpu.models`
+/// (how an API server names a field inside a list in some of its errors).
+pub fn without_indices(path: &str) -> String {
+    let mut plain = String::with_capacity(path.len());
+    let mut depth = 0u32;
+    for c in path.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    plain
+}
+
 /// Checks a provider spec's cross-field rules.
 pub fn provider_spec(spec: &GpuProviderSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -210,4 +226,24 @@ pub fn quota_spec(spec: &crate::ComputeQuotaSpec) -> Vec<FieldError> {
         errors.push(field("spec.maxSpendPerHour", e.to_string()));
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_lose_their_list_indices_only() {
+        use super::without_indices;
+        assert_eq!(without_indices("spec.gpu.models[2]"), "spec.gpu.models");
+        assert_eq!(
+            without_indices("spec.tenants.namespaceSelector.matchExpressions[0].operator"),
+            "spec.tenants.namespaceSelector.matchExpressions.operator"
+        );
+        assert_eq!(without_indices("a[1][2].b"), "a.b");
+        assert_eq!(without_indices("spec.workers"), "spec.workers");
+        assert_eq!(
+            without_indices("odd]path[x"),
+            "oddpath",
+            "unbalanced brackets never panic"
+        );
+    }
 }

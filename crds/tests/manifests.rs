@@ -113,21 +113,6 @@ fn examples_deserialize_into_the_rust_types() {
     }
 }
 
-/// `a[0].b[12]` → `a.b`.
-fn without_indices(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut depth = 0;
-    for c in path.chars() {
-        match c {
-            '[' => depth += 1,
-            ']' => depth -= 1,
-            c if depth == 0 => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
 #[test]
 fn invalid_fixtures_are_refused_naming_the_field() {
     for file in yaml_files(&repo().join("examples/invalid")) {
@@ -142,10 +127,9 @@ fn invalid_fixtures_are_refused_naming_the_field() {
                 // The real API server (1.20) names an enum inside a list without its
                 // index (`...matchExpressions.operator`): either spelling is the field.
                 assert!(
-                    report
-                        .errors
-                        .iter()
-                        .any(|e| e.path == f.expect || without_indices(&e.path) == f.expect),
+                    report.errors.iter().any(
+                        |e| e.path == f.expect || gpufed_api::check::without_indices(&e.path) == f.expect
+                    ),
                     "{name}: schema must refuse {} but said {:?}",
                     f.expect,
                     report.errors

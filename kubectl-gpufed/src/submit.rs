@@ -43,16 +43,7 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
 
 /// The flag that sets the field at `path` (`spec.gpu.models[2]` → `--model`).
 pub fn flag_for(path: &str) -> Option<&'static str> {
-    let mut plain = String::with_capacity(path.len());
-    let mut depth = 0;
-    for c in path.chars() {
-        match c {
-            '[' => depth += 1,
-            ']' => depth -= 1,
-            _ if depth == 0 => plain.push(c),
-            _ => {}
-        }
-    }
+    let plain = gpufed_api::check::without_indices(path);
     FIELD_FLAGS
         .iter()
         .find(|(field, _)| plain == *field || plain.starts_with(&format!("{field}.")))
