@@ -7,12 +7,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use gpufed_placement::{
-    Config, Decisions, Explanation, GpuRef, Job, Micros, Quota, QuotaExceeded, RunningAllocation, Snapshot,
-    place,
-};
+use gpufed_placement::{Config, Decisions, Explanation, Job, Micros, Quota, QuotaExceeded, Snapshot, place};
 
-use common::{GIB, UNIT, check, job, provider};
+use common::{GIB, UNIT, check, job, provider, running_on_a};
 
 fn quota(gpus: Option<u32>, spend: Option<Micros>) -> Quota {
     Quota {
@@ -92,31 +89,6 @@ fn a_held_gang_reserves_nothing_and_smaller_jobs_go_on() {
     assert!(d.reservations.is_empty(), "{:?}", d.reservations);
 }
 
-fn alloc(
-    job: &str,
-    ns: &str,
-    node: &str,
-    gpus: std::ops::Range<u8>,
-    budget: Option<&str>,
-) -> RunningAllocation {
-    RunningAllocation {
-        job: job.into(),
-        namespace: ns.into(),
-        priority: 0,
-        start_time: 1,
-        provider: "a".into(),
-        gpus: gpus
-            .map(|gpu| GpuRef {
-                node: node.into(),
-                gpu,
-            })
-            .collect(),
-        spread_group: None,
-        evicting: false,
-        budget: budget.map(Into::into),
-    }
-}
-
 /// Provider `a`, two full 8-GPU nodes: `team/low` (8 GPUs, priority 0) on n0, `rival/x`
 /// on n1; team's quota of 8 GPUs is used up. `team/urgent` (priority 9, 8 GPUs) waits.
 fn at_quota(preempt: bool, budget: Option<&str>) -> Snapshot {
@@ -128,8 +100,8 @@ fn at_quota(preempt: bool, budget: Option<&str>) -> Snapshot {
     Snapshot {
         providers: vec![p],
         running: vec![
-            alloc("team/low", "team", "n0", 0..8, budget),
-            alloc("rival/x", "rival", "n1", 0..8, None),
+            running_on_a("team/low", "team", "n0", 0..8, budget),
+            running_on_a("rival/x", "rival", "n1", 0..8, None),
         ],
         jobs: vec![urgent],
         quotas: BTreeMap::from([(
@@ -326,9 +298,9 @@ fn no_round_takes_a_namespace_past_its_caps() {
         let mut providers = two_prices();
         providers[0].nodes[0].free.clear();
         providers[1].nodes[0].free.retain(|&g| g >= 4);
-        let mut run_a = alloc("a/run", "a", "n0", 0..8, None);
+        let mut run_a = running_on_a("a/run", "a", "n0", 0..8, None);
         run_a.provider = "cheap".into();
-        let mut run_b = alloc("b/run", "b", "n0", 0..4, None);
+        let mut run_b = running_on_a("b/run", "b", "n0", 0..4, None);
         run_b.provider = "dear".into();
         let used = |ns: &str| match ns {
             "a" => (8, 8 * UNIT),

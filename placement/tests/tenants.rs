@@ -102,7 +102,7 @@ fn identical_jobs_of_different_namespaces_are_decided_each_by_its_own_admission(
 fn no_preemption_on_a_provider_that_does_not_admit_the_preemptor() {
     let mut a = provider("a", "H100", 80, 1, 8, UNIT);
     a.tenants = only(&["team-a"]);
-    let running = running_on_a("team-a/low", "team-a", 0..8);
+    let running = running_on_a("team-a/low", "team-a", "n0", 0..8, None);
     for n in &mut a.nodes {
         n.free.clear();
     }

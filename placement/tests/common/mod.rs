@@ -45,9 +45,15 @@ pub fn job(id: &str, g: u8, w: u16) -> Job {
     }
 }
 
-/// Work of `job` (namespace `ns`, priority 0, started at 1) on provider `a`, node `n0`,
-/// holding GPUs `gpus`.
-pub fn running_on_a(job: &str, ns: &str, gpus: std::ops::Range<u8>) -> gpufed_placement::RunningAllocation {
+/// Work of `job` (namespace `ns`, priority 0, started at 1) on provider `a`, node `node`,
+/// holding GPUs `gpus`, counting toward disruption budget `budget`.
+pub fn running_on_a(
+    job: &str,
+    ns: &str,
+    node: &str,
+    gpus: std::ops::Range<u8>,
+    budget: Option<&str>,
+) -> gpufed_placement::RunningAllocation {
     gpufed_placement::RunningAllocation {
         job: job.into(),
         namespace: ns.into(),
@@ -56,13 +62,13 @@ pub fn running_on_a(job: &str, ns: &str, gpus: std::ops::Range<u8>) -> gpufed_pl
         provider: "a".into(),
         gpus: gpus
             .map(|gpu| gpufed_placement::GpuRef {
-                node: "n0".into(),
+                node: node.into(),
                 gpu,
             })
             .collect(),
         spread_group: None,
         evicting: false,
-        budget: None,
+        budget: budget.map(Into::into),
     }
 }
 
