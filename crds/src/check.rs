@@ -167,6 +167,9 @@ pub fn provider_spec(spec: &GpuProviderSpec) -> Vec<FieldError> {
     if let Err(e) = formats::parse_duration(&spec.heartbeat_grace_period) {
         errors.push(field("spec.heartbeatGracePeriod", e.to_string()));
     }
+    if let Some(Err(e)) = spec.drain_deadline.as_deref().map(formats::parse_duration) {
+        errors.push(field("spec.drainDeadline", e.to_string()));
+    }
     let selector = spec.tenants.as_ref().and_then(|t| t.namespace_selector.as_ref());
     for (i, e) in selector
         .iter()

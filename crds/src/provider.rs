@@ -101,6 +101,13 @@ pub struct GpuProviderSpec {
     /// stops evicting; attempts not yet stopped run on.
     #[serde(default)]
     pub drain: bool,
+    /// How long a drain may wait for disruption budgets, e.g. `4h`: once `spec.drain` has
+    /// been true this long (`status.drainStartTime`), the attempts still running are
+    /// evicted whatever their budgets say — a maintenance window that ends, as Karpenter's
+    /// `terminationGracePeriod`. Unset: a budget holds the drain as long as it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 16), pattern(DURATION_PATTERN))]
+    pub drain_deadline: Option<String>,
     /// Which tenants (hub namespaces) the provider takes new work from; unset: any.
     /// A job of a namespace it does not admit is placed elsewhere, or waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,6 +171,23 @@ pub struct GpuProviderStatus {
     /// The provider's reputation, which placement weighs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reputation: Option<Reputation>,
+    /// When the operator first saw `spec.drain` true (RFC 3339); gone once it is false.
+    /// `spec.drainDeadline` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub drain_start_time: Option<String>,
+}
+
+impl GpuProviderSpec {
+    /// When a drain that began at `start` (RFC 3339, `status.drainStartTime`) stops being
+    /// held by disruption budgets (Unix seconds): `start` plus `drainDeadline`. `None`
+    /// without either, or when one cannot be read (then budgets hold, as without a
+    /// deadline).
+    pub fn drain_deadline_at(&self, start: Option<&str>) -> Option<i64> {
+        let secs = crate::formats::parse_duration(self.drain_deadline.as_deref()?).ok()?;
+        let start = start?.parse::<k8s_openapi::jiff::Timestamp>().ok()?.as_second();
+        start.checked_add(i64::try_from(secs).ok()?)
+    }
 }
 
 /// A provider's GPU inventory.

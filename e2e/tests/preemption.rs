@@ -6,39 +6,23 @@
 //! allowed attempt. A mark for a job that no longer waits evicts nothing. A
 //! ComputeService's disruption budget holds: preemption takes one of its two ready
 //! replicas and other work for the rest, and a job that could only break it waits, told.
-//! Draining a provider (`spec.drain`) moves all its work elsewhere, a service's replicas
-//! one at a time within its budget, so the service keeps serving throughout.
+//! (Draining a provider, which evicts too, is `drain.rs`.)
 
 mod common;
 mod opsupport;
 
 use std::time::Duration;
 
+use gpufed_api::ComputeJob;
 use gpufed_api::job_status::{AttemptOutcome, JobPhase, Preemption as Mark};
-use gpufed_api::{ComputeJob, ComputeService};
 use gpufed_e2e::{FederationSpec, GpuPool};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use opsupport::{Operator, federation_with_providers, job, job_until, phase, submit};
+use opsupport::budgets::{apply_service, attempt, budgeted_service, healthy, preempted_replicas, prio_job};
+use opsupport::{Operator, federation_with_providers, job_until, phase, submit};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// A 1-worker job of `gpus` GPUs at `priority`, one attempt allowed.
-fn prio_job(name: &str, gpus: u32, priority: u32, preempt: bool, run_seconds: u32) -> serde_json::Value {
-    let mut j = job(name, 1, gpus, serde_json::json!({}), "2.00", run_seconds);
-    j["spec"]["priority"] = priority.into();
-    j["spec"]["placement"]["preemptLowerPriority"] = preempt.into();
-    j["spec"]["failurePolicy"] = serde_json::json!({"maxAttempts": 1, "onProviderLoss": "Failover"});
-    j
-}
-
-fn attempt(j: &ComputeJob) -> u32 {
-    j.status
-        .as_ref()
-        .and_then(|s| s.placement.as_ref())
-        .map_or(0, |p| p.attempt)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_higher_priority_job_evicts_lower_priority_work_of_its_namespace() {
@@ -211,70 +195,6 @@ async fn a_higher_priority_job_evicts_lower_priority_work_of_its_namespace() {
     drop(operator);
 }
 
-/// `llm`, 2 replicas of 1 GPU at priority 100, one of which may be unavailable.
-fn budgeted_service(spread: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeService",
-        "metadata": {"name": "llm"},
-        "spec": {"replicas": 2, "gpusPerReplica": 1, "maxPricePerGpuHour": "2.00", "priority": 100,
-                 "spread": spread, "disruptionBudget": {"maxUnavailable": 1},
-                 "port": {"port": 8000}, "placement": {"verifiedOnly": false},
-                 "template": {"spec": {"containers": [{"name": "server", "image": "registry.example.com/vllm:1"}]}}}
-    })
-}
-
-async fn apply_service(hub: &kube::Client, ns: &str, service: &serde_json::Value) {
-    Api::<ComputeService>::namespaced(hub.clone(), ns)
-        .patch(
-            "llm",
-            &PatchParams::apply("gpufed-e2e").force(),
-            &Patch::Apply(service),
-        )
-        .await
-        .expect("service applies");
-}
-
-/// `(currentHealthy, desiredHealthy, disruptionsAllowed)`.
-fn healthy(s: &ComputeService) -> Option<(u32, u32, u32)> {
-    s.status
-        .as_ref()
-        .and_then(|st| st.disruption.as_ref())
-        .map(|d| (d.current_healthy, d.desired_healthy, d.disruptions_allowed))
-}
-
-/// Each replica's provider and readiness, sorted.
-fn ready_on(s: &ComputeService) -> Vec<(String, bool)> {
-    let mut v: Vec<(String, bool)> = s
-        .status
-        .as_ref()
-        .map(|st| {
-            st.replica_status
-                .iter()
-                .map(|r| (r.provider.clone().unwrap_or_default(), r.ready))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// The replica jobs of service `llm` whose first attempt was preempted.
-async fn preempted_replicas(hub: &kube::Client, ns: &str) -> Vec<String> {
-    let jobs: Api<ComputeJob> = Api::namespaced(hub.clone(), ns);
-    let list = jobs
-        .list(&kube::api::ListParams::default().labels("gpufed.io/service=llm"))
-        .await
-        .expect("replicas");
-    let mut out: Vec<String> = list
-        .items
-        .iter()
-        .filter(|j| j.status.as_ref().is_some_and(|s| s.preemptions > 0))
-        .map(ResourceExt::name_any)
-        .collect();
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preemption_keeps_a_services_disruption_budget() {
     common::init_tracing();
@@ -293,7 +213,12 @@ async fn preemption_keeps_a_services_disruption_budget() {
         phase(j) == "Running"
     })
     .await;
-    apply_service(&hub, &ns, &budgeted_service("None")).await;
+    apply_service(
+        &hub,
+        &ns,
+        &budgeted_service("None", serde_json::json!({"maxUnavailable": 1})),
+    )
+    .await;
     opsupport::object_until(
         &hub,
         &ns,
@@ -365,11 +290,7 @@ async fn preemption_keeps_a_services_disruption_budget() {
     assert!(
         metrics.contains("gpufed_held_by_disruption_budget_jobs 1\n"),
         "the held job counted: {}",
-        metrics
-            .lines()
-            .filter(|l| l.contains("disruption"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        opsupport::lines_with(&metrics, "disruption")
     );
     // Rounds later, the kept replica still runs its first attempt.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -383,110 +304,5 @@ async fn preemption_keeps_a_services_disruption_budget() {
         ("Running".into(), 1, 1),
         "the protected replica was evicted"
     );
-    drop(operator);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn draining_a_provider_moves_its_work_within_the_disruption_budget() {
-    common::init_tracing();
-    let _serial = common::SERIAL.lock().await;
-    // provider-a is cheaper: the batch job and both replicas start there.
-    let spec = FederationSpec::new("drain")
-        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
-        .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 1)]);
-    let Some((_env, hub)) =
-        federation_with_providers(spec, &[("provider-a", "1.00"), ("provider-b", "1.50")]).await
-    else {
-        return;
-    };
-    let operator = Operator::start(hub.clone(), "op-1");
-    opsupport::providers_ready(&hub, 2).await;
-    let ns = common::namespace(&hub, "team").await;
-    submit(&hub, &ns, &prio_job("batch", 1, 100, false, 900)).await;
-    apply_service(&hub, &ns, &budgeted_service("None")).await;
-    let on_a = vec![("provider-a".to_owned(), true); 2];
-    opsupport::object_until(
-        &hub,
-        &ns,
-        "llm",
-        "both replicas ready on provider-a",
-        2 * MINUTE,
-        |s| ready_on(s) == on_a && healthy(s) == Some((2, 1, 1)),
-    )
-    .await;
-    job_until(&hub, &ns, "batch", "batch runs on provider-a", MINUTE, |j| {
-        phase(j) == "Running"
-            && j.status
-                .as_ref()
-                .and_then(|s| s.placement.as_ref())
-                .is_some_and(|p| p.provider == "provider-a")
-    })
-    .await;
-
-    // Drain provider-a, as its owner would for maintenance.
-    let providers: Api<gpufed_api::GpuProvider> = Api::all(hub.clone());
-    providers
-        .patch(
-            "provider-a",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"drain": true}})),
-        )
-        .await
-        .expect("drain set");
-    // Everything ends up on provider-b; the service never has fewer than one ready
-    // replica on the way (the budget moves them one at a time).
-    let on_b = vec![("provider-b".to_owned(), true); 2];
-    let services: Api<ComputeService> = Api::namespaced(hub.clone(), &ns);
-    let mut fewest_ready = u32::MAX;
-    let deadline = std::time::Instant::now() + 3 * MINUTE;
-    loop {
-        let svc = services.get("llm").await.expect("service");
-        let st = svc.status.clone().unwrap_or_default();
-        fewest_ready = fewest_ready.min(st.ready_replicas);
-        if ready_on(&svc) == on_b {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "replicas not moved to provider-b: {:?}",
-            ready_on(&svc)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(fewest_ready, 1, "one replica always served, never both gone");
-    let moved = preempted_replicas(&hub, &ns).await;
-    assert_eq!(moved, ["llm-0", "llm-1"], "both replicas evicted by the drain");
-    let batch = job_until(&hub, &ns, "batch", "batch runs on provider-b", 2 * MINUTE, |j| {
-        j.status
-            .as_ref()
-            .and_then(|s| s.placement.as_ref())
-            .is_some_and(|p| p.provider == "provider-b")
-    })
-    .await;
-    let st = batch.status.expect("status");
-    assert_eq!(
-        (
-            st.attempts[0].outcome,
-            st.attempts[0].message.as_str(),
-            st.preemptions
-        ),
-        (
-            AttemptOutcome::Preempted,
-            "evicted: provider provider-a drains (spec.drain)",
-            1
-        )
-    );
-    // The provider says it is empty.
-    gpufed_e2e::wait::until("provider-a drained", MINUTE, || async {
-        let p = providers.get("provider-a").await?;
-        let reason = p
-            .status
-            .as_ref()
-            .and_then(|s| gpufed_api::conditions::find(&s.conditions, "Ready"))
-            .map(|c| c.reason.clone());
-        Ok((reason.as_deref() == Some("Drained")).then_some(()))
-    })
-    .await
-    .expect("provider-a says Drained");
     drop(operator);
 }

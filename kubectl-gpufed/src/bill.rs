@@ -128,7 +128,7 @@ pub fn bill(job: &ComputeJob) -> BillReport {
 }
 
 /// GPU-hours with two decimals, from GPU-seconds.
-fn gpu_hours(seconds: u64) -> String {
+pub(crate) fn gpu_hours(seconds: u64) -> String {
     let centi = (u128::from(seconds) * 100 + 1800) / 3600;
     format!("{}.{:02}", centi / 100, centi % 100)
 }
@@ -195,26 +195,10 @@ pub fn render(b: &BillReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::job;
-
-    const SIG: &str =
-        "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW";
+    use crate::fixtures::{SIG, job};
 
     fn failed_over() -> ComputeJob {
-        job(
-            "train",
-            "team",
-            Some(serde_json::json!({
-                "phase": "Running",
-                "attempts": [{"attempt": 1, "provider": "provider-a", "outcome": "ProviderLost",
-                              "message": "provider heartbeat lost", "gpuSeconds": 7200,
-                              "pricePerGpuHour": "2.5", "endTime": "2026-01-01T01:00:00Z"}],
-                "placement": {"attempt": 2, "provider": "provider-b", "gpus": 8, "pricePerGpuHour": "1.8",
-                              "workers": [], "placedTime": "2026-01-01T01:05:00Z"},
-                "usage": {"gpuSeconds": 10800, "cost": "6.8"},
-                "billing": {"records": 4, "settledRecords": 3, "settledAmount": "5", "signatures": [SIG]},
-            })),
-        )
+        crate::fixtures::failed_over("train", "team")
     }
 
     #[test]

@@ -6,13 +6,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Format;
 
+mod provider;
+mod rollout;
+
+pub use provider::{DrainArgs, ProviderCommand, TokenArgs};
+pub use rollout::{RolloutCommand, RolloutHistoryArgs, RolloutStatusArgs, RolloutUndoArgs};
+
 /// `kubectl gpufed`: the gpufed GPU federation from kubectl.
 #[derive(Debug, Parser)]
 #[command(
     name = "kubectl-gpufed",
     bin_name = "kubectl gpufed",
     version,
-    about = "gpufed from kubectl: providers, jobs, submit, why a job waits, bill, provider tokens, service rollouts",
+    about = "gpufed from kubectl: providers, jobs, submit, why a job waits, bill, usage, provider tokens, service rollouts",
     after_help = "Documentation: docs/kubectl.md"
 )]
 pub struct Cli {
@@ -61,6 +67,9 @@ pub enum Command {
     },
     /// A job's usage and settlement: GPU-seconds, cost, settled records, signatures.
     Bill(BillArgs),
+    /// What was spent, by namespace (jobs, GPU-hours, cost, settled on chain or not yet)
+    /// or by provider (`--by provider`), summed from the jobs' status.
+    Usage(UsageArgs),
     /// One GPU provider: `provider token` (a pull-mode agent's bootstrap token),
     /// `provider cordon|uncordon|drain` (maintenance, as kubectl's for a node).
     Provider {
@@ -77,116 +86,15 @@ pub enum Command {
     },
 }
 
-/// `rollout` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum RolloutCommand {
-    /// Wait until the service's replicas all run its current template and are ready;
-    /// exit 1 when the operator reports it stuck (e.g. ProgressDeadlineExceeded).
-    Status(RolloutStatusArgs),
-    /// Replace every replica, within spec.rollout's bounds, by setting the template
-    /// annotation gpufed.io/restartedAt.
-    Restart {
-        /// The ComputeService's name.
-        service: String,
-    },
-    /// Hold rollouts (`spec.paused: true`): template changes wait, a rollout under way
-    /// holds where it is; replicas are still replaced and scaled.
-    Pause {
-        /// The ComputeService's name.
-        service: String,
-    },
-    /// Resume rollouts (`spec.paused: false`): the spec's template is rolled out.
-    Resume {
-        /// The ComputeService's name.
-        service: String,
-    },
-    /// The templates the service ran, by revision number (`--revision N`: one in full).
-    History(RolloutHistoryArgs),
-    /// Put an earlier template back (the previous one, or `--to-revision N`): the spec's
-    /// template fields are set from the revision, and the operator rolls the replicas
-    /// under spec.rollout. Under GitOps, revert in Git instead (the tool would undo this).
-    Undo(RolloutUndoArgs),
-}
-
-/// `rollout history`.
+/// `usage`: spend summed over jobs.
 #[derive(Debug, Clone, Args)]
-pub struct RolloutHistoryArgs {
-    /// The ComputeService's name.
-    pub service: String,
-    /// Show this revision's template.
-    #[arg(long, value_name = "N")]
-    pub revision: Option<i64>,
-}
-
-/// `rollout undo`.
-#[derive(Debug, Clone, Args)]
-pub struct RolloutUndoArgs {
-    /// The ComputeService's name.
-    pub service: String,
-    /// The revision to go back to; 0 or absent: the previous one.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub to_revision: i64,
-}
-
-/// `rollout status`.
-#[derive(Debug, Clone, Args)]
-pub struct RolloutStatusArgs {
-    /// The ComputeService's name.
-    pub service: String,
-    /// Watch until the rollout ends; `--watch=false` prints the state once.
-    #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub watch: bool,
-    /// Give up after this long, e.g. 5m or 90s (default: no limit).
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
-}
-
-/// `provider` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum ProviderCommand {
-    /// Create a bootstrap token for a pull-mode provider's agent and print the helm
-    /// command that installs it (like `kubeadm token create`), or revoke its tokens.
-    Token(TokenArgs),
-    /// No new jobs on the provider (`spec.paused: true`); running work continues.
-    Cordon {
-        /// The GpuProvider's name.
-        provider: String,
-    },
-    /// New jobs again, and no more evictions (`spec.paused` and `spec.drain` false).
-    Uncordon {
-        /// The GpuProvider's name.
-        provider: String,
-    },
-    /// Move the provider's work elsewhere (`spec.drain: true`): its running attempts are
-    /// evicted and queued again, a ComputeService's replicas only as its disruption
-    /// budget allows; waits until nothing runs there.
-    Drain(DrainArgs),
-}
-
-/// `provider drain`.
-#[derive(Debug, Clone, Args)]
-pub struct DrainArgs {
-    /// The GpuProvider's name.
-    pub provider: String,
-    /// Wait until the provider is drained; `--wait=false` sets the drain and returns.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub wait: bool,
-    /// Give up waiting after this long, e.g. 30m (default: no limit; the drain goes on).
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
-}
-
-/// `provider token`: a bootstrap token for a pull-mode provider's agent.
-#[derive(Debug, Clone, Args)]
-pub struct TokenArgs {
-    /// The GpuProvider's name (its `spec.mode` must be `Pull`).
-    pub provider: String,
-    /// How long the token is valid, e.g. 24h or 2h30m; at most 168h.
-    #[arg(long, default_value = "24h", value_name = "DURATION")]
-    pub ttl: String,
-    /// Delete every bootstrap token issued for the provider instead.
-    #[arg(long, conflicts_with = "ttl")]
-    pub revoke: bool,
+pub struct UsageArgs {
+    /// Every namespace's jobs (default: the namespace's).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// One row per namespace or per provider.
+    #[arg(long, value_enum, default_value_t = crate::usage::By::Namespace)]
+    pub by: crate::usage::By,
 }
 
 /// `bill`: a job's usage and settlement, optionally verified on chain.

@@ -13,7 +13,7 @@ use crate::cli::{BillArgs, Cli, Command, Global, ProviderCommand, SubmitArgs, To
 use crate::error::{Error, Result};
 use crate::output::{Format, document, list, now, thousands};
 use crate::session::Session;
-use crate::{bill, drain, jobs, onchain, providers, submit, token, verify, why};
+use crate::{bill, drain, jobs, onchain, providers, submit, token, usage, verify, why};
 
 #[path = "commands/follow.rs"]
 mod follow;
@@ -94,6 +94,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             match g.output {
                 Format::Table => emit(&why::render(&report)),
+                f => emit(&document(&report, f)?),
+            }
+        }
+        Command::Usage(args) => {
+            let session = Session::connect(g).await?;
+            let items = session.list_jobs(args.all_namespaces).await?;
+            let report = usage::report(&items, args.by);
+            match g.output {
+                Format::Table => emit(&usage::render(&report)),
                 f => emit(&document(&report, f)?),
             }
         }

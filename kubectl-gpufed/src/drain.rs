@@ -41,6 +41,21 @@ impl Action {
     }
 }
 
+/// The patch of `provider drain`: `spec.drain: true`, and with `--deadline` also
+/// `spec.drainDeadline` (checked here, so the error names the flag). Without the flag a
+/// deadline already set stays as it is.
+pub fn drain_patch(deadline: Option<&str>) -> Result<serde_json::Value, crate::error::Error> {
+    let mut patch = Action::Drain.patch();
+    if let Some(d) = deadline {
+        gpufed_api::formats::parse_duration(d).map_err(|e| crate::error::Error::Flag {
+            flag: "--deadline".into(),
+            message: e.to_string(),
+        })?;
+        patch["spec"]["drainDeadline"] = serde_json::Value::String(d.to_owned());
+    }
+    Ok(patch)
+}
+
 /// Where a drain stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -138,6 +153,15 @@ mod tests {
             Action::Drain.patch(),
             serde_json::json!({"spec": {"drain": true}})
         );
+        assert_eq!(drain_patch(None).ok(), Some(Action::Drain.patch()));
+        assert_eq!(
+            drain_patch(Some("4h")).ok(),
+            Some(serde_json::json!({"spec": {"drain": true, "drainDeadline": "4h"}}))
+        );
+        for bad in ["", "4 hours", "30m1h"] {
+            let e = drain_patch(Some(bad)).expect_err(bad).to_string();
+            assert!(e.starts_with("invalid --deadline:"), "{e}");
+        }
         assert_eq!(
             Action::Uncordon.done_line("p"),
             "gpuprovider.gpufed.io/p uncordoned\n"

@@ -30,6 +30,29 @@ pub fn job(name: &str, namespace: &str, status: Option<Value>) -> ComputeJob {
     serde_json::from_value(v).unwrap()
 }
 
+/// A settlement transaction's signature.
+pub const SIG: &str =
+    "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW";
+
+/// A running job that failed over: attempt 1 lost with provider-a (7200 GPU-seconds at
+/// 2.5), attempt 2 live on provider-b at 1.8 (3600 so far); 3 of 4 records settled (5).
+pub fn failed_over(name: &str, namespace: &str) -> ComputeJob {
+    job(
+        name,
+        namespace,
+        Some(json!({
+            "phase": "Running",
+            "attempts": [{"attempt": 1, "provider": "provider-a", "outcome": "ProviderLost",
+                          "message": "provider heartbeat lost", "gpuSeconds": 7200,
+                          "pricePerGpuHour": "2.5", "endTime": "2026-01-01T01:00:00Z"}],
+            "placement": {"attempt": 2, "provider": "provider-b", "gpus": 8, "pricePerGpuHour": "1.8",
+                          "workers": [], "placedTime": "2026-01-01T01:05:00Z"},
+            "usage": {"gpuSeconds": 10800, "cost": "6.8"},
+            "billing": {"records": 4, "settledRecords": 3, "settledAmount": "5", "signatures": [SIG]},
+        })),
+    )
+}
+
 /// Ready, reachable and verified, with `total` H100s (8 per NVLink node) of which
 /// `free` are free, heartbeat at [`T0`].
 pub fn ready_h100_status(free: u32, total: u32) -> GpuProviderStatus {

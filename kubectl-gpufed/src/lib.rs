@@ -23,6 +23,7 @@ pub mod rollout;
 pub mod session;
 pub mod submit;
 pub mod token;
+pub mod usage;
 pub mod verify;
 pub mod why;
 

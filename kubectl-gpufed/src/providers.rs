@@ -5,7 +5,7 @@ use gpufed_api::conditions::{self, types};
 use gpufed_api::{Condition, GpuProvider};
 use kube::ResourceExt;
 
-use crate::output::{NONE, Table, age_of};
+use crate::output::{NONE, Table, age_of, human_duration};
 
 /// A provider's conditions (empty without status).
 pub fn provider_conditions(p: &GpuProvider) -> &[Condition] {
@@ -61,6 +61,18 @@ pub fn verified_cell(p: &GpuProvider) -> String {
     }
 }
 
+/// For a drain with a `spec.drainDeadline`, how much longer disruption budgets may hold
+/// it (` deadline in 3h12m`) or that they no longer do (` deadline passed`); empty
+/// otherwise (no drain, no deadline, or its start not recorded yet).
+pub fn drain_deadline_note(p: &GpuProvider, now: i64) -> String {
+    let start = p.status.as_ref().and_then(|s| s.drain_start_time.as_deref());
+    match p.spec.drain_deadline_at(start) {
+        Some(at) if p.spec.drain && at > now => format!(" deadline in {}", human_duration(at - now)),
+        Some(_) if p.spec.drain => " deadline passed".to_owned(),
+        _ => String::new(),
+    }
+}
+
 /// The `providers` table, sorted by name.
 pub fn table(providers: &[GpuProvider], now: i64) -> Table {
     let mut t = Table::new(&[
@@ -86,6 +98,7 @@ pub fn table(providers: &[GpuProvider], now: i64) -> Table {
         if p.spec.drain && !ready.contains("Drain") {
             ready.push_str(" draining");
         }
+        ready.push_str(&drain_deadline_note(p, now));
         let status = p.status.as_ref();
         t.push(vec![
             p.name_any(),
@@ -154,6 +167,29 @@ mod tests {
                 && lines[2].contains("not sandbox"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_drain_with_a_deadline_says_how_long_budgets_may_still_hold_it() {
+        let mut p = provider("p", Some(ready_h100_status(8, 8)));
+        p.spec.drain = true;
+        assert_eq!(drain_deadline_note(&p, T0), "", "no deadline");
+        p.spec.drain_deadline = Some("4h".into());
+        assert_eq!(drain_deadline_note(&p, T0), "", "its start not recorded yet");
+        let start = T0 - 3600;
+        if let Some(st) = p.status.as_mut() {
+            st.drain_start_time = Some(
+                k8s_openapi::jiff::Timestamp::from_second(start)
+                    .expect("time")
+                    .to_string(),
+            );
+        }
+        assert_eq!(drain_deadline_note(&p, T0), " deadline in 3h");
+        assert_eq!(drain_deadline_note(&p, start + 4 * 3600), " deadline passed");
+        let line = table(std::slice::from_ref(&p), T0).render();
+        assert!(line.contains("deadline in 3h"), "{line}");
+        p.spec.drain = false;
+        assert_eq!(drain_deadline_note(&p, T0), "", "undone");
     }
 
     #[test]

@@ -183,6 +183,18 @@ async fn bill_after_a_failover(hub: &Hub) {
     assert_eq!(bill["attempts"][1]["gpuSeconds"], 3600);
     let why_text = ok(k, &["why", "train", "-n", ns]).await;
     assert!(why_text.contains("not waiting: runs on"), "{why_text}");
+    // usage: the namespace's spend, then where its GPU-hours went.
+    let usage = ok(k, &["usage", "-n", ns]).await;
+    let cells: Vec<&str> = usage.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(cells, [ns, "1", "1", "2", "3.00", "6.8", "5", "1.8"], "{usage}");
+    let by = ok_json(k, &["usage", "-n", ns, "--by", "provider", "-o", "json"]).await;
+    let rows = by["rows"].as_array().unwrap();
+    let lost = rows.iter().find(|r| r["name"] == hub.lost.as_str()).unwrap();
+    assert_eq!(
+        (lost["gpuSeconds"].as_u64(), lost["cost"].as_str()),
+        (Some(7200), Some("5"))
+    );
+    assert_eq!(by["total"]["cost"], "6.8", "{by}");
 }
 
 async fn namespace_from_the_context(hub: &Hub) {

@@ -32,6 +32,15 @@ pub struct HealthLabel {
     pub state: &'static str,
 }
 
+/// Label: why running attempts were evicted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabel {
+    /// `priority` (for a job of higher priority, also one its namespace's quota holds),
+    /// `drain`, `drain_deadline` (a drain past its `spec.drainDeadline`, disruption
+    /// budgets overridden) or `tenancy` (a tenant policy's `evictRunning`).
+    pub cause: &'static str,
+}
+
 /// Label: which count of the fleet's GPUs.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GpuStateLabel {
@@ -72,8 +81,8 @@ pub struct Metrics {
     pub queue_depth_jobs: Gauge,
     /// Placements decided.
     pub placements_total: Counter,
-    /// Running attempts marked for eviction by a job of higher priority.
-    pub evictions_total: Counter,
+    /// Running attempts marked for eviction, by cause.
+    pub evictions_total: Family<EvictionLabel, Counter>,
     /// Jobs the last round left waiting mostly because preempting would break a
     /// ComputeService's disruption budget.
     pub held_by_disruption_budget_jobs: Gauge,
@@ -130,7 +139,7 @@ impl Metrics {
             reconcile_errors_total: Family::default(),
             queue_depth_jobs: Gauge::default(),
             placements_total: Counter::default(),
-            evictions_total: Counter::default(),
+            evictions_total: Family::default(),
             held_by_disruption_budget_jobs: Gauge::default(),
             held_by_quota_jobs: Gauge::default(),
             providers: Family::default(),
@@ -168,7 +177,7 @@ impl Metrics {
         registry.register("placements", "Placements decided", m.placements_total.clone());
         registry.register(
             "evictions",
-            "Running attempts evicted for jobs of higher priority",
+            "Running attempts evicted, by cause (priority, drain, drain_deadline, tenancy)",
             m.evictions_total.clone(),
         );
         registry.register(
@@ -371,3 +380,7 @@ mod tests {
 #[cfg(test)]
 #[path = "metrics_dashboard_tests.rs"]
 mod dashboard_tests;
+
+#[cfg(test)]
+#[path = "metrics_alerts_tests.rs"]
+mod alerts_tests;

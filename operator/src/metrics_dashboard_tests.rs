@@ -23,11 +23,14 @@ pub(super) fn exposition() -> String {
         .inc();
     m.queue_depth_jobs.set(3);
     m.placements_total.inc();
-    m.evictions_total.inc();
+    m.evictions_total
+        .get_or_create(&EvictionLabel { cause: "drain" })
+        .inc();
     m.held_by_disruption_budget_jobs.set(1);
     m.held_by_quota_jobs.set(1);
     m.set_providers(2, 1);
     m.set_fleet_gpus(16, 4);
+    m.set_excluded(&[]);
     m.metered_gpu_seconds_total.inc();
     m.leader.set(1);
     m.challenges_total

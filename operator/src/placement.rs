@@ -8,17 +8,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gpufed_api::common::ConditionStatus::{False, True};
+use gpufed_api::common::ConditionStatus::False;
 use gpufed_api::conditions::{self, types};
-use gpufed_api::formats::format_decimal;
-use gpufed_api::job_status::{JobPhase, Placement, WorkerPlacement};
 use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_placement as pl;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use tokio::sync::{Mutex, watch};
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mapping;
 
 /// `Placed=False` reason of a job that only a disruption budget keeps from preempting.
@@ -114,7 +112,7 @@ pub async fn round(
     let (jobs, held): (Vec<_>, Vec<_>) = store
         .into_iter()
         .partition(|j| !mapping::is_queued(j) || ctx.held(&j.namespace().unwrap_or_default()).is_none());
-    hold(ctx, &held).await;
+    write::hold(ctx, &held).await;
     // A queued job is placed only once its reconcile has added the cleanup finalizer:
     // the placement would otherwise conflict with that write (and be retried).
     let jobs: Vec<_> = jobs
@@ -143,14 +141,20 @@ pub async fn round(
     // Disruption budgets; drains before placing: their evictions spend the budgets
     // first, and run even when nothing queues.
     let (budgets, mut replicas) = crate::service::budget::keys(&jobs, &ctx.services.state());
-    let drained = drain::round_victims(&jobs, &providers, &replicas, &budgets, |ns| {
-        namespace_labels(ctx, ns)
-    });
+    let now = crate::time::now();
+    let drained = drain::round_victims(
+        &jobs,
+        &providers,
+        &replicas,
+        &budgets,
+        |ns| namespace_labels(ctx, ns),
+        now,
+    );
     if let Ok(mut held) = ctx.drain_held.write() {
         held.clone_from(&drained.held);
     }
     if !drained.evict.is_empty() {
-        drain::mark(ctx, &jobs, &drained.evict, crate::time::now(), written).await;
+        drain::mark(ctx, &jobs, &drained.evict, now, written).await;
         for (job, _, _) in &drained.evict {
             replicas.remove(job);
             if let Some(r) = snap.running.iter_mut().find(|r| &r.job == job) {
@@ -216,8 +220,12 @@ pub async fn round(
             tracing::info!("leadership lapsed during the round; its remaining placements are dropped");
             break;
         }
-        let results =
-            futures::future::join_all(chunk.iter().map(|(job, p)| write_placement(ctx, job, p, now))).await;
+        let results = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|(job, p)| write::write_placement(ctx, job, p, now)),
+        )
+        .await;
         for ((_, p), result) in chunk.iter().zip(results) {
             match result {
                 Ok(job) => {
@@ -322,128 +330,9 @@ pub fn ready_providers(providers: &[Arc<GpuProvider>]) -> usize {
         .count()
 }
 
-/// Queued jobs of tenants that settlement cannot charge wait (policy `hold`), and say why.
-async fn hold(ctx: &Context, held: &[std::sync::Arc<ComputeJob>]) {
-    let now = crate::time::format(crate::time::now());
-    for job in held {
-        let Some(why) = ctx.held(&job.namespace().unwrap_or_default()) else {
-            continue;
-        };
-        let current = job
-            .status
-            .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, types::PLACED));
-        if current.is_some_and(|c| c.reason == "EscrowShortfall" && c.message == why) {
-            continue;
-        }
-        let mut status = job.status.clone().unwrap_or_default();
-        let cond = conditions::condition(
-            types::PLACED,
-            False,
-            "EscrowShortfall",
-            why,
-            job.metadata.generation,
-            &now,
-        );
-        conditions::set(&mut status.conditions, cond);
-        if let Err(e) = crate::job::write_status(ctx, job, &status).await {
-            tracing::debug!(job = %job.name_any(), error = %e, "hold reason not written");
-        }
-    }
-}
-
-/// Writes a placement, fenced by the job's resourceVersion. The round's copy of a job is
-/// often one write behind (its own reconcile just wrote conditions): on a conflict, the
-/// job is read again and the placement written once more only if the fresh object is
-/// still queued with the same spec generation — so a job is never placed twice.
-async fn write_placement(ctx: &Context, job: &ComputeJob, p: &pl::Placement, now: i64) -> Result<ComputeJob> {
-    match try_write_placement(ctx, job, p, now).await {
-        Err(Error::Conflict(_)) if ctx.leadership.is_leader() => {
-            let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
-            let fresh = api
-                .get(&job.name_any())
-                .await
-                .map_err(|e| Error::hub("ComputeJob", e))?;
-            if !mapping::is_queued(&fresh) || fresh.metadata.generation != job.metadata.generation {
-                return Err(Error::Conflict("job changed since the round's snapshot".into()));
-            }
-            try_write_placement(ctx, &fresh, p, now).await
-        }
-        other => other,
-    }
-}
-
-async fn try_write_placement(
-    ctx: &Context,
-    job: &ComputeJob,
-    p: &pl::Placement,
-    now: i64,
-) -> Result<ComputeJob> {
-    let mut status = job.status.clone().unwrap_or_default();
-    let attempt = status.attempts.last().map_or(1, |a| a.attempt + 1);
-    let now_text = crate::time::format(now);
-    status.placement = Some(Placement {
-        attempt,
-        provider: p.provider.clone(),
-        gpus: job.spec.workers * job.spec.gpus_per_worker,
-        price_per_gpu_hour: format_decimal(p.price),
-        workers: p
-            .workers
-            .iter()
-            .enumerate()
-            .map(|(rank, w)| WorkerPlacement {
-                rank: u32::try_from(rank).unwrap_or(u32::MAX),
-                node: w.node.clone(),
-                gpu_uuids: Vec::new(),
-            })
-            .collect(),
-        placed_time: now_text.clone(),
-        running_time: None,
-        node_unreachable_since: None,
-        preempted: None,
-    });
-    status.phase = Some(JobPhase::Placed);
-    let msg = format!(
-        "attempt {attempt} on {} ({}) at {} per GPU-hour",
-        p.provider,
-        p.model,
-        format_decimal(p.price)
-    );
-    conditions::set(
-        &mut status.conditions,
-        conditions::condition(
-            types::PLACED,
-            True,
-            "Placed",
-            msg,
-            job.metadata.generation,
-            &now_text,
-        ),
-    );
-    let mut placed = job.clone();
-    placed.status = Some(status);
-    let status = starting_status(&placed, now);
-    crate::job::write_status(ctx, job, &status).await?;
-    placed.status = Some(status);
-    Ok(placed)
-}
-
-/// The status the job controller itself plans for a placed job whose pods do not exist
-/// yet (phase `Placed`, `Ready=False/Starting`, usage): written with the placement, it
-/// spares each job a second status write before its pods run. Only if that plan keeps
-/// the placement live; otherwise the bare placement is written and the controller decides.
-fn starting_status(placed: &ComputeJob, now: i64) -> gpufed_api::job_status::ComputeJobStatus {
-    let bare = placed.status.clone().unwrap_or_default();
-    let planned = crate::job::plan::plan(placed, &crate::job::plan::Member::Pods(Vec::new()), now).status;
-    if planned.placement == bare.placement && planned.phase == Some(JobPhase::Placed) {
-        planned
-    } else {
-        bare
-    }
-}
-
 pub mod drain;
 mod evict;
+mod write;
 pub use evict::{PREEMPTING, Preemption, mark_stands, marked_status, waiting_message};
 
 #[cfg(test)]

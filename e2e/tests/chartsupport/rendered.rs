@@ -81,6 +81,7 @@ pub fn check_rendered(helm: &Path) -> Rendered {
         ],
     );
     assert_eq!(of_kind(&with_prom, "ServiceMonitor").len(), 1);
+    check_alerts(helm, &hub_docs);
     // The Grafana dashboard: off by default; on, one ConfigMap the sidecar picks up by label.
     assert!(
         of_kind(&hub_docs, "ConfigMap").is_empty(),
@@ -211,4 +212,78 @@ pub fn check_challenge_bands(helm: &Path) {
         .map(ToString::to_string)
         .collect();
     assert_eq!(cidrs, ["10.0.0.0/8", "2001:db8::/32"]);
+}
+
+/// The alerting rules: no PrometheusRule by default or without the API; with both, every
+/// alert of files/alerts/gpufed.yaml but the disabled, each with the added labels and its
+/// own severity.
+fn check_alerts(helm: &Path, defaults: &[Value]) {
+    assert!(
+        of_kind(defaults, "PrometheusRule").is_empty(),
+        "no alerts by default"
+    );
+    let on = ["--set", "alerts.enabled=true"];
+    assert!(
+        of_kind(&render(helm, "gpufed", "gpufed", &on), "PrometheusRule").is_empty(),
+        "no PrometheusRule without the API"
+    );
+    let docs = render(
+        helm,
+        "gpufed",
+        "gpufed",
+        &[
+            "--set",
+            "alerts.enabled=true",
+            "--set",
+            "alerts.labels.team=platform",
+            "--set",
+            "alerts.labels.severity=page",
+            "--set",
+            "alerts.ruleLabels.release=prom",
+            "--set",
+            "alerts.disabled={GpufedInvalidInventory}",
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+        ],
+    );
+    let rules = of_kind(&docs, "PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["metadata"]["labels"]["release"], "prom");
+    let file: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(common::repo_root().join("charts/gpufed/files/alerts/gpufed.yaml"))
+            .expect("the rules file"),
+    )
+    .expect("YAML");
+    let alerts = |groups: &Value| -> Vec<(String, Value)> {
+        let groups = groups.as_array().cloned().unwrap_or_default();
+        groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| (r["alert"].as_str().unwrap_or_default().to_owned(), r))
+            .collect()
+    };
+    let want: Vec<String> = alerts(&file["groups"])
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name != "GpufedInvalidInventory")
+        .collect();
+    let rendered = alerts(&rules[0]["spec"]["groups"]);
+    let names: Vec<&String> = rendered.iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        want.iter().collect::<Vec<_>>(),
+        "every alert but the disabled one"
+    );
+    for (name, rule) in &rendered {
+        assert_eq!(rule["labels"]["team"], "platform", "{name}");
+        assert_ne!(
+            rule["labels"]["severity"], "page",
+            "{name}: its own severity stays"
+        );
+        assert!(
+            rule["expr"].as_str().is_some_and(|e| e.contains("gpufed_")),
+            "{name}"
+        );
+        assert!(rule["annotations"]["description"].is_string(), "{name}");
+    }
 }

@@ -30,11 +30,10 @@ pub(super) async fn drain_cmd(g: &Global, args: &DrainArgs) -> Result<()> {
         });
     }
     let timeout = timeout_flag(args.timeout.as_deref())?;
+    let patch = drain::drain_patch(args.deadline.as_deref())?;
     let session = Session::connect(g).await?;
     let name = args.provider.as_str();
-    session
-        .patch_provider(name, &drain::Action::Drain.patch())
-        .await?;
+    session.patch_provider(name, &patch).await?;
     emit(&drain::Action::Drain.done_line(name))?;
     if !args.wait {
         return Ok(());

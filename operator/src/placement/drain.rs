@@ -6,7 +6,8 @@
 //! takes what the budget spares, the next more once the replacements are ready elsewhere.
 //! A drain held by a budget says so on the provider (`Ready=False/Draining`). A tenant
 //! policy with `evictRunning` evicts the same way, only the work of the namespaces it
-//! refuses (mark `GpuProviderTenants/<name>`).
+//! refuses (mark `GpuProviderTenants/<name>`). A drain with `spec.drainDeadline` stops
+//! waiting for budgets once that long has passed since it began (`status.drainStartTime`).
 //!
 //! [`round_victims`] is pure. It sees every live attempt (the placement snapshot leaves a
 //! draining provider out); the round marks its choice before the engine runs and no
@@ -33,6 +34,9 @@ use crate::mapping;
 pub enum Leave {
     /// The provider drains (`spec.drain`).
     Drain,
+    /// The provider drains and its `spec.drainDeadline` has passed: disruption budgets no
+    /// longer hold the attempt (it still counts against them for the others).
+    DrainOverdue,
     /// The provider's tenant policy no longer admits the attempt's namespace and evicts
     /// (`spec.tenants.evictRunning`).
     Tenancy,
@@ -101,7 +105,7 @@ pub fn victims_by(
         let budget = r.budget.as_deref().and_then(|k| Some((k, *budgets.get(k)?)));
         if let Some((k, min)) = budget {
             let h = healthy.entry(k).or_default();
-            if *h <= min {
+            if *h <= min && why != Leave::DrainOverdue {
                 if why == Leave::Drain {
                     out.held
                         .entry(r.provider.clone())
@@ -110,14 +114,14 @@ pub fn victims_by(
                 }
                 continue;
             }
-            *h -= 1;
+            *h = h.saturating_sub(1);
         }
         out.evict.push((r.job.clone(), r.provider.clone(), why));
     }
     out
 }
 
-/// This round's evictions: every attempt on a draining provider, and those whose
+/// This round's evictions (at `now`): every attempt on a draining provider, and those whose
 /// namespace an evicting tenant policy (`spec.tenants.evictRunning`) no longer admits.
 /// `labels` answers a namespace's labels; a namespace whose labels are not known is never
 /// evicted by a selector (unlike placement, which a selector then keeps out: evicting
@@ -128,11 +132,19 @@ pub fn round_victims(
     replicas: &BTreeMap<String, String>,
     budgets: &BTreeMap<String, u32>,
     labels: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+    now: i64,
 ) -> Drain {
-    let draining: BTreeSet<String> = providers
+    // Per draining provider: whether its deadline has passed.
+    let draining: BTreeMap<String, bool> = providers
         .iter()
         .filter(|p| p.spec.drain)
-        .map(|p| p.name_any())
+        .map(|p| {
+            let start = p.status.as_ref().and_then(|s| s.drain_start_time.as_deref());
+            (
+                p.name_any(),
+                p.spec.drain_deadline_at(start).is_some_and(|at| at <= now),
+            )
+        })
         .collect();
     let evicting: BTreeMap<String, &Tenants> = providers
         .iter()
@@ -148,8 +160,12 @@ pub fn round_victims(
         .map(|r| (r.namespace.as_str(), labels(&r.namespace)))
         .collect();
     victims_by(&running, budgets, |r| {
-        if draining.contains(&r.provider) {
-            return Some(Leave::Drain);
+        if let Some(&overdue) = draining.get(&r.provider) {
+            return Some(if overdue {
+                Leave::DrainOverdue
+            } else {
+                Leave::Drain
+            });
         }
         let policy = evicting.get(&r.provider)?;
         let labels = known.get(r.namespace.as_str())?.as_ref();
@@ -208,16 +224,17 @@ pub(super) async fn mark(
         let Some(victim) = jobs.iter().find(|j| mapping::job_id(j) == *id) else {
             continue;
         };
-        let prefix = match why {
-            Leave::Drain => DRAIN_BY_PREFIX,
-            Leave::Tenancy => TENANCY_BY_PREFIX,
+        let (prefix, cause) = match why {
+            Leave::Drain => (DRAIN_BY_PREFIX, "drain"),
+            Leave::DrainOverdue => (DRAIN_BY_PREFIX, "drain_deadline"),
+            Leave::Tenancy => (TENANCY_BY_PREFIX, "tenancy"),
         };
         let mark = Mark {
             by: format!("{prefix}{provider}"),
             priority: 0,
             time: crate::time::format(now),
         };
-        if write_mark(ctx, victim, &mark, written).await {
+        if write_mark(ctx, victim, &mark, cause, written).await {
             marked += 1;
             tracing::info!(job = %id, provider = %provider, cause = ?why, "evicting from the provider");
         }

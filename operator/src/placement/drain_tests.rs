@@ -160,7 +160,7 @@ fn an_evicting_tenant_policy_evicts_only_the_namespaces_it_no_longer_admits() {
         live_job("plain", "stays", "lenient", "2026-01-01T00:00:04Z"),
         live_job("vetted", "drained", "drains", "2026-01-01T00:00:05Z"),
     ];
-    let d = round_victims(&jobs, &providers, &BTreeMap::new(), &BTreeMap::new(), labels);
+    let d = round_victims(&jobs, &providers, &BTreeMap::new(), &BTreeMap::new(), labels, 0);
     let got: Vec<(&str, &str, Leave)> = d
         .evict
         .iter()
@@ -194,7 +194,88 @@ fn an_evicting_tenant_policy_evicts_only_the_namespaces_it_no_longer_admits() {
     let broken = serde_json::json!({"namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "In"}]},
                                     "evictRunning": true});
     let broken = [provider("strict", broken, false)];
-    let d = round_victims(&jobs, &broken, &BTreeMap::new(), &BTreeMap::new(), labels);
+    let d = round_victims(&jobs, &broken, &BTreeMap::new(), &BTreeMap::new(), labels, 0);
     assert!(d.evict.is_empty(), "{:?}", d.evict);
     assert!(!tenancy_evicts(Some(&broken[0]), "plain", labels));
+}
+
+#[test]
+fn a_drain_past_its_deadline_is_no_longer_held_by_budgets() {
+    // Both replicas of a service that must keep both run on the draining provider.
+    let mut p = (*provider("a", serde_json::json!({}), true)).clone();
+    p.spec.drain_deadline = Some("1h".into());
+    let start = "2026-01-01T00:00:00Z";
+    let t0 = crate::time::parse(start).expect("time");
+    p.status = Some(gpufed_api::provider::GpuProviderStatus {
+        drain_start_time: Some(start.into()),
+        ..Default::default()
+    });
+    let jobs = [
+        live_job("team", "llm-0", "a", "2025-12-31T00:00:00Z"),
+        live_job("team", "llm-1", "a", "2025-12-31T00:00:01Z"),
+        live_job("team", "web-0", "b", "2025-12-31T00:00:02Z"),
+        live_job("team", "web-1", "b", "2025-12-31T00:00:03Z"),
+    ];
+    let replicas = BTreeMap::from([
+        ("team/llm-0".to_owned(), "team/llm".to_owned()),
+        ("team/llm-1".to_owned(), "team/llm".to_owned()),
+        ("team/web-0".to_owned(), "team/web".to_owned()),
+        ("team/web-1".to_owned(), "team/web".to_owned()),
+    ]);
+    let budgets = BTreeMap::from([("team/llm".to_owned(), 2), ("team/web".to_owned(), 2)]);
+    let none = |_: &str| None;
+    let providers = [Arc::new(p.clone())];
+    assert_eq!(p.spec.drain_deadline_at(Some(start)), Some(t0 + 3600));
+    // Before the deadline: held, and said so.
+    let d = round_victims(&jobs, &providers, &replicas, &budgets, none, t0 + 3599);
+    assert!(d.evict.is_empty(), "{:?}", d.evict);
+    assert_eq!(
+        d.held,
+        BTreeMap::from([("a".to_owned(), BTreeSet::from(["team/llm".to_owned()]))])
+    );
+    // From the deadline on: everything on a goes; b's service is not touched.
+    let d = round_victims(&jobs, &providers, &replicas, &budgets, none, t0 + 3600);
+    let got: Vec<(&str, Leave)> = d.evict.iter().map(|(j, _, w)| (j.as_str(), *w)).collect();
+    assert_eq!(
+        got,
+        [
+            ("team/llm-0", Leave::DrainOverdue),
+            ("team/llm-1", Leave::DrainOverdue)
+        ]
+    );
+    assert!(d.held.is_empty());
+    // No clock yet (the provider controller has not written the start), no deadline, or
+    // one that cannot be read: budgets hold, as without a deadline.
+    for (start, dl) in [
+        (None, Some("1h")),
+        (Some(start), None),
+        (Some("soon"), Some("1h")),
+    ] {
+        let mut q = p.clone();
+        q.spec.drain_deadline = dl.map(Into::into);
+        q.status.as_mut().expect("status").drain_start_time = start.map(Into::into);
+        let d = round_victims(&jobs, &[Arc::new(q)], &replicas, &budgets, none, t0 + 99_999);
+        assert!(d.evict.is_empty(), "{start:?} {dl:?}: {:?}", d.evict);
+    }
+}
+
+#[test]
+fn an_overdue_eviction_still_counts_against_the_budget() {
+    // llm has three replicas, two on the overdue provider a, one on draining b (no
+    // deadline). a's two go regardless; b's must then wait for replacements.
+    let running = [
+        alloc("team/llm-0", "a", 10, Some("team/llm")),
+        alloc("team/llm-1", "a", 11, Some("team/llm")),
+        alloc("team/llm-2", "b", 12, Some("team/llm")),
+    ];
+    let budgets = BTreeMap::from([("team/llm".to_owned(), 2)]);
+    let d = victims_by(&running, &budgets, |r| match r.provider.as_str() {
+        "a" => Some(Leave::DrainOverdue),
+        _ => Some(Leave::Drain),
+    });
+    assert_eq!(evicted(&d), ["team/llm-0", "team/llm-1"]);
+    assert_eq!(
+        d.held,
+        BTreeMap::from([("b".to_owned(), BTreeSet::from(["team/llm".to_owned()]))])
+    );
 }

@@ -70,7 +70,7 @@ pub(super) async fn evict(
     };
     let mut marked = 0;
     for victim in p.evicts.iter().filter_map(|id| by_id(id)) {
-        if write_mark(ctx, victim, &mark, written).await {
+        if write_mark(ctx, victim, &mark, "priority", written).await {
             marked += 1;
             tracing::info!(job = %mapping::job_id(victim), for_job = %p.job, provider = %p.provider, "evicting for a job of higher priority");
         }
@@ -98,13 +98,15 @@ pub(super) async fn evict(
     marked
 }
 
-/// Marks `victim`'s live attempt evicted by `mark` (fenced by its resourceVersion);
-/// whether it was written. Not written: no live attempt, one already marked, or a write
-/// that failed (the next round decides again).
+/// Marks `victim`'s live attempt evicted by `mark` (fenced by its resourceVersion),
+/// counted under `cause` in `gpufed_evictions_total`; whether it was written. Not written:
+/// no live attempt, one already marked, or a write that failed (the next round decides
+/// again).
 pub(super) async fn write_mark(
     ctx: &Context,
     victim: &Arc<ComputeJob>,
     mark: &Mark,
+    cause: &'static str,
     written: &Mutex<Written>,
 ) -> bool {
     let Some(status) = marked_status(victim, mark) else {
@@ -112,7 +114,10 @@ pub(super) async fn write_mark(
     };
     match crate::job::write_status(ctx, victim, &status).await {
         Ok(_) => {
-            ctx.metrics.evictions_total.inc();
+            ctx.metrics
+                .evictions_total
+                .get_or_create(&crate::metrics::EvictionLabel { cause })
+                .inc();
             // The next round, within milliseconds, must see the mark even if the store
             // does not yet: as a placement just written.
             let mut copy = (**victim).clone();

@@ -1,6 +1,8 @@
 //! Tests of the placement round's pure parts (written placements, fleet counts, starting status).
 
+use super::write::starting_status;
 use super::*;
+use gpufed_api::job_status::JobPhase;
 
 fn job(uid: &str, placed: bool) -> Arc<ComputeJob> {
     let rv = if placed { "2" } else { "1" };

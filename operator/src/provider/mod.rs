@@ -115,7 +115,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             .unwrap_or_default()
             .into_iter()
             .collect();
-        plan::drain(&mut status, &provider, remaining, &held, &now_text);
+        plan::drain(&mut status, &provider, remaining, &held, now, &now_text);
     }
     if status
         .conditions

@@ -87,6 +87,11 @@ fn set(st: &mut GpuProviderStatus, c: Condition) {
 pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -> GpuProviderStatus {
     let gen_ = provider.metadata.generation;
     let mut st = provider.status.clone().unwrap_or_default();
+    // The drain's clock: kept while it lasts, gone with it (a new drain starts afresh).
+    st.drain_start_time = provider
+        .spec
+        .drain
+        .then(|| st.drain_start_time.take().unwrap_or_else(|| now_text.to_owned()));
     let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, gen_, now_text);
     let invalid = gpufed_api::check::provider_spec(&provider.spec);
     if let Some(first) = invalid.first() {
@@ -176,31 +181,42 @@ pub const REASON_DRAINED: &str = "Drained";
 
 /// `spec.drain`, said in `Ready` of a reachable provider (an unreachable one's work fails
 /// over anyway): `Draining` with the attempts still running on it (`remaining`) and the
-/// disruption budgets that keep some of them for now (`held`), `Drained` once none runs.
+/// disruption budgets that keep some of them for now (`held`) — until when, with a
+/// `spec.drainDeadline`, or that it has passed — then `Drained` once none runs.
 pub fn drain(
     st: &mut GpuProviderStatus,
     provider: &GpuProvider,
     remaining: usize,
     held: &[String],
+    now: i64,
     now_text: &str,
 ) {
     let reachable = conditions::is_true(&st.conditions, types::REACHABLE);
     if !provider.spec.drain || !reachable || conditions::is_true(&st.conditions, types::STALLED) {
         return;
     }
+    let deadline = provider.spec.drain_deadline_at(st.drain_start_time.as_deref());
     let (reason, msg) = if remaining == 0 {
         (
             REASON_DRAINED,
             "spec.drain is true: no new jobs, and nothing runs here".to_owned(),
         )
     } else {
-        let budgets = if held.is_empty() {
-            String::new()
-        } else {
-            format!(
+        let budgets = match deadline {
+            Some(at) if at <= now => format!(
+                "; spec.drainDeadline ({}) has passed: disruption budgets no longer hold them",
+                provider.spec.drain_deadline.as_deref().unwrap_or_default()
+            ),
+            _ if held.is_empty() => String::new(),
+            Some(at) => format!(
+                "; held by the disruption budget of {} until replacements are ready elsewhere, at most until {} (spec.drainDeadline)",
+                held.join(", "),
+                crate::time::format(at)
+            ),
+            None => format!(
                 "; held by the disruption budget of {} until replacements are ready elsewhere",
                 held.join(", ")
-            )
+            ),
         };
         (
             REASON_DRAINING,

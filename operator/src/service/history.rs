@@ -179,11 +179,21 @@ pub fn plan(
 }
 
 /// The merge patch that makes `name` the current revision `number` (see
-/// [`History::renumber`]).
-pub fn renumber_patch(svc: &ComputeService, number: i64) -> Value {
-    match change_cause(svc) {
-        Some(c) => serde_json::json!({"revision": number, "metadata": {"annotations": {CHANGE_CAUSE: c}}}),
-        None => serde_json::json!({ "revision": number }),
+/// [`History::renumber`]), fenced by the `resource_version` the plan read: a plan made on
+/// a cache that has not seen its own renumbering yet fails with a conflict instead of
+/// renumbering (and announcing the rollback) twice.
+pub fn renumber_patch(svc: &ComputeService, number: i64, resource_version: Option<&str>) -> Value {
+    let mut metadata = Map::new();
+    if let Some(rv) = resource_version {
+        metadata.insert("resourceVersion".into(), rv.into());
+    }
+    if let Some(c) = change_cause(svc) {
+        metadata.insert("annotations".into(), serde_json::json!({ CHANGE_CAUSE: c }));
+    }
+    if metadata.is_empty() {
+        serde_json::json!({ "revision": number })
+    } else {
+        serde_json::json!({ "revision": number, "metadata": metadata })
     }
 }
 

@@ -134,7 +134,14 @@ fn an_old_template_applied_again_is_renumbered_not_duplicated() {
     assert_eq!(h.number, 4);
     assert_eq!(h.renumber.as_deref(), Some(revs[1].name_any().as_str()));
     assert!(h.create.is_none());
-    assert_eq!(renumber_patch(&back, 4), json!({"revision": 4}));
+    assert_eq!(renumber_patch(&back, 4, None), json!({"revision": 4}));
+    // Fenced by what the plan read; the change cause travels along.
+    let mut caused = back.clone();
+    caused.metadata.annotations = Some(BTreeMap::from([(CHANGE_CAUSE.to_owned(), "undo".to_owned())]));
+    assert_eq!(
+        renumber_patch(&caused, 4, Some("17")),
+        json!({"revision": 4, "metadata": {"resourceVersion": "17", "annotations": {CHANGE_CAUSE: "undo"}}})
+    );
     // Once renumbered, the next round has nothing to do.
     let mut renumbered = revs[1].clone();
     renumbered.revision = 4;

@@ -54,19 +54,28 @@ async fn write(
         }
     }
     if let Some(name) = &plan.renumber {
-        let patch = history::renumber_patch(svc, plan.number);
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        let read = existing.iter().find(|r| r.name_any() == *name);
+        let patch = history::renumber_patch(
+            svc,
+            plan.number,
+            read.and_then(|r| r.resource_version()).as_deref(),
+        );
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| Error::hub("ControllerRevision", e))?;
+        {
+            Ok(_) => {}
+            // Renumbered already (by the round before, which the cache has not seen yet):
+            // the next round sees it, and nothing is announced twice.
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(plan.number),
+            Err(e) => return Err(Error::hub("ControllerRevision", e)),
+        }
         tracing::info!(
             revision = plan.number,
             hash,
             "an earlier template is current again"
         );
-        let was = existing
-            .iter()
-            .find(|r| r.name_any() == *name)
-            .map_or(0, |r| r.revision);
+        let was = read.map_or(0, |r| r.revision);
         let msg = format!(
             "rolled back: template {hash} of revision {was} is current again, as revision {}",
             plan.number

@@ -171,7 +171,7 @@ fn a_draining_provider_says_what_still_runs_and_what_holds_it() {
     let mut p = provider(None);
     p.spec.drain = true;
     let mut st = status(&p, &Ok(view()), 1000, "T1000");
-    drain(&mut st, &p, 3, &["team/llm".to_owned()], "T1000");
+    drain(&mut st, &p, 3, &["team/llm".to_owned()], 1000, "T1000");
     assert_eq!(
         cond(&st, "Ready"),
         (ConditionStatus::False, REASON_DRAINING.into())
@@ -181,7 +181,7 @@ fn a_draining_provider_says_what_still_runs_and_what_holds_it() {
         msg.contains("evicting 3 running attempt(s)") && msg.contains("disruption budget of team/llm"),
         "{msg}"
     );
-    drain(&mut st, &p, 0, &[], "T1001");
+    drain(&mut st, &p, 0, &[], 1001, "T1001");
     assert_eq!(
         cond(&st, "Ready"),
         (ConditionStatus::False, REASON_DRAINED.into())
@@ -189,11 +189,55 @@ fn a_draining_provider_says_what_still_runs_and_what_holds_it() {
     // Not draining: untouched; unreachable: the heartbeat's story stands.
     p.spec.drain = false;
     let mut serving = status(&p, &Ok(view()), 1000, "T1000");
-    drain(&mut serving, &p, 3, &[], "T1000");
+    drain(&mut serving, &p, 3, &[], 1000, "T1000");
     assert_eq!(cond(&serving, "Ready"), (ConditionStatus::True, "Serving".into()));
     p.spec.drain = true;
     let mut down = status(&p, &Err("refused".into()), 1000, "T1000");
     let before = down.clone();
-    drain(&mut down, &p, 3, &[], "T1000");
+    drain(&mut down, &p, 3, &[], 1000, "T1000");
     assert_eq!(down, before);
+}
+
+#[test]
+fn a_drain_keeps_its_start_and_says_when_its_deadline_ends_the_wait() {
+    let t0 = crate::time::parse("2026-01-01T00:00:00Z").expect("time");
+    let at = |secs: i64| crate::time::format(t0 + secs);
+    let mut p = provider(None);
+    p.spec.drain = true;
+    p.spec.drain_deadline = Some("30m".into());
+    // The first status starts the clock; later ones keep it.
+    let first = status(&p, &Ok(view()), t0, &at(0));
+    assert_eq!(first.drain_start_time.as_deref(), Some(at(0).as_str()));
+    p.status = Some(first);
+    let mut st = status(&p, &Ok(view()), t0 + 60, &at(60));
+    assert_eq!(st.drain_start_time.as_deref(), Some(at(0).as_str()));
+    let held = ["team/llm".to_owned()];
+    drain(&mut st, &p, 2, &held, t0 + 60, &at(60));
+    let msg = conditions::find(&st.conditions, "Ready")
+        .expect("Ready")
+        .message
+        .clone();
+    assert!(
+        msg.contains("disruption budget of team/llm")
+            && msg.contains(&format!("at most until {} (spec.drainDeadline)", at(1800))),
+        "{msg}"
+    );
+    drain(&mut st, &p, 2, &[], t0 + 1800, &at(1800));
+    let msg = conditions::find(&st.conditions, "Ready")
+        .expect("Ready")
+        .message
+        .clone();
+    assert!(
+        msg.contains("evicting 2 running attempt(s); spec.drainDeadline (30m) has passed"),
+        "{msg}"
+    );
+    // Uncordoned: the clock is gone; a new drain starts afresh.
+    p.spec.drain = false;
+    p.status = Some(st);
+    let st = status(&p, &Ok(view()), t0 + 1900, &at(1900));
+    assert_eq!(st.drain_start_time, None);
+    p.spec.drain = true;
+    p.status = Some(st);
+    let st = status(&p, &Ok(view()), t0 + 2000, &at(2000));
+    assert_eq!(st.drain_start_time.as_deref(), Some(at(2000).as_str()));
 }
