@@ -277,6 +277,9 @@ impl Federation {
         if let Some(mut etcd) = self.etcd.take() {
             etcd.process.stop(Duration::from_secs(10));
         }
+        if std::thread::panicking() {
+            eprint!("{}", crate::logdigest::digest(&self.run_dir));
+        }
         if self.keep_logs || std::thread::panicking() {
             eprintln!(
                 "gpufed-e2e: logs of this federation are kept in {}",

@@ -20,6 +20,7 @@ pub mod env;
 pub mod error;
 pub mod federation;
 pub mod kubeconfig;
+pub mod logdigest;
 pub mod nodesim;
 pub mod pki;
 pub mod pools;

@@ -13,7 +13,10 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 
 const MEMBER: &str = "provider-a";
-const T: Duration = Duration::from_secs(60);
+// Two minutes, not one: kube-scheduler 1.20 parks a pod whose scheduling or binding failed
+// (e.g. an API request timing out on a loaded machine) in its unschedulable queue, and only
+// its leftover flush (every 30 s, for pods parked 60 s) retries it when no node changes.
+const T: Duration = Duration::from_secs(120);
 
 fn spec(name: &str) -> FederationSpec {
     FederationSpec::new(name).member(MEMBER, vec![GpuPool::h100_nvlink("h100", 2)])

@@ -142,10 +142,12 @@ async fn handle_pod(
             {
                 return pods::reject(client, pod, &message).await;
             }
-            // Tried again at the pod's next event (the relist after an API server restart)
-            // when the write fails, as a kubelet would: else the pod stays Pending forever.
+            // Tried again a second later when the write fails (a slow or restarting API
+            // server), as a kubelet retries its status sync: a bound pod may see no further
+            // event, and waiting for one left it Pending forever.
             if let Err(e) = pods::mark_running(client, pod, &host_ip, &shared.pod_ip()).await {
                 lock(&shared.started).remove(&uid);
+                rechecks.schedule(pod, Instant::now() + Duration::from_secs(1));
                 return Err(e);
             }
         }
