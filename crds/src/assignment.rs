@@ -156,4 +156,10 @@ pub struct AssignedPod {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 64)))]
     pub gpu_uuids: Vec<String>,
+    /// What a pod that does not run yet waits for, as its scheduler or kubelet says
+    /// (`Unschedulable: 0/4 nodes are available: …`, `ImagePullBackOff: …`): the hub
+    /// puts it in the record of an attempt that did not start in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 320))]
+    pub waiting: Option<String>,
 }

@@ -106,11 +106,14 @@ pub fn job_spec(spec: &ComputeJobSpec) -> Vec<FieldError> {
             "a serving job (spec.serving) has exactly one worker",
         ));
     }
-    if let Some(d) = &spec.max_duration {
-        match formats::parse_duration(d) {
-            Ok(0) => errors.push(field("spec.maxDuration", "must be longer than 0s")),
-            Ok(_) => {}
-            Err(e) => errors.push(field("spec.maxDuration", e.to_string())),
+    for (path, d) in [
+        ("spec.maxDuration", &spec.max_duration),
+        ("spec.startTimeout", &spec.start_timeout),
+    ] {
+        match d.as_deref().map(formats::parse_duration) {
+            Some(Ok(0)) => errors.push(field(path, "must be longer than 0s")),
+            Some(Err(e)) => errors.push(field(path, e.to_string())),
+            Some(Ok(_)) | None => {}
         }
     }
     gpu_requirements(&spec.gpu, &mut errors);

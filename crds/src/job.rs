@@ -75,6 +75,16 @@ pub struct ComputeJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 18), pattern(DURATION_PATTERN))]
     pub max_duration: Option<String>,
+    /// Longest time a placed attempt may take to get its whole gang running at the
+    /// provider (scheduled there, images pulled, containers started), e.g. `30m`; default
+    /// `15m`. Past it the attempt ends (`Failed`, record reason `StartTimeout`, saying
+    /// what its workers were waiting for), the GPUs it held are freed, whatever it created
+    /// is removed, and the job is kept off that provider for 15 minutes while the failure
+    /// policy places it again elsewhere — so a provider that advertises GPUs it cannot
+    /// start work on does not hold the job forever. Counts as an attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 18), pattern(DURATION_PATTERN))]
+    pub start_timeout: Option<String>,
     /// Where the job may run.
     #[serde(default)]
     pub placement: PlacementConstraints,
@@ -109,6 +119,22 @@ pub struct ComputeJobSpec {
 
 fn one() -> u32 {
     1
+}
+
+/// Seconds a placed attempt may take to start when `spec.startTimeout` is unset.
+pub const DEFAULT_START_TIMEOUT_SECS: u64 = 900;
+
+impl ComputeJobSpec {
+    /// Seconds a placed attempt may take to get its gang running (`spec.startTimeout`,
+    /// else [`DEFAULT_START_TIMEOUT_SECS`]; an unreadable value counts as the default:
+    /// [`crate::check::job_spec`] reports it).
+    pub fn start_timeout_secs(&self) -> u64 {
+        self.start_timeout
+            .as_deref()
+            .and_then(|d| crate::formats::parse_duration(d).ok())
+            .filter(|&s| s > 0)
+            .unwrap_or(DEFAULT_START_TIMEOUT_SECS)
+    }
 }
 
 /// Egress of a job's workers. Ingress is always only from the gang itself (and, for a

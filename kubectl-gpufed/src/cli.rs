@@ -189,6 +189,10 @@ pub struct SubmitArgs {
     /// Longest run over all attempts, e.g. 36h or 1h30m.
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<String>,
+    /// Give up an attempt whose workers are not all running this long after placement,
+    /// e.g. 30m (default 15m), and place the job elsewhere.
+    #[arg(long, value_name = "DURATION")]
+    pub start_timeout: Option<String>,
     /// Delete the job this long after it finished, e.g. 24h (its usage is metered first).
     #[arg(long, value_name = "DURATION")]
     pub ttl_after_finished: Option<String>,

@@ -28,6 +28,7 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("spec.gpu.interconnect", "--interconnect"),
     ("spec.maxPricePerGpuHour", "--max-price"),
     ("spec.maxDuration", "--max-duration"),
+    ("spec.startTimeout", "--start-timeout"),
     ("spec.ttlSecondsAfterFinished", "--ttl-after-finished"),
     ("spec.placement.regions", "--region"),
     ("spec.placement.providers", "--provider"),
@@ -170,6 +171,7 @@ pub fn spec(args: &SubmitArgs) -> Result<ComputeJobSpec> {
         },
         max_price_per_gpu_hour: args.max_price.clone(),
         max_duration: args.max_duration.clone(),
+        start_timeout: args.start_timeout.clone(),
         placement,
         failure_policy,
         checkpoint: args.checkpoint.as_ref().map(|uri| Checkpoint {

@@ -42,6 +42,8 @@ fn flags_become_the_spec_of_the_examples() {
             "NVLinkDomain",
             "--max-duration",
             "36h",
+            "--start-timeout",
+            "30m",
             "--priority",
             "500",
             "--region",
@@ -86,6 +88,7 @@ fn flags_become_the_spec_of_the_examples() {
     assert_eq!(s["gpu"]["interconnect"], "NVLinkDomain");
     assert_eq!(s["maxPricePerGpuHour"], "2.5");
     assert_eq!(s["maxDuration"], "36h");
+    assert_eq!(s["startTimeout"], "30m");
     assert_eq!(s["priority"], 500);
     assert_eq!(s["placement"]["regions"][1], "us-east");
     assert_eq!(s["placement"]["minReputation"], 80);
@@ -108,6 +111,7 @@ fn defaults_are_the_apis() {
     assert!(s.placement.verified_only);
     assert_eq!(s.failure_policy.max_attempts, 3);
     assert!(s.template.metadata.is_none());
+    assert_eq!(s.start_timeout, None); // the operator applies DEFAULT_START_TIMEOUT_SECS
     let c = &s.template.spec.containers[0].0;
     assert_eq!(c["args"], serde_json::json!(["--batch", "x"]));
     assert!(!s.placement.preempt_lower_priority);
@@ -132,6 +136,8 @@ fn bad_values_name_their_flag() {
         (&["--max-price", "cheap"], "--max-price", "cheap"),
         (&["--max-duration", "1d"], "--max-duration", "1d"),
         (&["--max-duration", "0s"], "--max-duration", "longer than 0s"),
+        (&["--start-timeout", "0m"], "--start-timeout", "longer than 0s"),
+        (&["--start-timeout", "soon"], "--start-timeout", "soon"),
         (&["--ttl-after-finished", "1d"], "--ttl-after-finished", "1d"),
         (
             &["--ttl-after-finished", "2000000h"],

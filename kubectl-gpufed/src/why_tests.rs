@@ -424,7 +424,7 @@ fn a_provider_that_forbade_the_last_attempt_is_avoided_until_the_window_ends() {
         (
             "a",
             false,
-            "refused this job's last attempt for lack of a permission: kept off it until 2026-01-01T00:20:00Z"
+            "refused or did not start this job's last attempt: kept off it until 2026-01-01T00:20:00Z"
         )
     );
     assert!(reasons(&r)[1].1, "{:?}", reasons(&r));

@@ -334,6 +334,7 @@ proptest! {
                     ready,
                     host_ip: None,
                     gpu_uuids: Vec::new(),
+                    waiting: None,
                 })
                 .collect(),
             ..Default::default()

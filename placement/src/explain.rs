@@ -95,7 +95,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::ProviderNotAllowed => write!(f, "not in the allowed providers"),
-            Reason::Avoided => write!(f, "refused this job's last attempt for lack of a permission"),
+            Reason::Avoided => write!(f, "refused or did not start this job's last attempt"),
             Reason::TenantNotAdmitted => write!(f, "takes no work from this namespace"),
             Reason::RegionNotAllowed => write!(f, "outside the allowed regions"),
             Reason::Unhealthy => write!(f, "unhealthy"),

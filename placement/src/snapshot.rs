@@ -169,7 +169,8 @@ pub struct Job {
     /// Allowed providers; empty means any.
     pub providers: Vec<String>,
     /// Providers this job is kept off for now, whatever `providers` says (its last
-    /// attempt there was refused for lack of a permission the provider has not granted).
+    /// attempt there was refused for lack of a permission the provider has not granted,
+    /// or did not get its gang running in time).
     pub avoid: Vec<String>,
     /// Preferred providers, most preferred first (ordered spill-over).
     pub preferred: Vec<String>,

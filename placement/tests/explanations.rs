@@ -64,7 +64,7 @@ fn explanation_table() {
                 avoid: vec!["p3".into(), "p4".into()],
                 ..job("j", 1, 1)
             },
-            "0/5 providers fit: 3 lack 80 GiB VRAM, 2 refused this job's last attempt for lack of a permission",
+            "0/5 providers fit: 3 lack 80 GiB VRAM, 2 refused or did not start this job's last attempt",
         ),
         (
             "no providers",

@@ -184,7 +184,40 @@ pub fn pod_view(pod: &Pod, ready_nodes: &ReadyNodes) -> Option<PodView> {
         ready,
         host_ip: external.or_else(|| status.and_then(|s| s.host_ip.clone())),
         gpu_uuids,
+        waiting: (phase == PodPhase::Pending).then(|| waiting(pod)).flatten(),
     })
+}
+
+/// Most characters of a pod's waiting reason kept (the Assignment schema's bound).
+const MAX_WAITING: usize = 320;
+
+/// What a pod that does not run waits for: the scheduler's `PodScheduled=False` reason
+/// and message, else its first waiting container's reason and message.
+pub fn waiting(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    let container = || {
+        let all = status
+            .init_container_statuses
+            .iter()
+            .chain(&status.container_statuses);
+        all.flatten()
+            .find_map(|c| c.state.as_ref()?.waiting.as_ref())
+            .map(|w| (w.reason.clone(), w.message.clone()))
+    };
+    let (reason, message) = unscheduled.or_else(container)?;
+    let text = match (reason, message) {
+        (Some(r), Some(m)) if !m.is_empty() => format!("{r}: {m}"),
+        (Some(r), _) => r,
+        (None, Some(m)) => m,
+        (None, None) => return None,
+    };
+    Some(text.chars().take(MAX_WAITING).collect())
 }
 
 /// Deletes the pods of an attempt (fencing a lost or stopped attempt). Idempotent.

@@ -10,6 +10,7 @@ use gpufed_api::{ComputeJob, check};
 mod attempt;
 mod end;
 pub mod history;
+mod start;
 pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
 pub use end::{
@@ -18,6 +19,7 @@ pub use end::{
     invalid_template, reject_dispatch,
 };
 use end::{Cause, RETRY_REASONS, end_attempt, refusal};
+pub use start::START_TIMEOUT;
 
 /// What a worker pod of the live attempt is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,10 @@ pub struct PodView {
     pub host_ip: Option<String>,
     /// The GPUs its node's device plugin says it holds (sorted; empty until published).
     pub gpu_uuids: Vec<String>,
+    /// What it waits for while it does not run, as its scheduler or kubelet says
+    /// (`Unschedulable: …`, `ImagePullBackOff: …`); for the record of an attempt that
+    /// did not start in time.
+    pub waiting: Option<String>,
 }
 
 /// What was observed of the job's provider and live attempt.
@@ -268,6 +274,10 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
                     end::forbidden_message(&p.provider, answer),
                 ))
             }
+            (Some(p), Member::Pods(pods)) => start::timed_out(job, p, pods, now).map(|message| {
+                cause = Cause::StartTimeout;
+                (AttemptOutcome::Failed, now, message)
+            }),
             _ => None,
         },
         other => other,

@@ -25,6 +25,7 @@ fn pod(ready: bool, phase: PodPhase) -> PodView {
         ready,
         host_ip: Some("10.0.0.7".into()),
         gpu_uuids: Vec::new(),
+        waiting: None,
     }
 }
 

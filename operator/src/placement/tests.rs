@@ -120,7 +120,8 @@ fn ready_providers_counts_ready_true_only() {
 
 #[test]
 fn the_starting_status_is_what_the_job_controller_plans_so_it_writes_nothing_more() {
-    let now = 1_800_000_000;
+    // Just after the fixture's placement (long after it, the attempt would time out).
+    let now = crate::time::parse("2026-12-01T00:00:01Z").expect("time");
     let placed = job("a", true);
     let written = starting_status(&placed, now);
     assert_eq!(written.phase, Some(JobPhase::Placed));

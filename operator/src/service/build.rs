@@ -37,6 +37,7 @@ pub fn replica_spec(svc: &ComputeService) -> ComputeJobSpec {
         gpu: s.gpu.clone(),
         max_price_per_gpu_hour: s.max_price_per_gpu_hour.clone(),
         max_duration: None,
+        start_timeout: None,
         placement,
         failure_policy: FailurePolicy {
             max_attempts: 3,

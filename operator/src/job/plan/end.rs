@@ -25,9 +25,10 @@ pub const DISPATCH_FORBIDDEN: &str = "DispatchForbidden";
 /// retried: a freshly installed provider's permissions may take a moment to apply.
 pub const FORBIDDEN_GRACE_SECS: i64 = 60;
 
-/// Seconds a job is kept off a provider that forbade its attempt's objects (placement
-/// leaves that provider out for the job: [`avoided_providers`]), so that it fails over
-/// instead of being placed there again; time enough for the provider to upgrade.
+/// Seconds a job is kept off a provider that forbade its attempt's objects or did not
+/// start its gang in time (placement leaves that provider out for the job:
+/// [`avoided_providers`]), so that it fails over instead of being placed there again;
+/// time enough for the provider to upgrade or make room.
 pub const AVOID_SECS: i64 = 900;
 
 /// Condition reason (`Stalled`, `Ready`, `Placed`) of a job whose pod template cannot be
@@ -55,6 +56,8 @@ pub(super) enum Cause {
     DispatchRejected,
     /// The member forbade its objects past the grace period ([`forbid_dispatch`]).
     DispatchForbidden,
+    /// Its gang did not start within `spec.startTimeout` ([`super::start`]).
+    StartTimeout,
     /// Its objects cannot be built or completed ([`invalid_template`],
     /// [`credentials_unavailable`]): the job waits unplaced, `Placed` reason `reason`,
     /// until `until`.
@@ -148,21 +151,26 @@ pub fn forbid_dispatch(job: &ComputeJob, plan: &mut Plan, answer: &str, now: i64
     true
 }
 
-/// Providers the job is kept off now: those that forbade one of its attempts less than
-/// [`AVOID_SECS`] ago.
+/// Providers the job is kept off now: those that forbade one of its attempts, or did not
+/// start one in time, less than [`AVOID_SECS`] ago.
 pub fn avoided_providers(status: Option<&ComputeJobStatus>, now: i64) -> Vec<String> {
     avoided_until(status, now).into_keys().collect()
 }
 
 /// Each provider the job is kept off now ([`avoided_providers`]), with the time (Unix
-/// seconds) it is kept off until: [`AVOID_SECS`] after the last attempt it forbade ended.
+/// seconds) it is kept off until: [`AVOID_SECS`] after the last such attempt ended.
 pub fn avoided_until(status: Option<&ComputeJobStatus>, now: i64) -> BTreeMap<String, i64> {
     let mut until = BTreeMap::new();
     let forbidden = status
         .map(|s| s.attempts.as_slice())
         .unwrap_or_default()
         .iter()
-        .filter(|a| a.reason.as_deref() == Some(DISPATCH_FORBIDDEN));
+        .filter(|a| {
+            matches!(
+                a.reason.as_deref(),
+                Some(DISPATCH_FORBIDDEN | super::start::START_TIMEOUT)
+            )
+        });
     for a in forbidden {
         let Some(end) = crate::time::parse(&a.end_time).map(|t| t + AVOID_SECS) else {
             continue;
@@ -288,6 +296,7 @@ pub(super) fn end_attempt(
         reason: match cause {
             Cause::DispatchRejected => Some(DISPATCH_REJECTED.to_owned()),
             Cause::DispatchForbidden => Some(DISPATCH_FORBIDDEN.to_owned()),
+            Cause::StartTimeout => Some(super::start::START_TIMEOUT.to_owned()),
             Cause::Observed | Cause::Waits { .. } => None,
         },
         gpu_seconds,
@@ -371,6 +380,7 @@ pub(super) fn end_attempt(
             Cause::Observed => ("AttemptsExhausted", "JobFailed"),
             Cause::DispatchRejected => (DISPATCH_REJECTED, DISPATCH_REJECTED),
             Cause::DispatchForbidden => (DISPATCH_FORBIDDEN, DISPATCH_FORBIDDEN),
+            Cause::StartTimeout => (super::start::START_TIMEOUT, super::start::START_TIMEOUT),
             Cause::Waits { reason, .. } => (reason, reason), // handled above
         };
         conditions::set(&mut st.conditions, cond(types::FAILED, True, failed, msg.clone()));

@@ -56,6 +56,7 @@ fn pods(phases: &[PodPhase]) -> Member {
                 ready: *p == PodPhase::Running,
                 host_ip: None,
                 gpu_uuids: Vec::new(),
+                waiting: None,
             })
             .collect(),
     )
@@ -408,6 +409,7 @@ mod gpus;
 mod preempted;
 mod recovering;
 mod rejected;
+mod start;
 mod started;
 mod template;
 mod unreachable;

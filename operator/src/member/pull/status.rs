@@ -96,6 +96,7 @@ pub fn pod_views(status: &AssignmentStatus) -> (Vec<PodView>, Vec<String>) {
             ready: p.ready,
             host_ip: p.host_ip.clone(),
             gpu_uuids: p.gpu_uuids.clone(),
+            waiting: p.waiting.clone(),
         })
         .collect();
     let mut lost: Vec<String> = status
@@ -125,5 +126,6 @@ pub fn assigned_pod(pod: &Pod, ready_nodes: &crate::job::observe::ReadyNodes) ->
         ready: view.ready,
         host_ip: view.host_ip,
         gpu_uuids: view.gpu_uuids,
+        waiting: view.waiting,
     })
 }

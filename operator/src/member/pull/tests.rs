@@ -118,6 +118,48 @@ fn reported_pods_read_back_as_the_push_mode_view() {
     assert_eq!(views[2].started, None);
 }
 
+/// What a pending worker waits for (its scheduler's reason first, else its kubelet's)
+/// reads the same from the pod and from the agent's report, cut to the schema's bound.
+#[test]
+fn what_a_pending_worker_waits_for_reads_the_same_in_both_modes() {
+    let ready = crate::job::observe::ReadyNodes::new();
+    let with_status = |status: serde_json::Value| -> Pod {
+        let mut p = pod("w", 0, "Pending", None);
+        p.status = Some(serde_json::from_value(status).unwrap());
+        p
+    };
+    let unscheduled = with_status(serde_json::json!({"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/3 nodes are available: 3 node(s) had taint {gpu: dedicated}."}]}));
+    let pulling = with_status(serde_json::json!({"phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [{"name": "main", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "x".repeat(900)}}}]}));
+    let running = pod("r", 0, "Running", None);
+    let views: Vec<Option<String>> = [&unscheduled, &pulling, &running]
+        .into_iter()
+        .map(|p| {
+            let direct = crate::job::observe::pod_view(p, &ready).unwrap();
+            let status = AssignmentStatus {
+                pods: vec![assigned_pod(p, &ready).unwrap()],
+                ..Default::default()
+            };
+            assert_eq!(pod_views(&status).0, vec![direct.clone()]);
+            direct.waiting
+        })
+        .collect();
+    assert_eq!(
+        views[0].as_deref(),
+        Some("Unschedulable: 0/3 nodes are available: 3 node(s) had taint {gpu: dedicated}.")
+    );
+    let pull = views[1].as_deref().unwrap();
+    assert!(
+        pull.starts_with("ImagePullBackOff: xxx") && pull.chars().count() == 320,
+        "{pull}"
+    );
+    assert_eq!(views[2], None, "a running worker waits for nothing");
+}
+
 #[test]
 fn an_assignment_carries_the_push_mode_objects() {
     let job: gpufed_api::ComputeJob = serde_json::from_value(serde_json::json!({

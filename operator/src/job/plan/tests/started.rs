@@ -17,6 +17,7 @@ fn pods_started(pods: &[(PodPhase, Option<i64>)]) -> Member {
                 ready: *phase == PodPhase::Running,
                 host_ip: None,
                 gpu_uuids: Vec::new(),
+                waiting: None,
             })
             .collect(),
     )

@@ -1,0 +1,93 @@
+//! A provider whose cluster cannot start the gang it was given, on real API servers and
+//! the real scheduler (GPU nodes SIMULATED): its only GPU node carries a taint the workers
+//! do not tolerate. Its inventory still counts the GPUs (a taint is its scheduler's
+//! business), so the cheaper provider wins the placement; the worker stays Pending,
+//! `Unschedulable`. After `spec.startTimeout` the attempt ends `StartTimeout` saying so,
+//! its pod is removed, and the job runs on the other provider.
+
+mod common;
+mod opsupport;
+
+use std::time::Duration;
+
+use gpufed_api::job_status::AttemptOutcome;
+use gpufed_e2e::{FederationSpec, GpuPool};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use opsupport::budgets::prio_job;
+use opsupport::{Operator, federation_with_providers, job_until, phase, submit};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_its_provider_cannot_start_runs_elsewhere_after_its_start_timeout() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("start")
+        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
+        .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 1)]);
+    let prices = [("provider-a", "1.00"), ("provider-b", "1.50")];
+    let Some((env, hub)) = federation_with_providers(spec, &prices).await else {
+        return;
+    };
+    let operator = Operator::start(hub.clone(), "op-1");
+    opsupport::providers_ready(&hub, 2).await;
+    let member_a = env.member_client("provider-a").await.expect("member client");
+    let taint = serde_json::json!({"spec": {"taints": [
+        {"key": "example.com/maintenance", "value": "true", "effect": "NoSchedule"}]}});
+    Api::<Node>::all(member_a.clone())
+        .patch("a-a100-0", &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .expect("node tainted");
+
+    let ns = common::namespace(&hub, "team").await;
+    let mut job = prio_job("train", 1, 100, false, 600);
+    job["spec"]["startTimeout"] = "20s".into();
+    job["spec"]["failurePolicy"]["maxAttempts"] = 2.into();
+    submit(&hub, &ns, &job).await;
+    let on = |j: &gpufed_api::ComputeJob, provider: &str| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.placement.as_ref())
+            .is_some_and(|p| p.provider == provider)
+    };
+    let first = job_until(&hub, &ns, "train", "train placed on provider-a", MINUTE, |j| {
+        on(j, "provider-a")
+    })
+    .await;
+    let uid = first.metadata.uid.clone().expect("uid");
+    let j = job_until(
+        &hub,
+        &ns,
+        "train",
+        "train running on provider-b after a start timeout on provider-a",
+        2 * MINUTE,
+        |j| phase(j) == "Running" && on(j, "provider-b"),
+    )
+    .await;
+    let st = j.status.expect("status");
+    let a = &st.attempts[0];
+    assert_eq!(
+        (
+            a.attempt,
+            a.provider.as_str(),
+            a.outcome,
+            a.reason.as_deref(),
+            a.gpu_seconds
+        ),
+        (1, "provider-a", AttemptOutcome::Failed, Some("StartTimeout"), 0),
+        "{a:?}"
+    );
+    assert!(
+        a.message.contains("0 of 1 workers running")
+            && a.message.contains("worker 0: Unschedulable")
+            && a.message.contains("example.com/maintenance"),
+        "the record says what the worker waited for: {}",
+        a.message
+    );
+    println!("START_TIMEOUT attempt 1: {}", a.message);
+    assert_eq!(st.placement.as_ref().map(|p| p.attempt), Some(2));
+    opsupport::pods_removed(&member_a, &uid, "attempt 1's pod removed from provider-a", MINUTE).await;
+    drop(operator);
+}
