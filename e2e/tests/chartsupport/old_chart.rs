@@ -126,8 +126,10 @@ pub async fn older_chart_fails_credentialed_jobs_over(hub: &Client, member: &Cli
     let waiting = job_until(hub, ns, "old-chart", "waits, kept off provider-a", MINUTE, |j| {
         j.status.as_ref().is_some_and(|s| {
             s.placement.is_none()
-                && conditions::find(&s.conditions, types::PLACED)
-                    .is_some_and(|c| c.message.contains("refused this job's last attempt"))
+                && conditions::find(&s.conditions, types::PLACED).is_some_and(|c| {
+                    c.message
+                        .contains("refused or did not start this job's last attempt")
+                })
         })
     })
     .await;
