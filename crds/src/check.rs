@@ -186,6 +186,11 @@ pub fn provider_spec(spec: &GpuProviderSpec) -> Vec<FieldError> {
             ));
         }
     }
+    for (i, t) in spec.worker_tolerations.iter().enumerate() {
+        if let Some(problem) = t.problem() {
+            errors.push(field(&format!("spec.workerTolerations[{i}]"), problem));
+        }
+    }
     errors
 }
 

@@ -29,6 +29,7 @@ pub mod service;
 pub mod serving;
 pub mod stake;
 pub mod tenants;
+pub mod tolerations;
 
 pub use assignment::{Assignment, AssignmentSpec, AssignmentStatus};
 pub use common::{Condition, ConditionStatus, SecretKeyRef};

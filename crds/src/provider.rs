@@ -55,6 +55,9 @@ use crate::common::{
 #[x_kube(validation = Rule::new("self.mode != 'Push' || has(self.kubeconfigSecretRef)").message("spec.kubeconfigSecretRef is required when spec.mode is Push").field_path(".kubeconfigSecretRef"))]
 #[x_kube(validation = Rule::new("self.prices.all(p, double(p.pricePerGpuHour) > 0.0)").message("every spec.prices[].pricePerGpuHour must be greater than 0").field_path(".prices"))]
 #[x_kube(validation = Rule::new("!has(self.tenants) || !has(self.tenants.namespaceSelector) || !has(self.tenants.namespaceSelector.matchExpressions) || self.tenants.namespaceSelector.matchExpressions.all(e, (e.operator == 'In' || e.operator == 'NotIn') == (has(e.values) && size(e.values) > 0))").message("spec.tenants.namespaceSelector.matchExpressions: In and NotIn need values, Exists and DoesNotExist take none").field_path(".tenants.namespaceSelector.matchExpressions"))]
+#[x_kube(validation = Rule::new("!has(self.workerTolerations) || self.workerTolerations.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '')").message("spec.workerTolerations: operator Exists takes no value").field_path(".workerTolerations"))]
+#[x_kube(validation = Rule::new("!has(self.workerTolerations) || self.workerTolerations.all(t, (has(t.operator) && t.operator == 'Exists') || (has(t.key) && t.key != ''))").message("spec.workerTolerations: an empty key tolerates every taint only with operator Exists").field_path(".workerTolerations"))]
+#[x_kube(validation = Rule::new("!has(self.workerTolerations) || self.workerTolerations.all(t, !has(t.tolerationSeconds) || (has(t.effect) && t.effect == 'NoExecute'))").message("spec.workerTolerations: tolerationSeconds needs effect NoExecute").field_path(".workerTolerations"))]
 #[serde(rename_all = "camelCase")]
 pub struct GpuProviderSpec {
     /// How the hub and the member cluster talk. `Push`: the hub connects to the member's
@@ -83,6 +86,15 @@ pub struct GpuProviderSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 16))]
     pub node_selector: BTreeMap<String, String>,
+    /// Tolerations the operator adds to every worker pod it runs here, for the taints the
+    /// data center keeps its GPU nodes apart with (e.g. `dedicated=gpufed:NoSchedule`).
+    /// The GPU resource's own taint (`<resourceName>:NoSchedule`, as GKE and AKS taint
+    /// GPU pools) is tolerated without being listed. A GPU node with a `NoSchedule` or
+    /// `NoExecute` taint that these do not tolerate is not offered: its GPUs are not
+    /// counted, and `Ready` names the node and the taint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub worker_tolerations: Vec<crate::tolerations::WorkerToleration>,
     /// Extended resource name the provider's device plugin advertises.
     #[serde(default = "default_resource_name")]
     #[schemars(length(min = 3, max = 253), pattern(r"^[a-z0-9.-]+/[a-z0-9.-]+$"))]
@@ -188,13 +200,19 @@ impl GpuProviderSpec {
         let start = start?.parse::<k8s_openapi::jiff::Timestamp>().ok()?.as_second();
         start.checked_add(i64::try_from(secs).ok()?)
     }
+
+    /// Every toleration the provider's workers carry ([`crate::tolerations::effective`]).
+    pub fn effective_tolerations(&self) -> Vec<crate::tolerations::WorkerToleration> {
+        crate::tolerations::effective(&self.resource_name, &self.worker_tolerations)
+    }
 }
 
 /// A provider's GPU inventory.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Inventory {
-    /// Ready GPU nodes that match the node selector.
+    /// Ready GPU nodes that match the node selector and whose taints the workers
+    /// tolerate.
     pub nodes: u32,
     /// GPUs on those nodes.
     pub gpus: u32,

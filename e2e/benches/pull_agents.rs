@@ -97,6 +97,7 @@ async fn sim_agent(fed_hub: (String, Vec<u8>), provider: String, bearer: String)
             nvlink_domain: None,
             allocatable: 4,
             ready: true,
+            taints: Vec::new(),
         })
         .collect();
     let mut sequence = 0;

@@ -1,9 +1,9 @@
 //! A provider whose cluster cannot start the gang it was given, on real API servers and
-//! the real scheduler (GPU nodes SIMULATED): its only GPU node carries a taint the workers
-//! do not tolerate. Its inventory still counts the GPUs (a taint is its scheduler's
-//! business), so the cheaper provider wins the placement; the worker stays Pending,
-//! `Unschedulable`. After `spec.startTimeout` the attempt ends `StartTimeout` saying so,
-//! its pod is removed, and the job runs on the other provider.
+//! the real scheduler (GPU nodes SIMULATED): the job's pod template asks for a node label
+//! (`nodeSelector`) that only provider-b's node carries. The inventories count GPUs, not
+//! labels a template may ask for, so the cheaper provider-a wins the placement; its
+//! worker stays Pending, `Unschedulable`. After `spec.startTimeout` the attempt ends
+//! `StartTimeout` saying so, its pod is removed, and the job runs on provider-b.
 
 mod common;
 mod opsupport;
@@ -34,17 +34,18 @@ async fn a_gang_its_provider_cannot_start_runs_elsewhere_after_its_start_timeout
     let operator = Operator::start(hub.clone(), "op-1");
     opsupport::providers_ready(&hub, 2).await;
     let member_a = env.member_client("provider-a").await.expect("member client");
-    let taint = serde_json::json!({"spec": {"taints": [
-        {"key": "example.com/maintenance", "value": "true", "effect": "NoSchedule"}]}});
-    Api::<Node>::all(member_a.clone())
-        .patch("a-a100-0", &PatchParams::default(), &Patch::Merge(&taint))
+    let member_b = env.member_client("provider-b").await.expect("member client");
+    let label = serde_json::json!({"metadata": {"labels": {"example.com/disk": "nvme"}}});
+    Api::<Node>::all(member_b)
+        .patch("b-a100-0", &PatchParams::default(), &Patch::Merge(&label))
         .await
-        .expect("node tainted");
+        .expect("node labelled");
 
     let ns = common::namespace(&hub, "team").await;
     let mut job = prio_job("train", 1, 100, false, 600);
     job["spec"]["startTimeout"] = "20s".into();
     job["spec"]["failurePolicy"]["maxAttempts"] = 2.into();
+    job["spec"]["template"]["spec"]["nodeSelector"] = serde_json::json!({"example.com/disk": "nvme"});
     submit(&hub, &ns, &job).await;
     let on = |j: &gpufed_api::ComputeJob, provider: &str| {
         j.status
@@ -82,7 +83,7 @@ async fn a_gang_its_provider_cannot_start_runs_elsewhere_after_its_start_timeout
     assert!(
         a.message.contains("0 of 1 workers running")
             && a.message.contains("worker 0: Unschedulable")
-            && a.message.contains("example.com/maintenance"),
+            && a.message.contains("didn't match Pod's node affinity"),
         "the record says what the worker waited for: {}",
         a.message
     );

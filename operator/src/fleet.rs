@@ -38,6 +38,22 @@ pub struct GpuNode {
     pub allocatable: u32,
     /// Node Ready and schedulable.
     pub ready: bool,
+    /// The node's `NoSchedule` and `NoExecute` taints: the node is offered only when the
+    /// provider's workers tolerate all of them ([`gpufed_api::tolerations`]). Absent from
+    /// an older agent's report: nothing to judge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<gpufed_api::tolerations::NodeTaint>,
+}
+
+impl GpuNode {
+    /// The node's taints that `tolerations` leave standing: why the member's scheduler
+    /// would never bind a worker there (empty: none).
+    pub fn untolerated<'a>(
+        &'a self,
+        tolerations: &[gpufed_api::tolerations::WorkerToleration],
+    ) -> Vec<&'a gpufed_api::tolerations::NodeTaint> {
+        gpufed_api::tolerations::untolerated(&self.taints, tolerations)
+    }
 }
 
 /// A pod that holds GPUs on a member node.

@@ -296,7 +296,14 @@ fn provider_snapshot(
     }
     let mut nodes = Vec::new();
     let mut sizes = BTreeMap::new();
-    for n in view.nodes.iter().filter(|n| n.ready) {
+    // Nodes whose taints the workers do not tolerate are not for sale
+    // (`provider::plan::withhold_tainted` says so in the provider's status).
+    let tolerations = p.spec.effective_tolerations();
+    for n in view
+        .nodes
+        .iter()
+        .filter(|n| n.ready && n.untolerated(&tolerations).is_empty())
+    {
         let gpus = u8::try_from(n.allocatable.min(u32::from(pl::MAX_GPUS_PER_NODE)))
             .unwrap_or(pl::MAX_GPUS_PER_NODE);
         let busy = held.get(&n.name).copied().unwrap_or(0).min(u32::from(gpus));

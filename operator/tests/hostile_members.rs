@@ -179,6 +179,7 @@ fn agent_report() -> impl Strategy<Value = MemberView> {
             nvlink_domain,
             allocatable,
             ready,
+            taints: Vec::new(),
         });
     let pod = (name, count()).prop_map(|(node, gpus)| GpuPod {
         node,
@@ -237,7 +238,7 @@ proptest! {
         let honest = MemberView {
             nodes: vec![GpuNode {
                 name: "h1".into(), model: "H100".into(), memory_mib: 81920, compute: (9, 0),
-                nvlink_domain: None, allocatable: 8, ready: true,
+                nvlink_domain: None, allocatable: 8, ready: true, taints: Vec::new(),
             }],
             ..MemberView::default()
         };

@@ -66,6 +66,7 @@ pub fn member_view(inv: &Inventory) -> MemberView {
                 nvlink_domain: linked.then_some(name),
                 allocatable: gpus,
                 ready: true,
+                taints: Vec::new(),
             });
             (left, used) = (left - gpus, used - busy);
         }

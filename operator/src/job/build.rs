@@ -9,7 +9,7 @@ use gpufed_api::{ComputeJob, ComputeJobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, EnvVar, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     Pod, PodSecurityContext, PodSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
-    Secret, SecurityContext, Service, ServiceSpec,
+    Secret, SecurityContext, Service, ServiceSpec, Toleration,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
@@ -281,6 +281,25 @@ fn worker_pod(
         metadata,
         spec: Some(spec),
         ..Default::default()
+    }
+}
+
+/// Adds `tolerations` (the provider's, [`gpufed_api::GpuProviderSpec::effective_tolerations`])
+/// to every worker pod after the template's own: the taints the provider's inventory
+/// counted a node despite are the ones its workers tolerate.
+pub fn tolerate(objects: &mut MemberObjects, tolerations: &[gpufed_api::tolerations::WorkerToleration]) {
+    let ours: Vec<Toleration> = tolerations
+        .iter()
+        .filter_map(|t| serde_json::from_value(t.to_json()).ok())
+        .collect();
+    for pod in &mut objects.pods {
+        let spec = pod.spec.get_or_insert_with(PodSpec::default);
+        let list = spec.tolerations.get_or_insert_with(Vec::new);
+        for t in &ours {
+            if !list.contains(t) {
+                list.push(t.clone());
+            }
+        }
     }
 }
 

@@ -221,6 +221,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     {
         let (provider, link) = connect(ctx, &p.provider).await?;
         let built = build::build(&job, &p, &provider.spec.resource_name).map(|mut objects| {
+            build::tolerate(&mut objects, &provider.spec.effective_tolerations());
             if let credentials::Read::Data(data) = creds {
                 build::with_credentials(&mut objects, &job, p.attempt, data);
             }

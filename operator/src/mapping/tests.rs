@@ -61,6 +61,7 @@ fn view() -> MemberView {
         nvlink_domain: Some("d".into()),
         allocatable: 8,
         ready: true,
+        taints: Vec::new(),
     };
     MemberView {
         nodes: vec![node("h1", "NVIDIA-H100"), node("g1", "NVIDIA-GeForce-RTX-4090")],
@@ -249,4 +250,29 @@ fn preemption_marks_waits_then_places() {
         .expect("placed");
     assert!(placed.evicts.is_empty(), "nothing more is evicted");
     assert_eq!(placed.workers[0].node, "h1");
+}
+
+#[test]
+fn nodes_with_untolerated_taints_are_not_offered_and_their_running_work_stays() {
+    let mut v = view();
+    v.nodes[0].taints = vec![gpufed_api::tolerations::NodeTaint {
+        key: "dedicated".into(),
+        value: "ml".into(),
+        effect: gpufed_api::tolerations::TaintEffect::NoSchedule,
+    }];
+    let fleet = BTreeMap::from([("a".to_owned(), v)]);
+    let jobs = vec![job("live", "Any", Some(("a", "h1"))), job("new", "Any", None)];
+    let snap = snapshot(&jobs, &[provider("a", true)], &fleet);
+    let names: Vec<&str> = snap.providers[0].nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["g1"], "h1 is tainted");
+    assert_eq!(snap.running.len(), 1, "the job already on h1 keeps running");
+
+    // Tolerated by the provider's spec: offered again.
+    let mut p = (*provider("a", true)).clone();
+    p.spec.worker_tolerations = vec![gpufed_api::tolerations::WorkerToleration::exists(
+        "dedicated",
+        None,
+    )];
+    let snap = snapshot(&jobs, &[Arc::new(p)], &fleet);
+    assert_eq!(snap.providers[0].nodes.len(), 2);
 }

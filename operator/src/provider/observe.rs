@@ -3,11 +3,15 @@
 use std::collections::BTreeMap;
 
 use gpufed_api::GpuProvider;
+use gpufed_api::tolerations::{NodeTaint, TaintEffect};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::fleet::{GpuNode, GpuPod, MemberView, labels};
+
+/// Most taints of one node kept in a report (Kubernetes itself sets a handful).
+const MAX_TAINTS: usize = 32;
 
 /// Node annotation where the device plugin publishes its signed inventory report.
 pub const REPORT_ANNOTATION: &str = "gpufed.io/inventory-report";
@@ -96,7 +100,31 @@ pub fn gpu_node(node: &Node, resource: &str) -> Option<GpuNode> {
         nvlink_domain: labels.get(labels::NVLINK_DOMAIN).cloned(),
         allocatable: u32::try_from(allocatable).unwrap_or(u32::MAX),
         ready,
+        taints: hard_taints(node),
     })
+}
+
+/// The node's `NoSchedule` and `NoExecute` taints (a `PreferNoSchedule` one never keeps a
+/// worker off; an effect this version does not know is left to the scheduler).
+fn hard_taints(node: &Node) -> Vec<NodeTaint> {
+    let mut taints: Vec<NodeTaint> = node
+        .spec
+        .iter()
+        .flat_map(|s| s.taints.iter().flatten())
+        .filter_map(|t| {
+            let effect = TaintEffect::parse(&t.effect).filter(|e| e.is_hard())?;
+            Some(NodeTaint {
+                key: t.key.clone(),
+                value: t.value.clone().unwrap_or_default(),
+                effect,
+            })
+        })
+        .collect();
+    // A member may report anything: a bounded, ordered list.
+    taints.sort();
+    taints.dedup();
+    taints.truncate(MAX_TAINTS);
+    taints
 }
 
 /// A pod's GPU use, or `None` when it requests none of `resource`.
@@ -127,4 +155,32 @@ pub fn gpu_pod(pod: &Pod, resource: &str) -> Option<GpuPod> {
 /// Extended resources are whole numbers.
 fn quantity(q: &str) -> Option<u64> {
     q.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_node_keeps_its_hard_taints_sorted_and_without_duplicates() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "spec": {"taints": [
+                {"key": "z", "effect": "NoExecute"},
+                {"key": "spot", "value": "true", "effect": "PreferNoSchedule"},
+                {"key": "a", "value": "1", "effect": "NoSchedule"},
+                {"key": "z", "effect": "NoExecute"},
+                {"key": "future", "effect": "SomeNewEffect"}]},
+            "status": {"allocatable": {"gpufed.io/gpu": "4"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .expect("node");
+        let g = gpu_node(&node, "gpufed.io/gpu").expect("a GPU node");
+        let taints: Vec<String> = g.taints.iter().map(ToString::to_string).collect();
+        assert_eq!(taints, ["a=1:NoSchedule", "z:NoExecute"]);
+        assert!(
+            g.ready,
+            "a taint is judged by the provider's tolerations, not here"
+        );
+    }
 }

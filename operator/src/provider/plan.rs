@@ -3,7 +3,7 @@
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
 use gpufed_api::provider::{GpuProviderStatus, Inventory, ModelInventory};
-use gpufed_api::{Condition, GpuProvider, formats};
+use gpufed_api::{Condition, GpuProvider, GpuProviderSpec, formats};
 
 use crate::fleet::MemberView;
 use crate::mapping::sanitize;
@@ -14,6 +14,57 @@ pub const REASON_INVALID_NODES_IGNORED: &str = "InvalidNodesIgnored";
 
 /// `Ready=False` reason: every GPU node the member reports is one placement cannot take.
 pub const REASON_INVALID_INVENTORY: &str = "InvalidInventory";
+
+/// `Ready=False` reason: every Ready GPU node carries a taint the provider's workers do
+/// not tolerate (`spec.workerTolerations`).
+pub const REASON_UNTOLERATED_TAINTS: &str = "UntoleratedTaints";
+
+/// Nodes listed by name in a status message; the rest are counted.
+const NAMED_NODES: usize = 3;
+
+/// `view` as placement offers it: Ready nodes with a hard taint that `spec`'s workers do
+/// not tolerate marked not ready (the member's scheduler would never bind a worker
+/// there), and a sentence naming them with their taints (empty: none).
+pub fn withhold_tainted<'a>(
+    view: &'a MemberView,
+    spec: &GpuProviderSpec,
+) -> (std::borrow::Cow<'a, MemberView>, String) {
+    let tolerations = spec.effective_tolerations();
+    let tainted: Vec<(usize, String)> = view
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.ready)
+        .filter_map(|(i, n)| {
+            let left = n.untolerated(&tolerations);
+            let taints: Vec<String> = left.iter().map(ToString::to_string).collect();
+            (!left.is_empty()).then(|| (i, format!("{} ({})", n.name, taints.join(", "))))
+        })
+        .collect();
+    if tainted.is_empty() {
+        return (std::borrow::Cow::Borrowed(view), String::new());
+    }
+    let mut offered = view.clone();
+    for (i, _) in &tainted {
+        offered.nodes[*i].ready = false;
+    }
+    let mut named: Vec<&str> = tainted
+        .iter()
+        .take(NAMED_NODES)
+        .map(|(_, s)| s.as_str())
+        .collect();
+    let more = tainted.len().saturating_sub(NAMED_NODES);
+    let more_text = format!("{more} more");
+    if more > 0 {
+        named.push(&more_text);
+    }
+    let sentence = format!(
+        "{} GPU node(s) with taints the workers do not tolerate (spec.workerTolerations): {}",
+        tainted.len(),
+        named.join("; ")
+    );
+    (std::borrow::Cow::Owned(offered), sentence)
+}
 
 /// Outcome of probing the member cluster.
 pub type Probe = Result<MemberView, String>;
@@ -112,7 +163,8 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
             st.last_heartbeat_time = Some(now_text.to_owned());
             // Counted as placement offers it: without the nodes it cannot take.
             let (clean, ignored) = sanitize::view(view);
-            let inv = inventory(&clean);
+            let (offered, tainted) = withhold_tainted(&clean, &provider.spec);
+            let inv = inventory(&offered);
             set(
                 &mut st,
                 cond(
@@ -129,6 +181,12 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
                     False,
                     REASON_INVALID_INVENTORY,
                     format!("no usable GPU node reported: {}", sanitize::summary(&ignored)),
+                )
+            } else if inv.gpus == 0 && !tainted.is_empty() {
+                (
+                    False,
+                    REASON_UNTOLERATED_TAINTS,
+                    format!("no GPU node offered: {tainted}"),
                 )
             } else if inv.gpus == 0 {
                 (
@@ -153,6 +211,11 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
                     "Serving",
                     format!("{} of {} GPUs free", inv.allocatable, inv.gpus),
                 )
+            };
+            let msg = if status == True && !tainted.is_empty() {
+                format!("{msg}; not offered: {tainted}")
+            } else {
+                msg
             };
             set(&mut st, cond(types::READY, status, reason, msg));
             st.inventory = Some(inv);

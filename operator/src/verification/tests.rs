@@ -77,6 +77,7 @@ fn view(report: Option<String>, challenges: &BTreeMap<String, ChallengeRequest>)
             nvlink_domain: None,
             allocatable: 2,
             ready: true,
+            taints: Vec::new(),
         }],
         reports: report.into_iter().map(|r| ("n1".to_owned(), r)).collect(),
         challenges: challenges

@@ -255,3 +255,44 @@ fn every_container_of_a_failover_attempt_resumes_from_the_last_attempt_that_ran(
         }
     }
 }
+
+#[test]
+fn workers_tolerate_the_providers_taints_after_their_templates_own() {
+    let j = job(serde_json::json!({
+        "spec": {"containers": [{"name": "main", "image": "trainer"}],
+                 "tolerations": [{"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]}
+    }));
+    let mut objs = build(&j, &placement(), "gpufed.io/gpu").expect("builds");
+    let spec: gpufed_api::GpuProviderSpec = serde_json::from_value(serde_json::json!({
+        "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP", "region": "eu", "mode": "Pull",
+        "prices": [{"model": "H100", "pricePerGpuHour": "2"}],
+        "workerTolerations": [{"key": "dedicated", "value": "gpufed", "effect": "NoSchedule"},
+                              {"key": "team", "value": "ml", "effect": "NoSchedule"}]
+    }))
+    .expect("spec");
+    tolerate(&mut objs, &spec.effective_tolerations());
+    // Twice: a retried dispatch adds nothing.
+    tolerate(&mut objs, &spec.effective_tolerations());
+    for pod in &objs.pods {
+        let keys: Vec<(Option<&str>, Option<&str>)> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_ref())
+            .expect("tolerations")
+            .iter()
+            .map(|t| (t.key.as_deref(), t.operator.as_deref()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (Some("team"), Some("Equal")),
+                (Some("dedicated"), Some("Equal")),
+                (Some("gpufed.io/gpu"), Some("Exists")),
+                (Some("node.kubernetes.io/not-ready"), Some("Exists")),
+                (Some("node.kubernetes.io/unreachable"), Some("Exists")),
+            ],
+            "{}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+    }
+}

@@ -47,6 +47,7 @@ fn node(name: &str, allocatable: u32) -> GpuNode {
         nvlink_domain: None,
         allocatable,
         ready: true,
+        taints: Vec::new(),
     }
 }
 

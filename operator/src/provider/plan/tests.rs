@@ -25,6 +25,7 @@ fn view() -> MemberView {
         nvlink_domain: domain.map(Into::into),
         allocatable: 8,
         ready: true,
+        taints: Vec::new(),
     };
     MemberView {
         nodes: vec![node("n1", Some("d1")), node("n2", None)],
@@ -107,6 +108,7 @@ fn gpu_node(name: &str, allocatable: u32) -> GpuNode {
         nvlink_domain: Some("d1".into()),
         allocatable,
         ready: true,
+        taints: Vec::new(),
     }
 }
 
@@ -240,4 +242,84 @@ fn a_drain_keeps_its_start_and_says_when_its_deadline_ends_the_wait() {
     p.status = Some(st);
     let st = status(&p, &Ok(view()), t0 + 2000, &at(2000));
     assert_eq!(st.drain_start_time.as_deref(), Some(at(2000).as_str()));
+}
+
+fn tainted(
+    key: &str,
+    value: &str,
+    effect: gpufed_api::tolerations::TaintEffect,
+) -> gpufed_api::tolerations::NodeTaint {
+    gpufed_api::tolerations::NodeTaint {
+        key: key.into(),
+        value: value.into(),
+        effect,
+    }
+}
+
+#[test]
+fn nodes_with_taints_the_workers_do_not_tolerate_are_named_and_not_counted() {
+    use gpufed_api::tolerations::TaintEffect::{NoExecute, NoSchedule, PreferNoSchedule};
+    let mut v = view();
+    v.nodes[0].taints = vec![tainted("dedicated", "ml", NoSchedule)];
+    // The GPU resource's own taint and a soft one never keep workers off.
+    v.nodes[1].taints = vec![
+        tainted("gpufed.io/gpu", "present", NoSchedule),
+        tainted("spot", "", PreferNoSchedule),
+    ];
+    let st = status(&provider(None), &Ok(v.clone()), 1000, "T1000");
+    let inv = st.inventory.clone().expect("inventory");
+    assert_eq!((inv.nodes, inv.gpus, inv.allocatable), (1, 8, 8));
+    let ready = conditions::find(&st.conditions, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "Serving");
+    assert!(
+        ready.message.ends_with(
+            "not offered: 1 GPU node(s) with taints the workers do not tolerate (spec.workerTolerations): n1 (dedicated=ml:NoSchedule)"
+        ),
+        "{}",
+        ready.message
+    );
+
+    // Tolerated by the provider's spec: counted again.
+    let mut p = provider(None);
+    p.spec.worker_tolerations = vec![gpufed_api::tolerations::WorkerToleration::exists(
+        "dedicated",
+        None,
+    )];
+    let st = status(&p, &Ok(v.clone()), 1000, "T1000");
+    assert_eq!(st.inventory.expect("inventory").gpus, 16);
+
+    // Every node tainted: not ready, saying which taint of which node.
+    v.nodes[1].taints.push(tainted("maintenance", "", NoExecute));
+    let st = status(&provider(None), &Ok(v), 1000, "T1000");
+    let ready = conditions::find(&st.conditions, "Ready").expect("Ready");
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, REASON_UNTOLERATED_TAINTS)
+    );
+    assert!(
+        ready.message.contains("n2 (maintenance:NoExecute)"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(st.inventory.expect("inventory").gpus, 0);
+}
+
+#[test]
+fn many_tainted_nodes_are_counted_after_the_first_few() {
+    let mut v = view();
+    v.nodes = (0..5)
+        .map(|i| {
+            let mut n = gpu_node(&format!("n{i}"), 1);
+            n.taints = vec![tainted("x", "", gpufed_api::tolerations::TaintEffect::NoSchedule)];
+            n
+        })
+        .collect();
+    let (offered, sentence) = withhold_tainted(&v, &provider(None).spec);
+    assert!(offered.nodes.iter().all(|n| !n.ready));
+    assert!(sentence.starts_with("5 GPU node(s)"), "{sentence}");
+    assert!(sentence.ends_with("n2 (x:NoSchedule); 2 more"), "{sentence}");
+    // Nothing tainted: the view itself, untouched.
+    let clean = view();
+    let (same, none) = withhold_tainted(&clean, &provider(None).spec);
+    assert!(matches!(same, std::borrow::Cow::Borrowed(_)) && none.is_empty());
 }

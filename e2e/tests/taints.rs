@@ -1,0 +1,135 @@
+//! Tainted GPU nodes, on real API servers and the real scheduler (GPU nodes SIMULATED):
+//! provider-a keeps its only GPU node apart with a dedicated-pool taint and the GPU
+//! resource's own taint. Until `spec.workerTolerations` tolerates the first, provider-a
+//! offers no GPUs (`Ready=False UntoleratedTaints`, naming node and taint) and jobs run
+//! on the dearer provider-b or wait; once it does, the next job is placed on provider-a
+//! and its worker, carrying both tolerations, is bound there by the member's scheduler.
+
+mod common;
+mod opsupport;
+
+use std::time::Duration;
+
+use gpufed_api::GpuProvider;
+use gpufed_e2e::{FederationSpec, GpuPool};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use opsupport::budgets::{prio_job, provider_ready};
+use opsupport::{Operator, federation_with_providers, job_until, member_pods, phase, submit};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Waits until provider `name`'s `Ready` reason is `reason`; returns its message.
+async fn ready_reason(hub: &kube::Client, name: &str, reason: &str) -> String {
+    let deadline = tokio::time::Instant::now() + MINUTE;
+    loop {
+        let ready = provider_ready(hub, name).await;
+        if let Some((r, message)) = &ready
+            && r == reason
+        {
+            return message.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: Ready reason {reason} within a minute; last {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn provider_of(j: &gpufed_api::ComputeJob) -> Option<String> {
+    j.status.as_ref()?.placement.as_ref().map(|p| p.provider.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tainted_node_is_offered_only_once_the_workers_tolerate_its_taints() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("taints")
+        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
+        .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 1)]);
+    let prices = [("provider-a", "1.00"), ("provider-b", "1.50")];
+    let Some((env, hub)) = federation_with_providers(spec, &prices).await else {
+        return;
+    };
+    let operator = Operator::start(hub.clone(), "op-1");
+    opsupport::providers_ready(&hub, 2).await;
+    let member_a = env.member_client("provider-a").await.expect("member client");
+    let taints = serde_json::json!({"spec": {"taints": [
+        {"key": "example.com/dedicated", "value": "gpufed", "effect": "NoSchedule"},
+        {"key": gpufed_api::DEFAULT_GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}]}});
+    Api::<Node>::all(member_a.clone())
+        .patch("a-a100-0", &PatchParams::default(), &Patch::Merge(&taints))
+        .await
+        .expect("node tainted");
+    let message = ready_reason(&hub, "provider-a", "UntoleratedTaints").await;
+    assert!(
+        message.contains("a-a100-0 (example.com/dedicated=gpufed:NoSchedule)"),
+        "names the node and the one taint not tolerated: {message}"
+    );
+    println!("TAINTS provider-a Ready=False UntoleratedTaints: {message}");
+
+    // The cheaper provider offers nothing: the first job runs on provider-b straight away
+    // (no attempt wasted waiting on a node its workers could never use).
+    let ns = common::namespace(&hub, "team").await;
+    submit(&hub, &ns, &prio_job("first", 4, 100, false, 600)).await;
+    let first = job_until(&hub, &ns, "first", "first running on provider-b", MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await;
+    assert_eq!(provider_of(&first).as_deref(), Some("provider-b"));
+    let attempt = first
+        .status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .map(|p| p.attempt);
+    assert_eq!(attempt, Some(1), "its first attempt");
+
+    // provider-b is full (4 of 4 GPUs) and provider-a still offers nothing: the second job waits.
+    submit(&hub, &ns, &prio_job("second", 4, 100, false, 600)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let waiting = Api::<gpufed_api::ComputeJob>::namespaced(hub.clone(), &ns)
+        .get("second")
+        .await
+        .expect("second");
+    assert_eq!(
+        provider_of(&waiting),
+        None,
+        "second is not placed on a tainted node"
+    );
+
+    let tolerate = serde_json::json!({"spec": {"workerTolerations": [
+        {"key": "example.com/dedicated", "operator": "Equal", "value": "gpufed", "effect": "NoSchedule"}]}});
+    Api::<GpuProvider>::all(hub.clone())
+        .patch("provider-a", &PatchParams::default(), &Patch::Merge(&tolerate))
+        .await
+        .expect("tolerations set");
+    let message = ready_reason(&hub, "provider-a", "Serving").await;
+    assert!(!message.contains("not offered"), "{message}");
+    let second = job_until(&hub, &ns, "second", "second running on provider-a", MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await;
+    assert_eq!(provider_of(&second).as_deref(), Some("provider-a"));
+    let uid = second.metadata.uid.clone().expect("uid");
+    let pods = member_pods(&member_a, &uid).await;
+    let pod = pods.first().expect("the worker pod on provider-a");
+    let spec = pod.spec.as_ref().expect("pod spec");
+    assert_eq!(
+        spec.node_name.as_deref(),
+        Some("a-a100-0"),
+        "bound by the scheduler"
+    );
+    let keys: Vec<&str> = spec
+        .tolerations
+        .iter()
+        .flatten()
+        .filter_map(|t| t.key.as_deref())
+        .collect();
+    assert!(
+        keys.contains(&"example.com/dedicated") && keys.contains(&gpufed_api::DEFAULT_GPU_RESOURCE),
+        "the worker tolerates both taints: {keys:?}"
+    );
+    drop(operator);
+}
