@@ -83,9 +83,14 @@ pub async fn round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Res
         st.mirrored = Some(challenges);
     }
 
-    let view = ops::probe_with(member.clone(), &cfg.resource_name, &cfg.node_selector)
-        .await
-        .context("observing this cluster")?;
+    let view = ops::probe_with(
+        member.clone(),
+        &cfg.resource_name,
+        &cfg.node_selector,
+        &cfg.exposed_node_labels,
+    )
+    .await
+    .context("observing this cluster")?;
     st.sequence += 1;
     let report = AgentReport {
         view,

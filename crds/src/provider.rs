@@ -95,6 +95,14 @@ pub struct GpuProviderSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub worker_tolerations: Vec<crate::tolerations::WorkerToleration>,
+    /// Node labels (keys) of this provider's GPU nodes that jobs may select on with a
+    /// `nodeSelector` in their pod template, e.g. `example.com/network` for an
+    /// InfiniBand pool. The well-known `kubernetes.io/arch`, `kubernetes.io/os`,
+    /// `node.kubernetes.io/instance-type` and `topology.kubernetes.io/{region,zone}` are
+    /// always exposed; no other label leaves the member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 317)))]
+    pub exposed_node_labels: Vec<String>,
     /// Extended resource name the provider's device plugin advertises.
     #[serde(default = "default_resource_name")]
     #[schemars(length(min = 3, max = 253), pattern(r"^[a-z0-9.-]+/[a-z0-9.-]+$"))]

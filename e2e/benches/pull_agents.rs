@@ -98,6 +98,7 @@ async fn sim_agent(fed_hub: (String, Vec<u8>), provider: String, bearer: String)
             allocatable: 4,
             ready: true,
             taints: Vec::new(),
+            labels: Default::default(),
         })
         .collect();
     let mut sequence = 0;

@@ -1,9 +1,10 @@
 //! A provider whose cluster cannot start the gang it was given, on real API servers and
-//! the real scheduler (GPU nodes SIMULATED): the job's pod template asks for a node label
-//! (`nodeSelector`) that only provider-b's node carries. The inventories count GPUs, not
-//! labels a template may ask for, so the cheaper provider-a wins the placement; its
-//! worker stays Pending, `Unschedulable`. After `spec.startTimeout` the attempt ends
-//! `StartTimeout` saying so, its pod is removed, and the job runs on provider-b.
+//! the real scheduler (GPU nodes SIMULATED): the job's worker asks for more CPU than
+//! provider-a's GPU node has (64 cores; provider-b's has 128). The inventories count GPUs,
+//! not the CPU a template may ask for, so the cheaper provider-a wins the placement; its
+//! worker stays Pending, `Unschedulable` ("Insufficient cpu"). After `spec.startTimeout`
+//! the attempt ends `StartTimeout` saying so, its pod is removed, and the job runs on
+//! provider-b.
 
 mod common;
 mod opsupport;
@@ -12,13 +13,15 @@ use std::time::Duration;
 
 use gpufed_api::job_status::AttemptOutcome;
 use gpufed_e2e::{FederationSpec, GpuPool};
-use k8s_openapi::api::core::v1::Node;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use opsupport::budgets::prio_job;
 use opsupport::{Operator, federation_with_providers, job_until, phase, submit};
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+fn big_cpu(mut pool: GpuPool) -> GpuPool {
+    pool.cpu = 128;
+    pool
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gang_its_provider_cannot_start_runs_elsewhere_after_its_start_timeout() {
@@ -26,7 +29,7 @@ async fn a_gang_its_provider_cannot_start_runs_elsewhere_after_its_start_timeout
     let _serial = common::SERIAL.lock().await;
     let spec = FederationSpec::new("start")
         .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
-        .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 1)]);
+        .member("provider-b", vec![big_cpu(GpuPool::a100_40gb("b-a100", 1))]);
     let prices = [("provider-a", "1.00"), ("provider-b", "1.50")];
     let Some((env, hub)) = federation_with_providers(spec, &prices).await else {
         return;
@@ -34,18 +37,13 @@ async fn a_gang_its_provider_cannot_start_runs_elsewhere_after_its_start_timeout
     let operator = Operator::start(hub.clone(), "op-1");
     opsupport::providers_ready(&hub, 2).await;
     let member_a = env.member_client("provider-a").await.expect("member client");
-    let member_b = env.member_client("provider-b").await.expect("member client");
-    let label = serde_json::json!({"metadata": {"labels": {"example.com/disk": "nvme"}}});
-    Api::<Node>::all(member_b)
-        .patch("b-a100-0", &PatchParams::default(), &Patch::Merge(&label))
-        .await
-        .expect("node labelled");
 
     let ns = common::namespace(&hub, "team").await;
     let mut job = prio_job("train", 1, 100, false, 600);
     job["spec"]["startTimeout"] = "20s".into();
     job["spec"]["failurePolicy"]["maxAttempts"] = 2.into();
-    job["spec"]["template"]["spec"]["nodeSelector"] = serde_json::json!({"example.com/disk": "nvme"});
+    job["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        serde_json::json!({"requests": {"cpu": "100"}});
     submit(&hub, &ns, &job).await;
     let on = |j: &gpufed_api::ComputeJob, provider: &str| {
         j.status
@@ -83,7 +81,7 @@ async fn a_gang_its_provider_cannot_start_runs_elsewhere_after_its_start_timeout
     assert!(
         a.message.contains("0 of 1 workers running")
             && a.message.contains("worker 0: Unschedulable")
-            && a.message.contains("didn't match Pod's node affinity"),
+            && a.message.contains("Insufficient cpu"),
         "the record says what the worker waited for: {}",
         a.message
     );

@@ -233,9 +233,22 @@ fn fit(
         &[Arc::new(as_rebuilt(p, fleet))],
         fleet,
     );
+    // The inventory summary carries no node labels: the node selector is left to the
+    // operator's own round (the job's `Placed` condition), and said so.
+    let mut selector = BTreeMap::new();
     for j in &mut snap.jobs {
         j.avoid = avoid.keys().cloned().collect();
+        selector = std::mem::take(&mut j.node_selector);
     }
+    let unchecked = if selector.is_empty() {
+        String::new()
+    } else {
+        let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            ", if a node of it is labelled {} (not checked here: see the job's Placed condition)",
+            pairs.join(",")
+        )
+    };
     match pl::place(&snap, &pl::Config::default()) {
         Err(e) => no(format!("the placement engine refused the snapshot: {e}")),
         Ok(d) => match (d.placements.first(), d.unplaced.first()) {
@@ -243,7 +256,7 @@ fn fit(
                 provider: provider.clone(),
                 fits: true,
                 reason: format!(
-                    "fits now: {} × {} {} at {} per GPU-hour",
+                    "fits now: {} × {} {} at {} per GPU-hour{unchecked}",
                     job.spec.workers,
                     job.spec.gpus_per_worker,
                     placed.model,

@@ -480,3 +480,21 @@ fn a_providers_tenant_policy_is_named_with_the_namespace() {
         "{why}"
     );
 }
+
+#[test]
+fn a_node_selector_is_left_to_the_operator_and_said_so() {
+    let mut j = queued();
+    j.spec.template.spec.rest.insert(
+        "nodeSelector".into(),
+        json!({"example.com/network": "infiniband"}),
+    );
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))], NOW);
+    let (name, fits, reason) = reasons(&r)[0];
+    assert_eq!((name, fits), ("a", true), "{reason}");
+    assert!(
+        reason.ends_with(
+            ", if a node of it is labelled example.com/network=infiniband (not checked here: see the job's Placed condition)"
+        ),
+        "{reason}"
+    );
+}

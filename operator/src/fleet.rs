@@ -43,6 +43,30 @@ pub struct GpuNode {
     /// an older agent's report: nothing to judge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<gpufed_api::tolerations::NodeTaint>,
+    /// The node's labels that jobs may select on (`nodeSelector` in their pod template):
+    /// the well-known ones ([`SELECTABLE_LABELS`]) and the provider's
+    /// `spec.exposedNodeLabels`; no other label leaves the member.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Node labels every provider exposes for jobs' node selectors: set by Kubernetes itself
+/// on every node, they say nothing a provider would keep to itself.
+pub const SELECTABLE_LABELS: [&str; 5] = [
+    "kubernetes.io/arch",
+    "kubernetes.io/os",
+    "node.kubernetes.io/instance-type",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+];
+
+/// The labels of `labels` a job may select on: [`SELECTABLE_LABELS`] and `exposed`.
+pub fn selectable(labels: &BTreeMap<String, String>, exposed: &[String]) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| SELECTABLE_LABELS.contains(&k.as_str()) || exposed.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl GpuNode {

@@ -135,18 +135,6 @@ pub fn snapshot_checked(
         .flat_map(|v| v.nodes.iter().map(|n| n.model.clone()))
         .collect();
     let mut snap = pl::Snapshot::default();
-    let mut findings = Vec::new();
-    for p in providers.iter().filter(|p| provider_ok(p)) {
-        let name = p.name_any();
-        let Some(view) = fleet.get(&name) else {
-            continue;
-        };
-        let build = |view: &MemberView| provider_snapshot(p, view, &live, &live_keys);
-        if let Some(mut part) = sanitize::part(&name, view, build, &mut findings) {
-            snap.providers.append(&mut part.providers);
-            snap.running.append(&mut part.running);
-        }
-    }
     // A job whose victims are still being evicted waits for them: placed now, it would not
     // fit (their GPUs are still busy) and would evict more work for the same room.
     let waiting = awaiting_evictions(&live);
@@ -155,6 +143,25 @@ pub fn snapshot_checked(
         .filter(|j| is_queued(j) && !waiting.contains(job_id(j).as_str()))
         .map(|j| job_snapshot(j, &all_models))
         .collect();
+    // Nodes carry only the labels some queued job selects on: the engine pools nodes by
+    // their labels, and labels no job asks about would split pools for nothing.
+    let selected: std::collections::BTreeSet<&str> = snap
+        .jobs
+        .iter()
+        .flat_map(|j| j.node_selector.keys().map(String::as_str))
+        .collect();
+    let mut findings = Vec::new();
+    for p in providers.iter().filter(|p| provider_ok(p)) {
+        let name = p.name_any();
+        let Some(view) = fleet.get(&name) else {
+            continue;
+        };
+        let build = |view: &MemberView| provider_snapshot(p, view, &live, &live_keys, &selected);
+        if let Some(mut part) = sanitize::part(&name, view, build, &mut findings) {
+            snap.providers.append(&mut part.providers);
+            snap.running.append(&mut part.running);
+        }
+    }
     (snap, findings)
 }
 
@@ -213,6 +220,7 @@ fn provider_snapshot(
     view: &MemberView,
     live: &[&ComputeJob],
     live_keys: &std::collections::BTreeSet<String>,
+    selected: &std::collections::BTreeSet<&str>,
 ) -> (pl::Provider, Vec<pl::RunningAllocation>) {
     let name = p.name_any();
     let status = p.status.as_ref();
@@ -319,6 +327,12 @@ fn provider_snapshot(
         );
         node.free = (0..free).collect();
         node.verified = verified_nodes.contains(n.name.as_str());
+        node.labels = n
+            .labels
+            .iter()
+            .filter(|(k, _)| selected.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         sizes.insert(n.name.clone(), gpus);
         nodes.push(node);
     }
@@ -408,9 +422,21 @@ fn job_snapshot(job: &ComputeJob, all_models: &[String]) -> pl::Job {
         preferred: spec.placement.preferred_providers.clone(),
         min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
         verified_only: spec.placement.verified_only,
+        node_selector: node_selector(spec),
         spread: spec.placement.spread.as_ref().map(spread_snapshot),
         preempt: spec.placement.preempt_lower_priority,
     }
+}
+
+/// The pod template's `nodeSelector` (empty when unset; one that is not a map of strings
+/// is refused with the template, [`crate::job::build::template_error`]).
+fn node_selector(spec: &gpufed_api::ComputeJobSpec) -> BTreeMap<String, String> {
+    spec.template
+        .spec
+        .rest
+        .get("nodeSelector")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// A job's spread. The group stays the bare name: the engine scopes it by the job's

@@ -23,6 +23,8 @@ use crate::mapping;
 pub const DISRUPTION_BUDGET: &str = "DisruptionBudget";
 /// The `Placed` reason of a job that most providers keep out by their tenant policy.
 pub const TENANT_NOT_ADMITTED: &str = "TenantNotAdmitted";
+/// The `Placed` reason of a job whose node selector most providers' nodes do not satisfy.
+pub const NODE_SELECTOR_UNMATCHED: &str = "NodeSelectorUnmatched";
 
 /// Runs rounds when triggered or every `interval`, while this replica leads.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
@@ -266,6 +268,7 @@ pub async fn round(
             (pl::Explanation::Quota(_), _) => crate::quota::plan::QUOTA_EXCEEDED,
             (_, Some(pl::Reason::Protected { .. })) => DISRUPTION_BUDGET,
             (_, Some(pl::Reason::TenantNotAdmitted)) => TENANT_NOT_ADMITTED,
+            (_, Some(pl::Reason::NodeSelector { .. })) => NODE_SELECTOR_UNMATCHED,
             _ => "NoProviderFits",
         };
         let current = job

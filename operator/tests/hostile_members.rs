@@ -180,6 +180,7 @@ fn agent_report() -> impl Strategy<Value = MemberView> {
             allocatable,
             ready,
             taints: Vec::new(),
+            labels: Default::default(),
         });
     let pod = (name, count()).prop_map(|(node, gpus)| GpuPod {
         node,
@@ -238,7 +239,7 @@ proptest! {
         let honest = MemberView {
             nodes: vec![GpuNode {
                 name: "h1".into(), model: "H100".into(), memory_mib: 81920, compute: (9, 0),
-                nvlink_domain: None, allocatable: 8, ready: true, taints: Vec::new(),
+                nvlink_domain: None, allocatable: 8, ready: true, taints: Vec::new(), labels: Default::default(),
             }],
             ..MemberView::default()
         };
@@ -253,7 +254,7 @@ proptest! {
     #[test]
     fn garbage_nodes_never_panic_nor_invent_gpus(v in node()) {
         let Ok(node) = serde_json::from_value::<Node>(v) else { return Ok(()) };
-        if let Some(g) = gpu_node(&node, RESOURCE) {
+        if let Some(g) = gpu_node(&node, RESOURCE, &[]) {
             let declared = node.status.as_ref()
                 .and_then(|s| s.allocatable.as_ref())
                 .and_then(|a| a.get(RESOURCE))

@@ -89,6 +89,27 @@ fn main() {
         "ratio with/without tenant policies: {:.2}x decisions/s (incl. build)",
         policed_rate / ours_total_rate
     );
+    // The same round with node selectors: every node in one of three zones, and every
+    // tenth job selecting one zone, so the nodes pool by zone and those jobs filter on it.
+    let mut zoned = snap.clone();
+    for (i, n) in zoned
+        .providers
+        .iter_mut()
+        .flat_map(|p| p.nodes.iter_mut())
+        .enumerate()
+    {
+        n.labels
+            .insert("topology.kubernetes.io/zone".into(), format!("z{}", i % 3));
+    }
+    for (i, j) in zoned.jobs.iter_mut().enumerate().step_by(10) {
+        j.node_selector
+            .insert("topology.kubernetes.io/zone".into(), format!("z{}", i % 3));
+    }
+    let zoned_rate = ours(&zoned, &cfg, "ours with node selectors");
+    println!(
+        "ratio with/without node selectors: {:.2}x decisions/s (incl. build)",
+        zoned_rate / ours_total_rate
+    );
     if std::env::var("PLACEMENT_BENCH_BASELINE").is_ok_and(|v| v == "0") {
         return;
     }

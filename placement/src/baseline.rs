@@ -53,6 +53,7 @@ fn node_ok(job: &Job, n: &Node, price: Option<Micros>) -> bool {
         && n.compute >= job.min_compute
         && (job.interconnect == Interconnect::Any || n.nvlink_domain.is_some())
         && n.gpus >= job.gpus_per_worker
+        && job.node_selector.iter().all(|(k, v)| n.labels.get(k) == Some(v))
 }
 
 /// Picks nodes for `job` among `cands` (node indices, in preference order) of one

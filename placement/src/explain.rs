@@ -47,6 +47,11 @@ pub enum Reason {
     },
     /// No suitable GPU with NVLink.
     NoNvlink,
+    /// No suitable node carries the labels of the job's node selector.
+    NodeSelector {
+        /// The selector, `key=value` pairs joined with `,`.
+        selector: String,
+    },
     /// The market price of every suitable GPU is above the ceiling.
     Price {
         /// The job's ceiling.
@@ -113,6 +118,7 @@ impl fmt::Display for Reason {
             Reason::Vram { min_mib } => write!(f, "lack {} VRAM", vram(*min_mib)),
             Reason::Compute { min } => write!(f, "lack compute capability {min}"),
             Reason::NoNvlink => write!(f, "lack NVLink"),
+            Reason::NodeSelector { selector } => write!(f, "lack a suitable node labelled {selector}"),
             Reason::Price { max } => write!(f, "above max price {}", format_micros(*max)),
             Reason::NodeTooSmall { gpus_per_worker } => {
                 write!(f, "lack a node with {gpus_per_worker} suitable GPUs")

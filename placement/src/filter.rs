@@ -26,6 +26,8 @@ pub(crate) struct JobSt {
     pub max_price: Micros,
     pub min_reputation: f64,
     pub verified_only: bool,
+    /// Labels every node must carry (sorted pairs; empty: any node).
+    pub node_selector: Vec<(String, String)>,
 }
 
 fn bit(set: &[u64], i: u32) -> bool {
@@ -104,7 +106,20 @@ impl JobSt {
             max_price: job.max_price.unwrap_or(Micros::MAX),
             min_reputation: job.min_reputation,
             verified_only: job.verified_only,
+            node_selector: job
+                .node_selector
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
+    }
+
+    /// Whether a pool's labels satisfy the job's node selector.
+    #[inline]
+    pub fn labels_ok(&self, pool: &Pool) -> bool {
+        self.node_selector
+            .iter()
+            .all(|(k, v)| pool.labels.get(k) == Some(v))
     }
 
     /// Provider-level filters (lists, region, health, verification, reputation).
@@ -125,7 +140,7 @@ impl JobSt {
             && self.admitted.as_ref().is_none_or(|s| bit(s, g.provider))
     }
 
-    /// Pool-level filters (verified nodes, VRAM, capability, NVLink, node size).
+    /// Pool-level filters (verified nodes, VRAM, capability, NVLink, node size, labels).
     #[inline]
     pub fn pool_ok(&self, pool: &Pool) -> bool {
         (pool.verified || !self.verified_only)
@@ -133,6 +148,7 @@ impl JobSt {
             && pool.compute >= self.min_compute
             && (self.interconnect == Interconnect::Any || pool.nvlink)
             && pool.max_node_gpus >= self.g
+            && self.labels_ok(pool)
     }
 
     /// Rank of a provider among the preferred ones, with the list length.
@@ -232,7 +248,11 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
         pools.retain(|&p| keep(&fleet.pools[p as usize]));
         if pools.is_empty() { Err(reason) } else { Ok(()) }
     };
-    let steps: [(&PoolFilter<'_>, Reason); 6] = [
+    let selector = || {
+        let pairs: Vec<String> = js.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.join(",")
+    };
+    let steps: [(&PoolFilter<'_>, Reason); 7] = [
         (&|p: &Pool| p.verified || !js.verified_only, Reason::NotVerified),
         (
             &|p: &Pool| p.vram_mib >= js.min_vram_mib,
@@ -247,6 +267,10 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
         (
             &|p: &Pool| js.interconnect == Interconnect::Any || p.nvlink,
             Reason::NoNvlink,
+        ),
+        (
+            &|p: &Pool| js.labels_ok(p),
+            Reason::NodeSelector { selector: selector() },
         ),
         (
             &|p: &Pool| {

@@ -76,7 +76,8 @@ pub(crate) struct Group {
     pub pools: Range<u32>,
 }
 
-/// Nodes of one group with identical VRAM, capability, NVLink presence and verification.
+/// Nodes of one group with identical VRAM, capability, NVLink presence, verification and
+/// selectable labels.
 #[derive(Debug)]
 pub(crate) struct Pool {
     pub group: u32,
@@ -85,6 +86,8 @@ pub(crate) struct Pool {
     pub nvlink: bool,
     /// Its nodes' GPUs all passed verification.
     pub verified: bool,
+    /// Its nodes' selectable labels (all the same).
+    pub labels: BTreeMap<String, String>,
     pub max_node_gpus: u8,
     /// Offset of this pool's bucket sizes in [`Fleet::counts`] (`max_node_gpus + 1` of them).
     pub counts_at: u32,
@@ -168,8 +171,8 @@ impl Fleet {
             let prov_idx = idx(fleet.providers.len());
             let groups_start = idx(fleet.groups.len());
             // model → pool key → node indices (into p.nodes)
-            type PoolKey = (u32, ComputeCapability, bool, bool);
-            let mut by_model: BTreeMap<u16, BTreeMap<PoolKey, Vec<usize>>> = BTreeMap::new();
+            type PoolKey<'n> = (u32, ComputeCapability, bool, bool, &'n BTreeMap<String, String>);
+            let mut by_model: BTreeMap<u16, BTreeMap<PoolKey<'_>, Vec<usize>>> = BTreeMap::new();
             // Nodes by name: pools come out sorted, duplicates sit side by side.
             let mut by_name: Vec<usize> = (0..p.nodes.len()).collect();
             by_name.sort_unstable_by(|&a, &b| p.nodes[a].name.cmp(&p.nodes[b].name));
@@ -199,7 +202,13 @@ impl Fleet {
                 by_model
                     .entry(model)
                     .or_default()
-                    .entry((n.vram_mib, n.compute, n.nvlink_domain.is_some(), n.verified))
+                    .entry((
+                        n.vram_mib,
+                        n.compute,
+                        n.nvlink_domain.is_some(),
+                        n.verified,
+                        &n.labels,
+                    ))
                     .or_default()
                     .push(ni);
             }
@@ -211,7 +220,7 @@ impl Fleet {
                 }
                 let pools_start = idx(fleet.pools.len());
                 let (mut total, mut busy) = (0u32, 0u32);
-                for ((vram_mib, compute, nvlink, verified), members) in pools {
+                for ((vram_mib, compute, nvlink, verified, labels), members) in pools {
                     let pool_idx = idx(fleet.pools.len());
                     let max_node_gpus = members.iter().map(|&m| p.nodes[m].gpus).max().unwrap_or(0);
                     let mut pool = Pool {
@@ -220,6 +229,7 @@ impl Fleet {
                         compute,
                         nvlink,
                         verified,
+                        labels: labels.clone(),
                         max_node_gpus,
                         counts_at: idx(fleet.counts.len()),
                         buckets: vec![Vec::new(); usize::from(max_node_gpus) + 1],

@@ -59,6 +59,9 @@ pub struct Node {
     /// such nodes of verified providers: one verified card must not vouch for its
     /// provider's others.
     pub verified: bool,
+    /// The node's labels that jobs may select on ([`Job::node_selector`]); only these
+    /// keys are known (empty: none).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Node {
@@ -80,6 +83,7 @@ impl Node {
             gpus,
             free: (0..gpus).collect(),
             verified: true,
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -178,6 +182,9 @@ pub struct Job {
     pub min_reputation: f64,
     /// Only verified providers.
     pub verified_only: bool,
+    /// Labels every node of the job must carry with these values, as a pod's
+    /// `nodeSelector` (empty: any node).
+    pub node_selector: BTreeMap<String, String>,
     /// Prefer domains with the fewest jobs of this group (running or placed earlier in
     /// the round); a preference only, never a reason to stay unplaced.
     pub spread: Option<Spread>,

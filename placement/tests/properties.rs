@@ -36,6 +36,10 @@ fn arb_node(i: usize) -> impl Strategy<Value = (Node, Vec<(u8, i32)>)> {
             );
             node.free = (0..gpus).filter(|g| free_bits & (1 << g) != 0).collect();
             node.verified = verified;
+            // Every third node on fast disks, for the jobs that select them.
+            if i.is_multiple_of(3) {
+                node.labels.insert("disk".into(), "nvme".into());
+            }
             let busy: Vec<(u8, i32)> = (0..gpus)
                 .filter(|g| free_bits & (1 << g) == 0)
                 .map(|g| (g, prio))
@@ -162,6 +166,12 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
                 preferred: vec![format!("p{}", i % 4)],
                 min_reputation: f64::from(rep) / 20.0,
                 verified_only,
+                // Now and then a node selector; the checker holds every worker to it.
+                node_selector: if i % 6 == 3 {
+                    std::collections::BTreeMap::from([("disk".into(), "nvme".into())])
+                } else {
+                    std::collections::BTreeMap::new()
+                },
                 // Spread groups must never break a hard rule nor determinism.
                 spread: (i % 3 != 2).then(|| Spread {
                     group: format!("svc{}", i % 2),

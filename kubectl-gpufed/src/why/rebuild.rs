@@ -67,6 +67,7 @@ pub fn member_view(inv: &Inventory) -> MemberView {
                 allocatable: gpus,
                 ready: true,
                 taints: Vec::new(),
+                labels: Default::default(),
             });
             (left, used) = (left - gpus, used - busy);
         }

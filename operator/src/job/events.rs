@@ -33,7 +33,12 @@ pub fn note(warning: bool, reason: &str, action: &'static str, message: String) 
 }
 
 /// Placement reasons that need someone's attention (the others mean "waiting its turn").
-const PLACEMENT_WARNINGS: [&str; 3] = ["NoProviderFits", "EscrowShortfall", "TenantNotAdmitted"];
+const PLACEMENT_WARNINGS: [&str; 4] = [
+    "NoProviderFits",
+    "EscrowShortfall",
+    "TenantNotAdmitted",
+    "NodeSelectorUnmatched",
+];
 
 /// The Events for the step from `before` to `after`, in the order they happened.
 pub fn transitions(before: Option<&ComputeJobStatus>, after: &ComputeJobStatus) -> Vec<Note> {

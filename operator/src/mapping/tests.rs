@@ -62,6 +62,7 @@ fn view() -> MemberView {
         allocatable: 8,
         ready: true,
         taints: Vec::new(),
+        labels: Default::default(),
     };
     MemberView {
         nodes: vec![node("h1", "NVIDIA-H100"), node("g1", "NVIDIA-GeForce-RTX-4090")],

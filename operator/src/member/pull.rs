@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub resource_name: String,
     /// The provider's node selector.
     pub node_selector: BTreeMap<String, String>,
+    /// The provider's `spec.exposedNodeLabels`.
+    pub exposed_node_labels: Vec<String>,
     /// How often to report, in seconds.
     pub interval_seconds: u64,
 }
@@ -67,6 +69,10 @@ impl AgentConfig {
                 serde_json::to_string(&self.node_selector).unwrap_or_default(),
             ),
             ("intervalSeconds".to_owned(), self.interval_seconds.to_string()),
+            (
+                "exposedNodeLabels".to_owned(),
+                serde_json::to_string(&self.exposed_node_labels).unwrap_or_default(),
+            ),
         ])
     }
 
@@ -83,6 +89,12 @@ impl AgentConfig {
             interval_seconds: get("intervalSeconds")?
                 .parse()
                 .map_err(|e| format!("{AGENT_CONFIGMAP}: intervalSeconds: {e}"))?,
+            // Absent from an older hub's config: nothing exposed beyond the well-known.
+            exposed_node_labels: match data.get("exposedNodeLabels") {
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| format!("{AGENT_CONFIGMAP}: exposedNodeLabels: {e}"))?,
+                None => Vec::new(),
+            },
         })
     }
 }

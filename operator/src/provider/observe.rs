@@ -20,15 +20,22 @@ use crate::job::names;
 /// Lists the member's GPU nodes (matching the provider's node selector) and the
 /// non-terminal pods that request its GPU resource.
 pub async fn probe(client: Client, provider: &GpuProvider) -> Result<MemberView, kube::Error> {
-    probe_with(client, &provider.spec.resource_name, &provider.spec.node_selector).await
+    probe_with(
+        client,
+        &provider.spec.resource_name,
+        &provider.spec.node_selector,
+        &provider.spec.exposed_node_labels,
+    )
+    .await
 }
 
-/// [`probe`] from the two facts of the provider's spec it needs (a pull-mode agent
-/// cannot read its GpuProvider; the hub tells it these).
+/// [`probe`] from the facts of the provider's spec it needs (a pull-mode agent cannot
+/// read its GpuProvider; the hub tells it these).
 pub async fn probe_with(
     client: Client,
     resource: &str,
     node_selector: &BTreeMap<String, String>,
+    exposed_labels: &[String],
 ) -> Result<MemberView, kube::Error> {
     let selector: Vec<String> = node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
     // Served from the API server's watch cache (resourceVersion 0), not a quorum read of
@@ -46,7 +53,11 @@ pub async fn probe_with(
                 .match_any(),
         )
         .await?;
-    let gpu_nodes: Vec<GpuNode> = nodes.items.iter().filter_map(|n| gpu_node(n, resource)).collect();
+    let gpu_nodes: Vec<GpuNode> = nodes
+        .items
+        .iter()
+        .filter_map(|n| gpu_node(n, resource, exposed_labels))
+        .collect();
     let reports = nodes
         .items
         .iter()
@@ -68,8 +79,10 @@ pub async fn probe_with(
     })
 }
 
-/// A node's GPU facts, or `None` when it offers no GPUs under `resource`.
-pub fn gpu_node(node: &Node, resource: &str) -> Option<GpuNode> {
+/// A node's GPU facts, or `None` when it offers no GPUs under `resource`. Of its labels,
+/// only those jobs may select on ([`crate::fleet::selectable`]: the well-known ones and
+/// `exposed_labels`) are kept.
+pub fn gpu_node(node: &Node, resource: &str, exposed_labels: &[String]) -> Option<GpuNode> {
     let status = node.status.as_ref()?;
     let allocatable = quantity(status.allocatable.as_ref()?.get(resource)?.0.as_str())?;
     if allocatable == 0 {
@@ -101,6 +114,7 @@ pub fn gpu_node(node: &Node, resource: &str) -> Option<GpuNode> {
         allocatable: u32::try_from(allocatable).unwrap_or(u32::MAX),
         ready,
         taints: hard_taints(node),
+        labels: crate::fleet::selectable(&labels, exposed_labels),
     })
 }
 
@@ -162,9 +176,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_gpu_node_keeps_its_hard_taints_sorted_and_without_duplicates() {
+    fn a_gpu_node_keeps_its_hard_taints_and_its_selectable_labels() {
         let node: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "n1"},
+            "metadata": {"name": "n1", "labels": {"kubernetes.io/arch": "amd64", "example.com/disk": "nvme",
+                                                  "example.com/secret-rack": "r7"}},
             "spec": {"taints": [
                 {"key": "z", "effect": "NoExecute"},
                 {"key": "spot", "value": "true", "effect": "PreferNoSchedule"},
@@ -175,12 +190,25 @@ mod tests {
                        "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .expect("node");
-        let g = gpu_node(&node, "gpufed.io/gpu").expect("a GPU node");
+        let g = gpu_node(&node, "gpufed.io/gpu", &[]).expect("a GPU node");
         let taints: Vec<String> = g.taints.iter().map(ToString::to_string).collect();
         assert_eq!(taints, ["a=1:NoSchedule", "z:NoExecute"]);
         assert!(
             g.ready,
             "a taint is judged by the provider's tolerations, not here"
+        );
+        let keys: Vec<&str> = g.labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["kubernetes.io/arch"],
+            "only the well-known labels by default"
+        );
+        let g = gpu_node(&node, "gpufed.io/gpu", &["example.com/disk".to_owned()]).expect("a GPU node");
+        let keys: Vec<&str> = g.labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["example.com/disk", "kubernetes.io/arch"],
+            "and those the provider exposes"
         );
     }
 }

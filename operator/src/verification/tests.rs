@@ -78,6 +78,7 @@ fn view(report: Option<String>, challenges: &BTreeMap<String, ChallengeRequest>)
             allocatable: 2,
             ready: true,
             taints: Vec::new(),
+            labels: Default::default(),
         }],
         reports: report.into_iter().map(|r| ("n1".to_owned(), r)).collect(),
         challenges: challenges

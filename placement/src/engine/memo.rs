@@ -26,6 +26,7 @@ pub(super) struct Shape {
     max_price: Micros,
     min_reputation: u64,
     verified_only: bool,
+    node_selector: Vec<(String, String)>,
     /// Only for a job that may preempt: its priority, and its namespace where only its
     /// own namespace's work may be evicted — together they decide what it may evict.
     victims: Option<(i32, Option<u32>)>,
@@ -44,6 +45,7 @@ impl Shape {
             max_price: js.max_price,
             min_reputation: js.min_reputation.to_bits(),
             verified_only: js.verified_only,
+            node_selector: js.node_selector.clone(),
             victims,
         }
     }

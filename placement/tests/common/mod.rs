@@ -146,7 +146,11 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
                 && (job.models.is_empty() || job.models.contains(&node.model))
                 && node.vram_mib >= job.min_vram_mib
                 && node.compute >= job.min_compute
-                && (job.interconnect == Interconnect::Any || node.nvlink_domain.is_some());
+                && (job.interconnect == Interconnect::Any || node.nvlink_domain.is_some())
+                && job
+                    .node_selector
+                    .iter()
+                    .all(|(k, v)| node.labels.get(k) == Some(v));
             if !ok_node {
                 return Err(format!("{} on node {} that fails its filters", pl.job, node.name));
             }

@@ -48,6 +48,7 @@ fn node(name: &str, allocatable: u32) -> GpuNode {
         allocatable,
         ready: true,
         taints: Vec::new(),
+        labels: Default::default(),
     }
 }
 

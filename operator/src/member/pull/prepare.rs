@@ -87,6 +87,7 @@ pub async fn ensure(hub: &Client, provider: &GpuProvider, interval_seconds: u64)
     let config = AgentConfig {
         resource_name: provider.spec.resource_name.clone(),
         node_selector: provider.spec.node_selector.clone(),
+        exposed_node_labels: provider.spec.exposed_node_labels.clone(),
         interval_seconds,
     };
     apply(

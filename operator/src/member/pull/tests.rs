@@ -11,8 +11,14 @@ fn agent_config_round_trips_and_names_bad_keys() {
         resource_name: "gpufed.io/gpu".into(),
         node_selector: BTreeMap::from([("pool".into(), "a".into())]),
         interval_seconds: 7,
+        exposed_node_labels: vec!["example.com/network".into()],
     };
     assert_eq!(AgentConfig::from_data(&cfg.to_data()), Ok(cfg.clone()));
+    // An older hub's config has no exposed labels: none beyond the well-known.
+    let mut old = cfg.to_data();
+    old.remove("exposedNodeLabels");
+    let read = AgentConfig::from_data(&old).expect("an older hub's config reads");
+    assert!(read.exposed_node_labels.is_empty());
     let mut data = cfg.to_data();
     data.insert("intervalSeconds".into(), "soon".into());
     assert!(

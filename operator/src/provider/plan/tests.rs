@@ -26,6 +26,7 @@ fn view() -> MemberView {
         allocatable: 8,
         ready: true,
         taints: Vec::new(),
+        labels: Default::default(),
     };
     MemberView {
         nodes: vec![node("n1", Some("d1")), node("n2", None)],
@@ -109,6 +110,7 @@ fn gpu_node(name: &str, allocatable: u32) -> GpuNode {
         allocatable,
         ready: true,
         taints: Vec::new(),
+        labels: Default::default(),
     }
 }
 

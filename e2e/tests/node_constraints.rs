@@ -1,9 +1,15 @@
-//! Tainted GPU nodes, on real API servers and the real scheduler (GPU nodes SIMULATED):
-//! provider-a keeps its only GPU node apart with a dedicated-pool taint and the GPU
+//! What a member's scheduler asks of a node beyond free GPUs, on real API servers and the
+//! real scheduler (GPU nodes SIMULATED).
+//!
+//! Taints: provider-a keeps its only GPU node apart with a dedicated-pool taint and the GPU
 //! resource's own taint. Until `spec.workerTolerations` tolerates the first, provider-a
 //! offers no GPUs (`Ready=False UntoleratedTaints`, naming node and taint) and jobs run
 //! on the dearer provider-b or wait; once it does, the next job is placed on provider-a
 //! and its worker, carrying both tolerations, is bound there by the member's scheduler.
+//!
+//! Node selectors: a job whose template selects `example.com/network=infiniband` waits,
+//! told which label no offered node carries, until the providers expose that label
+//! (`spec.exposedNodeLabels`); then it runs on the dearer provider whose node has it.
 
 mod common;
 mod opsupport;
@@ -36,6 +42,11 @@ async fn ready_reason(hub: &kube::Client, name: &str, reason: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+fn placed_condition(j: &gpufed_api::ComputeJob) -> Option<(String, String)> {
+    let c = gpufed_api::conditions::find(&j.status.as_ref()?.conditions, "Placed")?;
+    Some((c.reason.clone(), c.message.clone()))
 }
 
 fn provider_of(j: &gpufed_api::ComputeJob) -> Option<String> {
@@ -130,6 +141,90 @@ async fn a_tainted_node_is_offered_only_once_the_workers_tolerate_its_taints() {
     assert!(
         keys.contains(&"example.com/dedicated") && keys.contains(&gpufed_api::DEFAULT_GPU_RESOURCE),
         "the worker tolerates both taints: {keys:?}"
+    );
+    drop(operator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_selecting_node_labels_runs_only_where_an_exposed_label_matches() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("labels")
+        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
+        .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 1)]);
+    let prices = [("provider-a", "1.00"), ("provider-b", "1.50")];
+    let Some((env, hub)) = federation_with_providers(spec, &prices).await else {
+        return;
+    };
+    let operator = Operator::start(hub.clone(), "op-1");
+    opsupport::providers_ready(&hub, 2).await;
+    for (member, node, network) in [
+        ("provider-a", "a-a100-0", "ethernet"),
+        ("provider-b", "b-a100-0", "infiniband"),
+    ] {
+        let client = env.member_client(member).await.expect("member client");
+        let label = serde_json::json!({"metadata": {"labels": {"example.com/network": network}}});
+        Api::<Node>::all(client)
+            .patch(node, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .expect("node labelled");
+    }
+
+    // No provider exposes the label yet: the job waits, told which label is missing.
+    let ns = common::namespace(&hub, "team").await;
+    let mut job = prio_job("ib", 4, 100, false, 600);
+    job["spec"]["template"]["spec"]["nodeSelector"] =
+        serde_json::json!({"example.com/network": "infiniband"});
+    submit(&hub, &ns, &job).await;
+    let waiting = job_until(
+        &hub,
+        &ns,
+        "ib",
+        "ib waits for a node with its label",
+        MINUTE,
+        |j| {
+            placed_condition(j).is_some_and(|(r, m)| {
+                r == "NodeSelectorUnmatched"
+                    && m.contains("lack a suitable node labelled example.com/network=infiniband")
+            })
+        },
+    )
+    .await;
+    assert_eq!(provider_of(&waiting), None);
+    println!("LABELS waiting: {:?}", placed_condition(&waiting));
+
+    let expose = serde_json::json!({"spec": {"exposedNodeLabels": ["example.com/network"]}});
+    for provider in ["provider-a", "provider-b"] {
+        Api::<GpuProvider>::all(hub.clone())
+            .patch(provider, &PatchParams::default(), &Patch::Merge(&expose))
+            .await
+            .expect("label exposed");
+    }
+    let running = job_until(
+        &hub,
+        &ns,
+        "ib",
+        "ib running on the InfiniBand node",
+        MINUTE,
+        |j| phase(j) == "Running",
+    )
+    .await;
+    assert_eq!(
+        provider_of(&running).as_deref(),
+        Some("provider-b"),
+        "the cheaper provider lacks the label"
+    );
+    let member_b = env.member_client("provider-b").await.expect("member client");
+    let uid = running.metadata.uid.clone().expect("uid");
+    let pods = member_pods(&member_b, &uid).await;
+    let spec = pods
+        .first()
+        .and_then(|p| p.spec.as_ref())
+        .expect("the worker pod");
+    assert_eq!(
+        spec.node_name.as_deref(),
+        Some("b-a100-0"),
+        "bound by the member's scheduler"
     );
     drop(operator);
 }
