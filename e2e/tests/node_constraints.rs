@@ -17,12 +17,11 @@ mod opsupport;
 use std::time::Duration;
 
 use gpufed_api::GpuProvider;
-use gpufed_e2e::{FederationSpec, GpuPool};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use opsupport::budgets::{prio_job, provider_ready};
-use opsupport::{Operator, federation_with_providers, job_until, member_pods, phase, submit};
+use opsupport::{cheap_and_dear, job_until, member_pods, phase, submit};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -57,15 +56,9 @@ fn provider_of(j: &gpufed_api::ComputeJob) -> Option<String> {
 async fn a_tainted_node_is_offered_only_once_the_workers_tolerate_its_taints() {
     common::init_tracing();
     let _serial = common::SERIAL.lock().await;
-    let spec = FederationSpec::new("taints")
-        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
-        .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 1)]);
-    let prices = [("provider-a", "1.00"), ("provider-b", "1.50")];
-    let Some((env, hub)) = federation_with_providers(spec, &prices).await else {
+    let Some((env, hub, operator)) = cheap_and_dear("taints", |b| b).await else {
         return;
     };
-    let operator = Operator::start(hub.clone(), "op-1");
-    opsupport::providers_ready(&hub, 2).await;
     let member_a = env.member_client("provider-a").await.expect("member client");
     let taints = serde_json::json!({"spec": {"taints": [
         {"key": "example.com/dedicated", "value": "gpufed", "effect": "NoSchedule"},
@@ -149,15 +142,9 @@ async fn a_tainted_node_is_offered_only_once_the_workers_tolerate_its_taints() {
 async fn a_job_selecting_node_labels_runs_only_where_an_exposed_label_matches() {
     common::init_tracing();
     let _serial = common::SERIAL.lock().await;
-    let spec = FederationSpec::new("labels")
-        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
-        .member("provider-b", vec![GpuPool::a100_40gb("b-a100", 1)]);
-    let prices = [("provider-a", "1.00"), ("provider-b", "1.50")];
-    let Some((env, hub)) = federation_with_providers(spec, &prices).await else {
+    let Some((env, hub, operator)) = cheap_and_dear("labels", |b| b).await else {
         return;
     };
-    let operator = Operator::start(hub.clone(), "op-1");
-    opsupport::providers_ready(&hub, 2).await;
     for (member, node, network) in [
         ("provider-a", "a-a100-0", "ethernet"),
         ("provider-b", "b-a100-0", "infiniband"),

@@ -12,9 +12,9 @@ mod opsupport;
 use std::time::Duration;
 
 use gpufed_api::job_status::AttemptOutcome;
-use gpufed_e2e::{FederationSpec, GpuPool};
+use gpufed_e2e::GpuPool;
 use opsupport::budgets::prio_job;
-use opsupport::{Operator, federation_with_providers, job_until, phase, submit};
+use opsupport::{cheap_and_dear, job_until, phase, submit};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -27,15 +27,9 @@ fn big_cpu(mut pool: GpuPool) -> GpuPool {
 async fn a_gang_its_provider_cannot_start_runs_elsewhere_after_its_start_timeout() {
     common::init_tracing();
     let _serial = common::SERIAL.lock().await;
-    let spec = FederationSpec::new("start")
-        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
-        .member("provider-b", vec![big_cpu(GpuPool::a100_40gb("b-a100", 1))]);
-    let prices = [("provider-a", "1.00"), ("provider-b", "1.50")];
-    let Some((env, hub)) = federation_with_providers(spec, &prices).await else {
+    let Some((env, hub, operator)) = cheap_and_dear("start", big_cpu).await else {
         return;
     };
-    let operator = Operator::start(hub.clone(), "op-1");
-    opsupport::providers_ready(&hub, 2).await;
     let member_a = env.member_client("provider-a").await.expect("member client");
 
     let ns = common::namespace(&hub, "team").await;

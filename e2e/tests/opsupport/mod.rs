@@ -387,6 +387,25 @@ pub async fn federation_with_providers(
     Some((env, hub))
 }
 
+/// Federation `name` of two providers of one A100 node (4 GPUs) each — `provider-a` at
+/// 1.00 and the dearer `provider-b` at 1.50 per GPU-hour, its pool edited by `b_pool` —
+/// both Ready, with an operator running; `None` (the skip printed) against an external
+/// cluster.
+pub async fn cheap_and_dear(
+    name: &str,
+    b_pool: impl FnOnce(gpufed_e2e::GpuPool) -> gpufed_e2e::GpuPool,
+) -> Option<(gpufed_e2e::TestEnv, Client, Operator)> {
+    use gpufed_e2e::GpuPool;
+    let spec = gpufed_e2e::FederationSpec::new(name)
+        .member("provider-a", vec![GpuPool::a100_40gb("a-a100", 1)])
+        .member("provider-b", vec![b_pool(GpuPool::a100_40gb("b-a100", 1))]);
+    let prices = [("provider-a", "1.00"), ("provider-b", "1.50")];
+    let (env, hub) = federation_with_providers(spec, &prices).await?;
+    let operator = Operator::start(hub.clone(), "op-1");
+    providers_ready(&hub, 2).await;
+    Some((env, hub, operator))
+}
+
 /// Who holds the operator's leader Lease in the hub, if anyone.
 pub async fn lease_holder(hub: &Client) -> Option<String> {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =

@@ -1,6 +1,7 @@
 use super::*;
 use crate::fleet::{GpuNode, GpuPod};
 use gpufed_api::job_status::{Placement, WorkerPlacement};
+use gpufed_api::serving::{Spread, SpreadDomain};
 
 fn provider(name: &str, ready: bool) -> Arc<GpuProvider> {
     let status = if ready { "True" } else { "False" };
@@ -276,4 +277,34 @@ fn nodes_with_untolerated_taints_are_not_offered_and_their_running_work_stays() 
     )];
     let snap = snapshot(&jobs, &[Arc::new(p)], &fleet);
     assert_eq!(snap.providers[0].nodes.len(), 2);
+}
+
+#[test]
+fn a_templates_node_selector_reaches_the_engine_with_only_the_labels_it_selects() {
+    let mut v = view();
+    for n in &mut v.nodes {
+        n.labels = BTreeMap::from([
+            ("example.com/network".into(), "infiniband".into()),
+            ("topology.kubernetes.io/zone".into(), "z1".into()),
+        ]);
+    }
+    let fleet = BTreeMap::from([("a".to_owned(), v)]);
+    let plain = snapshot(&[job("plain", "Any", None)], &[provider("a", true)], &fleet);
+    assert!(plain.jobs[0].node_selector.is_empty());
+    assert!(
+        plain.providers[0].nodes.iter().all(|n| n.labels.is_empty()),
+        "no job selects: no label splits the pools"
+    );
+    let mut j = (*job("ib", "Any", None)).clone();
+    j.spec.template.spec.rest.insert(
+        "nodeSelector".into(),
+        serde_json::json!({"example.com/network": "infiniband"}),
+    );
+    let snap = snapshot(&[Arc::new(j)], &[provider("a", true)], &fleet);
+    let want = BTreeMap::from([("example.com/network".to_owned(), "infiniband".to_owned())]);
+    assert_eq!(snap.jobs[0].node_selector, want);
+    assert!(
+        snap.providers[0].nodes.iter().all(|n| n.labels == want),
+        "only the selected key"
+    );
 }
