@@ -10,6 +10,11 @@ const LINE_CHARS: usize = 300;
 /// Whether a log line reports an error: klog's `E1205 09:02:10.…` prefix (the Kubernetes
 /// components) or a tracing `ERROR`/`WARN` level (our own processes, colored or not).
 pub fn is_error_line(line: &str) -> bool {
+    is_plain_error_line(&strip_ansi(line))
+}
+
+/// [`is_error_line`] of a line without color codes.
+fn is_plain_error_line(line: &str) -> bool {
     // Said at every start of a controller-manager without a cloud: never the cause.
     if line.contains("no cloud provider provided") {
         return false;
@@ -18,13 +23,17 @@ pub fn is_error_line(line: &str) -> bool {
         && line.starts_with('E')
         && line.as_bytes()[1..5].iter().all(u8::is_ascii_digit)
         && line.as_bytes()[5] == b' ';
-    klog || strip_ansi(line)
+    klog || line
         .split_whitespace()
         .take(3)
         .any(|w| w == "ERROR" || w == "WARN")
 }
 
-fn strip_ansi(line: &str) -> String {
+/// `line` without ANSI color codes; borrowed when it has none (most lines).
+fn strip_ansi(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.contains('\u{1b}') {
+        return std::borrow::Cow::Borrowed(line);
+    }
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
@@ -39,15 +48,17 @@ fn strip_ansi(line: &str) -> String {
             out.push(c);
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
-/// The last `n` error lines of `text`, each cut to [`LINE_CHARS`] characters.
+/// The last `n` error lines of `text`, each without color codes and cut to
+/// [`LINE_CHARS`] characters.
 pub fn last_errors(text: &str, n: usize) -> Vec<String> {
     let mut lines: Vec<String> = text
         .lines()
-        .filter(|l| is_error_line(l))
-        .map(|l| strip_ansi(l).chars().take(LINE_CHARS).collect())
+        .map(strip_ansi)
+        .filter(|l| is_plain_error_line(l))
+        .map(|l| l.chars().take(LINE_CHARS).collect())
         .collect();
     let skip = lines.len().saturating_sub(n);
     lines.drain(..skip);
