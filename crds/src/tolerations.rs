@@ -152,27 +152,19 @@ impl WorkerToleration {
         }
     }
 
-    /// As Kubernetes' `Toleration` object.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut t = serde_json::Map::new();
-        if !self.key.is_empty() {
-            t.insert("key".into(), self.key.clone().into());
-        }
+    /// As Kubernetes' `Toleration`, for a worker pod.
+    pub fn to_k8s(&self) -> k8s_openapi::api::core::v1::Toleration {
         let operator = match self.operator {
             TolerationOperator::Equal => "Equal",
             TolerationOperator::Exists => "Exists",
         };
-        t.insert("operator".into(), operator.into());
-        if !self.value.is_empty() {
-            t.insert("value".into(), self.value.clone().into());
+        k8s_openapi::api::core::v1::Toleration {
+            key: (!self.key.is_empty()).then(|| self.key.clone()),
+            operator: Some(operator.to_owned()),
+            value: (!self.value.is_empty()).then(|| self.value.clone()),
+            effect: self.effect.map(|e| e.as_str().to_owned()),
+            toleration_seconds: self.toleration_seconds,
         }
-        if let Some(e) = self.effect {
-            t.insert("effect".into(), e.as_str().into());
-        }
-        if let Some(s) = self.toleration_seconds {
-            t.insert("tolerationSeconds".into(), s.into());
-        }
-        serde_json::Value::Object(t)
     }
 }
 

@@ -110,11 +110,10 @@ fn a_toleration_becomes_the_kubernetes_object() {
     let mut t = WorkerToleration::exists(NOT_READY, Some(NoExecute));
     t.toleration_seconds = Some(300);
     assert_eq!(
-        t.to_json(),
+        serde_json::to_value(t.to_k8s()).expect("json"),
         serde_json::json!({"key": NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
     );
-    let k8s: k8s_openapi::api::core::v1::Toleration =
-        serde_json::from_value(equal("dedicated", "ml", Some(NoSchedule)).to_json()).expect("a Toleration");
+    let k8s = equal("dedicated", "ml", Some(NoSchedule)).to_k8s();
     assert_eq!(
         (
             k8s.key.as_deref(),

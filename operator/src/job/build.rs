@@ -290,7 +290,7 @@ fn worker_pod(
 pub fn tolerate(objects: &mut MemberObjects, tolerations: &[gpufed_api::tolerations::WorkerToleration]) {
     let ours: Vec<Toleration> = tolerations
         .iter()
-        .filter_map(|t| serde_json::from_value(t.to_json()).ok())
+        .map(gpufed_api::tolerations::WorkerToleration::to_k8s)
         .collect();
     for pod in &mut objects.pods {
         let spec = pod.spec.get_or_insert_with(PodSpec::default);
