@@ -20,6 +20,10 @@ pub enum FormatError {
     /// Not a compute capability like `9.0`.
     #[error("{0:?} is not a compute capability major.minor (e.g. \"9.0\")")]
     ComputeCapability(String),
+    /// Not a non-negative Kubernetes quantity like `500m` or `1.5Gi` (its first 64
+    /// characters).
+    #[error("{0:?} is not a non-negative Kubernetes quantity (e.g. \"500m\", \"1.5Gi\")")]
+    Quantity(String),
 }
 
 /// Parses a decimal token amount (e.g. `2.50`) into base units (2_500_000).
@@ -114,6 +118,12 @@ pub fn parse_memory_mib(s: &str) -> Result<u64, FormatError> {
     let n: u128 = num.parse().map_err(|_| err())?;
     u64::try_from(n.checked_mul(bytes_per_unit).ok_or_else(err)? / MIB).map_err(|_| err())
 }
+
+// Kubernetes resource quantities of any form (`500m`, `1.5Gi`, `1e3`), exact, for the
+// CPU and memory of member nodes and pods; `parse_memory_mib` above reads the spec's
+// GPU memory only.
+mod quantity;
+pub use quantity::{Quantity, Rounding, parse_quantity};
 
 /// Parses a compute capability `major.minor` (e.g. `8.6`).
 pub fn parse_compute_capability(s: &str) -> Result<(u8, u8), FormatError> {

@@ -99,6 +99,7 @@ async fn sim_agent(fed_hub: (String, Vec<u8>), provider: String, bearer: String)
             ready: true,
             taints: Vec::new(),
             labels: Default::default(),
+            resources: None,
         })
         .collect();
     let mut sequence = 0;
@@ -127,6 +128,7 @@ async fn sim_agent(fed_hub: (String, Vec<u8>), provider: String, bearer: String)
                 node: format!("{provider}-n0"),
                 gpus: 1,
                 attempt_key: Some(format!("{}/{}", a.spec.job_uid, a.spec.attempt)),
+                requests: Default::default(),
             })
             .collect();
         sequence += 1;

@@ -10,6 +10,11 @@
 //! Node selectors: a job whose template selects `example.com/network=infiniband` waits,
 //! told which label no offered node carries, until the providers expose that label
 //! (`spec.exposedNodeLabels`); then it runs on the dearer provider whose node has it.
+//!
+//! CPU and memory: both nodes have 64 CPU. A worker asking for 40 runs on the cheaper
+//! provider-a; a second one goes to provider-b although provider-a still has 3 free
+//! GPUs (its node has only 24 CPU left), each bound by its member's scheduler; a worker
+//! asking for 100 CPU, more than any node has, waits (`InsufficientNodeResources`).
 
 mod common;
 mod opsupport;
@@ -21,7 +26,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use opsupport::budgets::{prio_job, provider_ready};
-use opsupport::{cheap_and_dear, job_until, member_pods, phase, submit};
+use opsupport::{cheap_and_dear, events_until, job_until, member_pods, phase, submit};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -212,6 +217,87 @@ async fn a_job_selecting_node_labels_runs_only_where_an_exposed_label_matches() 
         spec.node_name.as_deref(),
         Some("b-a100-0"),
         "bound by the member's scheduler"
+    );
+    drop(operator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enough() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let Some((env, hub, operator)) = cheap_and_dear("cpu", |b| b).await else {
+        return;
+    };
+    let ns = common::namespace(&hub, "team").await;
+    let cpu_job = |name: &str, cpu: &str| {
+        let mut job = prio_job(name, 1, 100, false, 600);
+        job["spec"]["template"]["spec"]["containers"][0]["resources"] =
+            serde_json::json!({"requests": {"cpu": cpu}});
+        job
+    };
+
+    submit(&hub, &ns, &cpu_job("first", "40")).await;
+    let first = job_until(&hub, &ns, "first", "first running", MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await;
+    assert_eq!(
+        provider_of(&first).as_deref(),
+        Some("provider-a"),
+        "the cheaper one"
+    );
+
+    // provider-a's node has 3 free GPUs but only 24 of its 64 CPU.
+    submit(&hub, &ns, &cpu_job("second", "40")).await;
+    let second = job_until(&hub, &ns, "second", "second running", MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await;
+    assert_eq!(
+        provider_of(&second).as_deref(),
+        Some("provider-b"),
+        "provider-a's free GPUs lack the CPU beside them"
+    );
+    for (job, member, node) in [
+        (&first, "provider-a", "a-a100-0"),
+        (&second, "provider-b", "b-a100-0"),
+    ] {
+        let client = env.member_client(member).await.expect("member client");
+        let pods = member_pods(&client, job.metadata.uid.as_deref().expect("uid")).await;
+        let spec = pods
+            .first()
+            .and_then(|p| p.spec.as_ref())
+            .expect("the worker pod");
+        assert_eq!(
+            spec.node_name.as_deref(),
+            Some(node),
+            "bound by {member}'s scheduler"
+        );
+    }
+
+    // No node has 100 CPU: the job waits, told so, instead of burning a start timeout.
+    submit(&hub, &ns, &cpu_job("huge", "100")).await;
+    let waiting = job_until(
+        &hub,
+        &ns,
+        "huge",
+        "huge waits for a node with 100 CPU",
+        MINUTE,
+        |j| {
+            placed_condition(j).is_some_and(|(r, m)| {
+                r == "InsufficientNodeResources" && m.contains("lack a suitable node with 100 CPU")
+            })
+        },
+    )
+    .await;
+    assert_eq!(provider_of(&waiting), None);
+    println!("CPU waiting: {:?}", placed_condition(&waiting));
+    let events = events_until(&hub, &ns, "huge", &["InsufficientNodeResources"]).await;
+    assert!(
+        events.iter().any(|(t, r, note)| t == "Warning"
+            && r == "InsufficientNodeResources"
+            && note.contains("100 CPU")),
+        "{events:?}"
     );
     drop(operator);
 }

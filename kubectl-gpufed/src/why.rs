@@ -192,6 +192,26 @@ fn tenant_refusal(p: &GpuProvider, ns: &str, labels: Option<&BTreeMap<String, St
     })
 }
 
+/// What `why` cannot check on the inventory summary, as the end of a "fits now" reason:
+/// the nodes' labels (`selector`) and their free CPU and memory (`per_worker`).
+fn unchecked(selector: &BTreeMap<String, String>, per_worker: &pl::Resources) -> String {
+    let mut needs = Vec::new();
+    if !selector.is_empty() {
+        let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        needs.push(format!("is labelled {}", pairs.join(",")));
+    }
+    if !per_worker.is_zero() {
+        needs.push(format!("has {per_worker} free per worker beside its GPUs"));
+    }
+    if needs.is_empty() {
+        return String::new();
+    }
+    format!(
+        ", if a node of it {} (not checked here: see the job's Placed condition)",
+        needs.join(" and ")
+    )
+}
+
 /// Whether `job` fits on `p` now. `avoid`: the providers the operator keeps the job off,
 /// each until when ([`gpufed_operator::job::plan::avoided_until`]): the engine is told, as
 /// the operator's round tells it.
@@ -233,22 +253,17 @@ fn fit(
         &[Arc::new(as_rebuilt(p, fleet))],
         fleet,
     );
-    // The inventory summary carries no node labels: the node selector is left to the
-    // operator's own round (the job's `Placed` condition), and said so.
+    // The inventory summary carries neither node labels nor nodes' CPU and memory: the
+    // node selector and the workers' CPU and memory requests are left to the operator's
+    // own round (the job's `Placed` condition), and said so.
     let mut selector = BTreeMap::new();
+    let mut per_worker = pl::Resources::ZERO;
     for j in &mut snap.jobs {
         j.avoid = avoid.keys().cloned().collect();
         selector = std::mem::take(&mut j.node_selector);
+        per_worker = std::mem::take(&mut j.worker_resources);
     }
-    let unchecked = if selector.is_empty() {
-        String::new()
-    } else {
-        let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!(
-            ", if a node of it is labelled {} (not checked here: see the job's Placed condition)",
-            pairs.join(",")
-        )
-    };
+    let unchecked = unchecked(&selector, &per_worker);
     match pl::place(&snap, &pl::Config::default()) {
         Err(e) => no(format!("the placement engine refused the snapshot: {e}")),
         Ok(d) => match (d.placements.first(), d.unplaced.first()) {

@@ -498,3 +498,36 @@ fn a_node_selector_is_left_to_the_operator_and_said_so() {
         "{reason}"
     );
 }
+
+#[test]
+fn cpu_and_memory_requests_are_left_to_the_operator_and_said_so() {
+    let mut j = queued();
+    j.spec.template.spec.containers[0].0.insert(
+        "resources".into(),
+        json!({"requests": {"cpu": "40", "memory": "100Gi"}}),
+    );
+    let providers = [provider("a", Some(ready_h100_status(16, 16)))];
+    let r = explain(&j, &providers, NOW);
+    let (name, fits, reason) = reasons(&r)[0];
+    assert_eq!((name, fits), ("a", true), "{reason}");
+    assert!(
+        reason.ends_with(
+            ", if a node of it has 40 CPU and 100 GiB memory free per worker beside its GPUs \
+             (not checked here: see the job's Placed condition)"
+        ),
+        "{reason}"
+    );
+    j.spec.template.spec.rest.insert(
+        "nodeSelector".into(),
+        json!({"example.com/network": "infiniband"}),
+    );
+    let r = explain(&j, &providers, NOW);
+    let (_, _, reason) = reasons(&r)[0];
+    assert!(
+        reason.ends_with(
+            ", if a node of it is labelled example.com/network=infiniband and has 40 CPU and 100 GiB \
+             memory free per worker beside its GPUs (not checked here: see the job's Placed condition)"
+        ),
+        "{reason}"
+    );
+}

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::RwLock;
 
+pub mod requests;
+
 /// Labels the gpufed device plugin (and the e2e node simulation) put on GPU nodes.
 pub mod labels {
     /// GPU model, NVML product name with dashes.
@@ -48,6 +50,66 @@ pub struct GpuNode {
     /// `spec.exposedNodeLabels`; no other label leaves the member.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The node's CPU and memory for pods, and what pods other than gpufed's workers
+    /// request of them. Absent from an older agent's report, or when the node does not
+    /// report both: the node's GPUs alone limit what it takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<NodeCpuMemory>,
+}
+
+/// Most CPU a node or pod is taken to have or request, in millicores (about 4.3 million
+/// cores): a member may report anything, and sums of bounded numbers never overflow.
+pub const MAX_CPU_MILLIS: u64 = 1 << 32;
+/// Most memory a node or pod is taken to have or request, in MiB (4 PiB).
+pub const MAX_MEMORY_MIB: u64 = 1 << 32;
+
+/// CPU and memory in whole millicores and MiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CpuMemory {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+}
+
+impl CpuMemory {
+    /// Whether both are zero.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Each at most its bound ([`MAX_CPU_MILLIS`], [`MAX_MEMORY_MIB`]).
+    pub fn bounded(&self) -> CpuMemory {
+        CpuMemory {
+            cpu_millis: self.cpu_millis.min(MAX_CPU_MILLIS),
+            memory_mib: self.memory_mib.min(MAX_MEMORY_MIB),
+        }
+    }
+}
+
+impl From<CpuMemory> for gpufed_placement::Resources {
+    /// Bounded ([`CpuMemory::bounded`]): the engine gets no number a member made up
+    /// beyond any node's size.
+    fn from(c: CpuMemory) -> Self {
+        let c = c.bounded();
+        gpufed_placement::Resources {
+            cpu_millis: c.cpu_millis,
+            memory_mib: c.memory_mib,
+        }
+    }
+}
+
+/// A GPU node's CPU and memory, as its member reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeCpuMemory {
+    /// The node's allocatable CPU and memory (memory rounded down to whole MiB).
+    pub allocatable: CpuMemory,
+    /// The summed requests of the non-terminal pods bound to the node that are not
+    /// gpufed workers (memory rounded up), as kube-scheduler counts them
+    /// ([`requests::pod_requests`]).
+    pub requested: CpuMemory,
 }
 
 /// Node labels every provider exposes for jobs' node selectors: set by Kubernetes itself
@@ -90,6 +152,11 @@ pub struct GpuPod {
     pub gpus: u32,
     /// `uid/attempt` of the gpufed job attempt it belongs to, if any.
     pub attempt_key: Option<String>,
+    /// The CPU and memory a gpufed worker (one with an `attempt_key`) requests, for the
+    /// hub to count when its attempt is no longer live. Zero for other pods: theirs are
+    /// in their node's [`NodeCpuMemory::requested`]. Absent from an older agent's report.
+    #[serde(default, skip_serializing_if = "CpuMemory::is_zero")]
+    pub requests: CpuMemory,
 }
 
 /// One member cluster as last observed (also the report a pull-mode agent sends).
@@ -154,6 +221,49 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_agents_report_parses_without_cpu_or_memory_and_a_newer_one_round_trips() {
+        let old = serde_json::json!({
+            "nodes": [{"name": "n", "model": "A100", "memoryMib": 40960, "compute": [8, 0],
+                       "nvlinkDomain": null, "allocatable": 4, "ready": true}],
+            "pods": [{"node": "n", "gpus": 1, "attemptKey": "u/1"}]
+        });
+        let view: MemberView = serde_json::from_value(old.clone()).expect("an older report");
+        assert_eq!(view.nodes[0].resources, None, "not reported: not limited");
+        assert!(view.pods[0].requests.is_zero());
+        assert_eq!(
+            serde_json::to_value(&view).expect("json")["nodes"][0].get("resources"),
+            None,
+            "an older hub reads what this one sends for such a node unchanged"
+        );
+        let mut new = view;
+        new.nodes[0].resources = Some(NodeCpuMemory {
+            allocatable: CpuMemory {
+                cpu_millis: 64_000,
+                memory_mib: 524_288,
+            },
+            requested: CpuMemory {
+                cpu_millis: 1500,
+                memory_mib: 0,
+            },
+        });
+        new.pods[0].requests = CpuMemory {
+            cpu_millis: 40_000,
+            memory_mib: 1024,
+        };
+        let json = serde_json::to_value(&new).expect("json");
+        assert_eq!(
+            json["nodes"][0]["resources"],
+            serde_json::json!({"allocatable": {"cpuMillis": 64000, "memoryMib": 524288},
+                               "requested": {"cpuMillis": 1500, "memoryMib": 0}})
+        );
+        assert_eq!(
+            json["pods"][0]["requests"],
+            serde_json::json!({"cpuMillis": 40000, "memoryMib": 1024})
+        );
+        assert_eq!(serde_json::from_value::<MemberView>(json).expect("parses"), new);
+    }
 
     #[tokio::test]
     async fn only_a_failed_probe_of_this_process_counts() {

@@ -14,6 +14,7 @@ use crate::fleet::MemberView;
 use crate::job::names;
 
 mod job;
+pub mod resources;
 pub mod sanitize;
 pub mod tenants;
 
@@ -263,6 +264,8 @@ fn provider_snapshot(
         .collect();
     // GPUs held per node: live gpufed placements (pods may not exist yet) and foreign pods.
     let mut held: BTreeMap<String, u32> = BTreeMap::new();
+    // CPU and memory gpufed's workers hold beside them (the member reports the others').
+    let mut held_res = resources::Held::default();
     let mut running = Vec::new();
     for job in live.iter().filter(|j| {
         j.status
@@ -274,7 +277,9 @@ fn provider_snapshot(
             continue;
         };
         let mut gpus = Vec::new();
+        let per_worker = resources::worker_resources(&job.spec);
         for w in &placement.workers {
+            held_res.add(&w.node, per_worker);
             let taken = held.entry(w.node.clone()).or_default();
             for _ in 0..job.spec.gpus_per_worker {
                 *taken += 1;
@@ -291,6 +296,7 @@ fn provider_snapshot(
             spread_group: job.spec.placement.spread.as_ref().map(|s| s.group.clone()),
             evicting: placement.preempted.is_some(),
             budget: None, // set by `service::budget::apply`, which knows the services
+            resources: resources::by_node(placement.workers.iter().map(|w| w.node.as_str()), per_worker),
         };
         running.push((alloc, gpus));
     }
@@ -302,9 +308,12 @@ fn provider_snapshot(
         // Reported by the member: saturate, a hostile count must not overflow.
         let taken = held.entry(pod.node.clone()).or_default();
         *taken = taken.saturating_add(pod.gpus);
+        held_res.add(&pod.node, pod.requests.into());
     }
     let mut nodes = Vec::new();
     let mut sizes = BTreeMap::new();
+    // Nodes whose CPU and memory the engine counts.
+    let mut limited = std::collections::BTreeSet::new();
     // Nodes whose taints the workers do not tolerate are not for sale
     // (`provider::plan::withhold_tainted` says so in the provider's status).
     let tolerations = p.spec.effective_tolerations();
@@ -334,6 +343,10 @@ fn provider_snapshot(
             .filter(|(k, _)| selected.contains(k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        node.resources = held_res.node(n);
+        if node.resources.is_some() {
+            limited.insert(n.name.as_str());
+        }
         sizes.insert(n.name.clone(), gpus);
         nodes.push(node);
     }
@@ -350,6 +363,12 @@ fn provider_snapshot(
                         node,
                     })
                 })
+                .collect(),
+            // What it holds on nodes the engine counts CPU and memory of.
+            resources: alloc
+                .resources
+                .into_iter()
+                .filter(|(node, _)| limited.contains(node.as_str()))
                 .collect(),
             ..alloc
         })

@@ -25,6 +25,27 @@ pub const DISRUPTION_BUDGET: &str = "DisruptionBudget";
 pub const TENANT_NOT_ADMITTED: &str = "TenantNotAdmitted";
 /// The `Placed` reason of a job whose node selector most providers' nodes do not satisfy.
 pub const NODE_SELECTOR_UNMATCHED: &str = "NodeSelectorUnmatched";
+/// The `Placed` reason of a job whose workers' CPU or memory requests most providers
+/// cannot hold beside the GPUs: no suitable node is that large, or none has that much
+/// free now.
+pub const INSUFFICIENT_NODE_RESOURCES: &str = "InsufficientNodeResources";
+/// The `Placed` reason of a job no provider fits for any other reason.
+pub const NO_PROVIDER_FITS: &str = "NoProviderFits";
+
+/// The `Placed=False` reason for an unplaced job: its quota, or its explanation's most
+/// common reason where one has its own name, else [`NO_PROVIDER_FITS`].
+pub fn unplaced_reason(explanation: &pl::Explanation) -> &'static str {
+    match (explanation, explanation.primary()) {
+        (pl::Explanation::Quota(_), _) => crate::quota::plan::QUOTA_EXCEEDED,
+        (_, Some(pl::Reason::Protected { .. })) => DISRUPTION_BUDGET,
+        (_, Some(pl::Reason::TenantNotAdmitted)) => TENANT_NOT_ADMITTED,
+        (_, Some(pl::Reason::NodeSelector { .. })) => NODE_SELECTOR_UNMATCHED,
+        (_, Some(pl::Reason::WorkerTooLarge { .. } | pl::Reason::NodeResourcesBusy { .. })) => {
+            INSUFFICIENT_NODE_RESOURCES
+        }
+        _ => NO_PROVIDER_FITS,
+    }
+}
 
 /// Runs rounds when triggered or every `interval`, while this replica leads.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
@@ -262,15 +283,9 @@ pub async fn round(
     for u in &decisions.unplaced {
         let Some(job) = by_id(&u.job) else { continue };
         let message = u.explanation.to_string();
-        // Mostly held back by a service's disruption budget, or kept out by providers'
-        // tenant policies: said in the reason too.
-        let reason = match (&u.explanation, u.explanation.primary()) {
-            (pl::Explanation::Quota(_), _) => crate::quota::plan::QUOTA_EXCEEDED,
-            (_, Some(pl::Reason::Protected { .. })) => DISRUPTION_BUDGET,
-            (_, Some(pl::Reason::TenantNotAdmitted)) => TENANT_NOT_ADMITTED,
-            (_, Some(pl::Reason::NodeSelector { .. })) => NODE_SELECTOR_UNMATCHED,
-            _ => "NoProviderFits",
-        };
+        // Mostly held back by a service's disruption budget, kept out by providers'
+        // tenant policies, node labels or CPU and memory: said in the reason too.
+        let reason = unplaced_reason(&u.explanation);
         let current = job
             .status
             .as_ref()

@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
 use gpufed_api::{ComputeJob, GpuProvider};
-use gpufed_operator::fleet::{GpuNode, GpuPod, MemberView};
+use gpufed_operator::fleet::{CpuMemory, GpuNode, GpuPod, MemberView, NodeCpuMemory};
+use gpufed_operator::fleet::{MAX_CPU_MILLIS, MAX_MEMORY_MIB};
 use gpufed_operator::job::serving::exposure_of;
 use gpufed_operator::mapping::snapshot_checked;
 use gpufed_operator::member::ops::{ReadyNode, ReadyNodes, pod_view, ready_node};
 use gpufed_operator::member::pull::{pod_views, read_assignment};
 use gpufed_operator::provider::plan::inventory;
-use gpufed_operator::provider::{gpu_node, gpu_pod};
+use gpufed_operator::provider::{count_pods, gpu_node, gpu_pod};
 use gpufed_placement as pl;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use proptest::prelude::*;
@@ -72,11 +73,21 @@ fn allocations_annotation() -> impl Strategy<Value = Option<String>> {
     ])
 }
 
+/// A resource name of a node's allocatable or a container's limits.
+fn resource_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(RESOURCE.to_owned()),
+        Just("cpu".to_owned()),
+        Just("memory".to_owned()),
+        "[a-z./]{1,12}"
+    ]
+}
+
 fn node() -> impl Strategy<Value = Value> {
     (
         (prop::option::of("[a-z0-9-]{1,60}"), allocations_annotation()),
         labels(),
-        prop::collection::btree_map(prop_oneof![Just(RESOURCE.to_owned()), "[a-z./]{1,20}"], text(), 0..4),
+        prop::collection::btree_map(resource_name(), text(), 0..5),
         prop::collection::vec(condition(), 0..4),
         any::<Option<bool>>(),
         prop::collection::vec((prop_oneof![Just("ExternalIP"), Just("InternalIP")], text()), 0..3),
@@ -95,14 +106,7 @@ fn node() -> impl Strategy<Value = Value> {
 fn pod() -> impl Strategy<Value = Value> {
     (
         labels(),
-        prop::collection::vec(
-            prop::collection::btree_map(
-                prop_oneof![Just(RESOURCE.to_owned()), "[a-z./]{1,12}"],
-                text(),
-                0..3,
-            ),
-            0..4,
-        ),
+        prop::collection::vec(prop::collection::btree_map(resource_name(), text(), 0..3), 0..4),
         prop::option::of(text()),
         prop::option::of(
             prop_oneof![
@@ -161,6 +165,15 @@ fn count() -> impl Strategy<Value = u32> {
     ]
 }
 
+/// CPU and memory as a lying agent sends them: 0, small, huge or anything.
+fn cpu_memory() -> impl Strategy<Value = CpuMemory> {
+    let n = prop_oneof![Just(0u64), 1u64..=1_000_000, Just(u64::MAX), any::<u64>()];
+    (n.clone(), n).prop_map(|(cpu_millis, memory_mib)| CpuMemory {
+        cpu_millis,
+        memory_mib,
+    })
+}
+
 /// A whole agent report (pull mode: deserialized and used as sent): several nodes from a
 /// few names (so names repeat), counts up to `u32::MAX`, many pods on them.
 fn agent_report() -> impl Strategy<Value = MemberView> {
@@ -170,8 +183,9 @@ fn agent_report() -> impl Strategy<Value = MemberView> {
         count(),
         any::<bool>(),
         prop::option::of(Just("d".to_owned())),
+        prop::option::of((cpu_memory(), cpu_memory())),
     )
-        .prop_map(|(name, allocatable, ready, nvlink_domain)| GpuNode {
+        .prop_map(|(name, allocatable, ready, nvlink_domain, resources)| GpuNode {
             name,
             model: "H100".into(),
             memory_mib: 81920,
@@ -181,11 +195,16 @@ fn agent_report() -> impl Strategy<Value = MemberView> {
             ready,
             taints: Vec::new(),
             labels: Default::default(),
+            resources: resources.map(|(allocatable, requested)| NodeCpuMemory {
+                allocatable,
+                requested,
+            }),
         });
-    let pod = (name, count()).prop_map(|(node, gpus)| GpuPod {
+    let pod = (name, count(), cpu_memory(), any::<bool>()).prop_map(|(node, gpus, requests, ours)| GpuPod {
         node,
         gpus,
-        attempt_key: None,
+        attempt_key: ours.then(|| "uid-old/1".to_owned()),
+        requests,
     });
     (
         prop::collection::vec(node, 0..8),
@@ -219,7 +238,8 @@ fn queued_job() -> Arc<ComputeJob> {
             "metadata": {"name": "j", "namespace": "team", "uid": "uid-j"},
             "spec": {"workers": 1, "gpusPerWorker": 4, "maxPricePerGpuHour": "3",
                      "gpu": {"tier": "Any", "interconnect": "Any"}, "placement": {"verifiedOnly": false},
-                     "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}
+                     "template": {"spec": {"containers": [{"name": "main", "image": "x",
+                                  "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}}}
         }))
         .expect("job"),
     )
@@ -239,7 +259,7 @@ proptest! {
         let honest = MemberView {
             nodes: vec![GpuNode {
                 name: "h1".into(), model: "H100".into(), memory_mib: 81920, compute: (9, 0),
-                nvlink_domain: None, allocatable: 8, ready: true, taints: Vec::new(), labels: Default::default(),
+                nvlink_domain: None, allocatable: 8, ready: true, taints: Vec::new(), labels: Default::default(), resources: None,
             }],
             ..MemberView::default()
         };
@@ -286,6 +306,28 @@ proptest! {
                 prop_assert!(ids.len() <= 16);
                 prop_assert!(ids.iter().all(|u| !u.is_empty() && u.len() <= 64 && !u.contains(',')), "{ids:?}");
             }
+        }
+    }
+
+    #[test]
+    fn garbage_cpu_and_memory_never_panic_and_stay_bounded(
+        nodes in prop::collection::vec(node(), 0..3),
+        pods in prop::collection::vec(pod(), 0..8),
+    ) {
+        let mut gpu_nodes: Vec<GpuNode> = nodes
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<Node>(v).ok())
+            .filter_map(|n| gpu_node(&n, RESOURCE, &[]))
+            .collect();
+        let pods: Vec<Pod> = pods.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
+        let gpu_pods = count_pods(&mut gpu_nodes, &pods, RESOURCE);
+        for r in gpu_nodes.iter().filter_map(|n| n.resources) {
+            for c in [r.allocatable, r.requested] {
+                prop_assert!(c.cpu_millis <= MAX_CPU_MILLIS && c.memory_mib <= MAX_MEMORY_MIB, "{:?}", r);
+            }
+        }
+        for p in &gpu_pods {
+            prop_assert!(p.requests.cpu_millis <= MAX_CPU_MILLIS && p.requests.memory_mib <= MAX_MEMORY_MIB);
         }
     }
 

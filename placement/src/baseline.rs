@@ -10,7 +10,7 @@ use crate::filter::validate;
 use std::collections::BTreeMap;
 
 use crate::market::{MarketParams, market_price};
-use crate::snapshot::{Interconnect, Job, Micros, Node, Provider, Snapshot};
+use crate::snapshot::{Interconnect, Job, Micros, Node, Provider, Resources, Snapshot};
 
 /// Which naive policy to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,12 +58,13 @@ fn node_ok(job: &Job, n: &Node, price: Option<Micros>) -> bool {
 
 /// Picks nodes for `job` among `cands` (node indices, in preference order) of one
 /// provider, all of one model. Returns (node, workers) or `None`.
-fn fill(job: &Job, free: &[u64], cands: &[usize]) -> Option<Vec<(usize, u32)>> {
+fn fill(job: &Job, free: &[u64], avail: &[Option<Resources>], cands: &[usize]) -> Option<Vec<(usize, u32)>> {
     let g = u32::from(job.gpus_per_worker);
     let mut remaining = u32::from(job.workers);
     let mut out = Vec::new();
     for &n in cands {
-        let per = (free[n].count_ones() / g).min(remaining);
+        let by_res = avail[n].map_or(u32::MAX, |a| a.workers(&job.worker_resources));
+        let per = (free[n].count_ones() / g).min(by_res).min(remaining);
         if per > 0 {
             out.push((n, per));
             remaining -= per;
@@ -90,6 +91,16 @@ pub fn naive_place(snap: &Snapshot, policy: Naive, market: &MarketParams) -> Dec
             p.nodes
                 .iter()
                 .map(|n| n.free.iter().fold(0u64, |m, &g| m | (1u64 << g.min(63))))
+                .collect()
+        })
+        .collect();
+    // CPU and memory free per node (`None`: not reported, never the limit).
+    let mut avail: Vec<Vec<Option<Resources>>> = providers
+        .iter()
+        .map(|p| {
+            p.nodes
+                .iter()
+                .map(|n| n.resources.map(|r| r.free.min_each(&r.allocatable)))
                 .collect()
         })
         .collect();
@@ -144,7 +155,7 @@ pub fn naive_place(snap: &Snapshot, policy: Naive, market: &MarketParams) -> Dec
                     }
                     cands.sort_by_key(|&n| std::cmp::Reverse(free[pi][n].count_ones()));
                 }
-                if let Some(picks) = fill(job, &free[pi], &cands) {
+                if let Some(picks) = fill(job, &free[pi], &avail[pi], &cands) {
                     choice = Some((pi, picks, free_gpus));
                     if policy == Naive::FirstFit {
                         break;
@@ -172,6 +183,9 @@ pub fn naive_place(snap: &Snapshot, policy: Naive, market: &MarketParams) -> Dec
         for (n, per) in picks {
             let node = &p.nodes[n];
             model = node.model.as_str();
+            if let Some(a) = &mut avail[pi][n] {
+                *a = a.minus(&job.worker_resources.times(per));
+            }
             for _ in 0..per {
                 let mut gpus = Vec::new();
                 for _ in 0..g {

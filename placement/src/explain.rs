@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::snapshot::{ComputeCapability, Micros, format_micros};
+use crate::snapshot::{ComputeCapability, Micros, Resources, format_micros};
 
 /// Why one provider cannot take a job. Declared in filter order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,6 +62,12 @@ pub enum Reason {
         /// GPUs per worker.
         gpus_per_worker: u8,
     },
+    /// No suitable node with the GPUs for a worker has the CPU and memory it requests,
+    /// even when empty (its allocatable).
+    WorkerTooLarge {
+        /// What one worker requests.
+        per_worker: Resources,
+    },
     /// The provider could not hold the whole gang even when empty.
     TooSmall {
         /// GPUs of the gang.
@@ -76,6 +82,12 @@ pub enum Reason {
     Busy {
         /// GPUs of the gang.
         gpus: u32,
+    },
+    /// Enough suitable GPUs are free, but too few of their nodes have the CPU and memory
+    /// free that the workers request.
+    NodeResourcesBusy {
+        /// What one worker requests.
+        per_worker: Resources,
     },
     /// Free capacity exists but is held for a waiting gang ahead in the queue.
     Reserved,
@@ -123,11 +135,17 @@ impl fmt::Display for Reason {
             Reason::NodeTooSmall { gpus_per_worker } => {
                 write!(f, "lack a node with {gpus_per_worker} suitable GPUs")
             }
+            Reason::WorkerTooLarge { per_worker } => {
+                write!(f, "lack a suitable node with {per_worker} for one worker")
+            }
             Reason::TooSmall { gpus } => write!(f, "too small for {gpus} suitable GPUs"),
             Reason::NvlinkDomainTooSmall { gpus } => {
                 write!(f, "lack an NVLink domain with {gpus} suitable GPUs")
             }
             Reason::Busy { gpus } => write!(f, "lack {gpus} free suitable GPUs now"),
+            Reason::NodeResourcesBusy { per_worker } => {
+                write!(f, "lack {per_worker} free per worker beside their free GPUs now")
+            }
             Reason::Reserved => write!(f, "hold capacity reserved for a waiting gang"),
             Reason::Protected { budgets } => write!(
                 f,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::explain::{Explanation, InvalidJob, Reason};
 use crate::index::{Fleet, Group, Pool, Prov};
-use crate::snapshot::{ComputeCapability, Interconnect, Job, MAX_GPUS_PER_NODE, Micros};
+use crate::snapshot::{ComputeCapability, Interconnect, Job, MAX_GPUS_PER_NODE, Micros, Resources};
 
 /// A job with its names resolved to fleet indices.
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub(crate) struct JobSt {
     pub verified_only: bool,
     /// Labels every node must carry (sorted pairs; empty: any node).
     pub node_selector: Vec<(String, String)>,
+    /// CPU and memory per worker (zero: none).
+    pub req: Resources,
 }
 
 fn bit(set: &[u64], i: u32) -> bool {
@@ -111,6 +113,7 @@ impl JobSt {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            req: job.worker_resources,
         }
     }
 
@@ -252,7 +255,7 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
         let pairs: Vec<String> = js.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         pairs.join(",")
     };
-    let steps: [(&PoolFilter<'_>, Reason); 7] = [
+    let steps: [(&PoolFilter<'_>, Reason); 8] = [
         (&|p: &Pool| p.verified || !js.verified_only, Reason::NotVerified),
         (
             &|p: &Pool| p.vram_mib >= js.min_vram_mib,
@@ -285,6 +288,10 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
                 gpus_per_worker: js.g,
             },
         ),
+        (
+            &|p: &Pool| js.req.is_zero() || p.nodes.iter().any(|&n| fleet.node_capacity(n, js) > 0),
+            Reason::WorkerTooLarge { per_worker: js.req },
+        ),
     ];
     for (keep, reason) in steps {
         if let Err(r) = narrow(keep, reason) {
@@ -292,44 +299,60 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
         }
     }
     let gpus = u32::from(js.g) * u32::from(js.w);
-    // (workers on an empty fleet, workers on free GPUs including reserved ones) per unit:
-    // a group, or an NVLink domain for gang-wide NVLink.
-    let units: Vec<(u32, u32)> = if js.interconnect == Interconnect::NvlinkGang {
-        let all = |n: u32| u32::from(fleet.nodes[n as usize].gpus);
-        let free = |n: u32| fleet.nodes[n as usize].free.count_ones();
+    // Workers per unit (a group, or an NVLink domain for gang-wide NVLink): on an empty
+    // fleet; on free GPUs, reserved ones included, with CPU and memory; by free GPUs only.
+    let counted = |nodes: &[u32]| -> [u32; 3] {
+        let mut c = [0u32; 3];
+        for &n in nodes {
+            c[0] += fleet.node_capacity(n, js);
+            c[1] += fleet.node_workers(n, js);
+            c[2] += fleet.nodes[n as usize].free.count_ones() / u32::from(js.g);
+        }
+        c
+    };
+    let units: Vec<[u32; 3]> = if js.interconnect == Interconnect::NvlinkGang {
         pools
             .iter()
             .flat_map(|&p| fleet.pools[p as usize].domains.iter())
-            .map(|d| (workers_on(d, js.g, all), workers_on(d, js.g, free)))
+            .map(|d| counted(d))
             .collect()
     } else {
-        let mut by_group: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+        let mut by_group: BTreeMap<u32, [u32; 3]> = BTreeMap::new();
         for &p in &pools {
             let pool = &fleet.pools[p as usize];
-            let g = usize::from(js.g);
-            let all: u32 = (g..pool.size_counts.len())
-                .map(|k| pool.size_counts[k] * u32::try_from(k / g).unwrap_or(0))
-                .sum();
-            let free = fleet.pool_free_workers(p, js.g)
-                + workers_on(&pool.reserved, js.g, |n| {
-                    fleet.nodes[n as usize].free.count_ones()
-                });
+            let c = if js.req.is_zero() {
+                // The bucket counts answer without visiting the nodes.
+                let g = usize::from(js.g);
+                let all: u32 = (g..pool.size_counts.len())
+                    .map(|k| pool.size_counts[k] * u32::try_from(k / g).unwrap_or(0))
+                    .sum();
+                let free = fleet.pool_free_workers(p, js.g)
+                    + workers_on(&pool.reserved, js.g, |n| {
+                        fleet.nodes[n as usize].free.count_ones()
+                    });
+                [all, free, free]
+            } else {
+                counted(&pool.nodes)
+            };
             let e = by_group.entry(pool.group).or_default();
-            e.0 += all;
-            e.1 += free;
+            for (sum, x) in e.iter_mut().zip(c) {
+                *sum += x;
+            }
         }
         by_group.into_values().collect()
     };
     let w = u32::from(js.w);
-    if !units.iter().any(|u| u.0 >= w) {
+    if !units.iter().any(|u| u[0] >= w) {
         return if js.interconnect == Interconnect::NvlinkGang {
             Reason::NvlinkDomainTooSmall { gpus }
         } else {
             Reason::TooSmall { gpus }
         };
     }
-    if units.iter().any(|u| u.1 >= w) {
+    if units.iter().any(|u| u[1] >= w) {
         Reason::Reserved
+    } else if units.iter().any(|u| u[2] >= w) {
+        Reason::NodeResourcesBusy { per_worker: js.req }
     } else {
         Reason::Busy { gpus }
     }

@@ -11,10 +11,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use crate::market::{MarketParams, market_price};
-use crate::snapshot::{ComputeCapability, MAX_GPUS_PER_NODE, Micros, Snapshot};
+use crate::resources::per_free_gpu;
+use crate::snapshot::{ComputeCapability, MAX_GPUS_PER_NODE, Micros, Resources, Snapshot};
 
 /// Marks a node that sits in no bucket.
 const NO_SLOT: u32 = u32::MAX;
+
+/// CPU and memory of a node that reports none: never the limit.
+pub(crate) const UNLIMITED: Resources = Resources {
+    cpu_millis: u64::MAX,
+    memory_mib: u64::MAX,
+};
 
 /// Errors in a snapshot that make the whole round meaningless.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +106,11 @@ pub(crate) struct Pool {
     pub reserved: Vec<u32>,
     /// NVLink domains of the pool's nodes (empty without NVLink), by domain id.
     pub domains: Vec<Vec<u32>>,
+    /// No node of the pool has less CPU or memory free per free GPU than this
+    /// ([`UNLIMITED`] when none reports any). Lowered as nodes change, never raised within
+    /// a round: while a job asks at most this per GPU, its GPUs alone decide how many
+    /// workers a node holds, and the bucket counts answer.
+    pub res_floor: Resources,
 }
 
 /// One node, resolved.
@@ -110,6 +122,9 @@ pub(crate) struct NodeSt {
     pub free: u64,
     pub slot: u32,
     pub reserved_for: Option<u32>,
+    /// CPU and memory when empty, and free now ([`UNLIMITED`] both when not reported).
+    pub alloc: Resources,
+    pub avail: Resources,
 }
 
 /// The whole indexed fleet.
@@ -237,6 +252,7 @@ impl Fleet {
                         size_counts: vec![0; usize::from(max_node_gpus) + 1],
                         reserved: Vec::new(),
                         domains: Vec::new(),
+                        res_floor: UNLIMITED,
                     };
                     let mut domains: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
                     for m in members {
@@ -253,6 +269,10 @@ impl Fleet {
                         let bucket = &mut pool.buckets[free.count_ones() as usize];
                         let slot = idx(bucket.len());
                         bucket.push(node_idx);
+                        let (alloc, avail) = n.resources.map_or((UNLIMITED, UNLIMITED), |r| {
+                            (r.allocatable, r.free.min_each(&r.allocatable))
+                        });
+                        pool.res_floor = pool.res_floor.min_each(&per_free_gpu(avail, free));
                         fleet.nodes.push(NodeSt {
                             name: n.name.clone(),
                             pool: pool_idx,
@@ -260,6 +280,8 @@ impl Fleet {
                             free,
                             slot,
                             reserved_for: None,
+                            alloc,
+                            avail,
                         });
                     }
                     pool.domains = domains.into_values().collect();
@@ -367,6 +389,7 @@ impl Fleet {
         g.busy = (g.busy + before).saturating_sub(after);
         g.price = g.ask.map(|a| market_price(a, g.busy, g.total, &self.market));
         self.bucket_insert(node);
+        self.note_headroom(node);
     }
 
     /// Holds a node for `job`: it leaves the buckets.

@@ -17,6 +17,7 @@ mod hash;
 mod index;
 pub mod market;
 mod queue;
+mod resources;
 mod score;
 mod search;
 pub mod sim;
@@ -31,6 +32,7 @@ pub use index::SnapshotError;
 pub use market::MarketParams;
 pub use score::Weights;
 pub use snapshot::{
-    ComputeCapability, GpuRef, Interconnect, Job, MAX_GPUS_PER_NODE, MICROS_PER_UNIT, Micros, Node, Provider,
-    Quota, Reservation, RunningAllocation, Snapshot, Spread, SpreadDomain, format_micros,
+    ComputeCapability, GpuRef, Interconnect, Job, MAX_GPUS_PER_NODE, MICROS_PER_UNIT, Micros, Node,
+    NodeResources, Provider, Quota, Reservation, Resources, RunningAllocation, Snapshot, Spread,
+    SpreadDomain, format_micros,
 };

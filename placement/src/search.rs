@@ -14,8 +14,9 @@
 
 use crate::filter::JobSt;
 use crate::index::{Fleet, Pool};
+use crate::resources::SLOTS;
 use crate::score::{Fit, Weights, best_fit, score};
-use crate::snapshot::{Interconnect, MAX_GPUS_PER_NODE, Micros};
+use crate::snapshot::{Interconnect, Micros, Resources};
 use crate::spread::SpreadView;
 
 /// Where a job could go.
@@ -39,8 +40,6 @@ const PERFECT: Fit = Fit {
     touched_free: 1,
 };
 
-const SLOTS: usize = MAX_GPUS_PER_NODE as usize + 1;
-
 /// Whether a candidate of group `group` with `spread` members and `score` beats `b`.
 fn beats(spread: u32, score: f64, group: u32, b: &Candidate) -> bool {
     b.spread
@@ -54,12 +53,11 @@ fn better(a: &Candidate, b: &Option<Candidate>) -> bool {
     b.as_ref().is_none_or(|b| beats(a.spread, a.score, a.group, b))
 }
 
-/// Free-count histogram of a domain's unreserved nodes.
-fn domain_counts(fleet: &Fleet, nodes: &[u32], counts: &mut [u32; SLOTS]) {
+/// Free-count histogram of a domain's unreserved nodes, as job `js` can use them.
+fn domain_counts(fleet: &Fleet, js: &JobSt, nodes: &[u32], counts: &mut [u32; SLOTS]) {
     for &n in nodes {
-        let node = &fleet.nodes[n as usize];
-        if node.reserved_for.is_none() {
-            counts[node.free.count_ones() as usize] += 1;
+        if fleet.nodes[n as usize].reserved_for.is_none() {
+            counts[fleet.usable_free(n, js, 0, &Resources::ZERO)] += 1;
         }
     }
 }
@@ -120,11 +118,22 @@ pub(crate) fn find_best(
             for p in pools {
                 for (di, d) in fleet.pools[p as usize].domains.iter().enumerate() {
                     counts.fill(0);
-                    domain_counts(fleet, d, &mut counts);
+                    domain_counts(fleet, js, d, &mut counts);
                     if let Some(fit) = best_fit(&counts, js.g, js.w) {
                         consider(fit, Some((p, u32::try_from(di).unwrap_or(u32::MAX))), best);
                     }
                 }
+            }
+            return;
+        }
+        if !js.req.is_zero() && pools.clone().any(|p| !js.gpu_bound(&fleet.pools[p as usize])) {
+            // Some node may run out of CPU or memory before GPUs: count node by node.
+            counts.fill(0);
+            for p in pools {
+                fleet.add_pool_counts(p, js, &mut counts);
+            }
+            if let Some(fit) = best_fit(&counts, js.g, js.w) {
+                consider(fit, None, best);
             }
             return;
         }
@@ -207,7 +216,7 @@ pub(crate) fn select(fleet: &Fleet, js: &JobSt, cand: &Candidate) -> Vec<Pick> {
     let mut picks = Vec::new();
     let visit = |n: u32, remaining: &mut u32, picks: &mut Vec<Pick>| {
         let free = fleet.nodes[n as usize].free;
-        let per = (free.count_ones() / g).min(*remaining);
+        let per = fleet.node_workers(n, js).min(*remaining);
         if per > 0 {
             picks.push((n, take(free, per * g), per));
             *remaining -= per;

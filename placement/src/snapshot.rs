@@ -62,6 +62,116 @@ pub struct Node {
     /// The node's labels that jobs may select on ([`Job::node_selector`]); only these
     /// keys are known (empty: none).
     pub labels: BTreeMap<String, String>,
+    /// The node's CPU and memory for workers; `None` when not reported (then only its
+    /// GPUs limit what it holds).
+    pub resources: Option<NodeResources>,
+}
+
+/// CPU and memory: what a node has, or what one worker asks for (a pod's requests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Resources {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+}
+
+impl Resources {
+    /// Nothing asked for.
+    pub const ZERO: Resources = Resources {
+        cpu_millis: 0,
+        memory_mib: 0,
+    };
+
+    /// Whether nothing is asked for.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::ZERO
+    }
+
+    /// How many workers asking `per` each fit in `self` (`u32::MAX` when `per` asks for
+    /// nothing).
+    pub fn workers(&self, per: &Resources) -> u32 {
+        let fit = |have: u64, ask: u64| {
+            have.checked_div(ask)
+                .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        fit(self.cpu_millis, per.cpu_millis).min(fit(self.memory_mib, per.memory_mib))
+    }
+
+    /// `n` times `self`, saturating.
+    pub fn times(&self, n: u32) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_mul(u64::from(n)),
+            memory_mib: self.memory_mib.saturating_mul(u64::from(n)),
+        }
+    }
+
+    /// `self + other`, saturating.
+    pub fn plus(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_mib: self.memory_mib.saturating_add(other.memory_mib),
+        }
+    }
+
+    /// `self − other`, floored at zero.
+    pub fn minus(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
+        }
+    }
+
+    /// The smaller of each.
+    pub fn min_each(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.min(other.cpu_millis),
+            memory_mib: self.memory_mib.min(other.memory_mib),
+        }
+    }
+
+    /// The larger of each.
+    pub fn max_each(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.max(other.cpu_millis),
+            memory_mib: self.memory_mib.max(other.memory_mib),
+        }
+    }
+}
+
+impl fmt::Display for Resources {
+    /// `4 CPU and 16 GiB memory`, naming only what is asked for.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cpu = (self.cpu_millis > 0).then(|| {
+            if self.cpu_millis.is_multiple_of(1000) {
+                format!("{} CPU", self.cpu_millis / 1000)
+            } else {
+                format!("{}m CPU", self.cpu_millis)
+            }
+        });
+        let memory = (self.memory_mib > 0).then(|| {
+            if self.memory_mib.is_multiple_of(1024) {
+                format!("{} GiB memory", self.memory_mib / 1024)
+            } else {
+                format!("{} MiB memory", self.memory_mib)
+            }
+        });
+        match (cpu, memory) {
+            (Some(c), Some(m)) => write!(f, "{c} and {m}"),
+            (Some(x), None) | (None, Some(x)) => f.write_str(&x),
+            (None, None) => f.write_str("no CPU or memory"),
+        }
+    }
+}
+
+/// A node's CPU and memory as its cluster reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeResources {
+    /// Allocatable: what the node holds when nothing runs there.
+    pub allocatable: Resources,
+    /// Free for new workers now: allocatable less the requests of the pods bound there
+    /// and of the running work placed there ([`RunningAllocation::resources`]).
+    pub free: Resources,
 }
 
 impl Node {
@@ -84,6 +194,7 @@ impl Node {
             free: (0..gpus).collect(),
             verified: true,
             labels: BTreeMap::new(),
+            resources: None,
         }
     }
 }
@@ -185,6 +296,9 @@ pub struct Job {
     /// Labels every node of the job must carry with these values, as a pod's
     /// `nodeSelector` (empty: any node).
     pub node_selector: BTreeMap<String, String>,
+    /// CPU and memory each worker requests (zero: none); a node holds a worker only with
+    /// that much free beside its GPUs.
+    pub worker_resources: Resources,
     /// Prefer domains with the fewest jobs of this group (running or placed earlier in
     /// the round); a preference only, never a reason to stay unplaced.
     pub spread: Option<Spread>,
@@ -211,7 +325,7 @@ pub struct GpuRef {
 
 /// Work already running (its GPUs are not in the nodes' free lists). Used for fair
 /// share and as preemption candidates.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunningAllocation {
     /// Job id.
     pub job: String,
@@ -237,6 +351,9 @@ pub struct RunningAllocation {
     /// Kubernetes' `unhealthyPodEvictionPolicy: AlwaysAllow`, so a broken replica never
     /// shields its healthy peers' budget from being met again.
     pub budget: Option<String>,
+    /// CPU and memory it holds per node name (already left out of those nodes'
+    /// [`NodeResources::free`]); an eviction gives them back.
+    pub resources: BTreeMap<String, Resources>,
 }
 
 /// Nodes held back for a waiting gang, carried from one round to the next.
@@ -307,6 +424,33 @@ mod tests {
         assert_eq!(format_micros(1_234_567), "1.23");
         assert_eq!(format_micros(1_235_000), "1.24");
         assert_eq!(format_micros(0), "0.00");
+    }
+
+    #[test]
+    fn resources_count_workers_and_read_well() {
+        let node = Resources {
+            cpu_millis: 64_000,
+            memory_mib: 256 * 1024,
+        };
+        let worker = Resources {
+            cpu_millis: 20_000,
+            memory_mib: 0,
+        };
+        assert_eq!(node.workers(&worker), 3);
+        assert_eq!(node.workers(&Resources::ZERO), u32::MAX);
+        let mem = Resources {
+            cpu_millis: 0,
+            memory_mib: 100 * 1024,
+        };
+        assert_eq!(node.workers(&mem), 2);
+        assert_eq!(node.minus(&worker.times(4)).cpu_millis, 0);
+        assert_eq!(worker.to_string(), "20 CPU");
+        assert_eq!(worker.plus(&mem).to_string(), "20 CPU and 100 GiB memory");
+        let odd = Resources {
+            cpu_millis: 1500,
+            memory_mib: 1000,
+        };
+        assert_eq!(odd.to_string(), "1500m CPU and 1000 MiB memory");
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn alloc(id: &str, start: u64, gpus: std::ops::Range<u8>, budget: Option<&str>) 
         spread_group: None,
         evicting: false,
         budget: budget.map(Into::into),
+        resources: Default::default(),
     }
 }
 

@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use gpufed_placement::{
-    ComputeCapability, Config, GpuRef, Interconnect, Job, Node, Provider, RunningAllocation, Snapshot,
-    Spread, SpreadDomain, place,
+    ComputeCapability, Config, GpuRef, Interconnect, Job, Node, NodeResources, Provider, Resources,
+    RunningAllocation, Snapshot, Spread, SpreadDomain, place,
 };
 use proptest::prelude::*;
 
@@ -44,8 +44,31 @@ fn arb_node(i: usize) -> impl Strategy<Value = (Node, Vec<(u8, i32)>)> {
                 .filter(|g| free_bits & (1 << g) == 0)
                 .map(|g| (g, prio))
                 .collect();
+            // Three nodes in four report CPU and memory: 8 cores and 64 GiB a GPU, less
+            // what its running work holds (`held`) and, on some, a foreign pod's 4 cores.
+            if !i.is_multiple_of(4) {
+                let allocatable = Resources {
+                    cpu_millis: u64::from(gpus) * 8000,
+                    memory_mib: u64::from(gpus) * 65536,
+                };
+                let foreign = Resources {
+                    cpu_millis: if i % 4 == 2 { 4000 } else { 0 },
+                    memory_mib: 0,
+                };
+                let free = allocatable.minus(&held(busy.len())).minus(&foreign);
+                node.resources = Some(NodeResources { allocatable, free });
+            }
             (node, busy)
         })
+}
+
+/// CPU and memory running work holds beside `busy` GPUs on a node.
+fn held(busy: usize) -> Resources {
+    Resources {
+        cpu_millis: 6000,
+        memory_mib: 32_768,
+    }
+    .times(u32::try_from(busy).unwrap())
 }
 
 fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocation>)> {
@@ -102,6 +125,10 @@ fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocat
                             1 => Some("svc-b".into()),
                             _ => None,
                         },
+                        resources: n
+                            .resources
+                            .map(|_| BTreeMap::from([(n.name.clone(), held(busy.len()))]))
+                            .unwrap_or_default(),
                     });
                 }
             }
@@ -182,6 +209,15 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
                     },
                 }),
                 preempt,
+                // Per worker: nothing, a little, a lot of CPU and memory, or much CPU.
+                worker_resources: {
+                    let (cpu_millis, memory_mib) =
+                        [(0, 0), (4000, 0), (12_000, 65_536), (30_000, 16_384)][i % 4];
+                    Resources {
+                        cpu_millis,
+                        memory_mib,
+                    }
+                },
             },
         )
 }

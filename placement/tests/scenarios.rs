@@ -178,6 +178,7 @@ fn preemption_snapshot() -> Snapshot {
         spread_group: None,
         evicting: false,
         budget: None,
+        resources: Default::default(),
     };
     Snapshot {
         providers: vec![p],

@@ -66,6 +66,7 @@ fn running(id: &str, namespace: &str, provider: &str, group: Option<&str>) -> Ru
         spread_group: group.map(Into::into),
         evicting: false,
         budget: None,
+        resources: Default::default(),
     }
 }
 

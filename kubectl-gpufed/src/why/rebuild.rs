@@ -56,6 +56,7 @@ pub fn member_view(inv: &Inventory) -> MemberView {
                     node: name.clone(),
                     gpus: busy,
                     attempt_key: None,
+                    requests: Default::default(),
                 });
             }
             view.nodes.push(GpuNode {
@@ -68,6 +69,7 @@ pub fn member_view(inv: &Inventory) -> MemberView {
                 ready: true,
                 taints: Vec::new(),
                 labels: Default::default(),
+                resources: None,
             });
             (left, used) = (left - gpus, used - busy);
         }

@@ -116,6 +116,17 @@ pub fn template_error(spec: &ComputeJobSpec) -> Option<String> {
     template(spec).err()
 }
 
+/// The CPU and memory one worker pod of `spec` requests, as kube-scheduler counts them
+/// ([`crate::fleet::requests::pod_requests`]): the template's own, for [`worker_pod`]
+/// adds GPUs, environment, mounts and affinity, but no container, no resources and no
+/// overhead. Reads only the template's resource fields (every placement round asks this
+/// of every live job); a malformed one counts as nothing.
+pub fn worker_requests(spec: &ComputeJobSpec) -> crate::fleet::requests::Requests {
+    let t = &spec.template.spec;
+    let pod = crate::fleet::requests::template_pod(t.containers.iter().map(|c| &c.0), &t.rest);
+    crate::fleet::requests::pod_requests(&pod)
+}
+
 /// Builds the objects of `placement`'s attempt; an invalid pod template is an error
 /// naming the field ([`template_error`]).
 pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<MemberObjects, String> {

@@ -33,11 +33,12 @@ pub fn note(warning: bool, reason: &str, action: &'static str, message: String) 
 }
 
 /// Placement reasons that need someone's attention (the others mean "waiting its turn").
-const PLACEMENT_WARNINGS: [&str; 4] = [
+const PLACEMENT_WARNINGS: [&str; 5] = [
     "NoProviderFits",
     "EscrowShortfall",
     "TenantNotAdmitted",
     "NodeSelectorUnmatched",
+    "InsufficientNodeResources",
 ];
 
 /// The Events for the step from `before` to `after`, in the order they happened.

@@ -140,3 +140,21 @@ fn an_unreachable_node_is_warned_once_and_its_return_told() {
     let next = status(serde_json::json!({"phase": "Placed", "placement": placement(2, "provider-b")}));
     assert_eq!(reasons(&transitions(Some(&waiting), &next)), [(false, "Placed")]);
 }
+
+#[test]
+fn the_rounds_reasons_for_a_job_no_provider_takes_are_warnings() {
+    let queued = status(serde_json::json!({"phase": "Queued"}));
+    for reason in [
+        crate::placement::NO_PROVIDER_FITS,
+        crate::placement::TENANT_NOT_ADMITTED,
+        crate::placement::NODE_SELECTOR_UNMATCHED,
+        crate::placement::INSUFFICIENT_NODE_RESOURCES,
+    ] {
+        let waiting = status(serde_json::json!({"phase": "Queued",
+            "conditions": [cond("Placed", "False", reason,
+                                "0/2 providers fit: 2 lack a suitable node with 100 CPU for one worker")]}));
+        let notes = transitions(Some(&queued), &waiting);
+        assert_eq!(reasons(&notes), [(true, reason)]);
+        assert!(notes[0].message.contains("100 CPU"), "{:?}", notes[0]);
+    }
+}

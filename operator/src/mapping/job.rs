@@ -70,6 +70,7 @@ pub(super) fn job_snapshot(job: &ComputeJob, all_models: &[String]) -> pl::Job {
         min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
         verified_only: spec.placement.verified_only,
         node_selector: node_selector(spec),
+        worker_resources: super::resources::worker_resources(spec),
         spread: spec.placement.spread.as_ref().map(spread_snapshot),
         preempt: spec.placement.preempt_lower_priority,
     }

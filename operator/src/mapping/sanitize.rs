@@ -6,6 +6,12 @@
 //! would stop placement for the entire market. So each provider's nodes are cleaned here
 //! first, then its part is checked by the engine on its own: a bad report costs its own
 //! provider (some nodes, at worst its whole offer for the round), never the others.
+//!
+//! Reported numbers are bounded where they are mapped, as the engine takes them: GPUs per
+//! node at `pl::MAX_GPUS_PER_NODE`, pods' GPU counts saturating, CPU and memory at
+//! [`crate::fleet::MAX_CPU_MILLIS`] and [`crate::fleet::MAX_MEMORY_MIB`] with saturating
+//! sums and a node's free never above its allocatable — so no CPU or memory figure, however
+//! wrong, leaves a node out or makes the engine reject a part.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};

@@ -64,6 +64,7 @@ fn view() -> MemberView {
         ready: true,
         taints: Vec::new(),
         labels: Default::default(),
+        resources: None,
     };
     MemberView {
         nodes: vec![node("h1", "NVIDIA-H100"), node("g1", "NVIDIA-GeForce-RTX-4090")],
@@ -73,11 +74,13 @@ fn view() -> MemberView {
                 node: "h1".into(),
                 gpus: 2,
                 attempt_key: Some("uid-live/1".into()),
+                requests: Default::default(),
             },
             GpuPod {
                 node: "h1".into(),
                 gpus: 1,
                 attempt_key: None,
+                requests: Default::default(),
             },
         ],
         ..MemberView::default()

@@ -72,6 +72,7 @@ pub fn running(jobs: &[Arc<ComputeJob>], replicas: &BTreeMap<String, String>) ->
                 gpus: Vec::new(),
                 spread_group: None,
                 evicting: p.preempted.is_some(),
+                resources: BTreeMap::new(), // as its GPUs: a drain judges work, not room
             })
         })
         .collect()

@@ -11,6 +11,7 @@ fn alloc(job: &str, provider: &str, start: u64, budget: Option<&str>) -> pl::Run
         spread_group: None,
         evicting: false,
         budget: budget.map(Into::into),
+        ..Default::default()
     }
 }
 

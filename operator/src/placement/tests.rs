@@ -145,3 +145,45 @@ fn the_starting_status_is_what_the_job_controller_plans_so_it_writes_nothing_mor
     let bare = starting_status(&suspended, now);
     assert_eq!(bare, suspended.status.clone().unwrap_or_default());
 }
+
+#[test]
+fn a_job_mostly_short_of_cpu_or_memory_says_so_in_its_reason() {
+    let per_worker = pl::Resources {
+        cpu_millis: 100_000,
+        memory_mib: 0,
+    };
+    let why = |reasons: &[(pl::Reason, usize)]| {
+        let counts = reasons.iter().cloned().collect();
+        pl::Explanation::from_reasons(reasons.iter().map(|r| r.1).sum(), counts)
+    };
+    let too_large = why(&[
+        (pl::Reason::WorkerTooLarge { per_worker }, 2),
+        (pl::Reason::Busy { gpus: 1 }, 1),
+    ]);
+    assert_eq!(unplaced_reason(&too_large), INSUFFICIENT_NODE_RESOURCES);
+    assert!(
+        too_large
+            .to_string()
+            .contains("2 lack a suitable node with 100 CPU for one worker"),
+        "{too_large}"
+    );
+    let busy = why(&[(pl::Reason::NodeResourcesBusy { per_worker }, 1)]);
+    assert_eq!(unplaced_reason(&busy), INSUFFICIENT_NODE_RESOURCES);
+    // Only the most common reason names it.
+    let mostly_busy = why(&[
+        (pl::Reason::NodeResourcesBusy { per_worker }, 1),
+        (pl::Reason::Busy { gpus: 1 }, 2),
+    ]);
+    assert_eq!(unplaced_reason(&mostly_busy), NO_PROVIDER_FITS);
+    let selector = why(&[(
+        pl::Reason::NodeSelector {
+            selector: "example.com/network=infiniband".into(),
+        },
+        1,
+    )]);
+    assert_eq!(unplaced_reason(&selector), NODE_SELECTOR_UNMATCHED);
+    assert_eq!(
+        unplaced_reason(&why(&[(pl::Reason::TenantNotAdmitted, 1)])),
+        TENANT_NOT_ADMITTED
+    );
+}

@@ -4,7 +4,7 @@
 mod observe;
 pub mod plan;
 
-pub use observe::{gpu_node, gpu_pod, probe, probe_with};
+pub use observe::{count_pods, gpu_node, gpu_pod, probe, probe_with};
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::fleet::{GpuNode, GpuPod, MemberView, labels};
+use crate::fleet::requests::{self, Requests};
+use crate::fleet::{CpuMemory, GpuNode, GpuPod, MemberView, NodeCpuMemory, labels};
 
 /// Most taints of one node kept in a report (Kubernetes itself sets a handful).
 const MAX_TAINTS: usize = 32;
@@ -53,11 +54,12 @@ pub async fn probe_with(
                 .match_any(),
         )
         .await?;
-    let gpu_nodes: Vec<GpuNode> = nodes
+    let mut gpu_nodes: Vec<GpuNode> = nodes
         .items
         .iter()
         .filter_map(|n| gpu_node(n, resource, exposed_labels))
         .collect();
+    let gpu_pods = count_pods(&mut gpu_nodes, &pods.items, resource);
     let reports = nodes
         .items
         .iter()
@@ -73,15 +75,44 @@ pub async fn probe_with(
         .collect();
     Ok(MemberView {
         nodes: gpu_nodes,
-        pods: pods.items.iter().filter_map(|p| gpu_pod(p, resource)).collect(),
+        pods: gpu_pods,
         reports,
         challenges: crate::verification::read_challenges(&client).await?,
     })
 }
 
+/// The GPU pods among `pods` (the member's non-terminal pods); adds the CPU and memory
+/// requests of every other pod — not a gpufed worker — bound to one of `nodes` to that
+/// node's `requested` ([`crate::fleet::NodeCpuMemory`]). gpufed's workers are left to
+/// the hub, which counts a live attempt's by its job and the others by their
+/// [`GpuPod::requests`].
+pub fn count_pods(nodes: &mut [GpuNode], pods: &[Pod], resource: &str) -> Vec<GpuPod> {
+    let mut foreign: BTreeMap<&str, Requests> = BTreeMap::new();
+    let mut gpu_pods = Vec::new();
+    for pod in pods {
+        let gpu = gpu_pod(pod, resource);
+        let worker = gpu.as_ref().is_some_and(|g| g.attempt_key.is_some());
+        gpu_pods.extend(gpu);
+        let Some(spec) = pod.spec.as_ref().filter(|_| !worker) else {
+            continue;
+        };
+        if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+            let sum = foreign.entry(node).or_default();
+            *sum = Requests::sum([*sum, requests::pod_requests(spec)]);
+        }
+    }
+    for n in nodes {
+        if let (Some(r), Some(sum)) = (n.resources.as_mut(), foreign.get(n.name.as_str())) {
+            r.requested = sum.rounded_up();
+        }
+    }
+    gpu_pods
+}
+
 /// A node's GPU facts, or `None` when it offers no GPUs under `resource`. Of its labels,
 /// only those jobs may select on ([`crate::fleet::selectable`]: the well-known ones and
-/// `exposed_labels`) are kept.
+/// `exposed_labels`) are kept. Its CPU and memory carry the allocatable only (`requested`
+/// is zero: [`count_pods`] adds the pods').
 pub fn gpu_node(node: &Node, resource: &str, exposed_labels: &[String]) -> Option<GpuNode> {
     let status = node.status.as_ref()?;
     let allocatable = quantity(status.allocatable.as_ref()?.get(resource)?.0.as_str())?;
@@ -115,6 +146,10 @@ pub fn gpu_node(node: &Node, resource: &str, exposed_labels: &[String]) -> Optio
         ready,
         taints: hard_taints(node),
         labels: crate::fleet::selectable(&labels, exposed_labels),
+        resources: requests::allocatable(node).map(|allocatable| NodeCpuMemory {
+            allocatable,
+            requested: CpuMemory::default(),
+        }),
     })
 }
 
@@ -159,10 +194,18 @@ pub fn gpu_pod(pod: &Pod, resource: &str) -> Option<GpuPod> {
         (Some(uid), Some(attempt)) => Some(format!("{uid}/{attempt}")),
         _ => None,
     };
+    // A worker's CPU and memory, for the hub to count once its attempt is over; any
+    // other pod's are in its node's `requested`.
+    let requests = if attempt_key.is_some() {
+        requests::pod_requests(spec).rounded_up()
+    } else {
+        CpuMemory::default()
+    };
     Some(GpuPod {
         node: spec.node_name.clone().unwrap_or_default(),
         gpus: u32::try_from(gpus).unwrap_or(u32::MAX),
         attempt_key,
+        requests,
     })
 }
 
@@ -174,6 +217,91 @@ fn quantity(q: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nodes_requested_counts_every_bound_pod_but_gpufeds_workers() {
+        let node = |name: &str, allocatable: serde_json::Value| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"allocatable": allocatable, "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .expect("node")
+        };
+        let mut nodes: Vec<GpuNode> = [
+            node(
+                "n1",
+                serde_json::json!({"gpufed.io/gpu": "4", "cpu": "64", "memory": "512Gi"}),
+            ),
+            node("n2", serde_json::json!({"gpufed.io/gpu": "4"})),
+        ]
+        .iter()
+        .filter_map(|n| gpu_node(n, "gpufed.io/gpu", &[]))
+        .collect();
+        let worker_labels = serde_json::json!({names::LABEL_JOB_UID: "u1", names::LABEL_ATTEMPT: "2"});
+        let pod = |node: Option<&str>, labels: &serde_json::Value, requests: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "labels": labels},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": requests.clone(), "limits": requests}}]}
+            }))
+            .expect("pod")
+        };
+        let none = serde_json::json!({});
+        let pods = [
+            pod(
+                Some("n1"),
+                &none,
+                serde_json::json!({"cpu": "1", "memory": "1.5Gi"}),
+            ),
+            pod(
+                Some("n1"),
+                &none,
+                serde_json::json!({"cpu": "2", "gpufed.io/gpu": "1"}),
+            ),
+            pod(
+                Some("n1"),
+                &worker_labels,
+                serde_json::json!({"cpu": "40", "memory": "1Gi", "gpufed.io/gpu": "1"}),
+            ),
+            // gpufed's labels without GPUs: not a worker, counted as any other pod.
+            pod(Some("n1"), &worker_labels, serde_json::json!({"cpu": "500m"})),
+            pod(None, &none, serde_json::json!({"cpu": "8"})),
+            pod(Some("cpu-only"), &none, serde_json::json!({"cpu": "8"})),
+            pod(Some("n2"), &none, serde_json::json!({"cpu": "8"})),
+        ];
+        let gpu_pods = count_pods(&mut nodes, &pods, "gpufed.io/gpu");
+        assert_eq!(
+            nodes[0].resources,
+            Some(NodeCpuMemory {
+                allocatable: CpuMemory {
+                    cpu_millis: 64_000,
+                    memory_mib: 512 * 1024
+                },
+                requested: CpuMemory {
+                    cpu_millis: 3500,
+                    memory_mib: 1536
+                },
+            })
+        );
+        assert_eq!(nodes[1].resources, None, "no CPU or memory reported: not limited");
+        let requests: Vec<(Option<&str>, CpuMemory)> = gpu_pods
+            .iter()
+            .map(|p| (p.attempt_key.as_deref(), p.requests))
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                (None, CpuMemory::default()),
+                (
+                    Some("u1/2"),
+                    CpuMemory {
+                        cpu_millis: 40_000,
+                        memory_mib: 1024
+                    }
+                )
+            ],
+            "a worker carries its own requests, for the hub to count once its attempt is over"
+        );
+    }
 
     #[test]
     fn a_gpu_node_keeps_its_hard_taints_and_its_selectable_labels() {

@@ -35,6 +35,7 @@ fn alloc(job: &str) -> pl::RunningAllocation {
         spread_group: None,
         evicting: false,
         budget: None,
+        ..Default::default()
     }
 }
 

@@ -79,6 +79,7 @@ fn view(report: Option<String>, challenges: &BTreeMap<String, ChallengeRequest>)
             ready: true,
             taints: Vec::new(),
             labels: Default::default(),
+            resources: None,
         }],
         reports: report.into_iter().map(|r| ("n1".to_owned(), r)).collect(),
         challenges: challenges

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::explain::Explanation;
 use crate::filter::JobSt;
 use crate::hash::FxBuild;
-use crate::snapshot::{ComputeCapability, Interconnect, Micros};
+use crate::snapshot::{ComputeCapability, Interconnect, Micros, Resources};
 
 /// Everything that decides whether a job can be placed now (not who it is). A spread is
 /// not part of it: it only orders the candidates that fit, never removes one.
@@ -27,6 +27,7 @@ pub(super) struct Shape {
     min_reputation: u64,
     verified_only: bool,
     node_selector: Vec<(String, String)>,
+    req: Resources,
     /// Only for a job that may preempt: its priority, and its namespace where only its
     /// own namespace's work may be evicted — together they decide what it may evict.
     victims: Option<(i32, Option<u32>)>,
@@ -46,6 +47,7 @@ impl Shape {
             min_reputation: js.min_reputation.to_bits(),
             verified_only: js.verified_only,
             node_selector: js.node_selector.clone(),
+            req: js.req,
             victims,
         }
     }

@@ -20,7 +20,7 @@ use crate::hash::FxBuild;
 use crate::index::{Fleet, SnapshotError};
 use crate::queue::FairQueue;
 use crate::search::{Candidate, find_best, select};
-use crate::snapshot::{Reservation, Snapshot};
+use crate::snapshot::{Reservation, Resources, Snapshot};
 use crate::spread::{JobSpread, Spreads};
 use memo::{Memo, Shape};
 use quota::{Gate, QuotaSt};
@@ -35,6 +35,8 @@ struct AllocSt {
     start: u64,
     /// Node and GPUs held there.
     held: Vec<(u32, u64)>,
+    /// Node and the CPU and memory held there.
+    res: Vec<(u32, Resources)>,
     /// Evicted this round, or already being evicted (never a victim again).
     evicted: bool,
     /// Spread group key, when a queued job shares its group.
@@ -179,6 +181,12 @@ impl<'s> Engine<'s> {
                 self.queue.charge(ns, model, i64::from(mask.count_ones()));
             }
             let budget = r.budget.as_deref().and_then(|k| budget_index.get(k).copied());
+            // CPU and memory on nodes the fleet no longer offers are nobody's to give back.
+            let res = r
+                .resources
+                .iter()
+                .filter_map(|(node, res)| Some((self.fleet.node_index(provider, node)?, *res)))
+                .collect();
             if let Some(b) = budget.filter(|_| !r.evicting) {
                 self.budgets[b as usize].healthy += 1;
             }
@@ -189,6 +197,7 @@ impl<'s> Engine<'s> {
                 priority: r.priority,
                 start: r.start_time,
                 held: held.into_iter().collect(),
+                res,
                 evicted: r.evicting,
                 spread,
                 budget,
@@ -376,9 +385,11 @@ impl<'s> Engine<'s> {
                 });
             }
         }
-        for &(n, mask, _) in &picks {
+        let req = js.req;
+        for &(n, mask, per) in &picks {
             let free = self.fleet.nodes[n as usize].free & !mask;
             self.fleet.set_free(n, free);
+            self.fleet.take_resources(n, &req.times(per));
         }
         let group = &self.fleet.groups[cand.group as usize];
         if let Some(s) = self.job_spread[h as usize] {

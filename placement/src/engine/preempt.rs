@@ -5,7 +5,8 @@
 //! Per candidate group, victims on that provider are added lowest priority first,
 //! youngest first, until the job fits; the group needing the fewest evicted GPUs wins
 //! (ties to the smaller group). Evictions are whole allocations. GPUs freed but not used
-//! by the job stay unavailable this round (they are still busy until the eviction).
+//! by the job stay unavailable this round (they are still busy until the eviction), and so
+//! do the victims' CPU and memory: a node's free CPU and memory count them until they stop.
 //! A spread does not steer the choice of group here (a blocked job takes the cheapest
 //! eviction); evicted members of its group stop counting and the job, once placed, counts.
 //!
@@ -19,13 +20,17 @@ use std::collections::BTreeMap;
 
 use super::Engine;
 use crate::decision::Eviction;
+use crate::resources::SLOTS;
 use crate::score::best_fit;
 use crate::search::find_best;
-use crate::snapshot::{Interconnect, MAX_GPUS_PER_NODE};
+use crate::snapshot::{Interconnect, Resources};
+
+/// What evictions would free per node: GPUs, and CPU and memory.
+type Extra = BTreeMap<u32, (u64, Resources)>;
 
 impl Engine<'_> {
-    /// Whether job `h` fits group `gi` if `extra` GPUs were free too.
-    fn fits_with(&self, h: u32, gi: u32, extra: &BTreeMap<u32, u64>) -> bool {
+    /// Whether job `h` fits group `gi` if `extra` were free too.
+    fn fits_with(&self, h: u32, gi: u32, extra: &Extra) -> bool {
         let js = &self.jobs[h as usize];
         let fleet = &self.fleet;
         let group = &fleet.groups[gi as usize];
@@ -39,14 +44,14 @@ impl Engine<'_> {
         } else {
             pools.map(|p| p.nodes.as_slice()).collect()
         };
-        let mut counts = [0u32; MAX_GPUS_PER_NODE as usize + 1];
+        let mut counts = [0u32; SLOTS];
         let per_unit = js.interconnect == Interconnect::NvlinkGang;
         for unit in units {
             for &n in unit {
                 let node = &fleet.nodes[n as usize];
                 if node.reserved_for.is_none() {
-                    let free = node.free | extra.get(&n).copied().unwrap_or(0);
-                    counts[free.count_ones() as usize] += 1;
+                    let (gpus, res) = extra.get(&n).copied().unwrap_or_default();
+                    counts[fleet.usable_free(n, js, gpus, &res)] += 1;
                 }
             }
             if per_unit {
@@ -57,6 +62,19 @@ impl Engine<'_> {
             }
         }
         !per_unit && best_fit(&counts, js.g, js.w).is_some()
+    }
+
+    /// Adds what evicting allocation `v` frees to `extra`; returns its GPUs.
+    fn add_extra(&self, v: usize, extra: &mut Extra) -> u32 {
+        let al = &self.allocs[v];
+        for &(n, mask) in &al.held {
+            extra.entry(n).or_default().0 |= mask;
+        }
+        for &(n, res) in &al.res {
+            let e = extra.entry(n).or_default();
+            e.1 = e.1.plus(&res);
+        }
+        al.held.iter().map(|&(_, m)| m.count_ones()).sum()
     }
 
     /// Whether job `h` may evict anything: preemption is on and the job asks for it.
@@ -106,7 +124,7 @@ impl Engine<'_> {
                     let al = &self.allocs[a];
                     (al.priority, Reverse(al.start), al.src)
                 });
-                let mut extra: BTreeMap<u32, u64> = BTreeMap::new();
+                let mut extra = Extra::new();
                 let mut freed = 0u32;
                 let mut chosen = Vec::new();
                 let mut spent: BTreeMap<u32, u32> = BTreeMap::new();
@@ -121,10 +139,7 @@ impl Engine<'_> {
                         *used += 1;
                     }
                     chosen.push(v);
-                    for &(n, mask) in &self.allocs[v].held {
-                        *extra.entry(n).or_default() |= mask;
-                        freed += mask.count_ones();
-                    }
+                    freed += self.add_extra(v, &mut extra);
                     if best.as_ref().is_some_and(|b| freed >= b.0) {
                         fitted = true;
                         break;
@@ -167,6 +182,9 @@ impl Engine<'_> {
             if let Some(key) = self.allocs[v].spread {
                 self.spreads.count(key, self.allocs[v].provider, false);
             }
+            for (n, res) in self.allocs[v].res.clone() {
+                self.fleet.give_resources(n, &res);
+            }
             let held = self.allocs[v].held.clone();
             for &(n, mask) in &held {
                 let free = self.fleet.nodes[n as usize].free | mask;
@@ -191,6 +209,9 @@ impl Engine<'_> {
                 self.spreads.count(key, self.allocs[v].provider, true);
             }
             let ns = self.allocs[v].ns;
+            for (n, res) in self.allocs[v].res.clone() {
+                self.fleet.take_resources(n, &res);
+            }
             for (n, mask) in self.allocs[v].held.clone() {
                 let free = self.fleet.nodes[n as usize].free & !mask;
                 self.fleet.set_free(n, free);
@@ -225,6 +246,12 @@ impl Engine<'_> {
             let free = self.fleet.nodes[n as usize].free & !mask;
             self.fleet.set_free(n, free);
         }
+        // So do their CPU and memory.
+        for &v in victims {
+            for (n, res) in self.allocs[v].res.clone() {
+                self.fleet.take_resources(n, &res);
+            }
+        }
     }
 
     /// The providers where the victims a budget held back (`held_back`, per group) would
@@ -238,11 +265,9 @@ impl Engine<'_> {
         for (gi, kept) in groups {
             let provider = self.fleet.groups[gi as usize].provider;
             // Everything the job may evict there, the held-back victims included.
-            let mut extra: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut extra = Extra::new();
             for v in self.candidates(h, provider) {
-                for &(n, mask) in &self.allocs[v].held {
-                    *extra.entry(n).or_default() |= mask;
-                }
+                self.add_extra(v, &mut extra);
             }
             if self.fits_with(h, gi, &extra) {
                 let keys = out.entry(provider).or_default();

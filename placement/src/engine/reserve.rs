@@ -27,18 +27,14 @@ impl Engine<'_> {
             return false;
         }
         let fits_when_drained = matches!(expl, Explanation::NoFit { reasons, .. }
-            if reasons.iter().any(|(r, _)| matches!(r, Reason::Busy { .. } | Reason::Reserved | Reason::Protected { .. })));
+            if reasons.iter().any(|(r, _)| matches!(r, Reason::Busy { .. } | Reason::NodeResourcesBusy { .. } | Reason::Reserved | Reason::Protected { .. })));
         if !fits_when_drained {
             return false;
         }
         let js = &self.jobs[h as usize];
-        let g = u32::from(js.g);
         if let Some(nodes) = held {
             let fleet = &self.fleet;
-            let cap: u32 = nodes
-                .iter()
-                .map(|&n| u32::from(fleet.nodes[n as usize].gpus) / g)
-                .sum();
+            let cap: u32 = nodes.iter().map(|&n| fleet.node_capacity(n, js)).sum();
             if cap >= u32::from(js.w)
                 && nodes
                     .iter()
@@ -95,7 +91,6 @@ impl Engine<'_> {
     fn plan_reservation(&self, h: u32) -> Option<Vec<u32>> {
         let js = &self.jobs[h as usize];
         let fleet = &self.fleet;
-        let g = u32::from(js.g);
         let w = u32::from(js.w);
         let mut best: Option<(u32, Vec<u32>)> = None;
         for &m in &js.models {
@@ -121,25 +116,20 @@ impl Engine<'_> {
                     unit.retain(|&n| {
                         let node = &fleet.nodes[n as usize];
                         node.reserved_for.is_none_or(|j| j != h && self.outranks(h, j))
-                            && u32::from(node.gpus) >= g
+                            && fleet.node_capacity(n, js) > 0
                     });
                     // Unreserved nodes first: take over others' only where needed.
                     unit.sort_by_key(|&n| {
                         let node = &fleet.nodes[n as usize];
-                        (
-                            node.reserved_for.is_some(),
-                            Reverse(node.free.count_ones() / g),
-                            n,
-                        )
+                        (node.reserved_for.is_some(), Reverse(fleet.node_workers(n, js)), n)
                     });
                     let (mut cap, mut free_now, mut take) = (0u32, 0u32, 0usize);
                     for &n in &unit {
                         if cap >= w {
                             break;
                         }
-                        let node = &fleet.nodes[n as usize];
-                        cap += u32::from(node.gpus) / g;
-                        free_now += node.free.count_ones() / g;
+                        cap += fleet.node_capacity(n, js);
+                        free_now += fleet.node_workers(n, js);
                         take += 1;
                     }
                     if cap >= w && best.as_ref().is_none_or(|(f, _)| free_now > *f) {

@@ -302,6 +302,7 @@ pub fn simulate(trace: &Trace, p: &Params, policy: Policy, mut progress: impl Fn
                 spread_group: r.job.spread.as_ref().map(|s| s.group.clone()),
                 evicting: false,
                 budget: None,
+                resources: Default::default(),
             })
             .collect();
         let t0 = Instant::now();

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gpufed_placement::{
-    ComputeCapability, Config, Decisions, Interconnect, Job, Micros, Node, Provider, RunningAllocation,
-    Snapshot,
+    ComputeCapability, Config, Decisions, Interconnect, Job, Micros, Node, Provider, Resources,
+    RunningAllocation, Snapshot,
 };
 
 pub const GIB: u32 = 1024;
@@ -69,6 +69,7 @@ pub fn running_on_a(
         spread_group: None,
         evicting: false,
         budget: budget.map(Into::into),
+        ..Default::default()
     }
 }
 
@@ -94,6 +95,24 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
         }
     }
     let mut used: BTreeSet<(String, String, u8)> = BTreeSet::new();
+    // CPU and memory taken per node this round, and what may be: free, plus evicted
+    // allocations' (the engine keeps those held after the evicting job, so this is loose).
+    let mut taken: BTreeMap<(String, String), Resources> = BTreeMap::new();
+    let mut room: BTreeMap<(String, String), Resources> = BTreeMap::new();
+    for p in &snap.providers {
+        for n in &p.nodes {
+            if let Some(r) = n.resources {
+                room.insert((p.id.clone(), n.name.clone()), r.free.min_each(&r.allocatable));
+            }
+        }
+    }
+    for r in snap.running.iter().filter(|r| evicted.contains(r.job.as_str())) {
+        for (node, res) in &r.resources {
+            if let Some(x) = room.get_mut(&(r.provider.clone(), node.clone())) {
+                *x = x.plus(res);
+            }
+        }
+    }
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for pl in &d.placements {
         let job = jobs.get(pl.job.as_str()).ok_or("unknown job")?;
@@ -155,6 +174,8 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
                 return Err(format!("{} on node {} that fails its filters", pl.job, node.name));
             }
             domains.insert(node.nvlink_domain);
+            let t = taken.entry((p.id.clone(), node.name.clone())).or_default();
+            *t = t.plus(&job.worker_resources);
             for &g in &w.gpus {
                 let key = (p.id.clone(), node.name.clone(), g);
                 if !available.contains(&key) {
@@ -167,6 +188,13 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
         }
         if job.interconnect == Interconnect::NvlinkGang && domains.len() != 1 {
             return Err(format!("{} spans NVLink domains", pl.job));
+        }
+    }
+    for (key, t) in &taken {
+        if let Some(r) = room.get(key)
+            && (t.cpu_millis > r.cpu_millis || t.memory_mib > r.memory_mib)
+        {
+            return Err(format!("node {key:?} gets {t} of work with {r} free"));
         }
     }
     for u in &d.unplaced {

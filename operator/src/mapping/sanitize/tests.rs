@@ -49,6 +49,7 @@ fn node(name: &str, allocatable: u32) -> GpuNode {
         ready: true,
         taints: Vec::new(),
         labels: Default::default(),
+        resources: None,
     }
 }
 
@@ -138,6 +139,7 @@ fn pod_counts_of_any_size_saturate_and_leave_no_gpu_free() {
         node: "a".into(),
         gpus: u32::MAX,
         attempt_key: None,
+        requests: Default::default(),
     };
     let mut raw = report(vec![node("a", u32::MAX), node("b", u32::MAX)]);
     raw.pods = vec![huge.clone(); 5];
@@ -249,6 +251,7 @@ fn an_allocation_the_engine_rejects_blames_its_provider() {
         spread_group: None,
         evicting: false,
         budget: None,
+        ..Default::default()
     };
     let mut snap = pl::Snapshot {
         providers: vec![

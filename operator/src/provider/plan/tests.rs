@@ -27,6 +27,7 @@ fn view() -> MemberView {
         ready: true,
         taints: Vec::new(),
         labels: Default::default(),
+        resources: None,
     };
     MemberView {
         nodes: vec![node("n1", Some("d1")), node("n2", None)],
@@ -34,6 +35,7 @@ fn view() -> MemberView {
             node: "n1".into(),
             gpus: 3,
             attempt_key: None,
+            requests: Default::default(),
         }],
         ..MemberView::default()
     }
@@ -111,6 +113,7 @@ fn gpu_node(name: &str, allocatable: u32) -> GpuNode {
         ready: true,
         taints: Vec::new(),
         labels: Default::default(),
+        resources: None,
     }
 }
 
@@ -152,6 +155,7 @@ fn huge_counts_from_a_member_saturate_instead_of_overflowing() {
         node: node.into(),
         gpus: u32::MAX,
         attempt_key: None,
+        requests: Default::default(),
     };
     let v = MemberView {
         nodes: vec![gpu_node("a", u32::MAX), gpu_node("b", u32::MAX), gpu_node("c", 7)],

@@ -1,0 +1,181 @@
+//! Pure: the CPU and memory a pod requests, counted as kube-scheduler's resource fit
+//! counts them, and the CPU and memory a node has for pods.
+//!
+//! A pod's request is `max(Σ regular containers + Σ sidecars, max over the other init
+//! containers of each one + the sidecars started before it) + spec.overhead`; pod-level
+//! requests (`spec.resources`), where set, replace the containers' part. A container (or
+//! pod) that states a limit but no request requests its limit: the API server defaults
+//! it so. Quantities that do not parse count as nothing: the member's API server
+//! validated them, so only a lying member sends such, and it lies about itself.
+
+use std::collections::BTreeMap;
+
+use gpufed_api::formats::{Rounding, parse_quantity};
+use k8s_openapi::api::core::v1::{Container, Node, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::Deserialize;
+
+use super::CpuMemory;
+
+const CPU: &str = "cpu";
+const MEMORY: &str = "memory";
+const MIB: u128 = 1 << 20;
+
+/// CPU in millicores and memory in bytes, each rounded up as the scheduler rounds a
+/// request (`MilliValue`, `Value`); sums saturate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// CPU in millicores.
+    pub cpu_millis: u128,
+    /// Memory in bytes.
+    pub memory_bytes: u128,
+}
+
+impl Requests {
+    fn plus(self, other: Requests) -> Requests {
+        Requests {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+
+    fn max(self, other: Requests) -> Requests {
+        Requests {
+            cpu_millis: self.cpu_millis.max(other.cpu_millis),
+            memory_bytes: self.memory_bytes.max(other.memory_bytes),
+        }
+    }
+
+    /// In whole millicores and MiB (memory rounded up, a request is never understated),
+    /// bounded ([`CpuMemory::bounded`]).
+    pub fn rounded_up(&self) -> CpuMemory {
+        CpuMemory {
+            cpu_millis: u64::try_from(self.cpu_millis).unwrap_or(u64::MAX),
+            memory_mib: u64::try_from(self.memory_bytes.div_ceil(MIB)).unwrap_or(u64::MAX),
+        }
+        .bounded()
+    }
+
+    /// Summed over `all`, saturating.
+    pub fn sum(all: impl IntoIterator<Item = Requests>) -> Requests {
+        all.into_iter().fold(Requests::default(), Requests::plus)
+    }
+}
+
+/// The amount of `name` in a resource list, in millicores (CPU) or bytes, rounded up;
+/// `None` when absent or not a quantity.
+fn amount(list: Option<&BTreeMap<String, Quantity>>, name: &str) -> Option<u128> {
+    let q = parse_quantity(&list?.get(name)?.0).ok()?;
+    Some(if name == CPU {
+        q.millis(Rounding::Up)
+    } else {
+        q.units(Rounding::Up)
+    })
+}
+
+/// The request of `name` in `r`: the stated request, else the limit (as the API server
+/// defaults it).
+fn request(r: Option<&ResourceRequirements>, name: &str) -> Option<u128> {
+    let r = r?;
+    amount(r.requests.as_ref(), name).or_else(|| amount(r.limits.as_ref(), name))
+}
+
+/// What one container (or a pod's pod-level `resources`) requests.
+pub fn container_requests(r: Option<&ResourceRequirements>) -> Requests {
+    Requests {
+        cpu_millis: request(r, CPU).unwrap_or(0),
+        memory_bytes: request(r, MEMORY).unwrap_or(0),
+    }
+}
+
+/// What a pod requests, as kube-scheduler counts it (see the module's documentation).
+pub fn pod_requests(spec: &PodSpec) -> Requests {
+    let mut total = Requests::sum(
+        spec.containers
+            .iter()
+            .map(|c| container_requests(c.resources.as_ref())),
+    );
+    let (mut sidecars, mut init) = (Requests::default(), Requests::default());
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_requests(c.resources.as_ref());
+        if c.restart_policy.as_deref() == Some("Always") {
+            // A sidecar runs beside the regular containers and every later init container.
+            total = total.plus(r);
+            sidecars = sidecars.plus(r);
+            init = init.max(sidecars);
+        } else {
+            init = init.max(r.plus(sidecars));
+        }
+    }
+    total = total.max(init);
+    let pod_level = spec.resources.as_ref();
+    if let Some(cpu) = request(pod_level, CPU) {
+        total.cpu_millis = cpu;
+    }
+    if let Some(memory) = request(pod_level, MEMORY) {
+        total.memory_bytes = memory;
+    }
+    let overhead = Requests {
+        cpu_millis: amount(spec.overhead.as_ref(), CPU).unwrap_or(0),
+        memory_bytes: amount(spec.overhead.as_ref(), MEMORY).unwrap_or(0),
+    };
+    total.plus(overhead)
+}
+
+/// A container of a JSON pod template, with only what decides its requests (no
+/// resources, when they are malformed).
+fn template_container(c: &serde_json::Map<String, serde_json::Value>) -> Container {
+    Container {
+        resources: c
+            .get("resources")
+            .and_then(|v| ResourceRequirements::deserialize(v).ok()),
+        restart_policy: c
+            .get("restartPolicy")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
+        ..Container::default()
+    }
+}
+
+/// The pod spec of a JSON pod template (`containers`, and the other fields by name),
+/// with only what decides its requests: read without converting the whole template.
+pub fn template_pod<'a>(
+    containers: impl IntoIterator<Item = &'a serde_json::Map<String, serde_json::Value>>,
+    rest: &BTreeMap<String, serde_json::Value>,
+) -> PodSpec {
+    let field = |name: &str| rest.get(name).filter(|v| !v.is_null());
+    let init = field("initContainers")
+        .and_then(serde_json::Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(serde_json::Value::as_object)
+                .map(template_container)
+                .collect()
+        });
+    PodSpec {
+        containers: containers.into_iter().map(template_container).collect(),
+        init_containers: init,
+        overhead: field("overhead").and_then(|v| BTreeMap::deserialize(v).ok()),
+        resources: field("resources").and_then(|v| ResourceRequirements::deserialize(v).ok()),
+        ..PodSpec::default()
+    }
+}
+
+/// A node's allocatable CPU (millicores) and memory (MiB), both rounded down (what it
+/// surely holds) and bounded; `None` unless it reports both.
+pub fn allocatable(node: &Node) -> Option<CpuMemory> {
+    let list = node.status.as_ref()?.allocatable.as_ref()?;
+    let cpu = parse_quantity(&list.get(CPU)?.0).ok()?.millis(Rounding::Down);
+    let memory = parse_quantity(&list.get(MEMORY)?.0).ok()?.mib(Rounding::Down);
+    Some(
+        CpuMemory {
+            cpu_millis: u64::try_from(cpu).unwrap_or(u64::MAX),
+            memory_mib: u64::try_from(memory).unwrap_or(u64::MAX),
+        }
+        .bounded(),
+    )
+}
+
+#[cfg(test)]
+#[path = "requests_tests.rs"]
+mod tests;

@@ -1,0 +1,230 @@
+//! CPU and memory reach the engine: node free counted once per holder, worker requests
+//! from the template, live allocations' share, and bounded reports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gpufed_api::job_status::{Placement, WorkerPlacement};
+use gpufed_api::{ComputeJob, GpuProvider};
+use gpufed_placement as pl;
+use serde_json::json;
+
+use crate::fleet::{CpuMemory, GpuNode, GpuPod, MAX_CPU_MILLIS, MAX_MEMORY_MIB, MemberView, NodeCpuMemory};
+use crate::mapping::{snapshot, snapshot_checked};
+
+fn provider(name: &str, price: &str) -> Arc<GpuProvider> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuProvider",
+            "metadata": {"name": name},
+            "spec": {"kubeconfigSecretRef": {"namespace": "ns", "name": "kc"},
+                     "payoutWallet": "Dd37AqQW5WHD2PeqABkQney1RpFEQthxKMsfC23DN6gP", "region": "eu",
+                     "prices": [{"model": "A100", "pricePerGpuHour": price}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Serving", "message": "",
+                                       "lastTransitionTime": "2026-11-25T12:00:00Z"}]}
+        }))
+        .expect("provider"),
+    )
+}
+
+/// A job of `workers` × 1 GPU whose worker container asks `resources`, placed on
+/// `nodes` of provider `on` when given.
+fn job(name: &str, resources: serde_json::Value, on: Option<(&str, &[&str])>) -> Arc<ComputeJob> {
+    let workers = on.map_or(1, |(_, nodes)| nodes.len());
+    let mut j: ComputeJob = serde_json::from_value(json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}")},
+        "spec": {"workers": workers, "gpusPerWorker": 1, "maxPricePerGpuHour": "3",
+                 "gpu": {"tier": "Any", "interconnect": "Any"}, "placement": {"verifiedOnly": false},
+                 "template": {"spec": {"containers": [{"name": "main", "image": "x", "resources": resources}]}}}
+    }))
+    .expect("job");
+    if let Some((provider, nodes)) = on {
+        j.status = Some(gpufed_api::ComputeJobStatus {
+            placement: Some(Placement {
+                attempt: 1,
+                provider: provider.into(),
+                gpus: u32::try_from(nodes.len()).expect("few"),
+                price_per_gpu_hour: "1".into(),
+                workers: (0..)
+                    .zip(nodes.iter())
+                    .map(|(rank, node)| WorkerPlacement {
+                        rank,
+                        node: (*node).into(),
+                        gpu_uuids: vec![],
+                    })
+                    .collect(),
+                placed_time: "2026-11-25T12:00:00Z".into(),
+                running_time: None,
+                node_unreachable_since: None,
+                preempted: None,
+            }),
+            ..Default::default()
+        });
+    }
+    Arc::new(j)
+}
+
+fn cm(cpu: u64, memory_gib: u64) -> CpuMemory {
+    CpuMemory {
+        cpu_millis: cpu * 1000,
+        memory_mib: memory_gib * 1024,
+    }
+}
+
+fn res(cpu: u64, memory_gib: u64) -> pl::Resources {
+    cm(cpu, memory_gib).into()
+}
+
+fn node(name: &str, resources: Option<(CpuMemory, CpuMemory)>) -> GpuNode {
+    GpuNode {
+        name: name.into(),
+        model: "A100".into(),
+        memory_mib: 40_960,
+        compute: (8, 0),
+        nvlink_domain: None,
+        allocatable: 4,
+        ready: true,
+        taints: Vec::new(),
+        labels: Default::default(),
+        resources: resources.map(|(allocatable, requested)| NodeCpuMemory {
+            allocatable,
+            requested,
+        }),
+    }
+}
+
+fn pod(node: &str, attempt: Option<&str>, requests: CpuMemory) -> GpuPod {
+    GpuPod {
+        node: node.into(),
+        gpus: 1,
+        attempt_key: attempt.map(Into::into),
+        requests,
+    }
+}
+
+fn find<'a>(snap: &'a pl::Snapshot, provider: &str, node: &str) -> &'a pl::Node {
+    snap.providers
+        .iter()
+        .find(|p| p.id == provider)
+        .and_then(|p| p.nodes.iter().find(|n| n.name == node))
+        .expect("node")
+}
+
+#[test]
+fn free_is_allocatable_less_other_pods_ended_workers_and_live_placements() {
+    let view = MemberView {
+        nodes: vec![node("n1", Some((cm(64, 512), cm(4, 8)))), node("n2", None)],
+        pods: vec![
+            // The live attempt's own pod: counted by its placement, not again here.
+            pod("n1", Some("uid-live/1"), cm(10, 20)),
+            // A worker of an attempt that is over, still terminating: it holds its share.
+            pod("n1", Some("uid-old/3"), cm(6, 4)),
+            // Another pod holding GPUs: its CPU is in the node's `requested` already.
+            pod("n1", None, CpuMemory::default()),
+        ],
+        ..MemberView::default()
+    };
+    let live = job(
+        "live",
+        json!({"requests": {"cpu": "10", "memory": "20Gi"}}),
+        Some(("a", &["n1", "n1", "n2"])),
+    );
+    let queued = job("new", json!({"limits": {"cpu": "40", "memory": "1Gi"}}), None);
+    let fleet = BTreeMap::from([("a".to_owned(), view)]);
+    let snap = snapshot(&[live, queued], &[provider("a", "1")], &fleet);
+
+    let n1 = find(&snap, "a", "n1");
+    assert_eq!(
+        n1.resources,
+        Some(pl::NodeResources {
+            allocatable: res(64, 512),
+            // 64 − 4 (other pods) − 6 (ended worker) − 2 × 10 (live workers).
+            free: res(34, 512 - 8 - 4 - 40),
+        })
+    );
+    assert_eq!(
+        find(&snap, "a", "n2").resources,
+        None,
+        "not reported: not limited"
+    );
+    assert_eq!(snap.running.len(), 1);
+    assert_eq!(
+        snap.running[0].resources,
+        BTreeMap::from([("n1".to_owned(), res(20, 40))]),
+        "what it gives back if evicted, on the nodes whose CPU and memory count"
+    );
+    assert_eq!(
+        snap.jobs[0].worker_resources,
+        res(40, 1),
+        "a limit without a request is the request"
+    );
+}
+
+#[test]
+fn a_worker_goes_where_its_cpu_is_free_and_waits_when_no_node_has_it() {
+    // The cheaper provider's node has 24 CPU left beside its free GPUs; the dearer one 64.
+    let cheap = MemberView {
+        nodes: vec![node("a1", Some((cm(64, 512), cm(40, 0))))],
+        ..MemberView::default()
+    };
+    let dear = MemberView {
+        nodes: vec![node("b1", Some((cm(64, 512), CpuMemory::default())))],
+        ..MemberView::default()
+    };
+    let fleet = BTreeMap::from([("a".to_owned(), cheap), ("b".to_owned(), dear)]);
+    let providers = [provider("a", "1"), provider("b", "1.5")];
+    let place = |cpu: &str| {
+        let j = job("j", json!({"requests": {"cpu": cpu}}), None);
+        pl::place(&snapshot(&[j], &providers, &fleet), &pl::Config::default()).expect("placed")
+    };
+    let small = place("20");
+    assert_eq!(small.placements[0].provider, "a", "fits the cheaper one");
+    let forty = place("40");
+    assert_eq!(
+        forty.placements[0].provider, "b",
+        "the cheaper one has GPUs but not the CPU"
+    );
+    let huge = place("100");
+    assert!(huge.placements.is_empty());
+    let why = &huge.unplaced[0].explanation;
+    assert!(
+        matches!(why.primary(), Some(pl::Reason::WorkerTooLarge { .. })),
+        "{why}"
+    );
+    assert!(why.to_string().contains("100 CPU"), "{why}");
+}
+
+#[test]
+fn any_reported_numbers_are_bounded_and_leave_nothing_free() {
+    let huge = CpuMemory {
+        cpu_millis: u64::MAX,
+        memory_mib: u64::MAX,
+    };
+    let view = MemberView {
+        nodes: vec![
+            node("n1", Some((huge, CpuMemory::default()))),
+            node("n2", Some((huge, huge))),
+        ],
+        pods: vec![pod("n1", Some("uid-old/1"), huge); 5],
+        ..MemberView::default()
+    };
+    let fleet = BTreeMap::from([("a".to_owned(), view)]);
+    let (snap, findings) = snapshot_checked(
+        &[job("j", json!({"requests": {"cpu": "1"}}), None)],
+        &[provider("a", "1")],
+        &fleet,
+    );
+    assert_eq!(findings, [], "no node is left out for its CPU or memory");
+    let bound = pl::Resources {
+        cpu_millis: MAX_CPU_MILLIS,
+        memory_mib: MAX_MEMORY_MIB,
+    };
+    for name in ["n1", "n2"] {
+        let r = find(&snap, "a", name).resources.expect("reported");
+        assert_eq!(r.allocatable, bound, "{name}");
+        assert!(r.free.is_zero(), "{name}: held beyond its size: nothing free");
+    }
+    let decisions = pl::place(&snap, &pl::Config::default()).expect("accepted");
+    assert!(decisions.placements.is_empty());
+}

@@ -1,0 +1,124 @@
+//! CPU and memory beside the GPUs: how many of a job's workers a node holds, and the
+//! bookkeeping as work is placed and evicted.
+//!
+//! A node holds `min(⌊free GPUs / g⌋, free CPU / cpu per worker, free memory / memory per
+//! worker)` workers. The bucket counts of the fast path know GPUs only; they still answer
+//! exactly for a job that asks per GPU no more than every node of the pool has free per
+//! free GPU (the pool's [floor](crate::index::Pool::res_floor), [`JobSt::gpu_bound`]) —
+//! the common case, as nodes are sized for their GPUs and jobs for theirs. Otherwise the
+//! pool's nodes are counted one by one ([`Fleet::add_pool_counts`]).
+
+use crate::filter::JobSt;
+use crate::index::{Fleet, Pool, UNLIMITED};
+use crate::snapshot::{MAX_GPUS_PER_NODE, Resources};
+
+/// Slots of a free-count histogram: 0..=64 GPUs.
+pub(crate) const SLOTS: usize = MAX_GPUS_PER_NODE as usize + 1;
+
+impl JobSt {
+    /// Whether the GPUs alone decide how many of this job's workers any node of `pool`
+    /// holds now: with `f` free GPUs and at least `floor × f` CPU free, a node holds
+    /// `⌊f / g⌋` workers asking at most `floor × g` each.
+    #[inline]
+    pub fn gpu_bound(&self, pool: &Pool) -> bool {
+        let room = pool.res_floor.times(u32::from(self.g));
+        self.req.is_zero()
+            || (self.req.cpu_millis <= room.cpu_millis && self.req.memory_mib <= room.memory_mib)
+    }
+}
+
+/// CPU and memory free per free GPU (`UNLIMITED` without free GPUs: such a node holds no
+/// worker, whatever its CPU).
+pub(crate) fn per_free_gpu(avail: Resources, free: u64) -> Resources {
+    let f = u64::from(free.count_ones());
+    if f == 0 || avail == UNLIMITED {
+        return UNLIMITED;
+    }
+    Resources {
+        cpu_millis: avail.cpu_millis / f,
+        memory_mib: avail.memory_mib / f,
+    }
+}
+
+impl Fleet {
+    /// Lowers the pool's floor to node `n`'s CPU and memory per free GPU.
+    pub fn note_headroom(&mut self, n: u32) {
+        let node = &self.nodes[n as usize];
+        let per = per_free_gpu(node.avail, node.free);
+        let pool = &mut self.pools[node.pool as usize];
+        pool.res_floor = pool.res_floor.min_each(&per);
+    }
+
+    /// Workers of job `js` node `n` holds now, if the GPUs `extra_gpus` and the CPU and
+    /// memory `extra` were free too (an eviction's).
+    pub fn node_workers_with(&self, n: u32, js: &JobSt, extra_gpus: u64, extra: &Resources) -> u32 {
+        let node = &self.nodes[n as usize];
+        let by_gpus = (node.free | extra_gpus).count_ones() / u32::from(js.g);
+        if js.req.is_zero() {
+            return by_gpus;
+        }
+        by_gpus.min(node.avail.plus(extra).min_each(&node.alloc).workers(&js.req))
+    }
+
+    /// Workers of job `js` node `n` holds now.
+    #[inline]
+    pub fn node_workers(&self, n: u32, js: &JobSt) -> u32 {
+        self.node_workers_with(n, js, 0, &Resources::ZERO)
+    }
+
+    /// The node's free GPUs as job `js` can use them: those of the workers it holds.
+    #[inline]
+    pub fn usable_free(&self, n: u32, js: &JobSt, extra_gpus: u64, extra: &Resources) -> usize {
+        if js.req.is_zero() {
+            return (self.nodes[n as usize].free | extra_gpus).count_ones() as usize;
+        }
+        (self.node_workers_with(n, js, extra_gpus, extra) * u32::from(js.g)) as usize
+    }
+
+    /// Workers of job `js` node `n` would hold with nothing running there.
+    pub fn node_capacity(&self, n: u32, js: &JobSt) -> u32 {
+        let node = &self.nodes[n as usize];
+        (u32::from(node.gpus) / u32::from(js.g)).min(node.alloc.workers(&js.req))
+    }
+
+    /// Takes CPU and memory on node `n` for placed work.
+    pub fn take_resources(&mut self, n: u32, r: &Resources) {
+        if r.is_zero() {
+            return;
+        }
+        let node = &mut self.nodes[n as usize];
+        node.avail = node.avail.minus(r);
+        self.note_headroom(n);
+    }
+
+    /// Gives CPU and memory back on node `n` (an eviction). The pool's floor stays: it
+    /// only decides when nodes are counted one by one, and GPUs freed with less CPU
+    /// are noted by [`Fleet::set_free`].
+    pub fn give_resources(&mut self, n: u32, r: &Resources) {
+        let node = &mut self.nodes[n as usize];
+        node.avail = node.avail.plus(r).min_each(&node.alloc);
+    }
+
+    /// Adds the unreserved nodes of `pool` to a free-count histogram, as job `js` can use
+    /// their GPUs (only counts from `js.g` up).
+    pub fn add_pool_counts(&self, pool: u32, js: &JobSt, counts: &mut [u32; SLOTS]) {
+        let p = &self.pools[pool as usize];
+        let g = usize::from(js.g);
+        if js.gpu_bound(p) {
+            let at = p.counts_at as usize;
+            let own = &self.counts[at..=at + usize::from(p.max_node_gpus)];
+            for (sum, &c) in counts.iter_mut().zip(own).skip(g) {
+                *sum += c;
+            }
+            return;
+        }
+        for bucket in p.buckets.iter().skip(g) {
+            for &n in bucket {
+                let k = self.usable_free(n, js, 0, &Resources::ZERO);
+                if k >= g {
+                    counts[k] += 1;
+                }
+            }
+        }
+    }
+}

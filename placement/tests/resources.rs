@@ -1,0 +1,210 @@
+//! CPU and memory beside the GPUs: a node holds a worker only with the CPU and memory its
+//! pod requests free; a worker no node could ever hold, or one that must wait for CPU
+//! rather than GPUs, is told so.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use gpufed_placement::{
+    Config, Job, NodeResources, Provider, Reason, Resources, RunningAllocation, Snapshot, place,
+};
+
+use common::{UNIT, check, job, provider};
+
+const CORE: u64 = 1000;
+
+fn cpu(cores: u64) -> Resources {
+    Resources {
+        cpu_millis: cores * CORE,
+        memory_mib: 0,
+    }
+}
+
+/// Every node of `p` reports `cores` allocatable and 512 GiB, all free.
+fn with_cores(mut p: Provider, cores: u64) -> Provider {
+    for n in &mut p.nodes {
+        let allocatable = Resources {
+            cpu_millis: cores * CORE,
+            memory_mib: 512 * 1024,
+        };
+        n.resources = Some(NodeResources {
+            allocatable,
+            free: allocatable,
+        });
+    }
+    p
+}
+
+fn asking(mut j: Job, per_worker: Resources) -> Job {
+    j.worker_resources = per_worker;
+    j
+}
+
+/// One 4-GPU, 64-core node each: `cheap` at 1.00, `dear` at 1.50.
+fn cheap_and_dear() -> Vec<Provider> {
+    vec![
+        with_cores(provider("cheap", "A100", 40, 1, 4, UNIT), 64),
+        with_cores(provider("dear", "A100", 40, 1, 4, 3 * UNIT / 2), 64),
+    ]
+}
+
+#[test]
+fn a_node_out_of_cpu_sends_the_next_worker_elsewhere() {
+    let snap = Snapshot {
+        providers: cheap_and_dear(),
+        jobs: vec![
+            asking(job("first", 1, 1), cpu(40)),
+            Job {
+                submit_time: 1,
+                ..asking(job("second", 1, 1), cpu(40))
+            },
+        ],
+        ..Snapshot::default()
+    };
+    let d = place(&snap, &Config::default()).unwrap();
+    check(&snap, &d).unwrap();
+    let on = |id: &str| {
+        d.placements
+            .iter()
+            .find(|p| p.job == id)
+            .unwrap()
+            .provider
+            .clone()
+    };
+    assert_eq!(on("first"), "cheap");
+    // cheap still has 3 free GPUs, but only 24 cores.
+    assert_eq!(on("second"), "dear");
+}
+
+#[test]
+fn workers_per_node_are_capped_by_cpu() {
+    // Two 4-GPU nodes of 64 cores: 20-core workers fit three to a node.
+    let p = with_cores(provider("p", "A100", 40, 2, 4, UNIT), 64);
+    let fits = Snapshot {
+        providers: vec![p.clone()],
+        jobs: vec![asking(job("six", 1, 6), cpu(20))],
+        ..Snapshot::default()
+    };
+    let d = place(&fits, &Config::default()).unwrap();
+    check(&fits, &d).unwrap();
+    let workers = &d.placements[0].workers;
+    for node in ["n0", "n1"] {
+        assert_eq!(workers.iter().filter(|w| w.node == node).count(), 3);
+    }
+    let seven = Snapshot {
+        providers: vec![p],
+        jobs: vec![asking(job("seven", 1, 7), cpu(20))],
+        ..Snapshot::default()
+    };
+    let d = place(&seven, &Config::default()).unwrap();
+    assert!(d.placements.is_empty());
+    assert_eq!(
+        d.unplaced[0].explanation.to_string(),
+        "0/1 providers fit: 1 too small for 7 suitable GPUs"
+    );
+}
+
+#[test]
+fn a_worker_no_node_can_hold_is_told_what_it_asks_for() {
+    let big = Resources {
+        cpu_millis: 100 * CORE,
+        memory_mib: 16 * 1024,
+    };
+    let snap = Snapshot {
+        providers: cheap_and_dear(),
+        jobs: vec![asking(job("huge", 1, 1), big)],
+        ..Snapshot::default()
+    };
+    let d = place(&snap, &Config::default()).unwrap();
+    assert!(d.placements.is_empty());
+    let e = &d.unplaced[0].explanation;
+    assert_eq!(e.primary(), Some(&Reason::WorkerTooLarge { per_worker: big }));
+    assert_eq!(
+        e.to_string(),
+        "0/2 providers fit: 2 lack a suitable node with 100 CPU and 16 GiB memory for one worker"
+    );
+}
+
+#[test]
+fn free_gpus_without_free_cpu_wait_for_cpu() {
+    // Foreign pods hold 60 of cheap's 64 cores; dear is too dear for the job.
+    let mut providers = cheap_and_dear();
+    providers[0].nodes[0].resources.as_mut().unwrap().free = cpu(4);
+    let snap = Snapshot {
+        providers,
+        jobs: vec![Job {
+            max_price: Some(UNIT),
+            ..asking(job("waits", 1, 1), cpu(8))
+        }],
+        ..Snapshot::default()
+    };
+    let d = place(&snap, &Config::default()).unwrap();
+    assert!(d.placements.is_empty());
+    assert_eq!(
+        d.unplaced[0].explanation.to_string(),
+        "0/2 providers fit: 1 above max price 1.00, 1 lack 8 CPU free per worker beside their free GPUs now"
+    );
+}
+
+#[test]
+fn a_node_that_reports_no_cpu_is_limited_by_its_gpus_only() {
+    let snap = Snapshot {
+        providers: vec![provider("p", "A100", 40, 1, 4, UNIT)],
+        jobs: vec![asking(job("four", 1, 4), cpu(1000))],
+        ..Snapshot::default()
+    };
+    let d = place(&snap, &Config::default()).unwrap();
+    check(&snap, &d).unwrap();
+    assert_eq!(d.placements[0].workers.len(), 4);
+}
+
+#[test]
+fn evicting_gives_the_victims_cpu_to_the_preemptor() {
+    // Low-priority work holds 2 GPUs and 60 cores of the only node: 2 GPUs are free,
+    // but only 4 cores.
+    let mut p = with_cores(provider("p", "A100", 40, 1, 4, UNIT), 64);
+    p.nodes[0].free = vec![0, 1];
+    p.nodes[0].resources.as_mut().unwrap().free = cpu(4);
+    let low = RunningAllocation {
+        job: "low".into(),
+        namespace: "team".into(),
+        provider: "p".into(),
+        gpus: common::running_on_a("low", "team", "n0", 2..4, None).gpus,
+        resources: [("n0".to_owned(), cpu(60))].into(),
+        ..RunningAllocation::default()
+    };
+    let high = Job {
+        priority: 5,
+        preempt: true,
+        ..asking(job("high", 1, 1), cpu(30))
+    };
+    let snap = Snapshot {
+        providers: vec![p],
+        running: vec![low],
+        jobs: vec![high],
+        ..Snapshot::default()
+    };
+    let off = place(&snap, &Config::default()).unwrap();
+    assert!(off.placements.is_empty(), "no preemption: nothing to place");
+    let cfg = Config {
+        preemption: true,
+        ..Config::default()
+    };
+    let d = place(&snap, &cfg).unwrap();
+    check(&snap, &d).unwrap();
+    assert_eq!(d.placements.len(), 1);
+    assert_eq!(d.placements[0].evicts, ["low"]);
+}
+
+#[test]
+fn jobs_that_ask_for_nothing_ignore_cpu() {
+    let mut providers = cheap_and_dear();
+    providers[0].nodes[0].resources.as_mut().unwrap().free = Resources::ZERO;
+    let snap = Snapshot {
+        providers,
+        jobs: vec![job("plain", 1, 4)],
+        ..Snapshot::default()
+    };
+    let d = place(&snap, &Config::default()).unwrap();
+    assert_eq!(d.placements[0].provider, "cheap");
+}
