@@ -299,5 +299,24 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
             && note.contains("100 CPU")),
         "{events:?}"
     );
+
+    // Local storage counts too: the simulated nodes have 1 TiB allocatable.
+    let mut disk = prio_job("disk", 1, 100, false, 600);
+    disk["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        serde_json::json!({"requests": {"ephemeral-storage": "2Ti"}});
+    submit(&hub, &ns, &disk).await;
+    job_until(
+        &hub,
+        &ns,
+        "disk",
+        "disk waits for a node with 2 TiB of local storage",
+        MINUTE,
+        |j| {
+            placed_condition(j).is_some_and(|(r, m)| {
+                r == "InsufficientNodeResources" && m.contains("2048 GiB ephemeral storage")
+            })
+        },
+    )
+    .await;
     drop(operator);
 }

@@ -60,10 +60,11 @@ pub struct GpuNode {
 /// Most CPU a node or pod is taken to have or request, in millicores (about 4.3 million
 /// cores): a member may report anything, and sums of bounded numbers never overflow.
 pub const MAX_CPU_MILLIS: u64 = 1 << 32;
-/// Most memory a node or pod is taken to have or request, in MiB (4 PiB).
+/// Most memory (or ephemeral storage) a node or pod is taken to have or request, in MiB
+/// (4 PiB).
 pub const MAX_MEMORY_MIB: u64 = 1 << 32;
 
-/// CPU and memory in whole millicores and MiB.
+/// CPU, memory and local ephemeral storage in whole millicores and MiB.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CpuMemory {
@@ -71,6 +72,11 @@ pub struct CpuMemory {
     pub cpu_millis: u64,
     /// Memory in MiB.
     pub memory_mib: u64,
+    /// Local ephemeral storage in MiB; `None` when not stated: for a request, none; for a
+    /// node's allocatable (an agent older than this field, or a node without it), not a
+    /// limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral_mib: Option<u64>,
 }
 
 impl CpuMemory {
@@ -84,18 +90,26 @@ impl CpuMemory {
         CpuMemory {
             cpu_millis: self.cpu_millis.min(MAX_CPU_MILLIS),
             memory_mib: self.memory_mib.min(MAX_MEMORY_MIB),
+            ephemeral_mib: self.ephemeral_mib.map(|e| e.min(MAX_MEMORY_MIB)),
         }
     }
-}
 
-impl From<CpuMemory> for gpufed_placement::Resources {
-    /// Bounded ([`CpuMemory::bounded`]): the engine gets no number a member made up
-    /// beyond any node's size.
-    fn from(c: CpuMemory) -> Self {
-        let c = c.bounded();
+    /// As the engine reads a request: bounded, unstated storage none.
+    pub fn request(&self) -> gpufed_placement::Resources {
+        self.engine(0)
+    }
+
+    /// As the engine reads a node's allocatable: bounded, unstated storage no limit.
+    pub fn capacity(&self) -> gpufed_placement::Resources {
+        self.engine(u64::MAX)
+    }
+
+    fn engine(&self, unstated_storage: u64) -> gpufed_placement::Resources {
+        let c = self.bounded();
         gpufed_placement::Resources {
             cpu_millis: c.cpu_millis,
             memory_mib: c.memory_mib,
+            ephemeral_mib: c.ephemeral_mib.unwrap_or(unstated_storage),
         }
     }
 }
@@ -242,15 +256,18 @@ mod tests {
             allocatable: CpuMemory {
                 cpu_millis: 64_000,
                 memory_mib: 524_288,
+                ephemeral_mib: None,
             },
             requested: CpuMemory {
                 cpu_millis: 1500,
                 memory_mib: 0,
+                ephemeral_mib: None,
             },
         });
         new.pods[0].requests = CpuMemory {
             cpu_millis: 40_000,
             memory_mib: 1024,
+            ephemeral_mib: None,
         };
         let json = serde_json::to_value(&new).expect("json");
         assert_eq!(

@@ -308,7 +308,7 @@ fn provider_snapshot(
         // Reported by the member: saturate, a hostile count must not overflow.
         let taken = held.entry(pod.node.clone()).or_default();
         *taken = taken.saturating_add(pod.gpus);
-        held_res.add(&pod.node, pod.requests.into());
+        held_res.add(&pod.node, pod.requests.request());
     }
     let mut nodes = Vec::new();
     let mut sizes = BTreeMap::new();

@@ -165,12 +165,15 @@ fn count() -> impl Strategy<Value = u32> {
     ]
 }
 
-/// CPU and memory as a lying agent sends them: 0, small, huge or anything.
+/// CPU, memory and storage as a lying agent sends them: 0, small, huge or anything.
 fn cpu_memory() -> impl Strategy<Value = CpuMemory> {
     let n = prop_oneof![Just(0u64), 1u64..=1_000_000, Just(u64::MAX), any::<u64>()];
-    (n.clone(), n).prop_map(|(cpu_millis, memory_mib)| CpuMemory {
-        cpu_millis,
-        memory_mib,
+    (n.clone(), n.clone(), prop::option::of(n)).prop_map(|(cpu_millis, memory_mib, ephemeral_mib)| {
+        CpuMemory {
+            cpu_millis,
+            memory_mib,
+            ephemeral_mib,
+        }
     })
 }
 

@@ -118,10 +118,7 @@ fn main() {
     for (label, node_cores, every, job_cores) in [("roomy", 16, 1, 8), ("tight", 4, 4, 8)] {
         let mut sized = snap.clone();
         for n in sized.providers.iter_mut().flat_map(|p| p.nodes.iter_mut()) {
-            let per_gpu = |gpus: u64| Resources {
-                cpu_millis: gpus * node_cores * 1000,
-                memory_mib: gpus * 128 * 1024,
-            };
+            let per_gpu = |gpus: u64| Resources::cpu_memory(gpus * node_cores * 1000, gpus * 128 * 1024);
             let allocatable = per_gpu(u64::from(n.gpus));
             let busy = u64::from(n.gpus) - n.free.len() as u64;
             n.resources = Some(NodeResources {
@@ -131,10 +128,7 @@ fn main() {
         }
         for j in sized.jobs.iter_mut().step_by(every) {
             let g = u64::from(j.gpus_per_worker);
-            j.worker_resources = Resources {
-                cpu_millis: g * job_cores * 1000,
-                memory_mib: g * 64 * 1024,
-            };
+            j.worker_resources = Resources::cpu_memory(g * job_cores * 1000, g * 64 * 1024);
         }
         let rate = ours(&sized, &cfg, &format!("ours with CPU/memory, {label}"));
         println!(

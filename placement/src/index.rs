@@ -21,6 +21,7 @@ const NO_SLOT: u32 = u32::MAX;
 pub(crate) const UNLIMITED: Resources = Resources {
     cpu_millis: u64::MAX,
     memory_mib: u64::MAX,
+    ephemeral_mib: u64::MAX,
 };
 
 /// Errors in a snapshot that make the whole round meaningless.

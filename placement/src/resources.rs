@@ -21,9 +21,7 @@ impl JobSt {
     /// `⌊f / g⌋` workers asking at most `floor × g` each.
     #[inline]
     pub fn gpu_bound(&self, pool: &Pool) -> bool {
-        let room = pool.res_floor.times(u32::from(self.g));
-        self.req.is_zero()
-            || (self.req.cpu_millis <= room.cpu_millis && self.req.memory_mib <= room.memory_mib)
+        self.req.is_zero() || self.req.within(&pool.res_floor.times(u32::from(self.g)))
     }
 }
 
@@ -34,10 +32,7 @@ pub(crate) fn per_free_gpu(avail: Resources, free: u64) -> Resources {
     if f == 0 || avail == UNLIMITED {
         return UNLIMITED;
     }
-    Resources {
-        cpu_millis: avail.cpu_millis / f,
-        memory_mib: avail.memory_mib / f,
-    }
+    avail.per(f)
 }
 
 impl Fleet {

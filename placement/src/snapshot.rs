@@ -67,13 +67,16 @@ pub struct Node {
     pub resources: Option<NodeResources>,
 }
 
-/// CPU and memory: what a node has, or what one worker asks for (a pod's requests).
+/// CPU, memory and local ephemeral storage: what a node has, or what one worker asks for
+/// (a pod's requests), as kube-scheduler's resource fit counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Resources {
     /// CPU in millicores.
     pub cpu_millis: u64,
     /// Memory in MiB.
     pub memory_mib: u64,
+    /// Local ephemeral storage in MiB (`emptyDir` volumes, writable layers, logs).
+    pub ephemeral_mib: u64,
 }
 
 impl Resources {
@@ -81,11 +84,36 @@ impl Resources {
     pub const ZERO: Resources = Resources {
         cpu_millis: 0,
         memory_mib: 0,
+        ephemeral_mib: 0,
     };
+
+    /// CPU in millicores and memory in MiB, no ephemeral storage.
+    pub const fn cpu_memory(cpu_millis: u64, memory_mib: u64) -> Resources {
+        Resources {
+            cpu_millis,
+            memory_mib,
+            ephemeral_mib: 0,
+        }
+    }
 
     /// Whether nothing is asked for.
     pub fn is_zero(&self) -> bool {
         *self == Self::ZERO
+    }
+
+    fn zip(&self, other: &Resources, f: impl Fn(u64, u64) -> u64) -> Resources {
+        Resources {
+            cpu_millis: f(self.cpu_millis, other.cpu_millis),
+            memory_mib: f(self.memory_mib, other.memory_mib),
+            ephemeral_mib: f(self.ephemeral_mib, other.ephemeral_mib),
+        }
+    }
+
+    /// Whether each of `self` is at most the same of `other`.
+    pub fn within(&self, other: &Resources) -> bool {
+        self.cpu_millis <= other.cpu_millis
+            && self.memory_mib <= other.memory_mib
+            && self.ephemeral_mib <= other.ephemeral_mib
     }
 
     /// How many workers asking `per` each fit in `self` (`u32::MAX` when `per` asks for
@@ -95,76 +123,78 @@ impl Resources {
             have.checked_div(ask)
                 .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX))
         };
-        fit(self.cpu_millis, per.cpu_millis).min(fit(self.memory_mib, per.memory_mib))
+        fit(self.cpu_millis, per.cpu_millis)
+            .min(fit(self.memory_mib, per.memory_mib))
+            .min(fit(self.ephemeral_mib, per.ephemeral_mib))
     }
 
     /// `n` times `self`, saturating.
     pub fn times(&self, n: u32) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis.saturating_mul(u64::from(n)),
-            memory_mib: self.memory_mib.saturating_mul(u64::from(n)),
-        }
+        self.zip(&Self::ZERO, |a, _| a.saturating_mul(u64::from(n)))
+    }
+
+    /// Each of `self` divided by `n` (rounded down; `self` when `n` is 0).
+    pub fn per(&self, n: u64) -> Resources {
+        self.zip(&Self::ZERO, |a, _| a.checked_div(n).unwrap_or(a))
     }
 
     /// `self + other`, saturating.
     pub fn plus(&self, other: &Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
-            memory_mib: self.memory_mib.saturating_add(other.memory_mib),
-        }
+        self.zip(other, u64::saturating_add)
     }
 
     /// `self − other`, floored at zero.
     pub fn minus(&self, other: &Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
-            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
-        }
+        self.zip(other, u64::saturating_sub)
     }
 
     /// The smaller of each.
     pub fn min_each(&self, other: &Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis.min(other.cpu_millis),
-            memory_mib: self.memory_mib.min(other.memory_mib),
-        }
+        self.zip(other, std::cmp::min)
     }
 
     /// The larger of each.
     pub fn max_each(&self, other: &Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis.max(other.cpu_millis),
-            memory_mib: self.memory_mib.max(other.memory_mib),
-        }
+        self.zip(other, std::cmp::max)
+    }
+}
+
+/// MiB as GiB when whole.
+fn mib(n: u64) -> String {
+    if n.is_multiple_of(1024) {
+        format!("{} GiB", n / 1024)
+    } else {
+        format!("{n} MiB")
     }
 }
 
 impl fmt::Display for Resources {
-    /// `4 CPU and 16 GiB memory`, naming only what is asked for.
+    /// `4 CPU, 16 GiB memory and 100 GiB ephemeral storage`, naming only what is asked for.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cpu = (self.cpu_millis > 0).then(|| {
-            if self.cpu_millis.is_multiple_of(1000) {
+        let mut parts = Vec::with_capacity(3);
+        if self.cpu_millis > 0 {
+            parts.push(if self.cpu_millis.is_multiple_of(1000) {
                 format!("{} CPU", self.cpu_millis / 1000)
             } else {
                 format!("{}m CPU", self.cpu_millis)
-            }
-        });
-        let memory = (self.memory_mib > 0).then(|| {
-            if self.memory_mib.is_multiple_of(1024) {
-                format!("{} GiB memory", self.memory_mib / 1024)
-            } else {
-                format!("{} MiB memory", self.memory_mib)
-            }
-        });
-        match (cpu, memory) {
-            (Some(c), Some(m)) => write!(f, "{c} and {m}"),
-            (Some(x), None) | (None, Some(x)) => f.write_str(&x),
-            (None, None) => f.write_str("no CPU or memory"),
+            });
+        }
+        if self.memory_mib > 0 {
+            parts.push(format!("{} memory", mib(self.memory_mib)));
+        }
+        if self.ephemeral_mib > 0 {
+            parts.push(format!("{} ephemeral storage", mib(self.ephemeral_mib)));
+        }
+        match parts.split_last() {
+            None => f.write_str("no CPU or memory"),
+            Some((last, [])) => f.write_str(last),
+            Some((last, rest)) => write!(f, "{} and {last}", rest.join(", ")),
         }
     }
 }
 
-/// A node's CPU and memory as its cluster reports them.
+/// A node's CPU, memory and ephemeral storage as its cluster reports them (one it does
+/// not report is unlimited: `u64::MAX`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeResources {
     /// Allocatable: what the node holds when nothing runs there.
@@ -428,29 +458,27 @@ mod tests {
 
     #[test]
     fn resources_count_workers_and_read_well() {
-        let node = Resources {
-            cpu_millis: 64_000,
-            memory_mib: 256 * 1024,
-        };
-        let worker = Resources {
-            cpu_millis: 20_000,
-            memory_mib: 0,
-        };
+        let node = Resources::cpu_memory(64_000, 256 * 1024);
+        let worker = Resources::cpu_memory(20_000, 0);
         assert_eq!(node.workers(&worker), 3);
         assert_eq!(node.workers(&Resources::ZERO), u32::MAX);
-        let mem = Resources {
-            cpu_millis: 0,
-            memory_mib: 100 * 1024,
-        };
+        let mem = Resources::cpu_memory(0, 100 * 1024);
         assert_eq!(node.workers(&mem), 2);
         assert_eq!(node.minus(&worker.times(4)).cpu_millis, 0);
         assert_eq!(worker.to_string(), "20 CPU");
         assert_eq!(worker.plus(&mem).to_string(), "20 CPU and 100 GiB memory");
-        let odd = Resources {
-            cpu_millis: 1500,
-            memory_mib: 1000,
-        };
+        let odd = Resources::cpu_memory(1500, 1000);
         assert_eq!(odd.to_string(), "1500m CPU and 1000 MiB memory");
+        let disk = Resources {
+            ephemeral_mib: 200 * 1024,
+            ..odd
+        };
+        assert_eq!(
+            disk.to_string(),
+            "1500m CPU, 1000 MiB memory and 200 GiB ephemeral storage"
+        );
+        assert_eq!(disk.workers(&disk), 1);
+        assert!(odd.within(&disk) && !disk.within(&odd));
     }
 
     #[test]

@@ -45,16 +45,14 @@ fn arb_node(i: usize) -> impl Strategy<Value = (Node, Vec<(u8, i32)>)> {
                 .map(|g| (g, prio))
                 .collect();
             // Three nodes in four report CPU and memory: 8 cores and 64 GiB a GPU, less
-            // what its running work holds (`held`) and, on some, a foreign pod's 4 cores.
+            // what its running work holds (`held`) and, on some, a foreign pod's 4 cores;
+            // every other one 300 GiB of local storage (the rest: no limit).
             if !i.is_multiple_of(4) {
                 let allocatable = Resources {
-                    cpu_millis: u64::from(gpus) * 8000,
-                    memory_mib: u64::from(gpus) * 65536,
+                    ephemeral_mib: if i % 2 == 1 { 300 * 1024 } else { u64::MAX },
+                    ..Resources::cpu_memory(u64::from(gpus) * 8000, u64::from(gpus) * 65536)
                 };
-                let foreign = Resources {
-                    cpu_millis: if i % 4 == 2 { 4000 } else { 0 },
-                    memory_mib: 0,
-                };
+                let foreign = Resources::cpu_memory(if i % 4 == 2 { 4000 } else { 0 }, 0);
                 let free = allocatable.minus(&held(busy.len())).minus(&foreign);
                 node.resources = Some(NodeResources { allocatable, free });
             }
@@ -64,11 +62,7 @@ fn arb_node(i: usize) -> impl Strategy<Value = (Node, Vec<(u8, i32)>)> {
 
 /// CPU and memory running work holds beside `busy` GPUs on a node.
 fn held(busy: usize) -> Resources {
-    Resources {
-        cpu_millis: 6000,
-        memory_mib: 32_768,
-    }
-    .times(u32::try_from(busy).unwrap())
+    Resources::cpu_memory(6000, 32_768).times(u32::try_from(busy).unwrap())
 }
 
 fn arb_provider(i: usize) -> impl Strategy<Value = (Provider, Vec<RunningAllocation>)> {
@@ -209,13 +203,15 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
                     },
                 }),
                 preempt,
-                // Per worker: nothing, a little, a lot of CPU and memory, or much CPU.
+                // Per worker: nothing, a little, a lot of CPU and memory, or much CPU;
+                // now and then 100 GiB of local storage.
                 worker_resources: {
                     let (cpu_millis, memory_mib) =
                         [(0, 0), (4000, 0), (12_000, 65_536), (30_000, 16_384)][i % 4];
                     Resources {
                         cpu_millis,
                         memory_mib,
+                        ephemeral_mib: if i % 5 == 2 { 100 * 1024 } else { 0 },
                     }
                 },
             },

@@ -14,19 +14,13 @@ use common::{UNIT, check, job, provider};
 const CORE: u64 = 1000;
 
 fn cpu(cores: u64) -> Resources {
-    Resources {
-        cpu_millis: cores * CORE,
-        memory_mib: 0,
-    }
+    Resources::cpu_memory(cores * CORE, 0)
 }
 
 /// Every node of `p` reports `cores` allocatable and 512 GiB, all free.
 fn with_cores(mut p: Provider, cores: u64) -> Provider {
     for n in &mut p.nodes {
-        let allocatable = Resources {
-            cpu_millis: cores * CORE,
-            memory_mib: 512 * 1024,
-        };
+        let allocatable = Resources::cpu_memory(cores * CORE, 512 * 1024);
         n.resources = Some(NodeResources {
             allocatable,
             free: allocatable,
@@ -106,10 +100,7 @@ fn workers_per_node_are_capped_by_cpu() {
 
 #[test]
 fn a_worker_no_node_can_hold_is_told_what_it_asks_for() {
-    let big = Resources {
-        cpu_millis: 100 * CORE,
-        memory_mib: 16 * 1024,
-    };
+    let big = Resources::cpu_memory(100 * CORE, 16 * 1024);
     let snap = Snapshot {
         providers: cheap_and_dear(),
         jobs: vec![asking(job("huge", 1, 1), big)],
@@ -207,4 +198,71 @@ fn jobs_that_ask_for_nothing_ignore_cpu() {
     };
     let d = place(&snap, &Config::default()).unwrap();
     assert_eq!(d.placements[0].provider, "cheap");
+}
+
+#[test]
+fn ephemeral_storage_counts_where_a_node_reports_it() {
+    // cheap reports 100 GiB of local storage, dear reports none (no limit).
+    let mut providers = cheap_and_dear();
+    let storage = Resources {
+        ephemeral_mib: 100 * 1024,
+        ..Resources::ZERO
+    };
+    let r = providers[0].nodes[0].resources.as_mut().unwrap();
+    r.allocatable.ephemeral_mib = storage.ephemeral_mib;
+    r.free.ephemeral_mib = storage.ephemeral_mib;
+    providers[1].nodes[0]
+        .resources
+        .as_mut()
+        .unwrap()
+        .allocatable
+        .ephemeral_mib = u64::MAX;
+    providers[1].nodes[0]
+        .resources
+        .as_mut()
+        .unwrap()
+        .free
+        .ephemeral_mib = u64::MAX;
+    let disk = |id: &str, gib: u64| {
+        asking(
+            job(id, 1, 1),
+            Resources {
+                ephemeral_mib: gib * 1024,
+                ..cpu(1)
+            },
+        )
+    };
+    let snap = Snapshot {
+        providers: providers.clone(),
+        jobs: vec![
+            disk("small", 60),
+            Job {
+                submit_time: 1,
+                ..disk("second", 60)
+            },
+        ],
+        ..Snapshot::default()
+    };
+    let d = place(&snap, &Config::default()).unwrap();
+    check(&snap, &d).unwrap();
+    let on = |id: &str| {
+        d.placements
+            .iter()
+            .find(|p| p.job == id)
+            .unwrap()
+            .provider
+            .clone()
+    };
+    assert_eq!(on("small"), "cheap");
+    assert_eq!(on("second"), "dear", "cheap has 40 GiB of storage left");
+    let only_cheap = Snapshot {
+        providers: vec![providers[0].clone()],
+        jobs: vec![disk("big", 200)],
+        ..Snapshot::default()
+    };
+    let d = place(&only_cheap, &Config::default()).unwrap();
+    assert_eq!(
+        d.unplaced[0].explanation.to_string(),
+        "0/1 providers fit: 1 lack a suitable node with 1 CPU and 200 GiB ephemeral storage for one worker"
+    );
 }

@@ -1,5 +1,5 @@
-//! Pure: the CPU and memory a pod requests, counted as kube-scheduler's resource fit
-//! counts them, and the CPU and memory a node has for pods.
+//! Pure: the CPU, memory and local ephemeral storage a pod requests, counted as
+//! kube-scheduler's resource fit counts them, and what a node has of them for pods.
 //!
 //! A pod's request is `max(Σ regular containers + Σ sidecars, max over the other init
 //! containers of each one + the sidecars started before it) + spec.overhead`; pod-level
@@ -19,16 +19,19 @@ use super::CpuMemory;
 
 const CPU: &str = "cpu";
 const MEMORY: &str = "memory";
+const EPHEMERAL: &str = "ephemeral-storage";
 const MIB: u128 = 1 << 20;
 
-/// CPU in millicores and memory in bytes, each rounded up as the scheduler rounds a
-/// request (`MilliValue`, `Value`); sums saturate.
+/// CPU in millicores, memory and ephemeral storage in bytes, each rounded up as the
+/// scheduler rounds a request (`MilliValue`, `Value`); sums saturate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Requests {
     /// CPU in millicores.
     pub cpu_millis: u128,
     /// Memory in bytes.
     pub memory_bytes: u128,
+    /// Local ephemeral storage in bytes.
+    pub ephemeral_bytes: u128,
 }
 
 impl Requests {
@@ -36,6 +39,7 @@ impl Requests {
         Requests {
             cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
             memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+            ephemeral_bytes: self.ephemeral_bytes.saturating_add(other.ephemeral_bytes),
         }
     }
 
@@ -43,15 +47,19 @@ impl Requests {
         Requests {
             cpu_millis: self.cpu_millis.max(other.cpu_millis),
             memory_bytes: self.memory_bytes.max(other.memory_bytes),
+            ephemeral_bytes: self.ephemeral_bytes.max(other.ephemeral_bytes),
         }
     }
 
-    /// In whole millicores and MiB (memory rounded up, a request is never understated),
-    /// bounded ([`CpuMemory::bounded`]).
+    /// In whole millicores and MiB (memory and storage rounded up, a request is never
+    /// understated; no storage stated when none is asked), bounded
+    /// ([`CpuMemory::bounded`]).
     pub fn rounded_up(&self) -> CpuMemory {
+        let mib = |bytes: u128| u64::try_from(bytes.div_ceil(MIB)).unwrap_or(u64::MAX);
         CpuMemory {
             cpu_millis: u64::try_from(self.cpu_millis).unwrap_or(u64::MAX),
-            memory_mib: u64::try_from(self.memory_bytes.div_ceil(MIB)).unwrap_or(u64::MAX),
+            memory_mib: mib(self.memory_bytes),
+            ephemeral_mib: (self.ephemeral_bytes > 0).then(|| mib(self.ephemeral_bytes)),
         }
         .bounded()
     }
@@ -85,6 +93,7 @@ pub fn container_requests(r: Option<&ResourceRequirements>) -> Requests {
     Requests {
         cpu_millis: request(r, CPU).unwrap_or(0),
         memory_bytes: request(r, MEMORY).unwrap_or(0),
+        ephemeral_bytes: request(r, EPHEMERAL).unwrap_or(0),
     }
 }
 
@@ -115,9 +124,11 @@ pub fn pod_requests(spec: &PodSpec) -> Requests {
     if let Some(memory) = request(pod_level, MEMORY) {
         total.memory_bytes = memory;
     }
+    // Pod-level resources cover CPU and memory only: storage stays the containers'.
     let overhead = Requests {
         cpu_millis: amount(spec.overhead.as_ref(), CPU).unwrap_or(0),
         memory_bytes: amount(spec.overhead.as_ref(), MEMORY).unwrap_or(0),
+        ephemeral_bytes: amount(spec.overhead.as_ref(), EPHEMERAL).unwrap_or(0),
     };
     total.plus(overhead)
 }
@@ -161,16 +172,22 @@ pub fn template_pod<'a>(
     }
 }
 
-/// A node's allocatable CPU (millicores) and memory (MiB), both rounded down (what it
-/// surely holds) and bounded; `None` unless it reports both.
+/// A node's allocatable CPU (millicores), memory and ephemeral storage (MiB), all rounded
+/// down (what it surely holds) and bounded; `None` unless it reports CPU and memory
+/// (storage, where it reports none, is no limit).
 pub fn allocatable(node: &Node) -> Option<CpuMemory> {
     let list = node.status.as_ref()?.allocatable.as_ref()?;
     let cpu = parse_quantity(&list.get(CPU)?.0).ok()?.millis(Rounding::Down);
     let memory = parse_quantity(&list.get(MEMORY)?.0).ok()?.mib(Rounding::Down);
+    let ephemeral = list
+        .get(EPHEMERAL)
+        .and_then(|q| parse_quantity(&q.0).ok())
+        .map(|q| u64::try_from(q.mib(Rounding::Down)).unwrap_or(u64::MAX));
     Some(
         CpuMemory {
             cpu_millis: u64::try_from(cpu).unwrap_or(u64::MAX),
             memory_mib: u64::try_from(memory).unwrap_or(u64::MAX),
+            ephemeral_mib: ephemeral,
         }
         .bounded(),
     )

@@ -10,6 +10,7 @@ fn cm(cpu_millis: u64, memory_mib: u64) -> CpuMemory {
     CpuMemory {
         cpu_millis,
         memory_mib,
+        ephemeral_mib: None,
     }
 }
 
@@ -21,7 +22,9 @@ fn a_container_requests_its_request_else_its_limit() {
         {"name": "c"},
         {"name": "d", "resources": {"requests": {"gpufed.io/gpu": "1", "ephemeral-storage": "1Ti"}}},
     ]}));
-    assert_eq!(pod_requests(&spec).rounded_up(), cm(2000, 1536));
+    let got = pod_requests(&spec).rounded_up();
+    assert_eq!((got.cpu_millis, got.memory_mib), (2000, 1536));
+    assert_eq!(got.ephemeral_mib, Some(1024 * 1024), "storage counts too");
 }
 
 #[test]
@@ -128,5 +131,41 @@ fn a_node_reports_its_allocatable_rounded_down_or_nothing() {
     assert_eq!(
         allocatable(&huge),
         Some(cm(crate::fleet::MAX_CPU_MILLIS, crate::fleet::MAX_MEMORY_MIB))
+    );
+}
+
+#[test]
+fn ephemeral_storage_is_requested_and_allocatable_like_memory_or_unstated() {
+    let spec = pod(json!({
+        "initContainers": [{"name": "fetch", "resources": {"requests": {"ephemeral-storage": "150Gi"}}}],
+        "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "1", "ephemeral-storage": "60Gi"}}},
+            {"name": "b", "resources": {"limits": {"ephemeral-storage": "40G"}}},
+        ],
+    }));
+    let got = pod_requests(&spec).rounded_up();
+    // max(60 GiB + 40 GB, 150 GiB): the init container's peak.
+    assert_eq!(got.ephemeral_mib, Some(150 * 1024));
+    assert_eq!(got.request().ephemeral_mib, 150 * 1024);
+    let none = pod_requests(&pod(json!({"containers": [{"name": "a"}]}))).rounded_up();
+    assert_eq!(none.ephemeral_mib, None, "no storage stated");
+    assert_eq!(none.request().ephemeral_mib, 0);
+
+    let node = |allocatable: serde_json::Value| -> Node {
+        serde_json::from_value(json!({"metadata": {"name": "n"}, "status": {"allocatable": allocatable}}))
+            .expect("node")
+    };
+    let with = allocatable(&node(
+        json!({"cpu": "64", "memory": "1Gi", "ephemeral-storage": "1Ti"}),
+    ))
+    .expect("reported");
+    assert_eq!(with.ephemeral_mib, Some(1024 * 1024));
+    assert_eq!(with.capacity().ephemeral_mib, 1024 * 1024);
+    let without = allocatable(&node(json!({"cpu": "64", "memory": "1Gi"}))).expect("reported");
+    assert_eq!(without.ephemeral_mib, None);
+    assert_eq!(
+        without.capacity().ephemeral_mib,
+        u64::MAX,
+        "unstated storage is no limit"
     );
 }

@@ -20,7 +20,7 @@ use crate::fleet::GpuNode;
 /// [`crate::job::build::build`] makes ([`crate::job::build::worker_requests`]), memory
 /// rounded up to whole MiB.
 pub fn worker_resources(spec: &ComputeJobSpec) -> pl::Resources {
-    crate::job::build::worker_requests(spec).rounded_up().into()
+    crate::job::build::worker_requests(spec).rounded_up().request()
 }
 
 /// CPU and memory gpufed's workers hold on a provider's nodes, by node name.
@@ -41,9 +41,9 @@ impl Held {
     /// the member's other pods nor gpufed's workers hold. `None` when it reports none.
     pub(super) fn node(&self, n: &GpuNode) -> Option<pl::NodeResources> {
         let reported = n.resources?;
-        let allocatable = pl::Resources::from(reported.allocatable);
+        let allocatable = reported.allocatable.capacity();
         let ours = self.0.get(&n.name).copied().unwrap_or_default();
-        let used = pl::Resources::from(reported.requested).plus(&ours);
+        let used = reported.requested.request().plus(&ours);
         Some(pl::NodeResources {
             allocatable,
             free: allocatable.minus(&used),

@@ -69,11 +69,12 @@ fn cm(cpu: u64, memory_gib: u64) -> CpuMemory {
     CpuMemory {
         cpu_millis: cpu * 1000,
         memory_mib: memory_gib * 1024,
+        ephemeral_mib: None,
     }
 }
 
 fn res(cpu: u64, memory_gib: u64) -> pl::Resources {
-    cm(cpu, memory_gib).into()
+    cm(cpu, memory_gib).request()
 }
 
 fn node(name: &str, resources: Option<(CpuMemory, CpuMemory)>) -> GpuNode {
@@ -138,9 +139,10 @@ fn free_is_allocatable_less_other_pods_ended_workers_and_live_placements() {
     assert_eq!(
         n1.resources,
         Some(pl::NodeResources {
-            allocatable: res(64, 512),
+            // No storage reported: no limit.
+            allocatable: cm(64, 512).capacity(),
             // 64 − 4 (other pods) − 6 (ended worker) − 2 × 10 (live workers).
-            free: res(34, 512 - 8 - 4 - 40),
+            free: cm(34, 512 - 8 - 4 - 40).capacity(),
         })
     );
     assert_eq!(
@@ -200,6 +202,7 @@ fn any_reported_numbers_are_bounded_and_leave_nothing_free() {
     let huge = CpuMemory {
         cpu_millis: u64::MAX,
         memory_mib: u64::MAX,
+        ephemeral_mib: Some(u64::MAX),
     };
     let view = MemberView {
         nodes: vec![
@@ -217,8 +220,8 @@ fn any_reported_numbers_are_bounded_and_leave_nothing_free() {
     );
     assert_eq!(findings, [], "no node is left out for its CPU or memory");
     let bound = pl::Resources {
-        cpu_millis: MAX_CPU_MILLIS,
-        memory_mib: MAX_MEMORY_MIB,
+        ephemeral_mib: MAX_MEMORY_MIB,
+        ..pl::Resources::cpu_memory(MAX_CPU_MILLIS, MAX_MEMORY_MIB)
     };
     for name in ["n1", "n2"] {
         let r = find(&snap, "a", name).resources.expect("reported");
@@ -227,4 +230,47 @@ fn any_reported_numbers_are_bounded_and_leave_nothing_free() {
     }
     let decisions = pl::place(&snap, &pl::Config::default()).expect("accepted");
     assert!(decisions.placements.is_empty());
+}
+
+#[test]
+fn local_storage_limits_where_a_node_reports_it_and_live_workers_hold_theirs() {
+    let disk = |gib: u64| CpuMemory {
+        ephemeral_mib: Some(gib * 1024),
+        ..cm(64, 512)
+    };
+    // The cheaper provider's node has 500 GiB of local storage; the dearer one's agent is
+    // older and reports none (no limit).
+    let cheap = MemberView {
+        nodes: vec![node("a1", Some((disk(500), CpuMemory::default())))],
+        ..MemberView::default()
+    };
+    let dear = MemberView {
+        nodes: vec![node("b1", Some((cm(64, 512), CpuMemory::default())))],
+        ..MemberView::default()
+    };
+    let fleet = BTreeMap::from([("a".to_owned(), cheap), ("b".to_owned(), dear)]);
+    let providers = [provider("a", "1"), provider("b", "1.5")];
+    let storage = |gib: &str| json!({"requests": {"ephemeral-storage": format!("{gib}Gi")}});
+    let live = job("live", storage("300"), Some(("a", &["a1"])));
+    let queued = job("new", storage("300"), None);
+    let snap = snapshot(&[live, queued], &providers, &fleet);
+    let a1 = find(&snap, "a", "a1").resources.expect("reported");
+    assert_eq!(
+        a1.free.ephemeral_mib,
+        200 * 1024,
+        "500 less the live worker's 300"
+    );
+    assert_eq!(
+        find(&snap, "b", "b1")
+            .resources
+            .expect("reported")
+            .free
+            .ephemeral_mib,
+        u64::MAX
+    );
+    let d = pl::place(&snap, &pl::Config::default()).expect("placed");
+    assert_eq!(
+        d.placements[0].provider, "b",
+        "a1 has GPUs but not the storage left"
+    );
 }

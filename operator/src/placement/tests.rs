@@ -148,10 +148,7 @@ fn the_starting_status_is_what_the_job_controller_plans_so_it_writes_nothing_mor
 
 #[test]
 fn a_job_mostly_short_of_cpu_or_memory_says_so_in_its_reason() {
-    let per_worker = pl::Resources {
-        cpu_millis: 100_000,
-        memory_mib: 0,
-    };
+    let per_worker = pl::Resources::cpu_memory(100_000, 0);
     let why = |reasons: &[(pl::Reason, usize)]| {
         let counts = reasons.iter().cloned().collect();
         pl::Explanation::from_reasons(reasons.iter().map(|r| r.1).sum(), counts)

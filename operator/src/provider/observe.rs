@@ -274,11 +274,13 @@ mod tests {
             Some(NodeCpuMemory {
                 allocatable: CpuMemory {
                     cpu_millis: 64_000,
-                    memory_mib: 512 * 1024
+                    memory_mib: 512 * 1024,
+                    ephemeral_mib: None,
                 },
                 requested: CpuMemory {
                     cpu_millis: 3500,
-                    memory_mib: 1536
+                    memory_mib: 1536,
+                    ephemeral_mib: None,
                 },
             })
         );
@@ -295,7 +297,8 @@ mod tests {
                     Some("u1/2"),
                     CpuMemory {
                         cpu_millis: 40_000,
-                        memory_mib: 1024
+                        memory_mib: 1024,
+                        ephemeral_mib: None,
                     }
                 )
             ],

@@ -192,7 +192,7 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
     }
     for (key, t) in &taken {
         if let Some(r) = room.get(key)
-            && (t.cpu_millis > r.cpu_millis || t.memory_mib > r.memory_mib)
+            && !t.within(r)
         {
             return Err(format!("node {key:?} gets {t} of work with {r} free"));
         }

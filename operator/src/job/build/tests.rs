@@ -322,7 +322,8 @@ fn placement_counts_the_cpu_and_memory_of_the_worker_pod_as_built() {
         want.rounded_up(),
         crate::fleet::CpuMemory {
             cpu_millis: 16_100,
-            memory_mib: 64 * 1024 + 416
+            memory_mib: 64 * 1024 + 416,
+            ephemeral_mib: None,
         }
     );
 }
