@@ -63,6 +63,13 @@ pub struct ExcludedLabel {
     pub reason: &'static str,
 }
 
+/// Label: why queued jobs were not placed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitingLabel {
+    /// The jobs' `Placed` reason ([`crate::placement::UNPLACED_REASONS`]).
+    pub reason: &'static str,
+}
+
 /// Label: why a ComputeService became stuck.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StallLabel {
@@ -88,6 +95,8 @@ pub struct Metrics {
     pub held_by_disruption_budget_jobs: Gauge,
     /// Jobs the last round left waiting because their namespace's ComputeQuota holds them.
     pub held_by_quota_jobs: Gauge,
+    /// Queued ComputeJobs the last round could not place, by their `Placed` reason.
+    pub unplaced_jobs: Family<WaitingLabel, Gauge>,
     /// Providers by health.
     pub providers: Family<HealthLabel, Gauge>,
     /// GPUs of the fleet the placement engine sees, by state (`total`, `free`).
@@ -142,6 +151,7 @@ impl Metrics {
             evictions_total: Family::default(),
             held_by_disruption_budget_jobs: Gauge::default(),
             held_by_quota_jobs: Gauge::default(),
+            unplaced_jobs: Family::default(),
             providers: Family::default(),
             fleet_gpus: Family::default(),
             metered_gpu_seconds_total: Counter::default(),
@@ -189,6 +199,11 @@ impl Metrics {
             "held_by_quota_jobs",
             "ComputeJobs their namespace's ComputeQuota holds back (last round)",
             m.held_by_quota_jobs.clone(),
+        );
+        registry.register(
+            "unplaced_jobs",
+            "Queued ComputeJobs the last placement round could not place, by their Placed reason",
+            m.unplaced_jobs.clone(),
         );
         registry.register("providers", "GpuProviders by health", m.providers.clone());
         registry.register(
@@ -279,6 +294,17 @@ impl Metrics {
         }
     }
 
+    /// Sets the unplaced-jobs gauges from one round's `Placed` reasons (every known
+    /// reason, so one that empties reads 0).
+    pub fn set_unplaced(&self, reasons: &[&'static str]) {
+        for reason in crate::placement::UNPLACED_REASONS {
+            let n = reasons.iter().filter(|r| **r == reason).count();
+            self.unplaced_jobs
+                .get_or_create(&WaitingLabel { reason })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Sets the fleet GPU gauges from one placement round's snapshot counts.
     pub fn set_fleet_gpus(&self, total: u64, free: u64) {
         for (state, n) in [("total", total), ("free", free)] {
@@ -336,6 +362,34 @@ mod tests {
         assert!(
             text.contains(r#"gpufed_reconcile_duration_seconds_count{controller="job"} 1"#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn unplaced_jobs_are_counted_by_reason_and_an_emptied_reason_reads_zero() {
+        let m = super::Metrics::new();
+        m.set_unplaced(&[
+            "InsufficientNodeResources",
+            "InsufficientNodeResources",
+            "NoProviderFits",
+        ]);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"gpufed_unplaced_jobs{reason="InsufficientNodeResources"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gpufed_unplaced_jobs{reason="NoProviderFits"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gpufed_unplaced_jobs{reason="QuotaExceeded"} 0"#),
+            "{text}"
+        );
+        m.set_unplaced(&[]);
+        assert!(
+            m.encode()
+                .contains(r#"gpufed_unplaced_jobs{reason="InsufficientNodeResources"} 0"#)
         );
     }
 

@@ -28,6 +28,7 @@ pub(super) fn exposition() -> String {
         .inc();
     m.held_by_disruption_budget_jobs.set(1);
     m.held_by_quota_jobs.set(1);
+    m.set_unplaced(&["InsufficientNodeResources"]);
     m.set_providers(2, 1);
     m.set_fleet_gpus(16, 4);
     m.set_excluded(&[]);
@@ -124,6 +125,7 @@ fn dashboard_covers_what_the_issue_asks_for() {
     let all = exprs.join("\n");
     for needed in [
         "gpufed_queue_depth_jobs",
+        "gpufed_unplaced_jobs",
         "gpufed_placements_total",
         "gpufed_providers",
         "gpufed_fleet_gpus",

@@ -32,6 +32,17 @@ pub const INSUFFICIENT_NODE_RESOURCES: &str = "InsufficientNodeResources";
 /// The `Placed` reason of a job no provider fits for any other reason.
 pub const NO_PROVIDER_FITS: &str = "NoProviderFits";
 
+/// Every `Placed=False` reason a round gives ([`unplaced_reason`]), for the
+/// `gpufed_unplaced_jobs` gauge.
+pub const UNPLACED_REASONS: [&str; 6] = [
+    NO_PROVIDER_FITS,
+    crate::quota::plan::QUOTA_EXCEEDED,
+    DISRUPTION_BUDGET,
+    TENANT_NOT_ADMITTED,
+    NODE_SELECTOR_UNMATCHED,
+    INSUFFICIENT_NODE_RESOURCES,
+];
+
 /// The `Placed=False` reason for an unplaced job: its quota, or its explanation's most
 /// common reason where one has its own name, else [`NO_PROVIDER_FITS`].
 pub fn unplaced_reason(explanation: &pl::Explanation) -> &'static str {
@@ -200,6 +211,7 @@ pub async fn round(
     if snap.jobs.is_empty() {
         ctx.metrics.held_by_disruption_budget_jobs.set(0);
         ctx.metrics.held_by_quota_jobs.set(0);
+        ctx.metrics.set_unplaced(&[]);
         return Ok(0);
     }
     snap.reservations = reservations.lock().await.clone();
@@ -280,6 +292,12 @@ pub async fn round(
     ctx.metrics
         .held_by_quota_jobs
         .set(i64::try_from(by_quota).unwrap_or(i64::MAX));
+    let reasons: Vec<&'static str> = decisions
+        .unplaced
+        .iter()
+        .map(|u| unplaced_reason(&u.explanation))
+        .collect();
+    ctx.metrics.set_unplaced(&reasons);
     for u in &decisions.unplaced {
         let Some(job) = by_id(&u.job) else { continue };
         let message = u.explanation.to_string();

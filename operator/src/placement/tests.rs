@@ -184,3 +184,38 @@ fn a_job_mostly_short_of_cpu_or_memory_says_so_in_its_reason() {
         TENANT_NOT_ADMITTED
     );
 }
+
+#[test]
+fn every_unplaced_reason_is_one_the_gauge_counts() {
+    let why = |reason: pl::Reason| pl::Explanation::from_reasons(1, [(reason, 1)].into());
+    let quota = pl::Explanation::Quota(pl::QuotaExceeded::Gpus {
+        limit: 1,
+        used: 1,
+        need: 1,
+    });
+    let given: Vec<&str> = [
+        quota,
+        why(pl::Reason::Protected { budgets: "b".into() }),
+        why(pl::Reason::TenantNotAdmitted),
+        why(pl::Reason::NodeSelector {
+            selector: "k=v".into(),
+        }),
+        why(pl::Reason::WorkerTooLarge {
+            per_worker: pl::Resources::cpu_memory(1, 0),
+        }),
+        why(pl::Reason::Busy { gpus: 1 }),
+    ]
+    .iter()
+    .map(unplaced_reason)
+    .collect();
+    let mut sorted = given.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), given.len(), "{given:?}");
+    let mut known = UNPLACED_REASONS.to_vec();
+    known.sort_unstable();
+    assert_eq!(
+        sorted, known,
+        "each reason given is counted, and each counted one given"
+    );
+}
