@@ -229,11 +229,26 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
         return;
     };
     let ns = common::namespace(&hub, "team").await;
-    let cpu_job = |name: &str, cpu: &str| {
+    let asking = |name: &str, resource: &str, amount: &str| {
         let mut job = prio_job(name, 1, 100, false, 600);
         job["spec"]["template"]["spec"]["containers"][0]["resources"] =
-            serde_json::json!({"requests": {"cpu": cpu}});
+            serde_json::json!({"requests": {resource: amount}});
         job
+    };
+    let cpu_job = |name: &str, cpu: &str| asking(name, "cpu", cpu);
+    // Waits until job `name` is unplaced for lack of node resources, its message naming `what`.
+    let waits_for = async |name: &str, what: &str| {
+        job_until(
+            &hub,
+            &ns,
+            name,
+            &format!("{name} waits for {what}"),
+            MINUTE,
+            |j| {
+                placed_condition(j).is_some_and(|(r, m)| r == "InsufficientNodeResources" && m.contains(what))
+            },
+        )
+        .await
     };
 
     submit(&hub, &ns, &cpu_job("first", "40")).await;
@@ -277,19 +292,7 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
 
     // No node has 100 CPU: the job waits, told so, instead of burning a start timeout.
     submit(&hub, &ns, &cpu_job("huge", "100")).await;
-    let waiting = job_until(
-        &hub,
-        &ns,
-        "huge",
-        "huge waits for a node with 100 CPU",
-        MINUTE,
-        |j| {
-            placed_condition(j).is_some_and(|(r, m)| {
-                r == "InsufficientNodeResources" && m.contains("lack a suitable node with 100 CPU")
-            })
-        },
-    )
-    .await;
+    let waiting = waits_for("huge", "lack a suitable node with 100 CPU").await;
     assert_eq!(provider_of(&waiting), None);
     println!("CPU waiting: {:?}", placed_condition(&waiting));
     let events = events_until(&hub, &ns, "huge", &["InsufficientNodeResources"]).await;
@@ -301,22 +304,7 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
     );
 
     // Local storage counts too: the simulated nodes have 1 TiB allocatable.
-    let mut disk = prio_job("disk", 1, 100, false, 600);
-    disk["spec"]["template"]["spec"]["containers"][0]["resources"] =
-        serde_json::json!({"requests": {"ephemeral-storage": "2Ti"}});
-    submit(&hub, &ns, &disk).await;
-    job_until(
-        &hub,
-        &ns,
-        "disk",
-        "disk waits for a node with 2 TiB of local storage",
-        MINUTE,
-        |j| {
-            placed_condition(j).is_some_and(|(r, m)| {
-                r == "InsufficientNodeResources" && m.contains("2048 GiB ephemeral storage")
-            })
-        },
-    )
-    .await;
+    submit(&hub, &ns, &asking("disk", "ephemeral-storage", "2Ti")).await;
+    waits_for("disk", "with 2048 GiB ephemeral storage for one worker").await;
     drop(operator);
 }

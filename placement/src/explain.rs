@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::snapshot::{ComputeCapability, Micros, Resources, format_micros};
+use crate::snapshot::{ComputeCapability, Micros, Resources, format_micros, mib};
 
 /// Why one provider cannot take a job. Declared in filter order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,15 +99,6 @@ pub enum Reason {
     },
 }
 
-/// Formats MiB as GiB when whole.
-fn vram(mib: u32) -> String {
-    if mib.is_multiple_of(1024) {
-        format!("{} GiB", mib / 1024)
-    } else {
-        format!("{mib} MiB")
-    }
-}
-
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -127,7 +118,7 @@ impl fmt::Display for Reason {
             }
             Reason::NoAcceptedModel { models } if models.is_empty() => write!(f, "lack priced GPUs"),
             Reason::NoAcceptedModel { models } => write!(f, "lack {models} GPUs"),
-            Reason::Vram { min_mib } => write!(f, "lack {} VRAM", vram(*min_mib)),
+            Reason::Vram { min_mib } => write!(f, "lack {} VRAM", mib(u64::from(*min_mib))),
             Reason::Compute { min } => write!(f, "lack compute capability {min}"),
             Reason::NoNvlink => write!(f, "lack NVLink"),
             Reason::NodeSelector { selector } => write!(f, "lack a suitable node labelled {selector}"),

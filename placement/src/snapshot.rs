@@ -160,7 +160,7 @@ impl Resources {
 }
 
 /// MiB as GiB when whole.
-fn mib(n: u64) -> String {
+pub(crate) fn mib(n: u64) -> String {
     if n.is_multiple_of(1024) {
         format!("{} GiB", n / 1024)
     } else {
