@@ -251,23 +251,22 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
         .await
     };
 
-    submit(&hub, &ns, &cpu_job("first", "40")).await;
-    let first = job_until(&hub, &ns, "first", "first running", MINUTE, |j| {
-        phase(j) == "Running"
-    })
-    .await;
+    // Submits a 40-CPU job and waits until it runs.
+    let runs = async |name: &str| {
+        submit(&hub, &ns, &cpu_job(name, "40")).await;
+        job_until(&hub, &ns, name, &format!("{name} running"), MINUTE, |j| {
+            phase(j) == "Running"
+        })
+        .await
+    };
+    let first = runs("first").await;
     assert_eq!(
         provider_of(&first).as_deref(),
         Some("provider-a"),
         "the cheaper one"
     );
-
     // provider-a's node has 3 free GPUs but only 24 of its 64 CPU.
-    submit(&hub, &ns, &cpu_job("second", "40")).await;
-    let second = job_until(&hub, &ns, "second", "second running", MINUTE, |j| {
-        phase(j) == "Running"
-    })
-    .await;
+    let second = runs("second").await;
     assert_eq!(
         provider_of(&second).as_deref(),
         Some("provider-b"),

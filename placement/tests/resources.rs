@@ -6,7 +6,7 @@
 mod common;
 
 use gpufed_placement::{
-    Config, Job, NodeResources, Provider, Reason, Resources, RunningAllocation, Snapshot, place,
+    Config, Decisions, Job, NodeResources, Provider, Reason, Resources, RunningAllocation, Snapshot, place,
 };
 
 use common::{UNIT, check, job, provider};
@@ -34,6 +34,23 @@ fn asking(mut j: Job, per_worker: Resources) -> Job {
     j
 }
 
+/// `jobs` submitted one second apart, in this order.
+fn in_order(jobs: Vec<Job>) -> Vec<Job> {
+    (0..)
+        .zip(jobs)
+        .map(|(t, j)| Job { submit_time: t, ..j })
+        .collect()
+}
+
+/// The provider job `id` was placed on.
+fn provider_of(d: &Decisions, id: &str) -> String {
+    d.placements
+        .iter()
+        .find(|p| p.job == id)
+        .map(|p| p.provider.clone())
+        .unwrap_or_else(|| panic!("{id} not placed: {d:?}"))
+}
+
 /// One 4-GPU, 64-core node each: `cheap` at 1.00, `dear` at 1.50.
 fn cheap_and_dear() -> Vec<Provider> {
     vec![
@@ -46,25 +63,15 @@ fn cheap_and_dear() -> Vec<Provider> {
 fn a_node_out_of_cpu_sends_the_next_worker_elsewhere() {
     let snap = Snapshot {
         providers: cheap_and_dear(),
-        jobs: vec![
+        jobs: in_order(vec![
             asking(job("first", 1, 1), cpu(40)),
-            Job {
-                submit_time: 1,
-                ..asking(job("second", 1, 1), cpu(40))
-            },
-        ],
+            asking(job("second", 1, 1), cpu(40)),
+        ]),
         ..Snapshot::default()
     };
     let d = place(&snap, &Config::default()).unwrap();
     check(&snap, &d).unwrap();
-    let on = |id: &str| {
-        d.placements
-            .iter()
-            .find(|p| p.job == id)
-            .unwrap()
-            .provider
-            .clone()
-    };
+    let on = |id: &str| provider_of(&d, id);
     assert_eq!(on("first"), "cheap");
     // cheap still has 3 free GPUs, but only 24 cores.
     assert_eq!(on("second"), "dear");
@@ -234,25 +241,12 @@ fn ephemeral_storage_counts_where_a_node_reports_it() {
     };
     let snap = Snapshot {
         providers: providers.clone(),
-        jobs: vec![
-            disk("small", 60),
-            Job {
-                submit_time: 1,
-                ..disk("second", 60)
-            },
-        ],
+        jobs: in_order(vec![disk("small", 60), disk("second", 60)]),
         ..Snapshot::default()
     };
     let d = place(&snap, &Config::default()).unwrap();
     check(&snap, &d).unwrap();
-    let on = |id: &str| {
-        d.placements
-            .iter()
-            .find(|p| p.job == id)
-            .unwrap()
-            .provider
-            .clone()
-    };
+    let on = |id: &str| provider_of(&d, id);
     assert_eq!(on("small"), "cheap");
     assert_eq!(on("second"), "dear", "cheap has 40 GiB of storage left");
     let only_cheap = Snapshot {

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gpufed_api::job_status::{Placement, WorkerPlacement};
 use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_placement as pl;
 use serde_json::json;
@@ -40,27 +39,8 @@ fn job(name: &str, resources: serde_json::Value, on: Option<(&str, &[&str])>) ->
     }))
     .expect("job");
     if let Some((provider, nodes)) = on {
-        j.status = Some(gpufed_api::ComputeJobStatus {
-            placement: Some(Placement {
-                attempt: 1,
-                provider: provider.into(),
-                gpus: u32::try_from(nodes.len()).expect("few"),
-                price_per_gpu_hour: "1".into(),
-                workers: (0..)
-                    .zip(nodes.iter())
-                    .map(|(rank, node)| WorkerPlacement {
-                        rank,
-                        node: (*node).into(),
-                        gpu_uuids: vec![],
-                    })
-                    .collect(),
-                placed_time: "2026-11-25T12:00:00Z".into(),
-                running_time: None,
-                node_unreachable_since: None,
-                preempted: None,
-            }),
-            ..Default::default()
-        });
+        let gpus = u32::try_from(nodes.len()).expect("few");
+        j.status = Some(crate::mapping::tests::placed(provider, "1", gpus, nodes));
     }
     Arc::new(j)
 }
@@ -102,6 +82,23 @@ fn pod(node: &str, attempt: Option<&str>, requests: CpuMemory) -> GpuPod {
         attempt_key: attempt.map(Into::into),
         requests,
     }
+}
+
+/// Provider `a` at 1.00, its node `a1` reporting `cheap` (allocatable, requested), and
+/// provider `b` at 1.50, its node `b1` with 64 CPU and 512 GiB, nothing requested.
+fn cheap_and_dear(cheap: (CpuMemory, CpuMemory)) -> (BTreeMap<String, MemberView>, [Arc<GpuProvider>; 2]) {
+    let view = |n: GpuNode| MemberView {
+        nodes: vec![n],
+        ..MemberView::default()
+    };
+    let fleet = BTreeMap::from([
+        ("a".to_owned(), view(node("a1", Some(cheap)))),
+        (
+            "b".to_owned(),
+            view(node("b1", Some((cm(64, 512), CpuMemory::default())))),
+        ),
+    ]);
+    (fleet, [provider("a", "1"), provider("b", "1.5")])
 }
 
 fn find<'a>(snap: &'a pl::Snapshot, provider: &str, node: &str) -> &'a pl::Node {
@@ -166,16 +163,7 @@ fn free_is_allocatable_less_other_pods_ended_workers_and_live_placements() {
 #[test]
 fn a_worker_goes_where_its_cpu_is_free_and_waits_when_no_node_has_it() {
     // The cheaper provider's node has 24 CPU left beside its free GPUs; the dearer one 64.
-    let cheap = MemberView {
-        nodes: vec![node("a1", Some((cm(64, 512), cm(40, 0))))],
-        ..MemberView::default()
-    };
-    let dear = MemberView {
-        nodes: vec![node("b1", Some((cm(64, 512), CpuMemory::default())))],
-        ..MemberView::default()
-    };
-    let fleet = BTreeMap::from([("a".to_owned(), cheap), ("b".to_owned(), dear)]);
-    let providers = [provider("a", "1"), provider("b", "1.5")];
+    let (fleet, providers) = cheap_and_dear((cm(64, 512), cm(40, 0)));
     let place = |cpu: &str| {
         let j = job("j", json!({"requests": {"cpu": cpu}}), None);
         pl::place(&snapshot(&[j], &providers, &fleet), &pl::Config::default()).expect("placed")
@@ -240,16 +228,7 @@ fn local_storage_limits_where_a_node_reports_it_and_live_workers_hold_theirs() {
     };
     // The cheaper provider's node has 500 GiB of local storage; the dearer one's agent is
     // older and reports none (no limit).
-    let cheap = MemberView {
-        nodes: vec![node("a1", Some((disk(500), CpuMemory::default())))],
-        ..MemberView::default()
-    };
-    let dear = MemberView {
-        nodes: vec![node("b1", Some((cm(64, 512), CpuMemory::default())))],
-        ..MemberView::default()
-    };
-    let fleet = BTreeMap::from([("a".to_owned(), cheap), ("b".to_owned(), dear)]);
-    let providers = [provider("a", "1"), provider("b", "1.5")];
+    let (fleet, providers) = cheap_and_dear((disk(500), CpuMemory::default()));
     let storage = |gib: &str| json!({"requests": {"ephemeral-storage": format!("{gib}Gi")}});
     let live = job("live", storage("300"), Some(("a", &["a1"])));
     let queued = job("new", storage("300"), None);

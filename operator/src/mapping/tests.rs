@@ -31,26 +31,34 @@ fn job(name: &str, tier: &str, placed_on: Option<(&str, &str)>) -> Arc<ComputeJo
     }))
     .expect("job");
     if let Some((provider, node)) = placed_on {
-        j.status = Some(gpufed_api::ComputeJobStatus {
-            placement: Some(Placement {
-                attempt: 1,
-                provider: provider.into(),
-                gpus: 2,
-                price_per_gpu_hour: "2.5".into(),
-                workers: vec![WorkerPlacement {
-                    rank: 0,
-                    node: node.into(),
-                    gpu_uuids: vec![],
-                }],
-                placed_time: "2026-11-25T12:00:00Z".into(),
-                running_time: None,
-                node_unreachable_since: None,
-                preempted: None,
-            }),
-            ..Default::default()
-        });
+        j.status = Some(placed(provider, "2.5", 2, &[node]));
     }
     Arc::new(j)
+}
+
+/// A status placing one worker on each of `nodes` of `provider` (attempt 1), `gpus` in all.
+pub(super) fn placed(provider: &str, price: &str, gpus: u32, nodes: &[&str]) -> gpufed_api::ComputeJobStatus {
+    gpufed_api::ComputeJobStatus {
+        placement: Some(Placement {
+            attempt: 1,
+            provider: provider.into(),
+            gpus,
+            price_per_gpu_hour: price.into(),
+            workers: (0..)
+                .zip(nodes)
+                .map(|(rank, node)| WorkerPlacement {
+                    rank,
+                    node: (*node).into(),
+                    gpu_uuids: vec![],
+                })
+                .collect(),
+            placed_time: "2026-11-25T12:00:00Z".into(),
+            running_time: None,
+            node_unreachable_since: None,
+            preempted: None,
+        }),
+        ..Default::default()
+    }
 }
 
 fn view() -> MemberView {
