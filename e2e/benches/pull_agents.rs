@@ -129,6 +129,7 @@ async fn sim_agent(fed_hub: (String, Vec<u8>), provider: String, bearer: String)
                 gpus: 1,
                 attempt_key: Some(format!("{}/{}", a.spec.job_uid, a.spec.attempt)),
                 requests: Default::default(),
+                extended: Default::default(),
             })
             .collect();
         sequence += 1;

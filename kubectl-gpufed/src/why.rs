@@ -193,15 +193,19 @@ fn tenant_refusal(p: &GpuProvider, ns: &str, labels: Option<&BTreeMap<String, St
 }
 
 /// What `why` cannot check on the inventory summary, as the end of a "fits now" reason:
-/// the nodes' labels (`selector`) and their free CPU and memory (`per_worker`).
-fn unchecked(selector: &BTreeMap<String, String>, per_worker: &pl::Resources) -> String {
+/// the nodes' labels (`selector`) and their free CPU, memory and extended resources
+/// (`per_worker`, its extended slots named by `names`).
+fn unchecked(selector: &BTreeMap<String, String>, per_worker: &pl::Resources, names: &[String]) -> String {
     let mut needs = Vec::new();
     if !selector.is_empty() {
         let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         needs.push(format!("is labelled {}", pairs.join(",")));
     }
     if !per_worker.is_zero() {
-        needs.push(format!("has {per_worker} free per worker beside its GPUs"));
+        needs.push(format!(
+            "has {} free per worker beside its GPUs",
+            per_worker.describe(names)
+        ));
     }
     if needs.is_empty() {
         return String::new();
@@ -253,8 +257,8 @@ fn fit(
         &[Arc::new(as_rebuilt(p, fleet))],
         fleet,
     );
-    // The inventory summary carries neither node labels nor nodes' CPU and memory: the
-    // node selector and the workers' CPU and memory requests are left to the operator's
+    // The inventory summary carries neither node labels nor nodes' CPU, memory and extended
+    // resources: the node selector and the workers' requests of them are left to the operator's
     // own round (the job's `Placed` condition), and said so.
     let mut selector = BTreeMap::new();
     let mut per_worker = pl::Resources::ZERO;
@@ -263,7 +267,7 @@ fn fit(
         selector = std::mem::take(&mut j.node_selector);
         per_worker = std::mem::take(&mut j.worker_resources);
     }
-    let unchecked = unchecked(&selector, &per_worker);
+    let unchecked = unchecked(&selector, &per_worker, &snap.extended_resources);
     match pl::place(&snap, &pl::Config::default()) {
         Err(e) => no(format!("the placement engine refused the snapshot: {e}")),
         Ok(d) => match (d.placements.first(), d.unplaced.first()) {

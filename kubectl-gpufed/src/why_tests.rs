@@ -530,4 +530,13 @@ fn cpu_and_memory_requests_are_left_to_the_operator_and_said_so() {
         ),
         "{reason}"
     );
+    j.spec.template.spec.containers[0]
+        .0
+        .insert("resources".into(), json!({"limits": {"rdma/ib": "1"}}));
+    let r = explain(&j, &providers, NOW);
+    let (_, _, reason) = reasons(&r)[0];
+    assert!(
+        reason.contains("has 1 rdma/ib free per worker beside its GPUs (not checked here"),
+        "{reason}"
+    );
 }

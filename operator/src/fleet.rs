@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::RwLock;
 
+pub mod extended;
 pub mod requests;
 
 /// Labels the gpufed device plugin (and the e2e node simulation) put on GPU nodes.
@@ -110,12 +111,13 @@ impl CpuMemory {
             cpu_millis: c.cpu_millis,
             memory_mib: c.memory_mib,
             ephemeral_mib: c.ephemeral_mib.unwrap_or(unstated_storage),
+            extended: [0; gpufed_placement::EXTENDED_SLOTS],
         }
     }
 }
 
 /// A GPU node's CPU and memory, as its member reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct NodeCpuMemory {
     /// The node's allocatable CPU and memory (memory rounded down to whole MiB).
@@ -124,6 +126,23 @@ pub struct NodeCpuMemory {
     /// gpufed workers (memory rounded up), as kube-scheduler counts them
     /// ([`requests::pod_requests`]).
     pub requested: CpuMemory,
+    /// The node's extended resources (RDMA devices, hugepages, …). Absent from an older
+    /// agent's report: they limit nothing then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extended: Option<NodeExtended>,
+}
+
+/// A GPU node's extended resources ([`extended`]), as its member reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeExtended {
+    /// What the node has for pods (one it does not name, it has none of).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocatable: extended::Extended,
+    /// What the non-terminal pods bound there that are not gpufed workers request of
+    /// them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub requested: extended::Extended,
 }
 
 /// Node labels every provider exposes for jobs' node selectors: set by Kubernetes itself
@@ -171,6 +190,9 @@ pub struct GpuPod {
     /// in their node's [`NodeCpuMemory::requested`]. Absent from an older agent's report.
     #[serde(default, skip_serializing_if = "CpuMemory::is_zero")]
     pub requests: CpuMemory,
+    /// The extended resources such a worker requests ([`extended`]), likewise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extended: extended::Extended,
 }
 
 /// One member cluster as last observed (also the report a pull-mode agent sends).
@@ -263,6 +285,7 @@ mod tests {
                 memory_mib: 0,
                 ephemeral_mib: None,
             },
+            extended: None,
         });
         new.pods[0].requests = CpuMemory {
             cpu_millis: 40_000,

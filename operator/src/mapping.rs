@@ -140,11 +140,18 @@ pub fn snapshot_checked(
     // A job whose victims are still being evicted waits for them: placed now, it would not
     // fit (their GPUs are still busy) and would evict more work for the same room.
     let waiting = awaiting_evictions(&live);
-    snap.jobs = jobs
+    let queued: Vec<&Arc<ComputeJob>> = jobs
         .iter()
         .filter(|j| is_queued(j) && !waiting.contains(job_id(j).as_str()))
-        .map(|j| job_snapshot(j, &all_models))
         .collect();
+    let gpu_resources: std::collections::BTreeSet<&str> =
+        providers.iter().map(|p| p.spec.resource_name.as_str()).collect();
+    let slots = resources::Slots::choose(queued.iter().map(|j| &j.spec), &gpu_resources);
+    snap.jobs = queued
+        .iter()
+        .map(|j| job_snapshot(j, &all_models, &slots))
+        .collect();
+    snap.extended_resources = slots.names().to_vec();
     // Nodes carry only the labels some queued job selects on: the engine pools nodes by
     // their labels, and labels no job asks about would split pools for nothing.
     let selected: std::collections::BTreeSet<&str> = snap
@@ -158,7 +165,7 @@ pub fn snapshot_checked(
         let Some(view) = fleet.get(&name) else {
             continue;
         };
-        let build = |view: &MemberView| provider_snapshot(p, view, &live, &live_keys, &selected);
+        let build = |view: &MemberView| provider_snapshot(p, view, &live, &live_keys, &selected, &slots);
         if let Some(mut part) = sanitize::part(&name, view, build, &mut findings) {
             snap.providers.append(&mut part.providers);
             snap.running.append(&mut part.running);
@@ -223,6 +230,7 @@ fn provider_snapshot(
     live: &[&ComputeJob],
     live_keys: &std::collections::BTreeSet<String>,
     selected: &std::collections::BTreeSet<&str>,
+    slots: &resources::Slots,
 ) -> (pl::Provider, Vec<pl::RunningAllocation>) {
     let name = p.name_any();
     let status = p.status.as_ref();
@@ -264,7 +272,8 @@ fn provider_snapshot(
         .collect();
     // GPUs held per node: live gpufed placements (pods may not exist yet) and foreign pods.
     let mut held: BTreeMap<String, u32> = BTreeMap::new();
-    // CPU and memory gpufed's workers hold beside them (the member reports the others').
+    // CPU, memory and extended resources gpufed's workers hold beside them (the member
+    // reports the others').
     let mut held_res = resources::Held::default();
     let mut running = Vec::new();
     for job in live.iter().filter(|j| {
@@ -277,7 +286,7 @@ fn provider_snapshot(
             continue;
         };
         let mut gpus = Vec::new();
-        let per_worker = resources::worker_resources(&job.spec);
+        let per_worker = resources::worker_resources(&job.spec, slots);
         for w in &placement.workers {
             held_res.add(&w.node, per_worker);
             let taken = held.entry(w.node.clone()).or_default();
@@ -308,7 +317,7 @@ fn provider_snapshot(
         // Reported by the member: saturate, a hostile count must not overflow.
         let taken = held.entry(pod.node.clone()).or_default();
         *taken = taken.saturating_add(pod.gpus);
-        held_res.add(&pod.node, pod.requests.request());
+        held_res.add_pod(&pod.node, &pod.requests, &pod.extended, slots);
     }
     let mut nodes = Vec::new();
     let mut sizes = BTreeMap::new();
@@ -343,7 +352,7 @@ fn provider_snapshot(
             .filter(|(k, _)| selected.contains(k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        node.resources = held_res.node(n);
+        node.resources = held_res.node(n, slots);
         if node.resources.is_some() {
             limited.insert(n.name.as_str());
         }

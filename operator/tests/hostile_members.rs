@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use gpufed_api::assignment::{AssignedPod, AssignmentStatus};
 use gpufed_api::{ComputeJob, GpuProvider};
-use gpufed_operator::fleet::{CpuMemory, GpuNode, GpuPod, MemberView, NodeCpuMemory};
+use gpufed_operator::fleet::{CpuMemory, GpuNode, GpuPod, MemberView, NodeCpuMemory, NodeExtended, extended};
 use gpufed_operator::fleet::{MAX_CPU_MILLIS, MAX_MEMORY_MIB};
 use gpufed_operator::job::serving::exposure_of;
 use gpufed_operator::mapping::snapshot_checked;
@@ -79,6 +79,7 @@ fn resource_name() -> impl Strategy<Value = String> {
         Just(RESOURCE.to_owned()),
         Just("cpu".to_owned()),
         Just("memory".to_owned()),
+        Just("rdma/ib".to_owned()),
         "[a-z./]{1,12}"
     ]
 }
@@ -177,6 +178,12 @@ fn cpu_memory() -> impl Strategy<Value = CpuMemory> {
     })
 }
 
+/// Extended resources as a lying agent sends them: the one the job asks for, or others.
+fn extended() -> impl Strategy<Value = BTreeMap<String, u64>> {
+    let n = prop_oneof![Just(0u64), 1u64..=8, Just(u64::MAX), any::<u64>()];
+    prop::collection::btree_map(prop_oneof![Just("rdma/ib".to_owned()), "[a-z./]{1,12}"], n, 0..4)
+}
+
 /// A whole agent report (pull mode: deserialized and used as sent): several nodes from a
 /// few names (so names repeat), counts up to `u32::MAX`, many pods on them.
 fn agent_report() -> impl Strategy<Value = MemberView> {
@@ -186,7 +193,11 @@ fn agent_report() -> impl Strategy<Value = MemberView> {
         count(),
         any::<bool>(),
         prop::option::of(Just("d".to_owned())),
-        prop::option::of((cpu_memory(), cpu_memory())),
+        prop::option::of((
+            cpu_memory(),
+            cpu_memory(),
+            prop::option::of((extended(), extended())),
+        )),
     )
         .prop_map(|(name, allocatable, ready, nvlink_domain, resources)| GpuNode {
             name,
@@ -198,17 +209,24 @@ fn agent_report() -> impl Strategy<Value = MemberView> {
             ready,
             taints: Vec::new(),
             labels: Default::default(),
-            resources: resources.map(|(allocatable, requested)| NodeCpuMemory {
+            resources: resources.map(|(allocatable, requested, ext)| NodeCpuMemory {
                 allocatable,
                 requested,
+                extended: ext.map(|(allocatable, requested)| NodeExtended {
+                    allocatable,
+                    requested,
+                }),
             }),
         });
-    let pod = (name, count(), cpu_memory(), any::<bool>()).prop_map(|(node, gpus, requests, ours)| GpuPod {
-        node,
-        gpus,
-        attempt_key: ours.then(|| "uid-old/1".to_owned()),
-        requests,
-    });
+    let pod = (name, count(), cpu_memory(), any::<bool>(), extended()).prop_map(
+        |(node, gpus, requests, ours, extended)| GpuPod {
+            node,
+            gpus,
+            attempt_key: ours.then(|| "uid-old/1".to_owned()),
+            requests,
+            extended,
+        },
+    );
     (
         prop::collection::vec(node, 0..8),
         prop::collection::vec(pod, 0..40),
@@ -242,7 +260,7 @@ fn queued_job() -> Arc<ComputeJob> {
             "spec": {"workers": 1, "gpusPerWorker": 4, "maxPricePerGpuHour": "3",
                      "gpu": {"tier": "Any", "interconnect": "Any"}, "placement": {"verifiedOnly": false},
                      "template": {"spec": {"containers": [{"name": "main", "image": "x",
-                                  "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}}}
+                                  "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"rdma/ib": "1"}}}]}}}
         }))
         .expect("job"),
     )
@@ -324,13 +342,18 @@ proptest! {
             .collect();
         let pods: Vec<Pod> = pods.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
         let gpu_pods = count_pods(&mut gpu_nodes, &pods, RESOURCE);
-        for r in gpu_nodes.iter().filter_map(|n| n.resources) {
+        let bounded = |e: &BTreeMap<String, u64>| e.len() <= extended::MAX_NAMES && e.values().all(|&n| n <= extended::MAX_AMOUNT);
+        for r in gpu_nodes.iter().filter_map(|n| n.resources.as_ref()) {
             for c in [r.allocatable, r.requested] {
                 prop_assert!(c.cpu_millis <= MAX_CPU_MILLIS && c.memory_mib <= MAX_MEMORY_MIB, "{:?}", r);
             }
+            let ext = r.extended.as_ref().expect("this version reports extended resources");
+            prop_assert!(bounded(&ext.allocatable) && bounded(&ext.requested), "{:?}", ext);
+            prop_assert!(ext.requested.keys().all(|k| ext.allocatable.contains_key(k)), "{:?}", ext);
         }
         for p in &gpu_pods {
             prop_assert!(p.requests.cpu_millis <= MAX_CPU_MILLIS && p.requests.memory_mib <= MAX_MEMORY_MIB);
+            prop_assert!(bounded(&p.extended), "{:?}", p.extended);
         }
     }
 

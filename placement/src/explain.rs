@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::snapshot::{ComputeCapability, Micros, Resources, format_micros, mib};
+use crate::snapshot::{ComputeCapability, Micros, format_micros, mib};
 
 /// Why one provider cannot take a job. Declared in filter order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,8 +65,9 @@ pub enum Reason {
     /// No suitable node with the GPUs for a worker has the CPU and memory it requests,
     /// even when empty (its allocatable).
     WorkerTooLarge {
-        /// What one worker requests.
-        per_worker: Resources,
+        /// What one worker requests, e.g. `40 CPU and 1 rdma/ib`
+        /// ([`crate::Resources::describe`]).
+        per_worker: String,
     },
     /// The provider could not hold the whole gang even when empty.
     TooSmall {
@@ -86,8 +87,8 @@ pub enum Reason {
     /// Enough suitable GPUs are free, but too few of their nodes have the CPU and memory
     /// free that the workers request.
     NodeResourcesBusy {
-        /// What one worker requests.
-        per_worker: Resources,
+        /// What one worker requests ([`crate::Resources::describe`]).
+        per_worker: String,
     },
     /// Free capacity exists but is held for a waiting gang ahead in the queue.
     Reserved,

@@ -290,7 +290,9 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
         ),
         (
             &|p: &Pool| js.req.is_zero() || p.nodes.iter().any(|&n| fleet.node_capacity(n, js) > 0),
-            Reason::WorkerTooLarge { per_worker: js.req },
+            Reason::WorkerTooLarge {
+                per_worker: js.req.describe(&fleet.extended_names),
+            },
         ),
     ];
     for (keep, reason) in steps {
@@ -352,7 +354,9 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
     if units.iter().any(|u| u[1] >= w) {
         Reason::Reserved
     } else if units.iter().any(|u| u[2] >= w) {
-        Reason::NodeResourcesBusy { per_worker: js.req }
+        Reason::NodeResourcesBusy {
+            per_worker: js.req.describe(&fleet.extended_names),
+        }
     } else {
         Reason::Busy { gpus }
     }

@@ -22,6 +22,7 @@ pub(crate) const UNLIMITED: Resources = Resources {
     cpu_millis: u64::MAX,
     memory_mib: u64::MAX,
     ephemeral_mib: u64::MAX,
+    extended: [u64::MAX; crate::snapshot::EXTENDED_SLOTS],
 };
 
 /// Errors in a snapshot that make the whole round meaningless.
@@ -145,6 +146,8 @@ pub(crate) struct Fleet {
     /// Some provider takes work from some namespaces only: every job's admitted set
     /// must be computed.
     pub tenant_policies: bool,
+    /// Names of the extended resource slots, for explanations.
+    pub extended_names: Vec<String>,
 }
 
 /// Bit mask of GPU indices.
@@ -172,6 +175,7 @@ impl Fleet {
             models,
             market,
             tenant_policies: snap.providers.iter().any(|p| p.tenants.is_some()),
+            extended_names: snap.extended_resources.clone(),
             ..Fleet::default()
         };
         let mut last_id: Option<&str> = None;

@@ -32,7 +32,7 @@ pub use index::SnapshotError;
 pub use market::MarketParams;
 pub use score::Weights;
 pub use snapshot::{
-    ComputeCapability, GpuRef, Interconnect, Job, MAX_GPUS_PER_NODE, MICROS_PER_UNIT, Micros, Node,
-    NodeResources, Provider, Quota, Reservation, Resources, RunningAllocation, Snapshot, Spread,
-    SpreadDomain, format_micros,
+    ComputeCapability, EXTENDED_SLOTS, GpuRef, Interconnect, Job, MAX_GPUS_PER_NODE, MICROS_PER_UNIT, Micros,
+    Node, NodeResources, Provider, Quota, Reservation, Resources, RunningAllocation, Snapshot, Spread,
+    SpreadDomain, format_micros, is_hugepages,
 };

@@ -77,7 +77,16 @@ pub struct Resources {
     pub memory_mib: u64,
     /// Local ephemeral storage in MiB (`emptyDir` volumes, writable layers, logs).
     pub ephemeral_mib: u64,
+    /// Extended resources (RDMA devices, hugepages, other device plugins' resources), by
+    /// slot: slot `i` is [`Snapshot::extended_resources`]`[i]`. Whole units as the
+    /// scheduler counts them; hugepages in MiB.
+    pub extended: [u64; EXTENDED_SLOTS],
 }
+
+/// Extended resources one round models: the caller names at most this many
+/// ([`Snapshot::extended_resources`]); fixed, so that [`Resources`] stays a small `Copy`
+/// value on the engine's hot paths.
+pub const EXTENDED_SLOTS: usize = 4;
 
 impl Resources {
     /// Nothing asked for.
@@ -85,6 +94,7 @@ impl Resources {
         cpu_millis: 0,
         memory_mib: 0,
         ephemeral_mib: 0,
+        extended: [0; EXTENDED_SLOTS],
     };
 
     /// CPU in millicores and memory in MiB, no ephemeral storage.
@@ -93,6 +103,7 @@ impl Resources {
             cpu_millis,
             memory_mib,
             ephemeral_mib: 0,
+            extended: [0; EXTENDED_SLOTS],
         }
     }
 
@@ -106,6 +117,7 @@ impl Resources {
             cpu_millis: f(self.cpu_millis, other.cpu_millis),
             memory_mib: f(self.memory_mib, other.memory_mib),
             ephemeral_mib: f(self.ephemeral_mib, other.ephemeral_mib),
+            extended: std::array::from_fn(|i| f(self.extended[i], other.extended[i])),
         }
     }
 
@@ -114,6 +126,7 @@ impl Resources {
         self.cpu_millis <= other.cpu_millis
             && self.memory_mib <= other.memory_mib
             && self.ephemeral_mib <= other.ephemeral_mib
+            && self.extended.iter().zip(&other.extended).all(|(a, b)| a <= b)
     }
 
     /// How many workers asking `per` each fit in `self` (`u32::MAX` when `per` asks for
@@ -126,6 +139,14 @@ impl Resources {
         fit(self.cpu_millis, per.cpu_millis)
             .min(fit(self.memory_mib, per.memory_mib))
             .min(fit(self.ephemeral_mib, per.ephemeral_mib))
+            .min(
+                self.extended
+                    .iter()
+                    .zip(&per.extended)
+                    .map(|(&have, &ask)| fit(have, ask))
+                    .min()
+                    .unwrap_or(u32::MAX),
+            )
     }
 
     /// `n` times `self`, saturating.
@@ -168,9 +189,10 @@ pub(crate) fn mib(n: u64) -> String {
     }
 }
 
-impl fmt::Display for Resources {
-    /// `4 CPU, 16 GiB memory and 100 GiB ephemeral storage`, naming only what is asked for.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Resources {
+    /// `4 CPU, 16 GiB memory and 2 rdma/ib`, naming only what is asked for; extended
+    /// slot `i` is called `names[i]` (hugepages in MiB).
+    pub fn describe(&self, names: &[String]) -> String {
         let mut parts = Vec::with_capacity(3);
         if self.cpu_millis > 0 {
             parts.push(if self.cpu_millis.is_multiple_of(1000) {
@@ -185,11 +207,32 @@ impl fmt::Display for Resources {
         if self.ephemeral_mib > 0 {
             parts.push(format!("{} ephemeral storage", mib(self.ephemeral_mib)));
         }
-        match parts.split_last() {
-            None => f.write_str("no CPU or memory"),
-            Some((last, [])) => f.write_str(last),
-            Some((last, rest)) => write!(f, "{} and {last}", rest.join(", ")),
+        for (i, &n) in self.extended.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let unnamed = format!("extended resource {i}");
+            let name = names.get(i).unwrap_or(&unnamed);
+            parts.push(if is_hugepages(name) {
+                format!("{} {name}", mib(n))
+            } else {
+                format!("{n} {name}")
+            });
         }
+        match parts.split_last() {
+            None => "no CPU or memory".to_owned(),
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        }
+    }
+}
+
+/// Whether an extended resource is hugepages (counted in MiB, not in units).
+pub fn is_hugepages(name: &str) -> bool {
+    name.starts_with("hugepages-")
+}
+
+impl fmt::Display for Resources {
+    /// [`Resources::describe`] with unnamed extended resources.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(&[]))
     }
 }
 
@@ -420,6 +463,10 @@ pub struct Snapshot {
     /// that would take its namespace past one waits ([`Explanation::Quota`](crate::Explanation)),
     /// holds no reservation and evicts nothing; the rest of the queue goes on.
     pub quotas: BTreeMap<String, Quota>,
+    /// The extended resources [`Resources::extended`] counts, slot by slot (at most
+    /// [`EXTENDED_SLOTS`]; the caller picks those the queue asks for). Only for naming
+    /// them in explanations: the engine compares slots.
+    pub extended_resources: Vec<String>,
 }
 
 /// What one namespace's work may hold at once, and what it holds now (the caller counts

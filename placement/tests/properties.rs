@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use gpufed_placement::{
-    ComputeCapability, Config, GpuRef, Interconnect, Job, Node, NodeResources, Provider, Resources,
-    RunningAllocation, Snapshot, Spread, SpreadDomain, place,
+    ComputeCapability, Config, EXTENDED_SLOTS, GpuRef, Interconnect, Job, Node, NodeResources, Provider,
+    Resources, RunningAllocation, Snapshot, Spread, SpreadDomain, place,
 };
 use proptest::prelude::*;
 
@@ -46,10 +46,14 @@ fn arb_node(i: usize) -> impl Strategy<Value = (Node, Vec<(u8, i32)>)> {
                 .collect();
             // Three nodes in four report CPU and memory: 8 cores and 64 GiB a GPU, less
             // what its running work holds (`held`) and, on some, a foreign pod's 4 cores;
-            // every other one 300 GiB of local storage (the rest: no limit).
+            // every other one 300 GiB of local storage (the rest: no limit); every third
+            // one 2 RDMA devices (slot 0; the others none).
             if !i.is_multiple_of(4) {
+                let mut extended = [0; EXTENDED_SLOTS];
+                extended[0] = if i.is_multiple_of(3) { 2 } else { 0 };
                 let allocatable = Resources {
                     ephemeral_mib: if i % 2 == 1 { 300 * 1024 } else { u64::MAX },
+                    extended,
                     ..Resources::cpu_memory(u64::from(gpus) * 8000, u64::from(gpus) * 65536)
                 };
                 let foreign = Resources::cpu_memory(if i % 4 == 2 { 4000 } else { 0 }, 0);
@@ -204,14 +208,17 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
                 }),
                 preempt,
                 // Per worker: nothing, a little, a lot of CPU and memory, or much CPU;
-                // now and then 100 GiB of local storage.
+                // now and then 100 GiB of local storage, or an RDMA device.
                 worker_resources: {
                     let (cpu_millis, memory_mib) =
                         [(0, 0), (4000, 0), (12_000, 65_536), (30_000, 16_384)][i % 4];
+                    let mut extended = [0; EXTENDED_SLOTS];
+                    extended[0] = u64::from(i % 7 == 3);
                     Resources {
                         cpu_millis,
                         memory_mib,
                         ephemeral_mib: if i % 5 == 2 { 100 * 1024 } else { 0 },
+                        extended,
                     }
                 },
             },

@@ -116,7 +116,12 @@ fn a_worker_no_node_can_hold_is_told_what_it_asks_for() {
     let d = place(&snap, &Config::default()).unwrap();
     assert!(d.placements.is_empty());
     let e = &d.unplaced[0].explanation;
-    assert_eq!(e.primary(), Some(&Reason::WorkerTooLarge { per_worker: big }));
+    assert_eq!(
+        e.primary(),
+        Some(&Reason::WorkerTooLarge {
+            per_worker: big.to_string()
+        })
+    );
     assert_eq!(
         e.to_string(),
         "0/2 providers fit: 2 lack a suitable node with 100 CPU and 16 GiB memory for one worker"

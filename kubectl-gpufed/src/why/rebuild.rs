@@ -57,6 +57,7 @@ pub fn member_view(inv: &Inventory) -> MemberView {
                     gpus: busy,
                     attempt_key: None,
                     requests: Default::default(),
+                    extended: Default::default(),
                 });
             }
             view.nodes.push(GpuNode {

@@ -43,14 +43,6 @@ impl Requests {
         }
     }
 
-    fn max(self, other: Requests) -> Requests {
-        Requests {
-            cpu_millis: self.cpu_millis.max(other.cpu_millis),
-            memory_bytes: self.memory_bytes.max(other.memory_bytes),
-            ephemeral_bytes: self.ephemeral_bytes.max(other.ephemeral_bytes),
-        }
-    }
-
     /// In whole millicores and MiB (memory and storage rounded up, a request is never
     /// understated; no storage stated when none is asked), bounded
     /// ([`CpuMemory::bounded`]).
@@ -99,38 +91,38 @@ pub fn container_requests(r: Option<&ResourceRequirements>) -> Requests {
 
 /// What a pod requests, as kube-scheduler counts it (see the module's documentation).
 pub fn pod_requests(spec: &PodSpec) -> Requests {
-    let mut total = Requests::sum(
-        spec.containers
-            .iter()
-            .map(|c| container_requests(c.resources.as_ref())),
-    );
-    let (mut sidecars, mut init) = (Requests::default(), Requests::default());
+    Requests {
+        cpu_millis: pod_amount(spec, CPU),
+        memory_bytes: pod_amount(spec, MEMORY),
+        ephemeral_bytes: pod_amount(spec, EPHEMERAL),
+    }
+}
+
+/// What a pod requests of resource `name`, in millicores (CPU) or units (bytes, devices),
+/// as kube-scheduler counts it (see the module's documentation); sums saturate.
+pub fn pod_amount(spec: &PodSpec, name: &str) -> u128 {
+    let of = |c: &Container| request(c.resources.as_ref(), name).unwrap_or(0);
+    let mut total = spec.containers.iter().map(of).fold(0, u128::saturating_add);
+    let (mut sidecars, mut init) = (0u128, 0u128);
     for c in spec.init_containers.iter().flatten() {
-        let r = container_requests(c.resources.as_ref());
+        let r = of(c);
         if c.restart_policy.as_deref() == Some("Always") {
             // A sidecar runs beside the regular containers and every later init container.
-            total = total.plus(r);
-            sidecars = sidecars.plus(r);
+            total = total.saturating_add(r);
+            sidecars = sidecars.saturating_add(r);
             init = init.max(sidecars);
         } else {
-            init = init.max(r.plus(sidecars));
+            init = init.max(r.saturating_add(sidecars));
         }
     }
     total = total.max(init);
-    let pod_level = spec.resources.as_ref();
-    if let Some(cpu) = request(pod_level, CPU) {
-        total.cpu_millis = cpu;
+    // Pod-level resources cover CPU and memory only: the rest stays the containers'.
+    if (name == CPU || name == MEMORY)
+        && let Some(pod_level) = request(spec.resources.as_ref(), name)
+    {
+        total = pod_level;
     }
-    if let Some(memory) = request(pod_level, MEMORY) {
-        total.memory_bytes = memory;
-    }
-    // Pod-level resources cover CPU and memory only: storage stays the containers'.
-    let overhead = Requests {
-        cpu_millis: amount(spec.overhead.as_ref(), CPU).unwrap_or(0),
-        memory_bytes: amount(spec.overhead.as_ref(), MEMORY).unwrap_or(0),
-        ephemeral_bytes: amount(spec.overhead.as_ref(), EPHEMERAL).unwrap_or(0),
-    };
-    total.plus(overhead)
+    total.saturating_add(amount(spec.overhead.as_ref(), name).unwrap_or(0))
 }
 
 /// A container of a JSON pod template, with only what decides its requests (no

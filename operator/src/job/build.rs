@@ -122,9 +122,14 @@ pub fn template_error(spec: &ComputeJobSpec) -> Option<String> {
 /// overhead. Reads only the template's resource fields (every placement round asks this
 /// of every live job); a malformed one counts as nothing.
 pub fn worker_requests(spec: &ComputeJobSpec) -> crate::fleet::requests::Requests {
+    crate::fleet::requests::pod_requests(&worker_request_pod(spec))
+}
+
+/// The parts of one worker pod of `spec` that decide what it requests
+/// ([`worker_requests`]), to count CPU, memory and extended resources from one read.
+pub fn worker_request_pod(spec: &ComputeJobSpec) -> k8s_openapi::api::core::v1::PodSpec {
     let t = &spec.template.spec;
-    let pod = crate::fleet::requests::template_pod(t.containers.iter().map(|c| &c.0), &t.rest);
-    crate::fleet::requests::pod_requests(&pod)
+    crate::fleet::requests::template_pod(t.containers.iter().map(|c| &c.0), &t.rest)
 }
 
 /// Builds the objects of `placement`'s attempt; an invalid pod template is an error

@@ -13,7 +13,11 @@ use super::{is_consumer, job_id};
 
 /// The engine's view of a queued job: its gang, GPU requirements, price ceiling,
 /// placement constraints and node selector.
-pub(super) fn job_snapshot(job: &ComputeJob, all_models: &[String]) -> pl::Job {
+pub(super) fn job_snapshot(
+    job: &ComputeJob,
+    all_models: &[String],
+    slots: &super::resources::Slots,
+) -> pl::Job {
     let spec = &job.spec;
     let mut models = spec.gpu.models.clone();
     if spec.gpu.tier != GpuTier::Any {
@@ -70,7 +74,7 @@ pub(super) fn job_snapshot(job: &ComputeJob, all_models: &[String]) -> pl::Job {
         min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
         verified_only: spec.placement.verified_only,
         node_selector: node_selector(spec),
-        worker_resources: super::resources::worker_resources(spec),
+        worker_resources: super::resources::worker_resources(spec, slots),
         spread: spec.placement.spread.as_ref().map(spread_snapshot),
         preempt: spec.placement.preempt_lower_priority,
     }

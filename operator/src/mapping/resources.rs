@@ -1,5 +1,5 @@
-//! Pure: CPU and memory for the engine — what one worker of a job requests, and what
-//! each node of a provider has free beside its GPUs.
+//! Pure: CPU, memory and extended resources for the engine — what one worker of a job
+//! requests, and what each node of a provider has free beside its GPUs.
 //!
 //! A member reports, per GPU node, its allocatable CPU and memory and the requests of the
 //! pods bound there that are not gpufed's workers ([`crate::fleet::NodeCpuMemory`]).
@@ -9,18 +9,78 @@
 //! Every reported number is bounded first ([`crate::fleet::CpuMemory::bounded`]) and
 //! every sum saturates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gpufed_api::ComputeJobSpec;
 use gpufed_placement as pl;
 
 use crate::fleet::GpuNode;
+use crate::fleet::extended::{self, Extended};
 
-/// The CPU and memory one worker of a job requests: those of the worker pod
-/// [`crate::job::build::build`] makes ([`crate::job::build::worker_requests`]), memory
-/// rounded up to whole MiB.
-pub fn worker_resources(spec: &ComputeJobSpec) -> pl::Resources {
-    crate::job::build::worker_requests(spec).rounded_up().request()
+/// The extended resources the engine counts this round, slot by slot
+/// ([`pl::Snapshot::extended_resources`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slots(Vec<String>);
+
+impl Slots {
+    /// The extended resources the workers of `queued` jobs ask for, those most jobs ask
+    /// for first (ties by name), at most [`pl::EXTENDED_SLOTS`]; none of `gpu_resources`
+    /// (the hub counts GPUs itself). A job asking for one left out is placed as if it did
+    /// not ask for it (its attempt ends at `startTimeout` where the member lacks it).
+    pub fn choose<'a>(
+        queued: impl IntoIterator<Item = &'a ComputeJobSpec>,
+        gpu_resources: &BTreeSet<&str>,
+    ) -> Slots {
+        let mut jobs: BTreeMap<String, usize> = BTreeMap::new();
+        for spec in queued {
+            let pod = crate::job::build::worker_request_pod(spec);
+            for name in extended::pod_requests(&pod, "").into_keys() {
+                if !gpu_resources.contains(name.as_str()) {
+                    *jobs.entry(name).or_default() += 1;
+                }
+            }
+        }
+        let mut names: Vec<(usize, String)> = jobs.into_iter().map(|(n, c)| (c, n)).collect();
+        names.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        Slots(
+            names
+                .into_iter()
+                .take(pl::EXTENDED_SLOTS)
+                .map(|(_, n)| n)
+                .collect(),
+        )
+    }
+
+    /// The names, slot by slot.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
+    /// `ext` by slot; a name it lacks is `absent`, an unused slot 0.
+    fn fill(&self, ext: &Extended, absent: u64) -> [u64; pl::EXTENDED_SLOTS] {
+        let mut out = [0; pl::EXTENDED_SLOTS];
+        for (slot, name) in out.iter_mut().zip(&self.0) {
+            *slot = ext.get(name).copied().unwrap_or(absent);
+        }
+        out
+    }
+
+    /// Every slot unlimited: a node whose member does not report extended resources.
+    fn unlimited(&self) -> [u64; pl::EXTENDED_SLOTS] {
+        self.fill(&Extended::new(), u64::MAX)
+    }
+}
+
+/// What one worker of a job requests: the CPU, memory and extended resources of the
+/// worker pod [`crate::job::build::build`] makes ([`crate::job::build::worker_requests`]),
+/// memory rounded up to whole MiB.
+pub fn worker_resources(spec: &ComputeJobSpec, slots: &Slots) -> pl::Resources {
+    let pod = crate::job::build::worker_request_pod(spec);
+    let mut r = crate::fleet::requests::pod_requests(&pod).rounded_up().request();
+    if !slots.0.is_empty() {
+        r.extended = slots.fill(&extended::pod_requests(&pod, ""), 0);
+    }
+    r
 }
 
 /// CPU and memory gpufed's workers hold on a provider's nodes, by node name.
@@ -37,13 +97,29 @@ impl Held {
         *held = held.plus(&r);
     }
 
-    /// Node `n`'s CPU and memory for the engine: its allocatable, and free what neither
-    /// the member's other pods nor gpufed's workers hold. `None` when it reports none.
-    pub(super) fn node(&self, n: &GpuNode) -> Option<pl::NodeResources> {
-        let reported = n.resources?;
-        let allocatable = reported.allocatable.capacity();
+    /// Counts a reported worker pod's requests `r` and extended resources `ext` on `node`.
+    pub(super) fn add_pod(&mut self, node: &str, r: &crate::fleet::CpuMemory, ext: &Extended, slots: &Slots) {
+        let mut r = r.request();
+        r.extended = slots.fill(ext, 0);
+        self.add(node, r);
+    }
+
+    /// Node `n`'s CPU, memory and extended resources for the engine: its allocatable,
+    /// and free what neither the member's other pods nor gpufed's workers hold. `None`
+    /// when it reports none.
+    pub(super) fn node(&self, n: &GpuNode, slots: &Slots) -> Option<pl::NodeResources> {
+        let reported = n.resources.as_ref()?;
+        let mut allocatable = reported.allocatable.capacity();
+        let mut requested = reported.requested.request();
+        match &reported.extended {
+            None => allocatable.extended = slots.unlimited(),
+            Some(e) => {
+                allocatable.extended = slots.fill(&e.allocatable, 0);
+                requested.extended = slots.fill(&e.requested, 0);
+            }
+        }
         let ours = self.0.get(&n.name).copied().unwrap_or_default();
-        let used = reported.requested.request().plus(&ours);
+        let used = requested.plus(&ours);
         Some(pl::NodeResources {
             allocatable,
             free: allocatable.minus(&used),

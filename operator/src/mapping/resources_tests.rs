@@ -8,7 +8,9 @@ use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_placement as pl;
 use serde_json::json;
 
-use crate::fleet::{CpuMemory, GpuNode, GpuPod, MAX_CPU_MILLIS, MAX_MEMORY_MIB, MemberView, NodeCpuMemory};
+use crate::fleet::{
+    CpuMemory, GpuNode, GpuPod, MAX_CPU_MILLIS, MAX_MEMORY_MIB, MemberView, NodeCpuMemory, NodeExtended,
+};
 use crate::mapping::{snapshot, snapshot_checked};
 
 fn provider(name: &str, price: &str) -> Arc<GpuProvider> {
@@ -71,6 +73,7 @@ fn node(name: &str, resources: Option<(CpuMemory, CpuMemory)>) -> GpuNode {
         resources: resources.map(|(allocatable, requested)| NodeCpuMemory {
             allocatable,
             requested,
+            extended: None,
         }),
     }
 }
@@ -81,6 +84,7 @@ fn pod(node: &str, attempt: Option<&str>, requests: CpuMemory) -> GpuPod {
         gpus: 1,
         attempt_key: attempt.map(Into::into),
         requests,
+        extended: Default::default(),
     }
 }
 
@@ -252,4 +256,98 @@ fn local_storage_limits_where_a_node_reports_it_and_live_workers_hold_theirs() {
         d.placements[0].provider, "b",
         "a1 has GPUs but not the storage left"
     );
+}
+
+/// `name`'s node of provider `provider` in `fleet`, reporting `ext`.
+fn set_extended(fleet: &mut BTreeMap<String, MemberView>, provider: &str, ext: Option<NodeExtended>) {
+    let node = &mut fleet.get_mut(provider).expect("provider").nodes[0];
+    node.resources.as_mut().expect("reported").extended = ext;
+}
+
+fn names(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[test]
+fn extended_resources_reach_the_engine_slot_by_slot() {
+    let (mut fleet, providers) = cheap_and_dear((cm(64, 512), CpuMemory::default()));
+    // a1 has none; b1 has 4 RDMA devices, 1 held by another pod, 1 by an ended worker.
+    set_extended(&mut fleet, "a", Some(NodeExtended::default()));
+    set_extended(
+        &mut fleet,
+        "b",
+        Some(NodeExtended {
+            allocatable: names(&[("rdma/ib", 4), ("hugepages-2Mi", 4096)]),
+            requested: names(&[("rdma/ib", 1)]),
+        }),
+    );
+    let mut ended = pod("b1", Some("uid-old/1"), CpuMemory::default());
+    ended.extended = names(&[("rdma/ib", 1)]);
+    fleet.get_mut("b").expect("b").pods.push(ended);
+    let jobs = [
+        job("rdma", json!({"limits": {"rdma/ib": "1"}}), None),
+        job("fpga", json!({"limits": {"example.com/fpga": "1"}}), None),
+        // The provider's GPU resource in a template is not an extended resource.
+        job("plain", json!({"limits": {"gpufed.io/gpu": "1"}}), None),
+    ];
+    let snap = snapshot(&jobs, &providers, &fleet);
+    assert_eq!(snap.extended_resources, ["example.com/fpga", "rdma/ib"]);
+    let b1 = find(&snap, "b", "b1").resources.expect("reported");
+    assert_eq!(b1.allocatable.extended, [0, 4, 0, 0]);
+    assert_eq!(
+        b1.free.extended,
+        [0, 2, 0, 0],
+        "4 − another pod's − the ended worker's"
+    );
+    assert_eq!(
+        find(&snap, "a", "a1").resources.expect("reported").free.extended,
+        [0; 4]
+    );
+
+    let d = pl::place(&snap, &pl::Config::default()).expect("placed");
+    let on: BTreeMap<&str, &str> = d
+        .placements
+        .iter()
+        .map(|p| (p.job.as_str(), p.provider.as_str()))
+        .collect();
+    assert_eq!(on.get("team/rdma"), Some(&"b"), "{d:?}");
+    assert_eq!(on.get("team/plain"), Some(&"a"), "{d:?}");
+    let why = &d.unplaced[0].explanation;
+    assert!(
+        why.to_string()
+            .contains("lack a suitable node with 1 example.com/fpga for one worker"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_older_agent_without_extended_resources_limits_none_and_slots_are_the_most_asked() {
+    let (fleet, providers) = cheap_and_dear((cm(64, 512), CpuMemory::default()));
+    // Six resources asked for, `r5` by three jobs and `r4` by two: those come first.
+    let mut jobs: Vec<Arc<ComputeJob>> = (0..6)
+        .map(|i| {
+            job(
+                &format!("j{i}"),
+                json!({"limits": {format!("example.com/r{i}"): "1"}}),
+                None,
+            )
+        })
+        .collect();
+    jobs.push(job("k1", json!({"limits": {"example.com/r5": "1"}}), None));
+    jobs.push(job("k2", json!({"limits": {"example.com/r5": "1"}}), None));
+    jobs.push(job("k3", json!({"limits": {"example.com/r4": "1"}}), None));
+    let snap = snapshot(&jobs, &providers, &fleet);
+    assert_eq!(
+        snap.extended_resources,
+        [
+            "example.com/r5",
+            "example.com/r4",
+            "example.com/r0",
+            "example.com/r1"
+        ]
+    );
+    let a1 = find(&snap, "a", "a1").resources.expect("reported");
+    assert_eq!(a1.allocatable.extended, [u64::MAX; 4], "not reported: no limit");
+    let d = pl::place(&snap, &pl::Config::default()).expect("placed");
+    assert_eq!(d.placements.len(), 8, "two nodes of 4 GPUs: {d:?}");
 }

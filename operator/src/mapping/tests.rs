@@ -83,12 +83,14 @@ fn view() -> MemberView {
                 gpus: 2,
                 attempt_key: Some("uid-live/1".into()),
                 requests: Default::default(),
+                extended: Default::default(),
             },
             GpuPod {
                 node: "h1".into(),
                 gpus: 1,
                 attempt_key: None,
                 requests: Default::default(),
+                extended: Default::default(),
             },
         ],
         ..MemberView::default()

@@ -148,13 +148,18 @@ fn the_starting_status_is_what_the_job_controller_plans_so_it_writes_nothing_mor
 
 #[test]
 fn a_job_mostly_short_of_cpu_or_memory_says_so_in_its_reason() {
-    let per_worker = pl::Resources::cpu_memory(100_000, 0);
+    let per_worker = pl::Resources::cpu_memory(100_000, 0).to_string();
     let why = |reasons: &[(pl::Reason, usize)]| {
         let counts = reasons.iter().cloned().collect();
         pl::Explanation::from_reasons(reasons.iter().map(|r| r.1).sum(), counts)
     };
     let too_large = why(&[
-        (pl::Reason::WorkerTooLarge { per_worker }, 2),
+        (
+            pl::Reason::WorkerTooLarge {
+                per_worker: per_worker.clone(),
+            },
+            2,
+        ),
         (pl::Reason::Busy { gpus: 1 }, 1),
     ]);
     assert_eq!(unplaced_reason(&too_large), INSUFFICIENT_NODE_RESOURCES);
@@ -164,7 +169,12 @@ fn a_job_mostly_short_of_cpu_or_memory_says_so_in_its_reason() {
             .contains("2 lack a suitable node with 100 CPU for one worker"),
         "{too_large}"
     );
-    let busy = why(&[(pl::Reason::NodeResourcesBusy { per_worker }, 1)]);
+    let busy = why(&[(
+        pl::Reason::NodeResourcesBusy {
+            per_worker: per_worker.clone(),
+        },
+        1,
+    )]);
     assert_eq!(unplaced_reason(&busy), INSUFFICIENT_NODE_RESOURCES);
     // Only the most common reason names it.
     let mostly_busy = why(&[
@@ -201,7 +211,7 @@ fn every_unplaced_reason_is_one_the_gauge_counts() {
             selector: "k=v".into(),
         }),
         why(pl::Reason::WorkerTooLarge {
-            per_worker: pl::Resources::cpu_memory(1, 0),
+            per_worker: "1m CPU".into(),
         }),
         why(pl::Reason::Busy { gpus: 1 }),
     ]

@@ -8,8 +8,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use crate::fleet::extended;
 use crate::fleet::requests::{self, Requests};
-use crate::fleet::{CpuMemory, GpuNode, GpuPod, MemberView, NodeCpuMemory, labels};
+use crate::fleet::{CpuMemory, GpuNode, GpuPod, MemberView, NodeCpuMemory, NodeExtended, labels};
 
 /// Most taints of one node kept in a report (Kubernetes itself sets a handful).
 const MAX_TAINTS: usize = 32;
@@ -88,6 +89,7 @@ pub async fn probe_with(
 /// [`GpuPod::requests`].
 pub fn count_pods(nodes: &mut [GpuNode], pods: &[Pod], resource: &str) -> Vec<GpuPod> {
     let mut foreign: BTreeMap<&str, Requests> = BTreeMap::new();
+    let mut foreign_ext: BTreeMap<&str, extended::Extended> = BTreeMap::new();
     let mut gpu_pods = Vec::new();
     for pod in pods {
         let gpu = gpu_pod(pod, resource);
@@ -99,11 +101,27 @@ pub fn count_pods(nodes: &mut [GpuNode], pods: &[Pod], resource: &str) -> Vec<Gp
         if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
             let sum = foreign.entry(node).or_default();
             *sum = Requests::sum([*sum, requests::pod_requests(spec)]);
+            extended::add(
+                foreign_ext.entry(node).or_default(),
+                &extended::pod_requests(spec, resource),
+            );
         }
     }
     for n in nodes {
-        if let (Some(r), Some(sum)) = (n.resources.as_mut(), foreign.get(n.name.as_str())) {
+        let Some(r) = n.resources.as_mut() else {
+            continue;
+        };
+        if let Some(sum) = foreign.get(n.name.as_str()) {
             r.requested = sum.rounded_up();
+        }
+        if let (Some(ext), Some(sum)) = (r.extended.as_mut(), foreign_ext.get(n.name.as_str())) {
+            // Only what the node has: a request of anything else never bound a pod there,
+            // and the report stays bounded.
+            ext.requested = sum
+                .iter()
+                .filter(|(name, _)| ext.allocatable.contains_key(*name))
+                .map(|(name, n)| (name.clone(), *n))
+                .collect();
         }
     }
     gpu_pods
@@ -149,6 +167,10 @@ pub fn gpu_node(node: &Node, resource: &str, exposed_labels: &[String]) -> Optio
         resources: requests::allocatable(node).map(|allocatable| NodeCpuMemory {
             allocatable,
             requested: CpuMemory::default(),
+            extended: Some(NodeExtended {
+                allocatable: extended::node_allocatable(node, resource),
+                requested: extended::Extended::new(),
+            }),
         }),
     })
 }
@@ -196,16 +218,20 @@ pub fn gpu_pod(pod: &Pod, resource: &str) -> Option<GpuPod> {
     };
     // A worker's CPU and memory, for the hub to count once its attempt is over; any
     // other pod's are in its node's `requested`.
-    let requests = if attempt_key.is_some() {
-        requests::pod_requests(spec).rounded_up()
+    let (requests, extended) = if attempt_key.is_some() {
+        (
+            requests::pod_requests(spec).rounded_up(),
+            extended::pod_requests(spec, resource),
+        )
     } else {
-        CpuMemory::default()
+        Default::default()
     };
     Some(GpuPod {
         node: spec.node_name.clone().unwrap_or_default(),
         gpus: u32::try_from(gpus).unwrap_or(u32::MAX),
         attempt_key,
         requests,
+        extended,
     })
 }
 
@@ -230,7 +256,7 @@ mod tests {
         let mut nodes: Vec<GpuNode> = [
             node(
                 "n1",
-                serde_json::json!({"gpufed.io/gpu": "4", "cpu": "64", "memory": "512Gi"}),
+                serde_json::json!({"gpufed.io/gpu": "4", "cpu": "64", "memory": "512Gi", "rdma/ib": "2"}),
             ),
             node("n2", serde_json::json!({"gpufed.io/gpu": "4"})),
         ]
@@ -250,7 +276,7 @@ mod tests {
             pod(
                 Some("n1"),
                 &none,
-                serde_json::json!({"cpu": "1", "memory": "1.5Gi"}),
+                serde_json::json!({"cpu": "1", "memory": "1.5Gi", "rdma/ib": "1", "example.com/vf": "1"}),
             ),
             pod(
                 Some("n1"),
@@ -260,7 +286,7 @@ mod tests {
             pod(
                 Some("n1"),
                 &worker_labels,
-                serde_json::json!({"cpu": "40", "memory": "1Gi", "gpufed.io/gpu": "1"}),
+                serde_json::json!({"cpu": "40", "memory": "1Gi", "gpufed.io/gpu": "1", "rdma/ib": "1"}),
             ),
             // gpufed's labels without GPUs: not a worker, counted as any other pod.
             pod(Some("n1"), &worker_labels, serde_json::json!({"cpu": "500m"})),
@@ -282,8 +308,15 @@ mod tests {
                     memory_mib: 1536,
                     ephemeral_mib: None,
                 },
+                // Of what the node has only; gpufed's worker counted by the hub.
+                extended: Some(NodeExtended {
+                    allocatable: [("rdma/ib".to_owned(), 2)].into(),
+                    requested: [("rdma/ib".to_owned(), 1)].into(),
+                }),
             })
         );
+        let worker = gpu_pods.iter().find(|p| p.attempt_key.is_some()).expect("worker");
+        assert_eq!(worker.extended, [("rdma/ib".to_owned(), 1)].into());
         assert_eq!(nodes[1].resources, None, "no CPU or memory reported: not limited");
         let requests: Vec<(Option<&str>, CpuMemory)> = gpu_pods
             .iter()

@@ -140,6 +140,7 @@ fn pod_counts_of_any_size_saturate_and_leave_no_gpu_free() {
         gpus: u32::MAX,
         attempt_key: None,
         requests: Default::default(),
+        extended: Default::default(),
     };
     let mut raw = report(vec![node("a", u32::MAX), node("b", u32::MAX)]);
     raw.pods = vec![huge.clone(); 5];

@@ -36,6 +36,7 @@ fn view() -> MemberView {
             gpus: 3,
             attempt_key: None,
             requests: Default::default(),
+            extended: Default::default(),
         }],
         ..MemberView::default()
     }
@@ -156,6 +157,7 @@ fn huge_counts_from_a_member_saturate_instead_of_overflowing() {
         gpus: u32::MAX,
         attempt_key: None,
         requests: Default::default(),
+        extended: Default::default(),
     };
     let v = MemberView {
         nodes: vec![gpu_node("a", u32::MAX), gpu_node("b", u32::MAX), gpu_node("c", 7)],
