@@ -23,6 +23,9 @@ pub struct GpuPool {
     pub cpu: u32,
     /// Memory per node in GiB.
     pub memory_gib: u32,
+    /// Other resources each node has for pods, as another device plugin would advertise
+    /// them (e.g. `rdma/ib` → `2`, `hugepages-2Mi` → `4Gi`).
+    pub extended: std::collections::BTreeMap<String, String>,
 }
 
 impl GpuPool {
@@ -45,12 +48,19 @@ impl GpuPool {
             nvlink: false,
             cpu: 64,
             memory_gib: 512,
+            extended: std::collections::BTreeMap::new(),
         }
     }
 
     /// Marks the GPUs of each node as NVLink-connected.
     pub fn with_nvlink(mut self) -> Self {
         self.nvlink = true;
+        self
+    }
+
+    /// Gives each node `amount` of resource `name` beside its GPUs (e.g. RDMA devices).
+    pub fn with_extended(mut self, name: &str, amount: &str) -> Self {
+        self.extended.insert(name.to_owned(), amount.to_owned());
         self
     }
 

@@ -15,6 +15,10 @@
 //! provider-a; a second one goes to provider-b although provider-a still has 3 free
 //! GPUs (its node has only 24 CPU left), each bound by its member's scheduler; a worker
 //! asking for 100 CPU, more than any node has, waits (`InsufficientNodeResources`).
+//!
+//! Extended resources: only provider-b's node has 2 RDMA devices (`rdma/ib`). A worker
+//! asking for one runs there, bound by provider-b's scheduler, though provider-a is
+//! cheaper; one asking for 2 waits for them, one asking for 4 is told no node has them.
 
 mod common;
 mod opsupport;
@@ -221,6 +225,36 @@ async fn a_job_selecting_node_labels_runs_only_where_an_exposed_label_matches() 
     drop(operator);
 }
 
+/// A one-worker, one-GPU job whose worker container has `resources`.
+fn asking(name: &str, resources: serde_json::Value) -> serde_json::Value {
+    let mut job = prio_job(name, 1, 100, false, 600);
+    job["spec"]["template"]["spec"]["containers"][0]["resources"] = resources;
+    job
+}
+
+/// Waits until job `name` is unplaced for lack of node resources, its message naming `what`.
+async fn waits_for(hub: &kube::Client, ns: &str, name: &str, what: &str) -> gpufed_api::ComputeJob {
+    job_until(hub, ns, name, &format!("{name} waits for {what}"), MINUTE, |j| {
+        placed_condition(j).is_some_and(|(r, m)| r == "InsufficientNodeResources" && m.contains(what))
+    })
+    .await
+}
+
+/// Waits until job `name` runs; returns it.
+async fn running(hub: &kube::Client, ns: &str, name: &str) -> gpufed_api::ComputeJob {
+    job_until(hub, ns, name, &format!("{name} running"), MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await
+}
+
+/// The node the first worker pod of `job` is bound to in `member`.
+async fn bound_node(env: &gpufed_e2e::TestEnv, member: &str, job: &gpufed_api::ComputeJob) -> Option<String> {
+    let client = env.member_client(member).await.expect("member client");
+    let pods = member_pods(&client, job.metadata.uid.as_deref().expect("uid")).await;
+    pods.first()?.spec.as_ref()?.node_name.clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enough() {
     common::init_tracing();
@@ -229,35 +263,12 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
         return;
     };
     let ns = common::namespace(&hub, "team").await;
-    let asking = |name: &str, resource: &str, amount: &str| {
-        let mut job = prio_job(name, 1, 100, false, 600);
-        job["spec"]["template"]["spec"]["containers"][0]["resources"] =
-            serde_json::json!({"requests": {resource: amount}});
-        job
-    };
-    let cpu_job = |name: &str, cpu: &str| asking(name, "cpu", cpu);
-    // Waits until job `name` is unplaced for lack of node resources, its message naming `what`.
-    let waits_for = async |name: &str, what: &str| {
-        job_until(
-            &hub,
-            &ns,
-            name,
-            &format!("{name} waits for {what}"),
-            MINUTE,
-            |j| {
-                placed_condition(j).is_some_and(|(r, m)| r == "InsufficientNodeResources" && m.contains(what))
-            },
-        )
-        .await
-    };
+    let cpu_job = |name: &str, cpu: &str| asking(name, serde_json::json!({"requests": {"cpu": cpu}}));
 
     // Submits a 40-CPU job and waits until it runs.
     let runs = async |name: &str| {
         submit(&hub, &ns, &cpu_job(name, "40")).await;
-        job_until(&hub, &ns, name, &format!("{name} running"), MINUTE, |j| {
-            phase(j) == "Running"
-        })
-        .await
+        running(&hub, &ns, name).await
     };
     let first = runs("first").await;
     assert_eq!(
@@ -276,14 +287,8 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
         (&first, "provider-a", "a-a100-0"),
         (&second, "provider-b", "b-a100-0"),
     ] {
-        let client = env.member_client(member).await.expect("member client");
-        let pods = member_pods(&client, job.metadata.uid.as_deref().expect("uid")).await;
-        let spec = pods
-            .first()
-            .and_then(|p| p.spec.as_ref())
-            .expect("the worker pod");
         assert_eq!(
-            spec.node_name.as_deref(),
+            bound_node(&env, member, job).await.as_deref(),
             Some(node),
             "bound by {member}'s scheduler"
         );
@@ -291,7 +296,7 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
 
     // No node has 100 CPU: the job waits, told so, instead of burning a start timeout.
     submit(&hub, &ns, &cpu_job("huge", "100")).await;
-    let waiting = waits_for("huge", "lack a suitable node with 100 CPU").await;
+    let waiting = waits_for(&hub, &ns, "huge", "lack a suitable node with 100 CPU").await;
     assert_eq!(provider_of(&waiting), None);
     println!("CPU waiting: {:?}", placed_condition(&waiting));
     let events = events_until(&hub, &ns, "huge", &["InsufficientNodeResources"]).await;
@@ -303,7 +308,61 @@ async fn workers_go_where_their_cpu_is_free_and_wait_when_no_node_is_large_enoug
     );
 
     // Local storage counts too: the simulated nodes have 1 TiB allocatable.
-    submit(&hub, &ns, &asking("disk", "ephemeral-storage", "2Ti")).await;
-    waits_for("disk", "with 2048 GiB ephemeral storage for one worker").await;
+    let disk = asking(
+        "disk",
+        serde_json::json!({"requests": {"ephemeral-storage": "2Ti"}}),
+    );
+    submit(&hub, &ns, &disk).await;
+    waits_for(
+        &hub,
+        &ns,
+        "disk",
+        "with 2048 GiB ephemeral storage for one worker",
+    )
+    .await;
+    drop(operator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_asking_for_rdma_devices_run_where_the_devices_are() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    // Only the dearer provider-b's node has RDMA devices (another device plugin's).
+    let Some((env, hub, operator)) = cheap_and_dear("rdma", |b| b.with_extended("rdma/ib", "2")).await else {
+        return;
+    };
+    let ns = common::namespace(&hub, "team").await;
+    let rdma = |name: &str, n: &str| asking(name, serde_json::json!({"limits": {"rdma/ib": n}}));
+
+    submit(&hub, &ns, &rdma("rdma", "1")).await;
+    let job = running(&hub, &ns, "rdma").await;
+    assert_eq!(
+        provider_of(&job).as_deref(),
+        Some("provider-b"),
+        "provider-a is cheaper but has no RDMA devices"
+    );
+    assert_eq!(
+        bound_node(&env, "provider-b", &job).await.as_deref(),
+        Some("b-a100-0"),
+        "bound by provider-b's scheduler, which counts the devices too"
+    );
+    // A job asking for none still goes to the cheaper provider.
+    submit(&hub, &ns, &asking("plain", serde_json::json!({}))).await;
+    let plain = running(&hub, &ns, "plain").await;
+    assert_eq!(provider_of(&plain).as_deref(), Some("provider-a"));
+
+    // One device is left beside 3 free GPUs: a worker asking for 2 waits, told why.
+    submit(&hub, &ns, &rdma("two", "2")).await;
+    let two = waits_for(&hub, &ns, "two", "lack 2 rdma/ib free per worker").await;
+    println!("RDMA waiting: {:?}", placed_condition(&two));
+    // More than any node has: told so.
+    submit(&hub, &ns, &rdma("four", "4")).await;
+    waits_for(
+        &hub,
+        &ns,
+        "four",
+        "lack a suitable node with 4 rdma/ib for one worker",
+    )
+    .await;
     drop(operator);
 }

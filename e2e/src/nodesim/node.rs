@@ -86,13 +86,16 @@ pub(crate) fn node_object(cluster: &str, pool: &GpuPool, name: &str, ip: &str, r
         (COUNT_LABEL.to_owned(), pool.gpus_per_node.to_string()),
         (NVLINK_LABEL.to_owned(), domain),
     ]);
-    let resources = BTreeMap::from([
+    let mut resources = BTreeMap::from([
         ("cpu".to_owned(), Quantity(pool.cpu.to_string())),
         ("memory".to_owned(), Quantity(format!("{}Gi", pool.memory_gib))),
         ("pods".to_owned(), Quantity("110".into())),
         ("ephemeral-storage".to_owned(), Quantity("1Ti".into())),
         (resource.to_owned(), Quantity(pool.gpus_per_node.to_string())),
     ]);
+    for (name, amount) in &pool.extended {
+        resources.insert(name.clone(), Quantity(amount.clone()));
+    }
     Node {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),

@@ -56,11 +56,12 @@ impl Slots {
         &self.0
     }
 
-    /// `ext` by slot; a name it lacks is `absent`, an unused slot 0.
+    /// `ext` by slot, each bounded ([`extended::MAX_AMOUNT`]: a pull-mode report arrives
+    /// as sent); a name it lacks is `absent`, an unused slot 0.
     fn fill(&self, ext: &Extended, absent: u64) -> [u64; pl::EXTENDED_SLOTS] {
         let mut out = [0; pl::EXTENDED_SLOTS];
         for (slot, name) in out.iter_mut().zip(&self.0) {
-            *slot = ext.get(name).copied().unwrap_or(absent);
+            *slot = ext.get(name).map_or(absent, |&n| n.min(extended::MAX_AMOUNT));
         }
         out
     }
