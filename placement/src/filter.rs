@@ -30,6 +30,8 @@ pub(crate) struct JobSt {
     pub node_selector: Vec<(String, String)>,
     /// CPU and memory per worker (zero: none).
     pub req: Resources,
+    /// The extended resource slots `req` asks for ([`Resources::extended_mask`]).
+    pub ext: u8,
 }
 
 fn bit(set: &[u64], i: u32) -> bool {
@@ -114,6 +116,7 @@ impl JobSt {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             req: job.worker_resources,
+            ext: job.worker_resources.extended_mask(),
         }
     }
 
@@ -143,7 +146,8 @@ impl JobSt {
             && self.admitted.as_ref().is_none_or(|s| bit(s, g.provider))
     }
 
-    /// Pool-level filters (verified nodes, VRAM, capability, NVLink, node size, labels).
+    /// Pool-level filters (verified nodes, VRAM, capability, NVLink, node size, labels,
+    /// extended resources the nodes have).
     #[inline]
     pub fn pool_ok(&self, pool: &Pool) -> bool {
         (pool.verified || !self.verified_only)
@@ -152,6 +156,7 @@ impl JobSt {
             && (self.interconnect == Interconnect::Any || pool.nvlink)
             && pool.max_node_gpus >= self.g
             && self.labels_ok(pool)
+            && self.ext & !pool.extended == 0
     }
 
     /// Rank of a provider among the preferred ones, with the list length.

@@ -113,6 +113,10 @@ pub(crate) struct Pool {
     /// a round: while a job asks at most this per GPU, its GPUs alone decide how many
     /// workers a node holds, and the bucket counts answer.
     pub res_floor: Resources,
+    /// Bit `i`: its nodes have some of extended resource slot `i` (all the same: nodes
+    /// that differ sit in different pools, so a job asking for a resource skips the
+    /// pools without it whole and the fast path answers in those with it).
+    pub extended: u8,
 }
 
 /// One node, resolved.
@@ -191,7 +195,14 @@ impl Fleet {
             let prov_idx = idx(fleet.providers.len());
             let groups_start = idx(fleet.groups.len());
             // model → pool key → node indices (into p.nodes)
-            type PoolKey<'n> = (u32, ComputeCapability, bool, bool, &'n BTreeMap<String, String>);
+            type PoolKey<'n> = (
+                u32,
+                ComputeCapability,
+                bool,
+                bool,
+                &'n BTreeMap<String, String>,
+                u8,
+            );
             let mut by_model: BTreeMap<u16, BTreeMap<PoolKey<'_>, Vec<usize>>> = BTreeMap::new();
             // Nodes by name: pools come out sorted, duplicates sit side by side.
             let mut by_name: Vec<usize> = (0..p.nodes.len()).collect();
@@ -228,6 +239,7 @@ impl Fleet {
                         n.nvlink_domain.is_some(),
                         n.verified,
                         &n.labels,
+                        n.resources.map_or(u8::MAX, |r| r.allocatable.extended_mask()),
                     ))
                     .or_default()
                     .push(ni);
@@ -240,7 +252,7 @@ impl Fleet {
                 }
                 let pools_start = idx(fleet.pools.len());
                 let (mut total, mut busy) = (0u32, 0u32);
-                for ((vram_mib, compute, nvlink, verified, labels), members) in pools {
+                for ((vram_mib, compute, nvlink, verified, labels, extended), members) in pools {
                     let pool_idx = idx(fleet.pools.len());
                     let max_node_gpus = members.iter().map(|&m| p.nodes[m].gpus).max().unwrap_or(0);
                     let mut pool = Pool {
@@ -258,6 +270,7 @@ impl Fleet {
                         reserved: Vec::new(),
                         domains: Vec::new(),
                         res_floor: UNLIMITED,
+                        extended,
                     };
                     let mut domains: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
                     for m in members {

@@ -21,7 +21,19 @@ impl JobSt {
     /// `⌊f / g⌋` workers asking at most `floor × g` each.
     #[inline]
     pub fn gpu_bound(&self, pool: &Pool) -> bool {
-        self.req.is_zero() || self.req.within(&pool.res_floor.times(u32::from(self.g)))
+        if self.req.is_zero() {
+            return true;
+        }
+        // `req ≤ floor × g`, each dimension, without building the product (the hot path).
+        let (g, f, r) = (u64::from(self.g), &pool.res_floor, &self.req);
+        r.cpu_millis <= f.cpu_millis.saturating_mul(g)
+            && r.memory_mib <= f.memory_mib.saturating_mul(g)
+            && r.ephemeral_mib <= f.ephemeral_mib.saturating_mul(g)
+            && (self.ext == 0
+                || r.extended
+                    .iter()
+                    .zip(&f.extended)
+                    .all(|(&a, &b)| a <= b.saturating_mul(g)))
     }
 }
 
@@ -58,7 +70,13 @@ impl Fleet {
     /// Workers of job `js` node `n` holds now.
     #[inline]
     pub fn node_workers(&self, n: u32, js: &JobSt) -> u32 {
-        self.node_workers_with(n, js, 0, &Resources::ZERO)
+        let node = &self.nodes[n as usize];
+        let by_gpus = node.free.count_ones() / u32::from(js.g);
+        if js.req.is_zero() {
+            return by_gpus;
+        }
+        // `avail` never exceeds `alloc` (built so, and `give_resources` caps it).
+        by_gpus.min(node.avail.workers(&js.req))
     }
 
     /// The node's free GPUs as job `js` can use them: those of the workers it holds.
@@ -68,6 +86,15 @@ impl Fleet {
             return (self.nodes[n as usize].free | extra_gpus).count_ones() as usize;
         }
         (self.node_workers_with(n, js, extra_gpus, extra) * u32::from(js.g)) as usize
+    }
+
+    /// [`Fleet::usable_free`] with nothing extra (the hot path of the slow path).
+    #[inline]
+    pub fn usable_free_now(&self, n: u32, js: &JobSt) -> usize {
+        if js.req.is_zero() {
+            return self.nodes[n as usize].free.count_ones() as usize;
+        }
+        (self.node_workers(n, js) * u32::from(js.g)) as usize
     }
 
     /// Workers of job `js` node `n` would hold with nothing running there.
@@ -109,7 +136,7 @@ impl Fleet {
         }
         for bucket in p.buckets.iter().skip(g) {
             for &n in bucket {
-                let k = self.usable_free(n, js, 0, &Resources::ZERO);
+                let k = self.usable_free_now(n, js);
                 if k >= g {
                     counts[k] += 1;
                 }

@@ -16,7 +16,7 @@ use crate::filter::JobSt;
 use crate::index::{Fleet, Pool};
 use crate::resources::SLOTS;
 use crate::score::{Fit, Weights, best_fit, score};
-use crate::snapshot::{Interconnect, Micros, Resources};
+use crate::snapshot::{Interconnect, Micros};
 use crate::spread::SpreadView;
 
 /// Where a job could go.
@@ -57,7 +57,7 @@ fn better(a: &Candidate, b: &Option<Candidate>) -> bool {
 fn domain_counts(fleet: &Fleet, js: &JobSt, nodes: &[u32], counts: &mut [u32; SLOTS]) {
     for &n in nodes {
         if fleet.nodes[n as usize].reserved_for.is_none() {
-            counts[fleet.usable_free(n, js, 0, &Resources::ZERO)] += 1;
+            counts[fleet.usable_free_now(n, js)] += 1;
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Resources {
 /// ([`Snapshot::extended_resources`]); fixed, so that [`Resources`] stays a small `Copy`
 /// value on the engine's hot paths.
 pub const EXTENDED_SLOTS: usize = 4;
+// Pools and jobs keep the slots they have or ask for in a `u8`.
+const _: () = assert!(EXTENDED_SLOTS <= 8);
 
 impl Resources {
     /// Nothing asked for.
@@ -147,6 +149,15 @@ impl Resources {
                     .min()
                     .unwrap_or(u32::MAX),
             )
+    }
+
+    /// Bit `i` set where extended slot `i` is not zero.
+    pub fn extended_mask(&self) -> u8 {
+        self.extended
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .fold(0, |m, (i, _)| m | (1 << i))
     }
 
     /// `n` times `self`, saturating.
