@@ -38,6 +38,22 @@ pub fn job_id(job: &ComputeJob) -> String {
     format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
 }
 
+/// The jobs of a round by their snapshot id ([`job_id`]): a decision names its job by id,
+/// and a round of thousands of decisions must not scan the job list for each.
+pub struct JobIndex<'a>(std::collections::HashMap<String, &'a Arc<ComputeJob>>);
+
+impl<'a> JobIndex<'a> {
+    /// Indexes `jobs`.
+    pub fn new(jobs: &'a [Arc<ComputeJob>]) -> Self {
+        JobIndex(jobs.iter().map(|j| (job_id(j), j)).collect())
+    }
+
+    /// The job with snapshot id `id`.
+    pub fn get(&self, id: &str) -> Option<&'a Arc<ComputeJob>> {
+        self.0.get(id).copied()
+    }
+}
+
 /// Whether a job waits for placement: not suspended, deleted, placed or finished, its
 /// spec valid — the cross-field rules and a pod template that builds (the job controller
 /// says `Stalled=InvalidSpec` or `InvalidTemplate` on the others) — and its checkpoint
@@ -132,9 +148,13 @@ pub fn snapshot_checked(
             ))
         })
         .collect();
+    // Each model once, sorted: a tier's models are picked from it per queued job.
     let all_models: Vec<String> = fleet
         .values()
-        .flat_map(|v| v.nodes.iter().map(|n| n.model.clone()))
+        .flat_map(|v| v.nodes.iter().map(|n| n.model.as_str()))
+        .collect::<std::collections::BTreeSet<&str>>()
+        .into_iter()
+        .map(str::to_owned)
         .collect();
     let mut snap = pl::Snapshot::default();
     // A job whose victims are still being evicted waits for them: placed now, it would not

@@ -145,14 +145,15 @@ pub async fn round(
     let store = with_written(ctx.jobs.state(), &mut *written.lock().await, Instant::now());
     let (jobs, held): (Vec<_>, Vec<_>) = store
         .into_iter()
-        .partition(|j| !mapping::is_queued(j) || ctx.held(&j.namespace().unwrap_or_default()).is_none());
+        // The cheap test first: `is_queued` checks the pod template.
+        .partition(|j| ctx.held(&j.namespace().unwrap_or_default()).is_none() || !mapping::is_queued(j));
     write::hold(ctx, &held).await;
     // A queued job is placed only once its reconcile has added the cleanup finalizer:
     // the placement would otherwise conflict with that write (and be retried).
     let jobs: Vec<_> = jobs
         .into_iter()
         .filter(|j| {
-            !mapping::is_queued(j) || j.finalizers().iter().any(|f| f == crate::job::names::FINALIZER)
+            j.finalizers().iter().any(|f| f == crate::job::names::FINALIZER) || !mapping::is_queued(j)
         })
         .collect();
     let providers = ctx.providers.state();
@@ -230,7 +231,8 @@ pub async fn round(
         }
     };
     *reservations.lock().await = decisions.reservations.clone();
-    let by_id = |id: &str| jobs.iter().find(|j| mapping::job_id(j) == id).cloned();
+    let index = mapping::JobIndex::new(&jobs);
+    let by_id = |id: &str| index.get(id).cloned();
     let now = crate::time::now();
     // Writes are independent (one job each): send them concurrently, 16 at a time.
     let mut placed = 0;

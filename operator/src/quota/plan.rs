@@ -79,12 +79,12 @@ pub fn caps(quotas: &[Arc<ComputeQuota>], jobs: &[Arc<ComputeJob>]) -> BTreeMap<
 
 /// Whether a queued job waits because its namespace's quota holds it.
 pub fn held_by_quota(job: &ComputeJob) -> bool {
-    mapping::is_queued(job)
-        && job
-            .status
-            .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, types::PLACED))
-            .is_some_and(|c| c.status == False && c.reason == QUOTA_EXCEEDED)
+    // The condition first: `is_queued` checks the pod template, and most jobs are not held.
+    job.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, types::PLACED))
+        .is_some_and(|c| c.status == False && c.reason == QUOTA_EXCEEDED)
+        && mapping::is_queued(job)
 }
 
 /// The status of `quota`, given the jobs of its namespace, at `now` (RFC 3339).
