@@ -166,10 +166,12 @@ pub fn snapshot_checked(
         .collect();
     let gpu_resources: std::collections::BTreeSet<&str> =
         providers.iter().map(|p| p.spec.resource_name.as_str()).collect();
-    let slots = resources::Slots::choose(queued.iter().map(|j| &j.spec), &gpu_resources);
+    let asks: Vec<resources::Ask> = queued.iter().map(|j| resources::Ask::of(&j.spec)).collect();
+    let slots = resources::Slots::choose(&asks, &gpu_resources);
     snap.jobs = queued
         .iter()
-        .map(|j| job_snapshot(j, &all_models, &slots))
+        .zip(&asks)
+        .map(|(j, ask)| job_snapshot(j, &all_models, ask.engine(&slots)))
         .collect();
     snap.extended_resources = slots.names().to_vec();
     // Nodes carry only the labels some queued job selects on: the engine pools nodes by

@@ -16,7 +16,7 @@ use super::{is_consumer, job_id};
 pub(super) fn job_snapshot(
     job: &ComputeJob,
     all_models: &[String],
-    slots: &super::resources::Slots,
+    worker_resources: pl::Resources,
 ) -> pl::Job {
     let spec = &job.spec;
     let mut models = spec.gpu.models.clone();
@@ -74,7 +74,7 @@ pub(super) fn job_snapshot(
         min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
         verified_only: spec.placement.verified_only,
         node_selector: node_selector(spec),
-        worker_resources: super::resources::worker_resources(spec, slots),
+        worker_resources,
         spread: spec.placement.spread.as_ref().map(spread_snapshot),
         preempt: spec.placement.preempt_lower_priority,
     }

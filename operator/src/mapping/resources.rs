@@ -23,30 +23,27 @@ use crate::fleet::extended::{self, Extended};
 pub struct Slots(Vec<String>);
 
 impl Slots {
-    /// The extended resources the workers of `queued` jobs ask for, those most jobs ask
-    /// for first (ties by name), at most [`pl::EXTENDED_SLOTS`]; none of `gpu_resources`
-    /// (the hub counts GPUs itself). A job asking for one left out is placed as if it did
-    /// not ask for it (its attempt ends at `startTimeout` where the member lacks it).
-    pub fn choose<'a>(
-        queued: impl IntoIterator<Item = &'a ComputeJobSpec>,
-        gpu_resources: &BTreeSet<&str>,
-    ) -> Slots {
-        let mut jobs: BTreeMap<String, usize> = BTreeMap::new();
-        for spec in queued {
-            let pod = crate::job::build::worker_request_pod(spec);
-            for name in extended::pod_requests(&pod, "").into_keys() {
+    /// The extended resources the workers of queued jobs ask for (`asks`, a job each),
+    /// those most jobs ask for first (ties by name), at most [`pl::EXTENDED_SLOTS`]; none
+    /// of `gpu_resources` (the hub counts GPUs itself). A job asking for one left out is
+    /// placed as if it did not ask for it (its attempt ends at `startTimeout` where the
+    /// member lacks it).
+    pub fn choose<'a>(asks: impl IntoIterator<Item = &'a Ask>, gpu_resources: &BTreeSet<&str>) -> Slots {
+        let mut jobs: BTreeMap<&str, usize> = BTreeMap::new();
+        for ask in asks {
+            for name in ask.extended.keys() {
                 if !gpu_resources.contains(name.as_str()) {
                     *jobs.entry(name).or_default() += 1;
                 }
             }
         }
-        let mut names: Vec<(usize, String)> = jobs.into_iter().map(|(n, c)| (c, n)).collect();
-        names.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut names: Vec<(usize, &str)> = jobs.into_iter().map(|(n, c)| (c, n)).collect();
+        names.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         Slots(
             names
                 .into_iter()
                 .take(pl::EXTENDED_SLOTS)
-                .map(|(_, n)| n)
+                .map(|(_, n)| n.to_owned())
                 .collect(),
         )
     }
@@ -72,16 +69,39 @@ impl Slots {
     }
 }
 
-/// What one worker of a job requests: the CPU, memory and extended resources of the
-/// worker pod [`crate::job::build::build`] makes ([`crate::job::build::worker_requests`]),
-/// memory rounded up to whole MiB.
-pub fn worker_resources(spec: &ComputeJobSpec, slots: &Slots) -> pl::Resources {
-    let pod = crate::job::build::worker_request_pod(spec);
-    let mut r = crate::fleet::requests::pod_requests(&pod).rounded_up().request();
-    if !slots.0.is_empty() {
-        r.extended = slots.fill(&extended::pod_requests(&pod, ""), 0);
+/// What one worker of a job requests, read from its template once: the CPU, memory and
+/// extended resources of the worker pod [`crate::job::build::build`] makes
+/// ([`crate::job::build::worker_requests`]), memory rounded up to whole MiB.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// CPU, memory and storage (no extended slots).
+    pub resources: pl::Resources,
+    /// Extended resources by name.
+    pub extended: Extended,
+}
+
+impl Ask {
+    /// What a worker of `spec` asks for.
+    pub fn of(spec: &ComputeJobSpec) -> Ask {
+        let pod = crate::job::build::worker_request_pod(spec);
+        Ask {
+            resources: crate::fleet::requests::pod_requests(&pod).rounded_up().request(),
+            extended: extended::pod_requests(&pod, ""),
+        }
     }
-    r
+
+    /// As the engine counts it this round.
+    pub fn engine(&self, slots: &Slots) -> pl::Resources {
+        pl::Resources {
+            extended: slots.fill(&self.extended, 0),
+            ..self.resources
+        }
+    }
+}
+
+/// What one worker of a job requests, as the engine counts it this round ([`Ask`]).
+pub fn worker_resources(spec: &ComputeJobSpec, slots: &Slots) -> pl::Resources {
+    Ask::of(spec).engine(slots)
 }
 
 /// CPU and memory gpufed's workers hold on a provider's nodes, by node name.
