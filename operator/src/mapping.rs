@@ -6,7 +6,7 @@ use std::sync::Arc;
 use gpufed_api::common::ConditionStatus;
 use gpufed_api::conditions::{self, types};
 use gpufed_api::job_status::JobPhase;
-use gpufed_api::{ComputeJob, GpuProvider, check, formats};
+use gpufed_api::{ComputeJob, GpuProvider, formats};
 use gpufed_placement as pl;
 use kube::ResourceExt;
 
@@ -16,6 +16,7 @@ use crate::job::names;
 mod job;
 pub mod resources;
 pub mod sanitize;
+pub mod spec_facts;
 pub mod tenants;
 
 use job::job_snapshot;
@@ -65,9 +66,8 @@ pub fn is_queued(job: &ComputeJob) -> bool {
         && st.is_none_or(|s| {
             s.placement.is_none() && !matches!(s.phase, Some(JobPhase::Succeeded | JobPhase::Failed))
         })
-        && check::job_spec(&job.spec).is_empty()
-        && crate::job::build::template_error(&job.spec).is_none()
         && !awaits_credentials(job)
+        && spec_facts::of(job).valid
 }
 
 /// Whether the job controller found the job's checkpoint credentials unreadable at its
@@ -166,12 +166,12 @@ pub fn snapshot_checked(
         .collect();
     let gpu_resources: std::collections::BTreeSet<&str> =
         providers.iter().map(|p| p.spec.resource_name.as_str()).collect();
-    let asks: Vec<resources::Ask> = queued.iter().map(|j| resources::Ask::of(&j.spec)).collect();
-    let slots = resources::Slots::choose(&asks, &gpu_resources);
+    let facts: Vec<Arc<spec_facts::SpecFacts>> = queued.iter().map(|j| spec_facts::of(j)).collect();
+    let slots = resources::Slots::choose(facts.iter().map(|f| &f.ask), &gpu_resources);
     snap.jobs = queued
         .iter()
-        .zip(&asks)
-        .map(|(j, ask)| job_snapshot(j, &all_models, ask.engine(&slots)))
+        .zip(&facts)
+        .map(|(j, f)| job_snapshot(j, &all_models, f.ask.engine(&slots)))
         .collect();
     snap.extended_resources = slots.names().to_vec();
     // Nodes carry only the labels some queued job selects on: the engine pools nodes by
@@ -308,7 +308,7 @@ fn provider_snapshot(
             continue;
         };
         let mut gpus = Vec::new();
-        let per_worker = resources::worker_resources(&job.spec, slots);
+        let per_worker = spec_facts::of(job).ask.engine(slots);
         for w in &placement.workers {
             held_res.add(&w.node, per_worker);
             let taken = held.entry(w.node.clone()).or_default();

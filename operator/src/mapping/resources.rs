@@ -99,11 +99,6 @@ impl Ask {
     }
 }
 
-/// What one worker of a job requests, as the engine counts it this round ([`Ask`]).
-pub fn worker_resources(spec: &ComputeJobSpec, slots: &Slots) -> pl::Resources {
-    Ask::of(spec).engine(slots)
-}
-
 /// CPU and memory gpufed's workers hold on a provider's nodes, by node name.
 #[derive(Debug, Default)]
 pub(super) struct Held(BTreeMap<String, pl::Resources>);

@@ -1,0 +1,130 @@
+//! What the placement round reads from a job's spec alone — whether the spec is valid
+//! (its cross-field rules and its pod template: the costly half of
+//! [`super::is_queued`]) and what one worker asks for ([`Ask`]) — kept per job
+//! generation, so that a round over thousands of waiting jobs does not re-read every
+//! template every few seconds (BENCHMARKS.md, "Placement round").
+//!
+//! Kept by uid and generation, which name one spec exactly for an object the API server
+//! returned: the server bumps a custom resource's generation on every change to its spec.
+//! An object without a resourceVersion (one the API server never returned: a test's
+//! fixture, a spec being built) is read afresh every time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gpufed_api::{ComputeJob, check};
+
+use super::resources::Ask;
+
+/// Entries kept at most; past it the memo starts afresh (a bound on memory, not an LRU:
+/// a fleet that large reads each template once more).
+const MAX_ENTRIES: usize = 200_000;
+
+/// What a job's spec says, for placement.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SpecFacts {
+    /// The cross-field rules hold and the pod template builds.
+    pub valid: bool,
+    /// What one worker asks for.
+    pub ask: Ask,
+}
+
+impl SpecFacts {
+    fn read(spec: &gpufed_api::ComputeJobSpec) -> SpecFacts {
+        SpecFacts {
+            valid: check::job_spec(spec).is_empty() && crate::job::build::template_error(spec).is_none(),
+            ask: Ask::of(spec),
+        }
+    }
+}
+
+/// By uid: the generation read, and what it says.
+type Memo = HashMap<String, (i64, Arc<SpecFacts>)>;
+
+static MEMO: LazyLock<Mutex<Memo>> = LazyLock::new(Mutex::default);
+
+/// What `job`'s spec says, from the memo when its generation was read before.
+pub fn of(job: &ComputeJob) -> Arc<SpecFacts> {
+    let m = &job.metadata;
+    let key = match (&m.uid, m.generation, &m.resource_version) {
+        (Some(uid), Some(generation), Some(_)) => Some((uid, generation)),
+        _ => None,
+    };
+    if let Some((uid, generation)) = key
+        && let Ok(memo) = MEMO.lock()
+        && let Some((g, facts)) = memo.get(uid.as_str())
+        && *g == generation
+    {
+        return facts.clone();
+    }
+    let facts = Arc::new(SpecFacts::read(&job.spec));
+    if let Some((uid, generation)) = key
+        && let Ok(mut memo) = MEMO.lock()
+    {
+        if memo.len() >= MAX_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(uid.clone(), (generation, facts.clone()));
+    }
+    facts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(uid: &str, generation: i64, rv: Option<&str>, cpu: &str) -> ComputeJob {
+        let containers =
+            serde_json::json!([{"name": "main", "image": "x", "resources": {"requests": {"cpu": cpu}}}]);
+        with_containers(uid, generation, rv, containers)
+    }
+
+    fn with_containers(
+        uid: &str,
+        generation: i64,
+        rv: Option<&str>,
+        containers: serde_json::Value,
+    ) -> ComputeJob {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+            "metadata": {"name": "j", "namespace": "team", "uid": uid, "generation": generation,
+                         "resourceVersion": rv},
+            "spec": {"workers": 1, "gpusPerWorker": 1, "maxPricePerGpuHour": "3",
+                     "gpu": {"tier": "Any", "interconnect": "Any"}, "placement": {"verifiedOnly": false},
+                     "template": {"spec": {"containers": containers}}}
+        }))
+        .expect("job")
+    }
+
+    #[test]
+    fn a_generation_is_read_once_and_a_new_one_afresh() {
+        let first = of(&job("uid-memo-1", 1, Some("10"), "4"));
+        assert_eq!(first.ask.resources.cpu_millis, 4000);
+        assert!(first.valid);
+        // The same generation (a status write moved the resourceVersion): the memo.
+        let again = of(&job("uid-memo-1", 1, Some("11"), "4"));
+        assert!(Arc::ptr_eq(&first, &again));
+        // A spec change bumps the generation: read afresh.
+        let changed = of(&job("uid-memo-1", 2, Some("12"), "8"));
+        assert_eq!(changed.ask.resources.cpu_millis, 8000);
+        // A template without containers reads as invalid.
+        let bad = of(&with_containers(
+            "uid-memo-1",
+            3,
+            Some("13"),
+            serde_json::json!([]),
+        ));
+        assert!(!bad.valid);
+    }
+
+    #[test]
+    fn objects_the_api_server_never_returned_are_read_every_time() {
+        let a = of(&job("uid-memo-2", 1, None, "4"));
+        let b = of(&job("uid-memo-2", 1, None, "6"));
+        assert_eq!(
+            (a.ask.resources.cpu_millis, b.ask.resources.cpu_millis),
+            (4000, 6000)
+        );
+        assert!(!Arc::ptr_eq(&a, &b));
+    }
+}
