@@ -156,6 +156,8 @@ pub async fn round(
             j.finalizers().iter().any(|f| f == crate::job::names::FINALIZER) || !mapping::is_queued(j)
         })
         .collect();
+    // Decisions and evictions name their jobs by id.
+    let index = mapping::JobIndex::new(&jobs);
     let providers = ctx.providers.state();
     // A tenant selector decided before the namespaces are listed would admit nobody, and
     // its tenants' jobs would go to dearer providers.
@@ -189,7 +191,7 @@ pub async fn round(
         held.clone_from(&drained.held);
     }
     if !drained.evict.is_empty() {
-        drain::mark(ctx, &jobs, &drained.evict, now, written).await;
+        drain::mark(ctx, &index, &drained.evict, now, written).await;
         for (job, _, _) in &drained.evict {
             replicas.remove(job);
             if let Some(r) = snap.running.iter_mut().find(|r| &r.job == job) {
@@ -231,7 +233,6 @@ pub async fn round(
         }
     };
     *reservations.lock().await = decisions.reservations.clone();
-    let index = mapping::JobIndex::new(&jobs);
     let by_id = |id: &str| index.get(id).cloned();
     let now = crate::time::now();
     // Writes are independent (one job each): send them concurrently, 16 at a time.
@@ -244,7 +245,7 @@ pub async fn round(
         if !ctx.leadership.is_leader() {
             break;
         }
-        evict::evict(ctx, &jobs, p, now, written).await;
+        evict::evict(ctx, &index, p, now, written).await;
     }
     let todo: Vec<_> = placing
         .into_iter()

@@ -215,14 +215,14 @@ pub fn tenancy_evicts(
 /// is left for the next round.
 pub(super) async fn mark(
     ctx: &Context,
-    jobs: &[Arc<ComputeJob>],
+    jobs: &mapping::JobIndex<'_>,
     evict: &[(String, String, Leave)],
     now: i64,
     written: &Mutex<Written>,
 ) -> usize {
     let mut marked = 0;
     for (id, provider, why) in evict {
-        let Some(victim) = jobs.iter().find(|j| mapping::job_id(j) == *id) else {
+        let Some(victim) = jobs.get(id) else {
             continue;
         };
         let (prefix, cause) = match why {

@@ -55,12 +55,12 @@ impl Preemption {
 /// says on the job what it waits for. Returns how many victims were marked now.
 pub(super) async fn evict(
     ctx: &Context,
-    jobs: &[Arc<ComputeJob>],
+    jobs: &mapping::JobIndex<'_>,
     p: &pl::Placement,
     now: i64,
     written: &Mutex<Written>,
 ) -> usize {
-    let by_id = |id: &str| jobs.iter().find(|j| mapping::job_id(j) == id);
+    let by_id = |id: &str| jobs.get(id);
     let Some(job) = by_id(&p.job) else { return 0 };
     let now_text = crate::time::format(now);
     let mark = Mark {

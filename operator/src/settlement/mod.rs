@@ -166,15 +166,19 @@ async fn round(
     let now = crate::time::now();
     let jobs = ctx.jobs.state();
     let providers = ctx.providers.state();
-    let heartbeat = |name: &str| {
-        providers.iter().find(|p| p.name_any() == name).and_then(|p| {
-            p.status
-                .as_ref()?
-                .last_heartbeat_time
-                .as_deref()
-                .and_then(crate::time::parse)
+    // Each provider's last heartbeat, looked up once per job below.
+    let heartbeats: BTreeMap<String, Option<i64>> = providers
+        .iter()
+        .map(|p| {
+            let last = p
+                .status
+                .as_ref()
+                .and_then(|s| s.last_heartbeat_time.as_deref())
+                .and_then(crate::time::parse);
+            (p.name_any(), last)
         })
-    };
+        .collect();
+    let heartbeat = |name: &str| heartbeats.get(name).copied().flatten();
     // Meter, then persist, before anything else.
     let records: Vec<_> = jobs
         .iter()
