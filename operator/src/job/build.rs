@@ -116,17 +116,12 @@ pub fn template_error(spec: &ComputeJobSpec) -> Option<String> {
     template(spec).err()
 }
 
-/// The CPU and memory one worker pod of `spec` requests, as kube-scheduler counts them
-/// ([`crate::fleet::requests::pod_requests`]): the template's own, for [`worker_pod`]
-/// adds GPUs, environment, mounts and affinity, but no container, no resources and no
-/// overhead. Reads only the template's resource fields (every placement round asks this
-/// of every live job); a malformed one counts as nothing.
-pub fn worker_requests(spec: &ComputeJobSpec) -> crate::fleet::requests::Requests {
-    crate::fleet::requests::pod_requests(&worker_request_pod(spec))
-}
-
-/// The parts of one worker pod of `spec` that decide what it requests
-/// ([`worker_requests`]), to count CPU, memory and extended resources from one read.
+/// The parts of one worker pod of `spec` that decide what it requests, as
+/// kube-scheduler counts them ([`crate::fleet::requests::pod_requests`],
+/// [`crate::fleet::extended::pod_requests`]): the template's own, for [`worker_pod`] adds
+/// GPUs, environment, mounts and affinity, but no container, no resources and no
+/// overhead. Reads only the template's resource fields; a malformed one counts as
+/// nothing.
 pub fn worker_request_pod(spec: &ComputeJobSpec) -> k8s_openapi::api::core::v1::PodSpec {
     let t = &spec.template.spec;
     crate::fleet::requests::template_pod(t.containers.iter().map(|c| &c.0), &t.rest)

@@ -71,7 +71,7 @@ impl Slots {
 
 /// What one worker of a job requests, read from its template once: the CPU, memory and
 /// extended resources of the worker pod [`crate::job::build::build`] makes
-/// ([`crate::job::build::worker_requests`]), memory rounded up to whole MiB.
+/// ([`crate::job::build::worker_request_pod`]), memory rounded up to whole MiB.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ask {
     /// CPU, memory and storage (no extended slots).

@@ -298,7 +298,7 @@ fn workers_tolerate_the_providers_taints_after_their_templates_own() {
 }
 
 #[test]
-fn placement_counts_the_cpu_and_memory_of_the_worker_pod_as_built() {
+fn placement_counts_the_cpu_memory_and_devices_of_the_worker_pod_as_built() {
     // Requests in the worker, a limit-only sidecar, an init container, a native sidecar
     // and overhead: what the hub counts per worker is what the member's scheduler counts
     // for the pod `build` makes.
@@ -307,23 +307,33 @@ fn placement_counts_the_cpu_and_memory_of_the_worker_pod_as_built() {
             {"name": "main", "image": "trainer", "resources": {"requests": {"cpu": "12", "memory": "64Gi"}}},
             {"name": "log", "image": "log", "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}}],
         "initContainers": [
-            {"name": "fetch", "image": "f", "resources": {"requests": {"cpu": "16", "memory": "1Gi"}}},
+            {"name": "fetch", "image": "f", "resources": {"requests": {"cpu": "16", "memory": "1Gi"}, "limits": {"rdma/ib": "2"}}},
             {"name": "proxy", "image": "p", "restartPolicy": "Always",
              "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}}}],
         "overhead": {"cpu": "100m", "memory": "32Mi"}}}));
     let objs = build(&j, &placement(), "gpufed.io/gpu").expect("builds");
-    let want = worker_requests(&j.spec);
+    let want = crate::mapping::resources::Ask::of(&j.spec);
     for pod in &objs.pods {
-        let built = crate::fleet::requests::pod_requests(pod.spec.as_ref().expect("spec"));
-        assert_eq!(built, want, "{:?}", pod.metadata.name);
+        let spec = pod.spec.as_ref().expect("spec");
+        let built = crate::fleet::requests::pod_requests(spec).rounded_up().request();
+        assert_eq!(built, want.resources, "{:?}", pod.metadata.name);
+        assert_eq!(
+            crate::fleet::extended::pod_requests(spec, "gpufed.io/gpu"),
+            want.extended,
+            "{:?}",
+            pod.metadata.name
+        );
     }
-    // max(12 + 0.5 + 0.25, 16) + 0.1 CPU; 64 GiB + 256 + 128 + 32 MiB.
+    // max(12 + 0.5 + 0.25, 16) + 0.1 CPU; 64 GiB + 256 + 128 + 32 MiB; 2 RDMA devices
+    // (the init container's peak, beside the sidecar's none).
     assert_eq!(
-        want.rounded_up(),
+        want.resources,
         crate::fleet::CpuMemory {
             cpu_millis: 16_100,
             memory_mib: 64 * 1024 + 416,
             ephemeral_mib: None,
         }
+        .request()
     );
+    assert_eq!(want.extended, [("rdma/ib".to_owned(), 2)].into());
 }
