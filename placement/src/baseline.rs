@@ -54,6 +54,7 @@ fn node_ok(job: &Job, n: &Node, price: Option<Micros>) -> bool {
         && (job.interconnect == Interconnect::Any || n.nvlink_domain.is_some())
         && n.gpus >= job.gpus_per_worker
         && job.node_selector.iter().all(|(k, v)| n.labels.get(k) == Some(v))
+        && crate::affinity_matches(&job.node_affinity, &n.labels)
 }
 
 /// Picks nodes for `job` among `cands` (node indices, in preference order) of one
@@ -64,7 +65,11 @@ fn fill(job: &Job, free: &[u64], avail: &[Option<Resources>], cands: &[usize]) -
     let mut out = Vec::new();
     for &n in cands {
         let by_res = avail[n].map_or(u32::MAX, |a| a.workers(&job.worker_resources));
-        let per = (free[n].count_ones() / g).min(by_res).min(remaining);
+        let cap = match job.max_workers_per_node {
+            0 => u32::MAX,
+            c => u32::from(c),
+        };
+        let per = (free[n].count_ones() / g).min(by_res).min(cap).min(remaining);
         if per > 0 {
             out.push((n, per));
             remaining -= per;

@@ -74,6 +74,14 @@ pub enum Reason {
         /// GPUs of the gang.
         gpus: u32,
     },
+    /// The provider has the GPUs for the whole gang, but not on enough nodes for the
+    /// job's cap of workers per node ([`crate::Job::max_workers_per_node`]).
+    TooFewNodes {
+        /// Workers of the gang.
+        workers: u16,
+        /// The cap.
+        per_node: u16,
+    },
     /// No NVLink domain could hold the whole gang even when empty.
     NvlinkDomainTooSmall {
         /// GPUs of the gang.
@@ -131,6 +139,15 @@ impl fmt::Display for Reason {
                 write!(f, "lack a suitable node with {per_worker} for one worker")
             }
             Reason::TooSmall { gpus } => write!(f, "too small for {gpus} suitable GPUs"),
+            Reason::TooFewNodes { workers, per_node: 1 } => {
+                write!(f, "lack {workers} suitable nodes for one worker each")
+            }
+            Reason::TooFewNodes { workers, per_node } => {
+                write!(
+                    f,
+                    "lack suitable nodes for {workers} workers at {per_node} per node"
+                )
+            }
             Reason::NvlinkDomainTooSmall { gpus } => {
                 write!(f, "lack an NVLink domain with {gpus} suitable GPUs")
             }

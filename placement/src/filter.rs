@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::explain::{Explanation, InvalidJob, Reason};
 use crate::index::{Fleet, Group, Pool, Prov};
+use crate::labels::{AffinityTerm, affinity_matches, describe_affinity};
 use crate::snapshot::{ComputeCapability, Interconnect, Job, MAX_GPUS_PER_NODE, Micros, Resources};
 
 /// A job with its names resolved to fleet indices.
@@ -28,11 +29,18 @@ pub(crate) struct JobSt {
     pub verified_only: bool,
     /// Labels every node must carry (sorted pairs; empty: any node).
     pub node_selector: Vec<(String, String)>,
+    /// Required node affinity terms (empty: any node).
+    pub node_affinity: Vec<AffinityTerm>,
+    /// Workers at most on one node ([`UNCAPPED`]: as many as fit).
+    pub per_node: u32,
     /// CPU and memory per worker (zero: none).
     pub req: Resources,
     /// The extended resource slots `req` asks for ([`Resources::extended_mask`]).
     pub ext: u8,
 }
+
+/// [`JobSt::per_node`] of a job without a cap.
+pub(crate) const UNCAPPED: u32 = u32::MAX;
 
 fn bit(set: &[u64], i: u32) -> bool {
     set.get(i as usize / 64)
@@ -115,17 +123,30 @@ impl JobSt {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            node_affinity: job.node_affinity.clone(),
+            per_node: match job.max_workers_per_node {
+                0 => UNCAPPED,
+                n => u32::from(n),
+            },
             req: job.worker_resources,
             ext: job.worker_resources.extended_mask(),
         }
     }
 
-    /// Whether a pool's labels satisfy the job's node selector.
+    /// Whether a node's free GPUs alone say how many of the job's workers it holds: no
+    /// CPU, memory or device requests and no cap per node.
+    #[inline]
+    pub fn plain(&self) -> bool {
+        self.req.is_zero() && self.per_node == UNCAPPED
+    }
+
+    /// Whether a pool's labels satisfy the job's node selector and node affinity.
     #[inline]
     pub fn labels_ok(&self, pool: &Pool) -> bool {
         self.node_selector
             .iter()
             .all(|(k, v)| pool.labels.get(k) == Some(v))
+            && affinity_matches(&self.node_affinity, &pool.labels)
     }
 
     /// Provider-level filters (lists, region, health, verification, reputation).
@@ -258,7 +279,18 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
     };
     let selector = || {
         let pairs: Vec<String> = js.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        pairs.join(",")
+        match (pairs.is_empty(), js.node_affinity.is_empty()) {
+            (_, true) => pairs.join(","),
+            (true, false) => describe_affinity(&js.node_affinity),
+            (false, false) if js.node_affinity.len() == 1 => {
+                format!("{},{}", pairs.join(","), describe_affinity(&js.node_affinity))
+            }
+            (false, false) => format!(
+                "{} and ({})",
+                pairs.join(","),
+                describe_affinity(&js.node_affinity)
+            ),
+        }
     };
     let steps: [(&PoolFilter<'_>, Reason); 8] = [
         (&|p: &Pool| p.verified || !js.verified_only, Reason::NotVerified),
@@ -308,26 +340,29 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
     let gpus = u32::from(js.g) * u32::from(js.w);
     // Workers per unit (a group, or an NVLink domain for gang-wide NVLink): on an empty
     // fleet; on free GPUs, reserved ones included, with CPU and memory; by free GPUs only.
-    let counted = |nodes: &[u32]| -> [u32; 3] {
-        let mut c = [0u32; 3];
+    // The fourth count: on an empty fleet without the job's cap per node.
+    let counted = |nodes: &[u32]| -> [u32; 4] {
+        let mut c = [0u32; 4];
         for &n in nodes {
+            let node = &fleet.nodes[n as usize];
             c[0] += fleet.node_capacity(n, js);
             c[1] += fleet.node_workers(n, js);
-            c[2] += fleet.nodes[n as usize].free.count_ones() / u32::from(js.g);
+            c[2] += (node.free.count_ones() / u32::from(js.g)).min(js.per_node);
+            c[3] += (u32::from(node.gpus) / u32::from(js.g)).min(node.alloc.workers(&js.req));
         }
         c
     };
-    let units: Vec<[u32; 3]> = if js.interconnect == Interconnect::NvlinkGang {
+    let units: Vec<[u32; 4]> = if js.interconnect == Interconnect::NvlinkGang {
         pools
             .iter()
             .flat_map(|&p| fleet.pools[p as usize].domains.iter())
             .map(|d| counted(d))
             .collect()
     } else {
-        let mut by_group: BTreeMap<u32, [u32; 3]> = BTreeMap::new();
+        let mut by_group: BTreeMap<u32, [u32; 4]> = BTreeMap::new();
         for &p in &pools {
             let pool = &fleet.pools[p as usize];
-            let c = if js.req.is_zero() {
+            let c = if js.plain() {
                 // The bucket counts answer without visiting the nodes.
                 let g = usize::from(js.g);
                 let all: u32 = (g..pool.size_counts.len())
@@ -337,7 +372,7 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
                     + workers_on(&pool.reserved, js.g, |n| {
                         fleet.nodes[n as usize].free.count_ones()
                     });
-                [all, free, free]
+                [all, free, free, all]
             } else {
                 counted(&pool.nodes)
             };
@@ -350,7 +385,12 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
     };
     let w = u32::from(js.w);
     if !units.iter().any(|u| u[0] >= w) {
-        return if js.interconnect == Interconnect::NvlinkGang {
+        return if js.per_node != UNCAPPED && units.iter().any(|u| u[3] >= w) {
+            Reason::TooFewNodes {
+                workers: js.w,
+                per_node: u16::try_from(js.per_node).unwrap_or(u16::MAX),
+            }
+        } else if js.interconnect == Interconnect::NvlinkGang {
             Reason::NvlinkDomainTooSmall { gpus }
         } else {
             Reason::TooSmall { gpus }

@@ -15,6 +15,7 @@ mod explain;
 mod filter;
 mod hash;
 mod index;
+mod labels;
 pub mod market;
 mod queue;
 mod resources;
@@ -29,6 +30,7 @@ pub use decision::{Config, Decisions, Eviction, Placement, Unplaced, WorkerPlace
 pub use engine::{Engine, place};
 pub use explain::{Explanation, InvalidJob, QuotaExceeded, Reason};
 pub use index::SnapshotError;
+pub use labels::{AffinityTerm, LabelOp, LabelRequirement, affinity_matches, describe_affinity};
 pub use market::MarketParams;
 pub use score::Weights;
 pub use snapshot::{

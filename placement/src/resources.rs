@@ -6,9 +6,10 @@
 //! exactly for a job that asks per GPU no more than every node of the pool has free per
 //! free GPU (the pool's [floor](crate::index::Pool::res_floor), [`JobSt::gpu_bound`]) —
 //! the common case, as nodes are sized for their GPUs and jobs for theirs. Otherwise the
-//! pool's nodes are counted one by one ([`Fleet::add_pool_counts`]).
+//! pool's nodes are counted one by one ([`Fleet::add_pool_counts`]), as they are for a
+//! job with a cap of workers per node ([`JobSt::per_node`]).
 
-use crate::filter::JobSt;
+use crate::filter::{JobSt, UNCAPPED};
 use crate::index::{Fleet, Pool, UNLIMITED};
 use crate::snapshot::{MAX_GPUS_PER_NODE, Resources};
 
@@ -21,6 +22,9 @@ impl JobSt {
     /// `⌊f / g⌋` workers asking at most `floor × g` each.
     #[inline]
     pub fn gpu_bound(&self, pool: &Pool) -> bool {
+        if self.per_node != UNCAPPED {
+            return false;
+        }
         if self.req.is_zero() {
             return true;
         }
@@ -60,7 +64,7 @@ impl Fleet {
     /// memory `extra` were free too (an eviction's).
     pub fn node_workers_with(&self, n: u32, js: &JobSt, extra_gpus: u64, extra: &Resources) -> u32 {
         let node = &self.nodes[n as usize];
-        let by_gpus = (node.free | extra_gpus).count_ones() / u32::from(js.g);
+        let by_gpus = ((node.free | extra_gpus).count_ones() / u32::from(js.g)).min(js.per_node);
         if js.req.is_zero() {
             return by_gpus;
         }
@@ -71,7 +75,7 @@ impl Fleet {
     #[inline]
     pub fn node_workers(&self, n: u32, js: &JobSt) -> u32 {
         let node = &self.nodes[n as usize];
-        let by_gpus = node.free.count_ones() / u32::from(js.g);
+        let by_gpus = (node.free.count_ones() / u32::from(js.g)).min(js.per_node);
         if js.req.is_zero() {
             return by_gpus;
         }
@@ -82,7 +86,7 @@ impl Fleet {
     /// The node's free GPUs as job `js` can use them: those of the workers it holds.
     #[inline]
     pub fn usable_free(&self, n: u32, js: &JobSt, extra_gpus: u64, extra: &Resources) -> usize {
-        if js.req.is_zero() {
+        if js.plain() {
             return (self.nodes[n as usize].free | extra_gpus).count_ones() as usize;
         }
         (self.node_workers_with(n, js, extra_gpus, extra) * u32::from(js.g)) as usize
@@ -91,7 +95,7 @@ impl Fleet {
     /// [`Fleet::usable_free`] with nothing extra (the hot path of the slow path).
     #[inline]
     pub fn usable_free_now(&self, n: u32, js: &JobSt) -> usize {
-        if js.req.is_zero() {
+        if js.plain() {
             return self.nodes[n as usize].free.count_ones() as usize;
         }
         (self.node_workers(n, js) * u32::from(js.g)) as usize
@@ -100,7 +104,9 @@ impl Fleet {
     /// Workers of job `js` node `n` would hold with nothing running there.
     pub fn node_capacity(&self, n: u32, js: &JobSt) -> u32 {
         let node = &self.nodes[n as usize];
-        (u32::from(node.gpus) / u32::from(js.g)).min(node.alloc.workers(&js.req))
+        (u32::from(node.gpus) / u32::from(js.g))
+            .min(node.alloc.workers(&js.req))
+            .min(js.per_node)
     }
 
     /// Takes CPU and memory on node `n` for placed work.

@@ -126,8 +126,9 @@ pub(crate) fn find_best(
             }
             return;
         }
-        if !js.req.is_zero() && pools.clone().any(|p| !js.gpu_bound(&fleet.pools[p as usize])) {
-            // Some node may run out of CPU or memory before GPUs: count node by node.
+        if !js.plain() && pools.clone().any(|p| !js.gpu_bound(&fleet.pools[p as usize])) {
+            // Some node may run out of CPU or memory before GPUs, or the job caps its
+            // workers per node: count node by node.
             counts.fill(0);
             for p in pools {
                 fleet.add_pool_counts(p, js, &mut counts);

@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::labels::AffinityTerm;
+
 /// Money in integer micro-units (1 unit = 1 000 000 micros), e.g. micro-USD per GPU-hour.
 pub type Micros = u64;
 
@@ -59,7 +61,8 @@ pub struct Node {
     /// such nodes of verified providers: one verified card must not vouch for its
     /// provider's others.
     pub verified: bool,
-    /// The node's labels that jobs may select on ([`Job::node_selector`]); only these
+    /// The node's labels that jobs may select on ([`Job::node_selector`],
+    /// [`Job::node_affinity`]); only these
     /// keys are known (empty: none).
     pub labels: BTreeMap<String, String>,
     /// The node's CPU and memory for workers; `None` when not reported (then only its
@@ -380,6 +383,13 @@ pub struct Job {
     /// Labels every node of the job must carry with these values, as a pod's
     /// `nodeSelector` (empty: any node).
     pub node_selector: BTreeMap<String, String>,
+    /// The pod template's required node affinity: every node of the job must satisfy
+    /// one of these terms ([`crate::affinity_matches`]; empty: any node). Only the keys
+    /// of [`Node::labels`] are known: a node lacks every other label.
+    pub node_affinity: Vec<AffinityTerm>,
+    /// At most this many workers on one node (0: no limit) — one where the template's
+    /// required pod anti-affinity keeps the job's own workers on different hosts.
+    pub max_workers_per_node: u16,
     /// CPU and memory each worker requests (zero: none); a node holds a worker only with
     /// that much free beside its GPUs.
     pub worker_resources: Resources,

@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use gpufed_placement::{
-    ComputeCapability, Config, EXTENDED_SLOTS, GpuRef, Interconnect, Job, Node, NodeResources, Provider,
-    Resources, RunningAllocation, Snapshot, Spread, SpreadDomain, place,
+    ComputeCapability, Config, EXTENDED_SLOTS, GpuRef, Interconnect, Job, LabelOp, LabelRequirement, Node,
+    NodeResources, Provider, Resources, RunningAllocation, Snapshot, Spread, SpreadDomain, place,
 };
 use proptest::prelude::*;
 
@@ -39,6 +39,10 @@ fn arb_node(i: usize) -> impl Strategy<Value = (Node, Vec<(u8, i32)>)> {
             // Every third node on fast disks, for the jobs that select them.
             if i.is_multiple_of(3) {
                 node.labels.insert("disk".into(), "nvme".into());
+            }
+            // Every other node a generation, for the jobs with node affinity.
+            if i.is_multiple_of(2) {
+                node.labels.insert("gen".into(), (i % 5).to_string());
             }
             let busy: Vec<(u8, i32)> = (0..gpus)
                 .filter(|g| free_bits & (1 << g) == 0)
@@ -196,6 +200,34 @@ fn arb_job(i: usize) -> impl Strategy<Value = Job> {
                     std::collections::BTreeMap::from([("disk".into(), "nvme".into())])
                 } else {
                     std::collections::BTreeMap::new()
+                },
+                // Now and then a node affinity (two terms, ORed): the checker holds every
+                // worker to it.
+                node_affinity: if i % 6 == 5 {
+                    vec![
+                        vec![LabelRequirement {
+                            key: "gen".into(),
+                            op: LabelOp::Gt(1),
+                        }],
+                        vec![
+                            LabelRequirement {
+                                key: "disk".into(),
+                                op: LabelOp::In(vec!["nvme".into()]),
+                            },
+                            LabelRequirement {
+                                key: "gen".into(),
+                                op: LabelOp::DoesNotExist,
+                            },
+                        ],
+                    ]
+                } else {
+                    Vec::new()
+                },
+                // Some gangs keep their workers apart: one, or two, per node at most.
+                max_workers_per_node: match i % 8 {
+                    1 | 4 => 1,
+                    6 => 2,
+                    _ => 0,
                 },
                 // Spread groups must never break a hard rule nor determinism.
                 spread: (i % 3 != 2).then(|| Spread {

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use crate::explain::Explanation;
 use crate::filter::JobSt;
 use crate::hash::FxBuild;
+use crate::labels::AffinityTerm;
 use crate::snapshot::{ComputeCapability, Interconnect, Micros, Resources};
 
 /// Everything that decides whether a job can be placed now (not who it is). A spread is
@@ -27,6 +28,8 @@ pub(super) struct Shape {
     min_reputation: u64,
     verified_only: bool,
     node_selector: Vec<(String, String)>,
+    node_affinity: Vec<AffinityTerm>,
+    per_node: u32,
     req: Resources,
     /// Only for a job that may preempt: its priority, and its namespace where only its
     /// own namespace's work may be evicted — together they decide what it may evict.
@@ -47,6 +50,8 @@ impl Shape {
             min_reputation: js.min_reputation.to_bits(),
             verified_only: js.verified_only,
             node_selector: js.node_selector.clone(),
+            node_affinity: js.node_affinity.clone(),
+            per_node: js.per_node,
             req: js.req,
             victims,
         }

@@ -151,7 +151,16 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
             return Err(format!("{} on a provider it excludes", pl.job));
         }
         let mut domains = BTreeSet::new();
+        let mut per_node: BTreeMap<&str, u16> = BTreeMap::new();
         for w in &pl.workers {
+            let here = per_node.entry(w.node.as_str()).or_default();
+            *here += 1;
+            if job.max_workers_per_node > 0 && *here > job.max_workers_per_node {
+                return Err(format!(
+                    "{} puts {here} workers on {} (at most {})",
+                    pl.job, w.node, job.max_workers_per_node
+                ));
+            }
             let node = p
                 .nodes
                 .iter()
@@ -169,7 +178,8 @@ pub fn check(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
                 && job
                     .node_selector
                     .iter()
-                    .all(|(k, v)| node.labels.get(k) == Some(v));
+                    .all(|(k, v)| node.labels.get(k) == Some(v))
+                && gpufed_placement::affinity_matches(&job.node_affinity, &node.labels);
             if !ok_node {
                 return Err(format!("{} on node {} that fails its filters", pl.job, node.name));
             }
