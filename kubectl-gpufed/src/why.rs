@@ -193,27 +193,40 @@ fn tenant_refusal(p: &GpuProvider, ns: &str, labels: Option<&BTreeMap<String, St
 }
 
 /// What `why` cannot check on the inventory summary, as the end of a "fits now" reason:
-/// the nodes' labels (`selector`) and their free CPU, memory and extended resources
-/// (`per_worker`, its extended slots named by `names`).
-fn unchecked(selector: &BTreeMap<String, String>, per_worker: &pl::Resources, names: &[String]) -> String {
+/// the nodes' labels (the job's node selector and node affinity), how many nodes there
+/// are for a gang kept one worker per node, and their free CPU, memory and extended
+/// resources — the parts of `left` the caller took out of the engine's job, its extended
+/// slots named by `names`.
+fn unchecked(left: &pl::Job, names: &[String]) -> String {
     let mut needs = Vec::new();
-    if !selector.is_empty() {
-        let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        needs.push(format!("is labelled {}", pairs.join(",")));
-    }
-    if !per_worker.is_zero() {
+    if !left.node_selector.is_empty() || !left.node_affinity.is_empty() {
         needs.push(format!(
-            "has {} free per worker beside its GPUs",
-            per_worker.describe(names)
+            "is labelled {}",
+            pl::describe_selection(&left.node_selector, &left.node_affinity)
         ));
     }
-    if needs.is_empty() {
-        return String::new();
+    if !left.worker_resources.is_zero() {
+        needs.push(format!(
+            "has {} free per worker beside its GPUs",
+            left.worker_resources.describe(names)
+        ));
     }
-    format!(
-        ", if a node of it {} (not checked here: see the job's Placed condition)",
-        needs.join(" and ")
-    )
+    let mut text = match needs.is_empty() {
+        true => String::new(),
+        false => format!(", if a node of it {}", needs.join(" and ")),
+    };
+    if left.max_workers_per_node > 0 {
+        text.push_str(if text.is_empty() { ", if " } else { ", and if " });
+        text.push_str(&format!(
+            "it has {} such nodes free for {} worker(s) each",
+            u32::from(left.workers).div_ceil(u32::from(left.max_workers_per_node)),
+            left.max_workers_per_node
+        ));
+    }
+    if text.is_empty() {
+        return text;
+    }
+    text + " (not checked here: see the job's Placed condition)"
 }
 
 /// Whether `job` fits on `p` now. `avoid`: the providers the operator keeps the job off,
@@ -257,17 +270,23 @@ fn fit(
         &[Arc::new(as_rebuilt(p, fleet))],
         fleet,
     );
-    // The inventory summary carries neither node labels nor nodes' CPU, memory and extended
-    // resources: the node selector and the workers' requests of them are left to the operator's
-    // own round (the job's `Placed` condition), and said so.
-    let mut selector = BTreeMap::new();
-    let mut per_worker = pl::Resources::ZERO;
+    // The inventory summary carries neither node labels nor nodes (their number, CPU, memory
+    // and extended resources): the node selector and affinity, a cap of workers per node and
+    // the workers' requests are left to the operator's own round (the job's `Placed`
+    // condition), and said so.
+    let mut left = pl::Job::default();
     for j in &mut snap.jobs {
         j.avoid = avoid.keys().cloned().collect();
-        selector = std::mem::take(&mut j.node_selector);
-        per_worker = std::mem::take(&mut j.worker_resources);
+        left = pl::Job {
+            workers: j.workers,
+            node_selector: std::mem::take(&mut j.node_selector),
+            node_affinity: std::mem::take(&mut j.node_affinity),
+            worker_resources: std::mem::take(&mut j.worker_resources),
+            max_workers_per_node: std::mem::take(&mut j.max_workers_per_node),
+            ..pl::Job::default()
+        };
     }
-    let unchecked = unchecked(&selector, &per_worker, &snap.extended_resources);
+    let unchecked = unchecked(&left, &snap.extended_resources);
     match pl::place(&snap, &pl::Config::default()) {
         Err(e) => no(format!("the placement engine refused the snapshot: {e}")),
         Ok(d) => match (d.placements.first(), d.unplaced.first()) {

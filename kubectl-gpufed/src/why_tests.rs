@@ -540,3 +540,31 @@ fn cpu_and_memory_requests_are_left_to_the_operator_and_said_so() {
         "{reason}"
     );
 }
+
+#[test]
+fn node_affinity_and_workers_kept_apart_are_left_to_the_operator_and_said_so() {
+    let mut j = queued();
+    j.spec.workers = 4;
+    j.spec.gpus_per_worker = 1;
+    j.spec.template.spec.rest.insert(
+        "affinity".into(),
+        json!({
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "example.com/network", "operator": "In",
+                                       "values": ["infiniband", "roce"]}]}]}},
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchExpressions": [{"key": "gpufed.io/rank", "operator": "Exists"}]},
+                 "topologyKey": "kubernetes.io/hostname"}]}
+        }),
+    );
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))], NOW);
+    let (name, fits, reason) = reasons(&r)[0];
+    assert_eq!((name, fits), ("a", true), "{reason}");
+    assert!(
+        reason.ends_with(
+            ", if a node of it is labelled example.com/network in (infiniband,roce), and if it has 4 \
+             such nodes free for 1 worker(s) each (not checked here: see the job's Placed condition)"
+        ),
+        "{reason}"
+    );
+}

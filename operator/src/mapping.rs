@@ -171,7 +171,7 @@ pub fn snapshot_checked(
     snap.jobs = queued
         .iter()
         .zip(&facts)
-        .map(|(j, f)| job_snapshot(j, &all_models, f.ask.engine(&slots)))
+        .map(|(j, f)| job_snapshot(j, &all_models, f, f.ask.engine(&slots)))
         .collect();
     snap.extended_resources = slots.names().to_vec();
     // Nodes carry only the labels some queued job selects on: the engine pools nodes by
@@ -179,7 +179,13 @@ pub fn snapshot_checked(
     let selected: std::collections::BTreeSet<&str> = snap
         .jobs
         .iter()
-        .flat_map(|j| j.node_selector.keys().map(String::as_str))
+        .flat_map(|j| {
+            let terms = j.node_affinity.iter().flatten();
+            j.node_selector
+                .keys()
+                .chain(terms.map(|r| &r.key))
+                .map(String::as_str)
+        })
         .collect();
     let mut findings = Vec::new();
     for p in providers.iter().filter(|p| provider_ok(p)) {

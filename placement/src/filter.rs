@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::explain::{Explanation, InvalidJob, Reason};
 use crate::index::{Fleet, Group, Pool, Prov};
-use crate::labels::{AffinityTerm, affinity_matches, describe_affinity};
+use crate::labels::{AffinityTerm, affinity_matches, describe_selection};
 use crate::snapshot::{ComputeCapability, Interconnect, Job, MAX_GPUS_PER_NODE, Micros, Resources};
 
 /// A job with its names resolved to fleet indices.
@@ -277,21 +277,7 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
         pools.retain(|&p| keep(&fleet.pools[p as usize]));
         if pools.is_empty() { Err(reason) } else { Ok(()) }
     };
-    let selector = || {
-        let pairs: Vec<String> = js.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        match (pairs.is_empty(), js.node_affinity.is_empty()) {
-            (_, true) => pairs.join(","),
-            (true, false) => describe_affinity(&js.node_affinity),
-            (false, false) if js.node_affinity.len() == 1 => {
-                format!("{},{}", pairs.join(","), describe_affinity(&js.node_affinity))
-            }
-            (false, false) => format!(
-                "{} and ({})",
-                pairs.join(","),
-                describe_affinity(&js.node_affinity)
-            ),
-        }
-    };
+    let selector = || describe_selection(js.node_selector.iter().map(|(k, v)| (k, v)), &js.node_affinity);
     let steps: [(&PoolFilter<'_>, Reason); 8] = [
         (&|p: &Pool| p.verified || !js.verified_only, Reason::NotVerified),
         (

@@ -89,6 +89,22 @@ pub fn describe_affinity(terms: &[AffinityTerm]) -> String {
     parts.join(" or ")
 }
 
+/// A node selector (`key=value` pairs) and node affinity terms together, as text:
+/// `disk=nvme,net in (a,b)`; several terms in parentheses after the pairs.
+pub fn describe_selection<'a>(
+    pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+    terms: &[AffinityTerm],
+) -> String {
+    let pairs: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pairs = pairs.join(",");
+    match (pairs.is_empty(), terms.len()) {
+        (_, 0) => pairs,
+        (true, _) => describe_affinity(terms),
+        (false, 1) => format!("{pairs},{}", describe_affinity(terms)),
+        (false, _) => format!("{pairs} and ({})", describe_affinity(terms)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +175,15 @@ mod tests {
             describe_affinity(&terms),
             "net in (infiniband,roce),gen>3 or !spot,zone"
         );
+        let (k, v) = ("disk".to_owned(), "nvme".to_owned());
+        assert_eq!(
+            describe_selection([(&k, &v)], &terms),
+            "disk=nvme and (net in (infiniband,roce),gen>3 or !spot,zone)"
+        );
+        assert_eq!(
+            describe_selection([(&k, &v)], &terms[1..]),
+            "disk=nvme,!spot,zone"
+        );
+        assert_eq!(describe_selection([(&k, &v)], &[]), "disk=nvme");
     }
 }

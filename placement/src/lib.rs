@@ -30,7 +30,9 @@ pub use decision::{Config, Decisions, Eviction, Placement, Unplaced, WorkerPlace
 pub use engine::{Engine, place};
 pub use explain::{Explanation, InvalidJob, QuotaExceeded, Reason};
 pub use index::SnapshotError;
-pub use labels::{AffinityTerm, LabelOp, LabelRequirement, affinity_matches, describe_affinity};
+pub use labels::{
+    AffinityTerm, LabelOp, LabelRequirement, affinity_matches, describe_affinity, describe_selection,
+};
 pub use market::MarketParams;
 pub use score::Weights;
 pub use snapshot::{

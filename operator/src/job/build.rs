@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use gpufed_api::job_status::Placement;
 use gpufed_api::{ComputeJob, ComputeJobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvVar, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    Pod, PodSecurityContext, PodSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
-    Secret, SecurityContext, Service, ServiceSpec, Toleration,
+    Capabilities, EnvVar, Namespace, Pod, PodSecurityContext, PodSpec, ResourceQuota, ResourceQuotaSpec,
+    ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service, ServiceSpec, Toleration,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
@@ -20,6 +19,7 @@ use kube::ResourceExt;
 
 use super::{names, serving};
 
+pub mod affinity;
 pub mod checkpoint;
 pub mod credentials;
 mod egress;
@@ -93,13 +93,14 @@ fn job_annotation(job: &ComputeJob) -> Option<(String, String)> {
 
 /// The worker template as a `PodSpec`, with a serving job's port and readiness probe:
 /// the part of [`build`] that can fail, and it depends on the spec alone.
-fn template(spec: &ComputeJobSpec) -> Result<PodSpec, String> {
+pub fn template(spec: &ComputeJobSpec) -> Result<PodSpec, String> {
     let mut template: PodSpec = serde_json::to_value(&spec.template.spec)
         .and_then(serde_json::from_value)
         .map_err(|e| format!("spec.template.spec: {e}"))?;
     if template.containers.is_empty() {
         return Err("spec.template.spec.containers: at least one container is required".into());
     }
+    affinity::node_terms(&template)?;
     if let Some(s) = &spec.serving {
         serving::prepare(&mut template, s)?;
     }
@@ -216,6 +217,19 @@ pub fn build(job: &ComputeJob, placement: &Placement, resource: &str) -> Result<
     })
 }
 
+/// The labels of worker `rank` of `attempt`: the job's, the attempt and rank, then the
+/// template's (ours win).
+pub fn worker_labels(job: &ComputeJob, attempt: u32, rank: u32) -> BTreeMap<String, String> {
+    let mut labels = job_labels(job);
+    labels.insert(names::LABEL_ATTEMPT.into(), attempt.to_string());
+    labels.insert(names::LABEL_RANK.into(), rank.to_string());
+    let user = job.spec.template.metadata.as_ref().map(|m| &m.labels);
+    for (k, v) in user.into_iter().flatten() {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    labels
+}
+
 fn worker_pod(
     job: &ComputeJob,
     placement: &Placement,
@@ -225,13 +239,8 @@ fn worker_pod(
     node: &str,
     resource: &str,
 ) -> Pod {
-    let mut labels = job_labels(job);
-    labels.insert(names::LABEL_ATTEMPT.into(), placement.attempt.to_string());
-    labels.insert(names::LABEL_RANK.into(), rank.to_string());
+    let labels = worker_labels(job, placement.attempt, rank);
     let user = job.spec.template.metadata.clone().unwrap_or_default();
-    for (k, v) in user.labels {
-        labels.entry(k).or_insert(v);
-    }
     let mut spec = template.clone();
     credentials::mount(&job.spec, &mut spec);
     let env = gang_env(job, placement, ns, rank);
@@ -267,21 +276,7 @@ fn worker_pod(
     spec.hostname = Some(names::worker_host(rank));
     spec.subdomain = (job.spec.workers > 1).then(|| names::GANG_SERVICE.into());
     spec.automount_service_account_token = Some(false);
-    let term = NodeSelectorTerm {
-        match_expressions: Some(vec![NodeSelectorRequirement {
-            key: "kubernetes.io/hostname".into(),
-            operator: "In".into(),
-            values: Some(vec![node.to_owned()]),
-        }]),
-        ..Default::default()
-    };
-    let affinity = spec.affinity.get_or_insert_with(Default::default);
-    affinity.node_affinity = Some(NodeAffinity {
-        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-            node_selector_terms: vec![term],
-        }),
-        ..Default::default()
-    });
+    affinity::pin(&mut spec, node);
     let name = names::pod_name(&job.name_any(), placement.attempt, rank);
     let mut metadata = meta(&name, Some(ns), &labels);
     let mut annotations = user.annotations;

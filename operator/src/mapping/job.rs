@@ -9,6 +9,7 @@ use gpufed_api::serving::{Spread, SpreadDomain};
 use gpufed_placement as pl;
 use kube::ResourceExt;
 
+use super::spec_facts::SpecFacts;
 use super::{is_consumer, job_id};
 
 /// The engine's view of a queued job: its gang, GPU requirements, price ceiling,
@@ -16,6 +17,7 @@ use super::{is_consumer, job_id};
 pub(super) fn job_snapshot(
     job: &ComputeJob,
     all_models: &[String],
+    facts: &SpecFacts,
     worker_resources: pl::Resources,
 ) -> pl::Job {
     let spec = &job.spec;
@@ -74,6 +76,8 @@ pub(super) fn job_snapshot(
         min_reputation: f64::from(spec.placement.min_reputation) / 100.0,
         verified_only: spec.placement.verified_only,
         node_selector: node_selector(spec),
+        node_affinity: facts.node_affinity.clone(),
+        max_workers_per_node: facts.max_workers_per_node,
         worker_resources,
         spread: spec.placement.spread.as_ref().map(spread_snapshot),
         preempt: spec.placement.preempt_lower_priority,

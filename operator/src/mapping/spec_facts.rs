@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gpufed_api::{ComputeJob, check};
+use gpufed_placement as pl;
+
+use crate::job::build::{self, affinity};
 
 use super::resources::Ask;
 
@@ -27,13 +30,29 @@ pub struct SpecFacts {
     pub valid: bool,
     /// What one worker asks for.
     pub ask: Ask,
+    /// The template's required node affinity ([`affinity::node_terms`]).
+    pub node_affinity: Vec<pl::AffinityTerm>,
+    /// Workers at most on one node, 0 for no limit ([`affinity::workers_per_node`]).
+    pub max_workers_per_node: u16,
 }
 
 impl SpecFacts {
-    fn read(spec: &gpufed_api::ComputeJobSpec) -> SpecFacts {
+    fn read(job: &ComputeJob) -> SpecFacts {
+        let spec = &job.spec;
+        let template = build::template(spec);
+        let (node_affinity, max_workers_per_node) = match &template {
+            Ok(t) => (
+                affinity::node_terms(t).unwrap_or_default(),
+                // Attempt 1's labels: a selector on the attempt number is not worth more.
+                affinity::workers_per_node(t, spec.workers, |rank| build::worker_labels(job, 1, rank)),
+            ),
+            Err(_) => (Vec::new(), 0),
+        };
         SpecFacts {
-            valid: check::job_spec(spec).is_empty() && crate::job::build::template_error(spec).is_none(),
+            valid: check::job_spec(spec).is_empty() && template.is_ok(),
             ask: Ask::of(spec),
+            node_affinity,
+            max_workers_per_node,
         }
     }
 }
@@ -57,7 +76,7 @@ pub fn of(job: &ComputeJob) -> Arc<SpecFacts> {
     {
         return facts.clone();
     }
-    let facts = Arc::new(SpecFacts::read(&job.spec));
+    let facts = Arc::new(SpecFacts::read(job));
     if let Some((uid, generation)) = key
         && let Ok(mut memo) = MEMO.lock()
     {

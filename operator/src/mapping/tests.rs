@@ -321,3 +321,49 @@ fn a_templates_node_selector_reaches_the_engine_with_only_the_labels_it_selects(
         "only the selected key"
     );
 }
+
+#[test]
+fn a_templates_node_affinity_and_anti_affinity_among_its_workers_reach_the_engine() {
+    let mut v = view();
+    for n in &mut v.nodes {
+        n.labels = BTreeMap::from([
+            ("example.com/network".into(), "infiniband".into()),
+            ("topology.kubernetes.io/zone".into(), "z1".into()),
+        ]);
+    }
+    let fleet = BTreeMap::from([("a".to_owned(), v)]);
+    let mut j = (*job("ib", "Any", None)).clone();
+    j.spec.workers = 2;
+    j.spec.template.metadata =
+        Some(serde_json::from_value(serde_json::json!({"labels": {"app": "trainer"}})).expect("meta"));
+    j.spec.template.spec.rest.insert(
+        "affinity".into(),
+        serde_json::json!({
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "example.com/network", "operator": "NotIn", "values": ["ethernet"]}]}]}},
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "trainer"}}, "topologyKey": "kubernetes.io/hostname"}]}
+        }),
+    );
+    let snap = snapshot(&[Arc::new(j.clone())], &[provider("a", true)], &fleet);
+    let engine_job = &snap.jobs[0];
+    assert_eq!(
+        pl::describe_affinity(&engine_job.node_affinity),
+        "example.com/network notin (ethernet)"
+    );
+    assert_eq!(engine_job.max_workers_per_node, 1);
+    let want = BTreeMap::from([("example.com/network".to_owned(), "infiniband".to_owned())]);
+    assert!(
+        snap.providers[0].nodes.iter().all(|n| n.labels == want),
+        "the nodes carry the key the affinity names, and only it"
+    );
+    // An affinity placement cannot honour leaves the job out of the round (its `Valid`
+    // condition says why).
+    j.spec.template.spec.rest.insert(
+        "affinity".into(),
+        serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["g1"]}]}]}}}),
+    );
+    let snap = snapshot(&[Arc::new(j)], &[provider("a", true)], &fleet);
+    assert!(snap.jobs.is_empty(), "{:?}", snap.jobs);
+}
