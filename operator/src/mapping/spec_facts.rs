@@ -30,7 +30,8 @@ pub struct SpecFacts {
     pub valid: bool,
     /// What one worker asks for.
     pub ask: Ask,
-    /// The template's required node affinity ([`affinity::node_terms`]).
+    /// The template's required node affinity and the topology keys it spreads over
+    /// ([`affinity::placement_terms`]).
     pub node_affinity: Vec<pl::AffinityTerm>,
     /// Workers at most on one node, 0 for no limit ([`affinity::workers_per_node`]).
     pub max_workers_per_node: u16,
@@ -42,7 +43,7 @@ impl SpecFacts {
         let template = build::template(spec);
         let (node_affinity, max_workers_per_node) = match &template {
             Ok(t) => (
-                affinity::node_terms(t).unwrap_or_default(),
+                affinity::placement_terms(t),
                 // Attempt 1's labels: a selector on the attempt number is not worth more.
                 affinity::workers_per_node(t, spec.workers, |rank| build::worker_labels(job, 1, rank)),
             ),

@@ -7,6 +7,8 @@
 //!   the labels the hub sees; each term of the built pod gains the pin to the chosen
 //!   node (terms are ORed, so the pin goes into every one). `matchFields` names nodes,
 //!   which only placement chooses: refused.
+//! - Topology spread constraints that must hold (`DoNotSchedule`): a node without the
+//!   topology key is refused ([`placement_terms`]).
 //! - Required pod anti-affinity between the job's own workers on
 //!   `kubernetes.io/hostname`: one worker per node. Any other pod (anti-)affinity
 //!   involves pods the hub does not see; a gang it keeps from starting ends at
@@ -64,6 +66,42 @@ pub fn node_terms(t: &PodSpec) -> Result<Vec<pl::AffinityTerm>, String> {
         terms.push(reqs);
     }
     Ok(terms)
+}
+
+/// What the engine must know of where the workers may run, by node labels: the required
+/// node affinity's terms ([`node_terms`], none when invalid: such a job is not placed),
+/// each also requiring the topology keys of the template's `DoNotSchedule` topology
+/// spread constraints that every provider reports ([`crate::fleet::SELECTABLE_LABELS`]):
+/// kube-scheduler refuses a node without the key. Their skew never blocks a worker: the
+/// pin leaves it one eligible node, so the worker's own domain is the least loaded.
+/// (`kubernetes.io/hostname` is on every node; other keys the hub may not see.)
+pub fn placement_terms(t: &PodSpec) -> Vec<pl::AffinityTerm> {
+    let mut terms = node_terms(t).unwrap_or_default();
+    let keys: Vec<pl::LabelRequirement> = t
+        .topology_spread_constraints
+        .iter()
+        .flatten()
+        .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
+        .filter(|c| crate::fleet::SELECTABLE_LABELS.contains(&c.topology_key.as_str()))
+        .map(|c| pl::LabelRequirement {
+            key: c.topology_key.clone(),
+            op: pl::LabelOp::Exists,
+        })
+        .collect();
+    if keys.is_empty() {
+        return terms;
+    }
+    if terms.is_empty() {
+        terms.push(Vec::new());
+    }
+    for term in &mut terms {
+        for k in &keys {
+            if !term.contains(k) {
+                term.push(k.clone());
+            }
+        }
+    }
+    terms
 }
 
 /// One node selector requirement, as Kubernetes validates it; the error starts with the

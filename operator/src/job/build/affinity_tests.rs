@@ -182,3 +182,37 @@ fn a_required_anti_affinity_among_the_workers_on_the_hostname_keeps_one_per_node
     );
     assert_eq!(workers_per_node(&preferred, 3, worker), 0);
 }
+
+#[test]
+fn a_topology_spread_that_must_hold_needs_nodes_with_its_key() {
+    let spread = |key: &str, when: &str| {
+        json!({"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": when,
+                                              "labelSelector": {"matchLabels": {"app": "trainer"}}})
+    };
+    let mut t = required(json!([
+        {"matchExpressions": [{"key": "net", "operator": "In", "values": ["infiniband"]}]},
+        {"matchExpressions": [{"key": "net", "operator": "In", "values": ["roce"]}]}
+    ]));
+    t.topology_spread_constraints = Some(
+        serde_json::from_value(json!([
+            spread("topology.kubernetes.io/zone", "DoNotSchedule"),
+            // A preference, the hostname (on every node), a key the hub may not see: nothing.
+            spread("topology.kubernetes.io/region", "ScheduleAnyway"),
+            spread(HOSTNAME, "DoNotSchedule"),
+            spread("example.com/rack", "DoNotSchedule")
+        ]))
+        .expect("constraints"),
+    );
+    assert_eq!(
+        pl::describe_affinity(&placement_terms(&t)),
+        "net in (infiniband),topology.kubernetes.io/zone or net in (roce),topology.kubernetes.io/zone"
+    );
+    // Without node affinity: the key alone.
+    t.affinity = None;
+    assert_eq!(
+        pl::describe_affinity(&placement_terms(&t)),
+        "topology.kubernetes.io/zone"
+    );
+    t.topology_spread_constraints = None;
+    assert!(placement_terms(&t).is_empty());
+}
