@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gpufed_placement::baseline::{Naive, naive_place};
 use gpufed_placement::synth::{self, Rng};
-use gpufed_placement::{Config, Engine, NodeResources, Resources, Snapshot};
+use gpufed_placement::{Config, Engine, LabelOp, LabelRequirement, NodeResources, Resources, Snapshot};
 
 const PROVIDERS: usize = 100;
 const NODES: usize = 10_000;
@@ -109,6 +109,38 @@ fn main() {
     println!(
         "ratio with/without node selectors: {:.2}x decisions/s (incl. build)",
         zoned_rate / ours_total_rate
+    );
+    // Node affinity instead: every tenth job admits two of the three zones (`In`), every
+    // tenth of the others excludes one (`NotIn`).
+    let mut affine = zoned.clone();
+    for (i, j) in affine.jobs.iter_mut().enumerate() {
+        let zone = |k: usize| format!("z{}", k % 3);
+        let op = match i % 10 {
+            0 => LabelOp::In(vec![zone(i), zone(i + 1)]),
+            5 => LabelOp::NotIn(vec![zone(i)]),
+            _ => continue,
+        };
+        j.node_selector.clear();
+        j.node_affinity = vec![vec![LabelRequirement {
+            key: "topology.kubernetes.io/zone".into(),
+            op,
+        }]];
+    }
+    let rate = ours(&affine, &cfg, "ours with node affinity");
+    println!(
+        "ratio with/without node affinity: {:.2}x decisions/s (incl. build)",
+        rate / ours_total_rate
+    );
+    // Gangs kept apart: every other multi-worker job at most one worker per node, so its
+    // pools are counted node by node.
+    let mut apart = snap.clone();
+    for j in apart.jobs.iter_mut().filter(|j| j.workers > 1).step_by(2) {
+        j.max_workers_per_node = 1;
+    }
+    let rate = ours(&apart, &cfg, "ours with gangs kept apart");
+    println!(
+        "ratio with/without gangs kept apart: {:.2}x decisions/s (incl. build)",
+        rate / ours_total_rate
     );
     // The same round with CPU and memory: every node reports them, every job asks for
     // some per worker. Roomy: nodes sized for their GPUs (16 cores, 128 GiB a GPU, jobs

@@ -33,6 +33,10 @@ pub(crate) struct JobSt {
     pub node_affinity: Vec<AffinityTerm>,
     /// Workers at most on one node ([`UNCAPPED`]: as many as fit).
     pub per_node: u32,
+    /// `req` asks for nothing (kept: the per-node paths ask it for every node).
+    pub no_req: bool,
+    /// [`JobSt::plain`], kept likewise.
+    pub plain: bool,
     /// CPU and memory per worker (zero: none).
     pub req: Resources,
     /// The extended resource slots `req` asks for ([`Resources::extended_mask`]).
@@ -130,6 +134,8 @@ impl JobSt {
             },
             req: job.worker_resources,
             ext: job.worker_resources.extended_mask(),
+            no_req: job.worker_resources.is_zero(),
+            plain: job.worker_resources.is_zero() && job.max_workers_per_node == 0,
         }
     }
 
@@ -137,7 +143,7 @@ impl JobSt {
     /// CPU, memory or device requests and no cap per node.
     #[inline]
     pub fn plain(&self) -> bool {
-        self.req.is_zero() && self.per_node == UNCAPPED
+        self.plain
     }
 
     /// Whether a pool's labels satisfy the job's node selector and node affinity.
@@ -146,7 +152,7 @@ impl JobSt {
         self.node_selector
             .iter()
             .all(|(k, v)| pool.labels.get(k) == Some(v))
-            && affinity_matches(&self.node_affinity, &pool.labels)
+            && (self.node_affinity.is_empty() || affinity_matches(&self.node_affinity, &pool.labels))
     }
 
     /// Provider-level filters (lists, region, health, verification, reputation).
@@ -312,7 +318,7 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
             },
         ),
         (
-            &|p: &Pool| js.req.is_zero() || p.nodes.iter().any(|&n| fleet.node_capacity(n, js) > 0),
+            &|p: &Pool| js.no_req || p.nodes.iter().any(|&n| fleet.node_capacity(n, js) > 0),
             Reason::WorkerTooLarge {
                 per_worker: js.req.describe(&fleet.extended_names),
             },

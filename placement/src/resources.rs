@@ -25,7 +25,7 @@ impl JobSt {
         if self.per_node != UNCAPPED {
             return false;
         }
-        if self.req.is_zero() {
+        if self.no_req {
             return true;
         }
         // `req ≤ floor × g`, each dimension, without building the product (the hot path).
@@ -65,7 +65,7 @@ impl Fleet {
     pub fn node_workers_with(&self, n: u32, js: &JobSt, extra_gpus: u64, extra: &Resources) -> u32 {
         let node = &self.nodes[n as usize];
         let by_gpus = ((node.free | extra_gpus).count_ones() / u32::from(js.g)).min(js.per_node);
-        if js.req.is_zero() {
+        if js.no_req {
             return by_gpus;
         }
         by_gpus.min(node.avail.plus(extra).min_each(&node.alloc).workers(&js.req))
@@ -76,7 +76,7 @@ impl Fleet {
     pub fn node_workers(&self, n: u32, js: &JobSt) -> u32 {
         let node = &self.nodes[n as usize];
         let by_gpus = (node.free.count_ones() / u32::from(js.g)).min(js.per_node);
-        if js.req.is_zero() {
+        if js.no_req {
             return by_gpus;
         }
         // `avail` never exceeds `alloc` (built so, and `give_resources` caps it).
