@@ -18,11 +18,9 @@ mod opsupport;
 
 use std::time::Duration;
 
-use gpufed_api::{ComputeJob, GpuProvider};
-use k8s_openapi::api::core::v1::Node;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
+use gpufed_api::ComputeJob;
 use opsupport::budgets::prio_job;
+use opsupport::labels::{expose_label, label_nodes};
 use opsupport::{cheap_and_dear, job_until, member_pods, phase, submit};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -71,26 +69,13 @@ async fn node_affinity_and_workers_kept_apart_are_honoured_by_placement_and_the_
     else {
         return;
     };
-    let mut nodes = vec![("provider-a", "a-a100-0", "ethernet")];
-    nodes.extend([
+    let nodes = [
+        ("provider-a", "a-a100-0", "ethernet"),
         ("provider-b", "b-a100-0", "infiniband"),
         ("provider-b", "b-a100-1", "infiniband"),
-    ]);
-    for (member, node, network) in nodes {
-        let client = env.member_client(member).await.expect("member client");
-        let label = serde_json::json!({"metadata": {"labels": {"example.com/network": network}}});
-        Api::<Node>::all(client)
-            .patch(node, &PatchParams::default(), &Patch::Merge(&label))
-            .await
-            .expect("node labelled");
-    }
-    let expose = serde_json::json!({"spec": {"exposedNodeLabels": ["example.com/network"]}});
-    for provider in ["provider-a", "provider-b"] {
-        Api::<GpuProvider>::all(hub.clone())
-            .patch(provider, &PatchParams::default(), &Patch::Merge(&expose))
-            .await
-            .expect("label exposed");
-    }
+    ];
+    label_nodes(&env, "example.com/network", &nodes).await;
+    expose_label(&hub, &["provider-a", "provider-b"], "example.com/network").await;
     let member_b = env.member_client("provider-b").await.expect("member client");
     let ns = common::namespace(&hub, "team").await;
 

@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use opsupport::budgets::{prio_job, provider_ready};
+use opsupport::labels::{expose_label, label_nodes};
 use opsupport::{cheap_and_dear, events_until, job_until, member_pods, phase, submit};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -154,17 +155,11 @@ async fn a_job_selecting_node_labels_runs_only_where_an_exposed_label_matches() 
     let Some((env, hub, operator)) = cheap_and_dear("labels", |b| b).await else {
         return;
     };
-    for (member, node, network) in [
+    let nodes = [
         ("provider-a", "a-a100-0", "ethernet"),
         ("provider-b", "b-a100-0", "infiniband"),
-    ] {
-        let client = env.member_client(member).await.expect("member client");
-        let label = serde_json::json!({"metadata": {"labels": {"example.com/network": network}}});
-        Api::<Node>::all(client)
-            .patch(node, &PatchParams::default(), &Patch::Merge(&label))
-            .await
-            .expect("node labelled");
-    }
+    ];
+    label_nodes(&env, "example.com/network", &nodes).await;
 
     // No provider exposes the label yet: the job waits, told which label is missing.
     let ns = common::namespace(&hub, "team").await;
@@ -189,13 +184,7 @@ async fn a_job_selecting_node_labels_runs_only_where_an_exposed_label_matches() 
     assert_eq!(provider_of(&waiting), None);
     println!("LABELS waiting: {:?}", placed_condition(&waiting));
 
-    let expose = serde_json::json!({"spec": {"exposedNodeLabels": ["example.com/network"]}});
-    for provider in ["provider-a", "provider-b"] {
-        Api::<GpuProvider>::all(hub.clone())
-            .patch(provider, &PatchParams::default(), &Patch::Merge(&expose))
-            .await
-            .expect("label exposed");
-    }
+    expose_label(&hub, &["provider-a", "provider-b"], "example.com/network").await;
     let running = job_until(
         &hub,
         &ns,

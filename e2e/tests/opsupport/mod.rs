@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod budgets;
+pub mod labels;
 
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use admin::{admin_get, free_admin_addr, lines_with, reqwest_metrics};

@@ -100,6 +100,11 @@ pub fn template(spec: &ComputeJobSpec) -> Result<PodSpec, String> {
     if template.containers.is_empty() {
         return Err("spec.template.spec.containers: at least one container is required".into());
     }
+    if template.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
+        // A bound pod skips the member's scheduler: it would land where the tenant says,
+        // not where placement chose and metering looks.
+        return Err("spec.template.spec.nodeName: not supported: gpufed chooses the node".into());
+    }
     affinity::node_terms(&template)?;
     if let Some(s) = &spec.serving {
         serving::prepare(&mut template, s)?;

@@ -292,8 +292,8 @@ fn nodes_with_untolerated_taints_are_not_offered_and_their_running_work_stays() 
     assert_eq!(snap.providers[0].nodes.len(), 2);
 }
 
-#[test]
-fn a_templates_node_selector_reaches_the_engine_with_only_the_labels_it_selects() {
+/// Provider `a`'s [`view`], every node labelled with its network and zone.
+fn labelled_fleet() -> BTreeMap<String, MemberView> {
     let mut v = view();
     for n in &mut v.nodes {
         n.labels = BTreeMap::from([
@@ -301,7 +301,12 @@ fn a_templates_node_selector_reaches_the_engine_with_only_the_labels_it_selects(
             ("topology.kubernetes.io/zone".into(), "z1".into()),
         ]);
     }
-    let fleet = BTreeMap::from([("a".to_owned(), v)]);
+    BTreeMap::from([("a".to_owned(), v)])
+}
+
+#[test]
+fn a_templates_node_selector_reaches_the_engine_with_only_the_labels_it_selects() {
+    let fleet = labelled_fleet();
     let plain = snapshot(&[job("plain", "Any", None)], &[provider("a", true)], &fleet);
     assert!(plain.jobs[0].node_selector.is_empty());
     assert!(
@@ -324,14 +329,7 @@ fn a_templates_node_selector_reaches_the_engine_with_only_the_labels_it_selects(
 
 #[test]
 fn a_templates_node_affinity_and_anti_affinity_among_its_workers_reach_the_engine() {
-    let mut v = view();
-    for n in &mut v.nodes {
-        n.labels = BTreeMap::from([
-            ("example.com/network".into(), "infiniband".into()),
-            ("topology.kubernetes.io/zone".into(), "z1".into()),
-        ]);
-    }
-    let fleet = BTreeMap::from([("a".to_owned(), v)]);
+    let fleet = labelled_fleet();
     let mut j = (*job("ib", "Any", None)).clone();
     j.spec.workers = 2;
     j.spec.template.metadata =

@@ -149,6 +149,13 @@ fn an_invalid_template_is_an_error_naming_the_field() {
         job(serde_json::json!({"spec": {"containers": [{"name": "main", "image": "x", "ports": "eighty"}]}}));
     let err = build(&j, &placement(), "gpufed.io/gpu").expect_err("refused");
     assert!(err.starts_with("spec.template.spec"), "{err}");
+    // A node named by the tenant would bypass placement.
+    let j =
+        job(serde_json::json!({"spec": {"containers": [{"name": "main", "image": "x"}], "nodeName": "n1"}}));
+    assert_eq!(
+        template_error(&j.spec).as_deref(),
+        Some("spec.template.spec.nodeName: not supported: gpufed chooses the node")
+    );
 }
 
 #[test]
