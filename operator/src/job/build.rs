@@ -23,6 +23,7 @@ pub mod affinity;
 pub mod checkpoint;
 pub mod credentials;
 mod egress;
+mod owned;
 pub use egress::internet_allowed;
 
 /// Everything an attempt needs in its member cluster.
@@ -100,11 +101,7 @@ pub fn template(spec: &ComputeJobSpec) -> Result<PodSpec, String> {
     if template.containers.is_empty() {
         return Err("spec.template.spec.containers: at least one container is required".into());
     }
-    if template.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
-        // A bound pod skips the member's scheduler: it would land where the tenant says,
-        // not where placement chose and metering looks.
-        return Err("spec.template.spec.nodeName: not supported: gpufed chooses the node".into());
-    }
+    owned::check(&template)?;
     affinity::node_terms(&template)?;
     if let Some(s) = &spec.serving {
         serving::prepare(&mut template, s)?;

@@ -1,0 +1,98 @@
+//! Pure: the pod fields gpufed itself sets on every worker. A template may leave them
+//! unset or give gpufed's own value; any other value is refused, naming the field, so
+//! that nothing the tenant wrote is silently replaced.
+
+use k8s_openapi::api::core::v1::PodSpec;
+
+const AT: &str = "spec.template.spec";
+
+/// Why `t` sets a field the worker pods get from gpufed, naming it; `Ok` when none.
+pub fn check(t: &PodSpec) -> Result<(), String> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    if set(&t.node_name) {
+        // A bound pod skips the member's scheduler: it would land where the tenant says,
+        // not where placement chose and metering looks.
+        return Err(format!("{AT}.nodeName: not supported: gpufed chooses the node"));
+    }
+    if t.restart_policy.as_deref().is_some_and(|p| p != "Never") {
+        return Err(format!(
+            "{AT}.restartPolicy: must be Never or unset: a worker that fails ends its attempt, \
+             which spec.failurePolicy retries elsewhere"
+        ));
+    }
+    for (field, value) in [("hostname", &t.hostname), ("subdomain", &t.subdomain)] {
+        if set(value) {
+            return Err(format!(
+                "{AT}.{field}: must be unset: gpufed names each worker for the gang's rendezvous \
+                 (GPUFED_MASTER_ADDR)"
+            ));
+        }
+    }
+    if t.automount_service_account_token == Some(true) {
+        return Err(format!(
+            "{AT}.automountServiceAccountToken: must be false or unset: a worker gets no \
+             credentials for the provider's cluster"
+        ));
+    }
+    for (field, value) in [
+        ("serviceAccountName", &t.service_account_name),
+        ("serviceAccount", &t.service_account),
+    ] {
+        if set(value) && value.as_deref() != Some("default") {
+            return Err(format!(
+                "{AT}.{field}: must be default or unset: the job's namespace at its provider has \
+                 no other service account"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(extra: serde_json::Value) -> PodSpec {
+        let mut spec = json!({"containers": [{"name": "main", "image": "x"}]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        serde_json::from_value(spec).expect("pod spec")
+    }
+
+    #[test]
+    fn gpufeds_own_values_or_none_pass() {
+        for extra in [
+            json!({}),
+            json!({"restartPolicy": "Never", "automountServiceAccountToken": false,
+                   "serviceAccountName": "default", "hostname": "", "nodeName": ""}),
+        ] {
+            assert_eq!(check(&pod(extra.clone())), Ok(()), "{extra}");
+        }
+    }
+
+    #[test]
+    fn another_value_is_refused_naming_the_field() {
+        for (extra, field) in [
+            (json!({"nodeName": "n1"}), "nodeName"),
+            (json!({"restartPolicy": "OnFailure"}), "restartPolicy"),
+            (json!({"restartPolicy": "Always"}), "restartPolicy"),
+            (json!({"hostname": "trainer"}), "hostname"),
+            (json!({"subdomain": "gang"}), "subdomain"),
+            (
+                json!({"automountServiceAccountToken": true}),
+                "automountServiceAccountToken",
+            ),
+            (json!({"serviceAccountName": "builder"}), "serviceAccountName"),
+            (json!({"serviceAccount": "builder"}), "serviceAccount"),
+        ] {
+            let err = check(&pod(extra.clone())).expect_err("refused");
+            assert!(
+                err.starts_with(&format!("spec.template.spec.{field}: ")),
+                "{extra}: {err}"
+            );
+        }
+    }
+}
