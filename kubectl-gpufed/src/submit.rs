@@ -1,5 +1,6 @@
 //! Pure: `submit` flags → a ComputeJob, validated as the API server would (the CRD's
-//! schema and the Rust copy of its CEL rules), each error naming the flag to change.
+//! schema and the Rust copy of its CEL rules) and as the operator checks its template,
+//! each error naming the flag to change.
 
 use std::collections::BTreeMap;
 
@@ -211,6 +212,11 @@ pub fn problems(job: &ComputeJob) -> Vec<(String, String)> {
     }
     for e in check::job_spec(&job.spec) {
         add(&e.path, e.message);
+    }
+    // What the operator would refuse before placement (`InvalidTemplate`).
+    if let Some(e) = gpufed_operator::job::build::template_error(&job.spec) {
+        let (path, message) = e.split_once(": ").unwrap_or(("spec.template", e.as_str()));
+        add(path, message.to_owned());
     }
     let schema = crd::all()
         .into_iter()

@@ -173,6 +173,11 @@ fn bad_values_name_their_flag() {
         (&["--checkpoint", "ftp://x/y"], "--checkpoint", "ftp://x/y"),
         (&["--env", "NOEQUALS"], "--env", "KEY=VALUE"),
         (&["--label", "=v"], "--label", "KEY=VALUE"),
+        (
+            &["--label", "gpufed.io/rank=1"],
+            "--label",
+            "gpufed sets it on every worker",
+        ),
     ];
     for (extra, flag, needle) in cases {
         let (f, message) = flag_error(extra);

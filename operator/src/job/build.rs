@@ -102,6 +102,7 @@ pub fn template(spec: &ComputeJobSpec) -> Result<PodSpec, String> {
         return Err("spec.template.spec.containers: at least one container is required".into());
     }
     owned::check(&template)?;
+    owned::check_metadata(spec.template.metadata.as_ref())?;
     affinity::node_terms(&template)?;
     if let Some(s) = &spec.serving {
         serving::prepare(&mut template, s)?;

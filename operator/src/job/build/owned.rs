@@ -2,9 +2,51 @@
 //! unset or give gpufed's own value; any other value is refused, naming the field, so
 //! that nothing the tenant wrote is silently replaced.
 
+use gpufed_api::job::TemplateMetadata;
 use k8s_openapi::api::core::v1::PodSpec;
 
+use crate::job::names;
+
 const AT: &str = "spec.template.spec";
+
+/// Labels gpufed sets on every worker pod, from the job and the attempt: the operator
+/// finds its pods and their job by them.
+const OWNED_LABELS: [&str; 5] = [
+    names::LABEL_JOB_UID,
+    names::LABEL_JOB_NAMESPACE,
+    names::LABEL_JOB_NAME,
+    names::LABEL_ATTEMPT,
+    names::LABEL_RANK,
+];
+
+/// Why the template's metadata sets a label or annotation gpufed sets on every worker,
+/// naming it; `Ok` when none (or `app.kubernetes.io/managed-by: gpufed`, gpufed's own).
+pub fn check_metadata(meta: Option<&TemplateMetadata>) -> Result<(), String> {
+    let Some(meta) = meta else { return Ok(()) };
+    if let Some(key) = meta.labels.keys().find(|k| OWNED_LABELS.contains(&k.as_str())) {
+        return Err(format!(
+            "spec.template.metadata.labels.{key}: must be unset: gpufed sets it on every worker"
+        ));
+    }
+    if meta
+        .labels
+        .get("app.kubernetes.io/managed-by")
+        .is_some_and(|v| v != "gpufed")
+    {
+        return Err(
+            "spec.template.metadata.labels.app.kubernetes.io/managed-by: must be gpufed or unset: \
+                    gpufed manages the worker pods"
+                .into(),
+        );
+    }
+    if meta.annotations.contains_key(names::ANNOTATION_JOB_NAME) {
+        return Err(format!(
+            "spec.template.metadata.annotations.{}: must be unset: gpufed sets it on every worker",
+            names::ANNOTATION_JOB_NAME
+        ));
+    }
+    Ok(())
+}
 
 /// Why `t` sets a field the worker pods get from gpufed, naming it; `Ok` when none.
 pub fn check(t: &PodSpec) -> Result<(), String> {
@@ -70,6 +112,42 @@ mod tests {
                    "serviceAccountName": "default", "hostname": "", "nodeName": ""}),
         ] {
             assert_eq!(check(&pod(extra.clone())), Ok(()), "{extra}");
+        }
+    }
+
+    #[test]
+    fn labels_and_annotations_gpufed_sets_are_refused_naming_them() {
+        let meta =
+            |m: serde_json::Value| -> TemplateMetadata { serde_json::from_value(m).expect("metadata") };
+        assert_eq!(check_metadata(None), Ok(()));
+        let fine = meta(
+            json!({"labels": {"app": "trainer", "app.kubernetes.io/managed-by": "gpufed"},
+                               "annotations": {"gpufed.io/sim-run-seconds": "5"}}),
+        );
+        assert_eq!(check_metadata(Some(&fine)), Ok(()));
+        for (m, field) in [
+            (
+                json!({"labels": {"gpufed.io/rank": "0"}}),
+                "labels.gpufed.io/rank",
+            ),
+            (
+                json!({"labels": {"gpufed.io/job-uid": "x"}}),
+                "labels.gpufed.io/job-uid",
+            ),
+            (
+                json!({"labels": {"app.kubernetes.io/managed-by": "Helm"}}),
+                "labels.app.kubernetes.io/managed-by",
+            ),
+            (
+                json!({"annotations": {"gpufed.io/job-name": "x"}}),
+                "annotations.gpufed.io/job-name",
+            ),
+        ] {
+            let err = check_metadata(Some(&meta(m.clone()))).expect_err("refused");
+            assert!(
+                err.starts_with(&format!("spec.template.metadata.{field}: ")),
+                "{m}: {err}"
+            );
         }
     }
 

@@ -187,11 +187,17 @@ fn only_a_gang_gets_a_rendezvous_service() {
 
 #[test]
 fn a_long_dotted_job_name_builds_objects_a_member_accepts() {
-    let template = serde_json::json!({
+    let spoofed = serde_json::json!({
         "metadata": {"annotations": {names::ANNOTATION_JOB_NAME: "spoofed"}},
         "spec": {"containers": [{"name": "main", "image": "x"}]}
     });
-    let mut j = job(template);
+    let err =
+        build(&job(spoofed), &placement(), "gpufed.io/gpu").expect_err("the template cannot rename the job");
+    assert!(
+        err.starts_with("spec.template.metadata.annotations.gpufed.io/job-name: "),
+        "{err}"
+    );
+    let mut j = job(serde_json::json!({"spec": {"containers": [{"name": "main", "image": "x"}]}}));
     let name = format!("{}.{}", "a".repeat(200), "b".repeat(52));
     j.metadata.name = Some(name.clone());
     let objs = build(&j, &placement(), "gpufed.io/gpu").expect("builds");
@@ -205,7 +211,7 @@ fn a_long_dotted_job_name_builds_objects_a_member_accepts() {
     assert_eq!(
         names::hub_job_name(pod),
         Some(name.as_str()),
-        "the template cannot rename the job"
+        "the annotation names the job in full"
     );
     assert_eq!(names::hub_job_name(&objs.namespace), Some(name.as_str()));
 
