@@ -124,17 +124,11 @@ fn requirement(r: &NodeSelectorRequirement) -> Result<pl::LabelRequirement, Stri
         "Exists" | "DoesNotExist" if !values.is_empty() => {
             return Err(format!(".values: {} takes no values", r.operator));
         }
-        "In" => pl::LabelOp::In(values),
-        "NotIn" => pl::LabelOp::NotIn(values),
-        "Exists" => pl::LabelOp::Exists,
-        "DoesNotExist" => pl::LabelOp::DoesNotExist,
         "Gt" => pl::LabelOp::Gt(one_integer()?),
         "Lt" => pl::LabelOp::Lt(one_integer()?),
-        other => {
-            return Err(format!(
-                ".operator: {other:?} is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt"
-            ));
-        }
+        other => set_op(other, values).ok_or_else(|| {
+            format!(".operator: {other:?} is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt")
+        })?,
     };
     Ok(pl::LabelRequirement {
         key: r.key.clone(),
@@ -210,20 +204,25 @@ fn selects(s: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let by_value = pairs.into_iter().all(|(k, v)| labels.get(k) == Some(v));
     by_value
         && s.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.clone().unwrap_or_default();
-            let op = match e.operator.as_str() {
-                "In" => pl::LabelOp::In(values),
-                "NotIn" => pl::LabelOp::NotIn(values),
-                "Exists" => pl::LabelOp::Exists,
-                "DoesNotExist" => pl::LabelOp::DoesNotExist,
-                _ => return false,
-            };
-            pl::LabelRequirement {
-                key: e.key.clone(),
-                op,
-            }
-            .matches(labels)
+            set_op(&e.operator, e.values.clone().unwrap_or_default()).is_some_and(|op| {
+                pl::LabelRequirement {
+                    key: e.key.clone(),
+                    op,
+                }
+                .matches(labels)
+            })
         })
+}
+
+/// A set-based operator (those node and pod label selectors share) with its values.
+fn set_op(operator: &str, values: Vec<String>) -> Option<pl::LabelOp> {
+    match operator {
+        "In" => Some(pl::LabelOp::In(values)),
+        "NotIn" => Some(pl::LabelOp::NotIn(values)),
+        "Exists" => Some(pl::LabelOp::Exists),
+        "DoesNotExist" => Some(pl::LabelOp::DoesNotExist),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
