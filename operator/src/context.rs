@@ -42,6 +42,8 @@ pub struct Context {
     pub providers_synced: crate::synced::Synced,
     /// Jobs as the hub stores them.
     pub jobs: Store<ComputeJob>,
+    /// `jobs` grouped by provider and namespace, for the per-heartbeat readers.
+    pub job_views: crate::job::views::JobViews,
     /// Whether `jobs` holds its first complete listing.
     pub jobs_synced: crate::synced::Synced,
     /// Hub ComputeServices (the service controller's cache): their disruption budgets.

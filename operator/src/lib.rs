@@ -153,6 +153,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         serving_cidrs: args.serving_endpoint_cidrs.clone(),
         held_tenants: Default::default(),
         drain_held: Default::default(),
+        job_views: Default::default(),
         settlement_paused: Default::default(),
         probed: Default::default(),
         verifier: verification::Verifier::new(verify_cfg).with_metrics(metrics.clone()),

@@ -12,6 +12,7 @@ pub(crate) mod observe;
 pub mod plan;
 pub mod serving;
 pub mod ttl;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -160,10 +160,12 @@ impl MemberCache {
             .state()
             .into_iter()
             .filter(|p| {
+                // Run for every job's reconcile over all of the member's pods: the most
+                // selective test first, and nothing allocated per pod.
                 let l = p.labels();
-                p.namespace().as_deref() == Some(namespace)
-                    && l.get(names::LABEL_JOB_UID).map(String::as_str) == Some(uid)
+                l.get(names::LABEL_JOB_UID).map(String::as_str) == Some(uid)
                     && l.get(names::LABEL_ATTEMPT) == Some(&attempt)
+                    && p.metadata.namespace.as_deref() == Some(namespace)
             })
             .map(|p| (*p).clone())
             .collect();

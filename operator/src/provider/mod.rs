@@ -197,7 +197,8 @@ async fn outcome_counts(ctx: &Context, provider: &GpuProvider) -> (u64, u64) {
     use crate::verification::outcomes;
     let name = provider.name_any();
     let ns = ctx.verifier.config().namespace.clone();
-    let jobs = ctx.jobs.state();
+    let views = ctx.job_views.get(&ctx.jobs, Instant::now());
+    let jobs = views.of_provider(&name);
     if !ctx.verifier.outcomes_loaded(&name) {
         match outcomes::load(&ctx.hub, &ns, &name).await {
             Ok(l) => ctx.verifier.load_outcomes(&name, l),
@@ -226,8 +227,9 @@ async fn outcome_counts(ctx: &Context, provider: &GpuProvider) -> (u64, u64) {
 /// backoff — grown with every failure of the outage, minutes by then — comes due.
 fn wake_jobs_of(ctx: &Context, provider: &str) {
     let jobs: Vec<_> = ctx
-        .jobs
-        .state()
+        .job_views
+        .get(&ctx.jobs, Instant::now())
+        .of_provider(provider)
         .iter()
         .filter(|j| crate::job::touches_provider(j, provider))
         .map(|j| kube::runtime::reflector::ObjectRef::from_obj(j.as_ref()))

@@ -1,5 +1,5 @@
 //! The ComputeQuota controller: observe (the quota, its namespace's jobs in the job
-//! cache) → plan (pure, [`plan::status`]) → status (server-side apply, only when it
+//! cache, as grouped by [`crate::job::views`]) → plan (pure, [`plan::status`]) → status (server-side apply, only when it
 //! changed). Enforcement is the placement round's: it hands the namespaces' caps
 //! ([`plan::caps`]) to the engine, which holds back a job that would exceed them.
 //!
@@ -58,12 +58,11 @@ pub async fn reconcile(quota: Arc<ComputeQuota>, ctx: Arc<Context>) -> Result<Ac
     if !ctx.leadership.is_leader() || ctx.jobs_synced.wait().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let ns = quota.namespace();
-    let jobs = ctx.jobs.state();
-    let mine: Vec<&gpufed_api::ComputeJob> = jobs
+    let views = ctx.job_views.get(&ctx.jobs, std::time::Instant::now());
+    let mine: Vec<&gpufed_api::ComputeJob> = views
+        .of_namespace(quota.metadata.namespace.as_deref().unwrap_or_default())
         .iter()
         .map(AsRef::as_ref)
-        .filter(|j| j.namespace() == ns)
         .collect();
     let status = plan::status(&quota, &mine, &crate::time::format(crate::time::now()));
     if quota.status.as_ref() != Some(&status) {

@@ -9,6 +9,7 @@
 //! [`WINDOW`] attempts are kept, so the reputation follows recent behaviour.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use gpufed_api::job_status::AttemptOutcome;
 use gpufed_api::{ComputeJob, GpuProvider};
@@ -36,9 +37,14 @@ pub struct Ledger(pub BTreeMap<String, (Counted, i64)>);
 
 impl Ledger {
     /// Records the ended attempts of `jobs` on `provider` that count; true when anything
-    /// new was recorded. Beyond [`WINDOW`] the oldest (by end time) are dropped.
+    /// new was kept. Beyond [`WINDOW`] the oldest (by end time, then key) are dropped; an
+    /// attempt the hub still holds but the window has dropped is not "new" each time it is
+    /// seen (that was a ledger write per heartbeat for a provider with more ended attempts
+    /// in the hub than the window).
     pub fn record<'a>(&mut self, jobs: impl IntoIterator<Item = &'a ComputeJob>, provider: &str) -> bool {
-        let mut changed = false;
+        let mut added: Vec<String> = Vec::new();
+        // One key buffer for the lookups: most attempts seen are recorded already.
+        let mut key = String::new();
         for job in jobs {
             let (Some(uid), Some(st)) = (job.metadata.uid.as_deref(), job.status.as_ref()) else {
                 continue;
@@ -49,22 +55,28 @@ impl Ledger {
                     AttemptOutcome::ProviderLost | AttemptOutcome::NodeLost => Counted::Lost,
                     _ => continue,
                 };
-                let end = crate::time::parse(&a.end_time).unwrap_or(0);
-                let key = format!("{uid}/{}", a.attempt);
-                if let std::collections::btree_map::Entry::Vacant(e) = self.0.entry(key) {
-                    e.insert((counted, end));
-                    changed = true;
+                key.clear();
+                let _ = write!(key, "{uid}/{}", a.attempt);
+                if !self.0.contains_key(key.as_str()) {
+                    let end = crate::time::parse(&a.end_time).unwrap_or(0);
+                    self.0.insert(key.clone(), (counted, end));
+                    added.push(key.clone());
                 }
             }
         }
         if self.0.len() > WINDOW {
-            let mut by_end: Vec<(i64, String)> = self.0.iter().map(|(k, (_, e))| (*e, k.clone())).collect();
-            by_end.sort();
-            for (_, k) in by_end.into_iter().take(self.0.len() - WINDOW) {
-                self.0.remove(&k);
+            let mut by_end: Vec<(i64, &String)> = self.0.iter().map(|(k, (_, e))| (*e, k)).collect();
+            by_end.sort_unstable();
+            let drop: Vec<String> = by_end
+                .into_iter()
+                .take(self.0.len() - WINDOW)
+                .map(|(_, k)| k.clone())
+                .collect();
+            for k in &drop {
+                self.0.remove(k);
             }
         }
-        changed
+        added.iter().any(|k| self.0.contains_key(k))
     }
 
     /// `(completed, lost by the provider)`.
@@ -169,5 +181,14 @@ mod tests {
             (WINDOW as u64, 0),
             "the five oldest, all losses, aged out"
         );
+        // The hub still holds the five dropped attempts: seeing them again keeps nothing
+        // new, so the ledger is not written again every heartbeat.
+        let kept = l.clone();
+        assert!(!l.record(jobs.iter(), "p"));
+        assert_eq!(l, kept);
+        // A newer attempt is kept (and the oldest kept one makes room).
+        let newer = job("new", &[(1, "p", "ProviderLost", t0 + 5000)]);
+        assert!(l.record(jobs.iter().chain([&newer]), "p"));
+        assert_eq!(l.counts(), (WINDOW as u64 - 1, 1));
     }
 }
