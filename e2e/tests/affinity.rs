@@ -12,6 +12,11 @@
 //! one GPU would fit provider-a's one node, where the member's scheduler would keep the
 //! second Pending until `startTimeout`; they go to provider-b instead, one per node, both
 //! bound by its scheduler. Three such workers fit no provider: the job waits, told so.
+//!
+//! Required pod affinity among them: two workers of 2 GPUs must share a node. While
+//! provider-b has 3 and 2 GPUs free on its nodes the job waits, told why (placed one per
+//! node, the second would never bind); once a node is free both run there, bound by
+//! provider-b's scheduler.
 
 mod common;
 mod opsupport;
@@ -19,6 +24,8 @@ mod opsupport;
 use std::time::Duration;
 
 use gpufed_api::ComputeJob;
+use kube::Api;
+use kube::api::DeleteParams;
 use opsupport::budgets::prio_job;
 use opsupport::labels::{expose_label, label_nodes};
 use opsupport::{cheap_and_dear, job_until, member_pods, phase, submit};
@@ -57,6 +64,11 @@ fn network_affinity(operator: &str, values: &[&str]) -> serde_json::Value {
 
 fn apart(app: &str) -> serde_json::Value {
     serde_json::json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}})
+}
+
+fn together(app: &str) -> serde_json::Value {
+    serde_json::json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}})
 }
 
@@ -156,5 +168,46 @@ async fn node_affinity_and_workers_kept_apart_are_honoured_by_placement_and_the_
     .await;
     assert_eq!(provider_of(&refused), None);
     println!("AFFINITY by name: {:?}", condition(&refused, "Stalled"));
+
+    // Workers that must share a node: two of 2 GPUs, placed as one of 4. provider-b has
+    // 3 + 2 free (two of them would fit, one per node, and the second never bind): wait.
+    let mut pair = with_affinity("pair", 2, together("pair"));
+    pair["spec"]["gpusPerWorker"] = 2.into();
+    submit(&hub, &ns, &pair).await;
+    let waiting = job_until(&hub, &ns, "pair", "pair waits for one node", MINUTE, |j| {
+        condition(j, "Placed")
+            .is_some_and(|(_, m)| m.contains("its 2 workers must share one node: 4 GPUs on it"))
+    })
+    .await;
+    assert_eq!(provider_of(&waiting), None);
+    println!("AFFINITY pair waiting: {:?}", condition(&waiting, "Placed"));
+    // The workers kept apart go: a node of provider-b is free, both workers land on it.
+    Api::<ComputeJob>::namespaced(hub.clone(), &ns)
+        .delete("apart", &DeleteParams::default())
+        .await
+        .expect("delete apart");
+    let j = job_until(&hub, &ns, "pair", "pair running", 2 * MINUTE, |j| {
+        phase(j) == "Running"
+    })
+    .await;
+    assert_eq!(provider_of(&j).as_deref(), Some("provider-b"));
+    let placed: Vec<String> = j
+        .status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .map(|p| p.workers.iter().map(|w| w.node.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(placed.len(), 2, "two workers written: {placed:?}");
+    assert_eq!(placed[0], placed[1], "on one node: {placed:?}");
+    let pods = member_pods(&member_b, j.metadata.uid.as_deref().expect("uid")).await;
+    let bound: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    assert_eq!(
+        bound,
+        [placed[0].clone(), placed[0].clone()],
+        "both bound there by the scheduler"
+    );
     drop(operator);
 }

@@ -196,8 +196,9 @@ fn tenant_refusal(p: &GpuProvider, ns: &str, labels: Option<&BTreeMap<String, St
 /// the nodes' labels (the job's node selector and node affinity), how many nodes there
 /// are for a gang kept one worker per node, and their free CPU, memory and extended
 /// resources — the parts of `left` the caller took out of the engine's job, its extended
-/// slots named by `names`.
-fn unchecked(left: &pl::Job, names: &[String]) -> String {
+/// slots named by `names`. `workers`: the job's; more than `left`'s when they must share
+/// one node (placed as one worker of all of them).
+fn unchecked(left: &pl::Job, workers: u32, names: &[String]) -> String {
     let mut needs = Vec::new();
     if !left.node_selector.is_empty() || !left.node_affinity.is_empty() {
         needs.push(format!(
@@ -206,8 +207,13 @@ fn unchecked(left: &pl::Job, names: &[String]) -> String {
         ));
     }
     if !left.worker_resources.is_zero() {
+        let whose = if workers > u32::from(left.workers) {
+            format!("for all {workers} workers (kept on one node)")
+        } else {
+            "per worker".to_owned()
+        };
         needs.push(format!(
-            "has {} free per worker beside its GPUs",
+            "has {} free {whose} beside its GPUs",
             left.worker_resources.describe(names)
         ));
     }
@@ -286,7 +292,7 @@ fn fit(
             ..pl::Job::default()
         };
     }
-    let unchecked = unchecked(&left, &snap.extended_resources);
+    let unchecked = unchecked(&left, job.spec.workers, &snap.extended_resources);
     match pl::place(&snap, &pl::Config::default()) {
         Err(e) => no(format!("the placement engine refused the snapshot: {e}")),
         Ok(d) => match (d.placements.first(), d.unplaced.first()) {

@@ -568,3 +568,29 @@ fn node_affinity_and_workers_kept_apart_are_left_to_the_operator_and_said_so() {
         "{reason}"
     );
 }
+
+#[test]
+fn workers_kept_together_are_checked_as_one_and_their_requests_summed() {
+    let mut j = queued();
+    j.spec.workers = 4;
+    j.spec.gpus_per_worker = 2;
+    j.spec.template.spec.containers[0]
+        .0
+        .insert("resources".into(), json!({"requests": {"cpu": "10"}}));
+    j.spec.template.spec.rest.insert(
+        "affinity".into(),
+        json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchExpressions": [{"key": "gpufed.io/rank", "operator": "Exists"}]},
+             "topologyKey": "kubernetes.io/hostname"}]}}),
+    );
+    let r = explain(&j, &[provider("a", Some(ready_h100_status(16, 16)))], NOW);
+    let (name, fits, reason) = reasons(&r)[0];
+    assert_eq!((name, fits), ("a", true), "{reason}");
+    assert!(
+        reason.ends_with(
+            ", if a node of it has 40 CPU free for all 4 workers (kept on one node) beside its GPUs \
+             (not checked here: see the job's Placed condition)"
+        ),
+        "{reason}"
+    );
+}

@@ -424,4 +424,6 @@ fn provider_snapshot(
 }
 
 #[cfg(test)]
+mod affinity_tests;
+#[cfg(test)]
 mod tests;

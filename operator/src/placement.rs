@@ -43,6 +43,21 @@ pub const UNPLACED_REASONS: [&str; 6] = [
     INSUFFICIENT_NODE_RESOURCES,
 ];
 
+/// The `Placed=False` message for an unplaced job: the engine's explanation, which for
+/// workers that must share a node speaks of them as the one worker they are placed as.
+pub fn unplaced_message(job: &ComputeJob, explanation: &pl::Explanation) -> String {
+    let text = explanation.to_string();
+    if job.spec.workers > 1 && mapping::spec_facts::of(job).workers_together {
+        let gpus = job.spec.workers.saturating_mul(job.spec.gpus_per_worker);
+        format!(
+            "{text} (its {} workers must share one node: {gpus} GPUs on it)",
+            job.spec.workers
+        )
+    } else {
+        text
+    }
+}
+
 /// The `Placed=False` reason for an unplaced job: its quota, or its explanation's most
 /// common reason where one has its own name, else [`NO_PROVIDER_FITS`].
 pub fn unplaced_reason(explanation: &pl::Explanation) -> &'static str {
@@ -303,7 +318,7 @@ pub async fn round(
     ctx.metrics.set_unplaced(&reasons);
     for u in &decisions.unplaced {
         let Some(job) = by_id(&u.job) else { continue };
-        let message = u.explanation.to_string();
+        let message = unplaced_message(&job, &u.explanation);
         // Mostly held back by a service's disruption budget, kept out by providers'
         // tenant policies, node labels or CPU and memory: said in the reason too.
         let reason = unplaced_reason(&u.explanation);
@@ -371,7 +386,7 @@ pub fn ready_providers(providers: &[Arc<GpuProvider>]) -> usize {
 
 pub mod drain;
 mod evict;
-mod write;
+pub(crate) mod write;
 pub use evict::{PREEMPTING, Preemption, mark_stands, marked_status, waiting_message};
 
 #[cfg(test)]

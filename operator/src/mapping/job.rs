@@ -39,6 +39,18 @@ pub(super) fn job_snapshot(
             kept
         };
     }
+    // Workers that must share a node are placed as one worker of all their GPUs and
+    // resources; the placement is written back as that many workers on its node
+    // (`crate::placement::write`).
+    let (workers, gpus_per_worker, worker_resources) = if facts.workers_together {
+        (
+            1,
+            spec.workers.saturating_mul(spec.gpus_per_worker),
+            worker_resources.times(spec.workers),
+        )
+    } else {
+        (spec.workers, spec.gpus_per_worker, worker_resources)
+    };
     let cc = spec
         .gpu
         .min_compute_capability
@@ -53,8 +65,8 @@ pub(super) fn job_snapshot(
             .creation_timestamp
             .as_ref()
             .map_or(0, |t| u64::try_from(t.0.as_second()).unwrap_or(0)),
-        gpus_per_worker: u8::try_from(spec.gpus_per_worker).unwrap_or(u8::MAX),
-        workers: u16::try_from(spec.workers).unwrap_or(u16::MAX),
+        gpus_per_worker: u8::try_from(gpus_per_worker).unwrap_or(u8::MAX),
+        workers: u16::try_from(workers).unwrap_or(u16::MAX),
         models,
         min_vram_mib: spec
             .gpu

@@ -35,25 +35,30 @@ pub struct SpecFacts {
     pub node_affinity: Vec<pl::AffinityTerm>,
     /// Workers at most on one node, 0 for no limit ([`affinity::workers_per_node`]).
     pub max_workers_per_node: u16,
+    /// All workers on one node ([`affinity::workers_together`]).
+    pub workers_together: bool,
 }
 
 impl SpecFacts {
     fn read(job: &ComputeJob) -> SpecFacts {
         let spec = &job.spec;
         let template = build::template(spec);
-        let (node_affinity, max_workers_per_node) = match &template {
+        // Attempt 1's labels: a selector on the attempt number is not worth more.
+        let labels = |rank| build::worker_labels(job, 1, rank);
+        let (node_affinity, max_workers_per_node, workers_together) = match &template {
             Ok(t) => (
                 affinity::placement_terms(t),
-                // Attempt 1's labels: a selector on the attempt number is not worth more.
-                affinity::workers_per_node(t, spec.workers, |rank| build::worker_labels(job, 1, rank)),
+                affinity::workers_per_node(t, spec.workers, labels),
+                affinity::workers_together(t, spec.workers, labels),
             ),
-            Err(_) => (Vec::new(), 0),
+            Err(_) => (Vec::new(), 0, false),
         };
         SpecFacts {
             valid: check::job_spec(spec).is_empty() && template.is_ok(),
             ask: Ask::of(spec),
             node_affinity,
             max_workers_per_node,
+            workers_together,
         }
     }
 }

@@ -3,7 +3,7 @@ use crate::fleet::{GpuNode, GpuPod};
 use gpufed_api::job_status::{Placement, WorkerPlacement};
 use gpufed_api::serving::{Spread, SpreadDomain};
 
-fn provider(name: &str, ready: bool) -> Arc<GpuProvider> {
+pub(super) fn provider(name: &str, ready: bool) -> Arc<GpuProvider> {
     let status = if ready { "True" } else { "False" };
     Arc::new(
         serde_json::from_value(serde_json::json!({
@@ -21,7 +21,7 @@ fn provider(name: &str, ready: bool) -> Arc<GpuProvider> {
     )
 }
 
-fn job(name: &str, tier: &str, placed_on: Option<(&str, &str)>) -> Arc<ComputeJob> {
+pub(super) fn job(name: &str, tier: &str, placed_on: Option<(&str, &str)>) -> Arc<ComputeJob> {
     let mut j: ComputeJob = serde_json::from_value(serde_json::json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
         "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}")},
@@ -61,7 +61,7 @@ pub(super) fn placed(provider: &str, price: &str, gpus: u32, nodes: &[&str]) -> 
     }
 }
 
-fn view() -> MemberView {
+pub(super) fn view() -> MemberView {
     let node = |name: &str, model: &str| GpuNode {
         name: name.into(),
         model: model.into(),
@@ -290,78 +290,4 @@ fn nodes_with_untolerated_taints_are_not_offered_and_their_running_work_stays() 
     )];
     let snap = snapshot(&jobs, &[Arc::new(p)], &fleet);
     assert_eq!(snap.providers[0].nodes.len(), 2);
-}
-
-/// Provider `a`'s [`view`], every node labelled with its network and zone.
-fn labelled_fleet() -> BTreeMap<String, MemberView> {
-    let mut v = view();
-    for n in &mut v.nodes {
-        n.labels = BTreeMap::from([
-            ("example.com/network".into(), "infiniband".into()),
-            ("topology.kubernetes.io/zone".into(), "z1".into()),
-        ]);
-    }
-    BTreeMap::from([("a".to_owned(), v)])
-}
-
-#[test]
-fn a_templates_node_selector_reaches_the_engine_with_only_the_labels_it_selects() {
-    let fleet = labelled_fleet();
-    let plain = snapshot(&[job("plain", "Any", None)], &[provider("a", true)], &fleet);
-    assert!(plain.jobs[0].node_selector.is_empty());
-    assert!(
-        plain.providers[0].nodes.iter().all(|n| n.labels.is_empty()),
-        "no job selects: no label splits the pools"
-    );
-    let mut j = (*job("ib", "Any", None)).clone();
-    j.spec.template.spec.rest.insert(
-        "nodeSelector".into(),
-        serde_json::json!({"example.com/network": "infiniband"}),
-    );
-    let snap = snapshot(&[Arc::new(j)], &[provider("a", true)], &fleet);
-    let want = BTreeMap::from([("example.com/network".to_owned(), "infiniband".to_owned())]);
-    assert_eq!(snap.jobs[0].node_selector, want);
-    assert!(
-        snap.providers[0].nodes.iter().all(|n| n.labels == want),
-        "only the selected key"
-    );
-}
-
-#[test]
-fn a_templates_node_affinity_and_anti_affinity_among_its_workers_reach_the_engine() {
-    let fleet = labelled_fleet();
-    let mut j = (*job("ib", "Any", None)).clone();
-    j.spec.workers = 2;
-    j.spec.template.metadata =
-        Some(serde_json::from_value(serde_json::json!({"labels": {"app": "trainer"}})).expect("meta"));
-    j.spec.template.spec.rest.insert(
-        "affinity".into(),
-        serde_json::json!({
-            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "example.com/network", "operator": "NotIn", "values": ["ethernet"]}]}]}},
-            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": {"app": "trainer"}}, "topologyKey": "kubernetes.io/hostname"}]}
-        }),
-    );
-    let snap = snapshot(&[Arc::new(j.clone())], &[provider("a", true)], &fleet);
-    let engine_job = &snap.jobs[0];
-    assert_eq!(
-        pl::describe_affinity(&engine_job.node_affinity),
-        "example.com/network notin (ethernet)"
-    );
-    assert_eq!(engine_job.max_workers_per_node, 1);
-    let want = BTreeMap::from([("example.com/network".to_owned(), "infiniband".to_owned())]);
-    assert!(
-        snap.providers[0].nodes.iter().all(|n| n.labels == want),
-        "the nodes carry the key the affinity names, and only it"
-    );
-    // An affinity placement cannot honour leaves the job out of the round (its `Valid`
-    // condition says why).
-    j.spec.template.spec.rest.insert(
-        "affinity".into(),
-        serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["g1"]}]}]}}}),
-    );
-    let snap = snapshot(&[Arc::new(j)], &[provider("a", true)], &fleet);
-    assert!(snap.jobs.is_empty(), "{:?}", snap.jobs);
 }

@@ -84,13 +84,11 @@ async fn try_write_placement(
         provider: p.provider.clone(),
         gpus: job.spec.workers * job.spec.gpus_per_worker,
         price_per_gpu_hour: format_decimal(p.price),
-        workers: p
-            .workers
-            .iter()
+        workers: worker_nodes(job, p)
             .enumerate()
-            .map(|(rank, w)| WorkerPlacement {
+            .map(|(rank, node)| WorkerPlacement {
                 rank: u32::try_from(rank).unwrap_or(u32::MAX),
-                node: w.node.clone(),
+                node: node.to_owned(),
                 gpu_uuids: Vec::new(),
             })
             .collect(),
@@ -123,6 +121,17 @@ async fn try_write_placement(
     crate::job::write_status(ctx, job, &status).await?;
     placed.status = Some(status);
     Ok(placed)
+}
+
+/// Each worker's node, in rank order: the engine's, or for workers that must share a
+/// node (placed as one worker, [`crate::mapping::spec_facts::SpecFacts::workers_together`])
+/// every worker on the engine's one node.
+pub(crate) fn worker_nodes<'a>(job: &ComputeJob, p: &'a pl::Placement) -> impl Iterator<Item = &'a str> {
+    let together = p.workers.len() == 1 && crate::mapping::spec_facts::of(job).workers_together;
+    let copies = if together { job.spec.workers as usize } else { 1 };
+    p.workers
+        .iter()
+        .flat_map(move |w| std::iter::repeat_n(w.node.as_str(), copies))
 }
 
 /// The status the job controller itself plans for a placed job whose pods do not exist

@@ -1,7 +1,7 @@
 //! Pure: the worker template's affinity rules that decide where its workers may run —
 //! checked with the template, honoured by placement ([`node_terms`],
-//! [`workers_per_node`]) and kept in the pods [`pin`] binds to the chosen node, so the
-//! member's scheduler holds the workers to them as well.
+//! [`workers_per_node`], [`workers_together`]) and kept in the pods [`pin`] binds to the
+//! chosen node, so the member's scheduler holds the workers to them as well.
 //!
 //! - Required node affinity: the engine offers only nodes one of whose terms holds over
 //!   the labels the hub sees; each term of the built pod gains the pin to the chosen
@@ -10,7 +10,9 @@
 //! - Topology spread constraints that must hold (`DoNotSchedule`): a node without the
 //!   topology key is refused ([`placement_terms`]).
 //! - Required pod anti-affinity between the job's own workers on
-//!   `kubernetes.io/hostname`: one worker per node. Any other pod (anti-)affinity
+//!   `kubernetes.io/hostname`: one worker per node ([`workers_per_node`]); required pod
+//!   affinity between them: all on one node ([`workers_together`], placed as one worker
+//!   of all their GPUs and resources). Any other pod (anti-)affinity
 //!   involves pods the hub does not see; a gang it keeps from starting ends at
 //!   `spec.startTimeout`.
 
@@ -166,24 +168,48 @@ pub fn pin(spec: &mut PodSpec, node: &str) {
 /// required pod anti-affinity term on [`HOSTNAME`] covers the workers' own namespace and
 /// selects every worker (`labels(rank)`: worker `rank`'s labels).
 pub fn workers_per_node(t: &PodSpec, workers: u32, labels: impl Fn(u32) -> BTreeMap<String, String>) -> u16 {
-    if workers < 2 {
-        return 0;
-    }
     let terms = t
         .affinity
         .as_ref()
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref())
-        .unwrap_or_default();
-    let apart = terms.iter().any(|term| {
-        term.topology_key == HOSTNAME
-            && own_namespace(term)
-            && term
-                .label_selector
-                .as_ref()
-                .is_some_and(|s| (0..workers).all(|rank| selects(s, &labels(rank))))
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref());
+    let apart = among_workers(terms, workers, |s| {
+        (0..workers).all(|rank| selects(s, &labels(rank)))
     });
     u16::from(apart)
+}
+
+/// Whether the job's `workers` must all share one node: a required pod affinity term on
+/// [`HOSTNAME`] over the workers' own namespace selects one of them. Each worker must then
+/// land where a selected worker already runs (kube-scheduler lets the first selected pod
+/// go anywhere), and pods bound one after another end up on one node. Never together
+/// while kept apart ([`workers_per_node`]): such a template can never start all its
+/// workers, and is left to `spec.startTimeout`.
+pub fn workers_together(t: &PodSpec, workers: u32, labels: impl Fn(u32) -> BTreeMap<String, String>) -> bool {
+    let terms = t
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref());
+    among_workers(terms, workers, |s| {
+        (0..workers).any(|rank| selects(s, &labels(rank)))
+    }) && workers_per_node(t, workers, labels) == 0
+}
+
+/// Whether one of the required pod (anti-)affinity `terms` of a gang of `workers` (two or
+/// more) is on [`HOSTNAME`] over the workers' own namespace with a selector `covers` holds
+/// for.
+fn among_workers(
+    terms: Option<&[PodAffinityTerm]>,
+    workers: u32,
+    covers: impl Fn(&LabelSelector) -> bool,
+) -> bool {
+    workers >= 2
+        && terms.unwrap_or_default().iter().any(|term| {
+            term.topology_key == HOSTNAME
+                && own_namespace(term)
+                && term.label_selector.as_ref().is_some_and(&covers)
+        })
 }
 
 /// Whether a pod affinity term looks at the pods of the worker's own namespace: no

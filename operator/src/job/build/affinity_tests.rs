@@ -216,3 +216,50 @@ fn a_topology_spread_that_must_hold_needs_nodes_with_its_key() {
     t.topology_spread_constraints = None;
     assert!(placement_terms(&t).is_empty());
 }
+
+#[test]
+fn a_required_pod_affinity_among_its_workers_keeps_them_on_one_node() {
+    let worker = |rank: u32| {
+        BTreeMap::from([
+            ("app".to_owned(), "trainer".to_owned()),
+            ("gpufed.io/rank".to_owned(), rank.to_string()),
+        ])
+    };
+    let together = |term: serde_json::Value| {
+        pod(json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}))
+    };
+    let own = |selector: serde_json::Value| json!({"labelSelector": selector, "topologyKey": HOSTNAME});
+    let cases = [
+        (own(json!({"matchLabels": {"app": "trainer"}})), true),
+        // Rank 0 alone selected: the others must join its node, so all share it.
+        (own(json!({"matchLabels": {"gpufed.io/rank": "0"}})), true),
+        // No worker selected: other pods, which the hub does not see.
+        (own(json!({"matchLabels": {"app": "database"}})), false),
+        (
+            json!({"labelSelector": {"matchLabels": {"app": "trainer"}}, "topologyKey": HOSTNAME,
+                   "namespaces": ["other"]}),
+            false,
+        ),
+        (
+            json!({"labelSelector": {"matchLabels": {"app": "trainer"}},
+                   "topologyKey": "topology.kubernetes.io/zone"}),
+            false,
+        ),
+        (json!({"topologyKey": HOSTNAME}), false),
+    ];
+    for (term, want) in cases {
+        assert_eq!(
+            workers_together(&together(term.clone()), 3, worker),
+            want,
+            "{term}"
+        );
+    }
+    let t = together(own(json!({"matchLabels": {"app": "trainer"}})));
+    assert!(!workers_together(&t, 1, worker), "one worker is always together");
+    // Kept apart as well: contradictory, not placed as one.
+    let both = pod(json!({
+        "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [own(json!({}))]},
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [own(json!({}))]}}));
+    assert_eq!(workers_per_node(&both, 3, worker), 1);
+    assert!(!workers_together(&both, 3, worker));
+}
