@@ -38,13 +38,16 @@ use crate::job::events;
 pub const ROUTED: &str = "Routed";
 
 fn replicas(ctx: &Context, svc: &ComputeService) -> Vec<ComputeJob> {
-    let ns = svc.namespace();
+    let ns = svc.metadata.namespace.as_deref();
     let name = svc.name_any();
     let uid = svc.uid();
+    // Fresh from the cache, not `job::views` (up to a second old): what exists decides
+    // what is created and retired. Run per service over every job: nothing allocated per
+    // job, the label first.
     ctx.jobs
         .state()
         .into_iter()
-        .filter(|j| j.namespace() == ns && j.labels().get(LABEL_SERVICE) == Some(&name))
+        .filter(|j| j.labels().get(LABEL_SERVICE) == Some(&name) && j.metadata.namespace.as_deref() == ns)
         // Only ours: a job that merely carries the label is not a replica.
         .filter(|j| j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
         .map(|j| (*j).clone())
