@@ -321,6 +321,14 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     providers.extend(st.archived.iter().flat_map(|a| a.providers.iter().cloned()));
     providers.sort();
     providers.dedup();
+    // Its ended attempts keep counting for its providers' reputation once it is gone
+    // (idempotent: recorded by attempt). Only for providers that still exist: a deleted
+    // one's ledger went with it.
+    for name in &providers {
+        if ctx.providers.get(&ObjectRef::new(name)).is_some() {
+            ctx.verifier.record_deleted(name, &job);
+        }
+    }
     let mut failures = Vec::new();
     for name in &providers {
         let result = match connect(ctx, name).await {

@@ -10,13 +10,42 @@ impl Verifier {
         self.outcomes.lock().is_ok_and(|o| o.contains_key(provider))
     }
 
-    /// Installs the provider's ledger as read from the hub.
+    /// Installs the provider's ledger as read from the hub, with the outcomes of jobs
+    /// deleted before it was ([`Verifier::record_deleted`]).
     pub fn load_outcomes(&self, provider: &str, ledger: outcomes::Ledger) {
         if let Ok(mut all) = self.outcomes.lock() {
-            let (l, _) = all.entry(provider.to_owned()).or_default();
-            for (k, v) in ledger.0 {
-                l.0.entry(k).or_insert(v);
+            let (l, dirty) = all.entry(provider.to_owned()).or_default();
+            l.merge(ledger);
+            let pending = self
+                .outcomes_pending
+                .lock()
+                .ok()
+                .and_then(|mut p| p.remove(provider));
+            if let Some(p) = pending
+                && l.merge(p)
+            {
+                *dirty = true;
             }
+        }
+    }
+
+    /// Records the ended attempts of `job`, which is about to go, on `provider`: its
+    /// outcomes then count though the provider's next heartbeat no longer sees the job
+    /// (a `ttlSecondsAfterFinished: 0` job goes within seconds of its end). Into the
+    /// loaded ledger (saved with the provider's next heartbeat), else kept until it loads.
+    pub fn record_deleted(&self, provider: &str, job: &gpufed_api::ComputeJob) {
+        let Ok(mut all) = self.outcomes.lock() else {
+            return;
+        };
+        if let Some((ledger, dirty)) = all.get_mut(provider) {
+            if ledger.record([job], provider) {
+                *dirty = true;
+            }
+        } else if let Ok(mut pending) = self.outcomes_pending.lock() {
+            pending
+                .entry(provider.to_owned())
+                .or_default()
+                .record([job], provider);
         }
     }
 

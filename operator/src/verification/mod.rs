@@ -94,6 +94,9 @@ pub struct Verifier {
     pins: Mutex<BTreeMap<String, pins::Pins>>,
     /// Job outcomes per provider (loaded from the hub), and whether some are unsaved.
     outcomes: Mutex<BTreeMap<String, (outcomes::Ledger, bool)>>,
+    /// Outcomes of jobs deleted before their provider's ledger was loaded, taken in when
+    /// it is (locked after `outcomes`, never before).
+    outcomes_pending: Mutex<BTreeMap<String, outcomes::Ledger>>,
 }
 
 fn ms(d: Duration) -> u64 {

@@ -64,6 +64,23 @@ impl Ledger {
                 }
             }
         }
+        self.keep_window(&added)
+    }
+
+    /// Takes in the entries of `other` this ledger lacks; true when any of them is kept.
+    pub fn merge(&mut self, other: Ledger) -> bool {
+        let mut added = Vec::new();
+        for (k, v) in other.0 {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.0.entry(k) {
+                added.push(e.key().clone());
+                e.insert(v);
+            }
+        }
+        self.keep_window(&added)
+    }
+
+    /// Drops the oldest entries beyond [`WINDOW`]; whether any of `added` is still kept.
+    fn keep_window(&mut self, added: &[String]) -> bool {
         if self.0.len() > WINDOW {
             let mut by_end: Vec<(i64, &String)> = self.0.iter().map(|(k, (_, e))| (*e, k)).collect();
             by_end.sort_unstable();

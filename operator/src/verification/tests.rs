@@ -250,3 +250,46 @@ fn outcomes_wait_for_the_ledger_then_survive_their_jobs_and_a_new_leader() {
     next.load_outcomes("p", saved);
     assert_eq!(next.record_outcomes("p", []), Some((0, 1)));
 }
+
+#[test]
+fn a_job_deleted_between_heartbeats_still_counts() {
+    let job = |uid: &str, outcome: &str| -> gpufed_api::ComputeJob {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+            "metadata": {"name": uid, "namespace": "t", "uid": uid},
+            "spec": {"workers": 1, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
+                     "template": {"spec": {"containers": [{"name": "m", "image": "i"}]}}},
+            "status": {"attempts": [{"attempt": 1, "provider": "p", "outcome": outcome, "gpuSeconds": 1,
+                       "pricePerGpuHour": "1.00", "endTime": "2026-12-01T00:00:00Z"}]},
+        }))
+        .unwrap()
+    };
+    // Deleted before this leader read the provider's ledger: kept until it does.
+    let v = Verifier::new(cfg());
+    v.record_deleted("p", &job("gone", "ProviderLost"));
+    assert!(!v.outcomes_loaded("p"), "the hub's ledger is still read first");
+    let hub = {
+        let mut l = outcomes::Ledger::default();
+        l.record([&job("old", "Succeeded")], "p");
+        l
+    };
+    v.load_outcomes("p", hub);
+    assert_eq!(
+        v.record_outcomes("p", []),
+        Some((1, 1)),
+        "the hub's and the deleted job's"
+    );
+    let saved = v
+        .outcomes_to_save("p")
+        .expect("the deleted job's outcome is saved");
+    v.outcomes_saved("p", &saved);
+    // Deleted once the ledger is loaded: recorded, to be saved with the next heartbeat.
+    v.record_deleted("p", &job("gone-too", "Succeeded"));
+    assert!(v.outcomes_to_save("p").is_some());
+    assert_eq!(v.record_outcomes("p", []), Some((2, 1)));
+    // Recording the same job again changes nothing.
+    let saved = v.outcomes_to_save("p").expect("unsaved");
+    v.outcomes_saved("p", &saved);
+    v.record_deleted("p", &job("gone-too", "Succeeded"));
+    assert_eq!(v.outcomes_to_save("p"), None);
+}
