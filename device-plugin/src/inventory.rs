@@ -78,6 +78,10 @@ pub struct Gpu {
     /// UUIDs of the GPUs this one reaches over an active NVLink (direct peers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nvlink_peers: Vec<String>,
+    /// The board's serial number, where it reports one (boards with an infoROM:
+    /// data-center cards); the hub checks that no two nodes report the same board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 /// Everything discovered on one node.

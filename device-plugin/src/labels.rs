@@ -138,6 +138,7 @@ mod tests {
             pci_bus_id: String::new(),
             numa_node: None,
             nvlink_peers: peers.iter().map(|p| p.to_string()).collect(),
+            serial: None,
         }
     }
 

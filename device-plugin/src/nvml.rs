@@ -104,6 +104,8 @@ impl NvmlSource {
                 pci_bus_id: d.pci_info().map_err(nv("PCI info"))?.bus_id,
                 numa_node: d.numa_node_id().ok().map(i64::from),
                 nvlink_peers: Vec::new(),
+                // Consumer cards have no infoROM serial (NotSupported): none reported.
+                serial: d.serial().ok().filter(|s| !s.trim().is_empty()),
             });
         }
         // Peers: a link whose far end is another GPU of ours is a direct peer; a link to

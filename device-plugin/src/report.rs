@@ -31,6 +31,7 @@ pub fn of_inventory(node: &str, nonce: &str, issued_at: u64, inv: &Inventory) ->
                 model: g.name.clone(),
                 memory_mib: g.memory_mib,
                 compute_capability: g.compute_capability.to_string(),
+                serial: g.serial.clone(),
             })
             .collect(),
         challenge: None,

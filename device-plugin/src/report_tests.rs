@@ -6,7 +6,7 @@ driverVersion: "580.159.04"
 cudaVersion: "13.0"
 gpus:
   - {uuid: GPU-a, name: NVIDIA H100 80GB HBM3, memoryMib: 81559, computeCapability: "9.0"}
-  - {uuid: GPU-b, name: NVIDIA H100 80GB HBM3, memoryMib: 81559, computeCapability: "9.0"}
+  - {uuid: GPU-b, name: NVIDIA H100 80GB HBM3, memoryMib: 81559, computeCapability: "9.0", serial: "1650123456789"}
 "#;
 
 fn real_inventory() -> Inventory {
@@ -31,13 +31,21 @@ fn sign_then_verify_roundtrips_through_json() {
     let v = verify(&back, "nonce-42", Some(&signed.public_key)).unwrap();
     assert!(v.counts_as_verified());
     assert_eq!(v.report.gpus.len(), 2);
+    // The board serial travels where the board has one; a GPU without one has no key
+    // in the signed JSON (reports of such nodes keep the bytes they had before serials).
+    let serials: Vec<_> = v.report.gpus.iter().map(|g| g.serial.as_deref()).collect();
+    assert_eq!(serials, [None, Some("1650123456789")]);
+    assert_eq!(wire.matches("\"serial\"").count(), 1, "{wire}");
 }
 
 #[test]
 fn every_tampered_field_is_detected() {
     let signed = sign(of_inventory("node-1", "n", 1, &real_inventory()), &key(1)).unwrap();
-    let tampers: [fn(&mut InventoryReport); 7] = [
+    let tampers: [fn(&mut InventoryReport); 10] = [
         |r| r.gpus[0].uuid = "GPU-stolen".into(),
+        |r| r.gpus[1].serial = Some("1650000000000".into()),
+        |r| r.gpus[1].serial = None,
+        |r| r.gpus[0].serial = Some("1650123456789".into()),
         |r| r.gpus[1].memory_mib *= 2,
         |r| r.gpus[0].model = "NVIDIA B200".into(),
         |r| r.gpus.push(r.gpus[0].clone()),

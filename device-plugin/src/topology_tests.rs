@@ -11,6 +11,7 @@ fn gpu(i: usize, numa: i64, peers: &[usize]) -> Gpu {
         pci_bus_id: String::new(),
         numa_node: Some(numa),
         nvlink_peers: peers.iter().map(|p| format!("GPU-{p}")).collect(),
+        serial: None,
     }
 }
 

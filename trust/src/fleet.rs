@@ -1,4 +1,8 @@
-//! Fleet-wide uniqueness: a GPU UUID belongs to one node of one provider.
+//! Fleet-wide uniqueness: a GPU UUID belongs to one node of one provider, and so does a
+//! board serial number where boards report one (data-center boards do). A serial seen on
+//! two nodes is one physical card listed twice — typically sliced into virtual GPUs,
+//! each with a UUID of its own, which UUIDs alone cannot catch. One node may report a
+//! serial for several GPUs: boards with two or four GPUs carry one serial.
 //!
 //! Every claimant of a duplicated UUID is flagged, and none of those GPUs counts as
 //! verified until only one claim remains: the hub cannot tell the original from the
@@ -12,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::session::GpuVerdict;
 use crate::verify::Failure;
 
-/// One claim: `provider` says node `node` holds GPU `uuid`.
+/// One claim: `provider` says node `node` holds GPU `uuid`, on the board `serial`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Claim<'a> {
     /// Provider name.
@@ -21,6 +25,19 @@ pub struct Claim<'a> {
     pub node: &'a str,
     /// GPU UUID (compared case-insensitively).
     pub uuid: &'a str,
+    /// Board serial number, if reported (compared case-insensitively; placeholders such
+    /// as `N/A` or all zeros are no serial, [`board_serial`]).
+    pub serial: Option<&'a str>,
+}
+
+/// A reported board serial as compared, or `None` for none: empty, all zeros, or a
+/// placeholder (`N/A`, `Not Available`, `Unknown`) as some boards and drivers report —
+/// honest nodes sharing a placeholder must not be flagged.
+pub fn board_serial(s: &str) -> Option<String> {
+    let s = s.trim().to_ascii_uppercase();
+    let placeholder = s.chars().all(|c| c == '0' || c == '-' || c == ' ')
+        || ["N/A", "[N/A]", "NA", "NOT AVAILABLE", "UNKNOWN", "NONE"].contains(&s.as_str());
+    (!placeholder).then_some(s)
 }
 
 /// Duplicated UUIDs (normalized to upper case) → every `provider/node` claiming them.
@@ -36,10 +53,32 @@ pub fn duplicates<'a>(claims: impl IntoIterator<Item = Claim<'a>>) -> BTreeMap<S
     by_uuid
 }
 
+/// Board serials (as [`board_serial`] compares them) reported by more than one node →
+/// every `provider/node` reporting them.
+pub fn duplicate_serials<'a>(
+    claims: impl IntoIterator<Item = Claim<'a>>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_serial: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in claims {
+        if let Some(serial) = c.serial.and_then(board_serial) {
+            by_serial
+                .entry(serial)
+                .or_default()
+                .insert(format!("{}/{}", c.provider, c.node));
+        }
+    }
+    by_serial.retain(|_, who| who.len() > 1);
+    by_serial
+}
+
 /// The other claimants of `uuid`, seen from `me` (`provider/node`), comma separated;
 /// `None` when the UUID is unique.
 pub fn others(dups: &BTreeMap<String, BTreeSet<String>>, uuid: &str, me: &str) -> Option<String> {
-    let who = dups.get(&uuid.trim().to_ascii_uppercase())?;
+    others_of(dups, &uuid.trim().to_ascii_uppercase(), me)
+}
+
+fn others_of(dups: &BTreeMap<String, BTreeSet<String>>, key: &str, me: &str) -> Option<String> {
+    let who = dups.get(key)?;
     let rest: Vec<&str> = who.iter().map(String::as_str).filter(|w| *w != me).collect();
     Some(if rest.is_empty() {
         me.to_owned()
@@ -85,16 +124,21 @@ impl ProviderVerdict {
     }
 }
 
-/// Judges the whole fleet: per-node verdicts, then UUID uniqueness over every claim
-/// (a duplicate turns even a passed GPU into a failure for every claimant).
+/// Judges the whole fleet: per-node verdicts, then UUID and board-serial uniqueness over
+/// every claim (a duplicate turns even a passed GPU into a failure for every claimant).
 pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
-    let dups = duplicates(nodes.iter().flat_map(|n| {
-        n.verdicts.iter().map(|v| Claim {
-            provider: &n.provider,
-            node: &n.node,
-            uuid: &v.uuid,
+    let claims = || {
+        nodes.iter().flat_map(|n| {
+            n.verdicts.iter().map(|v| Claim {
+                provider: &n.provider,
+                node: &n.node,
+                uuid: &v.uuid,
+                serial: v.serial.as_deref(),
+            })
         })
-    }));
+    };
+    let dups = duplicates(claims());
+    let dup_serials = duplicate_serials(claims());
     let mut out: BTreeMap<String, ProviderVerdict> = BTreeMap::new();
     for n in nodes {
         let me = format!("{}/{}", n.provider, n.node);
@@ -104,6 +148,10 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
             let mut v = v.clone();
             if let Some(others) = others(&dups, &v.uuid, &me) {
                 v.failure = Some(Failure::DuplicateUuid { others });
+            } else if let Some(serial) = v.serial.as_deref().and_then(board_serial)
+                && let Some(others) = others_of(&dup_serials, &serial, &me)
+            {
+                v.failure = Some(Failure::DuplicateSerial { serial, others });
             }
             if v.passed() {
                 pv.verified += 1;
@@ -126,7 +174,12 @@ mod tests {
     use super::*;
 
     fn c<'a>(provider: &'a str, node: &'a str, uuid: &'a str) -> Claim<'a> {
-        Claim { provider, node, uuid }
+        Claim {
+            provider,
+            node,
+            uuid,
+            serial: None,
+        }
     }
 
     #[test]
@@ -149,5 +202,117 @@ mod tests {
             None,
             "one node repeating itself is one claim"
         );
+    }
+}
+
+#[cfg(test)]
+mod serial_tests {
+    use super::*;
+
+    fn verdict(uuid: &str, serial: Option<&str>) -> GpuVerdict {
+        GpuVerdict {
+            uuid: uuid.into(),
+            model: "NVIDIA H100 80GB HBM3".into(),
+            serial: serial.map(Into::into),
+            failure: None,
+        }
+    }
+
+    fn node(provider: &str, node: &str, gpus: &[(&str, Option<&str>)]) -> NodeVerdicts {
+        NodeVerdicts {
+            provider: provider.into(),
+            node: node.into(),
+            verdicts: gpus.iter().map(|(u, s)| verdict(u, *s)).collect(),
+        }
+    }
+
+    #[test]
+    fn one_board_on_two_nodes_flags_both_but_a_multi_gpu_board_on_one_node_does_not() {
+        let v = judge(&[
+            // Virtual GPUs of one card, each with its own UUID, on two providers' nodes.
+            node(
+                "honest",
+                "n1",
+                &[("GPU-1", Some("1650123456789")), ("GPU-2", Some("1650000000002"))],
+            ),
+            node("slicer", "v1", &[("GPU-vA", Some("1650123456789 "))]),
+            // A dual-GPU board: one serial, two GPUs, one node.
+            node(
+                "dual",
+                "n1",
+                &[("GPU-k1", Some("0324411")), ("GPU-k2", Some("0324411"))],
+            ),
+            // Placeholders are no serial.
+            node(
+                "consumer",
+                "a",
+                &[("GPU-c1", Some("N/A")), ("GPU-c2", Some("0000000000000"))],
+            ),
+            node("consumer", "b", &[("GPU-c3", Some("N/A")), ("GPU-c4", None)]),
+        ]);
+        let failures = |p: &str| -> Vec<(String, String)> {
+            v[p].failures
+                .iter()
+                .map(|(n, g)| {
+                    (
+                        format!("{n}/{}", g.uuid),
+                        g.failure.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            failures("honest"),
+            [(
+                "n1/GPU-1".to_owned(),
+                "board serial 1650123456789 also reported by slicer/v1".to_owned()
+            )]
+        );
+        assert_eq!(v["honest"].verified, 1);
+        assert_eq!(
+            failures("slicer"),
+            [(
+                "v1/GPU-vA".to_owned(),
+                "board serial 1650123456789 also reported by honest/n1".to_owned()
+            )]
+        );
+        assert!(failures("dual").is_empty());
+        assert_eq!(v["dual"].verified, 2);
+        assert!(failures("consumer").is_empty(), "{:?}", failures("consumer"));
+        assert_eq!(
+            v["slicer"].evidence_kinds(),
+            BTreeSet::from([crate::verify::EVIDENCE_DUPLICATE_GPU])
+        );
+    }
+
+    #[test]
+    fn a_duplicate_uuid_is_named_before_a_duplicate_serial() {
+        let v = judge(&[
+            node("a", "n1", &[("GPU-x", Some("S1"))]),
+            node("b", "n2", &[("GPU-x", Some("S1"))]),
+        ]);
+        let reason = |p: &str| v[p].failures[0].1.failure.as_ref().map(Failure::reason);
+        assert_eq!(
+            (reason("a"), reason("b")),
+            (Some("DuplicateUuid"), Some("DuplicateUuid"))
+        );
+    }
+
+    #[test]
+    fn placeholders_are_no_serial() {
+        for s in [
+            "",
+            "  ",
+            "N/A",
+            "[N/A]",
+            "not available",
+            "Unknown",
+            "0000",
+            "00-00",
+        ] {
+            assert_eq!(board_serial(s), None, "{s:?}");
+        }
+        assert_eq!(board_serial(" 1650123456789 ").as_deref(), Some("1650123456789"));
+        assert_eq!(board_serial("pcb-0324411").as_deref(), Some("PCB-0324411"));
     }
 }

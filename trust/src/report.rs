@@ -28,6 +28,11 @@ pub struct ReportGpu {
     pub memory_mib: u64,
     /// Compute capability, `MAJOR.MINOR`.
     pub compute_capability: String,
+    /// The board's serial number (NVML), where the board reports one (data-center boards
+    /// do, consumer cards do not). Absent from the signed JSON when `None`, so reports
+    /// without one keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 /// What a node claims.

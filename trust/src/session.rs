@@ -18,6 +18,9 @@ pub struct GpuClaim {
     pub uuid: String,
     /// Model.
     pub model: String,
+    /// Board serial number, where the board reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 /// The outcome for one GPU.
@@ -28,6 +31,9 @@ pub struct GpuVerdict {
     pub uuid: String,
     /// Claimed model.
     pub model: String,
+    /// Claimed board serial number, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
     /// `None` when it passed; else why not.
     pub failure: Option<Failure>,
 }
@@ -37,6 +43,7 @@ impl GpuVerdict {
         Self {
             uuid: claim.uuid.clone(),
             model: claim.model.clone(),
+            serial: claim.serial.clone(),
             failure,
         }
     }

@@ -28,6 +28,7 @@ fn claims(uuids: &[&str]) -> Vec<GpuClaim> {
         .map(|u| GpuClaim {
             uuid: (*u).into(),
             model: "NVIDIA-H100-80GB-HBM3".into(),
+            serial: None,
         })
         .collect()
 }
@@ -143,6 +144,7 @@ fn silence_times_out_and_no_band_means_no_challenge() {
     let other = vec![GpuClaim {
         uuid: "GPU-9".into(),
         model: "NVIDIA GeForce RTX 4090".into(),
+        serial: None,
     }];
     let no_band = start("n".into(), &other, &bands(), 0).unwrap_err();
     assert_eq!(no_band[0].failure.as_ref().map(Failure::reason), Some("NoBand"));

@@ -74,11 +74,20 @@ pub enum Failure {
         /// The other claimants (`provider/node`), comma separated.
         others: String,
     },
+    /// Another node or provider reports a GPU on the same board (serial number): one
+    /// physical card listed more than once, e.g. as virtual GPUs with UUIDs of their own.
+    #[error("board serial {serial} also reported by {others}")]
+    DuplicateSerial {
+        /// The serial number.
+        serial: String,
+        /// The other claimants (`provider/node`), comma separated.
+        others: String,
+    },
 }
 
 /// Evidence kinds (the Stake's spelling) a failure supports, if any.
 pub const EVIDENCE_FAILED_CHALLENGE: &str = "failed-challenge";
-/// A GPU UUID claimed twice.
+/// A GPU UUID (or board serial) claimed twice.
 pub const EVIDENCE_DUPLICATE_GPU: &str = "duplicate-gpu";
 
 impl Failure {
@@ -95,6 +104,7 @@ impl Failure {
             Self::BadOpening { .. } => "BadOpening",
             Self::WrongDigest { .. } => "WrongDigest",
             Self::DuplicateUuid { .. } => "DuplicateUuid",
+            Self::DuplicateSerial { .. } => "DuplicateSerial",
         }
     }
 
@@ -108,7 +118,7 @@ impl Failure {
             Self::WrongDigest { .. } | Self::BadOpening { .. } | Self::ImpossiblyFast { .. } => {
                 Some(EVIDENCE_FAILED_CHALLENGE)
             }
-            Self::DuplicateUuid { .. } => Some(EVIDENCE_DUPLICATE_GPU),
+            Self::DuplicateUuid { .. } | Self::DuplicateSerial { .. } => Some(EVIDENCE_DUPLICATE_GPU),
             _ => None,
         }
     }

@@ -1,8 +1,9 @@
 //! 1000 simulated providers run the whole challenge protocol against the hub's logic:
-//! honest ones, Sybil farms listing the same GPUs under several identities, nodes that
-//! return wrong results, skip work, or claim impossible timings.
-//! Pass: 0 dishonest providers verified, 100% of duplicated UUIDs flagged on every
-//! claimant, 0 honest providers flagged.
+//! honest ones, Sybil farms listing the same GPUs under several identities, slicers
+//! listing one card as several virtual GPUs with UUIDs of their own (the board serial
+//! repeats), nodes that return wrong results, skip work, or claim impossible timings.
+//! Pass: 0 dishonest providers verified, 100% of duplicated UUIDs and of board serials on
+//! two nodes flagged on every claimant, 0 honest providers flagged.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,9 @@ enum Kind {
     Honest,
     /// Shares its GPU UUIDs with the other members of its farm.
     Sybil,
+    /// Lists virtual GPUs of cards the slicers already listed: fresh UUIDs, the same
+    /// board serials.
+    Slicer,
     /// Commits random roots.
     WrongDigest,
     /// Computes only half the rows.
@@ -98,10 +102,14 @@ fn a_thousand_providers() {
     let mut nodes_out = Vec::new();
     let mut farm_uuids: Vec<String> = Vec::new();
     let mut uuid_claims: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut slicer_serials: Vec<String> = Vec::new();
+    // Serial → every provider/node reporting it.
+    let mut serial_claims: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for p in 0..1000u64 {
         let kind = match rng.below(100) {
             0..=59 => Kind::Honest,
-            60..=74 => Kind::Sybil,
+            60..=69 => Kind::Sybil,
+            70..=74 => Kind::Slicer,
             75..=84 => Kind::WrongDigest,
             85..=92 => Kind::Partial,
             _ => Kind::TooFast,
@@ -128,11 +136,35 @@ fn a_thousand_providers() {
             for u in &uuids {
                 uuid_claims.entry(u.clone()).or_default().insert(provider.clone());
             }
+            // Board serials: a quarter of the honest nodes have consumer cards (none, or
+            // a placeholder); a slicer mostly repeats a card the slicers already listed.
+            let serials: Vec<Option<String>> = (0..gpus)
+                .map(|g| match kind {
+                    Kind::Slicer if !slicer_serials.is_empty() && rng.below(2) == 0 => {
+                        Some(slicer_serials[rng.below(slicer_serials.len() as u64) as usize].clone())
+                    }
+                    Kind::Slicer => {
+                        let s = format!("16523{p:04}{n}{g}");
+                        slicer_serials.push(s.clone());
+                        Some(s)
+                    }
+                    _ if p % 4 == 0 => [None, Some("N/A".to_owned())][g % 2].clone(),
+                    _ => Some(format!("16501{p:04}{n}{g}")),
+                })
+                .collect();
+            for s in serials.iter().flatten().filter(|s| *s != "N/A") {
+                serial_claims
+                    .entry(s.clone())
+                    .or_default()
+                    .insert(format!("{provider}/{node}"));
+            }
             let claims: Vec<GpuClaim> = uuids
                 .iter()
-                .map(|u| GpuClaim {
+                .zip(&serials)
+                .map(|(u, serial)| GpuClaim {
                     uuid: u.clone(),
                     model: MODEL.into(),
+                    serial: serial.clone(),
                 })
                 .collect();
             let mut s = session::start(format!("nonce-{p}-{n}"), &claims, &bands, 0).unwrap();
@@ -191,7 +223,7 @@ fn a_thousand_providers() {
             }
             // A Sybil identity's GPUs that no other identity lists are real and may verify;
             // its shared ones are checked below (every claimant flagged).
-            Kind::Sybil => {}
+            Kind::Sybil | Kind::Slicer => {}
             _ if verdict.verified > 0 => dishonest_verified += 1,
             _ => {}
         }
@@ -228,6 +260,30 @@ fn a_thousand_providers() {
             flagged += 1;
         }
     }
+    // Every node reporting a board serial another node reports is flagged for it (or for
+    // a duplicated UUID on the same GPU, named first).
+    let dup_serials: Vec<_> = serial_claims.iter().filter(|(_, who)| who.len() > 1).collect();
+    let mut serials_flagged = 0;
+    for (serial, who) in &dup_serials {
+        for claimant in *who {
+            let (provider, node) = claimant.split_once('/').unwrap();
+            assert!(
+                judged[provider].failures.iter().any(|(n, g)| n == node
+                    && g.serial.as_deref() == Some(serial.as_str())
+                    && matches!(
+                        g.failure,
+                        Some(Failure::DuplicateSerial { .. } | Failure::DuplicateUuid { .. })
+                    )),
+                "{claimant} not flagged for board {serial}"
+            );
+            serials_flagged += 1;
+        }
+    }
+    assert!(
+        dup_serials.len() > 20 && serials_flagged > 40,
+        "{} {serials_flagged}",
+        dup_serials.len()
+    );
     assert_eq!(dishonest_verified, 0, "dishonest providers verified");
     assert_eq!(honest_flagged, 0, "honest providers flagged");
     assert!(
@@ -236,7 +292,9 @@ fn a_thousand_providers() {
         dup_uuids.len()
     );
     eprintln!(
-        "1000 providers: {honest} honest all verified; {} duplicated UUIDs, {flagged} claims flagged",
-        dup_uuids.len()
+        "1000 providers: {honest} honest all verified; {} duplicated UUIDs, {flagged} claims flagged; \
+         {} boards on several nodes, {serials_flagged} node claims flagged",
+        dup_uuids.len(),
+        dup_serials.len()
     );
 }

@@ -57,8 +57,8 @@ proptest! {
         uuids in proptest::collection::vec("GPU-[a-c]", 0..4),
     ) {
         let claims = vec![
-            GpuClaim { uuid: "GPU-a".into(), model: "M".into() },
-            GpuClaim { uuid: "GPU-b".into(), model: "M".into() },
+            GpuClaim { uuid: "GPU-a".into(), model: "M".into(), serial: None },
+            GpuClaim { uuid: "GPU-b".into(), model: "M".into(), serial: None },
         ];
         let mut s = session::start("nonce".into(), &claims, &bands(), 0).unwrap();
         let commits: Vec<GpuCommit> = roots

@@ -74,6 +74,7 @@ pub fn node_inventory(cluster: &str, node: &str, pool: &GpuPool) -> Inventory {
                 } else {
                     Vec::new()
                 },
+                serial: None,
             }
         })
         .collect();

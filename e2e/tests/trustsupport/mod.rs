@@ -80,6 +80,7 @@ pub fn fake_plugin(member: Client, honest: Arc<AtomicBool>) -> tokio::task::Join
                             model: MODEL.into(),
                             memory_mib: 81_559,
                             compute_capability: "9.0".into(),
+                            serial: None,
                         })
                         .collect(),
                     challenge,

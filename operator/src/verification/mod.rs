@@ -126,6 +126,7 @@ fn read_report(text: &str) -> Result<ReadReport, Failure> {
         .map(|g| GpuClaim {
             uuid: g.uuid.clone(),
             model: g.model.clone(),
+            serial: g.serial.clone(),
         })
         .collect();
     Ok((claims, v.report.simulated, v.report.challenge, signed.public_key))

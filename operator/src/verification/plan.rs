@@ -101,7 +101,7 @@ pub fn apply(
     failures.sort_by_key(|f| {
         !matches!(
             f.reason.as_str(),
-            "WrongDigest" | "BadOpening" | "ImpossiblyFast" | "DuplicateUuid"
+            "WrongDigest" | "BadOpening" | "ImpossiblyFast" | "DuplicateUuid" | "DuplicateSerial"
         )
     });
     failures.truncate(MAX_FAILURES);

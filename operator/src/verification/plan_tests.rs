@@ -8,6 +8,7 @@ fn verdict(uuid: &str, failure: Option<Failure>) -> (String, GpuVerdict) {
         GpuVerdict {
             uuid: uuid.into(),
             model: "M".into(),
+            serial: None,
             failure,
         },
     )

@@ -36,6 +36,17 @@ fn report(uuids: &[&str], req: Option<&ChallengeRequest>, honest: bool) -> Strin
 
 /// Like [`report`], signed by the key of seed `[key; 32]`.
 fn report_signed(uuids: &[&str], req: Option<&ChallengeRequest>, honest: bool, key: u8) -> String {
+    report_with_serials(uuids, &[], req, honest, key)
+}
+
+/// Like [`report_signed`], GPU `i` on the board `serials[i]` (none past the list).
+fn report_with_serials(
+    uuids: &[&str],
+    serials: &[&str],
+    req: Option<&ChallengeRequest>,
+    honest: bool,
+    key: u8,
+) -> String {
     let challenge = req.map(|r| {
         let gpus: Vec<Computed> = uuids
             .iter()
@@ -55,11 +66,13 @@ fn report_signed(uuids: &[&str], req: Option<&ChallengeRequest>, honest: bool, k
         simulated: false,
         gpus: uuids
             .iter()
-            .map(|u| ReportGpu {
+            .enumerate()
+            .map(|(i, u)| ReportGpu {
                 uuid: (*u).into(),
                 model: "NVIDIA H100 80GB HBM3".into(),
                 memory_mib: 81559,
                 compute_capability: "9.0".into(),
+                serial: serials.get(i).map(|s| (*s).to_owned()),
             })
             .collect(),
         challenge,
@@ -163,17 +176,52 @@ fn evidence_is_looked_up_again_only_after_the_cooldown() {
 }
 
 /// Drives one honest challenge to its verdict with reports signed by `key`.
-fn verify_with(v: &Verifier, key: u8, mut t: u64) -> u64 {
-    let uuids = ["GPU-1", "GPU-2"];
+fn verify_with(v: &Verifier, key: u8, t: u64) -> u64 {
+    verify_gpus(v, "p", &["GPU-1", "GPU-2"], &[], key, t)
+}
+
+/// Drives one honest challenge of `provider`'s node `n1`, its GPUs `uuids` on the boards
+/// `serials`, to its verdict.
+fn verify_gpus(v: &Verifier, provider: &str, uuids: &[&str], serials: &[&str], key: u8, mut t: u64) -> u64 {
     let mut member = BTreeMap::new();
     for _ in 0..4 {
-        let rep = report_signed(&uuids, member.get("n1"), true, key);
-        if let Some(desired) = v.step("p", &view(Some(rep), &member), t) {
+        let rep = report_with_serials(uuids, serials, member.get("n1"), true, key);
+        if let Some(desired) = v.step(provider, &view(Some(rep), &member), t) {
             member = desired;
         }
         t += 1_000;
     }
     t
+}
+
+#[test]
+fn one_board_reported_by_two_providers_verifies_for_neither() {
+    let v = Verifier::new(cfg());
+    // Each computes honestly, with UUIDs of its own; "slicer" reports a virtual GPU of
+    // the card behind "honest"'s GPU-1 (its board serial).
+    let t = verify_gpus(
+        &v,
+        "honest",
+        &["GPU-1", "GPU-2"],
+        &["1650123456789", "1650123456790"],
+        3,
+        1_000,
+    );
+    assert_eq!(v.verdict("honest", t).0.verified, 2, "unique so far");
+    let t = verify_gpus(&v, "slicer", &["GPU-v1"], &["1650123456789"], 4, t);
+    let (honest, _) = v.verdict("honest", t);
+    let (slicer, _) = v.verdict("slicer", t);
+    assert_eq!((honest.verified, slicer.verified), (1, 0));
+    let failure = |pv: &ProviderVerdict| pv.failures[0].1.failure.as_ref().map(ToString::to_string);
+    assert_eq!(
+        failure(&slicer).as_deref(),
+        Some("board serial 1650123456789 also reported by honest/n1")
+    );
+    assert_eq!(
+        failure(&honest).as_deref(),
+        Some("board serial 1650123456789 also reported by slicer/n1")
+    );
+    assert!(slicer.evidence_kinds().contains("duplicate-gpu"));
 }
 
 #[test]
