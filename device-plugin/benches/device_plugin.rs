@@ -200,8 +200,12 @@ fn nvml_poll_cost(secs: u64) {
         inv.gpus
             .iter()
             .map(|g| format!(
-                "{} {} {} MiB cc {}",
-                g.uuid, g.name, g.memory_mib, g.compute_capability
+                "{} {} {} MiB cc {} board serial {}",
+                g.uuid,
+                g.name,
+                g.memory_mib,
+                g.compute_capability,
+                g.serial.as_deref().unwrap_or("none")
             ))
             .collect::<Vec<_>>()
             .join("; ")
