@@ -5,7 +5,8 @@
 #
 # About 4 minutes on an H100/H200: unit tests (on a GPU machine their driver branches run:
 # NVML discovers a real inventory, CUDA lists devices by UUID), the challenge on every GPU
-# (50 runs of 4096x1024x4096, the first checked row by row against the CPU), the
+# (50 runs of 4096x1024x4096 in u32, then in f64, the first run of each checked row by
+# row against the CPU on all cores), the
 # device-plugin bench (Allocate, health latency, NVML discovery, 60 s of the NVML loop, and
 # the plugin on the NVML inventory against the fake kubelet: register, ListAndWatch,
 # Allocate, a refused second container, 5 s of NVML health).
@@ -37,19 +38,21 @@ grep -m1 -E "Driver Version" "$OUT/nvidia-smi.txt" | tee -a "$OUT/summary.txt"
 check cuda-tests "$B/cuda-lib-tests" --test-threads 1
 check device-plugin-tests "$B/device-plugin-lib-tests"
 check challenge-gpu env GPUFED_CHALLENGE_RUNS="${GPUFED_CHALLENGE_RUNS:-50}" "$B/bench-challenge-gpu" --bench
+check challenge-gpu-f64 env GPUFED_CHALLENGE_ARITH=f64 GPUFED_CHALLENGE_RUNS="${GPUFED_CHALLENGE_RUNS:-50}" "$B/bench-challenge-gpu" --bench
 check device-plugin-bench "$B/bench-device-plugin" --bench
 
 expect() { # file pattern what
     grep -qE "$2" "$OUT/$1" || { echo "NOT SEEN: $3" | tee -a "$OUT/summary.txt"; status=1; }
 }
 expect challenge-gpu.txt "rows equal the CPU reference" "the GPU's challenge result checked against the CPU"
+expect challenge-gpu-f64.txt "rows equal the CPU reference" "the GPU's f64 challenge result checked against the CPU"
 expect device-plugin-bench.txt "^NVML: [1-9]" "NVML discovering at least one GPU"
 expect device-plugin-bench.txt "^NVML poll cost: [0-9]" "the NVML loop's CPU cost"
 expect device-plugin-bench.txt "^NVML kubelet path: ok" "registration, ListAndWatch, Allocate and health on the NVML inventory"
 
 {
     echo "--- challenge"
-    grep -E "challenge_gpu:|rows equal|device time|model:|params:|KernelMicros" "$OUT/challenge-gpu.txt"
+    grep -hE "challenge_gpu:|rows equal|device time|floor|model:|params:|KernelMicros" "$OUT/challenge-gpu.txt" "$OUT/challenge-gpu-f64.txt"
     echo "--- NVML"
     grep -E "^NVML|^Allocate|ListAndWatch" "$OUT/device-plugin-bench.txt"
     echo "--- test results"

@@ -1,7 +1,7 @@
 //! gpufed's GPU executor for the hub's compute challenge (docs/trust.md).
 //!
-//! The challenge workload is an integer matrix product whose inputs come from a
-//! nonce-seeded stream (`gpufed_trust::workload`). This crate runs it on an NVIDIA GPU
+//! The challenge workload is a matrix product (wrapping u32, or in-order binary64 fused
+//! multiply-adds) whose inputs come from a nonce-seeded stream (`gpufed_trust::workload`). This crate runs it on an NVIDIA GPU
 //! through the CUDA **driver** API, loaded at run time (`libcuda.so.1` comes with the
 //! driver, so a node needs no toolkit and the binary still starts where there is none).
 //! It returns C and the device time; hashing rows, committing and opening stay in the
@@ -114,11 +114,12 @@ impl Geometry {
     }
 }
 
-/// What one run produced.
+/// What one run produced: `Product<u32>` for a `u32` challenge, `Product<u64>` (binary64
+/// bit patterns) for an `f64` one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Product {
+pub struct Product<T = u32> {
     /// C, row-major (`rows × cols`).
-    pub c: Vec<u32>,
+    pub c: Vec<T>,
     /// Device time of both kernels.
     pub device_time: Duration,
 }
@@ -128,8 +129,35 @@ pub struct Gpu {
     uuid: String,
     name: String,
     stream: Arc<CudaStream>,
+    u32_kernels: Kernels,
+    f64_kernels: Kernels,
+}
+
+/// One arithmetic's pair of kernels.
+struct Kernels {
     generate: CudaFunction,
     matmul: CudaFunction,
+    /// Bytes per element the pair reads and writes.
+    element_bytes: usize,
+}
+
+impl Kernels {
+    fn load(
+        module: &Arc<cudarc::driver::CudaModule>,
+        generator: &str,
+        matmul: &str,
+        element_bytes: usize,
+    ) -> Result<Self, CudaError> {
+        Ok(Self {
+            element_bytes,
+            generate: module
+                .load_function(generator)
+                .map_err(driver("finding a generator kernel"))?,
+            matmul: module
+                .load_function(matmul)
+                .map_err(driver("finding a product kernel"))?,
+        })
+    }
 }
 
 impl std::fmt::Debug for Gpu {
@@ -187,12 +215,8 @@ impl Gpu {
             uuid: nvml_uuid(&bytes),
             name,
             stream: ctx.default_stream(),
-            generate: module
-                .load_function(ptx::GEN)
-                .map_err(driver("finding gpufed_gen"))?,
-            matmul: module
-                .load_function(ptx::MATMUL)
-                .map_err(driver("finding gpufed_matmul"))?,
+            u32_kernels: Kernels::load(&module, ptx::GEN, ptx::MATMUL, 4)?,
+            f64_kernels: Kernels::load(&module, ptx::GEN_F64, ptx::MATMUL_F64, 8)?,
         })
     }
 
@@ -207,7 +231,8 @@ impl Gpu {
     }
 
     /// Generates A (`rows × depth`, seed `seed_a`) and B (`depth × cols`, seed `seed_b`)
-    /// on the device and multiplies them. Blocks until the result is on the host.
+    /// on the device and multiplies them, in wrapping u32 arithmetic. Blocks until the
+    /// result is on the host.
     pub fn product(
         &self,
         seed_a: u64,
@@ -215,15 +240,48 @@ impl Gpu {
         rows: u32,
         depth: u32,
         cols: u32,
-    ) -> Result<Product, CudaError> {
+    ) -> Result<Product<u32>, CudaError> {
+        self.run(&self.u32_kernels, [seed_a, seed_b], [rows, depth, cols])
+    }
+
+    /// The same in binary64: in-order fused multiply-adds; C comes back as bit patterns.
+    pub fn product_f64(
+        &self,
+        seed_a: u64,
+        seed_b: u64,
+        rows: u32,
+        depth: u32,
+        cols: u32,
+    ) -> Result<Product<u64>, CudaError> {
+        // The f64 kernels read and write 8-byte words; u64 buffers hold them bit for bit.
+        self.run(&self.f64_kernels, [seed_a, seed_b], [rows, depth, cols])
+    }
+
+    fn run<T>(
+        &self,
+        kernels: &Kernels,
+        [seed_a, seed_b]: [u64; 2],
+        [rows, depth, cols]: [u32; 3],
+    ) -> Result<Product<T>, CudaError>
+    where
+        T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Default + Clone + Unpin,
+    {
+        // The launches below are sound only when T is the size the kernels write.
+        if std::mem::size_of::<T>() != kernels.element_bytes {
+            return Err(CudaError::Shape(format!(
+                "{}-byte buffers for kernels of {}-byte elements",
+                std::mem::size_of::<T>(),
+                kernels.element_bytes
+            )));
+        }
         let geo = Geometry::for_shape(rows, depth, cols)?;
         let len = |x: u32, y: u32| u64::from(x) * u64::from(y);
         let (na, nb, nc) = (len(rows, depth), len(depth, cols), len(rows, cols));
         let size = |n: u64| usize::try_from(n).map_err(|_| CudaError::Shape(format!("{n} elements")));
         let s = &self.stream;
-        let mut a = s.alloc_zeros::<u32>(size(na)?).map_err(driver("allocating A"))?;
-        let mut b = s.alloc_zeros::<u32>(size(nb)?).map_err(driver("allocating B"))?;
-        let mut c = s.alloc_zeros::<u32>(size(nc)?).map_err(driver("allocating C"))?;
+        let mut a = s.alloc_zeros::<T>(size(na)?).map_err(driver("allocating A"))?;
+        let mut b = s.alloc_zeros::<T>(size(nb)?).map_err(driver("allocating B"))?;
+        let mut c = s.alloc_zeros::<T>(size(nc)?).map_err(driver("allocating C"))?;
         let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
         let start = s.record_event(timing).map_err(driver("recording the start"))?;
         for (out, seed, n) in [(&mut a, seed_a, na), (&mut b, seed_b, nb)] {
@@ -232,10 +290,11 @@ impl Gpu {
                 block_dim: (geo.gen_block, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let mut launch = s.launch_builder(&self.generate);
+            let mut launch = s.launch_builder(&kernels.generate);
             launch.arg(out).arg(&seed).arg(&n);
-            // SAFETY: gpufed_gen(u32* out, u64 seed, u64 n) writes out[0..n), and `out`
-            // holds exactly n u32s (allocated above from the same n).
+            // SAFETY: gpufed_gen(T* out, u64 seed, u64 n) writes out[0..n) in elements of
+            // T's size (the kernel pair is chosen with T), and `out` holds exactly n of
+            // them (allocated above from the same n).
             #[allow(unsafe_code)]
             unsafe { launch.launch(cfg) }.map_err(driver("launching gpufed_gen"))?;
         }
@@ -244,7 +303,7 @@ impl Gpu {
             block_dim: (geo.mm_block.0, geo.mm_block.1, 1),
             shared_mem_bytes: 0,
         };
-        let mut launch = s.launch_builder(&self.matmul);
+        let mut launch = s.launch_builder(&kernels.matmul);
         launch
             .arg(&a)
             .arg(&b)
@@ -253,8 +312,9 @@ impl Gpu {
             .arg(&depth)
             .arg(&cols);
         // SAFETY: gpufed_matmul(a, b, c, rows, depth, cols) reads a[0..rows·depth) and
-        // b[0..depth·cols), writes c[0..rows·cols), and skips threads outside rows × cols;
-        // the buffers were allocated with exactly those lengths.
+        // b[0..depth·cols), writes c[0..rows·cols), in elements of T's size, and skips
+        // threads outside rows × cols; the buffers were allocated with exactly those
+        // lengths.
         #[allow(unsafe_code)]
         unsafe { launch.launch(cfg) }.map_err(driver("launching gpufed_matmul"))?;
         let end = s.record_event(timing).map_err(driver("recording the end"))?;

@@ -19,7 +19,7 @@ fn ptxas() -> PathBuf {
 }
 
 #[test]
-fn ptxas_assembles_both_kernels_for_every_target_without_warnings() {
+fn ptxas_assembles_every_kernel_for_every_target_without_warnings() {
     let ptxas = ptxas();
     assert!(
         ptxas.is_file(),
@@ -45,7 +45,8 @@ fn ptxas_assembles_both_kernels_for_every_target_without_warnings() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "ptxas -arch={arch} failed:\n{log}");
-        for kernel in [gpufed_cuda::ptx::GEN, gpufed_cuda::ptx::MATMUL] {
+        use gpufed_cuda::ptx::{GEN, GEN_F64, MATMUL, MATMUL_F64};
+        for kernel in [GEN, MATMUL, GEN_F64, MATMUL_F64] {
             assert!(
                 log.contains(&format!("Compiling entry function '{kernel}'")),
                 "{arch}: {kernel} not compiled:\n{log}"
@@ -63,18 +64,25 @@ fn ptxas_assembles_both_kernels_for_every_target_without_warnings() {
 fn ptxas_rejects_a_broken_module_so_the_check_above_can_fail() {
     let ptxas = ptxas();
     assert!(ptxas.is_file(), "{} not found: run `make ptxas`", ptxas.display());
+    // A 64-bit register in a u32 mad; a 32-bit one in an f64 fma.
+    for broken in [
+        gpufed_cuda::ptx::source().replace("mad.lo.u32 %r9", "mad.lo.u32 %rd9"),
+        gpufed_cuda::ptx::source().replace("fma.rn.f64 %fd1, %fd2", "fma.rn.f64 %fd1, %r2"),
+    ] {
+        assert_ne!(broken, gpufed_cuda::ptx::source());
+        assert_broken(&ptxas, &broken);
+    }
+}
+
+fn assert_broken(ptxas: &std::path::Path, broken: &str) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("broken.ptx");
-    let broken = gpufed_cuda::ptx::source().replace("mad.lo.u32 %r9", "mad.lo.u32 %rd9");
     std::fs::write(&src, broken).unwrap();
-    let out = Command::new(&ptxas)
+    let out = Command::new(ptxas)
         .args(["-arch=sm_90", "-o"])
         .arg(dir.path().join("broken.cubin"))
         .arg(&src)
         .output()
         .unwrap();
-    assert!(
-        !out.status.success(),
-        "a 64-bit register in a u32 mad must not assemble"
-    );
+    assert!(!out.status.success(), "a mistyped register must not assemble");
 }

@@ -4,15 +4,16 @@
 //!
 //! Run: `cargo bench -p gpufed-device-plugin --bench challenge_gpu`
 //! (`GPUFED_CHALLENGE_SHAPE=ROWSxDEPTHxCOLS`, default `4096x1024x4096`;
-//! `GPUFED_CHALLENGE_RUNS`, default 50). On a machine without the CUDA driver it says so
-//! and measures nothing; under `cargo test --all-targets` it runs 2 runs of a small shape.
+//! `GPUFED_CHALLENGE_ARITH=u32|f64`, default `u32`; `GPUFED_CHALLENGE_RUNS`, default 50).
+//! On a machine without the CUDA driver it says so and measures nothing; under
+//! `cargo test --all-targets` it runs 2 runs of a small shape.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use gpufed_device_plugin::cuda::CudaRunner;
 use gpufed_device_plugin::executor::{DeviceRunner, Executor, self_check};
-use gpufed_trust::workload::{self, Params};
+use gpufed_trust::workload::{self, Arith, Params};
 
 fn shape(bench: bool) -> Params {
     let text = std::env::var("GPUFED_CHALLENGE_SHAPE")
@@ -26,11 +27,14 @@ fn shape(bench: bool) -> Params {
         3,
         "GPUFED_CHALLENGE_SHAPE: ROWSxDEPTHxCOLS, got {text}"
     );
+    let arith = match std::env::var("GPUFED_CHALLENGE_ARITH").as_deref() {
+        Ok("f64") => Arith::F64,
+        Ok("u32") | Err(_) => Arith::U32,
+        Ok(other) => panic!("GPUFED_CHALLENGE_ARITH: u32 or f64, got {other}"),
+    };
     let p = Params {
-        rows: dims[0],
-        depth: dims[1],
-        cols: dims[2],
-        samples: 24.min(dims[0]),
+        arith,
+        ..Params::u32(dims[0], dims[1], dims[2], 24.min(dims[0]))
     };
     p.validate().expect("GPUFED_CHALLENGE_SHAPE");
     p
@@ -55,11 +59,12 @@ fn main() {
     };
     let uuids = gpufed_cuda::Gpu::uuids().expect("listing CUDA devices");
     println!(
-        "challenge_gpu: {} GPU(s); shape {}x{}x{} ({} multiply-adds), {runs} runs each",
+        "challenge_gpu: {} GPU(s); shape {}x{}x{} {} ({} multiply-adds), {runs} runs each",
         uuids.len(),
         p.rows,
         p.depth,
         p.cols,
+        p.arith.as_str(),
         p.node_ops()
     );
     for uuid in &uuids {
@@ -82,10 +87,10 @@ fn main() {
             let product_time = t.elapsed();
             self_check(&p, &seeds, &out.c).expect("self-check against the CPU reference");
             if run == 0 && full {
-                let cpu = workload::all_leaves(&p, &seeds);
+                let cpu = all_leaves_parallel(&p, &seeds);
                 let gpu: Vec<_> = out
                     .c
-                    .chunks_exact(p.cols as usize)
+                    .rows(p.cols as usize)
                     .zip(0..p.rows)
                     .map(|(row, i)| workload::leaf(i, row))
                     .collect();
@@ -119,20 +124,46 @@ fn main() {
         let peak = std::env::var("GPUFED_PEAK_MACS_PER_SEC")
             .ok()
             .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(gpufed_trust::bands::H100_PEAK_U32_MACS_PER_SEC);
+            .unwrap_or_else(|| gpufed_trust::bands::h100_peak(p.arith));
         let floor = gpufed_trust::bands::physical_floor_micros(&p, peak);
         println!(
-            "  our kernel vs the physical floor ({peak:.3e} u32 MAC/s, GPUFED_PEAK_MACS_PER_SEC): {:.1}x",
+            "  our kernel vs the physical floor ({peak:.3e} {} MAC/s, GPUFED_PEAK_MACS_PER_SEC): {:.1}x",
+            p.arith.as_str(),
             fast.as_micros() as f64 / floor.max(1) as f64
         );
         println!(
-            "  suggested band (idle only — repeat under load before adopting):\n  - model: {name}\n    params: {{rows: {}, depth: {}, cols: {}, samples: {}}}\n    minKernelMicros: {}\n    maxKernelMicros: {}",
+            "  suggested band (idle only — repeat under load before adopting):\n  - model: {name}\n    params: {{rows: {}, depth: {}, cols: {}, samples: {}, arith: {}}}\n    minKernelMicros: {}\n    maxKernelMicros: {}",
             p.rows,
             p.depth,
             p.cols,
             p.samples,
+            p.arith.as_str(),
             floor.max(1),
             (slow.as_micros() as f64 * 1.5) as u64
         );
     }
+}
+
+/// Every row's leaf on the CPU, on all cores (the GPU machine has 16; a 4096x1024x4096
+/// f64 check is about 1.7e10 fused multiply-adds).
+fn all_leaves_parallel(p: &Params, seeds: &workload::Seeds) -> Vec<gpufed_trust::Hash32> {
+    let b = workload::matrix_b(p, seeds);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let chunk = p.rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                let b = &b;
+                scope.spawn(move || {
+                    let rows = t * chunk..((t + 1) * chunk).min(p.rows);
+                    rows.map(|i| workload::leaf(i, workload::row(p, seeds, b, i).as_row()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("a CPU reference thread"))
+            .collect()
+    })
 }

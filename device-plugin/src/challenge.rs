@@ -101,12 +101,7 @@ mod tests {
     fn req(nonce: &str, seed: Option<&str>) -> ChallengeRequest {
         ChallengeRequest {
             nonce: nonce.into(),
-            params: Params {
-                rows: 8,
-                depth: 4,
-                cols: 4,
-                samples: 3,
-            },
+            params: Params::u32(8, 4, 4, 3),
             open_seed: seed.map(str::to_owned),
         }
     }
@@ -142,7 +137,7 @@ mod tests {
         ) -> Result<crate::executor::DeviceProduct, String> {
             let mut c = gpufed_trust::workload::product(p, &seeds);
             if uuid == "GPU-bad" {
-                c[0] = c[0].wrapping_add(1);
+                crate::executor::flip_low_bit(&mut c, 0);
             }
             Ok(crate::executor::DeviceProduct { c, device_micros: 77 })
         }
@@ -171,12 +166,7 @@ mod tests {
         );
         let mut sim = Challenger::new(Executor::Cpu, vec!["GPU-a".into()]);
         let mut big = req("n1", None);
-        big.params = Params {
-            rows: 65536,
-            depth: 65536,
-            cols: 65536,
-            samples: 3,
-        };
+        big.params = Params::u32(65536, 65536, 65536, 3);
         assert_eq!(sim.answer(Some(&big)), None);
     }
 }

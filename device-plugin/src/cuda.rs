@@ -1,7 +1,7 @@
 //! The CUDA executor ([`gpufed_cuda`]) behind [`DeviceRunner`], and the choice of this
 //! node's executor.
 
-use gpufed_trust::workload::{Params, Seeds};
+use gpufed_trust::workload::{Arith, Cells, Params, Seeds};
 
 use crate::executor::{DeviceProduct, DeviceRunner, Executor};
 
@@ -13,12 +13,18 @@ pub struct CudaRunner;
 impl DeviceRunner for CudaRunner {
     fn product(&mut self, uuid: &str, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
         let gpu = gpufed_cuda::Gpu::by_uuid(uuid).map_err(|e| e.to_string())?;
-        let out = gpu
-            .product(seeds.a, seeds.b, p.rows, p.depth, p.cols)
-            .map_err(|e| e.to_string())?;
+        let (c, time) = match p.arith {
+            Arith::U32 => gpu
+                .product(seeds.a, seeds.b, p.rows, p.depth, p.cols)
+                .map(|out| (Cells::U32(out.c), out.device_time)),
+            Arith::F64 => gpu
+                .product_f64(seeds.a, seeds.b, p.rows, p.depth, p.cols)
+                .map(|out| (Cells::F64(out.c), out.device_time)),
+        }
+        .map_err(|e| e.to_string())?;
         Ok(DeviceProduct {
-            c: out.c,
-            device_micros: u64::try_from(out.device_time.as_micros()).unwrap_or(u64::MAX),
+            c,
+            device_micros: u64::try_from(time.as_micros()).unwrap_or(u64::MAX),
         })
     }
 }

@@ -10,21 +10,21 @@
 use std::time::Instant;
 
 use gpufed_trust::Computed;
-use gpufed_trust::workload::{self, Params, Seeds};
+use gpufed_trust::workload::{self, Cells, Params, Seeds};
 
 /// Largest workload (multiply-adds) the CPU reference executor takes on.
 pub const CPU_MAX_OPS: u64 = 1 << 30;
-/// Largest matrix (elements) the device path takes on: C comes back to the host (4 bytes
-/// an element) and A, B and C share the card with the jobs running on it.
-pub const DEVICE_MAX_ELEMENTS: u64 = 1 << 28;
+/// Largest matrix (bytes) the device path takes on: C comes back to the host, and A, B and
+/// C share the card with the jobs running on it.
+pub const DEVICE_MAX_BYTES: u64 = 1 << 30;
 /// Rows of a device's result the node recomputes on its CPU before answering.
 pub const SELF_CHECK_ROWS: u32 = 8;
 
 /// What a device computed for one GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceProduct {
-    /// C, row-major (`rows × cols`).
-    pub c: Vec<u32>,
+    /// C, row-major (`rows × cols`), in the challenge's arithmetic.
+    pub c: Cells,
     /// Device time of the workload, microseconds.
     pub device_micros: u64,
 }
@@ -80,10 +80,9 @@ impl Executor {
                 let seeds = workload::seeds(nonce, uuid);
                 let out = runner.product(uuid, seeds, p)?;
                 self_check(p, &seeds, &out.c)?;
-                let cols = p.cols as usize;
                 let leaves = out
                     .c
-                    .chunks_exact(cols)
+                    .rows(p.cols as usize)
                     .zip(0..p.rows)
                     .map(|(row, i)| workload::leaf(i, row))
                     .collect();
@@ -96,15 +95,15 @@ impl Executor {
 
 /// Whether every matrix of the shape fits the device path's limit.
 fn fits_device(p: &Params) -> Result<(), String> {
-    let len = |x: u32, y: u32| u64::from(x) * u64::from(y);
+    let len = |x: u32, y: u32| u64::from(x) * u64::from(y) * p.arith.element_bytes();
     for (name, n) in [
         ("A", len(p.rows, p.depth)),
         ("B", len(p.depth, p.cols)),
         ("C", len(p.rows, p.cols)),
     ] {
-        if n > DEVICE_MAX_ELEMENTS {
+        if n > DEVICE_MAX_BYTES {
             return Err(format!(
-                "matrix {name} would hold {n} elements, more than the device executor's {DEVICE_MAX_ELEMENTS}"
+                "matrix {name} would take {n} bytes, more than the device executor's {DEVICE_MAX_BYTES}"
             ));
         }
     }
@@ -128,8 +127,16 @@ pub fn self_check_rows(p: &Params, seeds: &Seeds) -> Vec<u32> {
     rows
 }
 
-/// Checks a device's C: its size, and [`self_check_rows`] recomputed on the CPU.
-pub fn self_check(p: &Params, seeds: &Seeds, c: &[u32]) -> Result<(), String> {
+/// Checks a device's C: its arithmetic, its size, and [`self_check_rows`] recomputed on
+/// the CPU.
+pub fn self_check(p: &Params, seeds: &Seeds, c: &Cells) -> Result<(), String> {
+    if c.arith() != p.arith {
+        return Err(format!(
+            "the device returned {} cells for a {} challenge",
+            c.arith().as_str(),
+            p.arith.as_str()
+        ));
+    }
     let want = u64::from(p.rows) * u64::from(p.cols);
     if c.len() as u64 != want {
         return Err(format!(
@@ -140,14 +147,22 @@ pub fn self_check(p: &Params, seeds: &Seeds, c: &[u32]) -> Result<(), String> {
     let b = workload::matrix_b(p, seeds);
     let cols = p.cols as usize;
     for i in self_check_rows(p, seeds) {
-        let start = i as usize * cols;
-        if c[start..start + cols] != workload::row(p, seeds, &b, i)[..] {
+        if c.row(cols, i as usize) != Some(workload::row(p, seeds, &b, i).as_row()) {
             return Err(format!(
                 "row {i} of the device's result differs from the CPU reference: this GPU computes wrongly, not answering"
             ));
         }
     }
     Ok(())
+}
+
+/// Flips the low bit of cell `k`: a device's computing error, for tests.
+#[cfg(test)]
+pub(crate) fn flip_low_bit(c: &mut Cells, k: usize) {
+    match c {
+        Cells::U32(v) => v[k] ^= 1,
+        Cells::F64(v) => v[k] ^= 1,
+    }
 }
 
 #[cfg(test)]

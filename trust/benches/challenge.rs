@@ -10,32 +10,31 @@ use std::time::Instant;
 use gpufed_trust::Params;
 use gpufed_trust::protocol::{ChallengeRequest, Computed};
 use gpufed_trust::verify::check_opening;
+use gpufed_trust::workload::Arith;
 
 fn main() {
+    // Each shape in both arithmetics, in the same run (u32 vectorizes on a CPU; binary64
+    // fused multiply-adds are one libm `fma` call each where the build does not assume
+    // the FMA instruction).
     let shapes = [
-        Params {
-            rows: 256,
-            depth: 256,
-            cols: 256,
-            samples: 24,
-        },
-        Params {
-            rows: 1024,
-            depth: 256,
-            cols: 1024,
-            samples: 24,
-        },
-        Params {
-            rows: 2048,
-            depth: 512,
-            cols: 2048,
-            samples: 24,
-        },
-    ];
+        Params::u32(256, 256, 256, 24),
+        Params::u32(1024, 256, 1024, 24),
+        Params::u32(2048, 512, 2048, 24),
+    ]
+    .into_iter()
+    .flat_map(|p| {
+        [
+            p,
+            Params {
+                arith: Arith::F64,
+                ..p
+            },
+        ]
+    });
     println!(
-        "| rows×depth×cols | samples | node ops | hub ops | CPU node (full workload) | hub check | node/hub time |"
+        "| rows×depth×cols | arith | samples | node ops | hub ops | CPU node (full workload) | hub check | node/hub time |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for p in shapes {
         let req = ChallengeRequest {
             nonce: "bench-nonce".into(),
@@ -54,10 +53,11 @@ fn main() {
         }
         let hub = t.elapsed() / runs;
         println!(
-            "| {}×{}×{} | {} | {:.2e} | {:.2e} | {:.3} s | {:.2} ms | {:.0}× |",
+            "| {}×{}×{} | {} | {} | {:.2e} | {:.2e} | {:.3} s | {:.2} ms | {:.0}× |",
             p.rows,
             p.depth,
             p.cols,
+            p.arith.as_str(),
             p.samples,
             p.node_ops() as f64,
             p.hub_ops() as f64,

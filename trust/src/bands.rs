@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::workload::Params;
+use crate::workload::{Arith, Params};
 
 /// One model's band.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +86,8 @@ impl Bands {
 }
 
 /// The fastest any implementation could compute `params` on a card that performs at most
-/// `macs_per_sec` wrapping 32-bit multiply-adds per second, in microseconds (rounded down).
+/// `macs_per_sec` multiply-adds of the challenge's arithmetic per second (wrapping u32, or
+/// fused binary64), in microseconds (rounded down).
 ///
 /// A band's minimum must be *physically* impossible to beat, not merely faster than our
 /// kernel: ours is a plain one-thread-per-element kernel, and a provider running a better
@@ -107,6 +108,20 @@ pub fn physical_floor_micros(params: &Params, macs_per_sec: f64) -> u64 {
 /// 132 SMs × 64 lanes × 1.98 GHz ≈ 1.7 × 10¹³ IMAD/s, six times slower.)
 pub const H100_PEAK_U32_MACS_PER_SEC: f64 = 989.5e12 / 10.0;
 
+/// H100 SXM's fastest path for binary64 fused multiply-adds, per second: 67 × 10¹² FP64
+/// tensor-core FLOP/s, two FLOPs a multiply-add. (The plain FP64 path is half of that. No
+/// lower-precision path gives the same bits: see `gpufed_trust::workload`.)
+pub const H100_PEAK_F64_FMAS_PER_SEC: f64 = 67e12 / 2.0;
+
+/// The H100 SXM's fastest path for the challenge's arithmetic (what the calibration bench
+/// uses when `GPUFED_PEAK_MACS_PER_SEC` is not set).
+pub fn h100_peak(arith: Arith) -> f64 {
+    match arith {
+        Arith::U32 => H100_PEAK_U32_MACS_PER_SEC,
+        Arith::F64 => H100_PEAK_F64_FMAS_PER_SEC,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -115,12 +130,7 @@ mod tests {
     fn band(model: &str, min: u64, max: u64) -> Band {
         Band {
             model: model.into(),
-            params: Params {
-                rows: 64,
-                depth: 64,
-                cols: 64,
-                samples: 8,
-            },
+            params: Params::u32(64, 64, 64, 8),
             min_kernel_micros: min,
             max_kernel_micros: max,
             round_trip_slack_ms: 1000,
@@ -129,12 +139,7 @@ mod tests {
 
     #[test]
     fn the_floor_is_the_work_over_the_peak_rate() {
-        let p = Params {
-            rows: 4096,
-            depth: 1024,
-            cols: 4096,
-            samples: 24,
-        };
+        let p = Params::u32(4096, 1024, 4096, 24);
         // 2^34 multiply-adds at 9.895e13/s: 173.6 µs.
         assert_eq!(physical_floor_micros(&p, H100_PEAK_U32_MACS_PER_SEC), 173);
         // Twice the rate, half the floor; no or nonsense rate, no floor.
@@ -142,6 +147,13 @@ mod tests {
         assert_eq!(physical_floor_micros(&p, 0.0), 0);
         assert_eq!(physical_floor_micros(&p, f64::NAN), 0);
         assert_eq!(physical_floor_micros(&p, -1.0), 0);
+        // The same shape in binary64: 2^34 fused multiply-adds at 3.35e13/s: 512.8 µs.
+        let f = Params {
+            arith: Arith::F64,
+            ..p
+        };
+        assert_eq!(physical_floor_micros(&f, h100_peak(f.arith)), 512);
+        assert_eq!(h100_peak(Arith::U32), H100_PEAK_U32_MACS_PER_SEC);
     }
 
     #[test]

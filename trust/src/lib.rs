@@ -26,6 +26,8 @@ pub mod verify;
 pub mod workload;
 
 pub use bands::{Band, Bands};
+/// The hash of a row leaf and of a commitment (the settlement crate's).
+pub use gpufed_settlement::hash::Hash32;
 pub use protocol::{ChallengeAnswer, ChallengeRequest, Computed};
 pub use session::{GpuClaim, GpuVerdict, NodeView, Session, Step};
 pub use verify::Failure;

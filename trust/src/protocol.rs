@@ -16,7 +16,7 @@ use gpufed_settlement::hash::{Hash32, sha256};
 use gpufed_settlement::merkle::{MerkleProof, MerkleTree};
 use serde::{Deserialize, Serialize};
 
-use crate::workload::{self, Params};
+use crate::workload::{self, Arith, Params};
 
 const SAMPLE_DOMAIN: &[u8] = b"gpufed-challenge-sample-v1";
 
@@ -61,6 +61,11 @@ pub struct GpuOpening {
 pub struct ChallengeAnswer {
     /// The nonce answered.
     pub nonce: String,
+    /// The arithmetic the node computed in (absent: `u32`). The hub compares it with what
+    /// it asked for, so a device plugin that predates `f64` challenges, and computes the
+    /// `u32` workload for one, is seen as not answering rather than as answering wrongly.
+    #[serde(default, skip_serializing_if = "Arith::is_u32")]
+    pub arith: Arith,
     /// Commitments, one per GPU.
     #[serde(default)]
     pub commits: Vec<GpuCommit>,
@@ -151,6 +156,7 @@ impl Computed {
 pub fn answer(req: &ChallengeRequest, computed: &[Computed]) -> ChallengeAnswer {
     ChallengeAnswer {
         nonce: req.nonce.clone(),
+        arith: req.params.arith,
         commits: computed.iter().map(Computed::commit).collect(),
         open_seed: req.open_seed.clone(),
         openings: req
@@ -166,12 +172,7 @@ pub fn answer(req: &ChallengeRequest, computed: &[Computed]) -> ChallengeAnswer 
 mod tests {
     use super::*;
 
-    const P: Params = Params {
-        rows: 16,
-        depth: 4,
-        cols: 4,
-        samples: 5,
-    };
+    const P: Params = Params::u32(16, 4, 4, 5);
 
     #[test]
     fn samples_are_distinct_in_range_and_seed_dependent() {

@@ -147,6 +147,23 @@ impl Session {
         } = node;
         let answer = answer.filter(|a| a.nonce == self.request.nonce);
         if let Some(a) = answer {
+            if a.arith != self.request.params.arith && !a.commits.is_empty() {
+                // Not evidence: an honest node whose plugin predates this arithmetic
+                // computes the other workload, and its digests would all be "wrong".
+                let f = Failure::NotAnswered {
+                    detail: format!(
+                        "the node computed the {} workload, the challenge asked for {} (a device plugin older than the hub?)",
+                        a.arith.as_str(),
+                        self.request.params.arith.as_str()
+                    ),
+                };
+                return Step::Done(
+                    claims
+                        .iter()
+                        .map(|c| GpuVerdict::new(c, Some(f.clone())))
+                        .collect(),
+                );
+            }
             match &self.committed {
                 None if !a.commits.is_empty() => {
                     self.committed = Some(Committed {

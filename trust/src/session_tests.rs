@@ -3,18 +3,17 @@ use crate::bands::Band;
 use crate::protocol::{Computed, answer};
 use crate::workload::Params;
 
-const P: Params = Params {
-    rows: 16,
-    depth: 8,
-    cols: 8,
-    samples: 4,
-};
+const P: Params = Params::u32(16, 8, 8, 4);
 
 fn bands() -> Bands {
+    bands_for(P)
+}
+
+fn bands_for(params: Params) -> Bands {
     Bands {
         bands: vec![Band {
             model: "NVIDIA H100 80GB HBM3".into(),
-            params: P,
+            params,
             min_kernel_micros: 100,
             max_kernel_micros: 5_000,
             round_trip_slack_ms: 1_000,
@@ -35,26 +34,35 @@ fn claims(uuids: &[&str]) -> Vec<GpuClaim> {
 
 /// Runs a session against a node that answers with `node` (given the request it saw).
 fn run(simulated: bool, node: impl Fn(&ChallengeRequest) -> ChallengeAnswer) -> Vec<GpuVerdict> {
+    run_in(&bands(), simulated, node)
+}
+
+fn run_in(
+    bands: &Bands,
+    simulated: bool,
+    node: impl Fn(&ChallengeRequest) -> ChallengeAnswer,
+) -> Vec<GpuVerdict> {
+    let bands = || bands;
     let cl = claims(&["GPU-1", "GPU-2"]);
-    let mut s = start("n-1".into(), &cl, &bands(), 1_000).unwrap();
+    let mut s = start("n-1".into(), &cl, bands(), 1_000).unwrap();
     let view = |a| NodeView {
         claims: &cl,
         simulated,
         answer: a,
     };
-    assert_eq!(s.advance(view(None), &bands(), "seed", 1_500, 60_000), Step::Wait);
+    assert_eq!(s.advance(view(None), bands(), "seed", 1_500, 60_000), Step::Wait);
     let first = node(&s.request);
-    let Step::Open(req) = s.advance(view(Some(&first)), &bands(), "seed", 2_000, 60_000) else {
+    let Step::Open(req) = s.advance(view(Some(&first)), bands(), "seed", 2_000, 60_000) else {
         panic!("expected the hub to open after the commitment");
     };
     assert_eq!(req.open_seed.as_deref(), Some("seed"));
     // The same commitment again (the node has not seen the seed yet): wait.
     assert_eq!(
-        s.advance(view(Some(&first)), &bands(), "other", 2_500, 60_000),
+        s.advance(view(Some(&first)), bands(), "other", 2_500, 60_000),
         Step::Wait
     );
     let second = node(&req);
-    match s.advance(view(Some(&second)), &bands(), "other", 3_000, 60_000) {
+    match s.advance(view(Some(&second)), bands(), "other", 3_000, 60_000) {
         Step::Done(v) => v,
         other => panic!("expected verdicts, got {other:?}"),
     }
@@ -148,4 +156,39 @@ fn silence_times_out_and_no_band_means_no_challenge() {
     }];
     let no_band = start("n".into(), &other, &bands(), 0).unwrap_err();
     assert_eq!(no_band[0].failure.as_ref().map(Failure::reason), Some("NoBand"));
+}
+
+#[test]
+fn an_f64_challenge_verifies_and_a_node_computing_u32_instead_is_not_answering() {
+    let f64_bands = bands_for(Params {
+        arith: crate::workload::Arith::F64,
+        ..P
+    });
+    let v = run_in(&f64_bands, false, honest);
+    assert!(v.iter().all(GpuVerdict::passed), "{v:?}");
+    // A device plugin that predates f64 ignores the field: it computes u32 and says nothing
+    // about arithmetic. Its digests are "wrong", but that is no lie: not answered.
+    let cl = claims(&["GPU-1", "GPU-2"]);
+    let mut s = start("n-1".into(), &cl, &f64_bands, 1_000).unwrap();
+    let u32_req = ChallengeRequest {
+        params: P,
+        ..s.request.clone()
+    };
+    let stale = honest(&u32_req);
+    let view = NodeView {
+        claims: &cl,
+        simulated: false,
+        answer: Some(&stale),
+    };
+    let Step::Done(old) = s.advance(view, &f64_bands, "seed", 2_000, 60_000) else {
+        panic!("expected verdicts at once");
+    };
+    assert_eq!(old.len(), 2);
+    for g in &old {
+        let Some(Failure::NotAnswered { detail }) = &g.failure else {
+            panic!("expected NotAnswered, got {g:?}");
+        };
+        assert!(detail.contains("u32") && detail.contains("f64"), "{detail}");
+        assert_eq!(g.failure.as_ref().and_then(Failure::evidence_kind), None);
+    }
 }

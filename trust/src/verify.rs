@@ -173,7 +173,7 @@ pub fn check_opening(
                 ),
             });
         }
-        let expected = leaf(row, &workload::row(&req.params, &seeds, &b, row));
+        let expected = leaf(row, workload::row(&req.params, &seeds, &b, row).as_row());
         match root_from_proof(expected, proof) {
             Some(root) if root == commit.root => {}
             Some(_) => return Err(Failure::WrongDigest { row }),

@@ -3,12 +3,7 @@ use crate::protocol::{Computed, answer};
 use crate::workload::Params;
 use gpufed_settlement::hash::Hash32;
 
-const P: Params = Params {
-    rows: 32,
-    depth: 8,
-    cols: 8,
-    samples: 6,
-};
+const P: Params = Params::u32(32, 8, 8, 6);
 
 fn band() -> Band {
     Band {
@@ -104,4 +99,44 @@ fn timing_outside_the_band() {
     let late = check_timing(&commit, &band(), 11_000).unwrap_err();
     assert_eq!(late, Failure::RoundTripTooSlow { ms: 11_000, max: 510 });
     assert_eq!(check_timing(&commit, &band(), 510), Ok(()));
+}
+
+#[test]
+fn an_f64_answer_from_a_shortcut_fails_and_the_honest_one_verifies() {
+    use crate::workload::{self, Arith, leaf};
+    let p = Params {
+        arith: Arith::F64,
+        depth: 64,
+        ..P
+    };
+    let req = ChallengeRequest {
+        params: p,
+        ..req(Some("seed"))
+    };
+    let honest = Computed::on_cpu("nonce-1", "GPU-x", &p, 500).unwrap();
+    let a = answer(&req, std::slice::from_ref(&honest));
+    assert_eq!(check_opening(&req, "seed", &a.commits[0], &a.openings[0]), Ok(()));
+    // What a card without fast binary64 might try: the same sums with the product rounded
+    // before the add (FP64 emulation, or tensor cores that accumulate differently).
+    let s = workload::seeds("nonce-1", "GPU-x");
+    let leaves = (0..p.rows)
+        .map(|i| {
+            let row: Vec<u64> = (0..p.cols)
+                .map(|c| {
+                    (0..p.depth)
+                        .map(|j| {
+                            workload::elem_f64(s.a, u64::from(i * p.depth + j))
+                                * workload::elem_f64(s.b, u64::from(j * p.cols + c))
+                        })
+                        .fold(0.0f64, |acc, x| acc + x)
+                        .to_bits()
+                })
+                .collect();
+            leaf(i, workload::RowRef::F64(&row))
+        })
+        .collect();
+    let shortcut = Computed::new("GPU-x", leaves, 500).unwrap();
+    let got = check_opening(&req, "seed", &shortcut.commit(), &shortcut.open(&req, "seed"));
+    assert!(matches!(got, Err(Failure::WrongDigest { .. })), "{got:?}");
+    assert_eq!(got.unwrap_err().evidence_kind(), Some(EVIDENCE_FAILED_CHALLENGE));
 }

@@ -1,27 +1,79 @@
-//! The challenge workload: a nonce-seeded integer matrix product, committed row by row.
+//! The challenge workload: a nonce-seeded matrix product, committed row by row.
 //!
 //! For one GPU (UUID `u`) and a challenge nonce `N`:
 //!
 //! ```text
 //! seed      = SHA-256("gpufed-challenge-seed-v1" ‖ N ‖ u)        → sa = bytes 0..8, sb = 8..16 (BE)
-//! A[i][j]   = elem(sa, i·depth + j)        i < rows, j < depth        (u32)
-//! B[j][c]   = elem(sb, j·cols + c)         j < depth, c < cols        (u32)
-//! C[i][c]   = Σ_j A[i][j]·B[j][c]          wrapping u32 arithmetic (exact on any device)
-//! leaf(i)   = SHA-256(0x00 ‖ "gpufed-challenge-row-v1" ‖ i as u64 BE ‖ C[i][..] as u32 LE)
+//! A[i][j]   = elem(sa, i·depth + j)        i < rows, j < depth
+//! B[j][c]   = elem(sb, j·cols + c)         j < depth, c < cols
+//! C[i][c]   = Σ_j A[i][j]·B[j][c]          in the challenge's arithmetic (below)
+//! leaf(i)   = SHA-256(0x00 ‖ domain ‖ i as u64 BE ‖ C[i][..] little endian)
 //! root      = Merkle root over leaf(0..rows)   (the settlement crate's tree: count-committing)
-//! elem(s,k) = high 32 bits of splitmix64(s + k·0x9E3779B97F4A7C15)
+//! mix(s,k)  = splitmix64(s + k·0x9E3779B97F4A7C15)
 //! ```
 //!
-//! Integer arithmetic makes the result bit-exact on every GPU and on the hub's CPU, so
-//! the hub can recompute any row (`depth·cols` multiply-adds) while the node must compute
-//! all `rows·depth·cols` of them. Per-GPU seeds bind each answer to one claimed UUID.
+//! Two arithmetics ([`Arith`]), both bit-exact on every GPU and on the hub's CPU, so the hub
+//! can recompute any row (`depth·cols` multiply-adds) while the node must compute all
+//! `rows·depth·cols` of them:
+//!
+//! - `u32`: `elem = high 32 bits of mix`, wrapping u32 multiply-adds, domain
+//!   `"gpufed-challenge-row-v1"`, cells as u32.
+//! - `f64`: `elem = the binary64 number in [1, 2) whose mantissa is mix >> 12`, and
+//!   `C[i][c] = fma(A[i][j], B[j][c], C[i][c])` for j = 0, 1, … in order from +0.0 (one
+//!   IEEE-754 rounding per step, so the result is the same on any conforming device),
+//!   domain `"gpufed-challenge-row-f64-v1"`, cells as their bit patterns (u64).
+//!
+//! Why two: integer multiply-add throughput is about the same on a consumer card and a
+//! data-center card (an RTX 4090 does as many as an H100), so a `u32` band cannot tell
+//! them apart. Binary64 throughput can: data-center GPUs run it at half their FP32 rate,
+//! consumer GPUs at 1/64, and the in-order rounding leaves no shortcut through tensor cores
+//! or lower precision (a different summation order changes the low bits: `WrongDigest`).
+//! Per-GPU seeds bind each answer to one claimed UUID.
 
 use gpufed_settlement::hash::{Hash32, sha256, sha256_prefixed};
 use serde::{Deserialize, Serialize};
 
 const SEED_DOMAIN: &[u8] = b"gpufed-challenge-seed-v1";
 const ROW_DOMAIN: &[u8] = b"gpufed-challenge-row-v1";
+const ROW_F64_DOMAIN: &[u8] = b"gpufed-challenge-row-f64-v1";
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Bits of binary64 1.0: sign 0, biased exponent 1023, mantissa 0.
+pub const F64_ONE_BITS: u64 = 0x3FF0_0000_0000_0000;
+
+/// The arithmetic of a challenge (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arith {
+    /// Wrapping u32 multiply-adds (every CUDA GPU; does not separate card classes).
+    #[default]
+    U32,
+    /// In-order binary64 fused multiply-adds (separates data-center from consumer cards).
+    F64,
+}
+
+impl Arith {
+    /// The default, left out of serialized params so that `u32` challenges keep the bytes
+    /// they had before `f64` existed.
+    pub fn is_u32(&self) -> bool {
+        *self == Self::U32
+    }
+
+    /// Bytes of one matrix element.
+    pub fn element_bytes(&self) -> u64 {
+        match self {
+            Self::U32 => 4,
+            Self::F64 => 8,
+        }
+    }
+
+    /// Its spelling in params.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::U32 => "u32",
+            Self::F64 => "f64",
+        }
+    }
+}
 
 /// Shape of one challenge. The hub picks it per GPU model (see [`crate::bands`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +87,9 @@ pub struct Params {
     pub cols: u32,
     /// Rows the hub opens and recomputes after the commitment.
     pub samples: u32,
+    /// The arithmetic (`u32` when absent).
+    #[serde(default, skip_serializing_if = "Arith::is_u32")]
+    pub arith: Arith,
 }
 
 /// Largest accepted dimension (keeps the hub's recomputation and the proofs bounded).
@@ -43,6 +98,17 @@ pub const MAX_DIM: u32 = 1 << 16;
 pub const MAX_SAMPLES: u32 = 64;
 
 impl Params {
+    /// A `u32` challenge of this shape.
+    pub const fn u32(rows: u32, depth: u32, cols: u32, samples: u32) -> Self {
+        Self {
+            rows,
+            depth,
+            cols,
+            samples,
+            arith: Arith::U32,
+        }
+    }
+
     /// Checks the bounds; `Err` names the field.
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [("rows", self.rows), ("depth", self.depth), ("cols", self.cols)] {
@@ -107,45 +173,165 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Element `k` of the stream seeded with `seed`.
+fn mix(seed: u64, k: u64) -> u64 {
+    splitmix64(seed.wrapping_add(k.wrapping_mul(GOLDEN)))
+}
+
+/// Element `k` of the `u32` stream seeded with `seed`.
 pub fn elem(seed: u64, k: u64) -> u32 {
-    (splitmix64(seed.wrapping_add(k.wrapping_mul(GOLDEN))) >> 32) as u32
+    (mix(seed, k) >> 32) as u32
+}
+
+/// Element `k` of the `f64` stream seeded with `seed`: in [1, 2), never a NaN, an
+/// infinity or a subnormal, so every product and sum stays a normal number.
+pub fn elem_f64(seed: u64, k: u64) -> f64 {
+    f64::from_bits(F64_ONE_BITS | (mix(seed, k) >> 12))
 }
 
 /// B in row-major order (`depth × cols`), the part every row shares.
-pub fn matrix_b(p: &Params, s: &Seeds) -> Vec<u32> {
-    let len = u64::from(p.depth) * u64::from(p.cols);
-    (0..len).map(|k| elem(s.b, k)).collect()
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatrixB {
+    /// Of a `u32` challenge.
+    U32(Vec<u32>),
+    /// Of an `f64` challenge.
+    F64(Vec<f64>),
 }
 
-/// Row `i` of C, given B from [`matrix_b`].
-pub fn row(p: &Params, s: &Seeds, b: &[u32], i: u32) -> Vec<u32> {
+/// B of the challenge.
+pub fn matrix_b(p: &Params, s: &Seeds) -> MatrixB {
+    let len = u64::from(p.depth) * u64::from(p.cols);
+    match p.arith {
+        Arith::U32 => MatrixB::U32((0..len).map(|k| elem(s.b, k)).collect()),
+        Arith::F64 => MatrixB::F64((0..len).map(|k| elem_f64(s.b, k)).collect()),
+    }
+}
+
+/// Cells of C (one row or all of them, row-major), as a device returns them: `f64` cells
+/// as their bit patterns, so that equality is bit equality.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cells {
+    /// Of a `u32` challenge.
+    U32(Vec<u32>),
+    /// Of an `f64` challenge (IEEE-754 bit patterns).
+    F64(Vec<u64>),
+}
+
+/// A borrowed row of [`Cells`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowRef<'a> {
+    /// Of a `u32` challenge.
+    U32(&'a [u32]),
+    /// Of an `f64` challenge.
+    F64(&'a [u64]),
+}
+
+impl Cells {
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::U32(v) => v.len(),
+            Self::F64(v) => v.len(),
+        }
+    }
+
+    /// No cells.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Their arithmetic.
+    pub fn arith(&self) -> Arith {
+        match self {
+            Self::U32(_) => Arith::U32,
+            Self::F64(_) => Arith::F64,
+        }
+    }
+
+    /// All of them as one row.
+    pub fn as_row(&self) -> RowRef<'_> {
+        match self {
+            Self::U32(v) => RowRef::U32(v),
+            Self::F64(v) => RowRef::F64(v),
+        }
+    }
+
+    /// Row `i` of a row-major matrix with `cols` columns, if it is there.
+    pub fn row(&self, cols: usize, i: usize) -> Option<RowRef<'_>> {
+        let range = i.checked_mul(cols)?..(i + 1).checked_mul(cols)?;
+        match self {
+            Self::U32(v) => v.get(range).map(RowRef::U32),
+            Self::F64(v) => v.get(range).map(RowRef::F64),
+        }
+    }
+
+    /// The complete rows of a row-major matrix with `cols` columns (`cols > 0`).
+    pub fn rows(&self, cols: usize) -> Box<dyn Iterator<Item = RowRef<'_>> + '_> {
+        match self {
+            Self::U32(v) => Box::new(v.chunks_exact(cols).map(RowRef::U32)),
+            Self::F64(v) => Box::new(v.chunks_exact(cols).map(RowRef::F64)),
+        }
+    }
+}
+
+/// Row `i` of C, given B from [`matrix_b`] (of the same params).
+pub fn row(p: &Params, s: &Seeds, b: &MatrixB, i: u32) -> Cells {
     let cols = p.cols as usize;
-    let mut out = vec![0u32; cols];
     let base = u64::from(i) * u64::from(p.depth);
-    for (j, b_row) in b.chunks_exact(cols).take(p.depth as usize).enumerate() {
-        let a = elem(s.a, base + j as u64);
-        for (acc, &bv) in out.iter_mut().zip(b_row) {
-            *acc = acc.wrapping_add(a.wrapping_mul(bv));
+    match b {
+        MatrixB::U32(b) => {
+            let mut out = vec![0u32; cols];
+            for (j, b_row) in b.chunks_exact(cols).take(p.depth as usize).enumerate() {
+                let a = elem(s.a, base + j as u64);
+                for (acc, &bv) in out.iter_mut().zip(b_row) {
+                    *acc = acc.wrapping_add(a.wrapping_mul(bv));
+                }
+            }
+            Cells::U32(out)
+        }
+        MatrixB::F64(b) => {
+            let mut out = vec![0.0f64; cols];
+            for (j, b_row) in b.chunks_exact(cols).take(p.depth as usize).enumerate() {
+                let a = elem_f64(s.a, base + j as u64);
+                for (acc, &bv) in out.iter_mut().zip(b_row) {
+                    *acc = a.mul_add(bv, *acc);
+                }
+            }
+            Cells::F64(out.into_iter().map(f64::to_bits).collect())
+        }
+    }
+}
+
+/// All of C, row-major (`rows × cols`): what a GPU executor returns, computed on the CPU
+/// (tests' fake devices; `rows·depth·cols` multiply-adds, so only for small shapes).
+pub fn product(p: &Params, s: &Seeds) -> Cells {
+    let b = matrix_b(p, s);
+    let mut out = match p.arith {
+        Arith::U32 => Cells::U32(Vec::new()),
+        Arith::F64 => Cells::F64(Vec::new()),
+    };
+    for i in 0..p.rows {
+        match (&mut out, row(p, s, &b, i)) {
+            (Cells::U32(all), Cells::U32(r)) => all.extend(r),
+            (Cells::F64(all), Cells::F64(r)) => all.extend(r),
+            // `row` answers in B's arithmetic, which is `p.arith`.
+            _ => {}
         }
     }
     out
 }
 
-/// All of C, row-major (`rows × cols`): what a GPU executor returns, computed on the CPU
-/// (tests' fake devices; `rows·depth·cols` multiply-adds, so only for small shapes).
-pub fn product(p: &Params, s: &Seeds) -> Vec<u32> {
-    let b = matrix_b(p, s);
-    (0..p.rows).flat_map(|i| row(p, s, &b, i)).collect()
-}
-
 /// Leaf hash of row `i`.
-pub fn leaf(i: u32, row: &[u32]) -> Hash32 {
-    let mut bytes = Vec::with_capacity(ROW_DOMAIN.len() + 8 + row.len() * 4);
-    bytes.extend_from_slice(ROW_DOMAIN);
+pub fn leaf(i: u32, row: RowRef<'_>) -> Hash32 {
+    let (domain, cells) = match row {
+        RowRef::U32(v) => (ROW_DOMAIN, v.len() * 4),
+        RowRef::F64(v) => (ROW_F64_DOMAIN, v.len() * 8),
+    };
+    let mut bytes = Vec::with_capacity(domain.len() + 8 + cells);
+    bytes.extend_from_slice(domain);
     bytes.extend_from_slice(&u64::from(i).to_be_bytes());
-    for v in row {
-        bytes.extend_from_slice(&v.to_le_bytes());
+    match row {
+        RowRef::U32(v) => v.iter().for_each(|c| bytes.extend_from_slice(&c.to_le_bytes())),
+        RowRef::F64(v) => v.iter().for_each(|c| bytes.extend_from_slice(&c.to_le_bytes())),
     }
     sha256_prefixed(0x00, &[&bytes])
 }
@@ -154,77 +340,10 @@ pub fn leaf(i: u32, row: &[u32]) -> Hash32 {
 /// node computes C on its GPU and hashes the rows the same way.
 pub fn all_leaves(p: &Params, s: &Seeds) -> Vec<Hash32> {
     let b = matrix_b(p, s);
-    (0..p.rows).map(|i| leaf(i, &row(p, s, &b, i))).collect()
+    (0..p.rows).map(|i| leaf(i, row(p, s, &b, i).as_row())).collect()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    const P: Params = Params {
-        rows: 8,
-        depth: 5,
-        cols: 3,
-        samples: 2,
-    };
-
-    #[test]
-    fn rows_are_the_matrix_product() {
-        let s = seeds("n1", "GPU-a");
-        let b = matrix_b(&P, &s);
-        let c = product(&P, &s);
-        assert_eq!(c.len(), (P.rows * P.cols) as usize);
-        for i in 0..P.rows {
-            let r = row(&P, &s, &b, i);
-            assert_eq!(r[..], c[(i * P.cols) as usize..((i + 1) * P.cols) as usize]);
-            for (c, &v) in r.iter().enumerate() {
-                let mut want = 0u32;
-                for j in 0..P.depth {
-                    let a = elem(s.a, u64::from(i * P.depth + j));
-                    let bv = elem(s.b, u64::from(j * P.cols) + c as u64);
-                    want = want.wrapping_add(a.wrapping_mul(bv));
-                }
-                assert_eq!(v, want, "C[{i}][{c}]");
-            }
-        }
-    }
-
-    #[test]
-    fn seeds_bind_nonce_and_gpu() {
-        let base = seeds("n1", "GPU-a");
-        assert_ne!(base, seeds("n2", "GPU-a"));
-        assert_ne!(base, seeds("n1", "GPU-b"));
-        // Length prefixes: moving a character between the parts changes the seed.
-        assert_ne!(seeds("n1G", "PU-a"), base);
-        assert_eq!(base, seeds("n1", "GPU-a"));
-    }
-
-    #[test]
-    fn splitmix_matches_the_reference_vector() {
-        // First outputs of SplitMix64 seeded with 0 (state advanced by the golden gamma).
-        assert_eq!(splitmix64(GOLDEN), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(splitmix64(GOLDEN.wrapping_mul(2)), 0x6E78_9E6A_A1B9_65F4);
-    }
-
-    #[test]
-    fn leaves_differ_per_row_and_per_value() {
-        let s = seeds("n", "g");
-        let leaves = all_leaves(&P, &s);
-        let unique: std::collections::BTreeSet<_> = leaves.iter().collect();
-        assert_eq!(unique.len(), leaves.len());
-        assert_ne!(leaf(0, &[1, 2, 3]), leaf(0, &[1, 2, 4]));
-        assert_ne!(leaf(0, &[1, 2, 3]), leaf(1, &[1, 2, 3]));
-    }
-
-    #[test]
-    fn params_are_bounded() {
-        assert!(P.validate().is_ok());
-        let bad = Params { rows: 0, ..P };
-        assert!(bad.validate().unwrap_err().contains("rows"));
-        let bad = Params { samples: 9, ..P };
-        assert!(bad.validate().unwrap_err().contains("samples"));
-        assert_eq!(P.node_ops(), 120);
-        assert_eq!(P.hub_ops(), 30);
-    }
-}
+#[path = "workload_tests.rs"]
+mod tests;

@@ -17,12 +17,7 @@ use gpufed_trust::{Band, Bands, Failure, Params};
 
 const MODEL: &str = "NVIDIA H100 80GB HBM3";
 // 24 of 64 rows opened: a node that computed half the rows passes with 2^-24 per GPU.
-const P: Params = Params {
-    rows: 64,
-    depth: 4,
-    cols: 4,
-    samples: 24,
-};
+const P: Params = Params::u32(64, 4, 4, 24);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

@@ -10,12 +10,7 @@ use gpufed_trust::session::{self, GpuClaim, NodeView, Step};
 use gpufed_trust::{Band, Bands, Params};
 use proptest::prelude::*;
 
-const P: Params = Params {
-    rows: 16,
-    depth: 4,
-    cols: 4,
-    samples: 6,
-};
+const P: Params = Params::u32(16, 4, 4, 6);
 
 fn bands() -> Bands {
     Bands {
@@ -66,7 +61,7 @@ proptest! {
             .zip(uuids.iter().cycle())
             .map(|(root, uuid)| GpuCommit { uuid: uuid.clone(), root: *root, kernel_micros: micros })
             .collect();
-        let first = ChallengeAnswer { nonce: "nonce".into(), commits: commits.clone(), open_seed: None, openings: vec![] };
+        let first = ChallengeAnswer { nonce: "nonce".into(), commits: commits.clone(), open_seed: None, openings: vec![], ..Default::default() };
         let view = |a| NodeView { claims: &claims, simulated: false, answer: a };
         let step = s.advance(view(Some(&first)), &bands(), "seed", 10, 1_000);
         if commits.is_empty() {
@@ -79,7 +74,7 @@ proptest! {
             .zip(uuids.iter().cycle())
             .map(|(proofs, uuid)| GpuOpening { uuid: uuid.clone(), proofs })
             .collect();
-        let second = ChallengeAnswer { nonce: "nonce".into(), commits, open_seed: Some("seed".into()), openings };
+        let second = ChallengeAnswer { nonce: "nonce".into(), commits, open_seed: Some("seed".into()), openings, ..Default::default() };
         match s.advance(view(Some(&second)), &bands(), "x", 20, 1_000) {
             Step::Done(verdicts) => {
                 prop_assert_eq!(verdicts.len(), 2);

@@ -16,10 +16,13 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
 pub const MODEL: &str = "NVIDIA H100 80GB HBM3";
+/// A data-center model's band is an `f64` one (docs/trust.md): the arithmetic travels from
+/// the hub's bands through the member's challenge ConfigMap to the node and back in its
+/// answer (a node computing `u32` instead would be `NotAnswered`, not verified).
 pub const BANDS: &str = r#"
 bands:
   - model: NVIDIA H100 80GB HBM3
-    params: {rows: 32, depth: 8, cols: 8, samples: 12}
+    params: {rows: 32, depth: 8, cols: 8, samples: 12, arith: f64}
     minKernelMicros: 1000
     maxKernelMicros: 100000
     roundTripSlackMs: 60000

@@ -73,9 +73,18 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
                     }
                 }
             }
-            // Without the pins a node could be judged against a key it never had.
-            if ctx.verifier.pins_loaded(&name)
-                && let Some(desired) = ctx.verifier.step(&name, view, now_ms)
+            // Without the pins a node could be judged against a key it never had. Judging
+            // recomputes sampled rows (up to seconds for a node of f64 GPUs): off the
+            // async workers.
+            let step = ctx.verifier.pins_loaded(&name).then(|| {
+                let (ctx, name, view) = (ctx.clone(), name.clone(), view.clone());
+                tokio::task::spawn_blocking(move || ctx.verifier.step(&name, &view, now_ms))
+            });
+            let desired = match step {
+                Some(handle) => handle.await.ok().flatten(),
+                None => None,
+            };
+            if let Some(desired) = desired
                 && let Err(e) = link.write_challenges(&desired).await
             {
                 tracing::warn!(error = %e, "cannot write challenge requests to the member");

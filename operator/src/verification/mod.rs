@@ -17,6 +17,7 @@ pub mod plan;
 
 mod challenges;
 mod ledgers;
+mod step;
 
 pub use challenges::{challenge_data, read_challenges, write_challenge_data, write_challenges};
 
@@ -27,10 +28,8 @@ use std::time::Duration;
 use gpufed_trust::evidence::{Evidence, GpuEvidence};
 use gpufed_trust::fleet::{self, NodeVerdicts, ProviderVerdict};
 use gpufed_trust::report::SignedReport;
-use gpufed_trust::session::{self, GpuClaim, GpuVerdict, NodeView, Session, Step};
-use gpufed_trust::{Bands, ChallengeRequest, Failure};
-
-use crate::fleet::MemberView;
+use gpufed_trust::session::{GpuClaim, GpuVerdict, Session};
+use gpufed_trust::{Bands, Failure};
 
 /// Name of the member ConfigMap that carries the hub's challenge requests.
 pub const CHALLENGE_CONFIGMAP: &str = gpufed_api::pull::CHALLENGE_CONFIGMAP;
@@ -145,110 +144,6 @@ impl Verifier {
     pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
         self.metrics = Some(metrics);
         self
-    }
-
-    /// Advances every node of `provider` with what the probe saw at `now_ms`. Returns the
-    /// member's whole desired challenge ConfigMap content (node → request) when it differs
-    /// from what the member holds (`view.challenges`), else `None`.
-    pub fn step(
-        &self,
-        provider: &str,
-        view: &MemberView,
-        now_ms: u64,
-    ) -> Option<BTreeMap<String, ChallengeRequest>> {
-        let Ok(mut nodes) = self.nodes.lock() else {
-            return None;
-        };
-        let Ok(mut all_pins) = self.pins.lock() else {
-            return None;
-        };
-        let pins = all_pins.entry(provider.to_owned()).or_default();
-        nodes.retain(|(p, n), _| p != provider || view.nodes.iter().any(|g| &g.name == n));
-        for gpu_node in &view.nodes {
-            let node = gpu_node.name.clone();
-            let st = nodes.entry((provider.to_owned(), node.clone())).or_default();
-            let (claims, simulated, answer, key) = match view.reports.get(&node).map(|t| read_report(t)) {
-                None => {
-                    st.problem = Some(Failure::NotAnswered {
-                        detail: "the node publishes no signed inventory report (is the gpufed device plugin running?)".into(),
-                    });
-                    continue;
-                }
-                Some(Err(f)) => {
-                    st.problem = Some(f);
-                    continue;
-                }
-                Some(Ok(r)) => r,
-            };
-            if let Err(detail) = pins::check(pins, provider, &node, &key) {
-                // Another machine speaks for this node: nothing it said before counts now.
-                tracing::warn!(%provider, %node, "report signed by another key than the node's pinned one");
-                st.problem = Some(Failure::BadReport { detail });
-                st.verdicts.clear();
-                st.verdict_at_ms = None;
-                st.session = None;
-                continue;
-            }
-            st.problem = None;
-            let known: Vec<&str> = st.verdicts.iter().map(|v| v.uuid.as_str()).collect();
-            let changed = claims.iter().any(|c| !known.contains(&c.uuid.as_str()));
-            if st.session.is_none() && (now_ms >= st.next_due_ms || changed) {
-                match session::start(random_hex(), &claims, &self.cfg.bands, now_ms) {
-                    Ok(s) => st.session = Some(s),
-                    Err(verdicts) => {
-                        st.verdicts = verdicts;
-                        st.verdict_at_ms = Some(now_ms);
-                        st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
-                    }
-                }
-                continue;
-            }
-            let Some(s) = st.session.as_mut() else { continue };
-            let node_view = NodeView {
-                claims: &claims,
-                simulated,
-                answer: answer.as_ref(),
-            };
-            match s.advance(
-                node_view,
-                &self.cfg.bands,
-                &random_hex(),
-                now_ms,
-                ms(self.cfg.timeout),
-            ) {
-                Step::Wait | Step::Open(_) => {}
-                Step::Done(verdicts) => {
-                    for v in &verdicts {
-                        if let Some(f) = &v.failure {
-                            tracing::info!(%provider, %node, gpu = %v.uuid, failure = %f, "GPU not verified");
-                        }
-                        if let Some(m) = &self.metrics {
-                            let result = v.failure.as_ref().map_or("passed", Failure::reason);
-                            m.challenges_total
-                                .get_or_create(&crate::metrics::ChallengeLabel { result })
-                                .inc();
-                        }
-                    }
-                    st.verdicts = verdicts;
-                    st.verdict_at_ms = Some(now_ms);
-                    st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
-                    st.nonce = Some(s.request.nonce.clone());
-                    st.session = None;
-                }
-            }
-        }
-        // Level-triggered: the member should hold exactly the requests of open sessions.
-        let desired: BTreeMap<String, ChallengeRequest> = nodes
-            .iter()
-            .filter(|((p, _), _)| p == provider)
-            .filter_map(|((_, n), st)| Some((n.clone(), st.session.as_ref()?.request.clone())))
-            .collect();
-        let seen: BTreeMap<String, ChallengeRequest> = view
-            .challenges
-            .iter()
-            .filter_map(|(n, t)| Some((n.clone(), serde_json::from_str(t).ok()?)))
-            .collect();
-        (desired != seen).then_some(desired)
     }
 
     /// The provider's verdict, judged over the whole fleet (verdicts older than two

@@ -1,16 +1,12 @@
 use super::*;
 use crate::fleet::GpuNode;
+use crate::fleet::MemberView;
 use ed25519_dalek::SigningKey;
 use gpufed_trust::protocol::{Computed, answer};
 use gpufed_trust::report::{InventoryReport, ReportGpu, sign};
-use gpufed_trust::{Band, Params};
+use gpufed_trust::{Band, ChallengeRequest, Params};
 
-const P: Params = Params {
-    rows: 16,
-    depth: 4,
-    cols: 4,
-    samples: 8,
-};
+const P: Params = Params::u32(16, 4, 4, 8);
 
 fn cfg() -> VerifyConfig {
     VerifyConfig {

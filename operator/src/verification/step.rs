@@ -1,0 +1,167 @@
+//! One heartbeat of a provider's challenges: read each node's report, start, advance and
+//! finish sessions, and say what the member's challenge ConfigMap should hold.
+//!
+//! Judging a finished session recomputes the sampled rows of every GPU (docs/trust.md: a
+//! few milliseconds a GPU for `u32`, about 0.3 s for a 4096×1024×4096 `f64` band), so it
+//! runs with the verifier's lock released: the other providers' heartbeats and status
+//! reads must not wait behind an eight-GPU node's check. A provider's heartbeats do not
+//! overlap (the controller runs one reconcile per object), so a session taken out of the
+//! map here is put back by the same call.
+
+use std::collections::BTreeMap;
+
+use gpufed_trust::session::{self, GpuClaim, NodeView, Session, Step};
+use gpufed_trust::{ChallengeAnswer, ChallengeRequest, Failure};
+
+use super::{Verifier, ms, pins, random_hex, read_report};
+use crate::fleet::MemberView;
+
+/// A session to advance outside the lock, with what the node's report says.
+struct Pending {
+    node: String,
+    session: Session,
+    claims: Vec<GpuClaim>,
+    simulated: bool,
+    answer: Option<ChallengeAnswer>,
+}
+
+impl Verifier {
+    /// Advances every node of `provider` with what the probe saw at `now_ms`. Returns the
+    /// member's whole desired challenge ConfigMap content (node → request) when it differs
+    /// from what the member holds (`view.challenges`), else `None`.
+    pub fn step(
+        &self,
+        provider: &str,
+        view: &MemberView,
+        now_ms: u64,
+    ) -> Option<BTreeMap<String, ChallengeRequest>> {
+        let pending = self.start_sessions(provider, view, now_ms)?;
+        let advanced: Vec<(String, Session, Step)> = pending
+            .into_iter()
+            .map(|mut p| {
+                let node_view = NodeView {
+                    claims: &p.claims,
+                    simulated: p.simulated,
+                    answer: p.answer.as_ref(),
+                };
+                let step = p.session.advance(
+                    node_view,
+                    &self.cfg.bands,
+                    &random_hex(),
+                    now_ms,
+                    ms(self.cfg.timeout),
+                );
+                (p.node, p.session, step)
+            })
+            .collect();
+        self.finish(provider, advanced, now_ms);
+        let nodes = self.nodes.lock().ok()?;
+        // Level-triggered: the member should hold exactly the requests of open sessions.
+        let desired: BTreeMap<String, ChallengeRequest> = nodes
+            .iter()
+            .filter(|((p, _), _)| p == provider)
+            .filter_map(|((_, n), st)| Some((n.clone(), st.session.as_ref()?.request.clone())))
+            .collect();
+        let seen: BTreeMap<String, ChallengeRequest> = view
+            .challenges
+            .iter()
+            .filter_map(|(n, t)| Some((n.clone(), serde_json::from_str(t).ok()?)))
+            .collect();
+        (desired != seen).then_some(desired)
+    }
+
+    /// Under the lock: reads the reports, drops gone nodes, starts due sessions, and takes
+    /// out the sessions in progress (with their node's report) to advance.
+    fn start_sessions(&self, provider: &str, view: &MemberView, now_ms: u64) -> Option<Vec<Pending>> {
+        let mut nodes = self.nodes.lock().ok()?;
+        let mut all_pins = self.pins.lock().ok()?;
+        let pins = all_pins.entry(provider.to_owned()).or_default();
+        nodes.retain(|(p, n), _| p != provider || view.nodes.iter().any(|g| &g.name == n));
+        let mut pending = Vec::new();
+        for gpu_node in &view.nodes {
+            let node = gpu_node.name.clone();
+            let st = nodes.entry((provider.to_owned(), node.clone())).or_default();
+            let (claims, simulated, answer, key) = match view.reports.get(&node).map(|t| read_report(t)) {
+                None => {
+                    st.problem = Some(Failure::NotAnswered {
+                        detail: "the node publishes no signed inventory report (is the gpufed device plugin running?)".into(),
+                    });
+                    continue;
+                }
+                Some(Err(f)) => {
+                    st.problem = Some(f);
+                    continue;
+                }
+                Some(Ok(r)) => r,
+            };
+            if let Err(detail) = pins::check(pins, provider, &node, &key) {
+                // Another machine speaks for this node: nothing it said before counts now.
+                tracing::warn!(%provider, %node, "report signed by another key than the node's pinned one");
+                st.problem = Some(Failure::BadReport { detail });
+                st.verdicts.clear();
+                st.verdict_at_ms = None;
+                st.session = None;
+                continue;
+            }
+            st.problem = None;
+            let known: Vec<&str> = st.verdicts.iter().map(|v| v.uuid.as_str()).collect();
+            let changed = claims.iter().any(|c| !known.contains(&c.uuid.as_str()));
+            if st.session.is_none() && (now_ms >= st.next_due_ms || changed) {
+                match session::start(random_hex(), &claims, &self.cfg.bands, now_ms) {
+                    Ok(s) => st.session = Some(s),
+                    Err(verdicts) => {
+                        st.verdicts = verdicts;
+                        st.verdict_at_ms = Some(now_ms);
+                        st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
+                    }
+                }
+                continue;
+            }
+            if let Some(session) = st.session.take() {
+                pending.push(Pending {
+                    node,
+                    session,
+                    claims,
+                    simulated,
+                    answer,
+                });
+            }
+        }
+        Some(pending)
+    }
+
+    /// Under the lock: puts the advanced sessions back, or records their verdicts.
+    fn finish(&self, provider: &str, advanced: Vec<(String, Session, Step)>, now_ms: u64) {
+        let Ok(mut nodes) = self.nodes.lock() else {
+            return;
+        };
+        for (node, session, step) in advanced {
+            // A node that left meanwhile (it cannot: this provider's heartbeat is this
+            // call) would simply be gone.
+            let Some(st) = nodes.get_mut(&(provider.to_owned(), node.clone())) else {
+                continue;
+            };
+            match step {
+                Step::Wait | Step::Open(_) => st.session = Some(session),
+                Step::Done(verdicts) => {
+                    for v in &verdicts {
+                        if let Some(f) = &v.failure {
+                            tracing::info!(%provider, %node, gpu = %v.uuid, failure = %f, "GPU not verified");
+                        }
+                        if let Some(m) = &self.metrics {
+                            let result = v.failure.as_ref().map_or("passed", Failure::reason);
+                            m.challenges_total
+                                .get_or_create(&crate::metrics::ChallengeLabel { result })
+                                .inc();
+                        }
+                    }
+                    st.verdicts = verdicts;
+                    st.verdict_at_ms = Some(now_ms);
+                    st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
+                    st.nonce = Some(session.request.nonce.clone());
+                    st.session = None;
+                }
+            }
+        }
+    }
+}
