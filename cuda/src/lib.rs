@@ -233,28 +233,14 @@ impl Gpu {
     /// Generates A (`rows × depth`, seed `seed_a`) and B (`depth × cols`, seed `seed_b`)
     /// on the device and multiplies them, in wrapping u32 arithmetic. Blocks until the
     /// result is on the host.
-    pub fn product(
-        &self,
-        seed_a: u64,
-        seed_b: u64,
-        rows: u32,
-        depth: u32,
-        cols: u32,
-    ) -> Result<Product<u32>, CudaError> {
-        self.run(&self.u32_kernels, [seed_a, seed_b], [rows, depth, cols])
+    pub fn product(&self, [seed_a, seed_b]: [u64; 2], shape: [u32; 3]) -> Result<Product<u32>, CudaError> {
+        self.run(&self.u32_kernels, [seed_a, seed_b], shape)
     }
 
-    /// The same in binary64: in-order fused multiply-adds; C comes back as bit patterns.
-    pub fn product_f64(
-        &self,
-        seed_a: u64,
-        seed_b: u64,
-        rows: u32,
-        depth: u32,
-        cols: u32,
-    ) -> Result<Product<u64>, CudaError> {
-        // The f64 kernels read and write 8-byte words; u64 buffers hold them bit for bit.
-        self.run(&self.f64_kernels, [seed_a, seed_b], [rows, depth, cols])
+    /// The same in binary64: in-order fused multiply-adds; C comes back as bit patterns
+    /// (the f64 kernels read and write 8-byte words; u64 buffers hold them bit for bit).
+    pub fn product_f64(&self, seeds: [u64; 2], shape: [u32; 3]) -> Result<Product<u64>, CudaError> {
+        self.run(&self.f64_kernels, seeds, shape)
     }
 
     fn run<T>(

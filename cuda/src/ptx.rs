@@ -228,28 +228,26 @@ fn kernels(e: &Elem) -> String {
     )
 }
 
-/// What `gpufed_gen` computes for element `k`, in Rust: the kernel's instruction sequence
-/// step by step (checked against `gpufed_trust::workload::elem` in the tests).
-pub fn gen_element(seed: u64, k: u64) -> u32 {
+/// The mixed word both generators start from, in the kernels' instruction order.
+fn gen_mix(seed: u64, k: u64) -> u64 {
     let mut z = k.wrapping_mul(GOLDEN).wrapping_add(seed);
     z ^= z >> 30;
     z = z.wrapping_mul(MIX1);
     z ^= z >> 27;
     z = z.wrapping_mul(MIX2);
-    z ^= z >> 31;
-    (z >> 32) as u32
+    z ^ (z >> 31)
+}
+
+/// What `gpufed_gen` computes for element `k`, in Rust: the kernel's instruction sequence
+/// step by step (checked against `gpufed_trust::workload::elem` in the tests).
+pub fn gen_element(seed: u64, k: u64) -> u32 {
+    (gen_mix(seed, k) >> 32) as u32
 }
 
 /// What `gpufed_gen_f64` computes for element `k`: the bit pattern of a binary64 number
 /// in [1, 2) (checked against `gpufed_trust::workload::elem_f64`).
 pub fn gen_element_f64(seed: u64, k: u64) -> u64 {
-    let mut z = k.wrapping_mul(GOLDEN).wrapping_add(seed);
-    z ^= z >> 30;
-    z = z.wrapping_mul(MIX1);
-    z ^= z >> 27;
-    z = z.wrapping_mul(MIX2);
-    z ^= z >> 31;
-    (z >> 12) | F64_ONE
+    (gen_mix(seed, k) >> 12) | F64_ONE
 }
 
 #[cfg(test)]

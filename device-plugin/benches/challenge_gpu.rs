@@ -5,10 +5,13 @@
 //! Run: `cargo bench -p gpufed-device-plugin --bench challenge_gpu`
 //! (`GPUFED_CHALLENGE_SHAPE=ROWSxDEPTHxCOLS`, default `4096x1024x4096`;
 //! `GPUFED_CHALLENGE_ARITH=u32|f64`, default `u32`; `GPUFED_CHALLENGE_RUNS`, default 50).
+//! Each GPU is measured idle, then under load (`GPUFED_CHALLENGE_LOAD=0` skips that).
 //! On a machine without the CUDA driver it says so and measures nothing; under
-//! `cargo test --all-targets` it runs 2 runs of a small shape.
+//! `cargo test --all-targets` it runs 2 runs of a small shape, idle only.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gpufed_device_plugin::cuda::CudaRunner;
@@ -67,42 +70,16 @@ fn main() {
         p.arith.as_str(),
         p.node_ops()
     );
+    // Under load: the same runs while another context on the same GPU runs the product
+    // kernel back to back (a stand-in for a training job sharing the card; without MPS the
+    // driver time-slices the two contexts, as it would a job's). docs/trust.md, "Setting a
+    // band", step 1: the band's maximum comes from the slowest loaded time.
+    let load = bench && std::env::var("GPUFED_CHALLENGE_LOAD").as_deref() != Ok("0");
     for uuid in &uuids {
         let name = gpufed_cuda::Gpu::by_uuid(uuid)
             .map(|g| g.name().to_owned())
             .unwrap_or_default();
-        // Run 0 is checked in full against the CPU reference (every row's leaf) when that
-        // is affordable here; every run passes the node's own self-check.
-        let full = p.node_ops() <= 1 << 36;
-        let mut runner = CudaRunner;
-        let mut device = Vec::new();
-        let mut whole = Vec::new();
-        for run in 0..=runs {
-            let nonce = format!("calibrate-{run}");
-            let seeds = workload::seeds(&nonce, uuid);
-            let t = Instant::now();
-            let out = runner
-                .product(uuid, seeds, &p)
-                .expect("the GPU runs the workload");
-            let product_time = t.elapsed();
-            self_check(&p, &seeds, &out.c).expect("self-check against the CPU reference");
-            if run == 0 && full {
-                let cpu = all_leaves_parallel(&p, &seeds);
-                let gpu: Vec<_> = out
-                    .c
-                    .rows(p.cols as usize)
-                    .zip(0..p.rows)
-                    .map(|(row, i)| workload::leaf(i, row))
-                    .collect();
-                assert_eq!(gpu, cpu, "every row equals the CPU reference");
-                println!("  {uuid}: all {} rows equal the CPU reference", p.rows);
-            }
-            if run == 0 {
-                continue; // warm-up (module load, clocks)
-            }
-            device.push(Duration::from_micros(out.device_micros));
-            whole.push(product_time);
-        }
+        let idle = measure(uuid, &p, runs, "calibrate");
         // The whole answer path as the plugin runs it (context, workload, copy, hashing).
         let mut executor = Executor::Device(Box::new(CudaRunner));
         let t = Instant::now();
@@ -110,15 +87,23 @@ fn main() {
             .compute("calibrate-answer", uuid, &p)
             .expect("the executor answers");
         let answer_time = t.elapsed();
-        device.sort();
-        whole.sort();
-        let (fast, slow) = (device[0], device[device.len() - 1]);
         println!(
-            "  {uuid} ({name}): device time min {fast:?} median {:?} max {slow:?}; with context+copy median {:?}; whole answer (self-check, hashing) {answer_time:?}, root {}",
-            device[device.len() / 2],
-            whole[whole.len() / 2],
+            "  {uuid} ({name}): idle device time {}; with context+copy median {:?}; whole answer (self-check, hashing) {answer_time:?}, root {}",
+            idle.summary(),
+            idle.whole[idle.whole.len() / 2],
             computed.commit().root
         );
+        let loaded = load.then(|| {
+            let (stop, handle) = start_load(uuid, p);
+            let m = measure(uuid, &p, runs, "calibrate-loaded");
+            stop.store(true, Ordering::SeqCst);
+            let iterations = handle.join().expect("the load thread");
+            println!(
+                "  {uuid} ({name}): loaded device time {} (beside {iterations} load kernels of 2x the rows)",
+                m.summary()
+            );
+            m
+        });
         // The minimum is the physical floor of the card's fastest path, never our kernel's
         // time: a provider with a faster honest kernel must not look `ImpossiblyFast`.
         let peak = std::env::var("GPUFED_PEAK_MACS_PER_SEC")
@@ -129,19 +114,121 @@ fn main() {
         println!(
             "  our kernel vs the physical floor ({peak:.3e} {} MAC/s, GPUFED_PEAK_MACS_PER_SEC): {:.1}x",
             p.arith.as_str(),
-            fast.as_micros() as f64 / floor.max(1) as f64
+            idle.fastest().as_micros() as f64 / floor.max(1) as f64
         );
+        let slowest = loaded
+            .as_ref()
+            .map_or(idle.slowest(), |l| l.slowest().max(idle.slowest()));
         println!(
-            "  suggested band (idle only — repeat under load before adopting):\n  - model: {name}\n    params: {{rows: {}, depth: {}, cols: {}, samples: {}, arith: {}}}\n    minKernelMicros: {}\n    maxKernelMicros: {}",
+            "  suggested band ({}):\n  - model: {name}\n    params: {{rows: {}, depth: {}, cols: {}, samples: {}, arith: {}}}\n    minKernelMicros: {}\n    maxKernelMicros: {}",
+            if loaded.is_some() {
+                "max: 1.5 x the slowest time, idle or loaded"
+            } else {
+                "idle only: repeat under load before adopting"
+            },
             p.rows,
             p.depth,
             p.cols,
             p.samples,
             p.arith.as_str(),
             floor.max(1),
-            (slow.as_micros() as f64 * 1.5) as u64
+            (slowest.as_micros() as f64 * 1.5) as u64
         );
     }
+}
+
+/// Device times (CUDA events) and whole-call times of the measured runs.
+struct Measured {
+    device: Vec<Duration>,
+    whole: Vec<Duration>,
+}
+
+impl Measured {
+    fn fastest(&self) -> Duration {
+        self.device[0]
+    }
+
+    fn slowest(&self) -> Duration {
+        self.device[self.device.len() - 1]
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "min {:?} median {:?} max {:?}",
+            self.fastest(),
+            self.device[self.device.len() / 2],
+            self.slowest()
+        )
+    }
+}
+
+/// `runs` runs after a warm-up. The warm-up is checked in full against the CPU reference
+/// (every row's leaf) when that is affordable here; every run passes the node's own
+/// self-check.
+fn measure(uuid: &str, p: &Params, runs: usize, nonce_prefix: &str) -> Measured {
+    let full = p.node_ops() <= 1 << 36;
+    let mut runner = CudaRunner;
+    let (mut device, mut whole) = (Vec::new(), Vec::new());
+    for run in 0..=runs {
+        let seeds = workload::seeds(&format!("{nonce_prefix}-{run}"), uuid);
+        let t = Instant::now();
+        let out = runner.product(uuid, seeds, p).expect("the GPU runs the workload");
+        let product_time = t.elapsed();
+        self_check(p, &seeds, &out.c).expect("self-check against the CPU reference");
+        if run == 0 && full {
+            let cpu = all_leaves_parallel(p, &seeds);
+            let gpu: Vec<_> = out
+                .c
+                .rows(p.cols as usize)
+                .zip(0..p.rows)
+                .map(|(row, i)| workload::leaf(i, row))
+                .collect();
+            assert_eq!(gpu, cpu, "every row equals the CPU reference");
+            println!(
+                "  {uuid}: all {} rows equal the CPU reference ({nonce_prefix})",
+                p.rows
+            );
+        }
+        if run == 0 {
+            continue; // warm-up (module load, clocks)
+        }
+        device.push(Duration::from_micros(out.device_micros));
+        whole.push(product_time);
+    }
+    device.sort();
+    whole.sort();
+    Measured { device, whole }
+}
+
+/// Runs the product kernel (twice the rows of `p`) back to back in a context of its own
+/// on the GPU `uuid` until stopped; returns once the first one finished, so the
+/// measurement starts under load. The thread answers how many it ran.
+fn start_load(uuid: &str, p: Params) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (uuid, flag) = (uuid.to_owned(), stop.clone());
+    let handle = std::thread::spawn(move || {
+        let gpu = gpufed_cuda::Gpu::by_uuid(&uuid).expect("a context for the load");
+        let shape = [p.rows.saturating_mul(2).min(workload::MAX_DIM), p.depth, p.cols];
+        let mut n = 0u64;
+        while !flag.load(Ordering::SeqCst) {
+            let seeds = [n, n ^ 0x5555];
+            let ok = match p.arith {
+                Arith::U32 => gpu.product(seeds, shape).is_ok(),
+                Arith::F64 => gpu.product_f64(seeds, shape).is_ok(),
+            };
+            assert!(ok, "the load kernel runs");
+            n += 1;
+            if n == 1 {
+                let _ = started_tx.send(());
+            }
+        }
+        n
+    });
+    started_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the load started");
+    (stop, handle)
 }
 
 /// Every row's leaf on the CPU, on all cores (the GPU machine has 16; a 4096x1024x4096

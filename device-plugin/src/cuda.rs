@@ -13,12 +13,13 @@ pub struct CudaRunner;
 impl DeviceRunner for CudaRunner {
     fn product(&mut self, uuid: &str, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
         let gpu = gpufed_cuda::Gpu::by_uuid(uuid).map_err(|e| e.to_string())?;
+        let (seeds, shape) = ([seeds.a, seeds.b], [p.rows, p.depth, p.cols]);
         let (c, time) = match p.arith {
             Arith::U32 => gpu
-                .product(seeds.a, seeds.b, p.rows, p.depth, p.cols)
+                .product(seeds, shape)
                 .map(|out| (Cells::U32(out.c), out.device_time)),
             Arith::F64 => gpu
-                .product_f64(seeds.a, seeds.b, p.rows, p.depth, p.cols)
+                .product_f64(seeds, shape)
                 .map(|out| (Cells::F64(out.c), out.device_time)),
         }
         .map_err(|e| e.to_string())?;
