@@ -20,7 +20,24 @@ use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use opsupport::{Operator, job, job_until, submit};
-use trustsupport::{BANDS, MODEL, fake_plugin};
+use trustsupport::{BANDS, MODEL, fake_plugin, fake_plugin_seeing};
+
+/// Submits a job of one 2-GPU H100 worker that requires verified GPUs.
+async fn submit_verified_only(hub: &kube::Client, name: &str) {
+    let models = serde_json::json!({"models": [MODEL.replace(' ', "-")]});
+    let mut j = job(name, 1, 2, models, "5.00", 2);
+    j["spec"]["placement"]["verifiedOnly"] = true.into();
+    submit(hub, "default", &j).await;
+}
+
+/// Waits (90 s at most) until the job is placed; its provider.
+async fn placed_on(hub: &kube::Client, name: &str) -> Option<String> {
+    let placed = job_until(hub, "default", name, "placed", Duration::from_secs(90), |j| {
+        j.status.as_ref().and_then(|s| s.placement.as_ref()).is_some()
+    })
+    .await;
+    placed.status.and_then(|s| s.placement).map(|p| p.provider)
+}
 
 fn verified(p: &GpuProvider) -> Option<(String, String)> {
     let c = find(&p.status.as_ref()?.conditions, types::VERIFIED)?;
@@ -129,31 +146,9 @@ async fn honest_providers_verify_and_liars_are_caught() {
         v.failures
     );
     // A verified-only job, cheaper on the liar: it must land on the honest provider.
-    let mut j = job(
-        "needs-real-gpus",
-        1,
-        2,
-        serde_json::json!({"models": [MODEL.replace(' ', "-")]}),
-        "5.00",
-        2,
-    );
-    j["spec"]["placement"]["verifiedOnly"] = true.into();
-    submit(&hub, "default", &j).await;
-    let placed = job_until(
-        &hub,
-        "default",
-        "needs-real-gpus",
-        "placed",
-        Duration::from_secs(60),
-        |j| j.status.as_ref().and_then(|s| s.placement.as_ref()).is_some(),
-    )
-    .await;
+    submit_verified_only(&hub, "needs-real-gpus").await;
     assert_eq!(
-        placed
-            .status
-            .and_then(|s| s.placement)
-            .map(|p| p.provider)
-            .as_deref(),
+        placed_on(&hub, "needs-real-gpus").await.as_deref(),
         Some("honest")
     );
     // The challenge ConfigMap holds only open sessions; the nodes' requests were written
@@ -249,6 +244,85 @@ async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() 
     assert_eq!(verified(&p), Some(("False".into(), "NotVerified".into())));
     let _ = stop.send(true);
     let _ = publisher.await;
+    op.stop().await;
+    drop(env);
+}
+
+/// `--verify-before-start`: a `verifiedOnly` job submitted when its node last passed a
+/// challenge longer ago than that waits, says why, and runs there once the node has passed
+/// a new challenge — which the job's arrival started, long before the node was due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_only_job_starts_only_after_a_fresh_challenge() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("verify-fresh").member("honest", vec![GpuPool::h100_nvlink("f", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    opsupport::setup(fed, &hub, &[("honest", "2.00")]).await;
+    let member = fed
+        .cluster("honest")
+        .expect("honest")
+        .client()
+        .await
+        .expect("client");
+    let nonces = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let plugin = fake_plugin_seeing(member, Arc::new(AtomicBool::new(true)), nonces.clone());
+    let seen = || nonces.lock().map(|n| n.len()).unwrap_or(0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bands = dir.path().join("bands.yaml");
+    std::fs::write(&bands, BANDS).expect("bands file");
+    // Challenged hourly (the default): only a job can make a second challenge happen here.
+    let op = Operator::start_with(
+        hub.clone(),
+        "verify-fresh-op",
+        &[
+            "--challenge-bands".into(),
+            bands.display().to_string(),
+            "--verify-before-start".into(),
+            "4s".into(),
+        ],
+    );
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    gpufed_e2e::wait::until("honest verified", Duration::from_secs(90), || async {
+        let p = providers.get("honest").await?;
+        Ok((verified(&p) == Some(("True".into(), "ChallengesPassed".into()))).then_some(()))
+    })
+    .await
+    .expect("the honest provider verifies");
+    let first = seen();
+    assert!(first >= 1, "the first challenge was seen");
+    // Let the pass grow older than --verify-before-start.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(seen(), first, "nothing else is due for an hour");
+    submit_verified_only(&hub, "needs-fresh-gpus").await;
+    let waiting = job_until(
+        &hub,
+        "default",
+        "needs-fresh-gpus",
+        "waiting for the node's new challenge",
+        Duration::from_secs(30),
+        |j| {
+            let placed = j.status.as_ref().and_then(|s| find(&s.conditions, types::PLACED));
+            placed.is_some_and(|c| {
+                c.reason == "AwaitingVerification" && c.message.contains("passes a new challenge")
+            })
+        },
+    )
+    .await;
+    assert!(waiting.status.and_then(|s| s.placement).is_none());
+    assert_eq!(
+        placed_on(&hub, "needs-fresh-gpus").await.as_deref(),
+        Some("honest")
+    );
+    assert!(
+        seen() > first,
+        "the node was challenged again before the job was placed"
+    );
+    plugin.abort();
     op.stop().await;
     drop(env);
 }

@@ -126,6 +126,11 @@ pub struct Args {
     /// How long a node has to commit to, and then to open, a challenge.
     #[arg(long, default_value = "2m", value_parser = parse_duration, help_heading = "Verification")]
     pub challenge_timeout: Duration,
+    /// A `verifiedOnly` job starts only on nodes that passed a challenge within this
+    /// time; an older verdict is renewed first (a challenge at once). `0s`: any verdict
+    /// still listed will do.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, help_heading = "Verification")]
+    pub verify_before_start: Duration,
     /// At most one new evidence of a kind per provider within this time (so a provider
     /// that keeps failing is slashed once per period, not once per challenge).
     #[arg(long, default_value = "24h", value_parser = parse_duration, help_heading = "Verification")]
@@ -190,6 +195,7 @@ impl Args {
                 self.stake_per_gpu.clone()
             },
             stake_multipliers: self.stake_multiplier.iter().cloned().collect(),
+            before_start: self.verify_before_start,
         })
     }
 }

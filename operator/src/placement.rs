@@ -34,8 +34,9 @@ pub const NO_PROVIDER_FITS: &str = "NoProviderFits";
 
 /// Every `Placed=False` reason a round gives ([`unplaced_reason`]), for the
 /// `gpufed_unplaced_jobs` gauge.
-pub const UNPLACED_REASONS: [&str; 6] = [
+pub const UNPLACED_REASONS: [&str; 7] = [
     NO_PROVIDER_FITS,
+    crate::verification::fresh::AWAITING_VERIFICATION,
     crate::quota::plan::QUOTA_EXCEEDED,
     DISRUPTION_BUDGET,
     TENANT_NOT_ADMITTED,
@@ -240,7 +241,7 @@ pub async fn round(
         findings.extend(left_out);
         ctx.metrics.set_excluded(&findings);
     }
-    let decisions = match decisions {
+    let mut decisions = match decisions {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "placement snapshot rejected");
@@ -250,6 +251,8 @@ pub async fn round(
     *reservations.lock().await = decisions.reservations.clone();
     let by_id = |id: &str| index.get(id).cloned();
     let now = crate::time::now();
+    // `verifiedOnly` work starts only on nodes that passed a challenge lately.
+    let deferred = ctx.verifier.defer_stale(&snap, &mut decisions.placements, now);
     // Writes are independent (one job each): send them concurrently, 16 at a time.
     let mut placed = 0;
     // A placement that evicts running work is not written yet: its victims are marked, and
@@ -310,18 +313,26 @@ pub async fn round(
     ctx.metrics
         .held_by_quota_jobs
         .set(i64::try_from(by_quota).unwrap_or(i64::MAX));
+    let awaiting = crate::verification::fresh::AWAITING_VERIFICATION;
     let reasons: Vec<&'static str> = decisions
         .unplaced
         .iter()
         .map(|u| unplaced_reason(&u.explanation))
+        .chain(deferred.jobs.iter().map(|_| awaiting))
         .collect();
     ctx.metrics.set_unplaced(&reasons);
-    for u in &decisions.unplaced {
-        let Some(job) = by_id(&u.job) else { continue };
+    // Mostly held back by a service's disruption budget, kept out by providers' tenant
+    // policies, node labels or CPU and memory: said in the reason too.
+    let unplaced = decisions.unplaced.iter().filter_map(|u| {
+        let job = by_id(&u.job)?;
         let message = unplaced_message(&job, &u.explanation);
-        // Mostly held back by a service's disruption budget, kept out by providers'
-        // tenant policies, node labels or CPU and memory: said in the reason too.
-        let reason = unplaced_reason(&u.explanation);
+        Some((job, unplaced_reason(&u.explanation), message))
+    });
+    let waiting = deferred
+        .jobs
+        .iter()
+        .filter_map(|(id, message)| Some((by_id(id)?, awaiting, message.clone())));
+    for (job, reason, message) in unplaced.chain(waiting) {
         let current = job
             .status
             .as_ref()
@@ -340,7 +351,7 @@ pub async fn round(
         );
         conditions::set(&mut status.conditions, cond);
         if let Err(e) = crate::job::write_status(ctx, &job, &status).await {
-            tracing::debug!(job = %u.job, error = %e, "explanation not written");
+            tracing::debug!(job = %job.name_any(), error = %e, "explanation not written");
         }
     }
     Ok(placed)

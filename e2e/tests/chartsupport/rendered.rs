@@ -191,9 +191,16 @@ pub fn check_challenge_bands(helm: &Path) {
     let cfg = args
         .verification()
         .expect("the operator accepts the rendered bands");
-    assert_eq!(cfg.bands.bands.len(), 1);
+    assert_eq!(cfg.bands.bands.len(), 2);
+    let h100 = cfg.bands.get("NVIDIA H100 80GB HBM3").expect("the H100 band");
+    assert_eq!(
+        h100.params.arith,
+        gpufed_trust::workload::Arith::F64,
+        "arith: f64 arrives"
+    );
     assert_eq!(cfg.interval, 30 * MINUTE);
     assert_eq!(cfg.timeout, 3 * MINUTE);
+    assert_eq!(cfg.before_start, 5 * MINUTE);
     // The stake values of ci/ha-values.yaml reach the operator as it reads them.
     let stake = args.stake().expect("stake flags").expect("stake controller on");
     assert_eq!(stake.slash_bps, 500);

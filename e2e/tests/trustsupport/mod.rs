@@ -4,8 +4,9 @@
 //! old work). Shared by the verification and trust-slashing e2e tests.
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -32,6 +33,15 @@ bands:
 /// report (8 H100s per node) answering the hub's current request, honestly while `honest`
 /// holds, else with a workload for another nonce.
 pub fn fake_plugin(member: Client, honest: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    fake_plugin_seeing(member, honest, Arc::default())
+}
+
+/// [`fake_plugin`], recording every challenge nonce it was asked to answer in `seen`.
+pub fn fake_plugin_seeing(
+    member: Client,
+    honest: Arc<AtomicBool>,
+    seen: Arc<Mutex<BTreeSet<String>>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let nodes: Api<Node> = Api::all(member.clone());
         let cms: Api<ConfigMap> = Api::default_namespaced(member.clone());
@@ -57,6 +67,9 @@ pub fn fake_plugin(member: Client, honest: Arc<AtomicBool>) -> tokio::task::Join
                 let uuids: Vec<String> = (0..8).map(|g| format!("GPU-{name}-{g}")).collect();
                 let req: Option<ChallengeRequest> =
                     requests.get(&name).and_then(|t| serde_json::from_str(t).ok());
+                if let (Some(r), Ok(mut seen)) = (&req, seen.lock()) {
+                    seen.insert(r.nonce.clone());
+                }
                 let challenge = req.map(|r| {
                     let nonce = if honest {
                         r.nonce.clone()

@@ -217,6 +217,8 @@ fn every_unplaced_reason_is_one_the_gauge_counts() {
     ]
     .iter()
     .map(unplaced_reason)
+    // And the reason of a placement held back for a fresh challenge (verification::fresh).
+    .chain([crate::verification::fresh::AWAITING_VERIFICATION])
     .collect();
     let mut sorted = given.clone();
     sorted.sort_unstable();

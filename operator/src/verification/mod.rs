@@ -16,6 +16,7 @@ pub mod pins;
 pub mod plan;
 
 mod challenges;
+pub mod fresh;
 mod ledgers;
 mod step;
 
@@ -51,6 +52,9 @@ pub struct VerifyConfig {
     pub stake_per_gpu: String,
     /// Factor per model key, basis points.
     pub stake_multipliers: BTreeMap<String, u32>,
+    /// A `verifiedOnly` job uses only nodes that passed a challenge within this time
+    /// ([`fresh`]); zero: any listed verdict will do.
+    pub before_start: Duration,
 }
 
 impl Default for VerifyConfig {
@@ -63,6 +67,7 @@ impl Default for VerifyConfig {
             evidence_cooldown: Duration::from_secs(24 * 3600),
             stake_per_gpu: "0".into(),
             stake_multipliers: BTreeMap::new(),
+            before_start: Duration::from_secs(600),
         }
     }
 }
@@ -77,6 +82,9 @@ struct NodeState {
     nonce: Option<String>,
     /// Why the node's report could not be used, if it could not.
     problem: Option<Failure>,
+    /// A `verifiedOnly` job waits for a fresher verdict ([`fresh`]): challenge it at the
+    /// next heartbeat.
+    wanted: bool,
 }
 
 /// Verification state of this process.

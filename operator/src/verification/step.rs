@@ -106,7 +106,8 @@ impl Verifier {
             st.problem = None;
             let known: Vec<&str> = st.verdicts.iter().map(|v| v.uuid.as_str()).collect();
             let changed = claims.iter().any(|c| !known.contains(&c.uuid.as_str()));
-            if st.session.is_none() && (now_ms >= st.next_due_ms || changed) {
+            if st.session.is_none() && (now_ms >= st.next_due_ms || changed || st.wanted) {
+                st.wanted = false;
                 match session::start(random_hex(), &claims, &self.cfg.bands, now_ms) {
                     Ok(s) => st.session = Some(s),
                     Err(verdicts) => {
@@ -160,6 +161,8 @@ impl Verifier {
                     st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
                     st.nonce = Some(session.request.nonce.clone());
                     st.session = None;
+                    // This verdict is as fresh as a wanted one would be.
+                    st.wanted = false;
                 }
             }
         }

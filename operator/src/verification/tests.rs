@@ -337,3 +337,70 @@ fn a_job_deleted_between_heartbeats_still_counts() {
     v.record_deleted("p", &job("gone-too", "Succeeded"));
     assert_eq!(v.outcomes_to_save("p"), None);
 }
+
+/// Steps the hub and an honest node from `t` until the node's challenge is judged;
+/// returns the time after it.
+fn challenge_until_judged(v: &Verifier, uuids: &[&str], mut t: u64) -> u64 {
+    let mut member = BTreeMap::new();
+    let mut rep = report(uuids, None, true);
+    for _ in 0..4 {
+        if let Some(desired) = v.step("p", &view(Some(rep.clone()), &member), t) {
+            member = desired;
+        }
+        rep = report(uuids, member.get("n1"), true);
+        t += 1_000;
+    }
+    assert!(member.is_empty(), "judged: {member:?}");
+    t
+}
+
+#[test]
+fn a_node_wanted_fresh_is_challenged_before_it_is_due_and_its_pass_is_dated() {
+    let v = Verifier::new(cfg());
+    let uuids = ["GPU-1", "GPU-2"];
+    assert_eq!(v.passed_at("p", "n1"), None, "never challenged");
+    let t = challenge_until_judged(&v, &uuids, 1_000);
+    let first = v.passed_at("p", "n1").expect("passed");
+    assert!((1_000..t).contains(&first), "{first}");
+    // Not due for ten minutes: a heartbeat later starts nothing.
+    let idle = view(Some(report(&uuids, None, true)), &BTreeMap::new());
+    assert_eq!(v.step("p", &idle, t + 60_000), None);
+    // A verifiedOnly job wants a fresher verdict: the next heartbeat challenges.
+    v.want_fresh(&[("p".into(), "n1".into()), ("p".into(), "gone".into())]);
+    let desired = v.step("p", &idle, t + 61_000).expect("a request at once");
+    assert!(desired.contains_key("n1"), "{desired:?}");
+    // Finish that challenge (its request is already out, so begin from it).
+    let mut member = desired;
+    let mut now = t + 62_000;
+    for _ in 0..3 {
+        let rep = report(&uuids, member.get("n1"), true);
+        if let Some(d) = v.step("p", &view(Some(rep), &member), now) {
+            member = d;
+        }
+        now += 1_000;
+    }
+    assert!(member.is_empty(), "judged: {member:?}");
+    let second = v.passed_at("p", "n1").expect("passed again");
+    assert!(second > t + 61_000, "{second}");
+    // The wish was met: the heartbeat after starts nothing.
+    assert_eq!(v.step("p", &idle, now), None);
+}
+
+#[test]
+fn a_failed_latest_challenge_has_no_pass_date() {
+    let v = Verifier::new(cfg());
+    let uuids = ["GPU-1"];
+    let mut member = BTreeMap::new();
+    let mut rep = report(&uuids, None, false);
+    let mut t = 1_000;
+    for _ in 0..4 {
+        if let Some(desired) = v.step("p", &view(Some(rep.clone()), &member), t) {
+            member = desired;
+        }
+        rep = report(&uuids, member.get("n1"), false);
+        t += 1_000;
+    }
+    assert!(member.is_empty());
+    assert_eq!(v.passed_at("p", "n1"), None);
+    assert_eq!(v.verdict("p", t).0.failed, 1);
+}
