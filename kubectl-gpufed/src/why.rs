@@ -151,6 +151,13 @@ fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) {
             false,
         );
     }
+    let awaiting = gpufed_operator::verification::fresh::AWAITING_VERIFICATION;
+    if let Some(c) = placed.filter(|c| c.reason == awaiting) {
+        return (
+            format!("waiting for its nodes to pass a new GPU challenge: {}", c.message),
+            false,
+        );
+    }
     if let Some(c) = placed.filter(|c| c.reason == gpufed_operator::placement::DISRUPTION_BUDGET) {
         let text = format!(
             "queued: evicting lower-priority work would break a service's disruption budget, \

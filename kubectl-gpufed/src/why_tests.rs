@@ -224,6 +224,20 @@ fn jobs_that_do_not_wait_say_so() {
         r.summary,
         "waiting for the work it evicts to stop: evicting lower-priority work on a: team/train; placed once it has stopped"
     );
+    let fresh = job(
+        "verified",
+        "team",
+        Some(json!({"phase": "Queued", "conditions": [
+            {"type": "Placed", "status": "False", "reason": "AwaitingVerification",
+             "message": "placed on provider a once its node a-0 passes a new challenge",
+             "lastTransitionTime": "2026-01-01T00:01:00Z"}]})),
+    );
+    let r = explain(&fresh, &all, NOW);
+    assert!(!r.waiting, "no provider table: it has its room");
+    assert_eq!(
+        r.summary,
+        "waiting for its nodes to pass a new GPU challenge: placed on provider a once its node a-0 passes a new challenge"
+    );
     let held = job(
         "urgent-2",
         "team",
