@@ -81,7 +81,12 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
                 tokio::task::spawn_blocking(move || ctx.verifier.step(&name, &view, now_ms))
             });
             let desired = match step {
-                Some(handle) => handle.await.ok().flatten(),
+                Some(handle) => handle.await.unwrap_or_else(|e| {
+                    // A panic there would otherwise stop this provider's verification
+                    // without a word.
+                    tracing::error!(error = %e, "the verification step failed");
+                    None
+                }),
                 None => None,
             };
             if let Some(desired) = desired
