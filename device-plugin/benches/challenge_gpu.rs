@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gpufed_device_plugin::cuda::CudaRunner;
-use gpufed_device_plugin::executor::{DeviceRunner, Executor, self_check};
+use gpufed_device_plugin::executor::{DeviceRunner, Executor, block_rows, run_blocks};
 use gpufed_trust::workload::{self, Arith, Params};
 
 fn shape(bench: bool) -> Params {
@@ -80,15 +80,15 @@ fn main() {
             .map(|g| g.name().to_owned())
             .unwrap_or_default();
         let idle = measure(uuid, &p, runs, "calibrate");
-        // The whole answer path as the plugin runs it (context, workload, copy, hashing).
-        let mut executor = Executor::Device(Box::new(CudaRunner));
+        // The whole answer path as the plugin runs it (context, row blocks, copies, hashing).
+        let executor = Executor::Device(Box::new(CudaRunner));
         let t = Instant::now();
         let computed = executor
             .compute("calibrate-answer", uuid, &p)
             .expect("the executor answers");
         let answer_time = t.elapsed();
         println!(
-            "  {uuid} ({name}): idle device time {}; with context+copy median {:?}; whole answer (self-check, hashing) {answer_time:?}, root {}",
+            "  {uuid} ({name}): idle device time {}; with copies and self-check median {:?}; whole answer (self-check, hashing) {answer_time:?}, root {}",
             idle.summary(),
             idle.whole[idle.whole.len() / 2],
             computed.commit().root
@@ -167,23 +167,25 @@ impl Measured {
 /// self-check.
 fn measure(uuid: &str, p: &Params, runs: usize, nonce_prefix: &str) -> Measured {
     let full = p.node_ops() <= 1 << 36;
-    let mut runner = CudaRunner;
+    let block = block_rows(p).expect("the shape fits the device executor");
+    let runner = CudaRunner;
+    let mut gpu = runner.open(uuid).expect("the GPU opens");
     let (mut device, mut whole) = (Vec::new(), Vec::new());
     for run in 0..=runs {
         let seeds = workload::seeds(&format!("{nonce_prefix}-{run}"), uuid);
         let t = Instant::now();
-        let out = runner.product(uuid, seeds, p).expect("the GPU runs the workload");
+        let mut leaves = Vec::new();
+        // Row blocks as the plugin runs them, each self-checked against the CPU reference.
+        let micros = run_blocks(gpu.as_mut(), p, &seeds, block, |i, row| {
+            if run == 0 && full {
+                leaves.push(workload::leaf(i, row));
+            }
+        })
+        .expect("the GPU runs the workload and passes the self-check");
         let product_time = t.elapsed();
-        self_check(p, &seeds, &out.c).expect("self-check against the CPU reference");
         if run == 0 && full {
             let cpu = all_leaves_parallel(p, &seeds);
-            let gpu: Vec<_> = out
-                .c
-                .rows(p.cols as usize)
-                .zip(0..p.rows)
-                .map(|(row, i)| workload::leaf(i, row))
-                .collect();
-            assert_eq!(gpu, cpu, "every row equals the CPU reference");
+            assert_eq!(leaves, cpu, "every row equals the CPU reference");
             println!(
                 "  {uuid}: all {} rows equal the CPU reference ({nonce_prefix})",
                 p.rows
@@ -192,7 +194,7 @@ fn measure(uuid: &str, p: &Params, runs: usize, nonce_prefix: &str) -> Measured 
         if run == 0 {
             continue; // warm-up (module load, clocks)
         }
-        device.push(Duration::from_micros(out.device_micros));
+        device.push(Duration::from_micros(micros));
         whole.push(product_time);
     }
     device.sort();
@@ -200,7 +202,7 @@ fn measure(uuid: &str, p: &Params, runs: usize, nonce_prefix: &str) -> Measured 
     Measured { device, whole }
 }
 
-/// Runs the product kernel (twice the rows of `p`) back to back in a context of its own
+/// Runs the product kernel (twice the rows of `p`, at most one row block) back to back in a context of its own
 /// on the GPU `uuid` until stopped; returns once the first one finished, so the
 /// measurement starts under load. The thread answers how many it ran.
 fn start_load(uuid: &str, p: Params) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
@@ -209,7 +211,8 @@ fn start_load(uuid: &str, p: Params) -> (Arc<AtomicBool>, std::thread::JoinHandl
     let (uuid, flag) = (uuid.to_owned(), stop.clone());
     let handle = std::thread::spawn(move || {
         let gpu = gpufed_cuda::Gpu::by_uuid(&uuid).expect("a context for the load");
-        let shape = [p.rows.saturating_mul(2).min(workload::MAX_DIM), p.depth, p.cols];
+        let block = block_rows(&p).expect("the shape fits the device executor");
+        let shape = [p.rows.saturating_mul(2).min(block), p.depth, p.cols];
         let mut n = 0u64;
         while !flag.load(Ordering::SeqCst) {
             let seeds = [n, n ^ 0x5555];

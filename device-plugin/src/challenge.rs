@@ -50,14 +50,7 @@ impl Challenger {
             return self.last.clone();
         }
         if self.computed.as_ref().map(|(n, _)| n) != Some(&req.nonce) {
-            let mut computed = Vec::with_capacity(self.uuids.len());
-            for uuid in &self.uuids {
-                match self.executor.compute(&req.nonce, uuid, &req.params) {
-                    Ok(c) => computed.push(c),
-                    Err(e) => tracing::warn!(nonce = %req.nonce, gpu = %uuid, error = %e,
-                        "challenge not answered for this GPU"),
-                }
-            }
+            let computed = compute_all(&self.executor, &self.uuids, req);
             tracing::info!(nonce = %req.nonce, gpus = self.uuids.len(), answered = computed.len(),
                 executor = ?self.executor, "challenge computed");
             self.computed = Some((req.nonce.clone(), computed));
@@ -73,6 +66,36 @@ impl Challenger {
         self.last = Some(answer(req, computed));
         self.last.clone()
     }
+}
+
+/// Every GPU's workload at once, one thread each: the hub times the node's answer as a
+/// whole (issue → commitment), so GPUs computed one after another would make an honest
+/// node with eight GPUs look eight times slower. A GPU that cannot compute is left out.
+fn compute_all(executor: &Executor, uuids: &[String], req: &ChallengeRequest) -> Vec<Computed> {
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = uuids
+            .iter()
+            .map(|uuid| {
+                (
+                    uuid,
+                    scope.spawn(|| executor.compute(&req.nonce, uuid, &req.params)),
+                )
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|(uuid, run)| {
+                let result = run
+                    .join()
+                    .unwrap_or_else(|_| Err("the computation panicked".to_owned()));
+                result
+                    .map_err(|e| {
+                        tracing::warn!(nonce = %req.nonce, gpu = %uuid, error = %e,
+                        "challenge not answered for this GPU")
+                    })
+                    .ok()
+            })
+            .collect()
+    })
 }
 
 /// This node's request in the ConfigMap, if any (a missing or unreadable one is `None`).
@@ -127,20 +150,77 @@ mod tests {
 
     /// Computes on the CPU, but gets GPU-bad's row 0 wrong.
     struct OneBadGpu;
+    struct Opened(bool);
 
     impl crate::executor::DeviceRunner for OneBadGpu {
+        fn open(&self, uuid: &str) -> Result<Box<dyn crate::executor::OpenDevice + '_>, String> {
+            Ok(Box::new(Opened(uuid == "GPU-bad")))
+        }
+    }
+
+    impl crate::executor::OpenDevice for Opened {
         fn product(
             &mut self,
-            uuid: &str,
             seeds: gpufed_trust::workload::Seeds,
             p: &Params,
         ) -> Result<crate::executor::DeviceProduct, String> {
             let mut c = gpufed_trust::workload::product(p, &seeds);
-            if uuid == "GPU-bad" {
+            if self.0 {
                 crate::executor::flip_low_bit(&mut c, 0);
             }
             Ok(crate::executor::DeviceProduct { c, device_micros: 77 })
         }
+    }
+
+    /// Each opened GPU waits (up to 10 s) until all of the node's GPUs are open at once,
+    /// and says whether they were.
+    struct Rendezvous {
+        gpus: usize,
+        open: std::sync::Mutex<usize>,
+        all_open: std::sync::Condvar,
+        met: std::sync::Mutex<Vec<bool>>,
+    }
+
+    impl crate::executor::DeviceRunner for Rendezvous {
+        fn open(&self, _: &str) -> Result<Box<dyn crate::executor::OpenDevice + '_>, String> {
+            let mut open = self.open.lock().unwrap();
+            *open += 1;
+            self.all_open.notify_all();
+            let (open, _) = self
+                .all_open
+                .wait_timeout_while(open, std::time::Duration::from_secs(10), |n| *n < self.gpus)
+                .unwrap();
+            self.met.lock().unwrap().push(*open == self.gpus);
+            Ok(Box::new(Opened(false)))
+        }
+    }
+
+    #[test]
+    fn a_nodes_gpus_compute_at_the_same_time() {
+        let uuids: Vec<String> = (0..4).map(|i| format!("GPU-{i}")).collect();
+        let runner = std::sync::Arc::new(Rendezvous {
+            gpus: uuids.len(),
+            open: Default::default(),
+            all_open: Default::default(),
+            met: Default::default(),
+        });
+        struct Shared(std::sync::Arc<Rendezvous>);
+        impl crate::executor::DeviceRunner for Shared {
+            fn open(&self, uuid: &str) -> Result<Box<dyn crate::executor::OpenDevice + '_>, String> {
+                self.0.open(uuid)
+            }
+        }
+        let got = compute_all(
+            &Executor::Device(Box::new(Shared(runner.clone()))),
+            &uuids,
+            &req("n1", None),
+        );
+        assert_eq!(got.len(), 4, "every GPU answered");
+        assert_eq!(
+            *runner.met.lock().unwrap(),
+            vec![true; 4],
+            "all four GPUs were open at once, not one after another"
+        );
     }
 
     #[test]

@@ -3,17 +3,27 @@
 
 use gpufed_trust::workload::{Arith, Cells, Params, Seeds};
 
-use crate::executor::{DeviceProduct, DeviceRunner, Executor};
+use crate::executor::{DeviceProduct, DeviceRunner, Executor, OpenDevice};
 
-/// Runs the workload with the CUDA driver. A context is created per challenge and dropped
-/// after it, so the plugin holds no GPU memory between challenges.
+/// Runs the workload with the CUDA driver. A context is created per GPU and challenge
+/// ([`DeviceRunner::open`]), serves all of the challenge's row blocks and is dropped after
+/// it, so the plugin holds no GPU memory between challenges.
 #[derive(Debug, Default)]
 pub struct CudaRunner;
 
 impl DeviceRunner for CudaRunner {
-    fn product(&mut self, uuid: &str, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
+    fn open(&self, uuid: &str) -> Result<Box<dyn OpenDevice + '_>, String> {
         let gpu = gpufed_cuda::Gpu::by_uuid(uuid).map_err(|e| e.to_string())?;
-        let (seeds, shape) = ([seeds.a, seeds.b], [p.rows, p.depth, p.cols]);
+        Ok(Box::new(CudaGpu(gpu)))
+    }
+}
+
+/// One GPU's context and kernels, for one challenge.
+struct CudaGpu(gpufed_cuda::Gpu);
+
+impl OpenDevice for CudaGpu {
+    fn product(&mut self, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
+        let (gpu, seeds, shape) = (&self.0, [seeds.a, seeds.b], [p.rows, p.depth, p.cols]);
         let (c, time) = match p.arith {
             Arith::U32 => gpu
                 .product(seeds, shape)

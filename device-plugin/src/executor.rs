@@ -10,13 +10,16 @@
 use std::time::Instant;
 
 use gpufed_trust::Computed;
-use gpufed_trust::workload::{self, Cells, Params, Seeds};
+use gpufed_trust::workload::{self, Cells, Params, RowRef, Seeds};
 
 /// Largest workload (multiply-adds) the CPU reference executor takes on.
 pub const CPU_MAX_OPS: u64 = 1 << 30;
-/// Largest matrix (bytes) the device path takes on: C comes back to the host, and A, B and
-/// C share the card with the jobs running on it.
+/// Most bytes one device run may take for A or C (and B, which every run needs whole):
+/// C comes back to the host, and the matrices share the card with the jobs running on it.
+/// A taller challenge runs in row blocks of at most this ([`block_rows`]).
 pub const DEVICE_MAX_BYTES: u64 = 1 << 30;
+/// Most rows of one device run (the product kernel's grid holds 65 535 × 16 rows).
+pub const MAX_BLOCK_ROWS: u32 = 1 << 19;
 /// Rows of a device's result the node recomputes on its CPU before answering.
 pub const SELF_CHECK_ROWS: u32 = 8;
 
@@ -29,10 +32,18 @@ pub struct DeviceProduct {
     pub device_micros: u64,
 }
 
-/// Runs the workload on the GPU with this UUID.
-pub trait DeviceRunner: Send {
+/// Opens GPUs for the workload. Shared by the threads that answer for a node's GPUs at
+/// once (one each), so `Sync`.
+pub trait DeviceRunner: Send + Sync {
+    /// The GPU with this UUID, ready for one challenge's row blocks.
+    fn open(&self, uuid: &str) -> Result<Box<dyn OpenDevice + '_>, String>;
+}
+
+/// One GPU opened for one challenge (a CUDA context, kernels loaded): it runs every row
+/// block of the challenge, so the context is made once, and is dropped after it.
+pub trait OpenDevice {
     /// C for the seeds and shape, or why not.
-    fn product(&mut self, uuid: &str, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String>;
+    fn product(&mut self, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String>;
 }
 
 /// This node's executor.
@@ -58,7 +69,7 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     /// The committed workload of GPU `uuid` for challenge `nonce`, or why there is none.
-    pub fn compute(&mut self, nonce: &str, uuid: &str, p: &Params) -> Result<Computed, String> {
+    pub fn compute(&self, nonce: &str, uuid: &str, p: &Params) -> Result<Computed, String> {
         match self {
             Self::Unavailable(why) => Err(why.clone()),
             Self::Cpu => {
@@ -76,42 +87,77 @@ impl Executor {
                 Ok(c)
             }
             Self::Device(runner) => {
-                fits_device(p)?;
+                let block = block_rows(p)?;
                 let seeds = workload::seeds(nonce, uuid);
-                let out = runner.product(uuid, seeds, p)?;
-                self_check(p, &seeds, &out.c)?;
-                let leaves = out
-                    .c
-                    .rows(p.cols as usize)
-                    .zip(0..p.rows)
-                    .map(|(row, i)| workload::leaf(i, row))
-                    .collect();
-                Computed::new(uuid, leaves, out.device_micros.max(1))
+                let mut gpu = runner.open(uuid)?;
+                let mut leaves = Vec::with_capacity(p.rows as usize);
+                let micros = run_blocks(gpu.as_mut(), p, &seeds, block, |i, row| {
+                    leaves.push(workload::leaf(i, row));
+                })?;
+                Computed::new(uuid, leaves, micros.max(1))
                     .ok_or_else(|| "a challenge with no rows".to_owned())
             }
         }
     }
 }
 
-/// Whether every matrix of the shape fits the device path's limit.
-fn fits_device(p: &Params) -> Result<(), String> {
-    let len = |x: u32, y: u32| u64::from(x) * u64::from(y) * p.arith.element_bytes();
-    for (name, n) in [
-        ("A", len(p.rows, p.depth)),
-        ("B", len(p.depth, p.cols)),
-        ("C", len(p.rows, p.cols)),
-    ] {
-        if n > DEVICE_MAX_BYTES {
-            return Err(format!(
-                "matrix {name} would take {n} bytes, more than the device executor's {DEVICE_MAX_BYTES}"
-            ));
-        }
+/// Rows per device run: all of them when A and C fit [`DEVICE_MAX_BYTES`], else blocks
+/// that do. Only B (`depth × cols`, which every block needs) has to fit whole.
+pub fn block_rows(p: &Params) -> Result<u32, String> {
+    let elem = p.arith.element_bytes();
+    let b = u64::from(p.depth) * u64::from(p.cols) * elem;
+    if b > DEVICE_MAX_BYTES {
+        return Err(format!(
+            "matrix B would take {b} bytes, more than the device executor's {DEVICE_MAX_BYTES}"
+        ));
     }
-    Ok(())
+    // One row of A and of C.
+    let row = (u64::from(p.depth) + u64::from(p.cols)) * elem;
+    let block = (DEVICE_MAX_BYTES / row)
+        .min(u64::from(p.rows))
+        .min(u64::from(MAX_BLOCK_ROWS));
+    u32::try_from(block.max(1)).map_err(|e| e.to_string())
+}
+
+/// Runs the product of `p` on `gpu` in blocks of `block` rows — block `r0` is the product
+/// of rows `r0..` with A's stream started at row `r0` ([`Seeds::from_row`]), so the blocks
+/// together are exactly C — checks each block ([`self_check_rows`] recomputed on the CPU),
+/// hands every row to `on_row` in order, and returns the device time of all blocks, µs.
+/// Only one block of C is in memory at a time.
+pub fn run_blocks(
+    gpu: &mut dyn OpenDevice,
+    p: &Params,
+    seeds: &Seeds,
+    block: u32,
+    mut on_row: impl FnMut(u32, RowRef<'_>),
+) -> Result<u64, String> {
+    let check = self_check_rows(p, seeds);
+    let b = workload::matrix_b(p, seeds);
+    let cols = p.cols as usize;
+    let mut micros = 0u64;
+    let mut r0 = 0u32;
+    while r0 < p.rows {
+        let part = Params {
+            rows: block.max(1).min(p.rows - r0),
+            ..*p
+        };
+        let out = gpu.product(seeds.from_row(r0, p.depth), &part)?;
+        check_cells(&part, &out.c)?;
+        for (k, row) in out.c.rows(cols).enumerate() {
+            let i = r0 + k as u32;
+            if check.binary_search(&i).is_ok() && row != workload::row(p, seeds, &b, i).as_row() {
+                return Err(wrong_row(i));
+            }
+            on_row(i, row);
+        }
+        micros = micros.saturating_add(out.device_micros);
+        r0 += part.rows;
+    }
+    Ok(micros)
 }
 
 /// The rows a node recomputes: the first, the last, and the rest spread by the seeds (so
-/// they differ per challenge).
+/// they differ per challenge). Sorted.
 pub fn self_check_rows(p: &Params, seeds: &Seeds) -> Vec<u32> {
     let mut rows = vec![0, p.rows - 1];
     let mut k = 0u64;
@@ -127,9 +173,15 @@ pub fn self_check_rows(p: &Params, seeds: &Seeds) -> Vec<u32> {
     rows
 }
 
-/// Checks a device's C: its arithmetic, its size, and [`self_check_rows`] recomputed on
-/// the CPU.
-pub fn self_check(p: &Params, seeds: &Seeds, c: &Cells) -> Result<(), String> {
+fn wrong_row(i: u32) -> String {
+    format!(
+        "row {i} of the device's result differs from the CPU reference: this GPU computes wrongly, not answering"
+    )
+}
+
+/// A device's C (of the whole shape `p`, or of one block) is in `p`'s arithmetic and has
+/// `rows × cols` cells.
+fn check_cells(p: &Params, c: &Cells) -> Result<(), String> {
     if c.arith() != p.arith {
         return Err(format!(
             "the device returned {} cells for a {} challenge",
@@ -144,13 +196,18 @@ pub fn self_check(p: &Params, seeds: &Seeds, c: &Cells) -> Result<(), String> {
             c.len()
         ));
     }
+    Ok(())
+}
+
+/// Checks a device's whole C: its arithmetic, its size, and [`self_check_rows`]
+/// recomputed on the CPU (the calibration bench's check of one run).
+pub fn self_check(p: &Params, seeds: &Seeds, c: &Cells) -> Result<(), String> {
+    check_cells(p, c)?;
     let b = workload::matrix_b(p, seeds);
     let cols = p.cols as usize;
     for i in self_check_rows(p, seeds) {
         if c.row(cols, i as usize) != Some(workload::row(p, seeds, &b, i).as_row()) {
-            return Err(format!(
-                "row {i} of the device's result differs from the CPU reference: this GPU computes wrongly, not answering"
-            ));
+            return Err(wrong_row(i));
         }
     }
     Ok(())

@@ -4,19 +4,43 @@ use super::*;
 
 const P: Params = Params::u32(64, 16, 32, 4);
 
-/// A device that computes on the CPU, optionally corrupting one element.
+/// A device that computes on the CPU, optionally corrupting one element of C, and records
+/// the GPUs opened and the shape of every run.
+#[derive(Default)]
 struct FakeDevice {
     corrupt: Option<(u32, usize)>,
-    calls: Vec<String>,
+    opened: std::sync::Mutex<Vec<String>>,
+    runs: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+}
+
+struct FakeGpu {
+    corrupt: Option<(u32, usize)>,
+    runs: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    /// First row of the next block, to corrupt the right one.
+    next_row: u32,
 }
 
 impl DeviceRunner for FakeDevice {
-    fn product(&mut self, uuid: &str, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
-        self.calls.push(uuid.to_owned());
+    fn open(&self, uuid: &str) -> Result<Box<dyn OpenDevice + '_>, String> {
+        self.opened.lock().unwrap().push(uuid.to_owned());
+        Ok(Box::new(FakeGpu {
+            corrupt: self.corrupt,
+            runs: self.runs.clone(),
+            next_row: 0,
+        }))
+    }
+}
+
+impl OpenDevice for FakeGpu {
+    fn product(&mut self, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
+        self.runs.lock().unwrap().push(p.rows);
         let mut c = workload::product(p, &seeds);
-        if let Some((row, col)) = self.corrupt {
-            flip_low_bit(&mut c, row as usize * p.cols as usize + col);
+        if let Some((row, col)) = self.corrupt
+            && (self.next_row..self.next_row + p.rows).contains(&row)
+        {
+            flip_low_bit(&mut c, (row - self.next_row) as usize * p.cols as usize + col);
         }
+        self.next_row += p.rows;
         Ok(DeviceProduct {
             c,
             device_micros: 1234,
@@ -27,7 +51,7 @@ impl DeviceRunner for FakeDevice {
 fn device(corrupt: Option<(u32, usize)>) -> Executor {
     Executor::Device(Box::new(FakeDevice {
         corrupt,
-        calls: vec![],
+        ..FakeDevice::default()
     }))
 }
 
@@ -99,13 +123,14 @@ fn a_short_result_is_refused() {
 
 #[test]
 fn oversized_work_and_a_missing_executor_are_refused_with_a_reason() {
-    let huge = Params::u32(65_536, 65_536, 8, 4);
-    let err = device(None).compute("n1", "GPU-a", &huge).unwrap_err();
-    assert!(err.contains("matrix A"), "{err}");
+    // B must fit one device run whole; A and C only a block at a time.
+    let deep = Params::u32(8, 65_536, 8_192, 4);
+    let err = device(None).compute("n1", "GPU-a", &deep).unwrap_err();
+    assert!(err.contains("matrix B"), "{err}");
     // f64 elements take twice the bytes: a shape the u32 path takes, the f64 path refuses.
     let wide = Params::u32(8, 8192, 32_768, 4);
-    assert!(fits_device(&wide).is_ok());
-    let err = fits_device(&Params {
+    assert!(block_rows(&wide).is_ok());
+    let err = block_rows(&Params {
         arith: workload::Arith::F64,
         ..wide
     })
@@ -114,12 +139,58 @@ fn oversized_work_and_a_missing_executor_are_refused_with_a_reason() {
         err.contains("matrix B") && err.contains("2147483648 bytes"),
         "{err}"
     );
+    let huge = Params::u32(65_536, 65_536, 8, 4);
     let err = Executor::Cpu.compute("n1", "GPU-a", &huge).unwrap_err();
     assert!(err.contains("CPU reference"), "{err}");
     let err = Executor::Unavailable("no driver".into())
         .compute("n1", "GPU-a", &P)
         .unwrap_err();
     assert_eq!(err, "no driver");
+}
+
+#[test]
+fn a_tall_challenge_runs_in_blocks_that_fit_and_commits_the_whole_product() {
+    // A 65 536 × 65 536 × 8 u32 product: A alone is 16 GiB; a row of A and C is 256 KiB.
+    let tall = Params::u32(65_536, 65_536, 8, 4);
+    assert_eq!(block_rows(&tall).unwrap(), 4095);
+    assert_eq!(block_rows(&P).unwrap(), P.rows, "a small one runs at once");
+    let shallow = Params::u32(workload::MAX_ROWS, 1, 1, 4);
+    assert_eq!(block_rows(&shallow).unwrap(), MAX_BLOCK_ROWS, "the kernel's grid");
+
+    // Blocks of 5 rows over 64 (the last one short) give the same root as one run, with
+    // every block's time added.
+    let seeds = workload::seeds("n1", "GPU-a");
+    for p in [
+        P,
+        Params {
+            arith: workload::Arith::F64,
+            ..P
+        },
+    ] {
+        let fake = FakeDevice::default();
+        let mut gpu = fake.open("GPU-a").unwrap();
+        let mut leaves = Vec::new();
+        let micros = run_blocks(gpu.as_mut(), &p, &seeds, 5, |i, row| {
+            leaves.push(workload::leaf(i, row));
+        })
+        .unwrap();
+        let runs = fake.runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 13);
+        assert_eq!(runs.iter().sum::<u32>(), p.rows);
+        assert_eq!(*runs.last().unwrap(), 4);
+        assert_eq!(micros, 13 * 1234);
+        assert_eq!(leaves, workload::all_leaves(&p, &seeds));
+    }
+    // A wrong row in a later block is caught there.
+    let row = *self_check_rows(&P, &seeds).last().unwrap();
+    assert!(row >= 5, "{row}");
+    let fake = FakeDevice {
+        corrupt: Some((row, 1)),
+        ..FakeDevice::default()
+    };
+    let mut gpu = fake.open("GPU-a").unwrap();
+    let err = run_blocks(gpu.as_mut(), &P, &seeds, 5, |_, _| {}).unwrap_err();
+    assert!(err.contains(&format!("row {row}")), "{err}");
 }
 
 #[test]

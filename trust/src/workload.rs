@@ -92,8 +92,14 @@ pub struct Params {
     pub arith: Arith,
 }
 
-/// Largest accepted dimension (keeps the hub's recomputation and the proofs bounded).
+/// Largest accepted `depth` and `cols` (the hub recomputes `depth × cols` multiply-adds a
+/// sampled row, so these bound its cost).
 pub const MAX_DIM: u32 = 1 << 16;
+/// Largest accepted `rows`. Rows cost the node, not the hub (only the proofs grow, by one
+/// hash a doubling), so a challenge is made long with rows: the hub's own clock can only
+/// bound work that takes longer than its round trip (docs/trust.md, "What the hub's clock
+/// proves"). A device runs tall challenges in row blocks.
+pub const MAX_ROWS: u32 = 1 << 20;
 /// Most samples a challenge may ask for (bounds the report's size).
 pub const MAX_SAMPLES: u32 = 64;
 
@@ -111,9 +117,13 @@ impl Params {
 
     /// Checks the bounds; `Err` names the field.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [("rows", self.rows), ("depth", self.depth), ("cols", self.cols)] {
-            if v == 0 || v > MAX_DIM {
-                return Err(format!("{name} must be within 1..={MAX_DIM}, got {v}"));
+        for (name, v, max) in [
+            ("rows", self.rows, MAX_ROWS),
+            ("depth", self.depth, MAX_DIM),
+            ("cols", self.cols, MAX_DIM),
+        ] {
+            if v == 0 || v > max {
+                return Err(format!("{name} must be within 1..={max}, got {v}"));
             }
         }
         if self.samples == 0 || self.samples > MAX_SAMPLES || self.samples > self.rows {
@@ -143,6 +153,20 @@ pub struct Seeds {
     pub a: u64,
     /// Seed of B.
     pub b: u64,
+}
+
+impl Seeds {
+    /// The seeds of the rows from `row` on, as a product of their own: A's stream started
+    /// at element `row · depth` (`mix(s, k + o) = mix(s + o·GOLDEN, k)`, wrapping), B's
+    /// unchanged. Row `k` of that product is row `row + k` of this one; a device computes
+    /// a tall challenge block by block with these.
+    pub fn from_row(&self, row: u32, depth: u32) -> Self {
+        let offset = u64::from(row).wrapping_mul(u64::from(depth));
+        Self {
+            a: self.a.wrapping_add(offset.wrapping_mul(GOLDEN)),
+            b: self.b,
+        }
+    }
 }
 
 /// Seeds for `gpu_uuid` under challenge `nonce`.

@@ -161,3 +161,58 @@ fn u32_params_keep_their_old_bytes_and_f64_is_spelled_out() {
         .to_string();
     assert!(err.contains("f32") && err.contains("f64"), "{err}");
 }
+
+#[test]
+fn a_block_from_a_later_row_is_those_rows_of_the_product() {
+    let s = seeds("n1", "GPU-a");
+    for p in [P, P64] {
+        let whole = product(&p, &s);
+        let cols = p.cols as usize;
+        for r0 in [0, 1, 3, 7] {
+            let part = Params {
+                rows: p.rows - r0,
+                ..p
+            };
+            let block = product(&part, &s.from_row(r0, p.depth));
+            for k in 0..part.rows {
+                assert_eq!(
+                    block.row(cols, k as usize),
+                    whole.row(cols, (r0 + k) as usize),
+                    "{} row {} from block {r0}",
+                    p.arith.as_str(),
+                    r0 + k
+                );
+            }
+        }
+        // B is the same; A is not started over.
+        assert_eq!(s.from_row(3, p.depth).b, s.b);
+        assert_ne!(s.from_row(1, p.depth), s);
+    }
+    // Wrapping: a row far down a deep challenge still lines up with the element stream.
+    let far = s.from_row(MAX_ROWS - 1, MAX_DIM);
+    let k = u64::from(MAX_ROWS - 1) * u64::from(MAX_DIM);
+    assert_eq!(elem(far.a, 5), elem(s.a, k + 5));
+}
+
+#[test]
+fn rows_may_exceed_the_other_dimensions_up_to_their_own_limit() {
+    let tall = Params::u32(MAX_ROWS, 64, 64, 8);
+    assert!(tall.validate().is_ok());
+    let err = Params {
+        rows: MAX_ROWS + 1,
+        ..tall
+    }
+    .validate()
+    .unwrap_err();
+    assert!(
+        err.contains("rows") && err.contains(&MAX_ROWS.to_string()),
+        "{err}"
+    );
+    let err = Params {
+        depth: MAX_DIM + 1,
+        ..tall
+    }
+    .validate()
+    .unwrap_err();
+    assert!(err.contains("depth"), "{err}");
+}
