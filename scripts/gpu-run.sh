@@ -3,11 +3,11 @@
 # gpu-bundle/run.sh). Each check writes its output to $OUT (what the device tool brings
 # back); the summary at the end is the part to record (docs/gpu-session.md).
 #
-# About 5 to 6 minutes on an H100/H200 (estimate): unit tests (on a GPU machine their
+# About 6 to 8 minutes on an H100/H200 (estimate): unit tests (on a GPU machine their
 # driver branches run: NVML discovers a real inventory, CUDA lists devices by UUID), the
 # challenge on every GPU (30 runs of 4096x1024x4096 in u32, then in f64, each idle and
 # then beside a load kernel in another context, the first run of each checked row by row
-# against the CPU on all cores), the
+# against the CPU on all cores; then 10 runs of the tall f64 shape 1048576x65536x64), the
 # device-plugin bench (Allocate, health latency, NVML discovery, 60 s of the NVML loop, and
 # the plugin on the NVML inventory against the fake kubelet: register, ListAndWatch,
 # Allocate, a refused second container, 5 s of NVML health).
@@ -40,6 +40,10 @@ check cuda-tests "$B/cuda-lib-tests" --test-threads 1
 check device-plugin-tests "$B/device-plugin-lib-tests"
 check challenge-gpu env GPUFED_CHALLENGE_RUNS="${GPUFED_CHALLENGE_RUNS:-30}" "$B/bench-challenge-gpu" --bench
 check challenge-gpu-f64 env GPUFED_CHALLENGE_ARITH=f64 GPUFED_CHALLENGE_RUNS="${GPUFED_CHALLENGE_RUNS:-30}" "$B/bench-challenge-gpu" --bench
+# A tall f64 shape (rows in blocks, docs/trust.md "What the hub's clock proves"): long
+# enough that the hub's own clock, not the node's report, tells an H100 from slower
+# hardware. 10 runs; too long to check every row on the CPU (the self-check rows are).
+check challenge-gpu-tall env GPUFED_CHALLENGE_ARITH=f64 GPUFED_CHALLENGE_SHAPE=1048576x65536x64 GPUFED_CHALLENGE_RUNS="${GPUFED_CHALLENGE_TALL_RUNS:-10}" "$B/bench-challenge-gpu" --bench
 check device-plugin-bench "$B/bench-device-plugin" --bench
 
 expect() { # file pattern what
@@ -47,13 +51,14 @@ expect() { # file pattern what
 }
 expect challenge-gpu.txt "rows equal the CPU reference" "the GPU's challenge result checked against the CPU"
 expect challenge-gpu-f64.txt "rows equal the CPU reference" "the GPU's f64 challenge result checked against the CPU"
+expect challenge-gpu-tall.txt "suggested band" "the tall f64 challenge measured"
 expect device-plugin-bench.txt "^NVML: [1-9]" "NVML discovering at least one GPU"
 expect device-plugin-bench.txt "^NVML poll cost: [0-9]" "the NVML loop's CPU cost"
 expect device-plugin-bench.txt "^NVML kubelet path: ok" "registration, ListAndWatch, Allocate and health on the NVML inventory"
 
 {
     echo "--- challenge"
-    grep -hE "challenge_gpu:|rows equal|device time|floor|suggested band|model:|params:|KernelMicros" "$OUT/challenge-gpu.txt" "$OUT/challenge-gpu-f64.txt"
+    grep -hE "challenge_gpu:|rows equal|device time|floor|suggested band|model:|params:|KernelMicros|hub's clock" "$OUT/challenge-gpu.txt" "$OUT/challenge-gpu-f64.txt" "$OUT/challenge-gpu-tall.txt"
     echo "--- NVML"
     grep -E "^NVML|^Allocate|ListAndWatch" "$OUT/device-plugin-bench.txt"
     echo "--- test results"

@@ -35,9 +35,12 @@ fn shape(bench: bool) -> Params {
         Ok("u32") | Err(_) => Arith::U32,
         Ok(other) => panic!("GPUFED_CHALLENGE_ARITH: u32 or f64, got {other}"),
     };
+    // 24 samples, fewer where the proofs would outgrow a report (tall shapes).
+    let levels = dims[0].max(1).next_power_of_two().trailing_zeros().max(1);
+    let most = u32::try_from(gpufed_trust::bands::MAX_PROOF_HASHES / u64::from(levels)).unwrap_or(24);
     let p = Params {
         arith,
-        ..Params::u32(dims[0], dims[1], dims[2], 24.min(dims[0]))
+        ..Params::u32(dims[0], dims[1], dims[2], 24.min(dims[0]).min(most))
     };
     p.validate().expect("GPUFED_CHALLENGE_SHAPE");
     p
@@ -133,6 +136,23 @@ fn main() {
             p.arith.as_str(),
             floor.max(1),
             (slowest.as_micros() as f64 * 1.5) as u64
+        );
+        // docs/trust.md, "What the hub's clock proves": the slack must cover the whole
+        // answer beyond the device time (copies, hashing) plus the hub's poll and API
+        // latency; what a passing node then proves, at a 3 s slack.
+        let band = gpufed_trust::Band {
+            model: name.clone(),
+            params: p,
+            min_kernel_micros: floor.max(1),
+            max_kernel_micros: (slowest.as_micros() as f64 * 1.5) as u64,
+            round_trip_slack_ms: 3000,
+        };
+        println!(
+            "  hub's clock at roundTripSlackMs 3000: at least {:.3e} {} MAC/s proven, {:.0}% of the band's rate (whole answer beyond device time: {:?})",
+            band.proven_rate(),
+            p.arith.as_str(),
+            band.clock_share() * 100.0,
+            answer_time.saturating_sub(idle.device[idle.device.len() / 2])
         );
     }
 }

@@ -98,6 +98,46 @@ fn compute_all(executor: &Executor, uuids: &[String], req: &ChallengeRequest) ->
     })
 }
 
+/// Wakes `wake` whenever this node's request in the challenge ConfigMap changes, until
+/// the task is dropped. The hub's clock runs from the moment it writes a request: a node
+/// that only polled every `--publish-interval-secs` would have to be granted that much
+/// slack, and the slack is exactly what a node can spend computing on slower hardware
+/// (docs/trust.md, "What the hub's clock proves"). A watch of that one object by name
+/// (RBAC: `list`/`watch` with `resourceNames`, which a `metadata.name` field selector
+/// satisfies) costs the API server nothing between challenges, and other nodes' requests
+/// in the same object do not wake this one. Errors are retried with backoff; the
+/// publisher's polling goes on regardless.
+pub async fn watch_requests(
+    client: Client,
+    namespace: String,
+    node: String,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={CHALLENGE_CONFIGMAP}"));
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut seen: Option<String> = None;
+    while let Some(event) = events.next().await {
+        let mine = match event {
+            Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                cm.data.and_then(|mut d| d.remove(&node))
+            }
+            Ok(watcher::Event::Delete(_)) => None,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "watching the challenge ConfigMap; polling meanwhile");
+                continue;
+            }
+        };
+        if mine != seen {
+            seen = mine;
+            wake.notify_one();
+        }
+    }
+}
+
 /// This node's request in the ConfigMap, if any (a missing or unreadable one is `None`).
 pub async fn read_request(client: &Client, namespace: &str, node: &str) -> Option<ChallengeRequest> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);

@@ -170,7 +170,8 @@ impl std::fmt::Debug for Publisher {
 
 /// Publishes at start and whenever the hub's nonce, its challenge request for this node
 /// (ConfigMap in the publisher's namespace) or the pods' GPU allocations change, checked
-/// every `every`, until `shutdown` turns true. Errors are logged and retried; while
+/// every `every` and at once when the challenge ConfigMap changes (watched), until
+/// `shutdown` turns true. Errors are logged and retried; while
 /// PodResources cannot be read, the last allocations read stay published.
 pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
     let Publisher {
@@ -192,6 +193,14 @@ pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
     // The workload runs for up to seconds (GPU) and is CPU work (hashing, the simulated
     // executor): off the async workers, one at a time.
     let challenger = std::sync::Arc::new(std::sync::Mutex::new(challenger));
+    // A new request is answered at once, not at the next poll.
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let watch = tokio::spawn(crate::challenge::watch_requests(
+        client.clone(),
+        namespace.clone(),
+        node.clone(),
+        wake.clone(),
+    ));
     while !*shutdown.borrow() {
         let nonce = match api.get(&node).await {
             Ok(n) => n
@@ -243,9 +252,11 @@ pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = wake.notified() => {}
             _ = shutdown.changed() => {}
         }
     }
+    watch.abort();
 }
 
 #[cfg(test)]

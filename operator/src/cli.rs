@@ -126,6 +126,11 @@ pub struct Args {
     /// How long a node has to commit to, and then to open, a challenge.
     #[arg(long, default_value = "2m", value_parser = parse_duration, help_heading = "Verification")]
     pub challenge_timeout: Duration,
+    /// How often a provider is probed while one of its nodes has a challenge open (instead
+    /// of every heartbeat): the hub sees a node's commitment this late at most, so a
+    /// band's `roundTripSlackMs` must cover it.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Verification")]
+    pub challenge_poll: Duration,
     /// A `verifiedOnly` job starts only on nodes that passed a challenge within this
     /// time; an older verdict is renewed first (a challenge at once). `0s`: any verdict
     /// still listed will do.

@@ -21,6 +21,9 @@ use crate::metrics::{ErrorLabel, Metrics};
 pub struct Timing {
     /// Provider probe period.
     pub heartbeat_interval: Duration,
+    /// Provider probe period while one of its nodes has a challenge open: the hub's clock
+    /// for a node's answer has this granularity (docs/trust.md).
+    pub challenge_poll: Duration,
     /// Placement round period when nothing triggers one.
     pub placement_interval: Duration,
     /// Whose running work a job with `preemptLowerPriority` may evict.

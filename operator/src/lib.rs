@@ -88,6 +88,14 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let settlement_cfg = args.settlement().map_err(anyhow::Error::msg)?;
     let stake_cfg = args.stake().map_err(anyhow::Error::msg)?;
     let verify_cfg = args.verification().map_err(anyhow::Error::msg)?;
+    for band in &verify_cfg.bands.bands {
+        let (note, weak) = crate::verification::clock_note(band, args.challenge_poll);
+        if weak {
+            tracing::warn!(model = %band.model, "{note}");
+        } else {
+            tracing::info!(model = %band.model, "{note}");
+        }
+    }
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gpufed".into());
         format!("{host}-{}", std::process::id())
@@ -147,6 +155,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         config: context::Timing {
             heartbeat_interval: args.heartbeat_interval,
             placement_interval: args.placement_interval,
+            challenge_poll: args.challenge_poll,
             preemption: args.preemption,
         },
         settles: settlement_cfg.is_some(),

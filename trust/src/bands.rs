@@ -29,6 +29,42 @@ pub struct Band {
     pub round_trip_slack_ms: u64,
 }
 
+impl Band {
+    /// The latest the hub accepts a commitment after issuing the challenge, ms: the band's
+    /// maximum kernel time plus the slack.
+    pub fn max_round_trip_ms(&self) -> u64 {
+        self.max_kernel_micros.div_ceil(1000) + self.round_trip_slack_ms
+    }
+
+    /// What the hub's own clock proves about a node that passes: it did the work
+    /// (`rows × depth × cols` multiply-adds, checked by sampling) within
+    /// [`Band::max_round_trip_ms`], so it sustains at least this many a second. The
+    /// kernel time in the answer is the node's claim; this is the part that holds
+    /// against a node that lies about it.
+    pub fn proven_rate(&self) -> f64 {
+        self.params.node_ops() as f64 / (self.max_round_trip_ms().max(1) as f64 / 1e3)
+    }
+
+    /// [`Band::proven_rate`] as a share of the rate the band claims for the model (the
+    /// work over `maxKernelMicros`), in (0, 1]: how much of the claimed card the hub's
+    /// clock proves. Near 1 when the work takes far longer than the slack; a band whose
+    /// slack dwarfs its kernel time proves only that *some* computer did the work.
+    pub fn clock_share(&self) -> f64 {
+        (self.max_kernel_micros as f64 / 1e3) / self.max_round_trip_ms().max(1) as f64
+    }
+
+    /// Hashes of one GPU's openings in a report (`samples × ⌈log2 rows⌉`).
+    pub fn proof_hashes(&self) -> u64 {
+        let levels = u64::from(self.params.rows.max(1).next_power_of_two().trailing_zeros());
+        u64::from(self.params.samples) * levels
+    }
+}
+
+/// Most proof hashes a band may ask of one GPU ([`Band::proof_hashes`]): 64 hex characters
+/// each, so an eight-GPU node's report stays near 200 KB, inside the 256 KiB the API server
+/// allows a Node's annotations.
+pub const MAX_PROOF_HASHES: u64 = 384;
+
 /// All known bands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -78,6 +114,13 @@ impl Bands {
                 return Err(format!(
                     "bands[{}]: need 0 < minKernelMicros <= maxKernelMicros",
                     b.model
+                ));
+            }
+            if b.proof_hashes() > MAX_PROOF_HASHES {
+                return Err(format!(
+                    "bands[{}].params: samples × log2(rows) = {} proof hashes a GPU, more than {MAX_PROOF_HASHES} (the node's report would outgrow a Node annotation); lower samples",
+                    b.model,
+                    b.proof_hashes()
                 ));
             }
         }
@@ -154,6 +197,49 @@ mod tests {
         };
         assert_eq!(physical_floor_micros(&f, h100_peak(f.arith)), 512);
         assert_eq!(h100_peak(Arith::U32), H100_PEAK_U32_MACS_PER_SEC);
+    }
+
+    #[test]
+    fn the_hubs_clock_proves_the_work_over_the_round_trip() {
+        // 2^34 multiply-adds, kernel at most 2 s, slack 2 s: the hub saw the roots within
+        // 4 s, so the node does at least 2^34 / 4 a second, half the claimed rate.
+        let mut b = band("H100", 1, 2_000_000);
+        b.params = Params::u32(4096, 1024, 4096, 24);
+        b.round_trip_slack_ms = 2000;
+        assert_eq!(b.max_round_trip_ms(), 4000);
+        assert_eq!(b.proven_rate(), (1u64 << 34) as f64 / 4.0);
+        assert!((b.clock_share() - 0.5).abs() < 1e-12);
+        // The same work in 5 ms with 30 s of slack proves next to nothing about the card.
+        b.max_kernel_micros = 5000;
+        b.round_trip_slack_ms = 30_000;
+        assert!(b.clock_share() < 0.001, "{}", b.clock_share());
+        // A partial millisecond counts as a whole one.
+        b.max_kernel_micros = 1;
+        assert_eq!(b.max_round_trip_ms(), 30_001);
+    }
+
+    #[test]
+    fn a_band_whose_proofs_would_not_fit_a_report_is_refused() {
+        let mut b = band("tall", 1, 2);
+        b.params = Params::u32(crate::workload::MAX_ROWS, 64, 64, 19);
+        assert_eq!(b.proof_hashes(), 19 * 20);
+        assert!(
+            Bands {
+                bands: vec![b.clone()]
+            }
+            .validate()
+            .is_ok()
+        );
+        b.params.samples = 20;
+        let err = Bands { bands: vec![b] }.validate().unwrap_err();
+        assert!(
+            err.contains("400 proof hashes") && err.contains("lower samples"),
+            "{err}"
+        );
+        // Today's H100 shape: 24 × 12.
+        let mut h = band("H100", 1, 2);
+        h.params = Params::u32(4096, 1024, 4096, 24);
+        assert_eq!(h.proof_hashes(), 288);
     }
 
     #[test]

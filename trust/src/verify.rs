@@ -139,7 +139,7 @@ pub fn check_timing(commit: &GpuCommit, band: &Band, round_trip_ms: u64) -> Resu
             max: band.max_kernel_micros,
         });
     }
-    let max = band.max_kernel_micros.div_ceil(1000) + band.round_trip_slack_ms;
+    let max = band.max_round_trip_ms();
     if round_trip_ms > max {
         return Err(Failure::RoundTripTooSlow {
             ms: round_trip_ms,

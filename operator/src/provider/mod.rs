@@ -28,7 +28,8 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     }
     let started = Instant::now();
     let name = provider.name_any();
-    if let Some(wait) = too_soon(&ctx, &name, provider.metadata.generation, started) {
+    let interval = probe_interval(&ctx, &name);
+    if let Some(wait) = too_soon(&ctx, &name, provider.metadata.generation, started, interval) {
         return Ok(Action::requeue(wait));
     }
     let link = match ctx.members.link(&provider).await {
@@ -201,7 +202,18 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         })
         .observe(started.elapsed().as_secs_f64());
     crate::context::succeeded(&ctx, "provider", provider.as_ref());
-    Ok(Action::requeue(ctx.config.heartbeat_interval))
+    Ok(Action::requeue(probe_interval(&ctx, &name)))
+}
+
+/// The heartbeat, or the faster challenge poll while one of the provider's nodes has a
+/// challenge open: the hub timestamps a commitment when a probe sees it.
+fn probe_interval(ctx: &Context, provider: &str) -> std::time::Duration {
+    let beat = ctx.config.heartbeat_interval;
+    if ctx.verifier.challenging(provider) {
+        ctx.config.challenge_poll.min(beat)
+    } else {
+        beat
+    }
 }
 
 /// `(completed, lost)` attempts of the provider for its reputation: from its ledger in the
@@ -260,10 +272,15 @@ fn wake_jobs_of(ctx: &Context, provider: &str) {
 }
 
 /// How long to wait before probing `name` again, if its last probe (at the same
-/// generation) was less than a heartbeat interval ago; records this probe otherwise.
-fn too_soon(ctx: &Context, name: &str, generation: Option<i64>, now: Instant) -> Option<std::time::Duration> {
+/// generation) was less than `interval` ago; records this probe otherwise.
+fn too_soon(
+    ctx: &Context,
+    name: &str,
+    generation: Option<i64>,
+    now: Instant,
+    interval: std::time::Duration,
+) -> Option<std::time::Duration> {
     let mut probed = ctx.probed.lock().ok()?;
-    let interval = ctx.config.heartbeat_interval;
     if let Some((at, g)) = probed.get(name)
         && *g == generation
         && now.duration_since(*at) < interval.mul_f64(0.9)

@@ -72,6 +72,31 @@ impl Default for VerifyConfig {
     }
 }
 
+/// What a band's timing proves against a node that lies about its kernel time
+/// (docs/trust.md, "What the hub's clock proves"), and whether that is weak: under half of
+/// the rate the band claims for the model, or a slack shorter than the hub's own probe
+/// period while a challenge is open (an honest node would then miss it).
+pub fn clock_note(band: &gpufed_trust::Band, challenge_poll: Duration) -> (String, bool) {
+    let share = band.clock_share();
+    let poll_ms = u64::try_from(challenge_poll.as_millis()).unwrap_or(u64::MAX);
+    let mut note = format!(
+        "band: a node that passes computed {} multiply-adds within {} ms of the challenge: at least {:.3e}/s whatever time it reports, {:.0}% of the rate the band claims for the model",
+        band.params.node_ops(),
+        band.max_round_trip_ms(),
+        band.proven_rate(),
+        share * 100.0
+    );
+    if share < 0.5 {
+        note.push_str("; raise params.rows (a longer workload) or lower roundTripSlackMs");
+    }
+    if band.round_trip_slack_ms < poll_ms {
+        note.push_str(&format!(
+            "; roundTripSlackMs is below --challenge-poll ({poll_ms} ms): honest nodes may be RoundTripTooSlow"
+        ));
+    }
+    (note, share < 0.5 || band.round_trip_slack_ms < poll_ms)
+}
+
 #[derive(Debug, Default)]
 struct NodeState {
     session: Option<Session>,
@@ -179,6 +204,16 @@ impl Verifier {
             .collect();
         let verdict = fleet::judge(&fresh).remove(provider).unwrap_or_default();
         (verdict, problems)
+    }
+
+    /// Whether a node of `provider` has a challenge open (waiting for its commitment or
+    /// its opening).
+    pub fn challenging(&self, provider: &str) -> bool {
+        self.nodes.lock().is_ok_and(|nodes| {
+            nodes
+                .iter()
+                .any(|((p, _), st)| p == provider && st.session.is_some())
+        })
     }
 
     /// The settings.

@@ -108,10 +108,14 @@ fn run(honest: bool) -> ProviderVerdict {
     let mut t = 1_000;
     // The node publishes its report before any challenge.
     let mut rep = report(&uuids, None, honest);
+    assert!(!v.challenging("p"));
     for _ in 0..4 {
         if let Some(desired) = v.step("p", &view(Some(rep.clone()), &member), t) {
             member = desired;
         }
+        // The provider is probed fast exactly while a request is out.
+        assert_eq!(v.challenging("p"), !member.is_empty(), "at {t}");
+        assert!(!v.challenging("other"));
         rep = report(&uuids, member.get("n1"), honest);
         t += 1_000;
     }
@@ -119,6 +123,7 @@ fn run(honest: bool) -> ProviderVerdict {
         member.is_empty(),
         "a finished challenge leaves no request behind: {member:?}"
     );
+    assert!(!v.challenging("p"), "judged: back to the heartbeat");
     assert_eq!(
         v.step("p", &view(Some(rep), &member), t),
         None,
@@ -403,4 +408,33 @@ fn a_failed_latest_challenge_has_no_pass_date() {
     assert!(member.is_empty());
     assert_eq!(v.passed_at("p", "n1"), None);
     assert_eq!(v.verdict("p", t).0.failed, 1);
+}
+
+#[test]
+fn the_clock_note_says_what_a_band_proves_and_warns_when_it_is_little() {
+    let band = |max_kernel_micros, round_trip_slack_ms| gpufed_trust::Band {
+        model: "NVIDIA H100 80GB HBM3".into(),
+        params: gpufed_trust::Params::u32(4096, 1024, 4096, 24),
+        min_kernel_micros: 1,
+        max_kernel_micros,
+        round_trip_slack_ms,
+    };
+    let poll = std::time::Duration::from_secs(1);
+    // A 5 ms kernel with 30 s of slack: the hub's clock proves next to nothing.
+    let (note, weak) = clock_note(&band(5_000, 30_000), poll);
+    assert!(weak, "{note}");
+    assert!(
+        note.contains("within 30005 ms") && note.contains("raise params.rows"),
+        "{note}"
+    );
+    // Kernel 6 s, slack 2 s: 75% of the claimed rate.
+    let (note, weak) = clock_note(&band(6_000_000, 2_000), poll);
+    assert!(!weak, "{note}");
+    assert!(note.contains("75%") && !note.contains("raise"), "{note}");
+    // A slack shorter than the hub's probe period while challenging.
+    let (note, weak) = clock_note(&band(6_000_000, 500), poll);
+    assert!(
+        weak && note.contains("below --challenge-poll (1000 ms)"),
+        "{note}"
+    );
 }
