@@ -1,7 +1,10 @@
 //! 1000 simulated providers run the whole challenge protocol against the hub's logic:
 //! honest ones, Sybil farms listing the same GPUs under several identities, slicers
 //! listing one card as several virtual GPUs with UUIDs of their own (the board serial
-//! repeats), nodes that return wrong results, skip work, or claim impossible timings.
+//! repeats), nodes that return wrong results, skip work, or claim impossible timings, and
+//! slower hardware (a consumer card, a CPU farm, one card answering for several) that
+//! computes correctly and reports an in-band time, but whose roots the hub's clock sees
+//! late.
 //! Pass: 0 dishonest providers verified, 100% of duplicated UUIDs and of board serials on
 //! two nodes flagged on every claimant, 0 honest providers flagged.
 #![allow(clippy::unwrap_used)]
@@ -33,6 +36,9 @@ enum Kind {
     Partial,
     /// Honest results, kernel time below the model's physical minimum.
     TooFast,
+    /// Honest results and an in-band kernel time (a lie), but the roots reach the hub
+    /// after the band's maximum round trip: the hardware is slower than claimed.
+    SlowHardware,
 }
 
 struct Rng(u64);
@@ -107,7 +113,8 @@ fn a_thousand_providers() {
             70..=74 => Kind::Slicer,
             75..=84 => Kind::WrongDigest,
             85..=92 => Kind::Partial,
-            _ => Kind::TooFast,
+            93..=96 => Kind::TooFast,
+            _ => Kind::SlowHardware,
         };
         let provider = format!("p{p:04}");
         kinds.insert(provider.clone(), kind);
@@ -169,17 +176,27 @@ fn a_thousand_providers() {
                 simulated: false,
                 answer: a,
             };
+            // When the hub sees the roots: honest hardware within the band's round trip (its
+            // last millisecond included), slower hardware after it.
+            let max_rt = bands.bands[0].max_round_trip_ms();
+            let seen_at = if kind == Kind::SlowHardware {
+                max_rt + 1 + rng.below(max_rt)
+            } else {
+                1 + rng.below(max_rt)
+            };
             let Step::Open(req) = s.advance(
                 view(Some(&first)),
                 &bands,
                 &format!("seed-{}", rng.next()),
-                1_000,
+                seen_at,
                 60_000,
             ) else {
                 panic!("no open step");
             };
             let second = node_answer(kind, &req, &uuids, rng.next());
-            let Step::Done(verdicts) = s.advance(view(Some(&second)), &bands, "unused", 2_000, 60_000) else {
+            let Step::Done(verdicts) =
+                s.advance(view(Some(&second)), &bands, "unused", seen_at + 1_000, 60_000)
+            else {
                 panic!("no verdicts");
             };
             nodes_out.push(NodeVerdicts {
@@ -190,7 +207,7 @@ fn a_thousand_providers() {
         }
     }
     let judged = judge(&nodes_out);
-    let (mut honest, mut dishonest_verified, mut honest_flagged) = (0, 0, 0);
+    let (mut honest, mut dishonest_verified, mut honest_flagged, mut slow) = (0, 0, 0, 0);
     for (provider, verdict) in &judged {
         let kind = kinds[provider];
         // A node counts as verified only with no failed GPU on it (what `verifiedOnly`
@@ -227,6 +244,21 @@ fn a_thousand_providers() {
             Kind::TooFast => Some("ImpossiblyFast"),
             _ => None,
         };
+        if kind == Kind::SlowHardware {
+            slow += 1;
+            assert!(
+                verdict
+                    .failures
+                    .iter()
+                    .all(|(_, v)| { v.failure.as_ref().map(Failure::reason) == Some("RoundTripTooSlow") }),
+                "{provider}: {:?}",
+                verdict.failures
+            );
+            assert!(
+                verdict.evidence_kinds().is_empty(),
+                "slowness is not evidence of a lie"
+            );
+        }
         if let Some(reason) = expected {
             assert!(
                 verdict
@@ -281,6 +313,7 @@ fn a_thousand_providers() {
     );
     assert_eq!(dishonest_verified, 0, "dishonest providers verified");
     assert_eq!(honest_flagged, 0, "honest providers flagged");
+    assert!(slow > 15, "{slow} slow providers");
     assert!(
         honest > 500 && dup_uuids.len() > 50 && flagged > 100,
         "{honest} {} {flagged}",
