@@ -2,15 +2,20 @@
 //! rows and their proofs) against the node's whole workload computed on this CPU by the
 //! reference implementation — the work a node without a GPU would have to do in time.
 //!
-//! `cargo bench -p gpufed-trust --bench challenge` (prints a table; BENCHMARKS.md).
+//! Then a tall `f64` shape (docs/trust.md, "What the hub's clock proves"), too long for
+//! this CPU: the hub's check of one GPU's answer (a node that computed only the sampled
+//! rows passes it, which is all the check needs), against the time a node spends hashing
+//! all its rows on one core (what a band's slack must cover besides the device time).
+//!
+//! `cargo bench -p gpufed-trust --bench challenge` (prints two tables; BENCHMARKS.md).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::Instant;
 
 use gpufed_trust::Params;
-use gpufed_trust::protocol::{ChallengeRequest, Computed};
+use gpufed_trust::protocol::{ChallengeRequest, Computed, sample_rows};
 use gpufed_trust::verify::check_opening;
-use gpufed_trust::workload::Arith;
+use gpufed_trust::workload::{self, Arith, RowRef};
 
 fn main() {
     // Each shape in both arithmetics, in the same run (u32 vectorizes on a CPU; binary64
@@ -66,4 +71,58 @@ fn main() {
             node.as_secs_f64() / hub.as_secs_f64()
         );
     }
+    tall();
+}
+
+fn tall() {
+    let p = Params {
+        arith: Arith::F64,
+        ..Params::u32(1 << 20, 65_536, 64, 19)
+    };
+    let req = ChallengeRequest {
+        nonce: "bench-nonce".into(),
+        params: p,
+        open_seed: Some("seed".into()),
+    };
+    let uuid = "GPU-bench";
+    let seeds = workload::seeds(&req.nonce, uuid);
+    // The node's hashing: every row's leaf, from cells as a device returns them.
+    let cells: Vec<u64> = (0..p.cols)
+        .map(|c| workload::elem_f64(seeds.b, u64::from(c)).to_bits())
+        .collect();
+    let t = Instant::now();
+    let mut leaves: Vec<_> = (0..p.rows)
+        .map(|i| workload::leaf(i, RowRef::F64(&cells)))
+        .collect();
+    let hashing = t.elapsed();
+    // Only the sampled rows computed (the rest as above): enough for the hub's check.
+    let b = workload::matrix_b(&p, &seeds);
+    for i in sample_rows("seed", &req.nonce, uuid, &p) {
+        leaves[i as usize] = workload::leaf(i, workload::row(&p, &seeds, &b, i).as_row());
+    }
+    let c = Computed::new(uuid, leaves, 1).unwrap();
+    let (commit, opening) = (c.commit(), c.open(&req, "seed"));
+    let runs = 3;
+    let t = Instant::now();
+    for _ in 0..runs {
+        check_opening(&req, "seed", &commit, &opening).unwrap();
+    }
+    let hub = t.elapsed() / runs;
+    println!();
+    println!(
+        "| tall rows×depth×cols | arith | samples | node ops | hub ops | node: hash all rows (one core) | hub check |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {}×{}×{} | {} | {} | {:.2e} | {:.2e} | {:.2} s | {:.0} ms |",
+        p.rows,
+        p.depth,
+        p.cols,
+        p.arith.as_str(),
+        p.samples,
+        p.node_ops() as f64,
+        p.hub_ops() as f64,
+        hashing.as_secs_f64(),
+        hub.as_secs_f64() * 1e3
+    );
 }
