@@ -6,11 +6,14 @@
 //!   passes challenges on to the device plugins, applies the Assignments the hub gave
 //!   its provider (after checking them, [`accept`]), reports their pods, and removes what
 //!   the hub withdrew;
+//! - relays challenges at once, both ways ([`relay`]), so a pull-mode provider's
+//!   challenge round trip costs what a push-mode one's does;
 //! - never touches running pods because the hub is unreachable: it just waits.
 #![forbid(unsafe_code)]
 
 pub mod accept;
 pub mod identity;
+pub mod relay;
 pub mod sync;
 
 use std::path::PathBuf;
@@ -173,24 +176,26 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
     let mut state = sync::State::new(args.interval);
     tracing::info!(provider = %args.provider, hub = %args.hub_server, "gpufed-agent started");
     let changed = Arc::new(Notify::new());
-    let mut watch: Option<(u64, tokio::task::JoinHandle<()>)> = None;
+    let challenged = Arc::new(Notify::new());
+    let mut watches: Option<(u64, Watches)> = None;
     let mut next_full = tokio::time::Instant::now();
+    let mut wake = Wake::Assignments;
     loop {
         let full = tokio::time::Instant::now() >= next_full;
         match session.hub().await {
             Ok(hub) => {
-                // A new identity gets a new watch; the old one's stream ends with it.
-                if watch.as_ref().is_none_or(|(g, _)| *g != session.clients) {
-                    if let Some((_, task)) = watch.take() {
-                        task.abort();
-                    }
-                    let task = tokio::spawn(watch_assignments(hub.clone(), changed.clone()));
-                    watch = Some((session.clients, task));
+                // A new identity gets new watches; the old ones' streams end with it.
+                if watches.as_ref().is_none_or(|(g, _)| *g != session.clients) {
+                    watches = Some((
+                        session.clients,
+                        Watches::start(&hub, changed.clone(), challenged.clone()),
+                    ));
                 }
-                let result = if full {
-                    sync::round(&hub, &member, &mut state).await
-                } else {
-                    sync::assignments_round(&hub, &member, &mut state).await
+                let result = match (full, wake) {
+                    (true, _) => sync::round(&hub, &member, &mut state).await,
+                    (false, Wake::Assignments) => sync::assignments_round(&hub, &member, &mut state).await,
+                    (false, Wake::Challenges) => relay::challenges_round(&hub, &member, &mut state).await,
+                    (false, Wake::Reports) => relay::reports_round(&hub, &member, &mut state).await,
                 };
                 if let Err(e) = result {
                     tracing::warn!(error = %format!("{e:#}"), "sync round failed; retrying next round");
@@ -201,14 +206,19 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
         if full {
             next_full = tokio::time::Instant::now() + state.interval();
         }
+        let fast = state.fast_every().map(|d| tokio::time::Instant::now() + d);
         tokio::select! {
             _ = tokio::time::sleep_until(next_full) => {}
             // New or withdrawn work is acted on at once, not at the next report.
-            _ = changed.notified() => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ = changed.notified() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                wake = Wake::Assignments;
+            }
+            // A challenge request (or its open seed) goes on to the nodes at once.
+            _ = challenged.notified() => wake = Wake::Challenges,
+            _ = tokio::time::sleep_until(fast.unwrap_or(next_full)), if fast.is_some() => wake = Wake::Reports,
             _ = shutdown.changed() => {
-                if let Some((_, task)) = watch.take() {
-                    task.abort();
-                }
+                drop(watches);
                 tracing::info!("gpufed-agent stopping; running pods are left alone");
                 return Ok(());
             }
@@ -216,22 +226,67 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
     }
 }
 
-/// Wakes the loop on every change of this provider's Assignments.
-async fn watch_assignments(hub: Client, changed: Arc<Notify>) {
+/// What woke the loop between two whole rounds.
+#[derive(Clone, Copy)]
+enum Wake {
+    /// An Assignment changed.
+    Assignments,
+    /// The hub's challenge requests changed.
+    Challenges,
+    /// A challenge is open: time to report the nodes' reports.
+    Reports,
+}
+
+/// The agent's watches of the hub, stopped when dropped.
+struct Watches(Vec<tokio::task::JoinHandle<()>>);
+
+impl Watches {
+    fn start(hub: &Client, assignments: Arc<Notify>, challenges: Arc<Notify>) -> Self {
+        use gpufed_api::pull::CHALLENGE_CONFIGMAP;
+        use kube::runtime::watcher::Config;
+        Self(vec![
+            tokio::spawn(wake_on_changes(
+                kube::Api::<gpufed_api::Assignment>::default_namespaced(hub.clone()),
+                Config::default(),
+                assignments,
+                "assignment",
+            )),
+            // By name: the agent may read that one ConfigMap only.
+            tokio::spawn(wake_on_changes(
+                kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::default_namespaced(hub.clone()),
+                Config::default().fields(&format!("metadata.name={CHALLENGE_CONFIGMAP}")),
+                challenges,
+                "challenge",
+            )),
+        ])
+    }
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+/// Wakes the loop on every change of what `api` and `config` watch.
+async fn wake_on_changes<K>(
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+    wake: Arc<Notify>,
+    what: &str,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
     use futures::StreamExt as _;
-    let api: kube::Api<gpufed_api::Assignment> = kube::Api::default_namespaced(hub);
-    let mut events = std::pin::pin!(kube::runtime::watcher(
-        api,
-        kube::runtime::watcher::Config::default()
-    ));
+    let mut events = std::pin::pin!(kube::runtime::watcher(api, config));
     while let Some(event) = events.next().await {
         match event {
             Ok(kube::runtime::watcher::Event::Apply(_) | kube::runtime::watcher::Event::Delete(_)) => {
-                changed.notify_one()
+                wake.notify_one()
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::debug!(error = %e, "assignment watch interrupted; rounds continue");
+                tracing::debug!(error = %e, "{what} watch interrupted; rounds continue");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }

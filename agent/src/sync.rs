@@ -10,12 +10,11 @@ use gpufed_api::Assignment;
 use gpufed_api::assignment::{AssignedPod, AssignmentStatus, reasons};
 use gpufed_api::common::ConditionStatus;
 use gpufed_api::conditions;
-use gpufed_api::pull::{
-    AGENT_CONFIGMAP, AGENT_FIELD_MANAGER, CHALLENGE_CONFIGMAP, REPORT_CONFIGMAP, REPORT_KEY,
-};
+use gpufed_api::pull::{AGENT_CONFIGMAP, AGENT_FIELD_MANAGER};
+use gpufed_operator::fleet::MemberView;
 use gpufed_operator::job::names;
 use gpufed_operator::member::ops;
-use gpufed_operator::member::pull::{AgentConfig, AgentReport, assigned_pod};
+use gpufed_operator::member::pull::{AgentConfig, assigned_pod};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -25,12 +24,18 @@ pub use gpufed_api::assignment::APPLIED;
 
 /// What the agent remembers between rounds (all of it can be lost: a restart re-reads).
 pub struct State {
-    interval: Duration,
-    sequence: u64,
+    pub(crate) interval: Duration,
+    pub(crate) sequence: u64,
     /// Assignments applied: name → (uid, generation).
     applied: BTreeMap<String, (String, i64)>,
     /// The challenge data last passed on to the member.
-    mirrored: Option<BTreeMap<String, String>>,
+    pub(crate) mirrored: Option<BTreeMap<String, String>>,
+    /// The hub's `challengePollMillis` (zero: reports-only rounds off).
+    challenge_poll: Duration,
+    /// The provider's node selector, from the hub's config.
+    pub(crate) node_selector: Option<BTreeMap<String, String>>,
+    /// The view last reported.
+    pub(crate) view: Option<MemberView>,
 }
 
 impl State {
@@ -41,12 +46,21 @@ impl State {
             sequence: 0,
             applied: BTreeMap::new(),
             mirrored: None,
+            challenge_poll: Duration::ZERO,
+            node_selector: None,
+            view: None,
         }
     }
 
     /// The current round interval.
     pub fn interval(&self) -> Duration {
         self.interval
+    }
+
+    /// When a challenge is open: how soon the next reports-only round is due
+    /// ([`crate::relay`]).
+    pub fn fast_every(&self) -> Option<Duration> {
+        crate::relay::fast_every(self.challenge_poll, self.mirrored.as_ref())
     }
 }
 
@@ -68,20 +82,10 @@ pub async fn round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Res
         })?;
     let cfg = AgentConfig::from_data(&cfg_cm.data.unwrap_or_default()).map_err(anyhow::Error::msg)?;
     st.interval = Duration::from_secs(cfg.interval_seconds.max(1));
+    st.challenge_poll = Duration::from_millis(cfg.challenge_poll_millis);
+    st.node_selector = Some(cfg.node_selector.clone());
 
-    let challenges = hub_cms
-        .get_opt(CHALLENGE_CONFIGMAP)
-        .await
-        .context("reading challenges from the hub")?
-        .and_then(|c| c.data)
-        .unwrap_or_default();
-    if st.mirrored.as_ref() != Some(&challenges) {
-        let member_cms: Api<ConfigMap> = Api::default_namespaced(member.clone());
-        ops::write_challenge_data(&member_cms, &challenges, AGENT_FIELD_MANAGER)
-            .await
-            .context("passing challenges on to the device plugins")?;
-        st.mirrored = Some(challenges);
-    }
+    crate::relay::relay_challenges(hub, member, st).await?;
 
     let view = ops::probe_with(
         member.clone(),
@@ -91,22 +95,7 @@ pub async fn round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Res
     )
     .await
     .context("observing this cluster")?;
-    st.sequence += 1;
-    let report = AgentReport {
-        view,
-        interval_seconds: cfg.interval_seconds,
-        sequence: st.sequence,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    let body = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": REPORT_CONFIGMAP},
-        "data": {REPORT_KEY: serde_json::to_string(&report)?},
-    });
-    hub_cms
-        .patch(REPORT_CONFIGMAP, &apply_params(), &Patch::Apply(&body))
-        .await
-        .context("writing the report to the hub")?;
+    crate::relay::publish(hub, st, view).await?;
 
     assignments_round(hub, member, st).await
 }

@@ -86,7 +86,9 @@ pub fn cluster_roles() -> Vec<serde_json::Value> {
                 {"apiGroups": [crate::GROUP], "resources": ["assignments"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": [crate::GROUP], "resources": ["assignments/status"], "verbs": ["get", "patch", "update"]},
                 {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [REPORT_CONFIGMAP], "verbs": ["get", "patch", "update"]},
-                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [AGENT_CONFIGMAP, CHALLENGE_CONFIGMAP], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [AGENT_CONFIGMAP], "verbs": ["get"]},
+                // Watched by name (field selector metadata.name): relayed at once.
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [CHALLENGE_CONFIGMAP], "verbs": ["get", "list", "watch"]},
                 token_rule,
             ]
         }),

@@ -7,6 +7,7 @@
 
 mod common;
 mod opsupport;
+mod pullsupport;
 mod trustsupport;
 
 use std::time::Duration;
@@ -181,7 +182,8 @@ async fn honest_providers_verify_and_liars_are_caught() {
 /// The device plugin's own publisher (in `--simulate` mode) answers the hub's challenges
 /// over the real API servers, woken by its watch of the challenge ConfigMap (it would
 /// poll only every 10 minutes): the hub checks every digest (a wrong one would be
-/// `WrongDigest`) and still never counts a simulated GPU as verified.
+/// `WrongDigest`) and still never counts a simulated GPU as verified. Between two 5 s
+/// heartbeats the hub reads only the nodes' reports (`kind="reports"` probes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() {
     common::init_tracing();
@@ -224,10 +226,17 @@ async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() 
     let dir = tempfile::tempdir().expect("tempdir");
     let bands = dir.path().join("bands.yaml");
     std::fs::write(&bands, BANDS).expect("bands file");
-    let op = Operator::start_with(
+    let admin = opsupport::free_admin_addr();
+    let op = Operator::start_tuned(
         hub.clone(),
         "verify-sim-op",
-        &["--challenge-bands".into(), bands.display().to_string()],
+        &[("--heartbeat-interval", "5s")],
+        &[
+            "--challenge-bands".into(),
+            bands.display().to_string(),
+            "--admin-addr".into(),
+            admin.to_string(),
+        ],
     );
     let providers: Api<GpuProvider> = Api::all(hub.clone());
     let v = gpufed_e2e::wait::until("simulated GPUs judged", Duration::from_secs(60), || async {
@@ -245,6 +254,19 @@ async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() 
     );
     let p = providers.get("sim").await.expect("provider");
     assert_eq!(verified(&p), Some(("False".into(), "NotVerified".into())));
+    let metrics = opsupport::reqwest_metrics(admin).await;
+    let probes = |kind: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("gpufed_member_probes_total{{kind=\"{kind}\"}} ")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        probes("reports") >= 1 && probes("whole") >= 1,
+        "reports-only probes while the challenge was open, whole ones each heartbeat: {}",
+        opsupport::lines_with(&metrics, "member_probes")
+    );
     let _ = stop.send(true);
     let _ = publisher.await;
     op.stop().await;
@@ -325,6 +347,79 @@ async fn a_verified_only_job_starts_only_after_a_fresh_challenge() {
         seen() > first,
         "the node was challenged again before the job was placed"
     );
+    plugin.abort();
+    op.stop().await;
+    drop(env);
+}
+
+/// A band as tight as push mode allows: a round trip over 8.1 s is `RoundTripTooSlow`.
+const TIGHT_BANDS: &str = r#"
+bands:
+  - model: NVIDIA H100 80GB HBM3
+    params: {rows: 32, depth: 8, cols: 8, samples: 12, arith: f64}
+    minKernelMicros: 1000
+    maxKernelMicros: 100000
+    roundTripSlackMs: 8000
+"#;
+
+/// A pull-mode provider proves as much as a push-mode one: its agent relays a challenge
+/// request as soon as its watch of the hub's challenge ConfigMap fires, and reports the
+/// nodes' signed reports every challenge poll while one is open. Heartbeats, and so the
+/// agent's rounds, are 20 s here: relaying once a round each way would take 20 s on
+/// average, well past the band's 8 s of slack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("verify-pull").member("pull-v", vec![GpuPool::h100_nvlink("pv", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    let member = env.member_client("pull-v").await.expect("member");
+    opsupport::setup_members(fed, &hub, &[], &[]).await;
+    pullsupport::install_agent_roles(&hub).await;
+    pullsupport::pull_provider(fed, &hub, "pull-v", "1.00", "3m").await;
+    let plugin = fake_plugin(member.clone(), Arc::new(AtomicBool::new(true)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bands = dir.path().join("bands.yaml");
+    std::fs::write(&bands, TIGHT_BANDS).expect("bands file");
+    let op = Operator::start_tuned(
+        hub.clone(),
+        "verify-pull-op",
+        &[("--heartbeat-interval", "20s")],
+        &[
+            "--challenge-bands".into(),
+            bands.display().to_string(),
+            // Long enough for relays once a round to finish too: they would fail
+            // RoundTripTooSlow, not time out.
+            "--challenge-timeout".into(),
+            "100s".into(),
+        ],
+    );
+    let token = pullsupport::mint_token(&hub, "pull-v").await;
+    let files = pullsupport::AgentFiles::new(fed, &token);
+    let (server, _) = pullsupport::hub_endpoint(fed);
+    let agent = pullsupport::Agent::start(member, "pull-v", &server, &files.ca, Some(&files.token));
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let v = gpufed_e2e::wait::until("the pull provider judged", Duration::from_secs(180), || async {
+        let p = providers.get("pull-v").await?;
+        let v = p.status.and_then(|s| s.verification);
+        Ok(v.filter(|v| v.verified_gpus + v.failed_gpus == 8))
+    })
+    .await
+    .expect("the challenge completes");
+    assert_eq!(
+        (v.verified_gpus, v.failed_gpus),
+        (8, 0),
+        "every GPU within the push-mode slack: {:?}",
+        v.failures
+    );
+    let p = providers.get("pull-v").await.expect("provider");
+    assert_eq!(verified(&p), Some(("True".into(), "ChallengesPassed".into())));
+    agent.stop().await;
     plugin.abort();
     op.stop().await;
     drop(env);

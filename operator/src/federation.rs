@@ -41,7 +41,7 @@ pub struct Members {
     /// Pull-mode providers whose agent namespace is prepared: name → (uid, generation).
     prepared: Arc<RwLock<BTreeMap<String, (String, i64)>>>,
     health: crate::member::pull::HubHealth,
-    agent_interval_seconds: u64,
+    agent_pace: crate::member::pull::AgentPace,
     secret_recheck: Duration,
     /// Where changes of a member's gpufed pods are sent (the job controller).
     trigger: Option<JobTrigger>,
@@ -56,7 +56,10 @@ impl Members {
             members: Arc::default(),
             prepared: Arc::default(),
             health: crate::member::pull::HubHealth::new(crate::time::now()),
-            agent_interval_seconds: 10,
+            agent_pace: crate::member::pull::AgentPace {
+                interval_seconds: 10,
+                challenge_poll_millis: 1000,
+            },
             secret_recheck: Duration::from_secs(5),
             trigger: None,
         }
@@ -87,9 +90,15 @@ impl Members {
         self
     }
 
-    /// How often pull-mode agents are told to report (seconds, at least 1).
-    pub fn with_agent_interval(mut self, interval: Duration) -> Self {
-        self.agent_interval_seconds = interval.as_secs().max(1);
+    /// How often pull-mode agents are told to report (seconds, at least 1), and to report
+    /// their nodes' signed reports alone while a challenge is open.
+    pub fn with_agent_interval(mut self, interval: Duration, challenge_poll: Duration) -> Self {
+        self.agent_pace = crate::member::pull::AgentPace {
+            interval_seconds: interval.as_secs().max(1),
+            challenge_poll_millis: u64::try_from(challenge_poll.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        };
         self
     }
 
@@ -112,7 +121,7 @@ impl Members {
                     provider.metadata.generation.unwrap_or(0),
                 );
                 if self.prepared.read().await.get(&name) != Some(&key) {
-                    crate::member::pull::ensure(&self.hub, provider, self.agent_interval_seconds).await?;
+                    crate::member::pull::ensure(&self.hub, provider, self.agent_pace).await?;
                     self.prepared.write().await.insert(name.clone(), key);
                 }
                 Ok(Link::Pull(crate::member::pull::PullLink::new(

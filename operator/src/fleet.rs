@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::RwLock;
 
@@ -210,10 +211,37 @@ pub struct MemberView {
     pub challenges: BTreeMap<String, String>,
 }
 
+/// What a reports-only probe of a member reads: its nodes' signed reports and its
+/// challenge requests, none of the nodes' status and no pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeReports {
+    /// Signed inventory report (JSON) of each node that has one, by node name.
+    pub reports: BTreeMap<String, String>,
+    /// The challenge requests the member holds, by node name.
+    pub challenges: BTreeMap<String, String>,
+}
+
+impl MemberView {
+    /// Takes the fresher reports and requests of a reports-only probe. Only the reports of
+    /// this view's GPU nodes are kept, as a whole probe keeps them; a node that dropped its
+    /// report has none, as it would after a whole probe.
+    pub fn merge_reports(&mut self, fresh: NodeReports) {
+        let NodeReports {
+            mut reports,
+            challenges,
+        } = fresh;
+        reports.retain(|node, _| self.nodes.iter().any(|g| &g.name == node));
+        self.reports = reports;
+        self.challenges = challenges;
+    }
+}
+
 /// The fleet as last observed, by provider name.
 #[derive(Clone, Default)]
 pub struct Fleet {
     views: Arc<RwLock<BTreeMap<String, MemberView>>>,
+    /// When this process last probed each provider whole (nodes and pods).
+    probed_at: Arc<RwLock<BTreeMap<String, Instant>>>,
     /// Providers whose last probe *by this process* failed. A job fails over only then:
     /// a new leader must not trust an old heartbeat in status before probing itself.
     unreachable: Arc<RwLock<BTreeSet<String>>>,
@@ -223,6 +251,10 @@ impl Fleet {
     /// Records a provider's latest observation.
     pub async fn update(&self, provider: &str, view: MemberView) {
         self.views.write().await.insert(provider.to_owned(), view);
+        self.probed_at
+            .write()
+            .await
+            .insert(provider.to_owned(), Instant::now());
         self.unreachable.write().await.remove(provider);
     }
 
@@ -230,6 +262,23 @@ impl Fleet {
     pub async fn mark_unreachable(&self, provider: &str) {
         self.views.write().await.remove(provider);
         self.unreachable.write().await.insert(provider.to_owned());
+    }
+
+    /// Whether this process probed the provider whole within `within`, and the view it
+    /// got is still held (no failed probe since).
+    pub async fn probed_within(&self, provider: &str, within: Duration) -> bool {
+        let at = self.probed_at.read().await.get(provider).copied();
+        at.is_some_and(|at| at.elapsed() < within) && self.views.read().await.contains_key(provider)
+    }
+
+    /// Merges a reports-only probe into the provider's view ([`MemberView::merge_reports`])
+    /// and returns the view so merged; `None` when no view is held (the next probe must be
+    /// whole). Nodes and pods, and what [`Self::mark_unready`] changed, stay as they are.
+    pub async fn merge_reports(&self, provider: &str, fresh: NodeReports) -> Option<MemberView> {
+        let mut views = self.views.write().await;
+        let view = views.get_mut(provider)?;
+        view.merge_reports(fresh);
+        Some(view.clone())
     }
 
     /// Whether this process's last probe of the provider failed.
@@ -255,71 +304,5 @@ impl Fleet {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_older_agents_report_parses_without_cpu_or_memory_and_a_newer_one_round_trips() {
-        let old = serde_json::json!({
-            "nodes": [{"name": "n", "model": "A100", "memoryMib": 40960, "compute": [8, 0],
-                       "nvlinkDomain": null, "allocatable": 4, "ready": true}],
-            "pods": [{"node": "n", "gpus": 1, "attemptKey": "u/1"}]
-        });
-        let view: MemberView = serde_json::from_value(old.clone()).expect("an older report");
-        assert_eq!(view.nodes[0].resources, None, "not reported: not limited");
-        assert!(view.pods[0].requests.is_zero());
-        assert_eq!(
-            serde_json::to_value(&view).expect("json")["nodes"][0].get("resources"),
-            None,
-            "an older hub reads what this one sends for such a node unchanged"
-        );
-        let mut new = view;
-        new.nodes[0].resources = Some(NodeCpuMemory {
-            allocatable: CpuMemory {
-                cpu_millis: 64_000,
-                memory_mib: 524_288,
-                ephemeral_mib: None,
-            },
-            requested: CpuMemory {
-                cpu_millis: 1500,
-                memory_mib: 0,
-                ephemeral_mib: None,
-            },
-            extended: None,
-        });
-        new.pods[0].requests = CpuMemory {
-            cpu_millis: 40_000,
-            memory_mib: 1024,
-            ephemeral_mib: None,
-        };
-        let json = serde_json::to_value(&new).expect("json");
-        assert_eq!(
-            json["nodes"][0]["resources"],
-            serde_json::json!({"allocatable": {"cpuMillis": 64000, "memoryMib": 524288},
-                               "requested": {"cpuMillis": 1500, "memoryMib": 0}})
-        );
-        assert_eq!(
-            json["pods"][0]["requests"],
-            serde_json::json!({"cpuMillis": 40000, "memoryMib": 1024})
-        );
-        assert_eq!(serde_json::from_value::<MemberView>(json).expect("parses"), new);
-    }
-
-    #[tokio::test]
-    async fn only_a_failed_probe_of_this_process_counts() {
-        let fleet = Fleet::default();
-        assert!(
-            !fleet.probe_failed("a").await,
-            "no probe yet: nothing is known to be down"
-        );
-        fleet.mark_unreachable("a").await;
-        assert!(fleet.probe_failed("a").await);
-        assert!(
-            fleet.snapshot().await.is_empty(),
-            "an unreachable provider offers nothing"
-        );
-        fleet.update("a", MemberView::default()).await;
-        assert!(!fleet.probe_failed("a").await);
-        assert_eq!(fleet.snapshot().await.len(), 1);
-    }
-}
+#[path = "fleet_tests.rs"]
+mod tests;

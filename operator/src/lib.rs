@@ -132,7 +132,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
         members: federation::Members::new(hub.clone(), args.member_timeout)
-            .with_agent_interval(args.heartbeat_interval)
+            .with_agent_interval(args.heartbeat_interval, args.challenge_poll)
             .with_secret_recheck(args.heartbeat_interval)
             .with_job_trigger(pod_changes),
         fleet: fleet::Fleet::default(),

@@ -56,6 +56,14 @@ pub struct ChallengeLabel {
     pub result: &'static str,
 }
 
+/// Label: how a member was probed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabel {
+    /// `whole` (nodes and pods, every heartbeat) or `reports` (the nodes' signed reports
+    /// only, every `--challenge-poll` while a challenge is open).
+    pub kind: &'static str,
+}
+
 /// Label: why a member's GPU nodes sit out placement.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExcludedLabel {
@@ -115,6 +123,8 @@ pub struct Metrics {
     pub settlement_rpc_errors_total: Counter,
     /// GPU challenges judged, by result.
     pub challenges_total: Family<ChallengeLabel, Counter>,
+    /// Successful probes of push-mode members, by kind.
+    pub member_probes_total: Family<ProbeLabel, Counter>,
     /// Evidence documents recorded against providers.
     pub evidence_recorded_total: Counter,
     /// Reported GPU nodes the last placement round left out as invalid, by reason.
@@ -161,6 +171,7 @@ impl Metrics {
             settlement_batches_failed_total: Counter::default(),
             settlement_rpc_errors_total: Counter::default(),
             challenges_total: Family::default(),
+            member_probes_total: Family::default(),
             evidence_recorded_total: Counter::default(),
             placement_excluded_nodes: Family::default(),
             placement_excluded_providers: Gauge::default(),
@@ -241,6 +252,11 @@ impl Metrics {
             "challenges",
             "GPU compute challenges judged, by result (passed or the failure reason)",
             m.challenges_total.clone(),
+        );
+        registry.register(
+            "member_probes",
+            "Successful probes of member clusters, by kind (whole, or reports only while a challenge is open)",
+            m.member_probes_total.clone(),
         );
         registry.register(
             "evidence_recorded",

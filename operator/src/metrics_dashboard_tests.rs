@@ -37,6 +37,9 @@ pub(super) fn exposition() -> String {
     m.challenges_total
         .get_or_create(&ChallengeLabel { result: "passed" })
         .inc();
+    m.member_probes_total
+        .get_or_create(&ProbeLabel { kind: "whole" })
+        .inc();
     m.evidence_recorded_total.inc();
     m.service_replicas_created_total.inc();
     m.service_replicas_retired_total.inc();

@@ -162,6 +162,7 @@ pub const AGENT_HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("patch", "gpufed.io", "assignments", "status", AGENT_NS),
     ("get", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
     ("get", "", "configmaps/gpufed-challenge", "", AGENT_NS),
+    ("watch", "", "configmaps/gpufed-challenge", "", AGENT_NS),
     ("patch", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
     ("create", "", "serviceaccounts/gpufed-agent", "token", AGENT_NS),
 ];
@@ -173,6 +174,7 @@ pub const AGENT_HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("patch", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
     ("patch", "", "configmaps/gpufed-challenge", "", AGENT_NS),
     ("list", "", "configmaps", "", AGENT_NS),
+    ("watch", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
     ("get", "", "secrets", "", AGENT_NS),
     ("create", "", "serviceaccounts/default", "token", AGENT_NS),
     (

@@ -24,7 +24,7 @@ pub async fn pull_mode_with_the_charts_identities(
     member: &Client,
 ) {
     use gpufed_agent::identity::{HubEndpoint, IdentityStore};
-    use gpufed_operator::member::pull::{HubHealth, PullLink, ensure};
+    use gpufed_operator::member::pull::{AgentPace, HubHealth, PullLink, ensure};
 
     assert_eq!(gpufed_api::pull::agent_namespace("provider-a"), AGENT_NS);
     let hub_kc = fed.hub().kubeconfig();
@@ -34,7 +34,11 @@ pub async fn pull_mode_with_the_charts_identities(
         .await
         .expect("provider-a");
     for round in 1..=2 {
-        ensure(&op_hub, &provider, 5).await.unwrap_or_else(|e| {
+        let pace = AgentPace {
+            interval_seconds: 5,
+            challenge_poll_millis: 1000,
+        };
+        ensure(&op_hub, &provider, pace).await.unwrap_or_else(|e| {
             panic!("the chart's operator prepares the agent namespace (round {round}): {e}")
         });
     }

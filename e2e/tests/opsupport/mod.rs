@@ -49,19 +49,32 @@ impl Operator {
 
     /// Like [`Self::start`], with extra flags (e.g. settlement).
     pub fn start_with(hub: Client, identity: &str, extra: &[String]) -> Self {
+        Self::start_tuned(hub, identity, &[], extra)
+    }
+
+    /// Like [`Self::start_with`], with some of [`TEST_FLAGS`]' values replaced
+    /// (`(flag, value)`, e.g. a longer `--heartbeat-interval`).
+    pub fn start_tuned(hub: Client, identity: &str, tuned: &[(&str, &str)], extra: &[String]) -> Self {
         // An ephemeral admin port unless the test asks for one (to read /metrics).
         let admin = if extra.iter().any(|a| a == "--admin-addr") {
             Vec::new()
         } else {
             vec!["--admin-addr", "127.0.0.1:0"]
         };
+        let flags = TEST_FLAGS.chunks(2).flat_map(|pair| {
+            let value = tuned
+                .iter()
+                .find(|(flag, _)| *flag == pair[0])
+                .map_or(pair[1], |(_, v)| *v);
+            [pair[0], value]
+        });
         let base = ["gpufed-operator", "--identity", identity];
         Self::start_args(
             hub,
-            base.iter()
-                .chain(TEST_FLAGS.iter())
-                .chain(admin.iter())
-                .map(|s| s.to_string())
+            base.into_iter()
+                .chain(flags)
+                .chain(admin)
+                .map(str::to_owned)
                 .chain(extra.iter().cloned()),
         )
     }

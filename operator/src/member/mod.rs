@@ -17,7 +17,7 @@ use gpufed_trust::ChallengeRequest;
 use kube::Client;
 
 use crate::error::{Error, Result};
-use crate::fleet::MemberView;
+use crate::fleet::{MemberView, NodeReports};
 use crate::job::build::MemberObjects;
 use crate::job::plan::PodView;
 
@@ -28,7 +28,7 @@ pub mod ops {
         ReadyNode, ReadyNodes, attempt_pods, attempt_pods_and_ready_nodes, exposure, pod_view, ready_node,
         remove_attempt, remove_namespace,
     };
-    pub use crate::provider::probe_with;
+    pub use crate::provider::{probe_reports, probe_with};
     pub use crate::verification::{read_challenges, write_challenge_data};
 }
 
@@ -79,6 +79,25 @@ impl Link {
                 .await
                 .map_err(|e| Self::push_err(name, e)),
             Link::Pull(link) => link.probe().await,
+        }
+    }
+
+    /// The member's node reports and challenge requests alone ([`crate::provider::probe_reports`]):
+    /// the cheap probe of a challenge round between two heartbeats. `None` in pull mode,
+    /// where [`Self::probe`] reads the agent's report, one read already (the agent itself
+    /// reports reports-only while a challenge is open).
+    pub async fn probe_reports(&self, provider: &GpuProvider) -> Option<Result<NodeReports>> {
+        match self {
+            Link::Push {
+                provider: name,
+                client,
+                ..
+            } => Some(
+                crate::provider::probe_reports(client.clone(), &provider.spec.node_selector)
+                    .await
+                    .map_err(|e| Self::push_err(name, e)),
+            ),
+            Link::Pull(_) => None,
         }
     }
 

@@ -57,6 +57,11 @@ pub struct AgentConfig {
     pub exposed_node_labels: Vec<String>,
     /// How often to report, in seconds.
     pub interval_seconds: u64,
+    /// While a challenge is open on one of its nodes, how often to report the nodes'
+    /// signed reports (milliseconds; 0, as from an older hub: only every interval). The
+    /// hub's own `--challenge-poll`: the round trip it times then costs no more than a push
+    /// member's.
+    pub challenge_poll_millis: u64,
 }
 
 impl AgentConfig {
@@ -69,6 +74,10 @@ impl AgentConfig {
                 serde_json::to_string(&self.node_selector).unwrap_or_default(),
             ),
             ("intervalSeconds".to_owned(), self.interval_seconds.to_string()),
+            (
+                "challengePollMillis".to_owned(),
+                self.challenge_poll_millis.to_string(),
+            ),
             (
                 "exposedNodeLabels".to_owned(),
                 serde_json::to_string(&self.exposed_node_labels).unwrap_or_default(),
@@ -89,6 +98,12 @@ impl AgentConfig {
             interval_seconds: get("intervalSeconds")?
                 .parse()
                 .map_err(|e| format!("{AGENT_CONFIGMAP}: intervalSeconds: {e}"))?,
+            challenge_poll_millis: match data.get("challengePollMillis") {
+                Some(text) => text
+                    .parse()
+                    .map_err(|e| format!("{AGENT_CONFIGMAP}: challengePollMillis: {e}"))?,
+                None => 0,
+            },
             // Absent from an older hub's config: nothing exposed beyond the well-known.
             exposed_node_labels: match data.get("exposedNodeLabels") {
                 Some(text) => serde_json::from_str(text)
@@ -97,6 +112,15 @@ impl AgentConfig {
             },
         })
     }
+}
+
+/// How often the hub tells pull-mode agents to report ([`AgentConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentPace {
+    /// Every round, seconds (at least 1).
+    pub interval_seconds: u64,
+    /// Reports-only while a challenge is open, milliseconds.
+    pub challenge_poll_millis: u64,
 }
 
 /// A report older than this (seconds) means the agent is silent.

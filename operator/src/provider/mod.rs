@@ -3,8 +3,10 @@
 
 mod observe;
 pub mod plan;
+mod reports;
 
 pub use observe::{count_pods, gpu_node, gpu_pod, probe, probe_with};
+pub use reports::probe_reports;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,9 +39,13 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         Err(Error::Hub(e)) => return Err(Error::Hub(e)),
         Err(e) => Err(e.to_string()),
     };
+    let mut reports_only = false;
     let probe = match &link {
-        Ok(link) => match link.probe(&provider).await {
-            Ok(view) => Ok(view),
+        Ok(link) => match observe(&ctx, link, &provider).await {
+            Ok((view, only)) => {
+                reports_only = only;
+                Ok(view)
+            }
             // The hub itself failed (pull mode reads the agent's report there).
             Err(Error::Hub(e)) => return Err(Error::Hub(e)),
             Err(e) => Err(e.to_string()),
@@ -50,20 +56,22 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
     match (&probe, &link) {
         (Ok(view), Ok(link)) => {
-            if ctx.fleet.probe_failed(&name).await {
-                wake_jobs_of(&ctx, &name);
-            }
-            ctx.fleet.update(&name, view.clone()).await;
-            // Placement leaves these nodes out (mapping::sanitize); say so once a
-            // heartbeat, here, rather than every placement round. (The span names the
-            // provider.)
-            let ignored = crate::mapping::sanitize::problems(view);
-            if !ignored.is_empty() {
-                tracing::warn!(
-                    nodes = ignored.iter().map(|p| p.nodes()).sum::<usize>(),
-                    problems = %crate::mapping::sanitize::summary(&ignored),
-                    "member reports invalid GPU nodes; they are not offered for placement"
-                );
+            if !reports_only {
+                if ctx.fleet.probe_failed(&name).await {
+                    wake_jobs_of(&ctx, &name);
+                }
+                ctx.fleet.update(&name, view.clone()).await;
+                // Placement leaves these nodes out (mapping::sanitize); say so once a
+                // heartbeat, here, rather than every placement round. (The span names the
+                // provider.)
+                let ignored = crate::mapping::sanitize::problems(view);
+                if !ignored.is_empty() {
+                    tracing::warn!(
+                        nodes = ignored.iter().map(|p| p.nodes()).sum::<usize>(),
+                        problems = %crate::mapping::sanitize::summary(&ignored),
+                        "member reports invalid GPU nodes; they are not offered for placement"
+                    );
+                }
             }
             let keys_ns = &ctx.verifier.config().namespace;
             if !ctx.verifier.pins_loaded(&name) {
@@ -109,6 +117,16 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     }
     let now_text = crate::time::format(now);
     let mut status = plan::status(&provider, &probe, now, &now_text);
+    if reports_only
+        && let Some(beat) = provider
+            .status
+            .as_ref()
+            .and_then(|s| s.last_heartbeat_time.clone())
+    {
+        // The heartbeat is the whole probe's: a challenge round writes the status only
+        // when a verdict changes it, not every second for the time.
+        status.last_heartbeat_time = Some(beat);
+    }
     if provider.spec.drain {
         let remaining = ctx
             .jobs
@@ -203,6 +221,36 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         .observe(started.elapsed().as_secs_f64());
     crate::context::succeeded(&ctx, "provider", provider.as_ref());
     Ok(Action::requeue(probe_interval(&ctx, &name)))
+}
+
+/// Probes the member: reports-only ([`crate::member::Link::probe_reports`], merged into
+/// the view the fleet holds) while one of the provider's nodes has a challenge open and
+/// this process probed it whole within the last heartbeat; else whole. `true` with a
+/// reports-only probe. Metered by kind (`gpufed_member_probes_total`).
+async fn observe(
+    ctx: &Context,
+    link: &crate::member::Link,
+    provider: &GpuProvider,
+) -> Result<(crate::fleet::MemberView, bool)> {
+    let name = provider.name_any();
+    let beat = ctx.config.heartbeat_interval.mul_f64(0.9);
+    let count = |kind: &'static str| {
+        ctx.metrics
+            .member_probes_total
+            .get_or_create(&crate::metrics::ProbeLabel { kind })
+            .inc();
+    };
+    if ctx.verifier.challenging(&name)
+        && ctx.fleet.probed_within(&name, beat).await
+        && let Some(fresh) = link.probe_reports(provider).await
+        && let Some(view) = ctx.fleet.merge_reports(&name, fresh?).await
+    {
+        count("reports");
+        return Ok((view, true));
+    }
+    let view = link.probe(provider).await?;
+    count("whole");
+    Ok((view, false))
 }
 
 /// The heartbeat, or the faster challenge poll while one of the provider's nodes has a

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use super::reports::{node_list, report_of};
 use crate::fleet::extended;
 use crate::fleet::requests::{self, Requests};
 use crate::fleet::{CpuMemory, GpuNode, GpuPod, MemberView, NodeCpuMemory, NodeExtended, labels};
@@ -39,15 +40,9 @@ pub async fn probe_with(
     node_selector: &BTreeMap<String, String>,
     exposed_labels: &[String],
 ) -> Result<MemberView, kube::Error> {
-    let selector: Vec<String> = node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    // Served from the API server's watch cache (resourceVersion 0), not a quorum read of
-    // etcd: a heartbeat's inventory may be milliseconds old, and every member is probed
-    // every interval.
-    let mut lp = ListParams::default().match_any();
-    if !selector.is_empty() {
-        lp = lp.labels(&selector.join(","));
-    }
-    let nodes = Api::<Node>::all(client.clone()).list(&lp).await?;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&node_list(node_selector))
+        .await?;
     let pods = Api::<Pod>::all(client.clone())
         .list(
             &ListParams::default()
@@ -69,10 +64,7 @@ pub async fn probe_with(
                 .iter()
                 .any(|g| Some(&g.name) == n.metadata.name.as_ref())
         })
-        .filter_map(|n| {
-            let text = n.metadata.annotations.as_ref()?.get(REPORT_ANNOTATION)?;
-            Some((n.metadata.name.clone()?, text.clone()))
-        })
+        .filter_map(|n| report_of(&n.metadata))
         .collect();
     Ok(MemberView {
         nodes: gpu_nodes,

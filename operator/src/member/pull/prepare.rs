@@ -9,14 +9,14 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 
-use super::AgentConfig;
+use super::{AgentConfig, AgentPace};
 use crate::error::{Error, Result};
 
 /// Prepares a pull-mode provider's hub namespace: the namespace (owned by the
 /// GpuProvider, so deleting the provider deletes it), the agent's ServiceAccount, its
 /// binding and the registration group's binding, the agent config, and an empty report
 /// (the agent may update only that one ConfigMap, so it must exist).
-pub async fn ensure(hub: &Client, provider: &GpuProvider, interval_seconds: u64) -> Result<()> {
+pub async fn ensure(hub: &Client, provider: &GpuProvider, pace: AgentPace) -> Result<()> {
     let name = provider.name_any();
     let ns = agent_namespace(&name);
     let pp = PatchParams::apply(crate::FIELD_MANAGER).force();
@@ -88,7 +88,8 @@ pub async fn ensure(hub: &Client, provider: &GpuProvider, interval_seconds: u64)
         resource_name: provider.spec.resource_name.clone(),
         node_selector: provider.spec.node_selector.clone(),
         exposed_node_labels: provider.spec.exposed_node_labels.clone(),
-        interval_seconds,
+        interval_seconds: pace.interval_seconds,
+        challenge_poll_millis: pace.challenge_poll_millis,
     };
     apply(
         dyn_api("", "v1", "ConfigMap", "configmaps", true),

@@ -11,6 +11,7 @@ fn agent_config_round_trips_and_names_bad_keys() {
         resource_name: "gpufed.io/gpu".into(),
         node_selector: BTreeMap::from([("pool".into(), "a".into())]),
         interval_seconds: 7,
+        challenge_poll_millis: 1000,
         exposed_node_labels: vec!["example.com/network".into()],
     };
     assert_eq!(AgentConfig::from_data(&cfg.to_data()), Ok(cfg.clone()));
@@ -19,6 +20,20 @@ fn agent_config_round_trips_and_names_bad_keys() {
     old.remove("exposedNodeLabels");
     let read = AgentConfig::from_data(&old).expect("an older hub's config reads");
     assert!(read.exposed_node_labels.is_empty());
+    // Nor a challenge poll: the agent reports only every interval, as before.
+    let mut old = cfg.to_data();
+    old.remove("challengePollMillis");
+    assert_eq!(
+        AgentConfig::from_data(&old).map(|c| c.challenge_poll_millis),
+        Ok(0)
+    );
+    let mut data = cfg.to_data();
+    data.insert("challengePollMillis".into(), "-1".into());
+    assert!(
+        AgentConfig::from_data(&data)
+            .unwrap_err()
+            .contains("challengePollMillis")
+    );
     let mut data = cfg.to_data();
     data.insert("intervalSeconds".into(), "soon".into());
     assert!(
