@@ -198,3 +198,57 @@ fn the_cpu_executor_measures_its_time() {
     let c = Executor::Cpu.compute("n1", "GPU-a", &P).unwrap();
     assert!(c.kernel_micros >= 1);
 }
+
+/// A device that says when it starts each block after the first.
+struct Announcing {
+    next_started: std::sync::Arc<(std::sync::Mutex<u32>, std::sync::Condvar)>,
+}
+
+impl OpenDevice for Announcing {
+    fn product(&mut self, seeds: Seeds, p: &Params) -> Result<DeviceProduct, String> {
+        let (started, cv) = &*self.next_started;
+        *started.lock().unwrap() += 1;
+        cv.notify_all();
+        Ok(DeviceProduct {
+            c: workload::product(p, &seeds),
+            device_micros: 1,
+        })
+    }
+}
+
+#[test]
+fn the_node_hashes_a_block_while_the_device_computes_the_next() {
+    let seeds = workload::seeds("n1", "GPU-a");
+    let started = std::sync::Arc::new((std::sync::Mutex::new(0u32), std::sync::Condvar::new()));
+    let mut gpu = Announcing {
+        next_started: started.clone(),
+    };
+    // Hashing row 0 waits for the device to start the second block: it can only start
+    // while the first block's rows are still being hashed if the two overlap (one after
+    // the other, this would wait in vain).
+    let mut overlapped = None;
+    let mut leaves = Vec::new();
+    run_blocks(&mut gpu, &P, &seeds, 16, |i, row| {
+        if i == 0 {
+            let (count, cv) = &*started;
+            let (count, _) = cv
+                .wait_timeout_while(count.lock().unwrap(), std::time::Duration::from_secs(5), |n| {
+                    *n < 2
+                })
+                .unwrap();
+            overlapped = Some(*count >= 2);
+        }
+        leaves.push(workload::leaf(i, row));
+    })
+    .unwrap();
+    assert_eq!(
+        overlapped,
+        Some(true),
+        "the second block started while row 0 was hashed"
+    );
+    assert_eq!(
+        leaves,
+        workload::all_leaves(&P, &seeds),
+        "still every row, in order"
+    );
+}

@@ -352,16 +352,6 @@ async fn a_verified_only_job_starts_only_after_a_fresh_challenge() {
     drop(env);
 }
 
-/// A band as tight as push mode allows: a round trip over 8.1 s is `RoundTripTooSlow`.
-const TIGHT_BANDS: &str = r#"
-bands:
-  - model: NVIDIA H100 80GB HBM3
-    params: {rows: 32, depth: 8, cols: 8, samples: 12, arith: f64}
-    minKernelMicros: 1000
-    maxKernelMicros: 100000
-    roundTripSlackMs: 8000
-"#;
-
 /// A pull-mode provider proves as much as a push-mode one: its agent relays a challenge
 /// request as soon as its watch of the hub's challenge ConfigMap fires, and reports the
 /// nodes' signed reports every challenge poll while one is open. Heartbeats, and so the
@@ -385,7 +375,8 @@ async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
     let plugin = fake_plugin(member.clone(), Arc::new(AtomicBool::new(true)));
     let dir = tempfile::tempdir().expect("tempdir");
     let bands = dir.path().join("bands.yaml");
-    std::fs::write(&bands, TIGHT_BANDS).expect("bands file");
+    // As tight as push mode allows: a round trip over 8.1 s is `RoundTripTooSlow`.
+    std::fs::write(&bands, trustsupport::bands_with_slack(8000)).expect("bands file");
     let op = Operator::start_tuned(
         hub.clone(),
         "verify-pull-op",

@@ -58,14 +58,8 @@ fn main() {
         }
         let hub = t.elapsed() / runs;
         println!(
-            "| {}×{}×{} | {} | {} | {:.2e} | {:.2e} | {:.3} s | {:.2} ms | {:.0}× |",
-            p.rows,
-            p.depth,
-            p.cols,
-            p.arith.as_str(),
-            p.samples,
-            p.node_ops() as f64,
-            p.hub_ops() as f64,
+            "| {} | {:.3} s | {:.2} ms | {:.0}× |",
+            shape_cells(&p),
             node.as_secs_f64(),
             hub.as_secs_f64() * 1e3,
             node.as_secs_f64() / hub.as_secs_f64()
@@ -114,15 +108,24 @@ fn tall() {
     );
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {}×{}×{} | {} | {} | {:.2e} | {:.2e} | {:.2} s | {:.0} ms |",
+        "| {} | {:.2} s | {:.0} ms |",
+        shape_cells(&p),
+        hashing.as_secs_f64(),
+        hub.as_secs_f64() * 1e3
+    );
+}
+
+/// The shape columns both tables start with: rows×depth×cols, arith, samples, node ops,
+/// hub ops.
+fn shape_cells(p: &Params) -> String {
+    format!(
+        "{}×{}×{} | {} | {} | {:.2e} | {:.2e}",
         p.rows,
         p.depth,
         p.cols,
         p.arith.as_str(),
         p.samples,
         p.node_ops() as f64,
-        p.hub_ops() as f64,
-        hashing.as_secs_f64(),
-        hub.as_secs_f64() * 1e3
-    );
+        p.hub_ops() as f64
+    )
 }

@@ -29,6 +29,16 @@ bands:
     roundTripSlackMs: 60000
 "#;
 
+/// [`BANDS`] with another `roundTripSlackMs`.
+pub fn bands_with_slack(slack_ms: u64) -> String {
+    let bands = BANDS.replace(
+        "roundTripSlackMs: 60000",
+        &format!("roundTripSlackMs: {slack_ms}"),
+    );
+    assert_ne!(bands, BANDS, "BANDS states its slack");
+    bands
+}
+
 /// Plays the device plugin of every GPU node of `member` until aborted: publishes a signed
 /// report (8 H100s per node) answering the hub's current request, honestly while `honest`
 /// holds, else with a workload for another nonce.
