@@ -84,14 +84,9 @@ fn cpu_by_process() -> BTreeMap<String, f64> {
         ) else {
             continue;
         };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        let Some(seconds) = gpufed_e2e::process::cpu_of_stat(&stat) else {
             continue;
         };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
-            .sum();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let program = cmd
             .split(' ')
@@ -113,7 +108,7 @@ fn cpu_by_process() -> BTreeMap<String, f64> {
                 None => program,
             }
         };
-        *out.entry(key).or_insert(0.0) += ticks / 100.0;
+        *out.entry(key).or_insert(0.0) += seconds;
     }
     out
 }

@@ -27,13 +27,9 @@ use kube::{Api, Client};
 const RESOURCE: &str = gpufed_api::DEFAULT_GPU_RESOURCE;
 const PODS_PER_NODE: usize = 5;
 
-/// CPU seconds (user + system) a process has used.
+/// CPU seconds the member's API server has used.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    gpufed_e2e::process::cpu_seconds(pid).expect("the member's API server runs")
 }
 
 /// A GPU node as a kubelet and our device plugin leave it: status with capacity,

@@ -35,12 +35,7 @@ const MODEL: &str = "NVIDIA-GeForce-RTX-4090";
 
 /// (CPU seconds, RSS MiB) of a process now.
 fn usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let cpu = gpufed_e2e::process::cpu_seconds(pid).unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kib: f64 = status
         .lines()

@@ -50,6 +50,22 @@ fn proc_stat(pid: u32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// CPU seconds (user + system) process `pid` has used, or `None` when it does not exist.
+/// Clock ticks of 10 ms (`USER_HZ` = 100), from `/proc/PID/stat` fields 14 and 15.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// [`cpu_seconds`] from the text of a `/proc/PID/stat`.
+pub fn cpu_of_stat(stat: &str) -> Option<f64> {
+    // The command name is in parentheses and may hold spaces: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3, so utime and stime are fields[11] and fields[12].
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// Picks a free TCP port on 127.0.0.1. The kernel may hand a just-released port out again,
 /// so ports given out by this process are remembered and never returned twice.
 pub fn free_port() -> Result<u16> {
@@ -263,6 +279,21 @@ pub fn stop_records(records: &[ProcessRecord], grace: Duration) -> Vec<String> {
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_seconds_are_utime_and_stime_after_a_command_name_with_spaces() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …
+        let stat = "42 (kube apiserver) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 3 1 20 0 12";
+        assert_eq!(cpu_of_stat(stat), Some(3.25));
+        assert_eq!(
+            cpu_of_stat("42 (x) S 1"),
+            None,
+            "too short: no figure rather than zero"
+        );
+        let mine = cpu_seconds(std::process::id()).unwrap();
+        assert!(mine >= 0.0);
+        assert_eq!(cpu_seconds(u32::MAX), None);
+    }
 
     #[test]
     fn spawn_and_stop_leaves_no_process() {
