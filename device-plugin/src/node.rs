@@ -23,8 +23,8 @@ use crate::report::{SignedReport, of_inventory, sign};
 pub const FIELD_MANAGER: &str = "gpufed-device-plugin";
 /// Annotation the hub sets to a fresh nonce to ask for a report.
 pub const NONCE_ANNOTATION: &str = "gpufed.io/attestation-nonce";
-/// Annotation holding the signed report (JSON of [`SignedReport`]).
-pub const REPORT_ANNOTATION: &str = "gpufed.io/inventory-report";
+/// Annotation holding the signed report (see [`gpufed_trust::report::ANNOTATION`]).
+pub const REPORT_ANNOTATION: &str = gpufed_trust::report::ANNOTATION;
 /// Annotation holding the pods' GPU allocations (see [`gpufed_trust::allocations`]).
 pub const ALLOCATIONS_ANNOTATION: &str = allocations::ANNOTATION;
 

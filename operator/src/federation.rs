@@ -19,6 +19,7 @@ use tokio::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::member::Link;
+use crate::member::wakes::{ProviderTrigger, ReportWakes};
 use crate::member::watch::{JobTrigger, MemberCache};
 
 #[derive(Clone)]
@@ -45,6 +46,8 @@ pub struct Members {
     secret_recheck: Duration,
     /// Where changes of a member's gpufed pods are sent (the job controller).
     trigger: Option<JobTrigger>,
+    /// Providers waiting for their nodes' reports, woken by their member's node watch.
+    report_wakes: ReportWakes,
 }
 
 impl Members {
@@ -62,7 +65,20 @@ impl Members {
             },
             secret_recheck: Duration::from_secs(5),
             trigger: None,
+            report_wakes: ReportWakes::default(),
         }
+    }
+
+    /// Reconciles a push-mode provider (through `trigger`) as soon as one of its nodes
+    /// publishes a new signed report while it waits for one.
+    pub fn with_provider_trigger(mut self, trigger: ProviderTrigger) -> Self {
+        self.report_wakes = ReportWakes::new(trigger);
+        self
+    }
+
+    /// Which providers wait for their nodes' reports, and their pending wakes.
+    pub fn report_wakes(&self) -> &ReportWakes {
+        &self.report_wakes
     }
 
     /// Sends the job of every changed gpufed pod in a push member to `trigger`.
@@ -193,7 +209,12 @@ impl Members {
         // Watches idle for minutes: their client waits past the server's watch timeout
         // (290 s) instead of the request timeout.
         let watch_client = self.build(&name, &bytes, Duration::from_secs(330)).await?;
-        let cache = Arc::new(MemberCache::start(&watch_client, self.trigger.clone()));
+        let cache = Arc::new(MemberCache::start(
+            &watch_client,
+            self.trigger.clone(),
+            &name,
+            self.report_wakes.clone(),
+        ));
         let rotated = self.members.write().await.insert(
             name.clone(),
             Member {

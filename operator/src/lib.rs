@@ -108,7 +108,11 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     ));
     let (provider_ctl, providers_synced) =
         synced::controller(Api::<GpuProvider>::all(hub.clone()), provider::watch_config());
-    let provider_ctl = provider_ctl.trigger_backoff(backoff::WatchBackoff::default());
+    // A push member's node publishing a commitment wakes its provider at once.
+    let (report_changes, woken_providers) = futures::channel::mpsc::unbounded();
+    let provider_ctl = provider_ctl
+        .trigger_backoff(backoff::WatchBackoff::default())
+        .reconcile_on(woken_providers);
     // Member pods' changes (from the push members' watches) wake their jobs at once.
     let (pod_changes, changed_jobs) = futures::channel::mpsc::unbounded();
     let (job_ctl, jobs_synced) = synced::controller(Api::<ComputeJob>::all(hub.clone()), job::watch_config());
@@ -129,12 +133,14 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         watcher::Config::default().any_semantic(),
     );
     let metrics = metrics::Metrics::new();
+    metrics.set_round_trip_limits(&verify_cfg.bands);
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
         members: federation::Members::new(hub.clone(), args.member_timeout)
             .with_agent_interval(args.heartbeat_interval, args.challenge_poll)
             .with_secret_recheck(args.heartbeat_interval)
-            .with_job_trigger(pod_changes),
+            .with_job_trigger(pod_changes)
+            .with_provider_trigger(report_changes),
         fleet: fleet::Fleet::default(),
         providers: provider_ctl.store(),
         providers_synced,

@@ -56,11 +56,19 @@ pub struct ChallengeLabel {
     pub result: &'static str,
 }
 
+/// Label: the GPU model a challenge band is for (bounded by the bands loaded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    /// The band's model, as written in the bands file.
+    pub model: String,
+}
+
 /// Label: how a member was probed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabel {
-    /// `whole` (nodes and pods, every heartbeat) or `reports` (the nodes' signed reports
-    /// only, every `--challenge-poll` while a challenge is open).
+    /// `whole` (nodes and pods, every heartbeat), `reports` (the nodes' signed reports
+    /// only, listed, every `--challenge-poll` while a challenge is open) or `watched` (the
+    /// same from the hub's watch of the member's nodes, when a report changed).
     pub kind: &'static str,
 }
 
@@ -123,6 +131,10 @@ pub struct Metrics {
     pub settlement_rpc_errors_total: Counter,
     /// GPU challenges judged, by result.
     pub challenges_total: Family<ChallengeLabel, Counter>,
+    /// Challenge issued → commitment seen by the hub, by band model.
+    pub challenge_round_trip_seconds: Family<ModelLabel, Histogram>,
+    /// The longest round trip each band allows (`Band::max_round_trip_ms`), by model.
+    pub challenge_round_trip_limit_seconds: Family<ModelLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Successful probes of push-mode members, by kind.
     pub member_probes_total: Family<ProbeLabel, Counter>,
     /// Evidence documents recorded against providers.
@@ -153,8 +165,14 @@ impl Metrics {
         let reconcile_duration_seconds = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
+        let challenge_round_trip_seconds = Family::<ModelLabel, Histogram>::new_with_constructor(|| {
+            // 50 ms to 51 s: a band's slack is seconds, its timeout minutes.
+            Histogram::new(exponential_buckets(0.05, 2.0, 11))
+        });
         let m = Metrics {
             reconcile_duration_seconds,
+            challenge_round_trip_seconds,
+            challenge_round_trip_limit_seconds: Family::default(),
             reconcile_errors_total: Family::default(),
             queue_depth_jobs: Gauge::default(),
             placements_total: Counter::default(),
@@ -254,8 +272,18 @@ impl Metrics {
             m.challenges_total.clone(),
         );
         registry.register(
+            "challenge_round_trip_seconds",
+            "Time from a challenge's request to the hub seeing the node's commitment, by band model",
+            m.challenge_round_trip_seconds.clone(),
+        );
+        registry.register(
+            "challenge_round_trip_limit_seconds",
+            "The longest round trip a band allows (maxKernelMicros + roundTripSlackMs), by model",
+            m.challenge_round_trip_limit_seconds.clone(),
+        );
+        registry.register(
             "member_probes",
-            "Successful probes of member clusters, by kind (whole, or reports only while a challenge is open)",
+            "Successful probes of member clusters, by kind (whole; reports or watched: reports only while a challenge is open)",
             m.member_probes_total.clone(),
         );
         registry.register(
@@ -354,6 +382,19 @@ impl Metrics {
             .set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
     }
 
+    /// Sets each band's round-trip limit gauge (at start: the bands do not change).
+    pub fn set_round_trip_limits(&self, bands: &gpufed_trust::Bands) {
+        for band in &bands.bands {
+            #[allow(clippy::cast_precision_loss)] // milliseconds well under 2^52
+            let secs = band.max_round_trip_ms() as f64 / 1000.0;
+            self.challenge_round_trip_limit_seconds
+                .get_or_create(&ModelLabel {
+                    model: band.model.clone(),
+                })
+                .set(secs);
+        }
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -365,87 +406,8 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn names_follow_conventions() {
-        let text = super::dashboard_tests::exposition();
-        assert!(text.contains("gpufed_placements_total 1"), "{text}");
-        assert!(
-            text.contains(r#"gpufed_reconcile_errors_total{controller="job",category="member"} 1"#),
-            "{text}"
-        );
-        assert!(text.contains("gpufed_build_info{version="), "{text}");
-        assert!(
-            text.contains(r#"gpufed_reconcile_duration_seconds_count{controller="job"} 1"#),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn unplaced_jobs_are_counted_by_reason_and_an_emptied_reason_reads_zero() {
-        let m = super::Metrics::new();
-        m.set_unplaced(&[
-            "InsufficientNodeResources",
-            "InsufficientNodeResources",
-            "NoProviderFits",
-        ]);
-        let text = m.encode();
-        assert!(
-            text.contains(r#"gpufed_unplaced_jobs{reason="InsufficientNodeResources"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"gpufed_unplaced_jobs{reason="NoProviderFits"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"gpufed_unplaced_jobs{reason="QuotaExceeded"} 0"#),
-            "{text}"
-        );
-        m.set_unplaced(&[]);
-        assert!(
-            m.encode()
-                .contains(r#"gpufed_unplaced_jobs{reason="InsufficientNodeResources"} 0"#)
-        );
-    }
-
-    #[test]
-    fn excluded_inventory_is_counted_by_reason_and_provider() {
-        use crate::mapping::sanitize::{Finding, Problem};
-        let m = super::Metrics::new();
-        let finding = |provider: &str, problem| Finding {
-            provider: provider.into(),
-            problem,
-        };
-        let rejected = || Problem::Rejected(gpufed_placement::SnapshotError::BadReputation("c".into()));
-        m.set_excluded(&[
-            finding(
-                "a",
-                Problem::DuplicateNode {
-                    node: "n".into(),
-                    copies: 3,
-                },
-            ),
-            finding("b", Problem::NoGpus { node: "z".into() }),
-            finding("c", rejected()),
-            finding("c", rejected()),
-        ]);
-        let text = m.encode();
-        for line in [
-            r#"gpufed_placement_excluded_nodes{reason="duplicate_node"} 3"#,
-            r#"gpufed_placement_excluded_nodes{reason="no_gpus"} 1"#,
-            "gpufed_placement_excluded_providers 1",
-        ] {
-            assert!(text.contains(line), "{line} missing from\n{text}");
-        }
-        // A later clean round reads 0, not the old count.
-        m.set_excluded(&[]);
-        assert!(
-            m.encode()
-                .contains(r#"gpufed_placement_excluded_nodes{reason="duplicate_node"} 0"#)
-        );
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;
 
 #[cfg(test)]
 #[path = "metrics_dashboard_tests.rs"]

@@ -40,6 +40,13 @@ pub(super) fn exposition() -> String {
     m.member_probes_total
         .get_or_create(&ProbeLabel { kind: "whole" })
         .inc();
+    let model = ModelLabel {
+        model: "NVIDIA H100 80GB HBM3".into(),
+    };
+    m.challenge_round_trip_seconds.get_or_create(&model).observe(1.2);
+    m.challenge_round_trip_limit_seconds
+        .get_or_create(&model)
+        .set(4.5);
     m.evidence_recorded_total.inc();
     m.service_replicas_created_total.inc();
     m.service_replicas_retired_total.inc();
@@ -137,6 +144,8 @@ fn dashboard_covers_what_the_issue_asks_for() {
         "histogram_quantile(0.99, sum by (controller, le) (rate(gpufed_reconcile_duration_seconds_bucket",
         "sum by (controller, category) (rate(gpufed_reconcile_errors_total",
         "gpufed_leader",
+        "histogram_quantile(0.99, sum by (model, le) (rate(gpufed_challenge_round_trip_seconds_bucket",
+        "gpufed_challenge_round_trip_limit_seconds",
     ] {
         assert!(all.contains(needed), "no panel queries {needed}");
     }

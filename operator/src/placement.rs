@@ -252,7 +252,7 @@ pub async fn round(
     let by_id = |id: &str| index.get(id).cloned();
     let now = crate::time::now();
     // `verifiedOnly` work starts only on nodes that passed a challenge lately.
-    let deferred = ctx.verifier.defer_stale(&snap, &mut decisions.placements, now);
+    let deferred = ctx.verifier.defer_stale(&snap, &mut decisions.placements);
     // Writes are independent (one job each): send them concurrently, 16 at a time.
     let mut placed = 0;
     // A placement that evicts running work is not written yet: its victims are marked, and

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::ChallengeAnswer;
 
+/// Node annotation where the device plugin publishes its signed report (JSON of
+/// [`SignedReport`]) and the hub reads it.
+pub const ANNOTATION: &str = "gpufed.io/inventory-report";
+
 /// Prefix of the signed bytes (domain separation from any other use of the key).
 pub const SIGNING_CONTEXT: &[u8] = b"gpufed-inventory-report-v1\n";
 

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use gpufed_api::GpuProvider;
+use gpufed_api::conditions::{find, types};
 use gpufed_trust::protocol::{ChallengeRequest, Computed, answer};
 use gpufed_trust::report::{InventoryReport, ReportGpu, sign};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
@@ -28,6 +30,12 @@ bands:
     maxKernelMicros: 100000
     roundTripSlackMs: 60000
 "#;
+
+/// A provider's `Verified` condition as `(status, reason)`.
+pub fn verified(p: &GpuProvider) -> Option<(String, String)> {
+    let c = find(&p.status.as_ref()?.conditions, types::VERIFIED)?;
+    Some((format!("{:?}", c.status), c.reason.clone()))
+}
 
 /// [`BANDS`] with another `roundTripSlackMs`.
 pub fn bands_with_slack(slack_ms: u64) -> String {

@@ -7,6 +7,7 @@
 //! only the heartbeat's origin differs (a probe vs. the agent's report).
 
 pub mod pull;
+pub mod wakes;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -83,22 +84,35 @@ impl Link {
     }
 
     /// The member's node reports and challenge requests alone ([`crate::provider::probe_reports`]):
-    /// the cheap probe of a challenge round between two heartbeats. `None` in pull mode,
+    /// the cheap probe of a challenge round between two heartbeats, with its kind for the
+    /// metric: `watched` when the member's node watch is current (the reports come from it
+    /// and only the challenge requests are read), else `reports`. `None` in pull mode,
     /// where [`Self::probe`] reads the agent's report, one read already (the agent itself
     /// reports reports-only while a challenge is open).
-    pub async fn probe_reports(&self, provider: &GpuProvider) -> Option<Result<NodeReports>> {
-        match self {
-            Link::Push {
-                provider: name,
-                client,
-                ..
-            } => Some(
-                crate::provider::probe_reports(client.clone(), &provider.spec.node_selector)
-                    .await
-                    .map_err(|e| Self::push_err(name, e)),
-            ),
-            Link::Pull(_) => None,
-        }
+    pub async fn probe_reports(&self, provider: &GpuProvider) -> Option<Result<(NodeReports, &'static str)>> {
+        let Link::Push {
+            provider: name,
+            client,
+            cache,
+        } = self
+        else {
+            return None;
+        };
+        let selector = &provider.spec.node_selector;
+        let probe = match cache.as_ref().filter(|c| c.current()) {
+            // The read of the challenge requests also proves the member answers: a frozen
+            // API server's watch goes quiet without failing.
+            Some(cache) => crate::verification::read_challenges(client)
+                .await
+                .map(|challenges| {
+                    let reports = cache.node_reports(selector);
+                    (NodeReports { reports, challenges }, "watched")
+                }),
+            None => crate::provider::probe_reports(client.clone(), selector)
+                .await
+                .map(|r| (r, "reports")),
+        };
+        Some(probe.map_err(|e| Self::push_err(name, e)))
     }
 
     /// Sets the challenge requests the member's device plugins see.

@@ -1,5 +1,8 @@
 //! Watches of a push-mode member: gpufed's pods and the nodes, kept in memory.
 //!
+//! The node watch also serves the reports-only probe of a challenge round and wakes the
+//! provider as soon as a node publishes a new signed report ([`crate::member::wakes`]).
+//!
 //! Job reconciles read an attempt's pods and the nodes under them from here instead of a
 //! LIST and a GET per node each time (in a burst of jobs those reads were a fifth of the
 //! member's requests), and a change of one of our pods wakes its job at once instead of
@@ -11,7 +14,7 @@
 //! ([`crate::member::Link::uncached`]); then reads go to the API server again and fail
 //! or succeed as they did before the cache existed.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +29,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::job::names;
 use crate::job::observe::{ReadyNodes, ready_node};
+use crate::member::wakes::{NodeChanges, ReportWakes};
 
 /// Where a member pod's changes are sent: the job controller's trigger.
 pub type JobTrigger = UnboundedSender<ObjectRef<ComputeJob>>;
@@ -45,8 +49,16 @@ impl Drop for MemberCache {
     }
 }
 
+/// What a member watch saw.
+enum Change<'a, K> {
+    Applied(&'a K),
+    Deleted(&'a K),
+    /// A (re)list completed: anything may have changed meanwhile.
+    Listed,
+}
+
 /// Runs one reflector, keeping `ok` true only between a completed (re)list and the next
-/// error, and calling `seen` for every change after the initial list.
+/// error, and calling `seen` for every change after a list and at the end of each list.
 fn spawn_reflector<K, F>(
     api: Api<K>,
     config: watcher::Config,
@@ -61,7 +73,7 @@ where
         + Send
         + Sync
         + 'static,
-    F: Fn(&K) + Send + 'static,
+    F: Fn(Change<'_, K>) + Send + 'static,
 {
     let (store, writer) = reflector::store();
     let stream =
@@ -70,12 +82,19 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::InitDone) => ok.store(true, Ordering::SeqCst),
+                Ok(watcher::Event::InitDone) => {
+                    ok.store(true, Ordering::SeqCst);
+                    seen(Change::Listed);
+                }
                 // A watch that failed without a 410 resumes from its last version with no
                 // re-list (no InitDone): its first event again proves it live and gapless.
-                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                Ok(watcher::Event::Apply(o)) => {
                     ok.store(true, Ordering::SeqCst);
-                    seen(&o);
+                    seen(Change::Applied(&o));
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    ok.store(true, Ordering::SeqCst);
+                    seen(Change::Deleted(&o));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -90,8 +109,9 @@ where
 
 impl MemberCache {
     /// Starts watching gpufed's pods (by their job label) and all nodes of the member
-    /// behind `client`; changes of a pod are sent to `trigger` as its job.
-    pub fn start(client: &Client, trigger: Option<JobTrigger>) -> Self {
+    /// behind `client` (provider `provider`'s): changes of a pod are sent to `trigger` as
+    /// its job, and changes of a node's signed report to `reports`.
+    pub fn start(client: &Client, trigger: Option<JobTrigger>, provider: &str, reports: ReportWakes) -> Self {
         let (pods_ok, nodes_ok) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let pod_config = watcher::Config::default().labels(names::LABEL_JOB_UID);
         let node_trigger = trigger.clone();
@@ -99,36 +119,45 @@ impl MemberCache {
             Api::all(client.clone()),
             pod_config,
             pods_ok.clone(),
-            move |p: &Pod| {
-                if let (Some(t), Some(job)) = (&trigger, job_of(p)) {
+            move |change: Change<'_, Pod>| {
+                if let (Change::Applied(p) | Change::Deleted(p), Some(t)) = (change, &trigger)
+                    && let Some(job) = job_of(p)
+                {
                     let _ = t.unbounded_send(job);
                 }
             },
         );
         // A node's device plugin publishing new GPU allocations wakes the jobs whose pods
-        // they name, so their placements learn their GPUs at once, not at the next poll.
-        let last_allocations: Mutex<HashMap<String, String>> = Mutex::default();
+        // they name, so their placements learn their GPUs at once, not at the next poll;
+        // a new signed report wakes the provider while it waits for a commitment.
+        let changes: Mutex<NodeChanges> = Mutex::default();
         let pods_by_key = pods.clone();
+        let provider = provider.to_owned();
         let (nodes, node_task) = spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             nodes_ok.clone(),
-            move |n: &Node| {
-                let Some(t) = &node_trigger else { return };
-                let text = n
-                    .annotations()
-                    .get(allocations::ANNOTATION)
-                    .cloned()
-                    .unwrap_or_default();
-                let mut last = last_allocations
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if last.get(&n.name_any()) == Some(&text) {
-                    return;
+            move |change: Change<'_, Node>| {
+                let n = match change {
+                    Change::Applied(n) => n,
+                    Change::Deleted(n) => {
+                        lock(&changes).deleted(&n.name_any());
+                        return reports.report_changed(&provider);
+                    }
+                    Change::Listed => return reports.report_changed(&provider),
+                };
+                let changed = lock(&changes).seen(n);
+                if changed.report {
+                    reports.report_changed(&provider);
                 }
-                last.insert(n.name_any(), text.clone());
-                for job in jobs_in_allocations(&text, &pods_by_key) {
-                    let _ = t.unbounded_send(job);
+                if let (true, Some(t)) = (changed.allocations, &node_trigger) {
+                    let text = n
+                        .annotations()
+                        .get(allocations::ANNOTATION)
+                        .map_or("", String::as_str);
+                    for job in jobs_in_allocations(text, &pods_by_key) {
+                        let _ = t.unbounded_send(job);
+                    }
                 }
             },
         );
@@ -139,6 +168,20 @@ impl MemberCache {
             nodes_ok,
             tasks: vec![pod_task, node_task],
         }
+    }
+
+    /// `(node, report)` of every node matching `node_selector` that publishes a signed
+    /// report: a reports-only probe served from the watch, no request to the member.
+    pub fn node_reports(&self, node_selector: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        self.nodes
+            .state()
+            .iter()
+            .filter(|n| {
+                let labels = n.labels();
+                node_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .filter_map(|n| crate::provider::report_of(&n.metadata))
+            .collect()
     }
 
     /// Whether both watches are listed and have not failed since.
@@ -178,6 +221,10 @@ impl MemberCache {
         }
         (pods, ready)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The hub jobs of our pods named in a node's GPU-allocations annotation `text` (none for

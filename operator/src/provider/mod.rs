@@ -7,6 +7,7 @@ mod reports;
 
 pub use observe::{count_pods, gpu_node, gpu_pod, probe, probe_with};
 pub use reports::probe_reports;
+pub(crate) use reports::report_of;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +32,17 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     let started = Instant::now();
     let name = provider.name_any();
     let interval = probe_interval(&ctx, &name);
-    if let Some(wait) = too_soon(&ctx, &name, provider.metadata.generation, started, interval) {
+    // A node published a new report while the hub waits for a commitment: look now, the
+    // hub's clock on the challenge is running.
+    let woken = ctx.members.report_wakes().take(&name);
+    if let Some(wait) = too_soon(
+        &ctx,
+        &name,
+        provider.metadata.generation,
+        started,
+        interval,
+        woken,
+    ) {
         return Ok(Action::requeue(wait));
     }
     let link = match ctx.members.link(&provider).await {
@@ -53,7 +64,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         Err(e) => Err(e.clone()),
     };
     let now = crate::time::now();
-    let now_ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
+    let now_ms = crate::time::now_millis();
     match (&probe, &link) {
         (Ok(view), Ok(link)) => {
             if !reports_only {
@@ -98,6 +109,9 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
                 }),
                 None => None,
             };
+            ctx.members
+                .report_wakes()
+                .await_reports(&name, ctx.verifier.challenging(&name));
             if let Some(desired) = desired
                 && let Err(e) = link.write_challenges(&desired).await
             {
@@ -226,7 +240,8 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
 /// Probes the member: reports-only ([`crate::member::Link::probe_reports`], merged into
 /// the view the fleet holds) while one of the provider's nodes has a challenge open and
 /// this process probed it whole within the last heartbeat; else whole. `true` with a
-/// reports-only probe. Metered by kind (`gpufed_member_probes_total`).
+/// reports-only probe. Metered by kind (`gpufed_member_probes_total`: `whole`, `reports`,
+/// or `watched` when the reports came from the member's node watch).
 async fn observe(
     ctx: &Context,
     link: &crate::member::Link,
@@ -243,10 +258,12 @@ async fn observe(
     if ctx.verifier.challenging(&name)
         && ctx.fleet.probed_within(&name, beat).await
         && let Some(fresh) = link.probe_reports(provider).await
-        && let Some(view) = ctx.fleet.merge_reports(&name, fresh?).await
     {
-        count("reports");
-        return Ok((view, true));
+        let (fresh, kind) = fresh?;
+        if let Some(view) = ctx.fleet.merge_reports(&name, fresh).await {
+            count(kind);
+            return Ok((view, true));
+        }
     }
     let view = link.probe(provider).await?;
     count("whole");
@@ -320,16 +337,19 @@ fn wake_jobs_of(ctx: &Context, provider: &str) {
 }
 
 /// How long to wait before probing `name` again, if its last probe (at the same
-/// generation) was less than `interval` ago; records this probe otherwise.
+/// generation) was less than `interval` ago and it was not `woken` by a new report;
+/// records this probe otherwise.
 fn too_soon(
     ctx: &Context,
     name: &str,
     generation: Option<i64>,
     now: Instant,
     interval: std::time::Duration,
+    woken: bool,
 ) -> Option<std::time::Duration> {
     let mut probed = ctx.probed.lock().ok()?;
-    if let Some((at, g)) = probed.get(name)
+    if !woken
+        && let Some((at, g)) = probed.get(name)
         && *g == generation
         && now.duration_since(*at) < interval.mul_f64(0.9)
     {

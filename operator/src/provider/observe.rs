@@ -17,7 +17,7 @@ use crate::fleet::{CpuMemory, GpuNode, GpuPod, MemberView, NodeCpuMemory, NodeEx
 const MAX_TAINTS: usize = 32;
 
 /// Node annotation where the device plugin publishes its signed inventory report.
-pub const REPORT_ANNOTATION: &str = "gpufed.io/inventory-report";
+pub const REPORT_ANNOTATION: &str = gpufed_trust::report::ANNOTATION;
 use crate::job::names;
 
 /// Lists the member's GPU nodes (matching the provider's node selector) and the

@@ -46,7 +46,7 @@ pub(super) fn node_list(node_selector: &BTreeMap<String, String>) -> ListParams 
 }
 
 /// `(node, report)` when the node publishes a signed report.
-pub(super) fn report_of(meta: &ObjectMeta) -> Option<(String, String)> {
+pub(crate) fn report_of(meta: &ObjectMeta) -> Option<(String, String)> {
     let text = meta.annotations.as_ref()?.get(REPORT_ANNOTATION)?;
     Some((meta.name.clone()?, text.clone()))
 }

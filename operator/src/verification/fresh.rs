@@ -25,14 +25,9 @@ impl Verifier {
         st.verdict_at_ms.filter(|_| passed)
     }
 
-    /// [`defer_stale`] with this verifier's passes and `--verify-before-start`, at `now`
-    /// (seconds); the nodes it names are challenged at their next heartbeat.
-    pub fn defer_stale(
-        &self,
-        snap: &pl::Snapshot,
-        placements: &mut Vec<pl::Placement>,
-        now: i64,
-    ) -> Deferred {
+    /// [`defer_stale`] with this verifier's passes and `--verify-before-start`, now; the
+    /// nodes it names are challenged at their next heartbeat.
+    pub fn defer_stale(&self, snap: &pl::Snapshot, placements: &mut Vec<pl::Placement>) -> Deferred {
         let verified_only: std::collections::BTreeSet<&str> = snap
             .jobs
             .iter()
@@ -43,7 +38,7 @@ impl Verifier {
             placements,
             |id| verified_only.contains(id),
             |p, n| self.passed_at(p, n),
-            u64::try_from(now).unwrap_or(0).saturating_mul(1000),
+            crate::time::now_millis(),
             self.cfg.before_start,
         );
         self.want_fresh(&deferred.nodes);

@@ -51,6 +51,9 @@ impl Verifier {
                     now_ms,
                     ms(self.cfg.timeout),
                 );
+                if let Step::Open(_) = step {
+                    self.observe_round_trip(&p.session, &p.claims);
+                }
                 (p.node, p.session, step)
             })
             .collect();
@@ -129,6 +132,24 @@ impl Verifier {
             }
         }
         Some(pending)
+    }
+
+    /// Records how long the commitment took to reach the hub, under its band's model
+    /// (`gpufed_challenge_round_trip_seconds`): what a band's slack must cover, measured.
+    fn observe_round_trip(&self, session: &Session, claims: &[GpuClaim]) {
+        let (Some(m), Some(c)) = (&self.metrics, &session.committed) else {
+            return;
+        };
+        let Some(band) = claims.first().and_then(|g| self.cfg.bands.get(&g.model)) else {
+            return;
+        };
+        #[allow(clippy::cast_precision_loss)] // milliseconds well under 2^52
+        let secs = c.round_trip_ms as f64 / 1000.0;
+        m.challenge_round_trip_seconds
+            .get_or_create(&crate::metrics::ModelLabel {
+                model: band.model.clone(),
+            })
+            .observe(secs);
     }
 
     /// Under the lock: puts the advanced sessions back, or records their verdicts.

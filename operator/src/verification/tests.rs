@@ -135,6 +135,15 @@ fn run(honest: bool) -> ProviderVerdict {
         text.contains(&format!("gpufed_challenges_total{{result=\"{result}\"}} 2")),
         "{text}"
     );
+    // Issued at 1000 ms, the commitment seen by the next step at 2000 ms: one node, one
+    // round trip of 1 s, under the band's model (honest or not, it arrived then).
+    let model = r#"{model="NVIDIA H100 80GB HBM3"}"#;
+    for line in [
+        format!("gpufed_challenge_round_trip_seconds_count{model} 1"),
+        format!("gpufed_challenge_round_trip_seconds_sum{model} 1.0"),
+    ] {
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
     v.verdict("p", t).0
 }
 

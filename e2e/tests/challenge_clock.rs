@@ -1,0 +1,132 @@
+//! The hub's clock on a challenge: it runs from the hub's request to the moment the hub
+//! sees the node's commitment, and a band's `roundTripSlackMs` is all the time it grants
+//! beyond the device's. Whatever lies between the node publishing its commitment and the
+//! hub reading it weakens what the clock proves (docs/trust.md, "What the hub's clock
+//! proves"). These tests hold both connection modes to short slack while the hub's
+//! periodic probes are 20 s apart, so only the at-once paths can pass.
+
+mod common;
+mod opsupport;
+mod pullsupport;
+mod trustsupport;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use gpufed_api::GpuProvider;
+use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+use kube::Api;
+use opsupport::Operator;
+use trustsupport::{fake_plugin, verified};
+
+/// Waits (180 s at most) until all 8 GPUs of `name` are judged; asserts all verified.
+async fn all_eight_verify(hub: &kube::Client, name: &str) {
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let v = gpufed_e2e::wait::until(&format!("{name} judged"), Duration::from_secs(180), || async {
+        let p = providers.get(name).await?;
+        let v = p.status.and_then(|s| s.verification);
+        Ok(v.filter(|v| v.verified_gpus + v.failed_gpus == 8))
+    })
+    .await
+    .expect("the challenge completes");
+    assert_eq!(
+        (v.verified_gpus, v.failed_gpus),
+        (8, 0),
+        "every GPU within the band's slack: {:?}",
+        v.failures
+    );
+    let p = providers.get(name).await.expect("provider");
+    assert_eq!(verified(&p), Some(("True".into(), "ChallengesPassed".into())));
+}
+
+/// Push mode: the node's new signed report wakes the provider's reconcile through the
+/// hub's watch of the member's nodes, so the hub sees the commitment within the watch's
+/// latency. Heartbeats and the challenge poll are both 20 s here: waiting for the next
+/// probe would see it 20 s after the request, far past the band's 5 s of slack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_providers_commitment_wakes_the_hub_at_once() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("clock-push").member("push-c", vec![GpuPool::h100_nvlink("pc", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    opsupport::setup(fed, &hub, &[]).await;
+    let member = env.member_client("push-c").await.expect("member");
+    let plugin = fake_plugin(member, Arc::new(AtomicBool::new(true)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bands = dir.path().join("bands.yaml");
+    std::fs::write(&bands, trustsupport::bands_with_slack(5000)).expect("bands file");
+    let op = Operator::start_tuned(
+        hub.clone(),
+        "clock-push-op",
+        &[("--heartbeat-interval", "20s")],
+        &[
+            "--challenge-bands".into(),
+            bands.display().to_string(),
+            "--challenge-poll".into(),
+            "20s".into(),
+            // Long enough for a commitment seen at the next probe to be judged too: it
+            // would fail RoundTripTooSlow, not time out.
+            "--challenge-timeout".into(),
+            "100s".into(),
+        ],
+    );
+    all_eight_verify(&hub, "push-c").await;
+    plugin.abort();
+    op.stop().await;
+    drop(env);
+}
+
+/// A pull-mode provider proves as much as a push-mode one: its agent relays a challenge
+/// request as soon as its watch of the hub's challenge ConfigMap fires, and reports the
+/// nodes' signed reports every challenge poll while one is open. Heartbeats, and so the
+/// agent's rounds, are 20 s here: relaying once a round each way would take 20 s on
+/// average, well past the band's 8 s of slack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("verify-pull").member("pull-v", vec![GpuPool::h100_nvlink("pv", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    let member = env.member_client("pull-v").await.expect("member");
+    opsupport::setup_members(fed, &hub, &[], &[]).await;
+    pullsupport::install_agent_roles(&hub).await;
+    pullsupport::pull_provider(fed, &hub, "pull-v", "1.00", "3m").await;
+    let plugin = fake_plugin(member.clone(), Arc::new(AtomicBool::new(true)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bands = dir.path().join("bands.yaml");
+    // A round trip over 8.1 s is `RoundTripTooSlow`; relays once a round would take 20 s.
+    std::fs::write(&bands, trustsupport::bands_with_slack(8000)).expect("bands file");
+    let op = Operator::start_tuned(
+        hub.clone(),
+        "verify-pull-op",
+        &[("--heartbeat-interval", "20s")],
+        &[
+            "--challenge-bands".into(),
+            bands.display().to_string(),
+            // Long enough for relays once a round to finish too: they would fail
+            // RoundTripTooSlow, not time out.
+            "--challenge-timeout".into(),
+            "100s".into(),
+        ],
+    );
+    let token = pullsupport::mint_token(&hub, "pull-v").await;
+    let files = pullsupport::AgentFiles::new(fed, &token);
+    let (server, _) = pullsupport::hub_endpoint(fed);
+    let agent = pullsupport::Agent::start(member, "pull-v", &server, &files.ca, Some(&files.token));
+    all_eight_verify(&hub, "pull-v").await;
+    agent.stop().await;
+    plugin.abort();
+    op.stop().await;
+    drop(env);
+}
