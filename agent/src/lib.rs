@@ -177,6 +177,8 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
     tracing::info!(provider = %args.provider, hub = %args.hub_server, "gpufed-agent started");
     let changed = Arc::new(Notify::new());
     let challenged = Arc::new(Notify::new());
+    let reported = Arc::new(Notify::new());
+    let node_watch = tokio::spawn(relay::wake_on_new_reports(member.clone(), reported.clone()));
     let mut watches: Option<(u64, Watches)> = None;
     let mut next_full = tokio::time::Instant::now();
     let mut wake = Wake::Assignments;
@@ -194,7 +196,7 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
                 let result = match (full, wake) {
                     (true, _) => sync::round(&hub, &member, &mut state).await,
                     (false, Wake::Assignments) => sync::assignments_round(&hub, &member, &mut state).await,
-                    (false, Wake::Challenges) => relay::challenges_round(&hub, &member, &mut state).await,
+                    (false, Wake::Challenges) => relay::relay_challenges(&hub, &member, &mut state).await,
                     (false, Wake::Reports) => relay::reports_round(&hub, &member, &mut state).await,
                 };
                 if let Err(e) = result {
@@ -217,8 +219,11 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
             // A challenge request (or its open seed) goes on to the nodes at once.
             _ = challenged.notified() => wake = Wake::Challenges,
             _ = tokio::time::sleep_until(fast.unwrap_or(next_full)), if fast.is_some() => wake = Wake::Reports,
+            // A node answered a challenge: its commitment goes to the hub at once.
+            _ = reported.notified(), if fast.is_some() => wake = Wake::Reports,
             _ = shutdown.changed() => {
                 drop(watches);
+                node_watch.abort();
                 tracing::info!("gpufed-agent stopping; running pods are left alone");
                 return Ok(());
             }

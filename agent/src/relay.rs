@@ -3,9 +3,11 @@
 //! what a passing node proves (docs/trust.md, "What the hub's clock proves"). A relay
 //! once a round each way would add two agent intervals to it, slack any slower machine
 //! could use. So the agent relays a new or changed request as soon as its watch of the
-//! hub's challenge ConfigMap fires ([`challenges_round`]), and while a challenge is open
-//! it reports its nodes' signed reports every `challengePollMillis` of the hub's config
-//! ([`reports_round`]): a metadata list of the nodes, no pods.
+//! hub's challenge ConfigMap fires ([`relay_challenges`]), and while a challenge is open
+//! it reports its nodes' signed reports ([`reports_round`]: a metadata list of the nodes,
+//! no pods) as soon as its watch of its nodes sees a new one ([`wake_on_new_reports`]),
+//! and every `challengePollMillis` of the hub's config regardless. The hub watches the
+//! agents' reports in turn, so a commitment reaches it within the watches' latency.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,9 +17,13 @@ use gpufed_api::pull::{AGENT_FIELD_MANAGER, CHALLENGE_CONFIGMAP, REPORT_CONFIGMA
 use gpufed_operator::fleet::MemberView;
 use gpufed_operator::member::ops;
 use gpufed_operator::member::pull::AgentReport;
-use k8s_openapi::api::core::v1::ConfigMap;
+use gpufed_operator::member::wakes::NodeChanges;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Notify;
 
 use crate::sync::State;
 
@@ -38,11 +44,6 @@ pub async fn relay_challenges(hub: &Client, member: &Client, st: &mut State) -> 
         st.mirrored = Some(challenges);
     }
     Ok(())
-}
-
-/// What the hub's challenge watch wakes: the relay alone.
-pub async fn challenges_round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Result<()> {
-    relay_challenges(hub, member, st).await
 }
 
 /// While a challenge is open: relays the requests (a missed watch event costs one poll,
@@ -89,6 +90,35 @@ pub async fn publish(hub: &Client, st: &mut State, view: MemberView) -> anyhow::
         .context("writing the report to the hub");
     st.view = Some(report.view);
     written.map(|_| ())
+}
+
+/// Notifies `reported` whenever one of the member's nodes publishes a new signed report
+/// (a watch of the nodes' metadata; kubelets' status updates change no report). The loop
+/// acts on it only while a challenge is open. Runs until the task is dropped.
+pub async fn wake_on_new_reports(member: Client, reported: std::sync::Arc<Notify>) {
+    use futures::StreamExt as _;
+    let api = Api::<PartialObjectMeta<Node>>::all(member);
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let mut changes = NodeChanges::default();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(n)) => {
+                if changes.seen(&n).report {
+                    reported.notify_one();
+                }
+            }
+            Ok(watcher::Event::Delete(n)) => changes.deleted(&n.name_any()),
+            // A (re)list: every node is seen afresh, first sight counting as a change.
+            Ok(watcher::Event::InitApply(n)) => {
+                changes.seen(&n);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "node watch interrupted; reports rounds continue");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
 }
 
 /// How soon the next reports-only round is due: `Some` only while one of the member's

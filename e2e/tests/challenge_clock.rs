@@ -2,8 +2,8 @@
 //! sees the node's commitment, and a band's `roundTripSlackMs` is all the time it grants
 //! beyond the device's. Whatever lies between the node publishing its commitment and the
 //! hub reading it weakens what the clock proves (docs/trust.md, "What the hub's clock
-//! proves"). These tests hold both connection modes to short slack while the hub's
-//! periodic probes are 20 s apart, so only the at-once paths can pass.
+//! proves"). These tests hold both connection modes to 5 s of slack while every periodic
+//! probe and report is 20 s apart, so only the at-once paths can pass.
 
 mod common;
 mod opsupport;
@@ -83,10 +83,11 @@ async fn a_push_providers_commitment_wakes_the_hub_at_once() {
 }
 
 /// A pull-mode provider proves as much as a push-mode one: its agent relays a challenge
-/// request as soon as its watch of the hub's challenge ConfigMap fires, and reports the
-/// nodes' signed reports every challenge poll while one is open. Heartbeats, and so the
-/// agent's rounds, are 20 s here: relaying once a round each way would take 20 s on
-/// average, well past the band's 8 s of slack.
+/// request as soon as its watch of the hub's challenge ConfigMap fires, reports its nodes'
+/// signed reports as soon as its watch of its nodes sees a new one, and the hub's watch
+/// of the agents' reports wakes the provider's check. Heartbeats (so the agent's rounds)
+/// and the challenge poll (so the agent's reports-only rounds and the hub's probes) are
+/// 20 s here: any of those waits would put the round trip far past the band's 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
     common::init_tracing();
@@ -105,8 +106,7 @@ async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
     let plugin = fake_plugin(member.clone(), Arc::new(AtomicBool::new(true)));
     let dir = tempfile::tempdir().expect("tempdir");
     let bands = dir.path().join("bands.yaml");
-    // A round trip over 8.1 s is `RoundTripTooSlow`; relays once a round would take 20 s.
-    std::fs::write(&bands, trustsupport::bands_with_slack(8000)).expect("bands file");
+    std::fs::write(&bands, trustsupport::bands_with_slack(5000)).expect("bands file");
     let op = Operator::start_tuned(
         hub.clone(),
         "verify-pull-op",
@@ -114,6 +114,8 @@ async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
         &[
             "--challenge-bands".into(),
             bands.display().to_string(),
+            "--challenge-poll".into(),
+            "20s".into(),
             // Long enough for relays once a round to finish too: they would fail
             // RoundTripTooSlow, not time out.
             "--challenge-timeout".into(),

@@ -127,11 +127,10 @@ pub struct Args {
     #[arg(long, default_value = "2m", value_parser = parse_duration, help_heading = "Verification")]
     pub challenge_timeout: Duration,
     /// How often a provider is probed while one of its nodes has a challenge open (instead
-    /// of every heartbeat; between heartbeats only the nodes' reports are read). A push
-    /// member's new report wakes the hub at once through its watch of the member's nodes;
-    /// this poll is the fallback while that watch is not current, and it bounds how late a
-    /// pull-mode provider's commitment is seen (its agent reports this often while a
-    /// challenge is open), so a band's `roundTripSlackMs` must cover it for those.
+    /// of every heartbeat; between heartbeats only the nodes' reports are read). A node's
+    /// new report wakes the hub at once (its watch of a push member's nodes, or of the
+    /// pull-mode agents' reports); this poll is the fallback while a watch is not current
+    /// (and pull-mode agents report this often regardless while a challenge is open).
     #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Verification")]
     pub challenge_poll: Duration,
     /// A `verifiedOnly` job starts only on nodes that passed a challenge within this

@@ -200,6 +200,11 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             }
         })
     };
+    // Pull-mode agents' reports wake their providers while a challenge is open.
+    let agent_reports = tokio::spawn(member::wakes::watch_agent_reports(
+        hub.clone(),
+        ctx.members.report_wakes().clone(),
+    ));
     let leader_gauge = {
         let (mut changes, metrics) = (ctx.leadership.subscribe(), metrics.clone());
         tokio::spawn(async move {
@@ -252,6 +257,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     let _ = election.await;
     ready.abort();
     leader_gauge.abort();
+    agent_reports.abort();
     if let Ok(Err(e)) = admin.await {
         tracing::warn!(error = %e, "admin server failed");
     }

@@ -48,6 +48,9 @@ mod tests {
             .collect();
         assert!(seen.len() > 50, "milliseconds seen: {seen:?}");
         let (s, ms) = (super::now(), super::now_millis());
-        assert!(ms / 1000 >= u64::try_from(s).expect("after 1970"), "{ms} ms vs {s} s");
+        assert!(
+            ms / 1000 >= u64::try_from(s).expect("after 1970"),
+            "{ms} ms vs {s} s"
+        );
     }
 }

@@ -89,6 +89,9 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
     ("patch", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
     ("get", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
+    // The agents' reports watched in every namespace (by name, metadata only).
+    ("list", "", "configmaps/gpufed-agent-report", "", ""),
+    ("watch", "", "configmaps/gpufed-agent-report", "", ""),
     ("patch", "", "configmaps/gpufed-challenge", "", AGENT_NS),
     ("get", "gpufed.io", "assignments", "", AGENT_NS),
     ("list", "gpufed.io", "assignments", "", AGENT_NS),
@@ -131,6 +134,8 @@ pub const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     // ConfigMaps: create anywhere (pull mode's report is created by POST, which names no
     // object), but read or write only the three pull-mode names outside NS.
     ("list", "", "configmaps", "", "kube-system"),
+    ("watch", "", "configmaps", "", ""),
+    ("watch", "", "configmaps/gpufed-agent-config", "", ""),
     ("get", "", "configmaps/other", "", "kube-system"),
     ("patch", "", "configmaps/other", "", AGENT_NS),
     ("delete", "", "configmaps/gpufed-agent-report", "", AGENT_NS),

@@ -1,23 +1,30 @@
-//! A push member's node watch wakes its provider's reconcile as soon as a node publishes
-//! a new signed report while the hub waits for one (a challenge is open).
+//! A provider's reconcile is woken as soon as one of its nodes publishes a new signed
+//! report while the hub waits for one (a challenge is open): in push mode by the hub's
+//! watch of the member's nodes ([`crate::member::watch`]), in pull mode by the hub's watch
+//! of the agents' report ConfigMaps ([`watch_agent_reports`]; the agent itself reports
+//! as soon as its watch of its nodes sees a new report).
 //!
 //! The hub's clock on a challenge runs from its request to the probe that sees the
 //! node's commitment. Polling every `--challenge-poll` adds up to one poll period to every
 //! round trip, so the band's slack had to cover it, and the clock proved that much less.
-//! With the wake, a commitment is seen within the watch's latency; the poll stays as the
-//! fallback for a member whose watch is not current.
+//! With the wake, a commitment is seen within the watches' latency; the poll stays as
+//! the fallback for a watch that is not current.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use gpufed_api::GpuProvider;
+use gpufed_api::pull::{REPORT_CONFIGMAP, agent_namespace};
 use gpufed_trust::allocations;
-use k8s_openapi::api::core::v1::Node;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use gpufed_trust::report::ANNOTATION as REPORT_ANNOTATION;
 
@@ -65,9 +72,28 @@ impl ReportWakes {
     /// A node report of `provider` changed: wakes its reconcile when awaited.
     pub fn report_changed(&self, provider: &str) {
         let mut w = self.lock();
-        if !w.awaited.contains(provider) {
-            return;
+        if w.awaited.contains(provider) {
+            self.wake(&mut w, provider);
         }
+    }
+
+    /// The agent report in hub namespace `namespace` changed: wakes the awaited pull-mode
+    /// provider whose agent namespace that is.
+    pub fn agent_report_changed(&self, namespace: &str) {
+        let mut w = self.lock();
+        let woken: Vec<String> = w
+            .awaited
+            .iter()
+            .filter(|p| agent_namespace(p) == namespace)
+            .cloned()
+            .collect();
+        for provider in woken {
+            self.wake(&mut w, &provider);
+        }
+    }
+
+    /// One wake of `provider` until it is taken.
+    fn wake(&self, w: &mut Waiting, provider: &str) {
         if w.pending.insert(provider.to_owned())
             && let Some(t) = &self.trigger
         {
@@ -78,6 +104,30 @@ impl ReportWakes {
     /// Whether a wake of `provider` is pending; takes it.
     pub fn take(&self, provider: &str) -> bool {
         self.lock().pending.remove(provider)
+    }
+}
+
+/// Watches the pull-mode agents' reports on the hub (every agent namespace, by name,
+/// metadata only: the reports themselves are read by the provider's reconcile) and wakes
+/// an awaited provider when its agent writes. Runs until the task is dropped; a failed
+/// watch is retried with backoff, the `--challenge-poll` covering the gap.
+pub async fn watch_agent_reports(hub: Client, wakes: ReportWakes) {
+    let api = Api::<PartialObjectMeta<ConfigMap>>::all(hub);
+    let config = watcher::Config::default().fields(&format!("metadata.name={REPORT_CONFIGMAP}"));
+    let events = watcher(api, config).backoff(crate::backoff::WatchBackoff::default());
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(cm) | watcher::Event::Delete(cm)) => {
+                if let Some(ns) = cm.meta().namespace.as_deref() {
+                    wakes.agent_report_changed(ns);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "watch of the agents' reports interrupted; polling meanwhile")
+            }
+        }
     }
 }
 
@@ -110,8 +160,9 @@ fn hash_of(text: Option<&String>) -> u64 {
 }
 
 impl NodeChanges {
-    /// Records `node` as seen now and says what changed (all of it at first sight).
-    pub fn seen(&mut self, node: &Node) -> Changed {
+    /// Records `node` (a Node, or its metadata) as seen now and says what changed (all of
+    /// it at first sight).
+    pub fn seen<K: Resource>(&mut self, node: &K) -> Changed {
         let a = node.annotations();
         let now = Seen {
             allocations: hash_of(a.get(allocations::ANNOTATION)),
@@ -134,6 +185,7 @@ impl NodeChanges {
 mod tests {
     use super::*;
     use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Node;
     use kube::api::ObjectMeta;
 
     fn node(name: &str, report: Option<&str>, allocations: Option<&str>) -> Node {
@@ -204,5 +256,24 @@ mod tests {
         );
         w.await_reports("p", false);
         assert!(!w.take("p"), "a pending wake goes with the wait");
+    }
+
+    #[tokio::test]
+    async fn an_agent_report_wakes_the_awaited_provider_of_its_namespace() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let w = ReportWakes::new(tx);
+        w.await_reports("home-rig", true);
+        w.agent_report_changed(&agent_namespace("other"));
+        w.agent_report_changed("kube-system");
+        assert!(rx.try_recv().is_err(), "no other namespace wakes it");
+        w.agent_report_changed(&agent_namespace("home-rig"));
+        assert_eq!(rx.next().await, Some(ObjectRef::new("home-rig")));
+        assert!(w.take("home-rig"));
+        w.await_reports("home-rig", false);
+        w.agent_report_changed(&agent_namespace("home-rig"));
+        assert!(
+            !w.take("home-rig"),
+            "not awaited: its agent's heartbeats wake nothing"
+        );
     }
 }

@@ -75,8 +75,8 @@ impl Default for VerifyConfig {
 /// What a band's timing proves against a node that lies about its kernel time
 /// (docs/trust.md, "What the hub's clock proves"), and whether that is weak: under half of
 /// the rate the band claims for the model, or a slack shorter than the hub's own probe
-/// period while a challenge is open (an honest node seen only by that probe, in pull mode
-/// or without a current member watch, would then miss it).
+/// period while a challenge is open (an honest node seen only by that probe, while the
+/// watches that wake the hub are down, would then miss it).
 pub fn clock_note(band: &gpufed_trust::Band, challenge_poll: Duration) -> (String, bool) {
     let share = band.clock_share();
     let poll_ms = u64::try_from(challenge_poll.as_millis()).unwrap_or(u64::MAX);
@@ -92,7 +92,7 @@ pub fn clock_note(band: &gpufed_trust::Band, challenge_poll: Duration) -> (Strin
     }
     if band.round_trip_slack_ms < poll_ms {
         note.push_str(&format!(
-            "; roundTripSlackMs is below --challenge-poll ({poll_ms} ms): honest nodes of pull-mode providers (and of push-mode ones while the hub's watch of their nodes is down) may be RoundTripTooSlow"
+            "; roundTripSlackMs is below --challenge-poll ({poll_ms} ms): honest nodes may be RoundTripTooSlow while the watches that wake the hub at once are down"
         ));
     }
     (note, share < 0.5 || band.round_trip_slack_ms < poll_ms)
