@@ -20,6 +20,28 @@ use kube::Api;
 use opsupport::Operator;
 use trustsupport::{fake_plugin, verified};
 
+/// The operator with 20 s heartbeats and a 20 s challenge poll, and a band of 5 s slack
+/// (its bands file in `dir`): only a commitment that wakes the hub is seen in time.
+fn slow_polls(hub: &kube::Client, identity: &str, dir: &tempfile::TempDir) -> Operator {
+    let bands = dir.path().join("bands.yaml");
+    std::fs::write(&bands, trustsupport::bands_with_slack(5000)).expect("bands file");
+    Operator::start_tuned(
+        hub.clone(),
+        identity,
+        &[("--heartbeat-interval", "20s")],
+        &[
+            "--challenge-bands".into(),
+            bands.display().to_string(),
+            "--challenge-poll".into(),
+            "20s".into(),
+            // Long enough for a commitment seen at the next poll to be judged too: it
+            // would fail RoundTripTooSlow, not time out.
+            "--challenge-timeout".into(),
+            "100s".into(),
+        ],
+    )
+}
+
 /// Waits (180 s at most) until all 8 GPUs of `name` are judged; asserts all verified.
 async fn all_eight_verify(hub: &kube::Client, name: &str) {
     let providers: Api<GpuProvider> = Api::all(hub.clone());
@@ -59,23 +81,7 @@ async fn a_push_providers_commitment_wakes_the_hub_at_once() {
     let member = env.member_client("push-c").await.expect("member");
     let plugin = fake_plugin(member, Arc::new(AtomicBool::new(true)));
     let dir = tempfile::tempdir().expect("tempdir");
-    let bands = dir.path().join("bands.yaml");
-    std::fs::write(&bands, trustsupport::bands_with_slack(5000)).expect("bands file");
-    let op = Operator::start_tuned(
-        hub.clone(),
-        "clock-push-op",
-        &[("--heartbeat-interval", "20s")],
-        &[
-            "--challenge-bands".into(),
-            bands.display().to_string(),
-            "--challenge-poll".into(),
-            "20s".into(),
-            // Long enough for a commitment seen at the next probe to be judged too: it
-            // would fail RoundTripTooSlow, not time out.
-            "--challenge-timeout".into(),
-            "100s".into(),
-        ],
-    );
+    let op = slow_polls(&hub, "clock-push-op", &dir);
     all_eight_verify(&hub, "push-c").await;
     plugin.abort();
     op.stop().await;
@@ -105,23 +111,7 @@ async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
     pullsupport::pull_provider(fed, &hub, "pull-v", "1.00", "3m").await;
     let plugin = fake_plugin(member.clone(), Arc::new(AtomicBool::new(true)));
     let dir = tempfile::tempdir().expect("tempdir");
-    let bands = dir.path().join("bands.yaml");
-    std::fs::write(&bands, trustsupport::bands_with_slack(5000)).expect("bands file");
-    let op = Operator::start_tuned(
-        hub.clone(),
-        "verify-pull-op",
-        &[("--heartbeat-interval", "20s")],
-        &[
-            "--challenge-bands".into(),
-            bands.display().to_string(),
-            "--challenge-poll".into(),
-            "20s".into(),
-            // Long enough for relays once a round to finish too: they would fail
-            // RoundTripTooSlow, not time out.
-            "--challenge-timeout".into(),
-            "100s".into(),
-        ],
-    );
+    let op = slow_polls(&hub, "verify-pull-op", &dir);
     let token = pullsupport::mint_token(&hub, "pull-v").await;
     let files = pullsupport::AgentFiles::new(fed, &token);
     let (server, _) = pullsupport::hub_endpoint(fed);
