@@ -3,7 +3,9 @@
 //! beyond the device's. Whatever lies between the node publishing its commitment and the
 //! hub reading it weakens what the clock proves (docs/trust.md, "What the hub's clock
 //! proves"). These tests hold both connection modes to 5 s of slack while every periodic
-//! probe and report is 20 s apart, so only the at-once paths can pass.
+//! probe and report is 20 s apart, so only the at-once paths can pass; and they check that
+//! a round challenges every provider at its start, not at each one's next heartbeat
+//! (docs/trust.md, "Rounds").
 
 mod common;
 mod opsupport;
@@ -23,6 +25,11 @@ use trustsupport::{fake_plugin, verified};
 /// The operator with 20 s heartbeats and a 20 s challenge poll, and a band of 5 s slack
 /// (its bands file in `dir`): only a commitment that wakes the hub is seen in time.
 fn slow_polls(hub: &kube::Client, identity: &str, dir: &tempfile::TempDir) -> Operator {
+    slow_polls_with(hub, identity, dir, &[])
+}
+
+/// [`slow_polls`] with more flags.
+fn slow_polls_with(hub: &kube::Client, identity: &str, dir: &tempfile::TempDir, more: &[&str]) -> Operator {
     let bands = dir.path().join("bands.yaml");
     std::fs::write(&bands, trustsupport::bands_with_slack(5000)).expect("bands file");
     Operator::start_tuned(
@@ -38,8 +45,20 @@ fn slow_polls(hub: &kube::Client, identity: &str, dir: &tempfile::TempDir) -> Op
             // would fail RoundTripTooSlow, not time out.
             "--challenge-timeout".into(),
             "100s".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(more.iter().map(|f| (*f).to_owned()))
+        .collect::<Vec<_>>(),
     )
+}
+
+/// The value of the first sample of `metrics` that starts with `name` (labels included).
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Waits (180 s at most) until all 8 GPUs of `name` are judged; asserts all verified.
@@ -119,6 +138,93 @@ async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
     all_eight_verify(&hub, "pull-v").await;
     agent.stop().await;
     plugin.abort();
+    op.stop().await;
+    drop(env);
+}
+
+/// Periodic challenges come in fleet-wide rounds: two providers that joined apart are
+/// challenged again at the same instant, each round's start (every 30 s on the clock
+/// here), though their heartbeats (20 s) have phases of their own. Each provider's
+/// reconcile is timed for the round, so the lag of every round challenge behind its round's
+/// start stays far under a heartbeat; both pass their round as they passed their join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_challenges_every_provider_at_its_start() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("rounds")
+        .member("round-a", vec![GpuPool::h100_nvlink("ra", 1)])
+        .member("round-b", vec![GpuPool::h100_nvlink("rb", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    opsupport::setup(fed, &hub, &[]).await;
+    let plugins = [
+        fake_plugin(
+            env.member_client("round-a").await.expect("member"),
+            Arc::new(AtomicBool::new(true)),
+        ),
+        fake_plugin(
+            env.member_client("round-b").await.expect("member"),
+            Arc::new(AtomicBool::new(true)),
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = opsupport::free_admin_addr();
+    let admin_flag = admin.to_string();
+    let op = slow_polls_with(
+        &hub,
+        "rounds-op",
+        &dir,
+        &[
+            "--verify-interval",
+            "30s",
+            "--challenge-round-grace",
+            "2s",
+            "--admin-addr",
+            &admin_flag,
+        ],
+    );
+    all_eight_verify(&hub, "round-a").await;
+    all_eight_verify(&hub, "round-b").await;
+    // Two whole rounds after both joined: 4 round challenges, 16 GPUs judged each round.
+    let metrics = gpufed_e2e::wait::until("two rounds judged", Duration::from_secs(150), || async {
+        let m = opsupport::reqwest_metrics(admin).await;
+        let rounds = sample(&m, "gpufed_challenges_started_total{why=\"round\"}");
+        let passed = sample(&m, "gpufed_challenges_total{result=\"passed\"}");
+        Ok((rounds >= 4.0 && passed >= 48.0).then_some(m))
+    })
+    .await
+    .expect("rounds");
+    let lag = |what: &str| sample(&metrics, &format!("gpufed_challenge_round_lag_seconds{what}"));
+    let within = lag("_bucket{le=\"1.28\"}");
+    assert!(
+        lag("_count") >= 4.0 && within == lag("_count"),
+        "every round challenge issued within 1.28 s of its round's start (a heartbeat is 20 s):\n{}",
+        opsupport::lines_with(&metrics, "gpufed_challenge")
+    );
+    assert_eq!(
+        sample(&metrics, "gpufed_challenges_total{result=\"RoundTripTooSlow\"}"),
+        0.0,
+        "{}",
+        opsupport::lines_with(&metrics, "gpufed_challenges_total")
+    );
+    for p in ["round-a", "round-b"] {
+        let provider = Api::<GpuProvider>::all(hub.clone())
+            .get(p)
+            .await
+            .expect("provider");
+        assert_eq!(
+            verified(&provider),
+            Some(("True".into(), "ChallengesPassed".into())),
+            "{p}"
+        );
+    }
+    for p in plugins {
+        p.abort();
+    }
     op.stop().await;
     drop(env);
 }

@@ -104,6 +104,8 @@ async fn failed_challenges_slash_once_after_the_dispute_window_and_a_dismissal_s
             &bands.display().to_string(),
             "--verify-interval",
             "5s",
+            "--challenge-round-grace",
+            "1s",
             "--challenge-timeout",
             "30s",
         ],

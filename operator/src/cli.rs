@@ -120,9 +120,16 @@ pub struct Args {
     /// it no GPU verifies: the hub cannot judge a model it has no band for.
     #[arg(long, env = "GPUFED_CHALLENGE_BANDS", help_heading = "Verification")]
     pub challenge_bands: Option<std::path::PathBuf>,
-    /// How often every GPU node is challenged.
+    /// How often every GPU node is challenged: all of them at once, at each multiple of
+    /// this period on the clock (a round; docs/trust.md).
     #[arg(long, default_value = "1h", value_parser = parse_duration, help_heading = "Verification")]
     pub verify_interval: Duration,
+    /// How late after a round's start the hub may issue a node's round challenge without
+    /// the node losing the time: the hub's spread over the fleet (see
+    /// `gpufed_challenge_round_lag_seconds`). Later (an unreachable member, a withheld
+    /// report) the node's clock runs from this much after the round's start.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, help_heading = "Verification")]
+    pub challenge_round_grace: Duration,
     /// How long a node has to commit to, and then to open, a challenge.
     #[arg(long, default_value = "2m", value_parser = parse_duration, help_heading = "Verification")]
     pub challenge_timeout: Duration,
@@ -190,10 +197,17 @@ impl Args {
         if self.verify_interval.is_zero() || self.challenge_timeout.is_zero() {
             return Err("--verify-interval and --challenge-timeout must be greater than 0".into());
         }
+        if self.challenge_round_grace >= self.verify_interval {
+            return Err(format!(
+                "--challenge-round-grace ({:?}) must be shorter than --verify-interval ({:?})",
+                self.challenge_round_grace, self.verify_interval
+            ));
+        }
         Ok(crate::verification::VerifyConfig {
             bands,
             interval: self.verify_interval,
             timeout: self.challenge_timeout,
+            round_grace: self.challenge_round_grace,
             namespace: self.namespace.clone(),
             evidence_cooldown: self.evidence_cooldown,
             stake_per_gpu: {

@@ -30,6 +30,9 @@ pub struct Timing {
     pub preemption: crate::placement::Preemption,
 }
 
+/// A provider's last probe: when, at which generation, and when on the wall clock (ms).
+pub type Probed = (std::time::Instant, Option<i64>, u64);
+
 /// Everything a reconcile needs.
 pub struct Context {
     /// Hub client.
@@ -91,10 +94,11 @@ pub struct Context {
     /// Why settlement is not running rounds (cannot start, or its last term failed);
     /// `None` while it runs. Deletions waiting for usage to be journaled say this.
     pub settlement_paused: std::sync::RwLock<Option<String>>,
-    /// When each provider was last probed, and at which generation: its own status
-    /// writes wake the controller, which must not probe again before the heartbeat
-    /// interval (that was a probe-and-write loop as fast as the API server answered).
-    pub probed: std::sync::Mutex<std::collections::BTreeMap<String, (std::time::Instant, Option<i64>)>>,
+    /// When each provider was last probed (and on the wall clock, ms), and at which
+    /// generation: its own status writes wake the controller, which must not probe again
+    /// before the heartbeat interval (that was a probe-and-write loop as fast as the API
+    /// server answered) — unless a challenge round started since.
+    pub probed: std::sync::Mutex<std::collections::BTreeMap<String, Probed>>,
     /// GPU verification state (challenges in flight, verdicts, uptime).
     pub verifier: crate::verification::Verifier,
     /// Publishes Kubernetes Events on hub objects.

@@ -134,6 +134,9 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
     );
     let metrics = metrics::Metrics::new();
     metrics.set_round_trip_limits(&verify_cfg.bands);
+    metrics
+        .challenge_round_grace_seconds
+        .set(verify_cfg.round_grace.as_secs_f64());
     let ctx = Arc::new(context::Context {
         hub: hub.clone(),
         members: federation::Members::new(hub.clone(), args.member_timeout)

@@ -56,6 +56,13 @@ pub struct ChallengeLabel {
     pub result: &'static str,
 }
 
+/// Label: why a challenge started (`gpufed_trust::rounds::Why::label`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhyLabel {
+    /// `round`, `join`, `changed` or `wanted`.
+    pub why: &'static str,
+}
+
 /// Label: the GPU model a challenge band is for (bounded by the bands loaded).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabel {
@@ -131,6 +138,12 @@ pub struct Metrics {
     pub settlement_rpc_errors_total: Counter,
     /// GPU challenges judged, by result.
     pub challenges_total: Family<ChallengeLabel, Counter>,
+    /// GPU challenges started, by why.
+    pub challenges_started_total: Family<WhyLabel, Counter>,
+    /// How long after its round's start each round challenge was issued: the hub's spread.
+    pub challenge_round_lag_seconds: Histogram,
+    /// `--challenge-round-grace`, the lag a round challenge may have on its own clock.
+    pub challenge_round_grace_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Challenge issued → commitment seen by the hub, by band model.
     pub challenge_round_trip_seconds: Family<ModelLabel, Histogram>,
     /// The longest round trip each band allows (`Band::max_round_trip_ms`), by model.
@@ -172,6 +185,10 @@ impl Metrics {
         let m = Metrics {
             reconcile_duration_seconds,
             challenge_round_trip_seconds,
+            challenges_started_total: Family::default(),
+            // 10 ms to 41 s: the grace is seconds.
+            challenge_round_lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 13)),
+            challenge_round_grace_seconds: Gauge::default(),
             challenge_round_trip_limit_seconds: Family::default(),
             reconcile_errors_total: Family::default(),
             queue_depth_jobs: Gauge::default(),
@@ -270,6 +287,21 @@ impl Metrics {
             "challenges",
             "GPU compute challenges judged, by result (passed or the failure reason)",
             m.challenges_total.clone(),
+        );
+        registry.register(
+            "challenges_started",
+            "GPU compute challenges started, by why (round: the fleet-wide round; join, changed, wanted: between rounds)",
+            m.challenges_started_total.clone(),
+        );
+        registry.register(
+            "challenge_round_lag_seconds",
+            "How long after its round's start the hub issued each round challenge: its spread over the fleet, which --challenge-round-grace covers (nodes whose report or member was missing at the round count with their lateness)",
+            m.challenge_round_lag_seconds.clone(),
+        );
+        registry.register(
+            "challenge_round_grace_seconds",
+            "How late after a round's start a round challenge may be issued on its own clock (--challenge-round-grace)",
+            m.challenge_round_grace_seconds.clone(),
         );
         registry.register(
             "challenge_round_trip_seconds",

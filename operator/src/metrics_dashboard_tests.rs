@@ -47,6 +47,11 @@ pub(super) fn exposition() -> String {
     m.challenge_round_trip_limit_seconds
         .get_or_create(&model)
         .set(4.5);
+    m.challenges_started_total
+        .get_or_create(&WhyLabel { why: "round" })
+        .inc();
+    m.challenge_round_lag_seconds.observe(0.2);
+    m.challenge_round_grace_seconds.set(5.0);
     m.evidence_recorded_total.inc();
     m.service_replicas_created_total.inc();
     m.service_replicas_retired_total.inc();

@@ -7,6 +7,7 @@
 //! * [`bands`]: per-model workload shapes and plausible timings (fail closed without one);
 //! * [`fleet`]: a GPU UUID belongs to one node of one provider;
 //! * [`reputation`]: the documented score placement weighs;
+//! * [`rounds`]: when each node is challenged (the whole fleet at once);
 //! * [`evidence`]: what a slash points to;
 //! * [`allocations`]: which GPUs each pod of a node holds (the plugin's Node annotation).
 //!
@@ -21,6 +22,7 @@ pub mod fleet;
 pub mod protocol;
 pub mod report;
 pub mod reputation;
+pub mod rounds;
 pub mod session;
 pub mod verify;
 pub mod workload;

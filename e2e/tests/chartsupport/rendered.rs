@@ -115,6 +115,7 @@ pub fn check_rendered(helm: &Path) -> Rendered {
     assert_eq!(args.namespace, NS, "Lease in the release namespace");
     assert_eq!(args.verify_interval, Duration::from_secs(3600));
     assert_eq!(args.challenge_timeout, 2 * MINUTE);
+    assert_eq!(args.challenge_round_grace, Duration::from_secs(5));
     assert_eq!(
         args.challenge_bands, None,
         "no bands by default (no GPU verifies)"

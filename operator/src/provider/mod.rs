@@ -39,11 +39,11 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         &ctx,
         &name,
         provider.metadata.generation,
-        started,
+        (started, crate::time::now_millis()),
         interval,
         woken,
     ) {
-        return Ok(Action::requeue(wait));
+        return Ok(Action::requeue(until_round(&ctx, wait)));
     }
     let link = match ctx.members.link(&provider).await {
         Ok(link) => Ok(link),
@@ -234,7 +234,15 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         })
         .observe(started.elapsed().as_secs_f64());
     crate::context::succeeded(&ctx, "provider", provider.as_ref());
-    Ok(Action::requeue(probe_interval(&ctx, &name)))
+    Ok(Action::requeue(until_round(&ctx, probe_interval(&ctx, &name))))
+}
+
+/// `wait`, or less when the next challenge round starts sooner: every provider is
+/// reconciled at a round's start, so the whole fleet is challenged at once
+/// (`gpufed_trust::rounds`).
+fn until_round(ctx: &Context, wait: std::time::Duration) -> std::time::Duration {
+    let next = ctx.verifier.rounds().until_next(crate::time::now_millis());
+    wait.min(std::time::Duration::from_millis(next.saturating_add(1)))
 }
 
 /// Probes the member: reports-only ([`crate::member::Link::probe_reports`], merged into
@@ -337,25 +345,27 @@ fn wake_jobs_of(ctx: &Context, provider: &str) {
 }
 
 /// How long to wait before probing `name` again, if its last probe (at the same
-/// generation) was less than `interval` ago and it was not `woken` by a new report;
-/// records this probe otherwise.
+/// generation) was less than `interval` ago, it was not `woken` by a new report and no
+/// challenge round started since; records this probe (at `now`, and ms on the wall
+/// clock) otherwise.
 fn too_soon(
     ctx: &Context,
     name: &str,
     generation: Option<i64>,
-    now: Instant,
+    (now, now_ms): (Instant, u64),
     interval: std::time::Duration,
     woken: bool,
 ) -> Option<std::time::Duration> {
     let mut probed = ctx.probed.lock().ok()?;
     if !woken
-        && let Some((at, g)) = probed.get(name)
+        && let Some((at, g, at_ms)) = probed.get(name)
         && *g == generation
         && now.duration_since(*at) < interval.mul_f64(0.9)
+        && !ctx.verifier.rounds().crossed(*at_ms, now_ms)
     {
         return Some(interval.saturating_sub(now.duration_since(*at)));
     }
-    probed.insert(name.to_owned(), (now, generation));
+    probed.insert(name.to_owned(), (now, generation, now_ms));
     None
 }
 

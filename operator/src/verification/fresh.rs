@@ -1,7 +1,8 @@
 //! Verification right before `verifiedOnly` work starts (docs/trust.md, "Verified
-//! lately"). Verdicts live for two `--verify-interval`s; a job that requires verified GPUs
-//! should not start on a card last checked an hour ago — the node may have been swapped
-//! for a cheaper machine that reuses its key, or its card may have degraded.
+//! lately"). Verdicts live until their node's next round (`gpufed_trust::rounds`); a job
+//! that requires verified GPUs should not start on a card last checked an hour ago — the
+//! node may have been swapped for a cheaper machine that reuses its key, or its card may
+//! have degraded.
 //!
 //! So when a placement round places a `verifiedOnly` job on a node whose last passed
 //! challenge is older than `--verify-before-start`, the placement is not written: the

@@ -29,6 +29,7 @@ use std::time::Duration;
 use gpufed_trust::evidence::{Evidence, GpuEvidence};
 use gpufed_trust::fleet::{self, NodeVerdicts, ProviderVerdict};
 use gpufed_trust::report::SignedReport;
+use gpufed_trust::rounds::{Rounds, Why};
 use gpufed_trust::session::{GpuClaim, GpuVerdict, Session};
 use gpufed_trust::{Bands, Failure};
 
@@ -44,6 +45,9 @@ pub struct VerifyConfig {
     pub interval: Duration,
     /// How long a node has to commit and to open.
     pub timeout: Duration,
+    /// How late after its round's start a round challenge may be issued on its own clock
+    /// (`gpufed_trust::rounds`).
+    pub round_grace: Duration,
     /// Hub namespace of the evidence ConfigMaps (the operator's own).
     pub namespace: String,
     /// At most one new evidence of a kind per provider within this time.
@@ -63,6 +67,7 @@ impl Default for VerifyConfig {
             bands: Bands::default(),
             interval: Duration::from_secs(3600),
             timeout: Duration::from_secs(120),
+            round_grace: Duration::from_secs(5),
             namespace: "gpufed-system".into(),
             evidence_cooldown: Duration::from_secs(24 * 3600),
             stake_per_gpu: "0".into(),
@@ -101,8 +106,13 @@ pub fn clock_note(band: &gpufed_trust::Band, challenge_poll: Duration) -> (Strin
 #[derive(Debug, Default)]
 struct NodeState {
     session: Option<Session>,
+    /// Why the open session started.
+    why: Option<Why>,
     verdicts: Vec<GpuVerdict>,
     verdict_at_ms: Option<u64>,
+    /// Until when the verdicts count ([`Rounds::valid_until`]).
+    valid_until_ms: u64,
+    /// The start of the node's next round.
     next_due_ms: u64,
     /// Nonce of the challenge the verdicts come from.
     nonce: Option<String>,
@@ -180,18 +190,21 @@ impl Verifier {
         self
     }
 
-    /// The provider's verdict, judged over the whole fleet (verdicts older than two
-    /// intervals plus a timeout count as absent), and its nodes' report problems.
+    /// The fleet's challenge rounds.
+    pub fn rounds(&self) -> Rounds {
+        Rounds::new(ms(self.cfg.interval), ms(self.cfg.round_grace))
+    }
+
+    /// The provider's verdict, judged over the whole fleet (a verdict counts until the
+    /// next round's should have been judged: [`Rounds::valid_until`]), and its nodes'
+    /// report problems.
     pub fn verdict(&self, provider: &str, now_ms: u64) -> (ProviderVerdict, Vec<(String, Failure)>) {
         let Ok(nodes) = self.nodes.lock() else {
             return Default::default();
         };
-        let ttl = ms(self.cfg.interval)
-            .saturating_mul(2)
-            .saturating_add(ms(self.cfg.timeout));
         let fresh: Vec<NodeVerdicts> = nodes
             .iter()
-            .filter(|(_, st)| st.verdict_at_ms.is_some_and(|t| now_ms.saturating_sub(t) <= ttl))
+            .filter(|(_, st)| st.verdict_at_ms.is_some() && now_ms <= st.valid_until_ms)
             .map(|((p, n), st)| NodeVerdicts {
                 provider: p.clone(),
                 node: n.clone(),

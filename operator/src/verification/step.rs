@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use gpufed_trust::session::{self, GpuClaim, NodeView, Session, Step};
+use gpufed_trust::rounds::{NodeSchedule, Why};
+use gpufed_trust::session::{self, GpuClaim, GpuVerdict, NodeView, Session, Step};
 use gpufed_trust::{ChallengeAnswer, ChallengeRequest, Failure};
 
 use super::{Verifier, ms, pins, random_hex, read_report};
@@ -76,6 +77,7 @@ impl Verifier {
     /// Under the lock: reads the reports, drops gone nodes, starts due sessions, and takes
     /// out the sessions in progress (with their node's report) to advance.
     fn start_sessions(&self, provider: &str, view: &MemberView, now_ms: u64) -> Option<Vec<Pending>> {
+        let rounds = self.rounds();
         let mut nodes = self.nodes.lock().ok()?;
         let mut all_pins = self.pins.lock().ok()?;
         let pins = all_pins.entry(provider.to_owned()).or_default();
@@ -104,19 +106,41 @@ impl Verifier {
                 st.verdicts.clear();
                 st.verdict_at_ms = None;
                 st.session = None;
+                st.why = None;
                 continue;
             }
             st.problem = None;
             let known: Vec<&str> = st.verdicts.iter().map(|v| v.uuid.as_str()).collect();
-            let changed = claims.iter().any(|c| !known.contains(&c.uuid.as_str()));
-            if st.session.is_none() && (now_ms >= st.next_due_ms || changed || st.wanted) {
+            let schedule = NodeSchedule {
+                judged: st.next_due_ms > 0,
+                next_due_ms: st.next_due_ms,
+                // A node that listed no GPU failed nothing: its first GPUs are challenged at once.
+                passed: st.verdicts.iter().all(GpuVerdict::passed),
+                open: st
+                    .session
+                    .as_ref()
+                    .map(|s| (s.issued_at_ms, st.why.unwrap_or(Why::Round))),
+                changed: claims.iter().any(|c| !known.contains(&c.uuid.as_str())),
+                wanted: st.wanted,
+            };
+            if let Some(why) = rounds.decide(&schedule, now_ms) {
+                // Any new challenge is as fresh as a wanted one; a round's replaces one
+                // opened between rounds (its request on the member too).
                 st.wanted = false;
-                match session::start(random_hex(), &claims, &self.cfg.bands, now_ms) {
-                    Ok(s) => st.session = Some(s),
+                let issued = rounds.issued_at(why, now_ms);
+                self.observe_start(why, rounds.start_of(now_ms), now_ms);
+                match session::start(random_hex(), &claims, &self.cfg.bands, issued) {
+                    Ok(s) => {
+                        st.session = Some(s);
+                        st.why = Some(why);
+                    }
                     Err(verdicts) => {
+                        st.session = None;
+                        st.why = None;
                         st.verdicts = verdicts;
                         st.verdict_at_ms = Some(now_ms);
-                        st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
+                        st.next_due_ms = rounds.next_due(issued);
+                        st.valid_until_ms = rounds.valid_until(issued, ms(self.cfg.timeout));
                     }
                 }
                 continue;
@@ -132,6 +156,22 @@ impl Verifier {
             }
         }
         Some(pending)
+    }
+
+    /// Counts a started challenge by why, and a round's lag behind the round's start
+    /// (`gpufed_challenges_started_total`, `gpufed_challenge_round_lag_seconds`).
+    fn observe_start(&self, why: Why, round_start_ms: u64, now_ms: u64) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        m.challenges_started_total
+            .get_or_create(&crate::metrics::WhyLabel { why: why.label() })
+            .inc();
+        if why == Why::Round {
+            #[allow(clippy::cast_precision_loss)] // milliseconds well under 2^52
+            let lag = now_ms.saturating_sub(round_start_ms) as f64 / 1000.0;
+            m.challenge_round_lag_seconds.observe(lag);
+        }
     }
 
     /// Records how long the commitment took to reach the hub, under its band's model
@@ -177,11 +217,14 @@ impl Verifier {
                                 .inc();
                         }
                     }
+                    let rounds = self.rounds();
                     st.verdicts = verdicts;
                     st.verdict_at_ms = Some(now_ms);
-                    st.next_due_ms = now_ms.saturating_add(ms(self.cfg.interval));
+                    st.next_due_ms = rounds.next_due(session.issued_at_ms);
+                    st.valid_until_ms = rounds.valid_until(session.issued_at_ms, ms(self.cfg.timeout));
                     st.nonce = Some(session.request.nonce.clone());
                     st.session = None;
+                    st.why = None;
                     // This verdict is as fresh as a wanted one would be.
                     st.wanted = false;
                 }

@@ -447,3 +447,6 @@ fn the_clock_note_says_what_a_band_proves_and_warns_when_it_is_little() {
         "{note}"
     );
 }
+
+#[path = "rounds_tests.rs"]
+mod rounds;
