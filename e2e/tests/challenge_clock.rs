@@ -198,6 +198,11 @@ async fn a_round_challenges_every_provider_at_its_start() {
     })
     .await
     .expect("rounds");
+    // For BENCHMARKS.md ("Challenge rounds"), with --nocapture.
+    eprintln!(
+        "{}",
+        opsupport::lines_with(&metrics, "gpufed_challenge_round_lag_seconds")
+    );
     let lag = |what: &str| sample(&metrics, &format!("gpufed_challenge_round_lag_seconds{what}"));
     let within = lag("_bucket{le=\"1.28\"}");
     assert!(
