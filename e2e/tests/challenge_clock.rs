@@ -233,3 +233,61 @@ async fn a_round_challenges_every_provider_at_its_start() {
     op.stop().await;
     drop(env);
 }
+
+/// Pull mode with the device plugin's own publisher (`--simulate`: its results are
+/// checked, its timing is not, so it is never verified): the hub's clock sees its
+/// commitment through the agent's relay and its watch of the nodes, and the hub's watch of
+/// the agents' reports, with every periodic probe and report 20 s apart. Prints the round
+/// trip for BENCHMARKS.md ("Challenge round trip") with `--nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_plugins_commitment_reaches_the_hub_through_a_pull_agent_at_once() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("clock-sim-pull").member("pull-s", vec![GpuPool::h100_nvlink("ps", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    let member = env.member_client("pull-s").await.expect("member");
+    opsupport::setup_members(fed, &hub, &[], &[]).await;
+    pullsupport::install_agent_roles(&hub).await;
+    pullsupport::pull_provider(fed, &hub, "pull-s", "1.00", "3m").await;
+    let node = GpuPool::h100_nvlink("ps", 1).node_names()[0].clone();
+    let (stop, publisher) = trustsupport::simulated_publisher(member.clone(), node, "pull-sim", 6);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = opsupport::free_admin_addr();
+    let admin_flag = admin.to_string();
+    let op = slow_polls_with(&hub, "clock-sim-pull-op", &dir, &["--admin-addr", &admin_flag]);
+    let token = pullsupport::mint_token(&hub, "pull-s").await;
+    let files = pullsupport::AgentFiles::new(fed, &token);
+    let (server, _) = pullsupport::hub_endpoint(fed);
+    let agent = pullsupport::Agent::start(member, "pull-s", &server, &files.ca, Some(&files.token));
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let v = gpufed_e2e::wait::until("simulated GPUs judged", Duration::from_secs(180), || async {
+        let p = providers.get("pull-s").await?;
+        let v = p.status.and_then(|s| s.verification);
+        Ok(v.filter(|v| v.failed_gpus == 8))
+    })
+    .await
+    .expect("the challenge completes");
+    assert!(
+        v.failures.iter().all(|f| f.reason == "Simulated"),
+        "correct digests, in time, but simulated: {:?}",
+        v.failures
+    );
+    let metrics = opsupport::reqwest_metrics(admin).await;
+    let (mean, count) = trustsupport::mean_round_trip(&metrics);
+    eprintln!("challenge round trip, pull mode, the plugin's own publisher: {mean:.3} s (mean of {count})");
+    assert!(
+        count >= 1.0 && mean < 5.0,
+        "seen at once, not at the next 20 s poll: {}",
+        opsupport::lines_with(&metrics, "round_trip")
+    );
+    agent.stop().await;
+    let _ = stop.send(true);
+    let _ = publisher.await;
+    op.stop().await;
+    drop(env);
+}

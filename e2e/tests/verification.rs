@@ -193,31 +193,7 @@ async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() 
     opsupport::setup(fed, &hub, &[]).await;
     let member = fed.cluster("sim").expect("sim").client().await.expect("client");
     let node = GpuPool::h100_nvlink("s", 1).node_names()[0].clone();
-    let gpus: String = (0..8)
-        .map(|g| {
-            format!(
-                "  - {{uuid: GPU-sim-{g}, name: {MODEL}, memoryMib: 81559, computeCapability: \"9.0\"}}\n"
-            )
-        })
-        .collect();
-    let inv = gpufed_device_plugin::inventory::Inventory::from_simulate_str(&format!("gpus:\n{gpus}"))
-        .expect("simulated inventory");
-    assert!(inv.simulated);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let publisher = tokio::spawn(gpufed_device_plugin::node::run_publisher(
-        gpufed_device_plugin::node::Publisher {
-            client: member,
-            node,
-            namespace: "default".into(),
-            inventory: inv,
-            key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
-            // Polls once at start, then only when its watch of the challenge ConfigMap
-            // wakes it: the commitment and the opening can only come in time that way.
-            every: Duration::from_secs(600),
-            pod_resources: None,
-        },
-        stop_rx,
-    ));
+    let (stop, publisher) = trustsupport::simulated_publisher(member, node, "sim", 5);
     let dir = tempfile::tempdir().expect("tempdir");
     let bands = dir.path().join("bands.yaml");
     std::fs::write(&bands, BANDS).expect("bands file");
@@ -265,26 +241,13 @@ async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() 
         opsupport::lines_with(&metrics, "member_probes")
     );
     // Every commitment's round trip as the hub saw it, for sizing a band's slack.
-    let sample = |name: &str| -> Option<f64> {
-        metrics.lines().find_map(|l| {
-            l.strip_prefix(&format!(
-                "gpufed_challenge_round_trip_seconds_{name}{{model=\"{MODEL}\"}} "
-            ))?
-            .trim()
-            .parse()
-            .ok()
-        })
-    };
-    let (count, sum) = (sample("count"), sample("sum"));
+    let (mean, count) = trustsupport::mean_round_trip(&metrics);
     assert!(
-        count.is_some_and(|c| c >= 1.0) && sum.is_some_and(|s| s >= 0.0),
+        count >= 1.0 && mean >= 0.0,
         "the commitment's round trip is exported: {}",
         opsupport::lines_with(&metrics, "round_trip")
     );
-    eprintln!(
-        "challenge round trip, push mode, the plugin's own publisher: {:.3} s (mean of {count:?})",
-        sum.unwrap_or(0.0) / count.unwrap_or(1.0)
-    );
+    eprintln!("challenge round trip, push mode, the plugin's own publisher: {mean:.3} s (mean of {count})");
     let _ = stop.send(true);
     let _ = publisher.await;
     op.stop().await;

@@ -130,3 +130,60 @@ pub fn fake_plugin_seeing(
         }
     })
 }
+
+/// The device plugin's own report publisher (`gpufed_device_plugin::node`) for `node` of
+/// `member`, in `--simulate` mode with 8 H100s named `GPU-<prefix>-<g>`, signing with the
+/// key of seed `[key; 32]`. It polls once at start, then only when its watch of the
+/// challenge ConfigMap wakes it: a commitment and an opening can only come in time that
+/// way. Send `true` to stop it, then await the handle.
+pub fn simulated_publisher(
+    member: Client,
+    node: String,
+    prefix: &str,
+    key: u8,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let gpus: String = (0..8)
+        .map(|g| {
+            format!(
+                "  - {{uuid: GPU-{prefix}-{g}, name: {MODEL}, memoryMib: 81559, computeCapability: \"9.0\"}}\n"
+            )
+        })
+        .collect();
+    let inv = gpufed_device_plugin::inventory::Inventory::from_simulate_str(&format!("gpus:\n{gpus}"))
+        .expect("simulated inventory");
+    assert!(inv.simulated);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn(gpufed_device_plugin::node::run_publisher(
+        gpufed_device_plugin::node::Publisher {
+            client: member,
+            node,
+            namespace: "default".into(),
+            inventory: inv,
+            key: SigningKey::from_bytes(&[key; 32]),
+            every: Duration::from_secs(600),
+            pod_resources: None,
+        },
+        stop_rx,
+    ));
+    (stop, publisher)
+}
+
+/// The mean `gpufed_challenge_round_trip_seconds` of [`MODEL`] in an operator's metrics,
+/// and how many commitments it averages: `(mean, count)`.
+pub fn mean_round_trip(metrics: &str) -> (f64, f64) {
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "gpufed_challenge_round_trip_seconds_{name}{{model=\"{MODEL}\"}} "
+                ))?
+                .trim()
+                .parse()
+                .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let (count, sum) = (sample("count"), sample("sum"));
+    (if count > 0.0 { sum / count } else { 0.0 }, count)
+}
