@@ -264,6 +264,11 @@ pub struct Verification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub last_run_time: Option<String>,
+    /// When every node of the fleet, this provider's included, is challenged next: the
+    /// fleet-wide round (RFC 3339). A node that failed is challenged again only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub next_round_time: Option<String>,
     /// The most recent failures, newest first.
     #[serde(default)]
     #[schemars(length(max = 32))]

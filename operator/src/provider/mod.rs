@@ -176,6 +176,9 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             .map(|p| f64::from(p) / 100.0);
         let outcomes = outcome_counts(&ctx, &provider).await;
         let (verdict, problems) = ctx.verifier.verdict(&name, now_ms);
+        let next_round = crate::time::format(
+            i64::try_from(ctx.verifier.rounds().next_after(now_ms) / 1000).unwrap_or(i64::MAX),
+        );
         let uptime = ctx.verifier.uptime(&name, seed, probe.is_ok());
         let inputs = crate::verification::plan::reputation_inputs(&verdict, uptime, outcomes);
         crate::verification::plan::apply(
@@ -184,7 +187,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             &problems,
             &inputs,
             provider.metadata.generation,
-            &now_text,
+            (&now_text, &next_round),
         );
         let stake_view = ctx.stakes.read().ok().and_then(|v| v.clone());
         let cfg = ctx.verifier.config();

@@ -82,14 +82,15 @@ pub fn stake_policy(
     }
 }
 
-/// Writes verification and reputation into `st`.
+/// Writes verification and reputation into `st`, as of `now`, the next challenge round
+/// starting at `next_round` (both RFC 3339).
 pub fn apply(
     st: &mut GpuProviderStatus,
     v: &ProviderVerdict,
     problems: &[(String, Failure)],
     rep: &Inputs,
     generation: Option<i64>,
-    now: &str,
+    (now, next_round): (&str, &str),
 ) {
     let mut failures: Vec<VerificationFailure> = v
         .failures
@@ -124,6 +125,7 @@ pub fn apply(
         } else {
             Some(now.to_owned())
         },
+        next_round_time: Some(next_round.to_owned()),
         failures,
         verified_nodes,
     });
@@ -148,10 +150,16 @@ pub fn apply(
             format!("{} of {} GPUs verified", v.verified, v.verified + v.failed),
         )
     } else {
+        // A node that failed waits for the round (gpufed_trust::rounds): say when.
         let why = v
             .failures
             .first()
-            .and_then(|(n, g)| Some(format!("node {n}: {}", g.failure.as_ref()?)))
+            .and_then(|(n, g)| {
+                Some(format!(
+                    "node {n}: {}; challenged again at the next round, {next_round}",
+                    g.failure.as_ref()?
+                ))
+            })
             .or_else(|| problems.first().map(|(n, f)| format!("node {n}: {f}")))
             .unwrap_or_else(|| "no challenge answered yet".into());
         (False, "NotVerified", why)

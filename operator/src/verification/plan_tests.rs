@@ -29,7 +29,7 @@ fn verified_gpus_make_the_condition_true_and_lies_make_it_false() {
         verified_nodes: ["n2".to_string()].into(),
         ..Default::default()
     };
-    apply(&mut st, &ok, &[], &Inputs::default(), Some(1), "t1");
+    apply(&mut st, &ok, &[], &Inputs::default(), Some(1), ("t1", "t9"));
     assert_eq!(cond(&st).0, ConditionStatus::True, "{:?}", cond(&st));
     let ver = st.verification.clone().unwrap();
     assert_eq!(
@@ -38,7 +38,7 @@ fn verified_gpus_make_the_condition_true_and_lies_make_it_false() {
     );
     assert_eq!(ver.last_run_time.as_deref(), Some("t1"));
     assert_eq!(ver.verified_nodes, ["n2"], "placement reads which nodes verified");
-    apply(&mut st, &ok, &[], &Inputs::default(), Some(1), "t2");
+    apply(&mut st, &ok, &[], &Inputs::default(), Some(1), ("t2", "t9"));
     assert_eq!(
         st.verification.as_ref().unwrap().last_run_time.as_deref(),
         Some("t1"),
@@ -50,7 +50,7 @@ fn verified_gpus_make_the_condition_true_and_lies_make_it_false() {
         failures: vec![verdict("GPU-9", Some(Failure::WrongDigest { row: 4 }))],
         ..Default::default()
     };
-    apply(&mut st, &liar, &[], &Inputs::default(), Some(1), "t3");
+    apply(&mut st, &liar, &[], &Inputs::default(), Some(1), ("t3", "t9"));
     let (s, reason, msg) = cond(&st);
     assert_eq!(
         (s, reason.as_str()),
@@ -74,7 +74,7 @@ fn nothing_verified_says_why() {
         &problems,
         &Inputs::default(),
         None,
-        "t",
+        ("t", "t9"),
     );
     let (s, reason, msg) = cond(&st);
     assert_eq!((s, reason.as_str()), (ConditionStatus::False, "NotVerified"));
@@ -91,7 +91,7 @@ fn nothing_verified_says_why() {
         ..Default::default()
     };
     let mut st = GpuProviderStatus::default();
-    apply(&mut st, &dup, &[], &Inputs::default(), None, "t");
+    apply(&mut st, &dup, &[], &Inputs::default(), None, ("t", "t9"));
     assert_eq!(cond(&st).1, REASON_DUPLICATE);
 }
 
@@ -104,7 +104,14 @@ fn reputation_is_written_from_its_inputs() {
         jobs_failed_by_provider: 1,
         ..Default::default()
     };
-    apply(&mut st, &ProviderVerdict::default(), &[], &inputs, None, "t");
+    apply(
+        &mut st,
+        &ProviderVerdict::default(),
+        &[],
+        &inputs,
+        None,
+        ("t", "t9"),
+    );
     let r = st.reputation.unwrap();
     assert_eq!(r.uptime_percent, Some(99));
     assert_eq!((r.jobs_completed, r.jobs_failed_by_provider), (3, 1));
@@ -167,4 +174,40 @@ fn reputation_inputs_count_judged_failures_only() {
         stake_policy("2.5", &Default::default(), 6).base_per_gpu,
         2_500_000
     );
+}
+
+#[test]
+fn a_provider_that_failed_is_told_when_the_next_round_challenges_it() {
+    let mut st = GpuProviderStatus::default();
+    let late = ProviderVerdict {
+        failed: 1,
+        failures: vec![verdict(
+            "GPU-1",
+            Some(Failure::RoundTripTooSlow {
+                ms: 56_000,
+                max: 30_010,
+            }),
+        )],
+        ..Default::default()
+    };
+    let next = "2026-12-06T18:00:00Z";
+    apply(&mut st, &late, &[], &Inputs::default(), Some(1), ("t", next));
+    let (s, reason, msg) = cond(&st);
+    assert_eq!((s, reason.as_str()), (ConditionStatus::False, "NotVerified"));
+    assert!(
+        msg.contains("56000 ms") && msg.ends_with("challenged again at the next round, 2026-12-06T18:00:00Z"),
+        "{msg}"
+    );
+    assert_eq!(st.verification.unwrap().next_round_time.as_deref(), Some(next));
+    // Nothing judged yet: a new node is challenged at once, not at the round.
+    let mut fresh = GpuProviderStatus::default();
+    apply(
+        &mut fresh,
+        &ProviderVerdict::default(),
+        &[],
+        &Inputs::default(),
+        None,
+        ("t", next),
+    );
+    assert!(!cond(&fresh).2.contains("next round"), "{:?}", cond(&fresh));
 }
