@@ -226,6 +226,13 @@ async fn a_round_challenges_every_provider_at_its_start() {
             Some(("True".into(), "ChallengesPassed".into())),
             "{p}"
         );
+        // The status says when the next round comes: a multiple of 30 s on the clock.
+        let next = provider
+            .status
+            .and_then(|s| s.verification?.next_round_time)
+            .and_then(|t| gpufed_operator::time::parse(&t))
+            .expect("nextRoundTime");
+        assert_eq!(next % 30, 0, "{p}: {next}");
     }
     for p in plugins {
         p.abort();
