@@ -61,6 +61,14 @@ fn sample(metrics: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Makes `name` of `fed` a pull-mode provider (the hub's members, the agents' roles, its
+/// hub namespace); its agent starts once the operator runs.
+async fn pull_member(fed: &gpufed_e2e::Federation, hub: &kube::Client, name: &str) {
+    opsupport::setup_members(fed, hub, &[], &[]).await;
+    pullsupport::install_agent_roles(hub).await;
+    pullsupport::pull_provider(fed, hub, name, "1.00", "3m").await;
+}
+
 /// Waits (180 s at most) until all 8 GPUs of `name` are judged; asserts all verified.
 async fn all_eight_verify(hub: &kube::Client, name: &str) {
     let providers: Api<GpuProvider> = Api::all(hub.clone());
@@ -125,16 +133,11 @@ async fn a_pull_providers_challenges_go_through_its_agent_at_once() {
     };
     let hub = env.hub_client().await.expect("hub");
     let member = env.member_client("pull-v").await.expect("member");
-    opsupport::setup_members(fed, &hub, &[], &[]).await;
-    pullsupport::install_agent_roles(&hub).await;
-    pullsupport::pull_provider(fed, &hub, "pull-v", "1.00", "3m").await;
+    pull_member(fed, &hub, "pull-v").await;
     let plugin = fake_plugin(member.clone(), Arc::new(AtomicBool::new(true)));
     let dir = tempfile::tempdir().expect("tempdir");
     let op = slow_polls(&hub, "verify-pull-op", &dir);
-    let token = pullsupport::mint_token(&hub, "pull-v").await;
-    let files = pullsupport::AgentFiles::new(fed, &token);
-    let (server, _) = pullsupport::hub_endpoint(fed);
-    let agent = pullsupport::Agent::start(member, "pull-v", &server, &files.ca, Some(&files.token));
+    let (agent, _files) = pullsupport::Agent::bootstrap(fed, &hub, member, "pull-v").await;
     all_eight_verify(&hub, "pull-v").await;
     agent.stop().await;
     plugin.abort();
@@ -258,32 +261,15 @@ async fn the_device_plugins_commitment_reaches_the_hub_through_a_pull_agent_at_o
     };
     let hub = env.hub_client().await.expect("hub");
     let member = env.member_client("pull-s").await.expect("member");
-    opsupport::setup_members(fed, &hub, &[], &[]).await;
-    pullsupport::install_agent_roles(&hub).await;
-    pullsupport::pull_provider(fed, &hub, "pull-s", "1.00", "3m").await;
+    pull_member(fed, &hub, "pull-s").await;
     let node = GpuPool::h100_nvlink("ps", 1).node_names()[0].clone();
     let (stop, publisher) = trustsupport::simulated_publisher(member.clone(), node, "pull-sim", 6);
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = opsupport::free_admin_addr();
     let admin_flag = admin.to_string();
     let op = slow_polls_with(&hub, "clock-sim-pull-op", &dir, &["--admin-addr", &admin_flag]);
-    let token = pullsupport::mint_token(&hub, "pull-s").await;
-    let files = pullsupport::AgentFiles::new(fed, &token);
-    let (server, _) = pullsupport::hub_endpoint(fed);
-    let agent = pullsupport::Agent::start(member, "pull-s", &server, &files.ca, Some(&files.token));
-    let providers: Api<GpuProvider> = Api::all(hub.clone());
-    let v = gpufed_e2e::wait::until("simulated GPUs judged", Duration::from_secs(180), || async {
-        let p = providers.get("pull-s").await?;
-        let v = p.status.and_then(|s| s.verification);
-        Ok(v.filter(|v| v.failed_gpus == 8))
-    })
-    .await
-    .expect("the challenge completes");
-    assert!(
-        v.failures.iter().all(|f| f.reason == "Simulated"),
-        "correct digests, in time, but simulated: {:?}",
-        v.failures
-    );
+    let (agent, _files) = pullsupport::Agent::bootstrap(fed, &hub, member, "pull-s").await;
+    trustsupport::all_eight_simulated(&hub, "pull-s", Duration::from_secs(180)).await;
     let metrics = opsupport::reqwest_metrics(admin).await;
     let (mean, count) = trustsupport::mean_round_trip(&metrics);
     eprintln!("challenge round trip, pull mode, the plugin's own publisher: {mean:.3} s (mean of {count})");

@@ -209,22 +209,7 @@ async fn the_device_plugin_answers_challenges_and_simulated_gpus_never_verify() 
             admin.to_string(),
         ],
     );
-    let providers: Api<GpuProvider> = Api::all(hub.clone());
-    let v = gpufed_e2e::wait::until("simulated GPUs judged", Duration::from_secs(60), || async {
-        let p = providers.get("sim").await?;
-        let v = p.status.and_then(|s| s.verification);
-        Ok(v.filter(|v| v.failed_gpus == 8))
-    })
-    .await
-    .expect("the challenge completes");
-    assert_eq!(v.verified_gpus, 0);
-    assert!(
-        v.failures.iter().all(|f| f.reason == "Simulated"),
-        "correct digests, but simulated: {:?}",
-        v.failures
-    );
-    let p = providers.get("sim").await.expect("provider");
-    assert_eq!(verified(&p), Some(("False".into(), "NotVerified".into())));
+    trustsupport::all_eight_simulated(&hub, "sim", Duration::from_secs(60)).await;
     let metrics = opsupport::reqwest_metrics(admin).await;
     let probes = |kind: &str| -> u64 {
         metrics

@@ -187,6 +187,21 @@ impl Agent {
         Self { stop, task }
     }
 
+    /// Mints a bootstrap token for `provider` on `fed`'s hub and starts its agent on
+    /// `member` with it; the files it reads live as long as the returned [`AgentFiles`].
+    pub async fn bootstrap(
+        fed: &Federation,
+        hub: &Client,
+        member: Client,
+        provider: &str,
+    ) -> (Self, AgentFiles) {
+        let token = mint_token(hub, provider).await;
+        let files = AgentFiles::new(fed, &token);
+        let (server, _) = hub_endpoint(fed);
+        let agent = Self::start(member, provider, &server, &files.ca, Some(&files.token));
+        (agent, files)
+    }
+
     /// Stops it as SIGTERM would.
     pub async fn stop(self) {
         let _ = self.stop.send(true);

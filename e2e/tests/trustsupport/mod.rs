@@ -187,3 +187,25 @@ pub fn mean_round_trip(metrics: &str) -> (f64, f64) {
     let (count, sum) = (sample("count"), sample("sum"));
     (if count > 0.0 { sum / count } else { 0.0 }, count)
 }
+
+/// Waits (`within` at most) until all 8 GPUs of `provider` are judged and asserts each is
+/// `Simulated` (correct digests, timing not judged, never verified); its `Verified`
+/// condition says `NotVerified`.
+pub async fn all_eight_simulated(hub: &Client, provider: &str, within: Duration) {
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let v = gpufed_e2e::wait::until("simulated GPUs judged", within, || async {
+        let p = providers.get(provider).await?;
+        let v = p.status.and_then(|s| s.verification);
+        Ok(v.filter(|v| v.failed_gpus == 8))
+    })
+    .await
+    .expect("the challenge completes");
+    assert_eq!(v.verified_gpus, 0);
+    assert!(
+        v.failures.iter().all(|f| f.reason == "Simulated"),
+        "correct digests, but simulated: {:?}",
+        v.failures
+    );
+    let p = providers.get(provider).await.expect("provider");
+    assert_eq!(verified(&p), Some(("False".into(), "NotVerified".into())));
+}
