@@ -2,12 +2,15 @@
 //! → write it (server-side apply, one field manager). Runs every heartbeat interval.
 
 mod observe;
+mod pacing;
 pub mod plan;
 mod reports;
 
 pub use observe::{count_pods, gpu_node, gpu_pod, probe, probe_with};
 pub use reports::probe_reports;
 pub(crate) use reports::report_of;
+
+use pacing::{probe_interval, too_soon, until_round};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -240,14 +243,6 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     Ok(Action::requeue(until_round(&ctx, probe_interval(&ctx, &name))))
 }
 
-/// `wait`, or less when the next challenge round starts sooner: every provider is
-/// reconciled at a round's start, so the whole fleet is challenged at once
-/// (`gpufed_trust::rounds`).
-fn until_round(ctx: &Context, wait: std::time::Duration) -> std::time::Duration {
-    let next = ctx.verifier.rounds().until_next(crate::time::now_millis());
-    wait.min(std::time::Duration::from_millis(next.saturating_add(1)))
-}
-
 /// Probes the member: reports-only ([`crate::member::Link::probe_reports`], merged into
 /// the view the fleet holds) while one of the provider's nodes has a challenge open and
 /// this process probed it whole within the last heartbeat; else whole. `true` with a
@@ -279,17 +274,6 @@ async fn observe(
     let view = link.probe(provider).await?;
     count("whole");
     Ok((view, false))
-}
-
-/// The heartbeat, or the faster challenge poll while one of the provider's nodes has a
-/// challenge open: the hub timestamps a commitment when a probe sees it.
-fn probe_interval(ctx: &Context, provider: &str) -> std::time::Duration {
-    let beat = ctx.config.heartbeat_interval;
-    if ctx.verifier.challenging(provider) {
-        ctx.config.challenge_poll.min(beat)
-    } else {
-        beat
-    }
 }
 
 /// `(completed, lost)` attempts of the provider for its reputation: from its ledger in the
@@ -345,31 +329,6 @@ fn wake_jobs_of(ctx: &Context, provider: &str) {
         "provider reachable again: waking its jobs"
     );
     ctx.members.wake_jobs(jobs);
-}
-
-/// How long to wait before probing `name` again, if its last probe (at the same
-/// generation) was less than `interval` ago, it was not `woken` by a new report and no
-/// challenge round started since; records this probe (at `now`, and ms on the wall
-/// clock) otherwise.
-fn too_soon(
-    ctx: &Context,
-    name: &str,
-    generation: Option<i64>,
-    (now, now_ms): (Instant, u64),
-    interval: std::time::Duration,
-    woken: bool,
-) -> Option<std::time::Duration> {
-    let mut probed = ctx.probed.lock().ok()?;
-    if !woken
-        && let Some((at, g, at_ms)) = probed.get(name)
-        && *g == generation
-        && now.duration_since(*at) < interval.mul_f64(0.9)
-        && !ctx.verifier.rounds().crossed(*at_ms, now_ms)
-    {
-        return Some(interval.saturating_sub(now.duration_since(*at)));
-    }
-    probed.insert(name.to_owned(), (now, generation, now_ms));
-    None
 }
 
 async fn write_status(
