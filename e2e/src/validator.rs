@@ -42,6 +42,9 @@ pub struct Validator {
     /// wedged restart once served this old root's bank for ten minutes — escrows 0, every
     /// batch unconfirmed; see [`Self::set_tower_aside`]).
     root_at_stop: Option<u64>,
+    /// The claims on the blocks holding `base_port` and `aux_port` (one block until the
+    /// auxiliary ports are re-picked), held for the validator's life.
+    claims: Vec<Claim>,
 }
 
 /// Ports in the auxiliary block: faucet, gossip, then a 48-port dynamic range.
@@ -51,8 +54,9 @@ const AUX_PORTS: u16 = 50;
 const BIND_RETRIES: usize = 3;
 
 mod ports;
+mod rpc;
 mod spin;
-use ports::{Reservation, free_block, lost_bind_race, port_free, reserve};
+use ports::{Claim, Reservation, free_block, lost_bind_race, port_free, reserve};
 
 impl Validator {
     /// Starts a fresh validator with its ledger under `dir`, waiting until `getHealth` is ok.
@@ -65,7 +69,8 @@ impl Validator {
             });
         }
         std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-        let base_port = free_block(2 + AUX_PORTS, None)?;
+        let block = free_block(2 + AUX_PORTS, None)?;
+        let base_port = block.base();
         let mut v = Self {
             program,
             dir: dir.to_path_buf(),
@@ -74,9 +79,28 @@ impl Validator {
             process: None,
             reserved: Vec::new(),
             root_at_stop: None,
+            claims: vec![block],
         };
-        v.resume().await?;
-        Ok(v)
+        // Nobody holds the URL yet, so a fresh validator whose RPC or pubsub port another
+        // process took (the resume's own retries only move the auxiliary ports) moves to a
+        // new block.
+        let mut attempt = 0;
+        loop {
+            match v.resume().await {
+                Ok(()) => return Ok(v),
+                Err(e)
+                    if attempt < BIND_RETRIES && !(port_free(v.base_port) && port_free(v.base_port + 1)) =>
+                {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %e, "the new validator's RPC port was taken; re-picking");
+                    let block = free_block(2 + AUX_PORTS, Some(v.base_port))?;
+                    v.base_port = block.base();
+                    v.aux_port = v.base_port + 2;
+                    v.claims = vec![block];
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The JSON-RPC URL.
@@ -97,7 +121,7 @@ impl Validator {
     /// The chain's finalized slot (its last root), if it answers.
     pub async fn finalized_slot(&self) -> Option<u64> {
         let port = self.base_port;
-        tokio::task::spawn_blocking(move || finalized_slot(port))
+        tokio::task::spawn_blocking(move || rpc::finalized_slot(port))
             .await
             .ok()
             .flatten()
@@ -112,7 +136,7 @@ impl Validator {
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
             // Roots only grow; a validator stopped after coming back too low keeps the old one.
-            self.root_at_stop = self.root_at_stop.max(finalized_slot(self.base_port));
+            self.root_at_stop = self.root_at_stop.max(rpc::finalized_slot(self.base_port));
             p.stop(Duration::from_secs(10));
             self.reserved = [self.base_port, self.base_port + 1]
                 .into_iter()
@@ -151,7 +175,7 @@ impl Validator {
         let mut attempt = 0;
         loop {
             if !(self.aux_port..self.aux_port + AUX_PORTS).all(port_free) {
-                self.aux_port = free_block(AUX_PORTS, Some(self.base_port))?;
+                self.repick_aux()?;
             }
             let from = std::fs::metadata(self.log()).map(|m| m.len()).unwrap_or(0);
             match self.spawn_once().await {
@@ -160,13 +184,23 @@ impl Validator {
                 {
                     attempt += 1;
                     tracing::warn!(attempt, "validator lost a port to another process; re-picking");
-                    self.aux_port = free_block(AUX_PORTS, Some(self.base_port))?;
+                    self.repick_aux()?;
                 }
                 Err(e) => return Err(e),
                 Ok(()) => break,
             }
         }
         self.check_chain_advances().await
+    }
+
+    /// Moves the faucet, gossip and dynamic ports to a newly claimed block, releasing the
+    /// previous auxiliary block unless it is the RPC port's.
+    fn repick_aux(&mut self) -> Result<()> {
+        let block = free_block(AUX_PORTS, Some(self.base_port))?;
+        self.aux_port = block.base();
+        self.claims.truncate(1);
+        self.claims.push(block);
+        Ok(())
     }
 
     /// Moves the vote tower out of the ledger, so that the restart rebuilds it from its vote
@@ -241,8 +275,16 @@ impl Validator {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             p.check_running()?;
-            if healthy(b).await {
-                break;
+            if rpc::healthy(b).await {
+                if self.answers_as_ours(b).await {
+                    break;
+                }
+                // Another process answers on our RPC port: ours lost the bind and is
+                // exiting, which `check_running` reports next time round.
+                tracing::warn!(
+                    port = b,
+                    "a validator that is not this one answers on its RPC port"
+                );
             }
             if Instant::now() >= deadline {
                 p.stop(Duration::from_secs(5));
@@ -278,69 +320,26 @@ async fn calm(pid: u32) {
     );
 }
 
+impl Validator {
+    /// Whether the validator answering on `port` has this ledger's identity (the key the
+    /// validator wrote to `validator-keypair.json`): a healthy answer alone may come from
+    /// another validator holding the port.
+    async fn answers_as_ours(&self, port: u16) -> bool {
+        let Ok(key) = gpufed_chain::Keypair::read(&self.ledger().join("validator-keypair.json")) else {
+            return false;
+        };
+        let ours = key.pubkey().to_string();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"getIdentity"}"#;
+        tokio::task::spawn_blocking(move || rpc::call(port, body))
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|out| rpc::identity_is(&out, &ours))
+    }
+}
+
 impl Drop for Validator {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// One JSON-RPC call over HTTP/1.0 to 127.0.0.1:`port` (blocking, ≤ 2 s per step); the
-/// response text, or `None` when nothing answers.
-fn rpc(port: u16, body: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-    let req = format!(
-        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-async fn healthy(port: u16) -> bool {
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"getHealth"}"#;
-    tokio::task::spawn_blocking(move || rpc(port, body))
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|out| out.contains("\"result\":\"ok\""))
-}
-
-/// The validator's finalized slot (its last root), when it answers.
-fn finalized_slot(port: u16) -> Option<u64> {
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"getSlot","params":[{"commitment":"finalized"}]}"#;
-    result_u64(&rpc(port, body)?)
-}
-
-/// The unsigned integer `result` of a JSON-RPC response (headers and all).
-fn result_u64(response: &str) -> Option<u64> {
-    let key = "\"result\":";
-    let rest = &response[response.find(key)? + key.len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_slot_is_read_from_the_response_and_errors_are_none() {
-        let ok = "HTTP/1.1 200 OK\r\n\r\n{\"jsonrpc\":\"2.0\",\"result\":82,\"id\":1}";
-        assert_eq!(result_u64(ok), Some(82));
-        let err = "HTTP/1.1 200 OK\r\n\r\n{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32005},\"id\":1}";
-        assert_eq!(result_u64(err), None);
-        assert_eq!(result_u64("{\"result\":\"ok\"}"), None);
-    }
-
-    #[test]
-    fn nothing_listening_is_no_slot() {
-        let port = free_block(1, None).expect("a free port");
-        assert_eq!(finalized_slot(port), None);
     }
 }

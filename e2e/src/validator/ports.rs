@@ -62,17 +62,54 @@ pub(super) fn port_free(port: u16) -> bool {
     })
 }
 
+/// A block of 100 ports claimed by this validator for its life: an exclusive lock on
+/// `$TMPDIR/gpufed-validator-ports/<base>.lock`. Every test validator, in this process or
+/// another, claims its blocks before binding, so two of them never pick the same block.
+/// Before claims, two tests of one binary started at the same moment once drew the same
+/// block: the second validator lost its RPC port and exited, and the first one's RPC
+/// answered the second test's health check, so that test settled against a chain that
+/// had none of its accounts (every call an RPC error, nothing settled).
+#[derive(Debug)]
+pub(super) struct Claim {
+    _lock: std::fs::File,
+    base: u16,
+}
+
+impl Claim {
+    /// The claimed block's first port.
+    pub(super) fn base(&self) -> u16 {
+        self.base
+    }
+}
+
+/// Claims the block starting at `base` (a multiple of 100), or `None` when another test
+/// validator holds it.
+pub(super) fn claim(base: u16) -> Option<Claim> {
+    let dir = std::env::temp_dir().join("gpufed-validator-ports");
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{base}.lock")))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(Claim { _lock: file, base })
+}
+
 /// Finds `n` (≤ 100) consecutive free ports (the validator wants contiguous ranges) in a
-/// block of 100 other than `avoid`'s. Blocks lie in 20000–31999, below Linux's ephemeral
-/// range (32768–60999), so outgoing connections don't take them while the validator is down.
-pub(super) fn free_block(n: u16, avoid: Option<u16>) -> Result<u16> {
+/// block of 100 other than `avoid`'s, and claims that block. Blocks lie in 20000–31999,
+/// below Linux's ephemeral range (32768–60999), so outgoing connections don't take them
+/// while the validator is down.
+pub(super) fn free_block(n: u16, avoid: Option<u16>) -> Result<Claim> {
     for _ in 0..200 {
         let base = 20_000 + (rand_u16() % 120) * 100;
         if avoid.is_some_and(|a| a / 100 == base / 100) {
             continue;
         }
+        let Some(claim) = claim(base) else { continue };
         if (base..base + n).all(port_free) {
-            return Ok(base);
+            return Ok(claim);
         }
     }
     Err(Error::State("no block of free ports for the validator".into()))
@@ -91,11 +128,11 @@ pub(super) fn lost_bind_race(log: &Path, from: u64) -> bool {
 }
 
 fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    ((t ^ std::process::id().wrapping_mul(2_654_435_761)) % 65_521) as u16
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh random state per call: threads of one process starting together draw apart.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() % 65_521) as u16
 }
 
 #[cfg(test)]
@@ -107,14 +144,31 @@ mod tests {
     fn blocks_avoid_the_ephemeral_range_and_the_given_block() {
         for _ in 0..50 {
             let b = free_block(super::super::AUX_PORTS, Some(20_000)).expect("a free block");
+            let b = b.base();
             assert!((20_100..32_000).contains(&b), "block {b}");
             assert_eq!(b % 100, 0);
         }
     }
 
+    #[test]
+    fn a_claimed_block_is_never_handed_out_again_until_released() {
+        let held: Vec<_> = (0..20)
+            .map(|_| free_block(2, None).expect("a free block"))
+            .collect();
+        let mut bases: Vec<u16> = held.iter().map(Claim::base).collect();
+        bases.sort_unstable();
+        bases.dedup();
+        assert_eq!(bases.len(), held.len(), "20 claims, 20 distinct blocks");
+        let first = bases[0];
+        assert!(claim(first).is_none(), "a second claim of a held block fails");
+        drop(held);
+        assert!(claim(first).is_some(), "released with its holder");
+    }
+
     #[tokio::test]
     async fn a_reserved_port_is_held_and_answers_nothing_until_released() {
-        let port = free_block(2, None).expect("a free block");
+        let block = free_block(2, None).expect("a free block");
+        let port = block.base();
         let held = reserve(port).expect("reserve a free port");
         assert!(!port_free(port), "held for TCP and UDP on all interfaces");
         assert!(reserve(port).is_none(), "a second reservation fails");
