@@ -52,6 +52,8 @@ pub struct Metrics {
     pub challenges_total: Family<ChallengeLabel, Counter>,
     /// GPU challenges started, by why.
     pub challenges_started_total: Family<WhyLabel, Counter>,
+    /// Verdicts kept in the hub, loaded by this process, by what became of them.
+    pub challenge_verdicts_restored_total: Family<RestoredLabel, Counter>,
     /// How long after its round's start each round challenge was issued: the hub's spread.
     pub challenge_round_lag_seconds: Histogram,
     /// `--challenge-round-grace`, the lag a round challenge may have on its own clock.
@@ -98,6 +100,7 @@ impl Metrics {
             reconcile_duration_seconds,
             challenge_round_trip_seconds,
             challenges_started_total: Family::default(),
+            challenge_verdicts_restored_total: Family::default(),
             // 10 ms to 41 s: the grace is seconds.
             challenge_round_lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 13)),
             challenge_round_grace_seconds: Gauge::default(),
@@ -204,6 +207,11 @@ impl Metrics {
             "challenges_started",
             "GPU compute challenges started, by why (round: the fleet-wide round; join, changed, wanted: between rounds)",
             m.challenges_started_total.clone(),
+        );
+        registry.register(
+            "challenge_verdicts_restored",
+            "Nodes' verdicts kept in the hub that this process loaded, by outcome (restored; due: restored, challenged at once; expired, bands_changed, unreadable: dropped)",
+            m.challenge_verdicts_restored_total.clone(),
         );
         registry.register(
             "challenge_round_lag_seconds",

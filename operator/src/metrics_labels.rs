@@ -56,6 +56,14 @@ pub struct WhyLabel {
     pub why: &'static str,
 }
 
+/// Label: what became of a verdict kept in the hub when this process loaded it
+/// (`crate::verification::verdicts::Outcome::label`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestoredLabel {
+    /// `restored`, `due`, `expired`, `bands_changed` or `unreadable`.
+    pub outcome: &'static str,
+}
+
 /// Label: the GPU model a challenge band is for (bounded by the bands loaded).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabel {

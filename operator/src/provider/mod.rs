@@ -1,6 +1,7 @@
 //! The provider controller: observe the member cluster (I/O) → plan the status (pure)
 //! → write it (server-side apply, one field manager). Runs every heartbeat interval.
 
+mod kept;
 mod observe;
 mod pacing;
 pub mod plan;
@@ -68,6 +69,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     };
     let now = crate::time::now();
     let now_ms = crate::time::now_millis();
+    let kept = kept::load(&ctx, &name, now_ms).await;
     match (&probe, &link) {
         (Ok(view), Ok(link)) => {
             if !reports_only {
@@ -87,19 +89,9 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
                     );
                 }
             }
-            let keys_ns = &ctx.verifier.config().namespace;
-            if !ctx.verifier.pins_loaded(&name) {
-                match crate::verification::pins::load(&ctx.hub, keys_ns, &name).await {
-                    Ok(keys) => ctx.verifier.load_pins(&name, keys),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the pinned node keys; verification waits")
-                    }
-                }
-            }
-            // Without the pins a node could be judged against a key it never had. Judging
-            // recomputes sampled rows (up to seconds for a node of f64 GPUs): off the
-            // async workers.
-            let step = ctx.verifier.pins_loaded(&name).then(|| {
+            // Judging recomputes sampled rows (up to seconds for a node of f64 GPUs): off
+            // the async workers.
+            let step = kept.then(|| {
                 let (ctx, name, view) = (ctx.clone(), name.clone(), view.clone());
                 tokio::task::spawn_blocking(move || ctx.verifier.step(&name, &view, now_ms))
             });
@@ -120,12 +112,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             {
                 tracing::warn!(error = %e, "cannot write challenge requests to the member");
             }
-            if let Some(keys) = ctx.verifier.pins_to_save(&name) {
-                match crate::verification::pins::save(&ctx.hub, keys_ns, &provider, &keys).await {
-                    Ok(()) => ctx.verifier.pins_saved(&name, &keys),
-                    Err(e) => tracing::warn!(error = %e, "cannot save pinned node keys; next round retries"),
-                }
-            }
+            kept::save(&ctx, &provider).await;
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "provider unreachable");
@@ -167,10 +154,13 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             .collect();
         plan::drain(&mut status, &provider, remaining, &held, now, &now_text);
     }
-    if status
-        .conditions
-        .iter()
-        .all(|c| c.type_ != gpufed_api::conditions::types::STALLED)
+    // Until the kept verdicts are loaded, the verification status stays as the hub has it
+    // (a new leader knows no verdict yet: it must not write "no challenge answered").
+    if kept
+        && status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != gpufed_api::conditions::types::STALLED)
     {
         let seed = provider
             .status

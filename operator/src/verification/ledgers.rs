@@ -1,8 +1,10 @@
-//! The verifier's copies of the pins and job outcomes it keeps in the hub: load, record, save.
+//! The verifier's copies of the pins, job outcomes and verdicts it keeps in the hub:
+//! load, record, save.
 
 use std::collections::BTreeMap;
 
-use super::{Verifier, outcomes};
+use super::verdicts::{self, Outcome, Record};
+use super::{NodeState, Verifier, ms, outcomes};
 
 impl Verifier {
     /// Whether the provider's outcome ledger was loaded from the hub.
@@ -111,6 +113,91 @@ impl Verifier {
             && &p.keys == saved
         {
             p.dirty = false;
+        }
+    }
+
+    /// Whether the provider's kept verdicts were loaded (verification waits for them).
+    pub fn verdicts_loaded(&self, provider: &str) -> bool {
+        self.kept.lock().is_ok_and(|k| k.contains_key(provider))
+    }
+
+    /// Takes in the provider's verdicts as kept in the hub (`node → record`), as of
+    /// `now_ms` ([`verdicts::resume`]); a node this process knows already keeps what it
+    /// knows. What became of each record.
+    pub fn load_verdicts(
+        &self,
+        provider: &str,
+        records: BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Vec<Outcome> {
+        let (Ok(mut kept), Ok(mut nodes)) = (self.kept.lock(), self.nodes.lock()) else {
+            return Vec::new();
+        };
+        let fingerprint = verdicts::bands_fingerprint(&self.cfg.bands);
+        let rounds = self.rounds();
+        let mut outcomes = Vec::with_capacity(records.len());
+        for (node, text) in &records {
+            let (outcome, resumed) =
+                verdicts::resume(text, &fingerprint, &rounds, ms(self.cfg.timeout), now_ms);
+            outcomes.push(outcome);
+            if let Some(m) = &self.metrics {
+                m.challenge_verdicts_restored_total
+                    .get_or_create(&crate::metrics::RestoredLabel {
+                        outcome: outcome.label(),
+                    })
+                    .inc();
+            }
+            let (Some(r), key) = (resumed, (provider.to_owned(), node.clone())) else {
+                continue;
+            };
+            if nodes.contains_key(&key) {
+                continue;
+            }
+            nodes.insert(
+                key,
+                NodeState {
+                    verdicts: r.record.verdicts,
+                    verdict_at_ms: Some(r.record.verdict_at_ms),
+                    issued_at_ms: r.record.issued_at_ms,
+                    valid_until_ms: r.valid_until_ms,
+                    next_due_ms: r.next_due_ms,
+                    nonce: r.record.nonce,
+                    ..NodeState::default()
+                },
+            );
+        }
+        kept.insert(provider.to_owned(), records);
+        outcomes
+    }
+
+    /// The provider's verdict records when they differ from what the hub holds.
+    pub fn verdicts_to_save(&self, provider: &str) -> Option<BTreeMap<String, String>> {
+        let bands = verdicts::bands_fingerprint(&self.cfg.bands);
+        let current: BTreeMap<String, String> = {
+            let nodes = self.nodes.lock().ok()?;
+            nodes
+                .iter()
+                .filter(|((p, _), _)| p == provider)
+                .filter_map(|((_, n), st)| {
+                    let record = Record {
+                        bands: bands.clone(),
+                        issued_at_ms: st.issued_at_ms,
+                        verdict_at_ms: st.verdict_at_ms?,
+                        nonce: st.nonce.clone(),
+                        verdicts: st.verdicts.clone(),
+                    };
+                    Some((n.clone(), verdicts::to_text(&record)))
+                })
+                .collect()
+        };
+        let kept = self.kept.lock().ok()?;
+        (kept.get(provider)? != &current).then_some(current)
+    }
+
+    /// `saved` is in the hub now.
+    pub fn verdicts_saved(&self, provider: &str, saved: BTreeMap<String, String>) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.insert(provider.to_owned(), saved);
         }
     }
 }

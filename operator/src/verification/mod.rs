@@ -6,14 +6,16 @@
 //! hub's member credentials; the node's device plugin answers inside its signed inventory
 //! report (Node annotation). The hub never needs write access to Nodes.
 //!
-//! State (sessions, latest verdicts, uptime averages) lives in this process; a new leader
-//! starts fresh challenges. Nothing here blocks a job: verification only decides whether a
-//! provider counts as verified, and what evidence it leaves.
+//! State (sessions, latest verdicts, uptime averages) lives in this process; the latest
+//! verdicts are also kept in the hub ([`verdicts`]), so a new leader resumes the rounds
+//! rather than starting every node anew. Nothing here blocks a job: verification only
+//! decides whether a provider counts as verified, and what evidence it leaves.
 
 pub mod evidence;
 pub mod outcomes;
 pub mod pins;
 pub mod plan;
+pub mod verdicts;
 
 mod challenges;
 pub mod fresh;
@@ -110,6 +112,8 @@ struct NodeState {
     why: Option<Why>,
     verdicts: Vec<GpuVerdict>,
     verdict_at_ms: Option<u64>,
+    /// When the challenge the verdicts answer was issued.
+    issued_at_ms: u64,
     /// Until when the verdicts count ([`Rounds::valid_until`]).
     valid_until_ms: u64,
     /// The start of the node's next round.
@@ -140,6 +144,9 @@ pub struct Verifier {
     /// Outcomes of jobs deleted before their provider's ledger was loaded, taken in when
     /// it is (locked after `outcomes`, never before).
     outcomes_pending: Mutex<BTreeMap<String, outcomes::Ledger>>,
+    /// Per provider, the verdict records the hub holds as far as this process knows
+    /// (loaded, or last saved); present once loaded.
+    kept: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 fn ms(d: Duration) -> u64 {

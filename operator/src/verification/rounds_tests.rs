@@ -4,14 +4,14 @@
 use super::*;
 
 /// The round after `cfg()`'s first (its interval is 10 minutes, its grace 5 s).
-const ROUND: u64 = 600_000;
+pub(super) const ROUND: u64 = 600_000;
 
-type Requests = BTreeMap<String, ChallengeRequest>;
+pub(super) type Requests = BTreeMap<String, ChallengeRequest>;
 
 /// Steps `provider`'s honest node `n1` (GPUs `uuids`, key `key`) `n` times, a second
 /// apart from `t`, beginning from the requests the member holds; returns them and the
 /// time after.
-fn steps(
+pub(super) fn steps(
     v: &Verifier,
     provider: &str,
     uuids: &[&str],
@@ -19,9 +19,19 @@ fn steps(
     start: (Requests, u64),
     n: usize,
 ) -> (Requests, u64) {
+    steps_as(v, (provider, uuids, key, true), start, n)
+}
+
+/// [`steps`] for a node that answers honestly or not: `(provider, uuids, key, honest)`.
+pub(super) fn steps_as(
+    v: &Verifier,
+    (provider, uuids, key, honest): (&str, &[&str], u8, bool),
+    start: (Requests, u64),
+    n: usize,
+) -> (Requests, u64) {
     let (mut member, mut t) = start;
     for _ in 0..n {
-        let rep = report_signed(uuids, member.get("n1"), true, key);
+        let rep = report_signed(uuids, member.get("n1"), honest, key);
         if let Some(desired) = v.step(provider, &view(Some(rep), &member), t) {
             member = desired;
         }
@@ -31,7 +41,7 @@ fn steps(
 }
 
 /// Whether `metrics` counted `n` challenges started for `why`.
-fn started(metrics: &crate::metrics::Metrics, why: &str, n: u32) -> bool {
+pub(super) fn started(metrics: &crate::metrics::Metrics, why: &str, n: u32) -> bool {
     let line = format!("gpufed_challenges_started_total{{why=\"{why}\"}} {n}\n");
     metrics.encode().contains(&line)
 }

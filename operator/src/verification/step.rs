@@ -139,6 +139,7 @@ impl Verifier {
                         st.why = None;
                         st.verdicts = verdicts;
                         st.verdict_at_ms = Some(now_ms);
+                        st.issued_at_ms = issued;
                         st.next_due_ms = rounds.next_due(issued);
                         st.valid_until_ms = rounds.valid_until(issued, ms(self.cfg.timeout));
                     }
@@ -220,6 +221,7 @@ impl Verifier {
                     let rounds = self.rounds();
                     st.verdicts = verdicts;
                     st.verdict_at_ms = Some(now_ms);
+                    st.issued_at_ms = session.issued_at_ms;
                     st.next_due_ms = rounds.next_due(session.issued_at_ms);
                     st.valid_until_ms = rounds.valid_until(session.issued_at_ms, ms(self.cfg.timeout));
                     st.nonce = Some(session.request.nonce.clone());

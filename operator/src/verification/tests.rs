@@ -450,3 +450,6 @@ fn the_clock_note_says_what_a_band_proves_and_warns_when_it_is_little() {
 
 #[path = "rounds_tests.rs"]
 mod rounds;
+
+#[path = "resume_tests.rs"]
+mod resume;

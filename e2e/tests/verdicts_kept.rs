@@ -1,0 +1,240 @@
+//! Verdicts outlive their leader (docs/trust.md, "A new leader resumes the rounds"): on
+//! real API servers, an operator verifies an honest provider and catches a liar, then a
+//! second operator replaces it. The second one keeps both verdicts from its first status
+//! write and challenges no node before the round; a third, with a band changed, drops
+//! them and challenges every node at once.
+
+mod common;
+mod opsupport;
+mod trustsupport;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gpufed_api::GpuProvider;
+use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client};
+use opsupport::Operator;
+use trustsupport::{BANDS, bands_with_slack, fake_plugin_seeing, verified};
+
+/// A `--verify-interval` whose next round is at least 10 minutes away: none starts during
+/// the test, so every challenge it sees is a join (rounds lie on the Unix clock).
+fn interval_without_a_round_soon() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let hours = (5..=8)
+        .find(|h| h * 3600 - now % (h * 3600) > 600)
+        .expect("two round clocks of 5 to 8 hours cannot both be within 10 minutes");
+    format!("{hours}h")
+}
+
+fn operator(hub: &Client, identity: &str, bands: &std::path::Path, interval: &str) -> Operator {
+    Operator::start_with(
+        hub.clone(),
+        identity,
+        &[
+            "--challenge-bands".into(),
+            bands.display().to_string(),
+            "--verify-interval".into(),
+            interval.into(),
+            "--challenge-timeout".into(),
+            "30s".into(),
+        ],
+    )
+}
+
+/// Waits (90 s at most) until `name`'s `Verified` condition is `want`.
+async fn until_verified(hub: &Client, name: &str, want: (&str, &str)) -> GpuProvider {
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    gpufed_e2e::wait::until(
+        &format!("{name} Verified={want:?}"),
+        Duration::from_secs(90),
+        || async {
+            let p = providers.get(name).await?;
+            Ok((verified(&p) == Some((want.0.into(), want.1.into()))).then_some(p))
+        },
+    )
+    .await
+    .expect("provider reaches the expected Verified condition")
+}
+
+/// Watches both providers' status every 100 ms until `stop`: every moment the honest one
+/// was not `Verified` with its node serving verified-only jobs, or the liar not
+/// `ChallengeFailed`.
+fn watch_for_flips(hub: Client, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let providers: Api<GpuProvider> = Api::all(hub);
+        let mut flips = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            for (name, want) in [("honest", "ChallengesPassed"), ("liar", "ChallengeFailed")] {
+                let Ok(p) = providers.get(name).await else {
+                    continue;
+                };
+                let reason = verified(&p).map(|(_, r)| r);
+                let nodes = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.verification.as_ref())
+                    .map_or(0, |v| v.verified_nodes.len());
+                let serving = name == "liar" || nodes == 1;
+                if reason.as_deref() != Some(want) || !serving {
+                    flips.push(format!("{name}: {reason:?}, {nodes} verified nodes"));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        flips
+    })
+}
+
+/// The nonces each member's nodes were asked to answer so far.
+fn asked(seen: &[Arc<Mutex<BTreeSet<String>>>; 2]) -> [usize; 2] {
+    seen.each_ref().map(|s| s.lock().map_or(0, |s| s.len()))
+}
+
+/// Waits until both providers had a heartbeat at least 3 s after `since` (Unix seconds),
+/// i.e. the new leader has stepped each a few times.
+async fn heartbeats_after(hub: &Client, since: i64) {
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    gpufed_e2e::wait::until(
+        "heartbeats of the new leader",
+        Duration::from_secs(60),
+        || async {
+            let mut all = true;
+            for name in ["honest", "liar"] {
+                let p = providers.get(name).await?;
+                let beat = p.status.and_then(|s| s.last_heartbeat_time);
+                all &= beat.is_some_and(|b| gpufed_operator::time::parse(&b).is_some_and(|t| t >= since + 3));
+            }
+            Ok(all.then_some(()))
+        },
+    )
+    .await
+    .expect("the new leader probes both providers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_keeps_the_verdicts_and_challenges_no_node_before_the_round() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let spec = FederationSpec::new("kept")
+        .member("honest", vec![GpuPool::h100_nvlink("h", 1)])
+        .member("liar", vec![GpuPool::h100_nvlink("l", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    opsupport::setup(fed, &hub, &[("honest", "2.00"), ("liar", "1.00")]).await;
+    let seen: [Arc<Mutex<BTreeSet<String>>>; 2] = Default::default();
+    let mut plugins = Vec::new();
+    for (i, (member, honest)) in [("honest", true), ("liar", false)].into_iter().enumerate() {
+        let client = fed
+            .cluster(member)
+            .expect("member")
+            .client()
+            .await
+            .expect("client");
+        plugins.push(fake_plugin_seeing(
+            client,
+            Arc::new(AtomicBool::new(honest)),
+            seen[i].clone(),
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bands = dir.path().join("bands.yaml");
+    std::fs::write(&bands, BANDS).expect("bands file");
+    let interval = interval_without_a_round_soon();
+
+    let first = operator(&hub, "kept-op-1", &bands, &interval);
+    until_verified(&hub, "honest", ("True", "ChallengesPassed")).await;
+    until_verified(&hub, "liar", ("False", "ChallengeFailed")).await;
+    // Both verdicts are in the hub, one record per node, owned by their provider.
+    let cms = Api::<ConfigMap>::namespaced(hub.clone(), "gpufed-system");
+    for (provider, node) in [("honest", "h-0"), ("liar", "l-0")] {
+        let cm = gpufed_e2e::wait::until(
+            &format!("{provider}'s kept verdicts"),
+            Duration::from_secs(30),
+            || async {
+                Ok(cms
+                    .get_opt(&format!("gpufed-verdicts-{provider}"))
+                    .await?
+                    .filter(|c| c.data.is_some()))
+            },
+        )
+        .await
+        .expect("kept verdicts");
+        let data = cm.data.unwrap_or_default();
+        let record: serde_json::Value = serde_json::from_str(data.get(node).map_or("", String::as_str))
+            .unwrap_or_else(|e| panic!("{provider}: a record for {node}: {e}: {data:?}"));
+        let gpus = record["verdicts"].as_array().map_or(0, Vec::len);
+        assert_eq!(gpus, 8, "{provider}: {record}");
+        let failed = record["verdicts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| !g["failure"].is_null())
+            .count();
+        assert_eq!(failed, if provider == "liar" { 8 } else { 0 }, "{record}");
+        assert_eq!(
+            cm.metadata.owner_references.unwrap_or_default()[0].kind,
+            "GpuProvider"
+        );
+    }
+    first.stop().await;
+    let before = asked(&seen);
+
+    // A new leader: from its first heartbeat on, nothing flips and nobody is asked again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flips = watch_for_flips(hub.clone(), stop.clone());
+    let since = gpufed_operator::time::now();
+    let second = operator(&hub, "kept-op-2", &bands, &interval);
+    heartbeats_after(&hub, since).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::SeqCst);
+    let flips = flips.await.expect("watcher");
+    assert_eq!(
+        opsupport::lease_holder(&hub).await.as_deref(),
+        Some("kept-op-2"),
+        "the second operator leads"
+    );
+    assert!(
+        flips.is_empty(),
+        "the verdicts flipped under the new leader: {flips:?}"
+    );
+    assert_eq!(
+        asked(&seen),
+        before,
+        "a node was challenged again before the round"
+    );
+    second.stop().await;
+
+    // Bands changed (a wider slack): what the old bands judged says nothing now. Every
+    // node is challenged at once; the honest one passes again, the liar fails again.
+    let wider = dir.path().join("wider.yaml");
+    std::fs::write(&wider, bands_with_slack(90_000)).expect("bands file");
+    let third = operator(&hub, "kept-op-3", &wider, &interval);
+    gpufed_e2e::wait::until(
+        "new challenges under the new bands",
+        Duration::from_secs(60),
+        || async {
+            let now = asked(&seen);
+            Ok((now[0] > before[0] && now[1] > before[1]).then_some(()))
+        },
+    )
+    .await
+    .expect("every node challenged again");
+    until_verified(&hub, "honest", ("True", "ChallengesPassed")).await;
+    until_verified(&hub, "liar", ("False", "ChallengeFailed")).await;
+    third.stop().await;
+    for p in plugins {
+        p.abort();
+    }
+    drop(env);
+}

@@ -1,0 +1,60 @@
+//! What the verifier keeps in the hub for a provider (`crate::verification::pins` and
+//! `crate::verification::verdicts`): loaded before the provider's first challenge step,
+//! saved after each step that changed them. Verification waits until both are loaded:
+//! without the pins a node could be judged against a key it never had; without the
+//! verdicts a new leader would treat every node as new.
+
+use gpufed_api::GpuProvider;
+use kube::ResourceExt;
+
+use crate::context::Context;
+use crate::verification::{pins, verdicts};
+
+/// Loads what is not loaded yet; whether verification may step now.
+pub(super) async fn load(ctx: &Context, name: &str, now_ms: u64) -> bool {
+    let ns = &ctx.verifier.config().namespace;
+    if !ctx.verifier.pins_loaded(name) {
+        match pins::load(&ctx.hub, ns, name).await {
+            Ok(keys) => ctx.verifier.load_pins(name, keys),
+            Err(e) => tracing::warn!(error = %e, "cannot read the pinned node keys; verification waits"),
+        }
+    }
+    if !ctx.verifier.verdicts_loaded(name) {
+        match verdicts::load(&ctx.hub, ns, name).await {
+            Ok(records) => {
+                let outcomes = ctx.verifier.load_verdicts(name, records, now_ms);
+                if !outcomes.is_empty() {
+                    let count = |o| outcomes.iter().filter(|&&x| x == o).count();
+                    tracing::info!(
+                        restored = count(verdicts::Outcome::Restored),
+                        due = count(verdicts::Outcome::Due),
+                        dropped = outcomes.len()
+                            - count(verdicts::Outcome::Restored)
+                            - count(verdicts::Outcome::Due),
+                        "resumed the verdicts kept in the hub"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the kept verdicts; verification waits"),
+        }
+    }
+    ctx.verifier.pins_loaded(name) && ctx.verifier.verdicts_loaded(name)
+}
+
+/// Saves the pins and verdicts that changed; a failure is retried at the next heartbeat.
+pub(super) async fn save(ctx: &Context, provider: &GpuProvider) {
+    let name = provider.name_any();
+    let ns = &ctx.verifier.config().namespace;
+    if let Some(keys) = ctx.verifier.pins_to_save(&name) {
+        match pins::save(&ctx.hub, ns, provider, &keys).await {
+            Ok(()) => ctx.verifier.pins_saved(&name, &keys),
+            Err(e) => tracing::warn!(error = %e, "cannot save pinned node keys; next round retries"),
+        }
+    }
+    if let Some(records) = ctx.verifier.verdicts_to_save(&name) {
+        match verdicts::save(&ctx.hub, ns, provider, &records).await {
+            Ok(()) => ctx.verifier.verdicts_saved(&name, records),
+            Err(e) => tracing::warn!(error = %e, "cannot save the verdicts; the next heartbeat retries"),
+        }
+    }
+}
