@@ -260,6 +260,10 @@ pub struct Verification {
     pub verified_gpus: u32,
     /// GPUs that failed, or whose UUID another provider also claims.
     pub failed_gpus: u32,
+    /// GPUs that passed only between rounds while the hub holds such passes on probation
+    /// (`--join-probation`): they count from the next round they pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_gpus: Option<u32>,
     /// When the last verification round finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]

@@ -6,8 +6,13 @@
 //! started, requests built), against the same steps between rounds (reports read and
 //! their signatures checked, nothing started), the peer in the same run.
 //!
+//! Also what keeping the verdicts in the hub costs (docs/trust.md, "A new leader resumes
+//! the rounds"): the check every heartbeat makes for verdicts to save (nothing changed,
+//! the steady state), and a new leader taking in every provider's records, both against
+//! the same between-rounds step.
+//!
 //! `cargo bench -p gpufed-operator --bench challenge_round` prints milliseconds for the
-//! whole fleet each way and the ratio; without `--bench` (as `cargo test --all-targets`
+//! whole fleet each way and the ratios; without `--bench` (as `cargo test --all-targets`
 //! runs it) a small smoke version that checks a round starts every node's challenge.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -100,43 +105,91 @@ fn step_all(v: &Verifier, members: &[MemberView], now_ms: u64) -> (Duration, usi
     (started.elapsed(), asked)
 }
 
+/// What one fleet's run measured, each over all providers.
+struct Run {
+    round: Duration,
+    between: Duration,
+    asked: usize,
+    /// `verdicts_to_save` with nothing changed.
+    keep_check: Duration,
+    /// A new leader's `load_verdicts` of every provider's records.
+    resume: Duration,
+}
+
 /// One fleet's round: join (all at once, a first round in effect), judged by timeout, a
-/// step between rounds, then the round.
-fn run(providers: usize, nodes: usize) -> (Duration, Duration, usize) {
+/// step between rounds, then the round; the keep check and a new leader's resume between.
+fn run(providers: usize, nodes: usize) -> Run {
     let members: Vec<MemberView> = (0..providers).map(|p| member(p, nodes)).collect();
+    let name = |p: usize| format!("p{p:04}");
     let v = verifier();
+    for p in 0..providers {
+        v.load_verdicts(&name(p), BTreeMap::new(), ROUND - HOUR_MS);
+    }
     // Everyone joins; nobody answers; the timeout (2 min) judges them.
     let (_, joined) = step_all(&v, &members, ROUND - HOUR_MS / 2);
     assert_eq!(joined, providers, "every node challenged at join");
     step_all(&v, &members, ROUND - HOUR_MS / 2 + 200_000);
+    let mut kept = Vec::with_capacity(providers);
+    for p in 0..providers {
+        let records = v.verdicts_to_save(&name(p)).expect("new verdicts to keep");
+        assert_eq!(records.len(), nodes);
+        v.verdicts_saved(&name(p), records.clone());
+        kept.push(records);
+    }
     // Between rounds: reports read and checked, nothing started.
     let (between, idle) = step_all(&v, &members, ROUND - 1_000);
     assert_eq!(idle, 0, "nothing due between rounds");
+    let started = Instant::now();
+    let unchanged = (0..providers).all(|p| v.verdicts_to_save(&name(p)).is_none());
+    let keep_check = started.elapsed();
+    assert!(unchanged, "nothing to save between rounds");
+    // A new leader takes every provider's records in.
+    let next = verifier();
+    let started = Instant::now();
+    for (p, records) in kept.into_iter().enumerate() {
+        next.load_verdicts(&name(p), records, ROUND - 1_000);
+    }
+    let resume = started.elapsed();
+    assert_eq!(next.verdict(&name(0), ROUND - 1_000).0.failed, 16, "resumed");
     // The round: every node of every provider challenged at once.
     let (round, asked) = step_all(&v, &members, ROUND);
-    (round, between, asked)
+    Run {
+        round,
+        between,
+        asked,
+        keep_check,
+        resume,
+    }
 }
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let (providers, nodes) = if bench { (1_000, 2) } else { (20, 2) };
     let reps = if bench { 5 } else { 1 };
-    let mut rounds = Vec::new();
-    let mut betweens = Vec::new();
-    for _ in 0..reps {
-        let (round, between, asked) = run(providers, nodes);
-        assert_eq!(asked, providers, "a round starts every node's challenge");
-        rounds.push(round);
-        betweens.push(between);
-    }
-    rounds.sort();
-    betweens.sort();
-    let (round, between) = (rounds[reps / 2], betweens[reps / 2]);
+    let runs: Vec<Run> = (0..reps).map(|_| run(providers, nodes)).collect();
+    assert!(
+        runs.iter().all(|r| r.asked == providers),
+        "a round starts every node's challenge"
+    );
+    let median = |f: fn(&Run) -> Duration| {
+        let mut all: Vec<Duration> = runs.iter().map(f).collect();
+        all.sort();
+        all[reps / 2]
+    };
+    let (round, between) = (median(|r| r.round), median(|r| r.between));
+    let (keep_check, resume) = (median(|r| r.keep_check), median(|r| r.resume));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "{providers} providers x {nodes} nodes x 8 GPUs: round start {:.1} ms (median of {reps}), between rounds {:.1} ms, ratio {:.2}",
         ms(round),
         ms(between),
         ms(round) / ms(between)
+    );
+    println!(
+        "kept verdicts: check with nothing to save {:.1} ms ({:.3} of a step between rounds), a new leader's resume {:.1} ms ({:.3})",
+        ms(keep_check),
+        ms(keep_check) / ms(between),
+        ms(resume),
+        ms(resume) / ms(between)
     );
 }

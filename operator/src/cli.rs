@@ -145,6 +145,12 @@ pub struct Args {
     /// still listed will do.
     #[arg(long, default_value = "10m", value_parser = parse_duration, help_heading = "Verification")]
     pub verify_before_start: Duration,
+    /// Probation: a GPU counts as verified only once it has passed a round. Passes between
+    /// rounds (a new node's, new GPUs') wait for the next round, so identities made afresh
+    /// to be challenged alone gain nothing; a new provider's GPUs then count up to one
+    /// `--verify-interval` after they join (docs/trust.md, "Probation").
+    #[arg(long, help_heading = "Verification")]
+    pub join_probation: bool,
     /// At most one new evidence of a kind per provider within this time (so a provider
     /// that keeps failing is slashed once per period, not once per challenge).
     #[arg(long, default_value = "24h", value_parser = parse_duration, help_heading = "Verification")]
@@ -217,6 +223,7 @@ impl Args {
             },
             stake_multipliers: self.stake_multiplier.iter().cloned().collect(),
             before_start: self.verify_before_start,
+            probation: self.join_probation,
         })
     }
 }

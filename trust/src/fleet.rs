@@ -96,6 +96,10 @@ pub struct NodeVerdicts {
     pub node: String,
     /// One verdict per GPU the node claims.
     pub verdicts: Vec<GpuVerdict>,
+    /// UUIDs of GPUs that passed only between rounds while the hub holds such passes on
+    /// probation (docs/trust.md, "Probation"): they count neither as verified nor as
+    /// failed, and their node serves no verified-only job yet.
+    pub probation: BTreeSet<String>,
 }
 
 /// A provider's verification result across its nodes, uniqueness applied.
@@ -105,6 +109,8 @@ pub struct ProviderVerdict {
     pub verified: u32,
     /// GPUs that did not (any reason).
     pub failed: u32,
+    /// GPUs that passed and are unique, on probation until they pass a round.
+    pub on_probation: u32,
     /// Verified GPUs by model.
     pub verified_by_model: BTreeMap<String, u32>,
     /// `(node, verdict)` of every GPU that did not verify.
@@ -153,7 +159,10 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
             {
                 v.failure = Some(Failure::DuplicateSerial { serial, others });
             }
-            if v.passed() {
+            if v.passed() && n.probation.contains(&v.uuid) {
+                all_passed = false;
+                pv.on_probation += 1;
+            } else if v.passed() {
                 pv.verified += 1;
                 *pv.verified_by_model.entry(v.model.clone()).or_default() += 1;
             } else {
@@ -223,7 +232,27 @@ mod serial_tests {
             provider: provider.into(),
             node: node.into(),
             verdicts: gpus.iter().map(|(u, s)| verdict(u, *s)).collect(),
+            probation: BTreeSet::new(),
         }
+    }
+
+    #[test]
+    fn a_gpu_on_probation_counts_neither_way_and_still_meets_the_uniqueness_checks() {
+        let mut joined = node("new", "n1", &[("GPU-1", None), ("GPU-2", None)]);
+        joined.probation = BTreeSet::from(["GPU-2".to_owned()]);
+        let mut copy = node("copy", "c1", &[("GPU-9", None)]);
+        copy.probation = BTreeSet::from(["GPU-9".to_owned()]);
+        let v = judge(&[joined, copy, node("old", "o1", &[("GPU-9", None)])]);
+        let new = &v["new"];
+        assert_eq!((new.verified, new.failed, new.on_probation), (1, 0, 1), "{new:?}");
+        assert!(
+            new.verified_nodes.is_empty(),
+            "a node with a GPU on probation serves no verified-only job"
+        );
+        assert!(new.failures.is_empty());
+        // A UUID claimed twice is a duplicate for both claimants, probation or not.
+        assert_eq!((v["copy"].on_probation, v["copy"].failed), (0, 1));
+        assert_eq!(v["old"].failed, 1);
     }
 
     #[test]

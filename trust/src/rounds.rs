@@ -23,7 +23,9 @@
 //!
 //! A node new to the hub is challenged at once, alone, and counts until the next round:
 //! identities made afresh for every round are the remaining way around it, and each one
-//! needs its own node key and its provider's bonded stake.
+//! needs its own node key and its provider's bonded stake. A hub that holds passes
+//! between rounds on probation ([`proven_after`]) closes that too: a GPU then counts
+//! only once it has passed a round.
 //!
 //! Pure: the operator passes the clock in.
 
@@ -154,6 +156,22 @@ impl Rounds {
         }
         node.wanted.then_some(Why::Wanted)
     }
+}
+
+/// The GPUs of a node *proven* in a round, after a challenge started for `why` that the
+/// GPUs `passed` passed: a round proves what passed it; a challenge between rounds proves
+/// nothing new, and a proven GPU stays proven only if it passed again. A hub with
+/// probation (docs/trust.md, "Probation") counts only proven GPUs as verified.
+pub fn proven_after<'a>(
+    why: Why,
+    passed: impl IntoIterator<Item = &'a str>,
+    proven: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    passed
+        .into_iter()
+        .filter(|uuid| why == Why::Round || proven.contains(*uuid))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]

@@ -119,3 +119,23 @@ fn a_verdict_counts_until_the_next_rounds_should_be_judged() {
     assert_eq!(Why::Round.label(), "round");
     assert_eq!(Why::Wanted.label(), "wanted");
 }
+
+#[test]
+fn only_a_round_proves_a_gpu_and_a_failure_unproves_it() {
+    let set = |u: &[&str]| {
+        u.iter()
+            .map(|s| (*s).to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    // A join proves nothing, whatever passed.
+    assert!(proven_after(Why::Join, ["GPU-1", "GPU-2"], &set(&[])).is_empty());
+    // The round proves what passed it, and only that.
+    let proven = proven_after(Why::Round, ["GPU-1", "GPU-2"], &set(&[]));
+    assert_eq!(proven, set(&["GPU-1", "GPU-2"]));
+    // Between rounds: a new GPU is not proven yet; one that failed (not among the passed)
+    // is no longer; the rest stay.
+    let proven = proven_after(Why::Changed, ["GPU-1", "GPU-3"], &proven);
+    assert_eq!(proven, set(&["GPU-1"]));
+    assert_eq!(proven_after(Why::Wanted, ["GPU-1"], &proven), set(&["GPU-1"]));
+    assert_eq!(proven_after(Why::Round, ["GPU-3"], &proven), set(&["GPU-3"]));
+}

@@ -203,6 +203,7 @@ fn a_thousand_providers() {
                 provider: provider.clone(),
                 node,
                 verdicts,
+                probation: Default::default(),
             });
         }
     }

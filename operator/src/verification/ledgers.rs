@@ -159,6 +159,7 @@ impl Verifier {
                     verdicts: r.record.verdicts,
                     verdict_at_ms: Some(r.record.verdict_at_ms),
                     issued_at_ms: r.record.issued_at_ms,
+                    proven: r.record.proven,
                     valid_until_ms: r.valid_until_ms,
                     next_due_ms: r.next_due_ms,
                     nonce: r.record.nonce,
@@ -185,6 +186,7 @@ impl Verifier {
                         verdict_at_ms: st.verdict_at_ms?,
                         nonce: st.nonce.clone(),
                         verdicts: st.verdicts.clone(),
+                        proven: st.proven.clone(),
                     };
                     Some((n.clone(), verdicts::to_text(&record)))
                 })

@@ -61,6 +61,9 @@ pub struct VerifyConfig {
     /// A `verifiedOnly` job uses only nodes that passed a challenge within this time
     /// ([`fresh`]); zero: any listed verdict will do.
     pub before_start: Duration,
+    /// Probation (`--join-probation`): a GPU counts as verified only once it has passed a
+    /// round (`gpufed_trust::rounds::proven_after`); passes between rounds wait for it.
+    pub probation: bool,
 }
 
 impl Default for VerifyConfig {
@@ -75,6 +78,7 @@ impl Default for VerifyConfig {
             stake_per_gpu: "0".into(),
             stake_multipliers: BTreeMap::new(),
             before_start: Duration::from_secs(600),
+            probation: false,
         }
     }
 }
@@ -114,6 +118,8 @@ struct NodeState {
     verdict_at_ms: Option<u64>,
     /// When the challenge the verdicts answer was issued.
     issued_at_ms: u64,
+    /// UUIDs of the GPUs proven in a round (`gpufed_trust::rounds::proven_after`).
+    proven: std::collections::BTreeSet<String>,
     /// Until when the verdicts count ([`Rounds::valid_until`]).
     valid_until_ms: u64,
     /// The start of the node's next round.
@@ -216,6 +222,15 @@ impl Verifier {
                 provider: p.clone(),
                 node: n.clone(),
                 verdicts: st.verdicts.clone(),
+                probation: if self.cfg.probation {
+                    st.verdicts
+                        .iter()
+                        .filter(|v| v.passed() && !st.proven.contains(&v.uuid))
+                        .map(|v| v.uuid.clone())
+                        .collect()
+                } else {
+                    Default::default()
+                },
             })
             .collect();
         let problems = nodes

@@ -113,13 +113,16 @@ pub fn apply(
         .take(MAX_VERIFIED_NODES)
         .cloned()
         .collect();
+    let probation_gpus = (v.on_probation > 0).then_some(v.on_probation);
     let same = old.verified_gpus == v.verified
         && old.failed_gpus == v.failed
+        && old.probation_gpus == probation_gpus
         && old.failures == failures
         && old.verified_nodes == verified_nodes;
     st.verification = Some(Verification {
         verified_gpus: v.verified,
         failed_gpus: v.failed,
+        probation_gpus,
         last_run_time: if same {
             old.last_run_time
         } else {
@@ -144,10 +147,26 @@ pub fn apply(
             format!("{} GPUs are also claimed elsewhere in the fleet", v.failed),
         )
     } else if v.verified > 0 {
+        let mut message = format!(
+            "{} of {} GPUs verified",
+            v.verified,
+            v.verified + v.failed + v.on_probation
+        );
+        if v.on_probation > 0 {
+            message.push_str(&format!(
+                "; {} on probation until the round at {next_round}",
+                v.on_probation
+            ));
+        }
+        (True, "ChallengesPassed", message)
+    } else if v.on_probation > 0 {
         (
-            True,
-            "ChallengesPassed",
-            format!("{} of {} GPUs verified", v.verified, v.verified + v.failed),
+            False,
+            "OnProbation",
+            format!(
+                "{} GPUs passed between rounds; on probation, they count from the round at {next_round}",
+                v.on_probation
+            ),
         )
     } else {
         // A node that failed waits for the round (gpufed_trust::rounds): say when.

@@ -211,3 +211,52 @@ fn a_provider_that_failed_is_told_when_the_next_round_challenges_it() {
     );
     assert!(!cond(&fresh).2.contains("next round"), "{:?}", cond(&fresh));
 }
+
+#[test]
+fn gpus_on_probation_are_counted_apart_and_named_with_their_round() {
+    let next = "2026-12-06T18:00:00Z";
+    let mut st = GpuProviderStatus::default();
+    let joined = ProviderVerdict {
+        on_probation: 8,
+        ..Default::default()
+    };
+    apply(&mut st, &joined, &[], &Inputs::default(), Some(1), ("t", next));
+    let (s, reason, msg) = cond(&st);
+    assert_eq!((s, reason.as_str()), (ConditionStatus::False, "OnProbation"));
+    assert!(
+        msg.starts_with("8 GPUs passed between rounds") && msg.ends_with(next),
+        "{msg}"
+    );
+    let ver = st.verification.clone().unwrap();
+    assert_eq!(
+        (ver.verified_gpus, ver.failed_gpus, ver.probation_gpus),
+        (0, 0, Some(8))
+    );
+    // Some proven, two new ones waiting: verified, and the message says the rest.
+    let grown = ProviderVerdict {
+        verified: 8,
+        on_probation: 2,
+        verified_by_model: [("M".to_owned(), 8)].into(),
+        ..Default::default()
+    };
+    apply(&mut st, &grown, &[], &Inputs::default(), Some(1), ("t2", next));
+    let (s, _, msg) = cond(&st);
+    assert_eq!(s, ConditionStatus::True);
+    assert_eq!(
+        msg,
+        format!("8 of 10 GPUs verified; 2 on probation until the round at {next}")
+    );
+    // None on probation: the field is left out.
+    apply(
+        &mut st,
+        &ProviderVerdict {
+            verified: 1,
+            ..Default::default()
+        },
+        &[],
+        &Inputs::default(),
+        Some(1),
+        ("t3", next),
+    );
+    assert_eq!(st.verification.unwrap().probation_gpus, None);
+}

@@ -17,6 +17,16 @@ use gpufed_trust::{ChallengeAnswer, ChallengeRequest, Failure};
 use super::{Verifier, ms, pins, random_hex, read_report};
 use crate::fleet::MemberView;
 
+/// [`gpufed_trust::rounds::proven_after`] over verdicts.
+fn proven_after(
+    why: Why,
+    verdicts: &[GpuVerdict],
+    proven: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let passed = verdicts.iter().filter(|v| v.passed()).map(|v| v.uuid.as_str());
+    gpufed_trust::rounds::proven_after(why, passed, proven)
+}
+
 /// A session to advance outside the lock, with what the node's report says.
 struct Pending {
     node: String,
@@ -104,6 +114,7 @@ impl Verifier {
                 tracing::warn!(%provider, %node, "report signed by another key than the node's pinned one");
                 st.problem = Some(Failure::BadReport { detail });
                 st.verdicts.clear();
+                st.proven.clear();
                 st.verdict_at_ms = None;
                 st.session = None;
                 st.why = None;
@@ -137,6 +148,7 @@ impl Verifier {
                     Err(verdicts) => {
                         st.session = None;
                         st.why = None;
+                        st.proven = proven_after(why, &verdicts, &st.proven);
                         st.verdicts = verdicts;
                         st.verdict_at_ms = Some(now_ms);
                         st.issued_at_ms = issued;
@@ -219,6 +231,9 @@ impl Verifier {
                         }
                     }
                     let rounds = self.rounds();
+                    // A session's why is set when it starts; none would be a bug, and
+                    // proves nothing.
+                    st.proven = proven_after(st.why.unwrap_or(Why::Join), &verdicts, &st.proven);
                     st.verdicts = verdicts;
                     st.verdict_at_ms = Some(now_ms);
                     st.issued_at_ms = session.issued_at_ms;

@@ -453,3 +453,6 @@ mod rounds;
 
 #[path = "resume_tests.rs"]
 mod resume;
+
+#[path = "probation_tests.rs"]
+mod probation;

@@ -14,7 +14,7 @@
 //! other bands (a Helm upgrade that tightened one, which also changes the leader) says
 //! nothing under these, so those nodes are challenged at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gpufed_api::GpuProvider;
 use gpufed_trust::Bands;
@@ -44,6 +44,9 @@ pub struct Record {
     pub nonce: Option<String>,
     /// One per GPU.
     pub verdicts: Vec<GpuVerdict>,
+    /// UUIDs of the GPUs proven in a round (probation: docs/trust.md).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub proven: BTreeSet<String>,
 }
 
 /// A record back in the verifier: its verdicts count until `valid_until_ms`; the node is

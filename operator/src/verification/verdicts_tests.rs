@@ -31,6 +31,7 @@ fn record(fingerprint: &str) -> String {
         issued_at_ms: R + 40,
         verdict_at_ms: R + 3_000,
         nonce: Some("n-1".into()),
+        proven: ["GPU-1".to_owned()].into(),
         verdicts: vec![
             GpuVerdict {
                 uuid: "GPU-1".into(),
@@ -63,6 +64,7 @@ fn a_record_resumes_whole_and_waits_for_its_next_round() {
         Some("WrongDigest")
     );
     assert_eq!(r.record.nonce.as_deref(), Some("n-1"));
+    assert!(r.record.proven.contains("GPU-1") && r.record.proven.len() == 1);
     assert_eq!(to_text(&r.record), record(&fp), "it saves back as it was");
 }
 
