@@ -52,12 +52,23 @@ pub fn prices_cell(p: &GpuProvider) -> String {
         .join(", ")
 }
 
-/// Verified GPUs, with failures when there are any (`6 (2 failed)`).
+/// Verified GPUs, with failures and GPUs on probation when there are any
+/// (`6 (2 failed, 8 on probation)`).
 pub fn verified_cell(p: &GpuProvider) -> String {
-    match p.status.as_ref().and_then(|s| s.verification.as_ref()) {
-        None => NONE.to_owned(),
-        Some(v) if v.failed_gpus == 0 => v.verified_gpus.to_string(),
-        Some(v) => format!("{} ({} failed)", v.verified_gpus, v.failed_gpus),
+    let Some(v) = p.status.as_ref().and_then(|s| s.verification.as_ref()) else {
+        return NONE.to_owned();
+    };
+    let mut notes = Vec::new();
+    if v.failed_gpus > 0 {
+        notes.push(format!("{} failed", v.failed_gpus));
+    }
+    if let Some(n) = v.probation_gpus.filter(|n| *n > 0) {
+        notes.push(format!("{n} on probation"));
+    }
+    if notes.is_empty() {
+        v.verified_gpus.to_string()
+    } else {
+        format!("{} ({})", v.verified_gpus, notes.join(", "))
     }
 }
 
@@ -190,6 +201,22 @@ mod tests {
         assert!(line.contains("deadline in 3h"), "{line}");
         p.spec.drain = false;
         assert_eq!(drain_deadline_note(&p, T0), "", "undone");
+    }
+
+    #[test]
+    fn gpus_on_probation_are_shown_beside_the_verified_ones() {
+        let mut st = ready_h100_status(8, 8);
+        if let Some(v) = st.verification.as_mut() {
+            v.probation_gpus = Some(8);
+        }
+        let mut p = provider("p", Some(st));
+        assert_eq!(verified_cell(&p), "6 (2 failed, 8 on probation)");
+        if let Some(v) = p.status.as_mut().and_then(|s| s.verification.as_mut()) {
+            v.failed_gpus = 0;
+        }
+        assert_eq!(verified_cell(&p), "6 (8 on probation)");
+        p.status = None;
+        assert_eq!(verified_cell(&p), NONE);
     }
 
     #[test]
