@@ -6,54 +6,21 @@ mod common;
 mod opsupport;
 mod trustsupport;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use gpufed_api::GpuProvider;
-use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
-use kube::{Api, Client};
 use opsupport::Operator;
-use trustsupport::{BANDS, fake_plugin, verified};
+use trustsupport::{BANDS, honest_and_liar, until_verified};
 
 /// Rounds every 30 s.
 const ROUND_SECS: i64 = 30;
-
-/// Waits (`within`) until `name` is in state `want` = (Verified status, reason).
-async fn until_verified(hub: &Client, name: &str, want: (&str, &str), within: Duration) -> GpuProvider {
-    let providers: Api<GpuProvider> = Api::all(hub.clone());
-    gpufed_e2e::wait::until(&format!("{name} Verified={want:?}"), within, || async {
-        let p = providers.get(name).await?;
-        Ok((verified(&p) == Some((want.0.into(), want.1.into()))).then_some(p))
-    })
-    .await
-    .expect("provider reaches the expected Verified condition")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joined_provider_is_on_probation_until_the_round_proves_its_gpus() {
     common::init_tracing();
     let _serial = common::SERIAL.lock().await;
-    let spec = FederationSpec::new("probation")
-        .member("honest", vec![GpuPool::h100_nvlink("h", 1)])
-        .member("liar", vec![GpuPool::h100_nvlink("l", 1)]);
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' own control planes");
+    let Some((env, hub, plugins)) = honest_and_liar("probation", &Default::default()).await else {
         return;
     };
-    let hub = env.hub_client().await.expect("hub");
-    opsupport::setup(fed, &hub, &[("honest", "2.00"), ("liar", "1.00")]).await;
-    let mut plugins = Vec::new();
-    for (member, honest) in [("honest", true), ("liar", false)] {
-        let client = fed
-            .cluster(member)
-            .expect("member")
-            .client()
-            .await
-            .expect("client");
-        plugins.push(fake_plugin(client, Arc::new(AtomicBool::new(honest))));
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let bands = dir.path().join("bands.yaml");
     std::fs::write(&bands, BANDS).expect("bands file");

@@ -14,11 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gpufed_api::GpuProvider;
-use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use opsupport::Operator;
-use trustsupport::{BANDS, bands_with_slack, fake_plugin_seeing, verified};
+use trustsupport::{BANDS, bands_with_slack, honest_and_liar, until_verified, verified};
 
 /// A `--verify-interval` whose next round is at least 10 minutes away: none starts during
 /// the test, so every challenge it sees is a join (rounds lie on the Unix clock).
@@ -46,21 +45,6 @@ fn operator(hub: &Client, identity: &str, bands: &std::path::Path, interval: &st
             "30s".into(),
         ],
     )
-}
-
-/// Waits (90 s at most) until `name`'s `Verified` condition is `want`.
-async fn until_verified(hub: &Client, name: &str, want: (&str, &str)) -> GpuProvider {
-    let providers: Api<GpuProvider> = Api::all(hub.clone());
-    gpufed_e2e::wait::until(
-        &format!("{name} Verified={want:?}"),
-        Duration::from_secs(90),
-        || async {
-            let p = providers.get(name).await?;
-            Ok((verified(&p) == Some((want.0.into(), want.1.into()))).then_some(p))
-        },
-    )
-    .await
-    .expect("provider reaches the expected Verified condition")
 }
 
 /// Watches both providers' status every 100 ms until `stop`: every moment the honest one
@@ -122,39 +106,30 @@ async fn heartbeats_after(hub: &Client, since: i64) {
 async fn a_new_leader_keeps_the_verdicts_and_challenges_no_node_before_the_round() {
     common::init_tracing();
     let _serial = common::SERIAL.lock().await;
-    let spec = FederationSpec::new("kept")
-        .member("honest", vec![GpuPool::h100_nvlink("h", 1)])
-        .member("liar", vec![GpuPool::h100_nvlink("l", 1)]);
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' own control planes");
+    let seen: [Arc<Mutex<BTreeSet<String>>>; 2] = Default::default();
+    let Some((env, hub, plugins)) = honest_and_liar("kept", &seen).await else {
         return;
     };
-    let hub = env.hub_client().await.expect("hub");
-    opsupport::setup(fed, &hub, &[("honest", "2.00"), ("liar", "1.00")]).await;
-    let seen: [Arc<Mutex<BTreeSet<String>>>; 2] = Default::default();
-    let mut plugins = Vec::new();
-    for (i, (member, honest)) in [("honest", true), ("liar", false)].into_iter().enumerate() {
-        let client = fed
-            .cluster(member)
-            .expect("member")
-            .client()
-            .await
-            .expect("client");
-        plugins.push(fake_plugin_seeing(
-            client,
-            Arc::new(AtomicBool::new(honest)),
-            seen[i].clone(),
-        ));
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let bands = dir.path().join("bands.yaml");
     std::fs::write(&bands, BANDS).expect("bands file");
     let interval = interval_without_a_round_soon();
 
     let first = operator(&hub, "kept-op-1", &bands, &interval);
-    until_verified(&hub, "honest", ("True", "ChallengesPassed")).await;
-    until_verified(&hub, "liar", ("False", "ChallengeFailed")).await;
+    until_verified(
+        &hub,
+        "honest",
+        ("True", "ChallengesPassed"),
+        Duration::from_secs(90),
+    )
+    .await;
+    until_verified(
+        &hub,
+        "liar",
+        ("False", "ChallengeFailed"),
+        Duration::from_secs(90),
+    )
+    .await;
     // Both verdicts are in the hub, one record per node, owned by their provider.
     let cms = Api::<ConfigMap>::namespaced(hub.clone(), "gpufed-system");
     for (provider, node) in [("honest", "h-0"), ("liar", "l-0")] {
@@ -230,8 +205,20 @@ async fn a_new_leader_keeps_the_verdicts_and_challenges_no_node_before_the_round
     )
     .await
     .expect("every node challenged again");
-    until_verified(&hub, "honest", ("True", "ChallengesPassed")).await;
-    until_verified(&hub, "liar", ("False", "ChallengeFailed")).await;
+    until_verified(
+        &hub,
+        "honest",
+        ("True", "ChallengesPassed"),
+        Duration::from_secs(90),
+    )
+    .await;
+    until_verified(
+        &hub,
+        "liar",
+        ("False", "ChallengeFailed"),
+        Duration::from_secs(90),
+    )
+    .await;
     third.stop().await;
     for p in plugins {
         p.abort();

@@ -20,7 +20,7 @@ use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use opsupport::{Operator, job, job_until, submit};
-use trustsupport::{BANDS, MODEL, fake_plugin, fake_plugin_seeing, verified};
+use trustsupport::{BANDS, MODEL, fake_plugin_seeing, honest_and_liar, until_verified, verified};
 
 /// Submits a job of one 2-GPU H100 worker that requires verified GPUs.
 async fn submit_verified_only(hub: &kube::Client, name: &str) {
@@ -43,31 +43,10 @@ async fn placed_on(hub: &kube::Client, name: &str) -> Option<String> {
 async fn honest_providers_verify_and_liars_are_caught() {
     common::init_tracing();
     let _serial = common::SERIAL.lock().await;
-    let spec = FederationSpec::new("verify")
-        .member("honest", vec![GpuPool::h100_nvlink("h", 1)])
-        .member("liar", vec![GpuPool::h100_nvlink("l", 1)]);
-    let env = TestEnv::start(spec).await.expect("federation");
-    let Some(fed) = env.federation() else {
-        eprintln!("SKIPPED: needs the harness' own control planes");
+    // The liar is cheaper: without verification it would win every job.
+    let Some((env, hub, plugins)) = honest_and_liar("verify", &Default::default()).await else {
         return;
     };
-    let hub = env.hub_client().await.expect("hub");
-    // The liar is cheaper: without verification it would win every job.
-    opsupport::setup(fed, &hub, &[("honest", "2.00"), ("liar", "1.00")]).await;
-    let plugins = [
-        fake_plugin(
-            fed.cluster("honest")
-                .expect("honest")
-                .client()
-                .await
-                .expect("client"),
-            Arc::new(AtomicBool::new(true)),
-        ),
-        fake_plugin(
-            fed.cluster("liar").expect("liar").client().await.expect("client"),
-            Arc::new(AtomicBool::new(false)),
-        ),
-    ];
     let dir = tempfile::tempdir().expect("tempdir");
     let bands = dir.path().join("bands.yaml");
     std::fs::write(&bands, BANDS).expect("bands file");
@@ -83,23 +62,13 @@ async fn honest_providers_verify_and_liars_are_caught() {
             "30s".into(),
         ],
     );
-    let providers: Api<GpuProvider> = Api::all(hub.clone());
-    let wait = |name: &'static str, want: (&'static str, &'static str)| {
-        let providers = providers.clone();
-        async move {
-            gpufed_e2e::wait::until(
-                &format!("{name} Verified={want:?}"),
-                Duration::from_secs(90),
-                || async {
-                    let p = providers.get(name).await?;
-                    Ok((verified(&p) == Some((want.0.into(), want.1.into()))).then_some(p))
-                },
-            )
-            .await
-            .expect("provider reaches the expected Verified condition")
-        }
-    };
-    let honest = wait("honest", ("True", "ChallengesPassed")).await;
+    let honest = until_verified(
+        &hub,
+        "honest",
+        ("True", "ChallengesPassed"),
+        Duration::from_secs(90),
+    )
+    .await;
     let st = honest.status.expect("status");
     let v = st.verification.expect("verification");
     assert_eq!((v.verified_gpus, v.failed_gpus), (8, 0), "{v:?}");
@@ -128,7 +97,13 @@ async fn honest_providers_verify_and_liars_are_caught() {
         "GpuProvider",
         "goes with its provider"
     );
-    let liar = wait("liar", ("False", "ChallengeFailed")).await;
+    let liar = until_verified(
+        &hub,
+        "liar",
+        ("False", "ChallengeFailed"),
+        Duration::from_secs(90),
+    )
+    .await;
     let v = liar.status.expect("status").verification.expect("verification");
     assert_eq!(v.verified_gpus, 0);
     assert_eq!(v.failed_gpus, 8);
@@ -148,8 +123,9 @@ async fn honest_providers_verify_and_liars_are_caught() {
     );
     // The challenge ConfigMap holds only open sessions; the nodes' requests were written
     // by the operator's field manager.
-    let member = fed
-        .cluster("honest")
+    let member = env
+        .federation()
+        .and_then(|f| f.cluster("honest"))
         .expect("honest")
         .client()
         .await

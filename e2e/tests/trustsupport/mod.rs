@@ -209,3 +209,52 @@ pub async fn all_eight_simulated(hub: &Client, provider: &str, within: Duration)
     let p = providers.get(provider).await.expect("provider");
     assert_eq!(verified(&p), Some(("False".into(), "NotVerified".into())));
 }
+
+/// Waits (`within` at most) until `name`'s `Verified` condition is `want` = (status,
+/// reason); the provider then.
+pub async fn until_verified(hub: &Client, name: &str, want: (&str, &str), within: Duration) -> GpuProvider {
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    gpufed_e2e::wait::until(&format!("{name} Verified={want:?}"), within, || async {
+        let p = providers.get(name).await?;
+        Ok((verified(&p) == Some((want.0.into(), want.1.into()))).then_some(p))
+    })
+    .await
+    .expect("provider reaches the expected Verified condition")
+}
+
+/// A federation `name` of two members, `honest` and `liar` (one NVLink H100 node each,
+/// `h-0` and `l-0`), registered as providers with the liar cheaper (without verification
+/// it would win every job), each played by [`fake_plugin_seeing`] (honest, and replaying
+/// old work) recording the nonces its nodes were asked in `seen[0]` and `seen[1]`. `None`
+/// (having said SKIPPED) without the harness' own control planes.
+pub async fn honest_and_liar(
+    name: &str,
+    seen: &[Arc<Mutex<BTreeSet<String>>>; 2],
+) -> Option<(gpufed_e2e::TestEnv, Client, Vec<tokio::task::JoinHandle<()>>)> {
+    use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
+    let spec = FederationSpec::new(name)
+        .member("honest", vec![GpuPool::h100_nvlink("h", 1)])
+        .member("liar", vec![GpuPool::h100_nvlink("l", 1)]);
+    let env = TestEnv::start(spec).await.expect("federation");
+    let Some(fed) = env.federation() else {
+        eprintln!("SKIPPED: needs the harness' own control planes");
+        return None;
+    };
+    let hub = env.hub_client().await.expect("hub");
+    crate::opsupport::setup(fed, &hub, &[("honest", "2.00"), ("liar", "1.00")]).await;
+    let mut plugins = Vec::new();
+    for (i, (member, honest)) in [("honest", true), ("liar", false)].into_iter().enumerate() {
+        let client = fed
+            .cluster(member)
+            .expect("member")
+            .client()
+            .await
+            .expect("client");
+        plugins.push(fake_plugin_seeing(
+            client,
+            Arc::new(AtomicBool::new(honest)),
+            seen[i].clone(),
+        ));
+    }
+    Some((env, hub, plugins))
+}
