@@ -56,6 +56,9 @@ pub struct Metrics {
     pub challenge_verdicts_restored_total: Family<RestoredLabel, Counter>,
     /// How long after its round's start each round challenge was issued: the hub's spread.
     pub challenge_round_lag_seconds: Histogram,
+    /// Round challenges issued late because their node (no usable report) or its member
+    /// (unreachable) was not there when the hub first found them due in the round.
+    pub challenge_round_late_nodes_total: Counter,
     /// `--challenge-round-grace`, the lag a round challenge may have on its own clock.
     pub challenge_round_grace_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Challenge issued → commitment seen by the hub, by band model.
@@ -104,6 +107,7 @@ impl Metrics {
             // 10 ms to 41 s: the grace is seconds.
             challenge_round_lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 13)),
             challenge_round_grace_seconds: Gauge::default(),
+            challenge_round_late_nodes_total: Counter::default(),
             challenge_round_trip_limit_seconds: Family::default(),
             reconcile_errors_total: Family::default(),
             queue_depth_jobs: Gauge::default(),
@@ -215,8 +219,13 @@ impl Metrics {
         );
         registry.register(
             "challenge_round_lag_seconds",
-            "How long after its round's start the hub issued each round challenge: its spread over the fleet, which --challenge-round-grace covers (nodes whose report or member was missing at the round count with their lateness)",
+            "How long after its round's start the hub issued each round challenge: its spread over the fleet, which --challenge-round-grace covers (nodes that were not there when first found due count in challenge_round_late_nodes instead)",
             m.challenge_round_lag_seconds.clone(),
+        );
+        registry.register(
+            "challenge_round_late_nodes",
+            "Round challenges issued late because their node (no usable report) or its member (unreachable) was not there when the hub first found them due; they run on the round's clock",
+            m.challenge_round_late_nodes_total.clone(),
         );
         registry.register(
             "challenge_round_grace_seconds",

@@ -117,6 +117,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "provider unreachable");
             ctx.fleet.mark_unreachable(&name).await;
+            ctx.verifier.member_missed(&name, now_ms);
         }
     }
     let now_text = crate::time::format(now);

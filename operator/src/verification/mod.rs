@@ -124,6 +124,10 @@ struct NodeState {
     valid_until_ms: u64,
     /// The start of the node's next round.
     next_due_ms: u64,
+    /// The start of a round the hub found this node due in but could not challenge it
+    /// (no usable report, its member unreachable): its round challenge, when it comes,
+    /// is late by the node's doing, not the hub's spread.
+    missed_round_ms: Option<u64>,
     /// Nonce of the challenge the verdicts come from.
     nonce: Option<String>,
     /// Why the node's report could not be used, if it could not.
@@ -131,6 +135,18 @@ struct NodeState {
     /// A `verifiedOnly` job waits for a fresher verdict ([`fresh`]): challenge it at the
     /// next heartbeat.
     wanted: bool,
+}
+
+impl NodeState {
+    /// Notes that the hub looked at this node at `now_ms` and could not challenge it: if
+    /// its round is due and not under way, that round's challenge will be late by the
+    /// node's (or its member's) doing.
+    fn note_missed(&mut self, rounds: &Rounds, now_ms: u64) {
+        let due = self.next_due_ms > 0 && self.next_due_ms <= now_ms;
+        if due && self.why != Some(Why::Round) {
+            self.missed_round_ms = Some(rounds.start_of(now_ms));
+        }
+    }
 }
 
 /// Verification state of this process.
@@ -250,6 +266,21 @@ impl Verifier {
                 .iter()
                 .any(|((p, _), st)| p == provider && st.session.is_some())
         })
+    }
+
+    /// Notes that `provider`'s member could not be probed at `now_ms`: a node whose round
+    /// is due is challenged late by its member's doing (see `NodeState::note_missed`).
+    pub fn member_missed(&self, provider: &str, now_ms: u64) {
+        let rounds = self.rounds();
+        if let Ok(mut nodes) = self.nodes.lock() {
+            for st in nodes
+                .iter_mut()
+                .filter(|((p, _), _)| p == provider)
+                .map(|(_, st)| st)
+            {
+                st.note_missed(&rounds, now_ms);
+            }
+        }
     }
 
     /// The settings.

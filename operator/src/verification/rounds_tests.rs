@@ -165,3 +165,44 @@ fn a_node_that_listed_no_gpu_is_challenged_as_soon_as_it_lists_one() {
     let asked = v.step("p", &one, 2_000).expect("challenged at once");
     assert!(asked.contains_key("n1"));
 }
+
+#[test]
+fn a_node_late_by_its_own_or_its_members_doing_is_not_the_hubs_lag() {
+    let metrics = crate::metrics::Metrics::new();
+    let v = Verifier::new(cfg()).with_metrics(metrics.clone());
+    steps(&v, "p", &["GPU-p"], 3, (Requests::new(), 1_000), 4);
+    steps(&v, "q", &["GPU-q"], 4, (Requests::new(), 2_000), 4);
+    // At the round p's node publishes nothing and q's member cannot be reached.
+    assert_eq!(v.step("p", &view(None, &Requests::new()), ROUND + 100), None);
+    v.member_missed("q", ROUND + 100);
+    // A minute later both are back and challenged, on the round's clock.
+    let back = |uuid: &str, key| view(Some(report_signed(&[uuid], None, true, key)), &Requests::new());
+    let asked_p = v
+        .step("p", &back("GPU-p", 3), ROUND + 60_000)
+        .expect("p challenged");
+    let asked_q = v
+        .step("q", &back("GPU-q", 4), ROUND + 60_000)
+        .expect("q challenged");
+    let text = metrics.encode();
+    assert!(
+        text.contains("gpufed_challenge_round_late_nodes_total 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gpufed_challenge_round_lag_seconds_count 0\n"),
+        "not the hub's spread: {text}"
+    );
+    // Judged (too late for the round's clock), then the next round finds them on time.
+    steps(&v, "p", &["GPU-p"], 3, (asked_p, ROUND + 61_000), 3);
+    steps(&v, "q", &["GPU-q"], 4, (asked_q, ROUND + 61_000), 3);
+    assert!(v.step("p", &back("GPU-p", 3), 2 * ROUND + 50).is_some());
+    let text = metrics.encode();
+    assert!(
+        text.contains("gpufed_challenge_round_lag_seconds_count 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gpufed_challenge_round_late_nodes_total 2\n"),
+        "{text}"
+    );
+}

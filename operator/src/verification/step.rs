@@ -101,10 +101,12 @@ impl Verifier {
                     st.problem = Some(Failure::NotAnswered {
                         detail: "the node publishes no signed inventory report (is the gpufed device plugin running?)".into(),
                     });
+                    st.note_missed(&rounds, now_ms);
                     continue;
                 }
                 Some(Err(f)) => {
                     st.problem = Some(f);
+                    st.note_missed(&rounds, now_ms);
                     continue;
                 }
                 Some(Ok(r)) => r,
@@ -139,7 +141,9 @@ impl Verifier {
                 // opened between rounds (its request on the member too).
                 st.wanted = false;
                 let issued = rounds.issued_at(why, now_ms);
-                self.observe_start(why, rounds.start_of(now_ms), now_ms);
+                let round_start = rounds.start_of(now_ms);
+                let late = st.missed_round_ms.take() == Some(round_start);
+                self.observe_start(why, (round_start, late), now_ms);
                 match session::start(random_hex(), &claims, &self.cfg.bands, issued) {
                     Ok(s) => {
                         st.session = Some(s);
@@ -172,15 +176,19 @@ impl Verifier {
     }
 
     /// Counts a started challenge by why, and a round's lag behind the round's start
-    /// (`gpufed_challenges_started_total`, `gpufed_challenge_round_lag_seconds`).
-    fn observe_start(&self, why: Why, round_start_ms: u64, now_ms: u64) {
+    /// (`gpufed_challenges_started_total`, `gpufed_challenge_round_lag_seconds`), or, for
+    /// a node the hub found due earlier in the round but could not challenge (`late`),
+    /// `gpufed_challenge_round_late_nodes_total`: the lag is the hub's spread only.
+    fn observe_start(&self, why: Why, (round_start_ms, late): (u64, bool), now_ms: u64) {
         let Some(m) = &self.metrics else {
             return;
         };
         m.challenges_started_total
             .get_or_create(&crate::metrics::WhyLabel { why: why.label() })
             .inc();
-        if why == Why::Round {
+        if why == Why::Round && late {
+            m.challenge_round_late_nodes_total.inc();
+        } else if why == Why::Round {
             #[allow(clippy::cast_precision_loss)] // milliseconds well under 2^52
             let lag = now_ms.saturating_sub(round_start_ms) as f64 / 1000.0;
             m.challenge_round_lag_seconds.observe(lag);
