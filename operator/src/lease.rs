@@ -24,6 +24,8 @@ pub const LEASE_NAME: &str = "gpufed-operator";
 #[derive(Clone, Debug)]
 pub struct Leadership {
     leader: Arc<AtomicBool>,
+    /// Leadership terms begun by this process: 0 before the first.
+    term: Arc<std::sync::atomic::AtomicU64>,
     renewed: Arc<std::sync::Mutex<Option<Instant>>>,
     duration: Duration,
     changes: watch::Sender<bool>,
@@ -34,6 +36,7 @@ impl Leadership {
         let (changes, _) = watch::channel(false);
         Self {
             leader: Arc::default(),
+            term: Arc::default(),
             renewed: Arc::default(),
             duration,
             changes,
@@ -49,6 +52,13 @@ impl Leadership {
             .map(|r| r.is_some_and(|t| t.elapsed() < self.duration))
             .unwrap_or(false);
         self.leader.load(Ordering::SeqCst) && fresh
+    }
+
+    /// The number of leadership terms this process has begun (each acquisition of the
+    /// Lease after not holding it starts one): state kept from an earlier term may be
+    /// stale, another replica having led in between.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::SeqCst)
     }
 
     /// A receiver that sees every change of leadership.
@@ -69,6 +79,9 @@ impl Leadership {
     fn set(&self, leader: bool, renewed_at: Option<Instant>) {
         if let Ok(mut r) = self.renewed.lock() {
             *r = renewed_at;
+        }
+        if leader && !self.leader.load(Ordering::SeqCst) {
+            self.term.fetch_add(1, Ordering::SeqCst);
         }
         self.leader.store(leader, Ordering::SeqCst);
         self.changes
@@ -268,8 +281,12 @@ mod tests {
         assert!(l.end_lapsed());
         assert!(!*changes.borrow_and_update(), "subscribers see the end");
         assert!(!l.end_lapsed(), "only once");
+        assert_eq!(l.term(), 1);
         // Re-acquired: a new term, seen as a change.
         l.set(true, Some(Instant::now()));
         assert!(changes.has_changed().unwrap_or(false));
+        assert_eq!(l.term(), 2, "a second term");
+        l.set(true, Some(Instant::now()));
+        assert_eq!(l.term(), 2, "a renewal is the same term");
     }
 }

@@ -251,7 +251,9 @@ pub async fn round(
     *reservations.lock().await = decisions.reservations.clone();
     let by_id = |id: &str| index.get(id).cloned();
     let now = crate::time::now();
-    // `verifiedOnly` work starts only on nodes that passed a challenge lately.
+    // `verifiedOnly` work starts only on nodes that passed a challenge lately (this
+    // term's knowledge of them: see `Verifier::enter_term`).
+    ctx.verifier.enter_term(ctx.leadership.term());
     let deferred = ctx.verifier.defer_stale(&snap, &mut decisions.placements);
     // Writes are independent (one job each): send them concurrently, 16 at a time.
     let mut placed = 0;

@@ -33,6 +33,8 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     if !ctx.leadership.is_leader() {
         return Ok(Action::requeue(ctx.config.heartbeat_interval));
     }
+    // What this process knew from an earlier term may be stale: another replica led since.
+    ctx.verifier.enter_term(ctx.leadership.term());
     let started = Instant::now();
     let name = provider.name_any();
     let interval = probe_interval(&ctx, &name);

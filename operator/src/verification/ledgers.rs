@@ -7,6 +7,41 @@ use super::verdicts::{self, Outcome, Record};
 use super::{NodeState, Verifier, ms, outcomes};
 
 impl Verifier {
+    /// Makes the state of this process belong to leadership term `term`: on a new one it
+    /// forgets what it knew of the hub (verdicts, sessions, pins, what the hub keeps,
+    /// uptime averages) and loads it again. Another replica may have led in between: it
+    /// judged, pinned and kept records since, and this process's older copies would
+    /// overwrite them (the pins and records are saved whole) or judge a node by a stale
+    /// schedule (a round challenge on the round's clock, failing an honest node that the
+    /// other leader had verified). Job outcomes not saved yet are kept, merged into their
+    /// ledgers when these load again.
+    pub fn enter_term(&self, term: u64) {
+        use std::sync::atomic::Ordering;
+        if self.term.swap(term, Ordering::SeqCst) == term {
+            return;
+        }
+        if let (Ok(mut outcomes), Ok(mut pending)) = (self.outcomes.lock(), self.outcomes_pending.lock()) {
+            for (provider, (ledger, _)) in std::mem::take(&mut *outcomes) {
+                pending.entry(provider).or_default().merge(ledger);
+            }
+        }
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.clear();
+        }
+        if let Ok(mut pins) = self.pins.lock() {
+            pins.clear();
+        }
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.clear();
+        }
+        if let Ok(mut uptime) = self.uptime.lock() {
+            uptime.clear();
+        }
+        if let Ok(mut checked) = self.evidence_checked.lock() {
+            checked.clear();
+        }
+    }
+
     /// Whether the provider's outcome ledger was loaded from the hub.
     pub fn outcomes_loaded(&self, provider: &str) -> bool {
         self.outcomes.lock().is_ok_and(|o| o.contains_key(provider))

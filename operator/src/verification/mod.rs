@@ -169,6 +169,8 @@ pub struct Verifier {
     /// Per provider, the verdict records the hub holds as far as this process knows
     /// (loaded, or last saved); present once loaded.
     kept: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    /// The leadership term the state above belongs to ([`Verifier::enter_term`]).
+    term: std::sync::atomic::AtomicU64,
 }
 
 fn ms(d: Duration) -> u64 {

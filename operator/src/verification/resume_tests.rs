@@ -150,3 +150,37 @@ fn a_node_that_leaves_or_speaks_with_another_key_is_no_longer_kept() {
     v.step("p", &gone, 301_000);
     assert_eq!(v.verdicts_to_save("p"), Some(BTreeMap::new()));
 }
+
+#[test]
+fn a_process_that_leads_again_forgets_its_old_term_and_resumes_from_the_hub() {
+    // Leader in term 1: the node joins and passes; its record is kept in the hub.
+    let v = Verifier::new(cfg());
+    v.enter_term(1);
+    v.load_verdicts("p", BTreeMap::new(), 1_000);
+    v.load_pins("p", BTreeMap::new());
+    steps(&v, "p", &["GPU-1"], 3, (Requests::new(), 1_000), 4);
+    let records = v.verdicts_to_save("p").expect("records");
+    v.verdicts_saved("p", records.clone());
+    v.enter_term(1);
+    assert!(v.verdicts_loaded("p"), "the same term keeps what it knows");
+    // Another replica led through the next round's start; this one leads again 50 s into
+    // that round. Its own schedule from term 1 is stale: judged by it, the node's round
+    // challenge would run on the round's clock and an honest node would fail.
+    v.enter_term(2);
+    assert!(
+        !v.verdicts_loaded("p") && !v.pins_loaded("p"),
+        "loaded again from the hub"
+    );
+    assert_eq!(
+        v.verdict("p", ROUND + 50_000).0.verified,
+        0,
+        "nothing of term 1 counts"
+    );
+    let now = ROUND + 50_000;
+    v.load_verdicts("p", records, now);
+    v.load_pins("p", BTreeMap::new());
+    let asked = v.step("p", &idle(), now).expect("due: challenged at once");
+    let (_, t) = steps(&v, "p", &["GPU-1"], 3, (asked, now + 1_000), 3);
+    let (verdict, _) = v.verdict("p", t);
+    assert_eq!((verdict.verified, verdict.failed), (1, 0), "{verdict:?}");
+}
