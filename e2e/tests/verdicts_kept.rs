@@ -47,6 +47,13 @@ fn operator(hub: &Client, identity: &str, bands: &std::path::Path, interval: &st
     )
 }
 
+/// Waits until the honest provider is verified and the liar caught.
+async fn both_judged(hub: &Client) {
+    let within = Duration::from_secs(90);
+    until_verified(hub, "honest", ("True", "ChallengesPassed"), within).await;
+    until_verified(hub, "liar", ("False", "ChallengeFailed"), within).await;
+}
+
 /// Watches both providers' status every 100 ms until `stop`: every moment the honest one
 /// was not `Verified` with its node serving verified-only jobs, or the liar not
 /// `ChallengeFailed`.
@@ -116,20 +123,7 @@ async fn a_new_leader_keeps_the_verdicts_and_challenges_no_node_before_the_round
     let interval = interval_without_a_round_soon();
 
     let first = operator(&hub, "kept-op-1", &bands, &interval);
-    until_verified(
-        &hub,
-        "honest",
-        ("True", "ChallengesPassed"),
-        Duration::from_secs(90),
-    )
-    .await;
-    until_verified(
-        &hub,
-        "liar",
-        ("False", "ChallengeFailed"),
-        Duration::from_secs(90),
-    )
-    .await;
+    both_judged(&hub).await;
     // Both verdicts are in the hub, one record per node, owned by their provider.
     let cms = Api::<ConfigMap>::namespaced(hub.clone(), "gpufed-system");
     for (provider, node) in [("honest", "h-0"), ("liar", "l-0")] {
@@ -205,20 +199,7 @@ async fn a_new_leader_keeps_the_verdicts_and_challenges_no_node_before_the_round
     )
     .await
     .expect("every node challenged again");
-    until_verified(
-        &hub,
-        "honest",
-        ("True", "ChallengesPassed"),
-        Duration::from_secs(90),
-    )
-    .await;
-    until_verified(
-        &hub,
-        "liar",
-        ("False", "ChallengeFailed"),
-        Duration::from_secs(90),
-    )
-    .await;
+    both_judged(&hub).await;
     third.stop().await;
     for p in plugins {
         p.abort();
