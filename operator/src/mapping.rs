@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use crate::fleet::MemberView;
 use crate::job::names;
 
+pub mod holds;
 mod job;
 pub mod resources;
 pub mod sanitize;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub held_by_disruption_budget_jobs: Gauge,
     /// Jobs the last round left waiting because their namespace's ComputeQuota holds them.
     pub held_by_quota_jobs: Gauge,
+    /// GPUs the last round kept free for jobs waiting for their evictions.
+    pub held_for_preemptors_gpus: Gauge,
     /// Queued ComputeJobs the last round could not place, by their `Placed` reason.
     pub unplaced_jobs: Family<WaitingLabel, Gauge>,
     /// Providers by health.
@@ -115,6 +117,7 @@ impl Metrics {
             evictions_total: Family::default(),
             held_by_disruption_budget_jobs: Gauge::default(),
             held_by_quota_jobs: Gauge::default(),
+            held_for_preemptors_gpus: Gauge::default(),
             unplaced_jobs: Family::default(),
             providers: Family::default(),
             fleet_gpus: Family::default(),
@@ -164,6 +167,11 @@ impl Metrics {
             "held_by_quota_jobs",
             "ComputeJobs their namespace's ComputeQuota holds back (last round)",
             m.held_by_quota_jobs.clone(),
+        );
+        registry.register(
+            "held_for_preemptors_gpus",
+            "GPUs kept for jobs waiting for the work they evict to stop (last round)",
+            m.held_for_preemptors_gpus.clone(),
         );
         registry.register(
             "unplaced_jobs",

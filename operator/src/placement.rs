@@ -76,7 +76,7 @@ pub fn unplaced_reason(explanation: &pl::Explanation) -> &'static str {
 
 /// Runs rounds when triggered or every `interval`, while this replica leads.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
-    let reservations = Mutex::new(Vec::new());
+    let carried = Mutex::new(Carried::default());
     let written = Mutex::new(Written::new());
     loop {
         tokio::select! {
@@ -89,10 +89,18 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         if !ctx.leadership.is_leader() {
             continue;
         }
-        if let Err(e) = round(&ctx, &reservations, &written).await {
+        if let Err(e) = round(&ctx, &carried, &written).await {
             tracing::warn!(error = %e, "placement round failed");
         }
     }
+}
+
+/// What one round hands the next: the engine's reservations for waiting gangs, and the
+/// room held for jobs waiting for their evictions ([`mapping::holds`]).
+#[derive(Debug, Default)]
+pub struct Carried {
+    reservations: Vec<pl::Reservation>,
+    holds: mapping::holds::Holds,
 }
 
 /// Placements this process wrote that the job store may not show yet, by job UID.
@@ -148,11 +156,7 @@ fn namespace_labels(ctx: &Context, ns: &str) -> Option<std::collections::BTreeMa
 }
 
 /// One round.
-pub async fn round(
-    ctx: &Context,
-    reservations: &Mutex<Vec<pl::Reservation>>,
-    written: &Mutex<Written>,
-) -> Result<usize> {
+pub async fn round(ctx: &Context, carried: &Mutex<Carried>, written: &Mutex<Written>) -> Result<usize> {
     // Without the services listed, their disruption budgets are unknown: a round could
     // preempt a protected replica.
     if !ctx.services_synced.is_synced() || !ctx.quotas_synced.is_synced() {
@@ -191,6 +195,9 @@ pub async fn round(
     let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
     mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());
     mapping::tenants::admit(&mut snap, &providers, |ns| namespace_labels(ctx, ns));
+    let mut carried = carried.lock().await;
+    let held_gpus = mapping::holds::apply(&mut snap, &mut carried.holds, &jobs);
+    ctx.metrics.held_for_preemptors_gpus.set(i64::from(held_gpus));
     // Disruption budgets; drains before placing: their evictions spend the budgets
     // first, and run even when nothing queues.
     let (budgets, mut replicas) = crate::service::budget::keys(&jobs, &ctx.services.state());
@@ -233,7 +240,7 @@ pub async fn round(
         ctx.metrics.set_unplaced(&[]);
         return Ok(0);
     }
-    snap.reservations = reservations.lock().await.clone();
+    snap.reservations = carried.reservations.clone();
     let cfg = ctx.config.preemption.engine_config();
     let (decisions, left_out) = mapping::sanitize::place_leaving_out(&mut snap, &cfg);
     if !left_out.is_empty() {
@@ -248,7 +255,7 @@ pub async fn round(
             return Ok(0);
         }
     };
-    *reservations.lock().await = decisions.reservations.clone();
+    carried.reservations = decisions.reservations.clone();
     let by_id = |id: &str| index.get(id).cloned();
     let now = crate::time::now();
     // `verifiedOnly` work starts only on nodes that passed a challenge lately (this
@@ -266,6 +273,10 @@ pub async fn round(
             break;
         }
         evict::evict(ctx, &index, p, now, written).await;
+        // Its room stays held until its victims are gone, whichever leaves first.
+        if let Some(hold) = mapping::holds::Hold::of(p, &snap) {
+            carried.holds.insert(p.job.clone(), hold);
+        }
     }
     let todo: Vec<_> = placing
         .into_iter()

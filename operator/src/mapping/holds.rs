@@ -1,0 +1,148 @@
+//! Room held for a job that waits for its evictions.
+//!
+//! A job whose placement evicts lower-priority work sits out the rounds until every
+//! victim is gone ([`super::awaiting_evictions`]). Victims do not leave together: one
+//! stops within a second, another only after a status write that conflicted is retried.
+//! Meanwhile the GPUs the first one gave back — and the room that was free already and
+//! that the plan counted on — look free to the queue. The next round may place the
+//! evicted job itself there again, and once the last victim is gone the preemptor no
+//! longer fits and evicts that job a second time (billed twice for nothing, and the
+//! preemptor starts later).
+//!
+//! A hold keeps, on each node of the planned placement, what the preemptor will take
+//! beyond what its still-running victims hold there (those are busy anyway), for as long
+//! as it waits. It lives in the leader's memory, as the engine's reservations do: a new
+//! leader starts without holds, and the worst that can happen then is the race above.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use gpufed_api::ComputeJob;
+use gpufed_placement as pl;
+
+/// What a waiting job will take on one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Room {
+    gpus: u32,
+    /// CPU, memory and ephemeral storage (extended slots zero: they are per round).
+    resources: pl::Resources,
+    /// Extended resources by name: a later round may number its slots differently.
+    extended: BTreeMap<String, u64>,
+}
+
+impl Room {
+    /// This room in the slots of a round that models `slots`.
+    fn engine(&self, slots: &[String]) -> pl::Resources {
+        let mut r = self.resources;
+        for (slot, name) in r.extended.iter_mut().zip(slots) {
+            *slot = self.extended.get(name).copied().unwrap_or(0);
+        }
+        r
+    }
+}
+
+/// The room one waiting job's planned placement takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    provider: String,
+    nodes: BTreeMap<String, Room>,
+}
+
+/// Holds by job id.
+pub type Holds = BTreeMap<String, Hold>;
+
+impl Hold {
+    /// The room placement `p` takes, its workers' CPU and memory as `snap` asks them;
+    /// `None` when `snap` does not know the job.
+    pub fn of(p: &pl::Placement, snap: &pl::Snapshot) -> Option<Hold> {
+        let job = snap.jobs.iter().find(|j| j.id == p.job)?;
+        let per_worker = job.worker_resources;
+        let extended: BTreeMap<String, u64> = snap
+            .extended_resources
+            .iter()
+            .zip(per_worker.extended)
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| (name.clone(), n))
+            .collect();
+        let mut nodes: BTreeMap<String, Room> = BTreeMap::new();
+        for w in &p.workers {
+            let room = nodes.entry(w.node.clone()).or_default();
+            room.gpus = room
+                .gpus
+                .saturating_add(u32::try_from(w.gpus.len()).unwrap_or(u32::MAX));
+            room.resources = room.resources.plus(&pl::Resources {
+                extended: [0; pl::EXTENDED_SLOTS],
+                ..per_worker
+            });
+            for (name, n) in &extended {
+                let held = room.extended.entry(name.clone()).or_default();
+                *held = held.saturating_add(*n);
+            }
+        }
+        Some(Hold {
+            provider: p.provider.clone(),
+            nodes,
+        })
+    }
+}
+
+/// Drops the holds of jobs no longer waiting for evictions, and takes the others' room
+/// out of `snap`: off each held node's free GPUs and free CPU and memory, less what the
+/// job's victims still running there hold. `jobs` are the round's jobs. Returns the GPUs
+/// held.
+pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>]) -> u32 {
+    // Victim id → the job it is evicted for, over live attempts.
+    let marked: BTreeMap<String, &str> = jobs
+        .iter()
+        .filter(|j| super::is_live(j))
+        .filter_map(|j| {
+            let by = j.status.as_ref()?.placement.as_ref()?.preempted.as_ref()?;
+            Some((super::job_id(j), by.by.as_str()))
+        })
+        .collect();
+    let waiting: BTreeSet<&str> = marked.values().copied().collect();
+    holds.retain(|job, _| waiting.contains(job.as_str()));
+    let mut total = 0u32;
+    for (job, hold) in holds.iter() {
+        for (node, room) in &hold.nodes {
+            // What the victims still hold on this node: it passes to the job as they go.
+            let (gpus, resources) = snap
+                .running
+                .iter()
+                .filter(|r| r.provider == hold.provider && marked.get(&r.job).is_some_and(|by| by == job))
+                .fold((0u32, pl::Resources::ZERO), |(g, res), r| {
+                    let here = r.gpus.iter().filter(|gpu| &gpu.node == node).count();
+                    let held = r.resources.get(node).copied().unwrap_or_default();
+                    (
+                        g.saturating_add(u32::try_from(here).unwrap_or(u32::MAX)),
+                        res.plus(&held),
+                    )
+                });
+            let want = room.engine(&snap.extended_resources);
+            let Some(n) = snap
+                .providers
+                .iter_mut()
+                .filter(|p| p.id == hold.provider)
+                .flat_map(|p| p.nodes.iter_mut())
+                .find(|n| &n.name == node)
+            else {
+                continue;
+            };
+            let extra = room.gpus.saturating_sub(gpus);
+            for _ in 0..extra {
+                // Free GPUs are the bottom indices, running ones the top: any will do.
+                if n.free.pop().is_some() {
+                    total += 1;
+                }
+            }
+            if let Some(r) = n.resources.as_mut() {
+                r.free = r.free.minus(&want.minus(&resources));
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+#[path = "holds_tests.rs"]
+mod tests;
