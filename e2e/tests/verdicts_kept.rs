@@ -2,7 +2,8 @@
 //! real API servers, an operator verifies an honest provider and catches a liar, then a
 //! second operator replaces it. The second one keeps both verdicts from its first status
 //! write and challenges no node before the round; a third, with a band changed, drops
-//! them and challenges every node at once.
+//! them and challenges every node at once. A provider deleted and created again under its
+//! name gets none of the old one's verdicts or pins.
 
 mod common;
 mod opsupport;
@@ -200,9 +201,113 @@ async fn a_new_leader_keeps_the_verdicts_and_challenges_no_node_before_the_round
     .await
     .expect("every node challenged again");
     both_judged(&hub).await;
+
+    // Deleted and created again under its name: another provider. What the leader knew of
+    // the old one does not count for it — its node is challenged again at once, and
+    // pinned afresh in a ConfigMap the new one owns.
+    let before = asked(&seen);
+    let new_uid = recreate(&hub, "honest").await;
+    gpufed_e2e::wait::until(
+        "the new provider's node challenged",
+        Duration::from_secs(60),
+        || async { Ok((asked(&seen)[0] > before[0]).then_some(())) },
+    )
+    .await
+    .expect("the new provider's node was never challenged: the old verdicts counted for it");
+    until_verified(
+        &hub,
+        "honest",
+        ("True", "ChallengesPassed"),
+        Duration::from_secs(90),
+    )
+    .await;
+    gpufed_e2e::wait::until(
+        "pins owned by the new provider",
+        Duration::from_secs(30),
+        || async {
+            let cm = cms.get_opt("gpufed-node-keys-honest").await?;
+            let owner = cm
+                .as_ref()
+                .and_then(|c| c.metadata.owner_references.as_ref()?.first().cloned());
+            let pinned = cm.and_then(|c| c.data).is_some_and(|d| d.contains_key("h-0"));
+            Ok((owner.is_some_and(|o| o.uid == new_uid) && pinned).then_some(()))
+        },
+    )
+    .await
+    .expect("the node pinned again for the new owner");
     third.stop().await;
+    records_in_shards(&hub).await;
     for p in plugins {
         p.abort();
     }
     drop(env);
+}
+
+/// Deletes provider `name` and creates it again with the same spec; the new UID.
+async fn recreate(hub: &Client, name: &str) -> String {
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let old = providers.get(name).await.expect("provider");
+    providers.delete(name, &Default::default()).await.expect("delete");
+    gpufed_e2e::wait::until("the provider gone", Duration::from_secs(30), || async {
+        Ok(providers.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+    .expect("deleted");
+    let again = GpuProvider::new(name, old.spec.clone());
+    let created = providers
+        .create(&kube::api::PostParams::default(), &again)
+        .await
+        .expect("created again");
+    let uid = created.metadata.uid.expect("uid");
+    assert_ne!(Some(&uid), old.metadata.uid.as_ref(), "another object");
+    uid
+}
+
+/// The records of a provider of many nodes, split over several ConfigMaps on a real API
+/// server (small shards here), read back whole; shards no longer needed are deleted.
+async fn records_in_shards(hub: &Client) {
+    use gpufed_operator::verification::{shards, verdicts};
+    let providers: Api<GpuProvider> = Api::all(hub.clone());
+    let spec = providers.get("honest").await.expect("provider").spec;
+    let owner = providers
+        .create(
+            &kube::api::PostParams::default(),
+            &GpuProvider::new("large", spec),
+        )
+        .await
+        .expect("provider");
+    let records = |n: usize| -> std::collections::BTreeMap<String, String> {
+        (0..n)
+            .map(|i| (format!("node-{i:04}"), format!("{i}:{}", "r".repeat(200))))
+            .collect()
+    };
+    let ns = "gpufed-system";
+    let cms = Api::<ConfigMap>::namespaced(hub.clone(), ns);
+    let many = records(100);
+    verdicts::save(hub, ns, &owner, &many, 4096)
+        .await
+        .expect("saved in shards");
+    let first = cms.get("gpufed-verdicts-large").await.expect("shard 0");
+    let n = shards::count(&first);
+    assert!(n >= 6, "about 22 KB in 4 KiB shards: {n}");
+    assert!(
+        cms.get_opt(&shards::name("gpufed-verdicts-large", n - 1))
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert_eq!(
+        verdicts::load(hub, ns, &owner).await.expect("load"),
+        many,
+        "read back whole"
+    );
+
+    let few = records(10);
+    verdicts::save(hub, ns, &owner, &few, 4096).await.expect("saved");
+    assert_eq!(verdicts::load(hub, ns, &owner).await.expect("load"), few);
+    for i in 1..n {
+        let name = shards::name("gpufed-verdicts-large", i);
+        let left = cms.get_opt(&name).await.expect("get");
+        assert_eq!(left.is_some(), i < shards::split(&few, 4096).len(), "{name}");
+    }
 }

@@ -215,10 +215,11 @@ fn fit(
                 price_per_gpu_hour: Some(format_decimal(placed.price)),
             },
             (None, Some(u)) => {
-                let why = u
-                    .explanation
-                    .primary()
-                    .map_or_else(|| u.explanation.to_string(), ToString::to_string);
+                let why = match u.explanation.primary() {
+                    Some(pl::Reason::NotVerified) => not_verified(p),
+                    Some(r) => r.to_string(),
+                    None => u.explanation.to_string(),
+                };
                 match avoid.get(&provider) {
                     Some(until) => no(format!(
                         "{why}: kept off it until {}",
@@ -229,6 +230,22 @@ fn fit(
             }
             (None, None) => no("not considered by the placement engine".into()),
         },
+    }
+}
+
+/// "not verified", and when some of the provider's GPUs are on probation (passed only
+/// between challenge rounds: docs/trust.md), what its `Verified` condition says of them:
+/// they count from the next round, so the job need not look elsewhere.
+fn not_verified(p: &GpuProvider) -> String {
+    let probation = p
+        .status
+        .as_ref()
+        .and_then(|s| s.verification.as_ref())
+        .and_then(|v| v.probation_gpus)
+        .unwrap_or(0);
+    match conditions::find(provider_conditions(p), types::VERIFIED) {
+        Some(c) if probation > 0 && !c.message.is_empty() => format!("not verified: {}", c.message),
+        _ => "not verified".into(),
     }
 }
 

@@ -405,9 +405,34 @@ fn a_verified_provider_without_verified_nodes_does_not_fit_a_verified_only_job()
     if let Some(v) = one.status.as_mut().and_then(|s| s.verification.as_mut()) {
         v.verified_nodes.truncate(1);
     }
-    let r = explain(&queued(), &[none, one], NOW);
+    let mut probation = provider("c-probation", Some(ready_h100_status(16, 16)));
+    if let Some(st) = probation.status.as_mut() {
+        let v = st.verification.as_mut().expect("verification");
+        v.verified_nodes.clear();
+        v.probation_gpus = Some(16);
+        let c = st
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == "Verified")
+            .expect("Verified");
+        c.status = ConditionStatus::False;
+        c.reason = "OnProbation".into();
+        c.message =
+            "16 GPUs passed between rounds; on probation, they count from the round at 2026-01-01T00:10:00Z"
+                .into();
+    }
+    let r = explain(&queued(), &[none, one, probation], NOW);
     let got = reasons(&r);
     assert_eq!(got[0], ("a-none", false, "not verified"), "{got:?}");
+    assert_eq!(
+        got[2],
+        (
+            "c-probation",
+            false,
+            "not verified: 16 GPUs passed between rounds; on probation, they count from the round at 2026-01-01T00:10:00Z"
+        ),
+        "says when they count"
+    );
     // One verified 8-GPU node of two: the 2 × 4 job fits on it alone.
     assert!(got[1].1, "{got:?}");
 }

@@ -6,21 +6,46 @@
 
 use gpufed_api::GpuProvider;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 
 use crate::context::Context;
 use crate::verification::{pins, verdicts};
 
+/// Binds what the verifier knows of `provider` to its UID — one deleted and created again
+/// under the same name starts afresh ([`crate::verification::Verifier::adopt`]) — and once
+/// a heartbeat forgets the providers gone.
+pub(super) async fn adopt(ctx: &Context, provider: &GpuProvider, now_ms: u64) {
+    let name = provider.name_any();
+    if let Some(uid) = provider.uid()
+        && ctx.verifier.adopt(&name, &uid)
+    {
+        tracing::info!("a provider of this name was deleted before: what was known of it is forgotten");
+        ctx.members.forget(&name).await;
+    }
+    let every = u64::try_from(ctx.config.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
+    let gone = ctx.verifier.retain_providers(now_ms, every, |p, uid| {
+        ctx.providers
+            .get(&ObjectRef::new(p))
+            .is_some_and(|o| o.uid().as_deref() == Some(uid))
+    });
+    for p in gone {
+        tracing::info!(gone = %p, "provider deleted: what was known of it is forgotten");
+        ctx.members.forget(&p).await;
+    }
+}
+
 /// Loads what is not loaded yet; whether verification may step now.
-pub(super) async fn load(ctx: &Context, name: &str, now_ms: u64) -> bool {
+pub(super) async fn load(ctx: &Context, provider: &GpuProvider, now_ms: u64) -> bool {
+    let name = &provider.name_any();
     let ns = &ctx.verifier.config().namespace;
     if !ctx.verifier.pins_loaded(name) {
-        match pins::load(&ctx.hub, ns, name).await {
+        match pins::load(&ctx.hub, ns, provider).await {
             Ok(keys) => ctx.verifier.load_pins(name, keys),
             Err(e) => tracing::warn!(error = %e, "cannot read the pinned node keys; verification waits"),
         }
     }
     if !ctx.verifier.verdicts_loaded(name) {
-        match verdicts::load(&ctx.hub, ns, name).await {
+        match verdicts::load(&ctx.hub, ns, provider).await {
             Ok(records) => {
                 let outcomes = ctx.verifier.load_verdicts(name, records, now_ms);
                 if !outcomes.is_empty() {
@@ -52,7 +77,15 @@ pub(super) async fn save(ctx: &Context, provider: &GpuProvider) {
         }
     }
     if let Some(records) = ctx.verifier.verdicts_to_save(&name) {
-        match verdicts::save(&ctx.hub, ns, provider, &records).await {
+        match verdicts::save(
+            &ctx.hub,
+            ns,
+            provider,
+            &records,
+            crate::verification::shards::LIMIT,
+        )
+        .await
+        {
             Ok(()) => ctx.verifier.verdicts_saved(&name, records),
             Err(e) => tracing::warn!(error = %e, "cannot save the verdicts; the next heartbeat retries"),
         }

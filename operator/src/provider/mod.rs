@@ -35,6 +35,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     }
     // What this process knew from an earlier term may be stale: another replica led since.
     ctx.verifier.enter_term(ctx.leadership.term());
+    kept::adopt(&ctx, &provider, crate::time::now_millis()).await;
     let started = Instant::now();
     let name = provider.name_any();
     let interval = probe_interval(&ctx, &name);
@@ -71,7 +72,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     };
     let now = crate::time::now();
     let now_ms = crate::time::now_millis();
-    let kept = kept::load(&ctx, &name, now_ms).await;
+    let kept = kept::load(&ctx, &provider, now_ms).await;
     match (&probe, &link) {
         (Ok(view), Ok(link)) => {
             if !reports_only {
@@ -279,7 +280,7 @@ async fn outcome_counts(ctx: &Context, provider: &GpuProvider) -> (u64, u64) {
     let views = ctx.job_views.get(&ctx.jobs, Instant::now());
     let jobs = views.of_provider(&name);
     if !ctx.verifier.outcomes_loaded(&name) {
-        match outcomes::load(&ctx.hub, &ns, &name).await {
+        match outcomes::load(&ctx.hub, &ns, provider).await {
             Ok(l) => ctx.verifier.load_outcomes(&name, l),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the provider's outcome ledger; counting the jobs held")

@@ -20,7 +20,10 @@ pub mod verdicts;
 mod challenges;
 pub mod fresh;
 mod ledgers;
+mod owners;
+pub mod shards;
 mod step;
+pub mod store;
 
 pub use challenges::{challenge_data, read_challenges, write_challenge_data, write_challenges};
 
@@ -171,6 +174,10 @@ pub struct Verifier {
     kept: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     /// The leadership term the state above belongs to ([`Verifier::enter_term`]).
     term: std::sync::atomic::AtomicU64,
+    /// The UID each provider's state above was learned under ([`Verifier::adopt`]).
+    owners: Mutex<BTreeMap<String, String>>,
+    /// When [`Verifier::retain_providers`] last looked for providers gone (ms).
+    swept_ms: std::sync::atomic::AtomicU64,
 }
 
 fn ms(d: Duration) -> u64 {

@@ -112,13 +112,18 @@ pub fn configmap_name(provider: &str) -> String {
 
 /// A provider's ledger from the hub (empty when none exists; an unreadable one is logged
 /// and read as empty rather than blocking reputation for good).
-pub async fn load(hub: &Client, namespace: &str, provider: &str) -> Result<Ledger, kube::Error> {
-    let text = super::pins::read_data(hub, namespace, &configmap_name(provider))
+pub async fn load(
+    hub: &Client,
+    namespace: &str,
+    provider: &GpuProvider,
+) -> Result<Ledger, super::store::Error> {
+    let name = configmap_name(&provider.name_any());
+    let text = super::store::read(hub, namespace, &name, provider)
         .await?
         .and_then(|mut d| d.remove(KEY));
     Ok(text.map_or_else(Ledger::default, |t| {
         serde_json::from_str(&t).unwrap_or_else(|e| {
-            tracing::warn!(%provider, error = %e, "unreadable outcome ledger; starting a new one");
+            tracing::warn!(%name, error = %e, "unreadable outcome ledger; starting a new one");
             Ledger::default()
         })
     }))
@@ -130,10 +135,10 @@ pub async fn save(
     namespace: &str,
     provider: &GpuProvider,
     ledger: &Ledger,
-) -> Result<(), kube::Error> {
+) -> Result<(), super::store::Error> {
     let text = serde_json::to_string(ledger).unwrap_or_else(|_| "{}".to_owned());
     let name = configmap_name(&provider.name_any());
-    super::pins::write_data(hub, namespace, &name, provider, [(KEY.to_owned(), text)].into()).await
+    super::store::write(hub, namespace, &name, provider, [(KEY.to_owned(), text)].into()).await
 }
 
 #[cfg(test)]

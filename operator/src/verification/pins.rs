@@ -13,9 +13,7 @@
 use std::collections::BTreeMap;
 
 use gpufed_api::GpuProvider;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 
 /// ConfigMap name of a provider's pinned node keys.
 pub fn configmap_name(provider: &str) -> String {
@@ -26,9 +24,10 @@ pub fn configmap_name(provider: &str) -> String {
 pub async fn load(
     hub: &Client,
     namespace: &str,
-    provider: &str,
-) -> Result<BTreeMap<String, String>, kube::Error> {
-    Ok(read_data(hub, namespace, &configmap_name(provider))
+    provider: &GpuProvider,
+) -> Result<BTreeMap<String, String>, super::store::Error> {
+    let name = configmap_name(&provider.name_any());
+    Ok(super::store::read(hub, namespace, &name, provider)
         .await?
         .unwrap_or_default())
 }
@@ -39,60 +38,9 @@ pub async fn save(
     namespace: &str,
     provider: &GpuProvider,
     keys: &BTreeMap<String, String>,
-) -> Result<(), kube::Error> {
-    write_data(
-        hub,
-        namespace,
-        &configmap_name(&provider.name_any()),
-        provider,
-        keys.clone(),
-    )
-    .await
-}
-
-/// The data of ConfigMap `name`, `None` when it does not exist.
-pub(super) async fn read_data(
-    hub: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<BTreeMap<String, String>>, kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
-    Ok(api.get_opt(name).await?.map(|cm| cm.data.unwrap_or_default()))
-}
-
-/// Sets the data of the provider-owned ConfigMap `name`: created, or the version read
-/// replaced (a conflict is an error the next round retries). The operator's Role may
-/// get, create and update ConfigMaps in its namespace, not patch them.
-pub(super) async fn write_data(
-    hub: &Client,
-    namespace: &str,
-    name: &str,
-    provider: &GpuProvider,
-    data: BTreeMap<String, String>,
-) -> Result<(), kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
-    let mut cm = api.get_opt(name).await?.unwrap_or_else(|| ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_owned(),
-                    crate::FIELD_MANAGER.to_owned(),
-                )]
-                .into(),
-            ),
-            owner_references: provider.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        ..Default::default()
-    });
-    cm.data = Some(data);
-    if cm.metadata.resource_version.is_some() {
-        api.replace(name, &PostParams::default(), &cm).await?;
-    } else {
-        api.create(&PostParams::default(), &cm).await?;
-    }
-    Ok(())
+) -> Result<(), super::store::Error> {
+    let name = configmap_name(&provider.name_any());
+    super::store::write(hub, namespace, &name, provider, keys.clone()).await
 }
 
 /// What this process knows of one provider's pins.

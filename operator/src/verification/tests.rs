@@ -456,3 +456,6 @@ mod resume;
 
 #[path = "probation_tests.rs"]
 mod probation;
+
+#[path = "owners_tests.rs"]
+mod owners;

@@ -8,8 +8,9 @@
 //! spread, the time-sharing gap that rounds close), and a node that had failed its round
 //! was in good standing again: a fresh challenge at once, not at the next round.
 //!
-//! One ConfigMap per provider in the operator's namespace, owned by the GpuProvider,
-//! data `<node>: <Record as JSON>` for each node with a verdict. A record restores only
+//! One ConfigMap per provider in the operator's namespace (more for a provider of more
+//! than about 700 nodes: [`super::shards`]), owned by the GpuProvider, data
+//! `<node>: <Record as JSON>` for each node with a verdict. A record restores only
 //! while its verdict still counts, and only under the same bands: a verdict judged under
 //! other bands (a Helm upgrade that tightened one, which also changes the leader) says
 //! nothing under these, so those nodes are challenged at once.
@@ -147,28 +148,22 @@ pub fn resume(
 pub async fn load(
     hub: &Client,
     namespace: &str,
-    provider: &str,
-) -> Result<BTreeMap<String, String>, kube::Error> {
-    Ok(super::pins::read_data(hub, namespace, &configmap_name(provider))
-        .await?
-        .unwrap_or_default())
+    provider: &GpuProvider,
+) -> Result<BTreeMap<String, String>, super::store::Error> {
+    super::shards::read(hub, namespace, &configmap_name(&provider.name_any()), provider).await
 }
 
-/// Writes `records` as the provider's kept verdicts.
+/// Writes `records` as the provider's kept verdicts, in shards of at most `limit` bytes
+/// ([`super::shards::LIMIT`] but in tests).
 pub async fn save(
     hub: &Client,
     namespace: &str,
     provider: &GpuProvider,
     records: &BTreeMap<String, String>,
-) -> Result<(), kube::Error> {
-    super::pins::write_data(
-        hub,
-        namespace,
-        &configmap_name(&provider.name_any()),
-        provider,
-        records.clone(),
-    )
-    .await
+    limit: usize,
+) -> Result<(), super::store::Error> {
+    let base = configmap_name(&provider.name_any());
+    super::shards::write(hub, namespace, &base, provider, records, limit).await
 }
 
 #[cfg(test)]
