@@ -55,6 +55,55 @@ pub struct ComputeJobStatus {
     /// failure of the job.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub preemptions: u32,
+    /// The room this job holds while it waits for the work it evicts to stop (`Placed`
+    /// reason `Preempting`): what its planned placement takes on each node beyond its
+    /// victims' share. Kept here so that a new leader holds it too; cleared once the job
+    /// is placed or no longer waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldRoom>,
+}
+
+/// Room held on one provider for a job waiting for its evictions. Atomic for server-side
+/// apply: the round writes it whole, and drops it whole.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-map-type" = "atomic"))]
+pub struct HeldRoom {
+    /// The provider of the planned placement.
+    #[schemars(length(max = 253))]
+    pub provider: String,
+    /// What the placement takes on each of its nodes.
+    #[serde(default)]
+    #[schemars(length(max = 512))]
+    pub nodes: Vec<HeldNode>,
+}
+
+/// What a waiting job will take on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldNode {
+    /// The member cluster's node name.
+    #[schemars(length(max = 253))]
+    pub node: String,
+    /// GPUs.
+    pub gpus: u32,
+    /// CPU in millicores.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub cpu_millis: u64,
+    /// Memory in MiB.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub memory_mib: u64,
+    /// Local ephemeral storage in MiB.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub ephemeral_mib: u64,
+    /// Extended resources by name (whole units; hugepages in MiB).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub extended: std::collections::BTreeMap<String, u64>,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -272,9 +272,10 @@ pub async fn round(ctx: &Context, carried: &Mutex<Carried>, written: &Mutex<Writ
         if !ctx.leadership.is_leader() {
             break;
         }
-        evict::evict(ctx, &index, p, now, written).await;
         // Its room stays held until its victims are gone, whichever leaves first.
-        if let Some(hold) = mapping::holds::Hold::of(p, &snap) {
+        let hold = mapping::holds::Hold::of(p, &snap);
+        evict::evict(ctx, &index, p, hold.as_ref().map(|h| h.status()), now, written).await;
+        if let Some(hold) = hold {
             carried.holds.insert(p.job.clone(), hold);
         }
     }
@@ -363,6 +364,8 @@ pub async fn round(ctx: &Context, carried: &Mutex<Carried>, written: &Mutex<Writ
             &crate::time::format(now),
         );
         conditions::set(&mut status.conditions, cond);
+        // No longer waiting for evictions: it holds nothing.
+        status.held = None;
         if let Err(e) = crate::job::write_status(ctx, &job, &status).await {
             tracing::debug!(job = %job.name_any(), error = %e, "explanation not written");
         }

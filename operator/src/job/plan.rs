@@ -154,6 +154,11 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         wants_placement: false,
     };
     let st = &mut out.status;
+    // Room held for a job waiting for its evictions (`held`) is the placement round's;
+    // a job that no longer queues (placed, suspended, deleted, finished) holds none.
+    if !crate::mapping::is_queued(job) {
+        st.held = None;
+    }
     if matches!(st.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
         return out;
     }

@@ -11,13 +11,16 @@
 //!
 //! A hold keeps, on each node of the planned placement, what the preemptor will take
 //! beyond what its still-running victims hold there (those are busy anyway), for as long
-//! as it waits. It lives in the leader's memory, as the engine's reservations do: a new
-//! leader starts without holds, and the worst that can happen then is the race above.
+//! as it waits. The leader keeps it in memory, as the engine's reservations, and writes
+//! it into the job's status (`status.held`) with the `Preempting` reason: a new leader
+//! takes the holds of the jobs still waiting from there, so a change of leader in the
+//! middle of an eviction does not reopen the race.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use gpufed_api::ComputeJob;
+use gpufed_api::job_status::{HeldNode, HeldRoom};
 use gpufed_placement as pl;
 
 /// What a waiting job will take on one node.
@@ -52,6 +55,48 @@ pub struct Hold {
 pub type Holds = BTreeMap<String, Hold>;
 
 impl Hold {
+    /// As kept in the job's status.
+    pub fn status(&self) -> HeldRoom {
+        HeldRoom {
+            provider: self.provider.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(node, room)| HeldNode {
+                    node: node.clone(),
+                    gpus: room.gpus,
+                    cpu_millis: room.resources.cpu_millis,
+                    memory_mib: room.resources.memory_mib,
+                    ephemeral_mib: room.resources.ephemeral_mib,
+                    extended: room.extended.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The hold a job's status keeps (a node named twice: the rooms add up).
+    pub fn from_status(held: &HeldRoom) -> Hold {
+        let mut nodes: BTreeMap<String, Room> = BTreeMap::new();
+        for n in &held.nodes {
+            let room = nodes.entry(n.node.clone()).or_default();
+            room.gpus = room.gpus.saturating_add(n.gpus);
+            room.resources = room.resources.plus(&pl::Resources {
+                cpu_millis: n.cpu_millis,
+                memory_mib: n.memory_mib,
+                ephemeral_mib: n.ephemeral_mib,
+                ..pl::Resources::ZERO
+            });
+            for (name, k) in &n.extended {
+                let e = room.extended.entry(name.clone()).or_default();
+                *e = e.saturating_add(*k);
+            }
+        }
+        Hold {
+            provider: held.provider.clone(),
+            nodes,
+        }
+    }
+
     /// The room placement `p` takes, its workers' CPU and memory as `snap` asks them;
     /// `None` when `snap` does not know the job.
     pub fn of(p: &pl::Placement, snap: &pl::Snapshot) -> Option<Hold> {
@@ -86,7 +131,8 @@ impl Hold {
     }
 }
 
-/// Drops the holds of jobs no longer waiting for evictions, and takes the others' room
+/// Drops the holds of jobs no longer waiting for evictions, takes up those a waiting
+/// job's status keeps and `holds` lacks (held by an earlier leader), and takes their room
 /// out of `snap`: off each held node's free GPUs and free CPU and memory, less what the
 /// job's victims still running there hold. `jobs` are the round's jobs. Returns the GPUs
 /// held.
@@ -102,6 +148,15 @@ pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>
         .collect();
     let waiting: BTreeSet<&str> = marked.values().copied().collect();
     holds.retain(|job, _| waiting.contains(job.as_str()));
+    for j in jobs {
+        let id = super::job_id(j);
+        if !waiting.contains(id.as_str()) || holds.contains_key(&id) {
+            continue;
+        }
+        if let Some(held) = j.status.as_ref().and_then(|s| s.held.as_ref()) {
+            holds.insert(id, Hold::from_status(held));
+        }
+    }
     let mut total = 0u32;
     for (job, hold) in holds.iter() {
         for (node, room) in &hold.nodes {

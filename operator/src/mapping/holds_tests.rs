@@ -216,3 +216,90 @@ fn a_victim_larger_than_the_room_leaves_the_rest_free() {
     assert_eq!(h1(&snap).free.len(), 1, "the free GPU stays free");
     assert_eq!(holds.len(), 1);
 }
+
+/// `urgent` as the round that planned its evictions left it: its hold in its status.
+fn urgent_holding(holds: &Holds) -> Arc<ComputeJob> {
+    let mut j = urgent();
+    let status = Arc::make_mut(&mut j).status.get_or_insert_with(Default::default);
+    status.held = Some(holds[BY].status());
+    j
+}
+
+#[test]
+fn a_new_leader_takes_the_hold_from_the_jobs_status() {
+    let providers = [provider("a", true)];
+    let planned = first_round();
+    // Round 2 under a new leader (no holds in memory): `young` queues again, `old` is
+    // still being evicted. The waiting job's status keeps its hold.
+    let jobs = [
+        batch("old", true, true),
+        batch("young", false, false),
+        urgent_holding(&planned),
+    ];
+    let mut holds = Holds::new();
+    let mut snap = snapshot(&jobs, &providers, &fleet());
+    assert_eq!(apply(&mut snap, &mut holds, &jobs), 5, "taken from the status");
+    assert_eq!(holds, planned, "the same hold as the old leader's");
+    let free = h1(&snap).resources.expect("reported").free;
+    assert_eq!(free.cpu_millis, 64_000 - 8_000, "its CPU too");
+    let d = pl::place(&snap, &cfg()).expect("round 2");
+    assert!(d.placements.is_empty(), "nothing takes the held room: {d:?}");
+
+    // Once the job no longer waits, what its status says is not held.
+    let jobs = [
+        batch("old", false, false),
+        batch("young", false, false),
+        urgent_holding(&planned),
+    ];
+    let mut holds = Holds::new();
+    let mut snap = snapshot(&jobs, &providers, &fleet());
+    assert_eq!(apply(&mut snap, &mut holds, &jobs), 0);
+    assert!(holds.is_empty());
+}
+
+#[test]
+fn a_hold_kept_in_status_reads_back_whole_and_fits_the_crd_schema() {
+    let mut hold = first_round().remove(BY).expect("held");
+    // An extended resource and a second node, as a gang's hold has.
+    let room = hold.nodes.get_mut("h1").expect("h1");
+    room.extended.insert("rdma/hca".into(), 2);
+    room.resources.ephemeral_mib = 1024;
+    hold.nodes.insert(
+        "h2".into(),
+        super::Room {
+            gpus: 3,
+            ..Default::default()
+        },
+    );
+    let kept = hold.status();
+    assert_eq!(Hold::from_status(&kept), hold);
+    let status = gpufed_api::ComputeJobStatus {
+        held: Some(kept.clone()),
+        ..Default::default()
+    };
+    let object = serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": "urgent", "namespace": "team"},
+        "spec": serde_json::to_value(&urgent().spec).expect("spec"),
+        "status": serde_json::to_value(&status).expect("status"),
+    });
+    let crd = gpufed_api::crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "ComputeJob")
+        .expect("ComputeJob CRD");
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("schema");
+    let report = gpufed_api::schema_check::check(&serde_json::to_value(schema).expect("schema"), &object);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(
+        report.pruned.is_empty(),
+        "the API server would drop {:?}",
+        report.pruned
+    );
+    let back: gpufed_api::ComputeJobStatus =
+        serde_json::from_value(object["status"].clone()).expect("reads back");
+    assert_eq!(back.held, Some(kept));
+}

@@ -16,6 +16,7 @@ use std::time::Instant;
 use gpufed_api::ComputeJob;
 use gpufed_api::common::ConditionStatus::False;
 use gpufed_api::conditions::{self, types};
+use gpufed_api::job_status::HeldRoom;
 use gpufed_api::job_status::Preemption as Mark;
 use gpufed_placement as pl;
 use kube::ResourceExt;
@@ -52,11 +53,13 @@ impl Preemption {
 }
 
 /// Carries out a placement that evicts running work: marks each victim still live, then
-/// says on the job what it waits for. Returns how many victims were marked now.
+/// says on the job what it waits for and the room it holds meanwhile. Returns how many
+/// victims were marked now.
 pub(super) async fn evict(
     ctx: &Context,
     jobs: &mapping::JobIndex<'_>,
     p: &pl::Placement,
+    held: Option<HeldRoom>,
     now: i64,
     written: &Mutex<Written>,
 ) -> usize {
@@ -75,27 +78,74 @@ pub(super) async fn evict(
             tracing::info!(job = %mapping::job_id(victim), for_job = %p.job, provider = %p.provider, "evicting for a job of higher priority");
         }
     }
-    let message = waiting_message(p);
-    let current = job
-        .status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, types::PLACED));
-    if !current.is_some_and(|c| c.reason == PREEMPTING && c.message == message) {
-        let mut status = job.status.clone().unwrap_or_default();
-        let cond = conditions::condition(
-            types::PLACED,
-            False,
-            PREEMPTING,
-            message,
-            job.metadata.generation,
-            &now_text,
-        );
-        conditions::set(&mut status.conditions, cond);
-        if let Err(e) = crate::job::write_status(ctx, job, &status).await {
-            tracing::debug!(job = %p.job, error = %e, "preempting reason not written");
-        }
+    if let Err(e) = write_waiting(ctx, job, p, held, &now_text).await {
+        tracing::info!(job = %p.job, error = %e, "preempting reason and held room not written");
     }
     marked
+}
+
+/// Writes [`waiting_status`]. The round's copy of a job is often one write behind (its
+/// own reconcile just wrote conditions), and the job sits out the rounds that follow, so
+/// a conflict is retried once on the job read again — while it still queues with the
+/// same spec: the held room is what a new leader would hold.
+async fn write_waiting(
+    ctx: &Context,
+    job: &ComputeJob,
+    p: &pl::Placement,
+    held: Option<HeldRoom>,
+    now: &str,
+) -> crate::error::Result<()> {
+    let Some(status) = waiting_status(job, p, held.clone(), now) else {
+        return Ok(());
+    };
+    match crate::job::write_status(ctx, job, &status).await {
+        Err(crate::error::Error::Conflict(_)) if ctx.leadership.is_leader() => {
+            let api: kube::Api<ComputeJob> =
+                kube::Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
+            let fresh = api
+                .get(&job.name_any())
+                .await
+                .map_err(|e| crate::error::Error::hub("ComputeJob", e))?;
+            if !mapping::is_queued(&fresh) || fresh.metadata.generation != job.metadata.generation {
+                return Ok(());
+            }
+            match waiting_status(&fresh, p, held, now) {
+                Some(status) => crate::job::write_status(ctx, &fresh, &status).await.map(drop),
+                None => Ok(()),
+            }
+        }
+        other => other.map(drop),
+    }
+}
+
+/// The status of a job whose placement `p` evicts work: `Placed=False/Preempting` saying
+/// what it waits for, and the room it holds meanwhile; `None` when it says so already.
+pub fn waiting_status(
+    job: &ComputeJob,
+    p: &pl::Placement,
+    held: Option<HeldRoom>,
+    now: &str,
+) -> Option<gpufed_api::ComputeJobStatus> {
+    let message = waiting_message(p);
+    let current = job.status.as_ref();
+    let said = current
+        .and_then(|s| conditions::find(&s.conditions, types::PLACED))
+        .is_some_and(|c| c.reason == PREEMPTING && c.message == message);
+    if said && current.and_then(|s| s.held.as_ref()) == held.as_ref() {
+        return None;
+    }
+    let mut status = current.cloned().unwrap_or_default();
+    let cond = conditions::condition(
+        types::PLACED,
+        False,
+        PREEMPTING,
+        message,
+        job.metadata.generation,
+        now,
+    );
+    conditions::set(&mut status.conditions, cond);
+    status.held = held;
+    Some(status)
 }
 
 /// Marks `victim`'s live attempt evicted by `mark` (fenced by its resourceVersion),
@@ -257,6 +307,48 @@ mod tests {
         let mut lowered = preemptor.clone();
         lowered.spec.priority = victim.spec.priority;
         assert!(!mark_stands(Some(&lowered), &victim), "no longer outranks it");
+    }
+
+    #[test]
+    fn a_waiting_job_says_what_it_waits_for_and_what_it_holds_once() {
+        let p = pl::Placement {
+            job: "team/other".into(),
+            provider: "a".into(),
+            model: "A100".into(),
+            workers: Vec::new(),
+            price: 1,
+            evicts: vec!["team/v".into()],
+        };
+        let held = HeldRoom {
+            provider: "a".into(),
+            nodes: vec![gpufed_api::job_status::HeldNode {
+                node: "n1".into(),
+                gpus: 2,
+                ..Default::default()
+            }],
+        };
+        let mut j = job("other", false, false);
+        let st = waiting_status(&j, &p, Some(held.clone()), "2026-01-01T00:00:00Z").expect("first round");
+        assert_eq!(st.held.as_ref(), Some(&held));
+        let c = conditions::find(&st.conditions, types::PLACED).expect("Placed");
+        assert_eq!(
+            (c.reason.as_str(), c.message.contains("team/v")),
+            (PREEMPTING, true)
+        );
+        j.status = Some(st);
+        assert_eq!(
+            waiting_status(&j, &p, Some(held.clone()), "2026-01-01T00:00:09Z"),
+            None,
+            "said already: no write"
+        );
+        // Said by a leader that kept no room in the status: written again, with it.
+        let mut bare = j.clone();
+        if let Some(s) = bare.status.as_mut() {
+            s.held = None;
+        }
+        let st =
+            waiting_status(&bare, &p, Some(held.clone()), "2026-01-01T00:00:09Z").expect("the room kept");
+        assert_eq!(st.held, Some(held));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub(super) async fn hold(ctx: &Context, held: &[std::sync::Arc<ComputeJob>]) {
             &now,
         );
         conditions::set(&mut status.conditions, cond);
+        status.held = None;
         if let Err(e) = crate::job::write_status(ctx, job, &status).await {
             tracing::debug!(job = %job.name_any(), error = %e, "hold reason not written");
         }
@@ -98,6 +99,8 @@ async fn try_write_placement(
         preempted: None,
     });
     status.phase = Some(JobPhase::Placed);
+    // The room it held while its victims stopped is its placement now.
+    status.held = None;
     let msg = format!(
         "attempt {attempt} on {} ({}) at {} per GPU-hour",
         p.provider,

@@ -145,3 +145,35 @@ fn an_attempt_evicted_by_its_providers_tenant_policy_ends_preempted_and_says_so(
     assert_eq!(p.status.phase, Some(JobPhase::Recovering));
     assert_eq!(p.status.preemptions, 1, "and it does not use up an attempt");
 }
+
+/// The room a job held while waiting for its evictions is the placement round's to keep:
+/// the job controller leaves it while the job queues and drops it once it does not.
+#[test]
+fn room_held_for_a_preemptor_is_kept_while_it_queues_and_dropped_after() {
+    let held = gpufed_api::job_status::HeldRoom {
+        provider: "a".into(),
+        nodes: vec![gpufed_api::job_status::HeldNode {
+            node: "h1".into(),
+            gpus: 4,
+            ..Default::default()
+        }],
+    };
+    let mut waiting = job(2);
+    waiting.status = Some(ComputeJobStatus {
+        held: Some(held.clone()),
+        ..Default::default()
+    });
+    let p = plan(&waiting, &Member::NoAttempt, T0);
+    assert_eq!(p.status.held, Some(held.clone()), "queued: still waiting");
+
+    let mut suspended = waiting.clone();
+    suspended.spec.suspend = true;
+    let p = plan(&suspended, &Member::NoAttempt, T0);
+    assert_eq!(p.status.held, None, "suspended: it holds nothing");
+
+    // Placed by a write that left it (an older operator): the placement is the room now.
+    let placed = placed(waiting, 1, None);
+    assert!(placed.status.as_ref().is_some_and(|s| s.held.is_some()));
+    let p = plan(&placed, &pods(&[]), T0);
+    assert_eq!(p.status.held, None, "placed: its room is its placement");
+}
