@@ -224,6 +224,19 @@ fn jobs_that_do_not_wait_say_so() {
         r.summary,
         "waiting for the work it evicts to stop: evicting lower-priority work on a: team/train; placed once it has stopped"
     );
+    // The room it holds meanwhile, as its status keeps it.
+    let mut holding = waiting.clone();
+    if let Some(s) = holding.status.as_mut() {
+        s.held = Some(
+            serde_json::from_value(json!({"provider": "a", "nodes": [
+            {"node": "a-0", "gpus": 3}, {"node": "a-1", "gpus": 1, "cpuMillis": 8000}]}))
+            .expect("held"),
+        );
+    }
+    assert_eq!(
+        explain(&holding, &all, NOW).summary,
+        "waiting for the work it evicts to stop: evicting lower-priority work on a: team/train; placed once it has stopped; its room is held: 4 GPUs on a (a-0: 3, a-1: 1)"
+    );
     let fresh = job(
         "verified",
         "team",

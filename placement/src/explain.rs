@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::snapshot::{ComputeCapability, Micros, format_micros, mib};
+use crate::quantities::mib;
+use crate::snapshot::{ComputeCapability, Micros, format_micros};
 
 /// Why one provider cannot take a job. Declared in filter order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

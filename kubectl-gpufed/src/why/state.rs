@@ -75,8 +75,9 @@ pub(super) fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) 
     }
     let placed = conditions::find(conds, types::PLACED);
     if let Some(c) = placed.filter(|c| c.reason == gpufed_operator::placement::PREEMPTING) {
+        let held = st.and_then(|s| s.held.as_ref()).map(held).unwrap_or_default();
         return (
-            format!("waiting for the work it evicts to stop: {}", c.message),
+            format!("waiting for the work it evicts to stop: {}{held}", c.message),
             false,
         );
     }
@@ -109,4 +110,19 @@ pub(super) fn state(job: &ComputeJob, spec_errors: &[String]) -> (String, bool) 
         _ => "queued: waiting for a provider",
     };
     (text.into(), true)
+}
+
+/// `; its room is held: 4 GPUs on a (h1: 3, h2: 1)`, as the job's status keeps it.
+fn held(h: &gpufed_api::job_status::HeldRoom) -> String {
+    let gpus: u64 = h.nodes.iter().map(|n| u64::from(n.gpus)).sum();
+    let nodes: Vec<String> = h
+        .nodes
+        .iter()
+        .map(|n| format!("{}: {}", n.node, n.gpus))
+        .collect();
+    format!(
+        "; its room is held: {gpus} GPUs on {} ({})",
+        h.provider,
+        nodes.join(", ")
+    )
 }

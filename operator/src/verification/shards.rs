@@ -98,16 +98,19 @@ pub async fn write(
     limit: usize,
 ) -> Result<(), Error> {
     let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
-    let before = api
-        .get_opt(base)
-        .await?
-        .filter(|cm| !store::stale(cm, provider.uid().as_deref()))
-        .map_or(1, |cm| count(&cm));
     let shards = split(map, limit);
     let n = shards.len();
+    // Shard 0 goes last; as it was before says how many shards there were.
+    let mut before = 1;
     for (i, shard) in shards.into_iter().enumerate().rev() {
         let annotations = (i == 0).then(|| BTreeMap::from([(SHARDS.to_owned(), n.to_string())]));
-        store::write_annotated(hub, namespace, &name(base, i), provider, shard, annotations).await?;
+        let old =
+            store::write_annotated(hub, namespace, &name(base, i), provider, shard, annotations).await?;
+        if i == 0 {
+            before = old
+                .filter(|cm| !store::stale(cm, provider.uid().as_deref()))
+                .map_or(1, |cm| count(&cm));
+        }
     }
     for i in n..before {
         let shard = name(base, i);

@@ -58,11 +58,14 @@ pub async fn write(
     provider: &GpuProvider,
     data: BTreeMap<String, String>,
 ) -> Result<(), Error> {
-    write_annotated(hub, namespace, name, provider, data, None).await
+    write_annotated(hub, namespace, name, provider, data, None)
+        .await
+        .map(drop)
 }
 
 /// Like [`write`], setting `annotations` too when given; nothing is written when the
-/// ConfigMap already says all that.
+/// ConfigMap already says all that. Returns the ConfigMap as it was read before (`None`
+/// when it did not exist), so that a caller needs no read of its own.
 pub async fn write_annotated(
     hub: &Client,
     namespace: &str,
@@ -70,9 +73,10 @@ pub async fn write_annotated(
     provider: &GpuProvider,
     data: BTreeMap<String, String>,
     annotations: Option<BTreeMap<String, String>>,
-) -> Result<(), Error> {
+) -> Result<Option<ConfigMap>, Error> {
     let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
     let existing = api.get_opt(name).await?;
+    let before = existing.clone();
     if let Some(owner) = existing.as_ref().and_then(|cm| foreign(cm, &provider.name_any())) {
         return Err(Error::Foreign {
             name: name.to_owned(),
@@ -101,7 +105,7 @@ pub async fn write_annotated(
             .as_ref()
             .is_none_or(|a| a.iter().all(|(k, v)| cm.annotations().get(k) == Some(v)));
     if unchanged {
-        return Ok(());
+        return Ok(before);
     }
     cm.metadata.owner_references = owners;
     cm.data = Some(data);
@@ -113,7 +117,7 @@ pub async fn write_annotated(
     } else {
         api.create(&PostParams::default(), &cm).await?;
     }
-    Ok(())
+    Ok(before)
 }
 
 /// `cm`'s controller as `Kind/name` when it is not a GpuProvider named `provider` (of
