@@ -5,7 +5,11 @@
 //! controller-manager) holding N GPU nodes, each with a signed 8-GPU inventory report as
 //! its device plugin publishes it, and 5 pods per node bound to them (no kubelet: they stay
 //! Pending, which the probe counts like Running). Measured in the same run, alternating
-//! the two kinds: wall time per probe (median, p90) and the member API server's CPU.
+//! the kinds: wall time per probe (median, p90) and the member API server's CPU. A third
+//! kind, **watched**, is the look of a push member whose watches are current: the reports
+//! from the hub's node watch ([`MemberCache`]), and one GET of the challenge ConfigMap;
+//! beside it what holding those watches costs (the hub's memory, the API server's CPU
+//! while nothing changes).
 //! Run: `cargo bench -p gpufed-e2e --bench member_probe` (1000 nodes, 5000 pods, 30
 //! probes of each kind). Without `--bench` a smoke run: 40 nodes, 200 pods, 5 probes.
 
@@ -19,6 +23,9 @@ use futures::{StreamExt, TryStreamExt};
 use gpufed_e2e::{Federation, FederationSpec};
 use gpufed_operator::fleet::labels;
 use gpufed_operator::member::ops::{probe_reports, probe_with};
+use gpufed_operator::member::wakes::ReportWakes;
+use gpufed_operator::member::watch::{MemberCache, trim_node};
+use gpufed_operator::verification::read_challenges;
 use gpufed_trust::report::{InventoryReport, ReportGpu, sign};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::PostParams;
@@ -26,6 +33,32 @@ use kube::{Api, Client};
 
 const RESOURCE: &str = gpufed_api::DEFAULT_GPU_RESOURCE;
 const PODS_PER_NODE: usize = 5;
+
+/// How long the watches are held with nothing changing, for the API server's idle cost.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// This process's resident memory in KiB (`VmRSS`).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The hub's look at a member whose watches are current (`kind="watched"`): the challenge
+/// requests read, the reports from the node watch.
+async fn watch_look(
+    client: &Client,
+    cache: &MemberCache,
+    selector: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    read_challenges(client).await.expect("challenge requests read");
+    cache.node_reports(selector)
+}
 
 /// CPU seconds the member's API server has used.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -169,7 +202,45 @@ async fn main() {
         .map(|r| r.pid)
         .expect("the member's API server");
     let selector = BTreeMap::new();
-    // Warm both paths (connections, the API server's caches), then alternate.
+    // The API server's own background (controllers, scheduler, leases) without a watch.
+    let c = cpu_seconds(apiserver);
+    tokio::time::sleep(IDLE).await;
+    let idle_base = cpu_seconds(apiserver) - c;
+    // The watches first, before the probes' allocations blur this process's RSS.
+    let rss_before = rss_kib();
+    let cache = MemberCache::start(&client, None, "big", ReportWakes::default());
+    let synced = Instant::now();
+    while !cache.current() {
+        assert!(
+            synced.elapsed() < Duration::from_secs(300),
+            "the member watches never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let synced = synced.elapsed();
+    let rss_watched = rss_kib().saturating_sub(rss_before);
+    // What the cache keeps of a node against the node whole, as it kept them before it
+    // trimmed them ([`trim_node`]), in bytes of JSON: RSS is too blurred by the list's
+    // own transient buffers to tell the two apart.
+    let listed = Api::<Node>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("nodes listed");
+    let json = |n: &Node| serde_json::to_vec(n).expect("node to JSON").len();
+    let whole_bytes: usize = listed.items.iter().map(json).sum();
+    let kept_bytes: usize = listed
+        .items
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            trim_node(&mut n);
+            json(&n)
+        })
+        .sum();
+    let c = cpu_seconds(apiserver);
+    tokio::time::sleep(IDLE).await;
+    let idle_cpu = cpu_seconds(apiserver) - c;
+    // Warm the paths (connections, the API server's caches), then alternate.
     let whole = probe_with(client.clone(), RESOURCE, &selector, &[])
         .await
         .expect("whole probe");
@@ -180,8 +251,13 @@ async fn main() {
         .await
         .expect("reports probe");
     assert_eq!(reports.reports, whole.reports, "the same reports either way");
-    let (mut t_whole, mut t_reports) = (Vec::new(), Vec::new());
-    let (mut cpu_whole, mut cpu_reports) = (0.0, 0.0);
+    assert_eq!(
+        watch_look(&client, &cache, &selector).await,
+        whole.reports,
+        "the watch too"
+    );
+    let (mut t_whole, mut t_reports, mut t_watched) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_whole, mut cpu_reports, mut cpu_watched) = (0.0, 0.0, 0.0);
     for _ in 0..probes {
         let (c, t) = (cpu_seconds(apiserver), Instant::now());
         probe_with(client.clone(), RESOURCE, &selector, &[])
@@ -195,9 +271,14 @@ async fn main() {
             .expect("reports probe");
         t_reports.push(t.elapsed());
         cpu_reports += cpu_seconds(apiserver) - c;
+        let (c, t) = (cpu_seconds(apiserver), Instant::now());
+        watch_look(&client, &cache, &selector).await;
+        t_watched.push(t.elapsed());
+        cpu_watched += cpu_seconds(apiserver) - c;
     }
     t_whole.sort();
     t_reports.sort();
+    t_watched.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "member: {nodes} GPU nodes with signed reports, {} pods (created in {:.1} s); {probes} probes of each kind, alternating",
@@ -209,6 +290,7 @@ async fn main() {
     for (kind, t, cpu) in [
         ("whole", &t_whole, cpu_whole),
         ("reports only", &t_reports, cpu_reports),
+        ("watched", &t_watched, cpu_watched),
     ] {
         println!(
             "| {kind} | {:.1} ms | {:.1} ms | {:.1} ms |",
@@ -222,5 +304,25 @@ async fn main() {
         ms(percentile(&t_whole, 0.5)) / ms(percentile(&t_reports, 0.5)).max(1e-3),
         cpu_whole / cpu_reports.max(0.01)
     );
+    println!(
+        "ratio reports only / watched: median {:.1}×, API server CPU {:.1}×",
+        ms(percentile(&t_reports, 0.5)) / ms(percentile(&t_watched, 0.5)).max(1e-3),
+        cpu_reports / cpu_watched.max(0.01)
+    );
+    println!(
+        "the watches (nodes, gpufed's pods): listed in {:.1} s; this process's RSS +{:.1} MiB; member API server CPU over {} s with nothing changing: {:.0} ms with them, {:.0} ms before",
+        synced.as_secs_f64(),
+        rss_watched as f64 / 1024.0,
+        IDLE.as_secs(),
+        idle_cpu * 1e3,
+        idle_base * 1e3
+    );
+    println!(
+        "a node as the watch keeps it: {:.0} bytes of JSON, whole {:.0} bytes ({:.1}×)",
+        kept_bytes as f64 / nodes as f64,
+        whole_bytes as f64 / nodes as f64,
+        whole_bytes as f64 / kept_bytes.max(1) as f64
+    );
+    drop(cache);
     fed.down();
 }

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use gpufed_api::ComputeJob;
 use gpufed_trust::allocations;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -62,6 +62,7 @@ enum Change<'a, K> {
 fn spawn_reflector<K, F>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
     ok: Arc<AtomicBool>,
     seen: F,
 ) -> (Store<K>, tokio::task::JoinHandle<()>)
@@ -76,8 +77,8 @@ where
     F: Fn(Change<'_, K>) + Send + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, config)).backoff(crate::backoff::WatchBackoff::default());
+    let stream = reflector::reflector(writer, watcher(api, config).modify(trim))
+        .backoff(crate::backoff::WatchBackoff::default());
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -118,6 +119,7 @@ impl MemberCache {
         let (pods, pod_task) = spawn_reflector(
             Api::all(client.clone()),
             pod_config,
+            trim_pod,
             pods_ok.clone(),
             move |change: Change<'_, Pod>| {
                 if let (Change::Applied(p) | Change::Deleted(p), Some(t)) = (change, &trigger)
@@ -136,6 +138,7 @@ impl MemberCache {
         let (nodes, node_task) = spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
+            trim_node,
             nodes_ok.clone(),
             move |change: Change<'_, Node>| {
                 let n = match change {
@@ -223,6 +226,29 @@ impl MemberCache {
     }
 }
 
+/// What the hub keeps of a watched node: its name, labels and annotations (the signed
+/// report, the GPU allocations), and its conditions and addresses ([`ready_node`]). The
+/// store holds every node of every push member, and the rest of a node object — managed
+/// fields, spec, capacity, images, system info — is most of it and read by nobody here
+/// (`benches/member_probe.rs` measures the difference).
+pub fn trim_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.spec = None;
+    if let Some(s) = node.status.as_mut() {
+        *s = NodeStatus {
+            conditions: s.conditions.take(),
+            addresses: s.addresses.take(),
+            ..NodeStatus::default()
+        };
+    }
+}
+
+/// What the hub keeps of one of gpufed's member pods: all but its managed fields (job
+/// reconciles read the pods whole).
+pub fn trim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -279,6 +305,52 @@ mod tests {
         assert_eq!(job_of(&pod), Some(ObjectRef::new("train").within("team-a")));
         pod.metadata.labels = None;
         assert_eq!(job_of(&pod), None);
+    }
+
+    #[test]
+    fn a_trimmed_node_keeps_all_the_hub_reads() {
+        let report = r#"{"report":{"node":"gpu-1"},"signature":"c2ln"}"#;
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gpu-1", "labels": {"gpufed.io/gpu-model": "NVIDIA-H100"},
+                "annotations": {(allocations::ANNOTATION): r#"{"gpufed-t1/w-0": ["GPU-a"]}"#,
+                                (gpufed_trust::report::ANNOTATION): report},
+                "managedFields": [{"manager": "kubelet", "operation": "Update", "apiVersion": "v1"}]},
+            "spec": {"podCIDR": "10.0.1.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "status": {
+                "capacity": {"nvidia.com/gpu": "8"}, "allocatable": {"nvidia.com/gpu": "8"},
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "ExternalIP", "address": "203.0.113.7"}],
+                "images": [{"names": ["registry.example.com/ml/trainer:1"], "sizeBytes": 1}],
+                "nodeInfo": {"architecture": "amd64", "bootID": "b", "containerRuntimeVersion": "c",
+                             "kernelVersion": "k", "kubeProxyVersion": "p", "kubeletVersion": "v1.20.2",
+                             "machineID": "m", "operatingSystem": "linux", "osImage": "o", "systemUUID": "s"}
+            }
+        }))
+        .expect("node");
+        let mut trimmed = node.clone();
+        trim_node(&mut trimmed);
+        assert_eq!(
+            ready_node(&trimmed),
+            ready_node(&node),
+            "readiness, address, allocations"
+        );
+        assert!(ready_node(&trimmed).is_some());
+        assert_eq!(
+            crate::provider::report_of(&trimmed.metadata),
+            crate::provider::report_of(&node.metadata)
+        );
+        assert!(crate::provider::report_of(&trimmed.metadata).is_some());
+        assert_eq!(
+            (trimmed.labels(), trimmed.annotations()),
+            (node.labels(), node.annotations())
+        );
+        assert_eq!(trimmed.metadata.managed_fields, None);
+        assert_eq!(trimmed.spec, None);
+        let status = trimmed.status.expect("status");
+        assert_eq!(
+            (status.images, status.node_info, status.capacity),
+            (None, None, None)
+        );
     }
 
     #[test]
