@@ -47,6 +47,9 @@ pub enum Why {
     Round,
     /// A node new to this hub.
     Join,
+    /// A node whose round began under the hub's previous leader and was not judged in it
+    /// (`NodeSchedule::resumed`): challenged at once, on its own clock, like a join.
+    Resumed,
     /// The node's report lists GPUs its last verdict does not cover.
     Changed,
     /// A `verifiedOnly` job waits for a fresher verdict.
@@ -59,6 +62,7 @@ impl Why {
         match self {
             Why::Round => "round",
             Why::Join => "join",
+            Why::Resumed => "resumed",
             Why::Changed => "changed",
             Why::Wanted => "wanted",
         }
@@ -70,6 +74,10 @@ impl Why {
 pub struct NodeSchedule {
     /// The node was judged before by this hub (false: new to it).
     pub judged: bool,
+    /// Not judged by this leader, but by the previous one, and the round after that
+    /// verdict began before this leader took over: challenged at once like a new node,
+    /// and counted as [`Why::Resumed`], not as a join.
+    pub resumed: bool,
     /// The start of its next round (the round after its last challenge's), ms.
     pub next_due_ms: u64,
     /// No GPU of its latest verdict failed (a node that listed none failed nothing).
@@ -116,7 +124,7 @@ impl Rounds {
     pub fn issued_at(&self, why: Why, now_ms: u64) -> u64 {
         match why {
             Why::Round => now_ms.min(self.start_of(now_ms).saturating_add(self.grace_ms)),
-            Why::Join | Why::Changed | Why::Wanted => now_ms,
+            Why::Join | Why::Resumed | Why::Changed | Why::Wanted => now_ms,
         }
     }
 
@@ -141,7 +149,7 @@ impl Rounds {
             return (why != Why::Round && self.crossed(issued, now_ms)).then_some(Why::Round);
         }
         if !node.judged {
-            return Some(Why::Join);
+            return Some(if node.resumed { Why::Resumed } else { Why::Join });
         }
         if now_ms >= node.next_due_ms {
             return Some(Why::Round);
@@ -160,7 +168,9 @@ impl Rounds {
 
 /// The GPUs of a node *proven* in a round, after a challenge started for `why` that the
 /// GPUs `passed` passed: a round proves what passed it; a challenge between rounds proves
-/// nothing new, and a proven GPU stays proven only if it passed again. A hub with
+/// nothing new, and a proven GPU stays proven only if it passed again. A resumed round
+/// proves nothing new either: the round's other nodes may have answered under the
+/// previous leader already, so it is not at the same time as theirs. A hub with
 /// probation (docs/trust.md, "Probation") counts only proven GPUs as verified.
 pub fn proven_after<'a>(
     why: Why,

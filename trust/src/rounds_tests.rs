@@ -139,3 +139,29 @@ fn only_a_round_proves_a_gpu_and_a_failure_unproves_it() {
     assert_eq!(proven_after(Why::Wanted, ["GPU-1"], &proven), set(&["GPU-1"]));
     assert_eq!(proven_after(Why::Round, ["GPU-3"], &proven), set(&["GPU-3"]));
 }
+
+#[test]
+fn a_node_whose_round_began_under_the_previous_leader_is_resumed_at_once_on_its_own_clock() {
+    let r = rounds();
+    let round = 11 * HOUR;
+    let resumed = NodeSchedule {
+        resumed: true,
+        ..NodeSchedule::default()
+    };
+    // Not judged by this leader: at once, even a minute past the round's grace, and
+    // named for what it is.
+    assert_eq!(r.decide(&resumed, round + 60_000), Some(Why::Resumed));
+    assert_eq!(r.issued_at(Why::Resumed, round + 60_000), round + 60_000);
+    assert_eq!(Why::Resumed.label(), "resumed");
+    // Like a join it proves nothing new (the round's other nodes answered earlier), and
+    // a GPU proven before stays proven when it passes.
+    let proven = ["GPU-1".to_owned()].into_iter().collect();
+    assert_eq!(proven_after(Why::Resumed, ["GPU-1", "GPU-2"], &proven), proven);
+    // Once open, the next round replaces it like any challenge between rounds.
+    let open = NodeSchedule {
+        open: Some((round + 60_000, Why::Resumed)),
+        ..resumed
+    };
+    assert_eq!(r.decide(&open, round + 61_000), None);
+    assert_eq!(r.decide(&open, round + HOUR), Some(Why::Round));
+}

@@ -149,6 +149,7 @@ fn identities_shown_one_by_one_after_the_round_run_on_its_clock() {
     // Between rounds the farm cannot pick its own time either: it failed.
     let failed = gpufed_trust::rounds::NodeSchedule {
         judged: true,
+        resumed: false,
         next_due_ms: rounds.next_due(ROUND),
         passed: false,
         changed: true,

@@ -148,13 +148,17 @@ pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>
         .collect();
     let waiting: BTreeSet<&str> = marked.values().copied().collect();
     holds.retain(|job, _| waiting.contains(job.as_str()));
-    for j in jobs {
-        let id = super::job_id(j);
-        if !waiting.contains(id.as_str()) || holds.contains_key(&id) {
-            continue;
-        }
-        if let Some(held) = j.status.as_ref().and_then(|s| s.held.as_ref()) {
-            holds.insert(id, Hold::from_status(held));
+    if waiting.len() > holds.len() {
+        // A hold memory lacks (this leader is new): from the job's status. Only jobs
+        // with one are named, so a round without such a gap builds no job ids.
+        for j in jobs {
+            let Some(held) = j.status.as_ref().and_then(|s| s.held.as_ref()) else {
+                continue;
+            };
+            let id = super::job_id(j);
+            if waiting.contains(id.as_str()) && !holds.contains_key(&id) {
+                holds.insert(id, Hold::from_status(held));
+            }
         }
     }
     let mut total = 0u32;

@@ -100,15 +100,9 @@ async fn write_waiting(
     };
     match crate::job::write_status(ctx, job, &status).await {
         Err(crate::error::Error::Conflict(_)) if ctx.leadership.is_leader() => {
-            let api: kube::Api<ComputeJob> =
-                kube::Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
-            let fresh = api
-                .get(&job.name_any())
-                .await
-                .map_err(|e| crate::error::Error::hub("ComputeJob", e))?;
-            if !mapping::is_queued(&fresh) || fresh.metadata.generation != job.metadata.generation {
+            let Some(fresh) = super::write::reread_queued(ctx, job).await? else {
                 return Ok(());
-            }
+            };
             match waiting_status(&fresh, p, held, now) {
                 Some(status) => crate::job::write_status(ctx, &fresh, &status).await.map(drop),
                 None => Ok(()),

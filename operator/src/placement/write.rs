@@ -56,19 +56,25 @@ pub(super) async fn write_placement(
     now: i64,
 ) -> Result<ComputeJob> {
     match try_write_placement(ctx, job, p, now).await {
-        Err(Error::Conflict(_)) if ctx.leadership.is_leader() => {
-            let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
-            let fresh = api
-                .get(&job.name_any())
-                .await
-                .map_err(|e| Error::hub("ComputeJob", e))?;
-            if !mapping::is_queued(&fresh) || fresh.metadata.generation != job.metadata.generation {
-                return Err(Error::Conflict("job changed since the round's snapshot".into()));
-            }
-            try_write_placement(ctx, &fresh, p, now).await
-        }
+        Err(Error::Conflict(_)) if ctx.leadership.is_leader() => match reread_queued(ctx, job).await? {
+            Some(fresh) => try_write_placement(ctx, &fresh, p, now).await,
+            None => Err(Error::Conflict("job changed since the round's snapshot".into())),
+        },
         other => other,
     }
+}
+
+/// After a write of the round's decision about `job` met a conflict: the job read again,
+/// if it still queues with the spec generation the round decided on, else `None` (the
+/// decision no longer applies).
+pub(super) async fn reread_queued(ctx: &Context, job: &ComputeJob) -> Result<Option<ComputeJob>> {
+    let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
+    let fresh = api
+        .get(&job.name_any())
+        .await
+        .map_err(|e| Error::hub("ComputeJob", e))?;
+    let same = mapping::is_queued(&fresh) && fresh.metadata.generation == job.metadata.generation;
+    Ok(same.then_some(fresh))
 }
 
 async fn try_write_placement(

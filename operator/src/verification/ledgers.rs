@@ -197,6 +197,7 @@ impl Verifier {
                     proven: r.record.proven,
                     valid_until_ms: r.valid_until_ms,
                     next_due_ms: r.next_due_ms,
+                    resumed_due: outcome == verdicts::Outcome::Due,
                     nonce: r.record.nonce,
                     ..NodeState::default()
                 },

@@ -127,6 +127,9 @@ struct NodeState {
     valid_until_ms: u64,
     /// The start of the node's next round.
     next_due_ms: u64,
+    /// Restored from the previous leader's record with its next round begun already
+    /// (`verdicts::Outcome::Due`), and not challenged since.
+    resumed_due: bool,
     /// The start of a round the hub found this node due in but could not challenge it
     /// (no usable report, its member unreachable): its round challenge, when it comes,
     /// is late by the node's doing, not the hub's spread.

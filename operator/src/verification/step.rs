@@ -120,12 +120,14 @@ impl Verifier {
                 st.verdict_at_ms = None;
                 st.session = None;
                 st.why = None;
+                st.resumed_due = false;
                 continue;
             }
             st.problem = None;
             let known: Vec<&str> = st.verdicts.iter().map(|v| v.uuid.as_str()).collect();
             let schedule = NodeSchedule {
                 judged: st.next_due_ms > 0,
+                resumed: st.resumed_due,
                 next_due_ms: st.next_due_ms,
                 // A node that listed no GPU failed nothing: its first GPUs are challenged at once.
                 passed: st.verdicts.iter().all(GpuVerdict::passed),
@@ -140,6 +142,7 @@ impl Verifier {
                 // Any new challenge is as fresh as a wanted one; a round's replaces one
                 // opened between rounds (its request on the member too).
                 st.wanted = false;
+                st.resumed_due = false;
                 let issued = rounds.issued_at(why, now_ms);
                 let round_start = rounds.start_of(now_ms);
                 let late = st.missed_round_ms.take() == Some(round_start);
