@@ -368,5 +368,8 @@ pub fn render(r: &WhyReport) -> String {
 }
 
 #[cfg(test)]
+#[path = "why_placement_tests.rs"]
+mod placement_tests;
+#[cfg(test)]
 #[path = "why_tests.rs"]
 mod tests;
