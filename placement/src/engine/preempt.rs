@@ -3,7 +3,9 @@
 //! Allocations already being evicted (marked by an earlier round) are never chosen again.
 //!
 //! Per candidate group, victims on that provider are added lowest priority first,
-//! youngest first, until the job fits; the group needing the fewest evicted GPUs wins
+//! youngest first (then by job id), until the job fits; then each the job can do without
+//! is dropped again, the last added first (work on another model's nodes, on nodes it
+//! cannot use, or more than it needs). The group needing the fewest evicted GPUs wins
 //! (ties to the smaller group). Evictions are whole allocations. GPUs freed but not used
 //! by the job stay unavailable this round (they are still busy until the eviction), and so
 //! do the victims' CPU and memory: a node's free CPU and memory count them until they stop.
@@ -64,6 +66,25 @@ impl Engine<'_> {
         !per_unit && best_fit(&counts, js.g, js.w).is_some()
     }
 
+    /// Victims added in order until job `h` fits may include some it does not need: work
+    /// on another model's nodes, or on nodes whose other GPUs stay held. Drops each whose
+    /// eviction the job can do without, the last added (highest priority) first, as
+    /// kube-scheduler's preemption does; returns the GPUs the rest free, and the rest.
+    fn fewest(&self, h: u32, gi: u32, mut chosen: Vec<usize>) -> (u32, Vec<usize>) {
+        for i in (0..chosen.len()).rev() {
+            let mut extra = Extra::new();
+            for (_, &v) in chosen.iter().enumerate().filter(|&(j, _)| j != i) {
+                self.add_extra(v, &mut extra);
+            }
+            if self.fits_with(h, gi, &extra) {
+                chosen.remove(i);
+            }
+        }
+        let mut extra = Extra::new();
+        let freed = chosen.iter().map(|&v| self.add_extra(v, &mut extra)).sum();
+        (freed, chosen)
+    }
+
     /// Adds what evicting allocation `v` frees to `extra`; returns its GPUs.
     fn add_extra(&self, v: usize, extra: &mut Extra) -> u32 {
         let al = &self.allocs[v];
@@ -87,6 +108,18 @@ impl Engine<'_> {
     pub(super) fn victims_key(&self, job: &crate::snapshot::Job, ns: u32) -> Option<(i32, Option<u32>)> {
         (self.cfg.preemption && job.preempt)
             .then_some((job.priority, (!self.cfg.preempt_across_namespaces).then_some(ns)))
+    }
+
+    /// The order victims are tried in: lowest priority, then the latest started, then by
+    /// job id — never by position in the snapshot, which follows the operator's cache and
+    /// differs between leaders (jobs placed in one round start at the same second).
+    pub(super) fn victim_order(&self, a: usize) -> (i32, Reverse<u64>, &str) {
+        let al = &self.allocs[a];
+        (
+            al.priority,
+            Reverse(al.start),
+            self.snap.running[al.src as usize].job.as_str(),
+        )
     }
 
     /// The allocations job `h` may evict on `provider`, budgets aside: not being evicted,
@@ -120,10 +153,7 @@ impl Engine<'_> {
                     continue;
                 }
                 let mut victims = self.candidates(h, group.provider);
-                victims.sort_by_key(|&a| {
-                    let al = &self.allocs[a];
-                    (al.priority, Reverse(al.start), al.src)
-                });
+                victims.sort_by_key(|&a| self.victim_order(a));
                 let mut extra = Extra::new();
                 let mut freed = 0u32;
                 let mut chosen = Vec::new();
@@ -145,6 +175,7 @@ impl Engine<'_> {
                         break;
                     }
                     if self.fits_with(h, gi, &extra) {
+                        let (freed, chosen) = self.fewest(h, gi, chosen);
                         best = Some((freed, gi, chosen));
                         fitted = true;
                         break;

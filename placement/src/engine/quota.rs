@@ -68,10 +68,7 @@ impl Engine<'_> {
                 !al.evicted && al.ns == ns && al.priority < priority
             })
             .collect();
-        candidates.sort_by_key(|&a| {
-            let al = &self.allocs[a];
-            (al.priority, std::cmp::Reverse(al.start), al.src)
-        });
+        candidates.sort_by_key(|&a| self.victim_order(a));
         let (mut chosen, mut gpus) = (Vec::new(), 0u32);
         let mut spent: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
         for v in candidates {
