@@ -38,8 +38,23 @@ impl std::fmt::Debug for Daemon {
 }
 
 impl Daemon {
-    /// Runs until `stop` turns true, then shuts every part down (the socket is removed).
+    /// Runs until `stop` turns true (or its sender is dropped), then shuts every part down
+    /// (the socket is removed). When the kubelet side ends by itself — its socket cannot
+    /// be bound — the other parts stop too and its error is returned, so the process
+    /// exits and the DaemonSet restarts it rather than idling unregistered.
     pub async fn run(self, stop: watch::Receiver<bool>) -> Result<(), KubeletError> {
+        let (parts, parts_stop) = watch::channel(false);
+        let follow = tokio::spawn(follow(stop, parts.clone()));
+        let served = self.run_parts(parts_stop, &parts).await;
+        follow.abort();
+        served
+    }
+
+    async fn run_parts(
+        self,
+        stop: watch::Receiver<bool>,
+        parts: &watch::Sender<bool>,
+    ) -> Result<(), KubeletError> {
         let inv = self.source.inventory().clone();
         tracing::info!(
             gpus = inv.gpus.len(),
@@ -63,10 +78,24 @@ impl Daemon {
             .publisher
             .map(|p| tokio::spawn(node::run_publisher(p, stop.clone())));
         let served = kubelet::run(self.kubelet, state, stop).await;
+        if let Err(e) = &served {
+            tracing::error!(error = %e, "kubelet side stopped; stopping the plugin");
+        }
+        let _ = parts.send(true);
         if let Some(p) = publisher {
             let _ = p.await;
         }
         let _ = tokio::task::spawn_blocking(move || health.join()).await;
         served
     }
+}
+
+/// Turns `parts` true once `outer` is (or its sender is gone).
+async fn follow(mut outer: watch::Receiver<bool>, parts: watch::Sender<bool>) {
+    while !*outer.borrow_and_update() {
+        if outer.changed().await.is_err() {
+            break;
+        }
+    }
+    let _ = parts.send(true);
 }

@@ -104,9 +104,11 @@ pub fn pod_resources_reclaimer(socket: PathBuf, resource_name: String, state: Pl
     Arc::new(move || {
         let (socket, resource, state) = (socket.clone(), resource_name.clone(), state.clone());
         Box::pin(async move {
+            // Allocations granted while PodResources is read are not in what it returns.
+            let mark = state.mark();
             match in_use(&socket, &resource).await {
                 Ok(used) => {
-                    state.retain_in_use(&used);
+                    state.retain_in_use(&used, mark);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read PodResources; keeping the ledger"),
             }

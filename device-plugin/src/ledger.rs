@@ -135,13 +135,22 @@ impl Ledger {
         adopted
     }
 
-    /// Keeps only GPUs that are still in use by some container; returns those freed.
-    pub fn retain_in_use(&mut self, in_use: &BTreeSet<String>) -> Vec<String> {
+    /// The allocation the next `Allocate` will record: taken before reading which GPUs
+    /// are in use, and handed to [`Ledger::retain_in_use`].
+    pub fn mark(&self) -> AllocationId {
+        self.next.max(1)
+    }
+
+    /// Keeps only GPUs that are still in use by some container, as a view read after
+    /// `mark` ([`Ledger::mark`]) says; returns those freed. GPUs allocated since the mark
+    /// are kept whatever the view says: it may have been read before they were granted,
+    /// and freeing them would hand them to a second container.
+    pub fn retain_in_use(&mut self, in_use: &BTreeSet<String>, mark: AllocationId) -> Vec<String> {
         let freed: Vec<String> = self
             .held
-            .keys()
-            .filter(|k| !in_use.contains(*k))
-            .cloned()
+            .iter()
+            .filter(|&(k, &holder)| holder < mark && !in_use.contains(k))
+            .map(|(k, _)| k.clone())
             .collect();
         for f in &freed {
             self.held.remove(f);
@@ -181,7 +190,7 @@ mod tests {
             Err(AllocError::Busy { .. })
         ));
         assert!(l.adopt(std::iter::empty()).is_empty());
-        let freed = l.retain_in_use(&["GPU-0".to_owned()].into());
+        let freed = l.retain_in_use(&["GPU-0".to_owned()].into(), l.mark());
         assert_eq!(freed, v(&["GPU-3", "GPU-4"]));
         assert!(l.allocate(&[v(&["GPU-3"])], h).is_ok());
     }
@@ -221,13 +230,34 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_granted_while_the_in_use_view_was_read_is_not_freed_by_it() {
+        let mut l = Ledger::new();
+        let one = |id: &str| vec![vec![id.to_owned()]];
+        l.allocate(&one("GPU-0"), h).unwrap();
+        // A reclaim takes its mark and reads PodResources: GPU-0's pod is gone by then.
+        let mark = l.mark();
+        let view: BTreeSet<String> = BTreeSet::new();
+        // Meanwhile kubelet admits another pod: GPU-1 is granted, after the view was read.
+        l.allocate(&one("GPU-1"), h).unwrap();
+        assert_eq!(l.retain_in_use(&view, mark), v(&["GPU-0"]));
+        // GPU-1 stays held: a third container asking for it is refused.
+        assert!(matches!(
+            l.allocate(&one("GPU-1"), h),
+            Err(AllocError::Busy { .. })
+        ));
+        // The next view, read after the grant, decides for it.
+        let mark = l.mark();
+        assert_eq!(l.retain_in_use(&view, mark), v(&["GPU-1"]));
+    }
+
+    #[test]
     fn release_and_reconcile_make_gpus_allocatable_again() {
         let mut l = Ledger::new();
         l.allocate(&[v(&["GPU-0"]), v(&["GPU-1"])], h).unwrap();
         assert_eq!(l.release(["GPU-0", "GPU-9"]), v(&["GPU-0"]));
         assert!(l.allocate(&[v(&["GPU-0"])], h).is_ok());
         let in_use: BTreeSet<String> = v(&["GPU-0"]).into_iter().collect();
-        assert_eq!(l.retain_in_use(&in_use), v(&["GPU-1"]));
+        assert_eq!(l.retain_in_use(&in_use, l.mark()), v(&["GPU-1"]));
         assert!(l.allocate(&[v(&["GPU-1"])], h).is_ok());
         assert!(l.allocate(&[v(&["GPU-0"])], h).is_err());
     }

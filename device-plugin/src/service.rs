@@ -177,8 +177,8 @@ impl PluginState {
     }
 
     /// Keeps in the ledger only the GPUs still used by some container; returns those freed.
-    pub fn retain_in_use(&self, in_use: &BTreeSet<String>) -> Vec<String> {
-        let freed = self.lock().ledger.retain_in_use(in_use);
+    pub fn retain_in_use(&self, in_use: &BTreeSet<String>, mark: crate::ledger::AllocationId) -> Vec<String> {
+        let freed = self.lock().ledger.retain_in_use(in_use, mark);
         if !freed.is_empty() {
             tracing::info!(
                 ?freed,
@@ -186,6 +186,11 @@ impl PluginState {
             );
         }
         freed
+    }
+
+    /// The ledger's mark before reading which GPUs are in use ([`crate::ledger::Ledger::mark`]).
+    pub fn mark(&self) -> crate::ledger::AllocationId {
+        self.lock().ledger.mark()
     }
 
     /// GPUs currently allocated.

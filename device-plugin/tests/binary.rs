@@ -110,3 +110,41 @@ fn inventory_and_report_subcommands_in_simulate_mode() {
     assert!(!v.counts_as_verified(), "simulated");
     assert!(key.exists(), "node key persisted");
 }
+
+#[test]
+fn a_socket_it_cannot_bind_makes_it_exit_non_zero_not_idle() {
+    // The plugin directory is a regular file (a wrong --plugin-dir, a kubelet root that
+    // is not mounted): binding the socket fails. The plugin must exit 1 so the DaemonSet
+    // restarts it, not keep its health loop and publisher running unregistered.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inv.yaml");
+    std::fs::write(&file, HGX).unwrap();
+    let not_a_dir = dir.path().join("device-plugins");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--simulate", file.to_str().unwrap()])
+        .args(["--plugin-dir", not_a_dir.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "still running after 20 s: {err}"
+    );
+    assert!(err.contains("device-plugins"), "names the path: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
