@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod deposit;
 pub mod error;
+pub mod escrow;
 pub mod finality;
 pub mod programs;
 pub mod pubkey;

@@ -69,6 +69,9 @@ pub struct RoundReport {
     pub rpc_errors: usize,
     /// Tenants whose escrow cannot cover their share, or that have no escrow.
     pub shortfalls: Vec<Shortfall>,
+    /// Providers with records waiting that have no payout account (deleted, or their
+    /// wallet invalid): their records are not batched until they have one.
+    pub unpaid: Vec<String>,
     /// Records not yet settled after the round.
     pub backlog: usize,
 }
@@ -192,15 +195,54 @@ impl<S: JournalStore> Settler<S> {
         Ok(inserted)
     }
 
-    /// Escrow balances (finalized) of tenants with unsettled records; tenants without an
-    /// escrow account count as balance 0, so they are held and reported.
+    /// Keeps the journal's settled history within `keep` and forgets the bookkeeping of
+    /// the jobs in `deleted` that nothing is left of ([`gpufed_settlement::retention`]),
+    /// persisting when either changed anything; returns the records pruned and the jobs
+    /// forgotten. `deleted` must hold only jobs known to be gone.
+    pub async fn retain(
+        &mut self,
+        keep: &gpufed_settlement::Retention,
+        deleted: &BTreeSet<String>,
+    ) -> Result<(usize, usize), ChainError> {
+        let pruned = self.journal.prune_beyond(keep);
+        let records: usize = pruned.iter().map(|b| b.records.len()).sum();
+        let forgotten = self.journal.forget_jobs(deleted.iter().map(String::as_str));
+        if !pruned.is_empty() || forgotten > 0 {
+            self.store.save(&self.journal).await?;
+            info!(
+                batches = pruned.len(),
+                records,
+                jobs = forgotten,
+                "settled history pruned from the journal"
+            );
+        }
+        Ok((records, forgotten))
+    }
+
+    /// What the authority may spend (finalized) from the escrows of tenants with unsettled
+    /// records ([`crate::escrow::spendable`]); tenants without an escrow account count as
+    /// 0, so they are held and reported.
     async fn escrow_balances(&self, report: &mut RoundReport) -> BTreeMap<String, u64> {
         let tenants: BTreeSet<String> = self.journal.pending_iter().map(|r| r.tenant.clone()).collect();
         let mut out = BTreeMap::new();
         for t in tenants {
             let bal = match self.cfg.accounts.escrows.get(&t) {
-                Some(acct) => match self.rpc.token_balance(acct, Commitment::Finalized).await {
+                Some(acct) => match self
+                    .rpc
+                    .escrow_spendable(
+                        acct,
+                        &self.authority.pubkey(),
+                        &self.cfg.accounts.mint,
+                        Commitment::Finalized,
+                    )
+                    .await
+                {
                     Ok(b) => b.unwrap_or(0),
+                    // Not a token account: nothing to spend, reported short.
+                    Err(e @ ChainError::Decode { .. }) => {
+                        warn!(tenant = %t, error = %e, "escrow is not a usable token account");
+                        0
+                    }
                     Err(e) => {
                         // Unknown balance: don't settle this tenant now, but don't report it short.
                         debug!(tenant = %t, error = %e, "escrow balance unavailable");
@@ -227,7 +269,19 @@ impl<S: JournalStore> Settler<S> {
         for t in pending_tenants.difference(&balances.keys().cloned().collect()) {
             known.insert(t.clone(), 0);
         }
-        let (planned, shortfalls) = self.journal.plan_covered_batch(&self.cfg.plan, &known, now);
+        // Providers without a payout account: their records wait unplanned (a batch paying
+        // them could not be signed, and would hold up every batch after it).
+        let unpaid: BTreeSet<String> = self
+            .journal
+            .pending_iter()
+            .map(|r| &r.provider)
+            .filter(|p| self.cfg.accounts.payout_account(p).is_none())
+            .cloned()
+            .collect();
+        let (planned, shortfalls) = self
+            .journal
+            .plan_covered_batch(&self.cfg.plan, &known, &unpaid, now);
+        report.unpaid = unpaid.into_iter().collect();
         report.shortfalls = shortfalls
             .into_iter()
             .filter(|s| balances.contains_key(&s.tenant))
@@ -274,6 +328,14 @@ impl<S: JournalStore> Settler<S> {
                 let obs = match self.sign(batch).await {
                     Ok(intent) => Observation::Signed { query, intent },
                     Err(e) if e.is_transient() => self.rpc_error(query, &e, report),
+                    // A batch planned before one of its accounts went (a provider deleted,
+                    // an escrow annotation removed): it backs off like an RPC error and is
+                    // signed once the account is back; ending the round would stop every
+                    // other batch, and metering, with it.
+                    Err(e @ ChainError::Config(_)) => {
+                        warn!(batch, error = %e, "batch cannot be signed yet; it backs off");
+                        self.rpc_error(query, &e, report)
+                    }
                     Err(e) => return Err(e),
                 };
                 let actions = self.journal.step(batch, now_ms(), obs, &self.cfg.machine)?;
@@ -383,3 +445,8 @@ impl<S: JournalStore> Settler<S> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "settler_tests.rs"]
+mod tests;

@@ -141,11 +141,14 @@ impl NvmlSource {
         };
         inventory.normalize();
         let events = register_events(nvml, &inventory);
+        // A set that could not be registered at start is tried again like one whose wait
+        // failed later (before, XID events stayed off for good).
+        let events_retry = events.is_none().then(|| Instant::now() + EVENTS_RETRY);
         Ok(Self {
             nvml,
             inventory,
             events,
-            events_retry: None,
+            events_retry,
             ecc_seen: BTreeMap::new(),
             ecc_every,
             last_ecc: None,

@@ -105,6 +105,38 @@ async fn batches_settle_once_with_verifiable_memo_roots() {
         assert_eq!(chain.payout_balance(p).await, by_provider[p], "provider {p}");
     }
     assert_eq!(by_tenant.values().sum::<u64>(), by_provider.values().sum::<u64>());
+
+    // Past its retention the settled history is pruned, and its jobs' totals stay.
+    let totals = |s: &gpufed_chain::Settler<MemoryStore>| {
+        let uids: std::collections::BTreeSet<&str> = recs.iter().map(|r| r.job.uid.as_str()).collect();
+        uids.into_iter()
+            .map(|u| (u.to_owned(), s.journal().billing(u).settled))
+            .collect::<Vec<_>>()
+    };
+    let before = totals(&settler);
+    let keep = gpufed_settlement::Retention {
+        batches: 1,
+        records: 1000,
+    };
+    let (pruned, forgotten) = settler.retain(&keep, &Default::default()).await.unwrap();
+    assert!(pruned >= 2000, "{pruned} of 3000 settled records pruned");
+    assert_eq!(forgotten, 0);
+    let (kept_batches, kept_records) = settler.journal().history();
+    assert!(
+        kept_batches <= 1 && kept_records <= 500,
+        "{kept_batches} {kept_records}"
+    );
+    assert_eq!(totals(&settler), before, "settled totals survive pruning");
+    // What was persisted is the pruned journal, and metering it all again adds nothing:
+    // no second transaction, the balances stay.
+    let mut reopened = chain.settler(settler.into_store()).await;
+    assert_eq!(reopened.journal().history(), (kept_batches, kept_records));
+    assert_eq!(reopened.append(recs.clone()).await.unwrap(), 0);
+    let report = reopened.round().await.unwrap();
+    assert!(report.planned.is_empty(), "{report:?}");
+    for t in tenants {
+        assert_eq!(chain.escrow_balance(t).await, ESCROW - by_tenant[t], "tenant {t}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Usage records journaled but not settled yet.
     pub settlement_backlog_records: Gauge,
+    /// Settled usage records pruned from the journal (docs/settlement.md, "History").
+    pub settlement_pruned_records_total: Counter,
     /// Settlement batches final and successful.
     pub settlement_batches_settled_total: Counter,
     /// Settlement transactions that failed on chain (records re-batched).
@@ -124,6 +126,7 @@ impl Metrics {
             metered_gpu_seconds_total: Counter::default(),
             leader: Gauge::default(),
             settlement_backlog_records: Gauge::default(),
+            settlement_pruned_records_total: Counter::default(),
             settlement_batches_settled_total: Counter::default(),
             settlement_batches_failed_total: Counter::default(),
             settlement_rpc_errors_total: Counter::default(),
@@ -194,6 +197,11 @@ impl Metrics {
             "settlement_backlog_records",
             "Usage records journaled and not yet settled on chain",
             m.settlement_backlog_records.clone(),
+        );
+        registry.register(
+            "settlement_pruned_records",
+            "Settled usage records pruned from the settlement journal",
+            m.settlement_pruned_records_total.clone(),
         );
         registry.register(
             "settlement_batches_settled",

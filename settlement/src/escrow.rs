@@ -43,6 +43,16 @@ impl Journal {
     /// Per tenant: in-flight debits plus the share of the batch that would be planned
     /// next (tenants in `held` excluded).
     pub fn escrow_needs(&self, cfg: &PlanConfig, held: &BTreeSet<String>) -> BTreeMap<String, u64> {
+        self.escrow_needs_paying(cfg, held, &BTreeSet::new())
+    }
+
+    /// [`Self::escrow_needs`] with the records of providers in `unpaid` left out.
+    fn escrow_needs_paying(
+        &self,
+        cfg: &PlanConfig,
+        held: &BTreeSet<String>,
+        unpaid: &BTreeSet<String>,
+    ) -> BTreeMap<String, u64> {
         let mut needs: BTreeMap<String, u64> = BTreeMap::new();
         let mut add = |t: &str, a: u64| {
             let e = needs.entry(t.to_string()).or_default();
@@ -53,7 +63,7 @@ impl Journal {
                 add(t, a);
             }
         }
-        if let Some(next) = batch::plan(self.data.next_batch, self.pending_iter(), held, cfg, 0) {
+        if let Some(next) = batch::plan(self.data.next_batch, self.payable(unpaid), held, cfg, 0) {
             for (t, a) in next.tenant_totals() {
                 add(t, a);
             }
@@ -61,19 +71,22 @@ impl Journal {
         needs
     }
 
-    /// Plans the next batch with uncovered tenants held out. Holding one tenant can pull
-    /// in another tenant's records, so this iterates until the plan is covered (at most
-    /// once per tenant). Returns the batch id (if any) and every shortfall found.
+    /// Plans the next batch with uncovered tenants held out, and the records of providers
+    /// in `unpaid` (no payout account known: a batch paying them could not be signed, and
+    /// would hold up every batch after it). Holding one tenant can pull in another tenant's
+    /// records, so this iterates until the plan is covered (at most once per tenant).
+    /// Returns the batch id (if any) and every shortfall found.
     pub fn plan_covered_batch(
         &mut self,
         cfg: &PlanConfig,
         balances: &BTreeMap<String, u64>,
+        unpaid: &BTreeSet<String>,
         now_ms: u64,
     ) -> (Option<u64>, Vec<Shortfall>) {
         let mut held: BTreeSet<String> = BTreeSet::new();
         let mut found: Vec<Shortfall> = Vec::new();
         loop {
-            let new: Vec<Shortfall> = shortfalls(&self.escrow_needs(cfg, &held), balances)
+            let new: Vec<Shortfall> = shortfalls(&self.escrow_needs_paying(cfg, &held, unpaid), balances)
                 .into_iter()
                 .filter(|s| !held.contains(&s.tenant))
                 .collect();
@@ -85,6 +98,6 @@ impl Journal {
                 found.push(s);
             }
         }
-        (self.plan_batch(cfg, &held, now_ms), found)
+        (self.plan_batch_paying(cfg, &held, unpaid, now_ms), found)
     }
 }

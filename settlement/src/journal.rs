@@ -136,7 +136,7 @@ impl From<Journal> for JournalData {
     }
 }
 
-fn attempt_key(r: &UsageRecord) -> Hash32 {
+pub(crate) fn attempt_key(r: &UsageRecord) -> Hash32 {
     crate::position::attempt_key(&r.job.uid, r.attempt, &r.provider)
 }
 
@@ -220,6 +220,14 @@ impl Journal {
             .filter_map(|id| self.record(id))
     }
 
+    /// Pending records, in order, but those of providers in `unpaid`.
+    pub(crate) fn payable<'a>(
+        &'a self,
+        unpaid: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = &'a UsageRecord> {
+        self.pending_iter().filter(move |r| !unpaid.contains(&r.provider))
+    }
+
     /// Records not settled yet (the `gpufed_settlement_backlog_records` gauge).
     pub fn backlog_records(&self) -> usize {
         self.data
@@ -252,11 +260,22 @@ impl Journal {
     /// Plans the next batch unless `max_in_flight_batches` are already in flight.
     /// Returns its id; the caller persists before acting on it.
     pub fn plan_batch(&mut self, cfg: &PlanConfig, held: &BTreeSet<String>, now_ms: u64) -> Option<u64> {
+        self.plan_batch_paying(cfg, held, &BTreeSet::new(), now_ms)
+    }
+
+    /// [`Self::plan_batch`] with the records of providers in `unpaid` left out.
+    pub(crate) fn plan_batch_paying(
+        &mut self,
+        cfg: &PlanConfig,
+        held: &BTreeSet<String>,
+        unpaid: &BTreeSet<String>,
+        now_ms: u64,
+    ) -> Option<u64> {
         if self.in_flight().count() >= cfg.max_in_flight_batches {
             return None;
         }
         let id = self.data.next_batch;
-        let b = batch::plan(id, self.pending_iter(), held, cfg, now_ms)?;
+        let b = batch::plan(id, self.payable(unpaid), held, cfg, now_ms)?;
         for r in &b.records {
             self.assigned.insert(*r, id);
             if let Some(e) = self.data.records.get(r) {
@@ -361,40 +380,5 @@ impl Journal {
             .enumerate()
             .map(|(i, id)| Some((*id, tree.proof(i)?)))
             .collect()
-    }
-
-    /// Removes settled batches and their records (returned for archiving, e.g. proofs into
-    /// the ComputeJob status) and failed batches; re-appending a pruned record stays a
-    /// no-op thanks to the per-attempt watermark.
-    pub fn prune_settled(&mut self) -> Vec<ArchivedBatch> {
-        let done: Vec<u64> = self
-            .data
-            .batches
-            .values()
-            .filter(|b| b.tx.is_terminal())
-            .map(|b| b.id)
-            .collect();
-        let mut out = Vec::new();
-        for id in done {
-            let proofs = self.batch_proofs(id).unwrap_or_default();
-            let Some(b) = self.data.batches.remove(&id) else {
-                continue;
-            };
-            if matches!(b.tx.phase, TxPhase::Failed { .. }) {
-                continue;
-            }
-            let mut records = Vec::with_capacity(proofs.len());
-            for (rid, proof) in proofs {
-                self.assigned.remove(&rid);
-                if let Some(e) = self.data.records.remove(&rid) {
-                    self.order.remove(&e.seq);
-                    let w = self.data.watermarks.entry(attempt_key(&e.record)).or_default();
-                    *w = (*w).max(e.record.end);
-                    records.push((e.record, proof));
-                }
-            }
-            out.push(ArchivedBatch { batch: b, records });
-        }
-        out
     }
 }

@@ -29,6 +29,7 @@ pub mod merkle;
 pub mod position;
 pub mod proofs;
 pub mod record;
+pub mod retention;
 pub mod stake;
 pub mod txsize;
 
@@ -43,4 +44,5 @@ pub use memo::Memo;
 pub use merkle::{MerkleProof, MerkleTree, verify_proof};
 pub use position::{JobBilling, Position, SettledTotals};
 pub use record::{JobRef, RecordError, RecordId, UsageRecord};
+pub use retention::Retention;
 pub use txsize::TxSizeModel;

@@ -12,7 +12,7 @@ use gpufed_settlement::{
     AppendOutcome, Commitment, Journal, JournalError, MachineConfig, Observation, PlanConfig, RecordStatus,
 };
 
-use common::{Rng, intent, query, records};
+use common::{Rng, intent, query, records, settle};
 
 #[test]
 fn append_dedupes_and_rejects_conflicts() {
@@ -30,40 +30,6 @@ fn append_dedupes_and_rejects_conflicts() {
     invalid.amount += 1;
     assert!(matches!(j.append(invalid), Err(JournalError::Invalid(_))));
     assert_eq!(j.backlog_records(), 1);
-}
-
-fn settle(j: &mut Journal, id: u64, sig: &str, error: Option<String>) {
-    let cfg = MachineConfig::default();
-    let a = j.step(id, 0, Observation::Restarted, &cfg).unwrap();
-    let a = j
-        .step(
-            id,
-            0,
-            Observation::Signed {
-                query: query(&a),
-                intent: intent(sig, 10),
-            },
-            &cfg,
-        )
-        .unwrap();
-    j.step(id, 0, Observation::Broadcasted { query: query(&a) }, &cfg)
-        .unwrap();
-    let a = j.step(id, 0, Observation::Restarted, &cfg).unwrap();
-    let st = SigStatus {
-        slot: 1,
-        commitment: Commitment::Finalized,
-        error,
-    };
-    j.step(
-        id,
-        0,
-        Observation::SignatureStatus {
-            query: query(&a),
-            status: Some(st),
-        },
-        &cfg,
-    )
-    .unwrap();
 }
 
 #[test]
@@ -172,7 +138,7 @@ fn planner_respects_tx_size_and_escrow_holds_uncovered_tenants() {
     for i in 12..30 {
         balances.insert(format!("t{i}"), 1_000_000u64);
     }
-    let (planned, short) = j.plan_covered_batch(&cfg, &balances, 0);
+    let (planned, short) = j.plan_covered_batch(&cfg, &balances, &BTreeSet::new(), 0);
     assert_eq!(short.len(), 1);
     assert_eq!(
         (short[0].tenant.as_str(), short[0].needed, short[0].available),
@@ -181,6 +147,38 @@ fn planner_respects_tx_size_and_escrow_holds_uncovered_tenants() {
     let b = j.batch(planned.unwrap()).unwrap();
     assert!(b.transfers.iter().all(|t| t.tenant != "t10"));
     assert!(b.transfers.iter().any(|t| t.tenant == "t11"));
+}
+
+#[test]
+fn records_of_a_provider_without_a_payout_account_wait_and_hold_up_no_one() {
+    // A provider deleted (or its wallet invalid) with records pending: a batch paying it
+    // could not be signed, and batches run in order, so it must not be planned at all.
+    let by_job = records(6, 3, 3, &mut Rng(4));
+    let mut j = Journal::new();
+    for r in by_job.iter().flatten() {
+        j.append(r.clone()).unwrap();
+    }
+    let gone = by_job[1][0].provider.clone();
+    let unpaid = BTreeSet::from([gone.clone()]);
+    let rich: BTreeMap<String, u64> = (0..3).map(|i| (format!("tenant-{i}"), u64::MAX / 8)).collect();
+    let cfg = PlanConfig::default();
+    let (planned, short) = j.plan_covered_batch(&cfg, &rich, &unpaid, 0);
+    assert!(short.is_empty(), "{short:?}");
+    let b = j.batch(planned.unwrap()).unwrap();
+    assert!(
+        b.transfers.iter().all(|t| t.provider != gone),
+        "{:?}",
+        b.transfers
+    );
+    let waiting: Vec<_> = j.pending().into_iter().map(|r| r.provider.clone()).collect();
+    assert_eq!(waiting.len(), 6, "two jobs of 3 records");
+    assert!(waiting.iter().all(|p| *p == gone));
+    // Nothing else to plan while it has no account; once it has one, its records go.
+    assert_eq!(j.plan_covered_batch(&cfg, &rich, &unpaid, 0).0, None);
+    let (planned, _) = j.plan_covered_batch(&cfg, &rich, &BTreeSet::new(), 0);
+    let b = j.batch(planned.unwrap()).unwrap();
+    assert!(b.transfers.iter().all(|t| t.provider == gone));
+    assert!(j.pending().is_empty());
 }
 
 #[test]

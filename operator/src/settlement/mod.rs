@@ -9,6 +9,7 @@
 
 pub mod billing;
 pub mod meter;
+mod retain;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -120,6 +121,7 @@ async fn session(
         decimals,
     };
     let mut payouts_ready: BTreeSet<Pubkey> = BTreeSet::new();
+    let mut retainer = retain::Retainer::new(gpufed_settlement::Retention::default());
     while ctx.leadership.is_leader() && !*shutdown.borrow() {
         if !checked {
             checked = check_decimals(&checker, &mint, decimals).await?;
@@ -129,6 +131,7 @@ async fn session(
             &mut settler,
             &meter_cfg,
             &mut payouts_ready,
+            &mut retainer,
             cfg.hold_on_shortfall,
         )
         .await?;
@@ -161,6 +164,7 @@ async fn round(
     settler: &mut Settler<ConfigMapStore>,
     meter_cfg: &MeterConfig,
     payouts_ready: &mut BTreeSet<Pubkey>,
+    retainer: &mut retain::Retainer,
     hold: bool,
 ) -> Result<(), ChainError> {
     let now = crate::time::now();
@@ -182,6 +186,7 @@ async fn round(
     // Meter, then persist, before anything else.
     let records: Vec<_> = jobs
         .iter()
+        .filter(|j| !j.metadata.uid.as_deref().is_some_and(|uid| retainer.forgot(uid)))
         .flat_map(|j| job_records(j, settler.journal(), heartbeat, now, meter_cfg))
         .collect();
     // job_records yields only what the journal lacks, so these are all new.
@@ -201,6 +206,12 @@ async fn round(
     m.settlement_batches_failed_total
         .inc_by(report.failed.len() as u64);
     m.settlement_rpc_errors_total.inc_by(report.rpc_errors as u64);
+    let live: BTreeSet<&str> = jobs.iter().filter_map(|j| j.metadata.uid.as_deref()).collect();
+    let pruned = retainer.run(ctx, settler, &live).await?;
+    m.settlement_pruned_records_total.inc_by(pruned as u64);
+    for p in &report.unpaid {
+        warn!(provider = %p, "provider has no payout account (deleted, or its payout wallet invalid); its records wait");
+    }
     let mut held = BTreeMap::new();
     for s in &report.shortfalls {
         warn!(tenant = %s.tenant, needed = s.needed, available = s.available,
@@ -208,7 +219,7 @@ async fn round(
         held.insert(
             s.tenant.clone(),
             format!(
-                "escrow of namespace {} holds {} but its unsettled usage needs {}",
+                "escrow of namespace {} lets the settlement authority spend {} but its unsettled usage needs {}",
                 s.tenant,
                 from_base_units(s.available, meter_cfg.decimals),
                 from_base_units(s.needed, meter_cfg.decimals)

@@ -77,3 +77,47 @@ pub fn query(actions: &[gpufed_settlement::Action]) -> gpufed_settlement::machin
         other => panic!("no query in {other:?}"),
     }
 }
+
+/// Runs batch `id` to a final status at finalized: `error` makes it fail.
+pub fn settle(j: &mut gpufed_settlement::Journal, id: u64, sig: &str, error: Option<String>) {
+    let cfg = gpufed_settlement::MachineConfig::default();
+    let a = j
+        .step(id, 0, gpufed_settlement::Observation::Restarted, &cfg)
+        .unwrap();
+    let a = j
+        .step(
+            id,
+            0,
+            gpufed_settlement::Observation::Signed {
+                query: query(&a),
+                intent: intent(sig, 10),
+            },
+            &cfg,
+        )
+        .unwrap();
+    j.step(
+        id,
+        0,
+        gpufed_settlement::Observation::Broadcasted { query: query(&a) },
+        &cfg,
+    )
+    .unwrap();
+    let a = j
+        .step(id, 0, gpufed_settlement::Observation::Restarted, &cfg)
+        .unwrap();
+    let st = gpufed_settlement::machine::SigStatus {
+        slot: 1,
+        commitment: gpufed_settlement::Commitment::Finalized,
+        error,
+    };
+    j.step(
+        id,
+        0,
+        gpufed_settlement::Observation::SignatureStatus {
+            query: query(&a),
+            status: Some(st),
+        },
+        &cfg,
+    )
+    .unwrap();
+}

@@ -116,7 +116,11 @@ impl Driver {
         self.chain.advance();
         self.meter(metered_until);
         let planned = match self.balances_for_planning.clone() {
-            Some(b) => self.journal.plan_covered_batch(&self.pcfg, &b, self.now).0,
+            Some(b) => {
+                self.journal
+                    .plan_covered_batch(&self.pcfg, &b, &Default::default(), self.now)
+                    .0
+            }
             None => self.journal.plan_batch(&self.pcfg, &BTreeSet::new(), self.now),
         };
         if planned.is_some() && self.crash(Crash::AfterPlanBeforePersist) {
