@@ -155,8 +155,11 @@ pub fn plan<'a>(
         count: selected.len() as u64,
     }
     .to_string();
+    // A pair whose records come to nothing moves no tokens (its records are still
+    // anchored by the memo's root): no transfer, so no escrow or payout account needed.
     let transfers: Vec<Transfer> = transfers
         .into_iter()
+        .filter(|&(_, amount)| amount > 0)
         .map(|((t, p), amount)| Transfer {
             tenant: t.to_string(),
             provider: p.to_string(),

@@ -182,6 +182,33 @@ fn records_of_a_provider_without_a_payout_account_wait_and_hold_up_no_one() {
 }
 
 #[test]
+fn a_free_jobs_records_are_anchored_but_move_no_tokens() {
+    // A job at price 0 in a namespace that has no escrow: its records go into a batch (the
+    // memo's root proves them) but make no transfer, which would need accounts it lacks.
+    let free = gpufed_settlement::JobRef {
+        namespace: "free".into(),
+        name: "demo".into(),
+        uid: "uid-free".into(),
+    };
+    let mut m = gpufed_settlement::AttemptMeter::new(free, 1, "p0".into(), "free".into(), 0);
+    let mut j = Journal::new();
+    let zero = m.record(0, 60, 1).unwrap();
+    assert_eq!(zero.amount, 0);
+    j.append(zero.clone()).unwrap();
+    let paying = records(1, 1, 1, &mut Rng(5)).remove(0).remove(0);
+    j.append(paying.clone()).unwrap();
+    let b = j.plan_batch(&PlanConfig::default(), &BTreeSet::new(), 0).unwrap();
+    let b = j.batch(b).unwrap();
+    assert!(b.records.contains(&zero.id) && b.records.contains(&paying.id));
+    assert!(
+        b.transfers.iter().all(|t| t.tenant != "free" && t.amount > 0),
+        "{:?}",
+        b.transfers
+    );
+    assert_eq!(b.total_amount, paying.amount);
+}
+
+#[test]
 fn billing_totals_count_each_settled_record_once_and_survive_pruning() {
     let cfg = MachineConfig::default();
     let mut j = Journal::new();
