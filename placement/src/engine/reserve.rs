@@ -53,11 +53,16 @@ impl Engine<'_> {
         let Some(nodes) = self.plan_reservation(h) else {
             return true;
         };
-        // Nodes held for work that `h` outranks: that reservation is released whole.
+        // Nodes held for work that `h` outranks: that reservation is released whole. Those
+        // of its nodes `h` does not take come back to the buckets: jobs that failed earlier
+        // in the round may fit now, so their memoised failures go (as in `step`).
         for &n in &nodes {
             if let Some(j) = self.fleet.nodes[n as usize].reserved_for {
                 for m in self.reserved.remove(&j).into_iter().flatten() {
                     self.fleet.unreserve(m);
+                    if !nodes.contains(&m) {
+                        self.memo.invalidate();
+                    }
                 }
             }
         }
