@@ -125,6 +125,11 @@ impl Journal {
     /// The caller must know them deleted (a job metered again after this would be
     /// metered from the start of its attempt).
     pub fn forget_jobs<'a>(&mut self, deleted: impl IntoIterator<Item = &'a str>) -> usize {
+        let mut deleted = deleted.into_iter().peekable();
+        // Called every settlement round, almost always with nothing deleted: no scan then.
+        if deleted.peek().is_none() {
+            return 0;
+        }
         let with_records: BTreeSet<&str> = self
             .data
             .records
@@ -133,7 +138,6 @@ impl Journal {
             .collect();
         let known = self.known_jobs();
         let forget: Vec<String> = deleted
-            .into_iter()
             .filter(|uid| known.contains(uid) && !with_records.contains(uid))
             .map(str::to_owned)
             .collect();

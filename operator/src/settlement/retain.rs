@@ -66,10 +66,12 @@ impl Retainer {
                 Err(e) => warn!(error = %e, "cannot list ComputeJobs; deleted jobs are forgotten later"),
             }
         }
-        let (records, _) = settler.retain(&self.keep, &deleted).await?;
-        let known = settler.journal().known_jobs();
-        self.forgotten
-            .extend(deleted.into_iter().filter(|uid| !known.contains(uid.as_str())));
+        let (records, forgotten) = settler.retain(&self.keep, &deleted).await?;
+        if forgotten > 0 {
+            let known = settler.journal().known_jobs();
+            self.forgotten
+                .extend(deleted.into_iter().filter(|uid| !known.contains(uid.as_str())));
+        }
         Ok(records)
     }
 }
