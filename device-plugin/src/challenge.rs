@@ -15,27 +15,44 @@ use gpufed_trust::protocol::{ChallengeAnswer, ChallengeRequest, Computed, answer
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 
-use crate::executor::Executor;
+use crate::executor::{Executor, host_bytes};
+use crate::memory::{Cgroup, answering, mib};
 
 /// ConfigMap (in the plugin's namespace) holding the hub's requests, one key per node.
 pub const CHALLENGE_CONFIGMAP: &str = "gpufed-challenge";
 /// Answers challenges for one node's GPUs.
-#[derive(Debug)]
 pub struct Challenger {
     executor: Executor,
     uuids: Vec<String>,
     computed: Option<(String, Vec<Computed>)>,
     last: Option<ChallengeAnswer>,
+    /// What a challenge may take of the container's memory now (`None`: no limit).
+    headroom: fn() -> Option<u64>,
+}
+
+impl std::fmt::Debug for Challenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenger")
+            .field("executor", &self.executor)
+            .field("uuids", &self.uuids)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Challenger {
-    /// For a node with these GPUs.
+    /// For a node with these GPUs, within this container's cgroup memory limit.
     pub fn new(executor: Executor, uuids: Vec<String>) -> Self {
+        Self::with_headroom(executor, uuids, || Cgroup::current().map(|c| c.headroom()))
+    }
+
+    /// The same, with the memory a challenge may take from `headroom` (tests).
+    pub fn with_headroom(executor: Executor, uuids: Vec<String>, headroom: fn() -> Option<u64>) -> Self {
         Self {
             executor,
             uuids,
             computed: None,
             last: None,
+            headroom,
         }
     }
 
@@ -50,7 +67,10 @@ impl Challenger {
             return self.last.clone();
         }
         if self.computed.as_ref().map(|(n, _)| n) != Some(&req.nonce) {
-            let computed = compute_all(&self.executor, &self.uuids, req);
+            // The previous nonce's trees go before the new ones are built, not after.
+            self.computed = None;
+            let uuids = self.within_memory(req);
+            let computed = compute_all(&self.executor, &uuids, req);
             tracing::info!(nonce = %req.nonce, gpus = self.uuids.len(), answered = computed.len(),
                 executor = ?self.executor, "challenge computed");
             self.computed = Some((req.nonce.clone(), computed));
@@ -65,6 +85,32 @@ impl Challenger {
         }
         self.last = Some(answer(req, computed));
         self.last.clone()
+    }
+}
+
+impl Challenger {
+    /// The GPUs that answer `req` within the container's memory (all of them on a node
+    /// with room, or whose executor is not a device's); says what limit all would need.
+    fn within_memory(&self, req: &ChallengeRequest) -> Vec<String> {
+        let per_gpu = match &self.executor {
+            Executor::Device(_) => host_bytes(&req.params),
+            Executor::Cpu | Executor::Unavailable(_) => None,
+        };
+        let Some(per_gpu) = per_gpu else {
+            return self.uuids.clone();
+        };
+        let room = (self.headroom)();
+        let chosen = answering(self.uuids.len(), per_gpu, room, &req.nonce);
+        if chosen.len() < self.uuids.len() {
+            let all = per_gpu * self.uuids.len() as u64;
+            tracing::error!(nonce = %req.nonce, gpus = self.uuids.len(), answering = chosen.len(),
+                per_gpu_mib = mib(per_gpu), headroom_mib = room.map(mib),
+                "not every GPU fits this challenge in the container's memory limit: the others are \
+                 not answered this round (not evidence, but not verified either); raise the memory \
+                 limit (Helm: devicePlugin.resources.limits.memory) by at least {} MiB",
+                mib(all.saturating_sub(room.unwrap_or(0))));
+        }
+        chosen.into_iter().map(|k| self.uuids[k].clone()).collect()
     }
 }
 
@@ -266,13 +312,35 @@ mod tests {
     #[test]
     fn a_gpu_that_computes_wrongly_is_left_out_and_the_others_answer() {
         let uuids = vec!["GPU-a".into(), "GPU-bad".into(), "GPU-c".into()];
-        let mut c = Challenger::new(Executor::Device(Box::new(OneBadGpu)), uuids);
+        let mut c = Challenger::with_headroom(Executor::Device(Box::new(OneBadGpu)), uuids, || None);
         let got = c.answer(Some(&req("n1", None))).unwrap();
         let answered: Vec<&str> = got.commits.iter().map(|g| g.uuid.as_str()).collect();
         assert_eq!(answered, ["GPU-a", "GPU-c"]);
         assert!(got.commits.iter().all(|g| g.kernel_micros == 77));
         let opened = c.answer(Some(&req("n1", Some("s")))).unwrap();
         assert_eq!(opened.openings.len(), 2);
+    }
+
+    #[test]
+    fn gpus_beyond_the_containers_memory_wait_for_a_later_round() {
+        let uuids: Vec<String> = (0..4).map(|i| format!("GPU-{i}")).collect();
+        // Room for two GPUs' answers to this request, not three.
+        let room = || Some(2 * host_bytes(&req("n", None).params).unwrap() + 1);
+        let mut c = Challenger::with_headroom(Executor::Device(Box::new(OneBadGpu)), uuids, room);
+        let mut seen = std::collections::BTreeSet::new();
+        for round in 0..32 {
+            let nonce = format!("n{round}");
+            let got = c.answer(Some(&req(&nonce, None))).unwrap();
+            assert_eq!(got.commits.len(), 2, "round {round}");
+            let opened = c.answer(Some(&req(&nonce, Some("s")))).unwrap();
+            assert_eq!(opened.openings.len(), 2, "the same two open");
+            seen.extend(got.commits.into_iter().map(|g| g.uuid));
+        }
+        assert_eq!(seen.len(), 4, "each GPU answers in some round: {seen:?}");
+        // No limit: all four at once.
+        let uuids: Vec<String> = (0..4).map(|i| format!("GPU-{i}")).collect();
+        let mut c = Challenger::with_headroom(Executor::Device(Box::new(OneBadGpu)), uuids, || None);
+        assert_eq!(c.answer(Some(&req("n1", None))).unwrap().commits.len(), 4);
     }
 
     #[test]

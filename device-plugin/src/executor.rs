@@ -18,6 +18,13 @@ pub const CPU_MAX_OPS: u64 = 1 << 30;
 /// C comes back to the host, and the matrices share the card with the jobs running on it.
 /// A taller challenge runs in row blocks of at most this ([`block_rows`]).
 pub const DEVICE_MAX_BYTES: u64 = 1 << 30;
+/// Most bytes of C one device run brings back to the host. At most two blocks of C per
+/// GPU are in host memory (one hashed, one arriving), and all of a node's GPUs answer at
+/// once: this, not the device's budget, bounds the plugin's memory (a whole 4096 × 4096
+/// `f64` C is 128 MiB, eight GPUs' twice that 2 GiB, against a container limit of a few
+/// hundred MiB). Generating B again for each block costs `1 / block rows` of the block's
+/// product (under 1% for a block of 128 rows or more).
+pub const HOST_BLOCK_BYTES: u64 = 8 << 20;
 /// Most rows of one device run (the product kernel's grid holds 65 535 × 16 rows).
 pub const MAX_BLOCK_ROWS: u32 = 1 << 19;
 /// Rows of a device's result the node recomputes on its CPU before answering.
@@ -101,8 +108,9 @@ impl Executor {
     }
 }
 
-/// Rows per device run: all of them when A and C fit [`DEVICE_MAX_BYTES`], else blocks
-/// that do. Only B (`depth × cols`, which every block needs) has to fit whole.
+/// Rows per device run: all of them when A and C fit [`DEVICE_MAX_BYTES`] and C fits
+/// [`HOST_BLOCK_BYTES`], else blocks that do. Only B (`depth × cols`, which every block
+/// needs) has to fit whole.
 pub fn block_rows(p: &Params) -> Result<u32, String> {
     let elem = p.arith.element_bytes();
     let b = u64::from(p.depth) * u64::from(p.cols) * elem;
@@ -113,10 +121,22 @@ pub fn block_rows(p: &Params) -> Result<u32, String> {
     }
     // One row of A and of C.
     let row = (u64::from(p.depth) + u64::from(p.cols)) * elem;
+    let c_row = u64::from(p.cols) * elem;
     let block = (DEVICE_MAX_BYTES / row)
+        .min(HOST_BLOCK_BYTES / c_row)
         .min(u64::from(p.rows))
         .min(u64::from(MAX_BLOCK_ROWS));
     u32::try_from(block.max(1)).map_err(|e| e.to_string())
+}
+
+/// The host memory one GPU's answer to `p` takes at its peak, bytes: two blocks of C
+/// ([`block_rows`]), the row leaves and the Merkle tree above them (64 bytes a row; kept
+/// until the hub's open seed), and the self-check's rows. A node's answer takes this
+/// times its GPUs (they compute at once); `None` when the device executor refuses `p`.
+pub fn host_bytes(p: &Params) -> Option<u64> {
+    let block = u64::from(block_rows(p).ok()?);
+    let cells = |rows: u64| rows * u64::from(p.cols) * p.arith.element_bytes();
+    Some(2 * cells(block) + 64 * u64::from(p.rows) + cells(u64::from(SELF_CHECK_ROWS) + 1))
 }
 
 /// Runs the product of `p` on `gpu` in blocks of `block` rows — block `r0` is the product
@@ -136,17 +156,21 @@ pub fn run_blocks(
     block: u32,
     mut on_row: impl FnMut(u32, RowRef<'_>) + Send,
 ) -> Result<u64, String> {
-    let check = self_check_rows(p, seeds);
-    let b = workload::matrix_b(p, seeds);
     let cols = p.cols as usize;
     // Capacity 0: the device starts a block once the hasher has taken the one before.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Cells)>(0);
     std::thread::scope(|scope| {
         let hasher = scope.spawn(move || -> Result<(), String> {
+            // The reference rows, computed here while the device computes the first block
+            // (B streamed: `SELF_CHECK_ROWS × cols` cells, not B whole).
+            let check = self_check_rows(p, seeds);
+            let expected = workload::rows_streamed(p, seeds, &check);
             for (r0, c) in rx {
                 for (k, row) in c.rows(cols).enumerate() {
                     let i = r0 + k as u32;
-                    if check.binary_search(&i).is_ok() && row != workload::row(p, seeds, &b, i).as_row() {
+                    if let Ok(at) = check.binary_search(&i)
+                        && Some(row) != expected.get(at).map(Cells::as_row)
+                    {
                         return Err(wrong_row(i));
                     }
                     on_row(i, row);
@@ -228,10 +252,10 @@ fn check_cells(p: &Params, c: &Cells) -> Result<(), String> {
 /// recomputed on the CPU (the calibration bench's check of one run).
 pub fn self_check(p: &Params, seeds: &Seeds, c: &Cells) -> Result<(), String> {
     check_cells(p, c)?;
-    let b = workload::matrix_b(p, seeds);
     let cols = p.cols as usize;
-    for i in self_check_rows(p, seeds) {
-        if c.row(cols, i as usize) != Some(workload::row(p, seeds, &b, i).as_row()) {
+    let check = self_check_rows(p, seeds);
+    for (&i, want) in check.iter().zip(workload::rows_streamed(p, seeds, &check)) {
+        if c.row(cols, i as usize) != Some(want.as_row()) {
             return Err(wrong_row(i));
         }
     }

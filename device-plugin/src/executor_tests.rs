@@ -252,3 +252,26 @@ fn the_node_hashes_a_block_while_the_device_computes_the_next() {
         "still every row, in order"
     );
 }
+
+#[test]
+fn host_memory_per_gpu_is_bounded_by_the_block_not_the_shape() {
+    // A whole 4096³ f64 C is 128 MiB; blocks of 256 rows bring back 8 MiB at a time.
+    let square = Params {
+        arith: workload::Arith::F64,
+        ..Params::u32(4096, 4096, 4096, 16)
+    };
+    let block = block_rows(&square).unwrap();
+    assert_eq!(block, 256);
+    assert!(u64::from(block) * 4096 * 8 <= HOST_BLOCK_BYTES);
+    let bytes = host_bytes(&square).unwrap();
+    assert!((16 << 20..17 << 20).contains(&bytes), "{bytes}");
+    // The tallest challenge: its row tree dominates (64 B a row), not C.
+    let tall = Params {
+        arith: workload::Arith::F64,
+        ..Params::u32(workload::MAX_ROWS, 65_536, 64, 19)
+    };
+    let bytes = host_bytes(&tall).unwrap();
+    assert!((64 << 20..67 << 20).contains(&bytes), "{bytes}");
+    // A shape the device refuses has no estimate.
+    assert_eq!(host_bytes(&Params::u32(8, 65_536, 8_192, 4)), None);
+}

@@ -5,7 +5,8 @@
 //!   logic, no tonic, no kube, time passed in.
 //! - [`source`] and [`nvml`]: where GPUs and faults come from (`--simulate` or NVML).
 //! - [`challenge`], [`executor`] and [`cuda`]: the node's side of the compute challenge
-//!   (CPU reference for `--simulate`, CUDA on real GPUs, a CPU self-check before answering).
+//!   (CPU reference for `--simulate`, CUDA on real GPUs, a CPU self-check before answering),
+//!   within the container's memory ([`memory`]).
 //! - [`service`]: the plugin state and the tonic `DevicePlugin` service on top of it.
 //! - [`kubelet`]: sockets, registration with kubelet, re-registration.
 //! - [`node`]: node labels and the signed report on the Node object (kube client).
@@ -22,6 +23,7 @@ pub mod inventory;
 pub mod kubelet;
 pub mod labels;
 pub mod ledger;
+pub mod memory;
 pub mod node;
 pub mod nvml;
 pub mod report;

@@ -7,7 +7,10 @@
 //! rows passes it, which is all the check needs), against the time a node spends hashing
 //! all its rows on one core (what a band's slack must cover besides the device time).
 //!
-//! `cargo bench -p gpufed-trust --bench challenge` (prints two tables; BENCHMARKS.md).
+//! Last, the hub's recomputation of sampled rows with B whole against B streamed: time
+//! and peak memory, same run.
+//!
+//! `cargo bench -p gpufed-trust --bench challenge` (prints three tables; BENCHMARKS.md).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::Instant;
@@ -66,6 +69,79 @@ fn main() {
         );
     }
     tall();
+    memory();
+}
+
+/// The hub's recomputation of one GPU's sampled rows, B held whole (as before) against B
+/// streamed a row at a time (`workload::rows_streamed`, what `check_opening` does now):
+/// time and the process's peak resident memory above its start (VmHWM, reset through
+/// /proc/self/clear_refs before each), in the same run.
+fn memory() {
+    println!();
+    println!(
+        "| hub: sampled rows of | arith | samples | B whole: time | B whole: peak RSS | streamed: time | streamed: peak RSS | time ratio | memory ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let shapes = [
+        Params::u32(4096, 4096, 4096, 16),
+        Params {
+            arith: Arith::F64,
+            ..Params::u32(4096, 4096, 4096, 16)
+        },
+        Params {
+            arith: Arith::F64,
+            ..Params::u32(1 << 20, 65_536, 64, 19)
+        },
+    ];
+    for p in shapes {
+        let seeds = workload::seeds("bench-nonce", "GPU-bench");
+        let rows = sample_rows("seed", "bench-nonce", "GPU-bench", &p);
+        // Streamed first: memory the other freed could otherwise be reused unseen.
+        let (streamed, streamed_t, streamed_kib) = peak(|| workload::rows_streamed(&p, &seeds, &rows));
+        let (whole, whole_t, whole_kib) = peak(|| {
+            let b = workload::matrix_b(&p, &seeds);
+            rows.iter()
+                .map(|&i| workload::row(&p, &seeds, &b, i))
+                .collect::<Vec<_>>()
+        });
+        // What the streamed rows hold: the sampled rows and one row of B.
+        let held_kib = (rows.len() as u64 + 1) * u64::from(p.cols) * p.arith.element_bytes() / 1024;
+        assert_eq!(whole, streamed, "the same rows, bit for bit");
+        println!(
+            "| {}×{}×{} | {} | {} | {:.0} ms | {} KiB | {:.0} ms | {} KiB (holds {} KiB) | {:.2}× | {:.0}× |",
+            p.rows,
+            p.depth,
+            p.cols,
+            p.arith.as_str(),
+            rows.len(),
+            whole_t * 1e3,
+            whole_kib,
+            streamed_t * 1e3,
+            streamed_kib,
+            held_kib,
+            whole_t / streamed_t,
+            whole_kib as f64 / streamed_kib.max(held_kib).max(4) as f64
+        );
+    }
+}
+
+/// What `f` returns, its time (s) and the peak resident memory it added (KiB).
+fn peak<T>(f: impl FnOnce() -> T) -> (T, f64, u64) {
+    let kib = |field: &str| -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Resets VmHWM to the current resident size (Linux ≥ 4.0).
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS");
+    let before = kib("VmRSS:");
+    let t = Instant::now();
+    let out = f();
+    let secs = t.elapsed().as_secs_f64();
+    (out, secs, kib("VmHWM:").saturating_sub(before))
 }
 
 fn tall() {
@@ -90,9 +166,9 @@ fn tall() {
         .collect();
     let hashing = t.elapsed();
     // Only the sampled rows computed (the rest as above): enough for the hub's check.
-    let b = workload::matrix_b(&p, &seeds);
-    for i in sample_rows("seed", &req.nonce, uuid, &p) {
-        leaves[i as usize] = workload::leaf(i, workload::row(&p, &seeds, &b, i).as_row());
+    let sampled = sample_rows("seed", &req.nonce, uuid, &p);
+    for (&i, cells) in sampled.iter().zip(workload::rows_streamed(&p, &seeds, &sampled)) {
+        leaves[i as usize] = workload::leaf(i, cells.as_row());
     }
     let c = Computed::new(uuid, leaves, 1).unwrap();
     let (commit, opening) = (c.commit(), c.open(&req, "seed"));

@@ -162,8 +162,6 @@ pub fn check_opening(
             detail: format!("{} proofs for {} sampled rows", opening.proofs.len(), rows.len()),
         });
     }
-    let seeds = workload::seeds(&req.nonce, &commit.uuid);
-    let b = workload::matrix_b(&req.params, &seeds);
     for (&row, proof) in rows.iter().zip(&opening.proofs) {
         if proof.index != u64::from(row) || proof.leaf_count != u64::from(req.params.rows) {
             return Err(Failure::BadOpening {
@@ -173,7 +171,13 @@ pub fn check_opening(
                 ),
             });
         }
-        let expected = leaf(row, workload::row(&req.params, &seeds, &b, row).as_row());
+    }
+    // Every proof names its row: only now recompute them, B streamed once for all
+    // (`samples × cols` cells held, not B's `depth × cols`).
+    let seeds = workload::seeds(&req.nonce, &commit.uuid);
+    let cells = workload::rows_streamed(&req.params, &seeds, &rows);
+    for ((&row, proof), cells) in rows.iter().zip(&opening.proofs).zip(&cells) {
+        let expected = leaf(row, cells.as_row());
         match root_from_proof(expected, proof) {
             Some(root) if root == commit.root => {}
             Some(_) => return Err(Failure::WrongDigest { row }),

@@ -325,6 +325,67 @@ pub fn row(p: &Params, s: &Seeds, b: &MatrixB, i: u32) -> Cells {
     }
 }
 
+/// Rows `rows` of C (in that order), with B generated one row at a time rather than held
+/// whole: `rows.len() + 1` rows of `cols` cells in memory instead of `depth × cols` (B of
+/// a 4096 × 4096 `f64` shape is 128 MiB, per GPU checked). Bit for bit [`row`]: each cell
+/// still sums over `j = 0, 1, …` in order. The hub's check of sampled rows and a node's
+/// self-check use it (BENCHMARKS.md, "Challenge memory").
+pub fn rows_streamed(p: &Params, s: &Seeds, rows: &[u32]) -> Vec<Cells> {
+    let depth = u64::from(p.depth);
+    let cols = u64::from(p.cols);
+    match p.arith {
+        Arith::U32 => stream_rows(
+            rows,
+            depth,
+            cols,
+            |k| elem(s.b, k),
+            |k| elem(s.a, k),
+            |a, b, acc| acc.wrapping_add(a.wrapping_mul(b)),
+        )
+        .into_iter()
+        .map(Cells::U32)
+        .collect(),
+        Arith::F64 => stream_rows(
+            rows,
+            depth,
+            cols,
+            |k| elem_f64(s.b, k),
+            |k| elem_f64(s.a, k),
+            f64::mul_add,
+        )
+        .into_iter()
+        .map(|r| Cells::F64(r.into_iter().map(f64::to_bits).collect()))
+        .collect(),
+    }
+}
+
+/// `out[r][c] = Σ_j a(rows[r]·depth + j) · b(j·cols + c)`, folded by `fma(a, b, acc)` over
+/// `j` in order from the type's zero.
+fn stream_rows<T: Copy + Default>(
+    rows: &[u32],
+    depth: u64,
+    cols: u64,
+    b: impl Fn(u64) -> T,
+    a: impl Fn(u64) -> T,
+    fma: impl Fn(T, T, T) -> T,
+) -> Vec<Vec<T>> {
+    let width = usize::try_from(cols).unwrap_or(0);
+    let mut out = vec![vec![T::default(); width]; rows.len()];
+    let mut b_row = vec![T::default(); width];
+    for j in 0..depth {
+        for (c, v) in (0..cols).zip(b_row.iter_mut()) {
+            *v = b(j * cols + c);
+        }
+        for (acc, &i) in out.iter_mut().zip(rows) {
+            let a = a(u64::from(i) * depth + j);
+            for (cell, &bv) in acc.iter_mut().zip(&b_row) {
+                *cell = fma(a, bv, *cell);
+            }
+        }
+    }
+    out
+}
+
 /// All of C, row-major (`rows × cols`): what a GPU executor returns, computed on the CPU
 /// (tests' fake devices; `rows·depth·cols` multiply-adds, so only for small shapes).
 pub fn product(p: &Params, s: &Seeds) -> Cells {

@@ -216,3 +216,29 @@ fn rows_may_exceed_the_other_dimensions_up_to_their_own_limit() {
     .unwrap_err();
     assert!(err.contains("depth"), "{err}");
 }
+
+#[test]
+fn streamed_rows_are_the_rows_of_the_whole_b_bit_for_bit() {
+    // Both arithmetics, shapes with depth > cols and cols > depth, rows asked out of order
+    // and twice: each must equal `row` over the materialized B.
+    for (rows, depth, cols) in [(9, 5, 3), (4, 1, 17), (16, 300, 6), (3, 2, 1)] {
+        for arith in [Arith::U32, Arith::F64] {
+            let p = Params {
+                rows,
+                depth,
+                cols,
+                arith,
+                ..P
+            };
+            let s = seeds("n-stream", "GPU-s");
+            let b = matrix_b(&p, &s);
+            let asked = [rows - 1, 0, rows / 2, 0];
+            let got = rows_streamed(&p, &s, &asked);
+            assert_eq!(got.len(), asked.len());
+            for (&i, r) in asked.iter().zip(&got) {
+                assert_eq!(*r, row(&p, &s, &b, i), "{arith:?} {rows}×{depth}×{cols} row {i}");
+            }
+        }
+    }
+    assert!(rows_streamed(&P, &seeds("n", "g"), &[]).is_empty());
+}
