@@ -3,7 +3,8 @@
 //! Layers, from pure to I/O:
 //! - [`inventory`], [`health`], [`topology`], [`ledger`], [`labels`], [`report`]: pure
 //!   logic, no tonic, no kube, time passed in.
-//! - [`source`] and [`nvml`]: where GPUs and faults come from (`--simulate` or NVML).
+//! - [`source`] and [`nvml`]: where GPUs and faults come from (`--simulate` or NVML);
+//!   [`discovery`] is the pure part of NVML discovery.
 //! - [`challenge`], [`executor`] and [`cuda`]: the node's side of the compute challenge
 //!   (CPU reference for `--simulate`, CUDA on real GPUs, a CPU self-check before answering),
 //!   within the container's memory ([`memory`]).
@@ -17,6 +18,7 @@
 pub mod challenge;
 pub mod cuda;
 pub mod daemon;
+pub mod discovery;
 pub mod executor;
 pub mod health;
 pub mod inventory;

@@ -19,6 +19,7 @@ use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::event::EventSet;
 
+use crate::discovery::{self, Probe};
 use crate::health::{Fault, FaultKind};
 use crate::inventory::{ComputeCapability, Gpu, Inventory};
 use crate::source::{GpuSource, SourceError};
@@ -55,18 +56,10 @@ fn nv(call: &str) -> impl Fn(NvmlError) -> SourceError + '_ {
     }
 }
 
-/// Normalises a PCI bus id for comparison (`0000:18:00.0` and `00000000:18:00.0` match).
-fn bus_key(id: &str) -> String {
-    let lower = id.to_ascii_lowercase();
-    match lower.split_once(':') {
-        Some((domain, rest)) => format!("{:0>8}:{rest}", domain.trim_start_matches('0')),
-        None => lower,
-    }
-}
-
 impl NvmlSource {
-    /// Initialises NVML and discovers every GPU. NVML is initialised once per process and
-    /// kept for its lifetime (the event set borrows it).
+    /// Initialises NVML and discovers every GPU it can describe ([`discovery::assemble`]:
+    /// a GPU it cannot is left out and logged, the others served). NVML is initialised
+    /// once per process and kept for its lifetime (the event set borrows it).
     pub fn open(ecc_every: Duration) -> Result<Self, SourceError> {
         let nvml: &'static Nvml = Box::leak(Box::new(
             Nvml::init().map_err(|e| SourceError::NoDriver(e.to_string()))?,
@@ -75,71 +68,13 @@ impl NvmlSource {
         let cuda = nvml.sys_cuda_driver_version().map_err(nv("CUDA version"))?;
         let cuda_version = format!("{}.{}", cuda / 1000, (cuda % 1000) / 10);
         let count = nvml.device_count().map_err(nv("device count"))?;
-        let mut gpus = Vec::new();
-        let mut switch_linked = Vec::new();
-        let mut remote_bus: Vec<(String, Vec<String>)> = Vec::new();
-        for index in 0..count {
-            let d = nvml.device_by_index(index).map_err(nv("device by index"))?;
-            let cc = d.cuda_compute_capability().map_err(nv("compute capability"))?;
-            let uuid = d.uuid().map_err(nv("uuid"))?;
-            let mut remotes = Vec::new();
-            for link in 0..18 {
-                let l = d.link_wrapper_for(link);
-                if l.is_active().unwrap_or(false)
-                    && let Ok(pci) = l.remote_pci_info()
-                {
-                    remotes.push(bus_key(&pci.bus_id));
-                }
-            }
-            remote_bus.push((uuid.clone(), remotes));
-            gpus.push(Gpu {
-                uuid,
-                index,
-                name: d.name().map_err(nv("name"))?,
-                memory_mib: d.memory_info().map_err(nv("memory info"))?.total / (1024 * 1024),
-                compute_capability: ComputeCapability {
-                    major: u32::try_from(cc.major).unwrap_or(0),
-                    minor: u32::try_from(cc.minor).unwrap_or(0),
-                },
-                pci_bus_id: d.pci_info().map_err(nv("PCI info"))?.bus_id,
-                numa_node: d.numa_node_id().ok().map(i64::from),
-                nvlink_peers: Vec::new(),
-                // Consumer cards have no infoROM serial (NotSupported): none reported.
-                serial: d.serial().ok().filter(|s| !s.trim().is_empty()),
-            });
+        let probes = (0..count).map(|index| probe(nvml, index)).collect();
+        let (inventory, left_out) = discovery::assemble(driver_version, cuda_version, probes)?;
+        for l in &left_out {
+            tracing::error!(index = l.index, gpu = l.uuid.as_deref().unwrap_or("unknown"), reason = %l.why,
+                "GPU left out: NVML cannot describe it, so it is not advertised to kubelet (the \
+                 node's other GPUs are); restart the plugin once the GPU is repaired");
         }
-        // Peers: a link whose far end is another GPU of ours is a direct peer; a link to
-        // anything else (an NVSwitch) joins the GPU to the switch fabric, whose members
-        // all reach one another.
-        let by_bus: BTreeMap<String, String> = gpus
-            .iter()
-            .map(|g| (bus_key(&g.pci_bus_id), g.uuid.clone()))
-            .collect();
-        for (i, (_, remotes)) in remote_bus.iter().enumerate() {
-            for r in remotes {
-                match by_bus.get(r) {
-                    Some(peer) => gpus[i].nvlink_peers.push(peer.clone()),
-                    None => switch_linked.push(i),
-                }
-            }
-        }
-        switch_linked.sort_unstable();
-        switch_linked.dedup();
-        for &i in &switch_linked {
-            for &j in &switch_linked {
-                if i != j {
-                    let peer = gpus[j].uuid.clone();
-                    gpus[i].nvlink_peers.push(peer);
-                }
-            }
-        }
-        let mut inventory = Inventory {
-            driver_version,
-            cuda_version,
-            simulated: false,
-            gpus,
-        };
-        inventory.normalize();
         let events = register_events(nvml, &inventory);
         // A set that could not be registered at start is tried again like one whose wait
         // failed later (before, XID events stayed off for good).
@@ -206,6 +141,63 @@ impl NvmlSource {
                 Err(_) => {} // ECC off or unsupported: nothing to watch.
             }
         }
+    }
+}
+
+/// What NVML says about the device at `index`: as much as it answers, and the GPU when
+/// every fact the plugin publishes is known.
+fn probe(nvml: &Nvml, index: u32) -> Probe {
+    let d = match nvml.device_by_index(index) {
+        Ok(d) => d,
+        Err(e) => {
+            return Probe {
+                index,
+                uuid: None,
+                pci_bus_id: None,
+                remote_buses: Vec::new(),
+                described: Err(format!("NVML device by index failed: {e}")),
+            };
+        }
+    };
+    let uuid = d.uuid().ok();
+    let pci_bus_id = d.pci_info().ok().map(|p| p.bus_id);
+    let remote_buses = (0..18)
+        .filter_map(|link| {
+            let l = d.link_wrapper_for(link);
+            if l.is_active().unwrap_or(false) {
+                l.remote_pci_info().ok().map(|pci| pci.bus_id)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let failed = |call: &'static str| move |e: NvmlError| format!("NVML {call} failed: {e}");
+    let described = (|| {
+        let cc = d
+            .cuda_compute_capability()
+            .map_err(failed("compute capability"))?;
+        Ok(Gpu {
+            uuid: d.uuid().map_err(failed("uuid"))?,
+            index,
+            name: d.name().map_err(failed("name"))?,
+            memory_mib: d.memory_info().map_err(failed("memory info"))?.total / (1024 * 1024),
+            compute_capability: ComputeCapability {
+                major: u32::try_from(cc.major).unwrap_or(0),
+                minor: u32::try_from(cc.minor).unwrap_or(0),
+            },
+            pci_bus_id: d.pci_info().map_err(failed("PCI info"))?.bus_id,
+            numa_node: d.numa_node_id().ok().map(i64::from),
+            nvlink_peers: Vec::new(),
+            // Consumer cards have no infoROM serial (NotSupported): none reported.
+            serial: d.serial().ok().filter(|s| !s.trim().is_empty()),
+        })
+    })();
+    Probe {
+        index,
+        uuid,
+        pci_bus_id,
+        remote_buses,
+        described,
     }
 }
 
@@ -293,13 +285,6 @@ impl GpuSource for NvmlSource {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bus_ids_compare_across_formats() {
-        assert_eq!(bus_key("0000:18:00.0"), bus_key("00000000:18:00.0"));
-        assert_eq!(bus_key("00000000:1A:00.0"), "00000000:1a:00.0");
-        assert_ne!(bus_key("0000:18:00.0"), bus_key("0000:19:00.0"));
-    }
 
     #[test]
     fn without_a_driver_open_is_a_clear_error_not_a_panic() {
