@@ -15,7 +15,10 @@ pub mod accounts;
 pub mod deposit;
 pub mod error;
 pub mod escrow;
+#[cfg(test)]
+mod fake_rpc;
 pub mod finality;
+pub mod history;
 pub mod programs;
 pub mod pubkey;
 pub mod rpc;

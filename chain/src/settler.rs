@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::accounts::SettlementAccounts;
 use crate::error::ChainError;
+use crate::history::{Closed, HistoryGate};
 use crate::pubkey::Keypair;
 use crate::rpc::Rpc;
 use crate::tx;
@@ -74,6 +75,9 @@ pub struct RoundReport {
     pub unpaid: Vec<String>,
     /// Records not yet settled after the round.
     pub backlog: usize,
+    /// Why the round did nothing but count the backlog: the RPC node keeps no transaction
+    /// history, or has not said yet whether it does ([`crate::history`]).
+    pub paused: Option<String>,
 }
 
 type FaultHook = Box<dyn FnMut(FaultPoint) -> bool + Send + Sync>;
@@ -86,6 +90,7 @@ pub struct Settler<S: JournalStore> {
     journal: Journal,
     cfg: SettlerConfig,
     restarted: bool,
+    history: HistoryGate,
     fault: Option<FaultHook>,
     /// Records refused by [`Settler::append`] so far.
     pub refused: u64,
@@ -115,6 +120,7 @@ impl<S: JournalStore> Settler<S> {
             journal,
             cfg,
             restarted: false,
+            history: HistoryGate::default(),
             fault: None,
             refused: 0,
         })
@@ -260,6 +266,16 @@ impl<S: JournalStore> Settler<S> {
     /// One round: plan what is covered, then run every due action to quiescence.
     pub async fn round(&mut self) -> Result<RoundReport, ChainError> {
         let mut report = RoundReport::default();
+        // Nothing is signed, sent or concluded (the restart's resolution included) before
+        // the node is known to keep the history that proves a transaction dead.
+        if let Err(closed) = self.history.check(&self.rpc, &self.authority.pubkey()).await {
+            if matches!(closed, Closed::Unknown(_)) {
+                report.rpc_errors += 1;
+            }
+            report.paused = Some(closed.to_string());
+            report.backlog = self.journal.backlog_records();
+            return Ok(report);
+        }
         let now = now_ms();
         let balances = self.escrow_balances(&mut report).await;
         let pending_tenants: BTreeSet<String> =

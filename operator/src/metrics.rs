@@ -46,6 +46,9 @@ pub struct Metrics {
     pub settlement_backlog_records: Gauge,
     /// Settled usage records pruned from the journal (docs/settlement.md, "History").
     pub settlement_pruned_records_total: Counter,
+    /// 1 while settlement signs and concludes nothing because the RPC node keeps no
+    /// transaction history (or has not said whether it does).
+    pub settlement_paused: Gauge,
     /// Settlement batches final and successful.
     pub settlement_batches_settled_total: Counter,
     /// Settlement transactions that failed on chain (records re-batched).
@@ -127,6 +130,7 @@ impl Metrics {
             leader: Gauge::default(),
             settlement_backlog_records: Gauge::default(),
             settlement_pruned_records_total: Counter::default(),
+            settlement_paused: Gauge::default(),
             settlement_batches_settled_total: Counter::default(),
             settlement_batches_failed_total: Counter::default(),
             settlement_rpc_errors_total: Counter::default(),
@@ -197,6 +201,11 @@ impl Metrics {
             "settlement_backlog_records",
             "Usage records journaled and not yet settled on chain",
             m.settlement_backlog_records.clone(),
+        );
+        registry.register(
+            "settlement_paused",
+            "1 while settlement waits for an RPC node that keeps transaction history",
+            m.settlement_paused.clone(),
         );
         registry.register(
             "settlement_pruned_records",

@@ -22,7 +22,7 @@ use gpufed_settlement::{Commitment, MachineConfig, PlanConfig};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, ResourceExt};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::context::Context;
 use meter::{MeterConfig, from_base_units, job_records};
@@ -201,6 +201,12 @@ async fn round(
     let report = settler.round().await?;
     let m = &ctx.metrics;
     m.settlement_backlog_records.set(report.backlog as i64);
+    match (&report.paused, m.settlement_paused.get()) {
+        (Some(why), 0) => error!(reason = %why, "settlement waits"),
+        (None, 1) => info!("settlement resumes: the RPC node keeps transaction history"),
+        _ => {}
+    }
+    m.settlement_paused.set(i64::from(report.paused.is_some()));
     m.settlement_batches_settled_total
         .inc_by(report.settled.len() as u64);
     m.settlement_batches_failed_total

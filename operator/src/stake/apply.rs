@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use gpufed_api::Stake;
+use gpufed_chain::history::HistoryGate;
 use gpufed_chain::stake_tx::{self, StakeAccounts};
 use gpufed_chain::{Keypair, Rpc, deposit};
 use gpufed_settlement::MachineConfig;
@@ -50,6 +51,11 @@ pub struct Driver {
     /// Share of the bonded amount a slash for recorded evidence takes, basis points
     /// (0: evidence is never slashed automatically).
     pub slash_bps: u32,
+    /// Whether the RPC node keeps the transaction history that proves a stake effect dead
+    /// (`gpufed_chain::history`), asked once per round by [`Driver::check_history`].
+    pub history: HistoryGate,
+    /// This round's answer: why no stake transaction is sent or concluded (`None`: go).
+    pub paused: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -88,6 +94,25 @@ impl Findings {
 }
 
 impl Driver {
+    /// Asks (at most once per `gpufed_chain::history::RECHECK` while the answer is yes)
+    /// whether the RPC node keeps transaction history; until it does, every Stake's inputs
+    /// are still recorded but no transaction is signed, sent or concluded, and its status
+    /// says why.
+    pub async fn check_history(&mut self) {
+        let now = self
+            .history
+            .check(&self.rpc, &self.authority.pubkey())
+            .await
+            .err()
+            .map(|c| c.to_string());
+        match (&self.paused, &now) {
+            (None, Some(why)) => warn!(reason = %why, "stake transactions wait"),
+            (Some(_), None) => info!("stake transactions resume: the RPC node keeps transaction history"),
+            _ => {}
+        }
+        self.paused = now;
+    }
+
     /// Saves `doc` when it differs from what was last persisted.
     async fn persist(&mut self, name: &str, doc: &mut StakeDoc) -> Result<(), StoreError> {
         doc.track();
@@ -321,13 +346,19 @@ impl Driver {
             inputs.push(raise);
         }
         self.inputs(&name, &mut doc, inputs, &mut found).await?;
-        let ev = if self.resumed.insert(name.clone()) {
-            StakeEvent::Restarted
+        if let Some(why) = &self.paused {
+            // Not even the restart's resolution: it is spent once, on a node that can
+            // prove what became of an in-flight transaction.
+            found.note(why.clone());
         } else {
-            StakeEvent::Tick
-        };
-        let actions = self.feed(&name, &mut doc, ev, &mut found).await?;
-        self.execute(&name, &mut doc, actions, &mut found).await?;
+            let ev = if self.resumed.insert(name.clone()) {
+                StakeEvent::Restarted
+            } else {
+                StakeEvent::Tick
+            };
+            let actions = self.feed(&name, &mut doc, ev, &mut found).await?;
+            self.execute(&name, &mut doc, actions, &mut found).await?;
+        }
         let view = StatusView {
             doc: &doc,
             generation,

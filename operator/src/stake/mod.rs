@@ -112,6 +112,8 @@ async fn session(
         resumed: HashSet::new(),
         saved: HashMap::new(),
         slash_bps: cfg.slash_bps,
+        history: Default::default(),
+        paused: None,
     };
     let stakes: Api<Stake> = Api::all(ctx.hub.clone());
     while ctx.leadership.is_leader() && !*shutdown.borrow() {
@@ -122,6 +124,7 @@ async fn session(
                 warn!(error = %e, "cannot list evidence");
                 Default::default()
             });
+        driver.check_history().await;
         match stakes.list(&Default::default()).await {
             Ok(list) => {
                 let mut bonded: std::collections::BTreeMap<String, u64> = Default::default();
