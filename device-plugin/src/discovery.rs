@@ -100,25 +100,35 @@ pub fn assemble(
 }
 
 /// Peers: a link whose far end is another described GPU is a direct peer; one whose far
-/// end is a bus of ours left out leads nowhere usable; a link to anything else (an
-/// NVSwitch) joins the GPU to the switch fabric, whose members all reach one another.
+/// end is a bus of ours left out leads nowhere usable. A link to anything else joins the
+/// GPU to the switch fabric, whose members all reach one another — when at least two of
+/// our GPUs link to that bus, as every GPU of an NVSwitch system links to each switch. A
+/// far end only one GPU reaches is not taken for a switch: it is the bridge partner of a
+/// GPU NVML could not even give a bus for (NVML's own link-type query is no help:
+/// nvml-wrapper 0.13's `remote_device_type` reads its answer back from a temporary and
+/// always says `Unknown`).
 fn link_peers(gpus: &mut [Gpu], remotes: &[Vec<String>], ours: &BTreeSet<String>) {
     let by_bus: BTreeMap<String, String> = gpus
         .iter()
         .map(|g| (bus_key(&g.pci_bus_id), g.uuid.clone()))
         .collect();
-    let mut switch_linked = BTreeSet::new();
+    let mut elsewhere: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for (i, far) in remotes.iter().enumerate() {
         for r in far.iter().map(|r| bus_key(r)) {
             match by_bus.get(&r) {
                 Some(peer) => gpus[i].nvlink_peers.push(peer.clone()),
                 None if ours.contains(&r) => {}
                 None => {
-                    switch_linked.insert(i);
+                    elsewhere.entry(r).or_default().insert(i);
                 }
             }
         }
     }
+    let switch_linked: BTreeSet<usize> = elsewhere
+        .into_values()
+        .filter(|linked| linked.len() >= 2)
+        .flatten()
+        .collect();
     for &i in &switch_linked {
         for &j in &switch_linked {
             if i != j {
@@ -220,10 +230,13 @@ mod tests {
                 described: Err("NVML device by index failed: GPU is lost".into()),
             },
             probe(4, &["00000000:FF:00.0"]),
+            // GPU 5's bridge partner is GPU 3, whose bus NVML never gave: the far end only
+            // GPU 5 reaches is no switch, so GPU 5 does not join 2 and 4.
+            probe(5, &["00000000:13:00.0"]),
         ];
         let (inv, left) = assemble("550.1".into(), "12.4".into(), probes).unwrap();
         let uuids: Vec<&str> = inv.gpus.iter().map(|g| g.uuid.as_str()).collect();
-        assert_eq!(uuids, ["GPU-0", "GPU-2", "GPU-4"]);
+        assert_eq!(uuids, ["GPU-0", "GPU-2", "GPU-4", "GPU-5"]);
         assert_eq!(left.len(), 2);
         assert_eq!((left[0].index, left[0].uuid.as_deref()), (1, Some("GPU-1")));
         assert!(left[0].why.contains("memory info"), "{}", left[0].why);
@@ -236,6 +249,7 @@ mod tests {
                 ("GPU-0".into(), vec![]),
                 ("GPU-2".into(), vec!["GPU-4".to_owned()]),
                 ("GPU-4".into(), vec!["GPU-2".to_owned()]),
+                ("GPU-5".into(), vec![]),
             ]
         );
     }

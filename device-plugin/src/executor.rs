@@ -27,8 +27,13 @@ pub const DEVICE_MAX_BYTES: u64 = 1 << 30;
 pub const HOST_BLOCK_BYTES: u64 = 8 << 20;
 /// Most rows of one device run (the product kernel's grid holds 65 535 × 16 rows).
 pub const MAX_BLOCK_ROWS: u32 = 1 << 19;
-/// Rows of a device's result the node recomputes on its CPU before answering.
+/// Rows of a device's result the node recomputes on its CPU before answering, at least.
 pub const SELF_CHECK_ROWS: u32 = 8;
+/// Blocks of a challenge run in blocks ([`block_rows`]) that get a self-checked row of
+/// their own, at most: every block of a challenge of up to this many (each block has
+/// fresh device buffers, so a fault can be a block's alone), a seeded choice of this many
+/// of a taller one. Each checked row costs the CPU `depth × cols` multiply-adds.
+pub const MAX_CHECKED_BLOCKS: u32 = 16;
 
 /// What a device computed for one GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +126,7 @@ pub fn block_rows(p: &Params) -> Result<u32, String> {
     }
     // One row of A and of C.
     let row = (u64::from(p.depth) + u64::from(p.cols)) * elem;
-    let c_row = u64::from(p.cols) * elem;
+    let c_row = (u64::from(p.cols) * elem).max(1);
     let block = (DEVICE_MAX_BYTES / row)
         .min(HOST_BLOCK_BYTES / c_row)
         .min(u64::from(p.rows))
@@ -136,7 +141,8 @@ pub fn block_rows(p: &Params) -> Result<u32, String> {
 pub fn host_bytes(p: &Params) -> Option<u64> {
     let block = u64::from(block_rows(p).ok()?);
     let cells = |rows: u64| rows * u64::from(p.cols) * p.arith.element_bytes();
-    Some(2 * cells(block) + 64 * u64::from(p.rows) + cells(u64::from(SELF_CHECK_ROWS) + 1))
+    let checked = u64::from(SELF_CHECK_ROWS + MAX_CHECKED_BLOCKS + 1);
+    Some(2 * cells(block) + 64 * u64::from(p.rows) + cells(checked))
 }
 
 /// Runs the product of `p` on `gpu` in blocks of `block` rows — block `r0` is the product
@@ -162,8 +168,8 @@ pub fn run_blocks(
     std::thread::scope(|scope| {
         let hasher = scope.spawn(move || -> Result<(), String> {
             // The reference rows, computed here while the device computes the first block
-            // (B streamed: `SELF_CHECK_ROWS × cols` cells, not B whole).
-            let check = self_check_rows(p, seeds);
+            // (B streamed: a few rows of `cols` cells, not B whole).
+            let check = self_check_rows(p, seeds, block);
             let expected = workload::rows_streamed(p, seeds, &check);
             for (r0, c) in rx {
                 for (k, row) in c.rows(cols).enumerate() {
@@ -205,20 +211,45 @@ pub fn run_blocks(
     })
 }
 
-/// The rows a node recomputes: the first, the last, and the rest spread by the seeds (so
-/// they differ per challenge). Sorted.
-pub fn self_check_rows(p: &Params, seeds: &Seeds) -> Vec<u32> {
+/// The rows a node recomputes for a challenge run in blocks of `block` rows: the first,
+/// the last, one seeded row in each block (in [`MAX_CHECKED_BLOCKS`] seeded blocks of a
+/// challenge with more), and seeded rows anywhere up to [`SELF_CHECK_ROWS`]. Seeded, so
+/// they differ per challenge. Sorted.
+pub fn self_check_rows(p: &Params, seeds: &Seeds, block: u32) -> Vec<u32> {
+    let mix = |k: u64| workload::splitmix64(seeds.a ^ seeds.b.rotate_left(17) ^ k);
+    let block = block.clamp(1, p.rows.max(1));
+    let blocks = p.rows.div_ceil(block);
+    let chosen: Vec<u32> = if blocks <= MAX_CHECKED_BLOCKS {
+        (0..blocks).collect()
+    } else {
+        let mut chosen = Vec::new();
+        let mut k = 1u64 << 32;
+        while chosen.len() < MAX_CHECKED_BLOCKS as usize {
+            let b = (mix(k) % u64::from(blocks)) as u32;
+            if !chosen.contains(&b) {
+                chosen.push(b);
+            }
+            k += 1;
+        }
+        chosen
+    };
     let mut rows = vec![0, p.rows - 1];
+    for (k, b) in chosen.into_iter().enumerate() {
+        let start = b * block;
+        let len = block.min(p.rows - start);
+        rows.push(start + (mix(1 << 40 | k as u64) % u64::from(len)) as u32);
+    }
+    rows.sort_unstable();
+    rows.dedup();
     let mut k = 0u64;
     while rows.len() < SELF_CHECK_ROWS.min(p.rows) as usize {
-        let i = (workload::splitmix64(seeds.a ^ seeds.b.rotate_left(17) ^ k) % u64::from(p.rows)) as u32;
+        let i = (mix(k) % u64::from(p.rows)) as u32;
         if !rows.contains(&i) {
             rows.push(i);
         }
         k += 1;
     }
     rows.sort_unstable();
-    rows.dedup();
     rows
 }
 
@@ -253,7 +284,7 @@ fn check_cells(p: &Params, c: &Cells) -> Result<(), String> {
 pub fn self_check(p: &Params, seeds: &Seeds, c: &Cells) -> Result<(), String> {
     check_cells(p, c)?;
     let cols = p.cols as usize;
-    let check = self_check_rows(p, seeds);
+    let check = self_check_rows(p, seeds, p.rows);
     for (&i, want) in check.iter().zip(workload::rows_streamed(p, seeds, &check)) {
         if c.row(cols, i as usize) != Some(want.as_row()) {
             return Err(wrong_row(i));

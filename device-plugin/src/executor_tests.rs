@@ -86,7 +86,7 @@ fn a_device_that_computes_a_checked_row_wrongly_does_not_answer() {
         ..P
     };
     for p in [P, f] {
-        for row in self_check_rows(&p, &seeds) {
+        for row in self_check_rows(&p, &seeds, p.rows) {
             let err = device(Some((row, 5))).compute("n1", "GPU-a", &p).unwrap_err();
             assert!(err.contains(&format!("row {row}")), "{err}");
         }
@@ -95,19 +95,55 @@ fn a_device_that_computes_a_checked_row_wrongly_does_not_answer() {
 
 #[test]
 fn self_check_rows_cover_both_ends_and_change_with_the_challenge() {
-    let a = self_check_rows(&P, &workload::seeds("n1", "GPU-a"));
-    let b = self_check_rows(&P, &workload::seeds("n2", "GPU-a"));
+    let a = self_check_rows(&P, &workload::seeds("n1", "GPU-a"), P.rows);
+    let b = self_check_rows(&P, &workload::seeds("n2", "GPU-a"), P.rows);
     assert_eq!(a.len(), SELF_CHECK_ROWS as usize);
     assert!(a.contains(&0) && a.contains(&(P.rows - 1)));
     assert_ne!(a, b);
     let tiny = Params { rows: 3, ..P };
-    assert_eq!(self_check_rows(&tiny, &workload::seeds("n", "g")), vec![0, 1, 2]);
+    assert_eq!(
+        self_check_rows(&tiny, &workload::seeds("n", "g"), 3),
+        vec![0, 1, 2]
+    );
     let one = Params {
         rows: 1,
         samples: 1,
         ..P
     };
-    assert_eq!(self_check_rows(&one, &workload::seeds("n", "g")), vec![0]);
+    assert_eq!(self_check_rows(&one, &workload::seeds("n", "g"), 1), vec![0]);
+}
+
+#[test]
+fn every_block_of_a_challenge_run_in_blocks_has_a_checked_row_up_to_the_cap() {
+    let seeds = workload::seeds("n1", "GPU-a");
+    let blocks_hit = |rows: &[u32], block: u32| -> std::collections::BTreeSet<u32> {
+        rows.iter().map(|r| r / block).collect()
+    };
+    // 64 rows in blocks of 5: 13 blocks, each checked.
+    let rows = self_check_rows(&P, &seeds, 5);
+    assert_eq!(blocks_hit(&rows, 5).len(), 13, "{rows:?}");
+    assert!(rows.windows(2).all(|w| w[0] < w[1]) && *rows.last().unwrap() == P.rows - 1);
+    // 4096 rows in blocks of 16: 256 blocks; the first and last, and 16 seeded ones.
+    let tall = Params { rows: 4096, ..P };
+    let a = self_check_rows(&tall, &seeds, 16);
+    let hit = blocks_hit(&a, 16);
+    assert!(
+        hit.len() >= MAX_CHECKED_BLOCKS as usize && hit.len() <= MAX_CHECKED_BLOCKS as usize + 2,
+        "{a:?}"
+    );
+    assert!(hit.contains(&0) && hit.contains(&255));
+    let b = self_check_rows(&tall, &workload::seeds("n2", "GPU-a"), 16);
+    assert_ne!(blocks_hit(&b, 16), hit, "other blocks for another challenge");
+    // A wrong row in any block's checked row is caught by run_blocks.
+    for &row in &rows {
+        let fake = FakeDevice {
+            corrupt: Some((row, 1)),
+            ..FakeDevice::default()
+        };
+        let mut gpu = fake.open("GPU-a").unwrap();
+        let err = run_blocks(gpu.as_mut(), &P, &seeds, 5, |_, _| {}).unwrap_err();
+        assert!(err.contains(&format!("row {row}")), "{err}");
+    }
 }
 
 #[test]
@@ -182,7 +218,7 @@ fn a_tall_challenge_runs_in_blocks_that_fit_and_commits_the_whole_product() {
         assert_eq!(leaves, workload::all_leaves(&p, &seeds));
     }
     // A wrong row in a later block is caught there.
-    let row = *self_check_rows(&P, &seeds).last().unwrap();
+    let row = *self_check_rows(&P, &seeds, 5).last().unwrap();
     assert!(row >= 5, "{row}");
     let fake = FakeDevice {
         corrupt: Some((row, 1)),
@@ -264,7 +300,7 @@ fn host_memory_per_gpu_is_bounded_by_the_block_not_the_shape() {
     assert_eq!(block, 256);
     assert!(u64::from(block) * 4096 * 8 <= HOST_BLOCK_BYTES);
     let bytes = host_bytes(&square).unwrap();
-    assert!((16 << 20..17 << 20).contains(&bytes), "{bytes}");
+    assert!((16 << 20..18 << 20).contains(&bytes), "{bytes}");
     // The tallest challenge: its row tree dominates (64 B a row), not C.
     let tall = Params {
         arith: workload::Arith::F64,
