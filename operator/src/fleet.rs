@@ -1,7 +1,7 @@
 //! What the provider controller last observed in each member cluster: GPU nodes and the
 //! pods that hold GPUs. The placement round and the job controller read it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -242,9 +242,11 @@ pub struct Fleet {
     views: Arc<RwLock<BTreeMap<String, MemberView>>>,
     /// When this process last probed each provider whole (nodes and pods).
     probed_at: Arc<RwLock<BTreeMap<String, Instant>>>,
-    /// Providers whose last probe *by this process* failed. A job fails over only then:
-    /// a new leader must not trust an old heartbeat in status before probing itself.
-    unreachable: Arc<RwLock<BTreeSet<String>>>,
+    /// Providers whose last probe *by this process* failed, with when this process first
+    /// failed to reach them in the current streak (unix seconds). A job fails over only
+    /// once the grace period has passed since then too: a new leader, or a process back
+    /// from an outage, must not trust an old heartbeat in status before probing itself.
+    unreachable: Arc<RwLock<BTreeMap<String, i64>>>,
 }
 
 impl Fleet {
@@ -258,10 +260,15 @@ impl Fleet {
         self.unreachable.write().await.remove(provider);
     }
 
-    /// Records a failed probe: the provider's GPUs are not offered until it answers again.
-    pub async fn mark_unreachable(&self, provider: &str) {
+    /// Records a failed probe at `now`: the provider's GPUs are not offered until it
+    /// answers again.
+    pub async fn mark_unreachable(&self, provider: &str, now: i64) {
         self.views.write().await.remove(provider);
-        self.unreachable.write().await.insert(provider.to_owned());
+        self.unreachable
+            .write()
+            .await
+            .entry(provider.to_owned())
+            .or_insert(now);
     }
 
     /// Whether this process probed the provider whole within `within`, and the view it
@@ -283,7 +290,13 @@ impl Fleet {
 
     /// Whether this process's last probe of the provider failed.
     pub async fn probe_failed(&self, provider: &str) -> bool {
-        self.unreachable.read().await.contains(provider)
+        self.unreachable.read().await.contains_key(provider)
+    }
+
+    /// Since when this process has failed to reach the provider (unix seconds), if its
+    /// last probe failed.
+    pub async fn failing_since(&self, provider: &str) -> Option<i64> {
+        self.unreachable.read().await.get(provider).copied()
     }
 
     /// Marks nodes of a provider not ready, from an observation fresher than the last

@@ -54,15 +54,24 @@ async fn only_a_failed_probe_of_this_process_counts() {
         !fleet.probe_failed("a").await,
         "no probe yet: nothing is known to be down"
     );
-    fleet.mark_unreachable("a").await;
+    fleet.mark_unreachable("a", 100).await;
+    fleet.mark_unreachable("a", 130).await;
     assert!(fleet.probe_failed("a").await);
+    assert_eq!(
+        fleet.failing_since("a").await,
+        Some(100),
+        "the streak's first failure"
+    );
     assert!(
         fleet.snapshot().await.is_empty(),
         "an unreachable provider offers nothing"
     );
     fleet.update("a", MemberView::default()).await;
     assert!(!fleet.probe_failed("a").await);
+    assert_eq!(fleet.failing_since("a").await, None);
     assert_eq!(fleet.snapshot().await.len(), 1);
+    fleet.mark_unreachable("a", 500).await;
+    assert_eq!(fleet.failing_since("a").await, Some(500), "a new streak");
 }
 
 fn node(name: &str) -> GpuNode {
@@ -134,7 +143,7 @@ async fn a_reports_only_probe_refreshes_reports_and_requests_and_nothing_else() 
         merged,
         "what placement reads is the merged view"
     );
-    fleet.mark_unreachable("a").await;
+    fleet.mark_unreachable("a", 0).await;
     assert!(
         !fleet.probed_within("a", Duration::from_secs(5)).await,
         "a failed probe: whole again"

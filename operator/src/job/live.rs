@@ -10,7 +10,7 @@ use super::plan::{self, Member};
 use super::{connect, names, provider, serving};
 use crate::context::Context;
 use crate::error::Error;
-use crate::provider::plan::{grace_seconds, heartbeat_lost};
+use crate::provider::plan::{grace_seconds, provider_lost};
 
 /// What the live attempt's member shows now (`Member::NoAttempt` without one).
 pub(super) async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> Member {
@@ -20,10 +20,12 @@ pub(super) async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> M
     let Some(provider) = provider(ctx, &p.provider) else {
         return Member::ProviderLost { last_heartbeat: now };
     };
-    // Lost only when this process has itself failed to reach the provider: after a
-    // leader change the stored heartbeat is old, but the provider may be fine.
-    let probe_failed = ctx.fleet.probe_failed(&p.provider).await;
-    if heartbeat_lost(&provider, now) && probe_failed {
+    // Lost only when this process has itself failed to reach the provider for the grace
+    // period: after a leader change or an outage of the hub the stored heartbeat is old,
+    // but the provider may be fine.
+    let failing_since = ctx.fleet.failing_since(&p.provider).await;
+    let probe_failed = failing_since.is_some();
+    if provider_lost(&provider, failing_since, now) {
         let last = provider
             .status
             .as_ref()

@@ -119,7 +119,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "provider unreachable");
-            ctx.fleet.mark_unreachable(&name).await;
+            ctx.fleet.mark_unreachable(&name, now).await;
             ctx.verifier.member_missed(&name, now_ms);
         }
     }

@@ -88,6 +88,16 @@ pub fn heartbeat_lost(provider: &GpuProvider, now: i64) -> bool {
     }
 }
 
+/// Whether the provider counts as lost for the jobs on it at `now`: its last heartbeat is
+/// older than its grace period, *and* this process has failed to reach it for longer than
+/// that grace period (`failing_since`: the first failure of its current streak). The
+/// second half matters after the hub was down (or the operator restarted) for longer than
+/// the grace period: the stored heartbeat is old then, and one probe failing must not end
+/// every job there at once.
+pub fn provider_lost(provider: &GpuProvider, failing_since: Option<i64>, now: i64) -> bool {
+    heartbeat_lost(provider, now) && failing_since.is_some_and(|t| now - t > grace_seconds(provider))
+}
+
 /// Inventory of a member from its GPU nodes and GPU pods. Every count comes from the
 /// member (up to `u32::MAX` a node or pod), so sums saturate instead of overflowing.
 pub fn inventory(view: &MemberView) -> Inventory {

@@ -105,7 +105,11 @@ pub(super) fn attempt_outcome(
     unreachable_since: Option<i64>,
     now: i64,
 ) -> Option<(AttemptOutcome, i64, String)> {
-    let last_end = pods.iter().filter_map(|p| p.finished).max().unwrap_or(now);
+    // A worker's end as the member reports it is never later than now: a kubelet clock
+    // running ahead, or a pull-mode agent's report (hostile input), would otherwise bill
+    // time that has not passed — without bound.
+    let finished = |p: &PodView| p.finished.map(|t| t.min(now));
+    let last_end = pods.iter().filter_map(finished).max().unwrap_or(now);
     if let Some(p) = pods
         .iter()
         .find(|p| p.node_lost && p.phase != PodPhase::Succeeded)
@@ -123,7 +127,7 @@ pub(super) fn attempt_outcome(
     if let Some(p) = pods.iter().find(|p| p.phase == PodPhase::Failed) {
         return Some((
             AttemptOutcome::Failed,
-            p.finished.unwrap_or(now),
+            finished(p).unwrap_or(now),
             format!("worker {} failed", p.rank),
         ));
     }

@@ -176,6 +176,26 @@ fn success_records_the_attempt_and_final_usage() {
 }
 
 #[test]
+fn a_finish_time_in_the_future_bills_no_time_that_has_not_passed() {
+    // The member says its workers ended in 2100 (a kubelet clock far ahead, or an agent
+    // lying): the attempt ends and is billed at most up to now.
+    for phases in [
+        [PodPhase::Succeeded, PodPhase::Succeeded],
+        [PodPhase::Failed, PodPhase::Running],
+    ] {
+        let Member::Pods(mut views) = pods(&phases) else {
+            unreachable!()
+        };
+        for v in &mut views {
+            v.finished = Some(4_102_444_800);
+        }
+        let p = plan(&placed(job(2), 1, Some(T0)), &Member::Pods(views), T0 + 600);
+        let a = &p.status.attempts[0];
+        assert_eq!(a.gpu_seconds, 600 * 4, "{phases:?}: {a:?}");
+    }
+}
+
+#[test]
 fn provider_loss_bills_to_the_last_heartbeat_and_fails_over_once() {
     let lost = Member::ProviderLost {
         last_heartbeat: T0 + 60,

@@ -86,6 +86,26 @@ fn unreachable_turns_not_ready_only_after_the_grace_period() {
 }
 
 #[test]
+fn after_an_outage_of_the_hub_the_grace_period_runs_from_this_process_s_first_failure() {
+    // The heartbeat in status is 10 minutes old (the hub was down); grace 60 s. The first
+    // failed probe of this process, at 1600, does not end the jobs there...
+    let old = status(&provider(None), &Ok(view()), 1000, &crate::time::format(1000));
+    let p = provider(Some(old));
+    assert!(heartbeat_lost(&p, 1600));
+    assert!(!provider_lost(&p, Some(1600), 1600));
+    assert!(
+        !provider_lost(&p, Some(1600), 1660),
+        "within the grace of the first failure"
+    );
+    // ...failing for longer than the grace period does.
+    assert!(provider_lost(&p, Some(1600), 1661));
+    // Never failed here: not lost, however old the heartbeat.
+    assert!(!provider_lost(&p, None, 5000));
+    // A fresh heartbeat: not lost, however long the failures (another replica's probe).
+    assert!(!provider_lost(&p, Some(900), 1030));
+}
+
+#[test]
 fn reconciling_twice_writes_the_same_status() {
     let first = status(&provider(None), &Ok(view()), 1000, "T");
     let second = status(&provider(Some(first.clone())), &Ok(view()), 1000, "T");
