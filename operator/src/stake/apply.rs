@@ -217,14 +217,19 @@ impl Driver {
         }
     }
 
-    /// Applies the spec's and annotations' inputs.
+    /// Applies the spec's and annotations' inputs (`dismiss_true`: the dismiss annotation
+    /// says `true`; once it has dismissed a slash it is spent until removed).
     async fn inputs(
         &mut self,
         name: &str,
         doc: &mut StakeDoc,
         inputs: Vec<Input>,
+        dismiss_true: bool,
         found: &mut Findings,
     ) -> Result<(), StoreError> {
+        if !dismiss_true {
+            doc.dismiss_true_spent = false;
+        }
         for input in inputs {
             let ev = match &input {
                 Input::Unbond => StakeEvent::RequestUnbond,
@@ -246,6 +251,7 @@ impl Driver {
                         Input::Dismiss(hex) => {
                             info!(stake = name, evidence = %hex, "slash dismissed");
                             doc.dismissed_slashes.push(hex);
+                            doc.dismiss_true_spent |= dismiss_true;
                         }
                         Input::Unbond => info!(stake = name, "unbonding"),
                     }
@@ -341,11 +347,24 @@ impl Driver {
         // Evidence from verification (docs/trust.md) after the annotations: an explicit
         // request raised in the same round goes first; the evidence waits for the next.
         if !inputs.iter().any(|i| matches!(i, Input::Raise(_)))
-            && let Some(raise) = plan::evidence_input(evidence, &doc, self.slash_bps)
+            && let Some(raise) = plan::evidence_input(
+                evidence,
+                &doc,
+                self.slash_bps,
+                stake
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
+            )
         {
             inputs.push(raise);
         }
-        self.inputs(&name, &mut doc, inputs, &mut found).await?;
+        let dismiss_true = annotations
+            .get(plan::SLASH_DISMISS_ANNOTATION)
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("true"));
+        self.inputs(&name, &mut doc, inputs, dismiss_true, &mut found)
+            .await?;
         if let Some(why) = &self.paused {
             // Not even the restart's resolution: it is spent once, on a node that can
             // prove what became of an in-flight transaction.

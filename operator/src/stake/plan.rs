@@ -175,9 +175,18 @@ pub fn inputs(
     }
     if let (Some(text), Some(p)) = (annotations.get(SLASH_DISMISS_ANNOTATION), &pending) {
         let text = text.trim();
-        let wanted =
-            text.eq_ignore_ascii_case("true") || Hash32::from_hex(text).is_some_and(|h| h.to_hex() == *p);
-        if wanted {
+        if text.eq_ignore_ascii_case("true") {
+            // "true" dismisses one slash per setting: left in place, it would dismiss every
+            // slash raised from evidence after it, unseen.
+            if doc.dismiss_true_spent {
+                note = Some(format!(
+                    "annotation {SLASH_DISMISS_ANNOTATION}=true already dismissed a slash; to dismiss \
+                     this one, set it to its evidence hash {p} (or remove it and set it again)"
+                ));
+            } else {
+                out.push(Input::Dismiss(p.clone()));
+            }
+        } else if Hash32::from_hex(text).is_some_and(|h| h.to_hex() == *p) {
             out.push(Input::Dismiss(p.clone()));
         }
     }
@@ -192,13 +201,26 @@ pub struct EvidenceRef {
     pub kind: String,
     /// SHA-256 of the evidence document (what the slash memo carries).
     pub hash: Hash32,
+    /// When the hub observed it (the document's `observedAt`, unix seconds).
+    pub observed_at: Option<i64>,
 }
 
 /// The slash to raise for recorded evidence, if any: the first evidence not acted on yet,
 /// once the Stake is bonded and has no slash pending; `slash_bps` of the bonded amount
 /// (at least one base unit). Evidence waits (it is not marked handled) while the Stake
 /// cannot be slashed, so a pending slash or an unbonded Stake delays it, never drops it.
-pub fn evidence_input(evidence: &[EvidenceRef], doc: &StakeDoc, slash_bps: u32) -> Option<Input> {
+///
+/// Only evidence observed since the Stake was created (`stake_since`, unix seconds) counts
+/// against it: collateral put up after a lie was not at stake when it was told. Without
+/// that, a provider slashed for evidence would be slashed for it again on every new Stake,
+/// and a provider deleted and created again under the same name would pay for the old
+/// one's evidence (evidence is kept, and found by provider name).
+pub fn evidence_input(
+    evidence: &[EvidenceRef],
+    doc: &StakeDoc,
+    slash_bps: u32,
+    stake_since: Option<i64>,
+) -> Option<Input> {
     let s = &doc.state;
     let open = matches!(s.phase, StakePhase::Bonded | StakePhase::Unbonding { .. });
     if slash_bps == 0 || !open || s.bonded == 0 || s.pending_slash.is_some() || s.release.is_some() {
@@ -206,7 +228,8 @@ pub fn evidence_input(evidence: &[EvidenceRef], doc: &StakeDoc, slash_bps: u32) 
     }
     let e = evidence.iter().find(|e| {
         let hex = e.hash.to_hex();
-        !doc.handled_slash_requests.contains(&hex) && evidence_kind(&e.kind).is_some()
+        let before = matches!((e.observed_at, stake_since), (Some(at), Some(since)) if at < since);
+        !before && !doc.handled_slash_requests.contains(&hex) && evidence_kind(&e.kind).is_some()
     })?;
     let amount = (u128::from(s.bonded) * u128::from(slash_bps.min(10_000)) / 10_000).max(1);
     Some(Input::Raise(SlashRequest {

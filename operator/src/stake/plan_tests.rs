@@ -323,10 +323,11 @@ fn evidence_raises_one_slash_at_a_time_and_waits_while_it_cannot() {
     let ev = |n: u8| EvidenceRef {
         kind: "failed-challenge".into(),
         hash: Hash32([n; 32]),
+        observed_at: None,
     };
     let evidence = [ev(1), ev(2)];
     let mut d = doc(StakePhase::Bonded, 1_000);
-    let Some(Input::Raise(r)) = evidence_input(&evidence, &d, 1_000) else {
+    let Some(Input::Raise(r)) = evidence_input(&evidence, &d, 1_000, None) else {
         panic!("expected a slash");
     };
     assert_eq!(
@@ -334,29 +335,81 @@ fn evidence_raises_one_slash_at_a_time_and_waits_while_it_cannot() {
         (Hash32([1; 32]), 100, "failed-challenge")
     );
     d.handled_slash_requests.push(Hash32([1; 32]).to_hex());
-    let Some(Input::Raise(r)) = evidence_input(&evidence, &d, 1_000) else {
+    let Some(Input::Raise(r)) = evidence_input(&evidence, &d, 1_000, None) else {
         panic!("expected the second evidence");
     };
     assert_eq!(r.evidence, Hash32([2; 32]));
     d.handled_slash_requests.push(Hash32([2; 32]).to_hex());
-    assert_eq!(evidence_input(&evidence, &d, 1_000), None, "each evidence once");
+    assert_eq!(
+        evidence_input(&evidence, &d, 1_000, None),
+        None,
+        "each evidence once"
+    );
     // Not bonded yet, or automatic slashing off: nothing now, and nothing marked handled.
     assert_eq!(
-        evidence_input(&[ev(3)], &doc(StakePhase::Pending, 0), 1_000),
+        evidence_input(&[ev(3)], &doc(StakePhase::Pending, 0), 1_000, None),
         None
     );
-    assert_eq!(evidence_input(&[ev(3)], &doc(StakePhase::Bonded, 1_000), 0), None);
+    assert_eq!(
+        evidence_input(&[ev(3)], &doc(StakePhase::Bonded, 1_000), 0, None),
+        None
+    );
     // A tiny stake still loses at least one base unit.
-    let Some(Input::Raise(r)) = evidence_input(&[ev(3)], &doc(StakePhase::Bonded, 5), 1_000) else {
+    let Some(Input::Raise(r)) = evidence_input(&[ev(3)], &doc(StakePhase::Bonded, 5), 1_000, None) else {
         panic!("expected a slash");
     };
     assert_eq!(r.amount, 1);
     let unknown = EvidenceRef {
         kind: "bad-vibes".into(),
         hash: Hash32([4; 32]),
+        observed_at: None,
     };
     assert_eq!(
-        evidence_input(&[unknown], &doc(StakePhase::Bonded, 5), 1_000),
+        evidence_input(&[unknown], &doc(StakePhase::Bonded, 5), 1_000, None),
         None
     );
+}
+
+#[test]
+fn evidence_from_before_a_stake_was_created_is_not_slashed_on_it() {
+    // E1 observed at 1000 and slashed on an earlier Stake; the provider bonds a new Stake
+    // created at 2000 (or the name is a new provider's): E1 is not raised on it, E2
+    // (observed at 2500) is.
+    let ev = |n: u8, at: i64| EvidenceRef {
+        kind: "failed-challenge".into(),
+        hash: Hash32([n; 32]),
+        observed_at: Some(at),
+    };
+    let d = doc(StakePhase::Bonded, 1_000);
+    assert_eq!(evidence_input(&[ev(1, 1_000)], &d, 1_000, Some(2_000)), None);
+    let Some(Input::Raise(r)) = evidence_input(&[ev(1, 1_000), ev(2, 2_500)], &d, 1_000, Some(2_000)) else {
+        panic!("expected the later evidence");
+    };
+    assert_eq!(r.evidence, Hash32([2; 32]));
+    // Observed the second the Stake was created: it counts.
+    assert!(evidence_input(&[ev(3, 2_000)], &d, 1_000, Some(2_000)).is_some());
+}
+
+#[test]
+fn a_dismiss_annotation_left_at_true_dismisses_one_slash_not_every_later_one() {
+    let mut d = doc(StakePhase::Bonded, 1_000);
+    d.state.pending_slash = Some(PendingSlash {
+        kind: "failed-challenge".into(),
+        evidence: Hash32([7; 32]),
+        amount: 1,
+        dispute_until_ms: 10,
+        tx: TxState::new(1),
+    });
+    let hex = Hash32([7; 32]).to_hex();
+    let a = ann(&[(SLASH_DISMISS_ANNOTATION, "true")]);
+    assert_eq!(inputs(false, &a, &d, 6).0, vec![Input::Dismiss(hex.clone())]);
+    // Spent: the next slash raised while it is still there is not dismissed, and the
+    // status says how to dismiss it.
+    d.dismiss_true_spent = true;
+    let (out, note) = inputs(false, &a, &d, 6);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(note.as_deref().is_some_and(|n| n.contains(&hex)), "{note:?}");
+    // Its evidence hash still dismisses it.
+    let by_hash = ann(&[(SLASH_DISMISS_ANNOTATION, &hex)]);
+    assert_eq!(inputs(false, &by_hash, &d, 6).0, vec![Input::Dismiss(hex)]);
 }

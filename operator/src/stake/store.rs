@@ -48,6 +48,10 @@ pub struct StakeDoc {
     /// When unbonding ends (or ended), ms.
     #[serde(default)]
     pub unbonding_end_ms: Option<u64>,
+    /// The annotation `slash-dismiss=true` has dismissed a slash since it was set: it
+    /// dismisses no other until it is removed (or set to an evidence hash).
+    #[serde(default)]
+    pub dismiss_true_spent: bool,
 }
 
 impl StakeDoc {
@@ -60,6 +64,7 @@ impl StakeDoc {
             dismissed_slashes: Vec::new(),
             slash_windows: BTreeMap::new(),
             unbonding_end_ms: None,
+            dismiss_true_spent: false,
         }
     }
 

@@ -82,10 +82,13 @@ pub async fn list(hub: &Client, namespace: &str) -> Result<BTreeMap<String, Vec<
             .and_then(|t| serde_json::from_str(t).ok());
         let stated = data.get("hash").and_then(|h| Hash32::from_hex(h));
         match (doc, stated) {
-            (Some(doc), Some(hash)) if doc.hash() == hash => out
-                .entry(doc.provider.clone())
-                .or_default()
-                .push(EvidenceRef { kind: doc.kind, hash }),
+            (Some(doc), Some(hash)) if doc.hash() == hash => {
+                out.entry(doc.provider.clone()).or_default().push(EvidenceRef {
+                    observed_at: crate::time::parse(&doc.observed_at),
+                    kind: doc.kind,
+                    hash,
+                })
+            }
             _ => tracing::warn!(configmap = %name, "evidence ConfigMap does not match its hash; ignored"),
         }
     }
