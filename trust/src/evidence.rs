@@ -32,9 +32,34 @@ pub struct Evidence {
     pub observed_at: String,
     /// The GPUs concerned.
     pub gpus: Vec<GpuEvidence>,
+    /// GPUs of the same failure beyond [`MAX_GPUS`], counted but not listed (absent when
+    /// none, so documents without any hash as before).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_gpus: u64,
+}
+
+/// Most GPUs one evidence document lists (≈190 bytes each, so a document stays well inside
+/// the API server's 1 MiB for one object). A provider faking more GPUs than that is no
+/// less guilty for the rest: they are counted in `moreGpus`.
+pub const MAX_GPUS: usize = 2048;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Evidence {
+    /// The document with at most [`MAX_GPUS`] GPUs listed (the first by node and UUID, as
+    /// the canonical form orders them), the rest counted in `more_gpus`.
+    pub fn capped(mut self) -> Self {
+        if self.gpus.len() > MAX_GPUS {
+            self.gpus
+                .sort_by(|a, b| (&a.node, &a.uuid).cmp(&(&b.node, &b.uuid)));
+            let extra = self.gpus.split_off(MAX_GPUS);
+            self.more_gpus = self.more_gpus.saturating_add(extra.len() as u64);
+        }
+        self
+    }
+
     /// Canonical bytes: the JSON of the document in field order, GPUs sorted.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut doc = self.clone();
@@ -51,6 +76,7 @@ impl Evidence {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -71,6 +97,7 @@ mod tests {
             nonces: vec!["n2".into(), "n1".into()],
             observed_at: "2026-12-01T00:00:00Z".into(),
             gpus: vec![gpu("a", "1"), gpu("b", "2")],
+            more_gpus: 0,
         };
         let mut b = a.clone();
         b.gpus.reverse();
@@ -78,5 +105,38 @@ mod tests {
         assert_eq!(a.hash(), b.hash());
         b.gpus[0].reason = "ImpossiblyFast".into();
         assert_ne!(a.hash(), b.hash());
+        // A document with nothing beyond the cap hashes as it did before the field.
+        let json = String::from_utf8(a.canonical_bytes()).unwrap();
+        assert!(!json.contains("moreGpus"), "{json}");
+    }
+
+    #[test]
+    fn a_huge_failure_is_capped_to_fit_one_configmap_and_counts_the_rest() {
+        let gpus: Vec<GpuEvidence> = (0..6_000)
+            .map(|i| GpuEvidence {
+                node: format!("node-{:05}", i / 8),
+                uuid: format!("GPU-{i:036}"),
+                reason: "WrongDigest".into(),
+                message: "row 1234567 of the commitment does not hash into the committed root".into(),
+            })
+            .collect();
+        let e = Evidence {
+            kind: "failed-challenge".into(),
+            provider: "p".into(),
+            nonces: vec!["n".into()],
+            observed_at: "2026-12-01T00:00:00Z".into(),
+            gpus,
+            more_gpus: 0,
+        }
+        .capped();
+        assert_eq!((e.gpus.len(), e.more_gpus), (MAX_GPUS, 6_000 - MAX_GPUS as u64));
+        assert_eq!(e.gpus[0].node, "node-00000", "the first in canonical order kept");
+        let bytes = e.canonical_bytes().len();
+        assert!(bytes < 600 << 10, "{bytes} bytes: well inside 1 MiB");
+        assert!(
+            String::from_utf8(e.canonical_bytes())
+                .unwrap()
+                .contains("\"moreGpus\":3952")
+        );
     }
 }

@@ -22,6 +22,18 @@ pub const LABEL_PROVIDER: &str = "gpufed.io/evidence-provider";
 /// Label: the evidence kind.
 pub const LABEL_KIND: &str = "gpufed.io/evidence-kind";
 
+/// The label value naming `provider`: its name when that fits a label value (63
+/// characters), else `sha256-` and the start of its name's digest (GpuProvider names may
+/// be 253 characters long). Only `record`'s cooldown lookup selects by it; the provider
+/// of an evidence is read from the document.
+pub fn provider_label(provider: &str) -> String {
+    if provider.len() <= 63 {
+        return provider.to_owned();
+    }
+    let digest = gpufed_settlement::hash::sha256(provider.as_bytes()).to_hex();
+    format!("sha256-{}", &digest[..56])
+}
+
 /// ConfigMap name of an evidence document.
 pub fn configmap_name(hash: &Hash32) -> String {
     format!("gpufed-evidence-{}", &hash.to_hex()[..20])
@@ -36,7 +48,7 @@ pub fn configmap(evidence: &Evidence) -> ConfigMap {
             labels: Some(
                 [
                     (LABEL_EVIDENCE.to_owned(), "true".to_owned()),
-                    (LABEL_PROVIDER.to_owned(), evidence.provider.clone()),
+                    (LABEL_PROVIDER.to_owned(), provider_label(&evidence.provider)),
                     (LABEL_KIND.to_owned(), evidence.kind.clone()),
                     (
                         "app.kubernetes.io/managed-by".to_owned(),
@@ -107,7 +119,8 @@ pub async fn record(
     let recent = api
         .list(&ListParams::default().labels(&format!(
             "{LABEL_EVIDENCE}=true,{LABEL_PROVIDER}={},{LABEL_KIND}={}",
-            evidence.provider, evidence.kind
+            provider_label(&evidence.provider),
+            evidence.kind
         )))
         .await?
         .items
@@ -140,6 +153,7 @@ mod tests {
             nonces: vec!["n".into()],
             observed_at: "2026-12-01T00:00:00Z".into(),
             gpus: vec![],
+            more_gpus: 0,
         };
         let cm = configmap(&e);
         let data = cm.data.unwrap();
@@ -147,5 +161,27 @@ mod tests {
         assert_eq!(back.hash().to_hex(), data["hash"]);
         assert_eq!(cm.metadata.name.unwrap(), configmap_name(&e.hash()));
         assert_eq!(cm.metadata.labels.unwrap()[LABEL_PROVIDER], "p1");
+    }
+
+    #[test]
+    fn a_provider_name_too_long_for_a_label_value_is_labelled_by_its_digest() {
+        let long = "p".repeat(200);
+        let label = provider_label(&long);
+        assert!(label.len() <= 63, "{label}");
+        assert_ne!(
+            label,
+            provider_label(&"p".repeat(199)),
+            "distinct names, distinct labels"
+        );
+        let e = Evidence {
+            kind: "failed-challenge".into(),
+            provider: long.clone(),
+            nonces: vec![],
+            observed_at: "2026-12-01T00:00:00Z".into(),
+            gpus: vec![],
+            more_gpus: 0,
+        };
+        assert_eq!(configmap(&e).metadata.labels.unwrap()[LABEL_PROVIDER], label);
+        assert_eq!(provider_label("short-name"), "short-name");
     }
 }

@@ -333,13 +333,17 @@ impl Verifier {
             .filter_map(|(_, st)| st.nonce.clone())
             .collect();
         nonces.dedup();
-        Some(Evidence {
-            kind: gpufed_trust::verify::EVIDENCE_FAILED_CHALLENGE.to_owned(),
-            provider: provider.to_owned(),
-            nonces,
-            observed_at: now.to_owned(),
-            gpus,
-        })
+        Some(
+            Evidence {
+                kind: gpufed_trust::verify::EVIDENCE_FAILED_CHALLENGE.to_owned(),
+                provider: provider.to_owned(),
+                nonces,
+                observed_at: now.to_owned(),
+                gpus,
+                more_gpus: 0,
+            }
+            .capped(),
+        )
     }
 
     /// Whether evidence of `kind` against `provider` may need recording (this process has
