@@ -55,6 +55,11 @@ pub struct ComputeJobStatus {
     /// failure of the job.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub preemptions: u32,
+    /// Attempts ended by the user or while the job waits (`Stopped`: suspended, deleted,
+    /// credentials or template unavailable). They do not count toward
+    /// `spec.failurePolicy.maxAttempts` either: a job suspended and resumed has not failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stops: u32,
     /// The room this job holds while it waits for the work it evicts to stop (`Placed`
     /// reason `Preempting`): what its planned placement takes on each node beyond its
     /// victims' share. Kept here so that a new leader holds it too; cleared once the job

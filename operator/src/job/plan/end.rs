@@ -313,7 +313,11 @@ pub(super) fn end_attempt(
     if outcome == AttemptOutcome::Preempted {
         st.preemptions = st.preemptions.saturating_add(1);
     }
-    let counted = attempts_used.saturating_sub(st.preemptions);
+    // Nor are stopped ones (suspend and resume, a template or credentials that wait).
+    if outcome == AttemptOutcome::Stopped {
+        st.stops = st.stops.saturating_add(1);
+    }
+    let counted = attempts_used.saturating_sub(st.preemptions).saturating_sub(st.stops);
     let retryable = match outcome {
         AttemptOutcome::Succeeded | AttemptOutcome::DeadlineExceeded | AttemptOutcome::Stopped => false,
         AttemptOutcome::ProviderLost => {

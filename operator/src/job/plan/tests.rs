@@ -369,6 +369,14 @@ fn suspending_a_running_job_stops_and_bills_its_attempt_then_resumes_with_the_ne
     let p = plan(&resumed, &Member::NoAttempt, T0 + 800);
     assert_eq!(p.status.phase, Some(JobPhase::Queued));
     assert!(p.wants_placement);
+    assert_eq!(p.status.stops, 1);
+    // Attempt 2 placed (maxAttempts 2): a worker failing is its first failure, retried —
+    // the stopped attempt used up nothing.
+    let mut second = placed(resumed.clone(), 2, Some(T0 + 900));
+    second.status.as_mut().expect("status").stops = p.status.stops;
+    second.status.as_mut().expect("status").attempts = p.status.attempts.clone();
+    let p = plan(&second, &pods(&[PodPhase::Failed, PodPhase::Running]), T0 + 1000);
+    assert_eq!(p.status.phase, Some(JobPhase::Recovering), "{:?}", p.status.conditions);
 }
 
 #[test]
