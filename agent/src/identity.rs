@@ -40,13 +40,20 @@ pub enum Due {
     Register,
 }
 
-/// Pure: renew after `renew_after`; register again when less than `margin` is left.
+/// Pure: renew after `renew_after`, or after 80% of the lifetime the hub granted when that
+/// comes first (a hub that caps token lifetimes — `--service-account-max-token-expiration`
+/// — grants less than was asked for, and renewing on the asked-for schedule would find
+/// the token expired and need the bootstrap token again); register again when less than
+/// `margin` is left.
 pub fn due(identity: Option<&Identity>, now: i64, renew_after: Duration, margin: Duration) -> Due {
     let Some(id) = identity else {
         return Due::Register;
     };
     let margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
-    let renew = i64::try_from(renew_after.as_secs()).unwrap_or(i64::MAX);
+    let granted = id.expires_at.saturating_sub(id.issued_at).max(0);
+    let renew = i64::try_from(renew_after.as_secs())
+        .unwrap_or(i64::MAX)
+        .min(granted / 5 * 4);
     if id.expires_at.saturating_sub(margin) <= now {
         Due::Register
     } else if id.issued_at.saturating_add(renew) <= now {
@@ -183,5 +190,19 @@ mod tests {
         assert_eq!(due(Some(&id), 3_880, renew, margin), Due::Renew);
         assert_eq!(due(Some(&id), 4_540, renew, margin), Due::Register);
         assert_eq!(due(Some(&id), 9_999, renew, margin), Due::Register);
+    }
+
+    #[test]
+    fn a_token_granted_shorter_than_asked_is_renewed_on_its_own_lifetime() {
+        // Asked for 1 h (renew after 48 min); the hub granted 30 min.
+        let id = Identity {
+            token: "t".into(),
+            issued_at: 0,
+            expires_at: 1_800,
+        };
+        let (renew, margin) = (Duration::from_secs(2_880), Duration::from_secs(60));
+        assert_eq!(due(Some(&id), 1_000, renew, margin), Due::Keep);
+        assert_eq!(due(Some(&id), 1_440, renew, margin), Due::Renew, "80% of 30 min");
+        assert_eq!(due(Some(&id), 1_500, renew, margin), Due::Renew);
     }
 }

@@ -317,7 +317,9 @@ pub(super) fn end_attempt(
     if outcome == AttemptOutcome::Stopped {
         st.stops = st.stops.saturating_add(1);
     }
-    let counted = attempts_used.saturating_sub(st.preemptions).saturating_sub(st.stops);
+    let counted = attempts_used
+        .saturating_sub(st.preemptions)
+        .saturating_sub(st.stops);
     let retryable = match outcome {
         AttemptOutcome::Succeeded | AttemptOutcome::DeadlineExceeded | AttemptOutcome::Stopped => false,
         AttemptOutcome::ProviderLost => {

@@ -376,7 +376,12 @@ fn suspending_a_running_job_stops_and_bills_its_attempt_then_resumes_with_the_ne
     second.status.as_mut().expect("status").stops = p.status.stops;
     second.status.as_mut().expect("status").attempts = p.status.attempts.clone();
     let p = plan(&second, &pods(&[PodPhase::Failed, PodPhase::Running]), T0 + 1000);
-    assert_eq!(p.status.phase, Some(JobPhase::Recovering), "{:?}", p.status.conditions);
+    assert_eq!(
+        p.status.phase,
+        Some(JobPhase::Recovering),
+        "{:?}",
+        p.status.conditions
+    );
 }
 
 #[test]
