@@ -38,7 +38,9 @@ pub fn trim(st: &mut ComputeJobStatus, settles: bool) {
                 sum.saturating_add(a.gpu_seconds)
             });
         let journaled = !settles || metered >= ended;
-        let droppable = st.attempts.iter().position(|a| a.removed && journaled);
+        // Never the newest record: the next attempt's number is read from it.
+        let older = st.attempts.len() - 1;
+        let droppable = st.attempts[..older].iter().position(|a| a.removed && journaled);
         let Some(i) = droppable.or(forced.then_some(0)) else {
             return;
         };
@@ -114,6 +116,16 @@ mod tests {
         let a = st.archived.expect("archived");
         assert_eq!((a.attempts, a.providers.len()), (6, 3), "attempt 6 went, on p0");
         assert_eq!(st.attempts.last().map(|r| r.provider.as_str()), Some("p9"));
+    }
+
+    #[test]
+    fn the_newest_record_stays_so_the_next_attempt_number_is_not_reused() {
+        // 21 records, only the newest fenced: it would be the only one droppable.
+        let mut st = status(21, false);
+        st.attempts[20].removed = true;
+        trim(&mut st, false);
+        assert_eq!(st.attempts.len(), 21, "nothing folded");
+        assert_eq!(st.attempts.last().map(|a| a.attempt), Some(21));
     }
 
     #[test]
