@@ -312,6 +312,10 @@ pub struct AttemptRecord {
     /// fenced by its number and removed as soon as the provider answers again.
     #[serde(default)]
     pub removed: bool,
+    /// The job (`namespace/name`) this attempt was evicted for (`Preempted`): that job
+    /// waits, holding its room, until this attempt's pods are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted_by: Option<String>,
 }
 
 /// Usage over all attempts.

@@ -160,7 +160,8 @@ pub fn snapshot_checked(
     let mut snap = pl::Snapshot::default();
     // A job whose victims are still being evicted waits for them: placed now, it would not
     // fit (their GPUs are still busy) and would evict more work for the same room.
-    let waiting = awaiting_evictions(&live);
+    let evicting = evictions(jobs.iter().map(AsRef::as_ref), crate::time::now());
+    let waiting: std::collections::BTreeSet<&str> = evicting.values().copied().collect();
     let queued: Vec<&Arc<ComputeJob>> = jobs
         .iter()
         .filter(|j| is_queued(j) && !waiting.contains(job_id(j).as_str()))
@@ -235,20 +236,33 @@ pub fn start_time(placement: &gpufed_api::job_status::Placement) -> u64 {
         .map_or(0, |t| u64::try_from(t).unwrap_or(0))
 }
 
-/// Jobs (by id) that live attempts are being evicted for.
-pub fn awaiting_evictions<'a>(live: &[&'a ComputeJob]) -> std::collections::BTreeSet<&'a str> {
-    live.iter()
+/// How long the pods of an attempt evicted for another job may take to go before that job
+/// stops waiting for them (an unreachable provider's pods are fenced only when it answers
+/// again; the job may fit elsewhere meanwhile).
+pub const EVICTION_GRACE_SECS: i64 = 120;
+
+/// Victim job id → the job (id) it is evicted for: live attempts marked for eviction, and
+/// attempts that ended evicted (`preemptedBy`) whose pods are not gone yet, for
+/// [`EVICTION_GRACE_SECS`] after they ended. Between a victim's status saying its attempt
+/// ended and its pods being gone its GPUs are still busy: the job evicting it must go on
+/// waiting — and holding its room ([`holds`]) — or a round in between hands the free part
+/// of that room to other work, which the preemptor then evicts too once the victim's pods
+/// are gone.
+pub fn evictions<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>, now: i64) -> BTreeMap<String, &'a str> {
+    jobs.into_iter()
         .filter_map(|j| {
-            Some(
-                j.status
-                    .as_ref()?
-                    .placement
-                    .as_ref()?
-                    .preempted
-                    .as_ref()?
-                    .by
-                    .as_str(),
-            )
+            let st = j.status.as_ref()?;
+            let by = if is_live(j) {
+                st.placement.as_ref()?.preempted.as_ref()?.by.as_str()
+            } else {
+                let last = st.attempts.last()?;
+                let ended = crate::time::parse(&last.end_time)?;
+                if last.removed || now.saturating_sub(ended) > EVICTION_GRACE_SECS {
+                    return None;
+                }
+                last.preempted_by.as_deref()?
+            };
+            Some((job_id(j), by))
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! Room held for a job that waits for its evictions.
 //!
 //! A job whose placement evicts lower-priority work sits out the rounds until every
-//! victim is gone ([`super::awaiting_evictions`]). Victims do not leave together: one
+//! victim is gone ([`super::evictions`]). Victims do not leave together: one
 //! stops within a second, another only after a status write that conflicted is retried.
 //! Meanwhile the GPUs the first one gave back — and the room that was free already and
 //! that the plan counted on — look free to the queue. The next round may place the
@@ -131,21 +131,16 @@ impl Hold {
     }
 }
 
-/// Drops the holds of jobs no longer waiting for evictions, takes up those a waiting
+/// Drops the holds of jobs no longer waiting for evictions (at `now`), takes up those a waiting
 /// job's status keeps and `holds` lacks (held by an earlier leader), and takes their room
 /// out of `snap`: off each held node's free GPUs and free CPU and memory, less what the
 /// job's victims still running there hold. `jobs` are the round's jobs. Returns the GPUs
 /// held.
-pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>]) -> u32 {
-    // Victim id → the job it is evicted for, over live attempts.
-    let marked: BTreeMap<String, &str> = jobs
-        .iter()
-        .filter(|j| super::is_live(j))
-        .filter_map(|j| {
-            let by = j.status.as_ref()?.placement.as_ref()?.preempted.as_ref()?;
-            Some((super::job_id(j), by.by.as_str()))
-        })
-        .collect();
+pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>], now: i64) -> u32 {
+    // Victim id → the job it is evicted for: live attempts, and ended ones whose pods
+    // are not gone yet ([`super::evictions`]; those hold their GPUs as the member's pods,
+    // so nothing of theirs is in `snap.running`).
+    let marked = super::evictions(jobs.iter().map(AsRef::as_ref), now);
     let waiting: BTreeSet<&str> = marked.values().copied().collect();
     holds.retain(|job, _| waiting.contains(job.as_str()));
     if waiting.len() > holds.len() {

@@ -7,7 +7,7 @@
 //! is left alone), and the victim's job controller ends that attempt `Preempted` — billed
 //! up to then, its pods fenced like a lost attempt's, the job queued again without using
 //! up an attempt. While any victim is still marked, the job sits out the rounds
-//! ([`crate::mapping::awaiting_evictions`]), so it never evicts twice for the same room;
+//! ([`crate::mapping::evictions`]), so it never evicts twice for the same room;
 //! once they are gone, the next round places it where they ran.
 
 use std::sync::Arc;

@@ -49,6 +49,7 @@ fn ended(attempt: u32, running: i64, end: i64) -> AttemptRecord {
         price_per_gpu_hour: "2.5".into(),
         end_time: crate::time::format(end),
         removed: false,
+        preempted_by: None,
     }
 }
 

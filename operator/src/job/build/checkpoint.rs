@@ -102,6 +102,7 @@ mod tests {
             price_per_gpu_hour: "1".into(),
             end_time: end.into(),
             removed: false,
+            preempted_by: None,
         }
     }
 

@@ -306,6 +306,11 @@ pub(super) fn end_attempt(
         price_per_gpu_hour: p.price_per_gpu_hour.clone(),
         end_time: crate::time::format(at),
         removed,
+        preempted_by: p
+            .preempted
+            .as_ref()
+            .filter(|_| outcome == AttemptOutcome::Preempted)
+            .map(|m| m.by.clone()),
     });
     st.usage = Some(usage(st, None));
     let attempts_used = p.attempt;

@@ -81,6 +81,7 @@ mod tests {
             price_per_gpu_hour: "2.00".into(),
             end_time: "2026-01-01T00:00:00Z".into(),
             removed,
+            preempted_by: None,
         }
     }
 

@@ -283,6 +283,7 @@ fn deadline_and_invalid_spec() {
         price_per_gpu_hour: "3.60".into(),
         end_time: crate::time::format(T0 + 40),
         removed: true,
+        preempted_by: None,
     });
     let p = plan(&j, &pods(&[PodPhase::Running]), T0 + 3615);
     assert!(
