@@ -153,7 +153,14 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
     let mut pods = observe(member, tenant, &a.spec.job_uid, a.spec.attempt).await;
     let fresh = st.applied.get(&a.name_any()) != Some(&key);
     let missing = matches!(&pods, Ok(p) if p.len() < objects.pods.len());
-    if fresh || missing {
+    // A worker missing from a gang that ran whole (as last reported) is not created again:
+    // one rank restarted beside peers mid-run is no gang; the hub ends the attempt when it
+    // sees the gap, and retries the job as a whole.
+    let ran_whole = ran_whole(
+        a.status.as_ref().map(|s| s.pods.as_slice()).unwrap_or_default(),
+        objects.pods.len(),
+    );
+    if fresh || (missing && !ran_whole) {
         match ops::dispatch(member, &objects).await {
             Ok(()) => {
                 st.applied.insert(a.name_any(), key);
@@ -185,6 +192,16 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
         Err(e) => set(ConditionStatus::False, reasons::OBSERVE_FAILED, e.to_string()),
     }
     status
+}
+
+/// Pure: whether the pods last reported for an assignment were the whole gang of `workers`,
+/// every one running or done.
+pub fn ran_whole(reported: &[AssignedPod], workers: usize) -> bool {
+    workers > 0
+        && reported.len() >= workers
+        && reported
+            .iter()
+            .all(|p| p.phase == "Running" || p.phase == "Succeeded")
 }
 
 /// Pure: the `Applied=False` reason and message for an apply the member refused or that
@@ -344,6 +361,21 @@ mod tests {
                 .with_code(code)
                 .boxed(),
         )
+    }
+
+    #[test]
+    fn a_gang_that_ran_whole_is_not_refilled() {
+        let pod = |rank: u32, phase: &str| AssignedPod {
+            name: format!("w{rank}"),
+            rank,
+            phase: phase.into(),
+            ..Default::default()
+        };
+        assert!(ran_whole(&[pod(0, "Running"), pod(1, "Succeeded")], 2));
+        // Still being created or started: a missing pod is created (again).
+        assert!(!ran_whole(&[pod(0, "Running")], 2));
+        assert!(!ran_whole(&[pod(0, "Running"), pod(1, "Pending")], 2));
+        assert!(!ran_whole(&[], 0));
     }
 
     #[test]

@@ -214,7 +214,8 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
             *last_heartbeat,
             "provider heartbeat lost".to_owned(),
         )),
-        (Some(_), Member::Pods(pods)) => attempt_outcome(job, pods, unreachable_since, now),
+        (Some(p), Member::Pods(pods)) => attempt_outcome(job, pods, unreachable_since, now)
+            .or_else(|| attempt::gang_broken(job, p, pods, now)),
         _ => None,
     };
     let mut cause = Cause::Observed;

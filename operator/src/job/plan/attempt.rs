@@ -142,6 +142,34 @@ pub(super) fn attempt_outcome(
     })
 }
 
+/// A gang that ran whole and has lost a worker's pod since (deleted: `kubectl delete pod`,
+/// a forced drain, the pod garbage collector after its node object went): the attempt
+/// ends, `NodeLost`, at `now`. Creating that worker again inside the same attempt would
+/// start one rank beside peers that are mid-run — a gang runs whole or not at all — so
+/// the job is retried as a whole instead.
+pub(super) fn gang_broken(
+    job: &ComputeJob,
+    placement: &Placement,
+    pods: &[PodView],
+    now: i64,
+) -> Option<(AttemptOutcome, i64, String)> {
+    placement.running_time.as_ref()?;
+    let missing: Vec<String> = (0..job.spec.workers)
+        .filter(|r| pods.iter().all(|p| p.rank != *r))
+        .map(|r| r.to_string())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        (
+            AttemptOutcome::NodeLost,
+            now,
+            format!(
+                "worker {} of the running gang is gone (its pod was deleted)",
+                missing.join(", ")
+            ),
+        )
+    })
+}
+
 /// Seconds the job has run over all its attempts: each ended attempt from its gang start
 /// to its end, the live one from its gang start to `now`. Time queued, suspended or failing
 /// over does not count against `spec.maxDuration` ("all attempts together").

@@ -176,6 +176,25 @@ fn success_records_the_attempt_and_final_usage() {
 }
 
 #[test]
+fn a_worker_deleted_from_a_running_gang_ends_the_attempt_instead_of_being_recreated() {
+    // The gang ran whole; rank 1's pod is gone (kubectl delete pod, a forced drain).
+    let p = plan(
+        &placed(job(2), 1, Some(T0)),
+        &pods(&[PodPhase::Running]),
+        T0 + 100,
+    );
+    assert!(!p.dispatch, "no second rank 1 beside a rank 0 mid-run");
+    let a = &p.status.attempts[0];
+    assert_eq!(a.outcome, AttemptOutcome::NodeLost, "{a:?}");
+    assert!(a.message.contains("worker 1"), "{}", a.message);
+    assert_eq!(a.gpu_seconds, 100 * 4);
+    assert_eq!(p.status.phase, Some(JobPhase::Recovering));
+    // Before the gang ran, a missing pod is still being created: dispatch goes on.
+    let p = plan(&placed(job(2), 1, None), &pods(&[PodPhase::Running]), T0 + 100);
+    assert!(p.dispatch && p.status.attempts.is_empty());
+}
+
+#[test]
 fn a_finish_time_in_the_future_bills_no_time_that_has_not_passed() {
     // The member says its workers ended in 2100 (a kubelet clock far ahead, or an agent
     // lying): the attempt ends and is billed at most up to now.
