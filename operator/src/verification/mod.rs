@@ -285,12 +285,9 @@ impl Verifier {
     pub fn member_missed(&self, provider: &str, now_ms: u64) {
         let rounds = self.rounds();
         if let Ok(mut nodes) = self.nodes.lock() {
-            for st in nodes
-                .iter_mut()
-                .filter(|((p, _), _)| p == provider)
-                .map(|(_, st)| st)
-            {
+            for ((_, node), st) in nodes.iter_mut().filter(|((p, _), _)| p == provider) {
                 st.note_missed(&rounds, now_ms);
+                self.expire_unread(provider, node, st, now_ms);
             }
         }
     }

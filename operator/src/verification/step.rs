@@ -14,7 +14,7 @@ use gpufed_trust::rounds::{NodeSchedule, Why};
 use gpufed_trust::session::{self, GpuClaim, GpuVerdict, NodeView, Session, Step};
 use gpufed_trust::{ChallengeAnswer, ChallengeRequest, Failure};
 
-use super::{Verifier, ms, pins, random_hex, read_report};
+use super::{NodeState, Verifier, ms, pins, random_hex, read_report};
 use crate::fleet::MemberView;
 
 /// [`gpufed_trust::rounds::proven_after`] over verdicts.
@@ -102,11 +102,13 @@ impl Verifier {
                         detail: "the node publishes no signed inventory report (is the gpufed device plugin running?)".into(),
                     });
                     st.note_missed(&rounds, now_ms);
+                    self.expire_unread(provider, &node, st, now_ms);
                     continue;
                 }
                 Some(Err(f)) => {
                     st.problem = Some(f);
                     st.note_missed(&rounds, now_ms);
+                    self.expire_unread(provider, &node, st, now_ms);
                     continue;
                 }
                 Some(Ok(r)) => r,
@@ -229,34 +231,74 @@ impl Verifier {
             };
             match step {
                 Step::Wait | Step::Open(_) => st.session = Some(session),
-                Step::Done(verdicts) => {
-                    for v in &verdicts {
-                        if let Some(f) = &v.failure {
-                            tracing::info!(%provider, %node, gpu = %v.uuid, failure = %f, "GPU not verified");
-                        }
-                        if let Some(m) = &self.metrics {
-                            let result = v.failure.as_ref().map_or("passed", Failure::reason);
-                            m.challenges_total
-                                .get_or_create(&crate::metrics::ChallengeLabel { result })
-                                .inc();
-                        }
-                    }
-                    let rounds = self.rounds();
-                    // A session's why is set when it starts; none would be a bug, and
-                    // proves nothing.
-                    st.proven = proven_after(st.why.unwrap_or(Why::Join), &verdicts, &st.proven);
-                    st.verdicts = verdicts;
-                    st.verdict_at_ms = Some(now_ms);
-                    st.issued_at_ms = session.issued_at_ms;
-                    st.next_due_ms = rounds.next_due(session.issued_at_ms);
-                    st.valid_until_ms = rounds.valid_until(session.issued_at_ms, ms(self.cfg.timeout));
-                    st.nonce = Some(session.request.nonce.clone());
-                    st.session = None;
-                    st.why = None;
-                    // This verdict is as fresh as a wanted one would be.
-                    st.wanted = false;
-                }
+                Step::Done(verdicts) => self.conclude(provider, &node, st, &session, verdicts, now_ms),
             }
         }
+    }
+
+    /// A session judged: its verdicts become the node's, and its next round is due.
+    fn conclude(
+        &self,
+        provider: &str,
+        node: &str,
+        st: &mut NodeState,
+        session: &Session,
+        verdicts: Vec<GpuVerdict>,
+        now_ms: u64,
+    ) {
+        for v in &verdicts {
+            if let Some(f) = &v.failure {
+                tracing::info!(%provider, %node, gpu = %v.uuid, failure = %f, "GPU not verified");
+            }
+            if let Some(m) = &self.metrics {
+                let result = v.failure.as_ref().map_or("passed", Failure::reason);
+                m.challenges_total
+                    .get_or_create(&crate::metrics::ChallengeLabel { result })
+                    .inc();
+            }
+        }
+        let rounds = self.rounds();
+        // A session's why is set when it starts; none would be a bug, and proves nothing.
+        st.proven = proven_after(st.why.unwrap_or(Why::Join), &verdicts, &st.proven);
+        st.verdicts = verdicts;
+        st.verdict_at_ms = Some(now_ms);
+        st.issued_at_ms = session.issued_at_ms;
+        st.next_due_ms = rounds.next_due(session.issued_at_ms);
+        st.valid_until_ms = rounds.valid_until(session.issued_at_ms, ms(self.cfg.timeout));
+        st.nonce = Some(session.request.nonce.clone());
+        st.session = None;
+        st.why = None;
+        // This verdict is as fresh as a wanted one would be.
+        st.wanted = false;
+    }
+
+    /// The node could not be read (no report, an unusable one, or its member unreachable)
+    /// at `now_ms`: a session open past the timeout ends, its GPUs not answered. Without
+    /// this the session stayed open as long as the node stayed silent — the provider
+    /// probed every `--challenge-poll` instead of every heartbeat, for good.
+    pub(super) fn expire_unread(&self, provider: &str, node: &str, st: &mut NodeState, now_ms: u64) {
+        let Some(session) = st
+            .session
+            .take_if(|s| now_ms.saturating_sub(s.issued_at_ms) > ms(self.cfg.timeout))
+        else {
+            return;
+        };
+        let failure = Failure::NotAnswered {
+            detail: "no usable report before the timeout".into(),
+        };
+        let verdicts: Vec<GpuVerdict> = st
+            .verdicts
+            .iter()
+            .map(|v| GpuVerdict {
+                failure: Some(failure.clone()),
+                ..v.clone()
+            })
+            .collect();
+        if verdicts.is_empty() {
+            // Nothing known of its GPUs: nothing to judge, and no round passed.
+            st.why = None;
+            return;
+        }
+        self.conclude(provider, node, st, &session, verdicts, now_ms);
     }
 }

@@ -459,3 +459,40 @@ mod probation;
 
 #[path = "owners_tests.rs"]
 mod owners;
+
+#[test]
+fn a_challenge_open_when_the_node_stops_reporting_times_out_instead_of_staying_open() {
+    for member_down in [false, true] {
+        let v = Verifier::new(cfg());
+        let uuids = ["GPU-1", "GPU-2"];
+        let t = challenge_until_judged(&v, &uuids, 1_000);
+        let idle = view(Some(report(&uuids, None, true)), &BTreeMap::new());
+        v.want_fresh(&[("p".into(), "n1".into())]);
+        assert!(v.step("p", &idle, t + 1_000).is_some(), "a challenge opens");
+        assert!(v.challenging("p"));
+        // Then the node's report is gone (its plugin died), or its member unreachable.
+        let silent = |now: u64| {
+            if member_down {
+                v.member_missed("p", now);
+            } else {
+                v.step("p", &view(None, &BTreeMap::new()), now);
+            }
+        };
+        silent(t + 30_000);
+        assert!(v.challenging("p"), "within the timeout it may still answer");
+        silent(t + 62_000);
+        assert!(
+            !v.challenging("p"),
+            "past the timeout: back to the heartbeat ({member_down})"
+        );
+        let (pv, _) = v.verdict("p", t + 62_000);
+        assert_eq!(pv.verified, 0, "{pv:?}");
+        assert_eq!(pv.failures.len(), 2, "{pv:?}");
+        assert!(
+            pv.failures
+                .iter()
+                .all(|(_, g)| g.failure.as_ref().map(Failure::reason) == Some("NotAnswered")),
+            "{pv:?}"
+        );
+    }
+}
