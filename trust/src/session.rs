@@ -191,11 +191,34 @@ impl Session {
             return Step::Done(
                 claims
                     .iter()
-                    .map(|c| GpuVerdict::new(c, Some(f.clone())))
+                    .map(|c| {
+                        let fast = (!simulated).then(|| self.signed_too_fast(c, bands)).flatten();
+                        GpuVerdict::new(c, Some(fast.unwrap_or_else(|| f.clone())))
+                    })
                     .collect(),
             );
         }
         Step::Wait
+    }
+
+    /// A GPU whose commitment signed a kernel time below its band's floor: `ImpossiblyFast`
+    /// (evidence) even when no opening follows. The time is in the signed commitment
+    /// already; without this a node that claimed it, saw the open seed and kept silent was
+    /// merely not answering.
+    fn signed_too_fast(&self, claim: &GpuClaim, bands: &Bands) -> Option<Failure> {
+        let commit = self
+            .committed
+            .as_ref()?
+            .commits
+            .iter()
+            .find(|c| c.uuid == claim.uuid)?;
+        let band = bands
+            .get(&claim.model)
+            .filter(|b| b.params == self.request.params)?;
+        (commit.kernel_micros < band.min_kernel_micros).then_some(Failure::ImpossiblyFast {
+            micros: commit.kernel_micros,
+            min: band.min_kernel_micros,
+        })
     }
 
     fn judge(

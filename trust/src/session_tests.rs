@@ -159,6 +159,40 @@ fn silence_times_out_and_no_band_means_no_challenge() {
 }
 
 #[test]
+fn a_node_that_commits_an_impossible_time_and_never_opens_is_caught_anyway() {
+    let cl = claims(&["GPU-1", "GPU-2"]);
+    for simulated in [false, true] {
+        let mut s = start("n-1".into(), &cl, &bands(), 1_000).unwrap();
+        let view = |a| NodeView {
+            claims: &cl,
+            simulated,
+            answer: a,
+        };
+        // GPU-1 claims 1 µs (the band's floor is 100), GPU-2 an honest time.
+        let mut commit = honest(&s.request);
+        commit.commits[0].kernel_micros = 1;
+        let Step::Open(_) = s.advance(view(Some(&commit)), &bands(), "seed", 2_000, 60_000) else {
+            panic!("expected the hub to open");
+        };
+        // It never opens.
+        let Step::Done(v) = s.advance(view(Some(&commit)), &bands(), "seed", 62_000, 60_000) else {
+            panic!("expected a timeout");
+        };
+        let reasons: Vec<_> = v
+            .iter()
+            .map(|g| g.failure.as_ref().map(Failure::reason))
+            .collect();
+        if simulated {
+            // A CPU's time says nothing about the card it declares: no evidence.
+            assert_eq!(reasons, [Some("NotAnswered"), Some("NotAnswered")]);
+        } else {
+            assert_eq!(reasons, [Some("ImpossiblyFast"), Some("NotAnswered")]);
+            assert!(v[0].failure.as_ref().and_then(Failure::evidence_kind).is_some());
+        }
+    }
+}
+
+#[test]
 fn an_f64_challenge_verifies_and_a_node_computing_u32_instead_is_not_answering() {
     let f64_bands = bands_for(Params {
         arith: crate::workload::Arith::F64,
