@@ -35,6 +35,17 @@ pub enum Error {
         /// The API server's answer.
         message: String,
     },
+    /// A pull-mode agent that reports has not acted on an attempt's Assignment (its
+    /// current generation): waited for as a silent member is, except that the attempt's
+    /// start timeout runs, so an agent that never takes the attempt up does not hold it
+    /// and its GPUs for good.
+    #[error("provider {provider}: {message}")]
+    NotTakenUp {
+        /// The provider.
+        provider: String,
+        /// What the agent has not done.
+        message: String,
+    },
     /// A write lost a race with another writer (stale resourceVersion): a stale leader
     /// or a concurrent reconcile. Retried from fresh state.
     #[error("conflict writing {0}: retrying from fresh state")]
@@ -58,7 +69,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Hub(_) => "hub_api",
-            Error::Member { .. } => "member",
+            Error::Member { .. } | Error::NotTakenUp { .. } => "member",
             Error::Rejected { .. } => "member_rejected",
             Error::Forbidden { .. } => "member_forbidden",
             Error::Conflict(_) => "conflict",

@@ -72,6 +72,10 @@ pub(super) async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> M
             tracing::warn!(%provider, error = %message, "member forbids the attempt's objects");
             Member::Forbidden(message)
         }
+        Err(Error::NotTakenUp { provider, message }) => {
+            tracing::warn!(%provider, error = %message, "the agent has not taken the attempt up");
+            Member::NotTakenUp
+        }
         Err(e) => {
             // Within the grace period a silent member is waited for; say why, since a
             // refusal (403 from missing RBAC) looks the same from here as an outage.

@@ -74,6 +74,10 @@ pub enum Member {
     },
     /// The provider is within its grace period but did not answer now: wait.
     Unanswered,
+    /// The provider's pull-mode agent reports but has not acted on the attempt's
+    /// Assignment: wait as for [`Member::Unanswered`], but the start timeout runs (no pod
+    /// of the gang exists as far as the hub knows).
+    NotTakenUp,
     /// The attempt's pods (possibly fewer than the gang, while dispatching).
     Pods(Vec<PodView>),
     /// The member refused the attempt's objects for good, saying why: a pull-mode agent
@@ -283,6 +287,14 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
             (Some(p), Member::Pods(pods)) => start::timed_out(job, p, pods, now).map(|message| {
                 cause = Cause::StartTimeout;
                 (AttemptOutcome::Failed, now, message)
+            }),
+            (Some(p), Member::NotTakenUp) => start::timed_out(job, p, &[], now).map(|message| {
+                cause = Cause::StartTimeout;
+                (
+                    AttemptOutcome::Failed,
+                    now,
+                    format!("{message} (its agent never took the attempt up)"),
+                )
             }),
             _ => None,
         },

@@ -14,8 +14,8 @@ use crate::job::plan::{PodPhase, PodView};
 /// of the job `uid` (looked up by name), as the job controller reads it:
 /// - none, or one of another job or attempt (a tenant namespace reused by a new job of
 ///   the same name): no pods, so the job controller writes it (again);
-/// - one whose current generation the agent has not acted on yet: an error, so the job
-///   waits as it would for a silent member;
+/// - one whose current generation the agent has not acted on yet: [`Error::NotTakenUp`],
+///   so the job waits as it would for a silent member, its start timeout running;
 /// - one the agent refused (`Applied=False/Refused`: its own checks) or whose objects its
 ///   member's API server rejected (`Rejected`: 400/422) in that generation:
 ///   [`Error::Rejected`] with the message, and the job controller ends the attempt. A
@@ -38,10 +38,10 @@ pub fn read_assignment(
     let generation = a.metadata.generation;
     let status = a.status.clone().unwrap_or_default();
     if generation.is_none() || status.observed_generation != generation {
-        return Err(Error::member(
-            provider,
-            format!("the agent has not acted on Assignment {name} yet"),
-        ));
+        return Err(Error::NotTakenUp {
+            provider: provider.to_owned(),
+            message: format!("the agent has not acted on Assignment {name} yet"),
+        });
     }
     let refusal = conditions::find(&status.conditions, APPLIED)
         .filter(|c| c.status == ConditionStatus::False)

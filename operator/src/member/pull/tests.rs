@@ -354,7 +354,7 @@ fn only_the_current_attempts_refusal_counts() {
     assert!(
         matches!(
             read_assignment("p", Some(&a), "u-1", 2),
-            Err(Error::Member { .. })
+            Err(Error::NotTakenUp { .. })
         ),
         "not acted on yet"
     );
@@ -378,6 +378,6 @@ fn only_the_current_attempts_refusal_counts() {
     let a = reported(1, serde_json::Value::Null);
     assert!(matches!(
         read_assignment("p", Some(&a), "u-1", 2),
-        Err(Error::Member { .. })
+        Err(Error::NotTakenUp { .. })
     ));
 }

@@ -85,6 +85,32 @@ fn a_gang_that_ran_is_never_timed_out_and_unanswered_providers_are_waited_for() 
 }
 
 #[test]
+fn an_agent_that_never_takes_the_attempt_up_times_it_out() {
+    // The agent reports (its heartbeat is fresh) but never acts on the Assignment.
+    let j = placed(job(2), 1, None);
+    let p = plan(&j, &Member::NotTakenUp, T0 + LIMIT - 1);
+    assert!(
+        p.status.attempts.is_empty() && p.status.placement.is_some(),
+        "waited for"
+    );
+    let p = plan(&j, &Member::NotTakenUp, T0 + LIMIT);
+    let a = &p.status.attempts[0];
+    assert_eq!(
+        (a.outcome, a.reason.as_deref()),
+        (AttemptOutcome::Failed, Some(START_TIMEOUT))
+    );
+    assert!(
+        a.message.contains("0 of 2 workers running") && a.message.contains("never took the attempt up"),
+        "{}",
+        a.message
+    );
+    // A gang that ran is never timed out, whatever the agent does.
+    let ran = placed(job(2), 1, Some(T0 + 10));
+    let p = plan(&ran, &Member::NotTakenUp, T0 + 10 * LIMIT);
+    assert!(p.status.attempts.is_empty());
+}
+
+#[test]
 fn its_own_timeout_counts_and_workers_waiting_alike_are_named_together() {
     let mut j = placed(job(3), 1, None);
     j.spec.start_timeout = Some("30s".into());
