@@ -174,6 +174,27 @@ fn stake_slash_and_unbond_execute_once_and_eligibility() {
         (StakePhase::Slashed, 700, 1)
     );
     assert_eq!(s.slashes[0].evidence, ev);
+    // New evidence against a Stake slashed before, still holding 700: slashed again.
+    let ev2 = sha256(b"evidence 2");
+    let (s, _) = stake_step(
+        &s,
+        600,
+        StakeEvent::RaiseSlash {
+            kind: "fake-gpu".into(),
+            evidence: ev2,
+            amount: 100,
+        },
+    );
+    assert!(
+        s.pending_slash.is_some(),
+        "a slashed Stake with tokens left answers again"
+    );
+    let (s, signed) = run_effect(s, 1_200, EffectKind::Slash);
+    assert_eq!(signed, 1);
+    assert_eq!(
+        (s.phase.clone(), s.bonded, s.slashes.len()),
+        (StakePhase::Slashed, 600, 2)
+    );
     let (s, _) = stake_step(&s, 1_000, StakeEvent::RequestUnbond);
     assert!(matches!(s.phase, StakePhase::Unbonding { ends_at_ms: 2_000 }));
     let (s, a) = stake_step(&s, 1_500, StakeEvent::Tick);

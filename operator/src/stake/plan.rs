@@ -222,7 +222,10 @@ pub fn evidence_input(
     stake_since: Option<i64>,
 ) -> Option<Input> {
     let s = &doc.state;
-    let open = matches!(s.phase, StakePhase::Bonded | StakePhase::Unbonding { .. });
+    let open = matches!(
+        s.phase,
+        StakePhase::Bonded | StakePhase::Unbonding { .. } | StakePhase::Slashed
+    );
     if slash_bps == 0 || !open || s.bonded == 0 || s.pending_slash.is_some() || s.release.is_some() {
         return None;
     }

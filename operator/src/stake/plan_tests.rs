@@ -386,6 +386,20 @@ fn evidence_from_before_a_stake_was_created_is_not_slashed_on_it() {
         panic!("expected the later evidence");
     };
     assert_eq!(r.evidence, Hash32([2; 32]));
+    // A Stake slashed before, still holding tokens, answers for new evidence.
+    assert!(
+        evidence_input(
+            &[ev(4, 2_500)],
+            &doc(StakePhase::Slashed, 900),
+            1_000,
+            Some(2_000)
+        )
+        .is_some()
+    );
+    assert_eq!(
+        evidence_input(&[ev(4, 2_500)], &doc(StakePhase::Slashed, 0), 1_000, Some(2_000)),
+        None
+    );
     // Observed the second the Stake was created: it counts.
     assert!(evidence_input(&[ev(3, 2_000)], &d, 1_000, Some(2_000)).is_some());
 }

@@ -123,7 +123,12 @@ pub fn step(
             if !valid_kind(&kind) {
                 return Err(StakeError::BadEvidenceKind);
             }
-            let open = matches!(s.phase, StakePhase::Bonded | StakePhase::Unbonding { .. });
+            // A Stake slashed before that still holds tokens answers for new evidence too:
+            // a provider that keeps failing is slashed once per evidence, not once ever.
+            let open = matches!(
+                s.phase,
+                StakePhase::Bonded | StakePhase::Unbonding { .. } | StakePhase::Slashed
+            );
             if !open || s.pending_slash.is_some() || s.bonded == 0 || s.release.is_some() {
                 return Err(StakeError::NotAllowed("slash", phase_name(&s.phase)));
             }
