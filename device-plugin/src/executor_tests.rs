@@ -136,14 +136,26 @@ fn every_block_of_a_challenge_run_in_blocks_has_a_checked_row_up_to_the_cap() {
     assert_ne!(blocks_hit(&b, 16), hit, "other blocks for another challenge");
     // A wrong row in any block's checked row is caught by run_blocks.
     for &row in &rows {
-        let fake = FakeDevice {
-            corrupt: Some((row, 1)),
-            ..FakeDevice::default()
-        };
-        let mut gpu = fake.open("GPU-a").unwrap();
-        let err = run_blocks(gpu.as_mut(), &P, &seeds, 5, |_, _| {}).unwrap_err();
-        assert!(err.contains(&format!("row {row}")), "{err}");
+        assert_caught_in_blocks_of(row, 5);
     }
+}
+
+/// A device that computes `row` of [`P`] wrongly is caught when P runs in blocks of `block`.
+fn assert_caught_in_blocks_of(row: u32, block: u32) {
+    let fake = FakeDevice {
+        corrupt: Some((row, 1)),
+        ..FakeDevice::default()
+    };
+    let mut gpu = fake.open("GPU-a").unwrap();
+    let err = run_blocks(
+        gpu.as_mut(),
+        &P,
+        &workload::seeds("n1", "GPU-a"),
+        block,
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.contains(&format!("row {row}")), "{err}");
 }
 
 #[test]
@@ -220,13 +232,7 @@ fn a_tall_challenge_runs_in_blocks_that_fit_and_commits_the_whole_product() {
     // A wrong row in a later block is caught there.
     let row = *self_check_rows(&P, &seeds, 5).last().unwrap();
     assert!(row >= 5, "{row}");
-    let fake = FakeDevice {
-        corrupt: Some((row, 1)),
-        ..FakeDevice::default()
-    };
-    let mut gpu = fake.open("GPU-a").unwrap();
-    let err = run_blocks(gpu.as_mut(), &P, &seeds, 5, |_, _| {}).unwrap_err();
-    assert!(err.contains(&format!("row {row}")), "{err}");
+    assert_caught_in_blocks_of(row, 5);
 }
 
 #[test]
