@@ -52,6 +52,26 @@ pub struct Pins {
     pub dirty: bool,
 }
 
+/// Most pins one provider's ConfigMap keeps (≈90 bytes each: ≈0.7 MiB of the API
+/// server's 1 MiB per object). Node names come and go (autoscaling, spot nodes); past
+/// this, the pins of nodes the provider no longer lists are dropped ([`bound`]) — else
+/// saving would fail for good, and a new leader would trust every node pinned since on
+/// first use again.
+pub const MAX_PINS: usize = 8192;
+
+/// Keeps `pins` within [`MAX_PINS`] by dropping the pins of nodes not `present` (a node
+/// that comes back is pinned again at first sight). Returns how many were dropped.
+pub fn bound(pins: &mut Pins, present: &std::collections::BTreeSet<&str>) -> usize {
+    if pins.keys.len() <= MAX_PINS {
+        return 0;
+    }
+    let before = pins.keys.len();
+    pins.keys.retain(|node, _| present.contains(node.as_str()));
+    let dropped = before - pins.keys.len();
+    pins.dirty |= dropped > 0;
+    dropped
+}
+
 /// The pinned key a report from `node` must carry, and what to do with a report signed by
 /// `key` (pure): `Ok(true)` when it pins a new node, `Ok(false)` when it matches, `Err`
 /// with the reason when it is signed by another key than the pinned one.
@@ -95,5 +115,20 @@ mod tests {
         );
         assert_eq!(p.keys["n1"], "key-a", "a refused key never replaces the pin");
         assert_eq!(check(&mut p, "dc", "n2", "key-b"), Ok(true), "pins are per node");
+    }
+
+    #[test]
+    fn past_the_bound_the_pins_of_nodes_gone_are_dropped() {
+        let mut p = Pins::default();
+        for i in 0..MAX_PINS {
+            check(&mut p, "dc", &format!("spot-{i}"), "k").expect("a new node is pinned");
+        }
+        p.dirty = false;
+        let present: std::collections::BTreeSet<&str> = ["spot-1", "new-0"].into();
+        assert_eq!(bound(&mut p, &present), 0, "within the bound nothing goes");
+        check(&mut p, "dc", "new-0", "k").expect("a new node is pinned");
+        assert_eq!(bound(&mut p, &present), MAX_PINS - 1);
+        assert!(p.dirty);
+        assert_eq!(p.keys.keys().collect::<Vec<_>>(), ["new-0", "spot-1"]);
     }
 }

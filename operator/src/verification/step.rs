@@ -92,6 +92,10 @@ impl Verifier {
         let mut all_pins = self.pins.lock().ok()?;
         let pins = all_pins.entry(provider.to_owned()).or_default();
         nodes.retain(|(p, n), _| p != provider || view.nodes.iter().any(|g| &g.name == n));
+        let present: std::collections::BTreeSet<&str> = view.nodes.iter().map(|n| n.name.as_str()).collect();
+        if pins::bound(pins, &present) > 0 {
+            tracing::info!(%provider, "pinned keys of nodes gone dropped: the provider's pins passed their bound");
+        }
         let mut pending = Vec::new();
         for gpu_node in &view.nodes {
             let node = gpu_node.name.clone();
