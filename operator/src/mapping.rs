@@ -255,12 +255,14 @@ pub fn evictions<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>, now: i64) -
             let by = if is_live(j) {
                 st.placement.as_ref()?.preempted.as_ref()?.by.as_str()
             } else {
-                let last = st.attempts.last()?;
+                // The cheap tests first: every round reads every job.
+                let last = st.attempts.last().filter(|a| !a.removed)?;
+                let by = last.preempted_by.as_deref()?;
                 let ended = crate::time::parse(&last.end_time)?;
-                if last.removed || now.saturating_sub(ended) > EVICTION_GRACE_SECS {
+                if now.saturating_sub(ended) > EVICTION_GRACE_SECS {
                     return None;
                 }
-                last.preempted_by.as_deref()?
+                by
             };
             Some((job_id(j), by))
         })
