@@ -107,7 +107,7 @@ impl Ledger {
 
 /// ConfigMap name of a provider's ledger.
 pub fn configmap_name(provider: &str) -> String {
-    format!("gpufed-outcomes-{provider}")
+    super::shards::base("gpufed-outcomes-", provider)
 }
 
 /// A provider's ledger from the hub (empty when none exists; an unreadable one is logged

@@ -17,7 +17,7 @@ use kube::{Client, ResourceExt};
 
 /// ConfigMap name of a provider's pinned node keys.
 pub fn configmap_name(provider: &str) -> String {
-    format!("gpufed-node-keys-{provider}")
+    super::shards::base("gpufed-node-keys-", provider)
 }
 
 /// A provider's pinned keys (`node → key`); none when the ConfigMap does not exist yet.

@@ -16,6 +16,7 @@ use gpufed_api::GpuProvider;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
+use sha2::Digest;
 
 use super::store::{self, Error};
 
@@ -24,6 +25,29 @@ pub const SHARDS: &str = "gpufed.io/shards";
 /// Bytes of keys and values per shard at most (the rest of the 1 MiB is left to metadata
 /// and to the API server's own encoding).
 pub const LIMIT: usize = 768 * 1024;
+
+/// Longest name of an object (a DNS subdomain, as the API server checks ConfigMap names).
+const MAX_NAME: usize = 253;
+/// Room a base name leaves for a shard's suffix (`-shard-` and up to five digits).
+const SHARD_SUFFIX: usize = "-shard-".len() + 5;
+
+/// Base name of a map kept per provider: `<prefix><provider>`, or, when that would not
+/// leave room for a shard's suffix within the 253 characters a ConfigMap name may have
+/// (a provider's own name may have 253), the provider's first characters and a hash of
+/// its whole name, so that two long names sharing a head still name two maps.
+pub fn base(prefix: &str, provider: &str) -> String {
+    let plain = format!("{prefix}{provider}");
+    if plain.len() <= MAX_NAME - SHARD_SUFFIX {
+        return plain;
+    }
+    let digest = sha2::Sha256::digest(provider.as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let room = MAX_NAME - SHARD_SUFFIX - prefix.len() - hash.len() - 1;
+    // A provider's name is a DNS subdomain (ASCII), so a byte count is a char count. Its
+    // head must still end a label with a letter or digit before the `-<hash>`.
+    let head: String = provider.chars().take(room).collect();
+    format!("{prefix}{}-{hash}", head.trim_end_matches(['-', '.']))
+}
 
 /// ConfigMap name of shard `i` of the map kept as `base`.
 pub fn name(base: &str, i: usize) -> String {
@@ -168,6 +192,40 @@ mod tests {
         m.insert("node-0001".into(), "y".repeat(100));
         let shards = split(&m, 50);
         assert_eq!(shards.iter().map(BTreeMap::len).collect::<Vec<_>>(), [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_provider_of_the_longest_name_still_names_valid_distinct_shards() {
+        assert_eq!(
+            base("gpufed-verdicts-", "dc-1"),
+            "gpufed-verdicts-dc-1",
+            "short names unchanged"
+        );
+        let dns = |n: &str| {
+            n.len() <= 253
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+        };
+        // 253 characters, and a head that ends on a dot where it is cut.
+        let long = format!("{}.{}", "a".repeat(220), "b".repeat(32));
+        let other = format!("{}.{}", "a".repeat(220), "c".repeat(32));
+        for prefix in ["gpufed-verdicts-", "gpufed-outcomes-", "gpufed-node-keys-"] {
+            let (a, b) = (base(prefix, &long), base(prefix, &other));
+            assert_ne!(a, b, "a hash of the whole name tells them apart");
+            assert!(a.starts_with(prefix));
+            for i in [0, 1, 99_999] {
+                assert!(dns(&name(&a, i)), "{} is no valid name", name(&a, i));
+            }
+        }
+        for cut in 200..252 {
+            let n = format!("{}.{}", "x".repeat(cut), "y".repeat(252 - cut));
+            assert!(dns(&name(&base("gpufed-verdicts-", &n), 12)), "cut at {cut}");
+        }
     }
 
     #[test]

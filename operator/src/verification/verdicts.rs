@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 /// ConfigMap name of a provider's kept verdicts.
 pub fn configmap_name(provider: &str) -> String {
-    format!("gpufed-verdicts-{provider}")
+    super::shards::base("gpufed-verdicts-", provider)
 }
 
 /// One node's latest verdicts, as kept in the hub.
