@@ -249,5 +249,6 @@ impl Members {
     pub async fn forget(&self, provider: &str) {
         self.members.write().await.remove(provider);
         self.prepared.write().await.remove(provider);
+        self.health.forget(provider);
     }
 }

@@ -2,8 +2,10 @@
 //! [`agent_namespace`]: the hub prepares it (ServiceAccount, bindings to the chart's
 //! `gpufed-agent` ClusterRoles, the agent's config), writes [`Assignment`]s and the
 //! challenge ConfigMap there, and reads the agent's report and the Assignments' status.
-//! The agent's heartbeat is the API server's own time of the agent's last report write
-//! (`managedFields`), so the agent's clock does not matter.
+//! The agent's heartbeat is a new version of its report: the operator notes, on its own
+//! clock, when it first saw each version, so neither the agent's clock nor the API
+//! server's matters (the API server's stamp of the write, in `managedFields`, is only
+//! shown).
 
 mod prepare;
 mod status;
@@ -142,20 +144,29 @@ pub fn report_time(cm: &ConfigMap) -> Option<i64> {
         .max()
 }
 
-/// Since when this process has reached the hub without an error: a report is judged
-/// stale only against the later of its own time and this, so an outage of the hub
-/// itself is never taken for a silent agent.
-#[derive(Clone)]
-pub struct HubHealth(Arc<Mutex<(bool, i64)>>);
+/// Since when this process has reached the hub without an error, and when it first saw
+/// each agent's current report. A report is judged stale by the age of its version on
+/// this process's clock (not by the API server's stamp, which a skewed clock would make
+/// look old, or new), and only from the later of that and the hub's return, so an outage
+/// of the hub itself is never taken for a silent agent.
+#[derive(Clone, Default)]
+pub struct HubHealth {
+    hub: Arc<Mutex<(bool, i64)>>,
+    /// Provider → (resourceVersion of its report, when this process first saw it).
+    seen: Arc<Mutex<BTreeMap<String, (String, i64)>>>,
+}
 
 impl HubHealth {
     /// Healthy since `now` (process start: no report is stale yet).
     pub fn new(now: i64) -> Self {
-        Self(Arc::new(Mutex::new((false, now))))
+        Self {
+            hub: Arc::new(Mutex::new((false, now))),
+            seen: Arc::default(),
+        }
     }
 
     fn record(&self, ok: bool, now: i64) -> i64 {
-        let Ok(mut g) = self.0.lock() else {
+        let Ok(mut g) = self.hub.lock() else {
             return now;
         };
         match (g.0, ok) {
@@ -164,6 +175,27 @@ impl HubHealth {
             _ => {}
         }
         g.1
+    }
+
+    /// When this process first saw `provider`'s report at `version` (`now` if it is new).
+    fn heard(&self, provider: &str, version: &str, now: i64) -> i64 {
+        let Ok(mut seen) = self.seen.lock() else {
+            return now;
+        };
+        match seen.get(provider) {
+            Some((v, at)) if v == version => *at,
+            _ => {
+                seen.insert(provider.to_owned(), (version.to_owned(), now));
+                now
+            }
+        }
+    }
+
+    /// Forgets a deleted provider's report.
+    pub fn forget(&self, provider: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remove(provider);
+        }
     }
 }
 
@@ -215,13 +247,17 @@ impl PullLink {
             .ok_or_else(|| self.member_err("the agent has not reported yet (has it registered?)"))?;
         let report: AgentReport =
             serde_json::from_str(&text).map_err(|e| self.member_err(format!("agent report: {e}")))?;
-        let at = cm.as_ref().and_then(report_time).unwrap_or(0);
-        let age = now - at.max(healthy_since);
-        if age > stale_after(report.interval_seconds) {
+        let version = cm
+            .as_ref()
+            .and_then(|c| c.metadata.resource_version.as_deref())
+            .unwrap_or_default();
+        let heard = self.health.heard(&self.provider, version, now);
+        if now - heard.max(healthy_since) > stale_after(report.interval_seconds) {
+            let at = cm.as_ref().and_then(report_time).unwrap_or(0);
             return Err(self.member_err(format!(
-                "agent silent: last report at {} ({}s ago)",
+                "agent silent: no new report for {}s (the last written at {} by the API server's clock)",
+                now - heard,
                 crate::time::format(at),
-                now - at
             )));
         }
         Ok(report.view)

@@ -93,6 +93,17 @@ fn hub_health_restarts_the_clock_only_after_an_outage() {
     assert_eq!(h.record(true, 260), 200);
 }
 
+#[test]
+fn a_report_is_as_old_as_this_process_has_seen_its_version() {
+    let h = HubHealth::new(0);
+    assert_eq!(h.heard("p", "7", 100), 100, "first seen now");
+    assert_eq!(h.heard("p", "7", 140), 100, "the same version ages");
+    assert_eq!(h.heard("q", "7", 140), 140, "per provider");
+    assert_eq!(h.heard("p", "9", 150), 150, "a new write is a heartbeat");
+    h.forget("p");
+    assert_eq!(h.heard("p", "9", 400), 400, "a forgotten provider starts again");
+}
+
 fn pod(name: &str, rank: u32, phase: &str, node: Option<&str>) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": {names::LABEL_RANK: rank.to_string()}},
