@@ -11,6 +11,7 @@ use gpufed_operator::job::names;
 use gpufed_operator::job::serving::SERVING_SERVICE;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -77,6 +78,14 @@ fn checked_service(svc: Service, job_uid: &str, what: &str) -> Result<Service, S
 pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
     let spec = &a.spec;
     let tenant = spec.tenant_namespace.as_str();
+    // Only a namespace of gpufed's own: the agent labels, fills and, once withdrawn,
+    // deletes it, so any other name would hand the hub the member's own namespaces.
+    if !tenant.starts_with(names::TENANT_PREFIX) {
+        return Err(format!(
+            "spec.tenantNamespace: {tenant} is no tenant namespace (they begin with {})",
+            names::TENANT_PREFIX
+        ));
+    }
     let mut namespace: Namespace = typed(&spec.namespace, "v1", "Namespace", "spec.namespace")?;
     if namespace.metadata.name.as_deref() != Some(tenant) {
         return Err(format!(
@@ -169,6 +178,24 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
         exposure,
         credentials,
         pods,
+    })
+}
+
+/// Why the agent must not take `existing` for an assignment's tenant namespace, if it
+/// must not: a namespace that is there already and not gpufed's (someone else's, with a
+/// name that happens to begin like ours) is neither labelled, filled nor ever deleted.
+pub fn foreign(existing: Option<&Namespace>) -> Option<String> {
+    let ns = existing?;
+    let ours = ns
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("gpufed"));
+    (!ours).then(|| {
+        format!(
+            "namespace {} exists in this cluster and is not gpufed's (no app.kubernetes.io/managed-by=gpufed)",
+            ns.name_any()
+        )
     })
 }
 

@@ -78,6 +78,40 @@ fn objects_outside_the_tenant_namespace_or_of_other_kinds_are_refused() {
 }
 
 #[test]
+fn only_a_namespace_of_gpufed_s_own_is_taken_for_a_tenant() {
+    // The hub names one of the member's own namespaces, consistently everywhere.
+    let (mut body, _) = assignment_body();
+    let ns = "ingress-nginx";
+    body["spec"]["tenantNamespace"] = ns.into();
+    body["spec"]["namespace"]["metadata"]["name"] = ns.into();
+    for o in body["spec"]["objects"].as_array_mut().unwrap() {
+        o["metadata"]["namespace"] = ns.into();
+    }
+    for p in body["spec"]["pods"].as_array_mut().unwrap() {
+        p["metadata"]["namespace"] = ns.into();
+    }
+    let err = accept(&parse(body)).unwrap_err();
+    assert!(
+        err.starts_with("spec.tenantNamespace") && err.contains("gf-"),
+        "{err}"
+    );
+
+    // A name of our form that someone else's namespace already has.
+    let theirs: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "gf-theirs", "labels": {"team": "x"}}
+    }))
+    .unwrap();
+    assert!(foreign(Some(&theirs)).unwrap().contains("gf-theirs"));
+    let (_, objects) = assignment_body();
+    assert_eq!(
+        foreign(Some(&objects.namespace)),
+        None,
+        "ours, as the hub builds it"
+    );
+    assert_eq!(foreign(None), None, "not there yet: created");
+}
+
+#[test]
 fn pods_of_another_job_or_attempt_are_refused() {
     let (mut body, _) = assignment_body();
     body["spec"]["pods"][0]["metadata"]["labels"][names::LABEL_ATTEMPT] = "1".into();

@@ -10,7 +10,7 @@ use gpufed_api::Assignment;
 use gpufed_api::assignment::{AssignedPod, AssignmentStatus, reasons};
 use gpufed_api::common::ConditionStatus;
 use gpufed_api::conditions;
-use gpufed_api::pull::{AGENT_CONFIGMAP, AGENT_FIELD_MANAGER};
+use gpufed_api::pull::{self, AGENT_CONFIGMAP, AGENT_FIELD_MANAGER};
 use gpufed_operator::fleet::MemberView;
 use gpufed_operator::job::names;
 use gpufed_operator::member::ops;
@@ -81,8 +81,7 @@ pub async fn round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Res
             )
         })?;
     let cfg = AgentConfig::from_data(&cfg_cm.data.unwrap_or_default()).map_err(anyhow::Error::msg)?;
-    st.interval = Duration::from_secs(cfg.interval_seconds.max(1));
-    st.challenge_poll = Duration::from_millis(cfg.challenge_poll_millis);
+    (st.interval, st.challenge_poll) = pace(&cfg);
     st.node_selector = Some(cfg.node_selector.clone());
 
     crate::relay::relay_challenges(hub, member, st).await?;
@@ -100,6 +99,16 @@ pub async fn round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Res
     assignments_round(hub, member, st).await
 }
 
+/// Pure: the report interval and the challenge poll the hub's config asks for, within
+/// bounds: a huge value would overflow the agent's timers (a panic at every round, so no
+/// heartbeat ever), and an agent reporting hourly is as good as silent anyway.
+pub fn pace(cfg: &AgentConfig) -> (Duration, Duration) {
+    (
+        Duration::from_secs(cfg.interval_seconds.clamp(1, pull::MAX_INTERVAL_SECONDS)),
+        Duration::from_millis(cfg.challenge_poll_millis.min(pull::MAX_CHALLENGE_POLL_MILLIS)),
+    )
+}
+
 /// The assignments part of a round alone: what a change of the Assignments wakes.
 pub async fn assignments_round(hub: &Client, member: &Client, st: &mut State) -> anyhow::Result<()> {
     let assignments: Api<Assignment> = Api::default_namespaced(hub.clone());
@@ -111,20 +120,36 @@ pub async fn assignments_round(hub: &Client, member: &Client, st: &mut State) ->
     for a in &list {
         let status = sync_assignment(member, a, st).await;
         if a.status.as_ref() != Some(&status) {
-            let body = serde_json::json!({
-                "apiVersion": "gpufed.io/v1alpha1", "kind": "Assignment",
-                "metadata": {"name": a.name_any()},
-                "status": status,
-            });
-            assignments
-                .patch_status(&a.name_any(), &apply_params(), &Patch::Apply(&body))
-                .await
-                .with_context(|| format!("reporting Assignment {}", a.name_any()))?;
+            report(&assignments, a, &status).await?;
         }
     }
     let names: BTreeSet<String> = list.iter().map(ResourceExt::name_any).collect();
     st.applied.retain(|n, _| names.contains(n));
     remove_withdrawn(member, &list).await
+}
+
+/// Writes `status` on the Assignment `a` as listed, only if it is still that object: the
+/// apply names its resourceVersion, so an Assignment deleted and made again under the same
+/// name (a job re-created with the same name gets the same tenant namespace and attempt
+/// names) never gets the status of the pods of the one it replaced. A conflict is left to
+/// the next round, which reads the new object.
+pub async fn report(api: &Api<Assignment>, a: &Assignment, status: &AssignmentStatus) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "Assignment",
+        "metadata": {"name": a.name_any(), "resourceVersion": a.resource_version()},
+        "status": status,
+    });
+    match api
+        .patch_status(&a.name_any(), &apply_params(), &Patch::Apply(&body))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+            tracing::debug!(assignment = %a.name_any(), reason = %e.message, "assignment changed since listed; reported next round");
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("reporting Assignment {}", a.name_any())),
+    }
 }
 
 /// Applies one assignment (when new or when pods are missing) and observes its pods.
@@ -133,7 +158,7 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
     let now = gpufed_operator::time::format(gpufed_operator::time::now());
     let mut status = a.status.clone().unwrap_or_default();
     status.observed_generation = Some(generation);
-    let mut set = |s, reason: &str, msg: String| {
+    let set = |status: &mut AssignmentStatus, s, reason: &str, msg: String| {
         conditions::set(
             &mut status.conditions,
             conditions::condition(APPLIED, s, reason, msg, Some(generation), &now),
@@ -143,7 +168,7 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
         Ok(o) => o,
         Err(msg) => {
             tracing::warn!(assignment = %a.name_any(), reason = %msg, "assignment refused");
-            set(ConditionStatus::False, reasons::REFUSED, msg);
+            set(&mut status, ConditionStatus::False, reasons::REFUSED, msg);
             status.pods.clear();
             return status;
         }
@@ -153,14 +178,24 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
     let mut pods = observe(member, tenant, &a.spec.job_uid, a.spec.attempt).await;
     let fresh = st.applied.get(&a.name_any()) != Some(&key);
     let missing = matches!(&pods, Ok(p) if p.len() < objects.pods.len());
-    // A worker missing from a gang that ran whole (as last reported) is not created again:
-    // one rank restarted beside peers mid-run is no gang; the hub ends the attempt when it
-    // sees the gap, and retries the job as a whole.
-    let ran_whole = ran_whole(
-        a.status.as_ref().map(|s| s.pods.as_slice()).unwrap_or_default(),
-        objects.pods.len(),
-    );
-    if fresh || (missing && !ran_whole) {
+    // A worker missing from a gang that ran whole is not created again: one rank restarted
+    // beside peers mid-run is no gang; the hub ends the attempt when it sees the gap, and
+    // retries the job as a whole. "Ran whole" is kept in the status (`ranWhole`), not read
+    // from the pods last reported: those lose the missing worker one round later, and a
+    // restarted agent (everything fresh) has no rounds behind it.
+    status.ran_whole = ran_whole_since(&status, pods.as_deref().ok(), objects.pods.len());
+    if should_dispatch(fresh, missing, status.ran_whole) {
+        let existing = Api::<Namespace>::all(member.clone()).get_opt(tenant).await;
+        if let Some(msg) = existing
+            .as_ref()
+            .ok()
+            .and_then(|n| crate::accept::foreign(n.as_ref()))
+        {
+            tracing::warn!(assignment = %a.name_any(), reason = %msg, "assignment refused");
+            set(&mut status, ConditionStatus::False, reasons::REFUSED, msg);
+            status.pods.clear();
+            return status;
+        }
         match ops::dispatch(member, &objects).await {
             Ok(()) => {
                 st.applied.insert(a.name_any(), key);
@@ -169,7 +204,7 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
             Err(e) => {
                 let (reason, msg) = apply_failure(&e);
                 tracing::warn!(assignment = %a.name_any(), reason, error = %msg, "applying the assignment failed");
-                set(ConditionStatus::False, reason, msg);
+                set(&mut status, ConditionStatus::False, reason, msg);
                 return status;
             }
         }
@@ -184,14 +219,39 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
         Ok(p) => {
             status.pods = p;
             set(
+                &mut status,
                 ConditionStatus::True,
                 reasons::APPLIED,
                 format!("{} pods in {tenant}", objects.pods.len()),
             );
         }
-        Err(e) => set(ConditionStatus::False, reasons::OBSERVE_FAILED, e.to_string()),
+        Err(e) => set(
+            &mut status,
+            ConditionStatus::False,
+            reasons::OBSERVE_FAILED,
+            e.to_string(),
+        ),
     }
     status
+}
+
+/// Pure: whether the gang of `workers` has run whole: as kept in the `previous` status, as
+/// last reported there, or as `observed` now.
+pub fn ran_whole_since(
+    previous: &AssignmentStatus,
+    observed: Option<&[AssignedPod]>,
+    workers: usize,
+) -> bool {
+    previous.ran_whole
+        || ran_whole(&previous.pods, workers)
+        || observed.is_some_and(|p| ran_whole(p, workers))
+}
+
+/// Pure: whether to apply an assignment's objects: when this process has not applied its
+/// generation yet, or a worker is missing; never when a worker is missing from a gang that
+/// ran whole (the other objects exist already then, or the namespace went with them).
+pub fn should_dispatch(fresh: bool, missing: bool, ran_whole: bool) -> bool {
+    !(missing && ran_whole) && (fresh || missing)
 }
 
 /// Pure: whether the pods last reported for an assignment were the whole gang of `workers`,
@@ -253,7 +313,7 @@ pub fn withdrawn(
         .collect();
     let gone_ns: Vec<String> = namespaces
         .iter()
-        .filter(|n| !wanted_ns.contains(n.as_str()))
+        .filter(|n| n.starts_with(names::TENANT_PREFIX) && !wanted_ns.contains(n.as_str()))
         .cloned()
         .collect();
     let gone_pods = pods
@@ -348,91 +408,5 @@ async fn remove_withdrawn(member: &Client, list: &[Assignment]) -> anyhow::Resul
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(v: &str) -> String {
-        v.to_owned()
-    }
-
-    fn api(code: u16, reason: &str, message: &str) -> kube::Error {
-        kube::Error::Api(
-            kube::core::Status::failure(message, reason)
-                .with_code(code)
-                .boxed(),
-        )
-    }
-
-    #[test]
-    fn a_gang_that_ran_whole_is_not_refilled() {
-        let pod = |rank: u32, phase: &str| AssignedPod {
-            name: format!("w{rank}"),
-            rank,
-            phase: phase.into(),
-            ..Default::default()
-        };
-        assert!(ran_whole(&[pod(0, "Running"), pod(1, "Succeeded")], 2));
-        // Still being created or started: a missing pod is created (again).
-        assert!(!ran_whole(&[pod(0, "Running")], 2));
-        assert!(!ran_whole(&[pod(0, "Running"), pod(1, "Pending")], 2));
-        assert!(!ran_whole(&[], 0));
-    }
-
-    #[test]
-    fn an_invalid_answer_is_a_rejection_and_the_rest_is_retried() {
-        let invalid = "Pod \"train-a1-w0\" is invalid: spec.containers[0].env[0].name: Invalid value: \"1X\"";
-        assert_eq!(
-            apply_failure(&api(422, "Invalid", invalid)),
-            (reasons::REJECTED, invalid.to_owned()),
-            "the API server's own answer, nothing around it"
-        );
-        let (reason, msg) = apply_failure(&api(400, "BadRequest", ""));
-        assert_eq!(reason, reasons::REJECTED);
-        assert!(!msg.is_empty(), "an empty answer still says something");
-        let forbidden = "secrets \"gpufed-checkpoint\" is forbidden: User \"system:serviceaccount:gpufed:agent\" cannot patch resource \"secrets\"";
-        assert_eq!(
-            apply_failure(&api(403, "Forbidden", forbidden)),
-            (reasons::FORBIDDEN, forbidden.to_owned()),
-            "a missing permission is reported as such, for the hub to end the attempt in time"
-        );
-        let quota = "pods \"w0\" is forbidden: exceeded quota: gpufed";
-        assert_eq!(
-            apply_failure(&api(403, "Forbidden", quota)).0,
-            reasons::APPLY_FAILED
-        );
-        for (code, r) in [
-            (404, "NotFound"),
-            (409, "Conflict"),
-            (429, "TooManyRequests"),
-            (500, "InternalError"),
-            (503, "ServiceUnavailable"),
-        ] {
-            let (reason, msg) = apply_failure(&api(code, r, "try later"));
-            assert_eq!(reason, reasons::APPLY_FAILED, "{code}");
-            assert!(msg.contains("try later"), "{msg}");
-        }
-        let (reason, _) = apply_failure(&kube::Error::LinesCodecMaxLineLengthExceeded);
-        assert_eq!(reason, reasons::APPLY_FAILED, "a transport failure is retried");
-    }
-
-    #[test]
-    fn only_what_no_assignment_names_is_removed() {
-        let assigned = vec![(s("gf-a"), s("u1"), 2)];
-        let namespaces = vec![s("gf-a"), s("gf-b")];
-        let pods = vec![
-            (s("gf-a"), s("a-a1-w0"), s("u1"), s("1")),
-            (s("gf-a"), s("a-a2-w0"), s("u1"), s("2")),
-            (s("gf-b"), s("b-a1-w0"), s("u2"), s("1")),
-        ];
-        let (ns, gone) = withdrawn(&assigned, &namespaces, &pods);
-        assert_eq!(ns, vec![s("gf-b")]);
-        assert_eq!(
-            gone,
-            vec![(s("gf-a"), s("a-a1-w0"))],
-            "the old attempt goes, the live one stays"
-        );
-        let (ns, gone) = withdrawn(&[], &namespaces, &pods);
-        assert_eq!(ns.len(), 2);
-        assert!(gone.is_empty(), "pods go with their namespace");
-    }
-}
+#[path = "sync_tests.rs"]
+mod tests;

@@ -110,6 +110,11 @@ pub struct AssignmentStatus {
     /// A serving attempt's Service, as the member cluster allocated it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<crate::serving::Exposure>,
+    /// Set once every worker of the gang has been seen running (or done), and never
+    /// cleared: from then on a missing worker is not created again (one rank restarted
+    /// beside peers mid-run is no gang), across the agent's restarts too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ran_whole: bool,
 }
 
 /// One worker pod of an assignment, as the agent observed it.

@@ -27,6 +27,11 @@ pub const CHALLENGE_CONFIGMAP: &str = "gpufed-challenge";
 pub const AGENT_FIELD_MANAGER: &str = "gpufed-agent";
 /// Label on Assignments: the tenant namespace in the member.
 pub const LABEL_TENANT_NAMESPACE: &str = "gpufed.io/tenant-namespace";
+/// The longest report interval an agent takes from the hub's config (a larger one, or
+/// one that overflows a timer, is read as this).
+pub const MAX_INTERVAL_SECONDS: u64 = 3600;
+/// The longest challenge poll an agent takes from the hub's config.
+pub const MAX_CHALLENGE_POLL_MILLIS: u64 = 60_000;
 /// Annotation on an agent namespace: the provider it belongs to.
 pub const ANNOTATION_PROVIDER: &str = "gpufed.io/provider";
 

@@ -46,6 +46,9 @@ fn trunc(s: &str, max: usize) -> &str {
     s[..end].trim_end_matches(['-', '.', '_'])
 }
 
+/// How every tenant namespace's name begins (a pull-mode agent takes no other).
+pub const TENANT_PREFIX: &str = "gf-";
+
 /// The tenant namespace of a job in a member cluster: `gf-<ns>-<name>-<hash>`, ≤ 63 chars.
 ///
 /// A ComputeJob's name is a DNS subdomain (up to 253 characters, dots allowed), a
@@ -54,7 +57,7 @@ fn trunc(s: &str, max: usize) -> &str {
 /// a label yields the same namespace as before this rule, so running jobs keep theirs.
 pub fn tenant_namespace(job_namespace: &str, job_name: &str) -> String {
     let hash = short_hash(&[job_namespace, job_name]);
-    let base: String = format!("gf-{job_namespace}-{job_name}")
+    let base: String = format!("{TENANT_PREFIX}{job_namespace}-{job_name}")
         .chars()
         .map(|c| match c {
             'a'..='z' | '0'..='9' | '-' => c,
