@@ -222,7 +222,13 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
             .or_else(|| attempt::gang_broken(job, p, pods, now)),
         _ => None,
     };
-    let mut cause = Cause::Observed;
+    let pods_ended = match member {
+        Member::Pods(pods) => pods
+            .iter()
+            .all(|p| matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed)),
+        _ => false,
+    };
+    let mut cause = Cause::Observed { pods_ended };
     let preempted = st
         .placement
         .as_ref()

@@ -50,8 +50,9 @@ const MAX_REJECTION: usize = 800;
 /// What ended the live attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Cause {
-    /// What its pods or provider were seen doing, or the user (suspend, delete).
-    Observed,
+    /// What its pods or provider were seen doing, or the user (suspend, delete);
+    /// `pods_ended`: every pod of the attempt seen has ended (none left to remove).
+    Observed { pods_ended: bool },
     /// The member refused its objects ([`reject_dispatch`], or a pull-mode agent's report).
     DispatchRejected,
     /// The member forbade its objects past the grace period ([`forbid_dispatch`]).
@@ -281,11 +282,12 @@ pub(super) fn end_attempt(
     let Some(p) = st.placement.clone() else { return };
     let gpu_seconds = live_gpu_seconds(&p, at);
     // Pods of a finished attempt hold no GPUs; lost or stopped ones must still be removed,
-    // and so must whatever a refused dispatch did create (a gang's other pods). A job with
+    // and so must whatever a refused dispatch did create (a gang's other pods), and a
+    // failed gang's workers still running beside the one that failed. A job with
     // checkpoint credentials leaves no copy of them at the provider: its finished
     // attempts are removed too, the copy with them.
     let copied = crate::job::build::credentials::secret_name(&job.spec).is_some();
-    let removed = cause == Cause::Observed
+    let removed = cause == (Cause::Observed { pods_ended: true })
         && !copied
         && matches!(outcome, AttemptOutcome::Succeeded | AttemptOutcome::Failed);
     st.attempts.push(AttemptRecord {
@@ -297,7 +299,7 @@ pub(super) fn end_attempt(
             Cause::DispatchRejected => Some(DISPATCH_REJECTED.to_owned()),
             Cause::DispatchForbidden => Some(DISPATCH_FORBIDDEN.to_owned()),
             Cause::StartTimeout => Some(super::start::START_TIMEOUT.to_owned()),
-            Cause::Observed | Cause::Waits { .. } => None,
+            Cause::Observed { .. } | Cause::Waits { .. } => None,
         },
         gpu_seconds,
         gpus: Some(p.gpus),
@@ -388,7 +390,7 @@ pub(super) fn end_attempt(
         st.completion_time = Some(crate::time::format(at));
         let msg = format!("attempt {attempts_used} {outcome:?}: {message}");
         let (failed, stalled) = match cause {
-            Cause::Observed => ("AttemptsExhausted", "JobFailed"),
+            Cause::Observed { .. } => ("AttemptsExhausted", "JobFailed"),
             Cause::DispatchRejected => (DISPATCH_REJECTED, DISPATCH_REJECTED),
             Cause::DispatchForbidden => (DISPATCH_FORBIDDEN, DISPATCH_FORBIDDEN),
             Cause::StartTimeout => (super::start::START_TIMEOUT, super::start::START_TIMEOUT),

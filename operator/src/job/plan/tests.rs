@@ -146,6 +146,29 @@ fn billing_starts_when_the_whole_gang_runs_and_accrues() {
 }
 
 #[test]
+fn a_failed_gang_s_workers_still_running_are_left_to_fence() {
+    for other in [PodPhase::Running, PodPhase::Pending] {
+        let p = plan(
+            &placed(job(2), 1, Some(T0)),
+            &pods(&[PodPhase::Failed, other]),
+            T0 + 100,
+        );
+        let a = &p.status.attempts[0];
+        assert_eq!(a.outcome, AttemptOutcome::Failed);
+        assert!(
+            !a.removed,
+            "worker 1 ({other:?}) still holds its GPUs beside the next attempt"
+        );
+    }
+    let p = plan(
+        &placed(job(2), 1, Some(T0)),
+        &pods(&[PodPhase::Failed, PodPhase::Succeeded]),
+        T0 + 100,
+    );
+    assert!(p.status.attempts[0].removed, "every pod ended: nothing to remove");
+}
+
+#[test]
 fn success_records_the_attempt_and_final_usage() {
     let p = plan(
         &placed(job(2), 1, Some(T0)),
