@@ -200,9 +200,17 @@ pub async fn run(
         );
         tracing::info!(socket = %sock.display(), "device plugin serving");
 
-        // Register (kubelet may not be up yet: wait for it).
+        // Register (kubelet may not be up yet: wait for it). A kubelet that starts while
+        // we wait deletes every socket in the directory, ours too, and then cannot dial us
+        // back: serve a new socket then, or every try fails for good.
         let mut registered = None;
+        let mut rebind = false;
         while registered.is_none() && !*shutdown.borrow() {
+            if !sock.exists() {
+                tracing::info!(socket = %sock.display(), "our socket was removed while registering (kubelet restarted): serving a new one");
+                rebind = true;
+                break;
+            }
             match register(&cfg).await {
                 Ok(()) => {
                     tracing::info!(resource = %cfg.resource_name, kubelet = %kubelet_sock.display(), "registered with kubelet");
@@ -220,7 +228,7 @@ pub async fn run(
 
         // Watch for a kubelet restart.
         let mut stop = *shutdown.borrow();
-        while !stop {
+        while !stop && !rebind {
             tokio::select! {
                 _ = tokio::time::sleep(cfg.watch_interval) => {
                     if file_id(&kubelet_sock) != registered || !sock.exists() {

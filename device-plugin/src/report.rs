@@ -55,12 +55,23 @@ pub enum KeyFileError {
 }
 
 /// Loads the node key (base64 of the 32-byte seed), creating it with mode 0600 if missing.
+///
+/// The key appears at `path` whole or not at all: it is written and synced under a
+/// temporary name first, then linked into place (a link, not a rename, so that of two
+/// processes creating it at once the second loads the first's key instead of replacing
+/// it). An empty file at `path` — what a crash between create and write left before this
+/// rule — is taken for a missing key: no report was ever signed with it.
 pub fn load_or_create_key(path: &Path) -> Result<SigningKey, KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: path.display().to_string(),
         source,
     };
     match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            tracing::warn!(path = %path.display(), "node key file is empty (an interrupted creation): creating the key");
+            std::fs::remove_file(path).map_err(io)?;
+            create_key(path)
+        }
         Ok(text) => {
             let seed: [u8; 32] = B64
                 .decode(text.trim())
@@ -69,24 +80,46 @@ pub fn load_or_create_key(path: &Path) -> Result<SigningKey, KeyFileError> {
                 .ok_or_else(|| KeyFileError::Malformed(path.display().to_string()))?;
             Ok(SigningKey::from_bytes(&seed))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let seed: [u8; 32] = rand::random();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(io)?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path),
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn create_key(path: &Path) -> Result<SigningKey, KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let seed: [u8; 32] = rand::random();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(B64.encode(seed).as_bytes())?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            if let Some(dir) = dir {
+                // The new name is durable only once its directory is.
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
             }
-            let mut f = {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io)?
-            };
-            f.write_all(B64.encode(seed).as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
             Ok(SigningKey::from_bytes(&seed))
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
         Err(e) => Err(io(e)),
     }
 }

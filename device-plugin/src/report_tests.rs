@@ -117,3 +117,26 @@ fn node_key_is_created_once_and_reloaded() {
         Err(KeyFileError::Malformed(_))
     ));
 }
+
+#[test]
+fn an_interrupted_creation_never_leaves_a_key_that_stops_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.key");
+    // What a crash between create and write left before: an empty file.
+    std::fs::write(&path, "").unwrap();
+    let k = load_or_create_key(&path).unwrap();
+    assert_eq!(load_or_create_key(&path).unwrap().to_bytes(), k.to_bytes());
+    // No temporary name is left behind; only the key is there.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("node.key")]);
+    // A stale temporary file from a crashed earlier try is no obstacle.
+    let again = dir.path().join("again.key");
+    let mut stale = again.as_os_str().to_owned();
+    stale.push(format!(".tmp-{}", std::process::id()));
+    std::fs::write(&stale, "half").unwrap();
+    load_or_create_key(&again).unwrap();
+    assert!(!std::path::Path::new(&stale).exists());
+}

@@ -3,7 +3,9 @@
 //!
 //! It serves the real `Registration` gRPC service on `<dir>/kubelet.sock` and kubelet's
 //! `PodResources` List on `<dir>/pod-resources.sock`, records every registration, and
-//! connects a real gRPC client to a registered plugin's socket. Like kubelet, it only
+//! connects a real gRPC client to a registered plugin's socket. Like kubelet (1.25 and
+//! later), it answers a registration only once it has reached the plugin's socket. Like
+//! kubelet, it only
 //! hands out device IDs it has seen healthy on ListAndWatch, and records allocations so
 //! PodResources reflects them.
 
@@ -50,9 +52,13 @@ type Assigned = Arc<Mutex<BTreeMap<(String, String, String), (String, Vec<String
 
 #[derive(Clone)]
 struct RegistrationSvc {
+    dir: PathBuf,
     tx: mpsc::UnboundedSender<RegisterRequest>,
     log: Arc<Mutex<Vec<RegisterRequest>>>,
 }
+
+/// How long a registration waits to reach the plugin's socket.
+const DIAL_BACK: Duration = Duration::from_secs(5);
 
 #[tonic::async_trait]
 impl Registration for RegistrationSvc {
@@ -62,6 +68,27 @@ impl Registration for RegistrationSvc {
             return Err(Status::invalid_argument(format!(
                 "unsupported version {}",
                 r.version
+            )));
+        }
+        // kubelet dials the plugin back before it answers: a plugin whose socket is gone
+        // is not registered.
+        let path = self.dir.join(&r.endpoint);
+        let reached = async {
+            let ch = uds::connect(&path).await.ok()?;
+            DevicePluginClient::new(ch)
+                .get_device_plugin_options(Empty {})
+                .await
+                .ok()
+        };
+        if tokio::time::timeout(DIAL_BACK, reached)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            return Err(Status::unavailable(format!(
+                "cannot reach the device plugin at {}",
+                path.display()
             )));
         }
         self.log.lock().unwrap_or_else(|p| p.into_inner()).push(r.clone());
@@ -147,6 +174,7 @@ impl FakeKubelet {
         };
         let (reg, pr) = (bind(&reg_path)?, bind(&pr_path)?);
         let svc = RegistrationSvc {
+            dir: self.dir.clone(),
             tx: self.tx.clone(),
             log: self.log.clone(),
         };
@@ -204,11 +232,22 @@ impl FakeKubelet {
     /// `remove_plugin_sockets`, every other socket in the directory, as kubelet does at
     /// start-up), and serves a new `kubelet.sock`.
     pub async fn restart(&mut self, remove_plugin_sockets: bool) -> Result<(), FakeKubeletError> {
+        self.down().await;
+        self.up(remove_plugin_sockets)
+    }
+
+    /// Stops serving and deletes `kubelet.sock`, as a kubelet that died (until [`Self::up`]).
+    pub async fn down(&mut self) {
         self.stop.send_replace(true);
         for s in self.servers.drain(..) {
             let _ = s.await;
         }
         let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// Starts serving again after [`Self::down`]; `remove_plugin_sockets` as in
+    /// [`Self::restart`].
+    pub fn up(&mut self, remove_plugin_sockets: bool) -> Result<(), FakeKubeletError> {
         if remove_plugin_sockets && let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let _ = std::fs::remove_file(e.path());

@@ -69,3 +69,32 @@ async fn twenty_kubelet_and_twenty_plugin_restarts_never_double_allocate() {
     eprintln!("40 restarts; slowest re-registration {slowest:?}");
     shutdown(r).await;
 }
+
+/// A kubelet that dies while the plugin is registering and starts again: as every kubelet
+/// does at start-up, it deletes the plugin's socket, and then dials the plugin back before
+/// it answers a registration. The plugin must serve a new socket, not retry for good.
+#[tokio::test]
+async fn a_kubelet_down_while_registering_then_back_gets_a_new_socket_to_dial() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start(dir.path(), Duration::from_secs(300)).await;
+    let sock = dir.path().join(&r.cfg.socket_name);
+    r.kubelet.down().await;
+    // Past the plugin's watch interval and grace: it is re-serving and failing to register.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    r.kubelet.up(true).unwrap();
+    let reg = r.kubelet.next_registration(PATIENCE).await.unwrap();
+    assert!(sock.exists(), "the plugin serves a socket again");
+    r.client = r.kubelet.plugin_client(&reg).await.unwrap();
+    assert_eq!(
+        watch(&mut r.client)
+            .await
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .devices
+            .len(),
+        8
+    );
+    shutdown(r).await;
+}
