@@ -38,7 +38,11 @@ pub fn effect_instructions(
     authority: Pubkey,
 ) -> Result<Vec<Instruction>, ChainError> {
     Ok(match effect {
-        Effect::Release { to_owner, amount } => {
+        Effect::Release {
+            to_owner,
+            amount,
+            memo,
+        } => {
             let owner = Pubkey::parse(to_owner)?;
             let ata = programs::associated_token_address(&owner, &accounts.mint);
             vec![
@@ -51,6 +55,7 @@ pub fn effect_instructions(
                     *amount,
                     accounts.decimals,
                 ),
+                programs::memo(memo),
             ]
         }
         Effect::Slash { amount, memo } => vec![
@@ -180,9 +185,11 @@ mod tests {
         let effect = Effect::Release {
             to_owner: staker.to_string(),
             amount: 42,
+            memo: "gpufed:v1:release:0123456789abcdef".into(),
         };
         let ixs = effect_instructions(&accounts(), &effect, authority.pubkey()).unwrap();
-        assert_eq!(ixs.len(), 2);
+        assert_eq!(ixs.len(), 3);
+        assert_eq!(ixs[2], programs::memo("gpufed:v1:release:0123456789abcdef"));
         assert_eq!(ixs[0].program, *programs::ATA);
         let ata = programs::associated_token_address(&staker, &accounts().mint);
         assert_eq!(ixs[0].accounts[1].key, ata);
@@ -226,6 +233,15 @@ mod tests {
         assert_eq!(a, b, "ed25519 signing is deterministic");
         let c = sign_effect(&accounts(), &effect, &authority, [2; 32], 10).unwrap();
         assert_ne!(a.signature, c.signature, "a new blockhash is a new transaction");
+        let other_stake = Effect::Slash {
+            amount: 5,
+            memo: format!("{memo}:0123456789abcdef"),
+        };
+        let d = sign_effect(&accounts(), &other_stake, &authority, [1; 32], 10).unwrap();
+        assert_ne!(
+            a.signature, d.signature,
+            "another Stake's slash is another transaction"
+        );
     }
 
     #[test]
@@ -233,6 +249,7 @@ mod tests {
         let effect = Effect::Release {
             to_owner: "not-a-key".into(),
             amount: 1,
+            memo: String::new(),
         };
         assert!(matches!(
             effect_instructions(&accounts(), &effect, Pubkey([1; 32])),

@@ -287,7 +287,10 @@ async fn stake_controller_bonds_rejects_unbonds_and_slashes_exactly_once() {
     assert!(slash_tx["meta"]["err"].is_null());
     assert_eq!(
         verify::memos(&slash_tx),
-        vec![format!("gpufed:v1:slash:failed-challenge:{h1}")]
+        vec![format!(
+            "gpufed:v1:slash:failed-challenge:{h1}:{}",
+            gpufed_settlement::memo::stake_tag(&sig_d)
+        )]
     );
     let release_tx = chain
         .rpc

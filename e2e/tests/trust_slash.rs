@@ -199,8 +199,9 @@ async fn failed_challenges_slash_once_after_the_dispute_window_and_a_dismissal_s
     assert_eq!(
         gpufed_chain::verify::memos(&slash_tx),
         vec![format!(
-            "gpufed:v1:slash:failed-challenge:{}",
-            slash_a.evidence_hash
+            "gpufed:v1:slash:failed-challenge:{}:{}",
+            slash_a.evidence_hash,
+            gpufed_settlement::memo::stake_tag(&sig_a)
         )]
     );
     wait("treasury credited", FINAL, async || {

@@ -1,7 +1,14 @@
 //! The versioned memo text carried by the SPL Memo instruction of each transaction.
 //!
 //! * batch: `gpufed:v1:<batch id>:<merkle root hex>:<record count>`
-//! * slash: `gpufed:v1:slash:<evidence kind>:<evidence sha-256 hex>`
+//! * slash: `gpufed:v1:slash:<evidence kind>:<evidence sha-256 hex>:<stake tag>`
+//! * release: `gpufed:v1:release:<stake tag>`
+//!
+//! The stake tag ([`stake_tag`]) names the Stake an effect is for, so that the effects of
+//! two Stakes never make the same transaction: without it, two Stakes of one staker with
+//! the same amount (or one provider's two Stakes slashed for the same evidence) signed
+//! with the same blockhash have one signature, and one transfer would be counted as two.
+//! A slash memo without a tag (written before tags) still parses.
 //!
 //! Both stay below [`MAX_MEMO_BYTES`] (the longest batch memo is 116 bytes).
 
@@ -15,6 +22,22 @@ pub const MEMO_PREFIX: &str = "gpufed:v1:";
 pub const MAX_MEMO_BYTES: usize = 160;
 /// Longest evidence kind (`[a-z0-9-]`).
 pub const MAX_EVIDENCE_KIND_LEN: usize = 32;
+
+/// Length of a [`stake_tag`].
+pub const STAKE_TAG_LEN: usize = 16;
+
+/// The tag of a Stake in its effects' memos: the first 16 hex digits of the SHA-256 of its
+/// deposit signature (a deposit bonds one Stake only).
+pub fn stake_tag(deposit_signature: &str) -> String {
+    crate::hash::sha256(deposit_signature.as_bytes()).to_string()[..STAKE_TAG_LEN].to_owned()
+}
+
+fn valid_tag(tag: &str) -> bool {
+    tag.len() == STAKE_TAG_LEN
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 /// A parsed memo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +57,13 @@ pub enum Memo {
         kind: String,
         /// SHA-256 of the evidence document.
         evidence: Hash32,
+        /// The slashed Stake's [`stake_tag`] (none in memos written before tags).
+        stake: Option<String>,
+    },
+    /// Returns a Stake's deposit.
+    Release {
+        /// The released Stake's [`stake_tag`].
+        stake: String,
     },
 }
 
@@ -50,7 +80,17 @@ impl fmt::Display for Memo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Memo::Batch { id, root, count } => write!(f, "{MEMO_PREFIX}{id}:{root}:{count}"),
-            Memo::Slash { kind, evidence } => write!(f, "{MEMO_PREFIX}slash:{kind}:{evidence}"),
+            Memo::Slash {
+                kind,
+                evidence,
+                stake: None,
+            } => write!(f, "{MEMO_PREFIX}slash:{kind}:{evidence}"),
+            Memo::Slash {
+                kind,
+                evidence,
+                stake: Some(tag),
+            } => write!(f, "{MEMO_PREFIX}slash:{kind}:{evidence}:{tag}"),
+            Memo::Release { stake } => write!(f, "{MEMO_PREFIX}release:{stake}"),
         }
     }
 }
@@ -76,6 +116,15 @@ impl Memo {
             ["slash", kind, ev] if valid_kind(kind) => Memo::Slash {
                 kind: (*kind).to_string(),
                 evidence: Hash32::from_hex(ev)?,
+                stake: None,
+            },
+            ["slash", kind, ev, tag] if valid_kind(kind) && valid_tag(tag) => Memo::Slash {
+                kind: (*kind).to_string(),
+                evidence: Hash32::from_hex(ev)?,
+                stake: Some((*tag).to_string()),
+            },
+            ["release", tag] if valid_tag(tag) => Memo::Release {
+                stake: (*tag).to_string(),
             },
             [id, root, count] => Memo::Batch {
                 id: parse_u64(id)?,
@@ -108,8 +157,29 @@ mod tests {
         let sl = Memo::Slash {
             kind: "fake-gpu".into(),
             evidence: sha256(b"e"),
+            stake: None,
         };
         assert_eq!(Memo::parse(&sl.to_string()), Some(sl));
+        let tag = stake_tag(
+            "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW",
+        );
+        assert_eq!(tag.len(), STAKE_TAG_LEN);
+        let longest = Memo::Slash {
+            kind: "a".repeat(MAX_EVIDENCE_KIND_LEN),
+            evidence: sha256(b"e"),
+            stake: Some(tag.clone()),
+        };
+        assert!(
+            longest.to_string().len() <= MAX_MEMO_BYTES,
+            "{}",
+            longest.to_string().len()
+        );
+        assert_eq!(Memo::parse(&longest.to_string()), Some(longest));
+        let rel = Memo::Release { stake: tag.clone() };
+        assert_eq!(rel.to_string(), format!("gpufed:v1:release:{tag}"));
+        assert_eq!(Memo::parse(&rel.to_string()), Some(rel));
+        assert_eq!(Memo::parse("gpufed:v1:release:XYZ"), None);
+        assert_ne!(stake_tag("a"), stake_tag("b"));
         assert_eq!(Memo::parse("gpufed:v2:1:00:1"), None);
         assert_eq!(Memo::parse(&format!("gpufed:v1:01:{}:1", sha256(b"x"))), None);
         assert_eq!(Memo::parse(&format!("gpufed:v1:1:{}:+1", sha256(b"x"))), None);

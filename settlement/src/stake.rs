@@ -192,14 +192,16 @@ pub enum EffectKind {
 /// What the driver must build and sign for an effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// vault → staker.
+    /// vault → staker, with a memo naming the Stake.
     Release {
         /// Staker wallet.
         to_owner: String,
         /// Amount.
         amount: u64,
+        /// Memo text.
+        memo: String,
     },
-    /// vault → treasury, with a memo carrying the evidence hash.
+    /// vault → treasury, with a memo carrying the evidence hash and naming the Stake.
     Slash {
         /// Amount.
         amount: u64,

@@ -205,3 +205,58 @@ fn stake_slash_and_unbond_execute_once_and_eligibility() {
     let (_, a) = stake_step(&s, 9_000, StakeEvent::Restarted);
     assert!(a.is_empty(), "released stake never acts again");
 }
+
+/// The effect a Stake asks to sign once it is due.
+fn effect_to_sign(s: &StakeState, now: u64) -> stake::Effect {
+    let (_, actions) = stake_step(s, now, StakeEvent::Tick);
+    actions
+        .into_iter()
+        .find_map(|a| match a {
+            StakeAction::Tx {
+                effect,
+                action: Action::SignAndPersistIntent { .. },
+                ..
+            } => Some(effect),
+            _ => None,
+        })
+        .expect("an effect to sign")
+}
+
+/// Two Stakes of one staker with the same amount, slashed for the same evidence and
+/// released alike: their effects must never be the same transaction (signed with one
+/// blockhash, one signature would land once and be counted by both).
+#[test]
+fn two_alike_stakes_never_sign_the_same_effect() {
+    let bonded = |dep: &str| {
+        let s = StakeState::new("alice".into(), 1_000, dep.into(), 1);
+        stake_step(&s, 0, StakeEvent::Deposit(Some(deposit("alice", "VAULT", 1_000)))).0
+    };
+    let (s1, s2) = (bonded("deposit-1"), bonded("deposit-2"));
+    let slash = |s: &StakeState| {
+        let ev = StakeEvent::RaiseSlash {
+            kind: "failed-challenge".into(),
+            evidence: sha256(b"the same evidence"),
+            amount: 200,
+        };
+        effect_to_sign(&stake_step(s, 0, ev).0, 600)
+    };
+    let (e1, e2) = (slash(&s1), slash(&s2));
+    assert_ne!(e1, e2);
+    let stake::Effect::Slash { memo, .. } = &e1 else {
+        panic!("{e1:?}")
+    };
+    assert_eq!(
+        gpufed_settlement::memo::Memo::parse(memo),
+        Some(gpufed_settlement::memo::Memo::Slash {
+            kind: "failed-challenge".into(),
+            evidence: sha256(b"the same evidence"),
+            stake: Some(gpufed_settlement::memo::stake_tag("deposit-1")),
+        })
+    );
+    let release = |s: &StakeState| effect_to_sign(&stake_step(s, 0, StakeEvent::RequestUnbond).0, 2_000);
+    let (r1, r2) = (release(&s1), release(&s2));
+    assert_ne!(r1, r2);
+    assert!(
+        matches!(&r1, stake::Effect::Release { memo, .. } if memo.ends_with(&gpufed_settlement::memo::stake_tag("deposit-1")))
+    );
+}

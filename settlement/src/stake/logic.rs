@@ -201,6 +201,7 @@ fn drive(
             let memo = Memo::Slash {
                 kind: p.kind.clone(),
                 evidence: p.evidence,
+                stake: Some(crate::memo::stake_tag(&s.deposit_signature)),
             }
             .to_string();
             (
@@ -220,6 +221,10 @@ fn drive(
                 Effect::Release {
                     to_owner: s.staker.clone(),
                     amount: s.bonded,
+                    memo: Memo::Release {
+                        stake: crate::memo::stake_tag(&s.deposit_signature),
+                    }
+                    .to_string(),
                 },
                 tx,
             )
