@@ -161,7 +161,7 @@ pub fn snapshot_checked(
     // A job whose victims are still being evicted waits for them: placed now, it would not
     // fit (their GPUs are still busy) and would evict more work for the same room.
     let evicting = evictions(jobs.iter().map(AsRef::as_ref), crate::time::now());
-    let waiting: std::collections::BTreeSet<&str> = evicting.values().copied().collect();
+    let waiting: std::collections::BTreeSet<&str> = evicting.values().map(|e| e.by).collect();
     let queued: Vec<&Arc<ComputeJob>> = jobs
         .iter()
         .filter(|j| is_queued(j) && !waiting.contains(job_id(j).as_str()))
@@ -241,30 +241,51 @@ pub fn start_time(placement: &gpufed_api::job_status::Placement) -> u64 {
 /// again; the job may fit elsewhere meanwhile).
 pub const EVICTION_GRACE_SECS: i64 = 120;
 
-/// Victim job id → the job (id) it is evicted for: live attempts marked for eviction, and
-/// attempts that ended evicted (`preemptedBy`) whose pods are not gone yet, for
-/// [`EVICTION_GRACE_SECS`] after they ended. Between a victim's status saying its attempt
-/// ended and its pods being gone its GPUs are still busy: the job evicting it must go on
-/// waiting — and holding its room ([`holds`]) — or a round in between hands the free part
-/// of that room to other work, which the preemptor then evicts too once the victim's pods
-/// are gone.
-pub fn evictions<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>, now: i64) -> BTreeMap<String, &'a str> {
+/// A victim's eviction, as [`evictions`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eviction<'a> {
+    /// The job (id) it is evicted for.
+    pub by: &'a str,
+    /// Whether the attempt evicted is the victim's live one (its GPUs are in the round's
+    /// running work); otherwise it ended and its pods are not gone yet — and a live attempt
+    /// the victim may have again since is not what passes to the job evicting it.
+    pub live: bool,
+}
+
+/// Victim job id → its [`Eviction`]: live attempts marked for eviction, and attempts that
+/// ended evicted (`preemptedBy`) whose pods are not gone yet, for [`EVICTION_GRACE_SECS`]
+/// after they ended — also when the victim has been placed again meanwhile. Between a
+/// victim's status saying its attempt ended and its pods being gone its GPUs are still
+/// busy: the job evicting it must go on waiting — and holding its room ([`holds`]) — or a
+/// round in between hands the free part of that room to other work, which the preemptor
+/// then evicts too once the victim's pods are gone.
+pub fn evictions<'a>(
+    jobs: impl IntoIterator<Item = &'a ComputeJob>,
+    now: i64,
+) -> BTreeMap<String, Eviction<'a>> {
     jobs.into_iter()
         .filter_map(|j| {
             let st = j.status.as_ref()?;
-            let by = if is_live(j) {
-                st.placement.as_ref()?.preempted.as_ref()?.by.as_str()
-            } else {
-                // The cheap tests first: every round reads every job.
-                let last = st.attempts.last().filter(|a| !a.removed)?;
-                let by = last.preempted_by.as_deref()?;
-                let ended = crate::time::parse(&last.end_time)?;
-                if now.saturating_sub(ended) > EVICTION_GRACE_SECS {
-                    return None;
+            let marked = is_live(j)
+                .then(|| st.placement.as_ref()?.preempted.as_ref())
+                .flatten();
+            let eviction = match marked {
+                Some(m) => Eviction {
+                    by: m.by.as_str(),
+                    live: true,
+                },
+                None => {
+                    // The cheap tests first: every round reads every job.
+                    let last = st.attempts.last().filter(|a| !a.removed)?;
+                    let by = last.preempted_by.as_deref()?;
+                    let ended = crate::time::parse(&last.end_time)?;
+                    if now.saturating_sub(ended) > EVICTION_GRACE_SECS {
+                        return None;
+                    }
+                    Eviction { by, live: false }
                 }
-                by
             };
-            Some((job_id(j), by))
+            Some((job_id(j), eviction))
         })
         .collect()
 }

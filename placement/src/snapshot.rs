@@ -318,7 +318,7 @@ pub struct Quota {
 
 /// Formats micros as units with two decimals (`2000000` → `2.00`).
 pub fn format_micros(m: Micros) -> String {
-    let cents = (m + 5_000) / 10_000;
+    let cents = m.saturating_add(5_000) / 10_000;
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
@@ -328,6 +328,11 @@ mod tests {
 
     #[test]
     fn formats_money() {
+        assert_eq!(
+            format_micros(Micros::MAX),
+            "18446744073709.55",
+            "no overflow at the top"
+        );
         assert_eq!(format_micros(2_000_000), "2.00");
         assert_eq!(format_micros(1_234_567), "1.23");
         assert_eq!(format_micros(1_235_000), "1.24");

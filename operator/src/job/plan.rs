@@ -111,14 +111,16 @@ pub fn usage(status: &ComputeJobStatus, live_until: Option<i64>) -> Usage {
     let archived = status.archived.as_ref();
     let mut seconds = archived.map_or(0, |a| a.gpu_seconds);
     let mut micros = archived.map_or(0, |a| parse_decimal(&a.cost).unwrap_or(0));
+    // Saturating: prices go up to 10¹² per GPU-hour, so a long job at such a price would
+    // overflow (a panic in a debug build, a wrapped cost in a release one).
     for a in &status.attempts {
-        seconds += a.gpu_seconds;
-        micros += cost_micros(a.gpu_seconds, &a.price_per_gpu_hour);
+        seconds = seconds.saturating_add(a.gpu_seconds);
+        micros = micros.saturating_add(cost_micros(a.gpu_seconds, &a.price_per_gpu_hour));
     }
     if let (Some(p), Some(until)) = (&status.placement, live_until) {
         let live = live_gpu_seconds(p, until);
-        seconds += live;
-        micros += cost_micros(live, &p.price_per_gpu_hour);
+        seconds = seconds.saturating_add(live);
+        micros = micros.saturating_add(cost_micros(live, &p.price_per_gpu_hour));
     }
     Usage {
         gpu_seconds: seconds,

@@ -141,7 +141,7 @@ pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>
     // are not gone yet ([`super::evictions`]; those hold their GPUs as the member's pods,
     // so nothing of theirs is in `snap.running`).
     let marked = super::evictions(jobs.iter().map(AsRef::as_ref), now);
-    let waiting: BTreeSet<&str> = marked.values().copied().collect();
+    let waiting: BTreeSet<&str> = marked.values().map(|e| e.by).collect();
     holds.retain(|job, _| waiting.contains(job.as_str()));
     if waiting.len() > holds.len() {
         // A hold memory lacks (this leader is new): from the job's status. Only jobs
@@ -163,7 +163,11 @@ pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>
             let (gpus, resources) = snap
                 .running
                 .iter()
-                .filter(|r| r.provider == hold.provider && marked.get(&r.job).is_some_and(|by| by == job))
+                // Only a victim's live attempt that is evicted: a victim placed again
+                // while its evicted pods go runs its new attempt for itself.
+                .filter(|r| {
+                    r.provider == hold.provider && marked.get(&r.job).is_some_and(|e| e.live && e.by == job)
+                })
                 .fold((0u32, pl::Resources::ZERO), |(g, res), r| {
                     let here = r.gpus.iter().filter(|gpu| &gpu.node == node).count();
                     let held = r.resources.get(node).copied().unwrap_or_default();

@@ -384,3 +384,38 @@ fn a_hold_kept_in_status_reads_back_whole_and_fits_the_crd_schema() {
         serde_json::from_value(object["status"].clone()).expect("reads back");
     assert_eq!(back.held, Some(kept));
 }
+
+#[test]
+fn a_victim_placed_again_while_its_evicted_pods_remain_still_keeps_its_preemptor_waiting() {
+    // `old`'s attempt 1 ended evicted, its pods are still going, and `old` has been placed
+    // again (live, unmarked). Before, its new placement hid the ended one: the preemptor
+    // stopped waiting, its hold went, and it evicted more work for the same room.
+    let providers = [provider("a", true)];
+    let now = crate::time::now();
+    let (ended, pods) = ended_victim("old", now - 10, false);
+    let mut again = batch("old", true, false);
+    let attempts = ended.status.as_ref().expect("status").attempts.clone();
+    Arc::make_mut(&mut again)
+        .status
+        .get_or_insert_with(Default::default)
+        .attempts = attempts;
+    let young = batch("young", true, true);
+    let marked = crate::mapping::evictions([again.as_ref(), young.as_ref()], now);
+    assert_eq!(
+        marked.get("team/old"),
+        Some(&crate::mapping::Eviction { by: BY, live: false }),
+        "its ended attempt, not its new live one, is what the preemptor waits for"
+    );
+    assert_eq!(
+        marked.get("team/young"),
+        Some(&crate::mapping::Eviction { by: BY, live: true })
+    );
+    let mut fleet = fleet();
+    fleet.get_mut("a").expect("a").pods.push(pods);
+    let jobs = [again, urgent()];
+    let mut snap = snapshot(&jobs, &providers, &fleet);
+    assert!(snap.jobs.iter().all(|j| j.id != BY), "the preemptor still waits");
+    let mut holds = first_round();
+    apply(&mut snap, &mut holds, &jobs, now);
+    assert_eq!(holds.len(), 1, "and keeps its hold");
+}

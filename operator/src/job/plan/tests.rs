@@ -489,3 +489,29 @@ mod start;
 mod started;
 mod template;
 mod unreachable;
+
+#[test]
+fn usage_at_the_highest_price_saturates_instead_of_overflowing() {
+    let attempt = |n: u32| AttemptRecord {
+        attempt: n,
+        provider: "a".into(),
+        outcome: AttemptOutcome::NodeLost,
+        message: String::new(),
+        reason: None,
+        gpu_seconds: 64 * 3600,
+        gpus: Some(64),
+        gpu_uuids: Vec::new(),
+        running_time: Some(crate::time::format(T0)),
+        price_per_gpu_hour: "999999999999.999999".into(),
+        end_time: crate::time::format(T0 + 3600),
+        removed: true,
+        preempted_by: None,
+    };
+    let st = ComputeJobStatus {
+        attempts: vec![attempt(1), attempt(2)],
+        ..Default::default()
+    };
+    let u = usage(&st, None);
+    assert_eq!(u.gpu_seconds, 2 * 64 * 3600);
+    assert_eq!(u.cost, format_decimal(u64::MAX), "saturated, not wrapped");
+}
