@@ -30,17 +30,15 @@ pub struct MeterConfig {
 /// A decimal token amount (at most 6 fractional digits) in the token's base units.
 pub fn to_base_units(decimal: &str, decimals: u8) -> Option<u64> {
     let micros = u128::from(parse_decimal(decimal).ok()?);
-    let v = if decimals >= 6 {
-        micros.checked_mul(10u128.pow(u32::from(decimals) - 6))?
-    } else {
-        micros / 10u128.pow(6 - u32::from(decimals))
-    };
-    u64::try_from(v).ok()
+    // Settlement runs only with mints of 6 decimals or more (`usable_decimals`); fewer
+    // would cut the price, so they meter nothing rather than too little.
+    let scale = 10u128.checked_pow(u32::from(decimals.checked_sub(6)?))?;
+    u64::try_from(micros.checked_mul(scale)?).ok()
 }
 
 /// Base units as a decimal token amount (trailing zeros trimmed).
 pub fn from_base_units(amount: u64, decimals: u8) -> String {
-    let d = u32::from(decimals);
+    let d = u32::from(decimals).min(38);
     let scale = 10u128.pow(d);
     let (whole, frac) = (u128::from(amount) / scale, u128::from(amount) % scale);
     if d == 0 || frac == 0 {

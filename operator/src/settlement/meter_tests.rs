@@ -57,7 +57,26 @@ fn ended(attempt: u32, running: i64, end: i64) -> AttemptRecord {
 fn units_convert_both_ways() {
     assert_eq!(to_base_units("2.5", 6), Some(2_500_000));
     assert_eq!(to_base_units("2.5", 9), Some(2_500_000_000));
-    assert_eq!(to_base_units("2.5", 2), Some(250));
+    // A mint of fewer than 6 decimals would cut prices: nothing is metered in it (and
+    // settlement refuses to start with it: `usable_decimals`).
+    assert_eq!(to_base_units("1.5", 0), None);
+    assert_eq!(to_base_units("2.5", 2), None);
+    assert_eq!(to_base_units("2.5", 255), None, "no overflow");
+    let mint = gpufed_chain::pubkey::Pubkey([1; 32]);
+    for d in [0, 2, 5, 19, 255] {
+        let err = crate::settlement::usable_decimals(&mint, d)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{d} decimals")), "{err}");
+    }
+    assert_eq!(crate::settlement::usable_decimals(&mint, 6).ok(), Some(6));
+    assert_eq!(crate::settlement::usable_decimals(&mint, 9).ok(), Some(9));
+    assert!(from_base_units(u64::MAX, 255).starts_with("0.000"), "no overflow");
+    assert_eq!(
+        crate::stake::plan::display_amount(u64::MAX, 255),
+        "0",
+        "no overflow"
+    );
     assert_eq!(to_base_units("x", 6), None);
     assert_eq!(from_base_units(2_500_000, 6), "2.5");
     assert_eq!(from_base_units(3, 6), "0.000003");

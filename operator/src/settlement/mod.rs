@@ -94,6 +94,7 @@ async fn session(
         Some(d) => (d, false),
         None => (rpc.mint_decimals(&mint).await?, true),
     };
+    let decimals = usable_decimals(&mint, decimals)?;
     let store = store.with_mint(&cfg.mint, decimals);
     let checker = rpc.clone();
     info!(authority = %authority.pubkey(), %mint, decimals, checked, rpc = %cfg.rpc_url, "settlement starting");
@@ -142,6 +143,24 @@ async fn session(
         }
     }
     Ok(())
+}
+
+/// Fewest decimals of a settlement mint: prices carry up to 6 decimal places (micro-units
+/// per GPU-hour), and a record's amount follows from its price in base units, so a mint
+/// with fewer would cut every price before it is multiplied (1.5 per GPU-hour billed as
+/// 1 in a mint of 0 decimals, 0.5 as nothing at all).
+pub const MIN_MINT_DECIMALS: u8 = 6;
+/// Most decimals of a settlement mint (beyond them a u64 amount holds less than 19 tokens).
+pub const MAX_MINT_DECIMALS: u8 = 18;
+
+/// `decimals`, if settlement can bill exactly in a mint with them; a clear error otherwise.
+pub fn usable_decimals(mint: &Pubkey, decimals: u8) -> Result<u8, ChainError> {
+    if (MIN_MINT_DECIMALS..=MAX_MINT_DECIMALS).contains(&decimals) {
+        return Ok(decimals);
+    }
+    Err(ChainError::Config(format!(
+        "settlement mint {mint} has {decimals} decimals: prices are billed exactly only in a mint of          {MIN_MINT_DECIMALS} to {MAX_MINT_DECIMALS} decimals (prices carry up to 6 decimal places)"
+    )))
 }
 
 /// Whether the chain confirmed the decimals metering uses (`false`: not reachable yet);

@@ -36,7 +36,9 @@ pub fn to_base_units(decimal: &str, decimals: u8) -> Result<u64, String> {
     let micros = u128::from(parse_decimal(decimal).map_err(|e| e.to_string())?);
     let d = u32::from(decimals);
     let v = if d >= 6 {
-        micros.checked_mul(10u128.pow(d - 6))
+        10u128
+            .checked_pow(d - 6)
+            .and_then(|scale| micros.checked_mul(scale))
     } else {
         let scale = 10u128.pow(6 - d);
         (micros % scale == 0).then_some(micros / scale)
@@ -50,7 +52,10 @@ pub fn to_base_units(decimal: &str, decimals: u8) -> Result<u64, String> {
 pub fn display_amount(base: u64, decimals: u8) -> String {
     let d = u32::from(decimals);
     let micros = if d >= 6 {
-        u128::from(base) / 10u128.pow(d - 6)
+        // Beyond 10^38 (a mint of more than 44 decimals) every u64 amount is 0 micros.
+        10u128
+            .checked_pow(d - 6)
+            .map_or(0, |scale| u128::from(base) / scale)
     } else {
         u128::from(base) * 10u128.pow(6 - d)
     };
