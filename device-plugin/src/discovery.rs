@@ -50,6 +50,31 @@ pub fn bus_key(id: &str) -> String {
     }
 }
 
+/// The bus id as Linux names the device (`/sys/bus/pci/devices/0000:18:00.0`): a 4-digit
+/// domain, lower case. NVML's is `00000000:18:00.0`, upper case.
+pub fn sysfs_bus(id: &str) -> String {
+    let key = bus_key(id);
+    match key.split_once(':') {
+        Some((domain, rest)) => format!("{:0>4}:{rest}", domain.trim_start_matches('0')),
+        None => key,
+    }
+}
+
+/// The NUMA node of the CPUs nearest the GPU at PCI `bus_id`, as the kernel says under
+/// `sysfs` (`<sysfs>/bus/pci/devices/<bus>/numa_node`; `-1`, absent or unreadable: none).
+///
+/// Not NVML's `nvmlDeviceGetNumaNodeId`: that answers only where the GPU's memory is a
+/// NUMA node itself (Grace Hopper), and then with that memory-only node, which has no CPUs
+/// for the Topology Manager to align with; on x86 it is not supported at all.
+pub fn pci_numa_node(sysfs: &std::path::Path, bus_id: &str) -> Option<i64> {
+    let path = sysfs
+        .join("bus/pci/devices")
+        .join(sysfs_bus(bus_id))
+        .join("numa_node");
+    let node: i64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    (node >= 0).then_some(node)
+}
+
 /// The inventory of the GPUs that could be described, with their NVLink peers, and the
 /// GPUs left out. An error only when there were GPUs and none could be described.
 pub fn assemble(
@@ -144,6 +169,29 @@ fn link_peers(gpus: &mut [Gpu], remotes: &[Vec<String>], ours: &BTreeSet<String>
 mod tests {
     use super::*;
     use crate::inventory::ComputeCapability;
+
+    #[test]
+    fn a_gpu_s_numa_node_is_the_kernel_s_for_its_pci_device() {
+        assert_eq!(sysfs_bus("00000000:18:00.0"), "0000:18:00.0");
+        assert_eq!(sysfs_bus("00000001:AF:00.0"), "0001:af:00.0");
+        let sys = tempfile::tempdir().expect("tempdir");
+        let device = |bus: &str, node: &str| {
+            let dir = sys.path().join("bus/pci/devices").join(bus);
+            std::fs::create_dir_all(&dir).expect("dir");
+            std::fs::write(dir.join("numa_node"), node).expect("write");
+        };
+        device("0000:18:00.0", "0\n");
+        device("0000:af:00.0", "1\n");
+        device("0000:3b:00.0", "-1\n");
+        assert_eq!(pci_numa_node(sys.path(), "00000000:18:00.0"), Some(0));
+        assert_eq!(pci_numa_node(sys.path(), "00000000:AF:00.0"), Some(1));
+        assert_eq!(pci_numa_node(sys.path(), "00000000:3B:00.0"), None, "-1: no NUMA");
+        assert_eq!(
+            pci_numa_node(sys.path(), "00000000:5E:00.0"),
+            None,
+            "no such device"
+        );
+    }
 
     fn gpu(i: u32) -> Gpu {
         Gpu {

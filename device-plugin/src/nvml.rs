@@ -176,7 +176,9 @@ fn probe(nvml: &Nvml, index: u32) -> Probe {
         let cc = d
             .cuda_compute_capability()
             .map_err(failed("compute capability"))?;
+        let pci_bus_id = d.pci_info().map_err(failed("PCI info"))?.bus_id;
         Ok(Gpu {
+            numa_node: crate::discovery::pci_numa_node(std::path::Path::new("/sys"), &pci_bus_id),
             uuid: d.uuid().map_err(failed("uuid"))?,
             index,
             name: d.name().map_err(failed("name"))?,
@@ -185,8 +187,7 @@ fn probe(nvml: &Nvml, index: u32) -> Probe {
                 major: u32::try_from(cc.major).unwrap_or(0),
                 minor: u32::try_from(cc.minor).unwrap_or(0),
             },
-            pci_bus_id: d.pci_info().map_err(failed("PCI info"))?.bus_id,
-            numa_node: d.numa_node_id().ok().map(i64::from),
+            pci_bus_id,
             nvlink_peers: Vec::new(),
             // Consumer cards have no infoROM serial (NotSupported): none reported.
             serial: d.serial().ok().filter(|s| !s.trim().is_empty()),
