@@ -103,7 +103,32 @@ impl Rpc {
     /// (dropped slots re-produced after a restart) answer `None`, and one whose block the
     /// node does not serve yet answers `confirmed`.
     pub async fn signature_status(&self, signature: &str) -> Result<Option<SignatureStatus>, ChainError> {
-        let Some(reported) = self.reported_signature_status(signature).await? else {
+        self.signature_status_seen_from(signature, None).await
+    }
+
+    /// [`Self::signature_status`], where "unknown" counts only from a node whose answer is
+    /// at `min_context_slot` or later: an endpoint that is a pool of nodes may answer the
+    /// height and the status from two of them, and one still replaying does not know a
+    /// transaction that landed — taken for proof that it is dead, the batch would be paid
+    /// twice. An older answer is an error (retried), code -32016 as a node's own
+    /// "minimum context slot has not been reached".
+    pub async fn signature_status_seen_from(
+        &self,
+        signature: &str,
+        min_context_slot: Option<u64>,
+    ) -> Result<Option<SignatureStatus>, ChainError> {
+        let (reported, context) = self.reported_signature_status(signature).await?;
+        let Some(reported) = reported else {
+            if let Some(min) = min_context_slot.filter(|m| context < *m) {
+                return Err(ChainError::Rpc {
+                    method: "getSignatureStatuses",
+                    code: -32016,
+                    message: format!(
+                        "the node answered unknown at slot {context}, behind slot {min} where the \
+                         transaction's expiry was read: no proof that it is dead"
+                    ),
+                });
+            }
             return Ok(None);
         };
         if reported.commitment < Commitment::Finalized {
@@ -179,6 +204,41 @@ mod tests {
             code,
             message: String::new(),
         })
+    }
+
+    /// A pool whose status answers come from a node at slot 400, unaware of the signature,
+    /// and whose finalized bank is at slot 500, height 450.
+    fn lagging_pool(method: &str) -> Result<Value, Value> {
+        match method {
+            "getSignatureStatuses" => Ok(serde_json::json!({"context": {"slot": 400}, "value": [null]})),
+            "getEpochInfo" => Ok(serde_json::json!({
+                "absoluteSlot": 500, "blockHeight": 450, "epoch": 1, "slotIndex": 68,
+                "slotsInEpoch": 432, "transactionCount": 9
+            })),
+            other => Err(serde_json::json!({"code": -32601, "message": format!("{other} not served")})),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_from_a_node_behind_the_expiry_is_no_proof() {
+        let url = crate::fake_rpc::serve(lagging_pool).await;
+        let rpc = Rpc::new(&url, std::time::Duration::from_millis(500)).unwrap();
+        assert_eq!(rpc.finalized_height_and_slot().await.unwrap(), (450, 500));
+        let behind = rpc
+            .signature_status_seen_from("sig", Some(500))
+            .await
+            .unwrap_err();
+        assert!(behind.is_transient(), "retried: {behind}");
+        assert!(behind.to_string().contains("slot 400"), "{behind}");
+        assert_eq!(
+            rpc.signature_status_seen_from("sig", Some(400)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            rpc.signature_status("sig").await.unwrap(),
+            None,
+            "no bound: as before"
+        );
     }
 
     fn finalized(error: Option<&str>) -> SignatureStatus {

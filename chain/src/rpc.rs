@@ -186,20 +186,35 @@ impl Rpc {
         Self::decode("sendTransaction", v.as_str().map(str::to_string), "signature")
     }
 
+    /// `getEpochInfo` at **finalized**: the finalized block height and the slot it was read
+    /// at, both of one bank of one node.
+    pub async fn finalized_height_and_slot(&self) -> Result<(u64, u64), ChainError> {
+        const M: &str = "getEpochInfo";
+        let v = self
+            .call(M, json!([{"commitment": commitment_str(Commitment::Finalized)}]))
+            .await?;
+        Ok((
+            Self::decode(M, v["blockHeight"].as_u64(), "blockHeight")?,
+            Self::decode(M, v["absoluteSlot"].as_u64(), "absoluteSlot")?,
+        ))
+    }
+
     /// `getSignatureStatuses` with `searchTransactionHistory`, as the node reports it;
-    /// `None` = unknown. A "finalized" here can be stale (see [`crate::finality`]): callers
-    /// use [`Self::signature_status`], which checks it against the block.
+    /// `None` = unknown; and the slot of the node's answer (`context.slot`). A "finalized"
+    /// here can be stale (see [`crate::finality`]): callers use
+    /// [`Self::signature_status`], which checks it against the block.
     pub(crate) async fn reported_signature_status(
         &self,
         signature: &str,
-    ) -> Result<Option<SignatureStatus>, ChainError> {
+    ) -> Result<(Option<SignatureStatus>, u64), ChainError> {
         const M: &str = "getSignatureStatuses";
         let v = self
             .call(M, json!([[signature], {"searchTransactionHistory": true}]))
             .await?;
+        let context = Self::decode(M, v["context"]["slot"].as_u64(), "context.slot")?;
         let st = &v["value"][0];
         if st.is_null() {
-            return Ok(None);
+            return Ok((None, context));
         }
         let commitment = match st["confirmationStatus"].as_str() {
             Some("finalized") => Commitment::Finalized,
@@ -212,11 +227,14 @@ impl Rpc {
                 });
             }
         };
-        Ok(Some(SignatureStatus {
-            slot: Self::decode(M, st["slot"].as_u64(), "slot")?,
-            commitment,
-            error: (!st["err"].is_null()).then(|| st["err"].to_string()),
-        }))
+        Ok((
+            Some(SignatureStatus {
+                slot: Self::decode(M, st["slot"].as_u64(), "slot")?,
+                commitment,
+                error: (!st["err"].is_null()).then(|| st["err"].to_string()),
+            }),
+            context,
+        ))
     }
 
     /// `getTransaction` (jsonParsed) at a commitment; `None` when unknown.

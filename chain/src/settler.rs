@@ -375,8 +375,16 @@ impl<S: JournalStore> Settler<S> {
                 self.check(FaultPoint::AfterSend)?;
                 self.feed(batch, obs).await
             }
-            Action::QuerySignatureStatus { query, signature } => {
-                let obs = match self.rpc.signature_status(&signature).await {
+            Action::QuerySignatureStatus {
+                query,
+                signature,
+                min_context_slot,
+            } => {
+                let obs = match self
+                    .rpc
+                    .signature_status_seen_from(&signature, min_context_slot)
+                    .await
+                {
                     Ok(st) => Observation::SignatureStatus {
                         query,
                         status: st.map(|s| SigStatus {
@@ -391,8 +399,8 @@ impl<S: JournalStore> Settler<S> {
                 self.feed(batch, obs).await
             }
             Action::QueryBlockHeight { query } => {
-                let obs = match self.rpc.block_height(Commitment::Finalized).await {
-                    Ok(height) => Observation::BlockHeight { query, height },
+                let obs = match self.rpc.finalized_height_and_slot().await {
+                    Ok((height, slot)) => Observation::BlockHeight { query, height, slot },
                     Err(e) => self.rpc_error(query, &e, report),
                 };
                 self.feed(batch, obs).await

@@ -135,8 +135,12 @@ pub async fn execute(
             }
             Err(e) => rpc_error(query, &e),
         }),
-        Action::QuerySignatureStatus { query, signature } => {
-            Some(match rpc.signature_status(&signature).await {
+        Action::QuerySignatureStatus {
+            query,
+            signature,
+            min_context_slot,
+        } => Some(
+            match rpc.signature_status_seen_from(&signature, min_context_slot).await {
                 Ok(st) => Observation::SignatureStatus {
                     query,
                     status: st.map(|s| SigStatus {
@@ -146,10 +150,10 @@ pub async fn execute(
                     }),
                 },
                 Err(e) => rpc_error(query, &e),
-            })
-        }
-        Action::QueryBlockHeight { query } => Some(match rpc.block_height(Commitment::Finalized).await {
-            Ok(height) => Observation::BlockHeight { query, height },
+            },
+        ),
+        Action::QueryBlockHeight { query } => Some(match rpc.finalized_height_and_slot().await {
+            Ok((height, slot)) => Observation::BlockHeight { query, height, slot },
             Err(e) => rpc_error(query, &e),
         }),
         Action::MarkSettled { signature, slot } => {

@@ -187,6 +187,42 @@ fn chain_halt_keeps_the_signature_and_does_not_resign() {
     assert_exactly_once(&d);
 }
 
+/// Behind a load balancer, the status query may reach a node far behind the one that
+/// said the blockhash expired; its "unknown" for a batch that landed late must not re-sign
+/// it (the batch would be paid twice).
+#[test]
+fn an_unknown_from_a_lagging_rpc_node_never_resigns_a_landed_batch() {
+    use gpufed_settlement::machine::TxPhase;
+    for seed in 0..3 {
+        let mut d = setup(100 + seed, 6, 4);
+        d.chain.lag = 120;
+        // Every broadcast lost until a batch nears its last valid height; then its next
+        // broadcast lands, and every status query reaches the lagging node, which has not
+        // seen that block, until the expiry has been observed.
+        d.chain.drop_pct = 100;
+        let mut late = None;
+        for i in 0..400 {
+            d.iterate((i / 10 + 1).min(4));
+            let lvbh = d.journal.batches().find_map(|b| match &b.tx.phase {
+                TxPhase::InFlight { intent, .. } => Some(intent.last_valid_block_height),
+                _ => None,
+            });
+            if late.is_none() && lvbh.is_some_and(|l| d.chain.height + 8 >= l) {
+                late = Some(i);
+                d.chain.drop_pct = 0;
+                d.chain.lagging_pct = 100;
+            }
+            if late.is_some_and(|l| i > l + 100) {
+                break;
+            }
+        }
+        assert!(late.is_some(), "a batch reached its last valid height");
+        d.chain.lagging_pct = 0;
+        run(&mut d, 4, |_| Weather::Fine);
+        assert_exactly_once(&d);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 

@@ -52,6 +52,7 @@ fn stale_unknown_status_cannot_resign() {
         Observation::BlockHeight {
             query: query(&a),
             height: 100,
+            slot: 140,
         },
         &cfg,
     )
@@ -65,10 +66,35 @@ fn stale_unknown_status_cannot_resign() {
         Observation::BlockHeight {
             query: query(&a),
             height: 101,
+            slot: 141,
         },
         &cfg,
     )
     .unwrap();
+    // The status query after the expiry names the slot the expiry was read at: an
+    // "unknown" from a node behind it is no answer (the driver feeds an error instead).
+    assert!(
+        matches!(
+            &a3[0],
+            Action::QuerySignatureStatus {
+                min_context_slot: Some(141),
+                ..
+            }
+        ),
+        "{a3:?}"
+    );
+    // So does the query a restarted driver issues for that state.
+    let (_, again) = step(&s3, 6_000, Observation::Restarted, &cfg).unwrap();
+    assert!(
+        matches!(
+            &again[..],
+            [Action::QuerySignatureStatus {
+                min_context_slot: Some(141),
+                ..
+            }]
+        ),
+        "{again:?}"
+    );
     let stale = step(
         &s3,
         5_000,

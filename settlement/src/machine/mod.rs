@@ -16,6 +16,9 @@
 //! Re-signing happens only when a block height **past** `last_valid_block_height` was
 //! observed first and a signature-status query issued **after** that observation still
 //! finds nothing: query ids enforce that order, so a stale "unknown" can never re-sign.
+//! And that "nothing" must come from a node that has seen the finalized slot the height
+//! was read at (`min_context_slot`): behind a load balancer the two queries may reach two
+//! nodes, and one still replaying would not know a transaction that landed.
 
 mod types;
 pub use types::*;
@@ -42,17 +45,26 @@ impl TxState {
                 intent,
                 broadcast: false,
                 expired_at_height: None,
+                ..
             } => vec![Action::Broadcast {
                 query: self.issue(now, QueryKind::Broadcast),
                 signature: intent.signature,
                 transaction: intent.transaction,
             }],
-            TxPhase::InFlight { intent, .. } | TxPhase::Landed { intent, .. } => {
-                vec![Action::QuerySignatureStatus {
-                    query: self.issue(now, QueryKind::Status),
-                    signature: intent.signature,
-                }]
-            }
+            TxPhase::InFlight {
+                intent,
+                expired_at_slot,
+                ..
+            } => vec![Action::QuerySignatureStatus {
+                query: self.issue(now, QueryKind::Status),
+                signature: intent.signature,
+                min_context_slot: expired_at_slot,
+            }],
+            TxPhase::Landed { intent, .. } => vec![Action::QuerySignatureStatus {
+                query: self.issue(now, QueryKind::Status),
+                signature: intent.signature,
+                min_context_slot: None,
+            }],
             TxPhase::Done { .. } | TxPhase::Failed { .. } => Vec::new(),
         }
     }
@@ -117,6 +129,7 @@ pub fn step(
                 intent,
                 broadcast: false,
                 expired_at_height: None,
+                expired_at_slot: None,
             };
             s.due(now)
         }
@@ -129,20 +142,23 @@ pub fn step(
             s.settle_wait(now, cfg.poll_ms);
             Vec::new()
         }
-        Observation::BlockHeight { query, height } => {
+        Observation::BlockHeight { query, height, slot } => {
             expect(&s, query, QueryKind::BlockHeight)?;
             s.failures = 0;
             match &mut s.phase {
                 TxPhase::InFlight {
                     intent,
                     expired_at_height,
+                    expired_at_slot,
                     ..
                 } if height > intent.last_valid_block_height => {
                     *expired_at_height = Some(height);
+                    *expired_at_slot = Some(slot);
                     let sig = intent.signature.clone();
                     vec![Action::QuerySignatureStatus {
                         query: s.issue(now, QueryKind::Status),
                         signature: sig,
+                        min_context_slot: Some(slot),
                     }]
                 }
                 TxPhase::InFlight { intent, .. } => {
@@ -235,6 +251,7 @@ fn on_status(s: &mut TxState, now: u64, status: Option<SigStatus>, cfg: &Machine
                     intent,
                     broadcast: true,
                     expired_at_height: None,
+                    expired_at_slot: None,
                 };
                 vec![Action::QueryBlockHeight {
                     query: s.issue(now, QueryKind::BlockHeight),

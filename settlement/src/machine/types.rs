@@ -104,6 +104,12 @@ pub enum TxPhase {
         broadcast: bool,
         /// Finalized block height observed past `last_valid_block_height`, if any.
         expired_at_height: Option<u64>,
+        /// The finalized slot that height was read at: a node that answers "unknown" must
+        /// have seen that far, or its answer proves nothing (an RPC pool's lagging node
+        /// may not have replayed the block the transaction landed in). `None` in a state
+        /// persisted before this was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expired_at_slot: Option<u64>,
     },
     /// Seen on chain below the required commitment.
     Landed {
@@ -178,8 +184,12 @@ pub enum Action {
         query: QueryId,
         /// Signature.
         signature: String,
+        /// When set, an "unknown" from a node whose answer's context slot is below it is no
+        /// answer: the driver feeds [`Observation::RpcError`] instead.
+        min_context_slot: Option<u64>,
     },
-    /// getBlockHeight at **finalized** commitment; feed [`Observation::BlockHeight`].
+    /// The **finalized** block height and the slot it was read at; feed
+    /// [`Observation::BlockHeight`].
     QueryBlockHeight {
         /// Query id.
         query: QueryId,
@@ -243,6 +253,8 @@ pub enum Observation {
         query: QueryId,
         /// Height.
         height: u64,
+        /// The finalized slot it was read at.
+        slot: u64,
     },
     /// The query failed (error or timeout).
     RpcError {

@@ -57,6 +57,10 @@ pub struct Chain {
     pub drop_pct: u64,
     /// Percentage of successful sends reported as timeouts.
     pub ack_loss_pct: u64,
+    /// Percentage of status queries answered by a node of the RPC pool `lag` blocks
+    /// behind (it knows nothing that landed since).
+    pub lagging_pct: u64,
+    pub lag: u64,
     pub rng: Rng,
 }
 
@@ -77,6 +81,8 @@ impl Chain {
             weather: Weather::Fine,
             drop_pct: 0,
             ack_loss_pct: 0,
+            lagging_pct: 0,
+            lag: 0,
             rng: Rng(seed),
         }
     }
@@ -158,10 +164,16 @@ impl Chain {
         Ok(())
     }
 
-    pub fn status(&mut self, sig: &str) -> Result<Option<SigStatus>, String> {
+    /// The status, and the slot (here: height) of the node that answered.
+    pub fn status(&mut self, sig: &str) -> Result<(Option<SigStatus>, u64), String> {
         self.rpc()?;
-        Ok(self.landed.get(sig).map(|l| {
-            let age = self.height - l.height;
+        let seen = if self.lagging_pct > 0 && self.rng.chance(self.lagging_pct) {
+            self.height.saturating_sub(self.lag)
+        } else {
+            self.height
+        };
+        let status = self.landed.get(sig).filter(|l| l.height <= seen).map(|l| {
+            let age = seen - l.height;
             let commitment = if age >= FINALITY {
                 Commitment::Finalized
             } else if age >= 1 {
@@ -174,12 +186,15 @@ impl Chain {
                 commitment,
                 error: l.error.clone(),
             }
-        }))
+        });
+        Ok((status, seen))
     }
 
-    pub fn finalized_height(&mut self) -> Result<u64, String> {
+    /// The finalized height and the slot it was read at (one block a slot here).
+    pub fn finalized_height(&mut self) -> Result<(u64, u64), String> {
         self.rpc()?;
-        Ok(self.height.saturating_sub(FINALITY))
+        let h = self.height.saturating_sub(FINALITY);
+        Ok((h, h))
     }
 
     /// Successful transactions (finalized or not).

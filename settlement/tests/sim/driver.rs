@@ -246,13 +246,23 @@ impl Driver {
                     },
                 })
             }
-            Action::QuerySignatureStatus { query, signature } => {
+            Action::QuerySignatureStatus {
+                query,
+                signature,
+                min_context_slot,
+            } => {
                 let res = self.chain.status(signature);
                 if self.crash(Crash::BeforeRecordingStatus) {
                     return None;
                 }
                 Some(match res {
-                    Ok(status) => Observation::SignatureStatus {
+                    // As the chain crate's driver: "unknown" from a node behind the slot
+                    // the expiry was read at is no answer.
+                    Ok((None, seen)) if min_context_slot.is_some_and(|m| seen < m) => Observation::RpcError {
+                        query: *query,
+                        message: format!("node at slot {seen} is behind"),
+                    },
+                    Ok((status, _)) => Observation::SignatureStatus {
                         query: *query,
                         status,
                     },
@@ -263,9 +273,10 @@ impl Driver {
                 })
             }
             Action::QueryBlockHeight { query } => Some(match self.chain.finalized_height() {
-                Ok(height) => Observation::BlockHeight {
+                Ok((height, slot)) => Observation::BlockHeight {
                     query: *query,
                     height,
+                    slot,
                 },
                 Err(message) => Observation::RpcError {
                     query: *query,
