@@ -223,7 +223,7 @@ pub async fn round(ctx: &Context, carried: &Mutex<Carried>, written: &Mutex<Writ
         }
     }
     crate::service::budget::apply(&mut snap, &budgets, &replicas);
-    snap.quotas = crate::quota::plan::caps(&ctx.quotas.state(), &jobs);
+    snap.quotas = crate::quota::plan::caps(&ctx.quotas.state(), &jobs, now);
     report_findings(&findings);
     ctx.metrics.set_excluded(&findings);
     ctx.metrics

@@ -35,10 +35,36 @@ pub fn usage<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>) -> (u32, pl::Mi
     (gpus, spend)
 }
 
+/// GPUs of the jobs that wait for their evictions ([`mapping::evictions`], at `now`), per
+/// namespace: room of the quota they already took by evicting, not yet theirs as live
+/// work. Counted as used, or the victim, queued again as its pods go, would be placed back
+/// into the room freed for its preemptor, and evicted for it again, and again.
+fn reserved<'a>(jobs: &'a [Arc<ComputeJob>], now: i64) -> BTreeMap<&'a str, u32> {
+    let waiting: std::collections::BTreeSet<&str> = mapping::evictions(jobs.iter().map(AsRef::as_ref), now)
+        .into_values()
+        .map(|e| e.by)
+        .collect();
+    let mut out: BTreeMap<&str, u32> = BTreeMap::new();
+    if waiting.is_empty() {
+        return out;
+    }
+    for job in jobs.iter().filter(|j| !mapping::is_live(j)) {
+        if let Some(ns) = job.metadata.namespace.as_deref()
+            && waiting.contains(mapping::job_id(job).as_str())
+        {
+            let gang = job.spec.workers.saturating_mul(job.spec.gpus_per_worker);
+            let r = out.entry(ns).or_default();
+            *r = r.saturating_add(gang);
+        }
+    }
+    out
+}
+
 /// Per namespace with at least one valid quota: the lowest cap of each kind (every
-/// quota applies) and what its live work holds now. A quota the operator finds invalid
-/// (its CEL rule dropped by an old API server) caps nothing; its status says why.
-pub fn caps(quotas: &[Arc<ComputeQuota>], jobs: &[Arc<ComputeJob>]) -> BTreeMap<String, pl::Quota> {
+/// quota applies) and what its live work holds now, and its jobs waiting for their
+/// evictions will ([`reserved`]). A quota the operator finds invalid (its CEL rule dropped
+/// by an old API server) caps nothing; its status says why.
+pub fn caps(quotas: &[Arc<ComputeQuota>], jobs: &[Arc<ComputeJob>], now: i64) -> BTreeMap<String, pl::Quota> {
     let mut out: BTreeMap<String, pl::Quota> = BTreeMap::new();
     for q in quotas.iter().filter(|q| check::quota_spec(&q.spec).is_empty()) {
         let ns = q.namespace().unwrap_or_default();
@@ -68,9 +94,11 @@ pub fn caps(quotas: &[Arc<ComputeQuota>], jobs: &[Arc<ComputeJob>]) -> BTreeMap<
         .into_iter()
         .map(|(ns, jobs)| (ns.to_owned(), usage(jobs)))
         .collect();
+    let reserved = reserved(jobs, now);
     for (ns, (gpus, spend)) in used {
         if let Some(quota) = out.get_mut(&ns) {
-            quota.used_gpus = gpus;
+            let waiting = reserved.get(ns.as_str()).copied().unwrap_or(0);
+            quota.used_gpus = gpus.saturating_add(waiting);
             quota.used_spend_per_hour = spend;
         }
     }

@@ -1,6 +1,8 @@
 use super::*;
 use gpufed_api::job_status::{JobPhase, Placement};
 
+const T: i64 = 1_800_000_000;
+
 fn job(name: &str, ns: &str, placed: Option<(u32, &str)>, phase: Option<JobPhase>) -> Arc<ComputeJob> {
     let mut j: ComputeJob = serde_json::from_value(serde_json::json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
@@ -74,7 +76,7 @@ fn every_quota_of_a_namespace_applies_the_lowest_cap_of_each_kind() {
         job("a", "team", Some((4, "2.5")), Some(JobPhase::Running)),
         job("b", "lab", Some((1, "1")), Some(JobPhase::Running)),
     ];
-    let caps = caps(&quotas, &jobs);
+    let caps = caps(&quotas, &jobs, T);
     assert_eq!(
         caps.get("team"),
         Some(&pl::Quota {
@@ -92,7 +94,7 @@ fn every_quota_of_a_namespace_applies_the_lowest_cap_of_each_kind() {
 #[test]
 fn a_quota_that_caps_nothing_is_not_enforced_and_says_why() {
     let q = quota("empty", "team", None, None);
-    assert!(caps(std::slice::from_ref(&q), &[]).is_empty());
+    assert!(caps(std::slice::from_ref(&q), &[], T).is_empty());
     let st = status(&q, &[], "2026-12-04T12:00:00Z");
     let ready = conditions::find(&st.conditions, types::READY).expect("Ready");
     assert_eq!((ready.status, ready.reason.as_str()), (False, "InvalidSpec"));
@@ -162,4 +164,45 @@ fn status_shows_usage_waiting_jobs_and_the_caps() {
         "2026-12-04T12:05:00Z",
     );
     assert_eq!(again, st);
+}
+
+#[test]
+fn the_room_a_preemptor_evicted_for_stays_used_while_it_waits() {
+    // Quota 4: `small` runs (1 GPU); `urgent` (2 GPUs) evicted `big` for room in the cap
+    // and waits for its pods to go; `big` queues again meanwhile. Counting only live work
+    // (1 GPU), the round would place `big` back (3 GPUs) into that room, and `urgent`
+    // would evict it again next round — and again.
+    let mut big = (*job("big", "team", None, Some(JobPhase::Recovering))).clone();
+    big.status
+        .get_or_insert_with(Default::default)
+        .attempts
+        .push(gpufed_api::job_status::AttemptRecord {
+            attempt: 1,
+            provider: "p".into(),
+            outcome: gpufed_api::job_status::AttemptOutcome::Preempted,
+            message: "evicted".into(),
+            reason: None,
+            gpu_seconds: 60,
+            gpus: Some(3),
+            gpu_uuids: Vec::new(),
+            running_time: None,
+            price_per_gpu_hour: "1".into(),
+            end_time: crate::time::format(T - 10),
+            removed: false,
+            preempted_by: Some("team/urgent".into()),
+        });
+    let jobs = [
+        job("small", "team", Some((1, "1")), Some(JobPhase::Running)),
+        Arc::new(big),
+        job("urgent", "team", None, Some(JobPhase::Queued)),
+    ];
+    let quotas = [quota("q", "team", Some(4), None)];
+    assert_eq!(
+        caps(&quotas, &jobs, T)["team"].used_gpus,
+        3,
+        "1 running + 2 the preemptor took"
+    );
+    // Its victims gone (past the grace period here): the preemptor no longer waits.
+    let later = T + crate::mapping::EVICTION_GRACE_SECS + 1;
+    assert_eq!(caps(&quotas, &jobs, later)["team"].used_gpus, 1);
 }
