@@ -39,7 +39,7 @@ pub fn usage<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>) -> (u32, pl::Mi
 /// namespace: room of the quota they already took by evicting, not yet theirs as live
 /// work. Counted as used, or the victim, queued again as its pods go, would be placed back
 /// into the room freed for its preemptor, and evicted for it again, and again.
-fn reserved<'a>(jobs: &'a [Arc<ComputeJob>], now: i64) -> BTreeMap<&'a str, u32> {
+fn reserved(jobs: &[Arc<ComputeJob>], now: i64) -> BTreeMap<&str, u32> {
     let waiting: std::collections::BTreeSet<&str> = mapping::evictions(jobs.iter().map(AsRef::as_ref), now)
         .into_values()
         .map(|e| e.by)
