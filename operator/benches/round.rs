@@ -185,7 +185,7 @@ fn main() {
         let drained = placement::drain::round_victims(&jobs, &providers, &replicas, &budgets, |_| None, 0);
         assert!(drained.evict.is_empty());
         service::budget::apply(&mut snap, &budgets, &replicas);
-        snap.quotas = quota::plan::caps(&[], &jobs);
+        snap.quotas = quota::plan::caps(&[], &jobs, 1_800_000_000);
         time(&mut times, "3 avoidance, tenants, budgets, drains, quotas", t);
         let t = Instant::now();
         let (decisions, _) = mapping::sanitize::place_leaving_out(&mut snap, &pl::Config::default());
