@@ -203,6 +203,17 @@ fn read_report(text: &str) -> Result<ReadReport, Failure> {
     // Freshness comes from the challenge nonce inside the answer, not the report's own.
     let v =
         gpufed_trust::report::verify(&signed, &signed.report.nonce, None).map_err(|e| bad(e.to_string()))?;
+    // One GPU listed many times would pass many times on one answer (counted verified as
+    // often, the stake it needs not), and have the hub re-check the same rows for each.
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(g) = v
+        .report
+        .gpus
+        .iter()
+        .find(|g| !seen.insert(g.uuid.trim().to_ascii_uppercase()))
+    {
+        return Err(bad(format!("GPU {} is listed more than once", g.uuid)));
+    }
     let claims = v
         .report
         .gpus

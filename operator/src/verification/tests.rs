@@ -172,6 +172,18 @@ fn missing_and_forged_reports_are_problems_not_panics() {
     assert_eq!(v.verdict("p", 0).1[0].1.reason(), "BadReport");
     v.step("p", &view(Some("{not json".into()), &BTreeMap::new()), 0);
     assert_eq!(v.verdict("p", 0).1[0].1.reason(), "BadReport");
+    // One GPU listed twice (in any case): it would pass twice on one answer.
+    v.step(
+        "p",
+        &view(Some(report(&["GPU-1", "gpu-1"], None, true)), &BTreeMap::new()),
+        0,
+    );
+    let (_, problems) = v.verdict("p", 0);
+    assert_eq!(problems[0].1.reason(), "BadReport");
+    assert!(
+        format!("{:?}", problems[0].1).contains("more than once"),
+        "{problems:?}"
+    );
 }
 
 #[test]
