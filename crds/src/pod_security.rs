@@ -55,7 +55,30 @@ fn security_context(ctx: Option<&Value>, path: &str, errors: &mut Vec<FieldError
     }
 }
 
+/// Environment variables no container may set itself: the NVIDIA container toolkit reads
+/// `NVIDIA_VISIBLE_DEVICES` from an unprivileged container's environment too (its default),
+/// and a container's own value overrides the one the device plugin allocated — `all` would
+/// give it every GPU of the node, other tenants' included.
+pub const RESERVED_ENV: &[&str] = &["NVIDIA_VISIBLE_DEVICES"];
+
 fn container(c: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    for (i, e) in c
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(name) = e.get("name").and_then(Value::as_str)
+            && RESERVED_ENV.contains(&name)
+        {
+            err(
+                errors,
+                format!("{path}.env[{i}].name"),
+                "NVIDIA_VISIBLE_DEVICES is set by the device plugin for the GPUs allocated, never by the pod",
+            );
+        }
+    }
     let ctx = c.get("securityContext");
     let sc = format!("{path}.securityContext");
     if is_true(ctx.and_then(|s| s.get("privileged"))) {
@@ -183,6 +206,23 @@ mod tests {
 
     fn paths(v: Value) -> Vec<String> {
         check(&spec(v)).into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn no_container_chooses_its_own_gpus() {
+        let v = serde_json::json!({
+            "containers": [{"name": "main", "image": "i"},
+                           {"name": "side", "image": "i", "env": [{"name": "A", "value": "1"},
+                                                                 {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}],
+            "initContainers": [{"name": "init", "image": "i", "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "0"}]}]
+        });
+        assert_eq!(
+            paths(v),
+            vec![
+                "spec.template.spec.containers[1].env[1].name".to_owned(),
+                "spec.template.spec.initContainers[0].env[0].name".to_owned()
+            ]
+        );
     }
 
     #[test]

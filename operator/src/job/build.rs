@@ -267,6 +267,17 @@ fn worker_pod(
                 .insert(resource.into(), gpus.clone());
         }
     }
+    // Init containers get the same hardening: the restricted profile covers them too (a
+    // member enforcing it would refuse the pod), and on one that does not they would run
+    // with privilege escalation and the default capabilities.
+    for c in spec.init_containers.iter_mut().flatten() {
+        let sc = c.security_context.get_or_insert_with(SecurityContext::default);
+        sc.allow_privilege_escalation.get_or_insert(false);
+        sc.capabilities.get_or_insert(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        });
+    }
     let psc = spec
         .security_context
         .get_or_insert_with(PodSecurityContext::default);

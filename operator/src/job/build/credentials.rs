@@ -104,6 +104,16 @@ pub fn member_secret(
 ) -> Secret {
     let mut labels = labels.clone();
     labels.insert(names::LABEL_ATTEMPT.into(), attempt.to_string());
+    // Its keys become every container's environment (`envFrom`): none may choose the GPUs
+    // the container sees ([`gpufed_api::pod_security::RESERVED_ENV`]).
+    let mut data = data;
+    data.retain(|k, _| {
+        let reserved = gpufed_api::pod_security::RESERVED_ENV.contains(&k.as_str());
+        if reserved {
+            tracing::warn!(namespace = %ns, key = %k, "checkpoint credentials key left out of the copy: it would choose the container's GPUs");
+        }
+        !reserved
+    });
     Secret {
         metadata: ObjectMeta {
             name: Some(MEMBER_SECRET.into()),
@@ -210,8 +220,12 @@ mod tests {
         let data = BTreeMap::from([("AWS_ACCESS_KEY_ID".to_owned(), ByteString(b"k".to_vec()))]);
         let s = member_secret("gpufed-t", &labels, 3, data.clone());
         assert_eq!(attempt_of(&s), Some(3));
-        assert_eq!(s.data, Some(data));
+        assert_eq!(s.data.as_ref(), Some(&data));
         assert_eq!(s.metadata.namespace.as_deref(), Some("gpufed-t"));
         assert_eq!(s.metadata.labels.unwrap()["a"], "b");
+        let mut chooses = data.clone();
+        chooses.insert("NVIDIA_VISIBLE_DEVICES".to_owned(), ByteString(b"all".to_vec()));
+        let s = member_secret("gpufed-t", &labels, 3, chooses);
+        assert_eq!(s.data, Some(data), "no key chooses the containers' GPUs");
     }
 }

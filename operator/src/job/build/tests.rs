@@ -350,3 +350,25 @@ fn placement_counts_the_cpu_memory_and_devices_of_the_worker_pod_as_built() {
     );
     assert_eq!(want.extended, [("rdma/ib".to_owned(), 2)].into());
 }
+
+#[test]
+fn init_containers_are_hardened_as_the_workers_are() {
+    let j = job(serde_json::json!({
+        "spec": {"initContainers": [{"name": "fetch", "image": "x"}],
+                 "containers": [{"name": "main", "image": "trainer"}]}
+    }));
+    let objs = build(&j, &placement(), "gpufed.io/gpu").expect("builds");
+    let init = &objs.pods[0]
+        .spec
+        .as_ref()
+        .expect("spec")
+        .init_containers
+        .as_ref()
+        .expect("init")[0];
+    let sc = init.security_context.as_ref().expect("init sc");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_owned()])
+    );
+}
