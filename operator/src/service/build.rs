@@ -176,7 +176,10 @@ pub fn hub_endpoints(
             .rsplit_once(':')
             .and_then(|(host, port)| Some((host.parse::<IpAddr>().ok()?, port.parse::<i32>().ok()?)));
         match parsed {
-            Some((ip, port)) if routable(ip, allowed) => {
+            // A port the API server would refuse (a provider's reported node port is not
+            // checked) would fail the whole Endpoints write, freezing every replica's
+            // address, dead ones included.
+            Some((ip, port)) if (1..=65535).contains(&port) && routable(ip, allowed) => {
                 by_port.entry(port).or_default().push(ip.to_string())
             }
             _ => refused.push(a.clone()),

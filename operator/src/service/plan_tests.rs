@@ -319,6 +319,22 @@ fn hub_endpoints_route_only_routable_provider_addresses() {
         .sum();
     assert_eq!(n, 1);
     assert_eq!(refused, ["10.0.0.2:30001", "10.0.0.3:30002"]);
+    // A port no Endpoints may hold (a provider's node port is its word): refused, so the
+    // write of the others goes through.
+    let bad_ports = [
+        "10.0.0.7:0".to_owned(),
+        "10.0.0.8:70000".to_owned(),
+        "10.0.0.9:30003".to_owned(),
+    ];
+    let (eps, refused) = build::hub_endpoints(&svc, &bad_ports, &[]);
+    assert_eq!(refused, ["10.0.0.7:0", "10.0.0.8:70000"]);
+    let ports: Vec<i32> = eps
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.ports.iter().flatten().map(|p| p.port))
+        .collect();
+    assert_eq!(ports, [30003]);
 }
 
 #[test]
