@@ -54,6 +54,21 @@ fn replicas(ctx: &Context, svc: &ComputeService) -> Vec<ComputeJob> {
         .collect()
 }
 
+/// Names of the jobs of `svc`'s namespace that look like its replicas but are not ours.
+fn taken_names(ctx: &Context, svc: &ComputeService) -> std::collections::BTreeSet<String> {
+    let ns = svc.metadata.namespace.as_deref();
+    let name = svc.name_any();
+    let uid = svc.uid();
+    ctx.jobs
+        .state()
+        .into_iter()
+        .filter(|j| j.metadata.namespace.as_deref() == ns)
+        .filter(|j| build::replica_index(&name, &j.name_any()).is_some())
+        .filter(|j| !j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .map(|j| j.name_any())
+        .collect()
+}
+
 /// Each provider's region, when the service spreads by region (which replicas retire
 /// first depends on it).
 fn regions(ctx: &Context, svc: &ComputeService) -> retire::Regions {
@@ -237,6 +252,10 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
         paused.as_ref(),
         crate::time::now(),
     );
+    let taken = taken_names(ctx, &svc);
+    for (wanted, given) in plan::avoid_taken_names(&svc.name_any(), &mut plan.create, &replicas, &taken) {
+        tracing::warn!(service = %svc.name_any(), %wanted, %given, "replica name taken by a job this service does not own");
+    }
     apply_plan(ctx, &svc, &plan).await?;
     if let Some(hash) = &plan.revision {
         let number = revisions::keep(ctx, &svc, &existing, hash, &replicas).await?;

@@ -82,6 +82,33 @@ fn available_in(j: &ComputeJob, min: u32, now: i64) -> Option<i64> {
     Some((since + i64::from(min) - now).max(0))
 }
 
+/// Renames the replicas to create whose name another job of the namespace already has
+/// (`taken`: names of jobs this service does not own — a user's `llm-0`, or a replica
+/// whose owner reference was lost in a restore) to the next index free of both; returns
+/// `(wanted, given)` for each renamed. Without it the create answered 409 every round and
+/// the service never reached its replica count.
+pub fn avoid_taken_names(
+    svc: &str,
+    create: &mut [ComputeJob],
+    replicas: &[ComputeJob],
+    taken: &std::collections::BTreeSet<String>,
+) -> Vec<(String, String)> {
+    let mut used: std::collections::BTreeSet<u32> = replicas.iter().map(|j| index(svc, j)).collect();
+    used.extend(taken.iter().filter_map(|n| build::replica_index(svc, n)));
+    used.extend(create.iter().map(|j| index(svc, j)));
+    let mut renamed = Vec::new();
+    for job in create.iter_mut().filter(|j| taken.contains(&j.name_any())) {
+        let Some(i) = (0..u32::MAX).find(|i| !used.contains(i)) else {
+            break;
+        };
+        used.insert(i);
+        let given = build::replica_name(svc, i);
+        renamed.push((job.name_any(), given.clone()));
+        job.metadata.name = Some(given);
+    }
+    renamed
+}
+
 fn index(svc: &str, j: &ComputeJob) -> u32 {
     build::replica_index(svc, &j.name_any()).unwrap_or(u32::MAX)
 }

@@ -419,3 +419,31 @@ fn a_rollout_keeps_the_old_replicas_that_keep_the_service_spread() {
     assert_eq!(p.retire, ["llm-2", "llm-0"]);
     assert_eq!(names(&p.create), ["llm-4"], "3 live: llm-1, llm-3 and a new one");
 }
+
+#[test]
+fn a_replica_name_another_job_has_is_skipped_for_the_next_free_one() {
+    let svc = service(3);
+    // `llm-1` runs as ours; `llm-0` and `llm-2` are jobs of the namespace we do not own.
+    let ours = [replica(&svc, 1, Some("a"), true)];
+    let mut p = plan(&svc, &ours, &NO_REGIONS, false, T0);
+    assert_eq!(names(&p.create), ["llm-0", "llm-2"]);
+    let taken = std::collections::BTreeSet::from(["llm-0".to_owned(), "llm-2".to_owned()]);
+    let renamed = avoid_taken_names("llm", &mut p.create, &ours, &taken);
+    assert_eq!(names(&p.create), ["llm-3", "llm-4"]);
+    assert_eq!(
+        renamed,
+        [
+            ("llm-0".to_owned(), "llm-3".to_owned()),
+            ("llm-2".to_owned(), "llm-4".to_owned())
+        ]
+    );
+    // Next round, with them ours: nothing more to create, nothing renamed.
+    let now_ours = [
+        replica(&svc, 1, Some("a"), true),
+        replica(&svc, 3, Some("b"), true),
+        replica(&svc, 4, Some("c"), true),
+    ];
+    let mut p = plan(&svc, &now_ours, &NO_REGIONS, false, T0);
+    assert!(p.create.is_empty(), "{:?}", names(&p.create));
+    assert!(avoid_taken_names("llm", &mut p.create, &now_ours, &taken).is_empty());
+}
