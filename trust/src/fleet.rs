@@ -96,6 +96,10 @@ pub struct NodeVerdicts {
     pub node: String,
     /// One verdict per GPU the node claims.
     pub verdicts: Vec<GpuVerdict>,
+    /// GPUs the node sells (its kubelet's count): a node selling more GPUs than its report
+    /// verified is no verified node, however many of those passed — one real card would
+    /// otherwise stand for all of them.
+    pub sold: u32,
     /// UUIDs of GPUs that passed only between rounds while the hub holds such passes on
     /// probation (docs/trust.md, "Probation"): they count neither as verified nor as
     /// failed, and their node serves no verified-only job yet.
@@ -171,7 +175,8 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
                 pv.failures.push((n.node.clone(), v));
             }
         }
-        if all_passed {
+        let covered = u32::try_from(n.verdicts.len()).unwrap_or(u32::MAX) >= n.sold;
+        if all_passed && covered {
             pv.verified_nodes.insert(n.node.clone());
         }
     }
@@ -232,8 +237,24 @@ mod serial_tests {
             provider: provider.into(),
             node: node.into(),
             verdicts: gpus.iter().map(|(u, s)| verdict(u, *s)).collect(),
+            sold: u32::try_from(gpus.len()).unwrap_or(u32::MAX),
             probation: BTreeSet::new(),
         }
+    }
+
+    #[test]
+    fn a_node_selling_more_gpus_than_its_report_verified_is_no_verified_node() {
+        // Its kubelet sells 8; its report lists the one real card, which passes.
+        let mut one_of_eight = node("p", "n1", &[("GPU-1", None)]);
+        one_of_eight.sold = 8;
+        let v = judge(&[one_of_eight, node("p", "n2", &[("GPU-2", None), ("GPU-3", None)])]);
+        let p = &v["p"];
+        assert_eq!(p.verified, 3, "the GPUs that passed still count");
+        assert_eq!(
+            p.verified_nodes,
+            BTreeSet::from(["n2".to_owned()]),
+            "n1 would sell 8 verified GPUs for one"
+        );
     }
 
     #[test]

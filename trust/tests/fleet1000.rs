@@ -202,6 +202,7 @@ fn a_thousand_providers() {
             nodes_out.push(NodeVerdicts {
                 provider: provider.clone(),
                 node,
+                sold: u32::try_from(verdicts.len()).unwrap_or(u32::MAX),
                 verdicts,
                 probation: Default::default(),
             });

@@ -141,6 +141,8 @@ struct NodeState {
     /// A `verifiedOnly` job waits for a fresher verdict ([`fresh`]): challenge it at the
     /// next heartbeat.
     wanted: bool,
+    /// GPUs the node sells: its kubelet's allocatable count, as last seen.
+    sold: u32,
 }
 
 impl NodeState {
@@ -261,6 +263,7 @@ impl Verifier {
                 provider: p.clone(),
                 node: n.clone(),
                 verdicts: st.verdicts.clone(),
+                sold: st.sold,
                 probation: if self.cfg.probation {
                     st.verdicts
                         .iter()

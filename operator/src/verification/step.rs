@@ -100,6 +100,7 @@ impl Verifier {
         for gpu_node in &view.nodes {
             let node = gpu_node.name.clone();
             let st = nodes.entry((provider.to_owned(), node.clone())).or_default();
+            st.sold = gpu_node.allocatable;
             let (claims, simulated, answer, key) = match view.reports.get(&node).map(|t| read_report(t)) {
                 None => {
                     st.problem = Some(Failure::NotAnswered {

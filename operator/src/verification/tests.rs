@@ -508,3 +508,18 @@ fn a_challenge_open_when_the_node_stops_reporting_times_out_instead_of_staying_o
         );
     }
 }
+
+#[test]
+fn a_node_whose_kubelet_sells_more_gpus_than_its_report_verified_is_not_a_verified_node() {
+    // `view` sells 2 GPUs on n1; the report lists one real card, which passes.
+    let v = Verifier::new(cfg());
+    let t = challenge_until_judged(&v, &["GPU-1"], 0);
+    let (pv, _) = v.verdict("p", t);
+    assert_eq!(pv.verified, 1);
+    assert!(pv.verified_nodes.is_empty(), "{pv:?}");
+    // Both of its GPUs in the report and passed: a verified node.
+    let v = Verifier::new(cfg());
+    let t = challenge_until_judged(&v, &["GPU-1", "GPU-2"], 0);
+    let (pv, _) = v.verdict("p", t);
+    assert!(pv.verified_nodes.contains("n1"), "{pv:?}");
+}
