@@ -84,6 +84,10 @@ pub struct Session {
     pub issued_at_ms: u64,
     /// The commitment, once seen.
     pub committed: Option<Committed>,
+    /// The GPUs the challenge was issued for: each is judged, whatever the node lists
+    /// later (one it drops after committing, or after seeing the open seed, would escape
+    /// its verdict — and a signed impossible time its evidence).
+    pub claims: Vec<GpuClaim>,
 }
 
 /// What to do next.
@@ -127,6 +131,7 @@ pub fn start(
         },
         issued_at_ms: now_ms,
         committed: None,
+        claims: claims.to_vec(),
     })
 }
 
@@ -141,12 +146,26 @@ impl Session {
         timeout_ms: u64,
     ) -> Step {
         let NodeView {
-            claims,
+            claims: listed,
             simulated,
             answer,
         } = node;
+        // The GPUs challenged, then any the node lists besides.
+        let mut all = self.claims.clone();
+        all.extend(
+            listed
+                .iter()
+                .filter(|c| !self.claims.iter().any(|k| k.uuid == c.uuid))
+                .cloned(),
+        );
+        let claims = all.as_slice();
         let answer = answer.filter(|a| a.nonce == self.request.nonce);
         if let Some(a) = answer {
+            // After a commitment in the asked arithmetic, an answer in another is no way
+            // out of that commitment: it is ignored (the timeout judges the commitment).
+            if a.arith != self.request.params.arith && !a.commits.is_empty() && self.committed.is_some() {
+                return self.wait_or_time_out(claims, simulated, now_ms, timeout_ms, bands);
+            }
             if a.arith != self.request.params.arith && !a.commits.is_empty() {
                 // Not evidence: an honest node whose plugin predates this arithmetic
                 // computes the other workload, and its digests would all be "wrong".
@@ -179,6 +198,18 @@ impl Session {
                 _ => {}
             }
         }
+        self.wait_or_time_out(claims, simulated, now_ms, timeout_ms, bands)
+    }
+
+    /// `Wait`, or past the timeout the verdicts of a node that did not finish.
+    fn wait_or_time_out(
+        &self,
+        claims: &[GpuClaim],
+        simulated: bool,
+        now_ms: u64,
+        timeout_ms: u64,
+        bands: &Bands,
+    ) -> Step {
         if now_ms.saturating_sub(self.issued_at_ms) > timeout_ms {
             let detail = if self.committed.is_none() {
                 "no commitment before the timeout"

@@ -226,3 +226,48 @@ fn an_f64_challenge_verifies_and_a_node_computing_u32_instead_is_not_answering()
         assert_eq!(g.failure.as_ref().and_then(Failure::evidence_kind), None);
     }
 }
+
+#[test]
+fn a_node_cannot_escape_its_commitment_by_dropping_gpus_or_switching_arithmetic() {
+    let cl = claims(&["GPU-1", "GPU-2"]);
+    let none: Vec<GpuClaim> = Vec::new();
+    // Drops every GPU from its report after committing GPU-1 at 1 µs.
+    let mut s = start("n-1".into(), &cl, &bands(), 1_000).unwrap();
+    let mut commit = honest(&s.request);
+    commit.commits[0].kernel_micros = 1;
+    let with = |claims, a| NodeView {
+        claims,
+        simulated: false,
+        answer: a,
+    };
+    let Step::Open(_) = s.advance(with(&cl, Some(&commit)), &bands(), "seed", 2_000, 60_000) else {
+        panic!("expected the hub to open");
+    };
+    let Step::Done(v) = s.advance(with(&none, None), &bands(), "seed", 62_000, 60_000) else {
+        panic!("expected a timeout");
+    };
+    let reasons: Vec<_> = v
+        .iter()
+        .map(|g| (g.uuid.as_str(), g.failure.as_ref().map(Failure::reason)))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("GPU-1", Some("ImpossiblyFast")), ("GPU-2", Some("NotAnswered"))],
+        "judged for the GPUs challenged, not those listed now"
+    );
+    // Answers in the other arithmetic after committing: ignored, the timeout judges.
+    let mut s = start("n-1".into(), &cl, &bands(), 1_000).unwrap();
+    let Step::Open(_) = s.advance(with(&cl, Some(&commit)), &bands(), "seed", 2_000, 60_000) else {
+        panic!("expected the hub to open");
+    };
+    let mut other = commit.clone();
+    other.arith = crate::workload::Arith::F64;
+    assert_eq!(
+        s.advance(with(&cl, Some(&other)), &bands(), "seed", 3_000, 60_000),
+        Step::Wait
+    );
+    let Step::Done(v) = s.advance(with(&cl, Some(&other)), &bands(), "seed", 62_000, 60_000) else {
+        panic!("expected a timeout");
+    };
+    assert_eq!(v[0].failure.as_ref().map(Failure::reason), Some("ImpossiblyFast"));
+}

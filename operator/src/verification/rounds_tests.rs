@@ -122,6 +122,32 @@ fn a_node_that_withholds_its_report_at_the_round_answers_on_the_rounds_clock() {
 }
 
 #[test]
+fn a_node_that_lists_no_gpu_at_the_round_answers_on_the_rounds_clock_too() {
+    let v = Verifier::new(cfg());
+    let uuids = ["GPU-1"];
+    steps(&v, "p", &uuids, 3, (Requests::new(), 1_000), 4);
+    assert_eq!(v.verdict("p", 10_000).0.verified, 1);
+    // At the round its signed report lists nothing: as good as no report.
+    let empty = view(Some(report_signed(&[], None, true, 3)), &Requests::new());
+    assert_eq!(v.step("p", &empty, ROUND), None);
+    let (_, problems) = v.verdict("p", ROUND);
+    assert!(format!("{problems:?}").contains("lists no GPU"), "{problems:?}");
+    // A minute later the GPU is back and answers at once: late for the round.
+    let (member, t) = steps(&v, "p", &uuids, 3, (Requests::new(), ROUND + 60_000), 4);
+    assert!(member.is_empty(), "judged: {member:?}");
+    let (verdict, _) = v.verdict("p", t);
+    assert_eq!((verdict.verified, verdict.failed), (0, 1), "{verdict:?}");
+    assert_eq!(
+        verdict.failures[0]
+            .1
+            .failure
+            .as_ref()
+            .map(gpufed_trust::Failure::reason),
+        Some("RoundTripTooSlow")
+    );
+}
+
+#[test]
 fn a_challenge_opened_between_rounds_gives_way_to_the_round() {
     let metrics = crate::metrics::Metrics::new();
     let v = Verifier::new(cfg()).with_metrics(metrics.clone());

@@ -116,6 +116,17 @@ impl Verifier {
                     self.expire_unread(provider, &node, st, now_ms);
                     continue;
                 }
+                // A GPU node that lists no GPU is withholding them: as a missing report,
+                // not an empty verdict that "passed" (its GPUs, shown again later, would be
+                // challenged at once as new, off the round's clock — the time-sharing gap).
+                Some(Ok(r)) if r.0.is_empty() => {
+                    st.problem = Some(Failure::NotAnswered {
+                        detail: "the node's signed report lists no GPU".into(),
+                    });
+                    st.note_missed(&rounds, now_ms);
+                    self.expire_unread(provider, &node, st, now_ms);
+                    continue;
+                }
                 Some(Ok(r)) => r,
             };
             if let Err(detail) = pins::check(pins, provider, &node, &key) {
