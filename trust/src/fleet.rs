@@ -100,6 +100,10 @@ pub struct NodeVerdicts {
     /// verified is no verified node, however many of those passed — one real card would
     /// otherwise stand for all of them.
     pub sold: u32,
+    /// The model the node sells (its label; empty: not known): a node whose verified GPUs
+    /// are of another model is no verified node — an RTX 4090 passing in its own band
+    /// would otherwise vouch for "H100"s.
+    pub sold_model: String,
     /// UUIDs of GPUs that passed only between rounds while the hub holds such passes on
     /// probation (docs/trust.md, "Probation"): they count neither as verified nor as
     /// failed, and their node serves no verified-only job yet.
@@ -176,7 +180,12 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
             }
         }
         let covered = u32::try_from(n.verdicts.len()).unwrap_or(u32::MAX) >= n.sold;
-        if all_passed && covered {
+        let sold_model = crate::bands::model_key(&n.sold_model);
+        let as_sold = sold_model.is_empty()
+            || n.verdicts
+                .iter()
+                .all(|v| crate::bands::model_key(&v.model) == sold_model);
+        if all_passed && covered && as_sold {
             pv.verified_nodes.insert(n.node.clone());
         }
     }
@@ -238,6 +247,7 @@ mod serial_tests {
             node: node.into(),
             verdicts: gpus.iter().map(|(u, s)| verdict(u, *s)).collect(),
             sold: u32::try_from(gpus.len()).unwrap_or(u32::MAX),
+            sold_model: "NVIDIA-H100-80GB-HBM3".into(),
             probation: BTreeSet::new(),
         }
     }
@@ -254,6 +264,15 @@ mod serial_tests {
             p.verified_nodes,
             BTreeSet::from(["n2".to_owned()]),
             "n1 would sell 8 verified GPUs for one"
+        );
+        // Sold as another model than the one that passed.
+        let mut relabelled = node("q", "n3", &[("GPU-4", None)]);
+        relabelled.sold_model = "NVIDIA-B200".into();
+        let v = judge(&[relabelled]);
+        assert_eq!(v["q"].verified, 1);
+        assert!(
+            v["q"].verified_nodes.is_empty(),
+            "an H100 does not vouch for a B200"
         );
     }
 

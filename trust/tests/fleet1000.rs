@@ -203,6 +203,7 @@ fn a_thousand_providers() {
                 provider: provider.clone(),
                 node,
                 sold: u32::try_from(verdicts.len()).unwrap_or(u32::MAX),
+                sold_model: String::new(),
                 verdicts,
                 probation: Default::default(),
             });

@@ -143,6 +143,8 @@ struct NodeState {
     wanted: bool,
     /// GPUs the node sells: its kubelet's allocatable count, as last seen.
     sold: u32,
+    /// The model it sells them as (its label), as last seen.
+    sold_model: String,
 }
 
 impl NodeState {
@@ -264,6 +266,7 @@ impl Verifier {
                 node: n.clone(),
                 verdicts: st.verdicts.clone(),
                 sold: st.sold,
+                sold_model: st.sold_model.clone(),
                 probation: if self.cfg.probation {
                     st.verdicts
                         .iter()

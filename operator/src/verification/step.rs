@@ -101,6 +101,7 @@ impl Verifier {
             let node = gpu_node.name.clone();
             let st = nodes.entry((provider.to_owned(), node.clone())).or_default();
             st.sold = gpu_node.allocatable;
+            st.sold_model.clone_from(&gpu_node.model);
             let (claims, simulated, answer, key) = match view.reports.get(&node).map(|t| read_report(t)) {
                 None => {
                     st.problem = Some(Failure::NotAnswered {
