@@ -81,6 +81,9 @@ pub fn caps(quotas: &[Arc<ComputeQuota>], jobs: &[Arc<ComputeJob>], now: i64) ->
             entry.spend_per_hour = Some(entry.spend_per_hour.map_or(s, |e| e.min(s)));
         }
     }
+    if out.is_empty() {
+        return out;
+    }
     // One pass over the jobs (a round runs every second or two), none without quotas.
     let mut mine: BTreeMap<&str, Vec<&ComputeJob>> = BTreeMap::new();
     for job in jobs {

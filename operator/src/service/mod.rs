@@ -38,35 +38,39 @@ use crate::job::events;
 pub const ROUTED: &str = "Routed";
 
 fn replicas(ctx: &Context, svc: &ComputeService) -> Vec<ComputeJob> {
+    replicas_and_taken(ctx, svc).0
+}
+
+/// The service's replicas, and the names of the jobs of its namespace that look like its
+/// replicas but are not ours ([`plan::avoid_taken_names`]).
+fn replicas_and_taken(
+    ctx: &Context,
+    svc: &ComputeService,
+) -> (Vec<ComputeJob>, std::collections::BTreeSet<String>) {
     let ns = svc.metadata.namespace.as_deref();
     let name = svc.name_any();
     let uid = svc.uid();
     // Fresh from the cache, not `job::views` (up to a second old): what exists decides
     // what is created and retired. Run per service over every job: nothing allocated per
-    // job, the label first.
-    ctx.jobs
-        .state()
-        .into_iter()
-        .filter(|j| j.labels().get(LABEL_SERVICE) == Some(&name) && j.metadata.namespace.as_deref() == ns)
+    // job but what is kept.
+    let (mut ours, mut taken) = (Vec::new(), std::collections::BTreeSet::new());
+    for j in ctx.jobs.state() {
+        if j.metadata.namespace.as_deref() != ns {
+            continue;
+        }
         // Only ours: a job that merely carries the label is not a replica.
-        .filter(|j| j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
-        .map(|j| (*j).clone())
-        .collect()
-}
-
-/// Names of the jobs of `svc`'s namespace that look like its replicas but are not ours.
-fn taken_names(ctx: &Context, svc: &ComputeService) -> std::collections::BTreeSet<String> {
-    let ns = svc.metadata.namespace.as_deref();
-    let name = svc.name_any();
-    let uid = svc.uid();
-    ctx.jobs
-        .state()
-        .into_iter()
-        .filter(|j| j.metadata.namespace.as_deref() == ns)
-        .filter(|j| build::replica_index(&name, &j.name_any()).is_some())
-        .filter(|j| !j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
-        .map(|j| j.name_any())
-        .collect()
+        let owned = j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref());
+        if owned {
+            if j.labels().get(LABEL_SERVICE) == Some(&name) {
+                ours.push((*j).clone());
+            }
+        } else if let Some(n) = j.metadata.name.as_deref()
+            && build::replica_index(&name, n).is_some()
+        {
+            taken.insert(n.to_owned());
+        }
+    }
+    (ours, taken)
 }
 
 /// Each provider's region, when the service spreads by region (which replicas retire
@@ -243,7 +247,7 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
         .paused
         .then(|| history::in_effect(&svc, &existing))
         .flatten();
-    let replicas = replicas(ctx, &svc);
+    let (replicas, taken) = replicas_and_taken(ctx, &svc);
     let mut plan = plan::plan_held(
         &svc,
         &replicas,
@@ -252,7 +256,6 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
         paused.as_ref(),
         crate::time::now(),
     );
-    let taken = taken_names(ctx, &svc);
     for (wanted, given) in plan::avoid_taken_names(&svc.name_any(), &mut plan.create, &replicas, &taken) {
         tracing::warn!(service = %svc.name_any(), %wanted, %given, "replica name taken by a job this service does not own");
     }
