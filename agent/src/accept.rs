@@ -162,7 +162,9 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
         }
         let worker: gpufed_api::job::WorkerPodSpec =
             serde_json::from_value(p["spec"].clone()).map_err(|e| format!("{what}.spec: {e}"))?;
-        if let Some(e) = gpufed_api::pod_security::check(&worker).first() {
+        let mut violations = gpufed_api::pod_security::check(&worker);
+        violations.extend(gpufed_api::pod_security::reserved_env(&worker));
+        if let Some(e) = violations.first() {
             return Err(format!(
                 "{what}: violates the restricted pod-security profile: {e}"
             ));

@@ -112,6 +112,18 @@ fn only_a_namespace_of_gpufed_s_own_is_taken_for_a_tenant() {
 }
 
 #[test]
+fn a_pod_choosing_its_own_gpus_is_refused() {
+    let (mut body, _) = assignment_body();
+    body["spec"]["pods"][0]["spec"]["containers"][0]["env"] =
+        serde_json::json!([{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]);
+    let err = accept(&parse(body)).unwrap_err();
+    assert!(
+        err.starts_with("spec.pods[0]") && err.contains("NVIDIA_VISIBLE_DEVICES"),
+        "{err}"
+    );
+}
+
+#[test]
 fn pods_of_another_job_or_attempt_are_refused() {
     let (mut body, _) = assignment_body();
     body["spec"]["pods"][0]["metadata"]["labels"][names::LABEL_ATTEMPT] = "1".into();

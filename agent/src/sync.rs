@@ -185,12 +185,17 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
     // restarted agent (everything fresh) has no rounds behind it.
     status.ran_whole = ran_whole_since(&status, pods.as_deref().ok(), objects.pods.len());
     if should_dispatch(fresh, missing, status.ran_whole) {
-        let existing = Api::<Namespace>::all(member.clone()).get_opt(tenant).await;
-        if let Some(msg) = existing
-            .as_ref()
-            .ok()
-            .and_then(|n| crate::accept::foreign(n.as_ref()))
-        {
+        // Listed by name: the agent's roles let it list namespaces, not get them.
+        let by_name = ListParams::default().fields(&format!("metadata.name={tenant}"));
+        let existing = match Api::<Namespace>::all(member.clone()).list(&by_name).await {
+            Ok(l) => l.items.into_iter().next(),
+            Err(e) => {
+                let msg = format!("cannot tell whether namespace {tenant} is someone else's: {e}");
+                set(&mut status, ConditionStatus::False, reasons::APPLY_FAILED, msg);
+                return status;
+            }
+        };
+        if let Some(msg) = crate::accept::foreign(existing.as_ref()) {
             tracing::warn!(assignment = %a.name_any(), reason = %msg, "assignment refused");
             set(&mut status, ConditionStatus::False, reasons::REFUSED, msg);
             status.pods.clear();

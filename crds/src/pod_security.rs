@@ -61,24 +61,57 @@ fn security_context(ctx: Option<&Value>, path: &str, errors: &mut Vec<FieldError
 /// give it every GPU of the node, other tenants' included.
 pub const RESERVED_ENV: &[&str] = &["NVIDIA_VISIBLE_DEVICES"];
 
-fn container(c: &Value, path: &str, errors: &mut Vec<FieldError>) {
-    for (i, e) in c
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+/// Every container (init and ephemeral ones too) of a worker template, with its path.
+fn containers(spec: &WorkerPodSpec) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = spec
+        .containers
+        .iter()
         .enumerate()
-    {
-        if let Some(name) = e.get("name").and_then(Value::as_str)
-            && RESERVED_ENV.contains(&name)
+        .map(|(i, c)| (format!("{BASE}.containers[{i}]"), Value::Object(c.0.clone())))
+        .collect();
+    for list in ["initContainers", "ephemeralContainers"] {
+        for (i, c) in spec
+            .rest
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
         {
-            err(
-                errors,
-                format!("{path}.env[{i}].name"),
-                "NVIDIA_VISIBLE_DEVICES is set by the device plugin for the GPUs allocated, never by the pod",
-            );
+            out.push((format!("{BASE}.{list}[{i}]"), c.clone()));
         }
     }
+    out
+}
+
+/// Every container's variable of [`RESERVED_ENV`], with its field path. Not part of
+/// [`check`]: a template with one is refused where pods are built (a running attempt's
+/// pods, made before this rule, are left alone), and by a pull-mode agent.
+pub fn reserved_env(spec: &WorkerPodSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (path, c) in containers(spec) {
+        for (i, e) in c
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(name) = e.get("name").and_then(Value::as_str)
+                && RESERVED_ENV.contains(&name)
+            {
+                err(
+                    &mut errors,
+                    format!("{path}.env[{i}].name"),
+                    "NVIDIA_VISIBLE_DEVICES is set by the device plugin for the GPUs allocated, never by the pod",
+                );
+            }
+        }
+    }
+    errors
+}
+
+fn container(c: &Value, path: &str, errors: &mut Vec<FieldError>) {
     let ctx = c.get("securityContext");
     let sc = format!("{path}.securityContext");
     if is_true(ctx.and_then(|s| s.get("privileged"))) {
@@ -173,24 +206,8 @@ pub fn check(spec: &WorkerPodSpec) -> Vec<FieldError> {
             );
         }
     }
-    for (i, c) in spec.containers.iter().enumerate() {
-        container(
-            &Value::Object(c.0.clone()),
-            &format!("{BASE}.containers[{i}]"),
-            &mut errors,
-        );
-    }
-    for list in ["initContainers", "ephemeralContainers"] {
-        for (i, c) in spec
-            .rest
-            .get(list)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            container(c, &format!("{BASE}.{list}[{i}]"), &mut errors);
-        }
+    for (path, c) in containers(spec) {
+        container(&c, &path, &mut errors);
     }
     errors
 }
@@ -216,12 +233,20 @@ mod tests {
                                                                  {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}],
             "initContainers": [{"name": "init", "image": "i", "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "0"}]}]
         });
+        let reserved: Vec<String> = reserved_env(&spec(v.clone()))
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         assert_eq!(
-            paths(v),
+            reserved,
             vec![
                 "spec.template.spec.containers[1].env[1].name".to_owned(),
                 "spec.template.spec.initContainers[0].env[0].name".to_owned()
             ]
+        );
+        assert!(
+            paths(v).is_empty(),
+            "not a spec error: running pods made before stay"
         );
     }
 

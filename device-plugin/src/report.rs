@@ -95,10 +95,11 @@ fn create_key(path: &Path) -> Result<SigningKey, KeyFileError> {
     if let Some(dir) = dir {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
+    // Random, not the pid: every container's pid may be 1, and two plugin pods of one node
+    // (a rollout's overlap) share the key's directory.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
+    tmp.push(format!(".tmp-{:016x}", rand::random::<u64>()));
     let tmp = std::path::PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
     let written = (|| {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()

@@ -138,6 +138,26 @@ impl ProviderVerdict {
     }
 }
 
+/// Whether a GPU of `model` (as its report names it) is what a node labelled `sold`
+/// sells. Compared on letters and digits alone (a label value replaces other characters
+/// with `-`); a label of 63 characters may have been cut, so it need only be a prefix. A
+/// node of several models (`mixed`) or of none known (`unknown`, empty) sells no one
+/// model: nothing to compare.
+fn sold_as(sold: &str, model: &str) -> bool {
+    let id = |m: &str| -> String {
+        m.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let (label, sold, model) = (sold, id(sold), id(model));
+    sold.is_empty()
+        || sold == "mixed"
+        || sold == "unknown"
+        || model == sold
+        || (label.len() >= 63 && model.starts_with(&sold))
+}
+
 /// Judges the whole fleet: per-node verdicts, then UUID and board-serial uniqueness over
 /// every claim (a duplicate turns even a passed GPU into a failure for every claimant).
 pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
@@ -180,11 +200,7 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
             }
         }
         let covered = u32::try_from(n.verdicts.len()).unwrap_or(u32::MAX) >= n.sold;
-        let sold_model = crate::bands::model_key(&n.sold_model);
-        let as_sold = sold_model.is_empty()
-            || n.verdicts
-                .iter()
-                .all(|v| crate::bands::model_key(&v.model) == sold_model);
+        let as_sold = n.verdicts.iter().all(|v| sold_as(&n.sold_model, &v.model));
         if all_passed && covered && as_sold {
             pv.verified_nodes.insert(n.node.clone());
         }
@@ -274,6 +290,28 @@ mod serial_tests {
             v["q"].verified_nodes.is_empty(),
             "an H100 does not vouch for a B200"
         );
+        // Labels as the device plugin writes them still match their model.
+        assert!(sold_as("NVIDIA-H100-80GB-HBM3", "NVIDIA H100 80GB HBM3"));
+        assert!(sold_as("NVIDIA-A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB"));
+        assert!(sold_as(
+            "NVIDIA-GeForce-RTX-4090-D--rev-2",
+            "NVIDIA GeForce RTX 4090 D (rev 2)"
+        ));
+        assert!(
+            !sold_as("NVIDIA", "NVIDIA H100 80GB HBM3"),
+            "a short label is no prefix"
+        );
+        let long = format!("NVIDIA-{}", "X".repeat(60));
+        assert!(
+            sold_as(&long[..63], &format!("NVIDIA {}", "X".repeat(60))),
+            "a cut label"
+        );
+        assert!(
+            sold_as("mixed", "NVIDIA H100 80GB HBM3"),
+            "several models: no one to compare"
+        );
+        assert!(sold_as("unknown", "NVIDIA H100 80GB HBM3"));
+        assert!(!sold_as("NVIDIA-H200", "NVIDIA H100 80GB HBM3"));
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub fn template(spec: &ComputeJobSpec) -> Result<PodSpec, String> {
     }
     owned::check(&template)?;
     owned::check_metadata(spec.template.metadata.as_ref())?;
+    if let Some(e) = gpufed_api::pod_security::reserved_env(&spec.template.spec).first() {
+        return Err(e.to_string());
+    }
     affinity::node_terms(&template)?;
     if let Some(s) = &spec.serving {
         serving::prepare(&mut template, s)?;

@@ -148,6 +148,21 @@ fn a_node_that_lists_no_gpu_at_the_round_answers_on_the_rounds_clock_too() {
 }
 
 #[test]
+fn a_node_that_drops_its_gpus_while_challenged_is_judged_for_them() {
+    let v = Verifier::new(cfg());
+    // Joins with GPU-1 and is challenged; then its report lists nothing.
+    let joined = view(Some(report_signed(&["GPU-1"], None, true, 3)), &Requests::new());
+    let asked = v.step("p", &joined, 1_000).expect("challenged at join");
+    let empty = view(Some(report_signed(&[], None, true, 3)), &asked);
+    v.step("p", &empty, 2_000);
+    // Past the timeout the challenged GPU has its verdict: not answered.
+    v.step("p", &empty, 70_000);
+    let (verdict, _) = v.verdict("p", 70_000);
+    assert_eq!((verdict.verified, verdict.failed), (0, 1), "{verdict:?}");
+    assert_eq!(verdict.failures[0].1.uuid, "GPU-1");
+}
+
+#[test]
 fn a_challenge_opened_between_rounds_gives_way_to_the_round() {
     let metrics = crate::metrics::Metrics::new();
     let v = Verifier::new(cfg()).with_metrics(metrics.clone());

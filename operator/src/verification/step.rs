@@ -120,7 +120,9 @@ impl Verifier {
                 // A GPU node that lists no GPU is withholding them: as a missing report,
                 // not an empty verdict that "passed" (its GPUs, shown again later, would be
                 // challenged at once as new, off the round's clock — the time-sharing gap).
-                Some(Ok(r)) if r.0.is_empty() => {
+                // (With a challenge open, the session goes on: it judges the GPUs it was
+                // issued for, whatever the report lists now.)
+                Some(Ok(r)) if r.0.is_empty() && st.session.is_none() => {
                     st.problem = Some(Failure::NotAnswered {
                         detail: "the node's signed report lists no GPU".into(),
                     });
@@ -157,7 +159,11 @@ impl Verifier {
                 changed: claims.iter().any(|c| !known.contains(&c.uuid.as_str())),
                 wanted: st.wanted,
             };
-            if let Some(why) = rounds.decide(&schedule, now_ms) {
+            // A report without GPUs starts nothing (the open session is advanced below).
+            let decided = (!claims.is_empty())
+                .then(|| rounds.decide(&schedule, now_ms))
+                .flatten();
+            if let Some(why) = decided {
                 // Any new challenge is as fresh as a wanted one; a round's replaces one
                 // opened between rounds (its request on the member too).
                 st.wanted = false;

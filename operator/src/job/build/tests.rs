@@ -372,3 +372,17 @@ fn init_containers_are_hardened_as_the_workers_are() {
         Some(vec!["ALL".to_owned()])
     );
 }
+
+#[test]
+fn a_template_choosing_its_own_gpus_cannot_be_built() {
+    let j = job(serde_json::json!({
+        "spec": {"containers": [{"name": "main", "image": "trainer",
+                                 "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}]}
+    }));
+    let e = template_error(&j.spec).expect("refused");
+    assert!(
+        e.starts_with("spec.template.spec.containers[0].env[0].name"),
+        "{e}"
+    );
+    assert!(build(&j, &placement(), "gpufed.io/gpu").is_err());
+}
