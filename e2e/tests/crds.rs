@@ -224,3 +224,83 @@ spec:
         "default '' applied"
     );
 }
+
+/// The pull agent writes an Assignment's status with the resourceVersion it listed
+/// (`gpufed_agent::sync::report`): on the real API server, an Assignment deleted and made
+/// again under the same name meanwhile must refuse that write (server-side apply with
+/// `metadata.resourceVersion` is a precondition), and take the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_s_status_goes_only_to_the_assignment_it_listed() {
+    use gpufed_api::{Assignment, AssignmentStatus};
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let env = TestEnv::start(FederationSpec::new("asgn-rv"))
+        .await
+        .expect("hub starts");
+    let client = env.hub_client().await.expect("hub client");
+    install_crds(
+        &client,
+        &common::repo_root().join("crds"),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("CRDs install");
+    let ns = common::namespace(&client, "asgn-rv").await;
+    let api: Api<Assignment> = Api::namespaced(client.clone(), &ns);
+    let body = |uid: &str| -> Assignment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "Assignment",
+            "metadata": {"name": "gf-team-train-0000-a1"},
+            "spec": {"jobUid": uid, "attempt": 1, "tenantNamespace": "gf-team-train-0000",
+                     "namespace": {"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": "gf-team-train-0000"}}}
+        }))
+        .expect("assignment")
+    };
+    let mut listed = None;
+    for _ in 0..50 {
+        match api.create(&PostParams::default(), &body("old-job")).await {
+            Ok(a) => {
+                listed = Some(a);
+                break;
+            }
+            // Discovery of the new CRD may lag its Established condition a little.
+            Err(kube::Error::Api(e)) if e.code == 404 => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => panic!("creating the assignment: {e}"),
+        }
+    }
+    let listed = listed.expect("assignment created");
+    api.delete(
+        &listed.metadata.name.clone().unwrap_or_default(),
+        &Default::default(),
+    )
+    .await
+    .expect("deleted");
+    let again = api
+        .create(&PostParams::default(), &body("new-job"))
+        .await
+        .expect("made again");
+    let status = AssignmentStatus {
+        observed_generation: Some(1),
+        ran_whole: true,
+        ..Default::default()
+    };
+    gpufed_agent::sync::report(&api, &listed, &status)
+        .await
+        .expect("a stale write is left to the next round, not an error");
+    let now = api.get("gf-team-train-0000-a1").await.expect("get");
+    assert_eq!(now.spec.job_uid, "new-job");
+    assert!(
+        now.status.as_ref().is_none_or(|s| !s.ran_whole),
+        "the old job's status reached the new Assignment: {:?}",
+        now.status
+    );
+    gpufed_agent::sync::report(&api, &again, &status)
+        .await
+        .expect("written");
+    let now = api.get("gf-team-train-0000-a1").await.expect("get");
+    assert!(
+        now.status.is_some_and(|s| s.ran_whole),
+        "the listed object takes its status"
+    );
+}
