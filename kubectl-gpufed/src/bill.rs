@@ -93,7 +93,11 @@ pub fn bill(job: &ComputeJob) -> BillReport {
     if let Some(p) = live {
         // The live attempt's metered seconds are what usage holds beyond finished attempts.
         let archived = st.archived.as_ref().map_or(0, |a| a.gpu_seconds);
-        let finished: u64 = archived + st.attempts.iter().map(|a| a.gpu_seconds).sum::<u64>();
+        // Saturating, as the operator's own sums: a corrupt or capped status is no panic.
+        let finished = st
+            .attempts
+            .iter()
+            .fold(archived, |sum, a| sum.saturating_add(a.gpu_seconds));
         let live = usage.gpu_seconds.saturating_sub(finished);
         attempts.push(AttemptBill {
             attempt: p.attempt,

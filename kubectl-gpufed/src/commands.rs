@@ -1,17 +1,14 @@
 //! I/O: each subcommand reads from the hub, renders with the pure modules, and writes to
 //! stdout (results) or stderr (progress, notes).
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::Write;
 
-use gpufed_api::ComputeJob;
 use gpufed_api::formats::parse_duration;
-use gpufed_api::job_status::JobPhase;
 use gpufed_api::pull::BootstrapToken;
 
 use crate::cli::{BillArgs, Cli, Command, Global, ProviderCommand, SubmitArgs, TokenArgs};
 use crate::error::{Error, Result};
-use crate::output::{Format, document, list, now, thousands};
+use crate::output::{Format, document, list, now};
 use crate::session::Session;
 use crate::{bill, drain, jobs, onchain, providers, submit, token, usage, verify, why};
 
@@ -22,10 +19,6 @@ mod provider;
 #[path = "commands/rollout.rs"]
 mod rollout;
 
-/// How often `submit --wait` reads the job.
-const POLL: Duration = Duration::from_secs(2);
-/// `submit --wait` gives up after this many consecutive failed reads.
-const MAX_READ_FAILURES: u32 = 30;
 /// `provider token` draws a new token when its id is taken, this many times at most.
 const TOKEN_DRAWS: u32 = 3;
 
@@ -181,6 +174,7 @@ async fn token_cmd(g: &Global, args: &TokenArgs) -> Result<()> {
             return Err(Error::Api {
                 what: format!("creating a bootstrap token secret in {}", token::TOKEN_NAMESPACE),
                 message: format!("{TOKEN_DRAWS} random token ids were all taken"),
+                code: None,
             });
         }
     };
@@ -216,15 +210,7 @@ async fn verify_cmd(g: &Global, args: &BillArgs) -> Result<()> {
         Format::Table => emit(&verify::render(&report))?,
         f => emit(&document(&report, f)?)?,
     }
-    if report.passed() {
-        return Ok(());
-    }
-    let s = &report.summary;
-    Err(Error::VerificationFailed {
-        job: report.job.clone(),
-        failed: s.failed,
-        settled: s.verified + s.failed,
-    })
+    report.failure().map_or(Ok(()), Err)
 }
 
 async fn submit_cmd(g: &Global, args: &SubmitArgs) -> Result<()> {
@@ -250,83 +236,7 @@ async fn submit_cmd(g: &Global, args: &SubmitArgs) -> Result<()> {
     }
     if args.wait {
         // With -o json|yaml stdout holds exactly the document; the outcome goes to stderr.
-        wait(&session, &args.name, timeout, g.output != Format::Table).await?;
+        follow::wait(&session, &args.name, timeout, g.output != Format::Table).await?;
     }
     Ok(())
-}
-
-/// Shows progress on stderr until the job is terminal: redrawn in place on a terminal,
-/// one line per change otherwise. Succeeded is `Ok`, Failed an error. The final line goes
-/// to stdout, or to stderr when stdout carries a machine-readable document.
-async fn wait(session: &Session, name: &str, timeout: Option<u64>, machine: bool) -> Result<()> {
-    let start = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
-    let mut failures = 0;
-    loop {
-        let elapsed = i64::try_from(start.elapsed().as_secs()).unwrap_or(i64::MAX);
-        let job: ComputeJob = match session.job(name).await {
-            Ok(job) => {
-                failures = 0;
-                job
-            }
-            // The hub being away is no reason to stop watching (the job keeps running).
-            Err(e @ Error::Unreachable { .. }) if failures < MAX_READ_FAILURES => {
-                failures += 1;
-                eprintln!("{}(retrying) {e}", if tty { "\r\x1b[2K" } else { "" });
-                tokio::time::sleep(POLL).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let line = jobs::progress_line(&job, elapsed);
-        let state = line.split_once("] ").map_or(line.as_str(), |(_, s)| s).to_owned();
-        if tty {
-            eprint!("\r\x1b[2K{line}");
-        } else if state != last {
-            eprintln!("{line}");
-        }
-        last = state;
-        let phase = job.status.as_ref().and_then(|s| s.phase);
-        if jobs::is_terminal(&job) {
-            if tty {
-                eprintln!();
-            }
-            let job_ref = jobs::job_ref(&job);
-            if phase == Some(JobPhase::Failed) {
-                return Err(Error::JobFailed {
-                    job: job_ref,
-                    message: jobs::outcome_message(&job),
-                });
-            }
-            let usage = job
-                .status
-                .as_ref()
-                .and_then(|s| s.usage.clone())
-                .unwrap_or_default();
-            let done = format!(
-                "computejob {job_ref} Succeeded: {} GPU-seconds, cost {}\n",
-                thousands(usage.gpu_seconds),
-                if usage.cost.is_empty() { "0" } else { &usage.cost }
-            );
-            if machine {
-                eprint!("{done}");
-                return Ok(());
-            }
-            return emit(&done);
-        }
-        if let Some(limit) = timeout
-            && start.elapsed().as_secs() >= limit
-        {
-            if tty {
-                eprintln!();
-            }
-            return Err(Error::WaitTimeout {
-                job: jobs::job_ref(&job),
-                seconds: limit,
-                phase: jobs::phase(&job),
-            });
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }

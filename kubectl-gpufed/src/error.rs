@@ -25,6 +25,13 @@ pub enum Error {
         /// The underlying cause.
         message: String,
     },
+    /// A read while following a job, rollout or drain had no answer in time (a hung
+    /// connection); retried like [`Error::Unreachable`].
+    #[error("the Kubernetes API server did not answer within {seconds}s")]
+    NoAnswer {
+        /// How long the read waited.
+        seconds: u64,
+    },
     /// The API server does not serve the gpufed resources.
     #[error(
         "the API server at {server} does not serve {resource}: are the gpufed CRDs installed? (kubectl apply -f crds/)"
@@ -42,6 +49,9 @@ pub enum Error {
         what: String,
         /// The server's message.
         message: String,
+        /// The HTTP status code, when the server answered with one: waits retry a 5xx or
+        /// 429 ([`Error::is_transient`]) rather than end on it.
+        code: Option<u16>,
     },
     /// A command-line flag has a value the API would refuse.
     #[error("invalid {flag}: {message}")]
@@ -205,6 +215,7 @@ impl Error {
         match e {
             kube::Error::Api(status) => Error::Api {
                 what: what.into(),
+                code: Some(status.code),
                 message: if status.message.is_empty() {
                     format!("HTTP {} {}", status.code, status.reason)
                 } else {
@@ -214,11 +225,24 @@ impl Error {
             kube::Error::SerdeError(err) => Error::Api {
                 what: what.into(),
                 message: format!("unexpected response: {err}"),
+                code: None,
             },
             other => Error::Unreachable {
                 server: server.to_owned(),
                 message: root_cause(&other),
             },
+        }
+    }
+
+    /// Whether a read that failed so may succeed when tried again: the hub did not answer,
+    /// or answered that it is overloaded or failing (HTTP 5xx, 429 Too Many Requests), as
+    /// an API server does while it restarts or behind a busy load balancer. A refusal
+    /// (4xx) stays one however often it is asked.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::NoAnswer { .. } => true,
+            Error::Api { code: Some(code), .. } => *code >= 500 || *code == 429,
+            _ => false,
         }
     }
 
@@ -278,6 +302,23 @@ mod tests {
             Error::not_found(&status(404, "Failed to parse error data", None)),
             Some(NotFoundKind::Resource)
         );
+    }
+
+    #[test]
+    fn server_failures_are_transient_refusals_are_not() {
+        let api = |code| Error::from_kube(status(code, "x", None), "https://h", "reading");
+        for code in [500, 502, 503, 504, 429] {
+            assert!(api(code).is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 409, 422] {
+            assert!(!api(code).is_transient(), "{code}");
+        }
+        let away = Error::Unreachable {
+            server: "https://h".into(),
+            message: "refused".into(),
+        };
+        assert!(away.is_transient());
+        assert!(!Error::Output("x".into()).is_transient());
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn verify(session: &Session, rpc_url: &str, operator_ns: &str, name: &
         .map_err(|e| Error::Api {
             what: format!("reading the settlement journal in {operator_ns}"),
             message: e.to_string(),
+            code: None,
         })?
         .ok_or_else(|| Error::NoJournal {
             namespace: operator_ns.to_owned(),

@@ -1,6 +1,8 @@
 //! Pure output helpers: output formats, aligned tables, kubectl-style ages, and JSON /
 //! YAML documents. No I/O.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -44,10 +46,14 @@ impl Table {
     }
 
     /// Renders the table, three spaces between columns, no trailing spaces, one line per
-    /// row, ending in a newline.
+    /// row, ending in a newline. Control characters in cells are escaped ([`one_line`]).
     pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
+        let lines: Vec<Vec<Cow<'_, str>>> = std::iter::once(&self.headers)
+            .chain(&self.rows)
+            .map(|row| row.iter().map(|cell| one_line(cell)).collect())
+            .collect();
+        let mut widths: Vec<usize> = Vec::new();
+        for row in &lines {
             for (i, cell) in row.iter().enumerate() {
                 let w = cell.chars().count();
                 match widths.get_mut(i) {
@@ -57,7 +63,7 @@ impl Table {
             }
         }
         let mut out = String::new();
-        for row in std::iter::once(&self.headers).chain(&self.rows) {
+        for row in &lines {
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate() {
                 if i > 0 {
@@ -76,6 +82,25 @@ impl Table {
         }
         out
     }
+}
+
+/// `cell` on one line: control characters escaped as Rust writes them (`\n`, `\t`,
+/// `\u{1b}`). Cells carry free text from the cluster — a change-cause annotation, a
+/// condition's message — whose newline would split a row, and whose escape sequences
+/// would drive the terminal.
+fn one_line(cell: &str) -> Cow<'_, str> {
+    if !cell.chars().any(char::is_control) {
+        return Cow::Borrowed(cell);
+    }
+    let mut out = String::with_capacity(cell.len() + 8);
+    for c in cell.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// kubectl's human-readable duration (`apimachinery/pkg/util/duration.HumanDuration`):
@@ -192,6 +217,22 @@ mod tests {
         assert_eq!(
             t.render(),
             "NAME          PHASE\na-long-name   Running\nb             -\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_stay_in_their_cell() {
+        let mut t = Table::new(&["REVISION", "CHANGE-CAUSE"]);
+        t.push(vec!["1".into(), "a\nb".into()]);
+        let text = t.render();
+        assert_eq!(text.lines().count(), 2, "header and one row: {text:?}");
+        assert_eq!(text, "REVISION   CHANGE-CAUSE\n1          a\\nb\n");
+        // Tabs, carriage returns and terminal escapes too; other text is left alone.
+        let mut t = Table::new(&["MESSAGE", "X"]);
+        t.push(vec!["\t\r\u{1b}[31mred é".into(), "y".into()]);
+        assert_eq!(
+            t.render(),
+            "MESSAGE               X\n\\t\\r\\u{1b}[31mred é   y\n"
         );
     }
 

@@ -40,6 +40,13 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("spec.checkpoint.credentialsSecret", "--checkpoint-secret"),
     ("spec.priority", "--priority"),
     ("spec.template.metadata.labels", "--label"),
+    // The container's fields that other flags set, before the container as a whole.
+    ("spec.template.spec.containers.env", "--env"),
+    ("spec.template.spec.containers.resources.requests.cpu", "--cpu"),
+    (
+        "spec.template.spec.containers.resources.requests.memory",
+        "--memory",
+    ),
     ("spec.template.spec.containers", "--image"),
 ];
 
@@ -75,6 +82,74 @@ fn ttl_after_finished(text: Option<&str>) -> Result<Option<u32>> {
         .map_err(|_| bad(format!("{text} is too long (at most {} seconds)", u32::MAX)))
 }
 
+/// `--cpu` / `--memory`: a Kubernetes quantity, checked here because the API server's
+/// refusal would name only the container.
+fn quantity(flag: &str, text: &str) -> Result<Value> {
+    gpufed_api::formats::parse_quantity(text).map_err(|e| Error::Flag {
+        flag: flag.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(json!(text))
+}
+
+/// A label name, or a non-empty label value: at most 63 letters, digits, '-', '_' or '.',
+/// starting and ending with a letter or digit.
+fn is_label_name(s: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && alnum(s.chars().next())
+        && alnum(s.chars().last())
+}
+
+/// A DNS subdomain (a label key's prefix): at most 253 characters, dot-separated parts of
+/// lower-case letters, digits and '-', each starting and ending with a letter or digit.
+fn is_dns_subdomain(s: &str) -> bool {
+    let part = |p: &str| {
+        let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        p.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && alnum(p.chars().next())
+            && alnum(p.chars().last())
+    };
+    s.len() <= 253 && s.split('.').all(part)
+}
+
+/// `--label KEY=VALUE` in Kubernetes' label syntax (`[prefix/]name=value`). The schema
+/// does not check label syntax: without this the API server would refuse the job with a
+/// message naming no flag, or a member cluster would refuse its pods.
+fn label(text: &str) -> Result<(String, String)> {
+    let (key, value) = key_value("--label", text)?;
+    let bad = |message: String| Error::Flag {
+        flag: "--label".to_owned(),
+        message,
+    };
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key.as_str()),
+    };
+    if let Some(prefix) = prefix
+        && !is_dns_subdomain(prefix)
+    {
+        return Err(bad(format!(
+            "the prefix {prefix:?} of key {key:?} must be a DNS subdomain: at most 253 lower-case letters, digits, '-' or '.', each part between dots starting and ending with a letter or digit"
+        )));
+    }
+    // A second '/' is left in `name`, which refuses it.
+    if !is_label_name(name) {
+        return Err(bad(format!(
+            "the name {name:?} of key {key:?} must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (an optional prefix ends with '/')"
+        )));
+    }
+    if !value.is_empty() && !is_label_name(&value) {
+        return Err(bad(format!(
+            "the value {value:?} of {key:?} must be empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )));
+    }
+    Ok((key, value))
+}
+
 fn valid_name(name: &str) -> bool {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -103,10 +178,10 @@ fn container(args: &SubmitArgs) -> Result<OpenObject> {
     }
     let mut requests = Map::new();
     if let Some(cpu) = &args.cpu {
-        requests.insert("cpu".into(), json!(cpu));
+        requests.insert("cpu".into(), quantity("--cpu", cpu)?);
     }
     if let Some(memory) = &args.memory {
-        requests.insert("memory".into(), json!(memory));
+        requests.insert("memory".into(), quantity("--memory", memory)?);
     }
     if !requests.is_empty() {
         c.insert("resources".into(), json!({ "requests": requests }));
@@ -119,7 +194,7 @@ pub fn spec(args: &SubmitArgs) -> Result<ComputeJobSpec> {
     let labels = args
         .labels
         .iter()
-        .map(|l| key_value("--label", l))
+        .map(|l| label(l))
         .collect::<Result<BTreeMap<_, _>>>()?;
     let mut placement = PlacementConstraints {
         regions: args.regions.clone(),

@@ -178,6 +178,25 @@ fn bad_values_name_their_flag() {
             "--label",
             "gpufed sets it on every worker",
         ),
+        // The container's fields name their own flags, not --image.
+        (
+            &["--env", "NVIDIA_VISIBLE_DEVICES=0"],
+            "--env",
+            "NVIDIA_VISIBLE_DEVICES is set by the device plugin",
+        ),
+        (&["--cpu", "lots"], "--cpu", "lots"),
+        (&["--cpu=-1"], "--cpu", "non-negative"),
+        (&["--memory", "12GB"], "--memory", "12GB"),
+        (&["--label", "app=has space"], "--label", "\"has space\""),
+        (&["--label", "app=-x"], "--label", "value \"-x\""),
+        (
+            &["--label", "Team.Example/app=x"],
+            "--label",
+            "prefix \"Team.Example\"",
+        ),
+        (&["--label", "/app=x"], "--label", "prefix \"\""),
+        (&["--label", "a/b/c=x"], "--label", "name \"b/c\""),
+        (&["--label", "app_=x"], "--label", "name \"app_\""),
     ];
     for (extra, flag, needle) in cases {
         let (f, message) = flag_error(extra);
@@ -186,6 +205,41 @@ fn bad_values_name_their_flag() {
             message.contains(needle),
             "{extra:?}: {message:?} lacks {needle:?}"
         );
+    }
+}
+
+#[test]
+fn labels_and_requests_follow_kubernetes_syntax() {
+    let ok = build(
+        &args(&[
+            "--label",
+            "app.kubernetes.io/name=llama_70B.v2",
+            "--label",
+            "empty=",
+            "--label",
+            &format!("{}={}", "k".repeat(63), "v".repeat(63)),
+            "--cpu",
+            "500m",
+            "--memory",
+            "1.5Gi",
+        ]),
+        "team",
+    )
+    .unwrap();
+    let labels = &ok.spec.template.metadata.as_ref().unwrap().labels;
+    assert_eq!(labels["app.kubernetes.io/name"], "llama_70B.v2");
+    assert_eq!(labels["empty"], "");
+    let c = &ok.spec.template.spec.containers[0].0;
+    assert_eq!(c["resources"]["requests"]["cpu"], "500m");
+    assert_eq!(c["resources"]["requests"]["memory"], "1.5Gi");
+
+    let long_name = format!("{}=v", "k".repeat(64));
+    let long_value = format!("k={}", "v".repeat(64));
+    let long_prefix = format!("{}.io/k=v", "p".repeat(251));
+    for label in [&long_name, &long_value, &long_prefix] {
+        let (flag, message) = flag_error(&["--label", label]);
+        assert_eq!(flag, "--label", "{label}: {message}");
+        assert!(message.contains("at most"), "{label}: {message}");
     }
 }
 
@@ -204,6 +258,22 @@ fn paths_map_to_flags() {
     assert_eq!(flag_for("spec.gpu.models[3]"), Some("--model"));
     assert_eq!(
         flag_for("spec.template.spec.containers[0].image"),
+        Some("--image")
+    );
+    assert_eq!(
+        flag_for("spec.template.spec.containers[0].env[2].name"),
+        Some("--env")
+    );
+    assert_eq!(
+        flag_for("spec.template.spec.containers[0].resources.requests.cpu"),
+        Some("--cpu")
+    );
+    assert_eq!(
+        flag_for("spec.template.spec.containers[0].resources.requests.memory"),
+        Some("--memory")
+    );
+    assert_eq!(
+        flag_for("spec.template.spec.containers[0].resources.limits"),
         Some("--image")
     );
     assert_eq!(flag_for("spec.workers"), Some("--workers"));

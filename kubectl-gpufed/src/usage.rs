@@ -61,7 +61,8 @@ pub struct UsageReport {
     pub total: UsageRow,
 }
 
-/// Sums in base units while rows are built.
+/// Sums in base units while rows are built. Every sum saturates: the operator caps a
+/// job's cost at `u64::MAX` base units, and two such jobs must not overflow the total.
 #[derive(Default)]
 struct Sum {
     jobs: BTreeSet<String>,
@@ -71,6 +72,11 @@ struct Sum {
     cost: u64,
     settled: u64,
     unsettled: u64,
+}
+
+/// `*sum += v`, saturating (see [`Sum`]).
+fn plus(sum: &mut u64, v: u64) {
+    *sum = sum.saturating_add(v);
 }
 
 impl Sum {
@@ -91,11 +97,11 @@ impl Sum {
     fn add(&mut self, other: &Sum) {
         self.jobs.extend(other.jobs.iter().cloned());
         self.live.extend(other.live.iter().cloned());
-        self.attempts += other.attempts;
-        self.gpu_seconds += other.gpu_seconds;
-        self.cost += other.cost;
-        self.settled += other.settled;
-        self.unsettled += other.unsettled;
+        plus(&mut self.attempts, other.attempts);
+        plus(&mut self.gpu_seconds, other.gpu_seconds);
+        plus(&mut self.cost, other.cost);
+        plus(&mut self.settled, other.settled);
+        plus(&mut self.unsettled, other.unsettled);
     }
 }
 
@@ -113,11 +119,14 @@ pub fn report(jobs: &[ComputeJob], by: By) -> UsageReport {
                 if b.attempts.iter().any(|a| a.outcome == "Live") {
                     s.live.insert(b.job.clone());
                 }
-                s.attempts += b.attempts.len() as u64 + archived.map_or(0, |a| u64::from(a.attempts));
-                s.gpu_seconds += b.gpu_seconds;
-                s.cost += parse_decimal(&b.cost).unwrap_or(0);
-                s.settled += parse_decimal(&b.settled_amount).unwrap_or(0);
-                s.unsettled += parse_decimal(&b.unsettled_amount).unwrap_or(0);
+                plus(
+                    &mut s.attempts,
+                    (b.attempts.len() as u64).saturating_add(archived.map_or(0, |a| u64::from(a.attempts))),
+                );
+                plus(&mut s.gpu_seconds, b.gpu_seconds);
+                plus(&mut s.cost, parse_decimal(&b.cost).unwrap_or(0));
+                plus(&mut s.settled, parse_decimal(&b.settled_amount).unwrap_or(0));
+                plus(&mut s.unsettled, parse_decimal(&b.unsettled_amount).unwrap_or(0));
             }
             By::Provider => {
                 for a in &b.attempts {
@@ -126,16 +135,16 @@ pub fn report(jobs: &[ComputeJob], by: By) -> UsageReport {
                     if a.outcome == "Live" {
                         s.live.insert(b.job.clone());
                     }
-                    s.attempts += 1;
-                    s.gpu_seconds += a.gpu_seconds;
-                    s.cost += cost_micros(a.gpu_seconds, &a.price_per_gpu_hour);
+                    plus(&mut s.attempts, 1);
+                    plus(&mut s.gpu_seconds, a.gpu_seconds);
+                    plus(&mut s.cost, cost_micros(a.gpu_seconds, &a.price_per_gpu_hour));
                 }
                 if let Some(a) = archived {
                     let s = sums.entry("(archived)".into()).or_default();
                     s.jobs.insert(b.job.clone());
-                    s.attempts += u64::from(a.attempts);
-                    s.gpu_seconds += a.gpu_seconds;
-                    s.cost += parse_decimal(&a.cost).unwrap_or(0);
+                    plus(&mut s.attempts, u64::from(a.attempts));
+                    plus(&mut s.gpu_seconds, a.gpu_seconds);
+                    plus(&mut s.cost, parse_decimal(&a.cost).unwrap_or(0));
                 }
             }
         }

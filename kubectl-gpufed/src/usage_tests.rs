@@ -112,3 +112,61 @@ fn one_row_has_no_total_and_no_jobs_no_rows() {
     assert!(empty.rows.is_empty());
     assert_eq!((empty.total.jobs, empty.total.cost.as_str()), (0, "0"));
 }
+
+/// Running its second attempt after a first of `u64::MAX` GPU-seconds and archived ones:
+/// a cost of 10^19 base units, as the operator saturates huge ones.
+fn huge(name: &str) -> ComputeJob {
+    job(
+        name,
+        "team-a",
+        Some(serde_json::json!({
+            "phase": "Running",
+            "attempts": [{"attempt": 4, "provider": "provider-a", "outcome": "ProviderLost",
+                          "message": "lost", "gpuSeconds": u64::MAX,
+                          "pricePerGpuHour": "1000", "endTime": "2026-01-01T02:00:00Z"}],
+            "archived": {"attempts": 3, "gpuSeconds": u64::MAX, "cost": "10000000000000",
+                         "providers": ["provider-c"]},
+            "placement": {"attempt": 5, "provider": "provider-b", "gpus": 8, "pricePerGpuHour": "1.8",
+                          "workers": [], "placedTime": "2026-01-01T03:00:00Z"},
+            "usage": {"gpuSeconds": u64::MAX, "cost": "10000000000000"},
+        })),
+    )
+}
+
+#[test]
+fn sums_saturate_instead_of_overflowing() {
+    let jobs = [huge("a"), huge("b")];
+    let max = format_decimal(u64::MAX);
+    assert_eq!(max, "18446744073709.551615");
+    // 2 × 10^19 base units is past u64::MAX: the sum stops there.
+    let r = report(&jobs, By::Namespace);
+    let a = &r.rows[0];
+    assert_eq!(
+        (a.cost.as_str(), a.gpu_seconds, a.attempts),
+        (max.as_str(), u64::MAX, 10)
+    );
+    assert_eq!(a.unsettled_amount.as_deref(), Some(max.as_str()));
+    assert_eq!(
+        (r.total.cost.as_str(), r.total.gpu_seconds),
+        (max.as_str(), u64::MAX)
+    );
+    assert!(render(&r).contains(&max), "{}", render(&r));
+
+    let r = report(&jobs, By::Provider);
+    let names: Vec<&str> = r.rows.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, ["(archived)", "provider-a", "provider-b"]);
+    for row in &r.rows[..2] {
+        assert_eq!(
+            (row.cost.as_str(), row.gpu_seconds),
+            (max.as_str(), u64::MAX),
+            "{}",
+            row.name
+        );
+    }
+    // The live attempt has nothing left to meter beyond the saturated finished ones.
+    assert_eq!((r.rows[2].gpu_seconds, r.rows[2].cost.as_str()), (0, "0"));
+    assert_eq!(
+        (r.total.cost.as_str(), r.total.gpu_seconds),
+        (max.as_str(), u64::MAX)
+    );
+}

@@ -21,6 +21,8 @@ use gpufed_settlement::{Journal, RecordStatus, UsageRecord};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::error::Error;
+
 /// A record of the job as the journal holds it, with its inclusion proof when batched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalRecord {
@@ -142,6 +144,9 @@ pub struct Summary {
     pub pending: u64,
     /// Batched, transaction not final yet (or settled but not finalized).
     pub in_flight: u64,
+    /// Settled records in the journal, checked against the chain whatever the outcome
+    /// (verified, not finalized yet, or failed).
+    pub settled: u64,
     /// Settled records that failed verification.
     pub failed: u64,
     /// Settled records no longer in the journal (pruned), which cannot be checked here.
@@ -166,6 +171,16 @@ impl VerifyReport {
     /// True when no settled record failed verification (pending ones do not count).
     pub fn passed(&self) -> bool {
         self.summary.failed == 0
+    }
+
+    /// The error `bill --verify` ends with, unless it [`passed`](Self::passed): failed
+    /// records out of all settled ones checked, not finalized ones included.
+    pub fn failure(&self) -> Option<Error> {
+        (!self.passed()).then(|| Error::VerificationFailed {
+            job: self.job.clone(),
+            failed: self.summary.failed,
+            settled: self.summary.settled,
+        })
     }
 }
 
@@ -306,6 +321,7 @@ pub fn report(
         }
         rows.push(row);
     }
+    summary.settled = settled_here;
     summary.pruned = settled_total.saturating_sub(settled_here);
     VerifyReport {
         job: job.to_owned(),

@@ -129,6 +129,7 @@ fn settled_records_verify_and_the_rest_wait() {
             verified: 3,
             pending: 2,
             in_flight: 1,
+            settled: 3,
             failed: 0,
             pruned: 0
         }
@@ -220,6 +221,35 @@ fn a_tampered_record_fails_verification() {
         "the memo's root differs from the journal's root of batch 0"
     );
     assert_eq!(r.records[0].root, Some(Hash32([7; 32]).to_hex()));
+}
+
+#[test]
+fn the_failure_counts_every_settled_record() {
+    let j = journal();
+    let mut records = collect(&j, UID);
+    let memo = j.batch(0).unwrap().memo.clone();
+    // Settled record 0 verifies, record 1 was tampered with, record 2's transaction is
+    // not final yet: 1 of 3 settled records failed.
+    records[1].record.amount += 1;
+    records[2].proof.as_mut().unwrap().signature = Some(SIG2.to_owned());
+    let txs = BTreeMap::from([
+        (SIG.to_owned(), Lookup::Finalized(tx(Some(&memo), Value::Null))),
+        (SIG2.to_owned(), Lookup::NotFinalized),
+    ]);
+    let r = report("team/train", UID, &records, &txs, 3);
+    assert_eq!(
+        verdicts(&r)[..3],
+        [Verdict::Verified, Verdict::ProofMismatch, Verdict::NotFinalized]
+    );
+    assert_eq!((r.summary.settled, r.summary.failed), (3, 1));
+    let e = r.failure().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "1 of 3 settled usage records of computejob team/train failed verification on chain"
+    );
+    records[1].record.amount -= 1;
+    let r = report("team/train", UID, &records, &txs, 3);
+    assert!(r.failure().is_none());
 }
 
 #[test]

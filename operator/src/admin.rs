@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 
@@ -42,7 +44,15 @@ pub fn respond(path: &str, ready: &Readiness, metrics: &Metrics) -> (u16, &'stat
     }
 }
 
-/// Serves until `shutdown` turns true.
+/// Connections served at once; more wait to be accepted (a probe or scrape is one).
+const MAX_CONNECTIONS: usize = 64;
+/// How long one connection may take to send its request and read the answer.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` turns true. Nothing a client does stops it: a failed accept
+/// (out of file descriptors) is retried, a connection that sends nothing is dropped after
+/// [`CONNECTION_TIMEOUT`], and at most [`MAX_CONNECTIONS`] are open — so idle
+/// connections cannot starve `/healthz` and have the kubelet restart the leader.
 pub async fn serve(
     addr: SocketAddr,
     ready: Readiness,
@@ -51,36 +61,58 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "admin server listening");
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (mut stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let permit = tokio::select! {
+            p = open.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin server: accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
             _ = shutdown.changed() => return Ok(()),
         };
         let (ready, metrics) = (ready.clone(), metrics.clone());
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match stream.read(&mut buf).await {
-                Ok(n) => n,
-                Err(_) => return,
-            };
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("/");
-            let (code, ctype, body) = respond(path, &ready, &metrics);
-            let reason = match code {
-                200 => "OK",
-                503 => "Service Unavailable",
-                _ => "Not Found",
-            };
-            let response = format!(
-                "HTTP/1.1 {code} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, &ready, &metrics)).await;
+            drop(permit);
         });
     }
 }
 
+/// Reads one request head (until its first line is whole, or 4 KiB) and answers it.
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ready: &Readiness, metrics: &Metrics) {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let path = head.split_whitespace().nth(1).unwrap_or("/");
+    let (code, ctype, body) = respond(path, ready, metrics);
+    let reason = match code {
+        200 => "OK",
+        503 => "Service Unavailable",
+        _ => "Not Found",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -93,5 +125,53 @@ mod tests {
         assert_eq!(respond("/readyz", &ready, &metrics).0, 200);
         assert!(respond("/metrics", &ready, &metrics).2.contains("gpufed_leader"));
         assert_eq!(respond("/nope", &ready, &metrics).0, 404);
+    }
+
+    #[tokio::test]
+    async fn a_request_split_across_reads_is_answered_whole() {
+        let (ready, metrics) = (Readiness::default(), Metrics::new());
+        let (mut client, server) = tokio::io::duplex(64);
+        let served = tokio::spawn(async move { handle(server, &ready, &metrics).await });
+        client.write_all(b"GET /hea").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client
+            .write_all(b"lthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        served.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_do_not_stop_the_server() {
+        let (ready, metrics) = (Readiness::default(), Metrics::new());
+        let (_tx, rx) = watch::channel(false);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let server = tokio::spawn(serve(addr, ready, metrics, rx));
+        let mut idle = Vec::new();
+        while idle.is_empty() {
+            if let Ok(c) = tokio::net::TcpStream::connect(addr).await {
+                idle.push(c);
+            } else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Every slot is held by a silent client: the probe is answered once they time out.
+        let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+        probe.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(CONNECTION_TIMEOUT * 3, probe.read_to_string(&mut answer))
+            .await
+            .expect("answered after the idle connections timed out")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(!server.is_finished());
     }
 }

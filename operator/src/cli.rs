@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, env = "GPUFED_IDENTITY")]
     pub identity: Option<String>,
     /// How long a Lease stays valid without renewal.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
     /// How often providers are probed (heartbeat).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -319,4 +319,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     gpufed_api::formats::parse_duration(s)
         .map(Duration::from_secs)
         .map_err(|e| e.to_string())
+}
+
+/// A Lease duration: at least 3 s (renewed every third of it; shorter would hammer the
+/// API server and never stay fresh across one slow round) and at most a day (the
+/// Lease's `leaseDurationSeconds` is 32-bit, and a successor waits that long after a
+/// crash).
+pub fn parse_lease_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(3..=86_400).contains(&d.as_secs()) {
+        return Err(format!("{s}: a lease duration must be between 3s and 24h"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn a_lease_duration_out_of_bounds_is_refused() {
+        let parse = |d: &str| super::Args::try_parse_from(["gpufed-operator", "--lease-duration", d]);
+        for bad in ["0s", "2s", "25h"] {
+            let err = parse(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.contains("--lease-duration") && err.contains("between 3s and 24h"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(parse("3s").is_ok() && parse("15s").is_ok());
+    }
 }

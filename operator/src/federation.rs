@@ -48,6 +48,8 @@ pub struct Members {
     trigger: Option<JobTrigger>,
     /// Providers waiting for their nodes' reports, woken by their member's node watch.
     report_wakes: ReportWakes,
+    /// Held while a member client is built from its Secret.
+    building: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Members {
@@ -66,6 +68,7 @@ impl Members {
             secret_recheck: Duration::from_secs(5),
             trigger: None,
             report_wakes: ReportWakes::default(),
+            building: Arc::default(),
         }
     }
 
@@ -132,6 +135,11 @@ impl Members {
                 })
             }
             ConnectionMode::Pull => {
+                // Switched from push: the old client's watches would run on (and on
+                // revoked credentials, retry every few seconds) for good.
+                if self.members.read().await.contains_key(&name) {
+                    self.members.write().await.remove(&name);
+                }
                 let key = (
                     provider.metadata.uid.clone().unwrap_or_default(),
                     provider.metadata.generation.unwrap_or(0),
@@ -144,6 +152,7 @@ impl Members {
                     self.hub.clone(),
                     &name,
                     self.health.clone(),
+                    self.agent_pace,
                 )))
             }
         }
@@ -163,6 +172,15 @@ impl Members {
             secret_ref.name.clone(),
             secret_ref.key.clone(),
         );
+        if let Some(m) = self.members.read().await.get(&name)
+            && m.source == source
+            && m.checked.elapsed() < self.secret_recheck
+        {
+            return Ok((m.client.clone(), m.cache.clone()));
+        }
+        // One (re)build at a time: concurrent reconciles would each read the Secret and
+        // start a member cache (a list and watch of every node), all but one dropped.
+        let _building = self.building.lock().await;
         if let Some(m) = self.members.read().await.get(&name)
             && m.source == source
             && m.checked.elapsed() < self.secret_recheck
@@ -232,10 +250,7 @@ impl Members {
     }
 
     async fn build(&self, provider: &str, kubeconfig: &[u8], read_timeout: Duration) -> Result<Client> {
-        let text = std::str::from_utf8(kubeconfig)
-            .map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
-        let kubeconfig =
-            Kubeconfig::from_yaml(text).map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
+        let kubeconfig = parse_kubeconfig(provider, kubeconfig)?;
         let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
@@ -245,10 +260,62 @@ impl Members {
         Client::try_from(config).map_err(|e| Error::member(provider, format!("client: {e}")))
     }
 
-    /// Drops the client of a deleted provider.
+    /// The providers this registry holds anything for.
+    pub async fn known(&self) -> Vec<String> {
+        let mut known: Vec<String> = self.members.read().await.keys().cloned().collect();
+        known.extend(self.prepared.read().await.keys().cloned());
+        known.sort();
+        known.dedup();
+        known
+    }
+
+    /// Drops the client (and so the watches) of a deleted provider.
     pub async fn forget(&self, provider: &str) {
         self.members.write().await.remove(provider);
         self.prepared.write().await.remove(provider);
         self.health.forget(provider);
+    }
+}
+
+/// The kubeconfig in a provider's Secret. A parse error says where, never what: the YAML
+/// parser quotes the source around the error, and the text around a typo in a kubeconfig
+/// is a token or a key — which would reach the GpuProvider's status, logs and tenants'
+/// job conditions.
+fn parse_kubeconfig(provider: &str, bytes: &[u8]) -> Result<Kubeconfig> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::member(
+            provider,
+            format!("kubeconfig is not UTF-8 (byte {})", e.valid_up_to()),
+        )
+    })?;
+    Kubeconfig::from_yaml(text).map_err(|_| {
+        Error::member(
+            provider,
+            "kubeconfig is not a valid kubeconfig YAML document (contents not shown: they may hold credentials)",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_kubeconfig_that_does_not_parse_is_reported_without_its_contents() {
+        for bad in [
+            &b"sekrit-token-123: [\n"[..],
+            b"abc123secret",
+            b"users: [{name: u, user: {token: sekrit-token-123}}]\n  bad: indent",
+        ] {
+            let e = super::parse_kubeconfig("p", bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("kubeconfig"), "{e}");
+            assert!(!e.contains("sekrit") && !e.contains("abc123"), "leaked: {e}");
+        }
+        let e = super::parse_kubeconfig("p", b"\xff\xfe")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not UTF-8"), "{e}");
     }
 }

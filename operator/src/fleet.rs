@@ -18,8 +18,18 @@ pub mod labels {
     pub const MEMORY_MIB: &str = "gpufed.io/gpu.memory-mib";
     /// Compute capability `major.minor`.
     pub const COMPUTE_CAPABILITY: &str = "gpufed.io/gpu.compute-capability";
-    /// NVLink domain id of the node's GPUs (absent: PCIe only).
+    /// NVLink domain id of the node's GPUs (absent, or `none` as the device plugin writes
+    /// it: PCIe only).
     pub const NVLINK_DOMAIN: &str = "gpufed.io/nvlink-domain";
+
+    /// Whether a [`NVLINK_DOMAIN`] value names a domain: `none` (the device plugin's
+    /// value for a node without NVLink, so a selector can ask for one) and an empty value
+    /// do not — taken for one, every PCIe-only node would pass for NVLink and share one
+    /// domain.
+    pub fn is_nvlink_domain(value: &str) -> bool {
+        let v = value.trim();
+        !v.is_empty() && v != "none"
+    }
     /// Set on nodes whose inventory is simulated; never verified.
     pub const SIMULATED: &str = "gpufed.io/simulated";
 }
@@ -308,6 +318,28 @@ impl Fleet {
                 .filter(|n| nodes.contains(&n.name))
                 .for_each(|n| n.ready = false);
         }
+    }
+
+    /// Forgets every provider `keep` refuses (deleted from the hub): its view would
+    /// hold its nodes and pods in memory and its models among the fleet's for good.
+    /// Returns the providers forgotten.
+    pub async fn retain(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut views = self.views.write().await;
+        let mut probed = self.probed_at.write().await;
+        let mut unreachable = self.unreachable.write().await;
+        let gone: std::collections::BTreeSet<String> = views
+            .keys()
+            .chain(probed.keys())
+            .chain(unreachable.keys())
+            .filter(|p| !keep(p))
+            .cloned()
+            .collect();
+        for p in &gone {
+            views.remove(p);
+            probed.remove(p);
+            unreachable.remove(p);
+        }
+        gone.into_iter().collect()
     }
 
     /// A copy of everything.

@@ -150,3 +150,24 @@ async fn a_reports_only_probe_refreshes_reports_and_requests_and_nothing_else() 
     );
     assert_eq!(fleet.merge_reports("a", fresh).await, None);
 }
+
+#[tokio::test]
+async fn a_deleted_provider_is_forgotten_whole() {
+    let fleet = Fleet::default();
+    fleet.update("kept", MemberView::default()).await;
+    fleet.update("gone", MemberView::default()).await;
+    fleet.mark_unreachable("gone-unreachable", 100).await;
+    let gone = fleet.retain(|p| p == "kept").await;
+    assert_eq!(gone, ["gone", "gone-unreachable"]);
+    let snap = fleet.snapshot().await;
+    assert_eq!(snap.keys().collect::<Vec<_>>(), ["kept"]);
+    assert!(!fleet.probe_failed("gone-unreachable").await);
+    assert!(!fleet.probed_within("gone", Duration::from_secs(60)).await);
+    assert!(fleet.retain(|p| p == "kept").await.is_empty(), "once");
+}
+
+#[test]
+fn none_is_no_nvlink_domain() {
+    assert!(!labels::is_nvlink_domain("none") && !labels::is_nvlink_domain(" "));
+    assert!(labels::is_nvlink_domain("nvl8-0a1b"));
+}

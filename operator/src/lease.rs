@@ -5,10 +5,19 @@
 //! 409). A leader that cannot renew for a whole lease duration — a frozen process, a
 //! partition — stops counting itself leader by its own clock before anyone else may take
 //! over; its object writes are also fenced by resourceVersion preconditions.
+//!
+//! No two clocks are ever compared: a candidate judges another holder's Lease expired
+//! only when the same record has stood unchanged for a whole lease duration by the
+//! candidate's own monotonic clock (as client-go does), never by subtracting the holder's
+//! `renewTime` from its own wall clock — a candidate whose clock runs ahead would take a
+//! Lease that is being renewed.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -44,14 +53,22 @@ impl Leadership {
     }
 
     /// Whether this replica holds the Lease now: it won the last round and renewed it
-    /// less than a lease duration ago by its own monotonic clock.
+    /// less than nine tenths of a lease duration ago by its own monotonic clock (the tenth
+    /// is margin for clocks that run at slightly different rates: a candidate waits a
+    /// whole duration after it last saw the record change).
     pub fn is_leader(&self) -> bool {
         let fresh = self
             .renewed
             .lock()
-            .map(|r| r.is_some_and(|t| t.elapsed() < self.duration))
+            .map(|r| r.is_some_and(|t| t.elapsed() < self.duration * 9 / 10))
             .unwrap_or(false);
         self.leader.load(Ordering::SeqCst) && fresh
+    }
+
+    /// Whether this replica still leads in `term`: a term that lapsed is over even when
+    /// a later one has begun (state kept from it may be stale).
+    pub fn holds(&self, term: u64) -> bool {
+        self.is_leader() && self.term() == term
     }
 
     /// The number of leadership terms this process has begun (each acquisition of the
@@ -89,24 +106,92 @@ impl Leadership {
     }
 }
 
-/// Runs the election for `identity` until `shutdown` fires, then releases the Lease.
-pub struct Elector {
-    api: Api<Lease>,
+/// Where the Lease is kept: the API server, or memory in tests.
+pub trait LeaseStore: Send + Sync {
+    /// The Lease, if it exists.
+    fn get(&self) -> impl Future<Output = Result<Option<Lease>, kube::Error>> + Send;
+    /// Creates the Lease (409 when another candidate created it first).
+    fn create(&self, lease: &Lease) -> impl Future<Output = Result<(), kube::Error>> + Send;
+    /// Replaces the Lease, preconditioned on the resourceVersion it carries.
+    fn replace(&self, lease: &Lease) -> impl Future<Output = Result<(), kube::Error>> + Send;
+}
+
+impl LeaseStore for Api<Lease> {
+    async fn get(&self) -> Result<Option<Lease>, kube::Error> {
+        self.get_opt(LEASE_NAME).await
+    }
+    async fn create(&self, lease: &Lease) -> Result<(), kube::Error> {
+        Api::create(self, &PostParams::default(), lease).await.map(drop)
+    }
+    async fn replace(&self, lease: &Lease) -> Result<(), kube::Error> {
+        Api::replace(self, LEASE_NAME, &PostParams::default(), lease)
+            .await
+            .map(drop)
+    }
+}
+
+/// Another holder's Lease record as this candidate last saw it, and since when by this
+/// candidate's monotonic clock.
+#[derive(Debug, Default)]
+struct Observed {
+    record: Option<String>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// Whether `record` has stood unchanged for `ttl` by this clock; a record seen for
+    /// the first time (this candidate just started, or the holder renewed) starts over.
+    fn expired(&mut self, record: String, ttl: Duration, now: Instant) -> bool {
+        match self.since {
+            Some(since) if self.record.as_ref() == Some(&record) => now.duration_since(since) >= ttl,
+            _ => {
+                self.record = Some(record);
+                self.since = Some(now);
+                false
+            }
+        }
+    }
+}
+
+/// What identifies one write of the Lease: its resourceVersion, or (from a store that
+/// keeps none) the holder and renew time.
+fn record_of(lease: &Lease, spec: &LeaseSpec) -> String {
+    lease.metadata.resource_version.clone().unwrap_or_else(|| {
+        format!(
+            "{}@{:?}",
+            spec.holder_identity.as_deref().unwrap_or(""),
+            spec.renew_time.as_ref().map(|t| t.0)
+        )
+    })
+}
+
+/// Runs the election for `identity` until `shutdown` fires, keeps a held Lease renewed
+/// until the controllers have drained, then releases it.
+pub struct Elector<S = Api<Lease>> {
+    store: S,
     identity: String,
     duration: Duration,
     leadership: Leadership,
-    lock: Mutex<()>,
+    /// One round at a time; what the last round saw of another holder.
+    lock: Mutex<Observed>,
 }
 
 impl Elector {
     /// An elector for the Lease in `namespace`.
     pub fn new(client: kube::Client, namespace: &str, identity: String, duration: Duration) -> Self {
+        Self::with_store(Api::namespaced(client, namespace), identity, duration)
+    }
+}
+
+impl<S: LeaseStore> Elector<S> {
+    /// An elector over `store`.
+    pub fn with_store(store: S, identity: String, duration: Duration) -> Self {
         Self {
-            api: Api::namespaced(client, namespace),
+            store,
             identity,
             duration,
             leadership: Leadership::new(duration),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Observed::default()),
         }
     }
 
@@ -116,22 +201,31 @@ impl Elector {
     }
 
     /// One election round: acquire or renew if possible. Returns whether we lead.
+    ///
+    /// A round that fails (an API error, or no answer within a third of the lease
+    /// duration) changes nothing: a leader stays leader until its last renewal goes
+    /// stale by its own clock, so one slow or refused request during an API-server
+    /// upgrade does not end a term (and start a new one, reopening every journal).
     pub async fn round(&self) -> bool {
-        let _guard = self.lock.lock().await;
+        let mut observed = self.lock.lock().await;
+        self.lapse_check();
         let started = Instant::now();
-        let won = match self.try_acquire().await {
-            Ok(won) => won,
-            Err(e) => {
-                tracing::warn!(error = %e, "lease round failed");
-                false
-            }
-        };
+        let outcome = tokio::time::timeout(self.duration / 3, self.try_acquire(&mut observed)).await;
         // Leadership that was not renewed within the lease duration has lapsed (another
         // replica may have led since): say so, and tell subscribers, before this round's
         // result — otherwise a lapse followed by a re-acquisition would look unbroken.
-        if self.leadership.end_lapsed() {
-            tracing::warn!(identity = %self.identity, leader = false, "leadership lapsed: not renewed within the lease duration");
-        }
+        self.lapse_check();
+        let won = match outcome {
+            Ok(Ok(won)) => won,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lease round failed; leadership stands until it goes stale");
+                return self.leadership.is_leader();
+            }
+            Err(_) => {
+                tracing::warn!("lease round got no answer; leadership stands until it goes stale");
+                return self.leadership.is_leader();
+            }
+        };
         let was = self.leadership.is_leader();
         self.leadership.set(won, won.then_some(started));
         if won != was {
@@ -140,10 +234,16 @@ impl Elector {
         won
     }
 
-    async fn try_acquire(&self) -> Result<bool, kube::Error> {
+    fn lapse_check(&self) {
+        if self.leadership.end_lapsed() {
+            tracing::warn!(identity = %self.identity, leader = false, "leadership lapsed: not renewed within the lease duration");
+        }
+    }
+
+    async fn try_acquire(&self, observed: &mut Observed) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let secs = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
-        let existing = self.api.get_opt(LEASE_NAME).await?;
+        let existing = self.store.get().await?;
         let Some(mut lease) = existing else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -152,8 +252,8 @@ impl Elector {
                 },
                 spec: Some(self.spec(now, now, secs, 0)),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+            return match self.store.create(&lease).await {
+                Ok(()) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
             };
@@ -161,13 +261,10 @@ impl Elector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref().unwrap_or("");
         let ours = holder == self.identity;
-        let renewed = spec
-            .renew_time
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        let ttl = i64::from(spec.lease_duration_seconds.unwrap_or(secs));
-        let expired = holder.is_empty() || now.as_second() > renewed.as_second() + ttl;
+        let ttl = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(secs)).unwrap_or_default(),
+        );
+        let expired = holder.is_empty() || observed.expired(record_of(&lease, &spec), ttl, Instant::now());
         if !ours && !expired {
             return Ok(false);
         }
@@ -179,8 +276,8 @@ impl Elector {
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
         lease.spec = Some(self.spec(acquired, now, secs, transitions));
         // `replace` carries the resourceVersion we read: a concurrent winner makes it 409.
-        match self.api.replace(LEASE_NAME, &PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
+        match self.store.replace(&lease).await {
+            Ok(()) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
@@ -197,16 +294,28 @@ impl Elector {
         }
     }
 
-    /// Renews every third of the lease duration until `shutdown` turns true, then
-    /// releases the Lease so a successor need not wait for it to expire.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+    /// Renews every third of the lease duration until `shutdown` turns true. A Lease
+    /// held then stays renewed until `drained` turns true (the controllers finished what
+    /// they were doing: a successor must not start beside them), and is then released so
+    /// the successor need not wait for it to expire.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>, mut drained: watch::Receiver<bool>) {
         let period = self.duration / 3;
         loop {
             self.round().await;
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
-                _ = shutdown.changed() => break,
+                _ = shutdown.wait_for(|s| *s) => break,
             }
+        }
+        while self.leadership.is_leader() {
+            let done = tokio::select! {
+                _ = tokio::time::sleep(period) => false,
+                _ = drained.wait_for(|d| *d) => true,
+            };
+            if done {
+                break;
+            }
+            self.round().await;
         }
         self.release().await;
     }
@@ -217,13 +326,13 @@ impl Elector {
             return;
         }
         self.leadership.set(false, None);
-        if let Ok(Some(mut lease)) = self.api.get_opt(LEASE_NAME).await
+        if let Ok(Some(mut lease)) = self.store.get().await
             && let Some(spec) = lease.spec.as_mut()
             && spec.holder_identity.as_deref() == Some(self.identity.as_str())
         {
             spec.holder_identity = None;
             spec.renew_time = None;
-            match self.api.replace(LEASE_NAME, &PostParams::default(), &lease).await {
+            match self.store.replace(&lease).await {
                 Ok(_) => tracing::info!("lease released"),
                 Err(e) => tracing::warn!(error = %e, "lease release failed; it will expire"),
             }
@@ -234,14 +343,16 @@ impl Elector {
 /// Runs `term` once per leadership term of this process, until `shutdown`: the settlement
 /// and stake tasks open their journals when they become leader and stop when they are not.
 /// A term that fails is logged and a new one starts after at most 5 s (or at once when
-/// leadership changes).
+/// leadership changes). `term` gets the term's number: its loops go on while
+/// [`Leadership::holds`] it, so a lapse and a re-acquisition during one slow round end
+/// the term rather than carry its state over another replica's.
 pub async fn per_term<F, Fut, E>(
     leadership: &Leadership,
     what: &'static str,
     mut shutdown: watch::Receiver<bool>,
     mut term: F,
 ) where
-    F: FnMut(watch::Receiver<bool>) -> Fut,
+    F: FnMut(watch::Receiver<bool>, u64) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
@@ -251,7 +362,7 @@ pub async fn per_term<F, Fut, E>(
             return;
         }
         if leadership.is_leader()
-            && let Err(e) = term(shutdown.clone()).await
+            && let Err(e) = term(shutdown.clone(), leadership.term()).await
         {
             tracing::warn!(error = %e, "{what} paused; retrying");
         }
@@ -264,29 +375,6 @@ pub async fn per_term<F, Fut, E>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_lapsed_leadership_is_ended_and_subscribers_see_it() {
-        let l = Leadership::new(Duration::from_millis(20));
-        let mut changes = l.subscribe();
-        l.set(true, Some(Instant::now()));
-        assert!(l.is_leader());
-        assert!(changes.has_changed().unwrap_or(false));
-        assert!(*changes.borrow_and_update());
-        assert!(!l.end_lapsed(), "fresh leadership is not a lapse");
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(!l.is_leader(), "not renewed within the duration");
-        assert!(l.end_lapsed());
-        assert!(!*changes.borrow_and_update(), "subscribers see the end");
-        assert!(!l.end_lapsed(), "only once");
-        assert_eq!(l.term(), 1);
-        // Re-acquired: a new term, seen as a change.
-        l.set(true, Some(Instant::now()));
-        assert!(changes.has_changed().unwrap_or(false));
-        assert_eq!(l.term(), 2, "a second term");
-        l.set(true, Some(Instant::now()));
-        assert_eq!(l.term(), 2, "a renewal is the same term");
-    }
-}
+#[allow(clippy::unwrap_used)]
+#[path = "lease_tests.rs"]
+mod tests;

@@ -216,9 +216,12 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
             }
         })
     };
+    // The Lease stays held (renewed) after shutdown until the controllers drained: a
+    // successor must not start while this replica still finishes reconciles and rounds.
+    let (drained, drained_rx) = watch::channel(false);
     let election = {
         let (elector, rx) = (elector.clone(), shutdown.clone());
-        tokio::spawn(async move { elector.run(rx).await })
+        tokio::spawn(async move { elector.run(rx, drained_rx).await })
     };
     let settle = {
         let (ctx, rx) = (ctx.clone(), shutdown.clone());
@@ -257,6 +260,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         stakes,
     );
     // The controllers drained; give up the Lease so a successor starts at once.
+    let _ = drained.send(true);
     let _ = election.await;
     ready.abort();
     leader_gauge.abort();

@@ -309,9 +309,27 @@ impl Metrics {
         )])
         .set(1);
         registry.register("build_info", "Build information", info);
+        m.seed_counters();
         Metrics {
             registry: Arc::new(registry),
             ..m
+        }
+    }
+
+    /// Creates every counter series of a known label at 0: Prometheus's `increase()` does
+    /// not count a series appearing, so a counter born at 1 (the first eviction, the first
+    /// failed challenge of a reason, the first stall) would never fire its alert — after
+    /// every restart or leader change, the families start empty again.
+    fn seed_counters(&self) {
+        for cause in EVICTION_CAUSES {
+            drop(self.evictions_total.get_or_create(&EvictionLabel { cause }));
+        }
+        for result in std::iter::once("passed").chain(gpufed_trust::Failure::REASONS) {
+            drop(self.challenges_total.get_or_create(&ChallengeLabel { result }));
+        }
+        for reason in STALL_REASONS {
+            let reason = reason.to_owned();
+            drop(self.service_stalls_total.get_or_create(&StallLabel { reason }));
         }
     }
 

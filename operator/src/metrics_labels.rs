@@ -34,6 +34,12 @@ pub struct EvictionLabel {
     pub cause: &'static str,
 }
 
+/// Every [`EvictionLabel::cause`].
+pub const EVICTION_CAUSES: [&str; 4] = ["priority", "drain", "drain_deadline", "tenancy"];
+
+/// Every [`StallLabel::reason`] a ComputeService's `Stalled` condition takes.
+pub const STALL_REASONS: [&str; 3] = ["ProgressDeadlineExceeded", "InvalidSpec", "InvalidTemplate"];
+
 /// Label: which count of the fleet's GPUs.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GpuStateLabel {

@@ -104,3 +104,17 @@ fn each_band_exports_the_longest_round_trip_it_allows() {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
 }
+
+#[test]
+fn counters_alerts_read_with_increase_start_at_zero() {
+    // `increase()` misses a series' first sample: one born at 1 never fires an alert.
+    let text = super::Metrics::new().encode();
+    for series in [
+        r#"gpufed_evictions_total{cause="drain_deadline"} 0"#,
+        r#"gpufed_challenges_total{result="TooSlow"} 0"#,
+        r#"gpufed_challenges_total{result="WrongDigest"} 0"#,
+        r#"gpufed_service_stalls_total{reason="ProgressDeadlineExceeded"} 0"#,
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+}

@@ -150,6 +150,31 @@ pub fn tenancy_mark_stands(ctx: &Context, provider: &str, ns: &str) -> bool {
 }
 
 /// A hub namespace's labels, `None` when the namespace is not in the cache.
+/// Forgets what this process holds for providers deleted from the hub — views, member
+/// clients and their watches, pacing — every round: the sweep the provider controller
+/// does needs another provider reconciled, and never comes once the last one is gone.
+async fn forget_deleted(ctx: &Context, providers: &[Arc<GpuProvider>]) {
+    let present: std::collections::BTreeSet<String> = providers.iter().map(|p| p.name_any()).collect();
+    let mut gone = ctx.fleet.retain(|p| present.contains(p)).await;
+    gone.extend(
+        ctx.members
+            .known()
+            .await
+            .into_iter()
+            .filter(|p| !present.contains(p)),
+    );
+    gone.sort();
+    gone.dedup();
+    for p in gone {
+        tracing::info!(provider = %p, "provider deleted: its view and member client are dropped");
+        ctx.members.forget(&p).await;
+        ctx.members.report_wakes().await_reports(&p, false);
+        if let Ok(mut probed) = ctx.probed.lock() {
+            probed.remove(&p);
+        }
+    }
+}
+
 fn namespace_labels(ctx: &Context, ns: &str) -> Option<std::collections::BTreeMap<String, String>> {
     let key = kube::runtime::reflector::ObjectRef::new(ns);
     ctx.namespaces.get(&key).map(|n| n.labels().clone())
@@ -191,6 +216,7 @@ pub async fn round(ctx: &Context, carried: &Mutex<Carried>, written: &Mutex<Writ
         tracing::debug!("waiting for the namespace cache (providers' tenant selectors need it)");
         return Ok(0);
     }
+    forget_deleted(ctx, &providers).await;
     let fleet = ctx.fleet.snapshot().await;
     let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
     mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());

@@ -56,7 +56,7 @@ impl Reporter {
                 // generateName may not end in '.'): no two Events collide.
                 name: Some(format!(
                     "{}.{:016x}",
-                    regarding.name.as_deref().unwrap_or("gpufed"),
+                    name_head(regarding.name.as_deref().unwrap_or("gpufed")),
                     rand::random::<u64>()
                 )),
                 ..Default::default()
@@ -65,13 +65,31 @@ impl Reporter {
             type_: Some(if n.warning { "Warning" } else { "Normal" }.into()),
             reason: Some(n.reason.chars().take(128).collect()),
             action: Some(n.action.into()),
-            note: Some(n.message.chars().take(1000).collect()),
+            note: Some(cut_bytes(&n.message, 1024).to_owned()),
             regarding: Some(regarding.clone()),
             reporting_controller: Some(crate::FIELD_MANAGER.into()),
             reporting_instance: Some(self.instance.chars().take(128).collect()),
             ..Default::default()
         }
     }
+}
+
+/// An object's name as the head of its Events' names: at most 236 bytes, so the name
+/// with its `.` and 16 hex stays a DNS subdomain of at most 253 (an object's own name
+/// may be 253 long; a longer Event name is refused, and its Event lost); a cut name
+/// ends in a letter or digit.
+fn name_head(name: &str) -> &str {
+    cut_bytes(name, 253 - 17).trim_end_matches(['.', '-'])
+}
+
+/// `s` cut to at most `max` bytes on a character boundary (the API's limits on an
+/// Event's note are bytes).
+fn cut_bytes(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]
@@ -106,11 +124,27 @@ mod tests {
         assert_eq!(ev.reason.as_deref(), Some("ProviderLost"));
         assert_eq!(
             ev.note.as_ref().map(|s| s.len()),
-            Some(1000),
-            "notes are at most 1 kB"
+            Some(1024),
+            "notes are at most 1 KiB (bytes)"
         );
         assert_eq!(ev.reporting_instance.as_ref().map(|s| s.len()), Some(128));
         assert_eq!(ev.regarding, Some(regarding));
         assert!(ev.event_time.is_some(), "events.k8s.io requires eventTime");
+    }
+
+    #[test]
+    fn an_event_of_a_long_named_object_keeps_a_valid_name_and_note() {
+        let long = format!("{}.{}", "a".repeat(235), "b".repeat(17));
+        assert_eq!(long.len(), 253);
+        assert_eq!(name_head(&long), "a".repeat(235), "cut, without the trailing dot");
+        assert_eq!(name_head("train"), "train");
+        let note = "é".repeat(1000);
+        let cut = cut_bytes(&note, 1024);
+        assert_eq!(
+            (cut.len(), cut.chars().count()),
+            (1024, 512),
+            "bytes, on a boundary"
+        );
+        assert_eq!(cut_bytes("é", 1), "");
     }
 }

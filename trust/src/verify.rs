@@ -91,6 +91,21 @@ pub const EVIDENCE_FAILED_CHALLENGE: &str = "failed-challenge";
 pub const EVIDENCE_DUPLICATE_GPU: &str = "duplicate-gpu";
 
 impl Failure {
+    /// Every [`Failure::reason`] (metrics start a series for each).
+    pub const REASONS: [&'static str; 11] = [
+        "NoBand",
+        "Simulated",
+        "NotAnswered",
+        "BadReport",
+        "ImpossiblyFast",
+        "TooSlow",
+        "RoundTripTooSlow",
+        "BadOpening",
+        "WrongDigest",
+        "DuplicateUuid",
+        "DuplicateSerial",
+    ];
+
     /// CamelCase reason for status.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -49,7 +49,6 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("patch", "apps", "controllerrevisions", "", "team-a"),
     ("delete", "apps", "controllerrevisions", "", "team-a"),
     ("create", "events.k8s.io", "events", "", "team-a"),
-    ("patch", "events.k8s.io", "events", "", "team-a"),
     ("list", "gpufed.io", "stakes", "", ""),
     ("patch", "gpufed.io", "stakes", "status", ""),
     ("create", "coordination.k8s.io", "leases", "", NS),
@@ -94,17 +93,18 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("watch", "", "configmaps/gpufed-agent-report", "", ""),
     ("patch", "", "configmaps/gpufed-challenge", "", AGENT_NS),
     ("get", "gpufed.io", "assignments", "", AGENT_NS),
-    ("list", "gpufed.io", "assignments", "", AGENT_NS),
-    ("watch", "gpufed.io", "assignments", "", AGENT_NS),
     ("create", "gpufed.io", "assignments", "", AGENT_NS),
     ("patch", "gpufed.io", "assignments", "", AGENT_NS),
     ("delete", "gpufed.io", "assignments", "", AGENT_NS),
     ("deletecollection", "gpufed.io", "assignments", "", AGENT_NS),
-    ("get", "gpufed.io", "assignments", "status", AGENT_NS),
 ];
 
 /// What the hub's identity must NOT be able to do.
 pub const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
+    // Events are created one by one; Assignments (credential copies) read by name only.
+    ("patch", "events.k8s.io", "events", "", "team-a"),
+    ("list", "gpufed.io", "assignments", "", AGENT_NS),
+    ("watch", "gpufed.io", "assignments", "", AGENT_NS),
     ("get", "", "secrets", "", "kube-system"),
     ("list", "", "secrets", "", NS),
     ("watch", "", "secrets", "", NS),
@@ -214,6 +214,8 @@ pub const MEMBER_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "", "pods", "", "gpufed-t"),
     ("patch", "", "pods", "", "gpufed-t"),
     ("deletecollection", "", "pods", "", "gpufed-t"),
+    // A fenced pod stuck terminating on a lost node, by name and uid (job/dispatch.rs).
+    ("delete", "", "pods", "", "gpufed-t"),
     // A job's checkpoint credentials: the tenant namespace's copy, by name only.
     ("get", "", "secrets/gpufed-checkpoint", "", "gpufed-t"),
     ("create", "", "secrets/gpufed-checkpoint", "", "gpufed-t"),
@@ -248,7 +250,6 @@ pub const MEMBER_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "", CHALLENGE_CM, "", NS),
     ("get", "", CHALLENGE_CM, "", "kube-system"),
     ("patch", "", CHALLENGE_CM, "", "kube-system"),
-    ("delete", "", "pods", "", "kube-system"),
     (
         "create",
         "rbac.authorization.k8s.io",

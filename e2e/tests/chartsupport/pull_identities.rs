@@ -33,17 +33,17 @@ pub async fn pull_mode_with_the_charts_identities(
         .get("provider-a")
         .await
         .expect("provider-a");
+    let pace = AgentPace {
+        interval_seconds: 5,
+        challenge_poll_millis: 1000,
+    };
     for round in 1..=2 {
-        let pace = AgentPace {
-            interval_seconds: 5,
-            challenge_poll_millis: 1000,
-        };
         ensure(&op_hub, &provider, pace).await.unwrap_or_else(|e| {
             panic!("the chart's operator prepares the agent namespace (round {round}): {e}")
         });
     }
     let now = gpufed_operator::time::now();
-    let link = PullLink::new(op_hub, "provider-a", HubHealth::new(now));
+    let link = PullLink::new(op_hub, "provider-a", HubHealth::new(now), pace);
     link.write_challenges(&std::collections::BTreeMap::new())
         .await
         .expect("the operator writes the agent's challenges");

@@ -30,8 +30,19 @@ pub enum ProviderCommand {
 pub struct DrainArgs {
     /// The GpuProvider's name.
     pub provider: String,
-    /// Wait until the provider is drained; `--wait=false` sets the drain and returns.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// Wait until the provider is drained (the default; `--wait` alone says so too);
+    /// `--wait=false` sets the drain and returns.
+    // A bare flag means true and a value needs `=`, as kubectl's boolean flags: else
+    // `--wait` would take the next argument for its value.
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
     pub wait: bool,
     /// Give up waiting after this long, e.g. 30m (default: no limit; the drain goes on).
     #[arg(long, value_name = "DURATION")]
@@ -54,4 +65,35 @@ pub struct TokenArgs {
     /// Delete every bootstrap token issued for the provider instead.
     #[arg(long, conflicts_with = "ttl")]
     pub revoke: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ProviderCommand;
+    use crate::cli::{Cli, Command};
+
+    fn wait(args: &[&str]) -> Result<bool, clap::Error> {
+        let all = ["kubectl-gpufed", "provider", "drain", "dc-east"];
+        match Cli::try_parse_from(all.iter().chain(args))?.command {
+            Command::Provider {
+                command: ProviderCommand::Drain(d),
+            } => Ok(d.wait),
+            other => panic!("not provider drain: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wait_is_a_kubectl_style_boolean() {
+        assert_eq!(wait(&[]).ok(), Some(true));
+        assert_eq!(wait(&["--wait"]).ok(), Some(true));
+        assert_eq!(wait(&["--wait", "--timeout", "30m"]).ok(), Some(true));
+        assert_eq!(wait(&["--wait=true"]).ok(), Some(true));
+        assert_eq!(wait(&["--wait=false"]).ok(), Some(false));
+        // A bare flag takes no value from the next argument.
+        assert!(wait(&["--wait", "false"]).is_err());
+        let e = wait(&["--wait=soon"]).unwrap_err();
+        assert!(e.to_string().contains("--wait"), "{e}");
+    }
 }

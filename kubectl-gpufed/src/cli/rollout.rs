@@ -59,10 +59,54 @@ pub struct RolloutUndoArgs {
 pub struct RolloutStatusArgs {
     /// The ComputeService's name.
     pub service: String,
-    /// Watch until the rollout ends; `--watch=false` prints the state once.
-    #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// Watch until the rollout ends (the default; `-w` alone says so too);
+    /// `--watch=false` prints the state once.
+    // A bare flag means true and a value needs `=`, as kubectl's boolean flags: else
+    // `-w` would take the next argument for its value.
+    #[arg(
+        short = 'w',
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
     pub watch: bool,
     /// Give up after this long, e.g. 5m or 90s (default: no limit).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::RolloutCommand;
+    use crate::cli::{Cli, Command};
+
+    fn watch(args: &[&str]) -> Result<bool, clap::Error> {
+        let all = ["kubectl-gpufed", "rollout", "status", "llm"];
+        match Cli::try_parse_from(all.iter().chain(args))?.command {
+            Command::Rollout {
+                command: RolloutCommand::Status(s),
+            } => Ok(s.watch),
+            other => panic!("not rollout status: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watch_is_a_kubectl_style_boolean() {
+        assert_eq!(watch(&[]).ok(), Some(true));
+        assert_eq!(watch(&["-w"]).ok(), Some(true));
+        assert_eq!(watch(&["--watch"]).ok(), Some(true));
+        assert_eq!(watch(&["--watch=false"]).ok(), Some(false));
+        assert_eq!(watch(&["-w=false"]).ok(), Some(false));
+        assert_eq!(watch(&["--watch=true", "--timeout", "5m"]).ok(), Some(true));
+        // A bare flag takes no value from the next argument: `false` is a second NAME.
+        assert!(watch(&["--watch", "false"]).is_err());
+        let e = watch(&["--watch=maybe"]).unwrap_err();
+        assert!(e.to_string().contains("--watch"), "{e}");
+    }
 }

@@ -331,11 +331,16 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     }
     let mut failures = Vec::new();
     for name in &providers {
-        let result = match connect(ctx, name).await {
-            Ok((_, link)) => link.remove_namespace(&ns).await.map_err(|e| e.to_string()),
-            // A deleted provider has nothing left to clean.
-            Err(Error::Member { message, .. }) if message.contains("not found") => Ok(()),
-            Err(e) => Err(e.to_string()),
+        // A provider deleted from the hub has nothing left to clean. Any other failure to
+        // reach one — its kubeconfig Secret missing during a rotation included — keeps the
+        // job: its workers may still hold GPUs on the member.
+        let result = if provider(ctx, name).is_none() {
+            Ok(())
+        } else {
+            match connect(ctx, name).await {
+                Ok((_, link)) => link.remove_namespace(&ns).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         };
         if let Err(e) = result {
             failures.push(format!("{name}: {e}"));

@@ -125,7 +125,15 @@ pub struct AgentPace {
     pub challenge_poll_millis: u64,
 }
 
-/// A report older than this (seconds) means the agent is silent.
+/// A report older than this (seconds) means the agent is silent: three of its rounds,
+/// by the interval the hub sets (`hub_seconds`) — an agent's report names its own
+/// interval, and one claiming a huge one would never be judged silent (no failover).
+pub fn silent_after(reported_seconds: u64, hub_seconds: u64) -> i64 {
+    stale_after(reported_seconds.min(hub_seconds))
+}
+
+/// A report older than this (seconds) means an agent reporting every `interval_seconds`
+/// is silent.
 pub fn stale_after(interval_seconds: u64) -> i64 {
     i64::try_from(interval_seconds.saturating_mul(3))
         .unwrap_or(i64::MAX)
@@ -199,6 +207,18 @@ impl HubHealth {
     }
 }
 
+/// Whether a hub error means the hub is out (no answer, 5xx, throttled): only then are
+/// agents forgiven their silence once it answers again ([`HubHealth::record`]). A refusal
+/// of one request (403 on a terminating namespace, 409, 422) says the hub answers: were it
+/// counted, one such error recurring would keep every silent agent from failing over.
+fn hub_outage(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
+    }
+}
+
 /// The hub side of one pull-mode provider.
 #[derive(Clone)]
 pub struct PullLink {
@@ -206,16 +226,19 @@ pub struct PullLink {
     provider: String,
     namespace: String,
     health: HubHealth,
+    pace: AgentPace,
 }
 
 impl PullLink {
-    /// The link for `provider`, whose agent namespace must already be prepared ([`ensure`]).
-    pub fn new(hub: Client, provider: &str, health: HubHealth) -> Self {
+    /// The link for `provider`, whose agent namespace must already be prepared
+    /// ([`ensure`]), paced by the hub at `pace`.
+    pub fn new(hub: Client, provider: &str, health: HubHealth, pace: AgentPace) -> Self {
         Self {
             hub,
             provider: provider.to_owned(),
             namespace: agent_namespace(provider),
             health,
+            pace,
         }
     }
 
@@ -224,7 +247,9 @@ impl PullLink {
     }
 
     fn hub_err(&self, what: &str, e: kube::Error) -> Error {
-        self.health.record(false, crate::time::now());
+        if hub_outage(&e) {
+            self.health.record(false, crate::time::now());
+        }
         Error::hub(what, e)
     }
 
@@ -252,7 +277,8 @@ impl PullLink {
             .and_then(|c| c.metadata.resource_version.as_deref())
             .unwrap_or_default();
         let heard = self.health.heard(&self.provider, version, now);
-        if now - heard.max(healthy_since) > stale_after(report.interval_seconds) {
+        if now - heard.max(healthy_since) > silent_after(report.interval_seconds, self.pace.interval_seconds)
+        {
             let at = cm.as_ref().and_then(report_time).unwrap_or(0);
             return Err(self.member_err(format!(
                 "agent silent: no new report for {}s (the last written at {} by the API server's clock)",
@@ -260,7 +286,15 @@ impl PullLink {
                 crate::time::format(at),
             )));
         }
-        Ok(report.view)
+        let mut view = report.view;
+        // An agent of an older release sends the device plugin's `none` as a domain.
+        for n in &mut view.nodes {
+            n.nvlink_domain = n
+                .nvlink_domain
+                .take()
+                .filter(|d| crate::fleet::labels::is_nvlink_domain(d));
+        }
+        Ok(view)
     }
 
     /// Writes the challenge requests for the agent to pass on to its device plugins.

@@ -151,7 +151,7 @@ pub fn gpu_node(node: &Node, resource: &str, exposed_labels: &[String]) -> Optio
             .and_then(|m| m.parse().ok())
             .unwrap_or(0),
         compute,
-        nvlink_domain: labels.get(labels::NVLINK_DOMAIN).cloned(),
+        nvlink_domain: nvlink_domain(&labels),
         allocatable: u32::try_from(allocatable).unwrap_or(u32::MAX),
         ready,
         taints: hard_taints(node),
@@ -165,6 +165,12 @@ pub fn gpu_node(node: &Node, resource: &str, exposed_labels: &[String]) -> Optio
             }),
         }),
     })
+}
+
+/// The node's NVLink domain, if it has one ([`labels::is_nvlink_domain`]).
+fn nvlink_domain(labels: &BTreeMap<String, String>) -> Option<String> {
+    let domain = labels.get(labels::NVLINK_DOMAIN)?.trim();
+    labels::is_nvlink_domain(domain).then(|| domain.to_owned())
 }
 
 /// The node's `NoSchedule` and `NoExecute` taints (a `PreferNoSchedule` one never keeps a
@@ -193,13 +199,9 @@ fn hard_taints(node: &Node) -> Vec<NodeTaint> {
 /// A pod's GPU use, or `None` when it requests none of `resource`.
 pub fn gpu_pod(pod: &Pod, resource: &str) -> Option<GpuPod> {
     let spec = pod.spec.as_ref()?;
-    let gpus: u64 = spec
-        .containers
-        .iter()
-        .filter_map(|c| c.resources.as_ref()?.limits.as_ref()?.get(resource))
-        .filter_map(|q| quantity(&q.0))
-        // A member may report anything: huge limits saturate, never overflow.
-        .fold(0, u64::saturating_add);
+    // As the scheduler counts it: init containers and sidecars hold GPUs too. A member may
+    // report anything: huge amounts saturate, never overflow.
+    let gpus = u64::try_from(requests::pod_amount(spec, resource)).unwrap_or(u64::MAX);
     if gpus == 0 {
         return None;
     }
@@ -329,6 +331,34 @@ mod tests {
             ],
             "a worker carries its own requests, for the hub to count once its attempt is over"
         );
+    }
+
+    #[test]
+    fn a_node_labelled_without_nvlink_has_no_domain() {
+        let node = |domain: &str| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "n1", "labels": {labels::NVLINK_DOMAIN: domain}},
+                "status": {"allocatable": {"gpufed.io/gpu": "4"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .expect("node")
+        };
+        let domain = |d: &str| gpu_node(&node(d), "gpufed.io/gpu", &[]).and_then(|g| g.nvlink_domain);
+        assert_eq!(domain("none"), None, "the device plugin's label for no NVLink");
+        assert_eq!(domain(""), None);
+        assert_eq!(domain("nvl4-1a2b").as_deref(), Some("nvl4-1a2b"));
+    }
+
+    #[test]
+    fn gpus_held_by_init_containers_count() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"nodeName": "n1",
+                     "initContainers": [{"name": "i", "resources": {"limits": {"gpufed.io/gpu": "8"}}}],
+                     "containers": [{"name": "c", "resources": {"limits": {"gpufed.io/gpu": "2"}}}]}
+        }))
+        .expect("pod");
+        assert_eq!(gpu_pod(&pod, "gpufed.io/gpu").map(|p| p.gpus), Some(8));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!   the provider's last heartbeat when the provider was lost) minus what the journal
 //!   already holds for it.
 //! - A **live** attempt is metered in slices of at least `slice` seconds, only up to the
-//!   provider's last heartbeat minus `lag`: the attempt certainly ran until then, so the
+//!   provider's last heartbeat, and no further than the job controller last counted it
+//!   running (`status.usage`), minus `lag`: the attempt certainly ran until then, so the
 //!   final record never has to take anything back.
 //!
 //! Record ids derive from (job uid, attempt, interval start, provider) and every start is
@@ -12,6 +13,7 @@
 
 use gpufed_api::ComputeJob;
 use gpufed_api::formats::parse_decimal;
+use gpufed_api::job_status::ComputeJobStatus;
 use gpufed_settlement::{JobRef, Journal, UsageRecord};
 
 use crate::time::parse;
@@ -46,6 +48,20 @@ pub fn from_base_units(amount: u64, decimals: u8) -> String {
     }
     let frac = format!("{frac:0width$}", width = d as usize);
     format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+/// GPU-seconds of the live attempt as the job controller last wrote them: `status.usage`
+/// less what it sums beside the live attempt (`job::plan::usage`: the archived and the
+/// kept ended attempts). `None` before it wrote any.
+fn written_live_gpu_seconds(st: &ComputeJobStatus) -> Option<u64> {
+    let usage = st.usage.as_ref()?;
+    let ended = st
+        .attempts
+        .iter()
+        .fold(st.archived.as_ref().map_or(0, |a| a.gpu_seconds), |sum, a| {
+            sum.saturating_add(a.gpu_seconds)
+        });
+    Some(usage.gpu_seconds.saturating_sub(ended))
 }
 
 /// The records `job` needs beyond what `journal` holds. `heartbeat(provider)` is the
@@ -107,7 +123,15 @@ pub fn job_records(
         // only up to the first sighting (docs/api.md#node-loss), though the member keeps
         // heartbeating through the grace period — a live slice must not run past it.
         let unreachable = p.node_unreachable_since.as_deref().and_then(parse);
-        let until = hb.min(now).min(unreachable.unwrap_or(i64::MAX)) - cfg.lag as i64;
+        // Nor past what the job controller last counted (it saw the gang running, or the
+        // provider within its heartbeat grace, until then): after a hub outage the
+        // provider's heartbeat comes back before the job controller records that the pods
+        // ended meanwhile, and the heartbeat alone would bill the attempt up to now — more
+        // than its final record, which can never take the excess back. Nothing written
+        // yet: nothing live is metered (the final record meters it all).
+        let written = written_live_gpu_seconds(st).unwrap_or(0) / u64::from(p.gpus.max(1));
+        let counted = running.saturating_add(i64::try_from(written).unwrap_or(i64::MAX));
+        let until = hb.min(now).min(unreachable.unwrap_or(i64::MAX)).min(counted) - cfg.lag as i64;
         let mut meter = journal.meter(job_ref, p.attempt, &p.provider, &ns, price);
         let start = meter.metered_until().unwrap_or(running.max(0) as u64);
         if until > 0 && until as u64 >= start + cfg.slice && p.gpus > 0 {

@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, Placement};
+use gpufed_api::job_status::{
+    ArchivedAttempts, AttemptOutcome, AttemptRecord, ComputeJobStatus, Placement, Usage,
+};
 
 const CFG: MeterConfig = MeterConfig {
     slice: 60,
@@ -53,6 +55,12 @@ fn ended(attempt: u32, running: i64, end: i64) -> AttemptRecord {
     }
 }
 
+/// `st` with the usage the job controller writes when it looks at `at`.
+fn counted_at(mut st: ComputeJobStatus, at: i64) -> ComputeJobStatus {
+    st.usage = Some(crate::job::plan::usage(&st, Some(at)));
+    st
+}
+
 #[test]
 fn units_convert_both_ways() {
     assert_eq!(to_base_units("2.5", 6), Some(2_500_000));
@@ -87,10 +95,13 @@ fn units_convert_both_ways() {
 fn live_attempt_is_metered_in_slices_behind_the_heartbeat_and_finished_exactly() {
     let t0 = 1_700_000_000;
     let mut journal = Journal::new();
-    let mut st = ComputeJobStatus {
-        placement: Some(placement(1, t0)),
-        ..Default::default()
-    };
+    let mut st = counted_at(
+        ComputeJobStatus {
+            placement: Some(placement(1, t0)),
+            ..Default::default()
+        },
+        t0 + 131,
+    );
     // Too early for a slice (heartbeat 50 s in, lag 10 s → 40 s < 60 s).
     assert!(job_records(&job(st.clone()), &journal, |_| Some(t0 + 50), t0 + 50, &CFG).is_empty());
     // 130 s in: one slice up to hb − lag = 120 s.
@@ -132,10 +143,13 @@ fn a_live_slice_stops_at_the_first_sighting_of_an_unreachable_node() {
     let mut journal = Journal::new();
     let mut p = placement(1, t0);
     p.node_unreachable_since = Some(crate::time::format(t0 + 100));
-    let mut st = ComputeJobStatus {
-        placement: Some(p),
-        ..Default::default()
-    };
+    let mut st = counted_at(
+        ComputeJobStatus {
+            placement: Some(p),
+            ..Default::default()
+        },
+        t0 + 300,
+    );
     // The member still heartbeats at 300 s (grace period): the slice ends at 100 − lag.
     let recs = job_records(&job(st.clone()), &journal, |_| Some(t0 + 300), t0 + 300, &CFG);
     assert_eq!(recs.len(), 1);
@@ -157,6 +171,92 @@ fn a_live_slice_stops_at_the_first_sighting_of_an_unreachable_node() {
         .unwrap()
         .cumulative_gpu_seconds;
     assert_eq!(metered, 400);
+}
+
+#[test]
+fn a_live_slice_stops_where_the_job_controller_last_counted_the_attempt() {
+    // Placed at t0 on 4 GPUs; the job controller last counted it at t0 + 100 (400
+    // GPU-seconds), then the hub was away; the job finished meanwhile. The provider's
+    // heartbeat (t0 + 1000) comes back before the job controller records the end: the
+    // live slice must not reach past what was counted, or the excess is billed for good.
+    let t0 = 1_700_000_000;
+    let mut journal = Journal::new();
+    let mut st = counted_at(
+        ComputeJobStatus {
+            placement: Some(placement(1, t0)),
+            ..Default::default()
+        },
+        t0 + 100,
+    );
+    assert_eq!(st.usage.as_ref().map(|u| u.gpu_seconds), Some(400));
+    let recs = job_records(&job(st.clone()), &journal, |_| Some(t0 + 1000), t0 + 1000, &CFG);
+    let metered: u64 = recs.iter().map(|r| r.gpu_seconds).sum();
+    assert!(metered <= 400, "{metered} GPU-seconds metered of 400 counted");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].start, recs[0].end),
+        (t0 as u64, t0 as u64 + 90),
+        "counted − lag"
+    );
+    journal.append(recs[0].clone()).unwrap();
+    // The end recorded at t0 + 100: the rest exactly, and the total is the final usage.
+    st.attempts.push(ended(1, t0, t0 + 100));
+    let recs = job_records(&job(st), &journal, |_| Some(t0 + 1000), t0 + 1000, &CFG);
+    assert_eq!(recs.iter().map(|r| r.gpu_seconds).sum::<u64>(), 40);
+    // Nothing counted yet: nothing live is metered.
+    let uncounted = ComputeJobStatus {
+        placement: Some(placement(1, t0)),
+        ..Default::default()
+    };
+    assert!(
+        job_records(
+            &job(uncounted),
+            &Journal::new(),
+            |_| Some(t0 + 1000),
+            t0 + 1000,
+            &CFG
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn the_live_count_excludes_ended_and_archived_attempts() {
+    // Attempt 1 (400 GPU-seconds) kept, 1000 archived; attempt 2 placed at t0 + 300 and
+    // counted 100 s in: its live part is 400 GPU-seconds, not the job's 1800.
+    let t0 = 1_700_000_000;
+    let st = counted_at(
+        ComputeJobStatus {
+            placement: Some(placement(2, t0 + 300)),
+            attempts: vec![ended(1, t0, t0 + 100)],
+            archived: Some(ArchivedAttempts {
+                attempts: 3,
+                gpu_seconds: 1000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        t0 + 400,
+    );
+    assert_eq!(st.usage.as_ref().map(|u| u.gpu_seconds), Some(1800));
+    let recs = job_records(
+        &job(st.clone()),
+        &Journal::new(),
+        |_| Some(t0 + 2000),
+        t0 + 2000,
+        &CFG,
+    );
+    let live: Vec<_> = recs.iter().filter(|r| r.attempt == 2).collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].start, live[0].end), (t0 as u64 + 300, t0 as u64 + 390));
+    // A usage below the ended attempts (a stale write) meters nothing live.
+    let mut stale = st;
+    stale.usage = Some(Usage {
+        gpu_seconds: 100,
+        cost: "0".into(),
+    });
+    let recs = job_records(&job(stale), &Journal::new(), |_| Some(t0 + 2000), t0 + 2000, &CFG);
+    assert!(recs.iter().all(|r| r.attempt == 1), "{recs:?}");
 }
 
 #[test]

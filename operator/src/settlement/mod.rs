@@ -59,10 +59,10 @@ pub struct SettlementConfig {
 
 /// Runs settlement until shutdown; idles while not leader.
 pub async fn run(ctx: Arc<Context>, cfg: SettlementConfig, shutdown: watch::Receiver<bool>) {
-    crate::lease::per_term(&ctx.leadership, "settlement", shutdown, |mut rx| {
+    crate::lease::per_term(&ctx.leadership, "settlement", shutdown, |mut rx, term| {
         let (ctx, cfg) = (ctx.clone(), cfg.clone());
         async move {
-            let result = session(&ctx, &cfg, &mut rx).await;
+            let result = session(&ctx, &cfg, &mut rx, term).await;
             if let Err(e) = &result {
                 ctx.set_settlement_paused(Some(e.to_string()));
             }
@@ -77,6 +77,7 @@ async fn session(
     ctx: &Context,
     cfg: &SettlementConfig,
     shutdown: &mut watch::Receiver<bool>,
+    term: u64,
 ) -> Result<(), ChainError> {
     let authority = Keypair::read(&cfg.keypair)?;
     let mint = Pubkey::parse(&cfg.mint)?;
@@ -123,7 +124,7 @@ async fn session(
     };
     let mut payouts_ready: BTreeSet<Pubkey> = BTreeSet::new();
     let mut retainer = retain::Retainer::new(gpufed_settlement::Retention::default());
-    while ctx.leadership.is_leader() && !*shutdown.borrow() {
+    while ctx.leadership.holds(term) && !*shutdown.borrow() {
         if !checked {
             checked = check_decimals(&checker, &mint, decimals).await?;
         }

@@ -9,13 +9,13 @@ use gpufed_chain::history::HistoryGate;
 use gpufed_chain::stake_tx::{self, StakeAccounts};
 use gpufed_chain::{Keypair, Rpc, deposit};
 use gpufed_settlement::MachineConfig;
-use gpufed_settlement::stake::{StakeAction, StakeConfig, StakeEvent, StakePhase, StakeState, step};
+use gpufed_settlement::stake::{StakeAction, StakeConfig, StakeEvent, step};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use super::plan::{self, Input, SpecView};
+use super::reuse::{self, Open};
 use super::status::{self, StatusView};
 use super::store::{Claim, StakeDoc, StakeStore, StoreError};
 
@@ -63,21 +63,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-fn seed(uid: &str) -> u64 {
-    let d = Sha256::digest(uid.as_bytes());
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    u64::from_le_bytes(b)
-}
-
-/// Whether a state holds nothing on chain and has nothing in flight.
-fn empty(s: &StakeState) -> bool {
-    match s.phase {
-        StakePhase::Pending | StakePhase::Rejected { .. } | StakePhase::Released => true,
-        _ => s.bonded == 0 && s.pending_slash.is_none() && s.release.is_none(),
-    }
 }
 
 /// What a round found for one Stake, for its status.
@@ -129,8 +114,9 @@ impl Driver {
     }
 
     /// The persisted state of `stake`, created (and persisted) on first sight; `Err((reason,
-    /// message))` when the spec no longer matches it, or it belongs to an earlier object of
-    /// this name that still holds tokens.
+    /// message))` when the spec no longer matches it, it belongs to an earlier object of
+    /// this name that still holds tokens, or the spec names that object's spent deposit
+    /// ([`reuse::open`]).
     async fn open(
         &mut self,
         stake: &Stake,
@@ -147,52 +133,41 @@ impl Driver {
                 loaded
             }
         };
-        let fresh = || {
-            StakeDoc::new(
-                &uid,
-                StakeState::new(
-                    spec.staker.clone(),
-                    spec.amount,
-                    spec.signature.clone(),
-                    seed(&uid),
-                ),
-            )
-        };
-        let same_claim = |s: &StakeState| {
-            s.staker == spec.staker && s.stated_amount == spec.amount && s.deposit_signature == spec.signature
-        };
-        let mut doc = match found {
-            None => fresh(),
-            Some(d) if d.uid == uid && same_claim(&d.state) => d,
-            Some(d) if d.uid == uid => {
-                return Ok(Err((
-                    "SpecChanged",
-                    "spec.amount, spec.depositSignature or spec.stakerWallet changed after the stake was recorded; \
-                     create a new Stake to add collateral"
-                        .into(),
-                )));
+        let created = stake
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second());
+        let doc_name = super::store::doc_name(&name);
+        let mut doc = match reuse::open(found, &uid, spec, created, &doc_name) {
+            Open::Continue(d) => d,
+            Open::Fresh { doc, retire } => {
+                // The replaced state is the only record that its deposit bonded unless the
+                // claims say so: they must, before it is gone.
+                if let Some((signature, old_uid)) = retire {
+                    self.store.mark_spent(&signature, &name, &old_uid).await?;
+                }
+                doc
             }
-            // The same name again (deleted and re-created): the same claim continues;
-            // a different one starts afresh only where the old state holds nothing.
-            Some(mut d) if same_claim(&d.state) => {
-                d.uid = uid.clone();
-                d
-            }
-            Some(d) if empty(&d.state) => fresh(),
-            Some(d) => {
-                return Ok(Err((
-                    "StateConflict",
-                    format!(
-                        "state {} belongs to an earlier Stake of this name that still holds {} base units; \
-                         re-create it with the same spec",
-                        super::store::doc_name(&name),
-                        d.state.bonded
-                    ),
-                )));
-            }
+            Open::Refuse(reason, message) => return Ok(Err((reason, message))),
         };
         self.persist(&name, &mut doc).await?;
+        self.seal(&name, &mut doc).await?;
         Ok(Ok(doc))
+    }
+
+    /// Marks the deposit of a state that has bonded spent in the claims (once per state):
+    /// from then on no other Stake object claims it, even after this state is replaced.
+    /// Until it is marked, [`reuse::claim_verdict`] reads the same from the state itself.
+    async fn seal(&mut self, name: &str, doc: &mut StakeDoc) -> Result<(), StoreError> {
+        if doc.deposit_spent || !reuse::has_bonded(&doc.state) {
+            return Ok(());
+        }
+        self.store
+            .mark_spent(&doc.state.deposit_signature, name, &doc.uid)
+            .await?;
+        doc.deposit_spent = true;
+        self.persist(name, doc).await
     }
 
     /// Feeds one event: the new state is persisted before its actions are returned.
@@ -284,6 +259,12 @@ impl Driver {
                             found.held_by = Some(other);
                             continue;
                         }
+                        Claim::Spent(other) => {
+                            found.held_by = Some(format!(
+                                "{other}, for which it has bonded: a deposit bonds one Stake, once"
+                            ));
+                            continue;
+                        }
                         Claim::Ours => {}
                     }
                     match deposit::fetch_deposit(&self.rpc, &signature).await {
@@ -346,6 +327,8 @@ impl Driver {
         found.note = note;
         // Evidence from verification (docs/trust.md) after the annotations: an explicit
         // request raised in the same round goes first; the evidence waits for the next.
+        // It counts from when the state began (`StakeDoc::since`), the object's creation
+        // only for states recorded before that was kept.
         if !inputs.iter().any(|i| matches!(i, Input::Raise(_)))
             && let Some(raise) = plan::evidence_input(
                 evidence,
@@ -377,6 +360,7 @@ impl Driver {
             };
             let actions = self.feed(&name, &mut doc, ev, &mut found).await?;
             self.execute(&name, &mut doc, actions, &mut found).await?;
+            self.seal(&name, &mut doc).await?;
         }
         let view = StatusView {
             doc: &doc,

@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod plan;
+pub mod reuse;
 pub mod status;
 pub mod store;
 
@@ -67,9 +68,9 @@ fn ms(d: Duration) -> u64 {
 
 /// Runs the Stake controller until shutdown; idles while not leader.
 pub async fn run(ctx: Arc<Context>, cfg: StakeControllerConfig, shutdown: watch::Receiver<bool>) {
-    crate::lease::per_term(&ctx.leadership, "stake controller", shutdown, |mut rx| {
+    crate::lease::per_term(&ctx.leadership, "stake controller", shutdown, |mut rx, term| {
         let (ctx, cfg) = (ctx.clone(), cfg.clone());
-        async move { session(&ctx, &cfg, &mut rx).await }
+        async move { session(&ctx, &cfg, &mut rx, term).await }
     })
     .await;
 }
@@ -79,6 +80,7 @@ async fn session(
     ctx: &Context,
     cfg: &StakeControllerConfig,
     shutdown: &mut watch::Receiver<bool>,
+    term: u64,
 ) -> Result<(), ChainError> {
     let authority = Keypair::read(&cfg.keypair)?;
     let mint = Pubkey::parse(&cfg.mint)?;
@@ -116,7 +118,7 @@ async fn session(
         paused: None,
     };
     let stakes: Api<Stake> = Api::all(ctx.hub.clone());
-    while ctx.leadership.is_leader() && !*shutdown.borrow() {
+    while ctx.leadership.holds(term) && !*shutdown.borrow() {
         // Evidence recorded by verification (docs/trust.md); unreadable: no slash this round.
         let evidence = crate::verification::evidence::list(&ctx.hub, &cfg.namespace)
             .await
@@ -129,7 +131,7 @@ async fn session(
             Ok(list) => {
                 let mut bonded: std::collections::BTreeMap<String, u64> = Default::default();
                 for stake in &list.items {
-                    if !ctx.leadership.is_leader() {
+                    if !ctx.leadership.holds(term) {
                         break;
                     }
                     let against = evidence
@@ -139,10 +141,12 @@ async fn session(
                     if let Err(e) = driver.reconcile(&ctx.hub, stake, against).await {
                         warn!(stake = %stake.name_any(), error = %e, "stake not reconciled; next round retries");
                     }
-                    if let Some(doc) = driver.saved.get(&stake.name_any())
-                        && doc.state.is_bonded()
+                    if let Some(amount) = driver
+                        .saved
+                        .get(&stake.name_any())
+                        .and_then(|doc| reuse::credits(doc, &stake.uid().unwrap_or_default()))
                     {
-                        *bonded.entry(stake.spec.provider.clone()).or_default() += doc.state.bonded;
+                        *bonded.entry(stake.spec.provider.clone()).or_default() += amount;
                     }
                 }
                 if let Ok(mut view) = ctx.stakes.write() {

@@ -215,17 +215,22 @@ pub struct EvidenceRef {
 /// (at least one base unit). Evidence waits (it is not marked handled) while the Stake
 /// cannot be slashed, so a pending slash or an unbonded Stake delays it, never drops it.
 ///
-/// Only evidence observed since the Stake was created (`stake_since`, unix seconds) counts
-/// against it: collateral put up after a lie was not at stake when it was told. Without
-/// that, a provider slashed for evidence would be slashed for it again on every new Stake,
-/// and a provider deleted and created again under the same name would pay for the old
-/// one's evidence (evidence is kept, and found by provider name).
+/// Only evidence observed since the Stake was created counts against it: collateral put
+/// up after a lie was not at stake when it was told. Without that, a provider slashed for
+/// evidence would be slashed for it again on every new Stake, and a provider deleted and
+/// created again under the same name would pay for the old one's evidence (evidence is
+/// kept, and found by provider name). The time is the state's (`StakeDoc::since`: when the
+/// object it was first created for was created), so a Stake deleted and re-created with
+/// the same spec, which continues that state, still answers for evidence observed before
+/// the new object; `created` (the object's creation, unix seconds) stands in for documents
+/// written before that time was kept.
 pub fn evidence_input(
     evidence: &[EvidenceRef],
     doc: &StakeDoc,
     slash_bps: u32,
-    stake_since: Option<i64>,
+    created: Option<i64>,
 ) -> Option<Input> {
+    let stake_since = doc.since.or(created);
     let s = &doc.state;
     let open = matches!(
         s.phase,

@@ -6,7 +6,8 @@
 //!   it last read, so a deposed leader's write is refused (409);
 //! - `gpufed-deposit-claims`: deposit signature → the Stake that claims it, so one deposit
 //!   bonds one Stake only, even after that Stake is deleted and another names the same
-//!   signature.
+//!   signature; once it has bonded the entry is marked spent and bonds nothing again
+//!   (`super::reuse`).
 //!
 //! State ConfigMaps are never deleted by the controller: they are the audit trail of what
 //! was verified, released and slashed, and they keep deposits claimed.
@@ -52,6 +53,16 @@ pub struct StakeDoc {
     /// dismisses no other until it is removed (or set to an evidence hash).
     #[serde(default)]
     pub dismiss_true_spent: bool,
+    /// When the Stake this state was first created for was created (unix seconds): only
+    /// evidence observed since counts against it, and a Stake re-created under the same
+    /// name continues this time with the state, so deleting it escapes no evidence.
+    /// `None` in documents written before it was kept.
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// The claims ConfigMap records this state's deposit as spent (it has bonded): the
+    /// state may then be replaced without the deposit ever bonding again.
+    #[serde(default)]
+    pub deposit_spent: bool,
 }
 
 impl StakeDoc {
@@ -65,6 +76,8 @@ impl StakeDoc {
             slash_windows: BTreeMap::new(),
             unbonding_end_ms: None,
             dismiss_true_spent: false,
+            since: None,
+            deposit_spent: false,
         }
     }
 
@@ -81,9 +94,15 @@ impl StakeDoc {
 
 /// Who claims a deposit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Holder {
-    stake: String,
-    uid: String,
+pub struct Holder {
+    /// The claiming Stake's name.
+    pub stake: String,
+    /// Its uid.
+    pub uid: String,
+    /// The deposit has bonded: it never passes to another Stake object, whatever becomes
+    /// of the holder's state (absent in entries written before it was kept).
+    #[serde(default)]
+    pub spent: bool,
 }
 
 /// Result of [`StakeStore::claim`].
@@ -93,6 +112,9 @@ pub enum Claim {
     Ours,
     /// Another Stake (named) claims it.
     HeldBy(String),
+    /// The deposit has bonded for the Stake named (perhaps an earlier object of this
+    /// name): it cannot bond again.
+    Spent(String),
 }
 
 /// Failures of the store.
@@ -229,35 +251,19 @@ impl StakeStore {
         self.versions.remove(&doc_name(stake));
     }
 
-    /// Claims `signature` for the Stake `stake` (uid `uid`). A claim by another Stake
-    /// stands while that Stake's state exists, is the same object, and is not Rejected;
-    /// otherwise it passes to this one.
-    pub async fn claim(&mut self, signature: &str, stake: &str, uid: &str) -> Result<Claim, StoreError> {
+    /// The claims ConfigMap's entries and the resourceVersion they were read at.
+    async fn claims(&self) -> Result<(BTreeMap<String, String>, Option<String>), StoreError> {
         let cm = self.api.get_opt(CLAIMS).await.map_err(api_err(CLAIMS))?;
         let rv = cm.as_ref().and_then(|c| c.metadata.resource_version.clone());
-        let mut data = cm.and_then(|c| c.data).unwrap_or_default();
-        if let Some(text) = data.get(signature) {
-            let holder: Holder =
-                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
-            if holder.stake == stake && holder.uid == uid {
-                return Ok(Claim::Ours);
-            }
-            if holder.stake != stake {
-                let live = self.peek(&holder.stake).await?.is_some_and(|d| {
-                    d.uid == holder.uid && !matches!(d.state.phase, StakePhase::Rejected { .. })
-                });
-                if live {
-                    return Ok(Claim::HeldBy(holder.stake));
-                }
-            }
-        }
-        let holder = Holder {
-            stake: stake.to_string(),
-            uid: uid.to_string(),
-        };
-        let text =
-            serde_json::to_string(&holder).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
-        data.insert(signature.to_string(), text);
+        Ok((cm.and_then(|c| c.data).unwrap_or_default(), rv))
+    }
+
+    /// Replaces the claims ConfigMap under the resourceVersion it was read at.
+    async fn write_claims(
+        &self,
+        data: BTreeMap<String, String>,
+        rv: Option<String>,
+    ) -> Result<(), StoreError> {
         let mut cm = config_map(CLAIMS, "claims", data, None);
         match rv {
             None => self.api.create(&PostParams::default(), &cm).await,
@@ -267,7 +273,63 @@ impl StakeStore {
             }
         }
         .map_err(api_err(CLAIMS))?;
+        Ok(())
+    }
+
+    /// Claims `signature` for the Stake `stake` (uid `uid`), as
+    /// [`super::reuse::claim_verdict`] decides: a spent deposit stays its holder's, a
+    /// claim by another live Stake stands, any other passes to this one.
+    pub async fn claim(&mut self, signature: &str, stake: &str, uid: &str) -> Result<Claim, StoreError> {
+        let (mut data, rv) = self.claims().await?;
+        if let Some(text) = data.get(signature) {
+            let holder: Holder =
+                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
+            let exact = holder.stake == stake && holder.uid == uid;
+            let holder_doc = if exact {
+                None
+            } else {
+                self.peek(&holder.stake).await?
+            };
+            if let Some(verdict) =
+                super::reuse::claim_verdict(&holder, holder_doc.as_ref(), signature, stake, uid)
+            {
+                return Ok(verdict);
+            }
+        }
+        let holder = Holder {
+            stake: stake.to_string(),
+            uid: uid.to_string(),
+            spent: false,
+        };
+        let text =
+            serde_json::to_string(&holder).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
+        data.insert(signature.to_string(), text);
+        self.write_claims(data, rv).await?;
         Ok(Claim::Ours)
+    }
+
+    /// Records that `signature` has bonded (for the Stake `stake`, uid `uid`, unless the
+    /// entry names its holder already): no Stake object but its holder ever claims it
+    /// again. Idempotent.
+    pub async fn mark_spent(&mut self, signature: &str, stake: &str, uid: &str) -> Result<(), StoreError> {
+        let (mut data, rv) = self.claims().await?;
+        let mut holder = match data.get(signature) {
+            Some(text) => serde_json::from_str::<Holder>(text)
+                .map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?,
+            None => Holder {
+                stake: stake.to_string(),
+                uid: uid.to_string(),
+                spent: false,
+            },
+        };
+        if holder.spent {
+            return Ok(());
+        }
+        holder.spent = true;
+        let text =
+            serde_json::to_string(&holder).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
+        data.insert(signature.to_string(), text);
+        self.write_claims(data, rv).await
     }
 }
 

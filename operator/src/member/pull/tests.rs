@@ -54,6 +54,20 @@ fn staleness_is_three_intervals_and_never_under_ten_seconds() {
     assert_eq!(stale_after(1), 10);
     assert_eq!(stale_after(10), 30);
     assert_eq!(stale_after(u64::MAX), i64::MAX);
+    // An agent claiming a huge interval is judged by the hub's.
+    assert_eq!(silent_after(u64::MAX, 10), 30);
+    assert_eq!(silent_after(5, 10), 15);
+}
+
+#[test]
+fn only_an_outage_of_the_hub_forgives_silence() {
+    let api = |code: u16| kube::Error::Api(kube::core::Status::failure("m", "r").with_code(code).boxed());
+    for code in [500, 503, 429] {
+        assert!(hub_outage(&api(code)), "{code}");
+    }
+    for code in [403, 404, 409, 413, 422] {
+        assert!(!hub_outage(&api(code)), "{code}: the hub answered");
+    }
 }
 
 fn stamped(manager: &str, secs: i64) -> ManagedFieldsEntry {
