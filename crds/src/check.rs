@@ -135,6 +135,55 @@ pub fn job_update(old: &ComputeJob, new: &ComputeJob) -> Vec<FieldError> {
     errors
 }
 
+/// Checks that a placed job's spec still has the gang shape its live placement was made
+/// for. The CEL rule that freezes `workers`, `gpusPerWorker` and `gpu` once a job is placed
+/// ([`job_update`]) needs the stored object, which the operator does not see, and API
+/// servers before 1.25 drop it; so the operator compares the spec with what the placement
+/// recorded from it instead: one worker entry per worker, and `workers × gpusPerWorker`
+/// GPUs. (`spec.gpu` is not recorded: it only decides where the next attempt goes, while
+/// pods and billing follow the shape.) A finished job's last placement is a record only.
+pub fn job_placement(job: &ComputeJob) -> Vec<FieldError> {
+    use crate::job_status::JobPhase;
+    let mut errors = Vec::new();
+    let Some(st) = job.status.as_ref() else {
+        return errors;
+    };
+    let Some(p) = st.placement.as_ref() else {
+        return errors;
+    };
+    if matches!(st.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
+        return errors;
+    }
+    let spec = &job.spec;
+    let how = "workers, gpusPerWorker and gpu are immutable once the job is placed: set it back, or suspend \
+               the job until its attempt has stopped and change it then";
+    // A placement written without per-worker entries tells nothing of the worker count.
+    let placed_workers = match p.workers.len() {
+        0 => spec.workers,
+        n => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    if placed_workers != spec.workers {
+        errors.push(field(
+            "spec.workers",
+            format!(
+                "is {} but attempt {} runs {placed_workers} workers; {how}",
+                spec.workers, p.attempt
+            ),
+        ));
+    }
+    if u64::from(p.gpus) != u64::from(placed_workers) * u64::from(spec.gpus_per_worker) {
+        let per_worker = p.gpus.checked_div(placed_workers).unwrap_or(p.gpus);
+        errors.push(field(
+            "spec.gpusPerWorker",
+            format!(
+                "is {} but attempt {} runs {per_worker} GPUs per worker ({} in all); {how}",
+                spec.gpus_per_worker, p.attempt, p.gpus
+            ),
+        ));
+    }
+    errors
+}
+
 /// A field path without its list indices: `spec.gpu.models[2]` → `spec.gpu.models`
 /// (how an API server names a field inside a list in some of its errors).
 pub fn without_indices(path: &str) -> String {
@@ -167,8 +216,12 @@ pub fn provider_spec(spec: &GpuProviderSpec) -> Vec<FieldError> {
             &mut errors,
         );
     }
-    if let Err(e) = formats::parse_duration(&spec.heartbeat_grace_period) {
-        errors.push(field("spec.heartbeatGracePeriod", e.to_string()));
+    // Zero would count a provider lost at its first failed probe and fail every job on it
+    // over (CEL refuses it too, on API servers that keep CEL rules).
+    match formats::parse_duration(&spec.heartbeat_grace_period) {
+        Ok(0) => errors.push(field("spec.heartbeatGracePeriod", "must be longer than 0s")),
+        Ok(_) => {}
+        Err(e) => errors.push(field("spec.heartbeatGracePeriod", e.to_string())),
     }
     if let Some(Err(e)) = spec.drain_deadline.as_deref().map(formats::parse_duration) {
         errors.push(field("spec.drainDeadline", e.to_string()));

@@ -11,6 +11,12 @@ pub const SIGNATURE_PATTERN: &str = "^[1-9A-HJ-NP-Za-km-z]{64,88}$";
 /// A token amount or price as a decimal string with at most 6 fractional digits
 /// (the token's base unit is 10^-6), e.g. `2.50`. Strings, not floats, so money is exact.
 pub const DECIMAL_PATTERN: &str = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$";
+/// A decimal amount the operator sums into status (costs, settled amounts): as
+/// [`DECIMAL_PATTERN`], but with up to 20 whole digits. A sum of costs is any `u64` of base
+/// units (`formats::format_decimal(u64::MAX)` has 14 whole digits), so the 12 whole digits
+/// of a spec's price would have the API server refuse every later status write of a job
+/// whose cost grew past them; 20 digits hold any `u64` whatever its unit.
+pub const STATUS_DECIMAL_PATTERN: &str = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,6})?$";
 /// A Go-style duration made of hours, minutes and seconds, e.g. `36h`, `1h30m`, `90s`.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}h)?([0-9]{1,5}m)?([0-9]{1,5}s)?$";
 /// A memory quantity, binary (`80Gi`, `24576Mi`) or decimal as GPU vendors count
@@ -18,7 +24,9 @@ pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}h)?([0-9]{1,5}m)?([0-9]{1,5}s)?
 pub const MEMORY_PATTERN: &str = r"^[1-9][0-9]{0,6}(Mi|Gi|Ti|M|G|T)$";
 /// A DNS-1123 label: namespaces, object names of providers, regions.
 pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
-/// A DNS-1123 subdomain (Secret names and other object names).
+/// A DNS-1123 subdomain (Secret names and other object names), at most 253 characters.
+/// Fields that name a `GpuProvider` use it: a provider is named like any
+/// object (`dc1.example.com`, up to 253 characters), not as a DNS label.
 pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A GPU model name as the device plugin labels it: NVML's product name with spaces
 /// replaced by dashes, e.g. `NVIDIA-H100-80GB-HBM3`, `NVIDIA-GeForce-RTX-4090`.

@@ -125,11 +125,17 @@ pub fn parse_memory_mib(s: &str) -> Result<u64, FormatError> {
 mod quantity;
 pub use quantity::{Quantity, Rounding, parse_quantity};
 
-/// Parses a compute capability `major.minor` (e.g. `8.6`).
+/// Parses a compute capability `major.minor` (e.g. `8.6`): exactly what
+/// `COMPUTE_CAPABILITY_PATTERN` admits, 1–2 ASCII digits, a dot, one digit. The operator
+/// writes what it parses from a node's label back into the provider's status, where the
+/// API server checks that pattern: `100.0` or `+9.0` read as valid here would have every
+/// later status write refused.
 pub fn parse_compute_capability(s: &str) -> Result<(u8, u8), FormatError> {
     let err = || FormatError::ComputeCapability(s.to_owned());
     let (major, minor) = s.split_once('.').ok_or_else(err)?;
-    if minor.len() != 1 {
+    let digits =
+        |p: &str, most: usize| (1..=most).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(major, 2) || !digits(minor, 1) {
         return Err(err());
     }
     Ok((
@@ -196,5 +202,26 @@ mod tests {
         assert_eq!(parse_compute_capability("9.0"), Ok((9, 0)));
         assert!(parse_compute_capability("9").is_err());
         assert!(parse_compute_capability("8.10").is_err());
+        assert_eq!(parse_compute_capability("12.0"), Ok((12, 0)));
+        // What COMPUTE_CAPABILITY_PATTERN refuses is refused here too: the parsed value is
+        // written back into a provider's status.
+        for bad in [
+            "100.0", "+9.0", "009.0", "9.+0", ".0", "9.", "-1.0", " 9.0", "9.0 ", "٩.0",
+        ] {
+            assert!(parse_compute_capability(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn every_sum_of_costs_fits_the_status_pattern() {
+        let status =
+            regex::Regex::new(crate::common::STATUS_DECIMAL_PATTERN).unwrap_or_else(|e| panic!("{e}"));
+        for micros in [0, 1, 2_500_000, 999_999_999_999_999_999, u64::MAX] {
+            let text = format_decimal(micros);
+            assert!(status.is_match(&text), "{text}");
+        }
+        // Whole units of any u64 (a mint's base units formatted without decimals).
+        assert!(status.is_match(&u64::MAX.to_string()));
+        assert!(!status.is_match("1.1234567") && !status.is_match("01") && !status.is_match("-1"));
     }
 }

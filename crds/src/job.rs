@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    COMPUTE_CAPABILITY_PATTERN, DECIMAL_PATTERN, DNS_LABEL_PATTERN, DURATION_PATTERN, GPU_MODEL_PATTERN,
-    MEMORY_PATTERN,
+    COMPUTE_CAPABILITY_PATTERN, DECIMAL_PATTERN, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN,
+    GPU_MODEL_PATTERN, MEMORY_PATTERN,
 };
 use crate::job_status::ComputeJobStatus;
 
@@ -276,13 +276,14 @@ pub struct PlacementConstraints {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(pattern(DNS_LABEL_PATTERN)))]
     pub regions: Vec<String>,
-    /// Allowed providers by name (empty: any).
+    /// Allowed providers by name (empty: any). `GpuProvider` names, so DNS subdomains
+    /// (`dc1.example.com`), not only labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(pattern(DNS_LABEL_PATTERN)))]
+    #[schemars(length(max = 64), inner(length(max = 253), pattern(DNS_SUBDOMAIN_PATTERN)))]
     pub providers: Vec<String>,
     /// Providers to try first, in order; others follow by score.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(pattern(DNS_LABEL_PATTERN)))]
+    #[schemars(length(max = 16), inner(length(max = 253), pattern(DNS_SUBDOMAIN_PATTERN)))]
     pub preferred_providers: Vec<String>,
     /// Least provider reputation, 0–100.
     #[serde(default)]

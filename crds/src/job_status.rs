@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Condition, DECIMAL_PATTERN, SIGNATURE_PATTERN};
+use crate::common::{Condition, DECIMAL_PATTERN, SIGNATURE_PATTERN, STATUS_DECIMAL_PATTERN};
 
 /// Status of a `ComputeJob`, written only by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -142,8 +142,8 @@ pub struct Placement {
     /// attempts are refused (fencing).
     #[schemars(range(min = 1))]
     pub attempt: u32,
-    /// The `GpuProvider` running the attempt.
-    #[schemars(length(max = 63))]
+    /// The `GpuProvider` running the attempt (any object name: up to 253 characters).
+    #[schemars(length(max = 253))]
     pub provider: String,
     /// Total GPUs of the gang.
     pub gpus: u32,
@@ -258,11 +258,11 @@ pub struct ArchivedAttempts {
     /// Their billed GPU-seconds.
     pub gpu_seconds: u64,
     /// Their cost (decimal).
-    #[schemars(pattern(DECIMAL_PATTERN))]
+    #[schemars(pattern(STATUS_DECIMAL_PATTERN))]
     pub cost: String,
     /// The providers they ran on (the job's tenant namespace there is removed with the job).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 63)))]
+    #[schemars(length(max = 256), inner(length(max = 253)))]
     pub providers: Vec<String>,
 }
 
@@ -273,7 +273,7 @@ pub struct AttemptRecord {
     /// Attempt number.
     pub attempt: u32,
     /// Provider that ran it.
-    #[schemars(length(max = 63))]
+    #[schemars(length(max = 253))]
     pub provider: String,
     /// How it ended.
     pub outcome: AttemptOutcome,
@@ -325,7 +325,7 @@ pub struct Usage {
     /// GPU-seconds metered.
     pub gpu_seconds: u64,
     /// Cost of those GPU-seconds in the settlement token (decimal).
-    #[schemars(pattern(DECIMAL_PATTERN))]
+    #[schemars(pattern(STATUS_DECIMAL_PATTERN))]
     pub cost: String,
 }
 
@@ -342,7 +342,7 @@ pub struct Billing {
     #[serde(default)]
     pub metered_gpu_seconds: u64,
     /// Amount settled (decimal).
-    #[schemars(pattern(DECIMAL_PATTERN))]
+    #[schemars(pattern(STATUS_DECIMAL_PATTERN))]
     pub settled_amount: String,
     /// Signatures of the transactions that settled this job's records (most recent 16).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

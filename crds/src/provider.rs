@@ -53,6 +53,7 @@ use crate::common::{
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.mode != 'Push' || has(self.kubeconfigSecretRef)").message("spec.kubeconfigSecretRef is required when spec.mode is Push").field_path(".kubeconfigSecretRef"))]
+#[x_kube(validation = Rule::new("!has(self.heartbeatGracePeriod) || duration(self.heartbeatGracePeriod) > duration('0s')").message("spec.heartbeatGracePeriod must be longer than 0s").field_path(".heartbeatGracePeriod"))]
 #[x_kube(validation = Rule::new("self.prices.all(p, double(p.pricePerGpuHour) > 0.0)").message("every spec.prices[].pricePerGpuHour must be greater than 0").field_path(".prices"))]
 #[x_kube(validation = Rule::new("!has(self.tenants) || !has(self.tenants.namespaceSelector) || !has(self.tenants.namespaceSelector.matchExpressions) || self.tenants.namespaceSelector.matchExpressions.all(e, (e.operator == 'In' || e.operator == 'NotIn') == (has(e.values) && size(e.values) > 0))").message("spec.tenants.namespaceSelector.matchExpressions: In and NotIn need values, Exists and DoesNotExist take none").field_path(".tenants.namespaceSelector.matchExpressions"))]
 #[x_kube(validation = Rule::new("!has(self.workerTolerations) || self.workerTolerations.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '')").message("spec.workerTolerations: operator Exists takes no value").field_path(".workerTolerations"))]
@@ -107,7 +108,8 @@ pub struct GpuProviderSpec {
     #[serde(default = "default_resource_name")]
     #[schemars(length(min = 3, max = 253), pattern(r"^[a-z0-9.-]+/[a-z0-9.-]+$"))]
     pub resource_name: String,
-    /// How long the provider may miss heartbeats before it is NotReady and its jobs fail over.
+    /// How long the provider may miss heartbeats before it is NotReady and its jobs fail
+    /// over; longer than `0s` (a zero grace would fail every job over on one missed probe).
     #[serde(default = "default_grace")]
     #[schemars(length(min = 2, max = 16), pattern(DURATION_PATTERN))]
     pub heartbeat_grace_period: String,

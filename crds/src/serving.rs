@@ -85,7 +85,7 @@ pub struct Spread {
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// The provider the replica runs on.
-    #[schemars(length(max = 63))]
+    #[schemars(length(max = 253))]
     pub provider: String,
     /// Where to reach it: `host:port` (node IP and node port, load-balancer ingress and
     /// port, or the in-cluster Service DNS name); absent until known.

@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Condition, DECIMAL_PATTERN, DNS_LABEL_PATTERN, SIGNATURE_PATTERN, WALLET_PATTERN};
+use crate::common::{Condition, DECIMAL_PATTERN, DNS_SUBDOMAIN_PATTERN, SIGNATURE_PATTERN, WALLET_PATTERN};
 
 /// Collateral a provider puts up. It bonds once its deposit is verified on chain and is
 /// slashed on evidence of misbehaviour (failed challenges, duplicate GPUs, abandoned jobs).
@@ -42,8 +42,9 @@ use crate::common::{Condition, DECIMAL_PATTERN, DNS_LABEL_PATTERN, SIGNATURE_PAT
 #[x_kube(validation = Rule::new("double(self.amount) > 0.0").message("spec.amount must be greater than 0").field_path(".amount"))]
 #[serde(rename_all = "camelCase")]
 pub struct StakeSpec {
-    /// The `GpuProvider` this collateral backs.
-    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    /// The `GpuProvider` this collateral backs (its name: a DNS subdomain, e.g.
+    /// `dc1.example.com`).
+    #[schemars(length(min = 1, max = 253), pattern(DNS_SUBDOMAIN_PATTERN))]
     pub provider: String,
     /// Amount deposited, in the stake token (decimal).
     #[schemars(length(min = 1, max = 20), pattern(DECIMAL_PATTERN))]

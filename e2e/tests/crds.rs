@@ -304,3 +304,90 @@ async fn an_agent_s_status_goes_only_to_the_assignment_it_listed() {
         "the listed object takes its status"
     );
 }
+
+/// A journal of thousands of jobs' positions and settled totals (each with 16
+/// signatures) is far over a ConfigMap's 1 MiB: on the real API server it is stored with
+/// that state in parts beside a small header, loads back whole, and a save of the same
+/// journal writes no new part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_of_thousands_of_jobs_is_stored_in_parts() {
+    use gpufed_chain::JournalStore;
+    use gpufed_operator::settlement::store::{ConfigMapStore, HEADER};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let env = TestEnv::start(FederationSpec::new("journal-parts"))
+        .await
+        .expect("hub starts");
+    let client = env.hub_client().await.expect("hub client");
+    let ns = common::namespace(&client, "journal-parts").await;
+    let mut positions = serde_json::Map::new();
+    let mut settled = serde_json::Map::new();
+    for i in 0..3000 {
+        let uid = format!("{i:08}-0000-0000-0000-000000000000");
+        let key = gpufed_settlement::position::attempt_key(&uid, 1, "provider-a");
+        positions.insert(
+            key.to_string(),
+            serde_json::json!({"jobUid": uid, "meteredUntil": 1_700_000_000u64,
+                               "cumulativeGpuSeconds": 691_200, "records": 288, "amount": 1_000_000_000u64}),
+        );
+        settled.insert(
+            uid,
+            serde_json::json!({"records": 288, "amount": 1_000_000_000u64, "signatures": vec!["5".repeat(88); 16]}),
+        );
+    }
+    let header = serde_json::from_value(serde_json::json!({
+        "batches": {}, "watermarks": {}, "positions": positions, "settled": settled,
+        "nextSeq": 0, "nextBatch": 0, "chunkCount": 0, "recordCount": 0
+    }))
+    .expect("header");
+    let journal = gpufed_settlement::Journal::from_chunks(header, Vec::new()).expect("journal");
+    let mut store = ConfigMapStore::new(client.clone(), &ns);
+    store.save(&journal).await.expect("a journal over 1 MiB is saved");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let header_len = cms
+        .get(HEADER)
+        .await
+        .expect("header")
+        .data
+        .and_then(|d| d.values().next().map(String::len))
+        .unwrap_or(0);
+    assert!(
+        header_len < 64 * 1024,
+        "the header holds only the rest: {header_len} bytes"
+    );
+    let parts = || async {
+        cms.list(&kube::api::ListParams::default().labels("gpufed.io/journal=state"))
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .map(|c| c.metadata.name.unwrap_or_default())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let first = parts().await;
+    assert!(first.len() > 4, "state parts: {first:?}");
+    let mut reader = ConfigMapStore::new(client.clone(), &ns);
+    let loaded = reader.load().await.expect("load").expect("a journal");
+    assert_eq!(
+        loaded
+            .billing("00000007-0000-0000-0000-000000000000")
+            .settled
+            .signatures
+            .len(),
+        16
+    );
+    assert_eq!(
+        loaded
+            .billing("00002999-0000-0000-0000-000000000000")
+            .settled
+            .amount,
+        1_000_000_000
+    );
+    reader.save(&loaded).await.expect("saved again");
+    assert_eq!(
+        parts().await,
+        first,
+        "unchanged parts keep their content and names"
+    );
+}

@@ -19,21 +19,13 @@ pub mod resources;
 pub mod sanitize;
 pub mod spec_facts;
 pub mod tenants;
+mod tier;
 
 use job::job_snapshot;
+pub use tier::is_consumer;
 
 /// Reputation assumed for a provider without a measured score.
 pub const DEFAULT_REPUTATION: f64 = 0.5;
-
-/// Whether a model name is a consumer card (GeForce / RTX 20–50 series), as opposed to
-/// data-center parts (A100, H100, L40S, RTX A6000 …).
-pub fn is_consumer(model: &str) -> bool {
-    let m = model.to_ascii_uppercase();
-    m.contains("GEFORCE")
-        || ["RTX-20", "RTX-30", "RTX-40", "RTX-50", "TITAN"]
-            .iter()
-            .any(|s| m.contains(s))
-}
 
 /// Job id in the snapshot.
 pub fn job_id(job: &ComputeJob) -> String {

@@ -222,7 +222,7 @@ pub async fn round(ctx: &Context, carried: &Mutex<Carried>, written: &Mutex<Writ
     mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());
     mapping::tenants::admit(&mut snap, &providers, |ns| namespace_labels(ctx, ns));
     let mut carried = carried.lock().await;
-    let held_gpus = mapping::holds::apply(&mut snap, &mut carried.holds, &jobs, crate::time::now());
+    let held_gpus = mapping::holds::apply(&mut snap, &mut carried.holds, &jobs, &fleet, crate::time::now());
     ctx.metrics.held_for_preemptors_gpus.set(i64::from(held_gpus));
     // Disruption budgets; drains before placing: their evictions spend the budgets
     // first, and run even when nothing queues.

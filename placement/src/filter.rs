@@ -345,10 +345,8 @@ pub(crate) fn provider_reason(fleet: &Fleet, job: &Job, js: &JobSt, pi: u32) -> 
         c
     };
     let units: Vec<[u32; 4]> = if js.interconnect == Interconnect::NvlinkGang {
-        pools
-            .iter()
-            .flat_map(|&p| fleet.pools[p as usize].domains.iter())
-            .map(|d| counted(d))
+        crate::nvlink::domains_among(fleet, &pools)
+            .map(|d| counted(&d))
             .collect()
     } else {
         let mut by_group: BTreeMap<u32, [u32; 4]> = BTreeMap::new();

@@ -83,6 +83,11 @@ pub(crate) struct Group {
     pub verified: bool,
     pub reputation: f64,
     pub pools: Range<u32>,
+    /// NVLink domains of the group's nodes (empty without NVLink), by domain id. A domain
+    /// is the group's, not a pool's: the nodes of one NVLink fabric may differ in what
+    /// sets pools apart (verification, labels, extended resources), and a job uses those
+    /// of its nodes whose pool it passes ([`crate::nvlink::DomainFilter`]).
+    pub domains: Vec<Vec<u32>>,
 }
 
 /// Nodes of one group with identical VRAM, capability, NVLink presence, verification and
@@ -106,8 +111,6 @@ pub(crate) struct Pool {
     pub size_counts: Vec<u32>,
     /// Reserved nodes of this pool.
     pub reserved: Vec<u32>,
-    /// NVLink domains of the pool's nodes (empty without NVLink), by domain id.
-    pub domains: Vec<Vec<u32>>,
     /// No node of the pool has less CPU or memory free per free GPU than this
     /// ([`UNLIMITED`] when none reports any). Lowered as nodes change, never raised within
     /// a round: while a job asks at most this per GPU, its GPUs alone decide how many
@@ -252,6 +255,7 @@ impl Fleet {
                 }
                 let pools_start = idx(fleet.pools.len());
                 let (mut total, mut busy) = (0u32, 0u32);
+                let mut domains: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
                 for ((vram_mib, compute, nvlink, verified, labels, extended), members) in pools {
                     let pool_idx = idx(fleet.pools.len());
                     let max_node_gpus = members.iter().map(|&m| p.nodes[m].gpus).max().unwrap_or(0);
@@ -268,11 +272,9 @@ impl Fleet {
                         nodes: Vec::with_capacity(members.len()),
                         size_counts: vec![0; usize::from(max_node_gpus) + 1],
                         reserved: Vec::new(),
-                        domains: Vec::new(),
                         res_floor: UNLIMITED,
                         extended,
                     };
-                    let mut domains: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
                     for m in members {
                         let n = &p.nodes[m];
                         let node_idx = idx(fleet.nodes.len());
@@ -302,7 +304,6 @@ impl Fleet {
                             avail,
                         });
                     }
-                    pool.domains = domains.into_values().collect();
                     fleet.counts.extend(pool.buckets.iter().map(|b| idx(b.len())));
                     fleet.pools.push(pool);
                 }
@@ -318,6 +319,7 @@ impl Fleet {
                     verified: p.verified,
                     reputation: p.reputation,
                     pools: pools_start..idx(fleet.pools.len()),
+                    domains: domains.into_values().collect(),
                 });
             }
             fleet.providers.push(Prov {

@@ -17,6 +17,7 @@ mod hash;
 mod index;
 mod labels;
 pub mod market;
+mod nvlink;
 mod quantities;
 mod queue;
 mod resources;

@@ -14,6 +14,7 @@
 
 use crate::filter::JobSt;
 use crate::index::{Fleet, Pool};
+use crate::nvlink::DomainFilter;
 use crate::resources::SLOTS;
 use crate::score::{Fit, Weights, best_fit, score};
 use crate::snapshot::{Interconnect, Micros};
@@ -23,8 +24,8 @@ use crate::spread::SpreadView;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Candidate {
     pub group: u32,
-    /// For gang-wide NVLink: the pool and the domain index inside it.
-    pub domain: Option<(u32, u32)>,
+    /// For gang-wide NVLink: the domain's index in the group ([`crate::index::Group::domains`]).
+    pub domain: Option<u32>,
     pub price: Micros,
     pub score: f64,
     /// Members of the job's spread group in the candidate's domain (0 without a spread).
@@ -53,10 +54,11 @@ fn better(a: &Candidate, b: &Option<Candidate>) -> bool {
     b.as_ref().is_none_or(|b| beats(a.spread, a.score, a.group, b))
 }
 
-/// Free-count histogram of a domain's unreserved nodes, as job `js` can use them.
-fn domain_counts(fleet: &Fleet, js: &JobSt, nodes: &[u32], counts: &mut [u32; SLOTS]) {
+/// Free-count histogram of a domain's unreserved nodes, as job `js` can use them (those
+/// in pools it passes, `ok`).
+fn domain_counts(fleet: &Fleet, js: &JobSt, ok: &DomainFilter, nodes: &[u32], counts: &mut [u32; SLOTS]) {
     for &n in nodes {
-        if fleet.nodes[n as usize].reserved_for.is_none() {
+        if fleet.nodes[n as usize].reserved_for.is_none() && ok.admits(fleet, js, n) {
             counts[fleet.usable_free_now(n, js)] += 1;
         }
     }
@@ -110,22 +112,25 @@ pub(crate) fn find_best(
                 *best = Some(c);
             }
         };
-        let mut pools = group
-            .pools
-            .clone()
-            .filter(|&p| js.pool_ok(&fleet.pools[p as usize]));
         if js.interconnect == Interconnect::NvlinkGang {
-            for p in pools {
-                for (di, d) in fleet.pools[p as usize].domains.iter().enumerate() {
-                    counts.fill(0);
-                    domain_counts(fleet, js, d, &mut counts);
-                    if let Some(fit) = best_fit(&counts, js.g, js.w) {
-                        consider(fit, Some((p, u32::try_from(di).unwrap_or(u32::MAX))), best);
-                    }
+            // Domains span the group's pools: count their nodes in the pools that pass.
+            let ok = DomainFilter::new(fleet, js, group);
+            if !ok.any() {
+                return;
+            }
+            for (di, d) in group.domains.iter().enumerate() {
+                counts.fill(0);
+                domain_counts(fleet, js, &ok, d, &mut counts);
+                if let Some(fit) = best_fit(&counts, js.g, js.w) {
+                    consider(fit, Some(u32::try_from(di).unwrap_or(u32::MAX)), best);
                 }
             }
             return;
         }
+        let mut pools = group
+            .pools
+            .clone()
+            .filter(|&p| js.pool_ok(&fleet.pools[p as usize]));
         if !js.plain() && pools.clone().any(|p| !js.gpu_bound(&fleet.pools[p as usize])) {
             // Some node may run out of CPU or memory before GPUs, or the job caps its
             // workers per node: count node by node.
@@ -223,11 +228,14 @@ pub(crate) fn select(fleet: &Fleet, js: &JobSt, cand: &Candidate) -> Vec<Pick> {
             *remaining -= per;
         }
     };
-    if let Some((p, d)) = cand.domain {
-        let mut nodes: Vec<u32> = fleet.pools[p as usize].domains[d as usize]
+    let group = &fleet.groups[cand.group as usize];
+    if let Some(d) = cand.domain {
+        let ok = DomainFilter::new(fleet, js, group);
+        let domain = group.domains.get(d as usize).map_or(&[][..], Vec::as_slice);
+        let mut nodes: Vec<u32> = domain
             .iter()
             .copied()
-            .filter(|&n| fleet.nodes[n as usize].reserved_for.is_none())
+            .filter(|&n| fleet.nodes[n as usize].reserved_for.is_none() && ok.admits(fleet, js, n))
             .collect();
         nodes.sort_by_key(|&n| (fleet.nodes[n as usize].free.count_ones(), n));
         for n in nodes {
@@ -238,7 +246,6 @@ pub(crate) fn select(fleet: &Fleet, js: &JobSt, cand: &Candidate) -> Vec<Pick> {
         }
         return picks;
     }
-    let group = &fleet.groups[cand.group as usize];
     let pools: Vec<&Pool> = group
         .pools
         .clone()

@@ -132,3 +132,44 @@ fn no_preemption_on_a_provider_that_does_not_admit_the_preemptor() {
     check(&snap, &d).unwrap();
     assert_eq!(d.evictions.len(), 1, "{d:?}");
 }
+
+#[test]
+fn a_reservation_on_a_provider_that_no_longer_admits_the_job_is_not_kept() {
+    // Last round `gang` reserved a's node; a has since stopped taking team's work, and b
+    // is busy. Kept, the reservation would idle a's node every round for a job that never
+    // starts there (and keep others off it); the job reserves where it may run instead.
+    // `x`, of a namespace a takes work from, comes first in the queue and fits only on
+    // a's node: the stale reservation must not hide it from `x` either.
+    let mut a = provider("a", "H100", 80, 1, 8, UNIT);
+    a.tenants = only(&["other"]);
+    let mut b = provider("b", "H100", 80, 1, 8, UNIT);
+    b.nodes[0].free.truncate(2);
+    let mut x = in_ns(job("x", 4, 1), "other");
+    x.priority = 1;
+    let snap = Snapshot {
+        providers: vec![a, b],
+        jobs: vec![job("gang", 8, 1), x],
+        reservations: vec![gpufed_placement::Reservation {
+            job: "gang".into(),
+            provider: "a".into(),
+            nodes: vec!["n0".into()],
+        }],
+        ..Snapshot::default()
+    };
+    let d = place(&snap, &Config::default()).unwrap();
+    check(&snap, &d).unwrap();
+    assert_eq!(provider_of(&d, "x"), Some("a"), "{d:?}");
+    assert_eq!(provider_of(&d, "gang"), None);
+    assert!(
+        d.reservations.iter().all(|r| r.provider != "a"),
+        "{:?}",
+        d.reservations
+    );
+    assert_eq!(
+        d.reservations.len(),
+        1,
+        "held where it may run: {:?}",
+        d.reservations
+    );
+    assert_eq!(d.reservations[0].provider, "b");
+}

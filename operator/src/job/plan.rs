@@ -1,15 +1,16 @@
 //! Pure: given a job and what was observed of its live attempt, the job's next status
 //! and what to do in the member cluster. No I/O, time is an input.
 
+use gpufed_api::ComputeJob;
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
 use gpufed_api::formats::{format_decimal, parse_decimal, parse_duration};
 use gpufed_api::job_status::{AttemptOutcome, ComputeJobStatus, JobPhase, Usage};
-use gpufed_api::{ComputeJob, check};
 
 mod attempt;
 mod end;
 pub mod history;
+mod invalid;
 mod start;
 pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
@@ -168,27 +169,23 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     if matches!(st.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
         return out;
     }
-    // A pod template that cannot be built into worker pods (a field of the wrong type, a
-    // bad readiness probe) is refused like an invalid spec, before placement: `build`
-    // fails only on the spec, never on the placement, so retrying it elsewhere cannot
-    // help, and placing it first would hold GPUs for a gang that can never be created.
-    // It waits unplaced with `Stalled` until the spec changes, as an invalid spec does,
-    // and uses up no attempt. A placed attempt is left alone here: its pods may all run
-    // (the template was edited after they were created, which does not touch them);
-    // only when one is still to be created does the job controller end it
-    // ([`invalid_template`]).
-    let invalid = match check::job_spec(&job.spec).first() {
-        Some(e) => Some(("InvalidSpec", e.to_string())),
-        None if st.placement.is_none() => {
-            super::build::template_error(&job.spec).map(|e| (INVALID_TEMPLATE, e))
+    // A spec that cannot be acted on (invalid, its pod template unbuildable, or its gang
+    // shape edited after placement) stalls the job; a placed attempt runs on, unless the
+    // user asks to stop it (deletion, suspension), see [`invalid`].
+    let stopping = st.placement.is_some() && (job.metadata.deletion_timestamp.is_some() || job.spec.suspend);
+    let member = match invalid::invalid(job, st.placement.is_some()) {
+        Some((reason, message)) => {
+            stall(st, reason, message, &cond);
+            if !stopping {
+                return out;
+            }
+            invalid::read_without_spec(member)
         }
-        None => None,
+        None => {
+            conditions::remove(&mut st.conditions, types::STALLED);
+            member
+        }
     };
-    if let Some((reason, message)) = invalid {
-        stall(st, reason, message, &cond);
-        return out;
-    }
-    conditions::remove(&mut st.conditions, types::STALLED);
 
     // Billing starts when the whole gang runs, by its kubelets' clocks: an operator that
     // was away while the attempt started, or that first looks after it ended, still bills

@@ -23,6 +23,8 @@ use gpufed_api::ComputeJob;
 use gpufed_api::job_status::{HeldNode, HeldRoom};
 use gpufed_placement as pl;
 
+use crate::fleet::MemberView;
+
 /// What a waiting job will take on one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Room {
@@ -134,9 +136,16 @@ impl Hold {
 /// Drops the holds of jobs no longer waiting for evictions (at `now`), takes up those a waiting
 /// job's status keeps and `holds` lacks (held by an earlier leader), and takes their room
 /// out of `snap`: off each held node's free GPUs and free CPU and memory, less what the
-/// job's victims still running there hold. `jobs` are the round's jobs. Returns the GPUs
+/// job's victims still hold there — live ones in `snap.running`, ended ones by their pods
+/// in `fleet` (the members as observed). `jobs` are the round's jobs. Returns the GPUs
 /// held.
-pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>], now: i64) -> u32 {
+pub fn apply(
+    snap: &mut pl::Snapshot,
+    holds: &mut Holds,
+    jobs: &[Arc<ComputeJob>],
+    fleet: &BTreeMap<String, MemberView>,
+    now: i64,
+) -> u32 {
     // Victim id → the job it is evicted for: live attempts, and ended ones whose pods
     // are not gone yet ([`super::evictions`]; those hold their GPUs as the member's pods,
     // so nothing of theirs is in `snap.running`).
@@ -156,8 +165,11 @@ pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>
             }
         }
     }
+    let ended = ended_attempts(jobs, &marked);
     let mut total = 0u32;
     for (job, hold) in holds.iter() {
+        let pods = fleet.get(&hold.provider).map_or(&[][..], |v| v.pods.as_slice());
+        let ended_keys = ended.get(job.as_str());
         for (node, room) in &hold.nodes {
             // What the victims still hold on this node: it passes to the job as they go.
             let (gpus, resources) = snap
@@ -175,6 +187,25 @@ pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>
                         g.saturating_add(u32::try_from(here).unwrap_or(u32::MAX)),
                         res.plus(&held),
                     )
+                });
+            // And the pods of victims whose attempt ended but that are not gone: the
+            // snapshot counts them busy already (foreign pods), so the room they will
+            // pass on is not taken off the free GPUs a second time.
+            let (gpus, resources) = pods
+                .iter()
+                .filter(|pod| {
+                    &pod.node == node
+                        && pod
+                            .attempt_key
+                            .as_ref()
+                            .is_some_and(|k| ended_keys.is_some_and(|e| e.contains(k)))
+                })
+                .fold((gpus, resources), |(g, res), pod| {
+                    let mut r = pod.requests.request();
+                    for (slot, name) in r.extended.iter_mut().zip(&snap.extended_resources) {
+                        *slot = pod.extended.get(name).copied().unwrap_or(0);
+                    }
+                    (g.saturating_add(pod.gpus), res.plus(&r))
                 });
             let want = room.engine(&snap.extended_resources);
             let Some(n) = snap
@@ -199,6 +230,36 @@ pub fn apply(snap: &mut pl::Snapshot, holds: &mut Holds, jobs: &[Arc<ComputeJob>
         }
     }
     total
+}
+
+/// The attempt keys (`uid/attempt`, as their pods carry them) of the victims whose
+/// attempt ended evicted but whose pods are not gone, by the job they were evicted for.
+fn ended_attempts<'a>(
+    jobs: &[Arc<ComputeJob>],
+    marked: &BTreeMap<String, super::Eviction<'a>>,
+) -> BTreeMap<&'a str, BTreeSet<String>> {
+    let mut out: BTreeMap<&'a str, BTreeSet<String>> = BTreeMap::new();
+    // Most rounds have none: then no job id is built.
+    if marked.values().all(|e| e.live) {
+        return out;
+    }
+    for j in jobs {
+        let Some(e) = marked.get(&super::job_id(j)).filter(|e| !e.live) else {
+            continue;
+        };
+        // The attempt [`super::evictions`] found: the last one, ended, not removed.
+        let attempt = j
+            .status
+            .as_ref()
+            .and_then(|s| s.attempts.last())
+            .map(|a| a.attempt);
+        if let (Some(uid), Some(attempt)) = (j.metadata.uid.as_deref(), attempt) {
+            out.entry(e.by)
+                .or_default()
+                .insert(crate::job::names::attempt_key(uid, attempt));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

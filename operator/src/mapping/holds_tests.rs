@@ -138,7 +138,7 @@ fn an_evicted_job_does_not_take_back_the_room_its_preemptor_waits_for() {
 
     let mut snap = snapshot(&jobs, &providers, &fleet());
     assert_eq!(
-        apply(&mut snap, &mut holds, &jobs, T),
+        apply(&mut snap, &mut holds, &jobs, &fleet(), T),
         5,
         "7 wanted, 2 still held by `old`"
     );
@@ -155,7 +155,7 @@ fn an_evicted_job_does_not_take_back_the_room_its_preemptor_waits_for() {
     // Round 3: `old` is gone too. The hold ends and the preemptor fits as planned.
     let jobs = [batch("old", false, false), batch("young", false, false), urgent()];
     let mut snap = snapshot(&jobs, &providers, &fleet());
-    assert_eq!(apply(&mut snap, &mut holds, &jobs, T), 0);
+    assert_eq!(apply(&mut snap, &mut holds, &jobs, &fleet(), T), 0);
     assert!(holds.is_empty(), "the job no longer waits");
     let d = pl::place(&snap, &cfg()).expect("round 3");
     let p = d.placements.iter().find(|p| p.job == BY).expect("urgent placed");
@@ -171,7 +171,7 @@ fn a_hold_ends_when_its_job_no_longer_waits() {
     let jobs = [batch("old", true, false), batch("young", true, false), urgent()];
     let mut snap = snapshot(&jobs, &providers, &fleet());
     let before = h1(&snap).free.clone();
-    assert_eq!(apply(&mut snap, &mut holds, &jobs, T), 0);
+    assert_eq!(apply(&mut snap, &mut holds, &jobs, &fleet(), T), 0);
     assert!(holds.is_empty());
     assert_eq!(h1(&snap).free, before, "nothing held");
 }
@@ -184,7 +184,7 @@ fn victims_still_running_count_toward_the_hold() {
     let jobs = [batch("old", true, true), batch("young", true, true), urgent()];
     let mut snap = snapshot(&jobs, &providers, &fleet());
     assert_eq!(h1(&snap).free.len(), 3);
-    assert_eq!(apply(&mut snap, &mut holds, &jobs, T), 3);
+    assert_eq!(apply(&mut snap, &mut holds, &jobs, &fleet(), T), 3);
     assert!(h1(&snap).free.is_empty());
     // A mark by another job does not count toward this one's hold.
     let mut other = batch("young", true, true);
@@ -195,7 +195,7 @@ fn victims_still_running_count_toward_the_hold() {
     let jobs = [batch("old", true, true), other, urgent()];
     let mut snap = snapshot(&jobs, &providers, &fleet());
     assert_eq!(
-        apply(&mut snap, &mut holds, &jobs, T),
+        apply(&mut snap, &mut holds, &jobs, &fleet(), T),
         3,
         "7 less `old`'s 2, of 3 free"
     );
@@ -215,87 +215,12 @@ fn a_victim_larger_than_the_room_leaves_the_rest_free() {
     let mut snap = snapshot(&jobs, &providers, &fleet());
     assert_eq!(h1(&snap).free.len(), 1);
     assert_eq!(
-        apply(&mut snap, &mut holds, &jobs, T),
+        apply(&mut snap, &mut holds, &jobs, &fleet(), T),
         0,
         "its 6 GPUs cover the 3"
     );
     assert_eq!(h1(&snap).free.len(), 1, "the free GPU stays free");
     assert_eq!(holds.len(), 1);
-}
-
-/// `name` after its attempt 1 ended evicted for `urgent` at `ended`, its pods (2 GPUs on
-/// `h1`) still in the member unless `removed`; and those pods.
-fn ended_victim(name: &str, ended: i64, removed: bool) -> (Arc<ComputeJob>, crate::fleet::GpuPod) {
-    let mut j = batch(name, false, false);
-    let uid = kube::ResourceExt::uid(j.as_ref()).expect("uid");
-    let st = Arc::make_mut(&mut j).status.get_or_insert_with(Default::default);
-    st.phase = Some(gpufed_api::job_status::JobPhase::Recovering);
-    st.attempts.push(gpufed_api::job_status::AttemptRecord {
-        attempt: 1,
-        provider: "a".into(),
-        outcome: gpufed_api::job_status::AttemptOutcome::Preempted,
-        message: format!("evicted for {BY}"),
-        reason: None,
-        gpu_seconds: 60,
-        gpus: Some(2),
-        gpu_uuids: Vec::new(),
-        running_time: None,
-        price_per_gpu_hour: "1".into(),
-        end_time: crate::time::format(ended),
-        removed,
-        preempted_by: Some(BY.into()),
-    });
-    let pod = crate::fleet::GpuPod {
-        node: "h1".into(),
-        gpus: 2,
-        attempt_key: Some(crate::job::names::attempt_key(&uid, 1)),
-        requests: Default::default(),
-        extended: Default::default(),
-    };
-    (j, pod)
-}
-
-#[test]
-fn a_victim_whose_attempt_ended_but_whose_pods_remain_keeps_the_room_held() {
-    // `old`'s attempt ended evicted (its status says so) but its pods are still going:
-    // their 2 GPUs are busy. Before, the preemptor stopped waiting then, its hold went,
-    // and a round in between gave the free GPUs to other work — which the preemptor
-    // evicted too once `old`'s pods were gone.
-    let providers = [provider("a", true)];
-    let now = crate::time::now();
-    let mut holds = first_round();
-    let (old, pods) = ended_victim("old", now - 10, false);
-    let mut fleet = fleet();
-    fleet.get_mut("a").expect("a").pods.push(pods.clone());
-    let jobs = [old, batch("young", false, false), urgent()];
-    let mut snap = snapshot(&jobs, &providers, &fleet);
-    assert!(snap.jobs.iter().all(|j| j.id != BY), "the preemptor still waits");
-    assert_eq!(h1(&snap).free.len(), 5, "8 less the foreign pod and `old`'s pods");
-    assert_eq!(
-        apply(&mut snap, &mut holds, &jobs, now),
-        5,
-        "7 wanted, none of it in running work"
-    );
-    let d = pl::place(&snap, &cfg()).expect("round");
-    assert!(d.placements.is_empty(), "nothing takes the held room: {d:?}");
-    assert_eq!(holds.len(), 1);
-
-    // Its pods gone (`removed`), or past the grace period: the preemptor no longer waits.
-    for (ended, removed) in [
-        (now - 10, true),
-        (now - crate::mapping::EVICTION_GRACE_SECS - 5, false),
-    ] {
-        let (old, _) = ended_victim("old", ended, removed);
-        let jobs = [old, batch("young", false, false), urgent()];
-        let mut holds = first_round();
-        let mut snap = snapshot(&jobs, &providers, &fleet);
-        assert!(
-            snap.jobs.iter().any(|j| j.id == BY),
-            "queued again ({ended}, {removed})"
-        );
-        assert_eq!(apply(&mut snap, &mut holds, &jobs, now), 0);
-        assert!(holds.is_empty());
-    }
 }
 
 /// `urgent` as the round that planned its evictions left it: its hold in its status.
@@ -319,7 +244,11 @@ fn a_new_leader_takes_the_hold_from_the_jobs_status() {
     ];
     let mut holds = Holds::new();
     let mut snap = snapshot(&jobs, &providers, &fleet());
-    assert_eq!(apply(&mut snap, &mut holds, &jobs, T), 5, "taken from the status");
+    assert_eq!(
+        apply(&mut snap, &mut holds, &jobs, &fleet(), T),
+        5,
+        "taken from the status"
+    );
     assert_eq!(holds, planned, "the same hold as the old leader's");
     let free = h1(&snap).resources.expect("reported").free;
     assert_eq!(free.cpu_millis, 64_000 - 8_000, "its CPU too");
@@ -334,7 +263,7 @@ fn a_new_leader_takes_the_hold_from_the_jobs_status() {
     ];
     let mut holds = Holds::new();
     let mut snap = snapshot(&jobs, &providers, &fleet());
-    assert_eq!(apply(&mut snap, &mut holds, &jobs, T), 0);
+    assert_eq!(apply(&mut snap, &mut holds, &jobs, &fleet(), T), 0);
     assert!(holds.is_empty());
 }
 
@@ -385,37 +314,5 @@ fn a_hold_kept_in_status_reads_back_whole_and_fits_the_crd_schema() {
     assert_eq!(back.held, Some(kept));
 }
 
-#[test]
-fn a_victim_placed_again_while_its_evicted_pods_remain_still_keeps_its_preemptor_waiting() {
-    // `old`'s attempt 1 ended evicted, its pods are still going, and `old` has been placed
-    // again (live, unmarked). Before, its new placement hid the ended one: the preemptor
-    // stopped waiting, its hold went, and it evicted more work for the same room.
-    let providers = [provider("a", true)];
-    let now = crate::time::now();
-    let (ended, pods) = ended_victim("old", now - 10, false);
-    let mut again = batch("old", true, false);
-    let attempts = ended.status.as_ref().expect("status").attempts.clone();
-    Arc::make_mut(&mut again)
-        .status
-        .get_or_insert_with(Default::default)
-        .attempts = attempts;
-    let young = batch("young", true, true);
-    let marked = crate::mapping::evictions([again.as_ref(), young.as_ref()], now);
-    assert_eq!(
-        marked.get("team/old"),
-        Some(&crate::mapping::Eviction { by: BY, live: false }),
-        "its ended attempt, not its new live one, is what the preemptor waits for"
-    );
-    assert_eq!(
-        marked.get("team/young"),
-        Some(&crate::mapping::Eviction { by: BY, live: true })
-    );
-    let mut fleet = fleet();
-    fleet.get_mut("a").expect("a").pods.push(pods);
-    let jobs = [again, urgent()];
-    let mut snap = snapshot(&jobs, &providers, &fleet);
-    assert!(snap.jobs.iter().all(|j| j.id != BY), "the preemptor still waits");
-    let mut holds = first_round();
-    apply(&mut snap, &mut holds, &jobs, now);
-    assert_eq!(holds.len(), 1, "and keeps its hold");
-}
+#[path = "holds_ended_tests.rs"]
+mod ended;

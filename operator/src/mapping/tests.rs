@@ -136,6 +136,30 @@ fn tiers_become_model_lists() {
     assert!(is_consumer("NVIDIA-GeForce-RTX-4090") && !is_consumer("NVIDIA-RTX-A6000"));
 }
 
+#[test]
+fn workstation_rtx_cards_are_datacenter_tier_not_consumer() {
+    // `RTX-4000` and `RTX-5000` start like GeForce numbers: matched by prefix, a
+    // workstation card took consumer work and never datacenter work.
+    let mut v = view();
+    for (name, model) in [
+        ("w1", "NVIDIA-RTX-4000-Ada-Generation"),
+        ("w2", "Quadro-RTX-5000"),
+    ] {
+        let mut n = v.nodes[0].clone();
+        n.name = name.into();
+        n.model = model.into();
+        v.nodes.push(n);
+    }
+    let fleet = BTreeMap::from([("a".to_owned(), v)]);
+    let jobs = [job("c", "Consumer", None), job("d", "Datacenter", None)];
+    let snap = snapshot(&jobs, &[provider("a", true)], &fleet);
+    assert_eq!(snap.jobs[0].models, ["NVIDIA-GeForce-RTX-4090"]);
+    assert_eq!(
+        snap.jobs[1].models,
+        ["NVIDIA-H100", "NVIDIA-RTX-4000-Ada-Generation", "Quadro-RTX-5000"]
+    );
+}
+
 fn with_spread(job: &Arc<ComputeJob>, group: &str, across: SpreadDomain) -> Arc<ComputeJob> {
     let mut j = (**job).clone();
     j.spec.placement.spread = Some(Spread {

@@ -35,16 +35,20 @@ pub fn usage<'a>(jobs: impl IntoIterator<Item = &'a ComputeJob>) -> (u32, pl::Mi
     (gpus, spend)
 }
 
-/// GPUs of the jobs that wait for their evictions ([`mapping::evictions`], at `now`), per
-/// namespace: room of the quota they already took by evicting, not yet theirs as live
-/// work. Counted as used, or the victim, queued again as its pods go, would be placed back
-/// into the room freed for its preemptor, and evicted for it again, and again.
-fn reserved(jobs: &[Arc<ComputeJob>], now: i64) -> BTreeMap<&str, u32> {
+/// GPUs and spend per hour (micros) of the jobs that wait for their evictions
+/// ([`mapping::evictions`], at `now`), per namespace: room of the quota they already took
+/// by evicting, not yet theirs as live work. Counted as used, or the victim, queued again
+/// as its pods go, would be placed back into the room freed for its preemptor, and evicted
+/// for it again, and again. The price the round planned for a waiting job is not kept
+/// (only its room, `status.held`): its spend is counted at its ceiling, which that price
+/// never exceeds — counted at nothing, a namespace under a spend cap would refill the
+/// money freed for the preemptor the same way.
+fn reserved(jobs: &[Arc<ComputeJob>], now: i64) -> BTreeMap<&str, (u32, pl::Micros)> {
     let waiting: std::collections::BTreeSet<&str> = mapping::evictions(jobs.iter().map(AsRef::as_ref), now)
         .into_values()
         .map(|e| e.by)
         .collect();
-    let mut out: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut out: BTreeMap<&str, (u32, pl::Micros)> = BTreeMap::new();
     if waiting.is_empty() {
         return out;
     }
@@ -53,8 +57,12 @@ fn reserved(jobs: &[Arc<ComputeJob>], now: i64) -> BTreeMap<&str, u32> {
             && waiting.contains(mapping::job_id(job).as_str())
         {
             let gang = job.spec.workers.saturating_mul(job.spec.gpus_per_worker);
-            let r = out.entry(ns).or_default();
-            *r = r.saturating_add(gang);
+            // Its CRD's pattern makes the ceiling a decimal; one that is not caps nothing
+            // (as `usage` reads an unreadable price).
+            let ceiling = parse_decimal(&job.spec.max_price_per_gpu_hour).unwrap_or(0);
+            let (gpus, spend) = out.entry(ns).or_default();
+            *gpus = gpus.saturating_add(gang);
+            *spend = spend.saturating_add(ceiling.saturating_mul(u64::from(gang)));
         }
     }
     out
@@ -100,9 +108,9 @@ pub fn caps(quotas: &[Arc<ComputeQuota>], jobs: &[Arc<ComputeJob>], now: i64) ->
     let reserved = reserved(jobs, now);
     for (ns, (gpus, spend)) in used {
         if let Some(quota) = out.get_mut(&ns) {
-            let waiting = reserved.get(ns.as_str()).copied().unwrap_or(0);
-            quota.used_gpus = gpus.saturating_add(waiting);
-            quota.used_spend_per_hour = spend;
+            let (waiting_gpus, waiting_spend) = reserved.get(ns.as_str()).copied().unwrap_or_default();
+            quota.used_gpus = gpus.saturating_add(waiting_gpus);
+            quota.used_spend_per_hour = spend.saturating_add(waiting_spend);
         }
     }
     out

@@ -205,4 +205,14 @@ fn the_room_a_preemptor_evicted_for_stays_used_while_it_waits() {
     // Its victims gone (past the grace period here): the preemptor no longer waits.
     let later = T + crate::mapping::EVICTION_GRACE_SECS + 1;
     assert_eq!(caps(&quotas, &jobs, later)["team"].used_gpus, 1);
+
+    // So with a cap on spend: the money freed for `urgent` stays its own while it waits,
+    // counted at its ceiling (3 per GPU-hour, 2 GPUs) as the price it will pay is not kept.
+    let quotas = [quota("q", "team", None, Some("10"))];
+    assert_eq!(
+        caps(&quotas, &jobs, T)["team"].used_spend_per_hour,
+        1_000_000 + 6_000_000,
+        "1 GPU at 1 running + 2 at up to 3 the preemptor took"
+    );
+    assert_eq!(caps(&quotas, &jobs, later)["team"].used_spend_per_hour, 1_000_000);
 }

@@ -11,6 +11,7 @@ pub mod billing;
 pub mod meter;
 mod retain;
 pub mod store;
+pub mod store_parts;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

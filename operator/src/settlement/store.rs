@@ -2,7 +2,9 @@
 //!
 //! - `gpufed-journal`: the header (batches with their transaction intents, metering
 //!   positions, settled totals) and the names of the record chunks, in order;
-//! - `gpufed-journal-<hash>`: record chunks, **named by the hash of their content**.
+//! - `gpufed-journal-<hash>`: record chunks, **named by the hash of their content**;
+//! - the same for *state parts*: the positions and settled totals, moved out of a header
+//!   that grew past [`super::store_parts::INLINE_STATE_BYTES`].
 //!
 //! A save writes new chunks first (an unchanged chunk keeps its name and is not rewritten),
 //! then replaces the header with the resourceVersion it last read, then deletes chunks
@@ -16,10 +18,12 @@ use gpufed_chain::{ChainError, JournalStore};
 use gpufed_settlement::Journal;
 use gpufed_settlement::chunks::{JournalHeader, RecordChunk};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::store_parts::{self, StatePart};
 
 /// Name of the header ConfigMap.
 pub const HEADER: &str = "gpufed-journal";
@@ -38,7 +42,15 @@ pub const DECIMALS_ANNOTATION: &str = "gpufed.io/settlement-mint-decimals";
 struct HeaderDoc {
     header: JournalHeader,
     chunks: Vec<String>,
+    /// State parts ([`StatePart`]), in order; none while the state fits the header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    state: Vec<String>,
 }
+
+/// Label selecting the journal's ConfigMaps other than the header.
+const PARTS_SELECTOR: &str = "gpufed.io/journal in (chunk,state)";
+/// Saves between two sweeps of orphaned ConfigMaps (one at every load too).
+const SWEEP_EVERY_SAVES: u64 = 1000;
 
 /// The journal's ConfigMaps.
 pub struct ConfigMapStore {
@@ -137,40 +149,40 @@ impl JournalStore for ConfigMapStore {
             self.resource_version = None;
             return Ok(None);
         };
-        let doc: HeaderDoc = payload(&cm)?;
+        let mut doc: HeaderDoc = payload(&cm)?;
         let mut chunks: Vec<RecordChunk> = Vec::with_capacity(doc.chunks.len());
         for name in &doc.chunks {
             let c = self.api.get(name).await.map_err(|e| store_err(name, e))?;
             chunks.push(payload(&c)?);
         }
+        let mut parts: Vec<StatePart> = Vec::with_capacity(doc.state.len());
+        for name in &doc.state {
+            let c = self.api.get(name).await.map_err(|e| store_err(name, e))?;
+            parts.push(payload(&c)?);
+        }
+        store_parts::merge(&mut doc.header, parts);
         let journal = Journal::from_chunks(doc.header, chunks).map_err(|e| store_err("journal", e))?;
         self.resource_version = cm.metadata.resource_version;
-        self.chunks = doc.chunks.into_iter().collect();
+        self.chunks = doc.chunks.into_iter().chain(doc.state).collect();
+        self.sweep().await;
         Ok(Some(journal))
     }
 
     async fn save(&mut self, journal: &Journal) -> Result<(), ChainError> {
-        let (header, chunks) = journal.to_chunks(CHUNK_RECORDS);
+        let (mut header, chunks) = journal.to_chunks(CHUNK_RECORDS);
+        let parts = store_parts::split(&mut header);
         let mut names = Vec::with_capacity(chunks.len());
         for c in &chunks {
-            let json = serde_json::to_string(c).map_err(|e| store_err("encoding chunk", e))?;
-            let name = Self::chunk_name(&json);
-            if !self.chunks.contains(&name) {
-                match self
-                    .api
-                    .create(&PostParams::default(), &config_map(&name, "chunk", json))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {} // same content, same name
-                    Err(e) => return Err(store_err(&name, e)),
-                }
-            }
-            names.push(name);
+            names.push(self.put_part(c, "chunk").await?);
+        }
+        let mut state = Vec::with_capacity(parts.len());
+        for p in &parts {
+            state.push(self.put_part(p, "state").await?);
         }
         let doc = HeaderDoc {
             header,
             chunks: names.clone(),
+            state: state.clone(),
         };
         let json = serde_json::to_string(&doc).map_err(|e| store_err("encoding header", e))?;
         let mut cm = config_map(HEADER, "header", json);
@@ -199,13 +211,72 @@ impl JournalStore for ConfigMapStore {
         };
         self.resource_version = written.metadata.resource_version;
         self.saves += 1;
-        let keep: BTreeSet<String> = names.into_iter().collect();
+        let keep: BTreeSet<String> = names.into_iter().chain(state).collect();
         for stale in self.chunks.difference(&keep) {
-            // Best effort: an orphan chunk is harmless and removed by a later save.
+            // Best effort: one left behind is an orphan, deleted by a later sweep.
             let _ = self.api.delete(stale, &DeleteParams::default()).await;
         }
         self.chunks = keep;
+        if self.saves.is_multiple_of(SWEEP_EVERY_SAVES) {
+            self.sweep().await;
+        }
         Ok(())
+    }
+}
+
+impl ConfigMapStore {
+    /// Creates the ConfigMap of a chunk or state part unless it exists (named by the hash
+    /// of its content: the same name is the same content); returns its name.
+    async fn put_part<T: Serialize>(&self, part: &T, role: &str) -> Result<String, ChainError> {
+        let json = serde_json::to_string(part).map_err(|e| store_err("encoding journal part", e))?;
+        let name = Self::chunk_name(&json);
+        if !self.chunks.contains(&name) {
+            match self
+                .api
+                .create(&PostParams::default(), &config_map(&name, role, json))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {} // same content, same name
+                Err(e) => return Err(store_err(&name, e)),
+            }
+        }
+        Ok(name)
+    }
+
+    /// Deletes the journal's ConfigMaps the header does not reference, once old enough
+    /// ([`store_parts::orphans`]): chunks of saves whose header write failed (a deposed
+    /// leader's, an error) and deletes that failed would otherwise pile up in etcd.
+    /// Best effort, logged.
+    async fn sweep(&self) {
+        let lp = ListParams::default().labels(PARTS_SELECTOR);
+        let listed = match self.api.list_metadata(&lp).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the journal's chunks; orphans stay until the next sweep");
+                return;
+            }
+        };
+        let listed: Vec<(String, i64)> = listed
+            .items
+            .iter()
+            .map(|m| {
+                let created = m
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(0, |t| t.0.as_second());
+                (m.name_any(), created)
+            })
+            .collect();
+        for name in store_parts::orphans(&listed, &self.chunks, crate::time::now()) {
+            match self.api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(configmap = %name, "orphaned journal chunk deleted"),
+                Err(e) => {
+                    tracing::warn!(configmap = %name, error = %e, "cannot delete an orphaned journal chunk")
+                }
+            }
+        }
     }
 }
 

@@ -141,12 +141,10 @@ async fn session(
                     if let Err(e) = driver.reconcile(&ctx.hub, stake, against).await {
                         warn!(stake = %stake.name_any(), error = %e, "stake not reconciled; next round retries");
                     }
-                    if let Some(amount) = driver
-                        .saved
-                        .get(&stake.name_any())
-                        .and_then(|doc| reuse::credits(doc, &stake.uid().unwrap_or_default()))
-                    {
-                        *bonded.entry(stake.spec.provider.clone()).or_default() += amount;
+                    if let Some((provider, amount)) = driver.saved.get(&stake.name_any()).and_then(|doc| {
+                        reuse::credits(doc, &stake.uid().unwrap_or_default(), &stake.spec.provider)
+                    }) {
+                        *bonded.entry(provider.to_owned()).or_default() += amount;
                     }
                 }
                 if let Ok(mut view) = ctx.stakes.write() {

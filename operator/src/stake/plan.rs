@@ -28,6 +28,8 @@ pub struct SpecView {
     pub amount: u64,
     /// Deposit signature.
     pub signature: String,
+    /// The `GpuProvider` the collateral backs.
+    pub provider: String,
 }
 
 /// A decimal token amount in base units of a mint with `decimals`; refuses digits the
@@ -82,6 +84,7 @@ pub fn spec_view(spec: &StakeSpec, decimals: u8) -> Result<SpecView, String> {
         staker,
         amount,
         signature: spec.deposit_signature.clone(),
+        provider: spec.provider.clone(),
     })
 }
 

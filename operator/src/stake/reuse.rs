@@ -71,29 +71,52 @@ pub fn open(
         );
         let mut doc = StakeDoc::new(uid, state);
         doc.since = created;
+        doc.provider = Some(spec.provider.clone());
         Open::Fresh { doc, retire }
     };
-    let same_claim = |s: &StakeState| {
-        s.staker == spec.staker && s.stated_amount == spec.amount && s.deposit_signature == spec.signature
+    // The fields of the claim that differ from the state's (a document from before the
+    // provider was kept takes the spec's: the first provider seen is the one recorded).
+    let changed = |d: &StakeDoc| {
+        let s = &d.state;
+        [
+            (s.stated_amount != spec.amount, "spec.amount"),
+            (s.deposit_signature != spec.signature, "spec.depositSignature"),
+            (s.staker != spec.staker, "spec.stakerWallet"),
+            (
+                d.provider.as_ref().is_some_and(|p| *p != spec.provider),
+                "spec.provider",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(differs, field)| differs.then_some(field))
+        .collect::<Vec<_>>()
     };
     let Some(mut d) = found else {
         return fresh(None);
     };
-    if d.uid == uid && !same_claim(&d.state) {
+    let changed_fields = changed(&d);
+    if d.uid == uid && !changed_fields.is_empty() {
+        let provider = match &d.provider {
+            Some(p) if *p != spec.provider => format!(" (its collateral stays with provider {p})"),
+            _ => String::new(),
+        };
         return Open::Refuse(
             "SpecChanged",
-            "spec.amount, spec.depositSignature or spec.stakerWallet changed after the stake was recorded; \
-             create a new Stake to add collateral"
-                .into(),
+            format!(
+                "{} changed after the stake was recorded{provider}; set it back, or create a new Stake \
+                 to add collateral",
+                changed_fields.join(", ")
+            ),
         );
     }
     // The same object, or the same name again (deleted and re-created) with the same
     // claim: the state goes on, with the time its first object was created, so that
     // evidence waiting for it is not escaped by re-creating the Stake. (Documents from
     // before that time was kept start counting from this object.)
-    if same_claim(&d.state) {
+    if changed_fields.is_empty() {
         d.uid = uid.to_string();
         d.since = d.since.or(created);
+        d.provider.get_or_insert_with(|| spec.provider.clone());
         return Open::Continue(d);
     }
     // A different claim starts afresh only where the old state holds nothing, and never
@@ -151,12 +174,15 @@ pub fn claim_verdict(
     live.then(|| Claim::HeldBy(holder.stake.clone()))
 }
 
-/// The bonded amount a Stake object's state credits its provider with for eligibility:
+/// The provider a Stake object's state credits, and the bonded amount, for eligibility:
 /// only a Bonded state that is this object's. The state of an earlier object of the name,
 /// kept in the driver's cache while this one is Stalled (`StateConflict`), holds another
-/// spec's collateral.
-pub fn credits(doc: &StakeDoc, uid: &str) -> Option<u64> {
-    (doc.uid == uid && doc.state.is_bonded()).then_some(doc.state.bonded)
+/// spec's collateral. The provider is the one the state recorded (`spec_provider`, the
+/// object's `spec.provider`, only for a document that has none yet): a `spec.provider`
+/// edited afterwards (Stalled `SpecChanged`) moves no collateral.
+pub fn credits<'a>(doc: &'a StakeDoc, uid: &str, spec_provider: &'a str) -> Option<(&'a str, u64)> {
+    (doc.uid == uid && doc.state.is_bonded())
+        .then(|| (doc.provider.as_deref().unwrap_or(spec_provider), doc.state.bonded))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ fn spec(amount: u64, signature: &str) -> SpecView {
         staker: WALLET.into(),
         amount,
         signature: signature.into(),
+        provider: "dc1.example.com".into(),
     }
 }
 
@@ -209,9 +210,9 @@ fn a_re_created_stake_answers_for_evidence_observed_since_its_first_object() {
 #[test]
 fn only_the_objects_own_bonded_state_counts_for_eligibility() {
     let d = old(StakePhase::Bonded, 250);
-    assert_eq!(credits(&d, "uid-1"), Some(250));
+    assert_eq!(credits(&d, "uid-1", "a"), Some(("a", 250)));
     // The cached state of an earlier object, while this one is Stalled.
-    assert_eq!(credits(&d, "uid-2"), None);
+    assert_eq!(credits(&d, "uid-2", "a"), None);
     let mut slashing = old(StakePhase::Unbonding { ends_at_ms: 5 }, 250);
     slashing.state.pending_slash = Some(PendingSlash {
         kind: "failed-challenge".into(),
@@ -220,5 +221,60 @@ fn only_the_objects_own_bonded_state_counts_for_eligibility() {
         dispute_until_ms: 1,
         tx: TxState::new(1),
     });
-    assert_eq!(credits(&slashing, "uid-1"), None);
+    assert_eq!(credits(&slashing, "uid-1", "a"), None);
+}
+
+#[test]
+fn a_bonded_stake_s_provider_cannot_be_changed_under_it() {
+    // Bonded for dc1.example.com; spec.provider edited to another provider (API servers
+    // before 1.25 drop the CEL rule that forbids it): Stalled, naming the field, and the
+    // collateral keeps counting for the provider recorded, not the new one.
+    let Open::Continue(bonded) = open(
+        Some(old(StakePhase::Bonded, 250)),
+        "uid-1",
+        &spec(250, SIG),
+        None,
+        DOC,
+    ) else {
+        panic!("the state goes on");
+    };
+    assert_eq!(
+        bonded.provider.as_deref(),
+        Some("dc1.example.com"),
+        "recorded when first seen"
+    );
+    let mut moved = spec(250, SIG);
+    moved.provider = "elsewhere".into();
+    let o = open(Some(bonded.clone()), "uid-1", &moved, None, DOC);
+    assert_eq!(refused(&o), Some("SpecChanged"), "{o:?}");
+    let Open::Refuse(_, msg) = o else { unreachable!() };
+    assert!(
+        msg.contains("spec.provider") && msg.contains("dc1.example.com"),
+        "{msg}"
+    );
+    assert!(!msg.contains("spec.amount"), "{msg}");
+    assert_eq!(
+        credits(&bonded, "uid-1", "elsewhere"),
+        Some(("dc1.example.com", 250))
+    );
+    // Re-created under the same name for another provider: not the same claim, so the
+    // bonded state is not taken over (it still holds tokens).
+    assert_eq!(
+        refused(&open(Some(bonded.clone()), "uid-2", &moved, None, DOC)),
+        Some("StateConflict")
+    );
+    // Set back, it goes on; a fresh state records its provider from the start.
+    assert!(matches!(
+        open(Some(bonded), "uid-1", &spec(250, SIG), None, DOC),
+        Open::Continue(_)
+    ));
+    let Open::Fresh { doc, .. } = open(None, "uid-3", &moved, None, DOC) else {
+        panic!("a fresh state");
+    };
+    assert_eq!(doc.provider.as_deref(), Some("elsewhere"));
+    // Documents written before the provider was kept load without one.
+    let d: StakeDoc =
+        serde_json::from_value(serde_json::json!({"uid": "u", "state": old(StakePhase::Bonded, 1).state}))
+            .unwrap();
+    assert_eq!(d.provider, None);
 }

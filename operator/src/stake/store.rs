@@ -63,6 +63,13 @@ pub struct StakeDoc {
     /// state may then be replaced without the deposit ever bonding again.
     #[serde(default)]
     pub deposit_spent: bool,
+    /// The `GpuProvider` the collateral backs (`spec.provider` when the state was first
+    /// opened): API servers before 1.25 drop the CEL rule that makes `spec.provider`
+    /// immutable, and an edited one would move the collateral, and the evidence it answers
+    /// for, to another provider ([`super::reuse::open`] refuses it). `None` in documents
+    /// written before it was kept: the provider seen first then is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 impl StakeDoc {
@@ -78,6 +85,7 @@ impl StakeDoc {
             dismiss_true_spent: false,
             since: None,
             deposit_spent: false,
+            provider: None,
         }
     }
 

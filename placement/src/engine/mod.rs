@@ -268,8 +268,12 @@ impl<'s> Engine<'s> {
             }
             let mut nodes = Vec::new();
             for name in &r.nodes {
+                // Only nodes the job may still use: the others would be hidden from the
+                // jobs before it in the queue for nothing ([`Engine::maybe_reserve`] drops
+                // them when its turn comes).
                 if let Some(n) = self.fleet.node_index(p, name)
                     && self.fleet.nodes[n as usize].reserved_for.is_none()
+                    && reserve::usable(&self.fleet, &self.jobs[h as usize], n)
                 {
                     self.fleet.reserve(n, h);
                     nodes.push(n);

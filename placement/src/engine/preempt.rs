@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use super::Engine;
 use crate::decision::Eviction;
+use crate::nvlink::DomainFilter;
 use crate::resources::SLOTS;
 use crate::score::best_fit;
 use crate::search::find_best;
@@ -36,22 +37,25 @@ impl Engine<'_> {
         let js = &self.jobs[h as usize];
         let fleet = &self.fleet;
         let group = &fleet.groups[gi as usize];
-        let pools = group
-            .pools
-            .clone()
-            .map(|p| &fleet.pools[p as usize])
-            .filter(|p| js.pool_ok(p));
-        let units: Vec<&[u32]> = if js.interconnect == Interconnect::NvlinkGang {
-            pools.flat_map(|p| p.domains.iter().map(Vec::as_slice)).collect()
+        let per_unit = js.interconnect == Interconnect::NvlinkGang;
+        // A domain spans the group's pools: only its nodes in those that pass count.
+        let domains = per_unit.then(|| DomainFilter::new(fleet, js, group));
+        let units: Vec<&[u32]> = if per_unit {
+            group.domains.iter().map(Vec::as_slice).collect()
         } else {
-            pools.map(|p| p.nodes.as_slice()).collect()
+            group
+                .pools
+                .clone()
+                .map(|p| &fleet.pools[p as usize])
+                .filter(|p| js.pool_ok(p))
+                .map(|p| p.nodes.as_slice())
+                .collect()
         };
         let mut counts = [0u32; SLOTS];
-        let per_unit = js.interconnect == Interconnect::NvlinkGang;
         for unit in units {
             for &n in unit {
                 let node = &fleet.nodes[n as usize];
-                if node.reserved_for.is_none() {
+                if node.reserved_for.is_none() && domains.is_none_or(|ok| ok.admits(fleet, js, n)) {
                     let (gpus, res) = extra.get(&n).copied().unwrap_or_default();
                     counts[fleet.usable_free(n, js, gpus, &res)] += 1;
                 }

@@ -10,6 +10,9 @@ use std::cmp::Reverse;
 
 use super::Engine;
 use crate::explain::{Explanation, Reason};
+use crate::filter::JobSt;
+use crate::index::Fleet;
+use crate::nvlink::DomainFilter;
 use crate::snapshot::Interconnect;
 
 impl Engine<'_> {
@@ -32,8 +35,15 @@ impl Engine<'_> {
             return false;
         }
         let js = &self.jobs[h as usize];
-        if let Some(nodes) = held {
+        if let Some(mut nodes) = held {
             let fleet = &self.fleet;
+            // Only nodes the job may still use are held again. A carried reservation may
+            // name others (its provider stopped admitting the job's namespace, went
+            // unhealthy, a node lost its verification: `load_reservations` left those out)
+            // and placements earlier in this round may have raised the group's price past
+            // the job's ceiling. Held anyway, they would idle round after round for a job
+            // that never starts there, and keep the others off them.
+            nodes.retain(|&n| usable(fleet, js, n));
             let cap: u32 = nodes.iter().map(|&n| fleet.node_capacity(n, js)).sum();
             if cap >= u32::from(js.w)
                 && nodes
@@ -107,14 +117,16 @@ impl Engine<'_> {
                 {
                     continue;
                 }
-                let pools = group
-                    .pools
-                    .clone()
-                    .map(|p| &fleet.pools[p as usize])
-                    .filter(|p| js.pool_ok(p));
                 let units: Vec<Vec<u32>> = if js.interconnect == Interconnect::NvlinkGang {
-                    pools.flat_map(|p| p.domains.iter().cloned()).collect()
+                    // A domain spans the group's pools: its nodes in those that pass.
+                    let ok = DomainFilter::new(fleet, js, group);
+                    group.domains.iter().map(|d| ok.nodes(fleet, js, d)).collect()
                 } else {
+                    let pools = group
+                        .pools
+                        .clone()
+                        .map(|p| &fleet.pools[p as usize])
+                        .filter(|p| js.pool_ok(p));
                     vec![pools.flat_map(|p| p.nodes.iter().copied()).collect()]
                 };
                 for mut unit in units {
@@ -146,4 +158,15 @@ impl Engine<'_> {
         }
         best.map(|(_, nodes)| nodes)
     }
+}
+
+/// Whether job `js` may use node `n` at all, busy or not: the filters
+/// [`Engine::plan_reservation`] applies to the groups and pools it chooses from.
+pub(super) fn usable(fleet: &Fleet, js: &JobSt, n: u32) -> bool {
+    let pool = &fleet.pools[fleet.nodes[n as usize].pool as usize];
+    let group = &fleet.groups[pool.group as usize];
+    js.models.binary_search(&group.model).is_ok()
+        && group.price.is_some_and(|p| p <= js.max_price)
+        && js.provider_ok(&fleet.providers[group.provider as usize], group.provider)
+        && js.pool_ok(pool)
 }

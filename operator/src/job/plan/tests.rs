@@ -485,6 +485,7 @@ mod gpus;
 mod preempted;
 mod recovering;
 mod rejected;
+mod shape;
 mod start;
 mod started;
 mod template;
