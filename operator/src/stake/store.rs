@@ -4,7 +4,9 @@
 //! - `gpufed-stake-<stake name>`: the pure machine's [`StakeState`] and what the
 //!   controller must remember beside it ([`StakeDoc`]), replaced with the resourceVersion
 //!   it last read, so a deposed leader's write is refused (409);
-//! - `gpufed-deposit-claims`: deposit signature → the Stake that claims it, so one deposit
+//! - `gpufed-deposit-claims-<xx>` (256 shards by the signature's hash; the single
+//!   `gpufed-deposit-claims` of earlier releases is still read): deposit signature → the
+//!   Stake that claims it, so one deposit
 //!   bonds one Stake only, even after that Stake is deleted and another names the same
 //!   signature; once it has bonded the entry is marked spent and bonds nothing again
 //!   (`super::reuse`).
@@ -23,7 +25,8 @@ use sha2::{Digest, Sha256};
 
 /// Prefix of the per-Stake state ConfigMaps.
 pub const DOC_PREFIX: &str = "gpufed-stake-";
-/// The deposit claims ConfigMap.
+/// The deposit claims ConfigMap of earlier releases (read only), and the prefix of its
+/// shards ([`claims_shard`]).
 pub const CLAIMS: &str = "gpufed-deposit-claims";
 const KEY: &str = "state.json";
 const NAME_ANNOTATION: &str = "gpufed.io/stake-name";
@@ -259,28 +262,55 @@ impl StakeStore {
         self.versions.remove(&doc_name(stake));
     }
 
-    /// The claims ConfigMap's entries and the resourceVersion they were read at.
-    async fn claims(&self) -> Result<(BTreeMap<String, String>, Option<String>), StoreError> {
-        let cm = self.api.get_opt(CLAIMS).await.map_err(api_err(CLAIMS))?;
+    /// The claim on `signature`: its shard's entries and the resourceVersion they were
+    /// read at, and the holder of the claim (the shard's entry, else one in the single
+    /// ConfigMap of earlier releases, which is read but no longer written).
+    async fn claims(&self, signature: &str) -> Result<Claims, StoreError> {
+        let shard = claims_shard(signature);
+        let cm = self.api.get_opt(&shard).await.map_err(api_err(&shard))?;
         let rv = cm.as_ref().and_then(|c| c.metadata.resource_version.clone());
-        Ok((cm.and_then(|c| c.data).unwrap_or_default(), rv))
+        let data = cm.and_then(|c| c.data).unwrap_or_default();
+        let text = match data.get(signature) {
+            Some(t) => Some(t.clone()),
+            None => self
+                .api
+                .get_opt(CLAIMS)
+                .await
+                .map_err(api_err(CLAIMS))?
+                .and_then(|c| c.data?.remove(signature)),
+        };
+        let holder = text
+            .map(|t| serde_json::from_str::<Holder>(&t))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(shard.clone(), e.to_string()))?;
+        Ok(Claims {
+            shard,
+            data,
+            rv,
+            holder,
+        })
     }
 
-    /// Replaces the claims ConfigMap under the resourceVersion it was read at.
-    async fn write_claims(
+    /// Writes `holder` as the claim on `signature` into the shard read in `claims`, under
+    /// the resourceVersion it was read at.
+    async fn write_claim(
         &self,
-        data: BTreeMap<String, String>,
-        rv: Option<String>,
+        mut claims: Claims,
+        signature: &str,
+        holder: &Holder,
     ) -> Result<(), StoreError> {
-        let mut cm = config_map(CLAIMS, "claims", data, None);
-        match rv {
+        let text = serde_json::to_string(holder)
+            .map_err(|e| StoreError::Corrupt(claims.shard.clone(), e.to_string()))?;
+        claims.data.insert(signature.to_string(), text);
+        let mut cm = config_map(&claims.shard, "claims", claims.data, None);
+        match claims.rv {
             None => self.api.create(&PostParams::default(), &cm).await,
             Some(rv) => {
                 cm.metadata.resource_version = Some(rv);
-                self.api.replace(CLAIMS, &PostParams::default(), &cm).await
+                self.api.replace(&claims.shard, &PostParams::default(), &cm).await
             }
         }
-        .map_err(api_err(CLAIMS))?;
+        .map_err(api_err(&claims.shard))?;
         Ok(())
     }
 
@@ -288,10 +318,8 @@ impl StakeStore {
     /// [`super::reuse::claim_verdict`] decides: a spent deposit stays its holder's, a
     /// claim by another live Stake stands, any other passes to this one.
     pub async fn claim(&mut self, signature: &str, stake: &str, uid: &str) -> Result<Claim, StoreError> {
-        let (mut data, rv) = self.claims().await?;
-        if let Some(text) = data.get(signature) {
-            let holder: Holder =
-                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
+        let claims = self.claims(signature).await?;
+        if let Some(holder) = &claims.holder {
             let exact = holder.stake == stake && holder.uid == uid;
             let holder_doc = if exact {
                 None
@@ -299,7 +327,7 @@ impl StakeStore {
                 self.peek(&holder.stake).await?
             };
             if let Some(verdict) =
-                super::reuse::claim_verdict(&holder, holder_doc.as_ref(), signature, stake, uid)
+                super::reuse::claim_verdict(holder, holder_doc.as_ref(), signature, stake, uid)
             {
                 return Ok(verdict);
             }
@@ -309,10 +337,7 @@ impl StakeStore {
             uid: uid.to_string(),
             spent: false,
         };
-        let text =
-            serde_json::to_string(&holder).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
-        data.insert(signature.to_string(), text);
-        self.write_claims(data, rv).await?;
+        self.write_claim(claims, signature, &holder).await?;
         Ok(Claim::Ours)
     }
 
@@ -320,25 +345,34 @@ impl StakeStore {
     /// entry names its holder already): no Stake object but its holder ever claims it
     /// again. Idempotent.
     pub async fn mark_spent(&mut self, signature: &str, stake: &str, uid: &str) -> Result<(), StoreError> {
-        let (mut data, rv) = self.claims().await?;
-        let mut holder = match data.get(signature) {
-            Some(text) => serde_json::from_str::<Holder>(text)
-                .map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?,
-            None => Holder {
-                stake: stake.to_string(),
-                uid: uid.to_string(),
-                spent: false,
-            },
-        };
+        let mut claims = self.claims(signature).await?;
+        let mut holder = claims.holder.take().unwrap_or_else(|| Holder {
+            stake: stake.to_string(),
+            uid: uid.to_string(),
+            spent: false,
+        });
         if holder.spent {
             return Ok(());
         }
         holder.spent = true;
-        let text =
-            serde_json::to_string(&holder).map_err(|e| StoreError::Corrupt(CLAIMS.into(), e.to_string()))?;
-        data.insert(signature.to_string(), text);
-        self.write_claims(data, rv).await
+        self.write_claim(claims, signature, &holder).await
     }
+}
+
+/// One claims shard as read, and the claim on the signature looked up.
+struct Claims {
+    shard: String,
+    data: BTreeMap<String, String>,
+    rv: Option<String>,
+    holder: Option<Holder>,
+}
+
+/// The ConfigMap holding the claim on `signature`: one of 256, by the first byte of the
+/// signature's SHA-256. One ConfigMap for every deposit ever made would pass the API
+/// server's 1 MiB near 4,000 deposits, after which no new Stake could be claimed.
+pub fn claims_shard(signature: &str) -> String {
+    let d = Sha256::digest(signature.as_bytes());
+    format!("{CLAIMS}-{:02x}", d[0])
 }
 
 #[cfg(test)]
@@ -348,6 +382,19 @@ mod tests {
     use gpufed_settlement::Hash32;
     use gpufed_settlement::TxState;
     use gpufed_settlement::stake::PendingSlash;
+
+    #[test]
+    fn claims_spread_over_256_shards() {
+        let shards: std::collections::BTreeSet<String> =
+            (0..4000).map(|i| claims_shard(&format!("sig{i}"))).collect();
+        assert_eq!(shards.len(), 256);
+        assert_eq!(claims_shard("sig1"), claims_shard("sig1"));
+        assert!(
+            shards
+                .iter()
+                .all(|s| s.starts_with("gpufed-deposit-claims-") && s.len() == CLAIMS.len() + 3)
+        );
+    }
 
     #[test]
     fn long_names_are_hashed_into_a_valid_name() {
