@@ -39,6 +39,30 @@ cached_ok() {
     [[ "$(cat "$BIN/.patches" 2>/dev/null)" == "$PATCHES" ]]
 }
 
+# Installs the Debian packages named that are missing (apt-get, as root or with sudo).
+install_pkgs() {
+    local need=() pkg sudo=""
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep "install ok installed" >/dev/null || need+=("$pkg")
+    done
+    ((${#need[@]})) || return 0
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || die "need root or sudo to install ${need[*]}"
+        sudo=sudo
+    fi
+    mkdir -p "$BASE"
+    say "installing ${need[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}" >>"$LOG" 2>&1; then
+        $sudo apt-get update >>"$LOG" 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}" >>"$LOG" 2>&1 ||
+            die "apt-get install ${need[*]} failed"
+    fi
+}
+
+# What the tests run beside the binaries (etcd; jq in scripts/test-lanes.sh): installed
+# on a cache hit too, as a cache carried to a fresh machine has the binaries only.
+install_pkgs etcd-server jq
+
 if [[ "${GPUFED_K8S_FORCE:-0}" != 1 ]] && cached_ok; then
     say "cached binaries in $BIN report v$K8S_VERSION; nothing to do"
     exit 0
@@ -50,23 +74,7 @@ START=$(date +%s)
 say "building Kubernetes v$K8S_VERSION control plane; log: $LOG"
 
 # --- build dependencies -------------------------------------------------------------
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then
-    command -v sudo >/dev/null || die "need root or sudo to install build dependencies"
-    SUDO=sudo
-fi
-need=()
-for pkg in golang-go rsync jq dpkg-dev etcd-server golang-github-modern-go-reflect2-dev; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep "install ok installed" >/dev/null || need+=("$pkg")
-done
-if ((${#need[@]})); then
-    say "installing build dependencies: ${need[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need[@]}" >>"$LOG" 2>&1; then
-        $SUDO apt-get update >>"$LOG" 2>&1 || true
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need[@]}" >>"$LOG" 2>&1 ||
-            die "apt-get install ${need[*]} failed"
-    fi
-fi
+install_pkgs golang-go rsync jq dpkg-dev etcd-server golang-github-modern-go-reflect2-dev
 REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
 [[ -d "$REFLECT2_SRC" ]] || die "Debian reflect2 sources not found at $REFLECT2_SRC"
 
@@ -108,7 +116,12 @@ DSC=$(ls "$WORK"/kubernetes_*.dsc | head -n1)
 if [[ "$(cat "$SRC_DIR/.gpufed-prepared" 2>/dev/null)" != "$PATCHES" ]]; then
     rm -rf "$SRC_DIR"
     say "extracting $(basename "$DSC")"
-    (cd "$WORK" && dpkg-source -x "$DSC" "$SRC_DIR") >>"$LOG" 2>&1 || die "dpkg-source -x failed"
+    if ! (cd "$WORK" && dpkg-source -x "$DSC" "$SRC_DIR") >>"$LOG" 2>&1; then
+        # A download cut short leaves the .dsc beside a partial tarball: drop them, so the
+        # next run fetches the package again instead of failing here for good.
+        rm -f "$WORK"/kubernetes_*
+        die "dpkg-source -x failed (the downloaded source package was removed; run again)"
+    fi
     [[ -f "$SRC_DIR/hack/lib/golang.sh" ]] || die "extracted tree has no hack/lib/golang.sh (stripped source?)"
     # reflect2 1.0.1 (vendored) crashes kube-apiserver under Go >= 1.18: use Debian's 1.0.2.
     V="$SRC_DIR/vendor/github.com/modern-go/reflect2"

@@ -10,6 +10,15 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 RUN_DIR="${GPUFED_RUN:-/tmp/gpufed-e2e}/demo"
 TIMEOUT="${DEMO_TIMEOUT:-240}"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# A wait that ran out fails the demo (exit 1) with the logs that say why: the README's main
+# command must not look fine when the federation did not work.
+fail() {
+  printf '\n\033[1mDEMO FAILED: %s\033[0m\n' "$*" >&2
+  for f in "$RUN_DIR"/operator.log "$RUN_DIR"/agent.log; do
+    [[ -f "$f" ]] && { echo "--- last lines of $f" >&2; tail -n 40 "$f" >&2; }
+  done
+  exit 1
+}
 
 say "building gpufed (operator, agent, kubectl plugin, e2e harness, crdgen)"
 cargo build -q -p gpufed-operator -p gpufed-agent -p kubectl-gpufed -p gpufed-e2e -p gpufed-api --bins
@@ -94,6 +103,7 @@ for _ in $(seq 60); do
   sleep 1
 done
 k get gpup
+[[ "$ready" == "True True True " ]] || fail "the three providers did not all become Ready (Ready: $ready)"
 
 say "submitting the demo jobs (examples/demo/jobs.yaml)"
 k apply -f examples/demo/jobs.yaml
@@ -102,6 +112,7 @@ k apply -f examples/demo/service.yaml
 
 say "watching the jobs (up to ${TIMEOUT}s)"
 deadline=$((SECONDS + TIMEOUT))
+done_jobs=0
 while ((SECONDS < deadline)); do
   k get cjob -A -o wide
   k get cquota -A
@@ -110,12 +121,15 @@ while ((SECONDS < deadline)); do
   sleep 3
   echo
 done
+[[ "$done_jobs" -ge 3 ]] || fail "only $done_jobs of the 3 demo jobs ended within ${TIMEOUT}s"
 
 say "the model server: replicas, their endpoints, and the hub Service's endpoints"
 for _ in $(seq 30); do
-  [[ "$(k -n team-media get csvc chat -o jsonpath='{.status.readyReplicas}')" == 2 ]] && break
+  ready_replicas=$(k -n team-media get csvc chat -o jsonpath='{.status.readyReplicas}')
+  [[ "$ready_replicas" == 2 ]] && break
   sleep 2
 done
+[[ "$ready_replicas" == 2 ]] || fail "the model server has ${ready_replicas:-0} of 2 ready replicas"
 k -n team-media get csvc chat -o wide
 k -n team-media get csvc chat -o jsonpath='{range .status.replicaStatus[*]}{.name}{"\t"}{.provider}{"\t"}{.address}{"\tready="}{.ready}{"\n"}{end}'
 k -n team-media get endpoints chat
@@ -132,7 +146,11 @@ for _ in $(seq 60); do
   [[ "$pending" -eq 0 && "$unbilled" -eq 0 ]] && break
   sleep 2
 done
-{ printf 'JOB\tPHASE\tCOST\tRECORDS\tSETTLED\tAMOUNT\tSIGNATURE\n'; k get cjob -A -o jsonpath="$billing"; } | column -t -s $'\t'
+# `column` is optional on Debian (bsdextrautils): tab-separated without it.
+table() { if command -v column >/dev/null; then column -t -s $'\t'; else cat; fi; }
+{ printf 'JOB\tPHASE\tCOST\tRECORDS\tSETTLED\tAMOUNT\tSIGNATURE\n'; k get cjob -A -o jsonpath="$billing"; } | table
+[[ "$pending" -eq 0 && "$unbilled" -eq 0 ]] ||
+  fail "usage not settled on chain: $pending ended jobs with unsettled records, $unbilled succeeded jobs never billed"
 
 say "providers after the run"
 k get gpup

@@ -22,6 +22,8 @@ cd "$(dirname "$0")/.."
 
 jobs="${GPUFED_TEST_JOBS:-2}"
 case "$jobs" in '' | *[!0-9]* | 0) echo "GPUFED_TEST_JOBS must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
+limit="${GPUFED_TEST_TIMEOUT:-1200}"
+case "$limit" in '' | *[!0-9]* | 0) echo "GPUFED_TEST_TIMEOUT must be a positive number of seconds, got '$limit'" >&2; exit 2 ;; esac
 cache="${GPUFED_CACHE:-$HOME/.cache/gpufed}"
 times="$cache/test-times.tsv"
 root="$PWD"
@@ -66,8 +68,12 @@ echo "running $total test binaries in $jobs lanes"
 run_one() {
     local dir=$1 name=$2 exe=$3 log="$work/$4.log" start=$SECONDS rc
     echo "     Started $name"
-    (cd "$dir" && CARGO_MANIFEST_DIR="$dir" exec "$exe") >"$log" 2>&1
+    # A binary that hangs (a control plane that never answers) is killed after
+    # $GPUFED_TEST_TIMEOUT seconds (default 1200, five times the longest today) and its
+    # output printed, rather than holding CI until its own limit kills everything unread.
+    (cd "$dir" && CARGO_MANIFEST_DIR="$dir" exec timeout -k 30 "$limit" "$exe") >"$log" 2>&1
     rc=$?
+    [ "$rc" -eq 124 ] && echo "KILLED: still running after ${limit}s (GPUFED_TEST_TIMEOUT)" >>"$log"
     {
         flock 9
         printf '     Running %s (%s) — %ss, exit %s\n' "$name" "$exe" "$((SECONDS - start))" "$rc"

@@ -48,8 +48,8 @@ pub struct Members {
     trigger: Option<JobTrigger>,
     /// Providers waiting for their nodes' reports, woken by their member's node watch.
     report_wakes: ReportWakes,
-    /// Held while a member client is built from its Secret.
-    building: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a provider's member client is built from its Secret, by provider.
+    building: Arc<std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Members {
@@ -178,9 +178,14 @@ impl Members {
         {
             return Ok((m.client.clone(), m.cache.clone()));
         }
-        // One (re)build at a time: concurrent reconciles would each read the Secret and
-        // start a member cache (a list and watch of every node), all but one dropped.
-        let _building = self.building.lock().await;
+        // One (re)build at a time per provider: concurrent reconciles would each read the
+        // Secret and start a member cache (a list and watch of every node), all but one
+        // dropped. Per provider, so one slow Secret read or exec plugin holds no other.
+        let lock = match self.building.lock() {
+            Ok(mut locks) => locks.entry(name.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let _building = lock.lock().await;
         if let Some(m) = self.members.read().await.get(&name)
             && m.source == source
             && m.checked.elapsed() < self.secret_recheck
@@ -271,6 +276,9 @@ impl Members {
 
     /// Drops the client (and so the watches) of a deleted provider.
     pub async fn forget(&self, provider: &str) {
+        if let Ok(mut locks) = self.building.lock() {
+            locks.remove(provider);
+        }
         self.members.write().await.remove(provider);
         self.prepared.write().await.remove(provider);
         self.health.forget(provider);

@@ -207,6 +207,14 @@ impl<S: LeaseStore> Elector<S> {
     /// stale by its own clock, so one slow or refused request during an API-server
     /// upgrade does not end a term (and start a new one, reopening every journal).
     pub async fn round(&self) -> bool {
+        match self.round_outcome().await {
+            Some(won) => won,
+            None => self.leadership.is_leader(),
+        }
+    }
+
+    /// One round: whether we won it, `None` when it failed.
+    async fn round_outcome(&self) -> Option<bool> {
         let mut observed = self.lock.lock().await;
         self.lapse_check();
         let started = Instant::now();
@@ -219,11 +227,11 @@ impl<S: LeaseStore> Elector<S> {
             Ok(Ok(won)) => won,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "lease round failed; leadership stands until it goes stale");
-                return self.leadership.is_leader();
+                return None;
             }
             Err(_) => {
                 tracing::warn!("lease round got no answer; leadership stands until it goes stale");
-                return self.leadership.is_leader();
+                return None;
             }
         };
         let was = self.leadership.is_leader();
@@ -231,7 +239,17 @@ impl<S: LeaseStore> Elector<S> {
         if won != was {
             tracing::info!(identity = %self.identity, leader = won, "leadership changed");
         }
-        won
+        Some(won)
+    }
+
+    /// How long to wait before the next round: a third of the lease duration, or a tenth
+    /// after a failed round — a round that timed out took a third already, and waiting
+    /// another would let the leadership go stale (at nine tenths) before the next try.
+    fn next_round(&self, outcome: Option<bool>) -> Duration {
+        match outcome {
+            Some(_) => self.duration / 3,
+            None => self.duration / 10,
+        }
     }
 
     fn lapse_check(&self) {
@@ -299,23 +317,23 @@ impl<S: LeaseStore> Elector<S> {
     /// they were doing: a successor must not start beside them), and is then released so
     /// the successor need not wait for it to expire.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>, mut drained: watch::Receiver<bool>) {
-        let period = self.duration / 3;
         loop {
-            self.round().await;
+            let next = self.next_round(self.round_outcome().await);
             tokio::select! {
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = shutdown.wait_for(|s| *s) => break,
             }
         }
+        let mut next = self.duration / 3;
         while self.leadership.is_leader() {
             let done = tokio::select! {
-                _ = tokio::time::sleep(period) => false,
+                _ = tokio::time::sleep(next) => false,
                 _ = drained.wait_for(|d| *d) => true,
             };
             if done {
                 break;
             }
-            self.round().await;
+            next = self.next_round(self.round_outcome().await);
         }
         self.release().await;
     }

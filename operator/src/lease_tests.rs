@@ -30,6 +30,9 @@ struct Memory {
     lease: std::sync::Mutex<Option<Lease>>,
     version: std::sync::atomic::AtomicU64,
     failing: AtomicBool,
+    /// The next read never answers.
+    hang_once: AtomicBool,
+    hung: std::sync::atomic::AtomicU64,
 }
 
 impl Memory {
@@ -64,6 +67,10 @@ fn status(code: u16) -> kube::Error {
 
 impl LeaseStore for Arc<Memory> {
     async fn get(&self) -> Result<Option<Lease>, kube::Error> {
+        if self.hang_once.swap(false, Ordering::SeqCst) {
+            self.hung.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(status(503));
         }
@@ -176,4 +183,39 @@ fn a_term_that_lapsed_is_not_held_by_the_next() {
     l.set(false, None);
     l.set(true, Some(Instant::now()));
     assert!(l.is_leader() && !l.holds(1) && l.holds(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_round_without_an_answer_does_not_end_the_term() {
+    let store = Arc::new(Memory::default());
+    let e = Arc::new(Elector::with_store(
+        store.clone(),
+        "a".to_owned(),
+        Duration::from_secs(15),
+    ));
+    let l = e.leadership();
+    let (_shutdown, shutdown_rx) = watch::channel(false);
+    let (_drained, drained_rx) = watch::channel(false);
+    tokio::spawn({
+        let e = e.clone();
+        async move { e.run(shutdown_rx, drained_rx).await }
+    });
+    while !l.is_leader() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let changes = l.subscribe();
+    store.hang_once.store(true, Ordering::SeqCst);
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            l.is_leader(),
+            "leadership went stale around a round without an answer"
+        );
+    }
+    assert_eq!(store.hung.load(Ordering::SeqCst), 1, "a round hung");
+    assert!(
+        !changes.has_changed().unwrap_or(true),
+        "subscribers saw no change"
+    );
+    assert_eq!(l.term(), 1);
 }

@@ -13,6 +13,7 @@ use gpufed_api::conditions::{self, types};
 use gpufed_api::{ComputeJob, GpuProvider};
 use gpufed_placement as pl;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{Mutex, watch};
 
 use crate::context::Context;
@@ -149,20 +150,15 @@ pub fn tenancy_mark_stands(ctx: &Context, provider: &str, ns: &str) -> bool {
     })
 }
 
-/// A hub namespace's labels, `None` when the namespace is not in the cache.
 /// Forgets what this process holds for providers deleted from the hub — views, member
 /// clients and their watches, pacing — every round: the sweep the provider controller
 /// does needs another provider reconciled, and never comes once the last one is gone.
-async fn forget_deleted(ctx: &Context, providers: &[Arc<GpuProvider>]) {
-    let present: std::collections::BTreeSet<String> = providers.iter().map(|p| p.name_any()).collect();
-    let mut gone = ctx.fleet.retain(|p| present.contains(p)).await;
-    gone.extend(
-        ctx.members
-            .known()
-            .await
-            .into_iter()
-            .filter(|p| !present.contains(p)),
-    );
+/// Each is judged by the provider store at that moment (not a list read earlier): a
+/// provider is in the store before anything of it is built, so one just created stays.
+async fn forget_deleted(ctx: &Context) {
+    let present = |p: &str| ctx.providers.get(&ObjectRef::new(p)).is_some();
+    let mut gone = ctx.fleet.retain(present).await;
+    gone.extend(ctx.members.known().await.into_iter().filter(|p| !present(p)));
     gone.sort();
     gone.dedup();
     for p in gone {
@@ -175,6 +171,7 @@ async fn forget_deleted(ctx: &Context, providers: &[Arc<GpuProvider>]) {
     }
 }
 
+/// A hub namespace's labels, `None` when the namespace is not in the cache.
 fn namespace_labels(ctx: &Context, ns: &str) -> Option<std::collections::BTreeMap<String, String>> {
     let key = kube::runtime::reflector::ObjectRef::new(ns);
     ctx.namespaces.get(&key).map(|n| n.labels().clone())
@@ -216,7 +213,7 @@ pub async fn round(ctx: &Context, carried: &Mutex<Carried>, written: &Mutex<Writ
         tracing::debug!("waiting for the namespace cache (providers' tenant selectors need it)");
         return Ok(0);
     }
-    forget_deleted(ctx, &providers).await;
+    forget_deleted(ctx).await;
     let fleet = ctx.fleet.snapshot().await;
     let (mut snap, mut findings) = mapping::snapshot_checked(&jobs, &providers, &fleet);
     mapping::avoid_forbidding(&mut snap, &jobs, crate::time::now());

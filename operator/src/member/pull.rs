@@ -125,11 +125,14 @@ pub struct AgentPace {
     pub challenge_poll_millis: u64,
 }
 
-/// A report older than this (seconds) means the agent is silent: three of its rounds,
-/// by the interval the hub sets (`hub_seconds`) — an agent's report names its own
-/// interval, and one claiming a huge one would never be judged silent (no failover).
+/// A report older than this (seconds) means the agent is silent: three of the rounds its
+/// report names, but of at most six times the interval the hub sets (`hub_seconds`). An
+/// agent claiming a huge interval would never be judged silent (no failover); one still
+/// on the longer interval of before an operator restart with a shorter
+/// `--heartbeat-interval` (it reads the new one at its next round) must not be judged
+/// silent by the new one at once, failing over every job of the provider.
 pub fn silent_after(reported_seconds: u64, hub_seconds: u64) -> i64 {
-    stale_after(reported_seconds.min(hub_seconds))
+    stale_after(reported_seconds.min(hub_seconds.saturating_mul(6)))
 }
 
 /// A report older than this (seconds) means an agent reporting every `interval_seconds`

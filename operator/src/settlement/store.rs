@@ -37,19 +37,38 @@ pub const MINT_ANNOTATION: &str = "gpufed.io/settlement-mint";
 /// See [`MINT_ANNOTATION`].
 pub const DECIMALS_ANNOTATION: &str = "gpufed.io/settlement-mint-decimals";
 
+/// The header as written while the state fits it (and by earlier releases).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct HeaderDoc {
     header: JournalHeader,
     chunks: Vec<String>,
-    /// State parts ([`StatePart`]), in order; none while the state fits the header.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+}
+
+/// The header of a journal whose state went to parts ([`StatePart`], in order). Its
+/// header field is named otherwise on purpose: an earlier release (a rollback, an old
+/// replica leading during an upgrade) fails to read it and pauses settlement, where
+/// reading a header without positions and settled totals would meter every live attempt
+/// again from its start.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartedDoc {
+    header_without_state: JournalHeader,
+    chunks: Vec<String>,
     state: Vec<String>,
+}
+
+/// Either header.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AnyDoc {
+    Parted(PartedDoc),
+    Whole(HeaderDoc),
 }
 
 /// Label selecting the journal's ConfigMaps other than the header.
 const PARTS_SELECTOR: &str = "gpufed.io/journal in (chunk,state)";
-/// Saves between two sweeps of orphaned ConfigMaps (one at every load too).
+/// Saves between two sweeps of orphaned ConfigMaps (one at the first save of a term too).
 const SWEEP_EVERY_SAVES: u64 = 1000;
 
 /// The journal's ConfigMaps.
@@ -149,22 +168,24 @@ impl JournalStore for ConfigMapStore {
             self.resource_version = None;
             return Ok(None);
         };
-        let mut doc: HeaderDoc = payload(&cm)?;
-        let mut chunks: Vec<RecordChunk> = Vec::with_capacity(doc.chunks.len());
-        for name in &doc.chunks {
+        let (mut header, names, state) = match payload::<AnyDoc>(&cm)? {
+            AnyDoc::Parted(d) => (d.header_without_state, d.chunks, d.state),
+            AnyDoc::Whole(d) => (d.header, d.chunks, Vec::new()),
+        };
+        let mut chunks: Vec<RecordChunk> = Vec::with_capacity(names.len());
+        for name in &names {
             let c = self.api.get(name).await.map_err(|e| store_err(name, e))?;
             chunks.push(payload(&c)?);
         }
-        let mut parts: Vec<StatePart> = Vec::with_capacity(doc.state.len());
-        for name in &doc.state {
+        let mut parts: Vec<StatePart> = Vec::with_capacity(state.len());
+        for name in &state {
             let c = self.api.get(name).await.map_err(|e| store_err(name, e))?;
             parts.push(payload(&c)?);
         }
-        store_parts::merge(&mut doc.header, parts);
-        let journal = Journal::from_chunks(doc.header, chunks).map_err(|e| store_err("journal", e))?;
+        store_parts::merge(&mut header, parts);
+        let journal = Journal::from_chunks(header, chunks).map_err(|e| store_err("journal", e))?;
         self.resource_version = cm.metadata.resource_version;
-        self.chunks = doc.chunks.into_iter().chain(doc.state).collect();
-        self.sweep().await;
+        self.chunks = names.into_iter().chain(state).collect();
         Ok(Some(journal))
     }
 
@@ -179,12 +200,19 @@ impl JournalStore for ConfigMapStore {
         for p in &parts {
             state.push(self.put_part(p, "state").await?);
         }
-        let doc = HeaderDoc {
-            header,
-            chunks: names.clone(),
-            state: state.clone(),
-        };
-        let json = serde_json::to_string(&doc).map_err(|e| store_err("encoding header", e))?;
+        let json = if state.is_empty() {
+            serde_json::to_string(&HeaderDoc {
+                header,
+                chunks: names.clone(),
+            })
+        } else {
+            serde_json::to_string(&PartedDoc {
+                header_without_state: header,
+                chunks: names.clone(),
+                state: state.clone(),
+            })
+        }
+        .map_err(|e| store_err("encoding header", e))?;
         let mut cm = config_map(HEADER, "header", json);
         if let Some((mint, decimals)) = &self.mint {
             cm.metadata.annotations = Some(BTreeMap::from([
@@ -217,7 +245,9 @@ impl JournalStore for ConfigMapStore {
             let _ = self.api.delete(stale, &DeleteParams::default()).await;
         }
         self.chunks = keep;
-        if self.saves.is_multiple_of(SWEEP_EVERY_SAVES) {
+        // Only a writer sweeps (its first save of a term, then now and then): readers of
+        // the journal (`kubectl gpufed bill --verify`) delete nothing.
+        if self.saves == 1 || self.saves.is_multiple_of(SWEEP_EVERY_SAVES) {
             self.sweep().await;
         }
         Ok(())
@@ -281,8 +311,38 @@ impl ConfigMapStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parted_header_is_unreadable_as_a_whole_one_and_both_load() {
+        let header: JournalHeader = serde_json::from_value(serde_json::json!({
+            "batches": {}, "watermarks": {}, "nextSeq": 3, "nextBatch": 1,
+            "chunkCount": 0, "recordCount": 0
+        }))
+        .unwrap();
+        let parted = serde_json::to_string(&PartedDoc {
+            header_without_state: header.clone(),
+            chunks: vec![],
+            state: vec!["gpufed-journal-aa".into()],
+        })
+        .unwrap();
+        // What an earlier release reads: it must refuse, not meter everything again.
+        assert!(serde_json::from_str::<HeaderDoc>(&parted).is_err());
+        assert!(
+            matches!(serde_json::from_str::<AnyDoc>(&parted).unwrap(), AnyDoc::Parted(d) if d.state.len() == 1)
+        );
+        let whole = serde_json::to_string(&HeaderDoc {
+            header,
+            chunks: vec![],
+        })
+        .unwrap();
+        assert!(matches!(
+            serde_json::from_str::<AnyDoc>(&whole).unwrap(),
+            AnyDoc::Whole(_)
+        ));
+    }
 
     #[test]
     fn recorded_decimals_count_only_for_the_same_mint() {

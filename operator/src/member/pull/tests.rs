@@ -54,9 +54,11 @@ fn staleness_is_three_intervals_and_never_under_ten_seconds() {
     assert_eq!(stale_after(1), 10);
     assert_eq!(stale_after(10), 30);
     assert_eq!(stale_after(u64::MAX), i64::MAX);
-    // An agent claiming a huge interval is judged by the hub's.
-    assert_eq!(silent_after(u64::MAX, 10), 30);
+    // An agent claiming a huge interval is judged by (six times) the hub's.
+    assert_eq!(silent_after(u64::MAX, 10), 180);
     assert_eq!(silent_after(5, 10), 15);
+    // One still on the interval of before a restart with a shorter one is not silent yet.
+    assert_eq!(silent_after(60, 10), 180);
 }
 
 #[test]
