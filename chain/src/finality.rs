@@ -103,7 +103,7 @@ impl Rpc {
     /// (dropped slots re-produced after a restart) answer `None`, and one whose block the
     /// node does not serve yet answers `confirmed`.
     pub async fn signature_status(&self, signature: &str) -> Result<Option<SignatureStatus>, ChainError> {
-        self.signature_status_seen_from(signature, None).await
+        self.signature_status_seen_from(signature, None, None).await
     }
 
     /// [`Self::signature_status`], where "unknown" counts only from a node whose answer is
@@ -111,11 +111,16 @@ impl Rpc {
     /// height and the status from two of them, and one still replaying does not know a
     /// transaction that landed — taken for proof that it is dead, the batch would be paid
     /// twice. An older answer is an error (retried), code -32016 as a node's own
-    /// "minimum context slot has not been reached".
+    /// "minimum context slot has not been reached". With `min_context_slot` and
+    /// `signed_at` (the slot the transaction's blockhash was read at, before which it
+    /// cannot have landed), "unknown" also needs the node's ledger to reach back to
+    /// `signed_at`: a node started from a later snapshot, or keeping a limited ledger,
+    /// searches no older history and answers "unknown" for a transaction that landed.
     pub async fn signature_status_seen_from(
         &self,
         signature: &str,
         min_context_slot: Option<u64>,
+        signed_at: Option<u64>,
     ) -> Result<Option<SignatureStatus>, ChainError> {
         let (reported, context) = self.reported_signature_status(signature).await?;
         let Some(reported) = reported else {
@@ -128,6 +133,19 @@ impl Rpc {
                          transaction's expiry was read: no proof that it is dead"
                     ),
                 });
+            }
+            if let (Some(_), Some(signed)) = (min_context_slot, signed_at) {
+                let first = self.first_available_block().await?;
+                if first > signed {
+                    return Err(ChainError::Rpc {
+                        method: "getSignatureStatuses",
+                        code: -32016,
+                        message: format!(
+                            "the node answered unknown, but its ledger starts at slot {first}, after \
+                             slot {signed} where the transaction was signed: no proof that it is dead"
+                        ),
+                    });
+                }
             }
             return Ok(None);
         };
@@ -225,19 +243,57 @@ mod tests {
         let rpc = Rpc::new(&url, std::time::Duration::from_millis(500)).unwrap();
         assert_eq!(rpc.finalized_height_and_slot().await.unwrap(), (450, 500));
         let behind = rpc
-            .signature_status_seen_from("sig", Some(500))
+            .signature_status_seen_from("sig", Some(500), None)
             .await
             .unwrap_err();
         assert!(behind.is_transient(), "retried: {behind}");
         assert!(behind.to_string().contains("slot 400"), "{behind}");
         assert_eq!(
-            rpc.signature_status_seen_from("sig", Some(400)).await.unwrap(),
+            rpc.signature_status_seen_from("sig", Some(400), None)
+                .await
+                .unwrap(),
             None
         );
         assert_eq!(
             rpc.signature_status("sig").await.unwrap(),
             None,
             "no bound: as before"
+        );
+    }
+
+    /// A node whose ledger starts at slot 9000 (a snapshot, a limited ledger), answering at
+    /// slot 10000 and unaware of the signature.
+    fn short_ledger(method: &str) -> Result<Value, Value> {
+        match method {
+            "getSignatureStatuses" => Ok(serde_json::json!({"context": {"slot": 10000}, "value": [null]})),
+            "getFirstAvailableBlock" => Ok(serde_json::json!(9000)),
+            other => Err(serde_json::json!({"code": -32601, "message": format!("{other} not served")})),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_from_a_node_whose_ledger_starts_after_the_signing_is_no_proof() {
+        let url = crate::fake_rpc::serve(short_ledger).await;
+        let rpc = Rpc::new(&url, std::time::Duration::from_millis(500)).unwrap();
+        let e = rpc
+            .signature_status_seen_from("sig", Some(9500), Some(100))
+            .await
+            .unwrap_err();
+        assert!(e.is_transient(), "retried: {e}");
+        assert!(e.to_string().contains("starts at slot 9000"), "{e}");
+        assert_eq!(
+            rpc.signature_status_seen_from("sig", Some(9500), Some(9200))
+                .await
+                .unwrap(),
+            None,
+            "signed within the node's ledger: unknown is dead"
+        );
+        assert_eq!(
+            rpc.signature_status_seen_from("sig", Some(9500), None)
+                .await
+                .unwrap(),
+            None,
+            "an intent from before the slot was kept: as before"
         );
     }
 

@@ -140,10 +140,12 @@ impl Rpc {
         }
     }
 
-    /// `getLatestBlockhash`: the blockhash and its last valid block height.
-    pub async fn latest_blockhash(&self, c: Commitment) -> Result<([u8; 32], u64), ChainError> {
+    /// `getLatestBlockhash`: the blockhash, its last valid block height, and the slot of
+    /// the answer (a transaction signed with it cannot land before that slot).
+    pub async fn latest_blockhash(&self, c: Commitment) -> Result<([u8; 32], u64, u64), ChainError> {
         const M: &str = "getLatestBlockhash";
         let v = self.call(M, json!([{"commitment": commitment_str(c)}])).await?;
+        let slot = Self::decode(M, v["context"]["slot"].as_u64(), "context.slot")?;
         let value = &v["value"];
         let hash = Self::decode(M, value["blockhash"].as_str(), "blockhash")?;
         let height = Self::decode(M, value["lastValidBlockHeight"].as_u64(), "lastValidBlockHeight")?;
@@ -151,7 +153,15 @@ impl Rpc {
             method: M,
             message: e.to_string(),
         })?;
-        Ok((key.0, height))
+        Ok((key.0, height, slot))
+    }
+
+    /// `getFirstAvailableBlock`: the lowest slot whose block (and transactions) the node
+    /// still has.
+    pub async fn first_available_block(&self) -> Result<u64, ChainError> {
+        const M: &str = "getFirstAvailableBlock";
+        let v = self.call(M, json!([])).await?;
+        Self::decode(M, v.as_u64(), "slot")
     }
 
     /// `getBlockHeight` at a commitment.

@@ -380,9 +380,10 @@ impl<S: JournalStore> Settler<S> {
                 signature,
                 min_context_slot,
             } => {
+                let signed_at = self.journal.batch(batch).and_then(|b| b.tx.signed_at_slot());
                 let obs = match self
                     .rpc
-                    .signature_status_seen_from(&signature, min_context_slot)
+                    .signature_status_seen_from(&signature, min_context_slot, signed_at)
                     .await
                 {
                     Ok(st) => Observation::SignatureStatus {
@@ -437,13 +438,14 @@ impl<S: JournalStore> Settler<S> {
             gpufed_settlement::JournalError::UnknownBatch(batch),
         ))?;
         let ixs = self.cfg.accounts.batch_instructions(b, self.authority.pubkey())?;
-        let (blockhash, last_valid) = self.rpc.latest_blockhash(Commitment::Confirmed).await?;
+        let (blockhash, last_valid, slot) = self.rpc.latest_blockhash(Commitment::Confirmed).await?;
         let signed = tx::sign(&ixs, &[&self.authority], blockhash)?;
         Ok(Intent {
             signature: signed.signature.clone(),
             blockhash: bs58::encode(blockhash).into_string(),
             last_valid_block_height: last_valid,
             transaction: signed.base64(),
+            signed_at_slot: Some(slot),
         })
     }
 

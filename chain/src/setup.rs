@@ -21,7 +21,7 @@ pub async fn send_and_confirm(
     ixs: &[Instruction],
     signers: &[&Keypair],
 ) -> Result<String, ChainError> {
-    let (blockhash, _) = rpc.latest_blockhash(Commitment::Confirmed).await?;
+    let (blockhash, _, _) = rpc.latest_blockhash(Commitment::Confirmed).await?;
     let signed = tx::sign(ixs, signers, blockhash)?;
     let sig = rpc.send_checked(&signed.wire).await?;
     let st = rpc.wait_for(&sig, Commitment::Confirmed, CONFIRM).await?;

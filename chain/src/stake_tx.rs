@@ -79,6 +79,7 @@ pub fn sign_effect(
     authority: &Keypair,
     blockhash: [u8; 32],
     last_valid_block_height: u64,
+    signed_at_slot: Option<u64>,
 ) -> Result<Intent, ChainError> {
     let ixs = effect_instructions(accounts, effect, authority.pubkey())?;
     let signed = tx::sign(&ixs, &[authority], blockhash)?;
@@ -87,6 +88,7 @@ pub fn sign_effect(
         blockhash: bs58::encode(blockhash).into_string(),
         last_valid_block_height,
         transaction: signed.base64(),
+        signed_at_slot,
     })
 }
 
@@ -99,7 +101,8 @@ fn rpc_error(query: QueryId, e: &ChainError) -> Observation {
 }
 
 /// Executes one transaction action of an effect and returns the observation to feed
-/// back (`None` for the final `MarkSettled` / `MarkFailed`). RPC errors, and a transaction
+/// back (`None` for the final `MarkSettled` / `MarkFailed`). `signed_at`: the slot the
+/// effect's in-flight transaction was signed at ([`Intent::signed_at_slot`]), if known. RPC errors, and a transaction
 /// that cannot be built, come back as [`Observation::RpcError`]: the machine backs off.
 pub async fn execute(
     rpc: &Rpc,
@@ -107,11 +110,14 @@ pub async fn execute(
     authority: &Keypair,
     effect: &Effect,
     action: Action,
+    signed_at: Option<u64>,
 ) -> Option<Observation> {
     match action {
         Action::SignAndPersistIntent { query } => {
             let signed = match rpc.latest_blockhash(Commitment::Confirmed).await {
-                Ok((hash, last_valid)) => sign_effect(accounts, effect, authority, hash, last_valid),
+                Ok((hash, last_valid, slot)) => {
+                    sign_effect(accounts, effect, authority, hash, last_valid, Some(slot))
+                }
                 Err(e) => Err(e),
             };
             Some(match signed {
@@ -140,7 +146,10 @@ pub async fn execute(
             signature,
             min_context_slot,
         } => Some(
-            match rpc.signature_status_seen_from(&signature, min_context_slot).await {
+            match rpc
+                .signature_status_seen_from(&signature, min_context_slot, signed_at)
+                .await
+            {
                 Ok(st) => Observation::SignatureStatus {
                     query,
                     status: st.map(|s| SigStatus {
@@ -201,7 +210,7 @@ mod tests {
             ixs[1],
             programs::transfer_checked(accounts().vault, accounts().mint, ata, authority.pubkey(), 42, 6)
         );
-        let intent = sign_effect(&accounts(), &effect, &authority, [7; 32], 99).unwrap();
+        let intent = sign_effect(&accounts(), &effect, &authority, [7; 32], 99, None).unwrap();
         assert_eq!(intent.last_valid_block_height, 99);
         assert_eq!(intent.blockhash, bs58::encode([7u8; 32]).into_string());
         // The authority is the only signer (fee payer and vault owner).
@@ -232,16 +241,16 @@ mod tests {
                 programs::memo(&memo),
             ]
         );
-        let a = sign_effect(&accounts(), &effect, &authority, [1; 32], 10).unwrap();
-        let b = sign_effect(&accounts(), &effect, &authority, [1; 32], 10).unwrap();
+        let a = sign_effect(&accounts(), &effect, &authority, [1; 32], 10, None).unwrap();
+        let b = sign_effect(&accounts(), &effect, &authority, [1; 32], 10, None).unwrap();
         assert_eq!(a, b, "ed25519 signing is deterministic");
-        let c = sign_effect(&accounts(), &effect, &authority, [2; 32], 10).unwrap();
+        let c = sign_effect(&accounts(), &effect, &authority, [2; 32], 10, None).unwrap();
         assert_ne!(a.signature, c.signature, "a new blockhash is a new transaction");
         let other_stake = Effect::Slash {
             amount: 5,
             memo: format!("{memo}:0123456789abcdef"),
         };
-        let d = sign_effect(&accounts(), &other_stake, &authority, [1; 32], 10).unwrap();
+        let d = sign_effect(&accounts(), &other_stake, &authority, [1; 32], 10, None).unwrap();
         assert_ne!(
             a.signature, d.signature,
             "another Stake's slash is another transaction"

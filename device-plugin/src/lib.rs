@@ -12,10 +12,12 @@
 //! - [`kubelet`]: sockets, registration with kubelet, re-registration.
 //! - [`node`]: node labels and the signed report on the Node object (kube client).
 //! - [`daemon`]: all of it as one task (the binary's `main` and the e2e node simulator).
+//! - [`cli`]: the binary's flags and the settings they stand for (parsed by tests too).
 //! - [`testing`]: a fake kubelet, for our tests and the e2e node simulator.
 #![forbid(unsafe_code)]
 
 pub mod challenge;
+pub mod cli;
 pub mod cuda;
 pub mod daemon;
 pub mod discovery;

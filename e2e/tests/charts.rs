@@ -123,6 +123,20 @@ async fn charts_render_apply_and_are_the_permissions_the_operator_runs_with() {
     operator.stop().await;
 }
 
+/// The provider chart's device plugin DaemonSet, rendered only (no API server): its args
+/// parse as the plugin's own flags and name the hostPaths it mounts, under
+/// `devicePlugin.kubeletRootDir`, with `devicePlugin.priorityClassName` and its optional
+/// ResourceQuota (chartsupport/device_plugin.rs). The test above runs it too; this one
+/// needs only helm, so it runs where no control plane can start.
+#[test]
+fn device_plugin_daemonset_args_parse_and_match_its_host_paths() {
+    let Some(helm) = helm() else {
+        eprintln!("SKIPPED: helm not found (run scripts/install-helm.sh; `make test` does)");
+        return;
+    };
+    chartsupport::device_plugin::check_device_plugin(&helm);
+}
+
 /// The Argo CD health checks shipped in charts/gpufed/files/argocd-health give the results
 /// their health_test.yaml expects (run with lua5.4 when installed: `make lua`), and
 /// kstatus' reading (`gpufed_api::conditions::health`, what Flux sees) agrees on every case

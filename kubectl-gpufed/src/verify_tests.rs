@@ -41,6 +41,7 @@ fn sign(j: &mut Journal, id: u64, sig: &str, finalize: bool) {
         blockhash: "bh".into(),
         last_valid_block_height: 10,
         transaction: "tx".into(),
+        signed_at_slot: None,
     };
     let signed = Observation::Signed {
         query: query(&a),

@@ -180,6 +180,16 @@ pub struct StakeState {
     pub next_seed: u64,
 }
 
+impl StakeState {
+    /// The transaction state of an effect, when it has one.
+    pub fn effect_tx(&self, kind: EffectKind) -> Option<&TxState> {
+        match kind {
+            EffectKind::Slash => self.pending_slash.as_ref().map(|p| &p.tx),
+            EffectKind::Release => self.release.as_ref(),
+        }
+    }
+}
+
 /// Which effect a transaction observation is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EffectKind {

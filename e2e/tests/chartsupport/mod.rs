@@ -1,11 +1,13 @@
 //! The Helm charts in tests (e2e/tests/charts.rs): rendering with helm, the RBAC audit of
 //! the rendered charts, the permissions each chart identity needs and must not have (asked
 //! of the real authorizer), applying the charts and minting a provider, pull mode's agent
-//! (its Deployment and its identities), and the Argo CD health checks run with Lua.
+//! (its Deployment and its identities), the device plugin's DaemonSet as the plugin parses
+//! it, and the Argo CD health checks run with Lua.
 
 pub mod access;
 pub mod apply;
 pub mod audit;
+pub mod device_plugin;
 pub mod lua;
 pub mod old_chart;
 pub mod permissions;
@@ -67,6 +69,11 @@ pub fn parse_docs(text: &str) -> Vec<Value> {
 
 /// `helm template` of a chart, as JSON documents.
 pub fn render(helm: &Path, release: &str, chart: &str, args: &[&str]) -> Vec<Value> {
+    try_render(helm, release, chart, args).unwrap_or_else(|e| panic!("helm template {chart}: {e}"))
+}
+
+/// `helm template` of a chart: its documents, or helm's error (for values it must refuse).
+pub fn try_render(helm: &Path, release: &str, chart: &str, args: &[&str]) -> Result<Vec<Value>, String> {
     let out = Command::new(helm)
         .args(["template", release])
         .arg(common::repo_root().join("charts").join(chart))
@@ -74,12 +81,10 @@ pub fn render(helm: &Path, release: &str, chart: &str, args: &[&str]) -> Vec<Val
         .args(args)
         .output()
         .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template {chart}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_docs(&String::from_utf8(out.stdout).expect("UTF-8"))
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(parse_docs(&String::from_utf8(out.stdout).expect("UTF-8")))
 }
 
 pub fn kind(doc: &Value) -> &str {

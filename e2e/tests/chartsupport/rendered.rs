@@ -1,5 +1,6 @@
 //! Offline checks of the rendered charts: CRDs, the RBAC audit of every CI value set,
-//! optional objects, the operator's and the agent's args, the device plugin's DaemonSet.
+//! optional objects, the operator's and the agent's args, the device plugin's DaemonSet
+//! (chartsupport/device_plugin.rs, also run alone by charts.rs' render-only test).
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use clap::Parser;
 use serde_json::Value;
 
 use super::audit::{assert_least_privilege, check_agent_cluster_roles};
+use super::device_plugin::check_device_plugin;
 use super::pull::check_pull_mode;
 use super::{MINUTE, NS, of_kind, render};
 use crate::common;
@@ -127,13 +129,7 @@ pub fn check_rendered(helm: &Path) -> Rendered {
     check_challenge_bands(helm);
     check_agent_cluster_roles(&hub_docs);
     let pull_docs = check_pull_mode(helm, &provider_docs);
-    let ds = of_kind(&provider_docs, "DaemonSet")[0];
-    let pod = &ds["spec"]["template"]["spec"];
-    assert_eq!(pod["priorityClassName"], "system-node-critical");
-    assert_eq!(
-        pod["volumes"][0]["hostPath"]["path"],
-        "/var/lib/kubelet/device-plugins"
-    );
+    check_device_plugin(helm);
     Rendered {
         crds,
         hub_docs,

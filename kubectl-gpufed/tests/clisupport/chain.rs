@@ -116,6 +116,7 @@ fn settle(j: &mut Journal, id: u64, sig: &str) {
         blockhash: "bh".into(),
         last_valid_block_height: 10,
         transaction: "tx".into(),
+        signed_at_slot: None,
     };
     let signed = Observation::Signed {
         query: query(&a),

@@ -277,7 +277,16 @@ impl Driver {
                     }
                 }
                 StakeAction::Tx { kind, effect, action } => {
-                    match stake_tx::execute(&self.rpc, &self.accounts, &self.authority, &effect, action).await
+                    let signed_at = doc.state.effect_tx(kind).and_then(|t| t.signed_at_slot());
+                    match stake_tx::execute(
+                        &self.rpc,
+                        &self.accounts,
+                        &self.authority,
+                        &effect,
+                        action,
+                        signed_at,
+                    )
+                    .await
                     {
                         Some(obs) => {
                             if let gpufed_settlement::Observation::RpcError { message, .. } = &obs {

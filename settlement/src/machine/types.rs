@@ -88,6 +88,12 @@ pub struct Intent {
     pub last_valid_block_height: u64,
     /// The signed wire transaction, base64 (re-broadcast verbatim, never re-signed).
     pub transaction: String,
+    /// The slot the blockhash was read at: the transaction cannot land before it, so a
+    /// node answers "unknown" with proof only if its ledger reaches back that far (one
+    /// started from a later snapshot, or keeping a limited ledger, knows nothing older).
+    /// `None` in an intent persisted before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at_slot: Option<u64>,
 }
 
 /// Where an effect is.
@@ -277,6 +283,14 @@ pub enum MachineError {
 }
 
 impl TxState {
+    /// The slot the in-flight transaction's blockhash was read at, when known.
+    pub fn signed_at_slot(&self) -> Option<u64> {
+        match &self.phase {
+            TxPhase::InFlight { intent, .. } => intent.signed_at_slot,
+            _ => None,
+        }
+    }
+
     /// A fresh effect in `Pending`, due at once.
     pub fn new(seed: u64) -> Self {
         Self {

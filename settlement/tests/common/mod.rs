@@ -63,6 +63,7 @@ pub fn intent(sig: &str, lvbh: u64) -> gpufed_settlement::machine::Intent {
         blockhash: "bh".into(),
         last_valid_block_height: lvbh,
         transaction: "tx".into(),
+        signed_at_slot: None,
     }
 }
 

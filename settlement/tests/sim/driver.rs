@@ -201,6 +201,7 @@ impl Driver {
                     blockhash,
                     last_valid_block_height: lvbh,
                     transaction: serde_json::to_string(&tx).unwrap(),
+                    signed_at_slot: None,
                 };
                 let obs = Observation::Signed { query, intent };
                 // Step now so a crash between signing and persisting is modelled exactly.
