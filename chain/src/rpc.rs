@@ -19,6 +19,9 @@ use crate::pubkey::Pubkey;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// The largest answer read from the RPC node.
+const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
 /// A Solana JSON-RPC endpoint.
 #[derive(Clone)]
 pub struct Rpc {
@@ -83,11 +86,12 @@ impl Rpc {
                 .await
                 .map_err(|e| transport(e.to_string()))?;
             let status = resp.status();
-            let bytes = resp
-                .into_body()
+            // A misbehaving endpoint or proxy streaming without end must not take the
+            // operator's memory: the largest answer used (a block's signatures) is far less.
+            let bytes = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
-                .map_err(|e| transport(e.to_string()))?
+                .map_err(|e| transport(format!("reading the answer: {e}")))?
                 .to_bytes();
             Ok::<_, ChainError>((status, bytes))
         };
@@ -104,6 +108,11 @@ impl Rpc {
                 transport(format!("HTTP {status}"))
             }
         })?;
+        // A gateway's 429/5xx with a JSON body of its own (no JSON-RPC `error`) is the
+        // endpoint being busy or away, not an answer that does not parse: retried.
+        if !status.is_success() && v.get("error").is_none() {
+            return Err(transport(format!("HTTP {status}")));
+        }
         if let Some(err) = v.get("error") {
             return Err(ChainError::Rpc {
                 method,
@@ -230,6 +239,10 @@ impl Rpc {
             Some("finalized") => Commitment::Finalized,
             Some("confirmed") => Commitment::Confirmed,
             Some("processed") => Commitment::Processed,
+            // The field is nullable (some front-ends leave it out): `confirmations` null
+            // means rooted; a count says no more than processed.
+            None if st["confirmations"].is_null() => Commitment::Finalized,
+            None => Commitment::Processed,
             other => {
                 return Err(ChainError::Decode {
                     method: M,
@@ -389,3 +402,8 @@ impl Rpc {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "rpc_tests.rs"]
+mod tests;
