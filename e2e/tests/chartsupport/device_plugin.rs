@@ -39,14 +39,7 @@ fn plugin_cli(pod: &Value) -> Cli {
             "env {name} is no flag of gpufed-device-plugin"
         );
     }
-    let mut argv = vec!["gpufed-device-plugin".to_owned()];
-    argv.extend(
-        container["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .map(|a| a.as_str().expect("arg").to_owned()),
-    );
+    let argv = super::argv("gpufed-device-plugin", container);
     Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("gpufed-device-plugin rejects {argv:?}: {e}"))
 }
 

@@ -95,6 +95,20 @@ pub fn of_kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| kind(d) == k).collect()
 }
 
+/// The command line a rendered container runs: `binary` then its `args`, as a CLI parser
+/// (`try_parse_from`) takes it.
+pub fn argv(binary: &str, container: &Value) -> Vec<String> {
+    let mut argv = vec![binary.to_owned()];
+    argv.extend(
+        container["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg").to_owned()),
+    );
+    argv
+}
+
 pub fn strings(v: &Value) -> Vec<&str> {
     v.as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())

@@ -51,14 +51,7 @@ pub fn volume_for<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a Valu
 pub fn agent_args(container: &Value) -> gpufed_agent::Args {
     use clap::CommandFactory as _;
     let cmd = gpufed_agent::Args::command();
-    let mut argv = vec!["gpufed-agent".to_owned()];
-    argv.extend(
-        container["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .map(|a| a.as_str().expect("arg").to_owned()),
-    );
+    let mut argv = super::argv("gpufed-agent", container);
     for (name, value) in env_of(container) {
         if name == "RUST_LOG" {
             continue;

@@ -105,14 +105,7 @@ pub fn check_rendered(helm: &Path) -> Rendered {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert!(container["resources"]["requests"]["memory"].is_string());
-    let mut argv = vec!["gpufed-operator".to_owned()];
-    argv.extend(
-        container["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .map(|a| a.as_str().expect("arg").to_owned()),
-    );
+    let argv = super::argv("gpufed-operator", container);
     let args = gpufed_operator::cli::Args::try_parse_from(&argv).expect("operator accepts the chart's args");
     assert_eq!(args.namespace, NS, "Lease in the release namespace");
     assert_eq!(args.verify_interval, Duration::from_secs(3600));
