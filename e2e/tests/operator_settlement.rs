@@ -7,7 +7,7 @@
 //!
 //! One test in phases (each a function below, in the order it runs): the market set up,
 //! the workload submitted, a tenant without an escrow held, the chain's outage across two
-//! operator restarts, the balances, the secrets.
+//! operator restarts, the balances, a settled tenant's namespace deleted, the secrets.
 #![allow(clippy::unwrap_used)]
 
 mod chainsupport;
@@ -149,6 +149,8 @@ async fn operator_settles_metered_usage_on_chain_exactly_once() {
         total_records + replica_billing.records + deleted_billing.records,
         "every journaled record is in a settled batch"
     );
+    // team-c's jobs are settled: its namespace, deleted, is released and goes.
+    opsettlesupport::tenant_released_once_settled(&hub, "team-c").await;
     let metrics = opsupport::reqwest_metrics(admin).await;
     operator.stop().await;
     secrets_stay_where_kept(fed, &hub, &chain, &metrics).await;

@@ -247,3 +247,101 @@ async fn providers_take_work_only_from_the_tenants_they_admit() {
     );
     operator.stop().await;
 }
+
+/// The settlement guard on a real API server and namespace controller: a billable tenant
+/// namespace gains the finalizer beside another's; deleted, its contents go but the name
+/// stays taken (Terminating) while it may still be billed — the server refuses new
+/// finalizers by then, which is why the guard is set while jobs exist — a write planned
+/// from an old read changes nothing, and once released the namespace goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_namespace_stays_taken_until_its_usage_is_settled() {
+    use gpufed_operator::settlement::guard::{self, FINALIZER};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::ResourceExt;
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let env = gpufed_e2e::TestEnv::start(FederationSpec::new("tenant-guard"))
+        .await
+        .expect("hub starts");
+    let hub = env.hub_client().await.expect("hub client");
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    let ns = common::namespace(&hub, "billed").await;
+    let bystander = common::namespace(&hub, "bystander").await;
+    let other = "example.com/keep";
+    patch_spec(
+        &namespaces,
+        &ns,
+        serde_json::json!({"metadata": {"finalizers": [other]}}),
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(hub.clone(), &ns);
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "work"}})).unwrap();
+    cms.create(&Default::default(), &cm).await.unwrap();
+    let billable: std::collections::BTreeSet<String> = [ns.clone()].into();
+    let read = || async { namespaces.get(&ns).await.unwrap() };
+    let all = || async { vec![read().await, namespaces.get(&bystander).await.unwrap()] };
+
+    assert_eq!(guard::apply(&hub, &guard::plan(&all().await, &billable)).await, 1);
+    let guarded = read().await;
+    assert_eq!(guarded.finalizers(), [other.to_owned(), FINALIZER.to_owned()]);
+    assert!(namespaces.get(&bystander).await.unwrap().finalizers().is_empty());
+    // Idle: nothing more to write.
+    assert!(guard::plan(&all().await, &billable).is_empty());
+
+    namespaces.delete(&ns, &Default::default()).await.unwrap();
+    gpufed_e2e::wait::until("contents deleted", Duration::from_secs(120), || async {
+        Ok(cms.get_opt("work").await?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+    // Still there, still guarded: nobody can create the name again.
+    let held = read().await;
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(held.finalizers().iter().any(|f| f == FINALIZER));
+    let again: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    let refused = namespaces.create(&Default::default(), &again).await.unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(e) if e.code == 409),
+        "{refused}"
+    );
+    // A finalizer cannot be added once deletion started (why the guard comes early).
+    let late = namespaces
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"finalizers": [other, FINALIZER, "example.com/late"]}}),
+            ),
+        )
+        .await;
+    assert!(late.is_err(), "the server refuses new finalizers while deleting");
+
+    // A release planned from an old read is refused by its resourceVersion: no finalizer lost.
+    let stale = guard::plan(&[guarded], &Default::default());
+    patch_spec(
+        &namespaces,
+        &ns,
+        serde_json::json!({"metadata": {"annotations": {"touched": "1"}}}),
+    )
+    .await;
+    assert_eq!(guard::apply(&hub, &stale).await, 0);
+    assert!(read().await.finalizers().iter().any(|f| f == FINALIZER));
+
+    // Settled: released; the other finalizer stays until its owner removes it.
+    assert_eq!(
+        guard::apply(&hub, &guard::plan(&[read().await], &Default::default())).await,
+        1
+    );
+    assert_eq!(read().await.finalizers(), [other.to_owned()]);
+    patch_spec(
+        &namespaces,
+        &ns,
+        serde_json::json!({"metadata": {"finalizers": null}}),
+    )
+    .await;
+    gpufed_e2e::wait::until("namespace gone", Duration::from_secs(120), || async {
+        Ok(namespaces.get_opt(&ns).await?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+}

@@ -106,6 +106,9 @@ pub struct Context {
     /// Bonded stake per provider, published by the Stake controller after each round;
     /// `None` while it does not run (then no `Staked` condition is computed).
     pub stakes: std::sync::RwLock<Option<StakeView>>,
+    /// Whether the Stake controller runs: then a provider whose stake it has not read yet
+    /// is `Staked=Unknown` (its GPUs not counted as verified), not exempt.
+    pub stake_required: bool,
 }
 
 /// What the Stake controller last saw bonded.

@@ -176,6 +176,7 @@ pub async fn run_with(hub: Client, args: cli::Args, shutdown: watch::Receiver<bo
         probed: Default::default(),
         verifier: verification::Verifier::new(verify_cfg).with_metrics(metrics.clone()),
         stakes: Default::default(),
+        stake_required: stake_cfg.is_some(),
         reporter: report::Reporter::new(hub.clone(), &identity),
     });
     let readiness = admin::Readiness::default();

@@ -230,3 +230,29 @@ pub async fn secrets_stay_where_kept(fed: &Federation, hub: &Client, chain: &Cha
         &secrets,
     );
 }
+
+/// A tenant namespace holding jobs carries the operator's settlement guard; deleted once
+/// its usage settled, the operator releases it (its jobs cleaned up, nothing left to
+/// bill) and the namespace goes.
+pub async fn tenant_released_once_settled(hub: &Client, ns: &str) {
+    use gpufed_operator::settlement::guard::FINALIZER;
+    use k8s_openapi::api::core::v1::Namespace;
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    let guarded = namespaces.get(ns).await.unwrap();
+    assert!(
+        guarded.finalizers().iter().any(|f| f == FINALIZER),
+        "{ns} is guarded while it holds jobs: {:?}",
+        guarded.finalizers()
+    );
+    namespaces.delete(ns, &Default::default()).await.unwrap();
+    let gone = gpufed_e2e::wait::until(
+        "settled tenant namespace gone",
+        Duration::from_secs(180),
+        || async { Ok(namespaces.get_opt(ns).await?.is_none().then_some(())) },
+    )
+    .await;
+    if let Err(e) = gone {
+        let left = namespaces.get_opt(ns).await.ok().flatten().map(|n| n.metadata);
+        panic!("{e}: {left:?}");
+    }
+}

@@ -5,7 +5,9 @@
 
 mod checks;
 
-pub use checks::{balances_agree, journal_dump, secrets_stay_where_kept, verify_journal};
+pub use checks::{
+    balances_agree, journal_dump, secrets_stay_where_kept, tenant_released_once_settled, verify_journal,
+};
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -26,6 +26,7 @@ use kube::{Api, ResourceExt};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::ControllerLabel;
+use crate::verification::plan::Bonded;
 
 /// Reconciles one provider.
 #[tracing::instrument(skip_all, fields(provider = %provider.name_any()))]
@@ -195,7 +196,11 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         );
         crate::verification::plan::staked(
             &mut status,
-            stake_view.map(|v| v.bonded.get(&name).copied().unwrap_or(0)),
+            match stake_view {
+                Some(v) => Bonded::Known(v.bonded.get(&name).copied().unwrap_or(0)),
+                None if ctx.stake_required => Bonded::Unknown,
+                None => Bonded::NotRequired,
+            },
             &policy,
             &verdict.verified_by_model,
             provider.metadata.generation,

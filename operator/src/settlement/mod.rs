@@ -8,6 +8,7 @@
 //! The chain being down only grows the backlog; jobs never wait on any of this.
 
 pub mod billing;
+pub mod guard;
 pub mod meter;
 mod retain;
 pub mod store;
@@ -236,6 +237,7 @@ async fn round(
     let live: BTreeSet<&str> = jobs.iter().filter_map(|j| j.metadata.uid.as_deref()).collect();
     let pruned = retainer.run(ctx, settler, &live).await?;
     m.settlement_pruned_records_total.inc_by(pruned as u64);
+    guard_tenants(ctx, settler.journal(), &jobs).await;
     for p in &report.unpaid {
         warn!(provider = %p, "provider has no payout account (deleted, or its payout wallet invalid); its records wait");
     }
@@ -321,6 +323,34 @@ fn tenants_to_pay(journal: &gpufed_settlement::Journal) -> BTreeSet<String> {
         .in_flight()
         .flat_map(|b| b.transfers.iter().map(|t| t.tenant.clone()));
     pending.chain(in_flight).collect()
+}
+
+/// Keeps [`guard::FINALIZER`] on exactly the namespaces that hold ComputeJobs or usage
+/// not settled yet. Only from complete caches: a namespace missing from a cache still
+/// being listed would be released while it has jobs.
+async fn guard_tenants(
+    ctx: &Context,
+    journal: &gpufed_settlement::Journal,
+    jobs: &[Arc<gpufed_api::ComputeJob>],
+) {
+    if !(ctx.jobs_synced.is_synced() && ctx.namespaces_synced.is_synced()) {
+        return;
+    }
+    let billable = billable_tenants(journal, jobs);
+    let namespaces = ctx.namespaces.state();
+    let changes = guard::plan(namespaces.iter().map(Arc::as_ref), &billable);
+    guard::apply(&ctx.hub, &changes).await;
+}
+
+/// Namespaces that may still be billed: those with ComputeJobs (their next usage, or the
+/// final usage of one being deleted, is metered later) and those of [`tenants_to_pay`].
+fn billable_tenants(
+    journal: &gpufed_settlement::Journal,
+    jobs: &[Arc<gpufed_api::ComputeJob>],
+) -> BTreeSet<String> {
+    let mut out = tenants_to_pay(journal);
+    out.extend(jobs.iter().filter_map(|j| j.namespace()));
+    out
 }
 
 fn accounts_escrow(s: &Settler<ConfigMapStore>, tenant: &str) -> bool {

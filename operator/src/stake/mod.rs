@@ -130,15 +130,27 @@ async fn session(
         match stakes.list(&Default::default()).await {
             Ok(list) => {
                 let mut bonded: std::collections::BTreeMap<String, u64> = Default::default();
+                // Overturned on one of a provider's Stakes: overturned for all of them.
+                let dismissed = plan::dismissed_by_provider(
+                    list.items
+                        .iter()
+                        .filter_map(|s| Some((s.spec.provider.as_str(), driver.saved.get(&s.name_any())?))),
+                );
+                let none = Default::default();
                 for stake in &list.items {
                     if !ctx.leadership.holds(term) {
                         break;
                     }
-                    let against = evidence
+                    let dismissed = dismissed.get(&stake.spec.provider).unwrap_or(&none);
+                    let against: Vec<plan::EvidenceRef> = evidence
                         .get(&stake.spec.provider)
                         .map(Vec::as_slice)
-                        .unwrap_or_default();
-                    if let Err(e) = driver.reconcile(&ctx.hub, stake, against).await {
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|e| !dismissed.contains(&e.hash.to_hex()))
+                        .cloned()
+                        .collect();
+                    if let Err(e) = driver.reconcile(&ctx.hub, stake, &against, dismissed).await {
                         warn!(stake = %stake.name_any(), error = %e, "stake not reconciled; next round retries");
                     }
                     if let Some((provider, amount)) = driver.saved.get(&stake.name_any()).and_then(|doc| {

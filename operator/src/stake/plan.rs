@@ -1,7 +1,7 @@
 //! The pure part of the Stake controller: the spec and annotations in base units, and
 //! what they ask of the stake machine now. The status is in [`super::status`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gpufed_api::StakeSpec;
 use gpufed_api::formats::parse_decimal;
@@ -96,6 +96,40 @@ pub fn evidence_kind(kind: &str) -> Option<EvidenceKind> {
         "abandoned-job" => Some(EvidenceKind::AbandonedJob),
         _ => None,
     }
+}
+
+/// Whether evidence of `kind` raises a slash by itself. A duplicate GPU does not: the hub
+/// cannot tell the original from the clone, and a cloner could have the honest owner of the
+/// UUIDs it copied slashed (docs/trust.md, *Uniqueness*); an administrator can still raise
+/// one with the slash-request annotation.
+pub fn slashed_automatically(kind: &str) -> bool {
+    matches!(
+        evidence_kind(kind),
+        Some(EvidenceKind::FailedChallenge | EvidenceKind::AbandonedJob)
+    )
+}
+
+/// The evidence hashes (hex) dismissed on any of a provider's Stakes, by provider: an
+/// overturned dispute is overturned for the provider, so none of its other Stakes is
+/// slashed for that evidence either. `stakes` pairs each Stake's provider with its state.
+pub fn dismissed_by_provider<'a>(
+    stakes: impl IntoIterator<Item = (&'a str, &'a StakeDoc)>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (provider, doc) in stakes {
+        out.entry(provider.to_owned())
+            .or_default()
+            .extend(doc.dismissed_slashes.iter().cloned());
+    }
+    out.retain(|_, d| !d.is_empty());
+    out
+}
+
+/// The dismissal of this Stake's pending slash when its evidence was dismissed on another
+/// Stake of the provider (`dismissed`, from [`dismissed_by_provider`]).
+pub fn dismissed_elsewhere(doc: &StakeDoc, dismissed: &BTreeSet<String>) -> Option<Input> {
+    let hex = doc.state.pending_slash.as_ref()?.evidence.to_hex();
+    dismissed.contains(&hex).then_some(Input::Dismiss(hex))
 }
 
 /// A parsed slash request annotation.
@@ -245,7 +279,7 @@ pub fn evidence_input(
     let e = evidence.iter().find(|e| {
         let hex = e.hash.to_hex();
         let before = matches!((e.observed_at, stake_since), (Some(at), Some(since)) if at < since);
-        !before && !doc.handled_slash_requests.contains(&hex) && evidence_kind(&e.kind).is_some()
+        !before && !doc.handled_slash_requests.contains(&hex) && slashed_automatically(&e.kind)
     })?;
     let amount = (u128::from(s.bonded) * u128::from(slash_bps.min(10_000)) / 10_000).max(1);
     Some(Input::Raise(SlashRequest {
@@ -258,3 +292,7 @@ pub fn evidence_input(
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "dismiss_tests.rs"]
+mod dismiss_tests;

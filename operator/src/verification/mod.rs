@@ -315,7 +315,10 @@ impl Verifier {
     }
 
     /// Evidence of a failed challenge in `verdict`, as a document (`None` when there is
-    /// none). Duplicates are not included: see `gpufed_trust::fleet`.
+    /// none). Duplicates are not included: see `gpufed_trust::fleet`. It is observed when
+    /// the failing nodes' verdicts were reached (`now` only if none is known), so the same
+    /// standing verdict yields the same document, hash and ConfigMap name whenever it is
+    /// looked at — one lie is one evidence, however long its verdict stands.
     pub fn failed_challenge_evidence(
         &self,
         provider: &str,
@@ -341,18 +344,25 @@ impl Verifier {
             return None;
         }
         let nodes = self.nodes.lock().ok()?;
-        let mut nonces: Vec<String> = nodes
-            .iter()
-            .filter(|((p, n), _)| p == provider && gpus.iter().any(|g| &g.node == n))
-            .filter_map(|(_, st)| st.nonce.clone())
-            .collect();
+        let failing = || {
+            nodes
+                .iter()
+                .filter(|((p, n), _)| p == provider && gpus.iter().any(|g| &g.node == n))
+                .map(|(_, st)| st)
+        };
+        let mut nonces: Vec<String> = failing().filter_map(|st| st.nonce.clone()).collect();
         nonces.dedup();
+        let observed_at = failing()
+            .filter_map(|st| st.verdict_at_ms)
+            .max()
+            .and_then(|ms| i64::try_from(ms / 1000).ok())
+            .map_or_else(|| now.to_owned(), crate::time::format);
         Some(
             Evidence {
                 kind: gpufed_trust::verify::EVIDENCE_FAILED_CHALLENGE.to_owned(),
                 provider: provider.to_owned(),
                 nonces,
-                observed_at: now.to_owned(),
+                observed_at,
                 gpus,
                 more_gpus: 0,
             }

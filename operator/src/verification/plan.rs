@@ -195,20 +195,37 @@ pub fn apply(
     });
 }
 
+/// What the Stake controller says a provider has bonded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bonded {
+    /// No Stake controller runs (no `--stake-vault`): stake is not required.
+    NotRequired,
+    /// The Stake controller runs but has not read the bonded stake yet (a new term, its
+    /// RPC node down, its keypair unreadable).
+    Unknown,
+    /// Base units bonded.
+    Known(u64),
+}
+
 /// The `Staked` condition: bonded stake against what the provider's verified GPUs require
-/// (`per_gpu` base units × the model's factor, summed, rounded up). `None` inputs (no
-/// Stake controller) leave the condition out.
+/// (`per_gpu` base units × the model's factor, summed, rounded up). No Stake controller:
+/// no condition. Not read yet: `Unknown`, which placement does not take for covered —
+/// a provider's GPUs count as verified only once its stake is known to cover them.
 pub fn staked(
     st: &mut GpuProviderStatus,
-    bonded: Option<u64>,
+    bonded: Bonded,
     policy: &gpufed_settlement::stake::StakePolicy,
     verified_by_model: &std::collections::BTreeMap<String, u32>,
     generation: Option<i64>,
     now: &str,
 ) {
-    let Some(bonded) = bonded else {
-        conditions::remove(&mut st.conditions, types::STAKED);
-        return;
+    let bonded = match bonded {
+        Bonded::NotRequired => {
+            conditions::remove(&mut st.conditions, types::STAKED);
+            return;
+        }
+        Bonded::Unknown => None,
+        Bonded::Known(b) => Some(b),
     };
     let by_key = verified_by_model
         .iter()
@@ -216,8 +233,24 @@ pub fn staked(
             *m.entry(gpufed_trust::bands::model_key(model)).or_insert(0) += n;
             m
         });
-    let c = match gpufed_settlement::stake::required_stake(&by_key, policy) {
-        Some(required) if bonded >= required => condition(
+    let c = match (gpufed_settlement::stake::required_stake(&by_key, policy), bonded) {
+        (Some(0), None) => condition(
+            types::STAKED,
+            True,
+            "Bonded",
+            "its verified GPUs require no stake",
+            generation,
+            now,
+        ),
+        (_, None) => condition(
+            types::STAKED,
+            gpufed_api::common::ConditionStatus::Unknown,
+            "StakeUnknown",
+            "the Stake controller has not read the bonded stake yet (Solana or its keypair unavailable): the provider's GPUs do not count as verified until it has",
+            generation,
+            now,
+        ),
+        (Some(required), Some(bonded)) if bonded >= required => condition(
             types::STAKED,
             True,
             "Bonded",
@@ -225,7 +258,7 @@ pub fn staked(
             generation,
             now,
         ),
-        Some(required) => condition(
+        (Some(required), Some(bonded)) => condition(
             types::STAKED,
             False,
             "InsufficientStake",
@@ -235,7 +268,7 @@ pub fn staked(
             generation,
             now,
         ),
-        None => condition(
+        (None, Some(_)) => condition(
             types::STAKED,
             False,
             "InsufficientStake",

@@ -132,19 +132,37 @@ fn staked_compares_bonded_with_what_verified_gpus_require() {
     ]);
     // 8 × 250 + 2 × 100 = 2200.
     let mut st = GpuProviderStatus::default();
-    staked(&mut st, Some(2_199), &policy, &verified, None, "t");
+    staked(&mut st, Bonded::Known(2_199), &policy, &verified, None, "t");
     let c = conditions::find(&st.conditions, types::STAKED).unwrap();
     assert_eq!(
         (c.status, c.reason.as_str()),
         (ConditionStatus::False, "InsufficientStake")
     );
     assert!(c.message.contains("2200"), "{}", c.message);
-    staked(&mut st, Some(2_200), &policy, &verified, None, "t");
+    staked(&mut st, Bonded::Known(2_200), &policy, &verified, None, "t");
     assert_eq!(
         conditions::find(&st.conditions, types::STAKED).unwrap().status,
         ConditionStatus::True
     );
-    staked(&mut st, None, &policy, &verified, None, "t");
+    // The Stake controller runs but has not read the stake (a new term, Solana down):
+    // not covered — placement takes only True for covered.
+    staked(&mut st, Bonded::Unknown, &policy, &verified, None, "t");
+    let c = conditions::find(&st.conditions, types::STAKED).unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::Unknown, "StakeUnknown")
+    );
+    // Unless nothing is required of it.
+    let free = StakePolicy {
+        base_per_gpu: 0,
+        ..policy.clone()
+    };
+    staked(&mut st, Bonded::Unknown, &free, &verified, None, "t");
+    assert_eq!(
+        conditions::find(&st.conditions, types::STAKED).unwrap().status,
+        ConditionStatus::True
+    );
+    staked(&mut st, Bonded::NotRequired, &policy, &verified, None, "t");
     assert!(
         conditions::find(&st.conditions, types::STAKED).is_none(),
         "no Stake controller: no condition"

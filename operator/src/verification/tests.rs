@@ -101,6 +101,11 @@ fn view(report: Option<String>, challenges: &BTreeMap<String, ChallengeRequest>)
 
 /// Drives the hub and an (honest or lying) node through one whole challenge.
 fn run(honest: bool) -> ProviderVerdict {
+    run_with(honest).1
+}
+
+/// [`run`], with the verifier.
+fn run_with(honest: bool) -> (Verifier, ProviderVerdict) {
     let metrics = crate::metrics::Metrics::new();
     let v = Verifier::new(cfg()).with_metrics(metrics.clone());
     let uuids = ["GPU-1", "GPU-2"];
@@ -144,7 +149,8 @@ fn run(honest: bool) -> ProviderVerdict {
     ] {
         assert!(text.contains(&line), "{line} missing from\n{text}");
     }
-    v.verdict("p", t).0
+    let pv = v.verdict("p", t).0;
+    (v, pv)
 }
 
 #[test]
@@ -155,9 +161,20 @@ fn an_honest_node_is_verified_through_the_configmap_round_trip() {
 
 #[test]
 fn a_node_replaying_old_work_is_caught() {
-    let pv = run(false);
+    let (v, pv) = run_with(false);
     assert_eq!(pv.verified, 0);
     assert!(pv.evidence_kinds().contains("failed-challenge"), "{pv:?}");
+    // One standing verdict is one evidence, whenever it is looked at (a second document
+    // after the cooldown would slash the same lie twice).
+    let early = v
+        .failed_challenge_evidence("p", &pv, "2026-01-01T00:00:00Z")
+        .unwrap();
+    let late = v
+        .failed_challenge_evidence("p", &pv, "2026-01-09T00:00:00Z")
+        .unwrap();
+    assert_eq!(early.hash(), late.hash());
+    // Issued at 1000 ms, committed at 2000, opened and judged at 3000.
+    assert_eq!(early.observed_at, crate::time::format(3), "the verdict's time");
 }
 
 #[test]
