@@ -351,6 +351,13 @@ async fn a_member_cut_off_fails_its_jobs_over_once_bills_to_its_last_heartbeat_a
         }
     }
 
+    // (d) the cut member abandoned its running jobs: evidence names those attempts only;
+    // the reachable members abandoned nothing (one member of three lost is its own doing).
+    let abandoned: BTreeSet<(String, u32)> = on_a.iter().map(|n| (uids[n].clone(), 1)).collect();
+    let evidence = cutoffsupport::abandoned_evidence(&hub, CUT, &abandoned).await;
+    assert_eq!(evidence.len(), 1, "evidence only against {CUT}: {evidence:?}");
+    assert_eq!(evidence[CUT].len(), 1, "one document per cooldown: {evidence:?}");
+
     // (a) what the sampler and the pod watches saw.
     {
         let s = seen.lock().expect("seen");

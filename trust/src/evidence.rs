@@ -18,8 +18,32 @@ pub struct GpuEvidence {
     pub message: String,
 }
 
-/// An evidence document.
+/// One job attempt a provider abandoned (kind `abandoned-job`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvidence {
+    /// The job's namespace.
+    pub namespace: String,
+    /// The job's name.
+    pub name: String,
+    /// The job's UID (names are reused; the UID is not).
+    pub uid: String,
+    /// The attempt number.
+    pub attempt: u32,
+    /// When the attempt was ended for it (RFC 3339).
+    pub ended_at: String,
+    /// The hub's account of the loss.
+    pub message: String,
+}
+
+/// Kind of the evidence that a provider abandoned running jobs.
+pub const EVIDENCE_ABANDONED_JOB: &str = "abandoned-job";
+
+/// Most job attempts one evidence document lists; the rest are counted in `moreJobs`.
+pub const MAX_JOBS: usize = 1024;
+
+/// An evidence document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Evidence {
     /// Kind, in the Stake's spelling (`failed-challenge`, `duplicate-gpu`, `abandoned-job`).
@@ -36,6 +60,13 @@ pub struct Evidence {
     /// none, so documents without any hash as before).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub more_gpus: u64,
+    /// The job attempts concerned (`abandoned-job`; absent otherwise, so documents without
+    /// any hash as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobEvidence>,
+    /// Job attempts beyond [`MAX_JOBS`], counted but not listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_jobs: u64,
 }
 
 /// Most GPUs one evidence document lists (≈190 bytes each, so a document stays well inside
@@ -45,6 +76,11 @@ pub const MAX_GPUS: usize = 2048;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Canonical order of job attempts: by UID, then attempt.
+fn job_order(a: &JobEvidence, b: &JobEvidence) -> std::cmp::Ordering {
+    (&a.uid, a.attempt).cmp(&(&b.uid, b.attempt))
 }
 
 impl Evidence {
@@ -57,6 +93,11 @@ impl Evidence {
             let extra = self.gpus.split_off(MAX_GPUS);
             self.more_gpus = self.more_gpus.saturating_add(extra.len() as u64);
         }
+        if self.jobs.len() > MAX_JOBS {
+            self.jobs.sort_by(job_order);
+            let extra = self.jobs.split_off(MAX_JOBS);
+            self.more_jobs = self.more_jobs.saturating_add(extra.len() as u64);
+        }
         self
     }
 
@@ -66,6 +107,7 @@ impl Evidence {
         doc.gpus
             .sort_by(|a, b| (&a.node, &a.uuid).cmp(&(&b.node, &b.uuid)));
         doc.nonces.sort();
+        doc.jobs.sort_by(job_order);
         serde_json::to_vec(&doc).unwrap_or_default()
     }
 
@@ -97,7 +139,7 @@ mod tests {
             nonces: vec!["n2".into(), "n1".into()],
             observed_at: "2026-12-01T00:00:00Z".into(),
             gpus: vec![gpu("a", "1"), gpu("b", "2")],
-            more_gpus: 0,
+            ..Default::default()
         };
         let mut b = a.clone();
         b.gpus.reverse();
@@ -108,6 +150,7 @@ mod tests {
         // A document with nothing beyond the cap hashes as it did before the field.
         let json = String::from_utf8(a.canonical_bytes()).unwrap();
         assert!(!json.contains("moreGpus"), "{json}");
+        assert!(!json.contains("jobs") && !json.contains("moreJobs"), "{json}");
     }
 
     #[test]
@@ -126,7 +169,7 @@ mod tests {
             nonces: vec!["n".into()],
             observed_at: "2026-12-01T00:00:00Z".into(),
             gpus,
-            more_gpus: 0,
+            ..Default::default()
         }
         .capped();
         assert_eq!((e.gpus.len(), e.more_gpus), (MAX_GPUS, 6_000 - MAX_GPUS as u64));

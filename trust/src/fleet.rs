@@ -2,14 +2,18 @@
 //! board serial number where boards report one (data-center boards do). A serial seen on
 //! two nodes is one physical card listed twice — typically sliced into virtual GPUs,
 //! each with a UUID of its own, which UUIDs alone cannot catch. One node may report a
-//! serial for several GPUs: boards with two or four GPUs carry one serial.
+//! serial for up to [`MAX_GPUS_PER_BOARD`] GPUs: boards with two or four GPUs carry one
+//! serial.
 //!
 //! Every claimant of a duplicated UUID is flagged, and none of those GPUs counts as
 //! verified until only one claim remains: the hub cannot tell the original from the
 //! clone (both may even pass the challenge with a real card of the same model), so it
 //! trusts neither. Slashing on a duplicate is a policy choice (`duplicate-gpu` evidence
 //! is recorded for every claimant); it is off by default because a cloner could use it
-//! to grief an honest provider whose UUIDs it copied.
+//! to grief an honest provider whose UUIDs it copied. Two exceptions: a GPU that failed
+//! its challenge keeps its own reason (a proven lie is `failed-challenge` evidence, which
+//! slashes; sharing a serial must not turn it into a duplicate, which does not), and a
+//! provider's node that never answered does not make its other nodes' GPUs duplicates.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -158,34 +162,115 @@ fn sold_as(sold: &str, model: &str) -> bool {
         || (label.len() >= 63 && model.starts_with(&sold))
 }
 
+/// Most GPUs of one node that may share a board serial: one board carries up to four GPUs
+/// under one serial (dual-GPU boards, NVIDIA's four-GPU A16). More on one node is one card
+/// listed as several, e.g. an H100 sliced into 7 MIG devices that report their parent's
+/// serial, which the check across nodes never sees; every one of them is
+/// `DuplicateSerial`.
+pub const MAX_GPUS_PER_BOARD: usize = 4;
+
+/// One claim of a UUID or a board serial, as uniqueness compares them.
+struct Claimant<'a> {
+    provider: &'a str,
+    /// `provider/node`.
+    who: String,
+    /// Its verdict is `NotAnswered`.
+    silent: bool,
+}
+
+/// Claimants by UUID or board serial (normalized).
+type Index<'a> = BTreeMap<String, Vec<Claimant<'a>>>;
+
+/// The claimants of `key` that make `me`'s claim (of `provider`) a duplicate, comma
+/// separated; `None` when none does. A silent claim of another node of the same provider
+/// does not: that is the provider's own stale node (renamed or re-registered, its old
+/// Node object still listed and never answering), which verifies nothing, so it cannot
+/// count a GPU twice. A silent claim of another provider still does: a duplicate flags
+/// every provider claiming it.
+fn conflicts(index: &Index<'_>, key: &str, provider: &str, me: &str) -> Option<String> {
+    let others: BTreeSet<&str> = index
+        .get(key)?
+        .iter()
+        .filter(|c| c.who != me && (c.provider != provider || !c.silent))
+        .map(|c| c.who.as_str())
+        .collect();
+    (!others.is_empty()).then(|| others.into_iter().collect::<Vec<_>>().join(","))
+}
+
+/// Board serials more than [`MAX_GPUS_PER_BOARD`] of these GPUs (one node's) share →
+/// how many do.
+fn crowded_boards(verdicts: &[GpuVerdict]) -> BTreeMap<String, usize> {
+    let mut on_board: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for v in verdicts {
+        if let Some(serial) = v.serial.as_deref().and_then(board_serial) {
+            on_board
+                .entry(serial)
+                .or_default()
+                .insert(v.uuid.trim().to_ascii_uppercase());
+        }
+    }
+    on_board
+        .into_iter()
+        .filter(|(_, gpus)| gpus.len() > MAX_GPUS_PER_BOARD)
+        .map(|(serial, gpus)| (serial, gpus.len()))
+        .collect()
+}
+
+/// Why `v`, claimed by `me` of `provider`, is a duplicate, if it is: its UUID claimed
+/// elsewhere (named first), its board serial reported by another node, or by more GPUs of
+/// its own node than one board carries.
+fn duplicate(
+    v: &GpuVerdict,
+    provider: &str,
+    me: &str,
+    (uuids, serials): (&Index<'_>, &Index<'_>),
+    crowded: &BTreeMap<String, usize>,
+) -> Option<Failure> {
+    if let Some(others) = conflicts(uuids, &v.uuid.trim().to_ascii_uppercase(), provider, me) {
+        return Some(Failure::DuplicateUuid { others });
+    }
+    let serial = v.serial.as_deref().and_then(board_serial)?;
+    let others = conflicts(serials, &serial, provider, me)
+        .or_else(|| Some(format!("{me} ({} GPUs on one board)", crowded.get(&serial)?)))?;
+    Some(Failure::DuplicateSerial { serial, others })
+}
+
 /// Judges the whole fleet: per-node verdicts, then UUID and board-serial uniqueness over
-/// every claim (a duplicate turns even a passed GPU into a failure for every claimant).
+/// every claim. A duplicate turns a GPU that passed into a failure for every claimant; a
+/// GPU that failed keeps its own reason, so a proven lie (`WrongDigest`, `BadOpening`,
+/// `ImpossiblyFast`) stays one, with its `failed-challenge` evidence, rather than being
+/// laundered into a duplicate by a serial or UUID shared with another node.
 pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
-    let claims = || {
-        nodes.iter().flat_map(|n| {
-            n.verdicts.iter().map(|v| Claim {
+    let (mut uuids, mut serials) = (Index::new(), Index::new());
+    for n in nodes {
+        let who = format!("{}/{}", n.provider, n.node);
+        for v in &n.verdicts {
+            let claimant = || Claimant {
                 provider: &n.provider,
-                node: &n.node,
-                uuid: &v.uuid,
-                serial: v.serial.as_deref(),
-            })
-        })
-    };
-    let dups = duplicates(claims());
-    let dup_serials = duplicate_serials(claims());
+                who: who.clone(),
+                silent: matches!(v.failure, Some(Failure::NotAnswered { .. })),
+            };
+            uuids
+                .entry(v.uuid.trim().to_ascii_uppercase())
+                .or_default()
+                .push(claimant());
+            if let Some(serial) = v.serial.as_deref().and_then(board_serial) {
+                serials.entry(serial).or_default().push(claimant());
+            }
+        }
+    }
     let mut out: BTreeMap<String, ProviderVerdict> = BTreeMap::new();
     for n in nodes {
         let me = format!("{}/{}", n.provider, n.node);
+        let crowded = crowded_boards(&n.verdicts);
         let pv = out.entry(n.provider.clone()).or_default();
         let mut all_passed = !n.verdicts.is_empty();
         for v in &n.verdicts {
             let mut v = v.clone();
-            if let Some(others) = others(&dups, &v.uuid, &me) {
-                v.failure = Some(Failure::DuplicateUuid { others });
-            } else if let Some(serial) = v.serial.as_deref().and_then(board_serial)
-                && let Some(others) = others_of(&dup_serials, &serial, &me)
-            {
-                v.failure = Some(Failure::DuplicateSerial { serial, others });
+            // Only a GPU that passed: one that failed keeps its reason (a lie stays a
+            // lie), while its claim above still flags the other claimants.
+            if v.passed() {
+                v.failure = duplicate(&v, &n.provider, &me, (&uuids, &serials), &crowded);
             }
             if v.passed() && n.probation.contains(&v.uuid) {
                 all_passed = false;
@@ -209,217 +294,11 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn c<'a>(provider: &'a str, node: &'a str, uuid: &'a str) -> Claim<'a> {
-        Claim {
-            provider,
-            node,
-            uuid,
-            serial: None,
-        }
-    }
-
-    #[test]
-    fn duplicates_across_and_within_providers() {
-        let d = duplicates([
-            c("p1", "n1", "GPU-a"),
-            c("p2", "n9", "gpu-A"),
-            c("p1", "n1", "GPU-b"),
-            c("p3", "n1", "GPU-c"),
-            c("p3", "n2", "GPU-c"),
-            c("p4", "n1", "GPU-d"),
-            c("p4", "n1", "GPU-d"),
-        ]);
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert_eq!(others(&d, "GPU-a", "p1/n1").as_deref(), Some("p2/n9"));
-        assert_eq!(others(&d, "GPU-c", "p3/n2").as_deref(), Some("p3/n1"));
-        assert_eq!(others(&d, "GPU-b", "p1/n1"), None);
-        assert_eq!(
-            others(&d, "GPU-d", "p4/n1"),
-            None,
-            "one node repeating itself is one claim"
-        );
-    }
-}
+#[allow(clippy::unwrap_used)]
+#[path = "fleet_tests.rs"]
+mod tests;
 
 #[cfg(test)]
-mod serial_tests {
-    use super::*;
-
-    fn verdict(uuid: &str, serial: Option<&str>) -> GpuVerdict {
-        GpuVerdict {
-            uuid: uuid.into(),
-            model: "NVIDIA H100 80GB HBM3".into(),
-            serial: serial.map(Into::into),
-            failure: None,
-        }
-    }
-
-    fn node(provider: &str, node: &str, gpus: &[(&str, Option<&str>)]) -> NodeVerdicts {
-        NodeVerdicts {
-            provider: provider.into(),
-            node: node.into(),
-            verdicts: gpus.iter().map(|(u, s)| verdict(u, *s)).collect(),
-            sold: u32::try_from(gpus.len()).unwrap_or(u32::MAX),
-            sold_model: "NVIDIA-H100-80GB-HBM3".into(),
-            probation: BTreeSet::new(),
-        }
-    }
-
-    #[test]
-    fn a_node_selling_more_gpus_than_its_report_verified_is_no_verified_node() {
-        // Its kubelet sells 8; its report lists the one real card, which passes.
-        let mut one_of_eight = node("p", "n1", &[("GPU-1", None)]);
-        one_of_eight.sold = 8;
-        let v = judge(&[one_of_eight, node("p", "n2", &[("GPU-2", None), ("GPU-3", None)])]);
-        let p = &v["p"];
-        assert_eq!(p.verified, 3, "the GPUs that passed still count");
-        assert_eq!(
-            p.verified_nodes,
-            BTreeSet::from(["n2".to_owned()]),
-            "n1 would sell 8 verified GPUs for one"
-        );
-        // Sold as another model than the one that passed.
-        let mut relabelled = node("q", "n3", &[("GPU-4", None)]);
-        relabelled.sold_model = "NVIDIA-B200".into();
-        let v = judge(&[relabelled]);
-        assert_eq!(v["q"].verified, 1);
-        assert!(
-            v["q"].verified_nodes.is_empty(),
-            "an H100 does not vouch for a B200"
-        );
-        // Labels as the device plugin writes them still match their model.
-        assert!(sold_as("NVIDIA-H100-80GB-HBM3", "NVIDIA H100 80GB HBM3"));
-        assert!(sold_as("NVIDIA-A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB"));
-        assert!(sold_as(
-            "NVIDIA-GeForce-RTX-4090-D--rev-2",
-            "NVIDIA GeForce RTX 4090 D (rev 2)"
-        ));
-        assert!(
-            !sold_as("NVIDIA", "NVIDIA H100 80GB HBM3"),
-            "a short label is no prefix"
-        );
-        let long = format!("NVIDIA-{}", "X".repeat(60));
-        assert!(
-            sold_as(&long[..63], &format!("NVIDIA {}", "X".repeat(60))),
-            "a cut label"
-        );
-        assert!(
-            sold_as("mixed", "NVIDIA H100 80GB HBM3"),
-            "several models: no one to compare"
-        );
-        assert!(sold_as("unknown", "NVIDIA H100 80GB HBM3"));
-        assert!(!sold_as("NVIDIA-H200", "NVIDIA H100 80GB HBM3"));
-    }
-
-    #[test]
-    fn a_gpu_on_probation_counts_neither_way_and_still_meets_the_uniqueness_checks() {
-        let mut joined = node("new", "n1", &[("GPU-1", None), ("GPU-2", None)]);
-        joined.probation = BTreeSet::from(["GPU-2".to_owned()]);
-        let mut copy = node("copy", "c1", &[("GPU-9", None)]);
-        copy.probation = BTreeSet::from(["GPU-9".to_owned()]);
-        let v = judge(&[joined, copy, node("old", "o1", &[("GPU-9", None)])]);
-        let new = &v["new"];
-        assert_eq!((new.verified, new.failed, new.on_probation), (1, 0, 1), "{new:?}");
-        assert!(
-            new.verified_nodes.is_empty(),
-            "a node with a GPU on probation serves no verified-only job"
-        );
-        assert!(new.failures.is_empty());
-        // A UUID claimed twice is a duplicate for both claimants, probation or not.
-        assert_eq!((v["copy"].on_probation, v["copy"].failed), (0, 1));
-        assert_eq!(v["old"].failed, 1);
-    }
-
-    #[test]
-    fn one_board_on_two_nodes_flags_both_but_a_multi_gpu_board_on_one_node_does_not() {
-        let v = judge(&[
-            // Virtual GPUs of one card, each with its own UUID, on two providers' nodes.
-            node(
-                "honest",
-                "n1",
-                &[("GPU-1", Some("1650123456789")), ("GPU-2", Some("1650000000002"))],
-            ),
-            node("slicer", "v1", &[("GPU-vA", Some("1650123456789 "))]),
-            // A dual-GPU board: one serial, two GPUs, one node.
-            node(
-                "dual",
-                "n1",
-                &[("GPU-k1", Some("0324411")), ("GPU-k2", Some("0324411"))],
-            ),
-            // Placeholders are no serial.
-            node(
-                "consumer",
-                "a",
-                &[("GPU-c1", Some("N/A")), ("GPU-c2", Some("0000000000000"))],
-            ),
-            node("consumer", "b", &[("GPU-c3", Some("N/A")), ("GPU-c4", None)]),
-        ]);
-        let failures = |p: &str| -> Vec<(String, String)> {
-            v[p].failures
-                .iter()
-                .map(|(n, g)| {
-                    (
-                        format!("{n}/{}", g.uuid),
-                        g.failure.as_ref().map(ToString::to_string).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        };
-        assert_eq!(
-            failures("honest"),
-            [(
-                "n1/GPU-1".to_owned(),
-                "board serial 1650123456789 also reported by slicer/v1".to_owned()
-            )]
-        );
-        assert_eq!(v["honest"].verified, 1);
-        assert_eq!(
-            failures("slicer"),
-            [(
-                "v1/GPU-vA".to_owned(),
-                "board serial 1650123456789 also reported by honest/n1".to_owned()
-            )]
-        );
-        assert!(failures("dual").is_empty());
-        assert_eq!(v["dual"].verified, 2);
-        assert!(failures("consumer").is_empty(), "{:?}", failures("consumer"));
-        assert_eq!(
-            v["slicer"].evidence_kinds(),
-            BTreeSet::from([crate::verify::EVIDENCE_DUPLICATE_GPU])
-        );
-    }
-
-    #[test]
-    fn a_duplicate_uuid_is_named_before_a_duplicate_serial() {
-        let v = judge(&[
-            node("a", "n1", &[("GPU-x", Some("S1"))]),
-            node("b", "n2", &[("GPU-x", Some("S1"))]),
-        ]);
-        let reason = |p: &str| v[p].failures[0].1.failure.as_ref().map(Failure::reason);
-        assert_eq!(
-            (reason("a"), reason("b")),
-            (Some("DuplicateUuid"), Some("DuplicateUuid"))
-        );
-    }
-
-    #[test]
-    fn placeholders_are_no_serial() {
-        for s in [
-            "",
-            "  ",
-            "N/A",
-            "[N/A]",
-            "not available",
-            "Unknown",
-            "0000",
-            "00-00",
-        ] {
-            assert_eq!(board_serial(s), None, "{s:?}");
-        }
-        assert_eq!(board_serial(" 1650123456789 ").as_deref(), Some("1650123456789"));
-        assert_eq!(board_serial("pcb-0324411").as_deref(), Some("PCB-0324411"));
-    }
-}
+#[allow(clippy::unwrap_used)]
+#[path = "fleet_serial_tests.rs"]
+mod serial_tests;

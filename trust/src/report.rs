@@ -20,6 +20,12 @@ pub const ANNOTATION: &str = "gpufed.io/inventory-report";
 /// Prefix of the signed bytes (domain separation from any other use of the key).
 pub const SIGNING_CONTEXT: &[u8] = b"gpufed-inventory-report-v1\n";
 
+/// Most GPUs one report may list. The hub recomputes sampled rows of every listed GPU's
+/// challenge (≈0.3 s of its CPU a GPU for an `f64` 4096×1024×4096 band), so a report
+/// listing hundreds of made-up GPUs would cost it minutes a node a round. No node holds
+/// this many: an 8-GPU server, or one sliced into 7 MIG devices a GPU, stays under it.
+pub const MAX_GPUS_PER_REPORT: usize = 64;
+
 /// One GPU in a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,6 +117,14 @@ pub enum ReportError {
     /// Could not serialize the report.
     #[error("cannot encode report: {0}")]
     Encode(String),
+    /// Lists more GPUs than [`MAX_GPUS_PER_REPORT`].
+    #[error("report lists {listed} GPUs, at most {max} are accepted")]
+    TooManyGpus {
+        /// GPUs listed.
+        listed: usize,
+        /// [`MAX_GPUS_PER_REPORT`].
+        max: usize,
+    },
 }
 
 /// An authentic report. Use [`VerifiedReport::counts_as_verified`] before trusting it
@@ -140,13 +154,22 @@ pub fn sign(report: InventoryReport, key: &SigningKey) -> Result<SignedReport, R
     })
 }
 
-/// Checks a report: the signature over every field, the nonce, and (when the hub has
-/// pinned one for this node, base64) the key.
+/// Checks a report: the number of GPUs it lists ([`MAX_GPUS_PER_REPORT`]), the signature
+/// over every field, the nonce, and (when the hub has pinned one for this node, base64)
+/// the key.
 pub fn verify(
     signed: &SignedReport,
     expected_nonce: &str,
     pinned_key: Option<&str>,
 ) -> Result<VerifiedReport, ReportError> {
+    // First: a report this long is refused whoever signed it, and the signature's hash
+    // need not run over all of it.
+    if signed.report.gpus.len() > MAX_GPUS_PER_REPORT {
+        return Err(ReportError::TooManyGpus {
+            listed: signed.report.gpus.len(),
+            max: MAX_GPUS_PER_REPORT,
+        });
+    }
     let key_bytes: [u8; 32] = B64
         .decode(&signed.public_key)
         .ok()
@@ -179,4 +202,44 @@ pub fn verify(
         report: signed.report.clone(),
         public_key: signed.public_key.clone(),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn report(gpus: usize) -> InventoryReport {
+        InventoryReport {
+            node: "n1".into(),
+            nonce: "nonce".into(),
+            issued_at: 1,
+            driver_version: "550".into(),
+            cuda_version: "12.4".into(),
+            simulated: false,
+            gpus: (0..gpus)
+                .map(|i| ReportGpu {
+                    uuid: format!("GPU-{i}"),
+                    model: "NVIDIA H100 80GB HBM3".into(),
+                    memory_mib: 81_559,
+                    compute_capability: "9.0".into(),
+                    serial: None,
+                })
+                .collect(),
+            challenge: None,
+        }
+    }
+
+    #[test]
+    fn a_report_listing_more_gpus_than_any_node_holds_is_refused() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let full = sign(report(MAX_GPUS_PER_REPORT), &key).unwrap();
+        assert_eq!(verify(&full, "nonce", None).unwrap().report.gpus.len(), 64);
+        let over = sign(report(MAX_GPUS_PER_REPORT + 1), &key).unwrap();
+        assert_eq!(
+            verify(&over, "nonce", None),
+            Err(ReportError::TooManyGpus { listed: 65, max: 64 }),
+            "signed by the node itself, and still refused"
+        );
+    }
 }

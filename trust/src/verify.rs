@@ -187,8 +187,24 @@ pub fn check_opening(
             });
         }
     }
-    // Every proof names its row: only now recompute them, B streamed once for all
-    // (`samples × cols` cells held, not B's `depth × cols`).
+    // Every proof's shape too, before any row is recomputed: recomputing costs the hub
+    // `depth × cols` multiply-adds a row (≈0.3 s a GPU for an `f64` 4096×1024×4096 band),
+    // so a node listing many GPUs, each opened with empty proofs, would otherwise cost the
+    // hub that much per GPU for answers it could refuse from their length alone.
+    for (&row, proof) in rows.iter().zip(&opening.proofs) {
+        let want = proof_len(proof.index, proof.leaf_count);
+        if proof.siblings.len() != want {
+            return Err(Failure::BadOpening {
+                detail: format!(
+                    "proof of row {row} has {} sibling hashes, a tree of {} rows needs {want}",
+                    proof.siblings.len(),
+                    proof.leaf_count
+                ),
+            });
+        }
+    }
+    // Every proof names its row and has its shape: only now recompute them, B streamed
+    // once for all (`samples × cols` cells held, not B's `depth × cols`).
     let seeds = workload::seeds(&req.nonce, &commit.uuid);
     let cells = workload::rows_streamed(&req.params, &seeds, &rows);
     for ((&row, proof), cells) in rows.iter().zip(&opening.proofs).zip(&cells) {
@@ -204,6 +220,21 @@ pub fn check_opening(
         }
     }
     Ok(())
+}
+
+/// How many sibling hashes the proof of leaf `index` among `leaf_count` has: one a level,
+/// except where the leaf's ancestor is the last of an odd level and is promoted without
+/// one (the walk of [`root_from_proof`]). At most `⌈log2 leaf_count⌉`, so 64 levels.
+fn proof_len(index: u64, leaf_count: u64) -> usize {
+    let (mut idx, mut n, mut len) = (index, leaf_count, 0);
+    while n > 1 {
+        if idx % 2 == 1 || idx + 1 < n {
+            len += 1;
+        }
+        idx /= 2;
+        n = n.div_ceil(2);
+    }
+    len
 }
 
 #[cfg(test)]

@@ -140,3 +140,58 @@ fn an_f64_answer_from_a_shortcut_fails_and_the_honest_one_verifies() {
     assert!(matches!(got, Err(Failure::WrongDigest { .. })), "{got:?}");
     assert_eq!(got.unwrap_err().evidence_kind(), Some(EVIDENCE_FAILED_CHALLENGE));
 }
+
+#[test]
+fn every_proofs_shape_is_checked_before_any_row_is_recomputed() {
+    let c = Computed::on_cpu("nonce-1", "GPU-x", &P, 500).unwrap();
+    // The first proof has its shape but leads elsewhere (recomputed, its row would be
+    // `WrongDigest`); a later one has no sibling at all: refused on its shape, before the
+    // hub recomputes any row.
+    let mut opening = c.open(&req(Some("seed")), "seed");
+    let len = opening.proofs[0].siblings.len();
+    opening.proofs[0].siblings = vec![Hash32([7; 32]); len];
+    opening.proofs[5].siblings.clear();
+    let got = check_opening(&req(Some("seed")), "seed", &c.commit(), &opening);
+    assert!(
+        matches!(&got, Err(Failure::BadOpening { detail }) if detail.contains("sibling hashes")),
+        "{got:?}"
+    );
+    // At the largest shape a band may have, recomputing the sampled rows would cost the
+    // hub 6 × 24 × 2³² multiply-adds; empty proofs are refused without any.
+    let huge = ChallengeRequest {
+        params: Params {
+            depth: crate::workload::MAX_DIM,
+            cols: crate::workload::MAX_DIM,
+            ..P
+        },
+        ..req(Some("seed"))
+    };
+    let proofs = sample_rows("seed", "nonce-1", "GPU-x", &huge.params)
+        .into_iter()
+        .map(|row| gpufed_settlement::merkle::MerkleProof {
+            index: u64::from(row),
+            leaf_count: u64::from(P.rows),
+            siblings: Vec::new(),
+        })
+        .collect();
+    let empty = GpuOpening {
+        uuid: "GPU-x".into(),
+        proofs,
+    };
+    let started = std::time::Instant::now();
+    let got = check_opening(&huge, "seed", &c.commit(), &empty);
+    assert!(matches!(got, Err(Failure::BadOpening { .. })), "{got:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn a_proofs_expected_length_is_the_trees() {
+    for n in 1..=40usize {
+        let leaves: Vec<Hash32> = (0..n).map(|i| Hash32([i as u8; 32])).collect();
+        let tree = gpufed_settlement::merkle::MerkleTree::from_leaves(leaves).unwrap();
+        for i in 0..n {
+            let p = tree.proof(i).unwrap();
+            assert_eq!(proof_len(p.index, p.leaf_count), p.siblings.len(), "{i} of {n}");
+        }
+    }
+}

@@ -264,3 +264,52 @@ pub async fn live_pods(member: &Client, uid: &str, attempt: u32) -> Option<usize
             .count(),
     )
 }
+
+/// The `abandoned-job` evidence documents recorded against each provider (operator
+/// namespace `gpufed-system`), as the (job UID, attempt) pairs they name, waiting up to a
+/// minute for one against `cut` naming attempts of `expected` only (the first document of
+/// a cooldown names the attempts lost by then: the jobs of one loss end one by one);
+/// every document's stated hash is checked.
+pub async fn abandoned_evidence(
+    hub: &Client,
+    cut: &str,
+    expected: &BTreeSet<(String, u32)>,
+) -> BTreeMap<String, Vec<BTreeSet<(String, u32)>>> {
+    use gpufed_operator::verification::evidence::{LABEL_KIND, LABEL_PROVIDER};
+    use gpufed_trust::evidence::Evidence;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cms: Api<ConfigMap> = Api::namespaced(hub.clone(), "gpufed-system");
+    let read = || async {
+        let mut out: BTreeMap<String, Vec<BTreeSet<(String, u32)>>> = BTreeMap::new();
+        let list = cms
+            .list(&ListParams::default().labels(&format!("{LABEL_KIND}=abandoned-job")))
+            .await?;
+        for cm in list.items {
+            let data = cm.data.unwrap_or_default();
+            let doc: Evidence = serde_json::from_str(&data["evidence.json"]).expect("evidence document");
+            assert_eq!(
+                doc.hash().to_hex(),
+                data["hash"],
+                "the stated hash is the document's"
+            );
+            let labels = cm.metadata.labels.unwrap_or_default();
+            assert_eq!(labels.get(LABEL_PROVIDER), Some(&doc.provider));
+            let named = doc.jobs.iter().map(|j| (j.uid.clone(), j.attempt)).collect();
+            out.entry(doc.provider).or_default().push(named);
+        }
+        Ok::<_, kube::Error>(out)
+    };
+    let found = gpufed_e2e::wait::until("abandoned-job evidence", Duration::from_secs(60), || async {
+        let out = read().await?;
+        let named = |d: &BTreeSet<(String, u32)>| !d.is_empty() && d.is_subset(expected);
+        Ok(out
+            .get(cut)
+            .is_some_and(|docs| docs.iter().any(named))
+            .then_some(out))
+    })
+    .await;
+    match found {
+        Ok(out) => out,
+        Err(e) => panic!("{e}: {:?}", read().await),
+    }
+}

@@ -206,27 +206,18 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             provider.metadata.generation,
             &now_text,
         );
-        if let Some(evidence) = ctx.verifier.failed_challenge_evidence(&name, &verdict, &now_text)
-            && ctx.verifier.evidence_due(&name, &evidence.kind, now_ms)
-        {
-            match crate::verification::evidence::record(
-                &ctx.hub,
-                &cfg.namespace,
-                &evidence,
-                cfg.evidence_cooldown,
-            )
-            .await
-            {
-                Ok(recorded) => {
-                    // Recorded now or within the cooldown already: no new list until it ends.
-                    ctx.verifier.evidence_settled(&name, &evidence.kind, now_ms);
-                    if recorded {
-                        ctx.metrics.evidence_recorded_total.inc();
-                        tracing::warn!(evidence = %evidence.hash(), gpus = evidence.gpus.len(), "evidence of a failed challenge recorded");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot record evidence; next round retries"),
-            }
+        if let Some(evidence) = ctx.verifier.failed_challenge_evidence(&name, &verdict, &now_text) {
+            record_evidence(&ctx, &evidence, now_ms).await;
+        }
+        ctx.verifier.losses.look(now, || ctx.providers.state());
+        let views = ctx.job_views.get(&ctx.jobs, Instant::now());
+        let lost = crate::verification::abandoned::evidence(
+            &name,
+            views.of_provider(&name).iter().map(AsRef::as_ref),
+            |end| ctx.verifier.losses.attributable(end, now),
+        );
+        if let Some(evidence) = lost {
+            record_evidence(&ctx, &evidence, now_ms).await;
         }
     }
     if provider.status.as_ref() != Some(&status) {
@@ -240,6 +231,31 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         .observe(started.elapsed().as_secs_f64());
     crate::context::succeeded(&ctx, "provider", provider.as_ref());
     Ok(Action::requeue(until_round(&ctx, probe_interval(&ctx, &name))))
+}
+
+/// Records `evidence` in the hub unless this process or the hub holds one of its kind
+/// against the provider from within the cooldown (a provider that keeps failing is slashed
+/// once per period).
+async fn record_evidence(ctx: &Context, evidence: &gpufed_trust::evidence::Evidence, now_ms: u64) {
+    let (provider, kind) = (&evidence.provider, &evidence.kind);
+    if !ctx.verifier.evidence_due(provider, kind, now_ms) {
+        return;
+    }
+    let cfg = ctx.verifier.config();
+    match crate::verification::evidence::record(&ctx.hub, &cfg.namespace, evidence, cfg.evidence_cooldown)
+        .await
+    {
+        Ok(recorded) => {
+            // Recorded now or within the cooldown already: no new list until it ends.
+            ctx.verifier.evidence_settled(provider, kind, now_ms);
+            if recorded {
+                ctx.metrics.evidence_recorded_total.inc();
+                tracing::warn!(evidence = %evidence.hash(), %kind, gpus = evidence.gpus.len(),
+                               jobs = evidence.jobs.len(), "evidence recorded");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, %kind, "cannot record evidence; next round retries"),
+    }
 }
 
 /// Probes the member: reports-only ([`crate::member::Link::probe_reports`], merged into

@@ -153,7 +153,7 @@ mod tests {
             nonces: vec!["n".into()],
             observed_at: "2026-12-01T00:00:00Z".into(),
             gpus: vec![],
-            more_gpus: 0,
+            ..Default::default()
         };
         let cm = configmap(&e);
         let data = cm.data.unwrap();
@@ -179,7 +179,7 @@ mod tests {
             nonces: vec![],
             observed_at: "2026-12-01T00:00:00Z".into(),
             gpus: vec![],
-            more_gpus: 0,
+            ..Default::default()
         };
         assert_eq!(configmap(&e).metadata.labels.unwrap()[LABEL_PROVIDER], label);
         assert_eq!(provider_label("short-name"), "short-name");

@@ -11,6 +11,7 @@
 //! rather than starting every node anew. Nothing here blocks a job: verification only
 //! decides whether a provider counts as verified, and what evidence it leaves.
 
+pub mod abandoned;
 pub mod evidence;
 pub mod outcomes;
 pub mod pins;
@@ -185,6 +186,8 @@ pub struct Verifier {
     owners: Mutex<BTreeMap<String, String>>,
     /// When [`Verifier::retain_providers`] last looked for providers gone (ms).
     swept_ms: std::sync::atomic::AtomicU64,
+    /// When the fleet looked lost at large (abandoned jobs then are no provider's doing).
+    pub losses: abandoned::LossWatch,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -364,7 +367,7 @@ impl Verifier {
                 nonces,
                 observed_at,
                 gpus,
-                more_gpus: 0,
+                ..Default::default()
             }
             .capped(),
         )
