@@ -15,6 +15,9 @@ use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// The prefix of the Pod Security admission's namespace labels.
+const POD_SECURITY: &str = "pod-security.kubernetes.io/";
+
 fn typed<K: DeserializeOwned>(v: &Value, api_version: &str, kind: &str, what: &str) -> Result<K, String> {
     if v["kind"] != kind || v["apiVersion"] != api_version {
         return Err(format!(
@@ -101,6 +104,14 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
         return Err("spec.namespace: must be labeled app.kubernetes.io/managed-by=gpufed".into());
     }
     namespace.metadata.namespace = None;
+    // Pod security is this cluster's rule, not the hub's to relax: whatever the hub sent
+    // (`privileged`, or a pinned old `*-version`), the namespace enforces `restricted`
+    // at the latest version, where this cluster's API server has PodSecurity admission.
+    let labels = namespace.metadata.labels.get_or_insert_with(Default::default);
+    labels.retain(|k, _| !k.starts_with(POD_SECURITY));
+    for mode in ["enforce", "warn", "audit"] {
+        labels.insert(format!("{POD_SECURITY}{mode}"), "restricted".to_owned());
+    }
     let (mut policy, mut quota, mut service, mut exposure, mut credentials) = (None, None, None, None, None);
     for (i, o) in spec.objects.iter().enumerate() {
         let what = format!("spec.objects[{i}]");
@@ -203,7 +214,11 @@ pub fn foreign(existing: Option<&Namespace>) -> Option<String> {
 
 /// The only Secret an Assignment may bring: its attempt's checkpoint credentials — named
 /// [`MEMBER_SECRET`], `Opaque` (never a token type the member would act on), and labelled
-/// with the assignment's job and attempt (removed with that attempt).
+/// with the assignment's job and attempt (removed with that attempt). Its keys become
+/// every worker's environment (`envFrom`), so none may be a variable the device plugin
+/// sets ([`gpufed_api::pod_security::RESERVED_ENV`]): `NVIDIA_VISIBLE_DEVICES=all` would
+/// show a worker every GPU of its node, other tenants' too. (A prefix that could spell one
+/// with a key is refused with the pods, `reserved_env`.)
 fn checked_credentials(secret: Secret, a: &Assignment, what: &str) -> Result<Secret, String> {
     if secret.metadata.name.as_deref() != Some(MEMBER_SECRET) {
         return Err(format!(
@@ -220,6 +235,19 @@ fn checked_credentials(secret: Secret, a: &Assignment, what: &str) -> Result<Sec
         return Err(format!(
             "{what}: labels must name job {} attempt {}",
             a.spec.job_uid, a.spec.attempt
+        ));
+    }
+    let keys = secret.data.iter().flat_map(|d| d.keys().map(|k| ("data", k)));
+    let string_keys = secret
+        .string_data
+        .iter()
+        .flat_map(|d| d.keys().map(|k| ("stringData", k)));
+    if let Some((field, key)) = keys
+        .chain(string_keys)
+        .find(|(_, k)| gpufed_api::pod_security::RESERVED_ENV.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "{what}.{field}.{key}: set by the device plugin for the GPUs allocated, never by the credentials"
         ));
     }
     Ok(secret)

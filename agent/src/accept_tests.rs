@@ -124,6 +124,50 @@ fn a_pod_choosing_its_own_gpus_is_refused() {
 }
 
 #[test]
+fn a_pod_spelling_its_gpus_from_its_credentials_is_refused() {
+    // `prefix: NVIDIA_` + a credentials key `VISIBLE_DEVICES` = NVIDIA_VISIBLE_DEVICES.
+    let (mut body, _) = with_credentials();
+    body["spec"]["pods"][1]["spec"]["containers"][0]["envFrom"] =
+        serde_json::json!([{"prefix": "NVIDIA_", "secretRef": {"name": MEMBER_SECRET}}]);
+    let err = accept(&parse(body)).unwrap_err();
+    assert!(
+        err.starts_with("spec.pods[1]") && err.contains("containers[0].envFrom[0].prefix"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_namespace_enforces_restricted_whatever_the_hub_sent() {
+    let (mut body, objects) = assignment_body();
+    let labels = &mut body["spec"]["namespace"]["metadata"]["labels"];
+    labels["pod-security.kubernetes.io/enforce"] = "privileged".into();
+    labels["pod-security.kubernetes.io/enforce-version"] = "v1.22".into();
+    labels
+        .as_object_mut()
+        .unwrap()
+        .remove("pod-security.kubernetes.io/audit");
+    let got = accept(&parse(body)).unwrap().namespace.metadata.labels.unwrap();
+    let security: Vec<(&str, &str)> = got
+        .iter()
+        .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        security,
+        vec![
+            ("pod-security.kubernetes.io/audit", "restricted"),
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/warn", "restricted"),
+        ]
+    );
+    assert_eq!(
+        Some(got),
+        objects.namespace.metadata.labels,
+        "what the hub builds is taken as it is"
+    );
+}
+
+#[test]
 fn pods_of_another_job_or_attempt_are_refused() {
     let (mut body, _) = assignment_body();
     body["spec"]["pods"][0]["metadata"]["labels"][names::LABEL_ATTEMPT] = "1".into();
@@ -332,4 +376,20 @@ fn no_other_secret_is_accepted() {
     let i = secret_index(&body);
     body["spec"]["objects"][i]["metadata"]["namespace"] = "kube-system".into();
     assert!(accept(&parse(body)).unwrap_err().contains("kube-system"));
+}
+
+#[test]
+fn no_credentials_key_chooses_the_gpus() {
+    for field in ["data", "stringData"] {
+        let (mut body, _) = with_credentials();
+        let i = secret_index(&body);
+        // "all" in base64 for `data`; `stringData` is plain.
+        let value = if field == "data" { "YWxs" } else { "all" };
+        body["spec"]["objects"][i][field]["NVIDIA_VISIBLE_DEVICES"] = value.into();
+        let err = accept(&parse(body)).unwrap_err();
+        assert!(
+            err.starts_with(&format!("spec.objects[{i}].{field}.NVIDIA_VISIBLE_DEVICES")),
+            "{err}"
+        );
+    }
 }

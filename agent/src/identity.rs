@@ -63,6 +63,23 @@ pub fn due(identity: Option<&Identity>, now: i64, renew_after: Duration, margin:
     }
 }
 
+/// Pure: whether the hub refused `e`'s request as unauthenticated (401): the token is
+/// not (or no longer) one it takes — its ServiceAccount deleted or made again, its
+/// signing key rotated. Renewing with it cannot work; only registering again can.
+pub fn unauthorized(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 401))
+}
+
+/// Pure: how long to wait before registering again after `failures` failed registrations
+/// in a row: 5 s, doubling, at most a minute — an agent with a spent bootstrap token asks
+/// the hub once a minute, not at every wake of its loop (every second while a challenge
+/// is open), yet takes a new token within a minute of its being put in place.
+pub fn register_backoff(failures: u32) -> Duration {
+    let doubled = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(8));
+    Duration::from_secs(doubled.min(60))
+}
+
 /// How to reach the hub.
 #[derive(Clone)]
 pub struct HubEndpoint {
@@ -174,8 +191,39 @@ impl IdentityStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn api(code: u16) -> anyhow::Error {
+        anyhow::Error::new(kube::Error::Api(
+            kube::core::Status::failure("m", "r").with_code(code).boxed(),
+        ))
+    }
+
+    #[test]
+    fn a_token_the_hub_refuses_is_told_from_any_other_failure() {
+        assert!(unauthorized(&api(401)));
+        assert!(
+            unauthorized(&api(401).context("listing assignments").context("round")),
+            "under any context"
+        );
+        for code in [403, 404, 409, 500] {
+            assert!(!unauthorized(&api(code)), "{code}");
+        }
+        assert!(
+            !unauthorized(&anyhow::anyhow!("401 Unauthorized")),
+            "no API answer"
+        );
+    }
+
+    #[test]
+    fn registering_again_backs_off_to_a_minute() {
+        let waits: Vec<u64> = (1..=6).map(|n| register_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(register_backoff(0).as_secs(), 5);
+        assert_eq!(register_backoff(u32::MAX).as_secs(), 60);
+    }
 
     #[test]
     fn renews_on_schedule_and_registers_only_when_unusable() {

@@ -14,7 +14,9 @@
 pub mod accept;
 pub mod identity;
 pub mod relay;
+pub mod status;
 pub mod sync;
+mod withdraw;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +24,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gpufed_operator::cli::parse_duration;
-use kube::Client;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
 
 use identity::{Due, HubEndpoint, Identity, IdentityStore};
@@ -84,6 +87,16 @@ struct Session {
     hub: Option<Client>,
     /// How many hub clients were built (each identity gets its own).
     clients: u64,
+    /// The hub refused the identity held (401): the stored one is not loaded again, the
+    /// agent registers anew with the bootstrap token.
+    rejected: bool,
+    /// A round failed with a 401, from the hub or from this cluster: the next
+    /// [`Session::hub`] asks the hub whether it still takes the token.
+    check_token: bool,
+    /// Failed registrations in a row, and when the next may be tried
+    /// ([`identity::register_backoff`]).
+    register_failures: u32,
+    register_after: Option<tokio::time::Instant>,
     args: Args,
 }
 
@@ -99,9 +112,23 @@ impl Session {
         Ok(token.bearer())
     }
 
-    /// A hub client with a valid identity: loaded, registered or renewed as due.
+    /// A hub client with a valid identity: loaded, registered or renewed as due. An
+    /// identity the hub refuses (401) is dropped for a new registration: its timestamps
+    /// alone would keep the agent using it, silent, until it expired.
     async fn hub(&mut self) -> anyhow::Result<Client> {
-        if self.identity.is_none() {
+        if std::mem::take(&mut self.check_token) && self.identity.is_some() {
+            // The 401 may have come from this cluster: only the hub's own answer drops
+            // the identity (the bootstrap token may be long gone).
+            let probe = Api::<ConfigMap>::default_namespaced(self.current_client().await?)
+                .get_opt(gpufed_api::pull::AGENT_CONFIGMAP)
+                .await;
+            if let Err(e) = probe.map_err(anyhow::Error::from)
+                && identity::unauthorized(&e)
+            {
+                self.reject(&e);
+            }
+        }
+        if self.identity.is_none() && !self.rejected {
             self.identity = self.store.load().await.context("reading the stored identity")?;
         }
         let now = gpufed_operator::time::now();
@@ -113,21 +140,52 @@ impl Session {
                 let current = self.current_client().await?;
                 match self.endpoint.request_token(&current, ttl, now).await {
                     Ok(id) => self.adopt(id, "renewed").await?,
+                    Err(e) if identity::unauthorized(&e) => {
+                        self.reject(&e);
+                        self.register(now, ttl).await?;
+                    }
                     // The old token is still good: try again next round.
                     Err(e) => tracing::warn!(error = %e, "cannot renew the hub identity yet"),
                 }
             }
-            Due::Register => {
-                let bootstrap = self.endpoint.client(&self.bootstrap_token()?).await?;
-                let id = self
-                    .endpoint
-                    .request_token(&bootstrap, ttl, now)
-                    .await
-                    .context("registering with the bootstrap token (expired or revoked?)")?;
-                self.adopt(id, "registered").await?;
-            }
+            Due::Register => self.register(now, ttl).await?,
         }
         self.current_client().await
+    }
+
+    /// Drops the identity the hub refused, for [`Session::register`].
+    fn reject(&mut self, e: &anyhow::Error) {
+        tracing::warn!(error = %format!("{e:#}"), "the hub refuses the agent's identity; registering again");
+        self.identity = None;
+        self.hub = None;
+        self.rejected = true;
+    }
+
+    /// Registers with the bootstrap token, no sooner than the backoff after a failure.
+    async fn register(&mut self, now: i64, ttl: Duration) -> anyhow::Result<()> {
+        if let Some(at) = self.register_after
+            && tokio::time::Instant::now() < at
+        {
+            let wait = at.saturating_duration_since(tokio::time::Instant::now());
+            anyhow::bail!("registering again in {}s", wait.as_secs().max(1));
+        }
+        let registered = async {
+            let bootstrap = self.endpoint.client(&self.bootstrap_token()?).await?;
+            self.endpoint
+                .request_token(&bootstrap, ttl, now)
+                .await
+                .context("registering with the bootstrap token (expired or revoked?)")
+        }
+        .await;
+        match registered {
+            Ok(id) => self.adopt(id, "registered").await,
+            Err(e) => {
+                self.register_failures = self.register_failures.saturating_add(1);
+                let wait = identity::register_backoff(self.register_failures);
+                self.register_after = Some(tokio::time::Instant::now() + wait);
+                Err(e)
+            }
+        }
     }
 
     async fn adopt(&mut self, id: Identity, what: &str) -> anyhow::Result<()> {
@@ -135,6 +193,8 @@ impl Session {
         tracing::info!(expires = %gpufed_operator::time::format(id.expires_at), "hub identity {what}");
         self.identity = Some(id);
         self.hub = None;
+        self.rejected = false;
+        (self.register_failures, self.register_after) = (0, None);
         Ok(())
     }
 
@@ -171,6 +231,10 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
         identity: None,
         hub: None,
         clients: 0,
+        rejected: false,
+        check_token: false,
+        register_failures: 0,
+        register_after: None,
         args: args.clone(),
     };
     let mut state = sync::State::new(args.interval);
@@ -200,6 +264,7 @@ pub async fn run_with(member: Client, args: Args, mut shutdown: watch::Receiver<
                     (false, Wake::Reports) => relay::reports_round(&hub, &member, &mut state).await,
                 };
                 if let Err(e) = result {
+                    session.check_token |= identity::unauthorized(&e);
                     tracing::warn!(error = %format!("{e:#}"), "sync round failed; retrying next round");
                 }
             }

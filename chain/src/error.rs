@@ -59,4 +59,12 @@ impl ChainError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transport { .. } | Self::Rpc { .. })
     }
+
+    /// The node simulated the transaction and refused to send it (JSON-RPC -32002; only
+    /// sends with preflight: set-up transactions such as a payout account's creation,
+    /// not settlement batches). Retrying the same thing fails the same way until what the
+    /// message names is fixed (e.g. the authority's SOL for rent).
+    pub fn refused_in_preflight(&self) -> bool {
+        matches!(self, Self::Rpc { code: -32002, .. })
+    }
 }

@@ -50,6 +50,41 @@ pub fn commitment_str(c: Commitment) -> &'static str {
     }
 }
 
+/// Most bytes of a JSON-RPC error's details kept in its message.
+const ERROR_DETAIL_BYTES: usize = 512;
+
+/// A JSON-RPC error's message, with what its `data` says went wrong where a node gives it
+/// (a failed preflight simulation: the transaction error and the last program logs —
+/// "insufficient funds for rent" is in the logs, not the message), cut to
+/// [`ERROR_DETAIL_BYTES`].
+fn rpc_error_message(err: &Value) -> String {
+    let mut message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let data = err.get("data");
+    let mut detail = String::new();
+    if let Some(e) = data.and_then(|d| d.get("err")).filter(|e| !e.is_null()) {
+        detail.push_str(&format!("err: {e}"));
+    }
+    if let Some(logs) = data.and_then(|d| d.get("logs")).and_then(Value::as_array) {
+        let last: Vec<&str> = logs.iter().rev().take(3).filter_map(Value::as_str).collect();
+        for line in last.into_iter().rev() {
+            detail.push_str(if detail.is_empty() { "log: " } else { "; log: " });
+            detail.push_str(line);
+        }
+    }
+    if !detail.is_empty() {
+        let mut end = detail.len().min(ERROR_DETAIL_BYTES);
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.push_str(&format!(" ({})", &detail[..end]));
+    }
+    message
+}
+
 impl Rpc {
     /// An endpoint (`http://127.0.0.1:8899` or an `https://` URL) with a per-call timeout.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, ChainError> {
@@ -117,11 +152,7 @@ impl Rpc {
             return Err(ChainError::Rpc {
                 method,
                 code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: err
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                message: rpc_error_message(err),
             });
         }
         v.get("result").cloned().ok_or_else(|| ChainError::Decode {

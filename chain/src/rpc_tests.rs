@@ -55,3 +55,42 @@ async fn a_status_without_its_level_is_read_from_its_confirmations() {
     let st = st.unwrap();
     assert_eq!((st.slot, st.commitment, context), (5, Commitment::Finalized, 9));
 }
+
+fn refusing(method: &str) -> Result<serde_json::Value, serde_json::Value> {
+    match method {
+        "getHealth" => Err(serde_json::json!({
+            "code": -32002,
+            "message": "Transaction simulation failed: Error processing Instruction 0: custom program error: 0x1",
+            "data": {"err": {"InstructionError": [0, {"Custom": 1}]}, "logs": [
+                "Program ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL invoke [1]",
+                "Transfer: insufficient lamports 0, need 2039280",
+                "Program ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL failed: custom program error: 0x1",
+                "x".repeat(2_000),
+            ]}
+        })),
+        other => Err(serde_json::json!({"code": -32601, "message": format!("{other} not served")})),
+    }
+}
+
+#[tokio::test]
+async fn a_preflight_refusal_says_why_from_its_data() {
+    let url = fake_rpc::serve(refusing).await;
+    let rpc = Rpc::new(&url, Duration::from_secs(2)).unwrap();
+    let e = rpc.health().await.unwrap_err();
+    assert!(e.refused_in_preflight(), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("InstructionError"), "{text}");
+    assert!(
+        text.contains("insufficient lamports"),
+        "the logs name the cause: {text}"
+    );
+    assert!(text.len() < 800, "details are cut: {} bytes", text.len());
+    let plain = fake_rpc::serve(unlabelled).await;
+    let e = Rpc::new(&plain, Duration::from_secs(2))
+        .unwrap()
+        .health()
+        .await
+        .unwrap_err();
+    assert!(!e.refused_in_preflight(), "{e}");
+    assert!(!e.to_string().contains('('), "no data, no details: {e}");
+}

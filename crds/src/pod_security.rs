@@ -84,12 +84,38 @@ fn containers(spec: &WorkerPodSpec) -> Vec<(String, Value)> {
     out
 }
 
-/// Every container's variable of [`RESERVED_ENV`], with its field path. Not part of
-/// [`check`]: a template with one is refused where pods are built (a running attempt's
-/// pods, made before this rule, are left alone), and by a pull-mode agent.
+/// Whether an `envFrom` `prefix` could begin a name of [`RESERVED_ENV`]: with a key of the
+/// Secret or ConfigMap it reads (the checkpoint credentials' keys are the tenant's), it
+/// would set that variable. An empty prefix is no such prefix: the key alone would then
+/// have to be the reserved name, and the keys the hub copies never are
+/// (`member_secret`, and the agent's check of the copy).
+pub fn reserved_prefix(prefix: &str) -> bool {
+    !prefix.is_empty() && RESERVED_ENV.iter().any(|r| r.starts_with(prefix))
+}
+
+/// Every container's variable of [`RESERVED_ENV`], or `envFrom` prefix that could make
+/// one ([`reserved_prefix`]), with its field path. Not part of [`check`]: a template with
+/// one is refused where pods are built (a running attempt's pods, made before this rule,
+/// are left alone), and by a pull-mode agent.
 pub fn reserved_env(spec: &WorkerPodSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for (path, c) in containers(spec) {
+        for (i, from) in c
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let prefix = from.get("prefix").and_then(Value::as_str).unwrap_or_default();
+            if reserved_prefix(prefix) {
+                err(
+                    &mut errors,
+                    format!("{path}.envFrom[{i}].prefix"),
+                    "must not begin NVIDIA_VISIBLE_DEVICES: with a key of the Secret or ConfigMap it would choose the container's GPUs",
+                );
+            }
+        }
         for (i, e) in c
             .get("env")
             .and_then(Value::as_array)
@@ -248,6 +274,35 @@ mod tests {
             paths(v).is_empty(),
             "not a spec error: running pods made before stay"
         );
+    }
+
+    #[test]
+    fn no_env_from_prefix_can_spell_the_gpus() {
+        // `prefix: NVIDIA_` + a credentials key `VISIBLE_DEVICES` would be
+        // NVIDIA_VISIBLE_DEVICES.
+        let v = serde_json::json!({
+            "containers": [{"name": "main", "image": "i", "envFrom": [
+                {"secretRef": {"name": "gpufed-checkpoint"}},
+                {"prefix": "APP_", "configMapRef": {"name": "c"}},
+                {"prefix": "NVIDIA_", "secretRef": {"name": "gpufed-checkpoint"}}]}],
+            "initContainers": [{"name": "init", "image": "i", "envFrom": [
+                {"prefix": "NVIDIA_VISIBLE_DEVICES", "secretRef": {"name": "gpufed-checkpoint"}}]}],
+            "ephemeralContainers": [{"name": "dbg", "image": "i", "envFrom": [
+                {"prefix": "N", "configMapRef": {"name": "c"}}]}]
+        });
+        let reserved: Vec<String> = reserved_env(&spec(v)).into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            reserved,
+            vec![
+                "spec.template.spec.containers[0].envFrom[2].prefix".to_owned(),
+                "spec.template.spec.initContainers[0].envFrom[0].prefix".to_owned(),
+                "spec.template.spec.ephemeralContainers[0].envFrom[0].prefix".to_owned(),
+            ],
+            "no prefix and other prefixes are fine"
+        );
+        assert!(!reserved_prefix(""));
+        assert!(!reserved_prefix("NVIDIA_VISIBLE_DEVICES_"));
+        assert!(!reserved_prefix("nvidia_"), "names are case-sensitive");
     }
 
     #[test]

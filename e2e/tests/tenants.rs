@@ -254,6 +254,7 @@ async fn providers_take_work_only_from_the_tenants_they_admit() {
 /// finalizers by then, which is why the guard is set while jobs exist — a write planned
 /// from an old read changes nothing, and once released the namespace goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)]
 async fn a_tenant_namespace_stays_taken_until_its_usage_is_settled() {
     use gpufed_operator::settlement::guard::{self, FINALIZER};
     use k8s_openapi::api::core::v1::ConfigMap;

@@ -395,6 +395,13 @@ async fn ensure_payouts(
             // that pays this provider fail as a configuration error, which ended the whole
             // settlement term — and with it metering — for as long as the chain was down
             // (found by the operator-restart-during-outage e2e test).
+            // Refused in simulation: the same again next round until its cause (named in
+            // the node's logs, now in the error) is fixed — typically the settlement
+            // authority's SOL for the account's rent.
+            Err(e) if e.refused_in_preflight() => {
+                warn!(provider = %p, authority = %settler.authority(), error = %e,
+                      "the RPC node refused creating the provider's payout account (does the settlement authority hold SOL for its rent?); retried next round");
+            }
             Err(e) if e.is_transient() => {
                 warn!(provider = %p, error = %e, "payout account not confirmed yet; retried next round");
             }

@@ -215,6 +215,27 @@ mod tests {
     }
 
     #[test]
+    fn no_env_from_prefix_spells_the_gpus_with_a_credentials_key() {
+        // `prefix: NVIDIA_` + a key `VISIBLE_DEVICES` (the copy keeps it: it is no
+        // reserved name) would be NVIDIA_VISIBLE_DEVICES: the job is refused before
+        // placement, naming the field (its `InvalidTemplate` condition).
+        let mut spec = spec_with(Some("s3-creds"));
+        spec.template.spec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "w", "image": "i"}],
+            "initContainers": [{"name": "init", "image": "i",
+                "envFrom": [{"prefix": "NVIDIA_", "secretRef": {"name": MEMBER_SECRET}}]}]
+        }))
+        .unwrap();
+        let e = crate::job::build::template_error(&spec).unwrap();
+        assert!(
+            e.starts_with("spec.template.spec.initContainers[0].envFrom[0].prefix"),
+            "{e}"
+        );
+        spec.template.spec.rest.remove("initContainers");
+        assert_eq!(crate::job::build::template_error(&spec), None);
+    }
+
+    #[test]
     fn the_copy_carries_its_attempt() {
         let labels = BTreeMap::from([("a".to_owned(), "b".to_owned())]);
         let data = BTreeMap::from([("AWS_ACCESS_KEY_ID".to_owned(), ByteString(b"k".to_vec()))]);
