@@ -162,10 +162,15 @@ impl Session {
     }
 
     /// Registers with the bootstrap token, no sooner than the backoff after a failure.
+    /// Until one succeeds, the stored identity stays the one used (`rejected` is cleared
+    /// on failure): a 401 may be a passing refusal (the hub rolling its keys), and the
+    /// bootstrap token is often long expired — dropping the identity for good would cut
+    /// the agent off until someone restarts it.
     async fn register(&mut self, now: i64, ttl: Duration) -> anyhow::Result<()> {
         if let Some(at) = self.register_after
             && tokio::time::Instant::now() < at
         {
+            self.rejected = false;
             let wait = at.saturating_duration_since(tokio::time::Instant::now());
             anyhow::bail!("registering again in {}s", wait.as_secs().max(1));
         }
@@ -180,6 +185,7 @@ impl Session {
         match registered {
             Ok(id) => self.adopt(id, "registered").await,
             Err(e) => {
+                self.rejected = false;
                 self.register_failures = self.register_failures.saturating_add(1);
                 let wait = identity::register_backoff(self.register_failures);
                 self.register_after = Some(tokio::time::Instant::now() + wait);

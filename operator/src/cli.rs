@@ -203,6 +203,17 @@ impl Args {
         if self.verify_interval.is_zero() || self.challenge_timeout.is_zero() {
             return Err("--verify-interval and --challenge-timeout must be greater than 0".into());
         }
+        // Abandoned-job evidence lists the attempts of the last FRESH_SECS (plus the margin
+        // around fleet-wide losses): a shorter cooldown would list one attempt in two
+        // documents, and slash it twice.
+        let least = crate::verification::abandoned::FRESH_SECS + crate::verification::abandoned::MARGIN_SECS;
+        if self.evidence_cooldown < std::time::Duration::from_secs(least.unsigned_abs()) {
+            return Err(format!(
+                "--evidence-cooldown ({:?}) must be at least {} minutes (an abandoned job would be evidence twice)",
+                self.evidence_cooldown,
+                least / 60
+            ));
+        }
         if self.challenge_round_grace >= self.verify_interval {
             return Err(format!(
                 "--challenge-round-grace ({:?}) must be shorter than --verify-interval ({:?})",
@@ -348,5 +359,22 @@ mod tests {
             );
         }
         assert!(parse("3s").is_ok() && parse("15s").is_ok());
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn an_evidence_cooldown_shorter_than_the_abandoned_job_window_is_refused() {
+        let verification = |d: &str| {
+            super::Args::try_parse_from(["gpufed-operator", "--evidence-cooldown", d])
+                .map_err(|e| e.to_string())
+                .and_then(|a| a.verification().map(|_| ()))
+        };
+        let err = verification("10m").unwrap_err();
+        assert!(
+            err.contains("--evidence-cooldown") && err.contains("15 minutes"),
+            "{err}"
+        );
+        assert_eq!(verification("15m"), Ok(()));
+        assert_eq!(verification("24h"), Ok(()));
     }
 }

@@ -8,12 +8,12 @@
 //! Every claimant of a duplicated UUID is flagged, and none of those GPUs counts as
 //! verified until only one claim remains: the hub cannot tell the original from the
 //! clone (both may even pass the challenge with a real card of the same model), so it
-//! trusts neither. Slashing on a duplicate is a policy choice (`duplicate-gpu` evidence
-//! is recorded for every claimant); it is off by default because a cloner could use it
-//! to grief an honest provider whose UUIDs it copied. Two exceptions: a GPU that failed
-//! its challenge keeps its own reason (a proven lie is `failed-challenge` evidence, which
-//! slashes; sharing a serial must not turn it into a duplicate, which does not), and a
-//! provider's node that never answered does not make its other nodes' GPUs duplicates.
+//! trusts neither. A duplicate is not slashed automatically (an administrator may, with
+//! the Stake's slash-request annotation and kind `duplicate-gpu`): a cloner could use it
+//! to grief an honest provider whose UUIDs it copied. Two exceptions: a proven lie keeps
+//! its own reason (it is `failed-challenge` evidence, which slashes; sharing a serial must
+//! not turn it into a duplicate, which does not), and a provider's node that never
+//! answered and its other nodes make no duplicates of each other.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -185,13 +185,14 @@ type Index<'a> = BTreeMap<String, Vec<Claimant<'a>>>;
 /// separated; `None` when none does. A silent claim of another node of the same provider
 /// does not: that is the provider's own stale node (renamed or re-registered, its old
 /// Node object still listed and never answering), which verifies nothing, so it cannot
-/// count a GPU twice. A silent claim of another provider still does: a duplicate flags
+/// count a GPU twice; nor, when `me` is that silent node (`silent`), does the provider's
+/// live one. A claim of another provider, silent or not, still does: a duplicate flags
 /// every provider claiming it.
-fn conflicts(index: &Index<'_>, key: &str, provider: &str, me: &str) -> Option<String> {
+fn conflicts(index: &Index<'_>, key: &str, provider: &str, me: &str, silent: bool) -> Option<String> {
     let others: BTreeSet<&str> = index
         .get(key)?
         .iter()
-        .filter(|c| c.who != me && (c.provider != provider || !c.silent))
+        .filter(|c| c.who != me && (c.provider != provider || !(c.silent || silent)))
         .map(|c| c.who.as_str())
         .collect();
     (!others.is_empty()).then(|| others.into_iter().collect::<Vec<_>>().join(","))
@@ -226,20 +227,21 @@ fn duplicate(
     (uuids, serials): (&Index<'_>, &Index<'_>),
     crowded: &BTreeMap<String, usize>,
 ) -> Option<Failure> {
-    if let Some(others) = conflicts(uuids, &v.uuid.trim().to_ascii_uppercase(), provider, me) {
+    let silent = matches!(v.failure, Some(Failure::NotAnswered { .. }));
+    if let Some(others) = conflicts(uuids, &v.uuid.trim().to_ascii_uppercase(), provider, me, silent) {
         return Some(Failure::DuplicateUuid { others });
     }
     let serial = v.serial.as_deref().and_then(board_serial)?;
-    let others = conflicts(serials, &serial, provider, me)
+    let others = conflicts(serials, &serial, provider, me, silent)
         .or_else(|| Some(format!("{me} ({} GPUs on one board)", crowded.get(&serial)?)))?;
     Some(Failure::DuplicateSerial { serial, others })
 }
 
 /// Judges the whole fleet: per-node verdicts, then UUID and board-serial uniqueness over
-/// every claim. A duplicate turns a GPU that passed into a failure for every claimant; a
-/// GPU that failed keeps its own reason, so a proven lie (`WrongDigest`, `BadOpening`,
-/// `ImpossiblyFast`) stays one, with its `failed-challenge` evidence, rather than being
-/// laundered into a duplicate by a serial or UUID shared with another node.
+/// every claim. A duplicate is a failure for every claimant, except that a proven lie
+/// (`WrongDigest`, `BadOpening`, `ImpossiblyFast`) stays one, with its `failed-challenge`
+/// evidence, rather than being laundered into a duplicate by a serial or UUID shared with
+/// another node.
 pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
     let (mut uuids, mut serials) = (Index::new(), Index::new());
     for n in nodes {
@@ -267,10 +269,17 @@ pub fn judge(nodes: &[NodeVerdicts]) -> BTreeMap<String, ProviderVerdict> {
         let mut all_passed = !n.verdicts.is_empty();
         for v in &n.verdicts {
             let mut v = v.clone();
-            // Only a GPU that passed: one that failed keeps its reason (a lie stays a
-            // lie), while its claim above still flags the other claimants.
-            if v.passed() {
-                v.failure = duplicate(&v, &n.provider, &me, (&uuids, &serials), &crowded);
+            // A proven lie keeps its reason (it stays `failed-challenge` evidence, which
+            // slashes; a duplicate does not), while its claim above still flags the other
+            // claimants. Every other claimant of a duplicate is flagged as one — a cloner
+            // that merely fails (silent, slow, simulated) included, or the honest owner
+            // alone would carry the flag and its evidence.
+            let lie = v
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.evidence_kind() == Some(crate::verify::EVIDENCE_FAILED_CHALLENGE));
+            if !lie && let Some(d) = duplicate(&v, &n.provider, &me, (&uuids, &serials), &crowded) {
+                v.failure = Some(d);
             }
             if v.passed() && n.probation.contains(&v.uuid) {
                 all_passed = false;

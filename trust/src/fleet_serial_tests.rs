@@ -293,6 +293,14 @@ fn a_providers_own_silent_node_makes_no_duplicate_but_another_providers_does() {
             others: "q/q1".into()
         })
     );
+    // And the silent cloner is flagged as one too, not left with a mere NotAnswered
+    // while the owner carries the duplicate alone.
+    assert_eq!(
+        v["q"].failures[0].1.failure,
+        Some(Failure::DuplicateUuid {
+            others: "r/r1".into()
+        })
+    );
     assert_eq!(
         reasons(&v["s"]),
         [

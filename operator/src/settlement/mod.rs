@@ -237,7 +237,7 @@ async fn round(
     let live: BTreeSet<&str> = jobs.iter().filter_map(|j| j.metadata.uid.as_deref()).collect();
     let pruned = retainer.run(ctx, settler, &live).await?;
     m.settlement_pruned_records_total.inc_by(pruned as u64);
-    guard_tenants(ctx, settler.journal(), &jobs).await;
+    guard_tenants(ctx, settler.journal()).await;
     for p in &report.unpaid {
         warn!(provider = %p, "provider has no payout account (deleted, or its payout wallet invalid); its records wait");
     }
@@ -327,17 +327,15 @@ fn tenants_to_pay(journal: &gpufed_settlement::Journal) -> BTreeSet<String> {
 
 /// Keeps [`guard::FINALIZER`] on exactly the namespaces that hold ComputeJobs or usage
 /// not settled yet. Only from complete caches: a namespace missing from a cache still
-/// being listed would be released while it has jobs.
-async fn guard_tenants(
-    ctx: &Context,
-    journal: &gpufed_settlement::Journal,
-    jobs: &[Arc<gpufed_api::ComputeJob>],
-) {
+/// being listed would be released while it has jobs. The jobs are read after the
+/// namespaces (not the round's snapshot, taken before its chain calls): a job created
+/// since is seen, so its namespace is not released under it.
+async fn guard_tenants(ctx: &Context, journal: &gpufed_settlement::Journal) {
     if !(ctx.jobs_synced.is_synced() && ctx.namespaces_synced.is_synced()) {
         return;
     }
-    let billable = billable_tenants(journal, jobs);
     let namespaces = ctx.namespaces.state();
+    let billable = billable_tenants(journal, &ctx.jobs.state());
     let changes = guard::plan(namespaces.iter().map(Arc::as_ref), &billable);
     guard::apply(&ctx.hub, &changes).await;
 }

@@ -353,23 +353,17 @@ impl Driver {
         {
             inputs.push(raise);
         }
-        // Dismissed on another of the provider's Stakes: dismissed here too, and the
-        // annotation on this one (if any) is not spent by it.
-        let elsewhere = plan::dismissed_elsewhere(&doc, dismissed);
+        // Dismissed on another of the provider's Stakes: dismissed here too (a
+        // `slash-dismiss=true` on this one counts as spent on it, as it would have been).
+        if let Some(d) = plan::dismissed_elsewhere(&doc, dismissed) {
+            inputs.retain(|i| !matches!(i, Input::Dismiss(_)));
+            inputs.push(d);
+        }
         let dismiss_true = annotations
             .get(plan::SLASH_DISMISS_ANNOTATION)
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("true"));
-        if let Some(d) = elsewhere {
-            inputs.retain(|i| !matches!(i, Input::Dismiss(_)));
-            inputs.push(d);
-            let spent = doc.dismiss_true_spent;
-            self.inputs(&name, &mut doc, inputs, dismiss_true, &mut found)
-                .await?;
-            doc.dismiss_true_spent = spent && dismiss_true;
-        } else {
-            self.inputs(&name, &mut doc, inputs, dismiss_true, &mut found)
-                .await?;
-        }
+        self.inputs(&name, &mut doc, inputs, dismiss_true, &mut found)
+            .await?;
         if let Some(why) = &self.paused {
             // Not even the restart's resolution: it is spent once, on a node that can
             // prove what became of an in-flight transaction.

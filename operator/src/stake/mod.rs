@@ -82,6 +82,11 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     term: u64,
 ) -> Result<(), ChainError> {
+    // Bonded stake is read anew each term: until then providers are `Staked=Unknown`
+    // (a view from an earlier term may be stale by now).
+    if let Ok(mut view) = ctx.stakes.write() {
+        *view = None;
+    }
     let authority = Keypair::read(&cfg.keypair)?;
     let mint = Pubkey::parse(&cfg.mint)?;
     let vault = Pubkey::parse(&cfg.vault)?;
@@ -118,6 +123,7 @@ async fn session(
         paused: None,
     };
     let stakes: Api<Stake> = Api::all(ctx.hub.clone());
+    let mut reconciled: HashSet<String> = HashSet::new();
     while ctx.leadership.holds(term) && !*shutdown.borrow() {
         // Evidence recorded by verification (docs/trust.md); unreadable: no slash this round.
         let evidence = crate::verification::evidence::list(&ctx.hub, &cfg.namespace)
@@ -137,6 +143,15 @@ async fn session(
                         .filter_map(|s| Some((s.spec.provider.as_str(), driver.saved.get(&s.name_any())?))),
                 );
                 let none = Default::default();
+                // A provider with a Stake not reconciled yet this term (its dismissals not
+                // read yet) has no evidence raised against it until the next round.
+                let unopened: std::collections::BTreeSet<&str> = list
+                    .items
+                    .iter()
+                    .filter(|s| !reconciled.contains(&s.name_any()))
+                    .map(|s| s.spec.provider.as_str())
+                    .collect();
+                reconciled.extend(list.items.iter().map(|s| s.name_any()));
                 for stake in &list.items {
                     if !ctx.leadership.holds(term) {
                         break;
@@ -147,6 +162,7 @@ async fn session(
                         .map(Vec::as_slice)
                         .unwrap_or_default()
                         .iter()
+                        .filter(|_| !unopened.contains(stake.spec.provider.as_str()))
                         .filter(|e| !dismissed.contains(&e.hash.to_hex()))
                         .cloned()
                         .collect();

@@ -30,8 +30,9 @@ pub const FRESH_SECS: i64 = 600;
 pub const MARGIN_SECS: i64 = 300;
 
 /// Whether the fleet looks lost at large: more than one provider unreachable, and more
-/// than half of those the hub has judged. One provider of two lost is that provider's
-/// doing; both of two, or six of ten, is the hub's.
+/// than half of those the hub has judged — or the only one judged. One provider of two
+/// lost is that provider's doing; both of two, six of ten, or the lone provider of a
+/// federation of one may be the hub's.
 pub fn fleet_lost<'a>(providers: impl IntoIterator<Item = &'a GpuProvider>) -> bool {
     let (mut judged, mut lost) = (0usize, 0usize);
     for p in providers {
@@ -47,7 +48,8 @@ pub fn fleet_lost<'a>(providers: impl IntoIterator<Item = &'a GpuProvider>) -> b
             lost += 1;
         }
     }
-    lost > 1 && lost * 2 > judged
+    // With one provider judged, its loss and the hub's look the same: never its fault.
+    lost > 0 && (judged < 2 || (lost > 1 && lost * 2 > judged))
 }
 
 /// What this process saw of the fleet: since when, and when it looked lost at large.
@@ -83,6 +85,14 @@ impl LossWatch {
         }
         // Older episodes can no longer concern a fresh attempt.
         w.lost.retain(|(_, end)| now - end <= FRESH_SECS + MARGIN_SECS);
+    }
+
+    /// Forgets everything seen (a new leadership term: the fleet's state while another
+    /// process led is unknown to this one).
+    pub fn forget(&self) {
+        if let Ok(mut w) = self.0.lock() {
+            *w = Watched::default();
+        }
     }
 
     /// Whether an attempt that ended at `end` may be taken as a provider's doing at `now`.

@@ -97,7 +97,11 @@ fn the_fleet_is_lost_at_large_when_most_of_more_than_one_provider_is() {
             .collect()
     };
     let lost = |states: &[Option<bool>]| fleet_lost(fleet(states).iter().map(AsRef::as_ref));
-    assert!(!lost(&[Some(false)]), "a lone provider lost is its own doing");
+    assert!(
+        lost(&[Some(false)]),
+        "a lone provider's loss cannot be told from the hub's"
+    );
+    assert!(!lost(&[Some(true)]));
     assert!(!lost(&[Some(false), Some(true)]));
     assert!(lost(&[Some(false), Some(false)]));
     assert!(
@@ -112,9 +116,10 @@ fn the_fleet_is_lost_at_large_when_most_of_more_than_one_provider_is() {
         Some(true)
     ]));
     assert!(
-        !lost(&[Some(false), None, None]),
-        "unjudged providers are not counted lost"
+        !lost(&[Some(false), Some(true), None]),
+        "unjudged providers are not counted"
     );
+    assert!(lost(&[Some(false), None, None]), "one judged: cannot tell");
 }
 
 #[test]
@@ -162,4 +167,7 @@ fn attempts_near_a_fleet_wide_loss_or_before_the_watch_or_stale_are_not_attribut
     assert!(w.attributable(T0 + 1_100 + MARGIN_SECS + 1, T0 + 1_500));
     // A second look in the same second reads nothing.
     w.look(T0 + 1_200, || panic!("read the providers twice in one second"));
+    // A new term: what was watched before counts no more.
+    w.forget();
+    assert!(!w.attributable(T0 + 1_100 + MARGIN_SECS + 1, T0 + 1_500));
 }

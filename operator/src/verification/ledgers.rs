@@ -40,6 +40,9 @@ impl Verifier {
         if let Ok(mut checked) = self.evidence_checked.lock() {
             checked.clear();
         }
+        // What the fleet looked like while another process led is unknown here: only
+        // losses from this term on can be attributed.
+        self.losses.forget();
     }
 
     /// Whether the provider's outcome ledger was loaded from the hub.
