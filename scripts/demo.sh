@@ -111,17 +111,34 @@ say "starting a model server: 2 replicas (examples/demo/service.yaml)"
 k apply -f examples/demo/service.yaml
 
 say "watching the jobs (up to ${TIMEOUT}s)"
+# The jobs of examples/demo/jobs.yaml that must succeed (cheap-h100 stays queued on purpose).
+DEMO_JOBS=(team-llm/llama-finetune team-llm/bert-sweep team-media/sdxl-render)
+job_phase() { k -n "${1%/*}" get cjob "${1#*/}" -o jsonpath='{.status.phase}' 2>/dev/null || true; }
 deadline=$((SECONDS + TIMEOUT))
 done_jobs=0
 while ((SECONDS < deadline)); do
   k get cjob -A -o wide
   k get cquota -A
-  done_jobs=$(k get cjob -A -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cE '^(Succeeded|Failed)$' || true)
-  [[ "$done_jobs" -ge 3 ]] && break
+  done_jobs=0
+  for j in "${DEMO_JOBS[@]}"; do
+    case "$(job_phase "$j")" in Succeeded | Failed) done_jobs=$((done_jobs + 1)) ;; esac
+  done
+  ((done_jobs >= ${#DEMO_JOBS[@]})) && break
   sleep 3
   echo
 done
-[[ "$done_jobs" -ge 3 ]] || fail "only $done_jobs of the 3 demo jobs ended within ${TIMEOUT}s"
+((done_jobs >= ${#DEMO_JOBS[@]})) || fail "only $done_jobs of the ${#DEMO_JOBS[@]} demo jobs ended within ${TIMEOUT}s"
+# Ended is not enough: a demo whose jobs all failed must not pass.
+failed_jobs=()
+for j in "${DEMO_JOBS[@]}"; do
+  phase=$(job_phase "$j")
+  [[ "$phase" == Succeeded ]] && continue
+  failed_jobs+=("$j")
+  echo "--- $j ended $phase; its conditions:" >&2
+  k -n "${j%/*}" get cjob "${j#*/}" \
+    -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2 || true
+done
+((${#failed_jobs[@]} == 0)) || fail "demo jobs did not succeed: ${failed_jobs[*]}"
 
 say "the model server: replicas, their endpoints, and the hub Service's endpoints"
 for _ in $(seq 30); do

@@ -149,8 +149,9 @@ impl Federation {
             stopped: false,
         };
         let timeout = Duration::from_secs(spec.ready_timeout_secs);
-        let etcd = fed.etcd.insert(Etcd::start(&bins.etcd, &run_dir.join("etcd"))?);
-        etcd.wait_healthy(timeout).await?;
+        let etcd = fed
+            .etcd
+            .insert(Etcd::start_healthy(&bins.etcd, &run_dir.join("etcd"), timeout).await?);
         let etcd_url = etcd.url();
         let names = std::iter::once(HUB.to_owned()).chain(spec.members.iter().map(|m| m.name.clone()));
         for name in names {

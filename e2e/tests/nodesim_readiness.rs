@@ -1,13 +1,14 @@
 //! The SIMULATED kubelet reports pod readiness as kubelet does: a container with a
 //! readinessProbe starts not ready and becomes ready after its initial delay; the
 //! `gpufed.io/sim-ready` annotation, set by another process (kubectl), fails the probe.
+//! A node whose kubelet is down (silent) finishes none of its pods until it is back.
 
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use gpufed_e2e::nodesim::READY_ANNOTATION;
+use gpufed_e2e::nodesim::{READY_ANNOTATION, RUN_SECONDS_ANNOTATION};
 use gpufed_e2e::wait::{self, pod_phase};
 use gpufed_e2e::{FederationSpec, GpuPool, TestEnv};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, Probe, TCPSocketAction};
@@ -165,4 +166,49 @@ async fn readiness_probe_delays_ready_and_the_annotation_fails_it() {
         last.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Running")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_nodes_pod_does_not_finish_until_the_node_is_back() {
+    common::init_tracing();
+    let _serial = common::SERIAL.lock().await;
+    let mut spec = FederationSpec::new("silent-finish");
+    spec.hub_pools = vec![GpuPool::h100_nvlink("h100", 1)];
+    let env = TestEnv::start(spec).await.expect("cluster starts");
+    let Some(sim) = env.simulator("a_silent_nodes_pod_does_not_finish_until_the_node_is_back", HUB) else {
+        return;
+    };
+    let client = env.hub_client().await.expect("client");
+    let ns = common::namespace(&client, "silent").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &common::gpu_pod("job", 1, &[(RUN_SECONDS_ANNOTATION, "5")]),
+    )
+    .await
+    .expect("create pod");
+    let running = pod_phase(&pods, "job", "Running", T).await.expect("pod runs");
+    let started = std::time::Instant::now();
+    let node = running.spec.and_then(|s| s.node_name).expect("bound");
+
+    // The kubelet dies a second into the 5 s run: nobody is left to report the end.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.silence_node(&node).expect("silence");
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(started.elapsed())).await;
+    let later = pods.get("job").await.expect("get");
+    assert_eq!(
+        wait::phase(&later),
+        "Running",
+        "a pod finished on a node whose kubelet is down"
+    );
+    assert!(
+        sim.finish_pod(&ns, "job", 0).await.is_err(),
+        "finish_pod wrote for a down kubelet"
+    );
+
+    // Back, its kubelet reports the run that ended meanwhile.
+    sim.set_node_ready(&node, true).await.expect("Ready again");
+    pod_phase(&pods, "job", "Succeeded", T)
+        .await
+        .expect("finished once the node is back");
 }

@@ -53,13 +53,34 @@ async fn provider_ready(hub: &Client, name: &str) {
     .expect("provider Ready");
 }
 
-async fn pods_of(member: &Client, uid: &str, attempt: u32) -> Vec<Pod> {
+/// The pods of the job's attempt: an error rather than none when the list fails, so that
+/// a wait for their removal tries again instead of passing.
+async fn pods_of(member: &Client, uid: &str, attempt: u32) -> kube::Result<Vec<Pod>> {
     let sel = format!("gpufed.io/job-uid={uid},gpufed.io/attempt={attempt}");
     Api::<Pod>::all(member.clone())
         .list(&ListParams::default().labels(&sel))
         .await
         .map(|l| l.items)
-        .unwrap_or_default()
+}
+
+/// `(resourceVersion, sequence)` of pull-a's agent report at the hub: the agent numbers
+/// its reports, and only it writes them (the stopped one no longer does).
+async fn report_stamp(hub: &Client) -> gpufed_e2e::Result<(String, u64)> {
+    let ns = gpufed_api::pull::agent_namespace("pull-a");
+    let cm = Api::<ConfigMap>::namespaced(hub.clone(), &ns)
+        .get(gpufed_api::pull::REPORT_CONFIGMAP)
+        .await?;
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(gpufed_api::pull::REPORT_KEY))
+        .ok_or_else(|| gpufed_e2e::Error::State("no report in the ConfigMap".into()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| gpufed_e2e::Error::State(format!("report: {e}")))?;
+    let sequence = report["sequence"]
+        .as_u64()
+        .ok_or_else(|| gpufed_e2e::Error::State(format!("report without a sequence: {report}")))?;
+    Ok((cm.metadata.resource_version.unwrap_or_default(), sequence))
 }
 
 fn placed(j: &ComputeJob) -> Option<(String, u32)> {
@@ -240,7 +261,7 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
         assert_eq!(placed(&j), Some(("pull-a".to_owned(), 1)), "{name}");
         let uid = j.metadata.uid.clone().expect("uid");
         assert_eq!(
-            pods_of(&member, &uid, 1).await.len(),
+            pods_of(&member, &uid, 1).await.expect("list pods").len(),
             1,
             "{name}: the agent created its pod"
         );
@@ -269,7 +290,7 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
             "no failover during the outage"
         );
         assert_eq!(
-            pods_of(&member, &uids[0], 1).await.len(),
+            pods_of(&member, &uids[0], 1).await.expect("list pods").len(),
             1,
             "the long job's pod lives on"
         );
@@ -324,22 +345,19 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
         .delete(&format!("bootstrap-token-{}", token.id), &DeleteParams::default())
         .await
         .expect("revoke the bootstrap token");
-    let before = provider(&hub, "pull-a")
-        .await
-        .status
-        .and_then(|s| s.last_heartbeat_time);
+    // The agent's own report, not the provider's lastHeartbeatTime: the operator stamps
+    // that every round while the last report is under its silence limit, restarted agent
+    // or not.
+    let before = report_stamp(&hub).await.expect("the agent's report");
     let agent = Agent::start(member.clone(), "pull-a", &via_proxy, &files.ca, None);
-    gpufed_e2e::wait::until("heartbeat after the restart", MINUTE, || async {
-        let now = provider(&hub, "pull-a")
-            .await
-            .status
-            .and_then(|s| s.last_heartbeat_time);
-        Ok((now > before).then_some(()))
+    gpufed_e2e::wait::until("a report of the restarted agent", MINUTE, || async {
+        let now = report_stamp(&hub).await?;
+        Ok((now.0 != before.0 && now.1 != before.1).then_some(()))
     })
     .await
     .expect("heartbeat resumes");
     assert_eq!(
-        pods_of(&member, &uids[0], 1).await.len(),
+        pods_of(&member, &uids[0], 1).await.expect("list pods").len(),
         1,
         "the restart killed nothing"
     );
@@ -359,7 +377,7 @@ async fn a_provider_behind_nat_runs_jobs_through_its_agent() {
     // When the agent returns, it removes the attempt the hub withdrew.
     let agent = Agent::start(member.clone(), "pull-a", &via_proxy, &files.ca, None);
     gpufed_e2e::wait::until("attempt 1 removed from pull-a", 2 * MINUTE, || async {
-        Ok(pods_of(&member, &uids[0], 1).await.is_empty().then_some(()))
+        Ok(pods_of(&member, &uids[0], 1).await?.is_empty().then_some(()))
     })
     .await
     .expect("withdrawn attempt removed");

@@ -7,7 +7,8 @@
 //! then Succeeded or Failed
 //! - when [`NodeSimulator::finish_pod`] is called,
 //! - when the pod carries the annotation `gpufed.io/sim-exit-code: N` (any process can set it),
-//! - or `gpufed.io/sim-run-seconds: N` seconds after they started (exit code 0).
+//! - or `gpufed.io/sim-run-seconds: N` seconds after they started (exit code 0), as soon as
+//!   their node is Ready then (a down kubelet finishes nothing).
 //!
 //! Running pods report readiness as kubelet does (module `readiness`): ready at once without
 //! a `readinessProbe`, else after `initialDelaySeconds` plus one (capped) `periodSeconds`;
@@ -264,7 +265,8 @@ impl NodeSimulator {
     }
 
     /// Stops all heartbeats of a node, as if its kubelet crashed: the real node lifecycle
-    /// controller marks it Unknown after its grace period (40 s by default).
+    /// controller marks it Unknown after its grace period (40 s by default). Its pods stay
+    /// as they were (Running pods do not finish) until it is Ready again.
     pub fn silence_node(&self, name: &str) -> Result<()> {
         self.owned_node(name)?;
         self.set_state(name, NodeState::Silent);
@@ -295,6 +297,7 @@ impl NodeSimulator {
     }
 
     /// Finishes a pod running on a simulated node: exit code 0 → Succeeded, else Failed.
+    /// Refused while the node is not Ready: its kubelet is down and could not report it.
     pub async fn finish_pod(&self, namespace: &str, name: &str, exit_code: i32) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let pod = api.get(name).await?;
@@ -304,7 +307,13 @@ impl NodeSimulator {
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default();
         self.owned_node(&node)?;
-        pods::mark_finished(&self.client, &pod, exit_code).await
+        match self.node_state(&node) {
+            Some(NodeState::Ready) => pods::mark_finished(&self.client, &pod, exit_code).await,
+            state => Err(Error::Simulation(format!(
+                "node {node} is {}: its kubelet cannot finish pod {namespace}/{name}",
+                state.map_or_else(|| "unknown".to_owned(), |s| format!("{s:?}"))
+            ))),
+        }
     }
 }
 

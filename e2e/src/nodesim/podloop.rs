@@ -158,7 +158,7 @@ async fn handle_pod(
             if let Some(secs) = pods::run_seconds(pod)
                 && lock(&shared.timed).insert(uid)
             {
-                finish_later(client, pod, secs, timers);
+                finish_later(client, shared, pod, secs, timers);
             }
             if let Some(wait) = pods::sync_readiness(client, pod).await? {
                 // A little late rather than early: the start time has whole seconds.
@@ -168,6 +168,12 @@ async fn handle_pod(
         _ => release(shared, pod), // Succeeded or Failed: its containers hold no GPU
     }
     Ok(())
+}
+
+/// Whether the simulated kubelet of `node` runs: only a Ready node's writes pod status
+/// (NotReady, silent and deleted nodes leave their pods alone, as in [`handle_pod`]).
+fn kubelet_runs(shared: &Shared, node: &str) -> bool {
+    matches!(shared.node_state(node), Some((NodeState::Ready, _)))
 }
 
 /// The pod's GPUs leave kubelet's PodResources (if a device plugin runs on its node).
@@ -182,7 +188,10 @@ fn release(shared: &Shared, pod: &Pod) {
 }
 
 /// Finishes `pod` (exit code 0) `secs` seconds after it started, unless it ended before.
-fn finish_later(client: &Client, pod: &Pod, secs: u64, timers: &mut JoinSet<()>) {
+/// Only while its node's kubelet runs (the node Ready): a kubelet that is down or cut off
+/// writes nothing, so a job on an unreachable node must not "succeed" there (that hid the
+/// operator's failover and billing of lost nodes). The completion waits for the node.
+fn finish_later(client: &Client, shared: &Arc<Shared>, pod: &Pod, secs: u64, timers: &mut JoinSet<()>) {
     let elapsed = pod
         .status
         .as_ref()
@@ -195,7 +204,12 @@ fn finish_later(client: &Client, pod: &Pod, secs: u64, timers: &mut JoinSet<()>)
         })
         .unwrap_or(0);
     let wait = Duration::from_secs(secs.saturating_sub(u64::try_from(elapsed).unwrap_or(0)));
-    let (client, pod) = (client.clone(), pod.clone());
+    let (client, shared, pod) = (client.clone(), shared.clone(), pod.clone());
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
     timers.spawn(async move {
         tokio::time::sleep(wait).await;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -203,7 +217,13 @@ fn finish_later(client: &Client, pod: &Pod, secs: u64, timers: &mut JoinSet<()>)
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         // Retried until written or moot, as a kubelet retries its status updates: a
         // completion due while the API server restarts left the pod Running forever.
+        // While the node's kubelet is down it is only put off (checked again every second);
+        // a node deleted for good leaves the pod to the pod GC, which makes it moot.
         loop {
+            if !kubelet_runs(&shared, &node) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             let result = match api.get_opt(&name).await {
                 Ok(Some(fresh)) if pods::phase(&fresh) == "Running" => {
                     pods::mark_finished(&client, &fresh, 0).await

@@ -363,18 +363,27 @@ pub async fn kind_events_until(
 }
 
 /// The member pods of job `job_uid` (any attempt), by the label dispatch puts on them.
-pub async fn member_pods(client: &Client, job_uid: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+pub async fn list_member_pods(
+    client: &Client,
+    job_uid: &str,
+) -> kube::Result<Vec<k8s_openapi::api::core::v1::Pod>> {
     Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
         .list(&kube::api::ListParams::default().labels(&format!("gpufed.io/job-uid={job_uid}")))
         .await
         .map(|l| l.items)
-        .unwrap_or_default()
+}
+
+/// [`list_member_pods`], none when the list fails: only for counting pods that must be
+/// there (a failed list then fails the check rather than passing it).
+pub async fn member_pods(client: &Client, job_uid: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    list_member_pods(client, job_uid).await.unwrap_or_default()
 }
 
 /// Waits up to `within` until every member pod of job `job_uid` is gone or terminating.
 pub async fn pods_removed(client: &Client, job_uid: &str, what: &str, within: Duration) {
     gpufed_e2e::wait::until(what, within, || async {
-        let pods = member_pods(client, job_uid).await;
+        // A failed list is tried again: "no pods" from an error would pass at once.
+        let pods = list_member_pods(client, job_uid).await?;
         Ok(pods
             .iter()
             .all(|p| p.metadata.deletion_timestamp.is_some())
