@@ -9,7 +9,14 @@
 //! implementation; its report says `simulated`, so the hub checks the answer but never
 //! counts it verified); an NVML node computes on its GPUs with CUDA ([`crate::cuda`]) and
 //! checks sampled rows on its CPU before answering. A GPU it cannot compute for is left
-//! out of the answer (the hub reports it not answered).
+//! out of the answer (the hub reports it not answered), and so is a GPU whose computation
+//! does not end within [`CHALLENGE_TIMEOUT`]: a CUDA call on a GPU that fell off the bus
+//! can hang for good, and must not hang the answer of the others (nor the node's
+//! publisher, which waits for the answer).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use gpufed_trust::protocol::{ChallengeAnswer, ChallengeRequest, Computed, answer};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -20,10 +27,19 @@ use crate::memory::{Cgroup, answering, mib};
 
 /// ConfigMap (in the plugin's namespace) holding the hub's requests, one key per node.
 pub const CHALLENGE_CONFIGMAP: &str = "gpufed-challenge";
+/// How long one GPU's challenge computation may take before it is left out of the answer:
+/// the hub's default `--challenge-timeout` (2 minutes), after which the hub counts the GPU
+/// not answered anyway. A GPU left out this way is not challenged again until that
+/// computation returns (its thread is abandoned, not killed: a hung CUDA call cannot be).
+pub const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Answers challenges for one node's GPUs.
 pub struct Challenger {
-    executor: Executor,
+    executor: Arc<Executor>,
     uuids: Vec<String>,
+    timeout: Duration,
+    /// GPUs whose computation outlived `timeout`, with its thread: skipped until it ends.
+    stuck: BTreeMap<String, std::thread::JoinHandle<()>>,
     computed: Option<(String, Vec<Computed>)>,
     last: Option<ChallengeAnswer>,
     /// What a challenge may take of the container's memory now (`None`: no limit).
@@ -48,17 +64,36 @@ impl Challenger {
     /// The same, with the memory a challenge may take from `headroom` (tests).
     pub fn with_headroom(executor: Executor, uuids: Vec<String>, headroom: fn() -> Option<u64>) -> Self {
         Self {
-            executor,
+            executor: Arc::new(executor),
             uuids,
+            timeout: CHALLENGE_TIMEOUT,
+            stuck: BTreeMap::new(),
             computed: None,
             last: None,
             headroom,
         }
     }
 
+    /// The same, with another bound on one GPU's computation than [`CHALLENGE_TIMEOUT`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// The answer to publish for the current request (`None`: no request seen yet, or this
     /// node cannot run it). Computes at most once per nonce.
     pub fn answer(&mut self, req: Option<&ChallengeRequest>) -> Option<ChallengeAnswer> {
+        self.answer_among(req, |_| true)
+    }
+
+    /// Like [`Challenger::answer`], computing only for the GPUs `eligible` accepts (the
+    /// plugin passes the healthy ones: a GPU kubelet may not use is not worth a CUDA call
+    /// that can hang on it) and not stuck in an earlier computation.
+    pub fn answer_among(
+        &mut self,
+        req: Option<&ChallengeRequest>,
+        eligible: impl Fn(&str) -> bool,
+    ) -> Option<ChallengeAnswer> {
         let Some(req) = req else {
             return self.last.clone();
         };
@@ -69,8 +104,20 @@ impl Challenger {
         if self.computed.as_ref().map(|(n, _)| n) != Some(&req.nonce) {
             // The previous nonce's trees go before the new ones are built, not after.
             self.computed = None;
-            let uuids = self.within_memory(req);
-            let computed = compute_all(&self.executor, &uuids, req);
+            self.stuck.retain(|_, run| !run.is_finished());
+            let candidates: Vec<String> = self
+                .uuids
+                .iter()
+                .filter(|u| !self.stuck.contains_key(*u) && eligible(u))
+                .cloned()
+                .collect();
+            if candidates.len() < self.uuids.len() {
+                tracing::warn!(nonce = %req.nonce, gpus = self.uuids.len(), computing = candidates.len(),
+                    stuck = ?self.stuck.keys().collect::<Vec<_>>(),
+                    "challenge not computed for unhealthy GPUs or GPUs still stuck in an earlier one");
+            }
+            let uuids = self.within_memory(req, &candidates);
+            let computed = compute_all(&self.executor, &uuids, req, self.timeout, &mut self.stuck);
             tracing::info!(nonce = %req.nonce, gpus = self.uuids.len(), answered = computed.len(),
                 executor = ?self.executor, "challenge computed");
             self.computed = Some((req.nonce.clone(), computed));
@@ -89,59 +136,93 @@ impl Challenger {
 }
 
 impl Challenger {
-    /// The GPUs that answer `req` within the container's memory (all of them on a node
-    /// with room, or whose executor is not a device's); says what limit all would need.
-    fn within_memory(&self, req: &ChallengeRequest) -> Vec<String> {
-        let per_gpu = match &self.executor {
+    /// Those of `uuids` that answer `req` within the container's memory (all of them on a
+    /// node with room, or whose executor is not a device's); says what limit all would need.
+    fn within_memory(&self, req: &ChallengeRequest, uuids: &[String]) -> Vec<String> {
+        let per_gpu = match &*self.executor {
             Executor::Device(_) => host_bytes(&req.params),
             Executor::Cpu | Executor::Unavailable(_) => None,
         };
         let Some(per_gpu) = per_gpu else {
-            return self.uuids.clone();
+            return uuids.to_vec();
         };
         let room = (self.headroom)();
-        let chosen = answering(self.uuids.len(), per_gpu, room, &req.nonce);
-        if chosen.len() < self.uuids.len() {
-            let all = per_gpu * self.uuids.len() as u64;
-            tracing::error!(nonce = %req.nonce, gpus = self.uuids.len(), answering = chosen.len(),
+        let chosen = answering(uuids.len(), per_gpu, room, &req.nonce);
+        if chosen.len() < uuids.len() {
+            let all = per_gpu * uuids.len() as u64;
+            tracing::error!(nonce = %req.nonce, gpus = uuids.len(), answering = chosen.len(),
                 per_gpu_mib = mib(per_gpu), headroom_mib = room.map(mib),
                 "not every GPU fits this challenge in the container's memory limit: the others are \
                  not answered this round (not evidence, but not verified either); raise the memory \
                  limit (Helm: devicePlugin.resources.limits.memory) by at least {} MiB",
                 mib(all.saturating_sub(room.unwrap_or(0))));
         }
-        chosen.into_iter().map(|k| self.uuids[k].clone()).collect()
+        chosen.into_iter().map(|k| uuids[k].clone()).collect()
     }
 }
 
 /// Every GPU's workload at once, one thread each: the hub times the node's answer as a
 /// whole (issue → commitment), so GPUs computed one after another would make an honest
-/// node with eight GPUs look eight times slower. A GPU that cannot compute is left out.
-fn compute_all(executor: &Executor, uuids: &[String], req: &ChallengeRequest) -> Vec<Computed> {
-    std::thread::scope(|scope| {
-        let runs: Vec<_> = uuids
-            .iter()
-            .map(|uuid| {
-                (
-                    uuid,
-                    scope.spawn(|| executor.compute(&req.nonce, uuid, &req.params)),
-                )
-            })
-            .collect();
-        runs.into_iter()
-            .filter_map(|(uuid, run)| {
-                let result = run
-                    .join()
-                    .unwrap_or_else(|_| Err("the computation panicked".to_owned()));
-                result
-                    .map_err(|e| {
-                        tracing::warn!(nonce = %req.nonce, gpu = %uuid, error = %e,
+/// node with eight GPUs look eight times slower. A GPU that cannot compute is left out;
+/// so is one still computing after `timeout`, whose thread goes into `stuck` (threads
+/// that are not scoped, so that one can be abandoned). In the order of `uuids`.
+fn compute_all(
+    executor: &Arc<Executor>,
+    uuids: &[String],
+    req: &ChallengeRequest,
+    timeout: Duration,
+    stuck: &mut BTreeMap<String, std::thread::JoinHandle<()>>,
+) -> Vec<Computed> {
+    let (tx, rx) = mpsc::channel();
+    let mut running: BTreeMap<String, std::thread::JoinHandle<()>> = uuids
+        .iter()
+        .map(|uuid| {
+            let (executor, tx, gpu, nonce, params) = (
+                executor.clone(),
+                tx.clone(),
+                uuid.clone(),
+                req.nonce.clone(),
+                req.params,
+            );
+            let run = std::thread::spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    executor.compute(&nonce, &gpu, &params)
+                }))
+                .unwrap_or_else(|_| Err("the computation panicked".to_owned()));
+                let _ = tx.send((gpu, result));
+            });
+            (uuid.clone(), run)
+        })
+        .collect();
+    drop(tx);
+    let deadline = Instant::now() + timeout;
+    let mut done = BTreeMap::new();
+    while !running.is_empty() {
+        let Ok((uuid, result)) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            break;
+        };
+        if let Some(run) = running.remove(&uuid) {
+            let _ = run.join();
+        }
+        done.insert(uuid, result);
+    }
+    for (uuid, run) in running {
+        tracing::error!(nonce = %req.nonce, gpu = %uuid, timeout_secs = timeout.as_secs(),
+            "challenge computation on this GPU did not end in time (a hung CUDA call: has the GPU \
+             fallen off the bus?): not answered, and not challenged again until it ends");
+        stuck.insert(uuid, run);
+    }
+    uuids
+        .iter()
+        .filter_map(|uuid| {
+            done.remove(uuid)?
+                .map_err(|e| {
+                    tracing::warn!(nonce = %req.nonce, gpu = %uuid, error = %e,
                         "challenge not answered for this GPU")
-                    })
-                    .ok()
-            })
-            .collect()
-    })
+                })
+                .ok()
+        })
+        .collect()
 }
 
 /// Wakes `wake` whenever this node's request in the challenge ConfigMap changes, until
@@ -202,159 +283,5 @@ pub async fn read_request(client: &Client, namespace: &str, node: &str) -> Optio
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use gpufed_trust::Params;
-
-    fn req(nonce: &str, seed: Option<&str>) -> ChallengeRequest {
-        ChallengeRequest {
-            nonce: nonce.into(),
-            params: Params::u32(8, 4, 4, 3),
-            open_seed: seed.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn a_simulated_node_commits_then_opens_and_keeps_its_answer() {
-        let mut c = Challenger::new(Executor::Cpu, vec!["GPU-a".into(), "GPU-b".into()]);
-        assert_eq!(c.answer(None), None);
-        let first = c.answer(Some(&req("n1", None))).unwrap();
-        assert_eq!(first.commits.len(), 2);
-        assert!(first.commits.iter().all(|g| g.kernel_micros > 0));
-        let opened = c.answer(Some(&req("n1", Some("s")))).unwrap();
-        assert_eq!(opened.commits, first.commits, "computed once per nonce");
-        assert_eq!(opened.openings.len(), 2);
-        assert_eq!(
-            c.answer(None),
-            Some(opened),
-            "request gone: the last answer stays"
-        );
-        let next = c.answer(Some(&req("n2", None))).unwrap();
-        assert_ne!(next.commits[0].root, first.commits[0].root);
-    }
-
-    /// Computes on the CPU, but gets GPU-bad's row 0 wrong.
-    struct OneBadGpu;
-    struct Opened(bool);
-
-    impl crate::executor::DeviceRunner for OneBadGpu {
-        fn open(&self, uuid: &str) -> Result<Box<dyn crate::executor::OpenDevice + '_>, String> {
-            Ok(Box::new(Opened(uuid == "GPU-bad")))
-        }
-    }
-
-    impl crate::executor::OpenDevice for Opened {
-        fn product(
-            &mut self,
-            seeds: gpufed_trust::workload::Seeds,
-            p: &Params,
-        ) -> Result<crate::executor::DeviceProduct, String> {
-            let mut c = gpufed_trust::workload::product(p, &seeds);
-            if self.0 {
-                crate::executor::flip_low_bit(&mut c, 0);
-            }
-            Ok(crate::executor::DeviceProduct { c, device_micros: 77 })
-        }
-    }
-
-    /// Each opened GPU waits (up to 10 s) until all of the node's GPUs are open at once,
-    /// and says whether they were.
-    struct Rendezvous {
-        gpus: usize,
-        open: std::sync::Mutex<usize>,
-        all_open: std::sync::Condvar,
-        met: std::sync::Mutex<Vec<bool>>,
-    }
-
-    impl crate::executor::DeviceRunner for Rendezvous {
-        fn open(&self, _: &str) -> Result<Box<dyn crate::executor::OpenDevice + '_>, String> {
-            let mut open = self.open.lock().unwrap();
-            *open += 1;
-            self.all_open.notify_all();
-            let (open, _) = self
-                .all_open
-                .wait_timeout_while(open, std::time::Duration::from_secs(10), |n| *n < self.gpus)
-                .unwrap();
-            self.met.lock().unwrap().push(*open == self.gpus);
-            Ok(Box::new(Opened(false)))
-        }
-    }
-
-    #[test]
-    fn a_nodes_gpus_compute_at_the_same_time() {
-        let uuids: Vec<String> = (0..4).map(|i| format!("GPU-{i}")).collect();
-        let runner = std::sync::Arc::new(Rendezvous {
-            gpus: uuids.len(),
-            open: Default::default(),
-            all_open: Default::default(),
-            met: Default::default(),
-        });
-        struct Shared(std::sync::Arc<Rendezvous>);
-        impl crate::executor::DeviceRunner for Shared {
-            fn open(&self, uuid: &str) -> Result<Box<dyn crate::executor::OpenDevice + '_>, String> {
-                self.0.open(uuid)
-            }
-        }
-        let got = compute_all(
-            &Executor::Device(Box::new(Shared(runner.clone()))),
-            &uuids,
-            &req("n1", None),
-        );
-        assert_eq!(got.len(), 4, "every GPU answered");
-        assert_eq!(
-            *runner.met.lock().unwrap(),
-            vec![true; 4],
-            "all four GPUs were open at once, not one after another"
-        );
-    }
-
-    #[test]
-    fn a_gpu_that_computes_wrongly_is_left_out_and_the_others_answer() {
-        let uuids = vec!["GPU-a".into(), "GPU-bad".into(), "GPU-c".into()];
-        let mut c = Challenger::with_headroom(Executor::Device(Box::new(OneBadGpu)), uuids, || None);
-        let got = c.answer(Some(&req("n1", None))).unwrap();
-        let answered: Vec<&str> = got.commits.iter().map(|g| g.uuid.as_str()).collect();
-        assert_eq!(answered, ["GPU-a", "GPU-c"]);
-        assert!(got.commits.iter().all(|g| g.kernel_micros == 77));
-        let opened = c.answer(Some(&req("n1", Some("s")))).unwrap();
-        assert_eq!(opened.openings.len(), 2);
-    }
-
-    #[test]
-    fn gpus_beyond_the_containers_memory_wait_for_a_later_round() {
-        let uuids: Vec<String> = (0..4).map(|i| format!("GPU-{i}")).collect();
-        // Room for two GPUs' answers to this request, not three.
-        let room = || Some(2 * host_bytes(&req("n", None).params).unwrap() + 1);
-        let mut c = Challenger::with_headroom(Executor::Device(Box::new(OneBadGpu)), uuids, room);
-        let mut seen = std::collections::BTreeSet::new();
-        for round in 0..32 {
-            let nonce = format!("n{round}");
-            let got = c.answer(Some(&req(&nonce, None))).unwrap();
-            assert_eq!(got.commits.len(), 2, "round {round}");
-            let opened = c.answer(Some(&req(&nonce, Some("s")))).unwrap();
-            assert_eq!(opened.openings.len(), 2, "the same two open");
-            seen.extend(got.commits.into_iter().map(|g| g.uuid));
-        }
-        assert_eq!(seen.len(), 4, "each GPU answers in some round: {seen:?}");
-        // No limit: all four at once.
-        let uuids: Vec<String> = (0..4).map(|i| format!("GPU-{i}")).collect();
-        let mut c = Challenger::with_headroom(Executor::Device(Box::new(OneBadGpu)), uuids, || None);
-        assert_eq!(c.answer(Some(&req("n1", None))).unwrap().commits.len(), 4);
-    }
-
-    #[test]
-    fn a_gpu_node_without_an_executor_and_oversized_work_are_not_answered() {
-        let mut gpu = Challenger::new(Executor::Unavailable("no driver".into()), vec!["GPU-a".into()]);
-        assert_eq!(gpu.answer(Some(&req("n1", None))), None);
-        assert_eq!(
-            gpu.answer(Some(&req("n1", Some("s")))),
-            None,
-            "computed once, still nothing"
-        );
-        let mut sim = Challenger::new(Executor::Cpu, vec!["GPU-a".into()]);
-        let mut big = req("n1", None);
-        big.params = Params::u32(65536, 65536, 65536, 3);
-        assert_eq!(sim.answer(Some(&big)), None);
-    }
-}
+#[path = "challenge_tests.rs"]
+mod tests;

@@ -37,8 +37,10 @@ pub struct Cli {
     /// kubelet PodResources socket (frees GPUs of finished pods); "" to disable.
     #[arg(long, default_value = DEFAULT_POD_RESOURCES_SOCKET)]
     pub pod_resources_socket: String,
-    /// Seconds without a critical fault before an unhealthy GPU is healthy again.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds without a critical fault before an unhealthy GPU is healthy again (a fault
+    /// that needs a GPU reset waits for the reset first). At least 1: a GPU must be seen
+    /// unhealthy before it can recover.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub probation_secs: u64,
     /// Extra XIDs to ignore for health (application errors 13,31,43,45,68,109 always are).
     #[arg(long, value_delimiter = ',')]
@@ -186,6 +188,9 @@ mod tests {
         assert!(parse(&["--kubelet-root=/x"]).is_err());
         assert!(parse(&["--ignore-xids=79,x"]).is_err());
         assert!(parse(&["--probation-secs=-1"]).is_err());
+        // 0 would clear every fault in the poll that saw it (kubelet would never see it).
+        assert!(parse(&["--probation-secs=0"]).is_err());
+        assert!(parse(&["--probation-secs=1"]).is_ok());
     }
 
     #[test]

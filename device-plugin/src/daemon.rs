@@ -74,9 +74,14 @@ impl Daemon {
             self.poll.max(Duration::from_millis(10)),
             stop.clone(),
         );
-        let publisher = self
-            .publisher
-            .map(|p| tokio::spawn(node::run_publisher(p, stop.clone())));
+        // The publisher skips unhealthy GPUs in the compute challenge: it sees this state.
+        let publisher = self.publisher.map(|p| {
+            let setup = node::ChallengeSetup {
+                health: Some(state.clone()),
+                ..node::ChallengeSetup::for_inventory(&p.inventory)
+            };
+            tokio::spawn(node::run_publisher_with(p, setup, stop.clone()))
+        });
         let served = kubelet::run(self.kubelet, state, stop).await;
         if let Err(e) = &served {
             tracing::error!(error = %e, "kubelet side stopped; stopping the plugin");

@@ -5,15 +5,24 @@
 //! no further critical fault. Every transition carries its cause so it can be logged and
 //! pushed to kubelet. Unlike plugins whose health never recovers, a GPU that was reset or
 //! had a one-off fault becomes schedulable again on its own.
+//!
+//! Some faults leave the GPU broken until it is reset ([`HealthPolicy::needs_reset`]: a
+//! double-bit ECC error, a lost GPU, the XIDs of [`RESET_XIDS`]). Silence proves nothing
+//! for those — the volatile ECC counter that reported a DBE stays where it is until a
+//! reset, so it never reports again — and a GPU handed back to kubelet after the
+//! probation alone would run the next pod on broken memory. Such a fault clears only on
+//! evidence of a reset that the source reports ([`FaultKind::Reset`]); the clean
+//! probation runs from there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 /// The two states kubelet knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Health {
     /// Schedulable.
+    #[default]
     Healthy,
     /// Not schedulable; kubelet removes it from allocatable.
     Unhealthy,
@@ -47,6 +56,10 @@ pub enum FaultKind {
     },
     /// The GPU could not be queried any more (fell off the bus, driver reset…).
     Lost(String),
+    /// Not a fault: evidence that the GPU was reset (its volatile uncorrected ECC count
+    /// went down, which only a reset does, or a lost GPU answers again), with what showed
+    /// it. It clears a fault that needs a reset; the clean probation runs from it.
+    Reset(String),
 }
 
 impl fmt::Display for FaultKind {
@@ -55,6 +68,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Xid(x) => write!(f, "XID {x}"),
             FaultKind::DoubleBitEcc { total } => write!(f, "double-bit ECC error (volatile total {total})"),
             FaultKind::Lost(why) => write!(f, "GPU lost: {why}"),
+            FaultKind::Reset(why) => write!(f, "GPU reset: {why}"),
         }
     }
 }
@@ -73,6 +87,14 @@ pub struct Fault {
 /// cleanup, 68 video processor exception, 109 context switch timeout.
 pub const APPLICATION_XIDS: [u64; 6] = [13, 31, 43, 45, 68, 109];
 
+/// XIDs after which NVIDIA's XID catalog calls for a GPU reset: the GPU stays unhealthy
+/// until the source sees one ([`FaultKind::Reset`]), however long it is quiet. 48
+/// double-bit ECC error, 64 row-remapper / page-retirement recording failure, 79 fell off
+/// the bus, 95 uncontained ECC error, 119 GSP RPC timeout, 120 GSP error, 140 unrecovered
+/// ECC error. Other critical XIDs (74 NVLink error, 92 high single-bit ECC rate, 94
+/// contained ECC error, …) clear after the clean probation.
+pub const RESET_XIDS: [u64; 7] = [48, 64, 79, 95, 119, 120, 140];
+
 /// Tuning of the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthPolicy {
@@ -80,6 +102,8 @@ pub struct HealthPolicy {
     pub probation: Duration,
     /// XIDs that are not the GPU's fault and never make it unhealthy.
     pub ignored_xids: BTreeSet<u64>,
+    /// Critical XIDs that only a reset clears ([`RESET_XIDS`]).
+    pub reset_xids: BTreeSet<u64>,
 }
 
 impl Default for HealthPolicy {
@@ -87,6 +111,7 @@ impl Default for HealthPolicy {
         Self {
             probation: Duration::from_secs(300),
             ignored_xids: APPLICATION_XIDS.into_iter().collect(),
+            reset_xids: RESET_XIDS.into_iter().collect(),
         }
     }
 }
@@ -97,7 +122,20 @@ impl HealthPolicy {
         match kind {
             FaultKind::Xid(x) => !self.ignored_xids.contains(x),
             FaultKind::DoubleBitEcc { .. } | FaultKind::Lost(_) => true,
+            FaultKind::Reset(_) => false,
         }
+    }
+
+    /// Whether this fault keeps a GPU unhealthy until it is reset: a critical XID of
+    /// `reset_xids`, a double-bit ECC error (the memory stays bad, and the counter that
+    /// showed it stays up), a lost GPU.
+    pub fn needs_reset(&self, kind: &FaultKind) -> bool {
+        self.is_critical(kind)
+            && match kind {
+                FaultKind::Xid(x) => self.reset_xids.contains(x),
+                FaultKind::DoubleBitEcc { .. } | FaultKind::Lost(_) => true,
+                FaultKind::Reset(_) => false,
+            }
     }
 }
 
@@ -114,10 +152,15 @@ pub struct Transition {
     pub cause: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Entry {
     health: Health,
+    /// When the probation started: the last critical fault, or the reset that cleared one.
     last_fault: Option<Instant>,
+    /// The fault that needs a reset, while no reset has been seen since it.
+    awaiting_reset: Option<String>,
+    /// The reset that cleared such a fault, named in the recovery's cause.
+    reset_seen: Option<String>,
 }
 
 /// The health of every GPU of a node.
@@ -130,18 +173,7 @@ pub struct HealthBook {
 impl HealthBook {
     /// All GPUs start healthy.
     pub fn new<I: IntoIterator<Item = String>>(uuids: I, policy: HealthPolicy) -> Self {
-        let entries = uuids
-            .into_iter()
-            .map(|u| {
-                (
-                    u,
-                    Entry {
-                        health: Health::Healthy,
-                        last_fault: None,
-                    },
-                )
-            })
-            .collect();
+        let entries = uuids.into_iter().map(|u| (u, Entry::default())).collect();
         Self { policy, entries }
     }
 
@@ -160,45 +192,81 @@ impl HealthBook {
         self.entries.iter().map(|(u, e)| (u.clone(), e.health)).collect()
     }
 
+    /// The fault a GPU waits on a reset for, if it does (`None` too for an unknown UUID).
+    pub fn awaiting_reset(&self, uuid: &str) -> Option<&str> {
+        self.entries.get(uuid)?.awaiting_reset.as_deref()
+    }
+
     /// Records a fault seen at `now`. Returns the transition it caused, if any. A critical
-    /// fault on an already unhealthy GPU restarts its probation period; a non-critical one
-    /// and a fault on an unknown GPU change nothing.
+    /// fault on an already unhealthy GPU restarts its probation period (and one that needs
+    /// a reset makes it wait for one); a non-critical one and a fault on an unknown GPU
+    /// change nothing. [`FaultKind::Reset`] ends the wait for a reset and starts the
+    /// probation; on a GPU waiting for none it changes nothing.
     pub fn record(&mut self, fault: &Fault, now: Instant) -> Option<Transition> {
-        if !self.policy.is_critical(&fault.kind) {
+        let needs_reset = self.policy.needs_reset(&fault.kind);
+        let critical = self.policy.is_critical(&fault.kind);
+        let entry = self.entries.get_mut(&fault.uuid)?;
+        if let FaultKind::Reset(why) = &fault.kind {
+            if entry.awaiting_reset.take().is_some() {
+                entry.reset_seen = Some(why.clone());
+                entry.last_fault = Some(now);
+            }
             return None;
         }
-        let entry = self.entries.get_mut(&fault.uuid)?;
+        if !critical {
+            return None;
+        }
         entry.last_fault = Some(now);
+        if needs_reset {
+            entry.awaiting_reset = Some(fault.kind.to_string());
+            entry.reset_seen = None;
+        }
         if entry.health == Health::Unhealthy {
             return None;
         }
         entry.health = Health::Unhealthy;
+        let cause = if needs_reset {
+            format!("{} (needs a GPU reset)", fault.kind)
+        } else {
+            fault.kind.to_string()
+        };
         Some(Transition {
             uuid: fault.uuid.clone(),
             from: Health::Healthy,
             to: Health::Unhealthy,
-            cause: fault.kind.to_string(),
+            cause,
         })
     }
 
-    /// Advances time to `now`: every unhealthy GPU whose last critical fault is at least one
-    /// probation period old becomes healthy again.
+    /// Advances time to `now`: every unhealthy GPU that waits for no reset and whose last
+    /// critical fault (or reset) is at least one probation period old becomes healthy
+    /// again. A fault recorded at `now` itself is never cleared by this tick, whatever the
+    /// probation: [`crate::service::PluginState::observe`] records and ticks with one
+    /// `now`, and a fault must reach kubelet before it can clear.
     pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
         let probation = self.policy.probation;
         let mut out = Vec::new();
         for (uuid, e) in &mut self.entries {
             let Some(last) = e.last_fault else { continue };
-            if e.health == Health::Unhealthy && now.saturating_duration_since(last) >= probation {
+            if e.health == Health::Unhealthy
+                && e.awaiting_reset.is_none()
+                && now > last
+                && now.saturating_duration_since(last) >= probation
+            {
                 e.health = Health::Healthy;
                 e.last_fault = None;
+                let clean = format!(
+                    "no critical fault for the {}s probation period",
+                    probation.as_secs()
+                );
                 out.push(Transition {
                     uuid: uuid.clone(),
                     from: Health::Unhealthy,
                     to: Health::Healthy,
-                    cause: format!(
-                        "no critical fault for the {}s probation period",
-                        probation.as_secs()
-                    ),
+                    cause: match e.reset_seen.take() {
+                        Some(reset) => format!("GPU reset ({reset}), then {clean}"),
+                        None => clean,
+                    },
                 });
             }
         }
@@ -207,99 +275,5 @@ impl HealthBook {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn book(probation_s: u64) -> HealthBook {
-        let policy = HealthPolicy {
-            probation: Duration::from_secs(probation_s),
-            ..HealthPolicy::default()
-        };
-        HealthBook::new(["GPU-a".to_string(), "GPU-b".to_string()], policy)
-    }
-
-    fn xid(uuid: &str, x: u64) -> Fault {
-        Fault {
-            uuid: uuid.into(),
-            kind: FaultKind::Xid(x),
-        }
-    }
-
-    #[test]
-    fn critical_xid_makes_unhealthy_and_clean_probation_recovers() {
-        let t0 = Instant::now();
-        let mut b = book(60);
-        let tr = b.record(&xid("GPU-a", 79), t0).expect("transition");
-        assert_eq!((tr.from, tr.to), (Health::Healthy, Health::Unhealthy));
-        assert!(tr.cause.contains("XID 79"), "cause: {}", tr.cause);
-        assert_eq!(b.health("GPU-a"), Some(Health::Unhealthy));
-        assert_eq!(b.health("GPU-b"), Some(Health::Healthy));
-        assert!(
-            b.tick(t0 + Duration::from_secs(59)).is_empty(),
-            "still in probation"
-        );
-        let back = b.tick(t0 + Duration::from_secs(60));
-        assert_eq!(back.len(), 1);
-        assert_eq!((back[0].from, back[0].to), (Health::Unhealthy, Health::Healthy));
-        assert!(back[0].cause.contains("probation"));
-        assert_eq!(b.health("GPU-a"), Some(Health::Healthy));
-    }
-
-    #[test]
-    fn repeated_fault_restarts_probation() {
-        let t0 = Instant::now();
-        let mut b = book(60);
-        b.record(&xid("GPU-a", 48), t0);
-        assert_eq!(
-            b.record(&xid("GPU-a", 48), t0 + Duration::from_secs(50)),
-            None,
-            "no second transition"
-        );
-        assert!(
-            b.tick(t0 + Duration::from_secs(100)).is_empty(),
-            "probation restarted at t=50"
-        );
-        assert_eq!(b.tick(t0 + Duration::from_secs(110)).len(), 1);
-    }
-
-    #[test]
-    fn application_xids_and_unknown_gpus_change_nothing() {
-        let t0 = Instant::now();
-        let mut b = book(1);
-        for x in APPLICATION_XIDS {
-            assert_eq!(
-                b.record(&xid("GPU-a", x), t0),
-                None,
-                "XID {x} is the application's fault"
-            );
-        }
-        assert_eq!(b.record(&xid("GPU-zzz", 79), t0), None);
-        assert_eq!(b.health("GPU-a"), Some(Health::Healthy));
-        assert_eq!(b.health("GPU-zzz"), None);
-    }
-
-    #[test]
-    fn double_bit_ecc_and_lost_gpu_are_critical() {
-        let t0 = Instant::now();
-        let mut b = book(10);
-        let ecc = Fault {
-            uuid: "GPU-a".into(),
-            kind: FaultKind::DoubleBitEcc { total: 2 },
-        };
-        assert!(b.record(&ecc, t0).unwrap().cause.contains("double-bit ECC"));
-        let lost = Fault {
-            uuid: "GPU-b".into(),
-            kind: FaultKind::Lost("gone".into()),
-        };
-        assert!(b.record(&lost, t0).unwrap().cause.contains("lost"));
-        assert_eq!(
-            b.snapshot(),
-            vec![
-                ("GPU-a".into(), Health::Unhealthy),
-                ("GPU-b".into(), Health::Unhealthy)
-            ]
-        );
-        assert_eq!(b.tick(t0 + Duration::from_secs(10)).len(), 2);
-    }
-}
+#[path = "health_tests.rs"]
+mod tests;

@@ -99,19 +99,19 @@ pub async fn register(cfg: &KubeletConfig) -> Result<(), String> {
     }
 }
 
-/// A [`Reclaimer`] that asks kubelet's PodResources which of our GPUs are still in use.
+/// A [`Reclaimer`] that asks kubelet's PodResources which of our GPUs are still in use and
+/// frees the others in the ledger; `Err` when PodResources cannot be read.
 pub fn pod_resources_reclaimer(socket: PathBuf, resource_name: String, state: PluginState) -> Reclaimer {
     Arc::new(move || {
         let (socket, resource, state) = (socket.clone(), resource_name.clone(), state.clone());
         Box::pin(async move {
             // Allocations granted while PodResources is read are not in what it returns.
             let mark = state.mark();
-            match in_use(&socket, &resource).await {
-                Ok(used) => {
-                    state.retain_in_use(&used, mark);
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read PodResources; keeping the ledger"),
-            }
+            let used = in_use(&socket, &resource)
+                .await
+                .map_err(|e| format!("cannot read PodResources: {e}"))?;
+            state.retain_in_use(&used, mark);
+            Ok(())
         })
     })
 }

@@ -5,7 +5,8 @@
 //! misbehaving caller (or a race with a health change) must not get a GPU that is busy
 //! or broken. A GPU leaves the ledger when [`Ledger::release`] or
 //! [`Ledger::retain_in_use`] (fed from kubelet's PodResources view, or the node
-//! simulator) says its container is gone.
+//! simulator) says its container is gone. kubelet stays the authority: where its view
+//! cannot confirm a claim, the service grants over it ([`Ledger::allocate_over`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,11 +54,38 @@ impl Ledger {
     }
 
     /// Validates every container request of one `Allocate` call, then records them all
-    /// (or nothing). `health` answers for known GPUs and `None` for unknown ones.
+    /// (or nothing). `health` answers for known GPUs and `None` for unknown ones. A GPU
+    /// the ledger holds is refused.
     pub fn allocate<F>(
         &mut self,
         containers: &[Vec<String>],
         health: F,
+    ) -> Result<Vec<AllocationId>, AllocError>
+    where
+        F: Fn(&str) -> Option<Health>,
+    {
+        self.allocate_with(containers, health, true)
+    }
+
+    /// Like [`Ledger::allocate`], but a GPU the ledger holds is granted all the same and
+    /// moves to the new allocation: for a claim kubelet's view cannot confirm. Unknown,
+    /// unhealthy and empty requests, and a GPU twice in one request, are still refused.
+    pub fn allocate_over<F>(
+        &mut self,
+        containers: &[Vec<String>],
+        health: F,
+    ) -> Result<Vec<AllocationId>, AllocError>
+    where
+        F: Fn(&str) -> Option<Health>,
+    {
+        self.allocate_with(containers, health, false)
+    }
+
+    fn allocate_with<F>(
+        &mut self,
+        containers: &[Vec<String>],
+        health: F,
+        claims_refuse: bool,
     ) -> Result<Vec<AllocationId>, AllocError>
     where
         F: Fn(&str) -> Option<Health>,
@@ -73,7 +101,7 @@ impl Ledger {
                     Some(Health::Unhealthy) => return Err(AllocError::Unhealthy(id.clone())),
                     Some(Health::Healthy) => {}
                 }
-                if let Some(&holder) = self.held.get(id) {
+                if let Some(&holder) = self.held.get(id).filter(|_| claims_refuse) {
                     return Err(AllocError::Busy {
                         id: id.clone(),
                         holder,
@@ -248,6 +276,34 @@ mod tests {
         // The next view, read after the grant, decides for it.
         let mark = l.mark();
         assert_eq!(l.retain_in_use(&view, mark), v(&["GPU-1"]));
+    }
+
+    #[test]
+    fn allocate_over_grants_a_held_gpu_but_refuses_what_is_never_allowed() {
+        let mut l = Ledger::new();
+        let first = l.allocate(&[v(&["GPU-0"])], h).unwrap();
+        let over = l.allocate_over(&[v(&["GPU-0", "GPU-1"])], h).unwrap();
+        assert_eq!(l.holder("GPU-0"), Some(over[0]), "the claim moved");
+        assert_ne!(first, over);
+        // A view read before the new grant does not free it.
+        let mark = l.mark() - 1;
+        assert!(l.retain_in_use(&BTreeSet::new(), mark).is_empty());
+        assert_eq!(
+            l.allocate_over(&[v(&["GPU-bad"])], h),
+            Err(AllocError::Unhealthy("GPU-bad".into()))
+        );
+        assert_eq!(
+            l.allocate_over(&[v(&["nope"])], h),
+            Err(AllocError::Unknown("nope".into()))
+        );
+        assert!(matches!(
+            l.allocate_over(&[v(&["GPU-2"]), v(&["GPU-2"])], h),
+            Err(AllocError::Busy { holder: 0, .. })
+        ));
+        assert!(matches!(
+            l.allocate(&[v(&["GPU-1"])], h),
+            Err(AllocError::Busy { .. })
+        ));
     }
 
     #[test]

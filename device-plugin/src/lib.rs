@@ -4,7 +4,8 @@
 //! - [`inventory`], [`health`], [`topology`], [`ledger`], [`labels`], [`report`]: pure
 //!   logic, no tonic, no kube, time passed in.
 //! - [`source`] and [`nvml`]: where GPUs and faults come from (`--simulate` or NVML);
-//!   [`discovery`] is the pure part of NVML discovery.
+//!   [`discovery`] is the pure part of NVML discovery, [`readings`] of its health reads
+//!   (ECC counts, lost GPUs, reset evidence).
 //! - [`challenge`], [`executor`] and [`cuda`]: the node's side of the compute challenge
 //!   (CPU reference for `--simulate`, CUDA on real GPUs, a CPU self-check before answering),
 //!   within the container's memory ([`memory`]).
@@ -30,6 +31,7 @@ pub mod ledger;
 pub mod memory;
 pub mod node;
 pub mod nvml;
+pub mod readings;
 pub mod report;
 pub mod service;
 pub mod source;

@@ -14,10 +14,12 @@ use tokio::sync::watch;
 use gpufed_trust::ChallengeAnswer;
 use gpufed_trust::allocations::{self, Allocations};
 
-use crate::challenge::{Challenger, read_request};
+use crate::challenge::{CHALLENGE_TIMEOUT, Challenger, read_request};
+use crate::executor::Executor;
 use crate::inventory::Inventory;
 use crate::labels::node_labels;
 use crate::report::{SignedReport, of_inventory, sign};
+use crate::service::PluginState;
 
 /// Field manager of every write this plugin makes.
 pub const FIELD_MANAGER: &str = "gpufed-device-plugin";
@@ -168,12 +170,59 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// How the publisher answers the hub's compute challenge.
+pub struct ChallengeSetup {
+    /// Who computes ([`crate::cuda::executor_for`]).
+    pub executor: Executor,
+    /// The bound on one GPU's computation ([`CHALLENGE_TIMEOUT`]); the whole answer is
+    /// abandoned a little after it (see [`run_publisher_with`]).
+    pub timeout: Duration,
+    /// The GPUs' health: unhealthy GPUs are not computed for. `None`: all are.
+    pub health: Option<PluginState>,
+}
+
+impl ChallengeSetup {
+    /// This node's executor, [`CHALLENGE_TIMEOUT`], no health.
+    pub fn for_inventory(inv: &Inventory) -> Self {
+        Self {
+            executor: crate::cuda::executor_for(inv.simulated),
+            timeout: CHALLENGE_TIMEOUT,
+            health: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ChallengeSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChallengeSetup")
+            .field("executor", &self.executor)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the answer may take beyond one GPU's bound (cgroup reads, the answer's openings)
+/// before the publisher gives up on it for the round.
+pub const ANSWER_SLACK: Duration = Duration::from_secs(30);
+
+/// [`run_publisher_with`] with [`ChallengeSetup::for_inventory`].
+pub async fn run_publisher(p: Publisher, shutdown: watch::Receiver<bool>) {
+    let setup = ChallengeSetup::for_inventory(&p.inventory);
+    run_publisher_with(p, setup, shutdown).await;
+}
+
 /// Publishes at start and whenever the hub's nonce, its challenge request for this node
 /// (ConfigMap in the publisher's namespace) or the pods' GPU allocations change, checked
 /// every `every` and at once when the challenge ConfigMap changes (watched), until
 /// `shutdown` turns true. Errors are logged and retried; while
 /// PodResources cannot be read, the last allocations read stay published.
-pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
+///
+/// The challenge answer runs off the async workers and is bounded: a GPU whose
+/// computation outlives `setup.timeout` is left out ([`Challenger`]), and should the
+/// whole answer still not come within that plus [`ANSWER_SLACK`] it is abandoned and the
+/// round published without one. Before, a CUDA call hung on a GPU that fell off the bus
+/// stopped this loop for good: no more reports, labels or allocations.
+pub async fn run_publisher_with(p: Publisher, setup: ChallengeSetup, mut shutdown: watch::Receiver<bool>) {
     let Publisher {
         client,
         node,
@@ -186,10 +235,13 @@ pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
     let api: Api<Node> = Api::all(client.clone());
     type Published = (String, Option<ChallengeAnswer>, Option<Allocations>);
     let mut last: Option<Published> = None;
-    let challenger = Challenger::new(
-        crate::cuda::executor_for(inv.simulated),
-        inv.gpus.iter().map(|g| g.uuid.clone()).collect(),
-    );
+    let ChallengeSetup {
+        executor,
+        timeout,
+        health,
+    } = setup;
+    let challenger =
+        Challenger::new(executor, inv.gpus.iter().map(|g| g.uuid.clone()).collect()).with_timeout(timeout);
     // The workload runs for up to seconds (GPU) and is CPU work (hashing, the simulated
     // executor): off the async workers, one at a time.
     let challenger = std::sync::Arc::new(std::sync::Mutex::new(challenger));
@@ -216,17 +268,31 @@ pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
         let request = read_request(&client, &namespace, &node).await;
         let answer = {
             let challenger = challenger.clone();
-            tokio::task::spawn_blocking(move || {
-                challenger
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .answer(request.as_ref())
-            })
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "the challenge computation failed");
-                None
-            })
+            let unhealthy = health.as_ref().map(PluginState::unhealthy).unwrap_or_default();
+            let run = tokio::task::spawn_blocking(move || {
+                // An answer abandoned in an earlier round still holds the challenger: this
+                // round has none rather than a thread queued behind it.
+                let mut c = match challenger.try_lock() {
+                    Ok(c) => c,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return None,
+                };
+                c.answer_among(request.as_ref(), |u| !unhealthy.contains(u))
+            });
+            match tokio::time::timeout(timeout + ANSWER_SLACK, run).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the challenge computation failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::error!(
+                        bound_secs = (timeout + ANSWER_SLACK).as_secs(),
+                        "the challenge answer did not come in time: abandoned, this round is published without it"
+                    );
+                    None
+                }
+            }
         };
         let allocations = match &pod_resources {
             None => None,
@@ -260,102 +326,5 @@ pub async fn run_publisher(p: Publisher, mut shutdown: watch::Receiver<bool>) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::report::verify;
-
-    #[test]
-    fn apply_body_carries_labels_and_a_verifiable_report() {
-        let inv = Inventory::from_simulate_str(
-            "gpus:\n  - {uuid: GPU-a, name: NVIDIA L4, memoryMib: 23034, computeCapability: \"8.9\"}\n",
-        )
-        .unwrap();
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let report = signed_report("n1", "abc", &inv, &key).unwrap();
-        let body = apply_body("n1", &node_labels(&inv), &report, None);
-        assert_eq!(body["metadata"]["labels"]["gpufed.io/gpu.model"], "NVIDIA-L4");
-        assert_eq!(body["metadata"]["labels"]["gpufed.io/simulated"], "true");
-        let text = body["metadata"]["annotations"][REPORT_ANNOTATION]
-            .as_str()
-            .unwrap();
-        let parsed: SignedReport = serde_json::from_str(text).unwrap();
-        let v = verify(&parsed, "abc", None).unwrap();
-        assert!(!v.counts_as_verified(), "simulated node");
-    }
-
-    #[test]
-    fn apply_body_carries_the_pods_allocations_when_read() {
-        let inv = Inventory::from_simulate_str(
-            "gpus:\n  - {uuid: GPU-a, name: NVIDIA L4, memoryMib: 23034, computeCapability: \"8.9\"}\n",
-        )
-        .unwrap();
-        let report = signed_report("n1", "abc", &inv, &SigningKey::from_bytes(&[7; 32])).unwrap();
-        let a = Allocations::from([("t-1/w-0".to_owned(), vec!["GPU-a".to_owned()])]);
-        let body = apply_body("n1", &node_labels(&inv), &report, Some(&a));
-        let text = body["metadata"]["annotations"][ALLOCATIONS_ANNOTATION]
-            .as_str()
-            .unwrap();
-        assert_eq!(allocations::parse(text).unwrap(), a);
-        let none = apply_body("n1", &node_labels(&inv), &report, None);
-        assert!(
-            none["metadata"]["annotations"]
-                .get(ALLOCATIONS_ANNOTATION)
-                .is_none()
-        );
-    }
-
-    #[tokio::test]
-    async fn publish_once_applies_labels_and_a_report_for_the_hubs_nonce() {
-        use std::sync::{Arc, Mutex};
-        type Seen = Arc<Mutex<Vec<(String, String, String, Vec<u8>)>>>;
-        let seen: Seen = Arc::default();
-        let log = seen.clone();
-        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-            let log = log.clone();
-            async move {
-                let method = req.method().to_string();
-                let uri = req.uri().to_string();
-                let ctype = req
-                    .headers()
-                    .get("content-type")
-                    .map(|v| v.to_str().unwrap().to_owned())
-                    .unwrap_or_default();
-                let body = req.into_body().collect_bytes().await.unwrap().to_vec();
-                log.lock().unwrap().push((method, uri, ctype, body));
-                let node = serde_json::json!({"apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": "n1", "annotations": {NONCE_ANNOTATION: "hub-nonce-1"}}});
-                let bytes = serde_json::to_vec(&node).unwrap();
-                Ok::<_, std::convert::Infallible>(http::Response::new(kube::client::Body::from(bytes)))
-            }
-        });
-        let api: Api<Node> = Api::all(kube::Client::new(svc, "default"));
-        let inv = Inventory::from_simulate_str(
-            "gpus:\n  - {uuid: GPU-a, name: NVIDIA L4, memoryMib: 23034, computeCapability: \"8.9\"}\n",
-        )
-        .unwrap();
-        let key = SigningKey::from_bytes(&[9; 32]);
-        assert_eq!(publish_once(&api, "n1", &inv, &key).await.unwrap(), "hub-nonce-1");
-        let seen = seen.lock().unwrap();
-        let (method, uri, ctype, body) = seen.iter().find(|(m, ..)| m == "PATCH").unwrap();
-        assert_eq!(method, "PATCH");
-        assert!(uri.starts_with("/api/v1/nodes/n1?"), "{uri}");
-        assert!(
-            uri.contains("fieldManager=gpufed-device-plugin") && uri.contains("force=true"),
-            "{uri}"
-        );
-        assert_eq!(ctype, "application/apply-patch+yaml");
-        let body: serde_json::Value = serde_json::from_slice(body).unwrap();
-        assert_eq!(
-            body["metadata"]["labels"]["gpufed.io/gpu.compute-capability"],
-            "8.9"
-        );
-        let report: SignedReport = serde_json::from_str(
-            body["metadata"]["annotations"][REPORT_ANNOTATION]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
-        assert!(verify(&report, "hub-nonce-1", None).is_ok());
-    }
-}
+#[path = "node_tests.rs"]
+mod tests;

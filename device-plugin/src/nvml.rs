@@ -7,9 +7,12 @@
 //! `ecc_every` for GPUs whose events are not supported, and "lost" when a GPU stops
 //! answering. An event set whose wait fails (a driver in a bad state, or a sandboxed
 //! driver that implements only part of NVML) is dropped rather than retried in a loop:
-//! the counters stand in for it and it is registered again after [`EVENTS_RETRY`].
+//! the counters stand in for it and it is registered again after [`EVENTS_RETRY`] (at
+//! once when the failure is a lost GPU: the new set leaves that GPU out). Reset evidence
+//! (the counter went down, a lost GPU answers again) comes from the same reads
+//! ([`crate::readings`]).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use nvml_wrapper::Nvml;
@@ -22,6 +25,7 @@ use nvml_wrapper::event::EventSet;
 use crate::discovery::{self, Probe};
 use crate::health::{Fault, FaultKind};
 use crate::inventory::{ComputeCapability, Gpu, Inventory};
+use crate::readings::{Reading, Readings};
 use crate::source::{GpuSource, SourceError};
 
 /// How long the ECC counters stand in for an event set whose wait failed before the event
@@ -36,7 +40,10 @@ pub struct NvmlSource {
     /// When to register the event set again after its wait failed (`None`: never failed,
     /// or events were never supported).
     events_retry: Option<Instant>,
-    ecc_seen: BTreeMap<String, u64>,
+    /// When a lost GPU last made the event set be rebuilt at once (at most once per
+    /// [`EVENTS_RETRY`], so a wait that keeps failing cannot spin).
+    lost_rebuild: Option<Instant>,
+    readings: Readings,
     ecc_every: Duration,
     last_ecc: Option<Instant>,
 }
@@ -84,7 +91,8 @@ impl NvmlSource {
             inventory,
             events,
             events_retry,
-            ecc_seen: BTreeMap::new(),
+            lost_rebuild: None,
+            readings: Readings::default(),
             ecc_every,
             last_ecc: None,
         })
@@ -97,49 +105,58 @@ impl NvmlSource {
     }
 
     /// The event set's wait failed: drop it, read the counters (and look for lost GPUs)
-    /// at once, and register it again after [`EVENTS_RETRY`].
+    /// at once, and register it again after [`EVENTS_RETRY`]. A lost GPU fails the wait
+    /// for the whole set: the set is rebuilt at once then (without the GPU, which no
+    /// longer registers), or the node's other GPUs would go without XID events for
+    /// minutes.
     fn events_failed(&mut self, error: &NvmlError, now: Instant) {
+        let at_once = matches!(error, NvmlError::GpuLost)
+            && self
+                .lost_rebuild
+                .is_none_or(|t| now.saturating_duration_since(t) >= EVENTS_RETRY);
+        let retry = if at_once {
+            self.lost_rebuild = Some(now);
+            Duration::ZERO
+        } else {
+            EVENTS_RETRY
+        };
         tracing::warn!(
             error = %error,
-            retry_secs = EVENTS_RETRY.as_secs(),
+            retry_secs = retry.as_secs(),
             ecc_every_secs = self.ecc_every.as_secs(),
-            "NVML event wait failed: XID events off, ECC counters and lost GPUs still checked"
+            "NVML event wait failed: XID events off until the set is registered again, ECC \
+             counters and lost GPUs still checked"
         );
         self.events = None;
-        self.events_retry = Some(now + EVENTS_RETRY);
+        self.events_retry = Some(now + retry);
         self.last_ecc = None;
     }
 
     fn poll_ecc(&mut self, out: &mut Vec<Fault>) {
         for g in &self.inventory.gpus {
-            let d = match self.nvml.device_by_uuid(g.uuid.as_str()) {
-                Ok(d) => d,
-                Err(e) => {
-                    out.push(Fault {
-                        uuid: g.uuid.clone(),
-                        kind: FaultKind::Lost(e.to_string()),
-                    });
-                    continue;
-                }
+            let reading = match self.nvml.device_by_uuid(g.uuid.as_str()) {
+                Err(e) => Reading::Lost(e.to_string()),
+                Ok(d) => match d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile) {
+                    Ok(total) => Reading::Ecc(total),
+                    Err(NvmlError::GpuLost) => Reading::Lost("GPU is lost".into()),
+                    // ECC off or unsupported: no counter to watch. A GPU that was lost
+                    // must still answer a query that reaches it to count as back.
+                    Err(_) if self.readings.is_lost(&g.uuid) => match d.memory_info() {
+                        Ok(_) => Reading::Answered,
+                        Err(e) => Reading::Lost(e.to_string()),
+                    },
+                    Err(_) => Reading::Answered,
+                },
             };
-            match d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile) {
-                Ok(total) => {
-                    let prev = self.ecc_seen.insert(g.uuid.clone(), total);
-                    if prev.is_some_and(|p| total > p) {
-                        out.push(Fault {
-                            uuid: g.uuid.clone(),
-                            kind: FaultKind::DoubleBitEcc { total },
-                        });
-                    }
-                }
-                Err(NvmlError::GpuLost) => {
-                    out.push(Fault {
+            out.extend(
+                self.readings
+                    .observe(&g.uuid, reading)
+                    .into_iter()
+                    .map(|kind| Fault {
                         uuid: g.uuid.clone(),
-                        kind: FaultKind::Lost("GPU is lost".into()),
-                    });
-                }
-                Err(_) => {} // ECC off or unsupported: nothing to watch.
-            }
+                        kind,
+                    }),
+            );
         }
     }
 }
@@ -202,33 +219,50 @@ fn probe(nvml: &Nvml, index: u32) -> Probe {
     }
 }
 
+/// An event set for XID and double-bit ECC events of every GPU that supports them. A GPU
+/// whose registration fails (lost, or refused by the driver) is left out and the set built
+/// again without it — NVML frees a set whose registration fails — so one GPU cannot turn
+/// XID events off for the whole node; GPUs left out are watched through the counters.
+/// `None` only when the driver makes no event sets at all.
 fn register_events(nvml: &'static Nvml, inv: &Inventory) -> Option<EventSet<'static>> {
-    let mut set = match nvml.create_event_set() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "NVML event sets unavailable: relying on ECC counter polling");
-            return None;
-        }
-    };
-    for g in &inv.gpus {
-        let Ok(d) = nvml.device_by_uuid(g.uuid.as_str()) else {
-            continue;
-        };
-        let wanted = EventTypes::CRITICAL_XID_ERROR | EventTypes::DOUBLE_BIT_ECC_ERROR;
-        let supported = d.supported_event_types().unwrap_or(EventTypes::empty()) & wanted;
-        if supported.is_empty() {
-            tracing::warn!(gpu = %g.uuid, "GPU supports no XID/ECC events: polling counters only");
-            continue;
-        }
-        set = match d.register_events(supported, set) {
+    let wanted = EventTypes::CRITICAL_XID_ERROR | EventTypes::DOUBLE_BIT_ECC_ERROR;
+    let mut left_out: BTreeSet<&str> = BTreeSet::new();
+    // Each pass that fails leaves one more GPU out, so this ends.
+    'build: loop {
+        let mut set = match nvml.create_event_set() {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(gpu = %g.uuid, error = %e, "cannot register NVML events");
+                tracing::warn!(error = %e, "NVML event sets unavailable: relying on ECC counter polling");
                 return None;
             }
         };
+        for g in &inv.gpus {
+            if left_out.contains(g.uuid.as_str()) {
+                continue;
+            }
+            let Ok(d) = nvml.device_by_uuid(g.uuid.as_str()) else {
+                left_out.insert(&g.uuid);
+                continue;
+            };
+            let supported = d.supported_event_types().unwrap_or(EventTypes::empty()) & wanted;
+            if supported.is_empty() {
+                tracing::warn!(gpu = %g.uuid, "GPU supports no XID/ECC events: polling counters only");
+                left_out.insert(&g.uuid);
+                continue;
+            }
+            set = match d.register_events(supported, set) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(gpu = %g.uuid, error = %e,
+                        "cannot register NVML events for this GPU: the others' are registered without it, \
+                         its counters are still read");
+                    left_out.insert(&g.uuid);
+                    continue 'build;
+                }
+            };
+        }
+        return Some(set);
     }
-    Some(set)
 }
 
 impl GpuSource for NvmlSource {

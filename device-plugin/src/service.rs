@@ -1,25 +1,19 @@
 //! The plugin's state (inventory, health, ledger, topology) and the tonic `DevicePlugin`
-//! service that exposes it. The tonic layer only converts messages; decisions are made
-//! by the pure modules.
+//! service that exposes it (`service_grpc.rs`). The tonic layer only converts messages;
+//! decisions are made by the pure modules.
 
 use std::collections::BTreeSet;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
 use tokio::sync::watch;
-use tokio_stream::wrappers::WatchStream;
-use tonic::{Request, Response, Status};
 
-use crate::health::{Fault, HealthBook, HealthPolicy, Transition};
+use crate::health::{Fault, FaultKind, HealthBook, HealthPolicy, Transition};
 use crate::inventory::Inventory;
 use crate::ledger::{AllocError, Ledger};
-use crate::proto::device_plugin_server::DevicePlugin;
 use crate::proto::{
     AllocateRequest, AllocateResponse, CdiDevice, ContainerAllocateResponse,
-    ContainerPreferredAllocationResponse, Device, DevicePluginOptions, Empty, ListAndWatchResponse, NumaNode,
-    PreStartContainerRequest, PreStartContainerResponse, PreferredAllocationRequest,
+    ContainerPreferredAllocationResponse, Device, NumaNode, PreferredAllocationRequest,
     PreferredAllocationResponse, TopologyInfo,
 };
 use crate::source::GpuSource;
@@ -110,12 +104,30 @@ impl PluginState {
         let mut core = self.lock();
         let mut out = Vec::new();
         for f in faults {
-            if core.health.policy().is_critical(&f.kind) {
+            let waited = core.health.awaiting_reset(&f.uuid).map(str::to_owned);
+            if let FaultKind::Reset(why) = &f.kind {
+                match &waited {
+                    Some(fault) => tracing::warn!(gpu = %f.uuid, reset = %why, cleared = %fault,
+                        "GPU reset seen: the fault that needed it no longer holds the GPU; the clean probation starts"),
+                    None => {
+                        tracing::debug!(gpu = %f.uuid, reset = %why, "GPU reset seen; no fault was waiting for one")
+                    }
+                }
+            } else if core.health.policy().is_critical(&f.kind) {
                 tracing::debug!(gpu = %f.uuid, fault = %f.kind, "critical fault");
             } else {
                 tracing::info!(gpu = %f.uuid, fault = %f.kind, "non-critical fault ignored for health");
             }
-            out.extend(core.health.record(f, now));
+            let transition = core.health.record(f, now);
+            // Already unhealthy (no transition) but now waiting for a reset: say so, or the
+            // GPU staying out past its probation would be unexplained.
+            if transition.is_none()
+                && waited.is_none()
+                && let Some(fault) = core.health.awaiting_reset(&f.uuid)
+            {
+                tracing::warn!(gpu = %f.uuid, cause = %fault, "unhealthy GPU now needs a reset to become healthy again");
+            }
+            out.extend(transition);
         }
         out.extend(core.health.tick(now));
         for t in &out {
@@ -193,13 +205,40 @@ impl PluginState {
         self.lock().ledger.mark()
     }
 
+    /// The GPUs that are unhealthy now.
+    pub fn unhealthy(&self) -> BTreeSet<String> {
+        self.lock()
+            .health
+            .snapshot()
+            .into_iter()
+            .filter(|(_, h)| *h == crate::health::Health::Unhealthy)
+            .map(|(u, _)| u)
+            .collect()
+    }
+
     /// GPUs currently allocated.
     pub fn allocated(&self) -> BTreeSet<String> {
         self.lock().ledger.held()
     }
 
     /// The Allocate decision: all containers or none, with their environment and CDI names.
+    /// A GPU the ledger holds is refused ([`Ledger::allocate`]).
     pub fn allocate(&self, req: &AllocateRequest) -> Result<AllocateResponse, AllocError> {
+        self.allocate_with(req, true)
+    }
+
+    /// Like [`PluginState::allocate`], but a GPU the ledger holds is granted all the same
+    /// ([`Ledger::allocate_over`]): for when kubelet's PodResources cannot confirm the
+    /// ledger's claim, and kubelet, the authority on allocation, has decided.
+    pub fn allocate_unconfirmed(&self, req: &AllocateRequest) -> Result<AllocateResponse, AllocError> {
+        self.allocate_with(req, false)
+    }
+
+    fn allocate_with(
+        &self,
+        req: &AllocateRequest,
+        claims_refuse: bool,
+    ) -> Result<AllocateResponse, AllocError> {
         let containers: Vec<Vec<String>> = req
             .container_requests
             .iter()
@@ -212,7 +251,12 @@ impl PluginState {
             inventory,
             ..
         } = &mut *core;
-        let ids = ledger.allocate(&containers, |id| health.health(id))?;
+        let health = |id: &str| health.health(id);
+        let ids = if claims_refuse {
+            ledger.allocate(&containers, health)?
+        } else {
+            ledger.allocate_over(&containers, health)?
+        };
         let simulated = inventory.simulated;
         drop(core);
         let responses = containers
@@ -293,98 +337,6 @@ fn device_list(core: &Core) -> Vec<Device> {
         .collect()
 }
 
-/// Maps a refusal to a gRPC status kubelet shows in the pod's events.
-pub fn alloc_status(e: &AllocError) -> Status {
-    match e {
-        AllocError::Unknown(_) | AllocError::Empty => Status::invalid_argument(e.to_string()),
-        AllocError::Unhealthy(_) => Status::failed_precondition(e.to_string()),
-        AllocError::Busy { .. } => Status::resource_exhausted(e.to_string()),
-    }
-}
-
-/// Called when an Allocate conflicts with the ledger: refreshes which GPUs are really in
-/// use (from kubelet's PodResources) so GPUs of finished pods are freed before refusing.
-pub type Reclaimer = Arc<dyn Fn() -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
-
-/// The tonic `DevicePlugin` service.
-#[derive(Clone)]
-pub struct DevicePluginService {
-    state: PluginState,
-    shutdown: watch::Receiver<bool>,
-    reclaimer: Option<Reclaimer>,
-}
-
-impl DevicePluginService {
-    /// Serves `state`; open ListAndWatch streams end when `shutdown` turns true.
-    pub fn new(state: PluginState, shutdown: watch::Receiver<bool>, reclaimer: Option<Reclaimer>) -> Self {
-        Self {
-            state,
-            shutdown,
-            reclaimer,
-        }
-    }
-}
-
-type DeviceStream = Pin<Box<dyn Stream<Item = Result<ListAndWatchResponse, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl DevicePlugin for DevicePluginService {
-    async fn get_device_plugin_options(
-        &self,
-        _: Request<Empty>,
-    ) -> Result<Response<DevicePluginOptions>, Status> {
-        Ok(Response::new(DevicePluginOptions {
-            pre_start_required: false,
-            get_preferred_allocation_available: true,
-        }))
-    }
-
-    type ListAndWatchStream = DeviceStream;
-
-    async fn list_and_watch(&self, _: Request<Empty>) -> Result<Response<Self::ListAndWatchStream>, Status> {
-        let mut stop = self.shutdown.clone();
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        let stream = WatchStream::new(self.state.subscribe())
-            .map(|devices| Ok(ListAndWatchResponse { devices }))
-            .take_until(Box::pin(stopped));
-        Ok(Response::new(Box::pin(stream)))
-    }
-
-    async fn get_preferred_allocation(
-        &self,
-        req: Request<PreferredAllocationRequest>,
-    ) -> Result<Response<PreferredAllocationResponse>, Status> {
-        Ok(Response::new(self.state.preferred(req.get_ref())))
-    }
-
-    async fn allocate(&self, req: Request<AllocateRequest>) -> Result<Response<AllocateResponse>, Status> {
-        match self.state.allocate(req.get_ref()) {
-            Ok(r) => Ok(Response::new(r)),
-            Err(AllocError::Busy { .. }) if self.reclaimer.is_some() => {
-                if let Some(reclaim) = &self.reclaimer {
-                    reclaim().await;
-                }
-                self.state
-                    .allocate(req.get_ref())
-                    .map(Response::new)
-                    .map_err(|e| {
-                        tracing::warn!(error = %e, "Allocate refused");
-                        alloc_status(&e)
-                    })
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Allocate refused");
-                Err(alloc_status(&e))
-            }
-        }
-    }
-
-    async fn pre_start_container(
-        &self,
-        _: Request<PreStartContainerRequest>,
-    ) -> Result<Response<PreStartContainerResponse>, Status> {
-        Ok(Response::new(PreStartContainerResponse {}))
-    }
-}
+#[path = "service_grpc.rs"]
+mod grpc;
+pub use grpc::{DevicePluginService, Reclaimer, alloc_status};

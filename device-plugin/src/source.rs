@@ -50,7 +50,9 @@ pub enum SourceError {
 }
 
 /// One scripted fault in a simulate file (`faults:` list). Appending an entry to the file
-/// of a running plugin injects that fault once.
+/// of a running plugin injects that fault once. `reset: "why"` is the evidence of a GPU
+/// reset that NVML would give ([`FaultKind::Reset`]), which a fault needing a reset waits
+/// for.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SimFault {
@@ -61,6 +63,8 @@ struct SimFault {
     double_bit_ecc: Option<u64>,
     #[serde(default)]
     lost: Option<String>,
+    #[serde(default)]
+    reset: Option<String>,
 }
 
 impl SimFault {
@@ -69,8 +73,10 @@ impl SimFault {
             FaultKind::Xid(x)
         } else if let Some(t) = self.double_bit_ecc {
             FaultKind::DoubleBitEcc { total: t }
+        } else if let Some(why) = &self.lost {
+            FaultKind::Lost(why.clone())
         } else {
-            FaultKind::Lost(self.lost.clone()?)
+            FaultKind::Reset(self.reset.clone()?)
         };
         Some(Fault {
             uuid: self.uuid.clone(),
@@ -215,16 +221,23 @@ mod tests {
             }]
         );
         assert!(s.poll(Duration::ZERO).unwrap().is_empty(), "not reported twice");
-        let more =
-            format!("{FILE}faults:\n  - {{uuid: GPU-a, xid: 79}}\n  - {{uuid: GPU-a, doubleBitEcc: 3}}\n");
+        let more = format!(
+            "{FILE}faults:\n  - {{uuid: GPU-a, xid: 79}}\n  - {{uuid: GPU-a, doubleBitEcc: 3}}\n  - {{uuid: GPU-a, reset: nvidia-smi -r}}\n"
+        );
         std::fs::write(&path, more).unwrap();
         let second = s.poll(Duration::ZERO).unwrap();
         assert_eq!(
             second,
-            vec![Fault {
-                uuid: "GPU-a".into(),
-                kind: FaultKind::DoubleBitEcc { total: 3 }
-            }]
+            vec![
+                Fault {
+                    uuid: "GPU-a".into(),
+                    kind: FaultKind::DoubleBitEcc { total: 3 }
+                },
+                Fault {
+                    uuid: "GPU-a".into(),
+                    kind: FaultKind::Reset("nvidia-smi -r".into())
+                }
+            ]
         );
     }
 

@@ -49,8 +49,8 @@ async fn list_and_watch_streams_unhealthy_then_recovery() {
     let mut r = start(dir.path(), Duration::from_millis(300)).await;
     let mut s = watch(&mut r.client).await;
     assert_eq!(health_of(&next(&mut s).await, &gpu(3)), "Healthy");
-    // An application XID (13) changes nothing; the critical one after it (79) does, so the
-    // next message must show GPU 3 unhealthy and GPU 2 still healthy.
+    // An application XID (13) changes nothing; the critical one after it (79: fell off the
+    // bus) does, so the next message must show GPU 3 unhealthy and GPU 2 still healthy.
     assert!(r.faults.inject(Fault {
         uuid: gpu(2),
         kind: FaultKind::Xid(13)
@@ -66,10 +66,33 @@ async fn list_and_watch_streams_unhealthy_then_recovery() {
     let err = r.client.allocate("p", "c", &[gpu(3)]).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("unhealthy"));
-    // After the clean probation period it is pushed healthy again.
+    // XID 79 needs a reset: three probation periods of silence change nothing.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(health_of(&r.state.devices(), &gpu(3)), "Unhealthy");
+    // The source sees the reset; after the clean probation it is pushed healthy again.
+    assert!(r.faults.inject(Fault {
+        uuid: gpu(3),
+        kind: FaultKind::Reset("the lost GPU answers NVML again".into())
+    }));
     let d = next(&mut s).await;
     assert_eq!(health_of(&d, &gpu(3)), "Healthy");
     assert!(r.client.allocate("p", "c", &[gpu(3)]).await.is_ok());
+    shutdown(r).await;
+}
+
+#[tokio::test]
+async fn a_time_recoverable_fault_clears_after_the_probation_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start(dir.path(), Duration::from_millis(300)).await;
+    let mut s = watch(&mut r.client).await;
+    next(&mut s).await;
+    // 94: a contained ECC error; the GPU goes on.
+    assert!(r.faults.inject(Fault {
+        uuid: gpu(1),
+        kind: FaultKind::Xid(94)
+    }));
+    assert_eq!(health_of(&next(&mut s).await, &gpu(1)), "Unhealthy");
+    assert_eq!(health_of(&next(&mut s).await, &gpu(1)), "Healthy");
     shutdown(r).await;
 }
 
@@ -117,6 +140,8 @@ async fn allocate_never_hands_one_gpu_to_two_containers() {
     }
     assert!(grants >= 1);
     assert_eq!(r.state.allocated().len(), 2 + granted.len());
+    // The refusals were confirmed by PodResources, which lists pod "a" (and the grants).
+    assert!(r.client.in_use().contains(&gpu(1)));
     // Pod "a" ends: PodResources no longer lists it, so its GPUs can be allocated again.
     r.client.remove_pod("a");
     assert!(
@@ -255,4 +280,55 @@ async fn a_peer_that_never_closes_its_connection_does_not_block_shutdown() {
         .await
         .expect("shutdown finished despite the open connection");
     assert!(!dir.path().join("gpufed-gpu.sock").exists());
+}
+
+/// Without a PodResources socket nothing can free the ledger's entries of ended pods: the
+/// ledger's claim is then unconfirmed and kubelet, the authority, decides. Before, each GPU
+/// could be allocated once per plugin lifetime.
+#[tokio::test]
+async fn without_pod_resources_a_gpu_of_an_ended_pod_is_allocated_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start_with(dir.path(), Duration::from_secs(300), |cfg| {
+        cfg.pod_resources_socket = None;
+    })
+    .await;
+    r.client.allocate("a", "main", &[gpu(0)]).await.unwrap();
+    r.client.remove_pod("a");
+    r.client
+        .allocate("b", "main", &[gpu(0)])
+        .await
+        .expect("kubelet gave the GPU of an ended pod to a new one");
+    // Still refused, whatever PodResources: an unknown or unhealthy GPU.
+    let err = r
+        .client
+        .allocate("c", "main", &["GPU-nope".to_string()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    shutdown(r).await;
+}
+
+/// kubelet calls Allocate again with the same IDs for an app container that reuses its
+/// init container's GPUs, at the pod's admission. With PodResources unreadable (its socket
+/// missing) that is granted, not refused as a double allocation.
+#[tokio::test]
+async fn with_pod_resources_unreadable_an_init_containers_gpus_go_to_the_app_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-pod-resources.sock");
+    let mut r = start_with(dir.path(), Duration::from_secs(300), move |cfg| {
+        cfg.pod_resources_socket = Some(missing);
+    })
+    .await;
+    let ids = [gpu(2), gpu(3)];
+    r.client.allocate("p", "init", &ids).await.unwrap();
+    let resp = r
+        .client
+        .allocate("p", "main", &ids)
+        .await
+        .expect("the app container reuses its init container's GPUs");
+    assert_eq!(
+        resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"],
+        ids.join(",")
+    );
+    shutdown(r).await;
 }

@@ -94,7 +94,9 @@ async fn jobs_run_on_the_gpus_our_device_plugin_allocates() {
         Some("true")
     );
 
-    // A critical XID: the GPU leaves allocatable, and comes back after its probation.
+    // A GPU fallen off the bus (XID 79): it leaves allocatable, and stays out past its
+    // probation (5 s here) — silence is no reset — until the GPU is seen reset; then it
+    // comes back after a clean probation.
     let sim = fed.simulator("dp").expect("simulator");
     let t = std::time::Instant::now();
     assert!(sim.inject_xid(&node, &uuids[7], 79));
@@ -103,11 +105,19 @@ async fn jobs_run_on_the_gpus_our_device_plugin_allocates() {
     })
     .await;
     eprintln!("XID 79 → Node allocatable 7 after {:?}", t.elapsed());
-    node_until(&member, &node, "allocatable 8 after probation", |n| {
-        allocatable(n).as_deref() == Some("8")
-    })
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    let n = Api::<Node>::all(member.clone()).get(&node).await.expect("node");
+    assert_eq!(allocatable(&n).as_deref(), Some("7"), "no reset, no recovery");
+    assert!(sim.inject_reset(&node, &uuids[7], "answers again"));
+    let t = std::time::Instant::now();
+    node_until(
+        &member,
+        &node,
+        "allocatable 8 after the reset and probation",
+        |n| allocatable(n).as_deref() == Some("8"),
+    )
     .await;
-    eprintln!("GPU healthy again → allocatable 8 after {:?}", t.elapsed());
+    eprintln!("GPU reset, healthy again → allocatable 8 after {:?}", t.elapsed());
 
     // Two 4-GPU jobs share the node: each gets its own NUMA-local half, as the plugin prefers.
     let hub = env.hub_client().await.expect("hub");

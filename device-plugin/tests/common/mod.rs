@@ -35,6 +35,12 @@ pub fn gpu(i: usize) -> String {
 }
 
 pub async fn start(dir: &Path, probation: Duration) -> Running {
+    start_with(dir, probation, |_| {}).await
+}
+
+/// [`start`], with the kubelet side's settings changed by `adjust` (it gets them pointing
+/// at the fake kubelet's PodResources).
+pub async fn start_with(dir: &Path, probation: Duration, adjust: impl FnOnce(&mut KubeletConfig)) -> Running {
     let mut kubelet = FakeKubelet::start(dir).await.unwrap();
     let source = SimulatedSource::new(Inventory::from_simulate_str(HGX).unwrap());
     let faults = source.injector();
@@ -48,6 +54,7 @@ pub async fn start(dir: &Path, probation: Duration) -> Running {
     let mut cfg = KubeletConfig::new(dir, "gpufed.io/gpu");
     cfg.pod_resources_socket = Some(kubelet.pod_resources_socket());
     cfg.watch_interval = Duration::from_millis(50);
+    adjust(&mut cfg);
     let plugin = tokio::spawn(kubelet::run(cfg.clone(), state.clone(), stop_rx));
     let reg = kubelet.next_registration(PATIENCE).await.unwrap();
     let client = kubelet.plugin_client(&reg).await.unwrap();

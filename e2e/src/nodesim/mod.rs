@@ -296,6 +296,14 @@ impl NodeSimulator {
         self.shared.plugin(node).is_some_and(|p| p.inject_xid(uuid, xid))
     }
 
+    /// Shows the plugin on `node` that GPU `uuid` was reset (the device plugin's `FaultKind::Reset`);
+    /// false when there is no plugin there.
+    pub fn inject_reset(&self, node: &str, uuid: &str, why: &str) -> bool {
+        self.shared
+            .plugin(node)
+            .is_some_and(|p| p.inject_reset(uuid, why))
+    }
+
     /// Finishes a pod running on a simulated node: exit code 0 → Succeeded, else Failed.
     /// Refused while the node is not Ready: its kubelet is down and could not report it.
     pub async fn finish_pod(&self, namespace: &str, name: &str, exit_code: i32) -> Result<()> {

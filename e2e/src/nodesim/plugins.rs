@@ -192,6 +192,15 @@ impl NodePlugin {
         })
     }
 
+    /// Evidence that a GPU was reset, as NVML shows it (its volatile ECC count went
+    /// down, or a lost GPU answers again): ends a wait for a reset.
+    pub(super) fn inject_reset(&self, uuid: &str, why: &str) -> bool {
+        self.faults.inject(Fault {
+            uuid: uuid.to_owned(),
+            kind: FaultKind::Reset(why.to_owned()),
+        })
+    }
+
     /// kubelet's admission of a pod bound here: for each container asking for GPUs,
     /// GetPreferredAllocation among the free healthy ones, then Allocate. `Err` (nothing
     /// held) when the plugin refuses or too few are free. Admitting a pod twice is a no-op.
