@@ -19,6 +19,8 @@ pub(crate) struct Etcd {
     /// Its member name (also its cluster token), unique to this start: what tells it from
     /// another run's etcd on the same port.
     name: String,
+    /// Length of the (appended) log before this start.
+    log_start: u64,
 }
 
 /// A member name no other etcd of this machine has: pid, time and a counter.
@@ -79,8 +81,12 @@ impl Etcd {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        std::fs::read_to_string(&self.process.record().log)
-            .is_ok_and(|log| log.contains("address already in use"))
+        std::fs::read(&self.process.record().log).is_ok_and(|log| {
+            let ours = log
+                .get(usize::try_from(self.log_start).unwrap_or(usize::MAX)..)
+                .unwrap_or_default();
+            String::from_utf8_lossy(ours).contains("address already in use")
+        })
     }
 
     /// Starts etcd on the given ports (see [`Self::start_healthy`]).
@@ -104,11 +110,15 @@ impl Etcd {
             "--quota-backend-bytes=4294967296".to_owned(),
             "--snapshot-count=100000".to_owned(),
         ];
-        let process = ManagedProcess::spawn_tied("etcd", program, &args, &dir.join("etcd.log"))?;
+        let log = dir.join("etcd.log");
+        // The log is appended to: only what this start writes says why it exited.
+        let log_start = std::fs::metadata(&log).map_or(0, |m| m.len());
+        let process = ManagedProcess::spawn_tied("etcd", program, &args, &log)?;
         Ok(Self {
             process,
             client_port,
             name,
+            log_start,
         })
     }
 

@@ -170,12 +170,6 @@ async fn handle_pod(
     Ok(())
 }
 
-/// Whether the simulated kubelet of `node` runs: only a Ready node's writes pod status
-/// (NotReady, silent and deleted nodes leave their pods alone, as in [`handle_pod`]).
-fn kubelet_runs(shared: &Shared, node: &str) -> bool {
-    matches!(shared.node_state(node), Some((NodeState::Ready, _)))
-}
-
 /// The pod's GPUs leave kubelet's PodResources (if a device plugin runs on its node).
 fn release(shared: &Shared, pod: &Pod) {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
@@ -218,14 +212,25 @@ fn finish_later(client: &Client, shared: &Arc<Shared>, pod: &Pod, secs: u64, tim
         // Retried until written or moot, as a kubelet retries its status updates: a
         // completion due while the API server restarts left the pod Running forever.
         // While the node's kubelet is down it is only put off (checked again every second);
-        // a node deleted for good leaves the pod to the pod GC, which makes it moot.
+        // a node deleted (or no longer simulated) ends it: its pods are the pod GC's.
+        // Only this pod (same uid) and only while it is not being deleted: a pod of the
+        // same name made since, or one terminating, is not this run's to finish.
+        let uid = pod.metadata.uid.clone();
         loop {
-            if !kubelet_runs(&shared, &node) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            match shared.node_state(&node) {
+                Some((NodeState::Ready, _)) => {}
+                None | Some((NodeState::Deleted, _)) => return,
+                Some(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
             let result = match api.get_opt(&name).await {
-                Ok(Some(fresh)) if pods::phase(&fresh) == "Running" => {
+                Ok(Some(fresh))
+                    if pods::phase(&fresh) == "Running"
+                        && fresh.metadata.uid == uid
+                        && fresh.metadata.deletion_timestamp.is_none() =>
+                {
                     pods::mark_finished(&client, &fresh, 0).await
                 }
                 Ok(_) => Ok(()),

@@ -132,8 +132,25 @@ pub fn check_rendered(helm: &Path) -> Rendered {
 }
 
 /// With bands (ci/ha-values.yaml), the chart renders them into a ConfigMap mounted where
-/// `--challenge-bands` points, in a form the operator accepts.
+/// `--challenge-bands` points, in a form the operator accepts. An evidence cooldown the
+/// operator would refuse is refused by the chart, with the value named.
 pub fn check_challenge_bands(helm: &Path) {
+    for (cooldown, ok) in [
+        ("10m", false),
+        ("14m59s", false),
+        ("15m", true),
+        ("1h", true),
+        ("24h", true),
+    ] {
+        let set = format!("verification.evidenceCooldown={cooldown}");
+        match super::try_render(helm, "gpufed", "gpufed", &["--set", &set]) {
+            Ok(_) => assert!(ok, "{cooldown} rendered"),
+            Err(e) => assert!(
+                !ok && e.contains("evidenceCooldown") && e.contains(cooldown),
+                "{cooldown}: {e}"
+            ),
+        }
+    }
     let ci = common::repo_root().join("charts/gpufed/ci/ha-values.yaml");
     let docs = render(
         helm,
