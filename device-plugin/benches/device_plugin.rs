@@ -86,11 +86,11 @@ async fn health_latency(rounds: usize) {
     for round in 0..rounds {
         let id = gpu(round % 8);
         let t = Instant::now();
-        // 94 (contained ECC error) clears after the probation alone; 79 would wait for
-        // a reset.
+        // 74 (NVLink error) clears after the probation alone; 79 would wait for a reset
+        // (and so, on real hardware, would 94 through the ECC count it raises).
         r.faults.inject(Fault {
             uuid: id.clone(),
-            kind: FaultKind::Xid(94),
+            kind: FaultKind::Xid(74),
         });
         loop {
             let d = next(&mut s).await;

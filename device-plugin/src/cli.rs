@@ -67,6 +67,11 @@ pub struct Cli {
     /// Node key file (base64 ed25519 seed), created with mode 0600 if missing.
     #[arg(long, env = "GPUFED_NODE_KEY", default_value = "/var/lib/gpufed/node.key")]
     pub node_key: PathBuf,
+    /// Directory of the plugin's node state: the GPUs waiting for a reset are kept there
+    /// (`reset-waits.json`) across plugin restarts. Default: the node key's directory (a
+    /// hostPath in the chart); "" keeps them in memory only.
+    #[arg(long, env = "GPUFED_STATE_DIR")]
+    pub state_dir: Option<String>,
     /// A one-shot command instead of serving kubelet.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -86,15 +91,32 @@ pub enum Command {
 }
 
 impl Cli {
-    /// The health state machine's tuning: `--probation-secs`, and `--ignore-xids` on top
-    /// of the application XIDs that are always ignored.
+    /// The health state machine's tuning: `--probation-secs`, `--ignore-xids` on top of
+    /// the application XIDs that are always ignored, and the reset-wait file in
+    /// `--state-dir`.
     pub fn health_policy(&self) -> HealthPolicy {
         let mut policy = HealthPolicy {
             probation: Duration::from_secs(self.probation_secs),
+            reset_file: self.state_dir().map(|d| d.join(crate::resetfile::FILE_NAME)),
             ..HealthPolicy::default()
         };
         policy.ignored_xids.extend(self.ignore_xids.iter().copied());
         policy
+    }
+
+    /// `--state-dir`, the node key's directory by default (the chart mounts it from the
+    /// host already, so the file outlives the pod); `None` when "".
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        match self.state_dir.as_deref() {
+            Some("") => None,
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => Some(
+                self.node_key
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), PathBuf::from),
+            ),
+        }
     }
 
     /// The kubelet side: plugin directory, socket name, resource name, and the
@@ -136,7 +158,14 @@ mod tests {
             kubelet.pod_resources_socket,
             Some(PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET))
         );
-        assert_eq!(cli.health_policy(), HealthPolicy::default());
+        let policy = cli.health_policy();
+        assert_eq!(
+            policy,
+            HealthPolicy {
+                reset_file: policy.reset_file.clone(),
+                ..HealthPolicy::default()
+            }
+        );
         assert_eq!(cli.allocate_config(), AllocateConfig::default());
         assert!(cli.command.is_none());
     }
@@ -191,6 +220,24 @@ mod tests {
         // 0 would clear every fault in the poll that saw it (kubelet would never see it).
         assert!(parse(&["--probation-secs=0"]).is_err());
         assert!(parse(&["--probation-secs=1"]).is_ok());
+    }
+
+    /// The reset-wait file lives next to the node key unless told otherwise: the chart
+    /// mounts that directory from the host, so the file survives the pod.
+    #[test]
+    fn the_reset_wait_file_defaults_to_the_node_key_directory() {
+        let file = |args: &[&str]| parse(args).health_policy().reset_file;
+        assert_eq!(
+            file(&["--node-key=/srv/gpufed/node.key", "--state-dir=/var/lib/x"]),
+            Some(PathBuf::from("/var/lib/x/reset-waits.json"))
+        );
+        if std::env::var_os("GPUFED_STATE_DIR").is_none() {
+            assert_eq!(
+                file(&["--node-key=/srv/gpufed/node.key"]),
+                Some(PathBuf::from("/srv/gpufed/reset-waits.json"))
+            );
+        }
+        assert_eq!(file(&["--state-dir="]), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The two states kubelet knows.
@@ -60,6 +61,10 @@ pub enum FaultKind {
     /// went down, which only a reset does, or a lost GPU answers again), with what showed
     /// it. It clears a fault that needs a reset; the clean probation runs from it.
     Reset(String),
+    /// Not a fault: a GPU that was lost answers NVML again. That shows a reset only of a
+    /// GPU that fell off the bus (a lost GPU, XID 79): it ends no other wait (an XID 64 or
+    /// 119 GPU that was briefly unreachable may well not have been reset).
+    Answering(String),
 }
 
 impl fmt::Display for FaultKind {
@@ -69,6 +74,7 @@ impl fmt::Display for FaultKind {
             FaultKind::DoubleBitEcc { total } => write!(f, "double-bit ECC error (volatile total {total})"),
             FaultKind::Lost(why) => write!(f, "GPU lost: {why}"),
             FaultKind::Reset(why) => write!(f, "GPU reset: {why}"),
+            FaultKind::Answering(why) => write!(f, "GPU answers again: {why}"),
         }
     }
 }
@@ -91,8 +97,10 @@ pub const APPLICATION_XIDS: [u64; 6] = [13, 31, 43, 45, 68, 109];
 /// until the source sees one ([`FaultKind::Reset`]), however long it is quiet. 48
 /// double-bit ECC error, 64 row-remapper / page-retirement recording failure, 79 fell off
 /// the bus, 95 uncontained ECC error, 119 GSP RPC timeout, 120 GSP error, 140 unrecovered
-/// ECC error. Other critical XIDs (74 NVLink error, 92 high single-bit ECC rate, 94
-/// contained ECC error, …) clear after the clean probation.
+/// ECC error. Other critical XIDs (74 NVLink error, 92 high single-bit ECC rate, …) clear
+/// after the clean probation. 94 (contained ECC error) does too as an XID, but the error
+/// also raises the volatile uncorrected ECC count, which the NVML source reports as a
+/// double-bit ECC fault: on real hardware it typically holds the GPU until a reset.
 pub const RESET_XIDS: [u64; 7] = [48, 64, 79, 95, 119, 120, 140];
 
 /// Tuning of the state machine.
@@ -104,6 +112,9 @@ pub struct HealthPolicy {
     pub ignored_xids: BTreeSet<u64>,
     /// Critical XIDs that only a reset clears ([`RESET_XIDS`]).
     pub reset_xids: BTreeSet<u64>,
+    /// Where the GPUs waiting for a reset are kept across plugin restarts
+    /// ([`crate::resetfile`]); `None`: in memory only (a restart forgets them).
+    pub reset_file: Option<PathBuf>,
 }
 
 impl Default for HealthPolicy {
@@ -112,6 +123,7 @@ impl Default for HealthPolicy {
             probation: Duration::from_secs(300),
             ignored_xids: APPLICATION_XIDS.into_iter().collect(),
             reset_xids: RESET_XIDS.into_iter().collect(),
+            reset_file: None,
         }
     }
 }
@@ -122,7 +134,7 @@ impl HealthPolicy {
         match kind {
             FaultKind::Xid(x) => !self.ignored_xids.contains(x),
             FaultKind::DoubleBitEcc { .. } | FaultKind::Lost(_) => true,
-            FaultKind::Reset(_) => false,
+            FaultKind::Reset(_) | FaultKind::Answering(_) => false,
         }
     }
 
@@ -134,9 +146,26 @@ impl HealthPolicy {
             && match kind {
                 FaultKind::Xid(x) => self.reset_xids.contains(x),
                 FaultKind::DoubleBitEcc { .. } | FaultKind::Lost(_) => true,
-                FaultKind::Reset(_) => false,
+                FaultKind::Reset(_) | FaultKind::Answering(_) => false,
             }
     }
+
+    /// Whether a lost GPU answering again shows that this fault's GPU was reset: only for
+    /// a GPU that fell off the bus (lost, XID 79), which answers nothing until reset.
+    pub fn answering_ends(kind: &FaultKind) -> bool {
+        matches!(kind, FaultKind::Lost(_) | FaultKind::Xid(79))
+    }
+}
+
+/// A GPU's wait for a reset, as [`HealthBook::waits`] lists it and
+/// [`HealthBook::restore_wait`] takes it back after a plugin restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    /// The fault that needs the reset (its display form).
+    pub cause: String,
+    /// Whether the GPU answering again ends the wait ([`HealthPolicy::answering_ends`] of
+    /// every fault of the wait).
+    pub answering_ends: bool,
 }
 
 /// A change of health, with why it happened.
@@ -159,6 +188,9 @@ struct Entry {
     last_fault: Option<Instant>,
     /// The fault that needs a reset, while no reset has been seen since it.
     awaiting_reset: Option<String>,
+    /// Whether a lost GPU answering again ends that wait: true only when every fault of
+    /// the wait was a GPU falling off the bus.
+    answering_ends: bool,
     /// The reset that cleared such a fault, named in the recovery's cause.
     reset_seen: Option<String>,
 }
@@ -197,17 +229,55 @@ impl HealthBook {
         self.entries.get(uuid)?.awaiting_reset.as_deref()
     }
 
+    /// Every GPU waiting for a reset, by UUID.
+    pub fn waits(&self) -> BTreeMap<String, Wait> {
+        self.entries
+            .iter()
+            .filter_map(|(u, e)| {
+                let cause = e.awaiting_reset.clone()?;
+                let answering_ends = e.answering_ends;
+                Some((
+                    u.clone(),
+                    Wait {
+                        cause,
+                        answering_ends,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Puts back a wait for a reset saved before a plugin restart: the GPU is unhealthy
+    /// until reset evidence, as if its fault had just been seen (no transition: the book
+    /// is being set up). `false` for an unknown UUID.
+    pub fn restore_wait(&mut self, uuid: &str, wait: &Wait) -> bool {
+        let Some(e) = self.entries.get_mut(uuid) else {
+            return false;
+        };
+        e.health = Health::Unhealthy;
+        e.awaiting_reset = Some(wait.cause.clone());
+        e.answering_ends = wait.answering_ends;
+        e.reset_seen = None;
+        true
+    }
+
     /// Records a fault seen at `now`. Returns the transition it caused, if any. A critical
     /// fault on an already unhealthy GPU restarts its probation period (and one that needs
     /// a reset makes it wait for one); a non-critical one and a fault on an unknown GPU
     /// change nothing. [`FaultKind::Reset`] ends the wait for a reset and starts the
-    /// probation; on a GPU waiting for none it changes nothing.
+    /// probation; on a GPU waiting for none it changes nothing. [`FaultKind::Answering`]
+    /// does the same, but only for a wait caused by the GPU falling off the bus.
     pub fn record(&mut self, fault: &Fault, now: Instant) -> Option<Transition> {
         let needs_reset = self.policy.needs_reset(&fault.kind);
         let critical = self.policy.is_critical(&fault.kind);
         let entry = self.entries.get_mut(&fault.uuid)?;
-        if let FaultKind::Reset(why) = &fault.kind {
-            if entry.awaiting_reset.take().is_some() {
+        let ends = match &fault.kind {
+            FaultKind::Reset(why) => Some((why, true)),
+            FaultKind::Answering(why) => Some((why, entry.answering_ends)),
+            _ => None,
+        };
+        if let Some((why, ends)) = ends {
+            if ends && entry.awaiting_reset.take().is_some() {
                 entry.reset_seen = Some(why.clone());
                 entry.last_fault = Some(now);
             }
@@ -218,6 +288,9 @@ impl HealthBook {
         }
         entry.last_fault = Some(now);
         if needs_reset {
+            // Answering ends the wait only if it shows a reset for every fault of it.
+            let answering = HealthPolicy::answering_ends(&fault.kind);
+            entry.answering_ends = answering && (entry.awaiting_reset.is_none() || entry.answering_ends);
             entry.awaiting_reset = Some(fault.kind.to_string());
             entry.reset_seen = None;
         }

@@ -33,10 +33,11 @@ fn reset(uuid: &str) -> Fault {
 fn critical_xid_makes_unhealthy_and_clean_probation_recovers() {
     let t0 = Instant::now();
     let mut b = book(60);
-    // 94, a contained ECC error: the driver killed the application, the GPU goes on.
-    let tr = b.record(&xid("GPU-a", 94), t0).expect("transition");
+    // 74, an NVLink error: time-recoverable (94, a contained ECC error, is too as an XID,
+    // but on real hardware its ECC count makes it wait for a reset).
+    let tr = b.record(&xid("GPU-a", 74), t0).expect("transition");
     assert_eq!((tr.from, tr.to), (Health::Healthy, Health::Unhealthy));
-    assert!(tr.cause.contains("XID 94"), "cause: {}", tr.cause);
+    assert!(tr.cause.contains("XID 74"), "cause: {}", tr.cause);
     assert!(!tr.cause.contains("reset"), "cause: {}", tr.cause);
     assert_eq!(b.health("GPU-a"), Some(Health::Unhealthy));
     assert_eq!(b.health("GPU-b"), Some(Health::Healthy));
@@ -189,4 +190,41 @@ fn a_fault_is_not_cleared_by_a_tick_at_the_same_instant() {
     b.record(&reset("GPU-b"), t0 + Duration::from_secs(1));
     assert!(b.tick(t0 + Duration::from_secs(1)).is_empty());
     assert_eq!(b.tick(t0 + Duration::from_secs(2)).len(), 1);
+}
+
+fn answers(uuid: &str) -> Fault {
+    fault(
+        uuid,
+        FaultKind::Answering("the lost GPU answers NVML again".into()),
+    )
+}
+
+/// A GPU answering again shows a reset only of a GPU that fell off the bus: an XID 64 or
+/// 119 GPU whose lookup failed once must not be cleared by the next lookup working.
+#[test]
+fn answering_again_ends_only_a_wait_for_a_gpu_that_fell_off_the_bus() {
+    let t0 = Instant::now();
+    for (first, ends) in [
+        (FaultKind::Lost("gone".into()), true),
+        (FaultKind::Xid(79), true),
+        (FaultKind::Xid(64), false),
+        (FaultKind::Xid(119), false),
+        (FaultKind::DoubleBitEcc { total: 1 }, false),
+    ] {
+        let mut b = book(10);
+        b.record(&fault("GPU-a", first.clone()), t0);
+        b.record(&answers("GPU-a"), t0 + Duration::from_secs(1));
+        assert_eq!(b.awaiting_reset("GPU-a").is_none(), ends, "{first}");
+        // The ECC count going down ends any wait.
+        b.record(&reset("GPU-a"), t0 + Duration::from_secs(2));
+        assert_eq!(b.awaiting_reset("GPU-a"), None, "{first}");
+    }
+    // Lost after an XID 64: answering shows the bus is back, not that 64 was reset.
+    let mut b = book(10);
+    b.record(&xid("GPU-a", 64), t0);
+    b.record(&fault("GPU-a", FaultKind::Lost("gone".into())), t0);
+    b.record(&answers("GPU-a"), t0 + Duration::from_secs(1));
+    assert!(b.awaiting_reset("GPU-a").is_some());
+    assert!(b.tick(t0 + Duration::from_secs(100)).is_empty());
+    assert!(!b.waits()["GPU-a"].answering_ends);
 }

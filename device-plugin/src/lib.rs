@@ -9,6 +9,7 @@
 //! - [`challenge`], [`executor`] and [`cuda`]: the node's side of the compute challenge
 //!   (CPU reference for `--simulate`, CUDA on real GPUs, a CPU self-check before answering),
 //!   within the container's memory ([`memory`]).
+//! - [`resetfile`]: the GPUs waiting for a reset, kept on the node across plugin restarts.
 //! - [`service`]: the plugin state and the tonic `DevicePlugin` service on top of it.
 //! - [`kubelet`]: sockets, registration with kubelet, re-registration.
 //! - [`node`]: node labels and the signed report on the Node object (kube client).
@@ -33,6 +34,7 @@ pub mod node;
 pub mod nvml;
 pub mod readings;
 pub mod report;
+pub mod resetfile;
 pub mod service;
 pub mod source;
 pub mod testing;

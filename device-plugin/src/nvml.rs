@@ -135,15 +135,23 @@ impl NvmlSource {
     fn poll_ecc(&mut self, out: &mut Vec<Fault>) {
         for g in &self.inventory.gpus {
             let reading = match self.nvml.device_by_uuid(g.uuid.as_str()) {
-                Err(e) => Reading::Lost(e.to_string()),
+                Err(e) if is_lost(&e) => Reading::Lost(e.to_string()),
+                // Another failure (a busy driver, a timeout) says nothing about the GPU:
+                // taken for "lost", the next success would be taken for a reset and end
+                // the wait of whatever fault holds the GPU.
+                Err(e) => {
+                    tracing::debug!(gpu = %g.uuid, error = %e, "NVML lookup failed; GPU not read this round");
+                    continue;
+                }
                 Ok(d) => match d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile) {
                     Ok(total) => Reading::Ecc(total),
-                    Err(NvmlError::GpuLost) => Reading::Lost("GPU is lost".into()),
+                    Err(e) if is_lost(&e) => Reading::Lost(e.to_string()),
                     // ECC off or unsupported: no counter to watch. A GPU that was lost
                     // must still answer a query that reaches it to count as back.
                     Err(_) if self.readings.is_lost(&g.uuid) => match d.memory_info() {
                         Ok(_) => Reading::Answered,
-                        Err(e) => Reading::Lost(e.to_string()),
+                        Err(e) if is_lost(&e) => Reading::Lost(e.to_string()),
+                        Err(_) => continue,
                     },
                     Err(_) => Reading::Answered,
                 },
@@ -159,6 +167,12 @@ impl NvmlSource {
             );
         }
     }
+}
+
+/// Whether an NVML error says the GPU is gone (fell off the bus, or no longer found by
+/// its UUID), as opposed to a failure of the call (timeout, driver busy, unsupported).
+pub fn is_lost(error: &NvmlError) -> bool {
+    matches!(error, NvmlError::GpuLost | NvmlError::NotFound)
 }
 
 /// What NVML says about the device at `index`: as much as it answers, and the GPU when
@@ -320,6 +334,21 @@ impl GpuSource for NvmlSource {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_lost_or_missing_gpu_counts_as_lost() {
+        assert!(is_lost(&NvmlError::GpuLost));
+        assert!(is_lost(&NvmlError::NotFound));
+        for other in [
+            NvmlError::Timeout,
+            NvmlError::Unknown,
+            NvmlError::NotSupported,
+            NvmlError::NoPermission,
+            NvmlError::DriverNotLoaded,
+        ] {
+            assert!(!is_lost(&other), "{other}");
+        }
+    }
 
     #[test]
     fn without_a_driver_open_is_a_clear_error_not_a_panic() {

@@ -4,7 +4,10 @@
 //! Two things only a read can show: a double-bit ECC error the events missed (the
 //! volatile uncorrected counter grew), and a reset (that counter went *down*: only a
 //! reset or a driver reload zeroes it; or a GPU that was lost answers again). The reset is
-//! what clears a fault that needs one ([`crate::health::FaultKind::Reset`]).
+//! what clears a fault that needs one ([`crate::health::FaultKind::Reset`]; a GPU answering
+//! again, [`crate::health::FaultKind::Answering`], clears only a GPU that fell off the
+//! bus). A count still above zero after a reset counts errors since that reset: a new
+//! double-bit ECC fault, recorded after the reset.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,7 +70,7 @@ impl Readings {
             Reading::Lost(_) => false,
             Reading::Ecc(_) | Reading::Answered => self.lost.remove(uuid),
         };
-        let back_again = || FaultKind::Reset("the lost GPU answers NVML again".to_owned());
+        let back_again = || FaultKind::Answering("the lost GPU answers NVML again".to_owned());
         match reading {
             Reading::Lost(why) => {
                 self.lost.insert(uuid.to_owned());
@@ -80,22 +83,26 @@ impl Readings {
             }
             Reading::Ecc(total) => {
                 let prev = self.ecc.insert(uuid.to_owned(), total);
-                match ecc_fault(prev, total) {
-                    EccChange::Reset => out.push(FaultKind::Reset(format!(
+                let change = ecc_fault(prev, total);
+                // The count dropping is the stronger evidence (it ends any wait).
+                let reset = if change == EccChange::Reset {
+                    Some(FaultKind::Reset(format!(
                         "the volatile uncorrected ECC count went down from {} to {total}",
                         prev.unwrap_or_default()
-                    ))),
-                    EccChange::Fault => {
-                        if back {
-                            out.push(back_again());
-                        }
-                        out.push(FaultKind::DoubleBitEcc { total });
-                    }
-                    EccChange::Nothing => {
-                        if back {
-                            out.push(back_again());
-                        }
-                    }
+                    )))
+                } else {
+                    back.then(back_again)
+                };
+                // After a reset the volatile count starts again from zero: anything above
+                // it is an uncorrectable error since the reset (4 -> 1 is one new DBE),
+                // which would otherwise go unreported, as the count may never move again.
+                let fault = match reset {
+                    Some(_) => total > 0,
+                    None => change == EccChange::Fault,
+                };
+                out.extend(reset);
+                if fault {
+                    out.push(FaultKind::DoubleBitEcc { total });
                 }
             }
         }
@@ -148,14 +155,14 @@ mod tests {
         assert!(r.is_lost("GPU-a"));
         assert_eq!(r.observe("GPU-a", Reading::Lost("gone".into())).len(), 1);
         let back = r.observe("GPU-a", Reading::Ecc(0));
-        assert!(matches!(&back[..], [FaultKind::Reset(why)] if why.contains("answers")));
+        assert!(matches!(&back[..], [FaultKind::Answering(why)] if why.contains("answers")));
         assert!(!r.is_lost("GPU-a"));
         assert!(r.observe("GPU-a", Reading::Answered).is_empty(), "once");
         // Without ECC counters: answering is the evidence.
         r.observe("GPU-b", Reading::Lost("gone".into()));
         assert!(matches!(
             &r.observe("GPU-b", Reading::Answered)[..],
-            [FaultKind::Reset(_)]
+            [FaultKind::Answering(_)]
         ));
         // Back with new uncorrectable errors: the reset first, then the new fault.
         r.observe("GPU-c", Reading::Ecc(0));
@@ -164,9 +171,40 @@ mod tests {
         assert!(
             matches!(
                 &both[..],
-                [FaultKind::Reset(_), FaultKind::DoubleBitEcc { total: 5 }]
+                [FaultKind::Answering(_), FaultKind::DoubleBitEcc { total: 5 }]
             ),
             "{both:?}"
         );
+    }
+
+    /// A count that drops but stays above zero was reset, then counted new uncorrectable
+    /// errors: the reset, then a fault (the 1 would otherwise never be reported).
+    #[test]
+    fn a_count_above_zero_after_a_reset_is_a_new_fault() {
+        let mut r = Readings::default();
+        r.observe("GPU-a", Reading::Ecc(4));
+        let both = r.observe("GPU-a", Reading::Ecc(1));
+        assert!(
+            matches!(
+                &both[..],
+                [FaultKind::Reset(why), FaultKind::DoubleBitEcc { total: 1 }] if why.contains("from 4 to 1")
+            ),
+            "{both:?}"
+        );
+        assert!(r.observe("GPU-a", Reading::Ecc(1)).is_empty(), "reported once");
+        // A lost GPU back with the count it had: answering, then the errors still counted.
+        r.observe("GPU-a", Reading::Lost("gone".into()));
+        let back = r.observe("GPU-a", Reading::Ecc(1));
+        assert!(
+            matches!(
+                &back[..],
+                [FaultKind::Answering(_), FaultKind::DoubleBitEcc { total: 1 }]
+            ),
+            "{back:?}"
+        );
+        // Back with a lower count: the count is the evidence, then the fault.
+        r.observe("GPU-a", Reading::Lost("gone".into()));
+        let lower = r.observe("GPU-a", Reading::Ecc(0));
+        assert!(matches!(&lower[..], [FaultKind::Reset(_)]), "{lower:?}");
     }
 }

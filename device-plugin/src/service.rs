@@ -16,6 +16,7 @@ use crate::proto::{
     ContainerPreferredAllocationResponse, Device, NumaNode, PreferredAllocationRequest,
     PreferredAllocationResponse, TopologyInfo,
 };
+use crate::resetfile::ResetFile;
 use crate::source::GpuSource;
 use crate::topology::{PreferredRequest, Topology};
 
@@ -40,6 +41,8 @@ struct Core {
     health: HealthBook,
     ledger: Ledger,
     topology: Topology,
+    /// The GPUs waiting for a reset, kept across plugin restarts.
+    resets: ResetFile,
 }
 
 /// Shared plugin state. Cheap to clone; every clone sees the same GPUs.
@@ -59,15 +62,22 @@ impl std::fmt::Debug for PluginState {
 }
 
 impl PluginState {
-    /// State for an inventory; every GPU starts healthy.
+    /// State for an inventory; every GPU starts healthy, except those the policy's
+    /// `reset_file` says still wait for a reset since before a restart of the plugin.
     pub fn new(inventory: Inventory, policy: HealthPolicy, config: AllocateConfig) -> Self {
-        let health = HealthBook::new(inventory.gpus.iter().map(|g| g.uuid.clone()), policy);
+        let mut resets = policy
+            .reset_file
+            .clone()
+            .map_or_else(ResetFile::in_memory, ResetFile::open);
+        let mut health = HealthBook::new(inventory.gpus.iter().map(|g| g.uuid.clone()), policy);
+        resets.load(&mut health);
         let topology = Topology::from_inventory(&inventory);
         let core = Core {
             inventory,
             health,
             ledger: Ledger::new(),
             topology,
+            resets,
         };
         let devices = watch::Sender::new(device_list(&core));
         Self {
@@ -113,6 +123,9 @@ impl PluginState {
                         tracing::debug!(gpu = %f.uuid, reset = %why, "GPU reset seen; no fault was waiting for one")
                     }
                 }
+            } else if let FaultKind::Answering(why) = &f.kind {
+                tracing::info!(gpu = %f.uuid, evidence = %why, waiting = ?waited,
+                    "lost GPU answers again (a reset only for a GPU that fell off the bus)");
             } else if core.health.policy().is_critical(&f.kind) {
                 tracing::debug!(gpu = %f.uuid, fault = %f.kind, "critical fault");
             } else {
@@ -130,6 +143,11 @@ impl PluginState {
             out.extend(transition);
         }
         out.extend(core.health.tick(now));
+        let Core { health, resets, .. } = &mut *core;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        resets.sync(health, unix);
         for t in &out {
             tracing::warn!(gpu = %t.uuid, from = %t.from, to = %t.to, cause = %t.cause, "GPU health changed");
         }

@@ -36,6 +36,8 @@ async fn simulate_mode_serves_streams_file_faults_and_stops_cleanly_on_sigterm()
             kubelet.pod_resources_socket().to_str().unwrap(),
         ])
         .args(["--resource-name", "example.com/gpu", "--poll-ms", "100"])
+        // Its GPUs waiting for a reset go to the test's directory, not the node's.
+        .args(["--state-dir", dir.path().to_str().unwrap()])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -66,6 +68,9 @@ async fn simulate_mode_serves_streams_file_faults_and_stops_cleanly_on_sigterm()
         !plugin_dir.join("gpufed-gpu.sock").exists(),
         "socket removed on exit"
     );
+    // The DBE waits for a reset: saved for the next plugin of this boot.
+    let saved = std::fs::read_to_string(dir.path().join("reset-waits.json")).unwrap_or_default();
+    assert!(saved.contains(&gpu(6)), "{saved}");
     kubelet.stop().await;
 }
 

@@ -86,10 +86,11 @@ async fn a_time_recoverable_fault_clears_after_the_probation_alone() {
     let mut r = start(dir.path(), Duration::from_millis(300)).await;
     let mut s = watch(&mut r.client).await;
     next(&mut s).await;
-    // 94: a contained ECC error; the GPU goes on.
+    // 74: an NVLink error; the GPU goes on. (Not 94, a contained ECC error: it also
+    // raises the volatile uncorrected ECC count, which holds the GPU until a reset.)
     assert!(r.faults.inject(Fault {
         uuid: gpu(1),
-        kind: FaultKind::Xid(94)
+        kind: FaultKind::Xid(74)
     }));
     assert_eq!(health_of(&next(&mut s).await, &gpu(1)), "Unhealthy");
     assert_eq!(health_of(&next(&mut s).await, &gpu(1)), "Healthy");
