@@ -349,4 +349,4 @@ impl HealthBook {
 
 #[cfg(test)]
 #[path = "health_tests.rs"]
-mod tests;
+pub(crate) mod tests;

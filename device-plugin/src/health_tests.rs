@@ -3,7 +3,8 @@
 
 use super::*;
 
-fn book(probation_s: u64) -> HealthBook {
+/// Two healthy GPUs, `GPU-a` and `GPU-b`, under a probation of `probation_s`.
+pub(crate) fn book(probation_s: u64) -> HealthBook {
     let policy = HealthPolicy {
         probation: Duration::from_secs(probation_s),
         ..HealthPolicy::default()
@@ -11,7 +12,8 @@ fn book(probation_s: u64) -> HealthBook {
     HealthBook::new(["GPU-a".to_string(), "GPU-b".to_string()], policy)
 }
 
-fn fault(uuid: &str, kind: FaultKind) -> Fault {
+/// A fault of `kind` on `uuid`.
+pub(crate) fn fault(uuid: &str, kind: FaultKind) -> Fault {
     Fault {
         uuid: uuid.into(),
         kind,

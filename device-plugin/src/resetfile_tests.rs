@@ -4,23 +4,14 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::health::{Fault, FaultKind, Health, HealthPolicy};
+use crate::health::tests::fault;
+use crate::health::{FaultKind, Health, HealthPolicy};
 
 const BOOT: &str = "8512d1cd-d27c-4d96-879c-982b30a20e63";
 
+/// The health tests' two GPUs, with a probation of 10 s.
 fn book() -> HealthBook {
-    let policy = HealthPolicy {
-        probation: Duration::from_secs(10),
-        ..HealthPolicy::default()
-    };
-    HealthBook::new(["GPU-a".to_string(), "GPU-b".to_string()], policy)
-}
-
-fn fault(uuid: &str, kind: FaultKind) -> Fault {
-    Fault {
-        uuid: uuid.into(),
-        kind,
-    }
+    crate::health::tests::book(10)
 }
 
 fn saved(cause: &str, answering_ends: bool) -> Saved {
