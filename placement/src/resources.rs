@@ -13,6 +13,22 @@ use crate::filter::{JobSt, UNCAPPED};
 use crate::index::{Fleet, Pool, UNLIMITED};
 use crate::snapshot::{MAX_GPUS_PER_NODE, Resources};
 
+/// The state of some nodes [`Fleet::save`] keeps for [`Fleet::restore`].
+#[derive(Debug)]
+pub(crate) struct Saved {
+    /// Node and its free CPU and memory.
+    nodes: Vec<(u32, Resources)>,
+    /// Pool, its floor and its buckets.
+    pools: Vec<(u32, Resources, Vec<Vec<u32>>)>,
+}
+
+impl Saved {
+    /// The saved nodes, each with its free CPU and memory then.
+    pub fn avail(&self) -> &[(u32, Resources)] {
+        &self.nodes
+    }
+}
+
 /// Slots of a free-count histogram: 0..=64 GPUs.
 pub(crate) const SLOTS: usize = MAX_GPUS_PER_NODE as usize + 1;
 
@@ -125,6 +141,48 @@ impl Fleet {
     pub fn give_resources(&mut self, n: u32, r: &Resources) {
         let node = &mut self.nodes[n as usize];
         node.avail = node.avail.plus(r).min_each(&node.alloc);
+    }
+
+    /// What evictions on `nodes` change that undoing them does not put back, to
+    /// [`Fleet::restore`] after: each node's free CPU and memory (given back capped at
+    /// what the node has, then taken again whole, they come out lower when the snapshot
+    /// counted more than the node has), and its pool's floor and bucket order.
+    pub fn save(&self, nodes: impl IntoIterator<Item = u32>) -> Saved {
+        let mut nodes: Vec<u32> = nodes.into_iter().collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let mut pools: Vec<u32> = nodes.iter().map(|&n| self.nodes[n as usize].pool).collect();
+        pools.sort_unstable();
+        pools.dedup();
+        Saved {
+            nodes: nodes.iter().map(|&n| (n, self.nodes[n as usize].avail)).collect(),
+            pools: pools
+                .into_iter()
+                .map(|p| {
+                    let pool = &self.pools[p as usize];
+                    (p, pool.res_floor, pool.buckets.clone())
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts back what [`Fleet::save`] saved, once the evictions since are undone (every
+    /// node holds the GPUs it held then, so each bucket has the same nodes).
+    pub fn restore(&mut self, saved: Saved) {
+        for (n, avail) in saved.nodes {
+            self.nodes[n as usize].avail = avail;
+        }
+        for (p, floor, buckets) in saved.pools {
+            for bucket in &buckets {
+                for (slot, &n) in bucket.iter().enumerate() {
+                    self.nodes[n as usize].slot = u32::try_from(slot).unwrap_or(u32::MAX);
+                }
+            }
+            let pool = &mut self.pools[p as usize];
+            debug_assert!(pool.buckets.iter().map(Vec::len).eq(buckets.iter().map(Vec::len)));
+            pool.res_floor = floor;
+            pool.buckets = buckets;
+        }
     }
 
     /// Adds the unreserved nodes of `pool` to a free-count histogram, as job `js` can use

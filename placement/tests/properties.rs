@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use gpufed_placement::{
     ComputeCapability, Config, EXTENDED_SLOTS, GpuRef, Interconnect, Job, LabelOp, LabelRequirement, Node,
-    NodeResources, Provider, Resources, RunningAllocation, Snapshot, Spread, SpreadDomain, place,
+    NodeResources, Provider, Quota, Resources, RunningAllocation, Snapshot, Spread, SpreadDomain, place,
 };
 use proptest::prelude::*;
 
@@ -264,9 +264,15 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                 (0..np).map(arb_provider).collect::<Vec<_>>(),
                 (0..nj).map(arb_job).collect::<Vec<_>>(),
                 (0..5u32, 0..5u32),
+                // Now and then a namespace's quota: a GPU cap near what it holds (slack
+                // 0..12 less 3), and a spending cap; the checkers hold placements to them.
+                prop::collection::vec(
+                    prop::option::weighted(0.4, (0..12u32, prop::option::of(1..40u64))),
+                    3,
+                ),
             )
         })
-        .prop_map(|(ps, jobs, (min_a, min_b))| {
+        .prop_map(|(ps, jobs, (min_a, min_b), quotas)| {
             let mut snap = Snapshot {
                 jobs,
                 // svc-b's minimum may be above its healthy count: nothing of it is evictable.
@@ -277,6 +283,23 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                 snap.providers.push(p);
                 snap.running.extend(r);
             }
+            for (k, q) in quotas.into_iter().enumerate() {
+                let Some((slack, spend)) = q else { continue };
+                let ns = format!("ns{k}");
+                let held = snap
+                    .running
+                    .iter()
+                    .filter(|r| r.namespace == ns)
+                    .map(|r| r.gpus.len());
+                let used_gpus = u32::try_from(held.sum::<usize>()).unwrap();
+                let quota = Quota {
+                    gpus: Some((used_gpus + slack).saturating_sub(3)),
+                    spend_per_hour: spend.map(|s| s * UNIT),
+                    used_gpus,
+                    used_spend_per_hour: u64::from(used_gpus) * UNIT,
+                };
+                snap.quotas.insert(ns, quota);
+            }
             snap
         })
 }
@@ -285,13 +308,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     /// No GPU twice, no gang split, price ≤ ceiling, every hard constraint honoured,
-    /// every job answered exactly once.
+    /// no namespace past its quota, every job answered exactly once.
     #[test]
     fn hard_rules_hold(snap in arb_snapshot(), preemption in any::<bool>(), across in any::<bool>()) {
         let cfg = Config { preemption, preempt_across_namespaces: across, ..Config::default() };
         let d = place(&snap, &cfg).unwrap();
         prop_assert_eq!(check(&snap, &d), Ok(()));
         prop_assert_eq!(common::check_evictions(&snap, &d, &cfg), Ok(()));
+        prop_assert_eq!(common::check_quotas(&snap, &d), Ok(()));
     }
 
     /// Same snapshot, in any provider and job order → same decisions.
@@ -364,42 +388,4 @@ proptest! {
         }
         prop_assert!(placed_at.is_some_and(|r| r < 60), "big gang starved: {placed_at:?}");
     }
-}
-
-/// Without reservations the same workload can starve the gang: the test above is
-/// meaningful only because the reservation makes the difference.
-#[test]
-fn without_reservations_small_jobs_starve_the_gang() {
-    let provider = common::provider("p0", "H100", 80, 1, 4, 2 * UNIT);
-    let mut busy_until = [1u64, 2, 3, 4];
-    let mut queue = vec![common::job("big", 4, 1)];
-    let cfg = Config {
-        max_reservations: 0,
-        ..Config::default()
-    };
-    let mut placed = false;
-    for round in 0..40u64 {
-        queue.push(Job {
-            submit_time: round,
-            namespace: "bg".into(),
-            ..common::job(&format!("bg{round}"), 1, 1)
-        });
-        let mut snap = Snapshot {
-            providers: vec![provider.clone()],
-            jobs: queue.clone(),
-            ..Snapshot::default()
-        };
-        snap.providers[0].nodes[0].free = (0..4u8)
-            .filter(|&g| busy_until[usize::from(g)] <= round)
-            .collect();
-        let d = place(&snap, &cfg).unwrap();
-        for pl in &d.placements {
-            placed |= pl.job == "big";
-            for &g in &pl.workers[0].gpus {
-                busy_until[usize::from(g)] = round + 4;
-            }
-        }
-        queue.retain(|j| !d.placements.iter().any(|p| p.job == j.id));
-    }
-    assert!(!placed, "expected starvation without reservations");
 }

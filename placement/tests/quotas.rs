@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use gpufed_placement::{Config, Decisions, Explanation, Job, Micros, Quota, QuotaExceeded, Snapshot, place};
 
-use common::{GIB, UNIT, check, job, provider, running_on_a};
+use common::{GIB, UNIT, check, check_quotas, job, provider, running_on_a};
 
 fn quota(gpus: Option<u32>, spend: Option<Micros>) -> Quota {
     Quota {
@@ -331,6 +331,7 @@ fn no_round_takes_a_namespace_past_its_caps() {
         };
         let d = place(&snap, &cfg).unwrap();
         check(&snap, &d).unwrap();
+        check_quotas(&snap, &d).unwrap();
         evicted += d.evictions.len();
         refused += d
             .unplaced

@@ -3,9 +3,11 @@
 
 mod common;
 
-use gpufed_placement::{Config, Job, Reservation, Snapshot, place};
+use std::collections::BTreeMap;
 
-use common::{UNIT, check, job, provider};
+use gpufed_placement::{Config, Job, Quota, Reservation, RunningAllocation, Snapshot, place};
+
+use common::{UNIT, check, job, provider, running_on_a};
 
 #[test]
 fn a_reservation_whose_price_rose_past_the_ceiling_is_planned_anew() {
@@ -45,4 +47,83 @@ fn a_reservation_whose_price_rose_past_the_ceiling_is_planned_anew() {
     assert_eq!(d.reservations.len(), 1, "{:?}", d.reservations);
     assert_eq!(d.reservations[0].job, "gang");
     assert_eq!(d.reservations[0].provider, "b", "{:?}", d.reservations);
+}
+
+#[test]
+fn a_job_its_spending_cap_keeps_off_a_provider_reserves_none_of_its_nodes() {
+    // `cheap` (ask 1.00): both 4-GPU nodes busy. `dear` (ask 3.00): n0 busy, n1 free. The
+    // gang of 2 × 4 GPUs may spend 16.00/h: at most 2.00 per GPU-hour, and `dear` sells
+    // above that whatever drains. It fits nowhere now, nor under its own ceiling (`dear`
+    // has 4 GPUs free): it waits for `cheap`, and must not drain `dear`'s nodes, where it
+    // can never start.
+    let mut cheap = provider("cheap", "A100", 80, 2, 4, UNIT);
+    cheap.nodes.iter_mut().for_each(|n| n.free.clear());
+    let mut dear = provider("dear", "A100", 80, 2, 4, 3 * UNIT);
+    dear.nodes[0].free.clear();
+    let running = [("cheap", "n0"), ("cheap", "n1"), ("dear", "n0")]
+        .into_iter()
+        .map(|(p, n)| RunningAllocation {
+            provider: p.into(),
+            ..running_on_a(&format!("{p}-{n}"), "other", n, 0..4, None)
+        })
+        .collect();
+    let snap = Snapshot {
+        providers: vec![cheap, dear],
+        running,
+        jobs: vec![job("gang", 4, 2)],
+        quotas: BTreeMap::from([(
+            "team".to_owned(),
+            Quota {
+                spend_per_hour: Some(16 * UNIT),
+                ..Quota::default()
+            },
+        )]),
+        ..Snapshot::default()
+    };
+    let d = place(&snap, &Config::default()).unwrap();
+    check(&snap, &d).unwrap();
+    assert!(d.placements.is_empty(), "{d:?}");
+    let why = d.unplaced[0].explanation.to_string();
+    assert!(why.contains("1 above max price 2.00"), "{why}");
+    assert_eq!(d.reservations.len(), 1, "{:?}", d.reservations);
+    assert_eq!(d.reservations[0].provider, "cheap", "{:?}", d.reservations);
+}
+
+/// Without reservations small jobs can starve a gang: the property test
+/// `properties::no_starvation` is meaningful only because the reservation makes the
+/// difference.
+#[test]
+fn without_reservations_small_jobs_starve_the_gang() {
+    let provider = provider("p0", "H100", 80, 1, 4, 2 * UNIT);
+    let mut busy_until = [1u64, 2, 3, 4];
+    let mut queue = vec![job("big", 4, 1)];
+    let cfg = Config {
+        max_reservations: 0,
+        ..Config::default()
+    };
+    let mut placed = false;
+    for round in 0..40u64 {
+        queue.push(Job {
+            submit_time: round,
+            namespace: "bg".into(),
+            ..job(&format!("bg{round}"), 1, 1)
+        });
+        let mut snap = Snapshot {
+            providers: vec![provider.clone()],
+            jobs: queue.clone(),
+            ..Snapshot::default()
+        };
+        snap.providers[0].nodes[0].free = (0..4u8)
+            .filter(|&g| busy_until[usize::from(g)] <= round)
+            .collect();
+        let d = place(&snap, &cfg).unwrap();
+        for pl in &d.placements {
+            placed |= pl.job == "big";
+            for &g in &pl.workers[0].gpus {
+                busy_until[usize::from(g)] = round + 4;
+            }
+        }
+        queue.retain(|j| !d.placements.iter().any(|p| p.job == j.id));
+    }
+    assert!(!placed, "expected starvation without reservations");
 }

@@ -200,6 +200,57 @@ fn evicting_gives_the_victims_cpu_to_the_preemptor() {
 }
 
 #[test]
+fn a_victims_cpu_stays_counted_on_an_over_committed_node_as_the_snapshot_had_it() {
+    // `low` holds 4 GPUs and 48 cores on each of n0 and n1, which count 40 of their 64
+    // cores free: more than they have. `high` evicts it for one node's 8 GPUs; on the
+    // other, `low` keeps its 4 GPUs and 48 cores until it stops, and the 40 cores free
+    // stay free. (Given back capped at 64 and taken again, they came out 16: `later`,
+    // asking 40, found no node.)
+    let mut p = with_cores(provider("p", "A100", 40, 2, 8, UNIT), 64);
+    for n in &mut p.nodes {
+        n.free = (4..8).collect();
+        n.resources.as_mut().unwrap().free = cpu(40);
+    }
+    let low = RunningAllocation {
+        job: "low".into(),
+        namespace: "team".into(),
+        provider: "p".into(),
+        gpus: ["n0", "n1"]
+            .into_iter()
+            .flat_map(|n| common::running_on_a("low", "team", n, 0..4, None).gpus)
+            .collect(),
+        resources: [("n0".to_owned(), cpu(48)), ("n1".to_owned(), cpu(48))].into(),
+        ..RunningAllocation::default()
+    };
+    let high = Job {
+        priority: 5,
+        preempt: true,
+        ..job("high", 8, 1)
+    };
+    let later = Job {
+        namespace: "other".into(),
+        submit_time: 1,
+        ..asking(job("later", 1, 1), cpu(40))
+    };
+    let snap = Snapshot {
+        providers: vec![p],
+        running: vec![low],
+        jobs: vec![high, later],
+        ..Snapshot::default()
+    };
+    let cfg = Config {
+        preemption: true,
+        ..Config::default()
+    };
+    let d = place(&snap, &cfg).unwrap();
+    check(&snap, &d).unwrap();
+    let placed: Vec<&str> = d.placements.iter().map(|p| p.job.as_str()).collect();
+    assert_eq!(placed, ["high", "later"], "{d:?}");
+    assert_eq!(d.placements[0].evicts, ["low"]);
+    assert_ne!(d.placements[0].workers[0].node, d.placements[1].workers[0].node);
+}
+
+#[test]
 fn jobs_that_ask_for_nothing_ignore_cpu() {
     let mut providers = cheap_and_dear();
     providers[0].nodes[0].resources.as_mut().unwrap().free = Resources::ZERO;

@@ -105,3 +105,46 @@ fn equal_victims_are_chosen_by_job_id_not_by_their_place_in_the_snapshot() {
     assert_eq!(first.placements[0].evicts, second.placements[0].evicts);
     assert_eq!(first.placements[0].evicts.len(), 1, "{first:?}");
 }
+
+#[test]
+fn the_provider_needing_the_fewest_evicted_gpus_wins_counting_only_the_victims_kept() {
+    // `a`: a 4-GPU A100 node full with `x`. `b`: a 2-GPU A100 node full with `z`, and an
+    // H100 node full with `y`, the youngest, so tried first on `b`. An A100 job of 2 GPUs
+    // needs `x` (4 GPUs) on `a`, `z` (2) on `b`: `y` is taken first on `b` but dropped
+    // again, and must not count against `b` when the providers are compared.
+    let mut a = provider("a", "A100", 80, 1, 4, UNIT);
+    a.nodes[0].free.clear();
+    let mut b = provider("b", "A100", 80, 1, 2, UNIT);
+    b.prices.insert("H100".into(), UNIT);
+    b.nodes.push(Node::new(
+        "h0",
+        "H100",
+        80 * GIB,
+        ComputeCapability::new(9, 0),
+        Some(9),
+        4,
+    ));
+    b.nodes.iter_mut().for_each(|n| n.free.clear());
+    let on = |p: &str, job: &str, node: &str, gpus: std::ops::Range<u8>, start: u64| RunningAllocation {
+        provider: p.into(),
+        start_time: start,
+        ..running_on_a(job, "team", node, gpus, None)
+    };
+    let snap = Snapshot {
+        providers: vec![a, b],
+        running: vec![
+            on("a", "x", "n0", 0..4, 10),
+            on("b", "y", "h0", 0..4, 30),
+            on("b", "z", "n0", 0..2, 20),
+        ],
+        jobs: vec![Job {
+            models: vec!["A100".into()],
+            ..urgent(2)
+        }],
+        ..Snapshot::default()
+    };
+    let d = run(&snap);
+    assert_eq!(d.placements.len(), 1, "{d:?}");
+    assert_eq!(d.placements[0].provider, "b");
+    assert_eq!(d.placements[0].evicts, vec!["z".to_string()]);
+}

@@ -23,13 +23,20 @@ use std::collections::BTreeMap;
 use super::Engine;
 use crate::decision::Eviction;
 use crate::nvlink::DomainFilter;
-use crate::resources::SLOTS;
+use crate::resources::{SLOTS, Saved};
 use crate::score::best_fit;
 use crate::search::find_best;
 use crate::snapshot::{Interconnect, Resources};
 
 /// What evictions would free per node: GPUs, and CPU and memory.
 type Extra = BTreeMap<u32, (u64, Resources)>;
+
+/// What [`Engine::evict_all`] did: the GPUs it freed per node, and the victims' nodes as
+/// they were.
+pub(super) struct Evicted {
+    freed: Vec<(u32, u64)>,
+    saved: Saved,
+}
 
 impl Engine<'_> {
     /// Whether job `h` fits group `gi` if `extra` were free too.
@@ -68,6 +75,32 @@ impl Engine<'_> {
             }
         }
         !per_unit && best_fit(&counts, js.g, js.w).is_some()
+    }
+
+    /// The fewest GPUs evictions must free for job `h` to fit group `gi`, a bound that
+    /// holds whichever victims are kept: its gang less the free GPUs of the nodes it may
+    /// use there, and a worker's GPUs less the most free on one of them (GPUs that CPU,
+    /// memory or a domain keep from a worker count as free: the bound stays low).
+    fn least_to_free(&self, h: u32, gi: u32) -> u32 {
+        let js = &self.jobs[h as usize];
+        let fleet = &self.fleet;
+        let (mut free, mut most) = (0u32, 0u32);
+        let nodes = fleet.groups[gi as usize]
+            .pools
+            .clone()
+            .map(|p| &fleet.pools[p as usize])
+            .filter(|p| js.pool_ok(p))
+            .flat_map(|p| &p.nodes)
+            .map(|&n| &fleet.nodes[n as usize])
+            .filter(|node| node.reserved_for.is_none());
+        for node in nodes {
+            free += node.free.count_ones();
+            most = most.max(node.free.count_ones());
+        }
+        let g = u32::from(js.g);
+        (g * u32::from(js.w))
+            .saturating_sub(free)
+            .max(g.saturating_sub(most))
     }
 
     /// Victims added in order until job `h` fits may include some it does not need: work
@@ -156,10 +189,16 @@ impl Engine<'_> {
                 {
                     continue;
                 }
+                // No eviction there can beat the best found: skip the victims' search.
+                if best
+                    .as_ref()
+                    .is_some_and(|b| (self.least_to_free(h, gi), gi) >= (b.0, b.1))
+                {
+                    continue;
+                }
                 let mut victims = self.candidates(h, group.provider);
                 victims.sort_by_key(|&a| self.victim_order(a));
                 let mut extra = Extra::new();
-                let mut freed = 0u32;
                 let mut chosen = Vec::new();
                 let mut spent: BTreeMap<u32, u32> = BTreeMap::new();
                 let mut fitted = false;
@@ -173,14 +212,15 @@ impl Engine<'_> {
                         *used += 1;
                     }
                     chosen.push(v);
-                    freed += self.add_extra(v, &mut extra);
-                    if best.as_ref().is_some_and(|b| freed >= b.0) {
-                        fitted = true;
-                        break;
-                    }
+                    self.add_extra(v, &mut extra);
+                    // Compared only once the unneeded victims are dropped: the GPUs freed
+                    // so far may count work on nodes the job cannot use, or that a later
+                    // victim makes unneeded, so they are no bound on what this group needs.
                     if self.fits_with(h, gi, &extra) {
                         let (freed, chosen) = self.fewest(h, gi, chosen);
-                        best = Some((freed, gi, chosen));
+                        if best.as_ref().is_none_or(|b| (freed, gi) < (b.0, b.1)) {
+                            best = Some((freed, gi, chosen));
+                        }
                         fitted = true;
                         break;
                     }
@@ -193,21 +233,29 @@ impl Engine<'_> {
         let Some((_, gi, victims)) = best else {
             return Err(self.protected_room(h, &held_back));
         };
-        let freed = self.evict_all(&victims);
+        let evicted = self.evict_all(&victims);
         let js = &self.jobs[h as usize];
         let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
         let Some(cand) = find_best(&self.fleet, js, &self.cfg.weights, Some(gi), spread.as_ref()) else {
             // Cannot happen (fits_with said yes); undo so nothing is evicted for nothing.
-            self.unevict_all(&victims);
+            self.unevict_all(&victims, evicted);
             return Err(BTreeMap::new());
         };
-        self.commit_evicting(h, cand, &victims, freed);
+        self.commit_evicting(h, cand, &victims, evicted);
         Ok(())
     }
 
-    /// Marks `victims` evicted and frees their GPUs for the job deciding now; returns
-    /// the GPUs freed, per node.
-    pub(super) fn evict_all(&mut self, victims: &[usize]) -> Vec<(u32, u64)> {
+    /// Marks `victims` evicted and frees their GPUs, CPU and memory for the job deciding
+    /// now; returns what [`Self::unevict_all`] and [`Self::commit_evicting`] need.
+    pub(super) fn evict_all(&mut self, victims: &[usize]) -> Evicted {
+        let nodes = victims.iter().flat_map(|&v| {
+            let al = &self.allocs[v];
+            al.held
+                .iter()
+                .map(|&(n, _)| n)
+                .chain(al.res.iter().map(|&(n, _)| n))
+        });
+        let saved = self.fleet.save(nodes);
         let mut freed: Vec<(u32, u64)> = Vec::new();
         for &v in victims {
             self.allocs[v].evicted = true;
@@ -230,11 +278,12 @@ impl Engine<'_> {
             }
             freed.extend(held);
         }
-        freed
+        Evicted { freed, saved }
     }
 
-    /// Undoes [`Self::evict_all`] when the job found no place after all.
-    pub(super) fn unevict_all(&mut self, victims: &[usize]) {
+    /// Undoes [`Self::evict_all`] when the job found no place after all (or only probed):
+    /// exactly, the victims' nodes as they were, their free CPU and memory included.
+    pub(super) fn unevict_all(&mut self, victims: &[usize], evicted: Evicted) {
         for &v in victims {
             self.allocs[v].evicted = false;
             if let Some(b) = self.allocs[v].budget {
@@ -254,6 +303,7 @@ impl Engine<'_> {
                     .charge(ns, self.node_model(n), i64::from(mask.count_ones()));
             }
         }
+        self.fleet.restore(evicted.saved);
     }
 
     /// Commits job `h` on `cand` with the evictions of `victims`; the GPUs they free
@@ -263,7 +313,7 @@ impl Engine<'_> {
         h: u32,
         cand: crate::search::Candidate,
         victims: &[usize],
-        freed: Vec<(u32, u64)>,
+        evicted: Evicted,
     ) {
         let for_job = self.snap.jobs[self.jobs[h as usize].src as usize].id.clone();
         let mut evicts = Vec::new();
@@ -276,16 +326,24 @@ impl Engine<'_> {
                 for_job: for_job.clone(),
             });
         }
+        let before: Vec<Resources> = evicted
+            .saved
+            .avail()
+            .iter()
+            .map(|&(n, _)| self.fleet.nodes[n as usize].avail)
+            .collect();
         self.commit(h, cand, evicts);
-        for (n, mask) in freed {
+        for (n, mask) in evicted.freed {
             let free = self.fleet.nodes[n as usize].free & !mask;
             self.fleet.set_free(n, free);
         }
-        // So do their CPU and memory.
-        for &v in victims {
-            for (n, res) in self.allocs[v].res.clone() {
-                self.fleet.take_resources(n, &res);
-            }
+        // So do their CPU and memory: each of their nodes has what it had before the
+        // evictions, less what the job took there. (Not the victims' requests taken again:
+        // given back capped at what the node has, that would leave less than it had.)
+        for (&(n, had), before) in evicted.saved.avail().iter().zip(before) {
+            let took = before.minus(&self.fleet.nodes[n as usize].avail);
+            self.fleet.nodes[n as usize].avail = had.minus(&took);
+            self.fleet.note_headroom(n);
         }
     }
 

@@ -29,7 +29,8 @@ impl Engine<'_> {
     }
 
     /// Checks job `h` against its namespace's quota. Held by the GPU cap, a job that may
-    /// preempt evicts its own namespace's lower-priority work to make room in the cap.
+    /// preempt evicts its own namespace's lower-priority work to make room in the cap —
+    /// unless the work of its namespace already being evicted leaves room enough.
     pub(super) fn apply_quota(&mut self, h: u32) -> Gate {
         let ns = self.job_ns[h as usize] as usize;
         let Some(q) = &self.quotas[ns] else {
@@ -39,9 +40,16 @@ impl Engine<'_> {
             Room::Full(why) => {
                 if let QuotaExceeded::Gpus { limit, used, need } = why
                     && self.may_preempt(h)
-                    && self.preempt_within_quota(h, (used + need).saturating_sub(limit))
                 {
-                    return Gate::Decided(true);
+                    let going = self.going(h);
+                    if let Some(gate) = self.room_beside(h, going) {
+                        return gate;
+                    }
+                    // In u64: the caller's count is untrusted and may sit near u32::MAX.
+                    let wanted = u64::from(used) + u64::from(need);
+                    if self.preempt_within_quota(h, wanted, u64::from(limit), going) {
+                        return Gate::Decided(true);
+                    }
                 }
                 self.unplaced(h, Explanation::Quota(why));
                 Gate::Decided(false)
@@ -54,13 +62,51 @@ impl Engine<'_> {
         }
     }
 
-    /// Evicts running work of job `h`'s namespace, of strictly lower priority (lowest
-    /// first, youngest first, within disruption budgets) until `excess` GPUs of the cap
-    /// are free, and places the job with those evictions — as Kueue preempts within a
-    /// ClusterQueue. Another namespace's work never makes room in this one's quota.
-    /// Nothing changes unless the job is placed.
-    fn preempt_within_quota(&mut self, h: u32, excess: u32) -> bool {
+    /// GPUs of job `h`'s namespace's work being evicted (this round's victims and earlier
+    /// rounds'): counted as used until it stops, but going.
+    fn going(&self, h: u32) -> u64 {
         let ns = self.job_ns[h as usize];
+        (0..self.allocs.len())
+            .filter(|&a| self.allocs[a].evicted && self.allocs[a].ns == ns)
+            .map(|a| self.alloc_gpus(a))
+            .sum()
+    }
+
+    /// For job `h`, which may preempt and which the GPU cap holds: when what its
+    /// namespace's work being evicted (`going` GPUs) leaves of the cap once stopped takes
+    /// its gang, it is searched for as any job — preempting for room on the providers if
+    /// it must — rather than evicting more of its namespace for room in the cap it has.
+    fn room_beside(&mut self, h: u32, going: u64) -> Option<Gate> {
+        let mut probe = self.quotas[self.job_ns[h as usize] as usize].clone()?;
+        probe.release(going);
+        match probe.room(self.gang(h), self.jobs[h as usize].max_price) {
+            Room::Full(_) => None,
+            Room::Ceiling(c) => {
+                self.jobs[h as usize].max_price = c;
+                Some(Gate::Proceed(true))
+            }
+            Room::Free => Some(Gate::Proceed(false)),
+        }
+    }
+
+    /// Evicts running work of job `h`'s namespace, of strictly lower priority (lowest
+    /// first, youngest first, within disruption budgets) until the namespace, holding
+    /// `wanted` GPUs with the job, fits its cap of `limit` once its evicted work (`going`
+    /// GPUs already, see [`Self::going`]) has stopped, and places the job with those
+    /// evictions — as Kueue preempts within a
+    /// ClusterQueue. Another namespace's work never makes room in this one's quota. Then
+    /// each victim the job can do without is dropped again, the last taken first (as
+    /// [`Engine::try_preempt`] does). Nothing changes unless the job is placed.
+    ///
+    /// The victims make room in the cap for this job only: they count as used until they
+    /// have stopped, so the namespace's count is never lowered, and the job's gang is
+    /// charged on top when it is placed (the operator counts both next round). A later
+    /// preemptor of the namespace frees only what it needs beside the work already being
+    /// evicted: counting that again made each preemptor evict its predecessors' share
+    /// once more.
+    fn preempt_within_quota(&mut self, h: u32, wanted: u64, limit: u64, going: u64) -> bool {
+        let ns = self.job_ns[h as usize];
+        let excess = wanted.saturating_sub(limit.saturating_add(going));
         let priority = self.snap.jobs[self.jobs[h as usize].src as usize].priority;
         let mut candidates: Vec<usize> = (0..self.allocs.len())
             .filter(|&a| {
@@ -69,7 +115,7 @@ impl Engine<'_> {
             })
             .collect();
         candidates.sort_by_key(|&a| self.victim_order(a));
-        let (mut chosen, mut gpus) = (Vec::new(), 0u32);
+        let (mut chosen, mut gpus) = (Vec::new(), 0u64);
         let mut spent: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
         for v in candidates {
             if gpus >= excess {
@@ -82,11 +128,7 @@ impl Engine<'_> {
                 }
                 *used += 1;
             }
-            gpus += self.allocs[v]
-                .held
-                .iter()
-                .map(|&(_, m)| m.count_ones())
-                .sum::<u32>();
+            gpus += self.alloc_gpus(v);
             chosen.push(v);
         }
         if gpus < excess {
@@ -94,53 +136,85 @@ impl Engine<'_> {
         }
         let own_ceiling = self.jobs[h as usize].max_price;
         let gang = self.gang(h);
-        let ns = ns as usize;
-        let room = self.quotas[ns].as_mut().map(|q| {
-            q.release(gpus);
-            q.room(gang, own_ceiling)
+        // The room the victims make, for this job's check only (a copy of the quota).
+        let room = self.quotas[ns as usize].as_ref().map(|q| {
+            let mut probe = q.clone();
+            probe.release(gpus + going);
+            probe.room(gang, own_ceiling)
         });
         let ceiling = match room {
             Some(Room::Ceiling(c)) => c,
             Some(Room::Free) => own_ceiling,
-            _ => {
-                if let Some(q) = self.quotas[ns].as_mut() {
-                    q.charge(gpus, 0);
+            _ => return false,
+        };
+        self.jobs[h as usize].max_price = ceiling;
+        let placed = self.fits_evicting(h, &chosen) && {
+            // Fewer victims still covering the excess: each the job can do without goes.
+            for i in (0..chosen.len()).rev() {
+                let g = self.alloc_gpus(chosen[i]);
+                if gpus - g < excess {
+                    continue;
                 }
-                return false;
+                let mut rest = chosen.clone();
+                rest.remove(i);
+                if self.fits_evicting(h, &rest) {
+                    chosen = rest;
+                    gpus -= g;
+                }
+            }
+            let evicted = self.evict_all(&chosen);
+            match self.best_for(h) {
+                Some(cand) => {
+                    self.jobs[h as usize].max_price = own_ceiling;
+                    self.commit_evicting(h, cand, &chosen, evicted);
+                    true
+                }
+                None => {
+                    // Cannot happen (the same evictions fitted a moment ago); undo them.
+                    self.unevict_all(&chosen, evicted);
+                    false
+                }
             }
         };
-        let freed = self.evict_all(&chosen);
-        self.jobs[h as usize].max_price = ceiling;
-        let js = &self.jobs[h as usize];
-        let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
-        let found = find_best(&self.fleet, js, &self.cfg.weights, None, spread.as_ref());
         self.jobs[h as usize].max_price = own_ceiling;
-        match found {
-            Some(cand) => {
-                self.commit_evicting(h, cand, &chosen, freed);
-                true
-            }
-            None => {
-                self.unevict_all(&chosen);
-                if let Some(q) = self.quotas[ns].as_mut() {
-                    q.charge(gpus, 0);
-                }
-                false
-            }
-        }
+        placed
     }
 
-    /// After job `h` found no place under a lowered ceiling: restores its own, and if it
-    /// fits under that, answers it as held by its namespace's spending (true).
-    pub(super) fn held_by_spending(&mut self, h: u32, own_ceiling: Micros) -> bool {
-        self.jobs[h as usize].max_price = own_ceiling;
+    /// The GPUs allocation `v` holds.
+    fn alloc_gpus(&self, v: usize) -> u64 {
+        self.allocs[v]
+            .held
+            .iter()
+            .map(|&(_, m)| u64::from(m.count_ones()))
+            .sum()
+    }
+
+    /// Job `h`'s best place now, at its current ceiling.
+    fn best_for(&self, h: u32) -> Option<crate::search::Candidate> {
         let js = &self.jobs[h as usize];
         let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
+        find_best(&self.fleet, js, &self.cfg.weights, None, spread.as_ref())
+    }
+
+    /// Whether job `h` would find a place if `victims` were evicted (nothing changes:
+    /// the evictions are undone exactly, the nodes' free CPU and memory included).
+    fn fits_evicting(&mut self, h: u32, victims: &[usize]) -> bool {
+        let evicted = self.evict_all(victims);
+        let fits = self.best_for(h).is_some();
+        self.unevict_all(victims, evicted);
+        fits
+    }
+
+    /// After job `h` found no place under a lowered ceiling: if it fits under its own,
+    /// answers it as held by its namespace's spending (true). Otherwise the lowered
+    /// ceiling stays for what follows — its explanation, and the nodes it may reserve:
+    /// those of a provider the namespace cannot afford would drain for a job that can
+    /// never start there.
+    pub(super) fn held_by_spending(&mut self, h: u32, own_ceiling: Micros) -> bool {
+        let lowered = std::mem::replace(&mut self.jobs[h as usize].max_price, own_ceiling);
         let ns = self.job_ns[h as usize] as usize;
-        let (Some(c), Some(q)) = (
-            find_best(&self.fleet, js, &self.cfg.weights, None, spread.as_ref()),
-            &self.quotas[ns],
-        ) else {
+        let (Some(c), Some(q)) = (self.best_for(h), &self.quotas[ns]) else {
+            self.jobs[h as usize].max_price = lowered;
             return false;
         };
         let why = q.over_spend(Some(c.price.saturating_mul(u64::from(self.gang(h)))));
@@ -213,8 +287,10 @@ impl QuotaSt {
         }
     }
 
-    /// Stops counting `gpus` GPUs (work of the namespace evicted this round).
-    pub fn release(&mut self, gpus: u32) {
+    /// Stops counting `gpus` GPUs: on a copy, the room evicting them would make for one
+    /// job (they count as used until they have stopped).
+    pub fn release(&mut self, gpus: u64) {
+        let gpus = u32::try_from(gpus).unwrap_or(u32::MAX);
         self.used_gpus = self.used_gpus.saturating_sub(gpus);
     }
 

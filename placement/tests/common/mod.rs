@@ -245,7 +245,12 @@ pub fn check_evictions(snap: &Snapshot, d: &Decisions, cfg: &Config) -> Result<(
             if r.priority >= job.priority {
                 return Err(format!("{} evicts {e} of no lower priority", pl.job));
             }
-            if r.provider != pl.provider {
+            // Work of the job's own namespace, evicted to make room in its GPU cap, may
+            // run anywhere (docs/placement.md, "Quotas"); other victims make room on the
+            // job's provider.
+            let quota_victim = r.namespace == job.namespace
+                && snap.quotas.get(&job.namespace).is_some_and(|q| q.gpus.is_some());
+            if r.provider != pl.provider && !quota_victim {
                 return Err(format!("{} evicts {e} on another provider", pl.job));
             }
             if !victims.insert(e.clone()) {
@@ -273,6 +278,64 @@ pub fn check_evictions(snap: &Snapshot, d: &Decisions, cfg: &Config) -> Result<(
         if evicted > 0 && healthy - evicted < min as usize {
             return Err(format!(
                 "budget {key}: {evicted} of {healthy} healthy evicted, minimum {min}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the namespaces' quotas against a round's placements, in the order they were
+/// decided. Each fits its namespace's GPU cap, counting what the namespace held and
+/// what the round placed before it, less only the GPUs of the namespace's own work that
+/// the placement itself evicts (a victim counts until it has stopped, so the room an
+/// earlier placement made was that placement's alone). Spend never passes the spending
+/// cap, victims' spend counted.
+pub fn check_quotas(snap: &Snapshot, d: &Decisions) -> Result<(), String> {
+    let jobs: BTreeMap<&str, &Job> = snap.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let mut held: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    // GPUs of each namespace's work being evicted (earlier rounds' and this one's so far):
+    // counted as held until it stops, but going.
+    let mut going: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in snap.running.iter().filter(|r| r.evicting) {
+        *going.entry(r.namespace.as_str()).or_default() += r.gpus.len() as u64;
+    }
+    for pl in &d.placements {
+        let job = jobs.get(pl.job.as_str()).ok_or("unknown job")?;
+        let ns = job.namespace.as_str();
+        let own_victims: u64 = pl
+            .evicts
+            .iter()
+            .filter_map(|e| snap.running.iter().find(|r| &r.job == e))
+            .filter(|r| r.namespace == ns)
+            .map(|r| r.gpus.len() as u64)
+            .sum();
+        let gone = going.entry(ns).or_default();
+        *gone += own_victims;
+        let gone = *gone;
+        let Some(q) = snap.quotas.get(ns) else { continue };
+        let gpus: u64 = pl.workers.iter().map(|w| w.gpus.len() as u64).sum();
+        let (used, spent) = held
+            .entry(ns)
+            .or_insert((u64::from(q.used_gpus), q.used_spend_per_hour));
+        // Only a job that may preempt makes room by evicting, or takes what is left of
+        // the room earlier evictions made.
+        let room = if job.preempt { gone } else { 0 };
+        if let Some(cap) = q.gpus
+            && used.saturating_sub(room) + gpus > u64::from(cap)
+        {
+            return Err(format!(
+                "{} takes {ns} past its cap of {cap} GPUs: {used} held, {gone} being evicted, {gpus} more",
+                pl.job
+            ));
+        }
+        *used += gpus;
+        *spent = spent.saturating_add(pl.price.saturating_mul(gpus));
+        if let Some(cap) = q.spend_per_hour
+            && *spent > cap
+        {
+            return Err(format!(
+                "{} takes {ns} to {spent} per hour, past its cap of {cap}",
+                pl.job
             ));
         }
     }
