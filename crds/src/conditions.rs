@@ -99,16 +99,27 @@ pub fn condition(
     }
 }
 
-/// kstatus' health computation for an object with the given generation and status.
+/// kstatus' health computation for an object with the given generation and status: a
+/// stale `observedGeneration` is InProgress; else the first condition in the list that is
+/// `Reconciling=True` (InProgress) or `Stalled=True` (Failed); else `Ready=True` is
+/// Current and anything else InProgress. A controller that stalls must therefore remove
+/// `Reconciling`, or its object never reads Failed.
 pub fn health(generation: Option<i64>, observed_generation: Option<i64>, conditions: &[Condition]) -> Health {
     if generation.is_some() && observed_generation != generation {
         return Health::InProgress;
     }
-    if is_true(conditions, types::STALLED) {
-        return Health::Failed;
-    }
-    if is_true(conditions, types::RECONCILING) {
-        return Health::InProgress;
+    // As kstatus: the first of Reconciling and Stalled that is True, in list order, decides
+    // (a leftover Reconciling=True before a Stalled=True reads InProgress, not Failed).
+    let abnormal = conditions
+        .iter()
+        .filter(|c| c.status == ConditionStatus::True)
+        .find_map(|c| match c.type_.as_str() {
+            types::RECONCILING => Some(Health::InProgress),
+            types::STALLED => Some(Health::Failed),
+            _ => None,
+        });
+    if let Some(h) = abnormal {
+        return h;
     }
     match find(conditions, types::READY) {
         Some(c) if c.status == ConditionStatus::True => Health::Current,
@@ -158,5 +169,23 @@ mod tests {
         assert!(remove(&mut reconciling, "Reconciling"));
         assert_eq!(health(Some(1), Some(1), &reconciling), Health::Current);
         assert_eq!(health(Some(1), Some(1), &[]), Health::InProgress);
+    }
+
+    /// kstatus reads the first of Reconciling/Stalled that is True, in list order.
+    #[test]
+    fn kstatus_takes_the_first_abnormal_condition_in_list_order() {
+        let reconciling = c("Reconciling", True, "Progressing", "t");
+        let stalled = c("Stalled", True, "InvalidSpec", "t");
+        let ready = c("Ready", False, "InvalidSpec", "t");
+        let first_reconciling = [ready.clone(), reconciling.clone(), stalled.clone()];
+        assert_eq!(health(Some(1), Some(1), &first_reconciling), Health::InProgress);
+        let first_stalled = [ready, stalled, reconciling];
+        assert_eq!(health(Some(1), Some(1), &first_stalled), Health::Failed);
+        // A Reconciling that is not True is no work in progress.
+        let done = [
+            c("Reconciling", False, "Done", "t"),
+            c("Ready", True, "Ready", "t"),
+        ];
+        assert_eq!(health(Some(1), Some(1), &done), Health::Current);
     }
 }

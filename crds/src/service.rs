@@ -15,6 +15,38 @@ use crate::serving::{ServingPort, SpreadDomain};
 /// Most replicas of one service.
 pub const MAX_REPLICAS: u32 = 64;
 
+/// Most entries of `status.replicaStatus` (its schema's `maxItems`): the operator lists
+/// the serving replicas first and leaves out retiring and finished ones beyond it
+/// (`status.unlistedReplicas` counts them), so no status write is ever refused for it.
+pub const MAX_REPLICA_STATUS: usize = 128;
+
+/// Longest service name: it names the hub Service (a DNS-1035 label) and is the value of
+/// the replicas' `gpufed.io/service` label and their spread group (DNS-1123 labels).
+pub const MAX_NAME: usize = 63;
+
+/// What is wrong with `name` as a ComputeService's name, naming `metadata.name` and the
+/// rule: a DNS-1035 label of at most 63 characters, since the name is the hub Service's
+/// and the replicas' label value and spread group. `None` when it is fine.
+///
+/// The operator enforces it (`Stalled=True`, `InvalidSpec`, no replica), not the API
+/// server: a root-level CEL rule would run on every update of the object, its status
+/// writes and finalizer removal included, so a service created before the rule with a
+/// name it refuses could no longer be written nor deleted.
+pub fn name_error(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_NAME
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.last() != Some(&b'-');
+    (!ok).then(|| format!("metadata.name: {name:?} {NAME_RULE}"))
+}
+
+/// Why [`name_error`] refuses a name.
+const NAME_RULE: &str = "must be a DNS-1035 label of at most 63 characters (lowercase letters, digits and '-', starting with a letter, ending with a letter or digit): it names the hub Service and labels and spreads the replicas";
+
 /// Serving on the federation: `replicas` copies of a model server, each placed on its
 /// own (no gang) and replaced when lost, reachable through their providers and through
 /// one Service at the hub.
@@ -216,7 +248,8 @@ pub struct ComputeServiceStatus {
     /// endpoints are the ready replicas (`host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// Every replica, by name.
+    /// Every replica, by name; beyond 128 entries the serving ones first, retiring and
+    /// finished ones left out (counted in `unlistedReplicas`).
     // An atomic list, always sent (`[]` included): as a granular (`map`) list, a
     // server-side apply that removed its last item — left out or sent as `[]` alike —
     // made the 1.20 apiserver store `null`, which the schema ("must be of type array")
@@ -226,6 +259,10 @@ pub struct ComputeServiceStatus {
     #[serde(default)]
     #[schemars(length(max = 128), extend("x-kubernetes-list-type" = "atomic"))]
     pub replica_status: Vec<ReplicaStatus>,
+    /// Replica jobs left out of `replicaStatus` (retiring or finished ones beyond its 128
+    /// entries); absent when every replica is listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlisted_replicas: Option<u32>,
     /// GPU time and cost of the current replicas (retired replicas keep theirs on their
     /// own `ComputeJob` until it is metered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,12 +331,5 @@ pub struct ReplicaStatus {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_service_without_replicas_sends_an_empty_replica_list() {
-        let status = serde_json::to_value(ComputeServiceStatus::default()).expect("status serializes");
-        assert_eq!(status["replicaStatus"], serde_json::json!([]));
-    }
-}
+#[path = "service_tests.rs"]
+mod tests;

@@ -215,3 +215,7 @@ pub fn hub_endpoints(
     };
     (endpoints, refused)
 }
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

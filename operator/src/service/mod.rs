@@ -8,10 +8,13 @@
 pub mod budget;
 pub mod build;
 pub mod history;
+pub mod listing;
+pub mod observe;
 pub mod plan;
 pub mod progress;
 pub mod retire;
 mod revisions;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,35 +45,15 @@ fn replicas(ctx: &Context, svc: &ComputeService) -> Vec<ComputeJob> {
 }
 
 /// The service's replicas, and the names of the jobs of its namespace that look like its
-/// replicas but are not ours ([`plan::avoid_taken_names`]).
+/// replicas but are not ours ([`observe::replicas_and_taken`]).
 fn replicas_and_taken(
     ctx: &Context,
     svc: &ComputeService,
 ) -> (Vec<ComputeJob>, std::collections::BTreeSet<String>) {
-    let ns = svc.metadata.namespace.as_deref();
-    let name = svc.name_any();
-    let uid = svc.uid();
     // Fresh from the cache, not `job::views` (up to a second old): what exists decides
-    // what is created and retired. Run per service over every job: nothing allocated per
-    // job but what is kept.
-    let (mut ours, mut taken) = (Vec::new(), std::collections::BTreeSet::new());
-    for j in ctx.jobs.state() {
-        if j.metadata.namespace.as_deref() != ns {
-            continue;
-        }
-        // Only ours: a job that merely carries the label is not a replica.
-        let owned = j.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref());
-        if owned {
-            if j.labels().get(LABEL_SERVICE) == Some(&name) {
-                ours.push((*j).clone());
-            }
-        } else if let Some(n) = j.metadata.name.as_deref()
-            && build::replica_index(&name, n).is_some()
-        {
-            taken.insert(n.to_owned());
-        }
-    }
-    (ours, taken)
+    // what is created and retired.
+    let jobs = ctx.jobs.state();
+    observe::replicas_and_taken(svc, jobs.iter().map(AsRef::as_ref))
 }
 
 /// Each provider's region, when the service spreads by region (which replicas retire
@@ -264,18 +247,27 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
         let number = revisions::keep(ctx, &svc, &existing, hash, &replicas).await?;
         plan.status.revision = Some(number);
     }
-    let (status, reason, msg) = match route(ctx, &svc, &plan.ready_addresses).await? {
-        Ok(n) => (
+    // A name no Service may have is not routed (the plan stalls it); a routing failure
+    // is reported and returned after the status is written, so the service never goes
+    // without one.
+    let routed = match gpufed_api::service::name_error(&svc.name_any()) {
+        Some(e) => Ok(Err((validate::INVALID_SPEC, e))),
+        None => route(ctx, &svc, &plan.ready_addresses).await,
+    };
+    let (status, reason, msg, failed) = match routed {
+        Ok(Ok(n)) => (
             True,
             "Routed",
             format!("{n} ready replicas behind the hub Service"),
+            None,
         ),
-        Err((reason, msg)) => {
-            if reason == "ServiceNameTaken" {
+        Ok(Err((reason, msg))) => {
+            if reason != "EndpointRefused" {
                 plan.status.address = None;
             }
-            (False, reason, msg)
+            (False, reason, msg, None)
         }
+        Err(e) => (False, "RoutingFailed", e.to_string(), Some(e)),
     };
     let c = conditions::condition(
         ROUTED,
@@ -288,6 +280,9 @@ async fn apply(svc: Arc<ComputeService>, ctx: &Context) -> Result<Action> {
     conditions::set(&mut plan.status.conditions, c);
     if svc.status.as_ref() != Some(&plan.status) {
         write_status(ctx, &svc, &plan.status).await?;
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     let settling = !plan.retire.is_empty() || !plan.delete.is_empty();
     let every: u64 = if settling { 3 } else { 15 };

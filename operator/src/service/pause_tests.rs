@@ -124,3 +124,101 @@ fn paused_with_nothing_pending_is_ready() {
 fn names(jobs: &[ComputeJob]) -> Vec<String> {
     jobs.iter().map(ResourceExt::name_any).collect()
 }
+
+/// `v1` replicas `0..2` ready, and `v2` replicas `new` ready or starting: a rollout of
+/// `rollout` held half-way, `v2` the latest revision (in effect).
+fn half_way(
+    replicas: u32,
+    rollout: serde_json::Value,
+    new: std::ops::Range<u32>,
+    new_ready: bool,
+) -> (ComputeService, Vec<ComputeJob>, Paused) {
+    let v1 = rollout_tests::service(replicas, "vllm:1", rollout.clone());
+    let mut v2 = rollout_tests::service(replicas, "vllm:2", rollout);
+    let mut world = running(&v1, 0..2);
+    let spec = build::replica_spec(&v2);
+    let rev = build::revision(&spec);
+    world.extend(new.map(|i| serving(build::replica(&v2, i, &spec, &rev), new_ready)));
+    v2.spec.paused = true;
+    let latest = history::build(&v2, &rev, 2);
+    let paused = history::in_effect(&v2, &[&latest]).expect("in effect");
+    (v2, world, paused)
+}
+
+#[test]
+fn pausing_a_rollout_keeps_its_surge_replicas() {
+    // maxSurge 1: v1-0, v1-1 and the surge replica v2-2, all ready. Paused, every replica
+    // counted toward `replicas` made one surplus, and llm-2 (the new one) retired.
+    let (svc, world, paused) = half_way(2, serde_json::json!({"maxSurge": 1}), 2..3, true);
+    let p = plan_held(&svc, &world, &NO_REGIONS, false, Some(&paused), T0);
+    assert!(p.retire.is_empty() && p.create.is_empty(), "{p:?}");
+    assert_eq!((p.status.replicas, p.status.updated_replicas), (3, 1));
+    // The default maxSurge 100%: v2-2 and v2-3 starting; both kept, waiting to be ready.
+    let (svc, world, paused) = half_way(2, serde_json::json!({}), 2..4, false);
+    let p = plan_held(&svc, &world, &NO_REGIONS, false, Some(&paused), T0);
+    assert!(p.retire.is_empty() && p.create.is_empty(), "{p:?}");
+    let ready = conditions::find(&p.status.conditions, types::READY).expect("Ready");
+    assert_eq!(ready.reason, PAUSED);
+}
+
+#[test]
+fn a_scale_down_while_a_rollout_is_paused_trims_above_replicas_plus_surge() {
+    // Scaled from 2 to 1 with v1-0, v1-1, v2-2 ready: `replicas + maxSurge` is 2, so one
+    // goes (not-ready first, then from the most crowded domain, newest first).
+    let (mut svc, world, paused) = half_way(2, serde_json::json!({"maxSurge": 1}), 2..3, true);
+    svc.spec.replicas = 1;
+    let p = plan_held(&svc, &world, &NO_REGIONS, false, Some(&paused), T0);
+    assert_eq!(p.retire, ["llm-2"], "{p:?}");
+    assert!(p.create.is_empty());
+    // A starting replica goes before a serving one.
+    let (mut svc, mut world, paused) = half_way(2, serde_json::json!({"maxSurge": 1}), 2..3, true);
+    world[0] = serving(world[0].clone(), false);
+    svc.spec.replicas = 1;
+    let p = plan_held(&svc, &world, &NO_REGIONS, false, Some(&paused), T0);
+    assert_eq!(p.retire, ["llm-0"], "{p:?}");
+    // Scaled to zero: everything goes, surge or not.
+    svc.spec.replicas = 0;
+    let p = plan_held(&svc, &world, &NO_REGIONS, false, Some(&paused), T0);
+    assert_eq!(p.retire.len(), 3, "{p:?}");
+}
+
+#[test]
+fn a_held_template_that_is_invalid_is_reported_and_replacements_go_on() {
+    let v1 = service(2, "vllm:1", false);
+    let rev = history::build(&v1, &build::revision(&build::replica_spec(&v1)), 1);
+    // The held template asks for a privileged container: refused once it would roll.
+    let mut v2 = service(2, "vllm:2", true);
+    v2.spec.template.spec.containers[0]
+        .0
+        .insert("securityContext".into(), serde_json::json!({"privileged": true}));
+    let paused = history::in_effect(&v2, &[&rev]).expect("in effect");
+    // One of two replicas ended: replaced with the template in effect, v1.
+    let p = plan_held(&v2, &running(&v1, 0..1), &NO_REGIONS, false, Some(&paused), T0);
+    assert_eq!(names(&p.create), ["llm-1"], "{p:?}");
+    assert_eq!(p.create[0].spec, build::replica_spec(&v1));
+    assert_eq!(p.revision.as_deref(), Some(paused.rev.as_str()));
+    let st = &p.status;
+    let stalled = conditions::find(&st.conditions, types::STALLED).expect("Stalled");
+    assert_eq!(stalled.reason, "InvalidSpec");
+    assert!(
+        stalled.message.starts_with("spec.template.spec") && stalled.message.contains("spec.paused"),
+        "{}",
+        stalled.message
+    );
+    let ready = conditions::find(&st.conditions, types::READY).expect("Ready");
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, "InvalidSpec")
+    );
+    assert!(conditions::find(&st.conditions, types::RECONCILING).is_none());
+    // Resumed unfixed: refused, nothing created.
+    v2.spec.paused = false;
+    let p = plan(&v2, &running(&v1, 0..1), &NO_REGIONS, false, T0);
+    assert!(p.create.is_empty() && p.revision.is_none(), "{p:?}");
+    // Paused, a rollout that could never move still stops everything: it acts at once.
+    let mut v3 = service(2, "vllm:1", true);
+    v3.spec.rollout =
+        serde_json::from_value(serde_json::json!({"maxSurge": 0, "maxUnavailable": 0})).expect("rollout");
+    let p = plan_held(&v3, &running(&v1, 0..1), &NO_REGIONS, false, Some(&paused), T0);
+    assert!(p.create.is_empty(), "{p:?}");
+}

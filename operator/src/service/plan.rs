@@ -14,15 +14,17 @@
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
 use gpufed_api::formats::{format_decimal, parse_decimal};
-use gpufed_api::job_status::{JobPhase, Usage};
-use gpufed_api::service::{ComputeServiceStatus, ReplicaStatus};
+use gpufed_api::job_status::Usage;
+use gpufed_api::service::ComputeServiceStatus;
 use gpufed_api::serving::LABEL_SERVICE;
-use gpufed_api::{ComputeJob, ComputeService, check};
+use gpufed_api::{ComputeJob, ComputeService};
 use kube::ResourceExt;
 
 use super::build::{self, LABEL_REVISION};
+use super::listing::replica_list;
 use super::progress;
 use super::retire::{Domains, Regions};
+use super::validate;
 use crate::mapping::stopped_and_metered;
 
 /// What the reconcile must do besides writing status.
@@ -61,7 +63,7 @@ pub struct Paused {
 /// The reason of `Ready=False` while a paused service is short of its spec.
 pub const PAUSED: &str = "Paused";
 
-fn ready(j: &ComputeJob) -> bool {
+pub(super) fn ready(j: &ComputeJob) -> bool {
     let st = j.status.as_ref();
     st.and_then(|s| s.placement.as_ref()).is_some()
         && st.and_then(|s| s.endpoint.as_ref()).is_some_and(|e| e.ready)
@@ -82,34 +84,9 @@ fn available_in(j: &ComputeJob, min: u32, now: i64) -> Option<i64> {
     Some((since + i64::from(min) - now).max(0))
 }
 
-/// Renames the replicas to create whose name another job of the namespace already has
-/// (`taken`: names of jobs this service does not own — a user's `llm-0`, or a replica
-/// whose owner reference was lost in a restore) to the next index free of both; returns
-/// `(wanted, given)` for each renamed. Without it the create answered 409 every round and
-/// the service never reached its replica count.
-pub fn avoid_taken_names(
-    svc: &str,
-    create: &mut [ComputeJob],
-    replicas: &[ComputeJob],
-    taken: &std::collections::BTreeSet<String>,
-) -> Vec<(String, String)> {
-    let mut used: std::collections::BTreeSet<u32> = replicas.iter().map(|j| index(svc, j)).collect();
-    used.extend(taken.iter().filter_map(|n| build::replica_index(svc, n)));
-    used.extend(create.iter().map(|j| index(svc, j)));
-    let mut renamed = Vec::new();
-    for job in create.iter_mut().filter(|j| taken.contains(&j.name_any())) {
-        let Some(i) = (0..u32::MAX).find(|i| !used.contains(i)) else {
-            break;
-        };
-        used.insert(i);
-        let given = build::replica_name(svc, i);
-        renamed.push((job.name_any(), given.clone()));
-        job.metadata.name = Some(given);
-    }
-    renamed
-}
+pub use super::observe::avoid_taken_names;
 
-fn index(svc: &str, j: &ComputeJob) -> u32 {
+pub(super) fn index(svc: &str, j: &ComputeJob) -> u32 {
     build::replica_index(svc, &j.name_any()).unwrap_or(u32::MAX)
 }
 
@@ -160,21 +137,12 @@ pub fn plan_held(
     let spec = build::replica_spec(svc);
     // A template (or readiness probe) that cannot be built into a replica's pod is
     // refused here as the job controller would refuse each replica: no replica is
-    // created to wait with `Stalled=InvalidTemplate`, the service says why itself.
-    let invalid = check::service_spec(&svc.spec)
-        .into_iter()
-        .chain(check::job_spec(&spec))
-        .next()
-        .map(|e| ("InvalidSpec", e.to_string()))
-        .or_else(|| {
-            // Named as the service's fields: the replica's probe is the service's.
-            let e = crate::job::build::template_error(&spec)?.replacen(
-                "spec.serving.readinessProbe",
-                "spec.readinessProbe",
-                1,
-            );
-            Some((crate::job::plan::INVALID_TEMPLATE, e))
-        });
+    // created to wait with `Stalled=InvalidTemplate`, the service says why itself. While
+    // paused, the template checked is the one replacements get ([`validate`]).
+    let validate::Checked {
+        blocking: invalid,
+        held,
+    } = validate::check(svc, &spec, paused);
     // What the spec asks for (counted as updated), and what new replicas get: the same,
     // unless paused.
     let asked = build::revision(&spec);
@@ -220,7 +188,16 @@ pub fn plan_held(
         let old_kept = ready_old_count - gone.len();
         out.retire.extend(gone.iter().map(|j| j.name_any()));
         // Scale the current revision to `desired`, with at most `desired + surge` replicas
-        // live (old ones kept included) while a rollout runs.
+        // live (old ones kept included) while a rollout runs. Paused with more than one
+        // template live (a rollout held half-way), every replica counts as current: only
+        // what is above `desired + surge` goes (all at `replicas: 0`), as a paused
+        // Deployment scales, or pausing would retire the surge — often the new replicas.
+        let templates: std::collections::BTreeSet<String> = live.iter().map(|j| revision(j)).collect();
+        let ceiling = if paused.is_some() && templates.len() > 1 && desired > 0 {
+            desired + surge as usize
+        } else {
+            desired
+        };
         if current.len() < desired {
             let room = (desired + surge as usize).saturating_sub(current.len() + old_kept);
             let used: std::collections::BTreeSet<u32> = replicas.iter().map(|j| index(&name, j)).collect();
@@ -229,10 +206,10 @@ pub fn plan_held(
                 .take((desired - current.len()).min(room))
                 .map(|i| build::replica(svc, i, &spec, &rev))
                 .collect();
-        } else {
+        } else if current.len() > ceiling {
             // Not-ready ones first (newest first), then the ready ones from the most
             // crowded failure domain, newest first.
-            let excess = current.len() - desired;
+            let excess = current.len() - ceiling;
             let (mut unready, ready_now): (Vec<&ComputeJob>, Vec<&ComputeJob>) =
                 current.iter().partition(|j| !ready(j));
             unready.sort_by_key(|j| std::cmp::Reverse(index(&name, j)));
@@ -271,7 +248,7 @@ pub fn plan_held(
         .filter(|j| ready(j))
         .filter_map(|j| j.status.as_ref()?.endpoint.as_ref()?.address.clone())
         .collect();
-    st.replica_status = replicas.iter().map(|j| replica_status(j, retiring(j))).collect();
+    (st.replica_status, st.unlisted_replicas) = replica_list(&replicas, retiring);
     st.disruption = super::budget::status(svc, &serving);
     let (mut gpu_seconds, mut micros) = (0u64, 0u64);
     for u in replicas.iter().filter_map(|j| j.status.as_ref()?.usage.as_ref()) {
@@ -282,12 +259,19 @@ pub fn plan_held(
         gpu_seconds,
         cost: format_decimal(micros),
     });
-    if let Some((reason, msg)) = invalid {
+    let held = held.map(|(reason, msg)| {
+        let msg = format!("{msg} (held by spec.paused: replicas are still kept with the template in effect)");
+        (reason, msg)
+    });
+    if let Some((reason, msg)) = invalid.or(held) {
+        // Stalled alone: kstatus reads the first of Reconciling/Stalled that is True, so a
+        // Reconciling left from an earlier round would hide the stall.
         conditions::set(
             &mut st.conditions,
             cond(types::STALLED, True, reason, msg.clone()),
         );
         conditions::set(&mut st.conditions, cond(types::READY, False, reason, msg));
+        conditions::remove(&mut st.conditions, types::RECONCILING);
         st.progress = None;
         out.status = st;
         return out;
@@ -382,25 +366,6 @@ pub fn plan_held(
     out
 }
 
-fn replica_status(j: &ComputeJob, retiring: bool) -> ReplicaStatus {
-    let st = j.status.as_ref();
-    let endpoint = st.and_then(|s| s.endpoint.as_ref());
-    let phase = match st.and_then(|s| s.phase) {
-        Some(p @ (JobPhase::Succeeded | JobPhase::Failed)) => format!("{p:?}"),
-        _ if retiring => "Retiring".to_owned(),
-        Some(p) => format!("{p:?}"),
-        None => "Pending".to_owned(),
-    };
-    ReplicaStatus {
-        name: j.name_any(),
-        provider: st.and_then(|s| s.placement.as_ref()).map(|p| p.provider.clone()),
-        address: endpoint.and_then(|e| e.address.clone()),
-        ready: ready(j),
-        phase,
-        gpu_seconds: st.and_then(|s| s.usage.as_ref()).map_or(0, |u| u.gpu_seconds),
-    }
-}
-
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
@@ -416,3 +381,7 @@ mod pause_tests;
 #[cfg(test)]
 #[path = "min_ready_tests.rs"]
 mod min_ready_tests;
+
+#[cfg(test)]
+#[path = "invalid_tests.rs"]
+mod invalid_tests;

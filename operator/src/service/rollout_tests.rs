@@ -3,6 +3,7 @@
 //! retired ones stop serving at once.
 use super::*;
 use gpufed_api::ConditionStatus;
+use gpufed_api::job_status::JobPhase;
 use gpufed_api::job_status::{ComputeJobStatus, Placement};
 use gpufed_api::serving::Endpoint;
 
