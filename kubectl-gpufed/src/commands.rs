@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use gpufed_api::formats::parse_duration;
 use gpufed_api::pull::BootstrapToken;
 
 use crate::cli::{BillArgs, Cli, Command, Global, ProviderCommand, SubmitArgs, TokenArgs};
@@ -14,6 +13,7 @@ use crate::{bill, drain, jobs, onchain, providers, submit, token, usage, verify,
 
 #[path = "commands/follow.rs"]
 mod follow;
+use follow::timeout_flag;
 #[path = "commands/provider.rs"]
 mod provider;
 #[path = "commands/rollout.rs"]
@@ -122,18 +122,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => provider::drain_cmd(g, &args).await,
         Command::Rollout { command } => rollout::run(g, command).await,
     }
-}
-
-/// `--timeout DURATION` in seconds, if given.
-pub(crate) fn timeout_flag(value: Option<&str>) -> Result<Option<u64>> {
-    value
-        .map(|t| {
-            parse_duration(t).map_err(|e| Error::Flag {
-                flag: "--timeout".into(),
-                message: e.to_string(),
-            })
-        })
-        .transpose()
 }
 
 /// `provider token`: a bootstrap token for a pull-mode provider's agent (its Secret in

@@ -172,6 +172,19 @@ pub enum Error {
         tries: u32,
     },
 
+    /// `submit --wait`: the job, seen before, was gone at the next read: its
+    /// `ttlSecondsAfterFinished` deleted it as soon as it finished.
+    #[error(
+        "computejob {job} was deleted by its ttlSecondsAfterFinished ({ttl}s) before its outcome was read (last phase {phase})"
+    )]
+    DeletedByTtl {
+        /// `namespace/name`.
+        job: String,
+        /// Its `spec.ttlSecondsAfterFinished`.
+        ttl: u32,
+        /// The last phase seen.
+        phase: String,
+    },
     /// `submit --wait --timeout`: the job was still running at the deadline.
     #[error("gave up waiting for computejob {job} after {seconds}s (phase {phase})")]
     WaitTimeout {

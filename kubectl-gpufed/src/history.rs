@@ -154,6 +154,36 @@ pub fn undo(svc: &ComputeService, entries: &[Entry], to: Option<i64>) -> Result<
     })
 }
 
+/// Whether `rollout undo`'s patch, refused with HTTP `code` and `message`, failed because
+/// the service changed after it was read (`before`; `now`: read again), so planning it
+/// again may succeed. A failed `test` of the resourceVersion is a 422 whose message is the
+/// generic "the server rejected our request due to an error in our request" (the failed
+/// path is only in the answer's `details.causes`); a template the schema refuses is a 422
+/// too, but its message says so: `<Kind>.<group> "<name>" is invalid: <field>: …`. A
+/// conflict is therefore a 409, or a 422 that is no such refusal while the service's
+/// `resourceVersion` moved meanwhile (a status write moves it too: planning again then
+/// costs one more read, and the tries are bounded), or a 422 naming the failed test, or one
+/// while the spec changed (a new `metadata.generation`). Anything else is the answer to
+/// report.
+pub fn undo_conflict(
+    code: Option<u16>,
+    message: &str,
+    before: &ComputeService,
+    now: &ComputeService,
+) -> bool {
+    match code {
+        Some(409) => true,
+        Some(422) => {
+            let moved = before.metadata.resource_version != now.metadata.resource_version;
+            let refused = message.contains(" is invalid: ");
+            before.metadata.generation != now.metadata.generation
+                || (message.contains("test") && message.contains("/metadata/resourceVersion"))
+                || (moved && !refused)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 #[path = "history_tests.rs"]
 mod tests;

@@ -122,3 +122,49 @@ fn undo_without_another_revision_says_why() {
     let e = entries(&svc, &[only[0].clone(), empty]);
     assert_eq!(undo(&svc, &e, None), Err(PickError::Empty(2)));
 }
+
+/// `rollout undo` retries a patch refused because the service changed meanwhile: a real
+/// API server answers a failed `test` of the resourceVersion with a generic 422 (the path
+/// is only in `details.causes`), so a 422 while the resourceVersion moved is a conflict —
+/// unless its message is the schema's refusal, which planning again would only repeat.
+#[test]
+fn a_generic_422_after_the_version_moved_is_an_undo_conflict_a_schema_refusal_is_not() {
+    let mut before = service("vllm:1");
+    before.metadata.generation = Some(3);
+    before.metadata.resource_version = Some("7".into());
+    let mut status_written = before.clone();
+    status_written.metadata.resource_version = Some("8".into());
+    let mut spec_changed = status_written.clone();
+    spec_changed.metadata.generation = Some(4);
+    let generic = "the server rejected our request due to an error in our request";
+    let schema = "ComputeService.gpufed.io \"llm\" is invalid: spec.port.port: Invalid value: 0";
+    let test_failed = "testing value /metadata/resourceVersion failed: test failed";
+
+    // The test failed on a real API server: only the generic message comes back.
+    assert!(undo_conflict(Some(422), generic, &before, &status_written));
+    assert!(undo_conflict(Some(422), generic, &before, &spec_changed));
+    assert!(undo_conflict(Some(422), test_failed, &before, &status_written));
+    // Nothing moved: the refusal is the answer, whatever it says.
+    assert!(!undo_conflict(Some(422), generic, &before, &before));
+    // The schema refuses the template: reported, even though a status write moved the
+    // resourceVersion meanwhile.
+    assert!(!undo_conflict(Some(422), schema, &before, &status_written));
+    assert!(!undo_conflict(Some(422), schema, &before, &before));
+    assert!(
+        undo_conflict(Some(422), schema, &before, &spec_changed),
+        "the spec changed"
+    );
+    assert!(undo_conflict(
+        Some(409),
+        "the object has been modified",
+        &before,
+        &status_written
+    ));
+    // Other refusals are never retried, whatever changed.
+    for code in [Some(400), Some(403), Some(404), None] {
+        assert!(
+            !undo_conflict(code, test_failed, &before, &spec_changed),
+            "{code:?}"
+        );
+    }
+}

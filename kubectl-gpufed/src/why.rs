@@ -21,9 +21,11 @@ use crate::providers::provider_conditions;
 
 mod rebuild;
 mod state;
+mod trust;
 use rebuild::as_rebuilt;
 pub use rebuild::member_view;
 use state::state;
+use trust::{caught, not_verified};
 
 /// What `why` found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -170,17 +172,33 @@ fn fit(
         Some(c) => return no(format!("not Ready: {}: {}", c.reason, c.message)),
         None => return no("not Ready: the operator has not reported on it yet".into()),
     }
+    if let Some(caught) = caught(p) {
+        return no(caught);
+    }
     if let Some(refusal) = tenant_refusal(p, &job.namespace().unwrap_or_default(), labels) {
         return no(refusal);
     }
     if !fleet.contains_key(&provider) {
         return no("no inventory reported yet".into());
     }
-    let mut snap = mapping::snapshot(
+    let (mut snap, findings) = mapping::snapshot_checked(
         std::slice::from_ref(job),
         &[Arc::new(as_rebuilt(p, fleet))],
         fleet,
     );
+    // The operator's mapping leaves out providers it will not offer (its own predicate):
+    // each such reason is named above; one it adds later still gets its own line here,
+    // never the engine's "no providers".
+    if snap.providers.is_empty() {
+        let problems: Vec<_> = findings.into_iter().map(|f| f.problem).collect();
+        return no(match problems.is_empty() {
+            true => "left out of the operator's placement round (gpufed_operator::mapping)".into(),
+            false => format!(
+                "left out of the operator's placement round: {}",
+                mapping::sanitize::summary(&problems)
+            ),
+        });
+    }
     // The inventory summary carries neither node labels nor nodes (their number, CPU, memory
     // and extended resources): the node selector and affinity, a cap of workers per node and
     // the workers' requests are left to the operator's own round (the job's `Placed`
@@ -230,22 +248,6 @@ fn fit(
             }
             (None, None) => no("not considered by the placement engine".into()),
         },
-    }
-}
-
-/// "not verified", and when some of the provider's GPUs are on probation (passed only
-/// between challenge rounds: docs/trust.md), what its `Verified` condition says of them:
-/// they count from the next round, so the job need not look elsewhere.
-fn not_verified(p: &GpuProvider) -> String {
-    let probation = p
-        .status
-        .as_ref()
-        .and_then(|s| s.verification.as_ref())
-        .and_then(|v| v.probation_gpus)
-        .unwrap_or(0);
-    match conditions::find(provider_conditions(p), types::VERIFIED) {
-        Some(c) if probation > 0 && !c.message.is_empty() => format!("not verified: {}", c.message),
-        _ => "not verified".into(),
     }
 }
 

@@ -303,3 +303,43 @@ fn workers_kept_together_are_checked_as_one_and_their_requests_summed() {
         "{reason}"
     );
 }
+
+/// NVLink domains smaller than a node rebuild one real node as several: every rebuilt node
+/// of a provider whose nodes all verified counts as verified, not only the first as many
+/// as it has real nodes.
+#[test]
+fn verified_nodes_rebuilt_as_several_count_all_their_gpus() {
+    let mut st = ready_h100_status(16, 16);
+    st.inventory.as_mut().unwrap().models[0].largest_nvlink_domain = 4;
+    assert_eq!(st.verification.as_ref().unwrap().verified_nodes.len(), 2);
+    let p = provider("a", Some(st.clone()));
+    let mut j = queued();
+    j.spec.workers = 3;
+    let r = explain(&j, std::slice::from_ref(&p), NOW);
+    assert!(
+        r.providers[0].fits,
+        "a 3 × 4 verified-only job fits on 16 verified GPUs: {r:?}"
+    );
+    let fleet: BTreeMap<String, MemberView> =
+        [("a".to_owned(), member_view(st.inventory.as_ref().unwrap()))].into();
+    assert_eq!(fleet["a"].nodes.len(), 4);
+    let rebuilt = as_rebuilt(&p, &fleet);
+    assert_eq!(
+        rebuilt.status.unwrap().verification.unwrap().verified_nodes.len(),
+        4
+    );
+
+    // One of the two real nodes verified: its share, 8 GPUs, is two rebuilt nodes of 4.
+    let mut half = p.clone();
+    let v = half.status.as_mut().unwrap().verification.as_mut().unwrap();
+    v.verified_nodes.truncate(1);
+    let marked = as_rebuilt(&half, &fleet)
+        .status
+        .unwrap()
+        .verification
+        .unwrap()
+        .verified_nodes;
+    assert_eq!(marked, ["m0-n0", "m0-n1"]);
+    let r = explain(&j, &[half], NOW);
+    assert!(!r.providers[0].fits, "12 GPUs do not fit on 8 verified: {r:?}");
+}

@@ -348,3 +348,44 @@ fn suspended_and_invalid_jobs() {
         r.spec_errors
     );
 }
+
+/// A provider caught lying in a GPU challenge gets no new jobs at all from the operator
+/// (`gpufed_operator::mapping` leaves it out, verified or not): `why` names it, not the
+/// engine's "0/0 providers fit: no providers".
+#[test]
+fn a_provider_caught_failing_a_challenge_is_named_as_the_operator_leaves_it_out() {
+    let caught = |status: ConditionStatus, message: &str| {
+        let mut p = provider("a-caught", Some(ready_h100_status(16, 16)));
+        let st = p.status.as_mut().unwrap();
+        let c = st.conditions.iter_mut().find(|c| c.type_ == "Verified").unwrap();
+        (c.status, c.reason, c.message) = (status, "ChallengeFailed".into(), message.into());
+        p
+    };
+    let mut open = queued();
+    open.spec.placement.verified_only = false;
+    for j in [queued(), open] {
+        let p = caught(ConditionStatus::False, "GPU-1 answered a wrong digest");
+        let r = explain(&j, std::slice::from_ref(&p), NOW);
+        assert_eq!(
+            reasons(&r),
+            [(
+                "a-caught",
+                false,
+                "caught failing a GPU challenge (Verified=False ChallengeFailed: GPU-1 answered a wrong digest): takes no new jobs"
+            )]
+        );
+        // The operator's own round leaves it out too: the two agree.
+        let fleet: BTreeMap<String, MemberView> = [(
+            "a-caught".to_owned(),
+            member_view(p.status.as_ref().unwrap().inventory.as_ref().unwrap()),
+        )]
+        .into();
+        let snap = mapping::snapshot(&[Arc::new(j.clone())], &[Arc::new(p)], &fleet);
+        assert!(snap.providers.is_empty());
+    }
+    let r = explain(&queued(), &[caught(ConditionStatus::Unknown, "")], NOW);
+    assert_eq!(
+        reasons(&r)[0].2,
+        "caught failing a GPU challenge (Verified=Unknown ChallengeFailed): takes no new jobs"
+    );
+}

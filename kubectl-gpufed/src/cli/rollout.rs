@@ -50,8 +50,25 @@ pub struct RolloutUndoArgs {
     /// The ComputeService's name.
     pub service: String,
     /// The revision to go back to; 0 or absent: the previous one.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    // A negative number is taken as the flag's value (then refused), not as a flag.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_parser = revision_number
+    )]
     pub to_revision: i64,
+}
+
+/// `--to-revision N`: a revision number, or 0 for the previous one.
+fn revision_number(text: &str) -> Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a revision number (1, 2, …; 0 or no --to-revision: the previous revision)"
+        )),
+    }
 }
 
 /// `rollout status`.
@@ -108,5 +125,35 @@ mod tests {
         assert!(watch(&["--watch", "false"]).is_err());
         let e = watch(&["--watch=maybe"]).unwrap_err();
         assert!(e.to_string().contains("--watch"), "{e}");
+    }
+
+    fn to_revision(args: &[&str]) -> Result<i64, clap::Error> {
+        let all = ["kubectl-gpufed", "rollout", "undo", "llm"];
+        match Cli::try_parse_from(all.iter().chain(args))?.command {
+            Command::Rollout {
+                command: RolloutCommand::Undo(u),
+            } => Ok(u.to_revision),
+            other => panic!("not rollout undo: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_negative_to_revision_is_an_invalid_flag_value() {
+        assert_eq!(to_revision(&[]).ok(), Some(0));
+        assert_eq!(to_revision(&["--to-revision", "3"]).ok(), Some(3));
+        assert_eq!(to_revision(&["--to-revision=0"]).ok(), Some(0));
+        for args in [
+            &["--to-revision", "-5"][..],
+            &["--to-revision=-5"],
+            &["--to-revision", "x"],
+        ] {
+            let e = to_revision(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("--to-revision") && text.contains("is not a revision number"),
+                "{args:?}: {text}"
+            );
+        }
     }
 }

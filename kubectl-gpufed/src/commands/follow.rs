@@ -5,6 +5,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use gpufed_api::ComputeJob;
+use gpufed_api::formats::parse_duration;
 use gpufed_api::job_status::JobPhase;
 // tokio's clock, not std's: the deadline must follow the runtime's time (paused in tests).
 use tokio::time::Instant;
@@ -23,6 +24,33 @@ const MAX_READ_FAILURES: u32 = 30;
 /// timeout, so a connection the hub stopped answering on would hang a wait for good.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest `--timeout`: a year. Longer is surely a typo, and leaving the flag out
+/// waits without a limit.
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// `--timeout DURATION` in seconds, if given: more than 0 (a wait that may not read even
+/// once would say nothing; leave the flag out to wait without a limit), at most
+/// [`MAX_TIMEOUT_SECS`].
+pub(crate) fn timeout_flag(value: Option<&str>) -> Result<Option<u64>> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    let flag = |message: String| Error::Flag {
+        flag: "--timeout".into(),
+        message,
+    };
+    match parse_duration(text).map_err(|e| flag(e.to_string()))? {
+        0 => Err(flag(format!(
+            "{text:?} is no time to wait: give more than 0s, or leave --timeout out to wait without a limit"
+        ))),
+        s if s > MAX_TIMEOUT_SECS => Err(flag(format!(
+            "{text:?} is longer than {}h (a year); leave --timeout out to wait without a limit",
+            MAX_TIMEOUT_SECS / 3600
+        ))),
+        s => Ok(Some(s)),
+    }
+}
+
 /// Why [`poll`] stopped, when not with an error.
 enum Stop {
     /// `seen` ended it.
@@ -34,7 +62,8 @@ enum Stop {
 /// Reads with `read` every [`POLL`] and hands each object to `seen` until it breaks.
 /// With `retry`, a read that failed transiently ([`Error::is_transient`]: no answer, a 5xx
 /// or 429) is reported to `on_retry` and tried again, up to [`MAX_READ_FAILURES`] in a
-/// row. `timeout` (seconds) bounds it all, reads that hang and retries included.
+/// row. `timeout` (seconds) bounds it all, reads that hang and retries included; one too
+/// far to be a point in time ([`Instant`] overflows) is no bound.
 async fn poll<T, Fut>(
     mut read: impl FnMut() -> Fut,
     mut seen: impl FnMut(T) -> ControlFlow<Result<()>>,
@@ -45,7 +74,7 @@ async fn poll<T, Fut>(
 where
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let deadline = timeout.map(|s| (s, Instant::now() + Duration::from_secs(s)));
+    let deadline = timeout.and_then(|s| Some((s, Instant::now().checked_add(Duration::from_secs(s))?)));
     // Time left before the deadline, or `None` once it has passed.
     let left = || match deadline {
         None => Some(Duration::MAX),
@@ -143,7 +172,10 @@ pub(crate) async fn wait(session: &Session, name: &str, timeout: Option<u64>, ma
 /// Shows progress on stderr until the job `job_ref` read by `read` is terminal: redrawn
 /// in place on a terminal (`tty`), one line per change otherwise. Succeeded is `Ok`,
 /// Failed an error. The final line goes to stdout, or to stderr when stdout carries a
-/// machine-readable document (`machine`).
+/// machine-readable document (`machine`). A job seen unfinished with a
+/// `ttlSecondsAfterFinished` that is gone at a later read, no sooner than that TTL (give or
+/// take a poll) after, was deleted by it before its outcome could be read
+/// ([`Error::DeletedByTtl`], not a bare "not found").
 async fn wait_job<Fut>(
     read: impl FnMut() -> Fut,
     job_ref: &str,
@@ -157,7 +189,10 @@ where
     let start = Instant::now();
     let mut last = String::new();
     let mut phase = crate::output::NONE.to_owned();
+    // The last job's TTL, and when it was seen.
+    let mut ttl = None;
     let seen = |job: ComputeJob| {
+        ttl = job.spec.ttl_seconds_after_finished.map(|t| (t, Instant::now()));
         let elapsed = i64::try_from(start.elapsed().as_secs()).unwrap_or(i64::MAX);
         let line = jobs::progress_line(&job, elapsed);
         let state = line.split_once("] ").map_or(line.as_str(), |(_, s)| s).to_owned();
@@ -177,7 +212,24 @@ where
         ControlFlow::Break(finished(&job, machine))
     };
     let on_retry = |e: &Error| eprintln!("{}(retrying) {e}", if tty { "\r\x1b[2K" } else { "" });
-    match poll(read, seen, true, timeout, on_retry).await? {
+    let result = poll(read, seen, true, timeout, on_retry).await;
+    let stop = match (result, ttl) {
+        // Finished after it was seen, then deleted once its TTL passed: not before.
+        (Err(Error::NotFound { .. }), Some((ttl, seen)))
+            if u64::from(ttl) <= (seen.elapsed() + POLL).as_secs() =>
+        {
+            if tty {
+                eprintln!();
+            }
+            return Err(Error::DeletedByTtl {
+                job: job_ref.to_owned(),
+                ttl,
+                phase,
+            });
+        }
+        (stop, _) => stop?,
+    };
+    match stop {
         Stop::Ended => Ok(()),
         Stop::TimedOut(seconds) => {
             if tty {

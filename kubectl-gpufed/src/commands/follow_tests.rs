@@ -124,16 +124,29 @@ async fn follow_numbers<Fut>(read: impl FnMut() -> Fut, once: bool) -> Result<()
 where
     Fut: std::future::Future<Output = Result<u32>>,
 {
+    follow_numbers_with(read, once, Some(10)).await
+}
+
+/// [`follow_numbers`], watching, with `timeout`.
+async fn follow_with<Fut>(read: impl FnMut() -> Fut, timeout: Option<u64>) -> Result<()>
+where
+    Fut: std::future::Future<Output = Result<u32>>,
+{
+    follow_numbers_with(read, false, timeout).await
+}
+
+async fn follow_numbers_with<Fut>(read: impl FnMut() -> Fut, once: bool, timeout: Option<u64>) -> Result<()>
+where
+    Fut: std::future::Future<Output = Result<u32>>,
+{
     let step = |n: u32| match n {
         2 => Step::Done("done".into()),
         _ => Step::Line(format!("waiting at {n}")),
     };
-    follow(read, step, once, Some(10), |seconds, last| {
-        Error::RolloutTimeout {
-            service: "team/llm".into(),
-            seconds,
-            last,
-        }
+    follow(read, step, once, timeout, |seconds, last| Error::RolloutTimeout {
+        service: "team/llm".into(),
+        seconds,
+        last,
     })
     .await
 }
@@ -165,4 +178,95 @@ async fn following_retries_server_errors_but_not_once() {
         matches!(once, Err(Error::Api { code: Some(503), .. })),
         "{once:?}"
     );
+}
+
+#[test]
+fn timeouts_are_more_than_zero_and_at_most_a_year() {
+    assert_eq!(timeout_flag(None).unwrap(), None);
+    assert_eq!(timeout_flag(Some("30m")).unwrap(), Some(1800));
+    assert_eq!(timeout_flag(Some("8760h")).unwrap(), Some(MAX_TIMEOUT_SECS));
+    // Far past any deadline a clock can hold: refused, not a panic after the cluster
+    // was already changed.
+    for (text, says) in [
+        ("8760h1s", "longer than 8760h (a year)"),
+        ("18446744073709551615s", "longer than 8760h"),
+        ("0s", "no time to wait"),
+        ("0h0m", "no time to wait"),
+    ] {
+        let e = timeout_flag(Some(text)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("invalid --timeout: ") && msg.contains(says),
+            "{text}: {msg}"
+        );
+        assert!(msg.contains("leave --timeout out"), "{msg}");
+    }
+    assert!(
+        timeout_flag(Some("soon"))
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid --timeout")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_past_the_clocks_end_is_no_deadline() {
+    // poll is also reached by callers other than the flag: no panic, no timeout.
+    let result = wait_job(
+        reads(vec![Ok(succeeded())]),
+        "team/train",
+        Some(u64::MAX),
+        true,
+        false,
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    let result = follow_with(reads(vec![Ok(1), Ok(2)]), Some(u64::MAX)).await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+fn not_found() -> Error {
+    Error::NotFound {
+        kind: "computejob",
+        namespace: "team".into(),
+        name: "train".into(),
+    }
+}
+
+/// Reads `jobs` in turn, then "not found" for good.
+fn then_gone(jobs: Vec<ComputeJob>) -> impl FnMut() -> Ready<Result<ComputeJob>> {
+    let mut jobs = jobs.into_iter();
+    move || ready(jobs.next().ok_or_else(not_found))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_deleted_by_its_ttl_between_reads_says_so() {
+    let mut running = job("train", "team", Some(json!({"phase": "Running"})));
+    running.spec.ttl_seconds_after_finished = Some(0);
+    let (result, _) = wait_10s(then_gone(vec![running.clone()])).await;
+    match result {
+        Err(e @ Error::DeletedByTtl { .. }) => assert_eq!(
+            e.to_string(),
+            "computejob team/train was deleted by its ttlSecondsAfterFinished (0s) before its outcome was read (last phase Running)"
+        ),
+        other => panic!("expected the TTL deletion, got {other:?}"),
+    }
+    // Gone one poll after it was seen running: a TTL of a few seconds may have done it,
+    // one of an hour may not (deleted by someone); nor can no TTL, or a job never seen.
+    running.spec.ttl_seconds_after_finished = Some(3);
+    let (result, _) = wait_10s(then_gone(vec![running.clone()])).await;
+    assert!(
+        matches!(result, Err(Error::DeletedByTtl { ttl: 3, .. })),
+        "{result:?}"
+    );
+    for ttl in [Some(3600), None] {
+        running.spec.ttl_seconds_after_finished = ttl;
+        let (result, _) = wait_10s(then_gone(vec![running.clone()])).await;
+        assert!(
+            matches!(result, Err(Error::NotFound { .. })),
+            "{ttl:?}: {result:?}"
+        );
+    }
+    let (result, _) = wait_10s(then_gone(Vec::new())).await;
+    assert!(matches!(result, Err(Error::NotFound { .. })), "{result:?}");
 }

@@ -89,7 +89,8 @@ async fn pause_cmd(g: &Global, service: &str, paused: bool) -> Result<()> {
 }
 
 /// `rollout history`: the table of revisions, one revision's template with
-/// `--revision`, or the ControllerRevisions themselves with `-o json|yaml`.
+/// `--revision`; with `-o json|yaml`, the [`history::Entry`]s (not the ControllerRevisions):
+/// a kubectl-style `List` of them, or the one of `--revision`.
 async fn history_cmd(g: &Global, args: &RolloutHistoryArgs) -> Result<()> {
     let session = Session::connect(g).await?;
     let svc = session.service(&args.service).await?;
@@ -131,14 +132,14 @@ async fn undo_cmd(g: &Global, args: &RolloutUndoArgs) -> Result<()> {
             ),
             Undo::Patch { to, patch } => match session.json_patch_service(&args.service, &patch).await {
                 Ok(patched) => (patched, format!("rolled back to revision {to}")),
-                // A failed `test` of the resourceVersion is a plain 422 (as a template the
-                // schema refuses): changed meanwhile if it reads differently now.
-                Err(e @ Error::Api { .. }) => {
+                // A failed `test` of the resourceVersion is a plain 422, as a template the
+                // schema refuses: read again to tell them apart.
+                Err(Error::Api { what, message, code }) if matches!(code, Some(409 | 422)) => {
                     let now = session.service(&args.service).await?;
-                    if now.metadata.resource_version == svc.metadata.resource_version {
-                        return Err(e);
+                    if !history::undo_conflict(code, &message, &svc, &now) {
+                        return Err(Error::Api { what, message, code });
                     }
-                    tracing::debug!(error = %e, "the service changed while rolling back; again");
+                    tracing::debug!(error = %message, "the service changed while rolling back; again");
                     continue;
                 }
                 Err(e) => return Err(e),

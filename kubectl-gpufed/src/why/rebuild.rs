@@ -78,17 +78,47 @@ pub fn member_view(inv: &Inventory) -> MemberView {
     view
 }
 
-/// `p` with its `verifiedNodes` renamed onto the rebuilt view's nodes: the inventory summary
-/// does not say which nodes verified, only how many did, so the first that many rebuilt
-/// nodes stand for them (an estimate, like the rest of the view).
+/// `p` with its `verifiedNodes` renamed onto the rebuilt view's nodes. The inventory
+/// summary does not say which nodes verified, only how many did, and a real node may be
+/// rebuilt as several (NVLink domains smaller than a node) or one rebuilt node may stand
+/// for several: so the verified nodes' share of the GPUs is kept ([`verified_gpus`]),
+/// the first rebuilt nodes that add up to it standing for them (an estimate, like the rest
+/// of the view).
 pub(super) fn as_rebuilt(p: &GpuProvider, fleet: &BTreeMap<String, MemberView>) -> GpuProvider {
     let mut p = p.clone();
     let view = fleet.get(&p.name_any());
+    let inv = p
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.clone())
+        .unwrap_or_default();
     if let Some(v) = p.status.as_mut().and_then(|s| s.verification.as_mut()) {
-        let count = v.verified_nodes.len();
+        let mut budget = verified_gpus(&inv, v.verified_nodes.len());
         v.verified_nodes = view
-            .map(|view| view.nodes.iter().take(count).map(|n| n.name.clone()).collect())
+            .map(|view| {
+                view.nodes
+                    .iter()
+                    .take_while(|n| {
+                        let fits = u64::from(n.allocatable) <= budget;
+                        budget = budget.saturating_sub(u64::from(n.allocatable));
+                        fits
+                    })
+                    .map(|n| n.name.clone())
+                    .collect()
+            })
             .unwrap_or_default();
     }
     p
+}
+
+/// GPUs on `verified` of the provider's nodes: all of them when every node verified, else
+/// the nodes' share of the GPUs (the inventory counts nodes and GPUs, not GPUs per node).
+fn verified_gpus(inv: &Inventory, verified: usize) -> u64 {
+    let gpus: u64 = inv.models.iter().map(|m| u64::from(m.count)).sum();
+    let (verified, nodes) = (u64::try_from(verified).unwrap_or(u64::MAX), u64::from(inv.nodes));
+    if verified >= nodes {
+        return if verified == 0 { 0 } else { gpus };
+    }
+    // At most 5000 verified nodes of at most 2^32 × 32 models' GPUs: no overflow in u128.
+    u64::try_from(u128::from(verified) * u128::from(gpus) / u128::from(nodes)).unwrap_or(u64::MAX)
 }
