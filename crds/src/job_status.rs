@@ -266,6 +266,10 @@ pub struct ArchivedAttempts {
     pub providers: Vec<String>,
 }
 
+/// Most characters of an attempt record's `message` (the CRD's `maxLength`): a longer
+/// one makes the API server refuse the whole status write (422).
+pub const MAX_ATTEMPT_MESSAGE: usize = 1024;
+
 /// A finished attempt.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -279,7 +283,7 @@ pub struct AttemptRecord {
     pub outcome: AttemptOutcome,
     /// Details for humans.
     #[serde(default)]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = MAX_ATTEMPT_MESSAGE))]
     pub message: String,
     /// Why it ended, where the outcome alone does not say: `DispatchRejected` (the
     /// provider's API server refused its objects as invalid) or `DispatchForbidden` (the

@@ -115,6 +115,17 @@ fn provider_ok(p: &GpuProvider) -> bool {
     conditions::is_true(conds, types::READY) && !p.spec.paused && !p.spec.drain && !caught
 }
 
+/// GPUs each worker of a live attempt holds: as placed (its GPUs spread over its workers),
+/// not as the spec says now — a spec edited after placement (API servers before 1.25 drop
+/// the rule that freezes the gang shape) would make its nodes look freer, or busier, than
+/// they are.
+fn placed_gpus_per_worker(job: &ComputeJob, placement: &gpufed_api::job_status::Placement) -> u32 {
+    u32::try_from(placement.workers.len())
+        .ok()
+        .and_then(|workers| placement.gpus.checked_div(workers))
+        .unwrap_or(job.spec.gpus_per_worker)
+}
+
 /// Builds the snapshot for one round.
 pub fn snapshot(
     jobs: &[Arc<ComputeJob>],
@@ -344,11 +355,12 @@ fn provider_snapshot(
             continue;
         };
         let mut gpus = Vec::new();
+        // CPU and memory per worker are not recorded with the placement: the spec's.
         let per_worker = spec_facts::of(job).ask.engine(slots);
         for w in &placement.workers {
             held_res.add(&w.node, per_worker);
             let taken = held.entry(w.node.clone()).or_default();
-            for _ in 0..job.spec.gpus_per_worker {
+            for _ in 0..placed_gpus_per_worker(job, placement) {
                 *taken += 1;
                 gpus.push((w.node.clone(), *taken));
             }
@@ -455,5 +467,7 @@ fn provider_snapshot(
 
 #[cfg(test)]
 mod affinity_tests;
+#[cfg(test)]
+mod placed_gpus_tests;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::MemberObjects;
+use super::names;
 
 /// An object as an apply body: its JSON with `apiVersion` and `kind`.
 pub fn manifest<K>(obj: &K) -> Result<serde_json::Value, serde_json::Error>
@@ -39,9 +40,63 @@ where
     Ok(())
 }
 
+/// The job (`gpufed.io/job-uid`) whose tenant namespace `existing` is, when that is not
+/// `uid`: two jobs' names can give the same tenant namespace (its name is cut to 63
+/// characters and carries a hash of 32 bits), and applying one job's objects into the
+/// other's — by a forced apply that takes over its labels — would mix two tenants' pods
+/// and have the first job's deletion remove the second's. A namespace without the label
+/// names no job (one written before it was set).
+pub fn taken_by<'a>(existing: Option<&'a Namespace>, uid: &str) -> Option<&'a str> {
+    let owner = existing?.labels().get(names::LABEL_JOB_UID)?;
+    (owner != uid).then_some(owner.as_str())
+}
+
+/// How [`taken_error`]'s message begins.
+pub const TAKEN: &str = "nothing applied: the tenant namespace";
+
+/// The answer to a dispatch into a namespace [`taken_by`] another job: a 403 that does not
+/// pass ([`crate::error::is_forbidden`]), so the attempt ends after the forbidden grace
+/// period and placement keeps the job off this provider for a while, as for a member that
+/// forbids the attempt's objects.
+pub fn taken_error(namespace: &str, owner: &str) -> kube::Error {
+    let message = format!(
+        "{TAKEN} {namespace} exists and belongs to another job ({}={owner}; two jobs' \
+         names give the same tenant namespace)",
+        names::LABEL_JOB_UID
+    );
+    kube::Error::Api(
+        kube::core::Status::failure(&message, "Forbidden")
+            .with_code(403)
+            .boxed(),
+    )
+}
+
+/// The tenant namespace `name` as it is, if it exists: read by a patch that changes
+/// nothing, since the member role lets the hub (and the agent) create, patch and delete
+/// namespaces, not read them.
+pub async fn read_namespace(client: &Client, name: &str) -> Result<Option<Namespace>, kube::Error> {
+    let api = Api::<Namespace>::all(client.clone());
+    let unchanged = Patch::Merge(serde_json::json!({}));
+    match api.patch(name, &PatchParams::default(), &unchanged).await {
+        Ok(ns) => Ok(Some(ns)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Applies everything; pods last, so the namespace, its policy and quota exist first.
+/// Nothing is applied into a namespace another job holds (`taken_by`).
 pub async fn dispatch(client: &Client, objects: &MemberObjects) -> Result<(), kube::Error> {
     let ns = objects.namespace.name_any();
+    let uid = objects
+        .namespace
+        .labels()
+        .get(names::LABEL_JOB_UID)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(owner) = taken_by(read_namespace(client, &ns).await?.as_ref(), &uid) {
+        return Err(taken_error(&ns, owner));
+    }
     apply(Api::<Namespace>::all(client.clone()), &objects.namespace).await?;
     futures::try_join!(
         apply(
@@ -149,3 +204,7 @@ async fn release_fenced_pods(client: &Client, ns: &str) -> Result<(), kube::Erro
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

@@ -23,9 +23,9 @@ pub(super) async fn observe_live(ctx: &Context, job: &ComputeJob, now: i64) -> M
     // Lost only when this process has itself failed to reach the provider for the grace
     // period: after a leader change or an outage of the hub the stored heartbeat is old,
     // but the provider may be fine.
-    let failing_since = ctx.fleet.failing_since(&p.provider).await;
-    let probe_failed = failing_since.is_some();
-    if provider_lost(&provider, failing_since, now) {
+    let failing = ctx.fleet.failing(&p.provider, ctx.leadership.term()).await;
+    let probe_failed = ctx.fleet.probe_failed(&p.provider).await;
+    if provider_lost(&provider, failing, now) {
         let last = provider
             .status
             .as_ref()

@@ -6,7 +6,9 @@ pub mod build;
 pub mod credentials;
 pub(crate) mod dispatch;
 pub mod events;
+mod fence;
 mod live;
+mod marks;
 pub mod names;
 pub(crate) mod observe;
 pub mod plan;
@@ -69,34 +71,11 @@ async fn connect(ctx: &Context, name: &str) -> Result<(Arc<GpuProvider>, Link)> 
     Ok((provider, link))
 }
 
-/// Removes the pods of finished attempts that may still run (lost, stopped). Returns
-/// the attempt numbers now gone. A provider that does not answer keeps its attempt
-/// pending: it is fenced by its number and removed when the provider returns.
-async fn fence_old_attempts(ctx: &Context, job: &ComputeJob) -> Vec<u32> {
-    let uid = job.uid().unwrap_or_default();
-    let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
-    let mut removed = Vec::new();
-    let pending = job
-        .status
-        .iter()
-        .flat_map(|s| s.attempts.iter())
-        .filter(|a| !a.removed);
-    // A job with checkpoint credentials leaves no copy of them behind with its attempt.
-    let copied = build::credentials::secret_name(&job.spec).is_some();
-    for a in pending {
-        let Ok((_, link)) = connect(ctx, &a.provider).await else {
-            continue;
-        };
-        let mut result = link.remove_attempt(&ns, &uid, a.attempt).await;
-        if result.is_ok() && copied {
-            result = link.remove_credentials(&ns, a.attempt).await;
-        }
-        match result {
-            Ok(()) => removed.push(a.attempt),
-            Err(e) => tracing::debug!(provider = %a.provider, error = %e, "old attempt not removable yet"),
-        }
-    }
-    removed
+/// Records archived once the hold for the meter ran out ([`plan::history::record`]).
+fn unbilled(ctx: &Context, job: &ComputeJob, note: events::Note) {
+    tracing::warn!(message = %note.message, "attempt records archived before they were seen metered");
+    ctx.reporter
+        .publish(kube::Resource::object_ref(job, &()), vec![note]);
 }
 
 /// Seconds a new job waits for the placement round to write its first status.
@@ -122,60 +101,6 @@ pub fn touches_provider(job: &ComputeJob, provider: &str) -> bool {
                 .is_some_and(|a| a.providers.iter().any(|p| p == provider)))
 }
 
-/// Drops the live attempt's eviction mark when the job it was evicted for no longer needs
-/// the room ([`crate::placement::mark_stands`]): the attempt runs on instead of ending
-/// `Preempted`. Only with the job store synced: before that, a missing preemptor may
-/// simply not be listed yet.
-fn drop_stale_mark(ctx: &Context, job: &mut ComputeJob) {
-    let Some(mark) = job
-        .status
-        .as_ref()
-        .and_then(|s| s.placement.as_ref())
-        .and_then(|p| p.preempted.clone())
-    else {
-        return;
-    };
-    let by = mark.by.clone();
-    if let Some(provider) = mark.drained_by() {
-        // A drain's mark stands while its provider still drains (or is not listed yet).
-        let draining = ctx
-            .providers
-            .get(&ObjectRef::new(provider))
-            .is_none_or(|p| p.spec.drain);
-        if draining || !ctx.providers_synced.is_synced() {
-            return;
-        }
-        tracing::info!(provider = %provider, "the provider no longer drains; the attempt runs on");
-        if let Some(p) = job.status.as_mut().and_then(|s| s.placement.as_mut()) {
-            p.preempted = None;
-        }
-        return;
-    }
-    if let Some(provider) = mark.refused_by() {
-        let ns = job.namespace().unwrap_or_default();
-        if !ctx.providers_synced.is_synced() || crate::placement::tenancy_mark_stands(ctx, provider, &ns) {
-            return;
-        }
-        tracing::info!(provider = %provider, "the provider's tenant policy keeps the namespace's work again; the attempt runs on");
-        if let Some(p) = job.status.as_mut().and_then(|s| s.placement.as_mut()) {
-            p.preempted = None;
-        }
-        return;
-    }
-    if !ctx.jobs_synced.is_synced() {
-        return;
-    }
-    let (ns, name) = by.split_once('/').unwrap_or(("", by.as_str()));
-    let preemptor = ctx.jobs.get(&ObjectRef::new(name).within(ns));
-    if crate::placement::mark_stands(preemptor.as_deref(), job) {
-        return;
-    }
-    tracing::info!(for_job = %by, "the job this attempt was to be evicted for no longer waits; it runs on");
-    if let Some(p) = job.status.as_mut().and_then(|s| s.placement.as_mut()) {
-        p.preempted = None;
-    }
-}
-
 /// Seconds since the job was created (0 when unknown).
 fn age(job: &ComputeJob, now: i64) -> i64 {
     job.metadata
@@ -186,7 +111,7 @@ fn age(job: &ComputeJob, now: i64) -> i64 {
 
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     let now = crate::time::now();
-    let removed = fence_old_attempts(ctx, &job).await;
+    let removed = fence::fence_old_attempts(ctx, &job).await;
     let stored = job.status.clone();
     let mut job = (*job).clone();
     if let Some(st) = job.status.as_mut() {
@@ -195,11 +120,17 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
             .filter(|a| removed.contains(&a.attempt))
             .for_each(|a| a.removed = true);
     }
-    drop_stale_mark(ctx, &mut job);
+    marks::drop_stale_mark(ctx, &mut job);
     let member = live::observe_live(ctx, &job, now).await;
     let mut plan = plan::plan(&job, &member, now);
     if job.spec.serving.is_some() {
         plan.status.endpoint = live::observe_endpoint(ctx, &job, &member, &plan.status, now).await;
+    }
+    // An end held back for the meter (objects refused, say): they are not sent again yet.
+    let held_dispatch = plan.dispatch && plan::history::dispatch_waits(&job, &plan.status, ctx.settles, now);
+    if held_dispatch {
+        tracing::warn!("the attempt history is full of unmetered records; the dispatch waits for the meter");
+        plan::history::hold_dispatch(&job, &mut plan, now);
     }
     // Checkpoint credentials: checked while the job waits for placement (a job whose
     // Secret cannot be read is not placed), read again for each attempt's objects.
@@ -253,7 +184,18 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    plan::history::trim(&mut plan.status, ctx.settles);
+    // An end not recordable beside records the meter lacks: the status as read waits.
+    let forced = match plan::history::record(&job, &mut plan.status, ctx.settles, now) {
+        plan::history::Recorded::Fits => None,
+        plan::history::Recorded::Forced(note) => Some(note),
+        plan::history::Recorded::Held(held) => {
+            tracing::warn!("the attempt history is full of unmetered records; the attempt's end waits");
+            if stored.as_ref() != Some(&*held) {
+                write_status(ctx, &job, &held).await?;
+            }
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
     // A new job's first status comes from the placement round (its placement, or why it
     // waits), unless the round has not written one after a while: writing `Queued` here
     // first would cost every job one more hub write and make the round's write conflict.
@@ -261,6 +203,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     if stored.as_ref() != Some(&plan.status) && !first_from_round {
         write_status(ctx, &job, &plan.status).await?;
     }
+    forced.into_iter().for_each(|note| unbilled(ctx, &job, note));
     if plan.wants_placement {
         ctx.placement_trigger.notify_one();
     }
@@ -277,6 +220,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
         });
     }
     Ok(match plan.status.phase {
+        _ if held_dispatch => Action::requeue(Duration::from_secs(30)),
         // A finished job still removes attempts stranded on providers that were cut off.
         Some(JobPhase::Succeeded | JobPhase::Failed) if unfenced => Action::requeue(Duration::from_secs(5)),
         Some(JobPhase::Succeeded | JobPhase::Failed) => Action::await_change(),
@@ -306,11 +250,24 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
     let job = if live {
         let now = crate::time::now();
         let member = live::observe_live(ctx, &job, now).await;
-        let stopped = plan::plan(&job, &member, now).status;
+        let mut stopped = plan::plan(&job, &member, now).status;
+        let forced = match plan::history::record(&job, &mut stopped, ctx.settles, now) {
+            plan::history::Recorded::Fits => None,
+            plan::history::Recorded::Forced(note) => Some(note),
+            plan::history::Recorded::Held(held) => {
+                if job.status.as_ref() != Some(&*held) {
+                    write_status(ctx, &job, &held).await?;
+                }
+                let why = "the attempt's end waits for the meter to journal the older records";
+                return Err(Error::Waiting(why.into()));
+            }
+        };
         if job.status.as_ref() == Some(&stopped) {
             job
         } else {
-            Arc::new(write_status(ctx, &job, &stopped).await?)
+            let written = write_status(ctx, &job, &stopped).await?;
+            forced.into_iter().for_each(|note| unbilled(ctx, &job, note));
+            Arc::new(written)
         }
     } else {
         job
@@ -338,7 +295,9 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Action> {
             Ok(())
         } else {
             match connect(ctx, name).await {
-                Ok((_, link)) => link.remove_namespace(&ns).await.map_err(|e| e.to_string()),
+                Ok((_, link)) => fence::remove_namespace(&link, &ns, &job)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -393,6 +352,7 @@ async fn stalled(
         &crate::time::format(crate::time::now()),
     );
     conditions::set(&mut status.conditions, c);
+    conditions::remove(&mut status.conditions, types::RECONCILING);
     write_status(ctx, job, &status).await?;
     Ok(())
 }

@@ -243,12 +243,31 @@ pub async fn remove_attempt(
     }
 }
 
-/// Deletes the job's tenant namespace (everything in it). Idempotent.
-pub async fn remove_namespace(client: &Client, namespace: &str) -> Result<(), kube::Error> {
+/// Deletes job `uid`'s tenant namespace (everything in it), unless it is another job's
+/// ([`super::dispatch::taken_by`]: two jobs' names can give the same tenant namespace, and
+/// the dispatch of the one that came second was refused, but its deletion would remove the
+/// first one's work). The delete is conditioned on the namespace's own uid, so one created
+/// anew since it was read is left alone too. Idempotent.
+pub async fn remove_own_namespace(client: &Client, namespace: &str, uid: &str) -> Result<(), kube::Error> {
+    let Some(existing) = super::dispatch::read_namespace(client, namespace).await? else {
+        return Ok(());
+    };
+    if let Some(owner) = super::dispatch::taken_by(Some(&existing), uid) {
+        tracing::warn!(%namespace, %owner, "tenant namespace belongs to another job: left alone");
+        return Ok(());
+    }
     let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
-    match api.delete(namespace, &Default::default()).await {
+    let this_one = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(namespace, &this_one).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        // Gone meanwhile, or another namespace by that name now (precondition failed).
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -11,85 +11,19 @@ mod attempt;
 mod end;
 pub mod history;
 mod invalid;
+mod member;
 mod start;
+mod waits;
 pub use attempt::expire_unreachable;
 use attempt::{attempt_outcome, gang_started};
 pub use end::{
     AVOID_SECS, CREDENTIALS_UNAVAILABLE, DISPATCH_FORBIDDEN, FORBIDDEN_GRACE_SECS, INVALID_TEMPLATE,
-    avoided_providers, avoided_until, await_credentials, credentials_unavailable, forbid_dispatch,
-    invalid_template, reject_dispatch,
+    avoided_providers, avoided_until, forbid_dispatch, reject_dispatch,
 };
 use end::{Cause, RETRY_REASONS, end_attempt, refusal};
+pub use member::{Member, PodPhase, PodView};
 pub use start::START_TIMEOUT;
-
-/// What a worker pod of the live attempt is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodPhase {
-    /// Not created yet, or not scheduled/started.
-    Pending,
-    /// Running.
-    Running,
-    /// Exited 0.
-    Succeeded,
-    /// Exited non-zero, or was killed.
-    Failed,
-}
-
-/// A worker pod as observed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodView {
-    /// Worker rank.
-    pub rank: u32,
-    /// Phase.
-    pub phase: PodPhase,
-    /// When the pod's containers started running (Unix seconds, the earliest), if known.
-    pub started: Option<i64>,
-    /// When the pod finished (Unix seconds), if it has.
-    pub finished: Option<i64>,
-    /// Its node is gone or NotReady, or was unreachable past the provider's grace period.
-    pub node_lost: bool,
-    /// Its node is unreachable (`Ready` condition `Unknown`): waited for, or — with
-    /// `node_lost` — counted lost past the provider's grace period.
-    pub node_unreachable: bool,
-    /// Its `Ready` condition, as its kubelet reports it.
-    pub ready: bool,
-    /// Its node's IP (`status.hostIP`).
-    pub host_ip: Option<String>,
-    /// The GPUs its node's device plugin says it holds (sorted; empty until published).
-    pub gpu_uuids: Vec<String>,
-    /// What it waits for while it does not run, as its scheduler or kubelet says
-    /// (`Unschedulable: …`, `ImagePullBackOff: …`); for the record of an attempt that
-    /// did not start in time.
-    pub waiting: Option<String>,
-}
-
-/// What was observed of the job's provider and live attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Member {
-    /// No live attempt.
-    NoAttempt,
-    /// The provider's heartbeat is older than its grace period (since `last_heartbeat`).
-    ProviderLost {
-        /// Unix seconds of the last heartbeat; billing stops there.
-        last_heartbeat: i64,
-    },
-    /// The provider is within its grace period but did not answer now: wait.
-    Unanswered,
-    /// The provider's pull-mode agent reports but has not acted on the attempt's
-    /// Assignment: wait as for [`Member::Unanswered`], but the start timeout runs (no pod
-    /// of the gang exists as far as the hub knows).
-    NotTakenUp,
-    /// The attempt's pods (possibly fewer than the gang, while dispatching).
-    Pods(Vec<PodView>),
-    /// The member refused the attempt's objects for good, saying why: a pull-mode agent
-    /// reported its own refusal or its API server's 400/422 on the attempt's Assignment
-    /// (a push-mode dispatch's refusal reaches [`reject_dispatch`] instead).
-    Rejected(String),
-    /// The member forbade the attempt's objects (a pull-mode agent reported its API
-    /// server's 403 that does not pass): ended after the grace period, as
-    /// [`forbid_dispatch`] ends a push-mode dispatch's.
-    Forbidden(String),
-}
+pub use waits::{await_credentials, credentials_unavailable, invalid_template};
 
 /// What the reconcile must do besides writing status.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +64,8 @@ pub fn usage(status: &ComputeJobStatus, live_until: Option<i64>) -> Usage {
 }
 
 /// Sets `Stalled=True` and `Ready=False` with `reason`: the job needs a change of its spec.
+/// `Reconciling` goes: kstatus reads the first of the two that is `True`, so a leftover
+/// `Reconciling=True` would keep the job `InProgress` instead of `Failed`.
 fn stall(
     st: &mut ComputeJobStatus,
     reason: &str,
@@ -141,6 +77,7 @@ fn stall(
         cond(types::STALLED, True, reason, message.clone()),
     );
     conditions::set(&mut st.conditions, cond(types::READY, False, reason, message));
+    conditions::remove(&mut st.conditions, types::RECONCILING);
 }
 
 fn live_gpu_seconds(p: &gpufed_api::job_status::Placement, until: i64) -> u64 {
@@ -170,22 +107,31 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         return out;
     }
     // A spec that cannot be acted on (invalid, its pod template unbuildable, or its gang
-    // shape edited after placement) stalls the job; a placed attempt runs on, unless the
-    // user asks to stop it (deletion, suspension), see [`invalid`].
-    let stopping = st.placement.is_some() && (job.metadata.deletion_timestamp.is_some() || job.spec.suspend);
-    let member = match invalid::invalid(job, st.placement.is_some()) {
-        Some((reason, message)) => {
-            stall(st, reason, message, &cond);
-            if !stopping {
-                return out;
-            }
-            invalid::read_without_spec(member)
-        }
+    // shape edited after placement) stalls the job: it is not placed, and nothing more of
+    // a placed attempt is dispatched, until the spec changes. A placed attempt is still
+    // observed and ends as it would — its pods end, its provider or a node is lost, it is
+    // preempted or drained, it runs past `maxDuration`, the user stops it — so an edit
+    // can neither freeze the attempt's record and billing nor hold a provider's drain.
+    // An attempt whose gang shape the edit changed is read by the shape it was placed
+    // with ([`invalid::as_placed`]).
+    let bad = invalid::invalid(job, st.placement.is_some());
+    match &bad {
+        Some(b) => stall(st, b.reason, b.message.clone(), &cond),
         None => {
             conditions::remove(&mut st.conditions, types::STALLED);
-            member
         }
+    }
+    if bad.is_some() && st.placement.is_none() {
+        return out;
+    }
+    let shaped = match (&bad, st.placement.as_ref()) {
+        (Some(b), Some(p)) if b.shape => Some(invalid::as_placed(job, p)),
+        _ => None,
     };
+    let job = shaped.as_ref().unwrap_or(job);
+    // Workers of an attempt still to be created from a spec that may not be acted on
+    // (a shape edit leaves the placement's own gang to start or time out).
+    let unbuildable = bad.as_ref().filter(|b| !b.shape).map(|b| b.message.clone());
 
     // Billing starts when the whole gang runs, by its kubelets' clocks: an operator that
     // was away while the attempt started, or that first looks after it ended, still bills
@@ -221,10 +167,10 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
             .or_else(|| attempt::gang_broken(job, p, pods, now)),
         _ => None,
     };
+    // Every worker of the gang seen and ended: nothing is left to remove. A worker not
+    // seen may still be created (a pull-mode agent behind, a dispatch under way).
     let pods_ended = match member {
-        Member::Pods(pods) => pods
-            .iter()
-            .all(|p| matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed)),
+        Member::Pods(pods) => attempt::every_worker_ended(job.spec.workers, pods),
         _ => false,
     };
     let mut cause = Cause::Observed { pods_ended };
@@ -246,7 +192,9 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
         .spec
         .max_duration
         .as_deref()
-        .and_then(|d| parse_duration(d).ok());
+        .and_then(|d| parse_duration(d).ok())
+        // `0s` is an invalid spec (refused by CEL and by `check`), not a deadline passed.
+        .filter(|d| *d > 0);
     let overdue =
         deadline.is_some_and(|d| attempt::run_seconds(st, now) > i64::try_from(d).unwrap_or(i64::MAX));
     let ended = match ended {
@@ -289,6 +237,23 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
                     end::forbidden_message(&p.provider, answer),
                 ))
             }
+            // Its missing workers would be built from a spec that may not be acted on
+            // (a pod-security violation, say): the attempt stops, as for an unbuildable
+            // template ([`invalid_template`]), and the job waits for a valid spec.
+            (Some(_), Member::Pods(pods))
+                if pods.len() < job.spec.workers as usize && unbuildable.is_some() =>
+            {
+                cause = Cause::Waits {
+                    reason: "InvalidSpec",
+                    until: "a valid spec",
+                };
+                let why = unbuildable.clone().unwrap_or_default();
+                Some((
+                    AttemptOutcome::Stopped,
+                    now,
+                    format!("the spec became invalid with workers still to create: {why}"),
+                ))
+            }
             (Some(p), Member::Pods(pods)) => start::timed_out(job, p, pods, now).map(|message| {
                 cause = Cause::StartTimeout;
                 (AttemptOutcome::Failed, now, message)
@@ -307,8 +272,15 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
     };
     if let Some((outcome, at, message)) = ended {
         end_attempt(job, st, outcome, at, message, &now_text, cause);
+        // A job that succeeded is stuck no more, whatever its spec says now.
+        if st.phase == Some(JobPhase::Succeeded) {
+            conditions::remove(&mut st.conditions, types::STALLED);
+        }
         return out;
     }
+    // From here on the attempt runs on: with a spec that may not be acted on, `Ready`
+    // keeps saying why (`stall`) and nothing more is dispatched.
+    let acting = bad.is_none();
 
     match (&st.placement, member) {
         (None, _) => {
@@ -358,9 +330,15 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
                 && pods
                     .iter()
                     .all(|p| matches!(p.phase, PodPhase::Running | PodPhase::Succeeded));
-            out.dispatch = pods.len() < job.spec.workers as usize;
+            out.dispatch = acting && pods.len() < job.spec.workers as usize;
             let provider = p.provider.clone();
-            if running {
+            if !acting {
+                st.phase = Some(if running {
+                    JobPhase::Running
+                } else {
+                    JobPhase::Placed
+                });
+            } else if running {
                 st.phase = Some(JobPhase::Running);
                 conditions::set(
                     &mut st.conditions,
@@ -388,7 +366,7 @@ pub fn plan(job: &ComputeJob, member: &Member, now: i64) -> Plan {
                     cond(types::RECONCILING, True, "Starting", msg),
                 );
             }
-            if let Some(w) = attempt::unreachable_worker(pods) {
+            if let Some(w) = attempt::unreachable_worker(pods).filter(|_| acting) {
                 let since = p.node_unreachable_since.as_deref().unwrap_or(&now_text);
                 let msg = format!(
                     "the node of worker {} on {provider} is unreachable since {since}; its work counts lost after the provider's heartbeat grace period",

@@ -206,7 +206,12 @@ fn a_victim_larger_than_the_room_leaves_the_rest_free() {
     let providers = [provider("a", true)];
     let big = |marked: bool| {
         let mut j = batch("big", true, marked);
-        Arc::make_mut(&mut j).spec.gpus_per_worker = 6;
+        let m = Arc::make_mut(&mut j);
+        m.spec.gpus_per_worker = 6;
+        // Placed with 6 GPUs too: a live attempt holds what it was placed with.
+        if let Some(p) = m.status.as_mut().and_then(|s| s.placement.as_mut()) {
+            p.gpus = 6;
+        }
         j
     };
     // 1 GPU free, 3 wanted: the 6-GPU job goes.

@@ -34,6 +34,17 @@ pub(super) fn gang_started(
     Some(last.clamp(placed.min(now), now))
 }
 
+/// Whether every one of the gang's `workers` ranks was seen among `pods` and every pod
+/// seen has ended: only then is nothing of the attempt left in the member to remove. A
+/// rank not seen may still be created — a pull-mode agent that has not caught up, a
+/// dispatch under way — beside the job's next attempt, unless the attempt is fenced.
+pub(super) fn every_worker_ended(workers: u32, pods: &[PodView]) -> bool {
+    (0..workers).all(|rank| pods.iter().any(|p| p.rank == rank))
+        && pods
+            .iter()
+            .all(|p| matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
+}
+
 /// Most GPU UUIDs kept for one worker (the CRD's bound).
 const MAX_WORKER_GPUS: usize = 16;
 /// Most GPU UUIDs kept in an attempt's record (the CRD's bound).

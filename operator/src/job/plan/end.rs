@@ -8,9 +8,11 @@ use gpufed_api::ComputeJob;
 use gpufed_api::common::ConditionStatus::{False, True};
 use gpufed_api::conditions::{self, types};
 use gpufed_api::job::ProviderLossAction;
-use gpufed_api::job_status::{AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase, Placement};
+use gpufed_api::job_status::{
+    AttemptOutcome, AttemptRecord, ComputeJobStatus, JobPhase, MAX_ATTEMPT_MESSAGE, Placement,
+};
 
-use super::{Plan, attempt, live_gpu_seconds, stall, usage};
+use super::{Plan, attempt, live_gpu_seconds, usage};
 
 /// Condition reason (`Failed`, `Stalled`) of a job whose last attempt the member's API
 /// server refused to create.
@@ -20,6 +22,13 @@ pub const DISPATCH_REJECTED: &str = "DispatchRejected";
 /// when the member's API server forbade the attempt's objects: a permission the provider
 /// has not granted (an older provider chart) or an admission policy.
 pub const DISPATCH_FORBIDDEN: &str = "DispatchForbidden";
+
+/// Condition reason (`Failed`, `Stalled`) of a job that ran past `spec.maxDuration`.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+
+/// Condition reason (`Failed`, `Stalled`) of a job failed by its provider's loss
+/// (`spec.failurePolicy.onProviderLoss: Fail`).
+pub const PROVIDER_LOST: &str = "ProviderLost";
 
 /// Seconds after its placement that an attempt whose objects the member forbids is still
 /// retried: a freshly installed provider's permissions may take a moment to apply.
@@ -36,7 +45,7 @@ pub const AVOID_SECS: i64 = 900;
 pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
 
 /// Condition reason (`Stalled`, `Ready`) of a job whose checkpoint credentials Secret the
-/// operator cannot read: it waits unplaced until it can ([`await_credentials`]).
+/// operator cannot read: it waits unplaced until it can ([`super::await_credentials`]).
 pub const CREDENTIALS_UNAVAILABLE: &str = "CheckpointCredentialsUnavailable";
 
 /// `Ready` reasons of a job whose ended attempt is retried ([`end_attempt`]): `Preempted`
@@ -59,8 +68,8 @@ pub(super) enum Cause {
     DispatchForbidden,
     /// Its gang did not start within `spec.startTimeout` ([`super::start`]).
     StartTimeout,
-    /// Its objects cannot be built or completed ([`invalid_template`],
-    /// [`credentials_unavailable`]): the job waits unplaced, `Placed` reason `reason`,
+    /// Its objects cannot be built or completed ([`super::invalid_template`],
+    /// [`super::credentials_unavailable`]): the job waits unplaced, `Placed` reason `reason`,
     /// until `until`.
     Waits {
         reason: &'static str,
@@ -68,12 +77,31 @@ pub(super) enum Cause {
     },
 }
 
-/// A member's answer, cut to fit the attempt's record.
-pub(super) fn refusal(answer: &str) -> String {
-    match answer.char_indices().nth(MAX_REJECTION) {
-        Some((cut, _)) => format!("{}…", &answer[..cut]),
-        None => answer.to_owned(),
+/// `text` cut to at most `max` characters (the CRD counts characters, not bytes), an
+/// ellipsis marking the cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some(_) => {
+            let keep = text
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(0, |(i, _)| i);
+            format!("{}…", &text[..keep])
+        }
+        None => text.to_owned(),
     }
+}
+
+/// A member's answer, cut to leave room in the attempt's record for what is said of it.
+pub(super) fn refusal(answer: &str) -> String {
+    cut(answer, MAX_REJECTION)
+}
+
+/// An attempt record's whole message, cut to the CRD's bound: the answer quoted in it is
+/// cut already, but the provider's name (up to 253 characters) and the words around it
+/// could still take it past, and the API server would then refuse every status write.
+pub(super) fn record_message(message: &str) -> String {
+    cut(message, MAX_ATTEMPT_MESSAGE)
 }
 
 /// The member's API server refused the live attempt's objects as invalid (HTTP 400 or
@@ -122,9 +150,14 @@ pub fn forbidden_for_good(placement: &Placement, now: i64) -> bool {
 
 /// What an attempt's record says when `provider` forbade its objects (`answer`).
 pub(super) fn forbidden_message(provider: &str, answer: &str) -> String {
+    // The answer says why when the job's tenant namespace there is another job's.
+    let guess = if answer.contains(crate::job::dispatch::TAKEN) {
+        ""
+    } else {
+        "a permission or policy it has not granted; "
+    };
     format!(
-        "provider {provider} forbids the attempt's objects (a permission or policy it has not \
-         granted; the job is kept off it for {} min): {}",
+        "provider {provider} forbids the attempt's objects ({guess}the job is kept off it for {} min): {}",
         AVOID_SECS / 60,
         refusal(answer)
     )
@@ -184,88 +217,6 @@ pub fn avoided_until(status: Option<&ComputeJobStatus>, now: i64) -> BTreeMap<St
     until
 }
 
-/// The live attempt's objects cannot be built: `error` names the template's field. A
-/// template that is invalid from the start is refused before placement ([`super::plan`]);
-/// this is one made invalid after the attempt was placed (the template may be edited),
-/// or placed by an operator before that check, with pods still to create. None of them
-/// can be created, on this provider or any other, so the attempt ends now (`Stopped`:
-/// nothing more was dispatched; billed only if its gang had run), its GPUs are released
-/// and whatever it created is fenced, and the job waits unplaced with `Stalled`,
-/// `Ready` and `Placed` reason `InvalidTemplate` until the spec changes — as a job whose
-/// template was invalid from the start — instead of holding the GPUs and retrying every
-/// second. The ended attempt's number is used, as any ended attempt's.
-pub fn invalid_template(job: &ComputeJob, plan: &mut Plan, error: &str, now: i64) {
-    let now_text = crate::time::format(now);
-    let st = &mut plan.status;
-    let message = format!("the pod template cannot be built: {error}");
-    end_attempt(
-        job,
-        st,
-        AttemptOutcome::Stopped,
-        now,
-        message,
-        &now_text,
-        Cause::Waits {
-            reason: INVALID_TEMPLATE,
-            until: "a valid spec.template",
-        },
-    );
-    let generation = job.metadata.generation;
-    let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, &now_text);
-    stall(st, INVALID_TEMPLATE, error.to_owned(), &cond);
-    plan.dispatch = false;
-    plan.wants_placement = false;
-}
-
-/// The job's checkpoint credentials (`why`: the Secret is missing, not readable by the
-/// operator, or of a type that is never copied) cannot be read while it waits for
-/// placement: it stays unplaced with `Stalled` and `Ready` reason
-/// [`CREDENTIALS_UNAVAILABLE`] — placing it would hold GPUs for workers that cannot
-/// start — and the placement round leaves it out ([`crate::mapping::is_queued`]) until a
-/// later check reads them. The condition keeps its first transition time while the
-/// reason stays, so a waiting job is not rewritten at every check.
-pub fn await_credentials(job: &ComputeJob, plan: &mut Plan, why: &str, now: i64) {
-    let now_text = crate::time::format(now);
-    let generation = job.metadata.generation;
-    let since = job
-        .status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, types::STALLED))
-        .filter(|c| c.status == True && c.reason == CREDENTIALS_UNAVAILABLE)
-        .map(|c| c.last_transition_time.clone());
-    let cond = |t: &str, s, r: &str, m: String| {
-        let mut c = conditions::condition(t, s, r, m, generation, &now_text);
-        if let Some(since) = since.as_ref().filter(|_| t == types::STALLED) {
-            c.last_transition_time.clone_from(since);
-        }
-        c
-    };
-    stall(&mut plan.status, CREDENTIALS_UNAVAILABLE, why.to_owned(), &cond);
-    plan.wants_placement = false;
-}
-
-/// The placed attempt's checkpoint credentials cannot be read when its objects are sent
-/// (the round placed it before the job controller checked, or the Secret went away): the
-/// attempt ends `Stopped` before anything runs, its GPUs are released, and the job waits
-/// as in [`await_credentials`]. The ended attempt's number is used.
-pub fn credentials_unavailable(job: &ComputeJob, plan: &mut Plan, why: &str, now: i64) {
-    let now_text = crate::time::format(now);
-    end_attempt(
-        job,
-        &mut plan.status,
-        AttemptOutcome::Stopped,
-        now,
-        format!("the checkpoint credentials cannot be read: {why}"),
-        &now_text,
-        Cause::Waits {
-            reason: CREDENTIALS_UNAVAILABLE,
-            until: "its checkpoint credentials",
-        },
-    );
-    plan.dispatch = false;
-    await_credentials(job, plan, why, now);
-}
-
 /// Ends the live attempt: records it, bills it up to `at`, and either retries (a new
 /// placement), stops, completes or fails the job by `outcome` and the failure policy.
 pub(super) fn end_attempt(
@@ -280,6 +231,7 @@ pub(super) fn end_attempt(
     let generation = job.metadata.generation;
     let cond = |t: &str, s, r: &str, m: String| conditions::condition(t, s, r, m, generation, now_text);
     let Some(p) = st.placement.clone() else { return };
+    let message = record_message(&message);
     let gpu_seconds = live_gpu_seconds(&p, at);
     // Pods of a finished attempt hold no GPUs; lost or stopped ones must still be removed,
     // and so must whatever a refused dispatch did create (a gang's other pods), and a
@@ -389,12 +341,22 @@ pub(super) fn end_attempt(
         st.phase = Some(JobPhase::Failed);
         st.completion_time = Some(crate::time::format(at));
         let msg = format!("attempt {attempts_used} {outcome:?}: {message}");
-        let (failed, stalled) = match cause {
-            Cause::Observed { .. } => ("AttemptsExhausted", "JobFailed"),
-            Cause::DispatchRejected => (DISPATCH_REJECTED, DISPATCH_REJECTED),
-            Cause::DispatchForbidden => (DISPATCH_FORBIDDEN, DISPATCH_FORBIDDEN),
-            Cause::StartTimeout => (super::start::START_TIMEOUT, super::start::START_TIMEOUT),
-            Cause::Waits { reason, .. } => (reason, reason), // handled above
+        let (failed, stalled) = match (cause, outcome) {
+            // Not for want of attempts: the job ran out of time, or its policy fails it
+            // at the first provider loss.
+            (Cause::Observed { .. }, AttemptOutcome::DeadlineExceeded) => {
+                (DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
+            }
+            (Cause::Observed { .. }, AttemptOutcome::ProviderLost)
+                if job.spec.failure_policy.on_provider_loss == ProviderLossAction::Fail =>
+            {
+                (PROVIDER_LOST, PROVIDER_LOST)
+            }
+            (Cause::Observed { .. }, _) => ("AttemptsExhausted", "JobFailed"),
+            (Cause::DispatchRejected, _) => (DISPATCH_REJECTED, DISPATCH_REJECTED),
+            (Cause::DispatchForbidden, _) => (DISPATCH_FORBIDDEN, DISPATCH_FORBIDDEN),
+            (Cause::StartTimeout, _) => (super::start::START_TIMEOUT, super::start::START_TIMEOUT),
+            (Cause::Waits { reason, .. }, _) => (reason, reason), // handled above
         };
         conditions::set(&mut st.conditions, cond(types::FAILED, True, failed, msg.clone()));
         conditions::set(

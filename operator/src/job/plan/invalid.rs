@@ -1,12 +1,24 @@
-//! Whether the job's spec may be acted on (pure), and what a stop may still read of its
-//! attempt when it may not.
+//! Whether the job's spec may be acted on (pure), and how a placed attempt is read when it
+//! may not.
 
+use gpufed_api::job_status::Placement;
 use gpufed_api::{ComputeJob, check};
 
-use super::{INVALID_TEMPLATE, Member};
+use super::INVALID_TEMPLATE;
 
-/// Why the job waits for a new spec, as (reason, message naming the field); `None` when
-/// it may be acted on. `placed`: the job has a live placement.
+/// Why the job waits for a new spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Invalid {
+    /// The `Stalled` reason: `InvalidSpec` or `InvalidTemplate`.
+    pub reason: &'static str,
+    /// What is wrong, naming the field.
+    pub message: String,
+    /// The gang shape differs from the live placement's ([`check::job_placement`]).
+    pub shape: bool,
+}
+
+/// Why the job waits for a new spec; `None` when it may be acted on. `placed`: the job has
+/// a live placement.
 ///
 /// A pod template that cannot be built into worker pods (a field of the wrong type, a bad
 /// readiness probe) is refused like an invalid spec, before placement: `build` fails only
@@ -20,27 +32,40 @@ use super::{INVALID_TEMPLATE, Member};
 /// A placed job whose gang shape was edited after placement ([`check::job_placement`]:
 /// API servers before 1.25 drop the CEL rule that forbids it) is refused as an invalid
 /// spec too: its pods are built from the placement and billed for the placement's GPUs,
-/// while the plan counts the gang by the spec, so acting on both would never see the gang
-/// run, or create workers of another size beside it.
-pub(super) fn invalid(job: &ComputeJob, placed: bool) -> Option<(&'static str, String)> {
+/// so its attempt is read by the placement's shape ([`as_placed`]), never by the spec's
+/// — that would never see the gang run, or create workers of another size beside it.
+pub(super) fn invalid(job: &ComputeJob, placed: bool) -> Option<Invalid> {
+    let shape = check::job_placement(job);
     let mut errors = check::job_spec(&job.spec)
         .into_iter()
-        .chain(check::job_placement(job));
+        .chain(shape.iter().cloned());
     match errors.next() {
-        Some(e) => Some(("InvalidSpec", e.to_string())),
-        None if !placed => super::super::build::template_error(&job.spec).map(|e| (INVALID_TEMPLATE, e)),
+        Some(e) => Some(Invalid {
+            reason: "InvalidSpec",
+            message: e.to_string(),
+            shape: !shape.is_empty(),
+        }),
+        None if !placed => super::super::build::template_error(&job.spec).map(|message| Invalid {
+            reason: INVALID_TEMPLATE,
+            message,
+            shape: false,
+        }),
         None => None,
     }
 }
 
-/// What a stop the user asks for (deletion, suspension) reads of the live attempt of a
-/// job whose spec is invalid. The stop still ends the attempt — the finalizer waits for it
-/// to end, and suspending is how a placed job's shape is changed — but the pods are read
-/// by the spec (the gang's size), which cannot be trusted now: the attempt ends `Stopped`,
-/// billed up to now, or up to the last heartbeat of a provider that was lost.
-pub(super) fn read_without_spec(member: &Member) -> &Member {
-    match member {
-        Member::ProviderLost { .. } => member,
-        _ => &Member::Unanswered,
+/// `job` with the gang shape its live attempt was placed with (`placement`: one entry per
+/// worker, its GPUs spread evenly), for reading that attempt's pods while the spec says
+/// another shape. A placement without worker entries keeps the spec's worker count.
+pub(super) fn as_placed(job: &ComputeJob, placement: &Placement) -> ComputeJob {
+    let mut placed = job.clone();
+    if let Ok(workers) = u32::try_from(placement.workers.len())
+        && workers > 0
+    {
+        placed.spec.workers = workers;
     }
+    if let Some(per_worker) = placement.gpus.checked_div(placed.spec.workers) {
+        placed.spec.gpus_per_worker = per_worker;
+    }
+    placed
 }

@@ -480,6 +480,8 @@ fn deleting_a_job_on_a_lost_provider_bills_to_the_last_heartbeat_not_the_deletio
 }
 
 mod credentials;
+mod edited;
+mod ending;
 mod forbidden;
 mod gpus;
 mod preempted;
