@@ -103,6 +103,16 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
     if !managed {
         return Err("spec.namespace: must be labeled app.kubernetes.io/managed-by=gpufed".into());
     }
+    // The namespace's job is who it belongs to in this cluster: the dispatch fills, and
+    // the withdrawal removes, only a namespace of the Assignment's own job.
+    let owner = namespace.labels().get(names::LABEL_JOB_UID);
+    if owner != Some(&spec.job_uid) {
+        return Err(format!(
+            "spec.namespace: must be labeled {}={} (spec.jobUid)",
+            names::LABEL_JOB_UID,
+            spec.job_uid
+        ));
+    }
     namespace.metadata.namespace = None;
     // Pod security is this cluster's rule, not the hub's to relax: whatever the hub sent
     // (`privileged`, or a pinned old `*-version`), the namespace enforces `restricted`
@@ -256,3 +266,8 @@ fn checked_credentials(secret: Secret, a: &Assignment, what: &str) -> Result<Sec
 #[cfg(test)]
 #[path = "accept_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "accept_owner_tests.rs"]
+mod owner_tests;

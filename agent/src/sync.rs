@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
-pub use crate::withdraw::withdrawn;
+pub use crate::withdraw::{Withdrawn, credentials_withdrawn, withdrawn};
 
 /// Condition type on Assignments: whether the agent applied the objects.
 pub use gpufed_api::assignment::APPLIED;

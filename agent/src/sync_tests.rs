@@ -1,9 +1,5 @@
 use super::*;
 
-fn s(v: &str) -> String {
-    v.to_owned()
-}
-
 fn api(code: u16, reason: &str, message: &str) -> kube::Error {
     kube::Error::Api(
         kube::core::Status::failure(message, reason)
@@ -127,28 +123,4 @@ fn an_invalid_answer_is_a_rejection_and_the_rest_is_retried() {
     }
     let (reason, _) = apply_failure(&kube::Error::LinesCodecMaxLineLengthExceeded);
     assert_eq!(reason, reasons::APPLY_FAILED, "a transport failure is retried");
-}
-
-#[test]
-fn only_what_no_assignment_names_is_removed() {
-    let assigned = vec![(s("gf-a"), s("u1"), 2)];
-    let namespaces = vec![s("gf-a"), s("gf-b")];
-    let pods = vec![
-        (s("gf-a"), s("a-a1-w0"), s("u1"), s("1")),
-        (s("gf-a"), s("a-a2-w0"), s("u1"), s("2")),
-        (s("gf-b"), s("b-a1-w0"), s("u2"), s("1")),
-    ];
-    let (ns, gone) = withdrawn(&assigned, &namespaces, &pods);
-    assert_eq!(ns, vec![s("gf-b")]);
-    assert_eq!(
-        gone,
-        vec![(s("gf-a"), s("a-a1-w0"))],
-        "the old attempt goes, the live one stays"
-    );
-    let (ns, gone) = withdrawn(&[], &namespaces, &pods);
-    assert_eq!(ns.len(), 2);
-    let labelled_elsewhere = vec![s("kube-system"), s("gf-b")];
-    let (ns, _) = withdrawn(&[], &labelled_elsewhere, &[]);
-    assert_eq!(ns, vec![s("gf-b")], "only a tenant namespace is ever deleted");
-    assert!(gone.is_empty(), "pods go with their namespace");
 }

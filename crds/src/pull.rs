@@ -43,12 +43,25 @@ fn hash8(s: &str) -> String {
         .collect()
 }
 
+/// Whether `name` ends as a hashed agent namespace does: `-` and 8 lowercase hex digits.
+fn ends_like_a_hash(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 9
+        && b[b.len() - 9] == b'-'
+        && b[b.len() - 8..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
 /// The hub namespace of a pull-mode provider's agent: `gpufed-agent-<provider>`, or,
-/// when the provider's name has dots or is too long for a namespace, a DNS label made
-/// of its first characters and a hash of the whole name.
+/// when the provider's name has dots, is too long for a namespace, or ends as such a
+/// hashed name does (`-` and 8 hex digits), a DNS label made of its first characters and
+/// a hash of the whole name. So a plain name never ends like a hashed one, and no two
+/// providers share a namespace (`dc1.example.com` hashes to `…-dc1-example-com-ba79ae45`;
+/// a provider named `dc1-example-com-ba79ae45` is hashed too).
 pub fn agent_namespace(provider: &str) -> String {
     let plain = format!("gpufed-agent-{provider}");
-    if plain.len() <= 63 && !provider.contains('.') {
+    if plain.len() <= 63 && !provider.contains('.') && !ends_like_a_hash(provider) {
         return plain;
     }
     let cleaned: String = provider.replace('.', "-");
@@ -204,6 +217,40 @@ mod tests {
             agent_namespace("dc1-example-com")
         );
         assert_ne!(agent_namespace(&"a".repeat(60)), agent_namespace(&"a".repeat(61)));
+    }
+
+    #[test]
+    fn agent_namespaces_never_collide() {
+        let hashed = agent_namespace("dc1.example.com");
+        assert_eq!(hashed, "gpufed-agent-dc1-example-com-ba79ae45");
+        // A provider named as that hashed form (a DNS subdomain may be) is hashed too.
+        let lookalike = "dc1-example-com-ba79ae45";
+        let long = "b".repeat(60);
+        let long_lookalike = agent_namespace(&long)
+            .trim_start_matches("gpufed-agent-")
+            .to_owned();
+        let names = [
+            "dc1.example.com",
+            lookalike,
+            "dc1-example-com",
+            long.as_str(),
+            long_lookalike.as_str(),
+            "rtx-home",
+            "rig-deadbeef",
+            "rig-deadbeef0",
+            "rig-deadbeef-x",
+        ];
+        let spaces: Vec<String> = names.iter().map(|n| agent_namespace(n)).collect();
+        for (i, a) in spaces.iter().enumerate() {
+            assert!(dns_label(a), "{a}");
+            for (j, b) in spaces.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{} and {}", names[i], names[j]);
+            }
+        }
+        // Names that do not end like a hash keep their plain namespace (no rename).
+        assert_eq!(agent_namespace("rig-deadbeef0"), "gpufed-agent-rig-deadbeef0");
+        assert_eq!(agent_namespace("dc1-example-com"), "gpufed-agent-dc1-example-com");
+        assert_ne!(agent_namespace("rig-deadbeef"), "gpufed-agent-rig-deadbeef");
     }
 
     #[test]

@@ -13,25 +13,27 @@ pub struct Args {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "GPUFED_NAMESPACE", default_value = "gpufed-system")]
     pub namespace: String,
-    /// Identity in the Lease (defaults to the host name and process id).
-    #[arg(long, env = "GPUFED_IDENTITY")]
+    /// Identity in the Lease (defaults to the host name and process id). Not empty: a
+    /// Lease with no holder is free to take. Two processes given the same identity still
+    /// never both lead (each also marks the Lease with a nonce of its own).
+    #[arg(long, env = "GPUFED_IDENTITY", value_parser = parse_identity)]
     pub identity: Option<String>,
     /// How long a Lease stays valid without renewal.
     #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
-    /// How often providers are probed (heartbeat).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// How often providers are probed (heartbeat); at least 1s.
+    #[arg(long, default_value = "5s", value_parser = parse_period)]
     pub heartbeat_interval: Duration,
-    /// How often a placement round runs when nothing triggers one.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// How often a placement round runs when nothing triggers one; at least 1s.
+    #[arg(long, default_value = "2s", value_parser = parse_period)]
     pub placement_interval: Duration,
     /// Whose running jobs a job with `spec.placement.preemptLowerPriority` may evict when
     /// it fits nowhere (always only of strictly lower priority): `namespace` (its own
     /// tenant's), `any` (every tenant's) or `off` (docs/placement.md#preemption).
     #[arg(long, env = "GPUFED_PREEMPTION", value_enum, default_value_t = crate::placement::Preemption::Namespace)]
     pub preemption: crate::placement::Preemption,
-    /// Timeout of each request to a member cluster.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Timeout of each request to a member cluster; at least 1s.
+    #[arg(long, default_value = "10s", value_parser = parse_period)]
     pub member_timeout: Duration,
     /// Networks a serving replica's address must lie in to be routed by the hub Service
     /// (comma-separated CIDRs, e.g. the providers' node networks). Empty: any address but
@@ -59,8 +61,8 @@ pub struct Args {
     /// Commitment at which a batch counts as settled: processed, confirmed or finalized.
     #[arg(long, default_value = "finalized", value_parser = parse_commitment)]
     pub settlement_commitment: gpufed_settlement::Commitment,
-    /// Period of settlement rounds.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// Period of settlement rounds; at least 1s.
+    #[arg(long, default_value = "2s", value_parser = parse_period)]
     pub settlement_interval: Duration,
     /// Smallest slice of a running attempt's usage that is journaled.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
@@ -138,7 +140,8 @@ pub struct Args {
     /// new report wakes the hub at once (its watch of a push member's nodes, or of the
     /// pull-mode agents' reports); this poll is the fallback while a watch is not current
     /// (and pull-mode agents report this often regardless while a challenge is open).
-    #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Verification")]
+    /// At least 1s.
+    #[arg(long, default_value = "1s", value_parser = parse_period, help_heading = "Verification")]
     pub challenge_poll: Duration,
     /// A `verifiedOnly` job starts only on nodes that passed a challenge within this
     /// time; an older verdict is renewed first (a challenge at once). `0s`: any verdict
@@ -332,6 +335,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A period or timeout the operator loops or waits on: at least 1 s. `0s` would spin a
+/// loop (heartbeats, placement rounds, settlement rounds; pull-mode agents told to report
+/// every millisecond) or time out every member request at once.
+pub fn parse_period(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s}: must be at least 1s"));
+    }
+    Ok(d)
+}
+
+/// A Lease identity: not empty (nor blank) — a Lease with no holder is free to take, so
+/// replicas of no name would each take it from the others.
+pub fn parse_identity(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the Lease identity must not be empty (leave --identity and GPUFED_IDENTITY unset for the host name and process id)".into());
+    }
+    Ok(s.to_owned())
+}
+
 /// A Lease duration: at least 3 s (renewed every third of it; shorter would hammer the
 /// API server and never stay fresh across one slow round) and at most a day (the
 /// Lease's `leaseDurationSeconds` is 32-bit, and a successor waits that long after a
@@ -345,36 +368,5 @@ pub fn parse_lease_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    #[test]
-    fn a_lease_duration_out_of_bounds_is_refused() {
-        let parse = |d: &str| super::Args::try_parse_from(["gpufed-operator", "--lease-duration", d]);
-        for bad in ["0s", "2s", "25h"] {
-            let err = parse(bad).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(
-                err.contains("--lease-duration") && err.contains("between 3s and 24h"),
-                "{bad}: {err}"
-            );
-        }
-        assert!(parse("3s").is_ok() && parse("15s").is_ok());
-    }
-
-    #[test]
-    #[allow(clippy::unwrap_used)]
-    fn an_evidence_cooldown_shorter_than_the_abandoned_job_window_is_refused() {
-        let verification = |d: &str| {
-            super::Args::try_parse_from(["gpufed-operator", "--evidence-cooldown", d])
-                .map_err(|e| e.to_string())
-                .and_then(|a| a.verification().map(|_| ()))
-        };
-        let err = verification("10m").unwrap_err();
-        assert!(
-            err.contains("--evidence-cooldown") && err.contains("15 minutes"),
-            "{err}"
-        );
-        assert_eq!(verification("15m"), Ok(()));
-        assert_eq!(verification("24h"), Ok(()));
-    }
-}
+#[path = "cli_tests.rs"]
+mod tests;

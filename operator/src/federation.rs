@@ -5,6 +5,9 @@
 //! `secret_recheck` (a heartbeat), not on every member request: in a burst of jobs those
 //! reads were a third of the operator's requests to the hub.
 
+mod kubeconfig;
+mod prepared;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use gpufed_api::GpuProvider;
 use gpufed_api::provider::ConnectionMode;
 use k8s_openapi::api::core::v1::Secret;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config};
 use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
@@ -21,6 +24,39 @@ use crate::error::{Error, Result};
 use crate::member::Link;
 use crate::member::wakes::{ProviderTrigger, ReportWakes};
 use crate::member::watch::{JobTrigger, MemberCache};
+use prepared::Prepared;
+
+/// `Reachable=False` reason of a provider whose member did not answer (or answered wrong).
+pub const REASON_UNREACHABLE: &str = "Unreachable";
+/// `Reachable=False` reason: the operator may not read the provider's kubeconfig Secret
+/// (403: e.g. it lies outside the namespace the installation lets the operator read,
+/// `providerSecretsNamespace`).
+pub const REASON_SECRET_FORBIDDEN: &str = "SecretForbidden";
+/// `Reachable=False` reason: the provider's kubeconfig Secret, or its key, does not exist.
+pub const REASON_SECRET_NOT_FOUND: &str = "SecretNotFound";
+/// `Reachable=False` reason: the kubeconfig in the provider's Secret does not parse, or
+/// asks for what the operator refuses ([`kubeconfig::refused`]).
+pub const REASON_INVALID_KUBECONFIG: &str = "InvalidKubeconfig";
+
+/// Why the way to a provider's member cluster could not be made: the error, and the
+/// `Reachable=False` reason the provider's status gives it. An [`Error::Hub`] is the
+/// hub's own failure (5xx, 429, transport): nothing is known of the provider then.
+#[derive(Debug)]
+pub struct LinkError {
+    /// The `Reachable=False` reason (`REASON_*`).
+    pub reason: &'static str,
+    /// What failed.
+    pub error: Error,
+}
+
+impl From<Error> for LinkError {
+    fn from(error: Error) -> Self {
+        Self {
+            reason: REASON_UNREACHABLE,
+            error,
+        }
+    }
+}
 
 #[derive(Clone)]
 struct Member {
@@ -39,8 +75,8 @@ pub struct Members {
     hub: Client,
     timeout: Duration,
     members: Arc<RwLock<BTreeMap<String, Member>>>,
-    /// Pull-mode providers whose agent namespace is prepared: name → (uid, generation).
-    prepared: Arc<RwLock<BTreeMap<String, (String, i64)>>>,
+    /// Pull-mode providers whose agent namespace is prepared, by name.
+    prepared: Arc<RwLock<BTreeMap<String, Prepared>>>,
     health: crate::member::pull::HubHealth,
     agent_pace: crate::member::pull::AgentPace,
     secret_recheck: Duration,
@@ -70,6 +106,11 @@ impl Members {
             report_wakes: ReportWakes::default(),
             building: Arc::default(),
         }
+    }
+
+    /// How long one member request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Reconciles a push-mode provider (through `trigger`) as soon as one of its nodes
@@ -124,6 +165,11 @@ impl Members {
     /// The way to the provider's member cluster: a client (push) or, in pull mode, its
     /// prepared agent namespace on the hub.
     pub async fn link(&self, provider: &GpuProvider) -> Result<Link> {
+        self.link_checked(provider).await.map_err(|e| e.error)
+    }
+
+    /// [`Self::link`], saying why it failed in the provider's terms ([`LinkError`]).
+    pub async fn link_checked(&self, provider: &GpuProvider) -> Result<Link, LinkError> {
         let name = provider.metadata.name.clone().unwrap_or_default();
         match provider.spec.mode {
             ConnectionMode::Push => {
@@ -144,9 +190,10 @@ impl Members {
                     provider.metadata.uid.clone().unwrap_or_default(),
                     provider.metadata.generation.unwrap_or(0),
                 );
-                if self.prepared.read().await.get(&name) != Some(&key) {
-                    crate::member::pull::ensure(&self.hub, provider, self.agent_pace).await?;
-                    self.prepared.write().await.insert(name.clone(), key);
+                let entry = self.prepared.read().await.get(&name).cloned();
+                if Prepared::due(entry.as_ref(), &key, Instant::now()) {
+                    let ensured = crate::member::pull::ensure(&self.hub, provider, self.agent_pace).await;
+                    self.prepared_again(&name, key, entry.as_ref(), ensured).await?;
                 }
                 Ok(Link::Pull(crate::member::pull::PullLink::new(
                     self.hub.clone(),
@@ -160,12 +207,12 @@ impl Members {
 
     /// The client for a provider and its watches, (re)built from its kubeconfig Secret
     /// when needed.
-    async fn client(&self, provider: &GpuProvider) -> Result<(Client, Arc<MemberCache>)> {
+    async fn client(&self, provider: &GpuProvider) -> Result<(Client, Arc<MemberCache>), LinkError> {
         let name = provider.metadata.name.clone().unwrap_or_default();
         let Some(secret_ref) = provider.spec.kubeconfig_secret_ref.as_ref() else {
-            return Err(Error::InvalidSpec(
-                "spec.kubeconfigSecretRef is required in Push mode".into(),
-            ));
+            return Err(
+                Error::InvalidSpec("spec.kubeconfigSecretRef is required in Push mode".into()).into(),
+            );
         };
         let source = (
             secret_ref.namespace.clone(),
@@ -193,17 +240,31 @@ impl Members {
             return Ok((m.client.clone(), m.cache.clone()));
         }
         let secrets: Api<Secret> = Api::namespaced(self.hub.clone(), &secret_ref.namespace);
-        let secret = secrets
-            .get_opt(&secret_ref.name)
-            .await
-            .map_err(|e| Error::hub("kubeconfig Secret", e))?;
+        let unusable = |reason, message: String| LinkError {
+            reason,
+            error: Error::member(&name, message),
+        };
+        let at = format!("{}/{}", secret_ref.namespace, secret_ref.name);
+        // A 403 is the provider's configuration (a Secret the operator is not let read),
+        // not an outage of the hub: said in its status, and its view dropped, as for a
+        // Secret that does not exist.
+        let secret = match secrets.get_opt(&secret_ref.name).await {
+            Ok(secret) => secret,
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(unusable(
+                    REASON_SECRET_FORBIDDEN,
+                    format!(
+                        "the operator may not read Secret {at} (spec.kubeconfigSecretRef; it reads Secrets only in the namespace its installation grants, providerSecretsNamespace): {}",
+                        s.message
+                    ),
+                ));
+            }
+            Err(e) => return Err(Error::hub("kubeconfig Secret", e).into()),
+        };
         let secret = secret.ok_or_else(|| {
-            Error::member(
-                &name,
-                format!(
-                    "Secret {}/{} not found (spec.kubeconfigSecretRef)",
-                    secret_ref.namespace, secret_ref.name
-                ),
+            unusable(
+                REASON_SECRET_NOT_FOUND,
+                format!("Secret {at} not found (spec.kubeconfigSecretRef)"),
             )
         })?;
         let bytes = secret
@@ -212,14 +273,19 @@ impl Members {
             .and_then(|d| d.get(&secret_ref.key))
             .map(|b| b.0.clone())
             .ok_or_else(|| {
-                Error::member(
-                    &name,
+                unusable(
+                    REASON_SECRET_NOT_FOUND,
                     format!(
-                        "Secret {}/{} has no key {:?}",
-                        secret_ref.namespace, secret_ref.name, secret_ref.key
+                        "Secret {at} has no key {:?} (spec.kubeconfigSecretRef)",
+                        secret_ref.key
                     ),
                 )
             })?;
+        let invalid = |error| LinkError {
+            reason: REASON_INVALID_KUBECONFIG,
+            error,
+        };
+        let kubeconfig = kubeconfig::parse(&name, &bytes).map_err(invalid)?;
         let fingerprint: [u8; 32] = Sha256::digest(&bytes).into();
         if let Some(m) = self.members.write().await.get_mut(&name)
             && m.fingerprint == fingerprint
@@ -228,10 +294,16 @@ impl Members {
             m.checked = Instant::now();
             return Ok((m.client.clone(), m.cache.clone()));
         }
-        let client = self.build(&name, &bytes, self.timeout).await?;
+        let client = self
+            .build(&name, &kubeconfig, self.timeout)
+            .await
+            .map_err(invalid)?;
         // Watches idle for minutes: their client waits past the server's watch timeout
         // (290 s) instead of the request timeout.
-        let watch_client = self.build(&name, &bytes, Duration::from_secs(330)).await?;
+        let watch_client = self
+            .build(&name, &kubeconfig, Duration::from_secs(330))
+            .await
+            .map_err(invalid)?;
         let cache = Arc::new(MemberCache::start(
             &watch_client,
             self.trigger.clone(),
@@ -254,9 +326,13 @@ impl Members {
         Ok((client, cache))
     }
 
-    async fn build(&self, provider: &str, kubeconfig: &[u8], read_timeout: Duration) -> Result<Client> {
-        let kubeconfig = parse_kubeconfig(provider, kubeconfig)?;
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    async fn build(
+        &self,
+        provider: &str,
+        kubeconfig: &kube::config::Kubeconfig,
+        read_timeout: Duration,
+    ) -> Result<Client> {
+        let mut config = Config::from_custom_kubeconfig(kubeconfig.clone(), &KubeConfigOptions::default())
             .await
             .map_err(|e| Error::member(provider, format!("kubeconfig: {e}")))?;
         config.connect_timeout = Some(self.timeout);
@@ -285,45 +361,6 @@ impl Members {
     }
 }
 
-/// The kubeconfig in a provider's Secret. A parse error says where, never what: the YAML
-/// parser quotes the source around the error, and the text around a typo in a kubeconfig
-/// is a token or a key — which would reach the GpuProvider's status, logs and tenants'
-/// job conditions.
-fn parse_kubeconfig(provider: &str, bytes: &[u8]) -> Result<Kubeconfig> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Error::member(
-            provider,
-            format!("kubeconfig is not UTF-8 (byte {})", e.valid_up_to()),
-        )
-    })?;
-    Kubeconfig::from_yaml(text).map_err(|_| {
-        Error::member(
-            provider,
-            "kubeconfig is not a valid kubeconfig YAML document (contents not shown: they may hold credentials)",
-        )
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn a_kubeconfig_that_does_not_parse_is_reported_without_its_contents() {
-        for bad in [
-            &b"sekrit-token-123: [\n"[..],
-            b"abc123secret",
-            b"users: [{name: u, user: {token: sekrit-token-123}}]\n  bad: indent",
-        ] {
-            let e = super::parse_kubeconfig("p", bad)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(e.contains("kubeconfig"), "{e}");
-            assert!(!e.contains("sekrit") && !e.contains("abc123"), "leaked: {e}");
-        }
-        let e = super::parse_kubeconfig("p", b"\xff\xfe")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("not UTF-8"), "{e}");
-    }
-}
+#[allow(clippy::unwrap_used)]
+mod tests;

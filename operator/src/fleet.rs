@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
 pub mod extended;
+mod failing;
 pub mod requests;
+
+pub use failing::Failing;
 
 /// Labels the gpufed device plugin (and the e2e node simulation) put on GPU nodes.
 pub mod labels {
@@ -252,11 +255,12 @@ pub struct Fleet {
     views: Arc<RwLock<BTreeMap<String, MemberView>>>,
     /// When this process last probed each provider whole (nodes and pods).
     probed_at: Arc<RwLock<BTreeMap<String, Instant>>>,
-    /// Providers whose last probe *by this process* failed, with when this process first
-    /// failed to reach them in the current streak (unix seconds). A job fails over only
-    /// once the grace period has passed since then too: a new leader, or a process back
-    /// from an outage, must not trust an old heartbeat in status before probing itself.
-    unreachable: Arc<RwLock<BTreeMap<String, i64>>>,
+    /// Providers whose last probe *by this process* failed, with the streak of failed
+    /// probes ([`Failing`]). A job fails over only once this process has itself seen the
+    /// provider fail for longer than the grace period, in its current leadership term: a
+    /// new leader, or a process back from an outage, must not trust an old heartbeat in
+    /// status (nor an old failure of its own) before probing again.
+    unreachable: Arc<RwLock<BTreeMap<String, Failing>>>,
 }
 
 impl Fleet {
@@ -270,15 +274,32 @@ impl Fleet {
         self.unreachable.write().await.remove(provider);
     }
 
-    /// Records a failed probe at `now`: the provider's GPUs are not offered until it
-    /// answers again.
-    pub async fn mark_unreachable(&self, provider: &str, now: i64) {
+    /// Records a failed probe at `now`, in leadership term `term`, of a provider probed
+    /// every `cycle` seconds at most ([`Failing::cycle`]): the provider's GPUs are not
+    /// offered until it answers again. The probe extends the streak of the same term, or
+    /// starts a new one.
+    pub async fn mark_unreachable(&self, provider: &str, term: u64, now: i64, cycle: i64) {
         self.views.write().await.remove(provider);
-        self.unreachable
-            .write()
-            .await
-            .entry(provider.to_owned())
-            .or_insert(now);
+        let mut unreachable = self.unreachable.write().await;
+        match unreachable.get_mut(provider) {
+            Some(f) if f.term == term => {
+                f.last = f.last.max(now);
+                f.probes = f.probes.saturating_add(1);
+                f.cycle = cycle;
+            }
+            _ => {
+                unreachable.insert(
+                    provider.to_owned(),
+                    Failing {
+                        term,
+                        first: now,
+                        last: now,
+                        probes: 1,
+                        cycle,
+                    },
+                );
+            }
+        }
     }
 
     /// Whether this process probed the provider whole within `within`, and the view it
@@ -303,10 +324,20 @@ impl Fleet {
         self.unreachable.read().await.contains_key(provider)
     }
 
-    /// Since when this process has failed to reach the provider (unix seconds), if its
-    /// last probe failed.
-    pub async fn failing_since(&self, provider: &str) -> Option<i64> {
-        self.unreachable.read().await.get(provider).copied()
+    /// [`Self::probe_failed`] without waiting (for the controller's error policy): `true`
+    /// too while the record is being written.
+    pub fn probe_failed_now(&self, provider: &str) -> bool {
+        self.unreachable
+            .try_read()
+            .map_or(true, |u| u.contains_key(provider))
+    }
+
+    /// The streak of failed probes of the provider in leadership term `term`, if this
+    /// process's last probe of it failed in that term (a streak of an earlier term is
+    /// none: what it saw is no evidence for this term).
+    pub async fn failing(&self, provider: &str, term: u64) -> Option<Failing> {
+        let unreachable = self.unreachable.read().await;
+        unreachable.get(provider).copied().filter(|f| f.term == term)
     }
 
     /// Marks nodes of a provider not ready, from an observation fresher than the last

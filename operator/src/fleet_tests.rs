@@ -54,13 +54,22 @@ async fn only_a_failed_probe_of_this_process_counts() {
         !fleet.probe_failed("a").await,
         "no probe yet: nothing is known to be down"
     );
-    fleet.mark_unreachable("a", 100).await;
-    fleet.mark_unreachable("a", 130).await;
+    fleet.mark_unreachable("a", 1, 100, 15).await;
+    fleet.mark_unreachable("a", 1, 130, 15).await;
     assert!(fleet.probe_failed("a").await);
+    let streak = |first, last, probes| {
+        Some(Failing {
+            term: 1,
+            first,
+            last,
+            probes,
+            cycle: 15,
+        })
+    };
     assert_eq!(
-        fleet.failing_since("a").await,
-        Some(100),
-        "the streak's first failure"
+        fleet.failing("a", 1).await,
+        streak(100, 130, 2),
+        "the streak's first and latest failures"
     );
     assert!(
         fleet.snapshot().await.is_empty(),
@@ -68,10 +77,23 @@ async fn only_a_failed_probe_of_this_process_counts() {
     );
     fleet.update("a", MemberView::default()).await;
     assert!(!fleet.probe_failed("a").await);
-    assert_eq!(fleet.failing_since("a").await, None);
+    assert_eq!(fleet.failing("a", 1).await, None);
     assert_eq!(fleet.snapshot().await.len(), 1);
-    fleet.mark_unreachable("a", 500).await;
-    assert_eq!(fleet.failing_since("a").await, Some(500), "a new streak");
+    fleet.mark_unreachable("a", 1, 500, 15).await;
+    assert_eq!(fleet.failing("a", 1).await, streak(500, 500, 1), "a new streak");
+    // A new leadership term: the old streak is no evidence; a failure starts afresh.
+    assert_eq!(fleet.failing("a", 2).await, None);
+    assert!(fleet.probe_failed("a").await, "still unreachable to this process");
+    fleet.mark_unreachable("a", 2, 900, 15).await;
+    let fresh = Failing {
+        term: 2,
+        first: 900,
+        last: 900,
+        probes: 1,
+        cycle: 15,
+    };
+    assert_eq!(fleet.failing("a", 2).await, Some(fresh));
+    assert_eq!(fleet.failing("a", 1).await, None);
 }
 
 fn node(name: &str) -> GpuNode {
@@ -143,7 +165,7 @@ async fn a_reports_only_probe_refreshes_reports_and_requests_and_nothing_else() 
         merged,
         "what placement reads is the merged view"
     );
-    fleet.mark_unreachable("a", 0).await;
+    fleet.mark_unreachable("a", 1, 0, 15).await;
     assert!(
         !fleet.probed_within("a", Duration::from_secs(5)).await,
         "a failed probe: whole again"
@@ -156,7 +178,7 @@ async fn a_deleted_provider_is_forgotten_whole() {
     let fleet = Fleet::default();
     fleet.update("kept", MemberView::default()).await;
     fleet.update("gone", MemberView::default()).await;
-    fleet.mark_unreachable("gone-unreachable", 100).await;
+    fleet.mark_unreachable("gone-unreachable", 1, 100, 15).await;
     let gone = fleet.retain(|p| p == "kept").await;
     assert_eq!(gone, ["gone", "gone-unreachable"]);
     let snap = fleet.snapshot().await;

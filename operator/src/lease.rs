@@ -13,8 +13,6 @@
 //! Lease that is being renewed.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -26,85 +24,19 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::sync::{Mutex, watch};
 
+mod leadership;
+
+pub use leadership::{Fence, Leadership};
+
 /// Name of the Lease object.
 pub const LEASE_NAME: &str = "gpufed-operator";
 
-/// Shared view of leadership.
-#[derive(Clone, Debug)]
-pub struct Leadership {
-    leader: Arc<AtomicBool>,
-    /// Leadership terms begun by this process: 0 before the first.
-    term: Arc<std::sync::atomic::AtomicU64>,
-    renewed: Arc<std::sync::Mutex<Option<Instant>>>,
-    duration: Duration,
-    changes: watch::Sender<bool>,
-}
-
-impl Leadership {
-    fn new(duration: Duration) -> Self {
-        let (changes, _) = watch::channel(false);
-        Self {
-            leader: Arc::default(),
-            term: Arc::default(),
-            renewed: Arc::default(),
-            duration,
-            changes,
-        }
-    }
-
-    /// Whether this replica holds the Lease now: it won the last round and renewed it
-    /// less than nine tenths of a lease duration ago by its own monotonic clock (the tenth
-    /// is margin for clocks that run at slightly different rates: a candidate waits a
-    /// whole duration after it last saw the record change).
-    pub fn is_leader(&self) -> bool {
-        let fresh = self
-            .renewed
-            .lock()
-            .map(|r| r.is_some_and(|t| t.elapsed() < self.duration * 9 / 10))
-            .unwrap_or(false);
-        self.leader.load(Ordering::SeqCst) && fresh
-    }
-
-    /// Whether this replica still leads in `term`: a term that lapsed is over even when
-    /// a later one has begun (state kept from it may be stale).
-    pub fn holds(&self, term: u64) -> bool {
-        self.is_leader() && self.term() == term
-    }
-
-    /// The number of leadership terms this process has begun (each acquisition of the
-    /// Lease after not holding it starts one): state kept from an earlier term may be
-    /// stale, another replica having led in between.
-    pub fn term(&self) -> u64 {
-        self.term.load(Ordering::SeqCst)
-    }
-
-    /// A receiver that sees every change of leadership.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.changes.subscribe()
-    }
-
-    /// Ends leadership whose renewal has gone stale (flagged, no longer fresh), telling
-    /// subscribers; returns whether it did.
-    fn end_lapsed(&self) -> bool {
-        let lapsed = self.leader.load(Ordering::SeqCst) && !self.is_leader();
-        if lapsed {
-            self.set(false, None);
-        }
-        lapsed
-    }
-
-    fn set(&self, leader: bool, renewed_at: Option<Instant>) {
-        if let Ok(mut r) = self.renewed.lock() {
-            *r = renewed_at;
-        }
-        if leader && !self.leader.load(Ordering::SeqCst) {
-            self.term.fetch_add(1, Ordering::SeqCst);
-        }
-        self.leader.store(leader, Ordering::SeqCst);
-        self.changes
-            .send_if_modified(|v| std::mem::replace(v, leader) != leader);
-    }
-}
+/// Annotation on the Lease: a random nonce of the process that holds it. `holderIdentity`
+/// stays the replica's identity, as given (`--identity`), but two processes given the
+/// same identity (a copied manifest, a restarted container beside its stuck predecessor)
+/// must not both count the Lease theirs: a Lease is ours only with our identity *and*
+/// our nonce; any other holder's record is waited out like a stranger's.
+pub const HOLDER_NONCE_ANNOTATION: &str = "gpufed.io/holder-nonce";
 
 /// Where the Lease is kept: the API server, or memory in tests.
 pub trait LeaseStore: Send + Sync {
@@ -170,6 +102,8 @@ fn record_of(lease: &Lease, spec: &LeaseSpec) -> String {
 pub struct Elector<S = Api<Lease>> {
     store: S,
     identity: String,
+    /// This process's nonce ([`HOLDER_NONCE_ANNOTATION`]).
+    nonce: String,
     duration: Duration,
     leadership: Leadership,
     /// One round at a time; what the last round saw of another holder.
@@ -189,6 +123,7 @@ impl<S: LeaseStore> Elector<S> {
         Self {
             store,
             identity,
+            nonce: format!("{:016x}", rand::random::<u64>()),
             duration,
             leadership: Leadership::new(duration),
             lock: Mutex::new(Observed::default()),
@@ -263,13 +198,14 @@ impl<S: LeaseStore> Elector<S> {
         let secs = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
         let existing = self.store.get().await?;
         let Some(mut lease) = existing else {
-            let lease = Lease {
+            let mut lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(LEASE_NAME.to_owned()),
                     ..Default::default()
                 },
                 spec: Some(self.spec(now, now, secs, 0)),
             };
+            self.stamp(&mut lease.metadata);
             return match self.store.create(&lease).await {
                 Ok(()) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
@@ -278,11 +214,14 @@ impl<S: LeaseStore> Elector<S> {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref().unwrap_or("");
-        let ours = holder == self.identity;
+        let ours = self.is_ours(&lease);
         let ttl = Duration::from_secs(
             u64::try_from(spec.lease_duration_seconds.unwrap_or(secs)).unwrap_or_default(),
         );
-        let expired = holder.is_empty() || observed.expired(record_of(&lease, &spec), ttl, Instant::now());
+        // Released (no holder, no renewal): free at once. A Lease renewed by a holder of
+        // no name is held all the same, and waited out.
+        let released = holder.is_empty() && spec.renew_time.is_none();
+        let expired = released || observed.expired(record_of(&lease, &spec), ttl, Instant::now());
         if !ours && !expired {
             return Ok(false);
         }
@@ -293,12 +232,32 @@ impl<S: LeaseStore> Elector<S> {
         };
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
         lease.spec = Some(self.spec(acquired, now, secs, transitions));
+        self.stamp(&mut lease.metadata);
         // `replace` carries the resourceVersion we read: a concurrent winner makes it 409.
         match self.store.replace(&lease).await {
             Ok(()) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether `lease` is held by this process: our identity and our nonce.
+    fn is_ours(&self, lease: &Lease) -> bool {
+        let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+        let nonce = lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(HOLDER_NONCE_ANNOTATION));
+        holder == Some(self.identity.as_str()) && nonce == Some(&self.nonce)
+    }
+
+    /// Marks a Lease this process writes as held by it ([`HOLDER_NONCE_ANNOTATION`]).
+    fn stamp(&self, metadata: &mut ObjectMeta) {
+        metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(HOLDER_NONCE_ANNOTATION.to_owned(), self.nonce.clone());
     }
 
     fn spec(&self, acquired: Timestamp, renewed: Timestamp, secs: i32, transitions: i32) -> LeaseSpec {
@@ -345,11 +304,14 @@ impl<S: LeaseStore> Elector<S> {
         }
         self.leadership.set(false, None);
         if let Ok(Some(mut lease)) = self.store.get().await
+            && self.is_ours(&lease)
             && let Some(spec) = lease.spec.as_mut()
-            && spec.holder_identity.as_deref() == Some(self.identity.as_str())
         {
             spec.holder_identity = None;
             spec.renew_time = None;
+            if let Some(a) = lease.metadata.annotations.as_mut() {
+                a.remove(HOLDER_NONCE_ANNOTATION);
+            }
             match self.store.replace(&lease).await {
                 Ok(_) => tracing::info!("lease released"),
                 Err(e) => tracing::warn!(error = %e, "lease release failed; it will expire"),

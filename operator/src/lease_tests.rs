@@ -1,4 +1,6 @@
 use super::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[test]
 fn a_lapsed_leadership_is_ended_and_subscribers_see_it() {
@@ -218,4 +220,63 @@ async fn one_round_without_an_answer_does_not_end_the_term() {
         "subscribers saw no change"
     );
     assert_eq!(l.term(), 1);
+}
+
+#[tokio::test]
+async fn two_replicas_given_the_same_identity_never_both_lead() {
+    let store = Arc::new(Memory::default());
+    let first = elector(&store, "op");
+    let twin = elector(&store, "op");
+    assert!(first.round().await);
+    for _ in 0..3 {
+        assert!(
+            !twin.round().await,
+            "a Lease held under its identity by another process is not its own"
+        );
+        assert!(first.round().await, "the holder renews as before");
+    }
+    assert!(first.leadership().is_leader() && !twin.leadership().is_leader());
+    assert_eq!(store.holder().as_deref(), Some("op"), "the identity as given");
+}
+
+#[tokio::test]
+async fn a_lease_renewed_by_a_holder_of_no_name_is_waited_out() {
+    // An older replica started with an empty identity holds and renews the Lease.
+    let store = Arc::new(Memory::default());
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(LEASE_NAME.to_owned()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(String::new()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(Timestamp::now())),
+            ..Default::default()
+        }),
+    };
+    store.put(lease, true).unwrap();
+    let e = elector(&store, "a");
+    assert!(!e.round().await, "held, though by no name");
+    // Released (no holder, no renewal): free at once.
+    let released = Lease {
+        spec: Some(LeaseSpec::default()),
+        ..store.lease.lock().unwrap().clone().unwrap()
+    };
+    store.put(released, false).unwrap();
+    assert!(e.round().await);
+}
+
+#[test]
+fn a_fence_holds_only_in_the_term_it_was_taken_in() {
+    let l = Leadership::new(Duration::from_secs(60));
+    l.set(true, Some(Instant::now()));
+    let fence = l.fence();
+    assert!(fence.holds());
+    // The Lease lapsed during the work and was taken again: a new term, not the fence's.
+    l.set(false, None);
+    assert!(!fence.holds());
+    l.set(true, Some(Instant::now()));
+    assert!(l.is_leader() && !fence.holds());
+    assert!(l.fence().holds());
 }

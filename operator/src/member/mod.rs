@@ -27,7 +27,7 @@ pub mod ops {
     pub use crate::job::dispatch::{dispatch, manifest};
     pub use crate::job::observe::{
         ReadyNode, ReadyNodes, attempt_pods, attempt_pods_and_ready_nodes, exposure, pod_view, ready_node,
-        remove_attempt, remove_namespace,
+        remove_attempt,
     };
     pub use crate::provider::{probe_reports, probe_with};
     pub use crate::verification::{read_challenges, write_challenge_data};
@@ -170,8 +170,8 @@ impl Link {
         }
     }
 
-    /// Removes an attempt's pods (in pull mode: withdraws the assignment; the agent
-    /// removes the pods when it next reaches the hub). Idempotent.
+    /// Removes an attempt's pods (in pull mode: withdraws the assignment if it is job
+    /// `uid`'s; the agent removes the pods when it next reaches the hub). Idempotent.
     pub async fn remove_attempt(&self, namespace: &str, uid: &str, attempt: u32) -> Result<()> {
         match self {
             Link::Push { provider, client, .. } => {
@@ -179,7 +179,7 @@ impl Link {
                     .await
                     .map_err(|e| Self::push_err(provider, e))
             }
-            Link::Pull(link) => link.remove_attempt(namespace, attempt).await,
+            Link::Pull(link) => link.remove_own_attempt(namespace, uid, attempt).await,
         }
     }
 
@@ -196,13 +196,18 @@ impl Link {
         }
     }
 
-    /// Removes a job's tenant namespace. Idempotent.
-    pub async fn remove_namespace(&self, namespace: &str) -> Result<()> {
+    /// Removes job `uid`'s tenant namespace, unless it is another job's (two jobs' names
+    /// can give the same one): push mode [`crate::job::observe::remove_own_namespace`];
+    /// pull mode withdraws only this job's Assignments of it, the agent removes it once
+    /// none of its job names it. Idempotent.
+    pub async fn remove_own_namespace(&self, namespace: &str, uid: &str) -> Result<()> {
         match self {
-            Link::Push { provider, client, .. } => crate::job::observe::remove_namespace(client, namespace)
-                .await
-                .map_err(|e| Self::push_err(provider, e)),
-            Link::Pull(link) => link.remove_namespace(namespace).await,
+            Link::Push { provider, client, .. } => {
+                crate::job::observe::remove_own_namespace(client, namespace, uid)
+                    .await
+                    .map_err(|e| Self::push_err(provider, e))
+            }
+            Link::Pull(link) => link.remove_own_namespace(namespace, uid).await,
         }
     }
 }

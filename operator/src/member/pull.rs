@@ -7,9 +7,11 @@
 //! server's matters (the API server's stamp of the write, in `managedFields`, is only
 //! shown).
 
+mod owner;
 mod prepare;
 mod status;
 
+pub use owner::{TAKEN, taken_by};
 pub use prepare::ensure;
 pub use status::{assigned_pod, pod_views, read_assignment};
 
@@ -23,7 +25,7 @@ use gpufed_api::pull::{
 };
 use gpufed_trust::ChallengeRequest;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 
@@ -309,10 +311,15 @@ impl PullLink {
             .map_err(|e| self.hub_err("challenge ConfigMap", e))
     }
 
-    /// Writes (or rewrites, unchanged) the attempt's Assignment.
+    /// Writes (or rewrites, unchanged) the attempt's Assignment; never over another job's
+    /// of that name ([`taken_by`]: [`Error::Forbidden`], nothing written).
     pub async fn dispatch(&self, objects: &MemberObjects) -> Result<()> {
         let body = assignment(objects)?;
         let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let spec = &body["spec"];
+        let (tenant, uid) = (spec["tenantNamespace"].as_str(), spec["jobUid"].as_str());
+        self.refuse_taken(&name, tenant.unwrap_or_default(), uid.unwrap_or_default())
+            .await?;
         self.assignments()
             .patch(
                 &name,
@@ -352,26 +359,6 @@ impl PullLink {
     ) -> Result<Option<gpufed_api::serving::Exposure>> {
         let found = self.assignment(namespace, attempt).await?;
         Ok(found.and_then(|a| a.status?.exposure))
-    }
-
-    /// Withdraws the attempt's Assignment; the agent removes its pods.
-    pub async fn remove_attempt(&self, namespace: &str, attempt: u32) -> Result<()> {
-        let name = pull::assignment_name(namespace, attempt);
-        match self.assignments().delete(&name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(self.hub_err("Assignment", e)),
-        }
-    }
-
-    /// Withdraws every Assignment of the tenant namespace; the agent removes it.
-    pub async fn remove_namespace(&self, namespace: &str) -> Result<()> {
-        let lp = ListParams::default().labels(&format!("{LABEL_TENANT_NAMESPACE}={namespace}"));
-        self.assignments()
-            .delete_collection(&DeleteParams::default(), &lp)
-            .await
-            .map_err(|e| self.hub_err("Assignment", e))?;
-        Ok(())
     }
 }
 

@@ -5,13 +5,16 @@ mod kept;
 mod observe;
 mod pacing;
 pub mod plan;
+mod records;
 mod reports;
+mod retry;
 
 pub use observe::{count_pods, gpu_node, gpu_pod, probe, probe_with};
 pub use reports::probe_reports;
 pub(crate) use reports::report_of;
 
-use pacing::{probe_interval, too_soon, until_round};
+use pacing::{probe_cycle, probe_interval, too_soon, until_round};
+use records::{outcome_counts, record_evidence};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,17 +28,21 @@ use kube::{Api, ResourceExt};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::federation::LinkError;
 use crate::metrics::ControllerLabel;
 use crate::verification::plan::Bonded;
 
 /// Reconciles one provider.
 #[tracing::instrument(skip_all, fields(provider = %provider.name_any()))]
 pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.leadership.is_leader() {
+    // Every write below checks that the term this reconcile began in still holds: one can
+    // take tens of seconds, and must not write after the Lease lapsed.
+    let fence = ctx.leadership.fence();
+    if !fence.holds() {
         return Ok(Action::requeue(ctx.config.heartbeat_interval));
     }
     // What this process knew from an earlier term may be stale: another replica led since.
-    ctx.verifier.enter_term(ctx.leadership.term());
+    ctx.verifier.enter_term(fence.term());
     kept::adopt(&ctx, &provider, crate::time::now_millis()).await;
     let started = Instant::now();
     let name = provider.name_any();
@@ -53,10 +60,18 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
     ) {
         return Ok(Action::requeue(until_round(&ctx, wait)));
     }
-    let link = match ctx.members.link(&provider).await {
+    // The hub itself failed (reading the kubeconfig Secret, preparing a pull-mode
+    // provider's namespace): nothing is known of the provider. Anything else — its Secret
+    // forbidden or missing included — is the provider's, said in its status.
+    let link = match ctx.members.link_checked(&provider).await {
         Ok(link) => Ok(link),
-        Err(Error::Hub(e)) => return Err(Error::Hub(e)),
-        Err(e) => Err(e.to_string()),
+        Err(LinkError {
+            error: Error::Hub(e), ..
+        }) => return Err(Error::Hub(e)),
+        Err(LinkError { reason, error }) => Err(plan::Unreachable {
+            reason,
+            message: error.to_string(),
+        }),
     };
     let mut reports_only = false;
     let probe = match &link {
@@ -67,7 +82,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             }
             // The hub itself failed (pull mode reads the agent's report there).
             Err(Error::Hub(e)) => return Err(Error::Hub(e)),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(plan::Unreachable::from(e.to_string())),
         },
         Err(e) => Err(e.clone()),
     };
@@ -112,16 +127,25 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
                 .report_wakes()
                 .await_reports(&name, ctx.verifier.challenging(&name));
             if let Some(desired) = desired
+                && fence.holds()
                 && let Err(e) = link.write_challenges(&desired).await
             {
                 tracing::warn!(error = %e, "cannot write challenge requests to the member");
             }
-            kept::save(&ctx, &provider).await;
+            if fence.holds() {
+                kept::save(&ctx, &provider).await;
+            }
         }
         (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "provider unreachable");
-            ctx.fleet.mark_unreachable(&name, now).await;
+            tracing::warn!(error = %e, reason = e.reason, "provider unreachable");
+            ctx.fleet
+                .mark_unreachable(&name, fence.term(), now, probe_cycle(&ctx))
+                .await;
             ctx.verifier.member_missed(&name, now_ms);
+            if provider.spec.mode == gpufed_api::provider::ConnectionMode::Pull {
+                // Its agent namespace may have been deleted out of band.
+                ctx.members.recheck_prepared(&name).await;
+            }
         }
     }
     let now_text = crate::time::format(now);
@@ -172,7 +196,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             .as_ref()
             .and_then(|s| s.reputation.as_ref()?.uptime_percent)
             .map(|p| f64::from(p) / 100.0);
-        let outcomes = outcome_counts(&ctx, &provider).await;
+        let outcomes = outcome_counts(&ctx, &provider, &fence).await;
         let (verdict, problems) = ctx.verifier.verdict(&name, now_ms);
         let next_round = crate::time::format(
             i64::try_from(ctx.verifier.rounds().next_after(now_ms) / 1000).unwrap_or(i64::MAX),
@@ -206,7 +230,9 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             provider.metadata.generation,
             &now_text,
         );
-        if let Some(evidence) = ctx.verifier.failed_challenge_evidence(&name, &verdict, &now_text) {
+        if fence.holds()
+            && let Some(evidence) = ctx.verifier.failed_challenge_evidence(&name, &verdict, &now_text)
+        {
             record_evidence(&ctx, &evidence, now_ms).await;
         }
         ctx.verifier.losses.look(now, || ctx.providers.state());
@@ -216,9 +242,17 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             views.of_provider(&name).iter().map(AsRef::as_ref),
             |end| ctx.verifier.losses.attributable(end, now),
         );
-        if let Some(evidence) = lost {
+        if let Some(evidence) = lost
+            && fence.holds()
+        {
             record_evidence(&ctx, &evidence, now_ms).await;
         }
+    }
+    // Whatever was added since (verification's conditions) fits the schema too.
+    plan::fit::messages(&mut status);
+    if !fence.holds() {
+        tracing::info!("leadership lapsed during the reconcile: nothing more written");
+        return Ok(Action::requeue(ctx.config.heartbeat_interval));
     }
     if provider.status.as_ref() != Some(&status) {
         write_status(&ctx, &provider, status).await?;
@@ -231,31 +265,6 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         .observe(started.elapsed().as_secs_f64());
     crate::context::succeeded(&ctx, "provider", provider.as_ref());
     Ok(Action::requeue(until_round(&ctx, probe_interval(&ctx, &name))))
-}
-
-/// Records `evidence` in the hub unless this process or the hub holds one of its kind
-/// against the provider from within the cooldown (a provider that keeps failing is slashed
-/// once per period).
-async fn record_evidence(ctx: &Context, evidence: &gpufed_trust::evidence::Evidence, now_ms: u64) {
-    let (provider, kind) = (&evidence.provider, &evidence.kind);
-    if !ctx.verifier.evidence_due(provider, kind, now_ms) {
-        return;
-    }
-    let cfg = ctx.verifier.config();
-    match crate::verification::evidence::record(&ctx.hub, &cfg.namespace, evidence, cfg.evidence_cooldown)
-        .await
-    {
-        Ok(recorded) => {
-            // Recorded now or within the cooldown already: no new list until it ends.
-            ctx.verifier.evidence_settled(provider, kind, now_ms);
-            if recorded {
-                ctx.metrics.evidence_recorded_total.inc();
-                tracing::warn!(evidence = %evidence.hash(), %kind, gpus = evidence.gpus.len(),
-                               jobs = evidence.jobs.len(), "evidence recorded");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, %kind, "cannot record evidence; next round retries"),
-    }
 }
 
 /// Probes the member: reports-only ([`crate::member::Link::probe_reports`], merged into
@@ -289,38 +298,6 @@ async fn observe(
     let view = link.probe(provider).await?;
     count("whole");
     Ok((view, false))
-}
-
-/// `(completed, lost)` attempts of the provider for its reputation: from its ledger in the
-/// hub, with the jobs the hub holds recorded into it first (so deleted jobs still count);
-/// from those jobs alone while the ledger cannot be read.
-async fn outcome_counts(ctx: &Context, provider: &GpuProvider) -> (u64, u64) {
-    use crate::verification::outcomes;
-    let name = provider.name_any();
-    let ns = ctx.verifier.config().namespace.clone();
-    let views = ctx.job_views.get(&ctx.jobs, Instant::now());
-    let jobs = views.of_provider(&name);
-    if !ctx.verifier.outcomes_loaded(&name) {
-        match outcomes::load(&ctx.hub, &ns, provider).await {
-            Ok(l) => ctx.verifier.load_outcomes(&name, l),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the provider's outcome ledger; counting the jobs held")
-            }
-        }
-    }
-    let Some(counts) = ctx
-        .verifier
-        .record_outcomes(&name, jobs.iter().map(AsRef::as_ref))
-    else {
-        return crate::verification::plan::job_outcomes(jobs.iter().map(AsRef::as_ref), &name);
-    };
-    if let Some(ledger) = ctx.verifier.outcomes_to_save(&name) {
-        match outcomes::save(&ctx.hub, &ns, provider, &ledger).await {
-            Ok(()) => ctx.verifier.outcomes_saved(&name, &ledger),
-            Err(e) => tracing::warn!(error = %e, "cannot save the outcome ledger; next round retries"),
-        }
-    }
-    counts
 }
 
 /// The provider answers again: its jobs' reconciles that failed while it was away (their
@@ -383,7 +360,7 @@ pub async fn run(
 ) {
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, crate::context::error_policy("provider"), ctx)
+        .run(reconcile, retry::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

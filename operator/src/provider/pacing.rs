@@ -18,6 +18,17 @@ pub(super) fn probe_interval(ctx: &Context, provider: &str) -> Duration {
     }
 }
 
+/// The longest time from one probe of a provider to the end of the next (seconds): the
+/// heartbeat interval, and the member timeout the next probe may take
+/// ([`crate::fleet::Failing::cycle`]).
+pub(super) fn probe_cycle(ctx: &Context) -> i64 {
+    let cycle = ctx
+        .config
+        .heartbeat_interval
+        .saturating_add(ctx.members.timeout());
+    i64::try_from(cycle.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// `wait`, or less when the next challenge round starts sooner: every provider is
 /// reconciled at a round's start, so the whole fleet is challenged at once
 /// (`gpufed_trust::rounds`).

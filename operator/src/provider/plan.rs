@@ -66,8 +66,41 @@ pub fn withhold_tainted<'a>(
     (std::borrow::Cow::Owned(offered), sentence)
 }
 
+pub mod fit;
+
+/// Why a probe of the member failed: `Reachable=False` with this reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    /// The condition's reason (`Unreachable`, or one of
+    /// [`crate::federation::LinkError`]'s, e.g. `SecretForbidden`).
+    pub reason: &'static str,
+    /// What failed.
+    pub message: String,
+}
+
+impl From<String> for Unreachable {
+    fn from(message: String) -> Self {
+        Self {
+            reason: crate::federation::REASON_UNREACHABLE,
+            message,
+        }
+    }
+}
+
+impl From<&str> for Unreachable {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Outcome of probing the member cluster.
-pub type Probe = Result<MemberView, String>;
+pub type Probe = Result<MemberView, Unreachable>;
 
 /// Seconds since the last heartbeat after which the provider counts as lost.
 pub fn grace_seconds(provider: &GpuProvider) -> i64 {
@@ -89,19 +122,32 @@ pub fn heartbeat_lost(provider: &GpuProvider, now: i64) -> bool {
 }
 
 /// Whether the provider counts as lost for the jobs on it at `now`: its last heartbeat is
-/// older than its grace period, *and* this process has failed to reach it for longer than
-/// that grace period (`failing_since`: the first failure of its current streak). The
-/// second half matters after the hub was down (or the operator restarted) for longer than
-/// the grace period: the stored heartbeat is old then, and one probe failing must not end
-/// every job there at once.
-pub fn provider_lost(provider: &GpuProvider, failing_since: Option<i64>, now: i64) -> bool {
-    heartbeat_lost(provider, now) && failing_since.is_some_and(|t| now - t > grace_seconds(provider))
+/// older than its grace period, *and* this process, in its current leadership term, has
+/// seen it fail for longer than that grace period (`failing`,
+/// [`crate::fleet::Fleet::failing`]): from the first failed probe of the streak to `now`,
+/// counted at most one probe cycle past the latest failed probe, and with at least two
+/// failed probes ([`crate::fleet::Failing::observed`]). The second half matters after the
+/// hub was down (or the operator restarted, or lost and took the Lease again) for longer
+/// than the grace period: the stored heartbeat is old then, and neither one probe failing
+/// now nor one that failed before the outage (no probe ran in between) may end every job
+/// there at once. The cycle past the latest probe keeps failover from waiting on the
+/// probes' cadence (or on a reconcile that failed after probing and waits for its retry).
+pub fn provider_lost(provider: &GpuProvider, failing: Option<crate::fleet::Failing>, now: i64) -> bool {
+    heartbeat_lost(provider, now) && failing.is_some_and(|f| f.observed(now) > grace_seconds(provider))
 }
 
 /// Inventory of a member from its GPU nodes and GPU pods. Every count comes from the
 /// member (up to `u32::MAX` a node or pod), so sums saturate instead of overflowing.
 pub fn inventory(view: &MemberView) -> Inventory {
+    listed_inventory(view).0
+}
+
+/// [`inventory`], and what it leaves out of `models` so that the schema takes it
+/// ([`fit`]): nodes whose model or compute capability it cannot hold (still counted in
+/// the totals), and models past its bound.
+pub fn listed_inventory(view: &MemberView) -> (Inventory, fit::Unlisted) {
     let mut inv = Inventory::default();
+    let mut unlisted = fit::Unlisted::default();
     for node in view.nodes.iter().filter(|n| n.ready) {
         let used = view
             .pods
@@ -112,6 +158,10 @@ pub fn inventory(view: &MemberView) -> Inventory {
         inv.nodes = inv.nodes.saturating_add(1);
         inv.gpus = inv.gpus.saturating_add(node.allocatable);
         inv.allocatable = inv.allocatable.saturating_add(free);
+        if !fit::model_ok(&node.model) || !fit::compute_ok(node.compute) {
+            unlisted.invalid_node(&node.name, &node.model, node.compute);
+            continue;
+        }
         let cc = format!("{}.{}", node.compute.0, node.compute.1);
         let same = |m: &ModelInventory| m.model == node.model && m.memory_mib == u64::from(node.memory_mib);
         let index = match inv.models.iter().position(same) {
@@ -136,8 +186,8 @@ pub fn inventory(view: &MemberView) -> Inventory {
         };
         entry.largest_nvlink_domain = entry.largest_nvlink_domain.max(domain);
     }
-    inv.models.sort_by(|a, b| a.model.cmp(&b.model));
-    inv
+    unlisted.overflow = fit::cap_models(&mut inv.models);
+    (inv, unlisted)
 }
 
 fn set(st: &mut GpuProviderStatus, c: Condition) {
@@ -165,6 +215,7 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
             cond(types::READY, False, "InvalidSpec", first.to_string()),
         );
         st.observed_generation = gen_;
+        fit::messages(&mut st);
         return st;
     }
     conditions::remove(&mut st.conditions, types::STALLED);
@@ -174,7 +225,7 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
             // Counted as placement offers it: without the nodes it cannot take.
             let (clean, ignored) = sanitize::view(view);
             let (offered, tainted) = withhold_tainted(&clean, &provider.spec);
-            let inv = inventory(&offered);
+            let (inv, unlisted) = listed_inventory(&offered);
             set(
                 &mut st,
                 cond(
@@ -227,11 +278,19 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
             } else {
                 msg
             };
+            let msg = if unlisted.is_empty() {
+                msg
+            } else {
+                format!("{msg}; {}", unlisted.sentence())
+            };
             set(&mut st, cond(types::READY, status, reason, msg));
             st.inventory = Some(inv);
         }
         Err(e) => {
-            set(&mut st, cond(types::REACHABLE, False, "Unreachable", e.clone()));
+            set(
+                &mut st,
+                cond(types::REACHABLE, False, e.reason, e.message.clone()),
+            );
             let mut with_probe = provider.clone();
             with_probe.status = Some(st.clone());
             if heartbeat_lost(&with_probe, now) {
@@ -244,6 +303,7 @@ pub fn status(provider: &GpuProvider, probe: &Probe, now: i64, now_text: &str) -
         }
     }
     st.observed_generation = gen_;
+    fit::messages(&mut st);
     st
 }
 

@@ -13,7 +13,8 @@ use crate::job::plan::{PodPhase, PodView};
 /// Pure: what `provider`'s agent reported on `found`, the Assignment of attempt `attempt`
 /// of the job `uid` (looked up by name), as the job controller reads it:
 /// - none, or one of another job or attempt (a tenant namespace reused by a new job of
-///   the same name): no pods, so the job controller writes it (again);
+///   the same name): no pods, so the job controller writes it (again; over another job's
+///   it is forbidden, [`super::taken_by`]);
 /// - one whose current generation the agent has not acted on yet: [`Error::NotTakenUp`],
 ///   so the job waits as it would for a silent member, its start timeout running;
 /// - one the agent refused (`Applied=False/Refused`: its own checks) or whose objects its

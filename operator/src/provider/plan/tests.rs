@@ -42,6 +42,9 @@ fn view() -> MemberView {
     }
 }
 
+/// When a provider counts as lost ([`provider_lost`]).
+mod lost;
+
 fn cond(st: &GpuProviderStatus, t: &str) -> (ConditionStatus, String) {
     let c = conditions::find(&st.conditions, t).expect("condition present");
     (c.status, c.reason.clone())
@@ -61,7 +64,7 @@ fn reachable_member_reports_inventory_and_ready() {
 #[test]
 fn unreachable_turns_not_ready_only_after_the_grace_period() {
     let ok = status(&provider(None), &Ok(view()), 1000, &crate::time::format(1000));
-    let down = Err("connection refused".to_owned());
+    let down: Probe = Err("connection refused".into());
     let within = status(
         &provider(Some(ok.clone())),
         &down,
@@ -83,26 +86,6 @@ fn unreachable_turns_not_ready_only_after_the_grace_period() {
         (ConditionStatus::False, "HeartbeatLost".into())
     );
     assert!(heartbeat_lost(&provider(Some(after)), 1061));
-}
-
-#[test]
-fn after_an_outage_of_the_hub_the_grace_period_runs_from_this_process_s_first_failure() {
-    // The heartbeat in status is 10 minutes old (the hub was down); grace 60 s. The first
-    // failed probe of this process, at 1600, does not end the jobs there...
-    let old = status(&provider(None), &Ok(view()), 1000, &crate::time::format(1000));
-    let p = provider(Some(old));
-    assert!(heartbeat_lost(&p, 1600));
-    assert!(!provider_lost(&p, Some(1600), 1600));
-    assert!(
-        !provider_lost(&p, Some(1600), 1660),
-        "within the grace of the first failure"
-    );
-    // ...failing for longer than the grace period does.
-    assert!(provider_lost(&p, Some(1600), 1661));
-    // Never failed here: not lost, however old the heartbeat.
-    assert!(!provider_lost(&p, None, 5000));
-    // A fresh heartbeat: not lost, however long the failures (another replica's probe).
-    assert!(!provider_lost(&p, Some(900), 1030));
 }
 
 #[test]
