@@ -8,8 +8,12 @@
 
 mod memo;
 mod preempt;
+mod probe;
 mod quota;
 mod reserve;
+#[cfg(test)]
+mod search_tests;
+mod victims;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -74,6 +78,8 @@ pub struct Engine<'s> {
     spreads: Spreads<'s>,
     queue: FairQueue,
     allocs: Vec<AllocSt>,
+    /// Allocations per provider, and per namespace, in the order victims are tried.
+    victims: victims::VictimLists,
     budgets: Vec<Budget<'s>>,
     /// Per namespace index, its quota, if it has one.
     quotas: Vec<Option<QuotaSt>>,
@@ -127,6 +133,7 @@ impl<'s> Engine<'s> {
             job_shape: Vec::new(),
             job_spread: Vec::new(),
             allocs: Vec::new(),
+            victims: victims::VictimLists::default(),
             budgets: Vec::new(),
             quotas,
             reserved: BTreeMap::new(),
@@ -138,6 +145,7 @@ impl<'s> Engine<'s> {
             },
         };
         engine.load_running(&ns_index)?;
+        engine.victims = engine.victim_lists(names.len());
         engine.load_jobs(&ns_index);
         engine.load_reservations();
         Ok(engine)

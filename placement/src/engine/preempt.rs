@@ -6,7 +6,8 @@
 //! youngest first (then by job id), until the job fits; then each the job can do without
 //! is dropped again, the last added first (work on another model's nodes, on nodes it
 //! cannot use, or more than it needs). The group needing the fewest evicted GPUs wins
-//! (ties to the smaller group). Evictions are whole allocations. GPUs freed but not used
+//! (ties to the smaller group); see [`super::victims`] for how the search gets there
+//! quickly. Evictions are whole allocations. GPUs freed but not used
 //! by the job stay unavailable this round (they are still busy until the eviction), and so
 //! do the victims' CPU and memory: a node's free CPU and memory count them until they stop.
 //! A spread does not steer the choice of group here (a blocked job takes the cheapest
@@ -17,10 +18,10 @@
 //! budget's minimum. A job that could have made room only by breaking a budget is told so
 //! ([`Reason::Protected`](crate::Reason)) on the providers concerned.
 
-use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use super::Engine;
+use super::victims::Found;
 use crate::decision::Eviction;
 use crate::nvlink::DomainFilter;
 use crate::resources::{SLOTS, Saved};
@@ -29,7 +30,7 @@ use crate::search::find_best;
 use crate::snapshot::{Interconnect, Resources};
 
 /// What evictions would free per node: GPUs, and CPU and memory.
-type Extra = BTreeMap<u32, (u64, Resources)>;
+pub(super) type Extra = BTreeMap<u32, (u64, Resources)>;
 
 /// What [`Engine::evict_all`] did: the GPUs it freed per node, and the victims' nodes as
 /// they were.
@@ -40,7 +41,7 @@ pub(super) struct Evicted {
 
 impl Engine<'_> {
     /// Whether job `h` fits group `gi` if `extra` were free too.
-    fn fits_with(&self, h: u32, gi: u32, extra: &Extra) -> bool {
+    pub(super) fn fits_with(&self, h: u32, gi: u32, extra: &Extra) -> bool {
         let js = &self.jobs[h as usize];
         let fleet = &self.fleet;
         let group = &fleet.groups[gi as usize];
@@ -77,53 +78,8 @@ impl Engine<'_> {
         !per_unit && best_fit(&counts, js.g, js.w).is_some()
     }
 
-    /// The fewest GPUs evictions must free for job `h` to fit group `gi`, a bound that
-    /// holds whichever victims are kept: its gang less the free GPUs of the nodes it may
-    /// use there, and a worker's GPUs less the most free on one of them (GPUs that CPU,
-    /// memory or a domain keep from a worker count as free: the bound stays low).
-    fn least_to_free(&self, h: u32, gi: u32) -> u32 {
-        let js = &self.jobs[h as usize];
-        let fleet = &self.fleet;
-        let (mut free, mut most) = (0u32, 0u32);
-        let nodes = fleet.groups[gi as usize]
-            .pools
-            .clone()
-            .map(|p| &fleet.pools[p as usize])
-            .filter(|p| js.pool_ok(p))
-            .flat_map(|p| &p.nodes)
-            .map(|&n| &fleet.nodes[n as usize])
-            .filter(|node| node.reserved_for.is_none());
-        for node in nodes {
-            free += node.free.count_ones();
-            most = most.max(node.free.count_ones());
-        }
-        let g = u32::from(js.g);
-        (g * u32::from(js.w))
-            .saturating_sub(free)
-            .max(g.saturating_sub(most))
-    }
-
-    /// Victims added in order until job `h` fits may include some it does not need: work
-    /// on another model's nodes, or on nodes whose other GPUs stay held. Drops each whose
-    /// eviction the job can do without, the last added (highest priority) first, as
-    /// kube-scheduler's preemption does; returns the GPUs the rest free, and the rest.
-    fn fewest(&self, h: u32, gi: u32, mut chosen: Vec<usize>) -> (u32, Vec<usize>) {
-        for i in (0..chosen.len()).rev() {
-            let mut extra = Extra::new();
-            for (_, &v) in chosen.iter().enumerate().filter(|&(j, _)| j != i) {
-                self.add_extra(v, &mut extra);
-            }
-            if self.fits_with(h, gi, &extra) {
-                chosen.remove(i);
-            }
-        }
-        let mut extra = Extra::new();
-        let freed = chosen.iter().map(|&v| self.add_extra(v, &mut extra)).sum();
-        (freed, chosen)
-    }
-
     /// Adds what evicting allocation `v` frees to `extra`; returns its GPUs.
-    fn add_extra(&self, v: usize, extra: &mut Extra) -> u32 {
+    pub(super) fn add_extra(&self, v: usize, extra: &mut Extra) -> u32 {
         let al = &self.allocs[v];
         for &(n, mask) in &al.held {
             extra.entry(n).or_default().0 |= mask;
@@ -147,89 +103,10 @@ impl Engine<'_> {
             .then_some((job.priority, (!self.cfg.preempt_across_namespaces).then_some(ns)))
     }
 
-    /// The order victims are tried in: lowest priority, then the latest started, then by
-    /// job id — never by position in the snapshot, which follows the operator's cache and
-    /// differs between leaders (jobs placed in one round start at the same second).
-    pub(super) fn victim_order(&self, a: usize) -> (i32, Reverse<u64>, &str) {
-        let al = &self.allocs[a];
-        (
-            al.priority,
-            Reverse(al.start),
-            self.snap.running[al.src as usize].job.as_str(),
-        )
-    }
-
-    /// The allocations job `h` may evict on `provider`, budgets aside: not being evicted,
-    /// of strictly lower priority, and of its namespace unless any may be evicted.
-    fn candidates(&self, h: u32, provider: u32) -> Vec<usize> {
-        let priority = self.snap.jobs[self.jobs[h as usize].src as usize].priority;
-        let ns = self.job_ns[h as usize];
-        let any_ns = self.cfg.preempt_across_namespaces;
-        (0..self.allocs.len())
-            .filter(|&a| {
-                let al = &self.allocs[a];
-                !al.evicted && al.provider == provider && al.priority < priority && (any_ns || al.ns == ns)
-            })
-            .collect()
-    }
-
     /// Places job `h` by evicting lower-priority work, if that makes it fit. Otherwise
     /// says on which providers only disruption budgets stood in the way (and whose).
     pub(super) fn try_preempt(&mut self, h: u32) -> Result<(), BTreeMap<u32, String>> {
-        let js = &self.jobs[h as usize];
-        let mut best: Option<(u32, u32, Vec<usize>)> = None;
-        // Victims skipped for a budget, per group that found no room without them.
-        let mut held_back: Vec<(u32, usize)> = Vec::new();
-        for &m in &js.models {
-            for &gi in &self.fleet.groups_by_model[usize::from(m)] {
-                let group = &self.fleet.groups[gi as usize];
-                let Some(price) = group.price else { continue };
-                if !js.provider_ok(&self.fleet.providers[group.provider as usize], group.provider)
-                    || price > js.max_price
-                {
-                    continue;
-                }
-                // No eviction there can beat the best found: skip the victims' search.
-                if best
-                    .as_ref()
-                    .is_some_and(|b| (self.least_to_free(h, gi), gi) >= (b.0, b.1))
-                {
-                    continue;
-                }
-                let mut victims = self.candidates(h, group.provider);
-                victims.sort_by_key(|&a| self.victim_order(a));
-                let mut extra = Extra::new();
-                let mut chosen = Vec::new();
-                let mut spent: BTreeMap<u32, u32> = BTreeMap::new();
-                let mut fitted = false;
-                for &v in &victims {
-                    if let Some(b) = self.allocs[v].budget {
-                        let used = spent.entry(b).or_default();
-                        if !self.budgets[b as usize].allows(*used + 1) {
-                            held_back.push((gi, v));
-                            continue;
-                        }
-                        *used += 1;
-                    }
-                    chosen.push(v);
-                    self.add_extra(v, &mut extra);
-                    // Compared only once the unneeded victims are dropped: the GPUs freed
-                    // so far may count work on nodes the job cannot use, or that a later
-                    // victim makes unneeded, so they are no bound on what this group needs.
-                    if self.fits_with(h, gi, &extra) {
-                        let (freed, chosen) = self.fewest(h, gi, chosen);
-                        if best.as_ref().is_none_or(|b| (freed, gi) < (b.0, b.1)) {
-                            best = Some((freed, gi, chosen));
-                        }
-                        fitted = true;
-                        break;
-                    }
-                }
-                if fitted {
-                    held_back.retain(|&(g, _)| g != gi);
-                }
-            }
-        }
+        let Found { best, held_back } = self.find_victims(h);
         let Some((_, gi, victims)) = best else {
             return Err(self.protected_room(h, &held_back));
         };
@@ -237,7 +114,7 @@ impl Engine<'_> {
         let js = &self.jobs[h as usize];
         let spread = self.job_spread[h as usize].and_then(|s| self.spreads.view(s));
         let Some(cand) = find_best(&self.fleet, js, &self.cfg.weights, Some(gi), spread.as_ref()) else {
-            // Cannot happen (fits_with said yes); undo so nothing is evicted for nothing.
+            // Cannot happen (the probe said it fits); undo so nothing is evicted for nothing.
             self.unevict_all(&victims, evicted);
             return Err(BTreeMap::new());
         };
@@ -349,7 +226,7 @@ impl Engine<'_> {
 
     /// The providers where the victims a budget held back (`held_back`, per group) would
     /// have made room for job `h`, with those budgets' keys.
-    fn protected_room(&self, h: u32, held_back: &[(u32, usize)]) -> BTreeMap<u32, String> {
+    pub(super) fn protected_room(&self, h: u32, held_back: &[(u32, usize)]) -> BTreeMap<u32, String> {
         let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for &(gi, v) in held_back {
             groups.entry(gi).or_default().push(v);

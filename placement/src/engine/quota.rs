@@ -65,9 +65,8 @@ impl Engine<'_> {
     /// GPUs of job `h`'s namespace's work being evicted (this round's victims and earlier
     /// rounds'): counted as used until it stops, but going.
     fn going(&self, h: u32) -> u64 {
-        let ns = self.job_ns[h as usize];
-        (0..self.allocs.len())
-            .filter(|&a| self.allocs[a].evicted && self.allocs[a].ns == ns)
+        self.of_ns(h)
+            .filter(|&a| self.allocs[a].evicted)
             .map(|a| self.alloc_gpus(a))
             .sum()
     }
@@ -108,13 +107,10 @@ impl Engine<'_> {
         let ns = self.job_ns[h as usize];
         let excess = wanted.saturating_sub(limit.saturating_add(going));
         let priority = self.snap.jobs[self.jobs[h as usize].src as usize].priority;
-        let mut candidates: Vec<usize> = (0..self.allocs.len())
-            .filter(|&a| {
-                let al = &self.allocs[a];
-                !al.evicted && al.ns == ns && al.priority < priority
-            })
+        let candidates: Vec<usize> = self
+            .of_ns(h)
+            .filter(|&a| !self.allocs[a].evicted && self.allocs[a].priority < priority)
             .collect();
-        candidates.sort_by_key(|&a| self.victim_order(a));
         let (mut chosen, mut gpus) = (Vec::new(), 0u64);
         let mut spent: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
         for v in candidates {
@@ -178,6 +174,12 @@ impl Engine<'_> {
         };
         self.jobs[h as usize].max_price = own_ceiling;
         placed
+    }
+
+    /// The allocations of job `h`'s namespace, in the order victims are tried.
+    pub(super) fn of_ns(&self, h: u32) -> impl Iterator<Item = usize> + '_ {
+        let ns = self.job_ns[h as usize] as usize;
+        self.victims.by_ns.get(ns).into_iter().flatten().copied()
     }
 
     /// The GPUs allocation `v` holds.
