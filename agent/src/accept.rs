@@ -1,8 +1,8 @@
 //! Pure: what the agent accepts from the hub. The hub is trusted to choose the work, not
 //! to reach beyond it: an Assignment may only create its own tenant namespace, the
 //! namespaced objects push mode creates there (policy, quota, Services, the attempt's
-//! checkpoint credentials), and worker pods that carry the assignment's job and attempt
-//! and pass the `restricted` pod-security profile.
+//! checkpoint credentials), and worker pods that carry the assignment's job and attempt,
+//! pass the `restricted` pod-security profile and choose no scheduling priority.
 
 use gpufed_api::Assignment;
 use gpufed_operator::job::build::MemberObjects;
@@ -190,6 +190,17 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
                 "{what}: violates the restricted pod-security profile: {e}"
             ));
         }
+        // The hub never sets a pod's priority: one that is set (a tenant's template the
+        // hub let through) could preempt this cluster's own pods and other tenants'.
+        if let Some(field) = pod.spec.as_ref().and_then(priority_field) {
+            return Err(format!(
+                "{what}.spec.{field}: not accepted: a worker gets this cluster's default \
+                 priority, so that it cannot preempt the provider's pods or other tenants'"
+            ));
+        }
+        if let Some(e) = pod.spec.as_ref().and_then(reach_field) {
+            return Err(format!("{what}.spec.{e}"));
+        }
         pod.metadata.namespace = Some(tenant.to_owned());
         pods.push(pod);
     }
@@ -202,6 +213,55 @@ pub fn accept(a: &Assignment) -> Result<MemberObjects, String> {
         credentials,
         pods,
     })
+}
+
+/// The first scheduling-priority field `pod` sets: kube-scheduler preempts lower-priority
+/// pods on any node for a pod of higher priority, and `system-node-critical` may be named
+/// outside `kube-system` unless this cluster limits it by a ResourceQuota. Any
+/// `priority`, 0 too, and any `preemptionPolicy`, `Never` too: the hub sets none, and
+/// the cluster's admission fills them from its default class.
+fn priority_field(pod: &k8s_openapi::api::core::v1::PodSpec) -> Option<&'static str> {
+    if pod.priority_class_name.as_deref().is_some_and(|v| !v.is_empty()) {
+        Some("priorityClassName")
+    } else if pod.priority.is_some() {
+        Some("priority")
+    } else if pod.preemption_policy.is_some() {
+        Some("preemptionPolicy")
+    } else {
+        None
+    }
+}
+
+/// The first field of `pod` that would reach beyond what this cluster's scheduler and the
+/// tenant namespace grant, with why: the hub sets none of them (it pins workers by node
+/// affinity and turns the token off), so one that is set is a template the hub let through.
+/// `nodeName` binds without the scheduler (taints and the cluster's own placement rules
+/// are skipped); a mounted token or another service account is a credential for this
+/// cluster.
+fn reach_field(pod: &k8s_openapi::api::core::v1::PodSpec) -> Option<String> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    if set(&pod.node_name) {
+        return Some("nodeName: not accepted: this cluster's scheduler chooses the node".into());
+    }
+    if pod.automount_service_account_token != Some(false) {
+        return Some(
+            "automountServiceAccountToken: must be false: a worker gets no credentials for this \
+             cluster"
+                .into(),
+        );
+    }
+    for (field, value) in [
+        ("serviceAccountName", &pod.service_account_name),
+        ("serviceAccount", &pod.service_account),
+    ] {
+        if set(value) && value.as_deref() != Some("default") {
+            return Some(format!(
+                "{field}: must be default or unset: the tenant namespace has no other service \
+                 account"
+            ));
+        }
+    }
+    None
 }
 
 /// Why the agent must not take `existing` for an assignment's tenant namespace, if it

@@ -24,6 +24,7 @@ use crate::common::{Condition, DECIMAL_PATTERN};
     status = "ComputeQuotaStatus",
     doc = "Caps on the GPUs and spend per hour of one namespace's gpufed work.",
     printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.used.gpus"),
+    printcolumn(name = "Reserved", type_ = "integer", json_path = ".status.reserved.gpus"),
     printcolumn(name = "Max GPUs", type_ = "integer", json_path = ".spec.gpus"),
     printcolumn(name = "Spend/h", type_ = "string", json_path = ".status.used.spendPerHour"),
     printcolumn(name = "Max Spend/h", type_ = "string", json_path = ".spec.maxSpendPerHour"),
@@ -52,13 +53,13 @@ pub struct ComputeQuotaSpec {
     pub max_spend_per_hour: Option<String>,
 }
 
-/// What the namespace holds now against its caps.
+/// GPUs and spend per hour counted against a namespace's caps.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaUsage {
-    /// GPUs its live attempts hold.
+    /// GPUs.
     pub gpus: u32,
-    /// What its live attempts cost per hour (decimal).
+    /// Spend per hour (decimal).
     pub spend_per_hour: String,
 }
 
@@ -76,9 +77,15 @@ pub struct ComputeQuotaStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// What the namespace holds now.
+    /// What the namespace's live attempts hold now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used: Option<QuotaUsage>,
+    /// Room kept, beyond `used`, for the namespace's jobs that preempted work and wait for
+    /// it to stop: their GPUs, and their spend at their price ceiling (the price they
+    /// will pay is not known yet). It counts against the caps as `used` does, so that the
+    /// work they evicted is not placed back into it. Unset when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<QuotaUsage>,
     /// Queued jobs of the namespace that its quotas hold back now.
     #[serde(default)]
     pub waiting_jobs: u32,

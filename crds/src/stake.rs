@@ -4,7 +4,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Condition, DECIMAL_PATTERN, DNS_SUBDOMAIN_PATTERN, SIGNATURE_PATTERN, WALLET_PATTERN};
+use crate::common::{
+    Condition, DECIMAL_PATTERN, DNS_SUBDOMAIN_PATTERN, SIGNATURE_PATTERN, STATUS_DECIMAL_PATTERN,
+    WALLET_PATTERN,
+};
 
 /// Collateral a provider puts up. It bonds once its deposit is verified on chain and is
 /// slashed on evidence of misbehaviour (failed challenges, duplicate GPUs, abandoned jobs).
@@ -95,9 +98,11 @@ pub struct StakeStatus {
     /// The `metadata.generation` the status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Amount verified on chain and still bonded, after slashes (decimal).
+    /// Amount verified on chain and still bonded, after slashes (decimal). Up to 20 whole
+    /// digits: a deposit bonds what it moved, which may exceed the stated amount (12 whole
+    /// digits at most), and any `u64` of base units must be writable here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(DECIMAL_PATTERN))]
+    #[schemars(pattern(STATUS_DECIMAL_PATTERN))]
     pub bonded_amount: Option<String>,
     /// When unbonding completes (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,8 +127,8 @@ pub struct Slash {
     /// SHA-256 (hex) of the evidence document; the on-chain memo carries it.
     #[schemars(pattern("^[0-9a-f]{64}$"))]
     pub evidence_hash: String,
-    /// Amount to slash (decimal).
-    #[schemars(pattern(DECIMAL_PATTERN))]
+    /// Amount to slash (decimal; at most the bonded amount, so as wide as it).
+    #[schemars(pattern(STATUS_DECIMAL_PATTERN))]
     pub amount: String,
     /// When the dispute window closes (RFC 3339); the slash executes after it.
     #[schemars(extend("format" = "date-time"))]

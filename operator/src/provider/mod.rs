@@ -216,7 +216,8 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
         let policy = crate::verification::plan::stake_policy(
             &cfg.stake_per_gpu,
             &cfg.stake_multipliers,
-            stake_view.as_ref().map_or(0, |v| v.decimals),
+            // Unknown until the Stake controller has read the mint: never a made-up 0.
+            stake_view.as_ref().map(|v| v.decimals),
         );
         crate::verification::plan::staked(
             &mut status,

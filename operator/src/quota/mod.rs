@@ -9,8 +9,9 @@
 
 pub mod plan;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gpufed_api::ComputeQuota;
@@ -39,32 +40,76 @@ pub fn controller(hub: &kube::Client) -> (Controller<ComputeQuota>, crate::synce
     )
 }
 
+/// Room reserved per namespace for its jobs waiting for their evictions
+/// ([`plan::reserved_by_namespace`]). Their victims may be any namespace's, so it is
+/// built from the whole job cache — at most once per [`crate::job::views::MAX_AGE`],
+/// not once per quota refresh (as the views, for the same reason).
+#[derive(Debug, Default)]
+pub struct Reserved {
+    memo: Mutex<Option<(Instant, Arc<Rooms>)>>,
+}
+
+type Rooms = BTreeMap<String, (u32, gpufed_placement::Micros)>;
+
+impl Reserved {
+    fn get(&self, ctx: &Context, at: Instant, now: i64) -> Arc<Rooms> {
+        let build = || Arc::new(plan::reserved_by_namespace(&ctx.jobs.state(), now));
+        // Built under the lock: quotas reconciled meanwhile wait for this build.
+        let Ok(mut memo) = self.memo.lock() else {
+            return build();
+        };
+        if let Some((built, rooms)) = memo.as_ref()
+            && at.saturating_duration_since(*built) < crate::job::views::MAX_AGE
+        {
+            return Arc::clone(rooms);
+        }
+        let rooms = build();
+        *memo = Some((at, Arc::clone(&rooms)));
+        rooms
+    }
+}
+
 /// Runs the quota controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     controller: Controller<ComputeQuota>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let reserved = Arc::new(Reserved::default());
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, crate::context::error_policy("quota"), ctx)
+        .run(
+            move |quota, ctx| reconcile(quota, ctx, Arc::clone(&reserved)),
+            crate::context::error_policy("quota"),
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }
 
 /// Reconciles one quota's status.
 #[tracing::instrument(skip_all, fields(quota = %format!("{}/{}", quota.namespace().unwrap_or_default(), quota.name_any())))]
-pub async fn reconcile(quota: Arc<ComputeQuota>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(
+    quota: Arc<ComputeQuota>,
+    ctx: Arc<Context>,
+    reserved: Arc<Reserved>,
+) -> Result<Action> {
     if !ctx.leadership.is_leader() || ctx.jobs_synced.wait().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let views = ctx.job_views.get(&ctx.jobs, std::time::Instant::now());
-    let mine: Vec<&gpufed_api::ComputeJob> = views
-        .of_namespace(quota.metadata.namespace.as_deref().unwrap_or_default())
-        .iter()
-        .map(AsRef::as_ref)
-        .collect();
-    let status = plan::status(&quota, &mine, &crate::time::format(crate::time::now()));
+    let (at, now) = (Instant::now(), crate::time::now());
+    let namespace = quota.metadata.namespace.as_deref().unwrap_or_default();
+    let views = ctx.job_views.get(&ctx.jobs, at);
+    let mine: Vec<&gpufed_api::ComputeJob> =
+        views.of_namespace(namespace).iter().map(AsRef::as_ref).collect();
+    // What the placement round counts against the caps besides live work
+    // ([`plan::caps`]): shown, or a job held "8 of its 8 GPUs" meets a quota saying 4.
+    let kept = reserved
+        .get(&ctx, at, now)
+        .get(namespace)
+        .copied()
+        .unwrap_or_default();
+    let status = plan::status_reserving(&quota, &mine, kept, &crate::time::format(now));
     if quota.status.as_ref() != Some(&status) {
         write_status(&ctx, &quota, &status).await?;
     }

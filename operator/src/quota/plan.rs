@@ -68,6 +68,16 @@ fn reserved(jobs: &[Arc<ComputeJob>], now: i64) -> BTreeMap<&str, (u32, pl::Micr
     out
 }
 
+/// [`reserved`] with the namespaces owned, for the quota controller to keep between
+/// reconciles: the victims of a namespace's waiting jobs may be any namespace's, so it
+/// reads the whole job cache, once for every quota.
+pub fn reserved_by_namespace(jobs: &[Arc<ComputeJob>], now: i64) -> BTreeMap<String, (u32, pl::Micros)> {
+    reserved(jobs, now)
+        .into_iter()
+        .map(|(ns, room)| (ns.to_owned(), room))
+        .collect()
+}
+
 /// Per namespace with at least one valid quota: the lowest cap of each kind (every
 /// quota applies) and what its live work holds now, and its jobs waiting for their
 /// evictions will ([`reserved`]). A quota the operator finds invalid (its CEL rule dropped
@@ -126,14 +136,34 @@ pub fn held_by_quota(job: &ComputeJob) -> bool {
         && mapping::is_queued(job)
 }
 
-/// The status of `quota`, given the jobs of its namespace, at `now` (RFC 3339).
+/// The status of `quota`, given the jobs of its namespace, at `now` (RFC 3339), with
+/// nothing reserved: [`status_reserving`] with `(0, 0)`.
 pub fn status(quota: &ComputeQuota, jobs: &[&ComputeJob], now: &str) -> ComputeQuotaStatus {
+    status_reserving(quota, jobs, (0, 0), now)
+}
+
+/// The status of `quota`, given the jobs of its namespace and the room `reserved` for
+/// those waiting for their evictions (GPUs, spend per hour in micros:
+/// [`reserved_by_namespace`]), at `now` (RFC 3339). The reserved room is shown apart from
+/// `used` (live work), and the Ready message adds the two up as the caps count them: else
+/// a job held "the namespace holds 8 of its 8 GPUs" meets a quota that says it holds 4.
+pub fn status_reserving(
+    quota: &ComputeQuota,
+    jobs: &[&ComputeJob],
+    reserved: (u32, pl::Micros),
+    now: &str,
+) -> ComputeQuotaStatus {
     let generation = quota.metadata.generation;
     let mut st = quota.status.clone().unwrap_or_default();
     let (gpus, spend) = usage(jobs.iter().copied());
     st.used = Some(QuotaUsage {
         gpus,
         spend_per_hour: format_decimal(spend),
+    });
+    let (kept_gpus, kept_spend) = reserved;
+    st.reserved = (kept_gpus > 0 || kept_spend > 0).then(|| QuotaUsage {
+        gpus: kept_gpus,
+        spend_per_hour: format_decimal(kept_spend),
     });
     st.waiting_jobs = u32::try_from(jobs.iter().filter(|j| held_by_quota(j)).count()).unwrap_or(u32::MAX);
     st.observed_generation = generation;
@@ -149,18 +179,21 @@ pub fn status(quota: &ComputeQuota, jobs: &[&ComputeJob], now: &str) -> ComputeQ
         if let Some(s) = &quota.spec.max_spend_per_hour {
             caps.push(format!("{s} per hour"));
         }
-        conditions::condition(
-            types::READY,
-            True,
-            "Enforced",
-            format!(
-                "caps the namespace at {}; it holds {gpus} GPUs at {} per hour",
-                caps.join(" and "),
-                format_decimal(spend)
-            ),
-            generation,
-            now,
-        )
+        let mut message = format!(
+            "caps the namespace at {}; it holds {gpus} GPUs at {} per hour",
+            caps.join(" and "),
+            format_decimal(spend)
+        );
+        if st.reserved.is_some() {
+            message.push_str(&format!(
+                ", and reserves {kept_gpus} GPUs at up to {} per hour for jobs waiting for \
+                 the work they preempted to stop: {} GPUs at {} per hour count against the caps",
+                format_decimal(kept_spend),
+                gpus.saturating_add(kept_gpus),
+                format_decimal(spend.saturating_add(kept_spend))
+            ));
+        }
+        conditions::condition(types::READY, True, "Enforced", message, generation, now)
     } else {
         let message = errors
             .iter()

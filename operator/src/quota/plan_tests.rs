@@ -166,14 +166,11 @@ fn status_shows_usage_waiting_jobs_and_the_caps() {
     assert_eq!(again, st);
 }
 
-#[test]
-fn the_room_a_preemptor_evicted_for_stays_used_while_it_waits() {
-    // Quota 4: `small` runs (1 GPU); `urgent` (2 GPUs) evicted `big` for room in the cap
-    // and waits for its pods to go; `big` queues again meanwhile. Counting only live work
-    // (1 GPU), the round would place `big` back (3 GPUs) into that room, and `urgent`
-    // would evict it again next round — and again.
-    let mut big = (*job("big", "team", None, Some(JobPhase::Recovering))).clone();
-    big.status
+/// A job whose attempt on `gpus` GPUs was evicted for `by` 10 s before `T`, its pods not
+/// gone yet: `by` waits for them.
+fn evicted(name: &str, ns: &str, gpus: u32, by: &str) -> Arc<ComputeJob> {
+    let mut j = (*job(name, ns, None, Some(JobPhase::Recovering))).clone();
+    j.status
         .get_or_insert_with(Default::default)
         .attempts
         .push(gpufed_api::job_status::AttemptRecord {
@@ -183,17 +180,85 @@ fn the_room_a_preemptor_evicted_for_stays_used_while_it_waits() {
             message: "evicted".into(),
             reason: None,
             gpu_seconds: 60,
-            gpus: Some(3),
+            gpus: Some(gpus),
             gpu_uuids: Vec::new(),
             running_time: None,
             price_per_gpu_hour: "1".into(),
             end_time: crate::time::format(T - 10),
             removed: false,
-            preempted_by: Some("team/urgent".into()),
+            preempted_by: Some(by.into()),
         });
+    Arc::new(j)
+}
+
+#[test]
+fn status_shows_the_room_kept_for_a_waiting_preemptor_as_the_caps_count_it() {
+    // Cap 8: `a` runs on 4 GPUs; `urgent` (a 4-GPU gang, ceiling 3) evicted `big` — of
+    // another namespace, so the room is read from all jobs — and waits for its pods to
+    // go; `c` is held. The round counts 8 of 8; the quota must not say it holds only 4.
+    let mut urgent = (*job("urgent", "team", None, Some(JobPhase::Queued))).clone();
+    urgent.spec.workers = 2;
+    let jobs = [
+        job("a", "team", Some((4, "2.5")), Some(JobPhase::Running)),
+        evicted("big", "lab", 4, "team/urgent"),
+        Arc::new(urgent),
+        held("c", "team"),
+    ];
+    let q = quota("q", "team", Some(8), Some("40"));
+    assert_eq!(caps(std::slice::from_ref(&q), &jobs, T)["team"].used_gpus, 8);
+    let kept = reserved_by_namespace(&jobs, T);
+    assert_eq!(kept, BTreeMap::from([("team".to_owned(), (4, 12_000_000))]));
+
+    let mine: Vec<&ComputeJob> = jobs
+        .iter()
+        .filter(|j| j.metadata.namespace.as_deref() == Some("team"))
+        .map(AsRef::as_ref)
+        .collect();
+    let st = status_reserving(&q, &mine, kept["team"], "2026-12-04T12:00:00Z");
+    assert_eq!(
+        (st.used.as_ref().map(|u| u.gpus), st.waiting_jobs),
+        (Some(4), 1),
+        "live work alone"
+    );
+    assert_eq!(
+        st.reserved,
+        Some(QuotaUsage {
+            gpus: 4,
+            spend_per_hour: "12".into()
+        })
+    );
+    let ready = conditions::find(&st.conditions, types::READY).expect("Ready");
+    assert_eq!(
+        ready.message,
+        "caps the namespace at 8 GPUs and 40 per hour; it holds 4 GPUs at 10 per hour, and \
+         reserves 4 GPUs at up to 12 per hour for jobs waiting for the work they preempted to \
+         stop: 8 GPUs at 22 per hour count against the caps"
+    );
+
+    // Its victim gone: nothing is reserved, and the status says so.
+    let later = T + crate::mapping::EVICTION_GRACE_SECS + 1;
+    assert!(reserved_by_namespace(&jobs, later).is_empty());
+    let current = ComputeQuota {
+        status: Some(st),
+        ..(*q).clone()
+    };
+    let st = status_reserving(&current, &mine, (0, 0), "2026-12-04T12:01:00Z");
+    assert_eq!(st.reserved, None);
+    assert_eq!(
+        conditions::find(&st.conditions, types::READY).map(|c| c.message.as_str()),
+        Some("caps the namespace at 8 GPUs and 40 per hour; it holds 4 GPUs at 10 per hour")
+    );
+}
+
+#[test]
+fn the_room_a_preemptor_evicted_for_stays_used_while_it_waits() {
+    // Quota 4: `small` runs (1 GPU); `urgent` (2 GPUs) evicted `big` for room in the cap
+    // and waits for its pods to go; `big` queues again meanwhile. Counting only live work
+    // (1 GPU), the round would place `big` back (3 GPUs) into that room, and `urgent`
+    // would evict it again next round — and again.
     let jobs = [
         job("small", "team", Some((1, "1")), Some(JobPhase::Running)),
-        Arc::new(big),
+        evicted("big", "team", 3, "team/urgent"),
         job("urgent", "team", None, Some(JobPhase::Queued)),
     ];
     let quotas = [quota("q", "team", Some(4), None)];

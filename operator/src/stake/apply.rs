@@ -192,8 +192,8 @@ impl Driver {
         }
     }
 
-    /// Applies the spec's and annotations' inputs (`dismiss_true`: the dismiss annotation
-    /// says `true`; once it has dismissed a slash it is spent until removed).
+    /// Applies the spec's and annotations' inputs ([`super::inputs::apply_inputs`]) and
+    /// persists the result.
     async fn inputs(
         &mut self,
         name: &str,
@@ -202,42 +202,9 @@ impl Driver {
         dismiss_true: bool,
         found: &mut Findings,
     ) -> Result<(), StoreError> {
-        if !dismiss_true {
-            doc.dismiss_true_spent = false;
-        }
-        for input in inputs {
-            let ev = match &input {
-                Input::Unbond => StakeEvent::RequestUnbond,
-                Input::Raise(r) => StakeEvent::RaiseSlash {
-                    kind: r.kind.clone(),
-                    evidence: r.evidence,
-                    amount: r.amount,
-                },
-                Input::Dismiss(_) => StakeEvent::DismissSlash,
-            };
-            match (step(&doc.state, now_ms(), ev, &self.cfg, &self.machine), input) {
-                (Ok((state, _)), input) => {
-                    doc.state = state;
-                    match input {
-                        Input::Raise(r) => {
-                            info!(stake = name, kind = %r.kind, evidence = %r.evidence, "slash raised");
-                            doc.handled_slash_requests.push(r.evidence.to_hex());
-                        }
-                        Input::Dismiss(hex) => {
-                            info!(stake = name, evidence = %hex, "slash dismissed");
-                            doc.dismissed_slashes.push(hex);
-                            doc.dismiss_true_spent |= dismiss_true;
-                        }
-                        Input::Unbond => info!(stake = name, "unbonding"),
-                    }
-                }
-                (Err(e), Input::Raise(r)) => {
-                    warn!(stake = name, error = %e, "slash request refused");
-                    found.note(format!("slash request {} refused: {e}", r.evidence));
-                    doc.handled_slash_requests.push(r.evidence.to_hex());
-                }
-                (Err(e), _) => found.note(e.to_string()),
-            }
+        let at = (now_ms(), &self.cfg, &self.machine);
+        if let Some(n) = super::inputs::apply_inputs(name, doc, inputs, dismiss_true, at) {
+            found.note(n);
         }
         self.persist(name, doc).await
     }

@@ -11,6 +11,7 @@
 //! leadership term resolves every effect in flight by its signature (`Restarted`).
 
 pub mod apply;
+pub mod inputs;
 pub mod plan;
 pub mod reuse;
 pub mod status;
@@ -28,7 +29,7 @@ use gpufed_settlement::stake::StakeConfig;
 use gpufed_settlement::{Commitment, MachineConfig};
 use kube::{Api, ResourceExt};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::context::Context;
 pub use plan::{SLASH_DISMISS_ANNOTATION, SLASH_REQUEST_ANNOTATION};
@@ -93,6 +94,19 @@ async fn session(
     let treasury = Pubkey::parse(&cfg.treasury)?;
     let rpc = Rpc::new(&cfg.rpc_url, Duration::from_secs(10))?;
     let decimals = rpc.mint_decimals(&mint).await?;
+    let verify = ctx.verifier.config();
+    // A --stake-per-gpu the mint cannot express makes every provider
+    // `Staked=Unknown/InvalidStakePolicy` (the provider controller reads the same policy
+    // with these decimals), so no GPU counts as staked on it. The Stakes themselves are
+    // still driven: deposits verified, releases paid, dismissals recorded inside their
+    // dispute window — stopping them would protect nothing and let windows close.
+    if let Err(why) = crate::verification::plan::stake_policy(
+        &verify.stake_per_gpu,
+        &verify.stake_multipliers,
+        Some(decimals),
+    ) {
+        error!(reason = %why, decimals, "fix --stake-per-gpu: the stake mint cannot represent it; no provider counts as staked until then");
+    }
     info!(authority = %authority.pubkey(), %mint, %vault, %treasury, decimals, "stake controller starting");
     let mut driver = apply::Driver {
         rpc,

@@ -172,6 +172,32 @@ fn slash_request(text: &str, decimals: u8) -> Result<SlashRequest, String> {
     })
 }
 
+/// Whether a slash can be raised on a Stake's state now (the machine's own test in
+/// `gpufed_settlement::stake::step`), later, or never again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slashable {
+    /// Bonded (or Unbonding, or Slashed with tokens left), nothing pending or releasing.
+    Now,
+    /// Not yet: why it waits (not bonded yet, a slash pending, a release in flight).
+    Later(&'static str),
+    /// Never: Rejected, Released, or nothing left to take.
+    Never,
+}
+
+/// See [`Slashable`].
+pub fn slashable(s: &gpufed_settlement::stake::StakeState) -> Slashable {
+    match s.phase {
+        StakePhase::Rejected { .. } | StakePhase::Released => Slashable::Never,
+        StakePhase::Pending => Slashable::Later("until the stake is bonded"),
+        StakePhase::Bonded | StakePhase::Unbonding { .. } | StakePhase::Slashed if s.bonded == 0 => {
+            Slashable::Never
+        }
+        _ if s.pending_slash.is_some() => Slashable::Later("until the pending slash is done"),
+        _ if s.release.is_some() => Slashable::Later("until the release in flight is done"),
+        _ => Slashable::Now,
+    }
+}
+
 /// What the spec and annotations ask of the machine this round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -205,12 +231,14 @@ pub fn inputs(
                 let hex = r.evidence.to_hex();
                 let seen =
                     doc.handled_slash_requests.contains(&hex) || pending.as_deref() == Some(hex.as_str());
-                if seen {
+                match slashable(s) {
                     // Acted on once already.
-                } else if pending.is_some() {
-                    note = Some("the slash request waits until the pending slash is done".into());
-                } else {
-                    out.push(Input::Raise(r));
+                    _ if seen => {}
+                    // Kept for later, not marked handled: a request made before the
+                    // deposit bonded is raised once it has.
+                    Slashable::Later(until) => note = Some(format!("the slash request {hex} waits {until}")),
+                    // Never: the machine refuses it, and the refusal marks it handled.
+                    Slashable::Now | Slashable::Never => out.push(Input::Raise(r)),
                 }
             }
         }

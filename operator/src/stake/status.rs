@@ -32,8 +32,15 @@ fn rfc3339(ms: u64) -> String {
     crate::time::format(i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX))
 }
 
+/// Longest note shown (characters): a note can quote an annotation's value, and annotations
+/// run to 256 KiB, past the 32768 characters a condition's message may hold.
+const MAX_NOTE: usize = 1024;
+
 fn with_note(msg: String, note: Option<&str>) -> String {
     match note {
+        Some(n) if n.chars().count() > MAX_NOTE => {
+            format!("{msg} ({}…)", n.chars().take(MAX_NOTE).collect::<String>())
+        }
         Some(n) => format!("{msg} ({n})"),
         None => msg,
     }
@@ -85,7 +92,10 @@ fn slashes(doc: &StakeDoc, decimals: u8) -> Vec<Slash> {
     out.split_off(skip)
 }
 
-/// The status a Stake's persisted state shows.
+/// The status a Stake's persisted state shows. The round's note (a refused or waiting
+/// annotation, an RPC error, stake transactions waiting for the RPC node's history) is in
+/// `Ready`'s message in every phase: `Reconciling`, which carries it too while something
+/// is in progress, is removed once nothing is, and the note must not go with it.
 pub fn status(old: Option<&StakeStatus>, v: &StatusView, now: &str) -> StakeStatus {
     let s = &v.doc.state;
     let amount = |x: u64| display_amount(x, v.decimals);
@@ -109,7 +119,12 @@ pub fn status(old: Option<&StakeStatus>, v: &StatusView, now: &str) -> StakeStat
                     "deposit {} is already claimed by Stake {other}",
                     s.deposit_signature
                 );
-                c.set(types::READY, False, "DepositAlreadyClaimed", msg.clone());
+                c.set(
+                    types::READY,
+                    False,
+                    "DepositAlreadyClaimed",
+                    with_note(msg.clone(), v.note),
+                );
                 c.set(
                     types::DEPOSIT_VERIFIED,
                     False,
@@ -143,7 +158,7 @@ pub fn status(old: Option<&StakeStatus>, v: &StatusView, now: &str) -> StakeStat
                 reason.condition_reason(),
                 format!("{reason}: {}", s.deposit_signature),
             );
-            c.set(types::READY, False, r, msg.clone());
+            c.set(types::READY, False, r, with_note(msg.clone(), v.note));
             c.set(types::DEPOSIT_VERIFIED, False, r, msg.clone());
             c.set(types::STALLED, True, r, msg);
             c.clear(types::RECONCILING);
@@ -163,7 +178,7 @@ pub fn status(old: Option<&StakeStatus>, v: &StatusView, now: &str) -> StakeStat
                         types::READY,
                         True,
                         "Bonded",
-                        format!("{} bonded", amount(s.bonded)),
+                        with_note(format!("{} bonded", amount(s.bonded)), v.note),
                     );
                     ApiPhase::Bonded
                 }
@@ -174,7 +189,7 @@ pub fn status(old: Option<&StakeStatus>, v: &StatusView, now: &str) -> StakeStat
                         s.staker,
                         rfc3339(*ends_at_ms)
                     );
-                    c.set(types::READY, False, "Unbonding", msg.clone());
+                    c.set(types::READY, False, "Unbonding", with_note(msg.clone(), v.note));
                     c.set(types::RECONCILING, True, "Unbonding", with_note(msg, v.note));
                     ApiPhase::Unbonding
                 }
@@ -183,7 +198,7 @@ pub fn status(old: Option<&StakeStatus>, v: &StatusView, now: &str) -> StakeStat
                         types::READY,
                         True,
                         "Released",
-                        format!("returned to {}", s.staker),
+                        with_note(format!("returned to {}", s.staker), v.note),
                     );
                     ApiPhase::Released
                 }
@@ -195,7 +210,7 @@ pub fn status(old: Option<&StakeStatus>, v: &StatusView, now: &str) -> StakeStat
                             amount(b)
                         ),
                     };
-                    c.set(types::READY, False, "Slashed", msg.clone());
+                    c.set(types::READY, False, "Slashed", with_note(msg.clone(), v.note));
                     c.set(types::STALLED, True, "Slashed", msg);
                     ApiPhase::Slashed
                 }
@@ -252,3 +267,7 @@ pub fn stalled(
     st.phase = st.phase.or(Some(ApiPhase::Pending));
     st
 }
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

@@ -39,8 +39,9 @@ pub struct StakeDoc {
     pub uid: String,
     /// The pure machine's state.
     pub state: StakeState,
-    /// Evidence hashes (hex) of slash requests already acted on (raised or refused): an
-    /// annotation is fed to the machine once.
+    /// Evidence hashes (hex) of slash requests already acted on (raised, or refused by a
+    /// Stake that can never be slashed again): an annotation is fed to the machine once.
+    /// One refused while the Stake is not bonded yet is not here: it is raised once it is.
     #[serde(default)]
     pub handled_slash_requests: Vec<String>,
     /// Evidence hashes (hex) of dismissed slashes.

@@ -68,18 +68,39 @@ pub fn reputation_inputs(v: &ProviderVerdict, uptime: f64, outcomes: (u64, u64))
     }
 }
 
+/// `Staked=Unknown` reason when `--stake-per-gpu` has no value in the stake mint's base units.
+pub const REASON_INVALID_STAKE_POLICY: &str = "InvalidStakePolicy";
+
 /// The stake a provider's verified GPUs require: `per_gpu` (stake-token units, decimal)
-/// converted with the mint's `decimals`, times each model's factor.
+/// converted with the mint's `decimals`, times each model's factor (the product rounded up
+/// in [`gpufed_settlement::stake::required_stake`], so a factor never lowers what is asked).
+///
+/// `Ok(None)` while the decimals are not known (the Stake controller has not read the mint
+/// this term): a non-zero `per_gpu` has no base-unit value yet, and guessing one (0 was the
+/// guess once) would call every provider covered. Zero is zero in any mint, so `"0"` is a
+/// policy even then. `Err` when `per_gpu` is not a decimal or the mint cannot represent it
+/// (`0.125` with 2 decimals, or more base units than a `u64` holds): it is never rounded,
+/// least of all down to nothing.
 pub fn stake_policy(
     per_gpu: &str,
     multipliers_bps: &std::collections::BTreeMap<String, u32>,
-    decimals: u8,
-) -> gpufed_settlement::stake::StakePolicy {
-    gpufed_settlement::stake::StakePolicy {
-        base_per_gpu: crate::stake::plan::to_base_units(per_gpu, decimals).unwrap_or(0),
+    decimals: Option<u8>,
+) -> Result<Option<gpufed_settlement::stake::StakePolicy>, String> {
+    let zero = gpufed_api::formats::parse_decimal(per_gpu)
+        .map_err(|e| format!("--stake-per-gpu {per_gpu:?}: {e}"))?
+        == 0;
+    let base_per_gpu = match decimals {
+        _ if zero => 0,
+        None => return Ok(None),
+        Some(d) => {
+            crate::stake::plan::to_base_units(per_gpu, d).map_err(|e| format!("--stake-per-gpu {e}"))?
+        }
+    };
+    Ok(Some(gpufed_settlement::stake::StakePolicy {
+        base_per_gpu,
         multipliers_bps: multipliers_bps.clone(),
         default_multiplier_bps: 10_000,
-    }
+    }))
 }
 
 /// Writes verification and reputation into `st`, as of `now`, the next challenge round
@@ -209,12 +230,15 @@ pub enum Bonded {
 
 /// The `Staked` condition: bonded stake against what the provider's verified GPUs require
 /// (`per_gpu` base units × the model's factor, summed, rounded up). No Stake controller:
-/// no condition. Not read yet: `Unknown`, which placement does not take for covered —
-/// a provider's GPUs count as verified only once its stake is known to cover them.
+/// no condition. Not read yet (the stake or, for a non-zero `--stake-per-gpu`, the mint's
+/// decimals: `policy` is `Ok(None)`): `Unknown`, which placement does not take for covered —
+/// a provider's GPUs count as verified only once its stake is known to cover them. A
+/// policy the mint cannot represent (`policy` is `Err`): `Unknown` with
+/// [`REASON_INVALID_STAKE_POLICY`], never covered.
 pub fn staked(
     st: &mut GpuProviderStatus,
     bonded: Bonded,
-    policy: &gpufed_settlement::stake::StakePolicy,
+    policy: &Result<Option<gpufed_settlement::stake::StakePolicy>, String>,
     verified_by_model: &std::collections::BTreeMap<String, u32>,
     generation: Option<i64>,
     now: &str,
@@ -227,14 +251,33 @@ pub fn staked(
         Bonded::Unknown => None,
         Bonded::Known(b) => Some(b),
     };
+    let policy = match policy {
+        Ok(p) => p.as_ref(),
+        Err(e) => {
+            let c = condition(
+                types::STAKED,
+                gpufed_api::common::ConditionStatus::Unknown,
+                REASON_INVALID_STAKE_POLICY,
+                format!(
+                    "{e}: the Stake controller does not run and the provider's GPUs do not count as verified until the operator's --stake-per-gpu is fixed"
+                ),
+                generation,
+                now,
+            );
+            conditions::set(&mut st.conditions, c);
+            return;
+        }
+    };
     let by_key = verified_by_model
         .iter()
         .fold(std::collections::BTreeMap::new(), |mut m, (model, n)| {
             *m.entry(gpufed_trust::bands::model_key(model)).or_insert(0) += n;
             m
         });
-    let c = match (gpufed_settlement::stake::required_stake(&by_key, policy), bonded) {
-        (Some(0), None) => condition(
+    // `None`: the requirement is not known yet; `Some(None)`: it overflows.
+    let required = policy.map(|p| gpufed_settlement::stake::required_stake(&by_key, p));
+    let c = match (required, bonded) {
+        (Some(Some(0)), None) => condition(
             types::STAKED,
             True,
             "Bonded",
@@ -242,7 +285,7 @@ pub fn staked(
             generation,
             now,
         ),
-        (_, None) => condition(
+        (None, _) | (_, None) => condition(
             types::STAKED,
             gpufed_api::common::ConditionStatus::Unknown,
             "StakeUnknown",
@@ -250,7 +293,7 @@ pub fn staked(
             generation,
             now,
         ),
-        (Some(required), Some(bonded)) if bonded >= required => condition(
+        (Some(Some(required)), Some(bonded)) if bonded >= required => condition(
             types::STAKED,
             True,
             "Bonded",
@@ -258,7 +301,7 @@ pub fn staked(
             generation,
             now,
         ),
-        (Some(required), Some(bonded)) => condition(
+        (Some(Some(required)), Some(bonded)) => condition(
             types::STAKED,
             False,
             "InsufficientStake",
@@ -268,7 +311,7 @@ pub fn staked(
             generation,
             now,
         ),
-        (None, Some(_)) => condition(
+        (Some(None), Some(_)) => condition(
             types::STAKED,
             False,
             "InsufficientStake",

@@ -121,11 +121,11 @@ fn reputation_is_written_from_its_inputs() {
 #[test]
 fn staked_compares_bonded_with_what_verified_gpus_require() {
     use gpufed_settlement::stake::StakePolicy;
-    let policy = StakePolicy {
+    let policy = Ok(Some(StakePolicy {
         base_per_gpu: 100,
         multipliers_bps: [("nvidia-h100-80gb-hbm3".to_owned(), 25_000)].into(),
         default_multiplier_bps: 10_000,
-    };
+    }));
     let verified = std::collections::BTreeMap::from([
         ("NVIDIA H100 80GB HBM3".to_owned(), 8),
         ("NVIDIA-L4".to_owned(), 2),
@@ -153,10 +153,10 @@ fn staked_compares_bonded_with_what_verified_gpus_require() {
         (ConditionStatus::Unknown, "StakeUnknown")
     );
     // Unless nothing is required of it.
-    let free = StakePolicy {
+    let free = Ok(Some(StakePolicy {
         base_per_gpu: 0,
-        ..policy.clone()
-    };
+        ..policy.clone().unwrap().unwrap()
+    }));
     staked(&mut st, Bonded::Unknown, &free, &verified, None, "t");
     assert_eq!(
         conditions::find(&st.conditions, types::STAKED).unwrap().status,
@@ -167,6 +167,51 @@ fn staked_compares_bonded_with_what_verified_gpus_require() {
         conditions::find(&st.conditions, types::STAKED).is_none(),
         "no Stake controller: no condition"
     );
+}
+
+/// The `Staked` condition of a provider with 8 verified GPUs under `--stake-per-gpu
+/// per_gpu`, the mint's decimals `decimals` (`None`: not read yet), and `bonded`.
+fn staked_with(per_gpu: &str, decimals: Option<u8>, bonded: Bonded) -> (ConditionStatus, String, String) {
+    let verified = std::collections::BTreeMap::from([("NVIDIA-L4".to_owned(), 8)]);
+    let policy = stake_policy(per_gpu, &Default::default(), decimals);
+    let mut st = GpuProviderStatus::default();
+    staked(&mut st, bonded, &policy, &verified, None, "t");
+    let c = conditions::find(&st.conditions, types::STAKED).unwrap();
+    (c.status, c.reason.clone(), c.message.clone())
+}
+
+#[test]
+fn a_fractional_stake_per_gpu_is_never_taken_for_no_stake() {
+    // The Stake controller has not read the mint's decimals yet (a new term, Solana down):
+    // 0.5 per GPU is not "0 base units", so the provider is not covered.
+    let (status, reason, _) = staked_with("0.5", None, Bonded::Unknown);
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::Unknown, "StakeUnknown")
+    );
+    assert_eq!(stake_policy("0.5", &Default::default(), None), Ok(None));
+    // Zero is zero in any mint: nothing required, known without the decimals.
+    let (status, _, _) = staked_with("0", None, Bonded::Unknown);
+    assert_eq!(status, ConditionStatus::True);
+    // Finer than the mint (2 decimals): an error naming the flag, not 0.
+    let err = stake_policy("0.125", &Default::default(), Some(2)).unwrap_err();
+    assert!(err.contains("--stake-per-gpu") && err.contains("0.125"), "{err}");
+    for bonded in [Bonded::Unknown, Bonded::Known(0), Bonded::Known(u64::MAX)] {
+        let (status, reason, message) = staked_with("0.125", Some(2), bonded);
+        assert_eq!(
+            (status, reason.as_str()),
+            (ConditionStatus::Unknown, REASON_INVALID_STAKE_POLICY),
+            "{bonded:?}"
+        );
+        assert!(message.contains("--stake-per-gpu"), "{message}");
+    }
+    // More base units than a u64 holds (18 decimals): an error too.
+    assert!(stake_policy("100000", &Default::default(), Some(18)).is_err());
+    // Representable: the usual comparison (8 × 0.13 with 2 decimals = 104 base units).
+    let (status, _, message) = staked_with("0.13", Some(2), Bonded::Known(103));
+    assert_eq!(status, ConditionStatus::False, "{message}");
+    let (status, _, _) = staked_with("0.13", Some(2), Bonded::Known(104));
+    assert_eq!(status, ConditionStatus::True);
 }
 
 #[test]
@@ -189,7 +234,10 @@ fn reputation_inputs_count_judged_failures_only() {
     assert_eq!((i.jobs_completed, i.jobs_failed_by_provider), (4, 1));
     assert!(i.evidence_open);
     assert_eq!(
-        stake_policy("2.5", &Default::default(), 6).base_per_gpu,
+        stake_policy("2.5", &Default::default(), Some(6))
+            .unwrap()
+            .unwrap()
+            .base_per_gpu,
         2_500_000
     );
 }

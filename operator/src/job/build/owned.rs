@@ -87,6 +87,33 @@ pub fn check(t: &PodSpec) -> Result<(), String> {
             ));
         }
     }
+    priority(t).map_err(|field| {
+        format!(
+            "{AT}.{field}: must be unset: a worker gets the member cluster's default priority, \
+             so that it cannot preempt the provider's own pods or other tenants' workers; \
+             gpufed orders jobs by spec.priority (spec.placement.preemptLowerPriority)"
+        )
+    })
+}
+
+/// The first scheduling-priority field `t` sets, if any: `priorityClassName`, `priority`
+/// or `preemptionPolicy`. kube-scheduler preempts lower-priority pods for a pod of
+/// higher priority on any node, so a tenant naming `system-node-critical` (allowed
+/// outside `kube-system` unless the member limits it by a ResourceQuota) or a high class
+/// the provider defined for its own work could evict the provider's pods and other
+/// tenants' GPU workers. (The pull agent refuses the same fields, whatever the hub sent.)
+fn priority(t: &PodSpec) -> Result<(), &'static str> {
+    if t.priority_class_name.as_deref().is_some_and(|v| !v.is_empty()) {
+        return Err("priorityClassName");
+    }
+    // Any value, 0 too: the Priority admission plugin takes it only when it matches the
+    // class it resolves, and a worker names none.
+    if t.priority.is_some() {
+        return Err("priority");
+    }
+    if t.preemption_policy.is_some() {
+        return Err("preemptionPolicy");
+    }
     Ok(())
 }
 
@@ -165,12 +192,59 @@ mod tests {
             ),
             (json!({"serviceAccountName": "builder"}), "serviceAccountName"),
             (json!({"serviceAccount": "builder"}), "serviceAccount"),
+            (
+                json!({"priorityClassName": "system-node-critical"}),
+                "priorityClassName",
+            ),
+            (json!({"priority": 2_000_001_000}), "priority"),
+            (json!({"priority": 0}), "priority"),
+            (
+                json!({"preemptionPolicy": "PreemptLowerPriority"}),
+                "preemptionPolicy",
+            ),
+            (json!({"preemptionPolicy": "Never"}), "preemptionPolicy"),
         ] {
             let err = check(&pod(extra.clone())).expect_err("refused");
             assert!(
                 err.starts_with(&format!("spec.template.spec.{field}: ")),
                 "{extra}: {err}"
             );
+        }
+    }
+
+    /// A job's and a ComputeService's templates both reach the workers through
+    /// [`crate::job::build::template_error`]: each refuses a priority, naming the field
+    /// (the job's and the service's `InvalidTemplate` / `Stalled` message).
+    #[test]
+    fn a_job_or_service_template_choosing_its_pods_priority_is_refused() {
+        for (field, value) in [
+            ("priorityClassName", json!("system-node-critical")),
+            ("priority", json!(1_000_000)),
+            ("preemptionPolicy", json!("PreemptLowerPriority")),
+        ] {
+            let template = json!({"spec": {"containers": [{"name": "main", "image": "x"}], field: value}});
+            let job: gpufed_api::ComputeJob = serde_json::from_value(json!({
+                "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                "metadata": {"name": "train", "namespace": "team", "uid": "u-1"},
+                "spec": {"workers": 1, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
+                         "template": template.clone()}
+            }))
+            .expect("job");
+            let err = crate::job::build::template_error(&job.spec).expect("refused");
+            assert!(err.starts_with(&format!("{AT}.{field}: must be unset")), "{err}");
+
+            let svc: gpufed_api::ComputeService = serde_json::from_value(json!({
+                "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeService",
+                "metadata": {"name": "llm", "namespace": "team", "uid": "s1", "generation": 1},
+                "spec": {"replicas": 1, "gpusPerReplica": 1, "maxPricePerGpuHour": "2.00",
+                         "port": {"port": 8000}, "template": template}
+            }))
+            .expect("service");
+            let spec = crate::service::build::replica_spec(&svc);
+            let (_, msg) = crate::service::validate::check(&svc, &spec, None)
+                .blocking
+                .expect("refused");
+            assert!(msg.starts_with(&format!("{AT}.{field}: must be unset")), "{msg}");
         }
     }
 }
