@@ -18,15 +18,19 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-/// A hub token and its lifetime (Unix seconds).
+/// A hub token and its lifetime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     /// The bearer token.
     pub token: String,
-    /// When it was issued.
+    /// When the agent received it (Unix seconds, the agent's clock).
     pub issued_at: i64,
-    /// When the hub stops accepting it.
+    /// When the hub stops accepting it (Unix seconds, the hub's clock: for the log).
     pub expires_at: i64,
+    /// How long the hub grants it for (seconds): its `exp` − `iat`, both the hub's clock
+    /// ([`lifetime`]). The schedule runs on the agent's clock from `issued_at` with this
+    /// length, so no skew between the two clocks moves it.
+    pub lifetime: i64,
 }
 
 /// What to do about the identity now.
@@ -40,21 +44,48 @@ pub enum Due {
     Register,
 }
 
-/// Pure: renew after `renew_after`, or after 80% of the lifetime the hub granted when that
-/// comes first (a hub that caps token lifetimes — `--service-account-max-token-expiration`
-/// — grants less than was asked for, and renewing on the asked-for schedule would find
-/// the token expired and need the bootstrap token again); register again when less than
-/// `margin` is left.
+/// Pure: the token's lifetime as the hub granted it — `exp` − `iat` of the ServiceAccount
+/// token (a JWT; the payload is read, not verified: only the hub's answer is trusted, and
+/// only for its schedule), else `fallback`. Both claims are the hub's clock, so the
+/// difference holds on any agent clock; the agent's `issued_at` − the hub's `expires_at`
+/// did not (an agent clock 40 min ahead saw a 1 h token as a 20 min one).
+pub fn lifetime(token: &str, fallback: i64) -> i64 {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iat: i64,
+        exp: i64,
+    }
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<Claims>(&b).ok());
+    match claims {
+        Some(c) if c.exp > c.iat => c.exp - c.iat,
+        _ => fallback.max(0),
+    }
+}
+
+/// Pure: renew after `renew_after`, or at half the lifetime the hub granted when that
+/// comes first — a hub that caps token lifetimes (`--service-account-max-token-expiration`)
+/// grants less than was asked for, and at half, a hub unreachable for up to half the
+/// lifetime still finds the agent renewing (every round) with a valid token; register
+/// again when less than `margin` is left. Everything on the agent's clock: `issued_at`,
+/// `lifetime` and `now`.
 pub fn due(identity: Option<&Identity>, now: i64, renew_after: Duration, margin: Duration) -> Due {
     let Some(id) = identity else {
         return Due::Register;
     };
     let margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
-    let granted = id.expires_at.saturating_sub(id.issued_at).max(0);
+    let granted = id.lifetime.max(0);
     let renew = i64::try_from(renew_after.as_secs())
         .unwrap_or(i64::MAX)
-        .min(granted / 5 * 4);
-    if id.expires_at.saturating_sub(margin) <= now {
+        .min(granted / 2);
+    if id.issued_at.saturating_add(granted).saturating_sub(margin) <= now {
         Due::Register
     } else if id.issued_at.saturating_add(renew) <= now {
         Due::Renew
@@ -125,10 +156,17 @@ impl HubEndpoint {
         let status = tr
             .status
             .ok_or_else(|| anyhow::anyhow!("TokenRequest answered without a token"))?;
+        let expires_at = status.expiration_timestamp.0.as_second();
+        // A token that is no JWT: what was asked for, or less if the hub's expiry says so
+        // on the agent's clock (a hub caps, never extends, these tokens).
+        let asked = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let left = expires_at.saturating_sub(now);
+        let fallback = if left > 0 { left.min(asked) } else { asked };
         Ok(Identity {
+            lifetime: lifetime(&status.token, fallback),
             token: status.token,
             issued_at: now,
-            expires_at: status.expiration_timestamp.0.as_second(),
+            expires_at,
         })
     }
 }
@@ -158,6 +196,9 @@ impl IdentityStore {
         let num = |k: &str| text(k).and_then(|t| t.parse::<i64>().ok());
         Ok(match (text("token"), num("issuedAt"), num("expiresAt")) {
             (Some(token), Some(issued_at), Some(expires_at)) => Some(Identity {
+                // Stored by older agents without it: the token's own claims.
+                lifetime: num("lifetime")
+                    .unwrap_or_else(|| lifetime(&token, expires_at.saturating_sub(issued_at))),
                 token,
                 issued_at,
                 expires_at,
@@ -177,6 +218,7 @@ impl IdentityStore {
                 "token": bytes(id.token.clone()),
                 "issuedAt": bytes(id.issued_at.to_string()),
                 "expiresAt": bytes(id.expires_at.to_string()),
+                "lifetime": bytes(id.lifetime.to_string()),
             },
         });
         self.api
@@ -225,32 +267,86 @@ mod tests {
         assert_eq!(register_backoff(u32::MAX).as_secs(), 60);
     }
 
-    #[test]
-    fn renews_on_schedule_and_registers_only_when_unusable() {
-        let id = Identity {
+    /// A ServiceAccount-like token: a JWT whose payload has `iat` and `exp`.
+    fn jwt(iat: i64, exp: i64) -> String {
+        let b64 =
+            |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.c2ln",
+            b64(serde_json::json!({"alg": "RS256"})),
+            b64(serde_json::json!({"iss": "hub", "iat": iat, "exp": exp, "nbf": iat}))
+        )
+    }
+
+    fn id(issued_at: i64, lifetime: i64) -> Identity {
+        Identity {
             token: "t".into(),
-            issued_at: 1_000,
-            expires_at: 4_600,
-        };
+            issued_at,
+            expires_at: issued_at + lifetime,
+            lifetime,
+        }
+    }
+
+    #[test]
+    fn the_lifetime_is_the_hub_s_own_exp_minus_iat() {
+        assert_eq!(lifetime(&jwt(1_000, 4_600), 99), 3_600);
+        assert_eq!(lifetime("opaque", 1_800), 1_800, "no JWT: the fallback");
+        assert_eq!(lifetime("a.!!!.c", 1_800), 1_800);
+        assert_eq!(lifetime(&jwt(4_600, 1_000), 1_800), 1_800, "nonsense claims");
+        assert_eq!(lifetime("opaque", -5), 0);
+    }
+
+    #[test]
+    fn renews_at_half_its_lifetime_and_registers_only_when_unusable() {
+        let id = id(1_000, 3_600);
         let (renew, margin) = (Duration::from_secs(2_880), Duration::from_secs(60));
         assert_eq!(due(None, 1_000, renew, margin), Due::Register);
-        assert_eq!(due(Some(&id), 1_500, renew, margin), Due::Keep);
-        assert_eq!(due(Some(&id), 3_880, renew, margin), Due::Renew);
+        assert_eq!(due(Some(&id), 2_500, renew, margin), Due::Keep);
+        assert_eq!(due(Some(&id), 2_800, renew, margin), Due::Renew, "half of 1 h");
+        // A hub down since: renewal is tried until the last minute, not given up on.
+        assert_eq!(due(Some(&id), 4_539, renew, margin), Due::Renew);
         assert_eq!(due(Some(&id), 4_540, renew, margin), Due::Register);
         assert_eq!(due(Some(&id), 9_999, renew, margin), Due::Register);
+        // An earlier --renew-after is kept.
+        assert_eq!(
+            due(Some(&id), 1_600, Duration::from_secs(600), margin),
+            Due::Renew
+        );
     }
 
     #[test]
     fn a_token_granted_shorter_than_asked_is_renewed_on_its_own_lifetime() {
         // Asked for 1 h (renew after 48 min); the hub granted 30 min.
-        let id = Identity {
-            token: "t".into(),
-            issued_at: 0,
-            expires_at: 1_800,
-        };
+        let id = id(0, 1_800);
         let (renew, margin) = (Duration::from_secs(2_880), Duration::from_secs(60));
-        assert_eq!(due(Some(&id), 1_000, renew, margin), Due::Keep);
-        assert_eq!(due(Some(&id), 1_440, renew, margin), Due::Renew, "80% of 30 min");
-        assert_eq!(due(Some(&id), 1_500, renew, margin), Due::Renew);
+        assert_eq!(due(Some(&id), 800, renew, margin), Due::Keep);
+        assert_eq!(due(Some(&id), 900, renew, margin), Due::Renew, "half of 30 min");
+    }
+
+    /// The defect: the schedule mixed the agent's clock (`issued_at`) with the hub's
+    /// (`expires_at`). An agent 40 min ahead of the hub took a 1 h token for a 20 min one
+    /// and registered (with a bootstrap token likely long gone) 19 min after getting it; one
+    /// 40 min behind kept using it 40 min after it expired. The lifetime now comes from the
+    /// token's own claims, and the schedule runs on the agent's clock only.
+    #[test]
+    fn a_skewed_agent_clock_does_not_move_the_schedule() {
+        let (renew, margin) = (Duration::from_secs(2_880), Duration::from_secs(60));
+        let hub_iat = 1_000_000;
+        let token = jwt(hub_iat, hub_iat + 3_600);
+        for skew in [-2_400, 0, 2_400, 7_200] {
+            let issued_at = hub_iat + skew;
+            let expires_at = hub_iat + 3_600;
+            let fallback = expires_at - issued_at;
+            let id = Identity {
+                lifetime: lifetime(&token, fallback),
+                token: token.clone(),
+                issued_at,
+                expires_at,
+            };
+            let at = |after: i64| due(Some(&id), issued_at + after, renew, margin);
+            assert_eq!(at(1_140), Due::Keep, "skew {skew}");
+            assert_eq!(at(1_800), Due::Renew, "skew {skew}");
+            assert_eq!(at(3_540), Due::Register, "skew {skew}");
+        }
     }
 }

@@ -53,7 +53,7 @@ pub struct Args {
     /// Lifetime of each hub token the agent requests (at least 10m).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub token_ttl: Duration,
-    /// Renew the hub token this long after it was issued (default: 80% of its lifetime).
+    /// Renew the hub token this long after it was issued (default, and at most: half its lifetime).
     #[arg(long, value_parser = parse_duration)]
     pub renew_after: Option<Duration>,
     /// Report interval until the hub's agent config says otherwise.
@@ -132,7 +132,7 @@ impl Session {
             self.identity = self.store.load().await.context("reading the stored identity")?;
         }
         let now = gpufed_operator::time::now();
-        let renew_after = self.args.renew_after.unwrap_or(self.args.token_ttl.mul_f64(0.8));
+        let renew_after = self.args.renew_after.unwrap_or(self.args.token_ttl.mul_f64(0.5));
         let ttl = self.args.token_ttl.max(Duration::from_secs(600));
         match identity::due(self.identity.as_ref(), now, renew_after, Duration::from_secs(60)) {
             Due::Keep => {}

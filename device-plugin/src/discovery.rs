@@ -26,6 +26,8 @@ pub struct Probe {
     pub pci_bus_id: Option<String>,
     /// PCI bus ids at the far end of its active NVLinks.
     pub remote_buses: Vec<String>,
+    /// Whether MIG mode is on (NVML's current mode; a GPU without MIG support: off).
+    pub mig_enabled: bool,
     /// The GPU (peers still empty), or the NVML call that failed and its error.
     pub described: Result<Gpu, String>,
 }
@@ -37,9 +39,16 @@ pub struct LeftOut {
     pub index: u32,
     /// Its UUID, when known.
     pub uuid: Option<String>,
-    /// The NVML call that failed, and its error.
+    /// Why: the NVML call that failed and its error, or [`MIG_LEFT_OUT`].
     pub why: String,
 }
+
+/// Why a GPU in MIG mode is left out. The plugin hands out whole GPUs
+/// (`NVIDIA_VISIBLE_DEVICES=GPU-…`): a container given a MIG-enabled GPU that way sees no
+/// usable CUDA device, and the node's compute challenge goes unanswered for it, while
+/// kubelet would count it as one whole GPU with all its memory.
+pub const MIG_LEFT_OUT: &str = "MIG enabled: not supported (gpufed advertises whole GPUs; \
+     disable MIG with `nvidia-smi -i <index> -mig 0`, reset the GPU, restart the plugin)";
 
 /// Normalises a PCI bus id for comparison (`0000:18:00.0` and `00000000:18:00.0` match).
 pub fn bus_key(id: &str) -> String {
@@ -91,7 +100,12 @@ pub fn assemble(
     let mut remotes = Vec::new();
     let mut left_out = Vec::new();
     for p in probes {
-        match p.described {
+        let described = if p.mig_enabled {
+            Err(MIG_LEFT_OUT.to_owned())
+        } else {
+            p.described
+        };
+        match described {
             Ok(gpu) => {
                 gpus.push(gpu);
                 remotes.push(p.remote_buses);
@@ -214,6 +228,7 @@ mod tests {
             uuid: Some(g.uuid.clone()),
             pci_bus_id: Some(g.pci_bus_id.clone()),
             remote_buses: remotes.iter().map(|r| (*r).to_owned()).collect(),
+            mig_enabled: false,
             described: Ok(g),
         }
     }
@@ -275,6 +290,7 @@ mod tests {
                 uuid: None,
                 pci_bus_id: None,
                 remote_buses: Vec::new(),
+                mig_enabled: false,
                 described: Err("NVML device by index failed: GPU is lost".into()),
             },
             probe(4, &["00000000:FF:00.0"]),
@@ -300,6 +316,40 @@ mod tests {
                 ("GPU-5".into(), vec![]),
             ]
         );
+    }
+
+    /// The defect: a MIG-enabled GPU was advertised as one whole healthy GPU. It is left
+    /// out with the reason; it stays one of ours for the NVLink rule.
+    #[test]
+    fn a_mig_enabled_gpu_is_left_out_with_the_reason() {
+        let mig = |mut p: Probe| {
+            p.mig_enabled = true;
+            p
+        };
+        let probes = vec![
+            probe(0, &[]),
+            mig(probe(1, &["00000000:12:00.0"])),
+            probe(2, &["00000000:11:00.0"]),
+        ];
+        let (inv, left) = assemble("550.1".into(), "12.4".into(), probes).unwrap();
+        let uuids: Vec<&str> = inv.gpus.iter().map(|g| g.uuid.as_str()).collect();
+        assert_eq!(uuids, ["GPU-0", "GPU-2"]);
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].index, left[0].uuid.as_deref()), (1, Some("GPU-1")));
+        assert!(
+            left[0].why.starts_with("MIG enabled: not supported"),
+            "{}",
+            left[0].why
+        );
+        assert!(
+            inv.gpus[1].nvlink_peers.is_empty(),
+            "a link to the MIG GPU is no switch"
+        );
+        // A node whose every GPU is in MIG mode serves none: an error naming why.
+        let err = assemble("550.1".into(), "12.4".into(), vec![mig(probe(0, &[]))])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GPU 0: MIG enabled"), "{err}");
     }
 
     #[test]

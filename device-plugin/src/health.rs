@@ -65,6 +65,12 @@ pub enum FaultKind {
     /// GPU that fell off the bus (a lost GPU, XID 79): it ends no other wait (an XID 64 or
     /// 119 GPU that was briefly unreachable may well not have been reset).
     Answering(String),
+    /// A fault of an event whose GPU NVML could not name, given to a GPU that the read run
+    /// at once afterwards found answering without a new uncorrectable ECC error
+    /// ([`crate::events::fanned_out_faults`]): critical when the fault is, but it holds
+    /// the GPU for the probation only, never until a reset — one unidentified XID 79 or
+    /// 119 must not take every GPU of the node out until someone edits the reset file.
+    Unattributed(Box<FaultKind>),
 }
 
 impl fmt::Display for FaultKind {
@@ -75,6 +81,10 @@ impl fmt::Display for FaultKind {
             FaultKind::Lost(why) => write!(f, "GPU lost: {why}"),
             FaultKind::Reset(why) => write!(f, "GPU reset: {why}"),
             FaultKind::Answering(why) => write!(f, "GPU answers again: {why}"),
+            FaultKind::Unattributed(kind) => write!(
+                f,
+                "{kind} on a GPU of the node NVML could not name (held for the probation only)"
+            ),
         }
     }
 }
@@ -135,6 +145,7 @@ impl HealthPolicy {
             FaultKind::Xid(x) => !self.ignored_xids.contains(x),
             FaultKind::DoubleBitEcc { .. } | FaultKind::Lost(_) => true,
             FaultKind::Reset(_) | FaultKind::Answering(_) => false,
+            FaultKind::Unattributed(kind) => self.is_critical(kind),
         }
     }
 
@@ -146,7 +157,7 @@ impl HealthPolicy {
             && match kind {
                 FaultKind::Xid(x) => self.reset_xids.contains(x),
                 FaultKind::DoubleBitEcc { .. } | FaultKind::Lost(_) => true,
-                FaultKind::Reset(_) | FaultKind::Answering(_) => false,
+                FaultKind::Reset(_) | FaultKind::Answering(_) | FaultKind::Unattributed(_) => false,
             }
     }
 
@@ -166,6 +177,11 @@ pub struct Wait {
     /// Whether the GPU answering again ends the wait ([`HealthPolicy::answering_ends`] of
     /// every fault of the wait).
     pub answering_ends: bool,
+    /// The volatile uncorrected ECC count the last double-bit ECC fault of the wait
+    /// reported (`None`: none above zero). Kept across plugin restarts so that a reset
+    /// done while the plugin was down — `nvidia-smi -r` wants NVML clients such as the
+    /// plugin stopped — shows as the count found lower at start.
+    pub ecc_total: Option<u64>,
 }
 
 /// A change of health, with why it happened.
@@ -193,6 +209,8 @@ struct Entry {
     answering_ends: bool,
     /// The reset that cleared such a fault, named in the recovery's cause.
     reset_seen: Option<String>,
+    /// [`Wait::ecc_total`] of the wait.
+    ecc_total: Option<u64>,
 }
 
 /// The health of every GPU of a node.
@@ -241,6 +259,7 @@ impl HealthBook {
                     Wait {
                         cause,
                         answering_ends,
+                        ecc_total: e.ecc_total,
                     },
                 ))
             })
@@ -257,8 +276,19 @@ impl HealthBook {
         e.health = Health::Unhealthy;
         e.awaiting_reset = Some(wait.cause.clone());
         e.answering_ends = wait.answering_ends;
+        e.ecc_total = wait.ecc_total.filter(|&n| n > 0);
         e.reset_seen = None;
         true
+    }
+
+    /// The volatile uncorrected ECC count of each GPU waiting for a reset that had one
+    /// above zero: what a source compares its first reads with ([`crate::source::GpuSource::resume_ecc`]).
+    pub fn waiting_ecc(&self) -> BTreeMap<String, u64> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.awaiting_reset.is_some())
+            .filter_map(|(u, e)| Some((u.clone(), e.ecc_total?)))
+            .collect()
     }
 
     /// Records a fault seen at `now`. Returns the transition it caused, if any. A critical
@@ -280,6 +310,7 @@ impl HealthBook {
             if ends && entry.awaiting_reset.take().is_some() {
                 entry.reset_seen = Some(why.clone());
                 entry.last_fault = Some(now);
+                entry.ecc_total = None;
             }
             return None;
         }
@@ -291,6 +322,15 @@ impl HealthBook {
             // Answering ends the wait only if it shows a reset for every fault of it.
             let answering = HealthPolicy::answering_ends(&fault.kind);
             entry.answering_ends = answering && (entry.awaiting_reset.is_none() || entry.answering_ends);
+            if entry.awaiting_reset.is_none() {
+                entry.ecc_total = None;
+            }
+            // An event's DBE carries no count (0): the count read last stays.
+            if let FaultKind::DoubleBitEcc { total } = fault.kind
+                && total > 0
+            {
+                entry.ecc_total = Some(total);
+            }
             entry.awaiting_reset = Some(fault.kind.to_string());
             entry.reset_seen = None;
         }

@@ -5,7 +5,7 @@
 //!   logic, no tonic, no kube, time passed in.
 //! - [`source`] and [`nvml`]: where GPUs and faults come from (`--simulate` or NVML);
 //!   [`discovery`] is the pure part of NVML discovery, [`readings`] of its health reads
-//!   (ECC counts, lost GPUs, reset evidence).
+//!   (ECC counts, lost GPUs, reset evidence), [`events`] of telling an event's GPU.
 //! - [`challenge`], [`executor`] and [`cuda`]: the node's side of the compute challenge
 //!   (CPU reference for `--simulate`, CUDA on real GPUs, a CPU self-check before answering),
 //!   within the container's memory ([`memory`]).
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod cuda;
 pub mod daemon;
 pub mod discovery;
+pub mod events;
 pub mod executor;
 pub mod health;
 pub mod inventory;

@@ -12,7 +12,7 @@
 //! (the counter went down, a lost GPU answers again) comes from the same reads
 //! ([`crate::readings`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use nvml_wrapper::Nvml;
@@ -23,6 +23,7 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::event::EventSet;
 
 use crate::discovery::{self, Probe};
+use crate::events::{EventDevice, event_faults};
 use crate::health::{Fault, FaultKind};
 use crate::inventory::{ComputeCapability, Gpu, Inventory};
 use crate::readings::{Reading, Readings};
@@ -31,6 +32,10 @@ use crate::source::{GpuSource, SourceError};
 /// How long the ECC counters stand in for an event set whose wait failed before the event
 /// set is registered again.
 pub const EVENTS_RETRY: Duration = Duration::from_secs(300);
+
+/// `NVML_DEVICE_MIG_ENABLE`, the current MIG mode of a GPU in MIG mode (nvml-wrapper
+/// does not re-export the constant).
+const MIG_ENABLE: u32 = 1;
 
 /// GPUs discovered through NVML.
 pub struct NvmlSource {
@@ -79,8 +84,8 @@ impl NvmlSource {
         let (inventory, left_out) = discovery::assemble(driver_version, cuda_version, probes)?;
         for l in &left_out {
             tracing::error!(index = l.index, gpu = l.uuid.as_deref().unwrap_or("unknown"), reason = %l.why,
-                "GPU left out: NVML cannot describe it, so it is not advertised to kubelet (the \
-                 node's other GPUs are); restart the plugin once the GPU is repaired");
+                "GPU left out: not advertised to kubelet (the node's other GPUs are); restart \
+                 the plugin once the reason is gone");
         }
         let events = register_events(nvml, &inventory);
         // A set that could not be registered at start is tried again like one whose wait
@@ -132,7 +137,26 @@ impl NvmlSource {
         self.last_ecc = None;
     }
 
-    fn poll_ecc(&mut self, out: &mut Vec<Fault>) {
+    /// An event whose GPU NVML could not name (`why`): every GPU is read at once and takes
+    /// it, for the probation only when found clean ([`crate::events`]).
+    fn untold_event(&mut self, kinds: &[FaultKind], why: &str, out: &mut Vec<Fault>) {
+        self.last_ecc = Some(Instant::now());
+        let scan = self.poll_ecc(out);
+        let faults = crate::events::fanned_out_faults(kinds, &self.inventory.gpus, &scan);
+        let held: BTreeSet<&str> = (faults.iter())
+            .filter(|f| !matches!(f.kind, FaultKind::Unattributed(_)))
+            .map(|f| f.uuid.as_str())
+            .collect();
+        tracing::warn!(event = ?kinds, answers = %why, at_fault_or_unread = ?held,
+            "NVML event on a GPU that cannot be told: every GPU of the node takes it, those \
+             read lost, with new ECC errors or unreadable as it is, the others for the probation");
+        out.extend(faults);
+    }
+
+    /// Reads every GPU (lost? its ECC count?): faults in `out`; returns what each read
+    /// gave (absent: lookup failed), for [`crate::events::fanned_out_faults`].
+    fn poll_ecc(&mut self, out: &mut Vec<Fault>) -> BTreeMap<String, Vec<FaultKind>> {
+        let mut scan = BTreeMap::new();
         for g in &self.inventory.gpus {
             let reading = match self.nvml.device_by_uuid(g.uuid.as_str()) {
                 Err(e) if is_lost(&e) => Reading::Lost(e.to_string()),
@@ -156,16 +180,14 @@ impl NvmlSource {
                     Err(_) => Reading::Answered,
                 },
             };
-            out.extend(
-                self.readings
-                    .observe(&g.uuid, reading)
-                    .into_iter()
-                    .map(|kind| Fault {
-                        uuid: g.uuid.clone(),
-                        kind,
-                    }),
-            );
+            let kinds = self.readings.observe(&g.uuid, reading);
+            out.extend(kinds.iter().map(|kind| Fault {
+                uuid: g.uuid.clone(),
+                kind: kind.clone(),
+            }));
+            scan.insert(g.uuid.clone(), kinds);
         }
+        scan
     }
 }
 
@@ -186,12 +208,16 @@ fn probe(nvml: &Nvml, index: u32) -> Probe {
                 uuid: None,
                 pci_bus_id: None,
                 remote_buses: Vec::new(),
+                mig_enabled: false,
                 described: Err(format!("NVML device by index failed: {e}")),
             };
         }
     };
     let uuid = d.uuid().ok();
     let pci_bus_id = d.pci_info().ok().map(|p| p.bus_id);
+    // NotSupported (no MIG on this GPU) and any other failure: not in MIG mode, as far
+    // as NVML says.
+    let mig_enabled = d.mig_mode().is_ok_and(|m| m.current == MIG_ENABLE);
     let remote_buses = (0..18)
         .filter_map(|link| {
             let l = d.link_wrapper_for(link);
@@ -229,6 +255,7 @@ fn probe(nvml: &Nvml, index: u32) -> Probe {
         uuid,
         pci_bus_id,
         remote_buses,
+        mig_enabled,
         described,
     }
 }
@@ -284,6 +311,12 @@ impl GpuSource for NvmlSource {
         &self.inventory
     }
 
+    fn resume_ecc(&mut self, counts: &std::collections::BTreeMap<String, u64>) {
+        for (uuid, &count) in counts {
+            self.readings.resume(uuid, count);
+        }
+    }
+
     fn poll(&mut self, wait: Duration) -> Result<Vec<Fault>, SourceError> {
         let mut out = Vec::new();
         if self.events.is_none() && self.events_retry.is_some_and(|t| Instant::now() >= t) {
@@ -295,28 +328,32 @@ impl GpuSource for NvmlSource {
         }
         if self.last_ecc.is_none_or(|t| t.elapsed() >= self.ecc_every) {
             self.last_ecc = Some(Instant::now());
-            self.poll_ecc(&mut out);
+            let _read = self.poll_ecc(&mut out);
         }
         let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         match &self.events {
             Some(set) => match set.wait(ms) {
                 Ok(ev) => {
-                    let uuid = ev.device.uuid().unwrap_or_default();
+                    let mut kinds = Vec::new();
                     if ev.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
                         let code = match ev.event_data {
                             Some(XidError::Value(v)) => v,
                             _ => 0,
                         };
-                        out.push(Fault {
-                            uuid: uuid.clone(),
-                            kind: FaultKind::Xid(code),
-                        });
+                        kinds.push(FaultKind::Xid(code));
                     }
                     if ev.event_type.contains(EventTypes::DOUBLE_BIT_ECC_ERROR) {
-                        out.push(Fault {
-                            uuid,
-                            kind: FaultKind::DoubleBitEcc { total: 0 },
-                        });
+                        kinds.push(FaultKind::DoubleBitEcc { total: 0 });
+                    }
+                    let text = |e: NvmlError| e.to_string();
+                    let device = EventDevice {
+                        uuid: ev.device.uuid().map_err(text),
+                        index: ev.device.index().map_err(text),
+                        pci_bus_id: ev.device.pci_info().map(|p| p.bus_id).map_err(text),
+                    };
+                    match event_faults(&device, &self.inventory.gpus, &kinds) {
+                        Ok(faults) => out.extend(faults),
+                        Err(why) => self.untold_event(&kinds, &why, &mut out),
                     }
                 }
                 Err(NvmlError::Timeout) => {}

@@ -62,6 +62,14 @@ impl Readings {
         self.lost.contains(uuid)
     }
 
+    /// Takes `count` as the previous read of `uuid`'s volatile uncorrected ECC count, when
+    /// this process has not read it yet: the count saved with a wait for a reset before a
+    /// plugin restart ([`crate::resetfile`]). A first read lower than it is the reset;
+    /// the same count is nothing new (the fault is already held).
+    pub fn resume(&mut self, uuid: &str, count: u64) {
+        self.ecc.entry(uuid.to_owned()).or_insert(count);
+    }
+
     /// What a new read of `uuid` means, in the order to record it: a reset comes before a
     /// fault seen in the same read (the fault then needs a reset of its own).
     pub fn observe(&mut self, uuid: &str, reading: Reading) -> Vec<FaultKind> {
@@ -175,6 +183,31 @@ mod tests {
             ),
             "{both:?}"
         );
+    }
+
+    /// The defect: a GPU reset while the plugin was down (as `nvidia-smi -r` wants) read 0
+    /// at the first read, "nothing", and waited for a reset for ever. With the count saved
+    /// before the restart, the lower count is the reset.
+    #[test]
+    fn a_count_saved_before_a_restart_makes_a_lower_first_read_a_reset() {
+        let mut r = Readings::default();
+        r.resume("GPU-a", 3);
+        let reset = r.observe("GPU-a", Reading::Ecc(0));
+        assert!(
+            matches!(&reset[..], [FaultKind::Reset(why)] if why.contains("from 3 to 0")),
+            "{reset:?}"
+        );
+        // Not reset: the same count is the fault already held; a higher one a new fault.
+        r.resume("GPU-b", 3);
+        assert!(r.observe("GPU-b", Reading::Ecc(3)).is_empty());
+        r.resume("GPU-c", 3);
+        assert_eq!(
+            r.observe("GPU-c", Reading::Ecc(5)),
+            vec![FaultKind::DoubleBitEcc { total: 5 }]
+        );
+        // Only before this process's own first read.
+        r.resume("GPU-a", 9);
+        assert!(r.observe("GPU-a", Reading::Ecc(0)).is_empty());
     }
 
     /// A count that drops but stays above zero was reset, then counted new uncorrectable

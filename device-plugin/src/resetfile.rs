@@ -6,9 +6,11 @@
 //! The file names the boot it was written in (`/proc/sys/kernel/random/boot_id`): a
 //! reboot resets every GPU, so a file of another boot is discarded. It is rewritten (a
 //! temporary file, then a rename: a crash never leaves half a file) each time a GPU starts
-//! or stops waiting; a failed write is logged and the plugin goes on. A provider who
-//! resets a GPU without rebooting, when the plugin cannot see the reset (it happened
-//! while the plugin was down, or left no trace in the counters), deletes the GPU's entry
+//! or stops waiting; a failed write is logged and the plugin goes on. A wait saved with a
+//! volatile uncorrected ECC count above zero keeps it: a GPU reset while the plugin was
+//! down (`nvidia-smi -r` wants NVML clients stopped) reads lower at the next start, which
+//! ends the wait. A provider who resets a GPU without rebooting, when the plugin cannot see
+//! the reset (no ECC count saved, or no trace in the counters), deletes the GPU's entry
 //! (or the file) and restarts the plugin's pod.
 
 use std::collections::BTreeMap;
@@ -35,6 +37,11 @@ pub struct Saved {
     /// Whether the GPU answering NVML again ends the wait (it fell off the bus).
     #[serde(default)]
     pub answering_ends: bool,
+    /// The volatile uncorrected ECC count when the wait was saved, if above zero: a
+    /// restarted plugin that reads it lower has seen the reset (one done while it was
+    /// down). Absent in files of older plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecc_total: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,6 +140,7 @@ impl ResetFile {
             let wait = Wait {
                 cause: s.cause.clone(),
                 answering_ends: s.answering_ends,
+                ecc_total: s.ecc_total,
             };
             if book.restore_wait(uuid, &wait) {
                 tracing::warn!(gpu = %uuid, cause = %s.cause, since_unix = s.since_unix,
@@ -160,6 +168,7 @@ impl ResetFile {
                     cause: w.cause,
                     since_unix,
                     answering_ends: w.answering_ends,
+                    ecc_total: w.ecc_total,
                 },
             );
         }

@@ -19,6 +19,7 @@ fn saved(cause: &str, answering_ends: bool) -> Saved {
         cause: cause.into(),
         since_unix: 1_700_000_000,
         answering_ends,
+        ecc_total: None,
     }
 }
 
@@ -141,4 +142,101 @@ fn a_restarted_plugin_lists_a_gpu_waiting_for_a_reset_unhealthy() {
     );
     let third = PluginState::new(inv, policy, AllocateConfig::default());
     assert_eq!(health(&third), "Healthy");
+}
+
+/// The defect: a GPU reset while the plugin was down (`nvidia-smi -r` wants NVML clients
+/// stopped) read an ECC count of 0 at the next start, which said nothing, and the GPU
+/// waited for a reset for ever. The count is saved with the wait, handed to the source
+/// before its first read, and the lower count read then ends the wait.
+#[test]
+fn a_reset_done_while_the_plugin_was_down_ends_a_dbe_wait() {
+    use crate::readings::{Reading, Readings};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let t0 = Instant::now();
+    let mut b = book();
+    let mut file = ResetFile::for_boot(Some(path.clone()), BOOT.into());
+    // The counter read 3, then the event's DBE (no count) and an XID 48: the count stays.
+    b.record(&fault("GPU-a", FaultKind::DoubleBitEcc { total: 3 }), t0);
+    b.record(&fault("GPU-a", FaultKind::DoubleBitEcc { total: 0 }), t0);
+    b.record(&fault("GPU-a", FaultKind::Xid(48)), t0);
+    // An XID 64 wait has no count: nothing to compare with, no entry.
+    b.record(&fault("GPU-b", FaultKind::Xid(64)), t0);
+    file.sync(&b, 100);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"eccTotal\": 3"), "{text}");
+
+    // The restart.
+    let mut again = book();
+    ResetFile::for_boot(Some(path), BOOT.into()).load(&mut again);
+    let counts = again.waiting_ecc();
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), [("GPU-a".to_owned(), 3)]);
+    let mut readings = Readings::default();
+    for (uuid, n) in again.waiting_ecc() {
+        readings.resume(&uuid, n);
+    }
+    let t1 = t0 + Duration::from_secs(1);
+    for uuid in ["GPU-a", "GPU-b"] {
+        for kind in readings.observe(uuid, Reading::Ecc(0)) {
+            again.record(&fault(uuid, kind), t1);
+        }
+    }
+    assert_eq!(again.awaiting_reset("GPU-a"), None, "the reset was seen");
+    assert_eq!(again.awaiting_reset("GPU-b"), Some("XID 64"));
+    assert_eq!(
+        again.tick(t1 + Duration::from_secs(10)).len(),
+        1,
+        "GPU-a back after probation"
+    );
+    assert!(again.waiting_ecc().is_empty());
+}
+
+/// The health loop hands the saved counts to the source before its first poll.
+#[test]
+fn the_health_loop_gives_the_source_the_saved_counts_first() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::inventory::Inventory;
+    use crate::service::{AllocateConfig, PluginState};
+    use crate::source::{GpuSource, SourceError};
+
+    struct Recorder {
+        inventory: Inventory,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+    impl GpuSource for Recorder {
+        fn inventory(&self) -> &Inventory {
+            &self.inventory
+        }
+        fn resume_ecc(&mut self, counts: &BTreeMap<String, u64>) {
+            self.seen.lock().unwrap().push(format!("resume {counts:?}"));
+        }
+        fn poll(&mut self, wait: Duration) -> Result<Vec<crate::health::Fault>, SourceError> {
+            self.seen.lock().unwrap().push("poll".into());
+            std::thread::sleep(wait);
+            Ok(Vec::new())
+        }
+    }
+    let inv = Inventory::from_simulate_str(include_str!("../testdata/hgx-h100x8.yaml")).unwrap();
+    let uuid = inv.gpus[0].uuid.clone();
+    let state = PluginState::new(inv.clone(), HealthPolicy::default(), AllocateConfig::default());
+    state.observe(
+        &[fault(&uuid, FaultKind::DoubleBitEcc { total: 2 })],
+        Instant::now(),
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let source = Recorder {
+        inventory: inv,
+        seen: seen.clone(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let health = state.spawn_health_loop(Box::new(source), Duration::from_millis(5), stop_rx);
+    while seen.lock().unwrap().len() < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop_tx.send(true).unwrap();
+    health.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0], format!("resume {{{uuid:?}: 2}}"));
+    assert_eq!(seen[1], "poll");
 }

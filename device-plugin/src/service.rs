@@ -168,6 +168,9 @@ impl PluginState {
         stop: watch::Receiver<bool>,
     ) -> std::thread::JoinHandle<()> {
         let state = self.clone();
+        // Before the first read: a wait restored from the reset file ends on a count
+        // found lower than the one saved with it.
+        source.resume_ecc(&self.lock().health.waiting_ecc());
         std::thread::spawn(move || {
             while !*stop.borrow() {
                 match source.poll(wait) {

@@ -17,6 +17,14 @@ pub trait GpuSource: Send {
     /// Faults observed since the previous call. May block up to `wait` for one to happen
     /// (returning early when one does); returns an empty list when nothing happened.
     fn poll(&mut self, wait: Duration) -> Result<Vec<Fault>, SourceError>;
+    /// Before the first poll: the volatile uncorrected ECC count of each GPU still waiting
+    /// for a reset since before a plugin restart, as last read. A source that reads the
+    /// counter takes it as the previous read, so a count found lower is a reset
+    /// ([`FaultKind::Reset`]) — the first read is otherwise no evidence of one. Others
+    /// ignore it.
+    fn resume_ecc(&mut self, counts: &std::collections::BTreeMap<String, u64>) {
+        let _ = counts;
+    }
 }
 
 /// A source that cannot start or be read.
