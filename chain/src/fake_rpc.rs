@@ -8,10 +8,21 @@ use tokio::net::TcpListener;
 /// `answer(method)` is the JSON-RPC response's `result` (`Ok`) or `error` (`Err`). Returns
 /// the URL; the server lives as long as the runtime.
 pub async fn serve(answer: fn(&str) -> Result<Value, Value>) -> String {
+    serve_with(move |method, _| answer(method)).await
+}
+
+/// [`serve`] with an answer that sees the call's `params` and may keep state (a node
+/// whose blockhash, heights and accounts a test moves on).
+pub async fn serve_with<F>(answer: F) -> String
+where
+    F: Fn(&str, &Value) -> Result<Value, Value> + Send + Sync + 'static,
+{
+    let answer = std::sync::Arc::new(answer);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1");
     let addr = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -41,7 +52,7 @@ pub async fn serve(answer: fn(&str) -> Result<Value, Value>) -> String {
                         serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or(Value::Null);
                     buf.drain(..end + 4 + len);
                     let method = req["method"].as_str().unwrap_or_default();
-                    let body = match answer(method) {
+                    let body = match answer(method, &req["params"]) {
                         Ok(result) => json!({"jsonrpc": "2.0", "id": req["id"], "result": result}),
                         Err(error) => json!({"jsonrpc": "2.0", "id": req["id"], "error": error}),
                     }

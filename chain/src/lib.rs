@@ -16,9 +16,12 @@ pub mod deposit;
 pub mod error;
 pub mod escrow;
 #[cfg(test)]
+mod fake_chain;
+#[cfg(test)]
 mod fake_rpc;
 pub mod finality;
 pub mod history;
+pub mod payout;
 pub mod programs;
 pub mod pubkey;
 pub mod rpc;

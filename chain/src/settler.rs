@@ -10,10 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use gpufed_settlement::machine::{Intent, SigStatus};
-use gpufed_settlement::{
-    Action, AppendOutcome, Commitment, Journal, MachineConfig, Observation, PlanConfig, Shortfall,
-    UsageRecord,
-};
+use gpufed_settlement::{Action, AppendOutcome, Commitment, Journal, Observation, UsageRecord};
 use tracing::{debug, info, warn};
 
 use crate::accounts::SettlementAccounts;
@@ -23,61 +20,14 @@ use crate::pubkey::Keypair;
 use crate::rpc::Rpc;
 use crate::tx;
 
+pub use types::{FaultPoint, RoundReport, SettlerConfig};
+
 /// Where the journal is kept durably (the hub API server in the operator; a file in tools).
 pub trait JournalStore: Send {
     /// The stored journal, `None` when there is none yet.
     fn load(&mut self) -> impl Future<Output = Result<Option<Journal>, ChainError>> + Send;
     /// Stores the journal; returns only once it is durable.
     fn save(&mut self, journal: &Journal) -> impl Future<Output = Result<(), ChainError>> + Send;
-}
-
-/// Points where tests inject a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FaultPoint {
-    /// Before fetching a blockhash and signing.
-    BeforeSign,
-    /// Signed, intent not yet persisted.
-    AfterSignBeforePersist,
-    /// Intent persisted, not yet sent.
-    AfterPersistBeforeSend,
-    /// Sent, acknowledgement not yet recorded.
-    AfterSend,
-    /// A signature status read, not yet recorded.
-    BeforeRecordStatus,
-}
-
-/// Settlement parameters.
-#[derive(Debug, Clone, Default)]
-pub struct SettlerConfig {
-    /// Batch planning.
-    pub plan: PlanConfig,
-    /// Transaction machine.
-    pub machine: MachineConfig,
-    /// Accounts.
-    pub accounts: SettlementAccounts,
-}
-
-/// What one round did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoundReport {
-    /// Batches planned this round.
-    pub planned: Vec<u64>,
-    /// Batches that settled (final, succeeded) this round, with their signatures.
-    pub settled: Vec<(u64, String)>,
-    /// Batches whose transaction failed on chain this round (records re-batched).
-    pub failed: Vec<u64>,
-    /// RPC errors seen (each only delays its batch).
-    pub rpc_errors: usize,
-    /// Tenants whose escrow cannot cover their share, or that have no escrow.
-    pub shortfalls: Vec<Shortfall>,
-    /// Providers with records waiting that have no payout account (deleted, or their
-    /// wallet invalid): their records are not batched until they have one.
-    pub unpaid: Vec<String>,
-    /// Records not yet settled after the round.
-    pub backlog: usize,
-    /// Why the round did nothing but count the backlog: the RPC node keeps no transaction
-    /// history, or has not said yet whether it does ([`crate::history`]).
-    pub paused: Option<String>,
 }
 
 type FaultHook = Box<dyn FnMut(FaultPoint) -> bool + Send + Sync>;
@@ -92,6 +42,8 @@ pub struct Settler<S: JournalStore> {
     restarted: bool,
     history: HistoryGate,
     fault: Option<FaultHook>,
+    /// Providers last reported unpayable, with why (logged when that changes).
+    unpayable: BTreeMap<String, String>,
     /// Records refused by [`Settler::append`] so far.
     pub refused: u64,
 }
@@ -122,6 +74,7 @@ impl<S: JournalStore> Settler<S> {
             restarted: false,
             history: HistoryGate::default(),
             fault: None,
+            unpayable: BTreeMap::new(),
             refused: 0,
         })
     }
@@ -225,44 +178,6 @@ impl<S: JournalStore> Settler<S> {
         Ok((records, forgotten))
     }
 
-    /// What the authority may spend (finalized) from the escrows of tenants with unsettled
-    /// records ([`crate::escrow::spendable`]); tenants without an escrow account count as
-    /// 0, so they are held and reported.
-    async fn escrow_balances(&self, report: &mut RoundReport) -> BTreeMap<String, u64> {
-        let tenants: BTreeSet<String> = self.journal.pending_iter().map(|r| r.tenant.clone()).collect();
-        let mut out = BTreeMap::new();
-        for t in tenants {
-            let bal = match self.cfg.accounts.escrows.get(&t) {
-                Some(acct) => match self
-                    .rpc
-                    .escrow_spendable(
-                        acct,
-                        &self.authority.pubkey(),
-                        &self.cfg.accounts.mint,
-                        Commitment::Finalized,
-                    )
-                    .await
-                {
-                    Ok(b) => b.unwrap_or(0),
-                    // Not a token account: nothing to spend, reported short.
-                    Err(e @ ChainError::Decode { .. }) => {
-                        warn!(tenant = %t, error = %e, "escrow is not a usable token account");
-                        0
-                    }
-                    Err(e) => {
-                        // Unknown balance: don't settle this tenant now, but don't report it short.
-                        debug!(tenant = %t, error = %e, "escrow balance unavailable");
-                        report.rpc_errors += 1;
-                        continue;
-                    }
-                },
-                None => 0,
-            };
-            out.insert(t, bal);
-        }
-        out
-    }
-
     /// One round: plan what is covered, then run every due action to quiescence.
     pub async fn round(&mut self) -> Result<RoundReport, ChainError> {
         let mut report = RoundReport::default();
@@ -277,6 +192,11 @@ impl<S: JournalStore> Settler<S> {
             return Ok(report);
         }
         let now = now_ms();
+        // Payout accounts first: a batch not yet signed that pays one that cannot receive
+        // (or charges a tenant with no escrow) is taken back, so its lane is free and its
+        // other records are planned again below, without the pair that cannot settle.
+        let payouts = self.check_payouts(&mut report).await;
+        let withdrawn = self.withdraw_unsignable(&payouts.bad, &mut report);
         let balances = self.escrow_balances(&mut report).await;
         let pending_tenants: BTreeSet<String> =
             self.journal.pending_iter().map(|r| r.tenant.clone()).collect();
@@ -285,19 +205,20 @@ impl<S: JournalStore> Settler<S> {
         for t in pending_tenants.difference(&balances.keys().cloned().collect()) {
             known.insert(t.clone(), 0);
         }
-        // Providers without a payout account: their records wait unplanned (a batch paying
-        // them could not be signed, and would hold up every batch after it).
-        let unpaid: BTreeSet<String> = self
-            .journal
-            .pending_iter()
-            .map(|r| &r.provider)
-            .filter(|p| self.cfg.accounts.payout_account(p).is_none())
-            .cloned()
-            .collect();
+        // Providers whose payout account cannot receive (or is unknown this round): their
+        // records wait unplanned (a batch paying them could not be signed, or would fail
+        // on chain, and hold up every batch after it).
+        let unpaid = payouts.held();
         let (planned, shortfalls) = self
             .journal
             .plan_covered_batch(&self.cfg.plan, &known, &unpaid, now);
-        report.unpaid = unpaid.into_iter().collect();
+        let waiting: BTreeSet<&String> = self.journal.pending_iter().map(|r| &r.provider).collect();
+        report.unpaid_reasons = payouts
+            .bad
+            .into_iter()
+            .filter(|(p, _)| waiting.contains(p))
+            .collect();
+        report.unpaid = report.unpaid_reasons.keys().cloned().collect();
         report.shortfalls = shortfalls
             .into_iter()
             .filter(|s| balances.contains_key(&s.tenant))
@@ -314,7 +235,7 @@ impl<S: JournalStore> Settler<S> {
         };
         // Planning and issuing queries are the only changes a quiet round makes; an idle
         // round writes nothing (the store is the hub's API server).
-        if planned.is_some() || !actions.is_empty() {
+        if withdrawn || planned.is_some() || !actions.is_empty() {
             self.store.save(&self.journal).await?;
         }
         let mut queue: VecDeque<(u64, Action)> = actions.into();
@@ -344,15 +265,21 @@ impl<S: JournalStore> Settler<S> {
                 let obs = match self.sign(batch).await {
                     Ok(intent) => Observation::Signed { query, intent },
                     Err(e) if e.is_transient() => self.rpc_error(query, &e, report),
-                    // A batch planned before one of its accounts went (a provider deleted,
-                    // an escrow annotation removed): it backs off like an RPC error and is
-                    // signed once the account is back; ending the round would stop every
-                    // other batch, and metering, with it.
-                    Err(e @ ChainError::Config(_)) => {
-                        warn!(batch, error = %e, "batch cannot be signed yet; it backs off");
-                        self.rpc_error(query, &e, report)
+                    // Anything else (an account gone since the round began, an answer that
+                    // does not parse, a transaction that does not fit): the batch backs off
+                    // like an RPC error and says why. Ending the round instead left every
+                    // other batch's issued action unexecuted, ended the settlement term
+                    // (and metering) and did the same again after every restart. Nothing
+                    // was broadcast, so retrying can never pay twice.
+                    Err(e) => {
+                        warn!(batch, error = %e, "batch cannot be signed; it backs off");
+                        report.sign_errors.push((batch, e.to_string()));
+                        // Backs off as an RPC error does, without counting as one.
+                        Observation::RpcError {
+                            query,
+                            message: e.to_string(),
+                        }
                     }
-                    Err(e) => return Err(e),
                 };
                 let actions = self.journal.step(batch, now_ms(), obs, &self.cfg.machine)?;
                 self.check(FaultPoint::AfterSignBeforePersist)?;
@@ -440,6 +367,19 @@ impl<S: JournalStore> Settler<S> {
         let ixs = self.cfg.accounts.batch_instructions(b, self.authority.pubkey())?;
         let (blockhash, last_valid, slot) = self.rpc.latest_blockhash(Commitment::Confirmed).await?;
         let signed = tx::sign(&ixs, &[&self.authority], blockhash)?;
+        // The same blockhash gives the same signature: one already proven dead (a node
+        // behind the others handing out an old blockhash) is refused by the journal, which
+        // ended the round; it is a bad answer, retried like one.
+        if b.tx.expired_signatures.contains(&signed.signature) {
+            return Err(ChainError::Decode {
+                method: "getLatestBlockhash",
+                message: format!(
+                    "blockhash {} signs batch {batch} as {}, a signature already expired unseen: the node is behind",
+                    bs58::encode(blockhash).into_string(),
+                    signed.signature
+                ),
+            });
+        }
         Ok(Intent {
             signature: signed.signature.clone(),
             blockhash: bs58::encode(blockhash).into_string(),
@@ -459,6 +399,10 @@ impl<S: JournalStore> Settler<S> {
             total.settled.extend(r.settled);
             total.failed.extend(r.failed);
             total.rpc_errors += r.rpc_errors;
+            total.withdrawn.extend(r.withdrawn);
+            total.sign_errors.extend(r.sign_errors);
+            total.unpaid = r.unpaid;
+            total.unpaid_reasons = r.unpaid_reasons;
             total.shortfalls = r.shortfalls;
             total.backlog = r.backlog;
             if r.backlog == 0 && self.journal.in_flight().count() == 0 {
@@ -472,7 +416,17 @@ impl<S: JournalStore> Settler<S> {
     }
 }
 
+#[path = "settler_hold.rs"]
+mod hold;
+#[path = "settler_types.rs"]
+mod types;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 #[path = "settler_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "settler_hold_tests.rs"]
+mod hold_tests;

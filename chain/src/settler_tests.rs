@@ -29,10 +29,12 @@ fn planned_for(provider: &str) -> Journal {
 }
 
 #[tokio::test]
-async fn a_batch_whose_provider_lost_its_payout_account_backs_off_and_the_round_goes_on() {
-    // The provider was deleted after its batch was planned: signing fails for want of its
-    // payout account. That batch must wait, not end the round (and with it metering and
-    // every other batch). The RPC node keeps history and answers nothing else.
+async fn a_batch_whose_provider_lost_its_payout_account_is_taken_back_and_the_round_goes_on() {
+    // The provider was deleted after its batch was planned: signing would fail for want of
+    // its payout account. That batch must neither end the round (and with it metering and
+    // every other batch) nor back off forever in an in-flight lane: never signed, it is
+    // taken back, and its record waits unbatched with the reason. The RPC node keeps
+    // history and answers nothing else.
     let store = MemoryStore::default();
     store.clone().save(&planned_for("gone")).await.unwrap();
     let url = crate::fake_rpc::serve(history_only).await;
@@ -46,11 +48,17 @@ async fn a_batch_whose_provider_lost_its_payout_account_backs_off_and_the_round_
         .unwrap();
     let report = settler.round().await.expect("the round goes on");
     assert_eq!(report.paused, None, "{report:?}");
-    assert!(report.rpc_errors >= 1, "{report:?}");
+    assert_eq!(report.withdrawn.len(), 1, "{report:?}");
+    assert_eq!(report.unpaid, ["gone"]);
     assert!(report.settled.is_empty() && report.failed.is_empty());
-    assert_eq!(report.backlog, 1, "the record waits in its batch");
-    // And so do the next rounds (the batch backs off; no error ends them).
-    settler.round().await.expect("again");
+    assert_eq!(report.backlog, 1, "the record waits");
+    assert_eq!(settler.journal().in_flight().count(), 0, "the lane is free");
+    // And so do the next rounds.
+    let report = settler.round().await.expect("again");
+    assert!(
+        report.withdrawn.is_empty() && report.planned.is_empty(),
+        "{report:?}"
+    );
 }
 
 #[tokio::test]

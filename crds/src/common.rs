@@ -17,6 +17,11 @@ pub const DECIMAL_PATTERN: &str = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$";
 /// of a spec's price would have the API server refuse every later status write of a job
 /// whose cost grew past them; 20 digits hold any `u64` whatever its unit.
 pub const STATUS_DECIMAL_PATTERN: &str = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,6})?$";
+/// An amount of the settlement mint in its own unit: a `u64` of base units written with
+/// the mint's decimals (an 18-decimal mint's GPU-second is `0.000277777777777777`), so
+/// up to 20 whole digits and as many fractional digits as a mint can have decimals that
+/// a `u64` still shows (38: the operator's formatting stops there).
+pub const MINT_AMOUNT_PATTERN: &str = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,38})?$";
 /// A Go-style duration made of hours, minutes and seconds, e.g. `36h`, `1h30m`, `90s`.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}h)?([0-9]{1,5}m)?([0-9]{1,5}s)?$";
 /// A memory quantity, binary (`80Gi`, `24576Mi`) or decimal as GPU vendors count

@@ -3,7 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Condition, DECIMAL_PATTERN, SIGNATURE_PATTERN, STATUS_DECIMAL_PATTERN};
+use crate::common::{
+    Condition, DECIMAL_PATTERN, MINT_AMOUNT_PATTERN, SIGNATURE_PATTERN, STATUS_DECIMAL_PATTERN,
+};
 
 /// Status of a `ComputeJob`, written only by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -345,8 +347,9 @@ pub struct Billing {
     /// every attempt that ended is metered in full.
     #[serde(default)]
     pub metered_gpu_seconds: u64,
-    /// Amount settled (decimal).
-    #[schemars(pattern(STATUS_DECIMAL_PATTERN))]
+    /// Amount settled (decimal, in the settlement mint's unit, with as many fractional
+    /// digits as the mint has decimals).
+    #[schemars(pattern(MINT_AMOUNT_PATTERN))]
     pub settled_amount: String,
     /// Signatures of the transactions that settled this job's records (most recent 16).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

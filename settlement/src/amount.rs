@@ -14,17 +14,37 @@ use crate::record::{JobRef, RecordError, UsageRecord};
 /// Seconds per hour (prices are per GPU-hour).
 pub const SECONDS_PER_HOUR: u64 = 3600;
 
-/// `floor(gpu_seconds × price_per_gpu_hour / 3600)`; `None` on u64 overflow.
-pub fn amount_for(gpu_seconds: u64, price_per_gpu_hour: u64) -> Option<u64> {
-    let v = u128::from(gpu_seconds) * u128::from(price_per_gpu_hour) / u128::from(SECONDS_PER_HOUR);
-    u64::try_from(v).ok()
+/// `floor(gpu_seconds × price_per_gpu_hour / 3600)` in u128: never overflows (the product
+/// of two u64 is below 2^128).
+pub fn amount_for_u128(gpu_seconds: u64, price_per_gpu_hour: u64) -> u128 {
+    u128::from(gpu_seconds) * u128::from(price_per_gpu_hour) / u128::from(SECONDS_PER_HOUR)
 }
 
-/// Amount of the slice between two cumulative GPU-second marks (`prev ≤ cum`).
+/// `floor(gpu_seconds × price_per_gpu_hour / 3600)`; `None` on u64 overflow.
+pub fn amount_for(gpu_seconds: u64, price_per_gpu_hour: u64) -> Option<u64> {
+    u64::try_from(amount_for_u128(gpu_seconds, price_per_gpu_hour)).ok()
+}
+
+/// Amount of the slice between two cumulative GPU-second marks (`prev ≤ cum`); `None`
+/// when `prev > cum` or the slice's own amount does not fit u64. Both marks are rounded
+/// in u128: an attempt's running total may exceed u64 (a long attempt priced in a mint of
+/// many decimals) while each of its records still fits, and the records must keep
+/// metering it.
 pub fn amount_for_delta(prev_cumulative: u64, cumulative: u64, price_per_gpu_hour: u64) -> Option<u64> {
-    let hi = amount_for(cumulative, price_per_gpu_hour)?;
-    let lo = amount_for(prev_cumulative, price_per_gpu_hour)?;
-    hi.checked_sub(lo)
+    let hi = amount_for_u128(cumulative, price_per_gpu_hour);
+    let lo = amount_for_u128(prev_cumulative, price_per_gpu_hour);
+    u64::try_from(hi.checked_sub(lo)?).ok()
+}
+
+/// The most GPU-seconds one record may carry at `price_per_gpu_hour` wherever its attempt
+/// stands: its amount `floor((c+g)·p/3600) − floor(c·p/3600)` is at most
+/// `floor(g·p/3600) + 1`, which fits u64 while `g·p < 3600·u64::MAX`.
+pub fn max_record_gpu_seconds(price_per_gpu_hour: u64) -> u64 {
+    if price_per_gpu_hour == 0 {
+        return u64::MAX;
+    }
+    let limit = (u128::from(SECONDS_PER_HOUR) * u128::from(u64::MAX) - 1) / u128::from(price_per_gpu_hour);
+    u64::try_from(limit).unwrap_or(u64::MAX)
 }
 
 /// Why metering refused an interval.
@@ -154,7 +174,56 @@ impl AttemptMeter {
         self.metered_until = Some(end);
         Ok(record)
     }
+
+    /// Meters `[start, end)` like [`Self::record_with`], as up to [`MAX_SPREAD_RECORDS`]
+    /// consecutive records when one record's amount would not fit u64 (a transfer moves at
+    /// most u64 base units): each record but the last covers whole seconds of all `gpus`,
+    /// so they tile the interval, and the last takes the rest. All or nothing: on an error
+    /// the meter is unchanged.
+    pub fn record_spread(
+        &mut self,
+        start: u64,
+        end: u64,
+        gpus: u32,
+        gpu_seconds: u64,
+    ) -> Result<Vec<UsageRecord>, MeterError> {
+        let limit = max_record_gpu_seconds(self.price_per_gpu_hour);
+        let fits_interval = gpu_seconds <= u64::from(gpus).saturating_mul(end.saturating_sub(start));
+        // One record, or the invalid input it refuses with the precise reason.
+        if gpu_seconds <= limit || gpus == 0 || !fits_interval {
+            return self.record_with(start, end, gpus, gpu_seconds).map(|r| vec![r]);
+        }
+        let step_secs = limit / u64::from(gpus);
+        let step = step_secs * u64::from(gpus);
+        // Even one second of all GPUs, or the whole interval in the most records, is more
+        // than u64 base units each: nothing could ever pay it.
+        if step_secs == 0 || gpu_seconds.div_ceil(step) > MAX_SPREAD_RECORDS {
+            return Err(RecordError::Overflow.into());
+        }
+        let mut next = self.clone();
+        let mut out = Vec::new();
+        let (mut at, mut left) = (start, gpu_seconds);
+        while left > step {
+            // `at + step_secs < end`: `left ≤ gpus × (end − at)` holds throughout.
+            out.push(next.record_with(at, at + step_secs, gpus, step)?);
+            at += step_secs;
+            left -= step;
+        }
+        out.push(next.record_with(at, end, gpus, left)?);
+        *self = next;
+        Ok(out)
+    }
 }
+
+/// Most records [`AttemptMeter::record_spread`] splits one interval into; an interval that
+/// needs more is refused whole. Each record but the last carries `step` GPU-seconds: the
+/// most one record may ([`max_record_gpu_seconds`]) rounded down to whole seconds of all
+/// its GPUs, so more than half of it (`step = ⌊limit/gpus⌋·gpus > limit/2`; all of it for
+/// one GPU). The refusal therefore comes past about 64 × u64::MAX base units for one GPU,
+/// but may come from just over **32 × u64::MAX** when the GPU count is close to the
+/// per-record limit (a price near u64::MAX base units per GPU-hour) — either way far more
+/// than any escrow could pay (a u64 is its whole balance).
+pub const MAX_SPREAD_RECORDS: u64 = 64;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -203,7 +272,113 @@ mod tests {
         assert!(matches!(other.resume(&[r1]), Err(MeterError::ForeignRecord(_))));
     }
 
+    #[test]
+    fn an_attempt_whose_running_total_exceeds_u64_keeps_metering_exact_deltas() {
+        // 18.000000000000000000 tokens per GPU-hour in a mint of 18 decimals: each hour's
+        // record fits u64, the attempt's running total does not after the first hour.
+        let price = 18_000_000_000_000_000_000u64;
+        let mut m = AttemptMeter::new(job(), 0, "p".into(), "t".into(), price);
+        let mut sum = 0u128;
+        let mut t = 0u64;
+        for secs in [3600u64, 1, 3599, 1234, 3600, 7] {
+            let r = m.record(t, t + secs, 1).unwrap();
+            assert_eq!(r.validate(), Ok(()));
+            sum += u128::from(r.amount);
+            t += secs;
+        }
+        assert!(sum > u128::from(u64::MAX), "the running total left u64");
+        assert_eq!(
+            sum,
+            amount_for_u128(m.cumulative_gpu_seconds(), price),
+            "no drift"
+        );
+        assert_eq!(
+            amount_for_delta(0, 7200, price),
+            None,
+            "one slice too big for u64"
+        );
+        assert_eq!(amount_for_delta(3600, 7200, price), Some(price));
+        assert_eq!(amount_for_delta(2, 1, price), None);
+    }
+
+    #[test]
+    fn a_record_too_big_for_u64_is_spread_over_several() {
+        let price = 10_000_000_000_000_000_000u64; // 10 tokens per GPU-hour at 18 decimals
+        let mut m = AttemptMeter::new(job(), 0, "p".into(), "t".into(), price);
+        assert!(matches!(
+            m.record_with(0, 36_000, 8, 288_000),
+            Err(MeterError::Record(RecordError::Overflow))
+        ));
+        let rs = m.record_spread(0, 36_000, 8, 288_000).unwrap();
+        assert!(rs.len() > 1);
+        assert_eq!(rs.first().map(|r| r.start), Some(0));
+        assert_eq!(rs.last().map(|r| r.end), Some(36_000));
+        assert!(rs.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!(rs.iter().map(|r| r.gpu_seconds).sum::<u64>(), 288_000);
+        let sum: u128 = rs.iter().map(|r| u128::from(r.amount)).sum();
+        assert_eq!(sum, amount_for_u128(288_000, price));
+        assert_eq!(m.metered_until(), Some(36_000));
+        // Nothing to split: one record, as `record_with` makes it.
+        let mut small = AttemptMeter::new(job(), 1, "p".into(), "t".into(), 1_000_000);
+        assert_eq!(small.record_spread(0, 10, 2, 15).unwrap().len(), 1);
+        // Beyond MAX_SPREAD_RECORDS records, or one second of all GPUs too much: refused,
+        // and the meter unchanged.
+        let mut huge = AttemptMeter::new(job(), 2, "p".into(), "t".into(), u64::MAX);
+        let before = huge.clone();
+        assert!(huge.record_spread(0, 3600 * 65, 1, 3600 * 65).is_err());
+        assert!(huge.record_spread(0, 1, 4000, 4000).is_err());
+        assert_eq!(huge, before);
+        assert_eq!(huge.record_spread(0, 3599 * 64, 1, 3599 * 64).unwrap().len(), 64);
+    }
+
+    #[test]
+    fn the_record_cap_may_refuse_from_about_32_times_u64_max() {
+        // At u64::MAX base units per GPU-hour one record holds 3599 GPU-seconds; with 1800
+        // GPUs a record covers one second of all of them (1800, about half of that).
+        let price = u64::MAX;
+        assert_eq!(max_record_gpu_seconds(price), 3599);
+        let gs = 1800 * 65; // worth 32.5 × u64::MAX base units
+        assert!(amount_for_u128(gs, price) < 33 * u128::from(u64::MAX));
+        let mut wide = AttemptMeter::new(job(), 4, "p".into(), "t".into(), price);
+        assert!(wide.record_spread(0, 65, 1800, gs).is_err(), "65 records needed");
+        // The same worth on one GPU: 33 records.
+        let mut one = AttemptMeter::new(job(), 5, "p".into(), "t".into(), price);
+        assert_eq!(one.record_spread(0, gs, 1, gs).unwrap().len(), 33);
+    }
+
     proptest! {
+        #[test]
+        fn spread_records_tile_the_interval_and_sum_exactly(
+            price in (u64::MAX / 4)..=u64::MAX,
+            slices in proptest::collection::vec((1u64..20_000, 1u32..8, 1u64..=100), 1..8),
+        ) {
+            let mut m = AttemptMeter::new(job(), 3, "p".into(), "t".into(), price);
+            let (mut t, mut sum, mut total_gs) = (1_700_000_000u64, 0u128, 0u64);
+            for (dur, gpus, used_pct) in slices {
+                let gs = (u64::from(gpus) * dur * used_pct / 100).max(1);
+                let rs = m.record_spread(t, t + dur, gpus, gs).unwrap();
+                prop_assert_eq!(rs[0].start, t);
+                prop_assert_eq!(rs[rs.len() - 1].end, t + dur);
+                for w in rs.windows(2) {
+                    prop_assert_eq!(w[0].end, w[1].start);
+                }
+                for r in &rs {
+                    prop_assert_eq!(r.validate(), Ok(()));
+                    sum += u128::from(r.amount);
+                }
+                prop_assert_eq!(rs.iter().map(|r| r.gpu_seconds).sum::<u64>(), gs);
+                total_gs += gs;
+                t += dur;
+            }
+            prop_assert_eq!(sum, amount_for_u128(total_gs, price));
+        }
+
+        #[test]
+        fn max_record_gpu_seconds_always_fits(price in 1u64..=u64::MAX, prev in 0u64..u64::MAX / 2) {
+            let g = max_record_gpu_seconds(price);
+            prop_assert!(amount_for_delta(prev, prev.saturating_add(g), price).is_some());
+        }
+
         #[test]
         fn deltas_sum_exactly_to_the_cumulative_amount(
             price in 0u64..10_000_000_000,

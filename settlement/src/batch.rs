@@ -4,7 +4,8 @@
 //! provider) pair is already in the batch joins it; a record of a new pair joins when one
 //! more transfer (and the pair's new escrow/payout accounts) still fits the transaction
 //! size model ([`TxSizeModel`]), otherwise its pair is skipped for this batch (a later pair
-//! that reuses accounts already present may still fit). The scan stops at the record cap. The record count is bounded by
+//! that reuses accounts already present may still fit). A record that would take the
+//! batch's total past u64 waits for a later batch. The scan stops at the record cap. The record count is bounded by
 //! [`PlanConfig::max_records_per_batch`] (hard cap [`MAX_RECORDS_PER_BATCH`]), not by the
 //! transaction: records are anchored by the Merkle root in the memo.
 
@@ -109,6 +110,11 @@ pub fn plan<'a>(
     // Accepted pairs and their running amount; pairs refused for size are remembered.
     let mut transfers: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut refused: BTreeSet<(&str, &str)> = BTreeSet::new();
+    // The batch's total, and with it each transfer, must fit u64. A record that would
+    // overflow it waits for a later batch, where it comes before every record appended
+    // after it and a record's own amount always fits: however large the amounts, every
+    // plan takes at least one record, and each record is paid in turn.
+    let mut total: u64 = 0;
     for r in pending {
         if selected.len() == cap {
             break;
@@ -120,6 +126,9 @@ pub fn plan<'a>(
         if refused.contains(&key) {
             continue;
         }
+        let Some(next_total) = total.checked_add(r.amount) else {
+            continue;
+        };
         if !transfers.contains_key(&key) {
             // A new pair reserves one transfer (and its new accounts) at first sight.
             let dynamic = tenants.len()
@@ -137,11 +146,9 @@ pub fn plan<'a>(
         let Some(sum) = transfers.get_mut(&key) else {
             continue;
         };
-        // On (absurd) overflow the record waits for the next batch.
-        let Some(next) = sum.checked_add(r.amount) else {
-            continue;
-        };
-        *sum = next;
+        // A pair's sum is part of the total, which fits.
+        *sum = sum.saturating_add(r.amount);
+        total = next_total;
         selected.push(r);
     }
     if selected.is_empty() {
@@ -166,7 +173,6 @@ pub fn plan<'a>(
             amount,
         })
         .collect();
-    let total_amount = transfers.iter().try_fold(0u64, |a, t| a.checked_add(t.amount))?;
     Some(Batch {
         id,
         records: selected.iter().map(|r| r.id).collect(),
@@ -176,8 +182,77 @@ pub fn plan<'a>(
         transfers,
         root: tree.root(),
         memo,
-        total_amount,
+        total_amount: total,
         created_at_ms: now_ms,
         tx: TxState::new(id),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::amount::AttemptMeter;
+    use crate::journal::Journal;
+    use crate::record::JobRef;
+
+    /// A record of nearly u64::MAX base units: 3599 GPU-seconds at u64::MAX per GPU-hour.
+    fn huge(tenant: &str, provider: &str, start: u64) -> UsageRecord {
+        let job = JobRef {
+            namespace: tenant.into(),
+            name: "j".into(),
+            uid: format!("{tenant}-{provider}"),
+        };
+        let mut m = AttemptMeter::new(job, 0, provider.into(), tenant.into(), u64::MAX).at(0, start);
+        m.record(start, start + 3599, 1).unwrap()
+    }
+
+    #[test]
+    fn a_batch_total_beyond_u64_splits_instead_of_stopping_all_batching() {
+        let mut j = Journal::new();
+        // Two pairs (and a second record of the first pair): any two overflow u64 together.
+        let rs = [huge("a", "p", 0), huge("b", "q", 0), huge("a", "p", 3599)];
+        assert!(rs[0].amount.checked_add(rs[1].amount).is_none());
+        for r in &rs {
+            j.append(r.clone()).unwrap();
+        }
+        let cfg = PlanConfig {
+            max_in_flight_batches: 8,
+            ..Default::default()
+        };
+        let mut planned = Vec::new();
+        while let Some(id) = j.plan_batch(&cfg, &BTreeSet::new(), 0) {
+            let b = j.batch(id).unwrap();
+            assert_eq!(b.total_amount, b.transfers.iter().map(|t| t.amount).sum::<u64>());
+            planned.push(b.records.clone());
+            assert!(planned.len() <= 3, "each record planned once");
+        }
+        // One record per batch, in append order: every record is planned.
+        let want: Vec<Vec<RecordId>> = rs.iter().map(|r| vec![r.id]).collect();
+        assert_eq!(planned, want);
+        assert!(j.pending().is_empty());
+    }
+
+    #[test]
+    fn small_records_still_share_a_batch_with_a_huge_one() {
+        let mut j = Journal::new();
+        let big = huge("a", "p", 0);
+        j.append(big.clone()).unwrap();
+        let job = JobRef {
+            namespace: "c".into(),
+            name: "j".into(),
+            uid: "c".into(),
+        };
+        let mut m = AttemptMeter::new(job, 0, "p".into(), "c".into(), 3600);
+        let small = m.record(0, 10, 1).unwrap();
+        j.append(small.clone()).unwrap();
+        let late = huge("b", "q", 0);
+        j.append(late.clone()).unwrap();
+        let id = j.plan_batch(&PlanConfig::default(), &BTreeSet::new(), 0).unwrap();
+        let b = j.batch(id).unwrap();
+        assert_eq!(b.total_amount, big.amount + small.amount);
+        assert!(!b.records.contains(&late.id), "waits for the next batch");
+        let next = j.plan_batch(&PlanConfig::default(), &BTreeSet::new(), 0).unwrap();
+        assert_eq!(j.batch(next).unwrap().records, vec![late.id]);
+    }
 }

@@ -49,6 +49,9 @@ pub enum JournalError {
     /// The machine refused the observation.
     #[error(transparent)]
     Machine(#[from] MachineError),
+    /// The batch was signed: only its signature's fate may take it back.
+    #[error("batch {0} was signed and may still land; it is resolved by its signature, never taken back")]
+    Signed(u64),
 }
 
 /// A journaled record and its append sequence number (FIFO order).
@@ -316,14 +319,38 @@ impl Journal {
             .ok_or(JournalError::UnknownBatch(batch))?;
         // Only on the transition into Failed: the records go back to pending.
         if !was_failed && matches!(b.tx.phase, TxPhase::Failed { .. }) {
-            for id in &b.records {
-                self.assigned.remove(id);
-                if let Some(e) = self.data.records.get(id) {
-                    self.order.insert(e.seq, *id);
-                }
-            }
+            let records = b.records.clone();
+            self.release(&records);
         }
         Ok(actions)
+    }
+
+    /// Records back to pending, in their append order.
+    fn release(&mut self, records: &[RecordId]) {
+        for id in records {
+            self.assigned.remove(id);
+            if let Some(e) = self.data.records.get(id) {
+                self.order.insert(e.seq, *id);
+            }
+        }
+    }
+
+    /// Takes back batch `id`, its records pending again, only while it is `Pending`:
+    /// never signed, or every earlier signature proven dead (an intent leaves `Pending`
+    /// when persisted, before it is broadcast). Else [`JournalError::Signed`]: a batch in
+    /// flight is resolved by its signature, never dropped (that could pay twice).
+    pub fn withdraw_unsigned(&mut self, id: u64) -> Result<Batch, JournalError> {
+        let b = self.data.batches.get(&id).ok_or(JournalError::UnknownBatch(id))?;
+        if !matches!(b.tx.phase, TxPhase::Pending) {
+            return Err(JournalError::Signed(id));
+        }
+        let b = self
+            .data
+            .batches
+            .remove(&id)
+            .ok_or(JournalError::UnknownBatch(id))?;
+        self.release(&b.records);
+        Ok(b)
     }
 
     /// Ticks every in-flight batch; returns the due actions with their batch ids.

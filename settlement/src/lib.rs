@@ -33,7 +33,10 @@ pub mod retention;
 pub mod stake;
 pub mod txsize;
 
-pub use amount::{AttemptMeter, MeterError, amount_for, amount_for_delta};
+pub use amount::{
+    AttemptMeter, MAX_SPREAD_RECORDS, MeterError, amount_for, amount_for_delta, amount_for_u128,
+    max_record_gpu_seconds,
+};
 pub use backoff::BackoffConfig;
 pub use batch::{Batch, PlanConfig, Transfer};
 pub use escrow::{Shortfall, shortfalls};

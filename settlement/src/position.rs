@@ -26,10 +26,20 @@ pub struct Position {
     /// Records journaled for the attempt.
     #[serde(default)]
     pub records: u64,
-    /// Their total amount, base units.
+    /// Their total amount, base units, capped at `u64::MAX` ([`AMOUNT_CAP`]): each record's
+    /// amount fits u64, an attempt's total may not (a long attempt in a mint of many
+    /// decimals). Only reported (`status.billing`), never used to meter or pay, and stored
+    /// as u64 in the journal, so it saturates rather than changing the stored format.
     #[serde(default)]
     pub amount: u64,
 }
+
+/// The value at which the journal's per-attempt and per-job amount totals
+/// ([`Position::amount`], [`SettledTotals::amount`], [`JobBilling::amount`]) stop: they
+/// add with saturation, so a total shown as `u64::MAX` base units means *at least* that
+/// ([`SettledTotals::capped`], [`JobBilling::capped`]). Records, batches and transfers are
+/// exact: each fits u64 by construction (`AttemptMeter::record_spread`, `plan_batch`).
+pub const AMOUNT_CAP: u64 = u64::MAX;
 
 /// What has settled for one job (kept when records are pruned).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +47,8 @@ pub struct Position {
 pub struct SettledTotals {
     /// Records settled.
     pub records: u64,
-    /// Amount settled, base units.
+    /// Amount settled, base units, capped at [`AMOUNT_CAP`] (stored as u64: a job may
+    /// settle more over its attempts than a u64 holds; shown then as the cap).
     pub amount: u64,
     /// Signatures of the settling transactions, newest last (at most 16).
     #[serde(default)]
@@ -49,12 +60,26 @@ pub struct SettledTotals {
 pub struct JobBilling {
     /// Records journaled.
     pub records: u64,
-    /// Amount journaled, base units.
+    /// Amount journaled, base units, capped at [`AMOUNT_CAP`].
     pub amount: u64,
     /// GPU-seconds journaled (all attempts).
     pub gpu_seconds: u64,
     /// What has settled.
     pub settled: SettledTotals,
+}
+
+impl SettledTotals {
+    /// Whether [`Self::amount`] reached [`AMOUNT_CAP`]: the job settled at least that much.
+    pub const fn capped(&self) -> bool {
+        self.amount == AMOUNT_CAP
+    }
+}
+
+impl JobBilling {
+    /// Whether the journaled or the settled amount reached [`AMOUNT_CAP`] (at least that).
+    pub const fn capped(&self) -> bool {
+        self.amount == AMOUNT_CAP || self.settled.capped()
+    }
 }
 
 /// Signatures kept per job.
@@ -77,6 +102,7 @@ impl Journal {
             amount: 0,
         });
         p.records += 1;
+        // Saturates at AMOUNT_CAP: reported only, stored as u64 (see `Position::amount`).
         p.amount = p.amount.saturating_add(r.amount);
         p.metered_until = p.metered_until.max(r.end);
         p.cumulative_gpu_seconds = p.cumulative_gpu_seconds.max(r.cumulative_gpu_seconds);
@@ -94,6 +120,7 @@ impl Journal {
             };
             let t = self.data.settled.entry(e.record.job.uid.clone()).or_default();
             t.records += 1;
+            // Saturates at AMOUNT_CAP (stored as u64; the transfers themselves are exact).
             t.amount = t.amount.saturating_add(e.record.amount);
             if let Some(sig) = &sig
                 && t.signatures.last() != Some(sig)
@@ -107,7 +134,7 @@ impl Journal {
         }
     }
 
-    /// A job's billing: journaled and settled.
+    /// A job's billing: journaled and settled; amounts capped at [`AMOUNT_CAP`].
     pub fn billing(&self, job_uid: &str) -> JobBilling {
         let mut out = JobBilling {
             settled: self.data.settled.get(job_uid).cloned().unwrap_or_default(),
@@ -211,5 +238,27 @@ mod tests {
         assert!(j.position("u-1", 1, "p").is_none());
         assert!(j.position("u-2", 1, "p").is_some());
         assert_eq!(j.metered_jobs().len(), 1);
+    }
+
+    #[test]
+    fn amount_totals_beyond_u64_saturate_and_say_so() {
+        // 18 tokens per GPU-hour in a mint of 18 decimals: each hour's record fits u64,
+        // two of them do not.
+        let price = 18_000_000_000_000_000_000u64;
+        let mut j = Journal::new();
+        let mut m = j.meter(job(), 1, "p", "ns", price);
+        j.append(m.record(0, 3600, 1).unwrap()).unwrap();
+        let b = j.billing("u-1");
+        assert_eq!(b.amount, price);
+        assert!(!b.capped());
+        j.append(m.record(3600, 7200, 1).unwrap()).unwrap();
+        let b = j.billing("u-1");
+        assert_eq!((b.records, b.amount), (2, AMOUNT_CAP));
+        assert!(b.capped() && !b.settled.capped());
+        let settled = SettledTotals {
+            amount: AMOUNT_CAP,
+            ..Default::default()
+        };
+        assert!(settled.capped());
     }
 }

@@ -261,3 +261,98 @@ fn billing_totals_count_each_settled_record_once_and_survive_pruning() {
     j.append(m.record(50, 60, 2).unwrap()).unwrap();
     assert_eq!(j.billing(&job.uid).records, 6);
 }
+
+#[test]
+fn only_a_batch_nothing_was_signed_for_can_be_withdrawn() {
+    let recs: Vec<_> = records(3, 3, 2, &mut Rng(11)).into_iter().flatten().collect();
+    let mut j = Journal::new();
+    for r in &recs {
+        j.append(r.clone()).unwrap();
+    }
+    let before: Vec<_> = j.pending().into_iter().map(|r| r.id).collect();
+    let plan = PlanConfig::default();
+    let cfg = MachineConfig::default();
+    assert_eq!(j.withdraw_unsigned(99), Err(JournalError::UnknownBatch(99)));
+    // Pending, never signed: taken back, its records pending in their append order.
+    let b0 = j.plan_batch(&plan, &BTreeSet::new(), 0).unwrap();
+    assert!(j.pending().is_empty());
+    let taken = j.withdraw_unsigned(b0).unwrap();
+    assert_eq!(taken.id, b0);
+    assert!(j.batch(b0).is_none());
+    let after: Vec<_> = j.pending().into_iter().map(|r| r.id).collect();
+    assert_eq!(after, before);
+    assert!(
+        recs.iter()
+            .all(|r| j.status(&r.id) == Some(RecordStatus::Pending))
+    );
+    assert!(j.proof(&recs[0].id).is_none());
+    // The indexes match a journal rebuilt from the same data.
+    assert_eq!(j, Journal::from(j.data().clone()));
+    // In flight (an intent persisted, maybe broadcast): refused, nothing changes.
+    let b1 = j.plan_batch(&plan, &BTreeSet::new(), 0).unwrap();
+    let a = j.step(b1, 0, Observation::Restarted, &cfg).unwrap();
+    j.step(
+        b1,
+        0,
+        Observation::Signed {
+            query: query(&a),
+            intent: intent("sig-b1", 10),
+        },
+        &cfg,
+    )
+    .unwrap();
+    let held = j.clone();
+    assert_eq!(j.withdraw_unsigned(b1), Err(JournalError::Signed(b1)));
+    assert_eq!(j, held);
+    assert!(
+        recs.iter()
+            .all(|r| j.status(&r.id) == Some(RecordStatus::InBatch(b1)))
+    );
+    // Its blockhash expired and the signature is unknown after that: proven dead, the
+    // batch is Pending again and may be taken back.
+    let a = j.step(b1, 0, Observation::Restarted, &cfg).unwrap();
+    let a = j
+        .step(
+            b1,
+            0,
+            Observation::RpcError {
+                query: query(&a),
+                message: "refused".into(),
+            },
+            &cfg,
+        )
+        .unwrap();
+    assert!(a.is_empty());
+    let a = j.step(b1, 60_000, Observation::Tick, &cfg).unwrap();
+    let a = j
+        .step(
+            b1,
+            60_000,
+            Observation::BlockHeight {
+                query: query(&a),
+                height: 11,
+                slot: 20,
+            },
+            &cfg,
+        )
+        .unwrap();
+    j.step(
+        b1,
+        60_000,
+        Observation::SignatureStatus {
+            query: query(&a),
+            status: None,
+        },
+        &cfg,
+    )
+    .unwrap();
+    assert!(j.withdraw_unsigned(b1).is_ok());
+    // Settled: refused.
+    let b2 = j.plan_batch(&plan, &BTreeSet::new(), 0).unwrap();
+    settle(&mut j, b2, "sig-b2", None);
+    assert_eq!(j.withdraw_unsigned(b2), Err(JournalError::Signed(b2)));
+    assert!(
+        recs.iter()
+            .all(|r| j.status(&r.id) == Some(RecordStatus::Settled(b2)))
+    );
+}

@@ -151,6 +151,17 @@ fn stake_slash_and_unbond_execute_once_and_eligibility() {
         .into_iter()
         .collect();
     assert_eq!(stake::required_stake(&gpus, &policy), Some(2 * 400 + 3 * 100));
+    // Absurd policies overflow into "no requirement can be met", never wrap or panic.
+    let absurd = StakePolicy {
+        base_per_gpu: u64::MAX,
+        multipliers_bps: BTreeMap::new(),
+        default_multiplier_bps: u32::MAX,
+    };
+    let many: BTreeMap<String, u32> = [("A".to_string(), u32::MAX), ("B".to_string(), u32::MAX)]
+        .into_iter()
+        .collect();
+    assert_eq!(stake::required_stake(&many, &absurd), None);
+    assert!(!s.eligible(&many, &absurd));
     assert!(!s.eligible(&gpus, &policy));
     let fewer: BTreeMap<String, u32> = [("H100".to_string(), 2)].into_iter().collect();
     assert!(s.eligible(&fewer, &policy));

@@ -27,7 +27,10 @@ use crate::context::Context;
 /// [`crate::FIELD_MANAGER`]).
 pub const BILLING_FIELD_MANAGER: &str = "gpufed-operator-billing";
 
-/// A job's billing status from the journal's numbers for it.
+/// A job's billing status from the journal's numbers for it. `settledAmount` stops at
+/// `u64::MAX` base units ([`gpufed_settlement::position::AMOUNT_CAP`]: the journal keeps
+/// its totals as u64): a job that settled more shows the cap, and [`update_billing`] logs
+/// a warning when it writes one.
 pub fn billing(b: &JobBilling, decimals: u8) -> Billing {
     Billing {
         records: b.records,
@@ -75,6 +78,10 @@ pub(super) async fn update_billing(
             .unwrap_or_else(|| job.clone());
         if job.status.as_ref().and_then(|s| s.billing.as_ref()) == Some(&want) {
             continue;
+        }
+        if b.capped() {
+            warn!(job = %job.name_any(), settled_amount = %want.settled_amount,
+                  "the job's billed amount reached the journal's u64 cap: status.billing.settledAmount shows at least it, not more (the transfers themselves are exact)");
         }
         let api: Api<ComputeJob> = Api::namespaced(ctx.hub.clone(), &job.namespace().unwrap_or_default());
         let result = api

@@ -10,13 +10,28 @@
 //!
 //! Record ids derive from (job uid, attempt, interval start, provider) and every start is
 //! the journal's metering position, so re-running this after a crash yields the same ids.
+//!
+//! Usage that cannot be journaled (a price the mint cannot express, a record the journal
+//! refuses) is never skipped in silence: [`meter_job`] returns it as [`Unmetered`]. The
+//! journal's position does not move, so every round tries it again; the job is neither
+//! deleted nor its history folded until the journal holds it; and
+//! [`super::unmetered`] tells it on the job.
 
 use gpufed_api::ComputeJob;
 use gpufed_api::formats::parse_decimal;
-use gpufed_api::job_status::ComputeJobStatus;
-use gpufed_settlement::{JobRef, Journal, UsageRecord};
+use gpufed_api::job_status::{AttemptRecord, ComputeJobStatus, Placement};
+use gpufed_settlement::{JobRef, Journal, UsageRecord, max_record_gpu_seconds};
+use tracing::debug;
 
 use crate::time::parse;
+
+/// [`Unmetered::reason`]: the price has no value in the mint's base units (not a decimal,
+/// or more base units per GPU-hour than a u64 holds).
+pub const PRICE_NOT_BILLABLE: &str = "PriceNotBillable";
+/// [`Unmetered::reason`]: an ended attempt's end time is unreadable.
+pub const END_TIME_INVALID: &str = "EndTimeInvalid";
+/// [`Unmetered::reason`]: the journal refuses the usage record (field limits, overflow).
+pub const USAGE_RECORD_REFUSED: &str = "UsageRecordRefused";
 
 /// Metering knobs.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +65,51 @@ pub fn from_base_units(amount: u64, decimals: u8) -> String {
     format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
+/// Usage of one attempt the meter could not journal, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmetered {
+    /// The attempt.
+    pub attempt: u32,
+    /// Its provider.
+    pub provider: String,
+    /// GPU-seconds waiting (an ended attempt's; 0 for a live one, not known yet).
+    pub gpu_seconds: u64,
+    /// PascalCase reason ([`PRICE_NOT_BILLABLE`], ...).
+    pub reason: &'static str,
+    /// For humans.
+    pub message: String,
+}
+
+/// What one round meters of a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metering {
+    /// Records the journal lacks.
+    pub records: Vec<UsageRecord>,
+    /// Usage that could not be metered (tried again next round).
+    pub unmetered: Vec<Unmetered>,
+}
+
+/// `price` in base units per GPU-hour, if a record of one second of `gpus` GPUs at it
+/// fits a u64 amount; else why not.
+fn billable_price(price: &str, gpus: u32, decimals: u8) -> Result<u64, String> {
+    if parse_decimal(price).is_err() {
+        return Err(format!("price {price:?} per GPU-hour is not a decimal"));
+    }
+    let Some(base) = to_base_units(price, decimals) else {
+        return Err(format!(
+            "price {price} per GPU-hour has no value in base units of the settlement mint \
+             ({decimals} decimals): at most {} per GPU-hour fits a u64 amount",
+            from_base_units(u64::MAX, decimals)
+        ));
+    };
+    if max_record_gpu_seconds(base) < u64::from(gpus.max(1)) {
+        return Err(format!(
+            "one second of {gpus} GPUs at {price} per GPU-hour costs more base units than a u64 holds"
+        ));
+    }
+    Ok(base)
+}
+
 /// GPU-seconds of the live attempt as the job controller last wrote them: `status.usage`
 /// less what it sums beside the live attempt (`job::plan::usage`: the archived and the
 /// kept ended attempts). `None` before it wrote any.
@@ -64,8 +124,177 @@ fn written_live_gpu_seconds(st: &ComputeJobStatus) -> Option<u64> {
     Some(usage.gpu_seconds.saturating_sub(ended))
 }
 
-/// The records `job` needs beyond what `journal` holds. `heartbeat(provider)` is the
-/// provider's last heartbeat (unix seconds); `now` caps everything.
+/// A job as metering sees it.
+struct Subject<'a> {
+    st: &'a ComputeJobStatus,
+    job_ref: JobRef,
+    /// The tenant: the namespace whose escrow pays.
+    ns: String,
+}
+
+/// The job's status, its reference and tenant, if it can be metered at all.
+fn subject(job: &ComputeJob) -> Option<Subject<'_>> {
+    let (st, uid) = (job.status.as_ref()?, job.metadata.uid.as_ref()?);
+    let ns = job.metadata.namespace.clone().unwrap_or_default();
+    let job_ref = JobRef {
+        namespace: ns.clone(),
+        name: job.metadata.name.clone().unwrap_or_default(),
+        uid: uid.clone(),
+    };
+    Some(Subject { st, job_ref, ns })
+}
+
+/// The records of an ended attempt's GPU-seconds the journal lacks (exactly, once).
+fn meter_ended(
+    a: &AttemptRecord,
+    job: &Subject<'_>,
+    journal: &Journal,
+    decimals: u8,
+) -> Result<Vec<UsageRecord>, Unmetered> {
+    let metered = journal
+        .position(&job.job_ref.uid, a.attempt, &a.provider)
+        .map_or(0, |p| p.cumulative_gpu_seconds);
+    let delta = a.gpu_seconds.saturating_sub(metered);
+    if delta == 0 {
+        return Ok(Vec::new());
+    }
+    let unmetered = |reason, message| Unmetered {
+        attempt: a.attempt,
+        provider: a.provider.clone(),
+        gpu_seconds: delta,
+        reason,
+        message,
+    };
+    let gpus = a.gpus.unwrap_or(1).max(1);
+    let price = billable_price(&a.price_per_gpu_hour, gpus, decimals)
+        .map_err(|m| unmetered(PRICE_NOT_BILLABLE, m))?;
+    let end = parse(&a.end_time).ok_or_else(|| {
+        unmetered(
+            END_TIME_INVALID,
+            format!("end time {:?} is not an RFC 3339 time", a.end_time),
+        )
+    })?;
+    let mut meter = journal.meter(job.job_ref.clone(), a.attempt, &a.provider, &job.ns, price);
+    let need = delta.div_ceil(u64::from(gpus));
+    let start = meter
+        .metered_until()
+        .or_else(|| a.running_time.as_deref().and_then(parse).map(|t| t.max(0) as u64))
+        .unwrap_or_else(|| (end.max(0) as u64).saturating_sub(need));
+    // Consistent data gives end − start = delta / gpus exactly; never emit an interval
+    // too short for its GPU-seconds.
+    let end = (end.max(0) as u64).max(start.saturating_add(need));
+    meter.record_spread(start, end, gpus, delta).map_err(|e| {
+        unmetered(
+            USAGE_RECORD_REFUSED,
+            format!("the journal refuses its usage record: {e}"),
+        )
+    })
+}
+
+/// The live attempt's next slice, if one is due.
+fn meter_live(
+    p: &Placement,
+    job: &Subject<'_>,
+    journal: &Journal,
+    heartbeat: impl Fn(&str) -> Option<i64>,
+    now: i64,
+    cfg: &MeterConfig,
+) -> Result<Vec<UsageRecord>, Unmetered> {
+    let Some(running) = p.running_time.as_deref().and_then(parse) else {
+        return Ok(Vec::new());
+    };
+    let unmetered = |reason, message| Unmetered {
+        attempt: p.attempt,
+        provider: p.provider.clone(),
+        gpu_seconds: 0,
+        reason,
+        message,
+    };
+    let price = billable_price(&p.price_per_gpu_hour, p.gpus, cfg.decimals)
+        .map_err(|m| unmetered(PRICE_NOT_BILLABLE, m))?;
+    let Some(hb) = heartbeat(&p.provider) else {
+        return Ok(Vec::new());
+    };
+    // A worker's node unreachable: if it never answers again, the attempt is billed
+    // only up to the first sighting (docs/api.md#node-loss), though the member keeps
+    // heartbeating through the grace period — a live slice must not run past it.
+    let unreachable = p.node_unreachable_since.as_deref().and_then(parse);
+    // Nor past what the job controller last counted (it saw the gang running, or the
+    // provider within its heartbeat grace, until then): after a hub outage the
+    // provider's heartbeat comes back before the job controller records that the pods
+    // ended meanwhile, and the heartbeat alone would bill the attempt up to now — more
+    // than its final record, which can never take the excess back. Nothing written
+    // yet: nothing live is metered (the final record meters it all).
+    let written = written_live_gpu_seconds(job.st).unwrap_or(0) / u64::from(p.gpus.max(1));
+    let counted = running.saturating_add(i64::try_from(written).unwrap_or(i64::MAX));
+    let lag = i64::try_from(cfg.lag).unwrap_or(i64::MAX);
+    let until = hb
+        .min(now)
+        .min(unreachable.unwrap_or(i64::MAX))
+        .min(counted)
+        .saturating_sub(lag);
+    let mut meter = journal.meter(job.job_ref.clone(), p.attempt, &p.provider, &job.ns, price);
+    let running = running.max(0) as u64;
+    let start = meter.metered_until().unwrap_or(running);
+    let Some(until) = u64::try_from(until).ok().filter(|&u| u > 0) else {
+        return Ok(Vec::new());
+    };
+    // Metered past its running time (the time rewritten since): nothing live to add, the
+    // final record meters the rest.
+    if p.gpus == 0 || until < start.saturating_add(cfg.slice) || until < running {
+        return Ok(Vec::new());
+    }
+    let total = (until - running).saturating_mul(u64::from(p.gpus));
+    let delta = total.saturating_sub(meter.cumulative_gpu_seconds());
+    if delta == 0 {
+        return Ok(Vec::new());
+    }
+    meter.record_spread(start, until, p.gpus, delta).map_err(|e| {
+        unmetered(
+            USAGE_RECORD_REFUSED,
+            format!("the journal refuses its usage record: {e}"),
+        )
+    })
+}
+
+/// The live attempt of `st`: placed, not among the ended ones.
+fn live(st: &ComputeJobStatus) -> Option<&Placement> {
+    st.placement
+        .as_ref()
+        .filter(|p| !st.attempts.iter().any(|a| a.attempt == p.attempt))
+}
+
+/// The records `job` needs beyond what `journal` holds, and what of its usage cannot be
+/// metered. `heartbeat(provider)` is the provider's last heartbeat (unix seconds); `now`
+/// caps everything.
+pub fn meter_job(
+    job: &ComputeJob,
+    journal: &Journal,
+    heartbeat: impl Fn(&str) -> Option<i64>,
+    now: i64,
+    cfg: &MeterConfig,
+) -> Metering {
+    let mut out = Metering::default();
+    let Some(job) = subject(job) else {
+        return out;
+    };
+    let results = job
+        .st
+        .attempts
+        .iter()
+        .map(|a| meter_ended(a, &job, journal, cfg.decimals))
+        .chain(live(job.st).map(|p| meter_live(p, &job, journal, heartbeat, now, cfg)));
+    for r in results {
+        match r {
+            Ok(records) => out.records.extend(records),
+            Err(u) => out.unmetered.push(u),
+        }
+    }
+    out
+}
+
+/// The records `job` needs beyond what `journal` holds (see [`meter_job`]); what cannot be
+/// metered is logged at debug level here, every round, and told by [`super::unmetered`].
 pub fn job_records(
     job: &ComputeJob,
     journal: &Journal,
@@ -73,81 +302,34 @@ pub fn job_records(
     now: i64,
     cfg: &MeterConfig,
 ) -> Vec<UsageRecord> {
-    let (Some(st), Some(uid)) = (job.status.as_ref(), job.metadata.uid.as_ref()) else {
-        return Vec::new();
-    };
-    let ns = job.metadata.namespace.clone().unwrap_or_default();
-    let job_ref = JobRef {
-        namespace: ns.clone(),
-        name: job.metadata.name.clone().unwrap_or_default(),
-        uid: uid.clone(),
-    };
-    let mut out = Vec::new();
-    for a in &st.attempts {
-        let (Some(price), Some(end)) = (
-            to_base_units(&a.price_per_gpu_hour, cfg.decimals),
-            parse(&a.end_time),
-        ) else {
-            continue;
-        };
-        let mut meter = journal.meter(job_ref.clone(), a.attempt, &a.provider, &ns, price);
-        let delta = a.gpu_seconds.saturating_sub(meter.cumulative_gpu_seconds());
-        if delta == 0 {
-            continue;
-        }
-        let gpus = a.gpus.unwrap_or(1).max(1);
-        let need = delta.div_ceil(u64::from(gpus));
-        let start = meter
-            .metered_until()
-            .or_else(|| a.running_time.as_deref().and_then(parse).map(|t| t.max(0) as u64))
-            .unwrap_or_else(|| (end.max(0) as u64).saturating_sub(need));
-        // Consistent data gives end − start = delta / gpus exactly; never emit an interval
-        // too short for its GPU-seconds.
-        let end = (end.max(0) as u64).max(start + need);
-        if let Ok(r) = meter.record_with(start, end, gpus, delta) {
-            out.push(r);
-        }
+    let m = meter_job(job, journal, heartbeat, now, cfg);
+    for u in &m.unmetered {
+        debug!(job = ?job.metadata.name, attempt = u.attempt, provider = %u.provider, reason = u.reason,
+               message = %u.message, "usage not metered; retried next round");
     }
-    let live = st
-        .placement
-        .as_ref()
-        .filter(|p| !st.attempts.iter().any(|a| a.attempt == p.attempt));
-    if let Some(p) = live
-        && let (Some(running), Some(price), Some(hb)) = (
-            p.running_time.as_deref().and_then(parse),
-            to_base_units(&p.price_per_gpu_hour, cfg.decimals),
-            heartbeat(&p.provider),
-        )
-    {
-        // A worker's node unreachable: if it never answers again, the attempt is billed
-        // only up to the first sighting (docs/api.md#node-loss), though the member keeps
-        // heartbeating through the grace period — a live slice must not run past it.
-        let unreachable = p.node_unreachable_since.as_deref().and_then(parse);
-        // Nor past what the job controller last counted (it saw the gang running, or the
-        // provider within its heartbeat grace, until then): after a hub outage the
-        // provider's heartbeat comes back before the job controller records that the pods
-        // ended meanwhile, and the heartbeat alone would bill the attempt up to now — more
-        // than its final record, which can never take the excess back. Nothing written
-        // yet: nothing live is metered (the final record meters it all).
-        let written = written_live_gpu_seconds(st).unwrap_or(0) / u64::from(p.gpus.max(1));
-        let counted = running.saturating_add(i64::try_from(written).unwrap_or(i64::MAX));
-        let until = hb.min(now).min(unreachable.unwrap_or(i64::MAX)).min(counted) - cfg.lag as i64;
-        let mut meter = journal.meter(job_ref, p.attempt, &p.provider, &ns, price);
-        let start = meter.metered_until().unwrap_or(running.max(0) as u64);
-        if until > 0 && until as u64 >= start + cfg.slice && p.gpus > 0 {
-            let until = until as u64;
-            let total = (until - running.max(0) as u64) * u64::from(p.gpus);
-            let delta = total.saturating_sub(meter.cumulative_gpu_seconds());
-            if delta > 0
-                && let Ok(r) = meter.record_with(start, until, p.gpus, delta)
-            {
-                out.push(r);
-            }
-        }
-    }
-    out
+    m.records
+}
+
+/// What of `job`'s usage the journal lacks and cannot be metered: [`meter_job`]'s
+/// `unmetered`, from the same inputs, run after the round's records are journaled (so
+/// only what is still missing is found). The live attempt's slice is checked too, not its
+/// price alone: a slice the journal refuses (after a long hub outage at a high price it
+/// may need more than `MAX_SPREAD_RECORDS` records) is found here only with the round's
+/// heartbeats and clock.
+pub fn unmeterable(
+    job: &ComputeJob,
+    journal: &Journal,
+    heartbeat: impl Fn(&str) -> Option<i64>,
+    now: i64,
+    cfg: &MeterConfig,
+) -> Vec<Unmetered> {
+    meter_job(job, journal, heartbeat, now, cfg).unmetered
 }
 
 #[cfg(test)]
 #[path = "meter_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "meter_overflow_tests.rs"]
+mod overflow_tests;

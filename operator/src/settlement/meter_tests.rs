@@ -91,6 +91,32 @@ fn units_convert_both_ways() {
     assert_eq!(from_base_units(7, 0), "7");
 }
 
+/// `status.billing.settledAmount` is written in the mint's own unit: every amount of every
+/// mint settlement takes fits the CRD's pattern (with 6 fractional digits at most, an
+/// 18-decimal mint's status write was refused each round).
+#[test]
+fn a_settled_amount_of_any_usable_mint_fits_the_status_schema() {
+    // The pattern as the generated CRD has it, so a field pointed at another one fails here.
+    let crd = gpufed_api::crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "ComputeJob")
+        .unwrap();
+    let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+    let field = &schema["openAPIV3Schema"]["properties"]["status"]["properties"]["billing"]["properties"]["settledAmount"];
+    let pattern = regex::Regex::new(field["pattern"].as_str().unwrap()).unwrap();
+    let mint = gpufed_chain::Pubkey::parse("So11111111111111111111111111111111111111112").unwrap();
+    for d in 0..=u8::MAX {
+        if crate::settlement::usable_decimals(&mint, d).is_err() {
+            continue;
+        }
+        for amount in [0, 1, 277_777_777_777_777, 2_500_000, u64::MAX - 1, u64::MAX] {
+            let text = from_base_units(amount, d);
+            assert!(pattern.is_match(&text), "{d} decimals: {text}");
+        }
+    }
+    assert_eq!(from_base_units(277_777_777_777_777, 18), "0.000277777777777777");
+}
+
 #[test]
 fn live_attempt_is_metered_in_slices_behind_the_heartbeat_and_finished_exactly() {
     let t0 = 1_700_000_000;

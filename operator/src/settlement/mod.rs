@@ -10,9 +10,12 @@
 pub mod billing;
 pub mod guard;
 pub mod meter;
+mod payouts;
 mod retain;
 pub mod store;
 pub mod store_parts;
+mod surface;
+mod unmetered;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -124,8 +127,9 @@ async fn session(
         lag: cfg.meter_lag.as_secs(),
         decimals,
     };
-    let mut payouts_ready: BTreeSet<Pubkey> = BTreeSet::new();
+    let mut payouts = payouts::Payouts::default();
     let mut retainer = retain::Retainer::new(gpufed_settlement::Retention::default());
+    let mut told = surface::PayoutTold::default();
     while ctx.leadership.holds(term) && !*shutdown.borrow() {
         if !checked {
             checked = check_decimals(&checker, &mint, decimals).await?;
@@ -134,8 +138,9 @@ async fn session(
             ctx,
             &mut settler,
             &meter_cfg,
-            &mut payouts_ready,
+            &mut payouts,
             &mut retainer,
+            &mut told,
             cfg.hold_on_shortfall,
         )
         .await?;
@@ -185,8 +190,9 @@ async fn round(
     ctx: &Context,
     settler: &mut Settler<ConfigMapStore>,
     meter_cfg: &MeterConfig,
-    payouts_ready: &mut BTreeSet<Pubkey>,
+    payouts: &mut payouts::Payouts,
     retainer: &mut retain::Retainer,
+    told: &mut surface::PayoutTold,
     hold: bool,
 ) -> Result<(), ChainError> {
     let now = crate::time::now();
@@ -206,9 +212,13 @@ async fn round(
         .collect();
     let heartbeat = |name: &str| heartbeats.get(name).copied().flatten();
     // Meter, then persist, before anything else.
-    let records: Vec<_> = jobs
+    let meterable: Vec<_> = jobs
         .iter()
         .filter(|j| !j.metadata.uid.as_deref().is_some_and(|uid| retainer.forgot(uid)))
+        .cloned()
+        .collect();
+    let records: Vec<_> = meterable
+        .iter()
         .flat_map(|j| job_records(j, settler.journal(), heartbeat, now, meter_cfg))
         .collect();
     // job_records yields only what the journal lacks, so these are all new.
@@ -216,31 +226,30 @@ async fn round(
     if settler.append(records).await? > 0 {
         ctx.metrics.metered_gpu_seconds_total.inc_by(metered);
     }
+    // What the journal still lacks and cannot be metered, with the heartbeats and clock it
+    // was metered with (a refused live slice included), told on its job.
+    unmetered::tell(ctx, settler.journal(), &meterable, heartbeat, now, meter_cfg);
 
     let mut accounts = settler_accounts(ctx, settler, &providers).await;
-    ensure_payouts(settler, &mut accounts, payouts_ready).await;
+    payouts::ensure_payouts(settler, &mut accounts, payouts, crate::time::now_millis()).await;
     settler.set_accounts(accounts);
     let report = settler.round().await?;
+    // An account created earlier in the term and reported unpaid now (closed by its owner,
+    // typically) is created again, paced ([`payouts`]).
+    payouts::after_round(settler, payouts, &report, crate::time::now_millis());
     let m = &ctx.metrics;
-    m.settlement_backlog_records.set(report.backlog as i64);
     match (&report.paused, m.settlement_paused.get()) {
         (Some(why), 0) => error!(reason = %why, "settlement waits"),
         (None, 1) => info!("settlement resumes: the RPC node keeps transaction history"),
         _ => {}
     }
-    m.settlement_paused.set(i64::from(report.paused.is_some()));
-    m.settlement_batches_settled_total
-        .inc_by(report.settled.len() as u64);
-    m.settlement_batches_failed_total
-        .inc_by(report.failed.len() as u64);
-    m.settlement_rpc_errors_total.inc_by(report.rpc_errors as u64);
+    surface::record(m, &report);
+    // The settler logged each provider's reason when it changed; the Event outlives it.
+    surface::tell_payouts(ctx, told, &report, &providers);
     let live: BTreeSet<&str> = jobs.iter().filter_map(|j| j.metadata.uid.as_deref()).collect();
     let pruned = retainer.run(ctx, settler, &live).await?;
     m.settlement_pruned_records_total.inc_by(pruned as u64);
     guard_tenants(ctx, settler.journal()).await;
-    for p in &report.unpaid {
-        warn!(provider = %p, "provider has no payout account (deleted, or its payout wallet invalid); its records wait");
-    }
     let mut held = BTreeMap::new();
     for s in &report.shortfalls {
         warn!(tenant = %s.tenant, needed = s.needed, available = s.available,
@@ -361,54 +370,6 @@ fn settler_mint(s: &Settler<ConfigMapStore>) -> Pubkey {
 
 fn settler_decimals(s: &Settler<ConfigMapStore>) -> u8 {
     s.config().accounts.decimals
-}
-
-/// Creates missing payout token accounts (the authority pays their rent once), so a batch
-/// never fails on a provider that has not opened one. Providers whose account cannot be
-/// created are left out of the accounts: their records wait.
-async fn ensure_payouts(
-    settler: &Settler<ConfigMapStore>,
-    accounts: &mut SettlementAccounts,
-    ready: &mut BTreeSet<Pubkey>,
-) {
-    let providers: BTreeSet<String> = settler
-        .journal()
-        .pending_iter()
-        .map(|r| r.provider.clone())
-        .collect();
-    for p in providers {
-        let Some(ata) = accounts.payout_account(&p) else {
-            continue;
-        };
-        if ready.contains(&ata) {
-            continue;
-        }
-        let wallet = accounts.payout_wallets[&p];
-        match settler.ensure_payout_account(&wallet).await {
-            Ok(()) => {
-                ready.insert(ata);
-            }
-            // The chain unreachable: keep the wallet. Its batch then waits on the RPC like
-            // any other (the backlog grows); removing the wallet made signing a planned batch
-            // that pays this provider fail as a configuration error, which ended the whole
-            // settlement term — and with it metering — for as long as the chain was down
-            // (found by the operator-restart-during-outage e2e test).
-            // Refused in simulation: the same again next round until its cause (named in
-            // the node's logs, now in the error) is fixed — typically the settlement
-            // authority's SOL for the account's rent.
-            Err(e) if e.refused_in_preflight() => {
-                warn!(provider = %p, authority = %settler.authority(), error = %e,
-                      "the RPC node refused creating the provider's payout account (does the settlement authority hold SOL for its rent?); retried next round");
-            }
-            Err(e) if e.is_transient() => {
-                warn!(provider = %p, error = %e, "payout account not confirmed yet; retried next round");
-            }
-            Err(e) => {
-                warn!(provider = %p, error = %e, "payout account not ready; provider's records wait");
-                accounts.payout_wallets.remove(&p);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@
 //! And that "nothing" must come from a node that has seen the finalized slot the height
 //! was read at (`min_context_slot`): behind a load balancer the two queries may reach two
 //! nodes, and one still replaying would not know a transaction that landed.
+//! A broadcast that failed is sent again only after a finalized block height shows its
+//! blockhash still valid; past it, the same proof decides, so a node that refuses the
+//! transaction forever (its blockhash expired) cannot leave the effect stuck.
 
 mod types;
 pub use types::*;
@@ -40,6 +43,18 @@ impl TxState {
         match self.phase.clone() {
             TxPhase::Pending => vec![Action::SignAndPersistIntent {
                 query: self.issue(now, QueryKind::Sign),
+            }],
+            // A broadcast that failed is not simply sent again: a node that refuses it
+            // (an RPC gateway turning away a transaction whose blockhash expired, say)
+            // would refuse it forever, and nothing else would ever learn the expiry that
+            // allows a re-sign. The finalized height decides: still valid, the same
+            // bytes are sent again; expired, the proof path (status at that slot) runs.
+            TxPhase::InFlight {
+                broadcast: false,
+                expired_at_height: None,
+                ..
+            } if self.failures > 0 => vec![Action::QueryBlockHeight {
+                query: self.issue(now, QueryKind::BlockHeight),
             }],
             TxPhase::InFlight {
                 intent,
@@ -144,7 +159,6 @@ pub fn step(
         }
         Observation::BlockHeight { query, height, slot } => {
             expect(&s, query, QueryKind::BlockHeight)?;
-            s.failures = 0;
             match &mut s.phase {
                 TxPhase::InFlight {
                     intent,
@@ -152,6 +166,7 @@ pub fn step(
                     expired_at_slot,
                     ..
                 } if height > intent.last_valid_block_height => {
+                    s.failures = 0;
                     *expired_at_height = Some(height);
                     *expired_at_slot = Some(slot);
                     let sig = intent.signature.clone();
@@ -163,6 +178,9 @@ pub fn step(
                 }
                 TxPhase::InFlight { intent, .. } => {
                     // Still valid: re-send the same signed bytes (idempotent by signature).
+                    // `failures` is kept: it counts the broadcasts that failed, so a node
+                    // that keeps refusing is retried ever more slowly (a height query per
+                    // try); the first acknowledged broadcast resets it.
                     let (signature, transaction) = (intent.signature.clone(), intent.transaction.clone());
                     vec![Action::Broadcast {
                         query: s.issue(now, QueryKind::Broadcast),
@@ -171,6 +189,7 @@ pub fn step(
                     }]
                 }
                 _ => {
+                    s.failures = 0;
                     s.settle_wait(now, 0);
                     Vec::new()
                 }

@@ -304,7 +304,9 @@ pub fn required_stake(verified_gpus: &BTreeMap<String, u32>, policy: &StakePolic
             .get(model)
             .copied()
             .unwrap_or(policy.default_multiplier_bps);
-        total += u128::from(count) * u128::from(policy.base_per_gpu) * u128::from(bps);
+        // Each term is below 2^128 (u32 × u64 × u32); their sum need not be.
+        let term = u128::from(count) * u128::from(policy.base_per_gpu) * u128::from(bps);
+        total = total.checked_add(term)?;
     }
     u64::try_from(total.div_ceil(10_000)).ok()
 }
