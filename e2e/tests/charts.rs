@@ -137,6 +137,17 @@ fn device_plugin_daemonset_args_parse_and_match_its_host_paths() {
     chartsupport::device_plugin::check_device_plugin(&helm);
 }
 
+/// The hub chart's NetworkPolicy, rendered only: the admin port admits only the peers of
+/// `networkPolicy.metricsFrom`, and none when it is empty (chartsupport/network_policy.rs).
+#[test]
+fn network_policy_admits_only_the_listed_peers() {
+    let Some(helm) = helm() else {
+        eprintln!("SKIPPED: helm not found (run scripts/install-helm.sh; `make test` does)");
+        return;
+    };
+    chartsupport::network_policy::check_network_policy(&helm);
+}
+
 /// The Argo CD health checks shipped in charts/gpufed/files/argocd-health give the results
 /// their health_test.yaml expects (run with lua5.4 when installed: `make lua`), and
 /// kstatus' reading (`gpufed_api::conditions::health`, what Flux sees) agrees on every case

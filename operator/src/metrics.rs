@@ -55,6 +55,14 @@ pub struct Metrics {
     pub settlement_batches_failed_total: Counter,
     /// RPC errors and timeouts seen by settlement.
     pub settlement_rpc_errors_total: Counter,
+    /// Batch signing attempts that failed for other reasons than RPC (each backs off).
+    pub settlement_sign_errors_total: Counter,
+    /// Batches taken back before signing: they paid or charged an account that cannot.
+    pub settlement_batches_withdrawn_total: Counter,
+    /// Providers with usage waiting whose payout account cannot receive (last round).
+    pub settlement_unpaid_providers: Gauge,
+    /// Attempts with usage the meter cannot journal (last round).
+    pub settlement_unmetered_attempts: Gauge,
     /// GPU challenges judged, by result.
     pub challenges_total: Family<ChallengeLabel, Counter>,
     /// GPU challenges started, by why.
@@ -103,16 +111,14 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
         let challenge_round_trip_seconds = Family::<ModelLabel, Histogram>::new_with_constructor(|| {
-            // 50 ms to 51 s: a band's slack is seconds, its timeout minutes.
-            Histogram::new(exponential_buckets(0.05, 2.0, 11))
+            Histogram::new(exponential_buckets(0.05, 2.0, ROUND_TRIP_BUCKETS))
         });
         let m = Metrics {
             reconcile_duration_seconds,
             challenge_round_trip_seconds,
             challenges_started_total: Family::default(),
             challenge_verdicts_restored_total: Family::default(),
-            // 10 ms to 41 s: the grace is seconds.
-            challenge_round_lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 13)),
+            challenge_round_lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, ROUND_LAG_BUCKETS)),
             challenge_round_grace_seconds: Gauge::default(),
             challenge_round_late_nodes_total: Counter::default(),
             challenge_round_trip_limit_seconds: Family::default(),
@@ -134,6 +140,10 @@ impl Metrics {
             settlement_batches_settled_total: Counter::default(),
             settlement_batches_failed_total: Counter::default(),
             settlement_rpc_errors_total: Counter::default(),
+            settlement_sign_errors_total: Counter::default(),
+            settlement_batches_withdrawn_total: Counter::default(),
+            settlement_unpaid_providers: Gauge::default(),
+            settlement_unmetered_attempts: Gauge::default(),
             challenges_total: Family::default(),
             member_probes_total: Family::default(),
             evidence_recorded_total: Counter::default(),
@@ -226,6 +236,26 @@ impl Metrics {
             "settlement_rpc_errors",
             "Solana RPC errors and timeouts seen by settlement",
             m.settlement_rpc_errors_total.clone(),
+        );
+        registry.register(
+            "settlement_sign_errors",
+            "Settlement batches that could not be signed for other reasons than RPC (an account gone, a transaction too big); each backs off and is retried",
+            m.settlement_sign_errors_total.clone(),
+        );
+        registry.register(
+            "settlement_batches_withdrawn",
+            "Settlement batches taken back before signing because they pay or charge an account that cannot take part; their other records are re-planned",
+            m.settlement_batches_withdrawn_total.clone(),
+        );
+        registry.register(
+            "settlement_unpaid_providers",
+            "Providers with usage waiting whose payout account cannot receive (reason in a Warning Event on the GpuProvider)",
+            m.settlement_unpaid_providers.clone(),
+        );
+        registry.register(
+            "settlement_unmetered_attempts",
+            "Job attempts with usage the meter cannot journal (reason in a Warning Event on the ComputeJob)",
+            m.settlement_unmetered_attempts.clone(),
         );
         registry.register(
             "challenges",

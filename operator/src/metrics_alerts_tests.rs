@@ -269,3 +269,6 @@ fn the_checks_catch_unknown_metrics_labels_and_printed_labels() {
         BTreeSet::from(["provider".to_owned(), "reason".to_owned()])
     );
 }
+
+#[path = "metrics_alerts_eval_tests.rs"]
+mod eval;

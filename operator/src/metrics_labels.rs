@@ -1,4 +1,5 @@
-//! The label sets of the operator's metrics (`crate::metrics`).
+//! The label sets of the operator's metrics (`crate::metrics`), and the bounds of its
+//! histograms.
 
 use prometheus_client::encoding::EncodeLabelSet;
 
@@ -37,8 +38,15 @@ pub struct EvictionLabel {
 /// Every [`EvictionLabel::cause`].
 pub const EVICTION_CAUSES: [&str; 4] = ["priority", "drain", "drain_deadline", "tenancy"];
 
-/// Every [`StallLabel::reason`] a ComputeService's `Stalled` condition takes.
-pub const STALL_REASONS: [&str; 3] = ["ProgressDeadlineExceeded", "InvalidSpec", "InvalidTemplate"];
+/// Every [`StallLabel::reason`] a ComputeService's `Stalled` condition takes: the
+/// constants the service controller sets it from (`service::plan`: an invalid spec or
+/// template, or the progress deadline), so a renamed one is still seeded. Job `Stalled`
+/// reasons are not counted: `gpufed_service_stalls_total` is about ComputeServices only.
+pub const STALL_REASONS: [&str; 3] = [
+    crate::service::progress::DEADLINE_EXCEEDED,
+    crate::service::validate::INVALID_SPEC,
+    crate::job::plan::INVALID_TEMPLATE,
+];
 
 /// Label: which count of the fleet's GPUs.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,3 +114,18 @@ pub struct StallLabel {
     /// The `Stalled` reason (`ProgressDeadlineExceeded`, `InvalidSpec`, `InvalidTemplate`).
     pub reason: String,
 }
+
+// Histogram bounds. `histogram_quantile` never reports more than a histogram's top
+// finite bucket, so an alert comparing a quantile with a threshold above it can never
+// fire (GpufedChallengeRoundTripNearLimit at 80% of a band's limit,
+// GpufedChallengeRoundLagNearGrace at 80% of the round grace). The buckets therefore
+// reach past any threshold a sane configuration gives them.
+
+/// `gpufed_challenge_round_trip_seconds`: 50 ms × 2^k up to 819.2 s, past any
+/// `--challenge-timeout` of minutes (a commitment later than that is NotAnswered, never
+/// measured), so band limits up to 1024 s keep their alert.
+pub const ROUND_TRIP_BUCKETS: u16 = 15;
+
+/// `gpufed_challenge_round_lag_seconds`: 10 ms × 2^k up to 655.36 s, so a
+/// `--challenge-round-grace` up to 819 s (the default is 5 s) keeps its alert.
+pub const ROUND_LAG_BUCKETS: u16 = 17;

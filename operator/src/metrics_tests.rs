@@ -114,6 +114,10 @@ fn counters_alerts_read_with_increase_start_at_zero() {
         r#"gpufed_challenges_total{result="TooSlow"} 0"#,
         r#"gpufed_challenges_total{result="WrongDigest"} 0"#,
         r#"gpufed_service_stalls_total{reason="ProgressDeadlineExceeded"} 0"#,
+        r#"gpufed_service_stalls_total{reason="InvalidSpec"} 0"#,
+        r#"gpufed_service_stalls_total{reason="InvalidTemplate"} 0"#,
+        "gpufed_settlement_sign_errors_total 0",
+        "gpufed_settlement_batches_withdrawn_total 0",
     ] {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }

@@ -275,6 +275,10 @@ pub async fn round(ctx: &Context, carried: &Mutex<Carried>, written: &Mutex<Writ
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "placement snapshot rejected");
+            // Nothing was placed, so nothing is known to be held by a quota or a budget:
+            // last round's figures would hide this stall from GpufedQueueStalled.
+            ctx.metrics.held_by_disruption_budget_jobs.set(0);
+            ctx.metrics.held_by_quota_jobs.set(0);
             return Ok(0);
         }
     };

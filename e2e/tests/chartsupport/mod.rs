@@ -2,13 +2,14 @@
 //! the rendered charts, the permissions each chart identity needs and must not have (asked
 //! of the real authorizer), applying the charts and minting a provider, pull mode's agent
 //! (its Deployment and its identities), the device plugin's DaemonSet as the plugin parses
-//! it, and the Argo CD health checks run with Lua.
+//! it, the hub's NetworkPolicy, and the Argo CD health checks run with Lua.
 
 pub mod access;
 pub mod apply;
 pub mod audit;
 pub mod device_plugin;
 pub mod lua;
+pub mod network_policy;
 pub mod old_chart;
 pub mod permissions;
 pub mod pull;

@@ -65,7 +65,7 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "", "configmaps", "", NS),
     // Pull mode (operator/src/member/pull.rs): the agent namespace, its ServiceAccount, the
     // two RoleBindings (bind of exactly the chart's two ClusterRoles), its ConfigMaps
-    // (the report is created by POST: no name), the Assignments.
+    // (all three by server-side apply: create narrowed to their names), the Assignments.
     ("create", "", "namespaces", "", ""),
     ("patch", "", "namespaces", "", ""),
     ("get", "", "serviceaccounts/gpufed-agent", "", AGENT_NS),
@@ -84,10 +84,12 @@ pub const HUB_NEEDS: &[(&str, &str, &str, &str, &str)] = &[
     ("patch", RBAC, "rolebindings/gpufed-agent-bootstrap", "", AGENT_NS),
     ("bind", RBAC, "clusterroles/gpufed-agent", "", AGENT_NS),
     ("bind", RBAC, "clusterroles/gpufed-agent-bootstrap", "", AGENT_NS),
-    ("create", "", "configmaps", "", AGENT_NS),
     ("create", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
+    ("create", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
+    ("create", "", "configmaps/gpufed-challenge", "", AGENT_NS),
     ("patch", "", "configmaps/gpufed-agent-config", "", AGENT_NS),
     ("get", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
+    ("patch", "", "configmaps/gpufed-agent-report", "", AGENT_NS),
     // The agents' reports watched in every namespace (by name, metadata only).
     ("list", "", "configmaps/gpufed-agent-report", "", ""),
     ("watch", "", "configmaps/gpufed-agent-report", "", ""),
@@ -131,8 +133,11 @@ pub const HUB_DENIED: &[(&str, &str, &str, &str, &str)] = &[
     ("create", "gpufed.io", "stakes", "", "team-a"),
     ("create", "coordination.k8s.io", "leases", "", "kube-system"),
     ("create", "", "pods", "", NS),
-    // ConfigMaps: create anywhere (pull mode's report is created by POST, which names no
-    // object), but read or write only the three pull-mode names outside NS.
+    // ConfigMaps outside NS: only the three pull-mode names, created, read and written
+    // by name; no other ConfigMap created anywhere else.
+    ("create", "", "configmaps", "", "kube-system"),
+    ("create", "", "configmaps", "", AGENT_NS),
+    ("create", "", "configmaps/other", "", AGENT_NS),
     ("list", "", "configmaps", "", "kube-system"),
     ("watch", "", "configmaps", "", ""),
     ("watch", "", "configmaps/gpufed-agent-config", "", ""),

@@ -5,8 +5,7 @@ use gpufed_api::pull::{
     self, AGENT_CLUSTER_ROLE, AGENT_CONFIGMAP, AGENT_SERVICE_ACCOUNT, BOOTSTRAP_CLUSTER_ROLE,
     REPORT_CONFIGMAP, agent_namespace,
 };
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::{AgentConfig, AgentPace};
@@ -100,17 +99,16 @@ pub async fn ensure(hub: &Client, provider: &GpuProvider, pace: AgentPace) -> Re
     )
     .await
     .map_err(err)?;
-    let cms: Api<ConfigMap> = Api::namespaced(hub.clone(), &ns);
-    let empty = ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some(REPORT_CONFIGMAP.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match cms.create(&PostParams::default(), &empty).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(err(e)),
-    }
+    // The report, created empty by an apply that sets no field: the operator owns none of
+    // it, so the agent's writes are never undone, and a first apply is a PATCH of that
+    // name, which RBAC can limit by name (a POST names no object: create of any
+    // ConfigMap anywhere).
+    apply(
+        dyn_api("", "v1", "ConfigMap", "configmaps", true),
+        REPORT_CONFIGMAP.to_owned(),
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": REPORT_CONFIGMAP, "namespace": ns}}),
+    )
+    .await
+    .map_err(err)
 }
