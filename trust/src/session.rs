@@ -73,6 +73,9 @@ pub struct Committed {
     pub commits: Vec<GpuCommit>,
     /// Issue → commitment, as the hub saw it, ms.
     pub round_trip_ms: u64,
+    /// The report that carried the commitment said `--simulate`: its times are a CPU's,
+    /// no evidence about the card it declares, even when no report can be read later.
+    pub simulated: bool,
 }
 
 /// One node's challenge in progress.
@@ -164,7 +167,7 @@ impl Session {
             // After a commitment in the asked arithmetic, an answer in another is no way
             // out of that commitment: it is ignored (the timeout judges the commitment).
             if a.arith != self.request.params.arith && !a.commits.is_empty() && self.committed.is_some() {
-                return self.wait_or_time_out(claims, simulated, now_ms, timeout_ms, bands);
+                return self.wait_or_time_out(claims, now_ms, timeout_ms, bands);
             }
             if a.arith != self.request.params.arith && !a.commits.is_empty() {
                 // Not evidence: an honest node whose plugin predates this arithmetic
@@ -188,6 +191,7 @@ impl Session {
                     self.committed = Some(Committed {
                         commits: a.commits.clone(),
                         round_trip_ms: now_ms.saturating_sub(self.issued_at_ms),
+                        simulated,
                     });
                     self.request.open_seed = Some(open_seed.to_owned());
                     return Step::Open(self.request.clone());
@@ -198,38 +202,49 @@ impl Session {
                 _ => {}
             }
         }
-        self.wait_or_time_out(claims, simulated, now_ms, timeout_ms, bands)
+        self.wait_or_time_out(claims, now_ms, timeout_ms, bands)
     }
 
-    /// `Wait`, or past the timeout the verdicts of a node that did not finish.
-    fn wait_or_time_out(
-        &self,
-        claims: &[GpuClaim],
-        simulated: bool,
-        now_ms: u64,
-        timeout_ms: u64,
-        bands: &Bands,
-    ) -> Step {
+    /// `Wait`, or past the timeout the verdicts of a node that did not finish. Whether
+    /// the node says `--simulate` now does not matter: what its commitment signed does
+    /// ([`Committed::simulated`]), else a node that committed an impossible time turned
+    /// `--simulate` on to escape the evidence.
+    fn wait_or_time_out(&self, claims: &[GpuClaim], now_ms: u64, timeout_ms: u64, bands: &Bands) -> Step {
         if now_ms.saturating_sub(self.issued_at_ms) > timeout_ms {
             let detail = if self.committed.is_none() {
                 "no commitment before the timeout"
             } else {
                 "no opening before the timeout"
             };
-            let f = Failure::NotAnswered {
-                detail: detail.into(),
-            };
-            return Step::Done(
-                claims
-                    .iter()
-                    .map(|c| {
-                        let fast = (!simulated).then(|| self.signed_too_fast(c, bands)).flatten();
-                        GpuVerdict::new(c, Some(fast.unwrap_or_else(|| f.clone())))
-                    })
-                    .collect(),
-            );
+            return Step::Done(self.unanswered(claims, bands, detail));
         }
         Step::Wait
+    }
+
+    /// Past the timeout, the verdicts of a node the hub could not read meanwhile (no
+    /// report, an unusable one, one signed by another key, its member unreachable, the
+    /// node gone from its member): every GPU the challenge was issued for is judged —
+    /// not answered, or `ImpossiblyFast` where its signed commitment says so. `None`
+    /// within the timeout. Without the commitment's evidence here, a node that signed an
+    /// impossible time and then published an unreadable report escaped it.
+    pub fn expire(&self, bands: &Bands, now_ms: u64, timeout_ms: u64) -> Option<Vec<GpuVerdict>> {
+        (now_ms.saturating_sub(self.issued_at_ms) > timeout_ms)
+            .then(|| self.unanswered(&self.claims, bands, "no usable report before the timeout"))
+    }
+
+    /// `claims` not answered (`detail`), but those whose signed commitment is too fast
+    /// (a commitment made under `--simulate` is no evidence: [`Self::signed_too_fast`]).
+    fn unanswered(&self, claims: &[GpuClaim], bands: &Bands, detail: &str) -> Vec<GpuVerdict> {
+        let f = Failure::NotAnswered {
+            detail: detail.into(),
+        };
+        claims
+            .iter()
+            .map(|c| {
+                let fast = self.signed_too_fast(c, bands);
+                GpuVerdict::new(c, Some(fast.unwrap_or_else(|| f.clone())))
+            })
+            .collect()
     }
 
     /// A GPU whose commitment signed a kernel time below its band's floor: `ImpossiblyFast`
@@ -237,12 +252,8 @@ impl Session {
     /// already; without this a node that claimed it, saw the open seed and kept silent was
     /// merely not answering.
     fn signed_too_fast(&self, claim: &GpuClaim, bands: &Bands) -> Option<Failure> {
-        let commit = self
-            .committed
-            .as_ref()?
-            .commits
-            .iter()
-            .find(|c| c.uuid == claim.uuid)?;
+        let committed = self.committed.as_ref().filter(|c| !c.simulated)?;
+        let commit = committed.commits.iter().find(|c| c.uuid == claim.uuid)?;
         let band = bands
             .get(&claim.model)
             .filter(|b| b.params == self.request.params)?;
@@ -280,16 +291,21 @@ impl Session {
             check_opening(&self.request, seed, commit, opening)?;
             // A simulated node computes on a CPU, not on the card it declares: its timing
             // says nothing about that card (and is no evidence), it just never verifies.
-            if simulated {
+            // Which times are a CPU's the commitment's report said; one committed without
+            // `--simulate` is timed even when the opening's report says it (else a node
+            // that signed an impossible time turned it on to escape the evidence).
+            if !committed.simulated {
+                let band = bands
+                    .get(&claim.model)
+                    .filter(|b| b.params == self.request.params)
+                    .ok_or_else(|| Failure::NoBand {
+                        model: claim.model.clone(),
+                    })?;
+                check_timing(commit, band, committed.round_trip_ms)?;
+            }
+            if simulated || committed.simulated {
                 return Err(Failure::Simulated);
             }
-            let band = bands
-                .get(&claim.model)
-                .filter(|b| b.params == self.request.params)
-                .ok_or_else(|| Failure::NoBand {
-                    model: claim.model.clone(),
-                })?;
-            check_timing(commit, band, committed.round_trip_ms)?;
             Ok(())
         };
         claims.iter().map(|c| GpuVerdict::new(c, one(c).err())).collect()

@@ -271,3 +271,100 @@ fn a_node_cannot_escape_its_commitment_by_dropping_gpus_or_switching_arithmetic(
     };
     assert_eq!(v[0].failure.as_ref().map(Failure::reason), Some("ImpossiblyFast"));
 }
+
+#[test]
+fn a_session_expired_unread_keeps_the_evidence_of_its_signed_commitment() {
+    let cl = claims(&["GPU-1", "GPU-2"]);
+    for simulated in [false, true] {
+        let mut s = start("n-1".into(), &cl, &bands(), 1_000).unwrap();
+        let mut commit = honest(&s.request);
+        commit.commits[0].kernel_micros = 1;
+        let view = NodeView {
+            claims: &cl,
+            simulated,
+            answer: Some(&commit),
+        };
+        let Step::Open(_) = s.advance(view, &bands(), "seed", 2_000, 60_000) else {
+            panic!("expected the hub to open");
+        };
+        // Then no report can be read (an unusable one, another key, the node gone).
+        assert_eq!(s.expire(&bands(), 61_000, 60_000), None, "within the timeout");
+        let v = s.expire(&bands(), 61_001, 60_000).expect("past the timeout");
+        let reasons: Vec<_> = v
+            .iter()
+            .map(|g| (g.uuid.as_str(), g.failure.as_ref().map(Failure::reason)))
+            .collect();
+        let first = if simulated {
+            "NotAnswered"
+        } else {
+            "ImpossiblyFast"
+        };
+        assert_eq!(
+            reasons,
+            [("GPU-1", Some(first)), ("GPU-2", Some("NotAnswered"))],
+            "simulated: {simulated}"
+        );
+    }
+    // Without a commitment: every GPU challenged, not answered.
+    let s = start("n-2".into(), &cl, &bands(), 1_000).unwrap();
+    let v = s.expire(&bands(), 70_000, 60_000).expect("past the timeout");
+    assert_eq!(v.len(), 2);
+    assert!(
+        v.iter()
+            .all(|g| g.failure.as_ref().map(Failure::reason) == Some("NotAnswered"))
+    );
+}
+
+#[test]
+fn turning_simulate_on_after_an_impossible_commitment_escapes_no_evidence() {
+    // GPU-1 commits 1 µs (the band's floor is 100) from a report without `--simulate`;
+    // every report after says `--simulate`.
+    let cl = claims(&["GPU-1", "GPU-2"]);
+    fn view<'a>(cl: &'a [GpuClaim], simulated: bool, a: Option<&'a ChallengeAnswer>) -> NodeView<'a> {
+        NodeView {
+            claims: cl,
+            simulated,
+            answer: a,
+        }
+    }
+    let fast = |req: &ChallengeRequest| {
+        let mut a = honest(req);
+        a.commits[0].kernel_micros = 1;
+        a
+    };
+    for opens in [false, true] {
+        let mut s = start("n-1".into(), &cl, &bands(), 1_000).unwrap();
+        let commit = fast(&s.request);
+        let Step::Open(req) = s.advance(view(&cl, false, Some(&commit)), &bands(), "seed", 2_000, 60_000)
+        else {
+            panic!("expected the hub to open");
+        };
+        let later = if opens { fast(&req) } else { commit.clone() };
+        let at = if opens { 3_000 } else { 62_000 };
+        let Step::Done(v) = s.advance(view(&cl, true, Some(&later)), &bands(), "seed", at, 60_000) else {
+            panic!("opens: {opens}: expected verdicts");
+        };
+        let reasons: Vec<_> = v
+            .iter()
+            .map(|g| g.failure.as_ref().map(Failure::reason))
+            .collect();
+        let second = if opens { "Simulated" } else { "NotAnswered" };
+        assert_eq!(reasons, [Some("ImpossiblyFast"), Some(second)], "opens: {opens}");
+    }
+    // Committed under `--simulate`, opened without: a CPU's times, never verified.
+    let mut s = start("n-2".into(), &cl, &bands(), 1_000).unwrap();
+    let commit = honest(&s.request);
+    let Step::Open(req) = s.advance(view(&cl, true, Some(&commit)), &bands(), "seed", 2_000, 60_000) else {
+        panic!("expected the hub to open");
+    };
+    let Step::Done(v) = s.advance(
+        view(&cl, false, Some(&honest(&req))),
+        &bands(),
+        "seed",
+        3_000,
+        60_000,
+    ) else {
+        panic!("expected verdicts");
+    };
+    assert!(v.iter().all(|g| g.failure == Some(Failure::Simulated)), "{v:?}");
+}

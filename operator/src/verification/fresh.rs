@@ -21,7 +21,9 @@ impl Verifier {
     /// passed (ms), if its latest challenge was such.
     pub fn passed_at(&self, provider: &str, node: &str) -> Option<u64> {
         let nodes = self.nodes.lock().ok()?;
-        let st = nodes.get(&(provider.to_owned(), node.to_owned()))?;
+        let st = nodes
+            .get(&(provider.to_owned(), node.to_owned()))
+            .filter(|st| !st.absent)?;
         let passed = !st.verdicts.is_empty() && st.verdicts.iter().all(|v| v.passed());
         st.verdict_at_ms.filter(|_| passed)
     }

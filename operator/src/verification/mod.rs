@@ -146,6 +146,10 @@ struct NodeState {
     sold: u32,
     /// The model it sells them as (its label), as last seen.
     sold_model: String,
+    /// Gone from its member's view at the last heartbeat: kept for its schedule (see
+    /// `Verifier::step`); of its verdicts only evidence counts, and none of its passes,
+    /// problems or requests.
+    absent: bool,
 }
 
 impl NodeState {
@@ -264,26 +268,40 @@ impl Verifier {
         let fresh: Vec<NodeVerdicts> = nodes
             .iter()
             .filter(|(_, st)| st.verdict_at_ms.is_some() && now_ms <= st.valid_until_ms)
-            .map(|((p, n), st)| NodeVerdicts {
-                provider: p.clone(),
-                node: n.clone(),
-                verdicts: st.verdicts.clone(),
-                sold: st.sold,
-                sold_model: st.sold_model.clone(),
-                probation: if self.cfg.probation {
-                    st.verdicts
-                        .iter()
-                        .filter(|v| v.passed() && !st.proven.contains(&v.uuid))
-                        .map(|v| v.uuid.clone())
-                        .collect()
-                } else {
-                    Default::default()
-                },
+            .filter_map(|((p, n), st)| {
+                // A node gone from its member's view counts for nothing but the lies it
+                // signed (evidence): hiding it after an impossible commitment hides none.
+                let lie = |v: &&GpuVerdict| v.failure.as_ref().and_then(Failure::evidence_kind).is_some();
+                let verdicts: Vec<GpuVerdict> = st
+                    .verdicts
+                    .iter()
+                    .filter(|v| !st.absent || lie(v))
+                    .cloned()
+                    .collect();
+                if st.absent && verdicts.is_empty() {
+                    return None;
+                }
+                Some(NodeVerdicts {
+                    provider: p.clone(),
+                    node: n.clone(),
+                    verdicts,
+                    sold: st.sold,
+                    sold_model: st.sold_model.clone(),
+                    probation: if self.cfg.probation {
+                        st.verdicts
+                            .iter()
+                            .filter(|v| v.passed() && !st.proven.contains(&v.uuid))
+                            .map(|v| v.uuid.clone())
+                            .collect()
+                    } else {
+                        Default::default()
+                    },
+                })
             })
             .collect();
         let problems = nodes
             .iter()
-            .filter(|((p, _), _)| p == provider)
+            .filter(|((p, _), st)| p == provider && !st.absent)
             .filter_map(|((_, n), st)| Some((n.clone(), st.problem.clone()?)))
             .collect();
         let verdict = fleet::judge(&fresh).remove(provider).unwrap_or_default();

@@ -8,7 +8,9 @@
 //! `gpufed-node-keys-<provider>` (docs/trust.md); the next report is pinned again.
 //!
 //! One ConfigMap per provider in the operator's namespace, owned by the GpuProvider (it
-//! goes with it), data `<node>: <base64 ed25519 public key>`.
+//! goes with it), data `<node>: <base64 ed25519 public key>`; more for a provider of
+//! thousands of long node names ([`super::shards`]: a pin takes up to about 300 bytes,
+//! a node's name up to 253 characters, and [`MAX_PINS`] of them did not fit one).
 
 use std::collections::BTreeMap;
 
@@ -26,21 +28,20 @@ pub async fn load(
     namespace: &str,
     provider: &GpuProvider,
 ) -> Result<BTreeMap<String, String>, super::store::Error> {
-    let name = configmap_name(&provider.name_any());
-    Ok(super::store::read(hub, namespace, &name, provider)
-        .await?
-        .unwrap_or_default())
+    let base = configmap_name(&provider.name_any());
+    super::shards::read(hub, namespace, &base, provider).await
 }
 
-/// Writes `keys` as the provider's pinned keys.
+/// Writes `keys` as the provider's pinned keys, in shards of at most
+/// [`super::shards::LIMIT`] bytes (a map saved before shards is their shard 0).
 pub async fn save(
     hub: &Client,
     namespace: &str,
     provider: &GpuProvider,
     keys: &BTreeMap<String, String>,
 ) -> Result<(), super::store::Error> {
-    let name = configmap_name(&provider.name_any());
-    super::store::write(hub, namespace, &name, provider, keys.clone()).await
+    let base = configmap_name(&provider.name_any());
+    super::shards::write(hub, namespace, &base, provider, keys, super::shards::LIMIT).await
 }
 
 /// What this process knows of one provider's pins.
@@ -52,15 +53,16 @@ pub struct Pins {
     pub dirty: bool,
 }
 
-/// Most pins one provider's ConfigMap keeps (≈90 bytes each: ≈0.7 MiB of the API
-/// server's 1 MiB per object). Node names come and go (autoscaling, spot nodes); past
-/// this, the pins of nodes the provider no longer lists are dropped ([`bound`]) — else
-/// saving would fail for good, and a new leader would trust every node pinned since on
-/// first use again.
+/// Most pins one provider keeps. Node names come and go (autoscaling, spot nodes); past
+/// this, the pins of nodes the provider no longer lists are dropped ([`bound`]), so what
+/// the hub keeps and rewrites per provider stays bounded: at most about 2.4 MB (253-
+/// character names), in four shards.
 pub const MAX_PINS: usize = 8192;
 
 /// Keeps `pins` within [`MAX_PINS`] by dropping the pins of nodes not `present` (a node
-/// that comes back is pinned again at first sight). Returns how many were dropped.
+/// that comes back is pinned again at first sight). `present`: the nodes listed, and
+/// those the verifier still keeps while absent (their verdicts stand until they lapse, so
+/// must the key they are held to). Returns how many were dropped.
 pub fn bound(pins: &mut Pins, present: &std::collections::BTreeSet<&str>) -> usize {
     if pins.keys.len() <= MAX_PINS {
         return 0;
@@ -81,8 +83,10 @@ pub fn check(pins: &mut Pins, provider: &str, node: &str, key: &str) -> Result<b
         Some(pinned) => Err(format!(
             "node key changed: reports must be signed by the key pinned at first sight ({pinned}), \
              this one is signed by {key}; if the node was reinstalled, delete its entry from \
-             ConfigMap {} to pin the new key",
-            configmap_name(provider)
+             ConfigMap {} (or from the shard gpufed-<i>-{} holding it) and restart the \
+             operator's leader to pin the new key (docs/trust.md)",
+            configmap_name(provider),
+            configmap_name(provider).trim_start_matches("gpufed-")
         )),
         None => {
             pins.keys.insert(node.to_owned(), key.to_owned());
@@ -115,6 +119,24 @@ mod tests {
         );
         assert_eq!(p.keys["n1"], "key-a", "a refused key never replaces the pin");
         assert_eq!(check(&mut p, "dc", "n2", "key-b"), Ok(true), "pins are per node");
+    }
+
+    #[test]
+    fn the_most_pins_of_the_longest_names_fit_the_shards_they_are_saved_in() {
+        let mut p = Pins::default();
+        let key = "A".repeat(44); // base64 of an ed25519 key
+        for i in 0..MAX_PINS {
+            let node = format!("{i:05}{}", "n".repeat(248));
+            check(&mut p, "dc", &node, &key).expect("a new node is pinned");
+        }
+        let bytes: usize = p.keys.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(bytes > 1024 * 1024, "more than one ConfigMap holds: {bytes}");
+        let shards = crate::verification::shards::split(&p.keys, crate::verification::shards::LIMIT);
+        assert!(shards.len() <= 4, "{}", shards.len());
+        for s in &shards {
+            let size: usize = s.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert!(size <= crate::verification::shards::LIMIT, "{size}");
+        }
     }
 
     #[test]

@@ -145,11 +145,15 @@ fn a_node_that_leaves_or_speaks_with_another_key_is_no_longer_kept() {
     v.step("p", &idle(), 300_000);
     v.step("p", &other, 301_000);
     assert_eq!(v.verdicts_to_save("p"), Some(BTreeMap::new()));
-    // A node gone from its member is dropped with its record.
+    // A node gone from its member is kept, record too, until its verdict lapses (the next
+    // round's start + grace + timeout); then it is dropped with its record.
     let v = Verifier::new(cfg());
     v.load_verdicts("p", records, 300_000);
     let gone = crate::fleet::MemberView::default();
     v.step("p", &gone, 301_000);
+    assert_eq!(v.verdict("p", 301_000).0.verified, 0, "absent: not counted");
+    assert_eq!(v.verdicts_to_save("p"), None, "its record stays");
+    v.step("p", &gone, ROUND + 65_001);
     assert_eq!(v.verdicts_to_save("p"), Some(BTreeMap::new()));
 }
 

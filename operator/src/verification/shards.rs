@@ -1,34 +1,56 @@
 //! A kept map too large for one ConfigMap (the API server stores at most 1 MiB per
 //! object) split over several: the verdict records of a provider with thousands of nodes
-//! (about 1.1 KB per 8-GPU node).
+//! (about 1.1 KB per 8-GPU node), the pinned keys of one with thousands of long names.
 //!
 //! Shard 0 is the ConfigMap the map always had (`<base>`), so a map saved before shards
-//! existed reads as one shard; shard `i > 0` is `<base>-shard-<i>`. Shard 0 names their
-//! number in annotation `gpufed.io/shards`. Keys go to shards in order, each filled up to
-//! [`LIMIT`] bytes, so a changed entry rewrites only its shard (an unchanged shard is not
-//! written again). Shard 0 is written last: until it is, readers keep the old number of
-//! shards. Shards past the new number are deleted after. Every shard is owned by the
-//! provider and taken over or left alone as [`super::store`] says.
+//! existed reads as one shard; shard `i > 0` of `gpufed-<rest>` is `gpufed-<i>-<rest>`
+//! ([`name`]). Every base is `gpufed-`, a word, `-` and the provider's name ([`base`]): a
+//! letter follows `gpufed-` in every base and a digit in every shard, so no shard of one
+//! provider is named like another provider's map. (Shards were `<base>-shard-<i>` before:
+//! that is also the base of provider `<provider>-shard-<i>`, and one of the two could not
+//! save.)
+//!
+//! Shard 0 says how many shards there are and how they are named in annotation
+//! `gpufed.io/shards` ([`Header`]): `p<n>` for this naming, a bare `<n>` for the old one.
+//! The naming is in the number on purpose. Older operators (a rollback, or the old leader
+//! of a rolling upgrade) read `p<n>` as no number, so as one shard: they see shard 0's
+//! entries only, never a shard of the other naming; and when they save they set a bare
+//! number with their shards under the old names, which this version then reads as such
+//! (were the naming a separate annotation, an old writer kept it, and the old shards'
+//! newer entries were read from the other naming's stale ones). A map of the old naming
+//! is moved to the new names when next saved; `p<n>/<k>` says its old shards 1 to `k-1`
+//! may still be there (a save that died, or failed to delete them): a later save deletes
+//! them, then writes `p<n>`.
+//!
+//! Keys go to shards in order, each filled up to [`LIMIT`] bytes, so a changed entry
+//! rewrites only its shard (an unchanged shard is not written again). Shard 0 is written
+//! last: until it is, readers keep the old shards. Shards no longer named are deleted
+//! after. Every shard is owned by the provider and taken over or left alone as
+//! [`super::store`] says.
 
 use std::collections::BTreeMap;
 
 use gpufed_api::GpuProvider;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, Preconditions};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use sha2::Digest;
 
 use super::store::{self, Error};
 
-/// Annotation of shard 0: how many shards the map has.
+/// Annotation of shard 0: how many shards the map has, and how they are named
+/// ([`Header`]).
 pub const SHARDS: &str = "gpufed.io/shards";
+/// Most shards a map has (a larger number read is taken as this).
+const MAX_SHARDS: usize = 1024;
 /// Bytes of keys and values per shard at most (the rest of the 1 MiB is left to metadata
 /// and to the API server's own encoding).
 pub const LIMIT: usize = 768 * 1024;
 
 /// Longest name of an object (a DNS subdomain, as the API server checks ConfigMap names).
 const MAX_NAME: usize = 253;
-/// Room a base name leaves for a shard's suffix (`-shard-` and up to five digits).
+/// Room a base name leaves for a shard's name (up to `-shard-` and five digits: the old
+/// naming's, more than [`name`]'s `-` and five digits).
 const SHARD_SUFFIX: usize = "-shard-".len() + 5;
 
 /// Base name of a map kept per provider: `<prefix><provider>`, or, when that would not
@@ -49,12 +71,97 @@ pub fn base(prefix: &str, provider: &str) -> String {
     format!("{prefix}{}-{hash}", head.trim_end_matches(['-', '.']))
 }
 
-/// ConfigMap name of shard `i` of the map kept as `base`.
+/// ConfigMap name of shard `i` of the map kept as `base` (`gpufed-…`, from [`base`]):
+/// `base` itself for shard 0, else `gpufed-<i>-<rest of base>`.
 pub fn name(base: &str, i: usize) -> String {
     if i == 0 {
-        base.to_owned()
-    } else {
-        format!("{base}-shard-{i}")
+        return base.to_owned();
+    }
+    let rest = base.strip_prefix("gpufed-").unwrap_or(base);
+    format!("gpufed-{i}-{rest}")
+}
+
+/// How a map's shards are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// [`name`].
+    Prefixed,
+    /// `<base>-shard-<i>`: a map saved by an older operator.
+    Suffixed,
+}
+
+impl Layout {
+    /// ConfigMap name of shard `i` of the map kept as `base`, in this naming.
+    pub fn name(self, base: &str, i: usize) -> String {
+        match self {
+            Self::Prefixed => name(base, i),
+            Self::Suffixed if i == 0 => base.to_owned(),
+            Self::Suffixed => format!("{base}-shard-{i}"),
+        }
+    }
+}
+
+/// What shard 0 says of its map ([`SHARDS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// How many shards (at least 1).
+    pub count: usize,
+    /// How they are named.
+    pub layout: Layout,
+    /// Shards 1 to `moved - 1` of the old naming may remain from a move ([`Layout::Prefixed`]
+    /// only; 0 or 1: none).
+    pub moved: usize,
+}
+
+impl Header {
+    /// A map saved before shards: shard 0 alone.
+    const ALONE: Self = Self {
+        count: 1,
+        layout: Layout::Suffixed,
+        moved: 0,
+    };
+
+    /// What shard 0 `cm` says; an unreadable value reads as shard 0 alone (as older
+    /// operators read it).
+    pub fn of(cm: &ConfigMap) -> Self {
+        let Some(value) = cm.annotations().get(SHARDS) else {
+            return Self::ALONE;
+        };
+        let number = |n: &str| n.parse::<usize>().ok().map(|n| n.clamp(1, MAX_SHARDS));
+        let Some(prefixed) = value.strip_prefix('p') else {
+            return number(value).map_or(Self::ALONE, |count| Self {
+                count,
+                layout: Layout::Suffixed,
+                moved: 0,
+            });
+        };
+        let (count, moved) = prefixed.split_once('/').unwrap_or((prefixed, "0"));
+        match (number(count), moved.parse::<usize>()) {
+            (Some(count), Ok(moved)) => Self {
+                count,
+                layout: Layout::Prefixed,
+                moved: moved.min(MAX_SHARDS),
+            },
+            _ => Self::ALONE,
+        }
+    }
+
+    /// The annotation's value.
+    pub fn value(&self) -> String {
+        match (self.layout, self.moved) {
+            (Layout::Suffixed, _) => self.count.to_string(),
+            (Layout::Prefixed, 0 | 1) => format!("p{}", self.count),
+            (Layout::Prefixed, moved) => format!("p{}/{moved}", self.count),
+        }
+    }
+
+    /// Old-named shards 1 to this `- 1` may exist and are named by no one once shard 0
+    /// says [`Layout::Prefixed`].
+    fn old_names(&self) -> usize {
+        match self.layout {
+            Layout::Suffixed => self.count,
+            Layout::Prefixed => self.moved,
+        }
     }
 }
 
@@ -79,10 +186,7 @@ pub fn split(map: &BTreeMap<String, String>, limit: usize) -> Vec<BTreeMap<Strin
 
 /// How many shards shard 0 says there are (1 without the annotation, at most 1024).
 pub fn count(cm: &ConfigMap) -> usize {
-    cm.annotations()
-        .get(SHARDS)
-        .and_then(|n| n.parse::<usize>().ok())
-        .map_or(1, |n| n.clamp(1, 1024))
+    Header::of(cm).count
 }
 
 /// The whole map kept as `base` for `provider`; empty when none is kept. A shard that
@@ -100,10 +204,10 @@ pub async fn read(
     if store::stale(&first, provider.uid().as_deref()) {
         return Ok(BTreeMap::new());
     }
-    let n = count(&first);
+    let header = Header::of(&first);
     let mut map = first.data.unwrap_or_default();
-    for i in 1..n {
-        let shard = store::read(hub, namespace, &name(base, i), provider).await?;
+    for i in 1..header.count {
+        let shard = store::read(hub, namespace, &header.layout.name(base, i), provider).await?;
         for (k, v) in shard.into_iter().flatten() {
             // Shard 0 was written last: it wins over a shard of an older layout.
             map.entry(k).or_insert(v);
@@ -122,123 +226,93 @@ pub async fn write(
     limit: usize,
 ) -> Result<(), Error> {
     let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
-    let shards = split(map, limit);
+    let uid = provider.uid();
+    let mut shards = split(map, limit);
     let n = shards.len();
-    // Shard 0 goes last; as it was before says how many shards there were.
-    let mut before = 1;
-    for (i, shard) in shards.into_iter().enumerate().rev() {
-        let annotations = (i == 0).then(|| BTreeMap::from([(SHARDS.to_owned(), n.to_string())]));
-        let old =
-            store::write_annotated(hub, namespace, &name(base, i), provider, shard, annotations).await?;
-        if i == 0 {
-            before = old
-                .filter(|cm| !store::stale(cm, provider.uid().as_deref()))
-                .map_or(1, |cm| count(&cm));
+    // Shard 0 goes last.
+    for (i, shard) in shards.iter().enumerate().skip(1).rev() {
+        store::write_annotated(hub, namespace, &name(base, i), provider, shard.clone(), |_| {
+            BTreeMap::new()
+        })
+        .await?;
+    }
+    // What shard 0 said before (as replaced, not as read earlier) says which shards are
+    // no longer named: past the new number, or all of the old naming.
+    let first = std::mem::take(&mut shards[0]);
+    let mut before = Header::ALONE;
+    let mut now = Header {
+        count: n,
+        layout: Layout::Prefixed,
+        moved: 0,
+    };
+    store::write_annotated(hub, namespace, base, provider, first.clone(), |old| {
+        before = old
+            .filter(|cm| !store::stale(cm, uid.as_deref()))
+            .map_or(Header::ALONE, Header::of);
+        now.moved = before.old_names();
+        BTreeMap::from([(SHARDS.to_owned(), now.value())])
+    })
+    .await?;
+    if before.layout == Layout::Prefixed {
+        for i in n..before.count {
+            delete(&api, &name(base, i), provider).await?;
         }
     }
-    for i in n..before {
-        let shard = name(base, i);
-        let Some(cm) = api.get_opt(&shard).await? else {
-            continue;
-        };
-        if store::stale(&cm, provider.uid().as_deref()) || store::foreign(&cm, &provider.name_any()).is_some()
-        {
-            continue;
-        }
-        // Fenced by UID: a ConfigMap made again under the name meanwhile is not ours.
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: cm.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&shard, &params).await {
-            Ok(_) => {}
-            // Gone already, or made again meanwhile (the UID precondition failed).
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => return Err(e.into()),
+    if now.moved <= 1 {
+        return Ok(());
+    }
+    for i in 1..now.moved {
+        let old = Layout::Suffixed.name(base, i);
+        if let Err(e) = delete(&api, &old, provider).await {
+            // Shard 0 says they may remain: the next save tries again.
+            tracing::warn!(configmap = %old, error = %e, "cannot delete a shard of the old naming; the next save retries");
+            return Ok(());
         }
     }
-    Ok(())
+    // None left: shard 0 says so, unless another writer replaced it meanwhile (it then
+    // says what that writer knew).
+    let Some(mut cm) = api.get_opt(base).await? else {
+        return Ok(());
+    };
+    if Header::of(&cm) != now || cm.data.as_ref() != Some(&first) || store::stale(&cm, uid.as_deref()) {
+        return Ok(());
+    }
+    now.moved = 0;
+    cm.annotations_mut().insert(SHARDS.to_owned(), now.value());
+    match api.replace(base, &PostParams::default(), &cm).await {
+        Ok(_) => Ok(()),
+        // Replaced meanwhile: the next save tries again (nothing is left to delete then).
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes `provider`'s shard `shard`, if there is one (a ConfigMap of that name of
+/// another owner is left alone).
+async fn delete(api: &Api<ConfigMap>, shard: &str, provider: &GpuProvider) -> Result<(), Error> {
+    let Some(cm) = api.get_opt(shard).await? else {
+        return Ok(());
+    };
+    if store::stale(&cm, provider.uid().as_deref()) || store::foreign(&cm, &provider.name_any()).is_some() {
+        return Ok(());
+    }
+    // Fenced by UID: a ConfigMap made again under the name meanwhile is not ours.
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: cm.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(shard, &params).await {
+        Ok(_) => Ok(()),
+        // Gone already, or made again meanwhile (the UID precondition failed).
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(n: usize, value: usize) -> BTreeMap<String, String> {
-        (0..n)
-            .map(|i| (format!("node-{i:04}"), "x".repeat(value)))
-            .collect()
-    }
-
-    #[test]
-    fn shards_hold_the_map_in_key_order_within_the_limit() {
-        let m = map(100, 90); // 99 bytes an entry
-        let shards = split(&m, 1_000);
-        assert_eq!(shards.len(), 10);
-        assert!(shards.iter().all(|s| s.len() == 10));
-        let keys: Vec<&String> = shards.iter().flat_map(|s| s.keys()).collect();
-        assert_eq!(keys, m.keys().collect::<Vec<_>>(), "every key once, in order");
-        assert_eq!(split(&m, 1_050).len(), 10, "a part entry does not fit");
-        assert_eq!(split(&m, 1_000_000).len(), 1);
-    }
-
-    #[test]
-    fn an_empty_map_is_one_shard_and_a_huge_entry_one_alone() {
-        assert_eq!(split(&BTreeMap::new(), 10), vec![BTreeMap::new()]);
-        let mut m = map(3, 10);
-        m.insert("node-0001".into(), "y".repeat(100));
-        let shards = split(&m, 50);
-        assert_eq!(shards.iter().map(BTreeMap::len).collect::<Vec<_>>(), [1, 1, 1]);
-    }
-
-    #[test]
-    fn a_provider_of_the_longest_name_still_names_valid_distinct_shards() {
-        assert_eq!(
-            base("gpufed-verdicts-", "dc-1"),
-            "gpufed-verdicts-dc-1",
-            "short names unchanged"
-        );
-        let dns = |n: &str| {
-            n.len() <= 253
-                && n.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                        && !l.starts_with('-')
-                        && !l.ends_with('-')
-                })
-        };
-        // 253 characters, and a head that ends on a dot where it is cut.
-        let long = format!("{}.{}", "a".repeat(220), "b".repeat(32));
-        let other = format!("{}.{}", "a".repeat(220), "c".repeat(32));
-        for prefix in ["gpufed-verdicts-", "gpufed-outcomes-", "gpufed-node-keys-"] {
-            let (a, b) = (base(prefix, &long), base(prefix, &other));
-            assert_ne!(a, b, "a hash of the whole name tells them apart");
-            assert!(a.starts_with(prefix));
-            for i in [0, 1, 99_999] {
-                assert!(dns(&name(&a, i)), "{} is no valid name", name(&a, i));
-            }
-        }
-        for cut in 200..252 {
-            let n = format!("{}.{}", "x".repeat(cut), "y".repeat(252 - cut));
-            assert!(dns(&name(&base("gpufed-verdicts-", &n), 12)), "cut at {cut}");
-        }
-    }
-
-    #[test]
-    fn names_and_counts() {
-        assert_eq!(name("gpufed-verdicts-p", 0), "gpufed-verdicts-p");
-        assert_eq!(name("gpufed-verdicts-p", 2), "gpufed-verdicts-p-shard-2");
-        let mut cm = ConfigMap::default();
-        assert_eq!(count(&cm), 1, "a map kept before shards");
-        cm.metadata.annotations = Some([(SHARDS.to_owned(), "3".to_owned())].into());
-        assert_eq!(count(&cm), 3);
-        cm.metadata.annotations = Some([(SHARDS.to_owned(), "many".to_owned())].into());
-        assert_eq!(count(&cm), 1, "unreadable: the first only");
-        cm.metadata.annotations = Some([(SHARDS.to_owned(), "0".to_owned())].into());
-        assert_eq!(count(&cm), 1);
-    }
-}
+#[allow(clippy::unwrap_used)]
+#[path = "shards_tests.rs"]
+mod tests;

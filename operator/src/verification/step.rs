@@ -73,7 +73,7 @@ impl Verifier {
         // Level-triggered: the member should hold exactly the requests of open sessions.
         let desired: BTreeMap<String, ChallengeRequest> = nodes
             .iter()
-            .filter(|((p, _), _)| p == provider)
+            .filter(|((p, _), st)| p == provider && !st.absent)
             .filter_map(|((_, n), st)| Some((n.clone(), st.session.as_ref()?.request.clone())))
             .collect();
         let seen: BTreeMap<String, ChallengeRequest> = view
@@ -91,15 +91,42 @@ impl Verifier {
         let mut nodes = self.nodes.lock().ok()?;
         let mut all_pins = self.pins.lock().ok()?;
         let pins = all_pins.entry(provider.to_owned()).or_default();
-        nodes.retain(|(p, n), _| p != provider || view.nodes.iter().any(|g| &g.name == n));
         let present: std::collections::BTreeSet<&str> = view.nodes.iter().map(|n| n.name.as_str()).collect();
-        if pins::bound(pins, &present) > 0 {
+        // A node gone from its member's view (its member lists GPU nodes with allocatable
+        // GPUs only, which the provider controls) keeps its schedule and verdicts, as
+        // absent, while they matter: forgotten at once, it came back new to the hub — a
+        // `Join` challenge at once, alone, off the round's clock, even for a node that had
+        // just failed its round. Its challenge open ends at the timeout as if unanswered.
+        // Kept until its verdict lapses (the next round's start + grace + timeout): a node
+        // that comes back later skipped a round, and is as new as a node of a new name
+        // (docs/trust.md, "What rounds do not close"). So the state held is bounded by the
+        // nodes that left within about one interval.
+        nodes.retain(|(p, n), st| {
+            if p != provider || present.contains(n.as_str()) {
+                return true;
+            }
+            st.absent = true;
+            st.note_missed(&rounds, now_ms);
+            self.expire_unread(provider, n, st, now_ms);
+            st.session.is_some() || (st.verdict_at_ms.is_some() && now_ms <= st.valid_until_ms)
+        });
+        // A node kept absent keeps its pin too: dropped, another machine reporting under
+        // its name before its verdict lapses was pinned afresh, and the passes kept for
+        // the node counted for that machine.
+        let kept: std::collections::BTreeSet<&str> = nodes
+            .keys()
+            .filter(|(p, _)| p == provider)
+            .map(|(_, n)| n.as_str())
+            .chain(present.iter().copied())
+            .collect();
+        if pins::bound(pins, &kept) > 0 {
             tracing::info!(%provider, "pinned keys of nodes gone dropped: the provider's pins passed their bound");
         }
         let mut pending = Vec::new();
         for gpu_node in &view.nodes {
             let node = gpu_node.name.clone();
             let st = nodes.entry((provider.to_owned(), node.clone())).or_default();
+            st.absent = false;
             st.sold = gpu_node.allocatable;
             st.sold_model.clone_from(&gpu_node.model);
             let (claims, simulated, answer, key) = match view.reports.get(&node).map(|t| read_report(t)) {
@@ -133,15 +160,20 @@ impl Verifier {
                 Some(Ok(r)) => r,
             };
             if let Err(detail) = pins::check(pins, provider, &node, &key) {
-                // Another machine speaks for this node: nothing it said before counts now.
+                // Another machine speaks for this node: nothing it passed before counts
+                // now. What the pinned key signed still stands: failed verdicts (evidence
+                // among them), and a challenge it committed to, which ends at the timeout
+                // like any unusable report's (a signed impossible time is evidence then).
                 tracing::warn!(%provider, %node, "report signed by another key than the node's pinned one");
                 st.problem = Some(Failure::BadReport { detail });
-                st.verdicts.clear();
+                st.verdicts.retain(|v| !v.passed());
+                if st.verdicts.is_empty() {
+                    st.verdict_at_ms = None;
+                }
                 st.proven.clear();
-                st.verdict_at_ms = None;
-                st.session = None;
-                st.why = None;
                 st.resumed_due = false;
+                st.note_missed(&rounds, now_ms);
+                self.expire_unread(provider, &node, st, now_ms);
                 continue;
             }
             st.problem = None;
@@ -295,33 +327,24 @@ impl Verifier {
         st.wanted = false;
     }
 
-    /// The node could not be read (no report, an unusable one, or its member unreachable)
-    /// at `now_ms`: a session open past the timeout ends, its GPUs not answered. Without
+    /// The node could not be read (no report, an unusable one, one signed by another key,
+    /// its member unreachable, the node gone from its member) at `now_ms`: a session open
+    /// past the timeout ends, every GPU it was issued for judged — not answered, or
+    /// `ImpossiblyFast` where its signed commitment says so ([`Session::expire`]). Without
     /// this the session stayed open as long as the node stayed silent — the provider
     /// probed every `--challenge-poll` instead of every heartbeat, for good.
     pub(super) fn expire_unread(&self, provider: &str, node: &str, st: &mut NodeState, now_ms: u64) {
-        let Some(session) = st
+        let timeout = ms(self.cfg.timeout);
+        let Some(verdicts) = st
             .session
-            .take_if(|s| now_ms.saturating_sub(s.issued_at_ms) > ms(self.cfg.timeout))
+            .as_ref()
+            .and_then(|s| s.expire(&self.cfg.bands, now_ms, timeout))
         else {
             return;
         };
-        let failure = Failure::NotAnswered {
-            detail: "no usable report before the timeout".into(),
-        };
-        let verdicts: Vec<GpuVerdict> = st
-            .verdicts
-            .iter()
-            .map(|v| GpuVerdict {
-                failure: Some(failure.clone()),
-                ..v.clone()
-            })
-            .collect();
-        if verdicts.is_empty() {
-            // Nothing known of its GPUs: nothing to judge, and no round passed.
-            st.why = None;
+        let Some(session) = st.session.take() else {
             return;
-        }
+        };
         self.conclude(provider, node, st, &session, verdicts, now_ms);
     }
 }

@@ -58,25 +58,24 @@ pub async fn write(
     provider: &GpuProvider,
     data: BTreeMap<String, String>,
 ) -> Result<(), Error> {
-    write_annotated(hub, namespace, name, provider, data, None)
-        .await
-        .map(drop)
+    write_annotated(hub, namespace, name, provider, data, |_| BTreeMap::new()).await
 }
 
-/// Like [`write`], setting `annotations` too when given; nothing is written when the
-/// ConfigMap already says all that. Returns the ConfigMap as it was read before (`None`
-/// when it did not exist), so that a caller needs no read of its own.
+/// Like [`write`], setting the annotations `annotate` returns too (others are kept);
+/// nothing is written when the ConfigMap already says all that. `annotate` is given the
+/// ConfigMap as read before (`None` when it did not exist): what it returns is computed
+/// from the very version that is replaced, a conflict otherwise.
 pub async fn write_annotated(
     hub: &Client,
     namespace: &str,
     name: &str,
     provider: &GpuProvider,
     data: BTreeMap<String, String>,
-    annotations: Option<BTreeMap<String, String>>,
-) -> Result<Option<ConfigMap>, Error> {
+    annotate: impl FnOnce(Option<&ConfigMap>) -> BTreeMap<String, String>,
+) -> Result<(), Error> {
     let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
     let existing = api.get_opt(name).await?;
-    let before = existing.clone();
+    let annotations = annotate(existing.as_ref());
     if let Some(owner) = existing.as_ref().and_then(|cm| foreign(cm, &provider.name_any())) {
         return Err(Error::Foreign {
             name: name.to_owned(),
@@ -102,22 +101,20 @@ pub async fn write_annotated(
         && cm.metadata.owner_references == owners
         && cm.data.as_ref() == Some(&data)
         && annotations
-            .as_ref()
-            .is_none_or(|a| a.iter().all(|(k, v)| cm.annotations().get(k) == Some(v)));
+            .iter()
+            .all(|(k, v)| cm.annotations().get(k) == Some(v));
     if unchanged {
-        return Ok(before);
+        return Ok(());
     }
     cm.metadata.owner_references = owners;
     cm.data = Some(data);
-    if let Some(a) = annotations {
-        cm.annotations_mut().extend(a);
-    }
+    cm.annotations_mut().extend(annotations);
     if cm.metadata.resource_version.is_some() {
         api.replace(name, &PostParams::default(), &cm).await?;
     } else {
         api.create(&PostParams::default(), &cm).await?;
     }
-    Ok(before)
+    Ok(())
 }
 
 /// `cm`'s controller as `Kind/name` when it is not a GpuProvider named `provider` (of

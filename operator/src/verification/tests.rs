@@ -489,6 +489,9 @@ mod probation;
 #[path = "owners_tests.rs"]
 mod owners;
 
+#[path = "absent_tests.rs"]
+mod absent;
+
 #[test]
 fn a_challenge_open_when_the_node_stops_reporting_times_out_instead_of_staying_open() {
     for member_down in [false, true] {
