@@ -129,7 +129,7 @@ async fn session(
     };
     let mut payouts = payouts::Payouts::default();
     let mut retainer = retain::Retainer::new(gpufed_settlement::Retention::default());
-    let mut told = surface::PayoutTold::default();
+    let mut told = Told::default();
     while ctx.leadership.holds(term) && !*shutdown.borrow() {
         if !checked {
             checked = check_decimals(&checker, &mint, decimals).await?;
@@ -151,6 +151,14 @@ async fn session(
         }
     }
     Ok(())
+}
+
+/// What this term told operators and when, so that a lasting problem is told again hourly,
+/// not every round (a new leader tells afresh: Events expire, and it may never have).
+#[derive(Debug, Default)]
+struct Told {
+    payouts: surface::PayoutTold,
+    unmetered: unmetered::Told,
 }
 
 /// Fewest decimals of a settlement mint: prices carry up to 6 decimal places (micro-units
@@ -192,7 +200,7 @@ async fn round(
     meter_cfg: &MeterConfig,
     payouts: &mut payouts::Payouts,
     retainer: &mut retain::Retainer,
-    told: &mut surface::PayoutTold,
+    told: &mut Told,
     hold: bool,
 ) -> Result<(), ChainError> {
     let now = crate::time::now();
@@ -228,7 +236,15 @@ async fn round(
     }
     // What the journal still lacks and cannot be metered, with the heartbeats and clock it
     // was metered with (a refused live slice included), told on its job.
-    unmetered::tell(ctx, settler.journal(), &meterable, heartbeat, now, meter_cfg);
+    unmetered::tell(
+        ctx,
+        &mut told.unmetered,
+        settler.journal(),
+        &meterable,
+        heartbeat,
+        now,
+        meter_cfg,
+    );
 
     let mut accounts = settler_accounts(ctx, settler, &providers).await;
     payouts::ensure_payouts(settler, &mut accounts, payouts, crate::time::now_millis()).await;
@@ -245,7 +261,7 @@ async fn round(
     }
     surface::record(m, &report);
     // The settler logged each provider's reason when it changed; the Event outlives it.
-    surface::tell_payouts(ctx, told, &report, &providers);
+    surface::tell_payouts(ctx, &mut told.payouts, &report, &providers);
     let live: BTreeSet<&str> = jobs.iter().filter_map(|j| j.metadata.uid.as_deref()).collect();
     let pruned = retainer.run(ctx, settler, &live).await?;
     m.settlement_pruned_records_total.inc_by(pruned as u64);

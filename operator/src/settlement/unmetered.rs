@@ -8,7 +8,7 @@
 //! while the journal lacks it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use gpufed_api::ComputeJob;
 use gpufed_settlement::Journal;
@@ -32,11 +32,6 @@ pub struct Told {
 }
 
 impl Told {
-    /// Nothing told yet.
-    pub const fn new() -> Self {
-        Self { at: BTreeMap::new() }
-    }
-
     /// Of `found` (every problem of this round), those to tell at `now`: not told yet, or
     /// last told [`RETELL_SECS`] ago. Problems no longer found are forgotten, so one that
     /// comes back is told at once.
@@ -58,10 +53,6 @@ impl Told {
         out
     }
 }
-
-/// This process's [`Told`]: one settlement task runs per process, each round after the
-/// last, so what it told outlives the round without being threaded through it.
-static TOLD: Mutex<Told> = Mutex::new(Told::new());
 
 /// How many attempts (job uid, attempt, provider) `found` holds problems of: one attempt
 /// may have several (the `gpufed_settlement_unmetered_attempts` gauge).
@@ -115,6 +106,7 @@ fn problems<'a>(
 /// with.
 pub(super) fn tell(
     ctx: &Context,
+    told: &mut Told,
     journal: &Journal,
     jobs: &[Arc<ComputeJob>],
     heartbeat: impl Fn(&str) -> Option<i64>,
@@ -125,10 +117,7 @@ pub(super) fn tell(
     ctx.metrics
         .settlement_unmetered_attempts
         .set(i64::try_from(attempts(&found)).unwrap_or(i64::MAX));
-    let due = TOLD
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .due(found, now);
+    let due = told.due(found, now);
     for (job, u) in due {
         let msg = message(&u);
         warn!(namespace = ?job.namespace(), job = %job.name_any(), reason = u.reason, "{msg}");
@@ -151,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_problem_is_told_once_an_hour_while_it_lasts_and_again_when_it_returns() {
-        let mut told = Told::new();
+        let mut told = Told::default();
         assert_eq!(told.due(vec![(key("a"), "a")], 0), vec!["a"]);
         // Every round after: quiet, but for a new problem.
         assert_eq!(told.due(vec![(key("a"), "a"), (key("b"), "b")], 2), vec!["b"]);
