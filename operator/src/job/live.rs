@@ -103,7 +103,11 @@ pub(super) async fn observe_endpoint(
     };
     let ns = names::tenant_namespace(&job.namespace().unwrap_or_default(), &job.name_any());
     let exposure = match connect(ctx, &p.provider).await {
-        Ok((_, link)) => link.exposure(&ns, p.attempt).await.ok().flatten(),
+        Ok((_, link)) => link
+            .exposure(&ns, job.metadata.uid.as_deref().unwrap_or_default(), p.attempt)
+            .await
+            .ok()
+            .flatten(),
         Err(_) => None,
     };
     Some(serving::endpoint(

@@ -273,14 +273,17 @@ pub async fn remove_own_namespace(client: &Client, namespace: &str, uid: &str) -
 }
 
 /// A serving replica's Service as the member allocated it (node port, load-balancer
-/// ingress); `None` while it does not exist.
+/// ingress); `None` while it does not exist or is not job `uid`'s (two jobs' names can
+/// give one tenant namespace: the other's address is never this job's endpoint).
 pub async fn exposure(
     client: &Client,
     namespace: &str,
+    uid: &str,
 ) -> Result<Option<gpufed_api::serving::Exposure>, kube::Error> {
     let api = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), namespace);
     Ok(api
         .get_opt(super::serving::SERVING_SERVICE)
         .await?
+        .filter(|s| s.labels().get(names::LABEL_JOB_UID).map(String::as_str) == Some(uid))
         .map(|s| super::serving::exposure_of(&s)))
 }

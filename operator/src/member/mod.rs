@@ -161,12 +161,12 @@ impl Link {
     }
 
     /// A serving attempt's Service as the member allocated it.
-    pub async fn exposure(&self, namespace: &str, attempt: u32) -> Result<Option<Exposure>> {
+    pub async fn exposure(&self, namespace: &str, uid: &str, attempt: u32) -> Result<Option<Exposure>> {
         match self {
-            Link::Push { provider, client, .. } => crate::job::observe::exposure(client, namespace)
+            Link::Push { provider, client, .. } => crate::job::observe::exposure(client, namespace, uid)
                 .await
                 .map_err(|e| Self::push_err(provider, e)),
-            Link::Pull(link) => link.exposure(namespace, attempt).await,
+            Link::Pull(link) => link.exposure(namespace, uid, attempt).await,
         }
     }
 

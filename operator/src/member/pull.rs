@@ -351,15 +351,24 @@ impl PullLink {
             .map_err(|e| self.hub_err("Assignment", e))
     }
 
-    /// A serving attempt's Service as the agent last reported it.
+    /// A serving attempt's Service as the agent last reported it: job `uid`'s only (two
+    /// jobs' names can give one tenant namespace, and so one Assignment name).
     pub async fn exposure(
         &self,
         namespace: &str,
+        uid: &str,
         attempt: u32,
     ) -> Result<Option<gpufed_api::serving::Exposure>> {
         let found = self.assignment(namespace, attempt).await?;
-        Ok(found.and_then(|a| a.status?.exposure))
+        Ok(exposure_of_own(found, uid))
     }
+}
+
+/// The exposure `found` reports, if it is job `uid`'s Assignment.
+fn exposure_of_own(found: Option<Assignment>, uid: &str) -> Option<gpufed_api::serving::Exposure> {
+    found
+        .filter(|a| a.spec.job_uid == uid)
+        .and_then(|a| a.status?.exposure)
 }
 
 /// The Assignment (apply body) that carries `objects`.

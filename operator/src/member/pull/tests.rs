@@ -408,3 +408,17 @@ fn only_the_current_attempts_refusal_counts() {
         Err(Error::NotTakenUp { .. })
     ));
 }
+
+/// Two jobs' names can give one tenant namespace, so one Assignment name: a serving
+/// replica's endpoint is read from its own job's Assignment only, never the other's.
+#[test]
+fn only_the_jobs_own_assignment_gives_its_exposure() {
+    let a = reported(
+        1,
+        serde_json::json!({"observedGeneration": 1, "exposure": {"type": "NodePort", "nodePort": 30080}}),
+    );
+    let own = exposure_of_own(Some(a.clone()), "u-1").unwrap();
+    assert_eq!(own.node_port, Some(30080));
+    assert!(exposure_of_own(Some(a), "u-other").is_none());
+    assert!(exposure_of_own(None, "u-1").is_none());
+}
