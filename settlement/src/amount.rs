@@ -221,8 +221,11 @@ impl AttemptMeter {
 /// its GPUs, so more than half of it (`step = ⌊limit/gpus⌋·gpus > limit/2`; all of it for
 /// one GPU). The refusal therefore comes past about 64 × u64::MAX base units for one GPU,
 /// but may come from just over **32 × u64::MAX** when the GPU count is close to the
-/// per-record limit (a price near u64::MAX base units per GPU-hour) — either way far more
-/// than any escrow could pay (a u64 is its whole balance).
+/// per-record limit (a price near u64::MAX base units per GPU-hour). That is more than one
+/// escrow balance (a u64) holds, but not more than a tenant may owe: an escrow can be
+/// refilled between batches. So a refusal must not be final — the operator's meter asks
+/// for at most this many records' worth at a time and meters a longer interval in
+/// pieces, one per round (`operator/src/settlement/meter.rs`, `record_piece`).
 pub const MAX_SPREAD_RECORDS: u64 = 64;
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //!
 //! Record ids derive from (job uid, attempt, interval start, provider) and every start is
 //! the journal's metering position, so re-running this after a crash yields the same ids.
+//! An interval worth more than one round may carry is metered in pieces, one a round
+//! ([`record_piece`]).
 //!
 //! Usage that cannot be journaled (a price the mint cannot express, a record the journal
 //! refuses) is never skipped in silence: [`meter_job`] returns it as [`Unmetered`]. The
@@ -20,7 +22,9 @@
 use gpufed_api::ComputeJob;
 use gpufed_api::formats::parse_decimal;
 use gpufed_api::job_status::{AttemptRecord, ComputeJobStatus, Placement};
-use gpufed_settlement::{JobRef, Journal, UsageRecord, max_record_gpu_seconds};
+use gpufed_settlement::{
+    AttemptMeter, JobRef, Journal, MAX_SPREAD_RECORDS, MeterError, UsageRecord, max_record_gpu_seconds,
+};
 use tracing::debug;
 
 use crate::time::parse;
@@ -183,12 +187,40 @@ fn meter_ended(
     // Consistent data gives end − start = delta / gpus exactly; never emit an interval
     // too short for its GPU-seconds.
     let end = (end.max(0) as u64).max(start.saturating_add(need));
-    meter.record_spread(start, end, gpus, delta).map_err(|e| {
+    record_piece(&mut meter, price, start, end, gpus, delta).map_err(|e| {
         unmetered(
             USAGE_RECORD_REFUSED,
             format!("the journal refuses its usage record: {e}"),
         )
     })
+}
+
+/// Meters `[start, end)` with `gpu_seconds` of `gpus` GPUs ([`AttemptMeter::record_spread`])
+/// — or, when that needs more than [`MAX_SPREAD_RECORDS`] records, only its first piece:
+/// that many records' worth of whole seconds of all `gpus` from `start`. The rest waits
+/// for the next round, which meters on from the piece's end, so an interval worth more
+/// than one round may carry (a long hub outage at a high price: an escrow can be refilled
+/// in between) is metered over several rounds instead of being refused every round.
+/// Within the `gpus × (end − start)` bound each piece takes all GPUs for its seconds, so
+/// the rest still fits what is left of the interval.
+fn record_piece(
+    meter: &mut AttemptMeter,
+    price: u64,
+    start: u64,
+    end: u64,
+    gpus: u32,
+    gpu_seconds: u64,
+) -> Result<Vec<UsageRecord>, MeterError> {
+    let step_secs = max_record_gpu_seconds(price) / u64::from(gpus.max(1));
+    let piece_secs = step_secs.saturating_mul(MAX_SPREAD_RECORDS);
+    let piece = piece_secs.saturating_mul(u64::from(gpus));
+    let fits_interval = gpu_seconds <= u64::from(gpus).saturating_mul(end.saturating_sub(start));
+    if gpus == 0 || step_secs == 0 || gpu_seconds <= piece || !fits_interval {
+        // One call: it meters all of it, or refuses with the precise reason.
+        return meter.record_spread(start, end, gpus, gpu_seconds);
+    }
+    // `piece < gpu_seconds ≤ gpus × (end − start)`, so `start + piece_secs < end`.
+    meter.record_spread(start, start + piece_secs, gpus, piece)
 }
 
 /// The live attempt's next slice, if one is due.
@@ -249,7 +281,7 @@ fn meter_live(
     if delta == 0 {
         return Ok(Vec::new());
     }
-    meter.record_spread(start, until, p.gpus, delta).map_err(|e| {
+    record_piece(&mut meter, price, start, until, p.gpus, delta).map_err(|e| {
         unmetered(
             USAGE_RECORD_REFUSED,
             format!("the journal refuses its usage record: {e}"),
@@ -313,9 +345,8 @@ pub fn job_records(
 /// What of `job`'s usage the journal lacks and cannot be metered: [`meter_job`]'s
 /// `unmetered`, from the same inputs, run after the round's records are journaled (so
 /// only what is still missing is found). The live attempt's slice is checked too, not its
-/// price alone: a slice the journal refuses (after a long hub outage at a high price it
-/// may need more than `MAX_SPREAD_RECORDS` records) is found here only with the round's
-/// heartbeats and clock.
+/// price alone: a slice the journal refuses (a record field it cannot hold) is found here
+/// only with the round's heartbeats and clock.
 pub fn unmeterable(
     job: &ComputeJob,
     journal: &Journal,

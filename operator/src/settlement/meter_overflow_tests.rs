@@ -208,15 +208,79 @@ fn a_running_time_past_the_metered_position_meters_nothing_live_and_does_not_pan
     assert_eq!(m, Metering::default());
 }
 
+/// Runs metering rounds at `at` until nothing is left to meter, appending each round's
+/// records; returns every round's records. Nothing is ever unmeterable meanwhile.
+fn meter_rounds(st: &ComputeJobStatus, journal: &mut Journal, at: i64) -> Vec<Vec<UsageRecord>> {
+    let mut rounds = Vec::new();
+    for _ in 0..10 {
+        let m = meter_job(&job(st.clone()), journal, |_| Some(at), at, &CFG18);
+        assert!(m.unmetered.is_empty(), "{:?}", m.unmetered);
+        if m.records.is_empty() {
+            return rounds;
+        }
+        for r in &m.records {
+            assert_eq!(r.validate(), Ok(()));
+            journal.append(r.clone()).unwrap();
+        }
+        assert!(unmeterable(&job(st.clone()), journal, |_| Some(at), at, &CFG18).is_empty());
+        rounds.push(m.records);
+    }
+    panic!("metering never ends");
+}
+
 #[test]
-fn a_live_slice_the_journal_refuses_is_found_after_the_round_not_only_logged() {
+fn a_live_slice_worth_more_than_one_round_is_metered_in_pieces_over_rounds() {
     // 18 tokens per GPU-hour at 18 decimals: one record holds at most ~3689 GPU-seconds,
     // so 70 hours of one GPU unmetered (a long hub outage) need more than
-    // MAX_SPREAD_RECORDS records: the slice is refused, every round.
+    // MAX_SPREAD_RECORDS records: metered as a first piece of that many, the rest next
+    // round (it was refused every round, while the slice only grew).
     let at = T0 + 70 * 3600;
     let st = live(placement(T0, 1, "18"), at);
+    let mut journal = Journal::new();
+    let rounds = meter_rounds(&st, &mut journal, at);
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[0].len() as u64, MAX_SPREAD_RECORDS);
+    let all: Vec<_> = rounds.concat();
+    assert_eq!(all.iter().map(|r| r.gpu_seconds).sum::<u64>(), 70 * 3600);
+    let total: u128 = all.iter().map(|r| u128::from(r.amount)).sum();
+    assert_eq!(total, 70 * 18 * 10u128.pow(18), "exactly the slice's amount");
+    assert!(
+        all.windows(2).all(|w| w[0].end == w[1].start),
+        "the pieces tile it"
+    );
+    let pos = journal.position("uid-1", 1, "dc-1").unwrap();
+    assert_eq!(pos.metered_until, at as u64);
+}
+
+#[test]
+fn an_ended_attempt_worth_more_than_one_round_is_metered_in_pieces_over_rounds() {
+    // 20 hours of 8 GPUs at 10 tokens per GPU-hour: 1600 tokens, more than
+    // MAX_SPREAD_RECORDS records of at most one u64 each.
+    let st = ComputeJobStatus {
+        attempts: vec![ended(T0, T0 + 72_000, 8, "10")],
+        ..Default::default()
+    };
+    let mut journal = Journal::new();
+    let rounds = meter_rounds(&st, &mut journal, T0 + 80_000);
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[0].len() as u64, MAX_SPREAD_RECORDS);
+    let all: Vec<_> = rounds.concat();
+    assert_eq!(all.iter().map(|r| r.gpu_seconds).sum::<u64>(), 576_000);
+    let total: u128 = all.iter().map(|r| u128::from(r.amount)).sum();
+    assert_eq!(total, 1600 * 10u128.pow(18));
+    assert!(all.windows(2).all(|w| w[0].end == w[1].start));
+    assert_eq!(all.last().unwrap().end, (T0 + 72_000) as u64);
+}
+
+#[test]
+fn a_live_slice_the_journal_refuses_is_found_after_the_round_not_only_logged() {
+    // A namespace longer than a DNS label: no record of the live slice can name its tenant,
+    // every round.
+    let at = T0 + 3600;
+    let mut j = job(live(placement(T0, 1, "18"), at));
+    j.metadata.namespace = Some("n".repeat(64));
     let journal = Journal::new();
-    let m = meter_job(&job(st.clone()), &journal, |_| Some(at), at, &CFG18);
+    let m = meter_job(&j, &journal, |_| Some(at), at, &CFG18);
     assert!(m.records.is_empty());
     assert_eq!(m.unmetered.len(), 1);
     assert_eq!(
@@ -224,16 +288,5 @@ fn a_live_slice_the_journal_refuses_is_found_after_the_round_not_only_logged() {
         (0, USAGE_RECORD_REFUSED)
     );
     // What the Warning Event path sees after the round (nothing was journaled): the same.
-    assert_eq!(
-        unmeterable(&job(st.clone()), &journal, |_| Some(at), at, &CFG18),
-        m.unmetered
-    );
-    // Within the limit (the hub back sooner): metered, nothing to tell.
-    let soon = T0 + 60 * 3600;
-    let st = live(placement(T0, 1, "18"), soon);
-    let mut journal = Journal::new();
-    for r in job_records(&job(st.clone()), &journal, |_| Some(soon), soon, &CFG18) {
-        journal.append(r).unwrap();
-    }
-    assert!(unmeterable(&job(st), &journal, |_| Some(soon), soon, &CFG18).is_empty());
+    assert_eq!(unmeterable(&j, &journal, |_| Some(at), at, &CFG18), m.unmetered);
 }

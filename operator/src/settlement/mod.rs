@@ -9,6 +9,7 @@
 
 pub mod billing;
 pub mod guard;
+mod memory;
 pub mod meter;
 mod payouts;
 mod retain;
@@ -62,12 +63,18 @@ pub struct SettlementConfig {
     pub hold_on_shortfall: bool,
 }
 
-/// Runs settlement until shutdown; idles while not leader.
+/// Runs settlement until shutdown; idles while not leader. What paces payout-account creations and Events is kept across terms
+/// ([`memory::Memory`]): a term ended by a round error is followed by another within
+/// seconds.
 pub async fn run(ctx: Arc<Context>, cfg: SettlementConfig, shutdown: watch::Receiver<bool>) {
+    let memory = Arc::new(tokio::sync::Mutex::new(memory::Memory::default()));
     crate::lease::per_term(&ctx.leadership, "settlement", shutdown, |mut rx, term| {
-        let (ctx, cfg) = (ctx.clone(), cfg.clone());
+        let (ctx, cfg, memory) = (ctx.clone(), cfg.clone(), memory.clone());
         async move {
-            let result = session(&ctx, &cfg, &mut rx, term).await;
+            let result = memory::with_memory(&memory, async |m: &mut memory::Memory| {
+                session(&ctx, &cfg, &mut rx, term, m).await
+            })
+            .await;
             if let Err(e) = &result {
                 ctx.set_settlement_paused(Some(e.to_string()));
             }
@@ -83,6 +90,7 @@ async fn session(
     cfg: &SettlementConfig,
     shutdown: &mut watch::Receiver<bool>,
     term: u64,
+    memory: &mut memory::Memory,
 ) -> Result<(), ChainError> {
     let authority = Keypair::read(&cfg.keypair)?;
     let mint = Pubkey::parse(&cfg.mint)?;
@@ -127,9 +135,7 @@ async fn session(
         lag: cfg.meter_lag.as_secs(),
         decimals,
     };
-    let mut payouts = payouts::Payouts::default();
     let mut retainer = retain::Retainer::new(gpufed_settlement::Retention::default());
-    let mut told = Told::default();
     while ctx.leadership.holds(term) && !*shutdown.borrow() {
         if !checked {
             checked = check_decimals(&checker, &mint, decimals).await?;
@@ -138,9 +144,8 @@ async fn session(
             ctx,
             &mut settler,
             &meter_cfg,
-            &mut payouts,
+            memory,
             &mut retainer,
-            &mut told,
             cfg.hold_on_shortfall,
         )
         .await?;
@@ -151,14 +156,6 @@ async fn session(
         }
     }
     Ok(())
-}
-
-/// What this term told operators and when, so that a lasting problem is told again hourly,
-/// not every round (a new leader tells afresh: Events expire, and it may never have).
-#[derive(Debug, Default)]
-struct Told {
-    payouts: surface::PayoutTold,
-    unmetered: unmetered::Told,
 }
 
 /// Fewest decimals of a settlement mint: prices carry up to 6 decimal places (micro-units
@@ -198,9 +195,8 @@ async fn round(
     ctx: &Context,
     settler: &mut Settler<ConfigMapStore>,
     meter_cfg: &MeterConfig,
-    payouts: &mut payouts::Payouts,
+    memory: &mut memory::Memory,
     retainer: &mut retain::Retainer,
-    told: &mut Told,
     hold: bool,
 ) -> Result<(), ChainError> {
     let now = crate::time::now();
@@ -238,7 +234,7 @@ async fn round(
     // was metered with (a refused live slice included), told on its job.
     unmetered::tell(
         ctx,
-        &mut told.unmetered,
+        &mut memory.unmetered_told,
         settler.journal(),
         &meterable,
         heartbeat,
@@ -247,12 +243,19 @@ async fn round(
     );
 
     let mut accounts = settler_accounts(ctx, settler, &providers).await;
-    payouts::ensure_payouts(settler, &mut accounts, payouts, crate::time::now_millis()).await;
+    payouts::ensure_payouts(
+        settler,
+        &mut accounts,
+        &mut memory.payouts,
+        crate::time::now_millis(),
+    )
+    .await;
     settler.set_accounts(accounts);
     let report = settler.round().await?;
-    // An account created earlier in the term and reported unpaid now (closed by its owner,
-    // typically) is created again, paced ([`payouts`]).
-    payouts::after_round(settler, payouts, &report, crate::time::now_millis());
+    // An account found or created earlier and reported unpaid now (closed by its owner,
+    // typically) is looked up again, and created again if missing: paced, and at most
+    // `payouts::MAX_LOSSES` times ([`payouts`]).
+    payouts::after_round(settler, &mut memory.payouts, &report);
     let m = &ctx.metrics;
     match (&report.paused, m.settlement_paused.get()) {
         (Some(why), 0) => error!(reason = %why, "settlement waits"),
@@ -261,7 +264,8 @@ async fn round(
     }
     surface::record(m, &report);
     // The settler logged each provider's reason when it changed; the Event outlives it.
-    surface::tell_payouts(ctx, &mut told.payouts, &report, &providers);
+    let reasons = memory.payouts.reasons(&report, &settler.config().accounts);
+    surface::tell_payouts(ctx, &mut memory.payouts_told, &report, &reasons, &providers);
     let live: BTreeSet<&str> = jobs.iter().filter_map(|j| j.metadata.uid.as_deref()).collect();
     let pruned = retainer.run(ctx, settler, &live).await?;
     m.settlement_pruned_records_total.inc_by(pruned as u64);

@@ -1,87 +1,148 @@
 //! Payout token accounts the operator creates (the authority pays their rent), so a batch
 //! never fails on a provider that has not opened one.
 //!
-//! An account created once is not looked up again each round ([`Payouts::ready`]) — but it
-//! can go afterwards: its owner may close it (an empty token account can be closed at any
-//! time, its rent returned to the owner). The settler then reports the provider unpaid
-//! ("does not exist") every round, so each round's report takes the provider's account
-//! back out of `ready` ([`Payouts::after_round`]) and it is created again. Re-creation is
-//! paced per account ([`LOSS_BACKOFF`]): the first at once, then ever less often, so an
-//! owner closing its account again and again (collecting the rent each time) cannot make
-//! the authority pay rent every round. A creation that fails is tried again next round,
-//! as for a provider seen for the first time (a refusal in simulation costs no fee).
+//! An account found (or created) is not looked up again each round ([`Payouts::ready`]) —
+//! but it can go afterwards: its owner may close it (an empty token account can be closed
+//! at any time, its rent returned to the owner). The settler then reports the provider
+//! unpaid ("does not exist") every round, so each round's report takes the provider's
+//! account back out of `ready` ([`Payouts::after_round`]); looked up again and found
+//! missing, that is a loss, and the account is created again. After [`MAX_LOSSES`] losses
+//! it is not created any more: its owner closes what the authority pays for, so the
+//! provider must create its own (its records wait; the settler reads the account every
+//! round regardless, so payments resume once it exists), and its `PayoutAccountUnusable`
+//! Event says so ([`Payouts::reasons`]).
+//!
+//! Every creation is paced per account, recorded before it is sent ([`ATTEMPT_BACKOFF`]):
+//! a creation that fails on chain (reported like a transient RPC error, and costing a
+//! fee), or whose confirmation timed out, is tried again no sooner than a minute later,
+//! then ever less often. Only a refusal in simulation, which sends nothing and costs no
+//! fee, is tried again next round ([`Payouts::not_sent`]); a lookup that fails sends
+//! nothing either. This memory is kept across settlement terms (`super::Memory`), so a
+//! term ended by an error does not forget it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use gpufed_chain::{Pubkey, RoundReport, SettlementAccounts, Settler};
-use gpufed_settlement::BackoffConfig;
+use gpufed_settlement::{BackoffConfig, Commitment};
 use tracing::warn;
 
 use super::store::ConfigMapStore;
 
-/// Delay before re-creating an account found gone for the n-th time (n ≥ 2; the first
-/// time it is re-created at once): 1 minute, doubling, at most an hour.
-pub const LOSS_BACKOFF: BackoffConfig = BackoffConfig {
+/// Losses of one account (found missing after it was ready) after which the operator no
+/// longer creates it: the authority has paid its rent this many times, the owner took it
+/// back each time.
+pub const MAX_LOSSES: u32 = 3;
+
+/// Delay after the n-th creation attempt of an account before the next (n ≥ 1): 1
+/// minute, doubling, at most an hour.
+pub const ATTEMPT_BACKOFF: BackoffConfig = BackoffConfig {
     base_ms: 60_000,
     max_ms: 3_600_000,
     jitter_pct: 0,
 };
 
-/// How often an account created by this term was found gone since, and when it may be
-/// created again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Lost {
-    times: u32,
+/// What is known of one account's creations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Track {
+    /// Creations sent (or begun: the send may have failed before reaching the node).
+    attempts: u32,
+    /// Times it was found missing after it had been ready.
+    losses: u32,
+    /// Taken out of `ready` by a round's report; a loss if the lookup finds it missing.
+    lost: bool,
+    /// No creation before this.
     not_before_ms: u64,
 }
 
-/// The payout accounts of one leadership term: created (or found) ones, and those gone
-/// since with their pacing.
+/// The payout accounts settlement knows of: found (or created) ones, and the creations of
+/// the others with their pacing. Kept across terms (keyed by account address: `ready` only
+/// spares a lookup, and a round's report corrects it).
 #[derive(Debug, Default)]
 pub(super) struct Payouts {
     ready: BTreeSet<Pubkey>,
-    lost: BTreeMap<Pubkey, Lost>,
+    track: BTreeMap<Pubkey, Track>,
 }
 
 impl Payouts {
     /// Whether `ata` should be looked up (and created if missing) at `now_ms`.
     pub fn due(&self, ata: &Pubkey, now_ms: u64) -> bool {
-        !self.ready.contains(ata) && self.lost.get(ata).is_none_or(|l| now_ms >= l.not_before_ms)
+        !self.ready.contains(ata)
+            && !self.given_up(ata)
+            && self.track.get(ata).is_none_or(|t| now_ms >= t.not_before_ms)
     }
 
-    /// `ata` exists (created now, or found).
-    pub fn created(&mut self, ata: Pubkey) {
+    /// Whether the operator no longer creates `ata` ([`MAX_LOSSES`]).
+    pub fn given_up(&self, ata: &Pubkey) -> bool {
+        self.track.get(ata).is_some_and(|t| t.losses >= MAX_LOSSES)
+    }
+
+    /// `ata` exists (found by a lookup, or created now).
+    pub fn exists(&mut self, ata: Pubkey) {
+        if let Some(t) = self.track.get_mut(&ata) {
+            // Still there (frozen, say): not a loss.
+            t.lost = false;
+        }
         self.ready.insert(ata);
     }
 
+    /// `ata` was looked up and is missing: whether to create it now. Counts a loss if it
+    /// had been ready; past [`MAX_LOSSES`] answers `false` (once: it is not due after). Else
+    /// records the attempt — before it is sent, so that whatever happens to it (failed on
+    /// chain, confirmation timed out) the next one waits [`ATTEMPT_BACKOFF`].
+    pub fn creating(&mut self, ata: Pubkey, now_ms: u64) -> bool {
+        let t = self.track.entry(ata).or_default();
+        if std::mem::take(&mut t.lost) {
+            t.losses = t.losses.saturating_add(1);
+        }
+        if t.losses >= MAX_LOSSES {
+            return false;
+        }
+        t.attempts = t.attempts.saturating_add(1);
+        t.not_before_ms = now_ms.saturating_add(ATTEMPT_BACKOFF.delay_ms(t.attempts, 0));
+        true
+    }
+
+    /// The attempt [`Self::creating`] recorded sent nothing (refused in simulation, no
+    /// fee): it is not paced, the next round tries again.
+    pub fn not_sent(&mut self, ata: &Pubkey) {
+        if let Some(t) = self.track.get_mut(ata) {
+            t.attempts = t.attempts.saturating_sub(1);
+            t.not_before_ms = 0;
+        }
+    }
+
     /// After a settler round: the account of every provider the round left unpaid is no
-    /// longer taken as ready (closed since it was created, typically; or of another mint,
-    /// owner, frozen — looked up again, at the same pace, in case that changed). Returns the
-    /// providers whose ready account went.
-    pub fn after_round(
-        &mut self,
-        report: &RoundReport,
-        accounts: &SettlementAccounts,
-        now_ms: u64,
-    ) -> Vec<String> {
+    /// longer taken as ready (closed since, typically; or frozen — looked up again, a loss
+    /// only if missing). Returns the providers whose ready account went.
+    pub fn after_round(&mut self, report: &RoundReport, accounts: &SettlementAccounts) -> Vec<String> {
         let mut gone = Vec::new();
         for p in report.unpaid_reasons.keys() {
             let Some(ata) = accounts.payout_account(p) else {
                 continue;
             };
-            if !self.ready.remove(&ata) {
-                continue;
+            if self.ready.remove(&ata) {
+                self.track.entry(ata).or_default().lost = true;
+                gone.push(p.clone());
             }
-            let lost = self.lost.entry(ata).or_insert(Lost {
-                times: 0,
-                not_before_ms: 0,
-            });
-            lost.times = lost.times.saturating_add(1);
-            let delay = LOSS_BACKOFF.delay_ms(lost.times.saturating_sub(1), 0);
-            lost.not_before_ms = now_ms.saturating_add(delay);
-            gone.push(p.clone());
         }
         gone
+    }
+
+    /// The round's unpaid reasons as the operator tells them: a provider whose account it
+    /// gave up creating is told that it must create its own.
+    pub fn reasons(&self, report: &RoundReport, accounts: &SettlementAccounts) -> BTreeMap<String, String> {
+        let mut out = report.unpaid_reasons.clone();
+        for (p, why) in &mut out {
+            if accounts.payout_account(p).is_some_and(|ata| self.given_up(&ata)) {
+                why.push_str(&format!(
+                    "; the operator created this payout account {MAX_LOSSES} times and it was \
+                     closed each time, so it no longer creates it: the provider must create \
+                     its own associated token account of the settlement mint {} for its payout wallet",
+                    accounts.mint
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -100,15 +161,35 @@ pub(super) async fn ensure_payouts(
         .map(|r| r.provider.clone())
         .collect();
     for p in providers {
-        let Some(ata) = accounts.payout_account(&p) else {
+        let (Some(ata), Some(wallet)) = (
+            accounts.payout_account(&p),
+            accounts.payout_wallets.get(&p).copied(),
+        ) else {
             continue;
         };
         if !payouts.due(&ata, now_ms) {
             continue;
         }
-        let wallet = accounts.payout_wallets[&p];
+        // Looked up here, so that only a creation that may be sent is paced: an unreachable
+        // node sends nothing, and delays a new provider by no more than a round.
+        match settler.rpc().token_balance(&ata, Commitment::Confirmed).await {
+            Ok(Some(_)) => {
+                payouts.exists(ata);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(provider = %p, error = %e, "cannot look up the provider's payout account; looked up next round");
+                continue;
+            }
+        }
+        if !payouts.creating(ata, now_ms) {
+            warn!(provider = %p, account = %ata, losses = MAX_LOSSES,
+                  "the payout account the operator created was closed again; it is not created any more: the provider must create its own, its records wait until then");
+            continue;
+        }
         match settler.ensure_payout_account(&wallet).await {
-            Ok(()) => payouts.created(ata),
+            Ok(()) => payouts.exists(ata),
             // The chain unreachable: keep the wallet. Its batch then waits on the RPC like
             // any other (the backlog grows); removing the wallet made signing a planned batch
             // that pays this provider fail as a configuration error, which ended the whole
@@ -116,13 +197,16 @@ pub(super) async fn ensure_payouts(
             // (found by the operator-restart-during-outage e2e test).
             // Refused in simulation: the same again next round until its cause (named in
             // the node's logs, now in the error) is fixed — typically the settlement
-            // authority's SOL for the account's rent.
+            // authority's SOL for the account's rent. Nothing was sent: not paced.
             Err(e) if e.refused_in_preflight() => {
+                payouts.not_sent(&ata);
                 warn!(provider = %p, authority = %settler.authority(), error = %e,
                       "the RPC node refused creating the provider's payout account (does the settlement authority hold SOL for its rent?); retried next round");
             }
+            // Failed on chain (reported as an RPC error), or not confirmed in time: it may
+            // have cost a fee, so the next attempt is paced.
             Err(e) if e.is_transient() => {
-                warn!(provider = %p, error = %e, "payout account not confirmed yet; retried next round");
+                warn!(provider = %p, error = %e, "payout account creation failed or not confirmed; looked up again at the next paced attempt");
             }
             Err(e) => {
                 warn!(provider = %p, error = %e, "payout account not ready; provider's records wait");
@@ -133,86 +217,14 @@ pub(super) async fn ensure_payouts(
 }
 
 /// [`Payouts::after_round`] with the settler's accounts, logging each account gone.
-pub(super) fn after_round(
-    settler: &Settler<ConfigMapStore>,
-    payouts: &mut Payouts,
-    report: &RoundReport,
-    now_ms: u64,
-) {
-    for p in payouts.after_round(report, &settler.config().accounts, now_ms) {
+pub(super) fn after_round(settler: &Settler<ConfigMapStore>, payouts: &mut Payouts, report: &RoundReport) {
+    for p in payouts.after_round(report, &settler.config().accounts) {
         warn!(provider = %p, reason = ?report.unpaid_reasons.get(&p),
-              "the payout account the operator created cannot receive any more (closed by its owner?); it is created again");
+              "the provider's payout account cannot receive any more (closed by its owner?); looked up again, and created again if missing");
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn accounts() -> SettlementAccounts {
-        let mut a = SettlementAccounts {
-            mint: Pubkey([7; 32]),
-            ..Default::default()
-        };
-        a.payout_wallets.insert("p".into(), Pubkey([1; 32]));
-        a.payout_wallets.insert("q".into(), Pubkey([2; 32]));
-        a
-    }
-
-    fn unpaid(providers: &[&str]) -> RoundReport {
-        let mut r = RoundReport::default();
-        for p in providers {
-            r.unpaid_reasons.insert(
-                (*p).into(),
-                "payout token account X of wallet Y does not exist".into(),
-            );
-        }
-        r.unpaid = r.unpaid_reasons.keys().cloned().collect();
-        r
-    }
-
-    #[test]
-    fn a_created_account_reported_unpaid_is_created_again_at_a_slowing_pace() {
-        let acc = accounts();
-        let (p, q) = (acc.payout_account("p").unwrap(), acc.payout_account("q").unwrap());
-        let mut pay = Payouts::default();
-        assert!(pay.due(&p, 0));
-        pay.created(p);
-        pay.created(q);
-        assert!(!pay.due(&p, 0), "created: not looked up every round");
-        // p's owner closed it: the next round reports p unpaid; q still receives.
-        assert_eq!(pay.after_round(&unpaid(&["p"]), &acc, 1_000), vec!["p"]);
-        assert!(pay.due(&p, 1_000), "the first loss: created again at once");
-        assert!(!pay.due(&q, 1_000));
-        // Reported unpaid while not ready (creation failed or not tried): nothing new.
-        assert!(pay.after_round(&unpaid(&["p"]), &acc, 2_000).is_empty());
-        assert!(pay.due(&p, 2_000));
-        // Closed again: a minute, then two, before the next creation.
-        pay.created(p);
-        assert_eq!(pay.after_round(&unpaid(&["p"]), &acc, 10_000), vec!["p"]);
-        assert!(!pay.due(&p, 10_000 + 59_999));
-        assert!(pay.due(&p, 10_000 + 60_000));
-        pay.created(p);
-        pay.after_round(&unpaid(&["p"]), &acc, 100_000);
-        assert!(!pay.due(&p, 100_000 + 119_999));
-        assert!(pay.due(&p, 100_000 + 120_000));
-        // At most an hour, however often.
-        for i in 0..40 {
-            pay.created(p);
-            pay.after_round(&unpaid(&["p"]), &acc, 1_000_000 * i);
-        }
-        assert!(pay.due(&p, 1_000_000 * 39 + 3_600_000));
-    }
-
-    #[test]
-    fn a_provider_without_wallet_or_a_paused_round_changes_nothing() {
-        let acc = accounts();
-        let p = acc.payout_account("p").unwrap();
-        let mut pay = Payouts::default();
-        pay.created(p);
-        assert!(pay.after_round(&unpaid(&["gone"]), &acc, 0).is_empty());
-        assert!(pay.after_round(&RoundReport::default(), &acc, 0).is_empty());
-        assert!(!pay.due(&p, 0));
-    }
-}
+#[path = "payouts_tests.rs"]
+mod tests;

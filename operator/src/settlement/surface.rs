@@ -80,18 +80,20 @@ pub fn payout_message(reason: &str) -> String {
 }
 
 /// Publishes the payout problems due ([`PayoutTold::due`]) as Warning Events on their
-/// GpuProviders. A provider that no longer exists (deleted with records unsettled) has no
-/// object to carry one; the settler's log names it.
+/// GpuProviders: `reasons` are the round's unpaid reasons as the operator tells them
+/// (`super::payouts::Payouts::reasons`). A provider that no longer exists (deleted with
+/// records unsettled) has no object to carry one; the settler's log names it.
 pub(super) fn tell_payouts(
     ctx: &Context,
     told: &mut PayoutTold,
     report: &RoundReport,
+    reasons: &BTreeMap<String, String>,
     providers: &[Arc<GpuProvider>],
 ) {
     if report.paused.is_some() {
         return;
     }
-    for (p, why) in told.due(&report.unpaid_reasons, crate::time::now()) {
+    for (p, why) in told.due(reasons, crate::time::now()) {
         let Some(obj) = providers.iter().find(|o| o.name_any() == p) else {
             debug!(provider = %p, "unpaid provider has no GpuProvider to carry an Event");
             continue;

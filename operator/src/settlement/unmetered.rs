@@ -164,7 +164,7 @@ mod tests {
         const T0: i64 = 1_700_000_000;
         let mut job: ComputeJob = serde_json::from_value(serde_json::json!({
             "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
-            "metadata": {"name": "train", "namespace": "team-a", "uid": "uid-1"},
+            "metadata": {"name": "train", "namespace": "n".repeat(64), "uid": "uid-1"},
             "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
                      "gpusPerWorker": 1, "maxPricePerGpuHour": "30"}
         }))
@@ -183,9 +183,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        // 70 hours at 18 tokens per GPU-hour in a mint of 18 decimals: more than
-        // MAX_SPREAD_RECORDS records' worth, refused every round (the price alone is fine).
-        let at = T0 + 70 * 3600;
+        // A namespace longer than a DNS label: the live slice's record cannot name its
+        // tenant, refused every round (the price alone is fine).
+        let at = T0 + 3600;
         st.usage = Some(crate::job::plan::usage(&st, Some(at)));
         job.status = Some(st);
         let jobs = vec![Arc::new(job)];
