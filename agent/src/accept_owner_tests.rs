@@ -37,11 +37,9 @@ fn the_namespace_must_be_the_assignments_own_jobs() {
     }
 }
 
-/// The last line of defence: a worker pod choosing its scheduling priority could preempt
-/// this cluster's own pods and other tenants', whatever the hub let through.
-#[test]
-fn a_pod_choosing_its_priority_is_refused_naming_the_field() {
-    let built = gpufed_operator::member::pull::assignment(
+/// The Assignment the hub builds for a one-worker job, as JSON.
+fn built_assignment() -> serde_json::Value {
+    gpufed_operator::member::pull::assignment(
         &gpufed_operator::job::build::build(
             &serde_json::from_value(serde_json::json!({
                 "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
@@ -59,7 +57,14 @@ fn a_pod_choosing_its_priority_is_refused_naming_the_field() {
         )
         .unwrap(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The last line of defence: a worker pod choosing its scheduling priority could preempt
+/// this cluster's own pods and other tenants', whatever the hub let through.
+#[test]
+fn a_pod_choosing_its_priority_is_refused_naming_the_field() {
+    let built = built_assignment();
     for (field, value) in [
         ("priorityClassName", serde_json::json!("system-node-critical")),
         ("priority", serde_json::json!(2_000_001_000)),
@@ -81,25 +86,7 @@ fn a_pod_choosing_its_priority_is_refused_naming_the_field() {
 /// service account is a credential here: refused, whatever the hub let through.
 #[test]
 fn a_pod_reaching_past_the_scheduler_or_its_namespace_is_refused_naming_the_field() {
-    let built = gpufed_operator::member::pull::assignment(
-        &gpufed_operator::job::build::build(
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
-                "metadata": {"name": "train", "namespace": "team", "uid": "u-1"},
-                "spec": {"workers": 1, "gpusPerWorker": 1, "gpu": {}, "maxPricePerGpuHour": "1.00",
-                         "template": {"spec": {"containers": [{"name": "main", "image": "r/x:1"}]}}}
-            }))
-            .unwrap(),
-            &serde_json::from_value(serde_json::json!({
-                "provider": "p", "attempt": 1, "gpus": 1, "pricePerGpuHour": "0.50",
-                "placedTime": "2026-12-01T00:00:00Z", "workers": [{"rank": 0, "node": "n1"}]
-            }))
-            .unwrap(),
-            "gpufed.io/gpu",
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let built = built_assignment();
     assert!(accept(&serde_json::from_value(built.clone()).unwrap()).is_ok());
     for (field, value) in [
         ("nodeName", serde_json::json!("control-plane-1")),

@@ -232,7 +232,7 @@ async fn sync_assignment(member: &Client, a: &Assignment, st: &mut State) -> Ass
         }
     }
     if objects.exposure.is_some() {
-        match ops::exposure(member, tenant).await {
+        match ops::exposure(member, tenant, &a.spec.job_uid).await {
             Ok(e) => status.exposure = e,
             Err(e) => tracing::debug!(error = %e, "serving Service not readable"),
         }

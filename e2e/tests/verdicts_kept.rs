@@ -284,7 +284,7 @@ async fn records_in_shards(hub: &Client) {
     let ns = "gpufed-system";
     let cms = Api::<ConfigMap>::namespaced(hub.clone(), ns);
     let many = records(100);
-    verdicts::save(hub, ns, &owner, &many, 4096)
+    verdicts::save(hub, ns, &owner, &many, 4096, &|| true)
         .await
         .expect("saved in shards");
     let first = cms.get("gpufed-verdicts-large").await.expect("shard 0");
@@ -303,7 +303,9 @@ async fn records_in_shards(hub: &Client) {
     );
 
     let few = records(10);
-    verdicts::save(hub, ns, &owner, &few, 4096).await.expect("saved");
+    verdicts::save(hub, ns, &owner, &few, 4096, &|| true)
+        .await
+        .expect("saved");
     assert_eq!(verdicts::load(hub, ns, &owner).await.expect("load"), few);
     for i in 1..n {
         let name = shards::name("gpufed-verdicts-large", i);

@@ -66,14 +66,20 @@ pub(super) async fn load(ctx: &Context, provider: &GpuProvider, now_ms: u64) -> 
     ctx.verifier.pins_loaded(name) && ctx.verifier.verdicts_loaded(name)
 }
 
-/// Saves the pins and verdicts that changed; a failure is retried at the next heartbeat.
-pub(super) async fn save(ctx: &Context, provider: &GpuProvider) {
+/// Saves the pins and verdicts that changed, while `fence` holds (checked before each
+/// write and delete of their ConfigMaps: a lapsed leader's save would undo a successor's);
+/// a failure is retried at the next heartbeat.
+pub(super) async fn save(ctx: &Context, provider: &GpuProvider, fence: &crate::lease::Fence) {
+    if !fence.holds() {
+        return;
+    }
     let name = provider.name_any();
     let ns = &ctx.verifier.config().namespace;
+    let holds = || fence.holds();
     if let Some(keys) = ctx.verifier.pins_to_save(&name) {
-        match pins::save(&ctx.hub, ns, provider, &keys).await {
+        match pins::save(&ctx.hub, ns, provider, &keys, &holds).await {
             Ok(()) => ctx.verifier.pins_saved(&name, &keys),
-            Err(e) => tracing::warn!(error = %e, "cannot save pinned node keys; next round retries"),
+            Err(e) => failed(&e, "cannot save pinned node keys; next round retries"),
         }
     }
     if let Some(records) = ctx.verifier.verdicts_to_save(&name) {
@@ -83,11 +89,21 @@ pub(super) async fn save(ctx: &Context, provider: &GpuProvider) {
             provider,
             &records,
             crate::verification::shards::LIMIT,
+            &holds,
         )
         .await
         {
             Ok(()) => ctx.verifier.verdicts_saved(&name, records),
-            Err(e) => tracing::warn!(error = %e, "cannot save the verdicts; the next heartbeat retries"),
+            Err(e) => failed(&e, "cannot save the verdicts; the next heartbeat retries"),
         }
+    }
+}
+
+/// Logs a save's failure: a lapsed term is no fault (the next leader saves).
+fn failed(e: &crate::verification::store::Error, message: &'static str) {
+    if matches!(e, crate::verification::store::Error::Lapsed { .. }) {
+        tracing::info!(error = %e, "leadership lapsed during a save; the next leader saves");
+    } else {
+        tracing::warn!(error = %e, "{message}");
     }
 }

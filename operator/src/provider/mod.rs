@@ -132,9 +132,7 @@ pub async fn reconcile(provider: Arc<GpuProvider>, ctx: Arc<Context>) -> Result<
             {
                 tracing::warn!(error = %e, "cannot write challenge requests to the member");
             }
-            if fence.holds() {
-                kept::save(&ctx, &provider).await;
-            }
+            kept::save(&ctx, &provider, &fence).await;
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, reason = e.reason, "provider unreachable");

@@ -33,15 +33,17 @@ pub async fn load(
 }
 
 /// Writes `keys` as the provider's pinned keys, in shards of at most
-/// [`super::shards::LIMIT`] bytes (a map saved before shards is their shard 0).
+/// [`super::shards::LIMIT`] bytes (a map saved before shards is their shard 0), while
+/// `holds` (the leader's term).
 pub async fn save(
     hub: &Client,
     namespace: &str,
     provider: &GpuProvider,
     keys: &BTreeMap<String, String>,
+    holds: super::shards::Holds<'_>,
 ) -> Result<(), super::store::Error> {
     let base = configmap_name(&provider.name_any());
-    super::shards::write(hub, namespace, &base, provider, keys, super::shards::LIMIT).await
+    super::shards::write(hub, namespace, &base, provider, keys, super::shards::LIMIT, holds).await
 }
 
 /// What this process knows of one provider's pins.

@@ -25,8 +25,10 @@
 //! Keys go to shards in order, each filled up to [`LIMIT`] bytes, so a changed entry
 //! rewrites only its shard (an unchanged shard is not written again). Shard 0 is written
 //! last: until it is, readers keep the old shards. Shards no longer named are deleted
-//! after. Every shard is owned by the provider and taken over or left alone as
-//! [`super::store`] says.
+//! after. A save stops once the leader's term lapses (checked before each write and
+//! delete), and a shard shard 0 names that is not there fails the read rather than
+//! leaving its entries out ([`read`]). Every shard is owned by the provider and taken
+//! over or left alone as [`super::store`] says.
 
 use std::collections::BTreeMap;
 
@@ -189,8 +191,13 @@ pub fn count(cm: &ConfigMap) -> usize {
     Header::of(cm).count
 }
 
-/// The whole map kept as `base` for `provider`; empty when none is kept. A shard that
-/// is missing or another owner's reads as empty (its entries are simply not kept).
+/// The whole map kept as `base` for `provider`; empty when none is kept (or shard 0 is
+/// another provider's: a provider deleted before). A shard shard 0 names that is missing
+/// or another owner's is an error ([`Error::Shard`]), not an empty shard: read without
+/// its entries, the map would pin its nodes again at first sight and take their failed
+/// verdicts for none. The caller waits and reads again (a save under way, which replaces
+/// shard 0 before deleting the shards it no longer names); one lost for good is repaired
+/// by hand (docs/trust.md).
 pub async fn read(
     hub: &Client,
     namespace: &str,
@@ -207,8 +214,16 @@ pub async fn read(
     let header = Header::of(&first);
     let mut map = first.data.unwrap_or_default();
     for i in 1..header.count {
-        let shard = store::read(hub, namespace, &header.layout.name(base, i), provider).await?;
-        for (k, v) in shard.into_iter().flatten() {
+        let shard = header.layout.name(base, i);
+        let Some(data) = store::read(hub, namespace, &shard, provider).await? else {
+            return Err(Error::Shard {
+                base: base.to_owned(),
+                shard,
+                index: i,
+                count: header.count,
+            });
+        };
+        for (k, v) in data {
             // Shard 0 was written last: it wins over a shard of an older layout.
             map.entry(k).or_insert(v);
         }
@@ -216,7 +231,26 @@ pub async fn read(
     Ok(map)
 }
 
-/// Keeps `map` as `base` for `provider`, in shards of at most `limit` bytes.
+/// Whether the leadership term a save began in still holds (`crate::lease::Fence`).
+pub type Holds<'a> = &'a (dyn Fn() -> bool + Sync);
+
+/// [`Error::Lapsed`] unless `holds`: checked before each request that changes the map,
+/// `name` the ConfigMap it changes.
+fn fence(holds: Holds<'_>, name: &str) -> Result<(), Error> {
+    if holds() {
+        Ok(())
+    } else {
+        Err(Error::Lapsed {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Keeps `map` as `base` for `provider`, in shards of at most `limit` bytes, while
+/// `holds`. A leader whose term lapsed stops before its next write or delete: it would
+/// otherwise write over a successor's shard 0 and delete the shards that one named (their
+/// entries gone from the hub), or delete by their old names the shards an older
+/// operator just wrote, which its shard 0 names.
 pub async fn write(
     hub: &Client,
     namespace: &str,
@@ -224,6 +258,7 @@ pub async fn write(
     provider: &GpuProvider,
     map: &BTreeMap<String, String>,
     limit: usize,
+    holds: Holds<'_>,
 ) -> Result<(), Error> {
     let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
     let uid = provider.uid();
@@ -231,7 +266,9 @@ pub async fn write(
     let n = shards.len();
     // Shard 0 goes last.
     for (i, shard) in shards.iter().enumerate().skip(1).rev() {
-        store::write_annotated(hub, namespace, &name(base, i), provider, shard.clone(), |_| {
+        let shard_name = name(base, i);
+        fence(holds, &shard_name)?;
+        store::write_annotated(hub, namespace, &shard_name, provider, shard.clone(), |_| {
             BTreeMap::new()
         })
         .await?;
@@ -245,6 +282,7 @@ pub async fn write(
         layout: Layout::Prefixed,
         moved: 0,
     };
+    fence(holds, base)?;
     store::write_annotated(hub, namespace, base, provider, first.clone(), |old| {
         before = old
             .filter(|cm| !store::stale(cm, uid.as_deref()))
@@ -255,7 +293,9 @@ pub async fn write(
     .await?;
     if before.layout == Layout::Prefixed {
         for i in n..before.count {
-            delete(&api, &name(base, i), provider).await?;
+            let shard = name(base, i);
+            fence(holds, &shard)?;
+            delete(&api, &shard, provider).await?;
         }
     }
     if now.moved <= 1 {
@@ -263,6 +303,7 @@ pub async fn write(
     }
     for i in 1..now.moved {
         let old = Layout::Suffixed.name(base, i);
+        fence(holds, &old)?;
         if let Err(e) = delete(&api, &old, provider).await {
             // Shard 0 says they may remain: the next save tries again.
             tracing::warn!(configmap = %old, error = %e, "cannot delete a shard of the old naming; the next save retries");
@@ -274,11 +315,12 @@ pub async fn write(
     let Some(mut cm) = api.get_opt(base).await? else {
         return Ok(());
     };
-    if Header::of(&cm) != now || cm.data.as_ref() != Some(&first) || store::stale(&cm, uid.as_deref()) {
+    if Header::of(&cm) != now || !store::same_data(&cm, &first) || store::stale(&cm, uid.as_deref()) {
         return Ok(());
     }
     now.moved = 0;
     cm.annotations_mut().insert(SHARDS.to_owned(), now.value());
+    fence(holds, base)?;
     match api.replace(base, &PostParams::default(), &cm).await {
         Ok(_) => Ok(()),
         // Replaced meanwhile: the next save tries again (nothing is left to delete then).

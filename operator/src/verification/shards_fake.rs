@@ -1,6 +1,7 @@
 //! An API server holding the ConfigMaps of one namespace in memory, for the shards' tests:
 //! get, create, replace (a stale `resourceVersion` is a conflict) and delete (a UID
-//! precondition is checked), over HTTP as a kube client speaks it.
+//! precondition is checked), over HTTP as a kube client speaks it. An empty `data` is
+//! left out of what it keeps, as the real API server does (Go's `omitempty`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,7 +49,7 @@ impl Held {
                 None => status(404, "NotFound"),
             },
             ("POST", None) => {
-                let mut cm: ConfigMap = serde_json::from_str(body).unwrap();
+                let mut cm = stored(body);
                 let n = cm.metadata.name.clone().unwrap_or_default();
                 if maps.contains_key(&n) {
                     return status(409, "AlreadyExists");
@@ -61,7 +62,7 @@ impl Held {
                 (201, serde_json::to_string(&cm).unwrap())
             }
             ("PUT", Some(n)) => {
-                let mut cm: ConfigMap = serde_json::from_str(body).unwrap();
+                let mut cm = stored(body);
                 let Some(held) = maps.get(n) else {
                     return status(404, "NotFound");
                 };
@@ -91,6 +92,19 @@ impl Held {
             _ => status(405, "MethodNotAllowed"),
         }
     }
+}
+
+/// The ConfigMap a request's `body` sends, as the API server keeps it: an empty `data`
+/// or `binaryData` is left out (a GET returns none).
+fn stored(body: &str) -> ConfigMap {
+    let mut cm: ConfigMap = serde_json::from_str(body).unwrap();
+    if cm.data.as_ref().is_some_and(BTreeMap::is_empty) {
+        cm.data = None;
+    }
+    if cm.binary_data.as_ref().is_some_and(BTreeMap::is_empty) {
+        cm.binary_data = None;
+    }
+    cm
 }
 
 fn status(code: u16, reason: &str) -> (u16, String) {

@@ -114,12 +114,15 @@ fn within(read: &BTreeMap<String, String>, map: &BTreeMap<String, String>) -> bo
     read.iter().all(|(k, v)| map.get(k) == Some(v))
 }
 
+#[path = "shards_fence_tests.rs"]
+mod fence;
+
 #[tokio::test]
 async fn a_rollback_and_back_reads_what_the_old_operator_saved_last() {
     let (hub, held) = fake::start().await;
     let p = provider();
     let newer = records(40, "pass");
-    write(&hub, NS, BASE, &p, &newer, SMALL).await.unwrap();
+    write(&hub, NS, BASE, &p, &newer, SMALL, &|| true).await.unwrap();
     assert!(count(&held.get(BASE).unwrap()) >= 4);
     // The old operator reads shard 0's entries only: none of another naming.
     let seen = old_read(&hub).await;
@@ -133,7 +136,7 @@ async fn a_rollback_and_back_reads_what_the_old_operator_saved_last() {
     // This version reads what it saved, not the shards it saved itself before.
     assert_eq!(read(&hub, NS, BASE, &p).await.unwrap(), failed);
     // Its next save moves the map to the new names and deletes the old ones.
-    write(&hub, NS, BASE, &p, &failed, SMALL).await.unwrap();
+    write(&hub, NS, BASE, &p, &failed, SMALL, &|| true).await.unwrap();
     assert_eq!(read(&hub, NS, BASE, &p).await.unwrap(), failed);
     let names = held.names();
     assert!(names.iter().all(|n| !n.contains("-shard-")), "{names:?}");
@@ -150,7 +153,7 @@ async fn old_named_shards_left_by_a_save_that_died_are_deleted_by_a_later_one() 
     // This version moves the map; it dies before deleting the old shards.
     held.fail_deletes.store(true, Ordering::SeqCst);
     let moved = records(40, "new");
-    write(&hub, NS, BASE, &p, &moved, SMALL).await.unwrap();
+    write(&hub, NS, BASE, &p, &moved, SMALL, &|| true).await.unwrap();
     assert_eq!(read(&hub, NS, BASE, &p).await.unwrap(), moved);
     assert!(held.get(&old_name(1)).is_some(), "left");
     // An old operator reads none of them meanwhile.
@@ -159,7 +162,7 @@ async fn old_named_shards_left_by_a_save_that_died_are_deleted_by_a_later_one() 
     // A later save deletes them, and shard 0 says none is left.
     held.fail_deletes.store(false, Ordering::SeqCst);
     let later = records(30, "later");
-    write(&hub, NS, BASE, &p, &later, SMALL).await.unwrap();
+    write(&hub, NS, BASE, &p, &later, SMALL, &|| true).await.unwrap();
     assert_eq!(read(&hub, NS, BASE, &p).await.unwrap(), later);
     let names = held.names();
     assert!(names.iter().all(|n| !n.contains("-shard-")), "{names:?}");
@@ -173,7 +176,7 @@ async fn pins_an_old_operator_saved_in_shard_0_win_over_the_shards_it_did_not_se
     let (hub, _held) = fake::start().await;
     let p = provider();
     let pins = records(40, "key-a");
-    write(&hub, NS, BASE, &p, &pins, SMALL).await.unwrap();
+    write(&hub, NS, BASE, &p, &pins, SMALL, &|| true).await.unwrap();
     // The old operator saved pins in one ConfigMap: what it read (shard 0), and a node
     // past it pinned again with another key, as it never saw that node's pin.
     let mut seen = old_read(&hub).await;

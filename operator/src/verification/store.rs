@@ -31,6 +31,29 @@ pub enum Error {
         /// Its controller, as `Kind/name`.
         owner: String,
     },
+    /// A shard the map's first ConfigMap names is missing or another owner's: its
+    /// entries cannot be read, and a map read without them would pin its nodes again at
+    /// first sight and treat their failed verdicts as new ([`super::shards::read`]).
+    #[error(
+        "ConfigMap {shard}, shard {index} of the {count} that ConfigMap {base} names, is missing or not this provider's: the map is not read without it (docs/trust.md, \"A shard missing\")"
+    )]
+    Shard {
+        /// The map's first ConfigMap.
+        base: String,
+        /// The shard's ConfigMap.
+        shard: String,
+        /// Its index.
+        index: usize,
+        /// How many shards the first names.
+        count: usize,
+    },
+    /// The leadership term the save began in ended before it wrote ConfigMap `name`
+    /// (a successor may be saving): the save stopped there.
+    #[error("leadership lapsed: the save stopped before changing ConfigMap {name}")]
+    Lapsed {
+        /// The ConfigMap it would have written or deleted next.
+        name: String,
+    },
 }
 
 /// The data of `provider`'s ConfigMap `name`, `None` when it does not exist or belongs to
@@ -99,7 +122,7 @@ pub async fn write_annotated(
     let owners = provider.controller_owner_ref(&()).map(|o| vec![o]);
     let unchanged = cm.metadata.resource_version.is_some()
         && cm.metadata.owner_references == owners
-        && cm.data.as_ref() == Some(&data)
+        && same_data(&cm, &data)
         && annotations
             .iter()
             .all(|(k, v)| cm.annotations().get(k) == Some(v));
@@ -115,6 +138,12 @@ pub async fn write_annotated(
         api.create(&PostParams::default(), &cm).await?;
     }
     Ok(())
+}
+
+/// Whether `cm` holds `data`. The API server leaves an empty `data` out of what it
+/// returns: `None` holds an empty map (else an empty map would be written at every save).
+pub fn same_data(cm: &ConfigMap, data: &BTreeMap<String, String>) -> bool {
+    cm.data.as_ref().map_or(data.is_empty(), |d| d == data)
 }
 
 /// `cm`'s controller as `Kind/name` when it is not a GpuProvider named `provider` (of

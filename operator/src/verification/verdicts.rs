@@ -154,16 +154,17 @@ pub async fn load(
 }
 
 /// Writes `records` as the provider's kept verdicts, in shards of at most `limit` bytes
-/// ([`super::shards::LIMIT`] but in tests).
+/// ([`super::shards::LIMIT`] but in tests), while `holds` (the leader's term).
 pub async fn save(
     hub: &Client,
     namespace: &str,
     provider: &GpuProvider,
     records: &BTreeMap<String, String>,
     limit: usize,
+    holds: super::shards::Holds<'_>,
 ) -> Result<(), super::store::Error> {
     let base = configmap_name(&provider.name_any());
-    super::shards::write(hub, namespace, &base, provider, records, limit).await
+    super::shards::write(hub, namespace, &base, provider, records, limit, holds).await
 }
 
 #[cfg(test)]
