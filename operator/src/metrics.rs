@@ -82,6 +82,9 @@ pub struct Metrics {
     pub challenge_round_trip_limit_seconds: Family<ModelLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Successful probes of push-mode members, by kind.
     pub member_probes_total: Family<ProbeLabel, Counter>,
+    /// Providers whose kept pins or verdicts cannot be read (a shard missing): their
+    /// verification waits for a repair.
+    pub verification_unreadable_maps: Gauge,
     /// Evidence documents recorded against providers.
     pub evidence_recorded_total: Counter,
     /// Reported GPU nodes the last placement round left out as invalid, by reason.
@@ -146,6 +149,7 @@ impl Metrics {
             settlement_unmetered_attempts: Gauge::default(),
             challenges_total: Family::default(),
             member_probes_total: Family::default(),
+            verification_unreadable_maps: Gauge::default(),
             evidence_recorded_total: Counter::default(),
             placement_excluded_nodes: Family::default(),
             placement_excluded_providers: Gauge::default(),
@@ -301,6 +305,11 @@ impl Metrics {
             "member_probes",
             "Successful probes of member clusters, by kind (whole; reports or watched: reports only while a challenge is open)",
             m.member_probes_total.clone(),
+        );
+        registry.register(
+            "verification_unreadable_maps",
+            "Providers whose kept node-key pins or verdicts cannot be read (a shard missing or another's; a VerificationStateUnreadable Warning Event on the GpuProvider names it): their verification waits",
+            m.verification_unreadable_maps.clone(),
         );
         registry.register(
             "evidence_recorded",

@@ -122,3 +122,12 @@ fn counters_alerts_read_with_increase_start_at_zero() {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }
 }
+
+#[test]
+fn unreadable_verification_state_reads_zero_until_a_map_cannot_be_read() {
+    // GpufedVerificationStateUnreadable compares it with 0: present from the start.
+    let m = super::Metrics::new();
+    assert!(m.encode().contains("\ngpufed_verification_unreadable_maps 0\n"));
+    m.verification_unreadable_maps.set(2);
+    assert!(m.encode().contains("\ngpufed_verification_unreadable_maps 2\n"));
+}

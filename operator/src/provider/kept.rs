@@ -2,13 +2,17 @@
 //! `crate::verification::verdicts`): loaded before the provider's first challenge step,
 //! saved after each step that changed them. Verification waits until both are loaded:
 //! without the pins a node could be judged against a key it never had; without the
-//! verdicts a new leader would treat every node as new.
+//! verdicts a new leader would treat every node as new. A map that cannot be read until
+//! someone restores a ConfigMap is also told on the GpuProvider and counted
+//! ([`crate::verification::unreadable`]).
 
 use gpufed_api::GpuProvider;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::context::Context;
+use crate::verification::store::Error;
+use crate::verification::unreadable::{Kept, VERIFICATION_STATE_UNREADABLE};
 use crate::verification::{pins, verdicts};
 
 /// Binds what the verifier knows of `provider` to its UID — one deleted and created again
@@ -40,13 +44,20 @@ pub(super) async fn load(ctx: &Context, provider: &GpuProvider, now_ms: u64) -> 
     let ns = &ctx.verifier.config().namespace;
     if !ctx.verifier.pins_loaded(name) {
         match pins::load(&ctx.hub, ns, provider).await {
-            Ok(keys) => ctx.verifier.load_pins(name, keys),
-            Err(e) => tracing::warn!(error = %e, "cannot read the pinned node keys; verification waits"),
+            Ok(keys) => {
+                ctx.verifier.load_pins(name, keys);
+                ctx.verifier.map_read(name, Kept::Pins);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the pinned node keys; verification waits");
+                unreadable(ctx, provider, Kept::Pins, &e, now_ms);
+            }
         }
     }
     if !ctx.verifier.verdicts_loaded(name) {
         match verdicts::load(&ctx.hub, ns, provider).await {
             Ok(records) => {
+                ctx.verifier.map_read(name, Kept::Verdicts);
                 let outcomes = ctx.verifier.load_verdicts(name, records, now_ms);
                 if !outcomes.is_empty() {
                     let count = |o| outcomes.iter().filter(|&&x| x == o).count();
@@ -60,10 +71,30 @@ pub(super) async fn load(ctx: &Context, provider: &GpuProvider, now_ms: u64) -> 
                     );
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the kept verdicts; verification waits"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kept verdicts; verification waits");
+                unreadable(ctx, provider, Kept::Verdicts, &e, now_ms);
+            }
         }
     }
     ctx.verifier.pins_loaded(name) && ctx.verifier.verdicts_loaded(name)
+}
+
+/// Tells a map that cannot be read until a ConfigMap is restored (`e` names it) as a
+/// Warning Event on `provider`, when one is due (first found, then hourly: not every
+/// heartbeat); the gauge counts it meanwhile.
+fn unreadable(ctx: &Context, provider: &GpuProvider, map: Kept, e: &Error, now_ms: u64) {
+    if let Some(message) = ctx.verifier.map_unreadable(&provider.name_any(), map, e, now_ms) {
+        ctx.reporter.publish(
+            kube::Resource::object_ref(provider, &()),
+            vec![crate::job::events::note(
+                true,
+                VERIFICATION_STATE_UNREADABLE,
+                "Verify",
+                message,
+            )],
+        );
+    }
 }
 
 /// Saves the pins and verdicts that changed, while `fence` holds (checked before each
@@ -100,8 +131,8 @@ pub(super) async fn save(ctx: &Context, provider: &GpuProvider, fence: &crate::l
 }
 
 /// Logs a save's failure: a lapsed term is no fault (the next leader saves).
-fn failed(e: &crate::verification::store::Error, message: &'static str) {
-    if matches!(e, crate::verification::store::Error::Lapsed { .. }) {
+fn failed(e: &Error, message: &'static str) {
+    if matches!(e, Error::Lapsed { .. }) {
         tracing::info!(error = %e, "leadership lapsed during a save; the next leader saves");
     } else {
         tracing::warn!(error = %e, "{message}");

@@ -135,8 +135,8 @@ impl Payouts {
         for (p, why) in &mut out {
             if accounts.payout_account(p).is_some_and(|ata| self.given_up(&ata)) {
                 why.push_str(&format!(
-                    "; the operator created this payout account {MAX_LOSSES} times and it was \
-                     closed each time, so it no longer creates it: the provider must create \
+                    "; this payout account was found closed {MAX_LOSSES} times after it had \
+                     existed, so the operator no longer creates it: the provider must create \
                      its own associated token account of the settlement mint {} for its payout wallet",
                     accounts.mint
                 ));
@@ -185,7 +185,7 @@ pub(super) async fn ensure_payouts(
         }
         if !payouts.creating(ata, now_ms) {
             warn!(provider = %p, account = %ata, losses = MAX_LOSSES,
-                  "the payout account the operator created was closed again; it is not created any more: the provider must create its own, its records wait until then");
+                  "the payout account was closed again; it is not created any more: the provider must create its own, its records wait until then");
             continue;
         }
         match settler.ensure_payout_account(&wallet).await {

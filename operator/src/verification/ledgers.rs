@@ -43,6 +43,8 @@ impl Verifier {
         // What the fleet looked like while another process led is unknown here: only
         // losses from this term on can be attributed.
         self.losses.forget();
+        // The maps are read again in this term: what stays unreadable is told again.
+        self.forget_unreadable(|_| true);
     }
 
     /// Whether the provider's outcome ledger was loaded from the hub.

@@ -25,6 +25,7 @@ mod owners;
 pub mod shards;
 mod step;
 pub mod store;
+pub mod unreadable;
 
 pub use challenges::{challenge_data, read_challenges, write_challenge_data, write_challenges};
 
@@ -192,6 +193,8 @@ pub struct Verifier {
     swept_ms: std::sync::atomic::AtomicU64,
     /// When the fleet looked lost at large (abandoned jobs then are no provider's doing).
     pub losses: abandoned::LossWatch,
+    /// Kept maps that cannot be read, and when each was told ([`unreadable`]).
+    unreadable: unreadable::Unreadable,
 }
 
 fn ms(d: Duration) -> u64 {

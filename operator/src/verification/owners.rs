@@ -90,5 +90,6 @@ impl Verifier {
         if let Ok(mut pending) = self.outcomes_pending.lock() {
             pending.retain(|p, _| !matches(p));
         }
+        self.forget_unreadable(matches);
     }
 }

@@ -24,11 +24,12 @@
 //!
 //! Keys go to shards in order, each filled up to [`LIMIT`] bytes, so a changed entry
 //! rewrites only its shard (an unchanged shard is not written again). Shard 0 is written
-//! last: until it is, readers keep the old shards. Shards no longer named are deleted
-//! after. A save stops once the leader's term lapses (checked before each write and
-//! delete), and a shard shard 0 names that is not there fails the read rather than
-//! leaving its entries out ([`read`]). Every shard is owned by the provider and taken
-//! over or left alone as [`super::store`] says.
+//! last: until it is, readers keep the old shards (a map that has none gets an empty one
+//! first: [`first`]). Shards no longer named are deleted after. A save stops once the
+//! leader's term lapses (checked before each write and delete: a request already sent
+//! still lands), and a shard shard 0 names that is not there, or shard 0 gone while its
+//! shards are there, fails the read rather than leaving entries out ([`read`]). Every
+//! shard is owned by the provider and taken over or left alone as [`super::store`] says.
 
 use std::collections::BTreeMap;
 
@@ -195,9 +196,11 @@ pub fn count(cm: &ConfigMap) -> usize {
 /// another provider's: a provider deleted before). A shard shard 0 names that is missing
 /// or another owner's is an error ([`Error::Shard`]), not an empty shard: read without
 /// its entries, the map would pin its nodes again at first sight and take their failed
-/// verdicts for none. The caller waits and reads again (a save under way, which replaces
-/// shard 0 before deleting the shards it no longer names); one lost for good is repaired
-/// by hand (docs/trust.md).
+/// verdicts for none. So is shard 0 missing while shard 1 (of either naming) is this
+/// provider's ([`Error::Headless`]): shard 0 was deleted, since a save makes shard 0
+/// before the shards of a map that has none ([`write`]). The caller waits and reads again
+/// (a save under way, which replaces shard 0 before deleting the shards it no longer
+/// names); one lost for good is repaired by hand (docs/trust.md).
 pub async fn read(
     hub: &Client,
     namespace: &str,
@@ -206,7 +209,13 @@ pub async fn read(
 ) -> Result<BTreeMap<String, String>, Error> {
     let api: Api<ConfigMap> = Api::namespaced(hub.clone(), namespace);
     let Some(first) = api.get_opt(base).await? else {
-        return Ok(BTreeMap::new());
+        return match first::orphan(&api, base, provider).await? {
+            Some(shard) => Err(Error::Headless {
+                base: base.to_owned(),
+                shard,
+            }),
+            None => Ok(BTreeMap::new()),
+        };
     };
     if store::stale(&first, provider.uid().as_deref()) {
         return Ok(BTreeMap::new());
@@ -250,7 +259,9 @@ fn fence(holds: Holds<'_>, name: &str) -> Result<(), Error> {
 /// `holds`. A leader whose term lapsed stops before its next write or delete: it would
 /// otherwise write over a successor's shard 0 and delete the shards that one named (their
 /// entries gone from the hub), or delete by their old names the shards an older
-/// operator just wrote, which its shard 0 names.
+/// operator just wrote, which its shard 0 names. That narrows the race, it does not close
+/// it: `holds` is checked before a request is sent, and one in flight when the term
+/// lapses still lands (a shard it deleted then fails the successor's next read).
 pub async fn write(
     hub: &Client,
     namespace: &str,
@@ -264,6 +275,9 @@ pub async fn write(
     let uid = provider.uid();
     let mut shards = split(map, limit);
     let n = shards.len();
+    if n > 1 {
+        first::make(hub, namespace, base, provider, holds).await?;
+    }
     // Shard 0 goes last.
     for (i, shard) in shards.iter().enumerate().skip(1).rev() {
         let shard_name = name(base, i);
@@ -353,6 +367,9 @@ async fn delete(api: &Api<ConfigMap>, shard: &str, provider: &GpuProvider) -> Re
         Err(e) => Err(e.into()),
     }
 }
+
+#[path = "shards_first.rs"]
+mod first;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

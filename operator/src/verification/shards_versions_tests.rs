@@ -117,6 +117,9 @@ fn within(read: &BTreeMap<String, String>, map: &BTreeMap<String, String>) -> bo
 #[path = "shards_fence_tests.rs"]
 mod fence;
 
+#[path = "shards_first_tests.rs"]
+mod first;
+
 #[tokio::test]
 async fn a_rollback_and_back_reads_what_the_old_operator_saved_last() {
     let (hub, held) = fake::start().await;

@@ -47,6 +47,18 @@ pub enum Error {
         /// How many shards the first names.
         count: usize,
     },
+    /// The map's first ConfigMap is missing while a shard of it is still this provider's
+    /// (owned by its UID): the first was deleted, and read as none the map would pin every
+    /// node again at first sight ([`super::shards::read`]).
+    #[error(
+        "ConfigMap {base}, the first of a map kept in shards, is missing while its shard {shard} is this provider's: the map is not read as empty (docs/trust.md, \"A shard missing\")"
+    )]
+    Headless {
+        /// The map's first ConfigMap, missing.
+        base: String,
+        /// The shard of it found.
+        shard: String,
+    },
     /// The leadership term the save began in ended before it wrote ConfigMap `name`
     /// (a successor may be saving): the save stopped there.
     #[error("leadership lapsed: the save stopped before changing ConfigMap {name}")]
@@ -54,6 +66,19 @@ pub enum Error {
         /// The ConfigMap it would have written or deleted next.
         name: String,
     },
+}
+
+impl Error {
+    /// The ConfigMap whose absence (or other owner) makes a kept map unreadable until it is
+    /// restored ([`Error::Shard`], [`Error::Headless`]); `None` for a failure that passes
+    /// by itself (the API, a lapsed term) or a write's.
+    pub fn unreadable(&self) -> Option<&str> {
+        match self {
+            Self::Shard { shard, .. } => Some(shard),
+            Self::Headless { base, .. } => Some(base),
+            Self::Kube(_) | Self::Foreign { .. } | Self::Lapsed { .. } => None,
+        }
+    }
 }
 
 /// The data of `provider`'s ConfigMap `name`, `None` when it does not exist or belongs to
