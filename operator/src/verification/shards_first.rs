@@ -14,10 +14,12 @@ use kube::{Api, Client, ResourceExt};
 use super::{Header, Holds, Layout, SHARDS, fence};
 use crate::verification::store::{self, Error};
 
-/// Shard 1 of the map kept as `base`, of either naming, when it is there and owned by
-/// `provider`'s UID: every map of two shards or more has one. Another provider's (one
-/// deleted before, or provider `<provider>-shard-1`, whose map has the old naming's name)
-/// or an unowned ConfigMap is none.
+/// Shard 1 of the map kept as `base`, in this release's naming, when it is there and owned
+/// by `provider`'s UID: every such map of two shards or more has one, and [`make`] wrote
+/// its shard 0 before it. Another provider's (one deleted before) or an unowned ConfigMap
+/// is none. The old naming's shard 1 (`<base>-shard-1`) is not looked at: an older release
+/// wrote it before any shard 0, so without shard 0 it may be a first save that died
+/// half-way (nothing saved: the map is truly empty) and reads as none, as it always did.
 pub(super) async fn orphan(
     api: &Api<ConfigMap>,
     base: &str,
@@ -26,7 +28,7 @@ pub(super) async fn orphan(
     let Some(uid) = provider.uid() else {
         return Ok(None);
     };
-    for layout in [Layout::Prefixed, Layout::Suffixed] {
+    for layout in [Layout::Prefixed] {
         let shard = layout.name(base, 1);
         let owned = api.get_opt(&shard).await?.is_some_and(|cm| {
             cm.owner_references()

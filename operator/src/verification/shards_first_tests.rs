@@ -1,4 +1,4 @@
-//! Shard 0 gone while the provider's shards are there fails the read (either naming),
+//! Shard 0 gone while the provider's shards are there fails the read (this release's naming),
 //! and only then: another owner's shard 1 is none of this map's, and a save that died
 //! before writing shard 0 leaves a map that reads as empty, not one that cannot be read.
 
@@ -42,17 +42,12 @@ async fn shard_0_deleted_while_its_shards_are_the_providers_fails_the_read() {
         .metadata
         .owner_references = None;
     assert!(read(&hub, NS, BASE, &p).await.unwrap().is_empty());
-    // The old naming's.
+    // The old naming's shard 1 without shard 0 may be an older release's first save that
+    // died before shard 0 (it wrote shard 0 last, nothing saved): the map reads as empty,
+    // as it always did, rather than wait for a repair by hand.
     let (hub, held) = fake::start().await;
     old_write(&hub, &records(40, "old"), false).await;
     held.maps.lock().unwrap().remove(BASE);
-    assert!(matches!(
-        read(&hub, NS, BASE, &p).await,
-        Err(Error::Headless { shard, .. }) if shard == old_name(1)
-    ));
-    // `<base>-shard-1` is also the map of provider `p-shard-1`: that one's is not this
-    // provider's shard.
-    own(&held, &old_name(1), "GpuProvider", "p-shard-1", "u2");
     assert!(read(&hub, NS, BASE, &p).await.unwrap().is_empty());
 }
 

@@ -3,9 +3,10 @@
 //! someone restores the ConfigMap (docs/trust.md, "A shard missing"), and the provider's
 //! verification waits meanwhile: a log line every heartbeat is easy to miss. So it is
 //! also counted (`gpufed_verification_unreadable_maps`: providers with one) and told as a
-//! Warning Event on the GpuProvider when first found, when another ConfigMap is the cause,
-//! and again every [`RETELL_MS`] while it lasts (Events expire after an hour) — not every
-//! heartbeat.
+//! Warning Event on the GpuProvider once the same ConfigMap is still the cause
+//! [`CONFIRM_MS`] after it was first found (a read that met another leader's save under
+//! way passes by itself: no Event asks for a repair then), and again every [`RETELL_MS`]
+//! while it lasts (Events expire after an hour) — not every heartbeat.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,6 +19,9 @@ pub const VERIFICATION_STATE_UNREADABLE: &str = "VerificationStateUnreadable";
 
 /// How often a map that stays unreadable is told again (ms).
 pub const RETELL_MS: u64 = 3_600_000;
+/// How long the same ConfigMap must keep a map unreadable before it is told (ms): longer
+/// than a save takes, so that a read which met one is not.
+pub const CONFIRM_MS: u64 = 60_000;
 
 /// Which map the verifier keeps per provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,11 +41,19 @@ impl Kept {
     }
 }
 
-/// Per provider and map that cannot be read: the ConfigMap that makes it so, and when it
-/// was last told (ms).
+/// One map that cannot be read: the ConfigMap that makes it so, since when (ms), and when
+/// it was last told (ms), if it was.
+#[derive(Debug)]
+struct Seen {
+    configmap: String,
+    since: u64,
+    told: Option<u64>,
+}
+
+/// Per provider and map that cannot be read, what was seen of it.
 #[derive(Debug, Default)]
 pub struct Unreadable {
-    told: Mutex<BTreeMap<(String, Kept), (String, u64)>>,
+    told: Mutex<BTreeMap<(String, Kept), Seen>>,
 }
 
 impl Unreadable {
@@ -71,12 +83,22 @@ impl Verifier {
         let configmap = e.unreadable()?;
         let due = {
             let mut told = self.unreadable.told.lock().ok()?;
-            let key = (provider.to_owned(), map);
-            let due = told
-                .get(&key)
-                .is_none_or(|(cm, at)| cm != configmap || now_ms.saturating_sub(*at) >= RETELL_MS);
+            let seen = told.entry((provider.to_owned(), map)).or_insert_with(|| Seen {
+                configmap: configmap.to_owned(),
+                since: now_ms,
+                told: None,
+            });
+            if seen.configmap != configmap {
+                *seen = Seen {
+                    configmap: configmap.to_owned(),
+                    since: now_ms,
+                    told: None,
+                };
+            }
+            let confirmed = now_ms.saturating_sub(seen.since) >= CONFIRM_MS;
+            let due = confirmed && seen.told.is_none_or(|at| now_ms.saturating_sub(at) >= RETELL_MS);
             if due {
-                told.insert(key, (configmap.to_owned(), now_ms));
+                seen.told = Some(now_ms);
             }
             due
         };
