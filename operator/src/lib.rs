@@ -34,6 +34,10 @@ pub mod telemetry;
 pub mod time;
 pub mod verification;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod test_http;
+
 use std::sync::Arc;
 
 use anyhow::Context as _;

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{Client, Config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use kube::Client;
 
 /// The namespace it serves.
 pub const NS: &str = "gpufed-system";
@@ -118,54 +117,11 @@ fn status(code: u16, reason: &str) -> (u16, String) {
 /// Starts the server; a client of it, and what it holds.
 pub async fn start() -> (Client, Held) {
     let held = Held::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let serving = held.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let held = serving.clone();
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 8192];
-                let head_end = loop {
-                    if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break at + 4;
-                    }
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => data.extend_from_slice(&buf[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                while data.len() < head_end + length {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => data.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = String::from_utf8_lossy(&data[head_end..head_end + length]).to_string();
-                let mut line = head.split_whitespace();
-                let method = line.next().unwrap_or_default().to_owned();
-                let target = line.next().unwrap_or_default();
-                let path = target.split('?').next().unwrap_or_default();
-                let (code, answer) = held.answer(&method, path, &body);
-                let head = format!(
-                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    answer.len()
-                );
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    let client = Client::try_from(Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
-    (client, held)
+    let addr = crate::test_http::serve(move |method, target, body| {
+        let path = target.split('?').next().unwrap_or_default();
+        serving.answer(method, path, body)
+    })
+    .await;
+    (crate::test_http::client(addr), held)
 }

@@ -1,8 +1,5 @@
 use std::sync::{Arc, Mutex};
 
-use kube::{Client, Config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::*;
 
 fn s(v: &str) -> String {
@@ -54,87 +51,45 @@ fn selected(held: &[Assignment], target: &str) -> Vec<Assignment> {
 /// as `("DELETED", name, "")`.
 async fn hub_holding(held: Vec<Assignment>) -> (PullLink, Seen) {
     let seen: Seen = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let (held, record) = (held.clone(), record.clone());
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 4096];
-                let head_end = loop {
-                    if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break at + 4;
-                    }
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => data.extend_from_slice(&buf[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                while data.len() < head_end + length {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => data.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = String::from_utf8_lossy(&data[head_end..head_end + length]).to_string();
-                let mut line = head.split_whitespace();
-                let method = line.next().unwrap_or_default().to_owned();
-                let target = line.next().unwrap_or_default().to_owned();
-                let path = target.split('?').next().unwrap_or_default().to_owned();
-                record
-                    .lock()
-                    .unwrap()
-                    .push((method.clone(), target.clone(), body.clone()));
-                let by_name = path.strip_prefix(PATH).and_then(|p| p.strip_prefix('/'));
-                let found = by_name.and_then(|n| held.iter().find(|a| a.name_any() == n));
-                let chosen = match (method.as_str(), by_name, found) {
-                    ("DELETE", None, _) => selected(&held, &target),
-                    ("DELETE", Some(_), Some(a)) => vec![a.clone()],
-                    _ => Vec::new(),
-                };
-                for a in &chosen {
-                    record
-                        .lock()
-                        .unwrap()
-                        .push((s("DELETED"), a.name_any(), String::new()));
-                }
-                let (code, answer) = match (method.as_str(), by_name, found) {
-                    ("GET" | "DELETE", None, _) => (
-                        200,
-                        serde_json::json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "AssignmentList",
-                                           "metadata": {}, "items": selected(&held, &target)}),
-                    ),
-                    ("GET", Some(_), Some(a)) => (200, serde_json::to_value(a).unwrap()),
-                    ("PATCH", Some(_), _) => (200, serde_json::from_str(&body).unwrap()),
-                    ("DELETE", Some(_), Some(a)) => (200, serde_json::to_value(a).unwrap()),
-                    _ => (
-                        404,
-                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                           "code": 404, "reason": "NotFound", "message": "not found"}),
-                    ),
-                };
-                let answer = answer.to_string();
-                let head = format!(
-                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    answer.len()
-                );
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(answer.as_bytes()).await;
-            });
+    let addr = crate::test_http::serve(move |method, target, body| {
+        let path = target.split('?').next().unwrap_or_default();
+        record
+            .lock()
+            .unwrap()
+            .push((method.to_owned(), target.to_owned(), body.to_owned()));
+        let by_name = path.strip_prefix(PATH).and_then(|p| p.strip_prefix('/'));
+        let found = by_name.and_then(|n| held.iter().find(|a| a.name_any() == n));
+        let chosen = match (method, by_name, found) {
+            ("DELETE", None, _) => selected(&held, target),
+            ("DELETE", Some(_), Some(a)) => vec![a.clone()],
+            _ => Vec::new(),
+        };
+        for a in &chosen {
+            record
+                .lock()
+                .unwrap()
+                .push((s("DELETED"), a.name_any(), String::new()));
         }
-    });
-    let client = Client::try_from(Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+        let (code, answer) = match (method, by_name, found) {
+            ("GET" | "DELETE", None, _) => (
+                200,
+                serde_json::json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "AssignmentList",
+                                   "metadata": {}, "items": selected(&held, target)}),
+            ),
+            ("GET", Some(_), Some(a)) => (200, serde_json::to_value(a).unwrap()),
+            ("PATCH", Some(_), _) => (200, serde_json::from_str(body).unwrap()),
+            ("DELETE", Some(_), Some(a)) => (200, serde_json::to_value(a).unwrap()),
+            _ => (
+                404,
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "code": 404, "reason": "NotFound", "message": "not found"}),
+            ),
+        };
+        (code, answer.to_string())
+    })
+    .await;
+    let client = crate::test_http::client(addr);
     let pace = AgentPace {
         interval_seconds: 10,
         challenge_poll_millis: 0,
