@@ -196,9 +196,10 @@ pub fn count(cm: &ConfigMap) -> usize {
 /// another provider's: a provider deleted before). A shard shard 0 names that is missing
 /// or another owner's is an error ([`Error::Shard`]), not an empty shard: read without
 /// its entries, the map would pin its nodes again at first sight and take their failed
-/// verdicts for none. So is shard 0 missing while shard 1 (of either naming) is this
+/// verdicts for none. So is shard 0 missing while shard 1 of the current naming is this
 /// provider's ([`Error::Headless`]): shard 0 was deleted, since a save makes shard 0
-/// before the shards of a map that has none ([`write`]). The caller waits and reads again
+/// before the shards of a map that has none ([`write`]) (the old naming's, written before
+/// its shard 0 by older releases, reads as none). The caller waits and reads again
 /// (a save under way, which replaces shard 0 before deleting the shards it no longer
 /// names); one lost for good is repaired by hand (docs/trust.md).
 pub async fn read(
